@@ -1,0 +1,194 @@
+/**
+ * MailParser adapter over mailparser's simpleParser. Everything mailparser returns is mapped to
+ * our own types here, so no mailparser type reaches the core.
+ */
+import { createHash } from 'node:crypto';
+import type { AddressObject, EmailAddress, HeaderLines, ParsedMail, SimpleParserOptions } from 'mailparser';
+import { simpleParser } from 'mailparser';
+import type { AddressEntry, Attachment, DecodedPart, ParsedSummary, ParseResult } from '../../core/message.ts';
+import type { MailParser } from '../../ports/mail-parser.ts';
+
+/**
+ * Longest HTML part (in characters) that mailparser converts to plain text when a message has no
+ * text part. html-to-text is superlinear on big or messy markup and runs on the event loop; past
+ * this size the text of that part is left empty (the HTML itself is still returned), which is a
+ * better trade than a Lambda burning its timeout on a newsletter. Real HTML mail is far below it
+ * (Gmail clips at 102 KB).
+ */
+export const MAX_HTML_LENGTH_TO_PARSE = 2 * 1024 * 1024;
+
+/**
+ * How long parse() waits for mailparser before giving up with `{ok: false}`. A stalled parse must
+ * not hold a delivery until the Lambda times out: the raw message is delivered flagged instead.
+ * This bounds the wait, not the work (a timer cannot pre-empt synchronous parsing), so it is a
+ * guard against hangs, set well above the few seconds a 40 MB message takes.
+ */
+export const DEFAULT_PARSE_TIMEOUT_MS = 60_000;
+
+export interface MailparserAdapterOptions {
+  /**
+   * Milliseconds to wait for a parse before answering `{ok: false}`.
+   * @default DEFAULT_PARSE_TIMEOUT_MS
+   */
+  readonly timeoutMs?: number;
+  /**
+   * Largest HTML part converted to text, in characters.
+   * @default MAX_HTML_LENGTH_TO_PARSE
+   */
+  readonly maxHtmlLengthToParse?: number;
+}
+
+/** Parses raw MIME with mailparser. Never throws: failures come back as `{ok: false, error}`. */
+export class MailparserAdapter implements MailParser {
+  private readonly timeoutMs: number;
+  private readonly parserOptions: SimpleParserOptions;
+
+  constructor(options: MailparserAdapterOptions = {}) {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_PARSE_TIMEOUT_MS;
+    const maxHtml = options.maxHtmlLengthToParse ?? MAX_HTML_LENGTH_TO_PARSE;
+    if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+      throw new RangeError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`);
+    }
+    if (!Number.isInteger(maxHtml) || maxHtml <= 0) {
+      throw new RangeError(
+        `maxHtmlLengthToParse must be a positive integer, got ${String(options.maxHtmlLengthToParse)}`,
+      );
+    }
+    this.timeoutMs = timeoutMs;
+    this.parserOptions = {
+      maxHtmlLengthToParse: maxHtml,
+      // We store and serve the message's own HTML: no generated HTML from text, no inlined
+      // data: URLs for cid: images (the client fetches those parts by partId), no linkifying.
+      skipImageLinks: true,
+      keepCidLinks: true,
+      skipTextToHtml: true,
+      skipTextLinks: true,
+      // We hash the decoded bytes ourselves (sha256); mailparser's default md5 pass would be
+      // wasted work on a 40 MB attachment.
+      checksumAlgo: false,
+    };
+  }
+
+  async parse(raw: Buffer): Promise<ParseResult> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`parse timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
+        // A pending guard must not keep a CLI or test process alive.
+        timer.unref();
+      });
+      const parsed = await Promise.race([simpleParser(raw, this.parserOptions), timeout]);
+      return toParseResult(parsed);
+    } catch (err) {
+      return { ok: false, error: errorMessage(err) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** Display text for an address list: `Name <a@b>, c@d`. Names that would break the list are quoted. */
+export function formatAddressList(list: readonly AddressEntry[]): string {
+  return list
+    .map(({ name, address }) => {
+      const shownName = /[",;<>@:()[\]\\]/.test(name) ? `"${name.replace(/(["\\])/g, '\\$1')}"` : name;
+      if (name === '') return address;
+      if (address === '') return shownName;
+      return `${shownName} <${address}>`;
+    })
+    .filter((s) => s !== '')
+    .join(', ');
+}
+
+function toParseResult(parsed: ParsedMail): ParseResult {
+  const headerLines: HeaderLines = parsed.headerLines ?? [];
+  const headers = headerLines.map((line) => toHeaderEntry(line.line));
+
+  const attachments: Attachment[] = [];
+  const parts: DecodedPart[] = [];
+  parsed.attachments.forEach((attachment, index) => {
+    const partId = String(index + 1);
+    const content = Buffer.isBuffer(attachment.content) ? attachment.content : Buffer.alloc(0);
+    attachments.push({
+      partId,
+      filename: nonEmpty(attachment.filename),
+      contentType: attachment.contentType,
+      size: content.length,
+      sha256: createHash('sha256').update(content).digest('hex'),
+      contentId: nonEmpty(attachment.contentId),
+      disposition: nonEmpty(attachment.contentDisposition),
+    });
+    parts.push({ partId, content });
+  });
+
+  const summary: ParsedSummary = {
+    headers,
+    from: toAddressEntries(parsed.from),
+    to: toAddressEntries(parsed.to),
+    cc: toAddressEntries(parsed.cc),
+    replyTo: toAddressEntries(parsed.replyTo),
+    // mailparser leaves `subject` unset for an empty Subject header; present-but-empty is not absent.
+    subject: parsed.subject ?? (headers.some((h) => h.name.toLowerCase() === 'subject') ? '' : null),
+    date: readDate(headers),
+    messageId: nonEmpty(parsed.messageId),
+    text: parsed.text ?? null,
+    html: typeof parsed.html === 'string' ? parsed.html : null,
+    attachments,
+  };
+  return { ok: true, summary, parts };
+}
+
+/**
+ * mailsplit hands header lines over as binary (latin1) strings with folding kept as CRLF. Raw
+ * 8-bit header bytes are UTF-8 in practice (RFC 6532), so they are read as UTF-8.
+ */
+function toHeaderEntry(binaryLine: string): { name: string; value: string } {
+  // RFC 5322 §2.2.3: unfolding removes the CRLF and keeps the whitespace that follows it.
+  const line = Buffer.from(binaryLine, 'latin1')
+    .toString('utf8')
+    .replace(/\r?\n(?=[ \t])/g, '');
+  const colon = line.indexOf(':');
+  if (colon < 0) return { name: line.trim(), value: '' };
+  return { name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() };
+}
+
+/**
+ * Read from the header itself: mailparser substitutes the current time for a Date it cannot
+ * read, which would silently re-date the message.
+ */
+function readDate(headers: readonly { name: string; value: string }[]): string | null {
+  const header = headers.find((h) => h.name.toLowerCase() === 'date');
+  if (header === undefined || header.value === '') return null;
+  const date = new Date(header.value);
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+}
+
+function toAddressEntries(field: AddressObject | AddressObject[] | undefined): AddressEntry[] {
+  if (field === undefined) return [];
+  const objects = Array.isArray(field) ? field : [field];
+  const out: AddressEntry[] = [];
+  for (const object of objects) flattenAddresses(object.value ?? [], out);
+  return out;
+}
+
+/** Groups (`Team: a@x, b@y;`) contribute their members; the group name is not a mailbox. */
+function flattenAddresses(list: readonly EmailAddress[], out: AddressEntry[]): void {
+  for (const entry of list) {
+    if (entry.group !== undefined) {
+      flattenAddresses(entry.group, out);
+      continue;
+    }
+    const name = entry.name ?? '';
+    const address = entry.address ?? '';
+    if (name !== '' || address !== '') out.push({ name, address });
+  }
+}
+
+function nonEmpty(value: string | null | undefined): string | null {
+  return typeof value === 'string' && value !== '' ? value : null;
+}
+
+function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}

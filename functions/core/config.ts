@@ -1,0 +1,351 @@
+/**
+ * `mail-relay.config.json`: the single source of truth for domains, mailboxes, routes and
+ * policies. Validated by zod at local start and at `cdk synth`; every wrong path is named.
+ */
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+
+/** SES refuses inbound messages above 40 MB (including headers); we default to the same. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 40 * 1024 * 1024;
+/** SES keeps nothing for us; `inbound/` is our replay window. */
+export const DEFAULT_INBOUND_RETENTION_DAYS = 30;
+/** Bound on alias chains resolved at run time (regex and catch-all targets are dynamic). */
+export const MAX_ALIAS_DEPTH = 10;
+
+const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/;
+// RFC 5322 atext plus dots, minus '/': a slash is legal in a local part but never seen in practice,
+// and the mailbox address is a storage key segment (mailboxes/<address>/…).
+const LOCAL_RE = /^[a-z0-9!#$%&'*+=?^_`{|}~.-]{1,64}$/;
+
+export function isAddress(value: string): boolean {
+  const at = value.lastIndexOf('@');
+  if (at <= 0) return false;
+  return LOCAL_RE.test(value.slice(0, at)) && DOMAIN_RE.test(value.slice(at + 1));
+}
+
+/** Addresses are compared case-insensitively, as every real mail system does. */
+export function normalizeAddress(value: string): string {
+  return value.trim().toLowerCase();
+}
+
+export function domainOf(address: string): string {
+  return address.slice(address.lastIndexOf('@') + 1);
+}
+
+const domainSchema = z
+  .string()
+  .transform((s) => s.trim().toLowerCase())
+  .refine((s) => DOMAIN_RE.test(s), { message: 'must be a domain name such as example.com' });
+
+const addressSchema = z
+  .string()
+  .transform(normalizeAddress)
+  .refine(isAddress, { message: 'must be an e-mail address such as alice@example.com' });
+
+export const verdictActionSchema = z.enum(['accept', 'tag', 'quarantine', 'reject']);
+export type VerdictAction = z.infer<typeof verdictActionSchema>;
+
+export const VERDICT_NAMES = ['spam', 'virus', 'spf', 'dkim', 'dmarc'] as const;
+export type VerdictName = (typeof VERDICT_NAMES)[number];
+
+/** What to do when a verdict FAILs. PASS, GRAY, DISABLED and PROCESSING_FAILED always accept. */
+export const policiesSchema = z
+  .object({
+    spam: verdictActionSchema.default('tag'),
+    virus: verdictActionSchema.default('quarantine'),
+    spf: verdictActionSchema.default('accept'),
+    dkim: verdictActionSchema.default('accept'),
+    dmarc: verdictActionSchema.default('tag'),
+  })
+  .strict();
+export type Policies = z.infer<typeof policiesSchema>;
+
+const partialPoliciesSchema = z
+  .object({
+    spam: verdictActionSchema.optional(),
+    virus: verdictActionSchema.optional(),
+    spf: verdictActionSchema.optional(),
+    dkim: verdictActionSchema.optional(),
+    dmarc: verdictActionSchema.optional(),
+  })
+  .strict();
+
+/**
+ * `match` is one of: an exact address (`sales@example.com`), a catch-all (`*@example.com`),
+ * or a regular expression between slashes (`/^(.+)-team@example\.com$/`), whose groups
+ * can be used as `$1`… in `to`.
+ */
+const matchSchema = z.string().superRefine((value, ctx) => {
+  const m = parseMatch(value);
+  if (typeof m === 'string') ctx.addIssue({ code: 'custom', message: m });
+});
+
+const routeBase = {
+  match: matchSchema,
+  /** Overrides the top-level verdict policies for mail taking this route. */
+  policies: partialPoliciesSchema.optional(),
+};
+
+const targetSchema = z
+  .string()
+  .transform(normalizeAddress)
+  .refine((s) => isAddress(s) || /\$\d/.test(s), {
+    message: 'must be an e-mail address (it may use $1… from a regex match)',
+  });
+
+export const routeSchema = z.discriminatedUnion('action', [
+  z
+    .object({
+      ...routeBase,
+      action: z.literal('deliver'),
+      /** Mailboxes, or addresses that other routes resolve further (aliases). */
+      to: z.array(targetSchema).min(1),
+    })
+    .strict(),
+  z
+    .object({
+      ...routeBase,
+      action: z.literal('forward'),
+      /** External addresses the message is relayed to. */
+      to: z.array(targetSchema).min(1),
+    })
+    .strict(),
+  z
+    .object({
+      ...routeBase,
+      action: z.literal('reject'),
+      code: z.number().int().min(400).max(599).default(550),
+      message: z.string().min(1).max(400).default('5.1.1 Recipient address rejected'),
+    })
+    .strict(),
+  z.object({ ...routeBase, action: z.literal('drop') }).strict(),
+]);
+export type Route = z.infer<typeof routeSchema>;
+
+export const configSchema = z
+  .object({
+    $schema: z.string().optional(),
+    /** The domains we receive mail for. Anything else is refused at RCPT (never an open relay). */
+    domains: z.array(domainSchema).min(1),
+    /** Mailbox addresses; `*@domain` makes every address of that domain its own mailbox. */
+    mailboxes: z.array(z.string()).default([]),
+    routes: z.array(routeSchema).default([]),
+    /** `user+tag@domain` goes to `user@domain` (the tag is kept on the decision). */
+    plusAddressing: z
+      .object({ enabled: z.boolean().default(true), separator: z.string().length(1).default('+') })
+      .strict()
+      .default({ enabled: true, separator: '+' }),
+    policies: policiesSchema.default({
+      spam: 'tag',
+      virus: 'quarantine',
+      spf: 'accept',
+      dkim: 'accept',
+      dmarc: 'tag',
+    }),
+    /** Where `quarantine` puts mail. Defaults to `quarantine@<first domain>`; not reachable from outside unless listed in `mailboxes`. */
+    quarantineMailbox: addressSchema.optional(),
+    maxMessageBytes: z.number().int().min(1024).max(DEFAULT_MAX_MESSAGE_BYTES).default(DEFAULT_MAX_MESSAGE_BYTES),
+    retention: z
+      .object({
+        inboundDays: z.number().int().min(1).max(3650).default(DEFAULT_INBOUND_RETENTION_DAYS),
+        /** Delete delivered mail after this many days; absent keeps it forever. */
+        mailboxDays: z.number().int().min(1).max(36500).optional(),
+      })
+      .strict()
+      .default({ inboundDays: DEFAULT_INBOUND_RETENTION_DAYS }),
+  })
+  .strict();
+
+export type RawConfig = z.input<typeof configSchema>;
+
+export type MatchSpec =
+  | { kind: 'exact'; address: string }
+  | { kind: 'catchAll'; domain: string }
+  | { kind: 'regex'; regex: RegExp; source: string };
+
+/** Parses a route's `match`; returns a message string when it is not valid. */
+export function parseMatch(value: string): MatchSpec | string {
+  const v = value.trim();
+  if (v.startsWith('/')) {
+    const end = v.lastIndexOf('/');
+    if (end <= 0) return 'a regex match must look like /pattern/ or /pattern/i';
+    const flags = v.slice(end + 1);
+    if (!/^[i]*$/.test(flags)) return `regex flag(s) "${flags}" not allowed (only i)`;
+    try {
+      // Addresses are lower-cased before matching, so `i` is implied; anchors are the user's choice.
+      return { kind: 'regex', regex: new RegExp(v.slice(1, end), 'i'), source: v };
+    } catch (err) {
+      return `invalid regex: ${(err as Error).message}`;
+    }
+  }
+  const lower = v.toLowerCase();
+  if (lower.startsWith('*@')) {
+    const domain = lower.slice(2);
+    return DOMAIN_RE.test(domain) ? { kind: 'catchAll', domain } : 'a catch-all must look like *@example.com';
+  }
+  return isAddress(lower)
+    ? { kind: 'exact', address: lower }
+    : 'must be an address, *@domain, or /regex/';
+}
+
+export interface CompiledRoute {
+  readonly index: number;
+  readonly route: Route;
+  readonly match: MatchSpec;
+}
+
+/** A validated configuration, with routes compiled for the router. */
+export interface Config {
+  readonly domains: readonly string[];
+  /** Exact mailbox addresses. */
+  readonly mailboxes: ReadonlySet<string>;
+  /** Domains where every address is a mailbox (`*@domain` in `mailboxes`). */
+  readonly autoMailboxDomains: ReadonlySet<string>;
+  readonly routes: readonly CompiledRoute[];
+  readonly plusAddressing: { readonly enabled: boolean; readonly separator: string };
+  readonly policies: Policies;
+  readonly quarantineMailbox: string;
+  readonly maxMessageBytes: number;
+  readonly retention: { readonly inboundDays: number; readonly mailboxDays?: number | undefined };
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return '(root)';
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
+}
+
+/**
+ * Validates a parsed JSON value as configuration. Throws ConfigError listing every problem,
+ * each prefixed with its path (e.g. `routes[2].to[0]: must be an e-mail address`).
+ */
+export function parseConfig(input: unknown, source = 'configuration'): Config {
+  const parsed = configSchema.safeParse(input);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
+    throw new ConfigError(`${source} is invalid`, issues);
+  }
+  const raw = parsed.data;
+  const issues: string[] = [];
+  const domains = [...new Set(raw.domains)];
+  const inOurDomains = (address: string) => domains.includes(domainOf(address));
+
+  const mailboxes = new Set<string>();
+  const autoMailboxDomains = new Set<string>();
+  raw.mailboxes.forEach((m, i) => {
+    const v = normalizeAddress(m);
+    if (v.startsWith('*@')) {
+      const d = v.slice(2);
+      if (!domains.includes(d)) issues.push(`mailboxes[${i}]: domain "${d}" is not listed in domains`);
+      else autoMailboxDomains.add(d);
+    } else if (!isAddress(v)) {
+      issues.push(`mailboxes[${i}]: must be an e-mail address or *@domain`);
+    } else if (!inOurDomains(v)) {
+      issues.push(`mailboxes[${i}]: "${v}" is not in one of the configured domains`);
+    } else {
+      mailboxes.add(v);
+    }
+  });
+
+  const quarantineMailbox = raw.quarantineMailbox ?? `quarantine@${domains[0]}`;
+  if (!inOurDomains(quarantineMailbox)) {
+    issues.push(`quarantineMailbox: "${quarantineMailbox}" is not in one of the configured domains`);
+  }
+
+  const routes: CompiledRoute[] = raw.routes.map((route, index) => {
+    const match = parseMatch(route.match) as MatchSpec; // validated by the schema
+    if (match.kind === 'exact' && !inOurDomains(match.address)) {
+      issues.push(`routes[${index}].match: "${match.address}" is not in one of the configured domains`);
+    }
+    if (match.kind === 'catchAll' && !domains.includes(match.domain)) {
+      issues.push(`routes[${index}].match: domain "${match.domain}" is not listed in domains`);
+    }
+    if (route.action === 'forward') {
+      route.to.forEach((t, j) => {
+        if (isAddress(t) && inOurDomains(t)) {
+          issues.push(
+            `routes[${index}].to[${j}]: "${t}" is one of our own domains; forwarding to it would loop (use "deliver")`,
+          );
+        }
+      });
+    }
+    if (route.action === 'deliver') {
+      route.to.forEach((t, j) => {
+        if (isAddress(t) && !inOurDomains(t)) {
+          issues.push(`routes[${index}].to[${j}]: "${t}" is outside our domains; use "forward" for external addresses`);
+        }
+      });
+    }
+    return { index, route, match };
+  });
+
+  const config: Config = {
+    domains,
+    mailboxes,
+    autoMailboxDomains,
+    routes,
+    plusAddressing: raw.plusAddressing,
+    policies: raw.policies,
+    quarantineMailbox,
+    maxMessageBytes: raw.maxMessageBytes,
+    retention: raw.retention,
+  };
+  issues.push(...findAliasProblems(config));
+  if (issues.length > 0) throw new ConfigError(`${source} is invalid`, issues);
+  return config;
+}
+
+/**
+ * Refuses, at config time, an alias that points to itself or a cycle of aliases, and static
+ * deliver targets that lead nowhere. Only exact-address routes are static; regex and catch-all
+ * targets depend on the recipient and are bounded at run time by MAX_ALIAS_DEPTH.
+ */
+function findAliasProblems(config: Config): string[] {
+  const problems: string[] = [];
+  const exact = new Map<string, CompiledRoute>();
+  for (const r of config.routes) {
+    if (r.match.kind === 'exact' && !exact.has(r.match.address)) exact.set(r.match.address, r);
+  }
+  const isMailbox = (a: string) => config.mailboxes.has(a) || config.autoMailboxDomains.has(domainOf(a));
+  const routesTo = (a: string) =>
+    exact.has(a) ||
+    config.routes.some(
+      (r) =>
+        (r.match.kind === 'regex' && r.match.regex.test(a)) ||
+        (r.match.kind === 'catchAll' && r.match.domain === domainOf(a)),
+    );
+
+  for (const start of exact.values()) {
+    if (start.route.action !== 'deliver') continue;
+    // Depth-first walk over exact aliases, looking for a way back to a node on the current path.
+    const path: string[] = [];
+    const visit = (address: string): string | null => {
+      if (path.includes(address)) return [...path, address].join(' -> ');
+      const r = exact.get(address);
+      if (!r || r.route.action !== 'deliver') return null;
+      path.push(address);
+      for (const t of r.route.to) {
+        // `alice@ -> [alice@, …]` where alice@ is a mailbox: the route also delivers to the mailbox it names.
+        if (t === address && isMailbox(t)) continue;
+        const found = visit(t);
+        if (found) return found;
+      }
+      path.pop();
+      return null;
+    };
+    const cycle = visit(start.match.kind === 'exact' ? start.match.address : '');
+    if (cycle) problems.push(`routes[${start.index}].to: alias loop ${cycle}`);
+    start.route.to.forEach((t, j) => {
+      if (isAddress(t) && !isMailbox(t) && !routesTo(t) && t !== config.quarantineMailbox) {
+        problems.push(`routes[${start.index}].to[${j}]: "${t}" is neither a mailbox nor routed by another route`);
+      }
+    });
+  }
+  return [...new Set(problems)];
+}
+
+/** The configuration `npm start` uses when no file exists: every address at example.test is a mailbox. */
+export const DEV_DEFAULT_CONFIG: RawConfig = {
+  domains: ['example.test'],
+  mailboxes: ['*@example.test'],
+  routes: [],
+};

@@ -1,0 +1,62 @@
+/**
+ * The project's error classes. Each carries a stable `code` that clients can rely on;
+ * `toSmtpReply` and the HTTP error mapper (api) turn them into protocol answers.
+ * Never serialize a raw Error to a client.
+ */
+export class MailRelayError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The configuration file is missing, unreadable or invalid. `issues` names each wrong path. */
+export class ConfigError extends MailRelayError {
+  constructor(
+    message: string,
+    readonly issues: readonly string[] = [],
+  ) {
+    super('config_invalid', issues.length > 0 ? `${message}\n  - ${issues.join('\n  - ')}` : message);
+  }
+}
+
+/** Input from a client (HTTP body, query, SMTP command) that we refuse. */
+export class ValidationError extends MailRelayError {
+  constructor(
+    message: string,
+    readonly details: readonly string[] = [],
+    code = 'invalid_request',
+  ) {
+    super(code, message);
+  }
+}
+
+export class NotFoundError extends MailRelayError {
+  constructor(message: string, code = 'not_found') {
+    super(code, message);
+  }
+}
+
+export class AuthError extends MailRelayError {
+  constructor(
+    readonly status: 401 | 403,
+    message: string,
+  ) {
+    super(status === 401 ? 'unauthorized' : 'forbidden', message);
+  }
+}
+
+/** A rejection with an SMTP reply code, e.g. a `reject` route or a size overflow. */
+export class SmtpRejectError extends MailRelayError {
+  constructor(
+    readonly responseCode: number,
+    message: string,
+    code = 'rejected',
+  ) {
+    super(code, message);
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Our own types for a parsed message. Produced once at delivery by the MailParser port and
+ * stored beside the raw message, so no later read re-parses it. No mailparser type leaks here.
+ */
+import { z } from 'zod';
+
+export const addressEntrySchema = z.object({
+  name: z.string(),
+  address: z.string(),
+});
+export type AddressEntry = z.infer<typeof addressEntrySchema>;
+
+export const attachmentSchema = z.object({
+  /** Stable id of the decoded part inside this message: `1`, `2`, … in document order. */
+  partId: z.string(),
+  filename: z.string().nullable(),
+  contentType: z.string(),
+  /** Decoded size in bytes. */
+  size: z.number().int().nonnegative(),
+  /** Hex SHA-256 of the decoded bytes. */
+  sha256: z.string(),
+  contentId: z.string().nullable(),
+  disposition: z.string().nullable(),
+});
+export type Attachment = z.infer<typeof attachmentSchema>;
+
+export const headerEntrySchema = z.object({ name: z.string(), value: z.string() });
+
+export const parsedSummarySchema = z.object({
+  /** Every header line in order, unfolded, as decoded text. */
+  headers: z.array(headerEntrySchema),
+  from: z.array(addressEntrySchema),
+  to: z.array(addressEntrySchema),
+  cc: z.array(addressEntrySchema),
+  replyTo: z.array(addressEntrySchema),
+  subject: z.string().nullable(),
+  /** ISO 8601, or null when the Date header is missing or unreadable. */
+  date: z.string().nullable(),
+  messageId: z.string().nullable(),
+  text: z.string().nullable(),
+  html: z.string().nullable(),
+  attachments: z.array(attachmentSchema),
+});
+export type ParsedSummary = z.infer<typeof parsedSummarySchema>;
+
+/** A decoded part to be stored under its partId. */
+export interface DecodedPart {
+  readonly partId: string;
+  readonly content: Buffer;
+}
+
+export type ParseResult =
+  | { readonly ok: true; readonly summary: ParsedSummary; readonly parts: readonly DecodedPart[] }
+  | { readonly ok: false; readonly error: string };
+
+/** Snippet length shown in list items (no body content beyond this). */
+export const SNIPPET_CHARS = 160;
+
+export function snippetOf(summary: ParsedSummary): string {
+  const source = summary.text ?? (summary.html ? summary.html.replace(/<[^>]*>/g, ' ') : '');
+  return source.replace(/\s+/g, ' ').trim().slice(0, SNIPPET_CHARS);
+}

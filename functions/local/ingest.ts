@@ -1,0 +1,87 @@
+/**
+ * The local twin of SES's receipt rule: prepend trace headers, store the raw message under
+ * `inbound/<sesMessageId>` (durable), build the SES-shaped notification, and run the same router
+ * the Lambda runs. Used by the SMTP listener and by `mail-relay import`.
+ */
+import { hostname } from 'node:os';
+import { newSesMessageId } from '../core/ids.ts';
+import { buildNotification, INBOUND_PREFIX } from '../core/notification.ts';
+import { UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
+import { processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
+
+/** The bucket name in locally built notifications (there is no bucket; the data dir plays its part). */
+export const LOCAL_BUCKET = 'mail-relay-local';
+
+export interface IngestInput {
+  /** The message exactly as received (after SMTP dot-unstuffing). */
+  readonly body: Buffer;
+  readonly mailFrom: string;
+  readonly recipients: readonly string[];
+  readonly receivedAt?: Date;
+  readonly sesMessageId?: string;
+  /** How the message arrived, for the Received line. */
+  readonly via: { readonly protocol: 'ESMTP' | 'SMTP' | 'LOCAL'; readonly helo?: string; readonly remoteAddress?: string };
+  readonly verdicts?: Verdicts;
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+
+/** RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 13:40:00 +0000`. */
+export function rfc5322Date(d: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${DAYS[d.getUTCDay()]}, ${p(d.getUTCDate())} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(
+    d.getUTCHours(),
+  )}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+}
+
+const SERVER_NAME = hostname() || 'localhost';
+
+/**
+ * The trace headers prepended to every stored message, as SES prepends its own:
+ * a `Received:` line (RFC 5321 §4.4) and an `Authentication-Results:` (RFC 8601) that says
+ * honestly that nothing was checked locally (`none`).
+ * Uses the message's own line ending so a bare-LF message stays consistently bare-LF.
+ */
+export function traceHeaders(input: IngestInput, sesMessageId: string, receivedAt: Date): Buffer {
+  const eol = detectEol(input.body);
+  const helo = sanitize(input.via.helo ?? 'localhost');
+  const addr = sanitize(input.via.remoteAddress ?? '127.0.0.1');
+  const forClause = input.recipients.length === 1 ? `${eol}\tfor <${sanitize(input.recipients[0] ?? '')}>` : '';
+  const received =
+    `Received: from ${helo} (${helo} [${addr}])${eol}\tby ${SERVER_NAME} (mail-relay) with ${input.via.protocol} id ${sesMessageId}` +
+    `${forClause};${eol}\t${rfc5322Date(receivedAt)}${eol}`;
+  const auth = `Authentication-Results: ${SERVER_NAME}; none${eol}`;
+  return Buffer.from(received + auth, 'latin1');
+}
+
+function sanitize(s: string): string {
+  return s.replace(/[^\x21-\x7e]/g, '?');
+}
+
+function detectEol(body: Buffer): string {
+  const lf = body.indexOf(10);
+  return lf > 0 && body[lf - 1] === 13 ? '\r\n' : lf === -1 ? '\r\n' : '\n';
+}
+
+export interface IngestResult extends RouteResult {
+  readonly inboundKey: string;
+}
+
+export async function ingest(deps: RouterDeps, input: IngestInput): Promise<IngestResult> {
+  const sesMessageId = input.sesMessageId ?? newSesMessageId();
+  const receivedAt = input.receivedAt ?? new Date();
+  const raw = Buffer.concat([traceHeaders(input, sesMessageId, receivedAt), input.body]);
+  const inboundKey = `${INBOUND_PREFIX}${sesMessageId}`;
+  await deps.blobs.put(inboundKey, raw, { contentType: 'message/rfc822' });
+  const notification = buildNotification({
+    sesMessageId,
+    receivedAt,
+    mailFrom: input.mailFrom,
+    recipients: input.recipients,
+    verdicts: input.verdicts ?? UNCHECKED_VERDICTS,
+    bucketName: LOCAL_BUCKET,
+  });
+  const result = await processNotification(deps, notification, { raw });
+  return { ...result, inboundKey };
+}

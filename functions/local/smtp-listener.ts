@@ -1,0 +1,112 @@
+/**
+ * The local SMTP listener (npm smtp-server): the twin of SES's inbound endpoint.
+ * Policy lives in the hooks, the protocol engine owns the wire:
+ * - RCPT TO (RFC 5321 §4.1.1.3): only recipients the config routes; others 550 5.1.1, never an open relay;
+ *   `reject` routes answer with their own code and text.
+ * - SIZE (RFC 1870): advertised; MAIL FROM with a larger SIZE and DATA overflow both get 552.
+ * - DATA: `250` only after the message is durable in `inbound/` and the router has committed it.
+ */
+import type { AddressInfo } from 'node:net';
+import { type SMTPServerDataStream, SMTPServer, type SMTPServerSession } from 'smtp-server';
+import type { Config } from '../core/config.ts';
+import { MailRelayError } from '../core/errors.ts';
+import { acceptsRecipient } from '../core/routing.ts';
+import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
+import { ingest } from './ingest.ts';
+
+export interface SmtpListenerOptions {
+  readonly host?: string;
+  readonly port: number;
+  /** Called after each accepted message (logging, the API's long-poll wake-up). */
+  readonly onDelivered?: (result: RouteResult) => void;
+  readonly onError?: (err: unknown) => void;
+}
+
+export interface SmtpListener {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** An Error that smtp-server turns into the given reply. */
+function smtpError(code: number, message: string): Error & { responseCode: number } {
+  return Object.assign(new Error(message), { responseCode: code });
+}
+
+export async function startSmtpListener(deps: RouterDeps, options: SmtpListenerOptions): Promise<SmtpListener> {
+  const config: Config = deps.config;
+  const server = new SMTPServer({
+    name: 'mail-relay',
+    banner: 'mail-relay ESMTP ready',
+    size: config.maxMessageBytes,
+    authOptional: true,
+    // Local mode listens on loopback for developers and test suites: no AUTH, no TLS to set up.
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    // No network here, and a PTR lookup per connection costs time for nothing on loopback.
+    disableReverseLookup: true,
+    logger: false,
+    onRcptTo(address, _session, callback) {
+      const verdict = acceptsRecipient(config, address.address);
+      if (verdict.accept) return callback();
+      return callback(smtpError(verdict.code, verdict.message));
+    },
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => {
+        // Past the limit we keep draining the stream (the protocol requires reading to the final dot) but stop storing.
+        if (!stream.sizeExceeded) chunks.push(chunk);
+      });
+      stream.once('error', (err) => callback(err));
+      stream.once('end', () => {
+        if (stream.sizeExceeded) {
+          return callback(smtpError(552, `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`));
+        }
+        const body = Buffer.concat(chunks);
+        const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        ingest(deps, {
+          body,
+          mailFrom,
+          recipients: session.envelope.rcptTo.map((r) => r.address),
+          via: {
+            protocol: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
+            helo: session.hostNameAppearsAs,
+            remoteAddress: session.remoteAddress,
+          },
+        }).then(
+          (result) => {
+            options.onDelivered?.(result);
+            const accepted = result.outcomes.some((o) => o.status !== 'rejected');
+            if (!accepted) {
+              const reject = result.outcomes.find((o) => o.decision.kind === 'reject')?.decision;
+              return callback(
+                reject && reject.kind === 'reject'
+                  ? smtpError(reject.code, reject.message)
+                  : smtpError(550, '5.7.1 Message rejected'),
+              );
+            }
+            return callback(null, `2.0.0 Ok: queued as ${result.id}`);
+          },
+          (err: unknown) => {
+            options.onError?.(err);
+            // A temporary failure: the client keeps the message and retries; nothing is lost.
+            const code = err instanceof MailRelayError ? err.code : 'internal';
+            callback(smtpError(451, `4.3.0 Temporary failure storing the message (${code}); try again later`));
+          },
+        );
+      });
+    },
+  });
+  server.on('error', (err) => options.onError?.(err));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.server.address() as AddressInfo;
+  return {
+    port: address.port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,241 @@
+/**
+ * The router: one SES "Received" notification in, every decision carried out through the ports.
+ * The Lambda router handler and the local SMTP listener both call `processNotification`.
+ *
+ * Order of writes for a delivery (see docs/adr/0002-idempotent-delivery.md): the blobs first
+ * (raw copy, parsed summary, decoded parts; all idempotent overwrites of the same bytes), the
+ * index last. The index insert is the commit point, conditional on the id, so a retried
+ * notification recomputes the same id and changes nothing.
+ */
+import { type Config, normalizeAddress, type VerdictName } from '../core/config.ts';
+import { MailRelayError } from '../core/errors.ts';
+import { messageIdFor } from '../core/ids.ts';
+import { type ParsedSummary, type ParseResult, snippetOf } from '../core/message.ts';
+import { type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
+import { type Decision, route, type Verdicts } from '../core/routing.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import type { MailParser } from '../ports/mail-parser.ts';
+import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
+import type { Outbound } from '../ports/outbound.ts';
+
+export interface RouterDeps {
+  readonly config: Config;
+  readonly blobs: BlobStore;
+  readonly index: MailboxIndex;
+  readonly parser: MailParser;
+  /** Where `forward` decisions go. */
+  readonly outbound: Outbound;
+}
+
+export type OutcomeStatus = 'delivered' | 'duplicate' | 'quarantined' | 'forwarded' | 'rejected' | 'dropped';
+
+export interface Outcome {
+  readonly decision: Decision;
+  readonly status: OutcomeStatus;
+}
+
+export interface RouteResult {
+  readonly sesMessageId: string;
+  /** The id the message has in every mailbox it was delivered to. */
+  readonly id: string;
+  readonly size: number;
+  readonly parseFailed: boolean;
+  readonly outcomes: readonly Outcome[];
+}
+
+/** The raw message named by the notification is not in the blob store (yet): retry later. */
+export class MissingRawMessageError extends MailRelayError {
+  constructor(key: string) {
+    super('raw_message_missing', `raw message ${key} not found in the blob store`);
+  }
+}
+
+/** Blob keys of a delivered message. Mailbox addresses are validated (no '/'), so they are safe segments. */
+export const mailboxKeys = {
+  prefix: (mailbox: string) => `mailboxes/${mailbox}/`,
+  raw: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}.eml`,
+  dir: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}/`,
+  summary: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}/summary.json`,
+  part: (mailbox: string, id: string, partId: string) => `mailboxes/${mailbox}/${id}/parts/${partId}`,
+};
+
+/** What is stored at `summary.json`: the parsed message, or the reason it could not be parsed. */
+export type StoredSummary =
+  | ({ readonly parseFailed: false } & ParsedSummary)
+  | { readonly parseFailed: true; readonly parseError: string };
+
+export interface ProcessOptions {
+  /** The raw bytes when the caller already holds them (local listener), to skip a read. */
+  readonly raw?: Buffer;
+  /** A parse the caller already made of exactly these bytes (import), to parse once. */
+  readonly parsed?: ParseResult;
+}
+
+export async function processNotification(
+  deps: RouterDeps,
+  notification: SesReceivedNotification,
+  options: ProcessOptions = {},
+): Promise<RouteResult> {
+  const { mail, receipt } = notification;
+  const verdicts = verdictsOf(notification);
+  const decisions = route(deps.config, { mailFrom: mail.source, recipients: receipt.recipients }, verdicts);
+  const receivedAt = new Date(mail.timestamp);
+  const id = messageIdFor(receivedAt.getTime(), mail.messageId);
+
+  const needsRaw = decisions.some((d) => d.kind === 'deliver' || d.kind === 'quarantine' || d.kind === 'forward');
+  let raw = options.raw ?? null;
+  if (!raw && needsRaw) {
+    raw = await deps.blobs.get(receipt.action.objectKey);
+    if (!raw) throw new MissingRawMessageError(receipt.action.objectKey);
+  }
+  const size = raw?.length ?? 0;
+
+  const needsParse = decisions.some((d) => d.kind === 'deliver' || d.kind === 'quarantine');
+  const parsed: ParseResult | null =
+    needsParse && raw ? (options.parsed ?? (await deps.parser.parse(raw))) : (options.parsed ?? null);
+  const parseFailed = parsed !== null && !parsed.ok;
+
+  const outcomes: Outcome[] = [];
+  // The first mailbox's copies are written from memory; later mailboxes get server-side copies.
+  let firstCopy: string | null = null;
+  for (const decision of decisions) {
+    switch (decision.kind) {
+      case 'deliver':
+      case 'quarantine': {
+        if (!raw || !parsed) throw new Error('unreachable: delivery without raw bytes or parse');
+        const inserted = await deliverToMailbox(deps, {
+          mailbox: decision.mailbox,
+          id,
+          raw,
+          parsed,
+          firstCopy,
+          entry: {
+            receivedAt: receivedAt.toISOString(),
+            verdicts,
+            tags: decision.kind === 'deliver' ? decision.tags : [],
+            quarantineReasons: decision.kind === 'quarantine' ? decision.reasons : undefined,
+            recipient: decision.recipient,
+            plusTag: decision.plusTag,
+            sesMessageId: mail.messageId,
+          },
+        });
+        firstCopy ??= decision.mailbox;
+        outcomes.push({
+          decision,
+          status: inserted ? (decision.kind === 'quarantine' ? 'quarantined' : 'delivered') : 'duplicate',
+        });
+        break;
+      }
+      case 'forward': {
+        if (!raw) throw new Error('unreachable: forward without raw bytes');
+        await deps.outbound.send({
+          from: mail.source,
+          to: [decision.to],
+          raw,
+          idempotencyKey: `${mail.messageId}:${normalizeAddress(decision.to)}`,
+        });
+        outcomes.push({ decision, status: 'forwarded' });
+        break;
+      }
+      case 'reject':
+        outcomes.push({ decision, status: 'rejected' });
+        break;
+      case 'drop':
+        outcomes.push({ decision, status: 'dropped' });
+        break;
+    }
+  }
+  return { sesMessageId: mail.messageId, id, size, parseFailed, outcomes };
+}
+
+interface EntryFields {
+  readonly receivedAt: string;
+  readonly verdicts: Verdicts;
+  readonly tags: readonly VerdictName[];
+  readonly quarantineReasons: readonly VerdictName[] | undefined;
+  readonly recipient: string;
+  readonly plusTag: string | undefined;
+  readonly sesMessageId: string;
+}
+
+async function deliverToMailbox(
+  deps: RouterDeps,
+  args: {
+    mailbox: string;
+    id: string;
+    raw: Buffer;
+    parsed: ParseResult;
+    firstCopy: string | null;
+    entry: EntryFields;
+  },
+): Promise<boolean> {
+  const { blobs, index } = deps;
+  const { mailbox, id, raw, parsed, firstCopy } = args;
+  // A retry of an already-committed delivery: nothing to write.
+  if (await index.get(mailbox, id)) return false;
+
+  const stored: StoredSummary = parsed.ok
+    ? { parseFailed: false, ...parsed.summary }
+    : { parseFailed: true, parseError: parsed.error };
+  if (firstCopy === null) {
+    await blobs.put(mailboxKeys.raw(mailbox, id), raw, { contentType: 'message/rfc822' });
+    if (parsed.ok) {
+      for (const part of parsed.parts) await blobs.put(mailboxKeys.part(mailbox, id, part.partId), part.content);
+    }
+  } else {
+    await blobs.copy(mailboxKeys.raw(firstCopy, id), mailboxKeys.raw(mailbox, id));
+    if (parsed.ok) {
+      for (const part of parsed.parts) {
+        await blobs.copy(mailboxKeys.part(firstCopy, id, part.partId), mailboxKeys.part(mailbox, id, part.partId));
+      }
+    }
+  }
+  await blobs.put(mailboxKeys.summary(mailbox, id), Buffer.from(JSON.stringify(stored)), {
+    contentType: 'application/json',
+  });
+
+  const summary = parsed.ok ? parsed.summary : null;
+  const entry: MessageEntry = {
+    mailbox,
+    id,
+    size: raw.length,
+    receivedAt: args.entry.receivedAt,
+    from: summary ? displayList(summary.from.slice(0, 1)) : '',
+    to: summary ? displayList(summary.to) : '',
+    subject: summary?.subject ?? '',
+    snippet: summary ? snippetOf(summary) : '',
+    hasAttachments: summary ? summary.attachments.some((a) => a.disposition !== 'inline') : false,
+    seen: false,
+    verdicts: args.entry.verdicts,
+    tags: args.entry.tags,
+    quarantineReasons: args.entry.quarantineReasons,
+    recipient: args.entry.recipient,
+    plusTag: args.entry.plusTag,
+    parseFailed: !parsed.ok,
+    sesMessageId: args.entry.sesMessageId,
+  };
+  const { inserted } = await index.deliver(entry);
+  return inserted;
+}
+
+function displayList(list: readonly { name: string; address: string }[]): string {
+  return list.map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
+}
+
+/** Counts of outcomes by status, for logs, metrics and the CLI summary. */
+export function countOutcomes(results: readonly RouteResult[]): Record<OutcomeStatus | 'parseFailed', number> {
+  const counts: Record<OutcomeStatus | 'parseFailed', number> = {
+    delivered: 0,
+    duplicate: 0,
+    quarantined: 0,
+    forwarded: 0,
+    rejected: 0,
+    dropped: 0,
+    parseFailed: 0,
+  };
+  for (const r of results) {
+    if (r.parseFailed) counts.parseFailed++;
+    for (const o of r.outcomes) counts[o.status]++;
+  }
+  return counts;
+}

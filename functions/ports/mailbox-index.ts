@@ -1,0 +1,95 @@
+/**
+ * MailboxIndex: per-mailbox message entries, exact counters and API tokens.
+ * Adapters: DynamoDB single table (AWS) and SQLite (local). Both pass test/contract/mailbox-index.contract.ts.
+ */
+import type { VerdictName } from '../core/config.ts';
+import type { Verdicts } from '../core/routing.ts';
+
+export interface MessageEntry {
+  readonly mailbox: string;
+  /** ULID: sorts by receipt time; deterministic from receipt time and SES message id. */
+  readonly id: string;
+  /** Bytes of the stored raw message (trace headers included). */
+  readonly size: number;
+  /** ISO 8601 receipt time. */
+  readonly receivedAt: string;
+  /** Display form of the first From address ("Name <a@b>"), or "" when absent. */
+  readonly from: string;
+  /** Display form of the To addresses, comma-separated. */
+  readonly to: string;
+  readonly subject: string;
+  readonly snippet: string;
+  readonly hasAttachments: boolean;
+  readonly seen: boolean;
+  readonly verdicts: Verdicts;
+  /** Verdicts whose policy said `tag`. */
+  readonly tags: readonly VerdictName[];
+  /** Set when this copy is in the quarantine mailbox: which verdicts put it there. */
+  readonly quarantineReasons?: readonly VerdictName[] | undefined;
+  /** The envelope recipient that led here, and its `+tag` when plus-addressed. */
+  readonly recipient: string;
+  readonly plusTag?: string | undefined;
+  /** True when the parser could not read the message: only the raw bytes are available. */
+  readonly parseFailed: boolean;
+  /** The SES message id (`inbound/<sesMessageId>`). */
+  readonly sesMessageId: string;
+}
+
+export interface MailboxStat {
+  readonly address: string;
+  readonly messages: number;
+  readonly bytes: number;
+}
+
+export interface ListOptions {
+  /** 1..1000 */
+  readonly limit: number;
+  /** Opaque cursor from a previous page's `nextCursor`. An invalid cursor throws ValidationError (code `invalid_cursor`). */
+  readonly cursor?: string | undefined;
+  /** Only messages not yet seen. */
+  readonly unseen?: boolean | undefined;
+  /** Case-insensitive substring match on from, to and subject. */
+  readonly q?: string | undefined;
+}
+
+export interface ListPage {
+  /** Newest first. */
+  readonly items: readonly MessageEntry[];
+  /** Present when more items may follow. */
+  readonly nextCursor: string | null;
+}
+
+export interface TokenRecord {
+  /** Hex SHA-256 of the token; the token itself is never stored. */
+  readonly hash: string;
+  /** The mailbox the token reads, or null for an admin token. */
+  readonly mailbox: string | null;
+  readonly admin: boolean;
+  readonly createdAt: string;
+  readonly label?: string | undefined;
+}
+
+export interface MailboxIndex {
+  /**
+   * Inserts the entry and adds it to the mailbox counters in ONE transaction, only if no entry
+   * with this mailbox and id exists. A repeated delivery is a no-op: `{inserted: false}`.
+   */
+  deliver(entry: MessageEntry): Promise<{ inserted: boolean }>;
+  get(mailbox: string, id: string): Promise<MessageEntry | null>;
+  list(mailbox: string, options: ListOptions): Promise<ListPage>;
+  /** Exact counters; a mailbox that never received mail has zeros. */
+  stat(mailbox: string): Promise<MailboxStat>;
+  /** Every mailbox that has (or had) mail, with its counters, sorted by address. */
+  listMailboxes(): Promise<MailboxStat[]>;
+  /** Returns the updated entry, or null when there is no such message. */
+  setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null>;
+  /** Removes the entry and subtracts it from the counters in one transaction; null when already gone. */
+  delete(mailbox: string, id: string): Promise<MessageEntry | null>;
+
+  putToken(token: TokenRecord): Promise<void>;
+  getToken(hash: string): Promise<TokenRecord | null>;
+  /** Returns whether a token was removed. */
+  deleteToken(hash: string): Promise<boolean>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { DEFAULT_MAX_MESSAGE_BYTES, parseConfig } from '../../functions/core/config.ts';
+import { ConfigError } from '../../functions/core/errors.ts';
+import { loadConfig } from '../../functions/local/config-file.ts';
+
+function configError(input: unknown): ConfigError {
+  try {
+    parseConfig(input);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('config was accepted');
+}
+
+describe('configuration', () => {
+  it('applies documented defaults', () => {
+    const c = parseConfig({ domains: ['Example.COM'], mailboxes: ['Alice@Example.com'] });
+    assert.deepEqual(c.domains, ['example.com']);
+    assert.ok(c.mailboxes.has('alice@example.com'));
+    assert.equal(c.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES);
+    assert.equal(c.maxMessageBytes, 40 * 1024 * 1024);
+    assert.deepEqual(c.plusAddressing, { enabled: true, separator: '+' });
+    assert.equal(c.quarantineMailbox, 'quarantine@example.com');
+    assert.equal(c.retention.inboundDays, 30);
+    assert.equal(c.policies.spam, 'tag');
+  });
+
+  it('names every wrong path in one error', () => {
+    const err = configError({
+      domains: ['not a domain'],
+      routes: [
+        { match: 'a@example.com', action: 'deliver', to: ['not-an-address'] },
+        { match: '/[unclosed/', action: 'drop' },
+        { match: 'x@example.com', action: 'bounce' },
+      ],
+      policies: { spam: 'maybe' },
+      maxMessageBytes: 1e12,
+      unknownKey: true,
+    });
+    const text = err.message;
+    for (const path of ['domains[0]', 'routes[0].to[0]', 'routes[1].match', 'routes[2].action', 'policies.spam', 'maxMessageBytes', '(root)']) {
+      assert.ok(err.issues.some((i) => i.startsWith(path)), `no issue for ${path} in:\n${text}`);
+    }
+    assert.match(text, /unknownKey/);
+  });
+
+  it('refuses mailboxes and routes outside the configured domains', () => {
+    const err = configError({
+      domains: ['example.com'],
+      mailboxes: ['bob@elsewhere.org', '*@other.org'],
+      routes: [{ match: '*@elsewhere.org', action: 'drop' }],
+    });
+    assert.ok(err.issues.some((i) => i.startsWith('mailboxes[0]')));
+    assert.ok(err.issues.some((i) => i.startsWith('mailboxes[1]')));
+    assert.ok(err.issues.some((i) => i.startsWith('routes[0].match')));
+  });
+
+  it('refuses an alias that points to itself', () => {
+    const err = configError({
+      domains: ['example.com'],
+      routes: [{ match: 'loop@example.com', action: 'deliver', to: ['loop@example.com'] }],
+    });
+    assert.match(err.message, /routes\[0\]\.to: alias loop loop@example\.com -> loop@example\.com/);
+  });
+
+  it('refuses a cycle of aliases', () => {
+    const err = configError({
+      domains: ['example.com'],
+      mailboxes: ['real@example.com'],
+      routes: [
+        { match: 'a@example.com', action: 'deliver', to: ['b@example.com'] },
+        { match: 'b@example.com', action: 'deliver', to: ['real@example.com', 'c@example.com'] },
+        { match: 'c@example.com', action: 'deliver', to: ['a@example.com'] },
+      ],
+    });
+    assert.match(err.message, /alias loop a@example\.com -> b@example\.com -> c@example\.com -> a@example\.com/);
+  });
+
+  it('allows a route that also delivers to the mailbox it names', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com', 'archive@example.com'],
+      routes: [{ match: 'alice@example.com', action: 'deliver', to: ['alice@example.com', 'archive@example.com'] }],
+    });
+    assert.equal(c.routes.length, 1);
+  });
+
+  it('refuses deliver targets that lead nowhere and forwards into our own domains', () => {
+    const err = configError({
+      domains: ['example.com'],
+      routes: [
+        { match: 'sales@example.com', action: 'deliver', to: ['nobody@example.com'] },
+        { match: 'fw@example.com', action: 'forward', to: ['someone@example.com'] },
+        { match: 'out@example.com', action: 'deliver', to: ['someone@gmail.com'] },
+      ],
+    });
+    assert.ok(err.issues.some((i) => i.startsWith('routes[0].to[0]') && i.includes('neither a mailbox')));
+    assert.ok(err.issues.some((i) => i.startsWith('routes[1].to[0]') && i.includes('loop')));
+    assert.ok(err.issues.some((i) => i.startsWith('routes[2].to[0]') && i.includes('forward')));
+  });
+
+  it('loads the file named by MAIL_RELAY_CONFIG, or the dev default when there is none', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mr-config-'));
+    const dev = loadConfig({}, dir);
+    assert.equal(dev.path, null);
+    assert.deepEqual(dev.config.domains, ['example.test']);
+    assert.ok(dev.config.autoMailboxDomains.has('example.test'));
+
+    writeFileSync(join(dir, 'custom.json'), JSON.stringify({ domains: ['mine.test'], mailboxes: ['me@mine.test'] }));
+    const custom = loadConfig({ MAIL_RELAY_CONFIG: 'custom.json' }, dir);
+    assert.deepEqual(custom.config.domains, ['mine.test']);
+
+    writeFileSync(join(dir, 'mail-relay.config.json'), '{ "domains": [ }');
+    assert.throws(() => loadConfig({}, dir), (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message));
+    assert.throws(() => loadConfig({ MAIL_RELAY_CONFIG: 'missing.json' }, dir), /does not exist/);
+  });
+});

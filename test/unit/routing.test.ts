@@ -1,0 +1,232 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseConfig } from '../../functions/core/config.ts';
+import {
+  acceptsRecipient,
+  applyPolicies,
+  type Decision,
+  resolveRecipient,
+  route,
+  UNCHECKED_VERDICTS,
+  type Verdicts,
+} from '../../functions/core/routing.ts';
+
+const config = parseConfig({
+  domains: ['example.com', 'example.org'],
+  mailboxes: ['alice@example.com', 'bob@example.com', 'archive@example.com', 'support@example.com', '*@example.org'],
+  routes: [
+    { match: 'postmaster@example.com', action: 'deliver', to: ['alice@example.com'] },
+    { match: 'team@example.com', action: 'deliver', to: ['alice@example.com', 'bob@example.com'] },
+    { match: 'everyone@example.com', action: 'deliver', to: ['team@example.com', 'archive@example.com'] },
+    { match: 'boss@example.com', action: 'forward', to: ['boss.private@gmail.test'] },
+    { match: 'old@example.com', action: 'reject', code: 551, message: '5.1.6 User has moved' },
+    { match: 'noreply@example.com', action: 'drop' },
+    { match: 'bob@example.com', action: 'deliver', to: ['bob@example.com', 'archive@example.com'] },
+    { match: '/^(.+)-support@example\\.com$/', action: 'deliver', to: ['support@example.com'] },
+    { match: '/^ticket-(\\d+)@example\\.com$/', action: 'deliver', to: ['support@example.com'] },
+    { match: '/^user-([a-z]+)@example\\.com$/', action: 'deliver', to: ['$1@example.com'] },
+    { match: '/^strict@example\\.com$/', action: 'deliver', to: ['alice@example.com'], policies: { spam: 'reject' } },
+    { match: '*@example.com', action: 'deliver', to: ['archive@example.com'] },
+  ],
+});
+
+const summarize = (ds: Decision[]) =>
+  ds.map((d) => {
+    switch (d.kind) {
+      case 'deliver':
+        return `deliver ${d.mailbox}`;
+      case 'quarantine':
+        return `quarantine ${d.mailbox}`;
+      case 'forward':
+        return `forward ${d.to}`;
+      case 'reject':
+        return `reject ${d.code}`;
+      case 'drop':
+        return 'drop';
+    }
+  });
+
+describe('resolveRecipient: every rule kind and precedence', () => {
+  const table: [string, string[], string][] = [
+    ['alice@example.com', ['deliver alice@example.com'], 'a mailbox'],
+    ['ALICE@Example.COM', ['deliver alice@example.com'], 'case-insensitive'],
+    ['postmaster@example.com', ['deliver alice@example.com'], 'exact alias'],
+    [
+      'team@example.com',
+      ['deliver alice@example.com', 'deliver bob@example.com', 'deliver archive@example.com'],
+      'alias to several mailboxes (bob@ has its own route, which adds archive@)',
+    ],
+    [
+      'everyone@example.com',
+      [
+        'deliver alice@example.com',
+        'deliver bob@example.com',
+        'deliver archive@example.com',
+        'deliver archive@example.com',
+      ],
+      'alias of aliases (route() dedupes per mailbox)',
+    ],
+    ['boss@example.com', ['forward boss.private@gmail.test'], 'forward'],
+    ['old@example.com', ['reject 551'], 'reject with its own code'],
+    ['noreply@example.com', ['drop'], 'drop'],
+    ['bob@example.com', ['deliver bob@example.com', 'deliver archive@example.com'], 'exact route beats the mailbox'],
+    ['billing-support@example.com', ['deliver support@example.com'], 'regex'],
+    ['ticket-42@example.com', ['deliver support@example.com'], 'second regex'],
+    ['user-alice@example.com', ['deliver alice@example.com'], 'regex with $1 substitution'],
+    ['user-nobody@example.com', ['deliver archive@example.com'], '$1 target unknown -> resolves through the catch-all'],
+    ['random@example.com', ['deliver archive@example.com'], 'catch-all last'],
+    ['anyone@example.org', ['deliver anyone@example.org'], '*@domain mailboxes'],
+    ['alice+news@example.com', ['deliver alice@example.com'], 'plus-addressing'],
+    ['bob+x@example.com', ['deliver bob@example.com', 'deliver archive@example.com'], 'plus-address of a routed address'],
+    ['stranger@elsewhere.net', ['reject 550'], 'not our domain: never an open relay'],
+    ['not an address', ['reject 553'], 'bad syntax'],
+  ];
+  for (const [address, expected, why] of table) {
+    it(`${address} -> ${expected.join(', ')} (${why})`, () => {
+      assert.deepEqual(summarize(resolveRecipient(config, address)), expected);
+    });
+  }
+
+  it('keeps the plus tag on the decision', () => {
+    const [d] = resolveRecipient(config, 'alice+news@example.com');
+    assert.equal(d?.plusTag, 'news');
+  });
+
+  it('prefers an exact route for the full plus-address over the stripped one', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com', 'lists@example.com'],
+      routes: [{ match: 'alice+lists@example.com', action: 'deliver', to: ['lists@example.com'] }],
+    });
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice+lists@example.com')), ['deliver lists@example.com']);
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice+other@example.com')), ['deliver alice@example.com']);
+  });
+
+  it('does not strip tags when plus-addressing is off', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      plusAddressing: { enabled: false },
+    });
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice+x@example.com')), ['reject 550']);
+  });
+
+  it('answers unknown recipients with 550 5.1.1 when there is no catch-all', () => {
+    const c = parseConfig({ domains: ['example.com'], mailboxes: ['alice@example.com'] });
+    const [d] = resolveRecipient(c, 'nobody@example.com');
+    assert.equal(d?.kind, 'reject');
+    assert.ok(d?.kind === 'reject' && d.code === 550 && d.message.startsWith('5.1.1') && d.reason === 'unknown-recipient');
+  });
+
+  it('cuts run-time alias loops made by regex targets', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      routes: [{ match: '/^(.+)@example\\.com$/', action: 'deliver', to: ['x$1@example.com'] }],
+    });
+    const ds = resolveRecipient(c, 'a@example.com');
+    assert.deepEqual(summarize(ds), ['reject 554']);
+  });
+});
+
+describe('route: a whole envelope', () => {
+  it('delivers once per mailbox even when several recipients lead there', () => {
+    const ds = route(config, {
+      mailFrom: 'x@sender.test',
+      recipients: [
+        'alice@example.com',
+        'postmaster@example.com',
+        'alice+tag@example.com',
+        'everyone@example.com',
+        'ALICE@example.com',
+      ],
+    });
+    assert.deepEqual(summarize(ds), ['deliver alice@example.com', 'deliver bob@example.com', 'deliver archive@example.com']);
+  });
+
+  it('returns decisions for every recipient, accepted or not', () => {
+    const ds = route(config, {
+      mailFrom: '',
+      recipients: ['alice@example.com', 'old@example.com', 'noreply@example.com', 'boss@example.com', 'x@elsewhere.net'],
+    });
+    assert.deepEqual(summarize(ds), [
+      'deliver alice@example.com',
+      'reject 551',
+      'drop',
+      'forward boss.private@gmail.test',
+      'reject 550',
+    ]);
+    assert.deepEqual(
+      ds.map((d) => d.recipient),
+      ['alice@example.com', 'old@example.com', 'noreply@example.com', 'boss@example.com', 'x@elsewhere.net'],
+    );
+  });
+
+  it('forwards once per destination', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      routes: [
+        { match: 'a@example.com', action: 'forward', to: ['me@gmail.test'] },
+        { match: 'b@example.com', action: 'forward', to: ['me@gmail.test', 'you@gmail.test'] },
+      ],
+    });
+    const ds = route(c, { mailFrom: '', recipients: ['a@example.com', 'b@example.com'] });
+    assert.deepEqual(summarize(ds), ['forward me@gmail.test', 'forward you@gmail.test']);
+  });
+});
+
+describe('verdict policies', () => {
+  const verdicts = (over: Partial<Verdicts>): Verdicts => ({
+    spam: 'PASS',
+    virus: 'PASS',
+    spf: 'PASS',
+    dkim: 'PASS',
+    dmarc: 'PASS',
+    ...over,
+  });
+
+  it('accepts when nothing fails, whatever the policies', () => {
+    assert.deepEqual(applyPolicies(config.policies, verdicts({ spf: 'GRAY', dkim: 'PROCESSING_FAILED' })).action, 'accept');
+    assert.deepEqual(applyPolicies(config.policies, UNCHECKED_VERDICTS).action, 'accept');
+  });
+
+  const cases: [Partial<Verdicts>, string, string[]][] = [
+    [{ spam: 'FAIL' }, 'tag', ['deliver alice@example.com']],
+    [{ virus: 'FAIL' }, 'quarantine', ['quarantine quarantine@example.com']],
+    [{ spf: 'FAIL' }, 'accept', ['deliver alice@example.com']],
+    [{ dmarc: 'FAIL', dmarcPolicy: 'reject' }, 'tag', ['deliver alice@example.com']],
+    [{ spam: 'FAIL', virus: 'FAIL' }, 'quarantine', ['quarantine quarantine@example.com']],
+  ];
+  for (const [over, action, expected] of cases) {
+    it(`${JSON.stringify(over)} with default policies -> ${action}`, () => {
+      assert.equal(applyPolicies(config.policies, verdicts(over)).action, action);
+      assert.deepEqual(summarize(resolveRecipient(config, 'alice@example.com', verdicts(over))), expected);
+    });
+  }
+
+  it('records tag verdicts on the deliver decision', () => {
+    const [d] = resolveRecipient(config, 'alice@example.com', verdicts({ spam: 'FAIL', dmarc: 'FAIL' }));
+    assert.ok(d?.kind === 'deliver');
+    assert.deepEqual(d.tags, ['spam', 'dmarc']);
+  });
+
+  it('lets a route override the top-level policy (reject spam for strict@)', () => {
+    const [d] = resolveRecipient(config, 'strict@example.com', verdicts({ spam: 'FAIL' }));
+    assert.ok(d?.kind === 'reject' && d.reason === 'verdict' && d.code === 550);
+    assert.match(d.message, /spam/);
+  });
+
+  it('quarantines once even when several mailboxes would receive', () => {
+    const ds = route(config, { mailFrom: '', recipients: ['alice@example.com', 'bob@example.com'] }, verdicts({ virus: 'FAIL' }));
+    assert.deepEqual(summarize(ds), ['quarantine quarantine@example.com']);
+  });
+});
+
+describe('acceptsRecipient (RCPT TO)', () => {
+  it('accepts routed recipients and refuses the rest with their reply', () => {
+    assert.deepEqual(acceptsRecipient(config, 'alice@example.com'), { accept: true });
+    assert.deepEqual(acceptsRecipient(config, 'noreply@example.com'), { accept: true });
+    assert.deepEqual(acceptsRecipient(config, 'old@example.com'), { accept: false, code: 551, message: '5.1.6 User has moved' });
+    const r = acceptsRecipient(config, 'x@elsewhere.net');
+    assert.ok(!r.accept && r.code === 550 && r.message.includes('Relaying denied'));
+  });
+});
