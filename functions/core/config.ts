@@ -12,7 +12,8 @@ export const DEFAULT_INBOUND_RETENTION_DAYS = 30;
 /** Bound on alias chains resolved at run time (regex and catch-all targets are dynamic). */
 export const MAX_ALIAS_DEPTH = 10;
 
-const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/;
+const DOMAIN_RE =
+  /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/;
 // RFC 5322 atext plus dots, minus '/': a slash is legal in a local part but never seen in practice,
 // and the mailbox address is a storage key segment (mailboxes/<address>/…).
 const LOCAL_RE = /^[a-z0-9!#$%&'*+=?^_`{|}~.-]{1,64}$/;
@@ -122,9 +123,77 @@ export const routeSchema = z.discriminatedUnion('action', [
 ]);
 export type Route = z.infer<typeof routeSchema>;
 
+/** The retention periods CloudWatch Logs accepts (PutRetentionPolicy). */
+export const LOG_RETENTION_DAYS: readonly number[] = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
+
+/**
+ * AWS-only settings, read by the CDK app at `cdk synth` (lib/, see docs/adr/0004-aws-settings-in-config-file.md).
+ * The relay itself (local or in Lambda) ignores them. Defaults are documented on the MailRelay construct props.
+ */
+export const awsSettingsSchema = z
+  .object({
+    /** The region to deploy to; it must be one where SES receives mail. Else CDK_DEFAULT_REGION (AWS_REGION). */
+    region: z
+      .string()
+      .regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: 'must be an AWS region such as us-east-1' })
+      .optional(),
+    /** The account to deploy to. Else CDK_DEFAULT_ACCOUNT; absent, the template stays account-agnostic. */
+    account: z
+      .string()
+      .regex(/^\d{12}$/, { message: 'must be a 12-digit AWS account id' })
+      .optional(),
+    stackName: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9-]{0,127}$/, { message: 'must be a CloudFormation stack name' })
+      .optional(),
+    /** Route 53 hosted zone id per domain: the stack creates that domain's MX and DKIM records. */
+    hostedZoneIds: z
+      .record(
+        z.string(),
+        z.string().regex(/^Z[A-Z0-9]{1,32}$/, { message: 'must be a hosted zone id such as Z0123ABC' }),
+      )
+      .optional(),
+    /** False when the domains are already SES identities in this account and region (created elsewhere). */
+    createIdentities: z.boolean().optional(),
+    /** Where alarms are e-mailed (an SNS subscription to confirm). */
+    alarmEmail: addressSchema.optional(),
+    /** Keep the bucket and table when the stack is deleted. */
+    retainData: z.boolean().optional(),
+    /** Browser origins allowed to call the HTTP API (CORS); absent, CORS stays off. */
+    corsOrigins: z
+      .array(
+        z.string().refine((s) => s === '*' || /^https?:\/\/[a-z0-9.-]+(:\d{1,5})?$/i.test(s), {
+          message: 'must be an origin such as https://app.example.com (scheme and host, no path)',
+        }),
+      )
+      .optional(),
+    /** The verified address forwarded mail is sent from (SES sends only from verified identities). */
+    forwardFrom: addressSchema.optional(),
+    /** Activate our receipt rule set even when another one is active (SES allows one per region). */
+    replaceActiveRuleSet: z.boolean().optional(),
+    /** Deploy to a region missing from the known SES receiving regions (for regions added since). */
+    skipRegionCheck: z.boolean().optional(),
+    /** Days CloudWatch keeps the functions' and the API's logs; one of the values CloudWatch accepts. */
+    logRetentionDays: z
+      .number()
+      .refine((n) => LOG_RETENTION_DAYS.includes(n), {
+        message: `must be one of the values CloudWatch Logs accepts: ${LOG_RETENTION_DAYS.join(', ')}`,
+      })
+      .optional(),
+    apiThrottle: z
+      .object({ rateLimit: z.number().min(1).max(10000), burstLimit: z.number().int().min(1).max(5000) })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type AwsSettings = z.infer<typeof awsSettingsSchema>;
+
 export const configSchema = z
   .object({
     $schema: z.string().optional(),
+    aws: awsSettingsSchema.optional(),
     /** The domains we receive mail for. Anything else is refused at RCPT (never an open relay). */
     domains: z.array(domainSchema).min(1),
     /** Mailbox addresses; `*@domain` makes every address of that domain its own mailbox. */
@@ -144,7 +213,12 @@ export const configSchema = z
     }),
     /** Where `quarantine` puts mail. Defaults to `quarantine@<first domain>`; not reachable from outside unless listed in `mailboxes`. */
     quarantineMailbox: addressSchema.optional(),
-    maxMessageBytes: z.number().int().min(1024).max(DEFAULT_MAX_MESSAGE_BYTES).default(DEFAULT_MAX_MESSAGE_BYTES),
+    maxMessageBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(DEFAULT_MAX_MESSAGE_BYTES)
+      .default(DEFAULT_MAX_MESSAGE_BYTES),
     retention: z
       .object({
         inboundDays: z.number().int().min(1).max(3650).default(DEFAULT_INBOUND_RETENTION_DAYS),
@@ -183,9 +257,7 @@ export function parseMatch(value: string): MatchSpec | string {
     const domain = lower.slice(2);
     return DOMAIN_RE.test(domain) ? { kind: 'catchAll', domain } : 'a catch-all must look like *@example.com';
   }
-  return isAddress(lower)
-    ? { kind: 'exact', address: lower }
-    : 'must be an address, *@domain, or /regex/';
+  return isAddress(lower) ? { kind: 'exact', address: lower } : 'must be an address, *@domain, or /regex/';
 }
 
 export interface CompiledRoute {
@@ -211,7 +283,9 @@ export interface Config {
 
 function formatPath(path: readonly PropertyKey[]): string {
   if (path.length === 0) return '(root)';
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
+  return path
+    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
+    .join('');
 }
 
 /**
@@ -271,7 +345,9 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     if (route.action === 'deliver') {
       route.to.forEach((t, j) => {
         if (isAddress(t) && !inOurDomains(t)) {
-          issues.push(`routes[${index}].to[${j}]: "${t}" is outside our domains; use "forward" for external addresses`);
+          issues.push(
+            `routes[${index}].to[${j}]: "${t}" is outside our domains; use "forward" for external addresses`,
+          );
         }
       });
     }
@@ -321,7 +397,7 @@ function findAliasProblems(config: Config): string[] {
     const visit = (address: string): string | null => {
       if (path.includes(address)) return [...path, address].join(' -> ');
       const r = exact.get(address);
-      if (!r || r.route.action !== 'deliver') return null;
+      if (r?.route.action !== 'deliver') return null;
       path.push(address);
       for (const t of r.route.to) {
         // `alice@ -> [alice@, …]` where alice@ is a mailbox: the route also delivers to the mailbox it names.
@@ -336,7 +412,9 @@ function findAliasProblems(config: Config): string[] {
     if (cycle) problems.push(`routes[${start.index}].to: alias loop ${cycle}`);
     start.route.to.forEach((t, j) => {
       if (isAddress(t) && !isMailbox(t) && !routesTo(t) && t !== config.quarantineMailbox) {
-        problems.push(`routes[${start.index}].to[${j}]: "${t}" is neither a mailbox nor routed by another route`);
+        problems.push(
+          `routes[${start.index}].to[${j}]: "${t}" is neither a mailbox nor routed by another route`,
+        );
       }
     });
   }

@@ -68,7 +68,11 @@ export type Decision =
       readonly tags: readonly VerdictName[];
     })
   | (DecisionBase & { readonly kind: 'forward'; readonly to: string; readonly tags: readonly VerdictName[] })
-  | (DecisionBase & { readonly kind: 'quarantine'; readonly mailbox: string; readonly reasons: readonly VerdictName[] })
+  | (DecisionBase & {
+      readonly kind: 'quarantine';
+      readonly mailbox: string;
+      readonly reasons: readonly VerdictName[];
+    })
   | (DecisionBase & {
       readonly kind: 'reject';
       readonly code: number;
@@ -147,7 +151,9 @@ function findMatch(config: Config, address: string): Match | null {
     }
   }
   for (const c of candidates) {
-    const r = config.routes.find((x) => x.match.kind === 'catchAll' && x.match.domain === domainOf(c.address));
+    const r = config.routes.find(
+      (x) => x.match.kind === 'catchAll' && x.match.domain === domainOf(c.address),
+    );
     if (r) return { route: r, candidate: c };
   }
   return null;
@@ -175,7 +181,12 @@ type RawOutcome =
   | { kind: 'drop'; routeIndex: number };
 
 function unknown(): RawOutcome {
-  return { kind: 'reject', code: 550, message: '5.1.1 Recipient address rejected: no such user', reason: 'unknown-recipient' };
+  return {
+    kind: 'reject',
+    code: 550,
+    message: '5.1.1 Recipient address rejected: no such user',
+    reason: 'unknown-recipient',
+  };
 }
 
 /** Follows routes (and aliases through other routes) from one address to its final outcomes. */
@@ -188,7 +199,12 @@ function resolveAddress(
   if (!config.domains.includes(domainOf(address))) {
     return {
       outcomes: [
-        { kind: 'reject', code: 550, message: '5.7.1 Relaying denied: not a domain we receive for', reason: 'not-our-domain' },
+        {
+          kind: 'reject',
+          code: 550,
+          message: '5.7.1 Relaying denied: not a domain we receive for',
+          reason: 'not-our-domain',
+        },
       ],
     };
   }
@@ -198,7 +214,12 @@ function resolveAddress(
   const { route, index } = m.route;
   switch (route.action) {
     case 'reject':
-      return { outcomes: [{ kind: 'reject', code: route.code, message: route.message, reason: 'route', routeIndex: index }], first: m };
+      return {
+        outcomes: [
+          { kind: 'reject', code: route.code, message: route.message, reason: 'route', routeIndex: index },
+        ],
+        first: m,
+      };
     case 'drop':
       return { outcomes: [{ kind: 'drop', routeIndex: index }], first: m };
     case 'forward':
@@ -238,7 +259,9 @@ function resolveAddress(
         }
         const inner = resolveAddress(config, target, depth + 1, new Set([...seen, target]));
         outcomes.push(
-          ...inner.outcomes.map((o) => (o.kind === 'deliver' && o.routeIndex === undefined ? { ...o, routeIndex: index } : o)),
+          ...inner.outcomes.map((o) =>
+            o.kind === 'deliver' && o.routeIndex === undefined ? { ...o, routeIndex: index } : o,
+          ),
         );
       }
       return { outcomes, first: m };
@@ -250,10 +273,22 @@ function resolveAddress(
  * Every decision for one recipient address, with the verdict policies applied
  * (the route's own `policies` override the top-level ones).
  */
-export function resolveRecipient(config: Config, recipient: string, verdicts: Verdicts = UNCHECKED_VERDICTS): Decision[] {
+export function resolveRecipient(
+  config: Config,
+  recipient: string,
+  verdicts: Verdicts = UNCHECKED_VERDICTS,
+): Decision[] {
   const address = normalizeAddress(recipient);
   if (!isAddress(address)) {
-    return [{ recipient: address, kind: 'reject', code: 553, message: '5.1.3 Bad recipient address syntax', reason: 'unknown-recipient' }];
+    return [
+      {
+        recipient: address,
+        kind: 'reject',
+        code: 553,
+        message: '5.1.3 Bad recipient address syntax',
+        reason: 'unknown-recipient',
+      },
+    ];
   }
   const { outcomes, first } = resolveAddress(config, address, 0, new Set([address]));
   const plusTag = first?.candidate.plusTag;
@@ -262,7 +297,8 @@ export function resolveRecipient(config: Config, recipient: string, verdicts: Ve
 
   return outcomes.map((o): Decision => {
     const base = { recipient: address, routeIndex: o.routeIndex, plusTag };
-    if (o.kind === 'reject') return { ...base, kind: 'reject', code: o.code, message: o.message, reason: o.reason };
+    if (o.kind === 'reject')
+      return { ...base, kind: 'reject', code: o.code, message: o.message, reason: o.reason };
     if (o.kind === 'drop') return { ...base, kind: 'drop' };
     if (verdict.action === 'reject') {
       return {
@@ -285,7 +321,11 @@ export function resolveRecipient(config: Config, recipient: string, verdicts: Ve
  * Decisions for every recipient of a message. One delivery per mailbox and one forward per
  * destination, even when several recipients (aliases, plus-addresses, repeats) lead to the same place.
  */
-export function route(config: Config, envelope: Envelope, verdicts: Verdicts = UNCHECKED_VERDICTS): Decision[] {
+export function route(
+  config: Config,
+  envelope: Envelope,
+  verdicts: Verdicts = UNCHECKED_VERDICTS,
+): Decision[] {
   const out: Decision[] = [];
   const delivered = new Set<string>();
   const forwarded = new Set<string>();

@@ -2,16 +2,13 @@
  * `npx mail-relay <command>`: dev, route, import. Each command is a function that takes its
  * arguments and an output stream, so tests call them in-process as well as through the binary.
  */
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import addressparser from 'nodemailer/lib/addressparser';
 import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
 import { MailRelayError } from '../core/errors.ts';
-import { sesMessageIdFromContent } from '../core/ids.ts';
 import { type Decision, resolveRecipient } from '../core/routing.ts';
-import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
+import { countOutcomes } from '../pipeline/router.ts';
 import { loadConfig } from './config-file.ts';
-import { ingest } from './ingest.ts';
+import { importFiles, progressBar } from './import.ts';
 import { createLocalRuntime, dataDirFromEnv } from './runtime.ts';
 import { startSmtpListener } from './smtp-listener.ts';
 
@@ -63,7 +60,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
 }
 
 function describeDecision(d: Decision, config: Config): string {
-  const via = d.routeIndex === undefined ? 'mailbox' : `routes[${d.routeIndex}] (${config.routes[d.routeIndex]?.route.match})`;
+  const via =
+    d.routeIndex === undefined
+      ? 'mailbox'
+      : `routes[${d.routeIndex}] (${config.routes[d.routeIndex]?.route.match})`;
   const tag = d.plusTag ? ` [+${d.plusTag}]` : '';
   switch (d.kind) {
     case 'deliver':
@@ -124,24 +124,6 @@ async function commandDev(io: Io): Promise<number> {
   return 0;
 }
 
-/** Recipients named in a message's headers, for `import` without `--to`. */
-export function headerRecipients(raw: Buffer): string[] {
-  const ends = [raw.indexOf('\r\n\r\n'), raw.indexOf('\n\n')].filter((i) => i >= 0);
-  const head = raw
-    .subarray(0, ends.length > 0 ? Math.min(...ends) : raw.length).toString('latin1').replace(/\r?\n[ \t]+/g, ' ');
-  const wanted = ['delivered-to', 'x-original-to', 'to', 'cc'];
-  const found: string[] = [];
-  for (const line of head.split(/\r?\n/)) {
-    const colon = line.indexOf(':');
-    if (colon <= 0 || !wanted.includes(line.slice(0, colon).trim().toLowerCase())) continue;
-    for (const a of addressparser(line.slice(colon + 1), { flatten: true })) {
-      const addr = normalizeAddress(a.address ?? '');
-      if (isAddress(addr) && !found.includes(addr)) found.push(addr);
-    }
-  }
-  return found;
-}
-
 async function commandImport(args: readonly string[], io: Io): Promise<number> {
   const { values, positionals } = parseArgs({
     args: [...args],
@@ -152,62 +134,25 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     io.err.write('mail-relay import: give one or more .eml files\n');
     return 2;
   }
-  const { config } = loadConfig(io.env);
   const forced = (values.to ?? []).map(normalizeAddress);
-  for (const t of forced) {
-    if (!isAddress(t)) {
-      io.err.write(`mail-relay import: --to ${t} is not an address\n`);
-      return 2;
-    }
+  const bad = forced.find((t) => !isAddress(t));
+  if (bad !== undefined) {
+    io.err.write(`mail-relay import: --to ${bad} is not an address\n`);
+    return 2;
   }
+  const { config } = loadConfig(io.env);
   const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
-  const results: RouteResult[] = [];
-  const failures: string[] = [];
-  let noRecipients = 0;
-  const progress = io.err.isTTY === true;
-  const started = Date.now();
   try {
-    for (const [i, file] of positionals.entries()) {
-      try {
-        const body = await readFile(file);
-        const recipients = forced.length > 0 ? forced : headerRecipients(body);
-        if (recipients.length === 0) {
-          noRecipients++;
-          failures.push(`${file}: no recipient (use --to)`);
-          continue;
-        }
-        results.push(
-          await ingest(runtime, {
-            body,
-            mailFrom: '',
-            recipients,
-            // Content-derived id: importing the same file twice is a no-op.
-            sesMessageId: sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body])),
-            receivedAt: new Date(),
-            via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
-          }),
-        );
-      } catch (err) {
-        failures.push(`${file}: ${err instanceof Error ? err.message : String(err)}`);
-      }
-      if (progress) {
-        const n = i + 1;
-        const width = 30;
-        const filled = Math.round((n / positionals.length) * width);
-        io.err.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${n}/${positionals.length}`);
-      }
-    }
+    const summary = await importFiles(runtime, positionals, {
+      to: forced,
+      onProgress:
+        io.err.isTTY === true ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
+    });
+    if (io.err.isTTY === true) io.err.write('\n');
+    for (const f of summary.failures) io.err.write(`failed: ${f.file}: ${f.reason}\n`);
+    io.out.write(`${summary.line}\n`);
+    return summary.failures.length > 0 ? 1 : 0;
   } finally {
-    if (progress) io.err.write('\n');
     await runtime.close();
   }
-  for (const f of failures) io.err.write(`failed: ${f}\n`);
-  const c = countOutcomes(results);
-  const secs = ((Date.now() - started) / 1000).toFixed(1);
-  io.out.write(
-    `imported ${results.length}/${positionals.length} files in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
-      `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
-      `parse failures ${c.parseFailed}, errors ${failures.length - noRecipients}, without recipient ${noRecipients}\n`,
-  );
-  return failures.length > 0 ? 1 : 0;
 }

@@ -20,7 +20,11 @@ export interface IngestInput {
   readonly receivedAt?: Date;
   readonly sesMessageId?: string;
   /** How the message arrived, for the Received line. */
-  readonly via: { readonly protocol: 'ESMTP' | 'SMTP' | 'LOCAL'; readonly helo?: string; readonly remoteAddress?: string };
+  readonly via: {
+    readonly protocol: 'ESMTP' | 'SMTP' | 'LOCAL';
+    readonly helo?: string;
+    readonly remoteAddress?: string;
+  };
   readonly verdicts?: Verdicts;
 }
 
@@ -47,7 +51,8 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
   const eol = detectEol(input.body);
   const helo = sanitize(input.via.helo ?? 'localhost');
   const addr = sanitize(input.via.remoteAddress ?? '127.0.0.1');
-  const forClause = input.recipients.length === 1 ? `${eol}\tfor <${sanitize(input.recipients[0] ?? '')}>` : '';
+  const forClause =
+    input.recipients.length === 1 ? `${eol}\tfor <${sanitize(input.recipients[0] ?? '')}>` : '';
   const received =
     `Received: from ${helo} (${helo} [${addr}])${eol}\tby ${SERVER_NAME} (mail-relay) with ${input.via.protocol} id ${sesMessageId}` +
     `${forClause};${eol}\t${rfc5322Date(receivedAt)}${eol}`;

@@ -4,11 +4,11 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Config } from '../core/config.ts';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { OutboxOutbound } from '../adapters/local/outbox-outbound.ts';
 import { SqliteMailboxIndex } from '../adapters/local/sqlite-mailbox-index.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
+import type { Config } from '../core/config.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 
 export const DEFAULT_DATA_DIR = '.mail-relay';

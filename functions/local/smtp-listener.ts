@@ -7,7 +7,7 @@
  * - DATA: `250` only after the message is durable in `inbound/` and the router has committed it.
  */
 import type { AddressInfo } from 'node:net';
-import { type SMTPServerDataStream, SMTPServer, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Config } from '../core/config.ts';
 import { MailRelayError } from '../core/errors.ts';
 import { acceptsRecipient } from '../core/routing.ts';
@@ -32,7 +32,10 @@ function smtpError(code: number, message: string): Error & { responseCode: numbe
   return Object.assign(new Error(message), { responseCode: code });
 }
 
-export async function startSmtpListener(deps: RouterDeps, options: SmtpListenerOptions): Promise<SmtpListener> {
+export async function startSmtpListener(
+  deps: RouterDeps,
+  options: SmtpListenerOptions,
+): Promise<SmtpListener> {
   const config: Config = deps.config;
   const server = new SMTPServer({
     name: 'mail-relay',
@@ -58,7 +61,9 @@ export async function startSmtpListener(deps: RouterDeps, options: SmtpListenerO
       stream.once('error', (err) => callback(err));
       stream.once('end', () => {
         if (stream.sizeExceeded) {
-          return callback(smtpError(552, `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`));
+          return callback(
+            smtpError(552, `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`),
+          );
         }
         const body = Buffer.concat(chunks);
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -89,7 +94,9 @@ export async function startSmtpListener(deps: RouterDeps, options: SmtpListenerO
             options.onError?.(err);
             // A temporary failure: the client keeps the message and retries; nothing is lost.
             const code = err instanceof MailRelayError ? err.code : 'internal';
-            callback(smtpError(451, `4.3.0 Temporary failure storing the message (${code}); try again later`));
+            callback(
+              smtpError(451, `4.3.0 Temporary failure storing the message (${code}); try again later`),
+            );
           },
         );
       });

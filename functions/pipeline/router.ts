@@ -10,13 +10,17 @@
 import { type Config, normalizeAddress, type VerdictName } from '../core/config.ts';
 import { MailRelayError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
-import { type ParsedSummary, type ParseResult, snippetOf } from '../core/message.ts';
+import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
+import { type ParseResult, snippetOf } from '../core/message.ts';
 import { type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
 import { type Decision, route, type Verdicts } from '../core/routing.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
+
+// Re-exported so existing importers keep working; the definitions live in core/keys.ts.
+export { mailboxKeys, type StoredSummary } from '../core/keys.ts';
 
 export interface RouterDeps {
   readonly config: Config;
@@ -50,25 +54,20 @@ export class MissingRawMessageError extends MailRelayError {
   }
 }
 
-/** Blob keys of a delivered message. Mailbox addresses are validated (no '/'), so they are safe segments. */
-export const mailboxKeys = {
-  prefix: (mailbox: string) => `mailboxes/${mailbox}/`,
-  raw: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}.eml`,
-  dir: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}/`,
-  summary: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}/summary.json`,
-  part: (mailbox: string, id: string, partId: string) => `mailboxes/${mailbox}/${id}/parts/${partId}`,
-};
-
-/** What is stored at `summary.json`: the parsed message, or the reason it could not be parsed. */
-export type StoredSummary =
-  | ({ readonly parseFailed: false } & ParsedSummary)
-  | { readonly parseFailed: true; readonly parseError: string };
+/**
+ * Where the router keeps each notification it processed: SES stores only the raw message, and the
+ * envelope (recipients, verdicts) is needed to replay it. Same retention as `inbound/`.
+ */
+export const NOTIFICATIONS_PREFIX = 'notifications/';
+export const notificationKey = (sesMessageId: string) => `${NOTIFICATIONS_PREFIX}${sesMessageId}.json`;
 
 export interface ProcessOptions {
   /** The raw bytes when the caller already holds them (local listener), to skip a read. */
   readonly raw?: Buffer;
-  /** A parse the caller already made of exactly these bytes (import), to parse once. */
+  /** A parse the caller already made of exactly these bytes, to parse once. */
   readonly parsed?: ParseResult;
+  /** Set by `replay`: the notification is already stored. */
+  readonly replay?: boolean;
 }
 
 export async function processNotification(
@@ -77,12 +76,19 @@ export async function processNotification(
   options: ProcessOptions = {},
 ): Promise<RouteResult> {
   const { mail, receipt } = notification;
+  if (!options.replay) {
+    await deps.blobs.put(notificationKey(mail.messageId), Buffer.from(JSON.stringify(notification)), {
+      contentType: 'application/json',
+    });
+  }
   const verdicts = verdictsOf(notification);
   const decisions = route(deps.config, { mailFrom: mail.source, recipients: receipt.recipients }, verdicts);
   const receivedAt = new Date(mail.timestamp);
   const id = messageIdFor(receivedAt.getTime(), mail.messageId);
 
-  const needsRaw = decisions.some((d) => d.kind === 'deliver' || d.kind === 'quarantine' || d.kind === 'forward');
+  const needsRaw = decisions.some(
+    (d) => d.kind === 'deliver' || d.kind === 'quarantine' || d.kind === 'forward',
+  );
   let raw = options.raw ?? null;
   if (!raw && needsRaw) {
     raw = await deps.blobs.get(receipt.action.objectKey);
@@ -180,13 +186,17 @@ async function deliverToMailbox(
   if (firstCopy === null) {
     await blobs.put(mailboxKeys.raw(mailbox, id), raw, { contentType: 'message/rfc822' });
     if (parsed.ok) {
-      for (const part of parsed.parts) await blobs.put(mailboxKeys.part(mailbox, id, part.partId), part.content);
+      for (const part of parsed.parts)
+        await blobs.put(mailboxKeys.part(mailbox, id, part.partId), part.content);
     }
   } else {
     await blobs.copy(mailboxKeys.raw(firstCopy, id), mailboxKeys.raw(mailbox, id));
     if (parsed.ok) {
       for (const part of parsed.parts) {
-        await blobs.copy(mailboxKeys.part(firstCopy, id, part.partId), mailboxKeys.part(mailbox, id, part.partId));
+        await blobs.copy(
+          mailboxKeys.part(firstCopy, id, part.partId),
+          mailboxKeys.part(mailbox, id, part.partId),
+        );
       }
     }
   }
@@ -223,7 +233,9 @@ function displayList(list: readonly { name: string; address: string }[]): string
 }
 
 /** Counts of outcomes by status, for logs, metrics and the CLI summary. */
-export function countOutcomes(results: readonly RouteResult[]): Record<OutcomeStatus | 'parseFailed', number> {
+export function countOutcomes(
+  results: readonly RouteResult[],
+): Record<OutcomeStatus | 'parseFailed', number> {
   const counts: Record<OutcomeStatus | 'parseFailed', number> = {
     delivered: 0,
     duplicate: 0,

@@ -4,8 +4,8 @@
  * get it; under MAIL_RELAY_FULL_TESTS=1 (set by .ci/run) the absence fails the run instead.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const FULL = process.env.MAIL_RELAY_FULL_TESTS === '1';
@@ -29,4 +29,19 @@ export function corpusDir(): string | null {
   const candidates = [process.env.MAIL_RELAY_CORPUS, resolve(PROJECT_ROOT, '../shared/corpus')];
   for (const c of candidates) if (c && existsSync(c)) return c;
   return null;
+}
+
+/** Files the manifest lists that are licence notes, not messages. */
+const NOT_MESSAGES = /(^|\/)(COPYING|\.gitattributes|SOURCES\.md)$/;
+
+/** The corpus's message files (absolute paths) as listed in its MANIFEST.tsv, with their sha256. */
+export function corpusFiles(dir: string): { path: string; file: string; sha256: string }[] {
+  const lines = readFileSync(join(dir, 'MANIFEST.tsv'), 'utf8').split('\n').slice(1);
+  return lines
+    .filter((l) => l.trim() !== '' && !NOT_MESSAGES.test(l.split('\t')[0] ?? ''))
+    .map((l) => {
+      const cols = l.split('\t');
+      const file = cols[0] ?? '';
+      return { file, path: join(dir, file), sha256: cols[5] ?? '' };
+    });
 }

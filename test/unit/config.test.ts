@@ -43,8 +43,19 @@ describe('configuration', () => {
       unknownKey: true,
     });
     const text = err.message;
-    for (const path of ['domains[0]', 'routes[0].to[0]', 'routes[1].match', 'routes[2].action', 'policies.spam', 'maxMessageBytes', '(root)']) {
-      assert.ok(err.issues.some((i) => i.startsWith(path)), `no issue for ${path} in:\n${text}`);
+    for (const path of [
+      'domains[0]',
+      'routes[0].to[0]',
+      'routes[1].match',
+      'routes[2].action',
+      'policies.spam',
+      'maxMessageBytes',
+      '(root)',
+    ]) {
+      assert.ok(
+        err.issues.some((i) => i.startsWith(path)),
+        `no issue for ${path} in:\n${text}`,
+      );
     }
     assert.match(text, /unknownKey/);
   });
@@ -78,14 +89,19 @@ describe('configuration', () => {
         { match: 'c@example.com', action: 'deliver', to: ['a@example.com'] },
       ],
     });
-    assert.match(err.message, /alias loop a@example\.com -> b@example\.com -> c@example\.com -> a@example\.com/);
+    assert.match(
+      err.message,
+      /alias loop a@example\.com -> b@example\.com -> c@example\.com -> a@example\.com/,
+    );
   });
 
   it('allows a route that also delivers to the mailbox it names', () => {
     const c = parseConfig({
       domains: ['example.com'],
       mailboxes: ['alice@example.com', 'archive@example.com'],
-      routes: [{ match: 'alice@example.com', action: 'deliver', to: ['alice@example.com', 'archive@example.com'] }],
+      routes: [
+        { match: 'alice@example.com', action: 'deliver', to: ['alice@example.com', 'archive@example.com'] },
+      ],
     });
     assert.equal(c.routes.length, 1);
   });
@@ -111,12 +127,18 @@ describe('configuration', () => {
     assert.deepEqual(dev.config.domains, ['example.test']);
     assert.ok(dev.config.autoMailboxDomains.has('example.test'));
 
-    writeFileSync(join(dir, 'custom.json'), JSON.stringify({ domains: ['mine.test'], mailboxes: ['me@mine.test'] }));
+    writeFileSync(
+      join(dir, 'custom.json'),
+      JSON.stringify({ domains: ['mine.test'], mailboxes: ['me@mine.test'] }),
+    );
     const custom = loadConfig({ MAIL_RELAY_CONFIG: 'custom.json' }, dir);
     assert.deepEqual(custom.config.domains, ['mine.test']);
 
     writeFileSync(join(dir, 'mail-relay.config.json'), '{ "domains": [ }');
-    assert.throws(() => loadConfig({}, dir), (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message));
+    assert.throws(
+      () => loadConfig({}, dir),
+      (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message),
+    );
     assert.throws(() => loadConfig({ MAIL_RELAY_CONFIG: 'missing.json' }, dir), /does not exist/);
   });
 });

@@ -13,7 +13,13 @@ import {
 
 const config = parseConfig({
   domains: ['example.com', 'example.org'],
-  mailboxes: ['alice@example.com', 'bob@example.com', 'archive@example.com', 'support@example.com', '*@example.org'],
+  mailboxes: [
+    'alice@example.com',
+    'bob@example.com',
+    'archive@example.com',
+    'support@example.com',
+    '*@example.org',
+  ],
   routes: [
     { match: 'postmaster@example.com', action: 'deliver', to: ['alice@example.com'] },
     { match: 'team@example.com', action: 'deliver', to: ['alice@example.com', 'bob@example.com'] },
@@ -25,26 +31,23 @@ const config = parseConfig({
     { match: '/^(.+)-support@example\\.com$/', action: 'deliver', to: ['support@example.com'] },
     { match: '/^ticket-(\\d+)@example\\.com$/', action: 'deliver', to: ['support@example.com'] },
     { match: '/^user-([a-z]+)@example\\.com$/', action: 'deliver', to: ['$1@example.com'] },
-    { match: '/^strict@example\\.com$/', action: 'deliver', to: ['alice@example.com'], policies: { spam: 'reject' } },
+    {
+      match: '/^strict@example\\.com$/',
+      action: 'deliver',
+      to: ['alice@example.com'],
+      policies: { spam: 'reject' },
+    },
     { match: '*@example.com', action: 'deliver', to: ['archive@example.com'] },
   ],
 });
 
-const summarize = (ds: Decision[]) =>
-  ds.map((d) => {
-    switch (d.kind) {
-      case 'deliver':
-        return `deliver ${d.mailbox}`;
-      case 'quarantine':
-        return `quarantine ${d.mailbox}`;
-      case 'forward':
-        return `forward ${d.to}`;
-      case 'reject':
-        return `reject ${d.code}`;
-      case 'drop':
-        return 'drop';
-    }
-  });
+function summarizeOne(d: Decision): string {
+  if (d.kind === 'deliver' || d.kind === 'quarantine') return `${d.kind} ${d.mailbox}`;
+  if (d.kind === 'forward') return `forward ${d.to}`;
+  if (d.kind === 'reject') return `reject ${d.code}`;
+  return 'drop';
+}
+const summarize = (ds: Decision[]): string[] => ds.map(summarizeOne);
 
 describe('resolveRecipient: every rule kind and precedence', () => {
   const table: [string, string[], string][] = [
@@ -69,15 +72,27 @@ describe('resolveRecipient: every rule kind and precedence', () => {
     ['boss@example.com', ['forward boss.private@gmail.test'], 'forward'],
     ['old@example.com', ['reject 551'], 'reject with its own code'],
     ['noreply@example.com', ['drop'], 'drop'],
-    ['bob@example.com', ['deliver bob@example.com', 'deliver archive@example.com'], 'exact route beats the mailbox'],
+    [
+      'bob@example.com',
+      ['deliver bob@example.com', 'deliver archive@example.com'],
+      'exact route beats the mailbox',
+    ],
     ['billing-support@example.com', ['deliver support@example.com'], 'regex'],
     ['ticket-42@example.com', ['deliver support@example.com'], 'second regex'],
     ['user-alice@example.com', ['deliver alice@example.com'], 'regex with $1 substitution'],
-    ['user-nobody@example.com', ['deliver archive@example.com'], '$1 target unknown -> resolves through the catch-all'],
+    [
+      'user-nobody@example.com',
+      ['deliver archive@example.com'],
+      '$1 target unknown -> resolves through the catch-all',
+    ],
     ['random@example.com', ['deliver archive@example.com'], 'catch-all last'],
     ['anyone@example.org', ['deliver anyone@example.org'], '*@domain mailboxes'],
     ['alice+news@example.com', ['deliver alice@example.com'], 'plus-addressing'],
-    ['bob+x@example.com', ['deliver bob@example.com', 'deliver archive@example.com'], 'plus-address of a routed address'],
+    [
+      'bob+x@example.com',
+      ['deliver bob@example.com', 'deliver archive@example.com'],
+      'plus-address of a routed address',
+    ],
     ['stranger@elsewhere.net', ['reject 550'], 'not our domain: never an open relay'],
     ['not an address', ['reject 553'], 'bad syntax'],
   ];
@@ -98,8 +113,12 @@ describe('resolveRecipient: every rule kind and precedence', () => {
       mailboxes: ['alice@example.com', 'lists@example.com'],
       routes: [{ match: 'alice+lists@example.com', action: 'deliver', to: ['lists@example.com'] }],
     });
-    assert.deepEqual(summarize(resolveRecipient(c, 'alice+lists@example.com')), ['deliver lists@example.com']);
-    assert.deepEqual(summarize(resolveRecipient(c, 'alice+other@example.com')), ['deliver alice@example.com']);
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice+lists@example.com')), [
+      'deliver lists@example.com',
+    ]);
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice+other@example.com')), [
+      'deliver alice@example.com',
+    ]);
   });
 
   it('does not strip tags when plus-addressing is off', () => {
@@ -115,7 +134,12 @@ describe('resolveRecipient: every rule kind and precedence', () => {
     const c = parseConfig({ domains: ['example.com'], mailboxes: ['alice@example.com'] });
     const [d] = resolveRecipient(c, 'nobody@example.com');
     assert.equal(d?.kind, 'reject');
-    assert.ok(d?.kind === 'reject' && d.code === 550 && d.message.startsWith('5.1.1') && d.reason === 'unknown-recipient');
+    assert.ok(
+      d?.kind === 'reject' &&
+        d.code === 550 &&
+        d.message.startsWith('5.1.1') &&
+        d.reason === 'unknown-recipient',
+    );
   });
 
   it('cuts run-time alias loops made by regex targets', () => {
@@ -140,13 +164,23 @@ describe('route: a whole envelope', () => {
         'ALICE@example.com',
       ],
     });
-    assert.deepEqual(summarize(ds), ['deliver alice@example.com', 'deliver bob@example.com', 'deliver archive@example.com']);
+    assert.deepEqual(summarize(ds), [
+      'deliver alice@example.com',
+      'deliver bob@example.com',
+      'deliver archive@example.com',
+    ]);
   });
 
   it('returns decisions for every recipient, accepted or not', () => {
     const ds = route(config, {
       mailFrom: '',
-      recipients: ['alice@example.com', 'old@example.com', 'noreply@example.com', 'boss@example.com', 'x@elsewhere.net'],
+      recipients: [
+        'alice@example.com',
+        'old@example.com',
+        'noreply@example.com',
+        'boss@example.com',
+        'x@elsewhere.net',
+      ],
     });
     assert.deepEqual(summarize(ds), [
       'deliver alice@example.com',
@@ -185,7 +219,10 @@ describe('verdict policies', () => {
   });
 
   it('accepts when nothing fails, whatever the policies', () => {
-    assert.deepEqual(applyPolicies(config.policies, verdicts({ spf: 'GRAY', dkim: 'PROCESSING_FAILED' })).action, 'accept');
+    assert.deepEqual(
+      applyPolicies(config.policies, verdicts({ spf: 'GRAY', dkim: 'PROCESSING_FAILED' })).action,
+      'accept',
+    );
     assert.deepEqual(applyPolicies(config.policies, UNCHECKED_VERDICTS).action, 'accept');
   });
 
@@ -216,7 +253,11 @@ describe('verdict policies', () => {
   });
 
   it('quarantines once even when several mailboxes would receive', () => {
-    const ds = route(config, { mailFrom: '', recipients: ['alice@example.com', 'bob@example.com'] }, verdicts({ virus: 'FAIL' }));
+    const ds = route(
+      config,
+      { mailFrom: '', recipients: ['alice@example.com', 'bob@example.com'] },
+      verdicts({ virus: 'FAIL' }),
+    );
     assert.deepEqual(summarize(ds), ['quarantine quarantine@example.com']);
   });
 });
@@ -225,7 +266,11 @@ describe('acceptsRecipient (RCPT TO)', () => {
   it('accepts routed recipients and refuses the rest with their reply', () => {
     assert.deepEqual(acceptsRecipient(config, 'alice@example.com'), { accept: true });
     assert.deepEqual(acceptsRecipient(config, 'noreply@example.com'), { accept: true });
-    assert.deepEqual(acceptsRecipient(config, 'old@example.com'), { accept: false, code: 551, message: '5.1.6 User has moved' });
+    assert.deepEqual(acceptsRecipient(config, 'old@example.com'), {
+      accept: false,
+      code: 551,
+      message: '5.1.6 User has moved',
+    });
     const r = acceptsRecipient(config, 'x@elsewhere.net');
     assert.ok(!r.accept && r.code === 550 && r.message.includes('Relaying denied'));
   });

@@ -25,9 +25,13 @@ export class OutboxOutbound implements Outbound {
       size: message.raw.length,
       writtenAt: new Date().toISOString(),
     };
-    await this.blobs.put(`${OUTBOX_PREFIX}${messageId}.json`, Buffer.from(JSON.stringify(envelope, null, 2)), {
-      contentType: 'application/json',
-    });
+    await this.blobs.put(
+      `${OUTBOX_PREFIX}${messageId}.json`,
+      Buffer.from(JSON.stringify(envelope, null, 2)),
+      {
+        contentType: 'application/json',
+      },
+    );
     return { messageId };
   }
 }

@@ -5,7 +5,14 @@
 import { createHash } from 'node:crypto';
 import type { AddressObject, EmailAddress, HeaderLines, ParsedMail, SimpleParserOptions } from 'mailparser';
 import { simpleParser } from 'mailparser';
-import type { AddressEntry, Attachment, DecodedPart, ParsedSummary, ParseResult } from '../../core/message.ts';
+import { detectMimeType } from 'nodemailer/lib/mime-funcs';
+import type {
+  AddressEntry,
+  Attachment,
+  DecodedPart,
+  ParsedSummary,
+  ParseResult,
+} from '../../core/message.ts';
 import type { MailParser } from '../../ports/mail-parser.ts';
 
 /**
@@ -24,6 +31,20 @@ export const MAX_HTML_LENGTH_TO_PARSE = 2 * 1024 * 1024;
  * guard against hangs, set well above the few seconds a 40 MB message takes.
  */
 export const DEFAULT_PARSE_TIMEOUT_MS = 60_000;
+
+/**
+ * Largest header block of one MIME part. mailparser's own default, stated here so the limit is
+ * visible: the biggest real headers in the shared corpus are a 210 KB Subject and a 135 KB To,
+ * and anything past 1 MB is an attack on the parser, not mail. Exceeding it gives `{ok: false}`
+ * (the raw message is still delivered, flagged).
+ */
+export const MAX_HEADER_BYTES = 1024 * 1024;
+
+/**
+ * Most MIME parts (nodes, at any depth) in one message. mailparser's default; it also bounds
+ * nesting depth, since every level is a node. Exceeding it gives `{ok: false}`.
+ */
+export const MAX_MIME_PARTS = 1000;
 
 export interface MailparserAdapterOptions {
   /**
@@ -66,6 +87,8 @@ export class MailparserAdapter implements MailParser {
       // We hash the decoded bytes ourselves (sha256); mailparser's default md5 pass would be
       // wasted work on a 40 MB attachment.
       checksumAlgo: false,
+      maxHeadSize: MAX_HEADER_BYTES,
+      maxChildNodes: MAX_MIME_PARTS,
     };
   }
 
@@ -73,11 +96,14 @@ export class MailparserAdapter implements MailParser {
     let timer: NodeJS.Timeout | undefined;
     try {
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`parse timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`parse timed out after ${this.timeoutMs} ms`)),
+          this.timeoutMs,
+        );
         // A pending guard must not keep a CLI or test process alive.
         timer.unref();
       });
-      const parsed = await Promise.race([simpleParser(raw, this.parserOptions), timeout]);
+      const parsed = await Promise.race([simpleParser(normalizeCrOnly(raw), this.parserOptions), timeout]);
       return toParseResult(parsed);
     } catch (err) {
       return { ok: false, error: errorMessage(err) };
@@ -100,19 +126,36 @@ export function formatAddressList(list: readonly AddressEntry[]): string {
     .join(', ');
 }
 
+/**
+ * RFC 5322 requires CRLF, but classic Mac MTAs wrote bare CR. mailsplit splits lines on LF only,
+ * so such a message would parse as a single header line. A message with no LF at all is read
+ * with CR as its line break; anything with an LF is parsed as is. Only the parser's input
+ * changes: the stored raw message stays byte-exact.
+ */
+function normalizeCrOnly(raw: Buffer): Buffer {
+  if (raw.includes(0x0a) || !raw.includes(0x0d)) return raw;
+  return Buffer.from(raw.toString('latin1').replace(/\r/g, '\r\n'), 'latin1');
+}
+
 function toParseResult(parsed: ParsedMail): ParseResult {
   const headerLines: HeaderLines = parsed.headerLines ?? [];
-  const headers = headerLines.map((line) => toHeaderEntry(line.line));
+  const headers = headerLines
+    .map((line) => toHeaderEntry(line.line))
+    // An empty input yields one empty "line"; it is not a header.
+    .filter((h) => h.name !== '' || h.value !== '');
 
   const attachments: Attachment[] = [];
   const parts: DecodedPart[] = [];
   parsed.attachments.forEach((attachment, index) => {
     const partId = String(index + 1);
     const content = Buffer.isBuffer(attachment.content) ? attachment.content : Buffer.alloc(0);
+    const filename = nonEmpty(attachment.filename);
     attachments.push({
       partId,
-      filename: nonEmpty(attachment.filename),
-      contentType: attachment.contentType,
+      filename,
+      // An empty `Content-Type: ; name="x.jpg"` reaches us as `false` despite mailparser's
+      // typings; guess from the file name as mailparser does for application/octet-stream.
+      contentType: nonEmpty(attachment.contentType) ?? detectMimeType(filename ?? false),
       size: content.length,
       sha256: createHash('sha256').update(content).digest('hex'),
       contentId: nonEmpty(attachment.contentId),
@@ -128,10 +171,11 @@ function toParseResult(parsed: ParsedMail): ParseResult {
     cc: toAddressEntries(parsed.cc),
     replyTo: toAddressEntries(parsed.replyTo),
     // mailparser leaves `subject` unset for an empty Subject header; present-but-empty is not absent.
-    subject: parsed.subject ?? (headers.some((h) => h.name.toLowerCase() === 'subject') ? '' : null),
+    subject:
+      nonEmpty(parsed.subject) ?? (headers.some((h) => h.name.toLowerCase() === 'subject') ? '' : null),
     date: readDate(headers),
     messageId: nonEmpty(parsed.messageId),
-    text: parsed.text ?? null,
+    text: typeof parsed.text === 'string' ? parsed.text : null,
     html: typeof parsed.html === 'string' ? parsed.html : null,
     attachments,
   };
@@ -148,7 +192,9 @@ function toHeaderEntry(binaryLine: string): { name: string; value: string } {
     .toString('utf8')
     .replace(/\r?\n(?=[ \t])/g, '');
   const colon = line.indexOf(':');
-  if (colon < 0) return { name: line.trim(), value: '' };
+  // A line without a colon has no field name: typically body text that followed the headers
+  // without the blank separator line. Kept as a value so no text is lost or shown as a name.
+  if (colon < 0) return { name: '', value: line.trim() };
   return { name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() };
 }
 
@@ -167,24 +213,25 @@ function toAddressEntries(field: AddressObject | AddressObject[] | undefined): A
   if (field === undefined) return [];
   const objects = Array.isArray(field) ? field : [field];
   const out: AddressEntry[] = [];
-  for (const object of objects) flattenAddresses(object.value ?? [], out);
+  for (const object of objects) if (Array.isArray(object.value)) flattenAddresses(object.value, out);
   return out;
 }
 
 /** Groups (`Team: a@x, b@y;`) contribute their members; the group name is not a mailbox. */
 function flattenAddresses(list: readonly EmailAddress[], out: AddressEntry[]): void {
   for (const entry of list) {
-    if (entry.group !== undefined) {
+    if (Array.isArray(entry.group)) {
       flattenAddresses(entry.group, out);
       continue;
     }
-    const name = entry.name ?? '';
-    const address = entry.address ?? '';
+    const name = typeof entry.name === 'string' ? entry.name : '';
+    const address = typeof entry.address === 'string' ? entry.address : '';
     if (name !== '' || address !== '') out.push({ name, address });
   }
 }
 
-function nonEmpty(value: string | null | undefined): string | null {
+/** mailparser's runtime values are looser than its typings (`false` for an empty header), so check. */
+function nonEmpty(value: unknown): string | null {
   return typeof value === 'string' && value !== '' ? value : null;
 }
 

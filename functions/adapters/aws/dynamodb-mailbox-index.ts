@@ -1,0 +1,549 @@
+/**
+ * MailboxIndex on one DynamoDB table (design §3, docs/adr on the single table).
+ *
+ * Items (all strings unless noted):
+ *   pk = MBX#<mailbox>  sk = MSG#<id>        one message entry (+ lower-cased copies of from/to/subject for `q`)
+ *   pk = MBX#<mailbox>  sk = STAT            counters: messages, bytes (numbers)
+ *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes
+ *   pk = TOKEN#<hash>   sk = TOKEN           an API token, by the hex SHA-256 of the token (never the token)
+ *
+ * A delivery is ONE TransactWriteItems: the conditional put of the entry (only if absent), the
+ * counter increment and the registry put, so a retried delivery changes nothing and the counters
+ * can never drift from the entries. A delete is likewise one transaction (conditional delete +
+ * decrement). Concurrent deliveries to one mailbox touch the same STAT item, so DynamoDB may
+ * cancel one with TransactionConflict; those are retried here with backoff.
+ *
+ * The registry item lives under one partition key; every delivery rewrites its mailbox's item
+ * (1 WCU). That bounds one table at roughly 1000 deliveries per second, far above what a mail
+ * relay for a domain sees, and keeps listMailboxes a strongly consistent Query instead of a Scan
+ * of every message or an eventually consistent index.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
+import {
+  BatchGetCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  DeleteCommand,
+  QueryCommand,
+  type QueryCommandInput,
+  TransactWriteCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { z } from 'zod';
+import { VERDICT_NAMES } from '../../core/config.ts';
+import { ValidationError } from '../../core/errors.ts';
+import { ULID_RE } from '../../core/ids.ts';
+import type {
+  ListOptions,
+  ListPage,
+  MailboxIndex,
+  MailboxStat,
+  MessageEntry,
+  TokenRecord,
+} from '../../ports/mailbox-index.ts';
+
+/**
+ * Key attribute names of the table; the infrastructure stack creates it with these
+ * (both strings, pk HASH + sk RANGE, no secondary index needed).
+ */
+export const TABLE_KEYS = { partitionKey: 'pk', sortKey: 'sk' } as const;
+
+/** The port's bounds for a page. */
+const MAX_LIMIT = 1000;
+/** Items a filtered (q / unseen) Query examines per round trip; the filter applies after the read. */
+const FILTERED_QUERY_PAGE = 200;
+/** BatchGetItem takes at most 100 keys. */
+const BATCH_GET_MAX = 100;
+/** TransactionConflict retries before giving up (the caller, e.g. SQS, retries the whole delivery). */
+const MAX_TRANSACTION_ATTEMPTS = 8;
+const RETRY_BASE_MS = 25;
+
+const REGISTRY_PK = 'MAILBOXES';
+const STAT_SK = 'STAT';
+const TOKEN_SK = 'TOKEN';
+const mailboxPk = (mailbox: string) => `MBX#${mailbox}`;
+const messageSk = (id: string) => `MSG#${id}`;
+const tokenPk = (hash: string) => `TOKEN#${hash}`;
+
+/** The table as the tests (and local tooling) create it; the CDK stack declares the same keys. */
+export function mailboxTableDefinition(tableName: string): CreateTableCommandInput {
+  return {
+    TableName: tableName,
+    BillingMode: 'PAY_PER_REQUEST',
+    AttributeDefinitions: [
+      { AttributeName: TABLE_KEYS.partitionKey, AttributeType: 'S' },
+      { AttributeName: TABLE_KEYS.sortKey, AttributeType: 'S' },
+    ],
+    KeySchema: [
+      { AttributeName: TABLE_KEYS.partitionKey, KeyType: 'HASH' },
+      { AttributeName: TABLE_KEYS.sortKey, KeyType: 'RANGE' },
+    ],
+  };
+}
+
+export interface DynamoDbMailboxIndexOptions {
+  /** A document client created once per process and shared (module scope in a Lambda). */
+  readonly client: DynamoDBDocumentClient;
+  readonly tableName: string;
+}
+
+const verdictNameSchema = z.enum(VERDICT_NAMES);
+
+/** What a message item holds; read back through this so a malformed item fails loudly, not later. */
+const messageItemSchema = z.object({
+  mailbox: z.string(),
+  id: z.string(),
+  size: z.number(),
+  receivedAt: z.string(),
+  from: z.string(),
+  to: z.string(),
+  subject: z.string(),
+  snippet: z.string(),
+  hasAttachments: z.boolean(),
+  seen: z.boolean(),
+  verdicts: z.object({
+    spam: z.string(),
+    virus: z.string(),
+    spf: z.string(),
+    dkim: z.string(),
+    dmarc: z.string(),
+    dmarcPolicy: z.string().optional(),
+  }),
+  tags: z.array(verdictNameSchema),
+  quarantineReasons: z.array(verdictNameSchema).optional(),
+  recipient: z.string(),
+  plusTag: z.string().optional(),
+  parseFailed: z.boolean(),
+  sesMessageId: z.string(),
+});
+
+const statItemSchema = z.object({ messages: z.number(), bytes: z.number() });
+
+const tokenItemSchema = z.object({
+  hash: z.string(),
+  mailbox: z.string().nullable(),
+  admin: z.boolean(),
+  createdAt: z.string(),
+  label: z.string().optional(),
+});
+
+function fold(text: string): string {
+  return text.toLowerCase();
+}
+
+function toItem(e: MessageEntry): Record<string, unknown> {
+  return {
+    [TABLE_KEYS.partitionKey]: mailboxPk(e.mailbox),
+    [TABLE_KEYS.sortKey]: messageSk(e.id),
+    mailbox: e.mailbox,
+    id: e.id,
+    size: e.size,
+    receivedAt: e.receivedAt,
+    from: e.from,
+    to: e.to,
+    subject: e.subject,
+    snippet: e.snippet,
+    hasAttachments: e.hasAttachments,
+    seen: e.seen,
+    // Absent rather than undefined, so the item marshals whatever the client's marshall options.
+    verdicts: JSON.parse(JSON.stringify(e.verdicts)) as Record<string, string>,
+    tags: [...e.tags],
+    ...(e.quarantineReasons !== undefined ? { quarantineReasons: [...e.quarantineReasons] } : {}),
+    recipient: e.recipient,
+    ...(e.plusTag !== undefined ? { plusTag: e.plusTag } : {}),
+    parseFailed: e.parseFailed,
+    sesMessageId: e.sesMessageId,
+    // DynamoDB's contains() is case-sensitive: q searches these folded copies.
+    fromLc: fold(e.from),
+    toLc: fold(e.to),
+    subjectLc: fold(e.subject),
+  };
+}
+
+function toEntry(item: Record<string, unknown>): MessageEntry {
+  const r = messageItemSchema.parse(item);
+  // Optional fields are absent (not `undefined`) when unset, so entries compare equal to what was delivered.
+  const verdicts = {
+    spam: r.verdicts.spam,
+    virus: r.verdicts.virus,
+    spf: r.verdicts.spf,
+    dkim: r.verdicts.dkim,
+    dmarc: r.verdicts.dmarc,
+    ...(r.verdicts.dmarcPolicy !== undefined ? { dmarcPolicy: r.verdicts.dmarcPolicy } : {}),
+  };
+  return {
+    mailbox: r.mailbox,
+    id: r.id,
+    size: r.size,
+    receivedAt: r.receivedAt,
+    from: r.from,
+    to: r.to,
+    subject: r.subject,
+    snippet: r.snippet,
+    hasAttachments: r.hasAttachments,
+    seen: r.seen,
+    verdicts,
+    tags: r.tags,
+    ...(r.quarantineReasons !== undefined ? { quarantineReasons: r.quarantineReasons } : {}),
+    recipient: r.recipient,
+    ...(r.plusTag !== undefined ? { plusTag: r.plusTag } : {}),
+    parseFailed: r.parseFailed,
+    sesMessageId: r.sesMessageId,
+  };
+}
+
+function invalidCursor(): ValidationError {
+  return new ValidationError('invalid cursor', [], 'invalid_cursor');
+}
+
+/**
+ * The cursor is the id of the last entry of the page, versioned and base64url-encoded. It is
+ * only ever used as the start key inside the requested mailbox's partition, so a cursor from
+ * another mailbox cannot reveal anything; and a deleted last entry is still a valid start key.
+ */
+function encodeCursor(lastId: string): string {
+  return Buffer.from(JSON.stringify({ v: 1, id: lastId })).toString('base64url');
+}
+
+function decodeCursor(cursor: string): string {
+  // Node's base64url decoder skips junk silently; insist on the alphabet so garbage is refused, not guessed at.
+  if (!/^[A-Za-z0-9_-]{1,256}$/.test(cursor)) throw invalidCursor();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw invalidCursor();
+  }
+  if (typeof parsed !== 'object' || parsed === null) throw invalidCursor();
+  const { v, id } = parsed as { v?: unknown; id?: unknown };
+  if (v !== 1 || typeof id !== 'string' || !ULID_RE.test(id)) throw invalidCursor();
+  return id;
+}
+
+/** The cancellation reason codes of a TransactionCanceledException, or null for any other error. */
+function cancellationCodes(err: unknown): string[] | null {
+  if (typeof err !== 'object' || err === null) return null;
+  const e = err as { name?: unknown; CancellationReasons?: unknown };
+  if (e.name !== 'TransactionCanceledException') return null;
+  if (!Array.isArray(e.CancellationReasons)) return [];
+  return e.CancellationReasons.map((r: unknown) =>
+    typeof r === 'object' && r !== null && typeof (r as { Code?: unknown }).Code === 'string'
+      ? (r as { Code: string }).Code
+      : 'None',
+  );
+}
+
+function isConditionalCheckFailed(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'ConditionalCheckFailedException';
+}
+
+/** Conflicts with a concurrent transaction on the same item are transient: back off and retry. */
+function isRetryable(codes: readonly string[]): boolean {
+  return codes.some((c) => c === 'TransactionConflict' || c === 'ThrottlingError' || c === 'ProvisionedThroughputExceeded');
+}
+
+function backoff(attempt: number): Promise<void> {
+  // Full jitter (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
+  return sleep(Math.random() * RETRY_BASE_MS * 2 ** attempt);
+}
+
+export class DynamoDbMailboxIndex implements MailboxIndex {
+  private readonly client: DynamoDBDocumentClient;
+  private readonly table: string;
+
+  constructor(options: DynamoDbMailboxIndexOptions) {
+    if (typeof options.tableName !== 'string' || options.tableName === '') {
+      throw new TypeError('DynamoDbMailboxIndex: tableName is required');
+    }
+    this.client = options.client;
+    this.table = options.tableName;
+  }
+
+  async deliver(entry: MessageEntry): Promise<{ inserted: boolean }> {
+    if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
+      throw new ValidationError('message size must be a non-negative integer', [String(entry.size)]);
+    }
+    const command = new TransactWriteCommand({
+      TransactItems: [
+        {
+          Put: {
+            TableName: this.table,
+            Item: toItem(entry),
+            ConditionExpression: 'attribute_not_exists(#pk)',
+            ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey },
+          },
+        },
+        {
+          Update: {
+            TableName: this.table,
+            Key: { [TABLE_KEYS.partitionKey]: mailboxPk(entry.mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
+            UpdateExpression: 'SET mailbox = :mailbox ADD messages :one, #bytes :size',
+            ExpressionAttributeNames: { '#bytes': 'bytes' },
+            ExpressionAttributeValues: { ':mailbox': entry.mailbox, ':one': 1, ':size': entry.size },
+          },
+        },
+        {
+          Put: {
+            TableName: this.table,
+            Item: {
+              [TABLE_KEYS.partitionKey]: REGISTRY_PK,
+              [TABLE_KEYS.sortKey]: mailboxPk(entry.mailbox),
+              mailbox: entry.mailbox,
+            },
+          },
+        },
+      ],
+    });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.client.send(command);
+        return { inserted: true };
+      } catch (err) {
+        const codes = cancellationCodes(err);
+        if (codes === null) throw err;
+        if (codes[0] === 'ConditionalCheckFailed') return { inserted: false };
+        if (!isRetryable(codes) || attempt + 1 >= MAX_TRANSACTION_ATTEMPTS) throw err;
+        await backoff(attempt);
+      }
+    }
+  }
+
+  async get(mailbox: string, id: string): Promise<MessageEntry | null> {
+    const r = await this.client.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
+        ConsistentRead: true,
+      }),
+    );
+    return r.Item === undefined ? null : toEntry(r.Item);
+  }
+
+  /**
+   * Newest first (ULIDs sort by receipt time; the Query reads the partition backwards). With
+   * `unseen` or `q`, DynamoDB filters after reading, so pages are filled by looping until the
+   * page is full or the mailbox is exhausted: a page has `limit` items whenever that many match.
+   * One item beyond the limit is sought, so `nextCursor` is null exactly on the last page.
+   */
+  async list(mailbox: string, options: ListOptions): Promise<ListPage> {
+    const { limit, cursor, unseen = false, q } = options;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+      throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
+    }
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    const needle = q === undefined || q === '' ? undefined : fold(q);
+    const filters: string[] = [];
+    const names: Record<string, string> = { '#pk': TABLE_KEYS.partitionKey, '#sk': TABLE_KEYS.sortKey };
+    const values: Record<string, unknown> = { ':pk': mailboxPk(mailbox), ':msg': 'MSG#' };
+    if (unseen) {
+      filters.push('seen = :false');
+      values[':false'] = false;
+    }
+    if (needle !== undefined) {
+      filters.push('(contains(fromLc, :q) OR contains(toLc, :q) OR contains(subjectLc, :q))');
+      values[':q'] = needle;
+    }
+    const filtered = filters.length > 0;
+    const wanted = limit + 1;
+    const found: MessageEntry[] = [];
+    let startKey: Record<string, unknown> | undefined =
+      after === undefined
+        ? undefined
+        : { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(after) };
+    do {
+      const input: QueryCommandInput = {
+        TableName: this.table,
+        KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :msg)',
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+        ScanIndexForward: false,
+        ConsistentRead: true,
+        Limit: filtered ? Math.max(FILTERED_QUERY_PAGE, wanted - found.length) : wanted - found.length,
+        ExclusiveStartKey: startKey,
+        ...(filtered ? { FilterExpression: filters.join(' AND ') } : {}),
+      };
+      const r = await this.client.send(new QueryCommand(input));
+      for (const item of r.Items ?? []) found.push(toEntry(item));
+      startKey = r.LastEvaluatedKey;
+    } while (found.length < wanted && startKey !== undefined);
+
+    const items = found.slice(0, limit);
+    const last = items[items.length - 1];
+    return { items, nextCursor: found.length > limit && last !== undefined ? encodeCursor(last.id) : null };
+  }
+
+  async stat(mailbox: string): Promise<MailboxStat> {
+    const r = await this.client.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
+        ConsistentRead: true,
+      }),
+    );
+    const s = r.Item === undefined ? { messages: 0, bytes: 0 } : statItemSchema.parse(r.Item);
+    return { address: mailbox, messages: s.messages, bytes: s.bytes };
+  }
+
+  async listMailboxes(): Promise<MailboxStat[]> {
+    const addresses: string[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const r = await this.client.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: '#pk = :pk',
+          ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey },
+          ExpressionAttributeValues: { ':pk': REGISTRY_PK },
+          ConsistentRead: true,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const item of r.Items ?? []) {
+        if (typeof item.mailbox === 'string') addresses.push(item.mailbox);
+      }
+      startKey = r.LastEvaluatedKey;
+    } while (startKey !== undefined);
+
+    const stats = new Map<string, MailboxStat>();
+    for (let i = 0; i < addresses.length; i += BATCH_GET_MAX) {
+      let keys: Record<string, unknown>[] = addresses
+        .slice(i, i + BATCH_GET_MAX)
+        .map((a) => ({ [TABLE_KEYS.partitionKey]: mailboxPk(a), [TABLE_KEYS.sortKey]: STAT_SK }));
+      for (let attempt = 0; keys.length > 0; attempt++) {
+        const r = await this.client.send(
+          new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys, ConsistentRead: true } } }),
+        );
+        for (const item of r.Responses?.[this.table] ?? []) {
+          if (typeof item.mailbox !== 'string') continue;
+          const s = statItemSchema.parse(item);
+          stats.set(item.mailbox, { address: item.mailbox, messages: s.messages, bytes: s.bytes });
+        }
+        // Unprocessed keys are what DynamoDB could not serve under load this time: ask again.
+        keys = (r.UnprocessedKeys?.[this.table]?.Keys ?? []) as Record<string, unknown>[];
+        if (keys.length > 0) {
+          if (attempt + 1 >= MAX_TRANSACTION_ATTEMPTS) throw new Error('DynamoDB BatchGetItem left keys unprocessed');
+          await backoff(attempt);
+        }
+      }
+    }
+    // The registry Query returns sort-key (UTF-8 byte) order, which is address order.
+    return addresses.map((a) => stats.get(a) ?? { address: a, messages: 0, bytes: 0 });
+  }
+
+  async setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null> {
+    try {
+      const r = await this.client.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
+          UpdateExpression: 'SET seen = :seen',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey },
+          ExpressionAttributeValues: { ':seen': seen },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return r.Attributes === undefined ? null : toEntry(r.Attributes);
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * Read, then delete on condition that the entry is still the one read (same size), with the
+   * counters decremented by that size in the same transaction. If it changed in between
+   * (deleted, or deleted and delivered again), read again.
+   */
+  async delete(mailbox: string, id: string): Promise<MessageEntry | null> {
+    for (let attempt = 0; ; attempt++) {
+      const entry = await this.get(mailbox, id);
+      if (entry === null) return null;
+      try {
+        await this.client.send(
+          new TransactWriteCommand({
+            TransactItems: [
+              {
+                Delete: {
+                  TableName: this.table,
+                  Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
+                  ConditionExpression: 'attribute_exists(#pk) AND #size = :size',
+                  ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#size': 'size' },
+                  ExpressionAttributeValues: { ':size': entry.size },
+                },
+              },
+              {
+                Update: {
+                  TableName: this.table,
+                  Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
+                  UpdateExpression: 'ADD messages :minusOne, #bytes :minusSize',
+                  ExpressionAttributeNames: { '#bytes': 'bytes' },
+                  ExpressionAttributeValues: { ':minusOne': -1, ':minusSize': -entry.size },
+                },
+              },
+            ],
+          }),
+        );
+        return entry;
+      } catch (err) {
+        const codes = cancellationCodes(err);
+        if (codes === null || attempt + 1 >= MAX_TRANSACTION_ATTEMPTS) throw err;
+        if (codes[0] === 'ConditionalCheckFailed') continue;
+        if (!isRetryable(codes)) throw err;
+        await backoff(attempt);
+      }
+    }
+  }
+
+  async putToken(token: TokenRecord): Promise<void> {
+    await this.client.send(
+      new PutCommand({
+        TableName: this.table,
+        Item: {
+          [TABLE_KEYS.partitionKey]: tokenPk(token.hash),
+          [TABLE_KEYS.sortKey]: TOKEN_SK,
+          hash: token.hash,
+          mailbox: token.mailbox,
+          admin: token.admin,
+          createdAt: token.createdAt,
+          ...(token.label !== undefined ? { label: token.label } : {}),
+        },
+      }),
+    );
+  }
+
+  async getToken(hash: string): Promise<TokenRecord | null> {
+    const r = await this.client.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: tokenPk(hash), [TABLE_KEYS.sortKey]: TOKEN_SK },
+        ConsistentRead: true,
+      }),
+    );
+    if (r.Item === undefined) return null;
+    const t = tokenItemSchema.parse(r.Item);
+    return {
+      hash: t.hash,
+      mailbox: t.mailbox,
+      admin: t.admin,
+      createdAt: t.createdAt,
+      ...(t.label !== undefined ? { label: t.label } : {}),
+    };
+  }
+
+  async deleteToken(hash: string): Promise<boolean> {
+    const r = await this.client.send(
+      new DeleteCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: tokenPk(hash), [TABLE_KEYS.sortKey]: TOKEN_SK },
+        ReturnValues: 'ALL_OLD',
+      }),
+    );
+    return r.Attributes !== undefined;
+  }
+
+  /** The client is shared and owned by whoever created it; nothing to release here. */
+  async close(): Promise<void> {}
+}

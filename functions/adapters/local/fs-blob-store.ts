@@ -1,0 +1,706 @@
+/**
+ * BlobStore over plain files under a data directory: the local twin of the S3 adapter.
+ *
+ * A key `a/b/c.eml` is the file `<root>/a/b/c.eml`. Writes go to a temp file in the same
+ * directory, are fsynced, renamed over the target and the directory is fsynced, so a reader (or
+ * a crash) sees the whole old value, the whole new value or nothing, and a `250` given after
+ * `put()` returned survives a power cut. Copies are hard links: immutable files make a link as
+ * good as a copy, at the cost of one syscall.
+ *
+ * Local limits that S3 does not have (the key layout in design.md §3 never hits them):
+ * a key cannot be both a blob and a "folder" of other keys (`a` and `a/b`), a key segment is at
+ * most 255 bytes, and on case-insensitive file systems keys differing only in case collide.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { constants, type Dirent } from 'node:fs';
+import {
+  copyFile,
+  type FileHandle,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rmdir,
+  stat,
+  unlink,
+} from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+import { NotFoundError, ValidationError } from '../../core/errors.ts';
+import type { BlobInfo, BlobStore, PresignOptions } from '../../ports/blob-store.ts';
+
+/** S3's limit on key length (UTF-8 bytes); keeping it here keeps both adapters interchangeable. */
+export const MAX_KEY_BYTES = 1024;
+/**
+ * Temp files start with this; keys may not have a segment starting with it, so a temp file can
+ * never be mistaken for (or clobber) a blob, and `list` can skip them by name alone.
+ */
+export const TEMP_PREFIX = '.~mr-tmp.';
+/** S3 refuses presigned URLs valid for longer than 7 days; so do we, so code that works locally works on AWS. */
+export const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
+/**
+ * Chunks of a streamed body are gathered up to this size and written with one writev: SMTP and
+ * socket streams deliver small chunks, and one syscall per chunk would dominate the ingest cost.
+ */
+const WRITE_BATCH_BYTES = 1 << 20;
+/** `list` stats this many files in parallel: enough to hide latency, few enough not to exhaust fds. */
+const STAT_BATCH = 64;
+/** Hard-link failures that mean "this file system cannot link here", not "something is wrong". */
+const LINK_UNSUPPORTED = new Set(['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK', 'ENOSYS']);
+
+export interface FsBlobStoreOptions {
+  /** The directory holding the blobs; created on first write. */
+  readonly root: string;
+  /** Enables `presign`: URLs served by the local HTTP API under `${baseUrl}/v1/blobs/…`. */
+  readonly presign?: { readonly baseUrl: string; readonly secret: string | Buffer };
+}
+
+export type PresignVerification =
+  | { ok: true; contentType?: string; contentDisposition?: string }
+  | { ok: false; reason: 'expired' | 'bad_signature' | 'missing' };
+
+// Temp names must be unique across store instances and processes sharing a data dir; a counter
+// plus pid plus a per-process random tag gives that without a randomBytes call per write.
+const PROCESS_TAG = `${process.pid.toString(36)}-${randomBytes(4).toString('hex')}`;
+let tempCounter = 0;
+function tempName(): string {
+  tempCounter += 1;
+  return `${TEMP_PREFIX}${PROCESS_TAG}-${tempCounter.toString(36)}`;
+}
+
+function errorCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const { code } = err as { code: unknown };
+    return typeof code === 'string' ? code : undefined;
+  }
+  return undefined;
+}
+
+/** ENOTDIR / EISDIR: the path runs through a file, or names a "folder" — either way no blob has that key. */
+function isMissing(err: unknown): boolean {
+  const code = errorCode(err);
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
+}
+
+function noop(): void {}
+
+function invalidKey(key: string, why: string): ValidationError {
+  return new ValidationError(`invalid blob key: ${why}`, [JSON.stringify(key)], 'invalid_key');
+}
+
+function checkSegment(key: string, segment: string): void {
+  if (segment === '' || segment === '.' || segment === '..') {
+    throw invalidKey(key, 'empty, "." or ".." segment');
+  }
+  if (segment.startsWith(TEMP_PREFIX)) throw invalidKey(key, `segment starts with reserved "${TEMP_PREFIX}"`);
+}
+
+function checkChars(key: string): void {
+  if (key.includes('\0')) throw invalidKey(key, 'contains NUL');
+  if (key.includes('\\')) throw invalidKey(key, 'contains a backslash');
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw invalidKey(key, `longer than ${MAX_KEY_BYTES} bytes`);
+}
+
+/** A key must stay inside the root whatever the platform: no absolute paths, traversal or separators other than `/`. */
+function assertKey(key: string): void {
+  if (typeof key !== 'string' || key.length === 0) throw invalidKey(String(key), 'empty');
+  checkChars(key);
+  for (const segment of key.split('/')) checkSegment(key, segment);
+}
+
+/** A prefix is a key that may stop anywhere, even mid-segment or right after a `/`, or be empty. */
+function splitPrefix(prefix: string): { dirKey: string; namePrefix: string } {
+  if (typeof prefix !== 'string') throw invalidKey(String(prefix), 'not a string');
+  checkChars(prefix);
+  const slash = prefix.lastIndexOf('/');
+  const dirKey = prefix.slice(0, slash + 1);
+  if (slash >= 0) for (const segment of prefix.slice(0, slash).split('/')) checkSegment(prefix, segment);
+  return { dirKey, namePrefix: prefix.slice(slash + 1) };
+}
+
+function keyConflict(key: string, cause: unknown): ValidationError {
+  const err = new ValidationError(
+    'blob key conflicts with an existing key: locally a key cannot be both a blob and a prefix of other keys',
+    [JSON.stringify(key)],
+    'key_conflict',
+  );
+  err.cause = cause;
+  return err;
+}
+
+function toBuffer(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (typeof chunk === 'string') return Buffer.from(chunk, 'utf8');
+  throw new TypeError(`blob stream yielded a ${typeof chunk}, expected bytes`);
+}
+
+async function writeAll(fh: FileHandle, buffers: readonly Buffer[]): Promise<void> {
+  let total = 0;
+  for (const b of buffers) total += b.length;
+  if (total === 0) return;
+  const { bytesWritten } =
+    buffers.length === 1 ? await fh.write(buffers[0] ?? Buffer.alloc(0)) : await fh.writev(buffers);
+  // libuv already loops on short writes; this guards the contract rather than a known case.
+  if (bytesWritten < total) await writeAll(fh, [Buffer.concat(buffers).subarray(bytesWritten)]);
+}
+
+/** Streams the body to disk with bounded memory (at most WRITE_BATCH_BYTES held at once). */
+async function writeStream(fh: FileHandle, body: Readable): Promise<void> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const chunk of body as AsyncIterable<unknown>) {
+    const buf = toBuffer(chunk);
+    pending.push(buf);
+    pendingBytes += buf.length;
+    if (pendingBytes >= WRITE_BATCH_BYTES) {
+      await writeAll(fh, pending);
+      pending = [];
+      pendingBytes = 0;
+    }
+  }
+  await writeAll(fh, pending);
+}
+
+/** The fallback when hard links are not available: a real copy, fsynced like a put. */
+async function copyBytes(from: string, tmp: string): Promise<void> {
+  try {
+    await copyFile(from, tmp, constants.COPYFILE_EXCL);
+    const fh = await open(tmp, 'r+');
+    try {
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    await unlink(tmp).catch(noop);
+    throw err;
+  }
+}
+
+/** A rename or unlink is only durable once the directory holding the entry is fsynced. */
+async function fsyncDir(dir: string): Promise<void> {
+  let fh: FileHandle;
+  try {
+    fh = await open(dir, 'r');
+  } catch (err) {
+    // Windows cannot open a directory; it has no directory fsync to do either.
+    if (errorCode(err) === 'EISDIR' || errorCode(err) === 'EPERM') return;
+    throw err;
+  }
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function encodeKeyPath(key: string): string {
+  return key.split('/').map(encodeURIComponent).join('/');
+}
+
+/** JSON keeps the signed fields unambiguous: no separator a key or header value could forge. */
+function signaturePayload(
+  key: string,
+  expires: string,
+  ct: string | undefined,
+  cd: string | undefined,
+): string {
+  return JSON.stringify(['mail-relay-blob-v1', key, expires, ct ?? null, cd ?? null]);
+}
+
+function sign(secret: string | Buffer, payload: string): Buffer {
+  return createHmac('sha256', secret).update(payload).digest();
+}
+
+function assertHeaderValue(name: string, value: string | undefined): void {
+  // The value becomes a response header: CR/LF would let a URL holder inject headers.
+  if (value !== undefined && /[\r\n\0]/.test(value)) {
+    throw new ValidationError(`${name} must not contain CR, LF or NUL`, [], 'invalid_request');
+  }
+}
+
+/**
+ * Checks a `GET /v1/blobs/<key>?expires&ct&cd&sig` request made with a URL from `FsBlobStore.presign`.
+ * `key` is the decoded path after `/v1/blobs/`. On success the caller serves the blob with the
+ * returned headers (application/octet-stream when `contentType` is absent).
+ */
+export function verifyPresignedBlobRequest(
+  secret: string | Buffer,
+  key: string,
+  searchParams: URLSearchParams | Readonly<Record<string, string | undefined>>,
+  nowMs: number = Date.now(),
+): PresignVerification {
+  const param = (name: string): string | undefined =>
+    searchParams instanceof URLSearchParams ? (searchParams.get(name) ?? undefined) : searchParams[name];
+  const expires = param('expires');
+  const sig = param('sig');
+  if (expires === undefined || sig === undefined) return { ok: false, reason: 'missing' };
+  const contentType = param('ct');
+  const contentDisposition = param('cd');
+  if (!/^\d{1,15}$/.test(expires) || !/^[0-9a-f]{64}$/i.test(sig))
+    return { ok: false, reason: 'bad_signature' };
+  const expected = sign(secret, signaturePayload(key, expires, contentType, contentDisposition));
+  if (!timingSafeEqual(Buffer.from(sig, 'hex'), expected)) return { ok: false, reason: 'bad_signature' };
+  // Checked after the signature so that a forged `expires` reads as forged, not as expired.
+  if (nowMs > Number(expires) * 1000) return { ok: false, reason: 'expired' };
+  return {
+    ok: true,
+    ...(contentType !== undefined ? { contentType } : {}),
+    ...(contentDisposition !== undefined ? { contentDisposition } : {}),
+  };
+}
+
+interface DirSyncState {
+  running: Promise<void> | null;
+  queued: Promise<void> | null;
+}
+
+interface SortedEntry {
+  readonly name: string;
+  readonly isDir: boolean;
+  readonly sortKey: Buffer;
+}
+
+export class FsBlobStore implements BlobStore {
+  private readonly root: string;
+  private readonly presignOptions: { baseUrl: string; secret: string | Buffer } | undefined;
+  /** Directories known to exist, so the hot path skips mkdir; pruned when we remove one, re-checked on ENOENT. */
+  private readonly knownDirs = new Set<string>();
+  /** In-flight mkdirs, so concurrent first writes to a new directory share one (and its parent fsyncs). */
+  private readonly creatingDirs = new Map<string, Promise<void>>();
+  /** Group commit for directory fsyncs: concurrent puts into one directory share a sync. */
+  private readonly dirSyncs = new Map<string, DirSyncState>();
+
+  constructor(options: FsBlobStoreOptions) {
+    if (typeof options.root !== 'string' || options.root === '')
+      throw new TypeError('FsBlobStore: root is required');
+    this.root = resolve(options.root);
+    if (options.presign !== undefined) {
+      const { baseUrl, secret } = options.presign;
+      if (!/^https?:\/\/[^/]/.test(baseUrl))
+        throw new TypeError('FsBlobStore: presign.baseUrl must be an http(s) URL');
+      if (secret.length < 16) throw new TypeError('FsBlobStore: presign.secret must be at least 16 bytes');
+      this.presignOptions = { baseUrl: baseUrl.replace(/\/+$/, ''), secret };
+    }
+  }
+
+  private pathOf(key: string): string {
+    return `${this.root}/${key}`;
+  }
+
+  private dirOf(key: string): string {
+    const slash = key.lastIndexOf('/');
+    return slash < 0 ? this.root : `${this.root}/${key.slice(0, slash)}`;
+  }
+
+  private dirPathOf(dirKey: string): string {
+    return dirKey === '' ? this.root : `${this.root}/${dirKey.slice(0, -1)}`;
+  }
+
+  async put(key: string, body: Buffer | Readable, _options?: { contentType?: string }): Promise<void> {
+    // contentType is not kept locally: presigned URLs carry their own, and the API knows what it serves.
+    assertKey(key);
+    const dir = this.dirOf(key);
+    await this.ensureDir(dir, key);
+    const tmp = `${dir}/${tempName()}`;
+    const fh = await this.openTemp(dir, tmp, key);
+    try {
+      if (Buffer.isBuffer(body)) await writeAll(fh, [body]);
+      else await writeStream(fh, body);
+      // datasync is enough: it flushes the data and the size; other metadata (atime…) need not survive.
+      await fh.datasync();
+      await fh.close();
+    } catch (err) {
+      // A failed write (or a body stream that errored) never becomes visible: drop the temp file.
+      await fh.close().catch(noop);
+      await unlink(tmp).catch(noop);
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw err;
+    }
+    await this.commit(tmp, key, dir);
+  }
+
+  /** Creates the temp file; if the directory vanished since we cached it (deletePrefix, rm -r), makes it again. */
+  private async openTemp(dir: string, tmp: string, key: string): Promise<FileHandle> {
+    try {
+      return await open(tmp, 'wx');
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+      this.knownDirs.delete(dir);
+      await this.ensureDir(dir, key);
+      return await open(tmp, 'wx');
+    }
+  }
+
+  /** Renames a complete temp file over the key and makes the new directory entry durable. */
+  private async commit(tmp: string, key: string, dir: string): Promise<void> {
+    try {
+      await rename(tmp, this.pathOf(key));
+    } catch (err) {
+      await unlink(tmp).catch(noop);
+      const code = errorCode(err);
+      throw code === 'EISDIR' || code === 'ENOTDIR' || code === 'ENOTEMPTY' ? keyConflict(key, err) : err;
+    }
+    await this.syncDir(dir);
+  }
+
+  private ensureDir(dir: string, key: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return Promise.resolve();
+    let pending = this.creatingDirs.get(dir);
+    if (pending === undefined) {
+      pending = this.createDir(dir, key).finally(() => this.creatingDirs.delete(dir));
+      this.creatingDirs.set(dir, pending);
+    }
+    return pending;
+  }
+
+  private async createDir(dir: string, key: string): Promise<void> {
+    let first: string | undefined;
+    try {
+      first = await mkdir(dir, { recursive: true });
+    } catch (err) {
+      const code = errorCode(err);
+      throw code === 'EEXIST' || code === 'ENOTDIR' ? keyConflict(key, err) : err;
+    }
+    if (first !== undefined) {
+      // Each new directory's entry lives in its parent: fsync every parent from the new leaf up
+      // to the one that already existed, or a crash could lose the whole new subtree.
+      const parents: string[] = [];
+      for (let d = dir; ; ) {
+        const parent = dirname(d);
+        parents.push(parent);
+        if (d === first || parent === d || d.length <= first.length) break;
+        d = parent;
+      }
+      await Promise.all(parents.map((p) => this.syncDir(p)));
+    }
+    this.knownDirs.add(dir);
+  }
+
+  /**
+   * fsync a directory after our change to it. If a sync of that directory is already running it
+   * may have started before our rename, so we queue one more; everyone who arrives meanwhile
+   * shares that queued sync. Under load N puts into `inbound/` cost ~2 directory fsyncs, not N.
+   */
+  private syncDir(dir: string): Promise<void> {
+    let state = this.dirSyncs.get(dir);
+    if (state === undefined) {
+      state = { running: null, queued: null };
+      this.dirSyncs.set(dir, state);
+    }
+    const { running, queued } = state;
+    if (running === null) return this.startDirSync(dir, state);
+    if (queued !== null) return queued;
+    const s = state;
+    const next = running.then(noop, noop).then(() => {
+      s.queued = null;
+      return this.startDirSync(dir, s);
+    });
+    s.queued = next;
+    return next;
+  }
+
+  private startDirSync(dir: string, state: DirSyncState): Promise<void> {
+    const run: Promise<void> = fsyncDir(dir).finally(() => {
+      if (state.running === run) state.running = null;
+      if (state.running === null && state.queued === null && this.dirSyncs.get(dir) === state) {
+        this.dirSyncs.delete(dir);
+      }
+    });
+    state.running = run;
+    return run;
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    assertKey(key);
+    try {
+      return await readFile(this.pathOf(key));
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async getStream(key: string, range?: { start: number; end?: number }): Promise<Readable | null> {
+    assertKey(key);
+    if (range !== undefined) {
+      const { start, end } = range;
+      if (
+        !Number.isSafeInteger(start) ||
+        start < 0 ||
+        (end !== undefined && (!Number.isSafeInteger(end) || end < start))
+      ) {
+        throw new ValidationError('invalid byte range', [JSON.stringify(range)], 'invalid_range');
+      }
+    }
+    let fh: FileHandle;
+    try {
+      // The open fd pins this version of the file: a concurrent put renames a new inode in, we keep reading the old one.
+      fh = await open(this.pathOf(key), 'r');
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+    try {
+      const info = await fh.stat();
+      // Opening a directory for reading succeeds on Linux; it is a "folder", not a blob.
+      if (!info.isFile()) {
+        await fh.close();
+        return null;
+      }
+      if (range !== undefined && range.start >= info.size) {
+        // What S3 answers (416 InvalidRange); clamping silently would hide an off-by-one in the caller.
+        throw new ValidationError(
+          'byte range starts beyond the end of the blob',
+          [],
+          'range_not_satisfiable',
+        );
+      }
+    } catch (err) {
+      await fh.close().catch(noop);
+      throw err;
+    }
+    return fh.createReadStream(
+      range === undefined ? {} : { start: range.start, end: range.end ?? Number.POSITIVE_INFINITY },
+    );
+  }
+
+  async head(key: string): Promise<BlobInfo | null> {
+    assertKey(key);
+    try {
+      const info = await stat(this.pathOf(key));
+      return info.isFile() ? { key, size: info.size, lastModified: Math.floor(info.mtimeMs) } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * A hard link: the source is never modified in place (put renames a new file over it), so the
+   * link stays a faithful, independent copy. Note that `lastModified` is the source's write time.
+   */
+  async copy(fromKey: string, toKey: string): Promise<void> {
+    assertKey(fromKey);
+    assertKey(toKey);
+    const from = this.pathOf(fromKey);
+    const to = this.pathOf(toKey);
+    const dir = this.dirOf(toKey);
+    await this.ensureDir(dir, toKey);
+    try {
+      // Fresh destinations (every delivery) take one syscall: link straight to the final name.
+      await link(from, to);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === 'EEXIST') {
+        await this.replaceByCopy(fromKey, toKey, dir);
+        return;
+      }
+      if (code === 'ENOENT') {
+        if ((await this.head(fromKey)) === null)
+          throw new NotFoundError(`no blob with key ${JSON.stringify(fromKey)}`);
+        // The source exists, so the destination directory vanished under our cache.
+        this.knownDirs.delete(dir);
+        await this.ensureDir(dir, toKey);
+        await this.replaceByCopy(fromKey, toKey, dir);
+        return;
+      }
+      if (code !== undefined && LINK_UNSUPPORTED.has(code)) {
+        await this.replaceByCopy(fromKey, toKey, dir);
+        return;
+      }
+      if (code === 'EISDIR' || code === 'ENOTDIR') throw keyConflict(toKey, err);
+      throw err;
+    }
+    await this.syncDir(dir);
+  }
+
+  /** Atomically replaces `toKey` with the source's bytes: link (or copy) to a temp name, then rename. */
+  private async replaceByCopy(fromKey: string, toKey: string, dir: string): Promise<void> {
+    const from = this.pathOf(fromKey);
+    const to = this.pathOf(toKey);
+    const missing = (): NotFoundError => new NotFoundError(`no blob with key ${JSON.stringify(fromKey)}`);
+    const [src, dst] = await Promise.all([
+      stat(from).catch((err: unknown) => {
+        throw isMissing(err) ? missing() : err;
+      }),
+      stat(to).catch(() => null),
+    ]);
+    // A retried copy: the destination already is the source.
+    if (dst !== null && dst.ino === src.ino && dst.dev === src.dev) return;
+    const tmp = `${dir}/${tempName()}`;
+    try {
+      await link(from, tmp);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === 'ENOENT') throw missing();
+      if (code === undefined || !LINK_UNSUPPORTED.has(code)) throw err;
+      await copyBytes(from, tmp).catch((e: unknown) => {
+        throw isMissing(e) ? missing() : e;
+      });
+    }
+    await this.commit(tmp, toKey, dir);
+    // rename() between two links to one inode is a no-op that leaves the temp name (POSIX); drop it.
+    await unlink(tmp).catch(noop);
+  }
+
+  async delete(key: string): Promise<void> {
+    assertKey(key);
+    try {
+      await unlink(this.pathOf(key));
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    await this.syncDir(this.dirOf(key));
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    const { dirKey, namePrefix } = splitPrefix(prefix);
+    await this.deleteIn(dirKey, namePrefix);
+    if (namePrefix === '' && dirKey !== '') {
+      // Every key below this directory matched, so the directory itself can go too.
+      await this.removeDirIfEmpty(this.dirPathOf(dirKey));
+    }
+  }
+
+  private async deleteIn(dirKey: string, namePrefix: string): Promise<void> {
+    const dirPath = this.dirPathOf(dirKey);
+    const entries = await this.readSorted(dirPath, namePrefix);
+    let changed = false;
+    const files = entries.filter((e) => !e.isDir);
+    for (let i = 0; i < files.length; i += STAT_BATCH) {
+      await Promise.all(
+        files.slice(i, i + STAT_BATCH).map((e) =>
+          unlink(`${dirPath}/${e.name}`).then(
+            () => {
+              changed = true;
+            },
+            (err: unknown) => {
+              if (!isMissing(err)) throw err;
+            },
+          ),
+        ),
+      );
+    }
+    for (const e of entries) {
+      if (!e.isDir) continue;
+      await this.deleteIn(`${dirKey}${e.name}/`, '');
+      if (await this.removeDirIfEmpty(`${dirPath}/${e.name}`)) changed = true;
+    }
+    if (changed) await this.syncDir(dirPath);
+  }
+
+  /** Empty directories are left over from deleted keys; one still holding a concurrent put's temp file stays. */
+  private async removeDirIfEmpty(dirPath: string): Promise<boolean> {
+    try {
+      await rmdir(dirPath);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === 'ENOTEMPTY' || code === 'EEXIST' || isMissing(err)) return false;
+      throw err;
+    }
+    for (const known of this.knownDirs) {
+      if (known === dirPath || known.startsWith(`${dirPath}/`)) this.knownDirs.delete(known);
+    }
+    await this.syncDir(dirname(dirPath));
+    return true;
+  }
+
+  list(prefix: string): AsyncIterable<BlobInfo> {
+    // Validated here, not inside the generator, so a bad prefix fails at the call.
+    const { dirKey, namePrefix } = splitPrefix(prefix);
+    return this.listIn(dirKey, namePrefix);
+  }
+
+  private async *listIn(dirKey: string, namePrefix: string): AsyncGenerator<BlobInfo> {
+    const dirPath = this.dirPathOf(dirKey);
+    const entries = await this.readSorted(dirPath, namePrefix);
+    let i = 0;
+    while (i < entries.length) {
+      const first = entries[i];
+      if (first === undefined) break;
+      if (first.isDir) {
+        i += 1;
+        yield* this.listIn(`${dirKey}${first.name}/`, '');
+        continue;
+      }
+      const run: SortedEntry[] = [];
+      for (let e = entries[i]; e !== undefined && !e.isDir && run.length < STAT_BATCH; e = entries[++i])
+        run.push(e);
+      const infos = await Promise.all(
+        run.map((e) =>
+          stat(`${dirPath}/${e.name}`).catch((err: unknown) => {
+            // Deleted between readdir and stat: it is simply not there any more.
+            if (isMissing(err)) return null;
+            throw err;
+          }),
+        ),
+      );
+      for (let j = 0; j < run.length; j++) {
+        const e = run[j];
+        const info = infos[j];
+        if (e === undefined || info === undefined || info === null || !info.isFile()) continue;
+        yield { key: `${dirKey}${e.name}`, size: info.size, lastModified: Math.floor(info.mtimeMs) };
+      }
+    }
+  }
+
+  /**
+   * The entries of one directory that can hold keys starting with `namePrefix`, in key order.
+   * Keys sort by UTF-8 bytes (as S3 lists them), and a directory's keys all start with `name/`,
+   * so sorting files by name and directories by `name/` yields the keys in order depth-first.
+   */
+  private async readSorted(dirPath: string, namePrefix: string): Promise<SortedEntry[]> {
+    let dirents: Dirent[];
+    try {
+      dirents = await readdir(dirPath, { withFileTypes: true });
+    } catch (err) {
+      if (isMissing(err)) return [];
+      throw err;
+    }
+    const out: SortedEntry[] = [];
+    for (const d of dirents) {
+      if (!d.name.startsWith(namePrefix) || d.name.startsWith(TEMP_PREFIX)) continue;
+      let isDir = d.isDirectory();
+      if (!isDir && !d.isFile()) {
+        // Symlinks and other special files are not blobs; only an unknown d_type needs a stat.
+        if (d.isSymbolicLink() || d.isFIFO() || d.isSocket() || d.isBlockDevice() || d.isCharacterDevice())
+          continue;
+        const info = await stat(`${dirPath}/${d.name}`).catch(() => null);
+        if (info === null || (!info.isFile() && !info.isDirectory())) continue;
+        isDir = info.isDirectory();
+      }
+      out.push({ name: d.name, isDir, sortKey: Buffer.from(isDir ? `${d.name}/` : d.name) });
+    }
+    out.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
+    return out;
+  }
+
+  async presign(key: string, options: PresignOptions): Promise<string> {
+    assertKey(key);
+    if (this.presignOptions === undefined) {
+      throw new Error('FsBlobStore.presign: this store was created without `presign: { baseUrl, secret }`');
+    }
+    const { expiresIn, contentType, contentDisposition } = options;
+    if (!Number.isSafeInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_PRESIGN_SECONDS) {
+      throw new ValidationError(`expiresIn must be an integer from 1 to ${MAX_PRESIGN_SECONDS} seconds`);
+    }
+    assertHeaderValue('contentType', contentType);
+    assertHeaderValue('contentDisposition', contentDisposition);
+    // Rounded up: the URL lives at least expiresIn seconds, never less.
+    const expires = String(Math.ceil(Date.now() / 1000) + expiresIn);
+    const sig = sign(
+      this.presignOptions.secret,
+      signaturePayload(key, expires, contentType, contentDisposition),
+    );
+    let query = `expires=${expires}`;
+    if (contentType !== undefined) query += `&ct=${encodeURIComponent(contentType)}`;
+    if (contentDisposition !== undefined) query += `&cd=${encodeURIComponent(contentDisposition)}`;
+    query += `&sig=${sig.toString('hex')}`;
+    return `${this.presignOptions.baseUrl}/v1/blobs/${encodeKeyPath(key)}?${query}`;
+  }
+}

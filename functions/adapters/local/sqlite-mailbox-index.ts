@@ -1,0 +1,477 @@
+/**
+ * MailboxIndex in SQLite (better-sqlite3): the local twin of the DynamoDB single table.
+ *
+ * Durability: WAL with synchronous=FULL, so a committed delivery is on disk when `deliver()`
+ * resolves and the SMTP listener may answer 250. Deliveries that arrive while a commit is in
+ * progress are committed together (group commit), one fsync for the lot, each in its own
+ * savepoint so one bad entry cannot fail its neighbours.
+ *
+ * Listing is keyset pagination on the ULID id (newest first): a page starts strictly below the
+ * last id seen, so mail that arrives or is deleted between pages causes neither duplicates nor gaps.
+ */
+import Database from 'better-sqlite3';
+import type { VerdictName } from '../../core/config.ts';
+import { ValidationError } from '../../core/errors.ts';
+import { ULID_RE } from '../../core/ids.ts';
+import type { Verdicts } from '../../core/routing.ts';
+import type {
+  ListOptions,
+  ListPage,
+  MailboxIndex,
+  MailboxStat,
+  MessageEntry,
+  TokenRecord,
+} from '../../ports/mailbox-index.ts';
+
+/** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
+const SCHEMA_VERSION = 1;
+/** The port's bounds for a page. */
+const MAX_LIMIT = 1000;
+/** Waits this long for another process (e.g. `mail-relay token create` next to `dev`) to release the write lock. */
+const BUSY_TIMEOUT_MS = 5000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS messages (
+  mailbox TEXT NOT NULL,
+  id TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  received_at TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  recipients TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  snippet TEXT NOT NULL,
+  has_attachments INTEGER NOT NULL,
+  seen INTEGER NOT NULL,
+  verdicts TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  quarantine_reasons TEXT,
+  recipient TEXT NOT NULL,
+  plus_tag TEXT,
+  parse_failed INTEGER NOT NULL,
+  ses_message_id TEXT NOT NULL,
+  -- Lower-cased copies for q: SQLite's LIKE and lower() fold ASCII only, JS folds Unicode.
+  sender_lc TEXT NOT NULL,
+  recipients_lc TEXT NOT NULL,
+  subject_lc TEXT NOT NULL,
+  PRIMARY KEY (mailbox, id)
+) WITHOUT ROWID;
+-- Keeps "unseen only" pages cheap in a large mailbox where most mail has been read.
+CREATE INDEX IF NOT EXISTS messages_unseen ON messages (mailbox, id) WHERE seen = 0;
+CREATE TABLE IF NOT EXISTS stats (
+  mailbox TEXT PRIMARY KEY,
+  messages INTEGER NOT NULL,
+  bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+  hash TEXT PRIMARY KEY,
+  mailbox TEXT,
+  admin INTEGER NOT NULL,
+  created_at TEXT NOT NULL,
+  label TEXT
+) WITHOUT ROWID;
+`;
+
+const MESSAGE_COLUMNS =
+  'mailbox, id, size, received_at, sender, recipients, subject, snippet, has_attachments, seen, verdicts, tags, ' +
+  'quarantine_reasons, recipient, plus_tag, parse_failed, ses_message_id';
+
+interface MessageRow {
+  mailbox: string;
+  id: string;
+  size: number;
+  received_at: string;
+  sender: string;
+  recipients: string;
+  subject: string;
+  snippet: string;
+  has_attachments: number;
+  seen: number;
+  verdicts: string;
+  tags: string;
+  quarantine_reasons: string | null;
+  recipient: string;
+  plus_tag: string | null;
+  parse_failed: number;
+  ses_message_id: string;
+}
+
+interface InsertParams extends MessageRow {
+  sender_lc: string;
+  recipients_lc: string;
+  subject_lc: string;
+}
+
+interface StatRow {
+  mailbox: string;
+  messages: number;
+  bytes: number;
+}
+
+interface TokenRow {
+  hash: string;
+  mailbox: string | null;
+  admin: number;
+  created_at: string;
+  label: string | null;
+}
+
+interface ListParams {
+  mailbox: string;
+  limit: number;
+  before?: string;
+  q?: string;
+}
+
+interface PendingDelivery {
+  readonly entry: MessageEntry;
+  readonly resolve: (result: { inserted: boolean }) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+function fold(text: string): string {
+  return text.toLowerCase();
+}
+
+function toParams(e: MessageEntry): InsertParams {
+  return {
+    mailbox: e.mailbox,
+    id: e.id,
+    size: e.size,
+    received_at: e.receivedAt,
+    sender: e.from,
+    recipients: e.to,
+    subject: e.subject,
+    snippet: e.snippet,
+    has_attachments: e.hasAttachments ? 1 : 0,
+    seen: e.seen ? 1 : 0,
+    verdicts: JSON.stringify(e.verdicts),
+    tags: JSON.stringify(e.tags),
+    quarantine_reasons: e.quarantineReasons === undefined ? null : JSON.stringify(e.quarantineReasons),
+    recipient: e.recipient,
+    plus_tag: e.plusTag ?? null,
+    parse_failed: e.parseFailed ? 1 : 0,
+    ses_message_id: e.sesMessageId,
+    sender_lc: fold(e.from),
+    recipients_lc: fold(e.to),
+    subject_lc: fold(e.subject),
+  };
+}
+
+function toEntry(r: MessageRow): MessageEntry {
+  // Optional fields are absent (not `undefined`) when unset, so entries compare equal to what was delivered.
+  return {
+    mailbox: r.mailbox,
+    id: r.id,
+    size: r.size,
+    receivedAt: r.received_at,
+    from: r.sender,
+    to: r.recipients,
+    subject: r.subject,
+    snippet: r.snippet,
+    hasAttachments: r.has_attachments === 1,
+    seen: r.seen === 1,
+    verdicts: JSON.parse(r.verdicts) as Verdicts,
+    tags: JSON.parse(r.tags) as VerdictName[],
+    ...(r.quarantine_reasons !== null
+      ? { quarantineReasons: JSON.parse(r.quarantine_reasons) as VerdictName[] }
+      : {}),
+    recipient: r.recipient,
+    ...(r.plus_tag !== null ? { plusTag: r.plus_tag } : {}),
+    parseFailed: r.parse_failed === 1,
+    sesMessageId: r.ses_message_id,
+  };
+}
+
+function toToken(r: TokenRow): TokenRecord {
+  return {
+    hash: r.hash,
+    mailbox: r.mailbox,
+    admin: r.admin === 1,
+    createdAt: r.created_at,
+    ...(r.label !== null ? { label: r.label } : {}),
+  };
+}
+
+function invalidCursor(): ValidationError {
+  return new ValidationError('invalid cursor', [], 'invalid_cursor');
+}
+
+/** The cursor is opaque to clients but versioned, so its shape can change without misreading old ones. */
+function encodeCursor(lastId: string): string {
+  return Buffer.from(JSON.stringify({ v: 1, id: lastId })).toString('base64url');
+}
+
+function decodeCursor(cursor: string): string {
+  // Node's base64url decoder skips junk silently; insist on the alphabet so garbage is refused, not guessed at.
+  if (!/^[A-Za-z0-9_-]{1,256}$/.test(cursor)) throw invalidCursor();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw invalidCursor();
+  }
+  if (typeof parsed !== 'object' || parsed === null) throw invalidCursor();
+  const { v, id } = parsed as { v?: unknown; id?: unknown };
+  if (v !== 1 || typeof id !== 'string' || !ULID_RE.test(id)) throw invalidCursor();
+  return id;
+}
+
+function listVariantKey(cursor: boolean, unseen: boolean, q: boolean): number {
+  return (cursor ? 1 : 0) | (unseen ? 2 : 0) | (q ? 4 : 0);
+}
+
+function listSql(cursor: boolean, unseen: boolean, q: boolean): string {
+  // One statement per filter combination rather than `(@x IS NULL OR …)`: SQLite cannot seek the
+  // primary key on an OR, and every later page would rescan the mailbox from the top.
+  // instr() on the folded columns matches q literally, so % and _ in a search need no escaping.
+  return (
+    `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE mailbox = @mailbox` +
+    (cursor ? ' AND id < @before' : '') +
+    (unseen ? ' AND seen = 0' : '') +
+    (q
+      ? ' AND (instr(sender_lc, @q) > 0 OR instr(recipients_lc, @q) > 0 OR instr(subject_lc, @q) > 0)'
+      : '') +
+    ' ORDER BY id DESC LIMIT @limit'
+  );
+}
+
+export class SqliteMailboxIndex implements MailboxIndex {
+  private readonly db: Database.Database;
+  private readonly insertMessage: Database.Statement<[InsertParams]>;
+  private readonly addToStats: Database.Statement<[{ mailbox: string; bytes: number }]>;
+  private readonly subtractFromStats: Database.Statement<[{ mailbox: string; bytes: number }]>;
+  private readonly selectMessage: Database.Statement<[string, string], MessageRow>;
+  private readonly deleteMessage: Database.Statement<[string, string], MessageRow>;
+  private readonly updateSeen: Database.Statement<
+    [{ mailbox: string; id: string; seen: number }],
+    MessageRow
+  >;
+  private readonly selectStat: Database.Statement<[string], StatRow>;
+  private readonly selectStats: Database.Statement<[], StatRow>;
+  private readonly upsertToken: Database.Statement<[TokenRow]>;
+  private readonly selectToken: Database.Statement<[string], TokenRow>;
+  private readonly removeToken: Database.Statement<[string]>;
+  private readonly listStatements = new Map<number, Database.Statement<[ListParams], MessageRow>>();
+  private readonly deliverOne: Database.Transaction<(entry: MessageEntry) => boolean>;
+  private readonly deliverBatch: Database.Transaction<(batch: readonly PendingDelivery[]) => boolean[]>;
+  private readonly deleteOne: Database.Transaction<(mailbox: string, id: string) => MessageRow | undefined>;
+  private pending: PendingDelivery[] = [];
+  private flushScheduled = false;
+
+  /** `path` is a file (created when missing) or `:memory:`. */
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    try {
+      this.migrate();
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
+
+    this.insertMessage = this.db.prepare<[InsertParams]>(
+      `INSERT INTO messages (${MESSAGE_COLUMNS}, sender_lc, recipients_lc, subject_lc) VALUES (` +
+        '@mailbox, @id, @size, @received_at, @sender, @recipients, @subject, @snippet, @has_attachments, @seen, ' +
+        '@verdicts, @tags, @quarantine_reasons, @recipient, @plus_tag, @parse_failed, @ses_message_id, ' +
+        '@sender_lc, @recipients_lc, @subject_lc) ' +
+        // Not INSERT OR IGNORE: that would also swallow NOT NULL violations and report them as duplicates.
+        'ON CONFLICT (mailbox, id) DO NOTHING',
+    );
+    this.addToStats = this.db.prepare(
+      'INSERT INTO stats (mailbox, messages, bytes) VALUES (@mailbox, 1, @bytes) ' +
+        'ON CONFLICT (mailbox) DO UPDATE SET messages = messages + 1, bytes = bytes + excluded.bytes',
+    );
+    this.subtractFromStats = this.db.prepare(
+      'UPDATE stats SET messages = messages - 1, bytes = bytes - @bytes WHERE mailbox = @mailbox',
+    );
+    this.selectMessage = this.db.prepare(
+      `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE mailbox = ? AND id = ?`,
+    );
+    this.deleteMessage = this.db.prepare(
+      `DELETE FROM messages WHERE mailbox = ? AND id = ? RETURNING ${MESSAGE_COLUMNS}`,
+    );
+    this.updateSeen = this.db.prepare(
+      `UPDATE messages SET seen = @seen WHERE mailbox = @mailbox AND id = @id RETURNING ${MESSAGE_COLUMNS}`,
+    );
+    this.selectStat = this.db.prepare('SELECT mailbox, messages, bytes FROM stats WHERE mailbox = ?');
+    this.selectStats = this.db.prepare('SELECT mailbox, messages, bytes FROM stats ORDER BY mailbox');
+    this.upsertToken = this.db.prepare(
+      'INSERT INTO tokens (hash, mailbox, admin, created_at, label) VALUES (@hash, @mailbox, @admin, @created_at, @label) ' +
+        'ON CONFLICT (hash) DO UPDATE SET mailbox = excluded.mailbox, admin = excluded.admin, ' +
+        'created_at = excluded.created_at, label = excluded.label',
+    );
+    this.selectToken = this.db.prepare(
+      'SELECT hash, mailbox, admin, created_at, label FROM tokens WHERE hash = ?',
+    );
+    this.removeToken = this.db.prepare('DELETE FROM tokens WHERE hash = ?');
+    for (const cursor of [false, true]) {
+      for (const unseen of [false, true]) {
+        for (const q of [false, true]) {
+          this.listStatements.set(
+            listVariantKey(cursor, unseen, q),
+            this.db.prepare(listSql(cursor, unseen, q)),
+          );
+        }
+      }
+    }
+
+    this.deliverOne = this.db.transaction((entry: MessageEntry): boolean => {
+      const inserted = this.insertMessage.run(toParams(entry)).changes > 0;
+      // Counters move only with the row, so a repeated delivery leaves them exact.
+      if (inserted) this.addToStats.run({ mailbox: entry.mailbox, bytes: entry.size });
+      return inserted;
+    });
+    this.deliverBatch = this.db.transaction((batch: readonly PendingDelivery[]): boolean[] =>
+      // Each delivery runs in a nested transaction (a SAVEPOINT): a failure rolls back that one only.
+      batch.map((p) => {
+        try {
+          return this.deliverOne(p.entry);
+        } catch (err) {
+          p.reject(err);
+          return false;
+        }
+      }),
+    );
+    this.deleteOne = this.db.transaction((mailbox: string, id: string): MessageRow | undefined => {
+      const row = this.deleteMessage.get(mailbox, id);
+      if (row !== undefined) this.subtractFromStats.run({ mailbox, bytes: row.size });
+      return row;
+    });
+  }
+
+  private migrate(): void {
+    const version = Number(this.db.pragma('user_version', { simple: true }));
+    if (version > SCHEMA_VERSION) {
+      throw new Error(
+        `mailbox index schema v${version} is newer than this mail-relay (v${SCHEMA_VERSION}); upgrade it`,
+      );
+    }
+    if (version < SCHEMA_VERSION) {
+      this.db
+        .transaction(() => {
+          this.db.exec(SCHEMA);
+          this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+        })
+        .immediate();
+    }
+  }
+
+  deliver(entry: MessageEntry): Promise<{ inserted: boolean }> {
+    if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
+      return Promise.reject(
+        new ValidationError('message size must be a non-negative integer', [String(entry.size)]),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.pending.push({ entry, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // setImmediate, not a microtask: deliveries whose I/O completed while the previous commit
+        // blocked the event loop join this batch, which is what makes the group commit pay off.
+        setImmediate(() => this.flushDeliveries());
+      }
+    });
+  }
+
+  /** Commits queued deliveries. Every other method calls it first, so operations apply in call order. */
+  private flushDeliveries(): void {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    let results: boolean[];
+    try {
+      results = this.deliverBatch.immediate(batch);
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    // Resolved only after COMMIT returned: the batch is durable. (A rejected one ignores resolve.)
+    batch.forEach((p, i) => {
+      p.resolve({ inserted: results[i] === true });
+    });
+  }
+
+  async get(mailbox: string, id: string): Promise<MessageEntry | null> {
+    this.flushDeliveries();
+    const row = this.selectMessage.get(mailbox, id);
+    return row === undefined ? null : toEntry(row);
+  }
+
+  async list(mailbox: string, options: ListOptions): Promise<ListPage> {
+    this.flushDeliveries();
+    const { limit, cursor, unseen = false, q } = options;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+      throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
+    }
+    const before = cursor === undefined ? undefined : decodeCursor(cursor);
+    const needle = q === undefined || q === '' ? undefined : fold(q);
+    const statement = this.listStatements.get(
+      listVariantKey(before !== undefined, unseen, needle !== undefined),
+    );
+    if (statement === undefined)
+      throw new Error('unreachable: every list variant is prepared in the constructor');
+    // One row more than asked tells whether another page exists, so the last page has no cursor.
+    const params: ListParams = { mailbox, limit: limit + 1 };
+    if (before !== undefined) params.before = before;
+    if (needle !== undefined) params.q = needle;
+    const rows = statement.all(params);
+    const items = rows.slice(0, limit).map(toEntry);
+    const last = items[items.length - 1];
+    return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.id) : null };
+  }
+
+  async stat(mailbox: string): Promise<MailboxStat> {
+    this.flushDeliveries();
+    const row = this.selectStat.get(mailbox);
+    return { address: mailbox, messages: row?.messages ?? 0, bytes: row?.bytes ?? 0 };
+  }
+
+  async listMailboxes(): Promise<MailboxStat[]> {
+    this.flushDeliveries();
+    return this.selectStats.all().map((r) => ({ address: r.mailbox, messages: r.messages, bytes: r.bytes }));
+  }
+
+  async setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null> {
+    this.flushDeliveries();
+    const row = this.updateSeen.get({ mailbox, id, seen: seen ? 1 : 0 });
+    return row === undefined ? null : toEntry(row);
+  }
+
+  async delete(mailbox: string, id: string): Promise<MessageEntry | null> {
+    this.flushDeliveries();
+    const row = this.deleteOne.immediate(mailbox, id);
+    return row === undefined ? null : toEntry(row);
+  }
+
+  async putToken(token: TokenRecord): Promise<void> {
+    this.flushDeliveries();
+    this.upsertToken.run({
+      hash: token.hash,
+      mailbox: token.mailbox,
+      admin: token.admin ? 1 : 0,
+      created_at: token.createdAt,
+      label: token.label ?? null,
+    });
+  }
+
+  async getToken(hash: string): Promise<TokenRecord | null> {
+    this.flushDeliveries();
+    const row = this.selectToken.get(hash);
+    return row === undefined ? null : toToken(row);
+  }
+
+  async deleteToken(hash: string): Promise<boolean> {
+    this.flushDeliveries();
+    return this.removeToken.run(hash).changes > 0;
+  }
+
+  /** Commits anything queued, then closes. Closing twice is harmless. */
+  async close(): Promise<void> {
+    if (!this.db.open) return;
+    this.flushDeliveries();
+    this.db.close();
+  }
+}

@@ -1,0 +1,655 @@
+/**
+ * The mailbox HTTP API (design.md §4, issue 3): one Hono app, served by @hono/node-server locally
+ * and by hono/aws-lambda behind API Gateway. POP3's verbs over REST: STAT, LIST/UIDL, RETR, TOP,
+ * DELE, plus IMAP's partial fetch of one decoded part and a long-poll for new mail.
+ *
+ * It takes its storage as ports only and never parses mail: reads are served from the index and
+ * from what the router wrote at delivery (raw bytes, summary.json, decoded parts). Keep it free
+ * of mailparser and of the router: the API Lambda bundle must stay small.
+ */
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { NotFoundError, ValidationError } from '../core/errors.ts';
+import { mailboxKeys, storedSummarySchema } from '../core/keys.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import type { MailboxIndex, MessageEntry, TokenRecord } from '../ports/mailbox-index.ts';
+import { authenticate, authorizeAdmin, authorizeMailbox } from './auth.ts';
+import { HttpStatusError, toHttpError } from './errors.ts';
+import {
+  contentDisposition,
+  IMMUTABLE_CACHE_CONTROL,
+  matchesEtag,
+  NO_STORE,
+  safeContentType,
+} from './http-headers.ts';
+import { mountLocalBlobs } from './local-blobs.ts';
+import {
+  DEFAULT_LIST_LIMIT,
+  errorSchema,
+  healthSchema,
+  type ListItem,
+  listItemSchema,
+  listQuerySchema,
+  MAX_LIST_LIMIT,
+  MAX_WAIT_ITEMS,
+  MAX_WAIT_SECONDS,
+  type MessageDetail,
+  mailboxListSchema,
+  mailboxParamsSchema,
+  messageDetailSchema,
+  messageListSchema,
+  messageParamsSchema,
+  partParamsSchema,
+  patchMessageBodySchema,
+  statSchema,
+  topQuerySchema,
+  waitQuerySchema,
+  waitResultSchema,
+} from './schemas.ts';
+import { readTop } from './top.ts';
+import type { MailWaiter } from './waiter.ts';
+
+/**
+ * Above this size raw messages and parts are answered with a 307 to a presigned URL. A Lambda
+ * response carries at most 6 MB, and binary bodies go through API Gateway base64-encoded (4/3 larger):
+ * 4 MiB of bytes is about 5.6 MB on the wire.
+ */
+export const DEFAULT_RAW_REDIRECT_BYTES = 4 * 1024 * 1024;
+/** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
+export const DEFAULT_PRESIGN_SECONDS = 300;
+/** How often the long-poll re-reads the index when nothing wakes it (the Lambda case). */
+export const DEFAULT_POLL_INTERVAL_MS = 500;
+/**
+ * With an in-process waiter, the index is still re-read this often: mail delivered by another
+ * process (`mail-relay import` next to `npm start`) wakes nobody here.
+ */
+const WAITER_FALLBACK_POLL_MS = 2000;
+
+export interface ApiDeps {
+  readonly index: MailboxIndex;
+  readonly blobs: BlobStore;
+  /**
+   * Raw messages and parts larger than this are served by a 307 to a presigned URL.
+   * @default DEFAULT_RAW_REDIRECT_BYTES (4 MiB)
+   */
+  readonly rawRedirectBytes?: number;
+  /**
+   * Lifetime of presigned URLs, in seconds.
+   * @default DEFAULT_PRESIGN_SECONDS (300)
+   */
+  readonly presignSeconds?: number;
+  /** Wakes long-polls as soon as mail is delivered; without it the index is polled. */
+  readonly waiter?: MailWaiter;
+  /**
+   * Index polling interval of the long-poll when no waiter is given, in milliseconds.
+   * @default DEFAULT_POLL_INTERVAL_MS (500)
+   */
+  readonly pollIntervalMs?: number;
+  /**
+   * Local mode only: mounts `GET /v1/blobs/*`, which serves the HMAC-signed URLs that the local
+   * BlobStore's `presign` makes (same secret).
+   */
+  readonly serveLocalBlobs?: { readonly secret: string | Buffer };
+  /** Milliseconds since epoch. @default Date.now */
+  readonly clock?: () => number;
+  /** Receives errors that became a 500 (the client only sees `internal`). @default console.error */
+  readonly logError?: (err: unknown) => void;
+}
+
+/** Per-request values set by the auth middleware. */
+export interface ApiEnv {
+  Variables: {
+    token: TokenRecord;
+    /** The normalized mailbox address of a `/v1/mailboxes/{address}/…` request, authorized. */
+    mailbox: string;
+  };
+}
+
+export type ApiApp = OpenAPIHono<ApiEnv>;
+
+const API_TITLE = 'mail-relay mailbox API';
+const API_VERSION = '1.0.0';
+
+// ---- shared route pieces -------------------------------------------------------------------
+
+const jsonError = (description: string) => ({
+  description,
+  content: { 'application/json': { schema: errorSchema } },
+});
+const AUTH_ERRORS = {
+  401: jsonError('Missing or invalid token (`unauthorized`)'),
+  403: jsonError('The token is not valid for this mailbox (`forbidden`)'),
+} as const;
+const MAILBOX_ERRORS = { 400: jsonError('Invalid input (`invalid_address`, `invalid_request`, …)'), ...AUTH_ERRORS };
+const MESSAGE_ERRORS = {
+  ...MAILBOX_ERRORS,
+  400: jsonError('Invalid input (`invalid_address`, `invalid_id`, …)'),
+  404: jsonError('No such message (`message_not_found`)'),
+};
+const SECURITY = [{ bearerAuth: [] }];
+const BINARY = z.string().openapi({ format: 'binary' });
+const redirect = (what: string) => ({
+  description: `${what} is larger than the redirect threshold: follow \`Location\`, a short-lived presigned URL that serves the same bytes`,
+  headers: { Location: { schema: { type: 'string' as const } } },
+});
+
+const routes = {
+  health: createRoute({
+    method: 'get',
+    path: '/v1/health',
+    tags: ['meta'],
+    summary: 'Liveness',
+    responses: { 200: { description: 'The API answers', content: { 'application/json': { schema: healthSchema } } } },
+  }),
+  openapi: createRoute({
+    method: 'get',
+    path: '/v1/openapi.json',
+    tags: ['meta'],
+    summary: 'This document (OpenAPI 3.1, generated from the zod schemas)',
+    responses: {
+      200: {
+        description: 'The OpenAPI document',
+        content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
+      },
+    },
+  }),
+  listMailboxes: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes',
+    tags: ['admin'],
+    summary: 'Every mailbox with its STAT (admin token only)',
+    security: SECURITY,
+    responses: {
+      200: { description: 'Mailboxes sorted by address', content: { 'application/json': { schema: mailboxListSchema } } },
+      ...AUTH_ERRORS,
+      403: jsonError('Not an admin token (`forbidden`)'),
+    },
+  }),
+  stat: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}',
+    tags: ['mailbox'],
+    summary: 'STAT: message count and total bytes',
+    security: SECURITY,
+    request: { params: mailboxParamsSchema },
+    responses: {
+      200: { description: 'Exact counters', content: { 'application/json': { schema: statSchema } } },
+      ...MAILBOX_ERRORS,
+    },
+  }),
+  list: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages',
+    tags: ['mailbox'],
+    summary: 'LIST / UIDL: messages newest first, by opaque cursor',
+    security: SECURITY,
+    request: { params: mailboxParamsSchema, query: listQuerySchema },
+    responses: {
+      200: { description: 'One page', content: { 'application/json': { schema: messageListSchema } } },
+      ...MAILBOX_ERRORS,
+      400: jsonError('Invalid input (`invalid_cursor`, `invalid_request`, `invalid_address`)'),
+    },
+  }),
+  getMessage: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}',
+    tags: ['message'],
+    summary: 'The parsed message (from the summary written at delivery)',
+    security: SECURITY,
+    request: { params: messageParamsSchema },
+    responses: {
+      200: { description: 'The message', content: { 'application/json': { schema: messageDetailSchema } } },
+      ...MESSAGE_ERRORS,
+    },
+  }),
+  patchMessage: createRoute({
+    method: 'patch',
+    path: '/v1/mailboxes/{address}/messages/{id}',
+    tags: ['message'],
+    summary: 'Set flags (seen)',
+    security: SECURITY,
+    request: {
+      params: messageParamsSchema,
+      body: { required: true, content: { 'application/json': { schema: patchMessageBodySchema } } },
+    },
+    responses: {
+      200: { description: 'The updated list item', content: { 'application/json': { schema: listItemSchema } } },
+      ...MESSAGE_ERRORS,
+      400: jsonError('Invalid input (`invalid_json`, `invalid_request`, `invalid_id`, …)'),
+      415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+    },
+  }),
+  deleteMessage: createRoute({
+    method: 'delete',
+    path: '/v1/mailboxes/{address}/messages/{id}',
+    tags: ['message'],
+    summary: 'DELE: delete the message (counters updated in the same transaction)',
+    security: SECURITY,
+    request: { params: messageParamsSchema },
+    responses: { 204: { description: 'Deleted' }, ...MESSAGE_ERRORS },
+  }),
+  raw: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}/raw',
+    tags: ['message'],
+    summary: 'RETR: the stored message, byte for byte',
+    security: SECURITY,
+    request: { params: messageParamsSchema },
+    responses: {
+      200: { description: 'The raw message', content: { 'message/rfc822': { schema: BINARY } } },
+      304: { description: 'Not modified (`If-None-Match`)' },
+      307: redirect('The message'),
+      ...MESSAGE_ERRORS,
+    },
+  }),
+  top: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}/top',
+    tags: ['message'],
+    summary: 'TOP: headers, the blank line, then the first N body lines (RFC 1939 §7)',
+    security: SECURITY,
+    request: { params: messageParamsSchema, query: topQuerySchema },
+    responses: {
+      200: { description: 'Bytes as stored (no dot-stuffing)', content: { 'message/rfc822': { schema: BINARY } } },
+      307: redirect('The answer is the whole message, and it'),
+      ...MESSAGE_ERRORS,
+      422: jsonError('The answer would be larger than one response can carry (`top_too_large`): ask for fewer lines'),
+    },
+  }),
+  part: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}/parts/{partId}',
+    tags: ['message'],
+    summary: 'One decoded attachment (IMAP BODY[section])',
+    security: SECURITY,
+    request: { params: partParamsSchema },
+    responses: {
+      200: {
+        description: 'The decoded bytes, with the part content type and a Content-Disposition naming the file',
+        content: { 'application/octet-stream': { schema: BINARY } },
+      },
+      304: { description: 'Not modified (`If-None-Match`)' },
+      307: redirect('The part'),
+      ...MESSAGE_ERRORS,
+      404: jsonError('No such message or part (`message_not_found`, `part_not_found`)'),
+    },
+  }),
+  wait: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/wait',
+    tags: ['mailbox'],
+    summary: 'Long-poll: answers as soon as a message newer than `after` exists',
+    security: SECURITY,
+    request: { params: mailboxParamsSchema, query: waitQuerySchema },
+    responses: {
+      200: { description: 'New messages', content: { 'application/json': { schema: waitResultSchema } } },
+      204: { description: 'Nothing new before the timeout' },
+      ...MAILBOX_ERRORS,
+    },
+  }),
+};
+
+// ---- helpers -------------------------------------------------------------------------------
+
+function toListItem(e: MessageEntry): ListItem {
+  return {
+    id: e.id,
+    size: e.size,
+    receivedAt: e.receivedAt,
+    from: e.from,
+    to: e.to,
+    subject: e.subject,
+    snippet: e.snippet,
+    seen: e.seen,
+    hasAttachments: e.hasAttachments,
+  };
+}
+
+function messageNotFound(): NotFoundError {
+  return new NotFoundError('no such message in this mailbox', 'message_not_found');
+}
+
+/** Issues of a failed request validation, as one line, and the code a client can act on. */
+function validationErrorOf(target: string, issues: readonly z.core.$ZodIssue[]): ValidationError {
+  const field = String(issues[0]?.path[0] ?? '');
+  const codes: Record<string, string> = {
+    address: 'invalid_address',
+    id: 'invalid_id',
+    after: 'invalid_id',
+    partId: 'invalid_part_id',
+    cursor: 'invalid_cursor',
+  };
+  const code = target === 'json' ? 'invalid_request' : (codes[field] ?? 'invalid_request');
+  const details = issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : target}: ${i.message}`);
+  return new ValidationError(`invalid ${target === 'param' ? 'path' : target}: ${details.join('; ')}`, details, code);
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts; never rejects. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+// ---- the app -------------------------------------------------------------------------------
+
+/**
+ * Builds the API. Every request under `/v1/mailboxes` needs `Authorization: Bearer <token>`;
+ * errors are `{error: {code, message}}` (see errors.ts).
+ */
+export function createApp(deps: ApiDeps): ApiApp {
+  const { index, blobs } = deps;
+  const redirectBytes = deps.rawRedirectBytes ?? DEFAULT_RAW_REDIRECT_BYTES;
+  const presignSeconds = deps.presignSeconds ?? DEFAULT_PRESIGN_SECONDS;
+  const pollMs = deps.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+  const now = deps.clock ?? Date.now;
+  const logError = deps.logError ?? ((err: unknown) => console.error('mail-relay api: internal error', err));
+  if (!Number.isSafeInteger(redirectBytes) || redirectBytes < 0) {
+    throw new RangeError(`rawRedirectBytes must be a non-negative integer, got ${String(deps.rawRedirectBytes)}`);
+  }
+  if (!Number.isSafeInteger(presignSeconds) || presignSeconds < 1) {
+    throw new RangeError(`presignSeconds must be a positive integer, got ${String(deps.presignSeconds)}`);
+  }
+  if (!Number.isFinite(pollMs) || pollMs <= 0) {
+    throw new RangeError(`pollIntervalMs must be positive, got ${String(deps.pollIntervalMs)}`);
+  }
+
+  const app: ApiApp = new OpenAPIHono<ApiEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw validationErrorOf(result.target, result.error.issues);
+    },
+  });
+
+  app.onError((err, c) => {
+    const { status, body } = toHttpError(err);
+    if (status >= 500) logError(err);
+    return c.json(body, status, { 'Cache-Control': NO_STORE });
+  });
+  app.notFound((c) =>
+    c.json({ error: { code: 'not_found', message: `no such endpoint: ${c.req.method} ${c.req.path}` } }, 404),
+  );
+
+  app.use('*', async (c, next) => {
+    await next();
+    // Mailbox state changes with every delivery; only immutable content opts into caching.
+    if (!c.res.headers.has('Cache-Control')) c.res.headers.set('Cache-Control', NO_STORE);
+    c.res.headers.set('X-Content-Type-Options', 'nosniff');
+  });
+
+  // Authentication first (401), then the address (400), then authorization (403): a token learns
+  // nothing about mailboxes it cannot read, and a client without one learns nothing at all.
+  app.use('/v1/mailboxes', async (c, next) => {
+    const token = await authenticate(index, c.req.header('Authorization'));
+    authorizeAdmin(token);
+    c.set('token', token);
+    await next();
+  });
+  const mailboxGuard = async (c: Context<ApiEnv>, next: () => Promise<void>) => {
+    const token = await authenticate(index, c.req.header('Authorization'));
+    const parsed = mailboxParamsSchema.safeParse({ address: c.req.param('address') });
+    if (!parsed.success) throw validationErrorOf('param', parsed.error.issues);
+    const mailbox = parsed.data.address.toLowerCase();
+    authorizeMailbox(token, mailbox);
+    c.set('token', token);
+    c.set('mailbox', mailbox);
+    await next();
+  };
+  app.use('/v1/mailboxes/:address', mailboxGuard);
+  app.use('/v1/mailboxes/:address/*', mailboxGuard);
+
+  const getEntry = async (mailbox: string, id: string): Promise<MessageEntry> => {
+    const entry = await index.get(mailbox, id);
+    if (entry === null) throw messageNotFound();
+    return entry;
+  };
+
+  const readSummary = async (mailbox: string, id: string) => {
+    const bytes = await blobs.get(mailboxKeys.summary(mailbox, id));
+    // Deleted between the index read and this one: the message is gone.
+    if (bytes === null) throw messageNotFound();
+    return storedSummarySchema.parse(JSON.parse(bytes.toString('utf8')));
+  };
+
+  const presignRedirect = async (
+    c: Context<ApiEnv>,
+    key: string,
+    contentType: string,
+    disposition: string,
+  ): Promise<Response> => {
+    const url = await blobs.presign(key, {
+      expiresIn: presignSeconds,
+      contentType,
+      contentDisposition: disposition,
+    });
+    return c.body(null, 307, { Location: url, 'Cache-Control': NO_STORE });
+  };
+
+  // ---- meta ----
+
+  app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
+
+  app.openapi(routes.openapi, (c) =>
+    c.json(
+      app.getOpenAPI31Document({
+        openapi: '3.1.0',
+        info: {
+          title: API_TITLE,
+          version: API_VERSION,
+          description:
+            'Mailboxes over HTTP with POP3 semantics (STAT, LIST/UIDL, RETR, TOP, DELE) and IMAP partial fetch. ' +
+            'Errors are `{error: {code, message}}` with stable codes.',
+        },
+        servers: [{ url: new URL(c.req.url).origin }],
+      }) as unknown as Record<string, unknown>,
+      200,
+    ),
+  );
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'A token from `mail-relay token create <mailbox>` (admin: `--admin`)',
+  });
+
+  // ---- mailboxes ----
+
+  app.openapi(routes.listMailboxes, async (c) => c.json({ items: await index.listMailboxes() }, 200));
+
+  app.openapi(routes.stat, async (c) => c.json(await index.stat(c.get('mailbox')), 200));
+
+  app.openapi(routes.list, async (c) => {
+    const q = c.req.valid('query');
+    const page = await index.list(c.get('mailbox'), {
+      limit: q.limit ?? DEFAULT_LIST_LIMIT,
+      cursor: q.cursor,
+      unseen: q.unseen === 'true' ? true : undefined,
+      q: q.q === undefined || q.q === '' ? undefined : q.q,
+    });
+    return c.json({ items: page.items.map(toListItem), nextCursor: page.nextCursor }, 200);
+  });
+
+  // ---- one message ----
+
+  app.openapi(routes.getMessage, async (c) => {
+    const mailbox = c.get('mailbox');
+    const { id } = c.req.valid('param');
+    const entry = await getEntry(mailbox, id);
+    const summary = await readSummary(mailbox, id);
+    const parsed = summary.parseFailed ? null : summary;
+    const detail: MessageDetail = {
+      ...toListItem(entry),
+      recipient: entry.recipient,
+      plusTag: entry.plusTag ?? null,
+      verdicts: entry.verdicts,
+      tags: [...entry.tags],
+      quarantineReasons: entry.quarantineReasons === undefined ? null : [...entry.quarantineReasons],
+      parseFailed: summary.parseFailed,
+      parseError: summary.parseFailed ? summary.parseError : null,
+      headers: parsed?.headers ?? [],
+      addresses: {
+        from: parsed?.from ?? [],
+        to: parsed?.to ?? [],
+        cc: parsed?.cc ?? [],
+        replyTo: parsed?.replyTo ?? [],
+      },
+      date: parsed?.date ?? null,
+      messageId: parsed?.messageId ?? null,
+      text: parsed?.text ?? null,
+      html: parsed?.html ?? null,
+      attachments: parsed?.attachments ?? [],
+    };
+    return c.json(detail, 200);
+  });
+
+  app.openapi(routes.patchMessage, async (c) => {
+    const { id } = c.req.valid('param');
+    const { seen } = c.req.valid('json');
+    const entry = await index.setSeen(c.get('mailbox'), id, seen);
+    if (entry === null) throw messageNotFound();
+    return c.json(toListItem(entry), 200);
+  });
+
+  app.openapi(routes.deleteMessage, async (c) => {
+    const mailbox = c.get('mailbox');
+    const { id } = c.req.valid('param');
+    // The index entry is the commit point (counters change with it); blobs follow. A crash in
+    // between leaves unreachable blobs, never an entry without its bytes.
+    const removed = await index.delete(mailbox, id);
+    if (removed === null) throw messageNotFound();
+    try {
+      await blobs.delete(mailboxKeys.raw(mailbox, id));
+      await blobs.deletePrefix(mailboxKeys.dir(mailbox, id));
+    } catch (err) {
+      logError(err);
+    }
+    return c.body(null, 204);
+  });
+
+  app.openapi(routes.raw, async (c) => {
+    const mailbox = c.get('mailbox');
+    const { id } = c.req.valid('param');
+    const entry = await getEntry(mailbox, id);
+    const etag = `"${id}"`;
+    if (matchesEtag(c.req.header('If-None-Match'), etag)) {
+      return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
+    }
+    const key = mailboxKeys.raw(mailbox, id);
+    if (entry.size > redirectBytes) {
+      return presignRedirect(c, key, 'message/rfc822', contentDisposition('attachment', `${id}.eml`));
+    }
+    const raw = await blobs.get(key);
+    if (raw === null) throw messageNotFound();
+    return c.body(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), 200, {
+      'Content-Type': 'message/rfc822',
+      'Content-Length': String(raw.length),
+      ETag: etag,
+      'Cache-Control': IMMUTABLE_CACHE_CONTROL,
+    });
+  });
+
+  app.openapi(routes.top, async (c) => {
+    const mailbox = c.get('mailbox');
+    const { id } = c.req.valid('param');
+    const { lines } = c.req.valid('query');
+    const entry = await getEntry(mailbox, id);
+    const key = mailboxKeys.raw(mailbox, id);
+    const top = entry.size === 0 ? { kind: 'bytes' as const, body: Buffer.alloc(0) } : await readTop(blobs, key, entry.size, lines, redirectBytes);
+    if (top === null) throw messageNotFound();
+    if (top.kind === 'whole-too-large') {
+      return presignRedirect(c, key, 'message/rfc822', contentDisposition('attachment', `${id}.eml`));
+    }
+    if (top.kind === 'too-large') {
+      throw new HttpStatusError(
+        422,
+        'top_too_large',
+        `TOP ${lines} is ${top.bytes} bytes, more than one response carries (${redirectBytes}); ask for fewer lines or use /raw`,
+      );
+    }
+    return c.body(new Uint8Array(top.body.buffer, top.body.byteOffset, top.body.byteLength), 200, {
+      'Content-Type': 'message/rfc822',
+      'Content-Length': String(top.body.length),
+    });
+  });
+
+  app.openapi(routes.part, async (c) => {
+    const mailbox = c.get('mailbox');
+    const { id, partId } = c.req.valid('param');
+    await getEntry(mailbox, id);
+    const summary = await readSummary(mailbox, id);
+    const attachment = summary.parseFailed ? undefined : summary.attachments.find((a) => a.partId === partId);
+    if (attachment === undefined) throw new NotFoundError('no such part in this message', 'part_not_found');
+    const etag = `"${attachment.sha256}"`;
+    if (matchesEtag(c.req.header('If-None-Match'), etag)) {
+      return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
+    }
+    const contentType = safeContentType(attachment.contentType);
+    const disposition = contentDisposition(
+      attachment.disposition === 'inline' ? 'inline' : 'attachment',
+      attachment.filename ?? `part-${partId}`,
+    );
+    const key = mailboxKeys.part(mailbox, id, partId);
+    if (attachment.size > redirectBytes) return presignRedirect(c, key, contentType, disposition);
+    const bytes = await blobs.get(key);
+    if (bytes === null) throw new NotFoundError('no such part in this message', 'part_not_found');
+    return c.body(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), 200, {
+      'Content-Type': contentType,
+      'Content-Length': String(bytes.length),
+      'Content-Disposition': disposition,
+      ETag: etag,
+      'Cache-Control': IMMUTABLE_CACHE_CONTROL,
+      // Parts are whatever the sender put in; a browser opening one must not run it with our origin.
+      'Content-Security-Policy': "sandbox; default-src 'none'",
+    });
+  });
+
+  // ---- long-poll ----
+
+  /** Items newer than `after`, newest first, at most MAX_WAIT_ITEMS. */
+  const newerThan = async (mailbox: string, after: string): Promise<{ items: ListItem[]; truncated: boolean }> => {
+    const head = await index.list(mailbox, { limit: 1 });
+    const newest = head.items[0];
+    if (newest === undefined || newest.id <= after) return { items: [], truncated: false };
+    const page = await index.list(mailbox, { limit: Math.min(MAX_WAIT_ITEMS, MAX_LIST_LIMIT) });
+    const items = page.items.filter((e) => e.id > after);
+    let truncated = false;
+    if (items.length === page.items.length && page.nextCursor !== null) {
+      const next = await index.list(mailbox, { limit: 1, cursor: page.nextCursor });
+      truncated = next.items.some((e) => e.id > after);
+    }
+    return { items: items.map(toListItem), truncated };
+  };
+
+  app.openapi(routes.wait, async (c) => {
+    const mailbox = c.get('mailbox');
+    const query = c.req.valid('query');
+    const deadline = now() + (query.timeout ?? MAX_WAIT_SECONDS) * 1000;
+    const requestSignal = c.req.raw.signal;
+    const after = query.after ?? (await index.list(mailbox, { limit: 1 })).items[0]?.id ?? '';
+    for (;;) {
+      const round = new AbortController();
+      const signal = AbortSignal.any([round.signal, requestSignal]);
+      // Registered before the index read, so a delivery committing in between still wakes us.
+      const woken = deps.waiter?.wait(mailbox, signal);
+      try {
+        const found = await newerThan(mailbox, after);
+        if (found.items.length > 0) return c.json(found, 200);
+        const left = deadline - now();
+        if (left <= 0 || requestSignal.aborted) return c.body(null, 204);
+        const interval = deps.waiter === undefined ? pollMs : WAITER_FALLBACK_POLL_MS;
+        await Promise.race([sleep(Math.min(left, interval), signal), ...(woken ? [woken] : [])]);
+      } finally {
+        round.abort();
+      }
+    }
+  });
+
+  if (deps.serveLocalBlobs !== undefined) mountLocalBlobs(app, blobs, deps.serveLocalBlobs.secret, now);
+
+  return app;
+}

@@ -1,0 +1,39 @@
+/** Response header values built from stored message data, which must never break the header. */
+
+const TOKEN_CHARS = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const MEDIA_TYPE_RE = new RegExp(`^${TOKEN_CHARS}/${TOKEN_CHARS}$`);
+
+/** The part's media type when it is a plain `type/subtype`, else `application/octet-stream`. */
+export function safeContentType(contentType: string): string {
+  const essence = contentType.split(';')[0]?.trim().toLowerCase() ?? '';
+  return MEDIA_TYPE_RE.test(essence) ? essence : 'application/octet-stream';
+}
+
+/** RFC 8187 ext-value: UTF-8, percent-encoding everything outside attr-char. */
+function encodeExtValue(value: string): string {
+  return encodeURIComponent(value).replace(/['()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+/**
+ * `Content-Disposition` (RFC 6266) carrying a file name: an ASCII `filename` for old clients and
+ * `filename*` with the exact UTF-8 name. Path separators and control characters are replaced,
+ * so a client that saves under the given name stays in its directory.
+ */
+export function contentDisposition(type: 'inline' | 'attachment', filename: string): string {
+  const cleaned = filename.replace(/[\\/\x00-\x1f\x7f]/g, '_').trim() || 'download';
+  const ascii = cleaned.replace(/[^\x20-\x7e]/g, '_').replace(/["%]/g, '_');
+  return `${type}; filename="${ascii}"; filename*=UTF-8''${encodeExtValue(cleaned)}`;
+}
+
+/** Stored content addressed by id or hash never changes: clients may keep it. `private`: it needs a token. */
+export const IMMUTABLE_CACHE_CONTROL = 'private, max-age=31536000, immutable';
+/** Mailbox state (lists, counters, flags) changes with every delivery. */
+export const NO_STORE = 'no-store';
+
+/** Whether an `If-None-Match` header matches `etag` (weak comparison, RFC 9110 §13.1.2). */
+export function matchesEtag(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (ifNoneMatch === undefined) return false;
+  if (ifNoneMatch.trim() === '*') return true;
+  const bare = etag.replace(/^W\//, '');
+  return ifNoneMatch.split(',').some((t) => t.trim().replace(/^W\//, '') === bare);
+}

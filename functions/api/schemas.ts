@@ -1,0 +1,207 @@
+/**
+ * The HTTP API's zod schemas: the source of the request validation, of the response types and of
+ * the OpenAPI document (`GET /v1/openapi.json`). Names end in `Schema`; types are inferred.
+ */
+import { z } from '@hono/zod-openapi';
+import { isAddress } from '../core/config.ts';
+import { ULID_RE } from '../core/ids.ts';
+import { addressEntrySchema, attachmentSchema, headerEntrySchema } from '../core/message.ts';
+
+/** LIST page size bounds (issue 3): large enough for a sync, small enough for one Lambda response. */
+export const MAX_LIST_LIMIT = 1000;
+export const DEFAULT_LIST_LIMIT = 100;
+/** API Gateway's integration timeout is 30 s; a long-poll must answer well before it. */
+export const MAX_WAIT_SECONDS = 25;
+/** At most this many items in one long-poll answer; a client that fell further behind pages with LIST. */
+export const MAX_WAIT_ITEMS = 1000;
+/** Longest `q`: a substring search on from/to/subject needs no more, and it bounds the scan's cost. */
+export const MAX_QUERY_CHARS = 200;
+/** Most body lines TOP will count; POP3 clients ask for a few dozen. */
+export const MAX_TOP_LINES = 1_000_000;
+/** Decoded parts are numbered `1`, `2`, … by the parser; mailparser allows at most 1000 nodes. */
+export const PART_ID_RE = /^\d{1,4}$/;
+
+// ---- errors ------------------------------------------------------------------------------
+
+export const errorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().openapi({ description: 'Stable machine-readable code', example: 'invalid_id' }),
+      message: z.string().openapi({ description: 'Human-readable explanation; may change between versions' }),
+    }),
+  })
+  .openapi('Error');
+export type ErrorBody = z.infer<typeof errorSchema>;
+
+// ---- parameters --------------------------------------------------------------------------
+
+/** Addresses arrive in any case; they are lower-cased before the check, as everywhere in the relay. */
+const addressParamSchema = z
+  .string()
+  .refine((s) => isAddress(s.toLowerCase()), { message: 'must be a mailbox address such as alice@example.com' })
+  .openapi({
+    param: { name: 'address', in: 'path' },
+    description: 'The mailbox address (case-insensitive)',
+    example: 'alice@example.com',
+  });
+
+const idParamSchema = z
+  .string()
+  .regex(ULID_RE, 'must be a message id (26-character ULID)')
+  .openapi({
+    param: { name: 'id', in: 'path' },
+    description: 'Message id (ULID; sorts by receipt time)',
+    example: '01JNMR8Z1X0000000000000000',
+  });
+
+const partIdParamSchema = z
+  .string()
+  .regex(PART_ID_RE, 'must be a part id such as 1')
+  .openapi({
+    param: { name: 'partId', in: 'path' },
+    description: 'The `partId` of an attachment in the message',
+    example: '1',
+  });
+
+export const mailboxParamsSchema = z.object({ address: addressParamSchema });
+export const messageParamsSchema = z.object({ address: addressParamSchema, id: idParamSchema });
+export const partParamsSchema = z.object({
+  address: addressParamSchema,
+  id: idParamSchema,
+  partId: partIdParamSchema,
+});
+
+const booleanQuerySchema = z.enum(['true', 'false']);
+
+export const listQuerySchema = z.object({
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_LIST_LIMIT)
+    .optional()
+    .openapi({ description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`, example: 50 }),
+  cursor: z
+    .string()
+    .min(1)
+    .max(2048)
+    .optional()
+    .openapi({ description: 'Opaque `nextCursor` from the previous page' }),
+  unseen: booleanQuerySchema.optional().openapi({ description: 'Only messages not marked seen' }),
+  q: z
+    .string()
+    .max(MAX_QUERY_CHARS)
+    .optional()
+    .openapi({ description: 'Case-insensitive substring of from, to or subject' }),
+});
+
+export const topQuerySchema = z.object({
+  lines: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_TOP_LINES)
+    .openapi({ description: 'Body lines to return after the headers and the blank line', example: 10 }),
+});
+
+export const waitQuerySchema = z.object({
+  after: z
+    .string()
+    .regex(ULID_RE, 'must be a message id (26-character ULID)')
+    .optional()
+    .openapi({ description: 'Return messages newer than this id (default: the newest at request time)' }),
+  timeout: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_WAIT_SECONDS)
+    .optional()
+    .openapi({ description: `Seconds to wait, 0..${MAX_WAIT_SECONDS} (default ${MAX_WAIT_SECONDS})` }),
+});
+
+export const patchMessageBodySchema = z
+  .object({ seen: z.boolean().openapi({ description: 'Marks the message read (true) or unread (false)' }) })
+  .strict()
+  .openapi('MessagePatch');
+
+// ---- responses ---------------------------------------------------------------------------
+
+export const statSchema = z
+  .object({
+    address: z.string(),
+    messages: z.number().int().nonnegative(),
+    bytes: z.number().int().nonnegative(),
+  })
+  .openapi('MailboxStat', { description: 'POP3 STAT: exact counters of the mailbox' });
+export type Stat = z.infer<typeof statSchema>;
+
+export const mailboxListSchema = z.object({ items: z.array(statSchema) }).openapi('MailboxList');
+
+export const listItemSchema = z
+  .object({
+    id: z.string().openapi({ description: 'ULID; also the UIDL (unique and stable)' }),
+    size: z.number().int().nonnegative().openapi({ description: 'Bytes of the raw message (RETR size)' }),
+    receivedAt: z.string().openapi({ description: 'ISO 8601 receipt time' }),
+    from: z.string(),
+    to: z.string(),
+    subject: z.string(),
+    snippet: z.string().openapi({ description: 'The start of the text, whitespace collapsed' }),
+    seen: z.boolean(),
+    hasAttachments: z.boolean(),
+  })
+  .openapi('MessageListItem');
+export type ListItem = z.infer<typeof listItemSchema>;
+
+export const messageListSchema = z
+  .object({
+    items: z.array(listItemSchema).openapi({ description: 'Newest first' }),
+    nextCursor: z.string().nullable().openapi({ description: 'Pass as `cursor` for the next page; null at the end' }),
+  })
+  .openapi('MessageList');
+
+export const waitResultSchema = z
+  .object({
+    items: z.array(listItemSchema).openapi({ description: 'Messages newer than `after`, newest first' }),
+    truncated: z
+      .boolean()
+      .openapi({ description: `True when more than ${MAX_WAIT_ITEMS} messages are newer: page the rest with LIST` }),
+  })
+  .openapi('WaitResult');
+
+const verdictsSchema = z
+  .object({
+    spam: z.string(),
+    virus: z.string(),
+    spf: z.string(),
+    dkim: z.string(),
+    dmarc: z.string(),
+    dmarcPolicy: z.string().optional(),
+  })
+  .openapi('Verdicts', { description: 'SES receipt verdicts (PASS, FAIL, GRAY, PROCESSING_FAILED; DISABLED locally)' });
+
+export const messageDetailSchema = listItemSchema
+  .extend({
+    recipient: z.string().openapi({ description: 'The envelope recipient that led to this mailbox' }),
+    plusTag: z.string().nullable(),
+    verdicts: verdictsSchema,
+    tags: z.array(z.string()).openapi({ description: 'Verdicts that failed under a `tag` policy' }),
+    quarantineReasons: z.array(z.string()).nullable(),
+    parseFailed: z.boolean().openapi({ description: 'The message could not be parsed: only /raw is meaningful' }),
+    parseError: z.string().nullable(),
+    headers: z.array(headerEntrySchema),
+    addresses: z.object({
+      from: z.array(addressEntrySchema),
+      to: z.array(addressEntrySchema),
+      cc: z.array(addressEntrySchema),
+      replyTo: z.array(addressEntrySchema),
+    }),
+    date: z.string().nullable().openapi({ description: 'The Date header as ISO 8601, null when absent or unreadable' }),
+    messageId: z.string().nullable(),
+    text: z.string().nullable(),
+    html: z.string().nullable(),
+    attachments: z.array(attachmentSchema.openapi('Attachment')),
+  })
+  .openapi('Message');
+export type MessageDetail = z.infer<typeof messageDetailSchema>;
+
+export const healthSchema = z.object({ status: z.literal('ok') }).openapi('Health');

@@ -1,0 +1,27 @@
+/**
+ * Blob keys of a delivered message and the shape of its stored summary: shared by the router
+ * (which writes them) and the HTTP API (which reads them). Kept apart from the router so the API
+ * bundle never pulls in the parse path.
+ */
+import { z } from 'zod';
+import { type ParsedSummary, parsedSummarySchema } from './message.ts';
+
+/** Blob keys of a delivered message. Mailbox addresses are validated (no '/'), so they are safe segments. */
+export const mailboxKeys = {
+  prefix: (mailbox: string) => `mailboxes/${mailbox}/`,
+  raw: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}.eml`,
+  dir: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}/`,
+  summary: (mailbox: string, id: string) => `mailboxes/${mailbox}/${id}/summary.json`,
+  part: (mailbox: string, id: string, partId: string) => `mailboxes/${mailbox}/${id}/parts/${partId}`,
+};
+
+/** What is stored at `summary.json`: the parsed message, or the reason it could not be parsed. */
+export type StoredSummary =
+  | ({ readonly parseFailed: false } & ParsedSummary)
+  | { readonly parseFailed: true; readonly parseError: string };
+
+/** Validates a `summary.json` read back from the blob store (it crossed a storage boundary). */
+export const storedSummarySchema = z.union([
+  parsedSummarySchema.extend({ parseFailed: z.literal(false) }),
+  z.object({ parseFailed: z.literal(true), parseError: z.string() }),
+]);

@@ -1,0 +1,596 @@
+/**
+ * The one behaviour every MailboxIndex adapter must have (DynamoDB and SQLite alike).
+ * Usage: `runMailboxIndexContract('SqliteMailboxIndex', async () => ({ index, cleanup }))` in a *.test.ts file.
+ * Each test gets a fresh, empty index from the factory.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { ValidationError } from '../../functions/core/errors.ts';
+import { messageIdFor } from '../../functions/core/ids.ts';
+import type {
+  ListOptions,
+  MailboxIndex,
+  MessageEntry,
+  TokenRecord,
+} from '../../functions/ports/mailbox-index.ts';
+
+export interface MailboxIndexFixture {
+  index: MailboxIndex;
+  /**
+   * Opens a second handle on the same storage, to check that entries survive close + reopen.
+   * The test closes `index` first and closes what this returns itself. Without it that test is skipped.
+   */
+  reopen?: () => Promise<MailboxIndex>;
+  /** Releases everything; must tolerate `index` having been closed already. */
+  cleanup: () => Promise<void>;
+}
+
+const ALICE = 'alice@example.com';
+const BOB = 'bob@example.org';
+/** A fixed epoch keeps ids (and failures) reproducible. */
+const BASE_MS = Date.UTC(2024, 0, 15, 9, 30);
+
+/** An entry as the router would write it; the id derives from time and SES id like a real delivery. */
+function makeEntry(
+  mailbox: string,
+  receivedAtMs: number,
+  sesMessageId: string,
+  overrides: Partial<MessageEntry> = {},
+): MessageEntry {
+  return {
+    mailbox,
+    id: messageIdFor(receivedAtMs, sesMessageId),
+    size: 1000 + (receivedAtMs % 997),
+    receivedAt: new Date(receivedAtMs).toISOString(),
+    from: 'Sender <sender@example.net>',
+    to: mailbox,
+    subject: `message ${sesMessageId}`,
+    snippet: 'Hello there',
+    hasAttachments: false,
+    seen: false,
+    verdicts: { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' },
+    tags: [],
+    recipient: mailbox,
+    parseFailed: false,
+    sesMessageId,
+    ...overrides,
+  };
+}
+
+/** Drops keys whose value is undefined: an adapter may store an absent optional as absent. */
+function plain<T>(value: T): unknown {
+  return JSON.parse(JSON.stringify(value));
+}
+
+function newestFirst(ids: Iterable<string>): string[] {
+  return [...ids].sort().reverse();
+}
+
+async function listAllIds(
+  index: MailboxIndex,
+  mailbox: string,
+  options: Omit<ListOptions, 'cursor'>,
+  betweenPages?: (pageNumber: number, idsSoFar: readonly string[]) => Promise<void>,
+): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  for (let page = 0; ; page++) {
+    assert.ok(page < 5_000, 'pagination terminates');
+    const result = await index.list(mailbox, { ...options, cursor });
+    assert.ok(result.items.length <= options.limit, 'a page never exceeds limit');
+    for (const item of result.items) {
+      assert.equal(item.mailbox, mailbox);
+      ids.push(item.id);
+    }
+    if (result.nextCursor === null) return ids;
+    cursor = result.nextCursor;
+    await betweenPages?.(page, ids);
+  }
+}
+
+async function assertInvalidCursor(promise: Promise<unknown>, label: string): Promise<void> {
+  await assert.rejects(
+    promise,
+    (err: unknown) => err instanceof ValidationError && err.code === 'invalid_cursor',
+    `cursor ${label} is refused with ValidationError invalid_cursor`,
+  );
+}
+
+export function runMailboxIndexContract(name: string, makeIndex: () => Promise<MailboxIndexFixture>): void {
+  async function withIndex(fn: (f: MailboxIndexFixture) => Promise<void>): Promise<void> {
+    const fixture = await makeIndex();
+    try {
+      await fn(fixture);
+    } finally {
+      await fixture.cleanup();
+    }
+  }
+
+  describe(`MailboxIndex contract: ${name}`, () => {
+    it('get returns exactly the delivered entry, with and without the optional fields', () =>
+      withIndex(async ({ index }) => {
+        const full = makeEntry(ALICE, BASE_MS, 'ses-full', {
+          from: 'Zoë Ünicode <zoe@example.de>',
+          to: 'Alice <alice@example.com>, carol@example.com',
+          subject: 'Grüße — "quoted" 日本語 😀',
+          snippet: 'line one\nline two',
+          hasAttachments: true,
+          seen: true,
+          verdicts: {
+            spam: 'FAIL',
+            virus: 'PASS',
+            spf: 'GRAY',
+            dkim: 'DISABLED',
+            dmarc: 'FAIL',
+            dmarcPolicy: 'reject',
+          },
+          tags: ['spam', 'dmarc'],
+          quarantineReasons: ['virus'],
+          recipient: 'alice+news@example.com',
+          plusTag: 'news',
+          parseFailed: true,
+        });
+        const minimal = makeEntry(ALICE, BASE_MS + 1, 'ses-minimal', { from: '', subject: '', snippet: '' });
+        assert.deepEqual(await index.deliver(full), { inserted: true });
+        assert.deepEqual(await index.deliver(minimal), { inserted: true });
+
+        assert.deepEqual(plain(await index.get(ALICE, full.id)), plain(full));
+        const back = await index.get(ALICE, minimal.id);
+        assert.deepEqual(plain(back), plain(minimal));
+        assert.equal(back?.plusTag, undefined);
+        assert.equal(back?.quarantineReasons, undefined);
+        assert.equal(await index.get(ALICE, messageIdFor(BASE_MS, 'never-delivered')), null);
+        assert.equal(await index.get(BOB, full.id), null, 'an entry belongs to its mailbox only');
+      }));
+
+    it('the same id in two mailboxes (one message, two recipients) is two independent entries', () =>
+      withIndex(async ({ index }) => {
+        const a = makeEntry(ALICE, BASE_MS, 'ses-shared');
+        const b = makeEntry(BOB, BASE_MS, 'ses-shared', { size: 42 });
+        assert.equal(a.id, b.id);
+        assert.deepEqual(await index.deliver(a), { inserted: true });
+        assert.deepEqual(await index.deliver(b), { inserted: true });
+        assert.deepEqual(plain(await index.delete(ALICE, a.id)), plain(a));
+        assert.deepEqual(plain(await index.get(BOB, b.id)), plain(b));
+        assert.deepEqual(await index.stat(BOB), { address: BOB, messages: 1, bytes: 42 });
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 0, bytes: 0 });
+      }));
+
+    it('a repeated delivery is a no-op: one message, {inserted: false}, counters unchanged', () =>
+      withIndex(async ({ index }) => {
+        const e = makeEntry(ALICE, BASE_MS, 'ses-1', { size: 1234 });
+        assert.deepEqual(await index.deliver(e), { inserted: true });
+        assert.deepEqual(await index.deliver(e), { inserted: false });
+        // A retry after a partial failure may carry different details; the first write wins.
+        assert.deepEqual(await index.deliver({ ...e, size: 9999, subject: 'changed' }), { inserted: false });
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 1234 });
+        const page = await index.list(ALICE, { limit: 10 });
+        assert.deepEqual(
+          page.items.map((i) => i.id),
+          [e.id],
+        );
+        assert.equal((await index.get(ALICE, e.id))?.subject, e.subject);
+      }));
+
+    it('ten concurrent deliveries of one entry store exactly one', () =>
+      withIndex(async ({ index }) => {
+        const e = makeEntry(ALICE, BASE_MS, 'ses-concurrent', { size: 777 });
+        const results = await Promise.all(Array.from({ length: 10 }, () => index.deliver(e)));
+        assert.equal(results.filter((r) => r.inserted).length, 1);
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 777 });
+        assert.equal((await index.list(ALICE, { limit: 100 })).items.length, 1);
+      }));
+
+    it('counters stay exact through many deliveries, repeats and deletes across two mailboxes', () =>
+      withIndex(async ({ index }) => {
+        const model = new Map<string, Map<string, number>>([
+          [ALICE, new Map()],
+          [BOB, new Map()],
+        ]);
+        const entries: MessageEntry[] = [];
+        for (let i = 0; i < 60; i++) {
+          // Every third message goes to both mailboxes (same id), as a multi-recipient delivery does.
+          const mailboxes = i % 3 === 0 ? [ALICE, BOB] : [i % 2 === 0 ? ALICE : BOB];
+          for (const mb of mailboxes) {
+            entries.push(makeEntry(mb, BASE_MS + i * 1000, `ses-${i}`, { size: 100 + ((i * 7919) % 5000) }));
+          }
+        }
+        const deliver = async (e: MessageEntry): Promise<void> => {
+          const r = await index.deliver(e);
+          const box = model.get(e.mailbox);
+          assert.ok(box);
+          assert.equal(r.inserted, !box.has(e.id), `deliver ${e.mailbox}/${e.id}`);
+          box.set(e.id, e.size);
+        };
+        const remove = async (mailbox: string, id: string): Promise<void> => {
+          const r = await index.delete(mailbox, id);
+          const box = model.get(mailbox);
+          assert.ok(box);
+          assert.equal(r === null, !box.has(id), `delete ${mailbox}/${id}`);
+          box.delete(id);
+        };
+        const check = async (): Promise<void> => {
+          for (const [mb, box] of model) {
+            const bytes = [...box.values()].reduce((a, b) => a + b, 0);
+            assert.deepEqual(await index.stat(mb), { address: mb, messages: box.size, bytes });
+          }
+        };
+
+        await Promise.all(entries.slice(0, 30).map((e) => index.deliver(e)));
+        for (const e of entries.slice(0, 30)) model.get(e.mailbox)?.set(e.id, e.size);
+        await check();
+        for (const e of entries.slice(20, 50)) await deliver(e);
+        await check();
+        for (const e of entries.slice(0, 50).filter((_, i) => i % 4 === 0)) await remove(e.mailbox, e.id);
+        for (const e of entries.slice(0, 50).filter((_, i) => i % 8 === 0)) await remove(e.mailbox, e.id);
+        await check();
+        for (const e of entries) await deliver(e);
+        await check();
+        const stats = await index.listMailboxes();
+        assert.deepEqual(
+          stats.map((s) => s.address),
+          [ALICE, BOB],
+        );
+        for (const s of stats) assert.deepEqual(s, await index.stat(s.address));
+      }));
+
+    it('delete returns the removed entry once; a second delete returns null and leaves counters alone', () =>
+      withIndex(async ({ index }) => {
+        const keep = makeEntry(ALICE, BASE_MS, 'keep', { size: 10 });
+        const gone = makeEntry(ALICE, BASE_MS + 1000, 'gone', { size: 20 });
+        await index.deliver(keep);
+        await index.deliver(gone);
+        assert.deepEqual(plain(await index.delete(ALICE, gone.id)), plain(gone));
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 10 });
+        assert.equal(await index.delete(ALICE, gone.id), null);
+        assert.equal(await index.delete(ALICE, messageIdFor(BASE_MS, 'never')), null);
+        assert.equal(
+          await index.delete(BOB, keep.id),
+          null,
+          'deleting from the wrong mailbox removes nothing',
+        );
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 10 });
+        assert.equal(await index.get(ALICE, gone.id), null);
+        assert.deepEqual(
+          (await index.list(ALICE, { limit: 10 })).items.map((i) => i.id),
+          [keep.id],
+        );
+        // Deleted, then delivered again (e.g. a replay): it is back, and counted once.
+        assert.deepEqual(await index.deliver(gone), { inserted: true });
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 2, bytes: 30 });
+      }));
+
+    it('setSeen sets and clears the flag; unseen lists only unseen mail; counters unchanged', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 5 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `seen-${i}`),
+        );
+        for (const e of entries) await index.deliver(e);
+        const statBefore = await index.stat(ALICE);
+        const [e0, e1, e2] = entries;
+        assert.ok(e0 && e1 && e2);
+
+        const updated = await index.setSeen(ALICE, e1.id, true);
+        assert.deepEqual(plain(updated), plain({ ...e1, seen: true }));
+        await index.setSeen(ALICE, e2.id, true);
+        assert.equal((await index.get(ALICE, e1.id))?.seen, true);
+        const unseen = await index.list(ALICE, { limit: 10, unseen: true });
+        assert.deepEqual(
+          unseen.items.map((i) => i.id),
+          newestFirst(entries.filter((e) => e !== e1 && e !== e2).map((e) => e.id)),
+        );
+        assert.ok(unseen.items.every((i) => !i.seen));
+
+        assert.equal((await index.setSeen(ALICE, e1.id, false))?.seen, false);
+        assert.equal((await index.get(ALICE, e1.id))?.seen, false);
+        assert.equal((await index.list(ALICE, { limit: 10, unseen: true })).items.length, 4);
+        assert.equal((await index.list(ALICE, { limit: 10 })).items.length, 5);
+        assert.equal(await index.setSeen(ALICE, messageIdFor(BASE_MS, 'nope'), true), null);
+        assert.equal(await index.setSeen(BOB, e0.id, true), null);
+        assert.deepEqual(await index.stat(ALICE), statBefore);
+      }));
+
+    it('lists newest first, honours limit, and an empty mailbox gives an empty last page', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 20 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 60_000, `order-${i}`),
+        );
+        // Delivered out of order: the list order comes from the ids (receipt time), not insertion order.
+        // 7 and 20 are coprime, so i*7 mod 20 visits every entry once, in a scrambled order.
+        for (let i = 0; i < entries.length; i++) {
+          const e = entries[(i * 7) % entries.length];
+          assert.ok(e);
+          await index.deliver(e);
+        }
+        const expected = newestFirst(entries.map((e) => e.id));
+
+        const first = await index.list(ALICE, { limit: 5 });
+        assert.deepEqual(
+          first.items.map((i) => i.id),
+          expected.slice(0, 5),
+        );
+        assert.notEqual(first.nextCursor, null);
+        const all = await index.list(ALICE, { limit: 1000 });
+        assert.deepEqual(
+          all.items.map((i) => i.id),
+          expected,
+        );
+        assert.equal(all.nextCursor, null, 'no cursor when everything fit');
+        assert.deepEqual(await index.list(BOB, { limit: 10 }), { items: [], nextCursor: null });
+      }));
+
+    it('paginates 250 entries with limit 7: complete, in order, no duplicates', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 250 }, (_, i) =>
+          // Several messages per millisecond: order then rests on the random part of the ULID.
+          makeEntry(ALICE, BASE_MS + Math.floor(i / 3), `page-${i}`),
+        );
+        await Promise.all(entries.map((e) => index.deliver(e)));
+        await index.deliver(makeEntry(BOB, BASE_MS, 'other-mailbox'));
+        const ids = await listAllIds(index, ALICE, { limit: 7 });
+        assert.equal(new Set(ids).size, ids.length, 'no duplicates');
+        assert.deepEqual(ids, newestFirst(entries.map((e) => e.id)));
+      }));
+
+    it('pagination has no duplicates and no gaps while mail arrives and is deleted between pages', () =>
+      withIndex(async ({ index }) => {
+        const original = Array.from({ length: 250 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `churn-${i}`),
+        );
+        await Promise.all(original.map((e) => index.deliver(e)));
+        const originalDesc = newestFirst(original.map((e) => e.id));
+        const deletedAhead = new Set<string>();
+        const deletedBehind = new Set<string>();
+        const added = new Set<string>();
+
+        const ids = await listAllIds(index, ALICE, { limit: 7 }, async (page, seen) => {
+          const seenSet = new Set(seen);
+          // New mail (newer than everything) and backdated mail (older than everything, e.g. an import).
+          const fresh = makeEntry(ALICE, BASE_MS + 10_000_000 + page, `fresh-${page}`);
+          const old = makeEntry(ALICE, BASE_MS - 1_000_000 - page * 1000, `old-${page}`);
+          await index.deliver(fresh);
+          await index.deliver(old);
+          added.add(fresh.id);
+          added.add(old.id);
+          // Delete one message already shown and one not reached yet.
+          const behind = seen[seen.length - 1 - (page % Math.min(seen.length, 5))];
+          if (behind !== undefined && originalDesc.includes(behind) && !deletedBehind.has(behind)) {
+            await index.delete(ALICE, behind);
+            deletedBehind.add(behind);
+          }
+          const ahead = originalDesc[seen.length + 10 + page];
+          if (ahead !== undefined && !seenSet.has(ahead) && !deletedAhead.has(ahead)) {
+            assert.ok(await index.delete(ALICE, ahead));
+            deletedAhead.add(ahead);
+          }
+        });
+
+        assert.ok(deletedAhead.size > 10 && deletedBehind.size > 10, 'the test did churn');
+        assert.equal(new Set(ids).size, ids.length, 'no duplicates');
+        assert.deepEqual(ids, newestFirst(ids), 'strictly newest first across pages');
+        const returned = new Set(ids);
+        for (const id of originalDesc) {
+          if (deletedAhead.has(id))
+            assert.ok(!returned.has(id), 'mail deleted before its page is not listed');
+          else assert.ok(returned.has(id), `no gap: ${id} existed throughout and was listed`);
+        }
+        for (const id of ids) assert.ok(originalDesc.includes(id) || added.has(id));
+        const stat = await index.stat(ALICE);
+        assert.equal(stat.messages, original.length + added.size - deletedAhead.size - deletedBehind.size);
+      }));
+
+    it('q matches from, to and subject case-insensitively (Unicode too), with % and _ taken literally', () =>
+      withIndex(async ({ index }) => {
+        const at = (i: number): number => BASE_MS + i * 1000;
+        const e = {
+          invoice1: makeEntry(ALICE, at(1), 'q1', {
+            subject: 'Invoice March',
+            from: 'Billing <billing@shop.example>',
+          }),
+          invoice2: makeEntry(ALICE, at(2), 'q2', {
+            subject: 'your INVOICE for April',
+            from: 'Bob Smith <BOB@Example.COM>',
+          }),
+          percent: makeEntry(ALICE, at(3), 'q3', {
+            subject: 'Hello 100% off',
+            to: 'Carol <carol@example.org>',
+          }),
+          underscore: makeEntry(ALICE, at(4), 'q4', { subject: 'under_score', to: 'dave@example.net' }),
+          umlaut: makeEntry(ALICE, at(5), 'q5', {
+            subject: 'Ärger im Büro',
+            from: 'Jörg <jorg@example.de>',
+            to: 'e@x.de',
+          }),
+          wild: makeEntry(ALICE, at(6), 'q6', { subject: 'u1r2 roo', to: 'zed@example.net' }),
+        };
+        for (const entry of Object.values(e)) await index.deliver(entry);
+        await index.deliver(makeEntry(BOB, at(7), 'q7', { subject: 'Invoice for Bob' }));
+        const search = async (q: string, unseen = false): Promise<string[]> =>
+          (await index.list(ALICE, { limit: 100, q, unseen })).items.map((i) => i.id);
+        const ids = (...entries: MessageEntry[]): string[] => newestFirst(entries.map((x) => x.id));
+
+        assert.deepEqual(await search('invoice'), ids(e.invoice1, e.invoice2));
+        assert.deepEqual(await search('INVOICE'), ids(e.invoice1, e.invoice2));
+        assert.deepEqual(await search('bob@example.com'), ids(e.invoice2), 'from');
+        assert.deepEqual(await search('CAROL@'), ids(e.percent), 'to');
+        assert.deepEqual(await search('ärger'), ids(e.umlaut), 'Unicode subject');
+        assert.deepEqual(await search('JÖRG'), ids(e.umlaut), 'Unicode from');
+        assert.deepEqual(await search('%'), ids(e.percent), '% is literal');
+        assert.deepEqual(await search('0% o'), ids(e.percent));
+        assert.deepEqual(await search('_'), ids(e.underscore), '_ is literal');
+        assert.deepEqual(await search('r_s'), ids(e.underscore));
+        assert.deepEqual(await search('u_r'), [], '_ matches no other character');
+        assert.deepEqual(await search('r%o'), [], '% matches no run of characters');
+        assert.deepEqual(await search('no such text'), []);
+
+        await index.setSeen(ALICE, e.invoice1.id, true);
+        assert.deepEqual(await search('invoice', true), ids(e.invoice2), 'q and unseen combine');
+      }));
+
+    it('q with pagination returns every match once and nothing else', () =>
+      withIndex(async ({ index }) => {
+        const reports: MessageEntry[] = [];
+        for (let i = 0; i < 60; i++) {
+          const isReport = i % 2 === 0;
+          const entry = makeEntry(ALICE, BASE_MS + i * 1000, `qp-${i}`, {
+            subject: isReport ? `Weekly REPORT #${i}` : `Other ${i}`,
+          });
+          if (isReport) reports.push(entry);
+          await index.deliver(entry);
+        }
+        const ids = await listAllIds(index, ALICE, { limit: 4, q: 'report' });
+        assert.deepEqual(ids, newestFirst(reports.map((r) => r.id)));
+      }));
+
+    it('an invalid cursor is refused with ValidationError code invalid_cursor', () =>
+      withIndex(async ({ index }) => {
+        for (let i = 0; i < 3; i++) await index.deliver(makeEntry(ALICE, BASE_MS + i, `c-${i}`));
+        const valid = (await index.list(ALICE, { limit: 1 })).nextCursor;
+        assert.ok(valid !== null);
+        const b64 = (s: string): string => Buffer.from(s).toString('base64url');
+        const bad: Record<string, string> = {
+          garbage: 'garbage!!',
+          empty: '',
+          padding: '====',
+          spaces: 'not a cursor',
+          'base64 of junk': b64('junk'),
+          'base64 of null': b64('null'),
+          'base64 of an array': b64('[1,2]'),
+          'base64 of {}': b64('{}'),
+          'base64 of a wrong id': b64(JSON.stringify({ v: 1, id: '../../etc' })),
+          truncated: valid.slice(0, Math.max(1, valid.length - 3)),
+          'with junk appended': `${valid}!*`,
+        };
+        for (const [label, cursor] of Object.entries(bad)) {
+          await assertInvalidCursor(index.list(ALICE, { limit: 10, cursor }), label);
+        }
+      }));
+
+    it("a cursor from one mailbox never reveals another mailbox's mail", () =>
+      withIndex(async ({ index }) => {
+        for (let i = 0; i < 5; i++) {
+          await index.deliver(makeEntry(ALICE, BASE_MS + i * 1000, `a-${i}`));
+          await index.deliver(makeEntry(BOB, BASE_MS + i * 1000 + 500, `b-${i}`));
+        }
+        const cursorOfAlice = (await index.list(ALICE, { limit: 2 })).nextCursor;
+        assert.ok(cursorOfAlice !== null);
+        try {
+          const page = await index.list(BOB, { limit: 100, cursor: cursorOfAlice });
+          assert.ok(
+            page.items.every((i) => i.mailbox === BOB),
+            'only the requested mailbox is listed',
+          );
+        } catch (err) {
+          // Refusing the foreign cursor is the other acceptable answer.
+          assert.ok(err instanceof ValidationError && err.code === 'invalid_cursor', String(err));
+        }
+      }));
+
+    it('stores, reads and deletes tokens; unknown tokens are null', () =>
+      withIndex(async ({ index }) => {
+        const hash = (t: string): string => createHash('sha256').update(t).digest('hex');
+        const admin: TokenRecord = {
+          hash: hash('admin-token'),
+          mailbox: null,
+          admin: true,
+          createdAt: '2024-01-15T09:30:00.000Z',
+          label: 'ops laptop',
+        };
+        const user: TokenRecord = {
+          hash: hash('alice-token'),
+          mailbox: ALICE,
+          admin: false,
+          createdAt: '2024-01-16T10:00:00.000Z',
+        };
+        await index.putToken(admin);
+        await index.putToken(user);
+        assert.deepEqual(plain(await index.getToken(admin.hash)), plain(admin));
+        const back = await index.getToken(user.hash);
+        assert.deepEqual(plain(back), plain(user));
+        assert.equal(back?.label, undefined);
+        assert.equal(await index.getToken(hash('unknown')), null);
+        assert.equal(await index.deleteToken(user.hash), true);
+        assert.equal(await index.getToken(user.hash), null);
+        assert.equal(await index.deleteToken(user.hash), false);
+        assert.deepEqual(plain(await index.getToken(admin.hash)), plain(admin));
+      }));
+
+    it('listMailboxes lists every mailbox with mail, sorted by address, with exact counters', () =>
+      withIndex(async ({ index }) => {
+        assert.deepEqual(await index.listMailboxes(), []);
+        const zed = 'zed@example.com';
+        await index.deliver(makeEntry(zed, BASE_MS, 'm1', { size: 5 }));
+        await index.deliver(makeEntry(ALICE, BASE_MS, 'm2', { size: 7 }));
+        await index.deliver(makeEntry(ALICE, BASE_MS + 1, 'm3', { size: 11 }));
+        await index.deliver(makeEntry(BOB, BASE_MS, 'm4', { size: 13 }));
+        assert.deepEqual(await index.listMailboxes(), [
+          { address: ALICE, messages: 2, bytes: 18 },
+          { address: BOB, messages: 1, bytes: 13 },
+          { address: zed, messages: 1, bytes: 5 },
+        ]);
+        await index.delete(BOB, messageIdFor(BASE_MS, 'm4'));
+        // A mailbox emptied by deletes may stay listed (with zeros) or disappear.
+        const after = (await index.listMailboxes()).filter(
+          (m) => m.address !== BOB || m.messages !== 0 || m.bytes !== 0,
+        );
+        assert.deepEqual(after, [
+          { address: ALICE, messages: 2, bytes: 18 },
+          { address: zed, messages: 1, bytes: 5 },
+        ]);
+      }));
+
+    it('stat of a mailbox that never had mail is zeros', () =>
+      withIndex(async ({ index }) => {
+        assert.deepEqual(await index.stat('nobody@example.com'), {
+          address: 'nobody@example.com',
+          messages: 0,
+          bytes: 0,
+        });
+      }));
+
+    it('entries, flags, counters and tokens survive close and reopen', (t) =>
+      withIndex(async ({ index, reopen }) => {
+        if (reopen === undefined) {
+          t.skip('this fixture cannot reopen its storage');
+          return;
+        }
+        const entries = Array.from({ length: 3 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `durable-${i}`),
+        );
+        for (const e of entries) await index.deliver(e);
+        const [e0, e1, e2] = entries;
+        assert.ok(e0 && e1 && e2);
+        await index.setSeen(ALICE, e1.id, true);
+        await index.delete(ALICE, e2.id);
+        const token: TokenRecord = {
+          hash: 'ab'.repeat(32),
+          mailbox: ALICE,
+          admin: false,
+          createdAt: e0.receivedAt,
+        };
+        await index.putToken(token);
+        await index.close();
+
+        const again = await reopen();
+        try {
+          assert.deepEqual(plain(await again.get(ALICE, e0.id)), plain(e0));
+          assert.deepEqual(plain(await again.get(ALICE, e1.id)), plain({ ...e1, seen: true }));
+          assert.equal(await again.get(ALICE, e2.id), null);
+          assert.deepEqual(await again.stat(ALICE), {
+            address: ALICE,
+            messages: 2,
+            bytes: e0.size + e1.size,
+          });
+          assert.deepEqual(plain(await again.getToken(token.hash)), plain(token));
+          assert.deepEqual(await again.deliver(e0), { inserted: false });
+          assert.deepEqual(
+            (await again.list(ALICE, { limit: 10 })).items.map((i) => i.id),
+            [e1.id, e0.id],
+          );
+        } finally {
+          await again.close();
+        }
+      }));
+  });
+}

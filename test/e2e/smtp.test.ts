@@ -1,0 +1,272 @@
+/**
+ * Real SMTP clients (python3 smtplib, swaks) against the local listener on loopback.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
+import { python, run } from '../helpers/process.ts';
+import { startTestRelay, stripTrace, type TestRelay } from '../helpers/relay.ts';
+
+const MAX = 256 * 1024;
+const CONFIG = {
+  domains: ['example.test'],
+  mailboxes: ['alice@example.test', 'bob@example.test', 'archive@example.test'],
+  routes: [
+    {
+      match: 'team@example.test',
+      action: 'deliver' as const,
+      to: ['alice@example.test', 'bob@example.test'],
+    },
+    {
+      match: 'gone@example.test',
+      action: 'reject' as const,
+      code: 551,
+      message: '5.1.6 User has moved; try bob',
+    },
+    { match: 'blackhole@example.test', action: 'drop' as const },
+  ],
+  maxMessageBytes: MAX,
+};
+
+/** smtplib sends the bytes as given (dot-stuffing them itself); prints the server's replies as JSON. */
+const SMTPLIB_SEND = `
+import json, smtplib, sys
+port, sender, rcpts = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(',')
+data = sys.stdin.buffer.read()
+out = {}
+try:
+    with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
+        refused = s.sendmail(sender, rcpts, data)
+        out['refused'] = {k: [v[0], v[1].decode()] for k, v in refused.items()}
+        out['ok'] = True
+except smtplib.SMTPRecipientsRefused as e:
+    out['error'] = 'recipients'; out['refused'] = {k: [v[0], v[1].decode()] for k, v in e.recipients.items()}
+except smtplib.SMTPSenderRefused as e:
+    out['error'] = 'sender'; out['code'] = e.smtp_code; out['text'] = e.smtp_error.decode()
+except smtplib.SMTPDataError as e:
+    out['error'] = 'data'; out['code'] = e.smtp_code; out['text'] = e.smtp_error.decode()
+print(json.dumps(out))
+`;
+
+interface SendResult {
+  ok?: boolean;
+  error?: string;
+  code?: number;
+  text?: string;
+  refused?: Record<string, [number, string]>;
+}
+
+async function smtplibSend(relay: TestRelay, rcpts: string[], data: Buffer, from = 'sender@remote.test') {
+  const r = await python(SMTPLIB_SEND, [String(relay.smtp.port), from, rcpts.join(',')], data);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as SendResult;
+}
+
+describe('SMTP listener with python3 smtplib', () => {
+  let relay: TestRelay;
+  before(async () => {
+    relay = await startTestRelay(CONFIG);
+  });
+  after(async () => relay.close());
+
+  it('delivers a CRLF message byte-exact after the trace headers', async () => {
+    const body = Buffer.from(
+      'From: Sender <sender@remote.test>\r\nTo: alice@example.test\r\nSubject: CRLF\r\n\r\nHello\r\n',
+    );
+    const r = await smtplibSend(relay, ['alice@example.test'], body);
+    assert.equal(r.ok, true);
+    const [entry] = await relay.entries('alice@example.test');
+    assert.ok(entry);
+    assert.equal(entry.subject, 'CRLF');
+    const { trace, body: stored } = stripTrace(await relay.raw('alice@example.test', entry.id));
+    assert.deepEqual(stored, body);
+    assert.match(
+      trace,
+      /^Received: from \S+ \(\S+ \[127\.0\.0\.1\]\)\r\n\tby .+ \(mail-relay\) with ESMTP id [a-z0-9]{40}\r\n\tfor <alice@example\.test>;\r\n\t\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/,
+    );
+    assert.equal(entry.size, trace.length + body.length);
+  });
+
+  it('keeps bare LF, 8-bit bytes and dot-leading lines exactly', async () => {
+    const body = Buffer.concat([
+      Buffer.from(
+        'From: a@remote.test\nTo: bob@example.test\nSubject: bare LF\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n',
+      ),
+      Buffer.from('Grüße, ünïcödé ✉\n.one dot\n..two dots\n.\n...\nlast\n', 'utf8'),
+      Buffer.from([0xe9, 0xa0, 0x0a]), // latin-1 bytes that are not UTF-8
+    ]);
+    const r = await smtplibSend(relay, ['bob@example.test'], body);
+    assert.equal(r.ok, true);
+    const [entry] = await relay.entries('bob@example.test');
+    assert.ok(entry);
+    const { trace, body: stored } = stripTrace(await relay.raw('bob@example.test', entry.id));
+    assert.ok(!trace.includes('\r'), 'trace headers follow the message line ending');
+    // SMTP data must end with CRLF before the final dot (RFC 5321 §4.1.1.4): a client sending a
+    // message that ends in a bare LF adds one, and that CRLF is part of what was received.
+    assert.deepEqual(stored, Buffer.concat([body, Buffer.from('\r\n')]));
+  });
+
+  it('refuses recipients outside our domains with 550 at RCPT (never an open relay)', async () => {
+    const r = await smtplibSend(
+      relay,
+      ['victim@elsewhere.test'],
+      Buffer.from('Subject: relay?\r\n\r\nx\r\n'),
+    );
+    assert.equal(r.error, 'recipients');
+    const [code, text] = r.refused?.['victim@elsewhere.test'] ?? [];
+    assert.equal(code, 550);
+    assert.match(text ?? '', /5\.7\.1 Relaying denied/);
+  });
+
+  it('refuses unknown recipients of our domain with 550 5.1.1 and delivers to the others', async () => {
+    const r = await smtplibSend(
+      relay,
+      ['nobody@example.test', 'archive@example.test'],
+      Buffer.from('Subject: mixed\r\n\r\nx\r\n'),
+    );
+    assert.equal(r.ok, true);
+    assert.deepEqual(r.refused?.['nobody@example.test']?.[0], 550);
+    assert.match(r.refused?.['nobody@example.test']?.[1] ?? '', /^5\.1\.1/);
+    assert.equal((await relay.entries('archive@example.test')).length, 1);
+  });
+
+  it('answers a reject route with its own code and text', async () => {
+    const r = await smtplibSend(relay, ['gone@example.test'], Buffer.from('Subject: x\r\n\r\nx\r\n'));
+    assert.equal(r.error, 'recipients');
+    assert.deepEqual(r.refused?.['gone@example.test'], [551, '5.1.6 User has moved; try bob']);
+  });
+
+  it('refuses an oversized message with 552 (SIZE declared at MAIL FROM)', async () => {
+    const big = Buffer.concat([Buffer.from('Subject: big\r\n\r\n'), Buffer.alloc(MAX + 10, 'a\r\n')]);
+    const r = await smtplibSend(relay, ['alice@example.test'], big);
+    assert.equal(r.error, 'sender');
+    assert.equal(r.code, 552);
+  });
+
+  it('delivers once per mailbox when several recipients lead to it, and accepts dropped mail', async () => {
+    const before = (await relay.entries('alice@example.test')).length;
+    const r = await smtplibSend(
+      relay,
+      ['alice@example.test', 'team@example.test', 'alice+x@example.test', 'blackhole@example.test'],
+      Buffer.from('Subject: fan-in\r\n\r\nx\r\n'),
+    );
+    assert.equal(r.ok, true);
+    const alice = await relay.entries('alice@example.test');
+    assert.equal(alice.length, before + 1);
+    assert.equal(alice[0]?.subject, 'fan-in');
+    assert.equal((await relay.entries('bob@example.test'))[0]?.subject, 'fan-in');
+    assert.deepEqual(await relay.runtime.index.stat('alice@example.test'), {
+      address: 'alice@example.test',
+      messages: alice.length,
+      bytes: alice.reduce((n, e) => n + e.size, 0),
+    });
+  });
+
+  it('keeps everything across a restart of the relay', async () => {
+    const beforeRestart = await relay.entries('alice@example.test');
+    const stat = await relay.runtime.index.stat('alice@example.test');
+    await relay.restart();
+    assert.deepEqual(await relay.entries('alice@example.test'), beforeRestart);
+    assert.deepEqual(await relay.runtime.index.stat('alice@example.test'), stat);
+    const first = beforeRestart.at(-1);
+    assert.ok(first);
+    assert.equal((await relay.raw('alice@example.test', first.id)).length, first.size);
+    // and it still accepts mail
+    const r = await smtplibSend(
+      relay,
+      ['alice@example.test'],
+      Buffer.from('Subject: after restart\r\n\r\nx\r\n'),
+    );
+    assert.equal(r.ok, true);
+    assert.equal((await relay.entries('alice@example.test'))[0]?.subject, 'after restart');
+  });
+});
+
+describe('SMTP listener with swaks', () => {
+  const haveSwaks = hasCommand('swaks');
+  let relay: TestRelay;
+  before(async () => {
+    if (haveSwaks) relay = await startTestRelay(CONFIG);
+  });
+  after(async () => relay?.close());
+
+  it('delivers a message with CRLF, dot-leading lines and 8-bit bytes byte-exact', async (t) => {
+    if (!requireOrAnnounce(haveSwaks, 'swaks SMTP e2e tests', 'apt-get install swaks'))
+      return t.skip('no swaks');
+    const dir = mkdtempSync(join(tmpdir(), 'mr-swaks-'));
+    const body = Buffer.concat([
+      Buffer.from(
+        'From: s@remote.test\r\nTo: alice@example.test\r\nSubject: swaks\r\nContent-Transfer-Encoding: 8bit\r\n\r\n',
+      ),
+      Buffer.from('.leading dot\r\n..two\r\nmiddle\r\n.\r\nend ÿ\r\n', 'latin1'),
+    ]);
+    writeFileSync(join(dir, 'msg.eml'), body);
+    // With --no-data-fixup swaks sends the file as is, so the file holds what goes on the wire:
+    // dot-stuffed (RFC 5321 §4.5.2) and ended by the lone dot. The listener must undo the stuffing.
+    writeFileSync(join(dir, 'wire.eml'), `${body.toString('latin1').replace(/^\./gm, '..')}.\r\n`, 'latin1');
+    const r = await run('swaks', [
+      '--server',
+      `127.0.0.1:${relay.smtp.port}`,
+      '--from',
+      's@remote.test',
+      '--to',
+      'alice@example.test',
+      '--data',
+      join(dir, 'wire.eml'),
+      '--no-data-fixup',
+      '--suppress-data',
+    ]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /<- {2}250 2\.0\.0 Ok: queued as [0-9A-Z]{26}/);
+    const [entry] = await relay.entries('alice@example.test');
+    assert.ok(entry);
+    assert.deepEqual(
+      stripTrace(await relay.raw('alice@example.test', entry.id)).body,
+      readFileSync(join(dir, 'msg.eml')),
+    );
+  });
+
+  it('gets 550 for a recipient outside our domains and 552 for an oversized DATA', async (t) => {
+    if (!requireOrAnnounce(haveSwaks, 'swaks SMTP e2e tests', 'apt-get install swaks'))
+      return t.skip('no swaks');
+    const relayed = await run('swaks', [
+      '--server',
+      `127.0.0.1:${relay.smtp.port}`,
+      '--to',
+      'x@elsewhere.test',
+      '--from',
+      'a@b.test',
+    ]);
+    assert.notEqual(relayed.code, 0);
+    assert.match(relayed.stdout, /<\*\* 550 5\.7\.1 Relaying denied/);
+
+    const before = (await relay.entries('alice@example.test')).length;
+    // swaks does not declare SIZE, so the limit is enforced on the data itself.
+    const dir = mkdtempSync(join(tmpdir(), 'mr-swaks-'));
+    writeFileSync(
+      join(dir, 'big.eml'),
+      `Subject: big\r\n\r\n${'x'.repeat(998)}\r\n`.repeat(Math.ceil(MAX / 1000) + 10),
+    );
+    const big = await run('swaks', [
+      '--server',
+      `127.0.0.1:${relay.smtp.port}`,
+      '--to',
+      'alice@example.test',
+      '--from',
+      'a@b.test',
+      '--data',
+      join(dir, 'big.eml'),
+      '--suppress-data',
+    ]);
+    assert.notEqual(big.code, 0);
+    assert.match(big.stdout, /<\*\* 552 5\.3\.4 Message size exceeds fixed limit/);
+    assert.equal(
+      (await relay.entries('alice@example.test')).length,
+      before,
+      'the oversized message was not stored',
+    );
+  });
+});

@@ -1,0 +1,143 @@
+/**
+ * A private moto_server (https://docs.getmoto.org/en/latest/docs/server_mode.html) for the AWS
+ * adapter suites: one per test file, on a free loopback port, stopped when the file is done.
+ * Without `moto_server` on PATH the suites print one `!!! NOT RUN:` line, or fail under
+ * MAIL_RELAY_FULL_TESTS=1 (see env.ts).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { hasCommand, requireOrAnnounce } from './env.ts';
+
+/** moto imports every service backend lazily, but its first start on a cold disk can take a few seconds. */
+const START_TIMEOUT_MS = 30_000;
+const INSTALL_HINT = "pip install 'moto[server]'";
+
+export const MOTO_REGION = 'us-east-1';
+export const MOTO_CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' } as const;
+
+export interface Moto {
+  /** `http://127.0.0.1:<port>` */
+  readonly endpoint: string;
+  /** What an SDK client needs to talk to this server (spread into any client's constructor). */
+  readonly clientConfig: {
+    readonly endpoint: string;
+    readonly region: string;
+    readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+  };
+  /** Environment for code that builds its own clients (the Lambda handlers): AWS_ENDPOINT_URL and dummy credentials. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Clears every service's state (`POST /moto-api/reset`). */
+  reset(): Promise<void>;
+  /** moto's view of its state (`GET /moto-api/data.json`): sent SES mail is under `ses.sent_messages`. */
+  data(): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+/** True when moto_server can be started; otherwise announces (or, under FULL, throws). */
+export function motoAvailable(): boolean {
+  return requireOrAnnounce(hasCommand('moto_server'), 'AWS adapter suites (moto_server)', INSTALL_HINT);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitUntilAnswering(
+  endpoint: string,
+  child: ChildProcess,
+  stderr: () => string,
+): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(
+        `moto_server exited (${child.exitCode ?? child.signalCode}) before answering:\n${stderr()}`,
+      );
+    }
+    try {
+      const r = await fetch(`${endpoint}/moto-api/data.json`);
+      await r.arrayBuffer();
+      if (r.ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    await sleep(100);
+  }
+  throw new Error(`moto_server did not answer on ${endpoint} within ${START_TIMEOUT_MS} ms:\n${stderr()}`);
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** Starts moto_server on a free loopback port and waits until it answers. */
+export async function startMoto(): Promise<Moto> {
+  let lastError: unknown;
+  // The port is free when we pick it but could be taken before moto binds it: retry on a new one.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const endpoint = `http://127.0.0.1:${port}`;
+    const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let errText = '';
+    child.stderr?.on('data', (c: Buffer) => {
+      // Werkzeug logs every request to stderr; keep only the tail for error messages.
+      errText = (errText + c.toString('utf8')).slice(-4000);
+    });
+    const killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    try {
+      await waitUntilAnswering(endpoint, child, () => errText);
+    } catch (err) {
+      lastError = err;
+      process.removeListener('exit', killOnExit);
+      await stopChild(child);
+      continue;
+    }
+    const clientConfig = { endpoint, region: MOTO_REGION, credentials: { ...MOTO_CREDENTIALS } };
+    return {
+      endpoint,
+      clientConfig,
+      env: {
+        AWS_ENDPOINT_URL: endpoint,
+        AWS_REGION: MOTO_REGION,
+        AWS_DEFAULT_REGION: MOTO_REGION,
+        AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey,
+      },
+      async reset() {
+        const r = await fetch(`${endpoint}/moto-api/reset`, { method: 'POST' });
+        await r.arrayBuffer();
+        if (!r.ok) throw new Error(`moto reset failed: HTTP ${r.status}`);
+      },
+      async data() {
+        const r = await fetch(`${endpoint}/moto-api/data.json`);
+        if (!r.ok) throw new Error(`moto data.json failed: HTTP ${r.status}`);
+        return (await r.json()) as unknown;
+      },
+      async stop() {
+        process.removeListener('exit', killOnExit);
+        await stopChild(child);
+      },
+    };
+  }
+  throw lastError instanceof Error ? lastError : new Error(String(lastError));
+}

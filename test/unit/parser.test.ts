@@ -1,0 +1,458 @@
+/**
+ * MailparserAdapter on our own fixtures (test/fixtures): every field of the parsed summary, the
+ * decoded parts and their hashes, and the malformed and pathological inputs it must survive.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import {
+  formatAddressList,
+  MAX_HEADER_BYTES,
+  MAX_MIME_PARTS,
+  MailparserAdapter,
+} from '../../functions/adapters/mailparser/mailparser-adapter.ts';
+import type { DecodedPart, ParsedSummary } from '../../functions/core/message.ts';
+import { parsedSummarySchema } from '../../functions/core/message.ts';
+import {
+  buildMessageOfSize,
+  buildMessageWithAttachment,
+  buildTextMessage,
+  deterministicBytes,
+  pdfLikeBytes,
+  TINY_PNG,
+} from '../fixtures/build.ts';
+
+const FIXTURES = new URL('../fixtures/', import.meta.url);
+const FIXTURE_NAMES = [
+  'plain-crlf.eml',
+  'bare-lf.eml',
+  'utf8-8bit.eml',
+  'alternative.eml',
+  'mixed-attachment.eml',
+  'related-inline-image.eml',
+  'quoted-printable.eml',
+  'dot-leading.eml',
+  'attached-message.eml',
+  'encoded-word-subject.eml',
+  'missing-headers.eml',
+  'malformed-no-separator.eml',
+  'malformed-unterminated-boundary.eml',
+] as const;
+
+const parser = new MailparserAdapter();
+
+function fixture(name: string): Buffer {
+  return readFileSync(new URL(name, FIXTURES));
+}
+
+function sha256(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+interface Parsed {
+  readonly summary: ParsedSummary;
+  readonly parts: readonly DecodedPart[];
+}
+
+async function parseOk(raw: Buffer): Promise<Parsed> {
+  const result = await parser.parse(raw);
+  if (!result.ok) assert.fail(`expected ok, got error: ${result.error}`);
+  return { summary: parsedSummarySchema.parse(result.summary), parts: result.parts };
+}
+
+function parseFixture(name: string): Promise<Parsed> {
+  return parseOk(fixture(name));
+}
+
+function partContent(parsed: Parsed, partId: string): Buffer {
+  const part = parsed.parts.find((p) => p.partId === partId);
+  if (part === undefined) return assert.fail(`no part ${partId}`);
+  return part.content;
+}
+
+function headerValue(summary: ParsedSummary, name: string): string | undefined {
+  return summary.headers.find((h) => h.name.toLowerCase() === name.toLowerCase())?.value;
+}
+
+describe('MailparserAdapter on every fixture', () => {
+  for (const name of FIXTURE_NAMES) {
+    it(`${name}: valid summary, one part per attachment, hashes match the bytes`, async () => {
+      const { summary, parts } = await parseFixture(name);
+      assert.equal(parts.length, summary.attachments.length);
+      summary.attachments.forEach((attachment, index) => {
+        assert.equal(attachment.partId, String(index + 1));
+        const part = parts[index];
+        assert.ok(part, `part ${attachment.partId}`);
+        assert.equal(part.partId, attachment.partId);
+        assert.equal(attachment.size, part.content.length);
+        assert.equal(attachment.sha256, sha256(part.content));
+        assert.match(attachment.sha256, /^[0-9a-f]{64}$/);
+      });
+    });
+  }
+
+  it('gives the same summary, part ids and bytes on a second parse', async () => {
+    for (const name of FIXTURE_NAMES) {
+      const first = await parseFixture(name);
+      const second = await parseFixture(name);
+      assert.deepEqual(second, first, name);
+    }
+  });
+});
+
+describe('headers and addresses', () => {
+  it('lists every header line in order, unfolded, names as written', async () => {
+    const { summary } = await parseFixture('plain-crlf.eml');
+    assert.deepEqual(
+      summary.headers.map((h) => h.name),
+      [
+        'Return-Path',
+        'Received',
+        'From',
+        'To',
+        'Cc',
+        'Reply-To',
+        'Subject',
+        'Date',
+        'Message-ID',
+        'MIME-Version',
+        'Content-Type',
+        'Content-Transfer-Encoding',
+      ],
+    );
+    assert.equal(
+      headerValue(summary, 'Received'),
+      'from mx.example.org (mx.example.org [192.0.2.10])\tby relay.example.com with ESMTPS id 4f2a9c' +
+        '\tfor <bob@example.com>; Tue, 04 Mar 2025 09:15:02 +0000',
+    );
+    assert.equal(headerValue(summary, 'Subject'), 'Quarterly numbers, folded onto a second line');
+    for (const h of summary.headers) assert.doesNotMatch(h.value, /[\r\n]/, h.name);
+  });
+
+  it('maps subject, date, message id and address fields, flattening groups', async () => {
+    const { summary } = await parseFixture('plain-crlf.eml');
+    assert.equal(summary.subject, 'Quarterly numbers, folded onto a second line');
+    assert.equal(summary.date, '2025-03-04T09:15:00.000Z');
+    assert.equal(summary.messageId, '<plain-crlf.1@example.org>');
+    assert.deepEqual(summary.from, [{ name: 'Alice Example', address: 'alice@example.org' }]);
+    assert.deepEqual(summary.to, [
+      { name: 'Bob', address: 'bob@example.com' },
+      { name: '', address: 'carol@example.com' },
+    ]);
+    assert.deepEqual(summary.cc, [
+      { name: '', address: 'dave@example.net' },
+      { name: 'Erin, E.', address: 'erin@example.net' },
+    ]);
+    assert.deepEqual(summary.replyTo, [{ name: '', address: 'replies@example.org' }]);
+    assert.equal(summary.text, 'Hi Bob,\n\nThe numbers follow in the next mail.\n\n-- \nAlice\n');
+    assert.equal(summary.html, null);
+    assert.deepEqual(summary.attachments, []);
+  });
+
+  it('parses bare-LF mail the same as CRLF mail', async () => {
+    const crlf = await parseFixture('plain-crlf.eml');
+    const lf = await parseFixture('bare-lf.eml');
+    const withoutId = (s: ParsedSummary) => ({
+      ...s,
+      messageId: null,
+      headers: s.headers.filter((h) => h.name !== 'Message-ID'),
+    });
+    assert.equal(lf.summary.messageId, '<bare-lf.1@example.org>');
+    assert.deepEqual(withoutId(lf.summary), withoutId(crlf.summary));
+  });
+
+  it('keeps raw 8-bit UTF-8 in headers and body', async () => {
+    const { summary } = await parseFixture('utf8-8bit.eml');
+    assert.equal(summary.subject, 'Grüße aus Köln – 東京 ☕');
+    assert.equal(headerValue(summary, 'Subject'), 'Grüße aus Köln – 東京 ☕');
+    assert.deepEqual(summary.from, [{ name: 'Jürgen Müller', address: 'juergen@example.de' }]);
+    assert.deepEqual(summary.to, [{ name: 'Zoë', address: 'zoe@example.com' }]);
+    assert.equal(summary.text, 'Schöne Grüße, naïve café, 東京, emoji 🎉.\n');
+  });
+
+  it('decodes RFC 2047 encoded words in the subject and display names', async () => {
+    const { summary } = await parseFixture('encoded-word-subject.eml');
+    assert.equal(summary.subject, 'Re: Résumé – 東京 café');
+    assert.deepEqual(summary.from, [{ name: 'André Pirard', address: 'pirard@example.be' }]);
+    assert.deepEqual(summary.to, [{ name: 'Éloïse', address: 'eloise@example.fr' }]);
+    // The header list is the message as written; the decoded forms are the fields above.
+    assert.match(headerValue(summary, 'Subject') ?? '', /^=\?UTF-8\?B\?/);
+    assert.equal(summary.date, '2025-03-12T09:00:00.000Z');
+  });
+
+  it('gives null for missing fields and for an unreadable Date (not the current time)', async () => {
+    const { summary } = await parseFixture('missing-headers.eml');
+    assert.equal(summary.subject, null);
+    assert.equal(summary.messageId, null);
+    assert.equal(summary.date, null);
+    assert.deepEqual(summary.to, []);
+    assert.deepEqual(summary.cc, []);
+    assert.deepEqual(summary.replyTo, []);
+    assert.deepEqual(summary.from, [{ name: '', address: 'nobody@example.net' }]);
+    assert.equal(headerValue(summary, 'Date'), 'the day before yesterday');
+  });
+
+  it('keeps an empty Subject as an empty string, distinct from a missing one', async () => {
+    const { summary } = await parseOk(Buffer.from('From: a@example.com\r\nSubject:\r\n\r\nbody\r\n'));
+    assert.equal(summary.subject, '');
+  });
+});
+
+describe('bodies', () => {
+  it('returns the text and html of multipart/alternative as sent', async () => {
+    const { summary } = await parseFixture('alternative.eml');
+    assert.equal(summary.text, 'Hello Bob, this is the plain text version.\n');
+    assert.equal(
+      summary.html,
+      '<html><body><p>Hello <b>Bob</b>, this is the HTML version.</p></body></html>\n',
+    );
+    assert.equal(summary.date, '2025-03-06T19:30:00.000Z');
+    assert.deepEqual(summary.attachments, []);
+  });
+
+  it('decodes quoted-printable: escapes, soft line breaks, encoded trailing space', async () => {
+    const { summary } = await parseFixture('quoted-printable.eml');
+    assert.equal(
+      summary.text,
+      'Price: 10 €, equation a=b.\n' +
+        'This is a long line that was wrapped with a soft line break so that it stays under seventy-six characters.\n' +
+        'Trailing space kept here: \n' +
+        'Café crème brûlée\n',
+    );
+  });
+
+  it('keeps lines that begin with dots exactly', async () => {
+    const { summary } = await parseFixture('dot-leading.eml');
+    assert.deepEqual(summary.text?.split('\n'), [
+      'First line.',
+      '.hidden file name at the start of a line',
+      '..two dots at the start',
+      '.',
+      '. a dot and a space',
+      '...',
+      'Last line.',
+      '',
+    ]);
+  });
+});
+
+describe('attachments and parts', () => {
+  it('decodes a base64 binary attachment byte for byte', async () => {
+    const parsed = await parseFixture('mixed-attachment.eml');
+    const expectedPdf = pdfLikeBytes(3000, 42);
+    assert.deepEqual(parsed.summary.attachments, [
+      {
+        partId: '1',
+        filename: 'report.pdf',
+        contentType: 'application/pdf',
+        size: 3000,
+        sha256: sha256(expectedPdf),
+        contentId: null,
+        disposition: 'attachment',
+      },
+      {
+        partId: '2',
+        filename: 'data.csv',
+        contentType: 'text/csv',
+        size: 34,
+        sha256: sha256(Buffer.from('region,total\r\nnorth,12\r\nsouth,30\r\n')),
+        contentId: null,
+        disposition: 'attachment',
+      },
+    ]);
+    assert.ok(partContent(parsed, '1').equals(expectedPdf));
+    assert.equal(partContent(parsed, '2').toString('latin1'), 'region,total\r\nnorth,12\r\nsouth,30\r\n');
+    assert.equal(parsed.summary.text, 'The report and the raw data are attached.\n');
+  });
+
+  it('keeps an inline image as a part with its Content-ID and leaves cid: links in the html', async () => {
+    const parsed = await parseFixture('related-inline-image.eml');
+    assert.deepEqual(parsed.summary.attachments, [
+      {
+        partId: '1',
+        filename: 'logo.png',
+        contentType: 'image/png',
+        size: TINY_PNG.length,
+        sha256: sha256(TINY_PNG),
+        contentId: '<logo@example.org>',
+        disposition: 'inline',
+      },
+    ]);
+    assert.ok(partContent(parsed, '1').equals(TINY_PNG));
+    assert.match(parsed.summary.html ?? '', /src="cid:logo@example\.org"/);
+    assert.doesNotMatch(parsed.summary.html ?? '', /data:image/);
+    // mailparser only derives text from html that is the root part or beside a text part.
+    assert.equal(parsed.summary.text, null);
+  });
+
+  it('keeps an attached message/rfc822 whole, as a part that parses on its own', async () => {
+    const parsed = await parseFixture('attached-message.eml');
+    const [attachment] = parsed.summary.attachments;
+    assert.equal(parsed.summary.attachments.length, 1);
+    assert.equal(attachment?.contentType, 'message/rfc822');
+    assert.equal(attachment?.filename, 'forwarded.eml');
+    assert.equal(attachment?.disposition, 'attachment');
+    assert.equal(parsed.summary.text, 'See the message below.\n');
+    const inner = await parseOk(partContent(parsed, '1'));
+    assert.equal(inner.summary.subject, 'Original question');
+    assert.equal(inner.summary.messageId, '<original.1@example.com>');
+    assert.equal(inner.summary.text, 'Could you send me the numbers?\n');
+  });
+});
+
+describe('malformed and hostile input never throws', () => {
+  it('without a header/body separator, reads the headers and keeps the body lines as nameless headers', async () => {
+    const { summary } = await parseFixture('malformed-no-separator.eml');
+    assert.equal(summary.subject, 'No blank line after the headers');
+    assert.equal(summary.date, '2025-03-13T12:00:00.000Z');
+    assert.deepEqual(summary.to, [{ name: '', address: 'rcpt@example.com' }]);
+    assert.equal(summary.text, null);
+    assert.deepEqual(summary.headers.slice(-2), [
+      { name: '', value: 'This line should have been the body.' },
+      { name: '', value: 'And so should this one.' },
+    ]);
+  });
+
+  it('with an unterminated boundary, keeps every part up to the end of the input', async () => {
+    const parsed = await parseFixture('malformed-unterminated-boundary.eml');
+    assert.equal(parsed.summary.text, 'The text part is complete.\n');
+    assert.equal(parsed.summary.attachments.length, 1);
+    assert.equal(parsed.summary.attachments[0]?.filename, 'notes.txt');
+    assert.equal(
+      partContent(parsed, '1').toString(),
+      "The sender's MTA cut the message off here, before the closing boundary\r\n",
+    );
+  });
+
+  it('guesses the type of an attachment whose Content-Type is empty from its file name', async () => {
+    // Seen in real spam (flanker/spam/broken-ctype.eml): mailparser reports the type as `false`.
+    const raw = [
+      'Content-Type: multipart/mixed; boundary=b',
+      '',
+      '--b',
+      'Content-Type: text/plain',
+      '',
+      'see picture',
+      '--b',
+      'Content-Type: ; name="face.jpg"',
+      'Content-Transfer-Encoding: base64',
+      'Content-Disposition: attachment; filename="face.jpg"',
+      '',
+      TINY_PNG.toString('base64'),
+      '--b--',
+      '',
+    ].join('\r\n');
+    const parsed = await parseOk(Buffer.from(raw));
+    assert.equal(parsed.summary.attachments[0]?.contentType, 'image/jpeg');
+    assert.equal(parsed.summary.attachments[0]?.filename, 'face.jpg');
+    assert.ok(partContent(parsed, '1').equals(TINY_PNG));
+  });
+
+  it('parses empty input and random bytes as (empty) messages', async () => {
+    const empty = await parseOk(Buffer.alloc(0));
+    assert.deepEqual(empty.summary.headers, []);
+    assert.equal(empty.summary.text, null);
+    await parseOk(deterministicBytes(64 * 1024, 3));
+  });
+
+  it('reads CR-only line endings as line breaks', async () => {
+    const { summary } = await parseOk(Buffer.from('From: a@example.com\rSubject: old Mac\r\rbody\r'));
+    assert.equal(summary.subject, 'old Mac');
+    assert.equal(summary.text, 'body\n');
+  });
+
+  it('answers ok:false past the header-size and part-count limits', async () => {
+    const bigHeader = await parser.parse(Buffer.from(`Subject: ${'x'.repeat(MAX_HEADER_BYTES)}\r\n\r\nbody`));
+    assert.equal(bigHeader.ok, false);
+    let manyParts = 'Content-Type: multipart/mixed; boundary=b\r\n\r\n';
+    for (let i = 0; i <= MAX_MIME_PARTS; i++) manyParts += `--b\r\nContent-Type: text/plain\r\n\r\n${i}\r\n`;
+    const many = await parser.parse(Buffer.from(`${manyParts}--b--\r\n`));
+    assert.equal(many.ok, false);
+    if (!many.ok) assert.match(many.error, /child nodes/);
+  });
+
+  it('keeps the html but leaves text empty when the html is too long to convert', async () => {
+    const small = new MailparserAdapter({ maxHtmlLengthToParse: 1000 });
+    const html = `<p>${'word '.repeat(400)}</p>`;
+    const result = await small.parse(Buffer.from(`Content-Type: text/html\r\n\r\n${html}`));
+    assert.ok(result.ok);
+    assert.equal(result.summary.html, html);
+    assert.equal(result.summary.text, '');
+  });
+
+  it('gives up with ok:false when the parse outlasts the timeout', async () => {
+    const { raw } = await buildMessageOfSize(8 * 1024 * 1024, 5);
+    const result = await new MailparserAdapter({ timeoutMs: 1 }).parse(raw);
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.match(result.error, /timed out/);
+  });
+
+  it('rejects invalid options when constructed', () => {
+    assert.throws(() => new MailparserAdapter({ timeoutMs: 0 }), RangeError);
+    assert.throws(() => new MailparserAdapter({ maxHtmlLengthToParse: Number.NaN }), RangeError);
+  });
+});
+
+describe('built messages (test/fixtures/build.ts)', () => {
+  it('are deterministic', async () => {
+    assert.ok((await buildTextMessage()).equals(await buildTextMessage()));
+    const bytes = deterministicBytes(1000, 9);
+    assert.ok(
+      (await buildMessageWithAttachment({ attachmentBytes: bytes })).equals(
+        await buildMessageWithAttachment({ attachmentBytes: bytes }),
+      ),
+    );
+  });
+
+  it('carry an inline image with a Content-ID into a part', async () => {
+    const raw = await buildMessageWithAttachment({
+      attachmentBytes: TINY_PNG,
+      filename: 'logo.png',
+      contentType: 'image/png',
+      cid: 'logo@example.org',
+      html: '<img src="cid:logo@example.org">',
+    });
+    const parsed = await parseOk(raw);
+    assert.equal(parsed.summary.attachments[0]?.contentId, '<logo@example.org>');
+    assert.equal(parsed.summary.attachments[0]?.disposition, 'inline');
+    assert.ok(partContent(parsed, '1').equals(TINY_PNG));
+  });
+
+  it('survive at 20 MB: size close to the target, attachment bytes intact', async () => {
+    const target = 20 * 1024 * 1024;
+    const { raw, attachmentBytes } = await buildMessageOfSize(target, 11);
+    assert.ok(raw.length <= target && raw.length > target - 4096, `built ${raw.length} bytes`);
+    const parsed = await parseOk(raw);
+    assert.equal(parsed.summary.attachments[0]?.size, attachmentBytes.length);
+    assert.equal(parsed.summary.attachments[0]?.sha256, sha256(attachmentBytes));
+    assert.ok(partContent(parsed, '1').equals(attachmentBytes));
+  });
+});
+
+describe('formatAddressList', () => {
+  it('formats names and bare addresses for display', () => {
+    assert.equal(
+      formatAddressList([
+        { name: 'Name', address: 'a@b' },
+        { name: '', address: 'c@d' },
+      ]),
+      'Name <a@b>, c@d',
+    );
+  });
+
+  it('quotes names that would otherwise split the list', () => {
+    assert.equal(
+      formatAddressList([
+        { name: 'Erin, E.', address: 'erin@example.net' },
+        { name: 'Say "hi"', address: 'x@y' },
+      ]),
+      '"Erin, E." <erin@example.net>, "Say \\"hi\\"" <x@y>',
+    );
+  });
+
+  it('handles a name without an address and an empty list', () => {
+    assert.equal(formatAddressList([{ name: 'Undisclosed', address: '' }]), 'Undisclosed');
+    assert.equal(formatAddressList([]), '');
+  });
+});
