@@ -120,7 +120,10 @@ const AUTH_ERRORS = {
   401: jsonError('Missing or invalid token (`unauthorized`)'),
   403: jsonError('The token is not valid for this mailbox (`forbidden`)'),
 } as const;
-const MAILBOX_ERRORS = { 400: jsonError('Invalid input (`invalid_address`, `invalid_request`, …)'), ...AUTH_ERRORS };
+const MAILBOX_ERRORS = {
+  400: jsonError('Invalid input (`invalid_address`, `invalid_request`, …)'),
+  ...AUTH_ERRORS,
+};
 const MESSAGE_ERRORS = {
   ...MAILBOX_ERRORS,
   400: jsonError('Invalid input (`invalid_address`, `invalid_id`, …)'),
@@ -139,7 +142,9 @@ const routes = {
     path: '/v1/health',
     tags: ['meta'],
     summary: 'Liveness',
-    responses: { 200: { description: 'The API answers', content: { 'application/json': { schema: healthSchema } } } },
+    responses: {
+      200: { description: 'The API answers', content: { 'application/json': { schema: healthSchema } } },
+    },
   }),
   openapi: createRoute({
     method: 'get',
@@ -160,7 +165,10 @@ const routes = {
     summary: 'Every mailbox with its STAT (admin token only)',
     security: SECURITY,
     responses: {
-      200: { description: 'Mailboxes sorted by address', content: { 'application/json': { schema: mailboxListSchema } } },
+      200: {
+        description: 'Mailboxes sorted by address',
+        content: { 'application/json': { schema: mailboxListSchema } },
+      },
       ...AUTH_ERRORS,
       403: jsonError('Not an admin token (`forbidden`)'),
     },
@@ -213,7 +221,10 @@ const routes = {
       body: { required: true, content: { 'application/json': { schema: patchMessageBodySchema } } },
     },
     responses: {
-      200: { description: 'The updated list item', content: { 'application/json': { schema: listItemSchema } } },
+      200: {
+        description: 'The updated list item',
+        content: { 'application/json': { schema: listItemSchema } },
+      },
       ...MESSAGE_ERRORS,
       400: jsonError('Invalid input (`invalid_json`, `invalid_request`, `invalid_id`, …)'),
       415: jsonError('The body is not application/json (`unsupported_media_type`)'),
@@ -250,10 +261,15 @@ const routes = {
     security: SECURITY,
     request: { params: messageParamsSchema, query: topQuerySchema },
     responses: {
-      200: { description: 'Bytes as stored (no dot-stuffing)', content: { 'message/rfc822': { schema: BINARY } } },
+      200: {
+        description: 'Bytes as stored (no dot-stuffing)',
+        content: { 'message/rfc822': { schema: BINARY } },
+      },
       307: redirect('The answer is the whole message, and it'),
       ...MESSAGE_ERRORS,
-      422: jsonError('The answer would be larger than one response can carry (`top_too_large`): ask for fewer lines'),
+      422: jsonError(
+        'The answer would be larger than one response can carry (`top_too_large`): ask for fewer lines',
+      ),
     },
   }),
   part: createRoute({
@@ -265,7 +281,8 @@ const routes = {
     request: { params: partParamsSchema },
     responses: {
       200: {
-        description: 'The decoded bytes, with the part content type and a Content-Disposition naming the file',
+        description:
+          'The decoded bytes, with the part content type and a Content-Disposition naming the file',
         content: { 'application/octet-stream': { schema: BINARY } },
       },
       304: { description: 'Not modified (`If-None-Match`)' },
@@ -321,7 +338,19 @@ function validationErrorOf(target: string, issues: readonly z.core.$ZodIssue[]):
   };
   const code = target === 'json' ? 'invalid_request' : (codes[field] ?? 'invalid_request');
   const details = issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : target}: ${i.message}`);
-  return new ValidationError(`invalid ${target === 'param' ? 'path' : target}: ${details.join('; ')}`, details, code);
+  return new ValidationError(
+    `invalid ${target === 'param' ? 'path' : target}: ${details.join('; ')}`,
+    details,
+    code,
+  );
+}
+
+/**
+ * A Buffer as a response body without copying. Node Buffers are backed by an ArrayBuffer (never a
+ * SharedArrayBuffer), which is what the Fetch API's BodyInit asks for.
+ */
+function asBody(buf: Buffer): Uint8Array<ArrayBuffer> {
+  return buf as Uint8Array<ArrayBuffer>;
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts; never rejects. */
@@ -352,7 +381,9 @@ export function createApp(deps: ApiDeps): ApiApp {
   const now = deps.clock ?? Date.now;
   const logError = deps.logError ?? ((err: unknown) => console.error('mail-relay api: internal error', err));
   if (!Number.isSafeInteger(redirectBytes) || redirectBytes < 0) {
-    throw new RangeError(`rawRedirectBytes must be a non-negative integer, got ${String(deps.rawRedirectBytes)}`);
+    throw new RangeError(
+      `rawRedirectBytes must be a non-negative integer, got ${String(deps.rawRedirectBytes)}`,
+    );
   }
   if (!Number.isSafeInteger(presignSeconds) || presignSeconds < 1) {
     throw new RangeError(`presignSeconds must be a positive integer, got ${String(deps.presignSeconds)}`);
@@ -401,7 +432,7 @@ export function createApp(deps: ApiDeps): ApiApp {
     c.set('mailbox', mailbox);
     await next();
   };
-  app.use('/v1/mailboxes/:address', mailboxGuard);
+  // `/:address/*` also matches the bare `/v1/mailboxes/:address` (STAT).
   app.use('/v1/mailboxes/:address/*', mailboxGuard);
 
   const getEntry = async (mailbox: string, id: string): Promise<MessageEntry> => {
@@ -545,7 +576,7 @@ export function createApp(deps: ApiDeps): ApiApp {
     }
     const raw = await blobs.get(key);
     if (raw === null) throw messageNotFound();
-    return c.body(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), 200, {
+    return c.body(asBody(raw), 200, {
       'Content-Type': 'message/rfc822',
       'Content-Length': String(raw.length),
       ETag: etag,
@@ -559,7 +590,10 @@ export function createApp(deps: ApiDeps): ApiApp {
     const { lines } = c.req.valid('query');
     const entry = await getEntry(mailbox, id);
     const key = mailboxKeys.raw(mailbox, id);
-    const top = entry.size === 0 ? { kind: 'bytes' as const, body: Buffer.alloc(0) } : await readTop(blobs, key, entry.size, lines, redirectBytes);
+    const top =
+      entry.size === 0
+        ? { kind: 'bytes' as const, body: Buffer.alloc(0) }
+        : await readTop(blobs, key, entry.size, lines, redirectBytes);
     if (top === null) throw messageNotFound();
     if (top.kind === 'whole-too-large') {
       return presignRedirect(c, key, 'message/rfc822', contentDisposition('attachment', `${id}.eml`));
@@ -571,7 +605,7 @@ export function createApp(deps: ApiDeps): ApiApp {
         `TOP ${lines} is ${top.bytes} bytes, more than one response carries (${redirectBytes}); ask for fewer lines or use /raw`,
       );
     }
-    return c.body(new Uint8Array(top.body.buffer, top.body.byteOffset, top.body.byteLength), 200, {
+    return c.body(asBody(top.body), 200, {
       'Content-Type': 'message/rfc822',
       'Content-Length': String(top.body.length),
     });
@@ -597,7 +631,7 @@ export function createApp(deps: ApiDeps): ApiApp {
     if (attachment.size > redirectBytes) return presignRedirect(c, key, contentType, disposition);
     const bytes = await blobs.get(key);
     if (bytes === null) throw new NotFoundError('no such part in this message', 'part_not_found');
-    return c.body(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), 200, {
+    return c.body(asBody(bytes), 200, {
       'Content-Type': contentType,
       'Content-Length': String(bytes.length),
       'Content-Disposition': disposition,
@@ -611,7 +645,10 @@ export function createApp(deps: ApiDeps): ApiApp {
   // ---- long-poll ----
 
   /** Items newer than `after`, newest first, at most MAX_WAIT_ITEMS. */
-  const newerThan = async (mailbox: string, after: string): Promise<{ items: ListItem[]; truncated: boolean }> => {
+  const newerThan = async (
+    mailbox: string,
+    after: string,
+  ): Promise<{ items: ListItem[]; truncated: boolean }> => {
     const head = await index.list(mailbox, { limit: 1 });
     const newest = head.items[0];
     if (newest === undefined || newest.id <= after) return { items: [], truncated: false };

@@ -37,7 +37,8 @@ export async function createToken(
   options: CreateTokenOptions,
 ): Promise<{ token: string; record: TokenRecord }> {
   const admin = options.admin ?? false;
-  if (options.mailbox === null && !admin) throw new TypeError('createToken: a non-admin token needs a mailbox');
+  if (options.mailbox === null && !admin)
+    throw new TypeError('createToken: a non-admin token needs a mailbox');
   const token = generateToken();
   const record: TokenRecord = {
     hash: hashToken(token),

@@ -11,7 +11,10 @@ export function safeContentType(contentType: string): string {
 
 /** RFC 8187 ext-value: UTF-8, percent-encoding everything outside attr-char. */
 function encodeExtValue(value: string): string {
-  return encodeURIComponent(value).replace(/['()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`);
+  return encodeURIComponent(value).replace(
+    /['()*]/g,
+    (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
 }
 
 /**
@@ -20,7 +23,7 @@ function encodeExtValue(value: string): string {
  * so a client that saves under the given name stays in its directory.
  */
 export function contentDisposition(type: 'inline' | 'attachment', filename: string): string {
-  const cleaned = filename.replace(/[\\/\x00-\x1f\x7f]/g, '_').trim() || 'download';
+  const cleaned = filename.replace(/[\\/\p{Cc}]/gu, '_').trim() || 'download';
   const ascii = cleaned.replace(/[^\x20-\x7e]/g, '_').replace(/["%]/g, '_');
   return `${type}; filename="${ascii}"; filename*=UTF-8''${encodeExtValue(cleaned)}`;
 }

@@ -8,14 +8,19 @@ import { z } from '@hono/zod-openapi';
 import { verifyPresignedBlobRequest } from '../adapters/local/fs-blob-store.ts';
 import { ValidationError } from '../core/errors.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
-import { HttpStatusError } from './errors.ts';
 import type { ApiApp } from './app.ts';
+import { HttpStatusError } from './errors.ts';
 import { errorSchema } from './schemas.ts';
 
 export const LOCAL_BLOBS_PREFIX = '/v1/blobs/';
 
 /** Mounts the presigned-URL route on the app (local mode only; S3 serves these in AWS). */
-export function mountLocalBlobs(app: ApiApp, blobs: BlobStore, secret: string | Buffer, now: () => number): void {
+export function mountLocalBlobs(
+  app: ApiApp,
+  blobs: BlobStore,
+  secret: string | Buffer,
+  now: () => number,
+): void {
   app.get(`${LOCAL_BLOBS_PREFIX}*`, async (c) => {
     const url = new URL(c.req.url);
     // The key is taken from the raw path: each segment was percent-encoded by `presign`.
@@ -54,12 +59,26 @@ export function mountLocalBlobs(app: ApiApp, blobs: BlobStore, secret: string | 
     summary: 'Local mode only: the target of a 307 from /raw or /parts (HMAC-signed, short-lived)',
     request: {
       params: z.object({ key: z.string().openapi({ description: 'Blob key; may contain slashes' }) }),
-      query: z.object({ expires: z.string(), sig: z.string(), ct: z.string().optional(), cd: z.string().optional() }),
+      query: z.object({
+        expires: z.string(),
+        sig: z.string(),
+        ct: z.string().optional(),
+        cd: z.string().optional(),
+      }),
     },
     responses: {
-      200: { description: 'The blob', content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } },
-      403: { description: 'Bad or expired signature (`invalid_signature`, `url_expired`)', content: { 'application/json': { schema: errorSchema } } },
-      404: { description: 'No such blob (`not_found`)', content: { 'application/json': { schema: errorSchema } } },
+      200: {
+        description: 'The blob',
+        content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } },
+      },
+      403: {
+        description: 'Bad or expired signature (`invalid_signature`, `url_expired`)',
+        content: { 'application/json': { schema: errorSchema } },
+      },
+      404: {
+        description: 'No such blob (`not_found`)',
+        content: { 'application/json': { schema: errorSchema } },
+      },
     },
   });
 }

@@ -38,7 +38,9 @@ export type ErrorBody = z.infer<typeof errorSchema>;
 /** Addresses arrive in any case; they are lower-cased before the check, as everywhere in the relay. */
 const addressParamSchema = z
   .string()
-  .refine((s) => isAddress(s.toLowerCase()), { message: 'must be a mailbox address such as alice@example.com' })
+  .refine((s) => isAddress(s.toLowerCase()), {
+    message: 'must be a mailbox address such as alice@example.com',
+  })
   .openapi({
     param: { name: 'address', in: 'path' },
     description: 'The mailbox address (case-insensitive)',
@@ -155,16 +157,19 @@ export type ListItem = z.infer<typeof listItemSchema>;
 export const messageListSchema = z
   .object({
     items: z.array(listItemSchema).openapi({ description: 'Newest first' }),
-    nextCursor: z.string().nullable().openapi({ description: 'Pass as `cursor` for the next page; null at the end' }),
+    nextCursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as `cursor` for the next page; null at the end' }),
   })
   .openapi('MessageList');
 
 export const waitResultSchema = z
   .object({
     items: z.array(listItemSchema).openapi({ description: 'Messages newer than `after`, newest first' }),
-    truncated: z
-      .boolean()
-      .openapi({ description: `True when more than ${MAX_WAIT_ITEMS} messages are newer: page the rest with LIST` }),
+    truncated: z.boolean().openapi({
+      description: `True when more than ${MAX_WAIT_ITEMS} messages are newer: page the rest with LIST`,
+    }),
   })
   .openapi('WaitResult');
 
@@ -177,7 +182,9 @@ const verdictsSchema = z
     dmarc: z.string(),
     dmarcPolicy: z.string().optional(),
   })
-  .openapi('Verdicts', { description: 'SES receipt verdicts (PASS, FAIL, GRAY, PROCESSING_FAILED; DISABLED locally)' });
+  .openapi('Verdicts', {
+    description: 'SES receipt verdicts (PASS, FAIL, GRAY, PROCESSING_FAILED; DISABLED locally)',
+  });
 
 export const messageDetailSchema = listItemSchema
   .extend({
@@ -186,7 +193,9 @@ export const messageDetailSchema = listItemSchema
     verdicts: verdictsSchema,
     tags: z.array(z.string()).openapi({ description: 'Verdicts that failed under a `tag` policy' }),
     quarantineReasons: z.array(z.string()).nullable(),
-    parseFailed: z.boolean().openapi({ description: 'The message could not be parsed: only /raw is meaningful' }),
+    parseFailed: z
+      .boolean()
+      .openapi({ description: 'The message could not be parsed: only /raw is meaningful' }),
     parseError: z.string().nullable(),
     headers: z.array(headerEntrySchema),
     addresses: z.object({
@@ -195,7 +204,10 @@ export const messageDetailSchema = listItemSchema
       cc: z.array(addressEntrySchema),
       replyTo: z.array(addressEntrySchema),
     }),
-    date: z.string().nullable().openapi({ description: 'The Date header as ISO 8601, null when absent or unreadable' }),
+    date: z
+      .string()
+      .nullable()
+      .openapi({ description: 'The Date header as ISO 8601, null when absent or unreadable' }),
     messageId: z.string().nullable(),
     text: z.string().nullable(),
     html: z.string().nullable(),

@@ -1,12 +1,15 @@
 /**
- * `npx mail-relay <command>`: dev, route, import. Each command is a function that takes its
+ * `npx mail-relay <command>`: dev, route, import, token. Each command is a function that takes its
  * arguments and an output stream, so tests call them in-process as well as through the binary.
  */
 import { parseArgs } from 'node:util';
+import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
+import { InProcessMailWaiter } from '../api/waiter.ts';
 import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
-import { MailRelayError } from '../core/errors.ts';
-import { type Decision, resolveRecipient } from '../core/routing.ts';
-import { countOutcomes } from '../pipeline/router.ts';
+import { ConfigError, MailRelayError } from '../core/errors.ts';
+import { type Decision, isMailbox, resolveRecipient } from '../core/routing.ts';
+import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
+import { DEFAULT_API_PORT, startApiServer } from './api-server.ts';
 import { loadConfig } from './config-file.ts';
 import { importFiles, progressBar } from './import.ts';
 import { createLocalRuntime, dataDirFromEnv } from './runtime.ts';
@@ -16,19 +19,27 @@ export interface Io {
   readonly out: NodeJS.WritableStream & { isTTY?: boolean };
   readonly err: NodeJS.WritableStream & { isTTY?: boolean };
   readonly env: NodeJS.ProcessEnv;
+  /** Stops `dev` (tests); without it `dev` runs until SIGINT or SIGTERM. */
+  readonly stop?: AbortSignal;
 }
 
 const USAGE = `Usage: mail-relay <command> [options]
 
 Commands:
-  dev                      run the local relay (SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT, default 2525)
+  dev                      run the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525)
+                           and the HTTP API on 127.0.0.1:$MAIL_RELAY_API_PORT (default 8025)
   route <address>…         print what would happen to mail for each address
   import [--to <address>] <files…>
                            feed .eml files through the router (recipients: --to, else the
                            message's Delivered-To / X-Original-To / To / Cc headers)
+  token create <mailbox> [--label <text>]
+  token create --admin [<mailbox>] [--label <text>]
+                           print a new API token (shown once; only its SHA-256 is stored);
+                           an admin token lists every mailbox and reads any of them
+  token revoke <token>     revoke a token
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
-MAIL_RELAY_SMTP_PORT (2525).`;
+MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025).`;
 
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
@@ -40,6 +51,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return commandRoute(rest, io);
       case 'import':
         return await commandImport(rest, io);
+      case 'token':
+        return await commandToken(rest, io);
       case undefined:
       case 'help':
       case '--help':
@@ -95,13 +108,39 @@ function commandRoute(args: readonly string[], io: Io): number {
   return allAccepted ? 0 : 1;
 }
 
+/** A TCP port from the environment, or the default; anything else is a configuration error. */
+function portFromEnv(io: Io, name: string, fallback: number): number {
+  const raw = io.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const port = Number(raw);
+  if (!/^\d+$/.test(raw) || port > 65535) throw new ConfigError(`${name}=${raw} is not a TCP port (0-65535)`);
+  return port;
+}
+
+/** The mailboxes a routed message landed in: they get the long-poll wake-up. */
+function deliveredMailboxes(r: RouteResult): string[] {
+  return r.outcomes.flatMap((o) =>
+    (o.status === 'delivered' || o.status === 'quarantined') &&
+    (o.decision.kind === 'deliver' || o.decision.kind === 'quarantine')
+      ? [o.decision.mailbox]
+      : [],
+  );
+}
+
 async function commandDev(io: Io): Promise<number> {
   const { config, path } = loadConfig(io.env);
+  const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', 2525);
+  const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
   const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
-  const port = Number(io.env.MAIL_RELAY_SMTP_PORT ?? 2525);
+  const waiter = new InProcessMailWaiter();
+  const api = await startApiServer(runtime, { port: apiPort, waiter }).catch(async (err: unknown) => {
+    await runtime.close();
+    throw err;
+  });
   const smtp = await startSmtpListener(runtime, {
-    port,
+    port: smtpPort,
     onDelivered: (r) => {
+      for (const mailbox of deliveredMailboxes(r)) waiter.notify(mailbox);
       const c = countOutcomes([r]);
       io.out.write(
         `${new Date().toISOString()} ${r.id} ${r.size}B delivered=${c.delivered + c.quarantined} forwarded=${c.forwarded} ` +
@@ -109,17 +148,30 @@ async function commandDev(io: Io): Promise<number> {
       );
     },
     onError: (err) => io.err.write(`smtp error: ${err instanceof Error ? err.message : String(err)}\n`),
+  }).catch(async (err: unknown) => {
+    await api.close();
+    await runtime.close();
+    throw err;
   });
   io.out.write(
     `mail-relay dev\n  config: ${path ?? 'dev default: domain example.test, every address is a mailbox'}\n` +
-      `  data:   ${runtime.dataDir}\n  smtp:   127.0.0.1:${smtp.port}\n`,
+      `  data:   ${runtime.dataDir}\n  smtp:   127.0.0.1:${smtp.port}\n  api:    ${api.url}/v1/\n` +
+      '  token:  npx mail-relay token create <mailbox>\n',
   );
   await new Promise<void>((resolve) => {
-    const stop = () => resolve();
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      io.stop?.removeEventListener('abort', stop);
+      resolve();
+    };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    if (io.stop?.aborted) stop();
+    else io.stop?.addEventListener('abort', stop, { once: true });
   });
   await smtp.close();
+  await api.close();
   await runtime.close();
   return 0;
 }
@@ -152,6 +204,89 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     for (const f of summary.failures) io.err.write(`failed: ${f.file}: ${f.reason}\n`);
     io.out.write(`${summary.line}\n`);
     return summary.failures.length > 0 ? 1 : 0;
+  } finally {
+    await runtime.close();
+  }
+}
+
+const TOKEN_USAGE = `Usage: mail-relay token create <mailbox> [--label <text>]
+       mail-relay token create --admin [<mailbox>] [--label <text>]
+       mail-relay token revoke <token>`;
+
+/** `token create|revoke`: the token goes to stdout alone on its line (scripts capture it); notes go to stderr. */
+async function commandToken(args: readonly string[], io: Io): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'create' && sub !== 'revoke') {
+    io.err.write(`${TOKEN_USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parseArgs({
+    args: rest,
+    options: { admin: { type: 'boolean', default: false }, label: { type: 'string' } },
+    allowPositionals: true,
+  });
+  if (sub === 'revoke') {
+    const [token, ...extra] = positionals;
+    if (token === undefined || extra.length > 0 || values.admin || values.label !== undefined) {
+      io.err.write(`${TOKEN_USAGE}\n`);
+      return 2;
+    }
+    if (!TOKEN_RE.test(token)) {
+      io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
+      return 2;
+    }
+    const { config } = loadConfig(io.env);
+    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+    try {
+      const removed = await runtime.index.deleteToken(hashToken(token));
+      io.err.write(removed ? 'token revoked\n' : 'no such token (already revoked?)\n');
+      return removed ? 0 : 1;
+    } finally {
+      await runtime.close();
+    }
+  }
+
+  const admin = values.admin === true;
+  const [rawMailbox, ...extra] = positionals;
+  if (extra.length > 0 || (rawMailbox === undefined && !admin)) {
+    io.err.write(`${TOKEN_USAGE}\n`);
+    return 2;
+  }
+  const label = values.label;
+  if (label !== undefined && (label.length > 200 || /\p{Cc}/u.test(label))) {
+    io.err.write('mail-relay token create: --label must be at most 200 printable characters\n');
+    return 2;
+  }
+  const { config } = loadConfig(io.env);
+  let mailbox: string | null = null;
+  if (rawMailbox !== undefined) {
+    mailbox = normalizeAddress(rawMailbox);
+    if (!isAddress(mailbox)) {
+      io.err.write(`mail-relay token create: ${rawMailbox} is not an address\n`);
+      return 2;
+    }
+    if (!isMailbox(config, mailbox) && mailbox !== config.quarantineMailbox) {
+      // Aliases and routes lead to mailboxes; a token reads a mailbox, so name the one mail ends in.
+      io.err.write(
+        `mail-relay token create: ${mailbox} is not a mailbox in the configuration ` +
+          `(see \`mail-relay route ${mailbox}\` for where its mail goes)\n`,
+      );
+      return 2;
+    }
+  }
+  const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+  try {
+    const { token } = await createToken(runtime.index, {
+      mailbox,
+      admin,
+      ...(label === undefined ? {} : { label }),
+    });
+    io.out.write(`${token}\n`);
+    const scope = admin
+      ? `admin token${mailbox === null ? '' : ` (mailbox ${mailbox})`}`
+      : `token for ${mailbox}`;
+    io.err.write(`${scope} created; it is shown only this once. Use it as: Authorization: Bearer <token>\n`);
+    return 0;
   } finally {
     await runtime.close();
   }

@@ -2,7 +2,8 @@
  * The local adapter set, wired: files under the data dir, SQLite, mailparser, the outbox.
  * `mail-relay dev`, `import` and the tests all build their runtime here.
  */
-import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { OutboxOutbound } from '../adapters/local/outbox-outbound.ts';
@@ -13,8 +14,13 @@ import type { RouterDeps } from '../pipeline/router.ts';
 
 export const DEFAULT_DATA_DIR = '.mail-relay';
 
+/** Where the HMAC secret of local presigned URLs is kept, so URLs survive a restart. */
+export const PRESIGN_SECRET_FILE = 'presign.secret';
+
 export interface LocalRuntime extends RouterDeps {
   readonly dataDir: string;
+  /** The FsBlobStore root (`<dataDir>/blobs`), for a second store over the same files (the API's, which presigns). */
+  readonly blobRoot: string;
   readonly blobs: FsBlobStore;
   readonly index: SqliteMailboxIndex;
   close(): Promise<void>;
@@ -34,15 +40,47 @@ export function dataDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
 export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   const dataDir = resolve(options.dataDir ?? dataDirFromEnv());
   mkdirSync(dataDir, { recursive: true });
-  const blobs = new FsBlobStore({ root: join(dataDir, 'blobs'), presign: options.presign });
+  const blobRoot = join(dataDir, 'blobs');
+  const blobs = new FsBlobStore({ root: blobRoot, presign: options.presign });
   const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'));
   return {
     config: options.config,
     dataDir,
+    blobRoot,
     blobs,
     index,
     parser: new MailparserAdapter(),
     outbound: new OutboxOutbound(blobs),
     close: () => index.close(),
   };
+}
+
+/**
+ * The secret that signs local presigned URLs: read from `<dataDir>/presign.secret`, or created
+ * there (32 random bytes, hex, mode 0600) on first use. The file appears complete or not at all
+ * (written aside, then hard-linked into place), and when two processes race, the first link wins
+ * and both read the winner's secret.
+ */
+export function loadOrCreatePresignSecret(dataDir: string): string {
+  const path = join(dataDir, PRESIGN_SECRET_FILE);
+  mkdirSync(dataDir, { recursive: true });
+  if (!existsSync(path)) {
+    const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    writeFileSync(tmp, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+    try {
+      linkSync(tmp, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    } finally {
+      unlinkSync(tmp);
+    }
+  }
+  const secret = readFileSync(path, 'utf8').trim();
+  // A truncated file (crash mid-write, hand edit) would make every URL guessable: refuse it.
+  if (!/^[0-9a-f]{64}$/.test(secret)) {
+    throw new Error(
+      `${path} is not a 64-hex-digit secret; delete it to make a new one (existing URLs stop working)`,
+    );
+  }
+  return secret;
 }

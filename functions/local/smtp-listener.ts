@@ -13,6 +13,7 @@ import { MailRelayError } from '../core/errors.ts';
 import { acceptsRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
 import { ingest } from './ingest.ts';
+import { PromptGreetingSMTPServer } from './prompt-greeting-server.ts';
 
 export interface SmtpListenerOptions {
   readonly host?: string;
@@ -20,6 +21,11 @@ export interface SmtpListenerOptions {
   /** Called after each accepted message (logging, the API's long-poll wake-up). */
   readonly onDelivered?: (result: RouteResult) => void;
   readonly onError?: (err: unknown) => void;
+  /**
+   * Milliseconds before the 220 greeting (smtp-server's early-talker check). 0 on loopback: the check
+   * protects public MXes from spam bots and costs every local connection 100 ms.
+   */
+  readonly earlyTalkerDelay?: number;
 }
 
 export interface SmtpListener {
@@ -37,7 +43,8 @@ export async function startSmtpListener(
   options: SmtpListenerOptions,
 ): Promise<SmtpListener> {
   const config: Config = deps.config;
-  const server = new SMTPServer({
+  const server = new PromptGreetingSMTPServer({
+    earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
     name: 'mail-relay',
     banner: 'mail-relay ESMTP ready',
     size: config.maxMessageBytes,

@@ -12,7 +12,7 @@ import {
   mailboxTableDefinition,
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
-import { type Moto, motoAvailable, startMoto } from '../helpers/moto.ts';
+import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
 import { runBlobStoreContract } from './blob-store.contract.ts';
 import { runMailboxIndexContract } from './mailbox-index.contract.ts';
 
@@ -27,7 +27,7 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
   before(async () => {
     moto = await startMoto();
     s3 = new S3Client({ ...moto.clientConfig, forcePathStyle: true });
-    dynamo = new DynamoDBClient(moto.clientConfig);
+    dynamo = serializeRequests(new DynamoDBClient(moto.clientConfig));
     documents = DynamoDBDocumentClient.from(dynamo);
   });
   after(async () => {

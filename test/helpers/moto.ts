@@ -34,6 +34,38 @@ export interface Moto {
   stop(): Promise<void>;
 }
 
+/** The slice of an SDK v3 client that `serializeRequests` needs. */
+interface MiddlewareClient {
+  readonly middlewareStack: {
+    add(
+      middleware: (next: (args: unknown) => Promise<unknown>) => (args: unknown) => Promise<unknown>,
+      options: { step: 'initialize'; name: string },
+    ): void;
+  };
+}
+
+/**
+ * Sends one request at a time through this client. moto 5's DynamoDB TransactWriteItems deep-copies
+ * the table while other request threads write to it, and answers HTTP 500 ("dictionary changed
+ * size during iteration") under concurrent writes. Real DynamoDB does not need this; the adapters'
+ * own concurrency handling (TransactionConflict retries) is exercised by the ordering it allows.
+ */
+export function serializeRequests<C extends MiddlewareClient>(client: C): C {
+  let tail: Promise<unknown> = Promise.resolve();
+  client.middlewareStack.add(
+    (next) => (args) => {
+      const run = tail.then(
+        () => next(args),
+        () => next(args),
+      );
+      tail = run.catch(() => undefined);
+      return run;
+    },
+    { step: 'initialize', name: 'motoSerializeRequests' },
+  );
+  return client;
+}
+
 /** True when moto_server can be started; otherwise announces (or, under FULL, throws). */
 export function motoAvailable(): boolean {
   return requireOrAnnounce(hasCommand('moto_server'), 'AWS adapter suites (moto_server)', INSTALL_HINT);

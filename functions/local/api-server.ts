@@ -1,0 +1,85 @@
+/**
+ * The HTTP API on loopback (`npm start`): the same Hono app as the API Lambda, served by
+ * @hono/node-server, with local presigned URLs pointing back at this server (`/v1/blobs/…`).
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
+import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
+import { type ApiApp, type ApiDeps, createApp } from '../api/app.ts';
+import type { MailWaiter } from '../api/waiter.ts';
+import { type LocalRuntime, loadOrCreatePresignSecret } from './runtime.ts';
+
+export const DEFAULT_API_PORT = 8025;
+
+export interface ApiServerOptions {
+  /** 0 picks a free port (tests). */
+  readonly port: number;
+  /** @default '127.0.0.1' (loopback only, like the SMTP listener) */
+  readonly host?: string;
+  /** Wakes long-polls on delivery; pass the one the SMTP listener's `onDelivered` notifies. */
+  readonly waiter?: MailWaiter;
+  /** Overrides for the app (thresholds, clock, logging); storage always comes from the runtime. */
+  readonly app?: Omit<ApiDeps, 'index' | 'blobs' | 'waiter' | 'serveLocalBlobs'>;
+}
+
+export interface ApiServer {
+  readonly port: number;
+  /** `http://host:port`, no trailing slash. */
+  readonly url: string;
+  readonly app: ApiApp;
+  /** Stops listening and ends open connections (long-polls included). */
+  close(): Promise<void>;
+}
+
+/** The URL clients use to reach a server bound to `host`: a wildcard bind is reached on loopback. */
+function reachableUrl(host: string, port: number): string {
+  const h = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
+}
+
+/**
+ * Starts the API for a local runtime. The presign secret lives in `<dataDir>/presign.secret`, so
+ * URLs handed out before a restart keep working until they expire.
+ */
+export async function startApiServer(runtime: LocalRuntime, options: ApiServerOptions): Promise<ApiServer> {
+  const host = options.host ?? '127.0.0.1';
+  const secret = loadOrCreatePresignSecret(runtime.dataDir);
+  // The app is built once the port is known (presigned URLs name it); until then nothing can arrive.
+  let app: ApiApp | undefined;
+  const listener = getRequestListener((request, env) => {
+    if (app === undefined) return new Response('starting', { status: 503 });
+    return app.fetch(request, env);
+  });
+  const server: Server = createServer(listener);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = reachableUrl(host, port);
+  // A second store over the same files: the runtime's store does not presign (it was built before the port was known).
+  const blobs = new FsBlobStore({ root: runtime.blobRoot, presign: { baseUrl: url, secret } });
+  const built = createApp({
+    ...options.app,
+    index: runtime.index,
+    blobs,
+    serveLocalBlobs: { secret },
+    ...(options.waiter === undefined ? {} : { waiter: options.waiter }),
+  });
+  app = built;
+  return {
+    port,
+    url,
+    app: built,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        // Long-polls and keep-alive sockets would hold close() for up to 25 s; their requests see an abort.
+        server.closeAllConnections();
+      }),
+  };
+}

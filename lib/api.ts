@@ -1,0 +1,114 @@
+/**
+ * API (design §4): an API Gateway HTTP API in front of the API function (one Hono app, every
+ * route), with stage throttling and JSON access logs. CORS stays off unless origins are configured.
+ */
+import { RemovalPolicy } from 'aws-cdk-lib';
+import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
+import { CorsHttpMethod, HttpApi, HttpStage, LogGroupLogDestination } from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import type { HouseFunction } from './house-function.ts';
+import { acknowledge } from './nag.ts';
+
+/** Steady-state requests per second for the whole stage; mail clients poll, nobody needs more. */
+export const DEFAULT_RATE_LIMIT = 50;
+/** Requests allowed in a burst above the rate. */
+export const DEFAULT_BURST_LIMIT = 100;
+
+/**
+ * HTTP API context variables only ($context.resourcePath and friends belong to REST APIs and
+ * would fail the deployment). No header, query string or body is logged: tokens stay out of logs.
+ */
+const ACCESS_LOG_FIELDS = {
+  requestId: '$context.requestId',
+  ip: '$context.identity.sourceIp',
+  requestTime: '$context.requestTime',
+  method: '$context.httpMethod',
+  path: '$context.path',
+  routeKey: '$context.routeKey',
+  status: '$context.status',
+  protocol: '$context.protocol',
+  responseLength: '$context.responseLength',
+  responseLatency: '$context.responseLatency',
+  integrationStatus: '$context.integration.status',
+  integrationLatency: '$context.integration.latency',
+  integrationError: '$context.integrationErrorMessage',
+  userAgent: '$context.identity.userAgent',
+};
+
+export interface MailApiProps {
+  /** The API function; every route goes to it. */
+  readonly handler: HouseFunction;
+  /**
+   * Browser origins allowed to call the API. Bearer tokens are not cookies, so CORS only decides
+   * which web pages may read the answers.
+   * @default - CORS off: no preflight route, no CORS headers
+   */
+  readonly corsOrigins?: readonly string[];
+  /** @default DEFAULT_RATE_LIMIT */
+  readonly rateLimit?: number;
+  /** @default DEFAULT_BURST_LIMIT */
+  readonly burstLimit?: number;
+  /** @default RetentionDays.ONE_MONTH */
+  readonly logRetention?: RetentionDays;
+}
+
+export class MailApi extends Construct {
+  readonly httpApi: HttpApi;
+  readonly stage: HttpStage;
+  readonly accessLogs: LogGroup;
+  /** The base URL, ending in `/` (`https://<id>.execute-api.<region>.amazonaws.com/`). */
+  readonly url: string;
+
+  constructor(scope: Construct, id: string, props: MailApiProps) {
+    super(scope, id);
+    const cors = props.corsOrigins && props.corsOrigins.length > 0 ? props.corsOrigins : undefined;
+    this.httpApi = new HttpApi(this, 'Http', {
+      description: 'mail-relay: mailboxes over HTTP (POP3 verbs, IMAP partial fetch)',
+      defaultIntegration: new HttpLambdaIntegration('Function', props.handler),
+      // Our own stage below carries throttling and access logs.
+      createDefaultStage: false,
+      ...(cors
+        ? {
+            corsPreflight: {
+              allowOrigins: [...cors],
+              allowHeaders: ['authorization', 'content-type'],
+              allowMethods: [
+                CorsHttpMethod.GET,
+                CorsHttpMethod.POST,
+                CorsHttpMethod.PATCH,
+                CorsHttpMethod.DELETE,
+                CorsHttpMethod.OPTIONS,
+              ],
+              exposeHeaders: ['location'],
+            },
+          }
+        : {}),
+    });
+    this.accessLogs = new LogGroup(this, 'AccessLogs', {
+      retention: props.logRetention ?? RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.stage = new HttpStage(this, 'DefaultStage', {
+      httpApi: this.httpApi,
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: {
+        rateLimit: props.rateLimit ?? DEFAULT_RATE_LIMIT,
+        burstLimit: props.burstLimit ?? DEFAULT_BURST_LIMIT,
+      },
+      accessLogSettings: {
+        destination: new LogGroupLogDestination(this.accessLogs),
+        format: AccessLogFormat.custom(JSON.stringify(ACCESS_LOG_FIELDS)),
+      },
+    });
+    this.url = this.stage.url;
+
+    acknowledge(this.httpApi, 'AwsSolutions-APIG4', null, [
+      'Every route authenticates in the API function: a bearer token is hashed (SHA-256) and looked up',
+      'in the table, and it reads only its own mailbox (design §4, §5). An API Gateway authorizer would',
+      'duplicate that lookup on every request; /v1/health and /v1/openapi.json are public by design.',
+    ]);
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * The house Lambda function: every default decided once (runtime, arm64, ESM bundle built by the
+ * local esbuild, source maps, tracing, a log group with retention, a role that starts empty), and
+ * helpers that grant one resource and set the environment variable naming it in one call, so a
+ * permission never exists without the code that uses it, and the reverse.
+ */
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
+import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, OutputFormat, SourceMapMode } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { CfnBucket, IBucket } from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { acknowledge } from './nag.ts';
+
+/**
+ * The newest Node.js runtime Lambda offers in this aws-cdk-lib; cdk-nag (AwsSolutions-L1) holds us
+ * to it. The issue asks for Node 22 or newer.
+ */
+export const HOUSE_RUNTIME = Runtime.NODEJS_24_X;
+
+/**
+ * ESM bundles that contain CommonJS code (mailparser, the AWS SDK's dependencies) call `require`
+ * for Node built-ins; esbuild's ESM output has no `require`, so give it one.
+ */
+export const ESM_REQUIRE_BANNER =
+  "import{createRequire as __houseCreateRequire}from'module';const require=__houseCreateRequire(import.meta.url);";
+
+/**
+ * Never bundled: better-sqlite3 is the local index adapter's native module and has no business in
+ * Lambda; if a handler ever imports it, the bundle must fail to load (the bundle smoke test
+ * catches that) rather than ship a native binary built for the wrong platform.
+ */
+export const NEVER_BUNDLED = ['better-sqlite3'];
+
+export interface HouseFunctionProps {
+  /** Absolute path of the handler module (it exports `handler`). */
+  readonly entry: string;
+  /** Shown in the console and in `aws lambda list-functions`. */
+  readonly description: string;
+  /**
+   * @default Duration.seconds(30)
+   */
+  readonly timeout?: Duration;
+  /**
+   * MB; CPU scales with it.
+   * @default 512
+   */
+  readonly memorySize?: number;
+  /**
+   * Added to the house variables (NODE_OPTIONS, POWERTOOLS_SERVICE_NAME).
+   * @default - none
+   */
+  readonly environment?: Readonly<Record<string, string>>;
+  /**
+   * @default RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: RetentionDays;
+  /**
+   * Modules left out of the bundle and taken from the Lambda runtime instead (besides NEVER_BUNDLED).
+   * Everything else, the AWS SDK included, is bundled: what ships is the version that was tested.
+   * @default - none
+   */
+  readonly runtimeProvidedModules?: readonly string[];
+}
+
+/** Access to the mail bucket, by key prefix. */
+export interface BucketAccess {
+  /** Prefixes read (GetObject; also the source side of CopyObject). @default - none */
+  readonly read?: readonly string[];
+  /** Prefixes written (PutObject, multipart uploads; also the target side of CopyObject). @default - none */
+  readonly write?: readonly string[];
+  /** Prefixes deleted from (DeleteObject, also through DeleteObjects). @default - none */
+  readonly delete?: readonly string[];
+  /**
+   * ListBucket on the bucket. Without it S3 answers 403 instead of 404 for a missing key, and the
+   * BlobStore contract (`get` of a missing key is null) would break; `list` and `deletePrefix` need
+   * it anyway. @default false
+   */
+  readonly list?: boolean;
+}
+
+export class HouseFunction extends NodejsFunction {
+  readonly logGroup: LogGroup;
+
+  constructor(scope: Construct, id: string, props: HouseFunctionProps) {
+    const holder = new Construct(scope, `${id}Resources`);
+    const logGroup = new LogGroup(holder, 'Logs', {
+      retention: props.logRetention ?? RetentionDays.ONE_MONTH,
+      // Logs are operational, not user data: they go with the stack.
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // A role of our own, without AWSLambdaBasicExecutionRole: that managed policy may create any log
+    // group; this one may write only to its own.
+    const role = new Role(holder, 'Role', {
+      assumedBy: new ServicePrincipal('lambda.amazonaws.com'),
+      description: `${props.description} (execution role)`,
+    });
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [logGroup.logGroupArn],
+      }),
+    );
+    super(scope, id, {
+      entry: props.entry,
+      handler: 'handler',
+      description: props.description,
+      runtime: HOUSE_RUNTIME,
+      architecture: Architecture.ARM_64,
+      memorySize: props.memorySize ?? 512,
+      timeout: props.timeout ?? Duration.seconds(30),
+      tracing: Tracing.ACTIVE,
+      logGroup,
+      role,
+      environment: {
+        NODE_OPTIONS: '--enable-source-maps',
+        POWERTOOLS_SERVICE_NAME: 'mail-relay',
+        ...props.environment,
+      },
+      bundling: {
+        format: OutputFormat.ESM,
+        target: 'node22',
+        mainFields: ['module', 'main'],
+        minify: true,
+        sourceMap: true,
+        sourceMapMode: SourceMapMode.LINKED,
+        sourcesContent: false,
+        banner: ESM_REQUIRE_BANNER,
+        bundleAwsSDK: true,
+        externalModules: [...NEVER_BUNDLED, ...(props.runtimeProvidedModules ?? [])],
+        // Local esbuild only: Docker is neither needed nor wanted (CI has none).
+        forceDockerBundling: false,
+      },
+    });
+    this.logGroup = logGroup;
+    this.houseRole = role;
+    this.acknowledgeUnscoped(
+      'X-Ray PutTraceSegments and PutTelemetryRecords have no resource-level permissions' +
+        ' (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsx-ray.html); tracing is on for every function.',
+    );
+  }
+
+  private readonly houseRole: Role;
+  private readonly unscopedReasons: string[] = [];
+
+  /**
+   * Grants actions that IAM cannot scope to a resource (`Resource: *`). `reason` says why, with the
+   * evidence; it becomes the cdk-nag acknowledgment of that finding on this function's role.
+   */
+  allowUnscoped(actions: readonly string[], reason: string): this {
+    this.addToRolePolicy(new PolicyStatement({ actions: [...actions], resources: ['*'] }));
+    this.acknowledgeUnscoped(reason);
+    return this;
+  }
+
+  private acknowledgeUnscoped(reason: string): void {
+    this.unscopedReasons.push(reason);
+    acknowledge(this.houseRole, 'AwsSolutions-IAM5', 'Resource::*', this.unscopedReasons);
+  }
+
+  /** Grants exactly the listed access to the bucket and sets `envName` to its name. */
+  bindBucket(bucket: IBucket, access: BucketAccess, envName = 'BUCKET_NAME'): this {
+    const statement = (actions: string[], prefixes: readonly string[] | undefined) => {
+      if (!prefixes || prefixes.length === 0) return;
+      this.addToRolePolicy(
+        new PolicyStatement({ actions, resources: prefixes.map((p) => bucket.arnForObjects(`${p}*`)) }),
+      );
+      this.acknowledgePrefixes(bucket, prefixes);
+    };
+    statement(['s3:GetObject'], access.read);
+    statement(['s3:PutObject', 's3:AbortMultipartUpload'], access.write);
+    statement(['s3:DeleteObject'], access.delete);
+    if (access.list) this.addToRolePolicy(new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }));
+    this.addEnvironment(envName, bucket.bucketName);
+    return this;
+  }
+
+  /** Grants exactly `actions` on the table (no indexes: the single table has none) and sets `envName`. */
+  bindTable(table: ITable, actions: readonly string[], envName = 'TABLE_NAME'): this {
+    this.addToRolePolicy(new PolicyStatement({ actions: [...actions], resources: [table.tableArn] }));
+    this.addEnvironment(envName, table.tableName);
+    return this;
+  }
+
+  private acknowledgePrefixes(bucket: IBucket, prefixes: readonly string[]): void {
+    const cfnBucket = bucket.node.defaultChild as CfnBucket | undefined;
+    if (!cfnBucket) return;
+    const logicalId = Stack.of(this).getLogicalId(cfnBucket);
+    for (const p of prefixes) {
+      acknowledge(this.houseRole, 'AwsSolutions-IAM5', `Resource::<${logicalId}.Arn>/${p}*`, [
+        `Object-level access under the "${p}" prefix of the mail bucket, the narrowest scope S3 offers for`,
+        'keys that are created at run time (one per message).',
+      ]);
+    }
+  }
+}

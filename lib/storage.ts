@@ -1,0 +1,98 @@
+/**
+ * Storage: the mail bucket (raw messages, parsed summaries, parts; design §3) and the index table
+ * (DynamoDB single table: messages, counters, token hashes).
+ */
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { AttributeType, BillingMode, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
+import { BlockPublicAccess, Bucket, BucketEncryption, type LifecycleRule, ObjectOwnership } from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { acknowledge } from './nag.ts';
+
+/** Key prefixes of the bucket (functions/core/notification.ts, functions/pipeline/router.ts, functions/core/keys.ts). */
+export const PREFIX = {
+  /** What SES wrote: the raw message, kept for replay. */
+  inbound: 'inbound/',
+  /** The notification the router processed for each inbound message (the envelope that replay needs). */
+  notifications: 'notifications/',
+  /** Delivered messages, their summaries and decoded parts. */
+  mailboxes: 'mailboxes/',
+} as const;
+
+/** The DynamoDB attribute that expires items (epoch seconds), written when `retention.mailboxDays` is set. */
+export const TTL_ATTRIBUTE = 'ttl';
+
+export interface MailStorageProps {
+  /** Days `inbound/` (and the matching `notifications/`) are kept: the replay window. */
+  readonly inboundRetentionDays: number;
+  /**
+   * Days delivered mail is kept under `mailboxes/`.
+   * @default - kept until deleted through the API
+   */
+  readonly mailboxRetentionDays?: number;
+  /**
+   * Keep the bucket and table (and their data) when the stack is deleted. When false, both are
+   * deleted with the stack, the bucket emptied first.
+   * @default true
+   */
+  readonly retainData?: boolean;
+}
+
+export class MailStorage extends Construct {
+  readonly bucket: Bucket;
+  readonly table: Table;
+
+  constructor(scope: Construct, id: string, props: MailStorageProps) {
+    super(scope, id);
+    const retain = props.retainData ?? true;
+    const removalPolicy = retain ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
+
+    const lifecycleRules: LifecycleRule[] = [
+      { id: 'inbound-replay-window', prefix: PREFIX.inbound, expiration: Duration.days(props.inboundRetentionDays) },
+      {
+        id: 'notifications-replay-window',
+        prefix: PREFIX.notifications,
+        expiration: Duration.days(props.inboundRetentionDays),
+      },
+      // The S3 adapter streams large messages as multipart uploads; a crashed upload leaves parts
+      // that are billed but invisible.
+      { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
+    ];
+    if (props.mailboxRetentionDays !== undefined) {
+      lifecycleRules.push({
+        id: 'mailbox-retention',
+        prefix: PREFIX.mailboxes,
+        expiration: Duration.days(props.mailboxRetentionDays),
+      });
+    }
+
+    this.bucket = new Bucket(this, 'Bucket', {
+      encryption: BucketEncryption.S3_MANAGED,
+      blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      // Versioning off: every key is written once with deterministic content (ids derive from the SES
+      // message id), so versions would only ever hold mail a user deleted with DELE, which must go.
+      versioned: false,
+      lifecycleRules,
+      removalPolicy,
+      autoDeleteObjects: !retain,
+    });
+    acknowledge(this.bucket, 'AwsSolutions-S1', null, [
+      'Server access logs would need a second bucket (itself unlogged) and log every SES write;',
+      'object-level auditing of a mail store is better served by CloudTrail S3 data events, which an',
+      'account can enable for this bucket without changing the stack.',
+    ]);
+
+    this.table = new Table(this, 'Index', {
+      partitionKey: { name: 'pk', type: AttributeType.STRING },
+      sortKey: { name: 'sk', type: AttributeType.STRING },
+      billingMode: BillingMode.PAY_PER_REQUEST,
+      encryption: TableEncryption.AWS_MANAGED,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      timeToLiveAttribute: TTL_ATTRIBUTE,
+      deletionProtection: retain,
+      removalPolicy,
+    });
+  }
+}
