@@ -82,8 +82,6 @@ export interface BucketAccess {
 }
 
 export class HouseFunction extends NodejsFunction {
-  readonly logGroup: LogGroup;
-
   constructor(scope: Construct, id: string, props: HouseFunctionProps) {
     const holder = new Construct(scope, `${id}Resources`);
     const logGroup = new LogGroup(holder, 'Logs', {
@@ -125,7 +123,7 @@ export class HouseFunction extends NodejsFunction {
         mainFields: ['module', 'main'],
         minify: true,
         sourceMap: true,
-        sourceMapMode: SourceMapMode.LINKED,
+        sourceMapMode: SourceMapMode.DEFAULT,
         sourcesContent: false,
         banner: ESM_REQUIRE_BANNER,
         bundleAwsSDK: true,
@@ -134,7 +132,6 @@ export class HouseFunction extends NodejsFunction {
         forceDockerBundling: false,
       },
     });
-    this.logGroup = logGroup;
     this.houseRole = role;
     this.acknowledgeUnscoped(
       'X-Ray PutTraceSegments and PutTelemetryRecords have no resource-level permissions' +

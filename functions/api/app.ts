@@ -283,7 +283,7 @@ const routes = {
       200: {
         description:
           'The decoded bytes, with the part content type and a Content-Disposition naming the file',
-        content: { 'application/octet-stream': { schema: BINARY } },
+        content: { '*/*': { schema: BINARY } },
       },
       304: { description: 'Not modified (`If-None-Match`)' },
       307: redirect('The part'),

@@ -211,7 +211,8 @@ export const messageDetailSchema = listItemSchema
     messageId: z.string().nullable(),
     text: z.string().nullable(),
     html: z.string().nullable(),
-    attachments: z.array(attachmentSchema.openapi('Attachment')),
+    // A copy made here: core schemas may predate the `.openapi()` extension (import order), so they are never extended directly.
+    attachments: z.array(attachmentSchema.extend({}).openapi('Attachment')),
   })
   .openapi('Message');
 export type MessageDetail = z.infer<typeof messageDetailSchema>;

@@ -11,6 +11,14 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 40 * 1024 * 1024;
 export const DEFAULT_INBOUND_RETENTION_DAYS = 30;
 /** Bound on alias chains resolved at run time (regex and catch-all targets are dynamic). */
 export const MAX_ALIAS_DEPTH = 10;
+/**
+ * The largest message we hand to SES: "40 MB per message" for the v2 API and SMTP
+ * (https://docs.aws.amazon.com/ses/latest/dg/quotas.html). Counted in decimal megabytes, the
+ * smaller reading; the forward rewrite adds a few hundred bytes of headers on top of what arrived.
+ */
+export const DEFAULT_MAX_SEND_BYTES = 40_000_000;
+/** S3 (SigV4) refuses presigned URLs valid for longer than 7 days; the oversize notice link lives that long. */
+export const MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600;
 
 const DOMAIN_RE =
   /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/;
@@ -109,6 +117,12 @@ export const routeSchema = z.discriminatedUnion('action', [
       action: z.literal('forward'),
       /** External addresses the message is relayed to. */
       to: z.array(targetSchema).min(1),
+      /**
+       * Forward mail that fails DMARC even when the sender's domain publishes `p=reject`. Off by
+       * default: such mail is quarantined instead, since forwarding it under our From would launder
+       * a spoof the sender's domain asked everyone to refuse. The route's `dmarc` policy still applies.
+       */
+      forwardDmarcReject: z.boolean().default(false),
     })
     .strict(),
   z
@@ -190,10 +204,44 @@ export const awsSettingsSchema = z
   .strict();
 export type AwsSettings = z.infer<typeof awsSettingsSchema>;
 
+/** How forwarded and submitted mail leaves (the Outbound port), and what happens when it cannot. */
+export const relaySettingsSchema = z
+  .object({
+    /**
+     * Local mode: an SMTP smarthost (`smtp://host:port`, `smtps://user:pass@host:465`) that
+     * forwarded mail is handed to. Absent, it is written to the outbox folder (`mail-relay outbox`).
+     * Ignored in AWS, where mail leaves through SES.
+     */
+    smtp: z
+      .string()
+      .refine((s) => /^smtps?:\/\/[^\s/]+(:\d{1,5})?\/?(\?\S*)?$/i.test(s), {
+        message:
+          'must be an SMTP URL such as smtp://127.0.0.1:2526 or smtps://user:pass@smtp.example.com:465',
+      })
+      .optional(),
+    /** The verified identity forwarded mail is sent from. Default `forwarder@<first domain>`. */
+    fromAddress: addressSchema.optional(),
+    /** Forwarded messages larger than this go out as a short notice with a download link instead. */
+    maxSendBytes: z.number().int().min(1024).max(DEFAULT_MAX_SEND_BYTES).default(DEFAULT_MAX_SEND_BYTES),
+    /** How long the download link of an oversize notice works, in seconds. */
+    linkExpirySeconds: z.number().int().min(60).max(MAX_LINK_EXPIRY_SECONDS).default(MAX_LINK_EXPIRY_SECONDS),
+    /** Who hears about forwards that failed or were cut as loops. */
+    notify: z
+      .object({
+        /** A mailbox (readable through the API) that receives a notice per failure. Default: `quarantineMailbox`. */
+        mailbox: addressSchema.optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type RelaySettings = z.infer<typeof relaySettingsSchema>;
+
 export const configSchema = z
   .object({
     $schema: z.string().optional(),
     aws: awsSettingsSchema.optional(),
+    relay: relaySettingsSchema.optional(),
     /** The domains we receive mail for. Anything else is refused at RCPT (never an open relay). */
     domains: z.array(domainSchema).min(1),
     /** Mailbox addresses; `*@domain` makes every address of that domain its own mailbox. */
@@ -279,6 +327,21 @@ export interface Config {
   readonly quarantineMailbox: string;
   readonly maxMessageBytes: number;
   readonly retention: { readonly inboundDays: number; readonly mailboxDays?: number | undefined };
+  readonly relay: RelayConfig;
+}
+
+/** `relay` with its defaults resolved. */
+export interface RelayConfig {
+  /** Local smarthost URL, when configured. */
+  readonly smtp?: string | undefined;
+  /** The verified identity forwarded mail is sent from (envelope and header From). */
+  readonly fromAddress: string;
+  readonly maxSendBytes: number;
+  readonly linkExpirySeconds: number;
+  /** Where failure notices are delivered. */
+  readonly notifyMailbox: string;
+  /** Our `X-Loop` value: a message arriving with it has been through us already. */
+  readonly loopMarker: string;
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
@@ -354,6 +417,31 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     return { index, route, match };
   });
 
+  const relayRaw = raw.relay;
+  const fromAddress = relayRaw?.fromAddress ?? raw.aws?.forwardFrom ?? `forwarder@${domains[0]}`;
+  if (!inOurDomains(fromAddress)) {
+    issues.push(
+      `${relayRaw?.fromAddress ? 'relay.fromAddress' : 'aws.forwardFrom'}: "${fromAddress}" is not in one of the configured domains (SES sends only from verified identities)`,
+    );
+  }
+  if (relayRaw?.fromAddress && raw.aws?.forwardFrom && relayRaw.fromAddress !== raw.aws.forwardFrom) {
+    issues.push(
+      `relay.fromAddress: "${relayRaw.fromAddress}" differs from aws.forwardFrom "${raw.aws.forwardFrom}"; set one of them`,
+    );
+  }
+  const notifyMailbox = relayRaw?.notify?.mailbox ?? quarantineMailbox;
+  if (!inOurDomains(notifyMailbox)) {
+    issues.push(`relay.notify.mailbox: "${notifyMailbox}" is not in one of the configured domains`);
+  }
+  const relay: RelayConfig = {
+    smtp: relayRaw?.smtp,
+    fromAddress,
+    maxSendBytes: relayRaw?.maxSendBytes ?? DEFAULT_MAX_SEND_BYTES,
+    linkExpirySeconds: relayRaw?.linkExpirySeconds ?? MAX_LINK_EXPIRY_SECONDS,
+    notifyMailbox,
+    loopMarker: fromAddress,
+  };
+
   const config: Config = {
     domains,
     mailboxes,
@@ -364,6 +452,7 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     quarantineMailbox,
     maxMessageBytes: raw.maxMessageBytes,
     retention: raw.retention,
+    relay,
   };
   issues.push(...findAliasProblems(config));
   if (issues.length > 0) throw new ConfigError(`${source} is invalid`, issues);

@@ -60,3 +60,18 @@ export class SmtpRejectError extends MailRelayError {
     super(code, message);
   }
 }
+
+/**
+ * An Outbound adapter could not send. `permanent` when trying again cannot help (an SMTP 5xx,
+ * SES MessageRejected); otherwise the sender retries. `responseCode` is the SMTP reply, when any.
+ */
+export class SendError extends MailRelayError {
+  constructor(
+    message: string,
+    readonly permanent: boolean,
+    readonly responseCode?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(permanent ? 'send_rejected' : 'send_failed', message, options);
+  }
+}

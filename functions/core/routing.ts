@@ -269,6 +269,19 @@ function resolveAddress(
   }
 }
 
+/** DMARC FAILed and the sender's domain publishes `p=reject` (SES sends `dmarcPolicy` only on FAIL). */
+export function failsDmarcReject(verdicts: Verdicts): boolean {
+  return (
+    String(verdicts.dmarc).toUpperCase() === 'FAIL' &&
+    String(verdicts.dmarcPolicy ?? '').toUpperCase() === 'REJECT'
+  );
+}
+
+function forwardsDmarcReject(config: Config, routeIndex: number): boolean {
+  const r = config.routes[routeIndex]?.route;
+  return r?.action === 'forward' && r.forwardDmarcReject === true;
+}
+
 /**
  * Every decision for one recipient address, with the verdict policies applied
  * (the route's own `policies` override the top-level ones).
@@ -312,7 +325,14 @@ export function resolveRecipient(
     if (verdict.action === 'quarantine') {
       return { ...base, kind: 'quarantine', mailbox: config.quarantineMailbox, reasons: verdict.failed };
     }
-    if (o.kind === 'forward') return { ...base, kind: 'forward', to: o.to, tags: verdict.tags };
+    if (o.kind === 'forward') {
+      // A DMARC failure from a domain that asks for rejection is most likely a spoof; forwarding it
+      // under our own From would pass DMARC at the destination and launder it. Kept, not sent on.
+      if (failsDmarcReject(verdicts) && !forwardsDmarcReject(config, o.routeIndex)) {
+        return { ...base, kind: 'quarantine', mailbox: config.quarantineMailbox, reasons: ['dmarc'] };
+      }
+      return { ...base, kind: 'forward', to: o.to, tags: verdict.tags };
+    }
     return { ...base, kind: 'deliver', mailbox: o.mailbox, tags: verdict.tags };
   });
 }

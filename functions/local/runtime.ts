@@ -7,6 +7,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSyn
 import { join, resolve } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { OutboxOutbound } from '../adapters/local/outbox-outbound.ts';
+import { SmtpOutbound } from '../adapters/local/smtp-outbound.ts';
 import { SqliteMailboxIndex } from '../adapters/local/sqlite-mailbox-index.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { Config } from '../core/config.ts';
@@ -50,7 +51,10 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     blobs,
     index,
     parser: new MailparserAdapter(),
-    outbound: new OutboxOutbound(blobs),
+    // `relay.smtp` set: forwards go to that smarthost; otherwise to outbox/ (`mail-relay outbox`).
+    outbound: options.config.relay.smtp
+      ? new SmtpOutbound({ url: options.config.relay.smtp })
+      : new OutboxOutbound(blobs),
     close: () => index.close(),
   };
 }

@@ -13,11 +13,12 @@ import { messageIdFor } from '../core/ids.ts';
 import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
 import { type ParseResult, snippetOf } from '../core/message.ts';
 import { type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
-import { type Decision, route, type Verdicts } from '../core/routing.ts';
+import { type Decision, route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
+import { type ForwardOptions, forwardMessage } from './forward.ts';
 
 // Re-exported so existing importers keep working; the definitions live in core/keys.ts.
 export { mailboxKeys, type StoredSummary } from '../core/keys.ts';
@@ -29,13 +30,26 @@ export interface RouterDeps {
   readonly parser: MailParser;
   /** Where `forward` decisions go. */
   readonly outbound: Outbound;
+  /** Link signing, clock and retry pacing for forwards (see forward.ts); defaults suit production. */
+  readonly forwarding?: ForwardOptions | undefined;
 }
 
-export type OutcomeStatus = 'delivered' | 'duplicate' | 'quarantined' | 'forwarded' | 'rejected' | 'dropped';
+/** `failed`: a forward that could not be sent (recorded, owner notified); `looped`: a forward cut as a loop. */
+export type OutcomeStatus =
+  | 'delivered'
+  | 'duplicate'
+  | 'quarantined'
+  | 'forwarded'
+  | 'rejected'
+  | 'dropped'
+  | 'failed'
+  | 'looped';
 
 export interface Outcome {
   readonly decision: Decision;
   readonly status: OutcomeStatus;
+  /** For forwards: `oversize-notice`, the failure, or why it was a loop or duplicate. */
+  readonly detail?: string | undefined;
 }
 
 export interface RouteResult {
@@ -134,13 +148,20 @@ export async function processNotification(
       }
       case 'forward': {
         if (!raw) throw new Error('unreachable: forward without raw bytes');
-        await deps.outbound.send({
-          from: mail.source,
-          to: [decision.to],
+        const forwarded = await forwardMessage(deps, {
+          recipient: decision.recipient,
+          destination: normalizeAddress(decision.to),
+          tags: decision.tags,
+          id,
+          sesMessageId: mail.messageId,
           raw,
-          idempotencyKey: `${mail.messageId}:${normalizeAddress(decision.to)}`,
+          inboundKey: receipt.action.objectKey,
+          mailFrom: mail.source,
+          verdicts,
+          deliverNotice: (mailbox, noticeRaw, noticeSesId) =>
+            deliverNotice(deps, mailbox, noticeRaw, noticeSesId, receivedAt),
         });
-        outcomes.push({ decision, status: 'forwarded' });
+        outcomes.push({ decision, status: forwarded.status, detail: forwarded.detail });
         break;
       }
       case 'reject':
@@ -154,7 +175,7 @@ export async function processNotification(
   return { sesMessageId: mail.messageId, id, size, parseFailed, outcomes };
 }
 
-interface EntryFields {
+export interface EntryFields {
   readonly receivedAt: string;
   readonly verdicts: Verdicts;
   readonly tags: readonly VerdictName[];
@@ -164,7 +185,11 @@ interface EntryFields {
   readonly sesMessageId: string;
 }
 
-async function deliverToMailbox(
+/**
+ * Writes one message into one mailbox (blobs, then the index entry as the commit point).
+ * Exported for the other writers of mailboxes: notices, and the `sent` copies of submissions.
+ */
+export async function deliverToMailbox(
   deps: RouterDeps,
   args: {
     mailbox: string;
@@ -228,6 +253,32 @@ async function deliverToMailbox(
   return inserted;
 }
 
+/** Stores a notice (a failed or looped forward) in a mailbox like any delivery; its id is deterministic. */
+async function deliverNotice(
+  deps: RouterDeps,
+  mailbox: string,
+  raw: Buffer,
+  noticeSesId: string,
+  receivedAt: Date,
+): Promise<void> {
+  await deliverToMailbox(deps, {
+    mailbox,
+    id: messageIdFor(receivedAt.getTime(), noticeSesId),
+    raw,
+    parsed: await deps.parser.parse(raw),
+    firstCopy: null,
+    entry: {
+      receivedAt: receivedAt.toISOString(),
+      verdicts: UNCHECKED_VERDICTS,
+      tags: [],
+      quarantineReasons: undefined,
+      recipient: mailbox,
+      plusTag: undefined,
+      sesMessageId: noticeSesId,
+    },
+  });
+}
+
 function displayList(list: readonly { name: string; address: string }[]): string {
   return list.map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
 }
@@ -243,6 +294,8 @@ export function countOutcomes(
     forwarded: 0,
     rejected: 0,
     dropped: 0,
+    failed: 0,
+    looped: 0,
     parseFailed: 0,
   };
   for (const r of results) {

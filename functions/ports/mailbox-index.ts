@@ -69,6 +69,45 @@ export interface TokenRecord {
   readonly label?: string | undefined;
 }
 
+/** The state of one outgoing send (a forward to one destination, or a submission). */
+export type SendState = 'pending' | 'sent' | 'failed';
+
+/**
+ * The idempotency record of one send, keyed by message × destination. Written by a conditional
+ * insert, so two routers processing the same notification cannot both send.
+ */
+export interface SendRecord {
+  /** `<sesMessageId>:<destination>` for forwards; any unique string for other sends. */
+  readonly key: string;
+  readonly state: SendState;
+  /** How many times the send was claimed (1 on the first attempt; re-claims after a failure or an expired lease add 1). */
+  readonly attempts: number;
+  /** ISO 8601 time of the latest claim. */
+  readonly claimedAt: string;
+  /** ISO 8601 time of the latest state change. */
+  readonly updatedAt: string;
+  /** The provider's message id once sent. */
+  readonly providerMessageId?: string | undefined;
+  /** What was sent when it was not the message itself (e.g. `oversize-notice`), or a reference such as a stored copy's id. */
+  readonly detail?: string | undefined;
+  /** Why the last attempt failed. */
+  readonly error?: string | undefined;
+}
+
+export interface ClaimSendOptions {
+  readonly now: Date;
+  /**
+   * A `pending` claim older than this is taken to be from a sender that crashed mid-send and may
+   * be claimed again (a crash after the provider accepted but before `finishSend` then sends twice:
+   * at-least-once for that window, never lost).
+   */
+  readonly leaseMs: number;
+}
+
+export type SendOutcome =
+  | { readonly state: 'sent'; readonly providerMessageId: string; readonly detail?: string | undefined }
+  | { readonly state: 'failed'; readonly error: string };
+
 export interface MailboxIndex {
   /**
    * Inserts the entry and adds it to the mailbox counters in ONE transaction, only if no entry
@@ -85,6 +124,17 @@ export interface MailboxIndex {
   setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null>;
   /** Removes the entry and subtracts it from the counters in one transaction; null when already gone. */
   delete(mailbox: string, id: string): Promise<MessageEntry | null>;
+
+  /**
+   * Claims a send, conditionally: succeeds when there is no record for `key`, or its state is
+   * `failed`, or it is `pending` with a claim older than `leaseMs`; the record is then `pending`.
+   * Otherwise (already `sent`, or `pending` under a live lease) `{claimed: false}` and the record as it is.
+   */
+  claimSend(key: string, options: ClaimSendOptions): Promise<{ claimed: boolean; record: SendRecord }>;
+  /** Records how a claimed send ended. Returns the updated record. */
+  finishSend(key: string, outcome: SendOutcome, now: Date): Promise<SendRecord>;
+  /** The record of a send, or null when it was never claimed. */
+  getSend(key: string): Promise<SendRecord | null>;
 
   putToken(token: TokenRecord): Promise<void>;
   getToken(hash: string): Promise<TokenRecord | null>;

@@ -536,6 +536,107 @@ export function runMailboxIndexContract(name: string, makeIndex: () => Promise<M
         assert.deepEqual(plain(await index.getToken(admin.hash)), plain(admin));
       }));
 
+    it('claimSend is a conditional insert: one claim wins, a sent record is never claimed again', () =>
+      withIndex(async ({ index }) => {
+        const key = 'ses-0001:boss.private@gmail.test';
+        const t0 = new Date(BASE_MS);
+        const lease = { now: t0, leaseMs: 60_000 };
+        assert.equal(await index.getSend(key), null);
+        const first = await index.claimSend(key, lease);
+        assert.equal(first.claimed, true);
+        assert.equal(first.record.state, 'pending');
+        assert.equal(first.record.attempts, 1);
+        assert.equal(first.record.claimedAt, t0.toISOString());
+        // A second router processing the same notification while the first is sending.
+        const second = await index.claimSend(key, { now: new Date(BASE_MS + 1000), leaseMs: 60_000 });
+        assert.equal(second.claimed, false);
+        assert.equal(second.record.state, 'pending');
+        const sent = await index.finishSend(
+          key,
+          { state: 'sent', providerMessageId: 'prov-1' },
+          new Date(BASE_MS + 2000),
+        );
+        assert.equal(sent.state, 'sent');
+        assert.equal(sent.providerMessageId, 'prov-1');
+        assert.equal(sent.updatedAt, new Date(BASE_MS + 2000).toISOString());
+        // A replay hours later, with the lease long expired: still sent once.
+        const replay = await index.claimSend(key, { now: new Date(BASE_MS + 86_400_000), leaseMs: 60_000 });
+        assert.equal(replay.claimed, false);
+        assert.equal(replay.record.state, 'sent');
+        assert.equal(replay.record.providerMessageId, 'prov-1');
+        assert.deepEqual(plain(await index.getSend(key)), plain(replay.record));
+        assert.equal(await index.getSend('ses-0001:someone-else@gmail.test'), null);
+      }));
+
+    it('twenty concurrent claims of one send: exactly one wins', () =>
+      withIndex(async ({ index }) => {
+        const now = new Date(BASE_MS);
+        const results = await Promise.all(
+          Array.from({ length: 20 }, () => index.claimSend('race:x@example.net', { now, leaseMs: 60_000 })),
+        );
+        assert.equal(results.filter((r) => r.claimed).length, 1);
+      }));
+
+    it('a failed send and a stale pending claim can be claimed again; the error is kept until then', () =>
+      withIndex(async ({ index }) => {
+        const key = 'ses-0002:x@example.net';
+        await index.claimSend(key, { now: new Date(BASE_MS), leaseMs: 60_000 });
+        const failed = await index.finishSend(
+          key,
+          { state: 'failed', error: '554 5.7.1 refused' },
+          new Date(BASE_MS + 10),
+        );
+        assert.equal(failed.state, 'failed');
+        assert.equal(failed.error, '554 5.7.1 refused');
+        assert.equal(failed.providerMessageId, undefined);
+        assert.equal((await index.getSend(key))?.error, '554 5.7.1 refused');
+        const retry = await index.claimSend(key, { now: new Date(BASE_MS + 20), leaseMs: 60_000 });
+        assert.equal(retry.claimed, true);
+        assert.equal(retry.record.state, 'pending');
+        assert.equal(retry.record.attempts, 2);
+        assert.equal(retry.record.error, undefined);
+        // The sender crashed mid-send: within the lease nobody else may claim, after it someone may.
+        const within = await index.claimSend(key, { now: new Date(BASE_MS + 20 + 59_000), leaseMs: 60_000 });
+        assert.equal(within.claimed, false);
+        const after = await index.claimSend(key, { now: new Date(BASE_MS + 20 + 61_000), leaseMs: 60_000 });
+        assert.equal(after.claimed, true);
+        assert.equal(after.record.attempts, 3);
+        const done = await index.finishSend(
+          key,
+          { state: 'sent', providerMessageId: 'p2', detail: 'oversize-notice' },
+          new Date(BASE_MS + 90_000),
+        );
+        assert.equal(done.detail, 'oversize-notice');
+        assert.equal(done.error, undefined);
+        assert.equal(done.attempts, 3);
+      }));
+
+    it('send records survive close and reopen', (t) =>
+      withIndex(async ({ index, reopen }) => {
+        if (reopen === undefined) {
+          t.skip('this fixture cannot reopen its storage');
+          return;
+        }
+        await index.claimSend('keep:x@example.net', { now: new Date(BASE_MS), leaseMs: 1000 });
+        await index.finishSend(
+          'keep:x@example.net',
+          { state: 'sent', providerMessageId: 'p' },
+          new Date(BASE_MS),
+        );
+        await index.close();
+        const again = await reopen();
+        try {
+          assert.equal((await again.getSend('keep:x@example.net'))?.state, 'sent');
+          const c = await again.claimSend('keep:x@example.net', {
+            now: new Date(BASE_MS + 1e9),
+            leaseMs: 1000,
+          });
+          assert.equal(c.claimed, false);
+        } finally {
+          await again.close();
+        }
+      }));
+
     it('listMailboxes lists every mailbox with mail, sorted by address, with exact counters', () =>
       withIndex(async ({ index }) => {
         assert.deepEqual(await index.listMailboxes(), []);

@@ -54,7 +54,11 @@ export async function startApiTestEnv(
   const runtime = createLocalRuntime({ config: parseConfig(options.config ?? API_TEST_CONFIG), dataDir });
   const waiter = new InProcessMailWaiter();
   const smtp = await startSmtpListener(runtime, { port: 0, onDelivered: (r) => wakeAll(waiter, r) });
-  const api = await startApiServer(runtime, { port: 0, waiter, ...(options.app ? { app: options.app } : {}) });
+  const api = await startApiServer(runtime, {
+    port: 0,
+    waiter,
+    ...(options.app ? { app: options.app } : {}),
+  });
   return {
     dataDir,
     runtime,
@@ -94,7 +98,8 @@ export async function startApiTestEnv(
 /** The error body of a response, checked to be our JSON error shape and nothing more. */
 export async function errorOf(res: Response): Promise<{ code: string; message: string }> {
   const type = res.headers.get('content-type') ?? '';
-  if (!type.startsWith('application/json')) throw new Error(`expected a JSON error, got ${res.status} ${type}`);
+  if (!type.startsWith('application/json'))
+    throw new Error(`expected a JSON error, got ${res.status} ${type}`);
   const body = (await res.json()) as { error?: { code?: unknown; message?: unknown } };
   const keys = Object.keys(body);
   if (keys.length !== 1 || typeof body.error?.code !== 'string' || typeof body.error.message !== 'string') {
@@ -102,4 +107,18 @@ export async function errorOf(res: Response): Promise<{ code: string; message: s
   }
   if (Object.keys(body.error).length !== 2) throw new Error(`extra fields in error: ${JSON.stringify(body)}`);
   return { code: body.error.code, message: body.error.message };
+}
+
+/** POP3 TOP computed the obvious way (whole message in memory), to check the range-reading one against. */
+export function referenceTop(raw: Buffer, n: number): Buffer {
+  const lines = raw.toString('latin1').match(/[^\n]*\n|[^\n]+$/g) ?? [];
+  let i = 0;
+  let out = '';
+  while (i < lines.length) {
+    const line = lines[i] ?? '';
+    out += line;
+    i += 1;
+    if (line === '\n' || line === '\r\n') break;
+  }
+  return Buffer.from(out + lines.slice(i, i + n).join(''), 'latin1');
 }

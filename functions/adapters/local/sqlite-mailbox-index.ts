@@ -15,16 +15,20 @@ import { ValidationError } from '../../core/errors.ts';
 import { ULID_RE } from '../../core/ids.ts';
 import type { Verdicts } from '../../core/routing.ts';
 import type {
+  ClaimSendOptions,
   ListOptions,
   ListPage,
   MailboxIndex,
   MailboxStat,
   MessageEntry,
+  SendOutcome,
+  SendRecord,
+  SendState,
   TokenRecord,
 } from '../../ports/mailbox-index.ts';
 
 /** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 /** The port's bounds for a page. */
 const MAX_LIMIT = 1000;
 /** Waits this long for another process (e.g. `mail-relay token create` next to `dev`) to release the write lock. */
@@ -61,6 +65,17 @@ CREATE TABLE IF NOT EXISTS stats (
   mailbox TEXT PRIMARY KEY,
   messages INTEGER NOT NULL,
   bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+-- v2: one row per outgoing send (message x destination), the idempotency record of forwards.
+CREATE TABLE IF NOT EXISTS sends (
+  key TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  claimed_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  provider_message_id TEXT,
+  detail TEXT,
+  error TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
   hash TEXT PRIMARY KEY,
@@ -113,6 +128,32 @@ interface TokenRow {
   admin: number;
   created_at: string;
   label: string | null;
+}
+
+interface SendRow {
+  key: string;
+  state: string;
+  attempts: number;
+  claimed_at: string;
+  updated_at: string;
+  provider_message_id: string | null;
+  detail: string | null;
+  error: string | null;
+}
+
+const SEND_COLUMNS = 'key, state, attempts, claimed_at, updated_at, provider_message_id, detail, error';
+
+function toSendRecord(r: SendRow): SendRecord {
+  return {
+    key: r.key,
+    state: r.state as SendState,
+    attempts: r.attempts,
+    claimedAt: r.claimed_at,
+    updatedAt: r.updated_at,
+    ...(r.provider_message_id !== null ? { providerMessageId: r.provider_message_id } : {}),
+    ...(r.detail !== null ? { detail: r.detail } : {}),
+    ...(r.error !== null ? { error: r.error } : {}),
+  };
 }
 
 interface ListParams {
@@ -251,6 +292,24 @@ export class SqliteMailboxIndex implements MailboxIndex {
   private readonly upsertToken: Database.Statement<[TokenRow]>;
   private readonly selectToken: Database.Statement<[string], TokenRow>;
   private readonly removeToken: Database.Statement<[string]>;
+  private readonly claimSendStatement: Database.Statement<
+    [{ key: string; now: string; stale: string }],
+    SendRow
+  >;
+  private readonly finishSendStatement: Database.Statement<
+    [
+      {
+        key: string;
+        state: string;
+        now: string;
+        provider_message_id: string | null;
+        detail: string | null;
+        error: string | null;
+      },
+    ],
+    SendRow
+  >;
+  private readonly selectSend: Database.Statement<[string], SendRow>;
   private readonly listStatements = new Map<number, Database.Statement<[ListParams], MessageRow>>();
   private readonly deliverOne: Database.Transaction<(entry: MessageEntry) => boolean>;
   private readonly deliverBatch: Database.Transaction<(batch: readonly PendingDelivery[]) => boolean[]>;
@@ -306,6 +365,23 @@ export class SqliteMailboxIndex implements MailboxIndex {
       'SELECT hash, mailbox, admin, created_at, label FROM tokens WHERE hash = ?',
     );
     this.removeToken = this.db.prepare('DELETE FROM tokens WHERE hash = ?');
+    // The conditional write: a new key inserts; an existing one is taken over only when its last
+    // attempt failed or its claim is stale. No row back means someone else holds it (or it was sent).
+    this.claimSendStatement = this.db.prepare(
+      `INSERT INTO sends (key, state, attempts, claimed_at, updated_at) VALUES (@key, 'pending', 1, @now, @now) ` +
+        `ON CONFLICT (key) DO UPDATE SET state = 'pending', attempts = attempts + 1, claimed_at = excluded.claimed_at, ` +
+        'updated_at = excluded.updated_at, error = NULL ' +
+        `WHERE sends.state = 'failed' OR (sends.state = 'pending' AND sends.claimed_at < @stale) ` +
+        `RETURNING ${SEND_COLUMNS}`,
+    );
+    this.finishSendStatement = this.db.prepare(
+      `INSERT INTO sends (key, state, attempts, claimed_at, updated_at, provider_message_id, detail, error) ` +
+        'VALUES (@key, @state, 1, @now, @now, @provider_message_id, @detail, @error) ' +
+        'ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, ' +
+        'provider_message_id = excluded.provider_message_id, detail = excluded.detail, error = excluded.error ' +
+        `RETURNING ${SEND_COLUMNS}`,
+    );
+    this.selectSend = this.db.prepare(`SELECT ${SEND_COLUMNS} FROM sends WHERE key = ?`);
     for (const cursor of [false, true]) {
       for (const unseen of [false, true]) {
         for (const q of [false, true]) {
@@ -444,6 +520,37 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.flushDeliveries();
     const row = this.deleteOne.immediate(mailbox, id);
     return row === undefined ? null : toEntry(row);
+  }
+
+  async claimSend(key: string, options: ClaimSendOptions): Promise<{ claimed: boolean; record: SendRecord }> {
+    this.flushDeliveries();
+    const now = options.now.toISOString();
+    const stale = new Date(options.now.getTime() - options.leaseMs).toISOString();
+    const claimed = this.claimSendStatement.get({ key, now, stale });
+    if (claimed !== undefined) return { claimed: true, record: toSendRecord(claimed) };
+    const current = this.selectSend.get(key);
+    if (current === undefined) throw new Error(`unreachable: send ${key} neither claimed nor present`);
+    return { claimed: false, record: toSendRecord(current) };
+  }
+
+  async finishSend(key: string, outcome: SendOutcome, now: Date): Promise<SendRecord> {
+    this.flushDeliveries();
+    const row = this.finishSendStatement.get({
+      key,
+      state: outcome.state,
+      now: now.toISOString(),
+      provider_message_id: outcome.state === 'sent' ? outcome.providerMessageId : null,
+      detail: outcome.state === 'sent' ? (outcome.detail ?? null) : null,
+      error: outcome.state === 'failed' ? outcome.error : null,
+    });
+    if (row === undefined) throw new Error(`unreachable: upsert of send ${key} returned nothing`);
+    return toSendRecord(row);
+  }
+
+  async getSend(key: string): Promise<SendRecord | null> {
+    this.flushDeliveries();
+    const row = this.selectSend.get(key);
+    return row === undefined ? null : toSendRecord(row);
   }
 
   async putToken(token: TokenRecord): Promise<void> {

@@ -1,0 +1,84 @@
+/**
+ * Outbound for local mode with a smarthost (`relay.smtp` in the config): every message is handed
+ * over SMTP, as is (nodemailer's `raw`: no header is added or changed), with an explicit envelope.
+ * SMTP itself requires CRLF line endings and dot-stuffing on the wire (RFC 5321 §2.3.8, §4.5.2);
+ * nodemailer applies both, so a bare-LF message arrives with CRLF and otherwise the same bytes.
+ */
+import { createTransport, type Transporter } from 'nodemailer';
+import type SMTPTransport from 'nodemailer/lib/smtp-transport';
+import { SendError } from '../../core/errors.ts';
+import type { Outbound, OutboundMessage } from '../../ports/outbound.ts';
+
+/** A smarthost that does not answer within this long is treated as down (the router then retries). */
+const CONNECTION_TIMEOUT_MS = 15_000;
+/** Time allowed for the whole DATA phase of a large message on a slow link. */
+const SOCKET_TIMEOUT_MS = 120_000;
+
+export interface SmtpOutboundOptions {
+  /** `smtp://host:port` or `smtps://user:pass@host:465`. */
+  readonly url: string;
+  /** The name we give in EHLO. @default the host name nodemailer finds */
+  readonly name?: string;
+}
+
+/** nodemailer's errors carry the SMTP reply code and a short code (`EENVELOPE`, `ECONNECTION`, …). */
+function replyCodeOf(err: unknown): number | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const code = (err as { responseCode?: unknown }).responseCode;
+  return typeof code === 'number' ? code : undefined;
+}
+
+export class SmtpOutbound implements Outbound {
+  private readonly transport: Transporter<SMTPTransport.SentMessageInfo>;
+
+  constructor(options: SmtpOutboundOptions) {
+    const parsed = new URL(options.url);
+    if (parsed.protocol !== 'smtp:' && parsed.protocol !== 'smtps:') {
+      throw new TypeError(`SmtpOutbound: ${parsed.protocol} is not smtp: or smtps:`);
+    }
+    this.transport = createTransport({
+      host: parsed.hostname,
+      port: parsed.port === '' ? (parsed.protocol === 'smtps:' ? 465 : 25) : Number(parsed.port),
+      secure: parsed.protocol === 'smtps:',
+      ...(parsed.username
+        ? { auth: { user: decodeURIComponent(parsed.username), pass: decodeURIComponent(parsed.password) } }
+        : {}),
+      ...(options.name === undefined ? {} : { name: options.name }),
+      connectionTimeout: CONNECTION_TIMEOUT_MS,
+      greetingTimeout: CONNECTION_TIMEOUT_MS,
+      socketTimeout: SOCKET_TIMEOUT_MS,
+    });
+  }
+
+  async send(message: OutboundMessage): Promise<{ messageId: string }> {
+    try {
+      const info = await this.transport.sendMail({
+        envelope: { from: message.from, to: [...message.to] },
+        raw: message.raw,
+      });
+      // Some smarthosts accept part of the recipients; for us each send has one, so any refusal is a failure.
+      if (info.rejected.length > 0) {
+        throw new SendError(`smarthost refused ${info.rejected.join(', ')}: ${info.response}`, true);
+      }
+      // The server's queue id (`250 2.0.0 Ok: queued as X`) is the best id we get back.
+      return { messageId: info.response || info.messageId };
+    } catch (err) {
+      if (err instanceof SendError) throw err;
+      const replyCode = replyCodeOf(err);
+      const text = err instanceof Error ? err.message : String(err);
+      // RFC 5321 §4.2.1: 5yz is a permanent failure; 4yz and connection problems may pass.
+      throw new SendError(
+        `smtp send failed: ${text}`,
+        replyCode !== undefined && replyCode >= 500,
+        replyCode,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+}

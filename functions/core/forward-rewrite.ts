@@ -1,0 +1,272 @@
+/**
+ * Rewrites a received message so SES will send it on, and so the receiving side (Gmail, …)
+ * accepts it: SES sends only from verified identities, and a From of someone else's domain
+ * would fail that domain's DMARC at the destination. Only the header block is edited, as bytes;
+ * the body is carried over untouched (8-bit and binary MIME included). Pure: no I/O.
+ *
+ * What changes:
+ * - `From` becomes `"<original name> via <domain>" <forwarder@domain>`; the original goes to
+ *   `X-Original-From` and, unless the message has one, to `Reply-To`, so replies reach the sender.
+ * - Removed: `Return-Path`, `Sender` (SES sets its own, and they must be verified identities),
+ *   every `DKIM-Signature` / `DomainKey-Signature` (broken by the From change, and SES refuses
+ *   duplicates), `X-SES-*` (SES reads some of them as sending instructions: configuration set,
+ *   tags, ARNs; a sender must not choose ours), `Bcc`, and any `X-Mail-Relay-*` (only we set those).
+ * - Fields SES accepts only once keep their first occurrence
+ *   (https://docs.aws.amazon.com/ses/latest/dg/header-fields.html).
+ * - Added on top: `X-Loop` (our marker, to cut loops), `X-Forwarded-For` / `X-Forwarded-To`
+ *   (the address it was sent to and where it went), `X-Original-From`, and for tagged mail
+ *   `X-Mail-Relay-Verdict` plus a subject prefix.
+ */
+import type { VerdictName } from './config.ts';
+import {
+  cleanDisplayText,
+  decodeHeaderText,
+  encodePhrase,
+  fieldValue,
+  findField,
+  type HeaderField,
+  joinMessage,
+  makeField,
+  type ParsedAddress,
+  parseAddressList,
+  rawFieldValue,
+  type SplitMessage,
+  splitMessage,
+} from './mime-header.ts';
+import type { Verdicts } from './routing.ts';
+
+/**
+ * More `Received:` fields than this and we do not forward: the message is going round in circles.
+ * RFC 5321 §6.3 asks a server that *rejects* on a hop count to use a large threshold (≥ 100);
+ * we never reject for it (the message is kept and the owner told), so we stop earlier, at
+ * Postfix's default `hopcount_limit`. https://www.rfc-editor.org/rfc/rfc5321#section-6.3
+ */
+export const MAX_FORWARD_HOPS = 50;
+
+/** Header fields removed from every forwarded message (lower case); see the module comment. */
+const STRIPPED = new Set(['return-path', 'sender', 'dkim-signature', 'domainkey-signature', 'bcc']);
+const STRIPPED_PREFIXES = ['x-ses-', 'x-mail-relay-'];
+
+/** Fields SES refuses to see twice (https://docs.aws.amazon.com/ses/latest/dg/header-fields.html). */
+export const SES_SINGLE_FIELDS: ReadonlySet<string> = new Set(
+  [
+    'Accept-Language',
+    'acceptLanguage',
+    'Archived-At',
+    'Auto-Submitted',
+    'Bounces-to',
+    'Comments',
+    'Content-Alternative',
+    'Content-Base',
+    'Content-Class',
+    'Content-Description',
+    'Content-Disposition',
+    'Content-Duration',
+    'Content-ID',
+    'Content-Language',
+    'Content-Length',
+    'Content-Location',
+    'Content-MD5',
+    'Content-Transfer-Encoding',
+    'Content-Type',
+    'Date',
+    'Delivered-To',
+    'Disposition-Notification-Options',
+    'Disposition-Notification-To',
+    'DKIM-Signature',
+    'DomainKey-Signature',
+    'Errors-To',
+    'From',
+    'Importance',
+    'In-Reply-To',
+    'Keywords',
+    'List-Archive',
+    'List-Help',
+    'List-Id',
+    'List-Owner',
+    'List-Post',
+    'List-Subscribe',
+    'List-Unsubscribe',
+    'List-Unsubscribe-Post',
+    'Message-Context',
+    'Message-ID',
+    'MIME-Version',
+    'Organization',
+    'Original-From',
+    'Original-Message-ID',
+    'Original-Recipient',
+    'Original-Subject',
+    'Precedence',
+    'Priority',
+    'References',
+    'Reply-To',
+    'Return-Path',
+    'Return-Receipt-To',
+    'Sender',
+    'Solicitation',
+    'Sensitivity',
+    'Subject',
+    'Thread-Index',
+    'Thread-Topic',
+    'User-Agent',
+    'VBR-Info',
+  ].map((n) => n.toLowerCase()),
+);
+
+/** The subject prefix for each tagged verdict. */
+export const TAG_PREFIX: Readonly<Record<VerdictName, string>> = {
+  spam: '[SPAM]',
+  virus: '[VIRUS]',
+  spf: '[SPF-FAIL]',
+  dkim: '[DKIM-FAIL]',
+  dmarc: '[DMARC-FAIL]',
+};
+
+export interface ForwardRewriteOptions {
+  /** The verified identity the message is sent from (`forwarder@example.com`). */
+  readonly fromAddress: string;
+  /** The address the message was sent to (`boss@example.com`). */
+  readonly recipient: string;
+  /** Where it is forwarded (`boss.private@gmail.com`). */
+  readonly destination: string;
+  /** Our `X-Loop` value; a message already carrying it is not forwarded again. */
+  readonly loopMarker: string;
+  /** The envelope sender: the Reply-To of last resort when the message has no usable From. */
+  readonly envelopeFrom: string;
+  /** Verdicts whose policy is `tag`: a subject prefix and `X-Mail-Relay-Verdict`. */
+  readonly tags: readonly VerdictName[];
+  readonly verdicts?: Verdicts | undefined;
+}
+
+export interface ForwardRewrite {
+  readonly raw: Buffer;
+  /** The first From mailbox of the original, when it had a readable one. */
+  readonly originalFrom: ParsedAddress | null;
+  /** The display name put in the new From (without the quotes). */
+  readonly displayName: string;
+  /** The new From header value, as written. */
+  readonly from: string;
+  /** The Reply-To the forwarded message carries (as written), or null. */
+  readonly replyTo: string | null;
+  /** The decoded original subject, or null when there is none. */
+  readonly subject: string | null;
+}
+
+export type LoopCheck =
+  | { readonly loop: false; readonly hops: number }
+  | { readonly loop: true; readonly reason: 'x-loop' | 'hops'; readonly hops: number };
+
+/** Whether a message must not be forwarded: it carries our X-Loop, or has too many hops. */
+export function checkLoop(message: Buffer | SplitMessage, loopMarker: string): LoopCheck {
+  const split = Buffer.isBuffer(message) ? splitMessage(message) : message;
+  const hops = split.fields.filter((f) => f.key === 'received').length;
+  const marker = loopMarker.toLowerCase();
+  const ours = split.fields.some((f) => f.key === 'x-loop' && fieldValue(f).trim().toLowerCase() === marker);
+  if (ours) return { loop: true, reason: 'x-loop', hops };
+  if (hops > MAX_FORWARD_HOPS) return { loop: true, reason: 'hops', hops };
+  return { loop: false, hops };
+}
+
+function domainOf(address: string): string {
+  return address.slice(address.lastIndexOf('@') + 1);
+}
+
+function isStripped(key: string): boolean {
+  return STRIPPED.has(key) || STRIPPED_PREFIXES.some((p) => key.startsWith(p));
+}
+
+/** `"Alice Example via example.com"`: who wrote it, and that it came through us. */
+export function forwardDisplayName(
+  original: ParsedAddress | null,
+  envelopeFrom: string,
+  domain: string,
+): string {
+  const who = cleanDisplayText(original?.name || original?.address || envelopeFrom || 'unknown sender', 150);
+  return `${who} via ${domain}`;
+}
+
+function verdictValue(verdicts: Verdicts | undefined, tags: readonly VerdictName[]): string {
+  const parts: string[] = [];
+  if (verdicts) {
+    for (const name of ['spam', 'virus', 'spf', 'dkim', 'dmarc'] as const) {
+      parts.push(`${name}=${String(verdicts[name]).replace(/[^\w-]/g, '')}`);
+    }
+    if (verdicts.dmarcPolicy) parts.push(`dmarc-policy=${verdicts.dmarcPolicy.replace(/[^\w-]/g, '')}`);
+  }
+  parts.push(`tagged=${tags.join(',')}`);
+  return parts.join('; ');
+}
+
+/** The message as it is forwarded. Throws nothing for odd input: a message without headers gets ours. */
+export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): ForwardRewrite {
+  const split = splitMessage(raw);
+  const { eol } = split;
+  const fromField = findField(split.fields, 'from');
+  const originalFrom = fromField ? (parseAddressList(fieldValue(fromField))[0] ?? null) : null;
+  const hasReplyTo = findField(split.fields, 'reply-to') !== undefined;
+  const subjectField = findField(split.fields, 'subject');
+  const subject = subjectField ? decodeHeaderText(fieldValue(subjectField)) : null;
+  const domain = domainOf(options.fromAddress);
+
+  const displayName = forwardDisplayName(originalFrom, options.envelopeFrom, domain);
+  const from = `${encodePhrase(displayName, eol)} <${options.fromAddress}>`;
+
+  let replyTo: string | null = null;
+  const added: HeaderField[] = [makeField('X-Loop', options.loopMarker, eol)];
+  added.push(makeField('X-Forwarded-For', `${options.recipient} ${options.destination}`, eol));
+  added.push(makeField('X-Forwarded-To', options.destination, eol));
+  if (fromField && originalFrom) {
+    // The original value as written (folding, encoded words, 8-bit bytes and all): nothing is lost.
+    const original = rawFieldValue(fromField).replace(/^[ \t]+/, '');
+    added.push({
+      name: 'X-Original-From',
+      key: 'x-original-from',
+      raw: `X-Original-From: ${original}${eol}`,
+    });
+    if (!hasReplyTo) {
+      replyTo = original;
+      added.push({ name: 'Reply-To', key: 'reply-to', raw: `Reply-To: ${original}${eol}` });
+    }
+  } else if (!hasReplyTo && /^[^\s<>@]+@[^\s<>@]+$/.test(options.envelopeFrom)) {
+    replyTo = `<${options.envelopeFrom}>`;
+    added.push(makeField('Reply-To', replyTo, eol));
+  }
+  if (options.tags.length > 0) {
+    added.push(makeField('X-Mail-Relay-Verdict', verdictValue(options.verdicts, options.tags), eol));
+  }
+  const prefix = options.tags.map((t) => TAG_PREFIX[t]).join('');
+
+  const seen = new Set<string>();
+  const kept: HeaderField[] = [];
+  let fromDone = false;
+  let subjectDone = false;
+  for (const f of split.fields) {
+    if (isStripped(f.key)) continue;
+    if (SES_SINGLE_FIELDS.has(f.key)) {
+      if (seen.has(f.key)) continue;
+      seen.add(f.key);
+    }
+    if (f.key === 'from') {
+      kept.push(makeField('From', from, eol));
+      fromDone = true;
+    } else if (f.key === 'subject' && prefix !== '') {
+      const value = rawFieldValue(f).replace(/^[ \t]+/, '');
+      kept.push({ name: f.name, key: f.key, raw: `${f.name}: ${prefix} ${value}${eol}` });
+      subjectDone = true;
+    } else {
+      kept.push(f);
+    }
+  }
+  if (!fromDone) kept.unshift(makeField('From', from, eol));
+  if (!subjectDone && prefix !== '' && subjectField === undefined)
+    kept.push(makeField('Subject', prefix, eol));
+
+  return {
+    raw: joinMessage({ eol, fields: [...added, ...kept], separator: split.separator, body: split.body }),
+    originalFrom,
+    displayName,
+    from,
+    replyTo,
+    subject,
+  };
+}

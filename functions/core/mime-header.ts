@@ -1,0 +1,369 @@
+/**
+ * The header block of a raw message, handled as bytes: split it from the body, read and edit
+ * fields, put it back together. The body is never decoded, so 8-bit and binary MIME survive
+ * byte for byte. Header text is held as latin1 strings (one char per byte), which round-trips
+ * every byte value; only display values (names, subjects) are decoded to Unicode.
+ * Pure: no I/O.
+ */
+
+/**
+ * RFC 5322 §2.2: a field name is printable US-ASCII except ':'. Obsolete syntax (§4.5) allows
+ * whitespace before the colon, which real mail still carries.
+ */
+const FIELD_START_RE = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/;
+/** An mbox separator (`From sender date`) that an exporter left at the top of a message. */
+const MBOX_FROM_RE = /^From /;
+
+export type Eol = '\r\n' | '\n';
+
+export interface HeaderField {
+  /** The name as written (case kept). */
+  readonly name: string;
+  /** Lower-cased name, for comparisons. */
+  readonly key: string;
+  /** The whole field as bytes (latin1): first line, continuation lines, and their line endings. */
+  readonly raw: string;
+}
+
+export interface SplitMessage {
+  /** The message's own line ending (that of its first line); added lines use it too. */
+  readonly eol: Eol;
+  readonly fields: readonly HeaderField[];
+  /** The blank line ending the header block as written, or '' when the message has none. */
+  readonly separator: string;
+  /** Everything after the header block, untouched. */
+  readonly body: Buffer;
+  /** Lines inside the header block that are not fields (an mbox `From ` line): left out on rebuild. */
+  readonly dropped: readonly string[];
+}
+
+function detectEol(raw: Buffer): Eol {
+  const lf = raw.indexOf(10);
+  if (lf === -1) return '\r\n';
+  return lf > 0 && raw[lf - 1] === 13 ? '\r\n' : '\n';
+}
+
+/**
+ * Splits at the end of the header block: the first empty line (CRLF or bare LF), or the first line
+ * that is neither a field nor a continuation (a message whose sender forgot the blank line).
+ */
+export function splitMessage(raw: Buffer): SplitMessage {
+  const eol = detectEol(raw);
+  const fields: HeaderField[] = [];
+  const dropped: string[] = [];
+  let pos = 0;
+  let current: { name: string; start: number } | null = null;
+  const closeField = (end: number) => {
+    if (current === null) return;
+    fields.push({
+      name: current.name,
+      key: current.name.toLowerCase(),
+      raw: raw.toString('latin1', current.start, end),
+    });
+    current = null;
+  };
+  while (pos < raw.length) {
+    const lf = raw.indexOf(10, pos);
+    const next = lf === -1 ? raw.length : lf + 1;
+    const contentEnd = lf === -1 ? raw.length : lf > pos && raw[lf - 1] === 13 ? lf - 1 : lf;
+    if (contentEnd === pos) {
+      // The blank line: the header block ends here.
+      closeField(pos);
+      return { eol, fields, separator: raw.toString('latin1', pos, next), body: raw.subarray(next), dropped };
+    }
+    const first = raw[pos];
+    if ((first === 0x20 || first === 0x09) && current !== null) {
+      pos = next;
+      continue;
+    }
+    const line = raw.toString('latin1', pos, contentEnd);
+    const m = FIELD_START_RE.exec(line);
+    if (m?.[1] !== undefined) {
+      closeField(pos);
+      current = { name: m[1], start: pos };
+      pos = next;
+      continue;
+    }
+    if (MBOX_FROM_RE.test(line)) {
+      closeField(pos);
+      dropped.push(line);
+      pos = next;
+      continue;
+    }
+    // Not a header line: the body starts here, with no blank line before it.
+    closeField(pos);
+    return { eol, fields, separator: '', body: raw.subarray(pos), dropped };
+  }
+  closeField(raw.length);
+  return { eol, fields, separator: '', body: raw.subarray(raw.length), dropped };
+}
+
+/**
+ * The message again from (edited) fields. A header block without its blank line gets one, in the
+ * message's line ending: SES refuses a message whose header and body are not separated by one.
+ */
+export function joinMessage(split: Pick<SplitMessage, 'eol' | 'fields' | 'separator' | 'body'>): Buffer {
+  const head = split.fields.map((f) => (f.raw.endsWith('\n') ? f.raw : f.raw + split.eol)).join('');
+  return Buffer.concat([Buffer.from(head + (split.separator || split.eol), 'latin1'), split.body]);
+}
+
+/** A field from a name and an already-encoded value (ASCII, folded or not); `\n` in value becomes eol. */
+export function makeField(name: string, value: string, eol: Eol): HeaderField {
+  return { name, key: name.toLowerCase(), raw: `${name}: ${value}${eol}` };
+}
+
+/** The value of a field as bytes (latin1), unfolded (RFC 5322 §2.2.3), without the leading space. */
+export function fieldValue(field: HeaderField): string {
+  const colon = field.raw.indexOf(':');
+  return field.raw
+    .slice(colon + 1)
+    .replace(/\r?\n(?=[ \t])/g, '')
+    .replace(/\r?\n$/, '')
+    .replace(/^[ \t]+/, '');
+}
+
+/** The value as written after the colon, folding and line endings kept, without the final line ending. */
+export function rawFieldValue(field: HeaderField): string {
+  const colon = field.raw.indexOf(':');
+  return field.raw.slice(colon + 1).replace(/\r?\n$/, '');
+}
+
+export function findField(fields: readonly HeaderField[], name: string): HeaderField | undefined {
+  const key = name.toLowerCase();
+  return fields.find((f) => f.key === key);
+}
+
+// ---- decoding display text ------------------------------------------------------------------
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Header bytes as text: UTF-8 when they are valid UTF-8 (RFC 6532 allows raw UTF-8 in headers),
+ * else latin1, which is what most 8-bit headers without a declared charset turn out to be.
+ */
+export function bytesToText(latin1: string): string {
+  if (!/[\x80-\xff]/.test(latin1)) return latin1;
+  try {
+    return utf8.decode(Buffer.from(latin1, 'latin1'));
+  } catch {
+    return latin1;
+  }
+}
+
+/** RFC 2047 §2: `=?charset[*language]?B|Q?encoded-text?=`. */
+const ENCODED_WORD_RE = /=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=/g;
+
+function decodeWord(charset: string, encoding: string, text: string): string | null {
+  let bytes: Buffer;
+  if (encoding.toUpperCase() === 'B') {
+    bytes = Buffer.from(text, 'base64');
+  } else {
+    // RFC 2047 §4.2: `_` is a space, `=XX` a byte.
+    const out: number[] = [];
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (c === '_') out.push(0x20);
+      else if (c === '=' && /^[0-9A-Fa-f]{2}$/.test(text.slice(i + 1, i + 3))) {
+        out.push(Number.parseInt(text.slice(i + 1, i + 3), 16));
+        i += 2;
+      } else out.push(text.charCodeAt(i) & 0xff);
+    }
+    bytes = Buffer.from(out);
+  }
+  try {
+    return new TextDecoder(charset.toLowerCase()).decode(bytes);
+  } catch {
+    // An unknown charset: the caller keeps the encoded word as written.
+    return null;
+  }
+}
+
+/**
+ * Decodes RFC 2047 encoded words in unstructured text (Subject, display names) and raw UTF-8
+ * (RFC 6532). Whitespace between two adjacent encoded words is dropped (RFC 2047 §6.2).
+ */
+export function decodeHeaderText(latin1: string): string {
+  const text = bytesToText(latin1);
+  let out = '';
+  let last = 0;
+  let lastWasWord = false;
+  for (const m of text.matchAll(ENCODED_WORD_RE)) {
+    const between = text.slice(last, m.index);
+    const decoded = decodeWord(m[1] ?? '', m[2] ?? 'Q', m[3] ?? '');
+    if (!(lastWasWord && /^[ \t\r\n]*$/.test(between))) out += between;
+    out += decoded ?? m[0];
+    last = m.index + m[0].length;
+    lastWasWord = decoded !== null;
+  }
+  return out + text.slice(last);
+}
+
+// ---- encoding display text ------------------------------------------------------------------
+
+/** RFC 2047 §2: an encoded word is at most 75 characters; `=?UTF-8?B?` + `?=` take 12 of them. */
+const MAX_WORD_BYTES = 45;
+
+/** `text` as one or more UTF-8 B encoded words (RFC 2047), split on character boundaries. */
+export function encodeWords(text: string): string[] {
+  const words: string[] = [];
+  let chunk = '';
+  for (const ch of text) {
+    if (Buffer.byteLength(chunk + ch, 'utf8') > MAX_WORD_BYTES) {
+      words.push(chunk);
+      chunk = '';
+    }
+    chunk += ch;
+  }
+  if (chunk !== '' || words.length === 0) words.push(chunk);
+  return words.map((w) => `=?UTF-8?B?${Buffer.from(w, 'utf8').toString('base64')}?=`);
+}
+
+/**
+ * A display name as an RFC 5322 phrase: a quoted-string when it is printable ASCII, else encoded
+ * words folded onto continuation lines (each line stays well under 78 characters).
+ */
+export function encodePhrase(name: string, eol: Eol): string {
+  if (/^[\x20-\x7e]*$/.test(name)) return `"${name.replace(/["\\]/g, '\\$&')}"`;
+  return encodeWords(name).join(`${eol} `);
+}
+
+/** Display text without control characters and bounded in length: it becomes a header. */
+export function cleanDisplayText(text: string, maxChars = 200): string {
+  // Control characters (CR and LF above all) must never reach a header line.
+  const visible = [...text]
+    .map((ch) => ((ch.codePointAt(0) ?? 0) < 0x20 || ch === '\u007f' ? ' ' : ch))
+    .join('');
+  const flat = visible.replace(/\s+/g, ' ').trim();
+  return [...flat].slice(0, maxChars).join('');
+}
+
+// ---- addresses ------------------------------------------------------------------------------
+
+export interface ParsedAddress {
+  /** Decoded display name ('' when none). */
+  readonly name: string;
+  /** `local@domain` as written (not lower-cased). */
+  readonly address: string;
+}
+
+type Token =
+  | { kind: 'quoted'; text: string }
+  | { kind: 'comment'; text: string }
+  | { kind: 'angle'; text: string }
+  | { kind: 'special'; text: ',' | ':' | ';' }
+  | { kind: 'atom'; text: string }
+  | { kind: 'space' };
+
+/** RFC 5322 §3.2: quoted strings, (nested) comments, angle addresses, separators and atoms. */
+function tokenize(value: string): Token[] {
+  const tokens: Token[] = [];
+  let i = 0;
+  while (i < value.length) {
+    const c = value[i] ?? '';
+    if (c === ' ' || c === '\t' || c === '\r' || c === '\n') {
+      if (tokens[tokens.length - 1]?.kind !== 'space') tokens.push({ kind: 'space' });
+      i++;
+    } else if (c === '"') {
+      let text = '';
+      i++;
+      while (i < value.length && value[i] !== '"') {
+        if (value[i] === '\\' && i + 1 < value.length) i++;
+        text += value[i];
+        i++;
+      }
+      i++;
+      tokens.push({ kind: 'quoted', text });
+    } else if (c === '(') {
+      let depth = 1;
+      let text = '';
+      i++;
+      while (i < value.length && depth > 0) {
+        const d = value[i];
+        if (d === '\\' && i + 1 < value.length) {
+          text += value[i + 1];
+          i += 2;
+          continue;
+        }
+        if (d === '(') depth++;
+        if (d === ')') depth--;
+        if (depth > 0) text += d;
+        i++;
+      }
+      tokens.push({ kind: 'comment', text });
+    } else if (c === '<') {
+      const end = value.indexOf('>', i);
+      const stop = end === -1 ? value.length : end;
+      tokens.push({ kind: 'angle', text: value.slice(i + 1, stop) });
+      i = stop + 1;
+    } else if (c === ',' || c === ':' || c === ';') {
+      tokens.push({ kind: 'special', text: c });
+      i++;
+    } else {
+      let text = '';
+      while (i < value.length && !/[\s"(<,:;]/.test(value[i] ?? '')) {
+        text += value[i];
+        i++;
+      }
+      tokens.push({ kind: 'atom', text });
+    }
+  }
+  return tokens;
+}
+
+/** Joins phrase tokens, decoding encoded words, which are only recognised outside quotes (RFC 2047 §5). */
+function phraseText(tokens: readonly Token[]): string {
+  let out = '';
+  let plain = '';
+  for (const t of tokens) {
+    if (t.kind === 'space') plain += ' ';
+    else if (t.kind === 'atom') plain += t.text;
+    else if (t.kind === 'quoted') {
+      out += decodeHeaderText(plain) + bytesToText(t.text);
+      plain = '';
+    }
+  }
+  return (out + decodeHeaderText(plain)).replace(/\s+/g, ' ').trim();
+}
+
+function mailboxOf(tokens: readonly Token[]): ParsedAddress | null {
+  const angleAt = tokens.findIndex((t) => t.kind === 'angle');
+  if (angleAt >= 0) {
+    const angle = tokens[angleAt];
+    // An obsolete source route (`<@a.example,@b.example:user@c.example>`, RFC 5322 §4.4) is dropped.
+    const address = (angle?.kind === 'angle' ? angle.text : '').replace(/^@[^:]*:/, '').trim();
+    if (!address.includes('@')) return null;
+    return { name: cleanDisplayText(phraseText(tokens.slice(0, angleAt))), address };
+  }
+  const address = tokens
+    .filter((t) => t.kind === 'atom' || t.kind === 'quoted')
+    .map((t) => (t.kind === 'quoted' ? `"${t.text}"` : t.text))
+    .join('');
+  if (!address.includes('@')) return null;
+  // `alice@example.org (Alice Example)`: the comment is the name by old convention.
+  const comment = tokens.find((t) => t.kind === 'comment');
+  const name = comment?.kind === 'comment' ? cleanDisplayText(decodeHeaderText(comment.text)) : '';
+  return { name, address };
+}
+
+/**
+ * The mailboxes of an address-list header (From, To, Cc, Reply-To), groups flattened
+ * (RFC 5322 §3.4). Lenient: entries without an `@` are skipped rather than failing the list.
+ */
+export function parseAddressList(latin1Value: string): ParsedAddress[] {
+  const out: ParsedAddress[] = [];
+  let entry: Token[] = [];
+  const flush = () => {
+    const m = mailboxOf(entry);
+    if (m) out.push(m);
+    entry = [];
+  };
+  for (const t of tokenize(latin1Value)) {
+    if (t.kind === 'special') {
+      // `Group name:` starts a group: what came before was its name, not a mailbox.
+      if (t.text === ':') entry = [];
+      else flush();
+    } else entry.push(t);
+  }
+  flush();
+  return out;
+}

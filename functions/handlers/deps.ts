@@ -1,0 +1,119 @@
+/**
+ * The AWS adapter set, wired from the Lambda environment. Read once per execution environment
+ * (module scope of each handler), so a missing variable or an invalid configuration fails the
+ * cold start with a message naming what is wrong, not the 100th request.
+ *
+ * Environment:
+ *   BUCKET_NAME             the mail bucket (inbound/, notifications/, mailboxes/)
+ *   TABLE_NAME              the single DynamoDB table of the mailbox index
+ *   MAIL_RELAY_CONFIG_JSON  mail-relay.config.json's content, validated with parseConfig
+ *   SES_CONFIGURATION_SET   optional: configuration set for outbound mail
+ *   AWS_ENDPOINT_URL        optional (read by the SDK itself): an S3/DynamoDB/SES-compatible endpoint
+ *   MAIL_RELAY_S3_FORCE_PATH_STYLE  optional `true`/`false`; defaults to true when AWS_ENDPOINT_URL(_S3) is set
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SESv2Client } from '@aws-sdk/client-sesv2';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { DynamoDbMailboxIndex } from '../adapters/aws/dynamodb-mailbox-index.ts';
+import { S3BlobStore } from '../adapters/aws/s3-blob-store.ts';
+import { Sesv2Outbound } from '../adapters/aws/sesv2-outbound.ts';
+import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
+import { type Config, parseConfig } from '../core/config.ts';
+import { ConfigError } from '../core/errors.ts';
+import type { RouterDeps } from '../pipeline/router.ts';
+
+export interface AwsSettings {
+  readonly bucketName: string;
+  readonly tableName: string;
+  readonly config: Config;
+  readonly sesConfigurationSet?: string | undefined;
+  /** S3-compatible endpoints (moto, MinIO, LocalStack) serve buckets by path, not by host name. */
+  readonly forcePathStyle: boolean;
+}
+
+export interface AwsClients {
+  readonly s3: S3Client;
+  readonly dynamo: DynamoDBDocumentClient;
+  readonly ses: SESv2Client;
+}
+
+export interface AwsDeps extends RouterDeps {
+  readonly bucketName: string;
+  readonly tableName: string;
+  readonly blobs: S3BlobStore;
+  readonly index: DynamoDbMailboxIndex;
+  readonly clients: AwsClients;
+}
+
+function parseBoolean(name: string, value: string): boolean {
+  if (/^(1|true|yes)$/i.test(value)) return true;
+  if (/^(0|false|no)$/i.test(value)) return false;
+  throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(value)}`);
+}
+
+/** Reads and validates the handlers' environment; every problem is reported at once. */
+export function readAwsSettings(env: NodeJS.ProcessEnv): AwsSettings {
+  const issues: string[] = [];
+  const required = (name: string): string => {
+    const value = env[name];
+    if (value === undefined || value.trim() === '') {
+      issues.push(`${name} is not set`);
+      return '';
+    }
+    return value.trim();
+  };
+  const bucketName = required('BUCKET_NAME');
+  const tableName = required('TABLE_NAME');
+  const configJson = required('MAIL_RELAY_CONFIG_JSON');
+  if (issues.length > 0) throw new ConfigError('the function environment is incomplete', issues);
+
+  let raw: unknown;
+  try {
+    raw = JSON.parse(configJson);
+  } catch (err) {
+    throw new ConfigError(`MAIL_RELAY_CONFIG_JSON is not valid JSON: ${(err as Error).message}`);
+  }
+  const config = parseConfig(raw, 'MAIL_RELAY_CONFIG_JSON');
+  const customEndpoint = Boolean(env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL);
+  const pathStyle = env.MAIL_RELAY_S3_FORCE_PATH_STYLE;
+  return {
+    bucketName,
+    tableName,
+    config,
+    sesConfigurationSet: env.SES_CONFIGURATION_SET?.trim() || undefined,
+    forcePathStyle:
+      pathStyle === undefined || pathStyle === '' ? customEndpoint : parseBoolean('MAIL_RELAY_S3_FORCE_PATH_STYLE', pathStyle),
+  };
+}
+
+/**
+ * One client per service for the process. Region, credentials and endpoint come from the
+ * standard SDK chain (AWS_REGION, the Lambda role, AWS_ENDPOINT_URL), never from code.
+ */
+export function createAwsClients(settings: Pick<AwsSettings, 'forcePathStyle'>): AwsClients {
+  return {
+    s3: new S3Client({ forcePathStyle: settings.forcePathStyle }),
+    dynamo: DynamoDBDocumentClient.from(new DynamoDBClient({})),
+    ses: new SESv2Client({}),
+  };
+}
+
+/** The router's ports on AWS, from explicit settings (the CLI builds them from a stack's outputs). */
+export function createAwsDepsFrom(settings: AwsSettings, clients: AwsClients = createAwsClients(settings)): AwsDeps {
+  return {
+    config: settings.config,
+    bucketName: settings.bucketName,
+    tableName: settings.tableName,
+    blobs: new S3BlobStore({ client: clients.s3, bucket: settings.bucketName }),
+    index: new DynamoDbMailboxIndex({ client: clients.dynamo, tableName: settings.tableName }),
+    parser: new MailparserAdapter(),
+    outbound: new Sesv2Outbound({ client: clients.ses, configurationSetName: settings.sesConfigurationSet }),
+    clients,
+  };
+}
+
+/** The router's ports on AWS, from the function's environment. Throws ConfigError on anything missing or invalid. */
+export function createAwsDeps(env: NodeJS.ProcessEnv = process.env): AwsDeps {
+  return createAwsDepsFrom(readAwsSettings(env));
+}

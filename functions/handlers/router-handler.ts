@@ -1,0 +1,185 @@
+/**
+ * The router Lambda's logic, separated from its module-scope wiring (router.ts) so tests and
+ * other entry points can build it with their own ports.
+ *
+ * Event path: SES receipt rule (S3 action) -> SNS topic -> SQS queue -> this function, in batches.
+ * Each SQS record's body is the SNS envelope whose `Message` is the SES "Received" notification,
+ * or (with SNS raw message delivery on) the notification itself. Every record is handled on its
+ * own: a record that fails is reported in `batchItemFailures` and only it returns to the queue
+ * (the event source mapping must enable ReportBatchItemFailures), so SQS retries it until the
+ * queue's maxReceiveCount moves it to the DLQ; it is never dropped.
+ * https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html
+ */
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import type { Context, SQSBatchItemFailure, SQSBatchResponse } from 'aws-lambda';
+import { z } from 'zod';
+import { MailRelayError, ValidationError } from '../core/errors.ts';
+import { type SesReceivedNotification, sesReceivedNotificationSchema } from '../core/notification.ts';
+import { countOutcomes, processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
+
+/** The parts of an SQS record we rely on (the full shape is in ../shared/aws-events). */
+export const sqsRecordSchema = z
+  .object({
+    messageId: z.string().min(1),
+    body: z.string(),
+    attributes: z.object({ ApproximateReceiveCount: z.string().optional() }).passthrough().optional(),
+    eventSource: z.literal('aws:sqs').optional(),
+  })
+  .passthrough();
+
+export const sqsEventSchema = z.object({ Records: z.array(sqsRecordSchema) }).passthrough();
+
+/** An SNS notification as SNS delivers it to an SQS queue (raw message delivery off). */
+export const snsEnvelopeSchema = z
+  .object({
+    Type: z.literal('Notification'),
+    MessageId: z.string(),
+    TopicArn: z.string(),
+    Subject: z.string().nullable().optional(),
+    Message: z.string(),
+    Timestamp: z.string(),
+  })
+  .passthrough();
+
+/**
+ * SES publishes this once to a topic when a receipt rule starts using it. It carries no mail;
+ * acknowledging it (rather than failing it into the DLQ) is the right answer.
+ */
+const SES_SETUP_NOTIFICATION = 'AMAZON_SES_SETUP_NOTIFICATION';
+
+export type RecordContent =
+  | { readonly kind: 'received'; readonly notification: SesReceivedNotification; readonly snsMessageId?: string }
+  | { readonly kind: 'setup' };
+
+/** A record whose content can never succeed (not JSON, not a notification): it goes to the DLQ via retries. */
+export class PoisonRecordError extends ValidationError {
+  constructor(message: string, details: readonly string[] = []) {
+    super(message, details, 'invalid_record');
+  }
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new PoisonRecordError(`${what} is not JSON: ${(err as Error).message}`);
+  }
+}
+
+/** Reads an SQS body: an SNS envelope around the notification, or the bare notification. */
+export function readRecordBody(body: string): RecordContent {
+  const outer = parseJson(body, 'SQS message body');
+  const envelope = snsEnvelopeSchema.safeParse(outer);
+  const inner = envelope.success ? parseJson(envelope.data.Message, 'SNS Message') : outer;
+  if (typeof inner === 'object' && inner !== null && (inner as { notificationType?: unknown }).notificationType === SES_SETUP_NOTIFICATION) {
+    return { kind: 'setup' };
+  }
+  const parsed = sesReceivedNotificationSchema.safeParse(inner);
+  if (!parsed.success) {
+    throw new PoisonRecordError(
+      'not an SES "Received" notification with an S3 action',
+      parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`),
+    );
+  }
+  return envelope.success
+    ? { kind: 'received', notification: parsed.data, snsMessageId: envelope.data.MessageId }
+    : { kind: 'received', notification: parsed.data };
+}
+
+export interface RouterHandlerOptions {
+  readonly deps: RouterDeps;
+  /** The bucket the blob store reads; a notification naming another bucket is refused. */
+  readonly bucketName: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+export type RouterHandler = (event: unknown, context?: Context) => Promise<SQSBatchResponse>;
+
+function errorFields(err: unknown): { name: string; code?: string; message: string; details?: readonly string[] } {
+  if (err instanceof ValidationError) return { name: err.name, code: err.code, message: err.message, details: err.details };
+  if (err instanceof MailRelayError) return { name: err.name, code: err.code, message: err.message };
+  if (err instanceof Error) return { name: err.name, message: err.message };
+  return { name: 'Error', message: String(err) };
+}
+
+/**
+ * Builds the SQS handler. Records are processed one after another: each may hold a 40 MB
+ * message and its parse, and a Lambda's memory is sized for one at a time.
+ */
+export function createRouterHandler(options: RouterHandlerOptions): RouterHandler {
+  const { deps, bucketName, logger, metrics } = options;
+
+  async function processRecord(record: z.infer<typeof sqsRecordSchema>): Promise<RouteResult | null> {
+    const content = readRecordBody(record.body);
+    if (content.kind === 'setup') {
+      logger.info('acknowledged the SES setup notification', { sqsMessageId: record.messageId });
+      return null;
+    }
+    const { notification } = content;
+    const action = notification.receipt.action;
+    if (action.bucketName !== bucketName) {
+      // Reading the key from our bucket instead would route some other message, or none.
+      throw new PoisonRecordError(`notification names bucket ${action.bucketName}; this router reads ${bucketName}`);
+    }
+    return processNotification(deps, notification);
+  }
+
+  return async (event, context) => {
+    const started = performance.now();
+    if (context !== undefined) logger.addContext(context);
+    const parsed = sqsEventSchema.safeParse(event);
+    if (!parsed.success) {
+      // Not an SQS event at all (a wrong trigger or a test invoke): fail the invocation loudly.
+      logger.error('event is not an SQS batch', { issues: parsed.error.issues.slice(0, 5) });
+      throw new ValidationError('event is not an SQS batch');
+    }
+    const records = parsed.data.Records;
+    const failures: SQSBatchItemFailure[] = [];
+    const results: RouteResult[] = [];
+    try {
+      for (const record of records) {
+        const recordStarted = performance.now();
+        try {
+          const result = await processRecord(record);
+          if (result === null) continue;
+          results.push(result);
+          const c = countOutcomes([result]);
+          logger.info('routed', {
+            sqsMessageId: record.messageId,
+            sesMessageId: result.sesMessageId,
+            id: result.id,
+            size: result.size,
+            parseFailed: result.parseFailed,
+            outcomes: c,
+            ms: Math.round(performance.now() - recordStarted),
+          });
+        } catch (err) {
+          failures.push({ itemIdentifier: record.messageId });
+          logger.error('record failed; it returns to the queue (DLQ after maxReceiveCount)', {
+            sqsMessageId: record.messageId,
+            receiveCount: record.attributes?.ApproximateReceiveCount,
+            permanent: err instanceof PoisonRecordError,
+            error: errorFields(err),
+          });
+        }
+      }
+    } finally {
+      const c = countOutcomes(results);
+      metrics.addMetric('received', MetricUnit.Count, records.length);
+      metrics.addMetric('delivered', MetricUnit.Count, c.delivered);
+      metrics.addMetric('duplicates', MetricUnit.Count, c.duplicate);
+      metrics.addMetric('forwarded', MetricUnit.Count, c.forwarded);
+      metrics.addMetric('rejected', MetricUnit.Count, c.rejected);
+      metrics.addMetric('dropped', MetricUnit.Count, c.dropped);
+      metrics.addMetric('quarantined', MetricUnit.Count, c.quarantined);
+      metrics.addMetric('parseFailures', MetricUnit.Count, c.parseFailed);
+      metrics.addMetric('failedRecords', MetricUnit.Count, failures.length);
+      metrics.addMetric('batchLatency', MetricUnit.Milliseconds, Math.round(performance.now() - started));
+      metrics.publishStoredMetrics();
+    }
+    logger.info('batch done', { records: records.length, failed: failures.length });
+    return { batchItemFailures: failures };
+  };
+}

@@ -1,0 +1,16 @@
+/**
+ * Router Lambda entry point (SQS trigger; see router-handler.ts for the behaviour).
+ * Everything here runs once per execution environment: a bad environment or configuration
+ * fails the cold start (deps.ts), and the clients are reused by every invocation.
+ */
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { createAwsDeps } from './deps.ts';
+import { createRouterHandler } from './router-handler.ts';
+
+const deps = createAwsDeps(process.env);
+const logger = new Logger({ serviceName: 'mail-relay-router' });
+const metrics = new Metrics({ namespace: 'MailRelay', serviceName: 'mail-relay-router' });
+
+/** The SQS event handler: returns `{batchItemFailures}` for partial batch responses. */
+export const handler = createRouterHandler({ deps, bucketName: deps.bucketName, logger, metrics });

@@ -1,0 +1,43 @@
+/**
+ * The stack `npx cdk deploy` creates: the MailRelay construct and the outputs a newcomer needs
+ * (`npx mail-relay token create --stack <name>` reads TableName and BucketName from them).
+ */
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type { Construct } from 'constructs';
+import { MailRelay } from './mail-relay.ts';
+
+export interface MailRelayStackProps extends StackProps {
+  /** The parsed `mail-relay.config.json`. */
+  readonly config: unknown;
+  /**
+   * Names the configuration in error messages.
+   * @default 'configuration'
+   */
+  readonly configSource?: string;
+}
+
+export class MailRelayStack extends Stack {
+  readonly relay: MailRelay;
+
+  constructor(scope: Construct, id: string, props: MailRelayStackProps) {
+    super(scope, id, props);
+    this.relay = new MailRelay(this, 'MailRelay', {
+      config: props.config,
+      ...(props.configSource ? { configSource: props.configSource } : {}),
+    });
+    const { relay } = this;
+    new CfnOutput(this, 'ApiUrl', { value: relay.api.url, description: 'Base URL of the HTTP API' });
+    new CfnOutput(this, 'BucketName', { value: relay.storage.bucket.bucketName });
+    new CfnOutput(this, 'TableName', { value: relay.storage.table.tableName });
+    new CfnOutput(this, 'RuleSetName', {
+      value: relay.ingest.ruleSet.receiptRuleSetName,
+      description: 'The SES receipt rule set (activated by the stack)',
+    });
+    relay.dnsRecords.forEach((r, i) => {
+      new CfnOutput(this, `DnsRecord${i + 1}`, {
+        value: `${r.name} ${r.type} ${r.value}`,
+        description: r.type === 'MX' ? 'Create this MX record: it sends the domain\'s mail to SES' : 'Create this DKIM record (SES verifies the domain with it)',
+      });
+    });
+  }
+}

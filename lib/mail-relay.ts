@@ -1,0 +1,308 @@
+/**
+ * `MailRelay`: the whole relay as one construct (storage, ingest, API, alarms), for the stack in
+ * this repository and for anyone who has a CDK app of their own:
+ *
+ *   new MailRelay(stack, 'Mail', { config: JSON.parse(readFileSync('mail-relay.config.json', 'utf8')) });
+ *
+ * The configuration is validated here by the same schema the functions use at run time, so a bad
+ * configuration stops `cdk synth` with one line per wrong path instead of failing in Lambda.
+ */
+import { fileURLToPath } from 'node:url';
+import { Annotations, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
+import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import { Key } from 'aws-cdk-lib/aws-kms';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { type AwsSettings, type Config, configSchema, domainOf, parseConfig } from '../functions/core/config.ts';
+import { ConfigError } from '../functions/core/errors.ts';
+import { MailAlarms } from './alarms.ts';
+import { MailApi } from './api.ts';
+import { HouseFunction } from './house-function.ts';
+import { type DnsRecord, MailIngest } from './ingest.ts';
+import { acknowledge } from './nag.ts';
+import { receiptRecipients } from './recipients.ts';
+import { receivingRegionProblem } from './ses-regions.ts';
+import { MailStorage, PREFIX } from './storage.ts';
+
+/** Environment variables the handlers read (functions/handlers/deps.ts). */
+export const HANDLER_ENV = {
+  bucket: 'BUCKET_NAME',
+  table: 'TABLE_NAME',
+  config: 'MAIL_RELAY_CONFIG_JSON',
+} as const;
+
+const HANDLERS_DIR = new URL('../functions/handlers/', import.meta.url);
+/** Entry modules of the two functions; each exports `handler`. */
+export const HANDLER_ENTRIES = {
+  router: fileURLToPath(new URL('router.ts', HANDLERS_DIR)),
+  api: fileURLToPath(new URL('api.ts', HANDLERS_DIR)),
+} as const;
+
+/** DynamoDB actions of the index adapter (functions/adapters/aws/dynamodb-mailbox-index.ts), per function. */
+const ROUTER_TABLE_ACTIONS = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:ConditionCheckItem'];
+const API_TABLE_ACTIONS = [
+  'dynamodb:GetItem',
+  'dynamodb:BatchGetItem',
+  'dynamodb:Query',
+  'dynamodb:PutItem',
+  'dynamodb:UpdateItem',
+  'dynamodb:DeleteItem',
+  'dynamodb:ConditionCheckItem',
+];
+
+export interface MailRelayProps {
+  /**
+   * The relay configuration: the parsed JSON of `mail-relay.config.json`. Validated at synth and
+   * handed to both functions as is. Its optional `aws` object supplies the defaults of the
+   * settings below.
+   */
+  readonly config: unknown;
+  /**
+   * Names the configuration in error messages (a file path).
+   * @default 'configuration'
+   */
+  readonly configSource?: string;
+  /**
+   * Route 53 hosted zone id per domain; the MX and DKIM records of that domain are created there.
+   * @default - `aws.hostedZoneIds`, else none (the records to create are in the stack outputs)
+   */
+  readonly hostedZoneIds?: Readonly<Record<string, string>>;
+  /**
+   * Create the SES domain identities (Easy DKIM). False when they already exist in the account.
+   * @default - `aws.createIdentities`, else true
+   */
+  readonly createIdentities?: boolean;
+  /**
+   * E-mail address that receives the alarms.
+   * @default - `aws.alarmEmail`, else none (alarms in the CloudWatch console only)
+   */
+  readonly alarmEmail?: string;
+  /**
+   * Keep the bucket and the table, with the mail in them, when the stack is deleted.
+   * @default - `aws.retainData`, else true
+   */
+  readonly retainData?: boolean;
+  /**
+   * Browser origins allowed to call the HTTP API.
+   * @default - `aws.corsOrigins`, else CORS off
+   */
+  readonly corsOrigins?: readonly string[];
+  /**
+   * Take over SES's active receipt rule set if another one is active.
+   * @default - `aws.replaceActiveRuleSet`, else false (deploy fails with an explanation)
+   */
+  readonly replaceActiveRuleSet?: boolean;
+  /**
+   * Skip the check that SES receives mail in the stack's region.
+   * @default - `aws.skipRegionCheck`, else false
+   */
+  readonly skipRegionCheck?: boolean;
+  /**
+   * Days CloudWatch keeps function and access logs.
+   * @default - `aws.logRetentionDays`, else 30
+   */
+  readonly logRetentionDays?: number;
+  /**
+   * API stage throttling.
+   * @default - `aws.apiThrottle`, else 50 requests/s with bursts of 100
+   */
+  readonly apiThrottle?: { readonly rateLimit: number; readonly burstLimit: number };
+}
+
+export class MailRelay extends Construct {
+  readonly config: Config;
+  readonly storage: MailStorage;
+  readonly ingest: MailIngest;
+  readonly api: MailApi;
+  readonly alarms: MailAlarms;
+  readonly router: HouseFunction;
+  readonly apiFunction: HouseFunction;
+  /** The DNS records to create by hand (MX, and DKIM when the identities are ours), one line each. */
+  readonly dnsRecords: readonly DnsRecord[];
+
+  constructor(scope: Construct, id: string, props: MailRelayProps) {
+    super(scope, id);
+    const source = props.configSource ?? 'configuration';
+    // Throws ConfigError naming every wrong path; the same check the functions make at cold start.
+    this.config = parseConfig(props.config, source);
+    const aws: AwsSettings = configSchema.parse(props.config).aws ?? {};
+    const settings = {
+      hostedZoneIds: props.hostedZoneIds ?? aws.hostedZoneIds ?? {},
+      createIdentities: props.createIdentities ?? aws.createIdentities ?? true,
+      alarmEmail: props.alarmEmail ?? aws.alarmEmail,
+      retainData: props.retainData ?? aws.retainData ?? true,
+      corsOrigins: props.corsOrigins ?? aws.corsOrigins ?? [],
+      replaceActiveRuleSet: props.replaceActiveRuleSet ?? aws.replaceActiveRuleSet ?? false,
+      skipRegionCheck: props.skipRegionCheck ?? aws.skipRegionCheck ?? false,
+      logRetentionDays: props.logRetentionDays ?? aws.logRetentionDays ?? 30,
+      apiThrottle: props.apiThrottle ?? aws.apiThrottle,
+    };
+    this.checkSettings(source, { ...settings, configRegion: aws.region });
+    const logRetention = settings.logRetentionDays as RetentionDays;
+    const recipients = receiptRecipients(this.config);
+
+    this.storage = new MailStorage(this, 'Storage', {
+      inboundRetentionDays: this.config.retention.inboundDays,
+      ...(this.config.retention.mailboxDays !== undefined
+        ? { mailboxRetentionDays: this.config.retention.mailboxDays }
+        : {}),
+      retainData: settings.retainData,
+    });
+    const { bucket, table } = this.storage;
+    const configJson = JSON.stringify(props.config);
+
+    // One key for the two notification topics (SES received, alarms): each customer key costs a month's fee.
+    const topicKey = new Key(this, 'TopicKey', {
+      description: 'mail-relay: encrypts the SES notification and alarm topics',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.DESTROY,
+      pendingWindow: Duration.days(7),
+    });
+    const stack = Stack.of(this);
+    for (const service of ['ses.amazonaws.com', 'cloudwatch.amazonaws.com']) {
+      topicKey.addToResourcePolicy(
+        new PolicyStatement({
+          sid: `${service.split('.')[0]}PublishesToEncryptedTopics`,
+          principals: [new ServicePrincipal(service)],
+          actions: ['kms:GenerateDataKey*', 'kms:Decrypt'],
+          resources: ['*'],
+          conditions: { StringEquals: { 'aws:SourceAccount': stack.account } },
+        }),
+      );
+    }
+
+    this.router = new HouseFunction(this, 'Router', {
+      entry: HANDLER_ENTRIES.router,
+      description: 'mail-relay: routes each message SES received (SQS -> S3 -> mailboxes, forwards)',
+      // A 40 MB message is parsed in memory; CPU scales with memory too.
+      memorySize: 1024,
+      timeout: Duration.seconds(60),
+      logRetention,
+      environment: { [HANDLER_ENV.config]: configJson },
+    })
+      .bindBucket(
+        bucket,
+        {
+          read: [PREFIX.inbound, PREFIX.mailboxes],
+          write: [PREFIX.notifications, PREFIX.mailboxes],
+          list: true,
+        },
+        HANDLER_ENV.bucket,
+      )
+      .bindTable(table, ROUTER_TABLE_ACTIONS, HANDLER_ENV.table);
+
+    this.apiFunction = new HouseFunction(this, 'ApiFunction', {
+      entry: HANDLER_ENTRIES.api,
+      description: 'mail-relay: the HTTP API (mailboxes, messages, parts, send)',
+      // API Gateway gives up on an integration after 29 s; the long-poll `wait` must end before.
+      timeout: Duration.seconds(29),
+      memorySize: 512,
+      logRetention,
+      environment: { [HANDLER_ENV.config]: configJson },
+    })
+      .bindBucket(bucket, { read: [PREFIX.mailboxes], delete: [PREFIX.mailboxes], list: true }, HANDLER_ENV.bucket)
+      .bindTable(table, API_TABLE_ACTIONS, HANDLER_ENV.table);
+
+    this.grantSending([this.router, this.apiFunction]);
+
+    this.ingest = new MailIngest(this, 'Ingest', {
+      domains: this.config.domains,
+      recipients,
+      bucket,
+      topicKey,
+      router: this.router,
+      createIdentities: settings.createIdentities,
+      hostedZoneIds: settings.hostedZoneIds,
+      replaceActiveRuleSet: settings.replaceActiveRuleSet,
+      logRetention,
+    });
+    this.dnsRecords = this.ingest.dnsRecords;
+
+    this.api = new MailApi(this, 'Api', {
+      handler: this.apiFunction,
+      corsOrigins: settings.corsOrigins,
+      logRetention,
+      ...(settings.apiThrottle ? settings.apiThrottle : {}),
+    });
+
+    this.alarms = new MailAlarms(this, 'Alarms', {
+      deadLetterQueue: this.ingest.deadLetterQueue,
+      router: this.router,
+      api: this.api,
+      topicKey,
+      ...(settings.alarmEmail ? { email: settings.alarmEmail } : {}),
+    });
+  }
+
+  /**
+   * SESv2 SendEmail, From one of our domains only. With raw content, SES authorizes
+   * ses:SendRawEmail as well as ses:SendEmail (seen as AccessDenied for SendRawEmail from SESv2
+   * clients), hence both. The resource is every identity of the account
+   * and region because, in the SES sandbox, SES also authorizes against the recipient's identity;
+   * the `ses:FromAddress` condition is what keeps the functions to our own domains.
+   */
+  private grantSending(functions: readonly HouseFunction[]): void {
+    const stack = Stack.of(this);
+    const identities = stack.formatArn({ service: 'ses', resource: 'identity', resourceName: '*' });
+    for (const fn of functions) {
+      fn.addToRolePolicy(
+        new PolicyStatement({
+          actions: ['ses:SendEmail', 'ses:SendRawEmail'],
+          resources: [identities],
+          conditions: { StringLike: { 'ses:FromAddress': this.config.domains.map((d) => `*@${d}`) } },
+        }),
+      );
+      const role = fn.role;
+      if (role) {
+        acknowledge(
+          role,
+          'AwsSolutions-IAM5',
+          `Resource::arn:<AWS::Partition>:ses:${stack.region}:<AWS::AccountId>:identity/*`,
+          [
+            'Sending is limited by the ses:FromAddress condition to our own domains; the resource must cover',
+            'recipient identities because the SES sandbox authorizes against them too',
+            '(https://docs.aws.amazon.com/ses/latest/dg/control-user-access.html).',
+          ],
+        );
+      }
+    }
+  }
+
+  /** Problems the schema cannot see (they depend on the stack or on other settings), all reported at once. */
+  private checkSettings(
+    source: string,
+    settings: {
+      hostedZoneIds: Readonly<Record<string, string>>;
+      skipRegionCheck: boolean;
+      alarmEmail?: string | undefined;
+      configRegion?: string | undefined;
+    },
+  ): void {
+    const issues: string[] = [];
+    for (const domain of Object.keys(settings.hostedZoneIds)) {
+      if (!this.config.domains.includes(domain.toLowerCase())) {
+        issues.push(`aws.hostedZoneIds.${domain}: "${domain}" is not one of the configured domains`);
+      }
+    }
+    const region = Stack.of(this).region;
+    if (Token.isUnresolved(region)) {
+      issues.push(
+        'aws.region: the stack has no explicit region; SES receiving exists in some regions only, so set ' +
+          'aws.region in the configuration (or AWS_REGION / CDK_DEFAULT_REGION when running cdk)',
+      );
+    } else if (settings.configRegion && settings.configRegion !== region) {
+      issues.push(`aws.region: the configuration says ${settings.configRegion} but the stack is in ${region}`);
+    } else if (!settings.skipRegionCheck) {
+      const problem = receivingRegionProblem(region);
+      if (problem) issues.push(`aws.region: ${problem}`);
+    }
+    if (settings.alarmEmail && this.config.domains.includes(domainOf(settings.alarmEmail))) {
+      Annotations.of(this).addWarningV2(
+        'mail-relay:alarm-email-in-own-domain',
+        `aws.alarmEmail ${settings.alarmEmail} is at one of the relay's own domains: alarms about a broken relay ` +
+          'would be delivered by that relay. An address elsewhere is safer.',
+      );
+    }
+    if (issues.length > 0) throw new ConfigError(`${source}: the AWS settings are invalid`, issues);
+  }
+}

@@ -1,0 +1,600 @@
+/**
+ * The mailbox HTTP API over real HTTP (fetch) against the local server, with mail delivered
+ * through the real pipeline: every endpoint, its errors, the token CLI and `dev`.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import nodemailer from 'nodemailer';
+import {
+  listItemSchema,
+  messageDetailSchema,
+  messageListSchema,
+  statSchema,
+  waitResultSchema,
+} from '../../functions/api/schemas.ts';
+import { mailboxKeys } from '../../functions/core/keys.ts';
+import { main } from '../../functions/local/cli.ts';
+import { pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
+import { API_TEST_CONFIG, type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
+import { PROJECT_ROOT } from '../helpers/env.ts';
+
+const FIXTURES = join(PROJECT_ROOT, 'test/fixtures');
+const fixture = (name: string) => readFileSync(join(FIXTURES, name));
+const sha256 = (b: Buffer | Uint8Array) => createHash('sha256').update(b).digest('hex');
+const ALICE = 'alice@example.test';
+const BOB = 'bob@example.test';
+
+async function bytesOf(res: Response): Promise<Buffer> {
+  return Buffer.from(await res.arrayBuffer());
+}
+
+describe('mailbox HTTP API', () => {
+  let env: ApiTestEnv;
+  let alice: string;
+  let bob: string;
+  let admin: string;
+  /** fixture name -> message id in alice's mailbox */
+  const ids = new Map<string, string>();
+  const FIXTURE_NAMES = [
+    'plain-crlf.eml',
+    'bare-lf.eml',
+    'utf8-8bit.eml',
+    'alternative.eml',
+    'mixed-attachment.eml',
+    'related-inline-image.eml',
+    'quoted-printable.eml',
+    'dot-leading.eml',
+    'attached-message.eml',
+    'encoded-word-subject.eml',
+    'missing-headers.eml',
+    'malformed-no-separator.eml',
+    'malformed-unterminated-boundary.eml',
+  ];
+  const idOf = (name: string): string => {
+    const id = ids.get(name);
+    assert.ok(id, `fixture ${name} was delivered`);
+    return id;
+  };
+  const msgPath = (name: string, suffix = '') => `/v1/mailboxes/${ALICE}/messages/${idOf(name)}${suffix}`;
+
+  before(async () => {
+    env = await startApiTestEnv();
+    // One millisecond apart, so list order is the delivery order reversed.
+    const base = Date.now() - 60_000;
+    for (const [i, name] of FIXTURE_NAMES.entries()) {
+      const r = await env.deliver([ALICE], fixture(name), new Date(base + i));
+      ids.set(name, r.id);
+    }
+    alice = await env.token(ALICE);
+    bob = await env.token(BOB);
+    admin = await env.token(null, { admin: true });
+  });
+  after(async () => env?.close());
+
+  it('GET /v1/health answers without a token', async () => {
+    const res = await env.request('/v1/health');
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'ok' });
+  });
+
+  it('STAT is exact: message count and the sum of stored sizes, for any case of the address', async () => {
+    let bytes = 0;
+    for (const id of ids.values())
+      bytes += (await env.runtime.blobs.head(mailboxKeys.raw(ALICE, id)))?.size ?? 0;
+    const res = await env.request('/v1/mailboxes/Alice@Example.TEST', { token: alice });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const stat = statSchema.parse(await res.json());
+    assert.deepEqual(stat, { address: ALICE, messages: FIXTURE_NAMES.length, bytes });
+    const empty = await env.request(`/v1/mailboxes/${BOB}`, { token: bob });
+    assert.deepEqual(await empty.json(), { address: BOB, messages: 0, bytes: 0 });
+  });
+
+  it('LIST: newest first, list fields only (no body content), paged by an opaque cursor', async () => {
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const query: string = cursor === null ? '?limit=5' : `?limit=5&cursor=${encodeURIComponent(cursor)}`;
+      const res = await env.request(`/v1/mailboxes/${ALICE}/messages${query}`, { token: alice });
+      assert.equal(res.status, 200);
+      const page = messageListSchema.parse(await res.json());
+      assert.ok(page.items.length <= 5);
+      for (const item of page.items) {
+        assert.deepEqual(Object.keys(item).sort(), [
+          'from',
+          'hasAttachments',
+          'id',
+          'receivedAt',
+          'seen',
+          'size',
+          'snippet',
+          'subject',
+          'to',
+        ]);
+        seen.push(item.id);
+      }
+      cursor = page.nextCursor;
+    } while (cursor !== null);
+    assert.deepEqual(seen, [...ids.values()].reverse());
+
+    const res = await env.request(`/v1/mailboxes/${ALICE}/messages`, { token: alice });
+    const page = messageListSchema.parse(await res.json());
+    const mixed = page.items.find((i) => i.id === idOf('mixed-attachment.eml'));
+    assert.ok(mixed);
+    assert.equal(mixed.subject, 'Report attached');
+    assert.equal(mixed.hasAttachments, true);
+    assert.equal(mixed.from, 'Alice Example <alice@example.org>');
+    assert.equal(mixed.size, (await env.runtime.blobs.head(mailboxKeys.raw(ALICE, mixed.id)))?.size);
+    assert.equal(page.nextCursor, null);
+  });
+
+  it('LIST: q searches from, to and subject; limit must be 1..1000', async () => {
+    const search = async (q: string) => {
+      const res = await env.request(`/v1/mailboxes/${ALICE}/messages?q=${encodeURIComponent(q)}`, {
+        token: alice,
+      });
+      assert.equal(res.status, 200);
+      return messageListSchema.parse(await res.json()).items.map((i) => i.id);
+    };
+    assert.deepEqual(await search('REPORT attached'), [idOf('mixed-attachment.eml')]);
+    assert.deepEqual(await search('Lines that begin with dots'), [idOf('dot-leading.eml')]);
+    assert.ok((await search('alice@example.org')).length >= 3);
+    assert.deepEqual(await search('no message has this text'), []);
+    for (const limit of ['0', '1001', '-1', '1.5', 'ten']) {
+      const res = await env.request(`/v1/mailboxes/${ALICE}/messages?limit=${limit}`, { token: alice });
+      assert.equal(res.status, 400, `limit=${limit}`);
+      assert.equal((await errorOf(res)).code, 'invalid_request');
+    }
+    const max = await env.request(`/v1/mailboxes/${ALICE}/messages?limit=1000`, { token: alice });
+    assert.equal(max.status, 200);
+  });
+
+  it('LIST: a bad cursor is 400 invalid_cursor, never a 500', async () => {
+    for (const cursor of ['zzz', 'eyJ2IjoxfQ', '!!', 'a'.repeat(3000), '01ARZ3NDEKTSV4RRFFQ69G5FAV']) {
+      const res = await env.request(`/v1/mailboxes/${ALICE}/messages?cursor=${encodeURIComponent(cursor)}`, {
+        token: alice,
+      });
+      assert.equal(res.status, 400, `cursor ${cursor.slice(0, 20)}`);
+      assert.equal((await errorOf(res)).code, 'invalid_cursor');
+    }
+  });
+
+  it('GET message: the parsed message from the stored summary, with attachments and verdicts', async () => {
+    const res = await env.request(msgPath('mixed-attachment.eml'), { token: alice });
+    assert.equal(res.status, 200);
+    const m = messageDetailSchema.parse(await res.json());
+    assert.equal(m.id, idOf('mixed-attachment.eml'));
+    assert.equal(m.subject, 'Report attached');
+    assert.equal(m.parseFailed, false);
+    assert.equal(m.parseError, null);
+    assert.deepEqual(m.addresses.from, [{ name: 'Alice Example', address: 'alice@example.org' }]);
+    assert.ok(m.headers.some((h) => h.name === 'Received' && h.value.includes('mail-relay')));
+    assert.match(m.text ?? '', /The report and the raw data are attached/);
+    assert.equal(m.recipient, ALICE);
+    assert.equal(m.verdicts.spam, 'DISABLED');
+    const pdf = pdfLikeBytes(3000, 42);
+    assert.deepEqual(
+      m.attachments.map((a) => [a.partId, a.filename, a.contentType, a.disposition]),
+      [
+        ['1', 'report.pdf', 'application/pdf', 'attachment'],
+        ['2', 'data.csv', 'text/csv', 'attachment'],
+      ],
+    );
+    assert.equal(m.attachments[0]?.sha256, sha256(pdf));
+    assert.equal(m.attachments[0]?.size, pdf.length);
+
+    const dated = messageDetailSchema.parse(
+      await (await env.request(msgPath('dot-leading.eml'), { token: alice })).json(),
+    );
+    assert.equal(dated.date, '2025-03-10T10:00:00.000Z');
+    assert.equal(dated.messageId, '<dot-leading.1@example.org>');
+    assert.deepEqual(dated.attachments, []);
+  });
+
+  it('GET message: a message that could not be parsed is flagged, and its raw bytes are still served', async () => {
+    // A 1.2 MB header block is past the parser's limit: delivered raw, flagged parseFailed.
+    const body = Buffer.from(`Subject: huge\r\nX-Filler: ${'x'.repeat(1_200_000)}\r\n\r\nbody\r\n`);
+    const r = await env.deliver([BOB], body);
+    assert.equal(r.parseFailed, true);
+    const res = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}`, { token: bob });
+    assert.equal(res.status, 200);
+    const m = messageDetailSchema.parse(await res.json());
+    assert.equal(m.parseFailed, true);
+    assert.equal(typeof m.parseError, 'string');
+    assert.deepEqual([m.headers, m.attachments, m.text, m.html], [[], [], null, null]);
+    const raw = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/raw`, { token: bob });
+    assert.equal(raw.status, 200);
+    assert.deepEqual(await bytesOf(raw), await env.runtime.blobs.get(mailboxKeys.raw(BOB, r.id)));
+    const part = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/parts/1`, { token: bob });
+    assert.equal(part.status, 404);
+    assert.equal((await errorOf(part)).code, 'part_not_found');
+    const del = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}`, { token: bob, method: 'DELETE' });
+    assert.equal(del.status, 204);
+  });
+
+  it('GET raw: message/rfc822, the stored bytes exactly, cacheable by ETag', async () => {
+    for (const name of FIXTURE_NAMES) {
+      const res = await env.request(msgPath(name, '/raw'), { token: alice });
+      assert.equal(res.status, 200, name);
+      assert.equal(res.headers.get('content-type'), 'message/rfc822');
+      const body = await bytesOf(res);
+      const stored = await env.runtime.blobs.get(mailboxKeys.raw(ALICE, idOf(name)));
+      assert.ok(stored);
+      assert.ok(body.equals(stored), `${name}: raw bytes differ`);
+      // The stored message is the fixture after our two trace headers.
+      assert.ok(body.subarray(body.length - fixture(name).length).equals(fixture(name)), name);
+      assert.equal(res.headers.get('content-length'), String(stored.length));
+    }
+    const first = await env.request(msgPath('plain-crlf.eml', '/raw'), { token: alice });
+    const etag = first.headers.get('etag');
+    assert.ok(etag);
+    assert.match(first.headers.get('cache-control') ?? '', /immutable/);
+    await first.arrayBuffer();
+    const again = await env.request(msgPath('plain-crlf.eml', '/raw'), {
+      token: alice,
+      headers: { 'If-None-Match': etag },
+    });
+    assert.equal(again.status, 304);
+    assert.equal((await again.arrayBuffer()).byteLength, 0);
+  });
+
+  it('TOP: headers, the blank line and N body lines, dot-leading lines as stored', async () => {
+    for (const name of [
+      'dot-leading.eml',
+      'bare-lf.eml',
+      'mixed-attachment.eml',
+      'malformed-no-separator.eml',
+    ]) {
+      const stored = await env.runtime.blobs.get(mailboxKeys.raw(ALICE, idOf(name)));
+      assert.ok(stored);
+      for (const n of [0, 1, 3, 5, 10_000]) {
+        const res = await env.request(msgPath(name, `/top?lines=${n}`), { token: alice });
+        assert.equal(res.status, 200, `${name} TOP ${n}`);
+        assert.equal(res.headers.get('content-type'), 'message/rfc822');
+        assert.deepEqual(await bytesOf(res), referenceTop(stored, n), `${name} TOP ${n}`);
+      }
+    }
+    const res = await env.request(msgPath('dot-leading.eml', '/top?lines=5'), { token: alice });
+    const text = (await bytesOf(res)).toString('latin1');
+    assert.ok(
+      text.endsWith(
+        '\r\n\r\nFirst line.\r\n.hidden file name at the start of a line\r\n..two dots at the start\r\n.\r\n. a dot and a space\r\n',
+      ),
+      text,
+    );
+    for (const bad of ['', '?lines=-1', '?lines=x', '?lines=1.5']) {
+      const r = await env.request(msgPath('dot-leading.eml', `/top${bad}`), { token: alice });
+      assert.equal(r.status, 400, `top${bad}`);
+      await errorOf(r);
+    }
+  });
+
+  it('GET part: the decoded bytes (sha256 as listed), content type, and a Content-Disposition with the filename', async () => {
+    const detail = messageDetailSchema.parse(
+      await (await env.request(msgPath('mixed-attachment.eml'), { token: alice })).json(),
+    );
+    const pdfRes = await env.request(msgPath('mixed-attachment.eml', '/parts/1'), { token: alice });
+    assert.equal(pdfRes.status, 200);
+    const pdf = await bytesOf(pdfRes);
+    assert.deepEqual(pdf, pdfLikeBytes(3000, 42));
+    assert.equal(sha256(pdf), detail.attachments[0]?.sha256);
+    assert.equal(pdfRes.headers.get('content-type'), 'application/pdf');
+    assert.equal(
+      pdfRes.headers.get('content-disposition'),
+      `attachment; filename="report.pdf"; filename*=UTF-8''report.pdf`,
+    );
+    assert.equal(pdfRes.headers.get('etag'), `"${detail.attachments[0]?.sha256}"`);
+    assert.match(pdfRes.headers.get('cache-control') ?? '', /immutable/);
+
+    const csvRes = await env.request(msgPath('mixed-attachment.eml', '/parts/2'), { token: alice });
+    const csv = await bytesOf(csvRes);
+    assert.equal(sha256(csv), detail.attachments[1]?.sha256);
+    assert.equal(csvRes.headers.get('content-type'), 'text/csv');
+
+    const png = await env.request(msgPath('related-inline-image.eml', '/parts/1'), { token: alice });
+    assert.equal(png.status, 200);
+    assert.deepEqual(await bytesOf(png), TINY_PNG);
+    assert.equal(png.headers.get('content-type'), 'image/png');
+    assert.match(png.headers.get('content-disposition') ?? '', /^inline; filename="logo\.png"/);
+
+    const cached = await env.request(msgPath('mixed-attachment.eml', '/parts/1'), {
+      token: alice,
+      headers: { 'If-None-Match': pdfRes.headers.get('etag') ?? '' },
+    });
+    assert.equal(cached.status, 304);
+
+    const missing = await env.request(msgPath('mixed-attachment.eml', '/parts/3'), { token: alice });
+    assert.equal(missing.status, 404);
+    assert.equal((await errorOf(missing)).code, 'part_not_found');
+    for (const bad of ['0x1', 'abc', '12345', '-1']) {
+      const r = await env.request(msgPath('mixed-attachment.eml', `/parts/${bad}`), { token: alice });
+      assert.equal(r.status, 400, bad);
+      assert.equal((await errorOf(r)).code, 'invalid_part_id');
+    }
+  });
+
+  it('PATCH seen: flags the message; unseen filters it; bad bodies are 4xx', async () => {
+    const path = msgPath('plain-crlf.eml');
+    const patch = (body: string, type = 'application/json') =>
+      env.request(path, { token: alice, method: 'PATCH', body, headers: { 'Content-Type': type } });
+    const res = await patch('{"seen":true}');
+    assert.equal(res.status, 200);
+    const item = listItemSchema.parse(await res.json());
+    assert.equal(item.seen, true);
+    const unseen = messageListSchema.parse(
+      await (
+        await env.request(`/v1/mailboxes/${ALICE}/messages?unseen=true&limit=1000`, { token: alice })
+      ).json(),
+    );
+    assert.ok(!unseen.items.some((i) => i.id === idOf('plain-crlf.eml')));
+    assert.equal(unseen.items.length, FIXTURE_NAMES.length - 1);
+    const all = messageListSchema.parse(
+      await (
+        await env.request(`/v1/mailboxes/${ALICE}/messages?unseen=false&limit=1000`, { token: alice })
+      ).json(),
+    );
+    assert.equal(all.items.length, FIXTURE_NAMES.length);
+    assert.equal(listItemSchema.parse(await (await patch('{"seen":false}')).json()).seen, false);
+
+    const cases: [string, string, number, string][] = [
+      ['{"seen":', 'application/json', 400, 'invalid_json'],
+      ['not json', 'application/json', 400, 'invalid_json'],
+      ['{"seen":"yes"}', 'application/json', 400, 'invalid_request'],
+      ['{}', 'application/json', 400, 'invalid_request'],
+      ['{"seen":true,"deleted":true}', 'application/json', 400, 'invalid_request'],
+      ['[]', 'application/json', 400, 'invalid_request'],
+      ['seen=true', 'application/x-www-form-urlencoded', 415, 'unsupported_media_type'],
+    ];
+    for (const [body, type, status, code] of cases) {
+      const r = await patch(body, type);
+      assert.equal(r.status, status, body);
+      assert.equal((await errorOf(r)).code, code, body);
+    }
+    const unknown = await env.request(`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV`, {
+      token: alice,
+      method: 'PATCH',
+      body: '{"seen":true}',
+      headers: { 'Content-Type': 'application/json' },
+    });
+    assert.equal(unknown.status, 404);
+    assert.equal((await errorOf(unknown)).code, 'message_not_found');
+  });
+
+  it('DELETE: removes the message and its blobs, counters follow; a second DELETE is 404', async () => {
+    const r = await env.deliver([BOB], fixture('mixed-attachment.eml'));
+    const before = statSchema.parse(await (await env.request(`/v1/mailboxes/${BOB}`, { token: bob })).json());
+    const path = `/v1/mailboxes/${BOB}/messages/${r.id}`;
+    const del = await env.request(path, { token: bob, method: 'DELETE' });
+    assert.equal(del.status, 204);
+    const afterStat = statSchema.parse(
+      await (await env.request(`/v1/mailboxes/${BOB}`, { token: bob })).json(),
+    );
+    assert.deepEqual(afterStat, {
+      address: BOB,
+      messages: before.messages - 1,
+      bytes: before.bytes - r.size,
+    });
+    const again = await env.request(path, { token: bob, method: 'DELETE' });
+    assert.equal(again.status, 404);
+    assert.equal((await errorOf(again)).code, 'message_not_found');
+    assert.deepEqual(
+      statSchema.parse(await (await env.request(`/v1/mailboxes/${BOB}`, { token: bob })).json()),
+      afterStat,
+    );
+    for (const suffix of ['', '/raw', '/top?lines=1', '/parts/1']) {
+      const res = await env.request(`${path}${suffix}`, { token: bob });
+      assert.equal(res.status, 404, suffix);
+    }
+    assert.equal(existsSync(join(env.runtime.blobRoot, mailboxKeys.raw(BOB, r.id))), false);
+    assert.equal(existsSync(join(env.runtime.blobRoot, mailboxKeys.dir(BOB, r.id))), false);
+  });
+
+  it('wait: answers at once when newer mail exists, 204 at the timeout', async () => {
+    const oldest = idOf('plain-crlf.eml');
+    const res = await env.request(`/v1/mailboxes/${ALICE}/wait?after=${oldest}&timeout=5`, { token: alice });
+    assert.equal(res.status, 200);
+    const body = waitResultSchema.parse(await res.json());
+    assert.deepEqual(
+      body.items.map((i) => i.id),
+      [...ids.values()].slice(1).reverse(),
+    );
+    assert.equal(body.truncated, false);
+
+    const newest = [...ids.values()].at(-1);
+    const started = Date.now();
+    const idle = await env.request(`/v1/mailboxes/${ALICE}/wait?after=${newest}&timeout=1`, { token: alice });
+    assert.equal(idle.status, 204);
+    assert.ok(Date.now() - started >= 950, 'waited for the timeout');
+    for (const bad of ['timeout=26', 'timeout=-1', 'after=nope', 'after=01arz3ndektsv4rrffq69g5fav']) {
+      const r = await env.request(`/v1/mailboxes/${ALICE}/wait?${bad}`, { token: alice });
+      assert.equal(r.status, 400, bad);
+      await errorOf(r);
+    }
+  });
+
+  it('wait: a message delivered over SMTP during the wait ends it at once', async () => {
+    const waiting = env.request(`/v1/mailboxes/${BOB}/wait?timeout=20`, { token: bob });
+    // Let the request reach the server and register before the mail arrives.
+    for (let i = 0; i < 100 && env.waiter.size === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(env.waiter.size, 1, 'the long-poll is waiting');
+    const started = Date.now();
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: env.smtp.port,
+      secure: false,
+      ignoreTLS: true,
+    });
+    await transport.sendMail({
+      envelope: { from: 'sender@remote.test', to: [BOB] },
+      raw: 'From: sender@remote.test\r\nTo: bob@example.test\r\nSubject: wake up\r\n\r\nhello\r\n',
+    });
+    transport.close();
+    const res = await waiting;
+    assert.equal(res.status, 200);
+    assert.ok(Date.now() - started < 1500, `woke in ${Date.now() - started} ms`);
+    const body = waitResultSchema.parse(await res.json());
+    assert.deepEqual(
+      body.items.map((i) => i.subject),
+      ['wake up'],
+    );
+    assert.equal(env.waiter.size, 0, 'no waiter left registered');
+  });
+
+  it('bad ids, unknown ids, unknown endpoints and path traversal are JSON 4xx without internals', async () => {
+    const cases: [string, number, string][] = [
+      [`/v1/mailboxes/${ALICE}/messages/not-an-id`, 400, 'invalid_id'],
+      [`/v1/mailboxes/${ALICE}/messages/01arz3ndektsv4rrffq69g5fav`, 400, 'invalid_id'],
+      [`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FA`, 400, 'invalid_id'],
+      [`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FAU`, 400, 'invalid_id'],
+      [`/v1/mailboxes/${ALICE}/messages/..%2F..%2Findex.sqlite/raw`, 400, 'invalid_id'],
+      [`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV`, 404, 'message_not_found'],
+      [`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV/raw`, 404, 'message_not_found'],
+      ['/v1/mailboxes/..%2F..%2Fetc%2Fpasswd/messages', 400, 'invalid_address'],
+      ['/v1/mailboxes/..%2Fbob@example.test/messages', 400, 'invalid_address'],
+      ['/v1/mailboxes/alice@example.test%2F..%2Fbob@example.test', 400, 'invalid_address'],
+      ['/v1/mailboxes/%2e%2e%2fbob@example.test', 400, 'invalid_address'],
+      ['/v1/mailboxes/alice%00@example.test', 400, 'invalid_address'],
+      ['/v1/mailboxes/not-an-address', 400, 'invalid_address'],
+      ['/v1/mailboxes/%E0%A4%A', 400, 'invalid_address'],
+      [`/v1/mailboxes/${ALICE}/nothing-here`, 404, 'not_found'],
+      ['/v1/nothing', 404, 'not_found'],
+    ];
+    for (const [path, status, code] of cases) {
+      const res = await env.request(path, { token: alice });
+      assert.equal(res.status, status, path);
+      const err = await errorOf(res);
+      assert.equal(err.code, code, path);
+      assert.doesNotMatch(err.message, /\bat \S+:\d+|node_modules|\.ts\b|SqliteError|ENOENT/, path);
+    }
+    // A dot-segment path is resolved by the URL parser before it is sent: it never reaches another mailbox.
+    const dotted = await env.request(`/v1/mailboxes/${ALICE}/../${BOB}`, { token: alice });
+    assert.ok(dotted.status === 403 || dotted.status === 404, String(dotted.status));
+    const post = await env.request(`/v1/mailboxes/${ALICE}/messages`, {
+      token: alice,
+      method: 'POST',
+      body: '{}',
+    });
+    assert.equal(post.status, 404);
+    await errorOf(post);
+  });
+
+  it('admin token: GET /v1/mailboxes lists every mailbox with its STAT, and reads any mailbox', async () => {
+    const res = await env.request('/v1/mailboxes', { token: admin });
+    assert.equal(res.status, 200);
+    const { items } = (await res.json()) as { items: unknown[] };
+    const stats = items.map((i) => statSchema.parse(i));
+    const aliceStat = statSchema.parse(
+      await (await env.request(`/v1/mailboxes/${ALICE}`, { token: alice })).json(),
+    );
+    assert.deepEqual(
+      stats.find((s) => s.address === ALICE),
+      aliceStat,
+    );
+    assert.deepEqual(
+      stats.map((s) => s.address),
+      [...stats.map((s) => s.address)].sort(),
+    );
+    const read = await env.request(msgPath('plain-crlf.eml', '/raw'), { token: admin });
+    assert.equal(read.status, 200);
+    await read.arrayBuffer();
+    const refused = await env.request('/v1/mailboxes', { token: alice });
+    assert.equal(refused.status, 403);
+    assert.equal((await errorOf(refused)).code, 'forbidden');
+  });
+
+  it('`mail-relay token create` prints a working token once; `token revoke` makes it 401', async () => {
+    const configPath = join(env.dataDir, 'mail-relay.config.json');
+    writeFileSync(configPath, JSON.stringify(API_TEST_CONFIG));
+    const cli = async (args: string[]) => {
+      const out = new PassThrough();
+      const err = new PassThrough();
+      let stdout = '';
+      let stderr = '';
+      out.on('data', (c: Buffer) => {
+        stdout += c.toString();
+      });
+      err.on('data', (c: Buffer) => {
+        stderr += c.toString();
+      });
+      const code = await main(args, {
+        out,
+        err,
+        env: { ...process.env, MAIL_RELAY_DATA_DIR: env.dataDir, MAIL_RELAY_CONFIG: configPath },
+      });
+      return { code, stdout, stderr };
+    };
+    const created = await cli(['token', 'create', 'Carol@example.test', '--label', 'laptop']);
+    assert.equal(created.code, 0, created.stderr);
+    const lines = created.stdout.split('\n').filter((l) => l !== '');
+    assert.equal(lines.length, 1, 'the token alone on stdout');
+    const token = lines[0] ?? '';
+    assert.match(token, /^mr_[A-Za-z0-9_-]{43}$/);
+    assert.ok(!readFileSync(join(env.dataDir, 'index.sqlite')).includes(token), 'only the hash is stored');
+    const ok = await env.request('/v1/mailboxes/carol@example.test', { token });
+    assert.equal(ok.status, 200);
+    const other = await env.request(`/v1/mailboxes/${ALICE}`, { token });
+    assert.equal(other.status, 403);
+
+    const adminCreated = await cli(['token', 'create', '--admin']);
+    assert.equal(adminCreated.code, 0, adminCreated.stderr);
+    const adminToken = adminCreated.stdout.trim();
+    assert.equal((await env.request('/v1/mailboxes', { token: adminToken })).status, 200);
+
+    assert.equal((await cli(['token', 'revoke', token])).code, 0);
+    const revoked = await env.request('/v1/mailboxes/carol@example.test', { token });
+    assert.equal(revoked.status, 401);
+    assert.equal((await errorOf(revoked)).code, 'unauthorized');
+    assert.equal((await cli(['token', 'revoke', token])).code, 1, 'revoking twice says so');
+
+    assert.equal((await cli(['token', 'create', 'nobody@elsewhere.test'])).code, 2);
+    assert.equal((await cli(['token', 'create', 'team@example.test'])).code, 2, 'an alias is not a mailbox');
+    assert.equal((await cli(['token', 'create'])).code, 2);
+    assert.equal((await cli(['token', 'revoke', 'not-a-token'])).code, 2);
+  });
+
+  it('`mail-relay dev` serves the API next to SMTP and prints its URL', async () => {
+    const stop = new AbortController();
+    const out = new PassThrough();
+    let stdout = '';
+    out.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    const devEnv = {
+      ...process.env,
+      MAIL_RELAY_DATA_DIR: join(env.dataDir, 'dev'),
+      MAIL_RELAY_CONFIG: undefined,
+      MAIL_RELAY_SMTP_PORT: '0',
+      MAIL_RELAY_API_PORT: '0',
+    };
+    const running = main(['dev'], { out, err: out, env: devEnv, stop: stop.signal });
+    let url: string | undefined;
+    for (let i = 0; i < 200 && url === undefined; i++) {
+      url = /api: +(http:\/\/127\.0\.0\.1:\d+)\/v1\//.exec(stdout)?.[1];
+      if (url === undefined) await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(url, stdout);
+    const health = await fetch(`${url}/v1/health`);
+    assert.equal(health.status, 200);
+    const unauth = await fetch(`${url}/v1/mailboxes/alice@example.test`);
+    assert.equal(unauth.status, 401);
+    await unauth.arrayBuffer();
+    stop.abort();
+    assert.equal(await running, 0);
+    assert.equal(
+      (await runCli(['dev'], { MAIL_RELAY_API_PORT: 'http' })).code,
+      1,
+      'a bad port is a configuration error',
+    );
+  });
+});
+
+async function runCli(args: string[], extraEnv: Record<string, string>) {
+  const out = new PassThrough();
+  out.resume();
+  const code = await main(args, { out, err: out, env: { ...process.env, ...extraEnv } });
+  return { code };
+}

@@ -1,0 +1,173 @@
+/**
+ * The `mail-relay` binary as a user runs it (bin/mail-relay.js in a child process): route, import on
+ * our own fixtures (so this runs without ../shared/corpus), and dev (SMTP in, restart, still there).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parseConfig } from '../../functions/core/config.ts';
+import { createLocalRuntime } from '../../functions/local/runtime.ts';
+import { PROJECT_ROOT } from '../helpers/env.ts';
+import { python, run } from '../helpers/process.ts';
+import { listAll, stripTrace } from '../helpers/relay.ts';
+
+const BIN = join(PROJECT_ROOT, 'bin/mail-relay.js');
+const FIXTURES = join(PROJECT_ROOT, 'test/fixtures');
+const work = mkdtempSync(join(tmpdir(), 'mr-cli-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const CONFIG = {
+  domains: ['example.test'],
+  mailboxes: ['alice@example.test', 'archive@example.test'],
+  routes: [
+    { match: 'sales@example.test', action: 'deliver', to: ['alice@example.test'] },
+    { match: 'old@example.test', action: 'reject', code: 551, message: '5.1.6 moved' },
+    { match: '/^(.+)-list@example\\.test$/', action: 'deliver', to: ['archive@example.test'] },
+  ],
+};
+
+function env(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const { MAIL_RELAY_CONFIG: _c, MAIL_RELAY_DATA_DIR: _d, ...rest } = process.env;
+  return { ...rest, ...extra };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+describe('mail-relay route', () => {
+  const configPath = join(work, 'route.config.json');
+  writeFileSync(configPath, JSON.stringify(CONFIG));
+
+  it('prints the decision for each address and exits 1 when one is refused', async () => {
+    const r = await run(
+      process.execPath,
+      [BIN, 'route', 'sales@example.test', 'Alice+News@example.test', 'dev-list@example.test', 'old@example.test'],
+      { env: env({ MAIL_RELAY_CONFIG: configPath }) },
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /sales@example\.test: deliver to mailbox alice@example\.test via routes\[0\]/);
+    assert.match(r.stdout, /alice\+news@example\.test: deliver to mailbox alice@example\.test \[\+news\] via mailbox/);
+    assert.match(r.stdout, /dev-list@example\.test: deliver to mailbox archive@example\.test via routes\[2\]/);
+    assert.match(r.stdout, /old@example\.test: reject 551 5\.1\.6 moved/);
+  });
+
+  it('refuses a bad config with one line per wrong path', async () => {
+    const bad = join(work, 'bad.config.json');
+    writeFileSync(bad, JSON.stringify({ domains: ['example.test'], routes: [{ match: 'x@example.test', action: 'deliver', to: [] }] }));
+    const r = await run(process.execPath, [BIN, 'route', 'x@example.test'], { env: env({ MAIL_RELAY_CONFIG: bad }) });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bad\.config\.json is invalid\n {2}- routes\[0\]\.to: /);
+  });
+});
+
+describe('mail-relay import', () => {
+  const dataDir = join(work, 'import-data');
+  const files = readdirSync(FIXTURES)
+    .filter((f) => f.endsWith('.eml'))
+    .map((f) => join(FIXTURES, f));
+
+  it('feeds every fixture through the router and prints a summary line', async () => {
+    const r = await run(process.execPath, [BIN, 'import', '--to', 'alice@example.test', ...files], {
+      env: env({ MAIL_RELAY_DATA_DIR: dataDir }),
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^imported ${files.length}/${files.length} files in [\\d.]+s: delivered ${files.length}, duplicate 0,`));
+    const runtime = createLocalRuntime({ config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }), dataDir });
+    try {
+      const entries = await listAll(runtime.index, 'alice@example.test');
+      assert.equal(entries.length, files.length);
+      const bodies = await Promise.all(
+        entries.map(async (e) => stripTrace((await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`)) ?? Buffer.alloc(0)).body),
+      );
+      for (const f of files) {
+        const original = readFileSync(f);
+        assert.ok(bodies.some((b) => b.equals(original)), `${f} not stored byte-exact`);
+      }
+    } finally {
+      await runtime.close();
+    }
+  });
+
+  it('is a no-op the second time', async () => {
+    const r = await run(process.execPath, [BIN, 'import', '--to', 'alice@example.test', ...files], {
+      env: env({ MAIL_RELAY_DATA_DIR: dataDir }),
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`delivered 0, duplicate ${files.length},`));
+  });
+
+  it('uses the header recipients without --to, and reports files it cannot route', async () => {
+    const own = join(work, 'to-header.eml');
+    writeFileSync(own, 'To: Sales <sales@example.test>, someone@elsewhere.test\r\nSubject: by header\r\n\r\nhi\r\n');
+    const none = join(work, 'no-recipient.eml');
+    writeFileSync(none, 'Subject: nobody\r\n\r\nhi\r\n');
+    const configPath = join(work, 'import.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const r = await run(process.execPath, [BIN, 'import', own, none, join(work, 'missing.eml')], {
+      env: env({ MAIL_RELAY_DATA_DIR: join(work, 'import-2'), MAIL_RELAY_CONFIG: configPath }),
+    });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /imported 1\/3 files .*delivered 1, .*rejected 1, .*failed 2/);
+    assert.match(r.stderr, /no-recipient\.eml: no recipient in the headers \(use --to\)/);
+    assert.match(r.stderr, /missing\.eml: ENOENT/);
+  });
+});
+
+describe('mail-relay dev', () => {
+  it('receives over SMTP, stops on SIGTERM, and has the mail after a restart', async () => {
+    const dataDir = join(work, 'dev-data');
+    const start = async () => {
+      const port = await freePort();
+      const child = spawn(process.execPath, [BIN, 'dev'], {
+        env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_SMTP_PORT: String(port), MAIL_RELAY_API_PORT: String(await freePort()) }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+      });
+      child.stderr.on('data', (c: Buffer) => {
+        out += c.toString();
+      });
+      while (!out.includes(`127.0.0.1:${port}`)) {
+        if (child.exitCode !== null) throw new Error(`dev exited: ${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return { child, port, output: () => out };
+    };
+    const first = await start();
+    const send = await python(
+      `import smtplib,sys\nwith smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s: s.sendmail('a@remote.test', ['bob@example.test'], b'Subject: dev\\r\\n\\r\\nhello\\r\\n')`,
+      [String(first.port)],
+    );
+    assert.equal(send.code, 0, send.stderr);
+    first.child.kill('SIGTERM');
+    const [code] = await once(first.child, 'exit');
+    assert.equal(code, 0, first.output());
+
+    const second = await start();
+    try {
+      const runtime = createLocalRuntime({ config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }), dataDir });
+      try {
+        const [entry] = await listAll(runtime.index, 'bob@example.test');
+        assert.equal(entry?.subject, 'dev');
+      } finally {
+        await runtime.close();
+      }
+    } finally {
+      second.child.kill('SIGTERM');
+      await once(second.child, 'exit');
+    }
+  });
+});

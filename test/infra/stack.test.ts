@@ -1,0 +1,412 @@
+/**
+ * The synthesized template (aws-cdk-lib/assertions), resource by resource, with the security
+ * properties a reviewer would check by hand: encryption, public access, TLS-only policies, IAM
+ * scoped to the bucket prefixes and the table, the SQS dead-letter wiring, the receipt rule's
+ * single S3 action, the rule set activation.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Match, type Template } from 'aws-cdk-lib/assertions';
+import { HANDLER_ENV } from '../../lib/mail-relay.ts';
+import {
+  actionsOf,
+  exampleConfig,
+  fullConfig,
+  type PolicyStatementJson,
+  resourcesOfType,
+  resourceText,
+  statementsOfRole,
+  synthStack,
+} from './infra-helpers.ts';
+
+const example = synthStack(exampleConfig()).template;
+const full = synthStack(fullConfig()).template;
+
+function onlyLogicalId(template: Template, type: string, prefix: string): string {
+  const ids = Object.keys(resourcesOfType(template, type)).filter((k) => k.startsWith(prefix));
+  assert.equal(ids.length, 1, `expected one ${type} named ${prefix}*, found ${ids.join(', ')}`);
+  return ids[0] ?? '';
+}
+
+const bucketId = onlyLogicalId(example, 'AWS::S3::Bucket', 'MailRelayStorageBucket');
+const tableId = onlyLogicalId(example, 'AWS::DynamoDB::Table', 'MailRelayStorageIndex');
+
+/** The statements that grant `action`; fails when none does. */
+function grantsOf(statements: PolicyStatementJson[], action: string): PolicyStatementJson[] {
+  return statements.filter((s) => s.Effect === 'Allow' && actionsOf(s).includes(action));
+}
+
+function objectResources(s: PolicyStatementJson): string[] {
+  const list = Array.isArray(s.Resource) ? s.Resource : [s.Resource];
+  return list.map((r) => {
+    const text = resourceText(r);
+    const m = /"\/([a-z]+\/)\*"/.exec(text);
+    assert.ok(text.includes(bucketId), `object resource outside the mail bucket: ${text}`);
+    assert.ok(m, `object resource without a prefix: ${text}`);
+    return m[1] ?? '';
+  });
+}
+
+function dnsOutputs(template: Template): string[] {
+  return Object.keys(template.findOutputs('*')).filter((k) => k.startsWith('DnsRecord'));
+}
+
+describe('storage', () => {
+  it('the bucket is encrypted, private, TLS-only, unversioned, and expires inbound/ after the replay window', () => {
+    example.hasResource('AWS::S3::Bucket', {
+      DeletionPolicy: 'Retain',
+      UpdateReplacePolicy: 'Retain',
+      Properties: {
+        BucketEncryption: {
+          ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+        },
+        PublicAccessBlockConfiguration: {
+          BlockPublicAcls: true,
+          BlockPublicPolicy: true,
+          IgnorePublicAcls: true,
+          RestrictPublicBuckets: true,
+        },
+        OwnershipControls: { Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] },
+        VersioningConfiguration: Match.absent(),
+        LifecycleConfiguration: {
+          Rules: Match.arrayWith([
+            Match.objectLike({ Prefix: 'inbound/', ExpirationInDays: 30, Status: 'Enabled' }),
+            Match.objectLike({ Prefix: 'notifications/', ExpirationInDays: 30, Status: 'Enabled' }),
+            Match.objectLike({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } }),
+          ]),
+        },
+      },
+    });
+    // No mailbox expiry unless retention.mailboxDays says so.
+    const rules = JSON.stringify(example.findResources('AWS::S3::Bucket'));
+    assert.doesNotMatch(rules, /"Prefix":"mailboxes\/"/);
+  });
+
+  it('the bucket policy denies every request without TLS (and below TLS 1.2)', () => {
+    example.hasResourceProperties('AWS::S3::BucketPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: 'Deny',
+            Action: 's3:*',
+            Principal: { AWS: '*' },
+            Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          }),
+          Match.objectLike({ Effect: 'Deny', Condition: { NumericLessThan: { 's3:TlsVersion': 1.2 } } }),
+        ]),
+      },
+    });
+  });
+
+  it('SES may write only under inbound/, only for our own rule set and account', () => {
+    const policy = Object.values(resourcesOfType(example, 'AWS::S3::BucketPolicy'))[0];
+    const statements = (policy?.Properties?.PolicyDocument as { Statement: PolicyStatementJson[] }).Statement;
+    const ses = statements.filter((s) => JSON.stringify(s.Principal).includes('ses.amazonaws.com'));
+    assert.equal(ses.length, 1);
+    const [s] = ses;
+    assert.ok(s);
+    assert.deepEqual(actionsOf(s), ['s3:PutObject']);
+    assert.deepEqual(objectResources(s), ['inbound/']);
+    assert.equal(s.Condition?.StringEquals?.['aws:SourceAccount'], '123456789012');
+    const sourceArn = resourceText(s.Condition?.ArnLike?.['aws:SourceArn']);
+    assert.match(sourceArn, /receipt-rule-set\/.*MailRelayIngestRuleSet.*:receipt-rule\/\*/);
+  });
+
+  it('the table is on-demand, with PITR, TTL and encryption, keyed pk/sk, retained', () => {
+    example.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Retain',
+      Properties: {
+        BillingMode: 'PAY_PER_REQUEST',
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        TimeToLiveSpecification: { AttributeName: 'ttl', Enabled: true },
+        SSESpecification: { SSEEnabled: true },
+        DeletionProtectionEnabled: true,
+      },
+    });
+  });
+
+  it('retainData: false deletes both with the stack (bucket emptied first) and expires mailboxes when configured', () => {
+    const t = synthStack({ ...fullConfig(), retention: { inboundDays: 7, mailboxDays: 365 } }).template;
+    t.hasResource('AWS::S3::Bucket', {
+      DeletionPolicy: 'Delete',
+      Properties: {
+        LifecycleConfiguration: {
+          Rules: Match.arrayWith([
+            Match.objectLike({ Prefix: 'inbound/', ExpirationInDays: 7 }),
+            Match.objectLike({ Prefix: 'mailboxes/', ExpirationInDays: 365 }),
+          ]),
+        },
+      },
+    });
+    t.resourceCountIs('Custom::S3AutoDeleteObjects', 1);
+    t.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Delete', Properties: { DeletionProtectionEnabled: false } });
+  });
+});
+
+describe('ingest', () => {
+  it('one SES identity per domain, with DKIM signing', () => {
+    example.resourceCountIs('AWS::SES::EmailIdentity', 1);
+    example.hasResourceProperties('AWS::SES::EmailIdentity', {
+      EmailIdentity: 'example.com',
+      DkimAttributes: Match.absent(),
+    });
+    full.resourceCountIs('AWS::SES::EmailIdentity', 2);
+  });
+
+  it('the receipt rule requires TLS, scans, and has exactly one action: S3 under inbound/ with the topic', () => {
+    const rules = Object.values(resourcesOfType(example, 'AWS::SES::ReceiptRule'));
+    assert.equal(rules.length, 1);
+    const topicId = onlyLogicalId(example, 'AWS::SNS::Topic', 'MailRelayIngestReceived');
+    const rule = rules[0]?.Properties?.Rule as Record<string, unknown>;
+    assert.deepEqual(rule, {
+      Actions: [{ S3Action: { BucketName: { Ref: bucketId }, ObjectKeyPrefix: 'inbound/', TopicArn: { Ref: topicId } } }],
+      Enabled: true,
+      // The example routes *@example.com and uses plus-addressing: SES must accept the whole domain.
+      Recipients: ['example.com'],
+      ScanEnabled: true,
+      TlsPolicy: 'Require',
+    });
+    // SES checks its permissions when the rule is created: the policies must exist first.
+    assert.deepEqual(rules[0]?.DependsOn?.length, 2);
+  });
+
+  it('the topic is KMS-encrypted and only our rules may publish; the key lets SES use it', () => {
+    const keyId = onlyLogicalId(example, 'AWS::KMS::Key', 'MailRelayTopicKey');
+    example.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: { 'Fn::GetAtt': [keyId, 'Arn'] } });
+    example.hasResourceProperties('AWS::KMS::Key', {
+      EnableKeyRotation: true,
+      KeyPolicy: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Principal: { Service: 'ses.amazonaws.com' },
+            Action: ['kms:GenerateDataKey*', 'kms:Decrypt'],
+          }),
+        ]),
+      },
+    });
+    example.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Action: 'sns:Publish',
+            Principal: { Service: 'ses.amazonaws.com' },
+            Condition: { StringEquals: { 'aws:SourceAccount': '123456789012' }, ArnLike: Match.anyValue() },
+          }),
+        ]),
+      },
+    });
+  });
+
+  it('SNS feeds an encrypted, TLS-only queue whose failures go to a dead-letter queue after 5 receives', () => {
+    const dlqId = onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestDeadLetters');
+    const queueId = onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestNotifications');
+    example.hasResourceProperties('AWS::SQS::Queue', {
+      SqsManagedSseEnabled: true,
+      RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] }, maxReceiveCount: 5 },
+      // Six times the router's 60 s timeout, so a slow message is not handed out twice.
+      VisibilityTimeout: 360,
+    });
+    example.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true, MessageRetentionPeriod: 1209600 });
+    for (const id of [queueId, dlqId]) {
+      example.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: id }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          ]),
+        },
+      });
+    }
+    example.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'sqs',
+      Endpoint: { 'Fn::GetAtt': [queueId, 'Arn'] },
+    });
+    example.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [queueId, 'Arn'] },
+      FunctionName: { Ref: onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelayRouter') },
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+  });
+
+  it('a custom resource activates the rule set after every rule exists', () => {
+    const [cr] = Object.values(resourcesOfType(example, 'Custom::SesActiveReceiptRuleSet'));
+    assert.ok(cr, 'no Custom::SesActiveReceiptRuleSet');
+    const ruleSetId = onlyLogicalId(example, 'AWS::SES::ReceiptRuleSet', 'MailRelayIngestRuleSet');
+    const activatorId = onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelayIngestActivateRuleSet');
+    assert.deepEqual(cr.Properties?.RuleSetName, { Ref: ruleSetId });
+    assert.equal(cr.Properties?.ReplaceActive, 'false');
+    assert.deepEqual(cr.Properties?.ServiceToken, { 'Fn::GetAtt': [activatorId, 'Arn'] });
+    const ruleIds = Object.keys(resourcesOfType(example, 'AWS::SES::ReceiptRule'));
+    for (const id of ruleIds) assert.ok(cr.DependsOn?.includes(id), `activation does not wait for ${id}`);
+    const statements = statementsOfRole(example, 'MailRelayIngestActivateRuleSetResourcesRole');
+    const ses = grantsOf(statements, 'ses:SetActiveReceiptRuleSet');
+    assert.equal(ses.length, 1);
+    assert.deepEqual(actionsOf(ses[0] as PolicyStatementJson).sort(), [
+      'ses:DescribeActiveReceiptRuleSet',
+      'ses:SetActiveReceiptRuleSet',
+    ]);
+    full.hasResourceProperties('Custom::SesActiveReceiptRuleSet', { ReplaceActive: 'true' });
+  });
+
+  it('with hosted zones, creates each domain’s MX (and DKIM) records there; without, outputs them', () => {
+    full.hasResourceProperties('AWS::Route53::RecordSet', {
+      Type: 'MX',
+      Name: 'example.com.',
+      HostedZoneId: 'Z0123456789ABC',
+      ResourceRecords: ['10 inbound-smtp.eu-west-1.amazonaws.com'],
+    });
+    full.hasResourceProperties('AWS::Route53::RecordSet', { Type: 'MX', Name: 'example.org.', HostedZoneId: 'Z0987654321XYZ' });
+    // Three DKIM CNAMEs per domain.
+    const cnames = Object.values(resourcesOfType(full, 'AWS::Route53::RecordSet')).filter((r) => r.Properties?.Type === 'CNAME');
+    assert.equal(cnames.length, 6);
+    assert.deepEqual(dnsOutputs(full), []);
+
+    example.resourceCountIs('AWS::Route53::RecordSet', 0);
+    example.hasOutput('DnsRecord4', { Value: 'example.com MX 10 inbound-smtp.us-east-1.amazonaws.com' });
+    assert.equal(dnsOutputs(example).length, 4, 'MX + 3 DKIM records');
+  });
+});
+
+describe('functions', () => {
+  it('every function runs on Node 22+ arm64 with tracing, its own log group with retention and source maps', () => {
+    const fns = Object.entries(resourcesOfType(full, 'AWS::Lambda::Function'));
+    assert.ok(fns.length >= 3);
+    for (const [id, fn] of fns) {
+      if (id.startsWith('CustomS3AutoDeleteObjects')) continue; // CDK's own provider for retainData: false
+      const p = fn.Properties ?? {};
+      assert.match(String(p.Runtime), /^nodejs(2[2-9]|[3-9]\d)\.x$/, `${id} runtime ${String(p.Runtime)}`);
+      assert.deepEqual(p.Architectures, ['arm64'], id);
+      assert.deepEqual(p.TracingConfig, { Mode: 'Active' }, id);
+      const logGroup = (p.LoggingConfig as { LogGroup?: { Ref?: string } } | undefined)?.LogGroup?.Ref;
+      assert.ok(logGroup, `${id} has no log group of its own`);
+      assert.equal(resourcesOfType(full, 'AWS::Logs::LogGroup')[logGroup]?.Properties?.RetentionInDays, 90, id);
+      const env = (p.Environment as { Variables: Record<string, unknown> }).Variables;
+      assert.equal(env.NODE_OPTIONS, '--enable-source-maps', id);
+    }
+  });
+
+  it('the router and API get the bucket, table and configuration through the environment', () => {
+    for (const prefix of ['MailRelayRouter', 'MailRelayApiFunction']) {
+      const id = onlyLogicalId(example, 'AWS::Lambda::Function', prefix);
+      const env = (resourcesOfType(example, 'AWS::Lambda::Function')[id]?.Properties?.Environment as {
+        Variables: Record<string, unknown>;
+      }).Variables;
+      assert.deepEqual(env[HANDLER_ENV.bucket], { Ref: bucketId });
+      assert.deepEqual(env[HANDLER_ENV.table], { Ref: tableId });
+      assert.deepEqual(JSON.parse(String(env[HANDLER_ENV.config])), exampleConfig());
+    }
+  });
+
+  it('the router gets exactly what it uses: read inbound/, write notifications/ and mailboxes/, the table, its queue', () => {
+    const s = statementsOfRole(example, 'MailRelayRouterResourcesRole');
+    assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources).sort(), ['inbound/', 'mailboxes/']);
+    assert.deepEqual(grantsOf(s, 's3:PutObject').flatMap(objectResources).sort(), ['mailboxes/', 'notifications/']);
+    assert.deepEqual(grantsOf(s, 's3:DeleteObject'), []);
+    const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
+    assert.equal(dynamo.length, 1);
+    assert.deepEqual(dynamo[0]?.Resource, { 'Fn::GetAtt': [tableId, 'Arn'] });
+    assert.ok(!actionsOf(dynamo[0] as PolicyStatementJson).includes('dynamodb:DeleteItem'));
+    const sqs = s.filter((x) => actionsOf(x).some((a) => a.startsWith('sqs:')));
+    assert.deepEqual(resourceText(sqs[0]?.Resource), JSON.stringify({ 'Fn::GetAtt': [onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestNotifications'), 'Arn'] }));
+  });
+
+  it('the API reads and deletes under mailboxes/ only, and never touches inbound/', () => {
+    const s = statementsOfRole(example, 'MailRelayApiFunctionResourcesRole');
+    assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources), ['mailboxes/']);
+    assert.deepEqual(grantsOf(s, 's3:DeleteObject').flatMap(objectResources), ['mailboxes/']);
+    assert.deepEqual(grantsOf(s, 's3:PutObject'), []);
+    assert.doesNotMatch(JSON.stringify(s), /inbound\//);
+  });
+
+  it('sending is limited to From addresses at our domains', () => {
+    for (const role of ['MailRelayRouterResourcesRole', 'MailRelayApiFunctionResourcesRole']) {
+      const [send] = grantsOf(statementsOfRole(full, role), 'ses:SendEmail');
+      assert.ok(send, role);
+      assert.deepEqual(send.Condition, { StringLike: { 'ses:FromAddress': ['*@example.com', '*@example.org'] } });
+    }
+  });
+
+  it('no role has a managed policy, and no statement grants a service-wide wildcard action', () => {
+    for (const [id, role] of Object.entries(resourcesOfType(example, 'AWS::IAM::Role'))) {
+      assert.equal(role.Properties?.ManagedPolicyArns, undefined, `${id} has managed policies`);
+    }
+    for (const p of Object.values(resourcesOfType(full, 'AWS::IAM::Policy'))) {
+      for (const st of (p.Properties?.PolicyDocument as { Statement: PolicyStatementJson[] }).Statement) {
+        for (const a of actionsOf(st)) assert.doesNotMatch(a, /(^\*$|:\*$)/, `wildcard action ${a}`);
+      }
+    }
+  });
+});
+
+describe('API', () => {
+  it('an HTTP API proxies every route to the API function; the $default stage throttles and logs', () => {
+    const apiFn = onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelayApiFunction');
+    example.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP', CorsConfiguration: Match.absent() });
+    example.hasResourceProperties('AWS::ApiGatewayV2::Integration', {
+      IntegrationType: 'AWS_PROXY',
+      IntegrationUri: { 'Fn::GetAtt': [apiFn, 'Arn'] },
+      PayloadFormatVersion: '2.0',
+    });
+    example.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: '$default' });
+    const logsId = onlyLogicalId(example, 'AWS::Logs::LogGroup', 'MailRelayApiAccessLogs');
+    example.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      AutoDeploy: true,
+      DefaultRouteSettings: { ThrottlingRateLimit: 50, ThrottlingBurstLimit: 100 },
+      AccessLogSettings: { DestinationArn: { 'Fn::GetAtt': [logsId, 'Arn'] }, Format: Match.stringLikeRegexp('requestId') },
+    });
+  });
+
+  it('the access log format never includes headers or the query string (bearer tokens stay out of logs)', () => {
+    const [stage] = Object.values(resourcesOfType(example, 'AWS::ApiGatewayV2::Stage'));
+    const format = String((stage?.Properties?.AccessLogSettings as { Format: string }).Format);
+    assert.doesNotMatch(format, /header|querystring|authorizer/i);
+    assert.doesNotThrow(() => JSON.parse(format));
+  });
+
+  it('CORS and throttling follow the aws settings', () => {
+    full.hasResourceProperties('AWS::ApiGatewayV2::Api', {
+      CorsConfiguration: Match.objectLike({ AllowOrigins: ['https://app.example.com'] }),
+    });
+    full.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      DefaultRouteSettings: { ThrottlingRateLimit: 5, ThrottlingBurstLimit: 10 },
+    });
+  });
+});
+
+describe('operations', () => {
+  it('alarms on dead letters, router errors and API 5xx', () => {
+    example.resourceCountIs('AWS::CloudWatch::Alarm', 3);
+    const dlqId = onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestDeadLetters');
+    example.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'ApproximateNumberOfMessagesVisible',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [dlqId, 'QueueName'] } }],
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+    });
+    example.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'Errors', Namespace: 'AWS/Lambda' });
+    example.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: '5xx', Namespace: 'AWS/ApiGateway' });
+    example.resourceCountIs('AWS::SNS::Subscription', 1); // only SNS -> SQS: no e-mail configured
+  });
+
+  it('with an alarm e-mail, the alarms notify an encrypted topic with that subscription', () => {
+    full.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@elsewhere.example' });
+    const topicId = onlyLogicalId(full, 'AWS::SNS::Topic', 'MailRelayAlarmsTopic');
+    full.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue(), DisplayName: 'mail-relay alarms' });
+    const alarms = Object.values(resourcesOfType(full, 'AWS::CloudWatch::Alarm'));
+    for (const a of alarms) assert.deepEqual(a.Properties?.AlarmActions, [{ Ref: topicId }]);
+  });
+});
+
+describe('outputs', () => {
+  it('API URL, bucket, table and rule set, under the names the CLI reads', () => {
+    example.hasOutput('ApiUrl', { Value: Match.objectLike({ 'Fn::Join': Match.anyValue() }) });
+    example.hasOutput('BucketName', { Value: { Ref: bucketId } });
+    example.hasOutput('TableName', { Value: { Ref: tableId } });
+    example.hasOutput('RuleSetName', { Value: { Ref: onlyLogicalId(example, 'AWS::SES::ReceiptRuleSet', 'MailRelayIngestRuleSet') } });
+  });
+});
