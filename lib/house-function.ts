@@ -63,6 +63,11 @@ export interface HouseFunctionProps {
    * @default - none
    */
   readonly runtimeProvidedModules?: readonly string[];
+  /**
+   * Identifiers replaced at build time (esbuild `define`): name to a JavaScript expression.
+   * @default - none
+   */
+  readonly define?: Readonly<Record<string, string>>;
 }
 
 /** Access to the mail bucket, by key prefix. */
@@ -128,6 +133,7 @@ export class HouseFunction extends NodejsFunction {
         banner: ESM_REQUIRE_BANNER,
         bundleAwsSDK: true,
         externalModules: [...NEVER_BUNDLED, ...(props.runtimeProvidedModules ?? [])],
+        ...(props.define ? { define: { ...props.define } } : {}),
         // Local esbuild only: Docker is neither needed nor wanted (CI has none).
         forceDockerBundling: false,
       },

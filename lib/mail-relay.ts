@@ -7,6 +7,7 @@
  * The configuration is validated here by the same schema the functions use at run time, so a bad
  * configuration stops `cdk synth` with one line per wrong path instead of failing in Lambda.
  */
+import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Annotations, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
 import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
@@ -28,14 +29,19 @@ import { MailStorage, PREFIX } from './storage.ts';
 export const HANDLER_ENV = {
   bucket: 'BUCKET_NAME',
   table: 'TABLE_NAME',
+  /** Set from the bundle by lib/lambda/bundled-config.ts, not as a Lambda variable (4 KB limit). */
   config: 'MAIL_RELAY_CONFIG_JSON',
+  /** SHA-256 of the bundled configuration: shows in the console which one a function runs. */
+  configSha256: 'MAIL_RELAY_CONFIG_SHA256',
 } as const;
 
-const HANDLERS_DIR = new URL('../functions/handlers/', import.meta.url);
-/** Entry modules of the two functions; each exports `handler`. */
+/** The build-time identifier lib/lambda/bundled-config.ts reads. */
+export const BUNDLED_CONFIG_IDENTIFIER = '__MAIL_RELAY_CONFIG_JSON__';
+
+/** Entry modules of the two functions (the handlers in functions/handlers/, behind the configuration). */
 export const HANDLER_ENTRIES = {
-  router: fileURLToPath(new URL('router.ts', HANDLERS_DIR)),
-  api: fileURLToPath(new URL('api.ts', HANDLERS_DIR)),
+  router: fileURLToPath(new URL('./lambda/router.ts', import.meta.url)),
+  api: fileURLToPath(new URL('./lambda/api.ts', import.meta.url)),
 } as const;
 
 /** DynamoDB actions of the index adapter (functions/adapters/aws/dynamodb-mailbox-index.ts), per function. */
@@ -53,7 +59,7 @@ const API_TABLE_ACTIONS = [
 export interface MailRelayProps {
   /**
    * The relay configuration: the parsed JSON of `mail-relay.config.json`. Validated at synth and
-   * handed to both functions as is. Its optional `aws` object supplies the defaults of the
+   * built into both functions' bundles as is (read at cold start as MAIL_RELAY_CONFIG_JSON). Its optional `aws` object supplies the defaults of the
    * settings below.
    */
   readonly config: unknown;
@@ -150,6 +156,8 @@ export class MailRelay extends Construct {
     });
     const { bucket, table } = this.storage;
     const configJson = JSON.stringify(props.config);
+    const configDefine = { [BUNDLED_CONFIG_IDENTIFIER]: JSON.stringify(configJson) };
+    const configSha256 = createHash('sha256').update(configJson).digest('hex');
 
     // One key for the two notification topics (SES received, alarms): each customer key costs a month's fee.
     const topicKey = new Key(this, 'TopicKey', {
@@ -178,7 +186,8 @@ export class MailRelay extends Construct {
       memorySize: 1024,
       timeout: Duration.seconds(60),
       logRetention,
-      environment: { [HANDLER_ENV.config]: configJson },
+      define: configDefine,
+      environment: { [HANDLER_ENV.configSha256]: configSha256 },
     })
       .bindBucket(
         bucket,
@@ -198,7 +207,8 @@ export class MailRelay extends Construct {
       timeout: Duration.seconds(29),
       memorySize: 512,
       logRetention,
-      environment: { [HANDLER_ENV.config]: configJson },
+      define: configDefine,
+      environment: { [HANDLER_ENV.configSha256]: configSha256 },
     })
       .bindBucket(bucket, { read: [PREFIX.mailboxes], delete: [PREFIX.mailboxes], list: true }, HANDLER_ENV.bucket)
       .bindTable(table, API_TABLE_ACTIONS, HANDLER_ENV.table);
@@ -257,7 +267,7 @@ export class MailRelay extends Construct {
         acknowledge(
           role,
           'AwsSolutions-IAM5',
-          `Resource::arn:<AWS::Partition>:ses:${stack.region}:<AWS::AccountId>:identity/*`,
+          `Resource::arn:<AWS::Partition>:ses:${nagText(stack.region, 'AWS::Region')}:${nagText(stack.account, 'AWS::AccountId')}:identity/*`,
           [
             'Sending is limited by the ses:FromAddress condition to our own domains; the resource must cover',
             'recipient identities because the SES sandbox authorizes against them too',
@@ -305,4 +315,9 @@ export class MailRelay extends Construct {
     }
     if (issues.length > 0) throw new ConfigError(`${source}: the AWS settings are invalid`, issues);
   }
+}
+
+/** How cdk-nag prints a value in a finding id: literally, or `<AWS::…>` for a pseudo parameter. */
+function nagText(value: string, pseudo: string): string {
+  return Token.isUnresolved(value) ? `<${pseudo}>` : value;
 }

@@ -5,6 +5,9 @@
 import { Validations } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
 
+/** The validation plugin name of cdk-nag's AwsSolutionsChecks pack. */
+export const NAG_PLUGIN = 'AwsSolutions';
+
 /**
  * Acknowledges `rule` on `scope` and everything below it; with `finding`, only that finding
  * (`AwsSolutions-IAM5[Resource::*]`), so a new wildcard added later is still reported.
@@ -15,5 +18,8 @@ export function acknowledge(
   finding: string | null,
   reason: readonly string[],
 ): void {
-  Validations.of(scope).acknowledge({ id: finding ? `${rule}[${finding}]` : rule, reason: reason.join(' ') });
+  // `AwsSolutions::` names the plugin (cdk-nag's pack); without a known prefix CDK would file the
+  // acknowledgment under annotations.
+  const id = `${NAG_PLUGIN}::${finding ? `${rule}[${finding}]` : rule}`;
+  Validations.of(scope).acknowledge({ id, reason: reason.join(' ') });
 }

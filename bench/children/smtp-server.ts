@@ -36,7 +36,11 @@ const baseOptions: SMTPServerOptions = {
   logger: false,
 };
 
-function collect(stream: SMTPServerDataStream, done: (body: Buffer) => void, fail: (err: Error) => void): void {
+function collect(
+  stream: SMTPServerDataStream,
+  done: (body: Buffer) => void,
+  fail: (err: Error) => void,
+): void {
   const chunks: Buffer[] = [];
   stream.on('data', (chunk: Buffer) => chunks.push(chunk));
   stream.once('error', fail);

@@ -43,7 +43,10 @@ export class BenchChild {
   }
 
   /** Starts `bench/<script>` and waits for its `ready` message, which is returned. */
-  static async start(script: string, options: ChildOptions = {}): Promise<{ child: BenchChild; ready: IpcMessage }> {
+  static async start(
+    script: string,
+    options: ChildOptions = {},
+  ): Promise<{ child: BenchChild; ready: IpcMessage }> {
     const proc = fork(`${BENCH_DIR}${script}`, [...(options.args ?? [])], {
       execArgv: ['--import', 'tsx', ...(options.nodeFlags ?? [])],
       env: { ...process.env, ...options.env },
@@ -63,7 +66,9 @@ export class BenchChild {
   next(type: string, timeoutMs: number): Promise<IpcMessage> {
     return new Promise((resolve, reject) => {
       if (this.exited) {
-        reject(new Error(`child exited before sending ${type}: ${this.stderrTail.trim().split('\n').pop() ?? ''}`));
+        reject(
+          new Error(`child exited before sending ${type}: ${this.stderrTail.trim().split('\n').pop() ?? ''}`),
+        );
         return;
       }
       const timer = setTimeout(() => {
@@ -71,7 +76,9 @@ export class BenchChild {
       }, timeoutMs);
       const onExit = () => {
         clearTimeout(timer);
-        reject(new Error(`child exited before sending ${type}: ${this.stderrTail.trim().split('\n').pop() ?? ''}`));
+        reject(
+          new Error(`child exited before sending ${type}: ${this.stderrTail.trim().split('\n').pop() ?? ''}`),
+        );
       };
       this.proc.once('exit', onExit);
       this.waiters.push((msg) => {

@@ -7,7 +7,9 @@
 export type IpcMessage = { readonly type: string } & Readonly<Record<string, unknown>>;
 
 export function isIpcMessage(value: unknown): value is IpcMessage {
-  return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string';
+  return (
+    typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string'
+  );
 }
 
 export function numberField(msg: IpcMessage, field: string): number {
@@ -20,7 +22,8 @@ export function numberField(msg: IpcMessage, field: string): number {
 
 export function stringField(msg: IpcMessage, field: string): string {
   const value = msg[field];
-  if (typeof value !== 'string') throw new Error(`message ${msg.type} has no string ${field}: ${JSON.stringify(msg)}`);
+  if (typeof value !== 'string')
+    throw new Error(`message ${msg.type} has no string ${field}: ${JSON.stringify(msg)}`);
   return value;
 }
 
@@ -53,7 +56,8 @@ export function serveRequests(
       .then(() => handle(raw))
       .then(
         (reply) => sendToParent(reply),
-        (err: unknown) => sendToParent({ type: 'error', message: err instanceof Error ? err.message : String(err) }),
+        (err: unknown) =>
+          sendToParent({ type: 'error', message: err instanceof Error ? err.message : String(err) }),
       );
   });
   // The harness died: do not linger as an orphan server.

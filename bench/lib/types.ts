@@ -43,8 +43,24 @@ export interface Benchmark {
 }
 
 /** A row for something that could not be measured in this run; never a failure of the run. */
-export function notMeasured(name: string, label: string, unit: string, target: string, why: string): Measurement {
-  return { name, label, value: null, unit, reference: null, ratio: null, target, meets: null, note: `not measured: ${why}` };
+export function notMeasured(
+  name: string,
+  label: string,
+  unit: string,
+  target: string,
+  why: string,
+): Measurement {
+  return {
+    name,
+    label,
+    value: null,
+    unit,
+    reference: null,
+    ratio: null,
+    target,
+    meets: null,
+    note: `not measured: ${why}`,
+  };
 }
 
 /** Builds a row with its ratio computed from the reference. */

@@ -9,6 +9,7 @@
  */
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
 import { mailboxKeys, storedSummarySchema } from '../core/keys.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
@@ -57,6 +58,8 @@ import type { MailWaiter } from './waiter.ts';
 export const DEFAULT_RAW_REDIRECT_BYTES = 4 * 1024 * 1024;
 /** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
 export const DEFAULT_PRESIGN_SECONDS = 300;
+/** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
+const MAX_PATCH_BODY_BYTES = 16 * 1024;
 /** How often the long-poll re-reads the index when nothing wakes it (the Lambda case). */
 export const DEFAULT_POLL_INTERVAL_MS = 500;
 /**
@@ -216,6 +219,7 @@ const routes = {
     tags: ['message'],
     summary: 'Set flags (seen)',
     security: SECURITY,
+    middleware: [bodyLimit({ maxSize: MAX_PATCH_BODY_BYTES })],
     request: {
       params: messageParamsSchema,
       body: { required: true, content: { 'application/json': { schema: patchMessageBodySchema } } },
@@ -227,6 +231,7 @@ const routes = {
       },
       ...MESSAGE_ERRORS,
       400: jsonError('Invalid input (`invalid_json`, `invalid_request`, `invalid_id`, …)'),
+      413: jsonError('The body is larger than 16 KiB (`payload_too_large`)'),
       415: jsonError('The body is not application/json (`unsupported_media_type`)'),
     },
   }),

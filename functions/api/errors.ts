@@ -51,8 +51,3 @@ export function toHttpError(err: unknown): HttpError {
   }
   return make(500, 'internal', 'internal error');
 }
-
-/** Whether an error deserves a server-side log line (a bug or an outage, not a client mistake). */
-export function isUnexpected(err: unknown): boolean {
-  return toHttpError(err).status >= 500;
-}

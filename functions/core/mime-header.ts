@@ -13,6 +13,8 @@
 const FIELD_START_RE = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/;
 /** An mbox separator (`From sender date`) that an exporter left at the top of a message. */
 const MBOX_FROM_RE = /^From /;
+/** A UTF-8 byte order mark, as latin1: some Windows tools write one before the first header. */
+const BOM = '\xef\xbb\xbf';
 
 export type Eol = '\r\n' | '\n';
 
@@ -33,7 +35,10 @@ export interface SplitMessage {
   readonly separator: string;
   /** Everything after the header block, untouched. */
   readonly body: Buffer;
-  /** Lines inside the header block that are not fields (an mbox `From ` line): left out on rebuild. */
+  /**
+   * Lines inside the header block that are not fields: an mbox `From ` line or a byte order mark
+   * (left out on rebuild), or a broken fold (kept, as a continuation of the field before it).
+   */
   readonly dropped: readonly string[];
 }
 
@@ -51,50 +56,72 @@ export function splitMessage(raw: Buffer): SplitMessage {
   const eol = detectEol(raw);
   const fields: HeaderField[] = [];
   const dropped: string[] = [];
-  let pos = 0;
-  let current: { name: string; start: number } | null = null;
-  const closeField = (end: number) => {
-    if (current === null) return;
-    fields.push({
-      name: current.name,
-      key: current.name.toLowerCase(),
-      raw: raw.toString('latin1', current.start, end),
-    });
+  /** Bounds of each line: [start, end of content, start of next line]. */
+  const lineAt = (pos: number): [number, number, number] => {
+    const lf = raw.indexOf(10, pos);
+    if (lf === -1) return [pos, raw.length, raw.length];
+    return [pos, lf > pos && raw[lf - 1] === 13 ? lf - 1 : lf, lf + 1];
+  };
+  const isFieldStart = (line: string) =>
+    FIELD_START_RE.test(line.startsWith(BOM) ? line.slice(BOM.length) : line);
+  /** Whether a field line follows `pos` (after any continuation lines) before the blank line or the end. */
+  const fieldFollows = (pos: number): boolean => {
+    let p = pos;
+    while (p < raw.length) {
+      const [start, end, next] = lineAt(p);
+      if (end === start) return false;
+      if (raw[start] !== 0x20 && raw[start] !== 0x09) return isFieldStart(raw.toString('latin1', start, end));
+      p = next;
+    }
+    return false;
+  };
+  let current: { name: string; text: string } | null = null;
+  const closeField = () => {
+    if (current !== null)
+      fields.push({ name: current.name, key: current.name.toLowerCase(), raw: current.text });
     current = null;
   };
+  let pos = 0;
   while (pos < raw.length) {
-    const lf = raw.indexOf(10, pos);
-    const next = lf === -1 ? raw.length : lf + 1;
-    const contentEnd = lf === -1 ? raw.length : lf > pos && raw[lf - 1] === 13 ? lf - 1 : lf;
-    if (contentEnd === pos) {
-      // The blank line: the header block ends here.
-      closeField(pos);
-      return { eol, fields, separator: raw.toString('latin1', pos, next), body: raw.subarray(next), dropped };
+    const [start, end, next] = lineAt(pos);
+    const whole = raw.toString('latin1', start, next);
+    if (end === start) {
+      closeField();
+      return { eol, fields, separator: whole, body: raw.subarray(next), dropped };
     }
-    const first = raw[pos];
+    const first = raw[start];
     if ((first === 0x20 || first === 0x09) && current !== null) {
+      current.text += whole;
       pos = next;
       continue;
     }
-    const line = raw.toString('latin1', pos, contentEnd);
+    let line = raw.toString('latin1', start, end);
+    let text = whole;
+    if (line.startsWith(BOM)) {
+      dropped.push(BOM);
+      line = line.slice(BOM.length);
+      text = text.slice(BOM.length);
+    }
     const m = FIELD_START_RE.exec(line);
     if (m?.[1] !== undefined) {
-      closeField(pos);
-      current = { name: m[1], start: pos };
-      pos = next;
-      continue;
-    }
-    if (MBOX_FROM_RE.test(line)) {
-      closeField(pos);
+      closeField();
+      current = { name: m[1], text };
+    } else if (MBOX_FROM_RE.test(line)) {
+      closeField();
       dropped.push(line);
-      pos = next;
-      continue;
+    } else if (current !== null && fieldFollows(next)) {
+      // A fold that lost its leading whitespace, with more fields after it: kept as a continuation,
+      // so neither the line nor the fields below it are lost.
+      dropped.push(line);
+      current.text += ` ${text}`;
+    } else {
+      // Not a header line: the body starts here, with no blank line before it.
+      closeField();
+      return { eol, fields, separator: '', body: raw.subarray(start), dropped };
     }
-    // Not a header line: the body starts here, with no blank line before it.
-    closeField(pos);
-    return { eol, fields, separator: '', body: raw.subarray(pos), dropped };
+    pos = next;
   }
-  closeField(raw.length);
+  closeField();
   return { eol, fields, separator: '', body: raw.subarray(raw.length), dropped };
 }
 

@@ -23,7 +23,7 @@ import { type Config, parseConfig } from '../core/config.ts';
 import { ConfigError } from '../core/errors.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 
-export interface AwsSettings {
+export interface HandlerSettings {
   readonly bucketName: string;
   readonly tableName: string;
   readonly config: Config;
@@ -53,7 +53,7 @@ function parseBoolean(name: string, value: string): boolean {
 }
 
 /** Reads and validates the handlers' environment; every problem is reported at once. */
-export function readAwsSettings(env: NodeJS.ProcessEnv): AwsSettings {
+export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
   const issues: string[] = [];
   const required = (name: string): string => {
     const value = env[name];
@@ -83,7 +83,9 @@ export function readAwsSettings(env: NodeJS.ProcessEnv): AwsSettings {
     config,
     sesConfigurationSet: env.SES_CONFIGURATION_SET?.trim() || undefined,
     forcePathStyle:
-      pathStyle === undefined || pathStyle === '' ? customEndpoint : parseBoolean('MAIL_RELAY_S3_FORCE_PATH_STYLE', pathStyle),
+      pathStyle === undefined || pathStyle === ''
+        ? customEndpoint
+        : parseBoolean('MAIL_RELAY_S3_FORCE_PATH_STYLE', pathStyle),
   };
 }
 
@@ -91,7 +93,7 @@ export function readAwsSettings(env: NodeJS.ProcessEnv): AwsSettings {
  * One client per service for the process. Region, credentials and endpoint come from the
  * standard SDK chain (AWS_REGION, the Lambda role, AWS_ENDPOINT_URL), never from code.
  */
-export function createAwsClients(settings: Pick<AwsSettings, 'forcePathStyle'>): AwsClients {
+export function createAwsClients(settings: Pick<HandlerSettings, 'forcePathStyle'>): AwsClients {
   return {
     s3: new S3Client({ forcePathStyle: settings.forcePathStyle }),
     dynamo: DynamoDBDocumentClient.from(new DynamoDBClient({})),
@@ -100,7 +102,10 @@ export function createAwsClients(settings: Pick<AwsSettings, 'forcePathStyle'>):
 }
 
 /** The router's ports on AWS, from explicit settings (the CLI builds them from a stack's outputs). */
-export function createAwsDepsFrom(settings: AwsSettings, clients: AwsClients = createAwsClients(settings)): AwsDeps {
+export function createAwsDepsFrom(
+  settings: HandlerSettings,
+  clients: AwsClients = createAwsClients(settings),
+): AwsDeps {
   return {
     config: settings.config,
     bucketName: settings.bucketName,
@@ -115,5 +120,5 @@ export function createAwsDepsFrom(settings: AwsSettings, clients: AwsClients = c
 
 /** The router's ports on AWS, from the function's environment. Throws ConfigError on anything missing or invalid. */
 export function createAwsDeps(env: NodeJS.ProcessEnv = process.env): AwsDeps {
-  return createAwsDepsFrom(readAwsSettings(env));
+  return createAwsDepsFrom(readHandlerSettings(env));
 }

@@ -49,7 +49,11 @@ export const snsEnvelopeSchema = z
 const SES_SETUP_NOTIFICATION = 'AMAZON_SES_SETUP_NOTIFICATION';
 
 export type RecordContent =
-  | { readonly kind: 'received'; readonly notification: SesReceivedNotification; readonly snsMessageId?: string }
+  | {
+      readonly kind: 'received';
+      readonly notification: SesReceivedNotification;
+      readonly snsMessageId?: string;
+    }
   | { readonly kind: 'setup' };
 
 /** A record whose content can never succeed (not JSON, not a notification): it goes to the DLQ via retries. */
@@ -72,7 +76,11 @@ export function readRecordBody(body: string): RecordContent {
   const outer = parseJson(body, 'SQS message body');
   const envelope = snsEnvelopeSchema.safeParse(outer);
   const inner = envelope.success ? parseJson(envelope.data.Message, 'SNS Message') : outer;
-  if (typeof inner === 'object' && inner !== null && (inner as { notificationType?: unknown }).notificationType === SES_SETUP_NOTIFICATION) {
+  if (
+    typeof inner === 'object' &&
+    inner !== null &&
+    (inner as { notificationType?: unknown }).notificationType === SES_SETUP_NOTIFICATION
+  ) {
     return { kind: 'setup' };
   }
   const parsed = sesReceivedNotificationSchema.safeParse(inner);
@@ -97,8 +105,14 @@ export interface RouterHandlerOptions {
 
 export type RouterHandler = (event: unknown, context?: Context) => Promise<SQSBatchResponse>;
 
-function errorFields(err: unknown): { name: string; code?: string; message: string; details?: readonly string[] } {
-  if (err instanceof ValidationError) return { name: err.name, code: err.code, message: err.message, details: err.details };
+function errorFields(err: unknown): {
+  name: string;
+  code?: string;
+  message: string;
+  details?: readonly string[];
+} {
+  if (err instanceof ValidationError)
+    return { name: err.name, code: err.code, message: err.message, details: err.details };
   if (err instanceof MailRelayError) return { name: err.name, code: err.code, message: err.message };
   if (err instanceof Error) return { name: err.name, message: err.message };
   return { name: 'Error', message: String(err) };
@@ -121,7 +135,9 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
     const action = notification.receipt.action;
     if (action.bucketName !== bucketName) {
       // Reading the key from our bucket instead would route some other message, or none.
-      throw new PoisonRecordError(`notification names bucket ${action.bucketName}; this router reads ${bucketName}`);
+      throw new PoisonRecordError(
+        `notification names bucket ${action.bucketName}; this router reads ${bucketName}`,
+      );
     }
     return processNotification(deps, notification);
   }

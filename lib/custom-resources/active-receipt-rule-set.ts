@@ -14,7 +14,8 @@
  * are not in SESv2, and this project depends on SESv2 only).
  * https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-responses.html
  */
-import { request } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type {
   CloudFormationCustomResourceEvent,
   CloudFormationCustomResourceResponse,
@@ -99,9 +100,13 @@ async function sesFromRuntime(): Promise<ActiveRuleSetApi> {
   };
 }
 
-/** PUTs the response to CloudFormation's pre-signed URL (signed with an empty content type). */
+/**
+ * PUTs the response to CloudFormation's pre-signed URL (signed with an empty content type).
+ * CloudFormation's URLs are https; plain http is for the tests' local server.
+ */
 export function sendResponse(url: string, body: CloudFormationCustomResourceResponse): Promise<void> {
   const payload = JSON.stringify(body);
+  const request = url.startsWith('http:') ? httpRequest : httpsRequest;
   return new Promise((resolve, reject) => {
     const req = request(
       url,
@@ -118,26 +123,32 @@ export function sendResponse(url: string, body: CloudFormationCustomResourceResp
   });
 }
 
-export async function handler(event: CloudFormationCustomResourceEvent): Promise<void> {
-  const common = {
-    StackId: event.StackId,
-    RequestId: event.RequestId,
-    LogicalResourceId: event.LogicalResourceId,
-  };
-  let response: CloudFormationCustomResourceResponse;
-  try {
-    const outcome = await onEvent(event, await sesFromRuntime());
-    response = { ...common, Status: 'SUCCESS', PhysicalResourceId: outcome.physicalResourceId, Data: outcome.data };
-  } catch (err) {
-    console.error(err);
-    response = {
-      ...common,
-      Status: 'FAILED',
-      Reason: err instanceof Error ? err.message : String(err),
-      // Keep an existing id (so a failed Update does not look like a replacement); a failed Create gets
-      // an id that Delete recognises as never having activated anything.
-      PhysicalResourceId: 'PhysicalResourceId' in event ? event.PhysicalResourceId : `failed:${event.RequestId}`,
+/** The Lambda handler around an SES API (injected by tests); it always answers CloudFormation. */
+export function createHandler(ses: () => Promise<ActiveRuleSetApi>) {
+  return async (event: CloudFormationCustomResourceEvent): Promise<void> => {
+    const common = {
+      StackId: event.StackId,
+      RequestId: event.RequestId,
+      LogicalResourceId: event.LogicalResourceId,
     };
-  }
-  await sendResponse(event.ResponseURL, response);
+    let response: CloudFormationCustomResourceResponse;
+    try {
+      const outcome = await onEvent(event, await ses());
+      response = { ...common, Status: 'SUCCESS', PhysicalResourceId: outcome.physicalResourceId, Data: outcome.data };
+    } catch (err) {
+      console.error(err);
+      response = {
+        ...common,
+        Status: 'FAILED',
+        Reason: err instanceof Error ? err.message : String(err),
+        // Keep an existing id (so a failed Update does not look like a replacement); a failed Create
+        // gets an id that Delete recognises as never having activated anything.
+        PhysicalResourceId: 'PhysicalResourceId' in event ? event.PhysicalResourceId : `failed:${event.RequestId}`,
+      };
+    }
+    // Without this answer CloudFormation waits an hour; if it cannot be sent, the error is logged by Lambda.
+    await sendResponse(event.ResponseURL, response);
+  };
 }
+
+export const handler = createHandler(sesFromRuntime);

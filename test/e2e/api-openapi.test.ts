@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import SwaggerParser from '@apidevtools/swagger-parser';
 import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
+import { PROJECT_ROOT } from '../helpers/env.ts';
+import { run } from '../helpers/process.ts';
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options', 'trace'] as const;
 
@@ -96,5 +98,24 @@ describe('OpenAPI document', () => {
         }
       }
     }
+  });
+
+  it('is generated whatever was imported first (the Lambda handler and the CLI import the core before the app)', async () => {
+    // zod-openapi extends zod's prototypes when it loads; schemas built earlier lack `.openapi()`.
+    const script = `
+      await import('./functions/core/message.ts');
+      await import('./functions/core/keys.ts');
+      const { createApp } = await import('./functions/api/app.ts');
+      const res = await createApp({ index: {}, blobs: {} }).request('/v1/openapi.json');
+      const doc = await res.json();
+      console.log(res.status, Object.keys(doc.paths ?? {}).length, Object.keys(doc.components?.schemas ?? {}).includes('Attachment'));
+    `;
+    const r = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: PROJECT_ROOT,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    // No `serveLocalBlobs` here, so no /v1/blobs route.
+    const expected = Object.keys(doc.paths).filter((p) => !p.startsWith('/v1/blobs/')).length;
+    assert.equal(r.stdout.trim(), `200 ${expected} true`);
   });
 });

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import nodemailer from 'nodemailer';
+import { createApp } from '../../functions/api/app.ts';
+import { hashToken } from '../../functions/api/auth.ts';
 import {
   listItemSchema,
   messageDetailSchema,
@@ -18,6 +20,7 @@ import {
 } from '../../functions/api/schemas.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { main } from '../../functions/local/cli.ts';
+import type { MailboxIndex } from '../../functions/ports/mailbox-index.ts';
 import { pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
 import { API_TEST_CONFIG, type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
@@ -348,6 +351,7 @@ describe('mailbox HTTP API', () => {
       ['{"seen":true,"deleted":true}', 'application/json', 400, 'invalid_request'],
       ['[]', 'application/json', 400, 'invalid_request'],
       ['seen=true', 'application/x-www-form-urlencoded', 415, 'unsupported_media_type'],
+      [`{"seen":true,"pad":"${'x'.repeat(20_000)}"}`, 'application/json', 413, 'payload_too_large'],
     ];
     for (const [body, type, status, code] of cases) {
       const r = await patch(body, type);
@@ -589,6 +593,30 @@ describe('mailbox HTTP API', () => {
       1,
       'a bad port is a configuration error',
     );
+  });
+});
+
+describe('internal errors', () => {
+  it('become 500 {error: {code: "internal"}} with nothing of the original error, which goes to the log', async () => {
+    const token = `mr_${'B'.repeat(43)}`;
+    const logged: unknown[] = [];
+    const failing = new Error('SqliteError: database disk image is malformed at /srv/data/index.sqlite');
+    const index = {
+      getToken: async (hash: string) =>
+        hash === hashToken(token)
+          ? { hash, mailbox: 'alice@example.test', admin: false, createdAt: new Date().toISOString() }
+          : null,
+      stat: async () => {
+        throw failing;
+      },
+    } as Partial<MailboxIndex> as MailboxIndex;
+    const app = createApp({ index, blobs: {} as never, logError: (err) => logged.push(err) });
+    const res = await app.request('/v1/mailboxes/alice@example.test', {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(res.status, 500);
+    assert.deepEqual(await res.json(), { error: { code: 'internal', message: 'internal error' } });
+    assert.deepEqual(logged, [failing]);
   });
 });
 

@@ -7,6 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { hasCommand, requireOrAnnounce } from './env.ts';
 
 /** moto imports every service backend lazily, but its first start on a cold disk can take a few seconds. */
@@ -34,23 +35,13 @@ export interface Moto {
   stop(): Promise<void>;
 }
 
-/** The slice of an SDK v3 client that `serializeRequests` needs. */
-interface MiddlewareClient {
-  readonly middlewareStack: {
-    add(
-      middleware: (next: (args: unknown) => Promise<unknown>) => (args: unknown) => Promise<unknown>,
-      options: { step: 'initialize'; name: string },
-    ): void;
-  };
-}
-
 /**
  * Sends one request at a time through this client. moto 5's DynamoDB TransactWriteItems deep-copies
  * the table while other request threads write to it, and answers HTTP 500 ("dictionary changed
  * size during iteration") under concurrent writes. Real DynamoDB does not need this; the adapters'
  * own concurrency handling (TransactionConflict retries) is exercised by the ordering it allows.
  */
-export function serializeRequests<C extends MiddlewareClient>(client: C): C {
+export function serializeRequests(client: DynamoDBClient): DynamoDBClient {
   let tail: Promise<unknown> = Promise.resolve();
   client.middlewareStack.add(
     (next) => (args) => {

@@ -6,6 +6,7 @@
  *   pk = MBX#<mailbox>  sk = STAT            counters: messages, bytes (numbers)
  *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes
  *   pk = TOKEN#<hash>   sk = TOKEN           an API token, by the hex SHA-256 of the token (never the token)
+ *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend)
  *
  * A delivery is ONE TransactWriteItems: the conditional put of the entry (only if absent) and the
  * counter increment, so a retried delivery changes nothing and the counters can never drift from
@@ -23,10 +24,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 import {
   BatchGetCommand,
+  DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
-  DeleteCommand,
   QueryCommand,
   type QueryCommandInput,
   TransactWriteCommand,
@@ -37,11 +38,14 @@ import { VERDICT_NAMES } from '../../core/config.ts';
 import { ValidationError } from '../../core/errors.ts';
 import { ULID_RE } from '../../core/ids.ts';
 import type {
+  ClaimSendOptions,
   ListOptions,
   ListPage,
   MailboxIndex,
   MailboxStat,
   MessageEntry,
+  SendOutcome,
+  SendRecord,
   TokenRecord,
 } from '../../ports/mailbox-index.ts';
 
@@ -67,6 +71,8 @@ const TOKEN_SK = 'TOKEN';
 const mailboxPk = (mailbox: string) => `MBX#${mailbox}`;
 const messageSk = (id: string) => `MSG#${id}`;
 const tokenPk = (hash: string) => `TOKEN#${hash}`;
+const SEND_SK = 'SEND';
+const sendPk = (key: string) => `SEND#${key}`;
 
 /** The table as the tests (and local tooling) create it; the CDK stack declares the same keys. */
 export function mailboxTableDefinition(tableName: string): CreateTableCommandInput {
@@ -129,6 +135,31 @@ const tokenItemSchema = z.object({
   createdAt: z.string(),
   label: z.string().optional(),
 });
+
+const sendItemSchema = z.object({
+  key: z.string(),
+  state: z.enum(['pending', 'sent', 'failed']),
+  attempts: z.number(),
+  claimedAt: z.string(),
+  updatedAt: z.string(),
+  providerMessageId: z.string().optional(),
+  detail: z.string().optional(),
+  error: z.string().optional(),
+});
+
+function toSendRecord(item: Record<string, unknown>): SendRecord {
+  const r = sendItemSchema.parse(item);
+  return {
+    key: r.key,
+    state: r.state,
+    attempts: r.attempts,
+    claimedAt: r.claimedAt,
+    updatedAt: r.updatedAt,
+    ...(r.providerMessageId !== undefined ? { providerMessageId: r.providerMessageId } : {}),
+    ...(r.detail !== undefined ? { detail: r.detail } : {}),
+    ...(r.error !== undefined ? { error: r.error } : {}),
+  };
+}
 
 function fold(text: string): string {
   return text.toLowerCase();
@@ -236,12 +267,18 @@ function cancellationCodes(err: unknown): string[] | null {
 }
 
 function isConditionalCheckFailed(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'ConditionalCheckFailedException';
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    (err as { name?: unknown }).name === 'ConditionalCheckFailedException'
+  );
 }
 
 /** Conflicts with a concurrent transaction on the same item are transient: back off and retry. */
 function isRetryable(codes: readonly string[]): boolean {
-  return codes.some((c) => c === 'TransactionConflict' || c === 'ThrottlingError' || c === 'ProvisionedThroughputExceeded');
+  return codes.some(
+    (c) => c === 'TransactionConflict' || c === 'ThrottlingError' || c === 'ProvisionedThroughputExceeded',
+  );
 }
 
 function backoff(attempt: number): Promise<void> {
@@ -431,7 +468,8 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         // Unprocessed keys are what DynamoDB could not serve under load this time: ask again.
         keys = (r.UnprocessedKeys?.[this.table]?.Keys ?? []) as Record<string, unknown>[];
         if (keys.length > 0) {
-          if (attempt + 1 >= MAX_TRANSACTION_ATTEMPTS) throw new Error('DynamoDB BatchGetItem left keys unprocessed');
+          if (attempt + 1 >= MAX_TRANSACTION_ATTEMPTS)
+            throw new Error('DynamoDB BatchGetItem left keys unprocessed');
           await backoff(attempt);
         }
       }
@@ -503,6 +541,110 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         await backoff(attempt);
       }
     }
+  }
+
+  /**
+   * One conditional UpdateItem: creates the record, or takes over a failed one or one whose
+   * pending claim is older than the lease. DynamoDB serializes conditional writes to one item, so
+   * of any number of concurrent claims exactly one succeeds.
+   */
+  async claimSend(key: string, options: ClaimSendOptions): Promise<{ claimed: boolean; record: SendRecord }> {
+    const now = options.now.toISOString();
+    // ISO 8601 UTC strings of one format compare in time order.
+    const stale = new Date(options.now.getTime() - options.leaseMs).toISOString();
+    try {
+      const r = await this.client.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
+          UpdateExpression:
+            'SET #key = :key, #state = :pending, claimedAt = :now, updatedAt = :now ADD attempts :one REMOVE #error',
+          ConditionExpression:
+            'attribute_not_exists(#pk) OR #state = :failed OR (#state = :pending AND claimedAt < :stale)',
+          ExpressionAttributeNames: {
+            '#pk': TABLE_KEYS.partitionKey,
+            '#key': 'key',
+            '#state': 'state',
+            '#error': 'error',
+          },
+          ExpressionAttributeValues: {
+            ':key': key,
+            ':pending': 'pending',
+            ':failed': 'failed',
+            ':now': now,
+            ':stale': stale,
+            ':one': 1,
+          },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      if (r.Attributes === undefined)
+        throw new Error(`DynamoDB UpdateItem for send ${key} returned no attributes`);
+      return { claimed: true, record: toSendRecord(r.Attributes) };
+    } catch (err) {
+      if (!isConditionalCheckFailed(err)) throw err;
+      const current = await this.getSend(key);
+      // The condition failed, so the record existed; records are never deleted.
+      if (current === null) throw new Error(`send ${key} was neither claimed nor present`);
+      return { claimed: false, record: current };
+    }
+  }
+
+  /** Records the outcome (an upsert, like the local adapter: a finish without a claim still leaves a record). */
+  async finishSend(key: string, outcome: SendOutcome, now: Date): Promise<SendRecord> {
+    const set = [
+      '#key = :key',
+      '#state = :state',
+      'updatedAt = :now',
+      'claimedAt = if_not_exists(claimedAt, :now)',
+      'attempts = if_not_exists(attempts, :one)',
+    ];
+    const remove: string[] = [];
+    const values: Record<string, unknown> = {
+      ':key': key,
+      ':state': outcome.state,
+      ':now': now.toISOString(),
+      ':one': 1,
+    };
+    if (outcome.state === 'sent') {
+      set.push('providerMessageId = :provider');
+      values[':provider'] = outcome.providerMessageId;
+      if (outcome.detail !== undefined) {
+        set.push('detail = :detail');
+        values[':detail'] = outcome.detail;
+      } else {
+        remove.push('detail');
+      }
+      remove.push('#error');
+    } else {
+      set.push('#error = :error');
+      values[':error'] = outcome.error;
+      remove.push('providerMessageId', 'detail');
+    }
+    const r = await this.client.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
+        UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+        ExpressionAttributeNames: { '#key': 'key', '#state': 'state', '#error': 'error' },
+        ExpressionAttributeValues: values,
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    if (r.Attributes === undefined)
+      throw new Error(`DynamoDB UpdateItem for send ${key} returned no attributes`);
+    return toSendRecord(r.Attributes);
+  }
+
+  async getSend(key: string): Promise<SendRecord | null> {
+    const r = await this.client.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
+        ConsistentRead: true,
+      }),
+    );
+    return r.Item === undefined ? null : toSendRecord(r.Item);
   }
 
   async putToken(token: TokenRecord): Promise<void> {

@@ -9,12 +9,12 @@
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
   type CompletedPart,
+  CompleteMultipartUploadCommand,
   CopyObjectCommand,
   CreateMultipartUploadCommand,
-  DeleteObjectsCommand,
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -113,10 +113,13 @@ export class S3BlobStore implements BlobStore {
   private readonly partSize: number;
 
   constructor(options: S3BlobStoreOptions) {
-    if (typeof options.bucket !== 'string' || options.bucket === '') throw new TypeError('S3BlobStore: bucket is required');
+    if (typeof options.bucket !== 'string' || options.bucket === '')
+      throw new TypeError('S3BlobStore: bucket is required');
     const partSize = options.partSizeBytes ?? MIN_PART_BYTES;
     if (!Number.isSafeInteger(partSize) || partSize < MIN_PART_BYTES) {
-      throw new RangeError(`S3BlobStore: partSizeBytes must be an integer >= ${MIN_PART_BYTES}, got ${String(partSize)}`);
+      throw new RangeError(
+        `S3BlobStore: partSizeBytes must be an integer >= ${MIN_PART_BYTES}, got ${String(partSize)}`,
+      );
     }
     this.client = options.client;
     this.bucket = options.bucket;
@@ -163,7 +166,13 @@ export class S3BlobStore implements BlobStore {
       const upload = async (data: Buffer): Promise<void> => {
         const PartNumber = completed.length + 1;
         const r = await this.client.send(
-          new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber, Body: data }),
+          new UploadPartCommand({
+            Bucket: this.bucket,
+            Key: key,
+            UploadId: uploadId,
+            PartNumber,
+            Body: data,
+          }),
         );
         completed.push({
           PartNumber,
@@ -205,7 +214,11 @@ export class S3BlobStore implements BlobStore {
     assertKey(key);
     if (range !== undefined) {
       const { start, end } = range;
-      if (!Number.isSafeInteger(start) || start < 0 || (end !== undefined && (!Number.isSafeInteger(end) || end < start))) {
+      if (
+        !Number.isSafeInteger(start) ||
+        start < 0 ||
+        (end !== undefined && (!Number.isSafeInteger(end) || end < start))
+      ) {
         throw new ValidationError('invalid byte range', [JSON.stringify(range)], 'invalid_range');
       }
     }
@@ -225,7 +238,11 @@ export class S3BlobStore implements BlobStore {
       if (isNotFound(err)) return null;
       const { name, status } = s3ErrorOf(err);
       if (name === 'InvalidRange' || status === 416) {
-        throw new ValidationError('byte range starts beyond the end of the blob', [], 'range_not_satisfiable');
+        throw new ValidationError(
+          'byte range starts beyond the end of the blob',
+          [],
+          'range_not_satisfiable',
+        );
       }
       throw err;
     }
@@ -248,12 +265,17 @@ export class S3BlobStore implements BlobStore {
     if (fromKey === toKey) {
       // S3 refuses to copy an object onto itself unchanged; the port's copy is then a no-op that
       // still fails for a missing source.
-      if ((await this.head(fromKey)) === null) throw new NotFoundError(`no blob with key ${JSON.stringify(fromKey)}`);
+      if ((await this.head(fromKey)) === null)
+        throw new NotFoundError(`no blob with key ${JSON.stringify(fromKey)}`);
       return;
     }
     try {
       await this.client.send(
-        new CopyObjectCommand({ Bucket: this.bucket, Key: toKey, CopySource: copySource(this.bucket, fromKey) }),
+        new CopyObjectCommand({
+          Bucket: this.bucket,
+          Key: toKey,
+          CopySource: copySource(this.bucket, fromKey),
+        }),
       );
     } catch (err) {
       if (isNotFound(err)) throw new NotFoundError(`no blob with key ${JSON.stringify(fromKey)}`);
@@ -281,7 +303,9 @@ export class S3BlobStore implements BlobStore {
       const failed = r.Errors ?? [];
       if (failed.length > 0) {
         const first = failed[0];
-        throw new Error(`S3 DeleteObjects failed for ${failed.length} key(s), e.g. ${first?.Key}: ${first?.Code} ${first?.Message}`);
+        throw new Error(
+          `S3 DeleteObjects failed for ${failed.length} key(s), e.g. ${first?.Key}: ${first?.Code} ${first?.Message}`,
+        );
       }
     };
     for await (const info of this.list(prefix)) {

@@ -1,0 +1,185 @@
+/**
+ * Issue 7, item 2: every message of the shared corpus through the router (parse + route + store +
+ * index, with the local adapters: fsync'd files and SQLite), against bare mailparser
+ * `simpleParser` on the same bytes in the same process. The router runs as the Lambda does, from
+ * an SES notification with the raw bytes in hand; `concurrency` messages are in flight at once
+ * (an SQS batch brings up to 10), so fsync waits can overlap the parsing of other messages.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { simpleParser } from 'mailparser';
+import { MailparserAdapter } from '../functions/adapters/mailparser/mailparser-adapter.ts';
+import { DEV_DEFAULT_CONFIG, parseConfig } from '../functions/core/config.ts';
+import { newSesMessageId } from '../functions/core/ids.ts';
+import { buildNotification } from '../functions/core/notification.ts';
+import { UNCHECKED_VERDICTS } from '../functions/core/routing.ts';
+import { LOCAL_BUCKET } from '../functions/local/ingest.ts';
+import { createLocalRuntime } from '../functions/local/runtime.ts';
+import { processNotification } from '../functions/pipeline/router.ts';
+import { corpusDir, corpusFiles } from '../test/helpers/env.ts';
+import { knobs } from './lib/env.ts';
+import { runPool } from './lib/pool.ts';
+import { MiB } from './lib/proc.ts';
+import { type BenchContext, type Benchmark, type Measurement, measured, notMeasured } from './lib/types.ts';
+import { median, removeDir, round } from './lib/util.ts';
+
+const TARGET_RATIO = 0.8;
+/** Passes of the in-memory parsers; the median is reported (the first pass warms the JIT up and is dropped). */
+const PARSE_PASSES = 3;
+const RECIPIENT = 'bob@example.test';
+
+async function timeParses(
+  raws: readonly Buffer[],
+  parse: (raw: Buffer) => Promise<unknown>,
+): Promise<number> {
+  for (const raw of raws) await parse(raw);
+  const times: number[] = [];
+  for (let pass = 0; pass < PARSE_PASSES; pass++) {
+    const t0 = performance.now();
+    for (const raw of raws) await parse(raw);
+    times.push((performance.now() - t0) / 1000);
+  }
+  return median(times);
+}
+
+/** Seconds to route every message once into a fresh data dir, and the CPU milliseconds per message. */
+async function timePipeline(
+  ctx: BenchContext,
+  raws: readonly Buffer[],
+  concurrency: number,
+  tag: string,
+): Promise<{ seconds: number; cpuMsPerMessage: number }> {
+  const dataDir = join(ctx.workDir, `pipeline-${tag}`);
+  const runtime = createLocalRuntime({ config: parseConfig(DEV_DEFAULT_CONFIG), dataDir });
+  try {
+    const notifications = raws.map(() =>
+      buildNotification({
+        sesMessageId: newSesMessageId(),
+        receivedAt: new Date(),
+        mailFrom: 'sender@corpus.test',
+        recipients: [RECIPIENT],
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: LOCAL_BUCKET,
+      }),
+    );
+    // Warm-up on a few messages (module JIT, SQLite statements, the mailbox directory).
+    const warm = Math.min(10, raws.length);
+    await runPool(raws.slice(0, warm), concurrency, async (raw, i) => {
+      const n = notifications[i];
+      if (n !== undefined) await processNotification(runtime, n, { raw });
+    });
+    const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    await runPool(raws.slice(warm), concurrency, async (raw, i) => {
+      const n = notifications[i + warm];
+      if (n !== undefined) await processNotification(runtime, n, { raw });
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMsPerMessage = (cpu.user + cpu.system) / 1000 / Math.max(1, raws.length - warm);
+    // Scale to the whole corpus so the figure compares with the parsers' (same bytes, same count).
+    const timedBytes = raws.slice(warm).reduce((s, r) => s + r.length, 0);
+    const allBytes = raws.reduce((s, r) => s + r.length, 0);
+    return { seconds: timedBytes === 0 ? seconds : seconds * (allBytes / timedBytes), cpuMsPerMessage };
+  } finally {
+    await runtime.close();
+    await removeDir(dataDir);
+  }
+}
+
+export const pipelineCorpus: Benchmark = {
+  name: 'pipeline-corpus',
+  title: 'router on the shared corpus vs bare mailparser',
+  async run(ctx) {
+    const dir = corpusDir();
+    if (dir === null) {
+      return [
+        notMeasured(
+          'pipeline-corpus.pipeline',
+          'router on the corpus',
+          'msg/s',
+          `≥ ${TARGET_RATIO}× bare mailparser`,
+          'no corpus (../shared/corpus or MAIL_RELAY_CORPUS)',
+        ),
+      ];
+    }
+    const raws = corpusFiles(dir).map((f) => readFileSync(f.path));
+    const count = raws.length;
+    const mb = raws.reduce((s, r) => s + r.length, 0) / MiB;
+    ctx.log(`  ${count} messages, ${mb.toFixed(1)} MB`);
+
+    const bareSeconds = await timeParses(raws, (raw) => simpleParser(raw));
+    const adapter = new MailparserAdapter();
+    const adapterSeconds = await timeParses(raws, (raw) => adapter.parse(raw));
+    ctx.log(
+      `  bare mailparser ${(count / bareSeconds).toFixed(0)} msg/s, adapter ${(count / adapterSeconds).toFixed(0)} msg/s`,
+    );
+    const concurrency = knobs.pipelineConcurrency;
+    const concurrent = await timePipeline(ctx, raws, concurrency, 'concurrent');
+    const pipelineSeconds = concurrent.seconds;
+    const sequentialSeconds = (await timePipeline(ctx, raws, 1, 'sequential')).seconds;
+    ctx.log(
+      `  router ${(count / pipelineSeconds).toFixed(0)} msg/s (${concurrency} in flight), ${(count / sequentialSeconds).toFixed(0)} msg/s one at a time`,
+    );
+
+    const bareRate = { label: 'bare simpleParser', value: round(count / bareSeconds, 0), unit: 'msg/s' };
+    const corpusNote = `${count} messages, ${mb.toFixed(1)} MB`;
+    const rows: Measurement[] = [
+      measured({
+        name: 'pipeline-corpus.bare-mailparser',
+        label: 'bare mailparser simpleParser, default options (reference)',
+        value: bareRate.value,
+        unit: 'msg/s',
+        note: `${corpusNote}; ${(mb / bareSeconds).toFixed(1)} MB/s`,
+      }),
+      measured({
+        name: 'pipeline-corpus.adapter-parse',
+        label: 'MailparserAdapter.parse alone (diagnostic)',
+        value: round(count / adapterSeconds, 0),
+        unit: 'msg/s',
+        reference: bareRate,
+        note: 'our options (no text→html, no checksum) plus sha256 of each part',
+      }),
+      measured({
+        name: 'pipeline-corpus.router',
+        label: `router: parse + route + store + index (${concurrency} in flight)`,
+        value: round(count / pipelineSeconds, 0),
+        unit: 'msg/s',
+        reference: bareRate,
+        target: `≥ ${TARGET_RATIO}× bare mailparser`,
+        meets: bareSeconds / pipelineSeconds >= TARGET_RATIO,
+        note: 'processNotification with the raw bytes in hand; local adapters (fsync, SQLite)',
+      }),
+      measured({
+        name: 'pipeline-corpus.router-mbps',
+        label: `router throughput in bytes (${concurrency} in flight)`,
+        value: round(mb / pipelineSeconds, 1),
+        unit: 'MB/s',
+        reference: { label: 'bare simpleParser', value: round(mb / bareSeconds, 1), unit: 'MB/s' },
+        target: `≥ ${TARGET_RATIO}× bare mailparser`,
+        meets: bareSeconds / pipelineSeconds >= TARGET_RATIO,
+      }),
+      measured({
+        name: 'pipeline-corpus.router-cpu',
+        label: 'router CPU time per message (user + system)',
+        value: round(concurrent.cpuMsPerMessage, 2),
+        unit: 'ms',
+        reference: {
+          label: 'bare simpleParser wall time per message',
+          value: round((bareSeconds * 1000) / count, 2),
+          unit: 'ms',
+        },
+        note: 'input of the cost model (Lambda duration)',
+      }),
+      measured({
+        name: 'pipeline-corpus.router-sequential',
+        label: 'router, one message at a time (diagnostic)',
+        value: round(count / sequentialSeconds, 0),
+        unit: 'msg/s',
+        reference: bareRate,
+        note: 'every fsync waited for in turn: the cost of durability without overlap',
+      }),
+    ];
+    return rows;
+  },
+};

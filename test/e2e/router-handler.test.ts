@@ -1,0 +1,411 @@
+/**
+ * The router Lambda handler (functions/handlers/router.ts, with its real cold start from the
+ * environment) against S3, DynamoDB and SES on a private moto_server, invoked with SQS events
+ * built from the real SES -> SNS -> SQS sample. Messages are put under `inbound/` as SES's S3
+ * action would; every delivery is checked byte for byte, with exact counters.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import {
+  DynamoDbMailboxIndex,
+  mailboxTableDefinition,
+} from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
+import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
+import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
+import { messageIdFor } from '../../functions/core/ids.ts';
+import { mailboxKeys } from '../../functions/core/keys.ts';
+import type { RouterHandler } from '../../functions/handlers/router-handler.ts';
+import { replay } from '../../functions/pipeline/replay.ts';
+import type { RouterDeps } from '../../functions/pipeline/router.ts';
+import {
+  awsEventsAvailable,
+  capturePowertools,
+  readSample,
+  sesNotification,
+  sqsEvent,
+  sqsRecord,
+} from '../helpers/aws-events.ts';
+import { corpusDir, corpusFiles, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
+import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
+
+const BUCKET = 'mail-relay-test-bucket';
+const TABLE = 'mail-relay-test-table';
+/** Every Nth corpus message: a spread of every source project, at a cost moto can carry in seconds. */
+const CORPUS_STRIDE = 12;
+/** SQS delivers at most 10 records per batch to Lambda (the stack's batch size). */
+const BATCH = 10;
+
+const CONFIG: RawConfig = {
+  domains: ['example.test'],
+  mailboxes: ['alice@example.test', 'bob@example.test', 'carol@example.test'],
+  routes: [
+    { match: 'team@example.test', action: 'deliver', to: ['alice@example.test', 'bob@example.test'] },
+    { match: 'boss@example.test', action: 'forward', to: ['boss.private@gmail.test'] },
+  ],
+};
+const MAILBOXES = ['alice@example.test', 'bob@example.test', 'carol@example.test'];
+
+const available =
+  motoAvailable() &&
+  requireOrAnnounce(
+    awsEventsAvailable(),
+    'router handler e2e (AWS event samples)',
+    'put ../shared/aws-events next to the clone',
+  );
+
+interface Sent {
+  readonly sesMessageId: string;
+  readonly raw: Buffer;
+  readonly mailboxes: readonly string[];
+  readonly timestamp: Date;
+}
+
+describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: !available }, () => {
+  let moto: Moto;
+  let handler: RouterHandler;
+  let s3: S3Client;
+  let dynamo: DynamoDBClient;
+  let blobs: S3BlobStore;
+  let index: DynamoDbMailboxIndex;
+  /** What every mailbox must hold: message id -> raw bytes. */
+  const expected = new Map<string, Map<string, Buffer>>(MAILBOXES.map((m) => [m, new Map()]));
+  let clock = Date.UTC(2025, 0, 2, 8, 0, 0);
+
+  /** Stores the raw message as SES would, and returns the notification's SQS record. */
+  async function receive(
+    raw: Buffer,
+    recipients: readonly string[],
+    mailboxes: readonly string[],
+  ): Promise<{ record: SQSRecord; sent: Sent }> {
+    const sesMessageId = randomUUID().replace(/-/g, '');
+    clock += 1000;
+    const timestamp = new Date(clock);
+    await blobs.put(`inbound/${sesMessageId}`, raw);
+    const record = sqsRecord(sesNotification({ sesMessageId, recipients, bucket: BUCKET, timestamp }));
+    return { record, sent: { sesMessageId, raw, mailboxes, timestamp } };
+  }
+
+  function expectDelivered(sent: Sent): void {
+    const id = messageIdFor(sent.timestamp.getTime(), sent.sesMessageId);
+    for (const m of sent.mailboxes) expected.get(m)?.set(id, sent.raw);
+  }
+
+  async function invoke(
+    records: readonly SQSRecord[],
+  ): Promise<{ response: SQSBatchResponse; lines: Record<string, unknown>[] }> {
+    const event: SQSEvent = sqsEvent(records);
+    const { result, lines } = await capturePowertools(() => handler(event));
+    return { response: result, lines };
+  }
+
+  /** Every mailbox holds exactly the expected messages, byte for byte, with exact counters. */
+  async function assertMailboxes(): Promise<void> {
+    for (const [mailbox, messages] of expected) {
+      const listed = await index.list(mailbox, { limit: 1000 });
+      assert.deepEqual(
+        listed.items.map((e) => e.id),
+        [...messages.keys()].sort().reverse(),
+        `${mailbox}: the listed messages`,
+      );
+      let bytes = 0;
+      for (const [id, raw] of messages) {
+        const stored = await blobs.get(mailboxKeys.raw(mailbox, id));
+        assert.ok(stored !== null, `${mailbox}/${id} stored`);
+        assert.ok(
+          stored.equals(raw),
+          `${mailbox}/${id} is byte-exact (${stored.length} vs ${raw.length} bytes)`,
+        );
+        assert.ok(
+          (await blobs.head(mailboxKeys.summary(mailbox, id))) !== null,
+          `${mailbox}/${id} has its summary`,
+        );
+        bytes += raw.length;
+      }
+      assert.deepEqual(await index.stat(mailbox), { address: mailbox, messages: messages.size, bytes });
+    }
+  }
+
+  before(async () => {
+    moto = await startMoto();
+    s3 = new S3Client({ ...moto.clientConfig, forcePathStyle: true });
+    dynamo = serializeRequests(new DynamoDBClient(moto.clientConfig));
+    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(TABLE)));
+    const ses = new SESv2Client(moto.clientConfig);
+    // moto, like SES, sends only from verified identities; forwards go out as forwarder@example.test.
+    await ses.send(new CreateEmailIdentityCommand({ EmailIdentity: 'example.test' }));
+    ses.destroy();
+    blobs = new S3BlobStore({ client: s3, bucket: BUCKET });
+    index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName: TABLE });
+
+    // The function's environment, as the stack sets it; the module reads it at import (cold start).
+    Object.assign(process.env, moto.env, {
+      BUCKET_NAME: BUCKET,
+      TABLE_NAME: TABLE,
+      MAIL_RELAY_CONFIG_JSON: JSON.stringify(CONFIG),
+      POWERTOOLS_SERVICE_NAME: 'mail-relay-router',
+    });
+    ({ handler } = await import('../../functions/handlers/router.ts'));
+  });
+
+  after(async () => {
+    s3?.destroy();
+    dynamo?.destroy();
+    await moto?.stop();
+  });
+
+  it('delivers every fixture message byte-exact, in batches of 10, with exact counters and metrics', async () => {
+    const dir = join(PROJECT_ROOT, 'test/fixtures');
+    const files = readdirSync(dir)
+      .filter((f) => f.endsWith('.eml'))
+      .sort();
+    assert.ok(files.length >= 10, 'the fixtures are there');
+    const received: { record: SQSRecord; sent: Sent }[] = [];
+    for (const [i, f] of files.entries()) {
+      const raw = readFileSync(join(dir, f));
+      // A spread over mailboxes, an alias to two mailboxes, and a plus-address.
+      const target =
+        i % 4 === 0
+          ? { rcpt: ['team@example.test'], mb: ['alice@example.test', 'bob@example.test'] }
+          : i % 4 === 1
+            ? { rcpt: ['carol+lists@example.test'], mb: ['carol@example.test'] }
+            : i % 4 === 2
+              ? { rcpt: ['bob@example.test'], mb: ['bob@example.test'] }
+              : {
+                  rcpt: ['alice@example.test', 'carol@example.test'],
+                  mb: ['alice@example.test', 'carol@example.test'],
+                };
+      received.push(await receive(raw, target.rcpt, target.mb));
+    }
+    const metrics: Record<string, unknown>[] = [];
+    for (let i = 0; i < received.length; i += BATCH) {
+      const batch = received.slice(i, i + BATCH);
+      const { response, lines } = await invoke(batch.map((r) => r.record));
+      assert.deepEqual(response, { batchItemFailures: [] });
+      metrics.push(...lines.filter((l) => '_aws' in l));
+      for (const r of batch) expectDelivered(r.sent);
+    }
+    await assertMailboxes();
+
+    const deliveries = received.reduce((n, r) => n + r.sent.mailboxes.length, 0);
+    const sum = (name: string) => metrics.reduce((n, m) => n + Number(m[name] ?? 0), 0);
+    assert.equal(sum('received'), received.length, 'EMF metric received');
+    assert.equal(sum('delivered'), deliveries, 'EMF metric delivered');
+    assert.equal(sum('failedRecords'), 0);
+    assert.ok(
+      metrics.every((m) => typeof m.batchLatency === 'number'),
+      'per-batch latency',
+    );
+    const namespace = (metrics[0]?._aws as { CloudWatchMetrics?: { Namespace?: string }[] } | undefined)
+      ?.CloudWatchMetrics?.[0]?.Namespace;
+    assert.equal(namespace, 'MailRelay');
+  });
+
+  it('delivers a spread of the shared corpus byte-exact', async (t) => {
+    const dir = corpusDir();
+    if (
+      !requireOrAnnounce(
+        dir !== null,
+        'router handler corpus delivery',
+        'put ../shared/corpus next to the clone or set MAIL_RELAY_CORPUS',
+      )
+    ) {
+      t.skip('no corpus');
+      return;
+    }
+    const files = corpusFiles(dir ?? '').filter((_, i) => i % CORPUS_STRIDE === 0);
+    assert.ok(files.length >= 20, `a real spread of the corpus (${files.length} files)`);
+    const received: { record: SQSRecord; sent: Sent }[] = [];
+    for (const [i, f] of files.entries()) {
+      const mailbox = MAILBOXES[i % MAILBOXES.length] ?? 'alice@example.test';
+      received.push(await receive(readFileSync(f.path), [mailbox], [mailbox]));
+    }
+    for (let i = 0; i < received.length; i += BATCH) {
+      const batch = received.slice(i, i + BATCH);
+      const { response } = await invoke(batch.map((r) => r.record));
+      assert.deepEqual(response, { batchItemFailures: [] }, `batch ${i / BATCH}`);
+      for (const r of batch) expectDelivered(r.sent);
+    }
+    await assertMailboxes();
+  });
+
+  it('the same event delivered twice gives one message, counters unchanged', async () => {
+    const raw = Buffer.from(
+      'From: a@remote.test\r\nTo: carol@example.test\r\nSubject: twice\r\n\r\nonce only\r\n',
+    );
+    const { record, sent } = await receive(raw, ['carol@example.test'], ['carol@example.test']);
+    const first = await invoke([record]);
+    assert.deepEqual(first.response, { batchItemFailures: [] });
+    expectDelivered(sent);
+    const statBefore = await index.stat('carol@example.test');
+    // SQS delivers at least once: the very same record (same SQS message id) again.
+    const second = await invoke([record]);
+    assert.deepEqual(second.response, { batchItemFailures: [] });
+    const metric = second.lines.find((l) => '_aws' in l);
+    assert.equal(metric?.delivered, 0);
+    assert.equal(metric?.duplicates, 1);
+    assert.deepEqual(await index.stat('carol@example.test'), statBefore);
+    await assertMailboxes();
+  });
+
+  it('one poisoned record in a batch is reported alone; the others are delivered', async () => {
+    const good1 = await receive(
+      Buffer.from('Subject: one\r\n\r\nfirst\r\n'),
+      ['alice@example.test'],
+      ['alice@example.test'],
+    );
+    const good2 = await receive(
+      Buffer.from('Subject: two\r\n\r\nsecond\r\n'),
+      ['bob@example.test'],
+      ['bob@example.test'],
+    );
+    // A real SQS record whose body is not an SNS notification at all (powertools' sample).
+    const [notJson] = readSample<SQSEvent>('sqs-event-batch.json').Records;
+    assert.ok(notJson);
+    const { response, lines } = await invoke([good1.record, notJson, good2.record]);
+    assert.deepEqual(response, { batchItemFailures: [{ itemIdentifier: notJson.messageId }] });
+    expectDelivered(good1.sent);
+    expectDelivered(good2.sent);
+    await assertMailboxes();
+    const error = lines.find((l) => l.level === 'ERROR');
+    assert.equal(error?.sqsMessageId, notJson.messageId, 'the failure is logged with its SQS message id');
+    assert.equal(error?.permanent, true);
+  });
+
+  it('records that cannot succeed fail alone: wrong notification type, wrong bucket, S3 object missing', async () => {
+    const good = await receive(
+      Buffer.from('Subject: fine\r\n\r\nok\r\n'),
+      ['carol@example.test'],
+      ['carol@example.test'],
+    );
+    const snsButNotSes = sqsRecord({ notificationType: 'Bounce', bounce: {} });
+    const otherBucket = sqsRecord(
+      sesNotification({
+        sesMessageId: 'other-bucket-id',
+        recipients: ['alice@example.test'],
+        bucket: 'someone-elses-bucket',
+      }),
+    );
+    const missing = sqsRecord(
+      sesNotification({ sesMessageId: 'never-stored', recipients: ['alice@example.test'], bucket: BUCKET }),
+    );
+    const { response } = await invoke([snsButNotSes, good.record, otherBucket, missing]);
+    assert.deepEqual(
+      response.batchItemFailures.map((f) => f.itemIdentifier).sort(),
+      [snsButNotSes.messageId, otherBucket.messageId, missing.messageId].sort(),
+    );
+    expectDelivered(good.sent);
+    await assertMailboxes();
+
+    // Once SES's object is there (S3 was late), the retried record succeeds.
+    const raw = Buffer.from('Subject: late\r\n\r\nstored after the notification\r\n');
+    await blobs.put('inbound/never-stored', raw);
+    const retry = await invoke([missing]);
+    assert.deepEqual(retry.response, { batchItemFailures: [] });
+    const notification = sesNotification({
+      sesMessageId: 'never-stored',
+      recipients: ['alice@example.test'],
+      bucket: BUCKET,
+    });
+    expectDelivered({
+      sesMessageId: 'never-stored',
+      raw,
+      mailboxes: ['alice@example.test'],
+      timestamp: new Date(notification.mail.timestamp),
+    });
+  });
+
+  it('accepts raw message delivery (body = the notification) and acknowledges the SES setup notification', async () => {
+    const { sent } = await receive(
+      Buffer.from('Subject: raw delivery\r\n\r\nbody\r\n'),
+      ['bob@example.test'],
+      ['bob@example.test'],
+    );
+    const raw = sqsRecord(
+      sesNotification({
+        sesMessageId: sent.sesMessageId,
+        recipients: ['bob@example.test'],
+        bucket: BUCKET,
+        timestamp: sent.timestamp,
+      }),
+      { rawDelivery: true },
+    );
+    const setup = sqsRecord({ notificationType: 'AMAZON_SES_SETUP_NOTIFICATION', receipt: {} });
+    const { response } = await invoke([raw, setup]);
+    assert.deepEqual(response, { batchItemFailures: [] });
+    expectDelivered(sent);
+    await assertMailboxes();
+  });
+
+  it('forwards through SESv2 (moto records the sent mail) and quarantines a virus', async () => {
+    const body = readFileSync(join(PROJECT_ROOT, 'test/fixtures/plain-crlf.eml'));
+    const fwd = await receive(body, ['boss@example.test'], []);
+    const virusId = randomUUID().replace(/-/g, '');
+    await blobs.put(`inbound/${virusId}`, Buffer.from('Subject: bad\r\n\r\nEICAR\r\n'));
+    const virus = sqsRecord(
+      sesNotification({
+        sesMessageId: virusId,
+        recipients: ['carol@example.test'],
+        bucket: BUCKET,
+        verdicts: { virus: 'FAIL' },
+      }),
+    );
+    const { response, lines } = await invoke([fwd.record, virus]);
+    assert.deepEqual(response, { batchItemFailures: [] });
+    const metric = lines.find((l) => '_aws' in l);
+    assert.equal(metric?.forwarded, 1);
+    assert.equal(metric?.quarantined, 1);
+    const data = (await moto.data()) as {
+      ses?: { sent_messages?: { destinations?: unknown; raw_data?: string }[] };
+    };
+    const sentMail = data.ses?.sent_messages ?? [];
+    assert.ok(
+      sentMail.some(
+        (m) =>
+          JSON.stringify(m.destinations).includes('boss.private@gmail.test') &&
+          (m.raw_data ?? '').includes('Quarterly numbers'),
+      ),
+      `the forward reached SES: ${JSON.stringify(sentMail).slice(0, 300)}`,
+    );
+    assert.equal((await index.stat('quarantine@example.test')).messages, 1);
+  });
+
+  it('replay re-routes stored notifications from S3: restores a deleted delivery, and twice is a no-op', async () => {
+    const deps: RouterDeps = {
+      config: parseConfig(CONFIG),
+      blobs,
+      index,
+      parser: new MailparserAdapter(),
+      outbound: { send: async () => assert.fail('replay must not send again what was already forwarded') },
+    };
+    const [mailbox, messages] =
+      [...expected].find(([, m]) => m.size > 0) ?? assert.fail('something was delivered');
+    const [id] = [...messages.keys()];
+    assert.ok(id !== undefined);
+    assert.ok(await index.delete(mailbox, id), 'deleted by its owner');
+    const since = new Date(Date.now() - 3600_000);
+    const progress: number[] = [];
+    const first = await replay(deps, { since, mailbox, onProgress: (p) => progress.push(p.done) });
+    assert.equal(first.failures.length, 0, JSON.stringify(first.failures));
+    assert.equal(first.counts.delivered, 1, 'the deleted message is delivered again');
+    assert.ok(first.skipped > 0, 'notifications for other mailboxes are left out');
+    assert.equal(progress.length, first.considered);
+    await assertMailboxes();
+    const second = await replay(deps, { since });
+    assert.equal(second.failures.length, 0, JSON.stringify(second.failures));
+    assert.equal(second.counts.delivered + second.counts.quarantined, 0, 'replaying again changes nothing');
+    assert.ok(second.counts.duplicate > 0);
+    await assertMailboxes();
+    const future = await replay(deps, { since: new Date(Date.now() + 3600_000) });
+    assert.equal(future.considered, 0, 'nothing was stored after a future time');
+  });
+});

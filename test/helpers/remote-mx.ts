@@ -1,0 +1,87 @@
+/**
+ * A second, in-process SMTP server (npm smtp-server) playing the remote MX that forwarded mail
+ * goes to (Gmail, in real life). It keeps every message it accepts, byte for byte, with its envelope.
+ * Recipients can be told to fail: `refuse(address, 550)` always, `refuseOnce(address, 451)` the first time.
+ */
+import type { AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+
+export interface ReceivedMessage {
+  readonly mailFrom: string;
+  readonly rcptTo: readonly string[];
+  /** The DATA as received (dot-unstuffed by the server). */
+  readonly raw: Buffer;
+}
+
+export interface RemoteMx {
+  readonly port: number;
+  /** `smtp://127.0.0.1:<port>`: what `relay.smtp` is set to. */
+  readonly url: string;
+  readonly received: ReceivedMessage[];
+  /** Messages received for one recipient. */
+  to(address: string): ReceivedMessage[];
+  refuse(address: string, code: number): void;
+  refuseOnce(address: string, code: number): void;
+  /** Stops refusing an address. */
+  accept(address: string): void;
+  close(): Promise<void>;
+}
+
+function smtpError(code: number, message: string): Error & { responseCode: number } {
+  return Object.assign(new Error(message), { responseCode: code });
+}
+
+export async function startRemoteMx(): Promise<RemoteMx> {
+  const received: ReceivedMessage[] = [];
+  const always = new Map<string, number>();
+  const once = new Map<string, number>();
+  const server = new SMTPServer({
+    name: 'mx.remote.test',
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    disableReverseLookup: true,
+    size: 100 * 1024 * 1024,
+    logger: false,
+    onRcptTo(address, _session, callback) {
+      const a = address.address.toLowerCase();
+      const code = always.get(a) ?? once.get(a);
+      once.delete(a);
+      if (code !== undefined)
+        return callback(smtpError(code, `${code === 550 ? '5.1.1' : '4.3.0'} refused by test`));
+      return callback();
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.once('end', () => {
+        received.push({
+          mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          rcptTo: session.envelope.rcptTo.map((r) => r.address.toLowerCase()),
+          raw: Buffer.concat(chunks),
+        });
+        callback(null, `2.0.0 Ok: queued as remote-${received.length}`);
+      });
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `smtp://127.0.0.1:${port}`,
+    received,
+    to: (address) => received.filter((m) => m.rcptTo.includes(address.toLowerCase())),
+    refuse: (address, code) => always.set(address.toLowerCase(), code),
+    refuseOnce: (address, code) => once.set(address.toLowerCase(), code),
+    accept: (address) => {
+      always.delete(address.toLowerCase());
+      once.delete(address.toLowerCase());
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

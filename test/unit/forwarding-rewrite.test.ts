@@ -1,0 +1,360 @@
+/**
+ * The forward rewrite (functions/core/forward-rewrite.ts) and the header-block tools under it, on
+ * our fixtures and on the shared corpus: the header block as a forwarding user's mail provider
+ * will see it, and the body byte for byte.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import {
+  checkLoop,
+  type ForwardRewriteOptions,
+  MAX_FORWARD_HOPS,
+  rewriteForForward,
+  SES_SINGLE_FIELDS,
+} from '../../functions/core/forward-rewrite.ts';
+import {
+  decodeHeaderText,
+  encodePhrase,
+  encodeWords,
+  fieldValue,
+  findField,
+  parseAddressList,
+  splitMessage,
+} from '../../functions/core/mime-header.ts';
+import { corpusDir, corpusFiles, requireOrAnnounce } from '../helpers/env.ts';
+
+const FIXTURES = new URL('../fixtures/', import.meta.url);
+const fixture = (name: string): Buffer => readFileSync(new URL(name, FIXTURES));
+
+const OPTIONS: ForwardRewriteOptions = {
+  fromAddress: 'forwarder@example.com',
+  recipient: 'boss@example.com',
+  destination: 'boss.private@gmail.test',
+  loopMarker: 'forwarder@example.com',
+  envelopeFrom: 'bounce-123@lists.example.org',
+  tags: [],
+};
+
+/** The header block of a message as text, and its body bytes (split at the first empty line). */
+function parts(raw: Buffer): { head: string; body: Buffer } {
+  const crlf = raw.indexOf('\r\n\r\n');
+  const lf = raw.indexOf('\n\n');
+  const end = crlf >= 0 && (lf < 0 || crlf + 2 <= lf) ? crlf + 4 : lf + 2;
+  assert.ok(end > 1, 'the message has an empty line');
+  return { head: raw.toString('latin1', 0, end), body: raw.subarray(end) };
+}
+
+function headerValues(raw: Buffer, name: string): string[] {
+  return splitMessage(raw)
+    .fields.filter((f) => f.key === name.toLowerCase())
+    .map(fieldValue);
+}
+
+describe('rewriteForForward: the header block a forwarding user receives', () => {
+  it('plain-crlf.eml: exactly these headers, body untouched', () => {
+    const raw = fixture('plain-crlf.eml');
+    const out = rewriteForForward(raw, OPTIONS);
+    const expected = [
+      'X-Loop: forwarder@example.com',
+      'X-Forwarded-For: boss@example.com boss.private@gmail.test',
+      'X-Forwarded-To: boss.private@gmail.test',
+      'X-Original-From: Alice Example <alice@example.org>',
+      'Received: from mx.example.org (mx.example.org [192.0.2.10])',
+      '\tby relay.example.com with ESMTPS id 4f2a9c',
+      '\tfor <bob@example.com>; Tue, 04 Mar 2025 09:15:02 +0000',
+      'From: "Alice Example via example.com" <forwarder@example.com>',
+      'To: Bob <bob@example.com>, carol@example.com',
+      'Cc: Project Team: dave@example.net, "Erin, E." <erin@example.net>;',
+      // The message has its own Reply-To: it wins over the original From.
+      'Reply-To: replies@example.org',
+      'Subject: Quarterly numbers,',
+      ' folded onto a second line',
+      'Date: Tue, 04 Mar 2025 10:15:00 +0100',
+      'Message-ID: <plain-crlf.1@example.org>',
+      'MIME-Version: 1.0',
+      'Content-Type: text/plain; charset=us-ascii',
+      'Content-Transfer-Encoding: 7bit',
+      '',
+      '',
+    ].join('\r\n');
+    assert.equal(parts(out.raw).head, expected);
+    assert.deepEqual(parts(out.raw).body, parts(raw).body);
+    assert.equal(out.displayName, 'Alice Example via example.com');
+    assert.equal(out.replyTo, null);
+    assert.deepEqual(out.originalFrom, { name: 'Alice Example', address: 'alice@example.org' });
+  });
+
+  it('forward-headers.eml: strips what SES refuses or a sender could abuse; binary body intact', () => {
+    const raw = fixture('forward-headers.eml');
+    const out = rewriteForForward(raw, OPTIONS);
+    const { head, body } = parts(out.raw);
+    for (const gone of [
+      'Return-Path',
+      'Sender',
+      'DKIM-Signature',
+      'X-SES-CONFIGURATION-SET',
+      'X-SES-MESSAGE-TAGS',
+      'Bcc',
+    ]) {
+      assert.deepEqual(headerValues(out.raw, gone), [], `${gone} removed`);
+    }
+    // The forged "clean" verdict is gone, and untagged mail carries none of ours.
+    assert.deepEqual(headerValues(out.raw, 'X-Mail-Relay-Verdict'), []);
+    assert.deepEqual(headerValues(out.raw, 'Message-ID'), ['<forward-headers.1@example.org>']);
+    assert.deepEqual(headerValues(out.raw, 'X-Loop'), ['forwarder@example.com', 'lists.example.org']);
+    assert.deepEqual(headerValues(out.raw, 'ARC-Seal'), [
+      'i=1; a=rsa-sha256; cv=none; d=example.org; s=arc; b=AAAA',
+    ]);
+    assert.deepEqual(headerValues(out.raw, 'From'), [
+      '"Doe, John \\"JD\\" via example.com" <forwarder@example.com>',
+    ]);
+    assert.deepEqual(parseAddressList(headerValues(out.raw, 'From')[0] ?? ''), [
+      { name: 'Doe, John "JD" via example.com', address: 'forwarder@example.com' },
+    ]);
+    assert.deepEqual(headerValues(out.raw, 'Reply-To'), ['"Doe, John \\"JD\\"" <john.doe@example.org>']);
+    assert.deepEqual(headerValues(out.raw, 'X-Original-From'), [
+      '"Doe, John \\"JD\\"" <john.doe@example.org>',
+    ]);
+    assert.match(head, /^X-Loop: forwarder@example\.com\r\n/);
+    assert.deepEqual(body, parts(raw).body);
+    assert.equal(new Set(body).size, 256, 'every byte value survives');
+  });
+
+  it('8-bit UTF-8 and encoded-word names become an encoded-word From that decodes to "<name> via <domain>"', () => {
+    for (const [file, name] of [
+      ['utf8-8bit.eml', 'Jürgen Müller'],
+      ['encoded-word-subject.eml', 'André Pirard'],
+    ] as const) {
+      const raw = fixture(file);
+      const out = rewriteForForward(raw, OPTIONS);
+      const from = headerValues(out.raw, 'From')[0] ?? '';
+      assert.match(
+        from,
+        /^=\?UTF-8\?B\?[A-Za-z0-9+/=]+\?=( =\?UTF-8\?B\?[A-Za-z0-9+/=]+\?=)* <forwarder@example\.com>$/,
+      );
+      assert.deepEqual(parseAddressList(from), [
+        { name: `${name} via example.com`, address: 'forwarder@example.com' },
+      ]);
+      // The original From goes along exactly as written (8-bit bytes and encoded words alike).
+      const originalFrom = findField(splitMessage(raw).fields, 'from');
+      assert.ok(originalFrom);
+      assert.deepEqual(headerValues(out.raw, 'X-Original-From'), [fieldValue(originalFrom)]);
+      assert.deepEqual(headerValues(out.raw, 'Reply-To'), [fieldValue(originalFrom)]);
+      assert.deepEqual(parts(out.raw).body, parts(raw).body);
+    }
+  });
+
+  it('bare-LF messages get bare-LF headers: not one CR is added', () => {
+    const raw = fixture('bare-lf.eml');
+    const out = rewriteForForward(raw, { ...OPTIONS, tags: ['spam'] });
+    assert.ok(!out.raw.includes(13), 'no CR anywhere');
+    assert.deepEqual(parts(out.raw).body, parts(raw).body);
+    assert.match(parts(out.raw).head, /\nSubject: \[SPAM\] Quarterly numbers,\n folded onto a second line\n/);
+  });
+
+  it('a message without a blank line after its headers gets one, and keeps every body line', () => {
+    const raw = fixture('malformed-no-separator.eml');
+    const out = rewriteForForward(raw, OPTIONS);
+    const text = out.raw.toString('latin1');
+    assert.ok(
+      text.endsWith(
+        'Message-ID: <malformed-no-separator.1@example.com>\r\n\r\nThis line should have been the body.\r\nAnd so should this one.\r\n',
+      ),
+      text,
+    );
+  });
+
+  it('tagged mail: subject prefix per verdict and X-Mail-Relay-Verdict with the verdicts', () => {
+    const verdicts = {
+      spam: 'FAIL',
+      virus: 'PASS',
+      spf: 'PASS',
+      dkim: 'GRAY',
+      dmarc: 'FAIL',
+      dmarcPolicy: 'QUARANTINE',
+    };
+    const out = rewriteForForward(fixture('plain-crlf.eml'), {
+      ...OPTIONS,
+      tags: ['spam', 'dmarc'],
+      verdicts,
+    });
+    assert.deepEqual(headerValues(out.raw, 'Subject'), [
+      '[SPAM][DMARC-FAIL] Quarterly numbers, folded onto a second line',
+    ]);
+    assert.deepEqual(headerValues(out.raw, 'X-Mail-Relay-Verdict'), [
+      'spam=FAIL; virus=PASS; spf=PASS; dkim=GRAY; dmarc=FAIL; dmarc-policy=QUARANTINE; tagged=spam,dmarc',
+    ]);
+    // A message without a Subject still shows the tag where the reader looks.
+    const none = rewriteForForward(fixture('missing-headers.eml'), { ...OPTIONS, tags: ['virus'] });
+    assert.deepEqual(headerValues(none.raw, 'Subject'), ['[VIRUS]']);
+  });
+
+  it('From forms: comment name, bare address, no From at all (Reply-To from the envelope)', () => {
+    const make = (from: string | null) =>
+      Buffer.from(
+        `${from === null ? '' : `From: ${from}\r\n`}To: boss@example.com\r\nSubject: x\r\n\r\nbody\r\n`,
+        'latin1',
+      );
+    const cases: [string | null, string, string | null][] = [
+      [
+        'alice@example.org (Alice Example)',
+        'Alice Example via example.com',
+        'alice@example.org (Alice Example)',
+      ],
+      ['alice@example.org', 'alice@example.org via example.com', 'alice@example.org'],
+      ['<alice@example.org>', 'alice@example.org via example.com', '<alice@example.org>'],
+      ['"" <alice@example.org>', 'alice@example.org via example.com', '"" <alice@example.org>'],
+      [null, 'bounce-123@lists.example.org via example.com', '<bounce-123@lists.example.org>'],
+    ];
+    for (const [from, display, replyTo] of cases) {
+      const out = rewriteForForward(make(from), OPTIONS);
+      assert.equal(out.displayName, display, String(from));
+      assert.deepEqual(headerValues(out.raw, 'From'), [`"${display}" <forwarder@example.com>`], String(from));
+      assert.deepEqual(headerValues(out.raw, 'Reply-To'), replyTo === null ? [] : [replyTo], String(from));
+    }
+  });
+
+  it('a display name cannot smuggle a line break or an unbounded length into the new From', () => {
+    const evil = `=?UTF-8?B?${Buffer.from('Eve\r\nBcc: victim@example.net\r\n').toString('base64')}?= <eve@example.net>`;
+    const out = rewriteForForward(Buffer.from(`From: ${evil}\r\n\r\nx\r\n`), OPTIONS);
+    assert.equal(out.displayName, 'Eve Bcc: victim@example.net via example.com');
+    assert.deepEqual(headerValues(out.raw, 'Bcc'), []);
+    const long = rewriteForForward(
+      Buffer.from(`From: "${'A'.repeat(5000)}" <a@example.net>\r\n\r\nx\r\n`),
+      OPTIONS,
+    );
+    assert.ok(long.displayName.length < 200);
+  });
+
+  it('drops an mbox "From " line and a byte order mark before the headers', () => {
+    const raw = Buffer.from(
+      '\xef\xbb\xbfFrom: a@example.net\r\nFrom a@example.net  Tue Mar  4 10:00:00 2025\r\nSubject: s\r\n\r\nbody\r\n',
+      'latin1',
+    );
+    const out = rewriteForForward(raw, OPTIONS);
+    assert.deepEqual(headerValues(out.raw, 'X-Original-From'), ['a@example.net']);
+    assert.ok(!out.raw.includes('From a@example.net  Tue'));
+    assert.ok(!out.raw.includes(Buffer.from([0xef, 0xbb, 0xbf])));
+  });
+
+  it('a fold that lost its whitespace stays in the header block, and the fields after it too', () => {
+    const raw = Buffer.from(
+      'Subject: s\r\nX-Broken: a\r\nbroken continuation\r\nFrom: a@example.net\r\n\r\nbody\r\n',
+    );
+    const split = splitMessage(raw);
+    assert.deepEqual(
+      split.fields.map((f) => f.name),
+      ['Subject', 'X-Broken', 'From'],
+    );
+    assert.deepEqual(split.body, Buffer.from('body\r\n'));
+  });
+});
+
+describe('checkLoop: never forward what has been through us, or is going round', () => {
+  it("our X-Loop (any case, any position) is a loop; someone else's is not", () => {
+    assert.deepEqual(checkLoop(fixture('forward-headers.eml'), 'forwarder@example.com'), {
+      loop: false,
+      hops: 1,
+    });
+    const again = rewriteForForward(fixture('forward-headers.eml'), OPTIONS).raw;
+    assert.deepEqual(checkLoop(again, 'Forwarder@Example.com'), { loop: true, reason: 'x-loop', hops: 1 });
+  });
+
+  it(`more than ${MAX_FORWARD_HOPS} Received headers is a loop`, () => {
+    const hops = (n: number) =>
+      Buffer.from(
+        `${'Received: from a by b; Tue, 04 Mar 2025 10:00:00 +0000\r\n'.repeat(n)}Subject: s\r\n\r\nx\r\n`,
+      );
+    assert.deepEqual(checkLoop(hops(MAX_FORWARD_HOPS), 'f@example.com'), {
+      loop: false,
+      hops: MAX_FORWARD_HOPS,
+    });
+    assert.deepEqual(checkLoop(hops(MAX_FORWARD_HOPS + 1), 'f@example.com'), {
+      loop: true,
+      reason: 'hops',
+      hops: MAX_FORWARD_HOPS + 1,
+    });
+  });
+
+  it('Received lines in the body do not count', () => {
+    const raw = Buffer.from(`Subject: s\r\n\r\n${'Received: from a by b\r\n'.repeat(100)}`);
+    assert.deepEqual(checkLoop(raw, 'f@example.com'), { loop: false, hops: 0 });
+  });
+});
+
+describe('header text: RFC 2047 encoded words and address lists', () => {
+  it('decodes B and Q words in several charsets, joining adjacent words', () => {
+    assert.equal(decodeHeaderText('=?ISO-8859-1?Q?Andr=E9?= Pirard'), 'André Pirard');
+    assert.equal(decodeHeaderText('=?UTF-8?B?w4lsb8Ovc2U=?= =?UTF-8?Q?_et_moi?='), 'Éloïse et moi');
+    assert.equal(decodeHeaderText('=?x-unknown?Q?abc?= stays'), '=?x-unknown?Q?abc?= stays');
+    assert.equal(decodeHeaderText(Buffer.from('Grüße', 'utf8').toString('latin1')), 'Grüße');
+  });
+
+  it('encodes long non-ASCII text in words of at most 75 characters that decode back', () => {
+    const text = `${'東京'.repeat(40)} – 😀 café`;
+    const words = encodeWords(text);
+    assert.ok(words.length > 1);
+    for (const w of words) assert.ok(w.length <= 75, w);
+    assert.equal(decodeHeaderText(words.join(' ')), text);
+    assert.equal(encodePhrase('Plain "Name"', '\r\n'), '"Plain \\"Name\\""');
+  });
+
+  it('parses address lists with groups, quoted names, comments and route addresses', () => {
+    assert.deepEqual(
+      parseAddressList(
+        'Team: a@example.net, "Erin, E." <erin@example.net>;, <@relay.example:carl@example.org>, bad, x@y (X Y)',
+      ),
+      [
+        { name: '', address: 'a@example.net' },
+        { name: 'Erin, E.', address: 'erin@example.net' },
+        { name: '', address: 'carl@example.org' },
+        { name: 'X Y', address: 'x@y' },
+      ],
+    );
+  });
+});
+
+describe('rewriteForForward on the shared corpus', () => {
+  const dir = corpusDir();
+  const available = requireOrAnnounce(
+    dir !== null,
+    'forward rewrite corpus suite',
+    'put the corpus at ../shared/corpus or set MAIL_RELAY_CORPUS',
+  );
+  it('every message: body byte-identical, one From of ours, nothing SES refuses in the header block', {
+    skip: !available,
+  }, () => {
+    assert.ok(dir);
+    const files = corpusFiles(dir);
+    assert.ok(files.length > 100);
+    for (const f of files) {
+      const raw = readFileSync(f.path);
+      const before = splitMessage(raw);
+      const out = rewriteForForward(raw, { ...OPTIONS, tags: ['spam'] });
+      const after = splitMessage(out.raw);
+      assert.deepEqual(after.body, before.body, `${f.file}: body bytes`);
+      assert.notEqual(after.separator, '', `${f.file}: a blank line separates header and body`);
+      const froms = after.fields.filter((x) => x.key === 'from').map(fieldValue);
+      assert.equal(froms.length, 1, `${f.file}: one From`);
+      assert.equal(
+        parseAddressList(froms[0] ?? '')[0]?.address,
+        'forwarder@example.com',
+        `${f.file}: From is ours`,
+      );
+      const counts = new Map<string, number>();
+      for (const x of after.fields) counts.set(x.key, (counts.get(x.key) ?? 0) + 1);
+      for (const [key, n] of counts) {
+        if (SES_SINGLE_FIELDS.has(key)) assert.equal(n, 1, `${f.file}: ${key} at most once`);
+      }
+      for (const gone of ['return-path', 'sender', 'dkim-signature', 'bcc']) {
+        assert.ok(!counts.has(gone), `${f.file}: ${gone} removed`);
+      }
+      assert.ok(
+        after.fields.every((x) => !x.key.startsWith('x-ses-')),
+        `${f.file}: no SES control headers`,
+      );
+      assert.equal(checkLoop(out.raw, OPTIONS.loopMarker).loop, true, `${f.file}: marked with our X-Loop`);
+    }
+  });
+});
