@@ -9,11 +9,15 @@ import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError, MailRelayError } from '../core/errors.ts';
 import { type Decision, isMailbox, resolveRecipient } from '../core/routing.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
-import { DEFAULT_API_PORT, startApiServer } from './api-server.ts';
 import { loadConfig } from './config-file.ts';
-import { importFiles, progressBar } from './import.ts';
-import { createLocalRuntime, dataDirFromEnv } from './runtime.ts';
-import { startSmtpListener } from './smtp-listener.ts';
+import type { LocalRuntime } from './runtime.ts';
+
+// The heavy modules (SQLite, mailparser, smtp-server, Hono) load only for the commands that need
+// them, so `mail-relay route` and `help` start fast.
+async function openRuntime(io: Io, config: Config): Promise<LocalRuntime> {
+  const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
+  return createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+}
 
 export interface Io {
   readonly out: NodeJS.WritableStream & { isTTY?: boolean };
@@ -130,8 +134,12 @@ function deliveredMailboxes(r: RouteResult): string[] {
 async function commandDev(io: Io): Promise<number> {
   const { config, path } = loadConfig(io.env);
   const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', 2525);
+  const [{ DEFAULT_API_PORT, startApiServer }, { startSmtpListener }] = await Promise.all([
+    import('./api-server.ts'),
+    import('./smtp-listener.ts'),
+  ]);
   const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
-  const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+  const runtime = await openRuntime(io, config);
   const waiter = new InProcessMailWaiter();
   const api = await startApiServer(runtime, { port: apiPort, waiter }).catch(async (err: unknown) => {
     await runtime.close();
@@ -193,7 +201,8 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     return 2;
   }
   const { config } = loadConfig(io.env);
-  const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+  const { importFiles, progressBar } = await import('./import.ts');
+  const runtime = await openRuntime(io, config);
   try {
     const summary = await importFiles(runtime, positionals, {
       to: forced,
@@ -236,7 +245,7 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
       return 2;
     }
     const { config } = loadConfig(io.env);
-    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+    const runtime = await openRuntime(io, config);
     try {
       const removed = await runtime.index.deleteToken(hashToken(token));
       io.err.write(removed ? 'token revoked\n' : 'no such token (already revoked?)\n');
@@ -274,7 +283,7 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
       return 2;
     }
   }
-  const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+  const runtime = await openRuntime(io, config);
   try {
     const { token } = await createToken(runtime.index, {
       mailbox,

@@ -228,7 +228,17 @@ async function buildFailureNotice(
     text,
     headers: { 'X-Mail-Relay-Notice': what === 'failed' ? 'forward-failed' : 'forward-loop' },
     ...(attach
-      ? { attachments: [{ filename: `${req.id}.eml`, content: req.raw, contentType: 'message/rfc822' }] }
+      ? {
+          attachments: [
+            {
+              filename: `${req.id}.eml`,
+              content: req.raw,
+              contentType: 'message/rfc822',
+              // nodemailer marks message/rfc822 inline, and readers then fold it into the text.
+              contentDisposition: 'attachment',
+            },
+          ],
+        }
       : {}),
   });
 }

@@ -295,8 +295,9 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
         bucket: 'someone-elses-bucket',
       }),
     );
+    const lateAt = new Date(Date.UTC(2025, 0, 1));
     const missing = sqsRecord(
-      sesNotification({ sesMessageId: 'never-stored', recipients: ['alice@example.test'], bucket: BUCKET }),
+      sesNotification({ sesMessageId: 'never-stored', recipients: ['alice@example.test'], bucket: BUCKET, timestamp: lateAt }),
     );
     const { response } = await invoke([snsButNotSes, good.record, otherBucket, missing]);
     assert.deepEqual(

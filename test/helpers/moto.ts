@@ -17,6 +17,15 @@ const INSTALL_HINT = "pip install 'moto[server]'";
 export const MOTO_REGION = 'us-east-1';
 export const MOTO_CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' } as const;
 
+export interface SentRawMessage {
+  readonly id: string;
+  readonly source: string | null;
+  /** Envelope recipients plus, as moto adds them, the To/Cc/Bcc header addresses. */
+  readonly destinations: readonly string[];
+  /** The message as moto decoded it (UTF-8). */
+  readonly raw_data: string;
+}
+
 export interface Moto {
   /** `http://127.0.0.1:<port>` */
   readonly endpoint: string;
@@ -30,8 +39,10 @@ export interface Moto {
   readonly env: Readonly<Record<string, string>>;
   /** Clears every service's state (`POST /moto-api/reset`). */
   reset(): Promise<void>;
-  /** moto's view of its state (`GET /moto-api/data.json`): sent SES mail is under `ses.sent_messages`. */
+  /** moto's view of its state (`GET /moto-api/data.json`). */
   data(): Promise<unknown>;
+  /** Raw mail SES (v1 or v2) accepted for sending, from data.json (`ses.RawMessage`). */
+  sentRawMessages(): Promise<SentRawMessage[]>;
   stop(): Promise<void>;
 }
 
@@ -155,6 +166,12 @@ export async function startMoto(): Promise<Moto> {
         const r = await fetch(`${endpoint}/moto-api/data.json`);
         if (!r.ok) throw new Error(`moto data.json failed: HTTP ${r.status}`);
         return (await r.json()) as unknown;
+      },
+      async sentRawMessages() {
+        const r = await fetch(`${endpoint}/moto-api/data.json`);
+        if (!r.ok) throw new Error(`moto data.json failed: HTTP ${r.status}`);
+        const data = (await r.json()) as { ses?: { RawMessage?: SentRawMessage[] } };
+        return data.ses?.RawMessage ?? [];
       },
       async stop() {
         process.removeListener('exit', killOnExit);
