@@ -1,0 +1,153 @@
+/**
+ * The router with the real local adapters: idempotent redelivery of one notification, one message
+ * fanned out to several mailboxes (server-side copies), and a message mailparser cannot read still
+ * delivered raw and flagged.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { MAX_HEADER_BYTES } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
+import { parseConfig } from '../../functions/core/config.ts';
+import { mailboxKeys, type StoredSummary } from '../../functions/core/keys.ts';
+import { buildNotification } from '../../functions/core/notification.ts';
+import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { ingest, LOCAL_BUCKET } from '../../functions/local/ingest.ts';
+import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
+import { MissingRawMessageError, processNotification } from '../../functions/pipeline/router.ts';
+import { buildMessageWithAttachment, pdfLikeBytes } from '../fixtures/build.ts';
+import { listAll } from '../helpers/relay.ts';
+
+const config = parseConfig({
+  domains: ['example.test'],
+  mailboxes: ['alice@example.test', 'bob@example.test', 'carol@example.test'],
+  routes: [{ match: 'team@example.test', action: 'deliver', to: ['alice@example.test', 'bob@example.test'] }],
+});
+
+describe('router with the local adapters', () => {
+  let dir: string;
+  let runtime: LocalRuntime;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mr-pipeline-'));
+    runtime = createLocalRuntime({ config, dataDir: dir });
+  });
+  after(async () => {
+    await runtime.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('processes the same notification twice into exactly one message with exact counters', async () => {
+    const body = Buffer.from('Subject: twice\r\n\r\nhello\r\n');
+    const first = await ingest(runtime, {
+      body,
+      mailFrom: 'x@remote.test',
+      recipients: ['carol@example.test'],
+      via: { protocol: 'ESMTP' },
+    });
+    const notification = buildNotification({
+      sesMessageId: first.sesMessageId,
+      receivedAt: new Date(
+        Date.parse((await runtime.index.get('carol@example.test', first.id))?.receivedAt ?? ''),
+      ),
+      mailFrom: 'x@remote.test',
+      recipients: ['carol@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    const again = await processNotification(runtime, notification);
+    const third = await processNotification(runtime, notification, { replay: true });
+    assert.equal(again.id, first.id);
+    assert.deepEqual(
+      [first, again, third].map((r) => r.outcomes.map((o) => o.status)),
+      [['delivered'], ['duplicate'], ['duplicate']],
+    );
+    const entries = await listAll(runtime.index, 'carol@example.test');
+    assert.equal(entries.length, 1);
+    assert.deepEqual(await runtime.index.stat('carol@example.test'), {
+      address: 'carol@example.test',
+      messages: 1,
+      bytes: entries[0]?.size,
+    });
+  });
+
+  it('fans one message out to several mailboxes, each with its own raw copy, summary and parts', async () => {
+    const pdf = pdfLikeBytes(50_000, 7);
+    const body = await buildMessageWithAttachment({
+      attachmentBytes: pdf,
+      filename: 'report.pdf',
+      subject: 'fan-out',
+    });
+    const r = await ingest(runtime, {
+      body,
+      mailFrom: '',
+      recipients: ['team@example.test'],
+      via: { protocol: 'ESMTP' },
+    });
+    assert.deepEqual(
+      r.outcomes.map((o) => [o.status, o.decision.kind === 'deliver' ? o.decision.mailbox : '']),
+      [
+        ['delivered', 'alice@example.test'],
+        ['delivered', 'bob@example.test'],
+      ],
+    );
+    const digest = createHash('sha256').update(pdf).digest('hex');
+    for (const mailbox of ['alice@example.test', 'bob@example.test']) {
+      const summary = JSON.parse(
+        String(await runtime.blobs.get(mailboxKeys.summary(mailbox, r.id))),
+      ) as StoredSummary;
+      assert.equal(summary.parseFailed, false);
+      const attachment = summary.parseFailed
+        ? undefined
+        : summary.attachments.find((a) => a.filename === 'report.pdf');
+      assert.equal(attachment?.sha256, digest);
+      const part = await runtime.blobs.get(mailboxKeys.part(mailbox, r.id, attachment?.partId ?? ''));
+      assert.equal(part && createHash('sha256').update(part).digest('hex'), digest);
+    }
+    // Deleting from one mailbox leaves the other's copy intact.
+    await runtime.index.delete('alice@example.test', r.id);
+    await runtime.blobs.deletePrefix(mailboxKeys.dir('alice@example.test', r.id));
+    await runtime.blobs.delete(mailboxKeys.raw('alice@example.test', r.id));
+    assert.ok(await runtime.blobs.get(mailboxKeys.raw('bob@example.test', r.id)));
+    assert.ok(await runtime.blobs.get(mailboxKeys.summary('bob@example.test', r.id)));
+  });
+
+  it('delivers a message the parser refuses, raw and flagged, and loses nothing', async () => {
+    // A header block above the parser's limit: mailparser gives up on it; we still deliver.
+    const huge = `X-Filler: ${'a'.repeat(990)}\r\n`.repeat(Math.ceil(MAX_HEADER_BYTES / 1000) + 10);
+    const body = Buffer.from(`Subject: unreadable\r\n${huge}\r\nthe body\r\n`);
+    const r = await ingest(runtime, {
+      body,
+      mailFrom: '',
+      recipients: ['carol@example.test'],
+      via: { protocol: 'ESMTP' },
+    });
+    assert.equal(r.parseFailed, true);
+    assert.deepEqual(
+      r.outcomes.map((o) => o.status),
+      ['delivered'],
+    );
+    const entry = await runtime.index.get('carol@example.test', r.id);
+    assert.equal(entry?.parseFailed, true);
+    const raw = await runtime.blobs.get(mailboxKeys.raw('carol@example.test', r.id));
+    assert.ok(raw?.subarray(raw.length - body.length).equals(body));
+    const summary = JSON.parse(
+      String(await runtime.blobs.get(mailboxKeys.summary('carol@example.test', r.id))),
+    ) as StoredSummary;
+    assert.equal(summary.parseFailed, true);
+    assert.ok(summary.parseFailed && summary.parseError.length > 0);
+  });
+
+  it('refuses, for a retry, a notification whose raw message is not stored', async () => {
+    const n = buildNotification({
+      sesMessageId: 'missing0000000000000000000000000000000000',
+      receivedAt: new Date(),
+      mailFrom: '',
+      recipients: ['carol@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    await assert.rejects(processNotification(runtime, n), MissingRawMessageError);
+  });
+});
