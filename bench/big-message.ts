@@ -103,8 +103,9 @@ export const bigMessage: Benchmark = {
         value: round(largest / MiB, 2),
         unit: 'MB',
         reference: { label: 'message size', value: round(sizeMb, 1), unit: 'MB' },
-        target: 'no string copy of the whole message',
-        meets: largest < raw.length,
+        target: 'no string copy of the whole message (< 10% of it)',
+        // A chunk-sized string is how streams work; one near the message size is a copy of it.
+        meets: largest < raw.length / 10,
         note: `by ${stringField(result, 'largestStringSource') || 'nothing'}; Buffer#*Slice/toString and TextDecoder are watched`,
       }),
     ];

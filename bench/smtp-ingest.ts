@@ -19,6 +19,7 @@ import {
   startLoad,
   startSmtpSink,
 } from './lib/smtp-load.ts';
+import { countSyscalls, hasStrace } from './lib/syscalls.ts';
 import { type BenchContext, type Benchmark, type Measurement, measured, notMeasured } from './lib/types.ts';
 import { errorText, removeDir, round, sleep } from './lib/util.ts';
 
@@ -142,6 +143,62 @@ async function runOnce(
     await load.stop();
     await child?.stop();
     await sink?.stop();
+    await removeDir(dir);
+  }
+}
+
+/** Messages counted under strace: enough for stable per-message averages, few enough to be quick. */
+const SYSCALL_MESSAGES = 300;
+
+interface SyscallProfile {
+  readonly messages: number;
+  readonly syncs: number;
+  readonly opens: number;
+  readonly total: number;
+}
+
+/** Syscalls per message of a server under the same load, counted with strace (see lib/syscalls.ts). */
+async function syscallRun(
+  ctx: BenchContext,
+  kind: 'fsync' | 'relay',
+  generator: GeneratorKind,
+): Promise<SyscallProfile> {
+  const dir = join(ctx.workDir, `strace-${kind}-${Date.now()}`);
+  mkdirSync(dir, { recursive: true });
+  const { child, ready } = await BenchChild.start('children/smtp-server.ts', {
+    args: [kind, 'default'],
+    env: { BENCH_DATA_DIR: join(dir, 'data') },
+  });
+  const load = startLoad(generator, {
+    port: numberField(ready, 'port'),
+    sessions: SESSIONS,
+    messageBytes: MESSAGE_BYTES,
+    perConnection: false,
+  });
+  const count = async () => numberField(await child.request({ type: 'count' }, 'count', 30_000), 'accepted');
+  try {
+    ctx.log(`  ${kind}: syscalls per message (strace)…`);
+    await sleep(knobs.warmupSeconds * 1000);
+    const counter = await countSyscalls(child.pid, join(dir, 'strace.txt'));
+    const c0 = await count();
+    const deadline = performance.now() + 90_000;
+    let c1 = c0;
+    while (c1 - c0 < SYSCALL_MESSAGES && performance.now() < deadline) {
+      await sleep(250);
+      c1 = await count();
+    }
+    const calls = await counter.stop();
+    const messages = Math.max(1, (await count()) - c0);
+    const per = (...names: string[]) => names.reduce((s, n) => s + (calls.get(n) ?? 0), 0) / messages;
+    return {
+      messages,
+      syncs: per('fsync', 'fdatasync'),
+      opens: per('openat', 'open'),
+      total: [...calls.values()].reduce((a, b) => a + b, 0) / messages,
+    };
+  } finally {
+    await load.stop();
+    await child.stop();
     await removeDir(dir);
   }
 }
@@ -295,6 +352,46 @@ export const smtpIngest: Benchmark = {
       'msg/s',
       `≥ ${DURABLE_TARGET} msg/s`,
     );
+
+    if (hasStrace()) {
+      await attempt(
+        'smtp-ingest.reuse.relay-syncs',
+        'relay: fsyncs per message',
+        async () => {
+          const ref = await syscallRun(ctx, 'fsync', generator);
+          const relay = await syscallRun(ctx, 'relay', generator);
+          return [
+            measured({
+              name: 'smtp-ingest.reuse.relay-syncs',
+              label: 'local relay: fsync + fdatasync calls per message (diagnostic)',
+              value: round(relay.syncs, 2),
+              unit: 'calls',
+              reference: { label: 'write + fsync server', value: round(ref.syncs, 2), unit: 'calls' },
+              note: `strace -c over ${relay.messages} messages; a sync costs ~1 ms of disk time here, so > 1 per message caps throughput below the reference`,
+            }),
+            measured({
+              name: 'smtp-ingest.reuse.relay-syscalls',
+              label: 'local relay: syscalls per message (diagnostic)',
+              value: round(relay.total, 1),
+              unit: 'calls',
+              reference: { label: 'write + fsync server', value: round(ref.total, 1), unit: 'calls' },
+              note: `${relay.opens.toFixed(1)} opens per message (reference ${ref.opens.toFixed(1)}); futex wake-ups of the libuv pool included`,
+            }),
+          ];
+        },
+        'calls',
+      );
+    } else {
+      rows.push(
+        notMeasured(
+          'smtp-ingest.reuse.relay-syncs',
+          'relay: fsyncs per message',
+          'calls',
+          '',
+          'strace not installed (apt-get install strace)',
+        ),
+      );
+    }
 
     // One message per connection: connection set-up and the greeting dominate.
     const conn = knobs.connSeconds;

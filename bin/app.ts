@@ -10,7 +10,10 @@ try {
   const { raw, source, aws } = loadStackConfig();
   new MailRelayStack(app, aws.stackName ?? 'MailRelay', {
     // Explicit region (SES receives mail in some regions only); no account means no look-ups either way.
-    env: { region: aws.region ?? process.env.CDK_DEFAULT_REGION, account: aws.account ?? process.env.CDK_DEFAULT_ACCOUNT },
+    env: {
+      region: aws.region ?? process.env.CDK_DEFAULT_REGION,
+      account: aws.account ?? process.env.CDK_DEFAULT_ACCOUNT,
+    },
     config: raw,
     configSource: source,
   });

@@ -87,6 +87,11 @@ export interface BucketAccess {
 }
 
 export class HouseFunction extends NodejsFunction {
+  /** The role this class created (NodejsFunction's `role` is optional in its type). */
+  private readonly houseRole: Role;
+  /** Every reason for this role's `Resource: *` statements, acknowledged together. */
+  private readonly unscopedReasons: string[] = [];
+
   constructor(scope: Construct, id: string, props: HouseFunctionProps) {
     const holder = new Construct(scope, `${id}Resources`);
     const logGroup = new LogGroup(holder, 'Logs', {
@@ -145,9 +150,6 @@ export class HouseFunction extends NodejsFunction {
     );
   }
 
-  private readonly houseRole: Role;
-  private readonly unscopedReasons: string[] = [];
-
   /**
    * Grants actions that IAM cannot scope to a resource (`Resource: *`). `reason` says why, with the
    * evidence; it becomes the cdk-nag acknowledgment of that finding on this function's role.
@@ -175,7 +177,10 @@ export class HouseFunction extends NodejsFunction {
     statement(['s3:GetObject'], access.read);
     statement(['s3:PutObject', 's3:AbortMultipartUpload'], access.write);
     statement(['s3:DeleteObject'], access.delete);
-    if (access.list) this.addToRolePolicy(new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }));
+    if (access.list)
+      this.addToRolePolicy(
+        new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }),
+      );
     this.addEnvironment(envName, bucket.bucketName);
     return this;
   }

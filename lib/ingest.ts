@@ -79,7 +79,11 @@ class StoreInboundAction implements IReceiptRuleAction {
 
   bind(): ReceiptRuleActionConfig {
     return {
-      s3Action: { bucketName: this.bucket.bucketName, objectKeyPrefix: PREFIX.inbound, topicArn: this.topic.topicArn },
+      s3Action: {
+        bucketName: this.bucket.bucketName,
+        objectKeyPrefix: PREFIX.inbound,
+        topicArn: this.topic.topicArn,
+      },
     };
   }
 }
@@ -123,7 +127,8 @@ export class MailIngest extends Construct {
         });
         identities.set(domain, identity);
         if (!zone) {
-          for (const r of identity.dkimRecords) dnsRecords.push({ name: r.name, type: 'CNAME', value: r.value });
+          for (const r of identity.dkimRecords)
+            dnsRecords.push({ name: r.name, type: 'CNAME', value: r.value });
         }
       }
       const mx = { priority: 10, hostName: inboundSmtpHost(stack.region) };
@@ -231,7 +236,10 @@ export class MailIngest extends Construct {
     const activation = new CustomResource(this, 'ActiveRuleSet', {
       serviceToken: activator.functionArn,
       resourceType: 'Custom::SesActiveReceiptRuleSet',
-      properties: { RuleSetName: this.ruleSet.receiptRuleSetName, ReplaceActive: String(props.replaceActiveRuleSet ?? false) },
+      properties: {
+        RuleSetName: this.ruleSet.receiptRuleSetName,
+        ReplaceActive: String(props.replaceActiveRuleSet ?? false),
+      },
     });
     // Activate only a complete rule set; on delete, deactivate before the rules go.
     for (const rule of rules) activation.node.addDependency(rule);

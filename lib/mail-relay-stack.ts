@@ -36,7 +36,10 @@ export class MailRelayStack extends Stack {
     relay.dnsRecords.forEach((r, i) => {
       new CfnOutput(this, `DnsRecord${i + 1}`, {
         value: `${r.name} ${r.type} ${r.value}`,
-        description: r.type === 'MX' ? 'Create this MX record: it sends the domain\'s mail to SES' : 'Create this DKIM record (SES verifies the domain with it)',
+        description:
+          r.type === 'MX'
+            ? "Create this MX record: it sends the domain's mail to SES"
+            : 'Create this DKIM record (SES verifies the domain with it)',
       });
     });
   }

@@ -12,9 +12,16 @@ import { fileURLToPath } from 'node:url';
 import { Annotations, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
 import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Key } from 'aws-cdk-lib/aws-kms';
-import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { type AwsSettings, type Config, configSchema, domainOf, parseConfig } from '../functions/core/config.ts';
+import {
+  type AwsSettings,
+  awsSettingsSchema,
+  type Config,
+  configSchema,
+  domainOf,
+  parseConfig,
+} from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { MailAlarms } from './alarms.ts';
 import { MailApi } from './api.ts';
@@ -44,16 +51,23 @@ export const HANDLER_ENTRIES = {
   api: fileURLToPath(new URL('./lambda/api.ts', import.meta.url)),
 } as const;
 
-/** DynamoDB actions of the index adapter (functions/adapters/aws/dynamodb-mailbox-index.ts), per function. */
-const ROUTER_TABLE_ACTIONS = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:ConditionCheckItem'];
+/**
+ * DynamoDB actions of the index adapter (functions/adapters/aws/dynamodb-mailbox-index.ts), per
+ * function. A TransactWriteItems needs the action of each item (Put, Update, Delete), not an action
+ * of its own.
+ */
+const ROUTER_TABLE_ACTIONS = [
+  'dynamodb:GetItem', // index.get, getSend
+  'dynamodb:PutItem', // deliver (entry, mailbox registry)
+  'dynamodb:UpdateItem', // deliver (counters), claimSend / finishSend of forwards
+];
 const API_TABLE_ACTIONS = [
-  'dynamodb:GetItem',
-  'dynamodb:BatchGetItem',
-  'dynamodb:Query',
-  'dynamodb:PutItem',
-  'dynamodb:UpdateItem',
-  'dynamodb:DeleteItem',
-  'dynamodb:ConditionCheckItem',
+  'dynamodb:GetItem', // tokens, entries, counters
+  'dynamodb:BatchGetItem', // listMailboxes
+  'dynamodb:Query', // list, listMailboxes
+  'dynamodb:PutItem', // the sent view's entries (POST …/send)
+  'dynamodb:UpdateItem', // seen flags, counters, claimSend / finishSend
+  'dynamodb:DeleteItem', // DELE
 ];
 
 export interface MailRelayProps {
@@ -131,17 +145,42 @@ export class MailRelay extends Construct {
     const source = props.configSource ?? 'configuration';
     // Throws ConfigError naming every wrong path; the same check the functions make at cold start.
     this.config = parseConfig(props.config, source);
-    const aws: AwsSettings = configSchema.parse(props.config).aws ?? {};
+    const fromFile: AwsSettings = configSchema.parse(props.config).aws ?? {};
+    // Props override the file's `aws` settings, and go through the same schema (and messages).
+    const overrides = Object.fromEntries(
+      Object.entries({
+        hostedZoneIds: props.hostedZoneIds,
+        createIdentities: props.createIdentities,
+        alarmEmail: props.alarmEmail,
+        retainData: props.retainData,
+        corsOrigins: props.corsOrigins,
+        replaceActiveRuleSet: props.replaceActiveRuleSet,
+        skipRegionCheck: props.skipRegionCheck,
+        logRetentionDays: props.logRetentionDays,
+        apiThrottle: props.apiThrottle,
+      }).filter(([, v]) => v !== undefined),
+    );
+    const merged = awsSettingsSchema.safeParse({ ...fromFile, ...overrides });
+    if (!merged.success) {
+      throw new ConfigError(
+        `${source}: the AWS settings are invalid`,
+        merged.error.issues.map(
+          (i) =>
+            `aws${i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('')}: ${i.message}`,
+        ),
+      );
+    }
+    const aws = merged.data;
     const settings = {
-      hostedZoneIds: props.hostedZoneIds ?? aws.hostedZoneIds ?? {},
-      createIdentities: props.createIdentities ?? aws.createIdentities ?? true,
-      alarmEmail: props.alarmEmail ?? aws.alarmEmail,
-      retainData: props.retainData ?? aws.retainData ?? true,
-      corsOrigins: props.corsOrigins ?? aws.corsOrigins ?? [],
-      replaceActiveRuleSet: props.replaceActiveRuleSet ?? aws.replaceActiveRuleSet ?? false,
-      skipRegionCheck: props.skipRegionCheck ?? aws.skipRegionCheck ?? false,
-      logRetentionDays: props.logRetentionDays ?? aws.logRetentionDays ?? 30,
-      apiThrottle: props.apiThrottle ?? aws.apiThrottle,
+      hostedZoneIds: aws.hostedZoneIds ?? {},
+      createIdentities: aws.createIdentities ?? true,
+      alarmEmail: aws.alarmEmail,
+      retainData: aws.retainData ?? true,
+      corsOrigins: aws.corsOrigins ?? [],
+      replaceActiveRuleSet: aws.replaceActiveRuleSet ?? false,
+      skipRegionCheck: aws.skipRegionCheck ?? false,
+      logRetentionDays: aws.logRetentionDays ?? 30,
+      apiThrottle: aws.apiThrottle,
     };
     this.checkSettings(source, { ...settings, configRegion: aws.region });
     const logRetention = settings.logRetentionDays as RetentionDays;
@@ -149,6 +188,11 @@ export class MailRelay extends Construct {
 
     this.storage = new MailStorage(this, 'Storage', {
       inboundRetentionDays: this.config.retention.inboundDays,
+      // As long as the replay window, and never shorter than the links to them (plus a day).
+      forwardedRetentionDays: Math.max(
+        this.config.retention.inboundDays,
+        Math.ceil(this.config.relay.linkExpirySeconds / 86_400) + 1,
+      ),
       ...(this.config.retention.mailboxDays !== undefined
         ? { mailboxRetentionDays: this.config.retention.mailboxDays }
         : {}),
@@ -166,7 +210,11 @@ export class MailRelay extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
       pendingWindow: Duration.days(7),
     });
-    const stack = Stack.of(this);
+    // SES (received notifications) and CloudWatch (alarms) publish to the encrypted topics; SNS asks
+    // KMS on their behalf, with the topic's ARN as encryption context. That context (not
+    // aws:SourceAccount, which these calls need not carry) limits the key to SNS topics of this
+    // account and region; naming the topics themselves would make the key depend on them, a cycle.
+    const topicsHere = Stack.of(this).formatArn({ service: 'sns', resource: '*' });
     for (const service of ['ses.amazonaws.com', 'cloudwatch.amazonaws.com']) {
       topicKey.addToResourcePolicy(
         new PolicyStatement({
@@ -174,7 +222,7 @@ export class MailRelay extends Construct {
           principals: [new ServicePrincipal(service)],
           actions: ['kms:GenerateDataKey*', 'kms:Decrypt'],
           resources: ['*'],
-          conditions: { StringEquals: { 'aws:SourceAccount': stack.account } },
+          conditions: { ArnLike: { 'kms:EncryptionContext:aws:sns:topicArn': topicsHere } },
         }),
       );
     }
@@ -192,8 +240,10 @@ export class MailRelay extends Construct {
       .bindBucket(
         bucket,
         {
-          read: [PREFIX.inbound, PREFIX.mailboxes],
-          write: [PREFIX.notifications, PREFIX.mailboxes],
+          // mailboxes/: the source of the server-side copies to a message's second mailbox onwards;
+          // forwarded/: kept originals of oversize forwards (head, presigned link).
+          read: [PREFIX.inbound, PREFIX.mailboxes, PREFIX.forwarded],
+          write: [PREFIX.notifications, PREFIX.mailboxes, PREFIX.forwarded],
           list: true,
         },
         HANDLER_ENV.bucket,
@@ -210,9 +260,15 @@ export class MailRelay extends Construct {
       define: configDefine,
       environment: { [HANDLER_ENV.configSha256]: configSha256 },
     })
-      .bindBucket(bucket, { read: [PREFIX.mailboxes], delete: [PREFIX.mailboxes], list: true }, HANDLER_ENV.bucket)
+      // Writes under mailboxes/ are the sent view of POST …/send (functions/api/send.ts).
+      .bindBucket(
+        bucket,
+        { read: [PREFIX.mailboxes], write: [PREFIX.mailboxes], delete: [PREFIX.mailboxes], list: true },
+        HANDLER_ENV.bucket,
+      )
       .bindTable(table, API_TABLE_ACTIONS, HANDLER_ENV.table);
 
+    // The router forwards; the API sends for a mailbox owner (POST …/send).
     this.grantSending([this.router, this.apiFunction]);
 
     this.ingest = new MailIngest(this, 'Ingest', {
@@ -301,7 +357,9 @@ export class MailRelay extends Construct {
           'aws.region in the configuration (or AWS_REGION / CDK_DEFAULT_REGION when running cdk)',
       );
     } else if (settings.configRegion && settings.configRegion !== region) {
-      issues.push(`aws.region: the configuration says ${settings.configRegion} but the stack is in ${region}`);
+      issues.push(
+        `aws.region: the configuration says ${settings.configRegion} but the stack is in ${region}`,
+      );
     } else if (!settings.skipRegionCheck) {
       const problem = receivingRegionProblem(region);
       if (problem) issues.push(`aws.region: ${problem}`);

@@ -29,7 +29,8 @@ export function receiptRecipients(config: Config): string[] {
     }
     const addresses = new Set<string>();
     for (const m of config.mailboxes) if (domainOf(m) === domain) addresses.add(m);
-    for (const r of config.routes) if (r.match.kind === 'exact' && domainOf(r.match.address) === domain) addresses.add(r.match.address);
+    for (const r of config.routes)
+      if (r.match.kind === 'exact' && domainOf(r.match.address) === domain) addresses.add(r.match.address);
     out.push(...[...addresses].sort());
   }
   return out;

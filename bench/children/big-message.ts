@@ -27,6 +27,26 @@ const [mode = 'router', file = '', dataDir = ''] = process.argv.slice(2);
 
 let largestString = 0;
 let largestStringSource = '';
+/** Strings this long get their call site recorded (cheap enough: a handful per message). */
+const TRACE_STRING_CHARS = 1024 * 1024;
+
+/** The first frames outside this file: who made the string. */
+function callSite(): string {
+  const frames = (new Error().stack ?? '')
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim());
+  return frames
+    .filter((f) => !f.includes('big-message.ts'))
+    .slice(0, 3)
+    .map((f) =>
+      f
+        .replace(/^at /, '')
+        .replace(/\(?(file:\/\/)?\/[^)]*node_modules\//, '(')
+        .replace(/\(?\/[^)]*\/work\/main\//, '('),
+    )
+    .join(' < ');
+}
 
 /** Wraps the Buffer methods that make strings (toString goes through the *Slice ones) and TextDecoder. */
 function watchStringConversions(): void {
@@ -47,7 +67,7 @@ function watchStringConversions(): void {
       const out: unknown = Reflect.apply(original, this, args);
       if (typeof out === 'string' && out.length > largestString) {
         largestString = out.length;
-        largestStringSource = `Buffer#${name}`;
+        largestStringSource = `Buffer#${name}${out.length >= TRACE_STRING_CHARS ? ` at ${callSite()}` : ''}`;
       }
       return out;
     };
@@ -59,7 +79,7 @@ function watchStringConversions(): void {
       const out: unknown = Reflect.apply(decode, this, args);
       if (typeof out === 'string' && out.length > largestString) {
         largestString = out.length;
-        largestStringSource = 'TextDecoder#decode';
+        largestStringSource = `TextDecoder#decode${out.length >= TRACE_STRING_CHARS ? ` at ${callSite()}` : ''}`;
       }
       return out;
     };

@@ -14,11 +14,8 @@ import { open } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions } from 'smtp-server';
-import { DEV_DEFAULT_CONFIG, parseConfig } from '../../functions/core/config.ts';
-import { PromptGreetingSMTPServer } from '../../functions/local/prompt-greeting-server.ts';
-import { createLocalRuntime } from '../../functions/local/runtime.ts';
-import { startSmtpListener } from '../../functions/local/smtp-listener.ts';
 import { sendToParent, serveRequests } from '../lib/ipc.ts';
+import { parseVariants, wrapRelay } from '../lib/relay-variants.ts';
 
 const [kind = 'discard', greeting = 'default'] = process.argv.slice(2);
 const dataDir = process.env.BENCH_DATA_DIR ?? '';
@@ -57,7 +54,8 @@ async function writeAndFsync(path: string, body: Buffer): Promise<void> {
   }
 }
 
-function bareServer(): SMTPServer {
+/** The references load smtp-server alone (and the listener's subclass): their RSS is the SMTP layer's. */
+async function bareServer(): Promise<SMTPServer> {
   let seq = 0;
   const options: SMTPServerOptions = {
     ...baseOptions,
@@ -90,15 +88,30 @@ function bareServer(): SMTPServer {
       );
     },
   };
-  return greeting === 'prompt'
-    ? new PromptGreetingSMTPServer({ ...options, earlyTalkerDelay: 0 })
-    : new SMTPServer(options);
+  if (greeting !== 'prompt') return new SMTPServer(options);
+  const { PromptGreetingSMTPServer } = await import('../../functions/local/prompt-greeting-server.ts');
+  return new PromptGreetingSMTPServer({ ...options, earlyTalkerDelay: 0 });
 }
 
 async function main(): Promise<void> {
   if (kind === 'relay') {
+    const { DEV_DEFAULT_CONFIG, parseConfig } = await import('../../functions/core/config.ts');
+    const { createLocalRuntime } = await import('../../functions/local/runtime.ts');
+    const { startSmtpListener } = await import('../../functions/local/smtp-listener.ts');
     const runtime = createLocalRuntime({ config: parseConfig(DEV_DEFAULT_CONFIG), dataDir });
-    const listener = await startSmtpListener(runtime, {
+    const variants = parseVariants(process.env.BENCH_RELAY_VARIANT);
+    const deps =
+      variants.length === 0
+        ? runtime
+        : {
+            ...runtime,
+            ...wrapRelay(runtime.blobs, runtime.index, {
+              variants,
+              blobRoot: runtime.blobRoot,
+              indexPath: join(runtime.dataDir, 'index.sqlite'),
+            }),
+          };
+    const listener = await startSmtpListener(deps, {
       port: 0,
       onDelivered: () => {
         accepted += 1;
@@ -111,14 +124,14 @@ async function main(): Promise<void> {
       () => ({ type: 'count', accepted, failed }),
       async () => {
         await listener.close();
-        await runtime.close();
+        await deps.index.close();
       },
     );
     sendToParent({ type: 'ready', port: listener.port });
     return;
   }
   if (kind === 'fsync') mkdirSync(dataDir, { recursive: true });
-  const server = bareServer();
+  const server = await bareServer();
   server.on('error', () => {
     failed += 1;
   });

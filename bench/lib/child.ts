@@ -31,6 +31,8 @@ export class BenchChild {
         resolve(code);
       });
     });
+    // A child that dies mid-run must fail its benchmark, not the harness.
+    proc.on('error', () => {});
     proc.on('message', (raw: unknown) => {
       if (!isIpcMessage(raw)) return;
       const i = this.waiters.findIndex((w) => w(raw));
@@ -95,7 +97,7 @@ export class BenchChild {
   /** Sends a request and waits for the reply of type `replyType`. */
   async request(msg: IpcMessage, replyType: string, timeoutMs = 600_000): Promise<IpcMessage> {
     const reply = this.next(replyType, timeoutMs);
-    this.proc.send(msg);
+    this.proc.send(msg, () => {});
     return reply;
   }
 
@@ -110,7 +112,8 @@ export class BenchChild {
   /** Asks the child to stop, and kills it if it does not within `graceMs`. */
   async stop(graceMs = 15_000): Promise<void> {
     if (this.exited) return;
-    if (this.proc.connected) this.proc.send({ type: 'stop' });
+    // With a callback a failed send (the child already disconnecting) is not an 'error' event.
+    if (this.proc.connected) this.proc.send({ type: 'stop' }, () => {});
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
     await this.exitPromise;
     clearTimeout(timer);

@@ -21,13 +21,19 @@ export function procMemory(pid: number): ProcMemory {
   return { rssBytes: kbField(status, 'VmRSS'), peakRssBytes: kbField(status, 'VmHWM') };
 }
 
-/** CPU seconds (user + system) a process has used so far. */
-export function procCpuSeconds(pid: number): number {
+/** CPU seconds a process has used so far, in user and in kernel (system) mode. */
+export function procCpuSplit(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticksPerSecond = 100;
-  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+  return { user: Number(fields[11]) / ticksPerSecond, system: Number(fields[12]) / ticksPerSecond };
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+export function procCpuSeconds(pid: number): number {
+  const { user, system } = procCpuSplit(pid);
+  return user + system;
 }
 
 export function hasProc(): boolean {

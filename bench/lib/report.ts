@@ -95,8 +95,8 @@ const DIGITS: Record<string, number> = {
   'MB/s': 1,
   ms: 1,
   bytes: 0,
-  USD: 4,
-  '×': 2,
+  USD: 5,
+  calls: 2,
 };
 
 export function formatNumber(value: number, unit: string): string {

@@ -47,6 +47,7 @@ import {
   waitQuerySchema,
   waitResultSchema,
 } from './schemas.ts';
+import { mountSendRoute, type SendDeps } from './send.ts';
 import { readTop } from './top.ts';
 import type { MailWaiter } from './waiter.ts';
 
@@ -97,6 +98,8 @@ export interface ApiDeps {
   readonly clock?: () => number;
   /** Receives errors that became a 500 (the client only sees `internal`). @default console.error */
   readonly logError?: (err: unknown) => void;
+  /** Enables `POST /v1/mailboxes/{address}/send` (see send.ts); absent, the route does not exist. */
+  readonly send?: SendDeps;
 }
 
 /** Per-request values set by the auth middleware. */
@@ -692,6 +695,7 @@ export function createApp(deps: ApiDeps): ApiApp {
   });
 
   if (deps.serveLocalBlobs !== undefined) mountLocalBlobs(app, blobs, deps.serveLocalBlobs.secret, now);
+  if (deps.send !== undefined) mountSendRoute(app, deps.send);
 
   return app;
 }

@@ -143,7 +143,7 @@ export const LOG_RETENTION_DAYS: readonly number[] = [
 ];
 
 /**
- * AWS-only settings, read by the CDK app at `cdk synth` (lib/, see docs/adr/0004-aws-settings-in-config-file.md).
+ * AWS-only settings, read by the CDK app at `cdk synth` (lib/, see docs/adr/0006-aws-settings-in-config-file.md).
  * The relay itself (local or in Lambda) ignores them. Defaults are documented on the MailRelay construct props.
  */
 export const awsSettingsSchema = z

@@ -25,3 +25,11 @@ export const storedSummarySchema = z.union([
   parsedSummarySchema.extend({ parseFailed: z.literal(false) }),
   z.object({ parseFailed: z.literal(true), parseError: z.string() }),
 ]);
+
+/**
+ * The index and blob key of a mailbox's `sent` view: copies of what its owner sent through
+ * `POST /v1/mailboxes/{address}/send`. A path inside the mailbox's own key space that no address
+ * can name (addresses have no '/'), so it never shows in the inbox listing and a client reaches it
+ * only through the API's sent view. See docs/adr/0009-sent-view.md.
+ */
+export const sentMailboxKey = (mailbox: string) => `${mailbox}/sent`;

@@ -1,27 +1,26 @@
 /**
- * The AWS adapter set, wired from the Lambda environment. Read once per execution environment
- * (module scope of each handler), so a missing variable or an invalid configuration fails the
- * cold start with a message naming what is wrong, not the 100th request.
+ * The AWS storage adapters, wired from the Lambda environment. Read once per execution
+ * environment (module scope of each handler), so a missing variable or an invalid configuration
+ * fails the cold start with a message naming what is wrong, not the 100th request.
  *
- * Environment:
+ * Environment (the stack sets these; see lib/mail-relay.ts HANDLER_ENV):
  *   BUCKET_NAME             the mail bucket (inbound/, notifications/, mailboxes/)
  *   TABLE_NAME              the single DynamoDB table of the mailbox index
  *   MAIL_RELAY_CONFIG_JSON  mail-relay.config.json's content, validated with parseConfig
- *   SES_CONFIGURATION_SET   optional: configuration set for outbound mail
- *   AWS_ENDPOINT_URL        optional (read by the SDK itself): an S3/DynamoDB/SES-compatible endpoint
+ *   SES_CONFIGURATION_SET   optional: SES configuration set for outbound mail (router)
+ *   AWS_ENDPOINT_URL        optional, read by the SDK itself: an S3/DynamoDB/SES-compatible endpoint
  *   MAIL_RELAY_S3_FORCE_PATH_STYLE  optional `true`/`false`; defaults to true when AWS_ENDPOINT_URL(_S3) is set
+ *
+ * Kept free of mailparser and SES: the API function imports this, and its bundle must stay small
+ * (the router adds those in router-deps.ts).
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
-import { SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../adapters/aws/s3-blob-store.ts';
-import { Sesv2Outbound } from '../adapters/aws/sesv2-outbound.ts';
-import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import { type Config, parseConfig } from '../core/config.ts';
 import { ConfigError } from '../core/errors.ts';
-import type { RouterDeps } from '../pipeline/router.ts';
 
 export interface HandlerSettings {
   readonly bucketName: string;
@@ -32,18 +31,18 @@ export interface HandlerSettings {
   readonly forcePathStyle: boolean;
 }
 
-export interface AwsClients {
+export interface StorageClients {
   readonly s3: S3Client;
   readonly dynamo: DynamoDBDocumentClient;
-  readonly ses: SESv2Client;
 }
 
-export interface AwsDeps extends RouterDeps {
+export interface AwsStorage {
+  readonly config: Config;
   readonly bucketName: string;
   readonly tableName: string;
   readonly blobs: S3BlobStore;
   readonly index: DynamoDbMailboxIndex;
-  readonly clients: AwsClients;
+  readonly clients: StorageClients;
 }
 
 function parseBoolean(name: string, value: string): boolean {
@@ -52,16 +51,16 @@ function parseBoolean(name: string, value: string): boolean {
   throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(value)}`);
 }
 
-/** Reads and validates the handlers' environment; every problem is reported at once. */
+/** Reads and validates the handlers' environment; every missing variable is reported at once. */
 export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
   const issues: string[] = [];
   const required = (name: string): string => {
-    const value = env[name];
-    if (value === undefined || value.trim() === '') {
+    const value = env[name]?.trim();
+    if (value === undefined || value === '') {
       issues.push(`${name} is not set`);
       return '';
     }
-    return value.trim();
+    return value;
   };
   const bucketName = required('BUCKET_NAME');
   const tableName = required('TABLE_NAME');
@@ -75,13 +74,14 @@ export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
     throw new ConfigError(`MAIL_RELAY_CONFIG_JSON is not valid JSON: ${(err as Error).message}`);
   }
   const config = parseConfig(raw, 'MAIL_RELAY_CONFIG_JSON');
-  const customEndpoint = Boolean(env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL);
-  const pathStyle = env.MAIL_RELAY_S3_FORCE_PATH_STYLE;
+  const customEndpoint = Boolean(env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL);
+  const pathStyle = env.MAIL_RELAY_S3_FORCE_PATH_STYLE?.trim();
+  const configurationSet = env.SES_CONFIGURATION_SET?.trim();
   return {
     bucketName,
     tableName,
     config,
-    sesConfigurationSet: env.SES_CONFIGURATION_SET?.trim() || undefined,
+    sesConfigurationSet: configurationSet === '' ? undefined : configurationSet,
     forcePathStyle:
       pathStyle === undefined || pathStyle === ''
         ? customEndpoint
@@ -91,34 +91,26 @@ export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
 
 /**
  * One client per service for the process. Region, credentials and endpoint come from the
- * standard SDK chain (AWS_REGION, the Lambda role, AWS_ENDPOINT_URL), never from code.
+ * standard SDK chain (AWS_REGION, the function's role, AWS_ENDPOINT_URL), never from code.
  */
-export function createAwsClients(settings: Pick<HandlerSettings, 'forcePathStyle'>): AwsClients {
+export function createStorageClients(settings: Pick<HandlerSettings, 'forcePathStyle'>): StorageClients {
   return {
     s3: new S3Client({ forcePathStyle: settings.forcePathStyle }),
     dynamo: DynamoDBDocumentClient.from(new DynamoDBClient({})),
-    ses: new SESv2Client({}),
   };
 }
 
-/** The router's ports on AWS, from explicit settings (the CLI builds them from a stack's outputs). */
-export function createAwsDepsFrom(
+/** The blob store and the index on AWS, from explicit settings (the CLI builds them from a stack's outputs). */
+export function createAwsStorage(
   settings: HandlerSettings,
-  clients: AwsClients = createAwsClients(settings),
-): AwsDeps {
+  clients: StorageClients = createStorageClients(settings),
+): AwsStorage {
   return {
     config: settings.config,
     bucketName: settings.bucketName,
     tableName: settings.tableName,
     blobs: new S3BlobStore({ client: clients.s3, bucket: settings.bucketName }),
     index: new DynamoDbMailboxIndex({ client: clients.dynamo, tableName: settings.tableName }),
-    parser: new MailparserAdapter(),
-    outbound: new Sesv2Outbound({ client: clients.ses, configurationSetName: settings.sesConfigurationSet }),
     clients,
   };
-}
-
-/** The router's ports on AWS, from the function's environment. Throws ConfigError on anything missing or invalid. */
-export function createAwsDeps(env: NodeJS.ProcessEnv = process.env): AwsDeps {
-  return createAwsDepsFrom(readHandlerSettings(env));
 }

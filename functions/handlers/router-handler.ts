@@ -142,8 +142,13 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
     return processNotification(deps, notification);
   }
 
+  let coldStart = true;
   return async (event, context) => {
     const started = performance.now();
+    if (coldStart) {
+      coldStart = false;
+      metrics.captureColdStartMetric();
+    }
     if (context !== undefined) logger.addContext(context);
     const parsed = sqsEventSchema.safeParse(event);
     if (!parsed.success) {
@@ -190,6 +195,8 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
       metrics.addMetric('rejected', MetricUnit.Count, c.rejected);
       metrics.addMetric('dropped', MetricUnit.Count, c.dropped);
       metrics.addMetric('quarantined', MetricUnit.Count, c.quarantined);
+      metrics.addMetric('forwardFailures', MetricUnit.Count, c.failed);
+      metrics.addMetric('forwardLoops', MetricUnit.Count, c.looped);
       metrics.addMetric('parseFailures', MetricUnit.Count, c.parseFailed);
       metrics.addMetric('failedRecords', MetricUnit.Count, failures.length);
       metrics.addMetric('batchLatency', MetricUnit.Milliseconds, Math.round(performance.now() - started));

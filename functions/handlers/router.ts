@@ -5,12 +5,13 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { createAwsDeps } from './deps.ts';
+import { readHandlerSettings } from './deps.ts';
+import { createAwsRouterDeps } from './router-deps.ts';
 import { createRouterHandler } from './router-handler.ts';
 
-const deps = createAwsDeps(process.env);
+const deps = createAwsRouterDeps(readHandlerSettings(process.env));
 const logger = new Logger({ serviceName: 'mail-relay-router' });
 const metrics = new Metrics({ namespace: 'MailRelay', serviceName: 'mail-relay-router' });
 
-/** The SQS event handler: returns `{batchItemFailures}` for partial batch responses. */
+/** The SQS event handler: returns `{batchItemFailures}` (partial batch response). */
 export const handler = createRouterHandler({ deps, bucketName: deps.bucketName, logger, metrics });

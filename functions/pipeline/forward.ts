@@ -2,7 +2,7 @@
  * Carries out one `forward` decision: loop check, exactly-once claim, header rewrite, size check
  * (an oversize message goes out as a notice with a download link), send with retries, and on
  * failure a record in the index plus a notice in the owner's mailbox. Called by the router.
- * See docs/adr/0005-forwarding.md.
+ * See docs/adr/0008-forwarding.md.
  */
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
@@ -217,7 +217,9 @@ async function buildFailureNotice(
     `  Message: ${req.id} (SES ${req.sesMessageId})`,
     '',
     `The original is kept as ${key}${attach ? ' and attached here' : ''}.`,
-    what === 'failed' ? 'Replaying the message (mail-relay replay) tries the forward again.' : '',
+    what === 'failed'
+      ? `Replaying its notification (notifications/${req.sesMessageId}.json) tries the forward again.`
+      : '',
     '',
   ].join('\n');
   return compose({

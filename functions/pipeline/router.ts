@@ -190,7 +190,7 @@ export interface EntryFields {
  * Exported for the other writers of mailboxes: notices, and the `sent` copies of submissions.
  */
 export async function deliverToMailbox(
-  deps: RouterDeps,
+  deps: Pick<RouterDeps, 'blobs' | 'index'>,
   args: {
     mailbox: string;
     id: string;

@@ -16,10 +16,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type {
-  CloudFormationCustomResourceEvent,
-  CloudFormationCustomResourceResponse,
-} from 'aws-lambda';
+import type { CloudFormationCustomResourceEvent, CloudFormationCustomResourceResponse } from 'aws-lambda';
 
 /** The two SES v1 calls this resource makes. */
 export interface ActiveRuleSetApi {
@@ -43,7 +40,10 @@ function stringProperty(props: Record<string, unknown>, key: string): string {
 }
 
 /** The decision logic, separate from SES and from the response protocol so tests drive it directly. */
-export async function onEvent(event: CloudFormationCustomResourceEvent, ses: ActiveRuleSetApi): Promise<Outcome> {
+export async function onEvent(
+  event: CloudFormationCustomResourceEvent,
+  ses: ActiveRuleSetApi,
+): Promise<Outcome> {
   const props = event.ResourceProperties as Record<string, unknown>;
   const name = stringProperty(props, 'RuleSetName');
   if (event.RequestType === 'Delete') {
@@ -58,7 +58,9 @@ export async function onEvent(event: CloudFormationCustomResourceEvent, ses: Act
 
   const replaceActive = props.ReplaceActive === 'true' || props.ReplaceActive === true;
   const previousName =
-    event.RequestType === 'Update' ? (event.OldResourceProperties as Record<string, unknown>).RuleSetName : undefined;
+    event.RequestType === 'Update'
+      ? (event.OldResourceProperties as Record<string, unknown>).RuleSetName
+      : undefined;
   const active = await ses.activeRuleSetName();
   const ours = active === null || active === name || active === previousName;
   if (!ours && !replaceActive) {
@@ -114,7 +116,9 @@ export function sendResponse(url: string, body: CloudFormationCustomResourceResp
       (res) => {
         res.resume();
         res.on('end', () =>
-          res.statusCode && res.statusCode < 300 ? resolve() : reject(new Error(`response PUT: ${res.statusCode}`)),
+          res.statusCode && res.statusCode < 300
+            ? resolve()
+            : reject(new Error(`response PUT: ${res.statusCode}`)),
         );
       },
     );
@@ -134,7 +138,12 @@ export function createHandler(ses: () => Promise<ActiveRuleSetApi>) {
     let response: CloudFormationCustomResourceResponse;
     try {
       const outcome = await onEvent(event, await ses());
-      response = { ...common, Status: 'SUCCESS', PhysicalResourceId: outcome.physicalResourceId, Data: outcome.data };
+      response = {
+        ...common,
+        Status: 'SUCCESS',
+        PhysicalResourceId: outcome.physicalResourceId,
+        Data: outcome.data,
+      };
     } catch (err) {
       console.error(err);
       response = {
@@ -143,7 +152,8 @@ export function createHandler(ses: () => Promise<ActiveRuleSetApi>) {
         Reason: err instanceof Error ? err.message : String(err),
         // Keep an existing id (so a failed Update does not look like a replacement); a failed Create
         // gets an id that Delete recognises as never having activated anything.
-        PhysicalResourceId: 'PhysicalResourceId' in event ? event.PhysicalResourceId : `failed:${event.RequestId}`,
+        PhysicalResourceId:
+          'PhysicalResourceId' in event ? event.PhysicalResourceId : `failed:${event.RequestId}`,
       };
     }
     // Without this answer CloudFormation waits an hour; if it cannot be sent, the error is logged by Lambda.

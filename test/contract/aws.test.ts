@@ -2,8 +2,9 @@
  * The shared port contracts against the AWS adapters (S3BlobStore, DynamoDbMailboxIndex), on a
  * private moto_server. Every test gets a fresh bucket or table.
  */
+import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, describe } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { CreateTableCommand, DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, DeleteBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
@@ -53,6 +54,26 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
         await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
       },
     };
+  });
+
+  it('S3BlobStore signs the response Content-Type and Content-Disposition into presigned URLs', async () => {
+    // moto serves presigned URLs but ignores response-* overrides, so the contract cannot see them
+    // applied there; S3 applies them, and only when they are part of the signed query.
+    const bucket = `presign-${randomUUID()}`;
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const store = new S3BlobStore({ client: s3, bucket });
+    const url = new URL(
+      await store.presign('mailboxes/a@example.com/01.eml', {
+        expiresIn: 300,
+        contentType: 'message/rfc822',
+        contentDisposition: 'attachment; filename="01.eml"',
+      }),
+    );
+    assert.equal(url.searchParams.get('response-content-type'), 'message/rfc822');
+    assert.equal(url.searchParams.get('response-content-disposition'), 'attachment; filename="01.eml"');
+    assert.equal(url.searchParams.get('X-Amz-Expires'), '300');
+    assert.match(url.searchParams.get('X-Amz-Signature') ?? '', /^[0-9a-f]{64}$/);
+    await assert.rejects(store.presign('k', { expiresIn: 8 * 24 * 3600 }), /expiresIn/);
   });
 
   runMailboxIndexContract('DynamoDbMailboxIndex', async () => {

@@ -9,18 +9,14 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { FsBlobStore } from '../../functions/adapters/local/fs-blob-store.ts';
 import type { RawConfig } from '../../functions/core/config.ts';
+import { MAX_FORWARD_HOPS } from '../../functions/core/forward-rewrite.ts';
 import { fieldValue, parseAddressList, splitMessage } from '../../functions/core/mime-header.ts';
 import { sesReceivedNotificationSchema } from '../../functions/core/notification.ts';
 import type { Verdicts } from '../../functions/core/routing.ts';
-import { ingest } from '../../functions/local/ingest.ts';
+import { type IngestResult, ingest } from '../../functions/local/ingest.ts';
 import { loadOrCreatePresignSecret } from '../../functions/local/runtime.ts';
 import { FORWARDED_PREFIX, forwardedKey, forwardSendKey } from '../../functions/pipeline/forward.ts';
-import {
-  notificationKey,
-  processNotification,
-  type RouteResult,
-  type RouterDeps,
-} from '../../functions/pipeline/router.ts';
+import { notificationKey, processNotification, type RouterDeps } from '../../functions/pipeline/router.ts';
 import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { corpusDir, corpusFiles, requireOrAnnounce } from '../helpers/env.ts';
 import { python } from '../helpers/process.ts';
@@ -79,7 +75,7 @@ interface Harness {
     recipients: string[],
     body: Buffer,
     options?: { verdicts?: Verdicts; sesMessageId?: string },
-  ): Promise<RouteResult>;
+  ): Promise<IngestResult>;
 }
 
 async function startHarness(relay: Record<string, unknown> = {}): Promise<Harness> {
@@ -196,6 +192,21 @@ describe('forwarding through a smarthost to a remote MX', () => {
       const raw = readFileSync(f.path);
       const before = h.mx.received.length;
       const r = await h.send(['boss@example.test'], raw);
+      // The body is what follows the header block of the message as the relay stored it (our trace
+      // headers on top: a message starting with a folded line continues our Authentication-Results).
+      const stored = await h.env.runtime.blobs.get(r.inboundKey);
+      assert.ok(stored);
+      const hops = splitMessage(stored).fields.filter((x) => x.key === 'received').length;
+      if (hops > MAX_FORWARD_HOPS) {
+        // A few test messages carry a hundred Received headers: exactly what the hop limit is for.
+        assert.deepEqual(
+          r.outcomes.map((o) => o.status),
+          ['looped'],
+          f.file,
+        );
+        assert.equal(h.mx.received.length, before, f.file);
+        continue;
+      }
       assert.deepEqual(
         r.outcomes.map((o) => o.status),
         ['forwarded'],
@@ -203,10 +214,6 @@ describe('forwarding through a smarthost to a remote MX', () => {
       );
       const got = h.mx.received[before];
       assert.ok(got, f.file);
-      // The body is what follows the header block of the message as the relay stored it (our trace
-      // headers on top: a message starting with a folded line continues our Authentication-Results).
-      const stored = await h.env.runtime.blobs.get(r.inboundKey);
-      assert.ok(stored);
       assert.deepEqual(splitMessage(got.raw).body, onTheWire(splitMessage(stored).body), `${f.file}: body`);
       // Ours is the newest, on top; earlier forwarders' stay below it.
       assert.equal(header(got.raw, 'X-Forwarded-To')[0], 'boss@remote.test', f.file);

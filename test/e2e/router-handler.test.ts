@@ -297,7 +297,12 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     );
     const lateAt = new Date(Date.UTC(2025, 0, 1));
     const missing = sqsRecord(
-      sesNotification({ sesMessageId: 'never-stored', recipients: ['alice@example.test'], bucket: BUCKET, timestamp: lateAt }),
+      sesNotification({
+        sesMessageId: 'never-stored',
+        recipients: ['alice@example.test'],
+        bucket: BUCKET,
+        timestamp: lateAt,
+      }),
     );
     const { response } = await invoke([snsButNotSes, good.record, otherBucket, missing]);
     assert.deepEqual(
@@ -312,17 +317,13 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     await blobs.put('inbound/never-stored', raw);
     const retry = await invoke([missing]);
     assert.deepEqual(retry.response, { batchItemFailures: [] });
-    const notification = sesNotification({
-      sesMessageId: 'never-stored',
-      recipients: ['alice@example.test'],
-      bucket: BUCKET,
-    });
     expectDelivered({
       sesMessageId: 'never-stored',
       raw,
       mailboxes: ['alice@example.test'],
-      timestamp: new Date(notification.mail.timestamp),
+      timestamp: lateAt,
     });
+    await assertMailboxes();
   });
 
   it('accepts raw message delivery (body = the notification) and acknowledges the SES setup notification', async () => {
@@ -365,15 +366,10 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     const metric = lines.find((l) => '_aws' in l);
     assert.equal(metric?.forwarded, 1);
     assert.equal(metric?.quarantined, 1);
-    const data = (await moto.data()) as {
-      ses?: { sent_messages?: { destinations?: unknown; raw_data?: string }[] };
-    };
-    const sentMail = data.ses?.sent_messages ?? [];
+    const sentMail = await moto.sentRawMessages();
     assert.ok(
       sentMail.some(
-        (m) =>
-          JSON.stringify(m.destinations).includes('boss.private@gmail.test') &&
-          (m.raw_data ?? '').includes('Quarterly numbers'),
+        (m) => m.destinations.includes('boss.private@gmail.test') && m.raw_data.includes('Quarterly numbers'),
       ),
       `the forward reached SES: ${JSON.stringify(sentMail).slice(0, 300)}`,
     );

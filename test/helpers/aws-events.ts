@@ -159,27 +159,35 @@ export function httpApiEvent(spec: HttpRequestSpec): APIGatewayProxyEventV2 {
 }
 
 /**
- * Runs `fn` while taking the Powertools JSON lines (logs, EMF metrics) that it writes to stdout;
- * everything else passes through (the test runner reports on stdout too).
+ * Runs `fn` while taking the Powertools JSON lines (logs, EMF metrics) that it writes to stdout
+ * and stderr (errors go there); everything else passes through (the test runner reports on stdout).
  */
 export async function capturePowertools<T>(
   fn: () => Promise<T>,
 ): Promise<{ result: T; lines: Record<string, unknown>[] }> {
-  const original = process.stdout.write;
   const lines: Record<string, unknown>[] = [];
-  const write = (chunk: unknown, ...rest: unknown[]): boolean => {
-    const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('utf8') : '';
-    if (text.startsWith('{') && (text.includes('"_aws"') || text.includes('"level"'))) {
-      for (const line of text.split('\n'))
-        if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
-      return true;
-    }
-    return (original as (...args: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
-  };
-  process.stdout.write = write as typeof process.stdout.write;
+  const streams = [process.stdout, process.stderr];
+  const originals = streams.map((s) => s.write);
+  streams.forEach((stream, i) => {
+    const original = originals[i] as (...args: unknown[]) => boolean;
+    const write = (chunk: unknown, ...rest: unknown[]): boolean => {
+      const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('utf8') : '';
+      if (text.startsWith('{') && (text.includes('"_aws"') || text.includes('"level"'))) {
+        for (const line of text.split('\n')) {
+          if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+        }
+        return true;
+      }
+      return original.call(stream, chunk, ...rest);
+    };
+    stream.write = write as typeof stream.write;
+  });
   try {
     return { result: await fn(), lines };
   } finally {
-    process.stdout.write = original;
+    streams.forEach((stream, i) => {
+      const original = originals[i];
+      if (original !== undefined) stream.write = original;
+    });
   }
 }

@@ -41,7 +41,11 @@ function create(name: string, replaceActive = false): CloudFormationCustomResour
   return {
     ...base,
     RequestType: 'Create',
-    ResourceProperties: { ServiceToken: base.ServiceToken, RuleSetName: name, ReplaceActive: String(replaceActive) },
+    ResourceProperties: {
+      ServiceToken: base.ServiceToken,
+      RuleSetName: name,
+      ReplaceActive: String(replaceActive),
+    },
   };
 }
 
@@ -55,7 +59,10 @@ function update(name: string, old: string): CloudFormationCustomResourceEvent {
   };
 }
 
-function del(name: string, physicalId = `active-receipt-rule-set:${name}`): CloudFormationCustomResourceEvent {
+function del(
+  name: string,
+  physicalId = `active-receipt-rule-set:${name}`,
+): CloudFormationCustomResourceEvent {
   return {
     ...base,
     RequestType: 'Delete',

@@ -66,7 +66,16 @@ function regionOf(config: unknown): string {
   return typeof aws?.region === 'string' ? aws.region : TEST_ENV.region;
 }
 
-export type Resources = Record<string, { Type: string; Properties?: Record<string, unknown>; DependsOn?: string[] }>;
+export type Resources = Record<
+  string,
+  { Type: string; Properties?: Record<string, unknown>; DependsOn?: string[] }
+>;
+
+/** A resource's Properties; fails the test when the resource or its properties are missing. */
+export function propertiesOf(resource: Resources[string] | undefined): Record<string, unknown> {
+  if (!resource?.Properties) throw new Error('resource (or its Properties) not found');
+  return resource.Properties;
+}
 
 export function resourcesOfType(template: Template, type: string): Resources {
   return template.findResources(type) as Resources;

@@ -22,7 +22,11 @@ after(() => {
 function nagApp(): App {
   const outdir = mkdtempSync(join(tmpdir(), 'mail-relay-nag-'));
   outdirs.push(outdir);
-  const app = new App({ outdir, context: { 'aws:cdk:bundling-stacks': [] }, builtinCloudFormationValidation: false });
+  const app = new App({
+    outdir,
+    context: { 'aws:cdk:bundling-stacks': [] },
+    builtinCloudFormationValidation: false,
+  });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   return app;
 }
@@ -48,7 +52,8 @@ function acknowledgmentsUnder(scope: IConstruct): Acknowledged[] {
     for (const entry of c.node.metadata) {
       if (entry.type !== Validations.ACKNOWLEDGED_RULES_METADATA_KEY) continue;
       // One entry per construct: acknowledged id -> reason.
-      for (const [id, reason] of Object.entries(entry.data as Record<string, string>)) out.push({ id, reason });
+      for (const [id, reason] of Object.entries(entry.data as Record<string, string>))
+        out.push({ id, reason });
     }
   }
   return out;
@@ -94,7 +99,10 @@ describe('cdk-nag AwsSolutionsChecks', () => {
         assert.ok(a.reason.length >= 80, `reason too thin for ${a.id}: ${a.reason}`);
       }
       // Acknowledgments are exact findings wherever the rule allows it: no blanket IAM5.
-      assert.ok(!acks.some((a) => a.id.endsWith('AwsSolutions-IAM5')), 'IAM5 acknowledged without naming the finding');
+      assert.ok(
+        !acks.some((a) => a.id.endsWith('AwsSolutions-IAM5')),
+        'IAM5 acknowledged without naming the finding',
+      );
     });
   }
 

@@ -3,12 +3,24 @@
  * (a bad configuration, a region without SES receiving), each naming what is wrong.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { App, Stack } from 'aws-cdk-lib';
 import { parseConfig } from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
+import { loadStackConfig } from '../../lib/config-source.ts';
+import { MailRelay } from '../../lib/mail-relay.ts';
 import { MAX_RECIPIENTS_PER_RULE, receiptRecipients, splitIntoRules } from '../../lib/recipients.ts';
 import { SES_RECEIVING_REGIONS } from '../../lib/ses-regions.ts';
-import { exampleConfig, manyRecipientsConfig, resourcesOfType, synthStack } from './infra-helpers.ts';
+import {
+  exampleConfig,
+  manyRecipientsConfig,
+  resourcesOfType,
+  synthStack,
+  TEST_ENV,
+} from './infra-helpers.ts';
 
 function configError(fn: () => unknown): ConfigError {
   try {
@@ -43,7 +55,11 @@ describe('receipt rule recipients', () => {
       ],
     ];
     for (const [why, extra] of cases) {
-      assert.deepEqual(receiptRecipients(parseConfig({ domains: ['example.com'], ...extra })), ['example.com'], why);
+      assert.deepEqual(
+        receiptRecipients(parseConfig({ domains: ['example.com'], ...extra })),
+        ['example.com'],
+        why,
+      );
     }
   });
 
@@ -75,7 +91,11 @@ describe('receipt rule recipients', () => {
       [100, 100, 50],
     );
     assert.deepEqual(rules.flat(), recipients);
-    assert.deepEqual(splitIntoRules([]), [], 'no recipients, no rule (a rule without recipients matches everything)');
+    assert.deepEqual(
+      splitIntoRules([]),
+      [],
+      'no recipients, no rule (a rule without recipients matches everything)',
+    );
     assert.deepEqual(
       splitIntoRules(Array.from({ length: 100 }, (_, i) => `u${i}@example.com`)).map((r) => r.length),
       [MAX_RECIPIENTS_PER_RULE],
@@ -96,7 +116,9 @@ describe('receipt rule recipients', () => {
     }
     assert.equal(new Set(all).size, 250);
     // Rules 2 and 3 come after their predecessor (the order SES evaluates them in).
-    const afters = rules.map(([, r]) => (r.Properties?.After as { Ref?: string } | undefined)?.Ref).filter(Boolean);
+    const afters = rules
+      .map(([, r]) => (r.Properties?.After as { Ref?: string } | undefined)?.Ref)
+      .filter(Boolean);
     assert.equal(afters.length, 2);
     template.resourceCountIs('AWS::SES::EmailIdentity', 3);
   });
@@ -111,7 +133,13 @@ describe('synth-time refusals', () => {
         aws: { region: 'mars-1', alarmEmail: 'x', hostedZoneIds: { 'example.com': 'bad' } },
       }),
     );
-    for (const path of ['domains[0]', 'routes[0].to[0]', 'aws.region', 'aws.alarmEmail', 'aws.hostedZoneIds.example.com']) {
+    for (const path of [
+      'domains[0]',
+      'routes[0].to[0]',
+      'aws.region',
+      'aws.alarmEmail',
+      'aws.hostedZoneIds.example.com',
+    ]) {
       assert.ok(
         err.issues.some((i) => i.startsWith(path)),
         `no issue for ${path} in:\n${err.message}`,
@@ -132,15 +160,45 @@ describe('synth-time refusals', () => {
     ]);
   });
 
+  it('construct props go through the same checks as the file’s aws settings', () => {
+    const err = configError(
+      () =>
+        new MailRelay(new Stack(new App(), 'Props', { env: TEST_ENV }), 'Relay', {
+          config: exampleConfig(),
+          logRetentionDays: 31,
+          corsOrigins: ['https://ok.example', 'not an origin'],
+        }),
+    );
+    assert.deepEqual(
+      err.issues.map((i) => i.split(':')[0]),
+      ['aws.corsOrigins[1]', 'aws.logRetentionDays'],
+    );
+  });
+
   it('a region where SES does not receive mail stops synth, naming the regions that do', () => {
     const config = { ...exampleConfig(), aws: { region: 'ap-south-1' } };
     const err = configError(() => synthStack(config));
     assert.equal(err.issues.length, 1);
-    assert.match(err.issues[0] ?? '', /^aws\.region: Amazon SES does not receive mail in ap-south-1\. Deploy to one of us-east-1, /);
+    assert.match(
+      err.issues[0] ?? '',
+      /^aws\.region: Amazon SES does not receive mail in ap-south-1\. Deploy to one of us-east-1, /,
+    );
     // For a region added after this list was written, the check can be skipped knowingly.
     const skipped = { ...exampleConfig(), aws: { region: 'ap-south-1', skipRegionCheck: true } };
     assert.doesNotThrow(() => synthStack(skipped));
     for (const r of ['us-east-1', 'us-west-2', 'eu-west-1']) assert.ok(SES_RECEIVING_REGIONS.includes(r));
+  });
+
+  it('without a configuration file, the CDK app says how to make one (no dev default is deployed)', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'mail-relay-noconfig-'));
+    try {
+      const err = configError(() => loadStackConfig({}, empty));
+      assert.match(err.message, /copy mail-relay\.config\.example\.json to mail-relay\.config\.json/);
+      const named = configError(() => loadStackConfig({ MAIL_RELAY_CONFIG: 'missing.json' }, empty));
+      assert.match(named.message, /MAIL_RELAY_CONFIG points to .*missing\.json, which does not exist/);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 
   it('an environment-agnostic stack (no region) stops synth: the region must be explicit', () => {

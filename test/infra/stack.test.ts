@@ -14,6 +14,7 @@ import {
   exampleConfig,
   fullConfig,
   type PolicyStatementJson,
+  propertiesOf,
   resourcesOfType,
   resourceText,
   statementsOfRole,
@@ -73,6 +74,7 @@ describe('storage', () => {
           Rules: Match.arrayWith([
             Match.objectLike({ Prefix: 'inbound/', ExpirationInDays: 30, Status: 'Enabled' }),
             Match.objectLike({ Prefix: 'notifications/', ExpirationInDays: 30, Status: 'Enabled' }),
+            Match.objectLike({ Prefix: 'forwarded/', ExpirationInDays: 30, Status: 'Enabled' }),
             Match.objectLike({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } }),
           ]),
         },
@@ -101,7 +103,8 @@ describe('storage', () => {
 
   it('SES may write only under inbound/, only for our own rule set and account', () => {
     const policy = Object.values(resourcesOfType(example, 'AWS::S3::BucketPolicy'))[0];
-    const statements = (policy?.Properties?.PolicyDocument as { Statement: PolicyStatementJson[] }).Statement;
+    const statements = (propertiesOf(policy).PolicyDocument as { Statement: PolicyStatementJson[] })
+      .Statement;
     const ses = statements.filter((s) => JSON.stringify(s.Principal).includes('ses.amazonaws.com'));
     assert.equal(ses.length, 1);
     const [s] = ses;
@@ -144,7 +147,10 @@ describe('storage', () => {
       },
     });
     t.resourceCountIs('Custom::S3AutoDeleteObjects', 1);
-    t.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Delete', Properties: { DeletionProtectionEnabled: false } });
+    t.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Delete',
+      Properties: { DeletionProtectionEnabled: false },
+    });
   });
 });
 
@@ -164,7 +170,15 @@ describe('ingest', () => {
     const topicId = onlyLogicalId(example, 'AWS::SNS::Topic', 'MailRelayIngestReceived');
     const rule = rules[0]?.Properties?.Rule as Record<string, unknown>;
     assert.deepEqual(rule, {
-      Actions: [{ S3Action: { BucketName: { Ref: bucketId }, ObjectKeyPrefix: 'inbound/', TopicArn: { Ref: topicId } } }],
+      Actions: [
+        {
+          S3Action: {
+            BucketName: { Ref: bucketId },
+            ObjectKeyPrefix: 'inbound/',
+            TopicArn: { Ref: topicId },
+          },
+        },
+      ],
       Enabled: true,
       // The example routes *@example.com and uses plus-addressing: SES must accept the whole domain.
       Recipients: ['example.com'],
@@ -185,6 +199,8 @@ describe('ingest', () => {
           Match.objectLike({
             Principal: { Service: 'ses.amazonaws.com' },
             Action: ['kms:GenerateDataKey*', 'kms:Decrypt'],
+            // Only through SNS topics of this account and region.
+            Condition: { ArnLike: { 'kms:EncryptionContext:aws:sns:topicArn': Match.anyValue() } },
           }),
         ]),
       },
@@ -211,7 +227,10 @@ describe('ingest', () => {
       // Six times the router's 60 s timeout, so a slow message is not handed out twice.
       VisibilityTimeout: 360,
     });
-    example.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true, MessageRetentionPeriod: 1209600 });
+    example.hasResourceProperties('AWS::SQS::Queue', {
+      SqsManagedSseEnabled: true,
+      MessageRetentionPeriod: 1209600,
+    });
     for (const id of [queueId, dlqId]) {
       example.hasResourceProperties('AWS::SQS::QueuePolicy', {
         Queues: [{ Ref: id }],
@@ -260,9 +279,15 @@ describe('ingest', () => {
       HostedZoneId: 'Z0123456789ABC',
       ResourceRecords: ['10 inbound-smtp.eu-west-1.amazonaws.com'],
     });
-    full.hasResourceProperties('AWS::Route53::RecordSet', { Type: 'MX', Name: 'example.org.', HostedZoneId: 'Z0987654321XYZ' });
+    full.hasResourceProperties('AWS::Route53::RecordSet', {
+      Type: 'MX',
+      Name: 'example.org.',
+      HostedZoneId: 'Z0987654321XYZ',
+    });
     // Three DKIM CNAMEs per domain.
-    const cnames = Object.values(resourcesOfType(full, 'AWS::Route53::RecordSet')).filter((r) => r.Properties?.Type === 'CNAME');
+    const cnames = Object.values(resourcesOfType(full, 'AWS::Route53::RecordSet')).filter(
+      (r) => r.Properties?.Type === 'CNAME',
+    );
     assert.equal(cnames.length, 6);
     assert.deepEqual(dnsOutputs(full), []);
 
@@ -284,7 +309,11 @@ describe('functions', () => {
       assert.deepEqual(p.TracingConfig, { Mode: 'Active' }, id);
       const logGroup = (p.LoggingConfig as { LogGroup?: { Ref?: string } } | undefined)?.LogGroup?.Ref;
       assert.ok(logGroup, `${id} has no log group of its own`);
-      assert.equal(resourcesOfType(full, 'AWS::Logs::LogGroup')[logGroup]?.Properties?.RetentionInDays, 90, id);
+      assert.equal(
+        resourcesOfType(full, 'AWS::Logs::LogGroup')[logGroup]?.Properties?.RetentionInDays,
+        90,
+        id,
+      );
       const env = (p.Environment as { Variables: Record<string, unknown> }).Variables;
       assert.equal(env.NODE_OPTIONS, '--enable-source-maps', id);
     }
@@ -293,9 +322,11 @@ describe('functions', () => {
   it('the router and API get the bucket and table through the environment, and the configuration’s hash', () => {
     for (const prefix of ['MailRelayRouter', 'MailRelayApiFunction']) {
       const id = onlyLogicalId(example, 'AWS::Lambda::Function', prefix);
-      const env = (resourcesOfType(example, 'AWS::Lambda::Function')[id]?.Properties?.Environment as {
-        Variables: Record<string, unknown>;
-      }).Variables;
+      const env = (
+        propertiesOf(resourcesOfType(example, 'AWS::Lambda::Function')[id]).Environment as {
+          Variables: Record<string, unknown>;
+        }
+      ).Variables;
       assert.deepEqual(env[HANDLER_ENV.bucket], { Ref: bucketId });
       assert.deepEqual(env[HANDLER_ENV.table], { Ref: tableId });
       // The configuration itself is in the bundle (bundles.test.ts): Lambda variables are limited to 4 KB.
@@ -305,32 +336,47 @@ describe('functions', () => {
     }
   });
 
-  it('the router gets exactly what it uses: read inbound/, write notifications/ and mailboxes/, the table, its queue', () => {
+  it('the router gets exactly what it uses: its prefixes, the table (no deletes), its queue', () => {
     const s = statementsOfRole(example, 'MailRelayRouterResourcesRole');
-    assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources).sort(), ['inbound/', 'mailboxes/']);
-    assert.deepEqual(grantsOf(s, 's3:PutObject').flatMap(objectResources).sort(), ['mailboxes/', 'notifications/']);
+    assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources).sort(), [
+      'forwarded/',
+      'inbound/',
+      'mailboxes/',
+    ]);
+    assert.deepEqual(grantsOf(s, 's3:PutObject').flatMap(objectResources).sort(), [
+      'forwarded/',
+      'mailboxes/',
+      'notifications/',
+    ]);
     assert.deepEqual(grantsOf(s, 's3:DeleteObject'), []);
     const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
     assert.equal(dynamo.length, 1);
     assert.deepEqual(dynamo[0]?.Resource, { 'Fn::GetAtt': [tableId, 'Arn'] });
     assert.ok(!actionsOf(dynamo[0] as PolicyStatementJson).includes('dynamodb:DeleteItem'));
     const sqs = s.filter((x) => actionsOf(x).some((a) => a.startsWith('sqs:')));
-    assert.deepEqual(resourceText(sqs[0]?.Resource), JSON.stringify({ 'Fn::GetAtt': [onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestNotifications'), 'Arn'] }));
+    assert.deepEqual(
+      resourceText(sqs[0]?.Resource),
+      JSON.stringify({
+        'Fn::GetAtt': [onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestNotifications'), 'Arn'],
+      }),
+    );
   });
 
-  it('the API reads and deletes under mailboxes/ only, and never touches inbound/', () => {
+  it('the API reads, writes (sent view) and deletes under mailboxes/ only, and never touches inbound/', () => {
     const s = statementsOfRole(example, 'MailRelayApiFunctionResourcesRole');
     assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources), ['mailboxes/']);
     assert.deepEqual(grantsOf(s, 's3:DeleteObject').flatMap(objectResources), ['mailboxes/']);
-    assert.deepEqual(grantsOf(s, 's3:PutObject'), []);
-    assert.doesNotMatch(JSON.stringify(s), /inbound\//);
+    assert.deepEqual(grantsOf(s, 's3:PutObject').flatMap(objectResources), ['mailboxes/']);
+    assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|forwarded\//);
   });
 
   it('sending is limited to From addresses at our domains', () => {
     for (const role of ['MailRelayRouterResourcesRole', 'MailRelayApiFunctionResourcesRole']) {
       const [send] = grantsOf(statementsOfRole(full, role), 'ses:SendEmail');
       assert.ok(send, role);
-      assert.deepEqual(send.Condition, { StringLike: { 'ses:FromAddress': ['*@example.com', '*@example.org'] } });
+      assert.deepEqual(send.Condition, {
+        StringLike: { 'ses:FromAddress': ['*@example.com', '*@example.org'] },
+      });
     }
   });
 
@@ -339,7 +385,7 @@ describe('functions', () => {
       assert.equal(role.Properties?.ManagedPolicyArns, undefined, `${id} has managed policies`);
     }
     for (const p of Object.values(resourcesOfType(full, 'AWS::IAM::Policy'))) {
-      for (const st of (p.Properties?.PolicyDocument as { Statement: PolicyStatementJson[] }).Statement) {
+      for (const st of (propertiesOf(p).PolicyDocument as { Statement: PolicyStatementJson[] }).Statement) {
         for (const a of actionsOf(st)) assert.doesNotMatch(a, /(^\*$|:\*$)/, `wildcard action ${a}`);
       }
     }
@@ -349,7 +395,10 @@ describe('functions', () => {
 describe('API', () => {
   it('an HTTP API proxies every route to the API function; the $default stage throttles and logs', () => {
     const apiFn = onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelayApiFunction');
-    example.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP', CorsConfiguration: Match.absent() });
+    example.hasResourceProperties('AWS::ApiGatewayV2::Api', {
+      ProtocolType: 'HTTP',
+      CorsConfiguration: Match.absent(),
+    });
     example.hasResourceProperties('AWS::ApiGatewayV2::Integration', {
       IntegrationType: 'AWS_PROXY',
       IntegrationUri: { 'Fn::GetAtt': [apiFn, 'Arn'] },
@@ -361,13 +410,16 @@ describe('API', () => {
       StageName: '$default',
       AutoDeploy: true,
       DefaultRouteSettings: { ThrottlingRateLimit: 50, ThrottlingBurstLimit: 100 },
-      AccessLogSettings: { DestinationArn: { 'Fn::GetAtt': [logsId, 'Arn'] }, Format: Match.stringLikeRegexp('requestId') },
+      AccessLogSettings: {
+        DestinationArn: { 'Fn::GetAtt': [logsId, 'Arn'] },
+        Format: Match.stringLikeRegexp('requestId'),
+      },
     });
   });
 
   it('the access log format never includes headers or the query string (bearer tokens stay out of logs)', () => {
     const [stage] = Object.values(resourcesOfType(example, 'AWS::ApiGatewayV2::Stage'));
-    const format = String((stage?.Properties?.AccessLogSettings as { Format: string }).Format);
+    const format = String((propertiesOf(stage).AccessLogSettings as { Format: string }).Format);
     assert.doesNotMatch(format, /header|querystring|authorizer/i);
     assert.doesNotThrow(() => JSON.parse(format));
   });
@@ -392,15 +444,27 @@ describe('operations', () => {
       Threshold: 0,
       ComparisonOperator: 'GreaterThanThreshold',
     });
-    example.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'Errors', Namespace: 'AWS/Lambda' });
-    example.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: '5xx', Namespace: 'AWS/ApiGateway' });
+    example.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'Errors',
+      Namespace: 'AWS/Lambda',
+    });
+    example.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: '5xx',
+      Namespace: 'AWS/ApiGateway',
+    });
     example.resourceCountIs('AWS::SNS::Subscription', 1); // only SNS -> SQS: no e-mail configured
   });
 
   it('with an alarm e-mail, the alarms notify an encrypted topic with that subscription', () => {
-    full.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@elsewhere.example' });
+    full.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'ops@elsewhere.example',
+    });
     const topicId = onlyLogicalId(full, 'AWS::SNS::Topic', 'MailRelayAlarmsTopic');
-    full.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue(), DisplayName: 'mail-relay alarms' });
+    full.hasResourceProperties('AWS::SNS::Topic', {
+      KmsMasterKeyId: Match.anyValue(),
+      DisplayName: 'mail-relay alarms',
+    });
     const alarms = Object.values(resourcesOfType(full, 'AWS::CloudWatch::Alarm'));
     for (const a of alarms) assert.deepEqual(a.Properties?.AlarmActions, [{ Ref: topicId }]);
   });
@@ -411,6 +475,8 @@ describe('outputs', () => {
     example.hasOutput('ApiUrl', { Value: Match.objectLike({ 'Fn::Join': Match.anyValue() }) });
     example.hasOutput('BucketName', { Value: { Ref: bucketId } });
     example.hasOutput('TableName', { Value: { Ref: tableId } });
-    example.hasOutput('RuleSetName', { Value: { Ref: onlyLogicalId(example, 'AWS::SES::ReceiptRuleSet', 'MailRelayIngestRuleSet') } });
+    example.hasOutput('RuleSetName', {
+      Value: { Ref: onlyLogicalId(example, 'AWS::SES::ReceiptRuleSet', 'MailRelayIngestRuleSet') },
+    });
   });
 });

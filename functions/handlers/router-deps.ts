@@ -1,0 +1,26 @@
+/**
+ * The router's ports on AWS: the storage of deps.ts plus mailparser and SES (which the API
+ * function never loads). Used by the router Lambda and by `mail-relay replay --stack`.
+ */
+import { SESv2Client } from '@aws-sdk/client-sesv2';
+import { Sesv2Outbound } from '../adapters/aws/sesv2-outbound.ts';
+import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
+import type { RouterDeps } from '../pipeline/router.ts';
+import { type AwsStorage, createAwsStorage, type HandlerSettings, type StorageClients } from './deps.ts';
+
+export type AwsRouterDeps = RouterDeps & AwsStorage & { readonly ses: SESv2Client };
+
+/** Router ports from explicit settings; clients default to the SDK's standard chain. */
+export function createAwsRouterDeps(
+  settings: HandlerSettings,
+  clients?: StorageClients & { readonly ses?: SESv2Client },
+): AwsRouterDeps {
+  const storage = createAwsStorage(settings, clients);
+  const ses = clients?.ses ?? new SESv2Client({});
+  return {
+    ...storage,
+    parser: new MailparserAdapter(),
+    outbound: new Sesv2Outbound({ client: ses, configurationSetName: settings.sesConfigurationSet }),
+    ses,
+  };
+}

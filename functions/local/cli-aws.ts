@@ -1,0 +1,294 @@
+/**
+ * CLI commands that reach the deployed relay, or that replay stored mail:
+ *
+ *   mail-relay replay --since <time> [--mailbox <address>] [--stack <name>]
+ *   mail-relay token create --stack <name> (<mailbox> | --admin [<mailbox>]) [--label <text>]
+ *   mail-relay token revoke --stack <name> <token>
+ *
+ * With `--stack`, the bucket and table come from the CloudFormation stack's outputs (`BucketName`,
+ * `TableName`; lib/mail-relay-stack.ts declares them under these keys), and AWS access from the
+ * user's own credentials and region, resolved by the SDK as the AWS CLI does (AWS_PROFILE,
+ * AWS_REGION, ~/.aws/…, AWS_ENDPOINT_URL). Without it, replay works on the local data dir.
+ * The routing configuration is the local `mail-relay.config.json`: the file the stack was built from.
+ */
+import { parseArgs } from 'node:util';
+import type { Stack } from '@aws-sdk/client-cloudformation';
+import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
+import { isAddress, normalizeAddress } from '../core/config.ts';
+import { ConfigError } from '../core/errors.ts';
+import { isMailbox } from '../core/routing.ts';
+import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
+import type { RouterDeps } from '../pipeline/router.ts';
+import { loadConfig } from './config-file.ts';
+
+/** The subset of cli.ts's Io these commands use (structurally the same, so cli.ts passes its own). */
+export interface CliIo {
+  readonly out: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly err: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** Output keys of the stack (lib/mail-relay-stack.ts). */
+export const STACK_OUTPUT_KEYS = { bucket: 'BucketName', table: 'TableName' } as const;
+
+export const REPLAY_USAGE = `Usage: mail-relay replay --since <time> [--mailbox <address>] [--stack <name>]
+  --since     ISO 8601 date or time (2025-03-01, 2025-03-01T12:00:00Z), or an age: 90m, 12h, 7d
+  --mailbox   only mail whose routing reaches this mailbox
+  --stack     replay in the deployed stack (S3 + DynamoDB + SES, with your AWS credentials);
+              without it, the local data dir ($MAIL_RELAY_DATA_DIR)
+Replaying twice is safe: deliveries and forwards happen once.`;
+
+export const TOKEN_STACK_USAGE = `Usage: mail-relay token create --stack <name> <mailbox> [--label <text>]
+       mail-relay token create --stack <name> --admin [<mailbox>] [--label <text>]
+       mail-relay token revoke --stack <name> <token>`;
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--since`: an ISO 8601 date/time, or an age such as `90m`, `12h`, `7d` (relative to `now`). */
+export function parseSince(value: string, now: Date = new Date()): Date | null {
+  const age = /^(\d{1,6})([smhd])$/.exec(value.trim());
+  if (age) {
+    const [, amount, unit] = age;
+    return new Date(now.getTime() - Number(amount) * (DURATION_UNITS[unit ?? ''] ?? Number.NaN));
+  }
+  // Date-only or date-time in ISO 8601; Date.parse alone would accept "March 1" and guess a year.
+  if (
+    !/^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(
+      value.trim(),
+    )
+  ) {
+    return null;
+  }
+  const ms = Date.parse(value.trim());
+  return Number.isFinite(ms) ? new Date(ms) : null;
+}
+
+export interface StackOutputs {
+  readonly bucketName: string;
+  readonly tableName: string;
+}
+
+/** Reads the bucket and table names from a deployed stack's outputs (CloudFormation DescribeStacks). */
+export async function readStackOutputs(stackName: string): Promise<StackOutputs> {
+  // Loaded on demand: `mail-relay route` and friends should not pay for the AWS SDK at start.
+  const { CloudFormationClient, DescribeStacksCommand } = await import('@aws-sdk/client-cloudformation');
+  const client = new CloudFormationClient({});
+  try {
+    let stacks: Stack[] | undefined;
+    try {
+      ({ Stacks: stacks } = await client.send(new DescribeStacksCommand({ StackName: stackName })));
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (/does not exist/i.test(message))
+        throw new ConfigError(`stack ${stackName} does not exist (check --stack and AWS_REGION)`);
+      throw new ConfigError(`cannot read stack ${stackName}: ${message}`);
+    }
+    const outputs = stacks?.[0]?.Outputs ?? [];
+    const value = (key: string) => outputs.find((o) => o.OutputKey === key)?.OutputValue;
+    const bucketName = value(STACK_OUTPUT_KEYS.bucket);
+    const tableName = value(STACK_OUTPUT_KEYS.table);
+    const missing = [
+      ...(bucketName === undefined ? [STACK_OUTPUT_KEYS.bucket] : []),
+      ...(tableName === undefined ? [STACK_OUTPUT_KEYS.table] : []),
+    ];
+    if (bucketName === undefined || tableName === undefined) {
+      throw new ConfigError(
+        `stack ${stackName} has no output ${missing.join(' or ')}; is it a mail-relay stack?`,
+      );
+    }
+    return { bucketName, tableName };
+  } finally {
+    client.destroy();
+  }
+}
+
+/** S3-compatible endpoints (moto, MinIO, LocalStack) need path-style bucket addressing. */
+function pathStyle(env: NodeJS.ProcessEnv): boolean {
+  return Boolean(env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL);
+}
+
+function summaryLine(s: ReplaySummary, since: Date, seconds: string): string {
+  const c = s.counts;
+  return (
+    `replayed ${s.replayed} of ${s.considered} notifications stored since ${since.toISOString()} in ${seconds}s: ` +
+    `delivered ${c.delivered}, duplicate ${c.duplicate}, quarantined ${c.quarantined}, forwarded ${c.forwarded}, ` +
+    `rejected ${c.rejected}, dropped ${c.dropped}, forward failures ${c.failed}, loops ${c.looped}, ` +
+    `parse failures ${c.parseFailed}; skipped ${s.skipped} (other mailboxes), errors ${s.failures.length}`
+  );
+}
+
+/** `mail-relay replay`: re-routes stored mail, locally or in a deployed stack. Returns the exit code. */
+export async function commandReplay(args: readonly string[], io: CliIo): Promise<number> {
+  let values: { since?: string | undefined; mailbox?: string | undefined; stack?: string | undefined };
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      options: { since: { type: 'string' }, mailbox: { type: 'string' }, stack: { type: 'string' } },
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    io.err.write(`mail-relay replay: ${(err as Error).message}\n${REPLAY_USAGE}\n`);
+    return 2;
+  }
+  if (values.since === undefined) {
+    io.err.write(`mail-relay replay: --since is required\n${REPLAY_USAGE}\n`);
+    return 2;
+  }
+  const since = parseSince(values.since);
+  if (since === null) {
+    io.err.write(
+      `mail-relay replay: --since ${values.since} is not a date, a time or an age (90m, 12h, 7d)\n`,
+    );
+    return 2;
+  }
+  const mailbox = values.mailbox === undefined ? undefined : normalizeAddress(values.mailbox);
+  if (mailbox !== undefined && !isAddress(mailbox)) {
+    io.err.write(`mail-relay replay: --mailbox ${values.mailbox} is not an address\n`);
+    return 2;
+  }
+  const { config } = loadConfig(io.env);
+  const { replay } = await import('../pipeline/replay.ts');
+  const { progressBar } = await import('./import.ts');
+
+  let deps: RouterDeps;
+  let close: () => Promise<void>;
+  let where: string;
+  if (values.stack !== undefined) {
+    const outputs = await readStackOutputs(values.stack);
+    const { createAwsRouterDeps } = await import('../handlers/router-deps.ts');
+    const aws = createAwsRouterDeps({ ...outputs, config, forcePathStyle: pathStyle(process.env) });
+    deps = aws;
+    close = async () => {
+      aws.clients.s3.destroy();
+      aws.clients.dynamo.destroy();
+      aws.ses.destroy();
+    };
+    where = `stack ${values.stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`;
+  } else {
+    const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
+    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+    deps = runtime;
+    close = () => runtime.close();
+    where = runtime.dataDir;
+  }
+
+  io.err.write(
+    `replaying mail stored since ${since.toISOString()} in ${where}${mailbox ? ` for ${mailbox}` : ''}\n`,
+  );
+  const tty = io.err.isTTY === true;
+  const started = Date.now();
+  let summary: ReplaySummary;
+  try {
+    summary = await replay(deps, {
+      since,
+      mailbox,
+      onProgress: (p: ReplayProgress) => {
+        if (tty)
+          io.err.write(`\r${progressBar(p.done, p.total)}${p.failed > 0 ? ` (${p.failed} failed)` : ''}`);
+        // Without a terminal, a line every 100 keeps a long replay visibly alive in a log.
+        else if (p.done % 100 === 0) io.err.write(`${p.done}/${p.total}\n`);
+      },
+    });
+  } finally {
+    if (tty) io.err.write('\n');
+    await close();
+  }
+  for (const f of summary.failures) io.err.write(`failed: ${f.key}: ${f.error}\n`);
+  io.out.write(`${summaryLine(summary, since, ((Date.now() - started) / 1000).toFixed(1))}\n`);
+  return summary.failures.length > 0 ? 1 : 0;
+}
+
+/**
+ * `mail-relay token create|revoke --stack <name> …`: the same command as the local one, writing
+ * to the deployed table. The token is printed once on stdout; only its SHA-256 is stored.
+ */
+export async function commandTokenForStack(args: readonly string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = args;
+  let parsed: {
+    values: { admin?: boolean | undefined; label?: string | undefined; stack?: string | undefined };
+    positionals: string[];
+  };
+  try {
+    parsed = parseArgs({
+      args: rest,
+      options: {
+        admin: { type: 'boolean', default: false },
+        label: { type: 'string' },
+        stack: { type: 'string' },
+      },
+      allowPositionals: true,
+    });
+  } catch (err) {
+    io.err.write(`mail-relay token: ${(err as Error).message}\n${TOKEN_STACK_USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const stack = values.stack;
+  if ((sub !== 'create' && sub !== 'revoke') || stack === undefined || stack === '') {
+    io.err.write(`${TOKEN_STACK_USAGE}\n`);
+    return 2;
+  }
+  const admin = values.admin === true;
+  const label = values.label;
+  const [first, ...extra] = positionals;
+  let mailbox: string | null = null;
+  if (sub === 'revoke') {
+    if (first === undefined || extra.length > 0 || admin || label !== undefined) {
+      io.err.write(`${TOKEN_STACK_USAGE}\n`);
+      return 2;
+    }
+    if (!TOKEN_RE.test(first)) {
+      io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
+      return 2;
+    }
+  } else {
+    if (extra.length > 0 || (first === undefined && !admin)) {
+      io.err.write(`${TOKEN_STACK_USAGE}\n`);
+      return 2;
+    }
+    if (label !== undefined && (label.length > 200 || /\p{Cc}/u.test(label))) {
+      io.err.write('mail-relay token create: --label must be at most 200 printable characters\n');
+      return 2;
+    }
+    if (first !== undefined) {
+      mailbox = normalizeAddress(first);
+      const { config } = loadConfig(io.env);
+      if (!isAddress(mailbox)) {
+        io.err.write(`mail-relay token create: ${first} is not an address\n`);
+        return 2;
+      }
+      if (!isMailbox(config, mailbox) && mailbox !== config.quarantineMailbox) {
+        io.err.write(
+          `mail-relay token create: ${mailbox} is not a mailbox in the configuration ` +
+            `(see \`mail-relay route ${mailbox}\` for where its mail goes)\n`,
+        );
+        return 2;
+      }
+    }
+  }
+
+  const { tableName } = await readStackOutputs(stack);
+  const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbMailboxIndex }] = await Promise.all([
+    import('@aws-sdk/client-dynamodb'),
+    import('@aws-sdk/lib-dynamodb'),
+    import('../adapters/aws/dynamodb-mailbox-index.ts'),
+  ]);
+  const dynamo = new DynamoDBClient({});
+  const index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName });
+  try {
+    if (sub === 'revoke') {
+      const removed = await index.deleteToken(hashToken(first ?? ''));
+      io.err.write(removed ? `token revoked in stack ${stack}\n` : 'no such token (already revoked?)\n');
+      return removed ? 0 : 1;
+    }
+    const { token } = await createToken(index, { mailbox, admin, ...(label === undefined ? {} : { label }) });
+    io.out.write(`${token}\n`);
+    const scope = admin
+      ? `admin token${mailbox === null ? '' : ` (mailbox ${mailbox})`}`
+      : `token for ${mailbox}`;
+    io.err.write(`${scope} stored in stack ${stack} (table ${tableName}); it is shown only this once\n`);
+    return 0;
+  } finally {
+    dynamo.destroy();
+  }
+}

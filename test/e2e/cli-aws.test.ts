@@ -1,0 +1,232 @@
+/**
+ * `mail-relay replay` (local data dir and `--stack`) and `mail-relay token create|revoke --stack`
+ * (functions/local/cli-aws.ts). The stack is a real CloudFormation stack in a private moto_server,
+ * with the bucket, the table and the `BucketName` / `TableName` outputs the relay's stack has.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { CloudFormationClient, CreateStackCommand } from '@aws-sdk/client-cloudformation';
+import { hashToken } from '../../functions/api/auth.ts';
+import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
+import { ConfigError } from '../../functions/core/errors.ts';
+import { messageIdFor } from '../../functions/core/ids.ts';
+import { buildNotification } from '../../functions/core/notification.ts';
+import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { type AwsRouterDeps, createAwsRouterDeps } from '../../functions/handlers/router-deps.ts';
+import { commandReplay, commandTokenForStack, parseSince } from '../../functions/local/cli-aws.ts';
+import { ingest } from '../../functions/local/ingest.ts';
+import { createLocalRuntime } from '../../functions/local/runtime.ts';
+import { processNotification } from '../../functions/pipeline/router.ts';
+import { type Moto, motoAvailable, startMoto } from '../helpers/moto.ts';
+
+const STACK = 'mail-relay-cli-test';
+const BUCKET = 'mail-relay-cli-bucket';
+const TABLE = 'mail-relay-cli-table';
+const ALICE = 'alice@example.test';
+const BOB = 'bob@example.test';
+const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB] };
+
+/** The relay stack's storage and outputs, as lib/mail-relay-stack.ts names them. */
+const TEMPLATE = {
+  Resources: {
+    Bucket: { Type: 'AWS::S3::Bucket', Properties: { BucketName: BUCKET } },
+    Table: {
+      Type: 'AWS::DynamoDB::Table',
+      Properties: {
+        TableName: TABLE,
+        BillingMode: 'PAY_PER_REQUEST',
+        AttributeDefinitions: [
+          { AttributeName: 'pk', AttributeType: 'S' },
+          { AttributeName: 'sk', AttributeType: 'S' },
+        ],
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+      },
+    },
+  },
+  Outputs: {
+    BucketName: { Value: { Ref: 'Bucket' } },
+    TableName: { Value: { Ref: 'Table' } },
+  },
+};
+
+interface TestIo {
+  readonly out: PassThrough;
+  readonly err: PassThrough;
+  readonly env: NodeJS.ProcessEnv;
+  text(): { out: string; err: string };
+}
+
+function makeIo(env: NodeJS.ProcessEnv): TestIo {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  const chunks = { out: [] as Buffer[], err: [] as Buffer[] };
+  out.on('data', (c: Buffer) => chunks.out.push(c));
+  err.on('data', (c: Buffer) => chunks.err.push(c));
+  return {
+    out,
+    err,
+    env,
+    text: () => ({ out: Buffer.concat(chunks.out).toString(), err: Buffer.concat(chunks.err).toString() }),
+  };
+}
+
+const available = motoAvailable();
+
+describe('mail-relay replay and token --stack', { skip: !available }, () => {
+  let moto: Moto;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let aws: AwsRouterDeps;
+
+  before(async () => {
+    moto = await startMoto();
+    // The CLI resolves AWS access like the AWS CLI: from the process environment.
+    Object.assign(process.env, moto.env);
+    const cfn = new CloudFormationClient(moto.clientConfig);
+    await cfn.send(new CreateStackCommand({ StackName: STACK, TemplateBody: JSON.stringify(TEMPLATE) }));
+    cfn.destroy();
+    dir = mkdtempSync(join(tmpdir(), 'mr-cli-aws-'));
+    writeFileSync(join(dir, 'mail-relay.config.json'), JSON.stringify(CONFIG));
+    env = { MAIL_RELAY_CONFIG: join(dir, 'mail-relay.config.json'), MAIL_RELAY_DATA_DIR: join(dir, 'data') };
+    aws = createAwsRouterDeps({
+      bucketName: BUCKET,
+      tableName: TABLE,
+      config: parseConfig(CONFIG),
+      forcePathStyle: true,
+    });
+  });
+
+  after(async () => {
+    aws?.clients.s3.destroy();
+    aws?.clients.dynamo.destroy();
+    aws?.ses.destroy();
+    await moto?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('parses --since as an ISO date or time, or an age', () => {
+    const now = new Date('2025-03-10T12:00:00Z');
+    assert.equal(parseSince('2025-03-01', now)?.toISOString(), '2025-03-01T00:00:00.000Z');
+    assert.equal(parseSince('2025-03-01T08:30:00+01:00', now)?.toISOString(), '2025-03-01T07:30:00.000Z');
+    assert.equal(parseSince('90m', now)?.toISOString(), '2025-03-10T10:30:00.000Z');
+    assert.equal(parseSince('7d', now)?.toISOString(), '2025-03-03T12:00:00.000Z');
+    for (const bad of ['yesterday', 'March 1', '7 days', '', '2025-13-45'])
+      assert.equal(parseSince(bad, now), null, bad);
+  });
+
+  it('token create --stack writes a hashed token to the stack table; revoke removes it', async () => {
+    const io = makeIo(env);
+    assert.equal(await commandTokenForStack(['create', '--stack', STACK, ALICE, '--label', 'phone'], io), 0);
+    const token = io.text().out.trim();
+    assert.match(token, /^mr_[A-Za-z0-9_-]{43}$/);
+    assert.match(io.text().err, /stored in stack mail-relay-cli-test/);
+    const record = await aws.index.getToken(hashToken(token));
+    assert.equal(record?.mailbox, ALICE);
+    assert.equal(record?.admin, false);
+    assert.equal(record?.label, 'phone');
+    assert.equal(await aws.index.getToken(token), null, 'the token itself is not stored');
+
+    const adminIo = makeIo(env);
+    assert.equal(await commandTokenForStack(['create', '--admin', '--stack', STACK], adminIo), 0);
+    assert.equal((await aws.index.getToken(hashToken(adminIo.text().out.trim())))?.admin, true);
+
+    assert.equal(await commandTokenForStack(['revoke', '--stack', STACK, token], makeIo(env)), 0);
+    assert.equal(await aws.index.getToken(hashToken(token)), null);
+    assert.equal(
+      await commandTokenForStack(['revoke', '--stack', STACK, token], makeIo(env)),
+      1,
+      'already revoked',
+    );
+  });
+
+  it('token create --stack refuses what is not a mailbox, and names a stack that does not exist', async () => {
+    const io = makeIo(env);
+    assert.equal(await commandTokenForStack(['create', '--stack', STACK, 'nobody@example.test'], io), 2);
+    assert.match(io.text().err, /not a mailbox in the configuration/);
+    assert.equal(await commandTokenForStack(['create', ALICE], makeIo(env)), 2, '--stack is required here');
+    await assert.rejects(
+      commandTokenForStack(['create', '--stack', 'no-such-stack', ALICE], makeIo(env)),
+      (err: unknown) => err instanceof ConfigError && /no-such-stack does not exist/.test(err.message),
+    );
+  });
+
+  it('replay --stack re-delivers a deleted message from S3 and is a no-op the second time', async () => {
+    const ids: string[] = [];
+    for (const [i, mailbox] of [ALICE, BOB, ALICE].entries()) {
+      const sesMessageId = `cli-replay-${i}`;
+      const receivedAt = new Date(Date.UTC(2025, 2, 1, 9, i));
+      await aws.blobs.put(
+        `inbound/${sesMessageId}`,
+        Buffer.from(`Subject: replay ${i}\r\n\r\nbody ${i}\r\n`),
+      );
+      const notification = buildNotification({
+        sesMessageId,
+        receivedAt,
+        mailFrom: 'sender@remote.test',
+        recipients: [mailbox],
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: BUCKET,
+      });
+      await processNotification(aws, notification);
+      ids.push(messageIdFor(receivedAt.getTime(), sesMessageId));
+    }
+    const [first] = ids;
+    assert.ok(first !== undefined);
+    assert.ok(await aws.index.delete(ALICE, first));
+
+    const io = makeIo(env);
+    assert.equal(
+      await commandReplay(['--since', '1h', '--stack', STACK, '--mailbox', ALICE], io),
+      0,
+      io.text().err,
+    );
+    assert.match(
+      io.text().out,
+      /^replayed 2 of 3 notifications .*delivered 1, duplicate 1,.*skipped 1 \(other mailboxes\), errors 0/,
+    );
+    assert.match(io.text().err, /s3:\/\/mail-relay-cli-bucket, table mail-relay-cli-table/);
+    assert.equal((await aws.index.stat(ALICE)).messages, 2);
+
+    const again = makeIo(env);
+    assert.equal(await commandReplay(['--since', '1h', '--stack', STACK], again), 0);
+    assert.match(again.text().out, /^replayed 3 of 3 .*delivered 0, duplicate 3,/);
+  });
+
+  it('replay on the local data dir restores a deleted delivery; bad arguments are usage errors', async () => {
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: join(dir, 'data') });
+    let id: string;
+    try {
+      const r = await ingest(runtime, {
+        body: Buffer.from('Subject: local\r\n\r\nlocal body\r\n'),
+        mailFrom: 'sender@remote.test',
+        recipients: [BOB],
+        via: { protocol: 'LOCAL' },
+      });
+      id = r.id;
+      assert.ok(await runtime.index.delete(BOB, id));
+    } finally {
+      await runtime.close();
+    }
+    const io = makeIo(env);
+    assert.equal(await commandReplay(['--since', '10m'], io), 0, io.text().err);
+    assert.match(io.text().out, /delivered 1,/);
+    const check = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: join(dir, 'data') });
+    try {
+      assert.ok((await check.index.get(BOB, id)) !== null, 'the message is back');
+    } finally {
+      await check.close();
+    }
+
+    assert.equal(await commandReplay([], makeIo(env)), 2, '--since is required');
+    assert.equal(await commandReplay(['--since', 'last tuesday'], makeIo(env)), 2);
+    assert.equal(await commandReplay(['--since', '1h', '--mailbox', 'not an address'], makeIo(env)), 2);
+    assert.equal(await commandReplay(['--since', '1h', '--bogus'], makeIo(env)), 2);
+  });
+});

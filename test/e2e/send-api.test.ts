@@ -1,0 +1,198 @@
+/**
+ * `POST /v1/mailboxes/{address}/send` over real HTTP: the relay's API sends through `relay.smtp`
+ * to a second in-process SMTP server (the remote MX), and keeps a copy in the sender's sent view.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import SwaggerParser from '@apidevtools/swagger-parser';
+import { mountSendRoute } from '../../functions/api/send.ts';
+import { sentMailboxKey } from '../../functions/core/keys.ts';
+import { fieldValue, splitMessage } from '../../functions/core/mime-header.ts';
+import { mailboxKeys } from '../../functions/pipeline/router.ts';
+import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
+import { listAll } from '../helpers/relay.ts';
+import { type RemoteMx, startRemoteMx } from '../helpers/remote-mx.ts';
+
+const ALICE = 'alice@example.test';
+
+function header(raw: Buffer, name: string): string[] {
+  return splitMessage(raw)
+    .fields.filter((f) => f.key === name.toLowerCase())
+    .map(fieldValue);
+}
+
+describe('POST /v1/mailboxes/{address}/send', () => {
+  let mx: RemoteMx;
+  let env: ApiTestEnv;
+  let alice: string;
+
+  before(async () => {
+    mx = await startRemoteMx();
+    env = await startApiTestEnv({
+      config: {
+        domains: ['example.test'],
+        mailboxes: [ALICE, 'bob@example.test'],
+        relay: { smtp: mx.url, maxSendBytes: 64 * 1024 },
+      },
+    });
+    // Mounted before the first request, as the lead's wiring does inside createApp's callers.
+    mountSendRoute(env.api.app, { ...env.runtime });
+    alice = await env.token(ALICE);
+  });
+  after(async () => {
+    await env.close();
+    await mx.close();
+  });
+
+  const send = (body: unknown, init: { token?: string; headers?: Record<string, string> } = {}) =>
+    env.request(`/v1/mailboxes/${ALICE}/send`, {
+      method: 'POST',
+      token: init.token ?? alice,
+      headers: { 'Content-Type': 'application/json', ...init.headers },
+      body: JSON.stringify(body),
+    });
+
+  it('JSON: builds MIME, sends from the mailbox to to+cc+bcc, hides Bcc, keeps a copy in the sent view', async () => {
+    const res = await send({
+      to: ['Bob <bob@remote.test>'],
+      cc: { name: 'Carol', address: 'carol@remote.test' },
+      bcc: 'dave@remote.test',
+      fromName: 'Alice Example',
+      subject: 'Grüße',
+      text: 'Hello from the API',
+      html: '<p>Hello from the <b>API</b></p>',
+      attachments: [
+        {
+          filename: 'data.bin',
+          contentType: 'application/octet-stream',
+          content: Buffer.from([0, 1, 2, 255]).toString('base64'),
+        },
+      ],
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const result = (await res.json()) as {
+      id: string;
+      messageId: string;
+      recipients: string[];
+      duplicate: boolean;
+    };
+    assert.deepEqual(result.recipients, ['bob@remote.test', 'carol@remote.test', 'dave@remote.test']);
+    assert.equal(result.duplicate, false);
+    const got = mx.received.at(-1);
+    assert.ok(got);
+    assert.equal(got.mailFrom, ALICE);
+    assert.deepEqual(got.rcptTo, ['bob@remote.test', 'carol@remote.test', 'dave@remote.test']);
+    assert.deepEqual(header(got.raw, 'Bcc'), [], 'recipients never see Bcc');
+    assert.deepEqual(header(got.raw, 'From'), ['Alice Example <alice@example.test>']);
+    assert.match(got.raw.toString('latin1'), /filename=data\.bin/);
+
+    const sent = await listAll(env.runtime.index, sentMailboxKey(ALICE));
+    assert.deepEqual(
+      sent.map((e) => [e.id, e.subject]),
+      [[result.id, 'Grüße']],
+    );
+    const copy = await env.runtime.blobs.get(mailboxKeys.raw(sentMailboxKey(ALICE), result.id));
+    assert.ok(copy);
+    assert.deepEqual(header(copy, 'Bcc'), ['dave@remote.test'], 'the sender sees whom they Bcc-ed');
+    // Not in the inbox: the sent view is its own key.
+    assert.deepEqual(await listAll(env.runtime.index, ALICE), []);
+  });
+
+  it('message/rfc822: sent as written (Bcc removed), Date and Message-ID added when missing', async () => {
+    const raw = Buffer.from(
+      'From: Alice <alice@example.test>\r\nTo: bob@remote.test\r\nBcc: eve@remote.test\r\nSubject: raw\r\n\r\nbody \xe9\r\n',
+      'latin1',
+    );
+    const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+      method: 'POST',
+      token: alice,
+      headers: { 'Content-Type': 'message/rfc822' },
+      body: raw,
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const got = mx.received.at(-1);
+    assert.ok(got);
+    assert.deepEqual(got.rcptTo, ['bob@remote.test', 'eve@remote.test']);
+    assert.deepEqual(header(got.raw, 'Bcc'), []);
+    assert.equal(header(got.raw, 'Date').length, 1);
+    assert.match(header(got.raw, 'Message-ID')[0] ?? '', /^<[0-9a-z]{26}@example\.test>$/);
+    assert.deepEqual(splitMessage(got.raw).body, Buffer.from('body \xe9\r\n', 'latin1'));
+  });
+
+  it('refuses another From, another mailbox, no recipients, and too large', async () => {
+    const forged = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+      method: 'POST',
+      token: alice,
+      headers: { 'Content-Type': 'message/rfc822' },
+      body: 'From: ceo@example.test\r\nTo: bob@remote.test\r\n\r\nx\r\n',
+    });
+    assert.equal(forged.status, 403);
+    assert.equal((await errorOf(forged)).code, 'from_not_allowed');
+
+    const bob = await env.token('bob@example.test');
+    const other = await send({ to: 'x@remote.test', text: 'x' }, { token: bob });
+    assert.equal(other.status, 403);
+    assert.equal((await errorOf(other)).code, 'forbidden');
+
+    const none = await send({ subject: 'to nobody', text: 'x' });
+    assert.equal(none.status, 400);
+    assert.equal((await errorOf(none)).code, 'no_recipients');
+
+    const bad = await send({ to: 'not an address', text: 'x' });
+    assert.equal(bad.status, 400);
+    assert.equal((await errorOf(bad)).code, 'invalid_recipient');
+
+    const big = await send({ to: 'bob@remote.test', text: 'x'.repeat(100 * 1024) });
+    assert.equal(big.status, 413);
+    assert.equal((await errorOf(big)).code, 'message_too_large');
+  });
+
+  it('the same Idempotency-Key sends once', async () => {
+    const before = mx.received.length;
+    const first = await send(
+      { to: 'bob@remote.test', text: 'once' },
+      { headers: { 'Idempotency-Key': 'k-123' } },
+    );
+    const second = await send(
+      { to: 'bob@remote.test', text: 'once' },
+      { headers: { 'Idempotency-Key': 'k-123' } },
+    );
+    assert.equal(first.status, 200);
+    assert.equal(second.status, 200);
+    const a = (await first.json()) as { id: string; messageId: string; duplicate: boolean };
+    const b = (await second.json()) as { id: string; messageId: string; duplicate: boolean };
+    assert.equal(b.duplicate, true);
+    assert.equal(b.id, a.id);
+    assert.equal(b.messageId, a.messageId);
+    assert.equal(mx.received.length, before + 1);
+  });
+
+  it('is in the OpenAPI document, which stays valid', async () => {
+    const doc = (await (await env.request('/v1/openapi.json')).json()) as {
+      paths: Record<string, { post?: { requestBody?: { content?: Record<string, unknown> } } }>;
+    };
+    const content = doc.paths['/v1/mailboxes/{address}/send']?.post?.requestBody?.content ?? {};
+    assert.deepEqual(Object.keys(content).sort(), ['application/json', 'message/rfc822']);
+    await SwaggerParser.validate(structuredClone(doc) as unknown as SwaggerParser['api']);
+  });
+
+  it('a body larger than anything the relay could send is refused while it streams in (413)', async () => {
+    const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+      method: 'POST',
+      token: alice,
+      headers: { 'Content-Type': 'message/rfc822' },
+      body: Buffer.alloc(200 * 1024, 'a'),
+    });
+    assert.equal(res.status, 413);
+    assert.equal((await errorOf(res)).code, 'payload_too_large');
+  });
+
+  it('a refusal by the remote side is a 422 and nothing lands in the sent view', async () => {
+    mx.refuse('nobody@remote.test', 550);
+    const before = (await listAll(env.runtime.index, sentMailboxKey(ALICE))).length;
+    const res = await send({ to: 'nobody@remote.test', text: 'x' });
+    assert.equal(res.status, 422);
+    assert.equal((await errorOf(res)).code, 'send_rejected');
+    assert.equal((await listAll(env.runtime.index, sentMailboxKey(ALICE))).length, before);
+  });
+});
