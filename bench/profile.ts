@@ -50,7 +50,7 @@ async function main(): Promise<void> {
       `peak RSS ${(peak / MiB).toFixed(0)} MB`,
   );
   if (file === undefined) {
-    console.log('no profile written');
+    await removeDir(profileDir);
     return;
   }
   const summary = summarizeProfile(join(profileDir, file));

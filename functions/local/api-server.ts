@@ -28,6 +28,11 @@ export interface ApiServer {
   /** `http://host:port`, no trailing slash. */
   readonly url: string;
   readonly app: ApiApp;
+  /**
+   * The runtime's files through a store that can presign URLs pointing at this server. `dev` gives it
+   * to the router too, so links in oversize-forward notices work.
+   */
+  readonly blobs: FsBlobStore;
   /** Stops listening and ends open connections (long-polls included). */
   close(): Promise<void>;
 }
@@ -68,6 +73,13 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     index: runtime.index,
     blobs,
     serveLocalBlobs: { secret },
+    send: {
+      config: runtime.config,
+      index: runtime.index,
+      blobs,
+      outbound: runtime.outbound,
+      parser: runtime.parser,
+    },
     ...(options.waiter === undefined ? {} : { waiter: options.waiter }),
   });
   app = built;
@@ -75,6 +87,7 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     port,
     url,
     app: built,
+    blobs,
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

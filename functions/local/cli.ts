@@ -41,6 +41,7 @@ Commands:
                            print a new API token (shown once; only its SHA-256 is stored);
                            an admin token lists every mailbox and reads any of them
   token revoke <token>     revoke a token
+  outbox [show <id>]       what forwarding would have sent (when no relay.smtp is configured)
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
 MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025).`;
@@ -57,6 +58,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return await commandImport(rest, io);
       case 'token':
         return await commandToken(rest, io);
+      case 'outbox': {
+        const { commandOutbox } = await import('./outbox.ts');
+        return await commandOutbox(rest, io);
+      }
       case undefined:
       case 'help':
       case '--help':
@@ -145,18 +150,22 @@ async function commandDev(io: Io): Promise<number> {
     await runtime.close();
     throw err;
   });
-  const smtp = await startSmtpListener(runtime, {
-    port: smtpPort,
-    onDelivered: (r) => {
-      for (const mailbox of deliveredMailboxes(r)) waiter.notify(mailbox);
-      const c = countOutcomes([r]);
-      io.out.write(
-        `${new Date().toISOString()} ${r.id} ${r.size}B delivered=${c.delivered + c.quarantined} forwarded=${c.forwarded} ` +
-          `rejected=${c.rejected} dropped=${c.dropped}${r.parseFailed ? ' parse-failed' : ''}\n`,
-      );
+  // The router writes through the API server's store so that links it signs point at this API.
+  const smtp = await startSmtpListener(
+    { ...runtime, blobs: api.blobs },
+    {
+      port: smtpPort,
+      onDelivered: (r) => {
+        for (const mailbox of deliveredMailboxes(r)) waiter.notify(mailbox);
+        const c = countOutcomes([r]);
+        io.out.write(
+          `${new Date().toISOString()} ${r.id} ${r.size}B delivered=${c.delivered + c.quarantined} forwarded=${c.forwarded} ` +
+            `rejected=${c.rejected} dropped=${c.dropped} failed=${c.failed} looped=${c.looped}${r.parseFailed ? ' parse-failed' : ''}\n`,
+        );
+      },
+      onError: (err) => io.err.write(`smtp error: ${err instanceof Error ? err.message : String(err)}\n`),
     },
-    onError: (err) => io.err.write(`smtp error: ${err instanceof Error ? err.message : String(err)}\n`),
-  }).catch(async (err: unknown) => {
+  ).catch(async (err: unknown) => {
     await api.close();
     await runtime.close();
     throw err;

@@ -7,7 +7,7 @@
  * - DATA: `250` only after the message is durable in `inbound/` and the router has committed it.
  */
 import type { AddressInfo } from 'node:net';
-import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Config } from '../core/config.ts';
 import { MailRelayError } from '../core/errors.ts';
 import { acceptsRecipient } from '../core/routing.ts';

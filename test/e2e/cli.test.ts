@@ -52,20 +52,41 @@ describe('mail-relay route', () => {
   it('prints the decision for each address and exits 1 when one is refused', async () => {
     const r = await run(
       process.execPath,
-      [BIN, 'route', 'sales@example.test', 'Alice+News@example.test', 'dev-list@example.test', 'old@example.test'],
+      [
+        BIN,
+        'route',
+        'sales@example.test',
+        'Alice+News@example.test',
+        'dev-list@example.test',
+        'old@example.test',
+      ],
       { env: env({ MAIL_RELAY_CONFIG: configPath }) },
     );
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stdout, /sales@example\.test: deliver to mailbox alice@example\.test via routes\[0\]/);
-    assert.match(r.stdout, /alice\+news@example\.test: deliver to mailbox alice@example\.test \[\+news\] via mailbox/);
-    assert.match(r.stdout, /dev-list@example\.test: deliver to mailbox archive@example\.test via routes\[2\]/);
+    assert.match(
+      r.stdout,
+      /alice\+news@example\.test: deliver to mailbox alice@example\.test \[\+news\] via mailbox/,
+    );
+    assert.match(
+      r.stdout,
+      /dev-list@example\.test: deliver to mailbox archive@example\.test via routes\[2\]/,
+    );
     assert.match(r.stdout, /old@example\.test: reject 551 5\.1\.6 moved/);
   });
 
   it('refuses a bad config with one line per wrong path', async () => {
     const bad = join(work, 'bad.config.json');
-    writeFileSync(bad, JSON.stringify({ domains: ['example.test'], routes: [{ match: 'x@example.test', action: 'deliver', to: [] }] }));
-    const r = await run(process.execPath, [BIN, 'route', 'x@example.test'], { env: env({ MAIL_RELAY_CONFIG: bad }) });
+    writeFileSync(
+      bad,
+      JSON.stringify({
+        domains: ['example.test'],
+        routes: [{ match: 'x@example.test', action: 'deliver', to: [] }],
+      }),
+    );
+    const r = await run(process.execPath, [BIN, 'route', 'x@example.test'], {
+      env: env({ MAIL_RELAY_CONFIG: bad }),
+    });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /bad\.config\.json is invalid\n {2}- routes\[0\]\.to: /);
   });
@@ -82,17 +103,33 @@ describe('mail-relay import', () => {
       env: env({ MAIL_RELAY_DATA_DIR: dataDir }),
     });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`^imported ${files.length}/${files.length} files in [\\d.]+s: delivered ${files.length}, duplicate 0,`));
-    const runtime = createLocalRuntime({ config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }), dataDir });
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `^imported ${files.length}/${files.length} files in [\\d.]+s: delivered ${files.length}, duplicate 0,`,
+      ),
+    );
+    const runtime = createLocalRuntime({
+      config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
+      dataDir,
+    });
     try {
       const entries = await listAll(runtime.index, 'alice@example.test');
       assert.equal(entries.length, files.length);
       const bodies = await Promise.all(
-        entries.map(async (e) => stripTrace((await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`)) ?? Buffer.alloc(0)).body),
+        entries.map(
+          async (e) =>
+            stripTrace(
+              (await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`)) ?? Buffer.alloc(0),
+            ).body,
+        ),
       );
       for (const f of files) {
         const original = readFileSync(f);
-        assert.ok(bodies.some((b) => b.equals(original)), `${f} not stored byte-exact`);
+        assert.ok(
+          bodies.some((b) => b.equals(original)),
+          `${f} not stored byte-exact`,
+        );
       }
     } finally {
       await runtime.close();
@@ -109,7 +146,10 @@ describe('mail-relay import', () => {
 
   it('uses the header recipients without --to, and reports files it cannot route', async () => {
     const own = join(work, 'to-header.eml');
-    writeFileSync(own, 'To: Sales <sales@example.test>, someone@elsewhere.test\r\nSubject: by header\r\n\r\nhi\r\n');
+    writeFileSync(
+      own,
+      'To: Sales <sales@example.test>, someone@elsewhere.test\r\nSubject: by header\r\n\r\nhi\r\n',
+    );
     const none = join(work, 'no-recipient.eml');
     writeFileSync(none, 'Subject: nobody\r\n\r\nhi\r\n');
     const configPath = join(work, 'import.config.json');
@@ -130,7 +170,11 @@ describe('mail-relay dev', () => {
     const start = async () => {
       const port = await freePort();
       const child = spawn(process.execPath, [BIN, 'dev'], {
-        env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_SMTP_PORT: String(port), MAIL_RELAY_API_PORT: String(await freePort()) }),
+        env: env({
+          MAIL_RELAY_DATA_DIR: dataDir,
+          MAIL_RELAY_SMTP_PORT: String(port),
+          MAIL_RELAY_API_PORT: String(await freePort()),
+        }),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -158,7 +202,10 @@ describe('mail-relay dev', () => {
 
     const second = await start();
     try {
-      const runtime = createLocalRuntime({ config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }), dataDir });
+      const runtime = createLocalRuntime({
+        config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
+        dataDir,
+      });
       try {
         const [entry] = await listAll(runtime.index, 'bob@example.test');
         assert.equal(entry?.subject, 'dev');

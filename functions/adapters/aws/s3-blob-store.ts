@@ -31,8 +31,9 @@ export const MAX_KEY_BYTES = 1024;
 /** S3 refuses presigned URLs (SigV4) valid for longer than 7 days. */
 export const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
 /**
- * S3's minimum part size (every part but the last). Also our memory bound for a streamed put:
- * one part is buffered at a time. A 40 MB message is 8 parts, uploaded one after another.
+ * S3's minimum part size (every part but the last), and the unit of memory of a streamed put:
+ * at most two parts are held at once (the first two, to choose between PutObject and a multipart
+ * upload). A 40 MB message is 8 parts, uploaded one after another.
  */
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
 /** DeleteObjects takes at most 1000 keys per request. */
