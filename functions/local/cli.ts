@@ -41,6 +41,10 @@ Commands:
                            print a new API token (shown once; only its SHA-256 is stored);
                            an admin token lists every mailbox and reads any of them
   token revoke <token>     revoke a token
+  token create|revoke … --stack <name>
+                           the same, in a deployed stack's table (your AWS credentials)
+  replay --since <time> [--mailbox <address>] [--stack <name>]
+                           re-route stored mail (local data dir, or the deployed stack); safe to repeat
   outbox [show <id>]       what forwarding would have sent (when no relay.smtp is configured)
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
@@ -58,6 +62,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return await commandImport(rest, io);
       case 'token':
         return await commandToken(rest, io);
+      case 'replay': {
+        const { commandReplay } = await import('./cli-aws.ts');
+        return await commandReplay(rest, io);
+      }
       case 'outbox': {
         const { commandOutbox } = await import('./outbox.ts');
         return await commandOutbox(rest, io);
@@ -233,6 +241,10 @@ const TOKEN_USAGE = `Usage: mail-relay token create <mailbox> [--label <text>]
 
 /** `token create|revoke`: the token goes to stdout alone on its line (scripts capture it); notes go to stderr. */
 async function commandToken(args: readonly string[], io: Io): Promise<number> {
+  if (args.some((a) => a === '--stack' || a.startsWith('--stack='))) {
+    const { commandTokenForStack } = await import('./cli-aws.ts');
+    return await commandTokenForStack(args, io);
+  }
   const [sub, ...rest] = args;
   if (sub !== 'create' && sub !== 'revoke') {
     io.err.write(`${TOKEN_USAGE}\n`);
