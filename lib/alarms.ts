@@ -1,6 +1,7 @@
 /**
  * Operations: the alarms a mail system needs someone to hear about: mail stuck in the dead-letter
- * queue (stored by SES but not delivered), router errors, API 5xx. Optionally e-mailed.
+ * queue (stored by SES but not delivered), router errors, API 5xx, a failed retention sweep.
+ * Optionally e-mailed.
  */
 import { Duration } from 'aws-cdk-lib';
 import {
@@ -24,6 +25,11 @@ export interface MailAlarmsProps {
   readonly router: IFunction;
   readonly api: MailApi;
   /**
+   * The retention sweep, when `retention.mailboxDays` is set.
+   * @default - no retention alarm
+   */
+  readonly retention?: IFunction;
+  /**
    * Where alarm notifications are e-mailed (SNS sends a confirmation link first).
    * @default - alarms only show in the CloudWatch console
    */
@@ -36,6 +42,8 @@ export class MailAlarms extends Construct {
   readonly deadLetters: Alarm;
   readonly routerErrors: Alarm;
   readonly apiServerErrors: Alarm;
+  /** Present when the retention sweep exists. */
+  readonly retentionErrors: Alarm | undefined;
   /** Present when an e-mail address is configured. */
   readonly topic: Topic | undefined;
 
@@ -75,6 +83,16 @@ export class MailAlarms extends Construct {
       }),
       'The HTTP API answered 5xx (the API function failed or timed out).',
     );
+    this.retentionErrors =
+      props.retention === undefined
+        ? undefined
+        : alarm(
+            'RetentionErrors',
+            // Hourly: the sweep runs once a day, and a 5-minute alarm would be back to OK before anyone looks.
+            props.retention.metricErrors({ period: Duration.hours(1), statistic: 'Sum' }),
+            'The retention sweep failed (a mailbox could not be swept, or the function crashed); expired mail ' +
+              'stays until a sweep succeeds. Lambda retries twice; the logs of the retention function name the mailbox.',
+          );
 
     if (props.email) {
       this.topic = new Topic(this, 'Topic', {
@@ -83,7 +101,8 @@ export class MailAlarms extends Construct {
       });
       this.topic.addSubscription(new EmailSubscription(props.email));
       const action = new SnsAction(this.topic);
-      for (const a of [this.deadLetters, this.routerErrors, this.apiServerErrors]) {
+      for (const a of [this.deadLetters, this.routerErrors, this.apiServerErrors, this.retentionErrors]) {
+        if (a === undefined) continue;
         a.addAlarmAction(action);
         a.addOkAction(action);
       }

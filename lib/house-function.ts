@@ -81,9 +81,11 @@ export interface BucketAccess {
   /**
    * ListBucket on the bucket. Without it S3 answers 403 instead of 404 for a missing key, and the
    * BlobStore contract (`get` of a missing key is null) would break; `list` and `deletePrefix` need
-   * it anyway. @default false
+   * it anyway. Prefixes instead of `true` allow listing under those prefixes only (an `s3:prefix`
+   * condition), for a function that lists and deletes but never reads a key it has not listed.
+   * @default false
    */
-  readonly list?: boolean;
+  readonly list?: boolean | readonly string[];
 }
 
 export class HouseFunction extends NodejsFunction {
@@ -177,10 +179,19 @@ export class HouseFunction extends NodejsFunction {
     statement(['s3:GetObject'], access.read);
     statement(['s3:PutObject', 's3:AbortMultipartUpload'], access.write);
     statement(['s3:DeleteObject'], access.delete);
-    if (access.list)
+    if (access.list === true) {
       this.addToRolePolicy(
         new PolicyStatement({ actions: ['s3:ListBucket'], resources: [bucket.bucketArn] }),
       );
+    } else if (Array.isArray(access.list) && access.list.length > 0) {
+      this.addToRolePolicy(
+        new PolicyStatement({
+          actions: ['s3:ListBucket'],
+          resources: [bucket.bucketArn],
+          conditions: { StringLike: { 's3:prefix': access.list.map((p) => `${p}*`) } },
+        }),
+      );
+    }
     this.addEnvironment(envName, bucket.bucketName);
     return this;
   }

@@ -1,5 +1,5 @@
 /**
- * `MailRelay`: the whole relay as one construct (storage, ingest, API, alarms), for the stack in
+ * `MailRelay`: the whole relay as one construct (storage, ingest, API, retention, alarms), for the stack in
  * this repository and for anyone who has a CDK app of their own:
  *
  *   new MailRelay(stack, 'Mail', { config: JSON.parse(readFileSync('mail-relay.config.json', 'utf8')) });
@@ -29,6 +29,7 @@ import { HouseFunction } from './house-function.ts';
 import { type DnsRecord, MailIngest } from './ingest.ts';
 import { acknowledge } from './nag.ts';
 import { receiptRecipients } from './recipients.ts';
+import { MailRetention } from './retention.ts';
 import { receivingRegionProblem } from './ses-regions.ts';
 import { MailStorage, PREFIX } from './storage.ts';
 
@@ -45,10 +46,12 @@ export const HANDLER_ENV = {
 /** The build-time identifier lib/lambda/bundled-config.ts reads. */
 export const BUNDLED_CONFIG_IDENTIFIER = '__MAIL_RELAY_CONFIG_JSON__';
 
-/** Entry modules of the two functions (the handlers in functions/handlers/, behind the configuration). */
+/** Entry modules of the functions (the handlers in functions/handlers/, behind the configuration). */
 export const HANDLER_ENTRIES = {
   router: fileURLToPath(new URL('./lambda/router.ts', import.meta.url)),
   api: fileURLToPath(new URL('./lambda/api.ts', import.meta.url)),
+  /** Only when `retention.mailboxDays` is set. */
+  retention: fileURLToPath(new URL('./lambda/retention.ts', import.meta.url)),
 } as const;
 
 /**
@@ -135,6 +138,8 @@ export class MailRelay extends Construct {
   readonly ingest: MailIngest;
   readonly api: MailApi;
   readonly alarms: MailAlarms;
+  /** The daily retention sweep; present when `retention.mailboxDays` is set. */
+  readonly retention: MailRetention | undefined;
   readonly router: HouseFunction;
   readonly apiFunction: HouseFunction;
   /** The DNS records to create by hand (MX, and DKIM when the identities are ours), one line each. */
@@ -193,9 +198,6 @@ export class MailRelay extends Construct {
         this.config.retention.inboundDays,
         Math.ceil(this.config.relay.linkExpirySeconds / 86_400) + 1,
       ),
-      ...(this.config.retention.mailboxDays !== undefined
-        ? { mailboxRetentionDays: this.config.retention.mailboxDays }
-        : {}),
       retainData: settings.retainData,
     });
     const { bucket, table } = this.storage;
@@ -291,10 +293,26 @@ export class MailRelay extends Construct {
       ...(settings.apiThrottle ? settings.apiThrottle : {}),
     });
 
+    const { mailboxDays } = this.config.retention;
+    this.retention =
+      mailboxDays === undefined
+        ? undefined
+        : new MailRetention(this, 'Retention', {
+            mailboxDays,
+            bucket,
+            table,
+            entry: HANDLER_ENTRIES.retention,
+            define: configDefine,
+            environment: { [HANDLER_ENV.configSha256]: configSha256 },
+            env: { bucket: HANDLER_ENV.bucket, table: HANDLER_ENV.table },
+            logRetention,
+          });
+
     this.alarms = new MailAlarms(this, 'Alarms', {
       deadLetterQueue: this.ingest.deadLetterQueue,
       router: this.router,
       api: this.api,
+      ...(this.retention ? { retention: this.retention.function } : {}),
       topicKey,
       ...(settings.alarmEmail ? { email: settings.alarmEmail } : {}),
     });

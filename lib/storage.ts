@@ -1,8 +1,12 @@
 /**
  * Storage: the mail bucket (raw messages, parsed summaries, parts; design §3) and the index table
  * (DynamoDB single table: messages, counters, token hashes).
+ *
+ * Nothing under `mailboxes/` expires by lifecycle rule: an object rule cannot remove the index entry
+ * and the counters with the message, so `retention.mailboxDays` is the retention sweep's job
+ * (lib/retention.ts, docs/adr/0010-mailbox-retention.md).
  */
-import { Annotations, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { AttributeType, BillingMode, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
 import {
   BlockPublicAccess,
@@ -26,19 +30,11 @@ export const PREFIX = {
   forwarded: 'forwarded/',
 } as const;
 
-/** The DynamoDB attribute that expires items (epoch seconds), written when `retention.mailboxDays` is set. */
-export const TTL_ATTRIBUTE = 'ttl';
-
 export interface MailStorageProps {
   /** Days `inbound/` (and the matching `notifications/`) are kept: the replay window. */
   readonly inboundRetentionDays: number;
   /** Days `forwarded/` originals are kept (at least as long as the links to them work). */
   readonly forwardedRetentionDays: number;
-  /**
-   * Days delivered mail is kept under `mailboxes/`.
-   * @default - kept until deleted through the API
-   */
-  readonly mailboxRetentionDays?: number;
   /**
    * Keep the bucket and table (and their data) when the stack is deleted. When false, both are
    * deleted with the stack, the bucket emptied first.
@@ -76,20 +72,6 @@ export class MailStorage extends Construct {
       // that are billed but invisible.
       { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
     ];
-    if (props.mailboxRetentionDays !== undefined) {
-      // The blobs expire here; the index entries and counters do not expire with them yet (the
-      // DynamoDB adapter writes no TTL attribute), so say so at every synth until it does.
-      Annotations.of(this).addWarningV2(
-        'mail-relay:mailbox-retention-index',
-        'retention.mailboxDays: S3 expires delivered messages, but their index entries (and the mailbox ' +
-          `counters) stay until the index writes the "${TTL_ATTRIBUTE}" attribute; such entries answer 404 for their content.`,
-      );
-      lifecycleRules.push({
-        id: 'mailbox-retention',
-        prefix: PREFIX.mailboxes,
-        expiration: Duration.days(props.mailboxRetentionDays),
-      });
-    }
 
     this.bucket = new Bucket(this, 'Bucket', {
       encryption: BucketEncryption.S3_MANAGED,
@@ -116,7 +98,8 @@ export class MailStorage extends Construct {
       billingMode: BillingMode.PAY_PER_REQUEST,
       encryption: TableEncryption.AWS_MANAGED,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      timeToLiveAttribute: TTL_ATTRIBUTE,
+      // No TTL attribute: nothing is meant to vanish from the index on its own. Expired mail leaves
+      // through the retention sweep, which updates the counters in the same transaction.
       deletionProtection: retain,
       removalPolicy,
     });

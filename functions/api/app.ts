@@ -11,7 +11,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
-import { mailboxKeys, storedSummarySchema } from '../core/keys.ts';
+import { mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry, TokenRecord } from '../ports/mailbox-index.ts';
 import { authenticate, authorizeAdmin, authorizeMailbox } from './auth.ts';
@@ -34,6 +34,7 @@ import {
   MAX_LIST_LIMIT,
   MAX_WAIT_ITEMS,
   MAX_WAIT_SECONDS,
+  type MailboxView,
   type MessageDetail,
   mailboxListSchema,
   mailboxParamsSchema,
@@ -44,6 +45,7 @@ import {
   patchMessageBodySchema,
   statSchema,
   topQuerySchema,
+  viewQuerySchema,
   waitQuerySchema,
   waitResultSchema,
 } from './schemas.ts';
@@ -185,7 +187,7 @@ const routes = {
     tags: ['mailbox'],
     summary: 'STAT: message count and total bytes',
     security: SECURITY,
-    request: { params: mailboxParamsSchema },
+    request: { params: mailboxParamsSchema, query: viewQuerySchema },
     responses: {
       200: { description: 'Exact counters', content: { 'application/json': { schema: statSchema } } },
       ...MAILBOX_ERRORS,
@@ -210,7 +212,7 @@ const routes = {
     tags: ['message'],
     summary: 'The parsed message (from the summary written at delivery)',
     security: SECURITY,
-    request: { params: messageParamsSchema },
+    request: { params: messageParamsSchema, query: viewQuerySchema },
     responses: {
       200: { description: 'The message', content: { 'application/json': { schema: messageDetailSchema } } },
       ...MESSAGE_ERRORS,
@@ -225,6 +227,7 @@ const routes = {
     middleware: [bodyLimit({ maxSize: MAX_PATCH_BODY_BYTES })],
     request: {
       params: messageParamsSchema,
+      query: viewQuerySchema,
       body: { required: true, content: { 'application/json': { schema: patchMessageBodySchema } } },
     },
     responses: {
@@ -244,7 +247,7 @@ const routes = {
     tags: ['message'],
     summary: 'DELE: delete the message (counters updated in the same transaction)',
     security: SECURITY,
-    request: { params: messageParamsSchema },
+    request: { params: messageParamsSchema, query: viewQuerySchema },
     responses: { 204: { description: 'Deleted' }, ...MESSAGE_ERRORS },
   }),
   raw: createRoute({
@@ -253,7 +256,7 @@ const routes = {
     tags: ['message'],
     summary: 'RETR: the stored message, byte for byte',
     security: SECURITY,
-    request: { params: messageParamsSchema },
+    request: { params: messageParamsSchema, query: viewQuerySchema },
     responses: {
       200: { description: 'The raw message', content: { 'message/rfc822': { schema: BINARY } } },
       304: { description: 'Not modified (`If-None-Match`)' },
@@ -286,7 +289,7 @@ const routes = {
     tags: ['message'],
     summary: 'One decoded attachment (IMAP BODY[section])',
     security: SECURITY,
-    request: { params: partParamsSchema },
+    request: { params: partParamsSchema, query: viewQuerySchema },
     responses: {
       200: {
         description:
@@ -328,6 +331,15 @@ function toListItem(e: MessageEntry): ListItem {
     seen: e.seen,
     hasAttachments: e.hasAttachments,
   };
+}
+
+/**
+ * The index (and blob) key of a view of an authorized mailbox. The sent view is a key no address
+ * can name (docs/adr/0009-sent-view.md), so the only way to it is through its owner's address,
+ * behind the same authorization.
+ */
+function viewKey(mailbox: string, view: MailboxView): string {
+  return view === 'sent' ? sentMailboxKey(mailbox) : mailbox;
 }
 
 function messageNotFound(): NotFoundError {
@@ -500,11 +512,16 @@ export function createApp(deps: ApiDeps): ApiApp {
 
   app.openapi(routes.listMailboxes, async (c) => c.json({ items: await index.listMailboxes() }, 200));
 
-  app.openapi(routes.stat, async (c) => c.json(await index.stat(c.get('mailbox')), 200));
+  app.openapi(routes.stat, async (c) => {
+    const mailbox = c.get('mailbox');
+    const stat = await index.stat(viewKey(mailbox, c.req.valid('query').view));
+    // The address the client named, not the internal key of its sent view.
+    return c.json({ ...stat, address: mailbox }, 200);
+  });
 
   app.openapi(routes.list, async (c) => {
     const q = c.req.valid('query');
-    const page = await index.list(c.get('mailbox'), {
+    const page = await index.list(viewKey(c.get('mailbox'), q.view), {
       limit: q.limit ?? DEFAULT_LIST_LIMIT,
       cursor: q.cursor,
       unseen: q.unseen === 'true' ? true : undefined,
@@ -516,7 +533,7 @@ export function createApp(deps: ApiDeps): ApiApp {
   // ---- one message ----
 
   app.openapi(routes.getMessage, async (c) => {
-    const mailbox = c.get('mailbox');
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
     const { id } = c.req.valid('param');
     const entry = await getEntry(mailbox, id);
     const summary = await readSummary(mailbox, id);
@@ -549,13 +566,13 @@ export function createApp(deps: ApiDeps): ApiApp {
   app.openapi(routes.patchMessage, async (c) => {
     const { id } = c.req.valid('param');
     const { seen } = c.req.valid('json');
-    const entry = await index.setSeen(c.get('mailbox'), id, seen);
+    const entry = await index.setSeen(viewKey(c.get('mailbox'), c.req.valid('query').view), id, seen);
     if (entry === null) throw messageNotFound();
     return c.json(toListItem(entry), 200);
   });
 
   app.openapi(routes.deleteMessage, async (c) => {
-    const mailbox = c.get('mailbox');
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
     const { id } = c.req.valid('param');
     // The index entry is the commit point (counters change with it); blobs follow. A crash in
     // between leaves unreachable blobs, never an entry without its bytes.
@@ -571,7 +588,7 @@ export function createApp(deps: ApiDeps): ApiApp {
   });
 
   app.openapi(routes.raw, async (c) => {
-    const mailbox = c.get('mailbox');
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
     const { id } = c.req.valid('param');
     const entry = await getEntry(mailbox, id);
     const etag = `"${id}"`;
@@ -593,9 +610,9 @@ export function createApp(deps: ApiDeps): ApiApp {
   });
 
   app.openapi(routes.top, async (c) => {
-    const mailbox = c.get('mailbox');
     const { id } = c.req.valid('param');
-    const { lines } = c.req.valid('query');
+    const { lines, view } = c.req.valid('query');
+    const mailbox = viewKey(c.get('mailbox'), view);
     const entry = await getEntry(mailbox, id);
     const key = mailboxKeys.raw(mailbox, id);
     const top =
@@ -620,7 +637,7 @@ export function createApp(deps: ApiDeps): ApiApp {
   });
 
   app.openapi(routes.part, async (c) => {
-    const mailbox = c.get('mailbox');
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
     const { id, partId } = c.req.valid('param');
     await getEntry(mailbox, id);
     const summary = await readSummary(mailbox, id);
@@ -671,8 +688,10 @@ export function createApp(deps: ApiDeps): ApiApp {
   };
 
   app.openapi(routes.wait, async (c) => {
-    const mailbox = c.get('mailbox');
     const query = c.req.valid('query');
+    // Nothing wakes a sent view's waiters (POST …/send runs in this process, or in another Lambda),
+    // so that long-poll finds new copies by polling the index.
+    const mailbox = viewKey(c.get('mailbox'), query.view);
     const deadline = now() + (query.timeout ?? MAX_WAIT_SECONDS) * 1000;
     const requestSignal = c.req.raw.signal;
     const after = query.after ?? (await index.list(mailbox, { limit: 1 })).items[0]?.id ?? '';

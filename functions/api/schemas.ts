@@ -75,7 +75,21 @@ export const partParamsSchema = z.object({
 
 const booleanQuerySchema = z.enum(['true', 'false']);
 
+/** The views of a mailbox: what it received, and the copies of what its owner sent (docs/adr/0009-sent-view.md). */
+export const MAILBOX_VIEWS = ['inbox', 'sent'] as const;
+export type MailboxView = (typeof MAILBOX_VIEWS)[number];
+
+const viewSchema = z.enum(MAILBOX_VIEWS).default('inbox').openapi({
+  description:
+    '`inbox` (received mail) or `sent` (copies of mail sent through `POST …/send`); the same token reads both',
+  example: 'sent',
+});
+
+/** `?view=` alone, for the endpoints that take no other query parameter. */
+export const viewQuerySchema = z.object({ view: viewSchema });
+
 export const listQuerySchema = z.object({
+  view: viewSchema,
   limit: z.coerce
     .number()
     .int()
@@ -98,6 +112,7 @@ export const listQuerySchema = z.object({
 });
 
 export const topQuerySchema = z.object({
+  view: viewSchema,
   lines: z.coerce
     .number()
     .int()
@@ -107,6 +122,7 @@ export const topQuerySchema = z.object({
 });
 
 export const waitQuerySchema = z.object({
+  view: viewSchema,
   after: z
     .string()
     .regex(ULID_RE, 'must be a message id (26-character ULID)')

@@ -8,8 +8,10 @@ import { InProcessMailWaiter } from '../api/waiter.ts';
 import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError, MailRelayError } from '../core/errors.ts';
 import { type Decision, isMailbox, resolveRecipient } from '../core/routing.ts';
+import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
 import { loadConfig } from './config-file.ts';
+import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
 
 // The heavy modules (SQLite, mailparser, smtp-server, Hono) load only for the commands that need
@@ -183,6 +185,7 @@ async function commandDev(io: Io): Promise<number> {
       `  data:   ${runtime.dataDir}\n  smtp:   127.0.0.1:${smtp.port}\n  api:    ${api.url}/v1/\n` +
       '  token:  npx mail-relay token create <mailbox>\n',
   );
+  const retention = await startDevRetention(io, config, api.blobs, runtime.index);
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);
@@ -195,10 +198,42 @@ async function commandDev(io: Io): Promise<number> {
     if (io.stop?.aborted) stop();
     else io.stop?.addEventListener('abort', stop, { once: true });
   });
+  await retention?.stop();
   await smtp.close();
   await api.close();
   await runtime.close();
   return 0;
+}
+
+/**
+ * With `retention.mailboxDays`, sweeps at start and hourly (local/retention-sweeper.ts) through the
+ * API server's store, which the router writes through too. One line per sweep that deleted something.
+ */
+async function startDevRetention(
+  io: Io,
+  config: Config,
+  blobs: RetentionDeps['blobs'],
+  index: RetentionDeps['index'],
+): Promise<RetentionSweeper | null> {
+  const mailboxDays = config.retention.mailboxDays;
+  if (mailboxDays === undefined) return null;
+  const { startRetentionSweeper } = await import('./retention-sweeper.ts');
+  return startRetentionSweeper(
+    { blobs, index },
+    {
+      mailboxDays,
+      onSwept: (s) => {
+        for (const f of s.failures) io.err.write(`retention: ${f.mailbox}: ${f.error}\n`);
+        if (s.deleted === 0 && s.orphans === 0) return;
+        io.out.write(
+          `${new Date().toISOString()} retention: deleted ${s.deleted} message(s), ${s.bytes}B, older than ${mailboxDays} day(s)` +
+            `${s.orphans > 0 ? `, ${s.orphans} orphaned blob set(s)` : ''}\n`,
+        );
+      },
+      onError: (err) =>
+        io.err.write(`retention error: ${err instanceof Error ? err.message : String(err)}\n`),
+    },
+  );
 }
 
 async function commandImport(args: readonly string[], io: Io): Promise<number> {

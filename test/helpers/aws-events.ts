@@ -6,7 +6,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { APIGatewayProxyEventV2, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { APIGatewayProxyEventV2, ScheduledEvent, SQSEvent, SQSRecord } from 'aws-lambda';
 import {
   type SesReceivedNotification,
   sesReceivedNotificationSchema,
@@ -190,4 +190,23 @@ export async function capturePowertools<T>(
       if (original !== undefined) stream.write = original;
     });
   }
+}
+
+/**
+ * What an EventBridge schedule delivers to its Lambda target, in the documented shape
+ * (https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-scheduled.html); no sample file is
+ * needed, the handler reads nothing from it.
+ */
+export function scheduledEvent(time = new Date()): ScheduledEvent {
+  return {
+    version: '0',
+    id: randomUUID(),
+    'detail-type': 'Scheduled Event',
+    source: 'aws.events',
+    account: '123456789012',
+    time: time.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    region: 'us-east-1',
+    resources: ['arn:aws:events:us-east-1:123456789012:rule/mail-relay-retention'],
+    detail: {},
+  };
 }

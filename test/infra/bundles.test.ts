@@ -2,7 +2,8 @@
  * What ships is what was tested: the stack is synthesized WITH bundling (local esbuild, as
  * `cdk deploy` does), and each Lambda bundle it produced is loaded by a fresh `node` process from a
  * directory outside the project (so nothing can come from node_modules), then invoked against
- * moto_server: the router delivers a message SES stored, the API serves it back.
+ * moto_server: the router delivers a message SES stored, the API serves it back, the retention
+ * sweep deletes it once it is older than `retention.mailboxDays`.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -11,7 +12,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { App } from 'aws-cdk-lib';
 import {
@@ -24,6 +31,7 @@ import { MailRelayStack } from '../../lib/mail-relay-stack.ts';
 import {
   awsEventsAvailable,
   httpApiEvent,
+  scheduledEvent,
   sesNotification,
   sqsEvent,
   sqsRecord,
@@ -41,7 +49,15 @@ const FUNCTIONS = {
   router: 'MailRelayRouter',
   api: 'MailRelayApiFunction',
   activator: 'MailRelayIngestActivateRuleSet',
+  retention: 'MailRelayRetentionSweep',
 } as const;
+
+/** The example, with mailbox retention so that the stack has its retention sweep too. */
+const MAILBOX_DAYS = 30;
+const BUNDLED_CONFIG = {
+  ...exampleConfig(),
+  retention: { inboundDays: 30, mailboxDays: MAILBOX_DAYS },
+};
 type FunctionName = keyof typeof FUNCTIONS;
 
 /** Synthesizes with bundling into `outdir` and copies each function's bundle out of the project tree. */
@@ -71,7 +87,7 @@ describe('Lambda bundles from synth', () => {
   let bundles: Record<FunctionName, string>;
 
   before(() => {
-    bundles = synthBundles('example', exampleConfig());
+    bundles = synthBundles('example', BUNDLED_CONFIG);
   });
 
   it('are self-contained ESM files that load in a fresh node process outside the project', async () => {
@@ -183,6 +199,30 @@ describe('Lambda bundles from synth', () => {
 
       const anonymous = await get('/v1/mailboxes/alice@example.com');
       assert.equal((anonymous.result as { statusCode: number }).statusCode, 401);
+    });
+
+    it('the retention bundle, on its schedule, deletes that message (older than mailboxDays) with its counters', async () => {
+      assert.ok(
+        Date.now() - timestamp.getTime() > MAILBOX_DAYS * 86_400_000,
+        'the fixture message is expired',
+      );
+      const r = await runBundle(bundles.retention, env, scheduledEvent());
+      assert.equal(r.code, 0, r.output);
+      assert.deepEqual(
+        r.result,
+        { mailboxes: 1, deleted: 1, bytes: raw.length, orphans: 0, failures: [], complete: true },
+        r.output,
+      );
+      assert.deepEqual(await index.stat('alice@example.com'), {
+        address: 'alice@example.com',
+        messages: 0,
+        bytes: 0,
+      });
+      assert.equal(await index.get('alice@example.com', id), null);
+      const left = await s3.send(
+        new ListObjectsV2Command({ Bucket: FUNCTION_ENV.BUCKET_NAME, Prefix: 'mailboxes/' }),
+      );
+      assert.deepEqual(left.Contents ?? [], [], 'no blob of the message is left');
     });
   });
 });

@@ -31,11 +31,12 @@ export function manyRecipientsConfig(domains = 3, recipients = 250): Record<stri
   };
 }
 
-/** Every optional AWS setting switched on. */
+/** Every optional AWS setting switched on, and mailbox retention (which adds the retention sweep). */
 export function fullConfig(): Record<string, unknown> {
   return {
     ...exampleConfig(),
     domains: ['example.com', 'example.org'],
+    retention: { inboundDays: 30, mailboxDays: 365 },
     aws: {
       region: 'eu-west-1',
       hostedZoneIds: { 'example.com': 'Z0123456789ABC', 'example.org': 'Z0987654321XYZ' },

@@ -61,7 +61,7 @@ function acknowledgmentsUnder(scope: IConstruct): Acknowledged[] {
 
 const configs = {
   example: exampleConfig(),
-  'every aws setting on (zones, alarm e-mail, CORS, retainData false)': fullConfig(),
+  'every aws setting on (zones, alarm e-mail, CORS, retainData false, retention sweep)': fullConfig(),
   '3 domains, 250 recipients': manyRecipientsConfig(),
 };
 

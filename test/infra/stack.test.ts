@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { Match, type Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import { HANDLER_ENV } from '../../lib/mail-relay.ts';
 import {
   actionsOf,
@@ -80,9 +80,11 @@ describe('storage', () => {
         },
       },
     });
-    // No mailbox expiry unless retention.mailboxDays says so.
-    const rules = JSON.stringify(example.findResources('AWS::S3::Bucket'));
-    assert.doesNotMatch(rules, /"Prefix":"mailboxes\/"/);
+    // Never a mailbox expiry, even with retention.mailboxDays (full): the retention sweep deletes
+    // expired mail with its index entry and counters, which an object lifecycle rule cannot.
+    for (const t of [example, full]) {
+      assert.doesNotMatch(JSON.stringify(t.findResources('AWS::S3::Bucket')), /"Prefix":"mailboxes\/"/);
+    }
   });
 
   it('the bucket policy denies every request without TLS (and below TLS 1.2)', () => {
@@ -116,7 +118,7 @@ describe('storage', () => {
     assert.match(sourceArn, /receipt-rule-set\/.*MailRelayIngestRuleSet.*:receipt-rule\/\*/);
   });
 
-  it('the table is on-demand, with PITR, TTL and encryption, keyed pk/sk, retained', () => {
+  it('the table is on-demand, with PITR and encryption, keyed pk/sk, retained, and no TTL (nothing writes one)', () => {
     example.hasResource('AWS::DynamoDB::Table', {
       DeletionPolicy: 'Retain',
       Properties: {
@@ -126,26 +128,28 @@ describe('storage', () => {
           { AttributeName: 'sk', KeyType: 'RANGE' },
         ],
         PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
-        TimeToLiveSpecification: { AttributeName: 'ttl', Enabled: true },
+        TimeToLiveSpecification: Match.absent(),
         SSESpecification: { SSEEnabled: true },
         DeletionProtectionEnabled: true,
       },
     });
   });
 
-  it('retainData: false deletes both with the stack (bucket emptied first) and expires mailboxes when configured', () => {
-    const t = synthStack({ ...fullConfig(), retention: { inboundDays: 7, mailboxDays: 365 } }).template;
+  it('retainData: false deletes both with the stack (bucket emptied first); inboundDays sets the replay window', () => {
+    const { stack, template: t } = synthStack({
+      ...fullConfig(),
+      retention: { inboundDays: 7, mailboxDays: 365 },
+    });
     t.hasResource('AWS::S3::Bucket', {
       DeletionPolicy: 'Delete',
       Properties: {
         LifecycleConfiguration: {
-          Rules: Match.arrayWith([
-            Match.objectLike({ Prefix: 'inbound/', ExpirationInDays: 7 }),
-            Match.objectLike({ Prefix: 'mailboxes/', ExpirationInDays: 365 }),
-          ]),
+          Rules: Match.arrayWith([Match.objectLike({ Prefix: 'inbound/', ExpirationInDays: 7 })]),
         },
       },
     });
+    // The old lifecycle expiry warned that index entries would outlive their files; the sweep has no such caveat.
+    Annotations.fromStack(stack).hasNoWarning('*', Match.anyValue());
     t.resourceCountIs('Custom::S3AutoDeleteObjects', 1);
     t.hasResource('AWS::DynamoDB::Table', {
       DeletionPolicy: 'Delete',
@@ -389,6 +393,85 @@ describe('functions', () => {
         for (const a of actionsOf(st)) assert.doesNotMatch(a, /(^\*$|:\*$)/, `wildcard action ${a}`);
       }
     }
+  });
+});
+
+describe('retention', () => {
+  it('without retention.mailboxDays there is no sweep: no schedule, no function, no alarm', () => {
+    example.resourceCountIs('AWS::Events::Rule', 0);
+    const fns = Object.keys(resourcesOfType(example, 'AWS::Lambda::Function'));
+    assert.deepEqual(
+      fns.filter((id) => id.startsWith('MailRelayRetention')),
+      [],
+    );
+  });
+
+  it('with it, an EventBridge rule invokes the sweep daily, and only that rule may', () => {
+    const fnId = onlyLogicalId(full, 'AWS::Lambda::Function', 'MailRelayRetentionSweep');
+    const ruleId = onlyLogicalId(full, 'AWS::Events::Rule', 'MailRelayRetentionSchedule');
+    full.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'cron(17 3 * * ? *)',
+      State: 'ENABLED',
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [fnId, 'Arn'] } })],
+    });
+    full.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      FunctionName: { 'Fn::GetAtt': [fnId, 'Arn'] },
+      Principal: 'events.amazonaws.com',
+      SourceArn: { 'Fn::GetAtt': [ruleId, 'Arn'] },
+    });
+    const fn = propertiesOf(resourcesOfType(full, 'AWS::Lambda::Function')[fnId]);
+    // Lambda's maximum: the handler stops 30 s before it and the next run continues.
+    assert.equal(fn.Timeout, 900);
+    const env = (fn.Environment as { Variables: Record<string, unknown> }).Variables;
+    const fullBucket = onlyLogicalId(full, 'AWS::S3::Bucket', 'MailRelayStorageBucket');
+    const fullTable = onlyLogicalId(full, 'AWS::DynamoDB::Table', 'MailRelayStorageIndex');
+    assert.deepEqual(env[HANDLER_ENV.bucket], { Ref: fullBucket });
+    assert.deepEqual(env[HANDLER_ENV.table], { Ref: fullTable });
+    assert.equal(
+      env[HANDLER_ENV.configSha256],
+      createHash('sha256').update(JSON.stringify(fullConfig())).digest('hex'),
+    );
+  });
+
+  it('the sweep lists and deletes under mailboxes/ only, reads no object, and gets only the table actions it uses', () => {
+    const s = statementsOfRole(full, 'MailRelayRetentionSweepResourcesRole');
+    const fullTable = onlyLogicalId(full, 'AWS::DynamoDB::Table', 'MailRelayStorageIndex');
+    const fullBucket = onlyLogicalId(full, 'AWS::S3::Bucket', 'MailRelayStorageBucket');
+    const [del, ...moreDeletes] = grantsOf(s, 's3:DeleteObject');
+    assert.ok(del);
+    assert.deepEqual(moreDeletes, []);
+    assert.deepEqual(actionsOf(del), ['s3:DeleteObject']);
+    assert.match(resourceText(del.Resource), new RegExp(`${fullBucket}.*"/mailboxes/\\*"`));
+    const [list, ...moreLists] = grantsOf(s, 's3:ListBucket');
+    assert.ok(list);
+    assert.deepEqual(moreLists, []);
+    assert.deepEqual(list.Resource, { 'Fn::GetAtt': [fullBucket, 'Arn'] });
+    assert.deepEqual(list.Condition, { StringLike: { 's3:prefix': ['mailboxes/*'] } });
+    assert.deepEqual(grantsOf(s, 's3:GetObject'), []);
+    assert.deepEqual(grantsOf(s, 's3:PutObject'), []);
+    assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|forwarded\/|ses:|sqs:/);
+    const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
+    assert.equal(dynamo.length, 1);
+    assert.deepEqual(dynamo[0]?.Resource, { 'Fn::GetAtt': [fullTable, 'Arn'] });
+    assert.deepEqual(actionsOf(dynamo[0] as PolicyStatementJson).sort(), [
+      'dynamodb:BatchGetItem',
+      'dynamodb:DeleteItem',
+      'dynamodb:GetItem',
+      'dynamodb:Query',
+      'dynamodb:UpdateItem',
+    ]);
+  });
+
+  it('a failed sweep raises an alarm', () => {
+    const fnId = onlyLogicalId(full, 'AWS::Lambda::Function', 'MailRelayRetentionSweep');
+    full.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    full.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'Errors',
+      Namespace: 'AWS/Lambda',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: fnId } }],
+      Period: 3600,
+    });
   });
 });
 

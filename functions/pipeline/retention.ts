@@ -1,0 +1,210 @@
+/**
+ * Mailbox retention (`retention.mailboxDays`): deletes delivered mail received more than
+ * `mailboxDays` ago, through the ports, so that the index entry, the mailbox counters and the
+ * blobs go together. An S3 lifecycle rule cannot do this: it expires objects and leaves their
+ * index entries and counters pointing at nothing (docs/adr/0010-mailbox-retention.md).
+ *
+ * The order is DELE's (docs/adr/0005-mailbox-http-api.md): the index delete, which updates the
+ * counters in the same transaction, is the commit point; the blobs follow. A reader never sees an
+ * entry whose bytes are gone. A crash in between leaves blobs without an entry, which the next
+ * sweep finds by listing the mailbox's expired keys (oldest first, so the listing stops at the
+ * first kept message) and removes.
+ *
+ * Idempotent, and safe beside delivery: new mail has new ids (ULIDs of the receipt time), newer
+ * than anything the sweep deletes, and every delete is conditional on the entry still existing.
+ */
+import { timeOfId, ULID_RE } from '../core/ids.ts';
+import { mailboxKeys } from '../core/keys.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import type { MailboxIndex } from '../ports/mailbox-index.ts';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** LIST page size of the walk: the index's maximum, so a mailbox of kept mail costs few queries. */
+const PAGE_SIZE = 1000;
+/** Length of a message id (ULID) at the start of a key under `mailboxes/<mailbox>/`. */
+const ID_LENGTH = 26;
+/**
+ * Expired blobs without an index entry are left alone until they are this old: a delivery of old
+ * mail (`mail-relay import`, `replay`) writes its blobs before its index entry and may be between
+ * the two right now. A router invocation ends within 15 minutes (Lambda's limit).
+ */
+export const ORPHAN_GRACE_MS = 60 * 60 * 1000;
+
+/** The ports a sweep needs: no parser, no outbound. */
+export interface RetentionDeps {
+  readonly index: MailboxIndex;
+  readonly blobs: BlobStore;
+}
+
+export interface SweepProgress {
+  /** The mailbox (index key) just swept. */
+  readonly mailbox: string;
+  /** Mailboxes swept so far, of `total`. */
+  readonly done: number;
+  readonly total: number;
+  /** Messages deleted so far, and their bytes. */
+  readonly deleted: number;
+  readonly bytes: number;
+}
+
+export interface SweepOptions {
+  /** Messages received more than this many days before `now` are deleted. */
+  readonly mailboxDays: number;
+  /** @default new Date() */
+  readonly now?: Date | undefined;
+  /** Called after each mailbox. */
+  readonly onProgress?: ((progress: SweepProgress) => void) | undefined;
+  /**
+   * Stops the sweep between two messages (shutdown, a Lambda close to its timeout). What was
+   * deleted stays deleted; the next sweep carries on.
+   */
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface SweepFailure {
+  readonly mailbox: string;
+  readonly error: string;
+}
+
+export interface SweepSummary {
+  /** Mailboxes swept (every mailbox the index knows, sent views included, unless stopped early). */
+  readonly mailboxes: number;
+  /** Messages deleted: index entry, counters and blobs. */
+  readonly deleted: number;
+  /** Their bytes, as the counters counted them. */
+  readonly bytes: number;
+  /** Expired messages whose blobs had outlived their index entry (an interrupted DELE or sweep), removed. */
+  readonly orphans: number;
+  /** Mailboxes whose sweep failed (a storage error); the others were still swept. */
+  readonly failures: readonly SweepFailure[];
+  /** False when `signal` stopped the sweep before every mailbox was done. */
+  readonly complete: boolean;
+}
+
+/**
+ * Deletes every message received before `now − mailboxDays` from every mailbox. Mailboxes are
+ * swept one after another; one that fails is reported in `failures` and the rest still run.
+ */
+export async function sweepExpired(deps: RetentionDeps, options: SweepOptions): Promise<SweepSummary> {
+  const { mailboxDays, signal, onProgress } = options;
+  if (!Number.isFinite(mailboxDays) || mailboxDays <= 0) {
+    throw new RangeError(`sweepExpired: mailboxDays must be a positive number, got ${String(mailboxDays)}`);
+  }
+  const now = (options.now ?? new Date()).getTime();
+  if (!Number.isFinite(now)) throw new RangeError('sweepExpired: now is not a valid date');
+  const cutoff = now - mailboxDays * DAY_MS;
+
+  const mailboxes = await deps.index.listMailboxes();
+  const totals = { mailboxes: 0, deleted: 0, bytes: 0, orphans: 0 };
+  const failures: SweepFailure[] = [];
+  for (const { address: mailbox } of mailboxes) {
+    if (signal?.aborted) return { ...totals, failures, complete: false };
+    try {
+      await sweepMailbox(deps, mailbox, { cutoff, now, signal }, totals);
+    } catch (err) {
+      failures.push({ mailbox, error: err instanceof Error ? err.message : String(err) });
+    }
+    if (signal?.aborted) return { ...totals, failures, complete: false };
+    totals.mailboxes++;
+    onProgress?.({
+      mailbox,
+      done: totals.mailboxes,
+      total: mailboxes.length,
+      deleted: totals.deleted,
+      bytes: totals.bytes,
+    });
+  }
+  return { ...totals, failures, complete: true };
+}
+
+interface MailboxSweep {
+  readonly cutoff: number;
+  readonly now: number;
+  readonly signal: AbortSignal | undefined;
+}
+
+async function deleteBlobs(blobs: BlobStore, mailbox: string, id: string): Promise<void> {
+  await blobs.delete(mailboxKeys.raw(mailbox, id));
+  await blobs.deletePrefix(mailboxKeys.dir(mailbox, id));
+}
+
+/** Index first (the commit point, with the counters), then the blobs. */
+async function deleteMessage(
+  deps: RetentionDeps,
+  mailbox: string,
+  id: string,
+  totals: { deleted: number; bytes: number },
+): Promise<void> {
+  const removed = await deps.index.delete(mailbox, id);
+  // null: a DELE (or another sweep) got there first; its blob deletes may not have run yet, and
+  // deleting a missing blob is a no-op, so ours run anyway.
+  if (removed !== null) {
+    totals.deleted++;
+    totals.bytes += removed.size;
+  }
+  await deleteBlobs(deps.blobs, mailbox, id);
+}
+
+async function sweepMailbox(
+  deps: RetentionDeps,
+  mailbox: string,
+  sweep: MailboxSweep,
+  totals: { deleted: number; bytes: number; orphans: number },
+): Promise<void> {
+  // Newest first: the kept messages come first, then every expired one. The cursor is the last
+  // id seen, so deleting the entries of a page does not disturb the next.
+  let cursor: string | undefined;
+  do {
+    const page = await deps.index.list(mailbox, { limit: PAGE_SIZE, cursor });
+    for (const entry of page.items) {
+      if (timeOfId(entry.id) > sweep.cutoff) continue;
+      if (sweep.signal?.aborted) return;
+      await deleteMessage(deps, mailbox, entry.id, totals);
+    }
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor !== undefined);
+
+  await sweepOrphans(deps, mailbox, sweep, totals);
+}
+
+/**
+ * Expired ids that still have blobs under `mailboxes/<mailbox>/`. Keys list in byte order and
+ * ids sort by receipt time, so the expired ones come first: the listing stops at the first key
+ * that is not an expired id (a kept message, or the `sent/` view, which sorts after every id).
+ */
+async function expiredBlobIds(
+  blobs: BlobStore,
+  mailbox: string,
+  cutoff: number,
+): Promise<Map<string, number>> {
+  const prefix = mailboxKeys.prefix(mailbox);
+  /** id -> newest lastModified of its blobs */
+  const found = new Map<string, number>();
+  for await (const info of blobs.list(prefix)) {
+    const rest = info.key.slice(prefix.length);
+    const id = rest.slice(0, ID_LENGTH);
+    const after = rest.charAt(ID_LENGTH);
+    if (!ULID_RE.test(id) || (after !== '.' && after !== '/') || timeOfId(id) >= cutoff) break;
+    found.set(id, Math.max(found.get(id) ?? 0, info.lastModified));
+  }
+  return found;
+}
+
+async function sweepOrphans(
+  deps: RetentionDeps,
+  mailbox: string,
+  sweep: MailboxSweep,
+  totals: { deleted: number; bytes: number; orphans: number },
+): Promise<void> {
+  for (const [id, lastModified] of await expiredBlobIds(deps.blobs, mailbox, sweep.cutoff)) {
+    if (sweep.signal?.aborted) return;
+    // An entry that appeared after the walk passed (old mail imported or replayed meanwhile) is
+    // expired all the same, and goes the usual way.
+    if ((await deps.index.get(mailbox, id)) !== null) {
+      await deleteMessage(deps, mailbox, id, totals);
+    } else if (lastModified < sweep.now - ORPHAN_GRACE_MS) {
+      await deleteBlobs(deps.blobs, mailbox, id);
+      totals.orphans++;
+    }
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Mailbox retention (`retention.mailboxDays`): a function that deletes expired mail through the
+ * index and the blob store (functions/pipeline/retention.ts), invoked once a day by an EventBridge
+ * rule. It replaces an S3 lifecycle rule on `mailboxes/`, which would expire the bytes and leave
+ * index entries and counters behind (docs/adr/0010-mailbox-retention.md).
+ */
+import { Duration } from 'aws-cdk-lib';
+import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
+import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
+import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { HouseFunction } from './house-function.ts';
+import { PREFIX } from './storage.ts';
+
+/**
+ * DynamoDB actions of the sweep (index.listMailboxes, list, get, delete). The delete is a
+ * TransactWriteItems of a Delete (the entry) and an Update (the counters); IAM authorizes each item
+ * by its own action, and has no action named TransactWriteItems
+ * (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
+ */
+export const RETENTION_TABLE_ACTIONS = [
+  'dynamodb:Query', // listMailboxes (the registry), list
+  'dynamodb:BatchGetItem', // listMailboxes (the counters)
+  'dynamodb:GetItem', // delete reads the entry first; the orphan check
+  'dynamodb:DeleteItem', // delete (the entry)
+  'dynamodb:UpdateItem', // delete (the counters)
+];
+
+/** 03:17 UTC: a quiet hour for most of the mail in the world, off the top of the hour when schedules pile up. */
+export const RETENTION_SCHEDULE = Schedule.cron({ minute: '17', hour: '3' });
+
+export interface MailRetentionProps {
+  /** `retention.mailboxDays`, shown in the function's description (the function reads it from its configuration). */
+  readonly mailboxDays: number;
+  readonly bucket: IBucket;
+  readonly table: ITable;
+  /** Absolute path of the Lambda entry module. */
+  readonly entry: string;
+  /** Build-time definitions of the bundle (the configuration). */
+  readonly define: Readonly<Record<string, string>>;
+  /** Variables besides the bucket and table (the configuration's hash). @default - none */
+  readonly environment?: Readonly<Record<string, string>>;
+  /** Names of the bucket and table variables (functions/handlers/deps.ts). */
+  readonly env: { readonly bucket: string; readonly table: string };
+  readonly logRetention: RetentionDays;
+  /** @default RETENTION_SCHEDULE (daily, 03:17 UTC) */
+  readonly schedule?: Schedule;
+}
+
+export class MailRetention extends Construct {
+  readonly function: HouseFunction;
+  readonly rule: Rule;
+
+  constructor(scope: Construct, id: string, props: MailRetentionProps) {
+    super(scope, id);
+    this.function = new HouseFunction(this, 'Sweep', {
+      entry: props.entry,
+      description: `mail-relay: deletes mail older than ${props.mailboxDays} day(s) (index, counters, blobs)`,
+      // Lambda's maximum: a first sweep over years of mail takes long; the handler stops 30 s early
+      // and the next day's run carries on.
+      timeout: Duration.minutes(15),
+      // I/O bound: one message at a time, no parsing.
+      memorySize: 256,
+      logRetention: props.logRetention,
+      define: props.define,
+      ...(props.environment ? { environment: props.environment } : {}),
+    })
+      // Lists and deletes, never reads: no GetObject, and listing only under mailboxes/.
+      .bindBucket(props.bucket, { delete: [PREFIX.mailboxes], list: [PREFIX.mailboxes] }, props.env.bucket)
+      .bindTable(props.table, RETENTION_TABLE_ACTIONS, props.env.table);
+
+    this.rule = new Rule(this, 'Schedule', {
+      description: `mail-relay: daily retention sweep (retention.mailboxDays = ${props.mailboxDays})`,
+      schedule: props.schedule ?? RETENTION_SCHEDULE,
+      // A failed sweep is retried by Lambda's asynchronous invocation (twice); the sweep is idempotent.
+      targets: [new LambdaFunction(this.function)],
+    });
+  }
+}
