@@ -155,14 +155,17 @@ async function commandDev(io: Io): Promise<number> {
   ]);
   const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
   const runtime = await openRuntime(io, config);
+  // Mail a crashed run had acknowledged but maybe not finished routing: route it before listening.
+  const recovered = await runtime.recover();
+  if (recovered.messages > 0) io.out.write(`recovered ${recovered.messages} journaled messages\n`);
   const waiter = new InProcessMailWaiter();
   const api = await startApiServer(runtime, { port: apiPort, waiter }).catch(async (err: unknown) => {
     await runtime.close();
     throw err;
   });
-  // The router writes through the API server's store so that links it signs point at this API.
+  // Links the router signs (oversize-forward notices) point at this API server.
   const smtp = await startSmtpListener(
-    { ...runtime, blobs: api.blobs },
+    { ...runtime, forwarding: { presign: (key, options) => api.blobs.presign(key, options) } },
     {
       port: smtpPort,
       onDelivered: (r) => {
@@ -256,6 +259,7 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
   const { importFiles, progressBar } = await import('./import.ts');
   const runtime = await openRuntime(io, config);
   try {
+    await runtime.recover();
     const summary = await importFiles(runtime, positionals, {
       to: forced,
       onProgress:

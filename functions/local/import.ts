@@ -8,8 +8,8 @@ import { readFile, stat } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser';
 import { isAddress, normalizeAddress } from '../core/config.ts';
 import { sesMessageIdFromContent } from '../core/ids.ts';
-import { countOutcomes, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
-import { ingest } from './ingest.ts';
+import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
+import { type IngestDeps, ingest } from './ingest.ts';
 
 /** Unfolded header fields of a raw message (name lower-cased), read without a MIME parser. */
 export function headerFields(raw: Buffer): { name: string; value: string }[] {
@@ -61,37 +61,49 @@ export interface ImportSummary {
   readonly line: string;
 }
 
+/** Files read and routed at once: enough for the journal's group commit to batch their syncs. */
+export const IMPORT_CONCURRENCY = 8;
+
 export async function importFiles(
-  deps: RouterDeps,
+  deps: IngestDeps,
   files: readonly string[],
   options: { to?: readonly string[]; onProgress?: ((done: number, total: number) => void) | undefined } = {},
 ): Promise<ImportSummary> {
   const started = Date.now();
   const results: RouteResult[] = [];
   const failures: { file: string; reason: string }[] = [];
-  for (const [i, file] of files.entries()) {
+  let next = 0;
+  let done = 0;
+  const importOne = async (file: string): Promise<void> => {
     try {
       const [body, info] = await Promise.all([readFile(file), stat(file)]);
       const recipients = options.to && options.to.length > 0 ? options.to : headerRecipients(body);
       if (recipients.length === 0) {
         failures.push({ file, reason: 'no recipient in the headers (use --to)' });
-      } else {
-        results.push(
-          await ingest(deps, {
-            body,
-            mailFrom: '',
-            recipients,
-            sesMessageId: sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body])),
-            receivedAt: importReceiptTime(body, info.mtime),
-            via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
-          }),
-        );
+        return;
       }
+      results.push(
+        await ingest(deps, {
+          body,
+          mailFrom: '',
+          recipients,
+          sesMessageId: sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body])),
+          receivedAt: importReceiptTime(body, info.mtime),
+          via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
+        }),
+      );
     } catch (err) {
       failures.push({ file, reason: err instanceof Error ? err.message : String(err) });
     }
-    options.onProgress?.(i + 1, files.length);
-  }
+  };
+  const worker = async (): Promise<void> => {
+    for (let file = files[next++]; file !== undefined; file = files[next++]) {
+      await importOne(file);
+      done += 1;
+      options.onProgress?.(done, files.length);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, files.length) }, worker));
   const c = countOutcomes(results);
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   const line =

@@ -5,9 +5,10 @@
  */
 import { hostname } from 'node:os';
 import { newSesMessageId } from '../core/ids.ts';
-import { buildNotification, INBOUND_PREFIX } from '../core/notification.ts';
+import { buildNotification, type SesReceivedNotification } from '../core/notification.ts';
 import { UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
+import type { IngestJournal } from './ingest-journal.ts';
 
 /** The bucket name in locally built notifications (there is no bucket; the data dir plays its part). */
 export const LOCAL_BUCKET = 'mail-relay-local';
@@ -73,12 +74,28 @@ export interface IngestResult extends RouteResult {
   readonly inboundKey: string;
 }
 
-export async function ingest(deps: RouterDeps, input: IngestInput): Promise<IngestResult> {
+/** Router deps, plus the journal that makes `250` durable when the stores defer their syncs. */
+export interface IngestDeps extends RouterDeps {
+  readonly journal?: IngestJournal | undefined;
+}
+
+/**
+ * What SES does on receipt, after the message is durable: store it under `inbound/`, then route it.
+ * Also what journal recovery re-runs (idempotent).
+ */
+export async function applyReceived(
+  deps: RouterDeps,
+  notification: SesReceivedNotification,
+  raw: Buffer,
+): Promise<RouteResult> {
+  await deps.blobs.put(notification.receipt.action.objectKey, raw, { contentType: 'message/rfc822' });
+  return processNotification(deps, notification, { raw });
+}
+
+export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {
   const sesMessageId = input.sesMessageId ?? newSesMessageId();
   const receivedAt = input.receivedAt ?? new Date();
   const raw = Buffer.concat([traceHeaders(input, sesMessageId, receivedAt), input.body]);
-  const inboundKey = `${INBOUND_PREFIX}${sesMessageId}`;
-  await deps.blobs.put(inboundKey, raw, { contentType: 'message/rfc822' });
   const notification = buildNotification({
     sesMessageId,
     receivedAt,
@@ -87,6 +104,21 @@ export async function ingest(deps: RouterDeps, input: IngestInput): Promise<Inge
     verdicts: input.verdicts ?? UNCHECKED_VERDICTS,
     bucketName: LOCAL_BUCKET,
   });
-  const result = await processNotification(deps, notification, { raw });
-  return { ...result, inboundKey };
+  const inboundKey = notification.receipt.action.objectKey;
+  const { journal } = deps;
+  if (!journal) return { ...(await applyReceived(deps, notification, raw)), inboundKey };
+
+  const ticket = await journal.append({ type: 'ingest', notification, raw });
+  try {
+    return { ...(await applyReceived(deps, notification, raw)), inboundKey };
+  } catch (err) {
+    // The client is told to retry (4xx): recovery must not deliver this copy as well.
+    await journal.append({ type: 'abort', sesMessageId }).then(
+      (t) => journal.settle(t),
+      () => undefined,
+    );
+    throw err;
+  } finally {
+    journal.settle(ticket);
+  }
 }

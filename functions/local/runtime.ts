@@ -12,6 +12,8 @@ import { SqliteMailboxIndex } from '../adapters/local/sqlite-mailbox-index.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { Config } from '../core/config.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
+import { applyReceived } from './ingest.ts';
+import { IngestJournal, recoverJournal, syncFileSystem } from './ingest-journal.ts';
 
 export const DEFAULT_DATA_DIR = '.mail-relay';
 
@@ -20,6 +22,10 @@ export const PRESIGN_SECRET_FILE = 'presign.secret';
 
 export interface LocalRuntime extends RouterDeps {
   readonly dataDir: string;
+  /** Present in `journal` durability: what makes `250` durable (see ingest-journal.ts). */
+  readonly journal: IngestJournal | undefined;
+  /** Re-routes what a crashed process journaled but may not have finished; run before listening. */
+  recover(): Promise<{ segments: number; messages: number }>;
   /** The FsBlobStore root (`<dataDir>/blobs`), for a second store over the same files (the API's, which presigns). */
   readonly blobRoot: string;
   readonly blobs: FsBlobStore;
@@ -32,6 +38,11 @@ export interface LocalRuntimeOptions {
   readonly dataDir?: string;
   /** Base URL and secret for presigned local URLs (the API server's address). */
   readonly presign?: { readonly baseUrl: string; readonly secret: string | Buffer };
+  /**
+   * `journal` (default): received mail is group-committed to a write-ahead journal and the router's
+   * file writes are synced in bulk at checkpoints. `sync`: every file write is fsynced on its own.
+   */
+  readonly durability?: 'journal' | 'sync';
 }
 
 export function dataDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
@@ -42,21 +53,35 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   const dataDir = resolve(options.dataDir ?? dataDirFromEnv());
   mkdirSync(dataDir, { recursive: true });
   const blobRoot = join(dataDir, 'blobs');
-  const blobs = new FsBlobStore({ root: blobRoot, presign: options.presign });
+  const journaled = (options.durability ?? 'journal') === 'journal';
+  const blobs = new FsBlobStore({
+    root: blobRoot,
+    presign: options.presign,
+    durability: journaled ? 'deferred' : 'sync',
+  });
   const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'));
-  return {
+  const syncFs = () => syncFileSystem(dataDir);
+  const journalDir = join(dataDir, 'journal');
+  const journal = journaled ? new IngestJournal(journalDir, syncFs) : undefined;
+  const runtime: LocalRuntime = {
     config: options.config,
     dataDir,
     blobRoot,
     blobs,
     index,
+    journal,
     parser: new MailparserAdapter(),
     // `relay.smtp` set: forwards go to that smarthost; otherwise to outbox/ (`mail-relay outbox`).
     outbound: options.config.relay.smtp
       ? new SmtpOutbound({ url: options.config.relay.smtp })
       : new OutboxOutbound(blobs),
-    close: () => index.close(),
+    recover: () => recoverJournal(journalDir, (n, raw) => applyReceived(runtime, n, raw), syncFs),
+    close: async () => {
+      await journal?.close();
+      await index.close();
+    },
   };
+  return runtime;
 }
 
 /**

@@ -157,7 +157,7 @@ async function sweepMailbox(
   do {
     const page = await deps.index.list(mailbox, { limit: PAGE_SIZE, cursor });
     for (const entry of page.items) {
-      if (timeOfId(entry.id) > sweep.cutoff) continue;
+      if (timeOfId(entry.id) >= sweep.cutoff) continue;
       if (sweep.signal?.aborted) return;
       await deleteMessage(deps, mailbox, entry.id, totals);
     }

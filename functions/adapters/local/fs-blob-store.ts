@@ -54,7 +54,13 @@ export interface FsBlobStoreOptions {
   /** The directory holding the blobs; created on first write. */
   readonly root: string;
   /** Enables `presign`: URLs served by the local HTTP API under `${baseUrl}/v1/blobs/…`. */
-  readonly presign?: { readonly baseUrl: string; readonly secret: string | Buffer };
+  readonly presign?: { readonly baseUrl: string; readonly secret: string | Buffer } | undefined;
+  /**
+   * `sync` (default): every write is fsynced before it returns. `deferred`: writes are still atomic
+   * (temp file + rename) but not synced; the caller makes them durable in bulk (the local ingest
+   * journal's checkpoint, see functions/local/ingest-journal.ts) and owns recovery after a crash.
+   */
+  readonly durability?: 'sync' | 'deferred';
 }
 
 export type PresignVerification =
@@ -165,9 +171,10 @@ async function writeStream(fh: FileHandle, body: Readable): Promise<void> {
 }
 
 /** The fallback when hard links are not available: a real copy, fsynced like a put. */
-async function copyBytes(from: string, tmp: string): Promise<void> {
+async function copyBytes(from: string, tmp: string, sync: boolean): Promise<void> {
   try {
     await copyFile(from, tmp, constants.COPYFILE_EXCL);
+    if (!sync) return;
     const fh = await open(tmp, 'r+');
     try {
       await fh.datasync();
@@ -274,10 +281,18 @@ export class FsBlobStore implements BlobStore {
   /** Group commit for directory fsyncs: concurrent puts into one directory share a sync. */
   private readonly dirSyncs = new Map<string, DirSyncState>();
 
+  /** False in `deferred` durability: nothing is fsynced here. */
+  private readonly sync: boolean;
+
   constructor(options: FsBlobStoreOptions) {
     if (typeof options.root !== 'string' || options.root === '')
       throw new TypeError('FsBlobStore: root is required');
     this.root = resolve(options.root);
+    const durability = options.durability ?? 'sync';
+    if (durability !== 'sync' && durability !== 'deferred') {
+      throw new TypeError(`FsBlobStore: durability must be 'sync' or 'deferred', got ${String(durability)}`);
+    }
+    this.sync = durability === 'sync';
     if (options.presign !== undefined) {
       const { baseUrl, secret } = options.presign;
       if (!/^https?:\/\/[^/]/.test(baseUrl))
@@ -311,7 +326,7 @@ export class FsBlobStore implements BlobStore {
       if (Buffer.isBuffer(body)) await writeAll(fh, [body]);
       else await writeStream(fh, body);
       // datasync is enough: it flushes the data and the size; other metadata (atime…) need not survive.
-      await fh.datasync();
+      if (this.sync) await fh.datasync();
       await fh.close();
     } catch (err) {
       // A failed write (or a body stream that errored) never becomes visible: drop the temp file.
@@ -386,6 +401,7 @@ export class FsBlobStore implements BlobStore {
    * shares that queued sync. Under load N puts into `inbound/` cost ~2 directory fsyncs, not N.
    */
   private syncDir(dir: string): Promise<void> {
+    if (!this.sync) return Promise.resolve();
     let state = this.dirSyncs.get(dir);
     if (state === undefined) {
       state = { running: null, queued: null };
@@ -538,7 +554,7 @@ export class FsBlobStore implements BlobStore {
       const code = errorCode(err);
       if (code === 'ENOENT') throw missing();
       if (code === undefined || !LINK_UNSUPPORTED.has(code)) throw err;
-      await copyBytes(from, tmp).catch((e: unknown) => {
+      await copyBytes(from, tmp, this.sync).catch((e: unknown) => {
         throw isMissing(e) ? missing() : e;
       });
     }

@@ -317,11 +317,15 @@ export class SqliteMailboxIndex implements MailboxIndex {
   private pending: PendingDelivery[] = [];
   private flushScheduled = false;
 
-  /** `path` is a file (created when missing) or `:memory:`. */
-  constructor(path: string) {
+  /**
+   * `path` is a file (created when missing) or `:memory:`. `durability: 'deferred'` commits without
+   * an fsync (synchronous=NORMAL: still crash-safe, but the last commits may be lost on power failure);
+   * the caller then owns durability (the local ingest journal's checkpoint and replay).
+   */
+  constructor(path: string, options: { durability?: 'sync' | 'deferred' } = {}) {
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
+    this.db.pragma(options.durability === 'deferred' ? 'synchronous = NORMAL' : 'synchronous = FULL');
     this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     try {
       this.migrate();
@@ -471,9 +475,13 @@ export class SqliteMailboxIndex implements MailboxIndex {
   }
 
   async get(mailbox: string, id: string): Promise<MessageEntry | null> {
-    this.flushDeliveries();
+    // Not a flush: the router asks before every delivery whether it is a retry, and flushing here
+    // would commit batches of one. A committed row wins; else a queued delivery of that id counts
+    // (it is about to be committed, or it is itself a repeat of a committed one).
     const row = this.selectMessage.get(mailbox, id);
-    return row === undefined ? null : toEntry(row);
+    if (row !== undefined) return toEntry(row);
+    const queued = this.pending.find((p) => p.entry.id === id && p.entry.mailbox === mailbox);
+    return queued === undefined ? null : queued.entry;
   }
 
   async list(mailbox: string, options: ListOptions): Promise<ListPage> {

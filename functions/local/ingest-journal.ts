@@ -1,0 +1,283 @@
+/**
+ * The local relay's write-ahead journal: how `250` can mean "durable" without an fsync per file.
+ *
+ * Before the router runs, each received message (its SES-shaped notification and raw bytes) is
+ * appended to a journal segment. Appends from all SMTP sessions that arrive while a flush is running
+ * are written together with one `writev` + `fdatasync` (group commit), so N concurrent messages cost
+ * one sync, not ~9 each. Everything the router then writes under the data dir (inbound/, mailboxes/,
+ * summaries, parts) goes through a store in `deferred` durability: atomic, not synced.
+ *
+ * A checkpoint (every second while there is traffic, and at close) rotates to a new segment, waits
+ * until every message of the old one has been routed, flushes the whole file system (`sync -f`,
+ * i.e. syncfs(2)), and deletes the old segment. After a crash, `recoverJournal` re-runs the router
+ * over the segments left behind; the router is idempotent, so messages already routed are no-ops.
+ * See docs/adr/0011-ingest-journal.md.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { type SesReceivedNotification, sesReceivedNotificationSchema } from '../core/notification.ts';
+
+/** 'MRJ1': marks the start of every record, so a torn tail is recognized. */
+const MAGIC = 0x4d524a31;
+const RECORD_HEAD_BYTES = 16;
+/** Checkpoint at least this often while messages arrive (bounds the replay work after a crash). */
+export const CHECKPOINT_INTERVAL_MS = 1000;
+/** …and as soon as a segment grows past this (bounds disk use under a burst of big messages). */
+export const MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
+
+export type JournalRecord =
+  | { readonly type: 'ingest'; readonly notification: SesReceivedNotification; readonly raw: Buffer }
+  /** Routing of that message failed and the client got a 4xx: recovery must not deliver it. */
+  | { readonly type: 'abort'; readonly sesMessageId: string };
+
+/** Flushes every dirty page of the file system holding `path` to disk (syncfs(2) through coreutils `sync -f`). */
+export function syncFileSystem(path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sync', ['-f', path], { stdio: 'ignore' });
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`sync -f ${path} exited with ${code}`)),
+    );
+  });
+}
+
+function encode(record: JournalRecord): Buffer[] {
+  const header = Buffer.from(
+    JSON.stringify(
+      record.type === 'ingest'
+        ? { type: 'ingest', notification: record.notification }
+        : { type: 'abort', sesMessageId: record.sesMessageId },
+    ),
+  );
+  const raw = record.type === 'ingest' ? record.raw : Buffer.alloc(0);
+  const head = Buffer.alloc(RECORD_HEAD_BYTES);
+  head.writeUInt32BE(MAGIC, 0);
+  head.writeUInt32BE(header.length, 4);
+  head.writeUInt32BE(raw.length, 8);
+  head.writeUInt32BE(crc32(raw, crc32(header)), 12);
+  return [head, header, raw];
+}
+
+/** The complete records of a segment; a torn or corrupt tail (a crash mid-append) ends the list. */
+export function decodeSegment(bytes: Buffer): JournalRecord[] {
+  const out: JournalRecord[] = [];
+  let at = 0;
+  while (at + RECORD_HEAD_BYTES <= bytes.length) {
+    if (bytes.readUInt32BE(at) !== MAGIC) break;
+    const headerLen = bytes.readUInt32BE(at + 4);
+    const rawLen = bytes.readUInt32BE(at + 8);
+    const end = at + RECORD_HEAD_BYTES + headerLen + rawLen;
+    if (end > bytes.length) break;
+    const header = bytes.subarray(at + RECORD_HEAD_BYTES, at + RECORD_HEAD_BYTES + headerLen);
+    const raw = bytes.subarray(at + RECORD_HEAD_BYTES + headerLen, end);
+    if (crc32(raw, crc32(header)) !== bytes.readUInt32BE(at + 12)) break;
+    const parsed = JSON.parse(header.toString('utf8')) as {
+      type: string;
+      notification?: unknown;
+      sesMessageId?: string;
+    };
+    if (parsed.type === 'ingest') {
+      out.push({
+        type: 'ingest',
+        notification: sesReceivedNotificationSchema.parse(parsed.notification),
+        raw,
+      });
+    } else if (parsed.type === 'abort' && typeof parsed.sesMessageId === 'string') {
+      out.push({ type: 'abort', sesMessageId: parsed.sesMessageId });
+    }
+    at = end;
+  }
+  return out;
+}
+
+interface Segment {
+  readonly path: string;
+  fh: FileHandle | null;
+  opening: Promise<FileHandle> | null;
+  bytes: number;
+  /** Messages appended and not yet settled (routed or aborted). */
+  outstanding: number;
+  drained: (() => void) | null;
+}
+
+interface QueuedAppend {
+  readonly buffers: Buffer[];
+  readonly resolve: (segment: Segment) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/** A receipt for an appended message; give it back to `settle` once the router is done with it. */
+export type JournalTicket = Segment;
+
+export class IngestJournal {
+  readonly #dir: string;
+  readonly #syncFs: () => Promise<void>;
+  #current: Segment;
+  #seq = 0;
+  #queue: QueuedAppend[] = [];
+  #flushing: Promise<void> | null = null;
+  #checkpointing: Promise<void> | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #closed = false;
+
+  /** `dir` holds the segments; `syncFs` makes every write under the data dir durable. */
+  constructor(dir: string, syncFs: () => Promise<void>) {
+    mkdirSync(dir, { recursive: true });
+    this.#dir = dir;
+    this.#syncFs = syncFs;
+    this.#current = this.#newSegment();
+  }
+
+  #newSegment(): Segment {
+    this.#seq += 1;
+    // The pid in the name tells recovery which segments belong to a live process.
+    const name = `${process.pid}-${Date.now().toString(36)}-${this.#seq}.log`;
+    return { path: join(this.#dir, name), fh: null, opening: null, bytes: 0, outstanding: 0, drained: null };
+  }
+
+  /** Appends a record; resolves once it is on disk (group commit with every concurrent append). */
+  append(record: JournalRecord): Promise<JournalTicket> {
+    if (this.#closed) return Promise.reject(new Error('the ingest journal is closed'));
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ buffers: encode(record), resolve, reject });
+      this.#flushing ??= this.#flushLoop();
+      this.#timer ??= setTimeout(() => {
+        this.#timer = null;
+        this.checkpoint().catch(() => {
+          // A failed checkpoint keeps its segment; the next one (or recovery) retries it.
+        });
+      }, CHECKPOINT_INTERVAL_MS).unref();
+    });
+  }
+
+  async #flushLoop(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const batch = this.#queue;
+      this.#queue = [];
+      const segment = this.#current;
+      try {
+        if (segment.fh === null) {
+          segment.opening ??= open(segment.path, 'a');
+          segment.fh = await segment.opening;
+        }
+        const buffers = batch.flatMap((b) => b.buffers);
+        await segment.fh.writev(buffers);
+        await segment.fh.datasync();
+        segment.bytes += buffers.reduce((n, b) => n + b.length, 0);
+        segment.outstanding += batch.length;
+        for (const b of batch) b.resolve(segment);
+      } catch (err) {
+        for (const b of batch) b.reject(err);
+      }
+      if (segment.bytes > MAX_SEGMENT_BYTES) {
+        this.checkpoint().catch(() => {
+          // Kept for the next checkpoint, as above.
+        });
+      }
+    }
+    this.#flushing = null;
+  }
+
+  /** Marks an appended message as routed (or aborted): its segment may be checkpointed. */
+  settle(ticket: JournalTicket): void {
+    ticket.outstanding -= 1;
+    if (ticket.outstanding === 0) ticket.drained?.();
+  }
+
+  /**
+   * Rotates to a new segment, waits until the old one is fully routed, makes the file system
+   * durable and deletes the old segment. Concurrent calls share one checkpoint.
+   */
+  checkpoint(): Promise<void> {
+    this.#checkpointing ??= this.#checkpoint().finally(() => {
+      this.#checkpointing = null;
+    });
+    return this.#checkpointing;
+  }
+
+  async #checkpoint(): Promise<void> {
+    const old = this.#current;
+    if (old.fh === null && old.opening === null) return;
+    this.#current = this.#newSegment();
+    // Appends already batched for the old segment finish before it is judged drained.
+    await this.#flushing;
+    if (old.outstanding > 0) await new Promise<void>((resolve) => (old.drained = resolve));
+    await this.#syncFs();
+    await old.fh?.close();
+    await unlink(old.path);
+  }
+
+  /** A final checkpoint: after close, nothing is left to recover. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    await this.#flushing;
+    await this.checkpoint();
+  }
+}
+
+function isAlive(pid: number): boolean {
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Segments left by processes that are gone (a crash), oldest first, with their records. Segments
+ * of a live process (a `dev` running beside an `import`) are left to that process.
+ */
+export async function orphanedSegments(dir: string): Promise<{ path: string; records: JournalRecord[] }[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const segments = names
+    .map((name) => /^(\d+)-([0-9a-z]+)-(\d+)\.log$/.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null && !isAlive(Number(m[1])))
+    .sort((a, b) => parseInt(a[2] ?? '0', 36) - parseInt(b[2] ?? '0', 36) || Number(a[3]) - Number(b[3]));
+  const out: { path: string; records: JournalRecord[] }[] = [];
+  for (const m of segments) {
+    const path = join(dir, m[0]);
+    out.push({ path, records: decodeSegment(await readFile(path)) });
+  }
+  return out;
+}
+
+/**
+ * Re-routes what crashed processes journaled: every ingested message not aborted. `apply` is the
+ * same function ingest runs after the append (idempotent). Then syncs and deletes the segments.
+ */
+export async function recoverJournal(
+  dir: string,
+  apply: (notification: SesReceivedNotification, raw: Buffer) => Promise<unknown>,
+  syncFs: () => Promise<void>,
+): Promise<{ segments: number; messages: number }> {
+  const segments = await orphanedSegments(dir);
+  const aborted = new Set(
+    segments.flatMap((s) => s.records.flatMap((r) => (r.type === 'abort' ? [r.sesMessageId] : []))),
+  );
+  let messages = 0;
+  for (const s of segments) {
+    for (const r of s.records) {
+      if (r.type !== 'ingest' || aborted.has(r.notification.mail.messageId)) continue;
+      await apply(r.notification, r.raw);
+      messages += 1;
+    }
+  }
+  if (segments.length > 0) {
+    await syncFs();
+    for (const s of segments) await unlink(s.path);
+  }
+  return { segments: segments.length, messages };
+}
