@@ -115,7 +115,9 @@ describe('OpenAPI document', () => {
     });
     assert.equal(r.code, 0, r.stderr);
     // No `serveLocalBlobs` and no `send` here, so no /v1/blobs and no …/send route.
-    const expected = Object.keys(doc.paths).filter((p) => !p.startsWith('/v1/blobs/') && !p.endsWith('/send')).length;
+    const expected = Object.keys(doc.paths).filter(
+      (p) => !p.startsWith('/v1/blobs/') && !p.endsWith('/send'),
+    ).length;
     assert.equal(r.stdout.trim(), `200 ${expected} true`);
   });
 });
