@@ -8,7 +8,7 @@
  * notification recomputes the same id and changes nothing.
  */
 import { type Config, normalizeAddress, type VerdictName } from '../core/config.ts';
-import { MailRelayError } from '../core/errors.ts';
+import { MailRelayError, NotFoundError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
 import { type ParseResult, snippetOf } from '../core/message.ts';
@@ -129,6 +129,7 @@ export async function processNotification(
           raw,
           parsed,
           firstCopy,
+          rawSource: receipt.action.objectKey,
           entry: {
             receivedAt: receivedAt.toISOString(),
             verdicts,
@@ -189,6 +190,24 @@ export interface EntryFields {
  * Writes one message into one mailbox (blobs, then the index entry as the commit point).
  * Exported for the other writers of mailboxes: notices, and the `sent` copies of submissions.
  */
+async function copyOrPut(
+  blobs: BlobStore,
+  source: string | undefined,
+  key: string,
+  raw: Buffer,
+): Promise<void> {
+  if (source !== undefined) {
+    try {
+      await blobs.copy(source, key);
+      return;
+    } catch (err) {
+      // Expired from inbound/ (an old replay) or never stored there: the bytes in hand will do.
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+  }
+  await blobs.put(key, raw, { contentType: 'message/rfc822' });
+}
+
 export async function deliverToMailbox(
   deps: Pick<RouterDeps, 'blobs' | 'index'>,
   args: {
@@ -197,6 +216,11 @@ export async function deliverToMailbox(
     raw: Buffer;
     parsed: ParseResult;
     firstCopy: string | null;
+    /**
+     * Where these raw bytes are already stored (`inbound/<sesMessageId>`): the first mailbox copy is
+     * then a server-side copy (a hard link locally; CopyObject in S3, no second upload of 40 MB).
+     */
+    rawSource?: string | undefined;
     entry: EntryFields;
   },
 ): Promise<boolean> {
@@ -209,7 +233,7 @@ export async function deliverToMailbox(
     ? { parseFailed: false, ...parsed.summary }
     : { parseFailed: true, parseError: parsed.error };
   if (firstCopy === null) {
-    await blobs.put(mailboxKeys.raw(mailbox, id), raw, { contentType: 'message/rfc822' });
+    await copyOrPut(blobs, args.rawSource, mailboxKeys.raw(mailbox, id), raw);
     if (parsed.ok) {
       for (const part of parsed.parts)
         await blobs.put(mailboxKeys.part(mailbox, id, part.partId), part.content);
