@@ -59,7 +59,8 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     presign: options.presign,
     durability: journaled ? 'deferred' : 'sync',
   });
-  const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'));
+  // Deliveries are redone by journal recovery, so their commits need not wait for the disk.
+  const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'), { deferredDeliveries: journaled });
   const syncFs = () => syncFileSystem(dataDir);
   const journalDir = join(dataDir, 'journal');
   const journal = journaled ? new IngestJournal(journalDir, syncFs) : undefined;

@@ -317,15 +317,21 @@ export class SqliteMailboxIndex implements MailboxIndex {
   private pending: PendingDelivery[] = [];
   private flushScheduled = false;
 
+  /** `deferredDeliveries`: see the constructor. */
+  private readonly deferredDeliveries: boolean;
+
   /**
-   * `path` is a file (created when missing) or `:memory:`. `durability: 'deferred'` commits without
-   * an fsync (synchronous=NORMAL: still crash-safe, but the last commits may be lost on power failure);
-   * the caller then owns durability (the local ingest journal's checkpoint and replay).
+   * `path` is a file (created when missing) or `:memory:`. Every commit is fsynced (WAL,
+   * synchronous=FULL), except, with `deferredDeliveries`, the group commits of `deliver()`: those run
+   * at synchronous=NORMAL (crash-safe, but the last ones can be lost on power failure), for a caller
+   * that can redo them — the local ingest journal, whose recovery re-runs the idempotent router.
+   * The next FULL commit, or the journal's checkpoint, makes them durable too.
    */
-  constructor(path: string, options: { durability?: 'sync' | 'deferred' } = {}) {
+  constructor(path: string, options: { deferredDeliveries?: boolean } = {}) {
+    this.deferredDeliveries = options.deferredDeliveries === true;
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(options.durability === 'deferred' ? 'synchronous = NORMAL' : 'synchronous = FULL');
+    this.db.pragma('synchronous = FULL');
     this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     try {
       this.migrate();
@@ -463,12 +469,17 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.pending = [];
     let results: boolean[];
     try {
-      results = this.deliverBatch.immediate(batch);
+      if (this.deferredDeliveries) this.db.pragma('synchronous = NORMAL');
+      try {
+        results = this.deliverBatch.immediate(batch);
+      } finally {
+        if (this.deferredDeliveries) this.db.pragma('synchronous = FULL');
+      }
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;
     }
-    // Resolved only after COMMIT returned: the batch is durable. (A rejected one ignores resolve.)
+    // Resolved only after COMMIT returned: durable (or, with deferredDeliveries, redoable). A rejected one ignores resolve.
     batch.forEach((p, i) => {
       p.resolve({ inserted: results[i] === true });
     });
