@@ -33,15 +33,26 @@ export type JournalRecord =
   /** Routing of that message failed and the client got a 4xx: recovery must not deliver it. */
   | { readonly type: 'abort'; readonly sesMessageId: string };
 
-/** Flushes every dirty page of the file system holding `path` to disk (syncfs(2) through coreutils `sync -f`). */
-export function syncFileSystem(path: string): Promise<void> {
+function run(command: string, args: readonly string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn('sync', ['-f', path], { stdio: 'ignore' });
+    const child = spawn(command, [...args], { stdio: 'ignore' });
     child.once('error', reject);
     child.once('exit', (code) =>
-      code === 0 ? resolve() : reject(new Error(`sync -f ${path} exited with ${code}`)),
+      code === 0 ? resolve() : reject(new Error(`${command} exited with ${code}`)),
     );
   });
+}
+
+/**
+ * Flushes every dirty page of the file system holding `path` to disk: syncfs(2) through coreutils
+ * `sync -f` (Linux); where `-f` is unknown (macOS, BSD), a plain `sync` of every file system.
+ */
+export async function syncFileSystem(path: string): Promise<void> {
+  try {
+    await run('sync', ['-f', path]);
+  } catch {
+    await run('sync', []);
+  }
 }
 
 function encode(record: JournalRecord): Buffer[] {
