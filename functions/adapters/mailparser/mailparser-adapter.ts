@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { AddressObject, EmailAddress, HeaderLines, ParsedMail, SimpleParserOptions } from 'mailparser';
+import { Readable } from 'node:stream';
 import { simpleParser } from 'mailparser';
 import { detectMimeType } from 'nodemailer/lib/mime-funcs';
 import type {
@@ -60,6 +61,27 @@ export interface MailparserAdapterOptions {
 }
 
 /** Parses raw MIME with mailparser. Never throws: failures come back as `{ok: false, error}`. */
+/**
+ * Bytes handed to mailparser per chunk. Given one Buffer, mailparser's base64 decoder turns a whole
+ * 29 MB attachment into one string (~2× the message in RSS); fed in slices it decodes as it goes.
+ */
+const PARSE_CHUNK_BYTES = 64 * 1024;
+
+/** A stream of views of `raw` (no copies), `PARSE_CHUNK_BYTES` at a time. */
+function inChunks(raw: Buffer): Readable {
+  let at = 0;
+  return new Readable({
+    read() {
+      if (at >= raw.length) {
+        this.push(null);
+        return;
+      }
+      this.push(raw.subarray(at, at + PARSE_CHUNK_BYTES));
+      at += PARSE_CHUNK_BYTES;
+    },
+  });
+}
+
 export class MailparserAdapter implements MailParser {
   private readonly timeoutMs: number;
   private readonly parserOptions: SimpleParserOptions;
@@ -103,7 +125,7 @@ export class MailparserAdapter implements MailParser {
         // A pending guard must not keep a CLI or test process alive.
         timer.unref();
       });
-      const parsed = await Promise.race([simpleParser(normalizeCrOnly(raw), this.parserOptions), timeout]);
+      const parsed = await Promise.race([simpleParser(inChunks(normalizeCrOnly(raw)), this.parserOptions), timeout]);
       return toParseResult(parsed);
     } catch (err) {
       return { ok: false, error: errorMessage(err) };
