@@ -35,8 +35,8 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { z } from 'zod';
 import { VERDICT_NAMES } from '../../core/config.ts';
+import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
-import { ULID_RE } from '../../core/ids.ts';
 import type {
   ClaimSendOptions,
   ListOptions,
@@ -223,34 +223,6 @@ function toEntry(item: Record<string, unknown>): MessageEntry {
     parseFailed: r.parseFailed,
     sesMessageId: r.sesMessageId,
   };
-}
-
-function invalidCursor(): ValidationError {
-  return new ValidationError('invalid cursor', [], 'invalid_cursor');
-}
-
-/**
- * The cursor is the id of the last entry of the page, versioned and base64url-encoded. It is
- * only ever used as the start key inside the requested mailbox's partition, so a cursor from
- * another mailbox cannot reveal anything; and a deleted last entry is still a valid start key.
- */
-function encodeCursor(lastId: string): string {
-  return Buffer.from(JSON.stringify({ v: 1, id: lastId })).toString('base64url');
-}
-
-function decodeCursor(cursor: string): string {
-  // Node's base64url decoder skips junk silently; insist on the alphabet so garbage is refused, not guessed at.
-  if (!/^[A-Za-z0-9_-]{1,256}$/.test(cursor)) throw invalidCursor();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    throw invalidCursor();
-  }
-  if (typeof parsed !== 'object' || parsed === null) throw invalidCursor();
-  const { v, id } = parsed as { v?: unknown; id?: unknown };
-  if (v !== 1 || typeof id !== 'string' || !ULID_RE.test(id)) throw invalidCursor();
-  return id;
 }
 
 /** The cancellation reason codes of a TransactionCanceledException, or null for any other error. */

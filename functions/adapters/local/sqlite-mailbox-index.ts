@@ -11,8 +11,8 @@
  */
 import Database from 'better-sqlite3';
 import type { VerdictName } from '../../core/config.ts';
+import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
-import { ULID_RE } from '../../core/ids.ts';
 import type { Verdicts } from '../../core/routing.ts';
 import type {
   ClaimSendOptions,
@@ -231,30 +231,6 @@ function toToken(r: TokenRow): TokenRecord {
     createdAt: r.created_at,
     ...(r.label !== null ? { label: r.label } : {}),
   };
-}
-
-function invalidCursor(): ValidationError {
-  return new ValidationError('invalid cursor', [], 'invalid_cursor');
-}
-
-/** The cursor is opaque to clients but versioned, so its shape can change without misreading old ones. */
-function encodeCursor(lastId: string): string {
-  return Buffer.from(JSON.stringify({ v: 1, id: lastId })).toString('base64url');
-}
-
-function decodeCursor(cursor: string): string {
-  // Node's base64url decoder skips junk silently; insist on the alphabet so garbage is refused, not guessed at.
-  if (!/^[A-Za-z0-9_-]{1,256}$/.test(cursor)) throw invalidCursor();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    throw invalidCursor();
-  }
-  if (typeof parsed !== 'object' || parsed === null) throw invalidCursor();
-  const { v, id } = parsed as { v?: unknown; id?: unknown };
-  if (v !== 1 || typeof id !== 'string' || !ULID_RE.test(id)) throw invalidCursor();
-  return id;
 }
 
 function listVariantKey(cursor: boolean, unseen: boolean, q: boolean): number {

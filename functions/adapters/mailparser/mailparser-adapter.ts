@@ -3,8 +3,8 @@
  * our own types here, so no mailparser type reaches the core.
  */
 import { createHash } from 'node:crypto';
-import type { AddressObject, EmailAddress, HeaderLines, ParsedMail, SimpleParserOptions } from 'mailparser';
 import { Readable } from 'node:stream';
+import type { AddressObject, EmailAddress, HeaderLines, ParsedMail, SimpleParserOptions } from 'mailparser';
 import { simpleParser } from 'mailparser';
 import { detectMimeType } from 'nodemailer/lib/mime-funcs';
 import type {
@@ -125,7 +125,10 @@ export class MailparserAdapter implements MailParser {
         // A pending guard must not keep a CLI or test process alive.
         timer.unref();
       });
-      const parsed = await Promise.race([simpleParser(inChunks(normalizeCrOnly(raw)), this.parserOptions), timeout]);
+      const parsed = await Promise.race([
+        simpleParser(inChunks(normalizeCrOnly(raw)), this.parserOptions),
+        timeout,
+      ]);
       return toParseResult(parsed);
     } catch (err) {
       return { ok: false, error: errorMessage(err) };
