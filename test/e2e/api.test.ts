@@ -21,7 +21,7 @@ import {
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { main } from '../../functions/local/cli.ts';
 import type { MailboxIndex } from '../../functions/ports/mailbox-index.ts';
-import { pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
+import { FIXTURE_NAMES, pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
 import { API_TEST_CONFIG, type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 
@@ -42,21 +42,6 @@ describe('mailbox HTTP API', () => {
   let admin: string;
   /** fixture name -> message id in alice's mailbox */
   const ids = new Map<string, string>();
-  const FIXTURE_NAMES = [
-    'plain-crlf.eml',
-    'bare-lf.eml',
-    'utf8-8bit.eml',
-    'alternative.eml',
-    'mixed-attachment.eml',
-    'related-inline-image.eml',
-    'quoted-printable.eml',
-    'dot-leading.eml',
-    'attached-message.eml',
-    'encoded-word-subject.eml',
-    'missing-headers.eml',
-    'malformed-no-separator.eml',
-    'malformed-unterminated-boundary.eml',
-  ];
   const idOf = (name: string): string => {
     const id = ids.get(name);
     assert.ok(id, `fixture ${name} was delivered`);

@@ -19,26 +19,12 @@ import {
   buildMessageWithAttachment,
   buildTextMessage,
   deterministicBytes,
+  FIXTURE_NAMES,
   pdfLikeBytes,
   TINY_PNG,
 } from '../fixtures/build.ts';
 
 const FIXTURES = new URL('../fixtures/', import.meta.url);
-const FIXTURE_NAMES = [
-  'plain-crlf.eml',
-  'bare-lf.eml',
-  'utf8-8bit.eml',
-  'alternative.eml',
-  'mixed-attachment.eml',
-  'related-inline-image.eml',
-  'quoted-printable.eml',
-  'dot-leading.eml',
-  'attached-message.eml',
-  'encoded-word-subject.eml',
-  'missing-headers.eml',
-  'malformed-no-separator.eml',
-  'malformed-unterminated-boundary.eml',
-] as const;
 
 const parser = new MailparserAdapter();
 
