@@ -73,7 +73,9 @@ export class MailApi extends Construct {
         ? {
             corsPreflight: {
               allowOrigins: [...cors],
-              allowHeaders: ['authorization', 'content-type'],
+              // Idempotency-Key (POST …/send) and If-None-Match (/raw, /parts) are not CORS-safelisted:
+              // without them here a browser's preflight refuses those requests.
+              allowHeaders: ['authorization', 'content-type', 'idempotency-key', 'if-none-match'],
               allowMethods: [
                 CorsHttpMethod.GET,
                 CorsHttpMethod.POST,
@@ -81,7 +83,7 @@ export class MailApi extends Construct {
                 CorsHttpMethod.DELETE,
                 CorsHttpMethod.OPTIONS,
               ],
-              exposeHeaders: ['location'],
+              exposeHeaders: ['location', 'etag'],
             },
           }
         : {}),

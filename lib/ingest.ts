@@ -161,7 +161,7 @@ export class MailIngest extends Construct {
       displayName: 'mail-relay: SES Received notifications',
       masterKey: props.topicKey,
     });
-    // Not raw: the router parses the SNS envelope (functions/handlers/router.ts).
+    // Not raw: the router parses the SNS envelope (functions/handlers/router-handler.ts).
     this.topic.addSubscription(new SqsSubscription(this.queue, { rawMessageDelivery: false }));
 
     props.router.addEventSource(

@@ -76,8 +76,8 @@ const API_TABLE_ACTIONS = [
 export interface MailRelayProps {
   /**
    * The relay configuration: the parsed JSON of `mail-relay.config.json`. Validated at synth and
-   * built into both functions' bundles as is (read at cold start as MAIL_RELAY_CONFIG_JSON). Its optional `aws` object supplies the defaults of the
-   * settings below.
+   * built into every function's bundle as is (read at cold start as MAIL_RELAY_CONFIG_JSON). Its
+   * optional `aws` object supplies the defaults of the settings below.
    */
   readonly config: unknown;
   /**

@@ -5,13 +5,15 @@
  *
  * It takes its storage as ports only and never parses mail: reads are served from the index and
  * from what the router wrote at delivery (raw bytes, summary.json, decoded parts). Keep it free
- * of mailparser and of the router: the API Lambda bundle must stay small.
+ * of mailparser: the API Lambda bundle must stay small (send.ts stores its sent copy through the
+ * router's `deliverToMailbox`, with a parser the handler loads on the first send).
  */
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { normalizeAddress } from '../core/config.ts';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
-import { mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
+import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry, TokenRecord } from '../ports/mailbox-index.ts';
 import { authenticate, authorizeAdmin, authorizeMailbox } from './auth.ts';
@@ -446,7 +448,7 @@ export function createApp(deps: ApiDeps): ApiApp {
     const token = await authenticate(index, c.req.header('Authorization'));
     const parsed = mailboxParamsSchema.safeParse({ address: c.req.param('address') });
     if (!parsed.success) throw validationErrorOf('param', parsed.error.issues);
-    const mailbox = parsed.data.address.toLowerCase();
+    const mailbox = normalizeAddress(parsed.data.address);
     authorizeMailbox(token, mailbox);
     c.set('token', token);
     c.set('mailbox', mailbox);
@@ -579,8 +581,7 @@ export function createApp(deps: ApiDeps): ApiApp {
     const removed = await index.delete(mailbox, id);
     if (removed === null) throw messageNotFound();
     try {
-      await blobs.delete(mailboxKeys.raw(mailbox, id));
-      await blobs.deletePrefix(mailboxKeys.dir(mailbox, id));
+      await deleteMessageBlobs(blobs, mailbox, id);
     } catch (err) {
       logError(err);
     }

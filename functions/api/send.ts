@@ -16,7 +16,14 @@ import { type Config, domainOf, isAddress, normalizeAddress } from '../core/conf
 import { SendError, ValidationError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
-import { fieldValue, joinMessage, makeField, parseAddressList, splitMessage } from '../core/mime-header.ts';
+import {
+  fieldValue,
+  joinMessage,
+  makeField,
+  parseAddressList,
+  rfc5322Date,
+  splitMessage,
+} from '../core/mime-header.ts';
 import { UNCHECKED_VERDICTS } from '../core/routing.ts';
 import { deliverToMailbox } from '../pipeline/router.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
@@ -196,6 +203,11 @@ function checkRecipients(recipients: readonly string[]): void {
   }
 }
 
+/** The Message-ID this relay gives a message it composes or completes: the copy's id at the sender's domain. */
+function messageIdHeader(id: string, mailbox: string): string {
+  return `<${id.toLowerCase()}@${domainOf(mailbox)}>`;
+}
+
 function withoutBcc(raw: Buffer): Buffer {
   const split = splitMessage(raw);
   return joinMessage({ ...split, fields: split.fields.filter((f) => f.key !== 'bcc') });
@@ -225,7 +237,7 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
       ...(a.contentId === undefined ? {} : { cid: a.contentId }),
     })),
     date: now,
-    messageId: `<${id.toLowerCase()}@${domainOf(mailbox)}>`,
+    messageId: messageIdHeader(id, mailbox),
     // Attachments are bytes we were given; never let the composer fetch a path or a URL instead.
     disableFileAccess: true,
     disableUrlAccess: true,
@@ -259,11 +271,9 @@ function prepareRaw(raw: Buffer, mailbox: string, id: string, now: Date): Prepar
   checkRecipients(recipients);
   // RFC 6409 §8.2–8.3: a submission server may add a missing Date and Message-ID.
   const added = [
-    ...(values('date').length === 0
-      ? [makeField('Date', now.toUTCString().replace(/GMT$/, '+0000'), split.eol)]
-      : []),
+    ...(values('date').length === 0 ? [makeField('Date', rfc5322Date(now), split.eol)] : []),
     ...(values('message-id').length === 0
-      ? [makeField('Message-ID', `<${id.toLowerCase()}@${domainOf(mailbox)}>`, split.eol)]
+      ? [makeField('Message-ID', messageIdHeader(id, mailbox), split.eol)]
       : []),
   ];
   const copy = added.length > 0 ? joinMessage({ ...split, fields: [...split.fields, ...added] }) : raw;
@@ -352,12 +362,18 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       throw err;
     }
 
-    const copy = prepared.copy;
+    // Recorded as sent before the copy is stored: if storing the copy fails, a retry with the same
+    // Idempotency-Key finds the send done instead of sending the mail a second time.
+    await deps.index.finishSend(
+      sendKey,
+      { state: 'sent', providerMessageId: sent.messageId, detail: id },
+      now,
+    );
     await deliverToMailbox(deps, {
       mailbox: sentMailboxKey(mailbox),
       id,
-      raw: copy,
-      parsed: await deps.parser.parse(copy),
+      raw: prepared.copy,
+      parsed: await deps.parser.parse(prepared.copy),
       firstCopy: null,
       entry: {
         receivedAt: now.toISOString(),
@@ -369,11 +385,6 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
         sesMessageId: sent.messageId,
       },
     });
-    await deps.index.finishSend(
-      sendKey,
-      { state: 'sent', providerMessageId: sent.messageId, detail: id },
-      now,
-    );
     return c.json(
       { id, messageId: sent.messageId, recipients: [...prepared.recipients], duplicate: false },
       200,

@@ -1,6 +1,7 @@
 /**
- * The project's error classes. Each carries a stable `code` that clients can rely on;
- * `toSmtpReply` and the HTTP error mapper (api) turn them into protocol answers.
+ * The project's error classes. Each carries a stable `code` that clients can rely on; the HTTP
+ * error mapper (api) turns them into HTTP answers, and smtp-server sends an `SmtpRejectError`'s
+ * `responseCode` and message as the SMTP reply.
  * Never serialize a raw Error to a client.
  */
 export class MailRelayError extends Error {
@@ -50,7 +51,7 @@ export class AuthError extends MailRelayError {
   }
 }
 
-/** A rejection with an SMTP reply code, e.g. a `reject` route or a size overflow. */
+/** A refusal with an SMTP reply code, e.g. a `reject` route, a size overflow or a 451 to retry later. */
 export class SmtpRejectError extends MailRelayError {
   constructor(
     readonly responseCode: number,

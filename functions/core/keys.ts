@@ -4,6 +4,7 @@
  * bundle never pulls in the parse path.
  */
 import { z } from 'zod';
+import type { BlobStore } from '../ports/blob-store.ts';
 import { type ParsedSummary, parsedSummarySchema } from './message.ts';
 
 /** Blob keys of a delivered message. Mailbox addresses are validated (no '/'), so they are safe segments. */
@@ -33,3 +34,12 @@ export const storedSummarySchema = z.union([
  * only through the API's sent view. See docs/adr/0009-sent-view.md.
  */
 export const sentMailboxKey = (mailbox: string) => `${mailbox}/sent`;
+
+/**
+ * Removes a message's blobs (raw copy, summary, parts). Call it after the index entry is gone: the
+ * entry is the commit point, so a crash in between leaves unreachable blobs, never an entry without bytes.
+ */
+export async function deleteMessageBlobs(blobs: BlobStore, mailbox: string, id: string): Promise<void> {
+  await blobs.delete(mailboxKeys.raw(mailbox, id));
+  await blobs.deletePrefix(mailboxKeys.dir(mailbox, id));
+}

@@ -7,7 +7,7 @@
  *   BUCKET_NAME             the mail bucket (inbound/, notifications/, mailboxes/)
  *   TABLE_NAME              the single DynamoDB table of the mailbox index
  *   MAIL_RELAY_CONFIG_JSON  mail-relay.config.json's content, validated with parseConfig
- *   SES_CONFIGURATION_SET   optional: SES configuration set for outbound mail (router)
+ *   SES_CONFIGURATION_SET   optional: SES configuration set for outbound mail (router forwards, API send)
  *   AWS_ENDPOINT_URL        optional, read by the SDK itself: an S3/DynamoDB/SES-compatible endpoint
  *   MAIL_RELAY_S3_FORCE_PATH_STYLE  optional `true`/`false`; defaults to true when AWS_ENDPOINT_URL(_S3) is set
  *

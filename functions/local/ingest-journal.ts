@@ -112,6 +112,8 @@ interface Segment {
   /** Messages appended and not yet settled (routed or aborted). */
   outstanding: number;
   drained: (() => void) | null;
+  /** The batch being written to this segment, if any (never rejects). */
+  writing: Promise<void> | null;
 }
 
 interface QueuedAppend {
@@ -146,7 +148,15 @@ export class IngestJournal {
     this.#seq += 1;
     // The pid in the name tells recovery which segments belong to a live process.
     const name = `${process.pid}-${Date.now().toString(36)}-${this.#seq}.log`;
-    return { path: join(this.#dir, name), fh: null, opening: null, bytes: 0, outstanding: 0, drained: null };
+    return {
+      path: join(this.#dir, name),
+      fh: null,
+      opening: null,
+      bytes: 0,
+      outstanding: 0,
+      drained: null,
+      writing: null,
+    };
   }
 
   /** Appends a record; resolves once it is on disk (group commit with every concurrent append). */
@@ -169,20 +179,8 @@ export class IngestJournal {
       const batch = this.#queue;
       this.#queue = [];
       const segment = this.#current;
-      try {
-        if (segment.fh === null) {
-          segment.opening ??= open(segment.path, 'a');
-          segment.fh = await segment.opening;
-        }
-        const buffers = batch.flatMap((b) => b.buffers);
-        await segment.fh.writev(buffers);
-        await segment.fh.datasync();
-        segment.bytes += buffers.reduce((n, b) => n + b.length, 0);
-        segment.outstanding += batch.length;
-        for (const b of batch) b.resolve(segment);
-      } catch (err) {
-        for (const b of batch) b.reject(err);
-      }
+      segment.writing = this.#write(segment, batch);
+      await segment.writing;
       if (segment.bytes > MAX_SEGMENT_BYTES) {
         this.checkpoint().catch(() => {
           // Kept for the next checkpoint, as above.
@@ -190,6 +188,32 @@ export class IngestJournal {
       }
     }
     this.#flushing = null;
+  }
+
+  async #write(segment: Segment, batch: readonly QueuedAppend[]): Promise<void> {
+    try {
+      if (segment.fh === null) {
+        segment.opening ??= open(segment.path, 'a');
+        segment.fh = await segment.opening;
+      }
+      const buffers = batch.flatMap((b) => b.buffers);
+      await segment.fh.writev(buffers);
+      await segment.fh.datasync();
+      segment.bytes += buffers.reduce((n, b) => n + b.length, 0);
+      segment.outstanding += batch.length;
+      for (const b of batch) b.resolve(segment);
+    } catch (err) {
+      // A failed open is retried by the next batch rather than cached as a rejection for good.
+      if (segment.fh === null) segment.opening = null;
+      else if (this.#current === segment) {
+        // A failed write may have left a torn record, and recovery stops reading at a tear: later
+        // records must not follow it. They go to a fresh segment; this one, no longer current, is
+        // never checkpointed away, so recovery re-routes its complete records (idempotently) at the
+        // next start.
+        this.#current = this.#newSegment();
+      }
+      for (const b of batch) b.reject(err);
+    }
   }
 
   /** Marks an appended message as routed (or aborted): its segment may be checkpointed. */
@@ -213,11 +237,18 @@ export class IngestJournal {
     const old = this.#current;
     if (old.fh === null && old.opening === null) return;
     this.#current = this.#newSegment();
-    // Appends already batched for the old segment finish before it is judged drained.
-    await this.#flushing;
+    // A batch already taken for the old segment finishes before it is judged drained; later ones go
+    // to the new segment. (Waiting for the whole flush loop instead would starve under steady traffic.)
+    await old.writing;
+    // Its only batch failed to open it: there is no file to sync or delete.
+    if (old.fh === null) return;
     if (old.outstanding > 0) await new Promise<void>((resolve) => (old.drained = resolve));
-    await this.#syncFs();
-    await old.fh?.close();
+    try {
+      await this.#syncFs();
+    } finally {
+      // Closed even when the sync fails: the segment stays on disk for recovery, not its descriptor.
+      await old.fh?.close();
+    }
     await unlink(old.path);
   }
 
@@ -227,6 +258,9 @@ export class IngestJournal {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     await this.#flushing;
+    // A checkpoint already running (the timer's) covers an older segment only: let it end, then
+    // checkpoint the current one. Its failure keeps its segment for recovery, as on the timer.
+    await this.#checkpointing?.catch(() => undefined);
     await this.checkpoint();
   }
 }

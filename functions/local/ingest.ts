@@ -1,10 +1,12 @@
 /**
- * The local twin of SES's receipt rule: prepend trace headers, store the raw message under
- * `inbound/<sesMessageId>` (durable), build the SES-shaped notification, and run the same router
- * the Lambda runs. Used by the SMTP listener and by `mail-relay import`.
+ * The local twin of SES's receipt rule: prepend trace headers, build the SES-shaped notification,
+ * make both durable (the ingest journal's group commit, or fsynced writes in `sync` durability),
+ * store the raw message under `inbound/<sesMessageId>` and run the same router the Lambda runs.
+ * Used by the SMTP listener and by `mail-relay import`.
  */
 import { hostname } from 'node:os';
 import { newSesMessageId } from '../core/ids.ts';
+import { rfc5322Date } from '../core/mime-header.ts';
 import { buildNotification, type SesReceivedNotification } from '../core/notification.ts';
 import { UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
@@ -27,17 +29,6 @@ export interface IngestInput {
     readonly remoteAddress?: string;
   };
   readonly verdicts?: Verdicts;
-}
-
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-
-/** RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 13:40:00 +0000`. */
-export function rfc5322Date(d: Date): string {
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${DAYS[d.getUTCDay()]}, ${p(d.getUTCDate())} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(
-    d.getUTCHours(),
-  )}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
 }
 
 const SERVER_NAME = hostname() || 'localhost';

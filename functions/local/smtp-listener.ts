@@ -4,12 +4,13 @@
  * - RCPT TO (RFC 5321 §4.1.1.3): only recipients the config routes; others 550 5.1.1, never an open relay;
  *   `reject` routes answer with their own code and text.
  * - SIZE (RFC 1870): advertised; MAIL FROM with a larger SIZE and DATA overflow both get 552.
- * - DATA: `250` only after the message is durable in `inbound/` and the router has committed it.
+ * - DATA: `250` only after the message is durable (appended to the ingest journal, or fsynced in
+ *   `sync` durability) and the router has committed it; see docs/adr/0011-ingest-journal.md.
  */
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Config } from '../core/config.ts';
-import { MailRelayError } from '../core/errors.ts';
+import { MailRelayError, SmtpRejectError } from '../core/errors.ts';
 import { acceptsRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
 import { ingest } from './ingest.ts';
@@ -33,11 +34,6 @@ export interface SmtpListener {
   close(): Promise<void>;
 }
 
-/** An Error that smtp-server turns into the given reply. */
-function smtpError(code: number, message: string): Error & { responseCode: number } {
-  return Object.assign(new Error(message), { responseCode: code });
-}
-
 export async function startSmtpListener(
   deps: RouterDeps,
   options: SmtpListenerOptions,
@@ -57,7 +53,8 @@ export async function startSmtpListener(
     onRcptTo(address, _session, callback) {
       const verdict = acceptsRecipient(config, address.address);
       if (verdict.accept) return callback();
-      return callback(smtpError(verdict.code, verdict.message));
+      // smtp-server answers with the error's `responseCode` and message.
+      return callback(new SmtpRejectError(verdict.code, verdict.message));
     },
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
       const chunks: Buffer[] = [];
@@ -69,7 +66,10 @@ export async function startSmtpListener(
       stream.once('end', () => {
         if (stream.sizeExceeded) {
           return callback(
-            smtpError(552, `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`),
+            new SmtpRejectError(
+              552,
+              `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`,
+            ),
           );
         }
         const body = Buffer.concat(chunks);
@@ -85,14 +85,19 @@ export async function startSmtpListener(
           },
         }).then(
           (result) => {
-            options.onDelivered?.(result);
+            try {
+              options.onDelivered?.(result);
+            } catch (err) {
+              // A throwing hook must not leave the client without a reply (nor reject unhandled).
+              options.onError?.(err);
+            }
             const accepted = result.outcomes.some((o) => o.status !== 'rejected');
             if (!accepted) {
               const reject = result.outcomes.find((o) => o.decision.kind === 'reject')?.decision;
               return callback(
                 reject && reject.kind === 'reject'
-                  ? smtpError(reject.code, reject.message)
-                  : smtpError(550, '5.7.1 Message rejected'),
+                  ? new SmtpRejectError(reject.code, reject.message)
+                  : new SmtpRejectError(550, '5.7.1 Message rejected'),
               );
             }
             return callback(null, `2.0.0 Ok: queued as ${result.id}`);
@@ -102,7 +107,11 @@ export async function startSmtpListener(
             // A temporary failure: the client keeps the message and retries; nothing is lost.
             const code = err instanceof MailRelayError ? err.code : 'internal';
             callback(
-              smtpError(451, `4.3.0 Temporary failure storing the message (${code}); try again later`),
+              new SmtpRejectError(
+                451,
+                `4.3.0 Temporary failure storing the message (${code}); try again later`,
+                'temporary_failure',
+              ),
             );
           },
         );

@@ -14,7 +14,7 @@
  * than anything the sweep deletes, and every delete is conditional on the entry still existing.
  */
 import { timeOfId, ULID_RE } from '../core/ids.ts';
-import { mailboxKeys } from '../core/keys.ts';
+import { deleteMessageBlobs, mailboxKeys } from '../core/keys.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
 
@@ -123,11 +123,6 @@ interface MailboxSweep {
   readonly signal: AbortSignal | undefined;
 }
 
-async function deleteBlobs(blobs: BlobStore, mailbox: string, id: string): Promise<void> {
-  await blobs.delete(mailboxKeys.raw(mailbox, id));
-  await blobs.deletePrefix(mailboxKeys.dir(mailbox, id));
-}
-
 /** Index first (the commit point, with the counters), then the blobs. */
 async function deleteMessage(
   deps: RetentionDeps,
@@ -142,7 +137,7 @@ async function deleteMessage(
     totals.deleted++;
     totals.bytes += removed.size;
   }
-  await deleteBlobs(deps.blobs, mailbox, id);
+  await deleteMessageBlobs(deps.blobs, mailbox, id);
 }
 
 async function sweepMailbox(
@@ -203,7 +198,7 @@ async function sweepOrphans(
     if ((await deps.index.get(mailbox, id)) !== null) {
       await deleteMessage(deps, mailbox, id, totals);
     } else if (lastModified < sweep.now - ORPHAN_GRACE_MS) {
-      await deleteBlobs(deps.blobs, mailbox, id);
+      await deleteMessageBlobs(deps.blobs, mailbox, id);
       totals.orphans++;
     }
   }

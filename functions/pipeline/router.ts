@@ -116,7 +116,8 @@ export async function processNotification(
   const parseFailed = parsed !== null && !parsed.ok;
 
   const outcomes: Outcome[] = [];
-  // The first mailbox's copies are written from memory; later mailboxes get server-side copies.
+  // The first mailbox's raw copy links `inbound/` and its parts are written from memory; later
+  // mailboxes get server-side copies of the first one's.
   let firstCopy: string | null = null;
   for (const decision of decisions) {
     switch (decision.kind) {
@@ -186,10 +187,7 @@ export interface EntryFields {
   readonly sesMessageId: string;
 }
 
-/**
- * Writes one message into one mailbox (blobs, then the index entry as the commit point).
- * Exported for the other writers of mailboxes: notices, and the `sent` copies of submissions.
- */
+/** A server-side copy of `source` when it is still there, else a put of the bytes in hand. */
 async function copyOrPut(
   blobs: BlobStore,
   source: string | undefined,
@@ -208,6 +206,10 @@ async function copyOrPut(
   await blobs.put(key, raw, { contentType: 'message/rfc822' });
 }
 
+/**
+ * Writes one message into one mailbox (blobs, then the index entry as the commit point).
+ * Exported for the other writers of mailboxes: notices, and the `sent` copies of submissions.
+ */
 export async function deliverToMailbox(
   deps: Pick<RouterDeps, 'blobs' | 'index'>,
   args: {

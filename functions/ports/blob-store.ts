@@ -24,7 +24,8 @@ export interface PresignOptions {
 export interface BlobStore {
   /**
    * Writes a blob atomically: a reader sees the whole old value, the whole new value, or nothing.
-   * Returns once the bytes are durable (fsync locally, a 200 from S3).
+   * Returns once the bytes are durable (a 200 from S3; fsync locally, except in the local store's
+   * `deferred` durability, where the ingest journal's checkpoint syncs them later).
    */
   put(key: string, body: Buffer | Readable, options?: { contentType?: string }): Promise<void>;
   /** The whole blob, or null when it does not exist. */
@@ -32,7 +33,7 @@ export interface BlobStore {
   /** A stream of the blob (or of bytes `start`..`end` inclusive), or null when it does not exist. */
   getStream(key: string, range?: { start: number; end?: number }): Promise<Readable | null>;
   head(key: string): Promise<BlobInfo | null>;
-  /** Server-side copy (S3 CopyObject; a hard link locally). Durable on return. */
+  /** Server-side copy (S3 CopyObject; a hard link locally). Durable on return, as `put`. */
   copy(fromKey: string, toKey: string): Promise<void>;
   /** Deletes one blob; deleting a missing key is not an error. */
   delete(key: string): Promise<void>;

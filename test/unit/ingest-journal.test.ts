@@ -77,6 +77,25 @@ describe('IngestJournal', () => {
     await journal.close();
   });
 
+  it('leaves nothing to recover when closed while a checkpoint is running', async () => {
+    const dir = join(work, 'close-during-checkpoint');
+    let releaseFirstSync = (): void => {};
+    let syncs = 0;
+    const journal = new IngestJournal(dir, () => {
+      syncs += 1;
+      return syncs === 1 ? new Promise<void>((r) => (releaseFirstSync = r)) : Promise.resolve();
+    });
+    journal.settle(await journal.append({ type: 'abort', sesMessageId: 'first' }));
+    const running = journal.checkpoint();
+    await new Promise((r) => setTimeout(r, 20));
+    // Lands in the segment the running checkpoint rotated to.
+    journal.settle(await journal.append({ type: 'abort', sesMessageId: 'second' }));
+    const closing = journal.close();
+    setTimeout(() => releaseFirstSync(), 20);
+    await Promise.all([running, closing]);
+    assert.deepEqual(readdirSync(dir), [], 'both segments checkpointed away');
+  });
+
   it('reads a segment up to a torn or corrupt tail', async () => {
     const dir = join(work, 'torn');
     const journal = new IngestJournal(dir, async () => {});

@@ -2,10 +2,12 @@
  * BlobStore over plain files under a data directory: the local twin of the S3 adapter.
  *
  * A key `a/b/c.eml` is the file `<root>/a/b/c.eml`. Writes go to a temp file in the same
- * directory, are fsynced, renamed over the target and the directory is fsynced, so a reader (or
- * a crash) sees the whole old value, the whole new value or nothing, and a `250` given after
- * `put()` returned survives a power cut. Copies are hard links: immutable files make a link as
- * good as a copy, at the cost of one syscall.
+ * directory and are renamed over the target, so a reader (or a crash) sees the whole old value,
+ * the whole new value or nothing. In `sync` durability the file and then its directory are also
+ * fsynced, so a write survives a power cut once `put()` returns; in `deferred` durability (the
+ * local relay's ingest path) they are not, and the ingest journal's checkpoint syncs them in bulk
+ * (docs/adr/0011-ingest-journal.md). Copies are hard links: immutable files make a link as good
+ * as a copy, at the cost of one syscall.
  *
  * Local limits that S3 does not have (the key layout in design.md §3 never hits them):
  * a key cannot be both a blob and a "folder" of other keys (`a` and `a/b`), a key segment is at
@@ -177,7 +179,7 @@ async function writeStream(fh: FileHandle, body: Readable): Promise<void> {
   await writeAll(fh, pending);
 }
 
-/** The fallback when hard links are not available: a real copy, fsynced like a put. */
+/** The fallback when hard links are not available: a real copy, fsynced like a put when `sync`. */
 async function copyBytes(from: string, tmp: string, sync: boolean): Promise<void> {
   try {
     await copyFile(from, tmp, constants.COPYFILE_EXCL);

@@ -1,10 +1,11 @@
 /**
  * MailboxIndex in SQLite (better-sqlite3): the local twin of the DynamoDB single table.
  *
- * Durability: WAL with synchronous=FULL, so a committed delivery is on disk when `deliver()`
- * resolves and the SMTP listener may answer 250. Deliveries that arrive while a commit is in
- * progress are committed together (group commit), one fsync for the lot, each in its own
- * savepoint so one bad entry cannot fail its neighbours.
+ * Durability: WAL with synchronous=FULL, so a committed write is on disk when its promise resolves;
+ * with `deferredDeliveries` (the local relay's ingest journal redoes them) the commits of
+ * `deliver()` run at synchronous=NORMAL instead (see the constructor). Deliveries that arrive while
+ * a commit is in progress are committed together (group commit), one commit for the lot, each in
+ * its own savepoint so one bad entry cannot fail its neighbours.
  *
  * Listing is keyset pagination on the ULID id (newest first): a page starts strictly below the
  * last id seen, so mail that arrives or is deleted between pages causes neither duplicates nor gaps.

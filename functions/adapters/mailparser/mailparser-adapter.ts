@@ -60,7 +60,6 @@ export interface MailparserAdapterOptions {
   readonly maxHtmlLengthToParse?: number;
 }
 
-/** Parses raw MIME with mailparser. Never throws: failures come back as `{ok: false, error}`. */
 /**
  * Bytes handed to mailparser per chunk. Given one Buffer, mailparser's base64 decoder turns a whole
  * 29 MB attachment into one string (~2× the message in RSS); fed in slices it decodes as it goes.
@@ -82,6 +81,7 @@ function inChunks(raw: Buffer): Readable {
   });
 }
 
+/** Parses raw MIME with mailparser. Never throws: failures come back as `{ok: false, error}`. */
 export class MailparserAdapter implements MailParser {
   private readonly timeoutMs: number;
   private readonly parserOptions: SimpleParserOptions;
