@@ -16,10 +16,9 @@ import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError } from '../core/errors.ts';
-import { isMailbox } from '../core/routing.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
-import { loadConfig } from './config-file.ts';
+import { loadConfig, tokenMailbox } from './config-file.ts';
 
 /** The subset of cli.ts's Io these commands use (structurally the same, so cli.ts passes its own). */
 export interface CliIo {
@@ -251,19 +250,12 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
       return 2;
     }
     if (first !== undefined) {
-      mailbox = normalizeAddress(first);
-      const { config } = loadConfig(io.env);
-      if (!isAddress(mailbox)) {
-        io.err.write(`mail-relay token create: ${first} is not an address\n`);
+      const checked = tokenMailbox(loadConfig(io.env).config, first);
+      if ('problem' in checked) {
+        io.err.write(`mail-relay token create: ${checked.problem}\n`);
         return 2;
       }
-      if (!isMailbox(config, mailbox) && mailbox !== config.quarantineMailbox) {
-        io.err.write(
-          `mail-relay token create: ${mailbox} is not a mailbox in the configuration ` +
-            `(see \`mail-relay route ${mailbox}\` for where its mail goes)\n`,
-        );
-        return 2;
-      }
+      mailbox = checked.mailbox;
     }
   }
 

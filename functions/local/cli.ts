@@ -7,10 +7,10 @@ import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError, MailRelayError } from '../core/errors.ts';
-import { type Decision, isMailbox, resolveRecipient } from '../core/routing.ts';
+import { type Decision, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
-import { loadConfig } from './config-file.ts';
+import { loadConfig, tokenMailbox } from './config-file.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
 
@@ -329,19 +329,12 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
   const { config } = loadConfig(io.env);
   let mailbox: string | null = null;
   if (rawMailbox !== undefined) {
-    mailbox = normalizeAddress(rawMailbox);
-    if (!isAddress(mailbox)) {
-      io.err.write(`mail-relay token create: ${rawMailbox} is not an address\n`);
+    const checked = tokenMailbox(config, rawMailbox);
+    if ('problem' in checked) {
+      io.err.write(`mail-relay token create: ${checked.problem}\n`);
       return 2;
     }
-    if (!isMailbox(config, mailbox) && mailbox !== config.quarantineMailbox) {
-      // Aliases and routes lead to mailboxes; a token reads a mailbox, so name the one mail ends in.
-      io.err.write(
-        `mail-relay token create: ${mailbox} is not a mailbox in the configuration ` +
-          `(see \`mail-relay route ${mailbox}\` for where its mail goes)\n`,
-      );
-      return 2;
-    }
+    mailbox = checked.mailbox;
   }
   const runtime = await openRuntime(io, config);
   try {

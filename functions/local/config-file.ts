@@ -4,8 +4,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { type Config, DEV_DEFAULT_CONFIG, parseConfig } from '../core/config.ts';
+import { type Config, DEV_DEFAULT_CONFIG, isAddress, normalizeAddress, parseConfig } from '../core/config.ts';
 import { ConfigError } from '../core/errors.ts';
+import { isMailbox } from '../core/routing.ts';
 
 export const CONFIG_FILE_NAME = 'mail-relay.config.json';
 
@@ -33,4 +34,21 @@ export function parseConfigText(text: string, source: string): Config {
     throw new ConfigError(`${source} is not valid JSON: ${(err as Error).message}`);
   }
   return parseConfig(json, source);
+}
+
+/**
+ * The mailbox a token may be created for (`token create`, locally or `--stack`), or why not:
+ * a token reads a mailbox, so aliases and routed addresses are refused with a pointer to `route`.
+ */
+export function tokenMailbox(config: Config, raw: string): { mailbox: string } | { problem: string } {
+  const mailbox = normalizeAddress(raw);
+  if (!isAddress(mailbox)) return { problem: `${raw} is not an address` };
+  if (!isMailbox(config, mailbox) && mailbox !== config.quarantineMailbox) {
+    return {
+      problem:
+        `${mailbox} is not a mailbox in the configuration ` +
+        `(see \`mail-relay route ${mailbox}\` for where its mail goes)`,
+    };
+  }
+  return { mailbox };
 }

@@ -4,6 +4,7 @@
  * Adapters: S3 (AWS) and files under the data dir (local). Both pass test/contract/blob-store.contract.ts.
  */
 import type { Readable } from 'node:stream';
+import { ValidationError } from '../core/errors.ts';
 
 export interface BlobInfo {
   readonly key: string;
@@ -43,4 +44,17 @@ export interface BlobStore {
   list(prefix: string): AsyncIterable<BlobInfo>;
   /** A short-lived URL that serves the blob to anyone holding it. */
   presign(key: string, options: PresignOptions): Promise<string>;
+}
+
+/** What every adapter refuses as a range (`invalid_range`): negative, fractional, or end before start. */
+export function assertByteRange(range: { start: number; end?: number } | undefined): void {
+  if (range === undefined) return;
+  const { start, end } = range;
+  if (
+    !Number.isSafeInteger(start) ||
+    start < 0 ||
+    (end !== undefined && (!Number.isSafeInteger(end) || end < start))
+  ) {
+    throw new ValidationError('invalid byte range', [JSON.stringify(range)], 'invalid_range');
+  }
 }

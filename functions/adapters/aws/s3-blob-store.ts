@@ -24,7 +24,12 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { NotFoundError, ValidationError } from '../../core/errors.ts';
-import type { BlobInfo, BlobStore, PresignOptions } from '../../ports/blob-store.ts';
+import {
+  assertByteRange,
+  type BlobInfo,
+  type BlobStore,
+  type PresignOptions,
+} from '../../ports/blob-store.ts';
 
 /** S3's limit on key length (UTF-8 bytes). */
 export const MAX_KEY_BYTES = 1024;
@@ -213,16 +218,7 @@ export class S3BlobStore implements BlobStore {
 
   async getStream(key: string, range?: { start: number; end?: number }): Promise<Readable | null> {
     assertKey(key);
-    if (range !== undefined) {
-      const { start, end } = range;
-      if (
-        !Number.isSafeInteger(start) ||
-        start < 0 ||
-        (end !== undefined && (!Number.isSafeInteger(end) || end < start))
-      ) {
-        throw new ValidationError('invalid byte range', [JSON.stringify(range)], 'invalid_range');
-      }
-    }
+    assertByteRange(range);
     try {
       const r = await this.client.send(
         new GetObjectCommand({

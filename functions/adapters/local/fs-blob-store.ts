@@ -31,7 +31,12 @@ import {
 import { dirname, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { NotFoundError, ValidationError } from '../../core/errors.ts';
-import type { BlobInfo, BlobStore, PresignOptions } from '../../ports/blob-store.ts';
+import {
+  assertByteRange,
+  type BlobInfo,
+  type BlobStore,
+  type PresignOptions,
+} from '../../ports/blob-store.ts';
 
 /** S3's limit on key length (UTF-8 bytes); keeping it here keeps both adapters interchangeable. */
 export const MAX_KEY_BYTES = 1024;
@@ -483,16 +488,7 @@ export class FsBlobStore implements BlobStore {
 
   async getStream(key: string, range?: { start: number; end?: number }): Promise<Readable | null> {
     assertKey(key);
-    if (range !== undefined) {
-      const { start, end } = range;
-      if (
-        !Number.isSafeInteger(start) ||
-        start < 0 ||
-        (end !== undefined && (!Number.isSafeInteger(end) || end < start))
-      ) {
-        throw new ValidationError('invalid byte range', [JSON.stringify(range)], 'invalid_range');
-      }
-    }
+    assertByteRange(range);
     let fh: FileHandle;
     try {
       // The open fd pins this version of the file: a concurrent put renames a new inode in, we keep reading the old one.
