@@ -5,9 +5,12 @@
  * per message. The count each reports is of completed DATA transactions, read while running, so
  * the harness can take a window out of the middle of the run.
  */
+import { freePort } from '../../test/helpers/net.ts';
+
+
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { procCpuSeconds } from './proc.ts';
 
 export type GeneratorKind = 'smtp-source' | 'node';
@@ -235,19 +238,6 @@ function startNodeGenerator(options: LoadOptions): LoadRun {
       await done;
     },
   };
-}
-
-/** A free loopback port (for servers that cannot report the one they bound, like smtp-sink). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {

@@ -6,13 +6,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
+import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
 import { listAll, stripTrace } from '../helpers/relay.ts';
 
@@ -34,15 +34,6 @@ const CONFIG = {
 function env(extra: Record<string, string>): NodeJS.ProcessEnv {
   const { MAIL_RELAY_CONFIG: _c, MAIL_RELAY_DATA_DIR: _d, ...rest } = process.env;
   return { ...rest, ...extra };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
 }
 
 describe('mail-relay route', () => {

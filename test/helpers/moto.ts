@@ -5,10 +5,10 @@
  * MAIL_RELAY_FULL_TESTS=1 (see env.ts).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { hasCommand, requireOrAnnounce } from './env.ts';
+import { freePort } from './net.ts';
 
 /** moto imports every service backend lazily, but its first start on a cold disk can take a few seconds. */
 const START_TIMEOUT_MS = 30_000;
@@ -71,18 +71,6 @@ export function serializeRequests(client: DynamoDBClient): DynamoDBClient {
 /** True when moto_server can be started; otherwise announces (or, under FULL, throws). */
 export function motoAvailable(): boolean {
   return requireOrAnnounce(hasCommand('moto_server'), 'AWS adapter suites (moto_server)', INSTALL_HINT);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitUntilAnswering(
