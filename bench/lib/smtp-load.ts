@@ -5,12 +5,10 @@
  * per message. The count each reports is of completed DATA transactions, read while running, so
  * the harness can take a window out of the middle of the run.
  */
-import { freePort } from '../../test/helpers/net.ts';
-
-
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { freePort } from '../../test/helpers/net.ts';
 import { procCpuSeconds } from './proc.ts';
 
 export type GeneratorKind = 'smtp-source' | 'node';
