@@ -18,6 +18,14 @@ export interface OutboxIo {
 export async function commandOutbox(args: readonly string[], io: OutboxIo): Promise<number> {
   // Only the blob store is needed: no index, so this runs next to a live `dev` without contention.
   const blobs = new FsBlobStore({ root: join(dataDirFromEnv(io.env), 'blobs') });
+  try {
+    return await outbox(blobs, args, io);
+  } finally {
+    await blobs.close();
+  }
+}
+
+async function outbox(blobs: FsBlobStore, args: readonly string[], io: OutboxIo): Promise<number> {
   const [sub, id] = args;
   if (sub === undefined || sub === 'list') {
     io.out.write(formatOutbox(await listOutbox(blobs)));

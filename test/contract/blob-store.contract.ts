@@ -33,6 +33,12 @@ export interface BlobStoreFixture {
   cleanup: () => Promise<void>;
 }
 
+/**
+ * "Large": more than an adapter keeps apart from ordinary blobs (the local store keeps buffers up to
+ * 64 KiB as SQLite rows by default), so tests that mix sizes exercise both kinds of storage.
+ */
+const LARGE_BYTES = (1 << 20) + 1;
+
 /** Every byte value, so an adapter that treats blobs as text (or strips CR) is caught. */
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
 
@@ -330,6 +336,148 @@ export function runBlobStoreContract(name: string, makeStore: () => Promise<Blob
         }
         assert.deepEqual(await keysOf(store, 'k/'), [...keys].sort(byteOrder));
         assert.deepEqual(await keysOf(store, 'k/ünï'), ['k/ünïcödé/日本語.eml']);
+      }));
+
+    it('overwrites between a small buffer and a large streamed body, both ways: one whole value, listed once', () =>
+      withStore(async ({ store }) => {
+        const small = Buffer.from('a small value\r\n');
+        const large = pseudoRandom(LARGE_BYTES, 11);
+        const stream = (): Readable => Readable.from([large.subarray(0, 300_000), large.subarray(300_000)]);
+        const expect = async (value: Buffer, label: string): Promise<void> => {
+          const back = await store.get('x/k');
+          assert.ok(back !== null, label);
+          assert.equal(sha256(back), sha256(value), label);
+          assert.equal((await store.head('x/k'))?.size, value.length, label);
+          const listed = await collect(store.list('x/'));
+          assert.deepEqual(
+            listed.map((b) => [b.key, b.size]),
+            [['x/k', value.length]],
+            `${label}: listed once, with the new size`,
+          );
+          const s = await store.getStream('x/k', { start: 3, end: 9 });
+          assert.ok(s !== null, label);
+          assert.deepEqual(await readAll(s), value.subarray(3, 10), label);
+        };
+        await store.put('x/k', small);
+        await store.put('x/k', stream());
+        await expect(large, 'large stream over small buffer');
+        await store.put('x/k', small);
+        await expect(small, 'small buffer over large stream');
+        await store.put('x/k', large);
+        await expect(large, 'large buffer over small buffer');
+        await store.put('x/k', Readable.from([small]));
+        await expect(small, 'small stream over large buffer');
+        await store.put('x/k', small);
+        await expect(small, 'small buffer over small stream');
+        await store.delete('x/k');
+        assert.equal(await store.get('x/k'), null);
+        assert.equal(await store.head('x/k'), null);
+        assert.equal(await store.getStream('x/k'), null);
+        assert.deepEqual(await keysOf(store, 'x/'), []);
+      }));
+
+    it('copies between small and large blobs, overwriting the destination either way', () =>
+      withStore(async ({ store }) => {
+        const small = Buffer.from('small source');
+        const large = pseudoRandom(LARGE_BYTES, 12);
+        await store.put('c/small', small);
+        await store.put('c/large', Readable.from([large]));
+        await store.put('c/to-small', Readable.from([pseudoRandom(LARGE_BYTES, 13)]));
+        await store.put('c/to-large', Buffer.from('an old small value'));
+        await store.copy('c/small', 'c/to-small');
+        await store.copy('c/large', 'c/to-large');
+        await store.copy('c/small', 'c/new-small');
+        await store.copy('c/large', 'c/new-large');
+        const check = async (key: string, value: Buffer): Promise<void> => {
+          const back = await store.get(key);
+          assert.ok(back !== null, key);
+          assert.equal(sha256(back), sha256(value), key);
+        };
+        await check('c/to-small', small);
+        await check('c/to-large', large);
+        await check('c/new-small', small);
+        await check('c/new-large', large);
+        assert.deepEqual(
+          (await collect(store.list('c/'))).map((b) => [b.key, b.size]),
+          [
+            ['c/large', large.length],
+            ['c/new-large', large.length],
+            ['c/new-small', small.length],
+            ['c/small', small.length],
+            ['c/to-large', large.length],
+            ['c/to-small', small.length],
+          ],
+        );
+        // Copies stay independent of their sources, whatever the sources become.
+        await store.put('c/small', Readable.from([pseudoRandom(LARGE_BYTES, 14)]));
+        await store.put('c/large', Buffer.from('now small'));
+        await check('c/to-small', small);
+        await check('c/to-large', large);
+        await store.delete('c/small');
+        await store.delete('c/large');
+        await check('c/new-small', small);
+        await check('c/new-large', large);
+        // And back: a small copy over a large destination, a large one over a small destination.
+        await store.copy('c/new-small', 'c/to-large');
+        await store.copy('c/new-large', 'c/to-small');
+        await check('c/to-large', small);
+        await check('c/to-small', large);
+        await store.deletePrefix('c/');
+        assert.deepEqual(await keysOf(store, 'c/'), []);
+        assert.equal(await store.get('c/new-small'), null);
+        assert.equal(await store.get('c/new-large'), null);
+      }));
+
+    it('lists small and large blobs together in key order, each with its size and lastModified', () =>
+      withStore(async ({ store }) => {
+        const before = Date.now();
+        const sizes = new Map<string, number>([
+          ['mix/a', LARGE_BYTES],
+          ['mix/a0', 3],
+          ['mix/b-', 0],
+          ['mix/b/c', LARGE_BYTES + 1],
+          ['mix/b/d', 5],
+          ['mix/b0', LARGE_BYTES + 2],
+          ['mix/ü', 7],
+          ['mix/😀', LARGE_BYTES + 3],
+          ['mix/～', 9],
+        ]);
+        for (const [key, size] of sizes) {
+          const body = pseudoRandom(size, size);
+          await store.put(key, size >= LARGE_BYTES ? Readable.from([body]) : body);
+        }
+        const listed = await collect(store.list('mix/'));
+        assert.deepEqual(
+          listed.map((b) => b.key),
+          [...sizes.keys()].sort(byteOrder),
+        );
+        for (const b of listed) {
+          assert.equal(b.size, sizes.get(b.key), b.key);
+          assert.ok(Math.abs(b.lastModified - before) < 10 * 60_000, `${b.key} lastModified`);
+        }
+        assert.deepEqual(await keysOf(store, 'mix/b'), ['mix/b-', 'mix/b/c', 'mix/b/d', 'mix/b0']);
+        await store.deletePrefix('mix/b');
+        assert.deepEqual(await keysOf(store, 'mix/'), ['mix/a', 'mix/a0', 'mix/ü', 'mix/～', 'mix/😀']);
+      }));
+
+    it('refuses a range that starts at or past the end of the blob (range_not_satisfiable), small or large', () =>
+      withStore(async ({ store }) => {
+        await store.put('r/small', Buffer.from('0123456789'));
+        await store.put('r/large', Readable.from([pseudoRandom(LARGE_BYTES, 15)]));
+        const notSatisfiable = (err: unknown): boolean =>
+          typeof err === 'object' &&
+          err !== null &&
+          (err as { code?: unknown }).code === 'range_not_satisfiable';
+        await assert.rejects(store.getStream('r/small', { start: 10 }), notSatisfiable);
+        await assert.rejects(store.getStream('r/small', { start: 10, end: 20 }), notSatisfiable);
+        await assert.rejects(store.getStream('r/large', { start: LARGE_BYTES }), notSatisfiable);
+        const invalid = (err: unknown): boolean =>
+          typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 'invalid_range';
+        await assert.rejects(store.getStream('r/small', { start: 5, end: 2 }), invalid);
+        await assert.rejects(store.getStream('r/small', { start: -1 }), invalid);
+        const last = await store.getStream('r/small', { start: 9, end: 100 });
+        assert.ok(last !== null);
+        assert.deepEqual(await readAll(last), Buffer.from('9'));
       }));
 
     it('presigned URL serves the same bytes with the requested headers; tampered or expired URLs are refused', (t) =>

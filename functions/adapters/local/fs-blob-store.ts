@@ -1,5 +1,12 @@
 /**
- * BlobStore over plain files under a data directory: the local twin of the S3 adapter.
+ * BlobStore over a data directory: the local twin of the S3 adapter.
+ *
+ * Two backings, one key space (docs/adr/0013-small-blobs-in-sqlite.md). A blob given as a Buffer of
+ * at most `smallBlobMaxBytes` (64 KiB by default) is a row of a SQLite table in `<root>.sqlite`
+ * (blob-rows.ts), written in a group commit with the puts and copies that arrive meanwhile. Larger
+ * blobs and every streamed body are files, as follows. A key lives in one backing: a write into one
+ * removes the key's older value from the other, after the new value is in place. Where both exist
+ * (a crash between those two steps, or two processes racing on one key) the row is the value.
  *
  * A key `a/b/c.eml` is the file `<root>/a/b/c.eml`. Writes go to a temp file in the same
  * directory and are renamed over the target, so a reader (or a crash) sees the whole old value,
@@ -10,11 +17,22 @@
  * as a copy, at the cost of one syscall.
  *
  * Local limits that S3 does not have (the key layout in design.md §3 never hits them):
- * a key cannot be both a blob and a "folder" of other keys (`a` and `a/b`), a key segment is at
- * most 255 bytes, and on case-insensitive file systems keys differing only in case collide.
+ * a key cannot be both a blob and a "folder" of other keys (`a` and `a/b`, in either backing), a
+ * key segment is at most 255 bytes, a key must be well-formed Unicode, and on case-insensitive file
+ * systems keys differing only in case collide.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { constants, type Dirent, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  constants,
+  type Dirent,
+  linkSync,
+  lstatSync,
+  renameSync,
+  type Stats,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import {
   copyFile,
   type FileHandle,
@@ -29,7 +47,7 @@ import {
   unlink,
 } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { NotFoundError, ValidationError } from '../../core/errors.ts';
 import {
   assertByteRange,
@@ -37,6 +55,7 @@ import {
   type BlobStore,
   type PresignOptions,
 } from '../../ports/blob-store.ts';
+import { BlobRows, type RowInfo, type RowWrite } from './blob-rows.ts';
 
 /** S3's limit on key length (UTF-8 bytes); keeping it here keeps both adapters interchangeable. */
 export const MAX_KEY_BYTES = 1024;
@@ -63,6 +82,10 @@ const LINK_UNSUPPORTED = new Set(['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EM
  * bodies (attachments, big messages) keep the asynchronous path so the loop stays responsive.
  */
 const SYNC_WRITE_MAX_BYTES = 256 * 1024;
+/** Buffers up to this size are rows by default (the measurements are in ADR 13). */
+export const DEFAULT_SMALL_BLOB_MAX_BYTES = 64 * 1024;
+/** `list` reads rows in pages of this many, so no read transaction stays open across a yield. */
+const ROW_PAGE = 256;
 
 export interface FsBlobStoreOptions {
   /** The directory holding the blobs; created on first write. */
@@ -75,6 +98,14 @@ export interface FsBlobStoreOptions {
    * journal's checkpoint, see functions/local/ingest-journal.ts) and owns recovery after a crash.
    */
   readonly durability?: 'sync' | 'deferred';
+  /**
+   * Blobs given as a Buffer of at most this many bytes are rows of the SQLite database
+   * `smallBlobDatabase` instead of files. 0: every blob is a file (rows written by another store
+   * over the same root are still read, copied and deleted). Default DEFAULT_SMALL_BLOB_MAX_BYTES.
+   */
+  readonly smallBlobMaxBytes?: number;
+  /** The database holding small blobs; default `<root>.sqlite` (beside the root, never listed as a blob). */
+  readonly smallBlobDatabase?: string;
 }
 
 export type PresignVerification =
@@ -117,8 +148,12 @@ function checkSegment(key: string, segment: string): void {
   if (segment.startsWith(TEMP_PREFIX)) throw invalidKey(key, `segment starts with reserved "${TEMP_PREFIX}"`);
 }
 
+/** A lone surrogate has no UTF-8 form: SQLite and the file system would each store U+FFFD instead. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 function checkChars(key: string): void {
   if (key.includes('\0')) throw invalidKey(key, 'contains NUL');
+  if (LONE_SURROGATE.test(key)) throw invalidKey(key, 'not well-formed Unicode (a lone surrogate)');
   if (key.includes('\\')) throw invalidKey(key, 'contains a backslash');
   if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw invalidKey(key, `longer than ${MAX_KEY_BYTES} bytes`);
 }
@@ -274,6 +309,49 @@ export function verifyPresignedBlobRequest(
   };
 }
 
+/** Compares keys in UTF-8 byte order (S3's, and SQLite's for TEXT), which UTF-16 order is not past the BMP. */
+function compareKeys(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    // Surrogates (code points from U+10000) sort below U+E000..U+FFFF in UTF-16, above them in UTF-8.
+    if (x >= 0xd800) x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+    if (y >= 0xd800) y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+function rangeNotSatisfiable(): ValidationError {
+  // What S3 answers (416 InvalidRange); clamping silently would hide an off-by-one in the caller.
+  return new ValidationError('byte range starts beyond the end of the blob', [], 'range_not_satisfiable');
+}
+
+/** A row's bytes (or a range of them, `end` inclusive and clamped) as a byte stream, like a file's. */
+function rowStream(data: Buffer, range: { start: number; end?: number } | undefined): Readable {
+  if (range !== undefined && range.start >= data.length) throw rangeNotSatisfiable();
+  const bytes =
+    range === undefined
+      ? data
+      : data.subarray(range.start, range.end === undefined ? data.length : range.end + 1);
+  return Readable.from(bytes.length === 0 ? [] : [bytes], { objectMode: false });
+}
+
+function closedError(): Error {
+  return new Error('FsBlobStore: the store is closed');
+}
+
+/** A row write waiting for the next group commit. */
+interface QueuedRowWrite extends RowWrite {
+  /** The file that held the key's older value when the batch was prepared, to remove once the row is committed. */
+  file: Stats | undefined;
+  /** true: written; false: a copy whose source is not a row (the caller tries the files). */
+  readonly resolve: (written: boolean) => void;
+  readonly reject: (err: unknown) => void;
+}
+
 interface DirSyncState {
   running: Promise<void> | null;
   queued: Promise<void> | null;
@@ -297,6 +375,15 @@ export class FsBlobStore implements BlobStore {
 
   /** False in `deferred` durability: nothing is fsynced here. */
   private readonly sync: boolean;
+  /** Buffers up to this size are rows; 0: none are. */
+  private readonly smallBlobMaxBytes: number;
+  private readonly databasePath: string;
+  /** Opened on first use: a store that only presigns (or is never used) creates no database. */
+  private database: BlobRows | undefined;
+  private closed = false;
+  /** Row writes waiting for the group commit (see `enqueue`). */
+  private queue: QueuedRowWrite[] = [];
+  private flushScheduled = false;
 
   constructor(options: FsBlobStoreOptions) {
     if (typeof options.root !== 'string' || options.root === '')
@@ -307,6 +394,17 @@ export class FsBlobStore implements BlobStore {
       throw new TypeError(`FsBlobStore: durability must be 'sync' or 'deferred', got ${String(durability)}`);
     }
     this.sync = durability === 'sync';
+    const max = options.smallBlobMaxBytes ?? DEFAULT_SMALL_BLOB_MAX_BYTES;
+    if (!Number.isSafeInteger(max) || max < 0) {
+      throw new TypeError(`FsBlobStore: smallBlobMaxBytes must be an integer >= 0, got ${String(max)}`);
+    }
+    this.smallBlobMaxBytes = max;
+    this.databasePath = resolve(options.smallBlobDatabase ?? `${this.root}.sqlite`);
+    if (this.databasePath.startsWith(`${this.root}/`)) {
+      throw new TypeError(
+        'FsBlobStore: smallBlobDatabase must not be inside the root (it would list as a blob)',
+      );
+    }
     if (options.presign !== undefined) {
       const { baseUrl, secret } = options.presign;
       if (!/^https?:\/\/[^/]/.test(baseUrl))
@@ -329,9 +427,163 @@ export class FsBlobStore implements BlobStore {
     return dirKey === '' ? this.root : `${this.root}/${dirKey.slice(0, -1)}`;
   }
 
+  private rows(): BlobRows {
+    if (this.closed) throw closedError();
+    this.database ??= new BlobRows(this.databasePath, this.sync ? 'sync' : 'deferred');
+    return this.database;
+  }
+
+  /**
+   * Commits queued row writes and closes the database. Calls after it fail (`presign` excepted).
+   * Idempotent. A store that was never closed leaves a WAL that the next open replays.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.database?.close();
+    this.database = undefined;
+  }
+
+  /**
+   * Queues a row write (a put, or a copy from a row) for the next group commit: every write that
+   * arrives before the event loop's next check phase shares one transaction, one commit (and, in
+   * `sync` durability, one fsync of the WAL). Resolves once committed.
+   */
+  private enqueue(write: { key: string; data?: Buffer; from?: string }): Promise<boolean> {
+    if (this.closed) return Promise.reject(closedError());
+    return new Promise((resolve, reject) => {
+      this.queue.push({ ...write, file: undefined, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // setImmediate, not a microtask: writes whose I/O completed meanwhile join this batch.
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /**
+   * Commits the queued row writes. Every other operation calls it first, so operations apply in
+   * call order. Synchronous from the first stat to the last file removal, so no other operation of
+   * this process runs in between.
+   */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue;
+    if (batch.length === 0) return;
+    this.queue = [];
+    const writes: QueuedRowWrite[] = [];
+    for (const w of batch) {
+      try {
+        // The file side of the key rule, and the older value (if a file) that the row replaces.
+        w.file = this.fileAt(w.key);
+        writes.push(w);
+      } catch (err) {
+        w.reject(err);
+      }
+    }
+    if (writes.length === 0) return;
+    try {
+      this.rows().writeBatch(writes, Date.now());
+    } catch (err) {
+      for (const w of writes) w.reject(err);
+      return;
+    }
+    for (const w of writes) {
+      if (w.outcome === 'conflict') w.reject(keyConflict(w.key, undefined));
+      else if (w.outcome === 'no-source') w.resolve(false);
+      else {
+        // After the commit: until the file is gone a reader finds the row first, so never nothing.
+        if (w.file !== undefined) this.removeStaleFile(w.key, w.file);
+        w.resolve(true);
+      }
+    }
+  }
+
+  /** What the file side holds at `key`: a file (its stats) or nothing; throws key_conflict for a folder. */
+  private fileAt(key: string): Stats | undefined {
+    let info: Stats | undefined;
+    try {
+      info = statSync(this.pathOf(key), { throwIfNoEntry: false });
+    } catch (err) {
+      // A file where the key has a folder: `a` is a blob, `a/b` cannot be one.
+      if (errorCode(err) === 'ENOTDIR') throw keyConflict(key, err);
+      throw err;
+    }
+    if (info === undefined) return undefined;
+    if (info.isDirectory()) throw keyConflict(key, undefined);
+    return info.isFile() ? info : undefined;
+  }
+
+  /**
+   * Removes the file holding the older value of a key a row has just taken over. It is moved aside
+   * first: if it is not the file we saw (another process renamed a newer one in meanwhile), it is
+   * put back, and that process's write replaces our row as it would have anyway.
+   */
+  private removeStaleFile(key: string, seen: Stats): void {
+    const path = this.pathOf(key);
+    const aside = `${this.dirOf(key)}/${tempName()}`;
+    try {
+      renameSync(path, aside);
+    } catch {
+      return; // already gone
+    }
+    try {
+      const moved = lstatSync(aside);
+      if (
+        moved.ino !== seen.ino ||
+        moved.dev !== seen.dev ||
+        moved.size !== seen.size ||
+        moved.mtimeMs !== seen.mtimeMs
+      ) {
+        linkSync(aside, path);
+      }
+    } catch {
+      // EEXIST: something newer is in place already.
+    } finally {
+      try {
+        unlinkSync(aside);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  /**
+   * Before a file write of `key`: applies the key rule on the row side, and returns the tag of the
+   * row holding the key's older value, if any (deleted by `afterFileWrite` once the file is in place).
+   */
+  private beforeFileWrite(key: string): number | undefined {
+    this.flush();
+    const rows = this.rows();
+    if (rows.conflicts(key)) throw keyConflict(key, undefined);
+    return rows.gen(key);
+  }
+
+  /** Deletes the row the new file replaces: only that one, not a row written since (which wins). */
+  private afterFileWrite(key: string, replacedGen: number | undefined): void {
+    if (replacedGen !== undefined) this.rows().deleteIfGen(key, replacedGen);
+  }
+
+  /** The committed row of `key`, after committing queued writes. */
+  private rowOf(key: string): { size: number; mtime: number; data: Buffer } | undefined {
+    this.flush();
+    return this.rows().get(key);
+  }
+
   async put(key: string, body: Buffer | Readable, _options?: { contentType?: string }): Promise<void> {
     // contentType is not kept locally: presigned URLs carry their own, and the API knows what it serves.
     assertKey(key);
+    if (this.smallBlobMaxBytes > 0 && Buffer.isBuffer(body) && body.length <= this.smallBlobMaxBytes) {
+      await this.enqueue({ key, data: body });
+      return;
+    }
+    const replaced = this.beforeFileWrite(key);
+    await this.putFile(key, body);
+    this.afterFileWrite(key, replaced);
+  }
+
+  private async putFile(key: string, body: Buffer | Readable): Promise<void> {
     const dir = this.dirOf(key);
     await this.ensureDir(dir, key);
     if (!this.sync && Buffer.isBuffer(body) && body.length <= SYNC_WRITE_MAX_BYTES) {
@@ -476,19 +728,36 @@ export class FsBlobStore implements BlobStore {
     return run;
   }
 
+  // Reads look for a row, then a file, then a row again: a write that moved the key from a file to
+  // a row between the first two looks (row committed, then file removed) is found by the third.
+
   async get(key: string): Promise<Buffer | null> {
     assertKey(key);
+    const row = this.rowOf(key);
+    if (row !== undefined) return row.data;
     try {
       return await readFile(this.pathOf(key));
     } catch (err) {
-      if (isMissing(err)) return null;
-      throw err;
+      if (!isMissing(err)) throw err;
     }
+    return this.rows().get(key)?.data ?? null;
   }
 
   async getStream(key: string, range?: { start: number; end?: number }): Promise<Readable | null> {
     assertKey(key);
     assertByteRange(range);
+    const row = this.rowOf(key);
+    if (row !== undefined) return rowStream(row.data, range);
+    const stream = await this.fileStream(key, range);
+    if (stream !== null) return stream;
+    const again = this.rows().get(key);
+    return again === undefined ? null : rowStream(again.data, range);
+  }
+
+  private async fileStream(
+    key: string,
+    range: { start: number; end?: number } | undefined,
+  ): Promise<Readable | null> {
     let fh: FileHandle;
     try {
       // The open fd pins this version of the file: a concurrent put renames a new inode in, we keep reading the old one.
@@ -504,14 +773,7 @@ export class FsBlobStore implements BlobStore {
         await fh.close();
         return null;
       }
-      if (range !== undefined && range.start >= info.size) {
-        // What S3 answers (416 InvalidRange); clamping silently would hide an off-by-one in the caller.
-        throw new ValidationError(
-          'byte range starts beyond the end of the blob',
-          [],
-          'range_not_satisfiable',
-        );
-      }
+      if (range !== undefined && range.start >= info.size) throw rangeNotSatisfiable();
     } catch (err) {
       await fh.close().catch(noop);
       throw err;
@@ -523,22 +785,41 @@ export class FsBlobStore implements BlobStore {
 
   async head(key: string): Promise<BlobInfo | null> {
     assertKey(key);
+    this.flush();
+    const row = this.rows().info(key);
+    if (row !== undefined) return { key, size: row.size, lastModified: row.mtime };
     try {
       const info = await stat(this.pathOf(key));
-      return info.isFile() ? { key, size: info.size, lastModified: Math.floor(info.mtimeMs) } : null;
+      if (info.isFile()) return { key, size: info.size, lastModified: Math.floor(info.mtimeMs) };
     } catch (err) {
-      if (isMissing(err)) return null;
-      throw err;
+      if (!isMissing(err)) throw err;
     }
+    const again = this.rows().info(key);
+    return again === undefined ? null : { key, size: again.size, lastModified: again.mtime };
   }
 
   /**
-   * A hard link: the source is never modified in place (put renames a new file over it), so the
-   * link stays a faithful, independent copy. Note that `lastModified` is the source's write time.
+   * A row source is copied into a row (in the group commit, like a put; `lastModified` is the time
+   * of the copy). A file source becomes a hard link: the source is never modified in place (put
+   * renames a new file over it), so the link stays a faithful, independent copy; its
+   * `lastModified` is the source's write time.
    */
   async copy(fromKey: string, toKey: string): Promise<void> {
     assertKey(fromKey);
     assertKey(toKey);
+    if (await this.enqueue({ key: toKey, from: fromKey })) return;
+    const replaced = this.beforeFileWrite(toKey);
+    try {
+      await this.copyFile(fromKey, toKey);
+    } catch (err) {
+      // The source may have moved from a file to a row since we looked: copy that row.
+      if (err instanceof NotFoundError && (await this.enqueue({ key: toKey, from: fromKey }))) return;
+      throw err;
+    }
+    this.afterFileWrite(toKey, replaced);
+  }
+
+  private async copyFile(fromKey: string, toKey: string): Promise<void> {
     const from = this.pathOf(fromKey);
     const to = this.pathOf(toKey);
     const dir = this.dirOf(toKey);
@@ -600,24 +881,35 @@ export class FsBlobStore implements BlobStore {
     await unlink(tmp).catch(noop);
   }
 
+  // Deletes remove the file first, then the row: where both exist the row is the value, so a
+  // reader never sees the older file come back in between.
+
   async delete(key: string): Promise<void> {
     assertKey(key);
+    this.flush();
+    let unlinked = true;
     try {
       await unlink(this.pathOf(key));
     } catch (err) {
-      if (isMissing(err)) return;
-      throw err;
+      if (!isMissing(err)) throw err;
+      unlinked = false;
     }
-    await this.syncDir(this.dirOf(key));
+    if (unlinked) await this.syncDir(this.dirOf(key));
+    const rows = this.rows();
+    // Looked up first: a read takes no write lock from the other processes sharing the database.
+    if (rows.gen(key) !== undefined) rows.delete(key);
   }
 
   async deletePrefix(prefix: string): Promise<void> {
     const { dirKey, namePrefix } = splitPrefix(prefix);
+    this.flush();
     await this.deleteIn(dirKey, namePrefix);
     if (namePrefix === '' && dirKey !== '') {
       // Every key below this directory matched, so the directory itself can go too.
       await this.removeDirIfEmpty(this.dirPathOf(dirKey));
     }
+    const rows = this.rows();
+    if (rows.page(prefix, undefined, 1).length > 0) rows.deletePrefix(prefix);
   }
 
   private async deleteIn(dirKey: string, namePrefix: string): Promise<void> {
@@ -666,7 +958,42 @@ export class FsBlobStore implements BlobStore {
   list(prefix: string): AsyncIterable<BlobInfo> {
     // Validated here, not inside the generator, so a bad prefix fails at the call.
     const { dirKey, namePrefix } = splitPrefix(prefix);
-    return this.listIn(dirKey, namePrefix);
+    this.flush();
+    return this.listMerged(prefix, dirKey, namePrefix);
+  }
+
+  /** Rows and files merged in key order; a key in both is listed once, as its row (the value). */
+  private async *listMerged(prefix: string, dirKey: string, namePrefix: string): AsyncGenerator<BlobInfo> {
+    let page: RowInfo[] = this.rows().page(prefix, undefined, ROW_PAGE);
+    let at = 0;
+    const nextRow = (): RowInfo | undefined => {
+      const last = page[page.length - 1];
+      if (at === page.length && page.length === ROW_PAGE && last !== undefined) {
+        page = this.rows().page(prefix, last.key, ROW_PAGE);
+        at = 0;
+      }
+      return page[at];
+    };
+    const files = this.listIn(dirKey, namePrefix);
+    try {
+      let file = await files.next();
+      for (;;) {
+        const row = nextRow();
+        const f = file.done === true ? undefined : file.value;
+        if (row === undefined && f === undefined) return;
+        const order = row === undefined ? 1 : f === undefined ? -1 : compareKeys(row.key, f.key);
+        if (row !== undefined && order <= 0) {
+          at += 1;
+          if (order === 0) file = await files.next();
+          yield { key: row.key, size: row.size, lastModified: row.mtime };
+        } else if (f !== undefined) {
+          file = await files.next();
+          yield f;
+        }
+      }
+    } finally {
+      await files.return(undefined);
+    }
   }
 
   private async *listIn(dirKey: string, namePrefix: string): AsyncGenerator<BlobInfo> {
