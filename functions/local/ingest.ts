@@ -78,9 +78,10 @@ export async function applyReceived(
   deps: RouterDeps,
   notification: SesReceivedNotification,
   raw: Buffer,
+  options: { readonly recovering?: boolean } = {},
 ): Promise<RouteResult> {
   await deps.blobs.put(notification.receipt.action.objectKey, raw, { contentType: 'message/rfc822' });
-  return processNotification(deps, notification, { raw });
+  return processNotification(deps, notification, { raw, rewriteBlobs: options.recovering === true });
 }
 
 export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {

@@ -82,6 +82,13 @@ export interface ProcessOptions {
   readonly parsed?: ParseResult;
   /** Set by `replay`: the notification is already stored. */
   readonly replay?: boolean;
+  /**
+   * Set by the local journal's recovery: write every blob again even where the index entry exists.
+   * A delivery's index commit can reach the disk before its blob files do (they are synced only at
+   * the checkpoint), so after a crash an entry may name blobs that were lost; the rewrite restores
+   * them (same bytes, idempotent) and the entry itself is left as it is.
+   */
+  readonly rewriteBlobs?: boolean;
 }
 
 export async function processNotification(
@@ -131,6 +138,7 @@ export async function processNotification(
           parsed,
           firstCopy,
           rawSource: receipt.action.objectKey,
+          rewriteBlobs: options.rewriteBlobs === true,
           entry: {
             receivedAt: receivedAt.toISOString(),
             verdicts,
@@ -223,13 +231,15 @@ export async function deliverToMailbox(
      * then a server-side copy (a hard link locally; CopyObject in S3, no second upload of 40 MB).
      */
     rawSource?: string | undefined;
+    /** Write the blobs even when the entry exists (see ProcessOptions.rewriteBlobs). */
+    rewriteBlobs?: boolean;
     entry: EntryFields;
   },
 ): Promise<boolean> {
   const { blobs, index } = deps;
   const { mailbox, id, raw, parsed, firstCopy } = args;
   // A retry of an already-committed delivery: nothing to write.
-  if (await index.get(mailbox, id)) return false;
+  if (args.rewriteBlobs !== true && (await index.get(mailbox, id))) return false;
 
   const stored: StoredSummary = parsed.ok
     ? { parseFailed: false, ...parsed.summary }

@@ -21,7 +21,12 @@ import { parseConfig } from '../../functions/core/config.ts';
 import { buildNotification, type SesReceivedNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { ingest, LOCAL_BUCKET } from '../../functions/local/ingest.ts';
-import { decodeSegment, IngestJournal, orphanedSegments } from '../../functions/local/ingest-journal.ts';
+import {
+  decodeSegment,
+  FileSystemSyncer,
+  IngestJournal,
+  orphanedSegments,
+} from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 import { listAll } from '../helpers/relay.ts';
@@ -210,5 +215,75 @@ describe('recovery after a crash', () => {
     } finally {
       await third.close();
     }
+  });
+
+  it('restores the blobs of a delivery whose index entry reached the disk before they did', async () => {
+    const dataDir = join(work, 'lost-blobs');
+    const config = parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] });
+    const runtime = createLocalRuntime({ config, dataDir });
+    const body = Buffer.from('Subject: kept\r\n\r\nthe body\r\n');
+    await ingest(runtime, {
+      body,
+      mailFrom: '',
+      recipients: ['carol@example.test'],
+      via: { protocol: 'ESMTP' },
+    });
+    const journalDir = join(dataDir, 'journal');
+    const [segment] = readdirSync(journalDir);
+    assert.ok(segment);
+    const bytes = readFileSync(join(journalDir, segment));
+    const [entry] = await listAll(runtime.index, 'carol@example.test');
+    assert.ok(entry);
+    const emlKey = `mailboxes/carol@example.test/${entry.id}.eml`;
+    const summaryKey = `mailboxes/carol@example.test/${entry.id}/summary.json`;
+    const raw = await runtime.blobs.get(emlKey);
+    const summary = await runtime.blobs.get(summaryKey);
+    assert.ok(raw && summary);
+    // The crash: the index commit survived, the (not yet synced) blobs did not.
+    await runtime.blobs.delete(emlKey);
+    await runtime.blobs.deletePrefix(`mailboxes/carol@example.test/${entry.id}/`);
+    await runtime.close();
+    writeFileSync(join(journalDir, segment.replace(/^\d+-/, '999999997-')), bytes);
+
+    const next = createLocalRuntime({ config, dataDir });
+    try {
+      assert.deepEqual(await next.recover(), { segments: 1, messages: 1 });
+      assert.deepEqual(await next.blobs.get(emlKey), raw, 'the raw copy is back, byte for byte');
+      assert.deepEqual(await next.blobs.get(summaryKey), summary, 'and its parsed summary');
+      assert.equal((await listAll(next.index, 'carol@example.test')).length, 1, 'still one entry');
+      assert.equal((await next.index.stat('carol@example.test')).messages, 1);
+    } finally {
+      await next.close();
+    }
+  });
+});
+
+describe('FileSystemSyncer', () => {
+  it('syncs through one helper process, and falls back to a one-off sync once it is closed', async () => {
+    const syncer = new FileSystemSyncer(work);
+    await Promise.all([syncer.sync(), syncer.sync(), syncer.sync()]);
+    await syncer.sync();
+    syncer.close();
+    await syncer.sync();
+  });
+
+  it('neither keeps a finished process alive nor lets it exit while a sync is pending', async () => {
+    const marker = join(work, 'synced-marker');
+    const script = `
+      import { writeFileSync } from 'node:fs';
+      import { FileSystemSyncer } from './functions/local/ingest-journal.ts';
+      const syncer = new FileSystemSyncer(${JSON.stringify(work)});
+      // Nothing but the pending sync keeps this process alive until its answer arrives.
+      syncer.sync().then(() => writeFileSync(${JSON.stringify(marker)}, 'ok'));
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: PROJECT_ROOT,
+      stdio: 'inherit',
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const [code] = await once(child, 'exit');
+    clearTimeout(timer);
+    assert.equal(code, 0, 'the process ended on its own (the idle helper did not hold it)');
+    assert.equal(readFileSync(marker, 'utf8'), 'ok', 'after its pending sync was answered');
   });
 });
