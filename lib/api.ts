@@ -1,13 +1,23 @@
 /**
- * API (design §4): an API Gateway HTTP API in front of the API function (one Hono app, every
- * route), with stage throttling and JSON access logs. CORS stays off unless origins are configured.
+ * API (design §4): an API Gateway HTTP API in front of two functions: `POST
+ * /v1/mailboxes/{address}/send` goes to the send function, every other request (the `$default`
+ * route) to the API function; both serve the same Hono app shell (functions/api/shell.ts), so
+ * tokens, errors and headers are the same whichever answers (docs/adr/0012-lambda-bundles.md).
+ * Stage throttling and JSON access logs; CORS stays off unless origins are configured.
  */
 import { RemovalPolicy } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
-import { CorsHttpMethod, HttpApi, HttpStage, LogGroupLogDestination } from 'aws-cdk-lib/aws-apigatewayv2';
+import {
+  CorsHttpMethod,
+  HttpApi,
+  HttpMethod,
+  HttpStage,
+  LogGroupLogDestination,
+} from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { SEND_ROUTE } from '../functions/api/send-route.ts';
 import type { HouseFunction } from './house-function.ts';
 import { acknowledge } from './nag.ts';
 
@@ -38,8 +48,10 @@ const ACCESS_LOG_FIELDS = {
 };
 
 export interface MailApiProps {
-  /** The API function; every route goes to it. */
+  /** The API function: every request but `POST …/send` (the `$default` route). */
   readonly handler: HouseFunction;
+  /** The send function: `POST /v1/mailboxes/{address}/send` only. */
+  readonly sendHandler: HouseFunction;
   /**
    * Browser origins allowed to call the API. Bearer tokens are not cookies, so CORS only decides
    * which web pages may read the answers.
@@ -87,6 +99,12 @@ export class MailApi extends Construct {
             },
           }
         : {}),
+    });
+    // The one route with a function of its own; API Gateway matches it before `$default`.
+    this.httpApi.addRoutes({
+      path: SEND_ROUTE.path,
+      methods: [HttpMethod[SEND_ROUTE.method]],
+      integration: new HttpLambdaIntegration('SendFunction', props.sendHandler),
     });
     this.accessLogs = new LogGroup(this, 'AccessLogs', {
       retention: props.logRetention ?? RetentionDays.ONE_MONTH,

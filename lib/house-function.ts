@@ -1,17 +1,18 @@
 /**
  * The house Lambda function: every default decided once (runtime, arm64, ESM bundle built by the
- * local esbuild, source maps, tracing, a log group with retention, a role that starts empty), and
+ * local esbuild (bundling.ts), a source map in the asset, tracing, a log group with retention, a role
+ * that starts empty), and
  * helpers that grant one resource and set the environment variable naming it in one call, so a
  * permission never exists without the code that uses it, and the reverse.
  */
 import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
-import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat, SourceMapMode } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { Architecture, Function as LambdaFunction, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { CfnBucket, IBucket } from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
+import { bundledCode } from './bundling.ts';
 import { acknowledge } from './nag.ts';
 
 /**
@@ -19,6 +20,12 @@ import { acknowledge } from './nag.ts';
  * to it. The issue asks for Node 22 or newer.
  */
 export const HOUSE_RUNTIME = Runtime.NODEJS_24_X;
+
+/**
+ * The esbuild target: the oldest Node.js the functions may run on (the issue asks for 22 or newer),
+ * which also keeps the bundles loadable by the Node that runs the tests and benchmarks.
+ */
+export const HOUSE_TARGET = 'node22';
 
 /**
  * ESM bundles that contain CommonJS code (mailparser, the AWS SDK's dependencies) call `require`
@@ -33,6 +40,12 @@ export const ESM_REQUIRE_BANNER =
  * catches that) rather than ship a native binary built for the wrong platform.
  */
 export const NEVER_BUNDLED = ['better-sqlite3'];
+
+/**
+ * Left out because Node never runs them: the AWS SDK's browser user-agent parser imports `bowser`
+ * dynamically, on a path only browsers take (35 KB a cold start would parse for nothing).
+ */
+export const NEVER_RUN_IN_NODE = ['bowser'];
 
 export interface HouseFunctionProps {
   /** Absolute path of the handler module (it exports `handler`). */
@@ -49,7 +62,7 @@ export interface HouseFunctionProps {
    */
   readonly memorySize?: number;
   /**
-   * Added to the house variables (NODE_OPTIONS, POWERTOOLS_SERVICE_NAME).
+   * Added to the house variables (POWERTOOLS_SERVICE_NAME).
    * @default - none
    */
   readonly environment?: Readonly<Record<string, string>>;
@@ -68,6 +81,12 @@ export interface HouseFunctionProps {
    * @default - none
    */
   readonly define?: Readonly<Record<string, string>>;
+  /**
+   * npm packages this function's bundle must not contain; synth fails, naming them, if it does
+   * (the API function and mailparser, docs/adr/0012-lambda-bundles.md).
+   * @default - none
+   */
+  readonly forbiddenPackages?: readonly string[];
 }
 
 /** Access to the mail bucket, by key prefix. */
@@ -88,8 +107,8 @@ export interface BucketAccess {
   readonly list?: boolean | readonly string[];
 }
 
-export class HouseFunction extends NodejsFunction {
-  /** The role this class created (NodejsFunction's `role` is optional in its type). */
+export class HouseFunction extends LambdaFunction {
+  /** The role this class created (Function's `role` is optional in its type). */
   private readonly houseRole: Role;
   /** Every reason for this role's `Resource: *` statements, acknowledged together. */
   private readonly unscopedReasons: string[] = [];
@@ -114,8 +133,15 @@ export class HouseFunction extends NodejsFunction {
       }),
     );
     super(scope, id, {
-      entry: props.entry,
-      handler: 'handler',
+      code: bundledCode({
+        entry: props.entry,
+        target: HOUSE_TARGET,
+        banner: ESM_REQUIRE_BANNER,
+        external: [...NEVER_BUNDLED, ...NEVER_RUN_IN_NODE, ...(props.runtimeProvidedModules ?? [])],
+        define: { ...props.define },
+        forbiddenPackages: [...(props.forbiddenPackages ?? [])],
+      }),
+      handler: 'index.handler',
       description: props.description,
       runtime: HOUSE_RUNTIME,
       architecture: Architecture.ARM_64,
@@ -124,25 +150,12 @@ export class HouseFunction extends NodejsFunction {
       tracing: Tracing.ACTIVE,
       logGroup,
       role,
+      // No NODE_OPTIONS=--enable-source-maps: Node would read and parse the source maps at every
+      // cold start (the bench's import-with-source-maps rows). The maps stay in the asset, so a stack
+      // from the logs maps offline: scripts/map-stack.mjs (docs/adr/0012-lambda-bundles.md).
       environment: {
-        NODE_OPTIONS: '--enable-source-maps',
         POWERTOOLS_SERVICE_NAME: 'mail-relay',
         ...props.environment,
-      },
-      bundling: {
-        format: OutputFormat.ESM,
-        target: 'node22',
-        mainFields: ['module', 'main'],
-        minify: true,
-        sourceMap: true,
-        sourceMapMode: SourceMapMode.DEFAULT,
-        sourcesContent: false,
-        banner: ESM_REQUIRE_BANNER,
-        bundleAwsSDK: true,
-        externalModules: [...NEVER_BUNDLED, ...(props.runtimeProvidedModules ?? [])],
-        ...(props.define ? { define: { ...props.define } } : {}),
-        // Local esbuild only: Docker is neither needed nor wanted (CI has none).
-        forceDockerBundling: false,
       },
     });
     this.houseRole = role;

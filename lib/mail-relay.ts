@@ -23,6 +23,7 @@ import {
   parseConfig,
 } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
+import { mailboxKeys, sentMailboxKey } from '../functions/core/keys.ts';
 import { MailAlarms } from './alarms.ts';
 import { MailApi } from './api.ts';
 import { HouseFunction } from './house-function.ts';
@@ -50,6 +51,8 @@ export const BUNDLED_CONFIG_IDENTIFIER = '__MAIL_RELAY_CONFIG_JSON__';
 export const HANDLER_ENTRIES = {
   router: fileURLToPath(new URL('./lambda/router.ts', import.meta.url)),
   api: fileURLToPath(new URL('./lambda/api.ts', import.meta.url)),
+  /** `POST /v1/mailboxes/{address}/send`, routed to its own function (docs/adr/0012-lambda-bundles.md). */
+  send: fileURLToPath(new URL('./lambda/send.ts', import.meta.url)),
   /** Only when `retention.mailboxDays` is set. */
   retention: fileURLToPath(new URL('./lambda/retention.ts', import.meta.url)),
 } as const;
@@ -68,10 +71,35 @@ const API_TABLE_ACTIONS = [
   'dynamodb:GetItem', // tokens, entries, counters
   'dynamodb:BatchGetItem', // listMailboxes
   'dynamodb:Query', // list, listMailboxes
-  'dynamodb:PutItem', // the sent view's entries (POST …/send)
-  'dynamodb:UpdateItem', // seen flags, counters, claimSend / finishSend
+  'dynamodb:UpdateItem', // seen flags, DELE's counters
   'dynamodb:DeleteItem', // DELE
 ];
+const SEND_TABLE_ACTIONS = [
+  'dynamodb:GetItem', // the token, the sent copy's entry (index.get)
+  'dynamodb:PutItem', // the sent copy's entry and its mailbox registry item (deliver)
+  'dynamodb:UpdateItem', // the sent view's counters (deliver), claimSend / finishSend
+];
+
+/**
+ * Where the sent views' blobs are, for every mailbox: `mailboxes/<any address>/sent/`, with `*` for
+ * the address (an IAM wildcard, not a key prefix). Made by the functions that make the keys.
+ */
+const SENT_VIEWS = mailboxKeys.prefix(sentMailboxKey('*'));
+
+/**
+ * What the API function's bundle must never contain: it serves reads, so it neither parses
+ * (mailparser and the packages only mailparser brings) nor composes (nodemailer) nor sends (SES).
+ * Synth fails if one of them gets in (docs/adr/0012-lambda-bundles.md).
+ */
+export const API_FORBIDDEN_PACKAGES = [
+  'mailparser',
+  '@zone-eu/mailsplit',
+  'libmime',
+  'iconv-lite',
+  'html-to-text',
+  'nodemailer',
+  '@aws-sdk/client-sesv2',
+] as const;
 
 export interface MailRelayProps {
   /**
@@ -141,7 +169,10 @@ export class MailRelay extends Construct {
   /** The daily retention sweep; present when `retention.mailboxDays` is set. */
   readonly retention: MailRetention | undefined;
   readonly router: HouseFunction;
+  /** Every route of the HTTP API but `POST …/send`. */
   readonly apiFunction: HouseFunction;
+  /** `POST /v1/mailboxes/{address}/send`: composes, sends through SES, stores the sent copy. */
+  readonly sendFunction: HouseFunction;
   /** The DNS records to create by hand (MX, and DKIM when the identities are ours), one line each. */
   readonly dnsRecords: readonly DnsRecord[];
 
@@ -254,24 +285,39 @@ export class MailRelay extends Construct {
 
     this.apiFunction = new HouseFunction(this, 'ApiFunction', {
       entry: HANDLER_ENTRIES.api,
-      description: 'mail-relay: the HTTP API (mailboxes, messages, parts, send)',
+      description: 'mail-relay: the HTTP API (mailboxes, messages, parts, flags, long-poll)',
       // API Gateway gives up on an integration after 29 s; the long-poll `wait` must end before.
       timeout: Duration.seconds(29),
       memorySize: 512,
       logRetention,
       define: configDefine,
       environment: { [HANDLER_ENV.configSha256]: configSha256 },
+      forbiddenPackages: API_FORBIDDEN_PACKAGES,
     })
-      // Writes under mailboxes/ are the sent view of POST …/send (functions/api/send.ts).
+      // Reads (and presigns) what the router and the send function stored; DELE deletes it.
       .bindBucket(
         bucket,
-        { read: [PREFIX.mailboxes], write: [PREFIX.mailboxes], delete: [PREFIX.mailboxes], list: true },
+        { read: [PREFIX.mailboxes], delete: [PREFIX.mailboxes], list: true },
         HANDLER_ENV.bucket,
       )
       .bindTable(table, API_TABLE_ACTIONS, HANDLER_ENV.table);
 
-    // The router forwards; the API sends for a mailbox owner (POST …/send).
-    this.grantSending([this.router, this.apiFunction]);
+    this.sendFunction = new HouseFunction(this, 'SendFunction', {
+      entry: HANDLER_ENTRIES.send,
+      description: 'mail-relay: POST /v1/mailboxes/{address}/send (SES, and a copy in the sent view)',
+      timeout: Duration.seconds(29),
+      // Composes and parses up to a Lambda request's 6 MB in memory; CPU scales with memory too.
+      memorySize: 1024,
+      logRetention,
+      define: configDefine,
+      environment: { [HANDLER_ENV.configSha256]: configSha256 },
+    })
+      // Writes only the sent copies (raw message, summary, parts): mailboxes/<address>/sent/…, never an inbox.
+      .bindBucket(bucket, { write: [SENT_VIEWS] }, HANDLER_ENV.bucket)
+      .bindTable(table, SEND_TABLE_ACTIONS, HANDLER_ENV.table);
+
+    // The router forwards; the send function sends for a mailbox owner. The API function cannot send.
+    this.grantSending([this.router, this.sendFunction]);
 
     this.ingest = new MailIngest(this, 'Ingest', {
       domains: this.config.domains,
@@ -288,6 +334,7 @@ export class MailRelay extends Construct {
 
     this.api = new MailApi(this, 'Api', {
       handler: this.apiFunction,
+      sendHandler: this.sendFunction,
       corsOrigins: settings.corsOrigins,
       logRetention,
       ...(settings.apiThrottle ? settings.apiThrottle : {}),

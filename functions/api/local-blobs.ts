@@ -4,13 +4,13 @@
  * local BlobStore signs with; the file is streamed, so a 40 MB message never sits in memory.
  */
 import { Readable } from 'node:stream';
-import { z } from '@hono/zod-openapi';
+import * as z from 'zod';
 import { verifyPresignedBlobRequest } from '../adapters/local/fs-blob-store.ts';
 import { ValidationError } from '../core/errors.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
-import type { ApiApp } from './app.ts';
 import { HttpStatusError } from './errors.ts';
 import { errorSchema } from './schemas.ts';
+import type { ApiApp } from './shell.ts';
 
 export const LOCAL_BLOBS_PREFIX = '/v1/blobs/';
 

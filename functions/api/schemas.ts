@@ -2,7 +2,9 @@
  * The HTTP API's zod schemas: the source of the request validation, of the response types and of
  * the OpenAPI document (`GET /v1/openapi.json`). Names end in `Schema`; types are inferred.
  */
-import { z } from '@hono/zod-openapi';
+// Loaded first for its side effect: it gives zod's schemas the `.openapi()` used below (extendZodWithOpenApi).
+import '@hono/zod-openapi';
+import * as z from 'zod';
 import { isAddress } from '../core/config.ts';
 import { ULID_RE } from '../core/ids.ts';
 import { addressEntrySchema, attachmentSchema, headerEntrySchema } from '../core/message.ts';

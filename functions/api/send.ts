@@ -4,12 +4,12 @@
  * ready `message/rfc822`. It leaves through the Outbound port (SES in AWS), and a copy is stored
  * in the mailbox's `sent` view (core/keys.ts `sentMailboxKey`, docs/adr/0009-sent-view.md).
  *
- * Mounted on the API app with `mountSendRoute(app, deps)` after `createApp`: the app's mailbox
- * guard (token, address, authorization) runs first, as for every `/v1/mailboxes/{address}/…` route.
+ * Mounted with `mountSendRoute(app, deps)` on an app built on the API shell (shell.ts): the local
+ * server's full app (app.ts), or the send function's (send-app.ts). The shell's mailbox guard (token,
+ * address, authorization) runs first, as for every `/v1/mailboxes/{address}/…` route. The route's
+ * schemas live in send-route.ts, which the API function imports to document it.
  */
 import { randomUUID } from 'node:crypto';
-import { createRoute, z } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
 import { type Config, domainOf, isAddress, normalizeAddress } from '../core/config.ts';
@@ -30,12 +30,19 @@ import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
-import type { ApiApp } from './app.ts';
 import { HttpStatusError } from './errors.ts';
-import { errorSchema, mailboxParamsSchema } from './schemas.ts';
+import { MAX_SEND_RECIPIENTS, maxSendBodyBytes, type SendRequest, sendRouteFor } from './send-route.ts';
+import type { ApiApp } from './shell.ts';
 
-/** SES accepts at most 50 recipients (To + Cc + Bcc) per message. */
-export const MAX_SEND_RECIPIENTS = 50;
+export {
+  MAX_SEND_RECIPIENTS,
+  maxSendBodyBytes,
+  type SendRequest,
+  sendJsonSchema,
+  sendResultSchema,
+  sendRouteFor,
+} from './send-route.ts';
+
 /** A client's Idempotency-Key: printable ASCII, short enough to be part of an index key. */
 const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,200}$/;
 /** A retry with the same Idempotency-Key while the first request is still sending waits at most this long for nothing: it is told 409. */
@@ -52,108 +59,9 @@ export interface SendDeps {
   readonly clock?: () => Date;
 }
 
-const addressInputSchema = z.union([
-  z.string().max(320),
-  z.object({ name: z.string().max(200).optional(), address: z.string().max(320) }).strict(),
-]);
-const addressesSchema = z.union([addressInputSchema, z.array(addressInputSchema).max(MAX_SEND_RECIPIENTS)]);
+type AddressInput = Exclude<SendRequest['replyTo'], undefined>;
 
-export const sendJsonSchema = z
-  .object({
-    to: addressesSchema.optional(),
-    cc: addressesSchema.optional(),
-    bcc: addressesSchema.optional(),
-    subject: z.string().max(998).optional(),
-    text: z.string().optional(),
-    html: z.string().optional(),
-    /** Display name for From; the address is always the mailbox's own. */
-    fromName: z.string().max(200).optional(),
-    replyTo: addressInputSchema.optional(),
-    inReplyTo: z.string().max(998).optional(),
-    references: z.union([z.string().max(998), z.array(z.string().max(998)).max(100)]).optional(),
-    attachments: z
-      .array(
-        z
-          .object({
-            filename: z.string().min(1).max(255),
-            contentType: z.string().max(255).optional(),
-            /** The bytes, base64-encoded. */
-            content: z.string().regex(/^[A-Za-z0-9+/=\r\n]*$/, 'must be base64'),
-            /** Makes it an inline part that html can reference as `cid:<contentId>`. */
-            contentId: z.string().max(255).optional(),
-          })
-          .strict(),
-      )
-      .max(100)
-      .optional(),
-  })
-  .strict()
-  .openapi('SendRequest');
-export type SendRequest = z.infer<typeof sendJsonSchema>;
-
-export const sendResultSchema = z
-  .object({
-    /** Id of the copy in the mailbox's sent view. */
-    id: z.string(),
-    /** The provider's message id (SES MessageId, or the smarthost's reply). */
-    messageId: z.string(),
-    /** Envelope recipients. */
-    recipients: z.array(z.string()),
-    /** True when this Idempotency-Key was already sent: nothing was sent again. */
-    duplicate: z.boolean(),
-  })
-  .openapi('SendResult');
-
-const jsonError = (description: string) => ({
-  description,
-  content: { 'application/json': { schema: errorSchema } },
-});
-
-/**
- * The request body may be the message itself or JSON carrying base64 attachments (4/3 larger),
- * plus room for the JSON around them; anything larger could never be sent.
- */
-export function maxSendBodyBytes(maxSendBytes: number): number {
-  return Math.ceil((maxSendBytes * 4) / 3) + 64 * 1024;
-}
-
-/** The route, with a body limit derived from what the relay may send. */
-export const sendRouteFor = (maxBodyBytes: number) =>
-  createRoute({
-    method: 'post',
-    path: '/v1/mailboxes/{address}/send',
-    tags: ['mailbox'],
-    summary: 'Send mail from this mailbox (JSON, or a complete message/rfc822); a copy goes to its sent view',
-    security: [{ bearerAuth: [] }],
-    request: {
-      params: mailboxParamsSchema,
-      body: {
-        required: true,
-        content: {
-          'application/json': { schema: sendJsonSchema },
-          'message/rfc822': { schema: z.string().openapi({ format: 'binary' }) },
-        },
-      },
-    },
-    responses: {
-      200: { description: 'Sent', content: { 'application/json': { schema: sendResultSchema } } },
-      400: jsonError('Invalid input (`invalid_request`, `invalid_recipient`, `no_recipients`, …)'),
-      401: jsonError('Missing or invalid token (`unauthorized`)'),
-      403: jsonError('Not this mailbox, or From is not its address (`forbidden`, `from_not_allowed`)'),
-      409: jsonError('The same Idempotency-Key is being sent right now (`send_in_progress`)'),
-      413: jsonError('Larger than the relay sends (`message_too_large`)'),
-      415: jsonError('Neither application/json nor message/rfc822 (`unsupported_media_type`)'),
-      422: jsonError('The provider refused the message for good (`send_rejected`)'),
-      502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
-    },
-    // Refused while streaming in, before the body is buffered (`payload_too_large`).
-    middleware: [bodyLimit({ maxSize: maxBodyBytes })],
-  });
-
-function toAddress(
-  input: z.infer<typeof addressInputSchema>,
-  field: string,
-): { name: string; address: string } {
+function toAddress(input: AddressInput, field: string): { name: string; address: string } {
   const parsed =
     typeof input === 'string'
       ? (parseAddressList(Buffer.from(input, 'utf8').toString('latin1'))[0] ?? { name: '', address: input })

@@ -2,7 +2,7 @@
  * `mail-relay.config.json`: the single source of truth for domains, mailboxes, routes and
  * policies. Validated by zod at local start and at `cdk synth`; every wrong path is named.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from './errors.ts';
 
 /** SES refuses inbound messages above 40 MB (including headers); we default to the same. */

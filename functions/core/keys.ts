@@ -3,7 +3,7 @@
  * (which writes them) and the HTTP API (which reads them). Kept apart from the router so the API
  * bundle never pulls in the parse path.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { BlobStore } from '../ports/blob-store.ts';
 import { type ParsedSummary, parsedSummarySchema } from './message.ts';
 

@@ -2,7 +2,7 @@
  * Our own types for a parsed message. Produced once at delivery by the MailParser port and
  * stored beside the raw message, so no later read re-parses it. No mailparser type leaks here.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const addressEntrySchema = z.object({
   name: z.string(),

@@ -4,7 +4,7 @@
  * shape), so both run the same router code. Built on real samples in ../shared/aws-events.
  * https://docs.aws.amazon.com/ses/latest/dg/receiving-email-notifications-contents.html
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Verdicts } from './routing.ts';
 
 /** Documented: PASS, FAIL, GRAY, PROCESSING_FAILED; seen in captures: DISABLED. Unknown values are kept. */

@@ -1,15 +1,6 @@
 /**
- * The AWS storage adapters, wired from the Lambda environment. Read once per execution
- * environment (module scope of each handler), so a missing variable or an invalid configuration
- * fails the cold start with a message naming what is wrong, not the 100th request.
- *
- * Environment (the stack sets these; see lib/mail-relay.ts HANDLER_ENV):
- *   BUCKET_NAME             the mail bucket (inbound/, notifications/, mailboxes/)
- *   TABLE_NAME              the single DynamoDB table of the mailbox index
- *   MAIL_RELAY_CONFIG_JSON  mail-relay.config.json's content, validated with parseConfig
- *   SES_CONFIGURATION_SET   optional: SES configuration set for outbound mail (router forwards, API send)
- *   AWS_ENDPOINT_URL        optional, read by the SDK itself: an S3/DynamoDB/SES-compatible endpoint
- *   MAIL_RELAY_S3_FORCE_PATH_STYLE  optional `true`/`false`; defaults to true when AWS_ENDPOINT_URL(_S3) is set
+ * The AWS storage adapters (S3 blob store, DynamoDB index), wired from the Lambda functions'
+ * settings (settings.ts). Built once per execution environment, at module scope of each handler.
  *
  * Kept free of mailparser and SES: the API function imports this, and its bundle must stay small
  * (the router adds those in router-deps.ts).
@@ -19,17 +10,10 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../adapters/aws/s3-blob-store.ts';
-import { type Config, parseConfig } from '../core/config.ts';
-import { ConfigError } from '../core/errors.ts';
+import type { Config } from '../core/config.ts';
+import type { HandlerSettings } from './settings.ts';
 
-export interface HandlerSettings {
-  readonly bucketName: string;
-  readonly tableName: string;
-  readonly config: Config;
-  readonly sesConfigurationSet?: string | undefined;
-  /** S3-compatible endpoints (moto, MinIO, LocalStack) serve buckets by path, not by host name. */
-  readonly forcePathStyle: boolean;
-}
+export { type HandlerSettings, readHandlerSettings } from './settings.ts';
 
 export interface StorageClients {
   readonly s3: S3Client;
@@ -43,50 +27,6 @@ export interface AwsStorage {
   readonly blobs: S3BlobStore;
   readonly index: DynamoDbMailboxIndex;
   readonly clients: StorageClients;
-}
-
-function parseBoolean(name: string, value: string): boolean {
-  if (/^(1|true|yes)$/i.test(value)) return true;
-  if (/^(0|false|no)$/i.test(value)) return false;
-  throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(value)}`);
-}
-
-/** Reads and validates the handlers' environment; every missing variable is reported at once. */
-export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
-  const issues: string[] = [];
-  const required = (name: string): string => {
-    const value = env[name]?.trim();
-    if (value === undefined || value === '') {
-      issues.push(`${name} is not set`);
-      return '';
-    }
-    return value;
-  };
-  const bucketName = required('BUCKET_NAME');
-  const tableName = required('TABLE_NAME');
-  const configJson = required('MAIL_RELAY_CONFIG_JSON');
-  if (issues.length > 0) throw new ConfigError('the function environment is incomplete', issues);
-
-  let raw: unknown;
-  try {
-    raw = JSON.parse(configJson);
-  } catch (err) {
-    throw new ConfigError(`MAIL_RELAY_CONFIG_JSON is not valid JSON: ${(err as Error).message}`);
-  }
-  const config = parseConfig(raw, 'MAIL_RELAY_CONFIG_JSON');
-  const customEndpoint = Boolean(env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL);
-  const pathStyle = env.MAIL_RELAY_S3_FORCE_PATH_STYLE?.trim();
-  const configurationSet = env.SES_CONFIGURATION_SET?.trim();
-  return {
-    bucketName,
-    tableName,
-    config,
-    sesConfigurationSet: configurationSet === '' ? undefined : configurationSet,
-    forcePathStyle:
-      pathStyle === undefined || pathStyle === ''
-        ? customEndpoint
-        : parseBoolean('MAIL_RELAY_S3_FORCE_PATH_STYLE', pathStyle),
-  };
 }
 
 /**

@@ -1,12 +1,13 @@
 /**
  * The router's ports on AWS: the storage of deps.ts plus mailparser and SES (which the API
- * function never loads). Used by the router Lambda and by `mail-relay replay --stack`.
+ * function never loads), all built at once. Used by `mail-relay replay --stack`; the router Lambda
+ * (router.ts) builds the same ports but loads SES on its first send.
  */
 import { SESv2Client } from '@aws-sdk/client-sesv2';
-import { Sesv2Outbound } from '../adapters/aws/sesv2-outbound.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { type AwsStorage, createAwsStorage, type HandlerSettings, type StorageClients } from './deps.ts';
+import { createSesOutbound } from './ses-outbound.ts';
 
 export type AwsRouterDeps = RouterDeps & AwsStorage & { readonly ses: SESv2Client };
 
@@ -20,7 +21,7 @@ export function createAwsRouterDeps(
   return {
     ...storage,
     parser: new MailparserAdapter(),
-    outbound: new Sesv2Outbound({ client: ses, configurationSetName: settings.sesConfigurationSet }),
+    outbound: createSesOutbound(settings, ses),
     ses,
   };
 }

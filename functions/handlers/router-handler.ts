@@ -13,7 +13,7 @@
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { Context, SQSBatchItemFailure, SQSBatchResponse } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import { MailRelayError, ValidationError } from '../core/errors.ts';
 import { type SesReceivedNotification, sesReceivedNotificationSchema } from '../core/notification.ts';
 import { countOutcomes, processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';

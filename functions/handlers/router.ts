@@ -1,15 +1,26 @@
 /**
  * Router Lambda entry point (SQS trigger; see router-handler.ts for the behaviour).
  * Everything here runs once per execution environment: a bad environment or configuration
- * fails the cold start (deps.ts), and the clients are reused by every invocation.
+ * fails the cold start (settings.ts), and the clients are reused by every invocation. The SES
+ * client is loaded on the first send (a forward, or a failure notice): a relay that only delivers
+ * to mailboxes never pays for it (docs/adr/0012-lambda-bundles.md). `mail-relay replay --stack`
+ * builds the same ports eagerly (router-deps.ts).
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { readHandlerSettings } from './deps.ts';
-import { createAwsRouterDeps } from './router-deps.ts';
+import { LazyOutbound } from '../adapters/lazy-outbound.ts';
+import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
+import type { RouterDeps } from '../pipeline/router.ts';
+import { createAwsStorage } from './deps.ts';
 import { createRouterHandler } from './router-handler.ts';
+import { readHandlerSettings } from './settings.ts';
 
-const deps = createAwsRouterDeps(readHandlerSettings(process.env));
+const settings = readHandlerSettings(process.env);
+const deps: RouterDeps & { readonly bucketName: string } = {
+  ...createAwsStorage(settings),
+  parser: new MailparserAdapter(),
+  outbound: new LazyOutbound(async () => (await import('./ses-outbound.ts')).createSesOutbound(settings)),
+};
 const logger = new Logger({ serviceName: 'mail-relay-router' });
 const metrics = new Metrics({ namespace: 'MailRelay', serviceName: 'mail-relay-router' });
 

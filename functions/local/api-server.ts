@@ -88,11 +88,13 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     url,
     app: built,
     blobs,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
+    close: async () => {
+      await new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
         // Long-polls and keep-alive sockets would hold close() for up to 25 s; their requests see an abort.
         server.closeAllConnections();
-      }),
+      });
+      await blobs.close();
+    },
   };
 }

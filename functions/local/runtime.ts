@@ -13,7 +13,7 @@ import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts'
 import type { Config } from '../core/config.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { applyReceived } from './ingest.ts';
-import { IngestJournal, recoverJournal, syncFileSystem } from './ingest-journal.ts';
+import { FileSystemSyncer, IngestJournal, recoverJournal, syncFileSystem } from './ingest-journal.ts';
 
 export const DEFAULT_DATA_DIR = '.mail-relay';
 
@@ -61,7 +61,9 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   });
   // Deliveries are redone by journal recovery, so their commits need not wait for the disk.
   const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'), { deferredDeliveries: journaled });
-  const syncFs = () => syncFileSystem(dataDir);
+  // Started now, while the process is small: the helper is forked once (see FileSystemSyncer).
+  const syncer = journaled ? new FileSystemSyncer(dataDir) : null;
+  const syncFs = () => (syncer ? syncer.sync() : syncFileSystem(dataDir));
   const journalDir = join(dataDir, 'journal');
   const journal = journaled ? new IngestJournal(journalDir, syncFs) : undefined;
   const runtime: LocalRuntime = {
@@ -76,10 +78,13 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     outbound: options.config.relay.smtp
       ? new SmtpOutbound({ url: options.config.relay.smtp })
       : new OutboxOutbound(blobs),
-    recover: () => recoverJournal(journalDir, (n, raw) => applyReceived(runtime, n, raw), syncFs),
+    recover: () =>
+      recoverJournal(journalDir, (n, raw) => applyReceived(runtime, n, raw, { recovering: true }), syncFs),
     close: async () => {
       await journal?.close();
+      syncer?.close();
       await index.close();
+      await blobs.close();
     },
   };
   return runtime;

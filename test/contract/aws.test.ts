@@ -13,6 +13,7 @@ import {
   mailboxTableDefinition,
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
+import { LazyBlobStore } from '../../functions/adapters/lazy-blob-store.ts';
 import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
 import { runBlobStoreContract } from './blob-store.contract.ts';
 import { runMailboxIndexContract } from './mailbox-index.contract.ts';
@@ -48,6 +49,25 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
         return { status: r.status, body: Buffer.from(await r.arrayBuffer()), headers: r.headers };
       },
       // moto serves presigned URLs without checking signature or expiry; real S3 does both.
+      presignEnforced: false,
+      cleanup: async () => {
+        await store.deletePrefix('');
+        await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
+      },
+    };
+  });
+
+  // The API function's blob store: S3, built on first use (functions/handlers/api.ts).
+  runBlobStoreContract('LazyBlobStore over S3BlobStore', async () => {
+    const bucket = `contract-lazy-${randomUUID()}`;
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const store = new LazyBlobStore(async () => new S3BlobStore({ client: s3, bucket }));
+    return {
+      store,
+      fetchPresigned: async (url: string) => {
+        const r = await fetch(url);
+        return { status: r.status, body: Buffer.from(await r.arrayBuffer()), headers: r.headers };
+      },
       presignEnforced: false,
       cleanup: async () => {
         await store.deletePrefix('');

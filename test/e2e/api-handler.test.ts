@@ -2,7 +2,9 @@
  * The API Lambda handler (functions/handlers/api.ts: the Hono app through hono/aws-lambda, with
  * its real cold start from the environment) invoked with API Gateway HTTP API (v2) events for
  * every endpoint, against S3 + DynamoDB on a private moto_server. The mail is delivered first by
- * the router handler from SQS events, so both functions share the same data, as in AWS.
+ * the router handler from SQS events, so both functions share the same data, as in AWS. Requests go
+ * where API Gateway sends them (lib/api.ts): `POST …/send` to the send function's handler
+ * (functions/handlers/send.ts), everything else to the API function's.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
@@ -21,6 +23,7 @@ import {
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { createToken } from '../../functions/api/auth.ts';
+import { SEND_ROUTE } from '../../functions/api/send-route.ts';
 import type { RawConfig } from '../../functions/core/config.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import type { RouterHandler } from '../../functions/handlers/router-handler.ts';
@@ -66,6 +69,7 @@ interface Reply {
 describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: !available }, () => {
   let moto: Moto;
   let api: ApiHandler;
+  let send: ApiHandler;
   let router: RouterHandler;
   let s3: S3Client;
   let dynamo: DynamoDBClient;
@@ -92,10 +96,18 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
     return id;
   }
 
+  /** The function API Gateway invokes for a request: the send route's, or `$default`'s. */
+  const sendPath = new RegExp(`^${SEND_ROUTE.path.replace('{address}', '[^/]+')}$`);
+  function gateway(method: string, path: string): ApiHandler {
+    return method === SEND_ROUTE.method && sendPath.test(new URL(path, 'https://api.test').pathname)
+      ? send
+      : api;
+  }
+
   async function call(spec: HttpRequestSpec & { token?: string }): Promise<Reply> {
     const headers = { ...(spec.headers ?? {}) };
     if (spec.token !== undefined) headers.authorization = `Bearer ${spec.token}`;
-    const r = await api(httpApiEvent({ ...spec, headers }));
+    const r = await gateway(spec.method, spec.path)(httpApiEvent({ ...spec, headers }));
     const responseHeaders: Record<string, string> = {};
     for (const [k, v] of Object.entries(r.headers ?? {})) responseHeaders[k.toLowerCase()] = String(v);
     const bytes = r.isBase64Encoded ? Buffer.from(r.body, 'base64') : Buffer.from(r.body, 'utf8');
@@ -130,6 +142,7 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
       MAIL_RELAY_CONFIG_JSON: JSON.stringify(CONFIG),
     });
     ({ handler: api } = await import('../../functions/handlers/api.ts'));
+    ({ handler: send } = await import('../../functions/handlers/send.ts'));
     ({ handler: router } = await import('../../functions/handlers/router.ts'));
 
     aliceToken = (await createToken(index, { mailbox: ALICE })).token;
@@ -406,6 +419,22 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
       rawSent !== undefined && Buffer.from(rawSent.raw_data, 'utf8').equals(raw),
       'a complete message goes out unchanged',
     );
+  });
+
+  it('the API function does not serve POST …/send (API Gateway routes it to the send function), but documents it', async () => {
+    const r = await api(
+      httpApiEvent({
+        method: 'POST',
+        path: path('/send'),
+        headers: { authorization: `Bearer ${aliceToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ to: 'friend@gmail.test', text: 'hello\n' }),
+      }),
+    );
+    assert.equal(r.statusCode, 404);
+    assert.equal(JSON.parse(r.body).error.code, 'not_found');
+    const doc = await call({ method: 'GET', path: '/v1/openapi.json' });
+    const paths = doc.json<{ paths: Record<string, Record<string, unknown>> }>().paths;
+    assert.ok(paths['/v1/mailboxes/{address}/send']?.post, 'the send route is documented');
   });
 
   it('DELETE (DELE) removes the message, its blobs and its bytes from the counters', async () => {

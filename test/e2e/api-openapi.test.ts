@@ -5,6 +5,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import SwaggerParser from '@apidevtools/swagger-parser';
+import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
+import { createSendApp } from '../../functions/api/send-app.ts';
+import { SEND_ROUTE } from '../../functions/api/send-route.ts';
+import { parseConfig } from '../../functions/core/config.ts';
 import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 import { run } from '../helpers/process.ts';
@@ -98,6 +102,40 @@ describe('OpenAPI document', () => {
         }
       }
     }
+  });
+
+  it('in AWS, the API function and the send function together serve exactly what the API function documents', async () => {
+    // As the Lambda handlers build them (functions/handlers/api.ts, send.ts); storage is never reached.
+    const config = parseConfig({ domains: ['example.test'] }, 'test');
+    const ports = { index: env.runtime.index, blobs: env.runtime.blobs };
+    const api = createMailboxApp({ ...ports, documentSend: { maxSendBytes: config.relay.maxSendBytes } });
+    const send = createSendApp({
+      ...ports,
+      config,
+      outbound: env.runtime.outbound,
+      parser: env.runtime.parser,
+    });
+    const res = await api.request('/v1/openapi.json');
+    const lambdaDoc = (await res.json()) as Document;
+    const documented = new Set<string>();
+    for (const [path, item] of Object.entries(lambdaDoc.paths)) {
+      for (const m of METHODS) if (item[m]) documented.add(`${m.toUpperCase()} ${path}`);
+    }
+    // One entry per handler of a route (its middleware too): as a set.
+    const servedBy = (app: typeof api) => [
+      ...new Set(
+        app.routes
+          .filter((r) => r.method !== 'ALL')
+          .map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`),
+      ),
+    ];
+    assert.deepEqual(servedBy(send), [`${SEND_ROUTE.method} ${SEND_ROUTE.path}`]);
+    assert.deepEqual([...documented].sort(), [...servedBy(api), ...servedBy(send)].sort());
+    // The same document as the local server's, less the local-only presigned-URL route.
+    assert.deepEqual(
+      lambdaDoc.paths,
+      Object.fromEntries(Object.entries(doc.paths).filter(([p]) => !p.startsWith('/v1/blobs/'))),
+    );
   });
 
   it('is generated whatever was imported first (the Lambda handler and the CLI import the core before the app)', async () => {

@@ -2,12 +2,16 @@
  * What ships is what was tested: the stack is synthesized WITH bundling (local esbuild, as
  * `cdk deploy` does), and each Lambda bundle it produced is loaded by a fresh `node` process from a
  * directory outside the project (so nothing can come from node_modules), then invoked against
- * moto_server: the router delivers a message SES stored, the API serves it back, the retention
- * sweep deletes it once it is older than `retention.mailboxDays`.
+ * moto_server: the router delivers a message SES stored, the API serves it back (its S3 client
+ * loaded on that first read), the retention sweep deletes it once it is older than
+ * `retention.mailboxDays`, the send function sends through SES and keeps the sent copy, and a
+ * message in a double-byte charset is decoded with the iconv-lite table shipped beside the
+ * router's bundle. What the bundles contain is checked from their source maps: sizes are
+ * deterministic, times are not (those are bench/bundles.ts's).
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +23,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { App } from 'aws-cdk-lib';
 import {
@@ -27,6 +32,8 @@ import {
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { createToken } from '../../functions/api/auth.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
+import { sentMailboxKey } from '../../functions/core/keys.ts';
+import { API_FORBIDDEN_PACKAGES } from '../../lib/mail-relay.ts';
 import { MailRelayStack } from '../../lib/mail-relay-stack.ts';
 import {
   awsEventsAvailable,
@@ -38,6 +45,7 @@ import {
 } from '../helpers/aws-events.ts';
 import { PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
 import { type Moto, motoAvailable, startMoto } from '../helpers/moto.ts';
+import { run } from '../helpers/process.ts';
 import { FUNCTION_ENV, runBundle } from './bundle-runner.ts';
 import { exampleConfig, type Resources, TEST_ENV } from './infra-helpers.ts';
 
@@ -48,9 +56,55 @@ after(() => rmSync(work, { recursive: true, force: true }));
 const FUNCTIONS = {
   router: 'MailRelayRouter',
   api: 'MailRelayApiFunction',
+  send: 'MailRelaySendFunction',
   activator: 'MailRelayIngestActivateRuleSet',
   retention: 'MailRelayRetentionSweep',
 } as const;
+
+/** Budgets of docs/performance.md (issue 7): bytes of code in the asset, source maps not counted. */
+const MAX_CODE_BYTES: Partial<Record<keyof typeof FUNCTIONS, number>> = {
+  api: 1024 * 1024,
+  router: 2 * 1024 * 1024,
+};
+
+/** Every file of an asset, relative to it. */
+function assetFiles(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => statSync(join(dir, f)).isFile())
+    .sort();
+}
+
+/** Bytes of what an asset loads (code and data files), without its source maps. */
+function codeBytes(dir: string): number {
+  return assetFiles(dir)
+    .filter((f) => !f.endsWith('.map'))
+    .reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+}
+
+/** The npm packages whose code is in an output file, from its source map. */
+function packagesIn(file: string): Set<string> {
+  const map = JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[] };
+  const out = new Set<string>();
+  for (const source of map.sources) {
+    const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(source);
+    if (m?.[1]) out.add(m[1]);
+  }
+  return out;
+}
+
+/** The .mjs files of an asset that `index.mjs` loads when it is imported: itself and its static imports, transitively. */
+function loadedAtImport(dir: string): Set<string> {
+  const loaded = new Set<string>();
+  const visit = (file: string) => {
+    if (loaded.has(file)) return;
+    loaded.add(file);
+    const code = readFileSync(join(dir, file), 'utf8');
+    // esbuild's output: `import{a as b}from"./chunk-X.mjs"` or `import"./chunk-X.mjs"`; import("…") is not followed.
+    for (const m of code.matchAll(/(?:from|import)\s*"\.\/([\w.-]+\.mjs)"/g)) if (m[1]) visit(m[1]);
+  };
+  visit('index.mjs');
+  return loaded;
+}
 
 /** The example, with mailbox retention so that the stack has its retention sweep too. */
 const MAILBOX_DAYS = 30;
@@ -93,16 +147,101 @@ describe('Lambda bundles from synth', () => {
   it('are self-contained ESM files that load in a fresh node process outside the project', async () => {
     for (const [fn, dir] of Object.entries(bundles)) {
       assert.ok(!dir.startsWith(PROJECT_ROOT));
-      assert.deepEqual(
-        readdirSync(dir).sort(),
-        ['index.mjs', 'index.mjs.map'],
-        `${fn}: nothing but the bundle and its source map`,
-      );
-      const code = readFileSync(join(dir, 'index.mjs'), 'utf8');
-      assert.doesNotMatch(code, /better-sqlite3/, `${fn} bundles the local SQLite adapter`);
+      const files = assetFiles(dir);
+      // index.mjs, the chunks it loads with import(), iconv-lite's tables (router, send), each .mjs with its map.
+      for (const f of files) {
+        assert.match(
+          f,
+          /^(?:index\.mjs|[\w-]+-[A-Z0-9]{8}\.mjs|iconv-lite-tables\/[\w.-]+\.json)(?:\.map)?$/,
+          `${fn}: unexpected file ${f}`,
+        );
+        if (f.endsWith('.mjs')) assert.ok(files.includes(`${f}.map`), `${fn}: ${f} has no source map`);
+      }
+      assert.ok(files.includes('index.mjs'), `${fn}: no index.mjs`);
+      for (const f of files.filter((x) => x.endsWith('.mjs'))) {
+        assert.doesNotMatch(
+          readFileSync(join(dir, f), 'utf8'),
+          /better-sqlite3/,
+          `${fn} bundles the local SQLite adapter`,
+        );
+      }
       const r = await runBundle(dir, FUNCTION_ENV);
       assert.equal(r.code, 0, `${fn} failed to load:\n${r.output}`);
     }
+  });
+
+  it('the API bundle carries no parser, composer or SES client, and stays within its budget; so does the router', () => {
+    const outputs = assetFiles(bundles.api).filter((f) => f.endsWith('.mjs'));
+    const packages = new Set(outputs.flatMap((f) => [...packagesIn(join(bundles.api, f))]));
+    for (const p of API_FORBIDDEN_PACKAGES) assert.ok(!packages.has(p), `the API bundle contains ${p}`);
+    assert.ok(
+      packages.has('@aws-sdk/client-s3') && packages.has('hono'),
+      'the source maps name the packages',
+    );
+    for (const [fn, max] of Object.entries(MAX_CODE_BYTES) as [FunctionName, number][]) {
+      const bytes = codeBytes(bundles[fn]);
+      assert.ok(bytes <= max, `${fn}: ${bytes} bytes of code, the budget is ${max}`);
+    }
+    // The send function is the one that parses and composes.
+    const send = new Set(
+      assetFiles(bundles.send)
+        .filter((f) => f.endsWith('.mjs'))
+        .flatMap((f) => [...packagesIn(join(bundles.send, f))]),
+    );
+    assert.ok(send.has('mailparser') && send.has('nodemailer') && send.has('@aws-sdk/client-sesv2'));
+  });
+
+  it('the API loads its S3 client only when a request needs it; the router loads no charset table at cold start', async () => {
+    const loaded = loadedAtImport(bundles.api);
+    const withS3 = assetFiles(bundles.api).filter(
+      (f) => f.endsWith('.mjs') && packagesIn(join(bundles.api, f)).has('@aws-sdk/client-s3'),
+    );
+    assert.ok(withS3.length > 0, 'the S3 client is in the asset');
+    for (const f of withS3) assert.ok(!loaded.has(f), `${f} (the S3 client) is loaded at cold start`);
+    assert.ok(
+      [...loaded].some((f) => packagesIn(join(bundles.api, f)).has('@aws-sdk/client-dynamodb')),
+      'the DynamoDB client is loaded at cold start',
+    );
+
+    // Every request needs the index; whether the first one also decodes GBK or Shift_JIS is up to the mail.
+    const probe = [
+      "import { createRequire } from 'node:module';",
+      'await import(process.argv[1]);',
+      'const cache = createRequire(import.meta.url).cache;',
+      "console.log(JSON.stringify(Object.keys(cache).filter((k) => k.includes('iconv-lite-tables'))));",
+    ].join('\n');
+    const r = await run(
+      process.execPath,
+      ['--input-type=module', '-e', probe, join(bundles.router, 'index.mjs')],
+      { cwd: bundles.router, env: { PATH: process.env.PATH ?? '', ...FUNCTION_ENV } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? 'null'), []);
+  });
+
+  it('a stack from a bundle maps back to the source with the maps in the asset (scripts/map-stack.mjs)', async () => {
+    // The functions run without --enable-source-maps: stacks in their logs name minified positions.
+    const thrower = [
+      'const { handler } = await import(process.argv[1]);',
+      'try { await handler(null); } catch (err) { console.log(err.stack); }',
+    ].join('\n');
+    const env = { PATH: process.env.PATH ?? '', ...FUNCTION_ENV };
+    const r = await run(
+      process.execPath,
+      ['--input-type=module', '-e', thrower, join(bundles.api, 'index.mjs')],
+      {
+        cwd: bundles.api,
+        env,
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /index\.mjs:\d+:\d+/, 'the stack names the minified bundle');
+    const mapped = await run(process.execPath, [join(PROJECT_ROOT, 'scripts/map-stack.mjs'), bundles.api], {
+      input: r.stdout,
+      env,
+    });
+    assert.equal(mapped.code, 0, mapped.stderr);
+    assert.match(mapped.stdout, /functions\/handlers\/http-api\.ts:\d+:\d+/, mapped.stdout);
   });
 
   it('fail at cold start, with a message, when the environment is incomplete', async () => {
@@ -142,6 +281,10 @@ describe('Lambda bundles from synth', () => {
         client: DynamoDBDocumentClient.from(dynamo),
         tableName: FUNCTION_ENV.TABLE_NAME,
       });
+      // SES (and moto) send only from verified identities: the domain, for POST …/send.
+      const ses = new SESv2Client(moto.clientConfig);
+      await ses.send(new CreateEmailIdentityCommand({ EmailIdentity: 'example.com' }));
+      ses.destroy();
     });
     after(async () => {
       await moto?.stop();
@@ -199,6 +342,32 @@ describe('Lambda bundles from synth', () => {
 
       const anonymous = await get('/v1/mailboxes/alice@example.com');
       assert.equal((anonymous.result as { statusCode: number }).statusCode, 401);
+
+      // The first read of a message's bytes loads the S3 client from its chunk, beside index.mjs.
+      const rawRead = await get(`/v1/mailboxes/alice@example.com/messages/${id}/raw`, token);
+      const rawResponse = rawRead.result as { statusCode: number; body: string; isBase64Encoded: boolean };
+      assert.equal(rawResponse.statusCode, 200, rawRead.output);
+      assert.ok(rawResponse.isBase64Encoded);
+      assert.deepEqual(Buffer.from(rawResponse.body, 'base64'), raw);
+
+      // POST …/send is the send function's: API Gateway never routes it here, and this app does not
+      // serve it, but it documents it.
+      const post = await runBundle(
+        bundles.api,
+        env,
+        httpApiEvent({
+          method: 'POST',
+          path: '/v1/mailboxes/alice@example.com/send',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ to: 'friend@elsewhere.test', text: 'hi' }),
+        }),
+      );
+      const notHere = post.result as { statusCode: number; body: string };
+      assert.equal(notHere.statusCode, 404, post.output);
+      assert.equal(JSON.parse(notHere.body).error.code, 'not_found');
+      const openapi = await get('/v1/openapi.json');
+      const paths = JSON.parse((openapi.result as { body: string }).body).paths as Record<string, object>;
+      assert.ok(paths['/v1/mailboxes/{address}/send'] && 'post' in paths['/v1/mailboxes/{address}/send']);
     });
 
     it('the retention bundle, on its schedule, deletes that message (older than mailboxDays) with its counters', async () => {
@@ -223,6 +392,90 @@ describe('Lambda bundles from synth', () => {
         new ListObjectsV2Command({ Bucket: FUNCTION_ENV.BUCKET_NAME, Prefix: 'mailboxes/' }),
       );
       assert.deepEqual(left.Contents ?? [], [], 'no blob of the message is left');
+    });
+
+    it('the send bundle sends through SES and keeps the copy in the sent view, which the API bundle serves', async () => {
+      const { token } = await createToken(index, { mailbox: 'alice@example.com' });
+      const send = await runBundle(
+        bundles.send,
+        env,
+        httpApiEvent({
+          method: 'POST',
+          path: '/v1/mailboxes/alice@example.com/send',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            to: 'friend@elsewhere.test',
+            subject: 'From the send bundle',
+            text: 'hi\n',
+          }),
+        }),
+      );
+      const response = send.result as { statusCode: number; body: string };
+      assert.equal(response.statusCode, 200, send.output);
+      const sent = JSON.parse(response.body) as { id: string; messageId: string; duplicate: boolean };
+      assert.equal(sent.duplicate, false);
+      const ses = (await moto.sentRawMessages()).find((m) => m.id === sent.messageId);
+      assert.ok(ses?.raw_data.includes('Subject: From the send bundle'), 'SES got the message');
+
+      const list = await runBundle(
+        bundles.api,
+        env,
+        httpApiEvent({
+          method: 'GET',
+          path: '/v1/mailboxes/alice@example.com/messages?view=sent',
+          headers: { authorization: `Bearer ${token}` },
+        }),
+      );
+      const items = JSON.parse((list.result as { body: string }).body).items as {
+        id: string;
+        subject: string;
+      }[];
+      assert.deepEqual(
+        items.map((i) => [i.id, i.subject]),
+        [[sent.id, 'From the send bundle']],
+      );
+      assert.ok(await index.get(sentMailboxKey('alice@example.com'), sent.id));
+      // An unauthenticated request is refused by the same shell as the API's.
+      const anonymous = await runBundle(
+        bundles.send,
+        env,
+        httpApiEvent({ method: 'POST', path: '/v1/mailboxes/alice@example.com/send', body: '{}' }),
+      );
+      assert.equal((anonymous.result as { statusCode: number }).statusCode, 401, anonymous.output);
+    });
+
+    it('the router bundle decodes a GBK message with the iconv-lite table shipped beside it', async () => {
+      const gbkId = `gbk${randomUUID().replace(/-/g, '')}`;
+      const at = new Date();
+      // 你好世界 in GBK.
+      const body = Buffer.from([0xc4, 0xe3, 0xba, 0xc3, 0xca, 0xc0, 0xbd, 0xe7]);
+      const gbk = Buffer.concat([
+        Buffer.from(
+          'From: sender@elsewhere.test\r\nTo: bob@example.com\r\nSubject: gbk\r\n' +
+            'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=gbk\r\nContent-Transfer-Encoding: 8bit\r\n\r\n',
+        ),
+        body,
+        Buffer.from('\r\n'),
+      ]);
+      await s3.send(
+        new PutObjectCommand({ Bucket: FUNCTION_ENV.BUCKET_NAME, Key: `inbound/${gbkId}`, Body: gbk }),
+      );
+      const notification = sesNotification({
+        sesMessageId: gbkId,
+        recipients: ['bob@example.com'],
+        bucket: FUNCTION_ENV.BUCKET_NAME,
+        timestamp: at,
+      });
+      const r = await runBundle(bundles.router, env, sqsEvent([sqsRecord(notification)]));
+      assert.deepEqual(r.result, { batchItemFailures: [] }, r.output);
+      const summary = await s3.send(
+        new GetObjectCommand({
+          Bucket: FUNCTION_ENV.BUCKET_NAME,
+          Key: `mailboxes/bob@example.com/${messageIdFor(at.getTime(), gbkId)}/summary.json`,
+        }),
+      );
+      const parsed = JSON.parse((await summary.Body?.transformToString('utf8')) ?? '{}') as { text?: string };
+      assert.equal(parsed.text?.trim(), '你好世界');
     });
   });
 });

@@ -302,7 +302,7 @@ describe('ingest', () => {
 });
 
 describe('functions', () => {
-  it('every function runs on Node 22+ arm64 with tracing, its own log group with retention and source maps', () => {
+  it('every function runs on Node 22+ arm64 with tracing, its own log group with retention, and no source-map cost at cold start', () => {
     const fns = Object.entries(resourcesOfType(full, 'AWS::Lambda::Function'));
     assert.ok(fns.length >= 3);
     for (const [id, fn] of fns) {
@@ -319,12 +319,14 @@ describe('functions', () => {
         id,
       );
       const env = (p.Environment as { Variables: Record<string, unknown> }).Variables;
-      assert.equal(env.NODE_OPTIONS, '--enable-source-maps', id);
+      // The map ships in the asset (bundles.test.ts); enabling it would parse it at every cold start.
+      assert.equal(env.NODE_OPTIONS, undefined, id);
+      assert.equal(p.Handler, 'index.handler', id);
     }
   });
 
-  it('the router and API get the bucket and table through the environment, and the configuration’s hash', () => {
-    for (const prefix of ['MailRelayRouter', 'MailRelayApiFunction']) {
+  it('the router, API and send functions get the bucket and table through the environment, and the configuration’s hash', () => {
+    for (const prefix of ['MailRelayRouter', 'MailRelayApiFunction', 'MailRelaySendFunction']) {
       const id = onlyLogicalId(example, 'AWS::Lambda::Function', prefix);
       const env = (
         propertiesOf(resourcesOfType(example, 'AWS::Lambda::Function')[id]).Environment as {
@@ -366,22 +368,58 @@ describe('functions', () => {
     );
   });
 
-  it('the API reads, writes (sent view) and deletes under mailboxes/ only, and never touches inbound/', () => {
+  it('the API reads and deletes under mailboxes/ only, writes nothing, and cannot send', () => {
     const s = statementsOfRole(example, 'MailRelayApiFunctionResourcesRole');
     assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources), ['mailboxes/']);
     assert.deepEqual(grantsOf(s, 's3:DeleteObject').flatMap(objectResources), ['mailboxes/']);
-    assert.deepEqual(grantsOf(s, 's3:PutObject').flatMap(objectResources), ['mailboxes/']);
-    assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|forwarded\//);
+    assert.deepEqual(grantsOf(s, 's3:PutObject'), []);
+    assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|forwarded\/|ses:/);
+    const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
+    assert.deepEqual(dynamo.flatMap(actionsOf).sort(), [
+      'dynamodb:BatchGetItem',
+      'dynamodb:DeleteItem',
+      'dynamodb:GetItem',
+      'dynamodb:Query',
+      'dynamodb:UpdateItem',
+    ]);
   });
 
-  it('sending is limited to From addresses at our domains', () => {
-    for (const role of ['MailRelayRouterResourcesRole', 'MailRelayApiFunctionResourcesRole']) {
+  it('the send function writes only the sent views, reads no object, and gets only the table actions it uses', () => {
+    const s = statementsOfRole(example, 'MailRelaySendFunctionResourcesRole');
+    assert.deepEqual(grantsOf(s, 's3:GetObject'), []);
+    assert.deepEqual(grantsOf(s, 's3:DeleteObject'), []);
+    assert.deepEqual(grantsOf(s, 's3:ListBucket'), []);
+    const [put, ...more] = grantsOf(s, 's3:PutObject');
+    assert.ok(put);
+    assert.deepEqual(more, []);
+    const resource = resourceText(put.Resource);
+    assert.ok(resource.includes(bucketId), resource);
+    assert.match(resource, /"\/mailboxes\/\*\/sent\/\*"/, 'only mailboxes/<address>/sent/…');
+    const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
+    assert.deepEqual(dynamo.flatMap(actionsOf).sort(), [
+      'dynamodb:GetItem',
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+    ]);
+    assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|forwarded\/|DeleteItem/);
+  });
+
+  it('sending is limited to From addresses at our domains, and only the router and the send function may', () => {
+    for (const role of ['MailRelayRouterResourcesRole', 'MailRelaySendFunctionResourcesRole']) {
       const [send] = grantsOf(statementsOfRole(full, role), 'ses:SendEmail');
       assert.ok(send, role);
       assert.deepEqual(send.Condition, {
         StringLike: { 'ses:FromAddress': ['*@example.com', '*@example.org'] },
       });
     }
+    const senders = Object.keys(resourcesOfType(full, 'AWS::IAM::Policy')).filter((id) =>
+      JSON.stringify(resourcesOfType(full, 'AWS::IAM::Policy')[id]).includes('ses:SendEmail'),
+    );
+    assert.equal(senders.length, 2, `policies granting ses:SendEmail: ${senders.join(', ')}`);
+    assert.deepEqual(
+      grantsOf(statementsOfRole(full, 'MailRelayApiFunctionResourcesRole'), 'ses:SendEmail'),
+      [],
+    );
   });
 
   it('no role has a managed policy, and no statement grants a service-wide wildcard action', () => {
@@ -476,8 +514,23 @@ describe('retention', () => {
 });
 
 describe('API', () => {
-  it('an HTTP API proxies every route to the API function; the $default stage throttles and logs', () => {
+  it('an HTTP API sends POST …/send to the send function and every other request to the API function; the $default stage throttles and logs', () => {
     const apiFn = onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelayApiFunction');
+    const sendFn = onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelaySendFunction');
+    const integrations = resourcesOfType(example, 'AWS::ApiGatewayV2::Integration');
+    const target = (routeKey: string) => {
+      const routes = Object.values(resourcesOfType(example, 'AWS::ApiGatewayV2::Route')).filter(
+        (r) => r.Properties?.RouteKey === routeKey,
+      );
+      assert.equal(routes.length, 1, routeKey);
+      const ref = JSON.stringify(routes[0]?.Properties?.Target);
+      const [integrationId] = Object.keys(integrations).filter((id) => ref.includes(id));
+      assert.ok(integrationId, `${routeKey} has no integration`);
+      return JSON.stringify(integrations[integrationId]?.Properties?.IntegrationUri);
+    };
+    assert.match(target('$default'), new RegExp(`"${apiFn}"`));
+    assert.match(target('POST /v1/mailboxes/{address}/send'), new RegExp(`"${sendFn}"`));
+    example.resourceCountIs('AWS::ApiGatewayV2::Route', 2);
     example.hasResourceProperties('AWS::ApiGatewayV2::Api', {
       ProtocolType: 'HTTP',
       CorsConfiguration: Match.absent(),

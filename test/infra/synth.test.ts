@@ -117,7 +117,8 @@ describe('npx cdk synth (offline, no credentials)', () => {
   it('bundled every function with esbuild (ESM, no better-sqlite3)', () => {
     const assets = readdirSync(example.outdir).filter((d) => d.startsWith('asset.'));
     const bundles = assets.map((d) => join(example.outdir, d, 'index.mjs')).filter((f) => existsSync(f));
-    assert.equal(bundles.length, 3, `bundles: ${assets.join(', ')}`);
+    // The router, the API, the send function and the rule set activator.
+    assert.equal(bundles.length, 4, `bundles: ${assets.join(', ')}`);
     for (const b of bundles) assert.doesNotMatch(readFileSync(b, 'utf8'), /better-sqlite3/, b);
   });
 
@@ -149,7 +150,7 @@ describe('npx cdk synth (offline, no credentials)', () => {
       .filter((d) => d.startsWith('asset.'))
       .map((d) => join(many.outdir, d, 'index.mjs'))
       .filter((f) => existsSync(f) && readFileSync(f, 'utf8').includes('user250@domain1.example'));
-    assert.equal(bundles.length, 2, 'the router and API bundles carry the configuration');
+    assert.equal(bundles.length, 3, 'the router, API and send bundles carry the configuration');
     // ... and each validates it at cold start in a fresh node process (bundles.test.ts invokes them).
     for (const b of bundles) {
       const r = await runBundle(dirname(b), FUNCTION_ENV);

@@ -1,0 +1,644 @@
+/**
+ * The mailbox HTTP API's read side (design.md §4, issue 3): POP3's verbs over REST (STAT,
+ * LIST/UIDL, RETR, TOP, DELE), IMAP's partial fetch of one decoded part, a long-poll for new mail,
+ * flags, and the OpenAPI document. The API Lambda serves exactly this app; `npm start` serves it
+ * with the local extras and `POST …/send` mounted (app.ts).
+ *
+ * It takes its storage as ports only and never parses or sends mail: reads are served from the
+ * index and from what the router wrote at delivery (raw bytes, summary.json, decoded parts). Keep
+ * it free of mailparser, nodemailer and the pipeline: the API Lambda bundle must stay small
+ * (docs/adr/0012-lambda-bundles.md; test/infra/bundles.test.ts checks what it contains).
+ */
+import { createRoute } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import * as z from 'zod';
+import { NotFoundError } from '../core/errors.ts';
+import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
+import { HttpStatusError } from './errors.ts';
+import {
+  contentDisposition,
+  IMMUTABLE_CACHE_CONTROL,
+  matchesEtag,
+  NO_STORE,
+  safeContentType,
+} from './http-headers.ts';
+import {
+  DEFAULT_LIST_LIMIT,
+  errorSchema,
+  healthSchema,
+  type ListItem,
+  listItemSchema,
+  listQuerySchema,
+  MAX_LIST_LIMIT,
+  MAX_WAIT_ITEMS,
+  MAX_WAIT_SECONDS,
+  type MailboxView,
+  type MessageDetail,
+  mailboxListSchema,
+  mailboxParamsSchema,
+  messageDetailSchema,
+  messageListSchema,
+  messageParamsSchema,
+  partParamsSchema,
+  patchMessageBodySchema,
+  statSchema,
+  topQuerySchema,
+  viewQuerySchema,
+  waitQuerySchema,
+  waitResultSchema,
+} from './schemas.ts';
+import { documentSendRoute } from './send-route.ts';
+import { type ApiApp, type ApiEnv, createApiShell } from './shell.ts';
+import { readTop } from './top.ts';
+import type { MailWaiter } from './waiter.ts';
+
+/**
+ * Above this size raw messages and parts are answered with a 307 to a presigned URL. A Lambda
+ * response carries at most 6 MB, and binary bodies go through API Gateway base64-encoded (4/3 larger):
+ * 4 MiB of bytes is about 5.6 MB on the wire.
+ */
+export const DEFAULT_RAW_REDIRECT_BYTES = 4 * 1024 * 1024;
+/** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
+export const DEFAULT_PRESIGN_SECONDS = 300;
+/** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
+const MAX_PATCH_BODY_BYTES = 16 * 1024;
+/** How often the long-poll re-reads the index when nothing wakes it (the Lambda case). */
+export const DEFAULT_POLL_INTERVAL_MS = 500;
+/**
+ * With an in-process waiter, the index is still re-read this often: mail delivered by another
+ * process (`mail-relay import` next to `npm start`) wakes nobody here.
+ */
+const WAITER_FALLBACK_POLL_MS = 2000;
+
+export interface MailboxAppDeps {
+  readonly index: MailboxIndex;
+  readonly blobs: BlobStore;
+  /**
+   * Raw messages and parts larger than this are served by a 307 to a presigned URL.
+   * @default DEFAULT_RAW_REDIRECT_BYTES (4 MiB)
+   */
+  readonly rawRedirectBytes?: number;
+  /**
+   * Lifetime of presigned URLs, in seconds.
+   * @default DEFAULT_PRESIGN_SECONDS (300)
+   */
+  readonly presignSeconds?: number;
+  /** Wakes long-polls as soon as mail is delivered; without it the index is polled. */
+  readonly waiter?: MailWaiter;
+  /**
+   * Index polling interval of the long-poll when no waiter is given, in milliseconds.
+   * @default DEFAULT_POLL_INTERVAL_MS (500)
+   */
+  readonly pollIntervalMs?: number;
+  /** Milliseconds since epoch. @default Date.now */
+  readonly clock?: () => number;
+  /** Receives errors that became a 500 (the client only sees `internal`). @default console.error */
+  readonly logError?: (err: unknown) => void;
+  /**
+   * Documents `POST /v1/mailboxes/{address}/send` in the OpenAPI document without serving it, for an
+   * app whose send requests are served elsewhere (in AWS, API Gateway routes them to the send
+   * function); `maxSendBytes` is the configuration's `relay.maxSendBytes`. The local server mounts
+   * the route itself instead (app.ts).
+   */
+  readonly documentSend?: { readonly maxSendBytes: number };
+}
+
+const API_TITLE = 'mail-relay mailbox API';
+const API_VERSION = '1.0.0';
+
+// ---- shared route pieces -------------------------------------------------------------------
+
+const jsonError = (description: string) => ({
+  description,
+  content: { 'application/json': { schema: errorSchema } },
+});
+const AUTH_ERRORS = {
+  401: jsonError('Missing or invalid token (`unauthorized`)'),
+  403: jsonError('The token is not valid for this mailbox (`forbidden`)'),
+} as const;
+const MAILBOX_ERRORS = {
+  400: jsonError('Invalid input (`invalid_address`, `invalid_request`, …)'),
+  ...AUTH_ERRORS,
+};
+const MESSAGE_ERRORS = {
+  ...MAILBOX_ERRORS,
+  400: jsonError('Invalid input (`invalid_address`, `invalid_id`, …)'),
+  404: jsonError('No such message (`message_not_found`)'),
+};
+const SECURITY = [{ bearerAuth: [] }];
+const BINARY = z.string().openapi({ format: 'binary' });
+const redirect = (what: string) => ({
+  description: `${what} is larger than the redirect threshold: follow \`Location\`, a short-lived presigned URL that serves the same bytes`,
+  headers: { Location: { schema: { type: 'string' as const } } },
+});
+
+const routes = {
+  health: createRoute({
+    method: 'get',
+    path: '/v1/health',
+    tags: ['meta'],
+    summary: 'Liveness',
+    responses: {
+      200: { description: 'The API answers', content: { 'application/json': { schema: healthSchema } } },
+    },
+  }),
+  openapi: createRoute({
+    method: 'get',
+    path: '/v1/openapi.json',
+    tags: ['meta'],
+    summary: 'This document (OpenAPI 3.1, generated from the zod schemas)',
+    responses: {
+      200: {
+        description: 'The OpenAPI document',
+        content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
+      },
+    },
+  }),
+  listMailboxes: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes',
+    tags: ['admin'],
+    summary: 'Every mailbox with its STAT (admin token only)',
+    security: SECURITY,
+    responses: {
+      200: {
+        description: 'Mailboxes sorted by address',
+        content: { 'application/json': { schema: mailboxListSchema } },
+      },
+      ...AUTH_ERRORS,
+      403: jsonError('Not an admin token (`forbidden`)'),
+    },
+  }),
+  stat: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}',
+    tags: ['mailbox'],
+    summary: 'STAT: message count and total bytes',
+    security: SECURITY,
+    request: { params: mailboxParamsSchema, query: viewQuerySchema },
+    responses: {
+      200: { description: 'Exact counters', content: { 'application/json': { schema: statSchema } } },
+      ...MAILBOX_ERRORS,
+    },
+  }),
+  list: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages',
+    tags: ['mailbox'],
+    summary: 'LIST / UIDL: messages newest first, by opaque cursor',
+    security: SECURITY,
+    request: { params: mailboxParamsSchema, query: listQuerySchema },
+    responses: {
+      200: { description: 'One page', content: { 'application/json': { schema: messageListSchema } } },
+      ...MAILBOX_ERRORS,
+      400: jsonError('Invalid input (`invalid_cursor`, `invalid_request`, `invalid_address`)'),
+    },
+  }),
+  getMessage: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}',
+    tags: ['message'],
+    summary: 'The parsed message (from the summary written at delivery)',
+    security: SECURITY,
+    request: { params: messageParamsSchema, query: viewQuerySchema },
+    responses: {
+      200: { description: 'The message', content: { 'application/json': { schema: messageDetailSchema } } },
+      ...MESSAGE_ERRORS,
+    },
+  }),
+  patchMessage: createRoute({
+    method: 'patch',
+    path: '/v1/mailboxes/{address}/messages/{id}',
+    tags: ['message'],
+    summary: 'Set flags (seen)',
+    security: SECURITY,
+    middleware: [bodyLimit({ maxSize: MAX_PATCH_BODY_BYTES })],
+    request: {
+      params: messageParamsSchema,
+      query: viewQuerySchema,
+      body: { required: true, content: { 'application/json': { schema: patchMessageBodySchema } } },
+    },
+    responses: {
+      200: {
+        description: 'The updated list item',
+        content: { 'application/json': { schema: listItemSchema } },
+      },
+      ...MESSAGE_ERRORS,
+      400: jsonError('Invalid input (`invalid_json`, `invalid_request`, `invalid_id`, …)'),
+      413: jsonError('The body is larger than 16 KiB (`payload_too_large`)'),
+      415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+    },
+  }),
+  deleteMessage: createRoute({
+    method: 'delete',
+    path: '/v1/mailboxes/{address}/messages/{id}',
+    tags: ['message'],
+    summary: 'DELE: delete the message (counters updated in the same transaction)',
+    security: SECURITY,
+    request: { params: messageParamsSchema, query: viewQuerySchema },
+    responses: { 204: { description: 'Deleted' }, ...MESSAGE_ERRORS },
+  }),
+  raw: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}/raw',
+    tags: ['message'],
+    summary: 'RETR: the stored message, byte for byte',
+    security: SECURITY,
+    request: { params: messageParamsSchema, query: viewQuerySchema },
+    responses: {
+      200: { description: 'The raw message', content: { 'message/rfc822': { schema: BINARY } } },
+      304: { description: 'Not modified (`If-None-Match`)' },
+      307: redirect('The message'),
+      ...MESSAGE_ERRORS,
+    },
+  }),
+  top: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}/top',
+    tags: ['message'],
+    summary: 'TOP: headers, the blank line, then the first N body lines (RFC 1939 §7)',
+    security: SECURITY,
+    request: { params: messageParamsSchema, query: topQuerySchema },
+    responses: {
+      200: {
+        description: 'Bytes as stored (no dot-stuffing)',
+        content: { 'message/rfc822': { schema: BINARY } },
+      },
+      307: redirect('The answer is the whole message, and it'),
+      ...MESSAGE_ERRORS,
+      422: jsonError(
+        'The answer would be larger than one response can carry (`top_too_large`): ask for fewer lines',
+      ),
+    },
+  }),
+  part: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/messages/{id}/parts/{partId}',
+    tags: ['message'],
+    summary: 'One decoded attachment (IMAP BODY[section])',
+    security: SECURITY,
+    request: { params: partParamsSchema, query: viewQuerySchema },
+    responses: {
+      200: {
+        description:
+          'The decoded bytes, with the part content type and a Content-Disposition naming the file',
+        content: { '*/*': { schema: BINARY } },
+      },
+      304: { description: 'Not modified (`If-None-Match`)' },
+      307: redirect('The part'),
+      ...MESSAGE_ERRORS,
+      404: jsonError('No such message or part (`message_not_found`, `part_not_found`)'),
+    },
+  }),
+  wait: createRoute({
+    method: 'get',
+    path: '/v1/mailboxes/{address}/wait',
+    tags: ['mailbox'],
+    summary: 'Long-poll: answers as soon as a message newer than `after` exists',
+    security: SECURITY,
+    request: { params: mailboxParamsSchema, query: waitQuerySchema },
+    responses: {
+      200: { description: 'New messages', content: { 'application/json': { schema: waitResultSchema } } },
+      204: { description: 'Nothing new before the timeout' },
+      ...MAILBOX_ERRORS,
+    },
+  }),
+};
+
+// ---- helpers -------------------------------------------------------------------------------
+
+function toListItem(e: MessageEntry): ListItem {
+  return {
+    id: e.id,
+    size: e.size,
+    receivedAt: e.receivedAt,
+    from: e.from,
+    to: e.to,
+    subject: e.subject,
+    snippet: e.snippet,
+    seen: e.seen,
+    hasAttachments: e.hasAttachments,
+  };
+}
+
+/**
+ * The index (and blob) key of a view of an authorized mailbox. The sent view is a key no address
+ * can name (docs/adr/0009-sent-view.md), so the only way to it is through its owner's address,
+ * behind the same authorization.
+ */
+function viewKey(mailbox: string, view: MailboxView): string {
+  return view === 'sent' ? sentMailboxKey(mailbox) : mailbox;
+}
+
+function messageNotFound(): NotFoundError {
+  return new NotFoundError('no such message in this mailbox', 'message_not_found');
+}
+
+/**
+ * A Buffer as a response body without copying. Node Buffers are backed by an ArrayBuffer (never a
+ * SharedArrayBuffer), which is what the Fetch API's BodyInit asks for.
+ */
+function asBody(buf: Buffer): Uint8Array<ArrayBuffer> {
+  return buf as Uint8Array<ArrayBuffer>;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts; never rejects. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+// ---- the app -------------------------------------------------------------------------------
+
+/**
+ * Builds the read side of the API on the shared shell (shell.ts): every request under
+ * `/v1/mailboxes` needs `Authorization: Bearer <token>`; errors are `{error: {code, message}}`.
+ */
+export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
+  const { index, blobs } = deps;
+  const redirectBytes = deps.rawRedirectBytes ?? DEFAULT_RAW_REDIRECT_BYTES;
+  const presignSeconds = deps.presignSeconds ?? DEFAULT_PRESIGN_SECONDS;
+  const pollMs = deps.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+  const now = deps.clock ?? Date.now;
+  const logError = deps.logError ?? ((err: unknown) => console.error('mail-relay api: internal error', err));
+  if (!Number.isSafeInteger(redirectBytes) || redirectBytes < 0) {
+    throw new RangeError(
+      `rawRedirectBytes must be a non-negative integer, got ${String(deps.rawRedirectBytes)}`,
+    );
+  }
+  if (!Number.isSafeInteger(presignSeconds) || presignSeconds < 1) {
+    throw new RangeError(`presignSeconds must be a positive integer, got ${String(deps.presignSeconds)}`);
+  }
+  if (!Number.isFinite(pollMs) || pollMs <= 0) {
+    throw new RangeError(`pollIntervalMs must be positive, got ${String(deps.pollIntervalMs)}`);
+  }
+
+  const app = createApiShell({ index, logError });
+
+  const getEntry = async (mailbox: string, id: string): Promise<MessageEntry> => {
+    const entry = await index.get(mailbox, id);
+    if (entry === null) throw messageNotFound();
+    return entry;
+  };
+
+  const readSummary = async (mailbox: string, id: string) => {
+    const bytes = await blobs.get(mailboxKeys.summary(mailbox, id));
+    // Deleted between the index read and this one: the message is gone.
+    if (bytes === null) throw messageNotFound();
+    return storedSummarySchema.parse(JSON.parse(bytes.toString('utf8')));
+  };
+
+  const presignRedirect = async (
+    c: Context<ApiEnv>,
+    key: string,
+    contentType: string,
+    disposition: string,
+  ): Promise<Response> => {
+    const url = await blobs.presign(key, {
+      expiresIn: presignSeconds,
+      contentType,
+      contentDisposition: disposition,
+    });
+    return c.body(null, 307, { Location: url, 'Cache-Control': NO_STORE });
+  };
+
+  // ---- meta ----
+
+  app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
+
+  app.openapi(routes.openapi, (c) =>
+    c.json(
+      app.getOpenAPI31Document({
+        openapi: '3.1.0',
+        info: {
+          title: API_TITLE,
+          version: API_VERSION,
+          description:
+            'Mailboxes over HTTP with POP3 semantics (STAT, LIST/UIDL, RETR, TOP, DELE) and IMAP partial fetch. ' +
+            'Errors are `{error: {code, message}}` with stable codes.',
+        },
+        servers: [{ url: new URL(c.req.url).origin }],
+      }) as unknown as Record<string, unknown>,
+      200,
+    ),
+  );
+
+  // ---- mailboxes ----
+
+  app.openapi(routes.listMailboxes, async (c) => c.json({ items: await index.listMailboxes() }, 200));
+
+  app.openapi(routes.stat, async (c) => {
+    const mailbox = c.get('mailbox');
+    const stat = await index.stat(viewKey(mailbox, c.req.valid('query').view));
+    // The address the client named, not the internal key of its sent view.
+    return c.json({ ...stat, address: mailbox }, 200);
+  });
+
+  app.openapi(routes.list, async (c) => {
+    const q = c.req.valid('query');
+    const page = await index.list(viewKey(c.get('mailbox'), q.view), {
+      limit: q.limit ?? DEFAULT_LIST_LIMIT,
+      cursor: q.cursor,
+      unseen: q.unseen === 'true' ? true : undefined,
+      q: q.q === undefined || q.q === '' ? undefined : q.q,
+    });
+    return c.json({ items: page.items.map(toListItem), nextCursor: page.nextCursor }, 200);
+  });
+
+  // ---- one message ----
+
+  app.openapi(routes.getMessage, async (c) => {
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
+    const { id } = c.req.valid('param');
+    const entry = await getEntry(mailbox, id);
+    const summary = await readSummary(mailbox, id);
+    const parsed = summary.parseFailed ? null : summary;
+    const detail: MessageDetail = {
+      ...toListItem(entry),
+      recipient: entry.recipient,
+      plusTag: entry.plusTag ?? null,
+      verdicts: entry.verdicts,
+      tags: [...entry.tags],
+      quarantineReasons: entry.quarantineReasons === undefined ? null : [...entry.quarantineReasons],
+      parseFailed: summary.parseFailed,
+      parseError: summary.parseFailed ? summary.parseError : null,
+      headers: parsed?.headers ?? [],
+      addresses: {
+        from: parsed?.from ?? [],
+        to: parsed?.to ?? [],
+        cc: parsed?.cc ?? [],
+        replyTo: parsed?.replyTo ?? [],
+      },
+      date: parsed?.date ?? null,
+      messageId: parsed?.messageId ?? null,
+      text: parsed?.text ?? null,
+      html: parsed?.html ?? null,
+      attachments: parsed?.attachments ?? [],
+    };
+    return c.json(detail, 200);
+  });
+
+  app.openapi(routes.patchMessage, async (c) => {
+    const { id } = c.req.valid('param');
+    const { seen } = c.req.valid('json');
+    const entry = await index.setSeen(viewKey(c.get('mailbox'), c.req.valid('query').view), id, seen);
+    if (entry === null) throw messageNotFound();
+    return c.json(toListItem(entry), 200);
+  });
+
+  app.openapi(routes.deleteMessage, async (c) => {
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
+    const { id } = c.req.valid('param');
+    // The index entry is the commit point (counters change with it); blobs follow. A crash in
+    // between leaves unreachable blobs, never an entry without its bytes.
+    const removed = await index.delete(mailbox, id);
+    if (removed === null) throw messageNotFound();
+    try {
+      await deleteMessageBlobs(blobs, mailbox, id);
+    } catch (err) {
+      logError(err);
+    }
+    return c.body(null, 204);
+  });
+
+  app.openapi(routes.raw, async (c) => {
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
+    const { id } = c.req.valid('param');
+    const entry = await getEntry(mailbox, id);
+    const etag = `"${id}"`;
+    if (matchesEtag(c.req.header('If-None-Match'), etag)) {
+      return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
+    }
+    const key = mailboxKeys.raw(mailbox, id);
+    if (entry.size > redirectBytes) {
+      return presignRedirect(c, key, 'message/rfc822', contentDisposition('attachment', `${id}.eml`));
+    }
+    const raw = await blobs.get(key);
+    if (raw === null) throw messageNotFound();
+    return c.body(asBody(raw), 200, {
+      'Content-Type': 'message/rfc822',
+      'Content-Length': String(raw.length),
+      ETag: etag,
+      'Cache-Control': IMMUTABLE_CACHE_CONTROL,
+    });
+  });
+
+  app.openapi(routes.top, async (c) => {
+    const { id } = c.req.valid('param');
+    const { lines, view } = c.req.valid('query');
+    const mailbox = viewKey(c.get('mailbox'), view);
+    const entry = await getEntry(mailbox, id);
+    const key = mailboxKeys.raw(mailbox, id);
+    const top =
+      entry.size === 0
+        ? { kind: 'bytes' as const, body: Buffer.alloc(0) }
+        : await readTop(blobs, key, entry.size, lines, redirectBytes);
+    if (top === null) throw messageNotFound();
+    if (top.kind === 'whole-too-large') {
+      return presignRedirect(c, key, 'message/rfc822', contentDisposition('attachment', `${id}.eml`));
+    }
+    if (top.kind === 'too-large') {
+      throw new HttpStatusError(
+        422,
+        'top_too_large',
+        `TOP ${lines} is ${top.bytes} bytes, more than one response carries (${redirectBytes}); ask for fewer lines or use /raw`,
+      );
+    }
+    return c.body(asBody(top.body), 200, {
+      'Content-Type': 'message/rfc822',
+      'Content-Length': String(top.body.length),
+    });
+  });
+
+  app.openapi(routes.part, async (c) => {
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
+    const { id, partId } = c.req.valid('param');
+    await getEntry(mailbox, id);
+    const summary = await readSummary(mailbox, id);
+    const attachment = summary.parseFailed ? undefined : summary.attachments.find((a) => a.partId === partId);
+    if (attachment === undefined) throw new NotFoundError('no such part in this message', 'part_not_found');
+    const etag = `"${attachment.sha256}"`;
+    if (matchesEtag(c.req.header('If-None-Match'), etag)) {
+      return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
+    }
+    const contentType = safeContentType(attachment.contentType);
+    const disposition = contentDisposition(
+      attachment.disposition === 'inline' ? 'inline' : 'attachment',
+      attachment.filename ?? `part-${partId}`,
+    );
+    const key = mailboxKeys.part(mailbox, id, partId);
+    if (attachment.size > redirectBytes) return presignRedirect(c, key, contentType, disposition);
+    const bytes = await blobs.get(key);
+    if (bytes === null) throw new NotFoundError('no such part in this message', 'part_not_found');
+    return c.body(asBody(bytes), 200, {
+      'Content-Type': contentType,
+      'Content-Length': String(bytes.length),
+      'Content-Disposition': disposition,
+      ETag: etag,
+      'Cache-Control': IMMUTABLE_CACHE_CONTROL,
+      // Parts are whatever the sender put in; a browser opening one must not run it with our origin.
+      'Content-Security-Policy': "sandbox; default-src 'none'",
+    });
+  });
+
+  // ---- long-poll ----
+
+  /** Items newer than `after`, newest first, at most MAX_WAIT_ITEMS. */
+  const newerThan = async (
+    mailbox: string,
+    after: string,
+  ): Promise<{ items: ListItem[]; truncated: boolean }> => {
+    const head = await index.list(mailbox, { limit: 1 });
+    const newest = head.items[0];
+    if (newest === undefined || newest.id <= after) return { items: [], truncated: false };
+    const page = await index.list(mailbox, { limit: Math.min(MAX_WAIT_ITEMS, MAX_LIST_LIMIT) });
+    const items = page.items.filter((e) => e.id > after);
+    let truncated = false;
+    if (items.length === page.items.length && page.nextCursor !== null) {
+      const next = await index.list(mailbox, { limit: 1, cursor: page.nextCursor });
+      truncated = next.items.some((e) => e.id > after);
+    }
+    return { items: items.map(toListItem), truncated };
+  };
+
+  app.openapi(routes.wait, async (c) => {
+    const query = c.req.valid('query');
+    // Nothing wakes a sent view's waiters (POST …/send runs in this process, or in another Lambda),
+    // so that long-poll finds new copies by polling the index.
+    const mailbox = viewKey(c.get('mailbox'), query.view);
+    const deadline = now() + (query.timeout ?? MAX_WAIT_SECONDS) * 1000;
+    const requestSignal = c.req.raw.signal;
+    const after = query.after ?? (await index.list(mailbox, { limit: 1 })).items[0]?.id ?? '';
+    for (;;) {
+      const round = new AbortController();
+      const signal = AbortSignal.any([round.signal, requestSignal]);
+      // Registered before the index read, so a delivery committing in between still wakes us.
+      const woken = deps.waiter?.wait(mailbox, signal);
+      try {
+        const found = await newerThan(mailbox, after);
+        if (found.items.length > 0) return c.json(found, 200);
+        const left = deadline - now();
+        if (left <= 0 || requestSignal.aborted) return c.body(null, 204);
+        const interval = deps.waiter === undefined ? pollMs : WAITER_FALLBACK_POLL_MS;
+        await Promise.race([sleep(Math.min(left, interval), signal), ...(woken ? [woken] : [])]);
+      } finally {
+        round.abort();
+      }
+    }
+  });
+
+  if (deps.documentSend !== undefined) documentSendRoute(app, deps.documentSend.maxSendBytes);
+
+  return app;
+}

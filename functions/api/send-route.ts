@@ -1,0 +1,125 @@
+/**
+ * The contract of `POST /v1/mailboxes/{address}/send`: its request and result schemas and its
+ * OpenAPI route, without the code that sends (send.ts: the MIME composer, the Outbound port, the
+ * parser of the sent copy). The API function imports only this, to document the route in
+ * `GET /v1/openapi.json`, while in AWS the route itself is served by the send function
+ * (docs/adr/0012-lambda-bundles.md); keep it free of nodemailer, mailparser and the pipeline.
+ */
+import { createRoute } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import * as z from 'zod';
+import { errorSchema, mailboxParamsSchema } from './schemas.ts';
+import type { ApiApp } from './shell.ts';
+
+/** SES accepts at most 50 recipients (To + Cc + Bcc) per message. */
+export const MAX_SEND_RECIPIENTS = 50;
+
+/** The route as API Gateway names it (method and path template), for the stack's route to the send function. */
+export const SEND_ROUTE = { method: 'POST', path: '/v1/mailboxes/{address}/send' } as const;
+
+const addressInputSchema = z.union([
+  z.string().max(320),
+  z.object({ name: z.string().max(200).optional(), address: z.string().max(320) }).strict(),
+]);
+const addressesSchema = z.union([addressInputSchema, z.array(addressInputSchema).max(MAX_SEND_RECIPIENTS)]);
+
+export const sendJsonSchema = z
+  .object({
+    to: addressesSchema.optional(),
+    cc: addressesSchema.optional(),
+    bcc: addressesSchema.optional(),
+    subject: z.string().max(998).optional(),
+    text: z.string().optional(),
+    html: z.string().optional(),
+    /** Display name for From; the address is always the mailbox's own. */
+    fromName: z.string().max(200).optional(),
+    replyTo: addressInputSchema.optional(),
+    inReplyTo: z.string().max(998).optional(),
+    references: z.union([z.string().max(998), z.array(z.string().max(998)).max(100)]).optional(),
+    attachments: z
+      .array(
+        z
+          .object({
+            filename: z.string().min(1).max(255),
+            contentType: z.string().max(255).optional(),
+            /** The bytes, base64-encoded. */
+            content: z.string().regex(/^[A-Za-z0-9+/=\r\n]*$/, 'must be base64'),
+            /** Makes it an inline part that html can reference as `cid:<contentId>`. */
+            contentId: z.string().max(255).optional(),
+          })
+          .strict(),
+      )
+      .max(100)
+      .optional(),
+  })
+  .strict()
+  .openapi('SendRequest');
+export type SendRequest = z.infer<typeof sendJsonSchema>;
+
+export const sendResultSchema = z
+  .object({
+    /** Id of the copy in the mailbox's sent view. */
+    id: z.string(),
+    /** The provider's message id (SES MessageId, or the smarthost's reply). */
+    messageId: z.string(),
+    /** Envelope recipients. */
+    recipients: z.array(z.string()),
+    /** True when this Idempotency-Key was already sent: nothing was sent again. */
+    duplicate: z.boolean(),
+  })
+  .openapi('SendResult');
+
+const jsonError = (description: string) => ({
+  description,
+  content: { 'application/json': { schema: errorSchema } },
+});
+
+/**
+ * The request body may be the message itself or JSON carrying base64 attachments (4/3 larger),
+ * plus room for the JSON around them; anything larger could never be sent.
+ */
+export function maxSendBodyBytes(maxSendBytes: number): number {
+  return Math.ceil((maxSendBytes * 4) / 3) + 64 * 1024;
+}
+
+/** The route, with a body limit derived from what the relay may send. */
+export const sendRouteFor = (maxBodyBytes: number) =>
+  createRoute({
+    method: 'post',
+    path: SEND_ROUTE.path,
+    tags: ['mailbox'],
+    summary: 'Send mail from this mailbox (JSON, or a complete message/rfc822); a copy goes to its sent view',
+    security: [{ bearerAuth: [] }],
+    request: {
+      params: mailboxParamsSchema,
+      body: {
+        required: true,
+        content: {
+          'application/json': { schema: sendJsonSchema },
+          'message/rfc822': { schema: z.string().openapi({ format: 'binary' }) },
+        },
+      },
+    },
+    responses: {
+      200: { description: 'Sent', content: { 'application/json': { schema: sendResultSchema } } },
+      400: jsonError('Invalid input (`invalid_request`, `invalid_recipient`, `no_recipients`, …)'),
+      401: jsonError('Missing or invalid token (`unauthorized`)'),
+      403: jsonError('Not this mailbox, or From is not its address (`forbidden`, `from_not_allowed`)'),
+      409: jsonError('The same Idempotency-Key is being sent right now (`send_in_progress`)'),
+      413: jsonError('Larger than the relay sends (`message_too_large`)'),
+      415: jsonError('Neither application/json nor message/rfc822 (`unsupported_media_type`)'),
+      422: jsonError('The provider refused the message for good (`send_rejected`)'),
+      502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
+    },
+    // Refused while streaming in, before the body is buffered (`payload_too_large`).
+    middleware: [bodyLimit({ maxSize: maxBodyBytes })],
+  });
+
+/**
+ * Documents the route in an app's OpenAPI document without serving it: the API function's app,
+ * whose `POST …/send` requests API Gateway sends to the send function instead.
+ */
+export function documentSendRoute(app: ApiApp, maxSendBytes: number): void {
+  const { middleware: _servedElsewhere, ...route } = sendRouteFor(maxSendBodyBytes(maxSendBytes));
+  app.openAPIRegistry.registerPath(route);
+}

@@ -1,0 +1,114 @@
+/**
+ * What every app of the HTTP API shares, whichever routes it serves: request validation answered as
+ * `400 {error}`, the one error handler (errors.ts), `404 not_found` for unknown endpoints, the
+ * response headers, and the bearer-token guards of `/v1/mailboxes/…`. The mailbox app (the read
+ * routes, mailbox-app.ts) and the send app (send-app.ts) are both built on it, so a request is
+ * authenticated and answered the same way whether API Gateway hands it to the API function or to
+ * the send function (docs/adr/0012-lambda-bundles.md).
+ */
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import type * as z from 'zod';
+import { normalizeAddress } from '../core/config.ts';
+import { ValidationError } from '../core/errors.ts';
+import type { MailboxIndex, TokenRecord } from '../ports/mailbox-index.ts';
+import { authenticate, authorizeAdmin, authorizeMailbox } from './auth.ts';
+import { toHttpError } from './errors.ts';
+import { NO_STORE } from './http-headers.ts';
+import { mailboxParamsSchema } from './schemas.ts';
+
+/** Per-request values set by the auth middleware. */
+export interface ApiEnv {
+  Variables: {
+    token: TokenRecord;
+    /** The normalized mailbox address of a `/v1/mailboxes/{address}/…` request, authorized. */
+    mailbox: string;
+  };
+}
+
+export type ApiApp = OpenAPIHono<ApiEnv>;
+
+export interface ApiShellDeps {
+  /** Where tokens are looked up. */
+  readonly index: MailboxIndex;
+  /** Receives errors that became a 500 (the client only sees `internal`). @default console.error */
+  readonly logError?: (err: unknown) => void;
+}
+
+/** Issues of a failed request validation, as one line, and the code a client can act on. */
+export function validationErrorOf(target: string, issues: readonly z.core.$ZodIssue[]): ValidationError {
+  const field = String(issues[0]?.path[0] ?? '');
+  const codes: Record<string, string> = {
+    address: 'invalid_address',
+    id: 'invalid_id',
+    after: 'invalid_id',
+    partId: 'invalid_part_id',
+    cursor: 'invalid_cursor',
+  };
+  const code = target === 'json' ? 'invalid_request' : (codes[field] ?? 'invalid_request');
+  const details = issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : target}: ${i.message}`);
+  return new ValidationError(
+    `invalid ${target === 'param' ? 'path' : target}: ${details.join('; ')}`,
+    details,
+    code,
+  );
+}
+
+/**
+ * An app with no routes yet, only the shared behaviour. Every request under `/v1/mailboxes` needs
+ * `Authorization: Bearer <token>`; errors are `{error: {code, message}}`.
+ */
+export function createApiShell(deps: ApiShellDeps): ApiApp {
+  const { index } = deps;
+  const logError = deps.logError ?? ((err: unknown) => console.error('mail-relay api: internal error', err));
+
+  const app: ApiApp = new OpenAPIHono<ApiEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw validationErrorOf(result.target, result.error.issues);
+    },
+  });
+
+  app.onError((err, c) => {
+    const { status, body } = toHttpError(err);
+    if (status >= 500) logError(err);
+    return c.json(body, status, { 'Cache-Control': NO_STORE });
+  });
+  app.notFound((c) =>
+    c.json({ error: { code: 'not_found', message: `no such endpoint: ${c.req.method} ${c.req.path}` } }, 404),
+  );
+
+  app.use('*', async (c, next) => {
+    await next();
+    // Mailbox state changes with every delivery; only immutable content opts into caching.
+    if (!c.res.headers.has('Cache-Control')) c.res.headers.set('Cache-Control', NO_STORE);
+    c.res.headers.set('X-Content-Type-Options', 'nosniff');
+  });
+
+  // Authentication first (401), then the address (400), then authorization (403): a token learns
+  // nothing about mailboxes it cannot read, and a client without one learns nothing at all.
+  app.use('/v1/mailboxes', async (c, next) => {
+    const token = await authenticate(index, c.req.header('Authorization'));
+    authorizeAdmin(token);
+    c.set('token', token);
+    await next();
+  });
+  const mailboxGuard = async (c: Context<ApiEnv>, next: () => Promise<void>) => {
+    const token = await authenticate(index, c.req.header('Authorization'));
+    const parsed = mailboxParamsSchema.safeParse({ address: c.req.param('address') });
+    if (!parsed.success) throw validationErrorOf('param', parsed.error.issues);
+    const mailbox = normalizeAddress(parsed.data.address);
+    authorizeMailbox(token, mailbox);
+    c.set('token', token);
+    c.set('mailbox', mailbox);
+    await next();
+  };
+  // `/:address/*` also matches the bare `/v1/mailboxes/:address` (STAT).
+  app.use('/v1/mailboxes/:address/*', mailboxGuard);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'A token from `mail-relay token create <mailbox>` (admin: `--admin`)',
+  });
+  return app;
+}
