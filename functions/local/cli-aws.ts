@@ -165,7 +165,8 @@ export async function commandReplay(args: readonly string[], io: CliIo): Promise
     where = `stack ${values.stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`;
   } else {
     const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
-    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+    // No journal is written here, so nothing would sync deferred writes: each write is synced itself.
+    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env), durability: 'sync' });
     deps = runtime;
     close = () => runtime.close();
     where = runtime.dataDir;

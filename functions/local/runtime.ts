@@ -81,10 +81,17 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     recover: () =>
       recoverJournal(journalDir, (n, raw) => applyReceived(runtime, n, raw, { recovering: true }), syncFs),
     close: async () => {
-      await journal?.close();
-      syncer?.close();
-      await index.close();
-      await blobs.close();
+      // A failed final checkpoint keeps its segment for recovery; the rest is closed all the same.
+      try {
+        await journal?.close();
+      } finally {
+        syncer?.close();
+        try {
+          await index.close();
+        } finally {
+          await blobs.close();
+        }
+      }
     },
   };
   return runtime;

@@ -169,7 +169,7 @@ export async function processNotification(
           mailFrom: mail.source,
           verdicts,
           deliverNotice: (mailbox, noticeRaw, noticeSesId) =>
-            deliverNotice(deps, mailbox, noticeRaw, noticeSesId, receivedAt),
+            deliverNotice(deps, mailbox, noticeRaw, noticeSesId, receivedAt, options.rewriteBlobs === true),
         });
         outcomes.push({ decision, status: forwarded.status, detail: forwarded.detail });
         break;
@@ -296,6 +296,7 @@ async function deliverNotice(
   raw: Buffer,
   noticeSesId: string,
   receivedAt: Date,
+  rewriteBlobs: boolean,
 ): Promise<void> {
   await deliverToMailbox(deps, {
     mailbox,
@@ -303,6 +304,7 @@ async function deliverNotice(
     raw,
     parsed: await deps.parser.parse(raw),
     firstCopy: null,
+    rewriteBlobs,
     entry: {
       receivedAt: receivedAt.toISOString(),
       verdicts: UNCHECKED_VERDICTS,
