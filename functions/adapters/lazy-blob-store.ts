@@ -7,23 +7,15 @@
  */
 import type { Readable } from 'node:stream';
 import type { BlobInfo, BlobStore, PresignOptions } from '../ports/blob-store.ts';
+import { loadOnce } from './load-once.ts';
 
 export class LazyBlobStore implements BlobStore {
-  private loading: Promise<BlobStore> | undefined;
+  /** The real store, loading it on the first call. */
+  readonly store: () => Promise<BlobStore>;
 
   /** `load` is called at most once per success (e.g. `() => import('./s3.ts').then(m => m.create())`). */
-  constructor(private readonly load: () => Promise<BlobStore>) {}
-
-  /** The real store, loading it on the first call. */
-  store(): Promise<BlobStore> {
-    if (this.loading === undefined) {
-      const loading = this.load();
-      this.loading = loading;
-      loading.catch(() => {
-        if (this.loading === loading) this.loading = undefined;
-      });
-    }
-    return this.loading;
+  constructor(load: () => Promise<BlobStore>) {
+    this.store = loadOnce(load);
   }
 
   async put(key: string, body: Buffer | Readable, options?: { contentType?: string }): Promise<void> {

@@ -5,23 +5,15 @@
  * (docs/adr/0012-lambda-bundles.md). A failed load is not remembered: the next send tries again.
  */
 import type { Outbound, OutboundMessage } from '../ports/outbound.ts';
+import { loadOnce } from './load-once.ts';
 
 export class LazyOutbound implements Outbound {
-  private loading: Promise<Outbound> | undefined;
+  /** The real outbound, loading it on the first call. */
+  readonly outbound: () => Promise<Outbound>;
 
   /** `load` is called at most once per success (e.g. `() => import('./ses.ts').then(m => m.create())`). */
-  constructor(private readonly load: () => Promise<Outbound>) {}
-
-  /** The real outbound, loading it on the first call. */
-  outbound(): Promise<Outbound> {
-    if (this.loading === undefined) {
-      const loading = this.load();
-      this.loading = loading;
-      loading.catch(() => {
-        if (this.loading === loading) this.loading = undefined;
-      });
-    }
-    return this.loading;
+  constructor(load: () => Promise<Outbound>) {
+    this.outbound = loadOnce(load);
   }
 
   async send(message: OutboundMessage): Promise<{ messageId: string }> {

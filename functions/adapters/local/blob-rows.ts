@@ -17,6 +17,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { migrateSchema } from './sqlite-schema.ts';
 
 /** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
 const SCHEMA_VERSION = 1;
@@ -116,7 +117,7 @@ export class BlobRows {
       this.db.pragma(`synchronous = ${durability === 'sync' ? 'FULL' : 'NORMAL'}`);
       this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
       this.db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`);
-      this.migrate();
+      migrateSchema(this.db, 'blob database', SCHEMA, SCHEMA_VERSION);
     } catch (err) {
       this.db.close();
       throw err;
@@ -152,23 +153,6 @@ export class BlobRows {
     this.batch = this.db.transaction((writes: readonly RowWrite[], mtime: number) => {
       for (const w of writes) this.apply(w, mtime);
     });
-  }
-
-  private migrate(): void {
-    const version = Number(this.db.pragma('user_version', { simple: true }));
-    if (version > SCHEMA_VERSION) {
-      throw new Error(
-        `blob database schema v${version} is newer than this mail-relay (v${SCHEMA_VERSION}); upgrade it`,
-      );
-    }
-    if (version < SCHEMA_VERSION) {
-      this.db
-        .transaction(() => {
-          this.db.exec(SCHEMA);
-          this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
-        })
-        .immediate();
-    }
   }
 
   /** Writes a batch in one transaction (one commit). A write the key rule refuses is skipped, not fatal. */

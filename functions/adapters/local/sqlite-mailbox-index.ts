@@ -27,6 +27,7 @@ import type {
   SendState,
   TokenRecord,
 } from '../../ports/mailbox-index.ts';
+import { migrateSchema } from './sqlite-schema.ts';
 
 /** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
 const SCHEMA_VERSION = 2;
@@ -311,7 +312,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.db.pragma('synchronous = FULL');
     this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     try {
-      this.migrate();
+      migrateSchema(this.db, 'mailbox index', SCHEMA, SCHEMA_VERSION);
     } catch (err) {
       this.db.close();
       throw err;
@@ -402,23 +403,6 @@ export class SqliteMailboxIndex implements MailboxIndex {
       if (row !== undefined) this.subtractFromStats.run({ mailbox, bytes: row.size });
       return row;
     });
-  }
-
-  private migrate(): void {
-    const version = Number(this.db.pragma('user_version', { simple: true }));
-    if (version > SCHEMA_VERSION) {
-      throw new Error(
-        `mailbox index schema v${version} is newer than this mail-relay (v${SCHEMA_VERSION}); upgrade it`,
-      );
-    }
-    if (version < SCHEMA_VERSION) {
-      this.db
-        .transaction(() => {
-          this.db.exec(SCHEMA);
-          this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
-        })
-        .immediate();
-    }
   }
 
   deliver(entry: MessageEntry): Promise<{ inserted: boolean }> {
