@@ -8,7 +8,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { BenchChild } from './lib/child.ts';
+import { type BenchChild, startSmtpServerChild } from './lib/child.ts';
 import { generatorChoice, knobs } from './lib/env.ts';
 import { numberField } from './lib/ipc.ts';
 import { MiB } from './lib/proc.ts';
@@ -75,7 +75,7 @@ async function runOnce(
     sink = await startSmtpSink();
     port = sink.port;
   } else {
-    const started = await BenchChild.start('children/smtp-server.ts', {
+    const started = await startSmtpServerChild({
       args: [server.kind, server.greeting],
       env: { BENCH_DATA_DIR: dir },
       nodeFlags:
@@ -165,7 +165,7 @@ async function syscallRun(
 ): Promise<SyscallProfile> {
   const dir = join(ctx.workDir, `strace-${kind}-${Date.now()}`);
   mkdirSync(dir, { recursive: true });
-  const { child, ready } = await BenchChild.start('children/smtp-server.ts', {
+  const { child, ready } = await startSmtpServerChild({
     args: [kind, 'default'],
     env: { BENCH_DATA_DIR: join(dir, 'data') },
   });

@@ -1,9 +1,11 @@
 /**
- * Runs a process under test (a TypeScript file, through tsx) as a child with an IPC channel, so
+ * Runs a process under test (a TypeScript file, through tsx, or its JavaScript build) as a child with an IPC channel, so
  * its memory is its own and can be read from /proc while the harness drives the load.
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildLocal, PROJECT_ROOT, startNodeFlags } from '../../scripts/build-local.mjs';
 import { type IpcMessage, isIpcMessage } from './ipc.ts';
 import { type ProcMemory, procCpuSeconds, procMemory } from './proc.ts';
 
@@ -14,6 +16,8 @@ export interface ChildOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Extra node flags, e.g. `--cpu-prof`. */
   readonly nodeFlags?: readonly string[];
+  /** A JavaScript build of the script to run instead, with plain `node` (no tsx): see `startSmtpServerChild`. */
+  readonly compiled?: string;
   /** How long to wait for `ready`. */
   readonly readyTimeoutMs?: number;
 }
@@ -49,8 +53,11 @@ export class BenchChild {
     script: string,
     options: ChildOptions = {},
   ): Promise<{ child: BenchChild; ready: IpcMessage }> {
-    const proc = fork(`${BENCH_DIR}${script}`, [...(options.args ?? [])], {
-      execArgv: ['--import', 'tsx', ...(options.nodeFlags ?? [])],
+    const proc = fork(options.compiled ?? `${BENCH_DIR}${script}`, [...(options.args ?? [])], {
+      execArgv: [
+        ...(options.compiled === undefined ? ['--import', 'tsx'] : []),
+        ...(options.nodeFlags ?? []),
+      ],
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
@@ -123,4 +130,28 @@ export class BenchChild {
   waitExit(): Promise<number | null> {
     return this.exitPromise;
   }
+}
+
+let smtpServerBuild: Promise<string> | undefined;
+
+/**
+ * Starts `children/smtp-server.ts` the way `npm start` runs the relay: bundled by
+ * scripts/build-local.mjs (no TypeScript loader in the process) and with the Node flags of the
+ * `start` script, so the relay's memory and CPU are what a user's relay has. The references (discard,
+ * fsync) run the same way, so they differ from the relay only in what they do with DATA.
+ */
+export async function startSmtpServerChild(
+  options: ChildOptions,
+): Promise<{ child: BenchChild; ready: IpcMessage }> {
+  smtpServerBuild ??= buildLocal({
+    entry: `${BENCH_DIR}children/smtp-server.ts`,
+    // Inside the project, so the bundle's package imports resolve to node_modules as the relay's do.
+    outdir: join(PROJECT_ROOT, 'dist', 'bench'),
+    name: 'smtp-server',
+  });
+  return BenchChild.start('children/smtp-server.ts', {
+    ...options,
+    compiled: await smtpServerBuild,
+    nodeFlags: [...startNodeFlags(), ...(options.nodeFlags ?? [])],
+  });
 }

@@ -78,10 +78,18 @@ export async function applyReceived(
   deps: RouterDeps,
   notification: SesReceivedNotification,
   raw: Buffer,
-  options: { readonly recovering?: boolean } = {},
+  options: { readonly recovering?: boolean; readonly fresh?: boolean } = {},
 ): Promise<RouteResult> {
-  await deps.blobs.put(notification.receipt.action.objectKey, raw, { contentType: 'message/rfc822' });
-  return processNotification(deps, notification, { raw, rewriteBlobs: options.recovering === true });
+  // Stored while the router parses; the router awaits it before the first delivery copies it.
+  const stored = deps.blobs.put(notification.receipt.action.objectKey, raw, {
+    contentType: 'message/rfc822',
+  });
+  return processNotification(deps, notification, {
+    raw,
+    stored,
+    rewriteBlobs: options.recovering === true,
+    fresh: options.fresh === true,
+  });
 }
 
 export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {
@@ -97,12 +105,14 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
     bucketName: LOCAL_BUCKET,
   });
   const inboundKey = notification.receipt.action.objectKey;
+  // A message id minted here: no mailbox can hold it yet (an id given by the caller may be a retry).
+  const fresh = input.sesMessageId === undefined;
   const { journal } = deps;
-  if (!journal) return { ...(await applyReceived(deps, notification, raw)), inboundKey };
+  if (!journal) return { ...(await applyReceived(deps, notification, raw, { fresh })), inboundKey };
 
   const ticket = await journal.append({ type: 'ingest', notification, raw });
   try {
-    return { ...(await applyReceived(deps, notification, raw)), inboundKey };
+    return { ...(await applyReceived(deps, notification, raw, { fresh })), inboundKey };
   } catch (err) {
     // The client is told to retry (4xx): recovery must not deliver this copy as well.
     await journal.append({ type: 'abort', sesMessageId }).then(

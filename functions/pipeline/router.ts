@@ -89,6 +89,25 @@ export interface ProcessOptions {
    * them (same bytes, idempotent) and the entry itself is left as it is.
    */
   readonly rewriteBlobs?: boolean;
+  /**
+   * Set by the local listener for a notification it built just now around a new SES message id: no
+   * mailbox can hold an entry with its id yet, so the index is not asked before writing.
+   */
+  readonly fresh?: boolean;
+  /**
+   * Writes the caller started (the local `inbound/` copy) that must be stored before any delivery;
+   * awaited together with the notification's own write, while the message is parsed.
+   */
+  readonly stored?: Promise<unknown>;
+}
+
+/**
+ * Awaits every promise, then throws the first rejection: no write is left running (or unobserved)
+ * when the caller moves on to its commit point.
+ */
+export async function allWritten(writes: readonly Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(writes);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
 export async function processNotification(
@@ -97,11 +116,18 @@ export async function processNotification(
   options: ProcessOptions = {},
 ): Promise<RouteResult> {
   const { mail, receipt } = notification;
+  // Stored while the message is parsed; every write is done before the first delivery.
+  const stored: Promise<unknown>[] = options.stored ? [options.stored] : [];
   if (!options.replay) {
-    await deps.blobs.put(notificationKey(mail.messageId), Buffer.from(JSON.stringify(notification)), {
-      contentType: 'application/json',
-    });
+    stored.push(
+      deps.blobs.put(notificationKey(mail.messageId), Buffer.from(JSON.stringify(notification)), {
+        contentType: 'application/json',
+      }),
+    );
   }
+  // Observed at once, so a write failing during the parse is not an unhandled rejection.
+  const storing = allWritten(stored);
+  storing.catch(() => undefined);
   const verdicts = verdictsOf(notification);
   const decisions = route(deps.config, { mailFrom: mail.source, recipients: receipt.recipients }, verdicts);
   const receivedAt = new Date(mail.timestamp);
@@ -121,6 +147,7 @@ export async function processNotification(
   const parsed: ParseResult | null =
     needsParse && raw ? (options.parsed ?? (await deps.parser.parse(raw))) : (options.parsed ?? null);
   const parseFailed = parsed !== null && !parsed.ok;
+  await storing;
 
   const outcomes: Outcome[] = [];
   // The first mailbox's raw copy links `inbound/` and its parts are written from memory; later
@@ -139,6 +166,7 @@ export async function processNotification(
           firstCopy,
           rawSource: receipt.action.objectKey,
           rewriteBlobs: options.rewriteBlobs === true,
+          fresh: options.fresh === true,
           entry: {
             receivedAt: receivedAt.toISOString(),
             verdicts,
@@ -233,37 +261,46 @@ export async function deliverToMailbox(
     rawSource?: string | undefined;
     /** Write the blobs even when the entry exists (see ProcessOptions.rewriteBlobs). */
     rewriteBlobs?: boolean;
+    /** No entry can exist yet (see ProcessOptions.fresh): skip the index read. */
+    fresh?: boolean;
     entry: EntryFields;
   },
 ): Promise<boolean> {
   const { blobs, index } = deps;
   const { mailbox, id, raw, parsed, firstCopy } = args;
   // A retry of an already-committed delivery: nothing to write.
-  if (args.rewriteBlobs !== true && (await index.get(mailbox, id))) return false;
+  if (args.rewriteBlobs !== true && args.fresh !== true && (await index.get(mailbox, id))) return false;
 
   const stored: StoredSummary = parsed.ok
     ? { parseFailed: false, ...parsed.summary }
     : { parseFailed: true, parseError: parsed.error };
+  // Independent writes, issued together: one group commit locally, parallel requests to S3.
+  const writes: Promise<unknown>[] = [];
   if (firstCopy === null) {
-    await copyOrPut(blobs, args.rawSource, mailboxKeys.raw(mailbox, id), raw);
+    writes.push(copyOrPut(blobs, args.rawSource, mailboxKeys.raw(mailbox, id), raw));
     if (parsed.ok) {
       for (const part of parsed.parts)
-        await blobs.put(mailboxKeys.part(mailbox, id, part.partId), part.content);
+        writes.push(blobs.put(mailboxKeys.part(mailbox, id, part.partId), part.content));
     }
   } else {
-    await blobs.copy(mailboxKeys.raw(firstCopy, id), mailboxKeys.raw(mailbox, id));
+    writes.push(blobs.copy(mailboxKeys.raw(firstCopy, id), mailboxKeys.raw(mailbox, id)));
     if (parsed.ok) {
       for (const part of parsed.parts) {
-        await blobs.copy(
-          mailboxKeys.part(firstCopy, id, part.partId),
-          mailboxKeys.part(mailbox, id, part.partId),
+        writes.push(
+          blobs.copy(
+            mailboxKeys.part(firstCopy, id, part.partId),
+            mailboxKeys.part(mailbox, id, part.partId),
+          ),
         );
       }
     }
   }
-  await blobs.put(mailboxKeys.summary(mailbox, id), Buffer.from(JSON.stringify(stored)), {
-    contentType: 'application/json',
-  });
+  writes.push(
+    blobs.put(mailboxKeys.summary(mailbox, id), Buffer.from(JSON.stringify(stored)), {
+      contentType: 'application/json',
+    }),
+  );
+  await allWritten(writes);
 
   const summary = parsed.ok ? parsed.summary : null;
   const entry: MessageEntry = {

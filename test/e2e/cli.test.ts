@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
+import { buildLocal, startNodeFlags } from '../../scripts/build-local.mjs';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
@@ -155,54 +156,102 @@ describe('mail-relay import', () => {
   });
 });
 
+/** Starts `dev` with `argv` (after `node`) and waits until it listens for SMTP. */
+async function startDev(argv: readonly string[], dataDir: string) {
+  const port = await freePort();
+  const child = spawn(process.execPath, [...argv], {
+    env: env({
+      MAIL_RELAY_DATA_DIR: dataDir,
+      MAIL_RELAY_SMTP_PORT: String(port),
+      MAIL_RELAY_API_PORT: String(await freePort()),
+    }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  while (!out.includes(`127.0.0.1:${port}`)) {
+    if (child.exitCode !== null) throw new Error(`dev exited: ${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, port, output: () => out };
+}
+
+async function sendOne(port: number, subject: string): Promise<void> {
+  const send = await python(
+    `import smtplib,sys\nwith smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s: s.sendmail('a@remote.test', ['bob@example.test'], ('Subject: ' + sys.argv[2] + '\\r\\n\\r\\nhello\\r\\n').encode())`,
+    [String(port), subject],
+  );
+  assert.equal(send.code, 0, send.stderr);
+}
+
+async function subjectsIn(dataDir: string): Promise<string[]> {
+  const runtime = createLocalRuntime({
+    config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
+    dataDir,
+  });
+  try {
+    return (await listAll(runtime.index, 'bob@example.test')).map((e) => e.subject);
+  } finally {
+    await runtime.close();
+  }
+}
+
+describe('npm start', () => {
+  it('builds the relay to JavaScript and runs it with its Node flags: SMTP in, mail stored', async () => {
+    // Where `npm start` puts it is dist/local; a directory of our own keeps a running relay's untouched.
+    const outdir = join(PROJECT_ROOT, 'dist', `test-${process.pid}`);
+    try {
+      const bundle = await buildLocal({ outdir });
+      const flags = startNodeFlags();
+      assert.ok(flags.length > 0, 'npm start sets the local server process settings (docs/adr/0014)');
+      const dataDir = join(work, 'start-data');
+      const relay = await startDev([...flags, bundle, 'dev'], dataDir);
+      try {
+        await sendOne(relay.port, 'built');
+      } finally {
+        relay.child.kill('SIGTERM');
+      }
+      const [code] = await once(relay.child, 'exit');
+      assert.equal(code, 0, relay.output());
+      // A process without tsx: a TypeScript file reaching node unbundled would have failed to load.
+      assert.doesNotMatch(relay.output(), /ERR_UNKNOWN_FILE_EXTENSION|Cannot find module/);
+      assert.deepEqual(await subjectsIn(dataDir), ['built']);
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a start script it cannot read the flags from', () => {
+    const path = join(work, 'package.json');
+    writeFileSync(path, JSON.stringify({ scripts: { start: 'node --import tsx bin/cli.ts dev' } }));
+    assert.throws(() => startNodeFlags(path), /expected "node scripts\/build-local\.mjs && node \[flags\]/);
+    writeFileSync(
+      path,
+      JSON.stringify({
+        scripts: { start: 'node scripts/build-local.mjs && node --a=1 --b dist/local/cli.mjs dev' },
+      }),
+    );
+    assert.deepEqual(startNodeFlags(path), ['--a=1', '--b']);
+  });
+});
+
 describe('mail-relay dev', () => {
   it('receives over SMTP, stops on SIGTERM, and has the mail after a restart', async () => {
     const dataDir = join(work, 'dev-data');
-    const start = async () => {
-      const port = await freePort();
-      const child = spawn(process.execPath, [BIN, 'dev'], {
-        env: env({
-          MAIL_RELAY_DATA_DIR: dataDir,
-          MAIL_RELAY_SMTP_PORT: String(port),
-          MAIL_RELAY_API_PORT: String(await freePort()),
-        }),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      child.stdout.on('data', (c: Buffer) => {
-        out += c.toString();
-      });
-      child.stderr.on('data', (c: Buffer) => {
-        out += c.toString();
-      });
-      while (!out.includes(`127.0.0.1:${port}`)) {
-        if (child.exitCode !== null) throw new Error(`dev exited: ${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      return { child, port, output: () => out };
-    };
-    const first = await start();
-    const send = await python(
-      `import smtplib,sys\nwith smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s: s.sendmail('a@remote.test', ['bob@example.test'], b'Subject: dev\\r\\n\\r\\nhello\\r\\n')`,
-      [String(first.port)],
-    );
-    assert.equal(send.code, 0, send.stderr);
+    const first = await startDev([BIN, 'dev'], dataDir);
+    await sendOne(first.port, 'dev');
     first.child.kill('SIGTERM');
     const [code] = await once(first.child, 'exit');
     assert.equal(code, 0, first.output());
 
-    const second = await start();
+    const second = await startDev([BIN, 'dev'], dataDir);
     try {
-      const runtime = createLocalRuntime({
-        config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
-        dataDir,
-      });
-      try {
-        const [entry] = await listAll(runtime.index, 'bob@example.test');
-        assert.equal(entry?.subject, 'dev');
-      } finally {
-        await runtime.close();
-      }
+      assert.deepEqual(await subjectsIn(dataDir), ['dev']);
     } finally {
       second.child.kill('SIGTERM');
       await once(second.child, 'exit');

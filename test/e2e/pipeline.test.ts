@@ -139,6 +139,47 @@ describe('router with the local adapters', () => {
     assert.ok(summary.parseFailed && summary.parseError.length > 0);
   });
 
+  it('commits no entry when one of the concurrent blob writes of a delivery fails; a retry delivers once', async () => {
+    // The summary's write fails at once, while the part's (issued with it) is still under way.
+    const written: string[] = [];
+    const failing = Object.create(runtime.blobs) as typeof runtime.blobs;
+    failing.put = async (key, body, options) => {
+      if (key.endsWith('/summary.json')) throw new Error('disk full');
+      if (key.includes('/parts/')) await new Promise((r) => setTimeout(r, 50));
+      await runtime.blobs.put(key, body, options);
+      written.push(key);
+    };
+    const raw = await buildMessageWithAttachment({ subject: 'half', attachmentBytes: pdfLikeBytes(2000) });
+    const notification = buildNotification({
+      sesMessageId: 'halfwrite00000000000000000000000000000000',
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['carol@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    const before = (await listAll(runtime.index, 'carol@example.test')).length;
+    await assert.rejects(
+      processNotification({ ...runtime, blobs: failing }, notification, { raw }),
+      /disk full/,
+    );
+    // Every write issued with the failing one had finished when the router gave up; no entry.
+    assert.ok(
+      written.some((k) => k.includes('/parts/')),
+      written.join(', '),
+    );
+    assert.equal((await listAll(runtime.index, 'carol@example.test')).length, before);
+
+    const retry = await processNotification(runtime, notification, { raw });
+    assert.deepEqual(
+      retry.outcomes.map((o) => o.status),
+      ['delivered'],
+    );
+    const entries = await listAll(runtime.index, 'carol@example.test');
+    assert.equal(entries.length, before + 1);
+    assert.equal(entries.find((e) => e.id === retry.id)?.subject, 'half');
+  });
+
   it('refuses, for a retry, a notification whose raw message is not stored', async () => {
     const n = buildNotification({
       sesMessageId: 'missing0000000000000000000000000000000000',
