@@ -78,17 +78,19 @@ export async function applyReceived(
   deps: RouterDeps,
   notification: SesReceivedNotification,
   raw: Buffer,
-  options: { readonly recovering?: boolean; readonly fresh?: boolean } = {},
+  options: {
+    readonly recovering?: boolean;
+    readonly fresh?: boolean;
+    /** The journal append of this message: routing commits nothing before it resolves. */
+    readonly durable?: Promise<unknown>;
+  } = {},
 ): Promise<RouteResult> {
-  // Stored while the router parses; the router awaits it before the first delivery copies it.
-  const stored = deps.blobs.put(notification.receipt.action.objectKey, raw, {
-    contentType: 'message/rfc822',
-  });
   return processNotification(deps, notification, {
     raw,
-    stored,
+    storeRaw: true,
     rewriteBlobs: options.recovering === true,
     fresh: options.fresh === true,
+    durable: options.durable,
   });
 }
 
@@ -110,17 +112,26 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
   const { journal } = deps;
   if (!journal) return { ...(await applyReceived(deps, notification, raw, { fresh })), inboundKey };
 
-  const ticket = await journal.append({ type: 'ingest', notification, raw });
+  // The router parses while the record is synced, and commits nothing before it is durable.
+  const appended = journal.append({ type: 'ingest', notification, raw });
+  appended.catch(() => undefined);
   try {
-    return { ...(await applyReceived(deps, notification, raw, { fresh })), inboundKey };
+    return { ...(await applyReceived(deps, notification, raw, { fresh, durable: appended })), inboundKey };
   } catch (err) {
-    // The client is told to retry (4xx): recovery must not deliver this copy as well.
-    await journal.append({ type: 'abort', sesMessageId }).then(
-      (t) => journal.settle(t),
-      () => undefined,
-    );
+    // The client is told to retry (4xx): recovery must not deliver this copy as well (if the
+    // record was written at all: a failed append is the error itself).
+    if ((await appended.catch(() => null)) !== null) {
+      await journal.append({ type: 'abort', sesMessageId }).then(
+        (t) => journal.settle(t),
+        () => undefined,
+      );
+    }
     throw err;
   } finally {
-    journal.settle(ticket);
+    // Settled after the abort (if any) is durable, so a checkpoint cannot drop the record first.
+    await appended.then(
+      (ticket) => journal.settle(ticket),
+      () => undefined,
+    );
   }
 }

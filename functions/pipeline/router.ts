@@ -95,10 +95,17 @@ export interface ProcessOptions {
    */
   readonly fresh?: boolean;
   /**
-   * Writes the caller started (the local `inbound/` copy) that must be stored before any delivery;
-   * awaited together with the notification's own write, while the message is parsed.
+   * Set by the local listener, which has the raw bytes and plays SES's part: store them at the
+   * notification's object key too, with the router's own writes (one group commit locally).
    */
-  readonly stored?: Promise<unknown>;
+  readonly storeRaw?: boolean;
+  /**
+   * Set by the local listener: resolves once its journal record of this message is durable. The
+   * router parses meanwhile, but stores the notification and carries out no decision (no mailbox
+   * entry, no forward) before it, so nothing that names the message exists unless it can be
+   * recovered; if it rejects, the router stops with its error.
+   */
+  readonly durable?: Promise<unknown>;
 }
 
 /**
@@ -116,18 +123,8 @@ export async function processNotification(
   options: ProcessOptions = {},
 ): Promise<RouteResult> {
   const { mail, receipt } = notification;
-  // Stored while the message is parsed; every write is done before the first delivery.
-  const stored: Promise<unknown>[] = options.stored ? [options.stored] : [];
-  if (!options.replay) {
-    stored.push(
-      deps.blobs.put(notificationKey(mail.messageId), Buffer.from(JSON.stringify(notification)), {
-        contentType: 'application/json',
-      }),
-    );
-  }
-  // Observed at once, so a write failing during the parse is not an unhandled rejection.
-  const storing = allWritten(stored);
-  storing.catch(() => undefined);
+  // Awaited after the parse; observed now, so a failure meanwhile is not an unhandled rejection.
+  options.durable?.catch(() => undefined);
   const verdicts = verdictsOf(notification);
   const decisions = route(deps.config, { mailFrom: mail.source, recipients: receipt.recipients }, verdicts);
   const receivedAt = new Date(mail.timestamp);
@@ -147,7 +144,24 @@ export async function processNotification(
   const parsed: ParseResult | null =
     needsParse && raw ? (options.parsed ?? (await deps.parser.parse(raw))) : (options.parsed ?? null);
   const parseFailed = parsed !== null && !parsed.ok;
-  await storing;
+  if (options.durable !== undefined) await options.durable;
+  // Issued together with the first delivery's writes (none of them awaits another), so a message
+  // costs one group commit locally and one round of parallel requests to S3; every one of them is
+  // done before the first index entry, and before any forward.
+  const received: Promise<unknown>[] = [];
+  if (options.storeRaw === true && raw !== null) {
+    received.push(deps.blobs.put(receipt.action.objectKey, raw, { contentType: 'message/rfc822' }));
+  }
+  if (!options.replay) {
+    received.push(
+      deps.blobs.put(notificationKey(mail.messageId), Buffer.from(JSON.stringify(notification)), {
+        contentType: 'application/json',
+      }),
+    );
+  }
+  const stored = allWritten(received);
+  // Observed at once: a failure is thrown by whichever await below comes first, never unhandled.
+  stored.catch(() => undefined);
 
   const outcomes: Outcome[] = [];
   // The first mailbox's raw copy links `inbound/` and its parts are written from memory; later
@@ -167,6 +181,7 @@ export async function processNotification(
           rawSource: receipt.action.objectKey,
           rewriteBlobs: options.rewriteBlobs === true,
           fresh: options.fresh === true,
+          stored,
           entry: {
             receivedAt: receivedAt.toISOString(),
             verdicts,
@@ -186,6 +201,7 @@ export async function processNotification(
       }
       case 'forward': {
         if (!raw) throw new Error('unreachable: forward without raw bytes');
+        await stored;
         const forwarded = await forwardMessage(deps, {
           recipient: decision.recipient,
           destination: normalizeAddress(decision.to),
@@ -210,6 +226,7 @@ export async function processNotification(
         break;
     }
   }
+  await stored;
   return { sesMessageId: mail.messageId, id, size, parseFailed, outcomes };
 }
 
@@ -263,19 +280,26 @@ export async function deliverToMailbox(
     rewriteBlobs?: boolean;
     /** No entry can exist yet (see ProcessOptions.fresh): skip the index read. */
     fresh?: boolean;
+    /** The caller's writes of this message in flight, to finish before the entry is committed. */
+    stored?: Promise<unknown>;
     entry: EntryFields;
   },
 ): Promise<boolean> {
   const { blobs, index } = deps;
   const { mailbox, id, raw, parsed, firstCopy } = args;
   // A retry of an already-committed delivery: nothing to write.
-  if (args.rewriteBlobs !== true && args.fresh !== true && (await index.get(mailbox, id))) return false;
+  if (args.rewriteBlobs !== true && args.fresh !== true && (await index.get(mailbox, id))) {
+    await args.stored;
+    return false;
+  }
 
   const stored: StoredSummary = parsed.ok
     ? { parseFailed: false, ...parsed.summary }
     : { parseFailed: true, parseError: parsed.error };
-  // Independent writes, issued together: one group commit locally, parallel requests to S3.
-  const writes: Promise<unknown>[] = [];
+  // Independent writes, issued together: one group commit locally, parallel requests to S3. (The
+  // raw copy from `rawSource` may be issued while the caller's put of it is in flight: the ports
+  // apply a copy after a put of its source issued before it, see BlobStore.copy.)
+  const writes: Promise<unknown>[] = args.stored === undefined ? [] : [args.stored];
   if (firstCopy === null) {
     writes.push(copyOrPut(blobs, args.rawSource, mailboxKeys.raw(mailbox, id), raw));
     if (parsed.ok) {

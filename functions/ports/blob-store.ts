@@ -34,7 +34,11 @@ export interface BlobStore {
   /** A stream of the blob (or of bytes `start`..`end` inclusive), or null when it does not exist. */
   getStream(key: string, range?: { start: number; end?: number }): Promise<Readable | null>;
   head(key: string): Promise<BlobInfo | null>;
-  /** Server-side copy (S3 CopyObject; a hard link locally). Durable on return, as `put`. */
+  /**
+   * Server-side copy (S3 CopyObject; a row copy or a hard link locally). Durable on return, as `put`.
+   * Throws NotFoundError when the source does not exist. The local store also copies the result of
+   * a `put` of the source that was called before and is still in flight (S3 may not see it yet).
+   */
   copy(fromKey: string, toKey: string): Promise<void>;
   /** Deletes one blob; deleting a missing key is not an error. */
   delete(key: string): Promise<void>;

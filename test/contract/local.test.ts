@@ -19,7 +19,7 @@ import {
   verifyPresignedBlobRequest,
 } from '../../functions/adapters/local/fs-blob-store.ts';
 import { SqliteMailboxIndex } from '../../functions/adapters/local/sqlite-mailbox-index.ts';
-import { ValidationError } from '../../functions/core/errors.ts';
+import { NotFoundError, ValidationError } from '../../functions/core/errors.ts';
 import type { BlobInfo } from '../../functions/ports/blob-store.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 import type { PresignedResponse } from './blob-store.contract.ts';
@@ -528,6 +528,40 @@ describe('FsBlobStore: small blobs as SQLite rows', () => {
     } finally {
       await other.close();
     }
+  });
+
+  it('a copy called right after a put of its source, before the put resolved, copies what the put writes', async () => {
+    // What the router does with a message: put inbound/, then copy it to the mailbox, in one go.
+    const small = Buffer.from('a row');
+    const big = Buffer.alloc(DEFAULT_SMALL_BLOB_MAX_BYTES + 1, 7);
+    const streamed = 'a streamed file';
+    const puts = [
+      store.put('src/row', small),
+      store.put('src/file', big),
+      store.put('src/stream', fileBody(streamed)),
+    ];
+    const copies = [
+      store.copy('src/row', 'dst/row'),
+      store.copy('src/file', 'dst/file'),
+      store.copy('src/stream', 'dst/stream'),
+    ];
+    await Promise.all([...puts, ...copies]);
+    assert.deepEqual(await store.get('dst/row'), small);
+    assert.deepEqual(await store.get('dst/file'), big);
+    assert.equal((await store.get('dst/stream'))?.toString(), streamed);
+    // A copy of a source whose put failed finds no source.
+    const failed = store.put(
+      'src/broken',
+      Readable.from(
+        (async function* () {
+          yield Buffer.from('x');
+          throw new Error('reset');
+        })(),
+      ),
+    );
+    const copy = store.copy('src/broken', 'dst/broken');
+    await assert.rejects(failed, /reset/);
+    await assert.rejects(copy, NotFoundError);
   });
 
   it('several stores over one root, in this process and another, write and read each other’s blobs', async () => {

@@ -16,7 +16,11 @@ import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { ingest, LOCAL_BUCKET } from '../../functions/local/ingest.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
-import { MissingRawMessageError, processNotification } from '../../functions/pipeline/router.ts';
+import {
+  MissingRawMessageError,
+  notificationKey,
+  processNotification,
+} from '../../functions/pipeline/router.ts';
 import { buildMessageWithAttachment, pdfLikeBytes } from '../fixtures/build.ts';
 import { listAll } from '../helpers/relay.ts';
 
@@ -178,6 +182,65 @@ describe('router with the local adapters', () => {
     const entries = await listAll(runtime.index, 'carol@example.test');
     assert.equal(entries.length, before + 1);
     assert.equal(entries.find((e) => e.id === retry.id)?.subject, 'half');
+  });
+
+  it('parses before the caller says the message is durable, but stores and delivers nothing until then', async () => {
+    const raw = Buffer.from('Subject: gated\r\n\r\nwaiting for the journal\r\n');
+    const gated = (sesMessageId: string) =>
+      buildNotification({
+        sesMessageId,
+        receivedAt: new Date(),
+        mailFrom: 'x@remote.test',
+        recipients: ['carol@example.test'],
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: LOCAL_BUCKET,
+      });
+    let parsed = 0;
+    const counting = {
+      ...runtime,
+      parser: {
+        parse: (b: Buffer) => {
+          parsed += 1;
+          return runtime.parser.parse(b);
+        },
+      },
+    };
+    const named = async (n: ReturnType<typeof gated>) => ({
+      inbound: await runtime.blobs.head(n.receipt.action.objectKey),
+      notification: await runtime.blobs.head(notificationKey(n.mail.messageId)),
+      entries: (await listAll(runtime.index, 'carol@example.test')).filter(
+        (e) => e.sesMessageId === n.mail.messageId,
+      ).length,
+    });
+
+    const ok = gated('gatedok000000000000000000000000000000000');
+    let durable: () => void = () => undefined;
+    const routing = processNotification(counting, ok, {
+      raw,
+      storeRaw: true,
+      durable: new Promise<void>((resolve) => {
+        durable = resolve;
+      }),
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(parsed, 1);
+    assert.deepEqual(await named(ok), { inbound: null, notification: null, entries: 0 });
+    durable();
+    assert.deepEqual(
+      (await routing).outcomes.map((o) => o.status),
+      ['delivered'],
+    );
+    const after = await named(ok);
+    assert.ok(after.inbound !== null && after.notification !== null);
+    assert.equal(after.entries, 1);
+
+    // The record could not be written: the router stops with that error and leaves nothing behind.
+    const lost = gated('gatedlost00000000000000000000000000000000');
+    await assert.rejects(
+      processNotification(runtime, lost, { raw, storeRaw: true, durable: Promise.reject(new Error('EIO')) }),
+      /EIO/,
+    );
+    assert.deepEqual(await named(lost), { inbound: null, notification: null, entries: 0 });
   });
 
   it('refuses, for a retry, a notification whose raw message is not stored', async () => {

@@ -5,7 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { messageIdFor, newSesMessageId, sesMessageIdFromContent, timeOfId, ULID_RE } from '../../functions/core/ids.ts';
+import {
+  messageIdFor,
+  newSesMessageId,
+  sesMessageIdFromContent,
+  timeOfId,
+  ULID_RE,
+} from '../../functions/core/ids.ts';
 
 describe('message ids', () => {
   it('derives the same ULID as every earlier version (time part and digest part)', () => {

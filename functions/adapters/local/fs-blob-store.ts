@@ -381,6 +381,8 @@ export class FsBlobStore implements BlobStore {
   /** Opened on first use: a store that only presigns (or is never used) creates no database. */
   private database: BlobRows | undefined;
   private closed = false;
+  /** File puts in progress, by key, so that a copy issued right after one copies its result. */
+  private readonly fileWrites = new Map<string, Promise<void>>();
   /** Row writes waiting for the group commit (see `enqueue`). */
   private queue: QueuedRowWrite[] = [];
   private flushScheduled = false;
@@ -579,7 +581,13 @@ export class FsBlobStore implements BlobStore {
       return;
     }
     const replaced = this.beforeFileWrite(key);
-    await this.putFile(key, body);
+    const writing = this.putFile(key, body);
+    this.fileWrites.set(key, writing);
+    try {
+      await writing;
+    } finally {
+      if (this.fileWrites.get(key) === writing) this.fileWrites.delete(key);
+    }
     this.afterFileWrite(key, replaced);
   }
 
@@ -807,6 +815,10 @@ export class FsBlobStore implements BlobStore {
   async copy(fromKey: string, toKey: string): Promise<void> {
     assertKey(fromKey);
     assertKey(toKey);
+    // A put of the source issued just before and still being written as a file: copy what it writes
+    // (a put and a copy of a row need no wait: queued row writes are committed in call order).
+    const sourceWrite = this.fileWrites.get(fromKey);
+    if (sourceWrite !== undefined) await sourceWrite.catch(noop);
     if (await this.enqueue({ key: toKey, from: fromKey })) return;
     const replaced = this.beforeFileWrite(toKey);
     try {
