@@ -2,6 +2,7 @@
  * Our own types for a parsed message. Produced once at delivery by the MailParser port and
  * stored beside the raw message, so no later read re-parses it. No mailparser type leaks here.
  */
+import { Readable } from 'node:stream';
 import * as z from 'zod';
 
 export const addressEntrySchema = z.object({
@@ -43,10 +44,25 @@ export const parsedSummarySchema = z.object({
 });
 export type ParsedSummary = z.infer<typeof parsedSummarySchema>;
 
-/** A decoded part to be stored under its partId. */
+/**
+ * A decoded part to be stored under its partId: one Buffer, or (a large part) the chunks it was
+ * decoded in, in order, never joined (see `partBody`).
+ */
 export interface DecodedPart {
   readonly partId: string;
-  readonly content: Buffer;
+  readonly content: Buffer | readonly Buffer[];
+}
+
+/** What to hand the blob store for a part: its Buffer, or a byte stream of its chunks. */
+export function partBody(part: DecodedPart): Buffer | Readable {
+  const { content } = part;
+  return Buffer.isBuffer(content) ? content : Readable.from(content, { objectMode: false });
+}
+
+/** A part's bytes as one Buffer (joins a chunked part: for tests and small parts). */
+export function partBytes(part: DecodedPart): Buffer {
+  const { content } = part;
+  return Buffer.isBuffer(content) ? content : Buffer.concat(content);
 }
 
 export type ParseResult =

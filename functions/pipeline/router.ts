@@ -11,7 +11,7 @@ import { type Config, normalizeAddress, type VerdictName } from '../core/config.
 import { MailRelayError, NotFoundError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
-import { type ParseResult, snippetOf } from '../core/message.ts';
+import { type ParseResult, partBody, snippetOf } from '../core/message.ts';
 import { type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
 import { type Decision, route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
@@ -304,7 +304,7 @@ export async function deliverToMailbox(
     writes.push(copyOrPut(blobs, args.rawSource, mailboxKeys.raw(mailbox, id), raw));
     if (parsed.ok) {
       for (const part of parsed.parts)
-        writes.push(blobs.put(mailboxKeys.part(mailbox, id, part.partId), part.content));
+        writes.push(blobs.put(mailboxKeys.part(mailbox, id, part.partId), partBody(part)));
     }
   } else {
     writes.push(blobs.copy(mailboxKeys.raw(firstCopy, id), mailboxKeys.raw(mailbox, id)));

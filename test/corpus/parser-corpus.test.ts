@@ -10,7 +10,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
 import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
-import { parsedSummarySchema } from '../../functions/core/message.ts';
+import { parsedSummarySchema, partBytes } from '../../functions/core/message.ts';
 import { corpusDir, corpusFiles, requireOrAnnounce } from '../helpers/env.ts';
 
 /** Files in the corpus that describe it rather than being messages (walk fallback only). */
@@ -99,7 +99,10 @@ if (requireOrAnnounce(dir !== null, 'corpus parser suite', 'needs ../shared/corp
           const part = result.parts.find((p) => p.partId === attachment.partId);
           if (part === undefined) {
             problems.push(`${file.file}: no part for attachment ${attachment.partId}`);
-          } else if (part.content.length !== attachment.size || sha256(part.content) !== attachment.sha256) {
+          } else if (
+            partBytes(part).length !== attachment.size ||
+            sha256(partBytes(part)) !== attachment.sha256
+          ) {
             problems.push(`${file.file}: part ${attachment.partId} does not match its size/sha256`);
           }
         }

@@ -5,15 +5,17 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import {
   formatAddressList,
+  JOINED_PART_MAX_BYTES,
   MAX_HEADER_BYTES,
   MAX_MIME_PARTS,
   MailparserAdapter,
 } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
 import type { DecodedPart, ParsedSummary } from '../../functions/core/message.ts';
-import { parsedSummarySchema } from '../../functions/core/message.ts';
+import { parsedSummarySchema, partBody, partBytes } from '../../functions/core/message.ts';
 import {
   buildMessageOfSize,
   buildMessageWithAttachment,
@@ -54,7 +56,7 @@ function parseFixture(name: string): Promise<Parsed> {
 function partContent(parsed: Parsed, partId: string): Buffer {
   const part = parsed.parts.find((p) => p.partId === partId);
   if (part === undefined) return assert.fail(`no part ${partId}`);
-  return part.content;
+  return partBytes(part);
 }
 
 function headerValue(summary: ParsedSummary, name: string): string | undefined {
@@ -71,8 +73,8 @@ describe('MailparserAdapter on every fixture', () => {
         const part = parts[index];
         assert.ok(part, `part ${attachment.partId}`);
         assert.equal(part.partId, attachment.partId);
-        assert.equal(attachment.size, part.content.length);
-        assert.equal(attachment.sha256, sha256(part.content));
+        assert.equal(attachment.size, partBytes(part).length);
+        assert.equal(attachment.sha256, sha256(partBytes(part)));
         assert.match(attachment.sha256, /^[0-9a-f]{64}$/);
       });
     });
@@ -250,6 +252,30 @@ describe('attachments and parts', () => {
     assert.ok(partContent(parsed, '1').equals(expectedPdf));
     assert.equal(partContent(parsed, '2').toString('latin1'), 'region,total\r\nnorth,12\r\nsouth,30\r\n');
     assert.equal(parsed.summary.text, 'The report and the raw data are attached.\n');
+  });
+
+  it('hands a small part over as one Buffer and a large one as its decoded chunks, never joined', async () => {
+    const big = pdfLikeBytes(JOINED_PART_MAX_BYTES * 3, 7);
+    const raw = await buildMessageWithAttachment({ subject: 'chunks', attachmentBytes: big });
+    const result = await new MailparserAdapter().parse(raw);
+    assert.ok(result.ok);
+    const [part] = result.parts;
+    assert.ok(part !== undefined && !Buffer.isBuffer(part.content), 'a large part stays in chunks');
+    assert.ok(part.content.length > 1);
+    assert.ok(partBytes(part).equals(big));
+    assert.deepEqual(
+      [result.summary.attachments[0]?.size, result.summary.attachments[0]?.sha256],
+      [big.length, sha256(big)],
+    );
+    // What the router stores: a byte stream of exactly those bytes.
+    const body = partBody(part);
+    assert.ok(body instanceof Readable);
+    const streamed: Buffer[] = [];
+    for await (const chunk of body) streamed.push(chunk as Buffer);
+    assert.ok(Buffer.concat(streamed).equals(big));
+
+    const small = (await parseFixture('mixed-attachment.eml')).parts[0];
+    assert.ok(small !== undefined && Buffer.isBuffer(small.content) && partBody(small) === small.content);
   });
 
   it('keeps an inline image as a part with its Content-ID and leaves cid: links in the html', async () => {

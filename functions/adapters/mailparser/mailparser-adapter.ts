@@ -1,11 +1,19 @@
 /**
- * MailParser adapter over mailparser's simpleParser. Everything mailparser returns is mapped to
- * our own types here, so no mailparser type reaches the core.
+ * MailParser adapter over mailparser's streaming `MailParser`. Everything mailparser returns is
+ * mapped to our own types here, so no mailparser type reaches the core.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { AddressObject, EmailAddress, HeaderLines, ParsedMail, SimpleParserOptions } from 'mailparser';
-import { simpleParser } from 'mailparser';
+import type {
+  AddressObject,
+  AttachmentCommon,
+  AttachmentStream,
+  EmailAddress,
+  HeaderLines,
+  MailParserOptions,
+  MessageText,
+} from 'mailparser';
+import { MailParser as StreamingParser } from 'mailparser';
 import { detectMimeType } from 'nodemailer/lib/mime-funcs';
 import type {
   AddressEntry,
@@ -66,6 +74,108 @@ export interface MailparserAdapterOptions {
  */
 const PARSE_CHUNK_BYTES = 64 * 1024;
 
+/**
+ * Decoded parts up to this size are handed over as one Buffer (a blob row locally); larger ones as
+ * the chunks mailparser decoded them in, never joined: joining a 29 MB attachment would hold it
+ * twice at the peak, and the blob store writes the chunks as a stream anyway.
+ */
+export const JOINED_PART_MAX_BYTES = 1024 * 1024;
+
+/** What mailparser gave for a message, attachments' contents as decoded chunks. */
+interface Collected {
+  headerLines: HeaderLines;
+  subject: string | undefined;
+  messageId: string | undefined;
+  from: AddressObject | undefined;
+  to: AddressObject | AddressObject[] | undefined;
+  cc: AddressObject | AddressObject[] | undefined;
+  replyTo: AddressObject | undefined;
+  text: string | undefined;
+  html: string | false | undefined;
+  attachments: { meta: AttachmentCommon; chunks: Buffer[]; size: number }[];
+}
+
+/**
+ * mailparser's `simpleParser`, less what we do not use (cid: images inlined into the HTML), and
+ * keeping each attachment as its chunks instead of one concatenated Buffer.
+ */
+function collect(input: Readable, options: MailParserOptions): Promise<Collected> {
+  return new Promise((resolve, reject) => {
+    const parser = new StreamingParser(options);
+    const mail: Collected = {
+      headerLines: [],
+      subject: undefined,
+      messageId: undefined,
+      from: undefined,
+      to: undefined,
+      cc: undefined,
+      replyTo: undefined,
+      text: undefined,
+      html: undefined,
+      attachments: [],
+    };
+    // mailparser may emit a non-fatal 'error' and still reach 'end': the first outcome wins.
+    let settled = false;
+    const fail = (err: unknown) => {
+      if (settled) return;
+      settled = true;
+      parser.destroy();
+      reject(err);
+    };
+    parser.on('error', fail);
+    parser.on('headers', () => {
+      mail.headerLines = parser.headerLines === false ? [] : parser.headerLines;
+    });
+    let reading = false;
+    const read = (): void => {
+      reading = true;
+      const data = parser.read() as MessageText | AttachmentStream | null;
+      if (data === null) {
+        reading = false;
+        return;
+      }
+      if (data.type === 'text') {
+        mail.text = typeof data.text === 'string' ? data.text : undefined;
+        mail.html = data.html;
+        read();
+        return;
+      }
+      const { content, release, ...meta } = data;
+      const attachment = { meta, chunks: [] as Buffer[], size: 0 };
+      mail.attachments.push(attachment);
+      content.on('readable', () => {
+        for (let chunk = content.read() as Buffer | null; chunk !== null; chunk = content.read()) {
+          attachment.chunks.push(chunk);
+          attachment.size += chunk.length;
+        }
+      });
+      content.on('end', () => {
+        release?.();
+        read();
+      });
+    };
+    parser.on('readable', () => {
+      if (!reading) read();
+    });
+    parser.on('end', () => {
+      if (settled) return;
+      settled = true;
+      mail.subject = parser.subject;
+      mail.messageId = parser.messageId;
+      mail.from = parser.from;
+      mail.to = parser.to;
+      mail.cc = parser.cc;
+      mail.replyTo = parser.replyTo;
+      resolve(mail);
+    });
+    input.once('error', (err) => {
+      input.destroy();
+      fail(err);
+    });
+    input.pipe(parser);
+  });
+}
+
 /** A stream of views of `raw` (no copies), `PARSE_CHUNK_BYTES` at a time. */
 function inChunks(raw: Buffer): Readable {
   let at = 0;
@@ -84,7 +194,7 @@ function inChunks(raw: Buffer): Readable {
 /** Parses raw MIME with mailparser. Never throws: failures come back as `{ok: false, error}`. */
 export class MailparserAdapter implements MailParser {
   private readonly timeoutMs: number;
-  private readonly parserOptions: SimpleParserOptions;
+  private readonly parserOptions: MailParserOptions;
 
   constructor(options: MailparserAdapterOptions = {}) {
     const timeoutMs = options.timeoutMs ?? DEFAULT_PARSE_TIMEOUT_MS;
@@ -101,9 +211,9 @@ export class MailparserAdapter implements MailParser {
     this.parserOptions = {
       maxHtmlLengthToParse: maxHtml,
       // We store and serve the message's own HTML: no generated HTML from text, no inlined
-      // data: URLs for cid: images (the client fetches those parts by partId), no linkifying.
+      // data: URLs for cid: images (the client fetches those parts by partId; `collect` never
+      // inlines them), no linkifying.
       skipImageLinks: true,
-      keepCidLinks: true,
       skipTextToHtml: true,
       skipTextLinks: true,
       // We hash the decoded bytes ourselves (sha256); mailparser's default md5 pass would be
@@ -126,7 +236,7 @@ export class MailparserAdapter implements MailParser {
         timer.unref();
       });
       const parsed = await Promise.race([
-        simpleParser(inChunks(normalizeCrOnly(raw)), this.parserOptions),
+        collect(inChunks(normalizeCrOnly(raw)), this.parserOptions),
         timeout,
       ]);
       return toParseResult(parsed);
@@ -162,8 +272,8 @@ function normalizeCrOnly(raw: Buffer): Buffer {
   return Buffer.from(raw.toString('latin1').replace(/\r/g, '\r\n'), 'latin1');
 }
 
-function toParseResult(parsed: ParsedMail): ParseResult {
-  const headerLines: HeaderLines = parsed.headerLines ?? [];
+function toParseResult(parsed: Collected): ParseResult {
+  const headerLines: HeaderLines = parsed.headerLines;
   const headers = headerLines
     .map((line) => toHeaderEntry(line.line))
     // An empty input yields one empty "line"; it is not a header.
@@ -171,21 +281,28 @@ function toParseResult(parsed: ParsedMail): ParseResult {
 
   const attachments: Attachment[] = [];
   const parts: DecodedPart[] = [];
-  parsed.attachments.forEach((attachment, index) => {
+  parsed.attachments.forEach(({ meta, chunks, size }, index) => {
     const partId = String(index + 1);
-    const content = Buffer.isBuffer(attachment.content) ? attachment.content : Buffer.alloc(0);
-    const filename = nonEmpty(attachment.filename);
+    const filename = nonEmpty(meta.filename);
+    const hash = createHash('sha256');
+    for (const chunk of chunks) hash.update(chunk);
     attachments.push({
       partId,
       filename,
       // An empty `Content-Type: ; name="x.jpg"` reaches us as `false` despite mailparser's
       // typings; guess from the file name as mailparser does for application/octet-stream.
-      contentType: nonEmpty(attachment.contentType) ?? detectMimeType(filename ?? false),
-      size: content.length,
-      sha256: createHash('sha256').update(content).digest('hex'),
-      contentId: nonEmpty(attachment.contentId),
-      disposition: nonEmpty(attachment.contentDisposition),
+      contentType: nonEmpty(meta.contentType) ?? detectMimeType(filename ?? false),
+      size,
+      sha256: hash.digest('hex'),
+      contentId: nonEmpty(meta.contentId),
+      disposition: nonEmpty(meta.contentDisposition),
     });
+    const content =
+      chunks.length === 1
+        ? (chunks[0] as Buffer)
+        : size <= JOINED_PART_MAX_BYTES
+          ? Buffer.concat(chunks, size)
+          : chunks;
     parts.push({ partId, content });
   });
 
