@@ -73,6 +73,20 @@ export type ParseResult =
 export const SNIPPET_CHARS = 160;
 
 export function snippetOf(summary: ParsedSummary): string {
-  const source = summary.text ?? (summary.html ? summary.html.replace(/<[^>]*>/g, ' ') : '');
-  return source.replace(/\s+/g, ' ').trim().slice(0, SNIPPET_CHARS);
+  const html = summary.text === null && summary.html !== null;
+  const source = summary.text ?? summary.html ?? '';
+  // The snippet of a prefix is the snippet of the whole once it is longer than a snippet, so a
+  // 2 MB body is not scanned whole for 160 characters. An HTML prefix ends right after a '>', so
+  // every tag in it is complete and is removed exactly as in the whole.
+  for (let length = 4 * 1024; length < source.length; length *= 4) {
+    const end = html ? source.lastIndexOf('>', length) + 1 : length;
+    if (end <= 0) continue;
+    const snippet = snippetText(source.slice(0, end), html).trimStart();
+    if (snippet.length > SNIPPET_CHARS) return snippet.slice(0, SNIPPET_CHARS);
+  }
+  return snippetText(source, html).trim().slice(0, SNIPPET_CHARS);
+}
+
+function snippetText(source: string, html: boolean): string {
+  return (html ? source.replace(/<[^>]*>/g, ' ') : source).replace(/\s+/g, ' ');
 }

@@ -16,8 +16,11 @@ import type { IngestJournal } from './ingest-journal.ts';
 export const LOCAL_BUCKET = 'mail-relay-local';
 
 export interface IngestInput {
-  /** The message exactly as received (after SMTP dot-unstuffing). */
-  readonly body: Buffer;
+  /**
+   * The message exactly as received (after SMTP dot-unstuffing): one Buffer, or the chunks it
+   * arrived in (joined once, behind the trace headers, instead of twice).
+   */
+  readonly body: Buffer | readonly Buffer[];
   readonly mailFrom: string;
   readonly recipients: readonly string[];
   readonly receivedAt?: Date;
@@ -56,9 +59,19 @@ function sanitize(s: string): string {
   return s.replace(/[^\x21-\x7e]/g, '?');
 }
 
-function detectEol(body: Buffer): string {
-  const lf = body.indexOf(10);
-  return lf > 0 && body[lf - 1] === 13 ? '\r\n' : lf === -1 ? '\r\n' : '\n';
+function detectEol(body: Buffer | readonly Buffer[]): string {
+  // The byte before the first LF, across chunk boundaries (CRLF when there is no LF at all).
+  let previous = -1;
+  for (const chunk of Buffer.isBuffer(body) ? [body] : body) {
+    const lf = chunk.indexOf(10);
+    if (lf === -1) {
+      if (chunk.length > 0) previous = chunk[chunk.length - 1] as number;
+      continue;
+    }
+    const before = lf > 0 ? (chunk[lf - 1] as number) : previous;
+    return before === 13 ? '\r\n' : '\n';
+  }
+  return '\r\n';
 }
 
 export interface IngestResult extends RouteResult {
@@ -97,7 +110,8 @@ export async function applyReceived(
 export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {
   const sesMessageId = input.sesMessageId ?? newSesMessageId();
   const receivedAt = input.receivedAt ?? new Date();
-  const raw = Buffer.concat([traceHeaders(input, sesMessageId, receivedAt), input.body]);
+  const trace = traceHeaders(input, sesMessageId, receivedAt);
+  const raw = Buffer.concat(Buffer.isBuffer(input.body) ? [trace, input.body] : [trace, ...input.body]);
   const notification = buildNotification({
     sesMessageId,
     receivedAt,

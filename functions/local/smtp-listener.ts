@@ -72,10 +72,10 @@ export async function startSmtpListener(
             ),
           );
         }
-        const body = Buffer.concat(chunks);
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         ingest(deps, {
-          body,
+          // Joined once by ingest, behind the trace headers.
+          body: chunks,
           mailFrom,
           recipients: session.envelope.rcptTo.map((r) => r.address),
           via: {

@@ -1,0 +1,74 @@
+/**
+ * The snippet shown in list items: the first 160 characters of the text (or of the HTML without its
+ * tags), whitespace collapsed. snippetOf reads only as much of a long body as it needs; these
+ * tests hold it to the plain definition on bodies built to straddle its prefix boundaries.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { type ParsedSummary, SNIPPET_CHARS, snippetOf } from '../../functions/core/message.ts';
+import { deterministicBytes } from '../fixtures/build.ts';
+
+/** The definition, over the whole body. */
+function reference(text: string | null, html: string | null): string {
+  const source = text ?? (html ? html.replace(/<[^>]*>/g, ' ') : '');
+  return source.replace(/\s+/g, ' ').trim().slice(0, SNIPPET_CHARS);
+}
+
+function summary(text: string | null, html: string | null): ParsedSummary {
+  return {
+    headers: [],
+    from: [],
+    to: [],
+    cc: [],
+    replyTo: [],
+    subject: null,
+    date: null,
+    messageId: null,
+    text,
+    html,
+    attachments: [],
+  };
+}
+
+/** Text of words, runs of whitespace and tags, from seeded bytes. */
+function generated(seed: number, length: number, tagsPerMille: number): string {
+  const bytes = deterministicBytes(length, seed);
+  let out = '';
+  for (const b of bytes) {
+    if (b < tagsPerMille / 4) out += `<div class="c${b}">`;
+    else if (b < 60) out += ' \t\r\n'.charAt(b % 4);
+    else out += String.fromCharCode(97 + (b % 26));
+  }
+  return out;
+}
+
+describe('snippetOf', () => {
+  it('equals the definition on short and long text, HTML, empty and missing bodies', () => {
+    const cases: [string | null, string | null][] = [
+      [null, null],
+      ['', '<p>ignored: the text part wins even when empty</p>'],
+      [null, ''],
+      ['  hello \r\n\t world  ', null],
+      [null, '<html><body><p>Hello</p>\n<p>world</p></body></html>'],
+      [`${' '.repeat(50_000)}late start`, null],
+      [null, `${'<br>'.repeat(20_000)}late start`],
+      [null, `<div>${'x'.repeat(100)}${'<span>'.repeat(3000)}${'y'.repeat(100)}</div>`],
+      // A tag that spans the first prefix boundary (4 KiB), and one unterminated at the end.
+      [null, `${'a '.repeat(2040)}<img src="${'z'.repeat(200)}">${'b '.repeat(200)}<unterminated`],
+      [null, `<p>${'a'.repeat(100)}</p><${'q'.repeat(10_000)}`],
+      // Visible text just before a tag cut by the 4 KiB boundary: the tag must not show.
+      [null, `${'<br>'.repeat(980)}${'x'.repeat(150)}<img src="${'z'.repeat(300)}">after the image`],
+    ];
+    for (let seed = 1; seed <= 40; seed++) {
+      const length = [100, 5000, 20_000, 70_000][seed % 4] ?? 100;
+      cases.push([generated(seed, length, 0), null], [null, generated(seed, length, seed * 10)]);
+    }
+    for (const [text, html] of cases) {
+      assert.equal(
+        snippetOf(summary(text, html)),
+        reference(text, html),
+        JSON.stringify([text, html]).slice(0, 200),
+      );
+    }
+  });
+});
