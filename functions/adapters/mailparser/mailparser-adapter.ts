@@ -75,11 +75,12 @@ export interface MailparserAdapterOptions {
 const PARSE_CHUNK_BYTES = 64 * 1024;
 
 /**
- * Decoded parts up to this size are handed over as one Buffer (a blob row locally); larger ones as
- * the chunks mailparser decoded them in, never joined: joining a 29 MB attachment would hold it
- * twice at the peak, and the blob store writes the chunks as a stream anyway.
+ * Decoded parts up to this size are handed over as one Buffer (a blob row locally: the local
+ * store's default row limit); larger ones as the chunks mailparser decoded them in, never joined:
+ * joining a 29 MB attachment would hold it twice at the peak, and a store writes a part that size
+ * as a stream anyway (a file locally, a multipart upload to S3 past its part size).
  */
-export const JOINED_PART_MAX_BYTES = 1024 * 1024;
+export const JOINED_PART_MAX_BYTES = 64 * 1024;
 
 /** What mailparser gave for a message, attachments' contents as decoded chunks. */
 interface Collected {
