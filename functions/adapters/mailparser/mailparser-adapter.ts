@@ -100,7 +100,7 @@ interface Collected {
  * mailparser's `simpleParser`, less what we do not use (cid: images inlined into the HTML), and
  * keeping each attachment as its chunks instead of one concatenated Buffer.
  */
-function collect(input: Readable, options: MailParserOptions): Promise<Collected> {
+function collect(raw: Buffer, options: MailParserOptions): Promise<Collected> {
   return new Promise((resolve, reject) => {
     const parser = new StreamingParser(options);
     const mail: Collected = {
@@ -169,6 +169,12 @@ function collect(input: Readable, options: MailParserOptions): Promise<Collected
       mail.replyTo = parser.replyTo;
       resolve(mail);
     });
+    // A message of one chunk is written at once (most mail: no stream to set up for it).
+    if (raw.length <= PARSE_CHUNK_BYTES) {
+      parser.end(raw);
+      return;
+    }
+    const input = inChunks(raw);
     input.once('error', (err) => {
       input.destroy();
       fail(err);
@@ -236,10 +242,7 @@ export class MailparserAdapter implements MailParser {
         // A pending guard must not keep a CLI or test process alive.
         timer.unref();
       });
-      const parsed = await Promise.race([
-        collect(inChunks(normalizeCrOnly(raw)), this.parserOptions),
-        timeout,
-      ]);
+      const parsed = await Promise.race([collect(normalizeCrOnly(raw), this.parserOptions), timeout]);
       return toParseResult(parsed);
     } catch (err) {
       return { ok: false, error: errorMessage(err) };
