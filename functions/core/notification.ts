@@ -125,3 +125,18 @@ export function buildNotification(r: LocalReceipt): SesReceivedNotification {
     return sesReceivedNotificationSchema.parse(notification);
   return notification;
 }
+
+const serialized = new WeakMap<SesReceivedNotification, string>();
+
+/**
+ * `JSON.stringify(notification)`, made once per notification object: the local relay writes the
+ * same notification to its journal and to `notifications/`. Notifications are never mutated.
+ */
+export function notificationJson(notification: SesReceivedNotification): string {
+  let json = serialized.get(notification);
+  if (json === undefined) {
+    json = JSON.stringify(notification);
+    serialized.set(notification, json);
+  }
+  return json;
+}

@@ -18,7 +18,11 @@ import { mkdirSync, writevSync } from 'node:fs';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { type SesReceivedNotification, sesReceivedNotificationSchema } from '../core/notification.ts';
+import {
+  notificationJson,
+  type SesReceivedNotification,
+  sesReceivedNotificationSchema,
+} from '../core/notification.ts';
 
 /** 'MRJ1': marks the start of every record, so a torn tail is recognized. */
 const MAGIC = 0x4d524a31;
@@ -152,12 +156,12 @@ export class FileSystemSyncer {
 }
 
 function encode(record: JournalRecord): Buffer[] {
+  // Exactly JSON.stringify({ type, notification }), with the notification's JSON made once for
+  // the journal and the router's `notifications/` copy.
   const header = Buffer.from(
-    JSON.stringify(
-      record.type === 'ingest'
-        ? { type: 'ingest', notification: record.notification }
-        : { type: 'abort', sesMessageId: record.sesMessageId },
-    ),
+    record.type === 'ingest'
+      ? `{"type":"ingest","notification":${notificationJson(record.notification)}}`
+      : JSON.stringify({ type: 'abort', sesMessageId: record.sesMessageId }),
   );
   const raw = record.type === 'ingest' ? record.raw : Buffer.alloc(0);
   const head = Buffer.alloc(RECORD_HEAD_BYTES);

@@ -12,7 +12,7 @@ import { MailRelayError, NotFoundError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
 import { type ParseResult, partBody, snippetOf } from '../core/message.ts';
-import { type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
+import { notificationJson, type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
 import { type Decision, route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
@@ -154,7 +154,7 @@ export async function processNotification(
   }
   if (!options.replay) {
     received.push(
-      deps.blobs.put(notificationKey(mail.messageId), Buffer.from(JSON.stringify(notification)), {
+      deps.blobs.put(notificationKey(mail.messageId), Buffer.from(notificationJson(notification)), {
         contentType: 'application/json',
       }),
     );

@@ -5,7 +5,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ZodError } from 'zod';
-import { buildNotification, sesReceivedNotificationSchema } from '../../functions/core/notification.ts';
+import {
+  buildNotification,
+  notificationJson,
+  sesReceivedNotificationSchema,
+} from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 
 const base = {
@@ -32,6 +36,8 @@ describe('buildNotification', () => {
       assert.deepEqual(sesReceivedNotificationSchema.parse(JSON.parse(JSON.stringify(n))), n);
       assert.equal(n.receipt.action.objectKey, `inbound/${receipt.sesMessageId}`);
       assert.equal(n.mail.timestamp, '2026-11-27T12:00:00.123Z');
+      assert.equal(notificationJson(n), JSON.stringify(n));
+      assert.equal(notificationJson(n), notificationJson(n));
     }
   });
 
