@@ -42,10 +42,21 @@ export interface SplitMessage {
   readonly dropped: readonly string[];
 }
 
-function detectEol(raw: Buffer): Eol {
-  const lf = raw.indexOf(10);
-  if (lf === -1) return '\r\n';
-  return lf > 0 && raw[lf - 1] === 13 ? '\r\n' : '\n';
+/**
+ * A message's line ending: the byte before its first LF (CRLF when there is no LF at all). The body
+ * may be given as the chunks it arrived in; the CR may end one chunk and the LF start the next.
+ */
+export function detectEol(body: Buffer | readonly Buffer[]): Eol {
+  let previous = -1;
+  for (const chunk of Buffer.isBuffer(body) ? [body] : body) {
+    const lf = chunk.indexOf(10);
+    if (lf === -1) {
+      if (chunk.length > 0) previous = chunk[chunk.length - 1] as number;
+      continue;
+    }
+    return (lf > 0 ? chunk[lf - 1] : previous) === 13 ? '\r\n' : '\n';
+  }
+  return '\r\n';
 }
 
 /**

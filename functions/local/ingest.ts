@@ -6,7 +6,7 @@
  */
 import { hostname } from 'node:os';
 import { newSesMessageId } from '../core/ids.ts';
-import { rfc5322Date } from '../core/mime-header.ts';
+import { detectEol, rfc5322Date } from '../core/mime-header.ts';
 import { buildNotification, type SesReceivedNotification } from '../core/notification.ts';
 import { UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
@@ -57,21 +57,6 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
 
 function sanitize(s: string): string {
   return s.replace(/[^\x21-\x7e]/g, '?');
-}
-
-function detectEol(body: Buffer | readonly Buffer[]): string {
-  // The byte before the first LF, across chunk boundaries (CRLF when there is no LF at all).
-  let previous = -1;
-  for (const chunk of Buffer.isBuffer(body) ? [body] : body) {
-    const lf = chunk.indexOf(10);
-    if (lf === -1) {
-      if (chunk.length > 0) previous = chunk[chunk.length - 1] as number;
-      continue;
-    }
-    const before = lf > 0 ? (chunk[lf - 1] as number) : previous;
-    return before === 13 ? '\r\n' : '\n';
-  }
-  return '\r\n';
 }
 
 export interface IngestResult extends RouteResult {

@@ -14,6 +14,7 @@ import {
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { LazyBlobStore } from '../../functions/adapters/lazy-blob-store.ts';
+import type { BlobStore } from '../../functions/ports/blob-store.ts';
 import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
 import { runBlobStoreContract } from './blob-store.contract.ts';
 import { runMailboxIndexContract } from './mailbox-index.contract.ts';
@@ -38,10 +39,11 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     await moto?.stop();
   });
 
-  runBlobStoreContract('S3BlobStore', async () => {
-    const bucket = `contract-${randomUUID()}`;
+  /** A fresh bucket and the store `make` builds over it, as the blob-store contract wants them. */
+  const s3Subject = async (prefix: string, make: (bucket: string) => BlobStore) => {
+    const bucket = `${prefix}-${randomUUID()}`;
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    const store = new S3BlobStore({ client: s3, bucket });
+    const store = make(bucket);
     return {
       store,
       fetchPresigned: async (url: string) => {
@@ -55,26 +57,19 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
         await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
       },
     };
-  });
+  };
+
+  runBlobStoreContract('S3BlobStore', () =>
+    s3Subject('contract', (bucket) => new S3BlobStore({ client: s3, bucket })),
+  );
 
   // The API function's blob store: S3, built on first use (functions/handlers/api.ts).
-  runBlobStoreContract('LazyBlobStore over S3BlobStore', async () => {
-    const bucket = `contract-lazy-${randomUUID()}`;
-    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    const store = new LazyBlobStore(async () => new S3BlobStore({ client: s3, bucket }));
-    return {
-      store,
-      fetchPresigned: async (url: string) => {
-        const r = await fetch(url);
-        return { status: r.status, body: Buffer.from(await r.arrayBuffer()), headers: r.headers };
-      },
-      presignEnforced: false,
-      cleanup: async () => {
-        await store.deletePrefix('');
-        await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
-      },
-    };
-  });
+  runBlobStoreContract('LazyBlobStore over S3BlobStore', () =>
+    s3Subject(
+      'contract-lazy',
+      (bucket) => new LazyBlobStore(async () => new S3BlobStore({ client: s3, bucket })),
+    ),
+  );
 
   it('S3BlobStore signs the response Content-Type and Content-Disposition into presigned URLs', async () => {
     // moto serves presigned URLs but ignores response-* overrides, so the contract cannot see them
