@@ -515,6 +515,30 @@ describe('FsBlobStore: small blobs as SQLite rows', () => {
     assert.deepEqual(await filesUnder(root), []);
   });
 
+  it('applies the key rule in call order to writes that share one group commit', async () => {
+    const isConflict = (err: unknown): boolean =>
+      err instanceof ValidationError && err.code === 'key_conflict';
+    // Issued without waiting: one transaction, in which folders already checked are not looked up again.
+    const results = await Promise.allSettled([
+      store.put('g/a/b/c', Buffer.from('1')),
+      store.put('g/a/b', Buffer.from('2')), // a folder of the write just before
+      store.put('g/a', Buffer.from('3')),
+      store.put('g/x', Buffer.from('4')),
+      store.put('g/x/y', Buffer.from('5')), // below a row written earlier in the same commit
+      store.put('g/a/b/d', Buffer.from('6')),
+      store.copy('g/x', 'g/x/z'),
+      store.copy('g/a/b/c', 'g/a/e'),
+    ]);
+    assert.deepEqual(
+      results.map((r) =>
+        r.status === 'fulfilled' ? 'ok' : isConflict(r.reason) ? 'conflict' : String(r.reason),
+      ),
+      ['ok', 'conflict', 'conflict', 'ok', 'conflict', 'ok', 'conflict', 'ok'],
+    );
+    assert.deepEqual(rowKeys(), ['g/a/b/c', 'g/a/b/d', 'g/a/e', 'g/x']);
+    assert.deepEqual(await store.get('g/a/e'), Buffer.from('1'));
+  });
+
   it('a read sees a put that is still queued; put resolves once committed (another connection sees it)', async () => {
     const other = new FsBlobStore({ root });
     try {

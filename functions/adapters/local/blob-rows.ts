@@ -151,7 +151,12 @@ export class BlobRows {
       ),
     );
     this.batch = this.db.transaction((writes: readonly RowWrite[], mtime: number) => {
-      for (const w of writes) this.apply(w, mtime);
+      // Folders of this batch's keys found not to be rows. Sound within the transaction: a folder
+      // is looked up only for a write below it, so from then on it has something below it (that
+      // write, or what made the write conflict) and cannot become a row in this batch; the batch
+      // deletes nothing and no other connection writes while it holds the lock.
+      const folders = new Set<string>();
+      for (const w of writes) this.apply(w, mtime, folders);
     });
   }
 
@@ -161,9 +166,9 @@ export class BlobRows {
     this.batch.immediate(writes, mtime);
   }
 
-  private apply(w: RowWrite, mtime: number): void {
+  private apply(w: RowWrite, mtime: number, folders: Set<string>): void {
     // Checks first, writes last: a refused write changes nothing, so the batch can go on.
-    if (this.conflicts(w.key)) {
+    if (this.conflicts(w.key, folders)) {
       w.outcome = 'conflict';
       return;
     }
@@ -176,10 +181,16 @@ export class BlobRows {
     w.outcome = 'written';
   }
 
-  /** The local key rule on the row side: a row that is a "folder" of `key` or lies below it. */
-  conflicts(key: string): boolean {
+  /**
+   * The local key rule on the row side: a row that is a "folder" of `key` or lies below it.
+   * `folders`: folders known not to be rows (skipped), and where to note the ones found so.
+   */
+  conflicts(key: string, folders?: Set<string>): boolean {
     for (let slash = key.indexOf('/'); slash > 0; slash = key.indexOf('/', slash + 1)) {
-      if (this.selectGen.get(key.slice(0, slash)) !== undefined) return true;
+      const folder = key.slice(0, slash);
+      if (folders?.has(folder)) continue;
+      if (this.selectGen.get(folder) !== undefined) return true;
+      folders?.add(folder);
     }
     // '0' follows '/' in every encoding: the keys starting with `key/` are exactly those in (key/, key0).
     return this.selectDescendant.get(`${key}/`, `${key}0`) !== undefined;

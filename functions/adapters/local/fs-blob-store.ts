@@ -56,6 +56,7 @@ import {
   type PresignOptions,
 } from '../../ports/blob-store.ts';
 import { BlobRows, type RowInfo, type RowWrite } from './blob-rows.ts';
+import { scheduleGroupCommit } from './group-commit.ts';
 
 /** S3's limit on key length (UTF-8 bytes); keeping it here keeps both adapters interchangeable. */
 export const MAX_KEY_BYTES = 1024;
@@ -449,7 +450,7 @@ export class FsBlobStore implements BlobStore {
 
   /**
    * Queues a row write (a put, or a copy from a row) for the next group commit: every write that
-   * arrives before the event loop's next check phase shares one transaction, one commit (and, in
+   * arrives before it runs (group-commit.ts) shares one transaction, one commit (and, in
    * `sync` durability, one fsync of the WAL). Resolves once committed.
    */
   private enqueue(write: { key: string; data?: Buffer; from?: string }): Promise<boolean> {
@@ -458,8 +459,11 @@ export class FsBlobStore implements BlobStore {
       this.queue.push({ ...write, file: undefined, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        // setImmediate, not a microtask: writes whose I/O completed meanwhile join this batch.
-        setImmediate(() => this.flush());
+        // A few event loop turns later, while more writes keep arriving (group-commit.ts).
+        scheduleGroupCommit(
+          () => this.queue.length,
+          () => this.flush(),
+        );
       }
     });
   }

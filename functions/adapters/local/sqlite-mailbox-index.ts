@@ -27,6 +27,7 @@ import type {
   SendState,
   TokenRecord,
 } from '../../ports/mailbox-index.ts';
+import { scheduleGroupCommit } from './group-commit.ts';
 import { migrateSchema } from './sqlite-schema.ts';
 
 /** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
@@ -415,9 +416,12 @@ export class SqliteMailboxIndex implements MailboxIndex {
       this.pending.push({ entry, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        // setImmediate, not a microtask: deliveries whose I/O completed while the previous commit
-        // blocked the event loop join this batch, which is what makes the group commit pay off.
-        setImmediate(() => this.flushDeliveries());
+        // A few event loop turns later, while more deliveries keep arriving (group-commit.ts):
+        // deliveries whose I/O completed meanwhile join this batch.
+        scheduleGroupCommit(
+          () => this.pending.length,
+          () => this.flushDeliveries(),
+        );
       }
     });
   }
