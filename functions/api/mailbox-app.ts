@@ -25,6 +25,7 @@ import {
   NO_STORE,
   safeContentType,
 } from './http-headers.ts';
+import { capJsonString } from './json-cap.ts';
 import {
   DEFAULT_LIST_LIMIT,
   errorSchema,
@@ -61,6 +62,12 @@ import type { MailWaiter } from './waiter.ts';
  * 4 MiB of bytes is about 5.6 MB on the wire.
  */
 export const DEFAULT_RAW_REDIRECT_BYTES = 4 * 1024 * 1024;
+/**
+ * `text` and `html` of `GET …/messages/{id}` are cut to this many bytes of JSON each (`truncated` says
+ * so): with the headers and the rest, the answer stays within a Lambda response's 6 MB. The whole
+ * message is at `…/raw`.
+ */
+export const DEFAULT_BODY_MAX_BYTES = 2 * 1024 * 1024;
 /** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
 export const DEFAULT_PRESIGN_SECONDS = 300;
 /** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
@@ -81,6 +88,11 @@ export interface MailboxAppDeps {
    * @default DEFAULT_RAW_REDIRECT_BYTES (4 MiB)
    */
   readonly rawRedirectBytes?: number;
+  /**
+   * Bytes of JSON each of `text` and `html` may take in `GET …/messages/{id}`; longer ones are cut.
+   * @default DEFAULT_BODY_MAX_BYTES (2 MiB)
+   */
+  readonly bodyMaxBytes?: number;
   /**
    * Lifetime of presigned URLs, in seconds.
    * @default DEFAULT_PRESIGN_SECONDS (300)
@@ -369,6 +381,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   const { index, blobs } = deps;
   const redirectBytes = deps.rawRedirectBytes ?? DEFAULT_RAW_REDIRECT_BYTES;
   const presignSeconds = deps.presignSeconds ?? DEFAULT_PRESIGN_SECONDS;
+  const bodyMaxBytes = deps.bodyMaxBytes ?? DEFAULT_BODY_MAX_BYTES;
   const pollMs = deps.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
   const now = deps.clock ?? Date.now;
   const logError = deps.logError ?? ((err: unknown) => console.error('mail-relay api: internal error', err));
@@ -376,6 +389,9 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     throw new RangeError(
       `rawRedirectBytes must be a non-negative integer, got ${String(deps.rawRedirectBytes)}`,
     );
+  }
+  if (!Number.isSafeInteger(bodyMaxBytes) || bodyMaxBytes < 2) {
+    throw new RangeError(`bodyMaxBytes must be an integer of at least 2, got ${String(deps.bodyMaxBytes)}`);
   }
   if (!Number.isSafeInteger(presignSeconds) || presignSeconds < 1) {
     throw new RangeError(`presignSeconds must be a positive integer, got ${String(deps.presignSeconds)}`);
@@ -464,6 +480,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const entry = await getEntry(mailbox, id);
     const summary = await readSummary(mailbox, id);
     const parsed = summary.parseFailed ? null : summary;
+    const text = parsed?.text == null ? null : capJsonString(parsed.text, bodyMaxBytes);
+    const html = parsed?.html == null ? null : capJsonString(parsed.html, bodyMaxBytes);
     const detail: MessageDetail = {
       ...toListItem(entry),
       recipient: entry.recipient,
@@ -482,8 +500,9 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       },
       date: parsed?.date ?? null,
       messageId: parsed?.messageId ?? null,
-      text: parsed?.text ?? null,
-      html: parsed?.html ?? null,
+      text: text?.value ?? null,
+      html: html?.value ?? null,
+      truncated: { text: text?.truncated === true, html: html?.truncated === true },
       attachments: parsed?.attachments ?? [],
     };
     return c.json(detail, 200);

@@ -2,7 +2,8 @@
  * Large content through the API: a 20 MB attachment delivered through the pipeline is served by
  * a 307 to a short-lived presigned URL (as S3 would in AWS), for the part and the raw message;
  * clients that follow redirects get the same bytes. Plus TOP on a big message, and TOP whose
- * blank line falls exactly on the boundary between two range reads.
+ * blank line falls exactly on the boundary between two range reads; and GET message of a message
+ * whose HTML body is larger than one answer may carry.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -175,5 +176,70 @@ describe('TOP across range-read boundaries', () => {
         );
       }
     }
+  });
+});
+
+describe('a message whose HTML body is larger than one answer may carry', () => {
+  let env: ApiTestEnv;
+  let token: string;
+  before(async () => {
+    env = await startApiTestEnv();
+    token = await env.token(MAILBOX);
+  });
+  after(async () => env?.close());
+
+  it('GET message cuts html to 2 MiB of JSON and says so; text stays whole; /raw has every byte', async () => {
+    const html = `<html><body>${'<p>Grüße aus Köln — “quoted” & <b>bold</b></p>\n'.repeat(80_000)}</body></html>\n`;
+    const htmlBytes = Buffer.from(html, 'utf8');
+    assert.ok(htmlBytes.length > 4 * 1024 * 1024);
+    const base64Lines = htmlBytes.toString('base64').replace(/.{76}/g, '$&\r\n');
+    const body = Buffer.from(
+      [
+        'From: Newsletter <news@example.test>',
+        `To: ${MAILBOX}`,
+        'Subject: a very long newsletter',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/alternative; boundary="alt"',
+        '',
+        '--alt',
+        'Content-Type: text/plain; charset=utf-8',
+        '',
+        'The short text version.',
+        '--alt',
+        'Content-Type: text/html; charset=utf-8',
+        'Content-Transfer-Encoding: base64',
+        '',
+        base64Lines,
+        '--alt--',
+        '',
+      ].join('\r\n'),
+      'latin1',
+    );
+    const r = await env.deliver([MAILBOX], body);
+    assert.equal(r.parseFailed, false);
+
+    const res = await env.request(`/v1/mailboxes/${MAILBOX}/messages/${r.id}`, { token });
+    assert.equal(res.status, 200);
+    const answer = Buffer.from(await res.arrayBuffer());
+    assert.ok(answer.length < 6_000_000, `${answer.length} bytes: more than a Lambda response carries`);
+    const detail = messageDetailSchema.parse(JSON.parse(answer.toString('utf8')));
+    assert.deepEqual(detail.truncated, { text: false, html: true });
+    assert.equal(detail.text?.trim(), 'The short text version.');
+    assert.ok(detail.html !== null && html.startsWith(detail.html), 'html is a prefix of the body');
+    const htmlJson = Buffer.byteLength(JSON.stringify(detail.html));
+    assert.ok(htmlJson <= 2 * 1024 * 1024 && htmlJson > 2 * 1024 * 1024 - 8, `${htmlJson} bytes of JSON`);
+
+    const raw = await env.request(`/v1/mailboxes/${MAILBOX}/messages/${r.id}/raw`, { token });
+    assert.equal(raw.status, 200);
+    const stored = Buffer.from(await raw.arrayBuffer());
+    assert.ok(stored.subarray(stored.length - body.length).equals(body), 'the raw message is whole');
+
+    // A small message says nothing was cut.
+    const small = await env.deliver([MAILBOX], Buffer.from('Subject: small\r\n\r\nhello\r\n'));
+    const smallDetail = messageDetailSchema.parse(
+      await (await env.request(`/v1/mailboxes/${MAILBOX}/messages/${small.id}`, { token })).json(),
+    );
+    assert.deepEqual(smallDetail.truncated, { text: false, html: false });
+    assert.equal(smallDetail.text?.trim(), 'hello');
   });
 });
