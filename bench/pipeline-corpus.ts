@@ -26,7 +26,7 @@ const TARGET_RATIO = 0.8;
  * compared with it see the same state of a shared machine; each contender's median round is
  * reported. One untimed round first (JIT, first use of every code path).
  */
-const ROUNDS = 3;
+const ROUNDS = 5;
 const RECIPIENT = 'bob@example.test';
 
 async function timeParse(raws: readonly Buffer[], parse: (raw: Buffer) => Promise<unknown>): Promise<number> {
