@@ -35,3 +35,22 @@ export function capJsonString(s: string, maxBytes: number): { value: string; tru
   }
   return { value: prefix(s, lo), truncated: true };
 }
+
+/**
+ * The longest leading run of `headers` whose JSON array (`[{"name":…,"value":…},…]`) takes at most
+ * `maxBytes`, with `truncated: true` when headers were left out. Whole headers only: a reader of a
+ * header sees its whole value or not at all.
+ */
+export function capHeaders<H extends { readonly name: string; readonly value: string }>(
+  headers: readonly H[],
+  maxBytes: number,
+): { value: H[]; truncated: boolean } {
+  let bytes = 2; // []
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i] as H;
+    // {"name":…,"value":…} plus the comma before every entry but the first.
+    bytes += jsonBytes(h.name) + jsonBytes(h.value) + 18 + (i > 0 ? 1 : 0);
+    if (bytes > maxBytes) return { value: headers.slice(0, i), truncated: true };
+  }
+  return { value: [...headers], truncated: false };
+}

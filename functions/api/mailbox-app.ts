@@ -25,7 +25,7 @@ import {
   NO_STORE,
   safeContentType,
 } from './http-headers.ts';
-import { capJsonString } from './json-cap.ts';
+import { capHeaders, capJsonString } from './json-cap.ts';
 import {
   DEFAULT_LIST_LIMIT,
   errorSchema,
@@ -63,11 +63,13 @@ import type { MailWaiter } from './waiter.ts';
  */
 export const DEFAULT_RAW_REDIRECT_BYTES = 4 * 1024 * 1024;
 /**
- * `text` and `html` of `GET …/messages/{id}` are cut to this many bytes of JSON each (`truncated` says
- * so): with the headers and the rest, the answer stays within a Lambda response's 6 MB. The whole
- * message is at `…/raw`.
+ * `text` and `html` of `GET …/messages/{id}` are cut to this many bytes of JSON each, and its headers
+ * to DEFAULT_HEADERS_MAX_BYTES (`truncated` says which): so the answer stays within a Lambda
+ * response's 6 MB. The whole message is at `…/raw`.
  */
 export const DEFAULT_BODY_MAX_BYTES = 2 * 1024 * 1024;
+/** The headers of `GET …/messages/{id}`: whole headers, in order, up to this many bytes of JSON. */
+export const DEFAULT_HEADERS_MAX_BYTES = 1024 * 1024;
 /** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
 export const DEFAULT_PRESIGN_SECONDS = 300;
 /** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
@@ -482,6 +484,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const parsed = summary.parseFailed ? null : summary;
     const text = parsed?.text == null ? null : capJsonString(parsed.text, bodyMaxBytes);
     const html = parsed?.html == null ? null : capJsonString(parsed.html, bodyMaxBytes);
+    const headers = capHeaders(parsed?.headers ?? [], DEFAULT_HEADERS_MAX_BYTES);
     const detail: MessageDetail = {
       ...toListItem(entry),
       recipient: entry.recipient,
@@ -491,7 +494,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       quarantineReasons: entry.quarantineReasons === undefined ? null : [...entry.quarantineReasons],
       parseFailed: summary.parseFailed,
       parseError: summary.parseFailed ? summary.parseError : null,
-      headers: parsed?.headers ?? [],
+      headers: headers.value,
       addresses: {
         from: parsed?.from ?? [],
         to: parsed?.to ?? [],
@@ -502,7 +505,11 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       messageId: parsed?.messageId ?? null,
       text: text?.value ?? null,
       html: html?.value ?? null,
-      truncated: { text: text?.truncated === true, html: html?.truncated === true },
+      truncated: {
+        text: text?.truncated === true,
+        html: html?.truncated === true,
+        headers: headers.truncated,
+      },
       attachments: parsed?.attachments ?? [],
     };
     return c.json(detail, 200);

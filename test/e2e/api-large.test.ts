@@ -3,7 +3,7 @@
  * a 307 to a short-lived presigned URL (as S3 would in AWS), for the part and the raw message;
  * clients that follow redirects get the same bytes. Plus TOP on a big message, and TOP whose
  * blank line falls exactly on the boundary between two range reads; and GET message of a message
- * whose HTML body is larger than one answer may carry.
+ * whose HTML body or header block is larger than one answer may carry.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -179,7 +179,7 @@ describe('TOP across range-read boundaries', () => {
   });
 });
 
-describe('a message whose HTML body is larger than one answer may carry', () => {
+describe('a message whose HTML body or headers are larger than one answer may carry', () => {
   let env: ApiTestEnv;
   let token: string;
   before(async () => {
@@ -223,7 +223,7 @@ describe('a message whose HTML body is larger than one answer may carry', () => 
     const answer = Buffer.from(await res.arrayBuffer());
     assert.ok(answer.length < 6_000_000, `${answer.length} bytes: more than a Lambda response carries`);
     const detail = messageDetailSchema.parse(JSON.parse(answer.toString('utf8')));
-    assert.deepEqual(detail.truncated, { text: false, html: true });
+    assert.deepEqual(detail.truncated, { text: false, html: true, headers: false });
     assert.equal(detail.text?.trim(), 'The short text version.');
     assert.ok(detail.html !== null && html.startsWith(detail.html), 'html is a prefix of the body');
     const htmlJson = Buffer.byteLength(JSON.stringify(detail.html));
@@ -239,7 +239,42 @@ describe('a message whose HTML body is larger than one answer may carry', () => 
     const smallDetail = messageDetailSchema.parse(
       await (await env.request(`/v1/mailboxes/${MAILBOX}/messages/${small.id}`, { token })).json(),
     );
-    assert.deepEqual(smallDetail.truncated, { text: false, html: false });
+    assert.deepEqual(smallDetail.truncated, { text: false, html: false, headers: false });
     assert.equal(smallDetail.text?.trim(), 'hello');
+  });
+
+  it('GET message keeps whole headers, in order, up to 1 MiB of JSON, and says it stopped', async () => {
+    // Under mailparser's 1 MiB limit for a header block (beyond it the parse fails and the message is
+    // flagged), but quotes take two bytes each in JSON: ~1.6 MB of it.
+    const received = Array.from(
+      { length: 2000 },
+      (_, i) => `Received: from hop-${i}.example.test by hop-${i + 1}.example.test; ${'"'.repeat(370)}`,
+    );
+    const body = Buffer.from(
+      `${received.join('\r\n')}\r\nFrom: loop@example.test\r\nTo: ${MAILBOX}\r\nSubject: a mail loop\r\n\r\nbody\r\n`,
+      'latin1',
+    );
+    const r = await env.deliver([MAILBOX], body);
+    const res = await env.request(`/v1/mailboxes/${MAILBOX}/messages/${r.id}`, { token });
+    assert.equal(res.status, 200);
+    const detail = messageDetailSchema.parse(await res.json());
+    assert.deepEqual(detail.truncated, { text: false, html: false, headers: true });
+    const headersJson = Buffer.byteLength(JSON.stringify(detail.headers));
+    assert.ok(
+      headersJson <= 1024 * 1024 && headersJson > 1024 * 1024 - 1000,
+      `${headersJson} bytes of headers`,
+    );
+    // The first headers are the trace headers this relay added, then the message's own, in order.
+    const hops = detail.headers.filter(
+      (h) => h.name.toLowerCase() === 'received' && h.value.startsWith('from hop-'),
+    );
+    assert.ok(hops.length > 1000 && hops.length < 2000, `${hops.length} of 2000`);
+    assert.deepEqual(
+      hops.map((h) => h.value.slice(0, h.value.indexOf(' by '))),
+      hops.map((_, i) => `from hop-${i}.example.test`),
+    );
+    // What the headers say is still read from all of them.
+    assert.equal(detail.subject, 'a mail loop');
+    assert.equal(detail.text?.trim(), 'body');
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { capJsonString, jsonBytes } from '../../functions/api/json-cap.ts';
+import { capHeaders, capJsonString, jsonBytes } from '../../functions/api/json-cap.ts';
 
 /** The longest prefix that fits, by trying every length: the definition the bisection must match. */
 function longestFittingPrefix(s: string, maxBytes: number): string {
@@ -46,5 +46,28 @@ describe('capJsonString', () => {
     assert.ok(jsonBytes(value) <= 2 * 1024 * 1024);
     assert.ok(jsonBytes(value) > 2 * 1024 * 1024 - 4, 'only the last character that did not fit is left out');
     assert.ok(html.startsWith(value));
+  });
+});
+
+describe('capHeaders', () => {
+  const headers = Array.from({ length: 40 }, (_, i) => ({
+    name: i % 2 === 0 ? 'Received' : 'X-Ünïcode',
+    value: `from host-${i} by relay “${'x'.repeat(i * 7)}” \u0001 "q"`,
+  }));
+  const arrayBytes = (list: readonly unknown[]) => Buffer.byteLength(JSON.stringify(list));
+
+  it('keeps every header when the array fits, exactly at the limit too', () => {
+    assert.deepEqual(capHeaders(headers, arrayBytes(headers)), { value: headers, truncated: false });
+    assert.deepEqual(capHeaders([], 2), { value: [], truncated: false });
+  });
+
+  it('keeps the longest leading run of whole headers whose JSON array fits', () => {
+    for (const max of [2, 50, 500, 1234, arrayBytes(headers) - 1]) {
+      const { value, truncated } = capHeaders(headers, max);
+      assert.equal(truncated, true);
+      assert.ok(arrayBytes(value) <= max, `${arrayBytes(value)} > ${max}`);
+      assert.deepEqual(value, headers.slice(0, value.length));
+      assert.ok(arrayBytes(headers.slice(0, value.length + 1)) > max, 'one more header would not fit');
+    }
   });
 });
