@@ -45,6 +45,10 @@ export function capHeaders<H extends { readonly name: string; readonly value: st
   headers: readonly H[],
   maxBytes: number,
 ): { value: H[]; truncated: boolean } {
+  // At most 6 bytes of JSON per UTF-16 unit (see capJsonString): most messages are settled by this bound.
+  let bound = 2;
+  for (const h of headers) bound += (h.name.length + h.value.length) * 6 + 23;
+  if (bound <= maxBytes) return { value: [...headers], truncated: false };
   let bytes = 2; // []
   for (let i = 0; i < headers.length; i++) {
     const h = headers[i] as H;

@@ -58,6 +58,7 @@ describe('capHeaders', () => {
 
   it('keeps every header when the array fits, exactly at the limit too', () => {
     assert.deepEqual(capHeaders(headers, arrayBytes(headers)), { value: headers, truncated: false });
+    assert.deepEqual(capHeaders(headers, 10 * arrayBytes(headers)), { value: headers, truncated: false });
     assert.deepEqual(capHeaders([], 2), { value: [], truncated: false });
   });
 
