@@ -1,6 +1,7 @@
 /**
- * `npx mail-relay <command>`: dev, route, import, token. Each command is a function that takes its
- * arguments and an output stream, so tests call them in-process as well as through the binary.
+ * `npx mail-relay <command>`: dev, route, import, token, replay, outbox, pop3. Each command is a
+ * function that takes its arguments and an output stream, so tests call them in-process as well as
+ * through the binary.
  */
 import { parseArgs } from 'node:util';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
@@ -48,9 +49,11 @@ Commands:
   replay --since <time> [--mailbox <address>] [--stack <name>]
                            re-route stored mail (local data dir, or the deployed stack); safe to repeat
   outbox [show <id>]       what forwarding would have sent (when no relay.smtp is configured)
+  pop3 [--api <url>]       the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) for any mail
+                           client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
-MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025).`;
+MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1110).`;
 
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
@@ -68,6 +71,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         const { commandReplay } = await import('./cli-aws.ts');
         return await commandReplay(rest, io);
       }
+      case 'pop3':
+        return await commandPop3(rest, io);
       case 'outbox': {
         const { commandOutbox } = await import('./outbox.ts');
         return await commandOutbox(rest, io);
@@ -189,7 +194,17 @@ async function commandDev(io: Io): Promise<number> {
       '  token:  npx mail-relay token create <mailbox>\n',
   );
   const retention = await startDevRetention(io, config, api.blobs, runtime.index);
-  await new Promise<void>((resolve) => {
+  await untilStopped(io);
+  await retention?.stop();
+  await smtp.close();
+  await api.close();
+  await runtime.close();
+  return 0;
+}
+
+/** Resolves on SIGINT, SIGTERM or `io.stop`. */
+function untilStopped(io: Io): Promise<void> {
+  return new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
@@ -201,10 +216,37 @@ async function commandDev(io: Io): Promise<number> {
     if (io.stop?.aborted) stop();
     else io.stop?.addEventListener('abort', stop, { once: true });
   });
-  await retention?.stop();
-  await smtp.close();
-  await api.close();
-  await runtime.close();
+}
+
+/**
+ * `pop3 [--api <url>]`: the POP3 bridge (pop3-bridge.ts) on 127.0.0.1:$MAIL_RELAY_POP3_PORT, in
+ * front of the local API (`dev`'s, by default) or a deployed one.
+ */
+async function commandPop3(args: readonly string[], io: Io): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    options: { api: { type: 'string' } },
+    allowPositionals: true,
+  });
+  if (positionals.length > 0) {
+    io.err.write('mail-relay pop3: no arguments but --api <url>\n');
+    return 2;
+  }
+  const { DEFAULT_POP3_PORT, startPop3Bridge } = await import('./pop3-bridge.ts');
+  const { DEFAULT_API_PORT } = await import('./api-server.ts');
+  const apiUrl = values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`;
+  if (!/^https?:\/\/[^/]/.test(apiUrl)) throw new ConfigError(`--api ${apiUrl} is not an http(s) URL`);
+  const bridge = await startPop3Bridge({
+    apiUrl,
+    port: portFromEnv(io, 'MAIL_RELAY_POP3_PORT', DEFAULT_POP3_PORT),
+    onError: (err) => io.err.write(`pop3 error: ${err instanceof Error ? err.message : String(err)}\n`),
+  });
+  io.out.write(
+    `mail-relay pop3\n  pop3:  127.0.0.1:${bridge.port}\n  api:   ${apiUrl.replace(/\/+$/, '')}/v1/\n` +
+      '  login: USER <mailbox address>, PASS <API token> (npx mail-relay token create <mailbox>)\n',
+  );
+  await untilStopped(io);
+  await bridge.close();
   return 0;
 }
 

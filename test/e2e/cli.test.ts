@@ -258,3 +258,62 @@ describe('mail-relay dev', () => {
     }
   });
 });
+
+describe('mail-relay pop3', () => {
+  it('a POP3 client reads what arrived over SMTP: dev, token create, pop3, poplib', async () => {
+    const dataDir = join(work, 'pop3-data');
+    const [smtpPort, apiPort, pop3Port] = [await freePort(), await freePort(), await freePort()];
+    const ports = {
+      MAIL_RELAY_DATA_DIR: dataDir,
+      MAIL_RELAY_SMTP_PORT: String(smtpPort),
+      MAIL_RELAY_API_PORT: String(apiPort),
+      MAIL_RELAY_POP3_PORT: String(pop3Port),
+    };
+    const started: ReturnType<typeof spawn>[] = [];
+    const start = async (args: string[], ready: string) => {
+      const child = spawn(process.execPath, [BIN, ...args], {
+        env: env(ports),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      started.push(child);
+      let out = '';
+      child.stdout?.on('data', (c: Buffer) => {
+        out += c.toString();
+      });
+      child.stderr?.on('data', (c: Buffer) => {
+        out += c.toString();
+      });
+      while (!out.includes(ready)) {
+        if (child.exitCode !== null) throw new Error(`${args[0]} exited: ${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return { child, output: () => out };
+    };
+    try {
+      await start(['dev'], `127.0.0.1:${smtpPort}`);
+      const pop3 = await start(['pop3'], `127.0.0.1:${pop3Port}`);
+      assert.match(pop3.output(), new RegExp(`api: +http://127\\.0\\.0\\.1:${apiPort}/v1/`));
+      const token = await run(process.execPath, [BIN, 'token', 'create', 'bob@example.test'], {
+        env: env(ports),
+      });
+      assert.equal(token.code, 0, token.stderr);
+      const secret = /mr_[A-Za-z0-9_-]+/.exec(token.stdout)?.[0];
+      assert.ok(secret, token.stdout);
+      await sendOne(smtpPort, 'over pop3');
+      const read = await python(
+        `import poplib,sys\np = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=20)\np.user(sys.argv[2]); p.pass_(sys.argv[3])\nprint(p.stat()[0]); print(b'\\n'.join(p.retr(1)[1]).decode()); p.quit()`,
+        [String(pop3Port), 'bob@example.test', secret],
+      );
+      assert.equal(read.code, 0, read.stderr);
+      assert.match(read.stdout, /^1\n/);
+      assert.match(read.stdout, /\nSubject: over pop3\n\nhello\n/);
+    } finally {
+      for (const child of started) child.kill('SIGTERM');
+      for (const child of started) if (child.exitCode === null) await once(child, 'exit');
+    }
+    assert.deepEqual(
+      started.map((c) => c.exitCode),
+      [0, 0],
+    );
+  });
+});

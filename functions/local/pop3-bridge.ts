@@ -1,0 +1,444 @@
+/**
+ * The POP3 bridge (`mail-relay pop3`): a POP3 server (RFC 1939, with RFC 2449's CAPA and RFC 2449 /
+ * RFC 3206 response codes) for any mail client, in front of the mail-relay HTTP API, local or deployed.
+ * USER is the mailbox address and PASS an API token for it: the bridge keeps no credentials of its own
+ * and reads mail only through the API, so it works the same against `npm start` and an AWS stack.
+ *
+ * Session: at PASS the maildrop is listed once (oldest first: message 1 is the oldest; UIDL is the
+ * message's id, stable across sessions), and stays that list until QUIT, as RFC 1939 asks; mail that
+ * arrives meanwhile shows in the next session. DELE marks, RSET unmarks, QUIT deletes the marked ones
+ * through the API (the UPDATE state). A mailbox is open in one session of a bridge at a time.
+ * RETR and TOP stream the API's bytes, with CRLF line endings and dot-stuffing on the way out.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
+
+/** RFC 1939 §3: the autologout timer is at least 10 minutes. */
+const IDLE_TIMEOUT_MS = 10 * 60 * 1000;
+/** Commands are short (RFC 2449: 255 octets); a client sending kilobytes without a line end is not one. */
+const MAX_LINE_BYTES = 4096;
+/** LIST pages of the API, as large as it allows. */
+const LIST_PAGE = 1000;
+
+export const DEFAULT_POP3_PORT = 1110;
+
+export interface Pop3BridgeOptions {
+  /** The mail-relay HTTP API, e.g. `http://127.0.0.1:8025` or the stack's `ApiUrl` output. */
+  readonly apiUrl: string;
+  /** @default DEFAULT_POP3_PORT (1110); 0 picks a free port. */
+  readonly port?: number;
+  /** @default 127.0.0.1: clients send the token in clear text, so the bridge stays on loopback. */
+  readonly host?: string;
+  /** Idle time after which a session is closed, in milliseconds. @default 10 minutes */
+  readonly idleTimeoutMs?: number;
+  /** Receives unexpected errors of a session (the client sees `-ERR`). */
+  readonly onError?: (err: unknown) => void;
+}
+
+export interface Pop3Bridge {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+interface Listed {
+  readonly id: string;
+  readonly size: number;
+  deleted: boolean;
+}
+
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The API as a POP3 session needs it: one mailbox, one token. */
+class MailboxApi {
+  private readonly base: string;
+
+  constructor(
+    apiUrl: string,
+    mailbox: string,
+    private readonly token: string,
+  ) {
+    this.base = `${apiUrl.replace(/\/+$/, '')}/v1/mailboxes/${encodeURIComponent(mailbox)}`;
+  }
+
+  private async call(path: string, init: RequestInit = {}): Promise<Response> {
+    const res = await fetch(`${this.base}${path}`, {
+      ...init,
+      headers: { Authorization: `Bearer ${this.token}` },
+      redirect: 'follow',
+    });
+    if (!res.ok) {
+      let message = `${res.status} ${res.statusText}`;
+      try {
+        const body = (await res.json()) as { error?: { code?: string; message?: string } };
+        if (body.error?.code) message = `${body.error.code}: ${body.error.message ?? ''}`;
+      } catch {
+        // Not our JSON error shape: the status says enough.
+      }
+      throw new ApiError(res.status, message);
+    }
+    return res;
+  }
+
+  /** Every message, oldest first. */
+  async list(): Promise<Listed[]> {
+    const out: Listed[] = [];
+    let cursor: string | null = null;
+    do {
+      const query: string = `?limit=${LIST_PAGE}${cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`}`;
+      const page = (await (await this.call(`/messages${query}`)).json()) as {
+        items: { id: string; size: number }[];
+        nextCursor: string | null;
+      };
+      for (const item of page.items) out.push({ id: item.id, size: item.size, deleted: false });
+      cursor = page.nextCursor;
+    } while (cursor !== null);
+    return out.reverse();
+  }
+
+  async body(id: string, topLines?: number): Promise<Readable> {
+    const path = `/messages/${encodeURIComponent(id)}${topLines === undefined ? '/raw' : `/top?lines=${topLines}`}`;
+    const res = await this.call(path);
+    if (res.body === null) return Readable.from([]);
+    return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+  }
+
+  async delete(id: string): Promise<void> {
+    try {
+      await this.call(`/messages/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    } catch (err) {
+      // Gone already (another client, the retention sweeper): what DELE wanted.
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+    }
+  }
+}
+
+const CRLF = Buffer.from('\r\n');
+const LF = Buffer.from('\n');
+const DOT = Buffer.from('.');
+
+/** Resolves when `socket` can take more (or is gone: then the writes are moot). */
+function writable(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
+}
+
+/**
+ * Writes a message as a POP3 multi-line response body: CRLF line endings (a bare LF becomes CRLF),
+ * a `.` doubled at the start of a line, a final CRLF if the message lacks one, then `.` CRLF.
+ */
+export async function writeDotStuffed(source: AsyncIterable<Uint8Array>, socket: Socket): Promise<void> {
+  let atLineStart = true;
+  let lastWasCr = false;
+  for await (const data of source) {
+    const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    if (chunk.length === 0) continue;
+    const parts: Buffer[] = [];
+    let i = 0;
+    while (i < chunk.length) {
+      if (atLineStart && chunk[i] === 0x2e) parts.push(DOT);
+      atLineStart = false;
+      const lf = chunk.indexOf(0x0a, i);
+      if (lf < 0) {
+        parts.push(chunk.subarray(i));
+        lastWasCr = chunk[chunk.length - 1] === 0x0d;
+        break;
+      }
+      // The byte before this LF: in this chunk, or the last one of the previous chunk.
+      const crBefore = lf > i ? chunk[lf - 1] === 0x0d : lastWasCr;
+      parts.push(chunk.subarray(i, lf), crBefore ? LF : CRLF);
+      atLineStart = true;
+      lastWasCr = false;
+      i = lf + 1;
+    }
+    if (!socket.write(Buffer.concat(parts))) await writable(socket);
+    if (socket.destroyed) return;
+  }
+  const tail = atLineStart ? '.\r\n' : lastWasCr ? '\n.\r\n' : '\r\n.\r\n';
+  socket.write(tail);
+}
+
+class Session {
+  private state: 'authorization' | 'transaction' = 'authorization';
+  private user: string | null = null;
+  private api: MailboxApi | null = null;
+  private mailbox: string | null = null;
+  private messages: Listed[] = [];
+  private buffered: Buffer = Buffer.alloc(0);
+  private lines: string[] = [];
+  private busy = false;
+  private closed = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly options: Pop3BridgeOptions,
+    private readonly locks: Set<string>,
+  ) {
+    socket.setTimeout(options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, () => {
+      this.reply('-ERR autologout: idle for too long');
+      this.end();
+    });
+    socket.on('data', (data: Buffer) => this.receive(data));
+    socket.on('close', () => this.release());
+    socket.on('error', () => this.release());
+    this.reply('+OK mail-relay POP3 bridge ready');
+  }
+
+  private reply(line: string): void {
+    if (!this.closed) this.socket.write(`${line}\r\n`);
+  }
+
+  private end(): void {
+    this.release();
+    this.closed = true;
+    this.socket.end();
+  }
+
+  private release(): void {
+    if (this.mailbox !== null) this.locks.delete(this.mailbox);
+    this.mailbox = null;
+  }
+
+  private receive(data: Buffer): void {
+    this.buffered = this.buffered.length === 0 ? data : Buffer.concat([this.buffered, data]);
+    for (;;) {
+      const lf = this.buffered.indexOf(0x0a);
+      if (lf < 0) break;
+      const end = lf > 0 && this.buffered[lf - 1] === 0x0d ? lf - 1 : lf;
+      this.lines.push(this.buffered.subarray(0, end).toString('latin1'));
+      this.buffered = this.buffered.subarray(lf + 1);
+    }
+    if (this.buffered.length > MAX_LINE_BYTES) {
+      this.reply('-ERR line too long');
+      this.end();
+      return;
+    }
+    void this.drain();
+  }
+
+  /** Runs queued commands one at a time, in order (clients may pipeline them, RFC 2449). */
+  private async drain(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      for (let line = this.lines.shift(); line !== undefined && !this.closed; line = this.lines.shift()) {
+        try {
+          await this.command(line);
+        } catch (err) {
+          if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+            this.reply('-ERR [AUTH] the token is no longer valid for this mailbox');
+            this.end();
+          } else {
+            this.options.onError?.(err);
+            this.reply(`-ERR [SYS/TEMP] the mail-relay API failed: ${oneLine(err)}`);
+          }
+        }
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async command(line: string): Promise<void> {
+    const space = line.indexOf(' ');
+    const verb = (space < 0 ? line : line.slice(0, space)).toUpperCase();
+    const arg = space < 0 ? '' : line.slice(space + 1);
+    const args = arg.split(' ').filter((a) => a !== '');
+    if (verb === 'QUIT') return this.quit();
+    if (verb === 'CAPA') {
+      this.reply('+OK capabilities follow');
+      for (const c of [
+        'USER',
+        'TOP',
+        'UIDL',
+        'PIPELINING',
+        'RESP-CODES',
+        'AUTH-RESP-CODE',
+        'IMPLEMENTATION mail-relay',
+      ])
+        this.reply(c);
+      this.reply('.');
+      return;
+    }
+    if (verb === 'NOOP' && this.state === 'transaction') return this.reply('+OK');
+    if (this.state === 'authorization') return this.authorization(verb, arg);
+    switch (verb) {
+      case 'STAT': {
+        const live = this.messages.filter((m) => !m.deleted);
+        return this.reply(`+OK ${live.length} ${live.reduce((n, m) => n + m.size, 0)}`);
+      }
+      case 'LIST':
+      case 'UIDL': {
+        const show = (n: number, m: Listed) => `${n} ${verb === 'LIST' ? m.size : m.id}`;
+        if (args.length > 0) {
+          const n = this.messageNumber(args[0]);
+          if (n === null) return;
+          return this.reply(`+OK ${show(n, this.messages[n - 1] as Listed)}`);
+        }
+        const live = this.messages.filter((m) => !m.deleted);
+        this.reply(`+OK ${live.length} messages`);
+        this.messages.forEach((m, i) => {
+          if (!m.deleted) this.reply(show(i + 1, m));
+        });
+        return this.reply('.');
+      }
+      case 'RETR':
+      case 'TOP': {
+        const n = this.messageNumber(args[0]);
+        if (n === null) return;
+        let lines: number | undefined;
+        if (verb === 'TOP') {
+          if (args[1] === undefined || !/^\d{1,9}$/.test(args[1])) return this.reply('-ERR usage: TOP msg n');
+          lines = Number(args[1]);
+        }
+        const m = this.messages[n - 1] as Listed;
+        let body: Readable;
+        try {
+          body = await (this.api as MailboxApi).body(m.id, lines);
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 404)
+            return this.reply(`-ERR message ${n} no longer exists`);
+          throw err;
+        }
+        this.reply(verb === 'RETR' ? `+OK ${m.size} octets` : '+OK top of message follows');
+        try {
+          await writeDotStuffed(body, this.socket);
+        } catch (err) {
+          // Half a multi-line answer cannot be taken back: the client must not mistake it for the message.
+          this.options.onError?.(err);
+          this.socket.destroy();
+          this.release();
+          this.closed = true;
+        }
+        return;
+      }
+      case 'DELE': {
+        const n = this.messageNumber(args[0]);
+        if (n === null) return;
+        (this.messages[n - 1] as Listed).deleted = true;
+        return this.reply(`+OK message ${n} deleted`);
+      }
+      case 'RSET':
+        for (const m of this.messages) m.deleted = false;
+        return this.reply(`+OK maildrop has ${this.messages.length} messages`);
+      default:
+        return this.reply(`-ERR unknown command ${verb.slice(0, 16)}`);
+    }
+  }
+
+  /** The 1-based number of a listed, not deleted message, or null after answering -ERR. */
+  private messageNumber(text: string | undefined): number | null {
+    const n = text !== undefined && /^\d{1,9}$/.test(text) ? Number(text) : Number.NaN;
+    const m = this.messages[n - 1];
+    if (m === undefined) {
+      this.reply('-ERR no such message');
+      return null;
+    }
+    if (m.deleted) {
+      this.reply(`-ERR message ${n} already deleted`);
+      return null;
+    }
+    return n;
+  }
+
+  private async authorization(verb: string, arg: string): Promise<void> {
+    if (verb === 'USER') {
+      if (arg === '') return this.reply('-ERR usage: USER <mailbox address>');
+      this.user = arg.trim();
+      return this.reply('+OK send the API token for this mailbox as PASS');
+    }
+    if (verb !== 'PASS') return this.reply('-ERR USER and PASS first');
+    const user = this.user;
+    this.user = null;
+    if (user === null) return this.reply('-ERR USER first');
+    const mailbox = user.toLowerCase();
+    if (this.locks.has(mailbox)) return this.reply('-ERR [IN-USE] the mailbox is open in another session');
+    const api = new MailboxApi(this.options.apiUrl, mailbox, arg.trim());
+    this.locks.add(mailbox);
+    this.mailbox = mailbox;
+    try {
+      this.messages = await api.list();
+    } catch (err) {
+      this.release();
+      if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
+        return this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
+      }
+      throw err;
+    }
+    if (this.closed) return this.release();
+    this.api = api;
+    this.state = 'transaction';
+    const octets = this.messages.reduce((n, m) => n + m.size, 0);
+    this.reply(`+OK ${mailbox} has ${this.messages.length} messages (${octets} octets)`);
+  }
+
+  private async quit(): Promise<void> {
+    if (this.state === 'transaction' && this.api !== null) {
+      const marked = this.messages.filter((m) => m.deleted);
+      let failed = 0;
+      for (const m of marked) {
+        try {
+          await this.api.delete(m.id);
+        } catch (err) {
+          failed++;
+          this.options.onError?.(err);
+        }
+      }
+      if (failed > 0) {
+        this.reply(`-ERR some deleted messages not removed (${failed} of ${marked.length})`);
+        return this.end();
+      }
+      this.reply(`+OK bye, ${marked.length} messages deleted`);
+      return this.end();
+    }
+    this.reply('+OK bye');
+    this.end();
+  }
+}
+
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replace(/[\r\n]+/g, ' ').slice(0, 200);
+}
+
+export async function startPop3Bridge(options: Pop3BridgeOptions): Promise<Pop3Bridge> {
+  if (!/^https?:\/\/[^/]/.test(options.apiUrl)) {
+    throw new TypeError(`the POP3 bridge needs the API's http(s) URL, got ${JSON.stringify(options.apiUrl)}`);
+  }
+  const locks = new Set<string>();
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    new Session(socket, options, locks);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? DEFAULT_POP3_PORT, options.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

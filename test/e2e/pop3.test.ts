@@ -1,0 +1,305 @@
+/**
+ * The POP3 bridge (`mail-relay pop3`) in front of the real local API, with real clients: python3's
+ * poplib, mpop (apt), and a raw socket for what clients do not exercise (pipelining, errors, locks).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { revokeToken } from '../../functions/api/auth.ts';
+import { type Pop3Bridge, startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
+import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
+import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
+import { python, run } from '../helpers/process.ts';
+
+const ALICE = 'alice@example.test';
+const BOB = 'bob@example.test';
+
+/** The bytes a POP3 client should get for a stored message: CRLF line endings, ending in CRLF. */
+function asTransmitted(raw: Buffer): Buffer {
+  const crlf = raw.toString('latin1').replace(/\r?\n/g, '\r\n');
+  return Buffer.from(crlf.endsWith('\r\n') ? crlf : `${crlf}\r\n`, 'latin1');
+}
+
+/** Oldest first, as the bridge numbers them. */
+async function listIds(env: ApiTestEnv, token: string, mailbox: string): Promise<string[]> {
+  const res = await env.request(`/v1/mailboxes/${mailbox}/messages?limit=1000`, { token });
+  const page = (await res.json()) as { items: { id: string }[] };
+  return page.items.map((i) => i.id).reverse();
+}
+
+async function rawOf(env: ApiTestEnv, token: string, mailbox: string, id: string): Promise<Buffer> {
+  return Buffer.from(
+    await (await env.request(`/v1/mailboxes/${mailbox}/messages/${id}/raw`, { token })).arrayBuffer(),
+  );
+}
+
+/** A scripted POP3 conversation over a raw socket: sends `input` at once, returns every byte received. */
+function converse(port: number, input: string, waitFor: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no ${waitFor} in: ${got}`));
+    }, 10_000);
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (waitFor.test(got)) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(got);
+      }
+    });
+    socket.on('error', reject);
+    socket.once('data', () => socket.write(input));
+  });
+}
+
+const POPLIB_SESSION = `
+import json, poplib, sys
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+p = poplib.POP3('127.0.0.1', port, timeout=20)
+out = {'welcome': p.getwelcome().decode(), 'capa': sorted(p.capa().keys())}
+p.user(user)
+p.pass_(password)
+out['stat'] = list(p.stat())
+out['list'] = [l.decode() for l in p.list()[1]]
+out['uidl'] = [l.decode() for l in p.uidl()[1]]
+out['retr'] = [b'\\r\\n'.join(p.retr(i + 1)[1]).decode('latin1') for i in range(out['stat'][0])]
+out['top0'] = b'\\r\\n'.join(p.top(1, 0)[1]).decode('latin1')
+p.dele(1)
+try:
+    p.retr(1)
+    out['retr_deleted'] = 'ok'
+except poplib.error_proto as e:
+    out['retr_deleted'] = e.args[0].decode()
+p.rset()
+p.dele(2)
+out['stat_after_dele'] = list(p.stat())
+out['quit'] = p.quit().decode()
+print(json.dumps(out))
+`;
+
+describe('POP3 bridge', () => {
+  let env: ApiTestEnv;
+  let bridge: Pop3Bridge;
+  let alice: string;
+  const bodies = [
+    // Dot-leading lines (stuffed on the wire), a lone dot line, CRLF.
+    'From: a@remote.test\r\nTo: alice@example.test\r\nSubject: dots\r\n\r\n.one dot\r\n..two dots\r\n.\r\nend\r\n',
+    // Bare LF throughout: a POP3 client gets CRLF.
+    'From: b@remote.test\nTo: alice@example.test\nSubject: bare LF\n\nline 1\nline 2\n',
+    // 8-bit text, several lines, for TOP.
+    'From: c@remote.test\r\nTo: alice@example.test\r\nSubject: third\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\nzwei\r\ndrei\r\n',
+  ];
+
+  before(async () => {
+    env = await startApiTestEnv();
+    alice = await env.token(ALICE);
+    for (const [i, b] of bodies.entries()) {
+      await env.deliver([ALICE], Buffer.from(b, 'utf8'), new Date(Date.UTC(2026, 10, 1, 12, i)));
+    }
+    bridge = await startPop3Bridge({ apiUrl: env.url, port: 0 });
+  });
+  after(async () => {
+    await bridge?.close();
+    await env?.close();
+  });
+
+  it('python poplib: STAT, LIST, UIDL, RETR, TOP match the API; DELE, RSET and QUIT delete through it', async () => {
+    const ids = await listIds(env, alice, ALICE);
+    const raws = await Promise.all(ids.map((id) => rawOf(env, alice, ALICE, id)));
+    const r = await python(POPLIB_SESSION, [String(bridge.port), ALICE, alice]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as {
+      welcome: string;
+      capa: string[];
+      stat: [number, number];
+      list: string[];
+      uidl: string[];
+      retr: string[];
+      top0: string;
+      retr_deleted: string;
+      stat_after_dele: [number, number];
+      quit: string;
+    };
+    assert.match(out.welcome, /^\+OK/);
+    for (const c of ['RESP-CODES', 'TOP', 'UIDL', 'USER']) assert.ok(out.capa.includes(c), c);
+    assert.deepEqual(out.stat, [3, raws.reduce((n, b) => n + b.length, 0)]);
+    assert.deepEqual(
+      out.list,
+      raws.map((b, i) => `${i + 1} ${b.length}`),
+    );
+    assert.deepEqual(
+      out.uidl,
+      ids.map((id, i) => `${i + 1} ${id}`),
+    );
+    // poplib returns the lines without their CRLF and with the stuffed dots removed.
+    out.retr.forEach((text, i) => {
+      assert.equal(`${text}\r\n`, asTransmitted(raws[i] as Buffer).toString('latin1'), `message ${i + 1}`);
+    });
+    const headers = asTransmitted(raws[0] as Buffer)
+      .toString('latin1')
+      .split('\r\n\r\n')[0];
+    assert.equal(out.top0, `${headers}\r\n`);
+    assert.match(out.retr_deleted, /^-ERR message 1 already deleted/);
+    assert.deepEqual(out.stat_after_dele, [2, (raws[0]?.length ?? 0) + (raws[2]?.length ?? 0)]);
+    assert.match(out.quit, /^\+OK .*1 messages deleted/);
+    // RSET undid the first DELE; the second was carried out at QUIT.
+    assert.deepEqual(await listIds(env, alice, ALICE), [ids[0], ids[2]]);
+  });
+
+  it('the wire: dot-stuffing and CRLF on RETR, pipelined commands answered in order', async () => {
+    const ids = await listIds(env, alice, ALICE);
+    const got = await converse(
+      bridge.port,
+      `USER ${ALICE}\r\nPASS ${alice}\r\nSTAT\r\nRETR 1\r\nTOP 2 1\r\nUIDL 2\r\nNOOP\r\nQUIT\r\n`,
+      /\+OK bye.*\r\n$/,
+    );
+    const lines = got.split('\r\n');
+    assert.match(lines[0] ?? '', /^\+OK mail-relay POP3 bridge ready/);
+    assert.match(lines[1] ?? '', /^\+OK send the API token/);
+    assert.match(lines[2] ?? '', new RegExp(`^\\+OK ${ALICE} has 2 messages`));
+    assert.match(lines[3] ?? '', /^\+OK 2 \d+$/);
+    assert.match(lines[4] ?? '', /^\+OK \d+ octets$/);
+    // The first message's body on the wire: every dot-leading line doubled, the lone dot too.
+    const body = got.slice(got.indexOf('Subject: dots'));
+    assert.ok(body.includes('\r\n\r\n..one dot\r\n...two dots\r\n..\r\nend\r\n.\r\n'), body.slice(0, 200));
+    // TOP 2 1 (the poplib test deleted the bare-LF one): the headers, the blank line, one body line.
+    const top = Buffer.from(
+      'Subject: third\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n.\r\n',
+      'utf8',
+    );
+    assert.ok(got.includes(top.toString('latin1')), 'TOP 2 1');
+    assert.ok(got.includes(`+OK 2 ${ids[1]}\r\n`), 'UIDL 2');
+    assert.ok(got.includes('\r\n+OK\r\n+OK bye, 0 messages deleted\r\n'), 'NOOP then QUIT');
+  });
+
+  it('refuses a wrong token, a second session on the same mailbox, and commands out of place', async () => {
+    const wrong = await converse(
+      bridge.port,
+      `USER ${ALICE}\r\nPASS mr_not_a_token\r\nQUIT\r\n`,
+      /\+OK bye\r\n$/,
+    );
+    assert.match(wrong, /\r\n-ERR \[AUTH\] no such mailbox, or the token is not valid for it\r\n/);
+    const otherMailbox = await converse(
+      bridge.port,
+      `USER ${BOB}\r\nPASS ${alice}\r\nQUIT\r\n`,
+      /\+OK bye\r\n$/,
+    );
+    assert.match(otherMailbox, /-ERR \[AUTH\]/);
+
+    const early = await converse(bridge.port, 'STAT\r\nPASS x\r\nFOO\r\nQUIT\r\n', /\+OK bye\r\n$/);
+    assert.deepEqual(early.split('\r\n').slice(1, 4), [
+      '-ERR USER and PASS first',
+      '-ERR USER first',
+      '-ERR USER and PASS first',
+    ]);
+
+    // One session holds the mailbox; a second is refused until the first quits.
+    const holder = connect(bridge.port, '127.0.0.1');
+    let held = '';
+    holder.on('data', (d: Buffer) => {
+      held += d.toString('latin1');
+    });
+    await new Promise<void>((resolve) => holder.once('data', () => resolve()));
+    holder.write(`USER ${ALICE}\r\nPASS ${alice}\r\n`);
+    while (!/has \d+ messages/.test(held)) await new Promise((r) => setTimeout(r, 10));
+    const second = await converse(bridge.port, `USER ${ALICE}\r\nPASS ${alice}\r\nQUIT\r\n`, /\+OK bye\r\n$/);
+    assert.match(second, /-ERR \[IN-USE\]/);
+    holder.write('RETR 99\r\nDELE 1\r\nDELE 1\r\nQUIT\r\n');
+    while (!/bye/.test(held)) await new Promise((r) => setTimeout(r, 10));
+    assert.match(
+      held,
+      /-ERR no such message\r\n\+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n\+OK bye, 1 messages deleted\r\n/,
+    );
+    const third = await converse(bridge.port, `USER ${ALICE}\r\nPASS ${alice}\r\nQUIT\r\n`, /\+OK bye/);
+    assert.match(third, /\+OK alice@example\.test has 1 messages/);
+  });
+
+  it('ends a session whose token is revoked meanwhile, at its next read of mail', async () => {
+    const token = await env.token(ALICE);
+    const socket = connect(bridge.port, '127.0.0.1');
+    let got = '';
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+    });
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    socket.write(`USER ${ALICE}\r\nPASS ${token}\r\n`);
+    while (!/has \d+ messages/.test(got)) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await revokeToken(env.runtime.index, token), true);
+    socket.write('STAT\r\nRETR 1\r\n');
+    await closed;
+    assert.match(got, /\r\n\+OK 1 \d+\r\n-ERR \[AUTH\] the token is no longer valid for this mailbox\r\n$/);
+  });
+
+  it('closes a session whose line never ends', async () => {
+    const got = await converse(bridge.port, 'X'.repeat(10_000), /-ERR line too long\r\n/);
+    assert.match(got, /-ERR line too long/);
+  });
+});
+
+describe('POP3 bridge with mpop', () => {
+  const haveMpop = hasCommand('mpop');
+  let env: ApiTestEnv;
+  let bridge: Pop3Bridge;
+  before(async () => {
+    env = await startApiTestEnv();
+    bridge = await startPop3Bridge({ apiUrl: env.url, port: 0 });
+  });
+  after(async () => {
+    await bridge?.close();
+    await env?.close();
+  });
+
+  it('mpop retrieves every message into an mbox, then deletes them', async (t) => {
+    if (!requireOrAnnounce(haveMpop, 'POP3 bridge with mpop', 'apt-get install mpop'))
+      return t.skip('no mpop');
+    const token = await env.token(BOB);
+    const sent = [
+      'From: x@remote.test\r\nTo: bob@example.test\r\nSubject: one\r\n\r\nfirst\r\n.dot line\r\n',
+      'From: y@remote.test\r\nTo: bob@example.test\r\nSubject: two\r\n\r\nsecond\r\n',
+    ];
+    for (const b of sent) await env.deliver([BOB], Buffer.from(b));
+    const ids = await listIds(env, token, BOB);
+    const raws = await Promise.all(ids.map((id) => rawOf(env, token, BOB, id)));
+    const dir = mkdtempSync(join(tmpdir(), 'mr-mpop-'));
+    try {
+      const mbox = join(dir, 'inbox.mbox');
+      const rc = join(dir, 'mpoprc');
+      writeFileSync(
+        rc,
+        [
+          'account bridge',
+          'host 127.0.0.1',
+          `port ${bridge.port}`,
+          'tls off',
+          'auth user',
+          `user ${BOB}`,
+          `password ${token}`,
+          `delivery mbox ${mbox}`,
+          'keep off',
+          `uidls_file ${join(dir, 'uidls')}`,
+          '',
+        ].join('\n'),
+        { mode: 0o600 },
+      );
+      writeFileSync(mbox, '');
+      const r = await run('mpop', ['-C', rc, '-q', 'bridge'], { timeoutMs: 30_000 });
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      const got = readFileSync(mbox, 'latin1');
+      // mbox: each message after a From_ line, with ">From " quoting; ours contain no From_ lines to quote.
+      for (const raw of raws) {
+        const lf = raw.toString('latin1').replace(/\r\n/g, '\n');
+        assert.ok(got.includes(lf), `the mbox holds the message:\n${lf}`);
+      }
+      assert.deepEqual(await listIds(env, token, BOB), [], 'keep off: deleted after retrieval');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
