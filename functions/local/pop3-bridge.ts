@@ -241,6 +241,9 @@ class Session {
           if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
             this.reply('-ERR [AUTH] the token is no longer valid for this mailbox');
             this.end();
+          } else if (err instanceof ApiError && err.status < 500) {
+            // The API refused this request (e.g. TOP larger than one answer carries): say why.
+            this.reply(`-ERR ${oneLine(err)}`);
           } else {
             this.options.onError?.(err);
             this.reply(`-ERR [SYS/TEMP] the mail-relay API failed: ${oneLine(err)}`);

@@ -36,7 +36,10 @@ async function rawOf(env: ApiTestEnv, token: string, mailbox: string, id: string
   );
 }
 
-/** A scripted POP3 conversation over a raw socket: sends `input` at once, returns every byte received. */
+/**
+ * A scripted POP3 conversation over a raw socket: sends `input` at once, returns every byte received
+ * once the end of it matches `waitFor`.
+ */
 function converse(port: number, input: string, waitFor: RegExp): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
@@ -47,7 +50,7 @@ function converse(port: number, input: string, waitFor: RegExp): Promise<string>
     }, 10_000);
     socket.on('data', (d: Buffer) => {
       got += d.toString('latin1');
-      if (waitFor.test(got)) {
+      if (waitFor.test(got.slice(-512))) {
         clearTimeout(timer);
         socket.end();
         resolve(got);
@@ -235,6 +238,29 @@ describe('POP3 bridge', () => {
     socket.write('STAT\r\nRETR 1\r\n');
     await closed;
     assert.match(got, /\r\n\+OK 1 \d+\r\n-ERR \[AUTH\] the token is no longer valid for this mailbox\r\n$/);
+  });
+
+  it('a big message: RETR follows the API to its presigned URL and streams it; a TOP too large says why', async () => {
+    const CAROL = 'carol@example.test';
+    const token = await env.token(CAROL);
+    const line = `${'0123456789'.repeat(7)}abcdefgh`;
+    const body = Buffer.from(`Subject: big\r\n\r\n${`${line}\r\n`.repeat(100_000)}`);
+    const r = await env.deliver([CAROL], body);
+    const raw = await rawOf(env, token, CAROL, r.id);
+    assert.ok(raw.length > 4 * 1024 * 1024, 'larger than the API serves without a redirect');
+    const got = await converse(
+      bridge.port,
+      `USER ${CAROL}\r\nPASS ${token}\r\nRETR 1\r\nTOP 1 90000\r\nQUIT\r\n`,
+      /\+OK bye.*\r\n$/,
+    );
+    const start = got.indexOf(`+OK ${raw.length} octets\r\n`);
+    assert.ok(start > 0, got.slice(0, 300));
+    const sent = got.slice(
+      start + `+OK ${raw.length} octets\r\n`.length,
+      got.indexOf('\r\n.\r\n', start) + 2,
+    );
+    assert.equal(sent, raw.toString('latin1'), 'RETR sent the stored bytes');
+    assert.match(got, /\r\n\.\r\n-ERR top_too_large: [^\r\n]+\r\n\+OK bye/);
   });
 
   it('closes a session whose line never ends', async () => {
