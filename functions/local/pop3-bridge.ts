@@ -17,6 +17,8 @@ import { Readable } from 'node:stream';
 const IDLE_TIMEOUT_MS = 10 * 60 * 1000;
 /** Commands are short (RFC 2449: 255 octets); a client sending kilobytes without a line end is not one. */
 const MAX_LINE_BYTES = 4096;
+/** Pipelined commands waiting for their turn before the bridge stops reading from the client. */
+const MAX_QUEUED_COMMANDS = 64;
 /** LIST pages of the API, as large as it allows. */
 const LIST_PAGE = 1000;
 
@@ -192,8 +194,12 @@ class Session {
       this.end();
     });
     socket.on('data', (data: Buffer) => this.receive(data));
-    socket.on('close', () => this.release());
-    socket.on('error', () => this.release());
+    const gone = () => {
+      this.closed = true;
+      this.release();
+    };
+    socket.on('close', gone);
+    socket.on('error', gone);
     this.reply('+OK mail-relay POP3 bridge ready');
   }
 
@@ -226,6 +232,8 @@ class Session {
       this.end();
       return;
     }
+    // A client pipelining faster than the API answers waits in TCP, not in this process's memory.
+    if (this.lines.length > MAX_QUEUED_COMMANDS) this.socket.pause();
     void this.drain();
   }
 
@@ -235,6 +243,7 @@ class Session {
     this.busy = true;
     try {
       for (let line = this.lines.shift(); line !== undefined && !this.closed; line = this.lines.shift()) {
+        if (this.socket.isPaused() && this.lines.length < MAX_QUEUED_COMMANDS / 2) this.socket.resume();
         try {
           await this.command(line);
         } catch (err) {

@@ -1,9 +1,10 @@
 /**
  * The POP3 bridge (`mail-relay pop3`) in front of the real local API, with real clients: python3's
- * poplib, mpop (apt), and a raw socket for what clients do not exercise (pipelining, errors, locks).
+ * poplib, mpop, fetchmail and getmail6 (apt), and a raw socket for what clients do not exercise
+ * (pipelining, errors, locks).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -263,14 +264,25 @@ describe('POP3 bridge', () => {
     assert.match(got, /\r\n\.\r\n-ERR top_too_large: [^\r\n]+\r\n\+OK bye/);
   });
 
+  it('answers a flood of pipelined commands, every one, in order', async () => {
+    const token = await env.token(ALICE);
+    const got = await converse(
+      bridge.port,
+      `USER ${ALICE}\r\nPASS ${token}\r\n${'NOOP\r\nSTAT\r\n'.repeat(500)}QUIT\r\n`,
+      /\+OK bye.*\r\n$/,
+    );
+    const answers = got.split('\r\n').slice(3, -2);
+    assert.equal(answers.length, 1000);
+    for (const [i, a] of answers.entries()) assert.match(a, i % 2 === 0 ? /^\+OK$/ : /^\+OK 1 \d+$/);
+  });
+
   it('closes a session whose line never ends', async () => {
     const got = await converse(bridge.port, 'X'.repeat(10_000), /-ERR line too long\r\n/);
     assert.match(got, /-ERR line too long/);
   });
 });
 
-describe('POP3 bridge with mpop', () => {
-  const haveMpop = hasCommand('mpop');
+describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
   let env: ApiTestEnv;
   let bridge: Pop3Bridge;
   before(async () => {
@@ -282,50 +294,116 @@ describe('POP3 bridge with mpop', () => {
     await env?.close();
   });
 
-  it('mpop retrieves every message into an mbox, then deletes them', async (t) => {
-    if (!requireOrAnnounce(haveMpop, 'POP3 bridge with mpop', 'apt-get install mpop'))
-      return t.skip('no mpop');
-    const token = await env.token(BOB);
-    const sent = [
-      'From: x@remote.test\r\nTo: bob@example.test\r\nSubject: one\r\n\r\nfirst\r\n.dot line\r\n',
-      'From: y@remote.test\r\nTo: bob@example.test\r\nSubject: two\r\n\r\nsecond\r\n',
-    ];
-    for (const b of sent) await env.deliver([BOB], Buffer.from(b));
-    const ids = await listIds(env, token, BOB);
-    const raws = await Promise.all(ids.map((id) => rawOf(env, token, BOB, id)));
-    const dir = mkdtempSync(join(tmpdir(), 'mr-mpop-'));
-    try {
-      const mbox = join(dir, 'inbox.mbox');
-      const rc = join(dir, 'mpoprc');
-      writeFileSync(
-        rc,
-        [
-          'account bridge',
-          'host 127.0.0.1',
-          `port ${bridge.port}`,
-          'tls off',
-          'auth user',
-          `user ${BOB}`,
-          `password ${token}`,
-          `delivery mbox ${mbox}`,
-          'keep off',
-          `uidls_file ${join(dir, 'uidls')}`,
-          '',
-        ].join('\n'),
-        { mode: 0o600 },
+  /**
+   * Two messages (one with a dot-leading line) into `mailbox`; `client` fetches them into `dir` and
+   * returns everything it delivered as one text; then each stored message must be in it (with LF
+   * line endings, as mbox and Maildir hold them) and the mailbox empty (the clients delete).
+   */
+  async function fetchAll(mailbox: string, client: (dir: string, token: string) => Promise<string>) {
+    const token = await env.token(mailbox);
+    for (const [i, b] of ['first\r\n.dot line\r\n', 'second\r\n'].entries()) {
+      await env.deliver(
+        [mailbox],
+        Buffer.from(`From: x${i}@remote.test\r\nTo: ${mailbox}\r\nSubject: m${i}\r\n\r\n${b}`),
       );
-      writeFileSync(mbox, '');
-      const r = await run('mpop', ['-C', rc, '-q', 'bridge'], { timeoutMs: 30_000 });
-      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
-      const got = readFileSync(mbox, 'latin1');
-      // mbox: each message after a From_ line, with ">From " quoting; ours contain no From_ lines to quote.
+    }
+    const ids = await listIds(env, token, mailbox);
+    const raws = await Promise.all(ids.map((id) => rawOf(env, token, mailbox, id)));
+    const dir = mkdtempSync(join(tmpdir(), 'mr-pop3-client-'));
+    try {
+      const got = await client(dir, token);
       for (const raw of raws) {
         const lf = raw.toString('latin1').replace(/\r\n/g, '\n');
-        assert.ok(got.includes(lf), `the mbox holds the message:\n${lf}`);
+        assert.ok(got.includes(lf), `delivered:\n${lf}\n--- in:\n${got}`);
       }
-      assert.deepEqual(await listIds(env, token, BOB), [], 'keep off: deleted after retrieval');
+      assert.deepEqual(await listIds(env, token, mailbox), [], 'deleted after retrieval');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+
+  it('mpop retrieves every message into an mbox, then deletes them', async (t) => {
+    if (!requireOrAnnounce(hasCommand('mpop'), 'POP3 bridge with mpop', 'apt-get install mpop'))
+      return t.skip('no mpop');
+    await fetchAll(BOB, async (dir, token) => {
+      const mbox = join(dir, 'inbox.mbox');
+      const rc = join(dir, 'mpoprc');
+      const lines = ['account bridge', 'host 127.0.0.1', `port ${bridge.port}`, 'tls off', 'auth user'];
+      lines.push(
+        `user ${BOB}`,
+        `password ${token}`,
+        `delivery mbox ${mbox}`,
+        'keep off',
+        `uidls_file ${join(dir, 'uidls')}`,
+      );
+      writeFileSync(rc, `${lines.join('\n')}\n`, { mode: 0o600 });
+      writeFileSync(mbox, '');
+      const r = await run('mpop', ['-C', rc, '-q', 'bridge'], { timeoutMs: 30_000 });
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      return readFileSync(mbox, 'latin1');
+    });
+  });
+
+  it('fetchmail retrieves every message through an MDA, then deletes them', async (t) => {
+    if (
+      !requireOrAnnounce(hasCommand('fetchmail'), 'POP3 bridge with fetchmail', 'apt-get install fetchmail')
+    )
+      return t.skip('no fetchmail');
+    await fetchAll(ALICE, async (dir, token) => {
+      const out = join(dir, 'delivered.txt');
+      const rc = join(dir, 'fetchmailrc');
+      writeFileSync(
+        rc,
+        `set no syslog\npoll 127.0.0.1 protocol pop3 port ${bridge.port} no uidl\n` +
+          `  user "${ALICE}" password "${token}" sslproto '' no rewrite fetchall no keep\n` +
+          `  mda "/bin/sh -c 'cat >> ${out}'"\n`,
+        { mode: 0o600 },
+      );
+      const r = await run('fetchmail', ['-f', rc, '--nodetach', '--idfile', join(dir, 'ids')], {
+        env: { ...process.env, HOME: dir },
+        timeoutMs: 30_000,
+      });
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      return readFileSync(out, 'latin1');
+    });
+  });
+
+  it('getmail6 retrieves every message into a Maildir, then deletes them', async (t) => {
+    if (!requireOrAnnounce(hasCommand('getmail'), 'POP3 bridge with getmail6', 'apt-get install getmail6'))
+      return t.skip('no getmail6');
+    await fetchAll('carol@example.test', async (dir, token) => {
+      const maildir = join(dir, 'Maildir');
+      for (const sub of ['cur', 'new', 'tmp'])
+        mkdirSync(join(maildir, sub), { recursive: true, mode: 0o777 });
+      // getmail6 will not deliver as root: when the tests run as root it delivers as nobody.
+      for (const d of [dir, maildir, ...['cur', 'new', 'tmp'].map((sub) => join(maildir, sub))])
+        chmodSync(d, 0o777);
+      const rc = join(dir, 'getmailrc');
+      writeFileSync(
+        rc,
+        [
+          '[retriever]',
+          'type = SimplePOP3Retriever',
+          'server = 127.0.0.1',
+          `port = ${bridge.port}`,
+          'username = carol@example.test',
+          `password = ${token}`,
+          '[destination]',
+          'type = Maildir',
+          `path = ${maildir}/`,
+          ...(process.getuid?.() === 0 ? ['user = nobody'] : []),
+          '[options]',
+          'read_all = true',
+          'delete = true',
+          'verbose = 0',
+          '',
+        ].join('\n'),
+      );
+      const r = await run('getmail', ['--getmaildir', dir, '--rcfile', rc], { timeoutMs: 30_000 });
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      return readdirSync(join(maildir, 'new'))
+        .map((f) => readFileSync(join(maildir, 'new', f), 'latin1'))
+        .join('\n');
+    });
   });
 });
