@@ -276,6 +276,27 @@ describe('POP3 bridge', () => {
     for (const [i, a] of answers.entries()) assert.match(a, i % 2 === 0 ? /^\+OK$/ : /^\+OK 1 \d+$/);
   });
 
+  it('logs out a session idle for longer than the limit, and frees its mailbox', async () => {
+    const quick = await startPop3Bridge({ apiUrl: env.url, port: 0, idleTimeoutMs: 300 });
+    try {
+      const token = await env.token(ALICE);
+      const socket = connect(quick.port, '127.0.0.1');
+      let got = '';
+      socket.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+      });
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      socket.write(`USER ${ALICE}\r\nPASS ${token}\r\n`);
+      await closed;
+      assert.match(got, /has \d+ messages[^\r]*\r\n-ERR autologout: idle for too long\r\n$/);
+      const again = await converse(quick.port, `USER ${ALICE}\r\nPASS ${token}\r\nQUIT\r\n`, /\+OK bye/);
+      assert.match(again, /\+OK alice@example\.test has/);
+    } finally {
+      await quick.close();
+    }
+  });
+
   it('closes a session whose line never ends', async () => {
     const got = await converse(bridge.port, 'X'.repeat(10_000), /-ERR line too long\r\n/);
     assert.match(got, /-ERR line too long/);
