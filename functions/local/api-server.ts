@@ -10,8 +10,6 @@ import { type ApiApp, type ApiDeps, createApp } from '../api/app.ts';
 import type { MailWaiter } from '../api/waiter.ts';
 import { type LocalRuntime, loadOrCreatePresignSecret } from './runtime.ts';
 
-export const DEFAULT_API_PORT = 8025;
-
 export interface ApiServerOptions {
   /** 0 picks a free port (tests). */
   readonly port: number;

@@ -12,6 +12,7 @@ import { type Decision, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
 import { loadConfig, tokenMailbox } from './config-file.ts';
+import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
 
@@ -153,8 +154,8 @@ function deliveredMailboxes(r: RouteResult): string[] {
 
 async function commandDev(io: Io): Promise<number> {
   const { config, path } = loadConfig(io.env);
-  const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', 2525);
-  const [{ DEFAULT_API_PORT, startApiServer }, { startSmtpListener }] = await Promise.all([
+  const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', DEFAULT_SMTP_PORT);
+  const [{ startApiServer }, { startSmtpListener }] = await Promise.all([
     import('./api-server.ts'),
     import('./smtp-listener.ts'),
   ]);
@@ -232,8 +233,7 @@ async function commandPop3(args: readonly string[], io: Io): Promise<number> {
     io.err.write('mail-relay pop3: no arguments but --api <url>\n');
     return 2;
   }
-  const { DEFAULT_POP3_PORT, startPop3Bridge } = await import('./pop3-bridge.ts');
-  const { DEFAULT_API_PORT } = await import('./api-server.ts');
+  const { startPop3Bridge } = await import('./pop3-bridge.ts');
   const apiUrl = values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`;
   if (!/^https?:\/\/[^/]/.test(apiUrl)) throw new ConfigError(`--api ${apiUrl} is not an http(s) URL`);
   const bridge = await startPop3Bridge({

@@ -12,6 +12,8 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import type { ReadableStream } from 'node:stream/web';
+import { DEFAULT_POP3_PORT } from './ports.ts';
 
 /** RFC 1939 §3: the autologout timer is at least 10 minutes. */
 const IDLE_TIMEOUT_MS = 10 * 60 * 1000;
@@ -21,8 +23,6 @@ const MAX_LINE_BYTES = 4096;
 const MAX_QUEUED_COMMANDS = 64;
 /** LIST pages of the API, as large as it allows. */
 const LIST_PAGE = 1000;
-
-export const DEFAULT_POP3_PORT = 1110;
 
 export interface Pop3BridgeOptions {
   /** The mail-relay HTTP API, e.g. `http://127.0.0.1:8025` or the stack's `ApiUrl` output. */
@@ -108,7 +108,7 @@ class MailboxApi {
     const path = `/messages/${encodeURIComponent(id)}${topLines === undefined ? '/raw' : `/top?lines=${topLines}`}`;
     const res = await this.call(path);
     if (res.body === null) return Readable.from([]);
-    return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    return Readable.fromWeb(res.body as ReadableStream<Uint8Array>);
   }
 
   async delete(id: string): Promise<void> {
@@ -301,7 +301,11 @@ class Session {
           return this.reply(`+OK ${show(n, this.messages[n - 1] as Listed)}`);
         }
         const live = this.messages.filter((m) => !m.deleted);
-        this.reply(`+OK ${live.length} messages`);
+        this.reply(
+          verb === 'LIST'
+            ? `+OK ${live.length} messages (${live.reduce((n, m) => n + m.size, 0)} octets)`
+            : `+OK ${live.length} messages`,
+        );
         this.messages.forEach((m, i) => {
           if (!m.deleted) this.reply(show(i + 1, m));
         });
