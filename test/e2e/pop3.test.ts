@@ -276,6 +276,32 @@ describe('POP3 bridge', () => {
     for (const [i, a] of answers.entries()) assert.match(a, i % 2 === 0 ? /^\+OK$/ : /^\+OK 1 \d+$/);
   });
 
+  it('a message deleted behind the session: RETR says it is gone, DELE and QUIT still succeed', async () => {
+    const token = await env.token(ALICE);
+    const r = await env.deliver([ALICE], Buffer.from('Subject: short-lived\r\n\r\nbye\r\n'));
+    const socket = connect(bridge.port, '127.0.0.1');
+    let got = '';
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+    });
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    socket.write(`USER ${ALICE}\r\nPASS ${token}\r\n`);
+    while (!/has \d+ messages/.test(got)) await new Promise((res) => setTimeout(res, 10));
+    const n = (await listIds(env, token, ALICE)).indexOf(r.id) + 1;
+    assert.ok(n > 0);
+    const gone = await env.request(`/v1/mailboxes/${ALICE}/messages/${r.id}`, { token, method: 'DELETE' });
+    assert.equal(gone.status, 204);
+    socket.write(`RETR ${n}\r\nDELE ${n}\r\nQUIT\r\n`);
+    while (!/bye/.test(got)) await new Promise((res) => setTimeout(res, 10));
+    assert.match(
+      got,
+      new RegExp(
+        `-ERR message ${n} no longer exists\\r\\n\\+OK message ${n} deleted\\r\\n\\+OK bye, 1 messages deleted`,
+      ),
+    );
+    socket.destroy();
+  });
+
   it('logs out a session idle for longer than the limit, and frees its mailbox', async () => {
     const quick = await startPop3Bridge({ apiUrl: env.url, port: 0, idleTimeoutMs: 300 });
     try {
