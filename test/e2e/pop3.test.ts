@@ -62,6 +62,39 @@ function converse(port: number, input: string, waitFor: RegExp): Promise<string>
   });
 }
 
+interface Session {
+  write(text: string): void;
+  /** Everything received so far. */
+  received(): string;
+  /** Resolves once what was received matches `re`. */
+  until(re: RegExp): Promise<void>;
+  readonly closed: Promise<void>;
+  destroy(): void;
+}
+
+/** An interactive session over a raw socket, logged in as `mailbox` (after the greeting). */
+async function login(port: number, mailbox: string, token: string): Promise<Session> {
+  const socket = connect(port, '127.0.0.1');
+  let got = '';
+  socket.on('data', (d: Buffer) => {
+    got += d.toString('latin1');
+  });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const session: Session = {
+    write: (text) => socket.write(text),
+    received: () => got,
+    async until(re) {
+      while (!re.test(got)) await new Promise((r) => setTimeout(r, 10));
+    },
+    closed,
+    destroy: () => socket.destroy(),
+  };
+  await session.until(/^\+OK mail-relay POP3 bridge ready\r\n/);
+  session.write(`USER ${mailbox}\r\nPASS ${token}\r\n`);
+  await session.until(/has \d+ messages|-ERR/);
+  return session;
+}
+
 const POPLIB_SESSION = `
 import json, poplib, sys
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -204,20 +237,13 @@ describe('POP3 bridge', () => {
     ]);
 
     // One session holds the mailbox; a second is refused until the first quits.
-    const holder = connect(bridge.port, '127.0.0.1');
-    let held = '';
-    holder.on('data', (d: Buffer) => {
-      held += d.toString('latin1');
-    });
-    await new Promise<void>((resolve) => holder.once('data', () => resolve()));
-    holder.write(`USER ${ALICE}\r\nPASS ${alice}\r\n`);
-    while (!/has \d+ messages/.test(held)) await new Promise((r) => setTimeout(r, 10));
+    const holder = await login(bridge.port, ALICE, alice);
     const second = await converse(bridge.port, `USER ${ALICE}\r\nPASS ${alice}\r\nQUIT\r\n`, /\+OK bye\r\n$/);
     assert.match(second, /-ERR \[IN-USE\]/);
     holder.write('RETR 99\r\nDELE 1\r\nDELE 1\r\nQUIT\r\n');
-    while (!/bye/.test(held)) await new Promise((r) => setTimeout(r, 10));
+    await holder.until(/bye/);
     assert.match(
-      held,
+      holder.received(),
       /-ERR no such message\r\n\+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n\+OK bye, 1 messages deleted\r\n/,
     );
     const third = await converse(bridge.port, `USER ${ALICE}\r\nPASS ${alice}\r\nQUIT\r\n`, /\+OK bye/);
@@ -226,18 +252,11 @@ describe('POP3 bridge', () => {
 
   it('ends a session whose token is revoked meanwhile, at its next read of mail', async () => {
     const token = await env.token(ALICE);
-    const socket = connect(bridge.port, '127.0.0.1');
-    let got = '';
-    socket.on('data', (d: Buffer) => {
-      got += d.toString('latin1');
-    });
-    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
-    socket.write(`USER ${ALICE}\r\nPASS ${token}\r\n`);
-    while (!/has \d+ messages/.test(got)) await new Promise((r) => setTimeout(r, 10));
+    const session = await login(bridge.port, ALICE, token);
     assert.equal(await revokeToken(env.runtime.index, token), true);
-    socket.write('STAT\r\nRETR 1\r\n');
-    await closed;
+    session.write('STAT\r\nRETR 1\r\n');
+    await session.closed;
+    const got = session.received();
     assert.match(got, /\r\n\+OK 1 \d+\r\n-ERR \[AUTH\] the token is no longer valid for this mailbox\r\n$/);
   });
 
@@ -279,43 +298,29 @@ describe('POP3 bridge', () => {
   it('a message deleted behind the session: RETR says it is gone, DELE and QUIT still succeed', async () => {
     const token = await env.token(ALICE);
     const r = await env.deliver([ALICE], Buffer.from('Subject: short-lived\r\n\r\nbye\r\n'));
-    const socket = connect(bridge.port, '127.0.0.1');
-    let got = '';
-    socket.on('data', (d: Buffer) => {
-      got += d.toString('latin1');
-    });
-    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
-    socket.write(`USER ${ALICE}\r\nPASS ${token}\r\n`);
-    while (!/has \d+ messages/.test(got)) await new Promise((res) => setTimeout(res, 10));
+    const session = await login(bridge.port, ALICE, token);
     const n = (await listIds(env, token, ALICE)).indexOf(r.id) + 1;
     assert.ok(n > 0);
     const gone = await env.request(`/v1/mailboxes/${ALICE}/messages/${r.id}`, { token, method: 'DELETE' });
     assert.equal(gone.status, 204);
-    socket.write(`RETR ${n}\r\nDELE ${n}\r\nQUIT\r\n`);
-    while (!/bye/.test(got)) await new Promise((res) => setTimeout(res, 10));
+    session.write(`RETR ${n}\r\nDELE ${n}\r\nQUIT\r\n`);
+    await session.until(/bye/);
     assert.match(
-      got,
+      session.received(),
       new RegExp(
         `-ERR message ${n} no longer exists\\r\\n\\+OK message ${n} deleted\\r\\n\\+OK bye, 1 messages deleted`,
       ),
     );
-    socket.destroy();
+    session.destroy();
   });
 
   it('logs out a session idle for longer than the limit, and frees its mailbox', async () => {
     const quick = await startPop3Bridge({ apiUrl: env.url, port: 0, idleTimeoutMs: 300 });
     try {
       const token = await env.token(ALICE);
-      const socket = connect(quick.port, '127.0.0.1');
-      let got = '';
-      socket.on('data', (d: Buffer) => {
-        got += d.toString('latin1');
-      });
-      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
-      socket.write(`USER ${ALICE}\r\nPASS ${token}\r\n`);
-      await closed;
-      assert.match(got, /has \d+ messages[^\r]*\r\n-ERR autologout: idle for too long\r\n$/);
+      const session = await login(quick.port, ALICE, token);
+      await session.closed;
+      assert.match(session.received(), /has \d+ messages[^\r]*\r\n-ERR autologout: idle for too long\r\n$/);
       const again = await converse(quick.port, `USER ${ALICE}\r\nPASS ${token}\r\nQUIT\r\n`, /\+OK bye/);
       assert.match(again, /\+OK alice@example\.test has/);
     } finally {
