@@ -1,6 +1,7 @@
 /**
- * Runs a process under test (a TypeScript file, through tsx, or its JavaScript build) as a child with an IPC channel, so
- * its memory is its own and can be read from /proc while the harness drives the load.
+ * Runs a process under test (a TypeScript file, through tsx, or its JavaScript build) as a child
+ * with an IPC channel, so its memory is its own and can be read from /proc while the harness drives
+ * the load.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';

@@ -235,7 +235,6 @@ async function commandPop3(args: readonly string[], io: Io): Promise<number> {
   }
   const { startPop3Bridge } = await import('./pop3-bridge.ts');
   const apiUrl = values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`;
-  if (!/^https?:\/\/[^/]/.test(apiUrl)) throw new ConfigError(`--api ${apiUrl} is not an http(s) URL`);
   const bridge = await startPop3Bridge({
     apiUrl,
     port: portFromEnv(io, 'MAIL_RELAY_POP3_PORT', DEFAULT_POP3_PORT),

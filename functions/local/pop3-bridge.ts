@@ -13,6 +13,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
+import { ConfigError } from '../core/errors.ts';
 import { DEFAULT_POP3_PORT } from './ports.ts';
 
 /** RFC 1939 §3: the autologout timer is at least 10 minutes. */
@@ -431,7 +432,9 @@ function oneLine(err: unknown): string {
 
 export async function startPop3Bridge(options: Pop3BridgeOptions): Promise<Pop3Bridge> {
   if (!/^https?:\/\/[^/]/.test(options.apiUrl)) {
-    throw new TypeError(`the POP3 bridge needs the API's http(s) URL, got ${JSON.stringify(options.apiUrl)}`);
+    throw new ConfigError(
+      `the POP3 bridge needs the API's http(s) URL, got ${JSON.stringify(options.apiUrl)}`,
+    );
   }
   const locks = new Set<string>();
   const sockets = new Set<Socket>();
