@@ -73,7 +73,8 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     serveLocalBlobs: { secret },
     send: {
       config: runtime.config,
-      index: runtime.index,
+      // Not journaled: the Sent copy's index entry is synced before the API answers.
+      index: runtime.unjournaled.index,
       blobs,
       outbound: runtime.outbound,
       parser: runtime.parser,

@@ -30,6 +30,12 @@ export interface LocalRuntime extends RouterDeps {
   readonly blobRoot: string;
   readonly blobs: FsBlobStore;
   readonly index: SqliteMailboxIndex;
+  /**
+   * The stores for writes the ingest journal does not cover: the outbox (what a forward or
+   * `POST …/send` would have sent, with no `relay.smtp`) and `POST …/send`'s Sent copy. Every write
+   * through them is on disk when it resolves. In `sync` durability they are `blobs` and `index`.
+   */
+  readonly unjournaled: { readonly blobs: FsBlobStore; readonly index: SqliteMailboxIndex };
   close(): Promise<void>;
 }
 
@@ -64,6 +70,19 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   // Started now, while the process is small: the helper is forked once (see FileSystemSyncer).
   const syncer = journaled ? new FileSystemSyncer(dataDir) : null;
   const syncFs = () => (syncer ? syncer.sync() : syncFileSystem(dataDir));
+  // A send is recorded as done by a synced index commit (forward.ts, send.ts) right after its outbox
+  // write; through the deferred stores that write, and the Sent copy after it, would reach the disk
+  // only at the journal's next checkpoint, and no journal record would bring them back after a power
+  // loss. Sends are rare: these stores sync every write, and open their database on first use.
+  let unjournaledIndex: SqliteMailboxIndex | undefined;
+  const unjournaled = {
+    blobs: journaled ? new FsBlobStore({ root: blobRoot, durability: 'sync' }) : blobs,
+    get index(): SqliteMailboxIndex {
+      if (!journaled) return index;
+      unjournaledIndex ??= new SqliteMailboxIndex(join(dataDir, 'index.sqlite'));
+      return unjournaledIndex;
+    },
+  };
   const journalDir = join(dataDir, 'journal');
   const journal = journaled ? new IngestJournal(journalDir, syncFs) : undefined;
   const runtime: LocalRuntime = {
@@ -72,26 +91,35 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     blobRoot,
     blobs,
     index,
+    unjournaled,
     journal,
     parser: new MailparserAdapter(),
     // `relay.smtp` set: forwards go to that smarthost; otherwise to outbox/ (`mail-relay outbox`).
     outbound: options.config.relay.smtp
       ? new SmtpOutbound({ url: options.config.relay.smtp })
-      : new OutboxOutbound(blobs),
+      : new OutboxOutbound(unjournaled.blobs),
     recover: () =>
       recoverJournal(journalDir, (n, raw) => applyReceived(runtime, n, raw, { recovering: true }), syncFs),
     close: async () => {
-      // A failed final checkpoint keeps its segment for recovery; the rest is closed all the same.
-      try {
-        await journal?.close();
-      } finally {
-        syncer?.close();
+      // A failed final checkpoint keeps its segment for recovery; the rest is closed all the same,
+      // and the first failure is thrown once everything has been tried.
+      const closers = [
+        () => journal?.close(),
+        () => syncer?.close(),
+        () => index.close(),
+        () => unjournaledIndex?.close(),
+        () => blobs.close(),
+        () => (unjournaled.blobs === blobs ? undefined : unjournaled.blobs.close()),
+      ];
+      const failures: unknown[] = [];
+      for (const close of closers) {
         try {
-          await index.close();
-        } finally {
-          await blobs.close();
+          await close();
+        } catch (err) {
+          failures.push(err);
         }
       }
+      if (failures.length > 0) throw failures[0];
     },
   };
   return runtime;

@@ -84,4 +84,27 @@ describe('the outbox: forwards when no smarthost is configured', () => {
     );
     assert.equal(await commandOutbox(['show', 'nope'], { out: shown.stream, err: err.stream, env }), 2);
   });
+
+  it('keeps what it holds on disk without the ingest journal: its store syncs every write', async () => {
+    // A send is recorded as done by a synced index commit right after the outbox write; the journal
+    // brings back received mail only. (A power loss cannot be staged here: this checks the wiring.)
+    const { runtime } = relay;
+    assert.ok(runtime.journal, 'the test relay runs in journal durability, as `npm start` does');
+    assert.equal(runtime.blobs.durability, 'deferred');
+    assert.equal(runtime.index.deferredDeliveries, true);
+    assert.equal(runtime.unjournaled.blobs.durability, 'sync');
+    assert.equal(runtime.unjournaled.index.deferredDeliveries, false);
+    const r = await ingest(runtime, {
+      body: Buffer.from('From: a@origin.test\r\nTo: boss@example.test\r\nSubject: synced\r\n\r\nhi\r\n'),
+      mailFrom: 'a@origin.test',
+      recipients: ['boss@example.test'],
+      via: { protocol: 'LOCAL' },
+    });
+    assert.deepEqual(
+      r.outcomes.map((o) => o.status),
+      ['forwarded'],
+    );
+    const items = await listOutbox(runtime.unjournaled.blobs);
+    assert.ok(items.some((i) => i.subject === 'synced'));
+  });
 });

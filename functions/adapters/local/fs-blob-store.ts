@@ -376,6 +376,8 @@ export class FsBlobStore implements BlobStore {
 
   /** False in `deferred` durability: nothing is fsynced here. */
   private readonly sync: boolean;
+  /** `sync`: every write is on disk when it resolves; `deferred`: atomic, synced by someone else (the journal's checkpoint). */
+  readonly durability: 'sync' | 'deferred';
   /** Buffers up to this size are rows; 0: none are. */
   private readonly smallBlobMaxBytes: number;
   private readonly databasePath: string;
@@ -396,6 +398,7 @@ export class FsBlobStore implements BlobStore {
     if (durability !== 'sync' && durability !== 'deferred') {
       throw new TypeError(`FsBlobStore: durability must be 'sync' or 'deferred', got ${String(durability)}`);
     }
+    this.durability = durability;
     this.sync = durability === 'sync';
     const max = options.smallBlobMaxBytes ?? DEFAULT_SMALL_BLOB_MAX_BYTES;
     if (!Number.isSafeInteger(max) || max < 0) {

@@ -297,7 +297,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
   private flushScheduled = false;
 
   /** `deferredDeliveries`: see the constructor. */
-  private readonly deferredDeliveries: boolean;
+  readonly deferredDeliveries: boolean;
 
   /**
    * `path` is a file (created when missing) or `:memory:`. Every commit is fsynced (WAL,
