@@ -15,6 +15,7 @@ import { bodyLimit } from 'hono/body-limit';
 import * as z from 'zod';
 import { NotFoundError } from '../core/errors.ts';
 import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
+import type { AddressEntry, ParsedSummary } from '../core/message.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import { HttpStatusError } from './errors.ts';
@@ -25,7 +26,7 @@ import {
   NO_STORE,
   safeContentType,
 } from './http-headers.ts';
-import { capHeaders, capJsonString } from './json-cap.ts';
+import { capHeaders, capJsonString, capList } from './json-cap.ts';
 import {
   DEFAULT_LIST_LIMIT,
   errorSchema,
@@ -63,13 +64,19 @@ import type { MailWaiter } from './waiter.ts';
  */
 export const DEFAULT_RAW_REDIRECT_BYTES = 4 * 1024 * 1024;
 /**
- * `text` and `html` of `GET …/messages/{id}` are cut to this many bytes of JSON each, and its headers
- * to DEFAULT_HEADERS_MAX_BYTES (`truncated` says which): so the answer stays within a Lambda
+ * `text` and `html` of `GET …/messages/{id}` are cut to this many bytes each, its headers to
+ * DEFAULT_HEADERS_MAX_BYTES, its addresses (the four lists together) to DEFAULT_ADDRESSES_MAX_BYTES
+ * and its attachment list to DEFAULT_ATTACHMENTS_MAX_BYTES (`truncated` says which), counted as a
+ * Lambda response carries them (json-cap.ts): 5.5 MiB in all, so the answer stays within a Lambda
  * response's 6 MB. The whole message is at `…/raw`.
  */
 export const DEFAULT_BODY_MAX_BYTES = 2 * 1024 * 1024;
-/** The headers of `GET …/messages/{id}`: whole headers, in order, up to this many bytes of JSON. */
+/** The headers of `GET …/messages/{id}`: whole headers, in order, up to this many bytes. */
 export const DEFAULT_HEADERS_MAX_BYTES = 1024 * 1024;
+/** `from`, `replyTo`, `to` and `cc` of `GET …/messages/{id}`, filled in that order: whole addresses. */
+export const DEFAULT_ADDRESSES_MAX_BYTES = 256 * 1024;
+/** The attachment list of `GET …/messages/{id}`: whole entries, in part order. */
+export const DEFAULT_ATTACHMENTS_MAX_BYTES = 256 * 1024;
 /** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
 export const DEFAULT_PRESIGN_SECONDS = 300;
 /** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
@@ -343,6 +350,32 @@ function toListItem(e: MessageEntry): ListItem {
  * can name (docs/adr/0009-sent-view.md), so the only way to it is through its owner's address,
  * behind the same authorization.
  */
+type AddressLists = Pick<ParsedSummary, 'from' | 'to' | 'cc' | 'replyTo'>;
+
+/**
+ * The four address lists of a message within `maxBytes` together (json-cap.ts), filled in the order
+ * a reader needs them: the sender, where replies go, then the recipients.
+ */
+function capAddresses(
+  lists: AddressLists | null,
+  maxBytes: number,
+): { value: AddressLists; truncated: boolean } {
+  // {"from":,"to":,"cc":,"replyTo":} with its quotes escaped as in wireBytes.
+  let left = maxBytes - 48;
+  let truncated = false;
+  const take = (list: readonly AddressEntry[]) => {
+    const cut = capList(list, Math.max(2, left));
+    left -= cut.bytes;
+    truncated ||= cut.truncated;
+    return cut.value;
+  };
+  const from = take(lists?.from ?? []);
+  const replyTo = take(lists?.replyTo ?? []);
+  const to = take(lists?.to ?? []);
+  const cc = take(lists?.cc ?? []);
+  return { value: { from, to, cc, replyTo }, truncated };
+}
+
 function viewKey(mailbox: string, view: MailboxView): string {
   return view === 'sent' ? sentMailboxKey(mailbox) : mailbox;
 }
@@ -485,6 +518,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const text = parsed?.text == null ? null : capJsonString(parsed.text, bodyMaxBytes);
     const html = parsed?.html == null ? null : capJsonString(parsed.html, bodyMaxBytes);
     const headers = capHeaders(parsed?.headers ?? [], DEFAULT_HEADERS_MAX_BYTES);
+    const addresses = capAddresses(parsed, DEFAULT_ADDRESSES_MAX_BYTES);
+    const attachments = capList(parsed?.attachments ?? [], DEFAULT_ATTACHMENTS_MAX_BYTES);
     const detail: MessageDetail = {
       ...toListItem(entry),
       recipient: entry.recipient,
@@ -495,12 +530,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       parseFailed: summary.parseFailed,
       parseError: summary.parseFailed ? summary.parseError : null,
       headers: headers.value,
-      addresses: {
-        from: parsed?.from ?? [],
-        to: parsed?.to ?? [],
-        cc: parsed?.cc ?? [],
-        replyTo: parsed?.replyTo ?? [],
-      },
+      addresses: addresses.value,
       date: parsed?.date ?? null,
       messageId: parsed?.messageId ?? null,
       text: text?.value ?? null,
@@ -509,8 +539,10 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
         text: text?.truncated === true,
         html: html?.truncated === true,
         headers: headers.truncated,
+        addresses: addresses.truncated,
+        attachments: attachments.truncated,
       },
-      attachments: parsed?.attachments ?? [],
+      attachments: attachments.value,
     };
     return c.json(detail, 200);
   });

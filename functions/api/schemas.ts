@@ -229,12 +229,22 @@ export const messageDetailSchema = listItemSchema
     messageId: z.string().nullable(),
     text: z.string().nullable(),
     html: z.string().nullable(),
-    truncated: z.object({ text: z.boolean(), html: z.boolean(), headers: z.boolean() }).openapi({
-      description:
-        "Whether `text` / `html` were cut (between two characters) to the API's limit, 2 MiB of JSON each, and " +
-        'whether `headers` stops before the last header (1 MiB of JSON, whole headers only), so that the answer ' +
-        'fits a Lambda response (6 MB); the whole message is at `…/raw`',
-    }),
+    truncated: z
+      .object({
+        text: z.boolean(),
+        html: z.boolean(),
+        headers: z.boolean(),
+        addresses: z.boolean(),
+        attachments: z.boolean(),
+      })
+      .openapi({
+        description:
+          "Whether `text` / `html` were cut (between two characters) to the API's limit, 2 MiB each, and whether " +
+          '`headers` (1 MiB), `addresses` (256 KiB for the four lists, filled from, replyTo, to, cc) and ' +
+          '`attachments` (256 KiB) stop early (whole entries only, in order), counted as a Lambda response ' +
+          'carries them (JSON inside a JSON string), so that the answer fits one (6 MB). The whole message ' +
+          'is at `…/raw`',
+      }),
     // A copy made here: core schemas may predate the `.openapi()` extension (import order), so they are never extended directly.
     attachments: z.array(attachmentSchema.extend({}).openapi('Attachment')),
   })

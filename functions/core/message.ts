@@ -69,6 +69,27 @@ export type ParseResult =
   | { readonly ok: true; readonly summary: ParsedSummary; readonly parts: readonly DecodedPart[] }
   | { readonly ok: false; readonly error: string };
 
+/** The first `n` UTF-16 units of `s`, one fewer if the last would be half of a surrogate pair. */
+export function codePointPrefix(s: string, n: number): string {
+  if (n <= 0) return '';
+  if (n >= s.length) return s;
+  const last = s.charCodeAt(n - 1);
+  return last >= 0xd800 && last <= 0xdbff ? s.slice(0, n - 1) : s.slice(0, n);
+}
+
+/**
+ * The text fields of an index entry (`from`, `to`, `subject`) are cut to this many UTF-16 units
+ * (RFC 5322's line length): a header block can take 1 MiB, while a DynamoDB item, which also holds
+ * lower-cased copies of these fields for search, takes at most 400 KB, and a LIST page carries 100
+ * entries. The message's headers keep the whole values.
+ */
+export const ENTRY_TEXT_MAX_CHARS = 998;
+
+/** `s` if at most `max` units long, else a prefix of it (whole code points) ending in '…', `max` units at most. */
+export function clipText(s: string, max: number): string {
+  return s.length <= max ? s : `${codePointPrefix(s, max - 1)}…`;
+}
+
 /** Snippet length shown in list items (no body content beyond this). */
 export const SNIPPET_CHARS = 160;
 
@@ -82,9 +103,9 @@ export function snippetOf(summary: ParsedSummary): string {
     const end = html ? source.lastIndexOf('>', length) + 1 : length;
     if (end <= 0) continue;
     const snippet = snippetText(source.slice(0, end), html).trimStart();
-    if (snippet.length > SNIPPET_CHARS) return snippet.slice(0, SNIPPET_CHARS);
+    if (snippet.length > SNIPPET_CHARS) return codePointPrefix(snippet, SNIPPET_CHARS);
   }
-  return snippetText(source, html).trim().slice(0, SNIPPET_CHARS);
+  return codePointPrefix(snippetText(source, html).trim(), SNIPPET_CHARS);
 }
 
 function snippetText(source: string, html: boolean): string {

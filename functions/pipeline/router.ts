@@ -11,7 +11,7 @@ import { type Config, normalizeAddress, type VerdictName } from '../core/config.
 import { MailRelayError, NotFoundError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
-import { type ParseResult, partBody, snippetOf } from '../core/message.ts';
+import { clipText, ENTRY_TEXT_MAX_CHARS, type ParseResult, partBody, snippetOf } from '../core/message.ts';
 import { notificationJson, type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
 import { type Decision, route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
@@ -332,9 +332,9 @@ export async function deliverToMailbox(
     id,
     size: raw.length,
     receivedAt: args.entry.receivedAt,
-    from: summary ? displayList(summary.from.slice(0, 1)) : '',
-    to: summary ? displayList(summary.to) : '',
-    subject: summary?.subject ?? '',
+    from: summary ? clipText(displayList(summary.from.slice(0, 1)), ENTRY_TEXT_MAX_CHARS) : '',
+    to: summary ? clipText(displayList(summary.to), ENTRY_TEXT_MAX_CHARS) : '',
+    subject: clipText(summary?.subject ?? '', ENTRY_TEXT_MAX_CHARS),
     snippet: summary ? snippetOf(summary) : '',
     hasAttachments: summary ? summary.attachments.some((a) => a.disposition !== 'inline') : false,
     seen: false,

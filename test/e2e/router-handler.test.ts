@@ -23,6 +23,7 @@ import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparse
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
+import { ENTRY_TEXT_MAX_CHARS } from '../../functions/core/message.ts';
 import type { RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { replay } from '../../functions/pipeline/replay.ts';
 import type { RouterDeps } from '../../functions/pipeline/router.ts';
@@ -254,6 +255,26 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     assert.equal(metric?.delivered, 0);
     assert.equal(metric?.duplicates, 1);
     assert.deepEqual(await index.stat('carol@example.test'), statBefore);
+    await assertMailboxes();
+  });
+
+  it('a message with 12,000 recipients in its To header and a 5,000-character subject is delivered', async () => {
+    // ~530 KB of To header: within mailparser's 1 MiB header block, beyond DynamoDB's 400 KB item
+    // (the entry holds the To display and a lower-cased copy for search): the entry holds them clipped.
+    const to = Array.from({ length: 12_000 }, (_, i) => `"Reader ${i}" <reader-${i}@remote.test>`);
+    const subject = 'long '.repeat(1000).trim();
+    const raw = Buffer.from(
+      `From: a@remote.test\r\nTo: carol@example.test,\r\n ${to.join(',\r\n ')}\r\nSubject: ${subject}\r\n\r\nhello\r\n`,
+    );
+    const { record, sent } = await receive(raw, ['carol@example.test'], ['carol@example.test']);
+    const { response } = await invoke([record]);
+    assert.deepEqual(response, { batchItemFailures: [] });
+    expectDelivered(sent);
+    const id = messageIdFor(sent.timestamp.getTime(), sent.sesMessageId);
+    const entry = await index.get('carol@example.test', id);
+    assert.equal(entry?.subject.length, ENTRY_TEXT_MAX_CHARS);
+    assert.ok(entry?.to.startsWith('carol@example.test, Reader 0 <reader-0@remote.test>, '));
+    assert.ok((entry?.to.length ?? Infinity) <= ENTRY_TEXT_MAX_CHARS && entry?.to.endsWith('…'));
     await assertMailboxes();
   });
 

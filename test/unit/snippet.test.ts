@@ -5,7 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type ParsedSummary, SNIPPET_CHARS, snippetOf } from '../../functions/core/message.ts';
+import {
+  clipText,
+  ENTRY_TEXT_MAX_CHARS,
+  type ParsedSummary,
+  SNIPPET_CHARS,
+  snippetOf,
+} from '../../functions/core/message.ts';
 import { deterministicBytes } from '../fixtures/build.ts';
 
 /** The definition, over the whole body. */
@@ -70,5 +76,25 @@ describe('snippetOf', () => {
         JSON.stringify([text, html]).slice(0, 200),
       );
     }
+  });
+});
+
+describe('clipText (the subject, from and to of an index entry)', () => {
+  it('leaves text up to the limit alone and cuts longer text to the limit, whole code points, ending in …', () => {
+    assert.equal(clipText('short', 10), 'short');
+    assert.equal(clipText('x'.repeat(10), 10), 'x'.repeat(10));
+    assert.equal(clipText('x'.repeat(11), 10), `${'x'.repeat(9)}…`);
+    // A pair would be split by the cut: it goes whole, and the text is one unit shorter.
+    assert.equal(clipText(`${'x'.repeat(8)}😀yy`, 10), `${'x'.repeat(8)}…`);
+    const subject = `Re: ${'Grüße 😀 '.repeat(400)}`;
+    const clipped = clipText(subject, ENTRY_TEXT_MAX_CHARS);
+    assert.ok(clipped.length <= ENTRY_TEXT_MAX_CHARS && clipped.length >= ENTRY_TEXT_MAX_CHARS - 1);
+    assert.ok(subject.startsWith(clipped.slice(0, -1)) && clipped.endsWith('…'));
+    assert.doesNotMatch(clipped, /[\ud800-\udbff]…$/);
+  });
+
+  it('never ends a snippet in half of a surrogate pair', () => {
+    const text = `${'a'.repeat(SNIPPET_CHARS - 1)}😀 and more`;
+    assert.equal(snippetOf(summary(text, null)), 'a'.repeat(SNIPPET_CHARS - 1));
   });
 });
