@@ -13,6 +13,7 @@ import { createRoute } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import * as z from 'zod';
+import { encodeCursor } from '../core/cursor.ts';
 import { NotFoundError } from '../core/errors.ts';
 import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
 import type { AddressEntry, ParsedSummary } from '../core/message.ts';
@@ -77,6 +78,12 @@ export const DEFAULT_HEADERS_MAX_BYTES = 1024 * 1024;
 export const DEFAULT_ADDRESSES_MAX_BYTES = 256 * 1024;
 /** The attachment list of `GET …/messages/{id}`: whole entries, in part order. */
 export const DEFAULT_ATTACHMENTS_MAX_BYTES = 256 * 1024;
+/**
+ * The items of a LIST page or a long-poll answer stop early past this many bytes (json-cap.ts): a
+ * page of 1,000 entries whose `from`, `to` and `subject` are each 998 characters of quotes would
+ * otherwise not fit a Lambda response.
+ */
+export const DEFAULT_LIST_MAX_BYTES = 4 * 1024 * 1024;
 /** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
 export const DEFAULT_PRESIGN_SECONDS = 300;
 /** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
@@ -98,10 +105,16 @@ export interface MailboxAppDeps {
    */
   readonly rawRedirectBytes?: number;
   /**
-   * Bytes of JSON each of `text` and `html` may take in `GET …/messages/{id}`; longer ones are cut.
+   * Bytes (json-cap.ts) each of `text` and `html` may take in `GET …/messages/{id}`; longer ones are cut.
    * @default DEFAULT_BODY_MAX_BYTES (2 MiB)
    */
   readonly bodyMaxBytes?: number;
+  /**
+   * Bytes (json-cap.ts) the items of a LIST page or a long-poll answer may take: a page stops early,
+   * with a cursor for the rest (a long-poll answer says `truncated`).
+   * @default DEFAULT_LIST_MAX_BYTES (4 MiB)
+   */
+  readonly listMaxBytes?: number;
   /**
    * Lifetime of presigned URLs, in seconds.
    * @default DEFAULT_PRESIGN_SECONDS (300)
@@ -350,6 +363,23 @@ function toListItem(e: MessageEntry): ListItem {
  * can name (docs/adr/0009-sent-view.md), so the only way to it is through its owner's address,
  * behind the same authorization.
  */
+/**
+ * `capList` for list items, settling most pages by a bound before measuring any item. Keeps at least
+ * one item (an entry's text fields are cut at delivery, so one always fits a response), so that
+ * a page cut short always moves its cursor on.
+ */
+function capListItems(items: ListItem[], maxBytes: number): { value: ListItem[]; truncated: boolean } {
+  // At most 7 bytes per UTF-16 unit (json-cap.ts), plus the keys, id, date, numbers and flags.
+  let bound = 2;
+  for (const i of items)
+    bound += (i.from.length + i.to.length + i.subject.length + i.snippet.length) * 7 + 400;
+  if (bound <= maxBytes) return { value: items, truncated: false };
+  const cut = capList(items, maxBytes);
+  const first = items[0];
+  if (cut.value.length === 0 && first !== undefined) return { value: [first], truncated: items.length > 1 };
+  return { value: cut.value, truncated: cut.truncated };
+}
+
 type AddressLists = Pick<ParsedSummary, 'from' | 'to' | 'cc' | 'replyTo'>;
 
 /**
@@ -417,6 +447,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   const redirectBytes = deps.rawRedirectBytes ?? DEFAULT_RAW_REDIRECT_BYTES;
   const presignSeconds = deps.presignSeconds ?? DEFAULT_PRESIGN_SECONDS;
   const bodyMaxBytes = deps.bodyMaxBytes ?? DEFAULT_BODY_MAX_BYTES;
+  const listMaxBytes = deps.listMaxBytes ?? DEFAULT_LIST_MAX_BYTES;
   const pollMs = deps.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
   const now = deps.clock ?? Date.now;
   const logError = deps.logError ?? ((err: unknown) => console.error('mail-relay api: internal error', err));
@@ -427,6 +458,9 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   }
   if (!Number.isSafeInteger(bodyMaxBytes) || bodyMaxBytes < 2) {
     throw new RangeError(`bodyMaxBytes must be an integer of at least 2, got ${String(deps.bodyMaxBytes)}`);
+  }
+  if (!Number.isSafeInteger(listMaxBytes) || listMaxBytes < 2) {
+    throw new RangeError(`listMaxBytes must be an integer of at least 2, got ${String(deps.listMaxBytes)}`);
   }
   if (!Number.isSafeInteger(presignSeconds) || presignSeconds < 1) {
     throw new RangeError(`presignSeconds must be a positive integer, got ${String(deps.presignSeconds)}`);
@@ -504,7 +538,11 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       unseen: q.unseen === 'true' ? true : undefined,
       q: q.q === undefined || q.q === '' ? undefined : q.q,
     });
-    return c.json({ items: page.items.map(toListItem), nextCursor: page.nextCursor }, 200);
+    const items = capListItems(page.items.map(toListItem), listMaxBytes);
+    const last = items.value.at(-1);
+    // Cut short: the rest follows from the last item kept (a page of none cannot be: see capListItems).
+    const nextCursor = items.truncated && last !== undefined ? encodeCursor(last.id) : page.nextCursor;
+    return c.json({ items: items.value, nextCursor }, 200);
   });
 
   // ---- one message ----
@@ -667,7 +705,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       const next = await index.list(mailbox, { limit: 1, cursor: page.nextCursor });
       truncated = next.items.some((e) => e.id > after);
     }
-    return { items: items.map(toListItem), truncated };
+    const capped = capListItems(items.map(toListItem), listMaxBytes);
+    return { items: capped.value, truncated: truncated || capped.truncated };
   };
 
   app.openapi(routes.wait, async (c) => {

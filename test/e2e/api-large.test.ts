@@ -3,7 +3,8 @@
  * a 307 to a short-lived presigned URL (as S3 would in AWS), for the part and the raw message;
  * clients that follow redirects get the same bytes. Plus TOP on a big message, and TOP whose
  * blank line falls exactly on the boundary between two range reads; and GET message of a message
- * whose HTML body or header block is larger than one answer may carry.
+ * whose HTML body, header block, address or attachment list is larger than one answer may carry, and
+ * LIST and long-poll pages that would be.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -367,5 +368,60 @@ describe('a message whose HTML body or headers are larger than one answer may ca
     // The whole subject is in the headers.
     assert.equal(detail.subject, item.subject);
     assert.equal(detail.headers.find((h) => h.name.toLowerCase() === 'subject')?.value, subject);
+  });
+});
+
+describe('LIST and long-poll answers stop before they outgrow a response', () => {
+  // A small budget stands for the 4 MiB default, which would take hundreds of such messages.
+  const LIST_MAX_BYTES = 40 * 1024;
+  let env: ApiTestEnv;
+  let token: string;
+  const ids: string[] = [];
+  before(async () => {
+    env = await startApiTestEnv({ app: { listMaxBytes: LIST_MAX_BYTES } });
+    token = await env.token(MAILBOX);
+  });
+  after(async () => env?.close());
+
+  it('a page stops early with a cursor for the rest: every message once, newest first', async () => {
+    // Subjects of quotes: four bytes each in a Lambda response, ~4 KB per item.
+    const empty = await env.request(`/v1/mailboxes/${MAILBOX}/wait?timeout=0`, { token });
+    assert.equal(empty.status, 204, 'a fresh mailbox');
+    for (let i = 0; i < 40; i++) {
+      const subject = `${i} ${'"'.repeat(990)}`;
+      const r = await env.deliver([MAILBOX], Buffer.from(`Subject: ${subject}\r\n\r\nbody ${i}\r\n`));
+      ids.push(r.id);
+    }
+    const seen: string[] = [];
+    let pages = 0;
+    for (let cursor: string | null = null; ; ) {
+      const query = cursor === null ? '' : `&cursor=${cursor}`;
+      const res = await env.request(`/v1/mailboxes/${MAILBOX}/messages?limit=1000${query}`, { token });
+      assert.equal(res.status, 200);
+      const answer = Buffer.from(await res.arrayBuffer());
+      const page = JSON.parse(answer.toString('utf8')) as {
+        items: { id: string }[];
+        nextCursor: string | null;
+      };
+      assert.ok(wireBytes(page.items) <= LIST_MAX_BYTES, `${wireBytes(page.items)} bytes of items`);
+      seen.push(...page.items.map((item) => item.id));
+      pages++;
+      if (page.nextCursor === null) break;
+      cursor = page.nextCursor;
+    }
+    assert.ok(pages >= 4, `${pages} pages`);
+    assert.deepEqual(seen, [...ids].reverse());
+  });
+
+  it('a long-poll answer keeps the newest that fit and says truncated', async () => {
+    const res = await env.request(`/v1/mailboxes/${MAILBOX}/wait?after=${ids[0]}&timeout=0`, { token });
+    assert.equal(res.status, 200);
+    const found = (await res.json()) as { items: { id: string }[]; truncated: boolean };
+    assert.equal(found.truncated, true);
+    assert.ok(found.items.length > 0 && found.items.length < 39, `${found.items.length} items`);
+    assert.deepEqual(
+      found.items.map((item) => item.id),
+      [...ids].reverse().slice(0, found.items.length),
+    );
   });
 });
