@@ -5,7 +5,8 @@
  *
  * Precedence for one address (see docs/adr/0003-routing-precedence.md):
  *   1. a route whose `match` is exactly the address;
- *   2. a mailbox with exactly that address;
+ *   2. a mailbox with exactly that address (in a `*@domain` mailbox domain: the address without
+ *      its `+tag`, since every address there is a mailbox);
  *   3. regex routes, in the order written;
  *   4. the domain's catch-all route (`*@domain`);
  *   each tried first for the full address, then (plus-addressing) for `user@domain` without `+tag`.
@@ -126,8 +127,13 @@ function candidatesFor(config: Config, address: string): Candidate[] {
   return out;
 }
 
+/**
+ * A listed mailbox, or any address of a `*@domain` mailbox domain except a plus-address: mail for
+ * `user+tag@` goes to `user@` (tag kept) there, as it does for a listed `user@`.
+ */
 export function isMailbox(config: Config, address: string): boolean {
-  return config.mailboxes.has(address) || config.autoMailboxDomains.has(domainOf(address));
+  if (config.mailboxes.has(address)) return true;
+  return config.autoMailboxDomains.has(domainOf(address)) && candidatesFor(config, address).length === 1;
 }
 
 interface Match {

@@ -87,6 +87,11 @@ describe('resolveRecipient: every rule kind and precedence', () => {
     ],
     ['random@example.com', ['deliver archive@example.com'], 'catch-all last'],
     ['anyone@example.org', ['deliver anyone@example.org'], '*@domain mailboxes'],
+    [
+      'anyone+news@example.org',
+      ['deliver anyone@example.org'],
+      'plus-addressing in a *@domain mailbox domain',
+    ],
     ['alice+news@example.com', ['deliver alice@example.com'], 'plus-addressing'],
     [
       'bob+x@example.com',
@@ -105,6 +110,25 @@ describe('resolveRecipient: every rule kind and precedence', () => {
   it('keeps the plus tag on the decision', () => {
     const [d] = resolveRecipient(config, 'alice+news@example.com');
     assert.equal(d?.plusTag, 'news');
+    const [auto] = resolveRecipient(config, 'anyone+news@example.org');
+    assert.equal(auto?.plusTag, 'news');
+  });
+
+  it('in a *@domain mailbox domain, a listed plus-address stays a mailbox of its own', () => {
+    const c = parseConfig({ domains: ['example.org'], mailboxes: ['*@example.org', 'team+ops@example.org'] });
+    assert.deepEqual(summarize(resolveRecipient(c, 'team+ops@example.org')), [
+      'deliver team+ops@example.org',
+    ]);
+    assert.deepEqual(summarize(resolveRecipient(c, 'team+dev@example.org')), ['deliver team@example.org']);
+    // Plus-addressing off: every address is its own mailbox.
+    const off = parseConfig({
+      domains: ['example.org'],
+      mailboxes: ['*@example.org'],
+      plusAddressing: { enabled: false },
+    });
+    assert.deepEqual(summarize(resolveRecipient(off, 'team+dev@example.org')), [
+      'deliver team+dev@example.org',
+    ]);
   });
 
   it('prefers an exact route for the full plus-address over the stripped one', () => {
