@@ -93,8 +93,25 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       io.err.write(`mail-relay: ${err.message}\n`);
       return 1;
     }
+    const listen = listenFailure(err);
+    if (listen !== null) {
+      io.err.write(`mail-relay: ${listen}\n`);
+      return 1;
+    }
     throw err;
   }
+}
+
+/** A server that could not listen (port taken, or privileged): one line saying what to change. */
+function listenFailure(err: unknown): string | null {
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (e?.syscall !== 'listen' || (e.code !== 'EADDRINUSE' && e.code !== 'EACCES')) return null;
+  const where = `${e.address ?? '127.0.0.1'}:${e.port ?? '?'}`;
+  const why = e.code === 'EADDRINUSE' ? 'the port is in use' : 'permission denied';
+  return (
+    `cannot listen on ${where}: ${why}; choose another port ` +
+    '(MAIL_RELAY_SMTP_PORT, MAIL_RELAY_API_PORT, MAIL_RELAY_POP3_PORT)'
+  );
 }
 
 function describeDecision(d: Decision, config: Config): string {

@@ -42,7 +42,8 @@ export async function startSmtpListener(
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
     name: 'mail-relay',
-    banner: 'mail-relay ESMTP ready',
+    // smtp-server greets with `220 <name> ESMTP <banner>`.
+    banner: 'ready',
     size: config.maxMessageBytes,
     authOptional: true,
     // Local mode listens on loopback for developers and test suites: no AUTH, no TLS to set up.
@@ -118,8 +119,6 @@ export async function startSmtpListener(
       });
     },
   });
-  server.on('error', (err) => options.onError?.(err));
-
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host ?? '127.0.0.1', () => {
@@ -127,6 +126,8 @@ export async function startSmtpListener(
       resolve();
     });
   });
+  // After listen: a failure to listen is the caller's error, not a runtime one to report.
+  server.on('error', (err) => options.onError?.(err));
   const address = server.server.address() as AddressInfo;
   return {
     port: address.port,

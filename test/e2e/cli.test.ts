@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -255,6 +256,34 @@ describe('mail-relay dev', () => {
     } finally {
       second.child.kill('SIGTERM');
       await once(second.child, 'exit');
+    }
+  });
+});
+
+describe('a port already in use', () => {
+  it('dev and pop3 say so in one line, and exit 1', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = String((taken.address() as AddressInfo).port);
+    try {
+      const cases: [string[], Record<string, string>][] = [
+        [['dev'], { MAIL_RELAY_SMTP_PORT: port, MAIL_RELAY_API_PORT: '0' }],
+        [['dev'], { MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: port }],
+        [['pop3'], { MAIL_RELAY_POP3_PORT: port }],
+      ];
+      for (const [args, extra] of cases) {
+        const r = await run(process.execPath, [BIN, ...args], {
+          env: env({ MAIL_RELAY_DATA_DIR: join(work, 'busy-data'), ...extra }),
+        });
+        assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+        assert.equal(
+          r.stderr,
+          `mail-relay: cannot listen on 127.0.0.1:${port}: the port is in use; choose another port ` +
+            '(MAIL_RELAY_SMTP_PORT, MAIL_RELAY_API_PORT, MAIL_RELAY_POP3_PORT)\n',
+        );
+      }
+    } finally {
+      taken.close();
     }
   });
 });

@@ -220,6 +220,7 @@ describe('SMTP listener with swaks', () => {
       '--suppress-data',
     ]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /<- {2}220 mail-relay ESMTP ready\r?\n/);
     assert.match(r.stdout, /<- {2}250 2\.0\.0 Ok: queued as [0-9A-Z]{26}/);
     const [entry] = await relay.entries('alice@example.test');
     assert.ok(entry);
