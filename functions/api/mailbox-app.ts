@@ -38,6 +38,7 @@ import {
   MAX_LIST_LIMIT,
   MAX_WAIT_ITEMS,
   MAX_WAIT_SECONDS,
+  type MailboxListItem,
   type MailboxView,
   type MessageDetail,
   mailboxListSchema,
@@ -364,6 +365,31 @@ function toListItem(e: MessageEntry): ListItem {
  * behind the same authorization.
  */
 /**
+ * The index's mailboxes, one item per address: a sent view's key (`<address>/sent`, which no
+ * address can be) counts as its owner's `sent`, and an owner with sent mail only is listed too.
+ * Sorted by address.
+ */
+function byOwner(stats: readonly { address: string; messages: number; bytes: number }[]): MailboxListItem[] {
+  const items = new Map<string, MailboxListItem>();
+  const itemOf = (address: string): MailboxListItem => {
+    let item = items.get(address);
+    if (item === undefined) {
+      item = { address, messages: 0, bytes: 0, sent: { messages: 0, bytes: 0 } };
+      items.set(address, item);
+    }
+    return item;
+  };
+  for (const s of stats) {
+    const slash = s.address.indexOf('/');
+    if (slash < 0) Object.assign(itemOf(s.address), { messages: s.messages, bytes: s.bytes });
+    else if (s.address === sentMailboxKey(s.address.slice(0, slash))) {
+      itemOf(s.address.slice(0, slash)).sent = { messages: s.messages, bytes: s.bytes };
+    }
+  }
+  return [...items.values()].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+}
+
+/**
  * `capList` for list items, settling most pages by a bound before measuring any item. Keeps at least
  * one item (an entry's text fields are cut at delivery, so one always fits a response), so that
  * a page cut short always moves its cursor on.
@@ -521,7 +547,9 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
 
   // ---- mailboxes ----
 
-  app.openapi(routes.listMailboxes, async (c) => c.json({ items: await index.listMailboxes() }, 200));
+  app.openapi(routes.listMailboxes, async (c) =>
+    c.json({ items: byOwner(await index.listMailboxes()) }, 200),
+  );
 
   app.openapi(routes.stat, async (c) => {
     const mailbox = c.get('mailbox');

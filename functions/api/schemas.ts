@@ -155,7 +155,18 @@ export const statSchema = z
   .openapi('MailboxStat', { description: 'POP3 STAT: exact counters of the mailbox' });
 export type Stat = z.infer<typeof statSchema>;
 
-export const mailboxListSchema = z.object({ items: z.array(statSchema) }).openapi('MailboxList');
+export const mailboxListItemSchema = statSchema
+  .extend({
+    sent: z
+      .object({ messages: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() })
+      .openapi({ description: 'Counters of the sent view (copies of what the mailbox sent)' }),
+  })
+  .openapi('MailboxListItem', {
+    description: 'A mailbox: its STAT (the inbox) and the counters of its sent view',
+  });
+export type MailboxListItem = z.infer<typeof mailboxListItemSchema>;
+
+export const mailboxListSchema = z.object({ items: z.array(mailboxListItemSchema) }).openapi('MailboxList');
 
 export const listItemSchema = z
   .object({

@@ -198,6 +198,47 @@ describe('the sent view through the API (?view=sent)', () => {
     );
   });
 
+  it('the admin list shows each mailbox once, by address, with its sent view counted beside its STAT', async () => {
+    // Bob has sent mail and received none.
+    const sent = await env.request(`/v1/mailboxes/${BOB}/send`, {
+      method: 'POST',
+      token: bob,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ to: 'erin@remote.test', subject: 'from bob', text: 'hi\n' }),
+    });
+    assert.equal(sent.status, 200);
+    const list = (await (await get('/v1/mailboxes', admin)).json()) as {
+      items: {
+        address: string;
+        messages: number;
+        bytes: number;
+        sent: { messages: number; bytes: number };
+      }[];
+    };
+    assert.deepEqual(
+      list.items.map((i) => i.address),
+      [ALICE, BOB],
+    );
+    const stat = async (path: string, token: string) =>
+      (await (await get(path, token)).json()) as { messages: number; bytes: number };
+    for (const [address, token] of [
+      [ALICE, alice],
+      [BOB, bob],
+    ] as const) {
+      const item = list.items.find((i) => i.address === address);
+      const inbox = await stat(`/v1/mailboxes/${address}`, token);
+      const sentView = await stat(`/v1/mailboxes/${address}?view=sent`, token);
+      assert.deepEqual(item, {
+        address,
+        messages: inbox.messages,
+        bytes: inbox.bytes,
+        sent: { messages: sentView.messages, bytes: sentView.bytes },
+      });
+    }
+    assert.equal(list.items.find((i) => i.address === BOB)?.messages, 0);
+    assert.equal(list.items.find((i) => i.address === BOB)?.sent.messages, 1);
+  });
+
   it('an unknown view is a 400 invalid_request, after authorization (another mailbox still gets 403)', async () => {
     const bad = await get(`${BASE}/messages?view=drafts`);
     assert.equal(bad.status, 400);
