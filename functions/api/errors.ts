@@ -45,7 +45,13 @@ export function toHttpError(err: unknown): HttpError {
   if (err instanceof HTTPException) {
     // Raised by hono's body validator: the only places are a body that is not JSON and a wrong media type.
     if (err.status === 400) return make(400, 'invalid_json', 'the request body is not valid JSON');
-    if (err.status === 415) return make(415, 'unsupported_media_type', 'send the body as application/json');
+    if (err.status === 415) {
+      return make(
+        415,
+        'unsupported_media_type',
+        'send the body as application/json (POST …/send also takes message/rfc822)',
+      );
+    }
     if (err.status === 413) return make(413, 'payload_too_large', 'the request body is too large');
     return make(err.status === 401 ? 401 : 400, 'invalid_request', 'the request was refused');
   }

@@ -108,7 +108,9 @@ export const sendRouteFor = (maxBodyBytes: number) =>
       409: jsonError('The same Idempotency-Key is being sent right now (`send_in_progress`)'),
       413: jsonError('Larger than the relay sends (`message_too_large`)'),
       415: jsonError('Neither application/json nor message/rfc822 (`unsupported_media_type`)'),
-      422: jsonError('The provider refused the message for good (`send_rejected`)'),
+      422: jsonError(
+        'The provider refused the message for good (`send_rejected`), or the Idempotency-Key was used for a different request (`idempotency_key_reused`)',
+      ),
       502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
     },
     // Refused while streaming in, before the body is buffered (`payload_too_large`).

@@ -9,7 +9,7 @@
  * address, authorization) runs first, as for every `/v1/mailboxes/{address}/…` route. The route's
  * schemas live in send-route.ts, which the API function imports to document it.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
 import { type Config, domainOf, isAddress, normalizeAddress } from '../core/config.ts';
@@ -188,6 +188,21 @@ function prepareRaw(raw: Buffer, mailbox: string, id: string, now: Date): Prepar
   return { copy, wire: withoutBcc(copy), recipients };
 }
 
+/** What a request asks for: a retry has the same fingerprint, a reuse of its Idempotency-Key another. */
+function fingerprintOf(type: string, payload: string | Buffer): string {
+  return createHash('sha256').update(type).update('\n').update(payload).digest('hex').slice(0, 32);
+}
+
+/** The `detail` of a finished send: the id of its Sent copy, then the request's fingerprint. */
+function sentDetail(id: string, fingerprint: string): string {
+  return `${id} ${fingerprint}`;
+}
+
+function parseSentDetail(detail: string | undefined | null): { id: string; fingerprint?: string } {
+  const [id = '', fingerprint] = (detail ?? '').split(' ');
+  return fingerprint === undefined ? { id } : { id, fingerprint };
+}
+
 /** Registers the send route on an app built by `createApp` (after its auth middleware). */
 export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
   const clock = deps.clock ?? (() => new Date());
@@ -211,15 +226,20 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
 
     // Validated and built before anything is recorded: a refused request leaves no trace in the index.
     let prepared: Prepared;
+    let fingerprint: string;
     const type = (c.req.header('Content-Type') ?? '').split(';')[0]?.trim().toLowerCase();
     if (type === 'message/rfc822') {
-      prepared = prepareRaw(Buffer.from(await c.req.arrayBuffer()), mailbox, id, now);
+      const raw = Buffer.from(await c.req.arrayBuffer());
+      fingerprint = fingerprintOf('message/rfc822', raw);
+      prepared = prepareRaw(raw, mailbox, id, now);
     } else {
       // The route's validator checked JSON bodies against sendJsonSchema; the union type also
       // covers the rfc822 schema, which never reaches this branch.
       const body = c.req.valid('json');
       if (typeof body === 'string')
         throw new ValidationError('expected a JSON object', [], 'invalid_request');
+      // The validated body, whose keys come in the schema's order: the request's meaning, not its spelling.
+      fingerprint = fingerprintOf('application/json', JSON.stringify(body));
       prepared = await prepareJson(body, mailbox, id, now);
     }
     if (prepared.wire.length > deps.config.relay.maxSendBytes) {
@@ -233,9 +253,18 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
     const claim = await deps.index.claimSend(sendKey, { now, leaseMs: SEND_LEASE_MS });
     if (!claim.claimed) {
       if (claim.record.state === 'sent') {
+        const done = parseSentDetail(claim.record.detail);
+        // A send recorded before fingerprints were kept has none: it is taken for a retry.
+        if (done.fingerprint !== undefined && done.fingerprint !== fingerprint) {
+          throw new HttpStatusError(
+            422,
+            'idempotency_key_reused',
+            'this Idempotency-Key was used for a different request; send a new one with a new key',
+          );
+        }
         return c.json(
           {
-            id: claim.record.detail ?? '',
+            id: done.id,
             messageId: claim.record.providerMessageId ?? '',
             recipients: [...prepared.recipients],
             duplicate: true,
@@ -274,7 +303,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
     // Idempotency-Key finds the send done instead of sending the mail a second time.
     await deps.index.finishSend(
       sendKey,
-      { state: 'sent', providerMessageId: sent.messageId, detail: id },
+      { state: 'sent', providerMessageId: sent.messageId, detail: sentDetail(id, fingerprint) },
       now,
     );
     await deliverToMailbox(deps, {

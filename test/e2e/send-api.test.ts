@@ -165,6 +165,26 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.equal(b.id, a.id);
     assert.equal(b.messageId, a.messageId);
     assert.equal(mx.received.length, before + 1);
+
+    // The same key for a different message is the client's mistake: refused, nothing sent.
+    for (const other of [
+      { to: 'carol@remote.test', text: 'once' },
+      { to: 'bob@remote.test', text: 'twice' },
+    ]) {
+      const reused = await send(other, { headers: { 'Idempotency-Key': 'k-123' } });
+      assert.equal(reused.status, 422);
+      assert.equal((await errorOf(reused)).code, 'idempotency_key_reused');
+    }
+    // Still a retry when only the JSON's spelling differs (key order, spaces).
+    const respelled = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+      method: 'POST',
+      token: alice,
+      headers: { 'Content-Type': 'application/json', 'Idempotency-Key': 'k-123' },
+      body: '{ "text": "once",  "to": "bob@remote.test" }',
+    });
+    assert.equal(respelled.status, 200);
+    assert.equal(((await respelled.json()) as { duplicate: boolean }).duplicate, true);
+    assert.equal(mx.received.length, before + 1);
   });
 
   it('is in the OpenAPI document, which stays valid', async () => {
