@@ -40,6 +40,13 @@ async function outbox(blobs: FsBlobStore, args: readonly string[], io: OutboxIo)
     io.out.write(raw);
     return 0;
   }
+  if (sub === 'show' && id !== undefined && /^[0-9A-Za-z]{26}$/.test(id)) {
+    io.err.write(
+      `mail-relay outbox: ${id} is a message id of a mailbox (POST …/send answers it as \`id\`, the Sent\n` +
+        'copy); the outbox knows the 32-hex `messageId` of the same answer, which `mail-relay outbox` lists\n',
+    );
+    return 2;
+  }
   io.err.write('usage: mail-relay outbox [list] | mail-relay outbox show <messageId>\n');
   return 2;
 }

@@ -70,6 +70,7 @@ describe('the outbox: forwards when no smarthost is configured', () => {
     assert.equal(await commandOutbox([], { out: out.stream, err: err.stream, env }), 0);
     assert.match(out.text(), /Subject: Grüße zweite\n[\s\S]*Subject: first\n/);
     assert.match(out.text(), /To: {6}boss@remote\.test \(envelope from forwarder@example\.test\)/);
+    assert.match(out.text(), /Show: {4}mail-relay outbox show [0-9a-f]{32}\n/);
 
     const first = items[1];
     assert.ok(first);
@@ -83,6 +84,17 @@ describe('the outbox: forwards when no smarthost is configured', () => {
       /^X-Loop: forwarder@example\.test\r\n[\s\S]*\r\nSubject: first\r\n\r\nhi\r\n$/,
     );
     assert.equal(await commandOutbox(['show', 'nope'], { out: shown.stream, err: err.stream, env }), 2);
+    // A mailbox message id (what POST …/send answers as `id`) is not an outbox id: said so.
+    const wrong = capture();
+    assert.equal(
+      await commandOutbox(['show', '01M8FECX0000000000000000AB'], {
+        out: shown.stream,
+        err: wrong.stream,
+        env,
+      }),
+      2,
+    );
+    assert.match(wrong.text(), /is a message id of a mailbox[\s\S]*32-hex `messageId`/);
   });
 
   it('keeps what it holds on disk without the ingest journal: its store syncs every write', async () => {

@@ -109,7 +109,7 @@ export function formatOutbox(items: readonly OutboxItem[]): string {
       (i) =>
         `${i.writtenAt}  ${i.size} B  ${i.messageId}\n` +
         `  From:    ${i.headerFrom}\n  To:      ${i.to.join(', ')} (envelope from ${i.from || '<>'})\n` +
-        `  Subject: ${i.subject}\n  File:    ${i.key}\n`,
+        `  Subject: ${i.subject}\n  Show:    mail-relay outbox show ${i.messageId}\n`,
     )
     .join('\n');
 }
