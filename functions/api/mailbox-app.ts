@@ -360,11 +360,6 @@ function toListItem(e: MessageEntry): ListItem {
 }
 
 /**
- * The index (and blob) key of a view of an authorized mailbox. The sent view is a key no address
- * can name (docs/adr/0009-sent-view.md), so the only way to it is through its owner's address,
- * behind the same authorization.
- */
-/**
  * The index's mailboxes, one item per address: a sent view's key (`<address>/sent`, which no
  * address can be) counts as its owner's `sent`, and an owner with sent mail only is listed too.
  * Sorted by address.
@@ -432,6 +427,11 @@ function capAddresses(
   return { value: { from, to, cc, replyTo }, truncated };
 }
 
+/**
+ * The index (and blob) key of a view of an authorized mailbox. The sent view is a key no address
+ * can name (docs/adr/0009-sent-view.md), so the only way to it is through its owner's address,
+ * behind the same authorization.
+ */
 function viewKey(mailbox: string, view: MailboxView): string {
   return view === 'sent' ? sentMailboxKey(mailbox) : mailbox;
 }
