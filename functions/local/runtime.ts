@@ -12,7 +12,7 @@ import { SqliteMailboxIndex } from '../adapters/local/sqlite-mailbox-index.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { Config } from '../core/config.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
-import { applyReceived } from './ingest.ts';
+import { applyReceived, ingest } from './ingest.ts';
 import { FileSystemSyncer, IngestJournal, recoverJournal, syncFileSystem } from './ingest-journal.ts';
 
 export const DEFAULT_DATA_DIR = '.mail-relay';
@@ -94,10 +94,16 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     unjournaled,
     journal,
     parser: new MailparserAdapter(),
-    // `relay.smtp` set: forwards go to that smarthost; otherwise to outbox/ (`mail-relay outbox`).
+    // `relay.smtp` set: forwards go to that smarthost; otherwise to outbox/ (`mail-relay outbox`),
+    // and what is for our own domains comes back in, as through our MX in AWS.
     outbound: options.config.relay.smtp
       ? new SmtpOutbound({ url: options.config.relay.smtp })
-      : new OutboxOutbound(unjournaled.blobs),
+      : new OutboxOutbound(unjournaled.blobs, {
+          domains: options.config.domains,
+          receive: async ({ from, to, raw }) => {
+            await ingest(runtime, { body: raw, mailFrom: from, recipients: to, via: { protocol: 'LOCAL' } });
+          },
+        }),
     recover: () =>
       recoverJournal(journalDir, (n, raw) => applyReceived(runtime, n, raw, { recovering: true }), syncFs),
     close: async () => {

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { listOutbox } from '../../functions/adapters/local/outbox-outbound.ts';
 import { ingest } from '../../functions/local/ingest.ts';
 import { commandOutbox } from '../../functions/local/outbox.ts';
+import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { startTestRelay, type TestRelay } from '../helpers/relay.ts';
 
 function capture(): { stream: PassThrough; text: () => string } {
@@ -118,5 +119,56 @@ describe('the outbox: forwards when no smarthost is configured', () => {
     );
     const items = await listOutbox(runtime.unjournaled.blobs);
     assert.ok(items.some((i) => i.subject === 'synced'));
+  });
+});
+
+describe('the outbox: mail sent to our own domains comes back in, as through our MX', () => {
+  let env: ApiTestEnv;
+  before(async () => {
+    env = await startApiTestEnv({
+      config: { domains: ['example.test'], mailboxes: ['alice@example.test', 'bob@example.test'] },
+    });
+  });
+  after(async () => env?.close());
+
+  it('POST …/send to a remote and a local recipient: both in the outbox, and the local one in its inbox', async () => {
+    const alice = await env.token('alice@example.test');
+    const bob = await env.token('bob@example.test');
+    const res = await env.request('/v1/mailboxes/alice@example.test/send', {
+      method: 'POST',
+      token: alice,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        to: 'carol@remote.test',
+        bcc: 'bob@example.test',
+        subject: 'lunch?',
+        text: 'at noon\n',
+      }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const { messageId } = (await res.json()) as { messageId: string };
+    const [item] = await listOutbox(env.runtime.unjournaled.blobs);
+    assert.equal(item?.messageId, messageId);
+    assert.deepEqual(item?.to, ['carol@remote.test', 'bob@example.test']);
+
+    const list = (await (
+      await env.request('/v1/mailboxes/bob@example.test/messages', { token: bob })
+    ).json()) as {
+      items: { id: string; subject: string; from: string }[];
+    };
+    assert.deepEqual(
+      list.items.map((i) => [i.subject, i.from]),
+      [['lunch?', 'alice@example.test']],
+    );
+    const raw = await (
+      await env.request(`/v1/mailboxes/bob@example.test/messages/${list.items[0]?.id}/raw`, { token: bob })
+    ).text();
+    assert.doesNotMatch(raw, /^Bcc:/im, 'a Bcc recipient does not see the Bcc header');
+    assert.match(raw, /^Received: from localhost/m, 'it came in like any received mail');
+    // The sender's own mailbox got nothing: only the addressed local recipient.
+    const stat = (await (await env.request('/v1/mailboxes/alice@example.test', { token: alice })).json()) as {
+      messages: number;
+    };
+    assert.equal(stat.messages, 0);
   });
 });

@@ -2,19 +2,35 @@
  * Outbound for local mode with no smarthost configured: every message that would be sent is
  * written to `outbox/` in the blob store (raw `.eml` plus a `.json` envelope), so a developer can
  * see exactly what would have gone out. Idempotent: the same idempotency key overwrites the same
- * files, so a retried send leaves one copy.
+ * files, so a retried send leaves one copy. Recipients in our own domains also get the message
+ * through `receive`, as they would in AWS, where SES hands it to the domain's MX: this relay.
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
+import { domainOf } from '../../core/config.ts';
 import { decodeHeaderText, fieldValue, findField, splitMessage } from '../../core/mime-header.ts';
 import type { BlobStore } from '../../ports/blob-store.ts';
 import type { Outbound, OutboundMessage } from '../../ports/outbound.ts';
 
 export const OUTBOX_PREFIX = 'outbox/';
 
+export interface OutboxLoopback {
+  /** Our domains: mail for them comes back in. */
+  readonly domains: readonly string[];
+  /** Receives a message for some of our addresses, as the SMTP listener would (the local ingest). */
+  readonly receive: (message: {
+    readonly from: string;
+    readonly to: readonly string[];
+    readonly raw: Buffer;
+  }) => Promise<void>;
+}
+
 export class OutboxOutbound implements Outbound {
-  constructor(private readonly blobs: BlobStore) {}
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly loopback?: OutboxLoopback,
+  ) {}
 
   async send(message: OutboundMessage): Promise<{ messageId: string }> {
     // The key may hold characters that are awkward in file names; a digest is stable and safe.
@@ -35,6 +51,9 @@ export class OutboxOutbound implements Outbound {
         contentType: 'application/json',
       },
     );
+    const ours = this.loopback?.domains ?? [];
+    const local = message.to.filter((to) => ours.includes(domainOf(to)));
+    if (local.length > 0) await this.loopback?.receive({ from: message.from, to: local, raw: message.raw });
     return { messageId };
   }
 }
