@@ -181,9 +181,12 @@ export const cost: Benchmark = {
     const s3Requests = n * (puts * PRICES.s3PutPerRequest + gets * PRICES.s3GetPerRequest);
     const storedBytes = 2 * profile.avgBytes + profile.avgPartBytes + profile.avgSummaryBytes + 1500;
     const s3Storage = ((n * storedBytes) / 1024 ** 3) * PRICES.s3StandardPerGbMonth;
-    // TransactWriteItems costs 2 WCU per KB per item: the message item and the STAT counters; plus the idempotency read.
-    const writeUnits = 2 * Math.ceil(profile.avgEntryBytes / 1024) + 2;
-    const dynamo = n * (writeUnits * PRICES.dynamoPerWriteUnit + PRICES.dynamoPerReadUnit);
+    // TransactWriteItems costs 2 WCU per KB per item: the message item, the STAT counters and the
+    // condition check that no deletion of the id is remembered; plus the idempotency read (the entry
+    // and the deletion item: two strongly consistent reads).
+    const writeUnits = 2 * Math.ceil(profile.avgEntryBytes / 1024) + 2 + 2;
+    const readUnits = 2;
+    const dynamo = n * (writeUnits * PRICES.dynamoPerWriteUnit + readUnits * PRICES.dynamoPerReadUnit);
     const queue = n * (SQS_REQUESTS_PER_MESSAGE * PRICES.sqsPerRequest + PRICES.snsPerPublish);
     const logs = ((n * LOG_BYTES_PER_MESSAGE) / 1024 ** 3) * PRICES.logsPerGbIngested;
     const total = lambda + cold + s3Requests + s3Storage + dynamo + queue + logs;
@@ -229,7 +232,7 @@ export const cost: Benchmark = {
         'dynamodb',
         'DynamoDB on-demand',
         dynamo,
-        `${writeUnits} WRU (transaction of entry + STAT) + 1 RRU per message`,
+        `${writeUnits} WRU (transaction of entry + STAT + deletion check) + ${readUnits} RRU per message`,
       ),
       row(
         'queue',

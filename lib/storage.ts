@@ -98,8 +98,10 @@ export class MailStorage extends Construct {
       billingMode: BillingMode.PAY_PER_REQUEST,
       encryption: TableEncryption.AWS_MANAGED,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      // No TTL attribute: nothing is meant to vanish from the index on its own. Expired mail leaves
-      // through the retention sweep, which updates the counters in the same transaction.
+      // The TTL removes only the memory of deletions (`DEL#` items, which count nothing). Expired mail
+      // leaves through the retention sweep, which updates the counters in the same transaction.
+      // (TTL_ATTRIBUTE of dynamodb-mailbox-index.ts, named here so synth does not load the SDK.)
+      timeToLiveAttribute: 'expiresAt',
       deletionProtection: retain,
       removalPolicy,
     });

@@ -746,6 +746,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const requestSignal = c.req.raw.signal;
     const after = query.after ?? (await index.list(mailbox, { limit: 1 })).items[0]?.id ?? '';
     for (;;) {
+      // The client left, or the server is closing (and with it, soon, the index): nothing to read.
+      if (requestSignal.aborted) return c.body(null, 204);
       const round = new AbortController();
       const signal = AbortSignal.any([round.signal, requestSignal]);
       // Registered before the index read, so a delivery committing in between still wakes us.

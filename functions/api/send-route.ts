@@ -21,7 +21,9 @@ const addressInputSchema = z.union([
   z.string().max(320),
   z.object({ name: z.string().max(200).optional(), address: z.string().max(320) }).strict(),
 ]);
-const addressesSchema = z.union([addressInputSchema, z.array(addressInputSchema).max(MAX_SEND_RECIPIENTS)]);
+// No bound on an array here: the total over to, cc and bcc is checked (`too_many_recipients`), and
+// the body's size bounds the rest.
+const addressesSchema = z.union([addressInputSchema, z.array(addressInputSchema)]);
 
 export const sendJsonSchema = z
   .object({

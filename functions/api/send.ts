@@ -62,10 +62,19 @@ export interface SendDeps {
 type AddressInput = Exclude<SendRequest['replyTo'], undefined>;
 
 function toAddress(input: AddressInput, field: string): { name: string; address: string } {
-  const parsed =
-    typeof input === 'string'
-      ? (parseAddressList(Buffer.from(input, 'utf8').toString('latin1'))[0] ?? { name: '', address: input })
-      : { name: input.name ?? '', address: input.address };
+  const refuse = (why: string) => new ValidationError(`${field}: ${why}`, [field], 'invalid_recipient');
+  const texts = typeof input === 'string' ? [input] : [input.name ?? '', input.address];
+  // A line break would start another header (or, in a string, another list): one address per entry.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (texts.some((t) => /[\x00-\x1f\x7f]/.test(t))) throw refuse('control characters are not allowed');
+  let parsed: { name: string; address: string };
+  if (typeof input === 'string') {
+    const list = parseAddressList(Buffer.from(input, 'utf8').toString('latin1'));
+    if (list.length > 1) throw refuse(`"${input}" holds ${list.length} addresses; give one per entry`);
+    parsed = list[0] ?? { name: '', address: input };
+  } else {
+    parsed = { name: input.name ?? '', address: input.address };
+  }
   const address = normalizeAddress(parsed.address);
   if (!isAddress(address)) {
     throw new ValidationError(

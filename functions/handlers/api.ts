@@ -20,6 +20,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../adapters/aws/dynamodb-mailbox-index.ts';
 import { LazyBlobStore } from '../adapters/lazy-blob-store.ts';
 import { createMailboxApp } from '../api/mailbox-app.ts';
+import { deletionMemoryDaysFor } from '../ports/mailbox-index.ts';
 import { httpApiHandler } from './http-api.ts';
 import { readHandlerSettings } from './settings.ts';
 
@@ -30,6 +31,7 @@ const app = createMailboxApp({
   index: new DynamoDbMailboxIndex({
     client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
     tableName: settings.tableName,
+    deletionMemoryDays: deletionMemoryDaysFor(settings.config),
   }),
   blobs: new LazyBlobStore(async () => (await import('./s3-blobs.ts')).createS3BlobStore(settings)),
   logError: (err) => logger.error('internal error', err instanceof Error ? err : new Error(String(err))),

@@ -11,6 +11,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../adapters/aws/s3-blob-store.ts';
 import type { Config } from '../core/config.ts';
+import { deletionMemoryDaysFor } from '../ports/mailbox-index.ts';
 import type { HandlerSettings } from './settings.ts';
 
 export { type HandlerSettings, readHandlerSettings } from './settings.ts';
@@ -50,7 +51,11 @@ export function createAwsStorage(
     bucketName: settings.bucketName,
     tableName: settings.tableName,
     blobs: new S3BlobStore({ client: clients.s3, bucket: settings.bucketName }),
-    index: new DynamoDbMailboxIndex({ client: clients.dynamo, tableName: settings.tableName }),
+    index: new DynamoDbMailboxIndex({
+      client: clients.dynamo,
+      tableName: settings.tableName,
+      deletionMemoryDays: deletionMemoryDaysFor(settings.config),
+    }),
     clients,
   };
 }

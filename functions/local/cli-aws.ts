@@ -30,11 +30,12 @@ export interface CliIo {
 /** Output keys of the stack (lib/mail-relay-stack.ts). */
 export const STACK_OUTPUT_KEYS = { bucket: 'BucketName', table: 'TableName' } as const;
 
-export const REPLAY_USAGE = `Usage: mail-relay replay --since <time> [--mailbox <address>] [--stack <name>]
-  --since     ISO 8601 date or time (2025-03-01, 2025-03-01T12:00:00Z), or an age: 90m, 12h, 7d
-  --mailbox   only mail whose routing reaches this mailbox
-  --stack     replay in the deployed stack (S3 + DynamoDB + SES, with your AWS credentials);
-              without it, the local data dir ($MAIL_RELAY_DATA_DIR)
+export const REPLAY_USAGE = `Usage: mail-relay replay --since <time> [--mailbox <address>] [--stack <name>] [--restore-deleted]
+  --since            ISO 8601 date or time (2025-03-01, 2025-03-01T12:00:00Z), or an age: 90m, 12h, 7d
+  --mailbox          only mail whose routing reaches this mailbox
+  --stack            replay in the deployed stack (S3 + DynamoDB + SES, with your AWS credentials);
+                     without it, the local data dir ($MAIL_RELAY_DATA_DIR)
+  --restore-deleted  also deliver again what was deleted since it arrived (by default it stays deleted)
 Replaying twice is safe: deliveries and forwards happen once.`;
 
 export const TOKEN_STACK_USAGE = `Usage: mail-relay token create --stack <name> <mailbox> [--label <text>]
@@ -118,11 +119,21 @@ function summaryLine(s: ReplaySummary, since: Date, seconds: string): string {
 
 /** `mail-relay replay`: re-routes stored mail, locally or in a deployed stack. Returns the exit code. */
 export async function commandReplay(args: readonly string[], io: CliIo): Promise<number> {
-  let values: { since?: string | undefined; mailbox?: string | undefined; stack?: string | undefined };
+  let values: {
+    since?: string | undefined;
+    mailbox?: string | undefined;
+    stack?: string | undefined;
+    'restore-deleted'?: boolean | undefined;
+  };
   try {
     ({ values } = parseArgs({
       args: [...args],
-      options: { since: { type: 'string' }, mailbox: { type: 'string' }, stack: { type: 'string' } },
+      options: {
+        since: { type: 'string' },
+        mailbox: { type: 'string' },
+        stack: { type: 'string' },
+        'restore-deleted': { type: 'boolean' },
+      },
       allowPositionals: false,
     }));
   } catch (err) {
@@ -182,6 +193,7 @@ export async function commandReplay(args: readonly string[], io: CliIo): Promise
     summary = await replay(deps, {
       since,
       mailbox,
+      restoreDeleted: values['restore-deleted'] === true,
       onProgress: (p: ReplayProgress) => {
         if (tty)
           io.err.write(`\r${progressBar(p.done, p.total)}${p.failed > 0 ? ` (${p.failed} failed)` : ''}`);

@@ -12,6 +12,7 @@ import { SqliteMailboxIndex } from '../adapters/local/sqlite-mailbox-index.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { Config } from '../core/config.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
+import { deletionMemoryDaysFor } from '../ports/mailbox-index.ts';
 import { applyReceived, ingest } from './ingest.ts';
 import { FileSystemSyncer, IngestJournal, recoverJournal, syncFileSystem } from './ingest-journal.ts';
 
@@ -66,7 +67,11 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     durability: journaled ? 'deferred' : 'sync',
   });
   // Deliveries are redone by journal recovery, so their commits need not wait for the disk.
-  const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'), { deferredDeliveries: journaled });
+  const deletionMemoryDays = deletionMemoryDaysFor(options.config);
+  const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'), {
+    deferredDeliveries: journaled,
+    deletionMemoryDays,
+  });
   // Started now, while the process is small: the helper is forked once (see FileSystemSyncer).
   const syncer = journaled ? new FileSystemSyncer(dataDir) : null;
   const syncFs = () => (syncer ? syncer.sync() : syncFileSystem(dataDir));
@@ -79,7 +84,7 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     blobs: journaled ? new FsBlobStore({ root: blobRoot, durability: 'sync' }) : blobs,
     get index(): SqliteMailboxIndex {
       if (!journaled) return index;
-      unjournaledIndex ??= new SqliteMailboxIndex(join(dataDir, 'index.sqlite'));
+      unjournaledIndex ??= new SqliteMailboxIndex(join(dataDir, 'index.sqlite'), { deletionMemoryDays });
       return unjournaledIndex;
     },
   };

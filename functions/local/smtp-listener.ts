@@ -50,6 +50,10 @@ export async function startSmtpListener(
     disabledCommands: ['AUTH', 'STARTTLS'],
     // No network here, and a PTR lookup per connection costs time for nothing on loopback.
     disableReverseLookup: true,
+    // Not advertised: addresses are ASCII here (a UTF-8 local part gets 553), and the relay sends no
+    // delivery status notifications.
+    hideSMTPUTF8: true,
+    hideDSN: true,
     logger: false,
     onRcptTo(address, _session, callback) {
       const verdict = acceptsRecipient(config, address.address);

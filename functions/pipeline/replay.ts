@@ -6,7 +6,9 @@
  * `inbound/` again. Works with any BlobStore (local files or S3).
  *
  * Safe to run twice: deliveries are idempotent (deterministic ids, conditional insert) and
- * forwards go through the send ledger (claimSend), so what was delivered or sent stays once.
+ * forwards go through the send ledger (claimSend), so what was delivered or sent stays once. What
+ * was delivered and then deleted stays deleted (the index remembers deletions as long as `inbound/`
+ * keeps the message), unless `restoreDeleted`.
  */
 
 import {
@@ -39,6 +41,8 @@ export interface ReplayOptions {
   readonly since: Date;
   /** Only notifications whose routing (under the current configuration) reaches this mailbox. */
   readonly mailbox?: string | undefined;
+  /** Deliver again what was delivered and deleted since (by default deleted mail stays deleted). */
+  readonly restoreDeleted?: boolean | undefined;
   readonly onProgress?: ((progress: ReplayProgress) => void) | undefined;
 }
 
@@ -115,7 +119,12 @@ export async function replay(deps: RouterDeps, options: ReplayOptions): Promise<
       if (mailbox !== undefined && mailbox !== '' && !reaches(deps, notification, mailbox)) {
         skipped++;
       } else {
-        results.push(await processNotification(deps, notification, { replay: true }));
+        results.push(
+          await processNotification(deps, notification, {
+            replay: true,
+            restoreDeleted: options.restoreDeleted === true,
+          }),
+        );
       }
     } catch (err) {
       failures.push({ key: info.key, error: err instanceof Error ? err.message : String(err) });

@@ -106,6 +106,11 @@ export interface ProcessOptions {
    * recovered; if it rejects, the router stops with its error.
    */
   readonly durable?: Promise<unknown>;
+  /**
+   * Set by `replay --restore-deleted`: deliver again what was delivered and then deleted (the index
+   * remembers deletions for a while so that, by default, deleted mail stays deleted).
+   */
+  readonly restoreDeleted?: boolean;
 }
 
 /**
@@ -172,7 +177,7 @@ export async function processNotification(
       case 'deliver':
       case 'quarantine': {
         if (!raw || !parsed) throw new Error('unreachable: delivery without raw bytes or parse');
-        const inserted = await deliverToMailbox(deps, {
+        const delivery = await deliverToMailbox(deps, {
           mailbox: decision.mailbox,
           id,
           raw,
@@ -181,6 +186,7 @@ export async function processNotification(
           rawSource: receipt.action.objectKey,
           rewriteBlobs: options.rewriteBlobs === true,
           fresh: options.fresh === true,
+          restoreDeleted: options.restoreDeleted === true,
           stored,
           entry: {
             receivedAt: receivedAt.toISOString(),
@@ -192,11 +198,17 @@ export async function processNotification(
             sesMessageId: mail.messageId,
           },
         });
-        firstCopy ??= decision.mailbox;
-        outcomes.push({
-          decision,
-          status: inserted ? (decision.kind === 'quarantine' ? 'quarantined' : 'delivered') : 'duplicate',
-        });
+        // Later mailboxes copy this one's blobs, which a deleted message no longer has.
+        if (delivery !== 'deleted') firstCopy ??= decision.mailbox;
+        if (delivery === 'delivered') {
+          outcomes.push({ decision, status: decision.kind === 'quarantine' ? 'quarantined' : 'delivered' });
+        } else {
+          outcomes.push({
+            decision,
+            status: 'duplicate',
+            ...(delivery === 'deleted' ? { detail: 'delivered before and deleted since' } : {}),
+          });
+        }
         break;
       }
       case 'forward': {
@@ -262,6 +274,8 @@ async function copyOrPut(
 /**
  * Writes one message into one mailbox (blobs, then the index entry as the commit point).
  * Exported for the other writers of mailboxes: notices, and the `sent` copies of submissions.
+ * `delivered`: now; `present`: it already was (a retry); `deleted`: it was, and was deleted since
+ * (nothing written, unless `restoreDeleted`).
  */
 export async function deliverToMailbox(
   deps: Pick<RouterDeps, 'blobs' | 'index'>,
@@ -280,17 +294,25 @@ export async function deliverToMailbox(
     rewriteBlobs?: boolean;
     /** No entry can exist yet (see ProcessOptions.fresh): skip the index read. */
     fresh?: boolean;
+    /** See ProcessOptions.restoreDeleted. */
+    restoreDeleted?: boolean;
     /** The caller's writes of this message in flight, to finish before the entry is committed. */
     stored?: Promise<unknown>;
     entry: EntryFields;
   },
-): Promise<boolean> {
+): Promise<'delivered' | 'present' | 'deleted'> {
   const { blobs, index } = deps;
   const { mailbox, id, raw, parsed, firstCopy } = args;
-  // A retry of an already-committed delivery: nothing to write.
-  if (args.rewriteBlobs !== true && args.fresh !== true && (await index.get(mailbox, id))) {
-    await args.stored;
-    return false;
+  const restoreDeleted = args.restoreDeleted === true;
+  if (args.fresh !== true) {
+    const state = await index.deliveryState(mailbox, id);
+    // A retry of an already-committed delivery, or of one deleted since: nothing to write.
+    const skip =
+      (state === 'present' && args.rewriteBlobs !== true) || (state === 'deleted' && !restoreDeleted);
+    if (skip) {
+      await args.stored;
+      return state;
+    }
   }
 
   const stored: StoredSummary = parsed.ok
@@ -346,8 +368,8 @@ export async function deliverToMailbox(
     parseFailed: !parsed.ok,
     sesMessageId: args.entry.sesMessageId,
   };
-  const { inserted } = await index.deliver(entry);
-  return inserted;
+  const { inserted } = await index.deliver(entry, { restoreDeleted });
+  return inserted ? 'delivered' : 'present';
 }
 
 /** Stores a notice (a failed or looped forward) in a mailbox like any delivery; its id is deterministic. */

@@ -108,13 +108,44 @@ export type SendOutcome =
   | { readonly state: 'sent'; readonly providerMessageId: string; readonly detail?: string | undefined }
   | { readonly state: 'failed'; readonly error: string };
 
+export interface DeliverOptions {
+  /** Deliver even an id that was deleted (see `delete`), and forget the deletion. */
+  readonly restoreDeleted?: boolean | undefined;
+}
+
+/** Whether a mailbox holds an id, held it and had it deleted (and still remembers), or never did. */
+export type DeliveryState = 'present' | 'deleted' | 'absent';
+
+/** S3 runs lifecycle expirations asynchronously: an expired object can linger about a day. */
+const LIFECYCLE_LAG_DAYS = 2;
+
+/**
+ * How long an adapter remembers a deletion: as long as `inbound/` keeps the raw message (config
+ * `retention.inboundDays`) plus the lag of the bucket's lifecycle rule, since without the raw bytes
+ * nothing can be delivered again.
+ */
+export function deletionMemoryDaysFor(config: {
+  readonly retention: { readonly inboundDays: number };
+}): number {
+  return config.retention.inboundDays + LIFECYCLE_LAG_DAYS;
+}
+
+/** The adapters' default: `deletionMemoryDaysFor` the default `retention.inboundDays` (30). */
+export const DEFAULT_DELETION_MEMORY_DAYS = 30 + LIFECYCLE_LAG_DAYS;
+
 export interface MailboxIndex {
   /**
    * Inserts the entry and adds it to the mailbox counters in ONE transaction, only if no entry
-   * with this mailbox and id exists. A repeated delivery is a no-op: `{inserted: false}`.
+   * with this mailbox and id exists, and none was deleted (unless `restoreDeleted`). A repeated
+   * delivery, or one of a deleted message, is a no-op: `{inserted: false}`.
    */
-  deliver(entry: MessageEntry): Promise<{ inserted: boolean }>;
+  deliver(entry: MessageEntry, options?: DeliverOptions): Promise<{ inserted: boolean }>;
   get(mailbox: string, id: string): Promise<MessageEntry | null>;
+  /**
+   * What a delivery of this id would find (the router asks before writing any blob): the entry,
+   * the memory of its deletion, or nothing.
+   */
+  deliveryState(mailbox: string, id: string): Promise<DeliveryState>;
   list(mailbox: string, options: ListOptions): Promise<ListPage>;
   /** Exact counters; a mailbox that never received mail has zeros. */
   stat(mailbox: string): Promise<MailboxStat>;
@@ -122,7 +153,11 @@ export interface MailboxIndex {
   listMailboxes(): Promise<MailboxStat[]>;
   /** Returns the updated entry, or null when there is no such message. */
   setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null>;
-  /** Removes the entry and subtracts it from the counters in one transaction; null when already gone. */
+  /**
+   * Removes the entry and subtracts it from the counters in one transaction, which also records the
+   * deletion (for `deletionMemoryDays`), so that the same message delivered again (a replay, a
+   * notification delivered twice, journal recovery) stays deleted; null when already gone.
+   */
   delete(mailbox: string, id: string): Promise<MessageEntry | null>;
 
   /**

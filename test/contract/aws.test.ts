@@ -91,12 +91,12 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     await assert.rejects(store.presign('k', { expiresIn: 8 * 24 * 3600 }), /expiresIn/);
   });
 
-  runMailboxIndexContract('DynamoDbMailboxIndex', async () => {
+  runMailboxIndexContract('DynamoDbMailboxIndex', async (options) => {
     const tableName = `contract-${randomUUID()}`;
     await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
     return {
-      index: new DynamoDbMailboxIndex({ client: documents, tableName }),
-      reopen: async () => new DynamoDbMailboxIndex({ client: documents, tableName }),
+      index: new DynamoDbMailboxIndex({ client: documents, tableName, ...options }),
+      reopen: async () => new DynamoDbMailboxIndex({ client: documents, tableName, ...options }),
       cleanup: async () => {
         await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
       },

@@ -125,16 +125,16 @@ for (const [name, options] of [
   });
 }
 
-runMailboxIndexContract('SqliteMailboxIndex (file)', async () => {
+runMailboxIndexContract('SqliteMailboxIndex (file)', async (options) => {
   const dir = await tempDir('index');
   const path = join(dir, 'index.sqlite');
-  const opened = [new SqliteMailboxIndex(path)];
+  const opened = [new SqliteMailboxIndex(path, options)];
   const [index] = opened;
   assert.ok(index);
   return {
     index,
     reopen: async () => {
-      const again = new SqliteMailboxIndex(path);
+      const again = new SqliteMailboxIndex(path, options);
       opened.push(again);
       return again;
     },
@@ -145,8 +145,8 @@ runMailboxIndexContract('SqliteMailboxIndex (file)', async () => {
   };
 });
 
-runMailboxIndexContract('SqliteMailboxIndex (:memory:)', async () => {
-  const index = new SqliteMailboxIndex(':memory:');
+runMailboxIndexContract('SqliteMailboxIndex (:memory:)', async (options) => {
+  const index = new SqliteMailboxIndex(':memory:', options);
   return { index, cleanup: () => index.close() };
 });
 

@@ -116,9 +116,23 @@ async function assertInvalidCursor(promise: Promise<unknown>, label: string): Pr
   );
 }
 
-export function runMailboxIndexContract(name: string, makeIndex: () => Promise<MailboxIndexFixture>): void {
-  async function withIndex(fn: (f: MailboxIndexFixture) => Promise<void>): Promise<void> {
-    const fixture = await makeIndex();
+/** What a contract run may ask of the adapter it builds (both adapters take these options). */
+export interface MailboxIndexOptions {
+  readonly deletionMemoryDays?: number;
+  readonly clock?: () => number;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
+export function runMailboxIndexContract(
+  name: string,
+  makeIndex: (options?: MailboxIndexOptions) => Promise<MailboxIndexFixture>,
+): void {
+  async function withIndex(
+    fn: (f: MailboxIndexFixture) => Promise<void>,
+    options?: MailboxIndexOptions,
+  ): Promise<void> {
+    const fixture = await makeIndex(options);
     try {
       await fn(fixture);
     } finally {
@@ -215,18 +229,22 @@ export function runMailboxIndexContract(name: string, makeIndex: () => Promise<M
             entries.push(makeEntry(mb, BASE_MS + i * 1000, `ses-${i}`, { size: 100 + ((i * 7919) % 5000) }));
           }
         }
+        // Deleted messages stay deleted when delivered again (see the deletion tests below).
+        const deleted = new Set<string>();
         const deliver = async (e: MessageEntry): Promise<void> => {
           const r = await index.deliver(e);
           const box = model.get(e.mailbox);
           assert.ok(box);
-          assert.equal(r.inserted, !box.has(e.id), `deliver ${e.mailbox}/${e.id}`);
-          box.set(e.id, e.size);
+          const expected = !box.has(e.id) && !deleted.has(`${e.mailbox}/${e.id}`);
+          assert.equal(r.inserted, expected, `deliver ${e.mailbox}/${e.id}`);
+          if (expected) box.set(e.id, e.size);
         };
         const remove = async (mailbox: string, id: string): Promise<void> => {
           const r = await index.delete(mailbox, id);
           const box = model.get(mailbox);
           assert.ok(box);
           assert.equal(r === null, !box.has(id), `delete ${mailbox}/${id}`);
+          if (r !== null) deleted.add(`${mailbox}/${id}`);
           box.delete(id);
         };
         const check = async (): Promise<void> => {
@@ -276,10 +294,53 @@ export function runMailboxIndexContract(name: string, makeIndex: () => Promise<M
           (await index.list(ALICE, { limit: 10 })).items.map((i) => i.id),
           [keep.id],
         );
-        // Deleted, then delivered again (e.g. a replay): it is back, and counted once.
-        assert.deepEqual(await index.deliver(gone), { inserted: true });
-        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 2, bytes: 30 });
       }));
+
+    it('a deleted message stays deleted when delivered again, unless restoreDeleted; deliveryState says which', () =>
+      withIndex(async ({ index }) => {
+        const gone = makeEntry(ALICE, BASE_MS, 'gone', { size: 20 });
+        assert.equal(await index.deliveryState(ALICE, gone.id), 'absent');
+        await index.deliver(gone);
+        assert.equal(await index.deliveryState(ALICE, gone.id), 'present');
+        // The same message for bob (another recipient of it) is an entry of its own.
+        const bobs = { ...gone, mailbox: BOB, recipient: BOB };
+        await index.deliver(bobs);
+        assert.ok(await index.delete(ALICE, gone.id));
+        assert.equal(await index.deliveryState(ALICE, gone.id), 'deleted');
+        assert.equal(await index.deliveryState(BOB, gone.id), 'present');
+        // Delivered again (a replay, a notification delivered twice): still deleted, counters alone.
+        assert.deepEqual(await index.deliver(gone), { inserted: false });
+        assert.equal(await index.get(ALICE, gone.id), null);
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 0, bytes: 0 });
+        // Asked for: back, counted once, and the deletion forgotten.
+        assert.deepEqual(await index.deliver(gone, { restoreDeleted: true }), { inserted: true });
+        assert.equal(await index.deliveryState(ALICE, gone.id), 'present');
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 20 });
+        assert.deepEqual(await index.deliver(gone, { restoreDeleted: true }), { inserted: false });
+        // Deleted a second time: remembered again.
+        assert.ok(await index.delete(ALICE, gone.id));
+        assert.deepEqual(await index.deliver(gone), { inserted: false });
+        assert.deepEqual(await index.stat(BOB), { address: BOB, messages: 1, bytes: 20 });
+      }));
+
+    it('a deletion is remembered for deletionMemoryDays, then forgotten', () => {
+      let now = BASE_MS;
+      return withIndex(
+        async ({ index }) => {
+          const e = makeEntry(ALICE, BASE_MS, 'old', { size: 5 });
+          await index.deliver(e);
+          await index.delete(ALICE, e.id);
+          now += 1.5 * DAY_MS;
+          assert.equal(await index.deliveryState(ALICE, e.id), 'deleted');
+          assert.deepEqual(await index.deliver(e), { inserted: false });
+          now += 1 * DAY_MS;
+          assert.equal(await index.deliveryState(ALICE, e.id), 'absent');
+          assert.deepEqual(await index.deliver(e), { inserted: true });
+          assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 5 });
+        },
+        { deletionMemoryDays: 2, clock: () => now },
+      );
+    });
 
     it('setSeen sets and clears the flag; unseen lists only unseen mail; counters unchanged', () =>
       withIndex(async ({ index }) => {

@@ -611,3 +611,29 @@ async function runCli(args: string[], extraEnv: Record<string, string>) {
   const code = await main(args, { out, err: out, env: { ...process.env, ...extraEnv } });
   return { code };
 }
+
+describe('long-polls when the server closes', () => {
+  it('end without reading the closed index: no internal error is logged', async () => {
+    const errors: unknown[] = [];
+    const env = await startApiTestEnv({ app: { logError: (err) => errors.push(err) } });
+    const token = await env.token(ALICE);
+    const waits = Array.from({ length: 20 }, () =>
+      env.request(`/v1/mailboxes/${ALICE}/wait?timeout=25`, { token }).then(
+        (res) => res.status,
+        () => 'dropped',
+      ),
+    );
+    // Every wait is registered and sleeping before the server closes.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const started = Date.now();
+    await env.close();
+    const outcomes = await Promise.all(waits);
+    assert.ok(Date.now() - started < 5000, 'closing does not wait for the 25 s long-polls');
+    assert.ok(
+      outcomes.every((o) => o === 'dropped' || o === 204),
+      JSON.stringify(outcomes),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(errors, []);
+  });
+});

@@ -157,7 +157,7 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     );
   });
 
-  it('replay --stack re-delivers a deleted message from S3 and is a no-op the second time', async () => {
+  it('replay --stack leaves a deleted message deleted, re-delivers it with --restore-deleted, then is a no-op', async () => {
     const ids: string[] = [];
     for (const [i, mailbox] of [ALICE, BOB, ALICE].entries()) {
       const sesMessageId = `cli-replay-${i}`;
@@ -181,9 +181,18 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     assert.ok(first !== undefined);
     assert.ok(await aws.index.delete(ALICE, first));
 
+    const kept = makeIo(env);
+    assert.equal(
+      await commandReplay(['--since', '1h', '--stack', STACK, '--mailbox', ALICE], kept),
+      0,
+      kept.text().err,
+    );
+    assert.match(kept.text().out, /^replayed 2 of 3 notifications .*delivered 0, duplicate 2,/);
+    assert.equal((await aws.index.stat(ALICE)).messages, 1, 'deleted mail stays deleted');
+
     const io = makeIo(env);
     assert.equal(
-      await commandReplay(['--since', '1h', '--stack', STACK, '--mailbox', ALICE], io),
+      await commandReplay(['--since', '1h', '--stack', STACK, '--mailbox', ALICE, '--restore-deleted'], io),
       0,
       io.text().err,
     );
@@ -199,7 +208,7 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     assert.match(again.text().out, /^replayed 3 of 3 .*delivered 0, duplicate 3,/);
   });
 
-  it('replay on the local data dir restores a deleted delivery; bad arguments are usage errors', async () => {
+  it('replay on the local data dir restores a deleted delivery when asked; bad arguments are usage errors', async () => {
     const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: join(dir, 'data') });
     let id: string;
     try {
@@ -214,8 +223,11 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     } finally {
       await runtime.close();
     }
+    const kept = makeIo(env);
+    assert.equal(await commandReplay(['--since', '10m'], kept), 0, kept.text().err);
+    assert.match(kept.text().out, /delivered 0, duplicate 1,/);
     const io = makeIo(env);
-    assert.equal(await commandReplay(['--since', '10m'], io), 0, io.text().err);
+    assert.equal(await commandReplay(['--since', '10m', '--restore-deleted'], io), 0, io.text().err);
     assert.match(io.text().out, /delivered 1,/);
     const check = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: join(dir, 'data') });
     try {

@@ -397,7 +397,7 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     assert.equal((await index.stat('quarantine@example.test')).messages, 1);
   });
 
-  it('replay re-routes stored notifications from S3: restores a deleted delivery, and twice is a no-op', async () => {
+  it('replay re-routes stored notifications from S3: deleted mail stays deleted unless restored, twice is a no-op', async () => {
     const deps: RouterDeps = {
       config: parseConfig(CONFIG),
       blobs,
@@ -411,10 +411,24 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     assert.ok(id !== undefined);
     assert.ok(await index.delete(mailbox, id), 'deleted by its owner');
     const since = new Date(Date.now() - 3600_000);
+    const kept = await replay(deps, { since, mailbox });
+    assert.equal(kept.failures.length, 0, JSON.stringify(kept.failures));
+    assert.equal(kept.counts.delivered, 0, 'deleted mail stays deleted');
+    assert.ok(
+      kept.results.some((r) =>
+        r.outcomes.some((o) => o.status === 'duplicate' && o.detail === 'delivered before and deleted since'),
+      ),
+    );
+    assert.equal(await index.get(mailbox, id), null);
     const progress: number[] = [];
-    const first = await replay(deps, { since, mailbox, onProgress: (p) => progress.push(p.done) });
+    const first = await replay(deps, {
+      since,
+      mailbox,
+      restoreDeleted: true,
+      onProgress: (p) => progress.push(p.done),
+    });
     assert.equal(first.failures.length, 0, JSON.stringify(first.failures));
-    assert.equal(first.counts.delivered, 1, 'the deleted message is delivered again');
+    assert.equal(first.counts.delivered, 1, 'asked to, the deleted message is delivered again');
     assert.ok(first.skipped > 0, 'notifications for other mailboxes are left out');
     assert.equal(progress.length, first.considered);
     await assertMailboxes();

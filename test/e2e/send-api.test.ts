@@ -142,6 +142,23 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.equal(bad.status, 400);
     assert.equal((await errorOf(bad)).code, 'invalid_recipient');
 
+    // One address per entry: a list in one string, or a line break that would add a header (here a
+    // group whose member is an outside address), is refused rather than sent to part of it.
+    const sentBefore = mx.received.length;
+    for (const to of [
+      'hank@remote.test, bob@remote.test',
+      ['hank@remote.test\r\nBcc: eve@elsewhere.test'],
+      [{ name: 'Hank\r\nBcc: eve@elsewhere.test', address: 'hank@remote.test' }],
+    ]) {
+      const refused = await send({ to, text: 'x' });
+      assert.equal(refused.status, 400, JSON.stringify(to));
+      assert.equal((await errorOf(refused)).code, 'invalid_recipient');
+    }
+    const many = await send({ to: Array.from({ length: 51 }, (_, i) => `r${i}@remote.test`), text: 'x' });
+    assert.equal(many.status, 400);
+    assert.equal((await errorOf(many)).code, 'too_many_recipients');
+    assert.equal(mx.received.length, sentBefore, 'nothing was sent');
+
     const big = await send({ to: 'bob@remote.test', text: 'x'.repeat(100 * 1024) });
     assert.equal(big.status, 413);
     assert.equal((await errorOf(big)).code, 'message_too_large');

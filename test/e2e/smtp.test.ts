@@ -221,6 +221,9 @@ describe('SMTP listener with swaks', () => {
     ]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /<- {2}220 mail-relay ESMTP ready\r?\n/);
+    // Only what the listener keeps: no SMTPUTF8 (addresses are ASCII), no DSN (it sends none).
+    assert.match(r.stdout, /<- {2}250-PIPELINING\r?\n/);
+    assert.doesNotMatch(r.stdout, /<- {2}250[- ](SMTPUTF8|DSN)\b/);
     assert.match(r.stdout, /<- {2}250 2\.0\.0 Ok: queued as [0-9A-Z]{26}/);
     const [entry] = await relay.entries('alice@example.test');
     assert.ok(entry);

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
+import { TTL_ATTRIBUTE } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { HANDLER_ENV } from '../../lib/mail-relay.ts';
 import {
   actionsOf,
@@ -118,7 +119,7 @@ describe('storage', () => {
     assert.match(sourceArn, /receipt-rule-set\/.*MailRelayIngestRuleSet.*:receipt-rule\/\*/);
   });
 
-  it('the table is on-demand, with PITR and encryption, keyed pk/sk, retained, and no TTL (nothing writes one)', () => {
+  it('the table is on-demand, with PITR and encryption, keyed pk/sk, retained, and a TTL on expiresAt (deletions)', () => {
     example.hasResource('AWS::DynamoDB::Table', {
       DeletionPolicy: 'Retain',
       Properties: {
@@ -128,7 +129,7 @@ describe('storage', () => {
           { AttributeName: 'sk', KeyType: 'RANGE' },
         ],
         PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
-        TimeToLiveSpecification: Match.absent(),
+        TimeToLiveSpecification: { AttributeName: TTL_ATTRIBUTE, Enabled: true },
         SSESpecification: { SSEEnabled: true },
         DeletionProtectionEnabled: true,
       },

@@ -4,6 +4,7 @@
  * Items (all strings unless noted):
  *   pk = MBX#<mailbox>  sk = MSG#<id>        one message entry (+ lower-cased copies of from/to/subject for `q`)
  *   pk = MBX#<mailbox>  sk = STAT            counters: messages, bytes (numbers)
+ *   pk = MBX#<mailbox>  sk = DEL#<id>        a deletion, remembered until `expiresAt` (epoch seconds, the table's TTL)
  *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes
  *   pk = TOKEN#<hash>   sk = TOKEN           an API token, by the hex SHA-256 of the token (never the token)
  *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend)
@@ -37,16 +38,19 @@ import * as z from 'zod';
 import { VERDICT_NAMES } from '../../core/config.ts';
 import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
-import type {
-  ClaimSendOptions,
-  ListOptions,
-  ListPage,
-  MailboxIndex,
-  MailboxStat,
-  MessageEntry,
-  SendOutcome,
-  SendRecord,
-  TokenRecord,
+import {
+  type ClaimSendOptions,
+  DEFAULT_DELETION_MEMORY_DAYS,
+  type DeliverOptions,
+  type DeliveryState,
+  type ListOptions,
+  type ListPage,
+  type MailboxIndex,
+  type MailboxStat,
+  type MessageEntry,
+  type SendOutcome,
+  type SendRecord,
+  type TokenRecord,
 } from '../../ports/mailbox-index.ts';
 
 /**
@@ -70,6 +74,10 @@ const STAT_SK = 'STAT';
 const TOKEN_SK = 'TOKEN';
 const mailboxPk = (mailbox: string) => `MBX#${mailbox}`;
 const messageSk = (id: string) => `MSG#${id}`;
+const deletionSk = (id: string) => `DEL#${id}`;
+/** The TTL attribute of the table (deletions); the stack declares the same name. */
+export const TTL_ATTRIBUTE = 'expiresAt';
+const DAY_MS = 24 * 3600 * 1000;
 const tokenPk = (hash: string) => `TOKEN#${hash}`;
 const SEND_SK = 'SEND';
 const sendPk = (key: string) => `SEND#${key}`;
@@ -94,6 +102,10 @@ export interface DynamoDbMailboxIndexOptions {
   /** A document client created once per process and shared (module scope in a Lambda). */
   readonly client: DynamoDBDocumentClient;
   readonly tableName: string;
+  /** How long a deletion is remembered (see MailboxIndex.delete). @default DEFAULT_DELETION_MEMORY_DAYS */
+  readonly deletionMemoryDays?: number;
+  /** ms since epoch; for tests. */
+  readonly clock?: () => number;
 }
 
 const verdictNameSchema = z.enum(VERDICT_NAMES);
@@ -263,19 +275,33 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   private readonly table: string;
   /** Mailboxes whose registry item this process has written (it is never removed). */
   private readonly registered = new Set<string>();
+  private readonly deletionMemoryMs: number;
+  private readonly clock: () => number;
 
   constructor(options: DynamoDbMailboxIndexOptions) {
     if (typeof options.tableName !== 'string' || options.tableName === '') {
       throw new TypeError('DynamoDbMailboxIndex: tableName is required');
     }
+    const days = options.deletionMemoryDays ?? DEFAULT_DELETION_MEMORY_DAYS;
+    if (!Number.isFinite(days) || days <= 0) {
+      throw new RangeError(`deletionMemoryDays must be positive, got ${String(options.deletionMemoryDays)}`);
+    }
     this.client = options.client;
     this.table = options.tableName;
+    this.deletionMemoryMs = days * DAY_MS;
+    this.clock = options.clock ?? Date.now;
   }
 
-  async deliver(entry: MessageEntry): Promise<{ inserted: boolean }> {
+  private deletionKey(mailbox: string, id: string): Record<string, string> {
+    return { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: deletionSk(id) };
+  }
+
+  async deliver(entry: MessageEntry, options: DeliverOptions = {}): Promise<{ inserted: boolean }> {
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
       throw new ValidationError('message size must be a non-negative integer', [String(entry.size)]);
     }
+    const deletion = this.deletionKey(entry.mailbox, entry.id);
+    const nowSeconds = Math.floor(this.clock() / 1000);
     const command = new TransactWriteCommand({
       TransactItems: [
         {
@@ -295,6 +321,19 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
             ExpressionAttributeValues: { ':mailbox': entry.mailbox, ':one': 1, ':size': entry.size },
           },
         },
+        // A deletion of this id, remembered and not yet expired (TTL removes items up to days late),
+        // refuses the delivery; `restoreDeleted` forgets it instead.
+        options.restoreDeleted === true
+          ? { Delete: { TableName: this.table, Key: deletion } }
+          : {
+              ConditionCheck: {
+                TableName: this.table,
+                Key: deletion,
+                ConditionExpression: 'attribute_not_exists(#pk) OR #ttl < :now',
+                ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#ttl': TTL_ATTRIBUTE },
+                ExpressionAttributeValues: { ':now': nowSeconds },
+              },
+            },
       ],
     });
     for (let attempt = 0; ; attempt++) {
@@ -305,7 +344,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       } catch (err) {
         const codes = cancellationCodes(err);
         if (codes === null) throw err;
-        if (codes[0] === 'ConditionalCheckFailed') {
+        if (codes[0] === 'ConditionalCheckFailed' || codes[2] === 'ConditionalCheckFailed') {
           await this.register(entry.mailbox);
           return { inserted: false };
         }
@@ -336,6 +375,18 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       }),
     );
     return r.Item === undefined ? null : toEntry(r.Item);
+  }
+
+  async deliveryState(mailbox: string, id: string): Promise<DeliveryState> {
+    const [entry, deletion] = await Promise.all([
+      this.get(mailbox, id),
+      this.client.send(
+        new GetCommand({ TableName: this.table, Key: this.deletionKey(mailbox, id), ConsistentRead: true }),
+      ),
+    ]);
+    if (entry !== null) return 'present';
+    const expiresAt = deletion.Item?.[TTL_ATTRIBUTE];
+    return typeof expiresAt === 'number' && expiresAt * 1000 > this.clock() ? 'deleted' : 'absent';
   }
 
   /**
@@ -499,6 +550,16 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
                   UpdateExpression: 'ADD messages :minusOne, #bytes :minusSize',
                   ExpressionAttributeNames: { '#bytes': 'bytes' },
                   ExpressionAttributeValues: { ':minusOne': -1, ':minusSize': -entry.size },
+                },
+              },
+              {
+                Put: {
+                  TableName: this.table,
+                  Item: {
+                    ...this.deletionKey(mailbox, id),
+                    deletedAt: new Date(this.clock()).toISOString(),
+                    [TTL_ATTRIBUTE]: Math.ceil((this.clock() + this.deletionMemoryMs) / 1000),
+                  },
                 },
               },
             ],

@@ -15,23 +15,26 @@ import type { VerdictName } from '../../core/config.ts';
 import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
 import type { Verdicts } from '../../core/routing.ts';
-import type {
-  ClaimSendOptions,
-  ListOptions,
-  ListPage,
-  MailboxIndex,
-  MailboxStat,
-  MessageEntry,
-  SendOutcome,
-  SendRecord,
-  SendState,
-  TokenRecord,
+import {
+  type ClaimSendOptions,
+  DEFAULT_DELETION_MEMORY_DAYS,
+  type DeliverOptions,
+  type DeliveryState,
+  type ListOptions,
+  type ListPage,
+  type MailboxIndex,
+  type MailboxStat,
+  type MessageEntry,
+  type SendOutcome,
+  type SendRecord,
+  type SendState,
+  type TokenRecord,
 } from '../../ports/mailbox-index.ts';
 import { scheduleGroupCommit } from './group-commit.ts';
 import { migrateSchema } from './sqlite-schema.ts';
 
 /** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 /** The port's bounds for a page. */
 const MAX_LIMIT = 1000;
 /** Waits this long for another process (e.g. `mail-relay token create` next to `dev`) to release the write lock. */
@@ -80,6 +83,14 @@ CREATE TABLE IF NOT EXISTS sends (
   detail TEXT,
   error TEXT
 ) WITHOUT ROWID;
+-- v3: deletions remembered for a while (ms since epoch), so that mail delivered again stays deleted.
+CREATE TABLE IF NOT EXISTS deletions (
+  mailbox TEXT NOT NULL,
+  id TEXT NOT NULL,
+  deleted_at INTEGER NOT NULL,
+  PRIMARY KEY (mailbox, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deletions_by_time ON deletions (deleted_at);
 CREATE TABLE IF NOT EXISTS tokens (
   hash TEXT PRIMARY KEY,
   mailbox TEXT,
@@ -166,8 +177,22 @@ interface ListParams {
   q?: string;
 }
 
+export interface SqliteMailboxIndexOptions {
+  /**
+   * Deliveries commit at synchronous=NORMAL (see the constructor).
+   */
+  readonly deferredDeliveries?: boolean;
+  /** How long a deletion is remembered (see MailboxIndex.delete). @default DEFAULT_DELETION_MEMORY_DAYS */
+  readonly deletionMemoryDays?: number;
+  /** ms since epoch; for tests. */
+  readonly clock?: () => number;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
 interface PendingDelivery {
   readonly entry: MessageEntry;
+  readonly restoreDeleted: boolean;
   readonly resolve: (result: { inserted: boolean }) => void;
   readonly reject: (err: unknown) => void;
 }
@@ -290,7 +315,9 @@ export class SqliteMailboxIndex implements MailboxIndex {
   >;
   private readonly selectSend: Database.Statement<[string], SendRow>;
   private readonly listStatements = new Map<number, Database.Statement<[ListParams], MessageRow>>();
-  private readonly deliverOne: Database.Transaction<(entry: MessageEntry) => boolean>;
+  private readonly deliverOne: Database.Transaction<
+    (entry: MessageEntry, restoreDeleted: boolean) => boolean
+  >;
   private readonly deliverBatch: Database.Transaction<(batch: readonly PendingDelivery[]) => boolean[]>;
   private readonly deleteOne: Database.Transaction<(mailbox: string, id: string) => MessageRow | undefined>;
   private pending: PendingDelivery[] = [];
@@ -298,6 +325,12 @@ export class SqliteMailboxIndex implements MailboxIndex {
 
   /** `deferredDeliveries`: see the constructor. */
   readonly deferredDeliveries: boolean;
+  private readonly deletionMemoryMs: number;
+  private readonly clock: () => number;
+  private readonly selectDeletion: Database.Statement<[string, string, number], number>;
+  private readonly upsertDeletion: Database.Statement<[string, string, number]>;
+  private readonly removeDeletion: Database.Statement<[string, string]>;
+  private readonly purgeDeletions: Database.Statement<[number]>;
 
   /**
    * `path` is a file (created when missing) or `:memory:`. Every commit is fsynced (WAL,
@@ -306,8 +339,14 @@ export class SqliteMailboxIndex implements MailboxIndex {
    * that can redo them — the local ingest journal, whose recovery re-runs the idempotent router.
    * The next FULL commit, or the journal's checkpoint, makes them durable too.
    */
-  constructor(path: string, options: { deferredDeliveries?: boolean } = {}) {
+  constructor(path: string, options: SqliteMailboxIndexOptions = {}) {
     this.deferredDeliveries = options.deferredDeliveries === true;
+    const days = options.deletionMemoryDays ?? DEFAULT_DELETION_MEMORY_DAYS;
+    if (!Number.isFinite(days) || days <= 0) {
+      throw new RangeError(`deletionMemoryDays must be positive, got ${String(options.deletionMemoryDays)}`);
+    }
+    this.deletionMemoryMs = days * DAY_MS;
+    this.clock = options.clock ?? Date.now;
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
@@ -382,7 +421,26 @@ export class SqliteMailboxIndex implements MailboxIndex {
       }
     }
 
-    this.deliverOne = this.db.transaction((entry: MessageEntry): boolean => {
+    // A deletion older than the memory counts as none (it is purged with the next delete).
+    this.selectDeletion = this.db
+      .prepare<[string, string, number], number>(
+        'SELECT 1 FROM deletions WHERE mailbox = ? AND id = ? AND deleted_at >= ?',
+      )
+      .pluck();
+    this.upsertDeletion = this.db.prepare(
+      'INSERT INTO deletions (mailbox, id, deleted_at) VALUES (?, ?, ?) ' +
+        'ON CONFLICT (mailbox, id) DO UPDATE SET deleted_at = excluded.deleted_at',
+    );
+    this.removeDeletion = this.db.prepare('DELETE FROM deletions WHERE mailbox = ? AND id = ?');
+    this.purgeDeletions = this.db.prepare('DELETE FROM deletions WHERE deleted_at < ?');
+
+    this.deliverOne = this.db.transaction((entry: MessageEntry, restoreDeleted: boolean): boolean => {
+      if (
+        this.selectDeletion.get(entry.mailbox, entry.id, this.clock() - this.deletionMemoryMs) !== undefined
+      ) {
+        if (!restoreDeleted) return false;
+        this.removeDeletion.run(entry.mailbox, entry.id);
+      }
       const inserted = this.insertMessage.run(toParams(entry)).changes > 0;
       // Counters move only with the row, so a repeated delivery leaves them exact.
       if (inserted) this.addToStats.run({ mailbox: entry.mailbox, bytes: entry.size });
@@ -392,7 +450,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
       // Each delivery runs in a nested transaction (a SAVEPOINT): a failure rolls back that one only.
       batch.map((p) => {
         try {
-          return this.deliverOne(p.entry);
+          return this.deliverOne(p.entry, p.restoreDeleted);
         } catch (err) {
           p.reject(err);
           return false;
@@ -401,19 +459,25 @@ export class SqliteMailboxIndex implements MailboxIndex {
     );
     this.deleteOne = this.db.transaction((mailbox: string, id: string): MessageRow | undefined => {
       const row = this.deleteMessage.get(mailbox, id);
-      if (row !== undefined) this.subtractFromStats.run({ mailbox, bytes: row.size });
+      if (row !== undefined) {
+        this.subtractFromStats.run({ mailbox, bytes: row.size });
+        const now = this.clock();
+        this.upsertDeletion.run(mailbox, id, now);
+        // Forgetting expired deletions here keeps the table as small as the memory asks.
+        this.purgeDeletions.run(now - this.deletionMemoryMs);
+      }
       return row;
     });
   }
 
-  deliver(entry: MessageEntry): Promise<{ inserted: boolean }> {
+  deliver(entry: MessageEntry, options: DeliverOptions = {}): Promise<{ inserted: boolean }> {
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
       return Promise.reject(
         new ValidationError('message size must be a non-negative integer', [String(entry.size)]),
       );
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ entry, resolve, reject });
+      this.pending.push({ entry, restoreDeleted: options.restoreDeleted === true, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // A few event loop turns later, while more deliveries keep arriving (group-commit.ts):
@@ -458,6 +522,13 @@ export class SqliteMailboxIndex implements MailboxIndex {
     if (row !== undefined) return toEntry(row);
     const queued = this.pending.find((p) => p.entry.id === id && p.entry.mailbox === mailbox);
     return queued === undefined ? null : queued.entry;
+  }
+
+  async deliveryState(mailbox: string, id: string): Promise<DeliveryState> {
+    // Like `get`, no flush (the router asks before every delivery that is not fresh).
+    if ((await this.get(mailbox, id)) !== null) return 'present';
+    const since = this.clock() - this.deletionMemoryMs;
+    return this.selectDeletion.get(mailbox, id, since) === undefined ? 'absent' : 'deleted';
   }
 
   async list(mailbox: string, options: ListOptions): Promise<ListPage> {
