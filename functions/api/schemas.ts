@@ -90,15 +90,23 @@ const viewSchema = z.enum(MAILBOX_VIEWS).default('inbox').openapi({
 /** `?view=` alone, for the endpoints that take no other query parameter. */
 export const viewQuerySchema = z.object({ view: viewSchema });
 
+/**
+ * A decimal integer in a query string, `min`..`max`: `0x10`, `1e2` or ` 5`, which a plain number
+ * coercion would take for 16, 100 and 5, are refused.
+ */
+function queryInt(min: number, max: number) {
+  return z
+    .string()
+    .regex(/^\d{1,10}$/, 'must be a decimal integer')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+}
+
 export const listQuerySchema = z.object({
   view: viewSchema,
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(MAX_LIST_LIMIT)
+  limit: queryInt(1, MAX_LIST_LIMIT)
     .optional()
-    .openapi({ description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`, example: 50 }),
+    .openapi({ description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`, example: '50' }),
   cursor: z
     .string()
     .min(1)
@@ -115,12 +123,10 @@ export const listQuerySchema = z.object({
 
 export const topQuerySchema = z.object({
   view: viewSchema,
-  lines: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(MAX_TOP_LINES)
-    .openapi({ description: 'Body lines to return after the headers and the blank line', example: 10 }),
+  lines: queryInt(0, MAX_TOP_LINES).openapi({
+    description: 'Body lines to return after the headers and the blank line',
+    example: '10',
+  }),
 });
 
 export const waitQuerySchema = z.object({
@@ -130,11 +136,7 @@ export const waitQuerySchema = z.object({
     .regex(ULID_RE, 'must be a message id (26-character ULID)')
     .optional()
     .openapi({ description: 'Return messages newer than this id (default: the newest at request time)' }),
-  timeout: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(MAX_WAIT_SECONDS)
+  timeout: queryInt(0, MAX_WAIT_SECONDS)
     .optional()
     .openapi({ description: `Seconds to wait, 0..${MAX_WAIT_SECONDS} (default ${MAX_WAIT_SECONDS})` }),
 });

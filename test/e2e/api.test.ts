@@ -132,7 +132,8 @@ describe('mailbox HTTP API', () => {
     assert.deepEqual(await search('Lines that begin with dots'), [idOf('dot-leading.eml')]);
     assert.ok((await search('alice@example.org')).length >= 3);
     assert.deepEqual(await search('no message has this text'), []);
-    for (const limit of ['0', '1001', '-1', '1.5', 'ten']) {
+    // Decimal integers only: a number coercion would take 0x10 for 16, 1e2 for 100, ' 5' for 5.
+    for (const limit of ['0', '1001', '-1', '1.5', 'ten', '0x10', '1e2', '%205', '']) {
       const res = await env.request(`/v1/mailboxes/${ALICE}/messages?limit=${limit}`, { token: alice });
       assert.equal(res.status, 400, `limit=${limit}`);
       assert.equal((await errorOf(res)).code, 'invalid_request');
