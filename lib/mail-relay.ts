@@ -59,25 +59,29 @@ export const HANDLER_ENTRIES = {
 
 /**
  * DynamoDB actions of the index adapter (functions/adapters/aws/dynamodb-mailbox-index.ts), per
- * function. A TransactWriteItems needs the action of each item (Put, Update, Delete), not an action
- * of its own.
+ * function. A TransactWriteItems needs the action of each item (Put, Update, Delete,
+ * ConditionCheck), not an action of its own. test/contract/aws.test.ts records what each function's
+ * index operations send and checks it against these lists.
  */
-const ROUTER_TABLE_ACTIONS = [
-  'dynamodb:GetItem', // index.get, getSend
+export const ROUTER_TABLE_ACTIONS = [
+  'dynamodb:GetItem', // deliveryState (entry, deletion), getSend
   'dynamodb:PutItem', // deliver (entry, mailbox registry)
   'dynamodb:UpdateItem', // deliver (counters), claimSend / finishSend of forwards
+  'dynamodb:ConditionCheckItem', // deliver (no deletion of the id remembered)
 ];
-const API_TABLE_ACTIONS = [
+export const API_TABLE_ACTIONS = [
   'dynamodb:GetItem', // tokens, entries, counters
   'dynamodb:BatchGetItem', // listMailboxes
   'dynamodb:Query', // list, listMailboxes
   'dynamodb:UpdateItem', // seen flags, DELE's counters
   'dynamodb:DeleteItem', // DELE
+  'dynamodb:PutItem', // DELE (the deletion remembered)
 ];
-const SEND_TABLE_ACTIONS = [
-  'dynamodb:GetItem', // the token, the sent copy's entry (index.get)
+export const SEND_TABLE_ACTIONS = [
+  'dynamodb:GetItem', // the token, the sent copy's deliveryState
   'dynamodb:PutItem', // the sent copy's entry and its mailbox registry item (deliver)
   'dynamodb:UpdateItem', // the sent view's counters (deliver), claimSend / finishSend
+  'dynamodb:ConditionCheckItem', // deliver (no deletion of the id remembered)
 ];
 
 /**

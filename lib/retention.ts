@@ -16,9 +16,9 @@ import { PREFIX } from './storage.ts';
 
 /**
  * DynamoDB actions of the sweep (index.listMailboxes, list, get, delete). The delete is a
- * TransactWriteItems of a Delete (the entry) and an Update (the counters); IAM authorizes each item
- * by its own action, and has no action named TransactWriteItems
- * (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
+ * TransactWriteItems of a Delete (the entry), an Update (the counters) and a Put (the deletion,
+ * remembered); IAM authorizes each item by its own action, and has no action named
+ * TransactWriteItems (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
  */
 export const RETENTION_TABLE_ACTIONS = [
   'dynamodb:Query', // listMailboxes (the registry), list
@@ -26,6 +26,7 @@ export const RETENTION_TABLE_ACTIONS = [
   'dynamodb:GetItem', // delete reads the entry first; the orphan check
   'dynamodb:DeleteItem', // delete (the entry)
   'dynamodb:UpdateItem', // delete (the counters)
+  'dynamodb:PutItem', // delete (the deletion, remembered)
 ];
 
 /** 03:17 UTC: a quiet hour for most of the mail in the world, off the top of the hour when schedules pile up. */

@@ -14,7 +14,12 @@ import {
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { LazyBlobStore } from '../../functions/adapters/lazy-blob-store.ts';
+import { messageIdFor } from '../../functions/core/ids.ts';
+import { sentMailboxKey } from '../../functions/core/keys.ts';
 import type { BlobStore } from '../../functions/ports/blob-store.ts';
+import type { MessageEntry } from '../../functions/ports/mailbox-index.ts';
+import { API_TABLE_ACTIONS, ROUTER_TABLE_ACTIONS, SEND_TABLE_ACTIONS } from '../../lib/mail-relay.ts';
+import { RETENTION_TABLE_ACTIONS } from '../../lib/retention.ts';
 import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
 import { runBlobStoreContract } from './blob-store.contract.ts';
 import { runMailboxIndexContract } from './mailbox-index.contract.ts';
@@ -91,6 +96,87 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     await assert.rejects(store.presign('k', { expiresIn: 8 * 24 * 3600 }), /expiresIn/);
   });
 
+  it("each function's index operations need only the DynamoDB actions its role is granted (IAM, which moto does not check)", async () => {
+    const tableName = `iam-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    const used = new Set<string>();
+    const recording = {
+      send: (command: object) => {
+        for (const action of iamActionsOf(command)) used.add(action);
+        return documents.send(command as Parameters<DynamoDBDocumentClient['send']>[0]);
+      },
+    } as unknown as DynamoDBDocumentClient;
+    const index = new DynamoDbMailboxIndex({ client: recording, tableName });
+    const now = new Date();
+    const entry = (mailbox: string, n: number): MessageEntry => ({
+      mailbox,
+      id: messageIdFor(now.getTime() + n, `iam-${n}`),
+      size: 100 + n,
+      receivedAt: now.toISOString(),
+      from: 'a@remote.test',
+      to: mailbox,
+      subject: `s${n}`,
+      snippet: '',
+      hasAttachments: false,
+      seen: false,
+      verdicts: { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' },
+      tags: [],
+      recipient: mailbox,
+      parseFailed: false,
+      sesMessageId: `iam-${n}`,
+    });
+    const uses = async (role: string, granted: readonly string[], operations: () => Promise<unknown>) => {
+      used.clear();
+      await operations();
+      assert.ok(used.size > 0, role);
+      assert.deepEqual(
+        [...used].filter((a) => !granted.includes(a)),
+        [],
+        `${role} sends actions its role does not have`,
+      );
+    };
+    const inbox = 'alice@example.test';
+    const [first, second, third] = [entry(inbox, 1), entry(inbox, 2), entry(inbox, 3)];
+    const sending = { now, leaseMs: 60_000 };
+    // The router: a delivery (its read first), a repeated one, and a forward's send record.
+    await uses('router', ROUTER_TABLE_ACTIONS, async () => {
+      for (const e of [first, second, third, first]) {
+        await index.deliveryState(e.mailbox, e.id);
+        await index.deliver(e);
+      }
+      await index.claimSend('iam-forward', sending);
+      await index.finishSend('iam-forward', { state: 'sent', providerMessageId: 'p' }, now);
+    });
+    // The send function: the token, the send record, the sent copy.
+    await uses('send', SEND_TABLE_ACTIONS, async () => {
+      await index.getToken('0'.repeat(64));
+      await index.claimSend('iam-submit', sending);
+      await index.finishSend('iam-submit', { state: 'sent', providerMessageId: 'p' }, now);
+      const copy = entry(sentMailboxKey(inbox), 4);
+      await index.deliveryState(copy.mailbox, copy.id);
+      await index.deliver(copy);
+    });
+    // The API: the token, reads, the seen flag, DELE.
+    await uses('api', API_TABLE_ACTIONS, async () => {
+      await index.getToken('0'.repeat(64));
+      await index.stat(inbox);
+      await index.list(inbox, { limit: 2 });
+      await index.list(inbox, { limit: 2, unseen: true, q: 's' });
+      await index.listMailboxes();
+      await index.get(inbox, first.id);
+      await index.setSeen(inbox, first.id, true);
+      await index.delete(inbox, first.id);
+    });
+    // The retention sweep.
+    await uses('retention', RETENTION_TABLE_ACTIONS, async () => {
+      await index.listMailboxes();
+      await index.list(inbox, { limit: 100 });
+      await index.get(inbox, second.id);
+      await index.delete(inbox, second.id);
+    });
+    await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+  });
+
   runMailboxIndexContract('DynamoDbMailboxIndex', async (options) => {
     const tableName = `contract-${randomUUID()}`;
     await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
@@ -103,3 +189,35 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     };
   });
 });
+
+/**
+ * The IAM actions a DynamoDB document-client command needs: one per command, and for a transaction
+ * one per item (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
+ */
+function iamActionsOf(command: object): string[] {
+  const name = command.constructor.name;
+  const single: Record<string, string> = {
+    GetCommand: 'GetItem',
+    PutCommand: 'PutItem',
+    UpdateCommand: 'UpdateItem',
+    DeleteCommand: 'DeleteItem',
+    QueryCommand: 'Query',
+    ScanCommand: 'Scan',
+    BatchGetCommand: 'BatchGetItem',
+    BatchWriteCommand: 'BatchWriteItem',
+  };
+  const action = single[name];
+  if (action !== undefined) return [`dynamodb:${action}`];
+  if (name === 'TransactWriteCommand') {
+    const items =
+      (command as { input: { TransactItems?: Record<string, unknown>[] } }).input.TransactItems ?? [];
+    const perItem: Record<string, string> = {
+      Put: 'PutItem',
+      Update: 'UpdateItem',
+      Delete: 'DeleteItem',
+      ConditionCheck: 'ConditionCheckItem',
+    };
+    return items.flatMap((item) => Object.keys(item).map((k) => `dynamodb:${perItem[k] ?? `unknown ${k}`}`));
+  }
+  return [`dynamodb:unknown ${name}`];
+}
