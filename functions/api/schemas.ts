@@ -106,7 +106,10 @@ export const listQuerySchema = z.object({
   view: viewSchema,
   limit: queryInt(1, MAX_LIST_LIMIT)
     .optional()
-    .openapi({ description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`, example: '50' }),
+    .openapi({
+      description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`,
+      example: '50',
+    }),
   cursor: z
     .string()
     .min(1)
