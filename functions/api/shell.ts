@@ -54,6 +54,24 @@ export function validationErrorOf(target: string, issues: readonly z.core.$ZodIs
   );
 }
 
+/** The methods of the app's routes (not its middleware) whose path matches `path`, sorted; HEAD with GET. */
+function methodsServing(app: ApiApp, path: string): string[] {
+  const methods = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method === 'ALL') continue;
+    // Hono's patterns here are literal segments and `:name` parameters.
+    const pattern = route.path
+      .split('/')
+      .map((segment) => (segment.startsWith(':') ? '[^/]+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .join('/');
+    if (new RegExp(`^${pattern}$`).test(path)) {
+      methods.add(route.method);
+      if (route.method === 'GET') methods.add('HEAD');
+    }
+  }
+  return [...methods].sort();
+}
+
 /**
  * An app with no routes yet, only the shared behaviour. Every request under `/v1/mailboxes` needs
  * `Authorization: Bearer <token>`; errors are `{error: {code, message}}`.
@@ -73,9 +91,24 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
     if (status >= 500) logError(err);
     return c.json(body, status, { 'Cache-Control': NO_STORE });
   });
-  app.notFound((c) =>
-    c.json({ error: { code: 'not_found', message: `no such endpoint: ${c.req.method} ${c.req.path}` } }, 404),
-  );
+  app.notFound((c) => {
+    // A path this app serves, asked with another method: 405 and what it takes (RFC 9110 §15.5.6).
+    const allowed = methodsServing(app, c.req.path);
+    if (allowed.length > 0) {
+      const allow = allowed.join(', ');
+      return c.json(
+        {
+          error: { code: 'method_not_allowed', message: `${c.req.method} is not allowed here; use ${allow}` },
+        },
+        405,
+        { Allow: allow },
+      );
+    }
+    return c.json(
+      { error: { code: 'not_found', message: `no such endpoint: ${c.req.method} ${c.req.path}` } },
+      404,
+    );
+  });
 
   app.use('*', async (c, next) => {
     await next();

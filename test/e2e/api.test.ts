@@ -463,13 +463,28 @@ describe('mailbox HTTP API', () => {
     // A dot-segment path is resolved by the URL parser before it is sent: it never reaches another mailbox.
     const dotted = await env.request(`/v1/mailboxes/${ALICE}/../${BOB}`, { token: alice });
     assert.ok(dotted.status === 403 || dotted.status === 404, String(dotted.status));
-    const post = await env.request(`/v1/mailboxes/${ALICE}/messages`, {
-      token: alice,
-      method: 'POST',
-      body: '{}',
-    });
-    assert.equal(post.status, 404);
-    await errorOf(post);
+    // A path that exists, with a method it does not take: 405 and what it takes; else 404.
+    const someId = idOf('plain-crlf.eml');
+    for (const [method, path, allow] of [
+      ['POST', `/v1/mailboxes/${ALICE}/messages`, 'GET, HEAD'],
+      ['PUT', `/v1/mailboxes/${ALICE}/messages/${someId}`, 'DELETE, GET, HEAD, PATCH'],
+      ['DELETE', `/v1/mailboxes/${ALICE}`, 'GET, HEAD'],
+    ] as const) {
+      const res = await env.request(path, {
+        token: alice,
+        method,
+        body: method === 'DELETE' ? undefined : '{}',
+      });
+      assert.equal(res.status, 405, `${method} ${path}`);
+      assert.equal(res.headers.get('allow'), allow);
+      assert.equal((await errorOf(res)).code, 'method_not_allowed');
+    }
+    const nowhere = await env.request(`/v1/mailboxes/${ALICE}/nothing-here`, { token: alice });
+    assert.equal(nowhere.status, 404);
+    assert.equal((await errorOf(nowhere)).code, 'not_found');
+    // Without a token the answer is 401 first, whatever the method.
+    const anonymous = await env.request(`/v1/mailboxes/${ALICE}/messages`, { method: 'PUT', body: '{}' });
+    assert.equal(anonymous.status, 401);
   });
 
   it('admin token: GET /v1/mailboxes lists every mailbox with its STAT, and reads any mailbox', async () => {
