@@ -42,6 +42,8 @@ export const HANDLER_ENV = {
   config: 'MAIL_RELAY_CONFIG_JSON',
   /** SHA-256 of the bundled configuration: shows in the console which one a function runs. */
   configSha256: 'MAIL_RELAY_CONFIG_SHA256',
+  /** The SES configuration set of outgoing mail (router forwards, the send function), when configured. */
+  sesConfigurationSet: 'SES_CONFIGURATION_SET',
 } as const;
 
 /** The build-time identifier lib/lambda/bundled-config.ts reads. */
@@ -162,6 +164,11 @@ export interface MailRelayProps {
    * @default - `aws.apiThrottle`, else 50 requests/s with bursts of 100
    */
   readonly apiThrottle?: { readonly rateLimit: number; readonly burstLimit: number };
+  /**
+   * An existing SES configuration set that every send (forwards, `POST …/send`) goes through.
+   * @default - `aws.sesConfigurationSet`, else none
+   */
+  readonly sesConfigurationSet?: string;
 }
 
 export class MailRelay extends Construct {
@@ -198,6 +205,7 @@ export class MailRelay extends Construct {
         skipRegionCheck: props.skipRegionCheck,
         logRetentionDays: props.logRetentionDays,
         apiThrottle: props.apiThrottle,
+        sesConfigurationSet: props.sesConfigurationSet,
       }).filter(([, v]) => v !== undefined),
     );
     const merged = awsSettingsSchema.safeParse({ ...fromFile, ...overrides });
@@ -221,6 +229,7 @@ export class MailRelay extends Construct {
       skipRegionCheck: aws.skipRegionCheck ?? false,
       logRetentionDays: aws.logRetentionDays ?? 30,
       apiThrottle: aws.apiThrottle,
+      sesConfigurationSet: aws.sesConfigurationSet,
     };
     this.checkSettings(source, { ...settings, configRegion: aws.region });
     const logRetention = settings.logRetentionDays as RetentionDays;
@@ -321,7 +330,7 @@ export class MailRelay extends Construct {
       .bindTable(table, SEND_TABLE_ACTIONS, HANDLER_ENV.table);
 
     // The router forwards; the send function sends for a mailbox owner. The API function cannot send.
-    this.grantSending([this.router, this.sendFunction]);
+    this.grantSending([this.router, this.sendFunction], settings.sesConfigurationSet);
 
     this.ingest = new MailIngest(this, 'Ingest', {
       domains: this.config.domains,
@@ -376,14 +385,19 @@ export class MailRelay extends Construct {
    * and region because, in the SES sandbox, SES also authorizes against the recipient's identity;
    * the `ses:FromAddress` condition is what keeps the functions to our own domains.
    */
-  private grantSending(functions: readonly HouseFunction[]): void {
+  private grantSending(functions: readonly HouseFunction[], configurationSet: string | undefined): void {
     const stack = Stack.of(this);
     const identities = stack.formatArn({ service: 'ses', resource: 'identity', resourceName: '*' });
+    // A send through a configuration set is authorized against it too.
+    const sets = configurationSet
+      ? [stack.formatArn({ service: 'ses', resource: 'configuration-set', resourceName: configurationSet })]
+      : [];
     for (const fn of functions) {
+      if (configurationSet) fn.addEnvironment(HANDLER_ENV.sesConfigurationSet, configurationSet);
       fn.addToRolePolicy(
         new PolicyStatement({
           actions: ['ses:SendEmail', 'ses:SendRawEmail'],
-          resources: [identities],
+          resources: [identities, ...sets],
           conditions: { StringLike: { 'ses:FromAddress': this.config.domains.map((d) => `*@${d}`) } },
         }),
       );

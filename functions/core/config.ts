@@ -200,6 +200,13 @@ export const awsSettingsSchema = z
       .object({ rateLimit: z.number().min(1).max(10000), burstLimit: z.number().int().min(1).max(5000) })
       .strict()
       .optional(),
+    /** An SES configuration set (event publishing, dedicated IPs) every send goes through; it must exist. */
+    sesConfigurationSet: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, {
+        message: 'must be an SES configuration set name (letters, digits, _ and -)',
+      })
+      .optional(),
   })
   .strict();
 export type AwsSettings = z.infer<typeof awsSettingsSchema>;

@@ -46,6 +46,7 @@ export function fullConfig(): Record<string, unknown> {
       replaceActiveRuleSet: true,
       logRetentionDays: 90,
       apiThrottle: { rateLimit: 5, burstLimit: 10 },
+      sesConfigurationSet: 'mail-events',
     },
   };
 }

@@ -167,11 +167,12 @@ describe('synth-time refusals', () => {
           config: exampleConfig(),
           logRetentionDays: 31,
           corsOrigins: ['https://ok.example', 'not an origin'],
+          sesConfigurationSet: 'events for mail',
         }),
     );
     assert.deepEqual(
       err.issues.map((i) => i.split(':')[0]),
-      ['aws.corsOrigins[1]', 'aws.logRetentionDays'],
+      ['aws.corsOrigins[1]', 'aws.logRetentionDays', 'aws.sesConfigurationSet'],
     );
   });
 

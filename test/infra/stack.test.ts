@@ -409,6 +409,20 @@ describe('functions', () => {
       assert.deepEqual(send.Condition, {
         StringLike: { 'ses:FromAddress': ['*@example.com', '*@example.org'] },
       });
+      // aws.sesConfigurationSet: sends go through it, so they are authorized against it too.
+      assert.match(resourceText(send.Resource), /:configuration-set\/mail-events"/, role);
+      const [plain] = grantsOf(statementsOfRole(example, role), 'ses:SendEmail');
+      assert.doesNotMatch(resourceText(plain?.Resource), /configuration-set/, role);
+    }
+    const functions = resourcesOfType(full, 'AWS::Lambda::Function');
+    for (const prefix of ['MailRelayRouter', 'MailRelaySendFunction', 'MailRelayApiFunction']) {
+      const fn = propertiesOf(functions[onlyLogicalId(full, 'AWS::Lambda::Function', prefix)]);
+      const env = (fn.Environment as { Variables: Record<string, unknown> }).Variables;
+      assert.equal(
+        env[HANDLER_ENV.sesConfigurationSet],
+        prefix === 'MailRelayApiFunction' ? undefined : 'mail-events',
+        prefix,
+      );
     }
     const senders = Object.keys(resourcesOfType(full, 'AWS::IAM::Policy')).filter((id) =>
       JSON.stringify(resourcesOfType(full, 'AWS::IAM::Policy')[id]).includes('ses:SendEmail'),
