@@ -14,7 +14,6 @@ import {
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { LazyBlobStore } from '../../functions/adapters/lazy-blob-store.ts';
-import { messageIdFor } from '../../functions/core/ids.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
 import type { BlobStore } from '../../functions/ports/blob-store.ts';
 import type { MessageEntry } from '../../functions/ports/mailbox-index.ts';
@@ -22,7 +21,7 @@ import { API_TABLE_ACTIONS, ROUTER_TABLE_ACTIONS, SEND_TABLE_ACTIONS } from '../
 import { RETENTION_TABLE_ACTIONS } from '../../lib/retention.ts';
 import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
 import { runBlobStoreContract } from './blob-store.contract.ts';
-import { runMailboxIndexContract } from './mailbox-index.contract.ts';
+import { makeEntry, runMailboxIndexContract } from './mailbox-index.contract.ts';
 
 const available = motoAvailable();
 
@@ -108,23 +107,8 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     } as unknown as DynamoDBDocumentClient;
     const index = new DynamoDbMailboxIndex({ client: recording, tableName });
     const now = new Date();
-    const entry = (mailbox: string, n: number): MessageEntry => ({
-      mailbox,
-      id: messageIdFor(now.getTime() + n, `iam-${n}`),
-      size: 100 + n,
-      receivedAt: now.toISOString(),
-      from: 'a@remote.test',
-      to: mailbox,
-      subject: `s${n}`,
-      snippet: '',
-      hasAttachments: false,
-      seen: false,
-      verdicts: { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' },
-      tags: [],
-      recipient: mailbox,
-      parseFailed: false,
-      sesMessageId: `iam-${n}`,
-    });
+    const entry = (mailbox: string, n: number): MessageEntry =>
+      makeEntry(mailbox, now.getTime() + n, `iam-${n}`);
     const uses = async (role: string, granted: readonly string[], operations: () => Promise<unknown>) => {
       used.clear();
       await operations();

@@ -32,7 +32,7 @@ const BOB = 'bob@example.org';
 const BASE_MS = Date.UTC(2024, 0, 15, 9, 30);
 
 /** An entry as the router would write it; the id derives from time and SES id like a real delivery. */
-function makeEntry(
+export function makeEntry(
   mailbox: string,
   receivedAtMs: number,
   sesMessageId: string,
