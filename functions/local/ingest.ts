@@ -34,7 +34,8 @@ export interface IngestInput {
   readonly verdicts?: Verdicts;
 }
 
-const SERVER_NAME = hostname() || 'localhost';
+/** This host's name, as the local relay names itself in trace headers and notifications. */
+export const SERVER_NAME = hostname() || 'localhost';
 
 /**
  * The trace headers prepended to every stored message, as SES prepends its own:
