@@ -41,6 +41,8 @@ export const PRICES = {
   snsPerPublish: 0.5 / 1e6,
   logsPerGbIngested: 0.5,
   apiGatewayHttpPerRequest: 1.0 / 1e6,
+  /** The link secret of oversize-forward notices: a fixed monthly fee (its reads are rare: a notice, a click). */
+  secretsManagerPerSecretMonth: 0.4,
 } as const;
 
 /** Assumed round trips from Lambda to S3 and DynamoDB in the same region (ms). Not measured here. */
@@ -249,7 +251,7 @@ export const cost: Benchmark = {
         reference: ses,
         target: '≤ SES receiving fee',
         meets: total <= sesFee,
-        note: 'worst case (one cold invocation per message); plus fixed per month: idle SQS polling by Lambda',
+        note: `worst case (one cold invocation per message); plus fixed per month: idle SQS polling by Lambda, the link secret (${PRICES.secretsManagerPerSecretMonth.toFixed(2)} USD)`,
       }),
       row(
         'api-read',

@@ -29,6 +29,11 @@ export class MailRelayStack extends Stack {
     new CfnOutput(this, 'ApiUrl', { value: relay.api.url, description: 'Base URL of the HTTP API' });
     new CfnOutput(this, 'BucketName', { value: relay.storage.bucket.bucketName });
     new CfnOutput(this, 'TableName', { value: relay.storage.table.tableName });
+    new CfnOutput(this, 'LinkSecretArn', {
+      value: relay.linkSecret.secretArn,
+      description:
+        'Signs the download links of oversize-forward notices (used by `mail-relay replay --stack`)',
+    });
     new CfnOutput(this, 'RuleSetName', {
       value: relay.ingest.ruleSet.receiptRuleSetName,
       description: 'The SES receipt rule set (activated by the stack)',

@@ -13,6 +13,7 @@ import { Annotations, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib'
 import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import {
   type AwsSettings,
@@ -44,6 +45,10 @@ export const HANDLER_ENV = {
   configSha256: 'MAIL_RELAY_CONFIG_SHA256',
   /** The SES configuration set of outgoing mail (router forwards, the send function), when configured. */
   sesConfigurationSet: 'SES_CONFIGURATION_SET',
+  /** The secret that signs the links of oversize-forward notices (router) and checks them (API). */
+  linkSecret: 'LINK_SECRET_ARN',
+  /** The API's URL, for the links the router signs. */
+  linkBaseUrl: 'LINK_BASE_URL',
 } as const;
 
 /** The build-time identifier lib/lambda/bundled-config.ts reads. */
@@ -184,6 +189,8 @@ export class MailRelay extends Construct {
   readonly apiFunction: HouseFunction;
   /** `POST /v1/mailboxes/{address}/send`: composes, sends through SES, stores the sent copy. */
   readonly sendFunction: HouseFunction;
+  /** Signs the download links of oversize-forward notices (router) and checks them (API). */
+  readonly linkSecret: Secret;
   /** The DNS records to create by hand (MX, and DKIM when the identities are ours), one line each. */
   readonly dnsRecords: readonly DnsRecord[];
 
@@ -308,9 +315,10 @@ export class MailRelay extends Construct {
       forbiddenPackages: API_FORBIDDEN_PACKAGES,
     })
       // Reads (and presigns) what the router and the send function stored; DELE deletes it.
+      // forwarded/: the kept originals that notices link to (through the API, see below).
       .bindBucket(
         bucket,
-        { read: [PREFIX.mailboxes], delete: [PREFIX.mailboxes], list: true },
+        { read: [PREFIX.mailboxes, PREFIX.forwarded], delete: [PREFIX.mailboxes], list: true },
         HANDLER_ENV.bucket,
       )
       .bindTable(table, API_TABLE_ACTIONS, HANDLER_ENV.table);
@@ -352,6 +360,25 @@ export class MailRelay extends Construct {
       logRetention,
       ...(settings.apiThrottle ? settings.apiThrottle : {}),
     });
+
+    // Oversize-forward notices link to the API, signed with this secret; the API answers a link with
+    // an S3 URL presigned at that moment. An S3 URL presigned by the router would die with the
+    // router's role session (hours), long before the notice's stated expiry (docs/adr/0008).
+    this.linkSecret = new Secret(this, 'LinkSecret', {
+      description:
+        'mail-relay: signs the download links of oversize-forward notices (router signs, API checks)',
+      generateSecretString: { passwordLength: 64, excludePunctuation: true, includeSpace: false },
+    });
+    this.linkSecret.grantRead(this.router);
+    this.linkSecret.grantRead(this.apiFunction);
+    this.router.addEnvironment(HANDLER_ENV.linkSecret, this.linkSecret.secretArn);
+    this.router.addEnvironment(HANDLER_ENV.linkBaseUrl, this.api.url);
+    this.apiFunction.addEnvironment(HANDLER_ENV.linkSecret, this.linkSecret.secretArn);
+    acknowledge(this.linkSecret, 'AwsSolutions-SMG4', null, [
+      'Rotating the link secret would break the download links already sent in notices, which promise',
+      'relay.linkExpirySeconds (up to 7 days); it signs links to forwarded/ originals only, which its',
+      'readers (the router and API roles) can read anyway.',
+    ]);
 
     const { mailboxDays } = this.config.retention;
     this.retention =

@@ -1,18 +1,31 @@
 /**
- * `GET /v1/blobs/<key>?expires&ct&cd&sig`: local mode's stand-in for S3 presigned URLs. The
- * signature is the authorization (no bearer token, as with S3), checked with the same secret the
- * local BlobStore signs with; the file is streamed, so a 40 MB message never sits in memory.
+ * `GET /v1/blobs/<key>?expires&ct&cd&sig`: links signed with a secret the API shares with whoever
+ * made them (core/signed-links.ts). The signature is the authorization (no bearer token, as with
+ * S3). Locally they are the local BlobStore's stand-in for S3 presigned URLs, and the file is
+ * streamed, so a 40 MB message never sits in memory; in AWS they are the links of oversize-forward
+ * notices, answered with a 307 to S3.
  */
 import { Readable } from 'node:stream';
 import * as z from 'zod';
-import { verifyPresignedBlobRequest } from '../adapters/local/fs-blob-store.ts';
 import { ValidationError } from '../core/errors.ts';
+import { SIGNED_BLOB_PATH, verifyPresignedBlobRequest } from '../core/signed-links.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import { HttpStatusError } from './errors.ts';
 import { errorSchema } from './schemas.ts';
 import type { ApiApp } from './shell.ts';
 
-export const LOCAL_BLOBS_PREFIX = '/v1/blobs/';
+export const LOCAL_BLOBS_PREFIX = SIGNED_BLOB_PATH;
+
+/** Where a signed link leads: the blob itself (local mode), or a fresh presigned URL (AWS). */
+export type SignedLinkTarget =
+  | { readonly kind: 'stream' }
+  | {
+      readonly kind: 'redirect';
+      /** Seconds the presigned S3 URL of the redirect is valid. */
+      readonly presignSeconds: number;
+      /** The only keys links may name (AWS: `forwarded/`, the kept originals of oversize forwards). */
+      readonly keyPrefix: string;
+    };
 
 /** Mounts the presigned-URL route on the app (local mode only; S3 serves these in AWS). */
 export function mountLocalBlobs(
@@ -21,6 +34,25 @@ export function mountLocalBlobs(
   secret: string | Buffer,
   now: () => number,
 ): void {
+  mountSignedLinks(app, { blobs, secret: async () => secret, now, target: { kind: 'stream' } });
+}
+
+/**
+ * `GET /v1/blobs/<key>?expires&ct&cd&sig`: a link signed with `signedBlobUrl` (core/signed-links.ts).
+ * Locally it is what the local BlobStore's `presign` makes, and the blob is streamed. In AWS it is
+ * the link of an oversize-forward notice (handlers/links.ts), answered with a 307 to an S3 URL
+ * presigned now, so the link lives as long as its own expiry says, not as long as a role session.
+ */
+export function mountSignedLinks(
+  app: ApiApp,
+  deps: {
+    readonly blobs: BlobStore;
+    readonly secret: () => Promise<string | Buffer>;
+    readonly now: () => number;
+    readonly target: SignedLinkTarget;
+  },
+): void {
+  const { blobs, now, target } = deps;
   app.get(`${LOCAL_BLOBS_PREFIX}*`, async (c) => {
     const url = new URL(c.req.url);
     // The key is taken from the raw path: each segment was percent-encoded by `presign`.
@@ -30,15 +62,32 @@ export function mountLocalBlobs(
     } catch {
       throw new ValidationError('malformed percent-encoding in the blob key', [], 'invalid_request');
     }
-    const verdict = verifyPresignedBlobRequest(secret, key, url.searchParams, now());
-    if (!verdict.ok) {
-      throw verdict.reason === 'expired'
-        ? new HttpStatusError(403, 'url_expired', 'this presigned URL has expired; ask the API for a new one')
-        : new HttpStatusError(403, 'invalid_signature', 'this URL is not a valid presigned URL');
+    const verdict = verifyPresignedBlobRequest(await deps.secret(), key, url.searchParams, now());
+    if (!verdict.ok || (target.kind === 'redirect' && !key.startsWith(target.keyPrefix))) {
+      throw verdict.ok || verdict.reason !== 'expired'
+        ? new HttpStatusError(403, 'invalid_signature', 'this URL is not a valid presigned URL')
+        : new HttpStatusError(
+            403,
+            'url_expired',
+            'this presigned URL has expired; ask the API for a new one',
+          );
     }
     const info = await blobs.head(key);
-    const stream = info === null ? null : await blobs.getStream(key);
-    if (info === null || stream === null) {
+    if (info === null) {
+      throw new HttpStatusError(404, 'not_found', 'no such blob (the message may have been deleted)');
+    }
+    if (target.kind === 'redirect') {
+      const location = await blobs.presign(key, {
+        expiresIn: target.presignSeconds,
+        ...(verdict.contentType !== undefined ? { contentType: verdict.contentType } : {}),
+        ...(verdict.contentDisposition !== undefined
+          ? { contentDisposition: verdict.contentDisposition }
+          : {}),
+      });
+      return c.body(null, 307, { Location: location, 'Cache-Control': 'private, no-store' });
+    }
+    const stream = await blobs.getStream(key);
+    if (stream === null) {
       throw new HttpStatusError(404, 'not_found', 'no such blob (the message may have been deleted)');
     }
     const headers: Record<string, string> = {
@@ -55,8 +104,11 @@ export function mountLocalBlobs(
   app.openAPIRegistry.registerPath({
     method: 'get',
     path: '/v1/blobs/{key}',
-    tags: ['local'],
-    summary: 'Local mode only: the target of a 307 from /raw or /parts (HMAC-signed, short-lived)',
+    tags: ['links'],
+    summary:
+      target.kind === 'stream'
+        ? 'Local mode: the target of a 307 from /raw or /parts (HMAC-signed, short-lived)'
+        : 'The link of an oversize-forward notice (HMAC-signed): a 307 to the kept original',
     request: {
       params: z.object({ key: z.string().openapi({ description: 'Blob key; may contain slashes' }) }),
       query: z.object({
@@ -67,10 +119,14 @@ export function mountLocalBlobs(
       }),
     },
     responses: {
-      200: {
-        description: 'The blob',
-        content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } },
-      },
+      ...(target.kind === 'stream'
+        ? {
+            200: {
+              description: 'The blob',
+              content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } },
+            },
+          }
+        : { 307: { description: 'To the kept original: an S3 URL presigned now, valid for a few minutes' } }),
       403: {
         description: 'Bad or expired signature (`invalid_signature`, `url_expired`)',
         content: { 'application/json': { schema: errorSchema } },

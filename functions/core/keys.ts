@@ -7,6 +7,9 @@ import * as z from 'zod';
 import type { BlobStore } from '../ports/blob-store.ts';
 import { type ParsedSummary, parsedSummarySchema } from './message.ts';
 
+/** Kept originals of oversize forwards (their notices link here; see pipeline/forward.ts). */
+export const FORWARDED_PREFIX = 'forwarded/';
+
 /** Blob keys of a delivered message. Mailbox addresses are validated (no '/'), so they are safe segments. */
 export const mailboxKeys = {
   prefix: (mailbox: string) => `mailboxes/${mailbox}/`,

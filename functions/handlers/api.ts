@@ -19,24 +19,38 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../adapters/aws/dynamodb-mailbox-index.ts';
 import { LazyBlobStore } from '../adapters/lazy-blob-store.ts';
-import { createMailboxApp } from '../api/mailbox-app.ts';
+import { mountSignedLinks } from '../api/local-blobs.ts';
+import { createMailboxApp, DEFAULT_PRESIGN_SECONDS } from '../api/mailbox-app.ts';
+import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { deletionMemoryDaysFor } from '../ports/mailbox-index.ts';
 import { httpApiHandler } from './http-api.ts';
+import { linkSecretLoader } from './links.ts';
 import { readHandlerSettings } from './settings.ts';
 
 const settings = readHandlerSettings(process.env);
 const logger = new Logger({ serviceName: 'mail-relay-api' });
 
+const blobs = new LazyBlobStore(async () => (await import('./s3-blobs.ts')).createS3BlobStore(settings));
 const app = createMailboxApp({
   index: new DynamoDbMailboxIndex({
     client: DynamoDBDocumentClient.from(new DynamoDBClient({})),
     tableName: settings.tableName,
     deletionMemoryDays: deletionMemoryDaysFor(settings.config),
   }),
-  blobs: new LazyBlobStore(async () => (await import('./s3-blobs.ts')).createS3BlobStore(settings)),
+  blobs,
   logError: (err) => logger.error('internal error', err instanceof Error ? err : new Error(String(err))),
   documentSend: { maxSendBytes: settings.config.relay.maxSendBytes },
 });
+
+// The links of oversize-forward notices, signed by the router with the stack's link secret.
+if (settings.links !== undefined) {
+  mountSignedLinks(app, {
+    blobs,
+    secret: linkSecretLoader(settings.links.secretArn),
+    now: Date.now,
+    target: { kind: 'redirect', presignSeconds: DEFAULT_PRESIGN_SECONDS, keyPrefix: FORWARDED_PREFIX },
+  });
+}
 
 /** The API Gateway HTTP API (v2) handler. */
 export const handler = httpApiHandler(app);

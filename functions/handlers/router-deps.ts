@@ -7,6 +7,7 @@ import { SESv2Client } from '@aws-sdk/client-sesv2';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { type AwsStorage, createAwsStorage, type HandlerSettings, type StorageClients } from './deps.ts';
+import { routerForwarding } from './links.ts';
 import { createSesOutbound } from './ses-outbound.ts';
 
 export type AwsRouterDeps = RouterDeps & AwsStorage & { readonly ses: SESv2Client };
@@ -22,6 +23,7 @@ export function createAwsRouterDeps(
     ...storage,
     parser: new MailparserAdapter(),
     outbound: createSesOutbound(settings, ses),
+    forwarding: routerForwarding(settings),
     ses,
   };
 }

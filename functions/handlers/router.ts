@@ -12,6 +12,7 @@ import { LazyOutbound } from '../adapters/lazy-outbound.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { createAwsStorage } from './deps.ts';
+import { routerForwarding } from './links.ts';
 import { createRouterHandler } from './router-handler.ts';
 import { readHandlerSettings } from './settings.ts';
 
@@ -20,6 +21,7 @@ const deps: RouterDeps & { readonly bucketName: string } = {
   ...createAwsStorage(settings),
   parser: new MailparserAdapter(),
   outbound: new LazyOutbound(async () => (await import('./ses-outbound.ts')).createSesOutbound(settings)),
+  forwarding: routerForwarding(settings),
 };
 const logger = new Logger({ serviceName: 'mail-relay-router' });
 const metrics = new Metrics({ namespace: 'MailRelay', serviceName: 'mail-relay-router' });

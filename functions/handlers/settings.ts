@@ -10,6 +10,9 @@
  *   TABLE_NAME              the single DynamoDB table of the mailbox index
  *   MAIL_RELAY_CONFIG_JSON  mail-relay.config.json's content, validated with parseConfig
  *   SES_CONFIGURATION_SET   optional: SES configuration set for outbound mail (router forwards, the send function)
+ *   LINK_SECRET_ARN         optional: the Secrets Manager secret that signs links to the API (links.ts);
+ *                           the API serves `GET /v1/blobs/forwarded/…` with it, the router signs with it
+ *   LINK_BASE_URL           optional: the API's URL, for the links the router signs (with LINK_SECRET_ARN)
  *   AWS_ENDPOINT_URL        optional, read by the SDK itself: an S3/DynamoDB/SES-compatible endpoint
  *   MAIL_RELAY_S3_FORCE_PATH_STYLE  optional `true`/`false`; defaults to true when AWS_ENDPOINT_URL(_S3) is set
  */
@@ -21,6 +24,8 @@ export interface HandlerSettings {
   readonly tableName: string;
   readonly config: Config;
   readonly sesConfigurationSet?: string | undefined;
+  /** Signed links through the API (links.ts): the secret, and (the router's) the API's URL. */
+  readonly links?: { readonly secretArn: string; readonly baseUrl?: string | undefined } | undefined;
   /** S3-compatible endpoints (moto, MinIO, LocalStack) serve buckets by path, not by host name. */
   readonly forcePathStyle: boolean;
 }
@@ -57,11 +62,17 @@ export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
   const customEndpoint = Boolean(env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL);
   const pathStyle = env.MAIL_RELAY_S3_FORCE_PATH_STYLE?.trim();
   const configurationSet = env.SES_CONFIGURATION_SET?.trim();
+  const linkSecretArn = env.LINK_SECRET_ARN?.trim();
+  const linkBaseUrl = env.LINK_BASE_URL?.trim();
+  if (linkBaseUrl && !/^https?:\/\/[^/?#]+/.test(linkBaseUrl)) {
+    throw new ConfigError(`LINK_BASE_URL must be an http(s) URL, got ${JSON.stringify(linkBaseUrl)}`);
+  }
   return {
     bucketName,
     tableName,
     config,
     sesConfigurationSet: configurationSet === '' ? undefined : configurationSet,
+    links: linkSecretArn ? { secretArn: linkSecretArn, baseUrl: linkBaseUrl || undefined } : undefined,
     forcePathStyle:
       pathStyle === undefined || pathStyle === ''
         ? customEndpoint

@@ -28,7 +28,13 @@ export interface CliIo {
 }
 
 /** Output keys of the stack (lib/mail-relay-stack.ts). */
-export const STACK_OUTPUT_KEYS = { bucket: 'BucketName', table: 'TableName' } as const;
+export const STACK_OUTPUT_KEYS = {
+  bucket: 'BucketName',
+  table: 'TableName',
+  /** With `apiUrl`: a replayed oversize forward's notice links through the API (handlers/links.ts). */
+  linkSecret: 'LinkSecretArn',
+  apiUrl: 'ApiUrl',
+} as const;
 
 export const REPLAY_USAGE = `Usage: mail-relay replay --since <time> [--mailbox <address>] [--stack <name>] [--restore-deleted]
   --since            ISO 8601 date or time (2025-03-01, 2025-03-01T12:00:00Z), or an age: 90m, 12h, 7d
@@ -66,6 +72,8 @@ export function parseSince(value: string, now: Date = new Date()): Date | null {
 export interface StackOutputs {
   readonly bucketName: string;
   readonly tableName: string;
+  /** Absent on a stack from before notice links went through the API. */
+  readonly links?: { readonly secretArn: string; readonly baseUrl: string } | undefined;
 }
 
 /** Reads the bucket and table names from a deployed stack's outputs (CloudFormation DescribeStacks). */
@@ -96,7 +104,13 @@ export async function readStackOutputs(stackName: string): Promise<StackOutputs>
         `stack ${stackName} has no output ${missing.join(' or ')}; is it a mail-relay stack?`,
       );
     }
-    return { bucketName, tableName };
+    const secretArn = value(STACK_OUTPUT_KEYS.linkSecret);
+    const baseUrl = value(STACK_OUTPUT_KEYS.apiUrl);
+    return {
+      bucketName,
+      tableName,
+      links: secretArn !== undefined && baseUrl !== undefined ? { secretArn, baseUrl } : undefined,
+    };
   } finally {
     client.destroy();
   }

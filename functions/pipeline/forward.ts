@@ -9,6 +9,7 @@ import type Mail from 'nodemailer/lib/mailer';
 import { type Config, domainOf, normalizeAddress, type VerdictName } from '../core/config.ts';
 import { MailRelayError, NotFoundError, SendError } from '../core/errors.ts';
 import { checkLoop, type ForwardRewrite, rewriteForForward } from '../core/forward-rewrite.ts';
+import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { splitMessage } from '../core/mime-header.ts';
 import type { Verdicts } from '../core/routing.ts';
 import type { BlobStore, PresignOptions } from '../ports/blob-store.ts';
@@ -16,7 +17,7 @@ import type { MailboxIndex } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
 
 /** Where the original of a forwarded message is kept when the forward could not carry it (oversize, failure, loop). */
-export const FORWARDED_PREFIX = 'forwarded/';
+export { FORWARDED_PREFIX };
 export const forwardedKey = (id: string) => `${FORWARDED_PREFIX}${id}.eml`;
 
 /** The idempotency key of one forward: message × destination. */

@@ -17,7 +17,12 @@ import { messageIdFor } from '../../functions/core/ids.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { type AwsRouterDeps, createAwsRouterDeps } from '../../functions/handlers/router-deps.ts';
-import { commandReplay, commandTokenForStack, parseSince } from '../../functions/local/cli-aws.ts';
+import {
+  commandReplay,
+  commandTokenForStack,
+  parseSince,
+  readStackOutputs,
+} from '../../functions/local/cli-aws.ts';
 import { ingest } from '../../functions/local/ingest.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
@@ -29,6 +34,7 @@ const TABLE = 'mail-relay-cli-table';
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
 const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB] };
+const LINK_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:mail-relay-links-AbCdEf';
 
 /** The relay stack's storage and outputs, as lib/mail-relay-stack.ts names them. */
 const TEMPLATE = {
@@ -53,6 +59,8 @@ const TEMPLATE = {
   Outputs: {
     BucketName: { Value: { Ref: 'Bucket' } },
     TableName: { Value: { Ref: 'Table' } },
+    LinkSecretArn: { Value: LINK_SECRET_ARN },
+    ApiUrl: { Value: 'https://api.example.test/' },
   },
 };
 
@@ -119,6 +127,14 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     assert.equal(parseSince('7d', now)?.toISOString(), '2025-03-03T12:00:00.000Z');
     for (const bad of ['yesterday', 'March 1', '7 days', '', '2025-13-45'])
       assert.equal(parseSince(bad, now), null, bad);
+  });
+
+  it("reads the stack's outputs: bucket, table, and what replayed notices sign their links with", async () => {
+    assert.deepEqual(await readStackOutputs(STACK), {
+      bucketName: BUCKET,
+      tableName: TABLE,
+      links: { secretArn: LINK_SECRET_ARN, baseUrl: 'https://api.example.test/' },
+    });
   });
 
   it('token create --stack writes a hashed token to the stack table; revoke removes it', async () => {

@@ -376,12 +376,12 @@ describe('functions', () => {
     );
   });
 
-  it('the API reads and deletes under mailboxes/ only, writes nothing, and cannot send', () => {
+  it('the API reads mailboxes/ and forwarded/ (the originals notices link to), deletes under mailboxes/ only, writes nothing, and cannot send', () => {
     const s = statementsOfRole(example, 'MailRelayApiFunctionResourcesRole');
-    assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources), ['mailboxes/']);
+    assert.deepEqual(grantsOf(s, 's3:GetObject').flatMap(objectResources), ['mailboxes/', 'forwarded/']);
     assert.deepEqual(grantsOf(s, 's3:DeleteObject').flatMap(objectResources), ['mailboxes/']);
     assert.deepEqual(grantsOf(s, 's3:PutObject'), []);
-    assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|forwarded\/|ses:/);
+    assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|ses:/);
     const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
     assert.deepEqual(dynamo.flatMap(actionsOf).sort(), [...API_TABLE_ACTIONS].sort());
   });
@@ -432,6 +432,33 @@ describe('functions', () => {
       grantsOf(statementsOfRole(full, 'MailRelayApiFunctionResourcesRole'), 'ses:SendEmail'),
       [],
     );
+  });
+
+  it('notice links: the router signs with the link secret and knows the API URL, the API checks with it, nothing else reads it', () => {
+    const [secretId] = Object.keys(resourcesOfType(example, 'AWS::SecretsManager::Secret'));
+    assert.ok(secretId, 'a link secret');
+    assert.equal(Object.keys(resourcesOfType(example, 'AWS::SecretsManager::Secret')).length, 1);
+    const readers = Object.entries(resourcesOfType(example, 'AWS::IAM::Policy'))
+      .filter(([, p]) => JSON.stringify(p).includes('secretsmanager:GetSecretValue'))
+      .map(([id]) => id.replace(/ResourcesRoleDefaultPolicy.*$/, ''));
+    assert.deepEqual(readers.sort(), ['MailRelayApiFunction', 'MailRelayRouter']);
+    for (const role of ['MailRelayRouterResourcesRole', 'MailRelayApiFunctionResourcesRole']) {
+      const [read] = grantsOf(statementsOfRole(example, role), 'secretsmanager:GetSecretValue');
+      assert.deepEqual(read?.Resource, { Ref: secretId }, role);
+    }
+    const functions = resourcesOfType(example, 'AWS::Lambda::Function');
+    const envOf = (prefix: string) =>
+      (
+        propertiesOf(functions[onlyLogicalId(example, 'AWS::Lambda::Function', prefix)]).Environment as {
+          Variables: Record<string, unknown>;
+        }
+      ).Variables;
+    const router = envOf('MailRelayRouter');
+    assert.deepEqual(router[HANDLER_ENV.linkSecret], { Ref: secretId });
+    // The stage's URL: the API that serves GET /v1/blobs/forwarded/….
+    assert.match(JSON.stringify(router[HANDLER_ENV.linkBaseUrl]), /execute-api/);
+    assert.deepEqual(envOf('MailRelayApiFunction')[HANDLER_ENV.linkSecret], { Ref: secretId });
+    assert.equal(envOf('MailRelaySendFunction')[HANDLER_ENV.linkSecret], undefined);
   });
 
   it('no role has a managed policy, and no statement grants a service-wide wildcard action', () => {

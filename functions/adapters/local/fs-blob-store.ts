@@ -21,7 +21,7 @@
  * key segment is at most 255 bytes, a key must be well-formed Unicode, and on case-insensitive file
  * systems keys differing only in case collide.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   constants,
   type Dirent,
@@ -49,6 +49,7 @@ import {
 import { dirname, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { NotFoundError, ValidationError } from '../../core/errors.ts';
+import { signedBlobUrl } from '../../core/signed-links.ts';
 import {
   assertByteRange,
   type BlobInfo,
@@ -65,8 +66,8 @@ export const MAX_KEY_BYTES = 1024;
  * never be mistaken for (or clobber) a blob, and `list` can skip them by name alone.
  */
 export const TEMP_PREFIX = '.~mr-tmp.';
-/** S3 refuses presigned URLs valid for longer than 7 days; so do we, so code that works locally works on AWS. */
-export const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
+export { MAX_PRESIGN_SECONDS, verifyPresignedBlobRequest } from '../../core/signed-links.ts';
+
 /**
  * Chunks of a streamed body are gathered up to this size and written with one writev: SMTP and
  * socket streams deliver small chunks, and one syscall per chunk would dominate the ingest cost.
@@ -108,10 +109,6 @@ export interface FsBlobStoreOptions {
   /** The database holding small blobs; default `<root>.sqlite` (beside the root, never listed as a blob). */
   readonly smallBlobDatabase?: string;
 }
-
-export type PresignVerification =
-  | { ok: true; contentType?: string; contentDisposition?: string }
-  | { ok: false; reason: 'expired' | 'bad_signature' | 'missing' };
 
 // Temp names must be unique across store instances and processes sharing a data dir; a counter
 // plus pid plus a per-process random tag gives that without a randomBytes call per write.
@@ -252,62 +249,6 @@ async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
-}
-
-function encodeKeyPath(key: string): string {
-  return key.split('/').map(encodeURIComponent).join('/');
-}
-
-/** JSON keeps the signed fields unambiguous: no separator a key or header value could forge. */
-function signaturePayload(
-  key: string,
-  expires: string,
-  ct: string | undefined,
-  cd: string | undefined,
-): string {
-  return JSON.stringify(['mail-relay-blob-v1', key, expires, ct ?? null, cd ?? null]);
-}
-
-function sign(secret: string | Buffer, payload: string): Buffer {
-  return createHmac('sha256', secret).update(payload).digest();
-}
-
-function assertHeaderValue(name: string, value: string | undefined): void {
-  // The value becomes a response header: CR/LF would let a URL holder inject headers.
-  if (value !== undefined && /[\r\n\0]/.test(value)) {
-    throw new ValidationError(`${name} must not contain CR, LF or NUL`, [], 'invalid_request');
-  }
-}
-
-/**
- * Checks a `GET /v1/blobs/<key>?expires&ct&cd&sig` request made with a URL from `FsBlobStore.presign`.
- * `key` is the decoded path after `/v1/blobs/`. On success the caller serves the blob with the
- * returned headers (application/octet-stream when `contentType` is absent).
- */
-export function verifyPresignedBlobRequest(
-  secret: string | Buffer,
-  key: string,
-  searchParams: URLSearchParams | Readonly<Record<string, string | undefined>>,
-  nowMs: number = Date.now(),
-): PresignVerification {
-  const param = (name: string): string | undefined =>
-    searchParams instanceof URLSearchParams ? (searchParams.get(name) ?? undefined) : searchParams[name];
-  const expires = param('expires');
-  const sig = param('sig');
-  if (expires === undefined || sig === undefined) return { ok: false, reason: 'missing' };
-  const contentType = param('ct');
-  const contentDisposition = param('cd');
-  if (!/^\d{1,15}$/.test(expires) || !/^[0-9a-f]{64}$/i.test(sig))
-    return { ok: false, reason: 'bad_signature' };
-  const expected = sign(secret, signaturePayload(key, expires, contentType, contentDisposition));
-  if (!timingSafeEqual(Buffer.from(sig, 'hex'), expected)) return { ok: false, reason: 'bad_signature' };
-  // Checked after the signature so that a forged `expires` reads as forged, not as expired.
-  if (nowMs > Number(expires) * 1000) return { ok: false, reason: 'expired' };
-  return {
-    ok: true,
-    ...(contentType !== undefined ? { contentType } : {}),
-    ...(contentDisposition !== undefined ? { contentDisposition } : {}),
-  };
 }
 
 /** Compares keys in UTF-8 byte order (S3's, and SQLite's for TEXT), which UTF-16 order is not past the BMP. */
@@ -1084,22 +1025,6 @@ export class FsBlobStore implements BlobStore {
     if (this.presignOptions === undefined) {
       throw new Error('FsBlobStore.presign: this store was created without `presign: { baseUrl, secret }`');
     }
-    const { expiresIn, contentType, contentDisposition } = options;
-    if (!Number.isSafeInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_PRESIGN_SECONDS) {
-      throw new ValidationError(`expiresIn must be an integer from 1 to ${MAX_PRESIGN_SECONDS} seconds`);
-    }
-    assertHeaderValue('contentType', contentType);
-    assertHeaderValue('contentDisposition', contentDisposition);
-    // Rounded up: the URL lives at least expiresIn seconds, never less.
-    const expires = String(Math.ceil(Date.now() / 1000) + expiresIn);
-    const sig = sign(
-      this.presignOptions.secret,
-      signaturePayload(key, expires, contentType, contentDisposition),
-    );
-    let query = `expires=${expires}`;
-    if (contentType !== undefined) query += `&ct=${encodeURIComponent(contentType)}`;
-    if (contentDisposition !== undefined) query += `&cd=${encodeURIComponent(contentDisposition)}`;
-    query += `&sig=${sig.toString('hex')}`;
-    return `${this.presignOptions.baseUrl}/v1/blobs/${encodeKeyPath(key)}?${query}`;
+    return signedBlobUrl({ ...this.presignOptions, ...options, key });
   }
 }
