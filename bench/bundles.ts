@@ -74,8 +74,12 @@ function lambdaAssets(outDir: string): LambdaAsset[] {
       let nodeOptions: string | undefined;
       if (isObject(vars)) {
         for (const [k, v] of Object.entries(vars)) {
-          // References (bucket and table names) resolve only in AWS; a placeholder keeps config checks happy.
-          const value = typeof v === 'string' ? v : `bench-placeholder-${k.toLowerCase()}`;
+          // References (bucket and table names, the API's URL) resolve only in AWS; a placeholder of the
+          // right shape keeps the cold start's settings checks happy.
+          const placeholder = k.endsWith('_URL')
+            ? `https://bench-placeholder.invalid/${k.toLowerCase()}/`
+            : `bench-placeholder-${k.toLowerCase()}`;
+          const value = typeof v === 'string' ? v : placeholder;
           if (k === 'NODE_OPTIONS') nodeOptions = value;
           else env[k] = value;
         }

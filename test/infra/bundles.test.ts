@@ -23,6 +23,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { App } from 'aws-cdk-lib';
@@ -33,6 +34,7 @@ import {
 import { createToken } from '../../functions/api/auth.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
+import { signedBlobUrl } from '../../functions/core/signed-links.ts';
 import { API_FORBIDDEN_PACKAGES } from '../../lib/mail-relay.ts';
 import { MailRelayStack } from '../../lib/mail-relay-stack.ts';
 import {
@@ -219,6 +221,28 @@ describe('Lambda bundles from synth', () => {
     assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? 'null'), []);
   });
 
+  it('the router and the API load the Secrets Manager client (notice links) only when used, and every chunk loads', async () => {
+    for (const fn of ['router', 'api'] as const) {
+      const dir = bundles[fn];
+      const chunks = assetFiles(dir).filter((f) => f.endsWith('.mjs') && f !== 'index.mjs');
+      const withSecrets = chunks.filter((f) =>
+        packagesIn(join(dir, f)).has('@aws-sdk/client-secrets-manager'),
+      );
+      assert.ok(withSecrets.length > 0, `${fn}: the Secrets Manager client is in the asset`);
+      const loaded = loadedAtImport(dir);
+      for (const f of withSecrets)
+        assert.ok(!loaded.has(f), `${fn}: ${f} (Secrets Manager) is loaded at cold start`);
+      // What a first notice, or a first click on one, loads: in a fresh process, outside the project.
+      const probe = 'for (const f of process.argv.slice(1)) await import(f);';
+      const r = await run(
+        process.execPath,
+        ['--input-type=module', '-e', probe, ...['index.mjs', ...chunks].map((f) => join(dir, f))],
+        { cwd: dir, env: { PATH: process.env.PATH ?? '', ...FUNCTION_ENV } },
+      );
+      assert.equal(r.code, 0, `${fn}: ${r.stderr}`);
+    }
+  });
+
   it('a stack from a bundle maps back to the source with the maps in the asset (scripts/map-stack.mjs)', async () => {
     // The functions run without --enable-source-maps: stacks in their logs name minified positions.
     const thrower = [
@@ -368,6 +392,29 @@ describe('Lambda bundles from synth', () => {
       const openapi = await get('/v1/openapi.json');
       const paths = JSON.parse((openapi.result as { body: string }).body).paths as Record<string, object>;
       assert.ok(paths['/v1/mailboxes/{address}/send'] && 'post' in paths['/v1/mailboxes/{address}/send']);
+    });
+
+    it("the API bundle answers a notice link signed with the stack's link secret with a 307 to S3", async () => {
+      const secret = randomUUID().replace(/-/g, '').repeat(2);
+      const sm = new SecretsManagerClient(moto.clientConfig);
+      const { ARN } = await sm.send(new CreateSecretCommand({ Name: 'bundle-links', SecretString: secret }));
+      sm.destroy();
+      const key = 'forwarded/01JBUNDLE0000000000000000A.eml';
+      await s3.send(new PutObjectCommand({ Bucket: FUNCTION_ENV.BUCKET_NAME, Key: key, Body: raw }));
+      const link = new URL(
+        signedBlobUrl({ baseUrl: 'https://api.example.com/', secret, key, expiresIn: 3600 }),
+      );
+      const r = await runBundle(
+        bundles.api,
+        { ...env, LINK_SECRET_ARN: String(ARN) },
+        httpApiEvent({ method: 'GET', path: `${link.pathname}${link.search}` }),
+      );
+      const reply = r.result as { statusCode: number; headers: Record<string, string> };
+      assert.equal(reply?.statusCode, 307, r.output);
+      const location = new URL(reply.headers.location ?? '');
+      assert.equal(location.pathname, `/${FUNCTION_ENV.BUCKET_NAME}/${key}`);
+      const res = await fetch(location);
+      assert.deepEqual(Buffer.from(await res.arrayBuffer()), raw);
     });
 
     it('the retention bundle, on its schedule, deletes that message (older than mailboxDays) with its counters', async () => {
