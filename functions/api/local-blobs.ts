@@ -62,9 +62,19 @@ export function mountSignedLinks(
     } catch {
       throw new ValidationError('malformed percent-encoding in the blob key', [], 'invalid_request');
     }
+    // What needs no secret first: a request that cannot be a link (no signature, another prefix)
+    // is refused without fetching the secret (in AWS a Secrets Manager call).
+    const sig = url.searchParams.get('sig');
+    if (
+      sig === null ||
+      !/^[0-9a-f]{64}$/i.test(sig) ||
+      (target.kind === 'redirect' && !key.startsWith(target.keyPrefix))
+    ) {
+      throw new HttpStatusError(403, 'invalid_signature', 'this URL is not a valid presigned URL');
+    }
     const verdict = verifyPresignedBlobRequest(await deps.secret(), key, url.searchParams, now());
-    if (!verdict.ok || (target.kind === 'redirect' && !key.startsWith(target.keyPrefix))) {
-      throw verdict.ok || verdict.reason !== 'expired'
+    if (!verdict.ok) {
+      throw verdict.reason !== 'expired'
         ? new HttpStatusError(403, 'invalid_signature', 'this URL is not a valid presigned URL')
         : new HttpStatusError(
             403,

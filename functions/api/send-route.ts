@@ -111,7 +111,7 @@ export const sendRouteFor = (maxBodyBytes: number) =>
       413: jsonError('Larger than the relay sends (`message_too_large`)'),
       415: jsonError('Neither application/json nor message/rfc822 (`unsupported_media_type`)'),
       422: jsonError(
-        'The provider refused the message for good (`send_rejected`), or the Idempotency-Key was used for a different request (`idempotency_key_reused`)',
+        'The provider refused the message for good (`send_rejected`), one of our own addresses refuses mail (`recipient_refused`: no such mailbox, a `reject` route; nothing is sent), or the Idempotency-Key was used for a different request (`idempotency_key_reused`)',
       ),
       502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
     },

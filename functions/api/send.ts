@@ -24,7 +24,7 @@ import {
   rfc5322Date,
   splitMessage,
 } from '../core/mime-header.ts';
-import { UNCHECKED_VERDICTS } from '../core/routing.ts';
+import { acceptsRecipient, UNCHECKED_VERDICTS } from '../core/routing.ts';
 import { deliverToMailbox } from '../pipeline/router.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
@@ -250,6 +250,21 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       // The validated body, whose keys come in the schema's order: the request's meaning, not its spelling.
       fingerprint = fingerprintOf('application/json', JSON.stringify(body));
       prepared = await prepareJson(body, mailbox, id, now);
+    }
+    // Our own addresses are ours to check: one the relay would refuse (no such mailbox, a `reject`
+    // route) is refused here, in both modes, rather than sent and lost (in AWS the router would
+    // drop it after SES accepted it; no bounce comes back for an address a domain-wide receipt rule covers).
+    const refused = prepared.recipients.flatMap((r) => {
+      if (!deps.config.domains.includes(domainOf(r))) return [];
+      const verdict = acceptsRecipient(deps.config, r);
+      return verdict.accept ? [] : [`${r} (${verdict.code} ${verdict.message})`];
+    });
+    if (refused.length > 0) {
+      throw new HttpStatusError(
+        422,
+        'recipient_refused',
+        `this relay refuses mail for ${refused.join(', ')}; nothing was sent`,
+      );
     }
     if (prepared.wire.length > deps.config.relay.maxSendBytes) {
       throw new HttpStatusError(

@@ -51,6 +51,16 @@ export class AuthError extends MailRelayError {
   }
 }
 
+/**
+ * This blob store cannot make links at all (a local store built without the API's address): the
+ * caller says where the blob is instead. Any other failure to presign is an error like any other.
+ */
+export class PresignUnavailableError extends MailRelayError {
+  constructor(message: string) {
+    super('presign_unavailable', message);
+  }
+}
+
 /** A refusal with an SMTP reply code, e.g. a `reject` route, a size overflow or a 451 to retry later. */
 export class SmtpRejectError extends MailRelayError {
   constructor(

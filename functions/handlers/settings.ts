@@ -36,6 +36,24 @@ function parseBoolean(name: string, value: string): boolean {
   throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(value)}`);
 }
 
+/** An http(s) URL that paths can be appended to: no query, no fragment, no credentials. */
+function isBaseUrl(value: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  return (
+    (url.protocol === 'https:' || url.protocol === 'http:') &&
+    url.search === '' &&
+    url.hash === '' &&
+    url.username === '' &&
+    !value.includes('?') &&
+    !value.includes('#')
+  );
+}
+
 /** Reads and validates the handlers' environment; every missing variable is reported at once. */
 export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
   const issues: string[] = [];
@@ -64,8 +82,10 @@ export function readHandlerSettings(env: NodeJS.ProcessEnv): HandlerSettings {
   const configurationSet = env.SES_CONFIGURATION_SET?.trim();
   const linkSecretArn = env.LINK_SECRET_ARN?.trim();
   const linkBaseUrl = env.LINK_BASE_URL?.trim();
-  if (linkBaseUrl && !/^https?:\/\/[^/?#]+/.test(linkBaseUrl)) {
-    throw new ConfigError(`LINK_BASE_URL must be an http(s) URL, got ${JSON.stringify(linkBaseUrl)}`);
+  if (linkBaseUrl && !isBaseUrl(linkBaseUrl)) {
+    throw new ConfigError(
+      `LINK_BASE_URL must be an http(s) URL without query or fragment, got ${JSON.stringify(linkBaseUrl)}`,
+    );
   }
   return {
     bucketName,

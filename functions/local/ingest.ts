@@ -34,8 +34,7 @@ export interface IngestInput {
   readonly verdicts?: Verdicts;
 }
 
-/** This host's name, as the local relay names itself in trace headers and notifications. */
-export const SERVER_NAME = hostname() || 'localhost';
+const SERVER_NAME = hostname() || 'localhost';
 
 /**
  * The trace headers prepended to every stored message, as SES prepends its own:

@@ -2,7 +2,7 @@
  * The local adapter set, wired: files under the data dir, SQLite, mailparser, the outbox.
  * `mail-relay dev`, `import` and the tests all build their runtime here.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
@@ -11,11 +11,9 @@ import { SmtpOutbound } from '../adapters/local/smtp-outbound.ts';
 import { SqliteMailboxIndex } from '../adapters/local/sqlite-mailbox-index.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { Config } from '../core/config.ts';
-import { buildDsn, type RefusedRecipient } from '../core/dsn.ts';
-import { acceptsRecipient } from '../core/routing.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { deletionMemoryDaysFor } from '../ports/mailbox-index.ts';
-import { applyReceived, ingest, SERVER_NAME } from './ingest.ts';
+import { applyReceived, ingest } from './ingest.ts';
 import { FileSystemSyncer, IngestJournal, recoverJournal, syncFileSystem } from './ingest-journal.ts';
 
 export const DEFAULT_DATA_DIR = '.mail-relay';
@@ -108,7 +106,7 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
       : new OutboxOutbound(unjournaled.blobs, {
           domains: options.config.domains,
           receive: async ({ from, to, raw }) => {
-            await receiveLocally(runtime, { from, to, raw });
+            await ingest(runtime, { body: raw, mailFrom: from, recipients: to, via: { protocol: 'LOCAL' } });
           },
         }),
     recover: () =>
@@ -136,53 +134,6 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     },
   };
   return runtime;
-}
-
-/**
- * Mail the outbox sends to our own domains, received as our MX would: the recipients the listener
- * would take at RCPT are ingested; for the others the sender gets a delivery status notification
- * (from the null sender, so a refused notification bounces no further), as SES would send one for
- * mail our MX refused, instead of the message vanishing.
- */
-async function receiveLocally(
-  runtime: LocalRuntime,
-  message: { readonly from: string; readonly to: readonly string[]; readonly raw: Buffer },
-): Promise<void> {
-  const arrivalDate = new Date();
-  const accepted: string[] = [];
-  const refused: RefusedRecipient[] = [];
-  for (const recipient of message.to) {
-    const verdict = acceptsRecipient(runtime.config, recipient);
-    if (verdict.accept) accepted.push(recipient);
-    else refused.push({ recipient, code: verdict.code, message: verdict.message });
-  }
-  if (accepted.length > 0) {
-    await ingest(runtime, {
-      body: message.raw,
-      mailFrom: message.from,
-      recipients: accepted,
-      via: { protocol: 'LOCAL' },
-    });
-  }
-  if (refused.length === 0 || message.from === '') return;
-  const dsn = buildDsn({
-    reportingMta: SERVER_NAME,
-    to: message.from,
-    refused,
-    original: message.raw,
-    arrivalDate,
-    now: new Date(),
-  });
-  await runtime.outbound.send({
-    from: '',
-    to: [message.from],
-    raw: dsn,
-    // The same refusal of the same message gives the same notification (a retried send: one copy).
-    idempotencyKey: `dsn:${createHash('sha256')
-      .update(message.raw)
-      .update(refused.map((r) => r.recipient).join(','))
-      .digest('hex')}`,
-  });
 }
 
 /**

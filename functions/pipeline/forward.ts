@@ -7,7 +7,7 @@
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
 import { type Config, domainOf, normalizeAddress, type VerdictName } from '../core/config.ts';
-import { MailRelayError, NotFoundError, SendError } from '../core/errors.ts';
+import { MailRelayError, NotFoundError, PresignUnavailableError, SendError } from '../core/errors.ts';
 import { checkLoop, type ForwardRewrite, rewriteForForward } from '../core/forward-rewrite.ts';
 import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { splitMessage } from '../core/mime-header.ts';
@@ -147,8 +147,11 @@ async function buildOversizeNotice(
       contentType: 'message/rfc822',
       contentDisposition: `attachment; filename="${req.id}.eml"`,
     });
-  } catch {
-    // No way to sign a link here (a local store without presigning): the notice says where the original is.
+  } catch (err) {
+    // No way to sign a link here (a local store without presigning): the notice says where the
+    // original is. Any other failure (the link secret unreadable, say) fails the forward, which
+    // records it and tells the owner, rather than sending a notice without its link.
+    if (!(err instanceof PresignUnavailableError)) throw err;
   }
   const expires = new Date(now.getTime() + relay.linkExpirySeconds * 1000).toISOString();
   const sender = rewrite.originalFrom

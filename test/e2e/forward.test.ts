@@ -450,4 +450,44 @@ describe('oversize: above the sending limit a notice with a link goes out, and t
     const record = await h.env.runtime.index.getSend(forwardSendKey(r.sesMessageId, 'boss@remote.test'));
     assert.equal(record?.detail, 'oversize-notice');
   });
+
+  it('a link that cannot be signed (the link secret unreadable, say) fails the forward visibly: no notice without its link', async () => {
+    const deps: RouterDeps = {
+      ...h.deps,
+      forwarding: {
+        ...h.deps.forwarding,
+        presign: () => Promise.reject(new Error('AccessDeniedException: not authorized to GetSecretValue')),
+      },
+    };
+    const big = Buffer.concat([
+      message('no link', 'Content-Type: text/plain\r\n'),
+      Buffer.alloc(64 * 1024, 'x\r\n'),
+    ]);
+    const before = h.mx.to('boss@remote.test').length;
+    const r = await ingest(deps, {
+      body: big,
+      mailFrom: 'sender@origin.test',
+      recipients: ['boss@example.test'],
+      via: { protocol: 'LOCAL' },
+      verdicts: PASS,
+    });
+    assert.deepEqual(
+      r.outcomes.map((o) => o.status),
+      ['failed'],
+    );
+    assert.match(r.outcomes[0]?.detail ?? '', /AccessDenied/);
+    assert.equal(h.mx.to('boss@remote.test').length, before, 'nothing sent without the link');
+    const record = await h.env.runtime.index.getSend(forwardSendKey(r.sesMessageId, 'boss@remote.test'));
+    assert.equal(record?.state, 'failed');
+    const token = await h.env.token(QUARANTINE);
+    const items = (
+      (await (await h.env.request(`/v1/mailboxes/${QUARANTINE}/messages`, { token })).json()) as {
+        items: { subject: string }[];
+      }
+    ).items;
+    assert.ok(
+      items.some((i) => i.subject === 'Forwarding failed: no link'),
+      JSON.stringify(items),
+    );
+  });
 });

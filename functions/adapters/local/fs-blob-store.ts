@@ -48,7 +48,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { NotFoundError, ValidationError } from '../../core/errors.ts';
+import { NotFoundError, PresignUnavailableError, ValidationError } from '../../core/errors.ts';
 import { signedBlobUrl } from '../../core/signed-links.ts';
 import {
   assertByteRange,
@@ -1023,7 +1023,9 @@ export class FsBlobStore implements BlobStore {
   async presign(key: string, options: PresignOptions): Promise<string> {
     assertKey(key);
     if (this.presignOptions === undefined) {
-      throw new Error('FsBlobStore.presign: this store was created without `presign: { baseUrl, secret }`');
+      throw new PresignUnavailableError(
+        'FsBlobStore.presign: this store was created without `presign: { baseUrl, secret }`',
+      );
     }
     return signedBlobUrl({ ...this.presignOptions, ...options, key });
   }
