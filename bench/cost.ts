@@ -163,7 +163,7 @@ export const cost: Benchmark = {
     const ioMs =
       LATENCY_MS.s3Put * (3 + profile.avgParts) +
       LATENCY_MS.s3Get +
-      LATENCY_MS.dynamoRead +
+      2 * LATENCY_MS.dynamoRead +
       LATENCY_MS.dynamoTransact;
     const durationMs = cpuMs / vcpu + ioMs;
     const n = 1000;
@@ -183,11 +183,12 @@ export const cost: Benchmark = {
     const s3Requests = n * (puts * PRICES.s3PutPerRequest + gets * PRICES.s3GetPerRequest);
     const storedBytes = 2 * profile.avgBytes + profile.avgPartBytes + profile.avgSummaryBytes + 1500;
     const s3Storage = ((n * storedBytes) / 1024 ** 3) * PRICES.s3StandardPerGbMonth;
-    // TransactWriteItems costs 2 WCU per KB per item: the message item, the STAT counters and the
-    // condition check that no deletion of the id is remembered; plus the idempotency read (the entry
-    // and the deletion item: two strongly consistent reads).
-    const writeUnits = 2 * Math.ceil(profile.avgEntryBytes / 1024) + 2 + 2;
-    const readUnits = 2;
+    // TransactWriteItems costs 2 WCU per KB per item: the message item, the STAT counters (and the
+    // commit number), the condition check that no deletion of the id is remembered, and the commit's
+    // SEQ# item; plus strongly consistent reads: the idempotency read (the entry and the deletion
+    // item) and the commit counter read just before the transaction.
+    const writeUnits = 2 * Math.ceil(profile.avgEntryBytes / 1024) + 2 + 2 + 2;
+    const readUnits = 3;
     const dynamo = n * (writeUnits * PRICES.dynamoPerWriteUnit + readUnits * PRICES.dynamoPerReadUnit);
     const queue = n * (SQS_REQUESTS_PER_MESSAGE * PRICES.sqsPerRequest + PRICES.snsPerPublish);
     const logs = ((n * LOG_BYTES_PER_MESSAGE) / 1024 ** 3) * PRICES.logsPerGbIngested;
@@ -234,7 +235,7 @@ export const cost: Benchmark = {
         'dynamodb',
         'DynamoDB on-demand',
         dynamo,
-        `${writeUnits} WRU (transaction of entry + STAT + deletion check) + ${readUnits} RRU per message`,
+        `${writeUnits} WRU (transaction of entry + STAT + deletion check + commit number) + ${readUnits} RRU per message`,
       ),
       row(
         'queue',

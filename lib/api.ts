@@ -95,7 +95,7 @@ export class MailApi extends Construct {
                 CorsHttpMethod.DELETE,
                 CorsHttpMethod.OPTIONS,
               ],
-              exposeHeaders: ['location', 'etag'],
+              exposeHeaders: ['location', 'etag', 'mail-relay-cursor'],
             },
           }
         : {}),

@@ -71,22 +71,22 @@ export const HANDLER_ENTRIES = {
  * index operations send and checks it against these lists.
  */
 export const ROUTER_TABLE_ACTIONS = [
-  'dynamodb:GetItem', // deliveryState (entry, deletion), getSend
-  'dynamodb:PutItem', // deliver (entry, mailbox registry)
+  'dynamodb:GetItem', // deliveryState (entry, deletion), the commit counter (deliver), getSend
+  'dynamodb:PutItem', // deliver (entry, its commit's SEQ# item, mailbox registry)
   'dynamodb:UpdateItem', // deliver (counters), claimSend / finishSend of forwards
   'dynamodb:ConditionCheckItem', // deliver (no deletion of the id remembered)
 ];
 export const API_TABLE_ACTIONS = [
-  'dynamodb:GetItem', // tokens, entries, counters
-  'dynamodb:BatchGetItem', // listMailboxes
-  'dynamodb:Query', // list, listMailboxes
+  'dynamodb:GetItem', // tokens, entries, counters (and the commit counter of wait)
+  'dynamodb:BatchGetItem', // listMailboxes, wait's entries by commit
+  'dynamodb:Query', // list, listMailboxes, wait's commits
   'dynamodb:UpdateItem', // seen flags, DELE's counters
-  'dynamodb:DeleteItem', // DELE
+  'dynamodb:DeleteItem', // DELE (the entry and its commit's SEQ# item)
   'dynamodb:PutItem', // DELE (the deletion remembered)
 ];
 export const SEND_TABLE_ACTIONS = [
-  'dynamodb:GetItem', // the token, the sent copy's deliveryState
-  'dynamodb:PutItem', // the sent copy's entry and its mailbox registry item (deliver)
+  'dynamodb:GetItem', // the token, the sent copy's deliveryState and commit counter
+  'dynamodb:PutItem', // the sent copy's entry, its SEQ# item and its mailbox registry item (deliver)
   'dynamodb:UpdateItem', // the sent view's counters (deliver), claimSend / finishSend
   'dynamodb:ConditionCheckItem', // deliver (no deletion of the id remembered)
 ];

@@ -14,7 +14,7 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import * as z from 'zod';
 import { encodeCursor } from '../core/cursor.ts';
-import { NotFoundError } from '../core/errors.ts';
+import { NotFoundError, ValidationError } from '../core/errors.ts';
 import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
 import type { AddressEntry, ParsedSummary } from '../core/message.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
@@ -96,6 +96,10 @@ export const DEFAULT_POLL_INTERVAL_MS = 500;
  * process (`mail-relay import` next to `npm start`) wakes nobody here.
  */
 const WAITER_FALLBACK_POLL_MS = 2000;
+/** Long-poll answers by commit carry at most this many messages (see `storedAfter`). */
+const WAIT_COMMIT_PAGE = 100;
+/** The long-poll's cursor, also on a 204 (which has no body). */
+export const CURSOR_HEADER = 'Mail-Relay-Cursor';
 
 export interface MailboxAppDeps {
   readonly index: MailboxIndex;
@@ -332,12 +336,15 @@ const routes = {
     method: 'get',
     path: '/v1/mailboxes/{address}/wait',
     tags: ['mailbox'],
-    summary: 'Long-poll: answers as soon as a message newer than `after` exists',
+    summary: 'Long-poll: answers as soon as a message is stored after `cursor` (or newer than `after`)',
     security: SECURITY,
     request: { params: mailboxParamsSchema, query: waitQuerySchema },
     responses: {
       200: { description: 'New messages', content: { 'application/json': { schema: waitResultSchema } } },
-      204: { description: 'Nothing new before the timeout' },
+      204: {
+        description: 'Nothing new before the timeout; the `Mail-Relay-Cursor` header is where to go on from',
+        headers: z.object({ [CURSOR_HEADER]: z.string() }),
+      },
       ...MAILBOX_ERRORS,
     },
   }),
@@ -737,26 +744,54 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     return { items: capped.value, truncated: truncated || capped.truncated };
   };
 
+  /**
+   * Items stored after commit `cursor`, newest first, with the cursor after them. At most
+   * WAIT_COMMIT_PAGE: list items are bounded (from, to and subject are cut to 998 characters, the
+   * snippet is short), so that many stay far below the response bound without cutting.
+   */
+  const storedAfter = async (
+    mailbox: string,
+    cursor: number,
+  ): Promise<{ items: ListItem[]; truncated: boolean; cursor: string }> => {
+    const page = await index.committedAfter(mailbox, cursor, WAIT_COMMIT_PAGE);
+    const items = page.items.map(toListItem).sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return { items, truncated: page.truncated, cursor: String(page.cursor) };
+  };
+
   app.openapi(routes.wait, async (c) => {
     const query = c.req.valid('query');
+    if (query.after !== undefined && query.cursor !== undefined) {
+      throw new ValidationError('give `after` or `cursor`, not both', ['after', 'cursor'], 'invalid_request');
+    }
     // Nothing wakes a sent view's waiters (POST …/send runs in this process, or in another Lambda),
     // so that long-poll finds new copies by polling the index.
     const mailbox = viewKey(c.get('mailbox'), query.view);
     const deadline = now() + (query.timeout ?? MAX_WAIT_SECONDS) * 1000;
     const requestSignal = c.req.raw.signal;
-    const after = query.after ?? (await index.list(mailbox, { limit: 1 })).items[0]?.id ?? '';
+    // Where this answer leaves a client that goes on with `cursor`. With `after`, the commit point
+    // at the start: going on from there repeats what `after` found (ids tell them apart) but
+    // cannot skip what `after` cannot see.
+    const start = query.cursor !== undefined ? Number(query.cursor) : await index.commitCursor(mailbox);
+    const { after } = query;
+    const nothing = () => c.body(null, 204, { [CURSOR_HEADER]: String(start) });
     for (;;) {
       // The client left, or the server is closing (and with it, soon, the index): nothing to read.
-      if (requestSignal.aborted) return c.body(null, 204);
+      if (requestSignal.aborted) return nothing();
       const round = new AbortController();
       const signal = AbortSignal.any([round.signal, requestSignal]);
       // Registered before the index read, so a delivery committing in between still wakes us.
       const woken = deps.waiter?.wait(mailbox, signal);
       try {
-        const found = await newerThan(mailbox, after);
-        if (found.items.length > 0) return c.json(found, 200);
+        const found =
+          after === undefined
+            ? await storedAfter(mailbox, start)
+            : { ...(await newerThan(mailbox, after)), cursor: String(start) };
+        if (found.items.length > 0) {
+          c.header(CURSOR_HEADER, found.cursor);
+          return c.json(found, 200);
+        }
         const left = deadline - now();
-        if (left <= 0 || requestSignal.aborted) return c.body(null, 204);
+        if (left <= 0 || requestSignal.aborted) return nothing();
         const interval = deps.waiter === undefined ? pollMs : WAITER_FALLBACK_POLL_MS;
         await Promise.race([sleep(Math.min(left, interval), signal), ...(woken ? [woken] : [])]);
       } finally {

@@ -138,7 +138,20 @@ export const waitQuerySchema = z.object({
     .string()
     .regex(ULID_RE, 'must be a message id (26-character ULID)')
     .optional()
-    .openapi({ description: 'Return messages newer than this id (default: the newest at request time)' }),
+    .openapi({
+      description:
+        'Return messages with a larger id (newer by receipt time). A message received earlier but stored later ' +
+        '(a large one) can be missed this way: follow `cursor` instead',
+    }),
+  cursor: z
+    .string()
+    .regex(/^\d{1,15}$/, 'must be a cursor from an earlier answer')
+    .optional()
+    .openapi({
+      description:
+        'Return messages stored after this point, whatever their ids: the `cursor` of the previous answer ' +
+        '(or of its `Mail-Relay-Cursor` header). Without `after` or `cursor`: from the time of the request',
+    }),
   timeout: queryInt(0, MAX_WAIT_SECONDS)
     .optional()
     .openapi({ description: `Seconds to wait, 0..${MAX_WAIT_SECONDS} (default ${MAX_WAIT_SECONDS})` }),
@@ -200,9 +213,14 @@ export const messageListSchema = z
 
 export const waitResultSchema = z
   .object({
-    items: z.array(listItemSchema).openapi({ description: 'Messages newer than `after`, newest first' }),
+    items: z.array(listItemSchema).openapi({
+      description: 'Messages stored after `cursor` (or newer than `after`), newest first',
+    }),
     truncated: z.boolean().openapi({
-      description: `True when more than ${MAX_WAIT_ITEMS} messages are newer: page the rest with LIST`,
+      description: `True when there are more: ask again with \`cursor\` at once (with \`after\`: more than ${MAX_WAIT_ITEMS} are newer, page the rest with LIST)`,
+    }),
+    cursor: z.string().openapi({
+      description: 'Where the next long-poll starts (`?cursor=`): after everything this answer covers',
     }),
   })
   .openapi('WaitResult');

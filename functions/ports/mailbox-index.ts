@@ -113,6 +113,16 @@ export interface DeliverOptions {
   readonly restoreDeleted?: boolean | undefined;
 }
 
+/** What `committedAfter` returns: entries in the order their deliveries committed. */
+export interface CommittedPage {
+  /** Entries whose delivery committed after the cursor, oldest commit first; deleted ones are skipped. */
+  readonly items: readonly MessageEntry[];
+  /** Ask with this next: the last commit returned, or the cursor asked with when there was none. */
+  readonly cursor: number;
+  /** More committed than `limit`: ask again with `cursor` at once. */
+  readonly truncated: boolean;
+}
+
 /** Whether a mailbox holds an id, held it and had it deleted (and still remembers), or never did. */
 export type DeliveryState = 'present' | 'deleted' | 'absent';
 
@@ -147,6 +157,18 @@ export interface MailboxIndex {
    */
   deliveryState(mailbox: string, id: string): Promise<DeliveryState>;
   list(mailbox: string, options: ListOptions): Promise<ListPage>;
+  /**
+   * The mailbox's commit counter: each delivery takes the next number in the order deliveries
+   * commit (which is not the order of ids: an id is the time of receipt, and a large message can
+   * commit after a newer small one). Never goes down, not even when mail is deleted; 0 for a
+   * mailbox that never received any.
+   */
+  commitCursor(mailbox: string): Promise<number>;
+  /**
+   * Entries delivered after `cursor` (from `commitCursor` or an earlier page), oldest commit first,
+   * at most `limit`: what a client that follows new mail by cursor has not seen yet.
+   */
+  committedAfter(mailbox: string, cursor: number, limit: number): Promise<CommittedPage>;
   /** Exact counters; a mailbox that never received mail has zeros. */
   stat(mailbox: string): Promise<MailboxStat>;
   /** Every mailbox that has (or had) mail, with its counters, sorted by address. */

@@ -140,10 +140,12 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
       await index.deliveryState(copy.mailbox, copy.id);
       await index.deliver(copy);
     });
-    // The API: the token, reads, the seen flag, DELE.
+    // The API: the token, reads, the long-poll by cursor, the seen flag, DELE.
     await uses('api', API_TABLE_ACTIONS, async () => {
       await index.getToken('0'.repeat(64));
       await index.stat(inbox);
+      await index.commitCursor(inbox);
+      await index.committedAfter(inbox, 0, 10);
       await index.list(inbox, { limit: 2 });
       await index.list(inbox, { limit: 2, unseen: true, q: 's' });
       await index.listMailboxes();

@@ -24,7 +24,7 @@ import type { BlobInfo } from '../../functions/ports/blob-store.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 import type { PresignedResponse } from './blob-store.contract.ts';
 import { runBlobStoreContract } from './blob-store.contract.ts';
-import { runMailboxIndexContract } from './mailbox-index.contract.ts';
+import { makeEntry, runMailboxIndexContract } from './mailbox-index.contract.ts';
 
 const SECRET = 'test-secret-0123456789abcdef';
 const BASE_URL = 'http://127.0.0.1:8025';
@@ -672,6 +672,43 @@ describe('SqliteMailboxIndex: local specifics', () => {
       }
     } finally {
       await index.close();
+    }
+  });
+
+  it('an index from before commit numbers (schema v3) numbers its mail in id order, then counts on', async () => {
+    const dir = await tempDir('index-v3');
+    try {
+      const path = join(dir, 'index.sqlite');
+      const mb = 'a@example.com';
+      const before = new SqliteMailboxIndex(path);
+      const older = makeEntry(mb, Date.UTC(2025, 0, 1), 'v3-older');
+      const newer = makeEntry(mb, Date.UTC(2025, 0, 2), 'v3-newer');
+      await before.deliver(newer);
+      await before.deliver(older);
+      await before.close();
+      // What a v3 file looks like: no commit tables.
+      const raw = new Database(path);
+      raw.exec('DROP TABLE commits; DROP TABLE commit_counters;');
+      raw.pragma('user_version = 3');
+      raw.close();
+      const index = new SqliteMailboxIndex(path);
+      try {
+        assert.equal(await index.commitCursor(mb), 2);
+        assert.deepEqual(
+          (await index.committedAfter(mb, 0, 10)).items.map((e) => e.id),
+          [older.id, newer.id],
+        );
+        const later = makeEntry(mb, Date.UTC(2024, 0, 1), 'v4-later');
+        await index.deliver(later);
+        assert.deepEqual(
+          (await index.committedAfter(mb, 2, 10)).items.map((e) => e.id),
+          [later.id],
+        );
+      } finally {
+        await index.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -273,6 +273,66 @@ export function runMailboxIndexContract(
         for (const s of stats) assert.deepEqual(s, await index.stat(s.address));
       }));
 
+    it('committedAfter follows commit order, not id order: a message received earlier but committed later is not skipped', () =>
+      withIndex(async ({ index }) => {
+        assert.equal(await index.commitCursor(ALICE), 0);
+        const small = makeEntry(ALICE, BASE_MS + 60_000, 'small-newer');
+        const big = makeEntry(ALICE, BASE_MS, 'big-older'); // received first, stored last
+        await index.deliver(small);
+        const cursor = await index.commitCursor(ALICE);
+        assert.equal(cursor, 1);
+        await index.deliver(big);
+        await index.deliver(small); // a retry takes no number
+        assert.equal(await index.commitCursor(ALICE), 2);
+        assert.deepEqual(plain((await index.committedAfter(ALICE, cursor, 10)).items), [plain(big)]);
+        const all = await index.committedAfter(ALICE, 0, 10);
+        assert.deepEqual(
+          all.items.map((e) => e.id),
+          [small.id, big.id],
+        );
+        assert.deepEqual([all.cursor, all.truncated], [2, false]);
+        const none = await index.committedAfter(ALICE, 2, 10);
+        assert.deepEqual([none.items, none.cursor, none.truncated], [[], 2, false]);
+        assert.deepEqual((await index.committedAfter(BOB, 0, 10)).items, [], 'per mailbox');
+      }));
+
+    it('committedAfter pages with truncated, skips deleted mail, and commit numbers are never reused', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 5 }, (_, i) => makeEntry(ALICE, BASE_MS + i * 1000, `seq-${i}`));
+        for (const e of entries) await index.deliver(e);
+        const first = await index.committedAfter(ALICE, 0, 2);
+        assert.deepEqual(
+          [first.items.map((e) => e.id), first.cursor, first.truncated],
+          [[entries[0]?.id, entries[1]?.id], 2, true],
+        );
+        await index.delete(ALICE, entries[2]?.id ?? '');
+        await index.delete(ALICE, entries[4]?.id ?? '');
+        const rest = await index.committedAfter(ALICE, first.cursor, 10);
+        assert.deepEqual(
+          rest.items.map((e) => e.id),
+          [entries[3]?.id],
+        );
+        assert.equal(rest.truncated, false);
+        // The last commit was deleted: the next delivery still takes a new number.
+        const late = makeEntry(ALICE, BASE_MS - 5000, 'seq-late');
+        await index.deliver(late);
+        assert.equal(await index.commitCursor(ALICE), 6);
+        assert.deepEqual(
+          (await index.committedAfter(ALICE, 5, 10)).items.map((e) => e.id),
+          [late.id],
+        );
+      }));
+
+    it('concurrent deliveries to one mailbox each take their own commit number', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 6 }, (_, i) => makeEntry(ALICE, BASE_MS + i, `par-${i}`));
+        await Promise.all(entries.map((e) => index.deliver(e)));
+        assert.equal(await index.commitCursor(ALICE), 6);
+        const page = await index.committedAfter(ALICE, 0, 10);
+        assert.deepEqual(page.items.map((e) => e.id).sort(), entries.map((e) => e.id).sort());
+        assert.equal(page.cursor, 6);
+      }));
+
     it('delete returns the removed entry once; a second delete returns null and leaves counters alone', () =>
       withIndex(async ({ index }) => {
         const keep = makeEntry(ALICE, BASE_MS, 'keep', { size: 10 });

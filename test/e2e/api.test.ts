@@ -20,6 +20,7 @@ import {
 } from '../../functions/api/schemas.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { main } from '../../functions/local/cli.ts';
+import { ingest } from '../../functions/local/ingest.ts';
 import type { MailboxIndex } from '../../functions/ports/mailbox-index.ts';
 import { FIXTURE_NAMES, pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
 import { API_TEST_CONFIG, type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
@@ -30,6 +31,7 @@ const fixture = (name: string) => readFileSync(join(FIXTURES, name));
 const sha256 = (b: Buffer | Uint8Array) => createHash('sha256').update(b).digest('hex');
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
+const CAROL = 'carol@example.test';
 
 async function bytesOf(res: Response): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
@@ -401,6 +403,51 @@ describe('mailbox HTTP API', () => {
     assert.ok(Date.now() - started >= 950, 'waited for the timeout');
     for (const bad of ['timeout=26', 'timeout=-1', 'after=nope', 'after=01arz3ndektsv4rrffq69g5fav']) {
       const r = await env.request(`/v1/mailboxes/${ALICE}/wait?${bad}`, { token: alice });
+      assert.equal(r.status, 400, bad);
+      await errorOf(r);
+    }
+  });
+
+  it('wait by cursor: a message received earlier but stored later is not skipped (as `after` would)', async () => {
+    const carol = await env.token(CAROL);
+    const wait = (query: string) => env.request(`/v1/mailboxes/${CAROL}/wait?${query}`, { token: carol });
+    const first = await wait('timeout=0');
+    assert.equal(first.status, 204);
+    const start = first.headers.get('mail-relay-cursor');
+    assert.match(start ?? '', /^\d+$/, 'a 204 says where to go on from');
+    const deliver = (subject: string, receivedAt: Date) =>
+      ingest(env.runtime, {
+        body: Buffer.from(`From: a@remote.test\r\nTo: ${CAROL}\r\nSubject: ${subject}\r\n\r\nhi\r\n`),
+        mailFrom: 'a@remote.test',
+        recipients: [CAROL],
+        via: { protocol: 'LOCAL' },
+        receivedAt,
+      });
+    const small = await deliver('small, received second', new Date(Date.UTC(2030, 0, 1, 12, 0, 10)));
+    const one = await wait(`cursor=${start}&timeout=0`);
+    assert.equal(one.status, 200);
+    const got = waitResultSchema.parse(await one.json());
+    assert.deepEqual(
+      got.items.map((i) => i.id),
+      [small.id],
+    );
+    assert.equal(one.headers.get('mail-relay-cursor'), got.cursor);
+    // A large message received ten seconds earlier finishes storing only now: its id is smaller.
+    const big = await deliver('big, received first', new Date(Date.UTC(2030, 0, 1, 12, 0, 0)));
+    assert.ok(big.id < small.id);
+    assert.equal((await wait(`after=${small.id}&timeout=0`)).status, 204, 'after=<id> cannot see it');
+    const two = await wait(`cursor=${got.cursor}&timeout=0`);
+    assert.equal(two.status, 200);
+    const next = waitResultSchema.parse(await two.json());
+    assert.deepEqual(
+      next.items.map((i) => i.id),
+      [big.id],
+    );
+    const idle = await wait(`cursor=${next.cursor}&timeout=0`);
+    assert.equal(idle.status, 204);
+    assert.equal(idle.headers.get('mail-relay-cursor'), next.cursor);
+    for (const bad of [`after=${small.id}&cursor=1`, 'cursor=-1', 'cursor=abc', 'cursor=1234567890123456']) {
+      const r = await wait(bad);
       assert.equal(r.status, 400, bad);
       await errorOf(r);
     }

@@ -3,15 +3,19 @@
  *
  * Items (all strings unless noted):
  *   pk = MBX#<mailbox>  sk = MSG#<id>        one message entry (+ lower-cased copies of from/to/subject for `q`)
- *   pk = MBX#<mailbox>  sk = STAT            counters: messages, bytes (numbers)
+ *   pk = MBX#<mailbox>  sk = STAT            counters: messages, bytes, and commits (the last commit number)
+ *   pk = MBX#<mailbox>  sk = SEQ#<n>         id of the message whose delivery took commit number n (zero-padded),
+ *                                            while that message exists: `committedAfter` reads these in order
  *   pk = MBX#<mailbox>  sk = DEL#<id>        a deletion, remembered until `expiresAt` (epoch seconds, the table's TTL)
  *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes
  *   pk = TOKEN#<hash>   sk = TOKEN           an API token, by the hex SHA-256 of the token (never the token)
  *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend)
  *
- * A delivery is ONE TransactWriteItems: the conditional put of the entry (only if absent) and the
- * counter increment, so a retried delivery changes nothing and the counters can never drift from
- * the entries. A delete is likewise one transaction (conditional delete + decrement). Concurrent
+ * A delivery is ONE TransactWriteItems: the conditional put of the entry (only if absent), the
+ * counter increment and the next commit number (conditioned on the number read just before, so two
+ * deliveries never take the same one; the loser reads again), and its SEQ# item, so a retried
+ * delivery changes nothing and the counters can never drift from the entries. A GSI on a commit
+ * number would be eventually consistent, and a reader could then skip a commit not yet visible. A delete is likewise one transaction (conditional delete + decrement). Concurrent
  * deliveries to one mailbox touch the same STAT item, so DynamoDB may cancel one with
  * TransactionConflict; those are retried here with backoff.
  *
@@ -40,6 +44,7 @@ import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
 import {
   type ClaimSendOptions,
+  type CommittedPage,
   DEFAULT_DELETION_MEMORY_DAYS,
   type DeliverOptions,
   type DeliveryState,
@@ -68,6 +73,13 @@ const BATCH_GET_MAX = 100;
 /** TransactionConflict retries before giving up (the caller, e.g. SQS, retries the whole delivery). */
 const MAX_TRANSACTION_ATTEMPTS = 8;
 const RETRY_BASE_MS = 25;
+/**
+ * Deliveries to one mailbox that lost the race for its next commit number, before giving up (the
+ * caller, e.g. SQS, retries the whole delivery). Each round has a winner, so with k deliveries at
+ * once one loses k - 1 rounds in a row with probability ((k - 1) / k)^rounds: negligible at 50.
+ */
+const MAX_COMMIT_RACES = 50;
+const RACE_JITTER_MS = 10;
 
 const REGISTRY_PK = 'MAILBOXES';
 const STAT_SK = 'STAT';
@@ -75,6 +87,10 @@ const TOKEN_SK = 'TOKEN';
 const mailboxPk = (mailbox: string) => `MBX#${mailbox}`;
 const messageSk = (id: string) => `MSG#${id}`;
 const deletionSk = (id: string) => `DEL#${id}`;
+/** Zero-padded so that sort-key order is commit order. */
+const commitSk = (seq: number) => `SEQ#${String(seq).padStart(15, '0')}`;
+/** Sorts after every SEQ# key ('$' follows '#'). */
+const COMMIT_SK_END = 'SEQ$';
 /** The TTL attribute of the table (deletions); the stack declares the same name. */
 export const TTL_ATTRIBUTE = 'expiresAt';
 const DAY_MS = 24 * 3600 * 1000;
@@ -138,7 +154,13 @@ const messageItemSchema = z.object({
   sesMessageId: z.string(),
 });
 
-const statItemSchema = z.object({ messages: z.number(), bytes: z.number() });
+const statItemSchema = z.object({
+  messages: z.number(),
+  bytes: z.number(),
+  /** Absent on a mailbox with no delivery since commit numbers were introduced. */
+  commits: z.number().optional(),
+});
+const commitItemSchema = z.object({ [TABLE_KEYS.sortKey]: z.string().startsWith('SEQ#'), id: z.string() });
 
 const tokenItemSchema = z.object({
   hash: z.string(),
@@ -300,43 +322,61 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
       throw new ValidationError('message size must be a non-negative integer', [String(entry.size)]);
     }
+    const pk = mailboxPk(entry.mailbox);
     const deletion = this.deletionKey(entry.mailbox, entry.id);
-    const nowSeconds = Math.floor(this.clock() / 1000);
-    const command = new TransactWriteCommand({
-      TransactItems: [
-        {
-          Put: {
-            TableName: this.table,
-            Item: toItem(entry),
-            ConditionExpression: 'attribute_not_exists(#pk)',
-            ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey },
+    let races = 0;
+    for (let attempt = 0; ; ) {
+      const last = await this.commitCursor(entry.mailbox);
+      const seq = last + 1;
+      const nowSeconds = Math.floor(this.clock() / 1000);
+      const command = new TransactWriteCommand({
+        TransactItems: [
+          {
+            Put: {
+              TableName: this.table,
+              Item: { ...toItem(entry), seq },
+              ConditionExpression: 'attribute_not_exists(#pk)',
+              ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey },
+            },
           },
-        },
-        {
-          Update: {
-            TableName: this.table,
-            Key: { [TABLE_KEYS.partitionKey]: mailboxPk(entry.mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
-            UpdateExpression: 'SET mailbox = :mailbox ADD messages :one, #bytes :size',
-            ExpressionAttributeNames: { '#bytes': 'bytes' },
-            ExpressionAttributeValues: { ':mailbox': entry.mailbox, ':one': 1, ':size': entry.size },
-          },
-        },
-        // A deletion of this id, remembered and not yet expired (TTL removes items up to days late),
-        // refuses the delivery; `restoreDeleted` forgets it instead.
-        options.restoreDeleted === true
-          ? { Delete: { TableName: this.table, Key: deletion } }
-          : {
-              ConditionCheck: {
-                TableName: this.table,
-                Key: deletion,
-                ConditionExpression: 'attribute_not_exists(#pk) OR #ttl < :now',
-                ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#ttl': TTL_ATTRIBUTE },
-                ExpressionAttributeValues: { ':now': nowSeconds },
+          {
+            Update: {
+              TableName: this.table,
+              Key: { [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: STAT_SK },
+              UpdateExpression: 'SET mailbox = :mailbox, commits = :seq ADD messages :one, #bytes :size',
+              // The number read above is still the last one: nobody committed in between.
+              ConditionExpression: last === 0 ? 'attribute_not_exists(commits)' : 'commits = :last',
+              ExpressionAttributeNames: { '#bytes': 'bytes' },
+              ExpressionAttributeValues: {
+                ':mailbox': entry.mailbox,
+                ':one': 1,
+                ':size': entry.size,
+                ':seq': seq,
+                ...(last === 0 ? {} : { ':last': last }),
               },
             },
-      ],
-    });
-    for (let attempt = 0; ; attempt++) {
+          },
+          // A deletion of this id, remembered and not yet expired (TTL removes items up to days late),
+          // refuses the delivery; `restoreDeleted` forgets it instead.
+          options.restoreDeleted === true
+            ? { Delete: { TableName: this.table, Key: deletion } }
+            : {
+                ConditionCheck: {
+                  TableName: this.table,
+                  Key: deletion,
+                  ConditionExpression: 'attribute_not_exists(#pk) OR #ttl < :now',
+                  ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#ttl': TTL_ATTRIBUTE },
+                  ExpressionAttributeValues: { ':now': nowSeconds },
+                },
+              },
+          {
+            Put: {
+              TableName: this.table,
+              Item: { [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: commitSk(seq), id: entry.id },
+            },
+          },
+        ],
+      });
       try {
         await this.client.send(command);
         await this.register(entry.mailbox);
@@ -348,8 +388,15 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
           await this.register(entry.mailbox);
           return { inserted: false };
         }
+        // Another delivery committed between our read and our write and took this number: read the
+        // counter again at once (a backoff would let fresh deliveries overtake this one for ever).
+        if (codes[1] === 'ConditionalCheckFailed') {
+          if (++races >= MAX_COMMIT_RACES) throw err;
+          await sleep(Math.random() * RACE_JITTER_MS);
+          continue;
+        }
         if (!isRetryable(codes) || attempt + 1 >= MAX_TRANSACTION_ATTEMPTS) throw err;
-        await backoff(attempt);
+        await backoff(attempt++);
       }
     }
   }
@@ -367,6 +414,11 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   }
 
   async get(mailbox: string, id: string): Promise<MessageEntry | null> {
+    const item = await this.getItem(mailbox, id);
+    return item === undefined ? null : toEntry(item);
+  }
+
+  private async getItem(mailbox: string, id: string): Promise<Record<string, unknown> | undefined> {
     const r = await this.client.send(
       new GetCommand({
         TableName: this.table,
@@ -374,7 +426,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         ConsistentRead: true,
       }),
     );
-    return r.Item === undefined ? null : toEntry(r.Item);
+    return r.Item;
   }
 
   async deliveryState(mailbox: string, id: string): Promise<DeliveryState> {
@@ -454,6 +506,75 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     return { address: mailbox, messages: s.messages, bytes: s.bytes };
   }
 
+  async commitCursor(mailbox: string): Promise<number> {
+    const r = await this.client.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
+        ConsistentRead: true,
+      }),
+    );
+    return r.Item === undefined ? 0 : (statItemSchema.parse(r.Item).commits ?? 0);
+  }
+
+  async committedAfter(mailbox: string, cursor: number, limit: number): Promise<CommittedPage> {
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+      throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
+    }
+    if (!Number.isSafeInteger(cursor) || cursor < 0) {
+      throw new ValidationError('cursor must be a non-negative integer', [String(cursor)], 'invalid_cursor');
+    }
+    const pk = mailboxPk(mailbox);
+    const pointers: { seq: number; id: string }[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const r = await this.client.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+          ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#sk': TABLE_KEYS.sortKey },
+          ExpressionAttributeValues: { ':pk': pk, ':from': commitSk(cursor + 1), ':to': COMMIT_SK_END },
+          ConsistentRead: true,
+          Limit: limit + 1 - pointers.length,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const item of r.Items ?? []) {
+        const c = commitItemSchema.parse(item);
+        pointers.push({ seq: Number(c[TABLE_KEYS.sortKey].slice('SEQ#'.length)), id: c.id });
+      }
+      startKey = r.LastEvaluatedKey;
+    } while (startKey !== undefined && pointers.length <= limit);
+    const page = pointers.slice(0, limit);
+    const entries = new Map<string, MessageEntry>();
+    for (let i = 0; i < page.length; i += BATCH_GET_MAX) {
+      let keys: Record<string, unknown>[] = page
+        .slice(i, i + BATCH_GET_MAX)
+        .map((p) => ({ [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: messageSk(p.id) }));
+      for (let attempt = 0; keys.length > 0; attempt++) {
+        const r = await this.client.send(
+          new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys, ConsistentRead: true } } }),
+        );
+        for (const item of r.Responses?.[this.table] ?? []) {
+          const e = toEntry(item);
+          entries.set(e.id, e);
+        }
+        keys = (r.UnprocessedKeys?.[this.table]?.Keys ?? []) as Record<string, unknown>[];
+        if (keys.length > 0) {
+          if (attempt + 1 >= MAX_TRANSACTION_ATTEMPTS)
+            throw new Error('DynamoDB BatchGetItem left keys unprocessed');
+          await backoff(attempt);
+        }
+      }
+    }
+    return {
+      // A pointer whose entry is gone (deleted after the Query read it) is passed over.
+      items: page.flatMap((p) => entries.get(p.id) ?? []),
+      cursor: page.at(-1)?.seq ?? cursor,
+      truncated: pointers.length > limit,
+    };
+  }
+
   async listMailboxes(): Promise<MailboxStat[]> {
     const addresses: string[] = [];
     let startKey: Record<string, unknown> | undefined;
@@ -528,8 +649,11 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
    */
   async delete(mailbox: string, id: string): Promise<MessageEntry | null> {
     for (let attempt = 0; ; attempt++) {
-      const entry = await this.get(mailbox, id);
-      if (entry === null) return null;
+      const item = await this.getItem(mailbox, id);
+      if (item === undefined) return null;
+      const entry = toEntry(item);
+      // Its commit's SEQ# item goes with it (absent on mail delivered before commit numbers).
+      const seq = typeof item.seq === 'number' ? item.seq : undefined;
       try {
         await this.client.send(
           new TransactWriteCommand({
@@ -562,6 +686,19 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
                   },
                 },
               },
+              ...(seq === undefined
+                ? []
+                : [
+                    {
+                      Delete: {
+                        TableName: this.table,
+                        Key: {
+                          [TABLE_KEYS.partitionKey]: mailboxPk(mailbox),
+                          [TABLE_KEYS.sortKey]: commitSk(seq),
+                        },
+                      },
+                    },
+                  ]),
             ],
           }),
         );

@@ -17,6 +17,7 @@ import { ValidationError } from '../../core/errors.ts';
 import type { Verdicts } from '../../core/routing.ts';
 import {
   type ClaimSendOptions,
+  type CommittedPage,
   DEFAULT_DELETION_MEMORY_DAYS,
   type DeliverOptions,
   type DeliveryState,
@@ -34,7 +35,7 @@ import { scheduleGroupCommit } from './group-commit.ts';
 import { migrateSchema } from './sqlite-schema.ts';
 
 /** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 /** The port's bounds for a page. */
 const MAX_LIMIT = 1000;
 /** Waits this long for another process (e.g. `mail-relay token create` next to `dev`) to release the write lock. */
@@ -91,6 +92,22 @@ CREATE TABLE IF NOT EXISTS deletions (
   PRIMARY KEY (mailbox, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deletions_by_time ON deletions (deleted_at);
+-- v4: the order deliveries commit in, per mailbox (the cursor of \`wait\`): a counter that never goes
+-- down, and a row for each delivered message still present. Mail from before v4 is numbered in id order.
+CREATE TABLE IF NOT EXISTS commit_counters (
+  mailbox TEXT PRIMARY KEY,
+  last INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commits (
+  mailbox TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  id TEXT NOT NULL,
+  PRIMARY KEY (mailbox, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS commits_by_id ON commits (mailbox, id);
+INSERT OR IGNORE INTO commits (mailbox, seq, id)
+  SELECT mailbox, ROW_NUMBER() OVER (PARTITION BY mailbox ORDER BY id), id FROM messages;
+INSERT OR IGNORE INTO commit_counters (mailbox, last) SELECT mailbox, MAX(seq) FROM commits GROUP BY mailbox;
 CREATE TABLE IF NOT EXISTS tokens (
   hash TEXT PRIMARY KEY,
   mailbox TEXT,
@@ -331,6 +348,14 @@ export class SqliteMailboxIndex implements MailboxIndex {
   private readonly upsertDeletion: Database.Statement<[string, string, number]>;
   private readonly removeDeletion: Database.Statement<[string, string]>;
   private readonly purgeDeletions: Database.Statement<[number]>;
+  private readonly nextCommit: Database.Statement<[string], number>;
+  private readonly insertCommit: Database.Statement<[string, number, string]>;
+  private readonly removeCommit: Database.Statement<[string, string]>;
+  private readonly selectCommitCursor: Database.Statement<[string], number>;
+  private readonly selectCommitted: Database.Statement<
+    [string, number, number],
+    MessageRow & { seq: number }
+  >;
 
   /**
    * `path` is a file (created when missing) or `:memory:`. Every commit is fsynced (WAL,
@@ -434,6 +459,24 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.removeDeletion = this.db.prepare('DELETE FROM deletions WHERE mailbox = ? AND id = ?');
     this.purgeDeletions = this.db.prepare('DELETE FROM deletions WHERE deleted_at < ?');
 
+    this.nextCommit = this.db
+      .prepare<[string], number>(
+        'INSERT INTO commit_counters (mailbox, last) VALUES (?, 1) ' +
+          'ON CONFLICT (mailbox) DO UPDATE SET last = last + 1 RETURNING last',
+      )
+      .pluck();
+    this.insertCommit = this.db.prepare('INSERT INTO commits (mailbox, seq, id) VALUES (?, ?, ?)');
+    this.removeCommit = this.db.prepare('DELETE FROM commits WHERE mailbox = ? AND id = ?');
+    this.selectCommitCursor = this.db
+      .prepare<[string], number>('SELECT last FROM commit_counters WHERE mailbox = ?')
+      .pluck();
+    this.selectCommitted = this.db.prepare<[string, number, number], MessageRow & { seq: number }>(
+      `SELECT c.seq AS seq, ${MESSAGE_COLUMNS.split(', ')
+        .map((c) => `m.${c}`)
+        .join(', ')} FROM commits c JOIN messages m ON m.mailbox = c.mailbox AND m.id = c.id ` +
+        'WHERE c.mailbox = ? AND c.seq > ? ORDER BY c.seq LIMIT ?',
+    );
+
     this.deliverOne = this.db.transaction((entry: MessageEntry, restoreDeleted: boolean): boolean => {
       if (
         this.selectDeletion.get(entry.mailbox, entry.id, this.clock() - this.deletionMemoryMs) !== undefined
@@ -443,7 +486,12 @@ export class SqliteMailboxIndex implements MailboxIndex {
       }
       const inserted = this.insertMessage.run(toParams(entry)).changes > 0;
       // Counters move only with the row, so a repeated delivery leaves them exact.
-      if (inserted) this.addToStats.run({ mailbox: entry.mailbox, bytes: entry.size });
+      if (inserted) {
+        this.addToStats.run({ mailbox: entry.mailbox, bytes: entry.size });
+        const seq = this.nextCommit.get(entry.mailbox);
+        if (seq === undefined) throw new Error('unreachable: the commit counter returned nothing');
+        this.insertCommit.run(entry.mailbox, seq, entry.id);
+      }
       return inserted;
     });
     this.deliverBatch = this.db.transaction((batch: readonly PendingDelivery[]): boolean[] =>
@@ -461,6 +509,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
       const row = this.deleteMessage.get(mailbox, id);
       if (row !== undefined) {
         this.subtractFromStats.run({ mailbox, bytes: row.size });
+        this.removeCommit.run(mailbox, id);
         const now = this.clock();
         this.upsertDeletion.run(mailbox, id, now);
         // Forgetting expired deletions here keeps the table as small as the memory asks.
@@ -569,6 +618,28 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.flushDeliveries();
     const row = this.updateSeen.get({ mailbox, id, seen: seen ? 1 : 0 });
     return row === undefined ? null : toEntry(row);
+  }
+
+  async commitCursor(mailbox: string): Promise<number> {
+    this.flushDeliveries();
+    return this.selectCommitCursor.get(mailbox) ?? 0;
+  }
+
+  async committedAfter(mailbox: string, cursor: number, limit: number): Promise<CommittedPage> {
+    this.flushDeliveries();
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+      throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
+    }
+    if (!Number.isSafeInteger(cursor) || cursor < 0) {
+      throw new ValidationError('cursor must be a non-negative integer', [String(cursor)], 'invalid_cursor');
+    }
+    const rows = this.selectCommitted.all(mailbox, cursor, limit + 1);
+    const page = rows.slice(0, limit);
+    return {
+      items: page.map(toEntry),
+      cursor: page.at(-1)?.seq ?? cursor,
+      truncated: rows.length > limit,
+    };
   }
 
   async delete(mailbox: string, id: string): Promise<MessageEntry | null> {
