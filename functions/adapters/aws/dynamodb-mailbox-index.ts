@@ -294,6 +294,8 @@ function backoff(attempt: number): Promise<void> {
 
 export class DynamoDbMailboxIndex implements MailboxIndex {
   private readonly client: DynamoDBDocumentClient;
+  /** The last delivery queued per mailbox (see `deliver`). */
+  private readonly delivering = new Map<string, Promise<void>>();
   private readonly table: string;
   /** Mailboxes whose registry item this process has written (it is never removed). */
   private readonly registered = new Set<string>();
@@ -322,6 +324,25 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
       throw new ValidationError('message size must be a non-negative integer', [String(entry.size)]);
     }
+    // Deliveries to one mailbox from this process go one after the other: racing each other for
+    // the next commit number would only cost rounds. Other processes still race (see below).
+    const previous = this.delivering.get(entry.mailbox) ?? Promise.resolve();
+    const mine = previous.then(
+      () => this.deliverNow(entry, options),
+      () => this.deliverNow(entry, options),
+    );
+    const settled = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.delivering.set(entry.mailbox, settled);
+    void settled.then(() => {
+      if (this.delivering.get(entry.mailbox) === settled) this.delivering.delete(entry.mailbox);
+    });
+    return mine;
+  }
+
+  private async deliverNow(entry: MessageEntry, options: DeliverOptions): Promise<{ inserted: boolean }> {
     const pk = mailboxPk(entry.mailbox);
     const deletion = this.deletionKey(entry.mailbox, entry.id);
     let races = 0;
