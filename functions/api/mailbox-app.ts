@@ -340,7 +340,11 @@ const routes = {
     security: SECURITY,
     request: { params: mailboxParamsSchema, query: waitQuerySchema },
     responses: {
-      200: { description: 'New messages', content: { 'application/json': { schema: waitResultSchema } } },
+      200: {
+        description: 'New messages; the `Mail-Relay-Cursor` header repeats `cursor`',
+        headers: z.object({ [CURSOR_HEADER]: z.string() }),
+        content: { 'application/json': { schema: waitResultSchema } },
+      },
       204: {
         description: 'Nothing new before the timeout; the `Mail-Relay-Cursor` header is where to go on from',
         headers: z.object({ [CURSOR_HEADER]: z.string() }),
@@ -745,17 +749,20 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   };
 
   /**
-   * Items stored after commit `cursor`, newest first, with the cursor after them. At most
-   * WAIT_COMMIT_PAGE: list items are bounded (from, to and subject are cut to 998 characters, the
-   * snippet is short), so that many stay far below the response bound without cutting.
+   * Items stored after commit `cursor` (at most WAIT_COMMIT_PAGE, and `listMaxBytes`), newest
+   * first, with the cursor after the last one kept: what is cut comes in the next answer.
    */
   const storedAfter = async (
     mailbox: string,
     cursor: number,
   ): Promise<{ items: ListItem[]; truncated: boolean; cursor: string }> => {
     const page = await index.committedAfter(mailbox, cursor, WAIT_COMMIT_PAGE);
-    const items = page.items.map(toListItem).sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    return { items, truncated: page.truncated, cursor: String(page.cursor) };
+    // Cut in commit order, so the cursor can stand after a prefix.
+    const capped = capListItems(page.items.map(toListItem), listMaxBytes);
+    const kept = capped.value.length;
+    const next = capped.truncated ? (page.commits[kept - 1] ?? cursor) : page.cursor;
+    const items = capped.value.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return { items, truncated: page.truncated || capped.truncated, cursor: String(next) };
   };
 
   app.openapi(routes.wait, async (c) => {
@@ -771,7 +778,16 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     // Where this answer leaves a client that goes on with `cursor`. With `after`, the commit point
     // at the start: going on from there repeats what `after` found (ids tell them apart) but
     // cannot skip what `after` cannot see.
-    const start = query.cursor !== undefined ? Number(query.cursor) : await index.commitCursor(mailbox);
+    const counter = await index.commitCursor(mailbox);
+    // A cursor past the counter cannot be this mailbox's (or this view's): it would wait for ever.
+    if (query.cursor !== undefined && Number(query.cursor) > counter) {
+      throw new ValidationError(
+        'this cursor is not one of this mailbox (or view): start again without one',
+        ['cursor'],
+        'invalid_cursor',
+      );
+    }
+    const start = query.cursor !== undefined ? Number(query.cursor) : counter;
     const { after } = query;
     const nothing = () => c.body(null, 204, { [CURSOR_HEADER]: String(start) });
     for (;;) {

@@ -117,6 +117,8 @@ export interface DeliverOptions {
 export interface CommittedPage {
   /** Entries whose delivery committed after the cursor, oldest commit first; deleted ones are skipped. */
   readonly items: readonly MessageEntry[];
+  /** The commit number of each of `items`, in the same order. */
+  readonly commits: readonly number[];
   /** Ask with this next: the last commit returned, or the cursor asked with when there was none. */
   readonly cursor: number;
   /** More committed than `limit`: ask again with `cursor` at once. */
@@ -166,7 +168,9 @@ export interface MailboxIndex {
   commitCursor(mailbox: string): Promise<number>;
   /**
    * Entries delivered after `cursor` (from `commitCursor` or an earlier page), oldest commit first,
-   * at most `limit`: what a client that follows new mail by cursor has not seen yet.
+   * at most `limit`: what a client that follows new mail by cursor has not seen yet. Mail delivered
+   * before commit numbers existed has none in DynamoDB (the local index numbers it in id order when
+   * it upgrades), so start from `commitCursor`, not from 0, to follow new mail.
    */
   committedAfter(mailbox: string, cursor: number, limit: number): Promise<CommittedPage>;
   /** Exact counters; a mailbox that never received mail has zeros. */

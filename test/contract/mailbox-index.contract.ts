@@ -323,6 +323,16 @@ export function runMailboxIndexContract(
         );
       }));
 
+    it('a message deleted and restored (replay --restore-deleted) is a new commit, listed once', () =>
+      withIndex(async ({ index }) => {
+        const e = makeEntry(ALICE, BASE_MS, 'restored');
+        await index.deliver(e);
+        await index.delete(ALICE, e.id);
+        assert.deepEqual(await index.deliver(e, { restoreDeleted: true }), { inserted: true });
+        const page = await index.committedAfter(ALICE, 0, 10);
+        assert.deepEqual([page.items.map((x) => x.id), page.commits, page.cursor], [[e.id], [2], 2]);
+      }));
+
     it('concurrent deliveries to one mailbox each take their own commit number', () =>
       withIndex(async ({ index }) => {
         const entries = Array.from({ length: 6 }, (_, i) => makeEntry(ALICE, BASE_MS + i, `par-${i}`));

@@ -424,4 +424,21 @@ describe('LIST and long-poll answers stop before they outgrow a response', () =>
       [...ids].reverse().slice(0, found.items.length),
     );
   });
+
+  it('following the long-poll cursor, cut answers go on where they stopped: every message once', async () => {
+    const seen: string[] = [];
+    let answers = 0;
+    for (let cursor = '0'; ; answers++) {
+      const res = await env.request(`/v1/mailboxes/${MAILBOX}/wait?cursor=${cursor}&timeout=0`, { token });
+      if (res.status === 204) break;
+      assert.equal(res.status, 200);
+      const found = (await res.json()) as { items: { id: string }[]; truncated: boolean; cursor: string };
+      assert.ok(wireBytes(found.items) <= LIST_MAX_BYTES, `${wireBytes(found.items)} bytes of items`);
+      seen.push(...found.items.map((item) => item.id));
+      cursor = found.cursor;
+    }
+    assert.ok(answers >= 4, `${answers} answers`);
+    assert.deepEqual([...seen].sort(), [...ids].sort());
+    assert.equal(new Set(seen).size, seen.length, 'none twice');
+  });
 });

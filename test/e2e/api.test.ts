@@ -446,7 +446,13 @@ describe('mailbox HTTP API', () => {
     const idle = await wait(`cursor=${next.cursor}&timeout=0`);
     assert.equal(idle.status, 204);
     assert.equal(idle.headers.get('mail-relay-cursor'), next.cursor);
-    for (const bad of [`after=${small.id}&cursor=1`, 'cursor=-1', 'cursor=abc', 'cursor=1234567890123456']) {
+    for (const bad of [
+      `after=${small.id}&cursor=1`,
+      'cursor=-1',
+      'cursor=abc',
+      'cursor=1234567890123456',
+      `cursor=${Number(next.cursor) + 1}`, // past the counter: not a cursor this mailbox gave
+    ]) {
       const r = await wait(bad);
       assert.equal(r.status, 400, bad);
       await errorOf(r);

@@ -14,8 +14,9 @@
  * A delivery is ONE TransactWriteItems: the conditional put of the entry (only if absent), the
  * counter increment and the next commit number (conditioned on the number read just before, so two
  * deliveries never take the same one; the loser reads again), and its SEQ# item, so a retried
- * delivery changes nothing and the counters can never drift from the entries. A GSI on a commit
- * number would be eventually consistent, and a reader could then skip a commit not yet visible. A delete is likewise one transaction (conditional delete + decrement). Concurrent
+ * delivery changes nothing and the counters can never drift from the entries. (A GSI on a commit
+ * number would be eventually consistent: a reader could skip a commit not yet visible in it.) A
+ * delete is likewise one transaction (conditional delete + decrement, and its SEQ# item). Concurrent
  * deliveries to one mailbox touch the same STAT item, so DynamoDB may cancel one with
  * TransactionConflict; those are retried here with backoff.
  *
@@ -74,12 +75,15 @@ const BATCH_GET_MAX = 100;
 const MAX_TRANSACTION_ATTEMPTS = 8;
 const RETRY_BASE_MS = 25;
 /**
- * Deliveries to one mailbox that lost the race for its next commit number, before giving up (the
- * caller, e.g. SQS, retries the whole delivery). Each round has a winner, so with k deliveries at
- * once one loses k - 1 rounds in a row with probability ((k - 1) / k)^rounds: negligible at 50.
+ * How long a delivery keeps trying when other processes keep taking the mailbox's next commit
+ * number first (each round has one winner, so a burst of k deliveries to one mailbox needs about
+ * k rounds to drain), before giving up (the caller, e.g. SQS, retries the whole delivery). Well
+ * inside the router's 60 s timeout.
  */
-const MAX_COMMIT_RACES = 50;
-const RACE_JITTER_MS = 10;
+const COMMIT_RACE_BUDGET_MS = 20_000;
+/** Backoff after a lost race: full jitter, doubling from this, up to RACE_BACKOFF_MAX_MS. */
+const RACE_BACKOFF_BASE_MS = 10;
+const RACE_BACKOFF_MAX_MS = 250;
 
 const REGISTRY_PK = 'MAILBOXES';
 const STAT_SK = 'STAT';
@@ -346,6 +350,8 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     const pk = mailboxPk(entry.mailbox);
     const deletion = this.deletionKey(entry.mailbox, entry.id);
     let races = 0;
+    // Real time, not the injectable clock (which may stand still in tests).
+    const giveUpAt = Date.now() + COMMIT_RACE_BUDGET_MS;
     for (let attempt = 0; ; ) {
       const last = await this.commitCursor(entry.mailbox);
       const seq = last + 1;
@@ -410,10 +416,12 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
           return { inserted: false };
         }
         // Another delivery committed between our read and our write and took this number: read the
-        // counter again at once (a backoff would let fresh deliveries overtake this one for ever).
+        // counter again, after a jittered backoff that grows with each lost race (to spread a burst
+        // out), within a time budget rather than a count (a burst of k needs ~k rounds).
         if (codes[1] === 'ConditionalCheckFailed') {
-          if (++races >= MAX_COMMIT_RACES) throw err;
-          await sleep(Math.random() * RACE_JITTER_MS);
+          if (Date.now() >= giveUpAt) throw err;
+          const ceiling = Math.min(RACE_BACKOFF_MAX_MS, RACE_BACKOFF_BASE_MS * 2 ** Math.min(races++, 10));
+          await sleep(Math.random() * ceiling);
           continue;
         }
         if (!isRetryable(codes) || attempt + 1 >= MAX_TRANSACTION_ATTEMPTS) throw err;
@@ -568,10 +576,13 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     } while (startKey !== undefined && pointers.length <= limit);
     const page = pointers.slice(0, limit);
     const entries = new Map<string, MessageEntry>();
-    for (let i = 0; i < page.length; i += BATCH_GET_MAX) {
-      let keys: Record<string, unknown>[] = page
+    const entrySeq = new Map<string, number>();
+    // One id can have two SEQ# items only by accident (BatchGetItem refuses duplicate keys).
+    const ids = [...new Set(page.map((p) => p.id))];
+    for (let i = 0; i < ids.length; i += BATCH_GET_MAX) {
+      let keys: Record<string, unknown>[] = ids
         .slice(i, i + BATCH_GET_MAX)
-        .map((p) => ({ [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: messageSk(p.id) }));
+        .map((id) => ({ [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: messageSk(id) }));
       for (let attempt = 0; keys.length > 0; attempt++) {
         const r = await this.client.send(
           new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys, ConsistentRead: true } } }),
@@ -579,6 +590,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         for (const item of r.Responses?.[this.table] ?? []) {
           const e = toEntry(item);
           entries.set(e.id, e);
+          if (typeof item.seq === 'number') entrySeq.set(e.id, item.seq);
         }
         keys = (r.UnprocessedKeys?.[this.table]?.Keys ?? []) as Record<string, unknown>[];
         if (keys.length > 0) {
@@ -588,9 +600,15 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         }
       }
     }
+    // A pointer whose entry is gone (deleted after the Query read it), or that is not the entry's
+    // own commit (a stale one), is passed over.
+    const found = page.filter((p) => {
+      const e = entries.get(p.id);
+      return e !== undefined && entrySeq.get(p.id) === p.seq;
+    });
     return {
-      // A pointer whose entry is gone (deleted after the Query read it) is passed over.
-      items: page.flatMap((p) => entries.get(p.id) ?? []),
+      items: found.map((p) => entries.get(p.id) as MessageEntry),
+      commits: found.map((p) => p.seq),
       cursor: page.at(-1)?.seq ?? cursor,
       truncated: pointers.length > limit,
     };
@@ -683,9 +701,17 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
                 Delete: {
                   TableName: this.table,
                   Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
-                  ConditionExpression: 'attribute_exists(#pk) AND #size = :size',
+                  // Still the entry read above: not deleted and delivered again meanwhile (same size,
+                  // but another commit, whose SEQ# item must stay).
+                  ConditionExpression:
+                    seq === undefined
+                      ? 'attribute_exists(#pk) AND #size = :size AND attribute_not_exists(seq)'
+                      : 'attribute_exists(#pk) AND #size = :size AND seq = :seq',
                   ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#size': 'size' },
-                  ExpressionAttributeValues: { ':size': entry.size },
+                  ExpressionAttributeValues: {
+                    ':size': entry.size,
+                    ...(seq === undefined ? {} : { ':seq': seq }),
+                  },
                 },
               },
               {

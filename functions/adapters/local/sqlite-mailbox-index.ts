@@ -637,6 +637,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
     const page = rows.slice(0, limit);
     return {
       items: page.map(toEntry),
+      commits: page.map((r) => r.seq),
       cursor: page.at(-1)?.seq ?? cursor,
       truncated: rows.length > limit,
     };
