@@ -523,7 +523,8 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     return { items, nextCursor: found.length > limit && last !== undefined ? encodeCursor(last.id) : null };
   }
 
-  async stat(mailbox: string): Promise<MailboxStat> {
+  /** The mailbox's STAT item (counters and the last commit number), zeros when it has none. */
+  private async statItem(mailbox: string): Promise<z.infer<typeof statItemSchema>> {
     const r = await this.client.send(
       new GetCommand({
         TableName: this.table,
@@ -531,19 +532,16 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         ConsistentRead: true,
       }),
     );
-    const s = r.Item === undefined ? { messages: 0, bytes: 0 } : statItemSchema.parse(r.Item);
+    return r.Item === undefined ? { messages: 0, bytes: 0 } : statItemSchema.parse(r.Item);
+  }
+
+  async stat(mailbox: string): Promise<MailboxStat> {
+    const s = await this.statItem(mailbox);
     return { address: mailbox, messages: s.messages, bytes: s.bytes };
   }
 
   async commitCursor(mailbox: string): Promise<number> {
-    const r = await this.client.send(
-      new GetCommand({
-        TableName: this.table,
-        Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
-        ConsistentRead: true,
-      }),
-    );
-    return r.Item === undefined ? 0 : (statItemSchema.parse(r.Item).commits ?? 0);
+    return (await this.statItem(mailbox)).commits ?? 0;
   }
 
   async committedAfter(mailbox: string, cursor: number, limit: number): Promise<CommittedPage> {
