@@ -11,16 +11,13 @@ import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import type { APIGatewayProxyResult } from 'hono/aws-lambda';
-import {
-  DynamoDbMailboxIndex,
-  mailboxTableDefinition,
-} from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { createToken } from '../../functions/api/auth.ts';
 import { SEND_ROUTE } from '../../functions/api/send-route.ts';
@@ -39,7 +36,7 @@ import {
   sqsRecord,
 } from '../helpers/aws-events.ts';
 import { PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
-import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
+import { type Moto, motoAvailable, startMotoStorage } from '../helpers/moto.ts';
 
 const BUCKET = 'mail-relay-api-bucket';
 const TABLE = 'mail-relay-api-table';
@@ -124,11 +121,7 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
   const path = (rest = '') => `/v1/mailboxes/${encodeURIComponent(ALICE)}${rest}`;
 
   before(async () => {
-    moto = await startMoto();
-    s3 = new S3Client({ ...moto.clientConfig, forcePathStyle: true });
-    dynamo = serializeRequests(new DynamoDBClient(moto.clientConfig));
-    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(TABLE)));
+    ({ moto, s3, dynamo } = await startMotoStorage({ bucket: BUCKET, table: TABLE }));
     blobs = new S3BlobStore({ client: s3, bucket: BUCKET });
     index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName: TABLE });
     const ses = new SESv2Client(moto.clientConfig);

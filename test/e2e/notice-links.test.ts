@@ -7,13 +7,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import type { APIGatewayProxyResult } from 'hono/aws-lambda';
-import { mailboxTableDefinition } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import type { RawConfig } from '../../functions/core/config.ts';
 import { signedBlobUrl } from '../../functions/core/signed-links.ts';
@@ -27,7 +26,7 @@ import {
   sqsRecord,
 } from '../helpers/aws-events.ts';
 import { requireOrAnnounce } from '../helpers/env.ts';
-import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
+import { type Moto, motoAvailable, startMotoStorage } from '../helpers/moto.ts';
 
 const BUCKET = 'mail-relay-links-bucket';
 const TABLE = 'mail-relay-links-table';
@@ -69,11 +68,7 @@ describe('oversize-forward notices link through the API (router and API handlers
   const get = (url: URL) => api(httpApiEvent({ method: 'GET', path: `${url.pathname}${url.search}` }));
 
   before(async () => {
-    moto = await startMoto();
-    s3 = new S3Client({ ...moto.clientConfig, forcePathStyle: true });
-    dynamo = serializeRequests(new DynamoDBClient(moto.clientConfig));
-    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(TABLE)));
+    ({ moto, s3, dynamo } = await startMotoStorage({ bucket: BUCKET, table: TABLE }));
     blobs = new S3BlobStore({ client: s3, bucket: BUCKET });
     const ses = new SESv2Client(moto.clientConfig);
     await ses.send(new CreateEmailIdentityCommand({ EmailIdentity: 'example.test' }));

@@ -12,13 +12,10 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import {
-  DynamoDbMailboxIndex,
-  mailboxTableDefinition,
-} from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
@@ -43,7 +40,7 @@ import type { BlobStore } from '../../functions/ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../../functions/ports/mailbox-index.ts';
 import { capturePowertools, scheduledEvent } from '../helpers/aws-events.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
-import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
+import { type Moto, motoAvailable, startMotoStorage } from '../helpers/moto.ts';
 import { listAll } from '../helpers/relay.ts';
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -511,11 +508,7 @@ describe('retention sweep on the AWS adapters (moto: S3 + DynamoDB)', { skip: !m
   let deps: RouterDeps;
 
   before(async () => {
-    moto = await startMoto();
-    s3 = new S3Client({ ...moto.clientConfig, forcePathStyle: true });
-    dynamo = serializeRequests(new DynamoDBClient(moto.clientConfig));
-    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(TABLE)));
+    ({ moto, s3, dynamo } = await startMotoStorage({ bucket: BUCKET, table: TABLE }));
     deps = {
       config: parseConfig(CONFIG),
       blobs: new S3BlobStore({ client: s3, bucket: BUCKET }),

@@ -9,15 +9,12 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import {
-  DynamoDbMailboxIndex,
-  mailboxTableDefinition,
-} from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
@@ -36,7 +33,7 @@ import {
   sqsRecord,
 } from '../helpers/aws-events.ts';
 import { corpusDir, corpusFiles, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
-import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
+import { type Moto, motoAvailable, startMotoStorage } from '../helpers/moto.ts';
 
 const BUCKET = 'mail-relay-test-bucket';
 const TABLE = 'mail-relay-test-table';
@@ -136,11 +133,7 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
   }
 
   before(async () => {
-    moto = await startMoto();
-    s3 = new S3Client({ ...moto.clientConfig, forcePathStyle: true });
-    dynamo = serializeRequests(new DynamoDBClient(moto.clientConfig));
-    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(TABLE)));
+    ({ moto, s3, dynamo } = await startMotoStorage({ bucket: BUCKET, table: TABLE }));
     const ses = new SESv2Client(moto.clientConfig);
     // moto, like SES, sends only from verified identities; forwards go out as forwarder@example.test.
     await ses.send(new CreateEmailIdentityCommand({ EmailIdentity: 'example.test' }));

@@ -6,7 +6,9 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { mailboxTableDefinition } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { hasCommand, requireOrAnnounce } from './env.ts';
 import { freePort } from './net.ts';
 
@@ -168,4 +170,21 @@ export async function startMoto(): Promise<Moto> {
     };
   }
   throw lastError instanceof Error ? lastError : new Error(String(lastError));
+}
+
+/**
+ * A moto_server with the relay's storage in it: the bucket and the mailbox table, and clients for
+ * them (S3 by path; DynamoDB with `serializeRequests`).
+ */
+export async function startMotoStorage(names: { readonly bucket: string; readonly table: string }): Promise<{
+  moto: Moto;
+  s3: S3Client;
+  dynamo: DynamoDBClient;
+}> {
+  const moto = await startMoto();
+  const s3 = new S3Client({ ...moto.clientConfig, forcePathStyle: true });
+  const dynamo = serializeRequests(new DynamoDBClient(moto.clientConfig));
+  await s3.send(new CreateBucketCommand({ Bucket: names.bucket }));
+  await dynamo.send(new CreateTableCommand(mailboxTableDefinition(names.table)));
+  return { moto, s3, dynamo };
 }

@@ -573,43 +573,50 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       startKey = r.LastEvaluatedKey;
     } while (startKey !== undefined && pointers.length <= limit);
     const page = pointers.slice(0, limit);
-    const entries = new Map<string, MessageEntry>();
-    const entrySeq = new Map<string, number>();
     // One id can have two SEQ# items only by accident (BatchGetItem refuses duplicate keys).
     const ids = [...new Set(page.map((p) => p.id))];
-    for (let i = 0; i < ids.length; i += BATCH_GET_MAX) {
-      let keys: Record<string, unknown>[] = ids
-        .slice(i, i + BATCH_GET_MAX)
-        .map((id) => ({ [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: messageSk(id) }));
-      for (let attempt = 0; keys.length > 0; attempt++) {
+    const items = await this.batchGet(
+      ids.map((id) => ({ [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: messageSk(id) })),
+    );
+    const entries = new Map<string, { entry: MessageEntry; seq: unknown }>();
+    for (const item of items) {
+      const entry = toEntry(item);
+      entries.set(entry.id, { entry, seq: item.seq });
+    }
+    // A pointer whose entry is gone (deleted after the Query read it), or that is not the entry's
+    // own commit (a stale one), is passed over.
+    const found = page.flatMap((p) => {
+      const e = entries.get(p.id);
+      return e !== undefined && e.seq === p.seq ? [{ entry: e.entry, seq: p.seq }] : [];
+    });
+    return {
+      items: found.map((f) => f.entry),
+      commits: found.map((f) => f.seq),
+      cursor: page.at(-1)?.seq ?? cursor,
+      truncated: pointers.length > limit,
+    };
+  }
+
+  /** Every item of `keys` that exists (strongly consistent), in no particular order. */
+  private async batchGet(keys: readonly Record<string, unknown>[]): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    for (let i = 0; i < keys.length; i += BATCH_GET_MAX) {
+      let batch = keys.slice(i, i + BATCH_GET_MAX) as Record<string, unknown>[];
+      for (let attempt = 0; batch.length > 0; attempt++) {
         const r = await this.client.send(
-          new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys, ConsistentRead: true } } }),
+          new BatchGetCommand({ RequestItems: { [this.table]: { Keys: batch, ConsistentRead: true } } }),
         );
-        for (const item of r.Responses?.[this.table] ?? []) {
-          const e = toEntry(item);
-          entries.set(e.id, e);
-          if (typeof item.seq === 'number') entrySeq.set(e.id, item.seq);
-        }
-        keys = (r.UnprocessedKeys?.[this.table]?.Keys ?? []) as Record<string, unknown>[];
-        if (keys.length > 0) {
+        out.push(...(r.Responses?.[this.table] ?? []));
+        // Unprocessed keys are what DynamoDB could not serve under load this time: ask again.
+        batch = (r.UnprocessedKeys?.[this.table]?.Keys ?? []) as Record<string, unknown>[];
+        if (batch.length > 0) {
           if (attempt + 1 >= MAX_TRANSACTION_ATTEMPTS)
             throw new Error('DynamoDB BatchGetItem left keys unprocessed');
           await backoff(attempt);
         }
       }
     }
-    // A pointer whose entry is gone (deleted after the Query read it), or that is not the entry's
-    // own commit (a stale one), is passed over.
-    const found = page.filter((p) => {
-      const e = entries.get(p.id);
-      return e !== undefined && entrySeq.get(p.id) === p.seq;
-    });
-    return {
-      items: found.map((p) => entries.get(p.id) as MessageEntry),
-      commits: found.map((p) => p.seq),
-      cursor: page.at(-1)?.seq ?? cursor,
-      truncated: pointers.length > limit,
-    };
+    return out;
   }
 
   async listMailboxes(): Promise<MailboxStat[]> {
@@ -633,27 +640,13 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     } while (startKey !== undefined);
 
     const stats = new Map<string, MailboxStat>();
-    for (let i = 0; i < addresses.length; i += BATCH_GET_MAX) {
-      let keys: Record<string, unknown>[] = addresses
-        .slice(i, i + BATCH_GET_MAX)
-        .map((a) => ({ [TABLE_KEYS.partitionKey]: mailboxPk(a), [TABLE_KEYS.sortKey]: STAT_SK }));
-      for (let attempt = 0; keys.length > 0; attempt++) {
-        const r = await this.client.send(
-          new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys, ConsistentRead: true } } }),
-        );
-        for (const item of r.Responses?.[this.table] ?? []) {
-          if (typeof item.mailbox !== 'string') continue;
-          const s = statItemSchema.parse(item);
-          stats.set(item.mailbox, { address: item.mailbox, messages: s.messages, bytes: s.bytes });
-        }
-        // Unprocessed keys are what DynamoDB could not serve under load this time: ask again.
-        keys = (r.UnprocessedKeys?.[this.table]?.Keys ?? []) as Record<string, unknown>[];
-        if (keys.length > 0) {
-          if (attempt + 1 >= MAX_TRANSACTION_ATTEMPTS)
-            throw new Error('DynamoDB BatchGetItem left keys unprocessed');
-          await backoff(attempt);
-        }
-      }
+    const items = await this.batchGet(
+      addresses.map((a) => ({ [TABLE_KEYS.partitionKey]: mailboxPk(a), [TABLE_KEYS.sortKey]: STAT_SK })),
+    );
+    for (const item of items) {
+      if (typeof item.mailbox !== 'string') continue;
+      const s = statItemSchema.parse(item);
+      stats.set(item.mailbox, { address: item.mailbox, messages: s.messages, bytes: s.bytes });
     }
     // The registry Query returns sort-key (UTF-8 byte) order, which is address order.
     return addresses.map((a) => stats.get(a) ?? { address: a, messages: 0, bytes: 0 });
