@@ -339,6 +339,7 @@ export class MailRelay extends Construct {
 
     // The router forwards; the send function sends for a mailbox owner. The API function cannot send.
     this.grantSending([this.router, this.sendFunction], settings.sesConfigurationSet);
+    this.grantBouncing(this.router);
 
     this.ingest = new MailIngest(this, 'Ingest', {
       domains: this.config.domains,
@@ -442,6 +443,25 @@ export class MailRelay extends Construct {
         );
       }
     }
+  }
+
+  /**
+   * SES (v1) SendBounce for the router, which tells authenticated senders of refused mail
+   * (docs/adr/0016-bounces.md). It is authorized against the identity of the bounce's From,
+   * `mailer-daemon@<one of our domains>`: only our domains' identities are granted. Not granted
+   * when the configuration turns bounces off.
+   */
+  private grantBouncing(router: HouseFunction): void {
+    if (this.config.bounces === 'off') return;
+    const stack = Stack.of(this);
+    router.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['ses:SendBounce'],
+        resources: this.config.domains.map((d) =>
+          stack.formatArn({ service: 'ses', resource: 'identity', resourceName: d }),
+        ),
+      }),
+    );
   }
 
   /** Problems the schema cannot see (they depend on the stack or on other settings), all reported at once. */

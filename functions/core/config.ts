@@ -268,6 +268,12 @@ export const configSchema = z
     }),
     /** Where `quarantine` puts mail. Defaults to `quarantine@<first domain>`; not reachable from outside unless listed in `mailboxes`. */
     quarantineMailbox: addressSchema.optional(),
+    /**
+     * In AWS, mail refused after SES accepted it (a recipient without a mailbox or route, a
+     * `reject` route or policy) is bounced to its sender when the sender is authenticated
+     * (`authenticated`: SPF, spam and virus verdicts PASS), or never (`off`). See docs/adr/0016.
+     */
+    bounces: z.enum(['authenticated', 'off']).default('authenticated'),
     maxMessageBytes: z
       .number()
       .int()
@@ -332,6 +338,8 @@ export interface Config {
   readonly plusAddressing: { readonly enabled: boolean; readonly separator: string };
   readonly policies: Policies;
   readonly quarantineMailbox: string;
+  /** Whether mail refused after acceptance is bounced (AWS; locally it is refused at RCPT). */
+  readonly bounces: 'authenticated' | 'off';
   readonly maxMessageBytes: number;
   readonly retention: { readonly inboundDays: number; readonly mailboxDays?: number | undefined };
   readonly relay: RelayConfig;
@@ -457,6 +465,7 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     plusAddressing: raw.plusAddressing,
     policies: raw.policies,
     quarantineMailbox,
+    bounces: raw.bounces,
     maxMessageBytes: raw.maxMessageBytes,
     retention: raw.retention,
     relay,

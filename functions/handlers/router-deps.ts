@@ -8,6 +8,7 @@ import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts'
 import type { RouterDeps } from '../pipeline/router.ts';
 import { type AwsStorage, createAwsStorage, type HandlerSettings, type StorageClients } from './deps.ts';
 import { routerForwarding } from './links.ts';
+import { createSesBouncer } from './ses-bouncer.ts';
 import { createSesOutbound } from './ses-outbound.ts';
 
 export type AwsRouterDeps = RouterDeps & AwsStorage & { readonly ses: SESv2Client };
@@ -24,6 +25,7 @@ export function createAwsRouterDeps(
     parser: new MailparserAdapter(),
     outbound: createSesOutbound(settings, ses),
     forwarding: routerForwarding(settings),
+    bouncer: createSesBouncer(),
     ses,
   };
 }

@@ -16,6 +16,7 @@ import type { Context, SQSBatchItemFailure, SQSBatchResponse } from 'aws-lambda'
 import * as z from 'zod';
 import { MailRelayError, ValidationError } from '../core/errors.ts';
 import { type SesReceivedNotification, sesReceivedNotificationSchema } from '../core/notification.ts';
+import { countBounces } from '../pipeline/bounce.ts';
 import { countOutcomes, processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
 
 /** The parts of an SQS record we rely on (the full shape is in ../shared/aws-events). */
@@ -105,6 +106,24 @@ export interface RouterHandlerOptions {
 
 export type RouterHandler = (event: unknown, context?: Context) => Promise<SQSBatchResponse>;
 
+/** The refused recipients of a message and what became of their bounce, for the `routed` log line. */
+function refusalsLog(result: RouteResult): {
+  refused?: { recipient: string; code: number; detail?: string }[];
+} {
+  const refused = result.outcomes.flatMap((o) =>
+    o.decision.kind === 'reject'
+      ? [
+          {
+            recipient: o.decision.recipient,
+            code: o.decision.code,
+            ...(o.detail ? { detail: o.detail } : {}),
+          },
+        ]
+      : [],
+  );
+  return refused.length > 0 ? { refused } : {};
+}
+
 function errorFields(err: unknown): {
   name: string;
   code?: string;
@@ -174,6 +193,7 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
             size: result.size,
             parseFailed: result.parseFailed,
             outcomes: c,
+            ...refusalsLog(result),
             ms: Math.round(performance.now() - recordStarted),
           });
         } catch (err) {
@@ -198,6 +218,9 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
       metrics.addMetric('forwardFailures', MetricUnit.Count, c.failed);
       metrics.addMetric('forwardLoops', MetricUnit.Count, c.looped);
       metrics.addMetric('parseFailures', MetricUnit.Count, c.parseFailed);
+      const bounces = countBounces(results);
+      metrics.addMetric('bounces', MetricUnit.Count, bounces.bounced);
+      metrics.addMetric('bounceFailures', MetricUnit.Count, bounces.failed);
       metrics.addMetric('failedRecords', MetricUnit.Count, failures.length);
       metrics.addMetric('batchLatency', MetricUnit.Milliseconds, Math.round(performance.now() - started));
       metrics.publishStoredMetrics();

@@ -2,15 +2,17 @@
  * Router Lambda entry point (SQS trigger; see router-handler.ts for the behaviour).
  * Everything here runs once per execution environment: a bad environment or configuration
  * fails the cold start (settings.ts), and the clients are reused by every invocation. The SES
- * client is loaded on the first send (a forward, or a failure notice): a relay that only delivers
- * to mailboxes never pays for it (docs/adr/0012-lambda-bundles.md). `mail-relay replay --stack`
+ * client is loaded on the first send (a forward, or a failure notice), the SES v1 client on the first
+ * bounce (bounce.ts): a relay that only delivers to mailboxes never pays for them (docs/adr/0012-lambda-bundles.md). `mail-relay replay --stack`
  * builds the same ports eagerly (router-deps.ts).
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { LazyOutbound } from '../adapters/lazy-outbound.ts';
+import { loadOnce } from '../adapters/load-once.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
+import type { Bouncer } from '../ports/bouncer.ts';
 import { createAwsStorage } from './deps.ts';
 import { routerForwarding } from './links.ts';
 import { createRouterHandler } from './router-handler.ts';
@@ -22,7 +24,14 @@ const deps: RouterDeps & { readonly bucketName: string } = {
   parser: new MailparserAdapter(),
   outbound: new LazyOutbound(async () => (await import('./ses-outbound.ts')).createSesOutbound(settings)),
   forwarding: routerForwarding(settings),
+  bouncer: lazyBouncer(),
 };
+/** The SES v1 client is loaded on the first bounce: most mail is never refused. */
+function lazyBouncer(): Bouncer {
+  const load = loadOnce(async () => (await import('./ses-bouncer.ts')).createSesBouncer());
+  return { bounce: async (request) => (await load()).bounce(request) };
+}
+
 const logger = new Logger({ serviceName: 'mail-relay-router' });
 const metrics = new Metrics({ namespace: 'MailRelay', serviceName: 'mail-relay-router' });
 

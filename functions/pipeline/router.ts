@@ -15,9 +15,11 @@ import { clipText, ENTRY_TEXT_MAX_CHARS, type ParseResult, partBody, snippetOf }
 import { notificationJson, type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
 import { type Decision, route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
+import type { Bouncer } from '../ports/bouncer.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
+import { bounceRejections, TEMPORARY_NOT_BOUNCED } from './bounce.ts';
 import { type ForwardOptions, forwardMessage } from './forward.ts';
 
 // Re-exported so existing importers keep working; the definitions live in core/keys.ts.
@@ -32,6 +34,11 @@ export interface RouterDeps {
   readonly outbound: Outbound;
   /** Link signing, clock and retry pacing for forwards (see forward.ts); defaults suit production. */
   readonly forwarding?: ForwardOptions | undefined;
+  /**
+   * Where refusals of mail already accepted go back to the sender (AWS: SES SendBounce). Absent
+   * locally, where the listener refuses at RCPT (bounce.ts).
+   */
+  readonly bouncer?: Bouncer | undefined;
 }
 
 /** `failed`: a forward that could not be sent (recorded, owner notified); `looped`: a forward cut as a loop. */
@@ -48,7 +55,11 @@ export type OutcomeStatus =
 export interface Outcome {
   readonly decision: Decision;
   readonly status: OutcomeStatus;
-  /** For forwards: `oversize-notice`, the failure, or why it was a loop or duplicate. */
+  /**
+   * For forwards: `oversize-notice`, the failure, or why it was a loop or duplicate. For refusals
+   * where a bouncer is configured: whether and how the sender was told (`bounced as <id>`, `not
+   * bounced: <why>`, `bounce failed: <error>`).
+   */
   readonly detail?: string | undefined;
 }
 
@@ -239,6 +250,18 @@ export async function processNotification(
     }
   }
   await stored;
+  const rejections = decisions.filter((d) => d.kind === 'reject');
+  if (rejections.length > 0 && deps.bouncer !== undefined && deps.config.bounces !== 'off') {
+    const detail = await bounceRejections(
+      { bouncer: deps.bouncer, index: deps.index },
+      { sesMessageId: mail.messageId, mailFrom: mail.source, verdicts, receivedAt, rejections },
+    );
+    for (let i = 0; i < outcomes.length; i++) {
+      const o = outcomes[i];
+      if (o?.decision.kind !== 'reject') continue;
+      outcomes[i] = { ...o, detail: o.decision.code >= 500 ? detail : TEMPORARY_NOT_BOUNCED };
+    }
+  }
   return { sesMessageId: mail.messageId, id, size, parseFailed, outcomes };
 }
 

@@ -33,6 +33,7 @@ import {
   sqsRecord,
 } from '../helpers/aws-events.ts';
 import { corpusDir, corpusFiles, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
+import { FakeSesEndpoint } from '../helpers/fake-ses.ts';
 import { type Moto, motoAvailable, startMotoStorage } from '../helpers/moto.ts';
 
 const BUCKET = 'mail-relay-test-bucket';
@@ -388,6 +389,54 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
       `the forward reached SES: ${JSON.stringify(sentMail).slice(0, 300)}`,
     );
     assert.equal((await index.stat('quarantine@example.test')).messages, 1);
+  });
+
+  it('bounces a refused recipient once through SES SendBounce (its client loaded on the first bounce); alice still gets the mail', async () => {
+    const ses = new FakeSesEndpoint();
+    await ses.start();
+    // moto has no SendBounce: the handler's SES v1 client goes to the loopback endpoint instead.
+    process.env.AWS_ENDPOINT_URL_SES = ses.url;
+    try {
+      const sesMessageId = randomUUID().replace(/-/g, '');
+      const timestamp = new Date();
+      const raw = readFileSync(join(PROJECT_ROOT, 'test/fixtures/plain-crlf.eml'));
+      await blobs.put(`inbound/${sesMessageId}`, raw);
+      const record = sqsRecord(
+        sesNotification({
+          sesMessageId,
+          recipients: ['alice@example.test', 'typo@example.test'],
+          bucket: BUCKET,
+          timestamp,
+          mailFrom: 'sender@remote.test',
+          verdicts: { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' },
+        }),
+      );
+      const { response, lines } = await invoke([record]);
+      assert.deepEqual(response, { batchItemFailures: [] });
+      expectDelivered({ sesMessageId, raw, mailboxes: ['alice@example.test'], timestamp });
+      await assertMailboxes();
+      assert.equal(ses.requests.length, 1);
+      assert.equal(ses.requests[0]?.get('OriginalMessageId'), sesMessageId);
+      assert.equal(ses.requests[0]?.get('BounceSender'), 'mailer-daemon@example.test');
+      assert.equal(ses.requests[0]?.get('BouncedRecipientInfoList.member.1.Recipient'), 'typo@example.test');
+      const metric = lines.find((l) => '_aws' in l);
+      assert.equal(metric?.bounces, 1);
+      assert.equal(metric?.bounceFailures, 0);
+      assert.equal(metric?.rejected, 1);
+      const routed = lines.find((l) => l.message === 'routed');
+      assert.deepEqual(routed?.refused, [
+        { recipient: 'typo@example.test', code: 550, detail: 'bounced as bounce-1' },
+      ]);
+
+      // SQS delivers the record again: the send record in DynamoDB keeps it to one bounce.
+      const again = await invoke([record]);
+      assert.deepEqual(again.response, { batchItemFailures: [] });
+      assert.equal(ses.requests.length, 1, 'bounced once');
+      assert.equal(again.lines.find((l) => '_aws' in l)?.bounces, 0);
+    } finally {
+      delete process.env.AWS_ENDPOINT_URL_SES;
+      await ses.stop();
+    }
   });
 
   it('replay re-routes stored notifications from S3: deleted mail stays deleted unless restored, twice is a no-op', async () => {

@@ -2,7 +2,7 @@
  * Real SMTP clients (python3 smtplib, swaks) against the local listener on loopback.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -197,6 +197,7 @@ describe('SMTP listener with swaks', () => {
     if (!requireOrAnnounce(haveSwaks, 'swaks SMTP e2e tests', 'apt-get install swaks'))
       return t.skip('no swaks');
     const dir = mkdtempSync(join(tmpdir(), 'mr-swaks-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const body = Buffer.concat([
       Buffer.from(
         'From: s@remote.test\r\nTo: alice@example.test\r\nSubject: swaks\r\nContent-Transfer-Encoding: 8bit\r\n\r\n',
@@ -250,6 +251,7 @@ describe('SMTP listener with swaks', () => {
     const before = (await relay.entries('alice@example.test')).length;
     // swaks does not declare SIZE, so the limit is enforced on the data itself.
     const dir = mkdtempSync(join(tmpdir(), 'mr-swaks-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(
       join(dir, 'big.eml'),
       `Subject: big\r\n\r\n${'x'.repeat(998)}\r\n`.repeat(Math.ceil(MAX / 1000) + 10),

@@ -221,7 +221,7 @@ describe('Lambda bundles from synth', () => {
     assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? 'null'), []);
   });
 
-  it('the router and the API load the Secrets Manager client (notice links) only when used, and every chunk loads', async () => {
+  it('the router and the API load the Secrets Manager client (notice links) and the router its SES v1 client (bounces) only when used, and every chunk loads', async () => {
     for (const fn of ['router', 'api'] as const) {
       const dir = bundles[fn];
       const chunks = assetFiles(dir).filter((f) => f.endsWith('.mjs') && f !== 'index.mjs');
@@ -232,6 +232,14 @@ describe('Lambda bundles from synth', () => {
       const loaded = loadedAtImport(dir);
       for (const f of withSecrets)
         assert.ok(!loaded.has(f), `${fn}: ${f} (Secrets Manager) is loaded at cold start`);
+      // The router's SES v1 client (bounces, ADR 16): in the asset, loaded by a first bounce only.
+      const withSesV1 = chunks.filter((f) => packagesIn(join(dir, f)).has('@aws-sdk/client-ses'));
+      if (fn === 'router') {
+        assert.ok(withSesV1.length > 0, 'router: the SES v1 client is in the asset');
+        for (const f of withSesV1) assert.ok(!loaded.has(f), `router: ${f} (SES v1) is loaded at cold start`);
+      } else {
+        assert.deepEqual(withSesV1, [], `${fn} cannot bounce`);
+      }
       // What a first notice, or a first click on one, loads: in a fresh process, outside the project.
       const probe = 'for (const f of process.argv.slice(1)) await import(f);';
       const r = await run(

@@ -66,17 +66,20 @@ describe('receipt rule recipients', () => {
   it('otherwise lists the known addresses (mailboxes and exact routes), so SES refuses the rest at SMTP time', () => {
     const config = parseConfig({
       domains: ['example.com', 'example.org'],
-      mailboxes: ['bob@example.com', 'alice@example.com'],
+      mailboxes: ['bob@example.com', 'alice@example.com', 'gone@example.com'],
       routes: [
         { match: 'sales@example.org', action: 'deliver', to: ['alice@example.com'] },
         { match: 'old@example.com', action: 'reject' },
+        // An exact route wins over the mailbox of its address: refused too.
+        { match: 'gone@example.com', action: 'reject', code: 551, message: '5.1.6 User has moved' },
       ],
       plusAddressing: { enabled: false },
     });
+    // Exact `reject` routes are left out, so SES refuses them at RCPT rather than accepting mail
+    // the router would then refuse.
     assert.deepEqual(receiptRecipients(config), [
       'alice@example.com',
       'bob@example.com',
-      'old@example.com',
       'sales@example.org',
     ]);
   });

@@ -434,6 +434,25 @@ describe('functions', () => {
     );
   });
 
+  it("the router may bounce, From our domains' identities only, and nothing else may; bounces off grants none", () => {
+    const [bounce, ...more] = grantsOf(
+      statementsOfRole(full, 'MailRelayRouterResourcesRole'),
+      'ses:SendBounce',
+    );
+    assert.ok(bounce, 'the router is granted ses:SendBounce');
+    assert.deepEqual(more, []);
+    assert.deepEqual(actionsOf(bounce), ['ses:SendBounce']);
+    const resource = resourceText(bounce.Resource);
+    assert.match(resource, /:identity\/example\.com"/);
+    assert.match(resource, /:identity\/example\.org"/);
+    assert.doesNotMatch(resource, /identity\/\*/, 'no wildcard identity');
+    for (const role of ['MailRelaySendFunctionResourcesRole', 'MailRelayApiFunctionResourcesRole']) {
+      assert.deepEqual(grantsOf(statementsOfRole(full, role), 'ses:SendBounce'), [], role);
+    }
+    const off = synthStack({ ...exampleConfig(), bounces: 'off' }).template;
+    assert.deepEqual(grantsOf(statementsOfRole(off, 'MailRelayRouterResourcesRole'), 'ses:SendBounce'), []);
+  });
+
   it('notice links: the router signs with the link secret and knows the API URL, the API checks with it, nothing else reads it', () => {
     const [secretId] = Object.keys(resourcesOfType(example, 'AWS::SecretsManager::Secret'));
     assert.ok(secretId, 'a link secret');

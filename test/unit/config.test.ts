@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -28,6 +28,12 @@ describe('configuration', () => {
     assert.equal(c.quarantineMailbox, 'quarantine@example.com');
     assert.equal(c.retention.inboundDays, 30);
     assert.equal(c.policies.spam, 'tag');
+    assert.equal(c.bounces, 'authenticated');
+    assert.equal(parseConfig({ domains: ['example.com'], bounces: 'off' }).bounces, 'off');
+    assert.throws(
+      () => parseConfig({ domains: ['example.com'], bounces: 'always' as never }),
+      (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('bounces')),
+    );
   });
 
   it('names every wrong path in one error', () => {
@@ -120,8 +126,9 @@ describe('configuration', () => {
     assert.ok(err.issues.some((i) => i.startsWith('routes[2].to[0]') && i.includes('forward')));
   });
 
-  it('loads the file named by MAIL_RELAY_CONFIG, or the dev default when there is none', () => {
+  it('loads the file named by MAIL_RELAY_CONFIG, or the dev default when there is none', (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'mr-config-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const dev = loadConfig({}, dir);
     assert.equal(dev.path, null);
     assert.deepEqual(dev.config.domains, ['example.test']);

@@ -1,0 +1,134 @@
+/**
+ * Bounces: mail refused after it was accepted goes back to its sender as a delivery status
+ * notification, once, and only where that cannot be backscatter (docs/adr/0016-bounces.md).
+ *
+ * In AWS, SES accepts every address a domain-wide receipt rule covers (plus-addressing, catch-alls
+ * and regex routes need one), so the router finds out only afterwards that an address has no
+ * mailbox, or that a `reject` route or policy refuses it. Locally the listener refuses those at
+ * RCPT and there is nothing to bounce (RouterDeps.bouncer is absent).
+ */
+import { domainOf } from '../core/config.ts';
+import type { Decision, Verdicts } from '../core/routing.ts';
+import type { BouncedRecipient, Bouncer } from '../ports/bouncer.ts';
+import type { MailboxIndex } from '../ports/mailbox-index.ts';
+
+/** SES bounces mail it received in the last 24 hours; an hour is left for retries and clock skew. */
+export const BOUNCE_WINDOW_MS = 23 * 60 * 60 * 1000;
+/** Details of `bounceRejections` that the metrics count. */
+export const BOUNCED_PREFIX = 'bounced as ';
+export const BOUNCE_FAILED_PREFIX = 'bounce failed: ';
+
+/** A claim older than this is taken to be from a router that crashed mid-send (ClaimSendOptions). */
+const BOUNCE_LEASE_MS = 5 * 60 * 1000;
+
+/** The detail of a 4xx refusal: no notification (the sender would wait to retry a delivery that never comes). */
+export const TEMPORARY_NOT_BOUNCED = 'not bounced: a temporary (4xx) refusal';
+
+type Rejection = Extract<Decision, { kind: 'reject' }>;
+
+/** Why a message's refusals are not bounced, or null when they may be. */
+export function whyNotBounce(
+  mailFrom: string,
+  verdicts: Verdicts,
+  receivedAt: Date,
+  now: Date,
+): string | null {
+  const from = mailFrom.trim().replace(/^<|>$/g, '');
+  // A null reverse-path is a bounce itself (RFC 5321 §4.5.5); a mailer-daemon is one by convention.
+  if (from === '' || /^mailer-daemon@/i.test(from)) return 'the sender is a null reverse-path';
+  // The notification goes to the return path: bounced only when SPF says that domain sent the mail,
+  // so a forged sender never gets it (backscatter); spam and viruses are never answered.
+  if (verdicts.spf !== 'PASS') return `the return path is not authenticated (SPF ${verdicts.spf})`;
+  if (verdicts.spam !== 'PASS') return `the spam verdict is ${verdicts.spam}`;
+  if (verdicts.virus !== 'PASS') return `the virus verdict is ${verdicts.virus}`;
+  if (now.getTime() - receivedAt.getTime() > BOUNCE_WINDOW_MS) {
+    return 'received more than 23 hours ago (SES bounces within 24)';
+  }
+  return null;
+}
+
+export interface BounceArgs {
+  readonly sesMessageId: string;
+  readonly mailFrom: string;
+  readonly verdicts: Verdicts;
+  readonly receivedAt: Date;
+  readonly rejections: readonly Rejection[];
+  readonly now?: Date;
+}
+
+/**
+ * Bounces a message's permanent refusals (5xx) in one notification, at most once per message
+ * (a send record keyed `<sesMessageId>:bounce`). Never throws for the bounce itself: the refusal
+ * stands whatever happens to its notice, and the rest of the message (deliveries to its other
+ * recipients) must not be retried for it. Returns what happened, for the outcomes' `detail`.
+ */
+export async function bounceRejections(
+  deps: { readonly bouncer: Bouncer; readonly index: MailboxIndex },
+  args: BounceArgs,
+): Promise<string> {
+  const now = args.now ?? new Date();
+  const permanent = args.rejections.filter((r) => r.code >= 500 && r.code < 600);
+  if (permanent.length === 0) return TEMPORARY_NOT_BOUNCED;
+  const why = whyNotBounce(args.mailFrom, args.verdicts, args.receivedAt, now);
+  if (why !== null) return `not bounced: ${why}`;
+
+  const key = `${args.sesMessageId}:bounce`;
+  const claim = await deps.index.claimSend(key, { now, leaseMs: BOUNCE_LEASE_MS });
+  if (!claim.claimed) {
+    return claim.record.state === 'sent'
+      ? `bounced before as ${claim.record.providerMessageId ?? '?'}`
+      : 'not bounced: another router is bouncing it';
+  }
+  const seen = new Set<string>();
+  const recipients: BouncedRecipient[] = [];
+  for (const r of permanent) {
+    if (seen.has(r.recipient)) continue;
+    seen.add(r.recipient);
+    recipients.push({ address: r.recipient, code: r.code, message: r.message });
+  }
+  const [first] = recipients;
+  if (first === undefined) throw new Error('unreachable: no recipient to bounce');
+  try {
+    const sent = await deps.bouncer.bounce({
+      sesMessageId: args.sesMessageId,
+      from: `mailer-daemon@${domainOf(first.address)}`,
+      recipients,
+      explanation: explanationOf(recipients),
+    });
+    await deps.index.finishSend(key, { state: 'sent', providerMessageId: sent.messageId }, now);
+    return `${BOUNCED_PREFIX}${sent.messageId}`;
+  } catch (err) {
+    const error = err instanceof Error ? err.message : String(err);
+    await deps.index.finishSend(key, { state: 'failed', error }, now);
+    return `${BOUNCE_FAILED_PREFIX}${error}`;
+  }
+}
+
+/** Messages bounced now, and bounces that failed, among results' refusals (one per message). */
+export function countBounces(
+  results: readonly {
+    readonly outcomes: readonly { readonly status: string; readonly detail?: string | undefined }[];
+  }[],
+): { bounced: number; failed: number } {
+  let bounced = 0;
+  let failed = 0;
+  for (const r of results) {
+    const details = new Set(r.outcomes.filter((o) => o.status === 'rejected').map((o) => o.detail ?? ''));
+    for (const d of details) {
+      if (d.startsWith(BOUNCED_PREFIX)) bounced++;
+      if (d.startsWith(BOUNCE_FAILED_PREFIX)) failed++;
+    }
+  }
+  return { bounced, failed };
+}
+
+function explanationOf(recipients: readonly BouncedRecipient[]): string {
+  const lines = recipients.map((r) => `  <${r.address}>: ${r.code} ${r.message}`);
+  return [
+    'Your message could not be delivered to the following recipient(s):',
+    '',
+    ...lines,
+    '',
+    'This is a permanent error; the message was not delivered to them.',
+  ].join('\n');
+}
