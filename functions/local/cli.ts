@@ -1,5 +1,5 @@
 /**
- * `npx mail-relay <command>`: dev, route, import, token, replay, outbox, pop3. Each command is a
+ * `npx mail-relay <command>`: dev, route, import, token, replay, outbox, pop3, compact. Each command is a
  * function that takes its arguments and an output stream, so tests call them in-process as well as
  * through the binary.
  */
@@ -52,6 +52,8 @@ Commands:
   outbox [show <id>]       what forwarding would have sent (when no relay.smtp is configured)
   pop3 [--api <url>]       the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) for any mail
                            client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
+  compact                  give the space of deleted mail back to the file system (the data dir's
+                           SQLite files do not shrink by themselves); best with dev stopped
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
 MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1110).`;
@@ -77,6 +79,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       case 'outbox': {
         const { commandOutbox } = await import('./outbox.ts');
         return await commandOutbox(rest, io);
+      }
+      case 'compact': {
+        const { commandCompact } = await import('./compact.ts');
+        return await commandCompact(rest, io);
       }
       case undefined:
       case 'help':

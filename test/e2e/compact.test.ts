@@ -1,0 +1,114 @@
+/**
+ * `mail-relay compact` (functions/local/compact.ts), run as a user runs it (the binary in a child
+ * process): after most mail is deleted, the data dir's SQLite files shrink, and what is left is all
+ * there; a relay runtime kept open across the compaction goes on delivering and reading.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parseConfig } from '../../functions/core/config.ts';
+import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
+import { buildNotification } from '../../functions/core/notification.ts';
+import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
+import { processNotification } from '../../functions/pipeline/router.ts';
+import { PROJECT_ROOT } from '../helpers/env.ts';
+import { run } from '../helpers/process.ts';
+import { listAll } from '../helpers/relay.ts';
+
+const BIN = join(PROJECT_ROOT, 'bin/mail-relay.js');
+const CONFIG = parseConfig({ domains: ['example.test'], mailboxes: ['alice@example.test'] });
+const work = mkdtempSync(join(tmpdir(), 'mr-compact-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+function env(dataDir: string): NodeJS.ProcessEnv {
+  const { MAIL_RELAY_CONFIG: _c, MAIL_RELAY_DATA_DIR: _d, ...rest } = process.env;
+  return { ...rest, MAIL_RELAY_DATA_DIR: dataDir };
+}
+
+/** A 30 KB message (a SQLite row, ADR 13) whose body says which one it is. */
+function message(n: number): Buffer {
+  const line = `message ${n} ${'x'.repeat(60)}\r\n`;
+  return Buffer.from(
+    `From: a@remote.test\r\nTo: alice@example.test\r\nSubject: m${n}\r\n\r\n${line.repeat(400)}`,
+  );
+}
+
+async function deliver(runtime: LocalRuntime, n: number): Promise<string> {
+  const notification = buildNotification({
+    sesMessageId: `compact-${n}`,
+    receivedAt: new Date(Date.UTC(2026, 0, 1) + n * 1000),
+    mailFrom: 'a@remote.test',
+    recipients: ['alice@example.test'],
+    verdicts: UNCHECKED_VERDICTS,
+    bucketName: 'local',
+  });
+  const r = await processNotification(runtime, notification, { raw: message(n), storeRaw: true });
+  return r.id;
+}
+
+const size = (path: string) => statSync(path).size;
+
+describe('mail-relay compact', () => {
+  it('shrinks the databases after deletions, keeps every message left, and a running relay goes on', async () => {
+    const dataDir = join(work, 'data');
+    const filler = createLocalRuntime({ config: CONFIG, dataDir, durability: 'sync' });
+    const ids: string[] = [];
+    for (let n = 0; n < 300; n++) ids.push(await deliver(filler, n));
+    // Delete all but every 20th, as a POP3 client deleting what it fetched would.
+    const kept = ids.filter((_, i) => i % 20 === 0);
+    for (const id of ids) {
+      if (kept.includes(id)) continue;
+      await filler.index.delete('alice@example.test', id);
+      await deleteMessageBlobs(filler.blobs, 'alice@example.test', id);
+    }
+    await filler.close();
+    const blobsDb = join(dataDir, 'blobs.sqlite');
+    const before = size(blobsDb);
+    assert.ok(before > 10 * 1024 * 1024, `the rows took space: ${before} bytes`);
+
+    // A relay keeps its databases open meanwhile.
+    const relay = createLocalRuntime({ config: CONFIG, dataDir, durability: 'sync' });
+    await relay.blobs.get(mailboxKeys.raw('alice@example.test', kept[0] ?? ''));
+    const r = await run(process.execPath, [BIN, 'compact'], { env: env(dataDir) });
+    assert.equal(r.code, 0, r.stderr);
+    const line = /blobs\.sqlite: [\d.]+ MB -> [\d.]+ MB \((\d+) free pages of (\d+) bytes given back\)/.exec(
+      r.stdout,
+    );
+    assert.ok(line, r.stdout);
+    assert.match(r.stdout, /index\.sqlite: /);
+    const after = size(blobsDb);
+    // 285 of 300 mailbox copies and summaries went (~17 MB); inbound/ and notifications/ stay for
+    // their retention (~9.5 MB for 300 messages).
+    const freed = Number(line[1]) * Number(line[2]);
+    assert.ok(freed > 15 * 1024 * 1024, `free pages: ${line[1]}`);
+    assert.ok(after <= before - freed * 0.95, `blobs.sqlite ${before} -> ${after} bytes (${freed} free)`);
+    assert.ok(after < before * 0.5, `blobs.sqlite ${before} -> ${after} bytes`);
+
+    // Everything left is there, byte for byte, through the runtime that was open all along.
+    assert.deepEqual(
+      (await listAll(relay.index, 'alice@example.test')).map((e) => e.id).sort(),
+      [...kept].sort(),
+    );
+    for (const [i, id] of kept.entries()) {
+      const raw = await relay.blobs.get(mailboxKeys.raw('alice@example.test', id));
+      assert.ok(raw?.includes(Buffer.from(`message ${i * 20} `)), `message ${i * 20}`);
+    }
+    const fresh = await deliver(relay, 1000);
+    assert.ok(await relay.blobs.get(mailboxKeys.raw('alice@example.test', fresh)));
+    assert.equal((await relay.index.stat('alice@example.test')).messages, kept.length + 1);
+    await relay.close();
+  });
+
+  it('says so when there is nothing to compact, and refuses arguments', async () => {
+    const empty = join(work, 'empty');
+    const r = await run(process.execPath, [BIN, 'compact'], { env: env(empty) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /nothing to compact: no database in .*empty/);
+    const bad = await run(process.execPath, [BIN, 'compact', '--now'], { env: env(empty) });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /compact takes no arguments/);
+  });
+});
