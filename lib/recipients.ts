@@ -4,12 +4,13 @@
  * A domain is listed whole (`example.com`: every address at it) when the router may accept any
  * address there: a `*@domain` mailbox, a catch-all route, any regex route (it may match any domain),
  * or plus-addressing (SES matches recipients exactly, so `alice+tag@` would not match `alice@`).
- * Otherwise the domain's known addresses are listed one by one (not those of exact `reject` routes),
+ * Otherwise the domain's known addresses are listed one by one (not those the router refuses for good),
  * and SES itself refuses mail for any other address at SMTP time: nothing is stored, nothing is
  * bounced later. Under a domain-wide rule the router bounces what it refuses (docs/adr/0016).
  * https://docs.aws.amazon.com/ses/latest/DeveloperGuide/receiving-email-managing-receipt-rules.html
  */
 import { type Config, domainOf } from '../functions/core/config.ts';
+import { acceptsRecipient } from '../functions/core/routing.ts';
 
 /** SES's limit on recipients per receipt rule (CreateReceiptRule: Recipients, 100 at most). */
 export const MAX_RECIPIENTS_PER_RULE = 100;
@@ -32,10 +33,14 @@ export function receiptRecipients(config: Config): string[] {
     for (const m of config.mailboxes) if (domainOf(m) === domain) addresses.add(m);
     for (const r of config.routes)
       if (r.match.kind === 'exact' && domainOf(r.match.address) === domain) addresses.add(r.match.address);
-    // An exact `reject` route wins over a mailbox of its address; left out, SES refuses it at RCPT
-    // (with SES's own reply text) instead of accepting mail that would then be refused.
-    for (const r of config.routes)
-      if (r.match.kind === 'exact' && r.route.action === 'reject') addresses.delete(r.match.address);
+    // An address the router refuses for good (its first exact route a 5xx `reject`, or an alias to
+    // refused addresses only) is left out: SES refuses it at RCPT (with SES's own reply text) instead
+    // of accepting mail the router would then refuse. A 4xx refusal stays listed: SES's refusal would
+    // be permanent.
+    for (const a of [...addresses]) {
+      const verdict = acceptsRecipient(config, a);
+      if (!verdict.accept && verdict.code >= 500) addresses.delete(a);
+    }
     out.push(...[...addresses].sort());
   }
   return out;

@@ -7,8 +7,9 @@
  * mailbox, or that a `reject` route or policy refuses it. Locally the listener refuses those at
  * RCPT and there is nothing to bounce (RouterDeps.bouncer is absent).
  */
-import { domainOf } from '../core/config.ts';
-import type { Decision, Verdicts } from '../core/routing.ts';
+import { createHash } from 'node:crypto';
+import { type Config, domainOf } from '../core/config.ts';
+import { type Decision, resolveRecipient, type Verdicts } from '../core/routing.ts';
 import type { BouncedRecipient, Bouncer } from '../ports/bouncer.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
 
@@ -23,6 +24,9 @@ const BOUNCE_LEASE_MS = 5 * 60 * 1000;
 
 /** The detail of a 4xx refusal: no notification (the sender would wait to retry a delivery that never comes). */
 export const TEMPORARY_NOT_BOUNCED = 'not bounced: a temporary (4xx) refusal';
+/** The detail of a refusal of one destination of a recipient whose mail reached another (an alias). */
+export const PARTLY_DELIVERED_NOT_BOUNCED =
+  "not bounced: the recipient's mail was delivered to another of its destinations";
 
 type Rejection = Extract<Decision, { kind: 'reject' }>;
 
@@ -52,56 +56,93 @@ export interface BounceArgs {
   readonly mailFrom: string;
   readonly verdicts: Verdicts;
   readonly receivedAt: Date;
+  /** Every `reject` decision of the message. */
   readonly rejections: readonly Rejection[];
   readonly now?: Date;
 }
 
 /**
- * Bounces a message's permanent refusals (5xx) in one notification, at most once per message
- * (a send record keyed `<sesMessageId>:bounce`). Never throws for the bounce itself: the refusal
- * stands whatever happens to its notice, and the rest of the message (deliveries to its other
- * recipients) must not be retried for it. Returns what happened, for the outcomes' `detail`.
+ * Bounces a message's refused recipients in one notification, at most once: recipients whose every
+ * decision is a refusal, at least one of them permanent (5xx). A recipient whose mail also reached a
+ * mailbox or a forward (an alias to a delivered address and a refused one) is not bounced. The send
+ * record is keyed by the message and the set of recipients bounced, so an SQS redelivery or a replay
+ * does not bounce again, and a second notification of the same message (a second receipt rule)
+ * bounces only what it refuses. Never throws for the bounce itself: the refusal stands whatever
+ * happens to its notice, and the rest of the message must not be retried for it.
+ * Returns, for each refused recipient, what happened (the outcomes' `detail`).
  */
 export async function bounceRejections(
-  deps: { readonly bouncer: Bouncer; readonly index: MailboxIndex },
+  deps: { readonly bouncer: Bouncer; readonly index: MailboxIndex; readonly config: Config },
   args: BounceArgs,
-): Promise<string> {
+): Promise<Map<string, string>> {
   const now = args.now ?? new Date();
-  const permanent = args.rejections.filter((r) => r.code >= 500 && r.code < 600);
-  if (permanent.length === 0) return TEMPORARY_NOT_BOUNCED;
-  const why = whyNotBounce(args.mailFrom, args.verdicts, args.receivedAt, now);
-  if (why !== null) return `not bounced: ${why}`;
-
-  const key = `${args.sesMessageId}:bounce`;
-  const claim = await deps.index.claimSend(key, { now, leaseMs: BOUNCE_LEASE_MS });
-  if (!claim.claimed) {
-    return claim.record.state === 'sent'
-      ? `bounced before as ${claim.record.providerMessageId ?? '?'}`
-      : 'not bounced: another router is bouncing it';
-  }
-  const seen = new Set<string>();
+  const byRecipient = new Map<string, Rejection[]>();
+  for (const r of args.rejections) byRecipient.set(r.recipient, [...(byRecipient.get(r.recipient) ?? []), r]);
+  const details = new Map<string, string>();
   const recipients: BouncedRecipient[] = [];
-  for (const r of permanent) {
-    if (seen.has(r.recipient)) continue;
-    seen.add(r.recipient);
-    recipients.push({ address: r.recipient, code: r.code, message: r.message });
+  for (const [recipient, refusals] of byRecipient) {
+    if (!resolveRecipient(deps.config, recipient, args.verdicts).every((d) => d.kind === 'reject')) {
+      details.set(recipient, PARTLY_DELIVERED_NOT_BOUNCED);
+      continue;
+    }
+    const permanent = refusals.find((r) => r.code >= 500 && r.code < 600);
+    if (permanent === undefined) {
+      details.set(recipient, TEMPORARY_NOT_BOUNCED);
+      continue;
+    }
+    recipients.push({ address: recipient, code: permanent.code, message: permanent.message });
   }
   const [first] = recipients;
-  if (first === undefined) throw new Error('unreachable: no recipient to bounce');
+  if (first === undefined) return details;
+  const tell = (detail: string) => {
+    for (const r of recipients) details.set(r.address, detail);
+    return details;
+  };
+  const why = whyNotBounce(args.mailFrom, args.verdicts, args.receivedAt, now);
+  if (why !== null) return tell(`not bounced: ${why}`);
+
+  const set = createHash('sha256')
+    .update(
+      recipients
+        .map((r) => r.address)
+        .sort()
+        .join('\n'),
+    )
+    .digest('hex')
+    .slice(0, 16);
+  const key = `${args.sesMessageId}:bounce:${set}`;
+  const claim = await deps.index.claimSend(key, { now, leaseMs: BOUNCE_LEASE_MS });
+  if (!claim.claimed) {
+    return tell(
+      claim.record.state === 'sent'
+        ? `bounced before as ${claim.record.providerMessageId ?? '?'}`
+        : 'not bounced: another router is bouncing it',
+    );
+  }
+  let sent: { messageId: string };
   try {
-    const sent = await deps.bouncer.bounce({
+    sent = await deps.bouncer.bounce({
       sesMessageId: args.sesMessageId,
       from: `mailer-daemon@${domainOf(first.address)}`,
       recipients,
       explanation: explanationOf(recipients),
     });
-    await deps.index.finishSend(key, { state: 'sent', providerMessageId: sent.messageId }, now);
-    return `${BOUNCED_PREFIX}${sent.messageId}`;
   } catch (err) {
     const error = err instanceof Error ? err.message : String(err);
-    await deps.index.finishSend(key, { state: 'failed', error }, now);
-    return `${BOUNCE_FAILED_PREFIX}${error}`;
+    // Recorded so that a later processing (a replay) tries again; if even that fails, the claim
+    // stays pending and is taken again once its lease ends.
+    await deps.index.finishSend(key, { state: 'failed', error }, now).catch(() => undefined);
+    return tell(`${BOUNCE_FAILED_PREFIX}${error}`);
   }
+  try {
+    await deps.index.finishSend(key, { state: 'sent', providerMessageId: sent.messageId }, now);
+  } catch (err) {
+    // Sent all the same: say so. The claim stays pending; a processing after its lease may bounce
+    // again (at least once, as forwards, ClaimSendOptions).
+    const error = err instanceof Error ? err.message : String(err);
+    return tell(`${BOUNCED_PREFIX}${sent.messageId} (its send record was not updated: ${error})`);
+  }
+  return tell(`${BOUNCED_PREFIX}${sent.messageId}`);
 }
 
 /** Messages bounced now, and bounces that failed, among results' refusals (one per message). */

@@ -80,7 +80,12 @@ export interface ForwardRequest {
 }
 
 export type ForwardResult =
-  | { readonly status: 'forwarded'; readonly providerMessageId: string; readonly detail?: 'oversize-notice' }
+  | {
+      readonly status: 'forwarded';
+      readonly providerMessageId: string;
+      /** `oversize-notice`, and/or that the send record could not be updated afterwards. */
+      readonly detail?: string;
+    }
   | { readonly status: 'duplicate'; readonly detail: string }
   | { readonly status: 'looped'; readonly detail: string }
   | { readonly status: 'failed'; readonly detail: string };
@@ -301,28 +306,17 @@ export async function forwardMessage(deps: ForwardDeps, req: ForwardRequest): Pr
     verdicts: req.verdicts,
   });
   const oversize = rewrite.raw.length > relay.maxSendBytes;
+  let sent: { messageId: string };
   try {
     const raw = oversize
       ? await buildOversizeNotice(deps, req, rewrite, rewrite.raw.length, now)
       : rewrite.raw;
-    const sent = await sendWithRetries(deps, {
+    sent = await sendWithRetries(deps, {
       from: relay.fromAddress,
       to: destination,
       raw,
       idempotencyKey: key,
     });
-    await index.finishSend(
-      key,
-      {
-        state: 'sent',
-        providerMessageId: sent.messageId,
-        ...(oversize ? { detail: 'oversize-notice' } : {}),
-      },
-      now,
-    );
-    return oversize
-      ? { status: 'forwarded', providerMessageId: sent.messageId, detail: 'oversize-notice' }
-      : { status: 'forwarded', providerMessageId: sent.messageId };
   } catch (err) {
     const error = err instanceof Error ? err.message : String(err);
     await index.finishSend(key, { state: 'failed', error }, now);
@@ -333,4 +327,25 @@ export async function forwardMessage(deps: ForwardDeps, req: ForwardRequest): Pr
     );
     return { status: 'failed', detail: error };
   }
+  // Sent: a failure to record it must not say otherwise (no failure notice). The claim stays
+  // pending; a processing after its lease may send again (at least once, ClaimSendOptions).
+  const detail = oversize ? 'oversize-notice' : undefined;
+  try {
+    await index.finishSend(
+      key,
+      { state: 'sent', providerMessageId: sent.messageId, ...(detail ? { detail } : {}) },
+      now,
+    );
+  } catch (err) {
+    const error = err instanceof Error ? err.message : String(err);
+    const unrecorded = `its send record was not updated: ${error}`;
+    return {
+      status: 'forwarded',
+      providerMessageId: sent.messageId,
+      detail: detail ? `${detail} (${unrecorded})` : unrecorded,
+    };
+  }
+  return detail
+    ? { status: 'forwarded', providerMessageId: sent.messageId, detail }
+    : { status: 'forwarded', providerMessageId: sent.messageId };
 }

@@ -19,7 +19,7 @@ import type { Bouncer } from '../ports/bouncer.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
-import { bounceRejections, TEMPORARY_NOT_BOUNCED } from './bounce.ts';
+import { bounceRejections } from './bounce.ts';
 import { type ForwardOptions, forwardMessage } from './forward.ts';
 
 // Re-exported so existing importers keep working; the definitions live in core/keys.ts.
@@ -252,14 +252,13 @@ export async function processNotification(
   await stored;
   const rejections = decisions.filter((d) => d.kind === 'reject');
   if (rejections.length > 0 && deps.bouncer !== undefined && deps.config.bounces !== 'off') {
-    const detail = await bounceRejections(
-      { bouncer: deps.bouncer, index: deps.index },
+    const details = await bounceRejections(
+      { bouncer: deps.bouncer, index: deps.index, config: deps.config },
       { sesMessageId: mail.messageId, mailFrom: mail.source, verdicts, receivedAt, rejections },
     );
     for (let i = 0; i < outcomes.length; i++) {
       const o = outcomes[i];
-      if (o?.decision.kind !== 'reject') continue;
-      outcomes[i] = { ...o, detail: o.decision.code >= 500 ? detail : TEMPORARY_NOT_BOUNCED };
+      if (o?.decision.kind === 'reject') outcomes[i] = { ...o, detail: details.get(o.decision.recipient) };
     }
   }
   return { sesMessageId: mail.messageId, id, size, parseFailed, outcomes };

@@ -24,6 +24,7 @@ import type { Verdicts } from '../../functions/core/routing.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { countBounces } from '../../functions/pipeline/bounce.ts';
 import { processNotification, type RouteResult } from '../../functions/pipeline/router.ts';
+import type { MailboxIndex } from '../../functions/ports/mailbox-index.ts';
 import { FakeSesEndpoint } from '../helpers/fake-ses.ts';
 
 const CONFIG: RawConfig = {
@@ -33,6 +34,9 @@ const CONFIG: RawConfig = {
     { match: 'old@example.test', action: 'reject', code: 551, message: '5.1.6 User has moved; try alice@' },
     { match: 'busy@example.test', action: 'reject', code: 450, message: '4.2.1 Try again later' },
     { match: 'nobody@example.test', action: 'reject', code: 550, message: 'Go away' },
+    // An alias with a delivered member and a refused one, and one with refused members only.
+    { match: 'team@example.test', action: 'deliver', to: ['alice@example.test', 'old@example.test'] },
+    { match: 'ghosts@example.test', action: 'deliver', to: ['old@example.test', 'nobody@example.test'] },
   ],
 };
 const PASS: Verdicts = { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' };
@@ -81,6 +85,7 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
       receivedAt?: Date;
       sesMessageId?: string;
       config?: RawConfig;
+      index?: MailboxIndex;
     } = {},
   ): Promise<RouteResult> {
     seq += 1;
@@ -95,6 +100,7 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
     const deps = {
       ...runtime,
       ...(opts.config ? { config: parseConfig(opts.config) } : {}),
+      ...(opts.index ? { index: opts.index } : {}),
       bouncer: new SesBouncer(client),
     };
     return processNotification(deps, notification, { raw: RAW, storeRaw: true });
@@ -194,6 +200,64 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
     assert.equal(ses.requests.length, 0, 'SES was never asked');
   });
 
+  it('an alias is bounced only when none of its destinations took the mail', async () => {
+    const result = await receive(['team@example.test', 'ghosts@example.test']);
+    assert.equal(ses.requests.length, 1);
+    const [req] = ses.requests;
+    assert.equal(req?.get('BouncedRecipientInfoList.member.1.Recipient'), 'ghosts@example.test');
+    assert.equal(
+      req?.get('BouncedRecipientInfoList.member.1.RecipientDsnFields.Status'),
+      '5.1.6',
+      'its first refusal',
+    );
+    assert.equal(
+      req?.get('BouncedRecipientInfoList.member.2.Recipient'),
+      null,
+      'team@ reached alice: not bounced',
+    );
+    assert.deepEqual(detailsOf(result), [
+      'team@example.test delivered',
+      "team@example.test rejected (not bounced: the recipient's mail was delivered to another of its destinations)",
+      'ghosts@example.test rejected (bounced as bounce-1)',
+      'ghosts@example.test rejected (bounced as bounce-1)',
+    ]);
+  });
+
+  it('a second notification of the same message (another receipt rule) bounces what it refuses, once', async () => {
+    const receivedAt = new Date();
+    const sesMessageId = 'ses-two-rules';
+    await receive(['typo@example.test'], { sesMessageId, receivedAt });
+    const second = await receive(['nobody@example.test'], { sesMessageId, receivedAt });
+    assert.equal(second.outcomes[0]?.detail, 'bounced as bounce-2');
+    assert.equal(ses.requests[1]?.get('BouncedRecipientInfoList.member.1.Recipient'), 'nobody@example.test');
+    const again = await receive(['nobody@example.test'], { sesMessageId, receivedAt });
+    assert.equal(again.outcomes[0]?.detail, 'bounced before as bounce-2');
+    assert.equal(ses.requests.length, 2);
+  });
+
+  it('a bounce sent whose send record then fails to update still counts as sent', async () => {
+    let failures = 1;
+    const index = new Proxy(runtime.index, {
+      get(target, prop, receiver) {
+        if (prop === 'finishSend') {
+          return (...args: Parameters<MailboxIndex['finishSend']>) => {
+            if (failures-- > 0) return Promise.reject(new Error('ProvisionedThroughputExceededException'));
+            return target.finishSend(...args);
+          };
+        }
+        const value: unknown = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const result = await receive(['typo@example.test'], { index });
+    assert.equal(
+      result.outcomes[0]?.detail,
+      'bounced as bounce-1 (its send record was not updated: ProvisionedThroughputExceededException)',
+    );
+    assert.deepEqual(countBounces([result]), { bounced: 1, failed: 0 });
+    assert.equal(ses.requests.length, 1);
+  });
+
   it('a refused bounce is recorded and does not fail the message; a later retry of it is sent', async () => {
     ses.replies.push({ status: 400, code: 'MessageRejected', message: 'Email address is not verified.' });
     const receivedAt = new Date();
@@ -204,9 +268,6 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
     );
     assert.equal(first.outcomes[0]?.status, 'delivered', 'the delivery stands');
     assert.deepEqual(countBounces([first]), { bounced: 0, failed: 1 });
-    const record = await runtime.index.getSend(`${first.sesMessageId}:bounce`);
-    assert.equal(record?.state, 'failed');
-
     const retry = await receive(['alice@example.test', 'typo@example.test'], {
       sesMessageId: first.sesMessageId,
       receivedAt,
@@ -236,5 +297,10 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
     assert.equal(enhancedStatus({ code: 553, message: '5.1.10 bad' }), '5.1.10');
     assert.equal(enhancedStatus({ code: 554, message: 'Rejected' }), '5.0.0');
     assert.equal(enhancedStatus({ code: 550, message: '5.1.1x not a code' }), '5.0.0');
+    assert.equal(
+      enhancedStatus({ code: 550, message: '4.2.2 mailbox full' }),
+      '5.0.0',
+      'the reply class decides',
+    );
   });
 });

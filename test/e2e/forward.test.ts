@@ -386,6 +386,37 @@ describe('forwarding through a smarthost to a remote MX', () => {
     assert.equal(h.mx.to('gone@remote.test').length, 1);
   });
 
+  it('a forward sent whose send record then fails to update is reported forwarded, with no failure notice', async () => {
+    let failures = 1;
+    const index = new Proxy(h.env.runtime.index, {
+      get(target, prop, receiver) {
+        if (prop === 'finishSend') {
+          return (...args: Parameters<typeof target.finishSend>) =>
+            failures-- > 0 ? Promise.reject(new Error('disk full')) : target.finishSend(...args);
+        }
+        const value: unknown = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const noticesBefore = (await h.env.runtime.index.stat(QUARANTINE)).messages;
+    const r = await ingest(
+      { ...h.deps, index },
+      {
+        body: message('recorded late'),
+        mailFrom: 'sender@origin.test',
+        recipients: ['boss@example.test'],
+        via: { protocol: 'LOCAL', helo: 'forward-test' },
+        verdicts: PASS,
+      },
+    );
+    assert.deepEqual(
+      r.outcomes.map((o) => `${o.status} ${o.detail ?? ''}`),
+      ['forwarded its send record was not updated: disk full'],
+    );
+    assert.equal(h.mx.received.filter((m) => header(m.raw, 'Subject')[0] === 'recorded late').length, 1);
+    assert.equal((await h.env.runtime.index.stat(QUARANTINE)).messages, noticesBefore, 'no failure notice');
+  });
+
   it('a temporary failure is retried and delivered once', async () => {
     h.mx.refuseOnce('flaky@remote.test', 451);
     const r = await h.send(['flaky@example.test'], message('try again'));

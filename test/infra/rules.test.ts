@@ -72,14 +72,25 @@ describe('receipt rule recipients', () => {
         { match: 'old@example.com', action: 'reject' },
         // An exact route wins over the mailbox of its address: refused too.
         { match: 'gone@example.com', action: 'reject', code: 551, message: '5.1.6 User has moved' },
+        // The first exact route of an address decides: x@ is delivered, so it stays listed.
+        { match: 'x@example.com', action: 'deliver', to: ['bob@example.com'] },
+        { match: 'x@example.com', action: 'reject' },
+        // An alias to refused addresses only is refused; one with a delivered member is not.
+        { match: 'ghosts@example.com', action: 'deliver', to: ['old@example.com'] },
+        { match: 'team@example.com', action: 'deliver', to: ['alice@example.com', 'old@example.com'] },
+        // A temporary refusal stays listed (SES's refusal at RCPT would be permanent).
+        { match: 'busy@example.com', action: 'reject', code: 450, message: '4.2.1 Try later' },
       ],
       plusAddressing: { enabled: false },
     });
-    // Exact `reject` routes are left out, so SES refuses them at RCPT rather than accepting mail
-    // the router would then refuse.
+    // Addresses the router refuses for good are left out, so SES refuses them at RCPT rather than
+    // accepting mail the router would then refuse.
     assert.deepEqual(receiptRecipients(config), [
       'alice@example.com',
       'bob@example.com',
+      'busy@example.com',
+      'team@example.com',
+      'x@example.com',
       'sales@example.org',
     ]);
   });

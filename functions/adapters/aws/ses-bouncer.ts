@@ -3,8 +3,9 @@
  * (RFC 3464) for a message it received, and sends it to that message's return path from `from`,
  * which must be an address at a verified identity. SESv2 has no such operation.
  * https://docs.aws.amazon.com/ses/latest/APIReference/API_SendBounce.html
- * SES allows it up to 24 hours after receipt and about once per second per account: the SDK's own
- * retries absorb a short burst; what still fails is reported, not retried (see docs/adr/0016).
+ * SES allows it up to 24 hours after receipt and about once per second per account: the client
+ * (handlers/ses-bouncer.ts) retries throttling with client-side rate limiting; what still fails is
+ * reported, not retried (see docs/adr/0016).
  */
 import { type SESClient, SendBounceCommand } from '@aws-sdk/client-ses';
 import { SendError } from '../../core/errors.ts';
@@ -24,9 +25,11 @@ const PERMANENT_SES_ERRORS = new Set([
  * or the generic one of its reply code's class when the text has none.
  */
 export function enhancedStatus(recipient: Pick<BouncedRecipient, 'code' | 'message'>): string {
+  const replyClass = String(recipient.code).charAt(0);
   const m = /^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)/.exec(recipient.message.trim());
-  if (m) return `${m[1]}.${m[2]}.${m[3]}`;
-  return `${String(recipient.code).charAt(0)}.0.0`;
+  // A text whose code contradicts the reply's class (`550 4.2.2 …`) does not decide the status.
+  if (m && m[1] === replyClass) return `${m[1]}.${m[2]}.${m[3]}`;
+  return `${replyClass}.0.0`;
 }
 
 export class SesBouncer implements Bouncer {
