@@ -62,6 +62,11 @@ export interface MailIngestProps {
    * @default false
    */
   readonly replaceActiveRuleSet?: boolean;
+  /**
+   * The router's maximum concurrency on the queue (SQS event source `maxConcurrency`, 2–1000).
+   * @default - unbounded (Lambda scales with the queue)
+   */
+  readonly routerConcurrency?: number;
   /** @default - the house default */
   readonly logRetention?: RetentionDays;
 }
@@ -170,6 +175,7 @@ export class MailIngest extends Construct {
         maxBatchingWindow: Duration.seconds(1),
         // One bad message must not make its batch-mates retry (and count towards their DLQ limit).
         reportBatchItemFailures: true,
+        ...(props.routerConcurrency === undefined ? {} : { maxConcurrency: props.routerConcurrency }),
       }),
     );
 

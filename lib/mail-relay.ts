@@ -174,6 +174,11 @@ export interface MailRelayProps {
    * @default - `aws.sesConfigurationSet`, else none
    */
   readonly sesConfigurationSet?: string;
+  /**
+   * At most this many router invocations at once (2–1000).
+   * @default - `aws.routerConcurrency`, else as many as Lambda scales to
+   */
+  readonly routerConcurrency?: number;
 }
 
 export class MailRelay extends Construct {
@@ -213,6 +218,7 @@ export class MailRelay extends Construct {
         logRetentionDays: props.logRetentionDays,
         apiThrottle: props.apiThrottle,
         sesConfigurationSet: props.sesConfigurationSet,
+        routerConcurrency: props.routerConcurrency,
       }).filter(([, v]) => v !== undefined),
     );
     const merged = awsSettingsSchema.safeParse({ ...fromFile, ...overrides });
@@ -237,6 +243,7 @@ export class MailRelay extends Construct {
       logRetentionDays: aws.logRetentionDays ?? 30,
       apiThrottle: aws.apiThrottle,
       sesConfigurationSet: aws.sesConfigurationSet,
+      routerConcurrency: aws.routerConcurrency,
     };
     this.checkSettings(source, { ...settings, configRegion: aws.region });
     const logRetention = settings.logRetentionDays as RetentionDays;
@@ -350,6 +357,7 @@ export class MailRelay extends Construct {
       createIdentities: settings.createIdentities,
       hostedZoneIds: settings.hostedZoneIds,
       replaceActiveRuleSet: settings.replaceActiveRuleSet,
+      routerConcurrency: settings.routerConcurrency,
       logRetention,
     });
     this.dnsRecords = this.ingest.dnsRecords;

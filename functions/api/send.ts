@@ -252,8 +252,8 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       prepared = await prepareJson(body, mailbox, id, now);
     }
     // Our own addresses are ours to check: one the relay would refuse (no such mailbox, a `reject`
-    // route) is refused here, in both modes, rather than sent and lost (in AWS the router would
-    // drop it after SES accepted it; no bounce comes back for an address a domain-wide receipt rule covers).
+    // route) is refused here, in both modes, rather than sent and refused afterwards (in AWS the
+    // router would refuse it after SES accepted it, and its bounce would go to SES's return path).
     const refused = prepared.recipients.flatMap((r) => {
       if (!deps.config.domains.includes(domainOf(r))) return [];
       const verdict = acceptsRecipient(deps.config, r);

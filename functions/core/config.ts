@@ -189,6 +189,12 @@ export const awsSettingsSchema = z
     replaceActiveRuleSet: z.boolean().optional(),
     /** Deploy to a region missing from the known SES receiving regions (for regions added since). */
     skipRegionCheck: z.boolean().optional(),
+    /**
+     * At most this many router invocations at once (the SQS event source's maximum concurrency).
+     * Bounds the deliveries racing for one mailbox's commit counter and the bounces against SES's
+     * one per second; absent, Lambda scales the router with the queue.
+     */
+    routerConcurrency: z.number().int().min(2).max(1000).optional(),
     /** Days CloudWatch keeps the functions' and the API's logs; one of the values CloudWatch accepts. */
     logRetentionDays: z
       .number()

@@ -47,6 +47,7 @@ export function fullConfig(): Record<string, unknown> {
       logRetentionDays: 90,
       apiThrottle: { rateLimit: 5, burstLimit: 10 },
       sesConfigurationSet: 'mail-events',
+      routerConcurrency: 5,
     },
   };
 }

@@ -261,6 +261,11 @@ describe('ingest', () => {
       FunctionName: { Ref: onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelayRouter') },
       FunctionResponseTypes: ['ReportBatchItemFailures'],
     });
+    // By default Lambda scales the router with the queue; aws.routerConcurrency caps it.
+    const [mapping] = Object.values(resourcesOfType(example, 'AWS::Lambda::EventSourceMapping'));
+    assert.equal(propertiesOf(mapping).ScalingConfig, undefined);
+    const [capped] = Object.values(resourcesOfType(full, 'AWS::Lambda::EventSourceMapping'));
+    assert.deepEqual(propertiesOf(capped).ScalingConfig, { MaximumConcurrency: 5 });
   });
 
   it('a custom resource activates the rule set after every rule exists', () => {

@@ -34,6 +34,11 @@ describe('configuration', () => {
       () => parseConfig({ domains: ['example.com'], bounces: 'always' as never }),
       (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('bounces')),
     );
+    // SQS event sources allow a maximum concurrency of 2 to 1000.
+    assert.throws(
+      () => parseConfig({ domains: ['example.com'], aws: { routerConcurrency: 1 } }),
+      (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('aws.routerConcurrency')),
+    );
   });
 
   it('names every wrong path in one error', () => {
