@@ -2,9 +2,10 @@
  * Router Lambda entry point (SQS trigger; see router-handler.ts for the behaviour).
  * Everything here runs once per execution environment: a bad environment or configuration
  * fails the cold start (settings.ts), and the clients are reused by every invocation. The SES
- * client is loaded on the first send (a forward, or a failure notice), the SES v1 client on the first
- * bounce (bounce.ts): a relay that only delivers to mailboxes never pays for them (docs/adr/0012-lambda-bundles.md). `mail-relay replay --stack`
- * builds the same ports eagerly (router-deps.ts).
+ * client is loaded on the first send (a forward, or a failure notice), the SES v1 client on the
+ * first bounce (bounce.ts): a relay that only delivers to mailboxes never pays for them
+ * (docs/adr/0012-lambda-bundles.md). `mail-relay replay --stack` builds the same ports eagerly
+ * (router-deps.ts).
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';

@@ -72,11 +72,22 @@ export async function commandCompact(args: readonly string[], io: Io): Promise<n
     io.out.write(`nothing to compact: no database in ${dataDir}\n`);
     return 0;
   }
+  let failed = false;
   for (const path of found) {
-    const r = compactDatabase(path);
+    let r: CompactResult;
+    try {
+      r = compactDatabase(path);
+    } catch (err) {
+      // SQLITE_BUSY after the timeout (a long write elsewhere), a full disk (VACUUM needs room for a
+      // second copy), a file that is not a database: the database is as it was.
+      const why = err instanceof Error ? err.message : String(err);
+      io.err.write(`mail-relay: could not compact ${path}: ${why} (it is unchanged)\n`);
+      failed = true;
+      continue;
+    }
     io.out.write(
       `${path}: ${mb(r.bytesBefore)} -> ${mb(r.bytesAfter)} (${r.freePagesBefore} free pages of ${r.pageSize} bytes given back)\n`,
     );
   }
-  return 0;
+  return failed ? 1 : 0;
 }

@@ -4,7 +4,7 @@
  * there; a relay runtime kept open across the compaction goes on delivering and reading.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -102,7 +102,7 @@ describe('mail-relay compact', () => {
     await relay.close();
   });
 
-  it('says so when there is nothing to compact, and refuses arguments', async () => {
+  it('says so when there is nothing to compact, refuses arguments, and names a file it cannot compact', async () => {
     const empty = join(work, 'empty');
     const r = await run(process.execPath, [BIN, 'compact'], { env: env(empty) });
     assert.equal(r.code, 0, r.stderr);
@@ -110,5 +110,20 @@ describe('mail-relay compact', () => {
     const bad = await run(process.execPath, [BIN, 'compact', '--now'], { env: env(empty) });
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /compact takes no arguments/);
+
+    // A file that cannot be compacted is named, left as it is, and the exit code says so; no stack trace.
+    const broken = join(work, 'broken');
+    mkdirSync(broken);
+    writeFileSync(join(broken, 'index.sqlite'), 'not a database at all, just text\n'.repeat(200));
+    const failed = await run(process.execPath, [BIN, 'compact'], { env: env(broken) });
+    assert.equal(failed.code, 1);
+    assert.match(
+      failed.stderr,
+      /^mail-relay: could not compact .*index\.sqlite: .*not a database.* \(it is unchanged\)\n$/,
+    );
+    assert.equal(
+      readFileSync(join(broken, 'index.sqlite'), 'utf8'),
+      'not a database at all, just text\n'.repeat(200),
+    );
   });
 });
