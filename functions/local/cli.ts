@@ -53,7 +53,7 @@ Commands:
   pop3 [--api <url>]       the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) for any mail
                            client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
   compact                  give the space of deleted mail back to the file system (the data dir's
-                           SQLite files do not shrink by themselves); best with dev stopped
+                           SQLite files do not shrink by themselves); with dev stopped
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
 MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1110).`;
@@ -184,12 +184,16 @@ async function commandDev(io: Io): Promise<number> {
   ]);
   const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
   const runtime = await openRuntime(io, config);
+  // For `compact`, which must not run beside us (compact.ts).
+  const { claimDevPid, releaseDevPid } = await import('./compact.ts');
+  claimDevPid(runtime.dataDir);
   // Mail a crashed run had acknowledged but maybe not finished routing: route it before listening.
   const recovered = await runtime.recover();
   if (recovered.messages > 0) io.out.write(`recovered ${recovered.messages} journaled messages\n`);
   const waiter = new InProcessMailWaiter();
   const api = await startApiServer(runtime, { port: apiPort, waiter }).catch(async (err: unknown) => {
     await runtime.close();
+    releaseDevPid(runtime.dataDir);
     throw err;
   });
   // Links the router signs (oversize-forward notices) point at this API server.
@@ -210,6 +214,7 @@ async function commandDev(io: Io): Promise<number> {
   ).catch(async (err: unknown) => {
     await api.close();
     await runtime.close();
+    releaseDevPid(runtime.dataDir);
     throw err;
   });
   io.out.write(
@@ -219,10 +224,11 @@ async function commandDev(io: Io): Promise<number> {
   );
   const retention = await startDevRetention(io, config, api.blobs, runtime.index);
   await untilStopped(io);
-  await retention?.stop();
+  await retention.stop();
   await smtp.close();
   await api.close();
   await runtime.close();
+  releaseDevPid(runtime.dataDir);
   return 0;
 }
 
@@ -273,22 +279,30 @@ async function commandPop3(args: readonly string[], io: Io): Promise<number> {
 }
 
 /**
- * With `retention.mailboxDays`, sweeps at start and hourly (local/retention-sweeper.ts) through the
- * API server's store, which the router writes through too. One line per sweep that deleted something.
+ * Sweeps at start and hourly (local/retention-sweeper.ts) through the API server's store, which the
+ * router writes through too: received mail past `retention.inboundDays` and, with
+ * `retention.mailboxDays`, delivered mail past that. One line per sweep that deleted something.
  */
 async function startDevRetention(
   io: Io,
   config: Config,
   blobs: RetentionDeps['blobs'],
   index: RetentionDeps['index'],
-): Promise<RetentionSweeper | null> {
-  const mailboxDays = config.retention.mailboxDays;
-  if (mailboxDays === undefined) return null;
+): Promise<RetentionSweeper> {
+  const { mailboxDays, inboundDays } = config.retention;
   const { startRetentionSweeper } = await import('./retention-sweeper.ts');
   return startRetentionSweeper(
     { blobs, index },
     {
       mailboxDays,
+      inboundDays,
+      onExpired: (e) => {
+        if (e.deleted === 0) return;
+        io.out.write(
+          `${new Date().toISOString()} retention: deleted ${e.deleted} received message(s) and notification(s), ${e.bytes}B, ` +
+            `older than ${inboundDays} day(s) (inbound/, notifications/: the replay window)\n`,
+        );
+      },
       onSwept: (s) => {
         for (const f of s.failures) io.err.write(`retention: ${f.mailbox}: ${f.error}\n`);
         if (s.deleted === 0 && s.orphans === 0) return;

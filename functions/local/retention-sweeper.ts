@@ -1,20 +1,69 @@
 /**
- * `mail-relay dev`'s retention timer: with `retention.mailboxDays` set, one sweep at start and
- * then one every hour (functions/pipeline/retention.ts), as the daily schedule does in AWS. The
- * timer never keeps the process alive, and `stop` waits for a sweep in progress, so the index is
- * not closed under it.
+ * `mail-relay dev`'s retention timer: one sweep at start and then one every hour. It deletes what
+ * S3's lifecycle rule expires in AWS, `inbound/` and `notifications/` older than
+ * `retention.inboundDays` (the replay window), and with `retention.mailboxDays` set, delivered mail
+ * older than that (functions/pipeline/retention.ts), as the daily schedule does in AWS. The timer
+ * never keeps the process alive, and `stop` waits for a sweep in progress, so the index is not
+ * closed under it.
  */
+import { INBOUND_PREFIX } from '../core/notification.ts';
 import { type RetentionDeps, type SweepSummary, sweepExpired } from '../pipeline/retention.ts';
+import { NOTIFICATIONS_PREFIX } from '../pipeline/router.ts';
+import type { BlobInfo, BlobStore } from '../ports/blob-store.ts';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+export interface ReceivedExpiry {
+  /** Raw messages and notifications deleted. */
+  readonly deleted: number;
+  readonly bytes: number;
+}
+
+/**
+ * Deletes `inbound/` and `notifications/` blobs written more than `inboundDays` before `now`: what
+ * the bucket's lifecycle rule does in AWS. Past that, `replay` cannot bring a message back, and the
+ * index forgets deletions two days later (deletionMemoryDaysFor), so deleted mail stays deleted.
+ */
+export async function expireReceived(
+  blobs: Pick<BlobStore, 'list' | 'delete'>,
+  inboundDays: number,
+  now: Date,
+  signal?: AbortSignal,
+): Promise<ReceivedExpiry> {
+  const cutoff = now.getTime() - inboundDays * DAY_MS;
+  let deleted = 0;
+  let bytes = 0;
+  for (const prefix of [INBOUND_PREFIX, NOTIFICATIONS_PREFIX]) {
+    // Listed first, deleted after: no deletion under a listing in progress.
+    const expired: BlobInfo[] = [];
+    for await (const b of blobs.list(prefix)) {
+      if (signal?.aborted) return { deleted, bytes };
+      if (b.lastModified < cutoff) expired.push(b);
+    }
+    for (const b of expired) {
+      if (signal?.aborted) return { deleted, bytes };
+      await blobs.delete(b.key);
+      deleted += 1;
+      bytes += b.size;
+    }
+  }
+  return { deleted, bytes };
+}
 
 /** Hourly: a laptop is not up for a whole day, and a sweep with nothing to delete costs one listing per mailbox. */
 export const LOCAL_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 
 export interface RetentionSweeperOptions {
-  readonly mailboxDays: number;
+  /** Delivered mail older than this is deleted; absent, it is kept. */
+  readonly mailboxDays?: number | undefined;
+  /** `inbound/` and `notifications/` older than this are deleted. */
+  readonly inboundDays: number;
   /** @default LOCAL_SWEEP_INTERVAL_MS */
   readonly intervalMs?: number;
-  /** After every sweep that ran to its end or was stopped. */
+  /** After every sweep of mailboxes that ran to its end or was stopped. */
   readonly onSwept?: (summary: SweepSummary) => void;
+  /** After every expiry of received mail. */
+  readonly onExpired?: (expiry: ReceivedExpiry) => void;
   /** A sweep that threw (listing the mailboxes failed); the timer keeps going. */
   readonly onError?: (err: unknown) => void;
 }
@@ -39,11 +88,15 @@ export function startRetentionSweeper(
     if (running !== null || stopping.signal.aborted) return;
     running = (async () => {
       try {
-        const summary = await sweepExpired(deps, {
-          mailboxDays: options.mailboxDays,
-          signal: stopping.signal,
-        });
-        options.onSwept?.(summary);
+        if (options.mailboxDays !== undefined) {
+          const summary = await sweepExpired(deps, {
+            mailboxDays: options.mailboxDays,
+            signal: stopping.signal,
+          });
+          options.onSwept?.(summary);
+        }
+        const expiry = await expireReceived(deps.blobs, options.inboundDays, new Date(), stopping.signal);
+        options.onExpired?.(expiry);
       } catch (err) {
         options.onError?.(err);
       } finally {

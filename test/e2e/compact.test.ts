@@ -1,17 +1,21 @@
 /**
  * `mail-relay compact` (functions/local/compact.ts), run as a user runs it (the binary in a child
  * process): after most mail is deleted, the data dir's SQLite files shrink, and what is left is all
- * there; a relay runtime kept open across the compaction goes on delivering and reading.
+ * there; a runtime kept open across the compaction (as `import` or `token` hold one) goes on
+ * delivering and reading; while `dev` runs on the data dir, compact refuses to start.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../../functions/core/config.ts';
 import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { main } from '../../functions/local/cli.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
@@ -100,6 +104,40 @@ describe('mail-relay compact', () => {
     assert.ok(await relay.blobs.get(mailboxKeys.raw('alice@example.test', fresh)));
     assert.equal((await relay.index.stat('alice@example.test')).messages, kept.length + 1);
     await relay.close();
+  });
+
+  it('is refused while mail-relay dev runs on the data dir (it would stall the relay), and runs once dev has stopped', async () => {
+    const dataDir = join(work, 'with-dev');
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (c: Buffer) => {
+      text += c.toString();
+    });
+    const stop = new AbortController();
+    const devEnv = { ...env(dataDir), MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: '0' };
+    const running = main(['dev'], { out, err: out, env: devEnv, stop: stop.signal });
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!text.includes('mail-relay dev')) {
+        if (Date.now() > deadline) throw new Error(`dev did not start:\n${text}`);
+        await sleep(20);
+      }
+      assert.equal(readFileSync(join(dataDir, 'dev.pid'), 'utf8'), `${process.pid}\n`);
+      const refused = await run(process.execPath, [BIN, 'compact'], { env: env(dataDir) });
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stderr,
+        new RegExp(`mail-relay dev \\(pid ${process.pid}\\) is running on .*with-dev; stop it first`),
+      );
+    } finally {
+      stop.abort();
+      assert.equal(await running, 0);
+    }
+    assert.equal(existsSync(join(dataDir, 'dev.pid')), false, 'dev removes its pid file when it stops');
+    const r = await run(process.execPath, [BIN, 'compact'], { env: env(dataDir) });
+    assert.equal(r.code, 0, r.stderr);
+    // A fresh data dir has nothing free: no copy is made.
+    assert.match(r.stdout, /blobs\.sqlite: [\d.]+ MB, nothing to give back/);
   });
 
   it('says so when there is nothing to compact, refuses arguments, and names a file it cannot compact', async () => {

@@ -26,8 +26,9 @@ import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { createRetentionHandler } from '../../functions/handlers/retention-handler.ts';
 import { main } from '../../functions/local/cli.ts';
 import { ingest } from '../../functions/local/ingest.ts';
-import { startRetentionSweeper } from '../../functions/local/retention-sweeper.ts';
+import { expireReceived, startRetentionSweeper } from '../../functions/local/retention-sweeper.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
+import { replay } from '../../functions/pipeline/replay.ts';
 import {
   ORPHAN_GRACE_MS,
   type RetentionDeps,
@@ -35,7 +36,7 @@ import {
   type SweepSummary,
   sweepExpired,
 } from '../../functions/pipeline/retention.ts';
-import { deliverToMailbox, type RouterDeps } from '../../functions/pipeline/router.ts';
+import { deliverToMailbox, NOTIFICATIONS_PREFIX, type RouterDeps } from '../../functions/pipeline/router.ts';
 import type { BlobStore } from '../../functions/ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../../functions/ports/mailbox-index.ts';
 import { capturePowertools, scheduledEvent } from '../helpers/aws-events.ts';
@@ -413,6 +414,7 @@ describe('local retention timer', () => {
     const swept: SweepSummary[] = [];
     const sweeper = startRetentionSweeper(runtime, {
       mailboxDays: MAILBOX_DAYS,
+      inboundDays: 30,
       intervalMs: 50,
       onSwept: (s) => swept.push(s),
     });
@@ -551,5 +553,54 @@ describe('retention sweep on the AWS adapters (moto: S3 + DynamoDB)', { skip: !m
     assert.deepEqual(result, { mailboxes: 2, ...NOTHING });
     assert.ok(lines.some((l) => l.message === 'retention sweep done' && l.deleted === 0));
     await assertMailboxes(deps.index, kept, [ALICE, BOB]);
+  });
+});
+
+describe('local expiry of received mail (inbound/, notifications/) after retention.inboundDays, as S3 lifecycle does', () => {
+  let dir: string;
+  let runtime: LocalRuntime;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mr-retention-inbound-'));
+    runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: dir });
+  });
+  after(async () => {
+    await runtime.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const keysUnder = async (prefix: string) => {
+    const keys: string[] = [];
+    for await (const b of runtime.blobs.list(prefix)) keys.push(b.key);
+    return keys;
+  };
+
+  it('deletes them once older than inboundDays (rows and files alike), keeps mailboxes, and replay cannot bring deleted mail back', async () => {
+    const now = new Date();
+    const [small] = await deliverAt(runtime, [ALICE], plain('small'), now);
+    // Over 64 KiB: a file, not a row (ADR 13).
+    const [big] = await deliverAt(runtime, [ALICE], plain(`big ${'x'.repeat(100_000)}`), now);
+    assert.ok(small && big);
+    assert.equal((await keysUnder('inbound/')).length, 2);
+    assert.equal((await keysUnder(NOTIFICATIONS_PREFIX)).length, 2);
+
+    const early = await expireReceived(runtime.blobs, 30, new Date(now.getTime() + 29 * DAY));
+    assert.deepEqual(early, { deleted: 0, bytes: 0 }, 'within the window: kept');
+
+    // The owner deletes the small one; within the window a replay does not bring it back (ADR 2).
+    await runtime.index.delete(ALICE, small.id);
+    const expired = await expireReceived(runtime.blobs, 30, new Date(now.getTime() + 31 * DAY));
+    assert.equal(expired.deleted, 4, 'two raw messages, two notifications');
+    assert.ok(expired.bytes > 100_000);
+    assert.deepEqual(await keysUnder('inbound/'), []);
+    assert.deepEqual(await keysUnder(NOTIFICATIONS_PREFIX), []);
+    // Delivered mail is the mailbox's, not the replay window's.
+    assert.ok(await runtime.blobs.get(mailboxKeys.raw(ALICE, big.id)));
+    // Past the window (and past the index's memory of the deletion) nothing is left to replay.
+    const replayed = await replay(runtime, { since: new Date(0) });
+    assert.equal(replayed.considered, 0);
+    assert.deepEqual(
+      (await listAll(runtime.index, ALICE)).map((e) => e.id),
+      [big.id],
+    );
   });
 });
