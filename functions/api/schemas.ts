@@ -96,7 +96,10 @@ export const viewQuerySchema = z.object({ view: viewSchema });
  */
 function queryInt(min: number, max: number) {
   return z
-    .string()
+    .string({
+      error: (issue) =>
+        issue.input === undefined ? 'required: a decimal integer' : 'must be a decimal integer',
+    })
     .regex(/^\d{1,10}$/, 'must be a decimal integer')
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));

@@ -417,6 +417,25 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     if (match.kind === 'catchAll' && !domains.includes(match.domain)) {
       issues.push(`routes[${index}].match: domain "${match.domain}" is not listed in domains`);
     }
+    // `$n` (n ≥ 1) in a target needs a group n in the regex; otherwise every address the route
+    // matches would get an empty part there and be refused at run time.
+    if ((route.action === 'deliver' || route.action === 'forward') && 'to' in route) {
+      const groups =
+        match.kind === 'regex' ? (new RegExp(`${match.regex.source}|`).exec('')?.length ?? 1) : 1;
+      route.to.forEach((t, j) => {
+        for (const m of t.matchAll(/\$(\d)/g)) {
+          const n = Number(m[1]);
+          if (n === 0) continue; // the whole address, for every kind of match
+          if (n >= groups) {
+            issues.push(
+              match.kind === 'regex'
+                ? `routes[${index}].to[${j}]: "$${n}" but the regex has ${groups - 1} group(s)`
+                : `routes[${index}].to[${j}]: "$${n}" is only for routes whose match is a /regex/`,
+            );
+          }
+        }
+      });
+    }
     if (route.action === 'forward') {
       route.to.forEach((t, j) => {
         if (isAddress(t) && inOurDomains(t)) {

@@ -125,7 +125,7 @@ function describeDecision(d: Decision, config: Config): string {
     d.routeIndex === undefined
       ? 'mailbox'
       : `routes[${d.routeIndex}] (${config.routes[d.routeIndex]?.route.match})`;
-  const tag = d.plusTag ? ` [+${d.plusTag}]` : '';
+  const tag = d.plusTag ? ` [${config.plusAddressing.separator}${d.plusTag}]` : '';
   switch (d.kind) {
     case 'deliver':
       return `deliver to mailbox ${d.mailbox}${tag} via ${via}`;
@@ -345,6 +345,7 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     });
     if (io.err.isTTY === true) io.err.write('\n');
     for (const f of summary.failures) io.err.write(`failed: ${f.file}: ${f.reason}\n`);
+    for (const r of summary.refusals) io.err.write(`refused: ${r.file}: ${r.recipient}: ${r.reply}\n`);
     io.out.write(`${summary.line}\n`);
     return summary.failures.length > 0 ? 1 : 0;
   } finally {

@@ -57,6 +57,8 @@ export function progressBar(done: number, total: number, width = 30): string {
 export interface ImportSummary {
   readonly results: readonly RouteResult[];
   readonly failures: readonly { file: string; reason: string }[];
+  /** Recipients the relay refused, file by file, with the reply an SMTP client would have got. */
+  readonly refusals: readonly { file: string; recipient: string; reply: string }[];
   /** One line for the terminal. */
   readonly line: string;
 }
@@ -72,6 +74,7 @@ export async function importFiles(
   const started = Date.now();
   const results: RouteResult[] = [];
   const failures: { file: string; reason: string }[] = [];
+  const refusals: { file: string; recipient: string; reply: string }[] = [];
   let next = 0;
   let done = 0;
   const importOne = async (file: string): Promise<void> => {
@@ -82,16 +85,23 @@ export async function importFiles(
         failures.push({ file, reason: 'no recipient in the headers (use --to)' });
         return;
       }
-      results.push(
-        await ingest(deps, {
-          body,
-          mailFrom: '',
-          recipients,
-          sesMessageId: sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body])),
-          receivedAt: importReceiptTime(body, info.mtime),
-          via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
-        }),
-      );
+      const result = await ingest(deps, {
+        body,
+        mailFrom: '',
+        recipients,
+        sesMessageId: sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body])),
+        receivedAt: importReceiptTime(body, info.mtime),
+        via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
+      });
+      results.push(result);
+      for (const o of result.outcomes) {
+        if (o.decision.kind === 'reject')
+          refusals.push({
+            file,
+            recipient: o.decision.recipient,
+            reply: `${o.decision.code} ${o.decision.message}`,
+          });
+      }
     } catch (err) {
       failures.push({ file, reason: err instanceof Error ? err.message : String(err) });
     }
@@ -110,5 +120,5 @@ export async function importFiles(
     `imported ${results.length}/${files.length} files in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
     `parse failures ${c.parseFailed}, failed ${failures.length}`;
-  return { results, failures, line };
+  return { results, failures, refusals, line };
 }

@@ -66,6 +66,18 @@ describe('mail-relay route', () => {
       /dev-list@example\.test: deliver to mailbox archive@example\.test via routes\[2\]/,
     );
     assert.match(r.stdout, /old@example\.test: reject 551 5\.1\.6 moved/);
+
+    // The tag is shown with the configured separator.
+    const dashPath = join(work, 'route-dash.config.json');
+    writeFileSync(dashPath, JSON.stringify({ ...CONFIG, plusAddressing: { separator: '-' } }));
+    const dash = await run(process.execPath, [BIN, 'route', 'alice-news@example.test'], {
+      env: env({ MAIL_RELAY_CONFIG: dashPath }),
+    });
+    assert.equal(dash.code, 0, dash.stderr);
+    assert.match(
+      dash.stdout,
+      /alice-news@example\.test: deliver to mailbox alice@example\.test \[-news\] via mailbox/,
+    );
   });
 
   it('refuses a bad config with one line per wrong path', async () => {
@@ -154,6 +166,8 @@ describe('mail-relay import', () => {
     assert.match(r.stdout, /imported 1\/3 files .*delivered 1, .*rejected 1, .*failed 2/);
     assert.match(r.stderr, /no-recipient\.eml: no recipient in the headers \(use --to\)/);
     assert.match(r.stderr, /missing\.eml: ENOENT/);
+    // The refused recipient is named, with the reply an SMTP client would have got.
+    assert.match(r.stderr, /refused: .*to-header\.eml: someone@elsewhere\.test: 550 5\.7\.1 Relaying denied/);
   });
 });
 

@@ -71,6 +71,27 @@ describe('configuration', () => {
     assert.match(text, /unknownKey/);
   });
 
+  it('refuses a $n in a route target that its match cannot fill', () => {
+    const err = configError({
+      domains: ['example.com'],
+      mailboxes: ['*@example.com'],
+      routes: [
+        { match: '/^(.+)-list@example\\.com$/', action: 'deliver', to: ['$2@example.com'] },
+        { match: 'a@example.com', action: 'deliver', to: ['$1@example.com'] },
+      ],
+    });
+    assert.deepEqual(err.issues, [
+      'routes[0].to[0]: "$2" but the regex has 1 group(s)',
+      'routes[1].to[0]: "$1" is only for routes whose match is a /regex/',
+    ]);
+    // What the groups can fill is fine.
+    parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['*@example.com'],
+      routes: [{ match: '/^(.+)-(.+)@example\\.com$/', action: 'deliver', to: ['$1-$2@example.com'] }],
+    });
+  });
+
   it('refuses mailboxes and routes outside the configured domains', () => {
     const err = configError({
       domains: ['example.com'],
