@@ -10,6 +10,7 @@
 import { type SESClient, SendBounceCommand } from '@aws-sdk/client-ses';
 import { SendError } from '../../core/errors.ts';
 import type { BouncedRecipient, BounceRequest, Bouncer } from '../../ports/bouncer.ts';
+import { sesSendError } from './ses-errors.ts';
 
 /** SES errors that asking again cannot fix (a refused request, an unverified sender). */
 const PERMANENT_SES_ERRORS = new Set([
@@ -55,19 +56,7 @@ export class SesBouncer implements Bouncer {
         }),
       );
     } catch (err) {
-      const name =
-        typeof err === 'object' && err !== null && typeof (err as { name?: unknown }).name === 'string'
-          ? (err as { name: string }).name
-          : 'Error';
-      const message = err instanceof Error ? err.message : String(err);
-      throw new SendError(
-        `SES SendBounce failed: ${name}: ${message}`,
-        PERMANENT_SES_ERRORS.has(name),
-        undefined,
-        {
-          cause: err,
-        },
-      );
+      throw sesSendError('SendBounce', err, PERMANENT_SES_ERRORS);
     }
     if (r.MessageId === undefined) throw new SendError('SES SendBounce returned no MessageId', false);
     return { messageId: r.MessageId };

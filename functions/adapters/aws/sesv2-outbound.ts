@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { type SESv2Client, SendEmailCommand } from '@aws-sdk/client-sesv2';
 import { SendError } from '../../core/errors.ts';
 import type { Outbound, OutboundMessage } from '../../ports/outbound.ts';
+import { sesSendError } from './ses-errors.ts';
 
 /** SES refuses raw messages above 40 MB (after base64 in the API call, the SDK handles that). */
 export const MAX_RAW_MESSAGE_BYTES = 40 * 1024 * 1024;
@@ -35,19 +36,7 @@ const PERMANENT_SES_ERRORS = new Set([
 ]);
 
 function toSendError(err: unknown): SendError {
-  const name =
-    typeof err === 'object' && err !== null && typeof (err as { name?: unknown }).name === 'string'
-      ? (err as { name: string }).name
-      : 'Error';
-  const message = err instanceof Error ? err.message : String(err);
-  return new SendError(
-    `SES SendEmail failed: ${name}: ${message}`,
-    PERMANENT_SES_ERRORS.has(name),
-    undefined,
-    {
-      cause: err,
-    },
-  );
+  return sesSendError('SendEmail', err, PERMANENT_SES_ERRORS);
 }
 
 export interface Sesv2OutboundOptions {
