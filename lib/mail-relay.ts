@@ -21,6 +21,7 @@ import {
   type Config,
   configSchema,
   domainOf,
+  forwardedRetentionDays,
   parseConfig,
 } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
@@ -251,11 +252,7 @@ export class MailRelay extends Construct {
 
     this.storage = new MailStorage(this, 'Storage', {
       inboundRetentionDays: this.config.retention.inboundDays,
-      // As long as the replay window, and never shorter than the links to them (plus a day).
-      forwardedRetentionDays: Math.max(
-        this.config.retention.inboundDays,
-        Math.ceil(this.config.relay.linkExpirySeconds / 86_400) + 1,
-      ),
+      forwardedRetentionDays: forwardedRetentionDays(this.config),
       retainData: settings.retainData,
     });
     const { bucket, table } = this.storage;

@@ -299,6 +299,15 @@ export const configSchema = z
 
 export type RawConfig = z.input<typeof configSchema>;
 
+/**
+ * Days the originals behind oversize-forward notices (`forwarded/`) are kept: as long as the replay
+ * window, and never shorter than the links to them (plus a day). The bucket's lifecycle rule in AWS,
+ * `npm start`'s sweep locally.
+ */
+export function forwardedRetentionDays(config: Pick<Config, 'retention' | 'relay'>): number {
+  return Math.max(config.retention.inboundDays, Math.ceil(config.relay.linkExpirySeconds / 86_400) + 1);
+}
+
 export type MatchSpec =
   | { kind: 'exact'; address: string }
   | { kind: 'catchAll'; domain: string }

@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
-import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
+import { type Config, forwardedRetentionDays, isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError, MailRelayError } from '../core/errors.ts';
 import { type Decision, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
@@ -280,7 +280,8 @@ async function commandPop3(args: readonly string[], io: Io): Promise<number> {
 
 /**
  * Sweeps at start and hourly (local/retention-sweeper.ts) through the API server's store, which the
- * router writes through too: received mail past `retention.inboundDays` and, with
+ * router writes through too: received mail past `retention.inboundDays` (forwarded originals past
+ * forwardedRetentionDays) and, with
  * `retention.mailboxDays`, delivered mail past that. One line per sweep that deleted something.
  */
 async function startDevRetention(
@@ -290,17 +291,18 @@ async function startDevRetention(
   index: RetentionDeps['index'],
 ): Promise<RetentionSweeper> {
   const { mailboxDays, inboundDays } = config.retention;
+  const forwardedDays = forwardedRetentionDays(config);
   const { startRetentionSweeper } = await import('./retention-sweeper.ts');
   return startRetentionSweeper(
     { blobs, index },
     {
       mailboxDays,
-      inboundDays,
+      received: { inboundDays, forwardedDays },
       onExpired: (e) => {
         if (e.deleted === 0) return;
         io.out.write(
-          `${new Date().toISOString()} retention: deleted ${e.deleted} received message(s) and notification(s), ${e.bytes}B, ` +
-            `older than ${inboundDays} day(s) (inbound/, notifications/: the replay window)\n`,
+          `${new Date().toISOString()} retention: deleted ${e.deleted} received message(s), notification(s) and forwarded ` +
+            `original(s), ${e.bytes}B (inbound/, notifications/ after ${inboundDays} day(s); forwarded/ after ${forwardedDays})\n`,
         );
       },
       onSwept: (s) => {

@@ -1,11 +1,13 @@
 /**
  * `mail-relay dev`'s retention timer: one sweep at start and then one every hour. It deletes what
- * S3's lifecycle rule expires in AWS, `inbound/` and `notifications/` older than
- * `retention.inboundDays` (the replay window), and with `retention.mailboxDays` set, delivered mail
+ * S3's lifecycle rules expire in AWS, `inbound/` and `notifications/` older than
+ * `retention.inboundDays` (the replay window) and `forwarded/` originals older than
+ * `forwardedRetentionDays`, and with `retention.mailboxDays` set, delivered mail
  * older than that (functions/pipeline/retention.ts), as the daily schedule does in AWS. The timer
  * never keeps the process alive, and `stop` waits for a sweep in progress, so the index is not
  * closed under it.
  */
+import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { INBOUND_PREFIX } from '../core/notification.ts';
 import { type RetentionDeps, type SweepSummary, sweepExpired } from '../pipeline/retention.ts';
 import { NOTIFICATIONS_PREFIX } from '../pipeline/router.ts';
@@ -13,27 +15,41 @@ import type { BlobInfo, BlobStore } from '../ports/blob-store.ts';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
+/** How long each prefix the lifecycle rules cover in AWS is kept. */
+export interface ReceivedRetention {
+  /** `inbound/` and `notifications/`. */
+  readonly inboundDays: number;
+  /** `forwarded/`. */
+  readonly forwardedDays: number;
+}
+
 export interface ReceivedExpiry {
-  /** Raw messages and notifications deleted. */
+  /** Raw messages, notifications and forwarded originals deleted. */
   readonly deleted: number;
   readonly bytes: number;
 }
 
 /**
- * Deletes `inbound/` and `notifications/` blobs written more than `inboundDays` before `now`: what
- * the bucket's lifecycle rule does in AWS. Past that, `replay` cannot bring a message back, and the
- * index forgets deletions two days later (deletionMemoryDaysFor), so deleted mail stays deleted.
+ * Deletes `inbound/` and `notifications/` blobs written more than `inboundDays` before `now`, and
+ * `forwarded/` ones past `forwardedDays`: what the bucket's lifecycle rules do in AWS. Past that,
+ * `replay` cannot bring a message back, and the index forgets deletions two days later
+ * (deletionMemoryDaysFor), so deleted mail stays deleted.
  */
 export async function expireReceived(
   blobs: Pick<BlobStore, 'list' | 'delete'>,
-  inboundDays: number,
+  retention: ReceivedRetention,
   now: Date,
   signal?: AbortSignal,
 ): Promise<ReceivedExpiry> {
-  const cutoff = now.getTime() - inboundDays * DAY_MS;
   let deleted = 0;
   let bytes = 0;
-  for (const prefix of [INBOUND_PREFIX, NOTIFICATIONS_PREFIX]) {
+  const rules: [string, number][] = [
+    [INBOUND_PREFIX, retention.inboundDays],
+    [NOTIFICATIONS_PREFIX, retention.inboundDays],
+    [FORWARDED_PREFIX, retention.forwardedDays],
+  ];
+  for (const [prefix, days] of rules) {
+    const cutoff = now.getTime() - days * DAY_MS;
     // Listed first, deleted after: no deletion under a listing in progress.
     const expired: BlobInfo[] = [];
     for await (const b of blobs.list(prefix)) {
@@ -56,8 +72,8 @@ export const LOCAL_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 export interface RetentionSweeperOptions {
   /** Delivered mail older than this is deleted; absent, it is kept. */
   readonly mailboxDays?: number | undefined;
-  /** `inbound/` and `notifications/` older than this are deleted. */
-  readonly inboundDays: number;
+  /** What is deleted from `inbound/`, `notifications/` and `forwarded/`, and when. */
+  readonly received: ReceivedRetention;
   /** @default LOCAL_SWEEP_INTERVAL_MS */
   readonly intervalMs?: number;
   /** After every sweep of mailboxes that ran to its end or was stopped. */
@@ -95,7 +111,7 @@ export function startRetentionSweeper(
           });
           options.onSwept?.(summary);
         }
-        const expiry = await expireReceived(deps.blobs, options.inboundDays, new Date(), stopping.signal);
+        const expiry = await expireReceived(deps.blobs, options.received, new Date(), stopping.signal);
         options.onExpired?.(expiry);
       } catch (err) {
         options.onError?.(err);

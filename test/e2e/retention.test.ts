@@ -414,7 +414,7 @@ describe('local retention timer', () => {
     const swept: SweepSummary[] = [];
     const sweeper = startRetentionSweeper(runtime, {
       mailboxDays: MAILBOX_DAYS,
-      inboundDays: 30,
+      received: { inboundDays: 30, forwardedDays: 30 },
       intervalMs: 50,
       onSwept: (s) => swept.push(s),
     });
@@ -556,7 +556,7 @@ describe('retention sweep on the AWS adapters (moto: S3 + DynamoDB)', { skip: !m
   });
 });
 
-describe('local expiry of received mail (inbound/, notifications/) after retention.inboundDays, as S3 lifecycle does', () => {
+describe('local expiry of received mail (inbound/, notifications/, forwarded/), as S3 lifecycle rules do in AWS', () => {
   let dir: string;
   let runtime: LocalRuntime;
   before(() => {
@@ -583,12 +583,19 @@ describe('local expiry of received mail (inbound/, notifications/) after retenti
     assert.equal((await keysUnder('inbound/')).length, 2);
     assert.equal((await keysUnder(NOTIFICATIONS_PREFIX)).length, 2);
 
-    const early = await expireReceived(runtime.blobs, 30, new Date(now.getTime() + 29 * DAY));
+    // An original kept behind an oversize-forward notice (forwarded/), on its own schedule.
+    await runtime.blobs.put('forwarded/01ORIGINAL.eml', plain('forwarded original'));
+    const days = { inboundDays: 30, forwardedDays: 8 };
+    const early = await expireReceived(runtime.blobs, days, new Date(now.getTime() + 7 * DAY));
     assert.deepEqual(early, { deleted: 0, bytes: 0 }, 'within the window: kept');
 
     // The owner deletes the small one; within the window a replay does not bring it back (ADR 2).
     await runtime.index.delete(ALICE, small.id);
-    const expired = await expireReceived(runtime.blobs, 30, new Date(now.getTime() + 31 * DAY));
+    const forwarded = await expireReceived(runtime.blobs, days, new Date(now.getTime() + 9 * DAY));
+    assert.equal(forwarded.deleted, 1, 'the forwarded original, past its 8 days');
+    assert.deepEqual(await keysUnder('forwarded/'), []);
+    assert.equal((await keysUnder('inbound/')).length, 2, 'inbound/ keeps its 30 days');
+    const expired = await expireReceived(runtime.blobs, days, new Date(now.getTime() + 31 * DAY));
     assert.equal(expired.deleted, 4, 'two raw messages, two notifications');
     assert.ok(expired.bytes > 100_000);
     assert.deepEqual(await keysUnder('inbound/'), []);
