@@ -222,7 +222,7 @@ async function commandDev(io: Io): Promise<number> {
       `  data:   ${runtime.dataDir}\n  smtp:   127.0.0.1:${smtp.port}\n  api:    ${api.url}/v1/\n` +
       '  token:  npx mail-relay token create <mailbox>\n',
   );
-  const retention = await startDevRetention(io, config, api.blobs, runtime.index);
+  const retention = await startDevRetention(io, config, api.blobs, runtime.index, runtime.blobs);
   await untilStopped(io);
   await retention.stop();
   await smtp.close();
@@ -289,6 +289,7 @@ async function startDevRetention(
   config: Config,
   blobs: RetentionDeps['blobs'],
   index: RetentionDeps['index'],
+  receivedBlobs: RetentionDeps['blobs'],
 ): Promise<RetentionSweeper> {
   const { mailboxDays, inboundDays } = config.retention;
   const forwardedDays = forwardedRetentionDays(config);
@@ -298,6 +299,7 @@ async function startDevRetention(
     {
       mailboxDays,
       received: { inboundDays, forwardedDays },
+      receivedBlobs,
       onExpired: (e) => {
         if (e.deleted === 0) return;
         io.out.write(

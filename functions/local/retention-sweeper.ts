@@ -74,6 +74,12 @@ export interface RetentionSweeperOptions {
   readonly mailboxDays?: number | undefined;
   /** What is deleted from `inbound/`, `notifications/` and `forwarded/`, and when. */
   readonly received: ReceivedRetention;
+  /**
+   * The store those are deleted through (default: the sweep's). `dev` gives the router's, whose
+   * commits do not wait for the disk: an expiry lost in a crash is simply redone by the next sweep,
+   * and a synced commit per deletion would stall the relay through a first sweep of a big backlog.
+   */
+  readonly receivedBlobs?: Pick<BlobStore, 'list' | 'delete'>;
   /** @default LOCAL_SWEEP_INTERVAL_MS */
   readonly intervalMs?: number;
   /** After every sweep of mailboxes that ran to its end or was stopped. */
@@ -111,7 +117,12 @@ export function startRetentionSweeper(
           });
           options.onSwept?.(summary);
         }
-        const expiry = await expireReceived(deps.blobs, options.received, new Date(), stopping.signal);
+        const expiry = await expireReceived(
+          options.receivedBlobs ?? deps.blobs,
+          options.received,
+          new Date(),
+          stopping.signal,
+        );
         options.onExpired?.(expiry);
       } catch (err) {
         options.onError?.(err);

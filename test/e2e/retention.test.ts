@@ -5,7 +5,15 @@
  * with receipt times in the past, so ids, blobs, parts and counters are what delivery writes.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -609,5 +617,67 @@ describe('local expiry of received mail (inbound/, notifications/, forwarded/), 
       (await listAll(runtime.index, ALICE)).map((e) => e.id),
       [big.id],
     );
+  });
+});
+
+describe('mail-relay dev expires received mail even without retention.mailboxDays', () => {
+  let work: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'mr-retention-dev-inbound-'));
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  it('deletes inbound/ past inboundDays at start, logs one line, and keeps the mailbox copy', async () => {
+    const dataDir = join(work, 'data');
+    const configPath = join(work, 'mail-relay.config.json');
+    const config = { domains: ['example.test'], mailboxes: [ALICE] };
+    writeFileSync(configPath, JSON.stringify(config));
+    // A message received 40 days ago (over 64 KiB: its inbound/ copy is a file, whose time we can set).
+    const seeded = createLocalRuntime({ config: parseConfig(config), dataDir });
+    const [old] = await deliverAt(seeded, [ALICE], plain(`old ${'y'.repeat(100_000)}`), new Date());
+    await seeded.close();
+    assert.ok(old);
+    const inboundFiles = readdirSync(join(dataDir, 'blobs', 'inbound'));
+    assert.equal(inboundFiles.length, 1);
+    const forty = new Date(Date.now() - 40 * DAY);
+    utimesSync(join(dataDir, 'blobs', 'inbound', inboundFiles[0] ?? ''), forty, forty);
+
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (c: Buffer) => {
+      text += c.toString();
+    });
+    const stop = new AbortController();
+    const env = {
+      ...process.env,
+      MAIL_RELAY_CONFIG: configPath,
+      MAIL_RELAY_DATA_DIR: dataDir,
+      MAIL_RELAY_SMTP_PORT: '0',
+      MAIL_RELAY_API_PORT: '0',
+    };
+    const running = main(['dev'], { out, err: out, env, stop: stop.signal });
+    const deadline = Date.now() + 20_000;
+    while (!/retention: deleted/.test(text)) {
+      if (Date.now() > deadline) {
+        stop.abort();
+        await running;
+        throw new Error(`no retention line from dev:\n${text}`);
+      }
+      await sleep(20);
+    }
+    stop.abort();
+    assert.equal(await running, 0);
+    assert.match(
+      text,
+      /retention: deleted 1 received message\(s\), notification\(s\) and forwarded original\(s\), \d+B \(inbound\/, notifications\/ after 30 day\(s\); forwarded\/ after 30\)/,
+    );
+    assert.deepEqual(readdirSync(join(dataDir, 'blobs', 'inbound')), []);
+    const reopened = createLocalRuntime({ config: parseConfig(config), dataDir });
+    try {
+      // The notification was written now: it keeps its 30 days. The mailbox copy is the mailbox's.
+      assert.equal((await reopened.blobs.get(mailboxKeys.raw(ALICE, old.id)))?.length, old.size);
+    } finally {
+      await reopened.close();
+    }
   });
 });
