@@ -127,7 +127,8 @@ function summaryLine(s: ReplaySummary, since: Date, seconds: string): string {
     `replayed ${s.replayed} of ${s.considered} notifications stored since ${since.toISOString()} in ${seconds}s: ` +
     `delivered ${c.delivered}, duplicate ${c.duplicate}, quarantined ${c.quarantined}, forwarded ${c.forwarded}, ` +
     `rejected ${c.rejected}, dropped ${c.dropped}, forward failures ${c.failed}, loops ${c.looped}, ` +
-    `parse failures ${c.parseFailed}; skipped ${s.skipped} (other mailboxes), errors ${s.failures.length}`
+    `parse failures ${c.parseFailed}; skipped ${s.skipped} (other mailboxes), ${s.expired} past the replay window ` +
+    `(retention.inboundDays), errors ${s.failures.length}`
   );
 }
 

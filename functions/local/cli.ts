@@ -184,16 +184,20 @@ async function commandDev(io: Io): Promise<number> {
   ]);
   const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
   const runtime = await openRuntime(io, config);
-  // For `compact`, which must not run beside us (compact.ts).
-  const { claimDevPid, releaseDevPid } = await import('./compact.ts');
-  claimDevPid(runtime.dataDir);
+  // For `compact`, which must not run beside us (compact.ts); the OS drops it if we die.
+  const { holdDevLock } = await import('./compact.ts');
+  const devLock = holdDevLock(runtime.dataDir);
   // Mail a crashed run had acknowledged but maybe not finished routing: route it before listening.
-  const recovered = await runtime.recover();
+  const recovered = await runtime.recover().catch(async (err: unknown) => {
+    await runtime.close();
+    devLock.release();
+    throw err;
+  });
   if (recovered.messages > 0) io.out.write(`recovered ${recovered.messages} journaled messages\n`);
   const waiter = new InProcessMailWaiter();
   const api = await startApiServer(runtime, { port: apiPort, waiter }).catch(async (err: unknown) => {
     await runtime.close();
-    releaseDevPid(runtime.dataDir);
+    devLock.release();
     throw err;
   });
   // Links the router signs (oversize-forward notices) point at this API server.
@@ -214,7 +218,7 @@ async function commandDev(io: Io): Promise<number> {
   ).catch(async (err: unknown) => {
     await api.close();
     await runtime.close();
-    releaseDevPid(runtime.dataDir);
+    devLock.release();
     throw err;
   });
   io.out.write(
@@ -228,7 +232,7 @@ async function commandDev(io: Io): Promise<number> {
   await smtp.close();
   await api.close();
   await runtime.close();
-  releaseDevPid(runtime.dataDir);
+  devLock.release();
   return 0;
 }
 

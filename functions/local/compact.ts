@@ -4,13 +4,13 @@
  * never shrink by themselves (no `auto_vacuum`: it would add pointer-map writes to every commit of
  * the ingest path). `VACUUM` rewrites each database without its free pages.
  *
- * Refused while `mail-relay dev` (`npm start`) runs on the data dir (it leaves its pid in
- * `dev.pid`): `VACUUM` holds the write lock for as long as it copies the database, and the relay's
+ * Refused while `mail-relay dev` (`npm start`) runs on the data dir (it holds a lock on
+ * `dev.lock`): `VACUUM` holds the write lock for as long as it copies the database, and the relay's
  * SQLite calls are synchronous, so the whole relay (SMTP, API, POP3 through the API) would stall,
  * deliveries would time out with `451`, and a DELE could leave its blobs behind. Needs free disk
  * space about the size of the database (the copy goes through the WAL).
  */
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Io } from './cli.ts';
@@ -32,34 +32,52 @@ export interface CompactResult {
   readonly walKept: boolean;
 }
 
-const DEV_PID_FILE = 'dev.pid';
+/**
+ * `dev` holds a read lock on this file (an empty SQLite database in rollback-journal mode) for as
+ * long as it runs, and the operating system drops it when the process ends, however it ends: no
+ * stale pid files, no pid reuse, any number of `dev`s. `compact` asks for the write lock without
+ * waiting, which any holder refuses.
+ */
+const DEV_LOCK_FILE = 'dev.lock';
 
-/** `dev` leaves its pid in the data dir while it runs. */
-export function claimDevPid(dataDir: string): void {
-  writeFileSync(join(dataDir, DEV_PID_FILE), `${process.pid}\n`);
+export interface DevLock {
+  release(): void;
 }
 
-/** Removes the pid file, if it is still ours (another `dev` may have started on the same dir since). */
-export function releaseDevPid(dataDir: string): void {
-  const path = join(dataDir, DEV_PID_FILE);
-  if (runningDev(dataDir) === process.pid) rmSync(path, { force: true });
-}
-
-/** The pid of a live `dev` on this data dir, or null (no file, or its process is gone). */
-export function runningDev(dataDir: string): number | null {
-  let pid: number;
+/** Taken by `dev` at start, released when it stops. */
+export function holdDevLock(dataDir: string): DevLock {
+  const db = new Database(join(dataDir, DEV_LOCK_FILE));
   try {
-    pid = Number(readFileSync(join(dataDir, DEV_PID_FILE), 'utf8').trim());
-  } catch {
-    return null;
-  }
-  if (!Number.isSafeInteger(pid) || pid <= 0) return null;
-  try {
-    process.kill(pid, 0);
-    return pid;
+    db.exec('BEGIN');
+    // The read takes SQLite's SHARED lock, held until the transaction ends.
+    db.prepare('SELECT count(*) FROM sqlite_master').get();
   } catch (err) {
-    // EPERM: alive, someone else's.
-    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : null;
+    db.close();
+    throw err;
+  }
+  return {
+    release() {
+      if (!db.open) return;
+      db.exec('ROLLBACK');
+      db.close();
+    },
+  };
+}
+
+/** Whether a `dev` (in this process or another) holds the lock on this data dir. */
+export function devIsRunning(dataDir: string): boolean {
+  const path = join(dataDir, DEV_LOCK_FILE);
+  if (!existsSync(path)) return false;
+  const db = new Database(path, { timeout: 0 });
+  try {
+    db.exec('BEGIN EXCLUSIVE');
+    db.exec('ROLLBACK');
+    return false;
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 'SQLITE_BUSY') return true;
+    throw err;
+  } finally {
+    db.close();
   }
 }
 
@@ -110,10 +128,9 @@ export async function commandCompact(args: readonly string[], io: Io): Promise<n
     return 2;
   }
   const dataDir = dataDirFromEnv(io.env);
-  const dev = runningDev(dataDir);
-  if (dev !== null) {
+  if (devIsRunning(dataDir)) {
     io.err.write(
-      `mail-relay: mail-relay dev (pid ${dev}) is running on ${dataDir}; stop it first ` +
+      `mail-relay: mail-relay dev is running on ${dataDir} (it holds dev.lock there); stop it first ` +
         '(compact locks the databases while it copies them, which would stall the relay)\n',
     );
     return 1;

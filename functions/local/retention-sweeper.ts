@@ -36,7 +36,7 @@ export interface ReceivedExpiry {
  * (deletionMemoryDaysFor), so deleted mail stays deleted.
  */
 export async function expireReceived(
-  blobs: Pick<BlobStore, 'list' | 'delete'>,
+  blobs: Pick<BlobStore, 'list' | 'head' | 'delete'>,
   retention: ReceivedRetention,
   now: Date,
   signal?: AbortSignal,
@@ -58,6 +58,9 @@ export async function expireReceived(
     }
     for (const b of expired) {
       if (signal?.aborted) return { deleted, bytes };
+      // Written again since it was listed (a re-import, a recovery): it is new now, and stays.
+      const current = await blobs.head(b.key);
+      if (current === null || current.lastModified >= cutoff) continue;
       await blobs.delete(b.key);
       deleted += 1;
       bytes += b.size;
@@ -79,7 +82,7 @@ export interface RetentionSweeperOptions {
    * commits do not wait for the disk: an expiry lost in a crash is simply redone by the next sweep,
    * and a synced commit per deletion would stall the relay through a first sweep of a big backlog.
    */
-  readonly receivedBlobs?: Pick<BlobStore, 'list' | 'delete'>;
+  readonly receivedBlobs?: Pick<BlobStore, 'list' | 'head' | 'delete'>;
   /** @default LOCAL_SWEEP_INTERVAL_MS */
   readonly intervalMs?: number;
   /** After every sweep of mailboxes that ran to its end or was stopped. */

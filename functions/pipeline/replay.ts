@@ -17,6 +17,9 @@ import {
   verdictsOf,
 } from '../core/notification.ts';
 import { route } from '../core/routing.ts';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
 import type { BlobInfo } from '../ports/blob-store.ts';
 import {
   countOutcomes,
@@ -44,6 +47,8 @@ export interface ReplayOptions {
   /** Deliver again what was delivered and deleted since (by default deleted mail stays deleted). */
   readonly restoreDeleted?: boolean | undefined;
   readonly onProgress?: ((progress: ReplayProgress) => void) | undefined;
+  /** For tests: the present, which sets the replay window. */
+  readonly now?: Date | undefined;
 }
 
 export interface ReplayFailure {
@@ -52,12 +57,18 @@ export interface ReplayFailure {
 }
 
 export interface ReplaySummary {
-  /** Notifications written at or after `since`. */
+  /** Notifications written at or after `since`, within the replay window. */
   readonly considered: number;
   /** Notifications run through the router. */
   readonly replayed: number;
   /** Notifications left out by the `mailbox` filter. */
   readonly skipped: number;
+  /**
+   * Notifications left out because they are past the replay window (`retention.inboundDays`) but not
+   * yet deleted (the lifecycle rule runs late, or `npm start` has not swept since): the index
+   * remembers deletions only a little longer, so replaying them could bring deleted mail back.
+   */
+  readonly expired: number;
   readonly failures: readonly ReplayFailure[];
   /** Outcome counts over every replayed notification (`delivered` counts new deliveries only). */
   readonly counts: ReturnType<typeof countOutcomes>;
@@ -101,10 +112,15 @@ export async function replay(deps: RouterDeps, options: ReplayOptions): Promise<
   if (!Number.isFinite(since)) throw new RangeError('replay: since is not a valid date');
   const mailbox = options.mailbox?.trim().toLowerCase();
 
+  const windowStart = (options.now ?? new Date()).getTime() - deps.config.retention.inboundDays * DAY_MS;
+
   // Listed first so progress has a total; BlobInfo is small, even for a month of mail.
   const work: BlobInfo[] = [];
+  let expired = 0;
   for await (const info of deps.blobs.list(NOTIFICATIONS_PREFIX)) {
-    if (info.lastModified >= since && info.key.endsWith('.json')) work.push(info);
+    if (info.lastModified < since || !info.key.endsWith('.json')) continue;
+    if (info.lastModified < windowStart) expired++;
+    else work.push(info);
   }
   // Oldest first, so mailboxes fill in the order the mail arrived.
   work.sort((a, b) => a.lastModified - b.lastModified || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -136,6 +152,7 @@ export async function replay(deps: RouterDeps, options: ReplayOptions): Promise<
     considered: work.length,
     replayed: results.length,
     skipped,
+    expired,
     failures,
     counts: countOutcomes(results),
     results,

@@ -5,6 +5,8 @@
  * delivering and reading; while `dev` runs on the data dir, compact refuses to start.
  */
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +21,7 @@ import { main } from '../../functions/local/cli.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
+import { freePort } from '../helpers/net.ts';
 import { run } from '../helpers/process.ts';
 import { listAll } from '../helpers/relay.ts';
 
@@ -54,6 +57,35 @@ async function deliver(runtime: LocalRuntime, n: number): Promise<string> {
 }
 
 const size = (path: string) => statSync(path).size;
+
+/** `mail-relay dev` in a child process, as `npm start` runs it; resolves once it listens. */
+async function startDev(dataDir: string): Promise<{ child: ChildProcess; smtpPort: number }> {
+  const smtpPort = await freePort();
+  const child = spawn(process.execPath, [BIN, 'dev'], {
+    env: {
+      ...env(dataDir),
+      MAIL_RELAY_SMTP_PORT: String(smtpPort),
+      MAIL_RELAY_API_PORT: String(await freePort()),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr?.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  const deadline = Date.now() + 30_000;
+  while (!out.includes('mail-relay dev')) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`dev did not start:\n${out}`);
+    }
+    await sleep(20);
+  }
+  return { child, smtpPort };
+}
 
 describe('mail-relay compact', () => {
   it('shrinks the databases after deletions, keeps every message left, and a running relay goes on', async () => {
@@ -106,8 +138,34 @@ describe('mail-relay compact', () => {
     await relay.close();
   });
 
-  it('is refused while mail-relay dev runs on the data dir (it would stall the relay), and runs once dev has stopped', async () => {
+  it('is refused while mail-relay dev runs on the data dir (it would stall the relay), however many; runs once dev is gone, even killed', async () => {
     const dataDir = join(work, 'with-dev');
+    const compact = () => run(process.execPath, [BIN, 'compact'], { env: env(dataDir) });
+    const first = await startDev(dataDir);
+    try {
+      const refused = await compact();
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stderr,
+        /mail-relay dev is running on .*with-dev \(it holds dev\.lock there\); stop it first/,
+      );
+      // A second dev on the same data dir that cannot start (its port is taken) changes nothing.
+      const second = await run(process.execPath, [BIN, 'dev'], {
+        env: { ...env(dataDir), MAIL_RELAY_SMTP_PORT: String(first.smtpPort), MAIL_RELAY_API_PORT: '0' },
+      });
+      assert.equal(second.code, 1, second.stdout + second.stderr);
+      assert.equal((await compact()).code, 1, 'still refused: the first dev runs');
+    } finally {
+      // Not a clean stop: the lock must go with the process all the same.
+      first.child.kill('SIGKILL');
+      await once(first.child, 'exit');
+    }
+    const r = await compact();
+    assert.equal(r.code, 0, r.stderr);
+    // Nothing was deleted: nothing to give back, and no copy made.
+    assert.match(r.stdout, /blobs\.sqlite: [\d.]+ MB, nothing to give back/);
+
+    // And in one process: dev started and stopped through the CLI's own entry point.
     const out = new PassThrough();
     let text = '';
     out.on('data', (c: Buffer) => {
@@ -122,22 +180,12 @@ describe('mail-relay compact', () => {
         if (Date.now() > deadline) throw new Error(`dev did not start:\n${text}`);
         await sleep(20);
       }
-      assert.equal(readFileSync(join(dataDir, 'dev.pid'), 'utf8'), `${process.pid}\n`);
-      const refused = await run(process.execPath, [BIN, 'compact'], { env: env(dataDir) });
-      assert.equal(refused.code, 1);
-      assert.match(
-        refused.stderr,
-        new RegExp(`mail-relay dev \\(pid ${process.pid}\\) is running on .*with-dev; stop it first`),
-      );
+      assert.equal((await compact()).code, 1);
     } finally {
       stop.abort();
       assert.equal(await running, 0);
     }
-    assert.equal(existsSync(join(dataDir, 'dev.pid')), false, 'dev removes its pid file when it stops');
-    const r = await run(process.execPath, [BIN, 'compact'], { env: env(dataDir) });
-    assert.equal(r.code, 0, r.stderr);
-    // A fresh data dir has nothing free: no copy is made.
-    assert.match(r.stdout, /blobs\.sqlite: [\d.]+ MB, nothing to give back/);
+    assert.equal((await compact()).code, 0, 'dev released its lock when it stopped');
   });
 
   it('says so when there is nothing to compact, refuses arguments, and names a file it cannot compact', async () => {

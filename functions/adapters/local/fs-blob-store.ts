@@ -234,6 +234,17 @@ async function copyBytes(from: string, tmp: string, sync: boolean): Promise<void
   }
 }
 
+/**
+ * A file blob's `lastModified`: the later of its data's last write (mtime) and its inode's last
+ * change (ctime). A hard-link copy shares the source's inode, whose mtime is the source's write
+ * time, but `link()` sets the ctime: so a copy reads as written when it was copied, as rows and S3's
+ * CopyObject do, and expiry by age (retention sweeps, the replay window) never takes a fresh copy
+ * of old bytes for old. Other inode changes (a link to it removed) only move it later.
+ */
+function fileLastModified(info: { mtimeMs: number; ctimeMs: number }): number {
+  return Math.floor(Math.max(info.mtimeMs, info.ctimeMs));
+}
+
 /** A rename or unlink is only durable once the directory holding the entry is fsynced. */
 async function fsyncDir(dir: string): Promise<void> {
   let fh: FileHandle;
@@ -746,7 +757,7 @@ export class FsBlobStore implements BlobStore {
     if (row !== undefined) return { key, size: row.size, lastModified: row.mtime };
     try {
       const info = await stat(this.pathOf(key));
-      if (info.isFile()) return { key, size: info.size, lastModified: Math.floor(info.mtimeMs) };
+      if (info.isFile()) return { key, size: info.size, lastModified: fileLastModified(info) };
     } catch (err) {
       if (!isMissing(err)) throw err;
     }
@@ -758,7 +769,7 @@ export class FsBlobStore implements BlobStore {
    * A row source is copied into a row (in the group commit, like a put; `lastModified` is the time
    * of the copy). A file source becomes a hard link: the source is never modified in place (put
    * renames a new file over it), so the link stays a faithful, independent copy; its
-   * `lastModified` is the source's write time.
+   * `lastModified` is the time of the link, as for rows and S3's CopyObject (fileLastModified).
    */
   async copy(fromKey: string, toKey: string): Promise<void> {
     assertKey(fromKey);
@@ -984,7 +995,7 @@ export class FsBlobStore implements BlobStore {
         const e = run[j];
         const info = infos[j];
         if (e === undefined || info === undefined || info === null || !info.isFile()) continue;
-        yield { key: `${dirKey}${e.name}`, size: info.size, lastModified: Math.floor(info.mtimeMs) };
+        yield { key: `${dirKey}${e.name}`, size: info.size, lastModified: fileLastModified(info) };
       }
     }
   }
