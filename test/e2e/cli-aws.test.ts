@@ -214,7 +214,7 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     );
     assert.match(
       io.text().out,
-      /^replayed 2 of 3 notifications .*delivered 1, duplicate 1,.*skipped 1 \(other mailboxes\), errors 0/,
+      /^replayed 2 of 3 notifications .*delivered 1, duplicate 1,.*skipped 1 \(other mailboxes\), 0 past the replay window \(retention\.inboundDays\), errors 0/,
     );
     assert.match(io.text().err, /s3:\/\/mail-relay-cli-bucket, table mail-relay-cli-table/);
     assert.equal((await aws.index.stat(ALICE)).messages, 2);
