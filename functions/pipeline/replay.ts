@@ -17,9 +17,6 @@ import {
   verdictsOf,
 } from '../core/notification.ts';
 import { route } from '../core/routing.ts';
-
-const DAY_MS = 24 * 60 * 60 * 1000;
-
 import type { BlobInfo } from '../ports/blob-store.ts';
 import {
   countOutcomes,
@@ -28,6 +25,8 @@ import {
   type RouteResult,
   type RouterDeps,
 } from './router.ts';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 export interface ReplayProgress {
   /** Notifications handled so far (replayed, skipped or failed). */
