@@ -442,6 +442,36 @@ describe('local retention timer', () => {
   });
 });
 
+/** Runs `mail-relay dev` in this process until it logs a retention line, then stops it; returns its output. */
+async function devUntilRetentionLine(configPath: string, dataDir: string): Promise<string> {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (c: Buffer) => {
+    text += c.toString();
+  });
+  const stop = new AbortController();
+  const env = {
+    ...process.env,
+    MAIL_RELAY_CONFIG: configPath,
+    MAIL_RELAY_DATA_DIR: dataDir,
+    MAIL_RELAY_SMTP_PORT: '0',
+    MAIL_RELAY_API_PORT: '0',
+  };
+  const running = main(['dev'], { out, err: out, env, stop: stop.signal });
+  const deadline = Date.now() + 20_000;
+  while (!/retention: deleted/.test(text)) {
+    if (Date.now() > deadline) {
+      stop.abort();
+      await running;
+      throw new Error(`no retention line from dev:\n${text}`);
+    }
+    await sleep(20);
+  }
+  stop.abort();
+  assert.equal(await running, 0);
+  return text;
+}
+
 describe('mail-relay dev with retention.mailboxDays', () => {
   let work: string;
   before(() => {
@@ -460,33 +490,7 @@ describe('mail-relay dev with retention.mailboxDays', () => {
     await seeded.close();
     assert.ok(old && recent);
 
-    const out = new PassThrough();
-    const err = new PassThrough();
-    let text = '';
-    out.on('data', (c: Buffer) => {
-      text += c.toString();
-    });
-    err.resume();
-    const stop = new AbortController();
-    const env = {
-      ...process.env,
-      MAIL_RELAY_CONFIG: configPath,
-      MAIL_RELAY_DATA_DIR: dataDir,
-      MAIL_RELAY_SMTP_PORT: '0',
-      MAIL_RELAY_API_PORT: '0',
-    };
-    const running = main(['dev'], { out, err, env, stop: stop.signal });
-    const deadline = Date.now() + 20_000;
-    while (!/retention: deleted/.test(text)) {
-      if (Date.now() > deadline) {
-        stop.abort();
-        await running;
-        throw new Error(`no retention line from dev:\n${text}`);
-      }
-      await sleep(20);
-    }
-    stop.abort();
-    assert.equal(await running, 0);
+    const text = await devUntilRetentionLine(configPath, dataDir);
     const lines = text.split('\n').filter((l) => / retention: /.test(l));
     assert.equal(lines.length, 1, text);
     assert.match(lines[0] ?? '', /retention: deleted 1 message\(s\), \d+B, older than 30 day\(s\)$/);
@@ -650,31 +654,7 @@ describe('mail-relay dev expires received mail even without retention.mailboxDay
     db.close();
     assert.equal(aged, 1);
 
-    const out = new PassThrough();
-    let text = '';
-    out.on('data', (c: Buffer) => {
-      text += c.toString();
-    });
-    const stop = new AbortController();
-    const env = {
-      ...process.env,
-      MAIL_RELAY_CONFIG: configPath,
-      MAIL_RELAY_DATA_DIR: dataDir,
-      MAIL_RELAY_SMTP_PORT: '0',
-      MAIL_RELAY_API_PORT: '0',
-    };
-    const running = main(['dev'], { out, err: out, env, stop: stop.signal });
-    const deadline = Date.now() + 20_000;
-    while (!/retention: deleted/.test(text)) {
-      if (Date.now() > deadline) {
-        stop.abort();
-        await running;
-        throw new Error(`no retention line from dev:\n${text}`);
-      }
-      await sleep(20);
-    }
-    stop.abort();
-    assert.equal(await running, 0);
+    const text = await devUntilRetentionLine(configPath, dataDir);
     assert.match(
       text,
       /retention: deleted 1 received message\(s\), notification\(s\) and forwarded original\(s\), \d+B \(inbound\/, notifications\/ after 30 day\(s\); forwarded\/ after 30\)/,
