@@ -9,11 +9,10 @@
  */
 import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { INBOUND_PREFIX } from '../core/notification.ts';
+import { DAY_MS } from '../core/time.ts';
 import { type RetentionDeps, type SweepSummary, sweepExpired } from '../pipeline/retention.ts';
 import { NOTIFICATIONS_PREFIX } from '../pipeline/router.ts';
 import type { BlobInfo, BlobStore } from '../ports/blob-store.ts';
-
-const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** How long each prefix the lifecycle rules cover in AWS is kept. */
 export interface ReceivedRetention {

@@ -17,6 +17,7 @@ import {
   verdictsOf,
 } from '../core/notification.ts';
 import { route } from '../core/routing.ts';
+import { DAY_MS } from '../core/time.ts';
 import type { BlobInfo } from '../ports/blob-store.ts';
 import {
   countOutcomes,
@@ -25,8 +26,6 @@ import {
   type RouteResult,
   type RouterDeps,
 } from './router.ts';
-
-const DAY_MS = 24 * 60 * 60 * 1000;
 
 export interface ReplayProgress {
   /** Notifications handled so far (replayed, skipped or failed). */

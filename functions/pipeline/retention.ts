@@ -15,10 +15,10 @@
  */
 import { timeOfId, ULID_RE } from '../core/ids.ts';
 import { deleteMessageBlobs, mailboxKeys } from '../core/keys.ts';
+import { DAY_MS } from '../core/time.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
 
-const DAY_MS = 24 * 60 * 60 * 1000;
 /** LIST page size of the walk: the index's maximum, so a mailbox of kept mail costs few queries. */
 const PAGE_SIZE = 1000;
 /** Length of a message id (ULID) at the start of a key under `mailboxes/<mailbox>/`. */

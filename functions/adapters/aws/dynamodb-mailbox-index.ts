@@ -43,6 +43,7 @@ import * as z from 'zod';
 import { VERDICT_NAMES } from '../../core/config.ts';
 import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
+import { DAY_MS } from '../../core/time.ts';
 import {
   type ClaimSendOptions,
   type CommittedPage,
@@ -97,7 +98,6 @@ const commitSk = (seq: number) => `SEQ#${String(seq).padStart(15, '0')}`;
 const COMMIT_SK_END = 'SEQ$';
 /** The TTL attribute of the table (deletions); the stack declares the same name. */
 export const TTL_ATTRIBUTE = 'expiresAt';
-const DAY_MS = 24 * 3600 * 1000;
 const tokenPk = (hash: string) => `TOKEN#${hash}`;
 const SEND_SK = 'SEND';
 const sendPk = (key: string) => `SEND#${key}`;

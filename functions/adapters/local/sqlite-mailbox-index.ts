@@ -15,6 +15,7 @@ import type { VerdictName } from '../../core/config.ts';
 import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
 import type { Verdicts } from '../../core/routing.ts';
+import { DAY_MS } from '../../core/time.ts';
 import {
   type ClaimSendOptions,
   type CommittedPage,
@@ -204,8 +205,6 @@ export interface SqliteMailboxIndexOptions {
   /** ms since epoch; for tests. */
   readonly clock?: () => number;
 }
-
-const DAY_MS = 24 * 3600 * 1000;
 
 interface PendingDelivery {
   readonly entry: MessageEntry;
