@@ -28,6 +28,7 @@ function entry(mailbox: string, i: number): MessageEntry {
     mailbox,
     id: messageIdFor(FILL_START_MS + i * 1000, sesMessageId),
     size: 5200 + (i % 700),
+    crlfSize: 5200 + (i % 700),
     receivedAt: new Date(FILL_START_MS + i * 1000).toISOString(),
     from: `Sender ${i % 97} <sender${i % 97}@example.org>`,
     to: mailbox,

@@ -360,6 +360,7 @@ function toListItem(e: MessageEntry): ListItem {
   return {
     id: e.id,
     size: e.size,
+    crlfSize: e.crlfSize,
     receivedAt: e.receivedAt,
     from: e.from,
     to: e.to,

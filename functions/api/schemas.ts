@@ -193,6 +193,15 @@ export const listItemSchema = z
   .object({
     id: z.string().openapi({ description: 'ULID; also the UIDL (unique and stable)' }),
     size: z.number().int().nonnegative().openapi({ description: 'Bytes of the raw message (RETR size)' }),
+    crlfSize: z
+      .number()
+      .int()
+      .nonnegative()
+      .openapi({
+        description:
+          'Octets of the raw message with every line ending in CRLF, as POP3 counts and sends it (RFC 1939 §11); ' +
+          'equal to `size` unless the message has bare LF line ends',
+      }),
     receivedAt: z.string().openapi({ description: 'ISO 8601 receipt time' }),
     from: z.string(),
     to: z.string(),

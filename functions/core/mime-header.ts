@@ -60,6 +60,22 @@ export function detectEol(body: Buffer | readonly Buffer[]): Eol {
 }
 
 /**
+ * Octets of a message once every line ends in CRLF: a bare LF counts as CRLF, and a last line
+ * without a line end gains one (a CR alone there gains the LF). This is the size POP3 gives
+ * (RFC 1939 §11: counted with CRLF line ends, before dot-stuffing) for what the POP3 bridge sends;
+ * for a message stored with CRLF throughout it is its length.
+ */
+export function crlfSize(raw: Buffer): number {
+  let size = raw.length;
+  for (let lf = raw.indexOf(10); lf !== -1; lf = raw.indexOf(10, lf + 1)) {
+    if (lf === 0 || raw[lf - 1] !== 13) size++;
+  }
+  const last = raw.length === 0 ? 10 : raw[raw.length - 1];
+  if (last !== 10) size += last === 13 ? 1 : 2;
+  return size;
+}
+
+/**
  * Splits at the end of the header block: the first empty line (CRLF or bare LF), or the first line
  * that is neither a field nor a continuation (a message whose sender forgot the blank line).
  */

@@ -96,10 +96,12 @@ class MailboxApi {
     do {
       const query: string = `?limit=${LIST_PAGE}${cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`}`;
       const page = (await (await this.call(`/messages${query}`)).json()) as {
-        items: { id: string; size: number }[];
+        items: { id: string; size: number; crlfSize?: number }[];
         nextCursor: string | null;
       };
-      for (const item of page.items) out.push({ id: item.id, size: item.size, deleted: false });
+      // The size as sent (CRLF line ends); an API from before `crlfSize` gives the stored size only.
+      for (const item of page.items)
+        out.push({ id: item.id, size: item.crlfSize ?? item.size, deleted: false });
       cursor = page.nextCursor;
     } while (cursor !== null);
     return out.reverse();

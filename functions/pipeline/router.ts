@@ -12,6 +12,7 @@ import { MailRelayError, NotFoundError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
 import { clipText, ENTRY_TEXT_MAX_CHARS, type ParseResult, partBody, snippetOf } from '../core/message.ts';
+import { crlfSize } from '../core/mime-header.ts';
 import { notificationJson, type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
 import { type Decision, route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
@@ -375,6 +376,7 @@ export async function deliverToMailbox(
     mailbox,
     id,
     size: raw.length,
+    crlfSize: crlfSizeOf(raw),
     receivedAt: args.entry.receivedAt,
     from: summary ? clipText(displayList(summary.from.slice(0, 1)), ENTRY_TEXT_MAX_CHARS) : '',
     to: summary ? clipText(displayList(summary.to), ENTRY_TEXT_MAX_CHARS) : '',
@@ -392,6 +394,18 @@ export async function deliverToMailbox(
   };
   const { inserted } = await index.deliver(entry, { restoreDeleted });
   return inserted ? 'delivered' : 'present';
+}
+
+/** One scan of a message's bytes however many mailboxes it is delivered to. */
+const crlfSizes = new WeakMap<Buffer, number>();
+
+function crlfSizeOf(raw: Buffer): number {
+  let size = crlfSizes.get(raw);
+  if (size === undefined) {
+    size = crlfSize(raw);
+    crlfSizes.set(raw, size);
+  }
+  return size;
 }
 
 /** Stores a notice (a failed or looped forward) in a mailbox like any delivery; its id is deterministic. */

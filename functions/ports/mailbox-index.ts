@@ -11,6 +11,12 @@ export interface MessageEntry {
   readonly id: string;
   /** Bytes of the stored raw message (trace headers included). */
   readonly size: number;
+  /**
+   * Octets of that message with every line ending in CRLF (`crlfSize` of core/mime-header.ts):
+   * what POP3 counts. Equal to `size` unless the message has bare LF line ends. Entries written
+   * before it was recorded read back with `size`.
+   */
+  readonly crlfSize: number;
   /** ISO 8601 receipt time. */
   readonly receivedAt: string;
   /** Display form of the first From address ("Name <a@b>"), or "" when absent. */

@@ -7,10 +7,11 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { CreateTableCommand, DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, DeleteBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import {
   DynamoDbMailboxIndex,
   mailboxTableDefinition,
+  TABLE_KEYS,
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { LazyBlobStore } from '../../functions/adapters/lazy-blob-store.ts';
@@ -161,6 +162,29 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
       await index.delete(inbox, second.id);
     });
     await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+  });
+
+  it('an entry written before crlfSize was recorded reads back with crlfSize = size', async () => {
+    const tableName = `legacy-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    try {
+      const index = new DynamoDbMailboxIndex({ client: documents, tableName });
+      const old = makeEntry('alice@example.test', Date.UTC(2025, 0, 1), 'legacy', { crlfSize: 4321 });
+      await index.deliver(old);
+      // What an item from before looks like: no crlfSize attribute.
+      await documents.send(
+        new UpdateCommand({
+          TableName: tableName,
+          Key: { [TABLE_KEYS.partitionKey]: `MBX#${old.mailbox}`, [TABLE_KEYS.sortKey]: `MSG#${old.id}` },
+          UpdateExpression: 'REMOVE crlfSize',
+        }),
+      );
+      const back = await index.get(old.mailbox, old.id);
+      assert.equal(back?.crlfSize, old.size);
+      assert.equal((await index.list(old.mailbox, { limit: 10 })).items[0]?.crlfSize, old.size);
+    } finally {
+      await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+    }
   });
 
   runMailboxIndexContract('DynamoDbMailboxIndex', async (options) => {

@@ -712,6 +712,47 @@ describe('SqliteMailboxIndex: local specifics', () => {
     }
   });
 
+  it('an index from before crlfSize (schema v4) gains the column; its entries read crlfSize = size', async () => {
+    const dir = await tempDir('index-v4');
+    try {
+      const path = join(dir, 'index.sqlite');
+      const mb = 'a@example.com';
+      const before = new SqliteMailboxIndex(path);
+      const old = makeEntry(mb, Date.UTC(2025, 0, 1), 'v4-old', { crlfSize: 9999 });
+      await before.deliver(old);
+      await before.close();
+      // What a v4 file looks like: no crlf_size column.
+      const raw = new Database(path);
+      raw.exec('ALTER TABLE messages DROP COLUMN crlf_size');
+      raw.pragma('user_version = 4');
+      raw.close();
+      const index = new SqliteMailboxIndex(path);
+      try {
+        assert.equal((await index.get(mb, old.id))?.crlfSize, old.size);
+        const later = makeEntry(mb, Date.UTC(2025, 0, 2), 'v5-new', { size: 100, crlfSize: 110 });
+        await index.deliver(later);
+        assert.deepEqual(
+          (await index.list(mb, { limit: 10 })).items.map((e) => [e.size, e.crlfSize]),
+          [
+            [100, 110],
+            [old.size, old.size],
+          ],
+        );
+      } finally {
+        await index.close();
+      }
+      // Opened again at v5: nothing to migrate, nothing lost.
+      const again = new SqliteMailboxIndex(path);
+      try {
+        assert.equal((await again.list(mb, { limit: 10 })).items.length, 2);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a database written by a newer schema instead of misreading it', async () => {
     const dir = await tempDir('index-version');
     try {

@@ -38,10 +38,12 @@ export function makeEntry(
   sesMessageId: string,
   overrides: Partial<MessageEntry> = {},
 ): MessageEntry {
+  const size = 1000 + (receivedAtMs % 997);
   return {
     mailbox,
     id: messageIdFor(receivedAtMs, sesMessageId),
-    size: 1000 + (receivedAtMs % 997),
+    size,
+    crlfSize: size,
     receivedAt: new Date(receivedAtMs).toISOString(),
     from: 'Sender <sender@example.net>',
     to: mailbox,
@@ -163,6 +165,9 @@ export function runMailboxIndexContract(
           recipient: 'alice+news@example.com',
           plusTag: 'news',
           parseFailed: true,
+          // A message with bare LF line ends: POP3's size is larger than the stored one.
+          size: 5000,
+          crlfSize: 5123,
         });
         const minimal = makeEntry(ALICE, BASE_MS + 1, 'ses-minimal', { from: '', subject: '', snippet: '' });
         assert.deepEqual(await index.deliver(full), { inserted: true });

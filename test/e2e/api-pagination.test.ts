@@ -22,6 +22,7 @@ function entry(i: number, baseMs: number): MessageEntry {
     // Several messages per millisecond, as a burst of mail gets: ordering then rests on the id's random half.
     id: messageIdFor(baseMs + Math.floor(i / 3), `bulk-${i}`),
     size: 1000 + i,
+    crlfSize: 1000 + i,
     receivedAt: new Date(baseMs + Math.floor(i / 3)).toISOString(),
     from: `Sender ${i} <s${i}@remote.test>`,
     to: MAILBOX,

@@ -95,6 +95,7 @@ describe('mailbox HTTP API', () => {
       assert.ok(page.items.length <= 5);
       for (const item of page.items) {
         assert.deepEqual(Object.keys(item).sort(), [
+          'crlfSize',
           'from',
           'hasAttachments',
           'id',
@@ -119,6 +120,15 @@ describe('mailbox HTTP API', () => {
     assert.equal(mixed.hasAttachments, true);
     assert.equal(mixed.from, 'Alice Example <alice@example.org>');
     assert.equal(mixed.size, (await env.runtime.blobs.head(mailboxKeys.raw(ALICE, mixed.id)))?.size);
+    assert.equal(mixed.crlfSize, mixed.size, 'CRLF throughout: the same');
+    // Bare LF line ends: crlfSize counts one more octet per line than the stored bytes have.
+    const bareLf = page.items.find((i) => i.id === idOf('bare-lf.eml'));
+    const bareRaw = await env.runtime.blobs.get(mailboxKeys.raw(ALICE, idOf('bare-lf.eml')));
+    assert.ok(bareLf && bareRaw);
+    assert.equal(bareLf.size, bareRaw.length);
+    const lines = bareRaw.toString('latin1').split('\n').length - 1;
+    assert.ok(lines > 3 && !bareRaw.includes('\r\n'));
+    assert.equal(bareLf.crlfSize, bareRaw.length + lines);
     assert.equal(page.nextCursor, null);
   });
 

@@ -165,10 +165,13 @@ describe('POP3 bridge', () => {
     };
     assert.match(out.welcome, /^\+OK/);
     for (const c of ['RESP-CODES', 'TOP', 'UIDL', 'USER']) assert.ok(out.capa.includes(c), c);
-    assert.deepEqual(out.stat, [3, raws.reduce((n, b) => n + b.length, 0)]);
+    // Sizes are the octets sent (RFC 1939 §11: CRLF line ends): the bare-LF message counts one more per line.
+    const sizes = raws.map((b) => asTransmitted(b).length);
+    assert.ok((sizes[1] ?? 0) > (raws[1]?.length ?? 0));
+    assert.deepEqual(out.stat, [3, sizes.reduce((n, s) => n + s, 0)]);
     assert.deepEqual(
       out.list,
-      raws.map((b, i) => `${i + 1} ${b.length}`),
+      sizes.map((s, i) => `${i + 1} ${s}`),
     );
     assert.deepEqual(
       out.uidl,
@@ -183,7 +186,7 @@ describe('POP3 bridge', () => {
       .split('\r\n\r\n')[0];
     assert.equal(out.top0, `${headers}\r\n`);
     assert.match(out.retr_deleted, /^-ERR message 1 already deleted/);
-    assert.deepEqual(out.stat_after_dele, [2, (raws[0]?.length ?? 0) + (raws[2]?.length ?? 0)]);
+    assert.deepEqual(out.stat_after_dele, [2, (sizes[0] ?? 0) + (sizes[2] ?? 0)]);
     assert.match(out.quit, /^\+OK .*1 messages deleted/);
     // RSET undid the first DELE; the second was carried out at QUIT.
     assert.deepEqual(await listIds(env, alice, ALICE), [ids[0], ids[2]]);
@@ -347,9 +350,10 @@ describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
   });
 
   /**
-   * Two messages (one with a dot-leading line) into `mailbox`; `client` fetches them into `dir` and
-   * returns everything it delivered as one text; then each stored message must be in it (with LF
-   * line endings, as mbox and Maildir hold them) and the mailbox empty (the clients delete).
+   * Three messages (one with a dot-leading line, one with bare LF line ends) into `mailbox`; `client`
+   * fetches them into `dir` and returns everything it delivered as one text; then each stored message
+   * must be in it (with LF line endings, as mbox and Maildir hold them) and the mailbox empty (the
+   * clients delete).
    */
   async function fetchAll(mailbox: string, client: (dir: string, token: string) => Promise<string>) {
     const token = await env.token(mailbox);
@@ -359,6 +363,10 @@ describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
         Buffer.from(`From: x${i}@remote.test\r\nTo: ${mailbox}\r\nSubject: m${i}\r\n\r\n${b}`),
       );
     }
+    await env.deliver(
+      [mailbox],
+      Buffer.from(`From: x2@remote.test\nTo: ${mailbox}\nSubject: m2\n\nbare\nLF\n`),
+    );
     const ids = await listIds(env, token, mailbox);
     const raws = await Promise.all(ids.map((id) => rawOf(env, token, mailbox, id)));
     const dir = mkdtempSync(join(tmpdir(), 'mr-pop3-client-'));

@@ -263,6 +263,7 @@ describe('retention sweep on the local adapters (SQLite + files)', () => {
       mailbox: CAROL,
       id: messageIdFor(at, `bulk-${i}`),
       size: 100 + (i % 7),
+      crlfSize: 100 + (i % 7),
       receivedAt: new Date(at).toISOString(),
       from: 'x@remote.test',
       to: CAROL,

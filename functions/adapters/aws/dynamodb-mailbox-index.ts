@@ -156,6 +156,8 @@ const messageItemSchema = z.object({
   plusTag: z.string().optional(),
   parseFailed: z.boolean(),
   sesMessageId: z.string(),
+  /** Absent on entries written before it was recorded. */
+  crlfSize: z.number().optional(),
 });
 
 const statItemSchema = z.object({
@@ -224,6 +226,7 @@ function toItem(e: MessageEntry): Record<string, unknown> {
     ...(e.plusTag !== undefined ? { plusTag: e.plusTag } : {}),
     parseFailed: e.parseFailed,
     sesMessageId: e.sesMessageId,
+    crlfSize: e.crlfSize,
     // DynamoDB's contains() is case-sensitive: q searches these folded copies.
     fromLc: fold(e.from),
     toLc: fold(e.to),
@@ -246,6 +249,7 @@ function toEntry(item: Record<string, unknown>): MessageEntry {
     mailbox: r[TABLE_KEYS.partitionKey].slice('MBX#'.length),
     id: r[TABLE_KEYS.sortKey].slice('MSG#'.length),
     size: r.size,
+    crlfSize: r.crlfSize ?? r.size,
     receivedAt: r.receivedAt,
     from: r.from,
     to: r.to,

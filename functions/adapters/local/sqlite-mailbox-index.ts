@@ -33,10 +33,10 @@ import {
   type TokenRecord,
 } from '../../ports/mailbox-index.ts';
 import { scheduleGroupCommit } from './group-commit.ts';
-import { migrateSchema } from './sqlite-schema.ts';
+import { addColumnIfMissing, migrateSchema } from './sqlite-schema.ts';
 
 /** Bumped when the schema changes; a database from a newer version is refused rather than misread. */
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 /** The port's bounds for a page. */
 const MAX_LIMIT = 1000;
 /** Waits this long for another process (e.g. `mail-relay token create` next to `dev`) to release the write lock. */
@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS messages (
   sender_lc TEXT NOT NULL,
   recipients_lc TEXT NOT NULL,
   subject_lc TEXT NOT NULL,
+  -- v5: the size with CRLF line ends (POP3's); NULL in rows from before, read as size.
+  crlf_size INTEGER,
   PRIMARY KEY (mailbox, id)
 ) WITHOUT ROWID;
 -- Keeps "unseen only" pages cheap in a large mailbox where most mail has been read.
@@ -120,7 +122,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 
 const MESSAGE_COLUMNS =
   'mailbox, id, size, received_at, sender, recipients, subject, snippet, has_attachments, seen, verdicts, tags, ' +
-  'quarantine_reasons, recipient, plus_tag, parse_failed, ses_message_id';
+  'quarantine_reasons, recipient, plus_tag, parse_failed, ses_message_id, crlf_size';
 
 interface MessageRow {
   mailbox: string;
@@ -140,6 +142,7 @@ interface MessageRow {
   plus_tag: string | null;
   parse_failed: number;
   ses_message_id: string;
+  crlf_size: number | null;
 }
 
 interface InsertParams extends MessageRow {
@@ -236,6 +239,7 @@ function toParams(e: MessageEntry): InsertParams {
     plus_tag: e.plusTag ?? null,
     parse_failed: e.parseFailed ? 1 : 0,
     ses_message_id: e.sesMessageId,
+    crlf_size: e.crlfSize,
     sender_lc: fold(e.from),
     recipients_lc: fold(e.to),
     subject_lc: fold(e.subject),
@@ -248,6 +252,7 @@ function toEntry(r: MessageRow): MessageEntry {
     mailbox: r.mailbox,
     id: r.id,
     size: r.size,
+    crlfSize: r.crlf_size ?? r.size,
     receivedAt: r.received_at,
     from: r.sender,
     to: r.recipients,
@@ -376,7 +381,9 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.db.pragma('synchronous = FULL');
     this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     try {
-      migrateSchema(this.db, 'mailbox index', SCHEMA, SCHEMA_VERSION);
+      migrateSchema(this.db, 'mailbox index', SCHEMA, SCHEMA_VERSION, (db) =>
+        addColumnIfMissing(db, 'messages', 'crlf_size INTEGER'),
+      );
     } catch (err) {
       this.db.close();
       throw err;
@@ -385,7 +392,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.insertMessage = this.db.prepare<[InsertParams]>(
       `INSERT INTO messages (${MESSAGE_COLUMNS}, sender_lc, recipients_lc, subject_lc) VALUES (` +
         '@mailbox, @id, @size, @received_at, @sender, @recipients, @subject, @snippet, @has_attachments, @seen, ' +
-        '@verdicts, @tags, @quarantine_reasons, @recipient, @plus_tag, @parse_failed, @ses_message_id, ' +
+        '@verdicts, @tags, @quarantine_reasons, @recipient, @plus_tag, @parse_failed, @ses_message_id, @crlf_size, ' +
         '@sender_lc, @recipients_lc, @subject_lc) ' +
         // Not INSERT OR IGNORE: that would also swallow NOT NULL violations and report them as duplicates.
         'ON CONFLICT (mailbox, id) DO NOTHING',
