@@ -26,6 +26,13 @@ import {
 
 /** 'MRJ1': marks the start of every record, so a torn tail is recognized. */
 const MAGIC = 0x4d524a31;
+/**
+ * 'MRJX': a record whose message was aborted (routing failed and the client was told to retry),
+ * written over its MAGIC in place: four bytes in a block the file already has, so it works on a
+ * full disk, where appending an abort record would not (and recovery would then deliver a second
+ * copy next to the client's retry).
+ */
+const ABORTED_MAGIC = 0x4d524a58;
 const RECORD_HEAD_BYTES = 16;
 /** Checkpoint at least this often while messages arrive (bounds the replay work after a crash). */
 export const CHECKPOINT_INTERVAL_MS = 1000;
@@ -36,7 +43,10 @@ const SYNC_APPEND_MAX_BYTES = 256 * 1024;
 
 export type JournalRecord =
   | { readonly type: 'ingest'; readonly notification: SesReceivedNotification; readonly raw: Buffer }
-  /** Routing of that message failed and the client got a 4xx: recovery must not deliver it. */
+  /**
+   * Routing of that message failed and the client got a 4xx: recovery must not deliver it. Written
+   * by earlier versions (now `IngestJournal.abort` marks the record itself); still read.
+   */
   | { readonly type: 'abort'; readonly sesMessageId: string };
 
 function run(command: string, args: readonly string[]): Promise<void> {
@@ -172,12 +182,16 @@ function encode(record: JournalRecord): Buffer[] {
   return [head, header, raw];
 }
 
-/** The complete records of a segment; a torn or corrupt tail (a crash mid-append) ends the list. */
+/**
+ * The complete records of a segment, less those marked aborted; a torn or corrupt tail (a crash
+ * mid-append) ends the list.
+ */
 export function decodeSegment(bytes: Buffer): JournalRecord[] {
   const out: JournalRecord[] = [];
   let at = 0;
   while (at + RECORD_HEAD_BYTES <= bytes.length) {
-    if (bytes.readUInt32BE(at) !== MAGIC) break;
+    const magic = bytes.readUInt32BE(at);
+    if (magic !== MAGIC && magic !== ABORTED_MAGIC) break;
     const headerLen = bytes.readUInt32BE(at + 4);
     const rawLen = bytes.readUInt32BE(at + 8);
     const end = at + RECORD_HEAD_BYTES + headerLen + rawLen;
@@ -185,6 +199,10 @@ export function decodeSegment(bytes: Buffer): JournalRecord[] {
     const header = bytes.subarray(at + RECORD_HEAD_BYTES, at + RECORD_HEAD_BYTES + headerLen);
     const raw = bytes.subarray(at + RECORD_HEAD_BYTES + headerLen, end);
     if (crc32(raw, crc32(header)) !== bytes.readUInt32BE(at + 12)) break;
+    if (magic === ABORTED_MAGIC) {
+      at = end;
+      continue;
+    }
     const parsed = JSON.parse(header.toString('utf8')) as {
       type: string;
       notification?: unknown;
@@ -216,14 +234,18 @@ interface Segment {
   writing: Promise<void> | null;
 }
 
-interface QueuedAppend {
-  readonly buffers: Buffer[];
-  readonly resolve: (segment: Segment) => void;
-  readonly reject: (err: unknown) => void;
+/** A receipt for an appended message; give it back to `settle` once the router is done with it. */
+export interface JournalTicket {
+  readonly segment: Segment;
+  /** Where its record starts in the segment file. */
+  readonly offset: number;
 }
 
-/** A receipt for an appended message; give it back to `settle` once the router is done with it. */
-export type JournalTicket = Segment;
+interface QueuedAppend {
+  readonly buffers: Buffer[];
+  readonly resolve: (ticket: JournalTicket) => void;
+  readonly reject: (err: unknown) => void;
+}
 
 export class IngestJournal {
   readonly #dir: string;
@@ -291,9 +313,12 @@ export class IngestJournal {
   }
 
   async #write(segment: Segment, batch: readonly QueuedAppend[]): Promise<void> {
+    const start = segment.bytes;
     try {
       if (segment.fh === null) {
-        segment.opening ??= open(segment.path, 'a');
+        // Positional writes, not O_APPEND: on Linux a positional write to an O_APPEND file appends,
+        // and `abort` writes over a record in place.
+        segment.opening ??= open(segment.path, 'wx');
         segment.fh = await segment.opening;
       }
       const buffers = batch.flatMap((b) => b.buffers);
@@ -302,31 +327,71 @@ export class IngestJournal {
       // a turn of a busy event loop to every message's latency. Big ones keep the loop free.
       const written =
         bytes <= SYNC_APPEND_MAX_BYTES
-          ? writevSync(segment.fh.fd, buffers)
-          : (await segment.fh.writev(buffers)).bytesWritten;
+          ? writevSync(segment.fh.fd, buffers, start)
+          : (await segment.fh.writev(buffers, start)).bytesWritten;
       if (written !== bytes) throw new Error(`journal append wrote ${written} of ${bytes} bytes`);
       await segment.fh.datasync();
       segment.bytes += bytes;
       segment.outstanding += batch.length;
-      for (const b of batch) b.resolve(segment);
+      let offset = start;
+      for (const b of batch) {
+        b.resolve({ segment, offset });
+        offset += b.buffers.reduce((n, buf) => n + buf.length, 0);
+      }
     } catch (err) {
       // A failed open is retried by the next batch rather than cached as a rejection for good.
       if (segment.fh === null) segment.opening = null;
-      else if (this.#current === segment) {
-        // A failed write may have left a torn record, and recovery stops reading at a tear: later
-        // records must not follow it. They go to a fresh segment; this one, no longer current, is
-        // never checkpointed away, so recovery re-routes its complete records (idempotently) at the
-        // next start.
-        this.#current = this.#newSegment();
-      }
+      else await this.#undo(segment, start);
       for (const b of batch) b.reject(err);
     }
   }
 
+  /**
+   * After a failed batch (a full disk, an I/O error), cuts the segment back to where the batch began:
+   * its appends were refused (the clients get 4xx and retry), so none of its records may be
+   * recovered later, not even the complete ones a short write left. Truncating needs no free space.
+   * If even that fails, later records go to a fresh segment (recovery stops reading at a tear); this
+   * one is never checkpointed away, and is closed once its messages are settled.
+   */
+  async #undo(segment: Segment, start: number): Promise<void> {
+    const fh = segment.fh;
+    if (fh === null) return;
+    try {
+      await fh.truncate(start);
+      await fh.datasync();
+      return;
+    } catch {
+      // Abandoned below.
+    }
+    if (this.#current !== segment) return;
+    this.#current = this.#newSegment();
+    const close = () => {
+      segment.fh = null;
+      fh.close().catch(() => undefined);
+    };
+    if (segment.outstanding === 0) close();
+    else segment.drained = close;
+  }
+
+  /**
+   * Marks an appended message as aborted (its routing failed and the client is told to retry), so
+   * that recovery does not deliver it as well as the client's retry: the record's start is
+   * overwritten in place and synced. Call it before `settle`.
+   */
+  async abort(ticket: JournalTicket): Promise<void> {
+    const fh = ticket.segment.fh;
+    if (fh === null) throw new Error('the journal segment is closed');
+    const mark = Buffer.alloc(4);
+    mark.writeUInt32BE(ABORTED_MAGIC, 0);
+    await fh.write(mark, 0, mark.length, ticket.offset);
+    await fh.datasync();
+  }
+
   /** Marks an appended message as routed (or aborted): its segment may be checkpointed. */
   settle(ticket: JournalTicket): void {
-    ticket.outstanding -= 1;
-    if (ticket.outstanding === 0) ticket.drained?.();
+    const { segment } = ticket;
+    segment.outstanding -= 1;
+    if (segment.outstanding === 0) segment.drained?.();
   }
 
   /**

@@ -119,11 +119,19 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
   } catch (err) {
     // The client is told to retry (4xx): recovery must not deliver this copy as well (if the
     // record was written at all: a failed append is the error itself).
-    if ((await appended.catch(() => null)) !== null) {
-      await journal.append({ type: 'abort', sesMessageId }).then(
-        (t) => journal.settle(t),
-        () => undefined,
-      );
+    const ticket = await appended.catch(() => null);
+    if (ticket !== null) {
+      await journal.abort(ticket).catch((abortErr: unknown) => {
+        // Only an I/O error gets here (marking needs no free space): the message may be delivered
+        // again at the next start, next to the client's retry. Said, not hidden; the client still
+        // gets the routing error.
+        process.emitWarning(
+          `message ${sesMessageId}: routing failed and marking its journal record aborted failed too ` +
+            `(${abortErr instanceof Error ? abortErr.message : String(abortErr)}); ` +
+            'it may be delivered at the next start as well as on the client’s retry',
+          'MailRelayJournalWarning',
+        );
+      });
     }
     throw err;
   } finally {

@@ -26,9 +26,10 @@ import {
   FileSystemSyncer,
   IngestJournal,
   orphanedSegments,
+  recoverJournal,
 } from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
-import { PROJECT_ROOT } from '../helpers/env.ts';
+import { hasCommand, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
 import { listAll } from '../helpers/relay.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'mr-journal-'));
@@ -62,7 +63,7 @@ describe('IngestJournal', () => {
       ),
     );
     // 20 appends issued in one tick: one batch for the first, one for the rest at most.
-    assert.ok(new Set(tickets).size === 1, 'all in one segment');
+    assert.ok(new Set(tickets.map((t) => t.segment)).size === 1, 'all in one segment');
     const [segment] = readdirSync(dir);
     assert.ok(segment);
     const records = decodeSegment(readFileSync(join(dir, segment)));
@@ -119,6 +120,141 @@ describe('IngestJournal', () => {
     assert.equal(decodeSegment(readFileSync(path)).length, 2);
   });
 
+  it('abort marks a record in place: it is not read back, the records around it are', async () => {
+    const dir = join(work, 'abort');
+    const journal = new IngestJournal(dir, async () => {});
+    const tickets = await Promise.all(
+      ['a', 'b', 'c'].map((id) =>
+        journal.append({ type: 'ingest', notification: notification(id), raw: Buffer.from(`raw ${id}`) }),
+      ),
+    );
+    const [segment] = readdirSync(dir);
+    assert.ok(segment && tickets[1]);
+    const before = readFileSync(join(dir, segment));
+    await journal.abort(tickets[1]);
+    const after = readFileSync(join(dir, segment));
+    assert.equal(after.length, before.length, 'nothing appended');
+    const ids = (records: ReturnType<typeof decodeSegment>) =>
+      records.map((r) => (r.type === 'ingest' ? r.notification.mail.messageId : `abort ${r.sesMessageId}`));
+    assert.deepEqual(ids(decodeSegment(before)), ['a', 'b', 'c']);
+    assert.deepEqual(ids(decodeSegment(after)), ['a', 'c']);
+    for (const t of tickets) journal.settle(t);
+    await journal.close();
+    // Abort records of earlier versions are still honoured by recovery.
+    const legacy = join(work, 'abort-legacy');
+    const old = new IngestJournal(legacy, async () => {});
+    await old.append({ type: 'ingest', notification: notification('kept'), raw: Buffer.from('x') });
+    await old.append({ type: 'ingest', notification: notification('dropped'), raw: Buffer.from('y') });
+    await old.append({ type: 'abort', sesMessageId: 'dropped' });
+    const [oldSegment] = readdirSync(legacy);
+    assert.ok(oldSegment);
+    renameSync(join(legacy, oldSegment), join(legacy, oldSegment.replace(/^\d+-/, '999999995-')));
+    const routed: string[] = [];
+    const recovered = await recoverJournal(
+      legacy,
+      async (n) => {
+        routed.push(n.mail.messageId);
+      },
+      async () => {},
+    );
+    assert.deepEqual(recovered, { segments: 1, messages: 1 });
+    assert.deepEqual(routed, ['kept']);
+  });
+
+  it('on a full disk: a failed batch is cut off (none of it recovered), later appends and aborts still work', async (t) => {
+    if (
+      !requireOrAnnounce(
+        hasCommand('prlimit'),
+        'journal on a full disk',
+        'prlimit (util-linux) is Linux only',
+      )
+    )
+      return t.skip('no prlimit');
+    // The child runs with a file size limit of 64 KiB (RLIMIT_FSIZE): writes past it are cut short,
+    // then fail (EFBIG; Node ignores SIGXFSZ), as on a full disk, where space runs out too.
+    const dir = join(work, 'full');
+    const script = `
+      import { readdirSync, statSync } from 'node:fs';
+      import { IngestJournal } from './functions/local/ingest-journal.ts';
+      import { buildNotification } from './functions/core/notification.ts';
+      import { UNCHECKED_VERDICTS } from './functions/core/routing.ts';
+      const journal = new IngestJournal(${JSON.stringify(dir)}, async () => {});
+      const n = (id) => buildNotification({ sesMessageId: id, receivedAt: new Date('2026-11-27T10:00:00.000Z'),
+        mailFrom: 'x@remote.test', recipients: ['alice@example.test'], verdicts: UNCHECKED_VERDICTS, bucketName: 'b' });
+      const append = (id, kib) => journal.append({ type: 'ingest', notification: n(id), raw: Buffer.alloc(kib * 1024, 97) })
+        .then((ticket) => ({ id, ticket }), (err) => ({ id, error: err.code ?? err.message }));
+      const out = {};
+      const a = await append('A', 1);
+      // Issued in one tick: B0 is written alone (the flush starts at once), B1 and B2 together in the
+      // next batch, which crosses the 64 KiB limit: B1 fits, B2 is cut short.
+      out.batch = await Promise.all([append('B0', 1), append('B1', 20), append('B2', 60)]);
+      out.c = (await append('C', 30)).error ?? 'ok';
+      out.d = (await append('D', 40)).error ?? 'ok';
+      out.e = (await append('E', 1)).error ?? 'ok';
+      // Fill the file to 8 bytes short of the limit: a probe gives a record's size without its bytes.
+      const [name] = readdirSync(${JSON.stringify(dir)});
+      const path = ${JSON.stringify(dir)} + '/' + name;
+      const size = () => statSync(path).size;
+      const beforeProbe = size();
+      await append('P', 0);
+      const overhead = size() - beforeProbe;
+      out.f = (await journal.append({ type: 'ingest', notification: n('F'), raw: Buffer.alloc(65536 - size() - overhead - 8) })
+        .then(() => 'ok', (err) => err.code ?? err.message));
+      out.full = 65536 - size();
+      out.abortA = await journal.abort(a.ticket).then(() => 'ok', (err) => err.code ?? err.message);
+      // An abort record appended instead would not fit: what earlier versions did.
+      out.abortRecord = await journal.append({ type: 'abort', sesMessageId: 'A' }).then(() => 'ok', (err) => err.code ?? err.message);
+      out.segments = readdirSync(${JSON.stringify(dir)}).length;
+      process.stdout.write(JSON.stringify(out) + '\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(
+      'prlimit',
+      ['--fsize=65536', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script],
+      { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = once(child, 'exit');
+    const line = await new Promise<string>((resolve, reject) => {
+      let buffered = '';
+      child.stdout.on('data', (data: Buffer) => {
+        buffered += data.toString();
+        if (buffered.includes('\n')) resolve(buffered);
+      });
+      exited.then(([code]) => reject(new Error(`the journal process ended (${code}) before reporting`)));
+    });
+    child.kill('SIGKILL');
+    await exited;
+    const out = JSON.parse(line) as Record<string, unknown>;
+    assert.deepEqual(
+      (out.batch as { id: string; error?: string }[]).map((r) => [r.id, typeof r.error]),
+      [
+        ['B0', 'undefined'],
+        ['B1', 'string'],
+        ['B2', 'string'],
+      ],
+      'both appends of the failed batch are refused',
+    );
+    assert.equal(out.c, 'ok', 'the space the failed batch took is given back');
+    assert.match(String(out.d), /EFBIG|wrote \d+ of \d+ bytes/);
+    assert.equal(out.e, 'ok');
+    assert.equal(out.f, 'ok');
+    assert.equal(out.full, 8);
+    assert.equal(out.abortA, 'ok', 'an abort needs no free space');
+    assert.match(
+      String(out.abortRecord),
+      /EFBIG|wrote \d+ of \d+ bytes/,
+      'where an abort record no longer fits',
+    );
+    assert.equal(out.segments, 1, 'failed batches do not leave a segment each behind');
+    // The crash: recovery finds what was acknowledged, not A (aborted) nor any refused append.
+    const [orphan] = await orphanedSegments(dir);
+    assert.ok(orphan);
+    assert.deepEqual(
+      orphan.records.map((r) => (r.type === 'ingest' ? r.notification.mail.messageId : r.type)),
+      ['B0', 'C', 'E', 'P', 'F'],
+    );
+  });
+
   it('leaves the segments of a live process alone', async () => {
     const dir = join(work, 'live');
     const journal = new IngestJournal(dir, async () => {});
@@ -150,8 +286,8 @@ describe('recovery after a crash', () => {
       const n = (id) => buildNotification({ sesMessageId: id, receivedAt: new Date('2026-11-27T10:00:00.000Z'),
         mailFrom: 'x@remote.test', recipients: ['alice@example.test'], verdicts: UNCHECKED_VERDICTS, bucketName: 'b' });
       const raw = (s) => Buffer.from('Subject: ' + s + '\\r\\n\\r\\nbody\\r\\n');
-      await Promise.all(['one', 'two', 'three'].map((s) => journal.append({ type: 'ingest', notification: n(s), raw: raw(s) })));
-      await journal.append({ type: 'abort', sesMessageId: 'two' });
+      const tickets = await Promise.all(['one', 'two', 'three'].map((s) => journal.append({ type: 'ingest', notification: n(s), raw: raw(s) })));
+      await journal.abort(tickets[1]);
       process.stdout.write('journaled\\n');
       setInterval(() => {}, 1000);
     `;
