@@ -8,6 +8,7 @@ import * as z from 'zod';
 import { isAddress } from '../core/config.ts';
 import { ULID_RE } from '../core/ids.ts';
 import { addressEntrySchema, attachmentSchema, headerEntrySchema } from '../core/message.ts';
+import { MAX_TOP_LINES } from './top.ts';
 
 /** LIST page size bounds (issue 3): large enough for a sync, small enough for one Lambda response. */
 export const MAX_LIST_LIMIT = 1000;
@@ -18,8 +19,6 @@ export const MAX_WAIT_SECONDS = 25;
 export const MAX_WAIT_ITEMS = 1000;
 /** Longest `q`: a substring search on from/to/subject needs no more, and it bounds the scan's cost. */
 export const MAX_QUERY_CHARS = 200;
-/** Most body lines TOP will count; POP3 clients ask for a few dozen. */
-export const MAX_TOP_LINES = 1_000_000;
 /** Decoded parts are numbered `1`, `2`, … by the parser; mailparser allows at most 1000 nodes. */
 export const PART_ID_RE = /^\d{1,4}$/;
 

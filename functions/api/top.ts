@@ -8,6 +8,12 @@
 import type { Readable } from 'node:stream';
 import type { BlobStore } from '../ports/blob-store.ts';
 
+/**
+ * Most body lines TOP takes (a count this high means "the whole body"): POP3 clients ask for a few
+ * dozen to preview, and fetchmail, keeping mail on the server, asks for 99,999,999 to mean all of it.
+ */
+export const MAX_TOP_LINES = 2 ** 31 - 1;
+
 /** First range read: headers of ordinary mail fit, so most TOPs are one read. */
 const FIRST_CHUNK_BYTES = 64 * 1024;
 /** Range reads double up to this size, bounding both the number of reads and memory per read. */

@@ -13,6 +13,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
+import { MAX_TOP_LINES } from '../api/top.ts';
 import { ConfigError } from '../core/errors.ts';
 import { DEFAULT_POP3_PORT } from './ports.ts';
 
@@ -320,8 +321,9 @@ class Session {
         if (n === null) return;
         let lines: number | undefined;
         if (verb === 'TOP') {
-          if (args[1] === undefined || !/^\d{1,9}$/.test(args[1])) return this.reply('-ERR usage: TOP msg n');
-          lines = Number(args[1]);
+          if (args[1] === undefined || !/^\d+$/.test(args[1])) return this.reply('-ERR usage: TOP msg n');
+          // RFC 1939: n past the end of the body gives the whole message; so does the API's maximum.
+          lines = Math.min(Number(args[1]), MAX_TOP_LINES);
         }
         const m = this.messages[n - 1] as Listed;
         let body: Readable;

@@ -428,6 +428,56 @@ describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
     });
   });
 
+  it('fetchmail with keep (mail left on the server) fetches every message by TOP n 99999999', async (t) => {
+    if (
+      !requireOrAnnounce(hasCommand('fetchmail'), 'POP3 bridge with fetchmail', 'apt-get install fetchmail')
+    )
+      return t.skip('no fetchmail');
+    const mailbox = 'carol@example.test';
+    const token = await env.token(mailbox);
+    for (const [i, b] of ['first\r\n.dot line\r\n', 'second\r\n'].entries()) {
+      await env.deliver(
+        [mailbox],
+        Buffer.from(`From: x${i}@remote.test\r\nTo: ${mailbox}\r\nSubject: k${i}\r\n\r\n${b}`),
+      );
+    }
+    const ids = await listIds(env, token, mailbox);
+    const raws = await Promise.all(ids.map((id) => rawOf(env, token, mailbox, id)));
+    const dir = mkdtempSync(join(tmpdir(), 'mr-pop3-keep-'));
+    try {
+      const out = join(dir, 'delivered.txt');
+      const rc = join(dir, 'fetchmailrc');
+      writeFileSync(
+        rc,
+        `set no syslog\npoll 127.0.0.1 protocol pop3 port ${bridge.port} uidl\n` +
+          `  user "${mailbox}" password "${token}" sslproto '' no rewrite keep\n` +
+          `  mda "/bin/sh -c 'cat >> ${out}'"\n`,
+        { mode: 0o600 },
+      );
+      const r = await run('fetchmail', ['-v', '-f', rc, '--nodetach', '--idfile', join(dir, 'ids')], {
+        env: { ...process.env, HOME: dir },
+        timeoutMs: 30_000,
+      });
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      assert.match(
+        r.stdout + r.stderr,
+        /POP3> TOP 1 99999999/,
+        'fetchmail fetched by TOP, as it does with keep',
+      );
+      const got = readFileSync(out, 'latin1');
+      for (const raw of raws) {
+        const lf = raw.toString('latin1').replace(/\r\n/g, '\n');
+        assert.ok(got.includes(lf), `delivered:\n${lf}\n--- in:\n${got}`);
+      }
+      assert.deepEqual(await listIds(env, token, mailbox), ids, 'kept on the server');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      for (const id of ids) {
+        await env.request(`/v1/mailboxes/${mailbox}/messages/${id}`, { token, method: 'DELETE' });
+      }
+    }
+  });
+
   it('getmail6 retrieves every message into a Maildir, then deletes them', async (t) => {
     if (!requireOrAnnounce(hasCommand('getmail'), 'POP3 bridge with getmail6', 'apt-get install getmail6'))
       return t.skip('no getmail6');
