@@ -44,10 +44,33 @@ export const snsEnvelopeSchema = z
   .passthrough();
 
 /**
- * SES publishes this once to a topic when a receipt rule starts using it. It carries no mail;
- * acknowledging it (rather than failing it into the DLQ) is the right answer.
+ * SES publishes this once to a topic when a receipt rule starts using it (again whenever a rule is
+ * created: a config change that adds one), and writes an object of that name beside the mail. It
+ * carries no mail; acknowledging it (rather than failing it into the DLQ, or routing the object
+ * as a message) is the right answer.
  */
 const SES_SETUP_NOTIFICATION = 'AMAZON_SES_SETUP_NOTIFICATION';
+
+/**
+ * Whether a notification is SES's setup notification. What is known of its shape comes from code
+ * that consumes it, not from AWS's documentation, and differs: `notificationType` set to the name,
+ * or a `Received` notification whose `mail.messageId` (and S3 object key) is the name. Any of them
+ * will do: no real message has that id.
+ */
+export function isSetupNotification(notification: unknown): boolean {
+  if (typeof notification !== 'object' || notification === null) return false;
+  const n = notification as {
+    notificationType?: unknown;
+    mail?: { messageId?: unknown };
+    receipt?: { action?: { objectKey?: unknown } };
+  };
+  const objectKey = n.receipt?.action?.objectKey;
+  return (
+    n.notificationType === SES_SETUP_NOTIFICATION ||
+    n.mail?.messageId === SES_SETUP_NOTIFICATION ||
+    (typeof objectKey === 'string' && objectKey.split('/').pop() === SES_SETUP_NOTIFICATION)
+  );
+}
 
 export type RecordContent =
   | {
@@ -77,13 +100,7 @@ export function readRecordBody(body: string): RecordContent {
   const outer = parseJson(body, 'SQS message body');
   const envelope = snsEnvelopeSchema.safeParse(outer);
   const inner = envelope.success ? parseJson(envelope.data.Message, 'SNS Message') : outer;
-  if (
-    typeof inner === 'object' &&
-    inner !== null &&
-    (inner as { notificationType?: unknown }).notificationType === SES_SETUP_NOTIFICATION
-  ) {
-    return { kind: 'setup' };
-  }
+  if (isSetupNotification(inner)) return { kind: 'setup' };
   const parsed = sesReceivedNotificationSchema.safeParse(inner);
   if (!parsed.success) {
     throw new PoisonRecordError(

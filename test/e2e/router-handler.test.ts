@@ -357,8 +357,19 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
       { rawDelivery: true },
     );
     const setup = sqsRecord({ notificationType: 'AMAZON_SES_SETUP_NOTIFICATION', receipt: {} });
-    const { response } = await invoke([raw, setup]);
+    // The other shape seen in the wild: a Received notification for the object SES writes when a
+    // rule is created. Acknowledged, not routed as mail.
+    await blobs.put('inbound/AMAZON_SES_SETUP_NOTIFICATION', Buffer.from('Subject: setup\r\n\r\ntest\r\n'));
+    const setupReceived = sqsRecord(
+      sesNotification({
+        sesMessageId: 'AMAZON_SES_SETUP_NOTIFICATION',
+        recipients: ['alice@example.test'],
+        bucket: BUCKET,
+      }),
+    );
+    const { response, lines } = await invoke([raw, setup, setupReceived]);
     assert.deepEqual(response, { batchItemFailures: [] });
+    assert.equal(lines.filter((l) => l.message === 'acknowledged the SES setup notification').length, 2);
     expectDelivered(sent);
     await assertMailboxes();
   });
