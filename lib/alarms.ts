@@ -1,6 +1,7 @@
 /**
  * Operations: the alarms a mail system needs someone to hear about: mail stuck in the dead-letter
- * queue (stored by SES but not delivered), router errors, API 5xx, a failed retention sweep.
+ * queue (stored by SES but not delivered), mail waiting too long for the router, router crashes,
+ * API 5xx, a failed retention sweep.
  * Optionally e-mailed.
  */
 import { Duration } from 'aws-cdk-lib';
@@ -21,6 +22,8 @@ import { Construct } from 'constructs';
 import type { MailApi } from './api.ts';
 
 export interface MailAlarmsProps {
+  /** The router's queue: mail waiting in it too long means records keep failing, or a throttled router. */
+  readonly queue: IQueue;
   readonly deadLetterQueue: IQueue;
   readonly router: IFunction;
   readonly api: MailApi;
@@ -38,8 +41,12 @@ export interface MailAlarmsProps {
   readonly topicKey: IKey;
 }
 
+/** Mail older than this in the router's queue raises the backlog alarm (a healthy router takes seconds). */
+export const ROUTER_BACKLOG_SECONDS = 600;
+
 export class MailAlarms extends Construct {
   readonly deadLetters: Alarm;
+  readonly routerBacklog: Alarm;
   readonly routerErrors: Alarm;
   readonly apiServerErrors: Alarm;
   /** Present when the retention sweep exists. */
@@ -50,10 +57,10 @@ export class MailAlarms extends Construct {
   constructor(scope: Construct, id: string, props: MailAlarmsProps) {
     super(scope, id);
     const period = Duration.minutes(5);
-    const alarm = (name: string, metric: IMetric, description: string) =>
+    const alarm = (name: string, metric: IMetric, description: string, threshold = 0) =>
       new Alarm(this, name, {
         metric,
-        threshold: 0,
+        threshold,
         comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
         evaluationPeriods: 1,
         // No data means no traffic, which is not a fault.
@@ -67,10 +74,22 @@ export class MailAlarms extends Construct {
       'Mail that SES stored could not be routed after every retry and waits in the dead-letter queue. ' +
         'Fix the cause, then redrive the queue (SQS console: "Start DLQ redrive").',
     );
+    // The router reports a failed record to SQS (a partial batch failure) instead of failing its
+    // invocation, so Lambda's Errors count only crashes and timeouts: a router failing every record
+    // shows here, as mail getting older in the queue, long before it reaches the dead-letter queue.
+    this.routerBacklog = alarm(
+      'RouterBacklog',
+      props.queue.metricApproximateAgeOfOldestMessage({ period, statistic: 'Maximum' }),
+      `Mail has waited more than ${ROUTER_BACKLOG_SECONDS / 60} minutes in the router's queue: records keep ` +
+        'failing (the router logs "record failed" with the reason; SQS retries each, then moves it to the ' +
+        'dead-letter queue), or the router is throttled (Lambda concurrency, aws.routerConcurrency).',
+      ROUTER_BACKLOG_SECONDS,
+    );
     this.routerErrors = alarm(
       'RouterErrors',
       props.router.metricErrors({ period, statistic: 'Sum' }),
-      'The router function failed; SQS retries the message (and moves it to the dead-letter queue after the last try).',
+      'A router invocation failed as a whole (a crash or a timeout); SQS retries its messages (and moves ' +
+        'them to the dead-letter queue after the last try). A failed record alone shows as RouterBacklog.',
     );
     this.apiServerErrors = alarm(
       'ApiServerErrors',
@@ -101,7 +120,13 @@ export class MailAlarms extends Construct {
       });
       this.topic.addSubscription(new EmailSubscription(props.email));
       const action = new SnsAction(this.topic);
-      for (const a of [this.deadLetters, this.routerErrors, this.apiServerErrors, this.retentionErrors]) {
+      for (const a of [
+        this.deadLetters,
+        this.routerBacklog,
+        this.routerErrors,
+        this.apiServerErrors,
+        this.retentionErrors,
+      ]) {
         if (a === undefined) continue;
         a.addAlarmAction(action);
         a.addOkAction(action);

@@ -116,6 +116,7 @@ export class MailIngest extends Construct {
     const dnsRecords: DnsRecord[] = [];
 
     const identities = new Map<string, EmailIdentity>();
+    const mxRecords: MxRecord[] = [];
     for (const domain of props.domains) {
       const zoneId = hostedZoneIds[domain];
       // The zone is named after the domain even when the real zone is a parent (mail.example.com in
@@ -138,7 +139,7 @@ export class MailIngest extends Construct {
       }
       const mx = { priority: 10, hostName: inboundSmtpHost(stack.region) };
       if (zone) {
-        new MxRecord(this, `Mx-${domain}`, { zone, recordName: `${domain}.`, values: [mx] });
+        mxRecords.push(new MxRecord(this, `Mx-${domain}`, { zone, recordName: `${domain}.`, values: [mx] }));
       } else {
         dnsRecords.push({ name: domain, type: 'MX', value: `${mx.priority} ${mx.hostName}` });
       }
@@ -249,5 +250,7 @@ export class MailIngest extends Construct {
     });
     // Activate only a complete rule set; on delete, deactivate before the rules go.
     for (const rule of rules) activation.node.addDependency(rule);
+    // Mail follows the MX record: point it at SES only once SES has somewhere to put the mail.
+    for (const record of mxRecords) record.node.addDependency(activation);
   }
 }

@@ -402,6 +402,7 @@ export class MailRelay extends Construct {
           });
 
     this.alarms = new MailAlarms(this, 'Alarms', {
+      queue: this.ingest.queue,
       deadLetterQueue: this.ingest.deadLetterQueue,
       router: this.router,
       api: this.api,

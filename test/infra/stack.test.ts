@@ -306,6 +306,14 @@ describe('ingest', () => {
     );
     assert.equal(cnames.length, 6);
     assert.deepEqual(dnsOutputs(full), []);
+    // The MX moves the domain's mail to SES: only once our rule set is active.
+    const activation = onlyLogicalId(full, 'Custom::SesActiveReceiptRuleSet', 'MailRelayIngestActiveRuleSet');
+    const mx = Object.values(resourcesOfType(full, 'AWS::Route53::RecordSet')).filter(
+      (r) => r.Properties?.Type === 'MX',
+    );
+    assert.equal(mx.length, 2);
+    for (const r of mx)
+      assert.ok([r.DependsOn ?? []].flat().includes(activation), JSON.stringify(r.DependsOn));
 
     example.resourceCountIs('AWS::Route53::RecordSet', 0);
     example.hasOutput('DnsRecord4', { Value: 'example.com MX 10 inbound-smtp.us-east-1.amazonaws.com' });
@@ -560,7 +568,7 @@ describe('retention', () => {
 
   it('a failed sweep raises an alarm', () => {
     const fnId = onlyLogicalId(full, 'AWS::Lambda::Function', 'MailRelayRetentionSweep');
-    full.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    full.resourceCountIs('AWS::CloudWatch::Alarm', 5);
     full.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'Errors',
       Namespace: 'AWS/Lambda',
@@ -628,8 +636,18 @@ describe('API', () => {
 });
 
 describe('operations', () => {
-  it('alarms on dead letters, router errors and API 5xx', () => {
-    example.resourceCountIs('AWS::CloudWatch::Alarm', 3);
+  it('alarms on dead letters, mail waiting for the router, router errors and API 5xx', () => {
+    example.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    const queueId = onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestNotifications');
+    // A failed record is reported to SQS, not as a Lambda error: the queue's age is what shows it.
+    example.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'ApproximateAgeOfOldestMessage',
+      Namespace: 'AWS/SQS',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queueId, 'QueueName'] } }],
+      Statistic: 'Maximum',
+      Threshold: 600,
+      ComparisonOperator: 'GreaterThanThreshold',
+    });
     const dlqId = onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestDeadLetters');
     example.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'ApproximateNumberOfMessagesVisible',
