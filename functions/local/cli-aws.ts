@@ -7,14 +7,15 @@
  *
  * With `--stack`, the bucket and table come from the CloudFormation stack's outputs (`BucketName`,
  * `TableName`; lib/mail-relay-stack.ts declares them under these keys), and AWS access from the
- * user's own credentials and region, resolved by the SDK as the AWS CLI does (AWS_PROFILE,
- * AWS_REGION, ~/.aws/…, AWS_ENDPOINT_URL). Without it, replay works on the local data dir.
+ * user's own credentials, resolved by the SDK as the AWS CLI does (AWS_PROFILE, ~/.aws/…,
+ * AWS_ENDPOINT_URL), in the configuration's `aws.region` (where `cdk deploy` put the stack), else
+ * the SDK's region. Without it, replay works on the local data dir.
  * The routing configuration is the local `mail-relay.config.json`: the file the stack was built from.
  */
 import { parseArgs } from 'node:util';
 import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
-import { isAddress, normalizeAddress } from '../core/config.ts';
+import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError } from '../core/errors.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
@@ -88,7 +89,9 @@ export async function readStackOutputs(stackName: string): Promise<StackOutputs>
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       if (/does not exist/i.test(message))
-        throw new ConfigError(`stack ${stackName} does not exist (check --stack and AWS_REGION)`);
+        throw new ConfigError(
+          `stack ${stackName} does not exist in ${await client.config.region()} (check --stack, and aws.region in the configuration)`,
+        );
       throw new ConfigError(`cannot read stack ${stackName}: ${message}`);
     }
     const outputs = stacks?.[0]?.Outputs ?? [];
@@ -113,6 +116,24 @@ export async function readStackOutputs(stackName: string): Promise<StackOutputs>
     };
   } finally {
     client.destroy();
+  }
+}
+
+/**
+ * Runs `fn` with AWS_REGION set to the configuration's `aws.region`, where `cdk deploy` put the
+ * stack, whichever region the shell's AWS profile names; without `aws.region` the SDK's usual chain
+ * decides (as it did for `cdk deploy`). The SDK reads AWS_REGION when a client first resolves its
+ * region, which happens inside `fn`; the variable is put back afterwards.
+ */
+async function inStackRegion<T>(region: string | undefined, fn: () => Promise<T>): Promise<T> {
+  if (region === undefined) return fn();
+  const before = process.env.AWS_REGION;
+  process.env.AWS_REGION = region;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.AWS_REGION;
+    else process.env.AWS_REGION = before;
   }
 }
 
@@ -171,7 +192,24 @@ export async function commandReplay(args: readonly string[], io: CliIo): Promise
     io.err.write(`mail-relay replay: --mailbox ${values.mailbox} is not an address\n`);
     return 2;
   }
-  const { config } = loadConfig(io.env);
+  const { config, awsRegion } = loadConfig(io.env);
+  const options = { since, mailbox, stack: values.stack, restoreDeleted: values['restore-deleted'] === true };
+  return inStackRegion(values.stack === undefined ? undefined : awsRegion, () =>
+    replayIn(config, options, io),
+  );
+}
+
+async function replayIn(
+  config: Config,
+  values: {
+    readonly since: Date;
+    readonly mailbox: string | undefined;
+    readonly stack: string | undefined;
+    readonly restoreDeleted: boolean;
+  },
+  io: CliIo,
+): Promise<number> {
+  const { since, mailbox } = values;
   const { replay } = await import('../pipeline/replay.ts');
   const { progressBar } = await import('./import.ts');
 
@@ -208,7 +246,7 @@ export async function commandReplay(args: readonly string[], io: CliIo): Promise
     summary = await replay(deps, {
       since,
       mailbox,
-      restoreDeleted: values['restore-deleted'] === true,
+      restoreDeleted: values.restoreDeleted,
       onProgress: (p: ReplayProgress) => {
         if (tty)
           io.err.write(`\r${progressBar(p.done, p.total)}${p.failed > 0 ? ` (${p.failed} failed)` : ''}`);
@@ -258,6 +296,7 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
   const admin = values.admin === true;
   const label = values.label;
   const [first, ...extra] = positionals;
+  const loaded = loadConfig(io.env);
   let mailbox: string | null = null;
   if (sub === 'revoke') {
     if (first === undefined || extra.length > 0 || admin || label !== undefined) {
@@ -278,7 +317,7 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
       return 2;
     }
     if (first !== undefined) {
-      const checked = tokenMailbox(loadConfig(io.env).config, first);
+      const checked = tokenMailbox(loaded.config, first);
       if ('problem' in checked) {
         io.err.write(`mail-relay token create: ${checked.problem}\n`);
         return 2;
@@ -287,28 +326,34 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
     }
   }
 
-  const { tableName } = await readStackOutputs(stack);
-  const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbMailboxIndex }] = await Promise.all([
-    import('@aws-sdk/client-dynamodb'),
-    import('@aws-sdk/lib-dynamodb'),
-    import('../adapters/aws/dynamodb-mailbox-index.ts'),
-  ]);
-  const dynamo = new DynamoDBClient({});
-  const index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName });
-  try {
-    if (sub === 'revoke') {
-      const removed = await index.deleteToken(hashToken(first ?? ''));
-      io.err.write(removed ? `token revoked in stack ${stack}\n` : 'no such token (already revoked?)\n');
-      return removed ? 0 : 1;
+  return inStackRegion(loaded.awsRegion, async () => {
+    const { tableName } = await readStackOutputs(stack);
+    const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbMailboxIndex }] = await Promise.all([
+      import('@aws-sdk/client-dynamodb'),
+      import('@aws-sdk/lib-dynamodb'),
+      import('../adapters/aws/dynamodb-mailbox-index.ts'),
+    ]);
+    const dynamo = new DynamoDBClient({});
+    const index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName });
+    try {
+      if (sub === 'revoke') {
+        const removed = await index.deleteToken(hashToken(first ?? ''));
+        io.err.write(removed ? `token revoked in stack ${stack}\n` : 'no such token (already revoked?)\n');
+        return removed ? 0 : 1;
+      }
+      const { token } = await createToken(index, {
+        mailbox,
+        admin,
+        ...(label === undefined ? {} : { label }),
+      });
+      io.out.write(`${token}\n`);
+      const scope = admin
+        ? `admin token${mailbox === null ? '' : ` (mailbox ${mailbox})`}`
+        : `token for ${mailbox}`;
+      io.err.write(`${scope} stored in stack ${stack} (table ${tableName}); it is shown only this once\n`);
+      return 0;
+    } finally {
+      dynamo.destroy();
     }
-    const { token } = await createToken(index, { mailbox, admin, ...(label === undefined ? {} : { label }) });
-    io.out.write(`${token}\n`);
-    const scope = admin
-      ? `admin token${mailbox === null ? '' : ` (mailbox ${mailbox})`}`
-      : `token for ${mailbox}`;
-    io.err.write(`${scope} stored in stack ${stack} (table ${tableName}); it is shown only this once\n`);
-    return 0;
-  } finally {
-    dynamo.destroy();
-  }
+  });
 }

@@ -14,6 +14,8 @@ export interface LoadedConfig {
   readonly config: Config;
   /** The file it came from, or null for the dev default. */
   readonly path: string | null;
+  /** `aws.region`: where `cdk deploy` put the stack, when the file says (the relay itself ignores it). */
+  readonly awsRegion?: string | undefined;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): LoadedConfig {
@@ -23,7 +25,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     if (explicit) throw new ConfigError(`MAIL_RELAY_CONFIG points to ${path}, which does not exist`);
     return { config: parseConfig(DEV_DEFAULT_CONFIG, 'the dev default configuration'), path: null };
   }
-  return { config: parseConfigText(readFileSync(path, 'utf8'), path), path };
+  const text = readFileSync(path, 'utf8');
+  const config = parseConfigText(text, path);
+  // Valid once parseConfigText has passed (the schema checks aws.region).
+  const region = (JSON.parse(text) as { aws?: { region?: unknown } }).aws?.region;
+  return { config, path, awsRegion: typeof region === 'string' ? region : undefined };
 }
 
 export function parseConfigText(text: string, source: string): Config {

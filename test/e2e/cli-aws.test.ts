@@ -10,6 +10,9 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { CloudFormationClient, CreateStackCommand } from '@aws-sdk/client-cloudformation';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { hashToken } from '../../functions/api/auth.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
@@ -160,6 +163,45 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
       1,
       'already revoked',
     );
+  });
+
+  it('--stack looks in the region of aws.region in the configuration, not the shell’s', async () => {
+    const region = 'eu-west-1';
+    assert.notEqual(process.env.AWS_REGION, region);
+    const other = `${STACK}-eu`;
+    const table = `${TABLE}-eu`;
+    const cfn = new CloudFormationClient({ ...moto.clientConfig, region });
+    const template = structuredClone(TEMPLATE);
+    template.Resources.Table.Properties.TableName = table;
+    template.Resources.Bucket.Properties.BucketName = `${BUCKET}-eu`;
+    await cfn.send(new CreateStackCommand({ StackName: other, TemplateBody: JSON.stringify(template) }));
+    cfn.destroy();
+    const configPath = join(dir, 'eu.config.json');
+    writeFileSync(configPath, JSON.stringify({ ...CONFIG, aws: { region } }));
+    const euEnv = { ...env, MAIL_RELAY_CONFIG: configPath };
+    const shellRegion = process.env.AWS_REGION;
+
+    const io = makeIo(euEnv);
+    assert.equal(await commandTokenForStack(['create', '--stack', other, ALICE], io), 0, io.text().err);
+    assert.equal(process.env.AWS_REGION, shellRegion, 'the shell’s region is put back');
+    const dynamo = new DynamoDBClient({ ...moto.clientConfig, region });
+    try {
+      const index = new DynamoDbMailboxIndex({
+        client: DynamoDBDocumentClient.from(dynamo),
+        tableName: table,
+      });
+      assert.equal((await index.getToken(hashToken(io.text().out.trim())))?.mailbox, ALICE);
+    } finally {
+      dynamo.destroy();
+    }
+    // The same command with the shell's region only does not find the stack.
+    await assert.rejects(
+      commandTokenForStack(['create', '--stack', other, ALICE], makeIo(env)),
+      (err: unknown) => err instanceof ConfigError && /does not exist in us-east-1/.test(err.message),
+    );
+    const replayIo = makeIo(euEnv);
+    assert.equal(await commandReplay(['--since', '1d', '--stack', other], replayIo), 0, replayIo.text().err);
+    assert.match(replayIo.text().out, /replayed 0 of 0 notifications/);
   });
 
   it('token create --stack refuses what is not a mailbox, and names a stack that does not exist', async () => {
