@@ -88,6 +88,7 @@ export async function importFiles(
       const result = await ingest(deps, {
         body,
         mailFrom: '',
+        returnPath: false,
         recipients,
         sesMessageId: sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body])),
         receivedAt: importReceiptTime(body, info.mtime),

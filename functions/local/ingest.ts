@@ -21,7 +21,14 @@ export interface IngestInput {
    * arrived in (joined once, behind the trace headers, instead of twice).
    */
   readonly body: Buffer | readonly Buffer[];
+  /** The envelope sender (MAIL FROM); '' for the null sender of bounces. */
   readonly mailFrom: string;
+  /**
+   * Whether `mailFrom` is the real envelope sender, to be recorded as `Return-Path:` (true: the SMTP
+   * listener, local sends). `mail-relay import` does not know it (the file may carry its own).
+   * @default true
+   */
+  readonly returnPath?: boolean;
   readonly recipients: readonly string[];
   readonly receivedAt?: Date;
   readonly sesMessageId?: string;
@@ -37,13 +44,17 @@ export interface IngestInput {
 const SERVER_NAME = hostname() || 'localhost';
 
 /**
- * The trace headers prepended to every stored message, as SES prepends its own:
- * a `Received:` line (RFC 5321 §4.4) and an `Authentication-Results:` (RFC 8601) that says
- * honestly that nothing was checked locally (`none`).
+ * The trace headers prepended to every stored message, as SES prepends its own: `Return-Path:`
+ * with the envelope sender, which the server making final delivery adds (RFC 5321 §4.4; `<>` for a
+ * bounce), a `Received:` line (§4.4) and an `Authentication-Results:` (RFC 8601) that says honestly
+ * that nothing was checked locally (`none`). A message with no header block at all (its first line
+ * is not a header field) gets the blank line that ends ours, as an MTA adds it, so its text stays
+ * its body instead of reading as broken header lines.
  * Uses the message's own line ending so a bare-LF message stays consistently bare-LF.
  */
 export function traceHeaders(input: IngestInput, sesMessageId: string, receivedAt: Date): Buffer {
   const eol = detectEol(input.body);
+  const returnPath = input.returnPath === false ? '' : `Return-Path: <${sanitize(input.mailFrom)}>${eol}`;
   const helo = sanitize(input.via.helo ?? 'localhost');
   const addr = sanitize(input.via.remoteAddress ?? '127.0.0.1');
   const forClause =
@@ -52,7 +63,31 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
     `Received: from ${helo} (${helo} [${addr}])${eol}\tby ${SERVER_NAME} (mail-relay) with ${input.via.protocol} id ${sesMessageId}` +
     `${forClause};${eol}\t${rfc5322Date(receivedAt)}${eol}`;
   const auth = `Authentication-Results: ${SERVER_NAME}; none${eol}`;
-  return Buffer.from(received + auth, 'latin1');
+  const separator = startsWithHeaderField(input.body) ? '' : eol;
+  return Buffer.from(returnPath + received + auth + separator, 'latin1');
+}
+
+/** Whether the message's first line looks like a header field (`name:`), or starts a header block at all. */
+export function startsWithHeaderField(body: Buffer | readonly Buffer[]): boolean {
+  // The first line's start is enough: a field name is at most a few dozen bytes before its colon.
+  const chunks = Buffer.isBuffer(body) ? [body] : body;
+  let head = '';
+  for (const chunk of chunks) {
+    head += chunk.subarray(0, 1000 - head.length).toString('latin1');
+    if (head.length >= 1000 || /[\r\n]/.test(head)) break;
+  }
+  if (head === '') return true;
+  const firstLine = head.split(/\r?\n|\r/, 1)[0] ?? '';
+  // An empty first line is the blank line itself (a message with no headers but its separator), a
+  // mbox `From ` line or a UTF-8 BOM precede headers (splitMessage drops them), and a folded line
+  // continues a field.
+  return (
+    firstLine === '' ||
+    /^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(firstLine) ||
+    firstLine.startsWith('From ') ||
+    firstLine.startsWith('\xef\xbb\xbf') ||
+    /^[ \t]/.test(firstLine)
+  );
 }
 
 function sanitize(s: string): string {

@@ -13,7 +13,7 @@ import { startTestRelay, stripTrace, type TestRelay } from '../helpers/relay.ts'
 const MAX = 256 * 1024;
 const CONFIG = {
   domains: ['example.test'],
-  mailboxes: ['alice@example.test', 'bob@example.test', 'archive@example.test'],
+  mailboxes: ['alice@example.test', 'bob@example.test', 'archive@example.test', 'headless@example.test'],
   routes: [
     {
       match: 'team@example.test',
@@ -85,9 +85,21 @@ describe('SMTP listener with python3 smtplib', () => {
     assert.deepEqual(stored, body);
     assert.match(
       trace,
-      /^Received: from \S+ \(\S+ \[127\.0\.0\.1\]\)\r\n\tby .+ \(mail-relay\) with ESMTP id [a-z0-9]{40}\r\n\tfor <alice@example\.test>;\r\n\t\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/,
+      /^Return-Path: <sender@remote\.test>\r\nReceived: from \S+ \(\S+ \[127\.0\.0\.1\]\)\r\n\tby .+ \(mail-relay\) with ESMTP id [a-z0-9]{40}\r\n\tfor <alice@example\.test>;\r\n\t\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/,
     );
     assert.equal(entry.size, trace.length + body.length);
+  });
+
+  it('a message without headers keeps its text as the body (the blank line added after ours); a bounce has Return-Path <>', async () => {
+    const body = Buffer.from('just body text\r\nsecond line\r\n');
+    const r = await smtplibSend(relay, ['headless@example.test'], body, '');
+    assert.equal(r.ok, true);
+    const [entry] = await relay.entries('headless@example.test');
+    assert.ok(entry);
+    assert.equal(entry.snippet, 'just body text second line');
+    const { trace, body: stored } = stripTrace(await relay.raw('headless@example.test', entry.id));
+    assert.match(trace, /^Return-Path: <>\r\n/);
+    assert.deepEqual(stored, Buffer.concat([Buffer.from('\r\n'), body]));
   });
 
   it('keeps bare LF, 8-bit bytes and dot-leading lines exactly', async () => {

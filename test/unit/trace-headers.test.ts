@@ -1,6 +1,7 @@
 /**
- * The trace headers the local relay prepends use the message's own line ending, found across the
- * chunks the SMTP listener hands over (the first LF may sit in a later chunk than its CR).
+ * The trace headers the local relay prepends: the envelope sender as `Return-Path:` (as SES stores
+ * it), in the message's own line ending, found across the chunks the SMTP listener hands over (the
+ * first LF may sit in a later chunk than its CR); and the blank line a message without headers lacks.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -31,5 +32,47 @@ describe('traceHeaders line endings', () => {
     assert.equal(eolOf([b('no line break')]), 'CRLF');
     assert.equal(eolOf([]), 'CRLF');
     assert.equal(eolOf(b('')), 'CRLF');
+  });
+});
+
+const trace = (input: Partial<IngestInput> & Pick<IngestInput, 'body'>) =>
+  traceHeaders(
+    { mailFrom: 'a@remote.test', recipients: ['bob@example.test'], via: { protocol: 'ESMTP' }, ...input },
+    'id',
+    new Date(0),
+  ).toString('latin1');
+
+describe('traceHeaders content', () => {
+  it('start with the envelope sender as Return-Path (<> for a bounce), unless it is unknown (import)', () => {
+    assert.match(
+      trace({ body: b('Subject: a\r\n\r\nx\r\n') }),
+      /^Return-Path: <a@remote\.test>\r\nReceived: /,
+    );
+    assert.match(trace({ body: b('Subject: a\n\nx\n'), mailFrom: '' }), /^Return-Path: <>\nReceived: /);
+    assert.match(trace({ body: b('Subject: a\r\n\r\nx\r\n'), returnPath: false }), /^Received: /);
+    assert.match(
+      trace({ body: b('Subject: a\r\n\r\nx\r\n'), mailFrom: 'we\u00efrd\r\n@x' }),
+      /^Return-Path: <we\?rd\?\?@x>\r\n/,
+      'not a header injection',
+    );
+  });
+
+  it('end with a blank line when the message has no header block, and only then', () => {
+    const ends = (body: IngestInput['body']) =>
+      trace({ body }).endsWith('none\r\n\r\n') || trace({ body }).endsWith('none\n\n');
+    assert.equal(ends(b('just body text\r\nsecond line\r\n')), true);
+    assert.equal(ends(b('Hello')), true);
+    assert.equal(ends([b('just bo'), b('dy\nmore\n')]), true);
+    for (const headed of [
+      'Subject: a\r\n\r\nx\r\n',
+      'X-Odd-Name_1 : obsolete space before the colon\r\n\r\nx\r\n',
+      '\r\nno headers, but the blank line\r\n',
+      'From sender@example.test Thu Mar  6 10:00:00 2025\nSubject: mbox\n\nx\n',
+      '\xef\xbb\xbfSubject: BOM\r\n\r\nx\r\n',
+      '',
+    ]) {
+      assert.equal(ends(b(headed)), false, JSON.stringify(headed));
+    }
+    assert.equal(ends([b('Subj'), b('ect: split\r\n\r\n')]), false);
   });
 });
