@@ -34,6 +34,14 @@ export interface SmtpListener {
   close(): Promise<void>;
 }
 
+/**
+ * RFC 5321 §4.5.1: `RCPT TO:<Postmaster>` without a domain must be accepted; it names the postmaster
+ * of this server, here that of the first configured domain (routed like any address there).
+ */
+function qualified(config: Config, address: string): string {
+  return address.toLowerCase() === 'postmaster' ? `postmaster@${config.domains[0]}` : address;
+}
+
 export async function startSmtpListener(
   deps: RouterDeps,
   options: SmtpListenerOptions,
@@ -56,7 +64,7 @@ export async function startSmtpListener(
     hideDSN: true,
     logger: false,
     onRcptTo(address, _session, callback) {
-      const verdict = acceptsRecipient(config, address.address);
+      const verdict = acceptsRecipient(config, qualified(config, address.address));
       if (verdict.accept) return callback();
       // smtp-server answers with the error's `responseCode` and message.
       return callback(new SmtpRejectError(verdict.code, verdict.message));
@@ -82,7 +90,7 @@ export async function startSmtpListener(
           // Joined once by ingest, behind the trace headers.
           body: chunks,
           mailFrom,
-          recipients: session.envelope.rcptTo.map((r) => r.address),
+          recipients: session.envelope.rcptTo.map((r) => qualified(config, r.address)),
           via: {
             protocol: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
             helo: session.hostNameAppearsAs,

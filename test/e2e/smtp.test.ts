@@ -13,7 +13,13 @@ import { startTestRelay, stripTrace, type TestRelay } from '../helpers/relay.ts'
 const MAX = 256 * 1024;
 const CONFIG = {
   domains: ['example.test'],
-  mailboxes: ['alice@example.test', 'bob@example.test', 'archive@example.test', 'headless@example.test'],
+  mailboxes: [
+    'alice@example.test',
+    'bob@example.test',
+    'archive@example.test',
+    'headless@example.test',
+    'postmaster@example.test',
+  ],
   routes: [
     {
       match: 'team@example.test',
@@ -143,6 +149,20 @@ describe('SMTP listener with python3 smtplib', () => {
     assert.deepEqual(r.refused?.['nobody@example.test']?.[0], 550);
     assert.match(r.refused?.['nobody@example.test']?.[1] ?? '', /^5\.1\.1/);
     assert.equal((await relay.entries('archive@example.test')).length, 1);
+  });
+
+  it('accepts RCPT TO:<Postmaster> without a domain (RFC 5321 §4.5.1): the first domain’s postmaster', async () => {
+    const r = await smtplibSend(
+      relay,
+      ['Postmaster'],
+      Buffer.from('Subject: to the postmaster\r\n\r\nx\r\n'),
+    );
+    assert.equal(r.ok, true, JSON.stringify(r));
+    const entries = await relay.entries('postmaster@example.test');
+    assert.deepEqual(
+      entries.map((e) => [e.subject, e.recipient]),
+      [['to the postmaster', 'postmaster@example.test']],
+    );
   });
 
   it('answers a reject route with its own code and text', async () => {
