@@ -42,11 +42,57 @@ function qualified(config: Config, address: string): string {
   return address.toLowerCase() === 'postmaster' ? `postmaster@${config.domains[0]}` : address;
 }
 
+/** Messages from this size up take turns to be routed (see `LargeMessageGate`). */
+export const LARGE_MESSAGE_BYTES = 1024 * 1024;
+/** Bytes of large messages routed at once; one larger than this is routed alone. */
+export const LARGE_MESSAGES_IN_FLIGHT_BYTES = 48 * 1024 * 1024;
+
+/**
+ * Bounds the memory of large messages arriving together. Routing a message holds it about three
+ * times over (the joined bytes, the parse, the decoded parts; measured: a 30 MB message took the
+ * relay from ~110 to ~200 MB, six at once to 650 MB). Large messages are routed while their total
+ * stays within a budget (and one at a time beyond it); the others wait, as received bytes, before
+ * their `250`. Small mail never waits.
+ */
+export class LargeMessageGate {
+  #inFlight = 0;
+  readonly #waiting: { bytes: number; go: () => void }[] = [];
+
+  constructor(private readonly budget: number = LARGE_MESSAGES_IN_FLIGHT_BYTES) {}
+
+  /** Resolves when a message of `bytes` may be routed; call the returned function once it is done. */
+  async acquire(bytes: number): Promise<() => void> {
+    if (bytes < LARGE_MESSAGE_BYTES) return () => undefined;
+    if (this.#waiting.length > 0 || !this.#fits(bytes)) {
+      await new Promise<void>((go) => this.#waiting.push({ bytes, go }));
+    } else {
+      this.#inFlight += bytes;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#inFlight -= bytes;
+      // First come, first served: a big message is not overtaken for ever by smaller ones.
+      while (this.#waiting.length > 0 && this.#fits((this.#waiting[0] as { bytes: number }).bytes)) {
+        const next = this.#waiting.shift() as { bytes: number; go: () => void };
+        this.#inFlight += next.bytes;
+        next.go();
+      }
+    };
+  }
+
+  #fits(bytes: number): boolean {
+    return this.#inFlight === 0 || this.#inFlight + bytes <= this.budget;
+  }
+}
+
 export async function startSmtpListener(
   deps: RouterDeps,
   options: SmtpListenerOptions,
 ): Promise<SmtpListener> {
   const config: Config = deps.config;
+  const gate = new LargeMessageGate();
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
     name: 'mail-relay',
@@ -71,12 +117,16 @@ export async function startSmtpListener(
     },
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
       const chunks: Buffer[] = [];
+      let bytes = 0;
       stream.on('data', (chunk: Buffer) => {
         // Past the limit we keep draining the stream (the protocol requires reading to the final dot) but stop storing.
-        if (!stream.sizeExceeded) chunks.push(chunk);
+        if (!stream.sizeExceeded) {
+          chunks.push(chunk);
+          bytes += chunk.length;
+        }
       });
       stream.once('error', (err) => callback(err));
-      stream.once('end', () => {
+      stream.once('end', async () => {
         if (stream.sizeExceeded) {
           return callback(
             new SmtpRejectError(
@@ -85,8 +135,9 @@ export async function startSmtpListener(
             ),
           );
         }
+        const release = await gate.acquire(bytes);
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-        ingest(deps, {
+        const routed = ingest(deps, {
           // Joined once by ingest, behind the trace headers.
           body: chunks,
           mailFrom,
@@ -96,7 +147,11 @@ export async function startSmtpListener(
             helo: session.hostNameAppearsAs,
             remoteAddress: session.remoteAddress,
           },
-        }).then(
+        });
+        // ingest joined the chunks before its first await: let them go now, not after routing (for a
+        // large message, the joined copy and the chunks would otherwise be held together throughout).
+        chunks.length = 0;
+        routed.finally(release).then(
           (result) => {
             try {
               options.onDelivered?.(result);
