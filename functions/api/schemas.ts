@@ -99,7 +99,7 @@ function queryInt(min: number, max: number) {
       error: (issue) =>
         issue.input === undefined ? 'required: a decimal integer' : 'must be a decimal integer',
     })
-    .regex(/^\d{1,10}$/, 'must be a decimal integer')
+    .regex(/^\d{1,300}$/, 'must be a decimal integer')
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
 }

@@ -375,6 +375,14 @@ export function route(
   return out;
 }
 
+/**
+ * RFC 5321 §4.5.1: `RCPT TO:<Postmaster>` without a domain must be accepted; it names the postmaster
+ * of this server, here that of the first configured domain (routed like any address there).
+ */
+export function qualifyRecipient(config: Config, address: string): string {
+  return address.toLowerCase() === 'postmaster' ? `postmaster@${config.domains[0]}` : address;
+}
+
 /** Whether the listener should accept this recipient at RCPT time, and with what reply otherwise. */
 export function acceptsRecipient(
   config: Config,

@@ -8,7 +8,7 @@ import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import { type Config, forwardedRetentionDays, isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError, MailRelayError } from '../core/errors.ts';
-import { type Decision, resolveRecipient } from '../core/routing.ts';
+import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
 import { loadConfig, tokenMailbox } from './config-file.ts';
@@ -149,7 +149,7 @@ function commandRoute(args: readonly string[], io: Io): number {
   io.out.write(`config: ${path ?? 'dev default (example.test, every address a mailbox)'}\n`);
   let allAccepted = true;
   for (const address of args) {
-    const decisions = resolveRecipient(config, address);
+    const decisions = resolveRecipient(config, qualifyRecipient(config, address));
     for (const d of decisions) io.out.write(`${normalizeAddress(address)}: ${describeDecision(d, config)}\n`);
     if (decisions.every((d) => d.kind === 'reject')) allAccepted = false;
   }
@@ -189,9 +189,16 @@ async function commandDev(io: Io): Promise<number> {
   const devLock = holdDevLock(runtime.dataDir);
   // Mail a crashed run had acknowledged but maybe not finished routing: route it before listening.
   const recovered = await runtime.recover().catch(async (err: unknown) => {
-    await runtime.close();
+    await runtime.close().catch(() => undefined);
     devLock.release();
-    throw err;
+    // Nothing is lost: the segments stay until a recovery succeeds. A full disk is the usual cause.
+    throw new MailRelayError(
+      'recovery_failed',
+      `could not route the mail a previous run left in ${runtime.dataDir}/journal ` +
+        `(${err instanceof Error ? err.message : String(err)}); it is kept there: fix the cause ` +
+        '(free disk space?) and start again',
+      { cause: err },
+    );
   });
   if (recovered.messages > 0) io.out.write(`recovered ${recovered.messages} journaled messages\n`);
   const waiter = new InProcessMailWaiter();

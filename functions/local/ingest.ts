@@ -5,11 +5,17 @@
  * Used by the SMTP listener and by `mail-relay import`.
  */
 import { hostname } from 'node:os';
-import { newSesMessageId } from '../core/ids.ts';
+import { messageIdFor, newSesMessageId } from '../core/ids.ts';
+import { deleteMessageBlobs } from '../core/keys.ts';
 import { detectEol, rfc5322Date } from '../core/mime-header.ts';
-import { buildNotification, type SesReceivedNotification } from '../core/notification.ts';
-import { UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
-import { processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
+import { buildNotification, type SesReceivedNotification, verdictsOf } from '../core/notification.ts';
+import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
+import {
+  notificationKey,
+  processNotification,
+  type RouteResult,
+  type RouterDeps,
+} from '../pipeline/router.ts';
 import type { IngestJournal } from './ingest-journal.ts';
 
 /** The bucket name in locally built notifications (there is no bucket; the data dir plays its part). */
@@ -49,7 +55,8 @@ const SERVER_NAME = hostname() || 'localhost';
  * bounce), a `Received:` line (§4.4) and an `Authentication-Results:` (RFC 8601) that says honestly
  * that nothing was checked locally (`none`). A message with no header block at all (its first line
  * is not a header field) gets the blank line that ends ours, as an MTA adds it, so its text stays
- * its body instead of reading as broken header lines.
+ * its body instead of reading as broken header lines; one that starts with a folded line gets an
+ * `X-Mail-Relay-Note:` for that line to continue.
  * Uses the message's own line ending so a bare-LF message stays consistently bare-LF.
  */
 export function traceHeaders(input: IngestInput, sesMessageId: string, receivedAt: Date): Buffer {
@@ -63,12 +70,26 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
     `Received: from ${helo} (${helo} [${addr}])${eol}\tby ${SERVER_NAME} (mail-relay) with ${input.via.protocol} id ${sesMessageId}` +
     `${forClause};${eol}\t${rfc5322Date(receivedAt)}${eol}`;
   const auth = `Authentication-Results: ${SERVER_NAME}; none${eol}`;
-  const separator = startsWithHeaderField(input.body) ? '' : eol;
-  return Buffer.from(returnPath + received + auth + separator, 'latin1');
+  // A body with no header block gets the blank line that ends ours; a message starting with a folded
+  // line gets a header of ours for it to continue, so that it cannot extend (and forge) the
+  // Authentication-Results above.
+  const start = messageStart(input.body);
+  const after =
+    start === 'body'
+      ? eol
+      : start === 'continuation'
+        ? `X-Mail-Relay-Note: the message began with a folded line:${eol}`
+        : '';
+  return Buffer.from(returnPath + received + auth + after, 'latin1');
 }
 
-/** Whether the message's first line looks like a header field (`name:`), or starts a header block at all. */
-export function startsWithHeaderField(body: Buffer | readonly Buffer[]): boolean {
+/**
+ * How a message begins, for what follows our trace headers: `field` (a header field, or what
+ * precedes headers: the blank line of a message without headers, an mbox `From ` line, a UTF-8
+ * BOM), `continuation` (a folded line: it would continue our last header), or `body` (no header
+ * block at all).
+ */
+export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'continuation' | 'body' {
   // The first line's start is enough: a field name is at most a few dozen bytes before its colon.
   const chunks = Buffer.isBuffer(body) ? [body] : body;
   let head = '';
@@ -76,18 +97,16 @@ export function startsWithHeaderField(body: Buffer | readonly Buffer[]): boolean
     head += chunk.subarray(0, 1000 - head.length).toString('latin1');
     if (head.length >= 1000 || /[\r\n]/.test(head)) break;
   }
-  if (head === '') return true;
+  if (head === '') return 'field';
   const firstLine = head.split(/\r?\n|\r/, 1)[0] ?? '';
-  // An empty first line is the blank line itself (a message with no headers but its separator), a
-  // mbox `From ` line or a UTF-8 BOM precede headers (splitMessage drops them), and a folded line
-  // continues a field.
-  return (
-    firstLine === '' ||
+  if (/^[ \t]/.test(firstLine)) return 'continuation';
+  return firstLine === '' ||
     /^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(firstLine) ||
-    firstLine.startsWith('From ') ||
-    firstLine.startsWith('\xef\xbb\xbf') ||
-    /^[ \t]/.test(firstLine)
-  );
+    // mbox's separator line: `From <sender> <asctime date>` (a sentence starting "From " is body).
+    /^From \S+ .*\d:\d\d/.test(firstLine) ||
+    firstLine.startsWith('\xef\xbb\xbf')
+    ? 'field'
+    : 'body';
 }
 
 function sanitize(s: string): string {
@@ -127,6 +146,31 @@ export async function applyReceived(
   });
 }
 
+/**
+ * Takes back what routing a message stored before it failed: its mailbox entries (with their counters
+ * and blobs), its `inbound/` copy and its notification, so that `replay` does not bring it back either.
+ * Only for a message id minted here (`ingest` without `sesMessageId`): nothing else can hold it.
+ * Forwards already sent cannot be taken back; the client's retry forwards again.
+ */
+async function withdraw(deps: RouterDeps, notification: SesReceivedNotification): Promise<void> {
+  const { mail, receipt } = notification;
+  const id = messageIdFor(new Date(mail.timestamp).getTime(), mail.messageId);
+  const decisions = route(
+    deps.config,
+    { mailFrom: mail.source, recipients: receipt.recipients },
+    verdictsOf(notification),
+  );
+  const mailboxes = new Set(
+    decisions.flatMap((d) => (d.kind === 'deliver' || d.kind === 'quarantine' ? [d.mailbox] : [])),
+  );
+  for (const mailbox of mailboxes) {
+    await deps.index.delete(mailbox, id);
+    await deleteMessageBlobs(deps.blobs, mailbox, id);
+  }
+  await deps.blobs.delete(notificationKey(mail.messageId));
+  await deps.blobs.delete(receipt.action.objectKey);
+}
+
 export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {
   const sesMessageId = input.sesMessageId ?? newSesMessageId();
   const receivedAt = input.receivedAt ?? new Date();
@@ -152,8 +196,19 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
   try {
     return { ...(await applyReceived(deps, notification, raw, { fresh, durable: appended })), inboundKey };
   } catch (err) {
-    // The client is told to retry (4xx): recovery must not deliver this copy as well (if the
-    // record was written at all: a failed append is the error itself).
+    // The client is told to retry (4xx), so this copy must end up nowhere: not in a mailbox that it
+    // reached before the failure (a message to several mailboxes is delivered to one after another),
+    // and not through journal recovery (if the record was written at all: a failed append is the
+    // error itself).
+    // A caller's own id (import's, from the content) may name mail delivered before: left alone.
+    await (fresh ? withdraw(deps, notification) : Promise.resolve()).catch((withdrawErr: unknown) => {
+      process.emitWarning(
+        `message ${sesMessageId}: routing failed and taking back its deliveries failed too ` +
+          `(${withdrawErr instanceof Error ? withdrawErr.message : String(withdrawErr)}); ` +
+          'a mailbox may get it twice when the client retries',
+        'MailRelayJournalWarning',
+      );
+    });
     const ticket = await appended.catch(() => null);
     if (ticket !== null) {
       await journal.abort(ticket).catch((abortErr: unknown) => {

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Config } from '../core/config.ts';
 import { MailRelayError, SmtpRejectError } from '../core/errors.ts';
-import { acceptsRecipient } from '../core/routing.ts';
+import { acceptsRecipient, qualifyRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
 import { ingest } from './ingest.ts';
 import { PromptGreetingSMTPServer } from './prompt-greeting-server.ts';
@@ -27,19 +27,13 @@ export interface SmtpListenerOptions {
    * protects public MXes from spam bots and costs every local connection 100 ms.
    */
   readonly earlyTalkerDelay?: number;
+  /** Bytes of large messages routed at once (`LargeMessageGate`). @default LARGE_MESSAGES_IN_FLIGHT_BYTES */
+  readonly largeMessageBudget?: number;
 }
 
 export interface SmtpListener {
   readonly port: number;
   close(): Promise<void>;
-}
-
-/**
- * RFC 5321 §4.5.1: `RCPT TO:<Postmaster>` without a domain must be accepted; it names the postmaster
- * of this server, here that of the first configured domain (routed like any address there).
- */
-function qualified(config: Config, address: string): string {
-  return address.toLowerCase() === 'postmaster' ? `postmaster@${config.domains[0]}` : address;
 }
 
 /** Messages from this size up take turns to be routed (see `LargeMessageGate`). */
@@ -92,7 +86,9 @@ export async function startSmtpListener(
   options: SmtpListenerOptions,
 ): Promise<SmtpListener> {
   const config: Config = deps.config;
-  const gate = new LargeMessageGate();
+  const gate = new LargeMessageGate(options.largeMessageBudget);
+  /** Sessions whose message waits for the gate, by session id: set `gone` when the client disconnects. */
+  const waiting = new Map<string, { gone: boolean }>();
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
     name: 'mail-relay',
@@ -109,8 +105,12 @@ export async function startSmtpListener(
     hideSMTPUTF8: true,
     hideDSN: true,
     logger: false,
+    onClose(session) {
+      const wait = waiting.get(session.id);
+      if (wait) wait.gone = true;
+    },
     onRcptTo(address, _session, callback) {
-      const verdict = acceptsRecipient(config, qualified(config, address.address));
+      const verdict = acceptsRecipient(config, qualifyRecipient(config, address.address));
       if (verdict.accept) return callback();
       // smtp-server answers with the error's `responseCode` and message.
       return callback(new SmtpRejectError(verdict.code, verdict.message));
@@ -135,13 +135,23 @@ export async function startSmtpListener(
             ),
           );
         }
+        // A message waiting for its turn whose client has gone (it never got a 250, so it will send
+        // again) is dropped: delivering it too would make the retry a duplicate.
+        const wait = { gone: false };
+        waiting.set(session.id, wait);
         const release = await gate.acquire(bytes);
+        waiting.delete(session.id);
+        if (wait.gone) {
+          release();
+          chunks.length = 0;
+          return callback(new SmtpRejectError(421, '4.4.2 Connection closed before the message was stored'));
+        }
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         const routed = ingest(deps, {
           // Joined once by ingest, behind the trace headers.
           body: chunks,
           mailFrom,
-          recipients: session.envelope.rcptTo.map((r) => qualified(config, r.address)),
+          recipients: session.envelope.rcptTo.map((r) => qualifyRecipient(config, r.address)),
           via: {
             protocol: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
             helo: session.hostNameAppearsAs,

@@ -15,7 +15,7 @@ import { messageIdFor, sesMessageIdFromContent } from '../../functions/core/ids.
 import { parsedSummarySchema } from '../../functions/core/message.ts';
 import { detectEol } from '../../functions/core/mime-header.ts';
 import { main } from '../../functions/local/cli.ts';
-import { startsWithHeaderField } from '../../functions/local/ingest.ts';
+import { messageStart } from '../../functions/local/ingest.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { mailboxKeys, type StoredSummary } from '../../functions/pipeline/router.ts';
 import type { MessageEntry } from '../../functions/ports/mailbox-index.ts';
@@ -101,9 +101,8 @@ describe('the shared corpus through `mail-relay import`', {
       const stored = await runtime.blobs.get(mailboxKeys.raw(MAILBOX, entry.id));
       assert.ok(stored);
       // A file with no header block gets the blank line that ends ours (as an MTA adds it).
-      const expected = startsWithHeaderField(body)
-        ? body
-        : Buffer.concat([Buffer.from(detectEol(body)), body]);
+      const expected =
+        messageStart(body) === 'body' ? Buffer.concat([Buffer.from(detectEol(body)), body]) : body;
       assert.ok(stripTrace(stored).body.equals(expected), `${f.file}: stored bytes differ from the input`);
       assert.equal(entry.size, stored.length);
       const summaryBytes = await runtime.blobs.get(mailboxKeys.summary(MAILBOX, entry.id));

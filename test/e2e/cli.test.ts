@@ -5,15 +5,19 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
+import { buildNotification } from '../../functions/core/notification.ts';
+import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { LOCAL_BUCKET } from '../../functions/local/ingest.ts';
+import { IngestJournal } from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { buildLocal, startNodeFlags } from '../../scripts/build-local.mjs';
-import { PROJECT_ROOT } from '../helpers/env.ts';
+import { hasCommand, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
 import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
 import { listAll, stripTrace } from '../helpers/relay.ts';
@@ -299,6 +303,45 @@ describe('a port already in use', () => {
     } finally {
       taken.close();
     }
+  });
+});
+
+describe('mail-relay dev after a crash, on a disk it cannot write', () => {
+  it('says in one line that the journaled mail could not be routed and is kept, and exits 1', async (t) => {
+    if (!requireOrAnnounce(hasCommand('prlimit'), 'dev on a full disk', 'prlimit (util-linux) is Linux only'))
+      return t.skip('no prlimit');
+    const dataDir = join(work, 'full-disk');
+    const journalDir = join(dataDir, 'journal');
+    // What a killed relay leaves: a journal segment holding a message it had acknowledged.
+    const journal = new IngestJournal(journalDir, async () => {});
+    const raw = Buffer.from(`Subject: kept\r\n\r\n${'x'.repeat(76)}\r\n`.repeat(4000));
+    await journal.append({
+      type: 'ingest',
+      notification: buildNotification({
+        sesMessageId: 'journaled',
+        receivedAt: new Date(),
+        mailFrom: 'a@remote.test',
+        recipients: ['alice@example.test'],
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: LOCAL_BUCKET,
+      }),
+      raw,
+    });
+    const [segment] = readdirSync(journalDir);
+    assert.ok(segment);
+    const orphan = segment.replace(/^\d+-/, '999999992-');
+    renameSync(join(journalDir, segment), join(journalDir, orphan));
+    // Files may not grow past 128 KiB: the message's inbound/ copy (300 KB) cannot be written.
+    const r = await run('prlimit', ['--fsize=131072', process.execPath, BIN, 'dev'], {
+      env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: '0' }),
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 1, `${r.stdout}${r.stderr}`);
+    assert.match(
+      r.stderr,
+      /^mail-relay: could not route the mail a previous run left in \S+journal \(.+\); it is kept there: fix the cause \(free disk space\?\) and start again\n$/,
+    );
+    assert.deepEqual(readdirSync(journalDir), [orphan], 'the segment is kept for the next start');
   });
 });
 

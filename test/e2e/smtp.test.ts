@@ -3,12 +3,16 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { parseConfig } from '../../functions/core/config.ts';
+import { createLocalRuntime } from '../../functions/local/runtime.ts';
+import { startSmtpListener } from '../../functions/local/smtp-listener.ts';
 import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
 import { python, run } from '../helpers/process.ts';
-import { startTestRelay, stripTrace, type TestRelay } from '../helpers/relay.ts';
+import { listAll, startTestRelay, stripTrace, type TestRelay } from '../helpers/relay.ts';
 
 const MAX = 256 * 1024;
 const CONFIG = {
@@ -306,5 +310,79 @@ describe('SMTP listener with swaks', () => {
       before,
       'the oversized message was not stored',
     );
+  });
+});
+
+describe('large messages take turns', () => {
+  /** An SMTP client over a raw socket: the envelope pipelined, then DATA's body once 354 comes. */
+  async function sendRaw(port: number, body: Buffer, then: 'wait' | 'disconnect'): Promise<string> {
+    const socket = connect(port, '127.0.0.1');
+    let received = '';
+    socket.on('data', (d: Buffer) => {
+      received += d.toString('latin1');
+    });
+    const until = (re: RegExp) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => (re.test(received) ? resolve() : undefined);
+        socket.on('data', check);
+        socket.once('close', () =>
+          re.test(received) ? resolve() : reject(new Error(`closed: ${received}`)),
+        );
+        check();
+      });
+    await until(/^220 /m);
+    socket.write('EHLO client\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n');
+    await until(/^354 /m);
+    socket.write(body);
+    socket.write('\r\n.\r\n');
+    if (then === 'disconnect') {
+      socket.destroy();
+      return received;
+    }
+    await until(/^(250|4\d\d|5\d\d) [^\r\n]*\r\n(?![\s\S]*354)/m);
+    socket.end('QUIT\r\n');
+    return received;
+  }
+
+  it('a message whose client left while it waited for its turn is not stored (the client sends it again)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'mr-gate-'));
+    const runtime = createLocalRuntime({
+      config: parseConfig({ domains: ['example.test'], mailboxes: ['alice@example.test'] }),
+      dataDir,
+    });
+    // Holds the first large message's routing until released, so the second one waits its turn.
+    let releaseFirst = (): void => {};
+    const held = new Promise<void>((r) => (releaseFirst = r));
+    const deliver = runtime.index.deliver.bind(runtime.index);
+    let first = true;
+    runtime.index.deliver = async (entry, options) => {
+      if (first) {
+        first = false;
+        await held;
+      }
+      return deliver(entry, options);
+    };
+    const smtp = await startSmtpListener(runtime, { port: 0, largeMessageBudget: 1024 * 1024 });
+    try {
+      const big = (subject: string) =>
+        Buffer.from(`Subject: ${subject}\r\n\r\n${`${'x'.repeat(76)}\r\n`.repeat(20_000)}`);
+      const one = sendRaw(smtp.port, big('first'), 'wait');
+      // The first is being routed (held); the second waits for its turn, and its client leaves.
+      while (first) await new Promise((r) => setTimeout(r, 20));
+      await sendRaw(smtp.port, big('gone'), 'disconnect');
+      await new Promise((r) => setTimeout(r, 200));
+      releaseFirst();
+      assert.match(await one, /^250 /m);
+      const third = await sendRaw(smtp.port, big('third'), 'wait');
+      assert.match(third, /^250 /m, 'the gate is free again');
+      assert.deepEqual((await listAll(runtime.index, 'alice@example.test')).map((e) => e.subject).sort(), [
+        'first',
+        'third',
+      ]);
+    } finally {
+      await smtp.close();
+      await runtime.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -75,12 +75,13 @@ export async function startTestRelay(raw: RawConfig, dataDir?: string): Promise<
 
 /**
  * Splits a stored message into the prepended trace headers and the rest, checking that the trace
- * part is exactly our `Return-Path:` (absent for imports) + `Received:` + `Authentication-Results:` lines.
+ * part is exactly our `Return-Path:` (absent for imports) + `Received:` + `Authentication-Results:`
+ * lines, and the `X-Mail-Relay-Note:` a message starting with a folded line gets.
  */
 export function stripTrace(stored: Buffer): { trace: string; body: Buffer } {
   const text = stored.toString('latin1');
   const m =
-    /^(?:Return-Path: <[^\n]*>\r?\n)?Received: [^\n]*\n(?:\t[^\n]*\n)+Authentication-Results: [^\n]*\n/.exec(
+    /^(?:Return-Path: <[^\n]*>\r?\n)?Received: [^\n]*\n(?:\t[^\n]*\n)+Authentication-Results: [^\n]*\n(?:X-Mail-Relay-Note: [^\n]*\n)?/.exec(
       text,
     );
   if (!m) throw new Error(`stored message does not start with our trace headers:\n${text.slice(0, 300)}`);

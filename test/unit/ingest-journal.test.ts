@@ -28,7 +28,7 @@ import {
   orphanedSegments,
   recoverJournal,
 } from '../../functions/local/ingest-journal.ts';
-import { createLocalRuntime } from '../../functions/local/runtime.ts';
+import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { hasCommand, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
 import { listAll } from '../helpers/relay.ts';
 
@@ -423,3 +423,71 @@ describe('FileSystemSyncer', () => {
     assert.equal(readFileSync(marker, 'utf8'), 'ok', 'after its pending sync was answered');
   });
 });
+
+describe('a message refused (4xx) after it reached some of its mailboxes', () => {
+  it('is taken back from them, so the client’s retry is the only copy, also after a crash', async () => {
+    const dataDir = join(work, 'withdraw');
+    const config = parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] });
+    const runtime = createLocalRuntime({ config, dataDir });
+    const input = {
+      body: Buffer.from('Subject: to two\r\n\r\nbody\r\n'),
+      mailFrom: 'x@remote.test',
+      recipients: ['ann@example.test', 'ben@example.test'],
+      via: { protocol: 'ESMTP' as const },
+    };
+    try {
+      // Ann's delivery commits; Ben's fails (a full disk, say): the client is told to retry.
+      const deliver = runtime.index.deliver.bind(runtime.index);
+      runtime.index.deliver = async (entry, options) => {
+        if (entry.mailbox === 'ben@example.test') throw new Error('database or disk is full');
+        return deliver(entry, options);
+      };
+      await assert.rejects(ingest(runtime, input), /disk is full/);
+      runtime.index.deliver = deliver;
+      assert.deepEqual(await listAll(runtime.index, 'ann@example.test'), [], 'taken back from Ann');
+      assert.deepEqual(await runtime.index.stat('ann@example.test'), {
+        address: 'ann@example.test',
+        messages: 0,
+        bytes: 0,
+      });
+      assert.deepEqual(
+        (await listAllKeys(runtime, 'inbound/')).concat(await listAllKeys(runtime, 'notifications/')),
+        [],
+        'nothing left for replay to bring back',
+      );
+      assert.deepEqual(await listAllKeys(runtime, 'mailboxes/'), [], 'no blobs left behind');
+      // The crash before the next checkpoint: the journal still holds the refused message.
+      const journalDir = join(dataDir, 'journal');
+      const segments = readdirSync(journalDir).map((name) => ({
+        name,
+        bytes: readFileSync(join(journalDir, name)),
+      }));
+      // The retry.
+      await ingest(runtime, input);
+      await runtime.close();
+      for (const s of segments)
+        writeFileSync(join(journalDir, s.name.replace(/^\d+-/, '999999994-')), s.bytes);
+    } finally {
+      await runtime.close().catch(() => undefined);
+    }
+    const next = createLocalRuntime({ config, dataDir });
+    try {
+      assert.deepEqual(await next.recover(), { segments: 1, messages: 0 }, 'the refused record was aborted');
+      for (const mailbox of ['ann@example.test', 'ben@example.test']) {
+        assert.deepEqual(
+          (await listAll(next.index, mailbox)).map((e) => e.subject),
+          ['to two'],
+          `${mailbox} has the retry only`,
+        );
+      }
+    } finally {
+      await next.close();
+    }
+  });
+});
+
+async function listAllKeys(runtime: LocalRuntime, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const info of runtime.blobs.list(prefix)) keys.push(info.key);
+  return keys;
+}

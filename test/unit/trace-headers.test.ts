@@ -63,6 +63,7 @@ describe('traceHeaders content', () => {
     assert.equal(ends(b('just body text\r\nsecond line\r\n')), true);
     assert.equal(ends(b('Hello')), true);
     assert.equal(ends([b('just bo'), b('dy\nmore\n')]), true);
+    assert.equal(ends(b('From me to you\r\nhello\r\n')), true, 'a sentence starting "From " is body');
     for (const headed of [
       'Subject: a\r\n\r\nx\r\n',
       'X-Odd-Name_1 : obsolete space before the colon\r\n\r\nx\r\n',
@@ -74,5 +75,20 @@ describe('traceHeaders content', () => {
       assert.equal(ends(b(headed)), false, JSON.stringify(headed));
     }
     assert.equal(ends([b('Subj'), b('ect: split\r\n\r\n')]), false);
+  });
+});
+
+describe('a message starting with a folded line', () => {
+  it('continues a note of ours, never the Authentication-Results above it (no forged results)', () => {
+    const forged = b(
+      ' dkim=pass header.d=bank.example; spf=pass\r\nFrom: Bank <ceo@bank.example>\r\n\r\nPay\r\n',
+    );
+    const t = trace({ body: forged });
+    assert.match(
+      t,
+      /Authentication-Results: \S+; none\r\nX-Mail-Relay-Note: the message began with a folded line:\r\n$/,
+    );
+    assert.match(trace({ body: b('\tindented\nSubject: x\n\nbody\n') }), /X-Mail-Relay-Note: [^\n]*:\n$/);
+    assert.doesNotMatch(trace({ body: b('Subject: a\r\n\r\nx\r\n') }), /X-Mail-Relay-Note/);
   });
 });
