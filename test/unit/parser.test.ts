@@ -185,6 +185,18 @@ describe('headers and addresses', () => {
     const { summary } = await parseOk(Buffer.from('From: a@example.com\r\nSubject:\r\n\r\nbody\r\n'));
     assert.equal(summary.subject, '');
   });
+
+  it('reads the header behind a byte order mark at the start of a header line (behind trace headers)', async () => {
+    const bom = '\xef\xbb\xbf';
+    const raw = Buffer.from(
+      `Return-Path: <a@remote.test>\r\nReceived: from x by y; Thu, 6 Mar 2025 10:00:00 +0000\r\n${bom}Subject: t-bom\r\n` +
+        `From: a@example.com\r\n\r\nbody with ${bom} inside\r\n`,
+      'latin1',
+    );
+    const { summary } = await parseOk(raw);
+    assert.equal(summary.subject, 't-bom');
+    assert.equal(summary.text, 'body with \ufeff inside\n', 'a mark in the body is not touched');
+  });
 });
 
 describe('bodies', () => {

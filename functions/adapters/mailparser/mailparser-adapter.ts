@@ -242,7 +242,10 @@ export class MailparserAdapter implements MailParser {
         // A pending guard must not keep a CLI or test process alive.
         timer.unref();
       });
-      const parsed = await Promise.race([collect(normalizeCrOnly(raw), this.parserOptions), timeout]);
+      const parsed = await Promise.race([
+        collect(dropHeaderBoms(normalizeCrOnly(raw)), this.parserOptions),
+        timeout,
+      ]);
       return toParseResult(parsed);
     } catch (err) {
       return { ok: false, error: errorMessage(err) };
@@ -274,6 +277,32 @@ export function formatAddressList(list: readonly AddressEntry[]): string {
 function normalizeCrOnly(raw: Buffer): Buffer {
   if (raw.includes(0x0a) || !raw.includes(0x0d)) return raw;
   return Buffer.from(raw.toString('latin1').replace(/\r/g, '\r\n'), 'latin1');
+}
+
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * Some Windows tools write a UTF-8 byte order mark before a message's first header. Behind the
+ * trace headers SES (or the local relay) prepends, it sits at the start of a header line, where it
+ * hides that header from the parser (`\ufeffSubject` is no Subject). Such a mark at the start of
+ * a line of the header block is left out of the parser's input only; the stored message keeps it.
+ */
+function dropHeaderBoms(raw: Buffer): Buffer {
+  let at = raw.indexOf(BOM);
+  if (at < 0) return raw;
+  const lf = raw.indexOf('\n\n') >= 0 ? raw.indexOf('\n\n') : raw.length;
+  const crlf = raw.indexOf('\n\r\n') >= 0 ? raw.indexOf('\n\r\n') : raw.length;
+  const headerEnd = Math.min(lf, crlf);
+  const kept: Buffer[] = [];
+  let from = 0;
+  for (; at >= 0 && at < headerEnd; at = raw.indexOf(BOM, at + BOM.length)) {
+    if (at !== 0 && raw[at - 1] !== 0x0a) continue;
+    kept.push(raw.subarray(from, at));
+    from = at + BOM.length;
+  }
+  if (from === 0) return raw;
+  kept.push(raw.subarray(from));
+  return Buffer.concat(kept);
 }
 
 function toParseResult(parsed: Collected): ParseResult {
