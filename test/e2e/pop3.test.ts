@@ -337,6 +337,20 @@ describe('POP3 bridge', () => {
   });
 });
 
+/**
+ * Each stored message is in what a client delivered, with LF line endings (as mbox and Maildir
+ * hold them) and without our Return-Path: clients write their own, from the envelope they saw.
+ */
+function assertDelivered(got: string, raws: readonly Buffer[]): void {
+  for (const raw of raws) {
+    const lf = raw
+      .toString('latin1')
+      .replace(/\r\n/g, '\n')
+      .replace(/^Return-Path: [^\n]*\n/, '');
+    assert.ok(got.includes(lf), `delivered:\n${lf}\n--- in:\n${got}`);
+  }
+}
+
 describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
   let env: ApiTestEnv;
   let bridge: Pop3Bridge;
@@ -372,14 +386,7 @@ describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mr-pop3-client-'));
     try {
       const got = await client(dir, token);
-      for (const raw of raws) {
-        // Clients write their own Return-Path (from the envelope they saw), replacing ours.
-        const lf = raw
-          .toString('latin1')
-          .replace(/\r\n/g, '\n')
-          .replace(/^Return-Path: [^\n]*\n/, '');
-        assert.ok(got.includes(lf), `delivered:\n${lf}\n--- in:\n${got}`);
-      }
+      assertDelivered(got, raws);
       assert.deepEqual(await listIds(env, token, mailbox), [], 'deleted after retrieval');
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -469,14 +476,7 @@ describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
         'fetchmail fetched by TOP, as it does with keep',
       );
       const got = readFileSync(out, 'latin1');
-      for (const raw of raws) {
-        // Clients write their own Return-Path (from the envelope they saw), replacing ours.
-        const lf = raw
-          .toString('latin1')
-          .replace(/\r\n/g, '\n')
-          .replace(/^Return-Path: [^\n]*\n/, '');
-        assert.ok(got.includes(lf), `delivered:\n${lf}\n--- in:\n${got}`);
-      }
+      assertDelivered(got, raws);
       assert.deepEqual(await listIds(env, token, mailbox), ids, 'kept on the server');
     } finally {
       rmSync(dir, { recursive: true, force: true });
