@@ -167,7 +167,7 @@ async function withdraw(deps: RouterDeps, notification: SesReceivedNotification)
     await deps.index.delete(mailbox, id);
     await deleteMessageBlobs(deps.blobs, mailbox, id);
   }
-  await deps.blobs.delete(notificationKey(mail.messageId));
+  await deps.blobs.delete(notificationKey(notification));
   await deps.blobs.delete(receipt.action.objectKey);
 }
 

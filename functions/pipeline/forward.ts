@@ -227,7 +227,7 @@ async function buildFailureNotice(
     '',
     `The original is kept as ${key}${attach ? ' and attached here' : ''}.`,
     what === 'failed'
-      ? `Replaying its notification (notifications/${req.sesMessageId}.json) tries the forward again.`
+      ? `Replaying it (mail-relay replay: its notification is notifications/${req.sesMessageId}.*.json) tries the forward again.`
       : '',
     '',
   ].join('\n');

@@ -7,6 +7,7 @@
  * index last. The index insert is the commit point, conditional on the id, so a retried
  * notification recomputes the same id and changes nothing.
  */
+import { createHash } from 'node:crypto';
 import { type Config, normalizeAddress, type VerdictName } from '../core/config.ts';
 import { MailRelayError, NotFoundError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
@@ -83,9 +84,23 @@ export class MissingRawMessageError extends MailRelayError {
 /**
  * Where the router keeps each notification it processed: SES stores only the raw message, and the
  * envelope (recipients, verdicts) is needed to replay it. Same retention as `inbound/`.
+ *
+ * One message can have several notifications: where the receipt rules list addresses (100 per rule),
+ * a message to addresses of two rules is stored once and notified by each rule with its own
+ * recipients. The key names the recipient set, so one does not overwrite the other and `replay`
+ * routes both (`notifications/<sesMessageId>.json` is what earlier versions wrote; replay reads any).
  */
 export const NOTIFICATIONS_PREFIX = 'notifications/';
-export const notificationKey = (sesMessageId: string) => `${NOTIFICATIONS_PREFIX}${sesMessageId}.json`;
+export function notificationKey(notification: {
+  readonly mail: { readonly messageId: string };
+  readonly receipt: { readonly recipients: readonly string[] };
+}): string {
+  const recipients = createHash('sha256')
+    .update([...notification.receipt.recipients].sort().join('\n'))
+    .digest('hex')
+    .slice(0, 12);
+  return `${NOTIFICATIONS_PREFIX}${notification.mail.messageId}.${recipients}.json`;
+}
 
 export interface ProcessOptions {
   /** The raw bytes when the caller already holds them (local listener), to skip a read. */
@@ -171,7 +186,7 @@ export async function processNotification(
   }
   if (!options.replay) {
     received.push(
-      deps.blobs.put(notificationKey(mail.messageId), Buffer.from(notificationJson(notification)), {
+      deps.blobs.put(notificationKey(notification), Buffer.from(notificationJson(notification)), {
         contentType: 'application/json',
       }),
     );

@@ -16,7 +16,12 @@ import type { Verdicts } from '../../functions/core/routing.ts';
 import { type IngestResult, ingest } from '../../functions/local/ingest.ts';
 import { loadOrCreatePresignSecret } from '../../functions/local/runtime.ts';
 import { FORWARDED_PREFIX, forwardedKey, forwardSendKey } from '../../functions/pipeline/forward.ts';
-import { notificationKey, processNotification, type RouterDeps } from '../../functions/pipeline/router.ts';
+import {
+  NOTIFICATIONS_PREFIX,
+  processNotification,
+  type RouterDeps,
+} from '../../functions/pipeline/router.ts';
+import type { BlobStore } from '../../functions/ports/blob-store.ts';
 import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { corpusDir, corpusFiles, requireOrAnnounce } from '../helpers/env.ts';
 import { python } from '../helpers/process.ts';
@@ -287,7 +292,7 @@ describe('forwarding through a smarthost to a remote MX', () => {
     );
     const count = () => h.mx.received.filter((m) => header(m.raw, 'Subject')[0] === 'once only').length;
     assert.equal(count(), 1);
-    const stored = await h.env.runtime.blobs.get(notificationKey(first.sesMessageId));
+    const stored = await storedNotification(h.env.runtime.blobs, first.sesMessageId);
     assert.ok(stored);
     const notification = sesReceivedNotificationSchema.parse(JSON.parse(stored.toString('utf8')));
     // SQS redelivers, Lambda retries, an operator replays: twice in parallel and once after.
@@ -375,7 +380,7 @@ describe('forwarding through a smarthost to a remote MX', () => {
 
     // Fixed on the remote side, a replay sends it (a failed send may be claimed again), once.
     h.mx.accept('gone@remote.test');
-    const stored = await h.env.runtime.blobs.get(notificationKey(r.sesMessageId));
+    const stored = await storedNotification(h.env.runtime.blobs, r.sesMessageId);
     assert.ok(stored);
     const n = sesReceivedNotificationSchema.parse(JSON.parse(stored.toString('utf8')));
     const replay = await processNotification(h.deps, n, { replay: true });
@@ -522,3 +527,11 @@ describe('oversize: above the sending limit a notice with a link goes out, and t
     );
   });
 });
+
+/** The one notification stored for a message (its key also names the recipient set). */
+async function storedNotification(blobs: BlobStore, sesMessageId: string): Promise<Buffer | null> {
+  const keys: string[] = [];
+  for await (const info of blobs.list(`${NOTIFICATIONS_PREFIX}${sesMessageId}.`)) keys.push(info.key);
+  assert.equal(keys.length, 1, keys.join(', '));
+  return blobs.get(keys[0] ?? '');
+}

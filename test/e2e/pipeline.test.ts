@@ -76,6 +76,45 @@ describe('router with the local adapters', () => {
     });
   });
 
+  it('keeps both notifications of a message two receipt rules notified (one per recipient set); replay routes both', async () => {
+    // Where receipt rules list addresses (100 per rule), a message to addresses of two rules is
+    // stored once by SES and notified by each rule with its own recipients.
+    const sesMessageId = 'two-rules-0001';
+    const receivedAt = new Date(Date.UTC(2026, 10, 27, 9, 0));
+    await runtime.blobs.put(`inbound/${sesMessageId}`, Buffer.from('Subject: two rules\r\n\r\nhi\r\n'));
+    const byRule = (recipients: string[]) =>
+      buildNotification({
+        sesMessageId,
+        receivedAt,
+        mailFrom: 'x@remote.test',
+        recipients,
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: LOCAL_BUCKET,
+      });
+    const rule1 = byRule(['alice@example.test']);
+    const rule2 = byRule(['bob@example.test']);
+    await processNotification(runtime, rule1);
+    await processNotification(runtime, rule2);
+    assert.notEqual(notificationKey(rule1), notificationKey(rule2));
+    assert.ok(await runtime.blobs.head(notificationKey(rule1)), 'the first is not overwritten');
+    assert.ok(await runtime.blobs.head(notificationKey(rule2)));
+    // Deleted from both mailboxes, the message comes back to both on `replay --restore-deleted`.
+    const { replay } = await import('../../functions/pipeline/replay.ts');
+    for (const mailbox of ['alice@example.test', 'bob@example.test']) {
+      const entry = (await listAll(runtime.index, mailbox)).find((e) => e.sesMessageId === sesMessageId);
+      assert.ok(entry, mailbox);
+      assert.ok(await runtime.index.delete(mailbox, entry.id));
+    }
+    await replay(runtime, { since: new Date(0), restoreDeleted: true, mailbox: undefined });
+    for (const mailbox of ['alice@example.test', 'bob@example.test']) {
+      assert.equal(
+        (await listAll(runtime.index, mailbox)).filter((e) => e.sesMessageId === sesMessageId).length,
+        1,
+        mailbox,
+      );
+    }
+  });
+
   it('fans one message out to several mailboxes, each with its own raw copy, summary and parts', async () => {
     const pdf = pdfLikeBytes(50_000, 7);
     const body = await buildMessageWithAttachment({
@@ -207,7 +246,7 @@ describe('router with the local adapters', () => {
     };
     const named = async (n: ReturnType<typeof gated>) => ({
       inbound: await runtime.blobs.head(n.receipt.action.objectKey),
-      notification: await runtime.blobs.head(notificationKey(n.mail.messageId)),
+      notification: await runtime.blobs.head(notificationKey(n)),
       entries: (await listAll(runtime.index, 'carol@example.test')).filter(
         (e) => e.sesMessageId === n.mail.messageId,
       ).length,
