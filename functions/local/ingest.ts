@@ -83,11 +83,18 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
   return Buffer.from(returnPath + received + auth + after, 'latin1');
 }
 
+/** mbox's separator line: `From <sender> <asctime date>` (a sentence starting "From " is body). */
+const MBOX_FROM_LINE_RE =
+  /^From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} +\d{1,2}:\d\d/;
+/** RFC 5322 §2.2 field name, then the colon (obsolete syntax allows whitespace before it). */
+const FIELD_START_RE = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/;
+const BOM = '\xef\xbb\xbf';
+
 /**
- * How a message begins, for what follows our trace headers: `field` (a header field, or what
- * precedes headers: the blank line of a message without headers, an mbox `From ` line, a UTF-8
- * BOM), `continuation` (a folded line: it would continue our last header), or `body` (no header
- * block at all).
+ * How a message begins, for what follows our trace headers: `field` (a header field, possibly
+ * behind a UTF-8 BOM, or what precedes headers: the blank line of a message without headers, an mbox
+ * `From ` line), `continuation` (a folded line, BOM or not: it would continue our last header), or
+ * `body` (no header block at all).
  */
 export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'continuation' | 'body' {
   // The first line's start is enough: a field name is at most a few dozen bytes before its colon.
@@ -99,14 +106,11 @@ export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'conti
   }
   if (head === '') return 'field';
   const firstLine = head.split(/\r?\n|\r/, 1)[0] ?? '';
-  if (/^[ \t]/.test(firstLine)) return 'continuation';
-  return firstLine === '' ||
-    /^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(firstLine) ||
-    // mbox's separator line: `From <sender> <asctime date>` (a sentence starting "From " is body).
-    /^From \S+ .*\d:\d\d/.test(firstLine) ||
-    firstLine.startsWith('\xef\xbb\xbf')
-    ? 'field'
-    : 'body';
+  if (firstLine === '' || MBOX_FROM_LINE_RE.test(firstLine)) return 'field';
+  // The parser reads past a BOM at the start of a header line (MailparserAdapter): judge what follows it.
+  const line = firstLine.startsWith(BOM) ? firstLine.slice(BOM.length) : firstLine;
+  if (/^[ \t]/.test(line)) return 'continuation';
+  return FIELD_START_RE.test(line) ? 'field' : 'body';
 }
 
 function sanitize(s: string): string {
@@ -171,6 +175,30 @@ async function withdraw(deps: RouterDeps, notification: SesReceivedNotification)
   await deps.blobs.delete(receipt.action.objectKey);
 }
 
+/** Retries of a failed `withdraw`: every few seconds, then every minute, for about an hour. */
+const WITHDRAW_RETRY_MAX_MS = 60_000;
+const WITHDRAW_ATTEMPTS = 64;
+
+/**
+ * Withdraws in the background what could not be withdrawn at once (SQLite cannot write a delete on
+ * a full disk either). Meanwhile the mailbox shows the message, and the client's retry may add its
+ * copy: once this succeeds, that copy is the only one. Lost if the process stops first.
+ */
+function withdrawLater(deps: RouterDeps, notification: SesReceivedNotification, attempt = 1): void {
+  const delay = Math.min(WITHDRAW_RETRY_MAX_MS, 1000 * 2 ** (attempt - 1));
+  setTimeout(() => {
+    withdraw(deps, notification).catch((err: unknown) => {
+      if (attempt < WITHDRAW_ATTEMPTS) return withdrawLater(deps, notification, attempt + 1);
+      process.emitWarning(
+        `message ${notification.mail.messageId}: was answered 4xx, and taking back the deliveries it ` +
+          `made before failing still fails (${err instanceof Error ? err.message : String(err)}); ` +
+          'a mailbox may hold it as well as the client’s retry',
+        'MailRelayJournalWarning',
+      );
+    });
+  }, delay).unref();
+}
+
 export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {
   const sesMessageId = input.sesMessageId ?? newSesMessageId();
   const receivedAt = input.receivedAt ?? new Date();
@@ -201,14 +229,8 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
     // and not through journal recovery (if the record was written at all: a failed append is the
     // error itself).
     // A caller's own id (import's, from the content) may name mail delivered before: left alone.
-    await (fresh ? withdraw(deps, notification) : Promise.resolve()).catch((withdrawErr: unknown) => {
-      process.emitWarning(
-        `message ${sesMessageId}: routing failed and taking back its deliveries failed too ` +
-          `(${withdrawErr instanceof Error ? withdrawErr.message : String(withdrawErr)}); ` +
-          'a mailbox may get it twice when the client retries',
-        'MailRelayJournalWarning',
-      );
-    });
+    // On a full disk the deletes can fail as the delivery did: retried until there is room again.
+    if (fresh) await withdraw(deps, notification).catch(() => withdrawLater(deps, notification));
     const ticket = await appended.catch(() => null);
     if (ticket !== null) {
       await journal.abort(ticket).catch((abortErr: unknown) => {

@@ -486,6 +486,46 @@ describe('a message refused (4xx) after it reached some of its mailboxes', () =>
   });
 });
 
+describe('taking back a refused message when the disk is still full', () => {
+  it('is retried in the background until it succeeds', async () => {
+    const dataDir = join(work, 'withdraw-later');
+    const config = parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] });
+    const runtime = createLocalRuntime({ config, dataDir });
+    try {
+      const deliver = runtime.index.deliver.bind(runtime.index);
+      runtime.index.deliver = async (entry, options) => {
+        if (entry.mailbox === 'ben@example.test') throw new Error('database or disk is full');
+        return deliver(entry, options);
+      };
+      // The first delete fails too (still no room); the retry a second later finds room.
+      const remove = runtime.index.delete.bind(runtime.index);
+      let deletes = 0;
+      runtime.index.delete = async (mailbox, id) => {
+        deletes += 1;
+        if (deletes === 1) throw new Error('database or disk is full');
+        return remove(mailbox, id);
+      };
+      await assert.rejects(
+        ingest(runtime, {
+          body: Buffer.from('Subject: to two\r\n\r\nbody\r\n'),
+          mailFrom: 'x@remote.test',
+          recipients: ['ann@example.test', 'ben@example.test'],
+          via: { protocol: 'ESMTP' },
+        }),
+        /disk is full/,
+      );
+      assert.equal((await listAll(runtime.index, 'ann@example.test')).length, 1, 'not taken back yet');
+      for (let i = 0; i < 50 && (await listAll(runtime.index, 'ann@example.test')).length > 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.deepEqual(await listAll(runtime.index, 'ann@example.test'), [], 'taken back by the retry');
+      assert.equal((await runtime.index.stat('ann@example.test')).messages, 0);
+    } finally {
+      await runtime.close();
+    }
+  });
+});
+
 async function listAllKeys(runtime: LocalRuntime, prefix: string): Promise<string[]> {
   const keys: string[] = [];
   for await (const info of runtime.blobs.list(prefix)) keys.push(info.key);

@@ -197,6 +197,26 @@ describe('headers and addresses', () => {
     assert.equal(summary.subject, 't-bom');
     assert.equal(summary.text, 'body with \ufeff inside\n', 'a mark in the body is not touched');
   });
+
+  it('keeps a BOM that is not before a field name: no header block cut short, no fold into the header above', async () => {
+    const bom = '\xef\xbb\xbf';
+    const alone = await parseOk(
+      Buffer.from(`Subject: report\r\n${bom}\r\nX-After: yes\r\n\r\nsee attached\r\n`, 'latin1'),
+    );
+    assert.equal(alone.summary.text, 'see attached\n', 'a line of only a BOM does not end the headers');
+    assert.ok(alone.summary.headers.some((h) => h.name === 'X-After' && h.value === 'yes'));
+    const folded = await parseOk(
+      Buffer.from(
+        `Authentication-Results: mx; none\r\n${bom}\tdkim=pass\r\nSubject: s\r\n\r\nb\r\n`,
+        'latin1',
+      ),
+    );
+    assert.equal(
+      folded.summary.headers.find((h) => h.name === 'Authentication-Results')?.value,
+      'mx; none',
+      'a BOM then whitespace does not continue the header above',
+    );
+  });
 });
 
 describe('bodies', () => {

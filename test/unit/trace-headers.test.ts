@@ -64,6 +64,8 @@ describe('traceHeaders content', () => {
     assert.equal(ends(b('Hello')), true);
     assert.equal(ends([b('just bo'), b('dy\nmore\n')]), true);
     assert.equal(ends(b('From me to you\r\nhello\r\n')), true, 'a sentence starting "From " is body');
+    assert.equal(ends(b('From 9:00 to 17:00 the office is closed.\r\nSubject: body text\r\n')), true);
+    assert.equal(ends(b('\xef\xbb\xbfHello, plain text with a BOM.\r\nline 2\r\n')), true, 'BOM, then text');
     for (const headed of [
       'Subject: a\r\n\r\nx\r\n',
       'X-Odd-Name_1 : obsolete space before the colon\r\n\r\nx\r\n',
@@ -90,5 +92,14 @@ describe('a message starting with a folded line', () => {
     );
     assert.match(trace({ body: b('\tindented\nSubject: x\n\nbody\n') }), /X-Mail-Relay-Note: [^\n]*:\n$/);
     assert.doesNotMatch(trace({ body: b('Subject: a\r\n\r\nx\r\n') }), /X-Mail-Relay-Note/);
+    // Behind a BOM (which the parser reads past) too.
+    assert.match(
+      trace({ body: b('\xef\xbb\xbf\tdkim=pass\r\nSubject: s\r\n\r\nx\r\n') }),
+      /X-Mail-Relay-Note: [^\n]*\r\n$/,
+    );
+    assert.doesNotMatch(
+      trace({ body: b('\xef\xbb\xbfSubject: s\r\n\r\nx\r\n') }),
+      /X-Mail-Relay-Note|none\r\n\r\n$/,
+    );
   });
 });

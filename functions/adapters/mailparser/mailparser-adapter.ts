@@ -285,7 +285,9 @@ const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
  * Some Windows tools write a UTF-8 byte order mark before a message's first header. Behind the
  * trace headers SES (or the local relay) prepends, it sits at the start of a header line, where it
  * hides that header from the parser (`\ufeffSubject` is no Subject). Such a mark at the start of
- * a line of the header block is left out of the parser's input only; the stored message keeps it.
+ * a line of the header block, followed by a field name, is left out of the parser's input only; the
+ * stored message keeps it. Followed by anything else it stays: without it, a line of only a BOM
+ * would end the header block, and a BOM then whitespace would fold into the header above.
  */
 function dropHeaderBoms(raw: Buffer): Buffer {
   let at = raw.indexOf(BOM);
@@ -297,6 +299,9 @@ function dropHeaderBoms(raw: Buffer): Buffer {
   let from = 0;
   for (; at >= 0 && at < headerEnd; at = raw.indexOf(BOM, at + BOM.length)) {
     if (at !== 0 && raw[at - 1] !== 0x0a) continue;
+    const next = raw[at + BOM.length] ?? 0;
+    // A field name's first character: printable US-ASCII except ':'.
+    if (next < 0x21 || next > 0x7e || next === 0x3a) continue;
     kept.push(raw.subarray(from, at));
     from = at + BOM.length;
   }
