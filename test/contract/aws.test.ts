@@ -91,6 +91,11 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     );
     assert.equal(url.searchParams.get('response-content-type'), 'message/rfc822');
     assert.equal(url.searchParams.get('response-content-disposition'), 'attachment; filename="01.eml"');
+    assert.equal(
+      url.searchParams.get('response-cache-control'),
+      'private, no-store',
+      'kept out of shared caches',
+    );
     assert.equal(url.searchParams.get('X-Amz-Expires'), '300');
     assert.match(url.searchParams.get('X-Amz-Signature') ?? '', /^[0-9a-f]{64}$/);
     await assert.rejects(store.presign('k', { expiresIn: 8 * 24 * 3600 }), /expiresIn/);

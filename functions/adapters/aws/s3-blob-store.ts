@@ -113,6 +113,9 @@ async function* partsOf(body: Readable, size: number): AsyncGenerator<Buffer> {
   if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
 }
 
+/** What a presigned download tells caches: private mail, not to be stored. */
+export const PRESIGNED_CACHE_CONTROL = 'private, no-store';
+
 export class S3BlobStore implements BlobStore {
   private readonly client: S3Client;
   private readonly bucket: string;
@@ -342,11 +345,14 @@ export class S3BlobStore implements BlobStore {
       throw new ValidationError(`expiresIn must be an integer from 1 to ${MAX_PRESIGN_SECONDS} seconds`);
     }
     // The response-* overrides are part of the signed query, so a URL holder cannot change them.
+    // Mail behind a capability URL is kept out of shared caches, as the local blob links do
+    // (functions/api/local-blobs.ts); S3 has no override for Content-Security-Policy.
     const command = new GetObjectCommand({
       Bucket: this.bucket,
       Key: key,
       ResponseContentType: contentType,
       ResponseContentDisposition: contentDisposition,
+      ResponseCacheControl: PRESIGNED_CACHE_CONTROL,
     });
     return getSignedUrl(this.client, command, { expiresIn });
   }
