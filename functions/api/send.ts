@@ -13,7 +13,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
 import { type Config, domainOf, isAddress, normalizeAddress } from '../core/config.ts';
-import { SendError, ValidationError } from '../core/errors.ts';
+import { errorMessage, SendError, ValidationError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
 import {
@@ -308,11 +308,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
         idempotencyKey: sendKey,
       });
     } catch (err) {
-      await deps.index.finishSend(
-        sendKey,
-        { state: 'failed', error: err instanceof Error ? err.message : String(err) },
-        now,
-      );
+      await deps.index.finishSend(sendKey, { state: 'failed', error: errorMessage(err) }, now);
       if (err instanceof SendError) {
         throw new HttpStatusError(
           err.permanent ? 422 : 502,

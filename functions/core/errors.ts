@@ -4,6 +4,11 @@
  * `responseCode` and message as the SMTP reply.
  * Never serialize a raw Error to a client.
  */
+/** An error's message for a log line or a reply text, whatever was thrown. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 export class MailRelayError extends Error {
   constructor(
     readonly code: string,

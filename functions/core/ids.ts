@@ -70,3 +70,15 @@ export function newSesMessageId(): string {
 export function sesMessageIdFromContent(content: Buffer): string {
   return encodeBase32(createHash('sha256').update(content).digest().subarray(0, 25), 40).toLowerCase();
 }
+
+/**
+ * A short, stable name for a set of recipients (order does not matter): in the keys of what is
+ * stored once per message and recipient set, such as a notification (SES sends one per matching
+ * receipt rule) and a bounce's send record.
+ */
+export function recipientSetId(recipients: readonly string[]): string {
+  return createHash('sha256')
+    .update([...recipients].sort().join('\n'))
+    .digest('hex')
+    .slice(0, 16);
+}

@@ -16,10 +16,10 @@ import { parseArgs } from 'node:util';
 import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, errorMessage } from '../core/errors.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
-import { loadConfig, tokenMailbox } from './config-file.ts';
+import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
 
 /** The subset of cli.ts's Io these commands use (structurally the same, so cli.ts passes its own). */
 export interface CliIo {
@@ -87,7 +87,7 @@ export async function readStackOutputs(stackName: string): Promise<StackOutputs>
     try {
       ({ Stacks: stacks } = await client.send(new DescribeStacksCommand({ StackName: stackName })));
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       if (/does not exist/i.test(message))
         throw new ConfigError(
           `stack ${stackName} does not exist in ${await client.config.region()} (check --stack, and aws.region in the configuration)`,
@@ -347,9 +347,7 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
         ...(label === undefined ? {} : { label }),
       });
       io.out.write(`${token}\n`);
-      const scope = admin
-        ? `admin token${mailbox === null ? '' : ` (mailbox ${mailbox})`}`
-        : `token for ${mailbox}`;
+      const scope = tokenScope(admin, mailbox);
       io.err.write(`${scope} stored in stack ${stack} (table ${tableName}); it is shown only this once\n`);
       return 0;
     } finally {

@@ -7,11 +7,11 @@ import { parseArgs } from 'node:util';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import { type Config, forwardedRetentionDays, isAddress, normalizeAddress } from '../core/config.ts';
-import { ConfigError, MailRelayError } from '../core/errors.ts';
+import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
-import { loadConfig, tokenMailbox } from './config-file.ts';
+import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
@@ -195,7 +195,7 @@ async function commandDev(io: Io): Promise<number> {
     throw new MailRelayError(
       'recovery_failed',
       `could not route the mail a previous run left in ${runtime.dataDir}/journal ` +
-        `(${err instanceof Error ? err.message : String(err)}); it is kept there: fix the cause ` +
+        `(${errorMessage(err)}); it is kept there: fix the cause ` +
         '(free disk space?) and start again',
       { cause: err },
     );
@@ -220,7 +220,7 @@ async function commandDev(io: Io): Promise<number> {
             `rejected=${c.rejected} dropped=${c.dropped} failed=${c.failed} looped=${c.looped}${r.parseFailed ? ' parse-failed' : ''}\n`,
         );
       },
-      onError: (err) => io.err.write(`smtp error: ${err instanceof Error ? err.message : String(err)}\n`),
+      onError: (err) => io.err.write(`smtp error: ${errorMessage(err)}\n`),
     },
   ).catch(async (err: unknown) => {
     await api.close();
@@ -278,7 +278,7 @@ async function commandPop3(args: readonly string[], io: Io): Promise<number> {
   const bridge = await startPop3Bridge({
     apiUrl,
     port: portFromEnv(io, 'MAIL_RELAY_POP3_PORT', DEFAULT_POP3_PORT),
-    onError: (err) => io.err.write(`pop3 error: ${err instanceof Error ? err.message : String(err)}\n`),
+    onError: (err) => io.err.write(`pop3 error: ${errorMessage(err)}\n`),
   });
   io.out.write(
     `mail-relay pop3\n  pop3:  127.0.0.1:${bridge.port}\n  api:   ${apiUrl.replace(/\/+$/, '')}/v1/\n` +
@@ -326,8 +326,7 @@ async function startDevRetention(
             `${s.orphans > 0 ? `, ${s.orphans} orphaned blob set(s)` : ''}\n`,
         );
       },
-      onError: (err) =>
-        io.err.write(`retention error: ${err instanceof Error ? err.message : String(err)}\n`),
+      onError: (err) => io.err.write(`retention error: ${errorMessage(err)}\n`),
     },
   );
 }
@@ -438,9 +437,7 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
       ...(label === undefined ? {} : { label }),
     });
     io.out.write(`${token}\n`);
-    const scope = admin
-      ? `admin token${mailbox === null ? '' : ` (mailbox ${mailbox})`}`
-      : `token for ${mailbox}`;
+    const scope = tokenScope(admin, mailbox);
     io.err.write(`${scope} created; it is shown only this once. Use it as: Authorization: Bearer <token>\n`);
     return 0;
   } finally {

@@ -13,6 +13,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { errorMessage } from '../core/errors.ts';
 import type { Io } from './cli.ts';
 import { dataDirFromEnv } from './runtime.ts';
 
@@ -148,7 +149,7 @@ export async function commandCompact(args: readonly string[], io: Io): Promise<n
     } catch (err) {
       // SQLITE_BUSY after the timeout (a long write elsewhere), a full disk (VACUUM needs room for a
       // second copy), a file that is not a database: the database is as it was.
-      const why = err instanceof Error ? err.message : String(err);
+      const why = errorMessage(err);
       io.err.write(`mail-relay: could not compact ${path}: ${why} (it is unchanged)\n`);
       failed = true;
       continue;

@@ -58,3 +58,8 @@ export function tokenMailbox(config: Config, raw: string): { mailbox: string } |
   }
   return { mailbox };
 }
+
+/** How `token create` names what a new token reads (both the local and the `--stack` command). */
+export function tokenScope(admin: boolean, mailbox: string | null): string {
+  return admin ? `admin token${mailbox === null ? '' : ` (mailbox ${mailbox})`}` : `token for ${mailbox}`;
+}

@@ -7,6 +7,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser';
 import { isAddress, normalizeAddress } from '../core/config.ts';
+import { errorMessage } from '../core/errors.ts';
 import { sesMessageIdFromContent } from '../core/ids.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
@@ -104,7 +105,7 @@ export async function importFiles(
           });
       }
     } catch (err) {
-      failures.push({ file, reason: err instanceof Error ? err.message : String(err) });
+      failures.push({ file, reason: errorMessage(err) });
     }
   };
   const worker = async (): Promise<void> => {

@@ -5,6 +5,7 @@
  * Used by the SMTP listener and by `mail-relay import`.
  */
 import { hostname } from 'node:os';
+import { errorMessage } from '../core/errors.ts';
 import { messageIdFor, newSesMessageId } from '../core/ids.ts';
 import { deleteMessageBlobs } from '../core/keys.ts';
 import { detectEol, rfc5322Date } from '../core/mime-header.ts';
@@ -191,7 +192,7 @@ function withdrawLater(deps: RouterDeps, notification: SesReceivedNotification, 
       if (attempt < WITHDRAW_ATTEMPTS) return withdrawLater(deps, notification, attempt + 1);
       process.emitWarning(
         `message ${notification.mail.messageId}: was answered 4xx, and taking back the deliveries it ` +
-          `made before failing still fails (${err instanceof Error ? err.message : String(err)}); ` +
+          `made before failing still fails (${errorMessage(err)}); ` +
           'a mailbox may hold it as well as the client’s retry',
         'MailRelayJournalWarning',
       );
@@ -239,7 +240,7 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
         // gets the routing error.
         process.emitWarning(
           `message ${sesMessageId}: routing failed and marking its journal record aborted failed too ` +
-            `(${abortErr instanceof Error ? abortErr.message : String(abortErr)}); ` +
+            `(${errorMessage(abortErr)}); ` +
             'it may be delivered at the next start as well as on the client’s retry',
           'MailRelayJournalWarning',
         );

@@ -14,7 +14,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
 import { MAX_TOP_LINES } from '../api/top.ts';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, errorMessage } from '../core/errors.ts';
 import { DEFAULT_POP3_PORT } from './ports.ts';
 
 /** RFC 1939 §3: the autologout timer is at least 10 minutes. */
@@ -431,7 +431,9 @@ class Session {
 }
 
 function oneLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).replace(/[\r\n]+/g, ' ').slice(0, 200);
+  return errorMessage(err)
+    .replace(/[\r\n]+/g, ' ')
+    .slice(0, 200);
 }
 
 export async function startPop3Bridge(options: Pop3BridgeOptions): Promise<Pop3Bridge> {

@@ -7,8 +7,9 @@
  * mailbox, or that a `reject` route or policy refuses it. Locally the listener refuses those at
  * RCPT and there is nothing to bounce (RouterDeps.bouncer is absent).
  */
-import { createHash } from 'node:crypto';
 import { type Config, domainOf } from '../core/config.ts';
+import { errorMessage } from '../core/errors.ts';
+import { recipientSetId } from '../core/ids.ts';
 import { type Decision, resolveRecipient, type Verdicts } from '../core/routing.ts';
 import type { BouncedRecipient, Bouncer } from '../ports/bouncer.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
@@ -101,16 +102,7 @@ export async function bounceRejections(
   const why = whyNotBounce(args.mailFrom, args.verdicts, args.receivedAt, now);
   if (why !== null) return tell(`not bounced: ${why}`);
 
-  const set = createHash('sha256')
-    .update(
-      recipients
-        .map((r) => r.address)
-        .sort()
-        .join('\n'),
-    )
-    .digest('hex')
-    .slice(0, 16);
-  const key = `${args.sesMessageId}:bounce:${set}`;
+  const key = `${args.sesMessageId}:bounce:${recipientSetId(recipients.map((r) => r.address))}`;
   const claim = await deps.index.claimSend(key, { now, leaseMs: BOUNCE_LEASE_MS });
   if (!claim.claimed) {
     return tell(
@@ -128,7 +120,7 @@ export async function bounceRejections(
       explanation: explanationOf(recipients),
     });
   } catch (err) {
-    const error = err instanceof Error ? err.message : String(err);
+    const error = errorMessage(err);
     // Recorded so that a later processing (a replay) tries again; if even that fails, the claim
     // stays pending and is taken again once its lease ends.
     await deps.index.finishSend(key, { state: 'failed', error }, now).catch(() => undefined);
@@ -139,7 +131,7 @@ export async function bounceRejections(
   } catch (err) {
     // Sent all the same: say so. The claim stays pending; a processing after its lease may bounce
     // again (at least once, as forwards, ClaimSendOptions).
-    const error = err instanceof Error ? err.message : String(err);
+    const error = errorMessage(err);
     return tell(`${BOUNCED_PREFIX}${sent.messageId} (its send record was not updated: ${error})`);
   }
   return tell(`${BOUNCED_PREFIX}${sent.messageId}`);

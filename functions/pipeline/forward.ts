@@ -7,7 +7,13 @@
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
 import { type Config, domainOf, normalizeAddress, type VerdictName } from '../core/config.ts';
-import { MailRelayError, NotFoundError, PresignUnavailableError, SendError } from '../core/errors.ts';
+import {
+  errorMessage,
+  MailRelayError,
+  NotFoundError,
+  PresignUnavailableError,
+  SendError,
+} from '../core/errors.ts';
 import { checkLoop, type ForwardRewrite, rewriteForForward } from '../core/forward-rewrite.ts';
 import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { splitMessage } from '../core/mime-header.ts';
@@ -318,7 +324,7 @@ export async function forwardMessage(deps: ForwardDeps, req: ForwardRequest): Pr
       idempotencyKey: key,
     });
   } catch (err) {
-    const error = err instanceof Error ? err.message : String(err);
+    const error = errorMessage(err);
     await index.finishSend(key, { state: 'failed', error }, now);
     await req.deliverNotice(
       relay.notifyMailbox,
@@ -337,7 +343,7 @@ export async function forwardMessage(deps: ForwardDeps, req: ForwardRequest): Pr
       now,
     );
   } catch (err) {
-    const error = err instanceof Error ? err.message : String(err);
+    const error = errorMessage(err);
     const unrecorded = `its send record was not updated: ${error}`;
     return {
       status: 'forwarded',

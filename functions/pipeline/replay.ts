@@ -11,6 +11,7 @@
  * keeps the message), unless `restoreDeleted`.
  */
 
+import { errorMessage } from '../core/errors.ts';
 import {
   type SesReceivedNotification,
   sesReceivedNotificationSchema,
@@ -141,7 +142,7 @@ export async function replay(deps: RouterDeps, options: ReplayOptions): Promise<
         );
       }
     } catch (err) {
-      failures.push({ key: info.key, error: err instanceof Error ? err.message : String(err) });
+      failures.push({ key: info.key, error: errorMessage(err) });
     }
     done++;
     options.onProgress?.({ done, total: work.length, failed: failures.length, key: info.key });

@@ -13,6 +13,8 @@
  * Idempotent, and safe beside delivery: new mail has new ids (ULIDs of the receipt time), newer
  * than anything the sweep deletes, and every delete is conditional on the entry still existing.
  */
+
+import { errorMessage } from '../core/errors.ts';
 import { timeOfId, ULID_RE } from '../core/ids.ts';
 import { deleteMessageBlobs, mailboxKeys } from '../core/keys.ts';
 import { DAY_MS } from '../core/time.ts';
@@ -102,7 +104,7 @@ export async function sweepExpired(deps: RetentionDeps, options: SweepOptions): 
     try {
       await sweepMailbox(deps, mailbox, { cutoff, now, signal }, totals);
     } catch (err) {
-      failures.push({ mailbox, error: err instanceof Error ? err.message : String(err) });
+      failures.push({ mailbox, error: errorMessage(err) });
     }
     if (signal?.aborted) return { ...totals, failures, complete: false };
     totals.mailboxes++;

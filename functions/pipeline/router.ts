@@ -7,10 +7,9 @@
  * index last. The index insert is the commit point, conditional on the id, so a retried
  * notification recomputes the same id and changes nothing.
  */
-import { createHash } from 'node:crypto';
 import { type Config, normalizeAddress, type VerdictName } from '../core/config.ts';
 import { MailRelayError, NotFoundError } from '../core/errors.ts';
-import { messageIdFor } from '../core/ids.ts';
+import { messageIdFor, recipientSetId } from '../core/ids.ts';
 import { mailboxKeys, type StoredSummary } from '../core/keys.ts';
 import { clipText, ENTRY_TEXT_MAX_CHARS, type ParseResult, partBody, snippetOf } from '../core/message.ts';
 import { crlfSize } from '../core/mime-header.ts';
@@ -95,11 +94,7 @@ export function notificationKey(notification: {
   readonly mail: { readonly messageId: string };
   readonly receipt: { readonly recipients: readonly string[] };
 }): string {
-  const recipients = createHash('sha256')
-    .update([...notification.receipt.recipients].sort().join('\n'))
-    .digest('hex')
-    .slice(0, 12);
-  return `${NOTIFICATIONS_PREFIX}${notification.mail.messageId}.${recipients}.json`;
+  return `${NOTIFICATIONS_PREFIX}${notification.mail.messageId}.${recipientSetId(notification.receipt.recipients)}.json`;
 }
 
 export interface ProcessOptions {
@@ -391,7 +386,7 @@ export async function deliverToMailbox(
     mailbox,
     id,
     size: raw.length,
-    crlfSize: crlfSizeOf(raw),
+    crlfSize: crlfSize(raw),
     receivedAt: args.entry.receivedAt,
     from: summary ? clipText(displayList(summary.from.slice(0, 1)), ENTRY_TEXT_MAX_CHARS) : '',
     to: summary ? clipText(displayList(summary.to), ENTRY_TEXT_MAX_CHARS) : '',
@@ -409,18 +404,6 @@ export async function deliverToMailbox(
   };
   const { inserted } = await index.deliver(entry, { restoreDeleted });
   return inserted ? 'delivered' : 'present';
-}
-
-/** One scan of a message's bytes however many mailboxes it is delivered to. */
-const crlfSizes = new WeakMap<Buffer, number>();
-
-function crlfSizeOf(raw: Buffer): number {
-  let size = crlfSizes.get(raw);
-  if (size === undefined) {
-    size = crlfSize(raw);
-    crlfSizes.set(raw, size);
-  }
-  return size;
 }
 
 /** Stores a notice (a failed or looped forward) in a mailbox like any delivery; its id is deterministic. */

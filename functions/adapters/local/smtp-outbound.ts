@@ -6,7 +6,7 @@
  */
 import { createTransport, type Transporter } from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
-import { SendError } from '../../core/errors.ts';
+import { errorMessage, SendError } from '../../core/errors.ts';
 import type { Outbound, OutboundMessage } from '../../ports/outbound.ts';
 
 /** A smarthost that does not answer within this long is treated as down (the router then retries). */
@@ -65,7 +65,7 @@ export class SmtpOutbound implements Outbound {
     } catch (err) {
       if (err instanceof SendError) throw err;
       const replyCode = replyCodeOf(err);
-      const text = err instanceof Error ? err.message : String(err);
+      const text = errorMessage(err);
       // RFC 5321 §4.2.1: 5yz is a permanent failure; 4yz and connection problems may pass.
       throw new SendError(
         `smtp send failed: ${text}`,

@@ -12,7 +12,7 @@ export function migrateSchema(
   what: string,
   schema: string,
   schemaVersion: number,
-  upgrade?: (db: Database.Database, fromVersion: number) => void,
+  upgrade?: (db: Database.Database) => void,
 ): void {
   const version = Number(db.pragma('user_version', { simple: true }));
   if (version > schemaVersion) {
@@ -23,7 +23,7 @@ export function migrateSchema(
   if (version < schemaVersion) {
     db.transaction(() => {
       db.exec(schema);
-      upgrade?.(db, version);
+      upgrade?.(db);
       db.pragma(`user_version = ${schemaVersion}`);
     }).immediate();
   }

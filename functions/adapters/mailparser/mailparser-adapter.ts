@@ -292,9 +292,10 @@ const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 function dropHeaderBoms(raw: Buffer): Buffer {
   let at = raw.indexOf(BOM);
   if (at < 0) return raw;
-  const lf = raw.indexOf('\n\n') >= 0 ? raw.indexOf('\n\n') : raw.length;
-  const crlf = raw.indexOf('\n\r\n') >= 0 ? raw.indexOf('\n\r\n') : raw.length;
-  const headerEnd = Math.min(lf, crlf);
+  // The blank line ending the header block (bare LF or CRLF), or the end of a message without one.
+  const headerEnd = Math.min(
+    ...[raw.indexOf('\n\n'), raw.indexOf('\n\r\n')].map((i) => (i < 0 ? raw.length : i)),
+  );
   const kept: Buffer[] = [];
   let from = 0;
   for (; at >= 0 && at < headerEnd; at = raw.indexOf(BOM, at + BOM.length)) {
