@@ -113,6 +113,7 @@ async function main(): Promise<void> {
           };
     const listener = await startSmtpListener(deps, {
       port: 0,
+      spoolDir: runtime.spoolDir,
       onDelivered: () => {
         accepted += 1;
       },

@@ -16,7 +16,7 @@ import * as z from 'zod';
 import { encodeCursor } from '../core/cursor.ts';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
 import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
-import type { AddressEntry, ParsedSummary } from '../core/message.ts';
+import { type AddressEntry, type ParsedSummary, SUMMARY_BODY_MAX_CHARS } from '../core/message.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import { HttpStatusError } from './errors.ts';
@@ -494,8 +494,11 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       `rawRedirectBytes must be a non-negative integer, got ${String(deps.rawRedirectBytes)}`,
     );
   }
-  if (!Number.isSafeInteger(bodyMaxBytes) || bodyMaxBytes < 2) {
-    throw new RangeError(`bodyMaxBytes must be an integer of at least 2, got ${String(deps.bodyMaxBytes)}`);
+  // A stored body is cut at SUMMARY_BODY_MAX_CHARS: answering more than that would not say `truncated`.
+  if (!Number.isSafeInteger(bodyMaxBytes) || bodyMaxBytes < 2 || bodyMaxBytes > SUMMARY_BODY_MAX_CHARS) {
+    throw new RangeError(
+      `bodyMaxBytes must be an integer from 2 to ${SUMMARY_BODY_MAX_CHARS}, got ${String(deps.bodyMaxBytes)}`,
+    );
   }
   if (!Number.isSafeInteger(listMaxBytes) || listMaxBytes < 2) {
     throw new RangeError(`listMaxBytes must be an integer of at least 2, got ${String(deps.listMaxBytes)}`);

@@ -78,6 +78,25 @@ export function codePointPrefix(s: string, n: number): string {
 }
 
 /**
+ * The text and HTML bodies a message's summary keeps are cut to this many UTF-16 units (whole code
+ * points). `GET …/messages/{id}` answers at most 2 MiB of each (DEFAULT_BODY_MAX_BYTES, counted in
+ * bytes of which every unit takes at least one), so a body this long is cut there anyway and nothing
+ * the API serves is lost; the whole message stays in its raw copy. Uncut, a 30 MB text body made a
+ * 30 MB summary, which the router held three times over (the string, its JSON, its bytes) and the
+ * API read and parsed whole to answer 2 MiB of it.
+ */
+export const SUMMARY_BODY_MAX_CHARS = 2 * 1024 * 1024;
+
+/**
+ * `s` cut to `SUMMARY_BODY_MAX_CHARS`, as a string of its own: a prefix made by `slice` would keep the
+ * whole body alive for as long as the summary lives.
+ */
+export function summaryBody(s: string): string {
+  if (s.length <= SUMMARY_BODY_MAX_CHARS) return s;
+  return Buffer.from(codePointPrefix(s, SUMMARY_BODY_MAX_CHARS), 'utf16le').toString('utf16le');
+}
+
+/**
  * The text fields of an index entry (`from`, `to`, `subject`) are cut to this many UTF-16 units
  * (RFC 5322's line length): a header block can take 1 MiB, while a DynamoDB item, which also holds
  * lower-cased copies of these fields for search, takes at most 400 KB, and a LIST page carries 100

@@ -212,6 +212,7 @@ async function commandDev(io: Io): Promise<number> {
     { ...runtime, forwarding: { presign: (key, options) => api.blobs.presign(key, options) } },
     {
       port: smtpPort,
+      spoolDir: runtime.spoolDir,
       onDelivered: (r) => {
         for (const mailbox of deliveredMailboxes(r)) waiter.notify(mailbox);
         const c = countOutcomes([r]);

@@ -437,8 +437,13 @@ export class IngestJournal {
   }
 }
 
+/** Whether segments of this pid belong to another live process (this process's own count as orphans). */
 function isAlive(pid: number): boolean {
-  if (pid === process.pid) return false;
+  return pid !== process.pid && processIsAlive(pid);
+}
+
+/** Whether a process of this pid exists (signal 0; EPERM means it exists but is not ours). */
+export function processIsAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

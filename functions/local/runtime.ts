@@ -23,6 +23,8 @@ export const PRESIGN_SECRET_FILE = 'presign.secret';
 
 export interface LocalRuntime extends RouterDeps {
   readonly dataDir: string;
+  /** Where the SMTP listener keeps large messages while they arrive and wait (`<dataDir>/spool`). */
+  readonly spoolDir: string;
   /** Present in `journal` durability: what makes `250` durable (see ingest-journal.ts). */
   readonly journal: IngestJournal | undefined;
   /** Re-routes what a crashed process journaled but may not have finished; run before listening. */
@@ -93,6 +95,7 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   const runtime: LocalRuntime = {
     config: options.config,
     dataDir,
+    spoolDir: join(dataDir, 'spool'),
     blobRoot,
     blobs,
     index,

@@ -13,6 +13,7 @@ import type { Config } from '../core/config.ts';
 import { MailRelayError, SmtpRejectError } from '../core/errors.ts';
 import { acceptsRecipient, qualifyRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
+import { clearStaleSpool, DataSpool } from './data-spool.ts';
 import { ingest } from './ingest.ts';
 import { PromptGreetingSMTPServer } from './prompt-greeting-server.ts';
 
@@ -27,8 +28,21 @@ export interface SmtpListenerOptions {
    * protects public MXes from spam bots and costs every local connection 100 ms.
    */
   readonly earlyTalkerDelay?: number;
+  /**
+   * Where the DATA of messages from `LARGE_MESSAGE_BYTES` up is written as it arrives and kept until
+   * its turn to be routed (`DataSpool`; `<dataDir>/spool` for `mail-relay dev`). Without it, messages
+   * are held in memory.
+   */
+  readonly spoolDir?: string;
   /** Bytes of large messages routed at once (`LargeMessageGate`). @default LARGE_MESSAGES_IN_FLIGHT_BYTES */
   readonly largeMessageBudget?: number;
+}
+
+/** A message between its DATA command and its routing. */
+interface InFlight {
+  readonly spool: DataSpool;
+  /** Set when the client disconnects. */
+  gone?: boolean;
 }
 
 export interface SmtpListener {
@@ -45,8 +59,8 @@ export const LARGE_MESSAGES_IN_FLIGHT_BYTES = 48 * 1024 * 1024;
  * Bounds the memory of large messages arriving together. Routing a message holds it about three
  * times over (the joined bytes, the parse, the decoded parts; measured: a 30 MB message took the
  * relay from ~110 to ~200 MB, six at once to 650 MB). Large messages are routed while their total
- * stays within a budget (and one at a time beyond it); the others wait, as received bytes, before
- * their `250`. Small mail never waits.
+ * stays within a budget (and one at a time beyond it); the others wait before their `250`, in the
+ * spool (`DataSpool`) when the listener has one. Small mail never waits.
  */
 export class LargeMessageGate {
   #inFlight = 0;
@@ -81,14 +95,25 @@ export class LargeMessageGate {
   }
 }
 
+/** A temporary failure: the client keeps the message and retries; nothing is lost. */
+function temporaryFailure(err: unknown): SmtpRejectError {
+  const code = err instanceof MailRelayError ? err.code : 'internal';
+  return new SmtpRejectError(
+    451,
+    `4.3.0 Temporary failure storing the message (${code}); try again later`,
+    'temporary_failure',
+  );
+}
+
 export async function startSmtpListener(
   deps: RouterDeps,
   options: SmtpListenerOptions,
 ): Promise<SmtpListener> {
   const config: Config = deps.config;
   const gate = new LargeMessageGate(options.largeMessageBudget);
-  /** Sessions whose message waits for the gate, by session id: set `gone` when the client disconnects. */
-  const waiting = new Map<string, { gone: boolean }>();
+  /** Messages being received or waiting for the gate, by session id. */
+  const inFlight = new Map<string, InFlight>();
+  if (options.spoolDir !== undefined) await clearStaleSpool(options.spoolDir);
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
     name: 'mail-relay',
@@ -106,8 +131,11 @@ export async function startSmtpListener(
     hideDSN: true,
     logger: false,
     onClose(session) {
-      const wait = waiting.get(session.id);
-      if (wait) wait.gone = true;
+      const message = inFlight.get(session.id);
+      if (!message) return;
+      // Received in full and waiting for its turn: dropped when its turn comes. (One still being
+      // received gets its stream destroyed by smtp-server, and the stream's error disposes of it.)
+      message.gone = true;
     },
     onRcptTo(address, _session, callback) {
       const verdict = acceptsRecipient(config, qualifyRecipient(config, address.address));
@@ -116,18 +144,26 @@ export async function startSmtpListener(
       return callback(new SmtpRejectError(verdict.code, verdict.message));
     },
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
-      const chunks: Buffer[] = [];
-      let bytes = 0;
-      stream.on('data', (chunk: Buffer) => {
-        // Past the limit we keep draining the stream (the protocol requires reading to the final dot) but stop storing.
-        if (!stream.sizeExceeded) {
-          chunks.push(chunk);
-          bytes += chunk.length;
-        }
+      // Past the size limit the stream is still drained (the protocol requires reading to the final
+      // dot) but nothing more is kept.
+      const spool = new DataSpool({
+        dir: options.spoolDir,
+        memoryBytes: LARGE_MESSAGE_BYTES,
+        discard: () => stream.sizeExceeded === true,
       });
-      stream.once('error', (err) => callback(err));
-      stream.once('end', async () => {
+      const message: InFlight = { spool };
+      inFlight.set(session.id, message);
+      stream.once('error', (err) => {
+        // The client left mid-message (smtp-server destroys the stream) or the stream failed.
+        inFlight.delete(session.id);
+        void spool.dispose();
+        callback(err);
+      });
+      stream.pipe(spool);
+      spool.once('finish', async () => {
         if (stream.sizeExceeded) {
+          inFlight.delete(session.id);
+          await spool.dispose();
           return callback(
             new SmtpRejectError(
               552,
@@ -135,21 +171,36 @@ export async function startSmtpListener(
             ),
           );
         }
+        if (spool.error) {
+          inFlight.delete(session.id);
+          options.onError?.(spool.error);
+          await spool.dispose();
+          return callback(
+            new SmtpRejectError(452, '4.3.1 Insufficient system storage for the message; try again later'),
+          );
+        }
         // A message waiting for its turn whose client has gone (it never got a 250, so it will send
         // again) is dropped: delivering it too would make the retry a duplicate.
-        const wait = { gone: false };
-        waiting.set(session.id, wait);
-        const release = await gate.acquire(bytes);
-        waiting.delete(session.id);
-        if (wait.gone) {
+        const release = await gate.acquire(spool.bytes);
+        inFlight.delete(session.id);
+        if (message.gone) {
           release();
-          chunks.length = 0;
+          await spool.dispose();
           return callback(new SmtpRejectError(421, '4.4.2 Connection closed before the message was stored'));
+        }
+        let body: Buffer[];
+        try {
+          body = await spool.take();
+        } catch (err) {
+          release();
+          options.onError?.(err);
+          await spool.dispose();
+          return callback(temporaryFailure(err));
         }
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         const routed = ingest(deps, {
           // Joined once by ingest, behind the trace headers.
-          body: chunks,
+          body,
           mailFrom,
           recipients: session.envelope.rcptTo.map((r) => qualifyRecipient(config, r.address)),
           via: {
@@ -160,7 +211,7 @@ export async function startSmtpListener(
         });
         // ingest joined the chunks before its first await: let them go now, not after routing (for a
         // large message, the joined copy and the chunks would otherwise be held together throughout).
-        chunks.length = 0;
+        body.length = 0;
         routed.finally(release).then(
           (result) => {
             try {
@@ -182,15 +233,7 @@ export async function startSmtpListener(
           },
           (err: unknown) => {
             options.onError?.(err);
-            // A temporary failure: the client keeps the message and retries; nothing is lost.
-            const code = err instanceof MailRelayError ? err.code : 'internal';
-            callback(
-              new SmtpRejectError(
-                451,
-                `4.3.0 Temporary failure storing the message (${code}); try again later`,
-                'temporary_failure',
-              ),
-            );
+            callback(temporaryFailure(err));
           },
         );
       });

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { wireBytes } from '../../functions/api/json-cap.ts';
 import { messageDetailSchema } from '../../functions/api/schemas.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
-import { ENTRY_TEXT_MAX_CHARS } from '../../functions/core/message.ts';
+import { ENTRY_TEXT_MAX_CHARS, SUMMARY_BODY_MAX_CHARS } from '../../functions/core/message.ts';
 import { startApiServer } from '../../functions/local/api-server.ts';
 import { buildMessageWithAttachment, pdfLikeBytes } from '../fixtures/build.ts';
 import { type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
@@ -250,6 +250,34 @@ describe('a message whose HTML body or headers are larger than one answer may ca
     );
     assert.deepEqual(smallDetail.truncated, NOTHING_CUT);
     assert.equal(smallDetail.text?.trim(), 'hello');
+  });
+
+  it('a 6 MB text body: the stored summary keeps 2 Mi characters of it, GET message says text was cut, /raw is whole', async () => {
+    const lines = Array.from({ length: 80_000 }, (_, i) => `line ${i} ${'x'.repeat(64)}`);
+    const body = Buffer.from(
+      `From: logs@example.test\r\nTo: ${MAILBOX}\r\nSubject: a huge log\r\n\r\n${lines.join('\r\n')}\r\n`,
+      'latin1',
+    );
+    assert.ok(body.length > 6_000_000);
+    const r = await env.deliver([MAILBOX], body);
+    const summary = await env.runtime.blobs.get(mailboxKeys.summary(MAILBOX, r.id));
+    assert.ok(summary);
+    const stored = JSON.parse(summary.toString('utf8')) as { text: string };
+    assert.equal(stored.text.length, SUMMARY_BODY_MAX_CHARS);
+    assert.ok(summary.length < SUMMARY_BODY_MAX_CHARS * 1.1, `summary.json is ${summary.length} bytes`);
+
+    const detail = messageDetailSchema.parse(
+      await (await env.request(`/v1/mailboxes/${MAILBOX}/messages/${r.id}`, { token })).json(),
+    );
+    assert.deepEqual(detail.truncated, { ...NOTHING_CUT, text: true });
+    assert.ok(detail.text?.startsWith('line 0 xxx'), 'the text starts as the body does');
+    assert.ok(lines.join('\n').startsWith(detail.text ?? '-'), 'the text answered is a prefix of the body');
+    const raw = await env.request(`/v1/mailboxes/${MAILBOX}/messages/${r.id}/raw`, {
+      token,
+      redirect: 'follow',
+    });
+    const whole = Buffer.from(await raw.arrayBuffer());
+    assert.ok(whole.subarray(whole.length - body.length).equals(body), 'the raw message is whole');
   });
 
   it('GET message keeps whole headers, in order, up to 1 MiB, and says it stopped', async () => {

@@ -2,7 +2,16 @@
  * Real SMTP clients (python3 smtplib, swaks) against the local listener on loopback.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -313,37 +322,45 @@ describe('SMTP listener with swaks', () => {
   });
 });
 
-describe('large messages take turns', () => {
-  /** An SMTP client over a raw socket: the envelope pipelined, then DATA's body once 354 comes. */
-  async function sendRaw(port: number, body: Buffer, then: 'wait' | 'disconnect'): Promise<string> {
-    const socket = connect(port, '127.0.0.1');
-    let received = '';
-    socket.on('data', (d: Buffer) => {
-      received += d.toString('latin1');
+/**
+ * An SMTP client over a raw socket: the envelope pipelined, then DATA's body once 354 comes. `wait`
+ * waits for the reply to the message; `disconnect` leaves right after the final dot; `cut` leaves
+ * before it.
+ */
+async function sendRaw(port: number, body: Buffer, then: 'wait' | 'disconnect' | 'cut'): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  let received = '';
+  socket.on('data', (d: Buffer) => {
+    received += d.toString('latin1');
+  });
+  const until = (re: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => (re.test(received) ? resolve() : undefined);
+      socket.on('data', check);
+      socket.once('close', () => (re.test(received) ? resolve() : reject(new Error(`closed: ${received}`))));
+      check();
     });
-    const until = (re: RegExp) =>
-      new Promise<void>((resolve, reject) => {
-        const check = () => (re.test(received) ? resolve() : undefined);
-        socket.on('data', check);
-        socket.once('close', () =>
-          re.test(received) ? resolve() : reject(new Error(`closed: ${received}`)),
-        );
-        check();
-      });
-    await until(/^220 /m);
-    socket.write('EHLO client\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n');
-    await until(/^354 /m);
-    socket.write(body);
-    socket.write('\r\n.\r\n');
-    if (then === 'disconnect') {
-      socket.destroy();
-      return received;
-    }
-    await until(/^(250|4\d\d|5\d\d) [^\r\n]*\r\n(?![\s\S]*354)/m);
-    socket.end('QUIT\r\n');
+  await until(/^220 /m);
+  socket.write('EHLO client\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n');
+  await until(/^354 /m);
+  if (then === 'cut') {
+    // Gone in the middle of the message: no final dot.
+    await new Promise<void>((resolve) => socket.write(body, () => resolve()));
+    socket.destroy();
     return received;
   }
+  socket.write(body);
+  socket.write('\r\n.\r\n');
+  if (then === 'disconnect') {
+    socket.destroy();
+    return received;
+  }
+  await until(/^(250|4\d\d|5\d\d) [^\r\n]*\r\n(?![\s\S]*354)/m);
+  socket.end('QUIT\r\n');
+  return received;
+}
 
+describe('large messages take turns', () => {
   it('a message whose client left while it waited for its turn is not stored (the client sends it again)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'mr-gate-'));
     const runtime = createLocalRuntime({
@@ -381,6 +398,165 @@ describe('large messages take turns', () => {
       ]);
     } finally {
       await smtp.close();
+      await runtime.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the spool: large messages wait on disk, not in memory', () => {
+  const MB = 1024 * 1024;
+  /** A message of about `bytes`, no line starting with a dot, with no final CRLF (sendRaw adds it). */
+  const bigMessage = (subject: string, bytes: number) =>
+    Buffer.from(
+      `Subject: ${subject}\r\n\r\n${`${subject} ${'y'.repeat(70)}\r\n`.repeat(Math.ceil(bytes / 80))}end`,
+    );
+  const spoolFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
+  async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!ok()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting: ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  async function relayWithHeldFirstDelivery(raw: Record<string, unknown> = {}) {
+    const dataDir = mkdtempSync(join(tmpdir(), 'mr-spool-'));
+    const runtime = createLocalRuntime({
+      config: parseConfig({ domains: ['example.test'], mailboxes: ['alice@example.test'], ...raw }),
+      dataDir,
+    });
+    let releaseFirst = (): void => {};
+    const held = new Promise<void>((r) => (releaseFirst = r));
+    let holding = false;
+    const deliver = runtime.index.deliver.bind(runtime.index);
+    runtime.index.deliver = async (entry, options) => {
+      if (!holding && entry.subject === 'first') {
+        holding = true;
+        await held;
+      }
+      return deliver(entry, options);
+    };
+    const errors: unknown[] = [];
+    const smtp = await startSmtpListener(runtime, {
+      port: 0,
+      spoolDir: runtime.spoolDir,
+      largeMessageBudget: MB,
+      onError: (err) => errors.push(err),
+    });
+    return {
+      runtime,
+      smtp,
+      errors,
+      holding: () => holding,
+      releaseFirst: () => releaseFirst(),
+      close: async () => {
+        releaseFirst();
+        await smtp.close();
+        await runtime.close();
+        rmSync(dataDir, { recursive: true, force: true });
+      },
+    };
+  }
+  async function storedBodies(runtime: ReturnType<typeof createLocalRuntime>): Promise<Map<string, Buffer>> {
+    const out = new Map<string, Buffer>();
+    for (const e of await listAll(runtime.index, 'alice@example.test')) {
+      const raw = await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`);
+      assert.ok(raw, `raw of ${e.subject}`);
+      out.set(e.subject, stripTrace(raw).body);
+    }
+    return out;
+  }
+
+  it('a large message waiting for its turn is a file in the spool (0600), then delivered byte for byte; the spool empties', async () => {
+    const r = await relayWithHeldFirstDelivery();
+    try {
+      const first = bigMessage('first', 1.5 * MB);
+      const second = bigMessage('second', 3 * MB);
+      const one = sendRaw(r.smtp.port, first, 'wait');
+      await until('the first message is being routed', r.holding);
+      const two = sendRaw(r.smtp.port, second, 'wait');
+      // Received in full (+ the CRLF before the final dot) and waiting: all of it is on disk.
+      await until('the second message is in the spool', () =>
+        spoolFiles(r.runtime.spoolDir).some(
+          (f) => statSync(join(r.runtime.spoolDir, f)).size === second.length + 2,
+        ),
+      );
+      const [file] = spoolFiles(r.runtime.spoolDir);
+      assert.equal(statSync(join(r.runtime.spoolDir, file as string)).mode & 0o777, 0o600);
+      r.releaseFirst();
+      assert.match(await one, /^250 /m);
+      assert.match(await two, /^250 /m);
+      const stored = await storedBodies(r.runtime);
+      assert.deepEqual(stored.get('first'), Buffer.concat([first, Buffer.from('\r\n')]));
+      assert.deepEqual(stored.get('second'), Buffer.concat([second, Buffer.from('\r\n')]));
+      assert.deepEqual(spoolFiles(r.runtime.spoolDir), [], 'the spool file is gone once routed');
+      assert.deepEqual(r.errors, []);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('a large message cut off mid-DATA leaves nothing in the spool and is not delivered', async () => {
+    const r = await relayWithHeldFirstDelivery();
+    try {
+      await sendRaw(r.smtp.port, bigMessage('cut', 3 * MB), 'cut');
+      await until('the spool is empty', () => spoolFiles(r.runtime.spoolDir).length === 0);
+      // The listener still takes mail, and the cut message is nowhere.
+      assert.match(await sendRaw(r.smtp.port, bigMessage('after', 2 * MB), 'wait'), /^250 /m);
+      assert.deepEqual([...(await storedBodies(r.runtime)).keys()], ['after']);
+      assert.deepEqual(spoolFiles(r.runtime.spoolDir), []);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('a message over the size limit is refused (552) and not kept past it', async () => {
+    const r = await relayWithHeldFirstDelivery({ maxMessageBytes: 2 * MB });
+    try {
+      assert.match(await sendRaw(r.smtp.port, bigMessage('huge', 5 * MB), 'wait'), /^552 5\.3\.4 /m);
+      assert.deepEqual(spoolFiles(r.runtime.spoolDir), []);
+      assert.equal((await storedBodies(r.runtime)).size, 0);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('a spool that cannot be written: 452 for a large message, nothing stored; small mail is unaffected', async () => {
+    const r = await relayWithHeldFirstDelivery();
+    try {
+      // A file where the spool directory should be: creating a spool file fails (ENOTDIR).
+      rmSync(r.runtime.spoolDir, { recursive: true, force: true });
+      writeFileSync(r.runtime.spoolDir, 'not a directory');
+      assert.match(
+        await sendRaw(r.smtp.port, bigMessage('large', 2 * MB), 'wait'),
+        /^452 4\.3\.1 Insufficient system storage/m,
+      );
+      assert.match(await sendRaw(r.smtp.port, Buffer.from('Subject: small\r\n\r\nhi'), 'wait'), /^250 /m);
+      assert.equal(r.errors.length, 1, 'the failure is reported to the operator');
+      rmSync(r.runtime.spoolDir);
+      assert.match(await sendRaw(r.smtp.port, bigMessage('retried', 2 * MB), 'wait'), /^250 /m);
+      assert.deepEqual([...(await storedBodies(r.runtime)).keys()].sort(), ['retried', 'small']);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('at start, spool files of processes that are gone are deleted; those of live processes are kept', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'mr-spool-'));
+    const runtime = createLocalRuntime({
+      config: parseConfig({ domains: ['example.test'], mailboxes: ['alice@example.test'] }),
+      dataDir,
+    });
+    try {
+      mkdirSync(runtime.spoolDir);
+      // pid_max is at most 2^22 on Linux: no process has this pid.
+      const dead = '99999999-0123456789abcdef.part';
+      const live = `${process.ppid}-0123456789abcdef.part`;
+      for (const name of [dead, live, 'notes.txt']) writeFileSync(join(runtime.spoolDir, name), 'x');
+      const smtp = await startSmtpListener(runtime, { port: 0, spoolDir: runtime.spoolDir });
+      await smtp.close();
+      assert.deepEqual(spoolFiles(runtime.spoolDir).sort(), [live, 'notes.txt'].sort());
+    } finally {
       await runtime.close();
       rmSync(dataDir, { recursive: true, force: true });
     }

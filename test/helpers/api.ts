@@ -53,7 +53,11 @@ export async function startApiTestEnv(
   const dataDir = mkdtempSync(join(tmpdir(), 'mr-api-'));
   const runtime = createLocalRuntime({ config: parseConfig(options.config ?? API_TEST_CONFIG), dataDir });
   const waiter = new InProcessMailWaiter();
-  const smtp = await startSmtpListener(runtime, { port: 0, onDelivered: (r) => wakeAll(waiter, r) });
+  const smtp = await startSmtpListener(runtime, {
+    port: 0,
+    spoolDir: runtime.spoolDir,
+    onDelivered: (r) => wakeAll(waiter, r),
+  });
   const api = await startApiServer(runtime, {
     port: 0,
     waiter,

@@ -40,7 +40,11 @@ export async function startTestRelay(raw: RawConfig, dataDir?: string): Promise<
   const delivered: RouteResult[] = [];
   const start = async () => {
     const runtime = createLocalRuntime({ config, dataDir: dir });
-    const smtp = await startSmtpListener(runtime, { port: 0, onDelivered: (r) => delivered.push(r) });
+    const smtp = await startSmtpListener(runtime, {
+      port: 0,
+      spoolDir: runtime.spoolDir,
+      onDelivered: (r) => delivered.push(r),
+    });
     return { runtime, smtp };
   };
   let { runtime, smtp } = await start();

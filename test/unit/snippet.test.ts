@@ -10,7 +10,9 @@ import {
   ENTRY_TEXT_MAX_CHARS,
   type ParsedSummary,
   SNIPPET_CHARS,
+  SUMMARY_BODY_MAX_CHARS,
   snippetOf,
+  summaryBody,
 } from '../../functions/core/message.ts';
 import { deterministicBytes } from '../fixtures/build.ts';
 
@@ -96,5 +98,20 @@ describe('clipText (the subject, from and to of an index entry)', () => {
   it('never ends a snippet in half of a surrogate pair', () => {
     const text = `${'a'.repeat(SNIPPET_CHARS - 1)}😀 and more`;
     assert.equal(snippetOf(summary(text, null)), 'a'.repeat(SNIPPET_CHARS - 1));
+  });
+});
+
+describe('summaryBody (the text and HTML a summary keeps)', () => {
+  it('keeps a body up to SUMMARY_BODY_MAX_CHARS whole, and cuts a longer one there (whole code points)', () => {
+    const fits = 'é'.repeat(SUMMARY_BODY_MAX_CHARS);
+    assert.equal(summaryBody(fits), fits);
+    const long = `${'a'.repeat(SUMMARY_BODY_MAX_CHARS - 1)}😀${'b'.repeat(10)}`;
+    const cut = summaryBody(long);
+    // The pair would be split by the cut: it goes whole, and the body is one unit shorter.
+    assert.equal(cut, 'a'.repeat(SUMMARY_BODY_MAX_CHARS - 1));
+    const mixed = 'Grüße 😀 '.repeat(SUMMARY_BODY_MAX_CHARS / 4);
+    const kept = summaryBody(mixed);
+    assert.ok(kept.length >= SUMMARY_BODY_MAX_CHARS - 1 && kept.length <= SUMMARY_BODY_MAX_CHARS);
+    assert.ok(mixed.startsWith(kept));
   });
 });

@@ -15,12 +15,13 @@ import type {
 } from 'mailparser';
 import { MailParser as StreamingParser } from 'mailparser';
 import { detectMimeType } from 'nodemailer/lib/mime-funcs';
-import type {
-  AddressEntry,
-  Attachment,
-  DecodedPart,
-  ParsedSummary,
-  ParseResult,
+import {
+  type AddressEntry,
+  type Attachment,
+  type DecodedPart,
+  type ParsedSummary,
+  type ParseResult,
+  summaryBody,
 } from '../../core/message.ts';
 import type { MailParser } from '../../ports/mail-parser.ts';
 
@@ -356,8 +357,8 @@ function toParseResult(parsed: Collected): ParseResult {
       nonEmpty(parsed.subject) ?? (headers.some((h) => h.name.toLowerCase() === 'subject') ? '' : null),
     date: readDate(headers),
     messageId: nonEmpty(parsed.messageId),
-    text: typeof parsed.text === 'string' ? parsed.text : null,
-    html: typeof parsed.html === 'string' ? parsed.html : null,
+    text: typeof parsed.text === 'string' ? summaryBody(parsed.text) : null,
+    html: typeof parsed.html === 'string' ? summaryBody(parsed.html) : null,
     attachments,
   };
   return { ok: true, summary, parts };

@@ -1,0 +1,163 @@
+/**
+ * Where the SMTP listener keeps a message's DATA between receiving it and routing it: in memory up to
+ * `memoryBytes`, and past that in a file of its own under the spool directory, written as it arrives.
+ * A large message waiting for its turn to be routed (`LargeMessageGate`) then holds no memory, and is
+ * read back in one piece when its turn comes. Nothing in the spool was answered `250`: the files are
+ * neither synced nor kept, and those of a process that died are deleted by the next listener.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { processIsAlive } from './ingest-journal.ts';
+
+export interface DataSpoolOptions {
+  /** Directory of the spool files, created if missing; without one, everything stays in memory. */
+  readonly dir?: string | undefined;
+  /** Bytes kept in memory; a message reaching this goes to a file. */
+  readonly memoryBytes: number;
+  /** Whether to stop keeping what arrives (the message is over its size limit and will be refused). */
+  readonly discard?: () => boolean;
+}
+
+/**
+ * A Writable for one message's DATA stream. It never fails the stream: an error writing the file is
+ * kept (`error`) and the rest is drained unstored, as SMTP requires reading to the final dot before
+ * answering.
+ */
+export class DataSpool extends Writable {
+  /** Bytes received (also those not kept after `discard` said so). */
+  bytes = 0;
+  /** The first error writing the spool file, if any: the message is incomplete. */
+  error: Error | undefined;
+  #chunks: Buffer[] = [];
+  #file: FileHandle | undefined;
+  #path: string | undefined;
+  /** Set once nothing more is to be kept: over the size limit, or disposed of. */
+  #discarded = false;
+
+  constructor(private readonly options: DataSpoolOptions) {
+    super({ decodeStrings: true });
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
+    this.#accept(chunk).then(done);
+  }
+
+  override _final(done: () => void): void {
+    this.#closeFile().then(done);
+  }
+
+  /** Keeps a chunk, in memory or in the file; never rejects. */
+  async #accept(chunk: Buffer): Promise<void> {
+    this.bytes += chunk.length;
+    if (this.#discarded || this.error) return;
+    if (this.options.discard?.()) {
+      await this.dispose();
+      return;
+    }
+    this.#chunks.push(chunk);
+    const inMemory = this.options.dir === undefined || this.bytes < this.options.memoryBytes;
+    if (this.#file === undefined && inMemory) return;
+    try {
+      await this.#flush();
+    } catch (err) {
+      this.error = asError(err);
+      await this.dispose();
+    }
+  }
+
+  async #closeFile(): Promise<void> {
+    const file = this.#file;
+    this.#file = undefined;
+    try {
+      await file?.close();
+    } catch (err) {
+      this.error ??= asError(err);
+    }
+  }
+
+  /**
+   * The message, once the stream has finished: its chunks, or the file's bytes in one Buffer (the file
+   * is then deleted). Call once.
+   */
+  async take(): Promise<Buffer[]> {
+    if (this.error) throw this.error;
+    if (!this.#path) {
+      const chunks = this.#chunks;
+      this.#chunks = [];
+      return chunks;
+    }
+    try {
+      return [await readFile(this.#path)];
+    } finally {
+      // A file left behind (it could not be deleted) is deleted by the next listener's start.
+      await this.#removeFile().catch(() => undefined);
+    }
+  }
+
+  /** Lets go of whatever is held (a message refused, or whose client left); never rejects. */
+  async dispose(): Promise<void> {
+    this.#discarded = true;
+    this.#chunks = [];
+    await this.#removeFile().catch(() => undefined);
+  }
+
+  /** Writes the chunks held in memory to the spool file, opening it first if need be. */
+  async #flush(): Promise<void> {
+    if (!this.#file) {
+      const dir = this.options.dir as string;
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // The pid in the name tells a later listener which files belong to a live process.
+      const path = join(dir, `${process.pid}-${randomBytes(8).toString('hex')}.part`);
+      this.#path = path;
+      const file = await open(path, 'wx', 0o600);
+      if (this.#discarded) {
+        // Disposed of while the file was being opened.
+        await file.close();
+        await unlink(path);
+        return;
+      }
+      this.#file = file;
+    }
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    const bytes = chunks.reduce((n, c) => n + c.length, 0);
+    // A regular file takes all of a writev, or a part of it when the disk fills up (no error then).
+    const { bytesWritten } = await (this.#file as FileHandle).writev(chunks);
+    if (bytesWritten < bytes)
+      throw new Error(`spool file ${this.#path}: wrote ${bytesWritten} of ${bytes} bytes (disk full?)`);
+  }
+
+  async #removeFile(): Promise<void> {
+    const path = this.#path;
+    await this.#closeFile();
+    this.#path = undefined;
+    if (path) await unlink(path);
+  }
+}
+
+/** Deletes the spool files of processes that are gone (none of them was answered `250`). */
+export async function clearStaleSpool(dir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+  let removed = 0;
+  for (const name of names) {
+    const pid = /^(\d+)-[0-9a-f]+\.part$/.exec(name)?.[1];
+    // This process's own files belong to a listener still running in it.
+    if (pid === undefined || Number(pid) === process.pid || processIsAlive(Number(pid))) continue;
+    await unlink(join(dir, name)).catch(() => undefined);
+    removed += 1;
+  }
+  return removed;
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
