@@ -4,6 +4,7 @@
  */
 import * as z from 'zod';
 import { ConfigError } from './errors.ts';
+import { RouteRegex } from './route-regex.ts';
 
 /** SES refuses inbound messages above 40 MB (including headers); we default to the same. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 40 * 1024 * 1024;
@@ -311,7 +312,7 @@ export function forwardedRetentionDays(config: Pick<Config, 'retention' | 'relay
 export type MatchSpec =
   | { kind: 'exact'; address: string }
   | { kind: 'catchAll'; domain: string }
-  | { kind: 'regex'; regex: RegExp; source: string };
+  | { kind: 'regex'; regex: RouteRegex; source: string };
 
 /** Parses a route's `match`; returns a message string when it is not valid. */
 export function parseMatch(value: string): MatchSpec | string {
@@ -323,7 +324,7 @@ export function parseMatch(value: string): MatchSpec | string {
     if (!/^[i]*$/.test(flags)) return `regex flag(s) "${flags}" not allowed (only i)`;
     try {
       // Addresses are lower-cased before matching, so `i` is implied; anchors are the user's choice.
-      return { kind: 'regex', regex: new RegExp(v.slice(1, end), 'i'), source: v };
+      return { kind: 'regex', regex: new RouteRegex(v.slice(1, end)), source: v };
     } catch (err) {
       return `invalid regex: ${(err as Error).message}`;
     }
@@ -429,8 +430,7 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     // `$n` (n ≥ 1) in a target needs a group n in the regex; otherwise every address the route
     // matches would get an empty part there and be refused at run time.
     if ((route.action === 'deliver' || route.action === 'forward') && 'to' in route) {
-      const groups =
-        match.kind === 'regex' ? (new RegExp(`${match.regex.source}|`).exec('')?.length ?? 1) : 1;
+      const groups = match.kind === 'regex' ? match.regex.groupCount + 1 : 1;
       route.to.forEach((t, j) => {
         for (const m of t.matchAll(/\$(\d)/g)) {
           const n = Number(m[1]);
@@ -525,7 +525,7 @@ function findAliasProblems(config: Config): string[] {
     exact.has(a) ||
     config.routes.some(
       (r) =>
-        (r.match.kind === 'regex' && r.match.regex.test(a)) ||
+        (r.match.kind === 'regex' && r.match.regex.exec(a) !== null) ||
         (r.match.kind === 'catchAll' && r.match.domain === domainOf(a)),
     );
 

@@ -299,3 +299,56 @@ describe('acceptsRecipient (RCPT TO)', () => {
     assert.ok(!r.accept && r.code === 550 && r.message.includes('Relaying denied'));
   });
 });
+
+describe('regex routes in bounded time (a sender chooses the address)', () => {
+  // A common "validation" pattern: nested repetition, which a backtracking engine takes exponential
+  // time to refuse on a long run of letters that cannot end in a match.
+  const redos = parseConfig({
+    domains: ['example.com'],
+    mailboxes: ['alice@example.com', 'bob@example.com'],
+    routes: [
+      { match: '/^([a-z0-9]+[._-]?)+@example\\.com$/', action: 'deliver', to: ['alice@example.com'] },
+      // Upper-case letters (a pattern that needs `i`) and a back-reference: the time-limited path.
+      { match: '/^(X+x+)+\\1=@example\\.com$/', action: 'deliver', to: ['bob@example.com'] },
+    ],
+  });
+  const hostile = `${'a'.repeat(40)}!@example.com`;
+
+  it('a nested-repetition pattern runs in linear time: the hostile address is refused at once, others match', {
+    timeout: 10_000,
+  }, () => {
+    const [first] = redos.routes;
+    assert.ok(first?.match.kind === 'regex' && first.match.regex.linear);
+    assert.equal(acceptsRecipient(redos, hostile).accept, false);
+    assert.deepEqual(summarize(resolveRecipient(redos, 'john.smith@example.com')), [
+      'deliver alice@example.com',
+    ]);
+    assert.deepEqual(summarize(resolveRecipient(redos, 'John.Smith@Example.COM')), [
+      'deliver alice@example.com',
+    ]);
+  });
+
+  it('a pattern the linear engine cannot run matches with `i` under a time limit; running out is no match, said once', {
+    timeout: 10_000,
+  }, async () => {
+    const [, second] = redos.routes;
+    assert.ok(second?.match.kind === 'regex' && !second.match.regex.linear);
+    assert.deepEqual(summarize(resolveRecipient(redos, 'xxxx=@example.com')), ['deliver bob@example.com']);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const slow = `${'xx'.repeat(20)}!@example.com`;
+      assert.equal(acceptsRecipient(redos, slow).accept, false);
+      assert.equal(acceptsRecipient(redos, `y${slow}`).accept, false);
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(
+      warnings[0] ?? '',
+      /^MailRelayRegexWarning: route \/\^\(X\+x\+\)\+\\1=@example\\\.com\$\/: matching "x+/,
+    );
+  });
+});
