@@ -12,7 +12,8 @@
  * the delay made an option — the change we would propose upstream (an `earlyTalkerDelay` option,
  * default 100). It uses only methods the package's own type declarations make public.
  */
-import type { Socket } from 'node:net';
+import { Socket as NetSocket, type Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
@@ -41,6 +42,7 @@ export class PromptGreetingSMTPServer extends SMTPServer {
 
   override connect(socket: Socket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
     const connection = new SMTPConnection(this, socket, socketOptions);
+    if (this.options.allowHalfOpen) answerAfterHalfClose(socket, connection);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data) => this._onClientConnect(data));
@@ -58,4 +60,28 @@ export class PromptGreetingSMTPServer extends SMTPServer {
       setTimeout(() => connection.connectionReady(), this.#delay).unref();
     });
   }
+}
+
+const socketReadyState = Object.getOwnPropertyDescriptor(NetSocket.prototype, 'readyState')?.get;
+
+/**
+ * A client that half-closes its side after its last command (`printf … | nc -N`, a script's
+ * `shutdown(SHUT_WR)` after the final dot) still reads our replies, as from any MTA. With the
+ * server's `allowHalfOpen` the socket stays writable after the client's FIN, but smtp-server writes
+ * only while `readyState` is 'open' (it is 'writeOnly' then), so the `250` of a message already
+ * delivered was never sent and the client, seeing none, would send it again. Here the socket counts
+ * as open while it can be written to, and the connection closes once every command the client sent
+ * has been answered (the parser has finished its input), as it can send nothing more.
+ */
+function answerAfterHalfClose(socket: Socket, connection: SMTPConnection): void {
+  if (!socketReadyState) return;
+  Object.defineProperty(socket, 'readyState', {
+    configurable: true,
+    get(this: Socket) {
+      const state = socketReadyState.call(this) as string;
+      return state === 'writeOnly' ? 'open' : state;
+    },
+  });
+  const parser = (connection as unknown as { _parser: Writable | false })._parser;
+  if (parser) parser.once('finish', () => connection.close());
 }

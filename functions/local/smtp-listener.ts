@@ -116,6 +116,9 @@ export async function startSmtpListener(
   if (options.spoolDir !== undefined) await clearStaleSpool(options.spoolDir);
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
+    // A client's FIN is a half-close: it may still read the replies it is owed (PromptGreetingSMTPServer
+    // writes them, then closes). A client that is gone (reset, error) is one whose waiting message is dropped.
+    allowHalfOpen: true,
     name: 'mail-relay',
     // smtp-server greets with `220 <name> ESMTP <banner>`.
     banner: 'ready',

@@ -324,8 +324,8 @@ describe('SMTP listener with swaks', () => {
 
 /**
  * An SMTP client over a raw socket: the envelope pipelined, then DATA's body once 354 comes. `wait`
- * waits for the reply to the message; `disconnect` leaves right after the final dot; `cut` leaves
- * before it.
+ * waits for the reply to the message; `disconnect` leaves (a reset) right after the final dot; `cut`
+ * leaves before it.
  */
 async function sendRaw(port: number, body: Buffer, then: 'wait' | 'disconnect' | 'cut'): Promise<string> {
   const socket = connect(port, '127.0.0.1');
@@ -352,7 +352,8 @@ async function sendRaw(port: number, body: Buffer, then: 'wait' | 'disconnect' |
   socket.write(body);
   socket.write('\r\n.\r\n');
   if (then === 'disconnect') {
-    socket.destroy();
+    // Gone for good (a reset): a FIN alone is a half-close, after which the client still reads replies.
+    socket.resetAndDestroy();
     return received;
   }
   await until(/^(250|4\d\d|5\d\d) [^\r\n]*\r\n(?![\s\S]*354)/m);
@@ -560,5 +561,61 @@ describe('the spool: large messages wait on disk, not in memory', () => {
       await runtime.close();
       rmSync(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a client that half-closes its side (printf … | nc -N)', () => {
+  let relay: TestRelay;
+  before(async () => {
+    relay = await startTestRelay(CONFIG);
+  });
+  after(async () => relay.close());
+
+  /** Sends `input` at once, half-closes, and reads until the server closes (or 10 s pass). */
+  function sendThenHalfClose(input: string): Promise<{ replies: string; closedBy: 'server' | 'timeout' }> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(relay.smtp.port, '127.0.0.1');
+      let replies = '';
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve({ replies, closedBy: 'timeout' });
+      }, 10_000);
+      socket.on('data', (d: Buffer) => {
+        replies += d.toString('latin1');
+      });
+      socket.once('error', reject);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve({ replies, closedBy: 'server' });
+      });
+      socket.once('connect', () => socket.end(input));
+    });
+  }
+  const envelope = (subject: string) =>
+    `EHLO client\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: ${subject}\r\n\r\nhello\r\n`;
+  const subjects = async () => (await relay.entries('bob@example.test')).map((e) => e.subject);
+
+  it('gets the 250 of its message and the 221 of its QUIT, and the message is stored once', async () => {
+    const r = await sendThenHalfClose(`${envelope('half-closed with quit')}.\r\nQUIT\r\n`);
+    assert.equal(r.closedBy, 'server');
+    assert.match(r.replies, /^250 2\.0\.0 Ok: queued as \S+\r\n221 /m);
+    assert.equal((await subjects()).filter((s) => s === 'half-closed with quit').length, 1);
+  });
+
+  it('without QUIT: gets the 250, then the server closes (the client can send nothing more)', async () => {
+    const r = await sendThenHalfClose(`${envelope('half-closed without quit')}.\r\n`);
+    assert.equal(r.closedBy, 'server');
+    assert.match(r.replies, /^250 2\.0\.0 Ok: queued as \S+\r\n$/m);
+    assert.equal((await subjects()).filter((s) => s === 'half-closed without quit').length, 1);
+  });
+
+  it('before the final dot: no 250, and nothing is stored', async () => {
+    const r = await sendThenHalfClose(envelope('half-closed mid-message'));
+    assert.equal(r.closedBy, 'server');
+    assert.doesNotMatch(r.replies, /queued as/);
+    assert.deepEqual(
+      (await subjects()).filter((s) => s === 'half-closed mid-message'),
+      [],
+    );
   });
 });
