@@ -564,6 +564,30 @@ describe('the spool: large messages wait on disk, not in memory', () => {
   });
 });
 
+/** Sends `input` at once, half-closes, and reads until the server closes (or 10 s pass). */
+function sendThenHalfClose(
+  port: number,
+  input: string,
+): Promise<{ replies: string; closedBy: 'server' | 'timeout' }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let replies = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ replies, closedBy: 'timeout' });
+    }, 10_000);
+    socket.on('data', (d: Buffer) => {
+      replies += d.toString('latin1');
+    });
+    socket.once('error', reject);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve({ replies, closedBy: 'server' });
+    });
+    socket.once('connect', () => socket.end(input));
+  });
+}
+
 describe('a client that half-closes its side (printf … | nc -N)', () => {
   let relay: TestRelay;
   before(async () => {
@@ -571,51 +595,40 @@ describe('a client that half-closes its side (printf … | nc -N)', () => {
   });
   after(async () => relay.close());
 
-  /** Sends `input` at once, half-closes, and reads until the server closes (or 10 s pass). */
-  function sendThenHalfClose(input: string): Promise<{ replies: string; closedBy: 'server' | 'timeout' }> {
-    return new Promise((resolve, reject) => {
-      const socket = connect(relay.smtp.port, '127.0.0.1');
-      let replies = '';
-      const timer = setTimeout(() => {
-        socket.destroy();
-        resolve({ replies, closedBy: 'timeout' });
-      }, 10_000);
-      socket.on('data', (d: Buffer) => {
-        replies += d.toString('latin1');
-      });
-      socket.once('error', reject);
-      socket.once('close', () => {
-        clearTimeout(timer);
-        resolve({ replies, closedBy: 'server' });
-      });
-      socket.once('connect', () => socket.end(input));
-    });
-  }
   const envelope = (subject: string) =>
     `EHLO client\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: ${subject}\r\n\r\nhello\r\n`;
   const subjects = async () => (await relay.entries('bob@example.test')).map((e) => e.subject);
 
   it('gets the 250 of its message and the 221 of its QUIT, and the message is stored once', async () => {
-    const r = await sendThenHalfClose(`${envelope('half-closed with quit')}.\r\nQUIT\r\n`);
+    const r = await sendThenHalfClose(relay.smtp.port, `${envelope('half-closed with quit')}.\r\nQUIT\r\n`);
     assert.equal(r.closedBy, 'server');
     assert.match(r.replies, /^250 2\.0\.0 Ok: queued as \S+\r\n221 /m);
     assert.equal((await subjects()).filter((s) => s === 'half-closed with quit').length, 1);
   });
 
   it('without QUIT: gets the 250, then the server closes (the client can send nothing more)', async () => {
-    const r = await sendThenHalfClose(`${envelope('half-closed without quit')}.\r\n`);
+    const r = await sendThenHalfClose(relay.smtp.port, `${envelope('half-closed without quit')}.\r\n`);
     assert.equal(r.closedBy, 'server');
     assert.match(r.replies, /^250 2\.0\.0 Ok: queued as \S+\r\n$/m);
     assert.equal((await subjects()).filter((s) => s === 'half-closed without quit').length, 1);
   });
 
   it('before the final dot: no 250, and nothing is stored', async () => {
-    const r = await sendThenHalfClose(envelope('half-closed mid-message'));
+    const r = await sendThenHalfClose(relay.smtp.port, envelope('half-closed mid-message'));
     assert.equal(r.closedBy, 'server');
     assert.doesNotMatch(r.replies, /queued as/);
     assert.deepEqual(
       (await subjects()).filter((s) => s === 'half-closed mid-message'),
       [],
     );
+  });
+
+  it('a non-ASCII MAIL FROM gets 553 (SMTPUTF8 is not offered), as a non-ASCII RCPT TO does', async () => {
+    const r = await sendThenHalfClose(
+      relay.smtp.port,
+      'EHLO client\r\nMAIL FROM:<josé@sender.test>\r\nMAIL FROM:<jose@sender.test>\r\nRCPT TO:<bób@example.test>\r\nQUIT\r\n',
+    );
+    assert.match(r.replies, /^553 5\.6\.7 Non-ASCII sender address not accepted/m);
+    assert.match(r.replies, /^250 [^\r\n]*\r\n553 5\.1\.3 Bad recipient address syntax\r\n221 /m);
   });
 });
