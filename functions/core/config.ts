@@ -510,50 +510,101 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
 }
 
 /**
- * Refuses, at config time, an alias that points to itself or a cycle of aliases, and static
- * deliver targets that lead nowhere. Only exact-address routes are static; regex and catch-all
- * targets depend on the recipient and are bounded at run time by MAX_ALIAS_DEPTH.
+ * The addresses routing tries for `address`, in order: itself, then (plus-addressing on) the address
+ * without its `+tag`.
+ */
+export function candidatesFor(
+  config: Pick<Config, 'plusAddressing'>,
+  address: string,
+): { address: string; plusTag?: string }[] {
+  const out: { address: string; plusTag?: string }[] = [{ address }];
+  const { enabled, separator } = config.plusAddressing;
+  if (enabled) {
+    const at = address.lastIndexOf('@');
+    const local = address.slice(0, at);
+    const plus = local.indexOf(separator);
+    if (plus > 0) {
+      out.push({ address: `${local.slice(0, plus)}${address.slice(at)}`, plusTag: local.slice(plus + 1) });
+    }
+  }
+  return out;
+}
+
+/**
+ * Refuses, at config time, what can only be a mistake: an exact route shadowed by an earlier one for
+ * the same address (or a second catch-all for a domain), an alias that points to itself, a cycle of
+ * aliases or a chain longer than MAX_ALIAS_DEPTH, and deliver targets that lead nowhere (of every
+ * kind of route; targets with `$n` depend on the recipient and are checked at run time).
  */
 function findAliasProblems(config: Config): string[] {
   const problems: string[] = [];
   const exact = new Map<string, CompiledRoute>();
+  const catchAlls = new Map<string, CompiledRoute>();
   for (const r of config.routes) {
-    if (r.match.kind === 'exact' && !exact.has(r.match.address)) exact.set(r.match.address, r);
+    const { match } = r;
+    const [seen, key] =
+      match.kind === 'exact'
+        ? [exact, match.address]
+        : match.kind === 'catchAll'
+          ? [catchAlls, match.domain]
+          : [];
+    if (!seen || key === undefined) continue;
+    const earlier = seen.get(key);
+    if (earlier) {
+      problems.push(
+        `routes[${r.index}].match: "${r.route.match}" is matched by routes[${earlier.index}] already (addresses are case-insensitive); this route would never be used`,
+      );
+    } else {
+      seen.set(key, r);
+    }
   }
   const isMailbox = (a: string) => config.mailboxes.has(a) || config.autoMailboxDomains.has(domainOf(a));
-  const routesTo = (a: string) =>
-    exact.has(a) ||
-    config.routes.some(
-      (r) =>
-        (r.match.kind === 'regex' && r.match.regex.exec(a) !== null) ||
-        (r.match.kind === 'catchAll' && r.match.domain === domainOf(a)),
-    );
+  /** What routing takes `a` to first (precedence as in routing.ts): a mailbox, a route, or nothing. */
+  const takenBy = (a: string): CompiledRoute | 'mailbox' | undefined =>
+    exact.get(a) ??
+    (isMailbox(a) ? 'mailbox' : undefined) ??
+    config.routes.find((r) => r.match.kind === 'regex' && r.match.regex.exec(a) !== null) ??
+    catchAlls.get(domainOf(a));
+  // As routing tries it: the address, then without its `+tag`. A target only the naming route itself
+  // takes (a catch-all's typo) would come back to it: a loop at run time.
+  const leadsSomewhere = (t: string, from: CompiledRoute) =>
+    t === config.quarantineMailbox ||
+    candidatesFor(config, t).some((c) => {
+      const by = takenBy(c.address);
+      // `alice@ -> [alice@, …]` where alice@ is a mailbox: the route delivers to the mailbox it names.
+      return by === from ? isMailbox(c.address) : by !== undefined;
+    });
 
   for (const start of exact.values()) {
     if (start.route.action !== 'deliver') continue;
-    // Depth-first walk over exact aliases, looking for a way back to a node on the current path.
+    // Depth-first walk over exact aliases, looking for a way back to a node on the current path, or
+    // a path longer than routing follows.
     const path: string[] = [];
     const visit = (address: string): string | null => {
-      if (path.includes(address)) return [...path, address].join(' -> ');
+      if (path.includes(address)) return `alias loop ${[...path, address].join(' -> ')}`;
       const r = exact.get(address);
       if (r?.route.action !== 'deliver') return null;
+      const onward = r.route.to.filter((t) => !(t === address && isMailbox(t)));
+      if (onward.length > 0 && path.length >= MAX_ALIAS_DEPTH) {
+        return `alias chain longer than ${MAX_ALIAS_DEPTH} aliases (routing stops there): ${[...path, address].join(' -> ')}`;
+      }
       path.push(address);
-      for (const t of r.route.to) {
-        // `alice@ -> [alice@, …]` where alice@ is a mailbox: the route also delivers to the mailbox it names.
-        if (t === address && isMailbox(t)) continue;
+      // `alice@ -> [alice@, …]` where alice@ is a mailbox: the route also delivers to the mailbox it names.
+      for (const t of onward) {
         const found = visit(t);
         if (found) return found;
       }
       path.pop();
       return null;
     };
-    const cycle = visit(start.match.kind === 'exact' ? start.match.address : '');
-    if (cycle) problems.push(`routes[${start.index}].to: alias loop ${cycle}`);
-    start.route.to.forEach((t, j) => {
-      if (isAddress(t) && !isMailbox(t) && !routesTo(t) && t !== config.quarantineMailbox) {
-        problems.push(
-          `routes[${start.index}].to[${j}]: "${t}" is neither a mailbox nor routed by another route`,
-        );
+    const found = visit(start.match.kind === 'exact' ? start.match.address : '');
+    if (found) problems.push(`routes[${start.index}].to: ${found}`);
+  }
+  for (const r of config.routes) {
+    if (r.route.action !== 'deliver') continue;
+    r.route.to.forEach((t, j) => {
+      if (!t.includes('$') && isAddress(t) && !leadsSomewhere(t, r)) {
+        problems.push(`routes[${r.index}].to[${j}]: "${t}" is neither a mailbox nor routed by another route`);
       }
     });
   }

@@ -15,6 +15,7 @@
 import {
   type CompiledRoute,
   type Config,
+  candidatesFor,
   domainOf,
   isAddress,
   MAX_ALIAS_DEPTH,
@@ -111,20 +112,6 @@ export function applyPolicies(
 interface Candidate {
   readonly address: string;
   readonly plusTag?: string | undefined;
-}
-
-function candidatesFor(config: Config, address: string): Candidate[] {
-  const out: Candidate[] = [{ address }];
-  const { enabled, separator } = config.plusAddressing;
-  if (enabled) {
-    const at = address.lastIndexOf('@');
-    const local = address.slice(0, at);
-    const plus = local.indexOf(separator);
-    if (plus > 0) {
-      out.push({ address: `${local.slice(0, plus)}${address.slice(at)}`, plusTag: local.slice(plus + 1) });
-    }
-  }
-  return out;
 }
 
 /**
@@ -230,10 +217,10 @@ function resolveAddress(
       return { outcomes: [{ kind: 'drop', routeIndex: index }], first: m };
     case 'forward':
       return {
+        // A `$1` that makes no address (an empty group) refuses that target, as for deliver.
         outcomes: route.to
           .map((t) => substitute(t, m.groups, m.candidate.address))
-          .filter(isAddress)
-          .map((to) => ({ kind: 'forward' as const, to, routeIndex: index })),
+          .map((to) => (isAddress(to) ? { kind: 'forward' as const, to, routeIndex: index } : unknown())),
         first: m,
       };
     case 'deliver': {

@@ -6,7 +6,13 @@
 import { parseArgs } from 'node:util';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
-import { type Config, forwardedRetentionDays, isAddress, normalizeAddress } from '../core/config.ts';
+import {
+  type Config,
+  domainOf,
+  forwardedRetentionDays,
+  isAddress,
+  normalizeAddress,
+} from '../core/config.ts';
 import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
@@ -132,7 +138,11 @@ function describeDecision(d: Decision, config: Config): string {
     case 'quarantine':
       return `quarantine in ${d.mailbox} (${d.reasons.join(', ')})`;
     case 'forward':
-      return `forward to ${d.to}${tag} via ${via}`;
+      // forward.ts cuts it: it would come straight back in.
+      return config.domains.includes(domainOf(d.to))
+        ? `forward to ${d.to}${tag} via ${via}: not sent, ${domainOf(d.to)} is one of our domains ` +
+            `(cut as a loop; a notice goes to ${config.relay.notifyMailbox})`
+        : `forward to ${d.to}${tag} via ${via}`;
     case 'reject':
       return `reject ${d.code} ${d.message}${d.routeIndex === undefined ? '' : ` via ${via}`}`;
     case 'drop':
@@ -150,7 +160,19 @@ function commandRoute(args: readonly string[], io: Io): number {
   let allAccepted = true;
   for (const address of args) {
     const decisions = resolveRecipient(config, qualifyRecipient(config, address));
-    for (const d of decisions) io.out.write(`${normalizeAddress(address)}: ${describeDecision(d, config)}\n`);
+    // An address reaching one mailbox (or destination) by several paths gets one copy: said once.
+    const said = new Set<string>();
+    for (const d of decisions) {
+      const key =
+        d.kind === 'deliver'
+          ? `deliver ${d.mailbox}`
+          : d.kind === 'forward'
+            ? `forward ${d.to}`
+            : describeDecision(d, config);
+      if (said.has(key)) continue;
+      said.add(key);
+      io.out.write(`${normalizeAddress(address)}: ${describeDecision(d, config)}\n`);
+    }
     if (decisions.every((d) => d.kind === 'reject')) allAccepted = false;
   }
   return allAccepted ? 0 : 1;

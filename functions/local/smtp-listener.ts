@@ -144,7 +144,9 @@ export async function startSmtpListener(
       // SMTPUTF8 is not offered (RFC 6531 §3.4): an envelope sender must be ASCII, as a recipient must.
       // Accepted, it would be stored as `?`s in Return-Path and Received.
       if (/[^\x20-\x7e]/.test(address.address)) {
-        return callback(new SmtpRejectError(553, '5.6.7 Non-ASCII sender address not accepted (no SMTPUTF8)'));
+        return callback(
+          new SmtpRejectError(553, '5.6.7 Non-ASCII sender address not accepted (no SMTPUTF8)'),
+        );
       }
       return callback();
     },

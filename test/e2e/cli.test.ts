@@ -84,6 +84,35 @@ describe('mail-relay route', () => {
     );
   });
 
+  it('says what really happens: a forward into our own domain is cut, an empty $1 refuses, one line per mailbox', async () => {
+    const path = join(work, 'route-edge.config.json');
+    writeFileSync(
+      path,
+      JSON.stringify({
+        ...CONFIG,
+        routes: [
+          ...CONFIG.routes,
+          { match: '/^loop=(.*)=(.*)@example\\.test$/', action: 'forward', to: ['$1@$2'] },
+          { match: '/^fw-(.*)@example\\.test$/', action: 'forward', to: ['$1@ext.test'] },
+          { match: 'all@example.test', action: 'deliver', to: ['sales@example.test', 'alice@example.test'] },
+        ],
+      }),
+    );
+    const r = await run(
+      process.execPath,
+      [BIN, 'route', 'loop=alice=example.test@example.test', 'fw-@example.test', 'all@example.test'],
+      { env: env({ MAIL_RELAY_CONFIG: path }) },
+    );
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stdout.split('\n').slice(1, -1);
+    assert.deepEqual(lines, [
+      'loop=alice=example.test@example.test: forward to alice@example.test via routes[3] (/^loop=(.*)=(.*)@example\\.test$/): ' +
+        'not sent, example.test is one of our domains (cut as a loop; a notice goes to quarantine@example.test)',
+      'fw-@example.test: reject 550 5.1.1 Recipient address rejected: no such user',
+      'all@example.test: deliver to mailbox alice@example.test via routes[0] (sales@example.test)',
+    ]);
+  });
+
   it('refuses a bad config with one line per wrong path', async () => {
     const bad = join(work, 'bad.config.json');
     writeFileSync(

@@ -3,8 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { DEFAULT_MAX_MESSAGE_BYTES, parseConfig } from '../../functions/core/config.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, MAX_ALIAS_DEPTH, parseConfig } from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
+import { resolveRecipient } from '../../functions/core/routing.ts';
 import { loadConfig } from '../../functions/local/config-file.ts';
 
 function configError(input: unknown): ConfigError {
@@ -150,6 +151,95 @@ describe('configuration', () => {
     assert.ok(err.issues.some((i) => i.startsWith('routes[0].to[0]') && i.includes('neither a mailbox')));
     assert.ok(err.issues.some((i) => i.startsWith('routes[1].to[0]') && i.includes('loop')));
     assert.ok(err.issues.some((i) => i.startsWith('routes[2].to[0]') && i.includes('forward')));
+  });
+
+  it('refuses literal targets of catch-all and regex routes that lead nowhere (a typo), not those with $n', () => {
+    // The catch-all would take its own typo'd target again: a loop at run time.
+    const catchAll = configError({
+      domains: ['example.com'],
+      mailboxes: ['archive@example.com'],
+      routes: [{ match: '*@example.com', action: 'deliver', to: ['archve@example.com'] }],
+    });
+    assert.deepEqual(catchAll.issues, [
+      'routes[0].to[0]: "archve@example.com" is neither a mailbox nor routed by another route',
+    ]);
+    const regex = configError({
+      domains: ['example.com'],
+      mailboxes: ['support@example.com'],
+      routes: [
+        {
+          match: '/^ticket-(\\d+)@example\\.com$/',
+          action: 'deliver',
+          to: ['suport@example.com', '$1@example.com'],
+        },
+      ],
+    });
+    assert.deepEqual(regex.issues, [
+      'routes[0].to[0]: "suport@example.com" is neither a mailbox nor routed by another route',
+    ]);
+    // A catch-all to a mailbox of its domain is what it is for.
+    parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['archive@example.com'],
+      routes: [{ match: '*@example.com', action: 'deliver', to: ['archive@example.com'] }],
+    });
+  });
+
+  it('accepts an alias to a plus-address of a mailbox (routing delivers it to that mailbox, tag kept)', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      routes: [{ match: 'team@example.com', action: 'deliver', to: ['alice+team@example.com'] }],
+    });
+    assert.equal(c.routes.length, 1);
+    // Without plus-addressing there is no such mailbox.
+    const err = configError({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      plusAddressing: { enabled: false },
+      routes: [{ match: 'team@example.com', action: 'deliver', to: ['alice+team@example.com'] }],
+    });
+    assert.match(err.message, /routes\[0\]\.to\[0\]: "alice\+team@example\.com" is neither a mailbox/);
+  });
+
+  it('refuses a route shadowed by an earlier one for the same address (any case) or domain', () => {
+    const err = configError({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      routes: [
+        { match: 'b@example.com', action: 'deliver', to: ['alice@example.com'] },
+        { match: 'B@Example.com', action: 'drop' },
+        { match: '*@example.com', action: 'deliver', to: ['alice@example.com'] },
+        { match: '*@EXAMPLE.com', action: 'drop' },
+      ],
+    });
+    assert.deepEqual(err.issues, [
+      'routes[1].match: "B@Example.com" is matched by routes[0] already (addresses are case-insensitive); this route would never be used',
+      'routes[3].match: "*@EXAMPLE.com" is matched by routes[2] already (addresses are case-insensitive); this route would never be used',
+    ]);
+  });
+
+  it(`refuses a chain of more aliases than routing follows (${MAX_ALIAS_DEPTH}); accepts one of exactly that many`, () => {
+    const chain = (n: number) => ({
+      domains: ['example.com'],
+      mailboxes: ['end@example.com'],
+      routes: Array.from({ length: n }, (_, i) => ({
+        match: `c${i}@example.com`,
+        action: 'deliver' as const,
+        to: [i === n - 1 ? 'end@example.com' : `c${i + 1}@example.com`],
+      })),
+    });
+    const ok = parseConfig(chain(MAX_ALIAS_DEPTH));
+    assert.deepEqual(
+      resolveRecipient(ok, 'c0@example.com').map((d) => d.kind === 'deliver' && d.mailbox),
+      ['end@example.com'],
+      'routing follows a chain of that length',
+    );
+    const err = configError(chain(MAX_ALIAS_DEPTH + 1));
+    assert.match(
+      err.message,
+      new RegExp(`routes\\[0\\]\\.to: alias chain longer than ${MAX_ALIAS_DEPTH} aliases`),
+    );
   });
 
   it('loads the file named by MAIL_RELAY_CONFIG, or the dev default when there is none', (t) => {
