@@ -44,8 +44,8 @@ Commands:
                            and the HTTP API on 127.0.0.1:$MAIL_RELAY_API_PORT (default 8025)
   route <address>…         print what would happen to mail for each address
   import [--to <address>] <files…>
-                           feed .eml files through the router (recipients: --to, else the
-                           message's Delivered-To / X-Original-To / To / Cc headers)
+                           feed .eml files through the router (recipients: --to, else every
+                           address in the message's Delivered-To, X-Original-To, To and Cc headers)
   token create <mailbox> [--label <text>]
   token create --admin [<mailbox>] [--label <text>]
                            print a new API token (shown once; only its SHA-256 is stored);
