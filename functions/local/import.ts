@@ -1,15 +1,17 @@
 /**
  * `mail-relay import`: .eml files through the same ingest path as SMTP (trace headers, `inbound/`,
- * notification, router). Deterministic: the SES-like id comes from the recipients and the content,
- * the receipt time from the message's Date header (else the file's mtime), so importing the same
- * file twice computes the same message id and the second import is a no-op.
+ * notification, router). Deterministic: the SES-like id comes from the recipients (in any order) and
+ * the content, the receipt time from the message's Date header, else its topmost Received line, else
+ * the time of an earlier import of it (within the replay window), else the file's mtime; so
+ * importing the same content again, from a copy or a touched file too, computes the same message id
+ * and is a no-op.
  */
 import { readFile, stat } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser';
 import { isAddress, normalizeAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
 import { sesMessageIdFromContent } from '../core/ids.ts';
-import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
+import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** Unfolded header fields of a raw message (name lower-cased), read without a MIME parser. */
@@ -43,11 +45,41 @@ export function headerRecipients(raw: Buffer): string[] {
   return found;
 }
 
-/** The message's own Date when it is readable (archives keep their order), else the fallback. */
-export function importReceiptTime(raw: Buffer, fallback: Date): Date {
-  const date = headerFields(raw).find((h) => h.name === 'date');
-  const ms = date ? Date.parse(date.value) : Number.NaN;
-  return Number.isFinite(ms) && ms >= 0 && ms < 2 ** 48 ? new Date(ms) : fallback;
+/**
+ * The receipt time a message carries: its Date when readable (archives keep their order), else the
+ * date of its topmost Received line (when the last server got it); null when it has neither.
+ */
+export function importReceiptTime(raw: Buffer): Date | null {
+  const fields = headerFields(raw);
+  const date = fields.find((h) => h.name === 'date')?.value;
+  const received = fields.find((h) => h.name === 'received')?.value;
+  // RFC 5321 §4.4: a Received line ends with `; date-time`.
+  const receivedDate = received?.includes(';') ? received.slice(received.lastIndexOf(';') + 1) : undefined;
+  for (const value of [date, receivedDate]) {
+    const ms = value === undefined ? Number.NaN : Date.parse(value);
+    if (Number.isFinite(ms) && ms >= 0 && ms < 2 ** 48) return new Date(ms);
+  }
+  return null;
+}
+
+/**
+ * When this content was imported before for these recipients (its notification is kept for the
+ * replay window), so that a file without a date of its own gets the same message id again, however
+ * its modification time has changed since.
+ */
+async function earlierImportTime(
+  deps: IngestDeps,
+  sesMessageId: string,
+  recipients: readonly string[],
+): Promise<Date | null> {
+  const stored = await deps.blobs.get(
+    notificationKey({ mail: { messageId: sesMessageId }, receipt: { recipients } }),
+  );
+  if (!stored) return null;
+  const timestamp = (JSON.parse(stored.toString('utf8')) as { mail?: { timestamp?: unknown } }).mail
+    ?.timestamp;
+  const ms = typeof timestamp === 'string' ? Date.parse(timestamp) : Number.NaN;
+  return Number.isFinite(ms) ? new Date(ms) : null;
 }
 
 export function progressBar(done: number, total: number, width = 30): string {
@@ -81,18 +113,23 @@ export async function importFiles(
   const importOne = async (file: string): Promise<void> => {
     try {
       const [body, info] = await Promise.all([readFile(file), stat(file)]);
-      const recipients = options.to && options.to.length > 0 ? options.to : headerRecipients(body);
+      const given = options.to && options.to.length > 0 ? options.to : headerRecipients(body);
+      // In one order, so that the id does not depend on the order of --to options or headers.
+      const recipients = [...new Set(given.map(normalizeAddress))].sort();
       if (recipients.length === 0) {
         failures.push({ file, reason: 'no recipient in the headers (use --to)' });
         return;
       }
+      const sesMessageId = sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body]));
+      const receivedAt =
+        importReceiptTime(body) ?? (await earlierImportTime(deps, sesMessageId, recipients)) ?? info.mtime;
       const result = await ingest(deps, {
         body,
         mailFrom: '',
         returnPath: false,
         recipients,
-        sesMessageId: sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body])),
-        receivedAt: importReceiptTime(body, info.mtime),
+        sesMessageId,
+        receivedAt,
         via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
       });
       results.push(result);

@@ -5,7 +5,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -180,6 +188,31 @@ describe('mail-relay import', () => {
     });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`delivered 0, duplicate ${files.length},`));
+  });
+
+  it('is a no-op for a copied or touched file without a Date, and for --to given in another order', async () => {
+    const configPath = join(work, 'import-same.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const e = env({ MAIL_RELAY_DATA_DIR: join(work, 'import-same'), MAIL_RELAY_CONFIG: configPath });
+    const nodate = join(work, 'nodate.eml');
+    writeFileSync(nodate, 'To: alice@example.test\r\nSubject: no date\r\n\r\nhi\r\n');
+    const copy = join(work, 'nodate-copy.eml');
+    writeFileSync(copy, readFileSync(nodate));
+    const first = await run(
+      process.execPath,
+      [BIN, 'import', nodate, '--to', 'alice@example.test', '--to', 'archive@example.test'],
+      { env: e },
+    );
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /delivered 2, duplicate 0,/);
+    utimesSync(nodate, new Date(), new Date(Date.now() + 60_000));
+    const again = await run(
+      process.execPath,
+      [BIN, 'import', nodate, copy, '--to', 'Archive@example.test', '--to', 'alice@example.test'],
+      { env: e },
+    );
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /delivered 0, duplicate 4,/);
   });
 
   it('uses the header recipients without --to, and reports files it cannot route', async () => {
