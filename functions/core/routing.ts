@@ -161,7 +161,7 @@ function substitute(target: string, groups: RegExpExecArray | undefined, address
   });
 }
 
-type RawOutcome =
+type RawOutcome = (
   | { kind: 'deliver'; mailbox: string; routeIndex?: number | undefined }
   | { kind: 'forward'; to: string; routeIndex: number }
   | {
@@ -171,7 +171,27 @@ type RawOutcome =
       reason: 'route' | 'unknown-recipient' | 'not-our-domain' | 'alias-depth';
       routeIndex?: number | undefined;
     }
-  | { kind: 'drop'; routeIndex: number };
+  | { kind: 'drop'; routeIndex: number }
+) & {
+  /**
+   * The `policies` of routes the mail passed after the first (an alias to a route with policies of its
+   * own): where one is stricter than what applies, it applies.
+   */
+  stricter?: Partial<Policies> | undefined;
+};
+
+/** `a` with every action of `b` that is stricter (reject > quarantine > tag > accept). */
+function stricterOf<T extends Partial<Policies>>(a: T, b: Partial<Policies> | undefined): T {
+  if (!b) return a;
+  const out: Partial<Policies> = { ...a };
+  for (const name of VERDICT_NAMES) {
+    const action = b[name];
+    if (action === undefined) continue;
+    const current = out[name];
+    if (current === undefined || SEVERITY[action] > SEVERITY[current]) out[name] = action;
+  }
+  return out as T;
+}
 
 function unknown(): RawOutcome {
   return {
@@ -251,10 +271,16 @@ function resolveAddress(
           continue;
         }
         const inner = resolveAddress(config, target, depth + 1, new Set([...seen, target]));
+        // The alias leads into a route with policies of its own: they still apply where stricter.
+        const innerPolicies = inner.first?.route?.route.policies;
         outcomes.push(
-          ...inner.outcomes.map((o) =>
-            o.kind === 'deliver' && o.routeIndex === undefined ? { ...o, routeIndex: index } : o,
-          ),
+          ...inner.outcomes.map((o) => {
+            const indexed =
+              o.kind === 'deliver' && o.routeIndex === undefined ? { ...o, routeIndex: index } : o;
+            return innerPolicies
+              ? { ...indexed, stricter: stricterOf(indexed.stricter ?? {}, innerPolicies) }
+              : indexed;
+          }),
         );
       }
       return { outcomes, first: m };
@@ -276,8 +302,9 @@ function forwardsDmarcReject(config: Config, routeIndex: number): boolean {
 }
 
 /**
- * Every decision for one recipient address, with the verdict policies applied
- * (the route's own `policies` override the top-level ones).
+ * Every decision for one recipient address, with the verdict policies applied: the first route's own
+ * `policies` override the top-level ones, and a route reached through it (an alias to a forward with
+ * `policies`) adds its own where they are stricter, so an alias cannot bypass them.
  */
 export function resolveRecipient(
   config: Config,
@@ -299,10 +326,11 @@ export function resolveRecipient(
   const { outcomes, first } = resolveAddress(config, address, 0, new Set([address]));
   const plusTag = first?.candidate.plusTag;
   const policies: Policies = { ...config.policies, ...(first?.route?.route.policies ?? {}) };
-  const verdict = applyPolicies(policies, verdicts);
+  const firstVerdict = applyPolicies(policies, verdicts);
 
   return outcomes.map((o): Decision => {
     const base = { recipient: address, routeIndex: o.routeIndex, plusTag };
+    const verdict = o.stricter ? applyPolicies(stricterOf(policies, o.stricter), verdicts) : firstVerdict;
     if (o.kind === 'reject')
       return { ...base, kind: 'reject', code: o.code, message: o.message, reason: o.reason };
     if (o.kind === 'drop') return { ...base, kind: 'drop' };

@@ -286,6 +286,47 @@ describe('verdict policies', () => {
   });
 });
 
+describe('verdict policies through aliases', () => {
+  const aliased = parseConfig({
+    domains: ['example.com'],
+    mailboxes: ['alice@example.com'],
+    routes: [
+      {
+        match: 'fwd@example.com',
+        action: 'forward',
+        to: ['me@elsewhere.test'],
+        policies: { spam: 'reject' },
+      },
+      { match: 'alias@example.com', action: 'deliver', to: ['fwd@example.com', 'alice@example.com'] },
+      {
+        match: 'lax@example.com',
+        action: 'deliver',
+        to: ['alice@example.com'],
+        policies: { virus: 'accept' },
+      },
+    ],
+  });
+  const spam: Verdicts = { ...UNCHECKED_VERDICTS, spam: 'FAIL' };
+
+  it('a route reached through an alias keeps its own stricter policies (spam to alias@ is not forwarded by fwd@)', () => {
+    assert.deepEqual(summarize(resolveRecipient(aliased, 'fwd@example.com', spam)), ['reject 550']);
+    assert.deepEqual(summarize(resolveRecipient(aliased, 'alias@example.com', spam)), [
+      'reject 550',
+      'deliver alice@example.com',
+    ]);
+  });
+
+  it("the first route's own policies still decide for what it delivers (lax@ accepts viruses for alice)", () => {
+    const virus: Verdicts = { ...UNCHECKED_VERDICTS, virus: 'FAIL' };
+    assert.deepEqual(summarize(resolveRecipient(aliased, 'lax@example.com', virus)), [
+      'deliver alice@example.com',
+    ]);
+    assert.deepEqual(summarize(resolveRecipient(aliased, 'alice@example.com', virus)), [
+      'quarantine quarantine@example.com',
+    ]);
+  });
+});
+
 describe('acceptsRecipient (RCPT TO)', () => {
   it('accepts routed recipients and refuses the rest with their reply', () => {
     assert.deepEqual(acceptsRecipient(config, 'alice@example.com'), { accept: true });
