@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
-import { ConfigError, errorMessage } from '../core/errors.ts';
+import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
@@ -120,17 +120,30 @@ export async function readStackOutputs(stackName: string): Promise<StackOutputs>
 }
 
 /**
- * Runs `fn` with AWS_REGION set to the configuration's `aws.region`, where `cdk deploy` put the
- * stack, whichever region the shell's AWS profile names; without `aws.region` the SDK's usual chain
- * decides (as it did for `cdk deploy`). The SDK reads AWS_REGION when a client first resolves its
- * region, which happens inside `fn`; the variable is put back afterwards.
+ * Runs `fn` with AWS_REGION set to the region `npx cdk deploy` put the stack in: the configuration's
+ * `aws.region`, whichever region the shell's AWS profile names; else, as the CDK CLI resolves it,
+ * AWS_REGION, AWS_DEFAULT_REGION (which the SDK alone does not read) or the profile's region. The CDK
+ * CLI then falls back to us-east-1; rather than guess that, a missing region is said in one line. The
+ * SDK reads AWS_REGION when a client first resolves its region, inside `fn`; the variable is put back
+ * afterwards.
  */
 async function inStackRegion<T>(region: string | undefined, fn: () => Promise<T>): Promise<T> {
-  if (region === undefined) return fn();
+  const chosen = region ?? process.env.AWS_REGION ?? (process.env.AWS_DEFAULT_REGION || undefined);
   const before = process.env.AWS_REGION;
-  process.env.AWS_REGION = region;
+  if (chosen !== undefined) process.env.AWS_REGION = chosen;
   try {
     return await fn();
+  } catch (err) {
+    // The SDK's words, also inside the error that names the stack it could not read.
+    if (/\bRegion is missing\b/.test(errorMessage(err))) {
+      throw new MailRelayError(
+        'no_region',
+        'no AWS region: set aws.region in the configuration to the region the stack is in ' +
+          '(`npx cdk deploy` used us-east-1 if nothing named one), or AWS_REGION',
+        { cause: err },
+      );
+    }
+    throw err;
   } finally {
     if (before === undefined) delete process.env.AWS_REGION;
     else process.env.AWS_REGION = before;

@@ -15,7 +15,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { hashToken } from '../../functions/api/auth.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
-import { ConfigError } from '../../functions/core/errors.ts';
+import { ConfigError, MailRelayError } from '../../functions/core/errors.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
@@ -202,6 +202,36 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     const replayIo = makeIo(euEnv);
     assert.equal(await commandReplay(['--since', '1d', '--stack', other], replayIo), 0, replayIo.text().err);
     assert.match(replayIo.text().out, /replayed 0 of 0 notifications/);
+
+    // Without aws.region, as the CDK CLI resolves it: AWS_DEFAULT_REGION too (the SDK alone ignores
+    // it); with no region anywhere, one line says so.
+    const saved = {
+      AWS_REGION: process.env.AWS_REGION,
+      AWS_DEFAULT_REGION: process.env.AWS_DEFAULT_REGION,
+      AWS_CONFIG_FILE: process.env.AWS_CONFIG_FILE,
+    };
+    try {
+      delete process.env.AWS_REGION;
+      process.env.AWS_DEFAULT_REGION = region;
+      process.env.AWS_CONFIG_FILE = join(dir, 'no-such-aws-config');
+      const defaultIo = makeIo(env);
+      assert.equal(
+        await commandTokenForStack(['create', '--stack', other, ALICE], defaultIo),
+        0,
+        defaultIo.text().err,
+      );
+      delete process.env.AWS_DEFAULT_REGION;
+      await assert.rejects(
+        commandTokenForStack(['create', '--stack', other, ALICE], makeIo(env)),
+        (err: unknown) =>
+          err instanceof MailRelayError && /^no AWS region: set aws\.region/.test(err.message),
+      );
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 
   it('token create --stack refuses what is not a mailbox, and names a stack that does not exist', async () => {
