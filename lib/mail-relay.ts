@@ -36,7 +36,7 @@ import { MailRetention } from './retention.ts';
 import { receivingRegionProblem } from './ses-regions.ts';
 import { MailStorage, PREFIX } from './storage.ts';
 
-/** Environment variables the handlers read (functions/handlers/deps.ts). */
+/** Environment variables the handlers read (functions/handlers/settings.ts). */
 export const HANDLER_ENV = {
   bucket: 'BUCKET_NAME',
   table: 'TABLE_NAME',

@@ -15,7 +15,10 @@ export const MAX_LIST_LIMIT = 1000;
 export const DEFAULT_LIST_LIMIT = 100;
 /** API Gateway's integration timeout is 30 s; a long-poll must answer well before it. */
 export const MAX_WAIT_SECONDS = 25;
-/** At most this many items in one long-poll answer; a client that fell further behind pages with LIST. */
+/**
+ * At most this many items in a long-poll answer by `after`; a client that fell further behind pages
+ * with LIST. An answer by `cursor` carries at most 100 (mailbox-app.ts, WAIT_COMMIT_PAGE) and says `truncated`.
+ */
 export const MAX_WAIT_ITEMS = 1000;
 /** Longest `q`: a substring search on from/to/subject needs no more, and it bounds the scan's cost. */
 export const MAX_QUERY_CHARS = 200;

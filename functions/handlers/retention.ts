@@ -1,7 +1,7 @@
 /**
  * Retention Lambda entry point (an EventBridge schedule, daily; see retention-handler.ts). Runs
  * once per execution environment: a bad environment or configuration fails the cold start
- * (deps.ts), and the clients are reused by every invocation.
+ * (settings.ts, read by deps.ts), and the clients are reused by every invocation.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { createAwsStorage, readHandlerSettings } from './deps.ts';
