@@ -68,7 +68,8 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
   const forClause =
     input.recipients.length === 1 ? `${eol}\tfor <${sanitize(input.recipients[0] ?? '')}>` : '';
   const received =
-    `Received: from ${helo} (${helo} [${addr}])${eol}\tby ${SERVER_NAME} (mail-relay) with ${input.via.protocol} id ${sesMessageId}` +
+    // RFC 5321 §4.4 TCP-info: the peer's address (no reverse-DNS name to give here), not its EHLO again.
+    `Received: from ${helo} ([${addr}])${eol}\tby ${SERVER_NAME} (mail-relay) with ${input.via.protocol} id ${sesMessageId}` +
     `${forClause};${eol}\t${rfc5322Date(receivedAt)}${eol}`;
   const auth = `Authentication-Results: ${SERVER_NAME}; none${eol}`;
   // A body with no header block gets the blank line that ends ours; a message starting with a folded

@@ -104,7 +104,7 @@ describe('SMTP listener with python3 smtplib', () => {
     assert.deepEqual(stored, body);
     assert.match(
       trace,
-      /^Return-Path: <sender@remote\.test>\r\nReceived: from \S+ \(\S+ \[127\.0\.0\.1\]\)\r\n\tby .+ \(mail-relay\) with ESMTP id [a-z0-9]{40}\r\n\tfor <alice@example\.test>;\r\n\t\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/,
+      /^Return-Path: <sender@remote\.test>\r\nReceived: from \S+ \(\[127\.0\.0\.1\]\)\r\n\tby .+ \(mail-relay\) with ESMTP id [a-z0-9]{40}\r\n\tfor <alice@example\.test>;\r\n\t\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/,
     );
     assert.equal(entry.size, trace.length + body.length);
   });
