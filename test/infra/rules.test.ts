@@ -72,9 +72,6 @@ describe('receipt rule recipients', () => {
         { match: 'old@example.com', action: 'reject' },
         // An exact route wins over the mailbox of its address: refused too.
         { match: 'gone@example.com', action: 'reject', code: 551, message: '5.1.6 User has moved' },
-        // The first exact route of an address decides: x@ is delivered, so it stays listed.
-        { match: 'x@example.com', action: 'deliver', to: ['bob@example.com'] },
-        { match: 'x@example.com', action: 'reject' },
         // An alias to refused addresses only is refused; one with a delivered member is not.
         { match: 'ghosts@example.com', action: 'deliver', to: ['old@example.com'] },
         { match: 'team@example.com', action: 'deliver', to: ['alice@example.com', 'old@example.com'] },
@@ -90,7 +87,6 @@ describe('receipt rule recipients', () => {
       'bob@example.com',
       'busy@example.com',
       'team@example.com',
-      'x@example.com',
       'sales@example.org',
     ]);
   });
