@@ -8,7 +8,8 @@
  * message's id, stable across sessions), and stays that list until QUIT, as RFC 1939 asks; mail that
  * arrives meanwhile shows in the next session. DELE marks, RSET unmarks, QUIT deletes the marked ones
  * through the API (the UPDATE state). A mailbox is open in one session of a bridge at a time.
- * RETR and TOP stream the API's bytes, with CRLF line endings and dot-stuffing on the way out.
+ * RETR and TOP stream the API's bytes, with CRLF line endings and dot-stuffing on the way out; a
+ * client that leaves mid-answer cancels the API request (and with it the API's read of the blob).
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
@@ -63,16 +64,19 @@ class ApiError extends Error {
 class MailboxApi {
   private readonly base: string;
 
+  /** `signal` aborts reads (LIST, RETR, TOP) when the client leaves; QUIT's deletions run to the end. */
   constructor(
     apiUrl: string,
     mailbox: string,
     private readonly token: string,
+    private readonly signal: AbortSignal,
   ) {
     this.base = `${apiUrl.replace(/\/+$/, '')}/v1/mailboxes/${encodeURIComponent(mailbox)}`;
   }
 
   private async call(path: string, init: RequestInit = {}): Promise<Response> {
     const res = await fetch(`${this.base}${path}`, {
+      signal: this.signal,
       ...init,
       headers: { Authorization: `Bearer ${this.token}` },
       redirect: 'follow',
@@ -117,7 +121,8 @@ class MailboxApi {
 
   async delete(id: string): Promise<void> {
     try {
-      await this.call(`/messages/${encodeURIComponent(id)}`, { method: 'DELETE' });
+      // Not aborted by a client leaving after QUIT: RFC 1939's UPDATE state is entered by QUIT alone.
+      await this.call(`/messages/${encodeURIComponent(id)}`, { method: 'DELETE', signal: null });
     } catch (err) {
       // Gone already (another client, the retention sweeper): what DELE wanted.
       if (!(err instanceof ApiError && err.status === 404)) throw err;
@@ -129,27 +134,36 @@ const CRLF = Buffer.from('\r\n');
 const LF = Buffer.from('\n');
 const DOT = Buffer.from('.');
 
-/** Resolves when `socket` can take more (or is gone: then the writes are moot). */
+/**
+ * Resolves when `socket` can take more, or is gone (then the writes are moot). A socket already
+ * gone resolves at once: its 'close' has fired, and `write` returns false on it for ever.
+ */
 function writable(socket: Socket): Promise<void> {
+  if (!socket.writable) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       socket.off('drain', done);
       socket.off('close', done);
+      socket.off('error', done);
       resolve();
     };
     socket.on('drain', done);
     socket.on('close', done);
+    socket.on('error', done);
   });
 }
 
 /**
  * Writes a message as a POP3 multi-line response body: CRLF line endings (a bare LF becomes CRLF),
  * a `.` doubled at the start of a line, a final CRLF if the message lacks one, then `.` CRLF.
+ * If the client goes away it stops, and leaving the loop destroys `source` (a Readable over the
+ * API's response: that cancels the request), so nothing waits on a socket that will never drain.
  */
 export async function writeDotStuffed(source: AsyncIterable<Uint8Array>, socket: Socket): Promise<void> {
   let atLineStart = true;
   let lastWasCr = false;
   for await (const data of source) {
+    if (!socket.writable) return;
     const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (chunk.length === 0) continue;
     const parts: Buffer[] = [];
@@ -171,7 +185,7 @@ export async function writeDotStuffed(source: AsyncIterable<Uint8Array>, socket:
       i = lf + 1;
     }
     if (!socket.write(Buffer.concat(parts))) await writable(socket);
-    if (socket.destroyed) return;
+    if (!socket.writable) return;
   }
   const tail = atLineStart ? '.\r\n' : lastWasCr ? '\n.\r\n' : '\r\n.\r\n';
   socket.write(tail);
@@ -187,6 +201,8 @@ class Session {
   private lines: string[] = [];
   private busy = false;
   private closed = false;
+  /** Aborts the session's API reads when the client is gone. */
+  private readonly aborter = new AbortController();
 
   constructor(
     private readonly socket: Socket,
@@ -194,12 +210,15 @@ class Session {
     private readonly locks: Set<string>,
   ) {
     socket.setTimeout(options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, () => {
+      // Mid-answer (a client that stopped reading a RETR), a line would land inside the message.
+      if (this.busy) return void socket.destroy();
       this.reply('-ERR autologout: idle for too long');
       this.end();
     });
     socket.on('data', (data: Buffer) => this.receive(data));
     const gone = () => {
       this.closed = true;
+      this.aborter.abort();
       this.release();
     };
     socket.on('close', gone);
@@ -251,6 +270,8 @@ class Session {
         try {
           await this.command(line);
         } catch (err) {
+          // The client left meanwhile (its API request was aborted): nobody to answer.
+          if (this.closed) break;
           if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
             this.reply('-ERR [AUTH] the token is no longer valid for this mailbox');
             this.end();
@@ -334,12 +355,14 @@ class Session {
             return this.reply(`-ERR message ${n} no longer exists`);
           throw err;
         }
+        if (this.closed) return void body.destroy();
         this.reply(verb === 'RETR' ? `+OK ${m.size} octets` : '+OK top of message follows');
         try {
           await writeDotStuffed(body, this.socket);
         } catch (err) {
           // Half a multi-line answer cannot be taken back: the client must not mistake it for the message.
-          this.options.onError?.(err);
+          body.destroy();
+          if (!this.closed) this.options.onError?.(err);
           this.socket.destroy();
           this.release();
           this.closed = true;
@@ -387,7 +410,7 @@ class Session {
     if (user === null) return this.reply('-ERR USER first');
     const mailbox = user.toLowerCase();
     if (this.locks.has(mailbox)) return this.reply('-ERR [IN-USE] the mailbox is open in another session');
-    const api = new MailboxApi(this.options.apiUrl, mailbox, arg.trim());
+    const api = new MailboxApi(this.options.apiUrl, mailbox, arg.trim(), this.aborter.signal);
     this.locks.add(mailbox);
     this.mailbox = mailbox;
     try {

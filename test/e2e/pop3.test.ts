@@ -4,12 +4,23 @@
  * (pipelining, errors, locks).
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { revokeToken } from '../../functions/api/auth.ts';
+import { mailboxKeys } from '../../functions/core/keys.ts';
 import { type Pop3Bridge, startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
 import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
@@ -17,6 +28,7 @@ import { python, run } from '../helpers/process.ts';
 
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
+const CAROL = 'carol@example.test';
 
 /** The bytes a POP3 client should get for a stored message: CRLF line endings, ending in CRLF. */
 function asTransmitted(raw: Buffer): Buffer {
@@ -60,6 +72,64 @@ function converse(port: number, input: string, waitFor: RegExp): Promise<string>
     socket.on('error', reject);
     socket.once('data', () => socket.write(input));
   });
+}
+
+/** Descriptors of this process open on `path` (the API server runs in this process). */
+function openDescriptors(path: string): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
+    } catch {
+      // Closed between the listing and the readlink.
+    }
+  }
+  return n;
+}
+
+/** TCP connections in state ESTABLISHED from a local port to `port` on loopback (/proc/net/tcp). */
+function establishedTo(port: number): number {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/tcp', 'latin1')
+    .split('\n')
+    .slice(1)
+    .filter((row) => {
+      const f = row.trim().split(/\s+/);
+      return f[2] === `0100007F:${hexPort}` && f[3] === '01';
+    }).length;
+}
+
+/**
+ * No connection to the API is left (fetch's pool closes idle keep-alive connections within seconds;
+ * one streaming an answer nobody reads would stay) and the API server (in this process) holds no
+ * descriptor on `blob`.
+ */
+async function assertReleased(env: ApiTestEnv, blob: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (establishedTo(env.api.port) > 0 || openDescriptors(blob) > 0) {
+    if (Date.now() > deadline) {
+      assert.fail(
+        `${establishedTo(env.api.port)} connections to the API, ${openDescriptors(blob)} descriptors on the blob`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A 6.4 MB message (the API redirects it to /v1/blobs) for CAROL: its number in a new session, its blob file, its bytes. */
+async function deliverHuge(
+  env: ApiTestEnv,
+  token: string,
+): Promise<{ n: number; blob: string; raw: Buffer }> {
+  const line = `${'abcdefghij'.repeat(7)}01234567`;
+  const r = await env.deliver([CAROL], Buffer.from(`Subject: huge\r\n\r\n${`${line}\r\n`.repeat(80_000)}`));
+  const raw = await rawOf(env, token, CAROL, r.id);
+  assert.ok(raw.length > 6 * 1024 * 1024);
+  return {
+    n: (await listIds(env, token, CAROL)).indexOf(r.id) + 1,
+    blob: join(env.runtime.blobRoot, mailboxKeys.raw(CAROL, r.id)),
+    raw,
+  };
 }
 
 interface Session {
@@ -264,7 +334,6 @@ describe('POP3 bridge', () => {
   });
 
   it('a big message: RETR follows the API to its presigned URL and streams it; a TOP too large says why', async () => {
-    const CAROL = 'carol@example.test';
     const token = await env.token(CAROL);
     const line = `${'0123456789'.repeat(7)}abcdefgh`;
     const body = Buffer.from(`Subject: big\r\n\r\n${`${line}\r\n`.repeat(100_000)}`);
@@ -284,6 +353,57 @@ describe('POP3 bridge', () => {
     );
     assert.equal(sent, raw.toString('latin1'), 'RETR sent the stored bytes');
     assert.match(got, /\r\n\.\r\n-ERR top_too_large: [^\r\n]+\r\n\+OK bye/);
+  });
+
+  it('clients leaving in the middle of a big RETR leave no request to the API and no open blob behind', async () => {
+    const token = await env.token(CAROL);
+    const { n, blob, raw } = await deliverHuge(env, token);
+    for (let i = 0; i < 6; i++) {
+      const session = await login(bridge.port, CAROL, token);
+      session.write(`RETR ${n}\r\n`);
+      // Part of the message arrived: the API is streaming the blob through the bridge.
+      await session.until(/octets\r\n[\s\S]{65536}/);
+      session.destroy();
+      await session.closed;
+    }
+    await assertReleased(env, blob);
+    // The bridge still serves the whole message.
+    const session = await login(bridge.port, CAROL, token);
+    session.write(`RETR ${n}\r\nQUIT\r\n`);
+    await session.until(/\r\n\.\r\n\+OK bye/);
+    const got = session.received();
+    const start = got.indexOf(`+OK ${raw.length} octets\r\n`) + `+OK ${raw.length} octets\r\n`.length;
+    assert.equal(got.slice(start, got.indexOf('\r\n.\r\n', start) + 2), raw.toString('latin1'));
+  });
+
+  it('a client that stops reading mid-RETR is dropped at the idle timeout, and its API request with it', async () => {
+    const quick = await startPop3Bridge({ apiUrl: env.url, port: 0, idleTimeoutMs: 300 });
+    const token = await env.token(CAROL);
+    const { n, blob } = await deliverHuge(env, token);
+    // A small receive window, so the bridge's writes stall instead of filling the kernel's buffers.
+    const script = `
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+f = s.makefile('rb')
+f.readline()
+s.sendall(('USER %s\\r\\nPASS %s\\r\\nRETR %s\\r\\n' % (sys.argv[2], sys.argv[3], sys.argv[4])).encode())
+f.readline(); f.readline(); f.readline(); f.read(65536)
+print('stalled', flush=True)
+sys.stdin.read()
+`;
+    const client = spawn('python3', ['-c', script, String(quick.port), CAROL, token, String(n)]);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.stdout.on('data', (d: Buffer) => d.toString().includes('stalled') && resolve());
+        client.once('exit', (code) => reject(new Error(`python exited: ${code}`)));
+      });
+      await assertReleased(env, blob);
+    } finally {
+      client.kill();
+      await quick.close();
+    }
   });
 
   it('answers a flood of pipelined commands, every one, in order', async () => {
