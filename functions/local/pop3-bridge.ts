@@ -10,6 +10,7 @@
  * through the API (the UPDATE state). A mailbox is open in one session of a bridge at a time.
  * RETR and TOP stream the API's bytes, with CRLF line endings and dot-stuffing on the way out; a
  * client that leaves mid-answer cancels the API request (and with it the API's read of the blob).
+ * A TOP the API will not answer in one response (`top_too_large`) is cut here from the whole message.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
@@ -55,6 +56,8 @@ class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The API's error code (`not_found`, `top_too_large`, …), when it answered with one. */
+    readonly code?: string,
   ) {
     super(message);
   }
@@ -83,13 +86,17 @@ class MailboxApi {
     });
     if (!res.ok) {
       let message = `${res.status} ${res.statusText}`;
+      let code: string | undefined;
       try {
         const body = (await res.json()) as { error?: { code?: string; message?: string } };
-        if (body.error?.code) message = `${body.error.code}: ${body.error.message ?? ''}`;
+        if (body.error?.code) {
+          code = body.error.code;
+          message = `${code}: ${body.error.message ?? ''}`;
+        }
       } catch {
         // Not our JSON error shape: the status says enough.
       }
-      throw new ApiError(res.status, message);
+      throw new ApiError(res.status, message, code);
     }
     return res;
   }
@@ -156,12 +163,24 @@ function writable(socket: Socket): Promise<void> {
 /**
  * Writes a message as a POP3 multi-line response body: CRLF line endings (a bare LF becomes CRLF),
  * a `.` doubled at the start of a line, a final CRLF if the message lacks one, then `.` CRLF.
- * If the client goes away it stops, and leaving the loop destroys `source` (a Readable over the
+ * With `bodyLines` (TOP) it stops after the headers, the blank line and that many body lines, as
+ * the API's TOP does (api/top.ts: a line of just CR before its LF is blank too).
+ * Once done, or if the client goes away, leaving the loop destroys `source` (a Readable over the
  * API's response: that cancels the request), so nothing waits on a socket that will never drain.
  */
-export async function writeDotStuffed(source: AsyncIterable<Uint8Array>, socket: Socket): Promise<void> {
+export async function writeDotStuffed(
+  source: AsyncIterable<Uint8Array>,
+  socket: Socket,
+  bodyLines?: number,
+): Promise<void> {
   let atLineStart = true;
   let lastWasCr = false;
+  // The current line so far, across chunks: its length and whether it began with CR.
+  let lineBytes = 0;
+  let lineStartsWithCr = false;
+  let inHeaders = true;
+  let remaining = bodyLines ?? Number.POSITIVE_INFINITY;
+  let cut = false;
   for await (const data of source) {
     if (!socket.writable) return;
     const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -169,23 +188,36 @@ export async function writeDotStuffed(source: AsyncIterable<Uint8Array>, socket:
     const parts: Buffer[] = [];
     let i = 0;
     while (i < chunk.length) {
-      if (atLineStart && chunk[i] === 0x2e) parts.push(DOT);
-      atLineStart = false;
+      if (atLineStart) {
+        if (chunk[i] === 0x2e) parts.push(DOT);
+        lineBytes = 0;
+        lineStartsWithCr = chunk[i] === 0x0d;
+        atLineStart = false;
+      }
       const lf = chunk.indexOf(0x0a, i);
       if (lf < 0) {
         parts.push(chunk.subarray(i));
+        lineBytes += chunk.length - i;
         lastWasCr = chunk[chunk.length - 1] === 0x0d;
         break;
       }
       // The byte before this LF: in this chunk, or the last one of the previous chunk.
       const crBefore = lf > i ? chunk[lf - 1] === 0x0d : lastWasCr;
       parts.push(chunk.subarray(i, lf), crBefore ? LF : CRLF);
+      lineBytes += lf - i;
       atLineStart = true;
       lastWasCr = false;
       i = lf + 1;
+      if (inHeaders) inHeaders = !(lineBytes === 0 || (lineBytes === 1 && lineStartsWithCr));
+      else remaining -= 1;
+      if (!inHeaders && remaining <= 0) {
+        cut = true;
+        break;
+      }
     }
     if (!socket.write(Buffer.concat(parts))) await writable(socket);
     if (!socket.writable) return;
+    if (cut) break;
   }
   const tail = atLineStart ? '.\r\n' : lastWasCr ? '\n.\r\n' : '\r\n.\r\n';
   socket.write(tail);
@@ -276,7 +308,7 @@ class Session {
             this.reply('-ERR [AUTH] the token is no longer valid for this mailbox');
             this.end();
           } else if (err instanceof ApiError && err.status < 500) {
-            // The API refused this request (e.g. TOP larger than one answer carries): say why.
+            // The API refused this request: say why.
             this.reply(`-ERR ${oneLine(err)}`);
           } else {
             this.options.onError?.(err);
@@ -348,8 +380,9 @@ class Session {
         }
         const m = this.messages[n - 1] as Listed;
         let body: Readable;
+        let cutAfter: number | undefined;
         try {
-          body = await (this.api as MailboxApi).body(m.id, lines);
+          ({ body, cutAfter } = await this.messageBytes(m.id, lines));
         } catch (err) {
           if (err instanceof ApiError && err.status === 404)
             return this.reply(`-ERR message ${n} no longer exists`);
@@ -358,7 +391,7 @@ class Session {
         if (this.closed) return void body.destroy();
         this.reply(verb === 'RETR' ? `+OK ${m.size} octets` : '+OK top of message follows');
         try {
-          await writeDotStuffed(body, this.socket);
+          await writeDotStuffed(body, this.socket, cutAfter);
         } catch (err) {
           // Half a multi-line answer cannot be taken back: the client must not mistake it for the message.
           body.destroy();
@@ -380,6 +413,24 @@ class Session {
         return this.reply(`+OK maildrop has ${this.messages.length} messages`);
       default:
         return this.reply(`-ERR unknown command ${verb.slice(0, 16)}`);
+    }
+  }
+
+  /**
+   * What RETR sends, or TOP with `lines`: the API's TOP; when that answer is more than one API
+   * response carries (`top_too_large`; POP3 has no such cap), the whole message (following the API's
+   * redirect), which writeDotStuffed cuts after `lines` body lines.
+   */
+  private async messageBytes(
+    id: string,
+    lines: number | undefined,
+  ): Promise<{ body: Readable; cutAfter: number | undefined }> {
+    const api = this.api as MailboxApi;
+    try {
+      return { body: await api.body(id, lines), cutAfter: undefined };
+    } catch (err) {
+      if (lines === undefined || !(err instanceof ApiError && err.code === 'top_too_large')) throw err;
+      return { body: await api.body(id), cutAfter: lines };
     }
   }
 
