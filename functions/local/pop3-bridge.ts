@@ -27,6 +27,26 @@ const MAX_LINE_BYTES = 4096;
 const MAX_QUEUED_COMMANDS = 64;
 /** LIST pages of the API, as large as it allows. */
 const LIST_PAGE = 1000;
+/**
+ * The arguments each command takes (RFC 1939, RFC 2449's CAPA); a command with more or fewer is
+ * refused before it does anything. PASS is not here: its argument is the rest of the line (RFC 1939
+ * §7 lets a password contain spaces).
+ */
+const SYNTAX: Readonly<
+  Record<string, { readonly min: number; readonly max: number; readonly usage: string }>
+> = {
+  USER: { min: 1, max: 1, usage: 'USER <mailbox address>' },
+  QUIT: { min: 0, max: 0, usage: 'QUIT' },
+  CAPA: { min: 0, max: 0, usage: 'CAPA' },
+  NOOP: { min: 0, max: 0, usage: 'NOOP' },
+  STAT: { min: 0, max: 0, usage: 'STAT' },
+  LIST: { min: 0, max: 1, usage: 'LIST [msg]' },
+  UIDL: { min: 0, max: 1, usage: 'UIDL [msg]' },
+  RETR: { min: 1, max: 1, usage: 'RETR msg' },
+  TOP: { min: 2, max: 2, usage: 'TOP msg n' },
+  DELE: { min: 1, max: 1, usage: 'DELE msg' },
+  RSET: { min: 0, max: 0, usage: 'RSET' },
+};
 
 export interface Pop3BridgeOptions {
   /** The mail-relay HTTP API, e.g. `http://127.0.0.1:8025` or the stack's `ApiUrl` output. */
@@ -326,6 +346,11 @@ class Session {
     const verb = (space < 0 ? line : line.slice(0, space)).toUpperCase();
     const arg = space < 0 ? '' : line.slice(space + 1);
     const args = arg.split(' ').filter((a) => a !== '');
+    const syntax = SYNTAX[verb];
+    if (syntax !== undefined && (args.length < syntax.min || args.length > syntax.max)) {
+      const what = args.length < syntax.min ? 'missing argument' : 'too many arguments';
+      return this.reply(`-ERR ${what}; usage: ${syntax.usage}`);
+    }
     if (verb === 'QUIT') return this.quit();
     if (verb === 'CAPA') {
       this.reply('+OK capabilities follow');
@@ -343,7 +368,7 @@ class Session {
       return;
     }
     if (verb === 'NOOP' && this.state === 'transaction') return this.reply('+OK');
-    if (this.state === 'authorization') return this.authorization(verb, arg);
+    if (this.state === 'authorization') return this.authorization(verb, args[0] ?? '', arg);
     switch (verb) {
       case 'STAT': {
         const live = this.messages.filter((m) => !m.deleted);
@@ -374,7 +399,7 @@ class Session {
         if (n === null) return;
         let lines: number | undefined;
         if (verb === 'TOP') {
-          if (args[1] === undefined || !/^\d+$/.test(args[1])) return this.reply('-ERR usage: TOP msg n');
+          if (!/^\d+$/.test(args[1] as string)) return this.reply('-ERR usage: TOP msg n');
           // RFC 1939: n past the end of the body gives the whole message; so does the API's maximum.
           lines = Math.min(Number(args[1]), MAX_TOP_LINES);
         }
@@ -449,10 +474,10 @@ class Session {
     return n;
   }
 
-  private async authorization(verb: string, arg: string): Promise<void> {
+  /** `name` is USER's argument, `rest` the line after the verb (PASS). */
+  private async authorization(verb: string, name: string, rest: string): Promise<void> {
     if (verb === 'USER') {
-      if (arg === '') return this.reply('-ERR usage: USER <mailbox address>');
-      this.user = arg.trim();
+      this.user = name;
       return this.reply('+OK send the API token for this mailbox as PASS');
     }
     if (verb !== 'PASS') return this.reply('-ERR USER and PASS first');
@@ -461,7 +486,7 @@ class Session {
     if (user === null) return this.reply('-ERR USER first');
     const mailbox = user.toLowerCase();
     if (this.locks.has(mailbox)) return this.reply('-ERR [IN-USE] the mailbox is open in another session');
-    const api = new MailboxApi(this.options.apiUrl, mailbox, arg.trim(), this.aborter.signal);
+    const api = new MailboxApi(this.options.apiUrl, mailbox, rest.trim(), this.aborter.signal);
     this.locks.add(mailbox);
     this.mailbox = mailbox;
     try {

@@ -341,6 +341,58 @@ describe('POP3 bridge', () => {
     assert.match(third, /\+OK alice@example\.test has 1 messages/);
   });
 
+  it('refuses a command with too many or too few arguments (RFC 1939 syntax), changing nothing', async () => {
+    const token = await env.token(BOB);
+    await env.deliver([BOB], Buffer.from('Subject: args\r\n\r\none\r\ntwo\r\n'));
+    const commands = [
+      'LIST 1 2',
+      'UIDL 1 2',
+      'RETR 1 2',
+      'TOP 1 1 1',
+      'DELE 1 x',
+      'STAT x',
+      'NOOP x',
+      'RSET x',
+      'CAPA x',
+      'QUIT now',
+      'RETR',
+      'TOP 1',
+      'DELE',
+    ];
+    const got = await converse(
+      bridge.port,
+      `USER ${BOB} extra\r\nUSER ${BOB}\r\nPASS ${token}\r\n${commands.join('\r\n')}\r\nSTAT\r\nLIST 1\r\nQUIT\r\n`,
+      /\+OK bye.*\r\n$/,
+    );
+    const lines = got.split('\r\n');
+    assert.deepEqual(lines.slice(1, 3), [
+      '-ERR too many arguments; usage: USER <mailbox address>',
+      '+OK send the API token for this mailbox as PASS',
+    ]);
+    assert.match(lines[3] ?? '', new RegExp(`^\\+OK ${BOB} has 1 messages`));
+    assert.deepEqual(lines.slice(4, 4 + commands.length), [
+      '-ERR too many arguments; usage: LIST [msg]',
+      '-ERR too many arguments; usage: UIDL [msg]',
+      '-ERR too many arguments; usage: RETR msg',
+      '-ERR too many arguments; usage: TOP msg n',
+      '-ERR too many arguments; usage: DELE msg',
+      '-ERR too many arguments; usage: STAT',
+      '-ERR too many arguments; usage: NOOP',
+      '-ERR too many arguments; usage: RSET',
+      '-ERR too many arguments; usage: CAPA',
+      '-ERR too many arguments; usage: QUIT',
+      '-ERR missing argument; usage: RETR msg',
+      '-ERR missing argument; usage: TOP msg n',
+      '-ERR missing argument; usage: DELE msg',
+    ]);
+    // Nothing was marked deleted, nothing sent, the session went on: STAT, LIST 1 and QUIT as before.
+    const rest = lines.slice(4 + commands.length);
+    assert.match(rest[0] ?? '', /^\+OK 1 \d+$/);
+    assert.match(rest[1] ?? '', /^\+OK 1 \d+$/);
+    assert.equal(rest[2], '+OK bye, 0 messages deleted');
+    assert.equal((await listIds(env, token, BOB)).length, 1);
+  });
+
   it('ends a session whose token is revoked meanwhile, at its next read of mail', async () => {
     const token = await env.token(ALICE);
     const session = await login(bridge.port, ALICE, token);
