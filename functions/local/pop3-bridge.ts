@@ -8,7 +8,9 @@
  * message's id, stable across sessions), and stays that list until QUIT, as RFC 1939 asks; mail that
  * arrives meanwhile shows in the next session. DELE marks, RSET unmarks, QUIT deletes the marked ones
  * through the API (the UPDATE state). A mailbox is open in one session of a bridge at a time.
- * RETR and TOP stream the API's bytes, with CRLF line endings and dot-stuffing on the way out.
+ * RETR and TOP stream the API's bytes, with CRLF line endings and dot-stuffing on the way out; a
+ * client that leaves mid-answer cancels the API request (and with it the API's read of the blob).
+ * A TOP the API will not answer in one response (`top_too_large`) is cut here from the whole message.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
@@ -25,6 +27,26 @@ const MAX_LINE_BYTES = 4096;
 const MAX_QUEUED_COMMANDS = 64;
 /** LIST pages of the API, as large as it allows. */
 const LIST_PAGE = 1000;
+/**
+ * The arguments each command takes (RFC 1939, RFC 2449's CAPA); a command with more or fewer is
+ * refused before it does anything. PASS is not here: its argument is the rest of the line (RFC 1939
+ * §7 lets a password contain spaces).
+ */
+const SYNTAX: Readonly<
+  Record<string, { readonly min: number; readonly max: number; readonly usage: string }>
+> = {
+  USER: { min: 1, max: 1, usage: 'USER <mailbox address>' },
+  QUIT: { min: 0, max: 0, usage: 'QUIT' },
+  CAPA: { min: 0, max: 0, usage: 'CAPA' },
+  NOOP: { min: 0, max: 0, usage: 'NOOP' },
+  STAT: { min: 0, max: 0, usage: 'STAT' },
+  LIST: { min: 0, max: 1, usage: 'LIST [msg]' },
+  UIDL: { min: 0, max: 1, usage: 'UIDL [msg]' },
+  RETR: { min: 1, max: 1, usage: 'RETR msg' },
+  TOP: { min: 2, max: 2, usage: 'TOP msg n' },
+  DELE: { min: 1, max: 1, usage: 'DELE msg' },
+  RSET: { min: 0, max: 0, usage: 'RSET' },
+};
 
 export interface Pop3BridgeOptions {
   /** The mail-relay HTTP API, e.g. `http://127.0.0.1:8025` or the stack's `ApiUrl` output. */
@@ -54,6 +76,8 @@ class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The API's error code (`not_found`, `top_too_large`, …), when it answered with one. */
+    readonly code?: string,
   ) {
     super(message);
   }
@@ -63,29 +87,36 @@ class ApiError extends Error {
 class MailboxApi {
   private readonly base: string;
 
+  /** `signal` aborts reads (LIST, RETR, TOP) when the client leaves; QUIT's deletions run to the end. */
   constructor(
     apiUrl: string,
     mailbox: string,
     private readonly token: string,
+    private readonly signal: AbortSignal,
   ) {
     this.base = `${apiUrl.replace(/\/+$/, '')}/v1/mailboxes/${encodeURIComponent(mailbox)}`;
   }
 
   private async call(path: string, init: RequestInit = {}): Promise<Response> {
     const res = await fetch(`${this.base}${path}`, {
+      signal: this.signal,
       ...init,
       headers: { Authorization: `Bearer ${this.token}` },
       redirect: 'follow',
     });
     if (!res.ok) {
       let message = `${res.status} ${res.statusText}`;
+      let code: string | undefined;
       try {
         const body = (await res.json()) as { error?: { code?: string; message?: string } };
-        if (body.error?.code) message = `${body.error.code}: ${body.error.message ?? ''}`;
+        if (body.error?.code) {
+          code = body.error.code;
+          message = `${code}: ${body.error.message ?? ''}`;
+        }
       } catch {
         // Not our JSON error shape: the status says enough.
       }
-      throw new ApiError(res.status, message);
+      throw new ApiError(res.status, message, code);
     }
     return res;
   }
@@ -117,7 +148,8 @@ class MailboxApi {
 
   async delete(id: string): Promise<void> {
     try {
-      await this.call(`/messages/${encodeURIComponent(id)}`, { method: 'DELETE' });
+      // Not aborted by a client leaving after QUIT: RFC 1939's UPDATE state is entered by QUIT alone.
+      await this.call(`/messages/${encodeURIComponent(id)}`, { method: 'DELETE', signal: null });
     } catch (err) {
       // Gone already (another client, the retention sweeper): what DELE wanted.
       if (!(err instanceof ApiError && err.status === 404)) throw err;
@@ -129,49 +161,83 @@ const CRLF = Buffer.from('\r\n');
 const LF = Buffer.from('\n');
 const DOT = Buffer.from('.');
 
-/** Resolves when `socket` can take more (or is gone: then the writes are moot). */
+/**
+ * Resolves when `socket` can take more, or is gone (then the writes are moot). A socket already
+ * gone resolves at once: its 'close' has fired, and `write` returns false on it for ever.
+ */
 function writable(socket: Socket): Promise<void> {
+  if (!socket.writable) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       socket.off('drain', done);
       socket.off('close', done);
+      socket.off('error', done);
       resolve();
     };
     socket.on('drain', done);
     socket.on('close', done);
+    socket.on('error', done);
   });
 }
 
 /**
  * Writes a message as a POP3 multi-line response body: CRLF line endings (a bare LF becomes CRLF),
  * a `.` doubled at the start of a line, a final CRLF if the message lacks one, then `.` CRLF.
+ * With `bodyLines` (TOP) it stops after the headers, the blank line and that many body lines, as
+ * the API's TOP does (api/top.ts: a line of just CR before its LF is blank too).
+ * Once done, or if the client goes away, leaving the loop destroys `source` (a Readable over the
+ * API's response: that cancels the request), so nothing waits on a socket that will never drain.
  */
-export async function writeDotStuffed(source: AsyncIterable<Uint8Array>, socket: Socket): Promise<void> {
+export async function writeDotStuffed(
+  source: AsyncIterable<Uint8Array>,
+  socket: Socket,
+  bodyLines?: number,
+): Promise<void> {
   let atLineStart = true;
   let lastWasCr = false;
+  // The current line so far, across chunks: its length and whether it began with CR.
+  let lineBytes = 0;
+  let lineStartsWithCr = false;
+  let inHeaders = true;
+  let remaining = bodyLines ?? Number.POSITIVE_INFINITY;
+  let cut = false;
   for await (const data of source) {
+    if (!socket.writable) return;
     const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (chunk.length === 0) continue;
     const parts: Buffer[] = [];
     let i = 0;
     while (i < chunk.length) {
-      if (atLineStart && chunk[i] === 0x2e) parts.push(DOT);
-      atLineStart = false;
+      if (atLineStart) {
+        if (chunk[i] === 0x2e) parts.push(DOT);
+        lineBytes = 0;
+        lineStartsWithCr = chunk[i] === 0x0d;
+        atLineStart = false;
+      }
       const lf = chunk.indexOf(0x0a, i);
       if (lf < 0) {
         parts.push(chunk.subarray(i));
+        lineBytes += chunk.length - i;
         lastWasCr = chunk[chunk.length - 1] === 0x0d;
         break;
       }
       // The byte before this LF: in this chunk, or the last one of the previous chunk.
       const crBefore = lf > i ? chunk[lf - 1] === 0x0d : lastWasCr;
       parts.push(chunk.subarray(i, lf), crBefore ? LF : CRLF);
+      lineBytes += lf - i;
       atLineStart = true;
       lastWasCr = false;
       i = lf + 1;
+      if (inHeaders) inHeaders = !(lineBytes === 0 || (lineBytes === 1 && lineStartsWithCr));
+      else remaining -= 1;
+      if (!inHeaders && remaining <= 0) {
+        cut = true;
+        break;
+      }
     }
     if (!socket.write(Buffer.concat(parts))) await writable(socket);
-    if (socket.destroyed) return;
+    if (!socket.writable) return;
+    if (cut) break;
   }
   const tail = atLineStart ? '.\r\n' : lastWasCr ? '\n.\r\n' : '\r\n.\r\n';
   socket.write(tail);
@@ -187,6 +253,8 @@ class Session {
   private lines: string[] = [];
   private busy = false;
   private closed = false;
+  /** Aborts the session's API reads when the client is gone. */
+  private readonly aborter = new AbortController();
 
   constructor(
     private readonly socket: Socket,
@@ -194,12 +262,15 @@ class Session {
     private readonly locks: Set<string>,
   ) {
     socket.setTimeout(options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, () => {
+      // Mid-answer (a client that stopped reading a RETR), a line would land inside the message.
+      if (this.busy) return void socket.destroy();
       this.reply('-ERR autologout: idle for too long');
       this.end();
     });
     socket.on('data', (data: Buffer) => this.receive(data));
     const gone = () => {
       this.closed = true;
+      this.aborter.abort();
       this.release();
     };
     socket.on('close', gone);
@@ -251,11 +322,13 @@ class Session {
         try {
           await this.command(line);
         } catch (err) {
+          // The client left meanwhile (its API request was aborted): nobody to answer.
+          if (this.closed) break;
           if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
             this.reply('-ERR [AUTH] the token is no longer valid for this mailbox');
             this.end();
           } else if (err instanceof ApiError && err.status < 500) {
-            // The API refused this request (e.g. TOP larger than one answer carries): say why.
+            // The API refused this request: say why.
             this.reply(`-ERR ${oneLine(err)}`);
           } else {
             this.options.onError?.(err);
@@ -273,6 +346,11 @@ class Session {
     const verb = (space < 0 ? line : line.slice(0, space)).toUpperCase();
     const arg = space < 0 ? '' : line.slice(space + 1);
     const args = arg.split(' ').filter((a) => a !== '');
+    const syntax = SYNTAX[verb];
+    if (syntax !== undefined && (args.length < syntax.min || args.length > syntax.max)) {
+      const what = args.length < syntax.min ? 'missing argument' : 'too many arguments';
+      return this.reply(`-ERR ${what}; usage: ${syntax.usage}`);
+    }
     if (verb === 'QUIT') return this.quit();
     if (verb === 'CAPA') {
       this.reply('+OK capabilities follow');
@@ -290,7 +368,7 @@ class Session {
       return;
     }
     if (verb === 'NOOP' && this.state === 'transaction') return this.reply('+OK');
-    if (this.state === 'authorization') return this.authorization(verb, arg);
+    if (this.state === 'authorization') return this.authorization(verb, args[0] ?? '', arg);
     switch (verb) {
       case 'STAT': {
         const live = this.messages.filter((m) => !m.deleted);
@@ -321,25 +399,28 @@ class Session {
         if (n === null) return;
         let lines: number | undefined;
         if (verb === 'TOP') {
-          if (args[1] === undefined || !/^\d+$/.test(args[1])) return this.reply('-ERR usage: TOP msg n');
+          if (!/^\d+$/.test(args[1] as string)) return this.reply('-ERR usage: TOP msg n');
           // RFC 1939: n past the end of the body gives the whole message; so does the API's maximum.
           lines = Math.min(Number(args[1]), MAX_TOP_LINES);
         }
         const m = this.messages[n - 1] as Listed;
         let body: Readable;
+        let cutAfter: number | undefined;
         try {
-          body = await (this.api as MailboxApi).body(m.id, lines);
+          ({ body, cutAfter } = await this.messageBytes(m.id, lines));
         } catch (err) {
           if (err instanceof ApiError && err.status === 404)
             return this.reply(`-ERR message ${n} no longer exists`);
           throw err;
         }
+        if (this.closed) return void body.destroy();
         this.reply(verb === 'RETR' ? `+OK ${m.size} octets` : '+OK top of message follows');
         try {
-          await writeDotStuffed(body, this.socket);
+          await writeDotStuffed(body, this.socket, cutAfter);
         } catch (err) {
           // Half a multi-line answer cannot be taken back: the client must not mistake it for the message.
-          this.options.onError?.(err);
+          body.destroy();
+          if (!this.closed) this.options.onError?.(err);
           this.socket.destroy();
           this.release();
           this.closed = true;
@@ -360,6 +441,24 @@ class Session {
     }
   }
 
+  /**
+   * What RETR sends, or TOP with `lines`: the API's TOP; when that answer is more than one API
+   * response carries (`top_too_large`; POP3 has no such cap), the whole message (following the API's
+   * redirect), which writeDotStuffed cuts after `lines` body lines.
+   */
+  private async messageBytes(
+    id: string,
+    lines: number | undefined,
+  ): Promise<{ body: Readable; cutAfter: number | undefined }> {
+    const api = this.api as MailboxApi;
+    try {
+      return { body: await api.body(id, lines), cutAfter: undefined };
+    } catch (err) {
+      if (lines === undefined || !(err instanceof ApiError && err.code === 'top_too_large')) throw err;
+      return { body: await api.body(id), cutAfter: lines };
+    }
+  }
+
   /** The 1-based number of a listed, not deleted message, or null after answering -ERR. */
   private messageNumber(text: string | undefined): number | null {
     const n = text !== undefined && /^\d{1,9}$/.test(text) ? Number(text) : Number.NaN;
@@ -375,10 +474,10 @@ class Session {
     return n;
   }
 
-  private async authorization(verb: string, arg: string): Promise<void> {
+  /** `name` is USER's argument, `rest` the line after the verb (PASS). */
+  private async authorization(verb: string, name: string, rest: string): Promise<void> {
     if (verb === 'USER') {
-      if (arg === '') return this.reply('-ERR usage: USER <mailbox address>');
-      this.user = arg.trim();
+      this.user = name;
       return this.reply('+OK send the API token for this mailbox as PASS');
     }
     if (verb !== 'PASS') return this.reply('-ERR USER and PASS first');
@@ -387,7 +486,7 @@ class Session {
     if (user === null) return this.reply('-ERR USER first');
     const mailbox = user.toLowerCase();
     if (this.locks.has(mailbox)) return this.reply('-ERR [IN-USE] the mailbox is open in another session');
-    const api = new MailboxApi(this.options.apiUrl, mailbox, arg.trim());
+    const api = new MailboxApi(this.options.apiUrl, mailbox, rest.trim(), this.aborter.signal);
     this.locks.add(mailbox);
     this.mailbox = mailbox;
     try {

@@ -4,19 +4,31 @@
  * (pipelining, errors, locks).
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { revokeToken } from '../../functions/api/auth.ts';
+import { mailboxKeys } from '../../functions/core/keys.ts';
 import { type Pop3Bridge, startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
-import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
+import { type ApiTestEnv, referenceTop, startApiTestEnv } from '../helpers/api.ts';
 import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
 import { python, run } from '../helpers/process.ts';
 
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
+const CAROL = 'carol@example.test';
 
 /** The bytes a POP3 client should get for a stored message: CRLF line endings, ending in CRLF. */
 function asTransmitted(raw: Buffer): Buffer {
@@ -37,6 +49,19 @@ async function rawOf(env: ApiTestEnv, token: string, mailbox: string, id: string
   );
 }
 
+/** The multi-line answers in a conversation: each status line and its body, dot-stuffed, without the final `.` line. */
+function multiLineAnswers(got: string): { status: string; body: string }[] {
+  const out: { status: string; body: string }[] = [];
+  const re = /(\+OK [^\r\n]*(?:octets|follows))\r\n/g;
+  for (let m = re.exec(got); m !== null; m = re.exec(got)) {
+    const start = m.index + m[0].length;
+    const end = got.startsWith('.\r\n', start) ? start : got.indexOf('\r\n.\r\n', start) + 2;
+    out.push({ status: m[1] as string, body: got.slice(start, end) });
+    re.lastIndex = end;
+  }
+  return out;
+}
+
 /**
  * A scripted POP3 conversation over a raw socket: sends `input` at once, returns every byte received
  * once the end of it matches `waitFor`.
@@ -44,22 +69,85 @@ async function rawOf(env: ApiTestEnv, token: string, mailbox: string, id: string
 function converse(port: number, input: string, waitFor: RegExp): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
-    let got = '';
+    // Chunks, and the last 512 characters to match: slicing the whole text on every chunk of a
+    // message of megabytes is quadratic.
+    const chunks: string[] = [];
+    let tail = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`no ${waitFor} in: ${got}`));
+      reject(new Error(`no ${waitFor} in: ${chunks.join('').slice(0, 4000)}`));
     }, 10_000);
     socket.on('data', (d: Buffer) => {
-      got += d.toString('latin1');
-      if (waitFor.test(got.slice(-512))) {
+      const text = d.toString('latin1');
+      chunks.push(text);
+      tail = (tail + text).slice(-512);
+      if (waitFor.test(tail)) {
         clearTimeout(timer);
         socket.end();
-        resolve(got);
+        resolve(chunks.join(''));
       }
     });
     socket.on('error', reject);
     socket.once('data', () => socket.write(input));
   });
+}
+
+/** Descriptors of this process open on `path` (the API server runs in this process). */
+function openDescriptors(path: string): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
+    } catch {
+      // Closed between the listing and the readlink.
+    }
+  }
+  return n;
+}
+
+/** TCP connections in state ESTABLISHED from a local port to `port` on loopback (/proc/net/tcp). */
+function establishedTo(port: number): number {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/tcp', 'latin1')
+    .split('\n')
+    .slice(1)
+    .filter((row) => {
+      const f = row.trim().split(/\s+/);
+      return f[2] === `0100007F:${hexPort}` && f[3] === '01';
+    }).length;
+}
+
+/**
+ * No connection to the API is left (fetch's pool closes idle keep-alive connections within seconds;
+ * one streaming an answer nobody reads would stay) and the API server (in this process) holds no
+ * descriptor on `blob`.
+ */
+async function assertReleased(env: ApiTestEnv, blob: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (establishedTo(env.api.port) > 0 || openDescriptors(blob) > 0) {
+    if (Date.now() > deadline) {
+      assert.fail(
+        `${establishedTo(env.api.port)} connections to the API, ${openDescriptors(blob)} descriptors on the blob`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A 6.4 MB message (the API redirects it to /v1/blobs) for CAROL: its number in a new session, its blob file, its bytes. */
+async function deliverHuge(
+  env: ApiTestEnv,
+  token: string,
+): Promise<{ n: number; blob: string; raw: Buffer }> {
+  const line = `${'abcdefghij'.repeat(7)}01234567`;
+  const r = await env.deliver([CAROL], Buffer.from(`Subject: huge\r\n\r\n${`${line}\r\n`.repeat(80_000)}`));
+  const raw = await rawOf(env, token, CAROL, r.id);
+  assert.ok(raw.length > 6 * 1024 * 1024);
+  return {
+    n: (await listIds(env, token, CAROL)).indexOf(r.id) + 1,
+    blob: join(env.runtime.blobRoot, mailboxKeys.raw(CAROL, r.id)),
+    raw,
+  };
 }
 
 interface Session {
@@ -253,6 +341,58 @@ describe('POP3 bridge', () => {
     assert.match(third, /\+OK alice@example\.test has 1 messages/);
   });
 
+  it('refuses a command with too many or too few arguments (RFC 1939 syntax), changing nothing', async () => {
+    const token = await env.token(BOB);
+    await env.deliver([BOB], Buffer.from('Subject: args\r\n\r\none\r\ntwo\r\n'));
+    const commands = [
+      'LIST 1 2',
+      'UIDL 1 2',
+      'RETR 1 2',
+      'TOP 1 1 1',
+      'DELE 1 x',
+      'STAT x',
+      'NOOP x',
+      'RSET x',
+      'CAPA x',
+      'QUIT now',
+      'RETR',
+      'TOP 1',
+      'DELE',
+    ];
+    const got = await converse(
+      bridge.port,
+      `USER ${BOB} extra\r\nUSER ${BOB}\r\nPASS ${token}\r\n${commands.join('\r\n')}\r\nSTAT\r\nLIST 1\r\nQUIT\r\n`,
+      /\+OK bye.*\r\n$/,
+    );
+    const lines = got.split('\r\n');
+    assert.deepEqual(lines.slice(1, 3), [
+      '-ERR too many arguments; usage: USER <mailbox address>',
+      '+OK send the API token for this mailbox as PASS',
+    ]);
+    assert.match(lines[3] ?? '', new RegExp(`^\\+OK ${BOB} has 1 messages`));
+    assert.deepEqual(lines.slice(4, 4 + commands.length), [
+      '-ERR too many arguments; usage: LIST [msg]',
+      '-ERR too many arguments; usage: UIDL [msg]',
+      '-ERR too many arguments; usage: RETR msg',
+      '-ERR too many arguments; usage: TOP msg n',
+      '-ERR too many arguments; usage: DELE msg',
+      '-ERR too many arguments; usage: STAT',
+      '-ERR too many arguments; usage: NOOP',
+      '-ERR too many arguments; usage: RSET',
+      '-ERR too many arguments; usage: CAPA',
+      '-ERR too many arguments; usage: QUIT',
+      '-ERR missing argument; usage: RETR msg',
+      '-ERR missing argument; usage: TOP msg n',
+      '-ERR missing argument; usage: DELE msg',
+    ]);
+    // Nothing was marked deleted, nothing sent, the session went on: STAT, LIST 1 and QUIT as before.
+    const rest = lines.slice(4 + commands.length);
+    assert.match(rest[0] ?? '', /^\+OK 1 \d+$/);
+    assert.match(rest[1] ?? '', /^\+OK 1 \d+$/);
+    assert.equal(rest[2], '+OK bye, 0 messages deleted');
+    assert.equal((await listIds(env, token, BOB)).length, 1);
+  });
+
   it('ends a session whose token is revoked meanwhile, at its next read of mail', async () => {
     const token = await env.token(ALICE);
     const session = await login(bridge.port, ALICE, token);
@@ -263,27 +403,89 @@ describe('POP3 bridge', () => {
     assert.match(got, /\r\n\+OK 1 \d+\r\n-ERR \[AUTH\] the token is no longer valid for this mailbox\r\n$/);
   });
 
-  it('a big message: RETR follows the API to its presigned URL and streams it; a TOP too large says why', async () => {
-    const CAROL = 'carol@example.test';
+  it("a big message: RETR follows the API to its presigned URL; a TOP past the API's cap is cut by the bridge", async () => {
     const token = await env.token(CAROL);
     const line = `${'0123456789'.repeat(7)}abcdefgh`;
-    const body = Buffer.from(`Subject: big\r\n\r\n${`${line}\r\n`.repeat(100_000)}`);
-    const r = await env.deliver([CAROL], body);
+    // Bare LF and dot-leading lines: a cut TOP is sent as RETR is, with CRLF and dot-stuffing.
+    const lines = Array.from({ length: 100_000 }, (_, i) => (i % 10 === 0 ? `.${line}` : line));
+    const r = await env.deliver([CAROL], Buffer.from(`Subject: big\n\n${lines.join('\n')}\n`));
     const raw = await rawOf(env, token, CAROL, r.id);
     assert.ok(raw.length > 4 * 1024 * 1024, 'larger than the API serves without a redirect');
+    const topTooLarge = await env.request(`/v1/mailboxes/${CAROL}/messages/${r.id}/top?lines=90000`, {
+      token,
+    });
+    assert.equal(topTooLarge.status, 422, 'more than the API answers in one response');
     const got = await converse(
       bridge.port,
-      `USER ${CAROL}\r\nPASS ${token}\r\nRETR 1\r\nTOP 1 90000\r\nQUIT\r\n`,
+      `USER ${CAROL}\r\nPASS ${token}\r\nRETR 1\r\nTOP 1 90000\r\nTOP 1 2\r\nQUIT\r\n`,
       /\+OK bye.*\r\n$/,
     );
-    const start = got.indexOf(`+OK ${raw.length} octets\r\n`);
-    assert.ok(start > 0, got.slice(0, 300));
-    const sent = got.slice(
-      start + `+OK ${raw.length} octets\r\n`.length,
-      got.indexOf('\r\n.\r\n', start) + 2,
+    const answers = multiLineAnswers(got);
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [`+OK ${asTransmitted(raw).length} octets`, '+OK top of message follows', '+OK top of message follows'],
     );
-    assert.equal(sent, raw.toString('latin1'), 'RETR sent the stored bytes');
-    assert.match(got, /\r\n\.\r\n-ERR top_too_large: [^\r\n]+\r\n\+OK bye/);
+    const onTheWire = (b: Buffer) =>
+      asTransmitted(b)
+        .toString('latin1')
+        .replace(/(^|\r\n)\./g, '$1..');
+    assert.equal(answers[0]?.body, onTheWire(raw), 'RETR');
+    assert.equal(answers[1]?.body, onTheWire(referenceTop(raw, 90_000)), 'TOP 1 90000, cut by the bridge');
+    assert.equal(answers[2]?.body, onTheWire(referenceTop(raw, 2)), 'TOP 1 2, from the API');
+    assert.match(got, /\r\n\+OK bye/);
+    // The cut ended the download of the rest of the message.
+    await assertReleased(env, join(env.runtime.blobRoot, mailboxKeys.raw(CAROL, r.id)));
+  });
+
+  it('clients leaving in the middle of a big RETR leave no request to the API and no open blob behind', async () => {
+    const token = await env.token(CAROL);
+    const { n, blob, raw } = await deliverHuge(env, token);
+    for (let i = 0; i < 6; i++) {
+      const session = await login(bridge.port, CAROL, token);
+      session.write(`RETR ${n}\r\n`);
+      // Part of the message arrived: the API is streaming the blob through the bridge.
+      await session.until(/octets\r\n[\s\S]{65536}/);
+      session.destroy();
+      await session.closed;
+    }
+    await assertReleased(env, blob);
+    // The bridge still serves the whole message.
+    const session = await login(bridge.port, CAROL, token);
+    session.write(`RETR ${n}\r\nQUIT\r\n`);
+    await session.until(/\r\n\.\r\n\+OK bye/);
+    const got = session.received();
+    const start = got.indexOf(`+OK ${raw.length} octets\r\n`) + `+OK ${raw.length} octets\r\n`.length;
+    assert.equal(got.slice(start, got.indexOf('\r\n.\r\n', start) + 2), raw.toString('latin1'));
+  });
+
+  it('a client that stops reading mid-RETR is dropped at the idle timeout, and its API request with it', async () => {
+    const quick = await startPop3Bridge({ apiUrl: env.url, port: 0, idleTimeoutMs: 300 });
+    const token = await env.token(CAROL);
+    const { n, blob } = await deliverHuge(env, token);
+    // A small receive window, so the bridge's writes stall instead of filling the kernel's buffers.
+    const script = `
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+f = s.makefile('rb')
+f.readline()
+s.sendall(('USER %s\\r\\nPASS %s\\r\\nRETR %s\\r\\n' % (sys.argv[2], sys.argv[3], sys.argv[4])).encode())
+f.readline(); f.readline(); f.readline(); f.read(65536)
+print('stalled', flush=True)
+sys.stdin.read()
+`;
+    const client = spawn('python3', ['-c', script, String(quick.port), CAROL, token, String(n)]);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.stdout.on('data', (d: Buffer) => d.toString().includes('stalled') && resolve());
+        client.once('exit', (code) => reject(new Error(`python exited: ${code}`)));
+      });
+      await assertReleased(env, blob);
+    } finally {
+      client.kill();
+      await quick.close();
+    }
   });
 
   it('answers a flood of pipelined commands, every one, in order', async () => {
