@@ -5,7 +5,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -401,5 +409,66 @@ describe('mail-relay pop3', () => {
       started.map((c) => c.exitCode),
       [0, 0],
     );
+  });
+});
+
+/** Runs `mail-relay <args>` with no config file and a data dir of its own; a `dev` that starts is killed. */
+function cli(args: readonly string[], extra: Record<string, string> = {}) {
+  return run(process.execPath, [BIN, ...args], {
+    env: env({
+      MAIL_RELAY_DATA_DIR: join(work, 'usage-data'),
+      MAIL_RELAY_SMTP_PORT: '0',
+      MAIL_RELAY_API_PORT: '0',
+      MAIL_RELAY_POP3_PORT: '0',
+      ...extra,
+    }),
+    timeoutMs: 20_000,
+  });
+}
+
+describe('a configuration file that cannot be used', () => {
+  it('a directory, a BOM, a syntax error: one line each, the error with its line and column', async () => {
+    const dir = join(work, 'config-dir');
+    mkdirSync(dir, { recursive: true });
+    const bom = join(work, 'bom.config.json');
+    writeFileSync(bom, `\uFEFF${JSON.stringify(CONFIG, null, 2)}`);
+    const broken = join(work, 'broken.config.json');
+    writeFileSync(broken, '{\n  "domains": ["example.test",],\n  "mailboxes": []\n}\n');
+    const unquoted = join(work, 'unquoted.config.json');
+    writeFileSync(unquoted, '{\n  "domains": ["example.test"],\n  mailboxes: []\n}\n');
+    const [isDir, withBom, trailing, name] = await Promise.all(
+      [dir, bom, broken, unquoted].map((path) =>
+        cli(['route', 'sales@example.test'], { MAIL_RELAY_CONFIG: path }),
+      ),
+    );
+    assert.equal(isDir?.code, 1);
+    assert.equal(
+      isDir.stderr,
+      `mail-relay: cannot read the configuration ${dir}: it is a directory, not a file\n`,
+    );
+    assert.equal(withBom?.code, 0, withBom?.stderr);
+    assert.match(
+      withBom.stdout,
+      /sales@example\.test: deliver to mailbox alice@example\.test via routes\[0\]/,
+    );
+    assert.equal(trailing?.code, 1);
+    assert.equal(
+      trailing.stderr,
+      `mail-relay: ${broken} is not valid JSON: line 2, column 30: expected a value, found "]"\n`,
+    );
+    assert.equal(name?.code, 1);
+    assert.equal(
+      name.stderr,
+      `mail-relay: ${unquoted} is not valid JSON: line 3, column 3: expected a property name in double quotes, found "m"\n`,
+    );
+  });
+
+  it('a file it may not read: one line', async (t) => {
+    if (process.getuid?.() === 0) return t.skip('root reads any file');
+    const locked = join(work, 'locked.config.json');
+    writeFileSync(locked, JSON.stringify(CONFIG), { mode: 0o000 });
+    const r = await cli(['route', 'sales@example.test'], { MAIL_RELAY_CONFIG: locked });
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `mail-relay: cannot read the configuration ${locked}: permission denied\n`);
   });
 });
