@@ -3,7 +3,6 @@
  * function that takes its arguments and an output stream, so tests call them in-process as well as
  * through the binary.
  */
-import { parseArgs } from 'node:util';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import { type Config, forwardedRetentionDays, isAddress, normalizeAddress } from '../core/config.ts';
@@ -11,6 +10,7 @@ import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
+import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
 import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
@@ -54,16 +54,36 @@ Commands:
                            client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
   compact                  give the space of deleted mail back to the file system (the data dir's
                            SQLite files do not shrink by themselves); with dev stopped
+  help <command>           that command's usage (as <command> --help)
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
 MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1110).`;
+
+const COMMANDS = ['dev', 'route', 'import', 'token', 'replay', 'pop3', 'outbox', 'compact'];
+
+const DEV_USAGE = `Usage: mail-relay dev
+  runs the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525) and the HTTP API on
+  127.0.0.1:$MAIL_RELAY_API_PORT (default 8025), storing in $MAIL_RELAY_DATA_DIR (default ./.mail-relay).
+  Stops on Ctrl-C (SIGINT) or SIGTERM.`;
+
+const ROUTE_USAGE = `Usage: mail-relay route <address>…
+  prints what would happen to mail for each address (exit code 1 when one is refused)`;
+
+const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… <files…>
+  feeds .eml files through the router into $MAIL_RELAY_DATA_DIR; recipients: each --to, else the
+  message's Delivered-To / X-Original-To / To / Cc headers`;
+
+const POP3_USAGE = `Usage: mail-relay pop3 [--api <url>]
+  the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) in front of the HTTP API at <url>
+  (default: dev's, http://127.0.0.1:$MAIL_RELAY_API_PORT; or a deployed stack's ApiUrl); log in with
+  USER <mailbox address>, PASS <API token>`;
 
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
       case 'dev':
-        return await commandDev(io);
+        return await commandDev(rest, io);
       case 'route':
         return commandRoute(rest, io);
       case 'import':
@@ -84,15 +104,19 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         const { commandCompact } = await import('./compact.ts');
         return await commandCompact(rest, io);
       }
-      case undefined:
       case 'help':
+        if (rest.length === 1 && COMMANDS.includes(rest[0] ?? ''))
+          return await main([rest[0] ?? '', '--help'], io);
+        io.out.write(`${USAGE}\n`);
+        return rest.length === 0 ? 0 : USAGE_EXIT;
+      case undefined:
       case '--help':
       case '-h':
         io.out.write(`${USAGE}\n`);
         return command === undefined ? 1 : 0;
       default:
         io.err.write(`mail-relay: unknown command "${command}"\n\n${USAGE}\n`);
-        return 2;
+        return USAGE_EXIT;
     }
   } catch (err) {
     if (err instanceof MailRelayError) {
@@ -141,14 +165,14 @@ function describeDecision(d: Decision, config: Config): string {
 }
 
 function commandRoute(args: readonly string[], io: Io): number {
-  if (args.length === 0) {
-    io.err.write('mail-relay route: give one or more addresses\n');
-    return 2;
-  }
+  const parsed = parseCommandArgs({ command: 'route', usage: ROUTE_USAGE, options: {} }, args, io);
+  if (typeof parsed === 'number') return parsed;
+  const addresses = parsed.positionals;
+  if (addresses.length === 0) return usageError(io, 'route', 'give one or more addresses', ROUTE_USAGE);
   const { config, path } = loadConfig(io.env);
   io.out.write(`config: ${path ?? 'dev default (example.test, every address a mailbox)'}\n`);
   let allAccepted = true;
-  for (const address of args) {
+  for (const address of addresses) {
     const decisions = resolveRecipient(config, qualifyRecipient(config, address));
     for (const d of decisions) io.out.write(`${normalizeAddress(address)}: ${describeDecision(d, config)}\n`);
     if (decisions.every((d) => d.kind === 'reject')) allAccepted = false;
@@ -175,7 +199,13 @@ function deliveredMailboxes(r: RouteResult): string[] {
   );
 }
 
-async function commandDev(io: Io): Promise<number> {
+async function commandDev(args: readonly string[], io: Io): Promise<number> {
+  const parsed = parseCommandArgs(
+    { command: 'dev', usage: DEV_USAGE, options: {}, positionals: false },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
   const { config, path } = loadConfig(io.env);
   const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', DEFAULT_SMTP_PORT);
   const [{ startApiServer }, { startSmtpListener }] = await Promise.all([
@@ -265,17 +295,15 @@ function untilStopped(io: Io): Promise<void> {
  * front of the local API (`dev`'s, by default) or a deployed one.
  */
 async function commandPop3(args: readonly string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: [...args],
-    options: { api: { type: 'string' } },
-    allowPositionals: true,
-  });
-  if (positionals.length > 0) {
-    io.err.write('mail-relay pop3: no arguments but --api <url>\n');
-    return 2;
-  }
+  const parsed = parseCommandArgs(
+    { command: 'pop3', usage: POP3_USAGE, options: { api: { type: 'string' } }, positionals: false },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
   const { startPop3Bridge } = await import('./pop3-bridge.ts');
-  const apiUrl = values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`;
+  const apiUrl =
+    parsed.values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`;
   const bridge = await startPop3Bridge({
     apiUrl,
     port: portFromEnv(io, 'MAIL_RELAY_POP3_PORT', DEFAULT_POP3_PORT),
@@ -333,20 +361,19 @@ async function startDevRetention(
 }
 
 async function commandImport(args: readonly string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: [...args],
-    options: { to: { type: 'string', multiple: true } },
-    allowPositionals: true,
-  });
-  if (positionals.length === 0) {
-    io.err.write('mail-relay import: give one or more .eml files\n');
-    return 2;
-  }
+  const parsed = parseCommandArgs(
+    { command: 'import', usage: IMPORT_USAGE, options: { to: { type: 'string', multiple: true } } },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values, positionals } = parsed;
+  if (positionals.length === 0) return usageError(io, 'import', 'give one or more .eml files', IMPORT_USAGE);
   const forced = (values.to ?? []).map(normalizeAddress);
   const bad = forced.find((t) => !isAddress(t));
   if (bad !== undefined) {
     io.err.write(`mail-relay import: --to ${bad} is not an address\n`);
-    return 2;
+    return USAGE_EXIT;
   }
   const { config } = loadConfig(io.env);
   const { importFiles, progressBar } = await import('./import.ts');
@@ -370,7 +397,9 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
 
 const TOKEN_USAGE = `Usage: mail-relay token create <mailbox> [--label <text>]
        mail-relay token create --admin [<mailbox>] [--label <text>]
-       mail-relay token revoke <token>`;
+       mail-relay token revoke <token>
+  create prints a new token, once: only its SHA-256 is stored. With --stack <name>: the same, in a
+  deployed stack.`;
 
 /** `token create|revoke`: the token goes to stdout alone on its line (scripts capture it); notes go to stderr. */
 async function commandToken(args: readonly string[], io: Io): Promise<number> {
@@ -378,47 +407,50 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
     const { commandTokenForStack } = await import('./cli-aws.ts');
     return await commandTokenForStack(args, io);
   }
-  const [sub, ...rest] = args;
-  if (sub !== 'create' && sub !== 'revoke') {
-    io.err.write(`${TOKEN_USAGE}\n`);
-    return 2;
+  const parsed = parseCommandArgs(
+    {
+      command: 'token',
+      usage: TOKEN_USAGE,
+      options: { admin: { type: 'boolean', default: false }, label: { type: 'string' } },
+    },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values, positionals } = parsed;
+  const [sub, ...rest] = positionals;
+  if (sub !== 'create' && (values.admin || values.label !== undefined)) {
+    return usageError(io, 'token', '--admin and --label are for token create', TOKEN_USAGE);
   }
-  const { values, positionals } = parseArgs({
-    args: rest,
-    options: { admin: { type: 'boolean', default: false }, label: { type: 'string' } },
-    allowPositionals: true,
-  });
-  if (sub === 'revoke') {
-    const [token, ...extra] = positionals;
-    if (token === undefined || extra.length > 0 || values.admin || values.label !== undefined) {
-      io.err.write(`${TOKEN_USAGE}\n`);
-      return 2;
-    }
-    if (!TOKEN_RE.test(token)) {
-      io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
-      return 2;
-    }
-    const { config } = loadConfig(io.env);
-    const runtime = await openRuntime(io, config);
-    try {
-      const removed = await runtime.index.deleteToken(hashToken(token));
-      io.err.write(removed ? 'token revoked\n' : 'no such token (already revoked?)\n');
-      return removed ? 0 : 1;
-    } finally {
-      await runtime.close();
-    }
+  switch (sub) {
+    case 'create':
+      return await tokenCreate(rest, values.admin === true, values.label, io);
+    case 'revoke':
+      return await tokenRevoke(rest, io);
+    default:
+      return usageError(
+        io,
+        'token',
+        sub === undefined ? 'create or revoke?' : `unknown subcommand "${sub}"`,
+        TOKEN_USAGE,
+      );
   }
+}
 
-  const admin = values.admin === true;
+async function tokenCreate(
+  positionals: readonly string[],
+  admin: boolean,
+  label: string | undefined,
+  io: Io,
+): Promise<number> {
   const [rawMailbox, ...extra] = positionals;
-  if (extra.length > 0 || (rawMailbox === undefined && !admin)) {
-    io.err.write(`${TOKEN_USAGE}\n`);
-    return 2;
+  if (extra.length > 0) return usageError(io, 'token', 'create takes one mailbox', TOKEN_USAGE);
+  if (rawMailbox === undefined && !admin) {
+    return usageError(io, 'token', 'create needs a mailbox, or --admin', TOKEN_USAGE);
   }
-  const label = values.label;
   if (label !== undefined && (label.length > 200 || /\p{Cc}/u.test(label))) {
     io.err.write('mail-relay token create: --label must be at most 200 printable characters\n');
-    return 2;
+    return USAGE_EXIT;
   }
   const { config } = loadConfig(io.env);
   let mailbox: string | null = null;
@@ -426,7 +458,7 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
     const checked = tokenMailbox(config, rawMailbox);
     if ('problem' in checked) {
       io.err.write(`mail-relay token create: ${checked.problem}\n`);
-      return 2;
+      return USAGE_EXIT;
     }
     mailbox = checked.mailbox;
   }
@@ -441,6 +473,26 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
     const scope = tokenScope(admin, mailbox);
     io.err.write(`${scope} created; it is shown only this once. Use it as: Authorization: Bearer <token>\n`);
     return 0;
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function tokenRevoke(positionals: readonly string[], io: Io): Promise<number> {
+  const [token, ...extra] = positionals;
+  if (token === undefined || extra.length > 0) {
+    return usageError(io, 'token', 'revoke takes one token', TOKEN_USAGE);
+  }
+  if (!TOKEN_RE.test(token)) {
+    io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
+    return USAGE_EXIT;
+  }
+  const { config } = loadConfig(io.env);
+  const runtime = await openRuntime(io, config);
+  try {
+    const removed = await runtime.index.deleteToken(hashToken(token));
+    io.err.write(removed ? 'token revoked\n' : 'no such token (already revoked?)\n');
+    return removed ? 0 : 1;
   } finally {
     await runtime.close();
   }

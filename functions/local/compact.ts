@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { errorMessage } from '../core/errors.ts';
 import type { Io } from './cli.ts';
+import { parseCommandArgs } from './cli-args.ts';
 import { dataDirFromEnv } from './runtime.ts';
 
 /** The data dir's SQLite databases: small blobs (FsBlobStore's `<root>.sqlite`) and the index. */
@@ -123,11 +124,18 @@ function mb(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+const COMPACT_USAGE = `Usage: mail-relay compact
+  gives the space of deleted mail back to the file system: rewrites the SQLite files of
+  $MAIL_RELAY_DATA_DIR (default ./.mail-relay) without their free pages; takes no arguments, and
+  runs only with dev stopped (it needs free disk space about the size of the database it copies)`;
+
 export async function commandCompact(args: readonly string[], io: Io): Promise<number> {
-  if (args.length > 0) {
-    io.err.write('mail-relay: compact takes no arguments (it compacts $MAIL_RELAY_DATA_DIR)\n');
-    return 2;
-  }
+  const parsed = parseCommandArgs(
+    { command: 'compact', usage: COMPACT_USAGE, options: {}, positionals: false },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
   const dataDir = dataDirFromEnv(io.env);
   if (devIsRunning(dataDir)) {
     io.err.write(

@@ -426,6 +426,105 @@ function cli(args: readonly string[], extra: Record<string, string> = {}) {
   });
 }
 
+/** At most `n` CLI processes at a time: each is a Node with tsx, and the machine may have two cores. */
+async function inBatches<T, R>(items: readonly T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += n) out.push(...(await Promise.all(items.slice(i, i + n).map(fn))));
+  return out;
+}
+
+describe('arguments, in every command', () => {
+  it('a missing option value or an unknown option: one line and the usage, exit 2; --help / -h: the usage, exit 0', async () => {
+    // [arguments, the problem line, the usage's first line]
+    const errors: [string[], string, string][] = [
+      [['import', '--to'], "option '--to <value>' argument missing", 'mail-relay import'],
+      [['import', '--bogus', 'x'], "unknown option '--bogus'", 'mail-relay import'],
+      [['pop3', '--api'], "option '--api <value>' argument missing", 'mail-relay pop3'],
+      [['pop3', '--bogus'], "unknown option '--bogus'", 'mail-relay pop3'],
+      [['pop3', 'extra'], 'unexpected argument "extra"', 'mail-relay pop3'],
+      [
+        ['token', 'create', 'alice@example.test', '--label'],
+        "option '--label <value>' argument missing",
+        'mail-relay token create <mailbox>',
+      ],
+      [
+        ['token', 'create', 'alice@example.test', '--bogus'],
+        "unknown option '--bogus'",
+        'mail-relay token create <mailbox>',
+      ],
+      [
+        ['token', 'create', '--admin', '--label'],
+        "option '--label <value>' argument missing",
+        'mail-relay token create <mailbox>',
+      ],
+      [
+        ['token', 'revoke', '--stack', 'S', '--bogus'],
+        "unknown option '--bogus'",
+        'mail-relay token create --stack',
+      ],
+      [['replay', '--since'], "option '--since <value>' argument missing", 'mail-relay replay'],
+      [['dev', '--bogus'], "unknown option '--bogus'", 'mail-relay dev'],
+      [['dev', 'now'], 'unexpected argument "now"', 'mail-relay dev'],
+      [['route', '--bogus'], "unknown option '--bogus'", 'mail-relay route'],
+      [['outbox', '--bogus'], "unknown option '--bogus'", 'mail-relay outbox'],
+      [['compact', '--now'], "unknown option '--now'", 'mail-relay compact'],
+    ];
+    const helps: [string[], string][] = [
+      [['import', '--help'], 'mail-relay import'],
+      [['pop3', '--help'], 'mail-relay pop3'],
+      [['token', 'create', '--help'], 'mail-relay token create <mailbox>'],
+      [['token', '-h'], 'mail-relay token create <mailbox>'],
+      [['token', 'create', '--stack', 'S', '--help'], 'mail-relay token create --stack'],
+      [['replay', '-h'], 'mail-relay replay'],
+      [['dev', '--help'], 'mail-relay dev'],
+      [['route', '--help'], 'mail-relay route'],
+      [['outbox', '--help'], 'mail-relay outbox'],
+      [['compact', '-h'], 'mail-relay compact'],
+      [['help', 'dev'], 'mail-relay dev'],
+    ];
+    const results = await inBatches([...errors.map((e) => e[0]), ...helps.map((h) => h[0])], 6, (a) =>
+      cli(a),
+    );
+    for (const [i, [args, problem, usage]] of errors.entries()) {
+      const r = results[i];
+      const what = `${args.join(' ')}: ${r?.code} ${r?.stdout}${r?.stderr}`;
+      assert.equal(r?.code, 2, what);
+      assert.equal(r.stdout, '', what);
+      assert.ok(
+        r.stderr.startsWith(`mail-relay ${args[0]}: ${problem}\nUsage: ${usage}`),
+        `${what}\nexpected: mail-relay ${args[0]}: ${problem}\\nUsage: ${usage}…`,
+      );
+      assert.doesNotMatch(r.stderr, /\n\s+at |node:internal/, what);
+    }
+    for (const [i, [args, usage]] of helps.entries()) {
+      const r = results[errors.length + i];
+      const what = `${args.join(' ')}: ${r?.code} ${r?.stdout}${r?.stderr}`;
+      assert.equal(r?.code, 0, what);
+      assert.ok(r.stdout.startsWith(`Usage: ${usage}`), what);
+      assert.equal(r.stderr, '', what);
+    }
+  });
+
+  it('route takes addresses only; outbox show names a malformed id, and an empty outbox ends its line', async () => {
+    const [route, malformed, missing, empty] = await Promise.all([
+      cli(['route', '--help']),
+      cli(['outbox', 'show', 'nope']),
+      cli(['outbox', 'show', '0123456789abcdef0123456789abcdef']),
+      cli(['outbox'], { MAIL_RELAY_DATA_DIR: join(work, 'empty-outbox') }),
+    ]);
+    assert.doesNotMatch(route.stdout, /reject 553/);
+    assert.equal(malformed.code, 2);
+    assert.equal(
+      malformed.stderr,
+      'mail-relay outbox: "nope" is not an outbox message id (32 hex digits, as `mail-relay outbox` lists them)\n',
+    );
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stderr, 'mail-relay outbox: no message 0123456789abcdef0123456789abcdef\n');
+    assert.equal(empty.code, 0, empty.stderr);
+    assert.equal(empty.stdout, 'outbox is empty: nothing would have been sent\n');
+  });
+});
+
 describe('a configuration file that cannot be used', () => {
   it('a directory, a BOM, a syntax error: one line each, the error with its line and column', async () => {
     const dir = join(work, 'config-dir');
