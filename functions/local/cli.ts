@@ -75,8 +75,8 @@ const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… <files…>
 
 const POP3_USAGE = `Usage: mail-relay pop3 [--api <url>]
   the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) in front of the HTTP API at <url>
-  (default: dev's, http://127.0.0.1:$MAIL_RELAY_API_PORT; or a deployed stack's ApiUrl); log in with
-  USER <mailbox address>, PASS <API token>`;
+  (default: dev's, http://127.0.0.1:$MAIL_RELAY_API_PORT; a deployed stack's ApiUrl; with or without
+  /v1/); log in with USER <mailbox address>, PASS <API token>`;
 
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
@@ -301,16 +301,17 @@ async function commandPop3(args: readonly string[], io: Io): Promise<number> {
     io,
   );
   if (typeof parsed === 'number') return parsed;
-  const { startPop3Bridge } = await import('./pop3-bridge.ts');
-  const apiUrl =
-    parsed.values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`;
+  const { apiBaseUrl, startPop3Bridge } = await import('./pop3-bridge.ts');
+  const apiUrl = apiBaseUrl(
+    parsed.values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`,
+  );
   const bridge = await startPop3Bridge({
     apiUrl,
     port: portFromEnv(io, 'MAIL_RELAY_POP3_PORT', DEFAULT_POP3_PORT),
     onError: (err) => io.err.write(`pop3 error: ${errorMessage(err)}\n`),
   });
   io.out.write(
-    `mail-relay pop3\n  pop3:  127.0.0.1:${bridge.port}\n  api:   ${apiUrl.replace(/\/+$/, '')}/v1/\n` +
+    `mail-relay pop3\n  pop3:  127.0.0.1:${bridge.port}\n  api:   ${apiUrl}/v1/\n` +
       '  login: USER <mailbox address>, PASS <API token> (npx mail-relay token create <mailbox>)\n',
   );
   await untilStopped(io);

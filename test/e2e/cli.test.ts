@@ -364,9 +364,9 @@ describe('mail-relay pop3', () => {
       MAIL_RELAY_POP3_PORT: String(pop3Port),
     };
     const started: ReturnType<typeof spawn>[] = [];
-    const start = async (args: string[], ready: string) => {
+    const start = async (args: string[], ready: string, extra: Record<string, string> = {}) => {
       const child = spawn(process.execPath, [BIN, ...args], {
-        env: env(ports),
+        env: env({ ...ports, ...extra }),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       started.push(child);
@@ -401,13 +401,28 @@ describe('mail-relay pop3', () => {
       assert.equal(read.code, 0, read.stderr);
       assert.match(read.stdout, /^1\n/);
       assert.match(read.stdout, /\nSubject: over pop3\n\nhello\n/);
+
+      // --api as dev prints it (…/v1/), or without the slash: the same API, not …/v1/v1/.
+      for (const api of [`http://127.0.0.1:${apiPort}/v1/`, `http://127.0.0.1:${apiPort}/v1`]) {
+        const port = await freePort();
+        const bridge = await start(['pop3', '--api', api], `127.0.0.1:${port}`, {
+          MAIL_RELAY_POP3_PORT: String(port),
+        });
+        assert.match(bridge.output(), new RegExp(`api: +http://127\\.0\\.0\\.1:${apiPort}/v1/\n`));
+        const stat = await python(
+          `import poplib,sys\np = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=20)\np.user(sys.argv[2]); p.pass_(sys.argv[3])\nprint(p.stat()[0]); p.quit()`,
+          [String(port), 'bob@example.test', secret],
+        );
+        assert.equal(stat.code, 0, `${api}: ${stat.stderr}${bridge.output()}`);
+        assert.equal(stat.stdout, '1\n');
+      }
     } finally {
       for (const child of started) child.kill('SIGTERM');
       for (const child of started) if (child.exitCode === null) await once(child, 'exit');
     }
     assert.deepEqual(
       started.map((c) => c.exitCode),
-      [0, 0],
+      [0, 0, 0, 0],
     );
   });
 });
