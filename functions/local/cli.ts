@@ -63,8 +63,8 @@ const COMMANDS = ['dev', 'route', 'import', 'token', 'replay', 'pop3', 'outbox',
 
 const DEV_USAGE = `Usage: mail-relay dev
   runs the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525) and the HTTP API on
-  127.0.0.1:$MAIL_RELAY_API_PORT (default 8025), storing in $MAIL_RELAY_DATA_DIR (default ./.mail-relay).
-  Stops on Ctrl-C (SIGINT) or SIGTERM.`;
+  127.0.0.1:$MAIL_RELAY_API_PORT (default 8025), storing in $MAIL_RELAY_DATA_DIR (default ./.mail-relay);
+  one dev per data dir. Stops on Ctrl-C (SIGINT) or SIGTERM.`;
 
 const ROUTE_USAGE = `Usage: mail-relay route <address>…
   prints what would happen to mail for each address (exit code 1 when one is refused)`;
@@ -208,15 +208,20 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   if (typeof parsed === 'number') return parsed;
   const { config, path } = loadConfig(io.env);
   const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', DEFAULT_SMTP_PORT);
-  const [{ startApiServer }, { startSmtpListener }] = await Promise.all([
+  const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
+  const [{ startApiServer }, { startSmtpListener }, { holdDevLock }, { dataDirFromEnv }] = await Promise.all([
     import('./api-server.ts'),
     import('./smtp-listener.ts'),
+    import('./compact.ts'),
+    import('./runtime.ts'),
   ]);
-  const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
-  const runtime = await openRuntime(io, config);
-  // For `compact`, which must not run beside us (compact.ts); the OS drops it if we die.
-  const { holdDevLock } = await import('./compact.ts');
-  const devLock = holdDevLock(runtime.dataDir);
+  // One dev per data dir, and no `compact` beside it (compact.ts); the OS drops the lock if we die.
+  // Taken before the journal is recovered or a store opened: a second dev must touch nothing.
+  const devLock = holdDevLock(dataDirFromEnv(io.env));
+  const runtime = await openRuntime(io, config).catch((err: unknown) => {
+    devLock.release();
+    throw err;
+  });
   // Mail a crashed run had acknowledged but maybe not finished routing: route it before listening.
   const recovered = await runtime.recover().catch(async (err: unknown) => {
     await runtime.close().catch(() => undefined);

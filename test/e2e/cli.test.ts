@@ -17,10 +17,12 @@ import {
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { main } from '../../functions/local/cli.ts';
 import { LOCAL_BUCKET } from '../../functions/local/ingest.ts';
 import { IngestJournal } from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
@@ -584,5 +586,109 @@ describe('a configuration file that cannot be used', () => {
     const r = await cli(['route', 'sales@example.test'], { MAIL_RELAY_CONFIG: locked });
     assert.equal(r.code, 1);
     assert.equal(r.stderr, `mail-relay: cannot read the configuration ${locked}: permission denied\n`);
+  });
+});
+
+/** What a killed relay leaves in `journalDir`: a segment of a dead process, holding one acknowledged message. */
+async function orphanSegment(journalDir: string, subject: string): Promise<string> {
+  const journal = new IngestJournal(journalDir, async () => {});
+  await journal.append({
+    type: 'ingest',
+    notification: buildNotification({
+      sesMessageId: `orphan-${subject}`,
+      receivedAt: new Date(),
+      mailFrom: 'a@remote.test',
+      recipients: ['bob@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    }),
+    raw: Buffer.from(`Subject: ${subject}\r\n\r\nhello\r\n`),
+  });
+  const segment = readdirSync(journalDir).find((f) => f.startsWith(`${process.pid}-`));
+  assert.ok(segment);
+  const orphan = segment.replace(/^\d+-/, '999999993-');
+  renameSync(join(journalDir, segment), join(journalDir, orphan));
+  return orphan;
+}
+
+describe('one dev per data dir', () => {
+  it('a second dev refuses in one line before it recovers or opens anything; import and token run beside dev', async () => {
+    const dataDir = join(work, 'one-dev');
+    const first = await startDev([BIN, 'dev'], dataDir);
+    try {
+      // Left for the next dev's recovery: a second one must not take it (the first owns the data dir).
+      const orphan = await orphanSegment(join(dataDir, 'journal'), 'orphaned');
+      const second = await run(process.execPath, [BIN, 'dev'], {
+        env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: '0' }),
+        timeoutMs: 20_000,
+      });
+      assert.equal(second.code, 1, second.stdout + second.stderr);
+      assert.equal(
+        second.stderr,
+        `mail-relay: mail-relay dev is already running on ${dataDir} (it holds dev.lock there); ` +
+          'stop it, or give this one another MAIL_RELAY_DATA_DIR\n',
+      );
+      assert.equal(second.stdout, '');
+      assert.ok(readdirSync(join(dataDir, 'journal')).includes(orphan), 'the second dev recovered nothing');
+
+      // What the README says runs beside dev still does.
+      const eml = join(work, 'beside.eml');
+      writeFileSync(eml, 'Subject: beside\r\n\r\nhi\r\n');
+      const beside = (args: string[]) =>
+        run(process.execPath, [BIN, ...args], { env: env({ MAIL_RELAY_DATA_DIR: dataDir }) });
+      const [imported, token] = await Promise.all([
+        beside(['import', '--to', 'bob@example.test', eml]),
+        beside(['token', 'create', 'bob@example.test']),
+      ]);
+      assert.equal(imported.code, 0, imported.stderr);
+      assert.match(imported.stdout, /delivered 1,/);
+      assert.equal(token.code, 0, token.stderr);
+      const replayed = await beside(['replay', '--since', '1h']);
+      assert.equal(replayed.code, 0, replayed.stderr);
+      assert.match(replayed.stdout, /delivered 0, duplicate 2,/);
+      await sendOne(first.port, 'over smtp');
+    } finally {
+      first.child.kill('SIGTERM');
+    }
+    const [code] = await once(first.child, 'exit');
+    assert.equal(code, 0, first.output());
+    assert.deepEqual((await subjectsIn(dataDir)).sort(), ['beside', 'orphaned', 'over smtp']);
+  });
+
+  it('a dev whose port is taken says so in one line, and leaves the data dir to the next dev', async () => {
+    const dataDir = join(work, 'port-then-dev');
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      for (const ports of [
+        { MAIL_RELAY_SMTP_PORT: String(port), MAIL_RELAY_API_PORT: '0' },
+        { MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: String(port) },
+      ]) {
+        // In this process: what failed must have released the lock itself, not the end of a process.
+        const out = new PassThrough();
+        const err = new PassThrough();
+        let text = '';
+        err.on('data', (c: Buffer) => {
+          text += c.toString();
+        });
+        const code = await main(['dev'], { out, err, env: env({ MAIL_RELAY_DATA_DIR: dataDir, ...ports }) });
+        assert.equal(code, 1);
+        assert.match(
+          text,
+          new RegExp(`^mail-relay: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use; .*\\n$`),
+        );
+      }
+    } finally {
+      taken.close();
+    }
+    const next = await startDev([BIN, 'dev'], dataDir);
+    try {
+      await sendOne(next.port, 'next');
+    } finally {
+      next.child.kill('SIGTERM');
+    }
+    const [code] = await once(next.child, 'exit');
+    assert.equal(code, 0, next.output());
   });
 });
