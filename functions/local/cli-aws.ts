@@ -5,6 +5,9 @@
  *   mail-relay token create --stack <name> (<mailbox> | --admin [<mailbox>]) [--label <text>]
  *   mail-relay token revoke --stack <name> <token>
  *
+ * (`token list` and revoking by a token's id are local only: in DynamoDB they would need a scan of
+ * the whole table, or an item listing the tokens.)
+ *
  * With `--stack`, the bucket and table come from the CloudFormation stack's outputs (`BucketName`,
  * `TableName`; lib/mail-relay-stack.ts declares them under these keys), and AWS access from the
  * user's own credentials, resolved by the SDK as the AWS CLI does (AWS_PROFILE, ~/.aws/…,
@@ -280,6 +283,13 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
   const stack = values.stack;
   if (stack === undefined || stack === '')
     return usageError(io, 'token', '--stack needs a stack name', TOKEN_STACK_USAGE);
+  if (sub === 'list') {
+    io.err.write(
+      'mail-relay token list: local data dir only (in a stack it would read the whole table); ' +
+        'revoke a stack token with the token itself\n',
+    );
+    return USAGE_EXIT;
+  }
   if (sub !== 'create' && sub !== 'revoke') {
     return usageError(
       io,
@@ -298,7 +308,10 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
       return usageError(io, 'token', 'revoke takes one token, and no --admin or --label', TOKEN_STACK_USAGE);
     }
     if (!TOKEN_RE.test(first)) {
-      io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
+      io.err.write(
+        'mail-relay token revoke: that is not a mail-relay token (mr_…); with --stack, revoke takes ' +
+          'the token itself (token ids are for the local data dir)\n',
+      );
       return USAGE_EXIT;
     }
   } else {

@@ -10,6 +10,7 @@ import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
+import type { TokenRecord } from '../ports/mailbox-index.ts';
 import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
 import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
@@ -44,9 +45,12 @@ Commands:
   token create --admin [<mailbox>] [--label <text>]
                            print a new API token (shown once; only its SHA-256 is stored);
                            an admin token lists every mailbox and reads any of them
-  token revoke <token>     revoke a token
+  token list [<mailbox>]   the tokens (their id, mailbox or admin, created, label), never the tokens
+  token revoke <token | id>
+                           revoke a token, by itself or by the id token list shows
   token create|revoke … --stack <name>
-                           the same, in a deployed stack's table (your AWS credentials)
+                           the same, in a deployed stack's table (your AWS credentials; revoke
+                           takes the token itself there)
   replay --since <time> [--mailbox <address>] [--stack <name>]
                            re-route stored mail (local data dir, or the deployed stack); safe to repeat
   outbox [show <id>]       what forwarding would have sent (when no relay.smtp is configured)
@@ -403,11 +407,21 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
 
 const TOKEN_USAGE = `Usage: mail-relay token create <mailbox> [--label <text>]
        mail-relay token create --admin [<mailbox>] [--label <text>]
-       mail-relay token revoke <token>
-  create prints a new token, once: only its SHA-256 is stored. With --stack <name>: the same, in a
-  deployed stack.`;
+       mail-relay token list [<mailbox>]
+       mail-relay token revoke <token | id>
+  create prints a new token, once: only its SHA-256 is stored. list shows each token's id (the start
+  of that SHA-256), its mailbox or admin, when it was created and its label; revoke takes the token
+  itself or that id. With --stack <name>: create, and revoke <token>, in a deployed stack.`;
 
-/** `token create|revoke`: the token goes to stdout alone on its line (scripts capture it); notes go to stderr. */
+/** How many hex digits of a token's SHA-256 `token list` shows as its id. */
+export const TOKEN_ID_LENGTH = 12;
+/** The shortest id prefix `token revoke` takes (fewer would too easily name more than one token). */
+const MIN_TOKEN_ID_LENGTH = 8;
+
+/**
+ * `token create|list|revoke`: a new token goes to stdout alone on its line (scripts capture it);
+ * notes go to stderr.
+ */
 async function commandToken(args: readonly string[], io: Io): Promise<number> {
   if (args.some((a) => a === '--stack' || a.startsWith('--stack='))) {
     const { commandTokenForStack } = await import('./cli-aws.ts');
@@ -431,13 +445,15 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
   switch (sub) {
     case 'create':
       return await tokenCreate(rest, values.admin === true, values.label, io);
+    case 'list':
+      return await tokenList(rest, io);
     case 'revoke':
       return await tokenRevoke(rest, io);
     default:
       return usageError(
         io,
         'token',
-        sub === undefined ? 'create or revoke?' : `unknown subcommand "${sub}"`,
+        sub === undefined ? 'create, list or revoke?' : `unknown subcommand "${sub}"`,
         TOKEN_USAGE,
       );
   }
@@ -484,20 +500,81 @@ async function tokenCreate(
   }
 }
 
-async function tokenRevoke(positionals: readonly string[], io: Io): Promise<number> {
-  const [token, ...extra] = positionals;
-  if (token === undefined || extra.length > 0) {
-    return usageError(io, 'token', 'revoke takes one token', TOKEN_USAGE);
+/** Who a token is for, as `token list` and `token revoke` name it. */
+function tokenFor(t: TokenRecord): string {
+  return t.admin ? `admin${t.mailbox === null ? '' : ` (${t.mailbox})`}` : (t.mailbox ?? '');
+}
+
+/** `token list [<mailbox>]`: one line per token, oldest first, under a header; never a token itself. */
+async function tokenList(positionals: readonly string[], io: Io): Promise<number> {
+  const [raw, ...extra] = positionals;
+  if (extra.length > 0) return usageError(io, 'token', 'list takes at most one mailbox', TOKEN_USAGE);
+  const mailbox = raw === undefined ? undefined : normalizeAddress(raw);
+  if (mailbox !== undefined && !isAddress(mailbox)) {
+    io.err.write(`mail-relay token list: ${raw} is not an address\n`);
+    return USAGE_EXIT;
   }
-  if (!TOKEN_RE.test(token)) {
-    io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
+  const { config } = loadConfig(io.env);
+  const runtime = await openRuntime(io, config);
+  let tokens: TokenRecord[];
+  try {
+    tokens = (await runtime.index.listTokens()).filter((t) => mailbox === undefined || t.mailbox === mailbox);
+  } finally {
+    await runtime.close();
+  }
+  if (tokens.length === 0) {
+    io.out.write(mailbox === undefined ? 'no tokens\n' : `no tokens for ${mailbox}\n`);
+    return 0;
+  }
+  const rows = [
+    ['id', 'for', 'created', 'label'],
+    ...tokens.map((t) => [t.hash.slice(0, TOKEN_ID_LENGTH), tokenFor(t), t.createdAt, t.label ?? '']),
+  ];
+  const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]?.length ?? 0)));
+  for (const r of rows) {
+    const line = r.map((cell, c) => (c < 3 ? cell.padEnd(widths[c] ?? 0) : cell)).join('  ');
+    io.out.write(`${line.trimEnd()}\n`);
+  }
+  return 0;
+}
+
+/** `token revoke <token | id>`: the token itself, or the start of its SHA-256 (`token list`'s id). */
+async function tokenRevoke(positionals: readonly string[], io: Io): Promise<number> {
+  const [given, ...extra] = positionals;
+  if (given === undefined || extra.length > 0) {
+    return usageError(io, 'token', 'revoke takes one token or token id', TOKEN_USAGE);
+  }
+  const byToken = TOKEN_RE.test(given);
+  const id = given.toLowerCase();
+  if (!byToken && !new RegExp(`^[0-9a-f]{${MIN_TOKEN_ID_LENGTH},64}$`).test(id)) {
+    io.err.write(
+      'mail-relay token revoke: that is neither a mail-relay token (mr_…) nor a token id ' +
+        `(${TOKEN_ID_LENGTH} hex digits, as token list shows)\n`,
+    );
     return USAGE_EXIT;
   }
   const { config } = loadConfig(io.env);
   const runtime = await openRuntime(io, config);
   try {
-    const removed = await runtime.index.deleteToken(hashToken(token));
-    io.err.write(removed ? 'token revoked\n' : 'no such token (already revoked?)\n');
+    let found: TokenRecord | null;
+    if (byToken) {
+      found = await runtime.index.getToken(hashToken(given));
+    } else {
+      const matches = (await runtime.index.listTokens()).filter((t) => t.hash.startsWith(id));
+      if (matches.length > 1) {
+        io.err.write(
+          `mail-relay token revoke: ${given} is the start of ${matches.length} tokens' ids; give more of it\n`,
+        );
+        return USAGE_EXIT;
+      }
+      found = matches[0] ?? null;
+    }
+    const removed = found !== null && (await runtime.index.deleteToken(found.hash));
+    io.err.write(
+      removed && found !== null
+        ? `token revoked: ${found.hash.slice(0, TOKEN_ID_LENGTH)} ${tokenFor(found)}${found.label === undefined ? '' : ` (${found.label})`}\n`
+        : 'no such token (already revoked?)\n',
+    );
     return removed ? 0 : 1;
   } finally {
     await runtime.close();

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
+import { hashToken } from '../../functions/api/auth.ts';
 import { parseConfig } from '../../functions/core/config.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
@@ -690,5 +691,73 @@ describe('one dev per data dir', () => {
     }
     const [code] = await once(next.child, 'exit');
     assert.equal(code, 0, next.output());
+  });
+});
+
+describe('mail-relay token list and revoke by id', () => {
+  it('lists id, mailbox or admin, created and label; revoke takes the id; no token is stored or shown', async () => {
+    const dataDir = join(work, 'tokens');
+    const tokenCli = (args: string[]) =>
+      run(process.execPath, [BIN, 'token', ...args], { env: env({ MAIL_RELAY_DATA_DIR: dataDir }) });
+    const laptop = await tokenCli(['create', 'alice@example.test', '--label', 'my laptop']);
+    const admin = await tokenCli(['create', '--admin']);
+    const bob = await tokenCli(['create', 'bob@example.test']);
+    for (const r of [laptop, admin, bob]) assert.equal(r.code, 0, r.stderr);
+    const tokens = [laptop, admin, bob].map((r) => r.stdout.trim());
+    const ids = tokens.map((t) => hashToken(t).slice(0, 12));
+
+    const [all, alice] = await Promise.all([tokenCli(['list']), tokenCli(['list', 'Alice@Example.test'])]);
+    assert.equal(all.code, 0, all.stderr);
+    const lines = all.stdout.trimEnd().split('\n');
+    assert.match(lines[0] ?? '', /^id +for +created +label$/);
+    assert.match(
+      lines[1] ?? '',
+      new RegExp(`^${ids[0]}  alice@example\\.test  +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z  my laptop$`),
+    );
+    assert.match(lines[2] ?? '', new RegExp(`^${ids[1]}  admin  +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z$`));
+    assert.match(lines[3] ?? '', new RegExp(`^${ids[2]}  bob@example\\.test  +\\d{4}-`));
+    assert.equal(lines.length, 4);
+    assert.deepEqual(
+      alice.stdout
+        .trimEnd()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.slice(0, 12)),
+      [ids[0]],
+    );
+    for (const t of tokens) assert.ok(!all.stdout.includes(t) && !all.stdout.includes(hashToken(t)));
+
+    // The token the user lost: revoked by what list shows.
+    const revoked = await tokenCli(['revoke', ids[0] ?? '']);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.equal(revoked.stderr, `token revoked: ${ids[0]} alice@example.test (my laptop)\n`);
+    const [again, byToken, tooShort, stack] = await Promise.all([
+      tokenCli(['revoke', ids[0] ?? '']),
+      tokenCli(['revoke', tokens[2] ?? '']),
+      tokenCli(['revoke', 'abc']),
+      tokenCli(['list', '--stack', 'MailRelay']),
+    ]);
+    assert.equal(stack.code, 2);
+    assert.match(stack.stderr, /^mail-relay token list: local data dir only/);
+    assert.equal(again.code, 1);
+    assert.equal(again.stderr, 'no such token (already revoked?)\n');
+    assert.equal(byToken.code, 0, byToken.stderr);
+    assert.equal(tooShort.code, 2);
+    assert.match(tooShort.stderr, /neither a mail-relay token \(mr_…\) nor a token id/);
+    const left = await tokenCli(['list']);
+    assert.deepEqual(
+      left.stdout
+        .trimEnd()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.slice(0, 12)),
+      [ids[1]],
+    );
+
+    // Only hashes are stored: no token in the index's files.
+    const files = readdirSync(dataDir).filter((f) => f.startsWith('index.sqlite'));
+    const stored = Buffer.concat(files.map((f) => readFileSync(join(dataDir, f))));
+    for (const t of tokens) assert.ok(!stored.includes(t), 'a token is in the index');
+    assert.ok(stored.includes(hashToken(tokens[1] ?? '')), 'the admin token’s hash is');
   });
 });
