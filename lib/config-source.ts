@@ -3,7 +3,6 @@
  * and validated exactly as `npm start` does (functions/local/config-file.ts). Unlike `npm start`,
  * there is no dev default: deploying example.test would receive nothing.
  */
-import { readFileSync } from 'node:fs';
 import { type AwsSettings, configSchema } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { CONFIG_FILE_NAME, loadConfig } from '../functions/local/config-file.ts';
@@ -17,14 +16,13 @@ export interface StackConfig {
 }
 
 export function loadStackConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): StackConfig {
-  const { path } = loadConfig(env, cwd);
+  const { path, raw } = loadConfig(env, cwd);
   if (path === null) {
     throw new ConfigError(
       `no ${CONFIG_FILE_NAME} in ${cwd}: copy mail-relay.config.example.json to ${CONFIG_FILE_NAME} and put ` +
         'your domains in it, or point MAIL_RELAY_CONFIG at your file',
     );
   }
-  // loadConfig validated this very text; parsing it again is cheap and yields the JSON value itself.
-  const raw: unknown = JSON.parse(readFileSync(path, 'utf8'));
+  // The JSON value loadConfig validated (a leading BOM already dropped).
   return { raw, source: path, aws: configSchema.parse(raw).aws ?? {} };
 }

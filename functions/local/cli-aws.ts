@@ -5,6 +5,9 @@
  *   mail-relay token create --stack <name> (<mailbox> | --admin [<mailbox>]) [--label <text>]
  *   mail-relay token revoke --stack <name> <token>
  *
+ * (`token list` and revoking by a token's id are local only: in DynamoDB they would need a scan of
+ * the whole table, or an item listing the tokens.)
+ *
  * With `--stack`, the bucket and table come from the CloudFormation stack's outputs (`BucketName`,
  * `TableName`; lib/mail-relay-stack.ts declares them under these keys), and AWS access from the
  * user's own credentials, resolved by the SDK as the AWS CLI does (AWS_PROFILE, ~/.aws/…,
@@ -12,13 +15,13 @@
  * the SDK's region. Without it, replay works on the local data dir.
  * The routing configuration is the local `mail-relay.config.json`: the file the stack was built from.
  */
-import { parseArgs } from 'node:util';
 import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
 import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
+import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
 import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
 
 /** The subset of cli.ts's Io these commands use (structurally the same, so cli.ts passes its own). */
@@ -168,42 +171,35 @@ function summaryLine(s: ReplaySummary, since: Date, seconds: string): string {
 
 /** `mail-relay replay`: re-routes stored mail, locally or in a deployed stack. Returns the exit code. */
 export async function commandReplay(args: readonly string[], io: CliIo): Promise<number> {
-  let values: {
-    since?: string | undefined;
-    mailbox?: string | undefined;
-    stack?: string | undefined;
-    'restore-deleted'?: boolean | undefined;
-  };
-  try {
-    ({ values } = parseArgs({
-      args: [...args],
+  const parsed = parseCommandArgs(
+    {
+      command: 'replay',
+      usage: REPLAY_USAGE,
       options: {
         since: { type: 'string' },
         mailbox: { type: 'string' },
         stack: { type: 'string' },
         'restore-deleted': { type: 'boolean' },
       },
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    io.err.write(`mail-relay replay: ${(err as Error).message}\n${REPLAY_USAGE}\n`);
-    return 2;
-  }
-  if (values.since === undefined) {
-    io.err.write(`mail-relay replay: --since is required\n${REPLAY_USAGE}\n`);
-    return 2;
-  }
+      positionals: false,
+    },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
+  if (values.since === undefined) return usageError(io, 'replay', '--since is required', REPLAY_USAGE);
   const since = parseSince(values.since);
   if (since === null) {
     io.err.write(
       `mail-relay replay: --since ${values.since} is not a date, a time or an age (90m, 12h, 7d)\n`,
     );
-    return 2;
+    return USAGE_EXIT;
   }
   const mailbox = values.mailbox === undefined ? undefined : normalizeAddress(values.mailbox);
   if (mailbox !== undefined && !isAddress(mailbox)) {
     io.err.write(`mail-relay replay: --mailbox ${values.mailbox} is not an address\n`);
-    return 2;
+    return USAGE_EXIT;
   }
   const { config, awsRegion } = loadConfig(io.env);
   const options = { since, mailbox, stack: values.stack, restoreDeleted: values['restore-deleted'] === true };
@@ -281,30 +277,39 @@ async function replayIn(
  * to the deployed table. The token is printed once on stdout; only its SHA-256 is stored.
  */
 export async function commandTokenForStack(args: readonly string[], io: CliIo): Promise<number> {
-  const [sub, ...rest] = args;
-  let parsed: {
-    values: { admin?: boolean | undefined; label?: string | undefined; stack?: string | undefined };
-    positionals: string[];
-  };
-  try {
-    parsed = parseArgs({
-      args: rest,
+  const parsed = parseCommandArgs(
+    {
+      command: 'token',
+      usage: TOKEN_STACK_USAGE,
       options: {
         admin: { type: 'boolean', default: false },
         label: { type: 'string' },
         stack: { type: 'string' },
       },
-      allowPositionals: true,
-    });
-  } catch (err) {
-    io.err.write(`mail-relay token: ${(err as Error).message}\n${TOKEN_STACK_USAGE}\n`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
+    },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const [sub, ...positionals] = parsed.positionals;
+  const { values } = parsed;
   const stack = values.stack;
-  if ((sub !== 'create' && sub !== 'revoke') || stack === undefined || stack === '') {
-    io.err.write(`${TOKEN_STACK_USAGE}\n`);
-    return 2;
+  if (stack === undefined || stack === '')
+    return usageError(io, 'token', '--stack needs a stack name', TOKEN_STACK_USAGE);
+  if (sub === 'list') {
+    io.err.write(
+      'mail-relay token list: local data dir only (in a stack it would read the whole table); ' +
+        'revoke a stack token with the token itself\n',
+    );
+    return USAGE_EXIT;
+  }
+  if (sub !== 'create' && sub !== 'revoke') {
+    return usageError(
+      io,
+      'token',
+      sub === undefined ? 'create or revoke?' : `unknown subcommand "${sub}"`,
+      TOKEN_STACK_USAGE,
+    );
   }
   const admin = values.admin === true;
   const label = values.label;
@@ -313,27 +318,29 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
   let mailbox: string | null = null;
   if (sub === 'revoke') {
     if (first === undefined || extra.length > 0 || admin || label !== undefined) {
-      io.err.write(`${TOKEN_STACK_USAGE}\n`);
-      return 2;
+      return usageError(io, 'token', 'revoke takes one token, and no --admin or --label', TOKEN_STACK_USAGE);
     }
     if (!TOKEN_RE.test(first)) {
-      io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
-      return 2;
+      io.err.write(
+        'mail-relay token revoke: that is not a mail-relay token (mr_…); with --stack, revoke takes ' +
+          'the token itself (token ids are for the local data dir)\n',
+      );
+      return USAGE_EXIT;
     }
   } else {
-    if (extra.length > 0 || (first === undefined && !admin)) {
-      io.err.write(`${TOKEN_STACK_USAGE}\n`);
-      return 2;
+    if (extra.length > 0) return usageError(io, 'token', 'create takes one mailbox', TOKEN_STACK_USAGE);
+    if (first === undefined && !admin) {
+      return usageError(io, 'token', 'create needs a mailbox, or --admin', TOKEN_STACK_USAGE);
     }
     if (label !== undefined && (label.length > 200 || /\p{Cc}/u.test(label))) {
       io.err.write('mail-relay token create: --label must be at most 200 printable characters\n');
-      return 2;
+      return USAGE_EXIT;
     }
     if (first !== undefined) {
       const checked = tokenMailbox(loaded.config, first);
       if ('problem' in checked) {
         io.err.write(`mail-relay token create: ${checked.problem}\n`);
-        return 2;
+        return USAGE_EXIT;
       }
       mailbox = checked.mailbox;
     }

@@ -3,7 +3,6 @@
  * function that takes its arguments and an output stream, so tests call them in-process as well as
  * through the binary.
  */
-import { parseArgs } from 'node:util';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import {
@@ -17,6 +16,8 @@ import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
+import type { TokenRecord } from '../ports/mailbox-index.ts';
+import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
 import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
@@ -50,9 +51,12 @@ Commands:
   token create --admin [<mailbox>] [--label <text>]
                            print a new API token (shown once; only its SHA-256 is stored);
                            an admin token lists every mailbox and reads any of them
-  token revoke <token>     revoke a token
+  token list [<mailbox>]   the tokens (their id, mailbox or admin, created, label), never the tokens
+  token revoke <token | id>
+                           revoke a token, by itself or by the id token list shows
   token create|revoke … --stack <name>
-                           the same, in a deployed stack's table (your AWS credentials)
+                           the same, in a deployed stack's table (your AWS credentials; revoke
+                           takes the token itself there)
   replay --since <time> [--mailbox <address>] [--stack <name>]
                            re-route stored mail (local data dir, or the deployed stack); safe to repeat
   outbox [show <id>]       what forwarding would have sent (when no relay.smtp is configured)
@@ -60,16 +64,36 @@ Commands:
                            client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
   compact                  give the space of deleted mail back to the file system (the data dir's
                            SQLite files do not shrink by themselves); with dev stopped
+  help <command>           that command's usage (as <command> --help)
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
 MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1110).`;
+
+const COMMANDS = ['dev', 'route', 'import', 'token', 'replay', 'pop3', 'outbox', 'compact'];
+
+const DEV_USAGE = `Usage: mail-relay dev
+  runs the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525) and the HTTP API on
+  127.0.0.1:$MAIL_RELAY_API_PORT (default 8025), storing in $MAIL_RELAY_DATA_DIR (default ./.mail-relay);
+  one dev per data dir. Stops on Ctrl-C (SIGINT) or SIGTERM.`;
+
+const ROUTE_USAGE = `Usage: mail-relay route <address>…
+  prints what would happen to mail for each address (exit code 1 when one is refused)`;
+
+const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… <files…>
+  feeds .eml files through the router into $MAIL_RELAY_DATA_DIR; recipients: each --to, else the
+  message's Delivered-To / X-Original-To / To / Cc headers`;
+
+const POP3_USAGE = `Usage: mail-relay pop3 [--api <url>]
+  the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) in front of the HTTP API at <url>
+  (default: dev's, http://127.0.0.1:$MAIL_RELAY_API_PORT; a deployed stack's ApiUrl; with or without
+  /v1/); log in with USER <mailbox address>, PASS <API token>`;
 
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
       case 'dev':
-        return await commandDev(io);
+        return await commandDev(rest, io);
       case 'route':
         return commandRoute(rest, io);
       case 'import':
@@ -90,15 +114,19 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         const { commandCompact } = await import('./compact.ts');
         return await commandCompact(rest, io);
       }
-      case undefined:
       case 'help':
+        if (rest.length === 1 && COMMANDS.includes(rest[0] ?? ''))
+          return await main([rest[0] ?? '', '--help'], io);
+        io.out.write(`${USAGE}\n`);
+        return rest.length === 0 ? 0 : USAGE_EXIT;
+      case undefined:
       case '--help':
       case '-h':
         io.out.write(`${USAGE}\n`);
         return command === undefined ? 1 : 0;
       default:
         io.err.write(`mail-relay: unknown command "${command}"\n\n${USAGE}\n`);
-        return 2;
+        return USAGE_EXIT;
     }
   } catch (err) {
     if (err instanceof MailRelayError) {
@@ -151,14 +179,14 @@ function describeDecision(d: Decision, config: Config): string {
 }
 
 function commandRoute(args: readonly string[], io: Io): number {
-  if (args.length === 0) {
-    io.err.write('mail-relay route: give one or more addresses\n');
-    return 2;
-  }
+  const parsed = parseCommandArgs({ command: 'route', usage: ROUTE_USAGE, options: {} }, args, io);
+  if (typeof parsed === 'number') return parsed;
+  const addresses = parsed.positionals;
+  if (addresses.length === 0) return usageError(io, 'route', 'give one or more addresses', ROUTE_USAGE);
   const { config, path } = loadConfig(io.env);
   io.out.write(`config: ${path ?? 'dev default (example.test, every address a mailbox)'}\n`);
   let allAccepted = true;
-  for (const address of args) {
+  for (const address of addresses) {
     const decisions = resolveRecipient(config, qualifyRecipient(config, address));
     // An address reaching one mailbox (or destination) by several paths gets one copy: said once.
     const said = new Set<string>();
@@ -197,18 +225,29 @@ function deliveredMailboxes(r: RouteResult): string[] {
   );
 }
 
-async function commandDev(io: Io): Promise<number> {
+async function commandDev(args: readonly string[], io: Io): Promise<number> {
+  const parsed = parseCommandArgs(
+    { command: 'dev', usage: DEV_USAGE, options: {}, positionals: false },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
   const { config, path } = loadConfig(io.env);
   const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', DEFAULT_SMTP_PORT);
-  const [{ startApiServer }, { startSmtpListener }] = await Promise.all([
+  const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
+  const [{ startApiServer }, { startSmtpListener }, { holdDevLock }, { dataDirFromEnv }] = await Promise.all([
     import('./api-server.ts'),
     import('./smtp-listener.ts'),
+    import('./compact.ts'),
+    import('./runtime.ts'),
   ]);
-  const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
-  const runtime = await openRuntime(io, config);
-  // For `compact`, which must not run beside us (compact.ts); the OS drops it if we die.
-  const { holdDevLock } = await import('./compact.ts');
-  const devLock = holdDevLock(runtime.dataDir);
+  // One dev per data dir, and no `compact` beside it (compact.ts); the OS drops the lock if we die.
+  // Taken before the journal is recovered or a store opened: a second dev must touch nothing.
+  const devLock = holdDevLock(dataDirFromEnv(io.env));
+  const runtime = await openRuntime(io, config).catch((err: unknown) => {
+    devLock.release();
+    throw err;
+  });
   // Mail a crashed run had acknowledged but maybe not finished routing: route it before listening.
   const recovered = await runtime.recover().catch(async (err: unknown) => {
     await runtime.close().catch(() => undefined);
@@ -287,24 +326,23 @@ function untilStopped(io: Io): Promise<void> {
  * front of the local API (`dev`'s, by default) or a deployed one.
  */
 async function commandPop3(args: readonly string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: [...args],
-    options: { api: { type: 'string' } },
-    allowPositionals: true,
-  });
-  if (positionals.length > 0) {
-    io.err.write('mail-relay pop3: no arguments but --api <url>\n');
-    return 2;
-  }
-  const { startPop3Bridge } = await import('./pop3-bridge.ts');
-  const apiUrl = values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`;
+  const parsed = parseCommandArgs(
+    { command: 'pop3', usage: POP3_USAGE, options: { api: { type: 'string' } }, positionals: false },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { apiBaseUrl, startPop3Bridge } = await import('./pop3-bridge.ts');
+  const apiUrl = apiBaseUrl(
+    parsed.values.api ?? `http://127.0.0.1:${portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT)}`,
+  );
   const bridge = await startPop3Bridge({
     apiUrl,
     port: portFromEnv(io, 'MAIL_RELAY_POP3_PORT', DEFAULT_POP3_PORT),
     onError: (err) => io.err.write(`pop3 error: ${errorMessage(err)}\n`),
   });
   io.out.write(
-    `mail-relay pop3\n  pop3:  127.0.0.1:${bridge.port}\n  api:   ${apiUrl.replace(/\/+$/, '')}/v1/\n` +
+    `mail-relay pop3\n  pop3:  127.0.0.1:${bridge.port}\n  api:   ${apiUrl}/v1/\n` +
       '  login: USER <mailbox address>, PASS <API token> (npx mail-relay token create <mailbox>)\n',
   );
   await untilStopped(io);
@@ -355,20 +393,19 @@ async function startDevRetention(
 }
 
 async function commandImport(args: readonly string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: [...args],
-    options: { to: { type: 'string', multiple: true } },
-    allowPositionals: true,
-  });
-  if (positionals.length === 0) {
-    io.err.write('mail-relay import: give one or more .eml files\n');
-    return 2;
-  }
+  const parsed = parseCommandArgs(
+    { command: 'import', usage: IMPORT_USAGE, options: { to: { type: 'string', multiple: true } } },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values, positionals } = parsed;
+  if (positionals.length === 0) return usageError(io, 'import', 'give one or more .eml files', IMPORT_USAGE);
   const forced = (values.to ?? []).map(normalizeAddress);
   const bad = forced.find((t) => !isAddress(t));
   if (bad !== undefined) {
     io.err.write(`mail-relay import: --to ${bad} is not an address\n`);
-    return 2;
+    return USAGE_EXIT;
   }
   const { config } = loadConfig(io.env);
   const { importFiles, progressBar } = await import('./import.ts');
@@ -392,55 +429,72 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
 
 const TOKEN_USAGE = `Usage: mail-relay token create <mailbox> [--label <text>]
        mail-relay token create --admin [<mailbox>] [--label <text>]
-       mail-relay token revoke <token>`;
+       mail-relay token list [<mailbox>]
+       mail-relay token revoke <token | id>
+  create prints a new token, once: only its SHA-256 is stored. list shows each token's id (the start
+  of that SHA-256), its mailbox or admin, when it was created and its label; revoke takes the token
+  itself or that id. With --stack <name>: create, and revoke <token>, in a deployed stack.`;
 
-/** `token create|revoke`: the token goes to stdout alone on its line (scripts capture it); notes go to stderr. */
+/** How many hex digits of a token's SHA-256 `token list` shows as its id. */
+export const TOKEN_ID_LENGTH = 12;
+/** The shortest id prefix `token revoke` takes (fewer would too easily name more than one token). */
+const MIN_TOKEN_ID_LENGTH = 8;
+
+/**
+ * `token create|list|revoke`: a new token goes to stdout alone on its line (scripts capture it);
+ * notes go to stderr.
+ */
 async function commandToken(args: readonly string[], io: Io): Promise<number> {
   if (args.some((a) => a === '--stack' || a.startsWith('--stack='))) {
     const { commandTokenForStack } = await import('./cli-aws.ts');
     return await commandTokenForStack(args, io);
   }
-  const [sub, ...rest] = args;
-  if (sub !== 'create' && sub !== 'revoke') {
-    io.err.write(`${TOKEN_USAGE}\n`);
-    return 2;
+  const parsed = parseCommandArgs(
+    {
+      command: 'token',
+      usage: TOKEN_USAGE,
+      options: { admin: { type: 'boolean', default: false }, label: { type: 'string' } },
+    },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values, positionals } = parsed;
+  const [sub, ...rest] = positionals;
+  if (sub !== 'create' && (values.admin || values.label !== undefined)) {
+    return usageError(io, 'token', '--admin and --label are for token create', TOKEN_USAGE);
   }
-  const { values, positionals } = parseArgs({
-    args: rest,
-    options: { admin: { type: 'boolean', default: false }, label: { type: 'string' } },
-    allowPositionals: true,
-  });
-  if (sub === 'revoke') {
-    const [token, ...extra] = positionals;
-    if (token === undefined || extra.length > 0 || values.admin || values.label !== undefined) {
-      io.err.write(`${TOKEN_USAGE}\n`);
-      return 2;
-    }
-    if (!TOKEN_RE.test(token)) {
-      io.err.write('mail-relay token revoke: that is not a mail-relay token (mr_…)\n');
-      return 2;
-    }
-    const { config } = loadConfig(io.env);
-    const runtime = await openRuntime(io, config);
-    try {
-      const removed = await runtime.index.deleteToken(hashToken(token));
-      io.err.write(removed ? 'token revoked\n' : 'no such token (already revoked?)\n');
-      return removed ? 0 : 1;
-    } finally {
-      await runtime.close();
-    }
+  switch (sub) {
+    case 'create':
+      return await tokenCreate(rest, values.admin === true, values.label, io);
+    case 'list':
+      return await tokenList(rest, io);
+    case 'revoke':
+      return await tokenRevoke(rest, io);
+    default:
+      return usageError(
+        io,
+        'token',
+        sub === undefined ? 'create, list or revoke?' : `unknown subcommand "${sub}"`,
+        TOKEN_USAGE,
+      );
   }
+}
 
-  const admin = values.admin === true;
+async function tokenCreate(
+  positionals: readonly string[],
+  admin: boolean,
+  label: string | undefined,
+  io: Io,
+): Promise<number> {
   const [rawMailbox, ...extra] = positionals;
-  if (extra.length > 0 || (rawMailbox === undefined && !admin)) {
-    io.err.write(`${TOKEN_USAGE}\n`);
-    return 2;
+  if (extra.length > 0) return usageError(io, 'token', 'create takes one mailbox', TOKEN_USAGE);
+  if (rawMailbox === undefined && !admin) {
+    return usageError(io, 'token', 'create needs a mailbox, or --admin', TOKEN_USAGE);
   }
-  const label = values.label;
   if (label !== undefined && (label.length > 200 || /\p{Cc}/u.test(label))) {
     io.err.write('mail-relay token create: --label must be at most 200 printable characters\n');
-    return 2;
+    return USAGE_EXIT;
   }
   const { config } = loadConfig(io.env);
   let mailbox: string | null = null;
@@ -448,7 +502,7 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
     const checked = tokenMailbox(config, rawMailbox);
     if ('problem' in checked) {
       io.err.write(`mail-relay token create: ${checked.problem}\n`);
-      return 2;
+      return USAGE_EXIT;
     }
     mailbox = checked.mailbox;
   }
@@ -463,6 +517,87 @@ async function commandToken(args: readonly string[], io: Io): Promise<number> {
     const scope = tokenScope(admin, mailbox);
     io.err.write(`${scope} created; it is shown only this once. Use it as: Authorization: Bearer <token>\n`);
     return 0;
+  } finally {
+    await runtime.close();
+  }
+}
+
+/** Who a token is for, as `token list` and `token revoke` name it. */
+function tokenFor(t: TokenRecord): string {
+  return t.admin ? `admin${t.mailbox === null ? '' : ` (${t.mailbox})`}` : (t.mailbox ?? '');
+}
+
+/** `token list [<mailbox>]`: one line per token, oldest first, under a header; never a token itself. */
+async function tokenList(positionals: readonly string[], io: Io): Promise<number> {
+  const [raw, ...extra] = positionals;
+  if (extra.length > 0) return usageError(io, 'token', 'list takes at most one mailbox', TOKEN_USAGE);
+  const mailbox = raw === undefined ? undefined : normalizeAddress(raw);
+  if (mailbox !== undefined && !isAddress(mailbox)) {
+    io.err.write(`mail-relay token list: ${raw} is not an address\n`);
+    return USAGE_EXIT;
+  }
+  const { config } = loadConfig(io.env);
+  const runtime = await openRuntime(io, config);
+  let tokens: TokenRecord[];
+  try {
+    tokens = (await runtime.index.listTokens()).filter((t) => mailbox === undefined || t.mailbox === mailbox);
+  } finally {
+    await runtime.close();
+  }
+  if (tokens.length === 0) {
+    io.out.write(mailbox === undefined ? 'no tokens\n' : `no tokens for ${mailbox}\n`);
+    return 0;
+  }
+  const rows = [
+    ['id', 'for', 'created', 'label'],
+    ...tokens.map((t) => [t.hash.slice(0, TOKEN_ID_LENGTH), tokenFor(t), t.createdAt, t.label ?? '']),
+  ];
+  const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]?.length ?? 0)));
+  for (const r of rows) {
+    const line = r.map((cell, c) => (c < 3 ? cell.padEnd(widths[c] ?? 0) : cell)).join('  ');
+    io.out.write(`${line.trimEnd()}\n`);
+  }
+  return 0;
+}
+
+/** `token revoke <token | id>`: the token itself, or the start of its SHA-256 (`token list`'s id). */
+async function tokenRevoke(positionals: readonly string[], io: Io): Promise<number> {
+  const [given, ...extra] = positionals;
+  if (given === undefined || extra.length > 0) {
+    return usageError(io, 'token', 'revoke takes one token or token id', TOKEN_USAGE);
+  }
+  const byToken = TOKEN_RE.test(given);
+  const id = given.toLowerCase();
+  if (!byToken && !new RegExp(`^[0-9a-f]{${MIN_TOKEN_ID_LENGTH},64}$`).test(id)) {
+    io.err.write(
+      'mail-relay token revoke: that is neither a mail-relay token (mr_…) nor a token id ' +
+        `(${TOKEN_ID_LENGTH} hex digits, as token list shows)\n`,
+    );
+    return USAGE_EXIT;
+  }
+  const { config } = loadConfig(io.env);
+  const runtime = await openRuntime(io, config);
+  try {
+    let found: TokenRecord | null;
+    if (byToken) {
+      found = await runtime.index.getToken(hashToken(given));
+    } else {
+      const matches = (await runtime.index.listTokens()).filter((t) => t.hash.startsWith(id));
+      if (matches.length > 1) {
+        io.err.write(
+          `mail-relay token revoke: ${given} is the start of ${matches.length} tokens' ids; give more of it\n`,
+        );
+        return USAGE_EXIT;
+      }
+      found = matches[0] ?? null;
+    }
+    const removed = found !== null && (await runtime.index.deleteToken(found.hash));
+    io.err.write(
+      removed && found !== null
+        ? `token revoked: ${found.hash.slice(0, TOKEN_ID_LENGTH)} ${tokenFor(found)}${found.label === undefined ? '' : ` (${found.label})`}\n`
+        : 'no such token (already revoked?)\n',
+    );
+    return removed ? 0 : 1;
   } finally {
     await runtime.close();
   }

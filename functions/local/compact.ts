@@ -4,17 +4,18 @@
  * never shrink by themselves (no `auto_vacuum`: it would add pointer-map writes to every commit of
  * the ingest path). `VACUUM` rewrites each database without its free pages.
  *
- * Refused while `mail-relay dev` (`npm start`) runs on the data dir (it holds a lock on
+ * Refused while `mail-relay dev` (`npm start`) runs on the data dir (it holds the lock of
  * `dev.lock`): `VACUUM` holds the write lock for as long as it copies the database, and the relay's
  * SQLite calls are synchronous, so the whole relay (SMTP, API, POP3 through the API) would stall,
  * deliveries would time out with `451`, and a DELE could leave its blobs behind. Needs free disk
  * space about the size of the database (the copy goes through the WAL).
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { errorMessage } from '../core/errors.ts';
+import { errorMessage, MailRelayError } from '../core/errors.ts';
 import type { Io } from './cli.ts';
+import { parseCommandArgs } from './cli-args.ts';
 import { dataDirFromEnv } from './runtime.ts';
 
 /** The data dir's SQLite databases: small blobs (FsBlobStore's `<root>.sqlite`) and the index. */
@@ -34,26 +35,42 @@ export interface CompactResult {
 }
 
 /**
- * `dev` holds a read lock on this file (an empty SQLite database in rollback-journal mode) for as
- * long as it runs, and the operating system drops it when the process ends, however it ends: no
- * stale pid files, no pid reuse, any number of `dev`s. `compact` asks for the write lock without
- * waiting, which any holder refuses.
+ * `dev` holds the exclusive lock of this file (an empty SQLite database) for as long as it runs, and
+ * the operating system drops it when the process ends, however it ends: no stale pid files, no pid
+ * reuse. A second `dev` on the data dir cannot take it and refuses to start; `compact` asks for the
+ * same lock without waiting, which a holder refuses. (Versions before held a shared lock, which
+ * both refuse as well.)
  */
 const DEV_LOCK_FILE = 'dev.lock';
+
+/**
+ * How long `dev` waits for the lock: `compact` holds it for the moment of its check, a `dev`
+ * for as long as it runs.
+ */
+const DEV_LOCK_WAIT_MS = 1000;
 
 export interface DevLock {
   release(): void;
 }
 
-/** Taken by `dev` at start, released when it stops. */
+/** Taken by `dev` at start, before anything in the data dir is touched; released when it stops. */
 export function holdDevLock(dataDir: string): DevLock {
-  const db = new Database(join(dataDir, DEV_LOCK_FILE));
+  mkdirSync(dataDir, { recursive: true });
+  const db = new Database(join(dataDir, DEV_LOCK_FILE), { timeout: DEV_LOCK_WAIT_MS });
   try {
-    db.exec('BEGIN');
-    // The read takes SQLite's SHARED lock, held until the transaction ends.
-    db.prepare('SELECT count(*) FROM sqlite_master').get();
+    // No journal file: there is never anything to write, and a killed dev leaves nothing behind.
+    db.pragma('journal_mode = MEMORY');
+    // SQLite's EXCLUSIVE lock, held until the transaction ends.
+    db.exec('BEGIN EXCLUSIVE');
   } catch (err) {
     db.close();
+    if ((err as { code?: unknown }).code === 'SQLITE_BUSY') {
+      throw new MailRelayError(
+        'dev_running',
+        `mail-relay dev is already running on ${dataDir} (it holds ${DEV_LOCK_FILE} there); ` +
+          'stop it, or give this one another MAIL_RELAY_DATA_DIR',
+      );
+    }
     throw err;
   }
   return {
@@ -123,11 +140,18 @@ function mb(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+const COMPACT_USAGE = `Usage: mail-relay compact
+  gives the space of deleted mail back to the file system: rewrites the SQLite files of
+  $MAIL_RELAY_DATA_DIR (default ./.mail-relay) without their free pages; takes no arguments, and
+  runs only with dev stopped (it needs free disk space about the size of the database it copies)`;
+
 export async function commandCompact(args: readonly string[], io: Io): Promise<number> {
-  if (args.length > 0) {
-    io.err.write('mail-relay: compact takes no arguments (it compacts $MAIL_RELAY_DATA_DIR)\n');
-    return 2;
-  }
+  const parsed = parseCommandArgs(
+    { command: 'compact', usage: COMPACT_USAGE, options: {}, positionals: false },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
   const dataDir = dataDirFromEnv(io.env);
   if (devIsRunning(dataDir)) {
     io.err.write(

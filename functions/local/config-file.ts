@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Config, DEV_DEFAULT_CONFIG, isAddress, normalizeAddress, parseConfig } from '../core/config.ts';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, errorMessage } from '../core/errors.ts';
 import { isMailbox } from '../core/routing.ts';
 
 export const CONFIG_FILE_NAME = 'mail-relay.config.json';
@@ -14,6 +14,8 @@ export interface LoadedConfig {
   readonly config: Config;
   /** The file it came from, or null for the dev default. */
   readonly path: string | null;
+  /** The file's JSON value, as read (the CDK app passes it to the functions); null for the dev default. */
+  readonly raw: unknown;
   /** `aws.region`: where `cdk deploy` put the stack, when the file says (the relay itself ignores it). */
   readonly awsRegion?: string | undefined;
 }
@@ -23,23 +25,154 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const path = resolve(cwd, explicit ?? CONFIG_FILE_NAME);
   if (!existsSync(path)) {
     if (explicit) throw new ConfigError(`MAIL_RELAY_CONFIG points to ${path}, which does not exist`);
-    return { config: parseConfig(DEV_DEFAULT_CONFIG, 'the dev default configuration'), path: null };
+    return {
+      config: parseConfig(DEV_DEFAULT_CONFIG, 'the dev default configuration'),
+      path: null,
+      raw: null,
+    };
   }
-  const text = readFileSync(path, 'utf8');
-  const config = parseConfigText(text, path);
-  // Valid once parseConfigText has passed (the schema checks aws.region).
-  const region = (JSON.parse(text) as { aws?: { region?: unknown } }).aws?.region;
-  return { config, path, awsRegion: typeof region === 'string' ? region : undefined };
+  const raw = parseJsonText(readConfigFile(path), path);
+  const config = parseConfig(raw, path);
+  // Valid once parseConfig has passed (the schema checks aws.region).
+  const region = (raw as { aws?: { region?: unknown } }).aws?.region;
+  return { config, path, raw, awsRegion: typeof region === 'string' ? region : undefined };
+}
+
+/** The file's text, or a ConfigError in one line (a directory, no permission…). */
+function readConfigFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'EISDIR'
+        ? 'it is a directory, not a file'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'permission denied'
+          : errorMessage(err);
+    throw new ConfigError(`cannot read the configuration ${path}: ${why}`);
+  }
 }
 
 export function parseConfigText(text: string, source: string): Config {
-  let json: unknown;
+  return parseConfig(parseJsonText(text, source), source);
+}
+
+/** JSON.parse with a leading byte order mark allowed, and a syntax error named by line and column. */
+function parseJsonText(text: string, source: string): unknown {
+  // Editors on Windows save UTF-8 with a BOM; JSON.parse refuses it.
+  const json = text.startsWith('\uFEFF') ? text.slice(1) : text;
   try {
-    json = JSON.parse(text);
+    return JSON.parse(json);
   } catch (err) {
-    throw new ConfigError(`${source} is not valid JSON: ${(err as Error).message}`);
+    const at = jsonSyntaxError(json);
+    if (at === null)
+      throw new ConfigError(`${source} is not valid JSON: ${errorMessage(err).split('\n')[0]}`);
+    const before = json.slice(0, at.offset);
+    const line = before.split('\n').length;
+    const column = at.offset - before.lastIndexOf('\n');
+    throw new ConfigError(`${source} is not valid JSON: line ${line}, column ${column}: ${at.problem}`);
   }
-  return parseConfig(json, source);
+}
+
+/**
+ * Where a text stops being JSON (RFC 8259) and why, or null if it is JSON. V8's messages give a
+ * character position at best, and none for an unexpected token.
+ */
+export function jsonSyntaxError(text: string): { offset: number; problem: string } | null {
+  let i = 0;
+  class Stop {
+    constructor(readonly problem: string) {}
+  }
+  const found = () => (i >= text.length ? 'the end of the file' : JSON.stringify(text.charAt(i)));
+  const space = () => {
+    while (i < text.length && ' \t\n\r'.includes(text.charAt(i))) i++;
+  };
+  const expect = (what: string) => new Stop(`expected ${what}, found ${found()}`);
+  const string = () => {
+    i++;
+    for (;;) {
+      if (i >= text.length) throw new Stop('a string that never ends');
+      const c = text.charAt(i);
+      if (c === '"') {
+        i++;
+        return;
+      }
+      if (c === '\\') {
+        const escaped = /\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})/y;
+        escaped.lastIndex = i;
+        if (!escaped.test(text)) throw new Stop('an invalid escape in a string');
+        i = escaped.lastIndex;
+      } else if (c < ' ') {
+        throw new Stop('a control character (a line break?) in a string');
+      } else {
+        i++;
+      }
+    }
+  };
+  const value = (): void => {
+    space();
+    const c = text.charAt(i);
+    if (c === '{') {
+      i++;
+      space();
+      if (text.charAt(i) === '}') {
+        i++;
+        return;
+      }
+      for (;;) {
+        space();
+        if (text.charAt(i) !== '"') throw expect('a property name in double quotes');
+        string();
+        space();
+        if (text.charAt(i) !== ':') throw expect("':' after a property name");
+        i++;
+        value();
+        space();
+        if (text.charAt(i) === '}') {
+          i++;
+          return;
+        }
+        if (text.charAt(i) !== ',') throw expect("',' or '}' after a property value");
+        i++;
+      }
+    }
+    if (c === '[') {
+      i++;
+      space();
+      if (text.charAt(i) === ']') {
+        i++;
+        return;
+      }
+      for (;;) {
+        value();
+        space();
+        if (text.charAt(i) === ']') {
+          i++;
+          return;
+        }
+        if (text.charAt(i) !== ',') throw expect("',' or ']' after an array element");
+        i++;
+      }
+    }
+    if (c === '"') {
+      string();
+      return;
+    }
+    const literal = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])|true\b|false\b|null\b/y;
+    literal.lastIndex = i;
+    if (!literal.test(text)) throw expect('a value');
+    i = literal.lastIndex;
+  };
+  try {
+    value();
+    space();
+    if (i < text.length) throw new Stop(`${found()} after the end of the JSON value`);
+    return null;
+  } catch (err) {
+    if (err instanceof Stop) return { offset: i, problem: err.problem };
+    throw err;
+  }
 }
 
 /**

@@ -83,6 +83,14 @@ class ApiError extends Error {
   }
 }
 
+/**
+ * The API's base URL, without a trailing slash or `/v1`: `http://127.0.0.1:8025`, `…/v1` and `…/v1/`
+ * (what `mail-relay dev` prints) all name the same API, whose routes are under `<base>/v1/`.
+ */
+export function apiBaseUrl(url: string): string {
+  return url.replace(/\/+$/, '').replace(/\/v1$/i, '').replace(/\/+$/, '');
+}
+
 /** The API as a POP3 session needs it: one mailbox, one token. */
 class MailboxApi {
   private readonly base: string;
@@ -94,7 +102,7 @@ class MailboxApi {
     private readonly token: string,
     private readonly signal: AbortSignal,
   ) {
-    this.base = `${apiUrl.replace(/\/+$/, '')}/v1/mailboxes/${encodeURIComponent(mailbox)}`;
+    this.base = `${apiBaseUrl(apiUrl)}/v1/mailboxes/${encodeURIComponent(mailbox)}`;
   }
 
   private async call(path: string, init: RequestInit = {}): Promise<Response> {
@@ -493,6 +501,12 @@ class Session {
       this.messages = await api.list();
     } catch (err) {
       this.release();
+      // A 404 is not about the login: the listing exists for every mailbox, so the bridge's API URL
+      // is wrong (`--api`). Said to the client and logged, not passed off as a bad password.
+      if (err instanceof ApiError && err.status === 404) {
+        this.options.onError?.(err);
+        return this.reply(`-ERR [SYS/PERM] the bridge's API URL is wrong: ${oneLine(err)}`);
+      }
       if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
         return this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
       }

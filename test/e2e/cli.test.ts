@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import {
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -17,10 +18,13 @@ import {
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
+import { hashToken } from '../../functions/api/auth.ts';
 import { parseConfig } from '../../functions/core/config.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { main } from '../../functions/local/cli.ts';
 import { LOCAL_BUCKET } from '../../functions/local/ingest.ts';
 import { IngestJournal } from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
@@ -418,9 +422,9 @@ describe('mail-relay pop3', () => {
       MAIL_RELAY_POP3_PORT: String(pop3Port),
     };
     const started: ReturnType<typeof spawn>[] = [];
-    const start = async (args: string[], ready: string) => {
+    const start = async (args: string[], ready: string, extra: Record<string, string> = {}) => {
       const child = spawn(process.execPath, [BIN, ...args], {
-        env: env(ports),
+        env: env({ ...ports, ...extra }),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       started.push(child);
@@ -455,13 +459,360 @@ describe('mail-relay pop3', () => {
       assert.equal(read.code, 0, read.stderr);
       assert.match(read.stdout, /^1\n/);
       assert.match(read.stdout, /\nSubject: over pop3\n\nhello\n/);
+
+      // --api as dev prints it (…/v1/), or without the slash: the same API, not …/v1/v1/.
+      for (const api of [`http://127.0.0.1:${apiPort}/v1/`, `http://127.0.0.1:${apiPort}/v1`]) {
+        const port = await freePort();
+        const bridge = await start(['pop3', '--api', api], `127.0.0.1:${port}`, {
+          MAIL_RELAY_POP3_PORT: String(port),
+        });
+        assert.match(bridge.output(), new RegExp(`api: +http://127\\.0\\.0\\.1:${apiPort}/v1/\n`));
+        const stat = await python(
+          `import poplib,sys\np = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=20)\np.user(sys.argv[2]); p.pass_(sys.argv[3])\nprint(p.stat()[0]); p.quit()`,
+          [String(port), 'bob@example.test', secret],
+        );
+        assert.equal(stat.code, 0, `${api}: ${stat.stderr}${bridge.output()}`);
+        assert.equal(stat.stdout, '1\n');
+      }
     } finally {
       for (const child of started) child.kill('SIGTERM');
       for (const child of started) if (child.exitCode === null) await once(child, 'exit');
     }
     assert.deepEqual(
       started.map((c) => c.exitCode),
-      [0, 0],
+      [0, 0, 0, 0],
     );
+  });
+});
+
+/** Runs `mail-relay <args>` with no config file and a data dir of its own; a `dev` that starts is killed. */
+function cli(args: readonly string[], extra: Record<string, string> = {}) {
+  return run(process.execPath, [BIN, ...args], {
+    env: env({
+      MAIL_RELAY_DATA_DIR: join(work, 'usage-data'),
+      MAIL_RELAY_SMTP_PORT: '0',
+      MAIL_RELAY_API_PORT: '0',
+      MAIL_RELAY_POP3_PORT: '0',
+      ...extra,
+    }),
+    timeoutMs: 20_000,
+  });
+}
+
+/** At most `n` CLI processes at a time: each is a Node with tsx, and the machine may have two cores. */
+async function inBatches<T, R>(items: readonly T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += n) out.push(...(await Promise.all(items.slice(i, i + n).map(fn))));
+  return out;
+}
+
+describe('arguments, in every command', () => {
+  it('a missing option value or an unknown option: one line and the usage, exit 2; --help / -h: the usage, exit 0', async () => {
+    // [arguments, the problem line, the usage's first line]
+    const errors: [string[], string, string][] = [
+      [['import', '--to'], "option '--to <value>' argument missing", 'mail-relay import'],
+      [['import', '--bogus', 'x'], "unknown option '--bogus'", 'mail-relay import'],
+      [['pop3', '--api'], "option '--api <value>' argument missing", 'mail-relay pop3'],
+      [['pop3', '--bogus'], "unknown option '--bogus'", 'mail-relay pop3'],
+      [['pop3', 'extra'], 'unexpected argument "extra"', 'mail-relay pop3'],
+      [
+        ['token', 'create', 'alice@example.test', '--label'],
+        "option '--label <value>' argument missing",
+        'mail-relay token create <mailbox>',
+      ],
+      [
+        ['token', 'create', 'alice@example.test', '--bogus'],
+        "unknown option '--bogus'",
+        'mail-relay token create <mailbox>',
+      ],
+      [
+        ['token', 'create', '--admin', '--label'],
+        "option '--label <value>' argument missing",
+        'mail-relay token create <mailbox>',
+      ],
+      [
+        ['token', 'revoke', '--stack', 'S', '--bogus'],
+        "unknown option '--bogus'",
+        'mail-relay token create --stack',
+      ],
+      [['replay', '--since'], "option '--since <value>' argument missing", 'mail-relay replay'],
+      [['dev', '--bogus'], "unknown option '--bogus'", 'mail-relay dev'],
+      [['dev', 'now'], 'unexpected argument "now"', 'mail-relay dev'],
+      [['route', '--bogus'], "unknown option '--bogus'", 'mail-relay route'],
+      [['outbox', '--bogus'], "unknown option '--bogus'", 'mail-relay outbox'],
+      [['compact', '--now'], "unknown option '--now'", 'mail-relay compact'],
+    ];
+    const helps: [string[], string][] = [
+      [['import', '--help'], 'mail-relay import'],
+      [['pop3', '--help'], 'mail-relay pop3'],
+      [['token', 'create', '--help'], 'mail-relay token create <mailbox>'],
+      [['token', '-h'], 'mail-relay token create <mailbox>'],
+      [['token', 'create', '--stack', 'S', '--help'], 'mail-relay token create --stack'],
+      [['replay', '-h'], 'mail-relay replay'],
+      [['dev', '--help'], 'mail-relay dev'],
+      [['route', '--help'], 'mail-relay route'],
+      [['outbox', '--help'], 'mail-relay outbox'],
+      [['compact', '-h'], 'mail-relay compact'],
+      [['help', 'dev'], 'mail-relay dev'],
+    ];
+    const results = await inBatches([...errors.map((e) => e[0]), ...helps.map((h) => h[0])], 6, (a) =>
+      cli(a),
+    );
+    for (const [i, [args, problem, usage]] of errors.entries()) {
+      const r = results[i];
+      const what = `${args.join(' ')}: ${r?.code} ${r?.stdout}${r?.stderr}`;
+      assert.equal(r?.code, 2, what);
+      assert.equal(r.stdout, '', what);
+      assert.ok(
+        r.stderr.startsWith(`mail-relay ${args[0]}: ${problem}\nUsage: ${usage}`),
+        `${what}\nexpected: mail-relay ${args[0]}: ${problem}\\nUsage: ${usage}…`,
+      );
+      assert.doesNotMatch(r.stderr, /\n\s+at |node:internal/, what);
+    }
+    for (const [i, [args, usage]] of helps.entries()) {
+      const r = results[errors.length + i];
+      const what = `${args.join(' ')}: ${r?.code} ${r?.stdout}${r?.stderr}`;
+      assert.equal(r?.code, 0, what);
+      assert.ok(r.stdout.startsWith(`Usage: ${usage}`), what);
+      assert.equal(r.stderr, '', what);
+    }
+  });
+
+  it('route takes addresses only; outbox show names a malformed id, and an empty outbox ends its line', async () => {
+    const [route, malformed, missing, empty] = await Promise.all([
+      cli(['route', '--help']),
+      cli(['outbox', 'show', 'nope']),
+      cli(['outbox', 'show', '0123456789abcdef0123456789abcdef']),
+      cli(['outbox'], { MAIL_RELAY_DATA_DIR: join(work, 'empty-outbox') }),
+    ]);
+    assert.doesNotMatch(route.stdout, /reject 553/);
+    assert.equal(malformed.code, 2);
+    assert.equal(
+      malformed.stderr,
+      'mail-relay outbox: "nope" is not an outbox message id (32 hex digits, as `mail-relay outbox` lists them)\n',
+    );
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stderr, 'mail-relay outbox: no message 0123456789abcdef0123456789abcdef\n');
+    assert.equal(empty.code, 0, empty.stderr);
+    assert.equal(empty.stdout, 'outbox is empty: nothing would have been sent\n');
+  });
+});
+
+describe('a configuration file that cannot be used', () => {
+  it('a directory, a BOM, a syntax error: one line each, the error with its line and column', async () => {
+    const dir = join(work, 'config-dir');
+    mkdirSync(dir, { recursive: true });
+    const bom = join(work, 'bom.config.json');
+    writeFileSync(bom, `\uFEFF${JSON.stringify(CONFIG, null, 2)}`);
+    const broken = join(work, 'broken.config.json');
+    writeFileSync(broken, '{\n  "domains": ["example.test",],\n  "mailboxes": []\n}\n');
+    const unquoted = join(work, 'unquoted.config.json');
+    writeFileSync(unquoted, '{\n  "domains": ["example.test"],\n  mailboxes: []\n}\n');
+    const [isDir, withBom, trailing, name] = await Promise.all(
+      [dir, bom, broken, unquoted].map((path) =>
+        cli(['route', 'sales@example.test'], { MAIL_RELAY_CONFIG: path }),
+      ),
+    );
+    assert.equal(isDir?.code, 1);
+    assert.equal(
+      isDir.stderr,
+      `mail-relay: cannot read the configuration ${dir}: it is a directory, not a file\n`,
+    );
+    assert.equal(withBom?.code, 0, withBom?.stderr);
+    assert.match(
+      withBom.stdout,
+      /sales@example\.test: deliver to mailbox alice@example\.test via routes\[0\]/,
+    );
+    assert.equal(trailing?.code, 1);
+    assert.equal(
+      trailing.stderr,
+      `mail-relay: ${broken} is not valid JSON: line 2, column 30: expected a value, found "]"\n`,
+    );
+    assert.equal(name?.code, 1);
+    assert.equal(
+      name.stderr,
+      `mail-relay: ${unquoted} is not valid JSON: line 3, column 3: expected a property name in double quotes, found "m"\n`,
+    );
+  });
+
+  it('a file it may not read: one line', async (t) => {
+    if (process.getuid?.() === 0) return t.skip('root reads any file');
+    const locked = join(work, 'locked.config.json');
+    writeFileSync(locked, JSON.stringify(CONFIG), { mode: 0o000 });
+    const r = await cli(['route', 'sales@example.test'], { MAIL_RELAY_CONFIG: locked });
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `mail-relay: cannot read the configuration ${locked}: permission denied\n`);
+  });
+});
+
+/** What a killed relay leaves in `journalDir`: a segment of a dead process, holding one acknowledged message. */
+async function orphanSegment(journalDir: string, subject: string): Promise<string> {
+  const journal = new IngestJournal(journalDir, async () => {});
+  await journal.append({
+    type: 'ingest',
+    notification: buildNotification({
+      sesMessageId: `orphan-${subject}`,
+      receivedAt: new Date(),
+      mailFrom: 'a@remote.test',
+      recipients: ['bob@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    }),
+    raw: Buffer.from(`Subject: ${subject}\r\n\r\nhello\r\n`),
+  });
+  const segment = readdirSync(journalDir).find((f) => f.startsWith(`${process.pid}-`));
+  assert.ok(segment);
+  const orphan = segment.replace(/^\d+-/, '999999993-');
+  renameSync(join(journalDir, segment), join(journalDir, orphan));
+  return orphan;
+}
+
+describe('one dev per data dir', () => {
+  it('a second dev refuses in one line before it recovers or opens anything; import and token run beside dev', async () => {
+    const dataDir = join(work, 'one-dev');
+    const first = await startDev([BIN, 'dev'], dataDir);
+    try {
+      // Left for the next dev's recovery: a second one must not take it (the first owns the data dir).
+      const orphan = await orphanSegment(join(dataDir, 'journal'), 'orphaned');
+      const second = await run(process.execPath, [BIN, 'dev'], {
+        env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: '0' }),
+        timeoutMs: 20_000,
+      });
+      assert.equal(second.code, 1, second.stdout + second.stderr);
+      assert.equal(
+        second.stderr,
+        `mail-relay: mail-relay dev is already running on ${dataDir} (it holds dev.lock there); ` +
+          'stop it, or give this one another MAIL_RELAY_DATA_DIR\n',
+      );
+      assert.equal(second.stdout, '');
+      assert.ok(readdirSync(join(dataDir, 'journal')).includes(orphan), 'the second dev recovered nothing');
+
+      // What the README says runs beside dev still does.
+      const eml = join(work, 'beside.eml');
+      writeFileSync(eml, 'Subject: beside\r\n\r\nhi\r\n');
+      const beside = (args: string[]) =>
+        run(process.execPath, [BIN, ...args], { env: env({ MAIL_RELAY_DATA_DIR: dataDir }) });
+      const [imported, token] = await Promise.all([
+        beside(['import', '--to', 'bob@example.test', eml]),
+        beside(['token', 'create', 'bob@example.test']),
+      ]);
+      assert.equal(imported.code, 0, imported.stderr);
+      assert.match(imported.stdout, /delivered 1,/);
+      assert.equal(token.code, 0, token.stderr);
+      const replayed = await beside(['replay', '--since', '1h']);
+      assert.equal(replayed.code, 0, replayed.stderr);
+      assert.match(replayed.stdout, /delivered 0, duplicate 2,/);
+      await sendOne(first.port, 'over smtp');
+    } finally {
+      first.child.kill('SIGTERM');
+    }
+    const [code] = await once(first.child, 'exit');
+    assert.equal(code, 0, first.output());
+    assert.deepEqual((await subjectsIn(dataDir)).sort(), ['beside', 'orphaned', 'over smtp']);
+  });
+
+  it('a dev whose port is taken says so in one line, and leaves the data dir to the next dev', async () => {
+    const dataDir = join(work, 'port-then-dev');
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      for (const ports of [
+        { MAIL_RELAY_SMTP_PORT: String(port), MAIL_RELAY_API_PORT: '0' },
+        { MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: String(port) },
+      ]) {
+        // In this process: what failed must have released the lock itself, not the end of a process.
+        const out = new PassThrough();
+        const err = new PassThrough();
+        let text = '';
+        err.on('data', (c: Buffer) => {
+          text += c.toString();
+        });
+        const code = await main(['dev'], { out, err, env: env({ MAIL_RELAY_DATA_DIR: dataDir, ...ports }) });
+        assert.equal(code, 1);
+        assert.match(
+          text,
+          new RegExp(`^mail-relay: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use; .*\\n$`),
+        );
+      }
+    } finally {
+      taken.close();
+    }
+    const next = await startDev([BIN, 'dev'], dataDir);
+    try {
+      await sendOne(next.port, 'next');
+    } finally {
+      next.child.kill('SIGTERM');
+    }
+    const [code] = await once(next.child, 'exit');
+    assert.equal(code, 0, next.output());
+  });
+});
+
+describe('mail-relay token list and revoke by id', () => {
+  it('lists id, mailbox or admin, created and label; revoke takes the id; no token is stored or shown', async () => {
+    const dataDir = join(work, 'tokens');
+    const tokenCli = (args: string[]) =>
+      run(process.execPath, [BIN, 'token', ...args], { env: env({ MAIL_RELAY_DATA_DIR: dataDir }) });
+    const laptop = await tokenCli(['create', 'alice@example.test', '--label', 'my laptop']);
+    const admin = await tokenCli(['create', '--admin']);
+    const bob = await tokenCli(['create', 'bob@example.test']);
+    for (const r of [laptop, admin, bob]) assert.equal(r.code, 0, r.stderr);
+    const tokens = [laptop, admin, bob].map((r) => r.stdout.trim());
+    const ids = tokens.map((t) => hashToken(t).slice(0, 12));
+
+    const [all, alice] = await Promise.all([tokenCli(['list']), tokenCli(['list', 'Alice@Example.test'])]);
+    assert.equal(all.code, 0, all.stderr);
+    const lines = all.stdout.trimEnd().split('\n');
+    assert.match(lines[0] ?? '', /^id +for +created +label$/);
+    assert.match(
+      lines[1] ?? '',
+      new RegExp(`^${ids[0]}  alice@example\\.test  +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z  my laptop$`),
+    );
+    assert.match(lines[2] ?? '', new RegExp(`^${ids[1]}  admin  +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z$`));
+    assert.match(lines[3] ?? '', new RegExp(`^${ids[2]}  bob@example\\.test  +\\d{4}-`));
+    assert.equal(lines.length, 4);
+    assert.deepEqual(
+      alice.stdout
+        .trimEnd()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.slice(0, 12)),
+      [ids[0]],
+    );
+    for (const t of tokens) assert.ok(!all.stdout.includes(t) && !all.stdout.includes(hashToken(t)));
+
+    // The token the user lost: revoked by what list shows.
+    const revoked = await tokenCli(['revoke', ids[0] ?? '']);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.equal(revoked.stderr, `token revoked: ${ids[0]} alice@example.test (my laptop)\n`);
+    const [again, byToken, tooShort, stack] = await Promise.all([
+      tokenCli(['revoke', ids[0] ?? '']),
+      tokenCli(['revoke', tokens[2] ?? '']),
+      tokenCli(['revoke', 'abc']),
+      tokenCli(['list', '--stack', 'MailRelay']),
+    ]);
+    assert.equal(stack.code, 2);
+    assert.match(stack.stderr, /^mail-relay token list: local data dir only/);
+    assert.equal(again.code, 1);
+    assert.equal(again.stderr, 'no such token (already revoked?)\n');
+    assert.equal(byToken.code, 0, byToken.stderr);
+    assert.equal(tooShort.code, 2);
+    assert.match(tooShort.stderr, /neither a mail-relay token \(mr_…\) nor a token id/);
+    const left = await tokenCli(['list']);
+    assert.deepEqual(
+      left.stdout
+        .trimEnd()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.slice(0, 12)),
+      [ids[1]],
+    );
+
+    // Only hashes are stored: no token in the index's files.
+    const files = readdirSync(dataDir).filter((f) => f.startsWith('index.sqlite'));
+    const stored = Buffer.concat(files.map((f) => readFileSync(join(dataDir, f))));
+    for (const t of tokens) assert.ok(!stored.includes(t), 'a token is in the index');
+    assert.ok(stored.includes(hashToken(tokens[1] ?? '')), 'the admin token’s hash is');
   });
 });

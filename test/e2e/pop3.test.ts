@@ -393,6 +393,34 @@ describe('POP3 bridge', () => {
     assert.equal((await listIds(env, token, BOB)).length, 1);
   });
 
+  it('takes the API URL with or without /v1/; an API URL that is wrong is not passed off as a bad token', async () => {
+    for (const url of [`${env.url}/v1/`, `${env.url}/v1`, `${env.url}//`]) {
+      const other = await startPop3Bridge({ apiUrl: url, port: 0 });
+      try {
+        const r = await converse(other.port, `USER ${ALICE}\r\nPASS ${alice}\r\nQUIT\r\n`, /\+OK bye/);
+        assert.match(r, /\+OK alice@example\.test has \d+ messages/, url);
+      } finally {
+        await other.close();
+      }
+    }
+    const errors: unknown[] = [];
+    const wrong = await startPop3Bridge({
+      apiUrl: `${env.url}/api`,
+      port: 0,
+      onError: (e) => errors.push(e),
+    });
+    try {
+      const r = await converse(wrong.port, `USER ${ALICE}\r\nPASS ${alice}\r\nQUIT\r\n`, /\+OK bye/);
+      assert.match(
+        r,
+        /\r\n-ERR \[SYS\/PERM\] the bridge's API URL is wrong: not_found: no such endpoint: GET \/api\/v1\//,
+      );
+      assert.equal(errors.length, 1, 'and the bridge logs it');
+    } finally {
+      await wrong.close();
+    }
+  });
+
   it('ends a session whose token is revoked meanwhile, at its next read of mail', async () => {
     const token = await env.token(ALICE);
     const session = await login(bridge.port, ALICE, token);

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { DEFAULT_MAX_MESSAGE_BYTES, MAX_ALIAS_DEPTH, parseConfig } from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
 import { resolveRecipient } from '../../functions/core/routing.ts';
-import { loadConfig } from '../../functions/local/config-file.ts';
+import { jsonSyntaxError, loadConfig } from '../../functions/local/config-file.ts';
 
 function configError(input: unknown): ConfigError {
   try {
@@ -263,5 +263,44 @@ describe('configuration', () => {
       (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message),
     );
     assert.throws(() => loadConfig({ MAIL_RELAY_CONFIG: 'missing.json' }, dir), /does not exist/);
+
+    // Saved with a byte order mark (Windows editors): the same configuration, and its JSON value.
+    const value = { domains: ['bom.test'], mailboxes: ['me@bom.test'], aws: { region: 'eu-west-1' } };
+    writeFileSync(join(dir, 'bom.json'), `\uFEFF${JSON.stringify(value)}`);
+    const bom = loadConfig({ MAIL_RELAY_CONFIG: 'bom.json' }, dir);
+    assert.deepEqual(bom.config.domains, ['bom.test']);
+    assert.deepEqual(bom.raw, value);
+    assert.equal(bom.awsRegion, 'eu-west-1');
+  });
+
+  it('names where a text stops being JSON, and finds nothing wrong in JSON', () => {
+    for (const json of [
+      '{}',
+      ' [1, -2.5e+3, 0, "a\\u00e9\\n", true, false, null, {"a": {"b": []}}] ',
+      '"x"',
+      '0',
+    ]) {
+      assert.doesNotThrow(() => JSON.parse(json), json);
+      assert.equal(jsonSyntaxError(json), null, json);
+    }
+    const cases: [string, number, RegExp][] = [
+      ['{"a": 1,}', 8, /expected a property name in double quotes, found "}"/],
+      ['[1, 2,]', 6, /expected a value, found "]"/],
+      ['{"a" 1}', 5, /expected ':' after a property name/],
+      ['{"a": 1 "b": 2}', 8, /expected ',' or '}' after a property value/],
+      ['{"a": 01}', 6, /expected a value, found "0"/],
+      ['{"a": "x', 8, /a string that never ends/],
+      ['{"a": "\\q"}', 7, /an invalid escape/],
+      ["{'a': 1}", 1, /expected a property name in double quotes, found "'"/],
+      ['{} {}', 3, /"\{" after the end of the JSON value/],
+      ['', 0, /expected a value, found the end of the file/],
+      ['// comment\n{}', 0, /expected a value, found "\/"/],
+    ];
+    for (const [json, offset, problem] of cases) {
+      assert.throws(() => JSON.parse(json), json);
+      const at = jsonSyntaxError(json);
+      assert.equal(at?.offset, offset, json);
+      assert.match(at?.problem ?? '', problem, json);
+    }
   });
 });

@@ -317,6 +317,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
   private readonly upsertToken: Database.Statement<[TokenRow]>;
   private readonly selectToken: Database.Statement<[string], TokenRow>;
   private readonly removeToken: Database.Statement<[string]>;
+  private readonly selectTokens: Database.Statement<[], TokenRow>;
   private readonly claimSendStatement: Database.Statement<
     [{ key: string; now: string; stale: string }],
     SendRow
@@ -424,6 +425,9 @@ export class SqliteMailboxIndex implements MailboxIndex {
       'SELECT hash, mailbox, admin, created_at, label FROM tokens WHERE hash = ?',
     );
     this.removeToken = this.db.prepare('DELETE FROM tokens WHERE hash = ?');
+    this.selectTokens = this.db.prepare(
+      'SELECT hash, mailbox, admin, created_at, label FROM tokens ORDER BY created_at, hash',
+    );
     // The conditional write: a new key inserts; an existing one is taken over only when its last
     // attempt failed or its claim is stale. No row back means someone else holds it (or it was sent).
     this.claimSendStatement = this.db.prepare(
@@ -706,6 +710,15 @@ export class SqliteMailboxIndex implements MailboxIndex {
   async deleteToken(hash: string): Promise<boolean> {
     this.flushDeliveries();
     return this.removeToken.run(hash).changes > 0;
+  }
+
+  /**
+   * Every token, oldest first (`mail-relay token list`). Local only, not part of MailboxIndex: in
+   * DynamoDB it would be a scan of the whole table.
+   */
+  async listTokens(): Promise<TokenRecord[]> {
+    this.flushDeliveries();
+    return this.selectTokens.all().map(toToken);
   }
 
   /** Commits anything queued, then closes. Closing twice is harmless. */
