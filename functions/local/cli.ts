@@ -3,6 +3,7 @@
  * function that takes its arguments and an output stream, so tests call them in-process as well as
  * through the binary.
  */
+import { type Stats, unwatchFile, watchFile } from 'node:fs';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import {
@@ -68,6 +69,9 @@ Commands:
 
 Environment: MAIL_RELAY_CONFIG (default ./mail-relay.config.json), MAIL_RELAY_DATA_DIR (./.mail-relay),
 MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1110).`;
+
+/** How often `dev` looks at its configuration file's modification time. */
+const CONFIG_POLL_MS = 2000;
 
 const COMMANDS = ['dev', 'route', 'import', 'token', 'replay', 'pop3', 'outbox', 'compact'];
 
@@ -290,19 +294,41 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
     devLock.release();
     throw err;
   });
+  // From here a SIGINT or SIGTERM closes everything (the banner says we are up; a stop right after it
+  // must not kill the process mid-start).
+  const stopped = untilStopped(io);
   io.out.write(
     `mail-relay dev\n  config: ${path ?? 'dev default: domain example.test, every address is a mailbox'}\n` +
       `  data:   ${runtime.dataDir}\n  smtp:   127.0.0.1:${smtp.port}\n  api:    ${api.url}/v1/\n` +
       '  token:  npx mail-relay token create <mailbox>\n',
   );
+  const unwatch = path === null ? () => undefined : noticeConfigChanges(path, io);
   const retention = await startDevRetention(io, config, api.blobs, runtime.index, runtime.blobs);
-  await untilStopped(io);
+  await stopped;
+  unwatch();
   await retention.stop();
   await smtp.close();
   await api.close();
   await runtime.close();
   devLock.release();
   return 0;
+}
+
+/**
+ * Says once when the configuration file changes while `dev` runs: `route` reads the file anew and
+ * would show the new decisions while the relay still routes by the ones it started with.
+ */
+function noticeConfigChanges(path: string, io: Io): () => void {
+  let said = false;
+  const onChange = (now: Stats, before: Stats) => {
+    if (said || now.mtimeMs === before.mtimeMs) return;
+    said = true;
+    io.out.write(
+      `${path} changed: restart mail-relay dev to route by it (it routes by the configuration it started with)\n`,
+    );
+  };
+  watchFile(path, { persistent: false, interval: CONFIG_POLL_MS }, onChange);
+  return () => unwatchFile(path, onChange);
 }
 
 /** Resolves on SIGINT, SIGTERM or `io.stop`. */

@@ -242,13 +242,14 @@ describe('mail-relay import', () => {
 });
 
 /** Starts `dev` with `argv` (after `node`) and waits until it listens for SMTP. */
-async function startDev(argv: readonly string[], dataDir: string) {
+async function startDev(argv: readonly string[], dataDir: string, extraEnv: Record<string, string> = {}) {
   const port = await freePort();
   const child = spawn(process.execPath, [...argv], {
     env: env({
       MAIL_RELAY_DATA_DIR: dataDir,
       MAIL_RELAY_SMTP_PORT: String(port),
       MAIL_RELAY_API_PORT: String(await freePort()),
+      ...extraEnv,
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -340,6 +341,36 @@ describe('mail-relay dev', () => {
     } finally {
       second.child.kill('SIGTERM');
       await once(second.child, 'exit');
+    }
+  });
+});
+
+describe('mail-relay dev, stopped at once and with its configuration edited', () => {
+  it('a SIGTERM right after it says it listens closes it cleanly (exit 0)', async () => {
+    const dev = await startDev([BIN, 'dev'], join(work, 'dev-stop-data'));
+    dev.child.kill('SIGTERM');
+    const [code, signal] = await once(dev.child, 'exit');
+    assert.deepEqual([code, signal], [0, null], dev.output());
+  });
+
+  it('says once that its configuration file changed and that it still routes by the old one', async () => {
+    const configPath = join(work, 'dev-watch.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dev = await startDev([BIN, 'dev'], join(work, 'dev-watch-data'), { MAIL_RELAY_CONFIG: configPath });
+    try {
+      writeFileSync(
+        configPath,
+        JSON.stringify({ ...CONFIG, mailboxes: [...CONFIG.mailboxes, 'new@example.test'] }),
+      );
+      utimesSync(configPath, new Date(), new Date(Date.now() + 5000));
+      const deadline = Date.now() + 10_000;
+      while (!dev.output().includes('changed: restart mail-relay dev') && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(dev.output(), /dev-watch\.config\.json changed: restart mail-relay dev to route by it/);
+    } finally {
+      dev.child.kill('SIGTERM');
+      await once(dev.child, 'exit');
     }
   });
 });
