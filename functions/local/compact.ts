@@ -37,23 +37,23 @@ export interface CompactResult {
 /**
  * `dev` holds the exclusive lock of this file (an empty SQLite database) for as long as it runs, and
  * the operating system drops it when the process ends, however it ends: no stale pid files, no pid
- * reuse. A second `dev` on the data dir cannot take it and refuses to start; `compact` asks for the
- * same lock without waiting, which a holder refuses. (Versions before held a shared lock, which
+ * reuse. A second `dev` on the data dir cannot take it and refuses to start; `compact` holds the same
+ * lock while it runs, so neither runs beside the other. (Versions before held a shared lock, which
  * both refuse as well.)
  */
 const DEV_LOCK_FILE = 'dev.lock';
 
-/**
- * How long `dev` waits for the lock: `compact` holds it for the moment of its check, a `dev`
- * for as long as it runs.
- */
+/** How long `dev` or `compact` waits for the lock: either holds it for as long as it runs. */
 const DEV_LOCK_WAIT_MS = 1000;
 
 export interface DevLock {
   release(): void;
 }
 
-/** Taken by `dev` at start, before anything in the data dir is touched; released when it stops. */
+/**
+ * Taken by `dev` at start, before anything in the data dir is touched, and by `compact`; released
+ * when it stops.
+ */
 export function holdDevLock(dataDir: string): DevLock {
   mkdirSync(dataDir, { recursive: true });
   const db = new Database(join(dataDir, DEV_LOCK_FILE), { timeout: DEV_LOCK_WAIT_MS });
@@ -67,7 +67,7 @@ export function holdDevLock(dataDir: string): DevLock {
     if ((err as { code?: unknown }).code === 'SQLITE_BUSY') {
       throw new MailRelayError(
         'dev_running',
-        `mail-relay dev is already running on ${dataDir} (it holds ${DEV_LOCK_FILE} there); ` +
+        `mail-relay dev (or compact) is already running on ${dataDir} (it holds ${DEV_LOCK_FILE} there); ` +
           'stop it, or give this one another MAIL_RELAY_DATA_DIR',
       );
     }
@@ -80,23 +80,6 @@ export function holdDevLock(dataDir: string): DevLock {
       db.close();
     },
   };
-}
-
-/** Whether a `dev` (in this process or another) holds the lock on this data dir. */
-export function devIsRunning(dataDir: string): boolean {
-  const path = join(dataDir, DEV_LOCK_FILE);
-  if (!existsSync(path)) return false;
-  const db = new Database(path, { timeout: 0 });
-  try {
-    db.exec('BEGIN EXCLUSIVE');
-    db.exec('ROLLBACK');
-    return false;
-  } catch (err) {
-    if ((err as { code?: unknown }).code === 'SQLITE_BUSY') return true;
-    throw err;
-  } finally {
-    db.close();
-  }
 }
 
 /** A database's bytes on disk, with its WAL (what `du` sees). */
@@ -153,18 +136,31 @@ export async function commandCompact(args: readonly string[], io: Io): Promise<n
   );
   if (typeof parsed === 'number') return parsed;
   const dataDir = dataDirFromEnv(io.env);
-  if (devIsRunning(dataDir)) {
+  const found = DATABASES.map((name) => join(dataDir, name)).filter((p) => existsSync(p));
+  if (found.length === 0) {
+    io.out.write(`nothing to compact: no database in ${dataDir}\n`);
+    return 0;
+  }
+  // Held throughout, so that a dev started meanwhile refuses instead of stalling behind the copy.
+  let lock: DevLock;
+  try {
+    lock = holdDevLock(dataDir);
+  } catch (err) {
+    if (!(err instanceof MailRelayError && err.code === 'dev_running')) throw err;
     io.err.write(
       `mail-relay: mail-relay dev is running on ${dataDir} (it holds dev.lock there); stop it first ` +
         '(compact locks the databases while it copies them, which would stall the relay)\n',
     );
     return 1;
   }
-  const found = DATABASES.map((name) => join(dataDir, name)).filter((p) => existsSync(p));
-  if (found.length === 0) {
-    io.out.write(`nothing to compact: no database in ${dataDir}\n`);
-    return 0;
+  try {
+    return compactAll(found, io);
+  } finally {
+    lock.release();
   }
+}
+
+function compactAll(found: readonly string[], io: Io): number {
   let failed = false;
   for (const path of found) {
     let r: CompactResult;

@@ -712,7 +712,7 @@ describe('one dev per data dir', () => {
       assert.equal(second.code, 1, second.stdout + second.stderr);
       assert.equal(
         second.stderr,
-        `mail-relay: mail-relay dev is already running on ${dataDir} (it holds dev.lock there); ` +
+        `mail-relay: mail-relay dev (or compact) is already running on ${dataDir} (it holds dev.lock there); ` +
           'stop it, or give this one another MAIL_RELAY_DATA_DIR\n',
       );
       assert.equal(second.stdout, '');

@@ -155,7 +155,10 @@ describe('mail-relay compact', () => {
         env: { ...env(dataDir), MAIL_RELAY_SMTP_PORT: String(first.smtpPort), MAIL_RELAY_API_PORT: '0' },
       });
       assert.equal(second.code, 1, second.stdout + second.stderr);
-      assert.match(second.stderr, /^mail-relay: mail-relay dev is already running on .*with-dev /);
+      assert.match(
+        second.stderr,
+        /^mail-relay: mail-relay dev \(or compact\) is already running on .*with-dev /,
+      );
       assert.equal((await compact()).code, 1, 'still refused: the first dev runs');
     } finally {
       // Not a clean stop: the lock must go with the process all the same.
