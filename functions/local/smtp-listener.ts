@@ -143,12 +143,15 @@ export async function startSmtpListener(
     onMailFrom(address, _session, callback) {
       // SMTPUTF8 is not offered (RFC 6531 §3.4): an envelope sender must be ASCII, as a recipient must.
       // Accepted, it would be stored as `?`s in Return-Path and Received.
-      if (/[^\x20-\x7e]/.test(address.address)) {
-        return callback(
-          new SmtpRejectError(553, '5.6.7 Non-ASCII sender address not accepted (no SMTPUTF8)'),
-        );
-      }
-      return callback();
+      const refusal =
+        address.args && 'SMTPUTF8' in address.args
+          ? new SmtpRejectError(555, '5.5.4 SMTPUTF8 is not offered here')
+          : /[^\x20-\x7e]/.test(address.address)
+            ? new SmtpRejectError(553, '5.6.7 Non-ASCII sender address not accepted (no SMTPUTF8)')
+            : null;
+      // Answered on the next turn, as smtp-server's own handler does: answered at once, a MAIL FROM
+      // pipelined behind a message's final dot stopped the session (no reply to what followed).
+      setImmediate(() => callback(refusal));
     },
     onRcptTo(address, _session, callback) {
       const verdict = acceptsRecipient(config, qualifyRecipient(config, address.address));

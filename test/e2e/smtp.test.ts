@@ -613,6 +613,19 @@ describe('a client that half-closes its side (printf … | nc -N)', () => {
     assert.equal((await subjects()).filter((s) => s === 'half-closed without quit').length, 1);
   });
 
+  it('three whole transactions and QUIT in one write: three 250s and the 221, three messages stored', async () => {
+    const r = await sendThenHalfClose(
+      relay.smtp.port,
+      `${envelope('pipelined one')}.\r\n${envelope('pipelined two').replace('EHLO client\r\n', '')}.\r\n` +
+        `${envelope('pipelined three').replace('EHLO client\r\n', '')}.\r\nQUIT\r\n`,
+    );
+    assert.equal(r.closedBy, 'server');
+    assert.equal(r.replies.match(/^250 2\.0\.0 Ok: queued as /gm)?.length, 3, r.replies);
+    assert.match(r.replies, /\r\n221 [^\r\n]*\r\n$/);
+    const got = (await subjects()).filter((s) => s.startsWith('pipelined '));
+    assert.deepEqual(got.sort(), ['pipelined one', 'pipelined three', 'pipelined two']);
+  });
+
   it('before the final dot: no 250, and nothing is stored', async () => {
     const r = await sendThenHalfClose(relay.smtp.port, envelope('half-closed mid-message'));
     assert.equal(r.closedBy, 'server');
@@ -626,9 +639,11 @@ describe('a client that half-closes its side (printf … | nc -N)', () => {
   it('a non-ASCII MAIL FROM gets 553 (SMTPUTF8 is not offered), as a non-ASCII RCPT TO does', async () => {
     const r = await sendThenHalfClose(
       relay.smtp.port,
-      'EHLO client\r\nMAIL FROM:<josé@sender.test>\r\nMAIL FROM:<jose@sender.test>\r\nRCPT TO:<bób@example.test>\r\nQUIT\r\n',
+      'EHLO client\r\nMAIL FROM:<josé@sender.test>\r\nMAIL FROM:<jose@sender.test> SMTPUTF8\r\n' +
+        'MAIL FROM:<jose@sender.test>\r\nRCPT TO:<bób@example.test>\r\nQUIT\r\n',
     );
     assert.match(r.replies, /^553 5\.6\.7 Non-ASCII sender address not accepted/m);
+    assert.match(r.replies, /^555 5\.5\.4 SMTPUTF8 is not offered here/m);
     assert.match(r.replies, /^250 [^\r\n]*\r\n553 5\.1\.3 Bad recipient address syntax\r\n221 /m);
   });
 });
