@@ -3,12 +3,17 @@
  * engine backtracks: a pattern such as `/^([a-z0-9]+[._-]?)+@example\.com$/` (a common "validation"
  * pattern) takes minutes on `aaaa…a!@example.com`, an address any sender may write at RCPT TO, and
  * that time is the event loop's: SMTP and the API stop. So:
- * - a pattern V8's linear-time engine can run (no back-references or look-arounds) and that has no
- *   upper-case letter outside an escape is compiled for it (the `l` flag): its time grows with the
- *   address, never exponentially, and results are those of the usual engine. Addresses are
- *   lower-cased before matching, so such a pattern needs no `i` (which that engine does not take);
- * - any other pattern runs with `i` in a `vm` context with a time limit (the watchdog stops the
- *   match); one that runs out counts as not matching, and a warning names the route once.
+ * - a pattern V8's linear-time engine can run (no back-references or look-arounds) and that is
+ *   plainly lower-case (`caseFree`) is compiled for that engine too (the `l` flag), as a guard:
+ *   whether an address matches is decided there, in time that grows with the address, never
+ *   exponentially. Only an address that matches goes on to the usual engine (with `i`), for the
+ *   groups `$1`… of its targets: the linear engine matches the same addresses but may fill optional
+ *   groups differently. That run is time-limited as below; should it run out, the guard's groups
+ *   serve;
+ * - any other pattern runs on the usual engine with `i` in a `vm` context with a time limit (the
+ *   watchdog stops the match). A match that runs out counts as none, a warning names the route once,
+ *   the address is remembered as not matching, and the route's limit drops for the addresses after
+ *   it, so that a sender repeating such addresses cannot stall the relay for long.
  */
 import { setFlagsFromString } from 'node:v8';
 import { createContext, Script } from 'node:vm';
@@ -18,6 +23,10 @@ import { createContext, Script } from 'node:vm';
  * that a GC pause or a busy machine does not turn a match into none.
  */
 export const REGEX_TIME_LIMIT_MS = 250;
+/** The limit of a route once one of its matches has run out: it is known to backtrack badly. */
+export const REGEX_TIME_LIMIT_AFTER_TIMEOUT_MS = 20;
+/** Addresses remembered per route as having run out (the oldest forgotten first). */
+const TIMED_OUT_REMEMBERED = 1024;
 
 // Accepts the `l` flag (opt-in per regex; nothing else changes). If a Node version no longer takes
 // it, compiling with `l` fails and every route takes the time-limited path.
@@ -25,62 +34,112 @@ setFlagsFromString('--enable-experimental-regexp-engine');
 
 const EXEC = new Script('re.exec(s)');
 
-/** Whether the pattern has an upper-case letter outside an escape (`\W`, `\cJ`…): then it needs `i`. */
-function hasUpperCase(pattern: string): boolean {
+const isLower = (c: number) => c >= 0x61 && c <= 0x7a;
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+
+/**
+ * Whether the pattern, run without `i` on a lower-cased address, matches exactly what it matches
+ * with `i`: no upper-case letter, no escape that can name one (`\x41`, `\u0041`, `\101`, `\cJ`), and
+ * in character classes only ranges within a–z or 0–9 (`[+-_]` spans A–Z: with `i` it also takes a–z).
+ * Conservative: a pattern it refuses still works, on the time-limited path.
+ */
+export function caseFree(pattern: string): boolean {
+  let inClass = false;
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern.charCodeAt(i);
-    if (c === 0x5c)
-      i++; // a backslash: skip what it escapes
-    else if (c >= 0x41 && c <= 0x5a) return true;
+    if (c === 0x5c) {
+      // An escape: these letters may stand for any character, an upper-case one among them.
+      if (/[xuc0-9]/.test(pattern[i + 1] ?? '')) return false;
+      i++;
+      continue;
+    }
+    if (c >= 0x41 && c <= 0x5a) return false;
+    if (inClass) {
+      if (c === 0x5d) inClass = false;
+      else if (c === 0x2d && i > 0 && pattern[i - 1] !== '[' && pattern[i + 1] !== ']') {
+        // A range `a-b`: both ends letters or both digits.
+        const from = pattern.charCodeAt(i - 1);
+        const to = pattern.charCodeAt(i + 1);
+        if (!((isLower(from) && isLower(to)) || (isDigit(from) && isDigit(to)))) return false;
+      }
+    } else if (c === 0x5b) {
+      inClass = true;
+      if (pattern[i + 1] === '^') i++;
+      if (pattern[i + 1] === ']') i++; // `[]…]` / `[^]…]`: a literal `]` first
+    }
   }
-  return false;
+  return true;
 }
 
 export class RouteRegex {
-  /** Whether matches run on V8's linear-time engine (else: time-limited, see the module comment). */
+  /** Whether a linear-time guard decides which addresses match (see the module comment). */
   readonly linear: boolean;
   /** Capture groups in the pattern (`$1`… of a target). */
   readonly groupCount: number;
+  readonly #guard: RegExp | undefined;
   readonly #regex: RegExp;
   #context: { re: RegExp; s: string } | undefined;
+  #limitMs = REGEX_TIME_LIMIT_MS;
+  readonly #timedOut = new Set<string>();
   #warned = false;
 
   /** Throws a SyntaxError for an invalid pattern. */
   constructor(readonly pattern: string) {
-    const backtracking = new RegExp(pattern, 'i');
-    let linear: RegExp | undefined;
-    if (!hasUpperCase(pattern)) {
+    this.#regex = new RegExp(pattern, 'i');
+    if (caseFree(pattern)) {
       try {
-        linear = new RegExp(pattern, 'l');
+        this.#guard = new RegExp(pattern, 'l');
       } catch {
         // Back-references, look-arounds, or a Node without the flag.
       }
     }
-    this.linear = linear !== undefined;
-    this.#regex = linear ?? backtracking;
+    this.linear = this.#guard !== undefined;
     // An empty alternative makes every pattern match '', which reports its group count.
     this.groupCount = (new RegExp(`${pattern}|`).exec('')?.length ?? 1) - 1;
   }
 
   /** The match of a lower-cased address, or null (also when the time limit ran out). */
   exec(address: string): RegExpExecArray | null {
-    if (this.linear) return this.#regex.exec(address);
+    if (this.#guard) {
+      if (!this.#guard.test(address)) return null;
+      const groups = this.#limited(address);
+      if (groups !== undefined) return groups;
+      this.#ranOut(address, 'its groups are taken from the linear-time match');
+      return this.#guard.exec(address);
+    }
+    if (this.#timedOut.has(address)) return null;
+    const match = this.#limited(address);
+    if (match !== undefined) return match;
+    this.#ranOut(address, 'it counts as no match, as will any address that does so again');
+    if (this.#timedOut.size >= TIMED_OUT_REMEMBERED) {
+      this.#timedOut.delete(this.#timedOut.values().next().value as string);
+    }
+    this.#timedOut.add(address);
+    return null;
+  }
+
+  /** The usual engine's match under the time limit; undefined when it ran out. */
+  #limited(address: string): RegExpExecArray | null | undefined {
     this.#context ??= createContext({ re: this.#regex, s: '' }) as { re: RegExp; s: string };
     this.#context.s = address;
     try {
-      return EXEC.runInContext(this.#context, { timeout: REGEX_TIME_LIMIT_MS }) as RegExpExecArray | null;
+      return EXEC.runInContext(this.#context, { timeout: this.#limitMs }) as RegExpExecArray | null;
     } catch (err) {
       if ((err as { code?: unknown }).code !== 'ERR_SCRIPT_EXECUTION_TIMEOUT') throw err;
-      if (!this.#warned) {
-        this.#warned = true;
-        process.emitWarning(
-          `route /${this.pattern}/: matching "${address.slice(0, 100)}" took over ${REGEX_TIME_LIMIT_MS} ms ` +
-            'and counts as no match (as will any address that does so again); the pattern backtracks ' +
-            'without bound: remove nested repetition such as (x+)+',
-          'MailRelayRegexWarning',
-        );
-      }
-      return null;
+      return undefined;
     }
+  }
+
+  /** After a match ran out: the route's limit drops, and a warning names it (once). */
+  #ranOut(address: string, outcome: string): void {
+    this.#limitMs = REGEX_TIME_LIMIT_AFTER_TIMEOUT_MS;
+    if (this.#warned) return;
+    this.#warned = true;
+    process.emitWarning(
+      `route /${this.pattern}/: matching "${address.slice(0, 100)}" took over ${REGEX_TIME_LIMIT_MS} ms and ` +
+        `was stopped (${outcome}; its later matches get ${REGEX_TIME_LIMIT_AFTER_TIMEOUT_MS} ms): the pattern ` +
+        'backtracks without bound: remove nested repetition such as (x+)+',
+      'MailRelayRegexWarning',
+    );
   }
 }

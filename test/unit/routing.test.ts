@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
+import { caseFree } from '../../functions/core/route-regex.ts';
 import {
   acceptsRecipient,
   applyPolicies,
@@ -391,5 +392,36 @@ describe('regex routes in bounded time (a sender chooses the address)', () => {
       warnings[0] ?? '',
       /^MailRelayRegexWarning: route \/\^\(X\+x\+\)\+\\1=@example\\\.com\$\/: matching "x+/,
     );
+  });
+
+  it('groups for $n are those of the usual engine, also where the linear-time one would fill them otherwise', () => {
+    const c = parseConfig({
+      domains: ['example.test'],
+      mailboxes: ['bob@example.test'],
+      routes: [
+        { match: '/^(?:(dev)*|(ops)+)?-?(.*)@example\\.test$/', action: 'deliver', to: ['$3@example.test'] },
+      ],
+    });
+    const [r] = c.routes;
+    assert.ok(r?.match.kind === 'regex' && r.match.regex.linear);
+    for (const address of ['opsops-bob@example.test', 'devdev-bob@example.test', 'bob@example.test']) {
+      assert.deepEqual(summarize(resolveRecipient(c, address)), ['deliver bob@example.test'], address);
+    }
+  });
+
+  it('escapes and ranges that can stand for upper-case letters keep `i` (the time-limited path)', () => {
+    assert.equal(caseFree('^([a-z0-9]+[._-]?)+@example\\.com$'), true);
+    assert.equal(caseFree('^[^a-z]?[0-9a-f-]+\\.x$'), true);
+    for (const p of ['^\\x41lice@', '^\\u0041lice@', '^\\101lice@', '^[0-9+-_]+@', '^[A-z]@', '^Alice@']) {
+      assert.equal(caseFree(p), false, p);
+    }
+    const c = parseConfig({
+      domains: ['example.test'],
+      mailboxes: ['alice@example.test'],
+      routes: [
+        { match: '/^\\x41li[+-_]e-(.*)@example\\.test$/', action: 'deliver', to: ['alice@example.test'] },
+      ],
+    });
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice-x@example.test')), ['deliver alice@example.test']);
   });
 });
