@@ -579,22 +579,30 @@ function findAliasProblems(config: Config): string[] {
     if (start.route.action !== 'deliver') continue;
     // Depth-first walk over exact aliases, looking for a way back to a node on the current path, or
     // a path longer than routing follows.
+    // The routes' addresses on the current path, and how each was written as a target.
     const path: string[] = [];
-    const visit = (address: string): string | null => {
-      if (path.includes(address)) return `alias loop ${[...path, address].join(' -> ')}`;
+    const shown: string[] = [];
+    const visit = (target: string): string | null => {
+      // As routing takes a target: an exact route of the address, else of the address without its
+      // `+tag` (`alice@ -> [alice+inbox@]` comes back to alice@'s own route).
+      const address = candidatesFor(config, target).find((c) => exact.has(c.address))?.address ?? target;
+      const label = address === target ? target : `${target} (${address}'s route)`;
+      if (path.includes(address)) return `alias loop ${[...shown, label].join(' -> ')}`;
       const r = exact.get(address);
       if (r?.route.action !== 'deliver') return null;
+      // `alice@ -> [alice@, …]` where alice@ is a mailbox: the route also delivers to the mailbox it names.
       const onward = r.route.to.filter((t) => !(t === address && isMailbox(t)));
       if (onward.length > 0 && path.length >= MAX_ALIAS_DEPTH) {
-        return `alias chain longer than ${MAX_ALIAS_DEPTH} aliases (routing stops there): ${[...path, address].join(' -> ')}`;
+        return `alias chain longer than ${MAX_ALIAS_DEPTH} aliases (routing stops there): ${[...shown, label].join(' -> ')}`;
       }
       path.push(address);
-      // `alice@ -> [alice@, …]` where alice@ is a mailbox: the route also delivers to the mailbox it names.
+      shown.push(label);
       for (const t of onward) {
         const found = visit(t);
         if (found) return found;
       }
       path.pop();
+      shown.pop();
       return null;
     };
     const found = visit(start.match.kind === 'exact' ? start.match.address : '');

@@ -162,7 +162,7 @@ function substitute(target: string, groups: RegExpExecArray | undefined, address
 }
 
 type RawOutcome = (
-  | { kind: 'deliver'; mailbox: string; routeIndex?: number | undefined }
+  | { kind: 'deliver'; mailbox: string; routeIndex?: number | undefined; plusTag?: string | undefined }
   | { kind: 'forward'; to: string; routeIndex: number }
   | {
       kind: 'reject';
@@ -223,7 +223,13 @@ function resolveAddress(
   }
   const m = findMatch(config, address);
   if (!m) return { outcomes: [unknown()] };
-  if (!m.route) return { outcomes: [{ kind: 'deliver', mailbox: m.candidate.address }], first: m };
+  if (!m.route) {
+    // The tag of a `+tag` target (an alias to `alice+lists@`) stays with the delivery.
+    return {
+      outcomes: [{ kind: 'deliver', mailbox: m.candidate.address, plusTag: m.candidate.plusTag }],
+      first: m,
+    };
+  }
   const { route, index } = m.route;
   switch (route.action) {
     case 'reject':
@@ -329,7 +335,12 @@ export function resolveRecipient(
   const firstVerdict = applyPolicies(policies, verdicts);
 
   return outcomes.map((o): Decision => {
-    const base = { recipient: address, routeIndex: o.routeIndex, plusTag };
+    const base = {
+      recipient: address,
+      routeIndex: o.routeIndex,
+      // A tag the target itself carries (alias to `alice+lists@`), else the recipient's own.
+      plusTag: (o.kind === 'deliver' ? o.plusTag : undefined) ?? plusTag,
+    };
     const verdict = o.stricter ? applyPolicies(stricterOf(policies, o.stricter), verdicts) : firstVerdict;
     if (o.kind === 'reject')
       return { ...base, kind: 'reject', code: o.code, message: o.message, reason: o.reason };

@@ -120,7 +120,10 @@ export async function importFiles(
         failures.push({ file, reason: 'no recipient in the headers (use --to)' });
         return;
       }
-      const sesMessageId = sesMessageIdFromContent(Buffer.concat([Buffer.from(recipients.join(',')), body]));
+      // A NUL ends the recipients (no address holds one), so no other split of the same bytes collides.
+      const sesMessageId = sesMessageIdFromContent(
+        Buffer.concat([Buffer.from(`${recipients.join(',')}\0`), body]),
+      );
       const receivedAt =
         importReceiptTime(body) ?? (await earlierImportTime(deps, sesMessageId, recipients)) ?? info.mtime;
       const result = await ingest(deps, {

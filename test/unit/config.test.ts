@@ -202,6 +202,29 @@ describe('configuration', () => {
     assert.match(err.message, /routes\[0\]\.to\[0\]: "alice\+team@example\.com" is neither a mailbox/);
   });
 
+  it("refuses alias loops through +tag addresses (routing takes alice+inbox@ to alice@'s route)", () => {
+    const self = configError({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      routes: [{ match: 'alice@example.com', action: 'deliver', to: ['alice+inbox@example.com'] }],
+    });
+    assert.deepEqual(self.issues, [
+      "routes[0].to: alias loop alice@example.com -> alice+inbox@example.com (alice@example.com's route)",
+    ]);
+    const pair = configError({
+      domains: ['example.com'],
+      mailboxes: ['real@example.com'],
+      routes: [
+        { match: 'a@example.com', action: 'deliver', to: ['b+x@example.com'] },
+        { match: 'b@example.com', action: 'deliver', to: ['a+y@example.com', 'real@example.com'] },
+      ],
+    });
+    assert.match(
+      pair.message,
+      /alias loop a@example\.com -> b\+x@example\.com \(b@example\.com's route\) -> a\+y@example\.com/,
+    );
+  });
+
   it('refuses a route shadowed by an earlier one for the same address (any case) or domain', () => {
     const err = configError({
       domains: ['example.com'],

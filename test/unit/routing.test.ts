@@ -328,6 +328,27 @@ describe('verdict policies through aliases', () => {
   });
 });
 
+describe('aliases to +tag addresses', () => {
+  it("deliver with the target's tag (info@ -> alice+info@), or else the recipient's own", () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      routes: [
+        { match: 'info@example.com', action: 'deliver', to: ['alice+info@example.com'] },
+        { match: 'team@example.com', action: 'deliver', to: ['alice@example.com'] },
+      ],
+    });
+    const tagOf = (address: string) =>
+      resolveRecipient(c, address).map((d) =>
+        d.kind === 'deliver' ? `${d.mailbox} ${d.plusTag ?? '-'}` : d.kind,
+      );
+    assert.deepEqual(tagOf('info@example.com'), ['alice@example.com info']);
+    assert.deepEqual(tagOf('team+news@example.com'), ['alice@example.com news']);
+    assert.deepEqual(tagOf('alice+x@example.com'), ['alice@example.com x']);
+    assert.deepEqual(tagOf('team@example.com'), ['alice@example.com -']);
+  });
+});
+
 describe('acceptsRecipient (RCPT TO)', () => {
   it('accepts routed recipients and refuses the rest with their reply', () => {
     assert.deepEqual(acceptsRecipient(config, 'alice@example.com'), { accept: true });
