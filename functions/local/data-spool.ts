@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { processIsAlive } from './ingest-journal.ts';
 
 export interface DataSpoolOptions {
@@ -22,11 +21,12 @@ export interface DataSpoolOptions {
 }
 
 /**
- * A Writable for one message's DATA stream. It never fails the stream: an error writing the file is
+ * One message's DATA, chunk by chunk (`push`). It never fails the stream: an error writing the file is
  * kept (`error`) and the rest is drained unstored, as SMTP requires reading to the final dot before
- * answering.
+ * answering. Not a Writable the stream is piped to: for the small messages that never reach the
+ * file, that machinery cost ~5% of the relay's throughput.
  */
-export class DataSpool extends Writable {
+export class DataSpool {
   /** Bytes received (also those not kept after `discard` said so). */
   bytes = 0;
   /** The first error writing the spool file, if any: the message is incomplete. */
@@ -36,36 +36,62 @@ export class DataSpool extends Writable {
   #path: string | undefined;
   /** Set once nothing more is to be kept: over the size limit, or disposed of. */
   #discarded = false;
+  /** The file write in flight, if any. */
+  #writing: Promise<void> | undefined;
 
-  constructor(private readonly options: DataSpoolOptions) {
-    super({ decodeStrings: true });
-  }
+  constructor(private readonly options: DataSpoolOptions) {}
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
-    this.#accept(chunk).then(done);
-  }
-
-  override _final(done: () => void): void {
-    this.#closeFile().then(done);
-  }
-
-  /** Keeps a chunk, in memory or in the file; never rejects. */
-  async #accept(chunk: Buffer): Promise<void> {
+  /**
+   * Keeps a chunk. Returns a promise when it goes to the file: the caller pauses its stream until it
+   * settles (it never rejects), so that writes do not pile up in memory.
+   */
+  push(chunk: Buffer): Promise<void> | undefined {
+    if (this.#writing !== undefined || this.#file !== undefined) return this.#toFile(chunk);
+    // In memory: the path of every small message.
     this.bytes += chunk.length;
-    if (this.#discarded || this.error) return;
+    if (this.#discarded || this.error) return undefined;
     if (this.options.discard?.()) {
-      await this.dispose();
-      return;
+      this.#discarded = true;
+      this.#chunks = [];
+      return undefined;
     }
     this.#chunks.push(chunk);
-    const inMemory = this.options.dir === undefined || this.bytes < this.options.memoryBytes;
-    if (this.#file === undefined && inMemory) return;
-    try {
-      await this.#flush();
-    } catch (err) {
-      this.error = asError(err);
-      await this.dispose();
-    }
+    if (this.options.dir === undefined || this.bytes < this.options.memoryBytes) return undefined;
+    // Large: what came so far goes to a new file, and so does the rest.
+    return this.#toFile(null);
+  }
+
+  /** Once the stream has ended: waits for the last write and closes the file. */
+  async finish(): Promise<void> {
+    await this.#writing;
+    await this.#closeFile();
+  }
+
+  /** Queues `chunk` (null: only what is held) for the file, after any write in flight. */
+  #toFile(chunk: Buffer | null): Promise<void> {
+    const write = async (): Promise<void> => {
+      if (chunk !== null) {
+        this.bytes += chunk.length;
+        if (this.#discarded || this.error) return;
+        if (this.options.discard?.()) {
+          await this.dispose();
+          return;
+        }
+        this.#chunks.push(chunk);
+      }
+      try {
+        await this.#flush();
+      } catch (err) {
+        this.error = asError(err);
+        await this.dispose();
+      }
+    };
+    const writing = (this.#writing ?? Promise.resolve()).then(write);
+    this.#writing = writing;
+    void writing.then(() => {
+      if (this.#writing === writing) this.#writing = undefined;
+    });
+    return writing;
   }
 
   async #closeFile(): Promise<void> {

@@ -75,12 +75,15 @@ const socketReadyState = Object.getOwnPropertyDescriptor(NetSocket.prototype, 'r
  */
 function answerAfterHalfClose(socket: Socket, connection: SMTPConnection): void {
   if (!socketReadyState) return;
-  Object.defineProperty(socket, 'readyState', {
-    configurable: true,
-    get(this: Socket) {
-      const state = socketReadyState.call(this) as string;
-      return state === 'writeOnly' ? 'open' : state;
-    },
+  // Only once the client's FIN has come: the socket of every other connection keeps its shape.
+  socket.once('end', () => {
+    Object.defineProperty(socket, 'readyState', {
+      configurable: true,
+      get(this: Socket) {
+        const state = socketReadyState.call(this) as string;
+        return state === 'writeOnly' ? 'open' : state;
+      },
+    });
   });
   const parser = (connection as unknown as { _parser: Writable | false })._parser;
   if (parser) parser.once('finish', () => connection.close());

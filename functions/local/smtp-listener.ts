@@ -175,8 +175,16 @@ export async function startSmtpListener(
         void spool.dispose();
         callback(err);
       });
-      stream.pipe(spool);
-      spool.once('finish', async () => {
+      stream.on('data', (chunk: Buffer) => {
+        const writing = spool.push(chunk);
+        if (writing) {
+          // To the spool file: no more chunks in memory until it is written (back-pressure to the socket).
+          stream.pause();
+          void writing.then(() => stream.resume());
+        }
+      });
+      stream.once('end', async () => {
+        await spool.finish();
         if (stream.sizeExceeded) {
           inFlight.delete(session.id);
           await spool.dispose();
