@@ -82,6 +82,14 @@ async function earlierImportTime(
   return Number.isFinite(ms) ? new Date(ms) : null;
 }
 
+/**
+ * The SES-like id of an imported message: from its recipients (sorted, normalized) and its bytes. A NUL
+ * ends the recipients (no address holds one), so no other split of the same bytes collides.
+ */
+export function importSesMessageId(recipients: readonly string[], body: Buffer): string {
+  return sesMessageIdFromContent(Buffer.concat([Buffer.from(`${recipients.join(',')}\0`), body]));
+}
+
 export function progressBar(done: number, total: number, width = 30): string {
   const filled = total === 0 ? width : Math.round((done / total) * width);
   return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`;
@@ -120,10 +128,7 @@ export async function importFiles(
         failures.push({ file, reason: 'no recipient in the headers (use --to)' });
         return;
       }
-      // A NUL ends the recipients (no address holds one), so no other split of the same bytes collides.
-      const sesMessageId = sesMessageIdFromContent(
-        Buffer.concat([Buffer.from(`${recipients.join(',')}\0`), body]),
-      );
+      const sesMessageId = importSesMessageId(recipients, body);
       const receivedAt =
         importReceiptTime(body) ?? (await earlierImportTime(deps, sesMessageId, recipients)) ?? info.mtime;
       const result = await ingest(deps, {
