@@ -289,7 +289,18 @@ function resolveAddress(
           }),
         );
       }
-      return { outcomes, first: m };
+      // A `+tag` address routed by its base address's route (an alias to `team+sales@`): what that
+      // route delivers carries the tag, unless a target has a tag of its own.
+      const tag = m.candidate.plusTag;
+      return {
+        outcomes:
+          tag === undefined
+            ? outcomes
+            : outcomes.map((o) =>
+                o.kind === 'deliver' && o.plusTag === undefined ? { ...o, plusTag: tag } : o,
+              ),
+        first: m,
+      };
     }
   }
 }

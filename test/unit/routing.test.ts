@@ -347,6 +347,29 @@ describe('aliases to +tag addresses', () => {
     assert.deepEqual(tagOf('alice+x@example.com'), ['alice@example.com x']);
     assert.deepEqual(tagOf('team@example.com'), ['alice@example.com -']);
   });
+
+  it('keep the tag when the base address has a route of its own (alice@ -> [alice@, archive@], team@ -> [bob@, alice@])', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com', 'archive@example.com', 'bob@example.com'],
+      routes: [
+        { match: 'info@example.com', action: 'deliver', to: ['alice+info@example.com'] },
+        { match: 'alice@example.com', action: 'deliver', to: ['alice@example.com', 'archive@example.com'] },
+        { match: 'sales@example.com', action: 'deliver', to: ['team+sales@example.com'] },
+        { match: 'team@example.com', action: 'deliver', to: ['bob@example.com', 'alice+lead@example.com'] },
+      ],
+    });
+    const tagOf = (address: string) =>
+      resolveRecipient(c, address).map((d) =>
+        d.kind === 'deliver' ? `${d.mailbox} ${d.plusTag ?? '-'}` : d.kind,
+      );
+    assert.deepEqual(tagOf('info@example.com'), ['alice@example.com info', 'archive@example.com info']);
+    assert.deepEqual(tagOf('sales@example.com'), [
+      'bob@example.com sales',
+      'alice@example.com lead',
+      'archive@example.com lead',
+    ]);
+  });
 });
 
 describe('acceptsRecipient (RCPT TO)', () => {
