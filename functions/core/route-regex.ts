@@ -39,7 +39,7 @@ const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
 
 /**
  * Whether the pattern, run without `i` on a lower-cased address, matches exactly what it matches
- * with `i`: no upper-case letter, no escape that can name one (`\x41`, `\u0041`, `\101`, `\cJ`), and
+ * with `i`: ASCII only, no upper-case letter, no escape that can name one (`\x41`, `\u0041`, `\101`, `\cJ`), and
  * in character classes only ranges within a–z or 0–9 (`[+-_]` spans A–Z: with `i` it also takes a–z).
  * Conservative: a pattern it refuses still works, on the time-limited path.
  */
@@ -53,7 +53,8 @@ export function caseFree(pattern: string): boolean {
       i++;
       continue;
     }
-    if (c >= 0x41 && c <= 0x5a) return false;
+    // Upper case, and any non-ASCII letter (É, Σ, µ… fold with `i` too).
+    if ((c >= 0x41 && c <= 0x5a) || c > 0x7f) return false;
     if (inClass) {
       if (c === 0x5d) inClass = false;
       else if (c === 0x2d && i > 0 && pattern[i - 1] !== '[' && pattern[i + 1] !== ']') {

@@ -456,7 +456,15 @@ describe('regex routes in bounded time (a sender chooses the address)', () => {
   it('escapes and ranges that can stand for upper-case letters keep `i` (the time-limited path)', () => {
     assert.equal(caseFree('^([a-z0-9]+[._-]?)+@example\\.com$'), true);
     assert.equal(caseFree('^[^a-z]?[0-9a-f-]+\\.x$'), true);
-    for (const p of ['^\\x41lice@', '^\\u0041lice@', '^\\101lice@', '^[0-9+-_]+@', '^[A-z]@', '^Alice@']) {
+    for (const p of [
+      '^\\x41lice@',
+      '^\\u0041lice@',
+      '^\\101lice@',
+      '^[0-9+-_]+@',
+      '^[A-z]@',
+      '^Alice@',
+      '^σ@x$',
+    ]) {
       assert.equal(caseFree(p), false, p);
     }
     const c = parseConfig({
