@@ -103,20 +103,18 @@ export class RouteRegex {
   exec(address: string): RegExpExecArray | null {
     if (this.#guard) {
       if (!this.#guard.test(address)) return null;
-      // Once the usual engine has run out on this route, its groups come from the guard alone.
-      const groups = this.#warned ? undefined : this.#limited(address);
+      // An address whose groups ran out before takes the guard's at once; others keep the usual
+      // engine's (the guard fills optional groups differently).
+      if (this.#timedOut.has(address)) return this.#guard.exec(address);
+      const groups = this.#limited(address);
       if (groups !== undefined) return groups;
-      this.#ranOut(address, 'its groups are taken from the linear-time match from now on');
+      this.#ranOut(address, 'its groups are taken from the linear-time match');
       return this.#guard.exec(address);
     }
     if (this.#timedOut.has(address)) return null;
     const match = this.#limited(address);
     if (match !== undefined) return match;
     this.#ranOut(address, 'it counts as no match, as will any address that does so again');
-    if (this.#timedOut.size >= TIMED_OUT_REMEMBERED) {
-      this.#timedOut.delete(this.#timedOut.values().next().value as string);
-    }
-    this.#timedOut.add(address);
     return null;
   }
 
@@ -132,8 +130,12 @@ export class RouteRegex {
     }
   }
 
-  /** After a match ran out: the route's limit drops, and a warning names it (once). */
+  /** After a match ran out: the address is remembered, the route's limit drops, a warning names it (once). */
   #ranOut(address: string, outcome: string): void {
+    if (this.#timedOut.size >= TIMED_OUT_REMEMBERED) {
+      this.#timedOut.delete(this.#timedOut.values().next().value as string);
+    }
+    this.#timedOut.add(address);
     this.#limitMs = REGEX_TIME_LIMIT_AFTER_TIMEOUT_MS;
     if (this.#warned) return;
     this.#warned = true;

@@ -453,6 +453,37 @@ describe('regex routes in bounded time (a sender chooses the address)', () => {
     }
   });
 
+  it("after one address ran out on a guarded route, other addresses still get the usual engine's groups", {
+    timeout: 10_000,
+  }, async () => {
+    const c = parseConfig({
+      domains: ['example.com', 'slow.test'],
+      mailboxes: ['b@example.com', 'archive@example.com'],
+      routes: [
+        {
+          match: '/^(?:(x+x+)+y|(?:(dev)*|(ops)+)?-?(.*))@slow\\.test$/',
+          action: 'deliver',
+          to: ['$4@example.com'],
+        },
+        { match: '*@example.com', action: 'deliver', to: ['archive@example.com'] },
+      ],
+    });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      assert.deepEqual(summarize(resolveRecipient(c, 'opsops-b@slow.test')), ['deliver b@example.com']);
+      // Matches (the second branch), but the first branch backtracks without bound: the groups run out.
+      const hostile = `${'x'.repeat(30)}!@slow.test`;
+      assert.deepEqual(summarize(resolveRecipient(c, hostile)), ['deliver archive@example.com']);
+      assert.deepEqual(summarize(resolveRecipient(c, 'opsops-b@slow.test')), ['deliver b@example.com']);
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.deepEqual(warnings, ['MailRelayRegexWarning']);
+  });
+
   it('escapes and ranges that can stand for upper-case letters keep `i` (the time-limited path)', () => {
     assert.equal(caseFree('^([a-z0-9]+[._-]?)+@example\\.com$'), true);
     assert.equal(caseFree('^[^a-z]?[0-9a-f-]+\\.x$'), true);
