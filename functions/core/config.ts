@@ -513,11 +513,14 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
  * The addresses routing tries for `address`, in order: itself, then (plus-addressing on) the address
  * without its `+tag`.
  */
-export function candidatesFor(
-  config: Pick<Config, 'plusAddressing'>,
-  address: string,
-): { address: string; plusTag?: string }[] {
-  const out: { address: string; plusTag?: string }[] = [{ address }];
+export interface Candidate {
+  readonly address: string;
+  /** The `+tag` removed to make `address`, if any. */
+  readonly plusTag?: string | undefined;
+}
+
+export function candidatesFor(config: Pick<Config, 'plusAddressing'>, address: string): Candidate[] {
+  const out: Candidate[] = [{ address }];
   const { enabled, separator } = config.plusAddressing;
   if (enabled) {
     const at = address.lastIndexOf('@');

@@ -13,6 +13,7 @@
  * Anything else is an unknown recipient: 550 5.1.1.
  */
 import {
+  type Candidate,
   type CompiledRoute,
   type Config,
   candidatesFor,
@@ -107,11 +108,6 @@ export function applyPolicies(
     if (a === action) failed.push(name);
   }
   return { action, failed, tags };
-}
-
-interface Candidate {
-  readonly address: string;
-  readonly plusTag?: string | undefined;
 }
 
 /**

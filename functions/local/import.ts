@@ -32,10 +32,12 @@ export function headerFields(raw: Buffer): { name: string; value: string }[] {
 
 const RECIPIENT_HEADERS = ['delivered-to', 'x-original-to', 'to', 'cc'];
 
-/** Recipients named in a message's headers, for `import` without `--to`. */
-export function headerRecipients(raw: Buffer): string[] {
+type HeaderFields = readonly { readonly name: string; readonly value: string }[];
+
+/** Recipients named in a message's headers (`headerFields`), for `import` without `--to`. */
+export function headerRecipients(fields: HeaderFields): string[] {
   const found: string[] = [];
-  for (const { name, value } of headerFields(raw)) {
+  for (const { name, value } of fields) {
     if (!RECIPIENT_HEADERS.includes(name)) continue;
     for (const a of addressparser(value, { flatten: true })) {
       const addr = normalizeAddress(a.address ?? '');
@@ -49,8 +51,7 @@ export function headerRecipients(raw: Buffer): string[] {
  * The receipt time a message carries: its Date when readable (archives keep their order), else the
  * date of its topmost Received line (when the last server got it); null when it has neither.
  */
-export function importReceiptTime(raw: Buffer): Date | null {
-  const fields = headerFields(raw);
+export function importReceiptTime(fields: HeaderFields): Date | null {
   const date = fields.find((h) => h.name === 'date')?.value;
   const received = fields.find((h) => h.name === 'received')?.value;
   // RFC 5321 §4.4: a Received line ends with `; date-time`.
@@ -121,7 +122,8 @@ export async function importFiles(
   const importOne = async (file: string): Promise<void> => {
     try {
       const [body, info] = await Promise.all([readFile(file), stat(file)]);
-      const given = options.to && options.to.length > 0 ? options.to : headerRecipients(body);
+      const fields = headerFields(body);
+      const given = options.to && options.to.length > 0 ? options.to : headerRecipients(fields);
       // In one order, so that the id does not depend on the order of --to options or headers.
       const recipients = [...new Set(given.map(normalizeAddress))].sort();
       if (recipients.length === 0) {
@@ -130,7 +132,7 @@ export async function importFiles(
       }
       const sesMessageId = importSesMessageId(recipients, body);
       const receivedAt =
-        importReceiptTime(body) ?? (await earlierImportTime(deps, sesMessageId, recipients)) ?? info.mtime;
+        importReceiptTime(fields) ?? (await earlierImportTime(deps, sesMessageId, recipients)) ?? info.mtime;
       const result = await ingest(deps, {
         body,
         mailFrom: '',

@@ -38,11 +38,9 @@ export interface SmtpListenerOptions {
   readonly largeMessageBudget?: number;
 }
 
-/** A message between its DATA command and its routing. */
+/** A message between its DATA command and its routing: `gone` is set when its client disconnects. */
 interface InFlight {
-  readonly spool: DataSpool;
-  /** Set when the client disconnects. */
-  gone?: boolean;
+  gone: boolean;
 }
 
 export interface SmtpListener {
@@ -167,7 +165,7 @@ export async function startSmtpListener(
         memoryBytes: LARGE_MESSAGE_BYTES,
         discard: () => stream.sizeExceeded === true,
       });
-      const message: InFlight = { spool };
+      const message: InFlight = { gone: false };
       inFlight.set(session.id, message);
       stream.once('error', (err) => {
         // The client left mid-message (smtp-server destroys the stream) or the stream failed.
