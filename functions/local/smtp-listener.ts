@@ -2,7 +2,9 @@
  * The local SMTP listener (npm smtp-server): the twin of SES's inbound endpoint.
  * Policy lives in the hooks, the protocol engine owns the wire:
  * - RCPT TO (RFC 5321 §4.1.1.3): only recipients the config routes; others 550 5.1.1, never an open relay;
- *   `reject` routes answer with their own code and text.
+ *   `reject` routes answer with their own code and text. At most `MAX_RECIPIENTS` per message (452 4.5.3
+ *   beyond, RFC 5321 §4.5.3.1.10), and a connection whose recipients cost too much routing time (a
+ *   backtracking regex route) is closed with 421 (`RCPT_SLOW_ROUTING_BUDGET_MS`).
  * - SIZE (RFC 1870): advertised; MAIL FROM with a larger SIZE and DATA overflow both get 552.
  * - DATA: `250` only after the message is durable (appended to the ingest journal, or fsynced in
  *   `sync` durability) and the router has committed it; see docs/adr/0011-ingest-journal.md.
@@ -47,6 +49,21 @@ export interface SmtpListener {
   readonly port: number;
   close(): Promise<void>;
 }
+
+/**
+ * Recipients of one message (postfix's `smtpd_recipient_limit`; RFC 5321 §4.5.3.1.8 asks for at least
+ * 100). Beyond it smtp-server answers `452 4.5.3`, and the client sends the rest in another transaction.
+ */
+export const MAX_RECIPIENTS = 1000;
+/** A recipient check that takes this long is slow: a normal one takes microseconds. */
+const SLOW_RCPT_MS = 5;
+/**
+ * Milliseconds a connection may spend in slow recipient checks (a regex route that backtracks,
+ * `RouteRegex`, costs up to 250 ms and then 20 ms per new address) before it is closed with 421.
+ * Without it one connection could hold the event loop, and with it SMTP and the API, for as long as
+ * it keeps sending addresses.
+ */
+export const RCPT_SLOW_ROUTING_BUDGET_MS = 1000;
 
 /** Messages from this size up take turns to be routed (see `LargeMessageGate`). */
 export const LARGE_MESSAGE_BYTES = 1024 * 1024;
@@ -111,6 +128,8 @@ export async function startSmtpListener(
   const gate = new LargeMessageGate(options.largeMessageBudget);
   /** Messages being received or waiting for the gate, by session id. */
   const inFlight = new Map<string, InFlight>();
+  /** Milliseconds of slow recipient checks per session (`RCPT_SLOW_ROUTING_BUDGET_MS`). */
+  const slowRouting = new Map<string, number>();
   if (options.spoolDir !== undefined) await clearStaleSpool(options.spoolDir);
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
@@ -130,8 +149,10 @@ export async function startSmtpListener(
     // delivery status notifications.
     hideSMTPUTF8: true,
     hideDSN: true,
+    maxRecipients: MAX_RECIPIENTS,
     logger: false,
     onClose(session) {
+      slowRouting.delete(session.id);
       const message = inFlight.get(session.id);
       if (!message) return;
       // Received in full and waiting for its turn: dropped when its turn comes. (One still being
@@ -151,8 +172,21 @@ export async function startSmtpListener(
       // pipelined behind a message's final dot stopped the session (no reply to what followed).
       setImmediate(() => callback(refusal));
     },
-    onRcptTo(address, _session, callback) {
+    onRcptTo(address, session, callback) {
+      const started = performance.now();
       const verdict = acceptsRecipient(config, qualifyRecipient(config, address.address));
+      const took = performance.now() - started;
+      if (took >= SLOW_RCPT_MS) {
+        const spent = (slowRouting.get(session.id) ?? 0) + took;
+        slowRouting.set(session.id, spent);
+        if (spent > RCPT_SLOW_ROUTING_BUDGET_MS) {
+          // smtp-server closes the connection after a 421. The client may come back (each connection
+          // has its own budget, and addresses that ran out are remembered by their route: cheap next time).
+          return callback(
+            new SmtpRejectError(421, '4.7.0 Too much routing work on this connection; try again later'),
+          );
+        }
+      }
       if (verdict.accept) return callback();
       // smtp-server answers with the error's `responseCode` and message.
       return callback(new SmtpRejectError(verdict.code, verdict.message));

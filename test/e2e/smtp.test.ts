@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
-import { startSmtpListener } from '../../functions/local/smtp-listener.ts';
+import { MAX_RECIPIENTS, startSmtpListener } from '../../functions/local/smtp-listener.ts';
 import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
 import { python, run } from '../helpers/process.ts';
 import { listAll, startTestRelay, stripTrace, type TestRelay } from '../helpers/relay.ts';
@@ -564,10 +564,14 @@ describe('the spool: large messages wait on disk, not in memory', () => {
   });
 });
 
-/** Sends `input` at once, half-closes, and reads until the server closes (or 10 s pass). */
+/**
+ * Sends `input` at once, half-closes (unless `halfClose` is false), and reads until the server closes
+ * (or 10 s pass).
+ */
 function sendThenHalfClose(
   port: number,
   input: string,
+  halfClose = true,
 ): Promise<{ replies: string; closedBy: 'server' | 'timeout' }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
@@ -584,9 +588,68 @@ function sendThenHalfClose(
       clearTimeout(timer);
       resolve({ replies, closedBy: 'server' });
     });
-    socket.once('connect', () => socket.end(input));
+    socket.once('connect', () => (halfClose ? socket.end(input) : socket.write(input)));
   });
 }
+
+describe('recipient limits', () => {
+  let relay: TestRelay;
+  before(async () => {
+    relay = await startTestRelay({
+      domains: ['example.test', 'many.test'],
+      mailboxes: ['alice@example.test', 'all@example.test'],
+      routes: [
+        // A "validation" pattern that backtracks without bound; its upper-case range keeps it off
+        // the linear-time engine (RouteRegex), so each new address may cost its time limit.
+        {
+          match: '/^slow-([A-Za-z0-9]+[._-]?)+@example\\.test$/',
+          action: 'deliver' as const,
+          to: ['all@example.test'],
+        },
+        { match: '*@many.test', action: 'deliver' as const, to: ['all@example.test'] },
+      ],
+    });
+  });
+  after(async () => relay.close());
+
+  it(`takes ${MAX_RECIPIENTS} recipients per message; the rest get 452 4.5.3 (the client sends them again)`, async () => {
+    const rcpts = Array.from({ length: MAX_RECIPIENTS + 5 }, (_, i) => `r${i}@many.test`);
+    const r = await smtplibSend(relay, rcpts, Buffer.from('Subject: to many\r\n\r\nhello\r\n'));
+    assert.equal(r.ok, true, JSON.stringify(r));
+    const refused = Object.entries(r.refused ?? {});
+    assert.deepEqual(
+      refused.map(([address]) => address),
+      rcpts.slice(MAX_RECIPIENTS),
+    );
+    for (const [, [code, text]] of refused) {
+      assert.equal(code, 452);
+      assert.match(text, /too many recipients/i);
+    }
+    const stored = (await relay.entries('all@example.test')).filter((e) => e.subject === 'to many');
+    assert.equal(stored.length, 1);
+  });
+
+  it('closes a connection whose recipients cost too much routing time (421), and serves the next one', async () => {
+    const slow = (i: number) => `slow-${'a'.repeat(30)}${i}!@example.test`;
+    const rcpts = Array.from({ length: 400 }, (_, i) => `RCPT TO:<${slow(i)}>\r\n`).join('');
+    const r = await sendThenHalfClose(
+      relay.smtp.port,
+      `EHLO client\r\nMAIL FROM:<a@remote.test>\r\n${rcpts}`,
+      false,
+    );
+    assert.equal(r.closedBy, 'server', r.replies.slice(-300));
+    assert.match(r.replies, /\r\n421 4\.7\.0 Too much routing work on this connection; try again later\r\n$/);
+    // Refused as not matching (each one ran out of its time), far fewer than were sent.
+    const refusedBefore = r.replies.match(/^550 /gm)?.length ?? 0;
+    assert.ok(refusedBefore >= 1 && refusedBefore < 200, `${refusedBefore} refused before the 421`);
+    const ok = await smtplibSend(relay, ['alice@example.test'], Buffer.from('Subject: after\r\n\r\nx\r\n'));
+    assert.equal(ok.ok, true, JSON.stringify(ok));
+    assert.deepEqual(
+      (await relay.entries('alice@example.test')).map((e) => e.subject),
+      ['after'],
+    );
+  });
+});
 
 describe('a client that half-closes its side (printf … | nc -N)', () => {
   let relay: TestRelay;
