@@ -19,7 +19,8 @@ export interface MailboxIndexFixture {
   index: MailboxIndex;
   /**
    * Opens a second handle on the same storage, to check that entries survive close + reopen.
-   * The test closes `index` first and closes what this returns itself. Without it that test is skipped.
+   * The test closes `index` first and closes what this returns itself. Required unless the suite is
+   * run with `{ reopens: false }` (storage that ends with its handle, such as SQLite's `:memory:`).
    */
   reopen?: () => Promise<MailboxIndex>;
   /** Releases everything; must tolerate `index` having been closed already. */
@@ -129,7 +130,14 @@ const DAY_MS = 24 * 3600 * 1000;
 export function runMailboxIndexContract(
   name: string,
   makeIndex: (options?: MailboxIndexOptions) => Promise<MailboxIndexFixture>,
+  { reopens = true }: { reopens?: boolean } = {},
 ): void {
+  /** The reopen tests are registered only for storage that outlives its handle. */
+  const reopenIt = reopens ? it : () => undefined;
+  const reopenOf = (f: MailboxIndexFixture): (() => Promise<MailboxIndex>) => {
+    assert.ok(f.reopen, `${name}: a fixture of storage that outlives its handle must give reopen`);
+    return f.reopen;
+  };
   async function withIndex(
     fn: (f: MailboxIndexFixture) => Promise<void>,
     options?: MailboxIndexOptions,
@@ -747,12 +755,10 @@ export function runMailboxIndexContract(
         assert.equal(done.attempts, 3);
       }));
 
-    it('send records survive close and reopen', (t) =>
-      withIndex(async ({ index, reopen }) => {
-        if (reopen === undefined) {
-          t.skip('this fixture cannot reopen its storage');
-          return;
-        }
+    reopenIt('send records survive close and reopen', () =>
+      withIndex(async (fixture) => {
+        const { index } = fixture;
+        const reopen = reopenOf(fixture);
         await index.claimSend('keep:x@example.net', { now: new Date(BASE_MS), leaseMs: 1000 });
         await index.finishSend(
           'keep:x@example.net',
@@ -771,7 +777,8 @@ export function runMailboxIndexContract(
         } finally {
           await again.close();
         }
-      }));
+      }),
+    );
 
     it('listMailboxes lists every mailbox with mail, sorted by address, with exact counters', () =>
       withIndex(async ({ index }) => {
@@ -806,12 +813,10 @@ export function runMailboxIndexContract(
         });
       }));
 
-    it('entries, flags, counters and tokens survive close and reopen', (t) =>
-      withIndex(async ({ index, reopen }) => {
-        if (reopen === undefined) {
-          t.skip('this fixture cannot reopen its storage');
-          return;
-        }
+    reopenIt('entries, flags, counters and tokens survive close and reopen', () =>
+      withIndex(async (fixture) => {
+        const { index } = fixture;
+        const reopen = reopenOf(fixture);
         const entries = Array.from({ length: 3 }, (_, i) =>
           makeEntry(ALICE, BASE_MS + i * 1000, `durable-${i}`),
         );
@@ -848,6 +853,7 @@ export function runMailboxIndexContract(
         } finally {
           await again.close();
         }
-      }));
+      }),
+    );
   });
 }
