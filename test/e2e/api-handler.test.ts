@@ -181,6 +181,32 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
     assert.doesNotMatch(other.bytes.toString(), /at .+\.ts:\d+/);
   });
 
+  it("a browser's CORS preflight (no token) gets a 2xx; any other request without a token is still 401", async () => {
+    const preflight = (target: string) =>
+      call({
+        method: 'OPTIONS',
+        path: target,
+        headers: {
+          origin: 'https://app.example.test',
+          'access-control-request-method': 'GET',
+          'access-control-request-headers': 'authorization',
+        },
+      });
+    for (const target of [path('/messages'), '/v1/mailboxes']) {
+      const r = await preflight(target);
+      assert.equal(r.status, 204, `${target}: ${r.bytes.toString()}`);
+      assert.equal(r.bytes.length, 0);
+    }
+    const plain = await call({ method: 'OPTIONS', path: path('/messages') });
+    assert.equal(plain.status, 401);
+    const noToken = await call({
+      method: 'GET',
+      path: path('/messages'),
+      headers: { origin: 'https://app.example.test', 'access-control-request-method': 'GET' },
+    });
+    assert.equal(noToken.status, 401, 'only OPTIONS skips authentication');
+  });
+
   it('STAT and the admin mailbox list match the DynamoDB counters', async () => {
     const stat = await call({ method: 'GET', path: path(), token: aliceToken });
     assert.equal(stat.status, 200);
