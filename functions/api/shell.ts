@@ -117,6 +117,18 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
     c.res.headers.set('X-Content-Type-Options', 'nosniff');
   });
 
+  // A CORS preflight carries no token (Fetch: credentials are never sent on it), so it must not reach
+  // the authentication below. With `aws.corsOrigins`, API Gateway's `$default` route catches OPTIONS
+  // too and hands it to the function ("including OPTIONS requests",
+  // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-cors.html); API Gateway adds
+  // the configured CORS headers to this 204, and without CORS a browser still refuses the request.
+  app.use('/v1/*', async (c, next) => {
+    if (c.req.method === 'OPTIONS' && c.req.header('Access-Control-Request-Method') !== undefined) {
+      return c.body(null, 204);
+    }
+    return next();
+  });
+
   // Authentication first (401), then the address (400), then authorization (403): a token learns
   // nothing about mailboxes it cannot read, and a client without one learns nothing at all.
   app.use('/v1/mailboxes', async (c, next) => {

@@ -19,6 +19,22 @@ export function isContentTypeBinary(contentType: string): boolean {
   return !/^application\/(?:[\w.-]+\+)?json\s*(?:;|$)/i.test(contentType);
 }
 
+/**
+ * `rawPath` as a URL path. API Gateway HTTP APIs hand the function the path percent-decoded (a
+ * request for `/v1/mailboxes/a%23b@example.com` arrives as `rawPath: "/v1/mailboxes/a#b@example.com"`;
+ * captured: fastify/aws-lambda-fastify#169), and hono's adapter pastes it into a URL as it is, where a
+ * `#` would end the path (and hide the query string) and a bare `%` is not a valid escape. Those two
+ * (and `?`, which API Gateway itself cuts at) cannot stand literally in an encoded path, so they are
+ * escaped; an already encoded path passes unchanged. A `%` followed by two hex digits stays ambiguous
+ * (an address such as `x%41y@` is read as `xAy@`): it is taken to be an escape.
+ */
+export function pathForUrl(rawPath: string): string {
+  return rawPath.replace(
+    /%(?![0-9A-Fa-f]{2})|[#?]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+}
+
 export type HttpApiHandler = (
   event: APIGatewayProxyEventV2,
   context?: Context,
@@ -38,6 +54,7 @@ export function httpApiHandler(app: ApiApp): HttpApiHandler {
    */
   const toHonoEvent = (event: APIGatewayProxyEventV2): HonoLambdaEvent => ({
     ...event,
+    rawPath: pathForUrl(event.rawPath),
     body: event.body ?? null,
     requestContext: { ...event.requestContext, authentication: null, authorizer: {} },
   });

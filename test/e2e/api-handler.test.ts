@@ -42,7 +42,9 @@ const BUCKET = 'mail-relay-api-bucket';
 const TABLE = 'mail-relay-api-table';
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
-const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB] };
+/** `#` and `%` are legal in a local part (RFC 5322 atext): a client must percent-encode them in the path. */
+const ODD = 'deals#50%off@example.test';
+const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB, ODD] };
 
 const available =
   motoAvailable() &&
@@ -177,6 +179,32 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
     const other = await call({ method: 'GET', path: path(), token: bobToken });
     assert.equal(other.status, 403);
     assert.doesNotMatch(other.bytes.toString(), /at .+\.ts:\d+/);
+  });
+
+  it("a browser's CORS preflight (no token) gets a 2xx; any other request without a token is still 401", async () => {
+    const preflight = (target: string) =>
+      call({
+        method: 'OPTIONS',
+        path: target,
+        headers: {
+          origin: 'https://app.example.test',
+          'access-control-request-method': 'GET',
+          'access-control-request-headers': 'authorization',
+        },
+      });
+    for (const target of [path('/messages'), '/v1/mailboxes']) {
+      const r = await preflight(target);
+      assert.equal(r.status, 204, `${target}: ${r.bytes.toString()}`);
+      assert.equal(r.bytes.length, 0);
+    }
+    const plain = await call({ method: 'OPTIONS', path: path('/messages') });
+    assert.equal(plain.status, 401);
+    const noToken = await call({
+      method: 'GET',
+      path: path('/messages'),
+      headers: { origin: 'https://app.example.test', 'access-control-request-method': 'GET' },
+    });
+    assert.equal(noToken.status, 401, 'only OPTIONS skips authentication');
   });
 
   it('STAT and the admin mailbox list match the DynamoDB counters', async () => {
@@ -452,5 +480,31 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
       (await call({ method: 'GET', path: path(`/messages/${id}/raw`), token: aliceToken })).status,
       404,
     );
+  });
+
+  it('a mailbox whose address has # and % is read through its encoded path, which API Gateway decodes', async () => {
+    const first = fixture('plain-crlf.eml');
+    const second = fixture('utf8-8bit.eml');
+    const ids = [await deliver(first, ODD), await deliver(second, ODD)];
+    const token = (await createToken(index, { mailbox: ODD })).token;
+    const odd = (rest: string) => `/v1/mailboxes/${encodeURIComponent(ODD)}${rest}`;
+    const stat = await call({ method: 'GET', path: odd(''), token });
+    assert.equal(stat.status, 200, stat.bytes.toString());
+    assert.deepEqual(stat.json(), { address: ODD, messages: 2, bytes: first.length + second.length });
+    // The query string after the path still counts: one item of two.
+    const page = await call({ method: 'GET', path: odd('/messages?limit=1'), token });
+    assert.equal(page.status, 200, page.bytes.toString());
+    const body = page.json<{ items: { id: string }[]; nextCursor: string | null }>();
+    assert.deepEqual(
+      body.items.map((i) => i.id),
+      [ids[1]],
+    );
+    assert.notEqual(body.nextCursor, null);
+    const raw = await call({ method: 'GET', path: odd(`/messages/${ids[0]}/raw`), token });
+    assert.equal(raw.status, 200);
+    assert.ok(raw.bytes.equals(first), 'the stored bytes');
+    // Still only its own mailbox.
+    assert.equal((await call({ method: 'GET', path: odd(''), token: aliceToken })).status, 403);
+    assert.equal((await call({ method: 'GET', path: path(), token })).status, 403);
   });
 });

@@ -114,7 +114,9 @@ export interface HttpRequestSpec {
 /**
  * An API Gateway HTTP API (payload 2.0) event for a request, shaped like the real capture
  * `apigw-http-v2-post-json-body.captured.json`: lower-case headers, `rawQueryString`,
- * `queryStringParameters` only when there is a query, no `body` key when there is no body.
+ * `queryStringParameters` only when there is a query, no `body` key when there is no body. The
+ * path arrives percent-decoded in `rawPath` too, as HTTP APIs deliver it (a request for `/a%2Fb`
+ * is `rawPath: "/a/b"`: the capture in fastify/aws-lambda-fastify#169); the query stays encoded.
  */
 export function httpApiEvent(spec: HttpRequestSpec): APIGatewayProxyEventV2 {
   const base = readSample<APIGatewayProxyEventV2>(APIGW_SAMPLE);
@@ -137,7 +139,7 @@ export function httpApiEvent(spec: HttpRequestSpec): APIGatewayProxyEventV2 {
   const event: APIGatewayProxyEventV2 = {
     ...base,
     routeKey: '$default',
-    rawPath: url.pathname,
+    rawPath: decodeURIComponent(url.pathname),
     rawQueryString,
     headers,
     requestContext: {
