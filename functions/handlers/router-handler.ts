@@ -9,6 +9,8 @@
  * (the event source mapping must enable ReportBatchItemFailures), so SQS retries it until the
  * queue's maxReceiveCount moves it to the DLQ; it is never dropped.
  * https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html
+ * Records are not started when the invocation is close to its timeout (`RECORD_TIME_RESERVE_MS`):
+ * the rest of the batch is returned, and records that have been returned before go first.
  */
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
@@ -30,6 +32,31 @@ export const sqsRecordSchema = z
   .passthrough();
 
 export const sqsEventSchema = z.object({ Records: z.array(sqsRecordSchema) }).passthrough();
+
+/**
+ * Time that must be left in the invocation to start another record: about what the largest record
+ * takes (a 40 MB message read from S3, parsed, its parts stored, forwarded). An invocation cut by its
+ * timeout returns its whole batch, the records it delivered too, and a batch of large messages would
+ * run out the same way on every retry until the dead-letter queue; the records not started are
+ * returned instead (`batchItemFailures`), and the next invocation takes them.
+ */
+export const RECORD_TIME_RESERVE_MS = 20_000;
+
+type SqsRecord = z.infer<typeof sqsRecordSchema>;
+
+const receiveCount = (r: SqsRecord): number => Number(r.attributes?.ApproximateReceiveCount ?? 1) || 1;
+
+/**
+ * Records returned before come first (stable otherwise): a record left unstarted by an invocation
+ * that ran short of time must not be left out again until the queue's maxReceiveCount moves it to
+ * the dead-letter queue without ever having been tried.
+ */
+export function inProcessingOrder(records: readonly SqsRecord[]): SqsRecord[] {
+  return records
+    .map((record, i) => ({ record, i, count: receiveCount(record) }))
+    .sort((a, b) => b.count - a.count || a.i - b.i)
+    .map((x) => x.record);
+}
 
 /** An SNS notification as SNS delivers it to an SQS queue (raw message delivery off). */
 export const snsEnvelopeSchema = z
@@ -192,11 +219,24 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
       logger.error('event is not an SQS batch', { issues: parsed.error.issues.slice(0, 5) });
       throw new ValidationError('event is not an SQS batch');
     }
-    const records = parsed.data.Records;
+    const records = inProcessingOrder(parsed.data.Records);
     const failures: SQSBatchItemFailure[] = [];
     const results: RouteResult[] = [];
+    let deferred = 0;
     try {
-      for (const record of records) {
+      for (const [i, record] of records.entries()) {
+        if (i > 0 && context !== undefined && context.getRemainingTimeInMillis() < RECORD_TIME_RESERVE_MS) {
+          // Not started: returned to the queue whole, and taken first by a later invocation.
+          const rest = records.slice(i);
+          deferred = rest.length;
+          for (const r of rest) failures.push({ itemIdentifier: r.messageId });
+          logger.warn('too little time left in this invocation; records returned to the queue unstarted', {
+            deferred,
+            remainingMs: context.getRemainingTimeInMillis(),
+            sqsMessageIds: rest.map((r) => r.messageId),
+          });
+          break;
+        }
         const recordStarted = performance.now();
         try {
           const result = await processRecord(record);
@@ -238,11 +278,12 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
       const bounces = countBounces(results);
       metrics.addMetric('bounces', MetricUnit.Count, bounces.bounced);
       metrics.addMetric('bounceFailures', MetricUnit.Count, bounces.failed);
-      metrics.addMetric('failedRecords', MetricUnit.Count, failures.length);
+      metrics.addMetric('failedRecords', MetricUnit.Count, failures.length - deferred);
+      metrics.addMetric('deferredRecords', MetricUnit.Count, deferred);
       metrics.addMetric('batchLatency', MetricUnit.Milliseconds, Math.round(performance.now() - started));
       metrics.publishStoredMetrics();
     }
-    logger.info('batch done', { records: records.length, failed: failures.length });
+    logger.info('batch done', { records: records.length, failed: failures.length - deferred, deferred });
     return { batchItemFailures: failures };
   };
 }

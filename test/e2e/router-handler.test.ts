@@ -13,7 +13,7 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
@@ -21,7 +21,7 @@ import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { ENTRY_TEXT_MAX_CHARS } from '../../functions/core/message.ts';
-import type { RouterHandler } from '../../functions/handlers/router-handler.ts';
+import { RECORD_TIME_RESERVE_MS, type RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { replay } from '../../functions/pipeline/replay.ts';
 import type { RouterDeps } from '../../functions/pipeline/router.ts';
 import {
@@ -100,11 +100,20 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
 
   async function invoke(
     records: readonly SQSRecord[],
+    context?: Context,
   ): Promise<{ response: SQSBatchResponse; lines: Record<string, unknown>[] }> {
     const event: SQSEvent = sqsEvent(records);
-    const { result, lines } = await capturePowertools(() => handler(event));
+    const { result, lines } = await capturePowertools(() => handler(event, context));
     return { response: result, lines };
   }
+
+  /** A Lambda context whose remaining time is `remaining()` at each call. */
+  const contextWithTime = (remaining: () => number): Context =>
+    ({
+      functionName: 'router',
+      awsRequestId: randomUUID(),
+      getRemainingTimeInMillis: remaining,
+    }) as unknown as Context;
 
   /** Every mailbox holds exactly the expected messages, byte for byte, with exact counters. */
   async function assertMailboxes(): Promise<void> {
@@ -294,6 +303,68 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     const error = lines.find((l) => l.level === 'ERROR');
     assert.equal(error?.sqsMessageId, notJson.messageId, 'the failure is logged with its SQS message id');
     assert.equal(error?.permanent, true);
+  });
+
+  it('near its timeout the invocation starts no more records: they go back to the queue unstarted, and go first next time', async () => {
+    const batch = await Promise.all(
+      ['late one', 'late two', 'late three'].map((subject) =>
+        receive(Buffer.from(`Subject: ${subject}\r\n\r\nx\r\n`), ['bob@example.test'], ['bob@example.test']),
+      ),
+    );
+    const subjects = async () =>
+      (await index.list('bob@example.test', { limit: 1000 })).items
+        .map((e) => e.subject)
+        .filter((t) => t.startsWith('late '));
+    // Less than the reserve left from the start: the first record is started all the same (an
+    // invocation always makes progress), the others are not.
+    const short = contextWithTime(() => RECORD_TIME_RESERVE_MS - 1);
+    const first = await invoke(
+      batch.map((b) => b.record),
+      short,
+    );
+    const [one, two, three] = batch;
+    assert.ok(one && two && three);
+    assert.deepEqual(first.response, {
+      batchItemFailures: [
+        { itemIdentifier: two.record.messageId },
+        { itemIdentifier: three.record.messageId },
+      ],
+    });
+    expectDelivered(one.sent);
+    assert.deepEqual(await subjects(), ['late one']);
+    const metric = first.lines.find((l) => '_aws' in l);
+    assert.equal(metric?.deferredRecords, 2);
+    assert.equal(metric?.failedRecords, 0);
+    assert.ok(first.lines.some((l) => l.level === 'WARN' && l.deferred === 2));
+
+    // SQS hands them back with a higher receive count, among new mail: they are taken first.
+    const again = (r: SQSRecord): SQSRecord => ({
+      ...r,
+      attributes: { ...r.attributes, ApproximateReceiveCount: '2' },
+    });
+    const fresh = await receive(
+      Buffer.from('Subject: late four\r\n\r\nx\r\n'),
+      ['bob@example.test'],
+      ['bob@example.test'],
+    );
+    const second = await invoke([fresh.record, again(three.record), again(two.record)], short);
+    assert.deepEqual(second.response, {
+      batchItemFailures: [
+        { itemIdentifier: two.record.messageId },
+        { itemIdentifier: fresh.record.messageId },
+      ],
+    });
+    expectDelivered(three.sent);
+    // With time enough, the rest is delivered, and nothing twice.
+    const third = await invoke(
+      [again(fresh.record), again(two.record)],
+      contextWithTime(() => 60_000),
+    );
+    assert.deepEqual(third.response, { batchItemFailures: [] });
+    expectDelivered(two.sent);
+    expectDelivered(fresh.sent);
+    assert.deepEqual((await subjects()).sort(), ['late four', 'late one', 'late three', 'late two']);
+    await assertMailboxes();
   });
 
   it('records that cannot succeed fail alone: wrong notification type, wrong bucket, S3 object missing', async () => {
