@@ -18,12 +18,33 @@ function encodeExtValue(value: string): string {
 }
 
 /**
+ * Longest file name given, in UTF-8 bytes: what file systems take (ext4, APFS, NTFS). A sender's
+ * name of thousands of characters would also make a header HTTP clients refuse (fetch/undici: 16 KiB
+ * of headers in all) and, through a presigned URL's `cd`, a URL too long to follow.
+ */
+const MAX_FILENAME_BYTES = 255;
+
+/** `name` cut to MAX_FILENAME_BYTES (whole characters), keeping a short extension. */
+function shortName(name: string): string {
+  if (Buffer.byteLength(name) <= MAX_FILENAME_BYTES) return name;
+  const ext = /\.[^.]{1,16}$/u.exec(name)?.[0] ?? '';
+  let budget = MAX_FILENAME_BYTES - Buffer.byteLength(ext);
+  let stem = '';
+  for (const ch of name.slice(0, name.length - ext.length)) {
+    budget -= Buffer.byteLength(ch);
+    if (budget < 0) break;
+    stem += ch;
+  }
+  return stem + ext;
+}
+
+/**
  * `Content-Disposition` (RFC 6266) carrying a file name: an ASCII `filename` for old clients and
- * `filename*` with the exact UTF-8 name. Path separators and control characters are replaced,
- * so a client that saves under the given name stays in its directory.
+ * `filename*` with the exact UTF-8 name (cut to 255 bytes). Path separators and control characters
+ * are replaced, so a client that saves under the given name stays in its directory.
  */
 export function contentDisposition(type: 'inline' | 'attachment', filename: string): string {
-  const cleaned = filename.replace(/[\\/\p{Cc}]/gu, '_').trim() || 'download';
+  const cleaned = shortName(filename.replace(/[\\/\p{Cc}]/gu, '_').trim()) || 'download';
   const ascii = cleaned.replace(/[^\x20-\x7e]/g, '_').replace(/["%]/g, '_');
   return `${type}; filename="${ascii}"; filename*=UTF-8''${encodeExtValue(cleaned)}`;
 }

@@ -322,6 +322,40 @@ describe('mailbox HTTP API', () => {
     }
   });
 
+  it('GET part: a file name of thousands of characters is cut to 255 bytes, extension kept, and the part still downloads', async () => {
+    const name = `${'é'.repeat(3000)}.bin`;
+    const body = Buffer.from(
+      [
+        'Subject: long file name',
+        'Content-Type: multipart/mixed; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: text/plain',
+        '',
+        'see attachment',
+        '--b',
+        'Content-Type: application/octet-stream',
+        `Content-Disposition: attachment; filename="${name}"`,
+        '',
+        'DATA',
+        '--b--',
+        '',
+      ].join('\r\n'),
+    );
+    const r = await env.deliver([BOB], body);
+    const m = messageDetailSchema.parse(
+      await (await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}`, { token: bob })).json(),
+    );
+    assert.equal(m.attachments[0]?.filename, name, 'the message JSON keeps the whole name');
+    const res = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/parts/1`, { token: bob });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await bytesOf(res), Buffer.from('DATA'));
+    const star = /filename\*=UTF-8''(.*)$/.exec(res.headers.get('content-disposition') ?? '')?.[1] ?? '';
+    const given = decodeURIComponent(star);
+    assert.equal(given, `${'é'.repeat(125)}.bin`);
+    assert.ok(Buffer.byteLength(given) <= 255);
+  });
+
   it('PATCH seen: flags the message; unseen filters it; bad bodies are 4xx', async () => {
     const path = msgPath('plain-crlf.eml');
     const patch = (body: string, type = 'application/json') =>

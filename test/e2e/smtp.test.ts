@@ -19,6 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { MAX_RECIPIENTS, startSmtpListener } from '../../functions/local/smtp-listener.ts';
+import { mailboxKeys } from '../../functions/pipeline/router.ts';
 import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
 import { python, run } from '../helpers/process.ts';
 import { listAll, startTestRelay, stripTrace, type TestRelay } from '../helpers/relay.ts';
@@ -31,6 +32,7 @@ const CONFIG = {
     'bob@example.test',
     'archive@example.test',
     'headless@example.test',
+    'mac@example.test',
     'postmaster@example.test',
   ],
   routes: [
@@ -138,6 +140,23 @@ describe('SMTP listener with python3 smtplib', () => {
     // SMTP data must end with CRLF before the final dot (RFC 5321 §4.1.1.4): a client sending a
     // message that ends in a bare LF adds one, and that CRLF is part of what was received.
     assert.deepEqual(stored, Buffer.concat([body, Buffer.from('\r\n')]));
+  });
+
+  it('keeps a CR-only message (classic Mac) exactly and reads its subject, sender and text', async () => {
+    const body = readFileSync(new URL('../fixtures/cr-only.eml', import.meta.url));
+    const r = await smtplibSend(relay, ['mac@example.test'], body);
+    assert.equal(r.ok, true);
+    const [entry] = await relay.entries('mac@example.test');
+    assert.ok(entry);
+    const { body: stored } = stripTrace(await relay.raw('mac@example.test', entry.id));
+    assert.deepEqual(stored, Buffer.concat([body, Buffer.from('\r\n')]));
+    assert.equal(entry.subject, 'Quarterly numbers, folded onto a second line');
+    assert.equal(entry.from, 'Alice Example <alice@example.org>');
+    const summary = JSON.parse(
+      String(await relay.runtime.blobs.get(mailboxKeys.summary('mac@example.test', entry.id))),
+    ) as { text: string | null; parseFailed: boolean };
+    assert.equal(summary.parseFailed, false);
+    assert.equal(summary.text, 'Hi Bob,\n\nThe numbers follow in the next mail.\n\n-- \nAlice\n');
   });
 
   it('refuses recipients outside our domains with 550 at RCPT (never an open relay)', async () => {

@@ -406,6 +406,32 @@ describe('malformed and hostile input never throws', () => {
     assert.equal(summary.text, 'body\n');
   });
 
+  it('reads a CR-only message as stored: behind CRLF trace headers, ended by SMTP’s CRLF', async () => {
+    const crlf = await parseFixture('plain-crlf.eml');
+    const trace = Buffer.from(
+      'Received: from mx ([127.0.0.1])\r\n\tby relay (mail-relay) with ESMTP id x;\r\n\tTue, 04 Mar 2025 09:15:03 +0000\r\nAuthentication-Results: relay; none\r\n',
+    );
+    const withoutId = (s: ParsedSummary) => ({
+      ...s,
+      messageId: null,
+      headers: s.headers.filter(
+        (h) => !['Message-ID', 'Received', 'Authentication-Results'].includes(h.name),
+      ),
+    });
+    for (const ending of ['', '\r\n']) {
+      const stored = Buffer.concat([trace, fixture('cr-only.eml'), Buffer.from(ending)]);
+      const { summary } = await parseOk(stored);
+      assert.equal(summary.messageId, '<cr-only.1@example.org>', JSON.stringify(ending));
+      assert.deepEqual(withoutId(summary), withoutId(crlf.summary), JSON.stringify(ending));
+    }
+  });
+
+  it('keeps a bare CR in the body of a CRLF message (only CR-only messages are read by CR)', async () => {
+    const { summary } = await parseOk(Buffer.from('Subject: s\r\n\r\nbody\rmore\r\nlast\rtail'));
+    assert.equal(summary.subject, 's');
+    assert.equal(summary.text, 'body\rmore\nlast\rtail');
+  });
+
   it('answers ok:false past the header-size and part-count limits', async () => {
     const bigHeader = await parser.parse(Buffer.from(`Subject: ${'x'.repeat(MAX_HEADER_BYTES)}\r\n\r\nbody`));
     assert.equal(bigHeader.ok, false);

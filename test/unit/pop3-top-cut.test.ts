@@ -34,10 +34,14 @@ async function sent(raw: Buffer, chunkSize: number, lines?: number): Promise<{ w
   return { wire: Buffer.concat(out).toString('latin1'), read };
 }
 
-/** A POP3 multi-line body: CRLF line ends (one added at the end if missing), dots stuffed, then `.` CRLF. */
+/**
+ * A POP3 multi-line body: CRLF line ends (one added at the end if missing; a CR alone there gains
+ * the LF, as crlfSize counts it), dots stuffed, then `.` CRLF.
+ */
 function onTheWire(bytes: Buffer): string {
   const crlf = bytes.toString('latin1').replace(/\r?\n/g, '\r\n');
-  const ended = crlf === '' || crlf.endsWith('\r\n') ? crlf : `${crlf}\r\n`;
+  const ended =
+    crlf === '' || crlf.endsWith('\r\n') ? crlf : crlf.endsWith('\r') ? `${crlf}\n` : `${crlf}\r\n`;
   return `${ended.replace(/(^|\r\n)\./g, '$1..')}.\r\n`;
 }
 

@@ -271,13 +271,26 @@ export function formatAddressList(list: readonly AddressEntry[]): string {
 
 /**
  * RFC 5322 requires CRLF, but classic Mac MTAs wrote bare CR. mailsplit splits lines on LF only,
- * so such a message would parse as a single header line. A message with no LF at all is read
- * with CR as its line break; anything with an LF is parsed as is. Only the parser's input
- * changes: the stored raw message stays byte-exact.
+ * so such a message would parse as a single header line. A message whose line breaks are CR alone
+ * is read with CR as its line break: from its first bare CR on there is no LF, but for the CRLF that
+ * ends SMTP's DATA, and before it only whole CRLF header lines, those prepended on its way (our
+ * trace headers, SES's). Anything else is parsed as is. Only the parser's input changes: the
+ * stored raw message stays byte-exact.
  */
 function normalizeCrOnly(raw: Buffer): Buffer {
-  if (raw.includes(0x0a) || !raw.includes(0x0d)) return raw;
-  return Buffer.from(raw.toString('latin1').replace(/\r/g, '\r\n'), 'latin1');
+  let first = raw.indexOf(0x0d);
+  while (first !== -1 && raw[first + 1] === 0x0a) first = raw.indexOf(0x0d, first + 2);
+  if (first === -1) return raw;
+  const lf = raw.indexOf(0x0a, first);
+  if (lf !== -1 && lf !== raw.length - 1) return raw;
+  // Before it: header lines ending in CRLF, no bare LF and no blank line (a bare CR in a body stays).
+  for (let at = raw.indexOf(0x0a); at !== -1 && at < first; at = raw.indexOf(0x0a, at + 1)) {
+    if (raw[at - 1] !== 0x0d || at === 1 || raw[at - 2] === 0x0a) return raw;
+  }
+  // After the message's own last CR, SMTP's CRLF adds no line.
+  const end = lf !== -1 && raw[lf - 1] === 0x0d && raw[lf - 2] === 0x0d ? lf - 1 : raw.length;
+  const rest = raw.toString('latin1', first, end).replace(/\r(?!\n)/g, '\r\n');
+  return Buffer.concat([raw.subarray(0, first), Buffer.from(rest, 'latin1')]);
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
