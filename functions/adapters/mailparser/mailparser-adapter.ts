@@ -269,6 +269,8 @@ export function formatAddressList(list: readonly AddressEntry[]): string {
     .join(', ');
 }
 
+const CRLF_CRLF = Buffer.from('\r\n\r\n');
+
 /**
  * RFC 5322 requires CRLF, but classic Mac MTAs wrote bare CR. mailsplit splits lines on LF only,
  * so such a message would parse as a single header line. A message whose line breaks are CR alone
@@ -278,9 +280,13 @@ export function formatAddressList(list: readonly AddressEntry[]): string {
  * stored raw message stays byte-exact.
  */
 function normalizeCrOnly(raw: Buffer): Buffer {
+  // Such a message's first bare CR ends one of its header lines: it comes before any CRLF blank line
+  // (so a CRLF message is looked at up to the end of its header block, not through a 40 MB body).
+  const blank = raw.indexOf(CRLF_CRLF);
+  const limit = blank === -1 ? raw.length : blank;
   let first = raw.indexOf(0x0d);
-  while (first !== -1 && raw[first + 1] === 0x0a) first = raw.indexOf(0x0d, first + 2);
-  if (first === -1) return raw;
+  while (first !== -1 && first < limit && raw[first + 1] === 0x0a) first = raw.indexOf(0x0d, first + 2);
+  if (first === -1 || first >= limit) return raw;
   const lf = raw.indexOf(0x0a, first);
   if (lf !== -1 && lf !== raw.length - 1) return raw;
   // Before it: header lines ending in CRLF, no bare LF and no blank line (a bare CR in a body stays).
