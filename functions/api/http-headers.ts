@@ -9,6 +9,17 @@ export function safeContentType(contentType: string): string {
   return MEDIA_TYPE_RE.test(essence) ? essence : 'application/octet-stream';
 }
 
+const CHARSET_RE = new RegExp(`^${TOKEN_CHARS}$`);
+
+/**
+ * A text type with the charset its part declared (its bytes are served as sent; without it a browser
+ * guesses, and a Latin-1 text shows as mojibake). Other types, and a charset that is no token, as given.
+ */
+export function withCharset(mediaType: string, charset: string | null | undefined): string {
+  if (!charset || !mediaType.startsWith('text/') || !CHARSET_RE.test(charset)) return mediaType;
+  return `${mediaType}; charset=${charset}`;
+}
+
 /** RFC 8187 ext-value: UTF-8, percent-encoding everything outside attr-char. */
 function encodeExtValue(value: string): string {
   return encodeURIComponent(value).replace(

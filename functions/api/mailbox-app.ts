@@ -26,6 +26,7 @@ import {
   matchesEtag,
   NO_STORE,
   safeContentType,
+  withCharset,
 } from './http-headers.ts';
 import { capHeaders, capJsonString, capList } from './json-cap.ts';
 import {
@@ -711,7 +712,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     if (matchesEtag(c.req.header('If-None-Match'), etag)) {
       return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
     }
-    const contentType = safeContentType(attachment.contentType);
+    const contentType = withCharset(safeContentType(attachment.contentType), attachment.charset);
     const disposition = contentDisposition(
       attachment.disposition === 'inline' ? 'inline' : 'attachment',
       attachment.filename ?? `part-${partId}`,

@@ -22,6 +22,11 @@ export const attachmentSchema = z.object({
   sha256: z.string(),
   contentId: z.string().nullable(),
   disposition: z.string().nullable(),
+  /**
+   * A text part's charset as its sender declared it (`Content-Type: text/plain; charset=…`): its
+   * bytes are stored as sent, and served with it. Absent in summaries stored before it was kept.
+   */
+  charset: z.string().nullable().optional(),
 });
 export type Attachment = z.infer<typeof attachmentSchema>;
 

@@ -298,7 +298,7 @@ describe('mailbox HTTP API', () => {
     const csvRes = await env.request(msgPath('mixed-attachment.eml', '/parts/2'), { token: alice });
     const csv = await bytesOf(csvRes);
     assert.equal(sha256(csv), detail.attachments[1]?.sha256);
-    assert.equal(csvRes.headers.get('content-type'), 'text/csv');
+    assert.equal(csvRes.headers.get('content-type'), 'text/csv; charset=us-ascii');
 
     const png = await env.request(msgPath('related-inline-image.eml', '/parts/1'), { token: alice });
     assert.equal(png.status, 200);
@@ -320,6 +320,52 @@ describe('mailbox HTTP API', () => {
       assert.equal(r.status, 400, bad);
       assert.equal((await errorOf(r)).code, 'invalid_part_id');
     }
+  });
+
+  it('GET part: a text attachment is served with the charset it declared, its bytes as sent', async () => {
+    // The CRLF before the boundary belongs to the boundary.
+    const latin1 = Buffer.from('caf\xe9 cr\xe8me\r\n', 'latin1');
+    const body = Buffer.concat([
+      Buffer.from(
+        [
+          'Subject: latin-1 attachment',
+          'Content-Type: multipart/mixed; boundary="b"',
+          '',
+          '--b',
+          'Content-Type: text/plain',
+          '',
+          'see attachment',
+          '--b',
+          'Content-Type: text/plain; charset="ISO-8859-1"',
+          'Content-Disposition: attachment; filename="menu.txt"',
+          'Content-Transfer-Encoding: 8bit',
+          '',
+          '',
+        ].join('\r\n'),
+        'latin1',
+      ),
+      latin1,
+      Buffer.from(
+        '--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="x.pdf"\r\n\r\nPDF\r\n--b--\r\n',
+      ),
+    ]);
+    const r = await env.deliver([BOB], body);
+    const m = messageDetailSchema.parse(
+      await (await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}`, { token: bob })).json(),
+    );
+    assert.deepEqual(
+      m.attachments.map((a) => [a.filename, a.contentType, a.charset]),
+      [
+        ['menu.txt', 'text/plain', 'ISO-8859-1'],
+        ['x.pdf', 'application/pdf', null],
+      ],
+    );
+    const text = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/parts/1`, { token: bob });
+    assert.equal(text.headers.get('content-type'), 'text/plain; charset=ISO-8859-1');
+    // Decoded as the header says, the text is what the sender wrote.
+    assert.equal(new TextDecoder('latin1').decode(await bytesOf(text)), 'café crème');
+    const pdf = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/parts/2`, { token: bob });
+    assert.equal(pdf.headers.get('content-type'), 'application/pdf');
   });
 
   it('GET part: a file name of thousands of characters is cut to 255 bytes, extension kept, and the part still downloads', async () => {

@@ -270,6 +270,7 @@ describe('attachments and parts', () => {
         sha256: sha256(expectedPdf),
         contentId: null,
         disposition: 'attachment',
+        charset: null,
       },
       {
         partId: '2',
@@ -279,6 +280,8 @@ describe('attachments and parts', () => {
         sha256: sha256(Buffer.from('region,total\r\nnorth,12\r\nsouth,30\r\n')),
         contentId: null,
         disposition: 'attachment',
+        // A text part's declared charset (the fixture's is us-ascii): its bytes are kept as sent.
+        charset: 'us-ascii',
       },
     ]);
     assert.ok(partContent(parsed, '1').equals(expectedPdf));
@@ -321,6 +324,7 @@ describe('attachments and parts', () => {
         sha256: sha256(TINY_PNG),
         contentId: '<logo@example.org>',
         disposition: 'inline',
+        charset: null,
       },
     ]);
     assert.ok(partContent(parsed, '1').equals(TINY_PNG));

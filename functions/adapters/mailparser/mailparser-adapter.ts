@@ -331,6 +331,18 @@ function dropHeaderBoms(raw: Buffer): Buffer {
   return Buffer.concat(kept);
 }
 
+/** An RFC 2045 token of a sensible length: a charset name that can go into a Content-Type as it is. */
+const CHARSET_RE = /^[A-Za-z0-9!#$%&'*+.^_`{|}~-]{1,40}$/;
+
+/** The declared charset of a text part (its bytes are kept as sent), or null. */
+function textCharset(meta: AttachmentCommon): string | null {
+  if (typeof meta.contentType !== 'string' || !meta.contentType.toLowerCase().startsWith('text/'))
+    return null;
+  const header = meta.headers?.get('content-type') as { params?: Record<string, unknown> } | undefined;
+  const charset = header?.params?.charset;
+  return typeof charset === 'string' && CHARSET_RE.test(charset.trim()) ? charset.trim() : null;
+}
+
 function toParseResult(parsed: Collected): ParseResult {
   const headerLines: HeaderLines = parsed.headerLines;
   const headers = headerLines
@@ -355,6 +367,7 @@ function toParseResult(parsed: Collected): ParseResult {
       sha256: hash.digest('hex'),
       contentId: nonEmpty(meta.contentId),
       disposition: nonEmpty(meta.contentDisposition),
+      charset: textCharset(meta),
     });
     const content =
       chunks.length === 1
