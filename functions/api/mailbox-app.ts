@@ -715,7 +715,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const contentType = withCharset(safeContentType(attachment.contentType), attachment.charset);
     const disposition = contentDisposition(
       attachment.disposition === 'inline' ? 'inline' : 'attachment',
-      attachment.filename ?? `part-${partId}`,
+      // A forwarded message has no name of its own: `.eml` lets the mail program open it.
+      attachment.filename ?? `part-${partId}${contentType === 'message/rfc822' ? '.eml' : ''}`,
     );
     const key = mailboxKeys.part(mailbox, id, partId);
     if (attachment.size > redirectBytes) return presignRedirect(c, key, contentType, disposition);

@@ -368,6 +368,34 @@ describe('mailbox HTTP API', () => {
     assert.equal(pdf.headers.get('content-type'), 'application/pdf');
   });
 
+  it('GET part: a forwarded message without a file name downloads as part-N.eml', async () => {
+    const body = Buffer.from(
+      [
+        'Subject: fwd without a name',
+        'Content-Type: multipart/mixed; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: text/plain',
+        '',
+        'below',
+        '--b',
+        'Content-Type: message/rfc822',
+        '',
+        'Subject: inner',
+        '',
+        'inner body',
+        '--b--',
+        '',
+      ].join('\r\n'),
+    );
+    const r = await env.deliver([BOB], body);
+    const res = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/parts/1`, { token: bob });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'message/rfc822');
+    assert.match(res.headers.get('content-disposition') ?? '', /^attachment; filename="part-1\.eml"/);
+    assert.match((await bytesOf(res)).toString(), /^Subject: inner\r\n\r\ninner body/);
+  });
+
   it('GET part: a file name of thousands of characters is cut to 255 bytes, extension kept, and the part still downloads', async () => {
     const name = `${'é'.repeat(3000)}.bin`;
     const body = Buffer.from(
