@@ -113,7 +113,18 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
           },
         }),
     recover: () =>
-      recoverJournal(journalDir, (n, raw) => applyReceived(runtime, n, raw, { recovering: true }), syncFs),
+      recoverJournal(
+        journalDir,
+        // Only segments of processes that are gone are recovered: a forward one of them claimed and
+        // did not finish (killed mid-send) is being sent by no one, so its claim is taken over now
+        // (at least once, as after a lease). Waiting out the lease (15 minutes) failed the recovery,
+        // and with it every start of `dev` and `import` until then.
+        (n, raw) =>
+          applyReceived({ ...runtime, forwarding: { ...runtime.forwarding, leaseMs: 0 } }, n, raw, {
+            recovering: true,
+          }),
+        syncFs,
+      ),
     close: async () => {
       // A failed final checkpoint keeps its segment for recovery; the rest is closed all the same,
       // and the first failure is thrown once everything has been tried.
