@@ -10,16 +10,21 @@
  * deliveries would time out with `451`, and a DELE could leave its blobs behind. Needs free disk
  * space about the size of the database (the copy goes through the WAL).
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { type Dirent, existsSync, mkdirSync, statSync } from 'node:fs';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { tempFileOwner } from '../adapters/local/fs-blob-store.ts';
 import { errorMessage, MailRelayError } from '../core/errors.ts';
 import type { Io } from './cli.ts';
 import { parseCommandArgs } from './cli-args.ts';
+import { processIsAlive } from './ingest-journal.ts';
 import { dataDirFromEnv } from './runtime.ts';
 
 /** The data dir's SQLite databases: small blobs (FsBlobStore's `<root>.sqlite`) and the index. */
 export const DATABASES = ['blobs.sqlite', 'index.sqlite'] as const;
+/** The blob store's files (`createLocalRuntime`'s blob root). */
+const BLOB_DIR = 'blobs';
 
 /** The waiting a writer (the relay) does on our lock is its business; ours waits this long for theirs. */
 const BUSY_TIMEOUT_MS = 30_000;
@@ -119,14 +124,53 @@ export function compactDatabase(path: string): CompactResult {
   }
 }
 
+/**
+ * Deletes the temp files under `root` (the blob store's files) of processes that are gone: a blob
+ * is written to a temp file beside its key and renamed into place, and a process killed in between
+ * leaves the temp file, which nothing else removes (a 40 MB message leaves 40 MB). Files of live
+ * processes (an `import` running meanwhile) are left alone.
+ */
+export async function removeStaleTempFiles(root: string): Promise<{ files: number; bytes: number }> {
+  const removed = { files: 0, bytes: 0 };
+  const walk = async (dir: string): Promise<void> => {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const e of entries) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) {
+        await walk(path);
+        continue;
+      }
+      const pid = tempFileOwner(e.name);
+      if (pid === null || pid === process.pid || processIsAlive(pid)) continue;
+      try {
+        const { size } = await lstat(path);
+        await unlink(path);
+        removed.files += 1;
+        removed.bytes += size;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+  };
+  await walk(root);
+  return removed;
+}
+
 function mb(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
 const COMPACT_USAGE = `Usage: mail-relay compact
   gives the space of deleted mail back to the file system: rewrites the SQLite files of
-  $MAIL_RELAY_DATA_DIR (default ./.mail-relay) without their free pages; takes no arguments, and
-  runs only with dev stopped (it needs free disk space about the size of the database it copies)`;
+  $MAIL_RELAY_DATA_DIR (default ./.mail-relay) without their free pages, and deletes the temp files
+  a killed run left among the blobs; takes no arguments, and runs only with dev stopped (it needs
+  free disk space about the size of the database it copies)`;
 
 export async function commandCompact(args: readonly string[], io: Io): Promise<number> {
   const parsed = parseCommandArgs(
@@ -137,7 +181,7 @@ export async function commandCompact(args: readonly string[], io: Io): Promise<n
   if (typeof parsed === 'number') return parsed;
   const dataDir = dataDirFromEnv(io.env);
   const found = DATABASES.map((name) => join(dataDir, name)).filter((p) => existsSync(p));
-  if (found.length === 0) {
+  if (found.length === 0 && !existsSync(join(dataDir, BLOB_DIR))) {
     io.out.write(`nothing to compact: no database in ${dataDir}\n`);
     return 0;
   }
@@ -154,7 +198,14 @@ export async function commandCompact(args: readonly string[], io: Io): Promise<n
     return 1;
   }
   try {
-    return compactAll(found, io);
+    const status = compactAll(found, io);
+    const temp = await removeStaleTempFiles(join(dataDir, BLOB_DIR));
+    if (temp.files > 0) {
+      io.out.write(
+        `${join(dataDir, BLOB_DIR)}: ${temp.files} temp file(s) of killed runs deleted (${mb(temp.bytes)})\n`,
+      );
+    }
+    return status;
   } finally {
     lock.release();
   }

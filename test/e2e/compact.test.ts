@@ -7,12 +7,13 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { TEMP_PREFIX } from '../../functions/adapters/local/fs-blob-store.ts';
 import { parseConfig } from '../../functions/core/config.ts';
 import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
@@ -191,6 +192,38 @@ describe('mail-relay compact', () => {
       assert.equal(await running, 0);
     }
     assert.equal((await compact()).code, 0, 'dev released its lock when it stopped');
+  });
+
+  it('deletes the temp files killed runs left among the blobs, not those of a live process, nor any blob', async () => {
+    const dataDir = join(work, 'temp-files');
+    const runtime = createLocalRuntime({ config: CONFIG, dataDir });
+    let id: string;
+    try {
+      id = await deliver(runtime, 1);
+    } finally {
+      await runtime.close();
+    }
+    // A process that has exited: its pid is free (a temp file of it is what a kill mid-write leaves).
+    const exited = spawn(process.execPath, ['-e', '']);
+    await once(exited, 'exit');
+    const deadPid = exited.pid as number;
+    const dir = join(dataDir, 'blobs', 'mailboxes', 'alice@example.test');
+    mkdirSync(dir, { recursive: true });
+    const tempOf = (pid: number, n: number) => join(dir, `${TEMP_PREFIX}${pid.toString(36)}-0badc0de-${n}`);
+    writeFileSync(tempOf(deadPid, 1), Buffer.alloc(300_000, 1));
+    // This test process is alive while compact runs (as an `import` beside it would be).
+    writeFileSync(tempOf(process.pid, 2), 'in flight');
+    const r = await run(process.execPath, [BIN, 'compact'], { env: env(dataDir) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /blobs: 1 temp file\(s\) of killed runs deleted \(0\.3 MB\)/);
+    assert.equal(existsSync(tempOf(deadPid, 1)), false);
+    assert.equal(readFileSync(tempOf(process.pid, 2), 'utf8'), 'in flight');
+    const again = createLocalRuntime({ config: CONFIG, dataDir });
+    try {
+      assert.deepEqual(await again.blobs.get(mailboxKeys.raw('alice@example.test', id)), message(1));
+    } finally {
+      await again.close();
+    }
   });
 
   it('says so when there is nothing to compact, refuses arguments, and names a file it cannot compact', async () => {

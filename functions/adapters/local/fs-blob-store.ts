@@ -119,6 +119,13 @@ function tempName(): string {
   return `${TEMP_PREFIX}${PROCESS_TAG}-${tempCounter.toString(36)}`;
 }
 
+/** The pid of the process that made a temp file of this name (`tempName`), or null for another name. */
+export function tempFileOwner(name: string): number | null {
+  if (!name.startsWith(TEMP_PREFIX)) return null;
+  const pid = Number.parseInt(name.slice(TEMP_PREFIX.length).split('-')[0] ?? '', 36);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+}
+
 function errorCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err) {
     const { code } = err as { code: unknown };
