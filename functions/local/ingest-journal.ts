@@ -16,6 +16,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writevSync } from 'node:fs';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
+import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import {
@@ -437,6 +438,9 @@ export class IngestJournal {
   }
 }
 
+/** The boot time is known to about a second (`os.uptime()`); a segment must predate it by more. */
+const BOOT_TIME_SLACK_MS = 5_000;
+
 /** Whether segments of this pid belong to another live process (this process's own count as orphans). */
 function isAlive(pid: number): boolean {
   return pid !== process.pid && processIsAlive(pid);
@@ -464,9 +468,15 @@ export async function orphanedSegments(dir: string): Promise<{ path: string; rec
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
+  // A segment written before this boot is an orphan even if its pid is alive again: after a reboot
+  // (an OS crash, a power cut) pids are handed out anew, and another process may hold it.
+  const bootedAtMs = Date.now() - uptime() * 1000;
   const segments = names
     .map((name) => /^(\d+)-([0-9a-z]+)-(\d+)\.log$/.exec(name))
-    .filter((m): m is RegExpExecArray => m !== null && !isAlive(Number(m[1])))
+    .filter(
+      (m): m is RegExpExecArray =>
+        m !== null && (!isAlive(Number(m[1])) || parseInt(m[2] ?? '0', 36) < bootedAtMs - BOOT_TIME_SLACK_MS),
+    )
     .sort((a, b) => parseInt(a[2] ?? '0', 36) - parseInt(b[2] ?? '0', 36) || Number(a[3]) - Number(b[3]));
   const out: { path: string; records: JournalRecord[] }[] = [];
   for (const m of segments) {

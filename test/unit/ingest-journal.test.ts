@@ -14,7 +14,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, uptime } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
@@ -270,6 +270,28 @@ describe('IngestJournal', () => {
     child.kill();
     await once(child, 'exit');
     assert.equal((await orphanedSegments(dir)).length, 1);
+  });
+
+  it('recovers a segment written before this boot even if its pid is alive again (pids are reused after a reboot)', async () => {
+    const dir = join(work, 'reboot');
+    const journal = new IngestJournal(dir, async () => {});
+    await journal.append({ type: 'ingest', notification: notification('d'), raw: Buffer.from('y') });
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 10000)']);
+    await once(child, 'spawn');
+    try {
+      const [segment] = readdirSync(dir);
+      assert.ok(segment);
+      // The name's second field is its creation time: an hour before the machine booted.
+      const beforeBoot = Date.now() - uptime() * 1000 - 3_600_000;
+      const renamed = segment.replace(/^\d+-[0-9a-z]+-/, `${child.pid}-${beforeBoot.toString(36)}-`);
+      renameSync(join(dir, segment), join(dir, renamed));
+      const orphans = await orphanedSegments(dir);
+      assert.equal(orphans.length, 1);
+      assert.equal(orphans[0]?.records[0]?.type, 'ingest');
+    } finally {
+      child.kill();
+      await once(child, 'exit');
+    }
   });
 });
 
