@@ -481,7 +481,15 @@ export async function orphanedSegments(dir: string): Promise<{ path: string; rec
   const out: { path: string; records: JournalRecord[] }[] = [];
   for (const m of segments) {
     const path = join(dir, m[0]);
-    out.push({ path, records: decodeSegment(await readFile(path)) });
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      // Recovered and deleted meanwhile by another process.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    out.push({ path, records: decodeSegment(bytes) });
   }
   return out;
 }
@@ -509,7 +517,13 @@ export async function recoverJournal(
   }
   if (segments.length > 0) {
     await syncFs();
-    for (const s of segments) await unlink(s.path);
+    for (const s of segments) {
+      // Gone already: another process (an `import` started beside `dev`) recovered it too, which
+      // routing's idempotence makes harmless.
+      await unlink(s.path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
   }
   return { segments: segments.length, messages };
 }

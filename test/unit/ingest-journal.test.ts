@@ -296,6 +296,27 @@ describe('IngestJournal', () => {
 });
 
 describe('recovery after a crash', () => {
+  it('two processes recovering the same segments at once (dev and an import) both succeed', async () => {
+    const dir = join(work, 'twice');
+    const journal = new IngestJournal(dir, async () => {});
+    for (const id of ['e1', 'e2']) {
+      await journal.append({ type: 'ingest', notification: notification(id), raw: Buffer.from(id) });
+    }
+    // This process's own segments count as a dead one's; routing is idempotent, so both may apply.
+    const applied: string[] = [];
+    const apply = async (n: { mail: { messageId: string } }) => {
+      await new Promise((r) => setImmediate(r));
+      applied.push(n.mail.messageId);
+    };
+    const [a, b] = await Promise.all([
+      recoverJournal(dir, apply, async () => {}),
+      recoverJournal(dir, apply, async () => {}),
+    ]);
+    assert.equal(a.messages + b.messages, 4);
+    assert.deepEqual([...new Set(applied)].sort(), ['e1', 'e2']);
+    assert.deepEqual(readdirSync(dir), []);
+  });
+
   it('routes every acknowledged message a killed relay left in its journal, and none it aborted', async () => {
     const dataDir = join(work, 'crash');
     // A child process journals three messages (as the SMTP listener does before answering 250),
