@@ -29,7 +29,7 @@ import { deliverToMailbox } from '../pipeline/router.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
-import type { Outbound } from '../ports/outbound.ts';
+import type { Outbound, OutboundResult } from '../ports/outbound.ts';
 import { HttpStatusError } from './errors.ts';
 import { MAX_SEND_RECIPIENTS, maxSendBodyBytes, type SendRequest, sendRouteFor } from './send-route.ts';
 import type { ApiApp } from './shell.ts';
@@ -202,14 +202,27 @@ function fingerprintOf(type: string, payload: string | Buffer): string {
   return createHash('sha256').update(type).update('\n').update(payload).digest('hex').slice(0, 32);
 }
 
-/** The `detail` of a finished send: the id of its Sent copy, then the request's fingerprint. */
-function sentDetail(id: string, fingerprint: string): string {
-  return `${id} ${fingerprint}`;
+/**
+ * The `detail` of a finished send: the id of its Sent copy, the request's fingerprint, then the
+ * recipients the provider refused, if any (comma-separated), so that a retry answers as the send did.
+ */
+function sentDetail(id: string, fingerprint: string, refused: readonly string[]): string {
+  return refused.length > 0 ? `${id} ${fingerprint} ${refused.join(',')}` : `${id} ${fingerprint}`;
 }
 
-function parseSentDetail(detail: string | undefined | null): { id: string; fingerprint?: string } {
-  const [id = '', fingerprint] = (detail ?? '').split(' ');
-  return fingerprint === undefined ? { id } : { id, fingerprint };
+function parseSentDetail(detail: string | undefined | null): {
+  id: string;
+  fingerprint?: string;
+  refused: string[];
+} {
+  const [id = '', fingerprint, refused] = (detail ?? '').split(' ');
+  const list = refused ? refused.split(',') : [];
+  return fingerprint === undefined ? { id, refused: list } : { id, fingerprint, refused: list };
+}
+
+/** The answer's `refused`, present only when the provider refused some recipients. */
+function refusedField(refused: readonly string[]): { refused?: string[] } {
+  return refused.length > 0 ? { refused: [...refused] } : {};
 }
 
 /** Registers the send route on an app built by `createApp` (after its auth middleware). */
@@ -291,6 +304,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
             id: done.id,
             messageId: claim.record.providerMessageId ?? '',
             recipients: [...prepared.recipients],
+            ...refusedField(done.refused),
             duplicate: true,
           },
           200,
@@ -299,7 +313,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       throw new HttpStatusError(409, 'send_in_progress', 'a request with this Idempotency-Key is being sent');
     }
 
-    let sent: { messageId: string };
+    let sent: OutboundResult;
     try {
       sent = await deps.outbound.send({
         from: mailbox,
@@ -319,11 +333,19 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       throw err;
     }
 
+    // Some recipients refused while the others were sent to (a smarthost's RCPT replies) is a send:
+    // it is recorded, copied and answered as one, naming those refused, so that a retry does not
+    // send the message again to those who have it.
+    const refusedByProvider = sent.refused ?? [];
     // Recorded as sent before the copy is stored: if storing the copy fails, a retry with the same
     // Idempotency-Key finds the send done instead of sending the mail a second time.
     await deps.index.finishSend(
       sendKey,
-      { state: 'sent', providerMessageId: sent.messageId, detail: sentDetail(id, fingerprint) },
+      {
+        state: 'sent',
+        providerMessageId: sent.messageId,
+        detail: sentDetail(id, fingerprint, refusedByProvider),
+      },
       now,
     );
     await deliverToMailbox(deps, {
@@ -343,7 +365,13 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       },
     });
     return c.json(
-      { id, messageId: sent.messageId, recipients: [...prepared.recipients], duplicate: false },
+      {
+        id,
+        messageId: sent.messageId,
+        recipients: [...prepared.recipients],
+        ...refusedField(refusedByProvider),
+        duplicate: false,
+      },
       200,
     );
   });

@@ -224,6 +224,29 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.equal((await errorOf(res)).code, 'payload_too_large');
   });
 
+  it('the remote side refusing one recipient of several: sent to the others, once, and the answer names the refused one', async () => {
+    mx.refuse('gone@remote.test', 550);
+    const before = mx.to('bob@remote.test').length;
+    const body = { to: ['bob@remote.test', 'gone@remote.test'], subject: 'partly refused', text: 'x' };
+    const res = await send(body, { headers: { 'Idempotency-Key': 'partial-1' } });
+    assert.equal(res.status, 200, await res.clone().text());
+    const result = (await res.json()) as { id: string; refused?: string[]; duplicate: boolean };
+    assert.deepEqual(result.refused, ['gone@remote.test']);
+    assert.equal(mx.to('bob@remote.test').length, before + 1, 'bob got it');
+    const sent = await listAll(env.runtime.index, sentMailboxKey(ALICE));
+    assert.ok(
+      sent.some((e) => e.id === result.id),
+      'the sent view keeps what was sent',
+    );
+
+    // A retry with the same key is answered as the send was, and bob does not get it again.
+    const retry = await send(body, { headers: { 'Idempotency-Key': 'partial-1' } });
+    assert.equal(retry.status, 200, await retry.clone().text());
+    const again = (await retry.json()) as { id: string; refused?: string[]; duplicate: boolean };
+    assert.deepEqual([again.id, again.refused, again.duplicate], [result.id, ['gone@remote.test'], true]);
+    assert.equal(mx.to('bob@remote.test').length, before + 1, 'sent once');
+  });
+
   it('a refusal by the remote side is a 422 and nothing lands in the sent view', async () => {
     mx.refuse('nobody@remote.test', 550);
     const before = (await listAll(env.runtime.index, sentMailboxKey(ALICE))).length;
