@@ -21,6 +21,7 @@ import {
   joinMessage,
   makeField,
   parseAddressList,
+  parseMailboxList,
   rfc5322Date,
   splitMessage,
 } from '../core/mime-header.ts';
@@ -164,14 +165,28 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
 
 function prepareRaw(raw: Buffer, mailbox: string, id: string, now: Date): Prepared {
   const split = splitMessage(raw);
+  // RFC 5322 §2.2: CR only as part of CRLF. A CR alone is no line end to us, but it is to the SMTP
+  // client (which sends it as CRLF) and to many readers: `From: ceo@…<CR>From: <mailbox>` would be
+  // checked as one From field and read as two, the first someone else's.
+  if (split.fields.some((f) => /\r(?!\n)/.test(f.raw))) {
+    throw new ValidationError(
+      'the header block holds a CR that is not part of a CRLF line end',
+      [],
+      'invalid_request',
+    );
+  }
   const values = (name: string) => split.fields.filter((f) => f.key === name).map(fieldValue);
-  const from = values('from').flatMap((v) => parseAddressList(v));
-  const sender = values('sender').flatMap((v) => parseAddressList(v));
-  // Only the mailbox's own address may appear as the author or the sender (RFC 5322 §3.6.2).
-  if (from.length !== 1 || normalizeAddress(from[0]?.address ?? '') !== mailbox) {
+  const mailboxes = (name: string) => values(name).map((v) => parseMailboxList(v));
+  const from = mailboxes('from');
+  const sender = mailboxes('sender');
+  // Only the mailbox's own address may appear as the author or the sender (RFC 5322 §3.6.2), as a
+  // plain mailbox list: no group, nothing a reader could take for another address.
+  const only = (list: ReturnType<typeof parseMailboxList>) =>
+    list !== null && list.length === 1 && normalizeAddress(list[0]?.address ?? '') === mailbox;
+  if (from.length !== 1 || !only(from[0] ?? null)) {
     throw new HttpStatusError(403, 'from_not_allowed', `From must be exactly ${mailbox}`);
   }
-  if (sender.some((s) => normalizeAddress(s.address) !== mailbox)) {
+  if (sender.some((s) => !only(s))) {
     throw new HttpStatusError(403, 'from_not_allowed', `Sender must be ${mailbox} or absent`);
   }
   const recipients = [

@@ -164,6 +164,35 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.equal((await errorOf(big)).code, 'message_too_large');
   });
 
+  it('message/rfc822: a From that a reader could take for another address is refused, and nothing is sent', async () => {
+    const post = (head: string) =>
+      env.request(`/v1/mailboxes/${ALICE}/send`, {
+        method: 'POST',
+        token: alice,
+        headers: { 'Content-Type': 'message/rfc822' },
+        body: Buffer.from(`${head}\r\nTo: bob@remote.test\r\nSubject: who?\r\n\r\nx\r\n`, 'latin1'),
+      });
+    const sentBefore = mx.received.length;
+    for (const [head, status] of [
+      // A CR alone: one field to a CRLF splitter, two From fields on the wire (ceo's first).
+      ['From: ceo@example.test\rFrom: alice@example.test', 400],
+      // A group (not allowed in From): its name is ceo's address to some readers.
+      ['From: ceo@example.test:alice@example.test;', 403],
+      ['Sender: ceo@example.test:alice@example.test;\r\nFrom: alice@example.test', 403],
+      // An entry that is not a mailbox beside ours: a second author to readers.
+      ['From: ceo, alice@example.test', 403],
+    ] as const) {
+      const res = await post(head);
+      assert.equal(res.status, status, `${JSON.stringify(head)}: ${await res.clone().text()}`);
+    }
+    assert.equal(mx.received.length, sentBefore, 'nothing was sent');
+    // Names with commas, comments and an empty entry are still one mailbox: ours.
+    for (const head of ['From: "Doe, Alice" <alice@example.test>', 'From: alice@example.test (Alice), ']) {
+      const res = await post(head);
+      assert.equal(res.status, 200, `${JSON.stringify(head)}: ${await res.clone().text()}`);
+    }
+  });
+
   it('the same Idempotency-Key sends once', async () => {
     const before = mx.received.length;
     const first = await send(
