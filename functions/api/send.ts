@@ -131,6 +131,11 @@ function withoutBcc(raw: Buffer): Buffer {
   return joinMessage({ ...split, fields: split.fields.filter((f) => f.key !== 'bcc') });
 }
 
+/** A CR alone ends a line too (the composer's CRLF conversion only sees LF): made an LF first. */
+function lfLineEnds(text: string): string {
+  return text.replace(/\r\n?/g, '\n');
+}
+
 async function prepareJson(body: SendRequest, mailbox: string, id: string, now: Date): Promise<Prepared> {
   const to = toAddresses(body.to, 'to');
   const cc = toAddresses(body.cc, 'cc');
@@ -143,8 +148,8 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
     ...(cc.length ? { cc } : {}),
     ...(bcc.length ? { bcc } : {}),
     subject: body.subject ?? '',
-    ...(body.text === undefined ? {} : { text: body.text }),
-    ...(body.html === undefined ? {} : { html: body.html }),
+    ...(body.text === undefined ? {} : { text: lfLineEnds(body.text) }),
+    ...(body.html === undefined ? {} : { html: lfLineEnds(body.html) }),
     ...(body.replyTo === undefined ? {} : { replyTo: toAddress(body.replyTo, 'replyTo') }),
     ...(body.inReplyTo === undefined ? {} : { inReplyTo: body.inReplyTo }),
     ...(body.references === undefined ? {} : { references: body.references }),
@@ -159,6 +164,10 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
     // Attachments are bytes we were given; never let the composer fetch a path or a URL instead.
     disableFileAccess: true,
     disableUrlAccess: true,
+    // RFC 5322 §2.3: every line ends in CRLF. The composer keeps the text's own line ends (JSON
+    // text has LF), which an SMTP client turns into CRLF on the wire but SES and the sent copy
+    // would get as they are: the copy must be what was sent, and a message as RFC 5322 has it.
+    newline: 'windows',
   });
   return { copy, wire: withoutBcc(copy), recipients };
 }

@@ -98,6 +98,22 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.deepEqual(await listAll(env.runtime.index, ALICE), []);
   });
 
+  it('JSON: the message has CRLF line ends throughout, and the sent copy is the bytes the remote side got', async () => {
+    const res = await send({
+      to: 'bob@remote.test',
+      subject: 'lines',
+      text: 'one\ntwo\rthree\r\n.four\n',
+      html: '<p>one</p>\n<p>two</p>\n',
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const { id } = (await res.json()) as { id: string };
+    const copy = await env.runtime.blobs.get(mailboxKeys.raw(sentMailboxKey(ALICE), id));
+    assert.ok(copy);
+    const text = copy.toString('latin1');
+    assert.doesNotMatch(text, /[^\r]\n|\r[^\n]/, 'no LF or CR alone');
+    assert.deepEqual(mx.received.at(-1)?.raw, copy);
+  });
+
   it('message/rfc822: sent as written (Bcc removed), Date and Message-ID added when missing', async () => {
     const raw = Buffer.from(
       'From: Alice <alice@example.test>\r\nTo: bob@remote.test\r\nBcc: eve@remote.test\r\nSubject: raw\r\n\r\nbody \xe9\r\n',
