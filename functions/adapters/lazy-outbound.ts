@@ -4,7 +4,7 @@
  * message leaves keeps it out of the cold starts that deliver to mailboxes
  * (docs/adr/0012-lambda-bundles.md). A failed load is not remembered: the next send tries again.
  */
-import type { Outbound, OutboundMessage } from '../ports/outbound.ts';
+import type { Outbound, OutboundMessage, OutboundResult } from '../ports/outbound.ts';
 import { loadOnce } from './load-once.ts';
 
 export class LazyOutbound implements Outbound {
@@ -16,7 +16,7 @@ export class LazyOutbound implements Outbound {
     this.outbound = loadOnce(load);
   }
 
-  async send(message: OutboundMessage): Promise<{ messageId: string }> {
+  async send(message: OutboundMessage): Promise<OutboundResult> {
     return (await this.outbound()).send(message);
   }
 }

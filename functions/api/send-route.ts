@@ -66,6 +66,11 @@ export const sendResultSchema = z
     messageId: z.string(),
     /** Envelope recipients. */
     recipients: z.array(z.string()),
+    /**
+     * Recipients the provider refused while it took the message for the others (a smarthost's RCPT
+     * replies, locally): they did not get it. Absent when none were refused.
+     */
+    refused: z.array(z.string()).optional(),
     /** True when this Idempotency-Key was already sent: nothing was sent again. */
     duplicate: z.boolean(),
   })

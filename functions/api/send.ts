@@ -21,6 +21,7 @@ import {
   joinMessage,
   makeField,
   parseAddressList,
+  parseMailboxList,
   rfc5322Date,
   splitMessage,
 } from '../core/mime-header.ts';
@@ -29,7 +30,7 @@ import { deliverToMailbox } from '../pipeline/router.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
-import type { Outbound } from '../ports/outbound.ts';
+import type { Outbound, OutboundResult } from '../ports/outbound.ts';
 import { HttpStatusError } from './errors.ts';
 import { MAX_SEND_RECIPIENTS, maxSendBodyBytes, type SendRequest, sendRouteFor } from './send-route.ts';
 import type { ApiApp } from './shell.ts';
@@ -130,6 +131,11 @@ function withoutBcc(raw: Buffer): Buffer {
   return joinMessage({ ...split, fields: split.fields.filter((f) => f.key !== 'bcc') });
 }
 
+/** A CR alone ends a line too (the composer's CRLF conversion only sees LF): made an LF first. */
+function lfLineEnds(text: string): string {
+  return text.replace(/\r\n?/g, '\n');
+}
+
 async function prepareJson(body: SendRequest, mailbox: string, id: string, now: Date): Promise<Prepared> {
   const to = toAddresses(body.to, 'to');
   const cc = toAddresses(body.cc, 'cc');
@@ -142,8 +148,8 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
     ...(cc.length ? { cc } : {}),
     ...(bcc.length ? { bcc } : {}),
     subject: body.subject ?? '',
-    ...(body.text === undefined ? {} : { text: body.text }),
-    ...(body.html === undefined ? {} : { html: body.html }),
+    ...(body.text === undefined ? {} : { text: lfLineEnds(body.text) }),
+    ...(body.html === undefined ? {} : { html: lfLineEnds(body.html) }),
     ...(body.replyTo === undefined ? {} : { replyTo: toAddress(body.replyTo, 'replyTo') }),
     ...(body.inReplyTo === undefined ? {} : { inReplyTo: body.inReplyTo }),
     ...(body.references === undefined ? {} : { references: body.references }),
@@ -158,20 +164,38 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
     // Attachments are bytes we were given; never let the composer fetch a path or a URL instead.
     disableFileAccess: true,
     disableUrlAccess: true,
+    // RFC 5322 §2.3: every line ends in CRLF. The composer keeps the text's own line ends (JSON
+    // text has LF), which an SMTP client turns into CRLF on the wire but SES and the sent copy
+    // would get as they are: the copy must be what was sent, and a message as RFC 5322 has it.
+    newline: 'windows',
   });
   return { copy, wire: withoutBcc(copy), recipients };
 }
 
 function prepareRaw(raw: Buffer, mailbox: string, id: string, now: Date): Prepared {
   const split = splitMessage(raw);
+  // RFC 5322 §2.2: CR only as part of CRLF. A CR alone is no line end to us, but it is to the SMTP
+  // client (which sends it as CRLF) and to many readers: `From: ceo@…<CR>From: <mailbox>` would be
+  // checked as one From field and read as two, the first someone else's.
+  if (split.fields.some((f) => /\r(?!\n)/.test(f.raw))) {
+    throw new ValidationError(
+      'the header block holds a CR that is not part of a CRLF line end',
+      [],
+      'invalid_request',
+    );
+  }
   const values = (name: string) => split.fields.filter((f) => f.key === name).map(fieldValue);
-  const from = values('from').flatMap((v) => parseAddressList(v));
-  const sender = values('sender').flatMap((v) => parseAddressList(v));
-  // Only the mailbox's own address may appear as the author or the sender (RFC 5322 §3.6.2).
-  if (from.length !== 1 || normalizeAddress(from[0]?.address ?? '') !== mailbox) {
+  const mailboxes = (name: string) => values(name).map((v) => parseMailboxList(v));
+  const from = mailboxes('from');
+  const sender = mailboxes('sender');
+  // Only the mailbox's own address may appear as the author or the sender (RFC 5322 §3.6.2), as a
+  // plain mailbox list: no group, nothing a reader could take for another address.
+  const only = (list: ReturnType<typeof parseMailboxList>) =>
+    list !== null && list.length === 1 && normalizeAddress(list[0]?.address ?? '') === mailbox;
+  if (from.length !== 1 || !only(from[0] ?? null)) {
     throw new HttpStatusError(403, 'from_not_allowed', `From must be exactly ${mailbox}`);
   }
-  if (sender.some((s) => normalizeAddress(s.address) !== mailbox)) {
+  if (sender.some((s) => !only(s))) {
     throw new HttpStatusError(403, 'from_not_allowed', `Sender must be ${mailbox} or absent`);
   }
   const recipients = [
@@ -202,14 +226,27 @@ function fingerprintOf(type: string, payload: string | Buffer): string {
   return createHash('sha256').update(type).update('\n').update(payload).digest('hex').slice(0, 32);
 }
 
-/** The `detail` of a finished send: the id of its Sent copy, then the request's fingerprint. */
-function sentDetail(id: string, fingerprint: string): string {
-  return `${id} ${fingerprint}`;
+/**
+ * The `detail` of a finished send: the id of its Sent copy, the request's fingerprint, then the
+ * recipients the provider refused, if any (comma-separated), so that a retry answers as the send did.
+ */
+function sentDetail(id: string, fingerprint: string, refused: readonly string[]): string {
+  return refused.length > 0 ? `${id} ${fingerprint} ${refused.join(',')}` : `${id} ${fingerprint}`;
 }
 
-function parseSentDetail(detail: string | undefined | null): { id: string; fingerprint?: string } {
-  const [id = '', fingerprint] = (detail ?? '').split(' ');
-  return fingerprint === undefined ? { id } : { id, fingerprint };
+function parseSentDetail(detail: string | undefined | null): {
+  id: string;
+  fingerprint?: string;
+  refused: string[];
+} {
+  const [id = '', fingerprint, refused] = (detail ?? '').split(' ');
+  const list = refused ? refused.split(',') : [];
+  return fingerprint === undefined ? { id, refused: list } : { id, fingerprint, refused: list };
+}
+
+/** The answer's `refused`, present only when the provider refused some recipients. */
+function refusedField(refused: readonly string[]): { refused?: string[] } {
+  return refused.length > 0 ? { refused: [...refused] } : {};
 }
 
 /** Registers the send route on an app built by `createApp` (after its auth middleware). */
@@ -291,6 +328,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
             id: done.id,
             messageId: claim.record.providerMessageId ?? '',
             recipients: [...prepared.recipients],
+            ...refusedField(done.refused),
             duplicate: true,
           },
           200,
@@ -299,7 +337,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       throw new HttpStatusError(409, 'send_in_progress', 'a request with this Idempotency-Key is being sent');
     }
 
-    let sent: { messageId: string };
+    let sent: OutboundResult;
     try {
       sent = await deps.outbound.send({
         from: mailbox,
@@ -319,11 +357,19 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       throw err;
     }
 
+    // Some recipients refused while the others were sent to (a smarthost's RCPT replies) is a send:
+    // it is recorded, copied and answered as one, naming those refused, so that a retry does not
+    // send the message again to those who have it.
+    const refusedByProvider = sent.refused ?? [];
     // Recorded as sent before the copy is stored: if storing the copy fails, a retry with the same
     // Idempotency-Key finds the send done instead of sending the mail a second time.
     await deps.index.finishSend(
       sendKey,
-      { state: 'sent', providerMessageId: sent.messageId, detail: sentDetail(id, fingerprint) },
+      {
+        state: 'sent',
+        providerMessageId: sent.messageId,
+        detail: sentDetail(id, fingerprint, refusedByProvider),
+      },
       now,
     );
     await deliverToMailbox(deps, {
@@ -343,7 +389,13 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       },
     });
     return c.json(
-      { id, messageId: sent.messageId, recipients: [...prepared.recipients], duplicate: false },
+      {
+        id,
+        messageId: sent.messageId,
+        recipients: [...prepared.recipients],
+        ...refusedField(refusedByProvider),
+        duplicate: false,
+      },
       200,
     );
   });

@@ -422,6 +422,32 @@ export function parseAddressList(latin1Value: string): ParsedAddress[] {
   return out;
 }
 
+/**
+ * The mailboxes of a mailbox-list header (From, Sender: RFC 5322 §3.6.2, where groups are not
+ * allowed), or null when it holds a group or an entry that is not a mailbox. Strict where
+ * `parseAddressList` is lenient: it checks who a message says it is from, and every reader must
+ * come to the same answer (`ceo@example.com:alice@example.com;` is a group to one parser and
+ * `ceo@example.com` to another). Empty entries (`a@x, , b@y`, RFC 5322 §4.4) are skipped.
+ */
+export function parseMailboxList(latin1Value: string): ParsedAddress[] | null {
+  const out: ParsedAddress[] = [];
+  let entry: Token[] = [];
+  for (const t of [...tokenize(latin1Value), { kind: 'special', text: ',' } as const]) {
+    if (t.kind !== 'special') {
+      entry.push(t);
+      continue;
+    }
+    if (t.text !== ',') return null;
+    if (entry.some((e) => e.kind !== 'space' && e.kind !== 'comment')) {
+      const m = mailboxOf(entry);
+      if (m === null) return null;
+      out.push(m);
+    }
+    entry = [];
+  }
+  return out;
+}
+
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 

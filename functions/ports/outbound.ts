@@ -10,7 +10,16 @@ export interface OutboundMessage {
   readonly idempotencyKey: string;
 }
 
+export interface OutboundResult {
+  readonly messageId: string;
+  /**
+   * Recipients the provider refused while it took the message for the others (an SMTP smarthost's
+   * RCPT replies): the message was sent, but not to them. Absent when it took every recipient.
+   */
+  readonly refused?: readonly string[];
+}
+
 export interface Outbound {
-  /** Sends; returns the provider's message id. Throws on failure. */
-  send(message: OutboundMessage): Promise<{ messageId: string }>;
+  /** Sends; returns the provider's message id. Throws on failure, which includes refusing every recipient. */
+  send(message: OutboundMessage): Promise<OutboundResult>;
 }

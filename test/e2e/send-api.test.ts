@@ -98,6 +98,22 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.deepEqual(await listAll(env.runtime.index, ALICE), []);
   });
 
+  it('JSON: the message has CRLF line ends throughout, and the sent copy is the bytes the remote side got', async () => {
+    const res = await send({
+      to: 'bob@remote.test',
+      subject: 'lines',
+      text: 'one\ntwo\rthree\r\n.four\n',
+      html: '<p>one</p>\n<p>two</p>\n',
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const { id } = (await res.json()) as { id: string };
+    const copy = await env.runtime.blobs.get(mailboxKeys.raw(sentMailboxKey(ALICE), id));
+    assert.ok(copy);
+    const text = copy.toString('latin1');
+    assert.doesNotMatch(text, /[^\r]\n|\r[^\n]/, 'no LF or CR alone');
+    assert.deepEqual(mx.received.at(-1)?.raw, copy);
+  });
+
   it('message/rfc822: sent as written (Bcc removed), Date and Message-ID added when missing', async () => {
     const raw = Buffer.from(
       'From: Alice <alice@example.test>\r\nTo: bob@remote.test\r\nBcc: eve@remote.test\r\nSubject: raw\r\n\r\nbody \xe9\r\n',
@@ -164,6 +180,35 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.equal((await errorOf(big)).code, 'message_too_large');
   });
 
+  it('message/rfc822: a From that a reader could take for another address is refused, and nothing is sent', async () => {
+    const post = (head: string) =>
+      env.request(`/v1/mailboxes/${ALICE}/send`, {
+        method: 'POST',
+        token: alice,
+        headers: { 'Content-Type': 'message/rfc822' },
+        body: Buffer.from(`${head}\r\nTo: bob@remote.test\r\nSubject: who?\r\n\r\nx\r\n`, 'latin1'),
+      });
+    const sentBefore = mx.received.length;
+    for (const [head, status] of [
+      // A CR alone: one field to a CRLF splitter, two From fields on the wire (ceo's first).
+      ['From: ceo@example.test\rFrom: alice@example.test', 400],
+      // A group (not allowed in From): its name is ceo's address to some readers.
+      ['From: ceo@example.test:alice@example.test;', 403],
+      ['Sender: ceo@example.test:alice@example.test;\r\nFrom: alice@example.test', 403],
+      // An entry that is not a mailbox beside ours: a second author to readers.
+      ['From: ceo, alice@example.test', 403],
+    ] as const) {
+      const res = await post(head);
+      assert.equal(res.status, status, `${JSON.stringify(head)}: ${await res.clone().text()}`);
+    }
+    assert.equal(mx.received.length, sentBefore, 'nothing was sent');
+    // Names with commas, comments and an empty entry are still one mailbox: ours.
+    for (const head of ['From: "Doe, Alice" <alice@example.test>', 'From: alice@example.test (Alice), ']) {
+      const res = await post(head);
+      assert.equal(res.status, 200, `${JSON.stringify(head)}: ${await res.clone().text()}`);
+    }
+  });
+
   it('the same Idempotency-Key sends once', async () => {
     const before = mx.received.length;
     const first = await send(
@@ -222,6 +267,29 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     });
     assert.equal(res.status, 413);
     assert.equal((await errorOf(res)).code, 'payload_too_large');
+  });
+
+  it('the remote side refusing one recipient of several: sent to the others, once, and the answer names the refused one', async () => {
+    mx.refuse('gone@remote.test', 550);
+    const before = mx.to('bob@remote.test').length;
+    const body = { to: ['bob@remote.test', 'gone@remote.test'], subject: 'partly refused', text: 'x' };
+    const res = await send(body, { headers: { 'Idempotency-Key': 'partial-1' } });
+    assert.equal(res.status, 200, await res.clone().text());
+    const result = (await res.json()) as { id: string; refused?: string[]; duplicate: boolean };
+    assert.deepEqual(result.refused, ['gone@remote.test']);
+    assert.equal(mx.to('bob@remote.test').length, before + 1, 'bob got it');
+    const sent = await listAll(env.runtime.index, sentMailboxKey(ALICE));
+    assert.ok(
+      sent.some((e) => e.id === result.id),
+      'the sent view keeps what was sent',
+    );
+
+    // A retry with the same key is answered as the send was, and bob does not get it again.
+    const retry = await send(body, { headers: { 'Idempotency-Key': 'partial-1' } });
+    assert.equal(retry.status, 200, await retry.clone().text());
+    const again = (await retry.json()) as { id: string; refused?: string[]; duplicate: boolean };
+    assert.deepEqual([again.id, again.refused, again.duplicate], [result.id, ['gone@remote.test'], true]);
+    assert.equal(mx.to('bob@remote.test').length, before + 1, 'sent once');
   });
 
   it('a refusal by the remote side is a 422 and nothing lands in the sent view', async () => {

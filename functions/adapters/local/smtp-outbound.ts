@@ -7,7 +7,7 @@
 import { createTransport, type Transporter } from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
 import { errorMessage, SendError } from '../../core/errors.ts';
-import type { Outbound, OutboundMessage } from '../../ports/outbound.ts';
+import type { Outbound, OutboundMessage, OutboundResult } from '../../ports/outbound.ts';
 
 /** A smarthost that does not answer within this long is treated as down (the router then retries). */
 const CONNECTION_TIMEOUT_MS = 15_000;
@@ -50,20 +50,19 @@ export class SmtpOutbound implements Outbound {
     });
   }
 
-  async send(message: OutboundMessage): Promise<{ messageId: string }> {
+  async send(message: OutboundMessage): Promise<OutboundResult> {
     try {
       const info = await this.transport.sendMail({
         envelope: { from: message.from, to: [...message.to] },
         raw: message.raw,
       });
-      // Some smarthosts accept part of the recipients; for us each send has one, so any refusal is a failure.
-      if (info.rejected.length > 0) {
-        throw new SendError(`smarthost refused ${info.rejected.join(', ')}: ${info.response}`, true);
-      }
       // The server's queue id (`250 2.0.0 Ok: queued as X`) is the best id we get back.
-      return { messageId: info.response || info.messageId };
+      const messageId = info.response || info.messageId;
+      // nodemailer goes on to DATA when the smarthost accepts some recipients and refuses others
+      // (refusing all is an error, below): the message has left for those it accepted, so this is
+      // a send, not a failure a retry would repeat to them. Forwards have one recipient: never partial.
+      return info.rejected.length > 0 ? { messageId, refused: info.rejected.map(String) } : { messageId };
     } catch (err) {
-      if (err instanceof SendError) throw err;
       const replyCode = replyCodeOf(err);
       const text = errorMessage(err);
       // RFC 5321 §4.2.1: 5yz is a permanent failure; 4yz and connection problems may pass.
