@@ -15,7 +15,7 @@
  *   (https://docs.aws.amazon.com/ses/latest/dg/header-fields.html).
  * - Added on top: `X-Loop` (our marker, to cut loops), `X-Forwarded-For` / `X-Forwarded-To`
  *   (the address it was sent to and where it went), `X-Original-From`, and for tagged mail
- *   `X-Mail-Relay-Verdict` plus a subject prefix.
+ *   `X-Mail-Relay-Verdict` plus a subject prefix; a `Date` and a `Message-ID` when it has none.
  */
 import type { VerdictName } from './config.ts';
 import {
@@ -30,6 +30,7 @@ import {
   type ParsedAddress,
   parseAddressList,
   rawFieldValue,
+  rfc5322Date,
   type SplitMessage,
   splitMessage,
 } from './mime-header.ts';
@@ -136,6 +137,11 @@ export interface ForwardRewriteOptions {
   /** Verdicts whose policy is `tag`: a subject prefix and `X-Mail-Relay-Verdict`. */
   readonly tags: readonly VerdictName[];
   readonly verdicts?: Verdicts | undefined;
+  /**
+   * Added when the message has no `Date` / `Message-ID` (RFC 5322 §3.6: Date is required, Message-ID
+   * should be there; Gmail refuses mail without one): its receipt time, and an id of ours.
+   */
+  readonly missing?: { readonly date: Date; readonly messageId: string } | undefined;
 }
 
 export interface ForwardRewrite {
@@ -258,6 +264,12 @@ export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): 
     }
   }
   if (!fromDone) kept.unshift(makeField('From', from, eol));
+  if (options.missing !== undefined) {
+    if (!kept.some((f) => f.key === 'date'))
+      kept.push(makeField('Date', rfc5322Date(options.missing.date), eol));
+    if (!kept.some((f) => f.key === 'message-id'))
+      kept.push(makeField('Message-ID', options.missing.messageId, eol));
+  }
   if (!subjectDone && prefix !== '' && subjectField === undefined)
     kept.push(makeField('Subject', prefix, eol));
 

@@ -15,6 +15,7 @@ import {
   SendError,
 } from '../core/errors.ts';
 import { checkLoop, type ForwardRewrite, rewriteForForward } from '../core/forward-rewrite.ts';
+import { timeOfId } from '../core/ids.ts';
 import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { splitMessage } from '../core/mime-header.ts';
 import type { Verdicts } from '../core/routing.ts';
@@ -310,6 +311,11 @@ export async function forwardMessage(deps: ForwardDeps, req: ForwardRequest): Pr
     envelopeFrom: req.mailFrom,
     tags: req.tags,
     verdicts: req.verdicts,
+    // The same for every attempt and destination: a retry sends the same message.
+    missing: {
+      date: new Date(timeOfId(req.id)),
+      messageId: `<${req.id}.forwarded@${domainOf(relay.fromAddress)}>`,
+    },
   });
   const oversize = rewrite.raw.length > relay.maxSendBytes;
   let sent: { messageId: string };

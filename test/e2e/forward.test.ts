@@ -156,6 +156,18 @@ describe('forwarding through a smarthost to a remote MX', () => {
     assert.deepEqual(splitMessage(got.raw).body, onTheWire(splitMessage(raw).body));
   });
 
+  it('a message without Date and Message-ID arrives with both (receiving MXes refuse mail without a Message-ID)', async () => {
+    const r = await h.send(
+      ['boss@example.test'],
+      Buffer.from('From: a@origin.test\r\nSubject: bare\r\n\r\nhi\r\n'),
+    );
+    const [got] = h.mx.to('boss@remote.test').filter((m) => header(m.raw, 'Subject')[0] === 'bare');
+    assert.ok(got);
+    assert.deepEqual(header(got.raw, 'Message-ID'), [`<${r.id}.forwarded@example.test>`]);
+    assert.equal(header(got.raw, 'Date').length, 1);
+    assert.ok(Math.abs(Date.parse(header(got.raw, 'Date')[0] ?? '') - Date.now()) < 3_600_000);
+  });
+
   it('every fixture arrives once, From ours and body identical', async () => {
     const files = readdirSync(FIXTURES).filter((f) => f.endsWith('.eml'));
     assert.ok(files.length >= 12);

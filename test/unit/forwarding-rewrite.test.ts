@@ -165,6 +165,28 @@ describe('rewriteForForward: the header block a forwarding user receives', () =>
     );
   });
 
+  it('a message without Date or Message-ID gets ours (Gmail refuses mail without a Message-ID); one with them keeps its own', () => {
+    const missing = {
+      date: new Date(Date.UTC(2025, 2, 4, 9, 15, 2)),
+      messageId: '<01JN.forwarded@example.com>',
+    };
+    const bare = Buffer.from('From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n');
+    const out = rewriteForForward(bare, { ...OPTIONS, missing });
+    assert.deepEqual(headerValues(out.raw, 'Date'), ['Tue, 04 Mar 2025 09:15:02 +0000']);
+    assert.deepEqual(headerValues(out.raw, 'Message-ID'), ['<01JN.forwarded@example.com>']);
+    assert.deepEqual(parts(out.raw).body, Buffer.from('body\r\n'));
+    const own = rewriteForForward(fixture('plain-crlf.eml'), { ...OPTIONS, missing });
+    assert.deepEqual(
+      headerValues(own.raw, 'Message-ID'),
+      headerValues(fixture('plain-crlf.eml'), 'Message-ID'),
+    );
+    assert.deepEqual(headerValues(own.raw, 'Date'), headerValues(fixture('plain-crlf.eml'), 'Date'));
+    // Bare-LF mail gets them with its own line ends.
+    const lf = rewriteForForward(Buffer.from('Subject: x\n\nbody\n'), { ...OPTIONS, missing });
+    assert.ok(!lf.raw.includes(13), 'no CR anywhere');
+    assert.deepEqual(headerValues(lf.raw, 'Message-ID'), ['<01JN.forwarded@example.com>']);
+  });
+
   it('tagged mail: subject prefix per verdict and X-Mail-Relay-Verdict with the verdicts', () => {
     const verdicts = {
       spam: 'FAIL',
