@@ -348,10 +348,14 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
     } catch (err) {
       await deps.index.finishSend(sendKey, { state: 'failed', error: errorMessage(err) }, now);
       if (err instanceof SendError) {
+        // The provider's own words (the smarthost's reply, SES's error) say which address or rule it was.
+        const why = err.message.length > 500 ? `${err.message.slice(0, 499)}…` : err.message;
         throw new HttpStatusError(
           err.permanent ? 422 : 502,
           err.permanent ? 'send_rejected' : 'send_failed',
-          err.permanent ? 'the mail provider refused the message' : 'the mail provider failed; try again',
+          err.permanent
+            ? `the mail provider refused the message: ${why}`
+            : `the mail provider failed; try again: ${why}`,
         );
       }
       throw err;

@@ -297,7 +297,10 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     const before = (await listAll(env.runtime.index, sentMailboxKey(ALICE))).length;
     const res = await send({ to: 'nobody@remote.test', text: 'x' });
     assert.equal(res.status, 422);
-    assert.equal((await errorOf(res)).code, 'send_rejected');
+    const error = await errorOf(res);
+    assert.equal(error.code, 'send_rejected');
+    // The smarthost's reply, so the user knows which address and why.
+    assert.match(error.message, /refused the message: .*550 5\.1\.1 refused by test/);
     assert.equal((await listAll(env.runtime.index, sentMailboxKey(ALICE))).length, before);
   });
 });
