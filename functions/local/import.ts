@@ -14,15 +14,25 @@ import { sesMessageIdFromContent } from '../core/ids.ts';
 import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
+/** mailparser's limit on a header block; a longer one is not read further here either. */
+const HEADER_BLOCK_MAX_BYTES = 1024 * 1024;
+/** A line end of any style (CRLF, LF, or a classic Mac CR alone). */
+const EOL = '(?:\\r\\n|\\n|\\r(?!\\n))';
+const BLANK_LINE_RE = new RegExp(`${EOL}${EOL}`);
+
 /** Unfolded header fields of a raw message (name lower-cased), read without a MIME parser. */
 export function headerFields(raw: Buffer): { name: string; value: string }[] {
-  const ends = [raw.indexOf('\r\n\r\n'), raw.indexOf('\n\n')].filter((i) => i >= 0);
-  const head = raw
-    .subarray(0, ends.length > 0 ? Math.min(...ends) : raw.length)
-    .toString('latin1')
-    .replace(/\r?\n[ \t]+/g, ' ');
+  // Most header blocks end within the first 64 KiB: a whole megabyte is decoded only when not.
+  let text = raw.toString('latin1', 0, Math.min(raw.length, 64 * 1024));
+  let blank = BLANK_LINE_RE.exec(text);
+  if (blank === null && raw.length > text.length) {
+    text = raw.toString('latin1', 0, Math.min(raw.length, HEADER_BLOCK_MAX_BYTES));
+    blank = BLANK_LINE_RE.exec(text);
+  }
+  const end = blank?.index ?? text.length;
+  const head = text.slice(0, end).replace(new RegExp(`${EOL}[ \\t]+`, 'g'), ' ');
   const out: { name: string; value: string }[] = [];
-  for (const line of head.split(/\r?\n/)) {
+  for (const line of head.split(new RegExp(EOL))) {
     const colon = line.indexOf(':');
     if (colon > 0)
       out.push({ name: line.slice(0, colon).trim().toLowerCase(), value: line.slice(colon + 1).trim() });

@@ -166,6 +166,8 @@ describe('mail-relay import', () => {
     try {
       const entries = await listAll(runtime.index, 'alice@example.test');
       assert.equal(entries.length, files.length);
+      // The receipt time is each file's Date: four fixtures (CRLF, bare LF, CR-only, forward-headers) share one.
+      assert.equal(entries.filter((e) => e.receivedAt === '2025-03-04T09:15:00.000Z').length, 4);
       const bodies = await Promise.all(
         entries.map(
           async (e) =>
