@@ -29,6 +29,7 @@ import { LOCAL_BUCKET } from '../../functions/local/ingest.ts';
 import { IngestJournal } from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { buildLocal, startNodeFlags } from '../../scripts/build-local.mjs';
+import { startDev } from '../helpers/dev.ts';
 import { hasCommand, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
 import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
@@ -243,32 +244,6 @@ describe('mail-relay import', () => {
   });
 });
 
-/** Starts `dev` with `argv` (after `node`) and waits until it listens for SMTP. */
-async function startDev(argv: readonly string[], dataDir: string, extraEnv: Record<string, string> = {}) {
-  const port = await freePort();
-  const child = spawn(process.execPath, [...argv], {
-    env: env({
-      MAIL_RELAY_DATA_DIR: dataDir,
-      MAIL_RELAY_SMTP_PORT: String(port),
-      MAIL_RELAY_API_PORT: String(await freePort()),
-      ...extraEnv,
-    }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  child.stderr.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  while (!out.includes(`127.0.0.1:${port}`)) {
-    if (child.exitCode !== null) throw new Error(`dev exited: ${out}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { child, port, output: () => out };
-}
-
 async function sendOne(port: number, subject: string): Promise<void> {
   const send = await python(
     `import smtplib,sys\nwith smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s: s.sendmail('a@remote.test', ['bob@example.test'], ('Subject: ' + sys.argv[2] + '\\r\\n\\r\\nhello\\r\\n').encode())`,
@@ -298,7 +273,7 @@ describe('npm start', () => {
       const flags = startNodeFlags();
       assert.ok(flags.length > 0, 'npm start sets the local server process settings (docs/adr/0014)');
       const dataDir = join(work, 'start-data');
-      const relay = await startDev([...flags, bundle, 'dev'], dataDir);
+      const relay = await startDev(dataDir, { argv: [...flags, bundle, 'dev'] });
       try {
         await sendOne(relay.port, 'built');
       } finally {
@@ -331,13 +306,13 @@ describe('npm start', () => {
 describe('mail-relay dev', () => {
   it('receives over SMTP, stops on SIGTERM, and has the mail after a restart', async () => {
     const dataDir = join(work, 'dev-data');
-    const first = await startDev([BIN, 'dev'], dataDir);
+    const first = await startDev(dataDir);
     await sendOne(first.port, 'dev');
     first.child.kill('SIGTERM');
     const [code] = await once(first.child, 'exit');
     assert.equal(code, 0, first.output());
 
-    const second = await startDev([BIN, 'dev'], dataDir);
+    const second = await startDev(dataDir);
     try {
       assert.deepEqual(await subjectsIn(dataDir), ['dev']);
     } finally {
@@ -349,7 +324,7 @@ describe('mail-relay dev', () => {
 
 describe('mail-relay dev, stopped at once and with its configuration edited', () => {
   it('a SIGTERM right after it says it listens closes it cleanly (exit 0)', async () => {
-    const dev = await startDev([BIN, 'dev'], join(work, 'dev-stop-data'));
+    const dev = await startDev(join(work, 'dev-stop-data'));
     dev.child.kill('SIGTERM');
     const [code, signal] = await once(dev.child, 'exit');
     assert.deepEqual([code, signal], [0, null], dev.output());
@@ -358,7 +333,7 @@ describe('mail-relay dev, stopped at once and with its configuration edited', ()
   it('says once that its configuration file changed and that it still routes by the old one', async () => {
     const configPath = join(work, 'dev-watch.config.json');
     writeFileSync(configPath, JSON.stringify(CONFIG));
-    const dev = await startDev([BIN, 'dev'], join(work, 'dev-watch-data'), { MAIL_RELAY_CONFIG: configPath });
+    const dev = await startDev(join(work, 'dev-watch-data'), { env: { MAIL_RELAY_CONFIG: configPath } });
     try {
       writeFileSync(
         configPath,
@@ -716,7 +691,7 @@ async function orphanSegment(journalDir: string, subject: string): Promise<strin
 describe('one dev per data dir', () => {
   it('a second dev refuses in one line before it recovers or opens anything; import and token run beside dev', async () => {
     const dataDir = join(work, 'one-dev');
-    const first = await startDev([BIN, 'dev'], dataDir);
+    const first = await startDev(dataDir);
     try {
       // Left for the next dev's recovery: a second one must not take it (the first owns the data dir).
       const orphan = await orphanSegment(join(dataDir, 'journal'), 'orphaned');
@@ -784,7 +759,7 @@ describe('one dev per data dir', () => {
     } finally {
       taken.close();
     }
-    const next = await startDev([BIN, 'dev'], dataDir);
+    const next = await startDev(dataDir);
     try {
       await sendOne(next.port, 'next');
     } finally {

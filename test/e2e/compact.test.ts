@@ -5,7 +5,7 @@
  * delivering and reading; while `dev` runs on the data dir, compact refuses to start.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,8 +21,8 @@ import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { main } from '../../functions/local/cli.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
+import { startDev } from '../helpers/dev.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
-import { freePort } from '../helpers/net.ts';
 import { run } from '../helpers/process.ts';
 import { listAll } from '../helpers/relay.ts';
 
@@ -60,33 +60,6 @@ async function deliver(runtime: LocalRuntime, n: number): Promise<string> {
 const size = (path: string) => statSync(path).size;
 
 /** `mail-relay dev` in a child process, as `npm start` runs it; resolves once it listens. */
-async function startDev(dataDir: string): Promise<{ child: ChildProcess; smtpPort: number }> {
-  const smtpPort = await freePort();
-  const child = spawn(process.execPath, [BIN, 'dev'], {
-    env: {
-      ...env(dataDir),
-      MAIL_RELAY_SMTP_PORT: String(smtpPort),
-      MAIL_RELAY_API_PORT: String(await freePort()),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout?.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  child.stderr?.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  const deadline = Date.now() + 30_000;
-  while (!out.includes('mail-relay dev')) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`dev did not start:\n${out}`);
-    }
-    await sleep(20);
-  }
-  return { child, smtpPort };
-}
 
 describe('mail-relay compact', () => {
   it('shrinks the databases after deletions, keeps every message left, and a running relay goes on', async () => {
@@ -153,7 +126,7 @@ describe('mail-relay compact', () => {
       // A second dev on the same data dir refuses to start (before its port, taken too, matters), and
       // changes nothing.
       const second = await run(process.execPath, [BIN, 'dev'], {
-        env: { ...env(dataDir), MAIL_RELAY_SMTP_PORT: String(first.smtpPort), MAIL_RELAY_API_PORT: '0' },
+        env: { ...env(dataDir), MAIL_RELAY_SMTP_PORT: String(first.port), MAIL_RELAY_API_PORT: '0' },
       });
       assert.equal(second.code, 1, second.stdout + second.stderr);
       assert.match(

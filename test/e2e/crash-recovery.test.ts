@@ -3,7 +3,6 @@
  * same data dir, as a user's crashed relay would be: what the next start must still do.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -11,44 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SMTPServer } from 'smtp-server';
-import { PROJECT_ROOT } from '../helpers/env.ts';
-import { freePort } from '../helpers/net.ts';
+import { startDev } from '../helpers/dev.ts';
 import { python } from '../helpers/process.ts';
 
-const BIN = join(PROJECT_ROOT, 'bin/mail-relay.js');
 const work = mkdtempSync(join(tmpdir(), 'mr-crash-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-function env(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const { MAIL_RELAY_CONFIG: _c, MAIL_RELAY_DATA_DIR: _d, ...rest } = process.env;
-  return { ...rest, ...extra };
-}
-
-/** Starts `dev` and waits until it listens for SMTP; rejects with its output if it exits first. */
-async function startDev(dataDir: string, extraEnv: Record<string, string>) {
-  const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'dev'], {
-    env: env({
-      MAIL_RELAY_DATA_DIR: dataDir,
-      MAIL_RELAY_SMTP_PORT: String(port),
-      MAIL_RELAY_API_PORT: String(await freePort()),
-      ...extraEnv,
-    }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  child.stderr.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  while (!out.includes(`127.0.0.1:${port}`)) {
-    if (child.exitCode !== null) throw new Error(`dev exited (${child.exitCode}): ${out}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { child, port, output: () => out };
-}
 
 describe('dev killed while it forwards a message', () => {
   it('starts again and sends the forward the killed run had claimed but not finished', async () => {
@@ -87,7 +53,7 @@ describe('dev killed while it forwards a message', () => {
         relay: { smtp: `smtp://127.0.0.1:${smarthostPort}` },
       }),
     );
-    const first = await startDev(dataDir, { MAIL_RELAY_CONFIG: configPath });
+    const first = await startDev(dataDir, { env: { MAIL_RELAY_CONFIG: configPath } });
     // The client gets no reply (the relay dies first); its message is in the journal all the same.
     const client = python(
       'import smtplib,sys\nwith smtplib.SMTP("127.0.0.1", int(sys.argv[1])) as s: ' +
@@ -101,7 +67,7 @@ describe('dev killed while it forwards a message', () => {
 
     let second: Awaited<ReturnType<typeof startDev>> | undefined;
     try {
-      second = await startDev(dataDir, { MAIL_RELAY_CONFIG: configPath });
+      second = await startDev(dataDir, { env: { MAIL_RELAY_CONFIG: configPath } });
       // Recovery runs before the relay listens: the forward has been sent again by now.
       assert.equal(received.length, 2, 'the forward reached the smarthost after the restart');
       assert.match(received[1] ?? '', /Subject: for the boss\r\n/);
