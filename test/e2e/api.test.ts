@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -660,6 +661,45 @@ describe('mailbox HTTP API', () => {
     // Without a token the answer is 401 first, whatever the method.
     const anonymous = await env.request(`/v1/mailboxes/${ALICE}/messages`, { method: 'PUT', body: '{}' });
     assert.equal(anonymous.status, 401);
+  });
+
+  it('requests the HTTP parser refuses (raw invalid UTF-8 in the path, a 20 KB query string) are JSON errors too', async () => {
+    /** One request written as raw bytes, and the answer as the server sent it. */
+    const rawRequest = (target: Buffer): Promise<{ head: string; body: string }> =>
+      new Promise((resolve, reject) => {
+        const socket = connect(env.api.port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        socket.on('data', (d) => chunks.push(d));
+        socket.on('error', reject);
+        socket.on('close', () => {
+          const text = Buffer.concat(chunks).toString('latin1');
+          const split = text.indexOf('\r\n\r\n');
+          resolve({ head: text.slice(0, split), body: text.slice(split + 4) });
+        });
+        socket.end(
+          Buffer.concat([
+            Buffer.from('GET '),
+            target,
+            Buffer.from(` HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${alice}\r\n\r\n`),
+          ]),
+        );
+      });
+    for (const [target, status, code] of [
+      [Buffer.from(`/v1/mailboxes/\xffalice@example.test/messages`, 'latin1'), 400, 'invalid_request'],
+      [Buffer.from(`/v1/mailboxes/${ALICE}/messages?q=\xff\xfe`, 'latin1'), 400, 'invalid_request'],
+      [Buffer.from(`/v1/mailboxes/${ALICE}/messages?q=${'a'.repeat(20_000)}`), 431, 'headers_too_large'],
+    ] as const) {
+      const { head, body } = await rawRequest(target);
+      assert.match(head, new RegExp(`^HTTP/1.1 ${status} `), head);
+      assert.match(head, /\r\ncontent-type: application\/json\r\n/i);
+      assert.equal((JSON.parse(body) as { error: { code: string } }).error.code, code);
+    }
+    // The same long query string through fetch.
+    const long = await env.request(`/v1/mailboxes/${ALICE}/messages?q=${'a'.repeat(20_000)}`, {
+      token: alice,
+    });
+    assert.equal(long.status, 431);
+    assert.equal((await errorOf(long)).code, 'headers_too_large');
   });
 
   it('admin token: GET /v1/mailboxes lists every mailbox with its STAT, and reads any mailbox', async () => {
