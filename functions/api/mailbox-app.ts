@@ -722,7 +722,11 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const key = mailboxKeys.part(mailbox, id, partId);
     if (attachment.size > redirectBytes) return presignRedirect(c, key, contentType, disposition);
     const bytes = await blobs.get(key);
-    if (bytes === null) throw new NotFoundError('no such part in this message', 'part_not_found');
+    if (bytes === null) {
+      // Deleted (DELE) since the summary was read: the message is gone, not just this part.
+      if ((await index.get(mailbox, id)) === null) throw messageNotFound();
+      throw new NotFoundError('no such part in this message', 'part_not_found');
+    }
     return c.body(asBody(bytes), 200, {
       'Content-Type': contentType,
       'Content-Length': String(bytes.length),

@@ -19,11 +19,11 @@ import {
   statSchema,
   waitResultSchema,
 } from '../../functions/api/schemas.ts';
-import { mailboxKeys } from '../../functions/core/keys.ts';
+import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
 import { main } from '../../functions/local/cli.ts';
 import { ingest } from '../../functions/local/ingest.ts';
 import type { MailboxIndex } from '../../functions/ports/mailbox-index.ts';
-import { FIXTURE_NAMES, pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
+import { buildMessageWithAttachment, FIXTURE_NAMES, pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
 import { API_TEST_CONFIG, type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 
@@ -809,6 +809,44 @@ describe('mailbox HTTP API', () => {
       1,
       'a bad port is a configuration error',
     );
+  });
+});
+
+describe('DELE while a read is in flight', () => {
+  it('a part read that a DELE overtakes answers message_not_found, as raw and TOP do', async () => {
+    const env = await startApiTestEnv();
+    try {
+      const raw = await buildMessageWithAttachment({
+        attachmentBytes: pdfLikeBytes(3000, 5),
+        subject: 'racing',
+      });
+      const { id } = await env.deliver([ALICE], raw);
+      const token = await env.token(ALICE);
+      const { index } = env.runtime;
+      // A store whose reads of the message's blobs come just after its DELE committed (index, then blobs).
+      const overtaken = new Proxy(env.api.blobs, {
+        get(target, name, receiver) {
+          if (name === 'get') {
+            return async (key: string) => {
+              if (key !== mailboxKeys.summary(ALICE, id) && (await index.delete(ALICE, id)) !== null) {
+                await deleteMessageBlobs(target, ALICE, id);
+              }
+              return target.get(key);
+            };
+          }
+          const value: unknown = Reflect.get(target, name, receiver);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      const app = createApp({ index, blobs: overtaken });
+      const res = await app.request(`/v1/mailboxes/${ALICE}/messages/${id}/parts/1`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 404);
+      assert.equal((await errorOf(res)).code, 'message_not_found');
+    } finally {
+      await env.close();
+    }
   });
 });
 
