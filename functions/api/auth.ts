@@ -77,6 +77,15 @@ export async function authenticate(index: MailboxIndex, header: string | undefin
 }
 
 /**
+ * AuthError 401 unless the token that authenticated a request is still stored: a request that
+ * waits before it answers (the long-poll, up to 25 s) asks again, so a token revoked meanwhile
+ * is answered as any revoked token is, not with the mail that arrived after its revocation.
+ */
+export async function reauthenticate(index: MailboxIndex, record: TokenRecord): Promise<void> {
+  if ((await index.getToken(record.hash)) === null) throw new AuthError(401, UNAUTHORIZED);
+}
+
+/**
  * Throws AuthError 403 unless the token may read `mailbox`. The answer is the same whether or
  * not that mailbox exists, so a token cannot be used to discover other mailboxes.
  */

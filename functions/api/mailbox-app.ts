@@ -19,6 +19,7 @@ import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } 
 import { type AddressEntry, type ParsedSummary, SUMMARY_BODY_MAX_CHARS } from '../core/message.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
+import { reauthenticate } from './auth.ts';
 import { HttpStatusError } from './errors.ts';
 import {
   contentDisposition,
@@ -721,7 +722,11 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const key = mailboxKeys.part(mailbox, id, partId);
     if (attachment.size > redirectBytes) return presignRedirect(c, key, contentType, disposition);
     const bytes = await blobs.get(key);
-    if (bytes === null) throw new NotFoundError('no such part in this message', 'part_not_found');
+    if (bytes === null) {
+      // Deleted (DELE) since the summary was read: the message is gone, not just this part.
+      if ((await index.get(mailbox, id)) === null) throw messageNotFound();
+      throw new NotFoundError('no such part in this message', 'part_not_found');
+    }
     return c.body(asBody(bytes), 200, {
       'Content-Type': contentType,
       'Content-Length': String(bytes.length),
@@ -798,6 +803,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const start = position;
     const { after } = query;
     const nothing = () => c.body(null, 204, { [CURSOR_HEADER]: String(position) });
+    let waited = false;
     for (;;) {
       // The client left, or the server is closing (and with it, soon, the index): nothing to read.
       if (requestSignal.aborted) return nothing();
@@ -811,6 +817,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
             ? await storedAfter(mailbox, position)
             : { ...(await newerThan(mailbox, after)), cursor: String(start) };
         if (found.items.length > 0) {
+          // Authenticated when the request came in, up to 25 s ago: no mail for a token revoked since.
+          if (waited) await reauthenticate(index, c.get('token'));
           c.header(CURSOR_HEADER, found.cursor);
           return c.json(found, 200);
         }
@@ -823,6 +831,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
         if (left <= 0 || requestSignal.aborted) return nothing();
         const interval = deps.waiter === undefined ? pollMs : WAITER_FALLBACK_POLL_MS;
         await Promise.race([sleep(Math.min(left, interval), signal), ...(woken ? [woken] : [])]);
+        waited = true;
       } finally {
         round.abort();
       }

@@ -4,6 +4,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { type ApiApp, type ApiDeps, createApp } from '../api/app.ts';
@@ -41,6 +42,43 @@ function reachableUrl(host: string, port: number): string {
   return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
 }
 
+/** What Node's parser refused, as the app's `{error}` would say it (Node itself answers with no body). */
+function clientErrorAnswer(code: string | undefined): [status: string, code: string, message: string] {
+  if (code === 'HPE_HEADER_OVERFLOW') {
+    return [
+      '431 Request Header Fields Too Large',
+      'headers_too_large',
+      'the request line and headers are larger than 16 KiB (a very long query string?)',
+    ];
+  }
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    return ['408 Request Timeout', 'request_timeout', 'the request did not arrive in time'];
+  }
+  return [
+    '400 Bad Request',
+    'invalid_request',
+    'the request is not valid HTTP (a raw space, control character or non-ASCII byte in the path or a header?)',
+  ];
+}
+
+/**
+ * A request that Node refuses before the app sees it (its path has bytes HTTP does not allow, such as
+ * invalid UTF-8 sent raw; its URL and headers pass 16 KiB) is answered with a JSON error as every
+ * other refusal is. Like Node's own answer, only when no response is under way on the socket.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const current = (socket as Duplex & { _httpMessage?: { headersSent: boolean } | null })._httpMessage;
+  if (err.code !== 'ECONNRESET' && socket.writable && (current == null || !current.headersSent)) {
+    const [status, code, message] = clientErrorAnswer(err.code);
+    const body = JSON.stringify({ error: { code, message } });
+    socket.write(
+      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
+}
+
 /**
  * Starts the API for a local runtime. The presign secret lives in `<dataDir>/presign.secret`, so
  * URLs handed out before a restart keep working until they expire.
@@ -55,6 +93,7 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     return app.fetch(request, env);
   });
   const server: Server = createServer(listener);
+  server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, host, () => {

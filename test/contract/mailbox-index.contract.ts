@@ -379,6 +379,57 @@ export function runMailboxIndexContract(
         );
       }));
 
+    it('concurrent deletes of one message (DELE twice at once): exactly one removes it, counters stay exact', () =>
+      withIndex(async ({ index }) => {
+        const keep = makeEntry(ALICE, BASE_MS, 'twice-keep', { size: 10 });
+        const gone = makeEntry(ALICE, BASE_MS + 1000, 'twice-gone', { size: 20 });
+        await index.deliver(keep);
+        await index.deliver(gone);
+        const results = await Promise.all(Array.from({ length: 4 }, () => index.delete(ALICE, gone.id)));
+        assert.equal(results.filter((r) => r !== null).length, 1, 'one delete removed it');
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 10 });
+        assert.deepEqual(
+          (await index.list(ALICE, { limit: 10 })).items.map((i) => i.id),
+          [keep.id],
+        );
+        assert.deepEqual(
+          (await index.committedAfter(ALICE, 0, 10)).items.map((i) => i.id),
+          [keep.id],
+        );
+        assert.deepEqual(await index.deliver(gone), { inserted: false }, 'and it stays deleted');
+      }));
+
+    it('setSeen racing a delete never brings the message back, and counters stay exact', () =>
+      withIndex(async ({ index }) => {
+        const keep = makeEntry(ALICE, BASE_MS, 'race-keep', { size: 10 });
+        const gone = makeEntry(ALICE, BASE_MS + 1000, 'race-gone', { size: 20 });
+        await index.deliver(keep);
+        await index.deliver(gone);
+        const [flagged, removed, unflagged] = await Promise.all([
+          index.setSeen(ALICE, gone.id, true),
+          index.delete(ALICE, gone.id),
+          index.setSeen(ALICE, gone.id, false),
+        ]);
+        assert.ok(removed !== null);
+        for (const r of [flagged, unflagged]) assert.ok(r === null || r.id === gone.id);
+        assert.equal(await index.get(ALICE, gone.id), null);
+        assert.equal(
+          await index.setSeen(ALICE, gone.id, true),
+          null,
+          'a flag on a deleted message is a miss',
+        );
+        assert.equal(await index.get(ALICE, gone.id), null, 'and creates nothing');
+        assert.deepEqual(
+          (await index.list(ALICE, { limit: 10 })).items.map((i) => i.id),
+          [keep.id],
+        );
+        assert.deepEqual(
+          (await index.list(ALICE, { limit: 10, unseen: true })).items.map((i) => i.id),
+          [keep.id],
+        );
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 1, bytes: 10 });
+      }));
+
     it('a deleted message stays deleted when delivered again, unless restoreDeleted; deliveryState says which', () =>
       withIndex(async ({ index }) => {
         const gone = makeEntry(ALICE, BASE_MS, 'gone', { size: 20 });
@@ -542,6 +593,37 @@ export function runMailboxIndexContract(
         for (const id of ids) assert.ok(originalDesc.includes(id) || added.has(id));
         const stat = await index.stat(ALICE);
         assert.equal(stat.messages, original.length + added.size - deletedAhead.size - deletedBehind.size);
+      }));
+
+    it('unseen pages while flags change between pages: no duplicates, and mail unseen throughout is listed', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 60 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `flags-${i}`, { seen: i % 4 === 0 }),
+        );
+        await deliverAll(index, entries);
+        const desc = newestFirst(entries.map((e) => e.id));
+        const touched = new Set<string>();
+        const ids = await listAllIds(index, ALICE, { limit: 5, unseen: true }, async (page, seen) => {
+          // Read one not reached yet, mark one already listed unread again, unread one that was read.
+          const ahead = desc[seen.length + 8 + page];
+          const shown = seen[seen.length - 1];
+          const readAhead = desc[seen.length + 4 * page];
+          for (const [id, flag] of [
+            [ahead, true],
+            [shown, false],
+            [readAhead, false],
+          ] as const) {
+            if (id === undefined || touched.has(id)) continue;
+            touched.add(id);
+            await index.setSeen(ALICE, id, flag);
+          }
+        });
+        assert.equal(new Set(ids).size, ids.length, 'no duplicates');
+        assert.deepEqual(ids, newestFirst(ids), 'newest first across pages');
+        for (const e of entries) {
+          if (!e.seen && !touched.has(e.id)) assert.ok(ids.includes(e.id), `unseen throughout: ${e.id}`);
+          if (e.seen && !touched.has(e.id)) assert.ok(!ids.includes(e.id), `seen throughout: ${e.id}`);
+        }
       }));
 
     it('q matches from, to and subject case-insensitively (Unicode too), with % and _ taken literally', () =>

@@ -146,3 +146,35 @@ describe('mailbox isolation: every endpoint × a token of another mailbox × no 
     }
   });
 });
+
+describe('a token revoked while its long-poll waits', () => {
+  let env: ApiTestEnv;
+  before(async () => {
+    env = await startApiTestEnv();
+  });
+  after(async () => env?.close());
+
+  it('gets 401, not the mail that arrived after the revocation', async () => {
+    const token = await env.token(ALICE);
+    const waiting = env.request(`/v1/mailboxes/${ALICE}/wait?timeout=20`, { token });
+    for (let i = 0; i < 200 && env.waiter.size === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(env.waiter.size, 1, 'the long-poll is waiting');
+    assert.equal(await revokeToken(env.runtime.index, token), true);
+    await env.deliver(
+      [ALICE],
+      Buffer.from('From: a@remote.test\r\nTo: alice@example.test\r\nSubject: after revocation\r\n\r\nhi\r\n'),
+    );
+    const res = await waiting;
+    assert.equal(res.status, 401);
+    assert.equal((await errorOf(res)).code, 'unauthorized');
+    // The owner's other token still follows the mailbox, and finds the message.
+    const owner = await env.token(ALICE);
+    const all = await env.request(`/v1/mailboxes/${ALICE}/wait?cursor=0&timeout=0`, { token: owner });
+    assert.equal(all.status, 200);
+    const body = (await all.json()) as { items: { subject: string }[] };
+    assert.deepEqual(
+      body.items.map((i) => i.subject),
+      ['after revocation'],
+    );
+  });
+});

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -18,11 +19,11 @@ import {
   statSchema,
   waitResultSchema,
 } from '../../functions/api/schemas.ts';
-import { mailboxKeys } from '../../functions/core/keys.ts';
+import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
 import { main } from '../../functions/local/cli.ts';
 import { ingest } from '../../functions/local/ingest.ts';
 import type { MailboxIndex } from '../../functions/ports/mailbox-index.ts';
-import { FIXTURE_NAMES, pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
+import { buildMessageWithAttachment, FIXTURE_NAMES, pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
 import { API_TEST_CONFIG, type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 
@@ -662,6 +663,45 @@ describe('mailbox HTTP API', () => {
     assert.equal(anonymous.status, 401);
   });
 
+  it('requests the HTTP parser refuses (raw invalid UTF-8 in the path, a 20 KB query string) are JSON errors too', async () => {
+    /** One request written as raw bytes, and the answer as the server sent it. */
+    const rawRequest = (target: Buffer): Promise<{ head: string; body: string }> =>
+      new Promise((resolve, reject) => {
+        const socket = connect(env.api.port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        socket.on('data', (d) => chunks.push(d));
+        socket.on('error', reject);
+        socket.on('close', () => {
+          const text = Buffer.concat(chunks).toString('latin1');
+          const split = text.indexOf('\r\n\r\n');
+          resolve({ head: text.slice(0, split), body: text.slice(split + 4) });
+        });
+        socket.end(
+          Buffer.concat([
+            Buffer.from('GET '),
+            target,
+            Buffer.from(` HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${alice}\r\n\r\n`),
+          ]),
+        );
+      });
+    for (const [target, status, code] of [
+      [Buffer.from(`/v1/mailboxes/\xffalice@example.test/messages`, 'latin1'), 400, 'invalid_request'],
+      [Buffer.from(`/v1/mailboxes/${ALICE}/messages?q=\xff\xfe`, 'latin1'), 400, 'invalid_request'],
+      [Buffer.from(`/v1/mailboxes/${ALICE}/messages?q=${'a'.repeat(20_000)}`), 431, 'headers_too_large'],
+    ] as const) {
+      const { head, body } = await rawRequest(target);
+      assert.match(head, new RegExp(`^HTTP/1.1 ${status} `), head);
+      assert.match(head, /\r\ncontent-type: application\/json\r\n/i);
+      assert.equal((JSON.parse(body) as { error: { code: string } }).error.code, code);
+    }
+    // The same long query string through fetch.
+    const long = await env.request(`/v1/mailboxes/${ALICE}/messages?q=${'a'.repeat(20_000)}`, {
+      token: alice,
+    });
+    assert.equal(long.status, 431);
+    assert.equal((await errorOf(long)).code, 'headers_too_large');
+  });
+
   it('admin token: GET /v1/mailboxes lists every mailbox with its STAT, and reads any mailbox', async () => {
     const res = await env.request('/v1/mailboxes', { token: admin });
     assert.equal(res.status, 200);
@@ -769,6 +809,44 @@ describe('mailbox HTTP API', () => {
       1,
       'a bad port is a configuration error',
     );
+  });
+});
+
+describe('DELE while a read is in flight', () => {
+  it('a part read that a DELE overtakes answers message_not_found, as raw and TOP do', async () => {
+    const env = await startApiTestEnv();
+    try {
+      const raw = await buildMessageWithAttachment({
+        attachmentBytes: pdfLikeBytes(3000, 5),
+        subject: 'racing',
+      });
+      const { id } = await env.deliver([ALICE], raw);
+      const token = await env.token(ALICE);
+      const { index } = env.runtime;
+      // A store whose reads of the message's blobs come just after its DELE committed (index, then blobs).
+      const overtaken = new Proxy(env.api.blobs, {
+        get(target, name, receiver) {
+          if (name === 'get') {
+            return async (key: string) => {
+              if (key !== mailboxKeys.summary(ALICE, id) && (await index.delete(ALICE, id)) !== null) {
+                await deleteMessageBlobs(target, ALICE, id);
+              }
+              return target.get(key);
+            };
+          }
+          const value: unknown = Reflect.get(target, name, receiver);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      const app = createApp({ index, blobs: overtaken });
+      const res = await app.request(`/v1/mailboxes/${ALICE}/messages/${id}/parts/1`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 404);
+      assert.equal((await errorOf(res)).code, 'message_not_found');
+    } finally {
+      await env.close();
+    }
   });
 });
 
