@@ -32,6 +32,7 @@ import {
 import { capHeaders, capJsonString, capList } from './json-cap.ts';
 import {
   DEFAULT_LIST_LIMIT,
+  deleteAllResultSchema,
   errorSchema,
   healthSchema,
   type ListItem,
@@ -89,6 +90,8 @@ export const DEFAULT_ATTACHMENTS_MAX_BYTES = 256 * 1024;
 export const DEFAULT_LIST_MAX_BYTES = 4 * 1024 * 1024;
 /** Presigned URLs live long enough to start a download, short enough that a leaked one soon dies. */
 export const DEFAULT_PRESIGN_SECONDS = 300;
+/** Deletions in flight at once when a whole mailbox is deleted (DynamoDB: one transaction each). */
+const DELETE_ALL_CONCURRENCY = 16;
 /** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
 const MAX_PATCH_BODY_BYTES = 16 * 1024;
 /** How often the long-poll re-reads the index when nothing wakes it (the Lambda case). */
@@ -273,6 +276,21 @@ const routes = {
       415: jsonError('The body is not application/json (`unsupported_media_type`)'),
     },
   }),
+  deleteAll: createRoute({
+    method: 'delete',
+    path: '/v1/mailboxes/{address}/messages',
+    tags: ['mailbox'],
+    summary: `Delete the mailbox's messages, newest first, at most ${MAX_LIST_LIMIT} a request (\`more\`: ask again)`,
+    security: SECURITY,
+    request: { params: mailboxParamsSchema, query: viewQuerySchema },
+    responses: {
+      200: {
+        description: 'How many were deleted, and whether more are left',
+        content: { 'application/json': { schema: deleteAllResultSchema } },
+      },
+      ...MAILBOX_ERRORS,
+    },
+  }),
   deleteMessage: createRoute({
     method: 'delete',
     path: '/v1/mailboxes/{address}/messages/{id}',
@@ -370,6 +388,8 @@ function toListItem(e: MessageEntry): ListItem {
     snippet: e.snippet,
     seen: e.seen,
     hasAttachments: e.hasAttachments,
+    recipient: e.recipient,
+    plusTag: e.plusTag ?? null,
   };
 }
 
@@ -406,8 +426,10 @@ function byOwner(stats: readonly { address: string; messages: number; bytes: num
 function capListItems(items: ListItem[], maxBytes: number): { value: ListItem[]; truncated: boolean } {
   // At most 7 bytes per UTF-16 unit (json-cap.ts), plus the keys, id, date, numbers and flags.
   let bound = 2;
-  for (const i of items)
-    bound += (i.from.length + i.to.length + i.subject.length + i.snippet.length) * 7 + 400;
+  for (const i of items) {
+    const chars = i.from.length + i.to.length + i.subject.length + i.snippet.length + i.recipient.length;
+    bound += (chars + (i.plusTag?.length ?? 0)) * 7 + 400;
+  }
   if (bound <= maxBytes) return { value: items, truncated: false };
   const cut = capList(items, maxBytes);
   const first = items[0];
@@ -605,8 +627,6 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const attachments = capList(parsed?.attachments ?? [], DEFAULT_ATTACHMENTS_MAX_BYTES);
     const detail: MessageDetail = {
       ...toListItem(entry),
-      recipient: entry.recipient,
-      plusTag: entry.plusTag ?? null,
       verdicts: entry.verdicts,
       tags: [...entry.tags],
       quarantineReasons: entry.quarantineReasons === undefined ? null : [...entry.quarantineReasons],
@@ -651,6 +671,30 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       logError(err);
     }
     return c.body(null, 204);
+  });
+
+  app.openapi(routes.deleteAll, async (c) => {
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
+    // One page, so that a request stays short in Lambda however large the mailbox: `more` says
+    // ask again. Mail stored while this runs is not in the page, and stays.
+    const page = await index.list(mailbox, { limit: MAX_LIST_LIMIT });
+    const ids = page.items.map((e) => e.id);
+    let deleted = 0;
+    const worker = async () => {
+      for (let id = ids.shift(); id !== undefined; id = ids.shift()) {
+        // Each as DELETE …/messages/{id} does it: the index entry first (a message deleted
+        // meanwhile by another client is not counted), then its blobs.
+        if ((await index.delete(mailbox, id)) === null) continue;
+        deleted += 1;
+        try {
+          await deleteMessageBlobs(blobs, mailbox, id);
+        } catch (err) {
+          logError(err);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: DELETE_ALL_CONCURRENCY }, worker));
+    return c.json({ deleted, more: page.nextCursor !== null }, 200);
   });
 
   app.openapi(routes.raw, async (c) => {

@@ -211,6 +211,11 @@ export const listItemSchema = z
     snippet: z.string().openapi({ description: 'The start of the text, whitespace collapsed' }),
     seen: z.boolean(),
     hasAttachments: z.boolean(),
+    recipient: z.string().openapi({
+      description:
+        'The envelope recipient that led to this mailbox: `user+tag@…` for plus-addressed mail delivered to `user@…`',
+    }),
+    plusTag: z.string().nullable().openapi({ description: 'The `+tag` of `recipient`, null without one' }),
   })
   .openapi('MessageListItem');
 export type ListItem = z.infer<typeof listItemSchema>;
@@ -224,6 +229,15 @@ export const messageListSchema = z
       .openapi({ description: 'Pass as `cursor` for the next page; null at the end' }),
   })
   .openapi('MessageList');
+
+export const deleteAllResultSchema = z
+  .object({
+    deleted: z.number().int().nonnegative().openapi({ description: 'Messages this request deleted' }),
+    more: z.boolean().openapi({
+      description: `True when the mailbox held more than one request deletes (${MAX_LIST_LIMIT}): ask again`,
+    }),
+  })
+  .openapi('DeleteAllResult');
 
 export const waitResultSchema = z
   .object({
@@ -254,8 +268,6 @@ const verdictsSchema = z
 
 export const messageDetailSchema = listItemSchema
   .extend({
-    recipient: z.string().openapi({ description: 'The envelope recipient that led to this mailbox' }),
-    plusTag: z.string().nullable(),
     verdicts: verdictsSchema,
     tags: z.array(z.string()).openapi({ description: 'Verdicts that failed under a `tag` policy' }),
     quarantineReasons: z.array(z.string()).nullable(),

@@ -541,7 +541,10 @@ async function tokenCreate(
     });
     io.out.write(`${token}\n`);
     const scope = tokenScope(admin, mailbox);
-    io.err.write(`${scope} created; it is shown only this once. Use it as: Authorization: Bearer <token>\n`);
+    // Tokens live in the data dir: one made in another than `dev`'s is refused there (401), so say which.
+    io.err.write(
+      `${scope} created in ${runtime.dataDir}; it is shown only this once. Use it as: Authorization: Bearer <token>\n`,
+    );
     return 0;
   } finally {
     await runtime.close();

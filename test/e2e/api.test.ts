@@ -100,7 +100,9 @@ describe('mailbox HTTP API', () => {
           'from',
           'hasAttachments',
           'id',
+          'plusTag',
           'receivedAt',
+          'recipient',
           'seen',
           'size',
           'snippet',
@@ -642,7 +644,7 @@ describe('mailbox HTTP API', () => {
     // A path that exists, with a method it does not take: 405 and what it takes; else 404.
     const someId = idOf('plain-crlf.eml');
     for (const [method, path, allow] of [
-      ['POST', `/v1/mailboxes/${ALICE}/messages`, 'GET, HEAD'],
+      ['POST', `/v1/mailboxes/${ALICE}/messages`, 'DELETE, GET, HEAD'],
       ['PUT', `/v1/mailboxes/${ALICE}/messages/${someId}`, 'DELETE, GET, HEAD, PATCH'],
       ['DELETE', `/v1/mailboxes/${ALICE}`, 'GET, HEAD'],
     ] as const) {

@@ -779,6 +779,11 @@ describe('mail-relay token list and revoke by id', () => {
     const admin = await tokenCli(['create', '--admin']);
     const bob = await tokenCli(['create', 'bob@example.test']);
     for (const r of [laptop, admin, bob]) assert.equal(r.code, 0, r.stderr);
+    // A token works only with a dev on the data dir it was made in: the confirmation names it.
+    assert.equal(
+      admin.stderr,
+      `admin token created in ${dataDir}; it is shown only this once. Use it as: Authorization: Bearer <token>\n`,
+    );
     const tokens = [laptop, admin, bob].map((r) => r.stdout.trim());
     const ids = tokens.map((t) => hashToken(t).slice(0, 12));
 
