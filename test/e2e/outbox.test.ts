@@ -82,7 +82,8 @@ describe('the outbox: forwards when no smarthost is configured', () => {
     );
     assert.match(
       shown.text(),
-      /^X-Loop: forwarder@example\.test\r\n[\s\S]*\r\nSubject: first\r\n\r\nhi\r\n$/,
+      // The message had no Date or Message-ID: the forward carries ours (ADR 8).
+      /^X-Loop: forwarder@example\.test\r\n[\s\S]*\r\nSubject: first\r\nDate: [^\r\n]+\r\nMessage-ID: <\w+\.forwarded@example\.test>\r\n\r\nhi\r\n$/,
     );
     assert.equal(await commandOutbox(['show', 'nope'], { out: shown.stream, err: err.stream, env }), 2);
     // A mailbox message id (what POST …/send answers as `id`) is not an outbox id: said so.
