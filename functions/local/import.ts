@@ -16,8 +16,11 @@ import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
 const HEADER_BLOCK_MAX_BYTES = 1024 * 1024;
-/** A line end of any style (CRLF, LF, or a classic Mac CR alone). */
-const EOL = '(?:\\r\\n|\\n|\\r(?!\\n))';
+/**
+ * A line end of any style (CRLF, LF, or a classic Mac CR alone). CRs before an LF belong to it: a
+ * CRLF file converted once more (`\r\r\n`) has no blank line after its first header.
+ */
+const EOL = '(?:\\r?\\r?\\n|\\r(?!\\r?\\n))';
 const BLANK_LINE_RE = new RegExp(`${EOL}${EOL}`);
 
 /** Unfolded header fields of a raw message (name lower-cased), read without a MIME parser. */
