@@ -14,9 +14,8 @@
  * See docs/adr/0011-ingest-journal.md.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, writevSync } from 'node:fs';
+import { mkdirSync, readFileSync, writevSync } from 'node:fs';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
-import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import {
@@ -269,8 +268,10 @@ export class IngestJournal {
 
   #newSegment(): Segment {
     this.#seq += 1;
-    // The pid in the name tells recovery which segments belong to a live process.
-    const name = `${process.pid}-${Date.now().toString(36)}-${this.#seq}.log`;
+    // The pid in the name tells recovery which segments belong to a live process; the boot id, that
+    // a pid alive now is not the writer's (pids are handed out anew after a reboot).
+    const boot = BOOT_ID === null ? '' : `-${BOOT_ID}`;
+    const name = `${process.pid}-${Date.now().toString(36)}-${this.#seq}${boot}.log`;
     return {
       path: join(this.#dir, name),
       fh: null,
@@ -438,8 +439,19 @@ export class IngestJournal {
   }
 }
 
-/** The boot time is known to about a second (`os.uptime()`); a segment must predate it by more. */
-const BOOT_TIME_SLACK_MS = 5_000;
+/**
+ * The first 8 hex digits of this boot's id (Linux's `/proc/sys/kernel/random/boot_id`), or null
+ * where there is none. Not the wall clock against the uptime: a clock stepped forward after a host's
+ * sleep (Docker Desktop, WSL2) would make a live process's segment look older than the boot.
+ */
+const BOOT_ID: string | null = (() => {
+  try {
+    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').replace(/-/g, '').trim();
+    return /^[0-9a-f]{8}/.test(id) ? id.slice(0, 8) : null;
+  } catch {
+    return null;
+  }
+})();
 
 /** Whether segments of this pid belong to another live process (this process's own count as orphans). */
 function isAlive(pid: number): boolean {
@@ -469,13 +481,13 @@ export async function orphanedSegments(dir: string): Promise<{ path: string; rec
     throw err;
   }
   // A segment written before this boot is an orphan even if its pid is alive again: after a reboot
-  // (an OS crash, a power cut) pids are handed out anew, and another process may hold it.
-  const bootedAtMs = Date.now() - uptime() * 1000;
+  // (an OS crash, a power cut) pids are handed out anew, and another process may hold it. Names
+  // without a boot id (older ones, systems without one) go by the pid alone.
   const segments = names
-    .map((name) => /^(\d+)-([0-9a-z]+)-(\d+)\.log$/.exec(name))
+    .map((name) => /^(\d+)-([0-9a-z]+)-(\d+)(?:-([0-9a-f]{8}))?\.log$/.exec(name))
     .filter(
       (m): m is RegExpExecArray =>
-        m !== null && (!isAlive(Number(m[1])) || parseInt(m[2] ?? '0', 36) < bootedAtMs - BOOT_TIME_SLACK_MS),
+        m !== null && (!isAlive(Number(m[1])) || (m[4] !== undefined && m[4] !== BOOT_ID)),
     )
     .sort((a, b) => parseInt(a[2] ?? '0', 36) - parseInt(b[2] ?? '0', 36) || Number(a[3]) - Number(b[3]));
   const out: { path: string; records: JournalRecord[] }[] = [];
