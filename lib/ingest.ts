@@ -24,13 +24,12 @@ import { Topic } from 'aws-cdk-lib/aws-sns';
 import { SqsSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { MAX_RECEIVE_COUNT } from '../functions/handlers/queue-settings.ts';
 import { HouseFunction } from './house-function.ts';
 import { splitIntoRules } from './recipients.ts';
 import { inboundSmtpHost } from './ses-regions.ts';
 import { PREFIX } from './storage.ts';
 
-/** Receives before a message goes to the dead-letter queue (the router is idempotent, so retries are safe). */
-export const MAX_RECEIVE_COUNT = 5;
 /** Lambda's guidance: the queue's visibility timeout at least six times the function's timeout. */
 const VISIBILITY_TIMEOUT_FACTOR = 6;
 

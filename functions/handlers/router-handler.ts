@@ -20,6 +20,7 @@ import { MailRelayError, ValidationError } from '../core/errors.ts';
 import { type SesReceivedNotification, sesReceivedNotificationSchema } from '../core/notification.ts';
 import { countBounces } from '../pipeline/bounce.ts';
 import { countOutcomes, processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
+import { MAX_RECEIVE_COUNT } from './queue-settings.ts';
 
 /** The parts of an SQS record we rely on (the full shape is in ../shared/aws-events). */
 export const sqsRecordSchema = z
@@ -225,8 +226,15 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
     let deferred = 0;
     try {
       for (const [i, record] of records.entries()) {
-        if (i > 0 && context !== undefined && context.getRemainingTimeInMillis() < RECORD_TIME_RESERVE_MS) {
-          // Not started: returned to the queue whole, and taken first by a later invocation.
+        if (
+          i > 0 &&
+          context !== undefined &&
+          receiveCount(record) < MAX_RECEIVE_COUNT &&
+          context.getRemainingTimeInMillis() < RECORD_TIME_RESERVE_MS
+        ) {
+          // Not started: returned to the queue whole, and taken first by a later invocation. (Records
+          // on their last receive come first and are always started: returned, they would go to the
+          // dead-letter queue untried.)
           const rest = records.slice(i);
           deferred = rest.length;
           for (const r of rest) failures.push({ itemIdentifier: r.messageId });

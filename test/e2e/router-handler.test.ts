@@ -21,6 +21,7 @@ import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { ENTRY_TEXT_MAX_CHARS } from '../../functions/core/message.ts';
+import { MAX_RECEIVE_COUNT } from '../../functions/handlers/queue-settings.ts';
 import { RECORD_TIME_RESERVE_MS, type RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { replay } from '../../functions/pipeline/replay.ts';
 import type { RouterDeps } from '../../functions/pipeline/router.ts';
@@ -364,6 +365,42 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     expectDelivered(two.sent);
     expectDelivered(fresh.sent);
     assert.deepEqual((await subjects()).sort(), ['late four', 'late one', 'late three', 'late two']);
+    await assertMailboxes();
+  });
+
+  it('a record on its last receive is started however little time is left (returned, it would reach the DLQ untried)', async () => {
+    const batch = await Promise.all(
+      ['last one', 'last two', 'not last'].map((subject) =>
+        receive(
+          Buffer.from(`Subject: ${subject}\r\n\r\nx\r\n`),
+          ['carol@example.test'],
+          ['carol@example.test'],
+        ),
+      ),
+    );
+    const [one, two, three] = batch;
+    assert.ok(one && two && three);
+    const atCount = (r: SQSRecord, n: number): SQSRecord => ({
+      ...r,
+      attributes: { ...r.attributes, ApproximateReceiveCount: String(n) },
+    });
+    const { response } = await invoke(
+      [
+        atCount(three.record, 2),
+        atCount(one.record, MAX_RECEIVE_COUNT),
+        atCount(two.record, MAX_RECEIVE_COUNT),
+      ],
+      contextWithTime(() => RECORD_TIME_RESERVE_MS - 1),
+    );
+    assert.deepEqual(response, { batchItemFailures: [{ itemIdentifier: three.record.messageId }] });
+    expectDelivered(one.sent);
+    expectDelivered(two.sent);
+    const { response: later } = await invoke(
+      [atCount(three.record, 3)],
+      contextWithTime(() => 60_000),
+    );
+    assert.deepEqual(later, { batchItemFailures: [] });
+    expectDelivered(three.sent);
     await assertMailboxes();
   });
 
