@@ -249,6 +249,12 @@ function refusedField(refused: readonly string[]): { refused?: string[] } {
   return refused.length > 0 ? { refused: [...refused] } : {};
 }
 
+/** At most `max` characters (whole code points), with `…` when cut. */
+function clip(text: string, max: number): string {
+  const chars = Array.from(text);
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
+}
+
 /** Registers the send route on an app built by `createApp` (after its auth middleware). */
 export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
   const clock = deps.clock ?? (() => new Date());
@@ -348,14 +354,15 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
     } catch (err) {
       await deps.index.finishSend(sendKey, { state: 'failed', error: errorMessage(err) }, now);
       if (err instanceof SendError) {
-        // The provider's own words (the smarthost's reply, SES's error) say which address or rule it was.
-        const why = err.message.length > 500 ? `${err.message.slice(0, 499)}…` : err.message;
+        // The provider's own words about the message (a smarthost's reply, SES's reason) say which
+        // address or rule it was; nothing else of the failure (hosts, account ids) is shown.
+        const reply = err.reply === undefined ? '' : `: ${clip(err.reply, 500)}`;
         throw new HttpStatusError(
           err.permanent ? 422 : 502,
           err.permanent ? 'send_rejected' : 'send_failed',
           err.permanent
-            ? `the mail provider refused the message: ${why}`
-            : `the mail provider failed; try again: ${why}`,
+            ? `the mail provider refused the message${reply}`
+            : `the mail provider failed; try again${reply}`,
         );
       }
       throw err;

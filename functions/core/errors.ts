@@ -82,12 +82,20 @@ export class SmtpRejectError extends MailRelayError {
  * SES MessageRejected); otherwise the sender retries. `responseCode` is the SMTP reply, when any.
  */
 export class SendError extends MailRelayError {
+  /**
+   * The provider's answer about this message (a smarthost's SMTP reply, SES's reason for refusing
+   * it), fit to show whoever sent it; absent for failures whose text names internals (a connection
+   * to a host and port, an access error with account ids and role ARNs).
+   */
+  readonly reply: string | undefined;
+
   constructor(
     message: string,
     readonly permanent: boolean,
     readonly responseCode?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; reply?: string | undefined },
   ) {
     super(permanent ? 'send_rejected' : 'send_failed', message, options);
+    this.reply = options?.reply;
   }
 }

@@ -10,6 +10,7 @@ import { sentMailboxKey } from '../../functions/core/keys.ts';
 import { fieldValue, splitMessage } from '../../functions/core/mime-header.ts';
 import { mailboxKeys } from '../../functions/pipeline/router.ts';
 import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
+import { freePort } from '../helpers/net.ts';
 import { listAll } from '../helpers/relay.ts';
 import { type RemoteMx, startRemoteMx } from '../helpers/remote-mx.ts';
 
@@ -302,5 +303,34 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     // The smarthost's reply, so the user knows which address and why.
     assert.match(error.message, /refused the message: .*550 5\.1\.1 refused by test/);
     assert.equal((await listAll(env.runtime.index, sentMailboxKey(ALICE))).length, before);
+  });
+});
+
+describe('POST …/send when the smarthost cannot be reached', () => {
+  it('is a 502 to try again, and says nothing of the smarthost (its host and port stay in the log)', async () => {
+    const port = await freePort(); // nothing listens there
+    const env = await startApiTestEnv({
+      config: {
+        domains: ['example.test'],
+        mailboxes: [ALICE],
+        relay: { smtp: `smtp://127.0.0.1:${port}` },
+      },
+    });
+    try {
+      mountSendRoute(env.api.app, { ...env.runtime });
+      const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+        method: 'POST',
+        token: await env.token(ALICE),
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ to: 'bob@remote.test', text: 'x' }),
+      });
+      assert.equal(res.status, 502);
+      const error = await errorOf(res);
+      assert.equal(error.code, 'send_failed');
+      assert.equal(error.message, 'the mail provider failed; try again');
+      assert.doesNotMatch(error.message, new RegExp(String(port)));
+    } finally {
+      await env.close();
+    }
   });
 });

@@ -14,7 +14,11 @@ export function sesSendError(
       ? (err as { name: string }).name
       : 'Error';
   const message = errorMessage(err);
-  return new SendError(`SES ${operation} failed: ${name}: ${message}`, permanentNames.has(name), undefined, {
+  const permanent = permanentNames.has(name);
+  // SES's reasons for refusing a message (not verified, rejected, sending paused) are the sender's
+  // business; other errors (AccessDenied names the account and role, throttling) stay in the log.
+  return new SendError(`SES ${operation} failed: ${name}: ${message}`, permanent, undefined, {
     cause: err,
+    reply: permanent ? `${name}: ${message}` : undefined,
   });
 }

@@ -66,12 +66,17 @@ export class SmtpOutbound implements Outbound {
       const replyCode = replyCodeOf(err);
       const text = errorMessage(err);
       // RFC 5321 §4.2.1: 5yz is a permanent failure; 4yz and connection problems may pass.
+      // The smarthost's reply (`550 5.1.1 <x@y>: no such user`) is about the message; a connection
+      // error (host and port) is not, and stays in the log.
+      const response = (err as { response?: unknown }).response;
+      const reply = replyCode === undefined ? undefined : typeof response === 'string' ? response : text;
       throw new SendError(
         `smtp send failed: ${text}`,
         replyCode !== undefined && replyCode >= 500,
         replyCode,
         {
           cause: err,
+          reply,
         },
       );
     }
