@@ -482,6 +482,33 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
     );
   });
 
+  it('DELETE …/messages empties a mailbox in pages ({deleted, more}) on DynamoDB, counters and blobs with it; list items name their recipient', async () => {
+    const bobPath = (rest = '') => `/v1/mailboxes/${encodeURIComponent(BOB)}${rest}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(await deliver(Buffer.from(`Subject: bulk ${i}\r\n\r\nx\r\n`), BOB));
+    const listed = await call({ method: 'GET', path: bobPath('/messages'), token: bobToken });
+    assert.equal(listed.status, 200);
+    const items = listed.json<{ items: { id: string; recipient: string; plusTag: string | null }[] }>().items;
+    assert.deepEqual(
+      items.filter((i) => ids.includes(i.id)).map((i) => [i.recipient, i.plusTag]),
+      [
+        [BOB, null],
+        [BOB, null],
+        [BOB, null],
+      ],
+    );
+    const r = await call({ method: 'DELETE', path: bobPath('/messages'), token: bobToken });
+    assert.equal(r.status, 200);
+    const body = r.json<{ deleted: number; more: boolean }>();
+    assert.equal(body.more, false);
+    assert.ok(body.deleted >= 3, JSON.stringify(body));
+    assert.deepEqual(await index.stat(BOB), { address: BOB, messages: 0, bytes: 0 });
+    for (const id of ids) assert.equal(await blobs.head(`mailboxes/${BOB}/${id}.eml`), null);
+    // Another mailbox's token empties nothing.
+    const other = await call({ method: 'DELETE', path: path('/messages'), token: bobToken });
+    assert.equal(other.status, 403);
+  });
+
   it('a mailbox whose address has # and % is read through its encoded path, which API Gateway decodes', async () => {
     const first = fixture('plain-crlf.eml');
     const second = fixture('utf8-8bit.eml');
