@@ -482,12 +482,15 @@ export async function orphanedSegments(dir: string): Promise<{ path: string; rec
   }
   // A segment written before this boot is an orphan even if its pid is alive again: after a reboot
   // (an OS crash, a power cut) pids are handed out anew, and another process may hold it. Names
-  // without a boot id (older ones, systems without one) go by the pid alone.
+  // without a boot id (older ones, systems without one) go by the pid alone, and so do all names
+  // where this process cannot read the boot id (a sandbox hiding /proc/sys): it cannot tell them
+  // from a live process's segments.
   const segments = names
     .map((name) => /^(\d+)-([0-9a-z]+)-(\d+)(?:-([0-9a-f]{8}))?\.log$/.exec(name))
     .filter(
       (m): m is RegExpExecArray =>
-        m !== null && (!isAlive(Number(m[1])) || (m[4] !== undefined && m[4] !== BOOT_ID)),
+        m !== null &&
+        (!isAlive(Number(m[1])) || (m[4] !== undefined && BOOT_ID !== null && m[4] !== BOOT_ID)),
     )
     .sort((a, b) => parseInt(a[2] ?? '0', 36) - parseInt(b[2] ?? '0', 36) || Number(a[3]) - Number(b[3]));
   const out: { path: string; records: JournalRecord[] }[] = [];

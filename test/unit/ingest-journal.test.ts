@@ -3,7 +3,7 @@
  * acknowledged (`250`) but had not finished routing.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import {
   appendFileSync,
@@ -298,6 +298,53 @@ describe('IngestJournal', () => {
       // The same pid in this boot: a live process's segment, left alone (a clock step changes nothing).
       renameSync(join(dir, renamed), join(dir, renamed.replace(`-${otherBoot}.log`, `-${boot}.log`)));
       assert.deepEqual(await orphanedSegments(dir), []);
+    } finally {
+      child.kill();
+      await once(child, 'exit');
+    }
+  });
+
+  it("leaves a live process's segment alone where the boot id cannot be read (a sandbox hiding /proc/sys)", async (t) => {
+    const canMask =
+      existsSync('/proc/sys/kernel/random/boot_id') &&
+      process.getuid?.() === 0 &&
+      hasCommand('unshare') &&
+      spawnSync('unshare', ['-m', 'true']).status === 0;
+    if (!canMask) {
+      t.skip('hiding the boot id needs root and unshare(1)');
+      return;
+    }
+    const dir = join(work, 'no-boot-id');
+    const journal = new IngestJournal(dir, async () => {});
+    await journal.append({ type: 'ingest', notification: notification('e'), raw: Buffer.from('y') });
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)']);
+    await once(child, 'spawn');
+    try {
+      const [segment] = readdirSync(dir);
+      assert.ok(segment);
+      // The live child's segment of this boot, as dev's open one is to an import run beside it.
+      renameSync(join(dir, segment), join(dir, segment.replace(/^\d+-/, `${child.pid}-`)));
+      const empty = join(work, 'empty-boot-id');
+      writeFileSync(empty, '');
+      const module = join(PROJECT_ROOT, 'functions/local/ingest-journal.ts');
+      const script = `import(${JSON.stringify(module)}).then(async (j) => console.log(JSON.stringify((await j.orphanedSegments(${JSON.stringify(dir)})).map((s) => s.path))))`;
+      const out = spawnSync(
+        'unshare',
+        [
+          '-m',
+          'sh',
+          '-c',
+          'mount --bind "$1" /proc/sys/kernel/random/boot_id && exec "$2" --import tsx -e "$3"',
+          'sh',
+          empty,
+          process.execPath,
+          script,
+        ],
+        { cwd: PROJECT_ROOT, encoding: 'utf8' },
+      );
+      assert.equal(out.status, 0, out.stderr);
+      assert.deepEqual(JSON.parse(out.stdout), []);
+      assert.equal(readdirSync(dir).length, 1);
     } finally {
       child.kill();
       await once(child, 'exit');
