@@ -310,7 +310,13 @@ describe('IngestJournal', () => {
       process.getuid?.() === 0 &&
       hasCommand('unshare') &&
       spawnSync('unshare', ['-m', 'true']).status === 0;
-    if (!canMask) {
+    if (
+      !requireOrAnnounce(
+        canMask,
+        'journal recovery where the boot id cannot be read',
+        'run the tests as root with unshare(1) (util-linux) able to make a mount namespace',
+      )
+    ) {
       t.skip('hiding the boot id needs root and unshare(1)');
       return;
     }
