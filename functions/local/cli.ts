@@ -4,6 +4,7 @@
  * through the binary.
  */
 import { type Stats, unwatchFile, watchFile } from 'node:fs';
+import { resolve } from 'node:path';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import {
@@ -19,7 +20,7 @@ import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
 import type { TokenRecord } from '../ports/mailbox-index.ts';
 import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
-import { loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
+import { CONFIG_FILE_NAME, loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
@@ -302,7 +303,11 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
       `  data:   ${runtime.dataDir}\n  smtp:   127.0.0.1:${smtp.port}\n  api:    ${api.url}/v1/\n` +
       '  token:  npx mail-relay token create <mailbox>\n',
   );
-  const unwatch = path === null ? () => undefined : noticeConfigChanges(path, io);
+  // Without a file, the one `route` would read from now on if it appeared (cp …example.json …).
+  const unwatch =
+    path === null
+      ? noticeConfigChanges(resolve(process.cwd(), CONFIG_FILE_NAME), io, 'appeared', 'the dev default')
+      : noticeConfigChanges(path, io, 'changed', 'the configuration it started with');
   const retention = await startDevRetention(io, config, api.blobs, runtime.index, runtime.blobs);
   await stopped;
   unwatch();
@@ -315,17 +320,21 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
 }
 
 /**
- * Says once when the configuration file changes while `dev` runs: `route` reads the file anew and
- * would show the new decisions while the relay still routes by the ones it started with.
+ * Says once when the configuration file changes (or, started with the dev default, appears) while
+ * `dev` runs: `route` reads the file anew and would show the new decisions while the relay still
+ * routes by the ones it started with.
  */
-function noticeConfigChanges(path: string, io: Io): () => void {
+function noticeConfigChanges(
+  path: string,
+  io: Io,
+  what: 'changed' | 'appeared',
+  startedWith: string,
+): () => void {
   let said = false;
   const onChange = (now: Stats, before: Stats) => {
     if (said || now.mtimeMs === before.mtimeMs) return;
     said = true;
-    io.out.write(
-      `${path} changed: restart mail-relay dev to route by it (it routes by the configuration it started with)\n`,
-    );
+    io.out.write(`${path} ${what}: restart mail-relay dev to route by it (it routes by ${startedWith})\n`);
   };
   watchFile(path, { persistent: false, interval: CONFIG_POLL_MS }, onChange);
   return () => unwatchFile(path, onChange);

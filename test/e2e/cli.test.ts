@@ -350,6 +350,27 @@ describe('mail-relay dev, stopped at once and with its configuration edited', ()
       await once(dev.child, 'exit');
     }
   });
+
+  it('started with the dev default, says once that ./mail-relay.config.json appeared (the file route now reads)', async () => {
+    const cwd = join(work, 'dev-appear');
+    mkdirSync(cwd, { recursive: true });
+    const dev = await startDev(join(work, 'dev-appear-data'), { cwd });
+    try {
+      assert.match(dev.output(), /config: dev default/);
+      writeFileSync(join(cwd, 'mail-relay.config.json'), JSON.stringify(CONFIG));
+      const deadline = Date.now() + 10_000;
+      while (!dev.output().includes('appeared: restart mail-relay dev') && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(
+        dev.output(),
+        /dev-appear\/mail-relay\.config\.json appeared: restart mail-relay dev to route by it \(it routes by the dev default\)/,
+      );
+    } finally {
+      dev.child.kill('SIGTERM');
+      await once(dev.child, 'exit');
+    }
+  });
 });
 
 describe('a port already in use', () => {

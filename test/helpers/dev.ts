@@ -30,7 +30,7 @@ export interface DevProcess {
  */
 export async function startDev(
   dataDir: string,
-  options: { argv?: readonly string[]; env?: Record<string, string> } = {},
+  options: { argv?: readonly string[]; env?: Record<string, string>; cwd?: string } = {},
 ): Promise<DevProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, [...(options.argv ?? [BIN, 'dev'])], {
@@ -41,6 +41,7 @@ export async function startDev(
       ...options.env,
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
   });
   let out = '';
   child.stdout.on('data', (c: Buffer) => {
