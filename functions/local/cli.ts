@@ -61,7 +61,7 @@ Commands:
                            takes the token itself there)
   replay --since <time> [--mailbox <address>] [--stack <name>]
                            re-route stored mail (local data dir, or the deployed stack); safe to repeat
-  outbox [show <id>]       what forwarding would have sent (when no relay.smtp is configured)
+  outbox [show <id>]       what forwarding and POST …/send would have sent (when no relay.smtp is set)
   pop3 [--api <url>]       the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) for any mail
                            client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
   compact                  give the space of deleted mail back to the file system (the data dir's

@@ -608,13 +608,16 @@ describe('arguments, in every command', () => {
   });
 
   it('route takes addresses only; outbox show names a malformed id, and an empty outbox ends its line', async () => {
-    const [route, malformed, missing, empty] = await Promise.all([
+    const [route, malformed, missing, empty, help] = await Promise.all([
       cli(['route', '--help']),
       cli(['outbox', 'show', 'nope']),
       cli(['outbox', 'show', '0123456789abcdef0123456789abcdef']),
       cli(['outbox'], { MAIL_RELAY_DATA_DIR: join(work, 'empty-outbox') }),
+      cli(['help']),
     ]);
     assert.doesNotMatch(route.stdout, /reject 553/);
+    // The command list says what `outbox --help` says: POST …/send lands there too, not only forwards.
+    assert.match(help.stdout, /\n {2}outbox \[show <id>\] +what forwarding and POST …\/send would have sent/);
     assert.equal(malformed.code, 2);
     assert.equal(
       malformed.stderr,
