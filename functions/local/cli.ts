@@ -609,7 +609,7 @@ async function tokenRevoke(positionals: readonly string[], io: Io): Promise<numb
   if (!byToken && !new RegExp(`^[0-9a-f]{${MIN_TOKEN_ID_LENGTH},64}$`).test(id)) {
     io.err.write(
       'mail-relay token revoke: that is neither a mail-relay token (mr_…) nor a token id ' +
-        `(${TOKEN_ID_LENGTH} hex digits, as token list shows)\n`,
+        `(the ${TOKEN_ID_LENGTH} hex digits token list shows, or at least their first ${MIN_TOKEN_ID_LENGTH})\n`,
     );
     return USAGE_EXIT;
   }

@@ -849,6 +849,11 @@ describe('mail-relay token list and revoke by id', () => {
     assert.equal(byToken.code, 0, byToken.stderr);
     assert.equal(tooShort.code, 2);
     assert.match(tooShort.stderr, /neither a mail-relay token \(mr_…\) nor a token id/);
+    // It takes 8 digits and more (the README's "8+"): the message must not ask for all 12.
+    assert.match(
+      tooShort.stderr,
+      /token id \(the 12 hex digits token list shows, or at least their first 8\)/,
+    );
     const left = await tokenCli(['list']);
     assert.deepEqual(
       left.stdout
