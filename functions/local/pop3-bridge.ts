@@ -535,7 +535,7 @@ class Session {
         this.reply(`-ERR some deleted messages not removed (${failed} of ${marked.length})`);
         return this.end();
       }
-      this.reply(`+OK bye, ${marked.length} messages deleted`);
+      this.reply(`+OK bye, ${marked.length} message${marked.length === 1 ? '' : 's'} deleted`);
       return this.end();
     }
     this.reply('+OK bye');

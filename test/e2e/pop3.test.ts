@@ -275,7 +275,7 @@ describe('POP3 bridge', () => {
     assert.equal(out.top0, `${headers}\r\n`);
     assert.match(out.retr_deleted, /^-ERR message 1 already deleted/);
     assert.deepEqual(out.stat_after_dele, [2, (sizes[0] ?? 0) + (sizes[2] ?? 0)]);
-    assert.match(out.quit, /^\+OK .*1 messages deleted/);
+    assert.match(out.quit, /^\+OK .*1 message deleted/);
     // RSET undid the first DELE; the second was carried out at QUIT.
     assert.deepEqual(await listIds(env, alice, ALICE), [ids[0], ids[2]]);
   });
@@ -335,7 +335,7 @@ describe('POP3 bridge', () => {
     await holder.until(/bye/);
     assert.match(
       holder.received(),
-      /-ERR no such message\r\n\+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n\+OK bye, 1 messages deleted\r\n/,
+      /-ERR no such message\r\n\+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n\+OK bye, 1 message deleted\r\n/,
     );
     const third = await converse(bridge.port, `USER ${ALICE}\r\nPASS ${alice}\r\nQUIT\r\n`, /\+OK bye/);
     assert.match(third, /\+OK alice@example\.test has 1 messages/);
@@ -541,7 +541,7 @@ sys.stdin.read()
     assert.match(
       session.received(),
       new RegExp(
-        `-ERR message ${n} no longer exists\\r\\n\\+OK message ${n} deleted\\r\\n\\+OK bye, 1 messages deleted`,
+        `-ERR message ${n} no longer exists\\r\\n\\+OK message ${n} deleted\\r\\n\\+OK bye, 1 message deleted`,
       ),
     );
     session.destroy();
