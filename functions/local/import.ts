@@ -155,7 +155,6 @@ export async function importFiles(
         receivedAt,
         via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
       });
-      results.push(result);
       for (const o of result.outcomes) {
         if (o.decision.kind === 'reject')
           refusals.push({
@@ -164,6 +163,12 @@ export async function importFiles(
             reply: `${o.decision.code} ${o.decision.message}`,
           });
       }
+      // As over SMTP, where the message would get no 250: every recipient refused is a file not imported.
+      if (result.outcomes.every((o) => o.status === 'rejected')) {
+        failures.push({ file, reason: 'every recipient was refused' });
+        return;
+      }
+      results.push(result);
     } catch (err) {
       failures.push({ file, reason: errorMessage(err) });
     }

@@ -241,6 +241,18 @@ describe('mail-relay import', () => {
     assert.match(r.stderr, /missing\.eml: ENOENT/);
     // The refused recipient is named, with the reply an SMTP client would have got.
     assert.match(r.stderr, /refused: .*to-header\.eml: someone@elsewhere\.test: 550 5\.7\.1 Relaying denied/);
+
+    // A file whose every recipient is refused is not imported: named, and the exit code says so.
+    const refused = await run(process.execPath, [BIN, 'import', '--to', 'nobody@other.test', own], {
+      env: env({ MAIL_RELAY_DATA_DIR: join(work, 'import-2'), MAIL_RELAY_CONFIG: configPath }),
+    });
+    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+    assert.match(refused.stdout, /imported 0\/1 files .*failed 1/);
+    assert.match(
+      refused.stderr,
+      /refused: .*to-header\.eml: nobody@other\.test: 550 5\.7\.1 Relaying denied/,
+    );
+    assert.match(refused.stderr, /failed: .*to-header\.eml: every recipient was refused/);
   });
 });
 
