@@ -38,6 +38,20 @@ async function bytesOf(res: Response): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
 }
 
+/**
+ * A multipart/mixed message: a short text part, then `parts` (header lines and body each). The CRLF
+ * before each boundary belongs to the boundary, so a part's bytes are exactly its `body`.
+ */
+function withParts(subject: string, parts: readonly { headers: readonly string[]; body: Buffer }[]): Buffer {
+  const lines = (l: readonly string[]) => Buffer.from(`${l.join('\r\n')}\r\n`, 'latin1');
+  return Buffer.concat([
+    lines([`Subject: ${subject}`, 'Content-Type: multipart/mixed; boundary="b"', '']),
+    lines(['--b', 'Content-Type: text/plain', '', 'see attachment']),
+    ...parts.flatMap((p) => [lines(['--b', ...p.headers, '']), p.body, Buffer.from('\r\n')]),
+    Buffer.from('--b--\r\n'),
+  ]);
+}
+
 describe('mailbox HTTP API', () => {
   let env: ApiTestEnv;
   let alice: string;
@@ -326,31 +340,19 @@ describe('mailbox HTTP API', () => {
   });
 
   it('GET part: a text attachment is served with the charset it declared, its bytes as sent', async () => {
-    // The CRLF before the boundary belongs to the boundary.
-    const latin1 = Buffer.from('caf\xe9 cr\xe8me\r\n', 'latin1');
-    const body = Buffer.concat([
-      Buffer.from(
-        [
-          'Subject: latin-1 attachment',
-          'Content-Type: multipart/mixed; boundary="b"',
-          '',
-          '--b',
-          'Content-Type: text/plain',
-          '',
-          'see attachment',
-          '--b',
+    const body = withParts('latin-1 attachment', [
+      {
+        headers: [
           'Content-Type: text/plain; charset="ISO-8859-1"',
           'Content-Disposition: attachment; filename="menu.txt"',
           'Content-Transfer-Encoding: 8bit',
-          '',
-          '',
-        ].join('\r\n'),
-        'latin1',
-      ),
-      latin1,
-      Buffer.from(
-        '--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="x.pdf"\r\n\r\nPDF\r\n--b--\r\n',
-      ),
+        ],
+        body: Buffer.from('caf\xe9 cr\xe8me', 'latin1'),
+      },
+      {
+        headers: ['Content-Type: application/pdf', 'Content-Disposition: attachment; filename="x.pdf"'],
+        body: Buffer.from('PDF'),
+      },
     ]);
     const r = await env.deliver([BOB], body);
     const m = messageDetailSchema.parse(
@@ -372,25 +374,9 @@ describe('mailbox HTTP API', () => {
   });
 
   it('GET part: a forwarded message without a file name downloads as part-N.eml', async () => {
-    const body = Buffer.from(
-      [
-        'Subject: fwd without a name',
-        'Content-Type: multipart/mixed; boundary="b"',
-        '',
-        '--b',
-        'Content-Type: text/plain',
-        '',
-        'below',
-        '--b',
-        'Content-Type: message/rfc822',
-        '',
-        'Subject: inner',
-        '',
-        'inner body',
-        '--b--',
-        '',
-      ].join('\r\n'),
-    );
+    const body = withParts('fwd without a name', [
+      { headers: ['Content-Type: message/rfc822'], body: Buffer.from('Subject: inner\r\n\r\ninner body') },
+    ]);
     const r = await env.deliver([BOB], body);
     const res = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/parts/1`, { token: bob });
     assert.equal(res.status, 200);
@@ -401,24 +387,15 @@ describe('mailbox HTTP API', () => {
 
   it('GET part: a file name of thousands of characters is cut to 255 bytes, extension kept, and the part still downloads', async () => {
     const name = `${'é'.repeat(3000)}.bin`;
-    const body = Buffer.from(
-      [
-        'Subject: long file name',
-        'Content-Type: multipart/mixed; boundary="b"',
-        '',
-        '--b',
-        'Content-Type: text/plain',
-        '',
-        'see attachment',
-        '--b',
-        'Content-Type: application/octet-stream',
-        `Content-Disposition: attachment; filename="${name}"`,
-        '',
-        'DATA',
-        '--b--',
-        '',
-      ].join('\r\n'),
-    );
+    const body = withParts('long file name', [
+      {
+        headers: [
+          'Content-Type: application/octet-stream',
+          `Content-Disposition: attachment; filename="${name}"`,
+        ],
+        body: Buffer.from('DATA'),
+      },
+    ]);
     const r = await env.deliver([BOB], body);
     const m = messageDetailSchema.parse(
       await (await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}`, { token: bob })).json(),
