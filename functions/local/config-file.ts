@@ -110,55 +110,43 @@ export function jsonSyntaxError(text: string): { offset: number; problem: string
       }
     }
   };
+  /** `open` … `close`: items separated by commas (or none), each read by `item`. */
+  const sequence = (close: string, item: () => void, after: string) => {
+    i++;
+    space();
+    if (text.charAt(i) === close) {
+      i++;
+      return;
+    }
+    for (;;) {
+      item();
+      space();
+      if (text.charAt(i) === close) {
+        i++;
+        return;
+      }
+      if (text.charAt(i) !== ',') throw expect(`',' or '${close}' after ${after}`);
+      i++;
+    }
+  };
+  const member = () => {
+    space();
+    if (text.charAt(i) !== '"') throw expect('a property name in double quotes');
+    string();
+    space();
+    if (text.charAt(i) !== ':') throw expect("':' after a property name");
+    i++;
+    value();
+  };
   const value = (): void => {
     space();
     const c = text.charAt(i);
-    if (c === '{') {
-      i++;
-      space();
-      if (text.charAt(i) === '}') {
-        i++;
-        return;
-      }
-      for (;;) {
-        space();
-        if (text.charAt(i) !== '"') throw expect('a property name in double quotes');
-        string();
-        space();
-        if (text.charAt(i) !== ':') throw expect("':' after a property name");
-        i++;
-        value();
-        space();
-        if (text.charAt(i) === '}') {
-          i++;
-          return;
-        }
-        if (text.charAt(i) !== ',') throw expect("',' or '}' after a property value");
-        i++;
-      }
-    }
-    if (c === '[') {
-      i++;
-      space();
-      if (text.charAt(i) === ']') {
-        i++;
-        return;
-      }
-      for (;;) {
-        value();
-        space();
-        if (text.charAt(i) === ']') {
-          i++;
-          return;
-        }
-        if (text.charAt(i) !== ',') throw expect("',' or ']' after an array element");
-        i++;
-      }
-    }
-    if (c === '"') {
-      string();
-      return;
-    }
+    if (c === '{') sequence('}', member, 'a property value');
+    else if (c === '[') sequence(']', value, 'an array element');
+    else if (c === '"') string();
+    else literalValue();
+  };
+  const literalValue = () => {
     const literal = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])|true\b|false\b|null\b/y;
     literal.lastIndex = i;
     if (!literal.test(text)) throw expect('a value');
