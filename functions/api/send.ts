@@ -16,6 +16,7 @@ import { type Config, domainOf, isAddress, normalizeAddress } from '../core/conf
 import { errorMessage, SendError, ValidationError } from '../core/errors.ts';
 import { messageIdFor } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
+import { clipText } from '../core/message.ts';
 import {
   fieldValue,
   joinMessage,
@@ -249,12 +250,6 @@ function refusedField(refused: readonly string[]): { refused?: string[] } {
   return refused.length > 0 ? { refused: [...refused] } : {};
 }
 
-/** At most `max` characters (whole code points), with `…` when cut. */
-function clip(text: string, max: number): string {
-  const chars = Array.from(text);
-  return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
-}
-
 /** Registers the send route on an app built by `createApp` (after its auth middleware). */
 export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
   const clock = deps.clock ?? (() => new Date());
@@ -356,7 +351,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       if (err instanceof SendError) {
         // The provider's own words about the message (a smarthost's reply, SES's reason) say which
         // address or rule it was; nothing else of the failure (hosts, account ids) is shown.
-        const reply = err.reply === undefined ? '' : `: ${clip(err.reply, 500)}`;
+        const reply = err.reply === undefined ? '' : `: ${clipText(err.reply, 500)}`;
         throw new HttpStatusError(
           err.permanent ? 422 : 502,
           err.permanent ? 'send_rejected' : 'send_failed',
