@@ -14,8 +14,9 @@ export class HttpStatusError extends MailRelayError {
     readonly status: ContentfulStatusCode,
     code: string,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(code, message);
+    super(code, message, options);
   }
 }
 

@@ -358,6 +358,8 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
           err.permanent
             ? `the mail provider refused the message${reply}`
             : `the mail provider failed; try again${reply}`,
+          // Logged with the 502: the operator's only view of why (a smarthost's greeting, AUTH).
+          { cause: err },
         );
       }
       throw err;

@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { SMTPServer } from 'smtp-server';
 import { FsBlobStore } from '../../functions/adapters/local/fs-blob-store.ts';
 import type { RawConfig } from '../../functions/core/config.ts';
 import { MAX_FORWARD_HOPS } from '../../functions/core/forward-rewrite.ts';
@@ -450,6 +452,40 @@ describe('forwarding through a smarthost to a remote MX', () => {
       'delivered deliver',
       'forwarded forward',
     ]);
+  });
+});
+
+describe('a smarthost refusing the relay itself (535 to AUTH) is retried, not taken for a refusal of the message', () => {
+  it("every attempt is made before the forward fails, and the failure records the smarthost's reply", async () => {
+    let attempts = 0;
+    const smarthost = new SMTPServer({
+      authOptional: false,
+      allowInsecureAuth: true,
+      disabledCommands: ['STARTTLS'],
+      logger: false,
+      onAuth(_auth, _session, callback) {
+        attempts++;
+        callback(Object.assign(new Error('5.7.8 authentication credentials invalid'), { responseCode: 535 }));
+      },
+    });
+    await new Promise<void>((resolve) => smarthost.listen(0, '127.0.0.1', resolve));
+    const port = (smarthost.server.address() as AddressInfo).port;
+    const h = await startHarness({ smtp: `smtp://relay:wrong@127.0.0.1:${port}` });
+    try {
+      const r = await h.send(['boss@example.test'], message('wrong password'));
+      assert.deepEqual(
+        r.outcomes.map((o) => o.status),
+        ['failed'],
+      );
+      // retryDelaysMs [20, 20]: the first try and two more (a 550 to RCPT is tried once).
+      assert.equal(attempts, 3);
+      const record = await h.env.runtime.index.getSend(forwardSendKey(r.sesMessageId, 'boss@remote.test'));
+      assert.match(record?.error ?? '', /535 5\.7\.8/);
+    } finally {
+      await h.env.close();
+      await h.mx.close();
+      await new Promise<void>((resolve) => smarthost.close(() => resolve()));
+    }
   });
 });
 

@@ -3,8 +3,11 @@
  * to a second in-process SMTP server (the remote MX), and keeps a copy in the sender's sent view.
  */
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { inspect } from 'node:util';
 import SwaggerParser from '@apidevtools/swagger-parser';
+import { SMTPServer } from 'smtp-server';
 import { mountSendRoute } from '../../functions/api/send.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
 import { fieldValue, splitMessage } from '../../functions/core/mime-header.ts';
@@ -331,6 +334,76 @@ describe('POST …/send when the smarthost cannot be reached', () => {
       assert.doesNotMatch(error.message, new RegExp(String(port)));
     } finally {
       await env.close();
+    }
+  });
+});
+
+describe('POST …/send when the smarthost refuses the relay itself (a 5xx not about the message)', () => {
+  /** The answer, and what the API logged with it (the operator's view). */
+  async function sendThrough(smtp: string): Promise<{ res: Response; logged: string }> {
+    const logged: unknown[] = [];
+    const env = await startApiTestEnv({
+      config: { domains: ['example.test'], mailboxes: [ALICE], relay: { smtp } },
+      app: { logError: (err) => logged.push(err) },
+    });
+    try {
+      mountSendRoute(env.api.app, { ...env.runtime });
+      const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+        method: 'POST',
+        token: await env.token(ALICE),
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ to: 'bob@remote.test', text: 'x' }),
+      });
+      await res.clone().arrayBuffer();
+      return { res, logged: logged.map((e) => inspect(e)).join('\n') };
+    } finally {
+      await env.close();
+    }
+  }
+
+  async function listening(server: Server | SMTPServer): Promise<number> {
+    const net = server instanceof SMTPServer ? server.server : server;
+    await new Promise<void>((resolve) => net.listen(0, '127.0.0.1', resolve));
+    return (net.address() as { port: number }).port;
+  }
+
+  it('a wrong password (535 to AUTH) is a 502 to try again, not a refusal of the message', async () => {
+    const smarthost = new SMTPServer({
+      authOptional: false,
+      allowInsecureAuth: true,
+      disabledCommands: ['STARTTLS'],
+      logger: false,
+      onAuth(_auth, _session, callback) {
+        callback(Object.assign(new Error('5.7.8 authentication credentials invalid'), { responseCode: 535 }));
+      },
+    });
+    const port = await listening(smarthost);
+    try {
+      const { res, logged } = await sendThrough(`smtp://relay:wrong@127.0.0.1:${port}`);
+      assert.equal(res.status, 502);
+      const error = await errorOf(res);
+      assert.equal(error.code, 'send_failed');
+      assert.equal(error.message, 'the mail provider failed; try again');
+      assert.match(logged, /535 5\.7\.8 authentication credentials invalid/, 'the log says why');
+    } finally {
+      await new Promise<void>((resolve) => smarthost.close(() => resolve()));
+    }
+  });
+
+  it('a 554 greeting is a 502 to try again, and its text stays in the log', async () => {
+    const smarthost = createServer((socket) => {
+      socket.end('554 5.3.2 smarthost.internal.test is not accepting mail from 127.0.0.1\r\n');
+    });
+    const port = await listening(smarthost);
+    try {
+      const { res, logged } = await sendThrough(`smtp://127.0.0.1:${port}`);
+      assert.equal(res.status, 502);
+      const error = await errorOf(res);
+      assert.equal(error.code, 'send_failed');
+      assert.doesNotMatch(error.message, /smarthost\.internal|554/);
+      assert.match(logged, /554 5\.3\.2 smarthost\.internal\.test is not accepting/, 'the log says why');
+    } finally {
+      await new Promise<void>((resolve) => smarthost.close(() => resolve()));
     }
   });
 });

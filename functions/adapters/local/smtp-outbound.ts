@@ -28,6 +28,12 @@ function replyCodeOf(err: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
+function smtpErrorCode(err: unknown): string | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? code : undefined;
+}
+
 export class SmtpOutbound implements Outbound {
   private readonly transport: Transporter<SMTPTransport.SentMessageInfo>;
 
@@ -65,14 +71,21 @@ export class SmtpOutbound implements Outbound {
     } catch (err) {
       const replyCode = replyCodeOf(err);
       const text = errorMessage(err);
-      // RFC 5321 §4.2.1: 5yz is a permanent failure; 4yz and connection problems may pass.
-      // The smarthost's reply (`550 5.1.1 <x@y>: no such user`) is about the message; a connection
-      // error (host and port) is not, and stays in the log.
+      // RFC 5321 §4.2.1: 5yz is a permanent failure, but only a reply to the envelope (MAIL, RCPT:
+      // nodemailer's EENVELOPE) or to the message (DATA: EMESSAGE) is about this message. A 5yz at
+      // the greeting, to EHLO or to AUTH (a smarthost that refuses us, a wrong password) is the
+      // relay's configuration failing: every message would fail the same way until it is mended, so
+      // it is not the sender's refusal (422) and a forward is retried rather than given up. Such a
+      // reply, like a connection error (host and port), says nothing about the message and stays
+      // in the log.
+      const code = smtpErrorCode(err);
+      const aboutMessage = code === 'EENVELOPE' || code === 'EMESSAGE';
       const response = (err as { response?: unknown }).response;
-      const reply = replyCode === undefined ? undefined : typeof response === 'string' ? response : text;
+      const reply =
+        !aboutMessage || replyCode === undefined ? undefined : typeof response === 'string' ? response : text;
       throw new SendError(
         `smtp send failed: ${text}`,
-        replyCode !== undefined && replyCode >= 500,
+        aboutMessage && replyCode !== undefined && replyCode >= 500,
         replyCode,
         {
           cause: err,
