@@ -254,6 +254,7 @@ export class MailRelay extends Construct {
       inboundRetentionDays: this.config.retention.inboundDays,
       forwardedRetentionDays: forwardedRetentionDays(this.config),
       retainData: settings.retainData,
+      browserDownloads: settings.corsOrigins.length > 0,
     });
     const { bucket, table } = this.storage;
     const configJson = JSON.stringify(props.config);

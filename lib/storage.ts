@@ -12,6 +12,7 @@ import {
   BlockPublicAccess,
   Bucket,
   BucketEncryption,
+  HttpMethods,
   type LifecycleRule,
   ObjectOwnership,
 } from 'aws-cdk-lib/aws-s3';
@@ -41,6 +42,12 @@ export interface MailStorageProps {
    * @default true
    */
   readonly retainData?: boolean;
+  /**
+   * Let browsers read the presigned downloads the API redirects to (raw messages and parts above
+   * the redirect threshold): set when the API allows browser origins (`aws.corsOrigins`).
+   * @default false
+   */
+  readonly browserDownloads?: boolean;
 }
 
 export class MailStorage extends Construct {
@@ -85,6 +92,24 @@ export class MailStorage extends Construct {
       lifecycleRules,
       removalPolicy,
       autoDeleteObjects: !retain,
+      // A browser follows the API's 307 to S3 as a cross-origin request from an origin the fetch
+      // standard then calls `null` (a redirect across origins taints it), so no list of the
+      // configured origins could match: any origin may read what it holds a presigned URL for.
+      // The signature is the credential (nothing here is public: BLOCK_ALL), and no cookie or
+      // other ambient authority exists for S3 to honour.
+      ...(props.browserDownloads
+        ? {
+            cors: [
+              {
+                allowedMethods: [HttpMethods.GET, HttpMethods.HEAD],
+                allowedOrigins: ['*'],
+                allowedHeaders: ['if-none-match', 'range'],
+                exposedHeaders: ['content-length', 'content-type', 'content-disposition', 'etag'],
+                maxAge: 3600,
+              },
+            ],
+          }
+        : {}),
     });
     acknowledge(this.bucket, 'AwsSolutions-S1', null, [
       'Server access logs would need a second bucket (itself unlogged) and log every SES write;',

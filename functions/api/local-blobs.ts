@@ -89,6 +89,7 @@ export function mountSignedLinks(
     if (target.kind === 'redirect') {
       const location = await blobs.presign(key, {
         expiresIn: target.presignSeconds,
+        method: c.req.method === 'HEAD' ? 'HEAD' : 'GET',
         ...(verdict.contentType !== undefined ? { contentType: verdict.contentType } : {}),
         ...(verdict.contentDisposition !== undefined
           ? { contentDisposition: verdict.contentDisposition }

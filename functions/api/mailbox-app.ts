@@ -559,6 +559,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       expiresIn: presignSeconds,
       contentType,
       contentDisposition: disposition,
+      // Hono answers HEAD with the GET route; the client will HEAD the Location too.
+      method: c.req.method === 'HEAD' ? 'HEAD' : 'GET',
     });
     return c.body(null, 307, { Location: url, 'Cache-Control': NO_STORE });
   };

@@ -20,6 +20,12 @@ export interface PresignOptions {
   readonly contentType?: string;
   /** Sets `Content-Disposition` on the response. */
   readonly contentDisposition?: string;
+  /**
+   * The method the URL is for. An S3 signature covers the method, so a URL signed for GET is
+   * refused (403) to HEAD: a redirect answering a HEAD must be signed for HEAD. The local store's
+   * links serve both. @default 'GET'
+   */
+  readonly method?: 'GET' | 'HEAD';
 }
 
 export interface BlobStore {

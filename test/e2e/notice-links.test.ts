@@ -26,7 +26,8 @@ import {
   sqsRecord,
 } from '../helpers/aws-events.ts';
 import { requireOrAnnounce } from '../helpers/env.ts';
-import { type Moto, motoAvailable, startMotoStorage } from '../helpers/moto.ts';
+import { MOTO_CREDENTIALS, type Moto, motoAvailable, startMotoStorage } from '../helpers/moto.ts';
+import { presignedFor } from '../helpers/sigv4.ts';
 
 const BUCKET = 'mail-relay-links-bucket';
 const TABLE = 'mail-relay-links-table';
@@ -65,7 +66,8 @@ describe('oversize-forward notices link through the API (router and API handlers
   );
   let link: URL;
 
-  const get = (url: URL) => api(httpApiEvent({ method: 'GET', path: `${url.pathname}${url.search}` }));
+  const get = (url: URL, method: 'GET' | 'HEAD' = 'GET') =>
+    api(httpApiEvent({ method, path: `${url.pathname}${url.search}` }));
 
   before(async () => {
     ({ moto, s3, dynamo } = await startMotoStorage({ bucket: BUCKET, table: TABLE }));
@@ -137,6 +139,17 @@ describe('oversize-forward notices link through the API (router and API handlers
       /^attachment; filename="[0-9A-Z]{26}\.eml"$/,
     );
     assert.equal(new URL(location).searchParams.get('response-content-type'), 'message/rfc822');
+  });
+
+  it('a HEAD of the link redirects to a URL signed for HEAD (S3 refuses a GET-signed URL to HEAD)', async () => {
+    const reply = await get(link, 'HEAD');
+    assert.equal(reply.statusCode, 307, reply.body);
+    const location = String(reply.headers?.location ?? reply.headers?.Location);
+    assert.equal(await presignedFor(location, 'HEAD', MOTO_CREDENTIALS), true);
+    assert.equal(await presignedFor(location, 'GET', MOTO_CREDENTIALS), false);
+    const res = await fetch(location, { method: 'HEAD' });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-length'), String(original.length));
   });
 
   it('refuses a changed link, and a link to anything but forwarded/ even when signed with the secret', async () => {

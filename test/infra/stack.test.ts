@@ -629,6 +629,15 @@ describe('API', () => {
     full.hasResourceProperties('AWS::ApiGatewayV2::Api', {
       CorsConfiguration: Match.objectLike({ AllowOrigins: ['https://app.example.com'] }),
     });
+    // The presigned downloads the API redirects large messages to are readable by the browser
+    // that followed the redirect (from the `null` origin of a cross-origin redirect), for GET and
+    // HEAD only; without browser origins the bucket has no CORS rule at all.
+    full.hasResourceProperties('AWS::S3::Bucket', {
+      CorsConfiguration: {
+        CorsRules: [Match.objectLike({ AllowedMethods: ['GET', 'HEAD'], AllowedOrigins: ['*'] })],
+      },
+    });
+    example.hasResourceProperties('AWS::S3::Bucket', { CorsConfiguration: Match.absent() });
     full.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
       DefaultRouteSettings: { ThrottlingRateLimit: 5, ThrottlingBurstLimit: 10 },
     });

@@ -340,20 +340,22 @@ export class S3BlobStore implements BlobStore {
 
   async presign(key: string, options: PresignOptions): Promise<string> {
     assertKey(key);
-    const { expiresIn, contentType, contentDisposition } = options;
+    const { expiresIn, contentType, contentDisposition, method = 'GET' } = options;
     if (!Number.isSafeInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_PRESIGN_SECONDS) {
       throw new ValidationError(`expiresIn must be an integer from 1 to ${MAX_PRESIGN_SECONDS} seconds`);
     }
     // The response-* overrides are part of the signed query, so a URL holder cannot change them.
     // Mail behind a capability URL is kept out of shared caches, as the local blob links do
     // (functions/api/local-blobs.ts); S3 has no override for Content-Security-Policy.
-    const command = new GetObjectCommand({
+    const input = {
       Bucket: this.bucket,
       Key: key,
       ResponseContentType: contentType,
       ResponseContentDisposition: contentDisposition,
       ResponseCacheControl: PRESIGNED_CACHE_CONTROL,
-    });
+    };
+    // HeadObject takes the same response-* overrides, so a HEAD sees the headers a GET would.
+    const command = method === 'HEAD' ? new HeadObjectCommand(input) : new GetObjectCommand(input);
     return getSignedUrl(this.client, command, { expiresIn });
   }
 }
