@@ -100,8 +100,11 @@ export type ForwardResult =
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function compose(options: Mail.Options): Promise<Buffer> {
+  // RFC 5322 §2.3: every line ends in CRLF; the composer otherwise keeps the text's own LFs, and a
+  // notice is stored in a mailbox (and sent through SES) as composed, not through an SMTP client.
+  const crlf: Mail.Options = { ...options, newline: 'windows' };
   return new Promise((resolve, reject) => {
-    new MailComposer(options).compile().build((err, message) => (err ? reject(err) : resolve(message)));
+    new MailComposer(crlf).compile().build((err, message) => (err ? reject(err) : resolve(message)));
   });
 }
 

@@ -377,6 +377,12 @@ describe('forwarding through a smarthost to a remote MX', () => {
     const items = ((await list.json()) as { items: { id: string; subject: string }[] }).items;
     const notice = items.find((i) => i.subject === 'Forwarding failed: undeliverable');
     assert.ok(notice, JSON.stringify(items));
+    const noticeRaw = Buffer.from(
+      await (
+        await h.env.request(`/v1/mailboxes/${QUARANTINE}/messages/${notice.id}/raw`, { token })
+      ).arrayBuffer(),
+    ).toString('latin1');
+    assert.doesNotMatch(noticeRaw, /[^\r]\n/, 'every line of the notice ends in CRLF (RFC 5322 §2.3)');
     const detail = (await (
       await h.env.request(`/v1/mailboxes/${QUARANTINE}/messages/${notice.id}`, { token })
     ).json()) as { text: string; attachments: { partId: string; contentType: string }[] };
