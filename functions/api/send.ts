@@ -14,7 +14,7 @@ import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
 import { type Config, domainOf, isAddress, normalizeAddress } from '../core/config.ts';
 import { errorMessage, SendError, ValidationError } from '../core/errors.ts';
-import { messageIdFor } from '../core/ids.ts';
+import { messageIdFor, timeOfId, ULID_RE } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
 import { clipText } from '../core/message.ts';
 import {
@@ -230,6 +230,7 @@ function fingerprintOf(type: string, payload: string | Buffer): string {
 /**
  * The `detail` of a finished send: the id of its Sent copy, the request's fingerprint, then the
  * recipients the provider refused, if any (comma-separated), so that a retry answers as the send did.
+ * A failed send keeps the id and fingerprint of its attempt, so that a retry sends the same message.
  */
 function sentDetail(id: string, fingerprint: string, refused: readonly string[]): string {
   return refused.length > 0 ? `${id} ${fingerprint} ${refused.join(',')}` : `${id} ${fingerprint}`;
@@ -269,16 +270,16 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
     }
     const sendKey = `submit:${mailbox}:${idempotencyKey ?? randomUUID()}`;
     const now = clock();
-    const id = messageIdFor(now.getTime(), sendKey);
+    let id = messageIdFor(now.getTime(), sendKey);
 
     // Validated and built before anything is recorded: a refused request leaves no trace in the index.
-    let prepared: Prepared;
+    let prepare: (id: string, date: Date) => Promise<Prepared>;
     let fingerprint: string;
     const type = (c.req.header('Content-Type') ?? '').split(';')[0]?.trim().toLowerCase();
     if (type === 'message/rfc822') {
       const raw = Buffer.from(await c.req.arrayBuffer());
       fingerprint = fingerprintOf('message/rfc822', raw);
-      prepared = prepareRaw(raw, mailbox, id, now);
+      prepare = async (id, date) => prepareRaw(raw, mailbox, id, date);
     } else {
       // The route's validator checked JSON bodies against sendJsonSchema; the union type also
       // covers the rfc822 schema, which never reaches this branch.
@@ -287,8 +288,9 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
         throw new ValidationError('expected a JSON object', [], 'invalid_request');
       // The validated body, whose keys come in the schema's order: the request's meaning, not its spelling.
       fingerprint = fingerprintOf('application/json', JSON.stringify(body));
-      prepared = await prepareJson(body, mailbox, id, now);
+      prepare = (id, date) => prepareJson(body, mailbox, id, date);
     }
+    let prepared = await prepare(id, now);
     // Our own addresses are ours to check: one the relay would refuse (no such mailbox, a `reject`
     // route) is refused here, in both modes, rather than sent and refused afterwards (in AWS the
     // router would refuse it after SES accepted it, and its bounce would go to SES's return path).
@@ -337,6 +339,14 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       }
       throw new HttpStatusError(409, 'send_in_progress', 'a request with this Idempotency-Key is being sent');
     }
+    // A retry of the same request after a failure goes out as the failed attempt composed it: same
+    // id, Message-ID and Date. A failure is not proof that nothing arrived (a reply lost after DATA,
+    // an SES call that timed out after sending), and a receiver can then tell the copies apart.
+    const earlier = parseSentDetail(claim.record.detail);
+    if (claim.record.attempts > 1 && earlier.fingerprint === fingerprint && ULID_RE.test(earlier.id)) {
+      id = earlier.id;
+      prepared = await prepare(id, new Date(timeOfId(id)));
+    }
 
     let sent: OutboundResult;
     try {
@@ -347,7 +357,12 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
         idempotencyKey: sendKey,
       });
     } catch (err) {
-      await deps.index.finishSend(sendKey, { state: 'failed', error: errorMessage(err) }, now);
+      // The attempt's id and fingerprint stay with the failure, for a retry to send the same message.
+      await deps.index.finishSend(
+        sendKey,
+        { state: 'failed', error: errorMessage(err), detail: sentDetail(id, fingerprint, []) },
+        now,
+      );
       if (err instanceof SendError) {
         // The provider's own words about the message (a smarthost's reply, SES's reason) say which
         // address or rule it was; nothing else of the failure (hosts, account ids) is shown.

@@ -112,7 +112,12 @@ export interface ClaimSendOptions {
 
 export type SendOutcome =
   | { readonly state: 'sent'; readonly providerMessageId: string; readonly detail?: string | undefined }
-  | { readonly state: 'failed'; readonly error: string };
+  | {
+      readonly state: 'failed';
+      readonly error: string;
+      /** Kept on the record, as for a send (e.g. what the failed attempt sent, for a retry to send the same). */
+      readonly detail?: string | undefined;
+    };
 
 export interface DeliverOptions {
   /** Deliver even an id that was deleted (see `delete`), and forget the deletion. */

@@ -837,6 +837,24 @@ export function runMailboxIndexContract(
         assert.equal(done.attempts, 3);
       }));
 
+    it("a failure's detail (what the attempt sent) is kept, and the re-claim hands it to the retry", () =>
+      withIndex(async ({ index }) => {
+        const key = 'submit:a@example.test:retry-detail';
+        await index.claimSend(key, { now: new Date(BASE_MS), leaseMs: 60_000 });
+        const failed = await index.finishSend(
+          key,
+          { state: 'failed', error: 'connection lost', detail: '01ARZ3NDEKTSV4RRFFQ69G5FAV abc' },
+          new Date(BASE_MS + 10),
+        );
+        assert.equal(failed.detail, '01ARZ3NDEKTSV4RRFFQ69G5FAV abc');
+        const retry = await index.claimSend(key, { now: new Date(BASE_MS + 20), leaseMs: 60_000 });
+        assert.equal(retry.claimed, true);
+        assert.equal(retry.record.detail, '01ARZ3NDEKTSV4RRFFQ69G5FAV abc');
+        // A failure without a detail leaves none behind.
+        const again = await index.finishSend(key, { state: 'failed', error: 'x' }, new Date(BASE_MS + 30));
+        assert.equal(again.detail, undefined);
+      }));
+
     reopenIt('send records survive close and reopen', () =>
       withIndex(async (fixture) => {
         const { index } = fixture;

@@ -407,3 +407,78 @@ describe('POST …/send when the smarthost refuses the relay itself (a 5xx not a
     }
   });
 });
+
+describe('POST …/send retried after a failure that may have reached the recipient', () => {
+  it('the retry sends the same message (id, Message-ID, Date), so that a receiver can tell the copies apart', async () => {
+    // A smarthost that takes the whole message and then, the first time, drops the connection
+    // instead of answering 250: the sender cannot know the mail went out.
+    const received: string[] = [];
+    const smarthost = createServer((socket) => {
+      let buffer = '';
+      let inData = false;
+      socket.write('220 flaky.test ESMTP\r\n');
+      socket.on('data', (chunk: Buffer) => {
+        buffer += chunk.toString('latin1');
+        for (;;) {
+          if (inData) {
+            const end = buffer.indexOf('\r\n.\r\n');
+            if (end < 0) return;
+            received.push(buffer.slice(0, end + 2));
+            buffer = buffer.slice(end + 5);
+            inData = false;
+            if (received.length === 1) return void socket.destroy();
+            socket.write('250 2.0.0 queued\r\n');
+            continue;
+          }
+          const eol = buffer.indexOf('\r\n');
+          if (eol < 0) return;
+          const line = buffer.slice(0, eol).toUpperCase();
+          buffer = buffer.slice(eol + 2);
+          if (line.startsWith('EHLO')) socket.write('250-flaky.test\r\n250 8BITMIME\r\n');
+          else if (line === 'DATA') {
+            inData = true;
+            socket.write('354 go ahead\r\n');
+          } else if (line === 'QUIT') socket.end('221 bye\r\n');
+          else socket.write('250 ok\r\n');
+        }
+      });
+    });
+    await new Promise<void>((resolve) => smarthost.listen(0, '127.0.0.1', resolve));
+    const port = (smarthost.address() as { port: number }).port;
+    const env = await startApiTestEnv({
+      config: { domains: ['example.test'], mailboxes: [ALICE], relay: { smtp: `smtp://127.0.0.1:${port}` } },
+    });
+    try {
+      mountSendRoute(env.api.app, { ...env.runtime });
+      const token = await env.token(ALICE);
+      const send = () =>
+        env.request(`/v1/mailboxes/${ALICE}/send`, {
+          method: 'POST',
+          token,
+          headers: { 'Content-Type': 'application/json', 'Idempotency-Key': 'lost-reply-1' },
+          body: JSON.stringify({ to: 'bob@remote.test', subject: 'once', text: 'hello' }),
+        });
+      const first = await send();
+      assert.equal(first.status, 502, await first.clone().text());
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const retry = await send();
+      assert.equal(retry.status, 200, await retry.clone().text());
+      const { id } = (await retry.json()) as { id: string };
+      assert.equal(received.length, 2, 'both attempts reached the smarthost');
+      const [a, b] = received.map((r) => Buffer.from(r, 'latin1'));
+      assert.ok(a && b);
+      assert.deepEqual(header(b, 'Message-ID'), header(a, 'Message-ID'));
+      assert.deepEqual(header(b, 'Date'), header(a, 'Date'));
+      assert.deepEqual(header(a, 'Message-ID'), [`<${id.toLowerCase()}@example.test>`]);
+      // The sent view keeps the one copy, under that id.
+      const sent = await listAll(env.runtime.index, sentMailboxKey(ALICE));
+      assert.deepEqual(
+        sent.map((e) => e.id),
+        [id],
+      );
+    } finally {
+      await env.close();
+      await new Promise<void>((resolve) => smarthost.close(() => resolve()));
+    }
+  });
+});

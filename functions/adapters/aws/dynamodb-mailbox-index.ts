@@ -818,20 +818,20 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       ':now': now.toISOString(),
       ':one': 1,
     };
+    if (outcome.detail !== undefined) {
+      set.push('detail = :detail');
+      values[':detail'] = outcome.detail;
+    } else {
+      remove.push('detail');
+    }
     if (outcome.state === 'sent') {
       set.push('providerMessageId = :provider');
       values[':provider'] = outcome.providerMessageId;
-      if (outcome.detail !== undefined) {
-        set.push('detail = :detail');
-        values[':detail'] = outcome.detail;
-      } else {
-        remove.push('detail');
-      }
       remove.push('#error');
     } else {
       set.push('#error = :error');
       values[':error'] = outcome.error;
-      remove.push('providerMessageId', 'detail');
+      remove.push('providerMessageId');
     }
     const r = await this.client.send(
       new UpdateCommand({

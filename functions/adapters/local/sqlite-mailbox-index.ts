@@ -677,7 +677,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
       state: outcome.state,
       now: now.toISOString(),
       provider_message_id: outcome.state === 'sent' ? outcome.providerMessageId : null,
-      detail: outcome.state === 'sent' ? (outcome.detail ?? null) : null,
+      detail: outcome.detail ?? null,
       error: outcome.state === 'failed' ? outcome.error : null,
     });
     if (row === undefined) throw new Error(`unreachable: upsert of send ${key} returned nothing`);
