@@ -39,6 +39,8 @@ export type ErrorBody = z.infer<typeof errorSchema>;
 
 // ---- parameters --------------------------------------------------------------------------
 
+const ULID_ANY_CASE_RE = new RegExp(ULID_RE.source, 'i');
+
 /** Addresses arrive in any case; they are lower-cased before the check, as everywhere in the relay. */
 const addressParamSchema = z
   .string()
@@ -51,12 +53,17 @@ const addressParamSchema = z
     example: 'alice@example.com',
   });
 
+/**
+ * ULIDs are case-insensitive (https://github.com/ulid/spec): ids are handed out in upper case, but
+ * a Message-ID the relay composes carries the id in lower case, and a user may copy it from there.
+ */
 const idParamSchema = z
   .string()
-  .regex(ULID_RE, 'must be a message id (26-character ULID)')
+  .regex(ULID_ANY_CASE_RE, 'must be a message id (26-character ULID)')
+  .transform((s) => s.toUpperCase())
   .openapi({
     param: { name: 'id', in: 'path' },
-    description: 'Message id (ULID; sorts by receipt time)',
+    description: 'Message id (ULID, case-insensitive; sorts by receipt time)',
     example: '01JNMR8Z1X0000000000000000',
   });
 
@@ -141,7 +148,8 @@ export const waitQuerySchema = z.object({
   view: viewSchema,
   after: z
     .string()
-    .regex(ULID_RE, 'must be a message id (26-character ULID)')
+    .regex(ULID_ANY_CASE_RE, 'must be a message id (26-character ULID)')
+    .transform((s) => s.toUpperCase())
     .optional()
     .openapi({
       description:

@@ -260,6 +260,34 @@ describe('mailbox HTTP API', () => {
     assert.equal((await again.arrayBuffer()).byteLength, 0);
   });
 
+  it('ids are case-insensitive (ULID): the lower-case id of a Message-ID the relay composed reads, flags and deletes the message', async () => {
+    const r = await env.deliver([BOB], fixture('mixed-attachment.eml'));
+    const lower = `/v1/mailboxes/${BOB}/messages/${r.id.toLowerCase()}`;
+    assert.notEqual(r.id.toLowerCase(), r.id);
+    const message = await env.request(lower, { token: bob });
+    assert.equal(message.status, 200);
+    assert.equal(((await message.json()) as { id: string }).id, r.id);
+    const raw = await env.request(`${lower}/raw`, { token: bob });
+    assert.equal(raw.status, 200);
+    assert.equal(raw.headers.get('etag'), `"${r.id}"`, 'one ETag whatever the spelling');
+    assert.ok(
+      (await bytesOf(raw)).equals(
+        (await env.runtime.blobs.get(mailboxKeys.raw(BOB, r.id))) ?? Buffer.alloc(0),
+      ),
+    );
+    assert.equal((await env.request(`${lower}/parts/1`, { token: bob })).status, 200);
+    const flagged = await env.request(lower, {
+      token: bob,
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ seen: true }),
+    });
+    assert.equal(flagged.status, 200);
+    assert.equal((await env.runtime.index.get(BOB, r.id))?.seen, true);
+    assert.equal((await env.request(lower, { token: bob, method: 'DELETE' })).status, 204);
+    assert.equal(await env.runtime.index.get(BOB, r.id), null);
+  });
+
   it('TOP: headers, the blank line and N body lines, dot-leading lines as stored', async () => {
     for (const name of [
       'dot-leading.eml',
@@ -489,21 +517,24 @@ describe('mailbox HTTP API', () => {
 
   it('wait: answers at once when newer mail exists, 204 at the timeout', async () => {
     const oldest = idOf('plain-crlf.eml');
-    const res = await env.request(`/v1/mailboxes/${ALICE}/wait?after=${oldest}&timeout=5`, { token: alice });
-    assert.equal(res.status, 200);
-    const body = waitResultSchema.parse(await res.json());
-    assert.deepEqual(
-      body.items.map((i) => i.id),
-      [...ids.values()].slice(1).reverse(),
-    );
-    assert.equal(body.truncated, false);
+    for (const after of [oldest, oldest.toLowerCase()]) {
+      const res = await env.request(`/v1/mailboxes/${ALICE}/wait?after=${after}&timeout=5`, { token: alice });
+      assert.equal(res.status, 200);
+      const body = waitResultSchema.parse(await res.json());
+      assert.deepEqual(
+        body.items.map((i) => i.id),
+        [...ids.values()].slice(1).reverse(),
+        after,
+      );
+      assert.equal(body.truncated, false);
+    }
 
     const newest = [...ids.values()].at(-1);
     const started = Date.now();
     const idle = await env.request(`/v1/mailboxes/${ALICE}/wait?after=${newest}&timeout=1`, { token: alice });
     assert.equal(idle.status, 204);
     assert.ok(Date.now() - started >= 950, 'waited for the timeout');
-    for (const bad of ['timeout=26', 'timeout=-1', 'after=nope', 'after=01arz3ndektsv4rrffq69g5fav']) {
+    for (const bad of ['timeout=26', 'timeout=-1', 'after=nope', 'after=01ARZ3NDEKTSV4RRFFQ69G5FAU']) {
       const r = await env.request(`/v1/mailboxes/${ALICE}/wait?${bad}`, { token: alice });
       assert.equal(r.status, 400, bad);
       await errorOf(r);
@@ -592,7 +623,8 @@ describe('mailbox HTTP API', () => {
   it('bad ids, unknown ids, unknown endpoints and path traversal are JSON 4xx without internals', async () => {
     const cases: [string, number, string][] = [
       [`/v1/mailboxes/${ALICE}/messages/not-an-id`, 400, 'invalid_id'],
-      [`/v1/mailboxes/${ALICE}/messages/01arz3ndektsv4rrffq69g5fav`, 400, 'invalid_id'],
+      [`/v1/mailboxes/${ALICE}/messages/01arz3ndektsv4rrffq69g5fav`, 404, 'message_not_found'],
+      [`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FAI`, 400, 'invalid_id'],
       [`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FA`, 400, 'invalid_id'],
       [`/v1/mailboxes/${ALICE}/messages/01ARZ3NDEKTSV4RRFFQ69G5FAU`, 400, 'invalid_id'],
       [`/v1/mailboxes/${ALICE}/messages/..%2F..%2Findex.sqlite/raw`, 400, 'invalid_id'],
