@@ -12,11 +12,11 @@
  *
  *   a@x.com   a@x.com-mail.net   a@x.com.au   a@x.com.au/sent   a@x.com/sent   a@x.comz
  *
- * An owner with a sent view only (it sent mail, never received any) therefore shows up late: here
- * `a@x.com/sent` is read after `a@x.com.au` although `a@x.com` comes first by address. A page is only
- * settled once the reading has passed the last key an owner up to the page's last one can have
- * (`horizon`); what lies between is the same local part at longer domains (here `a@x.com-mail.net`
- * and `a@x.com.au`, with their sent views): a handful of keys.
+ * An owner with a sent view only (it sent mail, never received any) therefore shows up late: were
+ * `a@x.com` not there, `a@x.com/sent` would be read after `a@x.com.au` although `a@x.com` comes first
+ * by address. A page is only settled once the reading has passed the last key an owner up to the
+ * page's last one can have (`horizon`); what lies between is the same local part at longer domains
+ * (here `a@x.com-mail.net` and `a@x.com.au`, with their sent views): a handful of keys.
  */
 import { isAddress } from './config.ts';
 import { decodeMailboxCursor, encodeMailboxCursor } from './cursor.ts';
