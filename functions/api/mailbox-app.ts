@@ -44,6 +44,7 @@ import {
   type MailboxListItem,
   type MailboxView,
   type MessageDetail,
+  mailboxListQuerySchema,
   mailboxListSchema,
   mailboxParamsSchema,
   messageDetailSchema,
@@ -205,14 +206,16 @@ const routes = {
     method: 'get',
     path: '/v1/mailboxes',
     tags: ['admin'],
-    summary: 'Every mailbox with its STAT (admin token only)',
+    summary: 'Every mailbox with its STAT, by address, by opaque cursor (admin token only)',
     security: SECURITY,
+    request: { query: mailboxListQuerySchema },
     responses: {
       200: {
-        description: 'Mailboxes sorted by address',
+        description: 'One page of mailboxes, sorted by address',
         content: { 'application/json': { schema: mailboxListSchema } },
       },
       ...AUTH_ERRORS,
+      400: jsonError('Invalid input (`invalid_cursor`, `invalid_request`)'),
       403: jsonError('Not an admin token (`forbidden`)'),
     },
   }),
@@ -394,8 +397,8 @@ function toListItem(e: MessageEntry): ListItem {
 }
 
 /**
- * The index's mailboxes, one item per address: a sent view's key (`<address>/sent`, which no
- * address can be) counts as its owner's `sent`, and an owner with sent mail only is listed too.
+ * A page of the index's mailboxes, one item per address: a sent view's key (`<address>/sent`, which
+ * no address can be) counts as its owner's `sent`, and an owner with sent mail only is listed too.
  * Sorted by address.
  */
 function byOwner(stats: readonly { address: string; messages: number; bytes: number }[]): MailboxListItem[] {
@@ -588,9 +591,12 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
 
   // ---- mailboxes ----
 
-  app.openapi(routes.listMailboxes, async (c) =>
-    c.json({ items: byOwner(await index.listMailboxes()) }, 200),
-  );
+  app.openapi(routes.listMailboxes, async (c) => {
+    const q = c.req.valid('query');
+    // A page holds whole owners (core/mailbox-pages.ts): a sent view is never on another page than its address.
+    const page = await index.listMailboxes({ limit: q.limit ?? DEFAULT_LIST_LIMIT, cursor: q.cursor });
+    return c.json({ items: byOwner(page.items), nextCursor: page.nextCursor }, 200);
+  });
 
   app.openapi(routes.stat, async (c) => {
     const mailbox = c.get('mailbox');

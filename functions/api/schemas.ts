@@ -114,26 +114,40 @@ function queryInt(min: number, max: number) {
     .pipe(z.number().int().min(min).max(max));
 }
 
+/** `limit` of a paged list (LIST and the mailbox list): one way to page through both. */
+const limitQuerySchema = queryInt(1, MAX_LIST_LIMIT)
+  .optional()
+  .openapi({
+    description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`,
+    example: '50',
+  });
+
+/** `cursor` of a paged list: the `nextCursor` of the page before, as it came. */
+const cursorQuerySchema = z
+  .string()
+  .min(1)
+  .max(2048)
+  .optional()
+  .openapi({ description: 'Opaque `nextCursor` from the previous page' });
+
 export const listQuerySchema = z.object({
   view: viewSchema,
-  limit: queryInt(1, MAX_LIST_LIMIT)
-    .optional()
-    .openapi({
-      description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`,
-      example: '50',
-    }),
-  cursor: z
-    .string()
-    .min(1)
-    .max(2048)
-    .optional()
-    .openapi({ description: 'Opaque `nextCursor` from the previous page' }),
+  limit: limitQuerySchema,
+  cursor: cursorQuerySchema,
   unseen: booleanQuerySchema.optional().openapi({ description: 'Only messages not marked seen' }),
   q: z
     .string()
     .max(MAX_QUERY_CHARS)
     .optional()
     .openapi({ description: 'Case-insensitive substring of from, to or subject' }),
+});
+
+export const mailboxListQuerySchema = z.object({
+  limit: limitQuerySchema.openapi({
+    description: `Mailboxes per page, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`,
+    example: '50',
+  }),
+  cursor: cursorQuerySchema,
 });
 
 export const topQuerySchema = z.object({
@@ -197,7 +211,15 @@ export const mailboxListItemSchema = statSchema
   });
 export type MailboxListItem = z.infer<typeof mailboxListItemSchema>;
 
-export const mailboxListSchema = z.object({ items: z.array(mailboxListItemSchema) }).openapi('MailboxList');
+export const mailboxListSchema = z
+  .object({
+    items: z.array(mailboxListItemSchema).openapi({ description: 'By address' }),
+    nextCursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as `cursor` for the next page; null at the end' }),
+  })
+  .openapi('MailboxList');
 
 export const listItemSchema = z
   .object({

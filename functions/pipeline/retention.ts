@@ -21,7 +21,10 @@ import { DAY_MS } from '../core/time.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
 
-/** LIST page size of the walk: the index's maximum, so a mailbox of kept mail costs few queries. */
+/**
+ * Page size of the walk, of mailboxes and of each mailbox's LIST: the index's maximum, so a mailbox
+ * of kept mail costs few queries.
+ */
 const PAGE_SIZE = 1000;
 /** Length of a message id (ULID) at the start of a key under `mailboxes/<mailbox>/`. */
 const ID_LENGTH = 26;
@@ -41,9 +44,8 @@ export interface RetentionDeps {
 export interface SweepProgress {
   /** The mailbox (index key) just swept. */
   readonly mailbox: string;
-  /** Mailboxes swept so far, of `total`. */
+  /** Mailboxes swept so far (how many there are is known only at the end: they are listed a page at a time). */
   readonly done: number;
-  readonly total: number;
   /** Messages deleted so far, and their bytes. */
   readonly deleted: number;
   readonly bytes: number;
@@ -96,26 +98,26 @@ export async function sweepExpired(deps: RetentionDeps, options: SweepOptions): 
   if (!Number.isFinite(now)) throw new RangeError('sweepExpired: now is not a valid date');
   const cutoff = now - mailboxDays * DAY_MS;
 
-  const mailboxes = await deps.index.listMailboxes();
   const totals = { mailboxes: 0, deleted: 0, bytes: 0, orphans: 0 };
   const failures: SweepFailure[] = [];
-  for (const { address: mailbox } of mailboxes) {
-    if (signal?.aborted) return { ...totals, failures, complete: false };
-    try {
-      await sweepMailbox(deps, mailbox, { cutoff, now, signal }, totals);
-    } catch (err) {
-      failures.push({ mailbox, error: errorMessage(err) });
+  // A page of mailboxes at a time, so that a registry of any size is walked in bounded memory. The
+  // cursor is the last address seen: deleting mail does not disturb the next page.
+  let cursor: string | undefined;
+  do {
+    const page = await deps.index.listMailboxes({ limit: PAGE_SIZE, cursor });
+    for (const { address: mailbox } of page.items) {
+      if (signal?.aborted) return { ...totals, failures, complete: false };
+      try {
+        await sweepMailbox(deps, mailbox, { cutoff, now, signal }, totals);
+      } catch (err) {
+        failures.push({ mailbox, error: errorMessage(err) });
+      }
+      if (signal?.aborted) return { ...totals, failures, complete: false };
+      totals.mailboxes++;
+      onProgress?.({ mailbox, done: totals.mailboxes, deleted: totals.deleted, bytes: totals.bytes });
     }
-    if (signal?.aborted) return { ...totals, failures, complete: false };
-    totals.mailboxes++;
-    onProgress?.({
-      mailbox,
-      done: totals.mailboxes,
-      total: mailboxes.length,
-      deleted: totals.deleted,
-      bytes: totals.bytes,
-    });
-  }
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor !== undefined);
   return { ...totals, failures, complete: true };
 }
 

@@ -65,6 +65,24 @@ export interface ListPage {
   readonly nextCursor: string | null;
 }
 
+export interface MailboxListOptions {
+  /** Mailboxes (owner addresses) per page, 1..1000; a sent view goes with its owner and is not counted. */
+  readonly limit: number;
+  /** Opaque cursor from a previous page's `nextCursor`. An invalid cursor throws ValidationError (code `invalid_cursor`). */
+  readonly cursor?: string | undefined;
+}
+
+export interface MailboxPage {
+  /**
+   * The counters of every index key of the page's mailboxes: by address, each address's own key
+   * before its sent view's (`sentMailboxKey`, which is on the same page as its owner, and makes an
+   * owner of its own when the address has no mail of its own).
+   */
+  readonly items: readonly MailboxStat[];
+  /** Present when more mailboxes follow; null exactly on the last page. */
+  readonly nextCursor: string | null;
+}
+
 export interface TokenRecord {
   /** Hex SHA-256 of the token; the token itself is never stored. */
   readonly hash: string;
@@ -186,8 +204,11 @@ export interface MailboxIndex {
   committedAfter(mailbox: string, cursor: number, limit: number): Promise<CommittedPage>;
   /** Exact counters; a mailbox that never received mail has zeros. */
   stat(mailbox: string): Promise<MailboxStat>;
-  /** Every mailbox that has (or had) mail, with its counters, sorted by address. */
-  listMailboxes(): Promise<MailboxStat[]>;
+  /**
+   * The mailboxes that have (or had) mail, with their counters, by address, a page at a time (the
+   * mailbox list's cursor, core/mailbox-pages.ts: the same on every adapter).
+   */
+  listMailboxes(options: MailboxListOptions): Promise<MailboxPage>;
   /** Returns the updated entry, or null when there is no such message. */
   setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null>;
   /**

@@ -154,14 +154,14 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
       await index.committedAfter(inbox, 0, 10);
       await index.list(inbox, { limit: 2 });
       await index.list(inbox, { limit: 2, unseen: true, q: 's' });
-      await index.listMailboxes();
+      await index.listMailboxes({ limit: 10 });
       await index.get(inbox, first.id);
       await index.setSeen(inbox, first.id, true);
       await index.delete(inbox, first.id);
     });
     // The retention sweep.
     await uses('retention', RETENTION_TABLE_ACTIONS, async () => {
-      await index.listMailboxes();
+      await index.listMailboxes({ limit: 10 });
       await index.list(inbox, { limit: 100 });
       await index.get(inbox, second.id);
       await index.delete(inbox, second.id);

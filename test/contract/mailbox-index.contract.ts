@@ -8,9 +8,11 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ValidationError } from '../../functions/core/errors.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
+import { sentMailboxKey } from '../../functions/core/keys.ts';
 import type {
   ListOptions,
   MailboxIndex,
+  MailboxStat,
   MessageEntry,
   TokenRecord,
 } from '../../functions/ports/mailbox-index.ts';
@@ -90,6 +92,43 @@ async function listAllIds(
     cursor = result.nextCursor;
     await betweenPages?.(page, ids);
   }
+}
+
+/** The owner of a mailbox key: the address itself, or the address of a sent view. */
+function ownerOfKey(key: string): string {
+  return key.endsWith('/sent') ? key.slice(0, -'/sent'.length) : key;
+}
+
+/**
+ * Every page of listMailboxes with `limit`, checked on the way as a client sees it: `limit`
+ * mailboxes (owners) a page, fewer only on the last, which alone has no cursor and is never an
+ * empty page after a full one; no owner on two pages.
+ */
+async function listAllMailboxPages(index: MailboxIndex, limit: number): Promise<MailboxStat[][]> {
+  const pages: MailboxStat[][] = [];
+  const seen = new Set<string>();
+  let cursor: string | undefined;
+  for (;;) {
+    assert.ok(pages.length < 5_000, 'pagination terminates');
+    const page = await index.listMailboxes({ limit, cursor });
+    const owners = new Set(page.items.map((s) => ownerOfKey(s.address)));
+    for (const o of owners) {
+      assert.ok(!seen.has(o), `${o} is on one page only (limit ${limit})`);
+      seen.add(o);
+    }
+    pages.push([...page.items]);
+    if (page.nextCursor === null) {
+      assert.ok(owners.size <= limit, `the last page holds at most ${limit} mailboxes`);
+      assert.ok(owners.size > 0 || pages.length === 1, 'no empty page after a full one');
+      return pages;
+    }
+    assert.equal(owners.size, limit, `a page before the last holds ${limit} mailboxes`);
+    cursor = page.nextCursor;
+  }
+}
+
+async function listAllMailboxes(index: MailboxIndex, limit = 1000): Promise<MailboxStat[]> {
+  return (await listAllMailboxPages(index, limit)).flat();
 }
 
 /**
@@ -278,7 +317,7 @@ export function runMailboxIndexContract(
         await check();
         for (const e of entries) await deliver(e);
         await check();
-        const stats = await index.listMailboxes();
+        const stats = await listAllMailboxes(index);
         assert.deepEqual(
           stats.map((s) => s.address),
           [ALICE, BOB],
@@ -882,26 +921,148 @@ export function runMailboxIndexContract(
 
     it('listMailboxes lists every mailbox with mail, sorted by address, with exact counters', () =>
       withIndex(async ({ index }) => {
-        assert.deepEqual(await index.listMailboxes(), []);
+        assert.deepEqual(await index.listMailboxes({ limit: 10 }), { items: [], nextCursor: null });
         const zed = 'zed@example.com';
         await index.deliver(makeEntry(zed, BASE_MS, 'm1', { size: 5 }));
         await index.deliver(makeEntry(ALICE, BASE_MS, 'm2', { size: 7 }));
         await index.deliver(makeEntry(ALICE, BASE_MS + 1, 'm3', { size: 11 }));
         await index.deliver(makeEntry(BOB, BASE_MS, 'm4', { size: 13 }));
-        assert.deepEqual(await index.listMailboxes(), [
+        assert.deepEqual(await listAllMailboxes(index), [
           { address: ALICE, messages: 2, bytes: 18 },
           { address: BOB, messages: 1, bytes: 13 },
           { address: zed, messages: 1, bytes: 5 },
         ]);
         await index.delete(BOB, messageIdFor(BASE_MS, 'm4'));
         // A mailbox emptied by deletes may stay listed (with zeros) or disappear.
-        const after = (await index.listMailboxes()).filter(
+        const after = (await listAllMailboxes(index)).filter(
           (m) => m.address !== BOB || m.messages !== 0 || m.bytes !== 0,
         );
         assert.deepEqual(after, [
           { address: ALICE, messages: 2, bytes: 18 },
           { address: zed, messages: 1, bytes: 5 },
         ]);
+      }));
+
+    it('listMailboxes pages by address in whole mailboxes: a sent view stays with its address, whatever sorts between them', () =>
+      withIndex(async ({ index }) => {
+        const sent = sentMailboxKey;
+        // '-' and '.' sort before '/': the same local part at longer domains comes between an
+        // address and its sent view, and '+', '-', '.' before '@' in local parts.
+        const keys = [
+          'a@x.co',
+          sent('a@x.co'),
+          'a@x.co-op.net',
+          'a@x.co.uk',
+          sent('a@x.co.uk'),
+          sent('a@x.com'),
+          'a@x.com.au',
+          'a.b@x.co',
+          sent('a-b@x.co'),
+          'a+b@x.co',
+          'ab@x.co',
+          ALICE,
+          sent(ALICE),
+          BOB,
+          // Sent mail only, and more of its longer domains than an adapter reads in one go.
+          sent('c@x.co'),
+          ...Array.from({ length: 20 }, (_, i) => `c@x.co.d${String(i).padStart(2, '0')}`),
+        ];
+        const counters = new Map<string, { messages: number; bytes: number }>();
+        for (const [i, key] of keys.entries()) {
+          for (let m = 0; m <= i % 3; m++) {
+            const size = 100 + i * 10 + m;
+            await index.deliver(makeEntry(key, BASE_MS + i * 1000 + m, `mbx-${i}-${m}`, { size }));
+            const c = counters.get(key) ?? { messages: 0, bytes: 0 };
+            counters.set(key, { messages: c.messages + 1, bytes: c.bytes + size });
+          }
+        }
+        const owners = [...new Set(keys.map(ownerOfKey))].sort();
+        const expected = owners.flatMap((o) =>
+          [o, sent(o)].flatMap((k) => {
+            const c = counters.get(k);
+            return c === undefined ? [] : [{ address: k, ...c }];
+          }),
+        );
+        assert.equal(owners.length, 32);
+        const byLimit = new Map<number, MailboxStat[][]>();
+        for (const limit of [1, 3, 4, 1000]) {
+          const pages = await listAllMailboxPages(index, limit);
+          assert.equal(pages.length, Math.ceil(owners.length / limit), `limit ${limit}: ends exactly`);
+          assert.deepEqual(pages.flat(), expected, `limit ${limit}`);
+          byLimit.set(limit, pages);
+        }
+        // The address with sent mail only is where its address puts it, before its longer domains.
+        const pages = byLimit.get(1) ?? [];
+        const at = owners.indexOf('c@x.co');
+        assert.deepEqual(pages[at], [{ address: sent('c@x.co'), ...counters.get(sent('c@x.co')) }]);
+        assert.deepEqual(
+          pages[at + 1]?.map((s) => s.address),
+          ['c@x.co.d00'],
+        );
+      }));
+
+    it('listMailboxes: a cursor is a position, not a snapshot, and an address is never listed twice', () =>
+      withIndex(async ({ index }) => {
+        let n = 0;
+        const deliver = (key: string) => index.deliver(makeEntry(key, BASE_MS + n * 1000, `pos-${n++}`));
+        for (const a of ['m1@x.co', 'm3@x.co', 'm5@x.co', 'm7@x.co']) await deliver(a);
+        const first = await index.listMailboxes({ limit: 2 });
+        assert.deepEqual(
+          first.items.map((s) => s.address),
+          ['m1@x.co', 'm3@x.co'],
+        );
+        assert.ok(first.nextCursor !== null);
+        // Between pages: mail for new mailboxes before and after the cursor, and first sent mail of
+        // an address already listed and of one still to come.
+        for (const key of [
+          'm0@x.co',
+          'm2@x.co',
+          sentMailboxKey('m3@x.co'),
+          'm4@x.co',
+          sentMailboxKey('m5@x.co'),
+        ]) {
+          await deliver(key);
+        }
+        const rest: string[] = [];
+        let cursor: string | null = first.nextCursor;
+        while (cursor !== null) {
+          const page = await index.listMailboxes({ limit: 2, cursor });
+          rest.push(...page.items.map((s) => s.address));
+          cursor = page.nextCursor;
+        }
+        assert.deepEqual(rest, ['m4@x.co', 'm5@x.co', sentMailboxKey('m5@x.co'), 'm7@x.co']);
+      }));
+
+    it('listMailboxes refuses a bad cursor with invalid_cursor (a LIST cursor too) and a limit out of 1..1000', () =>
+      withIndex(async ({ index }) => {
+        for (const a of [ALICE, BOB, 'zed@example.com'])
+          await index.deliver(makeEntry(a, BASE_MS, `bad-${a}`));
+        await index.deliver(makeEntry(ALICE, BASE_MS + 1, 'bad-second'));
+        const valid = (await index.listMailboxes({ limit: 1 })).nextCursor;
+        const listCursor = (await index.list(ALICE, { limit: 1 })).nextCursor;
+        assert.ok(valid !== null && listCursor !== null);
+        const b64 = (x: string): string => Buffer.from(x).toString('base64url');
+        const bad: Record<string, string> = {
+          garbage: 'garbage!!',
+          empty: '',
+          'a LIST cursor': listCursor,
+          'base64 of {}': b64('{}'),
+          'base64 of a number for the mailbox': b64(JSON.stringify({ v: 1, mailbox: 5 })),
+          'base64 of another version': b64(JSON.stringify({ v: 2, mailbox: ALICE })),
+          truncated: valid.slice(0, Math.max(1, valid.length - 3)),
+          'with junk appended': `${valid}!*`,
+        };
+        for (const [label, cursor] of Object.entries(bad)) {
+          await assertInvalidCursor(index.listMailboxes({ limit: 10, cursor }), label);
+        }
+        for (const limit of [0, 1001, 1.5]) {
+          await assert.rejects(index.listMailboxes({ limit }), ValidationError, `limit ${limit}`);
+        }
+        // The valid one still goes on where it stood.
+        assert.deepEqual(
+          (await index.listMailboxes({ limit: 10, cursor: valid })).items.map((s) => s.address),
+          [BOB, 'zed@example.com'],
+        );
       }));
 
     it('stat of a mailbox that never had mail is zeros', () =>

@@ -21,13 +21,26 @@ interface Operation {
     readonly name: string;
     readonly in: string;
     readonly required?: boolean;
+    readonly schema?: Record<string, unknown>;
   }[];
-  readonly responses: Record<string, { readonly content?: Record<string, unknown> }>;
+  readonly responses: Record<
+    string,
+    {
+      readonly description?: string;
+      readonly content?: Record<string, { readonly schema?: { readonly $ref?: string } }>;
+    }
+  >;
 }
 interface Document {
   readonly openapi: string;
   readonly paths: Record<string, Partial<Record<(typeof METHODS)[number], Operation>>>;
-  readonly components?: { readonly securitySchemes?: Record<string, unknown> };
+  readonly components?: {
+    readonly securitySchemes?: Record<string, unknown>;
+    readonly schemas?: Record<
+      string,
+      { readonly properties?: Record<string, unknown>; readonly required?: readonly string[] }
+    >;
+  };
 }
 
 describe('OpenAPI document', () => {
@@ -102,6 +115,34 @@ describe('OpenAPI document', () => {
         }
       }
     }
+  });
+
+  it('documents paging the same way on LIST and on the mailbox list: limit and cursor asked, nextCursor answered', () => {
+    const paged = ['/v1/mailboxes/{address}/messages', '/v1/mailboxes'].map((path) => {
+      const op = doc.paths[path]?.get;
+      assert.ok(op, `GET ${path}`);
+      const query = (name: string) => {
+        const p = op.parameters?.find((x) => x.in === 'query' && x.name === name);
+        assert.ok(p, `GET ${path} takes ${name}`);
+        assert.notEqual(p.required, true, `${name} is optional on GET ${path}`);
+        return p.schema;
+      };
+      const ref = op.responses['200']?.content?.['application/json']?.schema?.$ref ?? '';
+      const answer = doc.components?.schemas?.[ref.replace('#/components/schemas/', '')];
+      assert.ok(answer?.required?.includes('nextCursor'), `GET ${path} always answers nextCursor`);
+      assert.match(op.responses['400']?.description ?? '', /invalid_cursor/, `GET ${path} 400`);
+      return {
+        limit: query('limit')?.pattern,
+        cursor: query('cursor'),
+        nextCursor: answer?.properties?.nextCursor,
+      };
+    });
+    const [list, mailboxes] = paged;
+    assert.deepEqual(mailboxes, list);
+    assert.deepEqual(list?.nextCursor, {
+      type: ['string', 'null'],
+      description: 'Pass as `cursor` for the next page; null at the end',
+    });
   });
 
   it('in AWS, the API function and the send function together serve exactly what the API function documents', async () => {

@@ -7,7 +7,8 @@
  *   pk = MBX#<mailbox>  sk = SEQ#<n>         id of the message whose delivery took commit number n (zero-padded),
  *                                            while that message exists: `committedAfter` reads these in order
  *   pk = MBX#<mailbox>  sk = DEL#<id>        a deletion, remembered until `expiresAt` (epoch seconds, the table's TTL)
- *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes
+ *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes (a page
+ *                                            of it at a time: core/mailbox-pages.ts)
  *   pk = TOKEN#<hash>   sk = TOKEN           an API token, by the hex SHA-256 of the token (never the token)
  *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend)
  *
@@ -43,6 +44,7 @@ import * as z from 'zod';
 import { VERDICT_NAMES } from '../../core/config.ts';
 import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
+import { pageOfOwners } from '../../core/mailbox-pages.ts';
 import { DAY_MS } from '../../core/time.ts';
 import {
   type ClaimSendOptions,
@@ -53,6 +55,8 @@ import {
   type ListOptions,
   type ListPage,
   type MailboxIndex,
+  type MailboxListOptions,
+  type MailboxPage,
   type MailboxStat,
   type MessageEntry,
   type SendOutcome,
@@ -167,6 +171,8 @@ const statItemSchema = z.object({
   commits: z.number().optional(),
 });
 const commitItemSchema = z.object({ [TABLE_KEYS.sortKey]: z.string().startsWith('SEQ#'), id: z.string() });
+/** A registry item: its sort key names the mailbox (and orders the registry). */
+const registryItemSchema = z.object({ [TABLE_KEYS.sortKey]: z.string().startsWith('MBX#') });
 
 const tokenItemSchema = z.object({
   hash: z.string(),
@@ -623,37 +629,51 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     return out;
   }
 
-  async listMailboxes(): Promise<MailboxStat[]> {
-    const addresses: string[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
+  /**
+   * A Query of the registry partition from the cursor on (`Limit`, `ExclusiveStartKey`; its sort
+   * key order is UTF-8 byte order, what core/mailbox-pages.ts expects), then a BatchGetItem of the
+   * STAT items of that page's keys only.
+   */
+  async listMailboxes(options: MailboxListOptions): Promise<MailboxPage> {
+    const { limit, cursor } = options;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+      throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
+    }
+    const read = async (after: string | undefined, count: number) => {
       const r = await this.client.send(
         new QueryCommand({
           TableName: this.table,
           KeyConditionExpression: '#pk = :pk',
-          ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey },
+          ProjectionExpression: '#sk',
+          ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#sk': TABLE_KEYS.sortKey },
           ExpressionAttributeValues: { ':pk': REGISTRY_PK },
           ConsistentRead: true,
-          ExclusiveStartKey: startKey,
+          Limit: count,
+          ExclusiveStartKey:
+            after === undefined
+              ? undefined
+              : { [TABLE_KEYS.partitionKey]: REGISTRY_PK, [TABLE_KEYS.sortKey]: mailboxPk(after) },
         }),
       );
-      for (const item of r.Items ?? []) {
-        if (typeof item.mailbox === 'string') addresses.push(item.mailbox);
-      }
-      startKey = r.LastEvaluatedKey;
-    } while (startKey !== undefined);
-
+      const items = (r.Items ?? []).map((item) =>
+        registryItemSchema.parse(item)[TABLE_KEYS.sortKey].slice('MBX#'.length),
+      );
+      return { items, more: r.LastEvaluatedKey !== undefined };
+    };
+    const page = await pageOfOwners(read, (mailbox) => mailbox, limit, cursor);
     const stats = new Map<string, MailboxStat>();
     const items = await this.batchGet(
-      addresses.map((a) => ({ [TABLE_KEYS.partitionKey]: mailboxPk(a), [TABLE_KEYS.sortKey]: STAT_SK })),
+      page.items.map((a) => ({ [TABLE_KEYS.partitionKey]: mailboxPk(a), [TABLE_KEYS.sortKey]: STAT_SK })),
     );
     for (const item of items) {
       if (typeof item.mailbox !== 'string') continue;
       const s = statItemSchema.parse(item);
       stats.set(item.mailbox, { address: item.mailbox, messages: s.messages, bytes: s.bytes });
     }
-    // The registry Query returns sort-key (UTF-8 byte) order, which is address order.
-    return addresses.map((a) => stats.get(a) ?? { address: a, messages: 0, bytes: 0 });
+    return {
+      items: page.items.map((a) => stats.get(a) ?? { address: a, messages: 0, bytes: 0 }),
+      nextCursor: page.nextCursor,
+    };
   }
 
   async setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null> {

@@ -14,6 +14,7 @@ import Database from 'better-sqlite3';
 import type { VerdictName } from '../../core/config.ts';
 import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
+import { pageOfOwners } from '../../core/mailbox-pages.ts';
 import type { Verdicts } from '../../core/routing.ts';
 import { DAY_MS } from '../../core/time.ts';
 import {
@@ -25,6 +26,8 @@ import {
   type ListOptions,
   type ListPage,
   type MailboxIndex,
+  type MailboxListOptions,
+  type MailboxPage,
   type MailboxStat,
   type MessageEntry,
   type SendOutcome,
@@ -313,7 +316,8 @@ export class SqliteMailboxIndex implements MailboxIndex {
     MessageRow
   >;
   private readonly selectStat: Database.Statement<[string], StatRow>;
-  private readonly selectStats: Database.Statement<[], StatRow>;
+  private readonly selectFirstStats: Database.Statement<[number], StatRow>;
+  private readonly selectStatsAfter: Database.Statement<[string, number], StatRow>;
   private readonly upsertToken: Database.Statement<[TokenRow]>;
   private readonly selectToken: Database.Statement<[string], TokenRow>;
   private readonly removeToken: Database.Statement<[string]>;
@@ -415,7 +419,13 @@ export class SqliteMailboxIndex implements MailboxIndex {
       `UPDATE messages SET seen = @seen WHERE mailbox = @mailbox AND id = @id RETURNING ${MESSAGE_COLUMNS}`,
     );
     this.selectStat = this.db.prepare('SELECT mailbox, messages, bytes FROM stats WHERE mailbox = ?');
-    this.selectStats = this.db.prepare('SELECT mailbox, messages, bytes FROM stats ORDER BY mailbox');
+    // BINARY collation: UTF-8 byte order, as core/mailbox-pages.ts expects.
+    this.selectFirstStats = this.db.prepare(
+      'SELECT mailbox, messages, bytes FROM stats ORDER BY mailbox LIMIT ?',
+    );
+    this.selectStatsAfter = this.db.prepare(
+      'SELECT mailbox, messages, bytes FROM stats WHERE mailbox > ? ORDER BY mailbox LIMIT ?',
+    );
     this.upsertToken = this.db.prepare(
       'INSERT INTO tokens (hash, mailbox, admin, created_at, label) VALUES (@hash, @mailbox, @admin, @created_at, @label) ' +
         'ON CONFLICT (hash) DO UPDATE SET mailbox = excluded.mailbox, admin = excluded.admin, ' +
@@ -619,9 +629,23 @@ export class SqliteMailboxIndex implements MailboxIndex {
     return { address: mailbox, messages: row?.messages ?? 0, bytes: row?.bytes ?? 0 };
   }
 
-  async listMailboxes(): Promise<MailboxStat[]> {
+  /** The rows of `stats` are the registry: one per mailbox key that ever had mail. */
+  async listMailboxes(options: MailboxListOptions): Promise<MailboxPage> {
     this.flushDeliveries();
-    return this.selectStats.all().map((r) => ({ address: r.mailbox, messages: r.messages, bytes: r.bytes }));
+    const { limit, cursor } = options;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+      throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
+    }
+    const read = async (after: string | undefined, count: number) => {
+      const rows =
+        after === undefined ? this.selectFirstStats.all(count) : this.selectStatsAfter.all(after, count);
+      return { items: rows, more: rows.length === count };
+    };
+    const page = await pageOfOwners(read, (r) => r.mailbox, limit, cursor);
+    return {
+      items: page.items.map((r) => ({ address: r.mailbox, messages: r.messages, bytes: r.bytes })),
+      nextCursor: page.nextCursor,
+    };
   }
 
   async setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null> {
