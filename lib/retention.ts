@@ -68,8 +68,18 @@ export class MailRetention extends Construct {
       define: props.define,
       ...(props.environment ? { environment: props.environment } : {}),
     })
-      // Lists and deletes, never reads: no GetObject, and listing only under mailboxes/.
-      .bindBucket(props.bucket, { delete: [PREFIX.mailboxes], list: [PREFIX.mailboxes] }, props.env.bucket)
+      // Lists and deletes mail, never reads it: no GetObject under mailboxes/, listing only there. It
+      // reads and writes one object of its own: where a sweep stopped early (SWEEP_RESUME_KEY).
+      .bindBucket(
+        props.bucket,
+        {
+          read: [PREFIX.retention],
+          write: [PREFIX.retention],
+          delete: [PREFIX.mailboxes, PREFIX.retention],
+          list: [PREFIX.mailboxes],
+        },
+        props.env.bucket,
+      )
       .bindTable(props.table, RETENTION_TABLE_ACTIONS, props.env.table);
 
     this.rule = new Rule(this, 'Schedule', {

@@ -29,6 +29,8 @@ export const PREFIX = {
   mailboxes: 'mailboxes/',
   /** Originals of forwarded messages too large for SES, behind the link of the notice sent instead. */
   forwarded: 'forwarded/',
+  /** Where a retention sweep stopped early, for the next to go on from (functions/pipeline/retention.ts). */
+  retention: 'retention/',
 } as const;
 
 export interface MailStorageProps {

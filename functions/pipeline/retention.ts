@@ -14,9 +14,11 @@
  * than anything the sweep deletes, and every delete is conditional on the entry still existing.
  */
 
-import { errorMessage } from '../core/errors.ts';
+import { encodeMailboxCursor } from '../core/cursor.ts';
+import { errorMessage, ValidationError } from '../core/errors.ts';
 import { timeOfId, ULID_RE } from '../core/ids.ts';
 import { deleteMessageBlobs, mailboxKeys } from '../core/keys.ts';
+import { ownerOf } from '../core/mailbox-pages.ts';
 import { DAY_MS } from '../core/time.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
@@ -34,6 +36,14 @@ const ID_LENGTH = 26;
  * the two right now. A router invocation ends within 15 minutes (Lambda's limit).
  */
 export const ORPHAN_GRACE_MS = 60 * 60 * 1000;
+
+/**
+ * Where a sweep stopped early (`signal`): the mailbox-list cursor after the last mailbox it finished.
+ * The next sweep goes on from there to the end, so a registry too large for one run (a Lambda's 15
+ * minutes) is still swept to its last mailbox; a sweep that reaches the end removes it, and the one
+ * after starts from the first mailbox again.
+ */
+export const SWEEP_RESUME_KEY = 'retention/resume.json';
 
 /** The ports a sweep needs: no parser, no outbound. */
 export interface RetentionDeps {
@@ -100,25 +110,72 @@ export async function sweepExpired(deps: RetentionDeps, options: SweepOptions): 
 
   const totals = { mailboxes: 0, deleted: 0, bytes: 0, orphans: 0 };
   const failures: SweepFailure[] = [];
+  const resumed = await readResumeCursor(deps.blobs);
+  // The last owner (address) whose keys, its sent view's too, were all swept: where to go on from.
+  let finished: string | undefined;
+  let current: string | undefined;
+  const stopped = async (): Promise<SweepSummary> => {
+    const cursor = finished === undefined ? resumed : encodeMailboxCursor(finished);
+    if (cursor !== undefined) {
+      await deps.blobs.put(SWEEP_RESUME_KEY, Buffer.from(JSON.stringify({ cursor })), {
+        contentType: 'application/json',
+      });
+    }
+    return { ...totals, failures, complete: false };
+  };
   // A page of mailboxes at a time, so that a registry of any size is walked in bounded memory. The
   // cursor is the last address seen: deleting mail does not disturb the next page.
-  let cursor: string | undefined;
-  do {
-    const page = await deps.index.listMailboxes({ limit: PAGE_SIZE, cursor });
-    for (const { address: mailbox } of page.items) {
-      if (signal?.aborted) return { ...totals, failures, complete: false };
+  let cursor = resumed;
+  for (;;) {
+    let page: Awaited<ReturnType<MailboxIndex['listMailboxes']>>;
+    try {
+      page = await deps.index.listMailboxes({ limit: PAGE_SIZE, cursor });
+    } catch (err) {
+      // A saved position the index no longer takes: start from the first mailbox.
+      if (!(err instanceof ValidationError) || cursor === undefined || cursor !== resumed) throw err;
+      cursor = undefined;
+      continue;
+    }
+    // Keys come by owner (an address, then its sent view), and a page holds whole owners: the owner
+    // swept so far is done when the next key is another's, or the page ends.
+    const { items } = page;
+    const settle = (next: number): void => {
+      const key = items[next]?.address;
+      if (current !== undefined && (key === undefined || ownerOf(key) !== current)) finished = current;
+    };
+    for (const [i, { address: mailbox }] of items.entries()) {
+      if (signal?.aborted) return stopped();
+      current = ownerOf(mailbox);
+      let whole: boolean;
       try {
-        await sweepMailbox(deps, mailbox, { cutoff, now, signal }, totals);
+        whole = await sweepMailbox(deps, mailbox, { cutoff, now, signal }, totals);
       } catch (err) {
         failures.push({ mailbox, error: errorMessage(err) });
+        // Reported, and tried again by the next full sweep.
+        whole = true;
       }
-      if (signal?.aborted) return { ...totals, failures, complete: false };
+      if (!whole) return stopped();
+      settle(i + 1);
       totals.mailboxes++;
       onProgress?.({ mailbox, done: totals.mailboxes, deleted: totals.deleted, bytes: totals.bytes });
     }
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor !== undefined);
+    if (page.nextCursor === null) break;
+    cursor = page.nextCursor;
+  }
+  if (resumed !== undefined) await deps.blobs.delete(SWEEP_RESUME_KEY);
   return { ...totals, failures, complete: true };
+}
+
+/** The position a stopped sweep saved, if any (an unreadable one is ignored: the sweep starts over). */
+async function readResumeCursor(blobs: BlobStore): Promise<string | undefined> {
+  const saved = await blobs.get(SWEEP_RESUME_KEY);
+  if (saved === null) return undefined;
+  try {
+    const { cursor } = JSON.parse(saved.toString('utf8')) as { cursor?: unknown };
+    return typeof cursor === 'string' && cursor !== '' ? cursor : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 interface MailboxSweep {
@@ -149,7 +206,7 @@ async function sweepMailbox(
   mailbox: string,
   sweep: MailboxSweep,
   totals: { deleted: number; bytes: number; orphans: number },
-): Promise<void> {
+): Promise<boolean> {
   // Newest first: the kept messages come first, then every expired one. The cursor is the last
   // id seen, so deleting the entries of a page does not disturb the next.
   let cursor: string | undefined;
@@ -157,13 +214,13 @@ async function sweepMailbox(
     const page = await deps.index.list(mailbox, { limit: PAGE_SIZE, cursor });
     for (const entry of page.items) {
       if (timeOfId(entry.id) >= sweep.cutoff) continue;
-      if (sweep.signal?.aborted) return;
+      if (sweep.signal?.aborted) return false;
       await deleteMessage(deps, mailbox, entry.id, totals);
     }
     cursor = page.nextCursor ?? undefined;
   } while (cursor !== undefined);
 
-  await sweepOrphans(deps, mailbox, sweep, totals);
+  return sweepOrphans(deps, mailbox, sweep, totals);
 }
 
 /**
@@ -194,9 +251,9 @@ async function sweepOrphans(
   mailbox: string,
   sweep: MailboxSweep,
   totals: { deleted: number; bytes: number; orphans: number },
-): Promise<void> {
+): Promise<boolean> {
   for (const [id, lastModified] of await expiredBlobIds(deps.blobs, mailbox, sweep.cutoff)) {
-    if (sweep.signal?.aborted) return;
+    if (sweep.signal?.aborted) return false;
     // An entry that appeared after the walk passed (old mail imported or replayed meanwhile) is
     // expired all the same, and goes the usual way.
     if ((await deps.index.get(mailbox, id)) !== null) {
@@ -206,4 +263,5 @@ async function sweepOrphans(
       totals.orphans++;
     }
   }
+  return true;
 }

@@ -33,6 +33,7 @@ import { replay } from '../../functions/pipeline/replay.ts';
 import {
   ORPHAN_GRACE_MS,
   type RetentionDeps,
+  SWEEP_RESUME_KEY,
   type SweepProgress,
   type SweepSummary,
   sweepExpired,
@@ -366,6 +367,66 @@ describe('retention sweep on the local adapters (SQLite + files)', () => {
         bytes: mine.reduce((n, e) => n + e.size, 0),
       });
     }
+  });
+
+  it('a sweep stopped early is taken up where it stopped by the next, which runs to the end; the one after starts over', async () => {
+    const runtime = fresh();
+    const now = Date.now();
+    const owners = ['a', 'b', 'c', 'd'].map((l) => `${l}@example.test`);
+    // b's sent view comes right after b: stopping between the two must not skip the sent view.
+    const keys = [owners[0], owners[1], sentMailboxKey(owners[1] ?? ''), owners[2], owners[3]] as string[];
+    for (const [i, key] of keys.entries()) {
+      for (const n of [0, 1]) {
+        const at = now - 40 * DAY - (i * 2 + n) * 1000;
+        const entry: MessageEntry = {
+          mailbox: key,
+          id: messageIdFor(at, `resume-${i}-${n}`),
+          size: 100,
+          crlfSize: 100,
+          receivedAt: new Date(at).toISOString(),
+          from: 'x@remote.test',
+          to: key,
+          subject: 'old',
+          snippet: '',
+          hasAttachments: false,
+          seen: false,
+          verdicts: UNCHECKED_VERDICTS,
+          tags: [],
+          recipient: key,
+          parseFailed: false,
+          sesMessageId: `resume-${i}-${n}`,
+        };
+        assert.equal((await runtime.index.deliver(entry)).inserted, true);
+      }
+    }
+    const run = async (stopAfter?: string) => {
+      const stop = new AbortController();
+      const swept: string[] = [];
+      const summary = await sweepExpired(runtime, {
+        mailboxDays: MAILBOX_DAYS,
+        now: new Date(now),
+        signal: stop.signal,
+        onProgress: (p) => {
+          swept.push(p.mailbox);
+          if (p.mailbox === stopAfter) stop.abort();
+        },
+      });
+      return { swept, complete: summary.complete, deleted: summary.deleted };
+    };
+    // Stopped after b's inbox, before its sent view: b is not done, so the next run starts at b.
+    assert.deepEqual(await run(owners[1]), { swept: keys.slice(0, 2), complete: false, deleted: 4 });
+    assert.ok(await runtime.blobs.get(SWEEP_RESUME_KEY), 'the position is kept');
+    assert.deepEqual(await run(keys[3]), { swept: keys.slice(1, 4), complete: false, deleted: 4 });
+    // c was done: from d to the end. Every mailbox was reached, b's sent view too.
+    assert.deepEqual(await run(), { swept: keys.slice(4), complete: true, deleted: 2 });
+    assert.equal(await runtime.blobs.get(SWEEP_RESUME_KEY), null, 'a sweep that reached the end forgets it');
+    for (const key of keys) assert.equal((await runtime.index.stat(key)).messages, 0, key);
+    const again = await run();
+    assert.deepEqual(
+      again,
+      { swept: keys, complete: true, deleted: 0 },
+      'the next sweep starts from the first',
+    );
   });
 
   it('removes the blobs an interrupted DELE left behind, once they are older than the grace period', async () => {

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import { TTL_ATTRIBUTE } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import { SWEEP_RESUME_KEY } from '../../functions/pipeline/retention.ts';
 import {
   API_TABLE_ACTIONS,
   HANDLER_ENV,
@@ -16,6 +17,7 @@ import {
   SEND_TABLE_ACTIONS,
 } from '../../lib/mail-relay.ts';
 import { RETENTION_TABLE_ACTIONS } from '../../lib/retention.ts';
+import { PREFIX } from '../../lib/storage.ts';
 import {
   actionsOf,
   exampleConfig,
@@ -543,7 +545,7 @@ describe('retention', () => {
     );
   });
 
-  it('the sweep lists and deletes under mailboxes/ only, reads no object, and gets only the table actions it uses', () => {
+  it('the sweep lists and deletes under mailboxes/ only, reads no mail, and gets only the table actions it uses', () => {
     const s = statementsOfRole(full, 'MailRelayRetentionSweepResourcesRole');
     const fullTable = onlyLogicalId(full, 'AWS::DynamoDB::Table', 'MailRelayStorageIndex');
     const fullBucket = onlyLogicalId(full, 'AWS::S3::Bucket', 'MailRelayStorageBucket');
@@ -552,13 +554,20 @@ describe('retention', () => {
     assert.deepEqual(moreDeletes, []);
     assert.deepEqual(actionsOf(del), ['s3:DeleteObject']);
     assert.match(resourceText(del.Resource), new RegExp(`${fullBucket}.*"/mailboxes/\\*"`));
+    assert.match(resourceText(del.Resource), new RegExp(`${fullBucket}.*"/retention/\\*"`));
     const [list, ...moreLists] = grantsOf(s, 's3:ListBucket');
     assert.ok(list);
     assert.deepEqual(moreLists, []);
     assert.deepEqual(list.Resource, { 'Fn::GetAtt': [fullBucket, 'Arn'] });
     assert.deepEqual(list.Condition, { StringLike: { 's3:prefix': ['mailboxes/*'] } });
-    assert.deepEqual(grantsOf(s, 's3:GetObject'), []);
-    assert.deepEqual(grantsOf(s, 's3:PutObject'), []);
+    // Its own object only: where a stopped sweep goes on from (SWEEP_RESUME_KEY).
+    for (const action of ['s3:GetObject', 's3:PutObject']) {
+      const grants = grantsOf(s, action);
+      assert.equal(grants.length, 1, action);
+      assert.match(resourceText(grants[0]?.Resource), new RegExp(`${fullBucket}.*"/retention/\\*"`));
+      assert.doesNotMatch(resourceText(grants[0]?.Resource), /mailboxes/, action);
+    }
+    assert.ok(SWEEP_RESUME_KEY.startsWith(PREFIX.retention));
     assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|forwarded\/|ses:|sqs:/);
     const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
     assert.equal(dynamo.length, 1);
