@@ -81,7 +81,10 @@ export interface SweepFailure {
 }
 
 export interface SweepSummary {
-  /** Mailboxes swept (every mailbox the index knows, sent views included, unless stopped early). */
+  /**
+   * Mailboxes swept (sent views included): every one the index knows, or, for a sweep that went on
+   * from where an earlier one stopped (SWEEP_RESUME_KEY), those from there to the end.
+   */
   readonly mailboxes: number;
   /** Messages deleted: index entry, counters and blobs. */
   readonly deleted: number;
@@ -91,7 +94,7 @@ export interface SweepSummary {
   readonly orphans: number;
   /** Mailboxes whose sweep failed (a storage error); the others were still swept. */
   readonly failures: readonly SweepFailure[];
-  /** False when `signal` stopped the sweep before every mailbox was done. */
+  /** False when `signal` stopped the sweep before the last mailbox was done (the next goes on from there). */
   readonly complete: boolean;
 }
 
