@@ -334,3 +334,32 @@ describe('POST …/send when the smarthost cannot be reached', () => {
     }
   });
 });
+
+describe('POST …/send through a smarthost with a password (smtp://user:pass@…)', () => {
+  it('never sends the password in clear: a smarthost without STARTTLS gets no AUTH, and no mail', async () => {
+    const mx = await startRemoteMx({ auth: true });
+    const env = await startApiTestEnv({
+      config: {
+        domains: ['example.test'],
+        mailboxes: [ALICE],
+        relay: { smtp: `smtp://relay-user:s3cret@127.0.0.1:${mx.port}` },
+      },
+    });
+    try {
+      mountSendRoute(env.api.app, { ...env.runtime });
+      const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+        method: 'POST',
+        token: await env.token(ALICE),
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ to: 'bob@remote.test', text: 'x' }),
+      });
+      assert.notEqual(res.status, 200, await res.clone().text());
+      assert.match((await errorOf(res)).message, /STARTTLS/);
+      assert.deepEqual(mx.logins, [], 'the smarthost saw no credentials');
+      assert.equal(mx.received.length, 0);
+    } finally {
+      await env.close();
+      await mx.close();
+    }
+  });
+});

@@ -15,7 +15,7 @@ const CONNECTION_TIMEOUT_MS = 15_000;
 const SOCKET_TIMEOUT_MS = 120_000;
 
 export interface SmtpOutboundOptions {
-  /** `smtp://host:port` or `smtps://user:pass@host:465`. */
+  /** `smtp://host:port` or `smtps://user:pass@host:465`; a user name in an `smtp://` URL requires STARTTLS. */
   readonly url: string;
   /** The name we give in EHLO. @default the host name nodemailer finds */
   readonly name?: string;
@@ -41,7 +41,13 @@ export class SmtpOutbound implements Outbound {
       port: parsed.port === '' ? (parsed.protocol === 'smtps:' ? 465 : 25) : Number(parsed.port),
       secure: parsed.protocol === 'smtps:',
       ...(parsed.username
-        ? { auth: { user: decodeURIComponent(parsed.username), pass: decodeURIComponent(parsed.password) } }
+        ? {
+            auth: { user: decodeURIComponent(parsed.username), pass: decodeURIComponent(parsed.password) },
+            // With a password over smtp://, STARTTLS or no AUTH: nodemailer would otherwise send the
+            // password in clear to a server that offers no STARTTLS, or whose offer a man in the middle
+            // removed from the EHLO reply. (smtps:// is TLS from the start.)
+            requireTLS: true,
+          }
         : {}),
       ...(options.name === undefined ? {} : { name: options.name }),
       connectionTimeout: CONNECTION_TIMEOUT_MS,
@@ -68,8 +74,14 @@ export class SmtpOutbound implements Outbound {
       // RFC 5321 §4.2.1: 5yz is a permanent failure; 4yz and connection problems may pass.
       // The smarthost's reply (`550 5.1.1 <x@y>: no such user`) is about the message; a connection
       // error (host and port) is not, and stays in the log.
-      const response = (err as { response?: unknown }).response;
-      const reply = replyCode === undefined ? undefined : typeof response === 'string' ? response : text;
+      // A refused STARTTLS (which a password requires, above) is said as such, not as the bare reply.
+      const { response, code } = err as { response?: unknown; code?: unknown };
+      const reply =
+        replyCode === undefined
+          ? undefined
+          : typeof response === 'string' && code !== 'ETLS'
+            ? response
+            : text;
       throw new SendError(
         `smtp send failed: ${text}`,
         replyCode !== undefined && replyCode >= 500,
