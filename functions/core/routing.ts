@@ -258,7 +258,9 @@ function resolveAddress(
           outcomes.push({ kind: 'deliver', mailbox: target, routeIndex: index });
           continue;
         }
-        if (target === config.quarantineMailbox && !isMailbox(config, target)) {
+        // The quarantine mailbox as a route names it, not as a sender can spell it through a `$1`
+        // (`quarantine-team@` by `$1@`): unlisted, it is not reachable from outside.
+        if (target === config.quarantineMailbox && !raw.includes('$') && !isMailbox(config, target)) {
           outcomes.push({ kind: 'deliver', mailbox: target, routeIndex: index });
           continue;
         }

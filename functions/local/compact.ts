@@ -10,7 +10,7 @@
  * deliveries would time out with `451`, and a DELE could leave its blobs behind. Needs free disk
  * space about the size of the database (the copy goes through the WAL).
  */
-import { type Dirent, existsSync, mkdirSync, statSync } from 'node:fs';
+import { type Dirent, existsSync, statSync } from 'node:fs';
 import { lstat, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -19,7 +19,7 @@ import { errorMessage, MailRelayError } from '../core/errors.ts';
 import type { Io } from './cli.ts';
 import { parseCommandArgs } from './cli-args.ts';
 import { processIsAlive } from './ingest-journal.ts';
-import { dataDirFromEnv } from './runtime.ts';
+import { dataDirFromEnv, makeDataDir } from './runtime.ts';
 
 /** The data dir's SQLite databases: small blobs (FsBlobStore's `<root>.sqlite`) and the index. */
 export const DATABASES = ['blobs.sqlite', 'index.sqlite'] as const;
@@ -60,7 +60,7 @@ export interface DevLock {
  * when it stops.
  */
 export function holdDevLock(dataDir: string): DevLock {
-  mkdirSync(dataDir, { recursive: true });
+  makeDataDir(dataDir);
   const db = new Database(join(dataDir, DEV_LOCK_FILE), { timeout: DEV_LOCK_WAIT_MS });
   try {
     // No journal file: there is never anything to write, and a killed dev leaves nothing behind.

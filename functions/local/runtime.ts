@@ -21,6 +21,16 @@ export const DEFAULT_DATA_DIR = '.mail-relay';
 /** Where the HMAC secret of local presigned URLs is kept, so URLs survive a restart. */
 export const PRESIGN_SECRET_FILE = 'presign.secret';
 
+/**
+ * Makes the data dir (and any missing parent) readable by its owner alone. It holds every
+ * mailbox's mail, which the API gives only to a token of that mailbox, and the presign secret: made
+ * with the usual umask (0755), any other user of the machine could read all the mail without a token.
+ * A data dir that exists already keeps the mode it has.
+ */
+export function makeDataDir(dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+}
+
 export interface LocalRuntime extends RouterDeps {
   readonly dataDir: string;
   /** Where the SMTP listener keeps large messages while they arrive and wait (`<dataDir>/spool`). */
@@ -60,7 +70,7 @@ export function dataDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
 
 export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   const dataDir = resolve(options.dataDir ?? dataDirFromEnv());
-  mkdirSync(dataDir, { recursive: true });
+  makeDataDir(dataDir);
   const blobRoot = join(dataDir, 'blobs');
   const journaled = (options.durability ?? 'journal') === 'journal';
   const blobs = new FsBlobStore({
@@ -158,7 +168,7 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
  */
 export function loadOrCreatePresignSecret(dataDir: string): string {
   const path = join(dataDir, PRESIGN_SECRET_FILE);
-  mkdirSync(dataDir, { recursive: true });
+  makeDataDir(dataDir);
   if (!existsSync(path)) {
     const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     writeFileSync(tmp, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });

@@ -12,6 +12,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -330,6 +331,23 @@ describe('mail-relay dev', () => {
     } finally {
       second.child.kill('SIGTERM');
       await once(second.child, 'exit');
+    }
+  });
+
+  it('makes a new data dir, and its missing parents, readable by its owner alone: every mailbox is in it', async () => {
+    // dev, and token create when run first: each makes the data dir it is given.
+    const devDir = join(work, 'private-dev', 'data');
+    const dev = await startDev(devDir);
+    await sendOne(dev.port, 'private');
+    dev.child.kill('SIGTERM');
+    assert.equal((await once(dev.child, 'exit'))[0], 0, dev.output());
+    const tokenDir = join(work, 'private-token', 'data');
+    const token = await run(process.execPath, [BIN, 'token', 'create', 'alice@example.test'], {
+      env: env({ MAIL_RELAY_DATA_DIR: tokenDir }),
+    });
+    assert.equal(token.code, 0, token.stderr);
+    for (const dir of [devDir, join(work, 'private-dev'), tokenDir]) {
+      assert.equal((statSync(dir).mode & 0o777).toString(8), '700', dir);
     }
   });
 });

@@ -7,7 +7,6 @@ import { createServer, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import SwaggerParser from '@apidevtools/swagger-parser';
-import { SMTPServer } from 'smtp-server';
 import { mountSendRoute } from '../../functions/api/send.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
 import { fieldValue, splitMessage } from '../../functions/core/mime-header.ts';
@@ -361,32 +360,46 @@ describe('POST …/send when the smarthost refuses the relay itself (a 5xx not a
     }
   }
 
-  async function listening(server: Server | SMTPServer): Promise<number> {
-    const net = server instanceof SMTPServer ? server.server : server;
-    await new Promise<void>((resolve) => net.listen(0, '127.0.0.1', resolve));
-    return (net.address() as { port: number }).port;
+  async function listening(server: Server): Promise<number> {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return (server.address() as { port: number }).port;
   }
 
-  it('a wrong password (535 to AUTH) is a 502 to try again, not a refusal of the message', async () => {
-    const smarthost = new SMTPServer({
-      authOptional: false,
-      allowInsecureAuth: true,
-      disabledCommands: ['STARTTLS'],
-      logger: false,
-      onAuth(_auth, _session, callback) {
-        callback(Object.assign(new Error('5.7.8 authentication credentials invalid'), { responseCode: 535 }));
-      },
+  it('a smarthost refusing EHLO and HELO (5xx) is a 502 to try again, not a refusal of the message', async () => {
+    const smarthost = createServer((socket) => {
+      socket.write('220 smarthost.internal.test ESMTP\r\n');
+      socket.on('data', (chunk: Buffer) => {
+        for (const line of chunk.toString('latin1').split('\r\n').filter(Boolean)) {
+          socket.write(
+            /^QUIT/i.test(line) ? '221 bye\r\n' : '550 5.7.1 relay host 127.0.0.1 not allowed\r\n',
+          );
+        }
+      });
     });
     const port = await listening(smarthost);
     try {
-      const { res, logged } = await sendThrough(`smtp://relay:wrong@127.0.0.1:${port}`);
+      const { res, logged } = await sendThrough(`smtp://127.0.0.1:${port}`);
       assert.equal(res.status, 502);
       const error = await errorOf(res);
       assert.equal(error.code, 'send_failed');
       assert.equal(error.message, 'the mail provider failed; try again');
-      assert.match(logged, /535 5\.7\.8 authentication credentials invalid/, 'the log says why');
+      assert.match(logged, /550 5\.7\.1 relay host 127\.0\.0\.1 not allowed/, 'the log says why');
     } finally {
       await new Promise<void>((resolve) => smarthost.close(() => resolve()));
+    }
+  });
+
+  it('a password never goes out in clear: a smarthost without STARTTLS gets no AUTH and no mail; a 502, and the log says why', async () => {
+    const mx = await startRemoteMx({ auth: true });
+    try {
+      const { res, logged } = await sendThrough(`smtp://relay-user:s3cret@127.0.0.1:${mx.port}`);
+      assert.equal(res.status, 502);
+      assert.equal((await errorOf(res)).code, 'send_failed');
+      assert.match(logged, /STARTTLS/);
+      assert.deepEqual(mx.logins, [], 'the smarthost saw no credentials');
+      assert.equal(mx.received.length, 0);
+    } finally {
+      await mx.close();
     }
   });
 

@@ -2,6 +2,7 @@
  * A second, in-process SMTP server (npm smtp-server) playing the remote MX that forwarded mail
  * goes to (Gmail, in real life). It keeps every message it accepts, byte for byte, with its envelope.
  * Recipients can be told to fail: `refuse(address, 550)` always, `refuseOnce(address, 451)` the first time.
+ * With `{auth: true}` it offers AUTH (and still no STARTTLS), as a smarthost without TLS would.
  */
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
@@ -18,6 +19,8 @@ export interface RemoteMx {
   /** `smtp://127.0.0.1:<port>`: what `relay.smtp` is set to. */
   readonly url: string;
   readonly received: ReceivedMessage[];
+  /** User names and passwords clients logged in with (`{auth: true}`). */
+  readonly logins: { readonly user: string; readonly pass: string }[];
   /** Messages received for one recipient. */
   to(address: string): ReceivedMessage[];
   refuse(address: string, code: number): void;
@@ -31,14 +34,20 @@ function smtpError(code: number, message: string): Error & { responseCode: numbe
   return Object.assign(new Error(message), { responseCode: code });
 }
 
-export async function startRemoteMx(): Promise<RemoteMx> {
+export async function startRemoteMx(options: { auth?: boolean } = {}): Promise<RemoteMx> {
   const received: ReceivedMessage[] = [];
+  const logins: { user: string; pass: string }[] = [];
   const always = new Map<string, number>();
   const once = new Map<string, number>();
   const server = new SMTPServer({
     name: 'mx.remote.test',
     authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
+    disabledCommands: options.auth === true ? ['STARTTLS'] : ['AUTH', 'STARTTLS'],
+    allowInsecureAuth: true,
+    onAuth(auth, _session, callback) {
+      logins.push({ user: auth.username ?? '', pass: auth.password ?? '' });
+      callback(null, { user: auth.username });
+    },
     disableReverseLookup: true,
     size: 100 * 1024 * 1024,
     logger: false,
@@ -75,6 +84,7 @@ export async function startRemoteMx(): Promise<RemoteMx> {
     port,
     url: `smtp://127.0.0.1:${port}`,
     received,
+    logins,
     to: (address) => received.filter((m) => m.rcptTo.includes(address.toLowerCase())),
     refuse: (address, code) => always.set(address.toLowerCase(), code),
     refuseOnce: (address, code) => once.set(address.toLowerCase(), code),

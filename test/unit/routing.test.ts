@@ -384,6 +384,27 @@ describe('acceptsRecipient (RCPT TO)', () => {
     const r = acceptsRecipient(config, 'x@elsewhere.net');
     assert.ok(!r.accept && r.code === 550 && r.message.includes('Relaying denied'));
   });
+
+  it('an unlisted quarantine mailbox is reached by a route that names it, never by a sender spelling it through $1', () => {
+    const teams = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      routes: [
+        { match: 'held@example.com', action: 'deliver', to: ['quarantine@example.com'] },
+        { match: '/^(.+)-team@example\\.com$/', action: 'deliver', to: ['$1@example.com'] },
+      ],
+    });
+    assert.deepEqual(summarize(resolveRecipient(teams, 'alice-team@example.com')), [
+      'deliver alice@example.com',
+    ]);
+    assert.deepEqual(summarize(resolveRecipient(teams, 'held@example.com')), [
+      'deliver quarantine@example.com',
+    ]);
+    for (const address of ['quarantine@example.com', 'quarantine-team@example.com']) {
+      const r = acceptsRecipient(teams, address);
+      assert.ok(!r.accept && r.code === 550, `${address}: ${JSON.stringify(r)}`);
+    }
+  });
 });
 
 describe('regex routes in bounded time (a sender chooses the address)', () => {

@@ -15,7 +15,7 @@ const CONNECTION_TIMEOUT_MS = 15_000;
 const SOCKET_TIMEOUT_MS = 120_000;
 
 export interface SmtpOutboundOptions {
-  /** `smtp://host:port` or `smtps://user:pass@host:465`. */
+  /** `smtp://host:port` or `smtps://user:pass@host:465`; a user name in an `smtp://` URL requires STARTTLS. */
   readonly url: string;
   /** The name we give in EHLO. @default the host name nodemailer finds */
   readonly name?: string;
@@ -47,7 +47,13 @@ export class SmtpOutbound implements Outbound {
       port: parsed.port === '' ? (parsed.protocol === 'smtps:' ? 465 : 25) : Number(parsed.port),
       secure: parsed.protocol === 'smtps:',
       ...(parsed.username
-        ? { auth: { user: decodeURIComponent(parsed.username), pass: decodeURIComponent(parsed.password) } }
+        ? {
+            auth: { user: decodeURIComponent(parsed.username), pass: decodeURIComponent(parsed.password) },
+            // With a password over smtp://, STARTTLS or no AUTH: nodemailer would otherwise send the
+            // password in clear to a server that offers no STARTTLS, or whose offer a man in the middle
+            // removed from the EHLO reply. (smtps:// is TLS from the start.)
+            requireTLS: true,
+          }
         : {}),
       ...(options.name === undefined ? {} : { name: options.name }),
       connectionTimeout: CONNECTION_TIMEOUT_MS,
@@ -73,7 +79,7 @@ export class SmtpOutbound implements Outbound {
       const text = errorMessage(err);
       // RFC 5321 §4.2.1: 5yz is a permanent failure, but only a reply to the envelope (MAIL, RCPT:
       // nodemailer's EENVELOPE) or to the message (DATA: EMESSAGE) is about this message. A 5yz at
-      // the greeting, to EHLO or to AUTH (a smarthost that refuses us, a wrong password) is the
+      // the greeting, to EHLO, to STARTTLS or to AUTH (a smarthost that refuses us, a wrong password) is the
       // relay's configuration failing: every message would fail the same way until it is mended, so
       // it is not the sender's refusal (422) and a forward is retried rather than given up. Such a
       // reply, like a connection error (host and port), says nothing about the message and stays
