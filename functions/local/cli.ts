@@ -3,7 +3,7 @@
  * function that takes its arguments and an output stream, so tests call them in-process as well as
  * through the binary.
  */
-import { type Stats, unwatchFile, watchFile } from 'node:fs';
+import { type Stats, statSync, unwatchFile, watchFile } from 'node:fs';
 import { resolve } from 'node:path';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
@@ -238,6 +238,9 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   );
   if (typeof parsed === 'number') return parsed;
   const { config, path } = loadConfig(io.env);
+  // The file as it was read (or, with the dev default, its absence): what a later change is told from.
+  const configPath = path ?? resolve(process.cwd(), CONFIG_FILE_NAME);
+  const configAsRead = statSync(configPath, { throwIfNoEntry: false });
   const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', DEFAULT_SMTP_PORT);
   const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
   const [{ startApiServer }, { startSmtpListener }, { holdDevLock }, { dataDirFromEnv }] = await Promise.all([
@@ -306,8 +309,8 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   // Without a file, the one `route` would read from now on if it appeared (cp …example.json …).
   const unwatch =
     path === null
-      ? noticeConfigChanges(resolve(process.cwd(), CONFIG_FILE_NAME), io, 'appeared', 'the dev default')
-      : noticeConfigChanges(path, io, 'changed', 'the configuration it started with');
+      ? noticeConfigChanges(configPath, io, 'appeared', 'the dev default', configAsRead)
+      : noticeConfigChanges(configPath, io, 'changed', 'the configuration it started with', configAsRead);
   const retention = await startDevRetention(io, config, api.blobs, runtime.index, runtime.blobs);
   await stopped;
   unwatch();
@@ -322,21 +325,32 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
 /**
  * Says once when the configuration file changes (or, started with the dev default, appears) while
  * `dev` runs: `route` reads the file anew and would show the new decisions while the relay still
- * routes by the ones it started with.
+ * routes by the ones it started with. Told from the file as it was read (`asRead`, undefined when
+ * there was none), not from `watchFile`'s first look, which comes later: a change made while `dev`
+ * was starting would have become that first look, and never been told.
  */
-function noticeConfigChanges(
+export function noticeConfigChanges(
   path: string,
-  io: Io,
+  io: Pick<Io, 'out'>,
   what: 'changed' | 'appeared',
   startedWith: string,
+  asRead: Stats | undefined,
 ): () => void {
   let said = false;
-  const onChange = (now: Stats, before: Stats) => {
-    if (said || now.mtimeMs === before.mtimeMs) return;
+  // watchFile reports a missing file as all zeros.
+  const differs = (now: Stats | undefined): boolean => {
+    const exists = now !== undefined && (now.mtimeMs !== 0 || now.ino !== 0);
+    if (!exists || asRead === undefined) return exists !== (asRead !== undefined);
+    return now.mtimeMs !== asRead.mtimeMs || now.size !== asRead.size || now.ino !== asRead.ino;
+  };
+  const check = (now: Stats | undefined) => {
+    if (said || !differs(now)) return;
     said = true;
     io.out.write(`${path} ${what}: restart mail-relay dev to route by it (it routes by ${startedWith})\n`);
   };
+  const onChange = (now: Stats) => check(now);
   watchFile(path, { persistent: false, interval: CONFIG_POLL_MS }, onChange);
+  check(statSync(path, { throwIfNoEntry: false }));
   return () => unwatchFile(path, onChange);
 }
 

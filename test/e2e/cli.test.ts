@@ -12,6 +12,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  type Stats,
   statSync,
   utimesSync,
   writeFileSync,
@@ -25,7 +26,7 @@ import { hashToken } from '../../functions/api/auth.ts';
 import { parseConfig } from '../../functions/core/config.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
-import { main } from '../../functions/local/cli.ts';
+import { main, noticeConfigChanges } from '../../functions/local/cli.ts';
 import { LOCAL_BUCKET } from '../../functions/local/ingest.ts';
 import { IngestJournal } from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
@@ -400,6 +401,43 @@ describe('mail-relay dev, stopped at once and with its configuration edited', ()
       dev.child.kill('SIGTERM');
       await once(dev.child, 'exit');
     }
+  });
+});
+
+describe('dev tells a configuration change from the file as it was read, not from a later first look', () => {
+  const watching = (path: string, what: 'changed' | 'appeared', asRead: Stats | undefined) => {
+    const out = new PassThrough();
+    let said = '';
+    out.on('data', (c: Buffer) => {
+      said += c.toString('utf8');
+    });
+    const stop = noticeConfigChanges(path, { out }, what, 'the old one', asRead);
+    return { said: () => said, stop };
+  };
+
+  it('a change made while dev was starting (after the file was read, before the watch) is told at once', () => {
+    const path = join(work, 'race.config.json');
+    writeFileSync(path, JSON.stringify(CONFIG));
+    const asRead = statSync(path);
+    writeFileSync(path, JSON.stringify({ ...CONFIG, mailboxes: [...CONFIG.mailboxes, 'late@example.test'] }));
+    const w = watching(path, 'changed', asRead);
+    w.stop();
+    assert.match(
+      w.said(),
+      /race\.config\.json changed: restart mail-relay dev to route by it \(it routes by the old one\)/,
+    );
+  });
+
+  it('a file that appeared meanwhile is told at once; one unchanged is not told', () => {
+    const path = join(work, 'race-appear.config.json');
+    const absent = statSync(path, { throwIfNoEntry: false });
+    writeFileSync(path, JSON.stringify(CONFIG));
+    const appeared = watching(path, 'appeared', absent);
+    appeared.stop();
+    assert.match(appeared.said(), /appeared: restart/);
+    const unchanged = watching(path, 'changed', statSync(path));
+    unchanged.stop();
+    assert.equal(unchanged.said(), '');
   });
 });
 
