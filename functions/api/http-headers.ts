@@ -65,6 +65,12 @@ export const IMMUTABLE_CACHE_CONTROL = 'private, max-age=31536000, immutable';
 /** Mailbox state (lists, counters, flags) changes with every delivery. */
 export const NO_STORE = 'no-store';
 
+/**
+ * On every response carrying a message's or a part's bytes: whatever the sender put there, a browser
+ * that opens it must not run it with our origin (no script, no plugin, no same-origin access).
+ */
+export const SANDBOX_CSP = "sandbox; default-src 'none'";
+
 /** Whether an `If-None-Match` header matches `etag` (weak comparison, RFC 9110 §13.1.2). */
 export function matchesEtag(ifNoneMatch: string | undefined, etag: string): boolean {
   if (ifNoneMatch === undefined) return false;

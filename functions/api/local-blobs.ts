@@ -11,6 +11,7 @@ import { ValidationError } from '../core/errors.ts';
 import { SIGNED_BLOB_PATH, verifyPresignedBlobRequest } from '../core/signed-links.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import { HttpStatusError } from './errors.ts';
+import { SANDBOX_CSP } from './http-headers.ts';
 import { errorSchema } from './schemas.ts';
 import type { ApiApp } from './shell.ts';
 
@@ -105,7 +106,7 @@ export function mountSignedLinks(
       'Content-Type': verdict.contentType ?? 'application/octet-stream',
       'Content-Length': String(info.size),
       'Cache-Control': 'private, no-store',
-      'Content-Security-Policy': "sandbox; default-src 'none'",
+      'Content-Security-Policy': SANDBOX_CSP,
     };
     if (verdict.contentDisposition !== undefined) headers['Content-Disposition'] = verdict.contentDisposition;
     return c.body(Readable.toWeb(stream) as ReadableStream<Uint8Array>, 200, headers);

@@ -26,6 +26,7 @@ import {
   IMMUTABLE_CACHE_CONTROL,
   matchesEtag,
   NO_STORE,
+  SANDBOX_CSP,
   safeContentType,
   withCharset,
 } from './http-headers.ts';
@@ -721,6 +722,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     if (raw === null) throw messageNotFound();
     return c.body(asBody(raw), 200, {
       'Content-Type': 'message/rfc822',
+      'Content-Security-Policy': SANDBOX_CSP,
       'Content-Length': String(raw.length),
       ETag: etag,
       'Cache-Control': IMMUTABLE_CACHE_CONTROL,
@@ -750,6 +752,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     }
     return c.body(asBody(top.body), 200, {
       'Content-Type': 'message/rfc822',
+      'Content-Security-Policy': SANDBOX_CSP,
       'Content-Length': String(top.body.length),
     });
   });
@@ -766,13 +769,19 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
     }
     const contentType = withCharset(safeContentType(attachment.contentType), attachment.charset);
+    // A forwarded message has no name of its own: `.eml` lets the mail program open it.
+    const filename = attachment.filename ?? `part-${partId}${contentType === 'message/rfc822' ? '.eml' : ''}`;
     const disposition = contentDisposition(
       attachment.disposition === 'inline' ? 'inline' : 'attachment',
-      // A forwarded message has no name of its own: `.eml` lets the mail program open it.
-      attachment.filename ?? `part-${partId}${contentType === 'message/rfc822' ? '.eml' : ''}`,
+      filename,
     );
     const key = mailboxKeys.part(mailbox, id, partId);
-    if (attachment.size > redirectBytes) return presignRedirect(c, key, contentType, disposition);
+    if (attachment.size > redirectBytes) {
+      // The presigned URL serves from S3's origin, where no Content-Security-Policy can be set: an
+      // HTML or SVG part opened inline there would run. As a download it does not (an <img> or a
+      // fetch ignores the disposition).
+      return presignRedirect(c, key, contentType, contentDisposition('attachment', filename));
+    }
     const bytes = await blobs.get(key);
     if (bytes === null) {
       // Deleted (DELE) since the summary was read: the message is gone, not just this part.
@@ -786,7 +795,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       ETag: etag,
       'Cache-Control': IMMUTABLE_CACHE_CONTROL,
       // Parts are whatever the sender put in; a browser opening one must not run it with our origin.
-      'Content-Security-Policy': "sandbox; default-src 'none'",
+      'Content-Security-Policy': SANDBOX_CSP,
     });
   });
 

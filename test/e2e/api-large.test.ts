@@ -73,6 +73,29 @@ describe('large messages: 307 to presigned URLs', () => {
     );
   });
 
+  it('an inline SVG part above the threshold redirects as a download (the S3 origin cannot sandbox it)', async () => {
+    const svg = Buffer.from(
+      `<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script>${' '.repeat(5 * 1024 * 1024)}</svg>`,
+    );
+    const raw = Buffer.from(
+      'From: a@remote.test\r\nTo: alice@example.test\r\nSubject: picture\r\nMIME-Version: 1.0\r\n' +
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee\r\n' +
+        '--b\r\nContent-Type: image/svg+xml\r\nContent-Disposition: inline; filename="pic.svg"\r\n' +
+        `Content-Transfer-Encoding: base64\r\n\r\n${svg.toString('base64').replace(/.{76}/g, '$&\r\n')}\r\n--b--\r\n`,
+    );
+    const r = await env.deliver([MAILBOX], raw);
+    const redirect = await env.request(`/v1/mailboxes/${MAILBOX}/messages/${r.id}/parts/1`, {
+      token,
+      redirect: 'manual',
+    });
+    assert.equal(redirect.status, 307);
+    const followed = await fetch(redirect.headers.get('location') ?? '');
+    assert.equal(followed.status, 200);
+    assert.match(followed.headers.get('content-disposition') ?? '', /^attachment; filename="pic\.svg"/);
+    assert.equal(followed.headers.get('content-type'), 'image/svg+xml');
+    assert.equal(sha256(Buffer.from(await followed.arrayBuffer())), sha256(svg));
+  });
+
   it('raw: 307, and the presigned URL serves the stored bytes exactly, with no token', async () => {
     const redirect = await env.request(path('/raw'), { token, redirect: 'manual' });
     assert.equal(redirect.status, 307);

@@ -246,6 +246,8 @@ describe('mailbox HTTP API', () => {
       // The stored message is the fixture after our two trace headers.
       assert.ok(body.subarray(body.length - fixture(name).length).equals(fixture(name)), name);
       assert.equal(res.headers.get('content-length'), String(stored.length));
+      // A browser that opens it runs nothing of it with the API's origin.
+      assert.equal(res.headers.get('content-security-policy'), "sandbox; default-src 'none'");
     }
     const first = await env.request(msgPath('plain-crlf.eml', '/raw'), { token: alice });
     const etag = first.headers.get('etag');
@@ -302,6 +304,7 @@ describe('mailbox HTTP API', () => {
         const res = await env.request(msgPath(name, `/top?lines=${n}`), { token: alice });
         assert.equal(res.status, 200, `${name} TOP ${n}`);
         assert.equal(res.headers.get('content-type'), 'message/rfc822');
+        assert.equal(res.headers.get('content-security-policy'), "sandbox; default-src 'none'");
         assert.deepEqual(await bytesOf(res), referenceTop(stored, n), `${name} TOP ${n}`);
       }
     }
@@ -350,6 +353,7 @@ describe('mailbox HTTP API', () => {
     assert.deepEqual(await bytesOf(png), TINY_PNG);
     assert.equal(png.headers.get('content-type'), 'image/png');
     assert.match(png.headers.get('content-disposition') ?? '', /^inline; filename="logo\.png"/);
+    assert.equal(png.headers.get('content-security-policy'), "sandbox; default-src 'none'");
 
     const cached = await env.request(msgPath('mixed-attachment.eml', '/parts/1'), {
       token: alice,
