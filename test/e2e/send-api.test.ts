@@ -24,6 +24,28 @@ function header(raw: Buffer, name: string): string[] {
     .map(fieldValue);
 }
 
+/** One JSON send from alice through `smtp`: the answer, and what the API logged with it (the operator's view). */
+async function sendThrough(smtp: string): Promise<{ res: Response; logged: string }> {
+  const logged: unknown[] = [];
+  const env = await startApiTestEnv({
+    config: { domains: ['example.test'], mailboxes: [ALICE], relay: { smtp } },
+    app: { logError: (err) => logged.push(err) },
+  });
+  try {
+    mountSendRoute(env.api.app, { ...env.runtime });
+    const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+      method: 'POST',
+      token: await env.token(ALICE),
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ to: 'bob@remote.test', text: 'x' }),
+    });
+    await res.clone().arrayBuffer();
+    return { res, logged: logged.map((e) => inspect(e)).join('\n') };
+  } finally {
+    await env.close();
+  }
+}
+
 describe('POST /v1/mailboxes/{address}/send', () => {
   let mx: RemoteMx;
   let env: ApiTestEnv;
@@ -311,55 +333,17 @@ describe('POST /v1/mailboxes/{address}/send', () => {
 describe('POST …/send when the smarthost cannot be reached', () => {
   it('is a 502 to try again, and says nothing of the smarthost (its host and port stay in the log)', async () => {
     const port = await freePort(); // nothing listens there
-    const env = await startApiTestEnv({
-      config: {
-        domains: ['example.test'],
-        mailboxes: [ALICE],
-        relay: { smtp: `smtp://127.0.0.1:${port}` },
-      },
-    });
-    try {
-      mountSendRoute(env.api.app, { ...env.runtime });
-      const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
-        method: 'POST',
-        token: await env.token(ALICE),
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ to: 'bob@remote.test', text: 'x' }),
-      });
-      assert.equal(res.status, 502);
-      const error = await errorOf(res);
-      assert.equal(error.code, 'send_failed');
-      assert.equal(error.message, 'the mail provider failed; try again');
-      assert.doesNotMatch(error.message, new RegExp(String(port)));
-    } finally {
-      await env.close();
-    }
+    const { res, logged } = await sendThrough(`smtp://127.0.0.1:${port}`);
+    assert.equal(res.status, 502);
+    const error = await errorOf(res);
+    assert.equal(error.code, 'send_failed');
+    assert.equal(error.message, 'the mail provider failed; try again');
+    assert.doesNotMatch(error.message, new RegExp(String(port)));
+    assert.match(logged, new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`), 'the log says where');
   });
 });
 
 describe('POST …/send when the smarthost refuses the relay itself (a 5xx not about the message)', () => {
-  /** The answer, and what the API logged with it (the operator's view). */
-  async function sendThrough(smtp: string): Promise<{ res: Response; logged: string }> {
-    const logged: unknown[] = [];
-    const env = await startApiTestEnv({
-      config: { domains: ['example.test'], mailboxes: [ALICE], relay: { smtp } },
-      app: { logError: (err) => logged.push(err) },
-    });
-    try {
-      mountSendRoute(env.api.app, { ...env.runtime });
-      const res = await env.request(`/v1/mailboxes/${ALICE}/send`, {
-        method: 'POST',
-        token: await env.token(ALICE),
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ to: 'bob@remote.test', text: 'x' }),
-      });
-      await res.clone().arrayBuffer();
-      return { res, logged: logged.map((e) => inspect(e)).join('\n') };
-    } finally {
-      await env.close();
-    }
-  }
-
   async function listening(server: Server): Promise<number> {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return (server.address() as { port: number }).port;
