@@ -1,7 +1,7 @@
 /**
  * Operations: the alarms a mail system needs someone to hear about: mail stuck in the dead-letter
  * queue (stored by SES but not delivered), mail waiting too long for the router, router crashes,
- * API 5xx, a failed retention sweep.
+ * forwards and bounces the router could not send, API 5xx, a failed retention sweep.
  * Optionally e-mailed.
  */
 import { Duration } from 'aws-cdk-lib';
@@ -19,6 +19,12 @@ import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import {
+  BOUNCE_FAILURES_METRIC,
+  FORWARD_FAILURES_METRIC,
+  ROUTER_METRICS_NAMESPACE,
+  ROUTER_SERVICE_NAME,
+} from '../functions/handlers/router-metrics.ts';
 import type { MailApi } from './api.ts';
 
 export interface MailAlarmsProps {
@@ -26,6 +32,11 @@ export interface MailAlarmsProps {
   readonly queue: IQueue;
   readonly deadLetterQueue: IQueue;
   readonly router: IFunction;
+  /**
+   * Whether the router bounces refused mail (`bounces` is not `"off"`): then failed bounces alarm.
+   * @default true
+   */
+  readonly bounces?: boolean;
   readonly api: MailApi;
   /**
    * The retention sweep, when `retention.mailboxDays` is set.
@@ -48,6 +59,9 @@ export class MailAlarms extends Construct {
   readonly deadLetters: Alarm;
   readonly routerBacklog: Alarm;
   readonly routerErrors: Alarm;
+  readonly forwardFailures: Alarm;
+  /** Present unless bouncing is off. */
+  readonly bounceFailures: Alarm | undefined;
   readonly apiServerErrors: Alarm;
   /** Present when the retention sweep exists. */
   readonly retentionErrors: Alarm | undefined;
@@ -91,6 +105,34 @@ export class MailAlarms extends Construct {
       'A router invocation failed as a whole (a crash or a timeout); SQS retries its messages (and moves ' +
         'them to the dead-letter queue after the last try). A failed record alone shows as RouterBacklog.',
     );
+    // The router's own counts (EMF), published with every batch (zero when nothing failed). A forward or
+    // a bounce that failed does not fail its record (ADR 8, ADR 16), so nothing above sees it.
+    const routerMetric = (metricName: string) =>
+      new Metric({
+        namespace: ROUTER_METRICS_NAMESPACE,
+        metricName,
+        dimensionsMap: { service: ROUTER_SERVICE_NAME },
+        period,
+        statistic: 'Sum',
+      });
+    this.forwardFailures = alarm(
+      'ForwardFailures',
+      routerMetric(FORWARD_FAILURES_METRIC),
+      'A forward could not be sent (SES refused it or failed after the retries): the mail did not reach its ' +
+        'destination. The router logs "routed" at WARN with unsentForwards (recipient, destination, error) ' +
+        'and sesMessageId; the original is kept under forwarded/ with a notice in relay.notify.mailbox; ' +
+        'mail-relay replay sends it again.',
+    );
+    this.bounceFailures =
+      props.bounces === false
+        ? undefined
+        : alarm(
+            'BounceFailures',
+            routerMetric(BOUNCE_FAILURES_METRIC),
+            'A bounce could not be sent (SES SendBounce refused or throttled): the sender of refused mail was ' +
+              'not told. The router logs "routed" at WARN with the refused recipients ("bounce failed: …") and ' +
+              'sesMessageId; mail-relay replay tries the bounce again.',
+          );
     this.apiServerErrors = alarm(
       'ApiServerErrors',
       new Metric({
@@ -124,6 +166,8 @@ export class MailAlarms extends Construct {
         this.deadLetters,
         this.routerBacklog,
         this.routerErrors,
+        this.forwardFailures,
+        this.bounceFailures,
         this.apiServerErrors,
         this.retentionErrors,
       ]) {

@@ -406,6 +406,7 @@ export class MailRelay extends Construct {
       queue: this.ingest.queue,
       deadLetterQueue: this.ingest.deadLetterQueue,
       router: this.router,
+      bounces: this.config.bounces !== 'off',
       api: this.api,
       ...(this.retention ? { retention: this.retention.function } : {}),
       topicKey,

@@ -53,4 +53,4 @@ if (settings.links !== undefined) {
 }
 
 /** The API Gateway HTTP API (v2) handler. */
-export const handler = httpApiHandler(app);
+export const handler = httpApiHandler(app, logger);

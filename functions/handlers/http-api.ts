@@ -3,6 +3,7 @@
  * Gateway HTTP API (payload format 2.0) through hono's Lambda adapter, with the body and content-type
  * handling both need.
  */
+import type { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEventV2, Context } from 'aws-lambda';
 import { type APIGatewayProxyResult, handle } from 'hono/aws-lambda';
 import type { ApiApp } from '../api/shell.ts';
@@ -42,9 +43,14 @@ export type HttpApiHandler = (
 
 /**
  * The API Gateway HTTP API (v2) handler of an app. A body flagged base64 that is not base64 is the
- * client's error (400), not a decoder crash (hono's adapter would answer 500).
+ * client's error (400), not a decoder crash (hono's adapter would answer 500). With `logger`, each
+ * of its lines names the request it was written for: API Gateway's `requestId` (the access log's),
+ * the method and the path (never the query string or headers), and the Lambda invocation.
  */
-export function httpApiHandler(app: ApiApp): HttpApiHandler {
+export function httpApiHandler(
+  app: ApiApp,
+  logger?: Pick<Logger, 'addContext' | 'appendKeys'>,
+): HttpApiHandler {
   const handleWithHono = handle(app, { isContentTypeBinary });
   type HonoLambdaEvent = Parameters<typeof handleWithHono>[0];
 
@@ -60,6 +66,15 @@ export function httpApiHandler(app: ApiApp): HttpApiHandler {
   });
 
   return async (event, context) => {
+    if (logger !== undefined) {
+      if (context !== undefined) logger.addContext(context);
+      // Replaced by the next request (a Lambda environment serves one at a time).
+      logger.appendKeys({
+        requestId: event.requestContext.requestId,
+        method: event.requestContext.http.method,
+        path: event.rawPath,
+      });
+    }
     if (event.isBase64Encoded && event.body !== undefined && !BASE64_RE.test(event.body)) {
       return {
         statusCode: 400,

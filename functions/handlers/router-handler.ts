@@ -21,6 +21,7 @@ import { type SesReceivedNotification, sesReceivedNotificationSchema } from '../
 import { countBounces } from '../pipeline/bounce.ts';
 import { countOutcomes, processNotification, type RouteResult, type RouterDeps } from '../pipeline/router.ts';
 import { MAX_RECEIVE_COUNT } from './queue-settings.ts';
+import { BOUNCE_FAILURES_METRIC, FORWARD_FAILURES_METRIC } from './router-metrics.ts';
 
 /** The parts of an SQS record we rely on (the full shape is in ../shared/aws-events). */
 export const sqsRecordSchema = z
@@ -169,6 +170,28 @@ function refusalsLog(result: RouteResult): {
   return refused.length > 0 ? { refused } : {};
 }
 
+/**
+ * Forwards that did not go out (failed: recorded, the owner notified; or cut as a loop) and why, for
+ * the `routed` log line: the operator's view of which message, which destination and what failed.
+ */
+function unsentForwardsLog(result: RouteResult): {
+  unsentForwards?: { recipient: string; destination: string; status: string; detail?: string }[];
+} {
+  const unsent = result.outcomes.flatMap((o) =>
+    o.decision.kind === 'forward' && (o.status === 'failed' || o.status === 'looped')
+      ? [
+          {
+            recipient: o.decision.recipient,
+            destination: o.decision.to,
+            status: o.status,
+            ...(o.detail ? { detail: o.detail } : {}),
+          },
+        ]
+      : [],
+  );
+  return unsent.length > 0 ? { unsentForwards: unsent } : {};
+}
+
 function errorFields(err: unknown): {
   name: string;
   code?: string;
@@ -189,10 +212,9 @@ function errorFields(err: unknown): {
 export function createRouterHandler(options: RouterHandlerOptions): RouterHandler {
   const { deps, bucketName, logger, metrics } = options;
 
-  async function processRecord(record: z.infer<typeof sqsRecordSchema>): Promise<RouteResult | null> {
-    const content = readRecordBody(record.body);
+  async function processRecord(sqsMessageId: string, content: RecordContent): Promise<RouteResult | null> {
     if (content.kind === 'setup') {
-      logger.info('acknowledged the SES setup notification', { sqsMessageId: record.messageId });
+      logger.info('acknowledged the SES setup notification', { sqsMessageId });
       return null;
     }
     const { notification } = content;
@@ -246,12 +268,18 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
           break;
         }
         const recordStarted = performance.now();
+        // Known once the body is read: what finds the message (inbound/<id>, replay) when it fails.
+        let sesMessageId: string | undefined;
         try {
-          const result = await processRecord(record);
+          const content = readRecordBody(record.body);
+          if (content.kind === 'received') sesMessageId = content.notification.mail.messageId;
+          const result = await processRecord(record.messageId, content);
           if (result === null) continue;
           results.push(result);
           const c = countOutcomes([result]);
-          logger.info('routed', {
+          // A forward or a bounce that could not be sent is mail that did not reach someone: a warning.
+          const sendFailed = c.failed > 0 || countBounces([result]).failed > 0;
+          logger[sendFailed ? 'warn' : 'info']('routed', {
             sqsMessageId: record.messageId,
             sesMessageId: result.sesMessageId,
             id: result.id,
@@ -259,12 +287,14 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
             parseFailed: result.parseFailed,
             outcomes: c,
             ...refusalsLog(result),
+            ...unsentForwardsLog(result),
             ms: Math.round(performance.now() - recordStarted),
           });
         } catch (err) {
           failures.push({ itemIdentifier: record.messageId });
           logger.error('record failed; it returns to the queue (DLQ after maxReceiveCount)', {
             sqsMessageId: record.messageId,
+            ...(sesMessageId === undefined ? {} : { sesMessageId }),
             receiveCount: record.attributes?.ApproximateReceiveCount,
             permanent: err instanceof PoisonRecordError,
             error: errorFields(err),
@@ -280,12 +310,12 @@ export function createRouterHandler(options: RouterHandlerOptions): RouterHandle
       metrics.addMetric('rejected', MetricUnit.Count, c.rejected);
       metrics.addMetric('dropped', MetricUnit.Count, c.dropped);
       metrics.addMetric('quarantined', MetricUnit.Count, c.quarantined);
-      metrics.addMetric('forwardFailures', MetricUnit.Count, c.failed);
+      metrics.addMetric(FORWARD_FAILURES_METRIC, MetricUnit.Count, c.failed);
       metrics.addMetric('forwardLoops', MetricUnit.Count, c.looped);
       metrics.addMetric('parseFailures', MetricUnit.Count, c.parseFailed);
       const bounces = countBounces(results);
       metrics.addMetric('bounces', MetricUnit.Count, bounces.bounced);
-      metrics.addMetric('bounceFailures', MetricUnit.Count, bounces.failed);
+      metrics.addMetric(BOUNCE_FAILURES_METRIC, MetricUnit.Count, bounces.failed);
       metrics.addMetric('failedRecords', MetricUnit.Count, failures.length - deferred);
       metrics.addMetric('deferredRecords', MetricUnit.Count, deferred);
       metrics.addMetric('batchLatency', MetricUnit.Milliseconds, Math.round(performance.now() - started));

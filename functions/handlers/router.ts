@@ -17,6 +17,7 @@ import type { Bouncer } from '../ports/bouncer.ts';
 import { createAwsStorage } from './deps.ts';
 import { routerForwarding } from './links.ts';
 import { createRouterHandler } from './router-handler.ts';
+import { ROUTER_METRICS_NAMESPACE, ROUTER_SERVICE_NAME } from './router-metrics.ts';
 import { readHandlerSettings } from './settings.ts';
 
 const settings = readHandlerSettings(process.env);
@@ -33,8 +34,8 @@ function lazyBouncer(): Bouncer {
   return { bounce: async (request) => (await load()).bounce(request) };
 }
 
-const logger = new Logger({ serviceName: 'mail-relay-router' });
-const metrics = new Metrics({ namespace: 'MailRelay', serviceName: 'mail-relay-router' });
+const logger = new Logger({ serviceName: ROUTER_SERVICE_NAME });
+const metrics = new Metrics({ namespace: ROUTER_METRICS_NAMESPACE, serviceName: ROUTER_SERVICE_NAME });
 
 /** The SQS event handler: returns `{batchItemFailures}` (partial batch response). */
 export const handler = createRouterHandler({ deps, bucketName: deps.bucketName, logger, metrics });

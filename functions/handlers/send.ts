@@ -26,4 +26,4 @@ const app = createSendApp({
 });
 
 /** The API Gateway HTTP API (v2) handler of the send route. */
-export const handler = httpApiHandler(app);
+export const handler = httpApiHandler(app, logger);

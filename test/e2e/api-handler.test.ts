@@ -23,6 +23,7 @@ import { createToken } from '../../functions/api/auth.ts';
 import { SEND_ROUTE } from '../../functions/api/send-route.ts';
 import type { RawConfig } from '../../functions/core/config.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
+import { mailboxKeys } from '../../functions/core/keys.ts';
 import type { RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { buildMessageOfSize, pdfLikeBytes } from '../fixtures/build.ts';
 import {
@@ -551,5 +552,26 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
     // Still only its own mailbox.
     assert.equal((await call({ method: 'GET', path: odd(''), token: aliceToken })).status, 403);
     assert.equal((await call({ method: 'GET', path: path(), token })).status, 403);
+  });
+
+  it('a 500 is logged at ERROR with the request it answered (the access log requestId, method, path), never the token', async () => {
+    // A summary that is not JSON any more (damaged in the bucket): the read fails inside the function.
+    const id = await deliver(Buffer.from('Subject: damaged\r\n\r\nbody\r\n'));
+    await blobs.put(mailboxKeys.summary(ALICE, id), Buffer.from('{not json'));
+    const event = httpApiEvent({
+      method: 'GET',
+      path: path(`/messages/${id}`),
+      headers: { authorization: `Bearer ${aliceToken}` },
+    });
+    const { result, lines } = await capturePowertools(() => api(event));
+    assert.equal(result.statusCode, 500);
+    const logged = lines.find((l) => l.message === 'internal error');
+    assert.equal(logged?.level, 'ERROR');
+    assert.equal(logged?.requestId, event.requestContext.requestId);
+    assert.equal(logged?.method, 'GET');
+    assert.equal(logged?.path, `/v1/mailboxes/${ALICE}/messages/${id}`);
+    assert.ok(logged?.error, 'with the error');
+    assert.doesNotMatch(JSON.stringify(lines), new RegExp(aliceToken), 'no bearer token in the log');
+    delivered.delete(id);
   });
 });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
+import { CreateEmailIdentityCommand, DeleteEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
@@ -23,6 +23,12 @@ import { mailboxKeys } from '../../functions/core/keys.ts';
 import { ENTRY_TEXT_MAX_CHARS } from '../../functions/core/message.ts';
 import { MAX_RECEIVE_COUNT } from '../../functions/handlers/queue-settings.ts';
 import { RECORD_TIME_RESERVE_MS, type RouterHandler } from '../../functions/handlers/router-handler.ts';
+import {
+  BOUNCE_FAILURES_METRIC,
+  FORWARD_FAILURES_METRIC,
+  ROUTER_METRICS_NAMESPACE,
+  ROUTER_SERVICE_NAME,
+} from '../../functions/handlers/router-metrics.ts';
 import { replay } from '../../functions/pipeline/replay.ts';
 import type { RouterDeps } from '../../functions/pipeline/router.ts';
 import {
@@ -116,6 +122,20 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
       getRemainingTimeInMillis: remaining,
     }) as unknown as Context;
 
+  /**
+   * The batch's EMF line, checked to be where the stack's alarms look (lib/alarms.ts): the namespace,
+   * `service` as the only dimension, with the router's service name.
+   */
+  function metricLine(lines: readonly Record<string, unknown>[]): Record<string, unknown> {
+    const line = lines.find((l) => '_aws' in l) ?? assert.fail('no EMF line');
+    const directive = (line._aws as { CloudWatchMetrics: { Namespace: string; Dimensions: string[][] }[] })
+      .CloudWatchMetrics[0];
+    assert.equal(directive?.Namespace, ROUTER_METRICS_NAMESPACE);
+    assert.deepEqual(directive?.Dimensions, [['service']]);
+    assert.equal(line.service, ROUTER_SERVICE_NAME);
+    return line;
+  }
+
   /** Every mailbox holds exactly the expected messages, byte for byte, with exact counters. */
   async function assertMailboxes(): Promise<void> {
     for (const [mailbox, messages] of expected) {
@@ -157,7 +177,8 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
       BUCKET_NAME: BUCKET,
       TABLE_NAME: TABLE,
       MAIL_RELAY_CONFIG_JSON: JSON.stringify(CONFIG),
-      POWERTOOLS_SERVICE_NAME: 'mail-relay-router',
+      // What the stack sets for every function (lib/house-function.ts); the router names its own service.
+      POWERTOOLS_SERVICE_NAME: 'mail-relay',
     });
     ({ handler } = await import('../../functions/handlers/router.ts'));
   });
@@ -427,11 +448,23 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
         timestamp: lateAt,
       }),
     );
-    const { response } = await invoke([snsButNotSes, good.record, otherBucket, missing]);
+    const { response, lines } = await invoke([snsButNotSes, good.record, otherBucket, missing]);
     assert.deepEqual(
       response.batchItemFailures.map((f) => f.itemIdentifier).sort(),
       [snsButNotSes.messageId, otherBucket.messageId, missing.messageId].sort(),
     );
+    // Each failure is logged at ERROR with what finds its message: the SES message id once the body
+    // could be read (inbound/<id>, replay), the SQS message id always (the dead-letter queue).
+    const failed = new Map(
+      lines
+        .filter((l) => l.level === 'ERROR' && String(l.message).startsWith('record failed'))
+        .map((l) => [l.sqsMessageId, l]),
+    );
+    assert.equal(failed.size, 3);
+    assert.equal(failed.get(otherBucket.messageId)?.sesMessageId, 'other-bucket-id');
+    assert.equal(failed.get(missing.messageId)?.sesMessageId, 'never-stored');
+    assert.equal(failed.get(snsButNotSes.messageId)?.sesMessageId, undefined, 'not a notification: no id');
+    assert.equal(metricLine(lines).failedRecords, 3);
     expectDelivered(good.sent);
     await assertMailboxes();
 
@@ -552,6 +585,34 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
       assert.deepEqual(again.response, { batchItemFailures: [] });
       assert.equal(ses.requests.length, 1, 'bounced once');
       assert.equal(again.lines.find((l) => '_aws' in l)?.bounces, 0);
+
+      // SES refuses a bounce: the mail is still delivered, and the operator hears of it: a WARN line
+      // naming the message and the error, and the metric the BounceFailures alarm watches.
+      ses.replies.push({ status: 400, code: 'MessageRejected', message: 'Email address is not verified.' });
+      const refusedId = randomUUID().replace(/-/g, '');
+      await blobs.put(`inbound/${refusedId}`, raw);
+      const refusedAgain = sqsRecord(
+        sesNotification({
+          sesMessageId: refusedId,
+          recipients: ['alice@example.test', 'typo2@example.test'],
+          bucket: BUCKET,
+          timestamp,
+          mailFrom: 'sender@remote.test',
+          verdicts: { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' },
+        }),
+      );
+      const failedBounce = await invoke([refusedAgain]);
+      assert.deepEqual(failedBounce.response, { batchItemFailures: [] });
+      expectDelivered({ sesMessageId: refusedId, raw, mailboxes: ['alice@example.test'], timestamp });
+      const warned = failedBounce.lines.find((l) => l.message === 'routed');
+      assert.equal(warned?.level, 'WARN');
+      assert.equal(warned?.sesMessageId, refusedId);
+      assert.match(
+        String((warned?.refused as { detail?: string }[] | undefined)?.[0]?.detail),
+        /^bounce failed: .*not verified/,
+      );
+      assert.equal(metricLine(failedBounce.lines)[BOUNCE_FAILURES_METRIC], 1);
+      assert.equal(routed?.level, 'INFO', 'a bounce sent is no warning');
     } finally {
       delete process.env.AWS_ENDPOINT_URL_SES;
       await ses.stop();
@@ -600,5 +661,37 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
     await assertMailboxes();
     const future = await replay(deps, { since: new Date(Date.now() + 3600_000) });
     assert.equal(future.considered, 0, 'nothing was stored after a future time');
+  });
+
+  // Last: the failed forward it leaves would be sent again by the replays above.
+  it('a forward SES refuses is logged at WARN with its destination and error, and counted where the ForwardFailures alarm looks', async () => {
+    const ses = new SESv2Client(moto.clientConfig);
+    // The forwarding identity gone (deleted, or never verified in this region): SES refuses the send.
+    await ses.send(new DeleteEmailIdentityCommand({ EmailIdentity: 'example.test' }));
+    try {
+      const body = readFileSync(join(PROJECT_ROOT, 'test/fixtures/plain-crlf.eml'));
+      const fwd = await receive(body, ['boss@example.test'], []);
+      const notices = (await index.stat('quarantine@example.test')).messages;
+      const { response, lines } = await invoke([fwd.record]);
+      assert.deepEqual(response, { batchItemFailures: [] }, 'recorded and noticed, not retried');
+      const routed = lines.find((l) => l.message === 'routed');
+      assert.equal(routed?.level, 'WARN');
+      assert.equal(routed?.sesMessageId, fwd.sent.sesMessageId);
+      const unsent = routed?.unsentForwards as Record<string, string>[] | undefined;
+      assert.equal(unsent?.length, 1);
+      assert.equal(unsent?.[0]?.recipient, 'boss@example.test');
+      assert.equal(unsent?.[0]?.destination, 'boss.private@gmail.test');
+      assert.equal(unsent?.[0]?.status, 'failed');
+      assert.match(String(unsent?.[0]?.detail), /MessageRejected/);
+      assert.equal(metricLine(lines)[FORWARD_FAILURES_METRIC], 1);
+      assert.equal(
+        (await index.stat('quarantine@example.test')).messages,
+        notices + 1,
+        'the owner has a notice',
+      );
+    } finally {
+      await ses.send(new CreateEmailIdentityCommand({ EmailIdentity: 'example.test' }));
+      ses.destroy();
+    }
   });
 });

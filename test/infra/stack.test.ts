@@ -9,6 +9,12 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import { TTL_ATTRIBUTE } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import {
+  BOUNCE_FAILURES_METRIC,
+  FORWARD_FAILURES_METRIC,
+  ROUTER_METRICS_NAMESPACE,
+  ROUTER_SERVICE_NAME,
+} from '../../functions/handlers/router-metrics.ts';
 import { SWEEP_RESUME_KEY } from '../../functions/pipeline/retention.ts';
 import {
   API_TABLE_ACTIONS,
@@ -577,7 +583,7 @@ describe('retention', () => {
 
   it('a failed sweep raises an alarm', () => {
     const fnId = onlyLogicalId(full, 'AWS::Lambda::Function', 'MailRelayRetentionSweep');
-    full.resourceCountIs('AWS::CloudWatch::Alarm', 5);
+    full.resourceCountIs('AWS::CloudWatch::Alarm', 7);
     full.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'Errors',
       Namespace: 'AWS/Lambda',
@@ -654,8 +660,8 @@ describe('API', () => {
 });
 
 describe('operations', () => {
-  it('alarms on dead letters, mail waiting for the router, router errors and API 5xx', () => {
-    example.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+  it('alarms on dead letters, mail waiting for the router, router errors, failed forwards and bounces, and API 5xx', () => {
+    example.resourceCountIs('AWS::CloudWatch::Alarm', 6);
     const queueId = onlyLogicalId(example, 'AWS::SQS::Queue', 'MailRelayIngestNotifications');
     // A failed record is reported to SQS, not as a Lambda error: the queue's age is what shows it.
     example.hasResourceProperties('AWS::CloudWatch::Alarm', {
@@ -682,6 +688,32 @@ describe('operations', () => {
       Namespace: 'AWS/ApiGateway',
     });
     example.resourceCountIs('AWS::SNS::Subscription', 1); // only SNS -> SQS: no e-mail configured
+  });
+
+  it("the forward and bounce failure alarms watch the router's own metrics, as the router emits them", () => {
+    // The router's EMF: its namespace, `service` (its Powertools service name) the only dimension
+    // (asserted on what the handler prints in test/e2e/router-handler.test.ts).
+    for (const metric of [FORWARD_FAILURES_METRIC, BOUNCE_FAILURES_METRIC]) {
+      example.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        Namespace: ROUTER_METRICS_NAMESPACE,
+        MetricName: metric,
+        Dimensions: [{ Name: 'service', Value: ROUTER_SERVICE_NAME }],
+        Statistic: 'Sum',
+        Period: 300,
+        Threshold: 0,
+        ComparisonOperator: 'GreaterThanThreshold',
+        // Published with every batch, zero included: no data is no mail.
+        TreatMissingData: 'notBreaching',
+      });
+    }
+    // No bounces, no bounce alarm.
+    const off = synthStack({ ...exampleConfig(), bounces: 'off' }).template;
+    off.resourceCountIs('AWS::CloudWatch::Alarm', 5);
+    const watched = Object.values(resourcesOfType(off, 'AWS::CloudWatch::Alarm')).map(
+      (a) => a.Properties?.MetricName,
+    );
+    assert.ok(watched.includes(FORWARD_FAILURES_METRIC));
+    assert.ok(!watched.includes(BOUNCE_FAILURES_METRIC));
   });
 
   it('with an alarm e-mail, the alarms notify an encrypted topic with that subscription', () => {
