@@ -2,6 +2,7 @@
  * `mail-relay.config.json`: the single source of truth for domains, mailboxes, routes and
  * policies. Validated by zod at local start and at `cdk synth`; every wrong path is named.
  */
+import { domainToASCII } from 'node:url';
 import * as z from 'zod';
 import { ConfigError } from './errors.ts';
 import { RouteRegex } from './route-regex.ts';
@@ -38,6 +39,20 @@ export function normalizeAddress(value: string): string {
   return value.trim().toLowerCase();
 }
 
+/**
+ * The address with an internationalized domain in its ASCII form (`info@münchen.de` is
+ * `info@xn--mnchen-3ya.de`), the form `domains` lists. smtp-server decodes an `xn--` domain of an
+ * envelope address before the relay sees it, so the SMTP listener (and `route`, to answer as it does)
+ * take it back. Anything else is returned as it is.
+ */
+export function asciiDomain(address: string): string {
+  const at = address.lastIndexOf('@');
+  const domain = address.slice(at + 1);
+  if (at < 0 || !/[^ -~]/.test(domain)) return address;
+  const ascii = domainToASCII(domain);
+  return ascii === '' ? address : `${address.slice(0, at + 1)}${ascii}`;
+}
+
 export function domainOf(address: string): string {
   return address.slice(address.lastIndexOf('@') + 1);
 }
@@ -45,7 +60,17 @@ export function domainOf(address: string): string {
 const domainSchema = z
   .string()
   .transform((s) => s.trim().toLowerCase())
-  .refine((s) => DOMAIN_RE.test(s), { message: 'must be a domain name such as example.com' });
+  .superRefine((s, ctx) => {
+    if (DOMAIN_RE.test(s)) return;
+    // An internationalized domain is listed as mail carries it in the envelope: its ASCII form.
+    const ascii = /[^ -~]/.test(s) ? domainToASCII(s) : '';
+    ctx.addIssue({
+      code: 'custom',
+      message: DOMAIN_RE.test(ascii)
+        ? `write an internationalized domain in its ASCII form: "${ascii}"`
+        : 'must be a domain name such as example.com',
+    });
+  });
 
 const addressSchema = z
   .string()
@@ -131,9 +156,35 @@ export const routeSchema = z.discriminatedUnion('action', [
       ...routeBase,
       action: z.literal('reject'),
       code: z.number().int().min(400).max(599).default(550),
-      message: z.string().min(1).max(400).default('5.1.1 Recipient address rejected'),
+      /**
+       * The reply's text, sent as one line. An enhanced status code at its start (RFC 3463) must be of
+       * the reply code's class (RFC 2034 §4): `4.x.x` says "try again", `5.x.x` "give up". Default:
+       * `<class>.1.1 Recipient address rejected` (a `450` answers `4.1.1 …`, as postfix's does).
+       */
+      message: z
+        .string()
+        .min(1)
+        .max(400)
+        .regex(/^[\x20-\x7e]*$/, {
+          message: 'must be one line of printable ASCII (the text of an SMTP reply)',
+        })
+        .optional(),
     })
-    .strict(),
+    .strict()
+    .superRefine((r, ctx) => {
+      const enhanced = /^([245])\.\d{1,3}\.\d{1,3}(?:\s|$)/.exec(r.message ?? '');
+      if (enhanced && enhanced[1] !== String(r.code)[0]) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['message'],
+          message: `starts with the enhanced code ${enhanced[1]}.x.x, but the reply code is ${r.code} (their first digits must agree)`,
+        });
+      }
+    })
+    .transform((r) => ({
+      ...r,
+      message: r.message ?? `${String(r.code)[0]}.1.1 Recipient address rejected`,
+    })),
   z.object({ ...routeBase, action: z.literal('drop') }).strict(),
 ]);
 export type Route = z.infer<typeof routeSchema>;
@@ -426,6 +477,12 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     }
     if (match.kind === 'catchAll' && !domains.includes(match.domain)) {
       issues.push(`routes[${index}].match: domain "${match.domain}" is not listed in domains`);
+    }
+    // A mailbox comes before a catch-all (ADR 3), and there every address is one.
+    if (match.kind === 'catchAll' && autoMailboxDomains.has(match.domain)) {
+      issues.push(
+        `routes[${index}].match: every address of ${match.domain} is a mailbox ("*@${match.domain}" in mailboxes); this route would never be used`,
+      );
     }
     // `$n` (n ≥ 1) in a target needs a group n in the regex; otherwise every address the route
     // matches would get an empty part there and be refused at run time.

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import {
+  asciiDomain,
   type Config,
   domainOf,
   forwardedRetentionDays,
@@ -192,7 +193,8 @@ function commandRoute(args: readonly string[], io: Io): number {
   io.out.write(`config: ${path ?? 'dev default (example.test, every address a mailbox)'}\n`);
   let allAccepted = true;
   for (const address of addresses) {
-    const decisions = resolveRecipient(config, qualifyRecipient(config, address));
+    // As the SMTP listener takes it: an internationalized domain in its ASCII (xn--) form.
+    const decisions = resolveRecipient(config, qualifyRecipient(config, asciiDomain(address)));
     // An address reaching one mailbox (or destination) by several paths gets one copy: said once.
     const said = new Set<string>();
     for (const d of decisions) {

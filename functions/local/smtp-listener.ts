@@ -11,7 +11,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import type { Config } from '../core/config.ts';
+import { asciiDomain, type Config } from '../core/config.ts';
 import { MailRelayError, SmtpRejectError } from '../core/errors.ts';
 import { acceptsRecipient, qualifyRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
@@ -149,8 +149,9 @@ export async function startSmtpListener(
     disabledCommands: ['AUTH', 'STARTTLS'],
     // No network here, and a PTR lookup per connection costs time for nothing on loopback.
     disableReverseLookup: true,
-    // Not advertised: addresses are ASCII here (a UTF-8 local part gets 553), and the relay sends no
-    // delivery status notifications.
+    // Not advertised: addresses are ASCII here (a UTF-8 local part gets 553; an internationalized
+    // domain is taken in its xn-- form, see asciiDomain), and the relay sends no delivery status
+    // notifications.
     hideSMTPUTF8: true,
     hideDSN: true,
     maxRecipients: MAX_RECIPIENTS,
@@ -169,7 +170,7 @@ export async function startSmtpListener(
       const refusal =
         address.args && 'SMTPUTF8' in address.args
           ? new SmtpRejectError(555, '5.5.4 SMTPUTF8 is not offered here')
-          : /[^\x20-\x7e]/.test(address.address)
+          : /[^\x20-\x7e]/.test(asciiDomain(address.address))
             ? new SmtpRejectError(553, '5.6.7 Non-ASCII sender address not accepted (no SMTPUTF8)')
             : null;
       // Answered on the next turn, as smtp-server's own handler does: answered at once, a MAIL FROM
@@ -178,7 +179,7 @@ export async function startSmtpListener(
     },
     onRcptTo(address, session, callback) {
       const started = performance.now();
-      const verdict = acceptsRecipient(config, qualifyRecipient(config, address.address));
+      const verdict = acceptsRecipient(config, qualifyRecipient(config, asciiDomain(address.address)));
       const over = performance.now() - started - FREE_RCPT_MS;
       if (over > 0) {
         const spent = (slowRouting.get(session.id) ?? 0) + over;
@@ -257,12 +258,12 @@ export async function startSmtpListener(
           await spool.dispose();
           return callback(temporaryFailure(err));
         }
-        const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        const mailFrom = session.envelope.mailFrom ? asciiDomain(session.envelope.mailFrom.address) : '';
         const routed = ingest(deps, {
           // Joined once by ingest, behind the trace headers.
           body,
           mailFrom,
-          recipients: session.envelope.rcptTo.map((r) => qualifyRecipient(config, r.address)),
+          recipients: session.envelope.rcptTo.map((r) => qualifyRecipient(config, asciiDomain(r.address))),
           via: {
             protocol: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
             helo: session.hostNameAppearsAs,

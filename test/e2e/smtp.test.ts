@@ -2,6 +2,7 @@
  * Real SMTP clients (python3 smtplib, swaks) against the local listener on loopback.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import {
   existsSync,
   mkdirSync,
@@ -15,8 +16,11 @@ import {
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { parseConfig } from '../../functions/core/config.ts';
+import { listOutbox } from '../../functions/adapters/local/outbox-outbound.ts';
+import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
+import { main } from '../../functions/local/cli.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { MAX_RECIPIENTS, startSmtpListener } from '../../functions/local/smtp-listener.ts';
 import { mailboxKeys } from '../../functions/pipeline/router.ts';
@@ -727,5 +731,264 @@ describe('a client that half-closes its side (printf … | nc -N)', () => {
     assert.match(r.replies, /^553 5\.6\.7 Non-ASCII sender address not accepted/m);
     assert.match(r.replies, /^555 5\.5\.4 SMTPUTF8 is not offered here/m);
     assert.match(r.replies, /^250 [^\r\n]*\r\n553 5\.1\.3 Bad recipient address syntax\r\n221 /m);
+  });
+});
+
+/**
+ * One transaction per address: MAIL, RCPT, then DATA (Subject `s<i>`) when the RCPT was taken, else
+ * RSET. Commands go out as UTF-8 (an internationalized domain written as such). Prints
+ * `[rcptCode, rcptText, dataCode]` per address as JSON.
+ */
+const SMTPLIB_EACH = `
+import json, smtplib, sys
+port, addresses = int(sys.argv[1]), json.load(sys.stdin)
+out = []
+with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
+    s.ehlo()
+    for i, a in enumerate(addresses):
+        s.mail('sender@remote.test')
+        s.command_encoding = 'utf-8'  # smtplib resets it to ASCII (RSET, MAIL)
+        code, text = s.rcpt(a)
+        data = None
+        if code < 300:
+            data = s.data(f'From: sender@remote.test\\r\\nSubject: s{i}\\r\\n\\r\\nhello\\r\\n'.encode())[0]
+        else:
+            s.rset()
+        out.append([code, text.decode(), data])
+print(json.dumps(out))
+`;
+
+describe('what `mail-relay route` prints is what happens to mail over SMTP (every kind of route)', () => {
+  const ROUTED = {
+    domains: ['example.test', 'Other.Test', 'auto.test', 'loop.test', 'xn--mnchen-3ya.test'],
+    mailboxes: [
+      'alice@example.test',
+      'Bob@Example.test',
+      'archive@example.test',
+      'first.last@example.test',
+      "o'brien@example.test",
+      'carol@other.test',
+      '*@auto.test',
+      'info@xn--mnchen-3ya.test',
+    ],
+    routes: [
+      { match: 'postmaster@example.test', action: 'deliver', to: ['alice@example.test'] },
+      {
+        match: 'team@example.test',
+        action: 'deliver',
+        to: ['alice@example.test', 'bob@example.test', 'first.last@example.test'],
+      },
+      { match: 'boss@example.test', action: 'forward', to: ['boss.private@gmail.test', 'Boss@Yahoo.test'] },
+      { match: 'old@example.test', action: 'reject', code: 551, message: '5.1.6 User has moved' },
+      { match: 'Busy@Example.test', action: 'reject', code: 450 },
+      { match: 'noreply@example.test', action: 'drop' },
+      { match: '/^(.+)-team@example\\.test$/', action: 'deliver', to: ['$1@example.test'] },
+      { match: '/^sales-(.+)@example\\.test$/', action: 'forward', to: ['$1@partner.test'] },
+      { match: 'alice+lists@example.test', action: 'deliver', to: ['archive@example.test'] },
+      { match: 'ops@example.test', action: 'deliver', to: ['team@example.test', 'oncall@example.test'] },
+      // Part refused after the RCPT was taken for the rest: said by `route`, not seen by the sender.
+      { match: 'legacy@example.test', action: 'deliver', to: ['alice@example.test', 'old@example.test'] },
+      { match: '/^x(.*)@example\\.test$/', action: 'deliver', to: ['$1@other.test', 'archive@example.test'] },
+      { match: '/^(.+)\\.dept@other\\.test$/', action: 'deliver', to: ['$1@example.test'] },
+      { match: 'x-info@auto.test', action: 'deliver', to: ['info@xn--mnchen-3ya.test'] },
+      { match: '*@loop.test', action: 'forward', to: ['$0'] },
+      { match: '*@example.test', action: 'deliver', to: ['archive@example.test'] },
+    ],
+  } satisfies RawConfig;
+  let relay: TestRelay;
+  let configFile: string;
+  before(async () => {
+    relay = await startTestRelay(ROUTED);
+    configFile = join(relay.dataDir, 'routed.config.json');
+    writeFileSync(configFile, JSON.stringify(ROUTED));
+  });
+  after(async () => relay.close());
+
+  /** Addresses of every route kind, with tags, case and domain spellings, and some made at random (seeded). */
+  function addresses(): string[] {
+    const locals = [
+      'alice',
+      'bob',
+      'archive',
+      'first.last',
+      "o'brien",
+      'team',
+      'boss',
+      'old',
+      'busy',
+      'noreply',
+      'alice-team',
+      'nobody-team',
+      'sales-joe',
+      'sales-',
+      'ops',
+      'legacy',
+      'xalice',
+      'xcarol',
+      'x',
+      'postmaster',
+      'carol',
+      'carol.dept',
+      'alice.dept',
+      'nobody',
+      'info',
+      'x-info',
+      'quarantine',
+      'forwarder',
+      'bób',
+      '+tag',
+      'alice+',
+      'alice+lists',
+      'alice+other',
+      'alice+lists+x',
+      'bob+',
+      'team+t',
+    ];
+    const domains = [
+      'example.test',
+      'EXAMPLE.TEST',
+      'other.test',
+      'auto.test',
+      'loop.test',
+      'xn--mnchen-3ya.test',
+      'XN--MNCHEN-3YA.test',
+      'münchen.test',
+      'elsewhere.test',
+      'sub.example.test',
+    ];
+    // By the address `route` prints (lower-cased), so that no two share its lines.
+    const out = new Map<string, string>([['postmaster', 'Postmaster']]);
+    const add = (address: string) => out.set(address.toLowerCase(), address);
+    for (const local of locals) add(`${local}@example.test`);
+    for (const domain of domains)
+      add(`info@${domain}`).set(`alice@${domain}`.toLowerCase(), `alice@${domain}`);
+    let seed = 20261128;
+    const next = (n: number) => {
+      // xorshift32, in 32-bit integers (a product past 2^53 loses bits and may cycle early).
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const atoms = 'abcdefghijklmnopqrstuvwxyz0123456789_-';
+    for (let tries = 0; out.size < 220 && tries < 10_000; tries++) {
+      // A local part smtp-server takes: no dot at either end, none doubled (those get its 501).
+      const local =
+        next(2) === 0
+          ? (locals[next(locals.length)] as string)
+          : Array.from({ length: 1 + next(8) }, () => atoms[next(atoms.length)]).join('');
+      const tag = ['', '', '+t', '+lists', '+a+b', '-x'][next(6)];
+      const cased = [local, local.toUpperCase(), local.charAt(0).toUpperCase() + local.slice(1)][next(3)];
+      add(`${cased}${tag}@${domains[next(domains.length)]}`);
+    }
+    return [...out.values()];
+  }
+
+  it('takes an xn-- domain as written (smtp-server decodes it): mail for a configured one, and from one', async () => {
+    // Before: 553 5.1.3 for info@xn--mnchen-3ya.test, and 553 5.6.7 "Non-ASCII sender" for an ASCII sender.
+    const r = await sendThenHalfClose(
+      relay.smtp.port,
+      'EHLO client\r\nMAIL FROM:<s@xn--bcher-kva.example>\r\nRCPT TO:<info@xn--mnchen-3ya.test>\r\n' +
+        'DATA\r\nSubject: idn\r\n\r\nhello\r\n.\r\nQUIT\r\n',
+    );
+    assert.match(r.replies, /^250 Accepted\r\n250 Accepted\r\n354 [^\r\n]*\r\n250 2\.0\.0 Ok/m, r.replies);
+    const [entry] = (await relay.entries('info@xn--mnchen-3ya.test')).filter((e) => e.subject === 'idn');
+    assert.ok(entry);
+    assert.equal(entry.recipient, 'info@xn--mnchen-3ya.test');
+    const { trace } = stripTrace(await relay.raw('info@xn--mnchen-3ya.test', entry.id));
+    assert.match(trace, /^Return-Path: <s@xn--bcher-kva\.example>\r\n/);
+  });
+
+  it('for each address: the RCPT reply, and every mailbox, outbox entry and loop notice the mail reaches', async () => {
+    const list = addresses();
+    // What `route` prints, in-process (the command, as a user runs it on the same file).
+    let printed = '';
+    const out = new PassThrough().on('data', (c: Buffer) => {
+      printed += c.toString();
+    });
+    await main(['route', '--', ...list], {
+      out,
+      err: new PassThrough(),
+      env: { MAIL_RELAY_CONFIG: configFile },
+    });
+    out.end();
+    await once(out, 'end');
+    const said = new Map<string, string[]>();
+    for (const line of printed.split('\n').slice(1)) {
+      if (line === '') continue;
+      const at = line.indexOf(': ');
+      said.set(line.slice(0, at), [...(said.get(line.slice(0, at)) ?? []), line.slice(at + 2)]);
+    }
+
+    const sent = await python(SMTPLIB_EACH, [String(relay.smtp.port)], JSON.stringify(list));
+    assert.equal(sent.code, 0, sent.stderr);
+    const replies = JSON.parse(sent.stdout) as [number, string, number | null][];
+
+    // Where each message (subject s<i>) landed: mailboxes (with its tag), the outbox, loop notices.
+    const landed = new Map<string, string[]>();
+    const add = (subject: string, where: string) =>
+      landed.set(subject, [...(landed.get(subject) ?? []), where]);
+    const config = parseConfig(ROUTED);
+    const page = await relay.runtime.index.listMailboxes({ limit: 1000 });
+    for (const { address } of page.items) {
+      for (const e of await relay.entries(address)) {
+        const loop = /^Forwarding loop cut: (s\d+)$/.exec(e.subject);
+        if (loop) add(loop[1] as string, `notice in ${address}`);
+        else add(e.subject, `deliver to mailbox ${address}${e.plusTag ? ` [+${e.plusTag}]` : ''}`);
+      }
+    }
+    for (const item of await listOutbox(relay.runtime.blobs)) {
+      for (const to of item.to) add(item.subject, `forward to ${to}`);
+    }
+
+    // Every kind of outcome is among them (the comparison below is not vacuous).
+    const kinds = new Set([...said.values()].flat().map((l) => /^(\S+ \S+)/.exec(l)?.[1]));
+    for (const kind of [
+      'deliver to',
+      'forward to',
+      'reject 550',
+      'reject 551',
+      'reject 450',
+      'reject 553',
+      'drop (accepted',
+    ]) {
+      assert.ok(kinds.has(kind), `no address got "${kind}…"`);
+    }
+    assert.match(printed, /: not sent, loop\.test is one of our domains/);
+    assert.match(printed, /^info@münchen\.test: deliver to mailbox info@xn--mnchen-3ya\.test via mailbox$/m);
+    list.forEach((address, i) => {
+      const lines = said.get(address.toLowerCase()) ?? [];
+      assert.ok(lines.length > 0, `route printed nothing for ${address}:\n${printed}`);
+      const [code, text, data] = replies[i] as [number, string, number | null];
+      const rejects = lines.filter((l) => l.startsWith('reject '));
+      if (rejects.length === lines.length) {
+        // Refused at RCPT with the reply route names (its first).
+        assert.equal(
+          `reject ${code} ${text}`,
+          rejects[0]?.replace(/ via routes\[\d+\] \(.*\)$/, ''),
+          address,
+        );
+        assert.equal(landed.get(`s${i}`), undefined, address);
+        return;
+      }
+      assert.deepEqual([code, data], [250, 250], `${address}: ${text}`);
+      const expected = lines
+        .filter((l) => !l.startsWith('reject ') && !l.startsWith('drop '))
+        .map((l) =>
+          l.includes(': not sent, ')
+            ? `notice in ${config.relay.notifyMailbox}`
+            : // A forward's tag is the recipient's, which its X-Forwarded-For names; not a mailbox's tag.
+              l
+                .replace(/ via .*$/, '')
+                .replace(/^(forward to \S+) \[\+.*\]$/, '$1')
+                .replace(/ \[\+\]$/, ''),
+        )
+        .sort();
+      assert.deepEqual(
+        (landed.get(`s${i}`) ?? []).sort(),
+        expected,
+        `${address}: route said\n${lines.join('\n')}`,
+      );
+    });
   });
 });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DEFAULT_MAX_MESSAGE_BYTES, MAX_ALIAS_DEPTH, parseConfig } from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
-import { resolveRecipient } from '../../functions/core/routing.ts';
+import { acceptsRecipient, resolveRecipient } from '../../functions/core/routing.ts';
 import { jsonSyntaxError, loadConfig } from '../../functions/local/config-file.ts';
 
 function configError(input: unknown): ConfigError {
@@ -239,6 +239,73 @@ describe('configuration', () => {
     assert.deepEqual(err.issues, [
       'routes[1].match: "B@Example.com" is matched by routes[0] already (addresses are case-insensitive); this route would never be used',
       'routes[3].match: "*@EXAMPLE.com" is matched by routes[2] already (addresses are case-insensitive); this route would never be used',
+    ]);
+  });
+
+  it('refuses a catch-all route in a domain where every address is a mailbox (it would never be used)', () => {
+    const err = configError({
+      domains: ['example.com', 'example.org'],
+      mailboxes: ['*@example.com', 'alice@example.org'],
+      routes: [
+        { match: '*@Example.com', action: 'deliver', to: ['alice@example.org'] },
+        { match: '*@example.org', action: 'deliver', to: ['alice@example.org'] },
+      ],
+    });
+    assert.deepEqual(err.issues, [
+      'routes[0].match: every address of example.com is a mailbox ("*@example.com" in mailboxes); this route would never be used',
+    ]);
+  });
+
+  it('answers a 4xx reject route with a 4.x.x text, and refuses a text of the other class or on several lines', () => {
+    const reject = (route: Record<string, unknown>) =>
+      parseConfig({
+        domains: ['example.com'],
+        routes: [{ match: 'busy@example.com', action: 'reject', ...route }],
+      });
+    // A 450 with the default text answered `450 5.1.1`: a temporary refusal saying "permanent".
+    assert.deepEqual(acceptsRecipient(reject({ code: 450 }), 'busy@example.com'), {
+      accept: false,
+      code: 450,
+      message: '4.1.1 Recipient address rejected',
+    });
+    assert.deepEqual(acceptsRecipient(reject({}), 'busy@example.com'), {
+      accept: false,
+      code: 550,
+      message: '5.1.1 Recipient address rejected',
+    });
+    assert.equal(
+      acceptsRecipient(reject({ code: 451, message: 'Mailbox busy' }), 'busy@example.com').accept,
+      false,
+      'a text without an enhanced code is taken as it is',
+    );
+    const refused = (route: Record<string, unknown>) =>
+      configError({
+        domains: ['example.com'],
+        routes: [{ match: 'x@example.com', action: 'reject', ...route }],
+      }).issues;
+    assert.deepEqual(refused({ code: 451, message: '5.1.1 Gone' }), [
+      'routes[0].message: starts with the enhanced code 5.x.x, but the reply code is 451 (their first digits must agree)',
+    ]);
+    assert.deepEqual(refused({ message: '4.2.1 Later' }), [
+      'routes[0].message: starts with the enhanced code 4.x.x, but the reply code is 550 (their first digits must agree)',
+    ]);
+    for (const message of [
+      '5.1.1 Gone\r\n250 2.0.0 Ok',
+      '5.1.1 Line one\nline two',
+      '5.1.1 Umgezogen \u2192 neu',
+    ]) {
+      assert.deepEqual(refused({ message }), [
+        'routes[0].message: must be one line of printable ASCII (the text of an SMTP reply)',
+      ]);
+    }
+  });
+
+  it('names the ASCII form of an internationalized domain, the form to list', () => {
+    assert.deepEqual(configError({ domains: ['M\u00fcnchen.de'] }).issues, [
+      'domains[0]: write an internationalized domain in its ASCII form: "xn--mnchen-3ya.de"',
+    ]);
+    assert.deepEqual(configError({ domains: ['not a domain'] }).issues, [
+      'domains[0]: must be a domain name such as example.com',
     ]);
   });
 
