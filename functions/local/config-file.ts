@@ -58,26 +58,34 @@ export function parseConfigText(text: string, source: string): Config {
   return parseConfig(parseJsonText(text, source), source);
 }
 
-/** JSON.parse with a leading byte order mark allowed, and a syntax error named by line and column. */
+/**
+ * JSON.parse with a leading byte order mark allowed, and a syntax error, or a property named twice in
+ * one object, named by line and column.
+ */
 function parseJsonText(text: string, source: string): unknown {
   // Editors on Windows save UTF-8 with a BOM; JSON.parse refuses it.
   const json = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  let value: unknown;
   try {
-    return JSON.parse(json);
+    value = JSON.parse(json);
   } catch (err) {
-    const at = jsonSyntaxError(json);
-    if (at === null)
+    if (jsonSyntaxError(json) === null)
       throw new ConfigError(`${source} is not valid JSON: ${errorMessage(err).split('\n')[0]}`);
-    const before = json.slice(0, at.offset);
-    const line = before.split('\n').length;
-    const column = at.offset - before.lastIndexOf('\n');
-    throw new ConfigError(`${source} is not valid JSON: line ${line}, column ${column}: ${at.problem}`);
   }
+  // JSON.parse keeps the last of a property named twice: the first (a second `routes`, say, pasted
+  // in from an example) would be dropped without a word.
+  const at = jsonSyntaxError(json);
+  if (at === null) return value;
+  const before = json.slice(0, at.offset);
+  const line = before.split('\n').length;
+  const column = at.offset - before.lastIndexOf('\n');
+  throw new ConfigError(`${source} is not valid JSON: line ${line}, column ${column}: ${at.problem}`);
 }
 
 /**
  * Where a text stops being JSON (RFC 8259) and why, or null if it is JSON. V8's messages give a
- * character position at best, and none for an unexpected token.
+ * character position at best, and none for an unexpected token. A property named twice in one object
+ * is reported too: RFC 8259 §4 says names SHOULD be unique, and parsers disagree on which one wins.
  */
 export function jsonSyntaxError(text: string): { offset: number; problem: string } | null {
   let i = 0;
@@ -129,10 +137,19 @@ export function jsonSyntaxError(text: string): { offset: number; problem: string
       i++;
     }
   };
-  const member = () => {
+  const member = (names: Set<string>) => {
     space();
     if (text.charAt(i) !== '"') throw expect('a property name in double quotes');
+    const start = i;
     string();
+    const name = JSON.parse(text.slice(start, i)) as string;
+    if (names.has(name)) {
+      i = start;
+      throw new Stop(
+        `${JSON.stringify(name)} appears twice in this object (the second would replace the first)`,
+      );
+    }
+    names.add(name);
     space();
     if (text.charAt(i) !== ':') throw expect("':' after a property name");
     i++;
@@ -141,8 +158,10 @@ export function jsonSyntaxError(text: string): { offset: number; problem: string
   const value = (): void => {
     space();
     const c = text.charAt(i);
-    if (c === '{') sequence('}', member, 'a property value');
-    else if (c === '[') sequence(']', value, 'an array element');
+    if (c === '{') {
+      const names = new Set<string>();
+      sequence('}', () => member(names), 'a property value');
+    } else if (c === '[') sequence(']', value, 'an array element');
     else if (c === '"') string();
     else literalValue();
   };

@@ -363,6 +363,30 @@ describe('configuration', () => {
     assert.equal(bom.awsRegion, 'eu-west-1');
   });
 
+  it('a property named twice in one object is refused with its line and column (JSON.parse would keep the last)', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'mr-config-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    // A second `routes`, pasted in from an example, would have dropped the first without a word.
+    const text =
+      '{\n  "domains": ["mine.test"],\n  "mailboxes": ["me@mine.test"],\n' +
+      '  "routes": [{"match": "old@mine.test", "action": "reject"}],\n' +
+      '  "routes": [{"match": "info@mine.test", "action": "deliver", "to": ["me@mine.test"]}]\n}\n';
+    writeFileSync(join(dir, 'twice.json'), text);
+    assert.throws(
+      () => loadConfig({ MAIL_RELAY_CONFIG: 'twice.json' }, dir),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        /twice\.json is not valid JSON: line 5, column 3: "routes" appears twice in this object/.test(
+          e.message,
+        ),
+    );
+    // In a nested object too; the same name in two objects is fine.
+    assert.match(jsonSyntaxError('{"a": {"b": 1, "b": 2}}')?.problem ?? '', /"b" appears twice/);
+    assert.equal(jsonSyntaxError('{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}'), null);
+    // Escapes spell the same name.
+    assert.match(jsonSyntaxError('{"ab": 1, "a\\u0062": 2}')?.problem ?? '', /"ab" appears twice/);
+  });
+
   it('names where a text stops being JSON, and finds nothing wrong in JSON', () => {
     for (const json of [
       '{}',
