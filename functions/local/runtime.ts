@@ -11,6 +11,7 @@ import { SmtpOutbound } from '../adapters/local/smtp-outbound.ts';
 import { SqliteMailboxIndex } from '../adapters/local/sqlite-mailbox-index.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { Config } from '../core/config.ts';
+import { errorMessage, MailRelayError } from '../core/errors.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { deletionMemoryDaysFor } from '../ports/mailbox-index.ts';
 import { applyReceived, ingest } from './ingest.ts';
@@ -28,7 +29,18 @@ export const PRESIGN_SECRET_FILE = 'presign.secret';
  * A data dir that exists already keeps the mode it has.
  */
 export function makeDataDir(dataDir: string): void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    // One line for the CLI (a file in the way, no permission), not a stack trace.
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new MailRelayError(
+      'data_dir_unusable',
+      `cannot make the data dir ${dataDir} (${code ?? errorMessage(err)}): ` +
+        'set MAIL_RELAY_DATA_DIR to a directory you can write',
+      { cause: err },
+    );
+  }
 }
 
 export interface LocalRuntime extends RouterDeps {

@@ -351,6 +351,26 @@ describe('mail-relay dev', () => {
       assert.equal((statSync(dir).mode & 0o777).toString(8), '700', dir);
     }
   });
+
+  it('a data dir that cannot be made (a file in its way) is one line, not a stack trace, and exit 1', async () => {
+    const blocker = join(work, 'not-a-dir');
+    writeFileSync(blocker, 'a file');
+    for (const args of [['dev'], ['token', 'create', 'alice@example.test']]) {
+      const r = await run(process.execPath, [BIN, ...args], {
+        env: env({
+          MAIL_RELAY_DATA_DIR: join(blocker, 'data'),
+          MAIL_RELAY_SMTP_PORT: '0',
+          MAIL_RELAY_API_PORT: '0',
+        }),
+      });
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.equal(
+        r.stderr,
+        `mail-relay: cannot make the data dir ${join(blocker, 'data')} (ENOTDIR): set MAIL_RELAY_DATA_DIR to a directory you can write\n`,
+        args.join(' '),
+      );
+    }
+  });
 });
 
 describe('mail-relay dev, stopped at once and with its configuration edited', () => {
