@@ -553,6 +553,20 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     return storedSummarySchema.parse(JSON.parse(bytes.toString('utf8')));
   };
 
+  /**
+   * DELE: the index entry is the commit point (counters change with it); blobs follow. A crash in
+   * between leaves unreachable blobs, never an entry without its bytes. False when there was no entry.
+   */
+  const dele = async (mailbox: string, id: string): Promise<boolean> => {
+    if ((await index.delete(mailbox, id)) === null) return false;
+    try {
+      await deleteMessageBlobs(blobs, mailbox, id);
+    } catch (err) {
+      logError(err);
+    }
+    return true;
+  };
+
   const presignRedirect = async (
     c: Context<ApiEnv>,
     key: string,
@@ -670,15 +684,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   app.openapi(routes.deleteMessage, async (c) => {
     const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
     const { id } = c.req.valid('param');
-    // The index entry is the commit point (counters change with it); blobs follow. A crash in
-    // between leaves unreachable blobs, never an entry without its bytes.
-    const removed = await index.delete(mailbox, id);
-    if (removed === null) throw messageNotFound();
-    try {
-      await deleteMessageBlobs(blobs, mailbox, id);
-    } catch (err) {
-      logError(err);
-    }
+    if (!(await dele(mailbox, id))) throw messageNotFound();
     return c.body(null, 204);
   });
 
@@ -691,15 +697,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     let deleted = 0;
     const worker = async () => {
       for (let id = ids.shift(); id !== undefined; id = ids.shift()) {
-        // Each as DELETE …/messages/{id} does it: the index entry first (a message deleted
-        // meanwhile by another client is not counted), then its blobs.
-        if ((await index.delete(mailbox, id)) === null) continue;
-        deleted += 1;
-        try {
-          await deleteMessageBlobs(blobs, mailbox, id);
-        } catch (err) {
-          logError(err);
-        }
+        // Each as DELETE …/messages/{id} does it (one deleted meanwhile by another client is not counted).
+        if (await dele(mailbox, id)) deleted += 1;
       }
     };
     await Promise.all(Array.from({ length: DELETE_ALL_CONCURRENCY }, worker));

@@ -211,13 +211,16 @@ export const mailboxListItemSchema = statSchema
   });
 export type MailboxListItem = z.infer<typeof mailboxListItemSchema>;
 
+/** `nextCursor` of a paged list (LIST and the mailbox list), the answer's side of `cursorQuerySchema`. */
+const nextCursorSchema = z
+  .string()
+  .nullable()
+  .openapi({ description: 'Pass as `cursor` for the next page; null at the end' });
+
 export const mailboxListSchema = z
   .object({
     items: z.array(mailboxListItemSchema).openapi({ description: 'By address' }),
-    nextCursor: z
-      .string()
-      .nullable()
-      .openapi({ description: 'Pass as `cursor` for the next page; null at the end' }),
+    nextCursor: nextCursorSchema,
   })
   .openapi('MailboxList');
 
@@ -253,10 +256,7 @@ export type ListItem = z.infer<typeof listItemSchema>;
 export const messageListSchema = z
   .object({
     items: z.array(listItemSchema).openapi({ description: 'Newest first' }),
-    nextCursor: z
-      .string()
-      .nullable()
-      .openapi({ description: 'Pass as `cursor` for the next page; null at the end' }),
+    nextCursor: nextCursorSchema,
   })
   .openapi('MessageList');
 
