@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { FsBlobStore } from '../../functions/adapters/local/fs-blob-store.ts';
 import type { RawConfig } from '../../functions/core/config.ts';
@@ -27,7 +26,7 @@ import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { corpusDir, corpusFiles, requireOrAnnounce } from '../helpers/env.ts';
 import { python } from '../helpers/process.ts';
 import { listAll } from '../helpers/relay.ts';
-import { type RemoteMx, startRemoteMx } from '../helpers/remote-mx.ts';
+import { type RemoteMx, startRefusingSmarthost, startRemoteMx } from '../helpers/remote-mx.ts';
 
 const FIXTURES = new URL('../fixtures/', import.meta.url);
 const PASS: Verdicts = { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' };
@@ -462,19 +461,8 @@ describe('forwarding through a smarthost to a remote MX', () => {
 
 describe('a smarthost refusing the relay itself (5xx to EHLO and HELO) is retried, not taken for a refusal of the message', () => {
   it("every attempt is made before the forward fails, and the failure records the smarthost's reply", async () => {
-    let attempts = 0;
-    const smarthost = createServer((socket) => {
-      attempts++;
-      socket.write('220 smarthost.internal.test ESMTP\r\n');
-      socket.on('data', (chunk: Buffer) => {
-        for (const line of chunk.toString('latin1').split('\r\n').filter(Boolean)) {
-          socket.write(/^QUIT/i.test(line) ? '221 bye\r\n' : '550 5.7.1 relay host not allowed\r\n');
-        }
-      });
-    });
-    await new Promise<void>((resolve) => smarthost.listen(0, '127.0.0.1', resolve));
-    const port = (smarthost.address() as AddressInfo).port;
-    const h = await startHarness({ smtp: `smtp://127.0.0.1:${port}` });
+    const smarthost = await startRefusingSmarthost({ reply: '550 5.7.1 relay host not allowed' });
+    const h = await startHarness({ smtp: smarthost.url });
     try {
       const r = await h.send(['boss@example.test'], message('refused relay'));
       assert.deepEqual(
@@ -482,13 +470,13 @@ describe('a smarthost refusing the relay itself (5xx to EHLO and HELO) is retrie
         ['failed'],
       );
       // retryDelaysMs [20, 20]: the first try and two more (a 550 to RCPT is tried once).
-      assert.equal(attempts, 3);
+      assert.equal(smarthost.connections(), 3);
       const record = await h.env.runtime.index.getSend(forwardSendKey(r.sesMessageId, 'boss@remote.test'));
       assert.match(record?.error ?? '', /550 5\.7\.1 relay host not allowed/);
     } finally {
       await h.env.close();
       await h.mx.close();
-      await new Promise<void>((resolve) => smarthost.close(() => resolve()));
+      await smarthost.close();
     }
   });
 });

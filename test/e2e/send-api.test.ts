@@ -3,7 +3,7 @@
  * to a second in-process SMTP server (the remote MX), and keeps a copy in the sender's sent view.
  */
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
+import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import SwaggerParser from '@apidevtools/swagger-parser';
@@ -14,7 +14,7 @@ import { mailboxKeys } from '../../functions/pipeline/router.ts';
 import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
 import { freePort } from '../helpers/net.ts';
 import { listAll } from '../helpers/relay.ts';
-import { type RemoteMx, startRemoteMx } from '../helpers/remote-mx.ts';
+import { type RemoteMx, startRefusingSmarthost, startRemoteMx } from '../helpers/remote-mx.ts';
 
 const ALICE = 'alice@example.test';
 
@@ -344,32 +344,17 @@ describe('POST …/send when the smarthost cannot be reached', () => {
 });
 
 describe('POST …/send when the smarthost refuses the relay itself (a 5xx not about the message)', () => {
-  async function listening(server: Server): Promise<number> {
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return (server.address() as { port: number }).port;
-  }
-
   it('a smarthost refusing EHLO and HELO (5xx) is a 502 to try again, not a refusal of the message', async () => {
-    const smarthost = createServer((socket) => {
-      socket.write('220 smarthost.internal.test ESMTP\r\n');
-      socket.on('data', (chunk: Buffer) => {
-        for (const line of chunk.toString('latin1').split('\r\n').filter(Boolean)) {
-          socket.write(
-            /^QUIT/i.test(line) ? '221 bye\r\n' : '550 5.7.1 relay host 127.0.0.1 not allowed\r\n',
-          );
-        }
-      });
-    });
-    const port = await listening(smarthost);
+    const smarthost = await startRefusingSmarthost({ reply: '550 5.7.1 relay host 127.0.0.1 not allowed' });
     try {
-      const { res, logged } = await sendThrough(`smtp://127.0.0.1:${port}`);
+      const { res, logged } = await sendThrough(smarthost.url);
       assert.equal(res.status, 502);
       const error = await errorOf(res);
       assert.equal(error.code, 'send_failed');
       assert.equal(error.message, 'the mail provider failed; try again');
       assert.match(logged, /550 5\.7\.1 relay host 127\.0\.0\.1 not allowed/, 'the log says why');
     } finally {
-      await new Promise<void>((resolve) => smarthost.close(() => resolve()));
+      await smarthost.close();
     }
   });
 
@@ -388,19 +373,18 @@ describe('POST …/send when the smarthost refuses the relay itself (a 5xx not a
   });
 
   it('a 554 greeting is a 502 to try again, and its text stays in the log', async () => {
-    const smarthost = createServer((socket) => {
-      socket.end('554 5.3.2 smarthost.internal.test is not accepting mail from 127.0.0.1\r\n');
+    const smarthost = await startRefusingSmarthost({
+      greeting: '554 5.3.2 smarthost.internal.test is not accepting mail from 127.0.0.1',
     });
-    const port = await listening(smarthost);
     try {
-      const { res, logged } = await sendThrough(`smtp://127.0.0.1:${port}`);
+      const { res, logged } = await sendThrough(smarthost.url);
       assert.equal(res.status, 502);
       const error = await errorOf(res);
       assert.equal(error.code, 'send_failed');
       assert.doesNotMatch(error.message, /smarthost\.internal|554/);
       assert.match(logged, /554 5\.3\.2 smarthost\.internal\.test is not accepting/, 'the log says why');
     } finally {
-      await new Promise<void>((resolve) => smarthost.close(() => resolve()));
+      await smarthost.close();
     }
   });
 });

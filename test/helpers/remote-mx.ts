@@ -4,7 +4,7 @@
  * Recipients can be told to fail: `refuse(address, 550)` always, `refuseOnce(address, 451)` the first time.
  * With `{auth: true}` it offers AUTH (and still no STARTTLS), as a smarthost without TLS would.
  */
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 
 export interface ReceivedMessage {
@@ -92,6 +92,42 @@ export async function startRemoteMx(options: { auth?: boolean } = {}): Promise<R
       always.delete(address.toLowerCase());
       once.delete(address.toLowerCase());
     },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export interface RefusingSmarthost {
+  /** `smtp://127.0.0.1:<port>`. */
+  readonly url: string;
+  /** Connections it was opened, so far. */
+  connections(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * A smarthost that refuses the relay itself, not any message: with `greeting` it answers a new
+ * connection with that line and closes it; with `reply` it greets, then answers every command but
+ * QUIT with that line (EHLO, HELO, MAIL… all refused).
+ */
+export async function startRefusingSmarthost(
+  refusal: { readonly greeting: string } | { readonly reply: string },
+): Promise<RefusingSmarthost> {
+  let connections = 0;
+  const server = createServer((socket) => {
+    connections++;
+    if ('greeting' in refusal) return void socket.end(`${refusal.greeting}\r\n`);
+    socket.write('220 smarthost.internal.test ESMTP\r\n');
+    socket.on('data', (chunk: Buffer) => {
+      for (const line of chunk.toString('latin1').split('\r\n').filter(Boolean)) {
+        socket.write(/^QUIT/i.test(line) ? '221 bye\r\n' : `${refusal.reply}\r\n`);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    connections: () => connections,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
