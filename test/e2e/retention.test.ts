@@ -159,6 +159,28 @@ async function assertMailboxes(index: MailboxIndex, kept: readonly Copy[], mailb
   }
 }
 
+/** An index entry of a message received at `at` (no blobs): for walks over many messages and mailboxes. */
+function indexEntry(mailbox: string, sesMessageId: string, at: number, size: number): MessageEntry {
+  return {
+    mailbox,
+    id: messageIdFor(at, sesMessageId),
+    size,
+    crlfSize: size,
+    receivedAt: new Date(at).toISOString(),
+    from: 'x@remote.test',
+    to: mailbox,
+    subject: sesMessageId,
+    snippet: '',
+    hasAttachments: false,
+    seen: false,
+    verdicts: UNCHECKED_VERDICTS,
+    tags: [],
+    recipient: mailbox,
+    parseFailed: false,
+    sesMessageId,
+  };
+}
+
 const sum = (copies: readonly Copy[]) => copies.reduce((n, c) => n + c.size, 0);
 const NOTHING: Omit<SweepSummary, 'mailboxes'> = {
   deleted: 0,
@@ -260,24 +282,7 @@ describe('retention sweep on the local adapters (SQLite + files)', () => {
   it('walks past a full page of kept mail and deletes across page boundaries (1000 per page)', async () => {
     const runtime = fresh();
     const now = Date.now();
-    const entry = (i: number, at: number): MessageEntry => ({
-      mailbox: CAROL,
-      id: messageIdFor(at, `bulk-${i}`),
-      size: 100 + (i % 7),
-      crlfSize: 100 + (i % 7),
-      receivedAt: new Date(at).toISOString(),
-      from: 'x@remote.test',
-      to: CAROL,
-      subject: `bulk ${i}`,
-      snippet: '',
-      hasAttachments: false,
-      seen: false,
-      verdicts: UNCHECKED_VERDICTS,
-      tags: [],
-      recipient: CAROL,
-      parseFailed: false,
-      sesMessageId: `bulk-${i}`,
-    });
+    const entry = (i: number, at: number) => indexEntry(CAROL, `bulk-${i}`, at, 100 + (i % 7));
     // 700 kept (the last 29 days), then 400 expired: the first page holds 700 kept and 300
     // expired entries, the second page the other 100.
     const entries = [
@@ -311,24 +316,8 @@ describe('retention sweep on the local adapters (SQLite + files)', () => {
   it('reaches every mailbox when there are more than one page of them (1,000 a page), sent views included', async () => {
     const runtime = fresh();
     const now = Date.now();
-    const entry = (mailbox: string, i: number, at: number): MessageEntry => ({
-      mailbox,
-      id: messageIdFor(at, `many-${i}`),
-      size: 100 + (i % 7),
-      crlfSize: 100 + (i % 7),
-      receivedAt: new Date(at).toISOString(),
-      from: 'x@remote.test',
-      to: mailbox,
-      subject: `many ${i}`,
-      snippet: '',
-      hasAttachments: false,
-      seen: false,
-      verdicts: UNCHECKED_VERDICTS,
-      tags: [],
-      recipient: mailbox,
-      parseFailed: false,
-      sesMessageId: `many-${i}`,
-    });
+    const entry = (mailbox: string, i: number, at: number) =>
+      indexEntry(mailbox, `many-${i}`, at, 100 + (i % 7));
     // 1,150 addresses, every tenth with a sent view (u0999's too: the last of the first page), and
     // the same local part at a longer domain, whose keys sort between an address and its sent view.
     const addresses = Array.from({ length: 1150 }, (_, i) => `u${String(i).padStart(4, '0')}@example.test`);
@@ -378,24 +367,7 @@ describe('retention sweep on the local adapters (SQLite + files)', () => {
     for (const [i, key] of keys.entries()) {
       for (const n of [0, 1]) {
         const at = now - 40 * DAY - (i * 2 + n) * 1000;
-        const entry: MessageEntry = {
-          mailbox: key,
-          id: messageIdFor(at, `resume-${i}-${n}`),
-          size: 100,
-          crlfSize: 100,
-          receivedAt: new Date(at).toISOString(),
-          from: 'x@remote.test',
-          to: key,
-          subject: 'old',
-          snippet: '',
-          hasAttachments: false,
-          seen: false,
-          verdicts: UNCHECKED_VERDICTS,
-          tags: [],
-          recipient: key,
-          parseFailed: false,
-          sesMessageId: `resume-${i}-${n}`,
-        };
+        const entry = indexEntry(key, `resume-${i}-${n}`, at, 100);
         assert.equal((await runtime.index.deliver(entry)).inserted, true);
       }
     }
