@@ -254,7 +254,8 @@ export class MailRelay extends Construct {
       inboundRetentionDays: this.config.retention.inboundDays,
       forwardedRetentionDays: forwardedRetentionDays(this.config),
       retainData: settings.retainData,
-      browserDownloads: settings.corsOrigins.length > 0,
+      // The web inbox, and any browser app of `corsOrigins`, follows the API's redirects to S3.
+      browserDownloads: true,
     });
     const { bucket, table } = this.storage;
     const configJson = JSON.stringify(props.config);

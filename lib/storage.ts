@@ -46,7 +46,8 @@ export interface MailStorageProps {
   readonly retainData?: boolean;
   /**
    * Let browsers read the presigned downloads the API redirects to (raw messages and parts above
-   * the redirect threshold): set when the API allows browser origins (`aws.corsOrigins`).
+   * the redirect threshold): the web inbox (`/inbox/`, docs/adr/0017) downloads through them, as
+   * does a browser app of `aws.corsOrigins`. MailRelay always sets it.
    * @default false
    */
   readonly browserDownloads?: boolean;

@@ -18,6 +18,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { inboxAssetsPlugin } from '../lib/bundling/inbox-assets-plugin.mjs';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const DEFAULT_OUTDIR = join(PROJECT_ROOT, 'dist', 'local');
@@ -67,6 +68,8 @@ export async function buildLocal(options = {}) {
     // Readable stack traces without a source-map step: names kept, nothing minified.
     keepNames: true,
     sourcemap: 'linked',
+    // The web inbox's files as strings, so the built relay does not read them from the repository.
+    plugins: [inboxAssetsPlugin],
     logLevel: 'warning',
   });
   return join(outdir, `${name}.mjs`);

@@ -19,7 +19,7 @@ import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } 
 import { type AddressEntry, type ParsedSummary, SUMMARY_BODY_MAX_CHARS } from '../core/message.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
-import { reauthenticate } from './auth.ts';
+import { authenticate, reauthenticate } from './auth.ts';
 import { HttpStatusError } from './errors.ts';
 import {
   contentDisposition,
@@ -30,6 +30,7 @@ import {
   safeContentType,
   withCharset,
 } from './http-headers.ts';
+import { mountInbox } from './inbox.ts';
 import { capHeaders, capJsonString, capList } from './json-cap.ts';
 import {
   DEFAULT_LIST_LIMIT,
@@ -54,6 +55,7 @@ import {
   partParamsSchema,
   patchMessageBodySchema,
   statSchema,
+  tokenInfoSchema,
   topQuerySchema,
   viewQuerySchema,
   waitQuerySchema,
@@ -201,6 +203,17 @@ const routes = {
         description: 'The OpenAPI document',
         content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
       },
+    },
+  }),
+  me: createRoute({
+    method: 'get',
+    path: '/v1/me',
+    tags: ['meta'],
+    summary: 'The token this request presents: the mailbox it reads, or admin',
+    security: SECURITY,
+    responses: {
+      200: { description: 'The token', content: { 'application/json': { schema: tokenInfoSchema } } },
+      401: AUTH_ERRORS[401],
     },
   }),
   listMailboxes: createRoute({
@@ -586,6 +599,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   // ---- meta ----
 
   app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
+  mountInbox(app);
 
   app.openapi(routes.openapi, (c) =>
     c.json(
@@ -603,6 +617,14 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       200,
     ),
   );
+
+  app.openapi(routes.me, async (c) => {
+    const token = await authenticate(index, c.req.header('Authorization'));
+    return c.json(
+      { admin: token.admin, mailbox: token.mailbox, label: token.label ?? null, createdAt: token.createdAt },
+      200,
+    );
+  });
 
   // ---- mailboxes ----
 

@@ -342,3 +342,15 @@ export const messageDetailSchema = listItemSchema
 export type MessageDetail = z.infer<typeof messageDetailSchema>;
 
 export const healthSchema = z.object({ status: z.literal('ok') }).openapi('Health');
+
+export const tokenInfoSchema = z
+  .object({
+    admin: z.boolean().openapi({ description: 'An admin token lists every mailbox and reads any of them' }),
+    mailbox: z
+      .string()
+      .nullable()
+      .openapi({ description: 'The mailbox the token reads (null for an admin token)' }),
+    label: z.string().nullable(),
+    createdAt: z.string().openapi({ description: 'ISO 8601' }),
+  })
+  .openapi('TokenInfo', { description: 'The token a request presents: what it may read' });

@@ -306,6 +306,7 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   io.out.write(
     `mail-relay dev\n  config: ${path ?? 'dev default: domain example.test, every address is a mailbox'}\n` +
       `  data:   ${runtime.dataDir}\n  smtp:   127.0.0.1:${smtp.port}\n  api:    ${api.url}/v1/\n` +
+      `  inbox:  ${api.url}/inbox/\n` +
       '  token:  npx mail-relay token create <mailbox>\n',
   );
   // Without a file, the one `route` would read from now on if it appeared (cp …example.json …).

@@ -30,6 +30,7 @@ import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { inboxAssetsPlugin } from './inbox-assets-plugin.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -290,6 +291,7 @@ async function main() {
       libmimeLazyGbk,
       mailparserLazyLinkify,
       iconvTablesBesideBundle(iconvTables),
+      inboxAssetsPlugin,
     ],
     metafile: true,
     logLevel: 'warning',

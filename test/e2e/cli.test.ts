@@ -290,6 +290,17 @@ describe('npm start', () => {
       const relay = await startDev(dataDir, { argv: [...flags, bundle, 'dev'] });
       try {
         await sendOne(relay.port, 'built');
+        // The web inbox's files are in the build (lib/bundling/inbox-assets-plugin.mjs), not read from web/.
+        const inbox = /^ {2}inbox: +(\S+)$/m.exec(relay.output())?.[1];
+        assert.ok(inbox, relay.output());
+        const script = await fetch(`${inbox}inbox.js`);
+        assert.equal(script.status, 200);
+        assert.equal(await script.text(), readFileSync(join(PROJECT_ROOT, 'web/inbox/inbox.js'), 'utf8'));
+        const built = [bundle, ...readdirSync(join(outdir, 'chunks')).map((f) => join(outdir, 'chunks', f))];
+        assert.ok(
+          built.some((f) => f.endsWith('.mjs') && readFileSync(f, 'utf8').includes('mail-relay.token')),
+          'the inbox script is not inlined in the build',
+        );
       } finally {
         relay.child.kill('SIGTERM');
       }

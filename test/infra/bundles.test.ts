@@ -372,6 +372,28 @@ describe('Lambda bundles from synth', () => {
       const list = await get('/v1/mailboxes/alice@example.com/messages', token);
       assert.match((list.result as { body: string }).body, new RegExp(id));
 
+      const me = await get('/v1/me', token);
+      assert.deepEqual(
+        JSON.parse((me.result as { body: string }).body).mailbox,
+        'alice@example.com',
+        me.output,
+      );
+      // The web inbox: its files are in the bundle (this directory has no web/ beside it).
+      for (const [path, file] of [
+        ['/inbox/', 'index.html'],
+        ['/inbox/inbox.js', 'inbox.js'],
+        ['/inbox/inbox.css', 'inbox.css'],
+      ] as const) {
+        const page = (await get(path)).result as {
+          statusCode: number;
+          body: string;
+          isBase64Encoded?: boolean;
+        };
+        assert.equal(page.statusCode, 200, path);
+        const body = page.isBase64Encoded ? Buffer.from(page.body, 'base64').toString('utf8') : page.body;
+        assert.equal(body, readFileSync(join(PROJECT_ROOT, 'web/inbox', file), 'utf8'), path);
+      }
+
       const anonymous = await get('/v1/mailboxes/alice@example.com');
       assert.equal((anonymous.result as { statusCode: number }).statusCode, 401);
 

@@ -1,0 +1,75 @@
+/**
+ * The web inbox (docs/adr/0017-web-inbox.md): one static page, its script and its style sheet at
+ * `/inbox/`, served by the API itself, so that it needs no host of its own and calls the API on its
+ * own origin (no CORS). The page holds no mail and grants nothing: it asks for a token and reads the
+ * mailboxes through the same `/v1` routes as any client.
+ *
+ * Its Content-Security-Policy is what keeps mail from running as the inbox: scripts only from this
+ * origin (and the page builds its DOM with text, never HTML), no plugins, no framing by others. A
+ * message's HTML is shown in an `<iframe sandbox srcdoc>`, without `allow-scripts` or
+ * `allow-same-origin`; a srcdoc document inherits this policy, so a message cannot load remote
+ * images, fonts or styles either (no tracking pixels), only what the page hands it as `data:` URLs.
+ * Inline styles are allowed, for the messages' own styling; they cannot run code.
+ */
+import { createHash } from 'node:crypto';
+import { matchesEtag } from './http-headers.ts';
+import { inboxAssets } from './inbox-assets.ts';
+import type { ApiApp } from './shell.ts';
+
+export const INBOX_PATH = '/inbox/';
+
+export const INBOX_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "form-action 'none'",
+  "base-uri 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const TYPES: Readonly<Record<string, string>> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+};
+
+interface Asset {
+  readonly body: string;
+  readonly type: string;
+  readonly etag: string;
+}
+
+function assetsByPath(): Map<string, Asset> {
+  const byPath = new Map<string, Asset>();
+  for (const [name, body] of Object.entries(inboxAssets())) {
+    const type = TYPES[/\.[a-z]+$/.exec(name)?.[0] ?? ''];
+    if (type === undefined) continue;
+    const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
+    byPath.set(name === 'index.html' ? INBOX_PATH : `${INBOX_PATH}${name}`, { body, type, etag });
+  }
+  return byPath;
+}
+
+/** Mounts `GET /inbox/…` (and `GET /`, which leads there). */
+export function mountInbox(app: ApiApp): void {
+  app.get('/', (c) => c.redirect(INBOX_PATH, 302));
+  app.get('/inbox', (c) => c.redirect(INBOX_PATH, 301));
+  for (const [path, asset] of assetsByPath()) {
+    app.get(path, (c) => {
+      // Revalidated at every load (a new version shows at once), answered 304 while unchanged.
+      const headers: Record<string, string> = {
+        'Content-Type': asset.type,
+        'Cache-Control': 'no-cache',
+        ETag: asset.etag,
+        'Content-Security-Policy': INBOX_CSP,
+        'Referrer-Policy': 'no-referrer',
+        'X-Frame-Options': 'DENY',
+        'Cross-Origin-Opener-Policy': 'same-origin',
+      };
+      if (matchesEtag(c.req.header('If-None-Match'), asset.etag)) return c.body(null, 304, headers);
+      return c.body(asset.body, 200, headers);
+    });
+  }
+}

@@ -1,0 +1,990 @@
+// @ts-nocheck
+/**
+ * The web inbox (docs/adr/0017-web-inbox.md): a client of the mailbox API on its own origin, with
+ * no framework and no build step. It signs in with a token (kept in sessionStorage, or localStorage
+ * when asked to remember it), lists the mailboxes the token reads, their messages (search, unread
+ * only, paging), shows a message (its HTML in a sandboxed frame that runs no script and loads
+ * nothing remote), downloads attachments and the raw message, marks read and unread, deletes,
+ * composes and replies, and shows new mail as it is stored (the long-poll).
+ *
+ * Everything a message carries reaches the page as text (`textContent`, attributes of our own
+ * elements), never as HTML of the page: the only HTML from a message is the srcdoc of the frame.
+ */
+
+const TOKEN_KEY = 'mail-relay.token';
+const PAGE_SIZE = 50;
+/** Inline images (cid:) up to this size are shown; larger ones stay attachments to download. */
+const MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024;
+/** "View source" shows up to this many bytes; larger messages are downloaded instead. */
+const MAX_SOURCE_BYTES = 2 * 1024 * 1024;
+
+// ---- small helpers --------------------------------------------------------------------------
+
+/** An element with attributes (`on…` become listeners) and children (strings become text). */
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+    else if (key === 'class') el.className = value;
+    else if (key === 'value') el.value = value;
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, ...children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10 * 1024 ? 1 : 0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function formatDate(iso, long = false) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  if (long) return d.toLocaleString();
+  const today = new Date();
+  return d.toDateString() === today.toDateString()
+    ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
+}
+
+function formatAddress(a) {
+  return a.name ? `${a.name} <${a.address}>` : a.address;
+}
+
+function splitAddresses(text) {
+  return text
+    .split(/[,;\n]/)
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+// ---- the API ----------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const session = {
+  token: null,
+  load() {
+    this.token = sessionStorage.getItem(TOKEN_KEY) ?? localStorage.getItem(TOKEN_KEY);
+    return this.token;
+  },
+  save(token, remember) {
+    this.token = token;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    if (remember) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+  },
+  clear() {
+    this.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(TOKEN_KEY);
+  },
+};
+
+/** A request to `/v1…`; answers other than 2xx/304 throw ApiError with the API's code and message. */
+async function api(path, { method = 'GET', query, body, headers = {}, signal, token } = {}) {
+  const url = new URL(`/v1${path}`, location.origin);
+  for (const [key, value] of Object.entries(query ?? {})) {
+    if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, String(value));
+  }
+  const init = {
+    method,
+    headers: { Authorization: `Bearer ${token ?? session.token}`, ...headers },
+    cache: 'no-store',
+    signal,
+  };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['Content-Type'] = 'application/json';
+  }
+  const res = await fetch(url, init);
+  if (res.ok || res.status === 304) return res;
+  let code = `http_${res.status}`;
+  let message = `${res.status} ${res.statusText}`;
+  try {
+    const err = (await res.json()).error;
+    if (err?.code) code = err.code;
+    if (err?.message) message = err.message;
+  } catch {
+    // Not our JSON (a gateway's error page): the status says it.
+  }
+  if (res.status === 401 && token === undefined) {
+    signOut('The token is no longer valid (revoked?). Sign in again.');
+  }
+  throw new ApiError(res.status, code, message);
+}
+
+const enc = encodeURIComponent;
+const mailboxPath = (address) => `/mailboxes/${enc(address)}`;
+
+async function getJson(path, options) {
+  return (await api(path, options)).json();
+}
+
+/** Saves a response's body as a file, named `filename`. */
+async function saveAs(res, filename) {
+  const url = URL.createObjectURL(await res.blob());
+  const a = h('a', { href: url, download: filename, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function blobToDataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+// ---- state -----------------------------------------------------------------------------------
+
+const state = {
+  me: null,
+  mailboxes: [],
+  mailboxCursor: null,
+  address: null,
+  view: 'inbox',
+  q: '',
+  unseen: false,
+  items: [],
+  nextCursor: null,
+  selected: null,
+  /** Bumped on every change of mailbox, view or filter: stale answers and long-polls stop. */
+  generation: 0,
+  watcher: null,
+  newWhileFiltered: 0,
+};
+
+const app = document.getElementById('app');
+let toastTimer;
+
+function toast(text, kind = 'info') {
+  let el = document.getElementById('toast');
+  if (el === null) {
+    el = h('div', { id: 'toast', role: 'status' });
+    document.body.append(el);
+  }
+  el.className = `toast ${kind}`;
+  el.textContent = text;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
+}
+
+function reportError(err) {
+  if (err?.name === 'AbortError') return;
+  console.error(err);
+  if (err instanceof ApiError && err.status === 401) return;
+  toast(err instanceof ApiError ? `${err.message} (${err.code})` : String(err?.message ?? err), 'error');
+}
+
+// ---- sign-in ----------------------------------------------------------------------------------
+
+function signOut(reason) {
+  session.clear();
+  stopWatching();
+  Object.assign(state, { me: null, mailboxes: [], mailboxCursor: null, address: null, view: 'inbox' });
+  Object.assign(state, { q: '', unseen: false, items: [], nextCursor: null, selected: null });
+  state.generation++;
+  history.replaceState(null, '', location.pathname);
+  renderSignIn(reason);
+}
+
+function renderSignIn(message) {
+  const input = h('input', {
+    id: 'token',
+    name: 'token',
+    type: 'password',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    placeholder: 'mr_…',
+    required: true,
+  });
+  const remember = h('input', { id: 'remember', type: 'checkbox' });
+  const error = h('p', { class: 'error', role: 'alert' }, message ?? '');
+  const form = h(
+    'form',
+    {
+      class: 'signin',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        error.textContent = '';
+        try {
+          await signIn(input.value.trim(), remember.checked);
+        } catch (err) {
+          error.textContent =
+            err instanceof ApiError && err.status === 401
+              ? 'That token is not valid.'
+              : `Could not sign in: ${err.message}`;
+        }
+      },
+    },
+    h('h1', {}, 'mail-relay'),
+    h('label', { for: 'token' }, 'Token'),
+    input,
+    h('label', { class: 'check' }, remember, ' Remember me on this device'),
+    h('button', { type: 'submit' }, 'Sign in'),
+    error,
+    h(
+      'p',
+      { class: 'hint' },
+      'A mailbox token reads its mailbox; an admin token reads them all. Create one with ',
+      h('code', {}, 'npx mail-relay token create <address>'),
+      '.',
+    ),
+  );
+  app.replaceChildren(form);
+  input.focus();
+}
+
+async function signIn(token, remember) {
+  const me = await getJson('/me', { token });
+  session.save(token, remember);
+  state.me = me;
+  await startInbox();
+}
+
+// ---- the inbox ---------------------------------------------------------------------------------
+
+const els = {};
+
+function renderShell() {
+  els.mailboxes = h('nav', { class: 'mailboxes', 'aria-label': 'Mailboxes' });
+  els.search = h('input', {
+    type: 'search',
+    placeholder: 'Search from, to, subject',
+    'aria-label': 'Search',
+    onchange: () => {
+      state.q = els.search.value.trim();
+      loadList();
+    },
+  });
+  els.unseen = h('input', {
+    type: 'checkbox',
+    onchange: () => {
+      state.unseen = els.unseen.checked;
+      loadList();
+    },
+  });
+  els.notice = h('button', { class: 'notice', hidden: true, onclick: () => loadList() });
+  els.list = h('ul', { class: 'messages', 'aria-label': 'Messages' });
+  els.more = h('button', { class: 'more', hidden: true, onclick: () => loadMore() }, 'Load more');
+  els.title = h('h2', { class: 'list-title' });
+  els.reader = h('section', { class: 'reader', 'aria-label': 'Message' });
+  const who = state.me.admin ? 'admin' : state.me.mailbox;
+  app.replaceChildren(
+    h(
+      'header',
+      { class: 'top' },
+      h('strong', {}, 'mail-relay'),
+      h('span', { class: 'who' }, who),
+      h('button', { onclick: () => openCompose() }, 'Compose'),
+      h('button', { class: 'secondary', onclick: () => signOut() }, 'Sign out'),
+    ),
+    h(
+      'div',
+      { class: 'layout' },
+      els.mailboxes,
+      h(
+        'section',
+        { class: 'list' },
+        els.title,
+        h(
+          'div',
+          { class: 'toolbar' },
+          els.search,
+          h('label', { class: 'check' }, els.unseen, ' Unread'),
+          h('button', { class: 'secondary', title: 'Reload the list', onclick: () => loadList() }, 'Refresh'),
+          h('button', { class: 'danger', onclick: () => deleteAll() }, 'Delete all'),
+        ),
+        els.notice,
+        els.list,
+        els.more,
+      ),
+      els.reader,
+    ),
+  );
+}
+
+async function startInbox() {
+  renderShell();
+  if (state.me.admin) await loadMailboxes(false);
+  else state.mailboxes = [{ address: state.me.mailbox }];
+  renderMailboxes();
+  await followHash();
+}
+
+/** `#/<address>/<view>[/<id>]`: the place in the inbox, so that reload and back keep it. */
+function parseHash() {
+  const decode = (s) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return '';
+    }
+  };
+  const [address, view, id] = location.hash.replace(/^#\/?/, '').split('/').map(decode);
+  return { address: address || null, view: view === 'sent' ? 'sent' : 'inbox', id: id || null };
+}
+
+async function followHash() {
+  let { address, view, id } = parseHash();
+  if (address === null || (!state.me.admin && address !== state.me.mailbox)) {
+    address = state.me.admin ? (state.mailboxes[0]?.address ?? null) : state.me.mailbox;
+    if (address === null) {
+      els.title.textContent = 'No mailboxes yet';
+      return;
+    }
+    history.replaceState(null, '', `#/${enc(address)}/inbox`);
+    view = 'inbox';
+    id = null;
+  }
+  if (address !== state.address || view !== state.view) {
+    state.address = address;
+    state.view = view;
+    renderMailboxes();
+    await loadList();
+  }
+  if (id !== null && id !== state.selected?.id) await openMessage(id);
+  if (id === null && state.selected !== null) closeMessage();
+}
+
+async function loadMailboxes(more) {
+  const page = await getJson('/mailboxes', {
+    query: { limit: 100, cursor: more ? state.mailboxCursor : undefined },
+  });
+  state.mailboxes = more ? [...state.mailboxes, ...page.items] : page.items;
+  state.mailboxCursor = page.nextCursor;
+}
+
+function renderMailboxes() {
+  const entries = state.mailboxes.map((m) =>
+    h(
+      'div',
+      { class: 'mailbox' },
+      h('div', { class: 'address', title: m.address }, m.address),
+      ['inbox', 'sent'].map((view) => {
+        const count = view === 'inbox' ? m.messages : m.sent?.messages;
+        const current = m.address === state.address && view === state.view;
+        return h(
+          'a',
+          {
+            href: `#/${enc(m.address)}/${view}`,
+            class: current ? 'view current' : 'view',
+            'aria-current': current ? 'page' : undefined,
+          },
+          view === 'inbox' ? 'Inbox' : 'Sent',
+          count === undefined ? '' : h('span', { class: 'count' }, String(count)),
+        );
+      }),
+    ),
+  );
+  const more =
+    state.mailboxCursor === null || state.mailboxCursor === undefined
+      ? null
+      : h(
+          'button',
+          {
+            class: 'more',
+            onclick: async () => {
+              await loadMailboxes(true).catch(reportError);
+              renderMailboxes();
+            },
+          },
+          'More mailboxes',
+        );
+  els.mailboxes.replaceChildren(...entries, more ?? '');
+}
+
+/** Refreshes the counters of the mailbox on show (its STAT, both views). */
+async function refreshCounts() {
+  const address = state.address;
+  const [inbox, sent] = await Promise.all([
+    getJson(mailboxPath(address)),
+    getJson(mailboxPath(address), { query: { view: 'sent' } }),
+  ]);
+  const entry = state.mailboxes.find((m) => m.address === address);
+  if (entry !== undefined) {
+    entry.messages = inbox.messages;
+    entry.bytes = inbox.bytes;
+    entry.sent = { messages: sent.messages, bytes: sent.bytes };
+  }
+  renderMailboxes();
+}
+
+function listQuery(cursor) {
+  return {
+    view: state.view,
+    limit: PAGE_SIZE,
+    cursor,
+    q: state.q,
+    unseen: state.unseen ? 'true' : undefined,
+  };
+}
+
+async function loadList() {
+  const generation = ++state.generation;
+  stopWatching();
+  state.newWhileFiltered = 0;
+  els.notice.hidden = true;
+  els.title.textContent = `${state.address} — ${state.view === 'sent' ? 'Sent' : 'Inbox'}`;
+  els.list.replaceChildren(h('li', { class: 'empty' }, 'Loading…'));
+  try {
+    // The long-poll's starting point is taken before the list is read: nothing stored in between is missed.
+    const start = await api(`${mailboxPath(state.address)}/wait`, {
+      query: { view: state.view, timeout: 0 },
+    });
+    const cursor = start.headers.get('Mail-Relay-Cursor');
+    const page = await getJson(`${mailboxPath(state.address)}/messages`, { query: listQuery() });
+    if (generation !== state.generation) return;
+    state.items = page.items;
+    state.nextCursor = page.nextCursor;
+    renderList();
+    watch(generation, cursor);
+    refreshCounts().catch(reportError);
+  } catch (err) {
+    if (generation === state.generation) els.list.replaceChildren(h('li', { class: 'empty' }, err.message));
+    reportError(err);
+  }
+}
+
+async function loadMore() {
+  const generation = state.generation;
+  try {
+    const page = await getJson(`${mailboxPath(state.address)}/messages`, {
+      query: listQuery(state.nextCursor),
+    });
+    if (generation !== state.generation) return;
+    const shown = new Set(state.items.map((i) => i.id));
+    state.items.push(...page.items.filter((i) => !shown.has(i.id)));
+    state.nextCursor = page.nextCursor;
+    renderList();
+  } catch (err) {
+    reportError(err);
+  }
+}
+
+function renderList() {
+  if (state.items.length === 0) {
+    els.list.replaceChildren(
+      h('li', { class: 'empty' }, state.q || state.unseen ? 'No messages match.' : 'No messages.'),
+    );
+  } else {
+    els.list.replaceChildren(...state.items.map(renderItem));
+  }
+  els.more.hidden = state.nextCursor === null;
+}
+
+function renderItem(item) {
+  const selected = state.selected?.id === item.id;
+  const who = state.view === 'sent' ? `To: ${item.to}` : item.from;
+  return h(
+    'li',
+    {
+      class: ['message', item.seen ? 'seen' : 'unseen', selected ? 'selected' : ''].join(' ').trim(),
+      'data-id': item.id,
+    },
+    h(
+      'a',
+      { href: `#/${enc(state.address)}/${state.view}/${item.id}` },
+      h(
+        'div',
+        { class: 'line' },
+        h('span', { class: 'from' }, who || '(no sender)'),
+        h(
+          'time',
+          { datetime: item.receivedAt, title: formatDate(item.receivedAt, true) },
+          formatDate(item.receivedAt),
+        ),
+      ),
+      h(
+        'div',
+        { class: 'line' },
+        h('span', { class: 'subject' }, item.subject || '(no subject)'),
+        item.hasAttachments ? h('span', { class: 'clip', title: 'Has attachments' }, '📎') : '',
+        item.plusTag ? h('span', { class: 'tag' }, `+${item.plusTag}`) : '',
+      ),
+      h('div', { class: 'snippet' }, item.snippet),
+    ),
+  );
+}
+
+function updateItem(updated) {
+  const index = state.items.findIndex((i) => i.id === updated.id);
+  if (index >= 0) state.items[index] = { ...state.items[index], ...updated };
+  const li = els.list.querySelector(`li[data-id="${updated.id}"]`);
+  if (li !== null && index >= 0) li.replaceWith(renderItem(state.items[index]));
+}
+
+// ---- new mail ------------------------------------------------------------------------------
+
+function stopWatching() {
+  state.watcher?.abort();
+  state.watcher = null;
+}
+
+/** Long-polls the mailbox on show from `cursor` until it changes; new messages go on top. */
+async function watch(generation, cursor) {
+  const aborter = new AbortController();
+  state.watcher = aborter;
+  let failures = 0;
+  while (generation === state.generation && !aborter.signal.aborted) {
+    try {
+      const res = await api(`${mailboxPath(state.address)}/wait`, {
+        query: { view: state.view, cursor, timeout: 25 },
+        signal: aborter.signal,
+      });
+      failures = 0;
+      cursor = res.headers.get('Mail-Relay-Cursor') ?? cursor;
+      if (res.status !== 200) continue;
+      const body = await res.json();
+      cursor = body.cursor;
+      if (generation !== state.generation) return;
+      showNew(body.items);
+    } catch (err) {
+      if (aborter.signal.aborted || generation !== state.generation) return;
+      if (err instanceof ApiError && err.status === 401) return;
+      // The server restarting, a network change: try again, more slowly each time.
+      failures++;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(30_000, 1000 * 2 ** failures)));
+    }
+  }
+}
+
+function showNew(items) {
+  const shown = new Set(state.items.map((i) => i.id));
+  const fresh = items.filter((i) => !shown.has(i.id));
+  if (fresh.length === 0) return;
+  if (state.q || state.unseen) {
+    // Whether they match the search is the server's to say: offer a reload instead of guessing.
+    state.newWhileFiltered += fresh.length;
+    els.notice.textContent = `${state.newWhileFiltered} new — show`;
+    els.notice.hidden = false;
+  } else {
+    state.items = [...fresh, ...state.items].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    renderList();
+  }
+  refreshCounts().catch(reportError);
+}
+
+// ---- one message ---------------------------------------------------------------------------
+
+function closeMessage() {
+  state.selected = null;
+  els.reader.replaceChildren();
+  for (const li of els.list.querySelectorAll('li.selected')) li.classList.remove('selected');
+}
+
+async function openMessage(id) {
+  const generation = state.generation;
+  const address = state.address;
+  const view = state.view;
+  els.reader.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
+  let message;
+  try {
+    message = await getJson(`${mailboxPath(address)}/messages/${id}`, { query: { view } });
+  } catch (err) {
+    els.reader.replaceChildren(h('p', { class: 'empty' }, err.message));
+    if (!(err instanceof ApiError && err.status === 404)) reportError(err);
+    return;
+  }
+  if (generation !== state.generation || address !== state.address) return;
+  state.selected = message;
+  for (const li of els.list.querySelectorAll('li.message')) {
+    li.classList.toggle('selected', li.dataset.id === id);
+  }
+  renderMessage(message);
+  if (!message.seen) setSeen(message, true, false);
+}
+
+async function setSeen(message, seen, announce = true) {
+  try {
+    const item = await getJson(`${mailboxPath(state.address)}/messages/${message.id}`, {
+      method: 'PATCH',
+      query: { view: state.view },
+      body: { seen },
+    });
+    message.seen = item.seen;
+    updateItem(item);
+    const button = els.reader.querySelector('button.seen-toggle');
+    if (state.selected?.id === message.id && button !== null) {
+      button.textContent = item.seen ? 'Mark unread' : 'Mark read';
+    }
+    if (announce) toast(seen ? 'Marked read' : 'Marked unread');
+  } catch (err) {
+    reportError(err);
+  }
+}
+
+function messagePath(message) {
+  return `${mailboxPath(state.address)}/messages/${message.id}`;
+}
+
+function renderMessage(m) {
+  const a = m.addresses;
+  const field = (label, list) =>
+    list.length === 0 ? null : [h('dt', {}, label), h('dd', {}, list.map(formatAddress).join(', '))];
+  const badges = [
+    ...m.tags.map((t) =>
+      h('span', { class: 'badge warn', title: 'A verdict that failed under a tag policy' }, t),
+    ),
+    ...(m.quarantineReasons ?? []).map((r) => h('span', { class: 'badge danger' }, `quarantined: ${r}`)),
+    m.parseFailed ? h('span', { class: 'badge danger' }, 'could not be parsed: see the source') : null,
+  ];
+  const cut = Object.entries(m.truncated)
+    .filter(([, v]) => v)
+    .map(([k]) => k);
+  const body = h('div', { class: 'body' });
+  const tabs = h('div', { class: 'tabs' });
+  const showHtml = () => {
+    body.replaceChildren(htmlFrame(m));
+    markTab(tabs, 'HTML');
+  };
+  const showText = () => {
+    body.replaceChildren(h('pre', { class: 'text' }, m.text ?? ''));
+    markTab(tabs, 'Text');
+  };
+  const showSource = async () => {
+    markTab(tabs, 'Source');
+    if (m.size > MAX_SOURCE_BYTES) {
+      body.replaceChildren(
+        h('p', { class: 'empty' }, `The message is ${formatBytes(m.size)}: download it instead.`),
+      );
+      return;
+    }
+    body.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
+    try {
+      const res = await api(`${messagePath(m)}/raw`, { query: { view: state.view } });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      body.replaceChildren(h('pre', { class: 'source' }, new TextDecoder('utf-8').decode(bytes)));
+    } catch (err) {
+      body.replaceChildren(h('p', { class: 'empty' }, err.message));
+    }
+  };
+  if (m.html !== null) tabs.append(h('button', { class: 'tab', onclick: showHtml }, 'HTML'));
+  if (m.text !== null) tabs.append(h('button', { class: 'tab', onclick: showText }, 'Text'));
+  tabs.append(h('button', { class: 'tab', onclick: showSource }, 'Source'));
+
+  els.reader.replaceChildren();
+  append(
+    els.reader,
+    h(
+      'div',
+      { class: 'actions' },
+      state.view === 'inbox' ? h('button', { onclick: () => openCompose(m) }, 'Reply') : null,
+      h(
+        'button',
+        { class: 'secondary seen-toggle', onclick: () => setSeen(m, !m.seen) },
+        m.seen ? 'Mark unread' : 'Mark read',
+      ),
+      h(
+        'button',
+        {
+          class: 'secondary',
+          onclick: async () => {
+            try {
+              await saveAs(
+                await api(`${messagePath(m)}/raw`, { query: { view: state.view } }),
+                `${m.id}.eml`,
+              );
+            } catch (err) {
+              reportError(err);
+            }
+          },
+        },
+        'Download .eml',
+      ),
+      h('button', { class: 'danger', onclick: () => deleteMessage(m) }, 'Delete'),
+    ),
+    h('h2', { class: 'subject' }, m.subject || '(no subject)'),
+    h(
+      'dl',
+      { class: 'headers' },
+      field('From', a.from),
+      field('To', a.to),
+      field('Cc', a.cc),
+      field('Reply-To', a.replyTo),
+      [h('dt', {}, 'Date'), h('dd', {}, formatDate(m.date ?? m.receivedAt, true))],
+      m.plusTag ? [h('dt', {}, 'Delivered to'), h('dd', {}, m.recipient)] : null,
+      [h('dt', {}, 'Size'), h('dd', {}, formatBytes(m.size))],
+    ),
+    badges.some(Boolean) ? h('div', { class: 'badges' }, badges) : null,
+    cut.length > 0
+      ? h('p', { class: 'note' }, `Shortened here (${cut.join(', ')}): the whole message is in the .eml.`)
+      : null,
+    m.attachments.length > 0 ? renderAttachments(m) : null,
+    tabs,
+    body,
+  );
+  if (m.html !== null) showHtml();
+  else if (m.text !== null) showText();
+  else if (m.parseFailed) showSource();
+  else body.replaceChildren(h('p', { class: 'empty' }, '(no text)'));
+}
+
+function markTab(tabs, name) {
+  for (const tab of tabs.children) tab.classList.toggle('current', tab.textContent === name);
+}
+
+function renderAttachments(m) {
+  return h(
+    'ul',
+    { class: 'attachments', 'aria-label': 'Attachments' },
+    m.attachments.map((part) => {
+      const name = part.filename || `part-${part.partId}`;
+      return h(
+        'li',
+        {},
+        h(
+          'button',
+          {
+            class: 'attachment',
+            title: `Download ${name}`,
+            onclick: async () => {
+              try {
+                await saveAs(
+                  await api(`${messagePath(m)}/parts/${part.partId}`, { query: { view: state.view } }),
+                  name,
+                );
+              } catch (err) {
+                reportError(err);
+              }
+            },
+          },
+          name,
+        ),
+        h('span', { class: 'meta' }, ` ${part.contentType}, ${formatBytes(part.size)}`),
+      );
+    }),
+  );
+}
+
+/**
+ * The message's HTML in a frame that runs no script (no `allow-scripts`) and has an origin of its
+ * own (no `allow-same-origin`); links open in a new tab. The page's CSP applies to the srcdoc, so
+ * remote images and styles are not loaded: inline images (cid:) are handed in as data: URLs.
+ */
+function htmlFrame(m) {
+  const frame = h('iframe', {
+    class: 'html',
+    title: 'Message body',
+    sandbox: 'allow-popups allow-popups-to-escape-sandbox',
+    referrerpolicy: 'no-referrer',
+  });
+  const head =
+    '<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer"><base target="_blank">' +
+    '<style>html{color-scheme:light}body{font:14px/1.45 system-ui,sans-serif;margin:12px;overflow-wrap:anywhere}img{max-width:100%;height:auto}</style>';
+  frame.srcdoc = head + m.html;
+  const remote = /\b(?:src|background)\s*=\s*["']?\s*(?:https?:)?\/\//i.test(m.html);
+  const inline = m.attachments.filter(
+    (p) => p.contentId && p.contentType.startsWith('image/') && p.size <= MAX_INLINE_IMAGE_BYTES,
+  );
+  const wrap = h(
+    'div',
+    { class: 'html-wrap' },
+    remote
+      ? h(
+          'p',
+          { class: 'note' },
+          'Remote images and styles are blocked (they can tell the sender you read this).',
+        )
+      : null,
+    frame,
+  );
+  if (inline.length > 0 && /cid:/i.test(m.html)) inlineImages(m, inline, frame, head);
+  return wrap;
+}
+
+async function inlineImages(m, parts, frame, head) {
+  let html = m.html;
+  for (const part of parts) {
+    try {
+      const res = await api(`${messagePath(m)}/parts/${part.partId}`, { query: { view: state.view } });
+      const url = await blobToDataUrl(await res.blob());
+      const id = part.contentId.replace(/^<|>$/g, '').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      html = html.replace(new RegExp(`cid:${id}(?=["'\\s)>])`, 'gi'), url);
+    } catch (err) {
+      reportError(err);
+    }
+  }
+  if (frame.isConnected) frame.srcdoc = head + html;
+}
+
+async function deleteMessage(m) {
+  if (!confirm(`Delete “${m.subject || '(no subject)'}”?`)) return;
+  try {
+    await api(messagePath(m), { method: 'DELETE', query: { view: state.view } });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 404)) return reportError(err);
+  }
+  state.items = state.items.filter((i) => i.id !== m.id);
+  renderList();
+  toast('Deleted');
+  history.replaceState(null, '', `#/${enc(state.address)}/${state.view}`);
+  closeMessage();
+  refreshCounts().catch(reportError);
+}
+
+async function deleteAll() {
+  const what = `${state.address} (${state.view === 'sent' ? 'Sent' : 'Inbox'})`;
+  if (!confirm(`Delete every message in ${what}?`)) return;
+  try {
+    let deleted = 0;
+    for (;;) {
+      const r = await getJson(`${mailboxPath(state.address)}/messages`, {
+        method: 'DELETE',
+        query: { view: state.view },
+      });
+      deleted += r.deleted;
+      if (!r.more) break;
+    }
+    toast(`Deleted ${deleted} message${deleted === 1 ? '' : 's'}`);
+  } catch (err) {
+    reportError(err);
+  }
+  history.replaceState(null, '', `#/${enc(state.address)}/${state.view}`);
+  closeMessage();
+  await loadList();
+}
+
+// ---- compose ---------------------------------------------------------------------------------
+
+function openCompose(replyTo) {
+  const from = state.address;
+  if (from === null) return toast('Choose a mailbox first', 'error');
+  const input = (name, label, value = '', type = 'text') => [
+    h('label', { for: `compose-${name}` }, label),
+    h('input', { id: `compose-${name}`, name, type, value }),
+  ];
+  let to = '';
+  let subject = '';
+  let text = '';
+  if (replyTo) {
+    const target = replyTo.addresses.replyTo[0] ?? replyTo.addresses.from[0];
+    to = target?.address ?? '';
+    subject = /^re:/i.test(replyTo.subject) ? replyTo.subject : `Re: ${replyTo.subject}`;
+    const quoted = (replyTo.text ?? '')
+      .replace(/\r?\n$/, '')
+      .split(/\r?\n/)
+      .map((l) => `> ${l}`)
+      .join('\n');
+    const who = replyTo.addresses.from[0] ? formatAddress(replyTo.addresses.from[0]) : 'the sender';
+    text = `\n\nOn ${formatDate(replyTo.date ?? replyTo.receivedAt, true)}, ${who} wrote:\n${quoted}\n`;
+  }
+  const error = h('p', { class: 'error', role: 'alert' });
+  const textarea = h('textarea', { id: 'compose-text', name: 'text', rows: 14 });
+  textarea.value = text;
+  const send = h('button', { type: 'submit' }, 'Send');
+  // One key per message composed: a second click, or a retry after a lost answer, does not send twice.
+  const idempotencyKey = crypto.randomUUID();
+  const form = h(
+    'form',
+    {
+      method: 'dialog',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        error.textContent = '';
+        const data = new FormData(form);
+        const body = {
+          to: splitAddresses(String(data.get('to'))),
+          cc: splitAddresses(String(data.get('cc'))),
+          subject: String(data.get('subject')),
+          text: String(data.get('text')),
+        };
+        if (body.cc.length === 0) delete body.cc;
+        if (replyTo?.messageId) {
+          body.inReplyTo = replyTo.messageId;
+          body.references = replyTo.messageId;
+        }
+        send.disabled = true;
+        try {
+          const result = await getJson(`${mailboxPath(from)}/send`, {
+            method: 'POST',
+            body,
+            headers: { 'Idempotency-Key': idempotencyKey },
+          });
+          dialog.close();
+          const refused = result.refused?.length ? ` (refused: ${result.refused.join(', ')})` : '';
+          toast(`Sent to ${result.recipients.join(', ')}${refused}`, refused ? 'error' : 'info');
+          refreshCounts().catch(reportError);
+        } catch (err) {
+          error.textContent = err instanceof ApiError ? `${err.message} (${err.code})` : String(err.message);
+        } finally {
+          send.disabled = false;
+        }
+      },
+    },
+    h('h2', {}, replyTo ? 'Reply' : 'New message'),
+    h('p', { class: 'sender' }, `From: ${from}`),
+    input('to', 'To', to),
+    input('cc', 'Cc'),
+    input('subject', 'Subject', subject),
+    h('label', { for: 'compose-text' }, 'Message'),
+    textarea,
+    error,
+    h(
+      'div',
+      { class: 'actions' },
+      send,
+      h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close() }, 'Cancel'),
+    ),
+  );
+  const dialog = h('dialog', { class: 'compose', onclose: () => dialog.remove() }, form);
+  document.body.append(dialog);
+  dialog.showModal();
+  (replyTo ? textarea : form.querySelector('#compose-to')).focus();
+  if (replyTo) textarea.setSelectionRange(0, 0);
+}
+
+// ---- start -----------------------------------------------------------------------------------
+
+/** The token of a `#token=…` link (a CLI prints one), taken out of the address bar at once. */
+function tokenFromHash() {
+  const linked = new URLSearchParams(location.hash.replace(/^#/, '')).get('token');
+  if (linked !== null) history.replaceState(null, '', location.pathname);
+  return linked;
+}
+
+async function signInWith(token, remember) {
+  try {
+    await signIn(token, remember);
+  } catch (err) {
+    session.clear();
+    renderSignIn(err instanceof ApiError && err.status === 401 ? 'That token is not valid.' : err.message);
+  }
+}
+
+async function main() {
+  window.addEventListener('hashchange', () => {
+    // A `#token=` link opened in this tab changes only the fragment: no new page load.
+    const linked = tokenFromHash();
+    if (linked !== null) signInWith(linked, false);
+    else if (state.me !== null) followHash().catch(reportError);
+  });
+  const linked = tokenFromHash();
+  const token = linked ?? session.load();
+  if (token === null) return renderSignIn();
+  await signInWith(token, linked === null && localStorage.getItem(TOKEN_KEY) !== null);
+}
+
+main();
