@@ -135,6 +135,8 @@ export async function startSmtpListener(
   /** Milliseconds of recipient checks beyond `FREE_RCPT_MS` per session (`RCPT_SLOW_ROUTING_BUDGET_MS`). */
   const slowRouting = new Map<string, number>();
   if (options.spoolDir !== undefined) await clearStaleSpool(options.spoolDir);
+  /** Set by `close()`: sessions that wait for their client are then hung up on (`hangUpIdle`). */
+  let closing = false;
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
     // A client's FIN is a half-close: it may still read the replies it is owed (PromptGreetingSMTPServer
@@ -196,7 +198,13 @@ export async function startSmtpListener(
       // smtp-server answers with the error's `responseCode` and message.
       return callback(new SmtpRejectError(verdict.code, verdict.message));
     },
-    onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, answer) {
+      // While closing, a session whose message is answered and that waits for its client's next
+      // command is hung up on (after the commands it pipelined behind the message are answered).
+      const callback: typeof answer = (err, message) => {
+        answer(err, message);
+        if (closing) setImmediate(() => hangUpIdle(server));
+      };
       // Past the size limit the stream is still drained (the protocol requires reading to the final
       // dot) but nothing more is kept.
       const spool = new DataSpool({
@@ -312,6 +320,23 @@ export async function startSmtpListener(
   const address = server.server.address() as AddressInfo;
   return {
     port: address.port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        closing = true;
+        // smtp-server lets every connection finish within its grace period (30 s) and answers 421 to
+        // any command meanwhile; one that says nothing (a mailer's idle pooled connection, a client
+        // between messages) held the stop for the whole 30 s. Hang up on those at once (RFC 5321
+        // §3.8); a message being received or routed still gets its reply.
+        server.close(() => resolve());
+        hangUpIdle(server);
+      }),
   };
+}
+
+/** Sends 421 to (and closes) every session that waits for its client: nothing of it is in progress. */
+function hangUpIdle(server: PromptGreetingSMTPServer): void {
+  for (const connection of server.connections) {
+    if (connection._closing || connection._handlerPending || connection._dataStream) continue;
+    connection.send(421, '4.3.2 Server shutting down; try again later');
+  }
 }
