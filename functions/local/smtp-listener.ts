@@ -38,6 +38,11 @@ export interface SmtpListenerOptions {
   readonly spoolDir?: string;
   /** Bytes of large messages routed at once (`LargeMessageGate`). @default LARGE_MESSAGES_IN_FLIGHT_BYTES */
   readonly largeMessageBudget?: number;
+  /**
+   * Milliseconds a session may stay silent while we wait for its client (the next command, more of its
+   * message) before it is closed with 421. @default SMTP_IDLE_TIMEOUT_MS
+   */
+  readonly idleTimeout?: number;
 }
 
 /** A message between its DATA command and its routing: `gone` is set when its client disconnects. */
@@ -68,6 +73,13 @@ const FREE_RCPT_MS = 1;
  * API, for as long as it keeps sending addresses.
  */
 export const RCPT_SLOW_ROUTING_BUDGET_MS = 1000;
+
+/**
+ * RFC 5321 §4.5.3.2.7: a server SHOULD wait at least 5 minutes for the next command (postfix's
+ * `smtpd_timeout` is 300 s). smtp-server's default, 60 s, hung up on a mailer that keeps its
+ * connection between messages (a test suite's long-lived client, a pooled transport) after a minute.
+ */
+export const SMTP_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
 
 /** Messages from this size up take turns to be routed (see `LargeMessageGate`). */
 export const LARGE_MESSAGE_BYTES = 1024 * 1024;
@@ -139,6 +151,7 @@ export async function startSmtpListener(
   let closing = false;
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
+    socketTimeout: options.idleTimeout ?? SMTP_IDLE_TIMEOUT_MS,
     // A client's FIN is a half-close: it may still read the replies it is owed (PromptGreetingSMTPServer
     // writes them, then closes). A client that is gone (reset, error) is one whose waiting message is dropped.
     allowHalfOpen: true,

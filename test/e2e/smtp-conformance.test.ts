@@ -4,13 +4,17 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
-import { startSmtpListener } from '../../functions/local/smtp-listener.ts';
+import {
+  SMTP_IDLE_TIMEOUT_MS,
+  type SmtpListenerOptions,
+  startSmtpListener,
+} from '../../functions/local/smtp-listener.ts';
 import { listAll } from '../helpers/relay.ts';
 
 /** A client on a raw socket: `until` waits for the replies so far to match. */
@@ -45,8 +49,11 @@ async function rawClient(port: number) {
   return client;
 }
 
-async function withListener(fn: (l: Awaited<ReturnType<typeof startListener>>) => Promise<void>) {
-  const l = await startListener();
+async function withListener(
+  fn: (l: Awaited<ReturnType<typeof startListener>>) => Promise<void>,
+  options: Partial<SmtpListenerOptions> = {},
+) {
+  const l = await startListener(options);
   try {
     await fn(l);
   } finally {
@@ -54,13 +61,13 @@ async function withListener(fn: (l: Awaited<ReturnType<typeof startListener>>) =
   }
 }
 
-async function startListener() {
+async function startListener(options: Partial<SmtpListenerOptions>) {
   const dataDir = mkdtempSync(join(tmpdir(), 'mr-conformance-'));
   const runtime = createLocalRuntime({
     config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
     dataDir,
   });
-  const smtp = await startSmtpListener(runtime, { port: 0, spoolDir: runtime.spoolDir });
+  const smtp = await startSmtpListener(runtime, { port: 0, spoolDir: runtime.spoolDir, ...options });
   let smtpClosed = false;
   return {
     runtime,
@@ -105,5 +112,52 @@ describe('stopping the listener (the 421 of a shutdown)', () => {
       assert.ok(Date.now() - started < 3000, `stopped after ${Date.now() - started} ms`);
       assert.deepEqual(await l.subjects('bob@example.test'), ['during shutdown']);
     });
+  });
+});
+
+describe('a silent client (timeouts)', () => {
+  it('waits at least the 5 minutes of RFC 5321 §4.5.3.2.7 for the next command (smtp-server’s default: 60 s)', async () => {
+    assert.ok(SMTP_IDLE_TIMEOUT_MS >= 5 * 60 * 1000);
+    // The idle timeout is the server socket's: record what each accepted socket is given.
+    const given: number[] = [];
+    const setTimeout = Socket.prototype.setTimeout;
+    Socket.prototype.setTimeout = function (this: Socket, ms: number, ...rest: [(() => void)?]) {
+      given.push(ms);
+      return setTimeout.call(this, ms, ...rest);
+    };
+    try {
+      await withListener(async (l) => {
+        const client = await rawClient(l.port);
+        client.socket.write('EHLO client\r\n');
+        await client.until(/^250 /m);
+        client.socket.end('QUIT\r\n');
+        await client.until('closed');
+      });
+    } finally {
+      Socket.prototype.setTimeout = setTimeout;
+    }
+    assert.ok(given.includes(SMTP_IDLE_TIMEOUT_MS), `socket timeouts set: ${given.join(', ')}`);
+    assert.ok(!given.includes(60_000), `socket timeouts set: ${given.join(', ')}`);
+  });
+
+  it('past the idle timeout: 421 and the session closed; a message stalled mid-DATA is not stored', async () => {
+    await withListener(
+      async (l) => {
+        const idle = await rawClient(l.port);
+        idle.socket.write('EHLO client\r\n');
+        const stalled = await rawClient(l.port);
+        stalled.socket.write(
+          'EHLO client\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\n',
+        );
+        await stalled.until(/^354 /m);
+        stalled.socket.write('Subject: stalled\r\n\r\nhalf of it\r\n');
+        await idle.until(/^421 [^\r\n]*Timeout/m);
+        await stalled.until(/^421 [^\r\n]*Timeout/m);
+        await idle.until('closed');
+        await stalled.until('closed');
+        assert.deepEqual(await l.subjects('carol@example.test'), []);
+      },
+      { idleTimeout: 300 },
+    );
   });
 });
