@@ -38,6 +38,11 @@ export interface SmtpListenerOptions {
   readonly spoolDir?: string;
   /** Bytes of large messages routed at once (`LargeMessageGate`). @default LARGE_MESSAGES_IN_FLIGHT_BYTES */
   readonly largeMessageBudget?: number;
+  /**
+   * Milliseconds a session may stay silent while we wait for its client (the next command, more of its
+   * message) before it is closed with 421. @default SMTP_IDLE_TIMEOUT_MS
+   */
+  readonly idleTimeout?: number;
 }
 
 /** A message between its DATA command and its routing: `gone` is set when its client disconnects. */
@@ -68,6 +73,13 @@ const FREE_RCPT_MS = 1;
  * API, for as long as it keeps sending addresses.
  */
 export const RCPT_SLOW_ROUTING_BUDGET_MS = 1000;
+
+/**
+ * RFC 5321 §4.5.3.2.7: a server SHOULD wait at least 5 minutes for the next command (postfix's
+ * `smtpd_timeout` is 300 s). smtp-server's default, 60 s, hung up on a mailer that keeps its
+ * connection between messages (a test suite's long-lived client, a pooled transport) after a minute.
+ */
+export const SMTP_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
 
 /** Messages from this size up take turns to be routed (see `LargeMessageGate`). */
 export const LARGE_MESSAGE_BYTES = 1024 * 1024;
@@ -135,8 +147,11 @@ export async function startSmtpListener(
   /** Milliseconds of recipient checks beyond `FREE_RCPT_MS` per session (`RCPT_SLOW_ROUTING_BUDGET_MS`). */
   const slowRouting = new Map<string, number>();
   if (options.spoolDir !== undefined) await clearStaleSpool(options.spoolDir);
+  /** Set by `close()`: sessions that wait for their client are then hung up on (`hangUpIdle`). */
+  let closing = false;
   const server = new PromptGreetingSMTPServer({
     earlyTalkerDelay: options.earlyTalkerDelay ?? 0,
+    socketTimeout: options.idleTimeout ?? SMTP_IDLE_TIMEOUT_MS,
     // A client's FIN is a half-close: it may still read the replies it is owed (PromptGreetingSMTPServer
     // writes them, then closes). A client that is gone (reset, error) is one whose waiting message is dropped.
     allowHalfOpen: true,
@@ -196,7 +211,13 @@ export async function startSmtpListener(
       // smtp-server answers with the error's `responseCode` and message.
       return callback(new SmtpRejectError(verdict.code, verdict.message));
     },
-    onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, answer) {
+      // While closing, a session whose message is answered and that waits for its client's next
+      // command is hung up on (after the commands it pipelined behind the message are answered).
+      const callback: typeof answer = (err, message) => {
+        answer(err, message);
+        if (closing) setImmediate(() => hangUpIdle(server));
+      };
       // Past the size limit the stream is still drained (the protocol requires reading to the final
       // dot) but nothing more is kept.
       const spool = new DataSpool({
@@ -312,6 +333,23 @@ export async function startSmtpListener(
   const address = server.server.address() as AddressInfo;
   return {
     port: address.port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        closing = true;
+        // smtp-server lets every connection finish within its grace period (30 s) and answers 421 to
+        // any command meanwhile; one that says nothing (a mailer's idle pooled connection, a client
+        // between messages) held the stop for the whole 30 s. Hang up on those at once (RFC 5321
+        // §3.8); a message being received or routed still gets its reply.
+        server.close(() => resolve());
+        hangUpIdle(server);
+      }),
   };
+}
+
+/** Sends 421 to (and closes) every session that waits for its client: nothing of it is in progress. */
+function hangUpIdle(server: PromptGreetingSMTPServer): void {
+  for (const connection of server.connections) {
+    if (connection._closing || connection._handlerPending || connection._dataStream) continue;
+    connection.send(421, '4.3.2 Server shutting down; try again later');
+  }
 }
