@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
-import { caseFree } from '../../functions/core/route-regex.ts';
+import { caseFree, literalEnds, RouteRegex } from '../../functions/core/route-regex.ts';
 import {
   acceptsRecipient,
   applyPolicies,
@@ -503,6 +503,81 @@ describe('regex routes in bounded time (a sender chooses the address)', () => {
       process.off('warning', onWarning);
     }
     assert.deepEqual(warnings, ['MailRelayRegexWarning']);
+  });
+
+  it('the literal text every match begins and ends with, read conservatively', () => {
+    const cases: [string, string, string][] = [
+      ['^slow-([A-Za-z0-9]+[._-]?)+@example\\.test$', 'slow-', '@example.test'],
+      ['^Sales-\\d+@EX\\.com$', 'sales-', '@ex.com'],
+      ['^ab?c$', 'a', 'c'],
+      ['^a{2}b$', '', 'b'],
+      ['^(.+)-team@example\\.test$', '', '-team@example.test'],
+      ['^\\w+@x\\.y$', '', '@x.y'],
+      ['^a\\$', 'a', ''],
+      ['^a\\\\$', 'a', ''],
+      ['^(X+x+)+\\1=@example\\.com$', '', '@example.com'],
+      ['\\\\d$', '', 'd'],
+      ['ops@', '', ''],
+      ['^a@x$|^b@x$', '', ''],
+      ['^[a-z]+@x\\.y$', '', '@x.y'],
+    ];
+    for (const [pattern, prefix, suffix] of cases) {
+      assert.deepEqual(literalEnds(pattern), { prefix, suffix }, pattern);
+    }
+  });
+
+  it('telling addresses apart by those ends never changes what a pattern matches', () => {
+    // Each pattern with addresses it matches; around them, near misses made by changing a character or two.
+    // (The check is for addresses as routing gives them: lower-cased.)
+    const patterns: [string, string[]][] = [
+      ['^slow-([A-Za-z0-9]+[._-]?)+@example\\.test$', ['slow-ab.c@example.test', 'slow-x@example.test']],
+      ['^Sales-\\d+@EX\\.com$', ['sales-12@ex.com']],
+      ['^aB?c$', ['ac', 'abc']],
+      ['^A{2}b$', ['aab']],
+      ['^(.+)-Team@example\\.test$', ['ops-team@example.test']],
+      ['^x(.*)@Example\\.test$', ['x@example.test', 'xalice@example.test']],
+      ['^T\\.(\\w+)\\+\\-x@y\\.z$', ['t.ab+-x@y.z']],
+    ];
+    const alphabet = 'abcxt12-_.+@ez';
+    let seed = 7;
+    const random = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 16) % n;
+    };
+    const mutate = (address: string) => {
+      let out = address;
+      for (let k = 1 + random(2); k > 0; k--) {
+        const at = random(out.length + 1);
+        const ch = alphabet[random(alphabet.length)] ?? 'a';
+        const how = random(3);
+        out = out.slice(0, at) + (how === 1 ? '' : ch) + out.slice(how === 0 ? at : at + 1);
+      }
+      return out;
+    };
+    let matched = 0;
+    let missed = 0;
+    for (const [pattern, examples] of patterns) {
+      const plain = new RegExp(pattern, 'i');
+      const route = new RouteRegex(pattern);
+      // Upper case keeps each off the linear-time guard: the time-limited path is the one filtered.
+      assert.equal(route.linear, false, pattern);
+      for (const example of examples) {
+        for (const address of [example, ...Array.from({ length: 400 }, () => mutate(example))]) {
+          const expected = plain.exec(address);
+          if (expected) matched++;
+          else missed++;
+          assert.deepEqual(
+            route.exec(address)?.[0] ?? null,
+            expected?.[0] ?? null,
+            `${pattern} on ${address}`,
+          );
+        }
+      }
+    }
+    assert.ok(
+      matched > 100 && missed > 1000,
+      `${matched} matched, ${missed} did not: the test would prove little`,
+    );
   });
 
   it('escapes and ranges that can stand for upper-case letters keep `i` (the time-limited path)', () => {
