@@ -170,6 +170,8 @@ const state = {
   items: [],
   nextCursor: null,
   selected: null,
+  /** The id of the message last asked for (`openMessage`), shown or on its way, until it is closed. */
+  opening: null,
   /** Bumped on every change of mailbox, view or filter: stale answers and long-polls stop. */
   generation: 0,
   watcher: null,
@@ -204,7 +206,7 @@ function signOut(reason) {
   session.clear();
   stopWatching();
   Object.assign(state, { me: null, mailboxes: [], mailboxCursor: null, address: null, view: 'inbox' });
-  Object.assign(state, { q: '', unseen: false, items: [], nextCursor: null, selected: null });
+  Object.assign(state, { q: '', unseen: false, items: [], nextCursor: null, selected: null, opening: null });
   state.generation++;
   history.replaceState(null, '', location.pathname);
   renderSignIn(reason);
@@ -362,11 +364,12 @@ async function followHash() {
   if (address !== state.address || view !== state.view) {
     state.address = address;
     state.view = view;
+    closeMessage();
     renderMailboxes();
     await loadList();
   }
-  if (id !== null && id !== state.selected?.id) await openMessage(id);
-  if (id === null && state.selected !== null) closeMessage();
+  if (id !== null && id !== state.opening) await openMessage(id);
+  if (id === null && state.opening !== null) closeMessage();
 }
 
 async function loadMailboxes(more) {
@@ -591,24 +594,29 @@ function showNew(items) {
 
 function closeMessage() {
   state.selected = null;
+  state.opening = null;
   els.reader.replaceChildren();
   for (const li of els.list.querySelectorAll('li.selected')) li.classList.remove('selected');
 }
 
 async function openMessage(id) {
-  const generation = state.generation;
   const address = state.address;
   const view = state.view;
+  // The message asked for last is the one shown: one that answers after another was asked for, or
+  // after the reader was closed or the mailbox changed, is dropped.
+  state.opening = id;
+  const current = () => state.opening === id && address === state.address && view === state.view;
   els.reader.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
   let message;
   try {
     message = await getJson(`${mailboxPath(address)}/messages/${id}`, { query: { view } });
   } catch (err) {
+    if (!current()) return;
     els.reader.replaceChildren(h('p', { class: 'empty' }, err.message));
     if (!(err instanceof ApiError && err.status === 404)) reportError(err);
     return;
   }
-  if (generation !== state.generation || address !== state.address) return;
+  if (!current()) return;
   state.selected = message;
   for (const li of els.list.querySelectorAll('li.message')) {
     li.classList.toggle('selected', li.dataset.id === id);
