@@ -69,6 +69,28 @@ function splitAddresses(text) {
     .filter((s) => s !== '');
 }
 
+/**
+ * A message's bytes as text: UTF-8 when they are; otherwise in the first charset the message names
+ * (other than UTF-8 and ASCII) that the browser knows, else windows-1252, so that no byte of 8-bit
+ * mail in a legacy charset turns into U+FFFD.
+ */
+function decodeSource(buffer) {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(buffer);
+  } catch {
+    const latin1 = new TextDecoder('windows-1252').decode(buffer);
+    for (const [, label] of latin1.matchAll(/\bcharset\s*=\s*"?([\w.:-]+)/gi)) {
+      if (/^(?:utf-?8|us-ascii|ascii)$/i.test(label)) continue;
+      try {
+        return new TextDecoder(label).decode(buffer);
+      } catch {
+        // Not a charset this browser knows: try the next one named.
+      }
+    }
+    return latin1;
+  }
+}
+
 // ---- the API ----------------------------------------------------------------------------------
 
 class ApiError extends Error {
@@ -683,8 +705,7 @@ function renderMessage(m) {
     body.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
     try {
       const res = await api(`${messagePath(m)}/raw`, { query: { view: state.view } });
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      body.replaceChildren(h('pre', { class: 'source' }, new TextDecoder('utf-8').decode(bytes)));
+      body.replaceChildren(h('pre', { class: 'source' }, decodeSource(await res.arrayBuffer())));
     } catch (err) {
       body.replaceChildren(h('p', { class: 'empty' }, err.message));
     }
