@@ -72,6 +72,33 @@ describe('web inbox reading mail from the wild', {
         Buffer.from([0xf0, 0xd2, 0xc9, 0xd7, 0xc5, 0xd4]),
       ),
     );
+    // A right-to-left override (U+202E) shows what follows it backwards.
+    const rlo = (text: string) => `=?utf-8?B?${Buffer.from(text).toString('base64')}?=`;
+    await env.deliver(
+      [ALICE],
+      Buffer.from(
+        [
+          `From: ${rlo('Your bank \u202Emoc.knab')} <phish@remote.test>`,
+          `To: ${ALICE}`,
+          `Subject: Invoice ${rlo('\u202Efdp.exe')}`,
+          'MIME-Version: 1.0',
+          'Content-Type: multipart/mixed; boundary="b1"',
+          '',
+          '--b1',
+          'Content-Type: text/plain; charset=utf-8',
+          '',
+          'The invoice is attached.',
+          '--b1',
+          `Content-Type: application/octet-stream; name="${rlo('invoice\u202Egpj.exe')}"`,
+          `Content-Disposition: attachment; filename="${rlo('invoice\u202Egpj.exe')}"`,
+          'Content-Transfer-Encoding: base64',
+          '',
+          Buffer.from('MZ, a program').toString('base64'),
+          '--b1--',
+          '',
+        ].join('\r\n'),
+      ),
+    );
     browser = await launchChromium();
     page = await (await browser.newContext({ viewport: { width: 1300, height: 850 } })).newPage();
     page.on('pageerror', (err) => pageErrors.push(err.message));
@@ -92,6 +119,19 @@ describe('web inbox reading mail from the wild', {
     const koi8 = await source();
     assert.ok(koi8.includes('Привет'), koi8.slice(-200));
     assert.ok(!koi8.includes('\uFFFD'));
+  });
+
+  it("a sender's name, a subject or a file name cannot turn what follows it backwards", async () => {
+    const bidiControls = /[\u202a-\u202e\u2066-\u2069]/;
+    const item = (await page.textContent('li.message:has-text("Invoice")')) ?? '';
+    assert.doesNotMatch(item, bidiControls);
+    await open('Invoice');
+    // Shown as it is: a program, not "invoiceexe.jpg"; the address as it is, not "<tset.etomer@hsihp>".
+    assert.equal(await page.textContent('button.attachment'), 'invoicegpj.exe');
+    assert.equal(await page.textContent('dl.headers dd >> nth=0'), 'Your bank moc.knab <phish@remote.test>');
+    assert.doesNotMatch((await page.textContent('.reader')) ?? '', bidiControls);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('button.attachment')]);
+    assert.match(download.suggestedFilename(), /\.exe$/);
   });
 
   it('the page threw no error', () => {

@@ -58,8 +58,18 @@ function formatDate(iso, long = false) {
     : d.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
 }
 
+/**
+ * Text from a message's headers without the Unicode controls that reorder what follows them
+ * (LRE, RLE, PDF, LRO, RLO, LRI, RLI, FSI, PDI): with them a sender's name could show its address
+ * backwards, and "invoice\u202Egpj.exe" would read as the picture "invoiceexe.jpg". Right-to-left
+ * scripts need none of them to show right.
+ */
+function plain(text) {
+  return String(text ?? '').replace(/[\u202a-\u202e\u2066-\u2069]/g, '');
+}
+
 function formatAddress(a) {
-  return a.name ? `${a.name} <${a.address}>` : a.address;
+  return plain(a.name ? `${a.name} <${a.address}>` : a.address);
 }
 
 function splitAddresses(text) {
@@ -522,7 +532,7 @@ function renderList() {
 
 function renderItem(item) {
   const selected = state.selected?.id === item.id;
-  const who = state.view === 'sent' ? `To: ${item.to}` : item.from;
+  const who = plain(state.view === 'sent' ? `To: ${item.to}` : item.from);
   return h(
     'li',
     {
@@ -545,11 +555,11 @@ function renderItem(item) {
       h(
         'div',
         { class: 'line' },
-        h('span', { class: 'subject' }, item.subject || '(no subject)'),
+        h('span', { class: 'subject' }, plain(item.subject) || '(no subject)'),
         item.hasAttachments ? h('span', { class: 'clip', title: 'Has attachments' }, '📎') : '',
-        item.plusTag ? h('span', { class: 'tag' }, `+${item.plusTag}`) : '',
+        item.plusTag ? h('span', { class: 'tag' }, `+${plain(item.plusTag)}`) : '',
       ),
-      h('div', { class: 'snippet' }, item.snippet),
+      h('div', { class: 'snippet' }, plain(item.snippet)),
     ),
   );
 }
@@ -745,7 +755,7 @@ function renderMessage(m) {
       ),
       h('button', { class: 'danger', onclick: () => deleteMessage(m) }, 'Delete'),
     ),
-    h('h2', { class: 'subject' }, m.subject || '(no subject)'),
+    h('h2', { class: 'subject' }, plain(m.subject) || '(no subject)'),
     h(
       'dl',
       { class: 'headers' },
@@ -754,7 +764,7 @@ function renderMessage(m) {
       field('Cc', a.cc),
       field('Reply-To', a.replyTo),
       [h('dt', {}, 'Date'), h('dd', {}, formatDate(m.date ?? m.receivedAt, true))],
-      m.plusTag ? [h('dt', {}, 'Delivered to'), h('dd', {}, m.recipient)] : null,
+      m.plusTag ? [h('dt', {}, 'Delivered to'), h('dd', {}, plain(m.recipient))] : null,
       [h('dt', {}, 'Size'), h('dd', {}, formatBytes(m.size))],
     ),
     badges.some(Boolean) ? h('div', { class: 'badges' }, badges) : null,
@@ -780,7 +790,7 @@ function renderAttachments(m) {
     'ul',
     { class: 'attachments', 'aria-label': 'Attachments' },
     m.attachments.map((part) => {
-      const name = part.filename || `part-${part.partId}`;
+      const name = plain(part.filename) || `part-${part.partId}`;
       return h(
         'li',
         {},
@@ -802,7 +812,7 @@ function renderAttachments(m) {
           },
           name,
         ),
-        h('span', { class: 'meta' }, ` ${part.contentType}, ${formatBytes(part.size)}`),
+        h('span', { class: 'meta' }, ` ${plain(part.contentType)}, ${formatBytes(part.size)}`),
       );
     }),
   );
@@ -860,7 +870,7 @@ async function inlineImages(m, parts, frame, head) {
 }
 
 async function deleteMessage(m) {
-  if (!confirm(`Delete “${m.subject || '(no subject)'}”?`)) return;
+  if (!confirm(`Delete “${plain(m.subject) || '(no subject)'}”?`)) return;
   try {
     await api(messagePath(m), { method: 'DELETE', query: { view: state.view } });
   } catch (err) {
