@@ -72,6 +72,14 @@ describe('web inbox reading mail from the wild', {
         Buffer.from([0xf0, 0xd2, 0xc9, 0xd7, 0xc5, 0xd4]),
       ),
     );
+    // Multipart, but none of its boundaries in the body: the parser finds no text in it.
+    await env.deliver(
+      [ALICE],
+      message(
+        ['Subject: Lost boundaries', 'Content-Type: multipart/mixed; boundary="BOUNDARY"'],
+        Buffer.from('Hi there,\r\n\r\nThis is the dingus fish.'),
+      ),
+    );
     // A right-to-left override (U+202E) shows what follows it backwards.
     const rlo = (text: string) => `=?utf-8?B?${Buffer.from(text).toString('base64')}?=`;
     await env.deliver(
@@ -119,6 +127,11 @@ describe('web inbox reading mail from the wild', {
     const koi8 = await source();
     assert.ok(koi8.includes('Привет'), koi8.slice(-200));
     assert.ok(!koi8.includes('\uFFFD'));
+  });
+
+  it('a message whose text the parser could not find shows its source, not nothing', async () => {
+    await open('Lost boundaries');
+    await page.waitForSelector('.reader pre.source:has-text("This is the dingus fish.")', { timeout: 5000 });
   });
 
   it("a sender's name, a subject or a file name cannot turn what follows it backwards", async () => {

@@ -777,7 +777,9 @@ function renderMessage(m) {
   );
   if (m.html !== null) showHtml();
   else if (m.text !== null) showText();
-  else if (m.parseFailed) showSource();
+  // Nothing the parser could show (a multipart without its boundaries, a body with no type it
+  // knows), and nothing to download either: the source is all there is to read.
+  else if (m.parseFailed || m.attachments.length === 0) showSource();
   else body.replaceChildren(h('p', { class: 'empty' }, '(no text)'));
 }
 
