@@ -129,6 +129,33 @@ describe('web inbox reading mail from the wild', {
     assert.ok(!koi8.includes('\uFFFD'));
   });
 
+  it('going back to the text while the source loads keeps the text on show', async () => {
+    await open('Latin-1 letter');
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const raw = (url: URL) => url.pathname.endsWith('/raw');
+    await page.route(raw, async (route) => {
+      await held;
+      await route.continue();
+    });
+    try {
+      await page.click('button.tab:has-text("Source")');
+      await page.click('button.tab:has-text("Text")');
+      const late = page.waitForResponse((res) => raw(new URL(res.url())));
+      release();
+      await (await late).finished();
+      // The page had the source; give it the moment it needs to (wrongly) show it.
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await page.textContent('button.tab.current'), 'Text');
+      assert.equal(await page.locator('.reader pre.source').count(), 0, 'the source replaced the text');
+      assert.match((await page.textContent('.reader .body pre.text')) ?? '', /^Grüße aus Köln\s*$/);
+    } finally {
+      await page.unroute(raw);
+    }
+  });
+
   it('a message whose text the parser could not find shows its source, not nothing', async () => {
     await open('Lost boundaries');
     await page.waitForSelector('.reader pre.source:has-text("This is the dingus fish.")', { timeout: 5000 });

@@ -712,13 +712,17 @@ function renderMessage(m) {
       );
       return;
     }
-    body.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
+    const loading = h('p', { class: 'empty' }, 'Loading…');
+    body.replaceChildren(loading);
+    let shown;
     try {
       const res = await api(`${messagePath(m)}/raw`, { query: { view: state.view } });
-      body.replaceChildren(h('pre', { class: 'source' }, decodeSource(await res.arrayBuffer())));
+      shown = h('pre', { class: 'source' }, decodeSource(await res.arrayBuffer()));
     } catch (err) {
-      body.replaceChildren(h('p', { class: 'empty' }, err.message));
+      shown = h('p', { class: 'empty' }, err.message);
     }
+    // Another tab chosen meanwhile keeps the body.
+    if (loading.isConnected) body.replaceChildren(shown);
   };
   if (m.html !== null) tabs.append(h('button', { class: 'tab', onclick: showHtml }, 'HTML'));
   if (m.text !== null) tabs.append(h('button', { class: 'tab', onclick: showText }, 'Text'));
