@@ -326,6 +326,35 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     await until('the whole list', async () => ((await listed()).length === 4 ? true : undefined));
   });
 
+  it('the message clicked last is the one shown, however late the one before answers', async () => {
+    const slow = await entryOf(ALICE, 'Big data');
+    assert.ok(slow);
+    // The first message's answer is held until the second one is on show.
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const pattern = (url: URL) => url.pathname.endsWith(`/messages/${slow.id}`);
+    await page.route(pattern, async (route) => {
+      if (route.request().method() === 'GET') await held;
+      await route.continue();
+    });
+    try {
+      await page.click('li.message:has-text("Big data") a');
+      await page.click('li.message:has-text("Report attached") a');
+      await page.waitForSelector('.reader h2.subject:has-text("Report attached")', { timeout: 5000 });
+      const late = page.waitForResponse((res) => pattern(new URL(res.url())));
+      release();
+      await (await late).finished();
+      // The page had the late answer; give it the moment it needs to (wrongly) show it.
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await page.textContent('.reader h2.subject'), 'Report attached');
+      assert.equal(await page.getAttribute('li.message.selected', 'data-id'), page.url().split('/').pop());
+    } finally {
+      await page.unroute(pattern);
+    }
+  });
+
   it('a link in a message opens in a new tab and tells the site nothing of the inbox', async () => {
     await page.click('li.message:has-text("Tracked newsletter") a');
     const frame = page.frameLocator('iframe.html');

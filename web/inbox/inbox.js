@@ -58,8 +58,18 @@ function formatDate(iso, long = false) {
     : d.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
 }
 
+/**
+ * Text from a message's headers without the Unicode controls that reorder what follows them
+ * (LRE, RLE, PDF, LRO, RLO, LRI, RLI, FSI, PDI): with them a sender's name could show its address
+ * backwards, and "invoice\u202Egpj.exe" would read as the picture "invoiceexe.jpg". Right-to-left
+ * scripts need none of them to show right.
+ */
+function plain(text) {
+  return String(text ?? '').replace(/[\u202a-\u202e\u2066-\u2069]/g, '');
+}
+
 function formatAddress(a) {
-  return a.name ? `${a.name} <${a.address}>` : a.address;
+  return plain(a.name ? `${a.name} <${a.address}>` : a.address);
 }
 
 function splitAddresses(text) {
@@ -67,6 +77,28 @@ function splitAddresses(text) {
     .split(/[,;\n]/)
     .map((s) => s.trim())
     .filter((s) => s !== '');
+}
+
+/**
+ * A message's bytes as text: UTF-8 when they are; otherwise in the first charset the message names
+ * (other than UTF-8 and ASCII) that the browser knows, else windows-1252, so that no byte of 8-bit
+ * mail in a legacy charset turns into U+FFFD.
+ */
+function decodeSource(buffer) {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(buffer);
+  } catch {
+    const latin1 = new TextDecoder('windows-1252').decode(buffer);
+    for (const [, label] of latin1.matchAll(/\bcharset\s*=\s*"?([\w.:-]+)/gi)) {
+      if (/^(?:utf-?8|us-ascii|ascii)$/i.test(label)) continue;
+      try {
+        return new TextDecoder(label).decode(buffer);
+      } catch {
+        // Not a charset this browser knows: try the next one named.
+      }
+    }
+    return latin1;
+  }
 }
 
 // ---- the API ----------------------------------------------------------------------------------
@@ -170,6 +202,8 @@ const state = {
   items: [],
   nextCursor: null,
   selected: null,
+  /** The id of the message last asked for (`openMessage`), shown or on its way, until it is closed. */
+  opening: null,
   /** Bumped on every change of mailbox, view or filter: stale answers and long-polls stop. */
   generation: 0,
   watcher: null,
@@ -204,7 +238,7 @@ function signOut(reason) {
   session.clear();
   stopWatching();
   Object.assign(state, { me: null, mailboxes: [], mailboxCursor: null, address: null, view: 'inbox' });
-  Object.assign(state, { q: '', unseen: false, items: [], nextCursor: null, selected: null });
+  Object.assign(state, { q: '', unseen: false, items: [], nextCursor: null, selected: null, opening: null });
   state.generation++;
   history.replaceState(null, '', location.pathname);
   renderSignIn(reason);
@@ -362,11 +396,12 @@ async function followHash() {
   if (address !== state.address || view !== state.view) {
     state.address = address;
     state.view = view;
+    closeMessage();
     renderMailboxes();
     await loadList();
   }
-  if (id !== null && id !== state.selected?.id) await openMessage(id);
-  if (id === null && state.selected !== null) closeMessage();
+  if (id !== null && id !== state.opening) await openMessage(id);
+  if (id === null && state.opening !== null) closeMessage();
 }
 
 async function loadMailboxes(more) {
@@ -497,7 +532,7 @@ function renderList() {
 
 function renderItem(item) {
   const selected = state.selected?.id === item.id;
-  const who = state.view === 'sent' ? `To: ${item.to}` : item.from;
+  const who = plain(state.view === 'sent' ? `To: ${item.to}` : item.from);
   return h(
     'li',
     {
@@ -520,11 +555,11 @@ function renderItem(item) {
       h(
         'div',
         { class: 'line' },
-        h('span', { class: 'subject' }, item.subject || '(no subject)'),
+        h('span', { class: 'subject' }, plain(item.subject) || '(no subject)'),
         item.hasAttachments ? h('span', { class: 'clip', title: 'Has attachments' }, '📎') : '',
-        item.plusTag ? h('span', { class: 'tag' }, `+${item.plusTag}`) : '',
+        item.plusTag ? h('span', { class: 'tag' }, `+${plain(item.plusTag)}`) : '',
       ),
-      h('div', { class: 'snippet' }, item.snippet),
+      h('div', { class: 'snippet' }, plain(item.snippet)),
     ),
   );
 }
@@ -591,24 +626,29 @@ function showNew(items) {
 
 function closeMessage() {
   state.selected = null;
+  state.opening = null;
   els.reader.replaceChildren();
   for (const li of els.list.querySelectorAll('li.selected')) li.classList.remove('selected');
 }
 
 async function openMessage(id) {
-  const generation = state.generation;
   const address = state.address;
   const view = state.view;
+  // The message asked for last is the one shown: one that answers after another was asked for, or
+  // after the reader was closed or the mailbox changed, is dropped.
+  state.opening = id;
+  const current = () => state.opening === id && address === state.address && view === state.view;
   els.reader.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
   let message;
   try {
     message = await getJson(`${mailboxPath(address)}/messages/${id}`, { query: { view } });
   } catch (err) {
+    if (!current()) return;
     els.reader.replaceChildren(h('p', { class: 'empty' }, err.message));
     if (!(err instanceof ApiError && err.status === 404)) reportError(err);
     return;
   }
-  if (generation !== state.generation || address !== state.address) return;
+  if (!current()) return;
   state.selected = message;
   for (const li of els.list.querySelectorAll('li.message')) {
     li.classList.toggle('selected', li.dataset.id === id);
@@ -672,14 +712,17 @@ function renderMessage(m) {
       );
       return;
     }
-    body.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
+    const loading = h('p', { class: 'empty' }, 'Loading…');
+    body.replaceChildren(loading);
+    let shown;
     try {
       const res = await api(`${messagePath(m)}/raw`, { query: { view: state.view } });
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      body.replaceChildren(h('pre', { class: 'source' }, new TextDecoder('utf-8').decode(bytes)));
+      shown = h('pre', { class: 'source' }, decodeSource(await res.arrayBuffer()));
     } catch (err) {
-      body.replaceChildren(h('p', { class: 'empty' }, err.message));
+      shown = h('p', { class: 'empty' }, err.message);
     }
+    // Another tab chosen meanwhile keeps the body.
+    if (loading.isConnected) body.replaceChildren(shown);
   };
   if (m.html !== null) tabs.append(h('button', { class: 'tab', onclick: showHtml }, 'HTML'));
   if (m.text !== null) tabs.append(h('button', { class: 'tab', onclick: showText }, 'Text'));
@@ -716,7 +759,7 @@ function renderMessage(m) {
       ),
       h('button', { class: 'danger', onclick: () => deleteMessage(m) }, 'Delete'),
     ),
-    h('h2', { class: 'subject' }, m.subject || '(no subject)'),
+    h('h2', { class: 'subject' }, plain(m.subject) || '(no subject)'),
     h(
       'dl',
       { class: 'headers' },
@@ -725,7 +768,7 @@ function renderMessage(m) {
       field('Cc', a.cc),
       field('Reply-To', a.replyTo),
       [h('dt', {}, 'Date'), h('dd', {}, formatDate(m.date ?? m.receivedAt, true))],
-      m.plusTag ? [h('dt', {}, 'Delivered to'), h('dd', {}, m.recipient)] : null,
+      m.plusTag ? [h('dt', {}, 'Delivered to'), h('dd', {}, plain(m.recipient))] : null,
       [h('dt', {}, 'Size'), h('dd', {}, formatBytes(m.size))],
     ),
     badges.some(Boolean) ? h('div', { class: 'badges' }, badges) : null,
@@ -738,7 +781,9 @@ function renderMessage(m) {
   );
   if (m.html !== null) showHtml();
   else if (m.text !== null) showText();
-  else if (m.parseFailed) showSource();
+  // Nothing the parser could show (a multipart without its boundaries, a body with no type it
+  // knows), and nothing to download either: the source is all there is to read.
+  else if (m.parseFailed || m.attachments.length === 0) showSource();
   else body.replaceChildren(h('p', { class: 'empty' }, '(no text)'));
 }
 
@@ -751,7 +796,7 @@ function renderAttachments(m) {
     'ul',
     { class: 'attachments', 'aria-label': 'Attachments' },
     m.attachments.map((part) => {
-      const name = part.filename || `part-${part.partId}`;
+      const name = plain(part.filename) || `part-${part.partId}`;
       return h(
         'li',
         {},
@@ -773,7 +818,7 @@ function renderAttachments(m) {
           },
           name,
         ),
-        h('span', { class: 'meta' }, ` ${part.contentType}, ${formatBytes(part.size)}`),
+        h('span', { class: 'meta' }, ` ${plain(part.contentType)}, ${formatBytes(part.size)}`),
       );
     }),
   );
@@ -831,7 +876,7 @@ async function inlineImages(m, parts, frame, head) {
 }
 
 async function deleteMessage(m) {
-  if (!confirm(`Delete “${m.subject || '(no subject)'}”?`)) return;
+  if (!confirm(`Delete “${plain(m.subject) || '(no subject)'}”?`)) return;
   try {
     await api(messagePath(m), { method: 'DELETE', query: { view: state.view } });
   } catch (err) {
