@@ -507,6 +507,28 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     assert.equal(header('references'), '<mixed-attachment.1@example.org>');
   });
 
+  it('a long-poll cursor the mailbox no longer knows (its index was reset) starts over from the list', async () => {
+    // One answer hands the page a cursor past the mailbox's last: its next long-poll is a 400.
+    let handed = false;
+    await page.route('**/wait?*', async (route) => {
+      if (handed || !route.request().url().includes('cursor=')) return route.fallback();
+      handed = true;
+      await route.fulfill({
+        status: 200,
+        contentType: 'application/json',
+        body: JSON.stringify({ items: [], truncated: false, cursor: '999999999999' }),
+      });
+    });
+    try {
+      await page.click('.toolbar button:has-text("Refresh")');
+      await until('the bad cursor', async () => (handed ? true : undefined));
+      await sendSmtp(env, ALICE, 'After the reset');
+      await page.waitForSelector('li.message:has-text("After the reset")', { timeout: 10_000 });
+    } finally {
+      await page.unroute('**/wait?*');
+    }
+  });
+
   it('a revoked token signs the page out', async () => {
     await revokeToken(env.runtime.index, aliceToken);
     await page.click('.toolbar button:has-text("Refresh")');
@@ -530,6 +552,37 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     await page.click('header.top button:has-text("Sign out")');
     await page.waitForSelector('form.signin');
     assert.equal(await page.evaluate('sessionStorage.length + localStorage.length'), 0);
+  });
+
+  it('a token kept with "Remember me" is neither replaced nor erased by #token= links (a link in a message)', async () => {
+    const kept = await env.token(ALICE);
+    const other = await context.browser()?.newContext();
+    assert.ok(other);
+    try {
+      const first = await other.newPage();
+      await first.goto(`${env.url}/inbox/`);
+      await first.fill('#token', kept);
+      await first.check('#remember');
+      await first.click('form.signin button[type=submit]');
+      await first.waitForSelector('li.message');
+      const keptNow = () => first.evaluate(`localStorage.getItem('mail-relay.token')`);
+      assert.equal(await keptNow(), kept);
+      // Another mailbox's token, then a token that is no token, each from a link in a new tab.
+      const linked = await other.newPage();
+      await linked.goto(`${env.url}/inbox/#token=${await env.token(BOB)}`);
+      await linked.waitForSelector(`header.top .who:has-text("${BOB}")`);
+      await linked.reload();
+      await linked.waitForSelector(`header.top .who:has-text("${BOB}")`);
+      const bogus = await other.newPage();
+      await bogus.goto(`${env.url}/inbox/#token=mr_${'B'.repeat(43)}`);
+      await bogus.waitForSelector('form.signin .error:has-text("not valid")');
+      assert.equal(await keptNow(), kept);
+      const later = await other.newPage();
+      await later.goto(`${env.url}/inbox/`);
+      await later.waitForSelector(`header.top .who:has-text("${ALICE}")`);
+    } finally {
+      await other.close();
+    }
   });
 
   it('the page threw no error', () => {

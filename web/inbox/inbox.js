@@ -117,11 +117,16 @@ const session = {
     this.token = sessionStorage.getItem(TOKEN_KEY) ?? localStorage.getItem(TOKEN_KEY);
     return this.token;
   },
+  /**
+   * `remember`: true keeps the token on this device, false forgets one kept there (the sign-in form's
+   * box); undefined leaves what is kept alone (a `#token=` link, a reload): a link in a message must
+   * not replace or erase the token its reader chose to keep.
+   */
   save(token, remember) {
     this.token = token;
     sessionStorage.setItem(TOKEN_KEY, token);
-    if (remember) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
+    if (remember === true) localStorage.setItem(TOKEN_KEY, token);
+    else if (remember === false) localStorage.removeItem(TOKEN_KEY);
   },
   clear() {
     this.token = null;
@@ -599,6 +604,8 @@ async function watch(generation, cursor) {
     } catch (err) {
       if (aborter.signal.aborted || generation !== state.generation) return;
       if (err instanceof ApiError && err.status === 401) return;
+      // A cursor the mailbox no longer knows (its index was reset): start again from the list.
+      if (err instanceof ApiError && err.code === 'invalid_cursor') return void loadList();
       // The server restarting, a network change: try again, more slowly each time.
       failures++;
       await new Promise((resolve) => setTimeout(resolve, Math.min(30_000, 1000 * 2 ** failures)));
@@ -1010,12 +1017,15 @@ function tokenFromHash() {
   return linked;
 }
 
-async function signInWith(token, remember) {
+/** Signs in without the form: with a token kept in this browser (`stored`), or from a link. */
+async function signInWith(token, stored) {
   try {
-    await signIn(token, remember);
+    await signIn(token, undefined);
   } catch (err) {
-    session.clear();
-    renderSignIn(err instanceof ApiError && err.status === 401 ? 'That token is not valid.' : err.message);
+    const refused = err instanceof ApiError && err.status === 401;
+    // A kept token that is refused is forgotten; a link's token never touches what is kept.
+    if (stored && refused) session.clear();
+    renderSignIn(refused ? 'That token is not valid.' : err.message);
   }
 }
 
@@ -1029,7 +1039,7 @@ async function main() {
   const linked = tokenFromHash();
   const token = linked ?? session.load();
   if (token === null) return renderSignIn();
-  await signInWith(token, linked === null && localStorage.getItem(TOKEN_KEY) !== null);
+  await signInWith(token, linked === null);
 }
 
 main();
