@@ -12,11 +12,13 @@
  * Inline styles are allowed, for the messages' own styling; they cannot run code.
  */
 import { createHash } from 'node:crypto';
+import type { Context, Next } from 'hono';
 import { matchesEtag } from './http-headers.ts';
-import { inboxAssets } from './inbox-assets.ts';
-import type { ApiApp } from './shell.ts';
+import type { ApiApp, ApiEnv } from './shell.ts';
 
 export const INBOX_PATH = '/inbox/';
+/** The files of `web/inbox/` (index.html is `/inbox/` itself); test/e2e/web-inbox.test.ts checks the list. */
+export const INBOX_FILES = ['index.html', 'inbox.css', 'inbox.js'] as const;
 
 export const INBOX_CSP = [
   "default-src 'none'",
@@ -41,9 +43,9 @@ interface Asset {
   readonly etag: string;
 }
 
-function assetsByPath(): Map<string, Asset> {
+function assetsByPath(files: Readonly<Record<string, string>>): Map<string, Asset> {
   const byPath = new Map<string, Asset>();
-  for (const [name, body] of Object.entries(inboxAssets())) {
+  for (const [name, body] of Object.entries(files)) {
     const type = TYPES[/\.[a-z]+$/.exec(name)?.[0] ?? ''];
     if (type === undefined) continue;
     const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
@@ -52,24 +54,37 @@ function assetsByPath(): Map<string, Asset> {
   return byPath;
 }
 
-/** Mounts `GET /inbox/…` (and `GET /`, which leads there). */
+/**
+ * Mounts `GET /inbox/…` (and `GET /`, which leads there). The files are loaded at the first request
+ * for one (a chunk of their own in the bundles): an API request that is not for the page does not
+ * pay for them at cold start.
+ */
 export function mountInbox(app: ApiApp): void {
+  let loaded: Promise<Map<string, Asset>> | undefined;
+  const assets = () => {
+    loaded ??= import('./inbox-assets.ts').then((m) => assetsByPath(m.inboxAssets()));
+    loaded.catch(() => {
+      loaded = undefined;
+    });
+    return loaded;
+  };
   app.get('/', (c) => c.redirect(INBOX_PATH, 302));
   app.get('/inbox', (c) => c.redirect(INBOX_PATH, 301));
-  for (const [path, asset] of assetsByPath()) {
-    app.get(path, (c) => {
-      // Revalidated at every load (a new version shows at once), answered 304 while unchanged.
-      const headers: Record<string, string> = {
-        'Content-Type': asset.type,
-        'Cache-Control': 'no-cache',
-        ETag: asset.etag,
-        'Content-Security-Policy': INBOX_CSP,
-        'Referrer-Policy': 'no-referrer',
-        'X-Frame-Options': 'DENY',
-        'Cross-Origin-Opener-Policy': 'same-origin',
-      };
-      if (matchesEtag(c.req.header('If-None-Match'), asset.etag)) return c.body(null, 304, headers);
-      return c.body(asset.body, 200, headers);
-    });
-  }
+  const serve = async (c: Context<ApiEnv>, next: Next) => {
+    const asset = (await assets()).get(c.req.path);
+    if (asset === undefined) return next();
+    // Revalidated at every load (a new version shows at once), answered 304 while unchanged.
+    const headers: Record<string, string> = {
+      'Content-Type': asset.type,
+      'Cache-Control': 'no-cache',
+      ETag: asset.etag,
+      'Content-Security-Policy': INBOX_CSP,
+      'Referrer-Policy': 'no-referrer',
+      'X-Frame-Options': 'DENY',
+      'Cross-Origin-Opener-Policy': 'same-origin',
+    };
+    if (matchesEtag(c.req.header('If-None-Match'), asset.etag)) return c.body(null, 304, headers);
+    return c.body(asset.body, 200, headers);
+  };
+  for (const name of INBOX_FILES) app.get(name === 'index.html' ? INBOX_PATH : `${INBOX_PATH}${name}`, serve);
 }

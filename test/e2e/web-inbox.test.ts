@@ -6,7 +6,7 @@
  * a message must not reach it by being read.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import nodemailer from 'nodemailer';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { revokeToken } from '../../functions/api/auth.ts';
-import { INBOX_CSP } from '../../functions/api/inbox.ts';
+import { INBOX_CSP, INBOX_FILES } from '../../functions/api/inbox.ts';
 import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
 import { chromiumAvailable, launchChromium } from '../helpers/browser.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
@@ -34,6 +34,7 @@ describe('web inbox: the page the API serves', () => {
   });
 
   it('/ and /inbox lead to /inbox/, which is the page, its script and its style sheet as in web/inbox', async () => {
+    assert.deepEqual(readdirSync(join(PROJECT_ROOT, 'web/inbox')).sort(), [...INBOX_FILES].sort());
     const root = await env.request('/', { redirect: 'manual' });
     assert.equal(root.status, 302);
     assert.equal(root.headers.get('location'), '/inbox/');
