@@ -668,33 +668,11 @@ function findAliasProblems(config: Config): string[] {
     const found = visit(start.match.kind === 'exact' ? start.match.address : '');
     if (found) problems.push(`routes[${start.index}].to: ${found}`);
   }
-  /** The route (or mailbox) routing takes `t` to, with its precedence (routing.ts findMatch). */
-  const firstTaker = (t: string): CompiledRoute | 'mailbox' | undefined => {
-    const candidates = candidatesFor(config, t).map((c) => c.address);
-    for (const c of candidates) if (exact.has(c)) return exact.get(c);
-    if (candidates.some(isMailbox)) return 'mailbox';
-    for (const c of candidates) {
-      const r = config.routes.find((x) => x.match.kind === 'regex' && x.match.regex.exec(c) !== null);
-      if (r) return r;
-    }
-    for (const c of candidates) if (catchAlls.has(domainOf(c))) return catchAlls.get(domainOf(c));
-    return undefined;
-  };
   for (const r of config.routes) {
     if (r.route.action !== 'deliver') continue;
     r.route.to.forEach((t, j) => {
-      if (t.includes('$') || !isAddress(t)) return;
-      if (!leadsSomewhere(t, r)) {
+      if (!t.includes('$') && isAddress(t) && !leadsSomewhere(t, r)) {
         problems.push(`routes[${r.index}].to[${j}]: "${t}" is neither a mailbox nor routed by another route`);
-        return;
-      }
-      // Mail for the route's other targets is taken (250) and this part refused where no sender hears
-      // of it; with no other target, the sender hears the reject of an address they never wrote to.
-      const by = firstTaker(t);
-      if (by !== undefined && by !== 'mailbox' && by !== r && by.route.action === 'reject') {
-        problems.push(
-          `routes[${r.index}].to[${j}]: "${t}" is refused by routes[${by.index}] (reject), so this route can never deliver to it; remove it from "to", or make "${r.route.match}" a reject route itself`,
-        );
       }
     });
   }

@@ -153,58 +153,6 @@ describe('configuration', () => {
     assert.ok(err.issues.some((i) => i.startsWith('routes[2].to[0]') && i.includes('forward')));
   });
 
-  it('refuses a deliver target that a reject route takes: mail would be taken and that part refused unseen', () => {
-    const refused = (by: number, route = 0, to = 1) =>
-      `routes[${route}].to[${to}]: "old@example.com" is refused by routes[${by}] (reject), so this route can never deliver to it; remove it from "to", or make "legacy@example.com" a reject route itself`;
-    const base = { domains: ['example.com'], mailboxes: ['alice@example.com'] };
-    const legacy = {
-      match: 'legacy@example.com',
-      action: 'deliver',
-      to: ['alice@example.com', 'old@example.com'],
-    };
-    // By an exact route, by a regex, by the domain's catch-all; with a +tag, by the base address's route.
-    assert.deepEqual(
-      configError({ ...base, routes: [legacy, { match: 'old@example.com', action: 'reject', code: 551 }] })
-        .issues,
-      [refused(1)],
-    );
-    assert.deepEqual(
-      configError({ ...base, routes: [legacy, { match: '/^old@/', action: 'reject', code: 550 }] }).issues,
-      [refused(1)],
-    );
-    assert.deepEqual(
-      configError({ ...base, routes: [{ match: '*@example.com', action: 'reject', code: 550 }, legacy] })
-        .issues,
-      [refused(0, 1)],
-    );
-    const tagged = configError({
-      ...base,
-      routes: [
-        { match: 'legacy@example.com', action: 'deliver', to: ['alice@example.com', 'old+x@example.com'] },
-        { match: 'old@example.com', action: 'reject', code: 551 },
-      ],
-    });
-    assert.equal(tagged.issues.length, 1);
-    assert.match(
-      tagged.issues[0] ?? '',
-      /^routes\[0\]\.to\[1\]: "old\+x@example\.com" is refused by routes\[1\]/,
-    );
-    // A mailbox comes before a reject catch-all of its domain (ADR 3); a target with $n is the
-    // recipient's to decide, at run time; a reject route may name itself in no `to`.
-    parseConfig({
-      ...base,
-      routes: [
-        { match: 'team@example.com', action: 'deliver', to: ['alice@example.com'] },
-        {
-          match: '/^was-(.+)@example\\.com$/',
-          action: 'deliver',
-          to: ['alice@example.com', '$1@example.com'],
-        },
-        { match: '*@example.com', action: 'reject', code: 550 },
-      ],
-    });
-  });
-
   it('refuses literal targets of catch-all and regex routes that lead nowhere (a typo), not those with $n', () => {
     // The catch-all would take its own typo'd target again: a loop at run time.
     const catchAll = configError({
