@@ -15,6 +15,7 @@ import nodemailer from 'nodemailer';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { revokeToken } from '../../functions/api/auth.ts';
 import { INBOX_CSP, INBOX_FILES } from '../../functions/api/inbox.ts';
+import { buildMessageWithAttachment } from '../fixtures/build.ts';
 import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
 import { chromiumAvailable, launchChromium } from '../helpers/browser.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
@@ -176,32 +177,6 @@ const REDIRECT_BYTES = 100_000;
 /** Bytes of every value, three times over: above the redirect threshold. */
 const LARGE_PART = Buffer.from(Array.from({ length: 3 * 256 * 400 }, (_, i) => i % 256));
 
-function withAttachment(subject: string, filename: string, content: Buffer): Buffer {
-  const base64 = content.toString('base64').replace(/.{76}/g, '$&\r\n');
-  return Buffer.from(
-    [
-      'From: Data <data@remote.test>',
-      `To: ${ALICE}`,
-      `Subject: ${subject}`,
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/mixed; boundary="b1"',
-      '',
-      '--b1',
-      'Content-Type: text/plain; charset=utf-8',
-      '',
-      'The data is attached.',
-      '--b1',
-      `Content-Type: application/octet-stream; name="${filename}"`,
-      `Content-Disposition: attachment; filename="${filename}"`,
-      'Content-Transfer-Encoding: base64',
-      '',
-      base64,
-      '--b1--',
-      '',
-    ].join('\r\n'),
-  );
-}
-
 async function sendSmtp(env: ApiTestEnv, to: string, subject: string): Promise<void> {
   const transport = nodemailer.createTransport({ host: '127.0.0.1', port: env.smtp.port, ignoreTLS: true });
   try {
@@ -246,11 +221,16 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     // Parts and messages over 100 KB are answered with a redirect, as large ones are in AWS (to S3).
     env = await startApiTestEnv({ app: { rawRedirectBytes: REDIRECT_BYTES } });
     tracker = await startTracker();
-    await env.deliver(
-      [ALICE],
-      withAttachment('Big data', 'data.bin', LARGE_PART),
-      new Date('2025-03-01T08:00:00Z'),
-    );
+    const bigData = await buildMessageWithAttachment({
+      from: 'Data <data@remote.test>',
+      to: ALICE,
+      subject: 'Big data',
+      text: 'The data is attached.',
+      attachmentBytes: LARGE_PART,
+      filename: 'data.bin',
+      contentType: 'application/octet-stream',
+    });
+    await env.deliver([ALICE], bigData, new Date('2025-03-01T08:00:00Z'));
     await env.deliver([ALICE], fixture('mixed-attachment.eml'), new Date('2025-03-07T09:00:00Z'));
     await env.deliver([ALICE], fixture('related-inline-image.eml'), new Date('2025-03-08T11:00:00Z'));
     await env.deliver([ALICE], trackedNewsletter(tracker.url), new Date('2025-03-10T10:00:00Z'));
@@ -377,8 +357,12 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     await until('the inline image', async () => {
       src = await img.getAttribute('src');
       return src?.startsWith('data:image/png;base64,') ? true : undefined;
-    }).catch((err: Error) => {
-      throw new Error(`${err.message}; its src: ${String(src).slice(0, 80)}`);
+    }).catch(async (err: Error) => {
+      const frames = await page.locator('iframe.html').count();
+      const toast = await page.locator('.toast').allTextContents();
+      throw new Error(
+        `${err.message}; its src: ${String(src).slice(0, 80)}; frames: ${frames}; toast: ${toast}`,
+      );
     });
     assert.equal(await img.evaluate((el) => (el as unknown as { naturalWidth: number }).naturalWidth), 1);
   });

@@ -846,7 +846,6 @@ function htmlFrame(m) {
   const head =
     '<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer"><base target="_blank">' +
     '<style>html{color-scheme:light}body{font:14px/1.45 system-ui,sans-serif;margin:12px;overflow-wrap:anywhere}img{max-width:100%;height:auto}</style>';
-  frame.srcdoc = head + m.html;
   const remote = /\b(?:src|background)\s*=\s*["']?\s*(?:https?:)?\/\//i.test(m.html);
   const inline = m.attachments.filter(
     (p) => p.contentId && p.contentType.startsWith('image/') && p.size <= MAX_INLINE_IMAGE_BYTES,
@@ -863,10 +862,13 @@ function htmlFrame(m) {
       : null,
     frame,
   );
+  // With inline images the frame is filled once they are in (one load, and no `cid:` the CSP refuses first).
   if (inline.length > 0 && /cid:/i.test(m.html)) inlineImages(m, inline, frame, head);
+  else frame.srcdoc = head + m.html;
   return wrap;
 }
 
+/** Fills the frame with the message's HTML, its inline images (cid:) made data: URLs of their parts. */
 async function inlineImages(m, parts, frame, head) {
   let html = m.html;
   for (const part of parts) {
@@ -879,7 +881,7 @@ async function inlineImages(m, parts, frame, head) {
       reportError(err);
     }
   }
-  if (frame.isConnected) frame.srcdoc = head + html;
+  frame.srcdoc = head + html;
 }
 
 async function deleteMessage(m) {
