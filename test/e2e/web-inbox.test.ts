@@ -474,6 +474,26 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     assert.match((await page.textContent('li.message .from')) ?? '', /To: bob@example\.test/);
   });
 
+  it('Escape or Cancel asks before a written draft is thrown away; an untouched one just closes', async () => {
+    await page.click('header.top button:has-text("Compose")');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('dialog.compose', { state: 'detached' });
+    await page.click('header.top button:has-text("Compose")');
+    await page.fill('#compose-text', 'Half a thought');
+    const asked: string[] = [];
+    page.once('dialog', (d) => {
+      asked.push(d.message());
+      void d.dismiss();
+    });
+    await page.keyboard.press('Escape');
+    await until('the question', async () => (asked.length > 0 ? true : undefined));
+    assert.deepEqual(asked, ['Discard this message?']);
+    assert.equal(await page.inputValue('#compose-text'), 'Half a thought');
+    page.once('dialog', (d) => void d.accept());
+    await page.click('dialog.compose button:has-text("Cancel")');
+    await page.waitForSelector('dialog.compose', { state: 'detached' });
+  });
+
   it('reply answers the sender, quotes the message and threads it', async () => {
     await page.click('nav.mailboxes a.view:has-text("Inbox")');
     await page.click('li.message:has-text("Report attached") a');

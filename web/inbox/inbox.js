@@ -1000,12 +1000,31 @@ function openCompose(replyTo) {
       'div',
       { class: 'actions' },
       send,
-      h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close() }, 'Cancel'),
+      h(
+        'button',
+        { type: 'button', class: 'secondary', onclick: () => discard() && dialog.close() },
+        'Cancel',
+      ),
     ),
   );
-  const dialog = h('dialog', { class: 'compose', onclose: () => dialog.remove() }, form);
+  // Escape and Cancel ask before a draft that was written in is thrown away.
+  const draftOf = () => JSON.stringify([...new FormData(form).values()]);
+  let opened = '';
+  const discard = () => draftOf() === opened || confirm('Discard this message?');
+  const dialog = h(
+    'dialog',
+    {
+      class: 'compose',
+      onclose: () => dialog.remove(),
+      oncancel: (event) => {
+        if (!discard()) event.preventDefault();
+      },
+    },
+    form,
+  );
   document.body.append(dialog);
   dialog.showModal();
+  opened = draftOf();
   (replyTo ? textarea : form.querySelector('#compose-to')).focus();
   if (replyTo) textarea.setSelectionRange(0, 0);
 }
