@@ -375,7 +375,9 @@ describe('recovery after a crash', () => {
       recoverJournal(dir, apply, async () => {}),
       recoverJournal(dir, apply, async () => {}),
     ]);
-    assert.equal(a.messages + b.messages, 4);
+    // Each routes what it read: both segments each (4), or, when one had already finished and
+    // removed them before the other looked (a busy machine), only the first (2). Never fewer.
+    assert.ok(a.messages + b.messages >= 2 && a.messages + b.messages <= 4, `${a.messages} + ${b.messages}`);
     assert.deepEqual([...new Set(applied)].sort(), ['e1', 'e2']);
     assert.deepEqual(readdirSync(dir), []);
   });
