@@ -590,6 +590,58 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     }
   });
 
+  it('Delete all empties the mailbox it was asked for, even if the reader goes to another meanwhile', async () => {
+    const CAROL = 'carol@example.test';
+    for (const n of [1, 2, 3]) await sendSmtp(env, CAROL, `For carol ${n}`);
+    const count = async (mailbox: string) =>
+      (
+        (await (
+          await env.request(`/v1/mailboxes/${mailbox}`, { token: await env.token(null, { admin: true }) })
+        ).json()) as { messages: number }
+      ).messages;
+    const aliceBefore = await count(ALICE);
+    assert.ok(aliceBefore > 0);
+    await page.goto(`${env.url}/inbox/#token=${await env.token(null, { admin: true })}`);
+    await page.waitForSelector('li.message');
+    await page.click(`nav.mailboxes a[href="#/${encodeURIComponent(CAROL)}/inbox"]`);
+    await page.waitForSelector('li.message:has-text("For carol 1")');
+    // The first answer is held, and says there is more (as past 1,000 messages): the rest is asked for after the switch.
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let deletes = 0;
+    await page.route('**/messages?*', async (route) => {
+      if (route.request().method() !== 'DELETE') return route.fallback();
+      deletes++;
+      const response = await route.fetch();
+      const body = (await response.json()) as { deleted: number; more: boolean };
+      if (deletes === 1) await held;
+      await route.fulfill({ response, json: deletes === 1 ? { ...body, more: true } : body });
+    });
+    try {
+      page.once('dialog', (d) => void d.accept());
+      await page.click('.toolbar button.danger:has-text("Delete all")');
+      const button = page.locator('.toolbar button.danger');
+      await until('the progress', async () =>
+        (await button.textContent())?.startsWith('Deleting') ? true : undefined,
+      );
+      assert.equal(await button.isDisabled(), true);
+      await page.click(`nav.mailboxes a[href="#/${encodeURIComponent(ALICE)}/inbox"]`);
+      await page.waitForSelector('.list-title:has-text("alice@example.test")');
+      release();
+      await until('the end of Delete all', async () =>
+        deletes >= 2 && (await button.textContent()) === 'Delete all' ? true : undefined,
+      );
+    } finally {
+      release();
+      await page.unroute('**/messages?*');
+    }
+    assert.equal(await count(CAROL), 0);
+    assert.equal(await count(ALICE), aliceBefore, "alice's mailbox was emptied instead");
+    assert.ok((await listed()).length > 0, "alice's list is still on show");
+  });
+
   it('the page threw no error', () => {
     assert.deepEqual(pageErrors, []);
   });

@@ -354,7 +354,7 @@ function renderShell() {
           els.search,
           h('label', { class: 'check' }, els.unseen, ' Unread'),
           h('button', { class: 'secondary', title: 'Reload the list', onclick: () => loadList() }, 'Refresh'),
-          h('button', { class: 'danger', onclick: () => deleteAll() }, 'Delete all'),
+          h('button', { class: 'danger', onclick: (event) => deleteAll(event.currentTarget) }, 'Delete all'),
         ),
         els.notice,
         els.list,
@@ -899,24 +899,32 @@ async function deleteMessage(m) {
   refreshCounts().catch(reportError);
 }
 
-async function deleteAll() {
-  const what = `${state.address} (${state.view === 'sent' ? 'Sent' : 'Inbox'})`;
+/** Deletes the mailbox view on show, a page (1,000) a request, saying on `button` how far it got. */
+async function deleteAll(button) {
+  // The mailbox and view asked for: the user may go to another while this runs.
+  const { address, view } = state;
+  const what = `${address} (${view === 'sent' ? 'Sent' : 'Inbox'})`;
   if (!confirm(`Delete every message in ${what}?`)) return;
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = 'Deleting…';
+  let deleted = 0;
   try {
-    let deleted = 0;
     for (;;) {
-      const r = await getJson(`${mailboxPath(state.address)}/messages`, {
-        method: 'DELETE',
-        query: { view: state.view },
-      });
+      const r = await getJson(`${mailboxPath(address)}/messages`, { method: 'DELETE', query: { view } });
       deleted += r.deleted;
+      button.textContent = `Deleting… ${deleted}`;
       if (!r.more) break;
     }
-    toast(`Deleted ${deleted} message${deleted === 1 ? '' : 's'}`);
+    toast(`Deleted ${deleted} message${deleted === 1 ? '' : 's'} from ${what}`);
   } catch (err) {
     reportError(err);
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
   }
-  history.replaceState(null, '', `#/${enc(state.address)}/${state.view}`);
+  if (address !== state.address || view !== state.view) return;
+  history.replaceState(null, '', `#/${enc(address)}/${view}`);
   closeMessage();
   await loadList();
 }
