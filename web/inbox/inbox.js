@@ -870,10 +870,13 @@ function htmlFrame(m) {
 
 /** Fills the frame with the message's HTML, its inline images (cid:) made data: URLs of their parts. */
 async function inlineImages(m, parts, frame, head) {
+  // The message's own path, whatever the reader goes to while its images load.
+  const path = messagePath(m);
+  const view = state.view;
   let html = m.html;
   for (const part of parts) {
     try {
-      const res = await api(`${messagePath(m)}/parts/${part.partId}`, { query: { view: state.view } });
+      const res = await api(`${path}/parts/${part.partId}`, { query: { view } });
       const url = await blobToDataUrl(await res.blob());
       const id = part.contentId.replace(/^<|>$/g, '').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       html = html.replace(new RegExp(`cid:${id}(?=["'\\s)>])`, 'gi'), url);
