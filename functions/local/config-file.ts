@@ -66,16 +66,19 @@ function parseJsonText(text: string, source: string): unknown {
   // Editors on Windows save UTF-8 with a BOM; JSON.parse refuses it.
   const json = text.startsWith('\uFEFF') ? text.slice(1) : text;
   let value: unknown;
+  let parseError: unknown;
   try {
     value = JSON.parse(json);
   } catch (err) {
-    if (jsonSyntaxError(json) === null)
-      throw new ConfigError(`${source} is not valid JSON: ${errorMessage(err).split('\n')[0]}`);
+    parseError = err;
   }
-  // JSON.parse keeps the last of a property named twice: the first (a second `routes`, say, pasted
-  // in from an example) would be dropped without a word.
+  // Also for text JSON.parse takes: it keeps the last of a property named twice, and the first (a
+  // second `routes`, say, pasted in from an example) would be dropped without a word.
   const at = jsonSyntaxError(json);
-  if (at === null) return value;
+  if (at === null) {
+    if (parseError === undefined) return value;
+    throw new ConfigError(`${source} is not valid JSON: ${errorMessage(parseError).split('\n')[0]}`);
+  }
   const before = json.slice(0, at.offset);
   const line = before.split('\n').length;
   const column = at.offset - before.lastIndexOf('\n');
