@@ -3,7 +3,7 @@
  * function that takes its arguments and an output stream, so tests call them in-process as well as
  * through the binary.
  */
-import { type Stats, statSync, unwatchFile, watchFile } from 'node:fs';
+import { type Stats, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
@@ -329,8 +329,8 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
  * Says once when the configuration file changes (or, started with the dev default, appears) while
  * `dev` runs: `route` reads the file anew and would show the new decisions while the relay still
  * routes by the ones it started with. Told from the file as it was read (`asRead`, undefined when
- * there was none), not from `watchFile`'s first look, which comes later: a change made while `dev`
- * was starting would have become that first look, and never been told.
+ * there was none), by a stat now and every CONFIG_POLL_MS: a change made while `dev` was starting is
+ * told too.
  */
 export function noticeConfigChanges(
   path: string,
@@ -340,21 +340,21 @@ export function noticeConfigChanges(
   asRead: Stats | undefined,
 ): () => void {
   let said = false;
-  // watchFile reports a missing file as all zeros.
   const differs = (now: Stats | undefined): boolean => {
-    const exists = now !== undefined && (now.mtimeMs !== 0 || now.ino !== 0);
-    if (!exists || asRead === undefined) return exists !== (asRead !== undefined);
+    if (now === undefined || asRead === undefined) return (now === undefined) !== (asRead === undefined);
     return now.mtimeMs !== asRead.mtimeMs || now.size !== asRead.size || now.ino !== asRead.ino;
   };
-  const check = (now: Stats | undefined) => {
-    if (said || !differs(now)) return;
+  const check = () => {
+    if (said || !differs(statSync(path, { throwIfNoEntry: false }))) return;
     said = true;
     io.out.write(`${path} ${what}: restart mail-relay dev to route by it (it routes by ${startedWith})\n`);
   };
-  const onChange = (now: Stats) => check(now);
-  watchFile(path, { persistent: false, interval: CONFIG_POLL_MS }, onChange);
-  check(statSync(path, { throwIfNoEntry: false }));
-  return () => unwatchFile(path, onChange);
+  // Not fs.watchFile: it takes its own first look asynchronously, and a change made before that
+  // look became its baseline, never told (the dev-watch test failed a CI run that way).
+  const timer = setInterval(check, CONFIG_POLL_MS);
+  timer.unref();
+  check();
+  return () => clearInterval(timer);
 }
 
 /** Resolves on SIGINT, SIGTERM or `io.stop`. */
