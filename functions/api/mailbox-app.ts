@@ -16,6 +16,7 @@ import * as z from 'zod';
 import { encodeCursor } from '../core/cursor.ts';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
 import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } from '../core/keys.ts';
+import { compareKeys, withListedOwners } from '../core/mailbox-pages.ts';
 import { type AddressEntry, type ParsedSummary, SUMMARY_BODY_MAX_CHARS } from '../core/message.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
@@ -152,6 +153,12 @@ export interface MailboxAppDeps {
    * the route itself instead (app.ts).
    */
   readonly documentSend?: { readonly maxSendBytes: number };
+  /**
+   * The addresses the configuration's `mailboxes` names (not its `*@domain` entries): the admin's
+   * `GET /v1/mailboxes` lists them with zero counters before they have mail, as it lists a mailbox
+   * that has had mail. @default none
+   */
+  readonly configuredMailboxes?: Iterable<string>;
 }
 
 const API_TITLE = 'mail-relay mailbox API';
@@ -432,7 +439,7 @@ function byOwner(stats: readonly { address: string; messages: number; bytes: num
       itemOf(s.address.slice(0, slash)).sent = { messages: s.messages, bytes: s.bytes };
     }
   }
-  return [...items.values()].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  return [...items.values()].sort((a, b) => compareKeys(a.address, b.address));
 }
 
 /**
@@ -523,6 +530,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  */
 export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   const { index, blobs } = deps;
+  const configuredMailboxes = [...(deps.configuredMailboxes ?? [])];
   const redirectBytes = deps.rawRedirectBytes ?? DEFAULT_RAW_REDIRECT_BYTES;
   const presignSeconds = deps.presignSeconds ?? DEFAULT_PRESIGN_SECONDS;
   const bodyMaxBytes = deps.bodyMaxBytes ?? DEFAULT_BODY_MAX_BYTES;
@@ -631,8 +639,17 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   app.openapi(routes.listMailboxes, async (c) => {
     const q = c.req.valid('query');
     // A page holds whole owners (core/mailbox-pages.ts): a sent view is never on another page than its address.
-    const page = await index.listMailboxes({ limit: q.limit ?? DEFAULT_LIST_LIMIT, cursor: q.cursor });
-    return c.json({ items: byOwner(page.items), nextCursor: page.nextCursor }, 200);
+    const limit = q.limit ?? DEFAULT_LIST_LIMIT;
+    const page = await index.listMailboxes({ limit, cursor: q.cursor });
+    const listed = withListedOwners(
+      { owners: byOwner(page.items), nextCursor: page.nextCursor },
+      (item) => item.address,
+      configuredMailboxes,
+      (address) => ({ address, messages: 0, bytes: 0, sent: { messages: 0, bytes: 0 } }),
+      limit,
+      q.cursor,
+    );
+    return c.json({ items: listed.owners, nextCursor: listed.nextCursor }, 200);
   });
 
   app.openapi(routes.stat, async (c) => {

@@ -108,3 +108,38 @@ export async function pageOfOwners<T>(
     nextCursor: owners.size > limit && lastOwner !== undefined ? encodeMailboxCursor(lastOwner) : null,
   };
 }
+
+/**
+ * Adds `addresses` (the mailboxes the configuration names) to a page of owners that `pageOfOwners`
+ * made, so that a mailbox is listed before it has had mail. `page` holds the page's owners in address
+ * order, `cursor` and `limit` are what the page was asked with. An address goes on the page whose
+ * range holds it: after the cursor's owner and, unless the page is the last, up to its last owner.
+ * When that makes more than `limit` owners, the page ends at the `limit`-th and its cursor names that
+ * owner: the next page starts after it, where the registry and the addresses both go on.
+ */
+export function withListedOwners<T>(
+  page: { readonly owners: readonly T[]; readonly nextCursor: string | null },
+  ownerOfItem: (item: T) => string,
+  addresses: Iterable<string>,
+  makeItem: (address: string) => T,
+  limit: number,
+  cursor: string | undefined,
+): { owners: T[]; nextCursor: string | null } {
+  const after = cursor === undefined ? undefined : decodeMailboxCursor(cursor);
+  const last = page.nextCursor === null ? undefined : page.owners.at(-1);
+  const upTo = last === undefined ? undefined : ownerOfItem(last);
+  const present = new Set(page.owners.map(ownerOfItem));
+  const owners = [...page.owners];
+  for (const address of addresses) {
+    if (present.has(address)) continue;
+    if (after !== undefined && compareKeys(address, after) <= 0) continue;
+    if (upTo !== undefined && compareKeys(address, upTo) > 0) continue;
+    present.add(address);
+    owners.push(makeItem(address));
+  }
+  if (owners.length === page.owners.length) return { owners, nextCursor: page.nextCursor };
+  owners.sort((a, b) => compareKeys(ownerOfItem(a), ownerOfItem(b)));
+  if (owners.length <= limit) return { owners, nextCursor: page.nextCursor };
+  const kept = owners.slice(0, limit);
+  return { owners: kept, nextCursor: encodeMailboxCursor(ownerOfItem(kept[limit - 1] as T)) };
+}

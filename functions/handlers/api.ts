@@ -40,6 +40,7 @@ const app = createMailboxApp({
   blobs,
   logError: (err) => logger.error('internal error', err instanceof Error ? err : new Error(String(err))),
   documentSend: { maxSendBytes: settings.config.relay.maxSendBytes },
+  configuredMailboxes: settings.config.mailboxes,
 });
 
 // The links of oversize-forward notices, signed by the router with the stack's link secret.

@@ -110,6 +110,7 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     index: runtime.index,
     blobs,
     serveLocalBlobs: { secret },
+    configuredMailboxes: runtime.config.mailboxes,
     send: {
       config: runtime.config,
       // Not journaled: the Sent copy's index entry is synced before the API answers.

@@ -827,6 +827,59 @@ describe('mailbox HTTP API', () => {
   });
 });
 
+describe('the admin mailbox list and the configuration', () => {
+  it('lists every configured mailbox, with zero counters before its first message, page by page', async () => {
+    // dora and erin are configured and never get mail; *@catch.test is not a list of addresses.
+    const config = {
+      domains: ['example.test', 'catch.test'],
+      mailboxes: [ALICE, 'dora@example.test', 'erin@example.test', '*@catch.test'],
+    };
+    const env = await startApiTestEnv({ config });
+    try {
+      await env.deliver([ALICE], Buffer.from('Subject: one\r\n\r\nhi\r\n'));
+      await env.deliver(['zed@catch.test'], Buffer.from('Subject: two\r\n\r\nhi\r\n'));
+      const admin = await env.token(null, { admin: true });
+      const zero = { messages: 0, bytes: 0, sent: { messages: 0, bytes: 0 } };
+      const whole = (await (await env.request('/v1/mailboxes', { token: admin })).json()) as {
+        items: { address: string; messages: number }[];
+        nextCursor: string | null;
+      };
+      assert.deepEqual(
+        whole.items.map((i) => [i.address, i.messages]),
+        [
+          [ALICE, 1],
+          ['dora@example.test', 0],
+          ['erin@example.test', 0],
+          ['zed@catch.test', 1],
+        ],
+      );
+      assert.deepEqual(
+        whole.items.find((i) => i.address === 'dora@example.test'),
+        { address: 'dora@example.test', ...zero },
+      );
+      assert.equal(whole.nextCursor, null);
+      // One mailbox a page: the same four, each once, and a cursor on all pages but the last.
+      const paged: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const query: string = cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`;
+        const res = await env.request(`/v1/mailboxes?limit=1${query}`, { token: admin });
+        assert.equal(res.status, 200);
+        const page = (await res.json()) as { items: { address: string }[]; nextCursor: string | null };
+        assert.equal(page.items.length, 1);
+        paged.push(...page.items.map((i) => i.address));
+        cursor = page.nextCursor;
+      } while (cursor !== null);
+      assert.deepEqual(paged, [ALICE, 'dora@example.test', 'erin@example.test', 'zed@catch.test']);
+      // What the list shows can be read: STAT of a configured mailbox without mail.
+      const stat = await env.request('/v1/mailboxes/erin@example.test', { token: admin });
+      assert.deepEqual(await stat.json(), { address: 'erin@example.test', messages: 0, bytes: 0 });
+    } finally {
+      await env.close();
+    }
+  });
+});
+
 describe('DELE while a read is in flight', () => {
   it('a part read that a DELE overtakes answers message_not_found, as raw and TOP do', async () => {
     const env = await startApiTestEnv();

@@ -546,8 +546,14 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     await page.goto(`${env.url}/inbox/#token=${admin}`);
     await page.waitForSelector('li.message');
     assert.doesNotMatch(page.url(), /token=/);
-    // The mailboxes that have mail (carol has none yet), by address.
-    assert.deepEqual(await page.locator('nav.mailboxes .address').allTextContents(), [ALICE, BOB]);
+    // The configured mailboxes by address, carol too although she has no mail yet.
+    assert.deepEqual(await page.locator('nav.mailboxes .address').allTextContents(), [
+      ALICE,
+      BOB,
+      'carol@example.test',
+    ]);
+    await page.click(`nav.mailboxes a[href="#/${encodeURIComponent('carol@example.test')}/inbox"]`);
+    await page.waitForSelector('li.empty:has-text("No messages.")');
     await page.click(`nav.mailboxes a[href="#/${encodeURIComponent(BOB)}/inbox"]`);
     await page.waitForSelector('li.message:has-text("Text and HTML")');
     assert.deepEqual((await listed()).sort(), ['Lunch?', 'Text and HTML']);

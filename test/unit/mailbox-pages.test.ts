@@ -15,6 +15,7 @@ import {
   ownerOf,
   pageOfOwners,
   type RegistryReader,
+  withListedOwners,
 } from '../../functions/core/mailbox-pages.ts';
 
 /**
@@ -148,6 +149,49 @@ describe('mailbox list pages (core/mailbox-pages.ts)', () => {
         expectedPages(keys, limit),
         `seed ${seed}, limit ${limit}, cap ${cap}`,
       );
+    }
+  });
+
+  it('configured mailboxes without mail: pages hold the union by address, limit owners each, each once', async () => {
+    for (let seed = 1; seed <= 300; seed++) {
+      const next = random(seed);
+      const keys: string[] = [];
+      const configured: string[] = [];
+      for (const local of LOCALS) {
+        for (const domain of DOMAINS) {
+          const address = `${local}@${domain}`;
+          const r = next();
+          if (r < 0.2) keys.push(address);
+          else if (r < 0.3) keys.push(sentMailboxKey(address));
+          if (next() < 0.3) configured.push(address);
+        }
+      }
+      const limit = 1 + Math.floor(next() * 9);
+      const { read } = registry(keys, seed % 3 === 0 ? 2 : undefined);
+      const label = `seed ${seed}, limit ${limit}`;
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      for (let pages = 0; ; pages++) {
+        assert.ok(pages <= keys.length + configured.length + 1, `${label}: the walk ends`);
+        const page = await pageOfOwners(read, (k) => k, limit, cursor);
+        const owners = [...new Set(page.items.map(ownerOf))];
+        const listed = withListedOwners(
+          { owners, nextCursor: page.nextCursor },
+          (o) => o,
+          configured,
+          (a) => a,
+          limit,
+          cursor,
+        );
+        assert.ok(listed.owners.length <= limit, `${label}: a page holds at most limit owners`);
+        if (listed.nextCursor !== null)
+          assert.equal(listed.owners.length, limit, `${label}: only the last page is short`);
+        seen.push(...listed.owners);
+        if (listed.nextCursor === null) break;
+        cursor = listed.nextCursor;
+      }
+      const union = [...new Set([...keys.map(ownerOf), ...configured])].sort(compareKeys);
+      assert.deepEqual(seen, union, label);
     }
   });
 
