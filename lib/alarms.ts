@@ -22,6 +22,7 @@ import { Construct } from 'constructs';
 import {
   BOUNCE_FAILURES_METRIC,
   FORWARD_FAILURES_METRIC,
+  ROUTER_FUNCTION_DIMENSION,
   ROUTER_METRICS_NAMESPACE,
   ROUTER_SERVICE_NAME,
 } from '../functions/handlers/router-metrics.ts';
@@ -111,7 +112,11 @@ export class MailAlarms extends Construct {
       new Metric({
         namespace: ROUTER_METRICS_NAMESPACE,
         metricName,
-        dimensionsMap: { service: ROUTER_SERVICE_NAME },
+        // This stack's router only: another stack's in the same account and region has another name.
+        dimensionsMap: {
+          service: ROUTER_SERVICE_NAME,
+          [ROUTER_FUNCTION_DIMENSION]: props.router.functionName,
+        },
         period,
         statistic: 'Sum',
       });

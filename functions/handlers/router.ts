@@ -17,7 +17,11 @@ import type { Bouncer } from '../ports/bouncer.ts';
 import { createAwsStorage } from './deps.ts';
 import { routerForwarding } from './links.ts';
 import { createRouterHandler } from './router-handler.ts';
-import { ROUTER_METRICS_NAMESPACE, ROUTER_SERVICE_NAME } from './router-metrics.ts';
+import {
+  ROUTER_FUNCTION_DIMENSION,
+  ROUTER_METRICS_NAMESPACE,
+  ROUTER_SERVICE_NAME,
+} from './router-metrics.ts';
 import { readHandlerSettings } from './settings.ts';
 
 const settings = readHandlerSettings(process.env);
@@ -35,7 +39,14 @@ function lazyBouncer(): Bouncer {
 }
 
 const logger = new Logger({ serviceName: ROUTER_SERVICE_NAME });
-const metrics = new Metrics({ namespace: ROUTER_METRICS_NAMESPACE, serviceName: ROUTER_SERVICE_NAME });
+const metrics = new Metrics({
+  namespace: ROUTER_METRICS_NAMESPACE,
+  serviceName: ROUTER_SERVICE_NAME,
+  // Lambda sets it; the stack's alarms watch this function's metrics by it (lib/alarms.ts).
+  defaultDimensions: {
+    [ROUTER_FUNCTION_DIMENSION]: process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'mail-relay-router',
+  },
+});
 
 /** The SQS event handler: returns `{batchItemFailures}` (partial batch response). */
 export const handler = createRouterHandler({ deps, bucketName: deps.bucketName, logger, metrics });

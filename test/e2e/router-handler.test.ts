@@ -26,6 +26,7 @@ import { RECORD_TIME_RESERVE_MS, type RouterHandler } from '../../functions/hand
 import {
   BOUNCE_FAILURES_METRIC,
   FORWARD_FAILURES_METRIC,
+  ROUTER_FUNCTION_DIMENSION,
   ROUTER_METRICS_NAMESPACE,
   ROUTER_SERVICE_NAME,
 } from '../../functions/handlers/router-metrics.ts';
@@ -58,6 +59,8 @@ const CONFIG: RawConfig = {
     { match: 'boss@example.test', action: 'forward', to: ['boss.private@gmail.test'] },
   ],
 };
+/** The router function's name, as Lambda gives it in AWS_LAMBDA_FUNCTION_NAME. */
+const ROUTER_FUNCTION_NAME = 'MailRelayStack-MailRelayIngestRouter1A2B3C-xyz';
 const MAILBOXES = ['alice@example.test', 'bob@example.test', 'carol@example.test'];
 
 const available =
@@ -124,15 +127,16 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
 
   /**
    * The batch's EMF line, checked to be where the stack's alarms look (lib/alarms.ts): the namespace,
-   * `service` as the only dimension, with the router's service name.
+   * `service` (the router's service name) and `function` (the function's name) as the dimensions.
    */
   function metricLine(lines: readonly Record<string, unknown>[]): Record<string, unknown> {
     const line = lines.find((l) => '_aws' in l) ?? assert.fail('no EMF line');
     const directive = (line._aws as { CloudWatchMetrics: { Namespace: string; Dimensions: string[][] }[] })
       .CloudWatchMetrics[0];
     assert.equal(directive?.Namespace, ROUTER_METRICS_NAMESPACE);
-    assert.deepEqual(directive?.Dimensions, [['service']]);
+    assert.deepEqual(directive?.Dimensions, [['service', ROUTER_FUNCTION_DIMENSION]]);
     assert.equal(line.service, ROUTER_SERVICE_NAME);
+    assert.equal(line[ROUTER_FUNCTION_DIMENSION], ROUTER_FUNCTION_NAME);
     return line;
   }
 
@@ -179,6 +183,8 @@ describe('router Lambda handler on moto (SQS <- SNS <- SES S3 action)', { skip: 
       MAIL_RELAY_CONFIG_JSON: JSON.stringify(CONFIG),
       // What the stack sets for every function (lib/house-function.ts); the router names its own service.
       POWERTOOLS_SERVICE_NAME: 'mail-relay',
+      // What Lambda sets: the router's metrics carry it, for the alarms of this stack only.
+      AWS_LAMBDA_FUNCTION_NAME: ROUTER_FUNCTION_NAME,
     });
     ({ handler } = await import('../../functions/handlers/router.ts'));
   });

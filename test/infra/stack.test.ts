@@ -12,6 +12,7 @@ import { TTL_ATTRIBUTE } from '../../functions/adapters/aws/dynamodb-mailbox-ind
 import {
   BOUNCE_FAILURES_METRIC,
   FORWARD_FAILURES_METRIC,
+  ROUTER_FUNCTION_DIMENSION,
   ROUTER_METRICS_NAMESPACE,
   ROUTER_SERVICE_NAME,
 } from '../../functions/handlers/router-metrics.ts';
@@ -692,13 +693,18 @@ describe('operations', () => {
   });
 
   it("the forward and bounce failure alarms watch the router's own metrics, as the router emits them", () => {
-    // The router's EMF: its namespace, `service` (its Powertools service name) the only dimension
-    // (asserted on what the handler prints in test/e2e/router-handler.test.ts).
+    // The router's EMF: its namespace, `service` (its Powertools service name) and `function` (the
+    // name Lambda gives it) as dimensions (asserted on what the handler prints in
+    // test/e2e/router-handler.test.ts). The function's name keeps another stack's failures out.
+    const router = onlyLogicalId(example, 'AWS::Lambda::Function', 'MailRelayRouter');
     for (const metric of [FORWARD_FAILURES_METRIC, BOUNCE_FAILURES_METRIC]) {
       example.hasResourceProperties('AWS::CloudWatch::Alarm', {
         Namespace: ROUTER_METRICS_NAMESPACE,
         MetricName: metric,
-        Dimensions: [{ Name: 'service', Value: ROUTER_SERVICE_NAME }],
+        Dimensions: [
+          { Name: ROUTER_FUNCTION_DIMENSION, Value: { Ref: router } },
+          { Name: 'service', Value: ROUTER_SERVICE_NAME },
+        ],
         Statistic: 'Sum',
         Period: 300,
         Threshold: 0,
