@@ -70,6 +70,28 @@ function dnsOutputs(template: Template): string[] {
 }
 
 describe('storage', () => {
+  it('what holds mail keeps its logical id, so that `cdk deploy` of a new version updates it in place', () => {
+    // A changed logical id makes CloudFormation create a new resource and drop the old one: a new,
+    // empty bucket and table (the old ones retained, but no longer the stack's), a new queue (mail
+    // waiting in the dead-letter queue left behind), a new link secret (every notice link broken).
+    // Renaming a construct on the path of one of these needs a migration, not a new id.
+    const pinned: [string, string][] = [
+      ['AWS::S3::Bucket', 'MailRelayStorageBucketA44EDB0E'],
+      ['AWS::DynamoDB::Table', 'MailRelayStorageIndex09FF89F4'],
+      ['AWS::SQS::Queue', 'MailRelayIngestNotificationsD9FD179C'],
+      ['AWS::SQS::Queue', 'MailRelayIngestDeadLettersF414162B'],
+      ['AWS::SNS::Topic', 'MailRelayIngestReceivedCEB82F8A'],
+      ['AWS::KMS::Key', 'MailRelayTopicKey1DC2FF2B'],
+      ['AWS::SecretsManager::Secret', 'MailRelayLinkSecretEEC0B525'],
+    ];
+    for (const [type, id] of pinned) {
+      assert.ok(
+        id in resourcesOfType(example, type),
+        `${type} ${id} is gone: found ${Object.keys(resourcesOfType(example, type)).join(', ')}`,
+      );
+    }
+  });
+
   it('the bucket is encrypted, private, TLS-only, unversioned, and expires inbound/ after the replay window', () => {
     example.hasResource('AWS::S3::Bucket', {
       DeletionPolicy: 'Retain',
