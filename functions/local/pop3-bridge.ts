@@ -166,7 +166,6 @@ class MailboxApi {
 }
 
 const CRLF = Buffer.from('\r\n');
-const LF = Buffer.from('\n');
 const DOT = Buffer.from('.');
 
 /**
@@ -189,10 +188,11 @@ function writable(socket: Socket): Promise<void> {
 }
 
 /**
- * Writes a message as a POP3 multi-line response body: CRLF line endings (a bare LF becomes CRLF),
- * a `.` doubled at the start of a line, a final CRLF if the message lacks one, then `.` CRLF.
- * With `bodyLines` (TOP) it stops after the headers, the blank line and that many body lines, as
- * the API's TOP does (api/top.ts: a line of just CR before its LF is blank too).
+ * Writes a message as a POP3 multi-line response body (RFC 1939 §3): every line ends in CRLF (a bare
+ * LF, and a bare CR as classic Mac mail has them, become CRLF, as on an SMTP wire), a `.` is doubled
+ * at the start of a line, a final CRLF is added if the message lacks one, then `.` CRLF.
+ * With `bodyLines` (TOP) it stops after the headers, the blank line and that many body lines,
+ * counting lines as they are sent (so a CR-only message is cut like any other).
  * Once done, or if the client goes away, leaving the loop destroys `source` (a Readable over the
  * API's response: that cancels the request), so nothing waits on a socket that will never drain.
  */
@@ -202,53 +202,59 @@ export async function writeDotStuffed(
   bodyLines?: number,
 ): Promise<void> {
   let atLineStart = true;
-  let lastWasCr = false;
-  // The current line so far, across chunks: its length and whether it began with CR.
+  // The last byte was a CR, already sent as CRLF: an LF right after it belongs to that line end.
+  let afterCr = false;
+  // Bytes of the current line so far, across chunks (0 at a line end: a blank line).
   let lineBytes = 0;
-  let lineStartsWithCr = false;
   let inHeaders = true;
   let remaining = bodyLines ?? Number.POSITIVE_INFINITY;
   let cut = false;
   for await (const data of source) {
     if (!socket.writable) return;
     const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    if (chunk.length === 0) continue;
     const parts: Buffer[] = [];
     let i = 0;
+    // Where the next CR and LF are in this chunk (-1: none left), found again only once passed.
+    let cr = -2;
+    let lf = -2;
     while (i < chunk.length) {
+      if (afterCr) {
+        afterCr = false;
+        if (chunk[i] === 0x0a) {
+          i++;
+          continue;
+        }
+      }
       if (atLineStart) {
         if (chunk[i] === 0x2e) parts.push(DOT);
-        lineBytes = 0;
-        lineStartsWithCr = chunk[i] === 0x0d;
         atLineStart = false;
       }
-      const lf = chunk.indexOf(0x0a, i);
-      if (lf < 0) {
+      if (cr !== -1 && cr < i) cr = chunk.indexOf(0x0d, i);
+      if (lf !== -1 && lf < i) lf = chunk.indexOf(0x0a, i);
+      const end = cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
+      if (end < 0) {
         parts.push(chunk.subarray(i));
         lineBytes += chunk.length - i;
-        lastWasCr = chunk[chunk.length - 1] === 0x0d;
         break;
       }
-      // The byte before this LF: in this chunk, or the last one of the previous chunk.
-      const crBefore = lf > i ? chunk[lf - 1] === 0x0d : lastWasCr;
-      parts.push(chunk.subarray(i, lf), crBefore ? LF : CRLF);
-      lineBytes += lf - i;
+      parts.push(chunk.subarray(i, end), CRLF);
+      lineBytes += end - i;
+      afterCr = chunk[end] === 0x0d;
       atLineStart = true;
-      lastWasCr = false;
-      i = lf + 1;
-      if (inHeaders) inHeaders = !(lineBytes === 0 || (lineBytes === 1 && lineStartsWithCr));
+      i = end + 1;
+      if (inHeaders) inHeaders = lineBytes !== 0;
       else remaining -= 1;
+      lineBytes = 0;
       if (!inHeaders && remaining <= 0) {
         cut = true;
         break;
       }
     }
-    if (!socket.write(Buffer.concat(parts))) await writable(socket);
+    if (parts.length > 0 && !socket.write(Buffer.concat(parts))) await writable(socket);
     if (!socket.writable) return;
     if (cut) break;
   }
-  const tail = atLineStart ? '.\r\n' : lastWasCr ? '\n.\r\n' : '\r\n.\r\n';
-  socket.write(tail);
+  socket.write(atLineStart ? '.\r\n' : '\r\n.\r\n');
 }
 
 class Session {
@@ -413,9 +419,8 @@ class Session {
         }
         const m = this.messages[n - 1] as Listed;
         let body: Readable;
-        let cutAfter: number | undefined;
         try {
-          ({ body, cutAfter } = await this.messageBytes(m.id, lines));
+          body = await this.messageBytes(m.id, lines);
         } catch (err) {
           if (err instanceof ApiError && err.status === 404)
             return this.reply(`-ERR message ${n} no longer exists`);
@@ -424,7 +429,8 @@ class Session {
         if (this.closed) return void body.destroy();
         this.reply(verb === 'RETR' ? `+OK ${m.size} octets` : '+OK top of message follows');
         try {
-          await writeDotStuffed(body, this.socket, cutAfter);
+          // TOP is cut here too: the API counts lines by LF alone, the wire by CR as well.
+          await writeDotStuffed(body, this.socket, lines);
         } catch (err) {
           // Half a multi-line answer cannot be taken back: the client must not mistake it for the message.
           body.destroy();
@@ -452,18 +458,15 @@ class Session {
   /**
    * What RETR sends, or TOP with `lines`: the API's TOP; when that answer is more than one API
    * response carries (`top_too_large`; POP3 has no such cap), the whole message (following the API's
-   * redirect), which writeDotStuffed cuts after `lines` body lines.
+   * redirect). writeDotStuffed cuts either after `lines` body lines.
    */
-  private async messageBytes(
-    id: string,
-    lines: number | undefined,
-  ): Promise<{ body: Readable; cutAfter: number | undefined }> {
+  private async messageBytes(id: string, lines: number | undefined): Promise<Readable> {
     const api = this.api as MailboxApi;
     try {
-      return { body: await api.body(id, lines), cutAfter: undefined };
+      return await api.body(id, lines);
     } catch (err) {
       if (lines === undefined || !(err instanceof ApiError && err.code === 'top_too_large')) throw err;
-      return { body: await api.body(id), cutAfter: lines };
+      return await api.body(id);
     }
   }
 

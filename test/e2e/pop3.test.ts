@@ -561,6 +561,41 @@ sys.stdin.read()
     }
   });
 
+  it('a message with CR-only line ends (classic Mac mail) is sent in CRLF lines, sized, stuffed and cut as sent', async () => {
+    const token = await env.token(CAROL);
+    // Longer than poplib's 2048-octet line limit: sent with its bare CRs, it was one line of all of it.
+    const body = `${'.a dot-leading line\r'.repeat(40)}${'x'.repeat(60)}\r`;
+    const raw = Buffer.from(`From: mac@remote.test\rTo: ${CAROL}\rSubject: classic Mac\r\r${body}`, 'latin1');
+    const r = await env.deliver([CAROL], raw);
+    const stored = await rawOf(env, token, CAROL, r.id);
+    const n = (await listIds(env, token, CAROL)).indexOf(r.id) + 1;
+    const script = `
+import email, json, poplib, sys
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=20)
+p.user(sys.argv[2]); p.pass_(sys.argv[3])
+n = int(sys.argv[4])
+out = {'list': p.list(n).decode()}
+out['retr'] = b'\\r\\n'.join(p.retr(n)[1]).decode('latin1') + '\\r\\n'
+out['subject'] = email.message_from_string(out['retr'])['Subject']
+out['top0'] = b'\\r\\n'.join(p.top(n, 0)[1]).decode('latin1') + '\\r\\n'
+out['top2'] = b'\\r\\n'.join(p.top(n, 2)[1]).decode('latin1') + '\\r\\n'
+p.quit()
+print(json.dumps(out))
+`;
+    const got = await python(script, [String(bridge.port), CAROL, token, String(n)]);
+    assert.equal(got.code, 0, got.stderr);
+    const out = JSON.parse(got.stdout) as Record<string, string>;
+    // Every line end as CRLF: a bare CR is one, as on an SMTP wire (RFC 5322 §2.3 allows no other).
+    const sent = stored.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n');
+    assert.equal(out.retr, sent);
+    assert.equal(out.list, `+OK ${n} ${sent.length}`, 'LIST counts the octets RETR sends');
+    assert.equal(out.subject, 'classic Mac', 'the headers are headers');
+    const headers = sent.slice(0, sent.indexOf('\r\n\r\n') + 4);
+    assert.ok(headers.includes('Subject: classic Mac\r\n'));
+    assert.equal(out.top0, headers, 'TOP 0: the headers and the blank line');
+    assert.equal(out.top2, `${headers}.a dot-leading line\r\n.a dot-leading line\r\n`, 'TOP 2');
+  });
+
   it('closes a session whose line never ends', async () => {
     const got = await converse(bridge.port, 'X'.repeat(10_000), /-ERR line too long\r\n/);
     assert.match(got, /-ERR line too long/);
