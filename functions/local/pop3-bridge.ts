@@ -275,6 +275,9 @@ class Session {
     private readonly options: Pop3BridgeOptions,
     private readonly locks: Set<string>,
   ) {
+    // An answer is several writes (status line, message, `.` line); with Nagle's algorithm the last
+    // waits for the ACK of the one before, which the client, with nothing to send, delays ~40 ms.
+    socket.setNoDelay(true);
     socket.setTimeout(options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, () => {
       // Mid-answer (a client that stopped reading a RETR), a line would land inside the message.
       if (this.busy) return void socket.destroy();

@@ -15,10 +15,10 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 import { revokeToken } from '../../functions/api/auth.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { type Pop3Bridge, startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
@@ -594,6 +594,29 @@ print(json.dumps(out))
     assert.ok(headers.includes('Subject: classic Mac\r\n'));
     assert.equal(out.top0, headers, 'TOP 0: the headers and the blank line');
     assert.equal(out.top2, `${headers}.a dot-leading line\r\n.a dot-leading line\r\n`, 'TOP 2');
+  });
+
+  it("sends its answers without waiting for the client's ACKs (TCP_NODELAY)", async () => {
+    // Each answer is several writes (status, message, `.` line): under Nagle's algorithm the last one
+    // waits for the client to ACK the one before, and a client with nothing to send delays its ACK
+    // (40 ms on Linux), so every RETR of a small message took ~45 ms (2,000 took 94 s, not 9).
+    const calls: { port: number | undefined; on: boolean }[] = [];
+    const original = Socket.prototype.setNoDelay;
+    const spy = mock.method(Socket.prototype, 'setNoDelay', function (this: Socket, on?: boolean) {
+      calls.push({ port: this.localPort, on: on ?? true });
+      return original.call(this, on);
+    });
+    try {
+      const got = await converse(bridge.port, 'NOOP\r\nQUIT\r\n', /\+OK bye\r\n$/);
+      assert.match(got, /^\+OK mail-relay POP3 bridge ready\r\n/);
+    } finally {
+      spy.mock.restore();
+    }
+    assert.deepEqual(
+      calls.filter((c) => c.port === bridge.port),
+      [{ port: bridge.port, on: true }],
+      "the bridge's end of the connection",
+    );
   });
 
   it('closes a session whose line never ends', async () => {
