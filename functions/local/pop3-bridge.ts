@@ -267,6 +267,8 @@ class Session {
   private lines: string[] = [];
   private busy = false;
   private closed = false;
+  /** QUIT is deleting (RFC 1939's UPDATE state): the mailbox stays locked even if the client leaves. */
+  private updating = false;
   /** Aborts the session's API reads when the client is gone. */
   private readonly aborter = new AbortController();
 
@@ -288,7 +290,7 @@ class Session {
     const gone = () => {
       this.closed = true;
       this.aborter.abort();
-      this.release();
+      if (!this.updating) this.release();
     };
     socket.on('close', gone);
     socket.on('error', gone);
@@ -529,6 +531,8 @@ class Session {
     if (this.state === 'transaction' && this.api !== null) {
       const marked = this.messages.filter((m) => m.deleted);
       let failed = 0;
+      // Until the deletions are done, another session would list messages about to go.
+      this.updating = true;
       for (const m of marked) {
         try {
           await this.api.delete(m.id);
@@ -537,6 +541,7 @@ class Session {
           this.options.onError?.(err);
         }
       }
+      this.updating = false;
       if (failed > 0) {
         this.reply(`-ERR some deleted messages not removed (${failed} of ${marked.length})`);
         return this.end();

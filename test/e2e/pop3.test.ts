@@ -15,6 +15,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:http';
 import { connect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -617,6 +618,60 @@ print(json.dumps(out))
       [{ port: bridge.port, on: true }],
       "the bridge's end of the connection",
     );
+  });
+
+  it('keeps the mailbox locked while QUIT deletes, even when the client has left (UPDATE state)', async () => {
+    const token = await env.token(BOB);
+    const r = await env.deliver([BOB], Buffer.from('Subject: to delete\r\n\r\nbye\r\n'));
+    // The API behind a proxy that holds DELETE requests until told to let them through.
+    const held: (() => void)[] = [];
+    let deleting: () => void = () => {};
+    const deleteSeen = new Promise<void>((resolve) => {
+      deleting = resolve;
+    });
+    const proxy = createServer(async (req, res) => {
+      if (req.method === 'DELETE') {
+        deleting();
+        await new Promise<void>((resolve) => held.push(resolve));
+      }
+      const up = await fetch(`${env.url}${req.url}`, {
+        method: req.method ?? 'GET',
+        headers: { authorization: req.headers.authorization ?? '' },
+      });
+      res.writeHead(up.status, { 'content-type': up.headers.get('content-type') ?? 'text/plain' });
+      res.end(Buffer.from(await up.arrayBuffer()));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const port = (proxy.address() as { port: number }).port;
+    const gated = await startPop3Bridge({ apiUrl: `http://127.0.0.1:${port}`, port: 0 });
+    try {
+      const n = (await listIds(env, token, BOB)).indexOf(r.id) + 1;
+      const leaving = await login(gated.port, BOB, token);
+      leaving.write(`DELE ${n}\r\nQUIT\r\n`);
+      await deleteSeen;
+      leaving.destroy();
+      await leaving.closed;
+      // The client is gone, its deletion not done: another session must not list the message.
+      const meanwhile = await converse(
+        gated.port,
+        `USER ${BOB}\r\nPASS ${token}\r\nQUIT\r\n`,
+        /\+OK bye\r\n$/,
+      );
+      assert.match(meanwhile, /\r\n-ERR \[IN-USE\] /);
+      for (const release of held.splice(0)) release();
+      let after = '';
+      for (let i = 0; i < 200 && !/has \d+ messages/.test(after); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+        after = await converse(gated.port, `USER ${BOB}\r\nPASS ${token}\r\nQUIT\r\n`, /\+OK bye[^\r]*\r\n$/);
+      }
+      assert.match(after, /has \d+ messages/, 'the lock is released once QUIT is done');
+      assert.ok(!(await listIds(env, token, BOB)).includes(r.id), 'and the message was deleted');
+    } finally {
+      for (const release of held.splice(0)) release();
+      await gated.close();
+      proxy.closeAllConnections();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
   });
 
   it('closes a session whose line never ends', async () => {
