@@ -147,6 +147,11 @@ class MailboxApi {
     return out.reverse();
   }
 
+  /** Whether the token reads the mailbox: throws as `list` does when it does not. */
+  async check(): Promise<void> {
+    await (await this.call('/messages?limit=1')).arrayBuffer();
+  }
+
   async body(id: string, topLines?: number): Promise<Readable> {
     const path = `/messages/${encodeURIComponent(id)}${topLines === undefined ? '/raw' : `/top?lines=${topLines}`}`;
     const res = await this.call(path);
@@ -501,30 +506,43 @@ class Session {
     this.user = null;
     if (user === null) return this.reply('-ERR USER first');
     const mailbox = user.toLowerCase();
-    if (this.locks.has(mailbox)) return this.reply('-ERR [IN-USE] the mailbox is open in another session');
     const api = new MailboxApi(this.options.apiUrl, mailbox, rest.trim(), this.aborter.signal);
+    if (this.locks.has(mailbox)) {
+      // RFC 2449: [IN-USE] says the login was right; a wrong token hears [AUTH], whoever is reading.
+      try {
+        await api.check();
+      } catch (err) {
+        return this.refuseLogin(err);
+      }
+      return this.reply('-ERR [IN-USE] the mailbox is open in another session');
+    }
     this.locks.add(mailbox);
     this.mailbox = mailbox;
     try {
       this.messages = await api.list();
     } catch (err) {
       this.release();
-      // A 404 is not about the login: the listing exists for every mailbox, so the bridge's API URL
-      // is wrong (`--api`). Said to the client and logged, not passed off as a bad password.
-      if (err instanceof ApiError && err.status === 404) {
-        this.options.onError?.(err);
-        return this.reply(`-ERR [SYS/PERM] the bridge's API URL is wrong: ${oneLine(err)}`);
-      }
-      if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
-        return this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
-      }
-      throw err;
+      return this.refuseLogin(err);
     }
     if (this.closed) return this.release();
     this.api = api;
     this.state = 'transaction';
     const octets = this.messages.reduce((n, m) => n + m.size, 0);
     this.reply(`+OK ${mailbox} has ${this.messages.length} messages (${octets} octets)`);
+  }
+
+  /** Answers a PASS the API refused (rethrows what is not a refusal). */
+  private refuseLogin(err: unknown): void {
+    // A 404 is not about the login: the listing exists for every mailbox, so the bridge's API URL
+    // is wrong (`--api`). Said to the client and logged, not passed off as a bad password.
+    if (err instanceof ApiError && err.status === 404) {
+      this.options.onError?.(err);
+      this.reply(`-ERR [SYS/PERM] the bridge's API URL is wrong: ${oneLine(err)}`);
+    } else if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
+      this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
+    } else {
+      throw err;
+    }
   }
 
   private async quit(): Promise<void> {

@@ -342,6 +342,23 @@ describe('POP3 bridge', () => {
     assert.match(third, /\+OK alice@example\.test has 1 messages/);
   });
 
+  it('a wrong token for a mailbox in use hears [AUTH], not [IN-USE] (RFC 2449: IN-USE means the login was right)', async () => {
+    const token = await env.token(BOB);
+    const holder = await login(bridge.port, BOB, token);
+    try {
+      assert.match(holder.received(), /has \d+ messages/);
+      for (const pass of ['mr_not_a_token', alice]) {
+        const got = await converse(bridge.port, `USER ${BOB}\r\nPASS ${pass}\r\nQUIT\r\n`, /\+OK bye\r\n$/);
+        assert.match(got, /\r\n-ERR \[AUTH\] no such mailbox, or the token is not valid for it\r\n/, pass);
+      }
+      const right = await converse(bridge.port, `USER ${BOB}\r\nPASS ${token}\r\nQUIT\r\n`, /\+OK bye\r\n$/);
+      assert.match(right, /\r\n-ERR \[IN-USE\] the mailbox is open in another session\r\n/);
+    } finally {
+      holder.write('QUIT\r\n');
+      await holder.closed;
+    }
+  });
+
   it('refuses a command with too many or too few arguments (RFC 1939 syntax), changing nothing', async () => {
     const token = await env.token(BOB);
     await env.deliver([BOB], Buffer.from('Subject: args\r\n\r\none\r\ntwo\r\n'));
