@@ -24,7 +24,7 @@ import { revokeToken } from '../../functions/api/auth.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { type Pop3Bridge, startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
 import { type ApiTestEnv, referenceTop, startApiTestEnv } from '../helpers/api.ts';
-import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
+import { corpusDir, corpusFiles, hasCommand, requireOrAnnounce } from '../helpers/env.ts';
 import { python, run } from '../helpers/process.ts';
 
 const ALICE = 'alice@example.test';
@@ -67,7 +67,7 @@ function multiLineAnswers(got: string): { status: string; body: string }[] {
  * A scripted POP3 conversation over a raw socket: sends `input` at once, returns every byte received
  * once the end of it matches `waitFor`.
  */
-function converse(port: number, input: string, waitFor: RegExp): Promise<string> {
+function converse(port: number, input: string, waitFor: RegExp, timeoutMs = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     // Chunks, and the last 512 characters to match: slicing the whole text on every chunk of a
@@ -77,7 +77,7 @@ function converse(port: number, input: string, waitFor: RegExp): Promise<string>
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`no ${waitFor} in: ${chunks.join('').slice(0, 4000)}`));
-    }, 10_000);
+    }, timeoutMs);
     socket.on('data', (d: Buffer) => {
       const text = d.toString('latin1');
       chunks.push(text);
@@ -694,6 +694,69 @@ print(json.dumps(out))
   it('closes a session whose line never ends', async () => {
     const got = await converse(bridge.port, 'X'.repeat(10_000), /-ERR line too long\r\n/);
     assert.match(got, /-ERR line too long/);
+  });
+});
+
+/** Every line end (CRLF, bare LF, bare CR) as CRLF, as the POP3 wire has them. */
+function wireLines(b: Buffer): Buffer {
+  return Buffer.from(b.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n'), 'latin1');
+}
+
+describe('the shared corpus through the POP3 bridge', {
+  skip: !requireOrAnnounce(
+    corpusDir() !== null,
+    'corpus POP3 suite',
+    'needs ../shared/corpus next to the clone, or MAIL_RELAY_CORPUS=/path',
+  ),
+}, () => {
+  const MAILBOX = 'corpus@example.test';
+  let env: ApiTestEnv;
+  let bridge: Pop3Bridge;
+  before(async () => {
+    env = await startApiTestEnv({ config: { domains: ['example.test'], mailboxes: ['*@example.test'] } });
+    for (const f of corpusFiles(corpusDir() ?? '')) await env.deliver([MAILBOX], readFileSync(f.path));
+    bridge = await startPop3Bridge({ apiUrl: env.url, port: 0 });
+  });
+  after(async () => {
+    await bridge?.close();
+    await env?.close();
+  });
+
+  it('every message: LIST counts the octets RETR sends, in CRLF lines; TOP 0 and TOP 3 are cut as sent', async () => {
+    const token = await env.token(MAILBOX);
+    const ids = await listIds(env, token, MAILBOX);
+    assert.ok(ids.length >= 400, `${ids.length} messages`);
+    const commands = ids.map(
+      (_, i) => `LIST ${i + 1}\r\nRETR ${i + 1}\r\nTOP ${i + 1} 0\r\nTOP ${i + 1} 3\r\n`,
+    );
+    const got = await converse(
+      bridge.port,
+      `USER ${MAILBOX}\r\nPASS ${token}\r\n${commands.join('')}QUIT\r\n`,
+      /\+OK bye.*\r\n$/,
+      120_000,
+    );
+    const sizes = [...got.matchAll(/^\+OK (\d+) (\d+)\r$/gm)].map((m) => Number(m[2]));
+    const answers = multiLineAnswers(got);
+    assert.equal(sizes.length, ids.length);
+    assert.equal(answers.length, ids.length * 3);
+    const stuffed = (b: Buffer) => {
+      const text = b.toString('latin1');
+      return (text === '' || text.endsWith('\r\n') ? text : `${text}\r\n`).replace(/(^|\r\n)\./g, '$1..');
+    };
+    for (const [i, id] of ids.entries()) {
+      const sent = wireLines(await rawOf(env, token, MAILBOX, id));
+      const [retr, top0, top3] = answers.slice(i * 3, i * 3 + 3);
+      const what = `message ${i + 1} (${id})`;
+      assert.equal(retr?.body, stuffed(sent), `${what}: RETR`);
+      assert.equal(retr?.status, `+OK ${sizes[i]} octets`, `${what}: RETR's size`);
+      assert.equal(
+        sizes[i],
+        sent.length === 0 || sent.toString('latin1').endsWith('\r\n') ? sent.length : sent.length + 2,
+        `${what}: LIST`,
+      );
+      assert.equal(top0?.body, stuffed(referenceTop(sent, 0)), `${what}: TOP 0`);
+      assert.equal(top3?.body, stuffed(referenceTop(sent, 3)), `${what}: TOP 3`);
+    }
   });
 });
 
