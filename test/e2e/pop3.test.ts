@@ -582,7 +582,7 @@ sys.stdin.read()
   it('a message with CR-only line ends (classic Mac mail) is sent in CRLF lines, sized, stuffed and cut as sent', async () => {
     const token = await env.token(CAROL);
     // Longer than poplib's 2048-octet line limit: sent with its bare CRs, it was one line of all of it.
-    const body = `${'.a dot-leading line\r'.repeat(40)}${'x'.repeat(60)}\r`;
+    const body = `${'.a dot-leading line\r'.repeat(120)}${'x'.repeat(60)}\r`;
     const raw = Buffer.from(`From: mac@remote.test\rTo: ${CAROL}\rSubject: classic Mac\r\r${body}`, 'latin1');
     const r = await env.deliver([CAROL], raw);
     const stored = await rawOf(env, token, CAROL, r.id);
