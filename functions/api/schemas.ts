@@ -235,7 +235,7 @@ export const listItemSchema = z
       .openapi({
         description:
           'Octets of the raw message with every line ending in CRLF, as POP3 counts and sends it (RFC 1939 §11); ' +
-          'equal to `size` unless the message has bare LF line ends',
+          'equal to `size` unless the message has bare LF or bare CR line ends',
       }),
     receivedAt: z.string().openapi({ description: 'ISO 8601 receipt time' }),
     from: z.string(),

@@ -60,8 +60,8 @@ export function detectEol(body: Buffer | readonly Buffer[]): Eol {
 }
 
 /**
- * Octets of a message once every line ends in CRLF: a bare LF counts as CRLF, and a last line
- * without a line end gains one (a CR alone there gains the LF). This is the size POP3 gives
+ * Octets of a message once every line ends in CRLF: a bare LF or a bare CR (classic Mac line
+ * ends) counts as CRLF, and a last line without a line end gains one. This is the size POP3 gives
  * (RFC 1939 §11: counted with CRLF line ends, before dot-stuffing) for what the POP3 bridge sends;
  * for a message stored with CRLF throughout it is its length.
  */
@@ -70,8 +70,11 @@ export function crlfSize(raw: Buffer): number {
   for (let lf = raw.indexOf(10); lf !== -1; lf = raw.indexOf(10, lf + 1)) {
     if (lf === 0 || raw[lf - 1] !== 13) size++;
   }
+  for (let cr = raw.indexOf(13); cr !== -1; cr = raw.indexOf(13, cr + 1)) {
+    if (raw[cr + 1] !== 10) size++;
+  }
   const last = raw.length === 0 ? 10 : raw[raw.length - 1];
-  if (last !== 10) size += last === 13 ? 1 : 2;
+  if (last !== 10 && last !== 13) size += 2;
   return size;
 }
 

@@ -147,6 +147,11 @@ class MailboxApi {
     return out.reverse();
   }
 
+  /** Whether the token reads the mailbox: throws as `list` does when it does not. */
+  async check(): Promise<void> {
+    await (await this.call('/messages?limit=1')).arrayBuffer();
+  }
+
   async body(id: string, topLines?: number): Promise<Readable> {
     const path = `/messages/${encodeURIComponent(id)}${topLines === undefined ? '/raw' : `/top?lines=${topLines}`}`;
     const res = await this.call(path);
@@ -166,7 +171,6 @@ class MailboxApi {
 }
 
 const CRLF = Buffer.from('\r\n');
-const LF = Buffer.from('\n');
 const DOT = Buffer.from('.');
 
 /**
@@ -189,10 +193,11 @@ function writable(socket: Socket): Promise<void> {
 }
 
 /**
- * Writes a message as a POP3 multi-line response body: CRLF line endings (a bare LF becomes CRLF),
- * a `.` doubled at the start of a line, a final CRLF if the message lacks one, then `.` CRLF.
- * With `bodyLines` (TOP) it stops after the headers, the blank line and that many body lines, as
- * the API's TOP does (api/top.ts: a line of just CR before its LF is blank too).
+ * Writes a message as a POP3 multi-line response body (RFC 1939 §3): every line ends in CRLF (a bare
+ * LF, and a bare CR as classic Mac mail has them, become CRLF, as on an SMTP wire), a `.` is doubled
+ * at the start of a line, a final CRLF is added if the message lacks one, then `.` CRLF.
+ * With `bodyLines` (TOP) it stops after the headers, the blank line and that many body lines,
+ * counting lines as they are sent (so a CR-only message is cut like any other).
  * Once done, or if the client goes away, leaving the loop destroys `source` (a Readable over the
  * API's response: that cancels the request), so nothing waits on a socket that will never drain.
  */
@@ -202,53 +207,59 @@ export async function writeDotStuffed(
   bodyLines?: number,
 ): Promise<void> {
   let atLineStart = true;
-  let lastWasCr = false;
-  // The current line so far, across chunks: its length and whether it began with CR.
+  // The last byte was a CR, already sent as CRLF: an LF right after it belongs to that line end.
+  let afterCr = false;
+  // Bytes of the current line so far, across chunks (0 at a line end: a blank line).
   let lineBytes = 0;
-  let lineStartsWithCr = false;
   let inHeaders = true;
   let remaining = bodyLines ?? Number.POSITIVE_INFINITY;
   let cut = false;
   for await (const data of source) {
     if (!socket.writable) return;
     const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    if (chunk.length === 0) continue;
     const parts: Buffer[] = [];
     let i = 0;
+    // Where the next CR and LF are in this chunk (-1: none left), found again only once passed.
+    let cr = -2;
+    let lf = -2;
     while (i < chunk.length) {
+      if (afterCr) {
+        afterCr = false;
+        if (chunk[i] === 0x0a) {
+          i++;
+          continue;
+        }
+      }
       if (atLineStart) {
         if (chunk[i] === 0x2e) parts.push(DOT);
-        lineBytes = 0;
-        lineStartsWithCr = chunk[i] === 0x0d;
         atLineStart = false;
       }
-      const lf = chunk.indexOf(0x0a, i);
-      if (lf < 0) {
+      if (cr !== -1 && cr < i) cr = chunk.indexOf(0x0d, i);
+      if (lf !== -1 && lf < i) lf = chunk.indexOf(0x0a, i);
+      const end = cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
+      if (end < 0) {
         parts.push(chunk.subarray(i));
         lineBytes += chunk.length - i;
-        lastWasCr = chunk[chunk.length - 1] === 0x0d;
         break;
       }
-      // The byte before this LF: in this chunk, or the last one of the previous chunk.
-      const crBefore = lf > i ? chunk[lf - 1] === 0x0d : lastWasCr;
-      parts.push(chunk.subarray(i, lf), crBefore ? LF : CRLF);
-      lineBytes += lf - i;
+      parts.push(chunk.subarray(i, end), CRLF);
+      lineBytes += end - i;
+      afterCr = chunk[end] === 0x0d;
       atLineStart = true;
-      lastWasCr = false;
-      i = lf + 1;
-      if (inHeaders) inHeaders = !(lineBytes === 0 || (lineBytes === 1 && lineStartsWithCr));
+      i = end + 1;
+      if (inHeaders) inHeaders = lineBytes !== 0;
       else remaining -= 1;
+      lineBytes = 0;
       if (!inHeaders && remaining <= 0) {
         cut = true;
         break;
       }
     }
-    if (!socket.write(Buffer.concat(parts))) await writable(socket);
+    if (parts.length > 0 && !socket.write(Buffer.concat(parts))) await writable(socket);
     if (!socket.writable) return;
     if (cut) break;
   }
-  const tail = atLineStart ? '.\r\n' : lastWasCr ? '\n.\r\n' : '\r\n.\r\n';
-  socket.write(tail);
+  socket.write(atLineStart ? '.\r\n' : '\r\n.\r\n');
 }
 
 class Session {
@@ -261,6 +272,8 @@ class Session {
   private lines: string[] = [];
   private busy = false;
   private closed = false;
+  /** QUIT is deleting (RFC 1939's UPDATE state): the mailbox stays locked even if the client leaves. */
+  private updating = false;
   /** Aborts the session's API reads when the client is gone. */
   private readonly aborter = new AbortController();
 
@@ -269,6 +282,9 @@ class Session {
     private readonly options: Pop3BridgeOptions,
     private readonly locks: Set<string>,
   ) {
+    // An answer is several writes (status line, message, `.` line); with Nagle's algorithm the last
+    // waits for the ACK of the one before, which the client, with nothing to send, delays ~40 ms.
+    socket.setNoDelay(true);
     socket.setTimeout(options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, () => {
       // Mid-answer (a client that stopped reading a RETR), a line would land inside the message.
       if (this.busy) return void socket.destroy();
@@ -279,7 +295,7 @@ class Session {
     const gone = () => {
       this.closed = true;
       this.aborter.abort();
-      this.release();
+      if (!this.updating) this.release();
     };
     socket.on('close', gone);
     socket.on('error', gone);
@@ -413,9 +429,8 @@ class Session {
         }
         const m = this.messages[n - 1] as Listed;
         let body: Readable;
-        let cutAfter: number | undefined;
         try {
-          ({ body, cutAfter } = await this.messageBytes(m.id, lines));
+          body = await this.messageBytes(m.id, lines);
         } catch (err) {
           if (err instanceof ApiError && err.status === 404)
             return this.reply(`-ERR message ${n} no longer exists`);
@@ -424,7 +439,8 @@ class Session {
         if (this.closed) return void body.destroy();
         this.reply(verb === 'RETR' ? `+OK ${m.size} octets` : '+OK top of message follows');
         try {
-          await writeDotStuffed(body, this.socket, cutAfter);
+          // TOP is cut here too: the API counts lines by LF alone, the wire by CR as well.
+          await writeDotStuffed(body, this.socket, lines);
         } catch (err) {
           // Half a multi-line answer cannot be taken back: the client must not mistake it for the message.
           body.destroy();
@@ -452,18 +468,15 @@ class Session {
   /**
    * What RETR sends, or TOP with `lines`: the API's TOP; when that answer is more than one API
    * response carries (`top_too_large`; POP3 has no such cap), the whole message (following the API's
-   * redirect), which writeDotStuffed cuts after `lines` body lines.
+   * redirect). writeDotStuffed cuts either after `lines` body lines.
    */
-  private async messageBytes(
-    id: string,
-    lines: number | undefined,
-  ): Promise<{ body: Readable; cutAfter: number | undefined }> {
+  private async messageBytes(id: string, lines: number | undefined): Promise<Readable> {
     const api = this.api as MailboxApi;
     try {
-      return { body: await api.body(id, lines), cutAfter: undefined };
+      return await api.body(id, lines);
     } catch (err) {
       if (lines === undefined || !(err instanceof ApiError && err.code === 'top_too_large')) throw err;
-      return { body: await api.body(id), cutAfter: lines };
+      return await api.body(id);
     }
   }
 
@@ -493,24 +506,23 @@ class Session {
     this.user = null;
     if (user === null) return this.reply('-ERR USER first');
     const mailbox = user.toLowerCase();
-    if (this.locks.has(mailbox)) return this.reply('-ERR [IN-USE] the mailbox is open in another session');
     const api = new MailboxApi(this.options.apiUrl, mailbox, rest.trim(), this.aborter.signal);
+    if (this.locks.has(mailbox)) {
+      // RFC 2449: [IN-USE] says the login was right; a wrong token hears [AUTH], whoever is reading.
+      try {
+        await api.check();
+      } catch (err) {
+        return this.refuseLogin(err);
+      }
+      return this.reply('-ERR [IN-USE] the mailbox is open in another session');
+    }
     this.locks.add(mailbox);
     this.mailbox = mailbox;
     try {
       this.messages = await api.list();
     } catch (err) {
       this.release();
-      // A 404 is not about the login: the listing exists for every mailbox, so the bridge's API URL
-      // is wrong (`--api`). Said to the client and logged, not passed off as a bad password.
-      if (err instanceof ApiError && err.status === 404) {
-        this.options.onError?.(err);
-        return this.reply(`-ERR [SYS/PERM] the bridge's API URL is wrong: ${oneLine(err)}`);
-      }
-      if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
-        return this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
-      }
-      throw err;
+      return this.refuseLogin(err);
     }
     if (this.closed) return this.release();
     this.api = api;
@@ -519,10 +531,26 @@ class Session {
     this.reply(`+OK ${mailbox} has ${this.messages.length} messages (${octets} octets)`);
   }
 
+  /** Answers a PASS the API refused (rethrows what is not a refusal). */
+  private refuseLogin(err: unknown): void {
+    // A 404 is not about the login: the listing exists for every mailbox, so the bridge's API URL
+    // is wrong (`--api`). Said to the client and logged, not passed off as a bad password.
+    if (err instanceof ApiError && err.status === 404) {
+      this.options.onError?.(err);
+      this.reply(`-ERR [SYS/PERM] the bridge's API URL is wrong: ${oneLine(err)}`);
+    } else if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
+      this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
+    } else {
+      throw err;
+    }
+  }
+
   private async quit(): Promise<void> {
     if (this.state === 'transaction' && this.api !== null) {
       const marked = this.messages.filter((m) => m.deleted);
       let failed = 0;
+      // Until the deletions are done, another session would list messages about to go.
+      this.updating = true;
       for (const m of marked) {
         try {
           await this.api.delete(m.id);
@@ -531,6 +559,7 @@ class Session {
           this.options.onError?.(err);
         }
       }
+      this.updating = false;
       if (failed > 0) {
         this.reply(`-ERR some deleted messages not removed (${failed} of ${marked.length})`);
         return this.end();

@@ -13,8 +13,8 @@ export interface MessageEntry {
   readonly size: number;
   /**
    * Octets of that message with every line ending in CRLF (`crlfSize` of core/mime-header.ts):
-   * what POP3 counts. Equal to `size` unless the message has bare LF line ends. Entries written
-   * before it was recorded read back with `size`.
+   * what POP3 counts. Equal to `size` unless the message has bare LF or bare CR line ends. Entries
+   * written before it was recorded read back with `size`.
    */
   readonly crlfSize: number;
   /** ISO 8601 receipt time. */

@@ -15,15 +15,16 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 import { revokeToken } from '../../functions/api/auth.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { type Pop3Bridge, startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
 import { type ApiTestEnv, referenceTop, startApiTestEnv } from '../helpers/api.ts';
-import { hasCommand, requireOrAnnounce } from '../helpers/env.ts';
+import { corpusDir, corpusFiles, hasCommand, requireOrAnnounce } from '../helpers/env.ts';
 import { python, run } from '../helpers/process.ts';
 
 const ALICE = 'alice@example.test';
@@ -66,7 +67,7 @@ function multiLineAnswers(got: string): { status: string; body: string }[] {
  * A scripted POP3 conversation over a raw socket: sends `input` at once, returns every byte received
  * once the end of it matches `waitFor`.
  */
-function converse(port: number, input: string, waitFor: RegExp): Promise<string> {
+function converse(port: number, input: string, waitFor: RegExp, timeoutMs = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     // Chunks, and the last 512 characters to match: slicing the whole text on every chunk of a
@@ -76,7 +77,7 @@ function converse(port: number, input: string, waitFor: RegExp): Promise<string>
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`no ${waitFor} in: ${chunks.join('').slice(0, 4000)}`));
-    }, 10_000);
+    }, timeoutMs);
     socket.on('data', (d: Buffer) => {
       const text = d.toString('latin1');
       chunks.push(text);
@@ -341,6 +342,23 @@ describe('POP3 bridge', () => {
     assert.match(third, /\+OK alice@example\.test has 1 messages/);
   });
 
+  it('a wrong token for a mailbox in use hears [AUTH], not [IN-USE] (RFC 2449: IN-USE means the login was right)', async () => {
+    const token = await env.token(BOB);
+    const holder = await login(bridge.port, BOB, token);
+    try {
+      assert.match(holder.received(), /has \d+ messages/);
+      for (const pass of ['mr_not_a_token', alice]) {
+        const got = await converse(bridge.port, `USER ${BOB}\r\nPASS ${pass}\r\nQUIT\r\n`, /\+OK bye\r\n$/);
+        assert.match(got, /\r\n-ERR \[AUTH\] no such mailbox, or the token is not valid for it\r\n/, pass);
+      }
+      const right = await converse(bridge.port, `USER ${BOB}\r\nPASS ${token}\r\nQUIT\r\n`, /\+OK bye\r\n$/);
+      assert.match(right, /\r\n-ERR \[IN-USE\] the mailbox is open in another session\r\n/);
+    } finally {
+      holder.write('QUIT\r\n');
+      await holder.closed;
+    }
+  });
+
   it('refuses a command with too many or too few arguments (RFC 1939 syntax), changing nothing', async () => {
     const token = await env.token(BOB);
     await env.deliver([BOB], Buffer.from('Subject: args\r\n\r\none\r\ntwo\r\n'));
@@ -561,9 +579,184 @@ sys.stdin.read()
     }
   });
 
+  it('a message with CR-only line ends (classic Mac mail) is sent in CRLF lines, sized, stuffed and cut as sent', async () => {
+    const token = await env.token(CAROL);
+    // Longer than poplib's 2048-octet line limit: sent with its bare CRs, it was one line of all of it.
+    const body = `${'.a dot-leading line\r'.repeat(120)}${'x'.repeat(60)}\r`;
+    const raw = Buffer.from(`From: mac@remote.test\rTo: ${CAROL}\rSubject: classic Mac\r\r${body}`, 'latin1');
+    const r = await env.deliver([CAROL], raw);
+    const stored = await rawOf(env, token, CAROL, r.id);
+    const n = (await listIds(env, token, CAROL)).indexOf(r.id) + 1;
+    const script = `
+import email, json, poplib, sys
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=20)
+p.user(sys.argv[2]); p.pass_(sys.argv[3])
+n = int(sys.argv[4])
+out = {'list': p.list(n).decode()}
+out['retr'] = b'\\r\\n'.join(p.retr(n)[1]).decode('latin1') + '\\r\\n'
+out['subject'] = email.message_from_string(out['retr'])['Subject']
+out['top0'] = b'\\r\\n'.join(p.top(n, 0)[1]).decode('latin1') + '\\r\\n'
+out['top2'] = b'\\r\\n'.join(p.top(n, 2)[1]).decode('latin1') + '\\r\\n'
+p.quit()
+print(json.dumps(out))
+`;
+    const got = await python(script, [String(bridge.port), CAROL, token, String(n)]);
+    assert.equal(got.code, 0, got.stderr);
+    const out = JSON.parse(got.stdout) as Record<string, string>;
+    // Every line end as CRLF: a bare CR is one, as on an SMTP wire (RFC 5322 §2.3 allows no other).
+    const sent = stored.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n');
+    assert.equal(out.retr, sent);
+    assert.equal(out.list, `+OK ${n} ${sent.length}`, 'LIST counts the octets RETR sends');
+    assert.equal(out.subject, 'classic Mac', 'the headers are headers');
+    const headers = sent.slice(0, sent.indexOf('\r\n\r\n') + 4);
+    assert.ok(headers.includes('Subject: classic Mac\r\n'));
+    assert.equal(out.top0, headers, 'TOP 0: the headers and the blank line');
+    assert.equal(out.top2, `${headers}.a dot-leading line\r\n.a dot-leading line\r\n`, 'TOP 2');
+  });
+
+  it("sends its answers without waiting for the client's ACKs (TCP_NODELAY)", async () => {
+    // Each answer is several writes (status, message, `.` line): under Nagle's algorithm the last one
+    // waits for the client to ACK the one before, and a client with nothing to send delays its ACK
+    // (40 ms on Linux), so every RETR of a small message took ~45 ms (2,000 took 94 s, not 9).
+    const calls: { port: number | undefined; on: boolean }[] = [];
+    const original = Socket.prototype.setNoDelay;
+    const spy = mock.method(Socket.prototype, 'setNoDelay', function (this: Socket, on?: boolean) {
+      calls.push({ port: this.localPort, on: on ?? true });
+      return original.call(this, on);
+    });
+    try {
+      const got = await converse(bridge.port, 'NOOP\r\nQUIT\r\n', /\+OK bye\r\n$/);
+      assert.match(got, /^\+OK mail-relay POP3 bridge ready\r\n/);
+    } finally {
+      spy.mock.restore();
+    }
+    assert.deepEqual(
+      calls.filter((c) => c.port === bridge.port),
+      [{ port: bridge.port, on: true }],
+      "the bridge's end of the connection",
+    );
+  });
+
+  it('keeps the mailbox locked while QUIT deletes, even when the client has left (UPDATE state)', async () => {
+    const token = await env.token(BOB);
+    const r = await env.deliver([BOB], Buffer.from('Subject: to delete\r\n\r\nbye\r\n'));
+    // The API behind a proxy that holds DELETE requests until told to let them through.
+    const held: (() => void)[] = [];
+    let deleting: () => void = () => {};
+    const deleteSeen = new Promise<void>((resolve) => {
+      deleting = resolve;
+    });
+    const proxy = createServer(async (req, res) => {
+      if (req.method === 'DELETE') {
+        deleting();
+        await new Promise<void>((resolve) => held.push(resolve));
+      }
+      const up = await fetch(`${env.url}${req.url}`, {
+        method: req.method ?? 'GET',
+        headers: { authorization: req.headers.authorization ?? '' },
+      });
+      res.writeHead(up.status, { 'content-type': up.headers.get('content-type') ?? 'text/plain' });
+      res.end(Buffer.from(await up.arrayBuffer()));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const port = (proxy.address() as { port: number }).port;
+    const gated = await startPop3Bridge({ apiUrl: `http://127.0.0.1:${port}`, port: 0 });
+    try {
+      const n = (await listIds(env, token, BOB)).indexOf(r.id) + 1;
+      const leaving = await login(gated.port, BOB, token);
+      leaving.write(`DELE ${n}\r\nQUIT\r\n`);
+      await deleteSeen;
+      leaving.destroy();
+      await leaving.closed;
+      // The client is gone, its deletion not done: another session must not list the message.
+      const meanwhile = await converse(
+        gated.port,
+        `USER ${BOB}\r\nPASS ${token}\r\nQUIT\r\n`,
+        /\+OK bye\r\n$/,
+      );
+      assert.match(meanwhile, /\r\n-ERR \[IN-USE\] /);
+      for (const release of held.splice(0)) release();
+      let after = '';
+      for (let i = 0; i < 200 && !/has \d+ messages/.test(after); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+        after = await converse(gated.port, `USER ${BOB}\r\nPASS ${token}\r\nQUIT\r\n`, /\+OK bye[^\r]*\r\n$/);
+      }
+      assert.match(after, /has \d+ messages/, 'the lock is released once QUIT is done');
+      assert.ok(!(await listIds(env, token, BOB)).includes(r.id), 'and the message was deleted');
+    } finally {
+      for (const release of held.splice(0)) release();
+      await gated.close();
+      proxy.closeAllConnections();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
+  });
+
   it('closes a session whose line never ends', async () => {
     const got = await converse(bridge.port, 'X'.repeat(10_000), /-ERR line too long\r\n/);
     assert.match(got, /-ERR line too long/);
+  });
+});
+
+/** Every line end (CRLF, bare LF, bare CR) as CRLF, as the POP3 wire has them. */
+function wireLines(b: Buffer): Buffer {
+  return Buffer.from(b.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n'), 'latin1');
+}
+
+describe('the shared corpus through the POP3 bridge', {
+  skip: !requireOrAnnounce(
+    corpusDir() !== null,
+    'corpus POP3 suite',
+    'needs ../shared/corpus next to the clone, or MAIL_RELAY_CORPUS=/path',
+  ),
+}, () => {
+  const MAILBOX = 'corpus@example.test';
+  let env: ApiTestEnv;
+  let bridge: Pop3Bridge;
+  before(async () => {
+    env = await startApiTestEnv({ config: { domains: ['example.test'], mailboxes: ['*@example.test'] } });
+    for (const f of corpusFiles(corpusDir() ?? '')) await env.deliver([MAILBOX], readFileSync(f.path));
+    bridge = await startPop3Bridge({ apiUrl: env.url, port: 0 });
+  });
+  after(async () => {
+    await bridge?.close();
+    await env?.close();
+  });
+
+  it('every message: LIST counts the octets RETR sends, in CRLF lines; TOP 0 and TOP 3 are cut as sent', async () => {
+    const token = await env.token(MAILBOX);
+    const ids = await listIds(env, token, MAILBOX);
+    assert.ok(ids.length >= 400, `${ids.length} messages`);
+    const commands = ids.map(
+      (_, i) => `LIST ${i + 1}\r\nRETR ${i + 1}\r\nTOP ${i + 1} 0\r\nTOP ${i + 1} 3\r\n`,
+    );
+    const got = await converse(
+      bridge.port,
+      `USER ${MAILBOX}\r\nPASS ${token}\r\n${commands.join('')}QUIT\r\n`,
+      /\+OK bye.*\r\n$/,
+      120_000,
+    );
+    const sizes = [...got.matchAll(/^\+OK (\d+) (\d+)\r$/gm)].map((m) => Number(m[2]));
+    const answers = multiLineAnswers(got);
+    assert.equal(sizes.length, ids.length);
+    assert.equal(answers.length, ids.length * 3);
+    const stuffed = (b: Buffer) => {
+      const text = b.toString('latin1');
+      return (text === '' || text.endsWith('\r\n') ? text : `${text}\r\n`).replace(/(^|\r\n)\./g, '$1..');
+    };
+    for (const [i, id] of ids.entries()) {
+      const sent = wireLines(await rawOf(env, token, MAILBOX, id));
+      const [retr, top0, top3] = answers.slice(i * 3, i * 3 + 3);
+      const what = `message ${i + 1} (${id})`;
+      assert.equal(retr?.body, stuffed(sent), `${what}: RETR`);
+      assert.equal(retr?.status, `+OK ${sizes[i]} octets`, `${what}: RETR's size`);
+      assert.equal(
+        sizes[i],
+        sent.length === 0 || sent.toString('latin1').endsWith('\r\n') ? sent.length : sent.length + 2,
+        `${what}: LIST`,
+      );
+      assert.equal(top0?.body, stuffed(referenceTop(sent, 0)), `${what}: TOP 0`);
+      assert.equal(top3?.body, stuffed(referenceTop(sent, 3)), `${what}: TOP 3`);
+    }
   });
 });
 

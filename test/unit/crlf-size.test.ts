@@ -32,13 +32,14 @@ async function sentOctets(raw: Buffer, chunkSize: number): Promise<Buffer> {
   const body = wire.slice(0, -3);
   assert.ok(body === '' || body.endsWith('\r\n'), 'every line ends in CRLF');
   assert.doesNotMatch(body, /[^\r]\n|^\n/, 'no bare LF is sent');
+  assert.doesNotMatch(body, /\r(?!\n)/, 'no bare CR is sent');
   return Buffer.from(body.replace(/(^|\r\n)\./g, '$1'), 'latin1');
 }
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 
 describe('crlfSize', () => {
-  it('is the length of a CRLF message, and counts each bare LF and a missing last line end', () => {
+  it('is the length of a CRLF message, and counts each bare LF, bare CR and a missing last line end', () => {
     assert.equal(crlfSize(b('')), 0);
     assert.equal(crlfSize(b('a\r\nb\r\n')), 6);
     assert.equal(crlfSize(b('a\nb\n')), 6);
@@ -46,7 +47,9 @@ describe('crlfSize', () => {
     assert.equal(crlfSize(b('a\r\nb')), 6, 'a last line without its line end gains CRLF');
     assert.equal(crlfSize(b('a\r')), 3, 'a CR alone at the end gains its LF');
     assert.equal(crlfSize(b('a\n\r\nb\r\n')), 8, 'mixed line ends');
-    assert.equal(crlfSize(b('a\rb\r\n')), 5, 'a CR inside a line is a byte like any other');
+    assert.equal(crlfSize(b('a\rb\r\n')), 6, 'a bare CR ends a line, as on an SMTP wire');
+    assert.equal(crlfSize(b('a\rb\r')), 6, 'CR-only line ends (classic Mac mail)');
+    assert.equal(crlfSize(b('a\r\r\n')), 5, 'a bare CR before a CRLF: two line ends');
   });
 
   const cases: [string, Buffer][] = [
@@ -55,6 +58,8 @@ describe('crlfSize', () => {
     ['mixed, no final line end', b('Subject: a\r\n\nbody\r\nlast')],
     ['ends in CR', b('Subject: a\n\nbody\r')],
     ['only line ends', b('\n\r\n\n')],
+    ['CR only', b('Subject: a\r\r.dot\rbody\r')],
+    ['bare CR in a CRLF message, CR CR LF', b('Subject: a\r\n\r\nx\ry\r\r\n.z\r\n')],
     ['empty', b('')],
   ];
   for (const [name, raw] of cases) {

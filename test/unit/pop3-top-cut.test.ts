@@ -1,7 +1,9 @@
 /**
- * The POP3 bridge cuts TOP itself when the API will not answer it in one response (`top_too_large`):
- * `writeDotStuffed` with a body line count must send what the API's TOP would have (api/top.ts),
- * with RETR's CRLF line endings and dot-stuffing, however the bytes are chunked.
+ * The POP3 bridge cuts TOP itself (from the API's TOP, or from the whole message when the API will
+ * not answer it in one response, `top_too_large`): `writeDotStuffed` with a body line count must
+ * send what the API's TOP gives for the message with its line ends made CRLF (api/top.ts counts
+ * lines by LF alone; the wire ends a line at a bare CR too), with RETR's CRLF line endings and
+ * dot-stuffing, however the bytes are chunked.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -34,15 +36,21 @@ async function sent(raw: Buffer, chunkSize: number, lines?: number): Promise<{ w
   return { wire: Buffer.concat(out).toString('latin1'), read };
 }
 
-/**
- * A POP3 multi-line body: CRLF line ends (one added at the end if missing; a CR alone there gains
- * the LF, as crlfSize counts it), dots stuffed, then `.` CRLF.
- */
+/** Every line end (CRLF, bare LF, bare CR) as CRLF, as the POP3 wire has them. */
+function toCrlf(bytes: Buffer): Buffer {
+  return Buffer.from(bytes.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n'), 'latin1');
+}
+
+/** A POP3 multi-line body: CRLF line ends (one added at the end if missing), dots stuffed, then `.` CRLF. */
 function onTheWire(bytes: Buffer): string {
-  const crlf = bytes.toString('latin1').replace(/\r?\n/g, '\r\n');
-  const ended =
-    crlf === '' || crlf.endsWith('\r\n') ? crlf : crlf.endsWith('\r') ? `${crlf}\n` : `${crlf}\r\n`;
+  const crlf = toCrlf(bytes).toString('latin1');
+  const ended = crlf === '' || crlf.endsWith('\r\n') ? crlf : `${crlf}\r\n`;
   return `${ended.replace(/(^|\r\n)\./g, '$1..')}.\r\n`;
+}
+
+/** TOP as the wire counts lines: the API's rule, on the message with its line ends made CRLF. */
+function wireTop(raw: Buffer, lines: number): Buffer {
+  return referenceTop(toCrlf(raw), lines);
 }
 
 const b = (s: string) => Buffer.from(s, 'latin1');
@@ -55,13 +63,16 @@ describe('writeDotStuffed with a body line count (TOP cut by the bridge)', () =>
     ['blank line first', b('\r\n.body\r\nmore\r\n')],
     ['no blank line: all headers', b('Subject: a\r\nX: y\r\n')],
     ['empty body lines', b('Subject: a\n\n\n\n.\n\nend\n')],
+    ['CR only (classic Mac)', b('Subject: a\rX: y\r\r.dot\rbody\r.\rlast\r')],
+    ['CR-only message behind CRLF trace headers', b('Received: x\r\nSubject: a\r\rone\r.two\rthree\r')],
+    ['CR CR LF', b('Subject: a\r\r\nbody\r\r\n.x\r\n')],
   ];
   for (const [name, raw] of cases) {
     it(`sends the API's TOP n, stuffed: ${name}, in any chunking`, async () => {
       for (const lines of [0, 1, 2, 3, 10, 2 ** 31 - 1]) {
         for (const chunkSize of [1, 2, 3, 7, 1 << 16]) {
           const { wire } = await sent(raw, chunkSize, lines);
-          assert.equal(wire, onTheWire(referenceTop(raw, lines)), `TOP ${lines}, chunks of ${chunkSize}`);
+          assert.equal(wire, onTheWire(wireTop(raw, lines)), `TOP ${lines}, chunks of ${chunkSize}`);
         }
       }
     });
@@ -74,7 +85,7 @@ describe('writeDotStuffed with a body line count (TOP cut by the bridge)', () =>
       for (const lines of [0, 1, 5]) {
         assert.equal(
           (await sent(raw, 4096, lines)).wire,
-          onTheWire(referenceTop(raw, lines)),
+          onTheWire(wireTop(raw, lines)),
           `${file} TOP ${lines}`,
         );
       }
