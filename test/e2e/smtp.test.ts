@@ -214,6 +214,37 @@ describe('SMTP listener with python3 smtplib', () => {
     assert.equal(r.code, 552);
   });
 
+  it('answers 555 to MAIL and RCPT parameters it does not know (RFC 5321 §4.1.1.11); SIZE, BODY and DSN parameters are taken', async () => {
+    // smtplib sends the options as given, without looking at the EHLO reply.
+    const script = `
+import json, smtplib, sys
+port = int(sys.argv[1])
+out = []
+with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
+    s.ehlo()
+    for opts in (['FOO=bar'], ['AUTH=<>'], ['SIZE=20', 'BODY=8BITMIME', 'RET=HDRS', 'ENVID=e1']):
+        code, text = s.mail('sender@remote.test', opts)
+        out.append([code, text.decode()])
+    for opts in (['X-TAG=1'], ['NOTIFY=SUCCESS,FAILURE', 'ORCPT=rfc822;alice@example.test']):
+        code, text = s.rcpt('alice@example.test', opts)
+        out.append([code, text.decode()])
+    code, text = s.data(b'Subject: parameters\\r\\n\\r\\nx\\r\\n')
+    out.append([code, text.decode()[:13]])
+print(json.dumps(out))
+`;
+    const r = await python(script, [String(relay.smtp.port)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), [
+      [555, '5.5.4 MAIL FROM parameter FOO not recognized'],
+      [555, '5.5.4 MAIL FROM parameter AUTH not recognized'],
+      [250, 'Accepted'],
+      [555, '5.5.4 RCPT TO parameter X-TAG not recognized'],
+      [250, 'Accepted'],
+      [250, '2.0.0 Ok: que'],
+    ]);
+    assert.equal((await relay.entries('alice@example.test'))[0]?.subject, 'parameters');
+  });
+
   it('delivers once per mailbox when several recipients lead to it, and accepts dropped mail', async () => {
     const before = (await relay.entries('alice@example.test')).length;
     const r = await smtplibSend(
