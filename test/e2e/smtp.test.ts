@@ -333,6 +333,29 @@ describe('SMTP listener with swaks', () => {
     );
   });
 
+  it('writes an internationalized EHLO name (sent as UTF-8) in its ASCII form in Received, not as ?s', async (t) => {
+    if (!requireOrAnnounce(haveSwaks, 'swaks SMTP e2e tests', 'apt-get install swaks'))
+      return t.skip('no swaks');
+    const r = await run('swaks', [
+      '--server',
+      `127.0.0.1:${relay.smtp.port}`,
+      '--helo',
+      'mail.bücher.example',
+      '--to',
+      'alice@example.test',
+      '--from',
+      'a@remote.test',
+      '--header',
+      'Subject: idn helo',
+    ]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, / -> EHLO mail\.bücher\.example\r?\n/);
+    const entry = (await relay.entries('alice@example.test')).find((e) => e.subject === 'idn helo');
+    assert.ok(entry);
+    const { trace } = stripTrace(await relay.raw('alice@example.test', entry.id));
+    assert.match(trace, /^Received: from mail\.xn--bcher-kva\.example \(\[127\.0\.0\.1\]\)\r\n/m);
+  });
+
   it('gets 550 for a recipient outside our domains and 552 for an oversized DATA', async (t) => {
     if (!requireOrAnnounce(haveSwaks, 'swaks SMTP e2e tests', 'apt-get install swaks'))
       return t.skip('no swaks');
