@@ -296,7 +296,7 @@ export function cleanDisplayText(text: string, maxChars = 200): string {
 export interface ParsedAddress {
   /** Decoded display name ('' when none). */
   readonly name: string;
-  /** `local@domain` as written (not lower-cased). */
+  /** `local@domain` as written (not lower-cased), its 8-bit bytes read as UTF-8 (RFC 6532). */
   readonly address: string;
 }
 
@@ -386,12 +386,15 @@ function mailboxOf(tokens: readonly Token[]): ParsedAddress | null {
     // An obsolete source route (`<@a.example,@b.example:user@c.example>`, RFC 5322 §4.4) is dropped.
     const address = (angle?.kind === 'angle' ? angle.text : '').replace(/^@[^:]*:/, '').trim();
     if (!address.includes('@')) return null;
-    return { name: cleanDisplayText(phraseText(tokens.slice(0, angleAt))), address };
+    // An address of UTF-8 bytes (RFC 6532: `jöhn@mächine.example`) as text, as the name is.
+    return { name: cleanDisplayText(phraseText(tokens.slice(0, angleAt))), address: bytesToText(address) };
   }
-  const address = tokens
-    .filter((t) => t.kind === 'atom' || t.kind === 'quoted')
-    .map((t) => (t.kind === 'quoted' ? `"${t.text}"` : t.text))
-    .join('');
+  const address = bytesToText(
+    tokens
+      .filter((t) => t.kind === 'atom' || t.kind === 'quoted')
+      .map((t) => (t.kind === 'quoted' ? `"${t.text}"` : t.text))
+      .join(''),
+  );
   if (!address.includes('@')) return null;
   // `alice@example.org (Alice Example)`: the comment is the name by old convention.
   const comment = tokens.find((t) => t.kind === 'comment');

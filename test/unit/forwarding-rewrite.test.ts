@@ -145,6 +145,19 @@ describe('rewriteForForward: the header block a forwarding user receives', () =>
     }
   });
 
+  it('a From of an RFC 6532 address (UTF-8 bytes) without a name: "<address> via <domain>" in UTF-8, not Latin-1 mojibake', () => {
+    for (const from of ['jd\u00f6e@m\u00e4chine.example', '<jd\u00f6e@m\u00e4chine.example>']) {
+      const raw = Buffer.from(`From: ${from}\r\nSubject: x\r\n\r\nbody\r\n`, 'utf8');
+      const out = rewriteForForward(raw, OPTIONS);
+      // Before: `jdÃ¶e@mÃ¤chine.example via example.com`.
+      assert.equal(out.displayName, 'jd\u00f6e@m\u00e4chine.example via example.com', from);
+      assert.deepEqual(out.originalFrom, { name: '', address: 'jd\u00f6e@m\u00e4chine.example' });
+      assert.deepEqual(parseAddressList(headerValues(out.raw, 'From')[0] ?? ''), [
+        { name: 'jd\u00f6e@m\u00e4chine.example via example.com', address: 'forwarder@example.com' },
+      ]);
+    }
+  });
+
   it('bare-LF messages get bare-LF headers: not one CR is added', () => {
     const raw = fixture('bare-lf.eml');
     const out = rewriteForForward(raw, { ...OPTIONS, tags: ['spam'] });
