@@ -63,7 +63,9 @@ const SERVER_NAME = hostname() || 'localhost';
  */
 export function traceHeaders(input: IngestInput, sesMessageId: string, receivedAt: Date): Buffer {
   const eol = detectEol(input.body);
-  const returnPath = input.returnPath === false ? '' : `Return-Path: <${sanitize(input.mailFrom)}>${eol}`;
+  // A space is kept: it is part of a quoted local part (`<"john doe"@example.com>`, smtp-paths.ts).
+  const returnPath =
+    input.returnPath === false ? '' : `Return-Path: <${sanitize(input.mailFrom, ' ')}>${eol}`;
   const helo = heloName(input.via.helo ?? 'localhost');
   const addr = sanitize(input.via.remoteAddress ?? '127.0.0.1');
   const forClause =
@@ -116,8 +118,8 @@ export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'conti
   return FIELD_START_RE.test(line) ? 'field' : 'body';
 }
 
-function sanitize(s: string): string {
-  return s.replace(/[^\x21-\x7e]/g, '?');
+function sanitize(s: string, keep = ''): string {
+  return s.replace(keep === ' ' ? /[^\x20-\x7e]/g : /[^\x21-\x7e]/g, '?');
 }
 
 /**

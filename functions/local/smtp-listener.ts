@@ -12,7 +12,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import { asciiDomain, type Config } from '../core/config.ts';
+import { asciiDomain, type Config, canonicalAddress } from '../core/config.ts';
 import { MailRelayError, SmtpRejectError } from '../core/errors.ts';
 import { acceptsRecipient, qualifyRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
@@ -181,8 +181,8 @@ export async function startSmtpListener(
     disabledCommands: ['AUTH', 'STARTTLS'],
     // No network here, and a PTR lookup per connection costs time for nothing on loopback.
     disableReverseLookup: true,
-    // Not advertised: addresses are ASCII here (a UTF-8 local part gets 553; an internationalized
-    // domain is taken in its xn-- form, see asciiDomain), and the relay sends no delivery status
+    // Not advertised: addresses are ASCII here (a UTF-8 local part gets 553 5.6.7; an internationalized
+    // domain is taken in its xn-- form, see canonicalAddress), and the relay sends no delivery status
     // notifications.
     hideSMTPUTF8: true,
     hideDSN: true,
@@ -218,7 +218,7 @@ export async function startSmtpListener(
         return callback(new SmtpRejectError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized`));
       }
       const started = performance.now();
-      const verdict = acceptsRecipient(config, qualifyRecipient(config, asciiDomain(address.address)));
+      const verdict = acceptsRecipient(config, qualifyRecipient(config, canonicalAddress(address.address)));
       const over = performance.now() - started - FREE_RCPT_MS;
       if (over > 0) {
         const spent = (slowRouting.get(session.id) ?? 0) + over;
@@ -308,7 +308,9 @@ export async function startSmtpListener(
           // Joined once by ingest, behind the trace headers.
           body,
           mailFrom,
-          recipients: session.envelope.rcptTo.map((r) => qualifyRecipient(config, asciiDomain(r.address))),
+          recipients: session.envelope.rcptTo.map((r) =>
+            qualifyRecipient(config, canonicalAddress(r.address)),
+          ),
           via: {
             protocol: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
             helo: session.hostNameAppearsAs,

@@ -245,6 +245,32 @@ print(json.dumps(out))
     assert.equal((await relay.entries('alice@example.test'))[0]?.subject, 'parameters');
   });
 
+  it('takes quoted local parts (RFC 5321 Quoted-string): "alice"@ is alice@; one that needs its quotes is a sender, never a mailbox', async () => {
+    // smtplib sends the addresses as given: <"john doe"@remote.test>, <"Alice"@example.test>, …
+    const r = await smtplibSend(
+      relay,
+      ['"Alice"@example.test', '"bob.x"@example.test', '"john doe"@example.test', '"b\\ob"@example.test'],
+      Buffer.from('Subject: quoted local parts\r\n\r\nx\r\n'),
+      '"john doe"@remote.test',
+    );
+    assert.equal(r.ok, true, JSON.stringify(r));
+    // Before: 501 "Bad recipient address syntax" from smtp-server for the space, 553 for the others.
+    assert.deepEqual(r.refused, {
+      '"bob.x"@example.test': [550, '5.1.1 Recipient address rejected: no such user'],
+      '"john doe"@example.test': [
+        553,
+        '5.1.3 Recipient address rejected: a quoted local part is not a mailbox here',
+      ],
+    });
+    const alice = (await relay.entries('alice@example.test')).find((e) => e.subject === 'quoted local parts');
+    const bob = (await relay.entries('bob@example.test')).find((e) => e.subject === 'quoted local parts');
+    assert.equal(alice?.recipient, 'alice@example.test');
+    assert.equal(bob?.recipient, 'bob@example.test');
+    assert.ok(alice);
+    const { trace } = stripTrace(await relay.raw('alice@example.test', alice.id));
+    assert.match(trace, /^Return-Path: <"john doe"@remote\.test>\r\n/);
+  });
+
   it('delivers once per mailbox when several recipients lead to it, and accepts dropped mail', async () => {
     const before = (await relay.entries('alice@example.test')).length;
     const r = await smtplibSend(
@@ -784,7 +810,10 @@ describe('a client that half-closes its side (printf … | nc -N)', () => {
     );
     assert.match(r.replies, /^553 5\.6\.7 Non-ASCII sender address not accepted/m);
     assert.match(r.replies, /^555 5\.5\.4 SMTPUTF8 is not offered here/m);
-    assert.match(r.replies, /^250 [^\r\n]*\r\n553 5\.1\.3 Bad recipient address syntax\r\n221 /m);
+    assert.match(
+      r.replies,
+      /^250 [^\r\n]*\r\n553 5\.6\.7 Non-ASCII recipient address not accepted \(no SMTPUTF8\)\r\n221 /m,
+    );
   });
 });
 
