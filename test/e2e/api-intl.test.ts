@@ -5,7 +5,7 @@
  * such recipients as they are written.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -14,6 +14,7 @@ import type { RawConfig } from '../../functions/core/config.ts';
 import { fieldValue, splitMessage } from '../../functions/core/mime-header.ts';
 import { main } from '../../functions/local/cli.ts';
 import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
+import { corpusDir, requireOrAnnounce } from '../helpers/env.ts';
 import { type RemoteMx, startRemoteMx } from '../helpers/remote-mx.ts';
 
 const INFO = 'info@xn--mnchen-3ya.test';
@@ -132,5 +133,98 @@ describe('mailbox addresses written in any form name one mailbox', () => {
     const error = await errorOf(refused);
     assert.equal(error.code, 'invalid_recipient');
     assert.match(error.message, /"jöhn@example\.org"/);
+  });
+});
+
+const corpus = corpusDir();
+
+describe('corpus mail with header bytes in a legacy charset, through the API', {
+  skip: !requireOrAnnounce(
+    corpus !== null,
+    'corpus legacy-charset API tests',
+    'needs ../shared/corpus next to the clone, or MAIL_RELAY_CORPUS=/path',
+  ),
+}, () => {
+  let env: ApiTestEnv;
+  let token: string;
+  before(async () => {
+    env = await startApiTestEnv({ config: CONFIG });
+    token = await env.token('alice@example.test');
+  });
+  after(async () => env.close());
+
+  interface Item {
+    id: string;
+    from: string;
+    subject: string;
+  }
+  const list = async (q?: string) => {
+    const query = q === undefined ? '' : `?q=${encodeURIComponent(q)}`;
+    const res = await env.request(`/v1/mailboxes/alice@example.test/messages${query}`, { token });
+    assert.equal(res.status, 200);
+    return ((await res.json()) as { items: Item[] }).items;
+  };
+
+  it('raw GB2312, Big5 and Latin-1 Subject and From read in the charset the message declares (they were U+FFFDs), and found by q', async () => {
+    assert.ok(corpus);
+    const cases: [string, string, string][] = [
+      [
+        'spamassassin/nice/cjk/gb2312.1',
+        '台湾鑫龙商贸集团公司 <1234@e34.com>',
+        '全新原装进口，送货上门，货到付款－台湾鑫龙商贸集团公司向您拜年!',
+      ],
+      [
+        'spamassassin/nice/cjk/big5-base64.1',
+        'y971880896@pchome.com.tw',
+        '[SLAT-talk] 鉅靡6月17日新片又到.如有重複寄發.敬請原諒!',
+      ],
+      [
+        'flanker/from-encoding.eml',
+        'Ingo Lütkebohle <ingo@blank.pages.de>',
+        'Re: running server as root (Was: Re: PUT method)',
+      ],
+      [
+        'ruby-mail/error_emails/invalid_subject_characters.eml',
+        'Formação Frenetikpolis <info@formacaofrenetik.info>',
+        'Formação FrenetikPolis: Mega Campanha Final Verão | Cursos de Setembro',
+      ],
+    ];
+    for (const [file] of cases) await env.deliver(['alice@example.test'], readFileSync(join(corpus, file)));
+    const items = await list();
+    for (const [file, from, subject] of cases) {
+      const item = items.find((i) => i.subject.startsWith(subject));
+      assert.ok(item, `${file}: ${JSON.stringify(items.map((i) => i.subject))}`);
+      assert.equal(item.from, from, file);
+      const res = await env.request(`/v1/mailboxes/alice@example.test/messages/${item.id}`, { token });
+      const message = (await res.json()) as { subject: string; headers: { name: string; value: string }[] };
+      assert.ok(message.subject.startsWith(subject), file);
+      assert.ok(message.headers.find((h) => h.name === 'Subject')?.value.startsWith(subject), file);
+    }
+    assert.deepEqual(
+      (await list('鑫龙商贸')).map((i) => i.subject),
+      ['全新原装进口，送货上门，货到付款－台湾鑫龙商贸集团公司向您拜年!'],
+    );
+    assert.equal((await list('lütkebohle')).length, 1);
+  });
+
+  it('a raw UTF-8 file name cut off mid-character (Yahoo) is the UTF-8 it is, in the JSON and in the download', async () => {
+    assert.ok(corpus);
+    const r = await env.deliver(
+      ['alice@example.test'],
+      readFileSync(join(corpus, 'flanker/russian-attachment-yahoo.eml')),
+    );
+    const res = await env.request(`/v1/mailboxes/alice@example.test/messages/${r.id}`, { token });
+    const { attachments } = (await res.json()) as { attachments: { partId: string; filename: string }[] };
+    const name = 'Картинка с очень, очень длинным предлинным именем преименем таким чт';
+    // Before: `ÐÐ°ÑÑÐ¸Ð½ÐºÐ° …` (the UTF-8 read as Latin-1).
+    assert.deepEqual(
+      attachments.map((a) => a.filename),
+      [name],
+    );
+    const part = await env.request(`/v1/mailboxes/alice@example.test/messages/${r.id}/parts/1`, { token });
+    assert.equal(part.status, 200);
+    const disposition = part.headers.get('content-disposition') ?? '';
+    assert.match(disposition, /^attachment; filename="[^"]*"; filename\*=UTF-8''(\S+)$/);
+    assert.equal(decodeURIComponent(/filename\*=UTF-8''(\S+)$/.exec(disposition)?.[1] ?? ''), name);
   });
 });
