@@ -326,6 +326,22 @@ describe('header text: RFC 2047 encoded words and address lists', () => {
     assert.equal(decodeHeaderText(Buffer.from('Grüße', 'utf8').toString('latin1')), 'Grüße');
   });
 
+  it('decodes a character split across adjacent encoded words, and Windows-1252 at 0x80–0x9F (they were U+FFFDs, C1 controls)', () => {
+    // 日本 (E6 97 A5 E6 9C AC) cut inside its first character, as many mailers cut long words.
+    assert.equal(decodeHeaderText('=?UTF-8?B?5pel5g==?= =?UTF-8?B?nKw=?='), '日本');
+    assert.equal(decodeHeaderText('=?utf-8?Q?=E6=97?=\r\n =?UTF-8?Q?=A5=E6=9C=AC?= x'), '日本 x');
+    // A word of another charset between them is decoded on its own.
+    assert.equal(decodeHeaderText('=?ISO-8859-1?Q?caf=E9?= =?UTF-8?Q?_=E2=82=AC?='), 'café €');
+    assert.equal(decodeHeaderText('=?x-unknown?Q?a?= =?utf-8?Q?b?= c'), '=?x-unknown?Q?a?= b c');
+    assert.equal(decodeHeaderText('=?windows-1252?Q?=93Bob=94_=96_Don=92t?='), '“Bob” – Don’t');
+    assert.equal(decodeHeaderText('=?iso-8859-1?Q?=85?='), '…');
+    const out = rewriteForForward(
+      Buffer.from('From: =?UTF-8?Q?=E5=B1?= =?UTF-8?Q?=B1=E7=94=B0?= <y@example.jp>\r\n\r\nx\r\n'),
+      OPTIONS,
+    );
+    assert.equal(out.displayName, '山田 via example.com');
+  });
+
   it('encodes long non-ASCII text in words of at most 75 characters that decode back', () => {
     const text = `${'東京'.repeat(40)} – 😀 café`;
     const words = encodeWords(text);

@@ -23,6 +23,7 @@ import {
   type ParseResult,
   summaryBody,
 } from '../../core/message.ts';
+import { decodeCharset } from '../../core/mime-header.ts';
 import type { MailParser } from '../../ports/mail-parser.ts';
 
 /**
@@ -371,45 +372,11 @@ function fieldText(field: string, charset: string | null): string | null {
   for (const label of [charset, 'windows-1252']) {
     // A header is never UTF-16 or UTF-32 (a part of that charset has ASCII headers like any other).
     if (label === null || /^(utf-?8|us-ascii|ascii|utf-?16.*|utf-?32.*)$/.test(label)) continue;
-    const decoded = decodeCharset(bytes, CHARSET_ALIASES[label] ?? label);
+    const decoded = decodeCharset(bytes, label);
     // mailsplit reads a value holding a U+FFFD as Latin-1 again: a byte the charset lacks is left out.
     if (decoded !== null) return decoded.replace(/\ufffd/g, '');
   }
   return null;
-}
-
-/** Charset names mailers write that TextDecoder does not know by that name. */
-const CHARSET_ALIASES: Readonly<Record<string, string>> = {
-  cp932: 'shift_jis',
-  ms932: 'shift_jis',
-  'windows-31j': 'shift_jis',
-  'x-sjis': 'shift_jis',
-  cp936: 'gbk',
-  ms936: 'gbk',
-  cp949: 'euc-kr',
-  cp950: 'big5',
-};
-
-/**
- * Windows-1252's characters at 0x80–0x9F (WHATWG's, which is also what `iso-8859-1` and `us-ascii` mean
- * in mail): Node's TextDecoder gives the C1 control characters there, so `Don\x92t` read as `Don` + an
- * invisible U+0092 + `t`. 0x81, 0x8D, 0x8F, 0x90 and 0x9D have none and stay as they are.
- */
-const WINDOWS_1252_C1 = '€\x81‚ƒ„…†‡ˆ‰Š‹Œ\x8dŽ\x8f\x90‘’“”•–—˜™š›œ\x9džŸ';
-
-/** `bytes` in the charset `label`, or null when TextDecoder does not know it. */
-function decodeCharset(bytes: Buffer, label: string): string | null {
-  let text: string;
-  let encoding: string;
-  try {
-    const decoder = new TextDecoder(label);
-    text = decoder.decode(bytes);
-    encoding = decoder.encoding;
-  } catch {
-    return null;
-  }
-  if (encoding !== 'windows-1252') return text;
-  return text.replace(/[\x80-\x9f]/g, (c: string) => WINDOWS_1252_C1[c.charCodeAt(0) - 0x80] ?? c);
 }
 
 /**
