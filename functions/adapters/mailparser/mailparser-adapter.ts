@@ -390,13 +390,17 @@ function legacyHeadersToUtf8(raw: Buffer): Buffer {
   const blocks: { start: number; end: number }[] = [];
   const blockAt = (start: number) => {
     // Up to the blank line that ends it (LF or CRLF), line by line: only the header block is read.
-    let end = raw.length;
-    for (let lf = raw.indexOf(0x0a, start); lf >= 0; lf = raw.indexOf(0x0a, lf + 1)) {
+    // A block longer than the parser takes (MAX_HEADER_BYTES) is no header block to it: left alone.
+    let end = -1;
+    const limit = Math.min(raw.length, start + MAX_HEADER_BYTES);
+    for (let lf = raw.indexOf(0x0a, start); lf >= 0 && lf < limit; lf = raw.indexOf(0x0a, lf + 1)) {
       if (raw[lf + 1] === 0x0a || (raw[lf + 1] === 0x0d && raw[lf + 2] === 0x0a)) {
         end = lf + 1;
         break;
       }
     }
+    if (end < 0 && limit === raw.length) end = raw.length;
+    if (end < 0) return '';
     blocks.push({ start, end });
     return raw.toString('latin1', start, end);
   };
