@@ -5,7 +5,7 @@
 // Loaded first for its side effect: it gives zod's schemas the `.openapi()` used below (extendZodWithOpenApi).
 import '@hono/zod-openapi';
 import * as z from 'zod';
-import { isAddress } from '../core/config.ts';
+import { canonicalAddress, isAddress } from '../core/config.ts';
 import { ULID_RE } from '../core/ids.ts';
 import { addressEntrySchema, attachmentSchema, headerEntrySchema } from '../core/message.ts';
 import { MAX_TOP_LINES } from './top.ts';
@@ -41,15 +41,18 @@ export type ErrorBody = z.infer<typeof errorSchema>;
 
 const ULID_ANY_CASE_RE = new RegExp(ULID_RE.source, 'i');
 
-/** Addresses arrive in any case; they are lower-cased before the check, as everywhere in the relay. */
+/**
+ * Addresses arrive in any case, an internationalized domain in either form, a local part maybe quoted:
+ * taken in their canonical form (`canonicalAddress`) before the check, as everywhere in the relay.
+ */
 const addressParamSchema = z
   .string()
-  .refine((s) => isAddress(s.toLowerCase()), {
+  .refine((s) => isAddress(canonicalAddress(s)), {
     message: 'must be a mailbox address such as alice@example.com',
   })
   .openapi({
     param: { name: 'address', in: 'path' },
-    description: 'The mailbox address (case-insensitive)',
+    description: 'The mailbox address (case-insensitive; an internationalized domain in either form)',
     example: 'alice@example.com',
   });
 

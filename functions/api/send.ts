@@ -12,7 +12,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type Mail from 'nodemailer/lib/mailer';
-import { type Config, domainOf, isAddress, normalizeAddress } from '../core/config.ts';
+import { type Config, canonicalAddress, domainOf, isAddress } from '../core/config.ts';
 import { errorMessage, SendError, ValidationError } from '../core/errors.ts';
 import { messageIdFor, timeOfId, ULID_RE } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
@@ -77,10 +77,13 @@ function toAddress(input: AddressInput, field: string): { name: string; address:
   } else {
     parsed = { name: input.name ?? '', address: input.address };
   }
-  const address = normalizeAddress(parsed.address);
+  // An internationalized domain goes out in its ASCII form (SES takes no other), `"bob"@` as bob@.
+  const address = canonicalAddress(parsed.address);
   if (!isAddress(address)) {
     throw new ValidationError(
-      `${field}: "${address}" is not an e-mail address`,
+      /[^\x20-\x7e]/.test(address)
+        ? `${field}: "${address}" has a non-ASCII local part, which the relay cannot send to (no SMTPUTF8)`
+        : `${field}: "${address}" is not an e-mail address`,
       [field],
       'invalid_recipient',
     );
@@ -192,7 +195,7 @@ function prepareRaw(raw: Buffer, mailbox: string, id: string, now: Date): Prepar
   // Only the mailbox's own address may appear as the author or the sender (RFC 5322 §3.6.2), as a
   // plain mailbox list: no group, nothing a reader could take for another address.
   const only = (list: ReturnType<typeof parseMailboxList>) =>
-    list !== null && list.length === 1 && normalizeAddress(list[0]?.address ?? '') === mailbox;
+    list !== null && list.length === 1 && canonicalAddress(list[0]?.address ?? '') === mailbox;
   if (from.length !== 1 || !only(from[0] ?? null)) {
     throw new HttpStatusError(403, 'from_not_allowed', `From must be exactly ${mailbox}`);
   }
@@ -204,7 +207,7 @@ function prepareRaw(raw: Buffer, mailbox: string, id: string, now: Date): Prepar
       ['to', 'cc', 'bcc']
         .flatMap((n) => values(n))
         .flatMap((v) => parseAddressList(v))
-        .map((a) => normalizeAddress(a.address)),
+        .map((a) => canonicalAddress(a.address)),
     ),
   ];
   for (const r of recipients) {

@@ -9,7 +9,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type * as z from 'zod';
-import { normalizeAddress } from '../core/config.ts';
+import { canonicalAddress } from '../core/config.ts';
 import { ValidationError } from '../core/errors.ts';
 import type { MailboxIndex, TokenRecord } from '../ports/mailbox-index.ts';
 import { authenticate, authorizeAdmin, authorizeMailbox } from './auth.ts';
@@ -141,7 +141,7 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
     const token = await authenticate(index, c.req.header('Authorization'));
     const parsed = mailboxParamsSchema.safeParse({ address: c.req.param('address') });
     if (!parsed.success) throw validationErrorOf('param', parsed.error.issues);
-    const mailbox = normalizeAddress(parsed.data.address);
+    const mailbox = canonicalAddress(parsed.data.address);
     authorizeMailbox(token, mailbox);
     c.set('token', token);
     c.set('mailbox', mailbox);

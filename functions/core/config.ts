@@ -53,6 +53,39 @@ export function asciiDomain(address: string): string {
   return ascii === '' ? address : `${address.slice(0, at + 1)}${ascii}`;
 }
 
+/** RFC 5322 atext: what a local part may hold without quotes (with dots between atoms: a dot-atom). */
+const DOT_ATOM_RE = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
+/** RFC 5321 §4.1.2 Quoted-string: printable ASCII and space, `\` and `"` only as a quoted pair. */
+const QUOTED_LOCAL_RE = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*)"$/;
+
+/**
+ * A local part in its canonical form (RFC 5321 §4.1.2: a quoted string and the dot-atom it spells are
+ * the same local part): `"john.doe"` is `john.doe`; one that needs its quotes (`"john doe"`) keeps
+ * them, with only the backslashes it needs. Null for a local part that is neither (not an address).
+ */
+export function canonicalLocalPart(local: string): string | null {
+  if (DOT_ATOM_RE.test(local)) return local;
+  const quoted = QUOTED_LOCAL_RE.exec(local);
+  if (!quoted) return null;
+  const text = (quoted[1] ?? '').replace(/\\(.)/g, '$1');
+  return DOT_ATOM_RE.test(text) ? text : `"${text.replace(/(["\\])/g, '\\$1')}"`;
+}
+
+/**
+ * An address as the relay keys it, however a sender or a user wrote it: lower case
+ * (`normalizeAddress`), a quoted local part that needs no quotes without them (`"john"@x` is
+ * `john@x`), and an internationalized domain in its ASCII form (`asciiDomain`). What the SMTP
+ * listener, `route`, `token`, `import`, the API's `{address}` and `POST …/send` take an address as;
+ * `isAddress` then says whether it can be a mailbox here (no quoted or non-ASCII local part can).
+ */
+export function canonicalAddress(value: string): string {
+  const address = normalizeAddress(value);
+  const at = address.lastIndexOf('@');
+  if (at <= 0 || !address.startsWith('"')) return asciiDomain(address);
+  const local = canonicalLocalPart(address.slice(0, at));
+  return asciiDomain(local === null ? address : `${local}${address.slice(at)}`);
+}
+
 export function domainOf(address: string): string {
   return address.slice(address.lastIndexOf('@') + 1);
 }
@@ -72,10 +105,28 @@ const domainSchema = z
     });
   });
 
+/**
+ * For an address or `*@domain` written with an internationalized domain in its Unicode form, the
+ * problem to report: the form to write instead (as for `domains`, see `domainSchema`). Null otherwise.
+ */
+function unicodeDomainProblem(value: string): string | null {
+  const v = normalizeAddress(value);
+  if (!/[^ -~]/.test(domainOf(v)) || /[^ -~]/.test(v.slice(0, v.lastIndexOf('@')))) return null;
+  const ascii = asciiDomain(v);
+  const ok = v.startsWith('*@') ? DOMAIN_RE.test(ascii.slice(2)) : isAddress(ascii);
+  return ok ? `write an internationalized domain in its ASCII form: "${ascii}"` : null;
+}
+
 const addressSchema = z
   .string()
   .transform(normalizeAddress)
-  .refine(isAddress, { message: 'must be an e-mail address such as alice@example.com' });
+  .superRefine((s, ctx) => {
+    if (isAddress(s)) return;
+    ctx.addIssue({
+      code: 'custom',
+      message: unicodeDomainProblem(s) ?? 'must be an e-mail address such as alice@example.com',
+    });
+  });
 
 export const verdictActionSchema = z.enum(['accept', 'tag', 'quarantine', 'reject']);
 export type VerdictAction = z.infer<typeof verdictActionSchema>;
@@ -124,8 +175,12 @@ const routeBase = {
 const targetSchema = z
   .string()
   .transform(normalizeAddress)
-  .refine((s) => isAddress(s) || /\$\d/.test(s), {
-    message: 'must be an e-mail address (it may use $1… from a regex match)',
+  .superRefine((s, ctx) => {
+    if (isAddress(s) || /\$\d/.test(s)) return;
+    ctx.addIssue({
+      code: 'custom',
+      message: unicodeDomainProblem(s) ?? 'must be an e-mail address (it may use $1… from a regex match)',
+    });
   });
 
 export const routeSchema = z.discriminatedUnion('action', [
@@ -373,6 +428,11 @@ export function parseMatch(value: string): MatchSpec | string {
     if (end <= 0) return 'a regex match must look like /pattern/ or /pattern/i';
     const flags = v.slice(end + 1);
     if (!/^[i]*$/.test(flags)) return `regex flag(s) "${flags}" not allowed (only i)`;
+    // Addresses are matched in their canonical form, which is ASCII: a non-ASCII character in the
+    // pattern (`@münchen\.de`) would never match, and the route would be silently dead.
+    if (/[^ -~]/.test(v)) {
+      return 'addresses are matched in their ASCII form: write an internationalized domain as xn--… (e.g. münchen.de as xn--mnchen-3ya\\.de); a non-ASCII local part never reaches a route';
+    }
     try {
       // Addresses are lower-cased before matching, so `i` is implied; anchors are the user's choice.
       return { kind: 'regex', regex: new RouteRegex(v.slice(1, end)), source: v };
@@ -383,9 +443,13 @@ export function parseMatch(value: string): MatchSpec | string {
   const lower = v.toLowerCase();
   if (lower.startsWith('*@')) {
     const domain = lower.slice(2);
-    return DOMAIN_RE.test(domain) ? { kind: 'catchAll', domain } : 'a catch-all must look like *@example.com';
+    return DOMAIN_RE.test(domain)
+      ? { kind: 'catchAll', domain }
+      : (unicodeDomainProblem(lower) ?? 'a catch-all must look like *@example.com');
   }
-  return isAddress(lower) ? { kind: 'exact', address: lower } : 'must be an address, *@domain, or /regex/';
+  return isAddress(lower)
+    ? { kind: 'exact', address: lower }
+    : (unicodeDomainProblem(lower) ?? 'must be an address, *@domain, or /regex/');
 }
 
 export interface CompiledRoute {
@@ -454,10 +518,12 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     const v = normalizeAddress(m);
     if (v.startsWith('*@')) {
       const d = v.slice(2);
-      if (!domains.includes(d)) issues.push(`mailboxes[${i}]: domain "${d}" is not listed in domains`);
+      const hint = unicodeDomainProblem(v);
+      if (hint !== null) issues.push(`mailboxes[${i}]: ${hint}`);
+      else if (!domains.includes(d)) issues.push(`mailboxes[${i}]: domain "${d}" is not listed in domains`);
       else autoMailboxDomains.add(d);
     } else if (!isAddress(v)) {
-      issues.push(`mailboxes[${i}]: must be an e-mail address or *@domain`);
+      issues.push(`mailboxes[${i}]: ${unicodeDomainProblem(v) ?? 'must be an e-mail address or *@domain'}`);
     } else if (!inOurDomains(v)) {
       issues.push(`mailboxes[${i}]: "${v}" is not in one of the configured domains`);
     } else {

@@ -210,48 +210,98 @@ export function bytesToText(latin1: string): string {
 /** RFC 2047 §2: `=?charset[*language]?B|Q?encoded-text?=`. */
 const ENCODED_WORD_RE = /=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=/g;
 
-function decodeWord(charset: string, encoding: string, text: string): string | null {
-  let bytes: Buffer;
-  if (encoding.toUpperCase() === 'B') {
-    bytes = Buffer.from(text, 'base64');
-  } else {
-    // RFC 2047 §4.2: `_` is a space, `=XX` a byte.
-    const out: number[] = [];
-    for (let i = 0; i < text.length; i++) {
-      const c = text[i];
-      if (c === '_') out.push(0x20);
-      else if (c === '=' && /^[0-9A-Fa-f]{2}$/.test(text.slice(i + 1, i + 3))) {
-        out.push(Number.parseInt(text.slice(i + 1, i + 3), 16));
-        i += 2;
-      } else out.push(text.charCodeAt(i) & 0xff);
-    }
-    bytes = Buffer.from(out);
+/** The bytes an encoded word's text stands for (B: base64; Q: RFC 2047 §4.2, `_` a space, `=XX` a byte). */
+function wordBytes(encoding: string, text: string): Buffer {
+  if (encoding.toUpperCase() === 'B') return Buffer.from(text, 'base64');
+  const out: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '_') out.push(0x20);
+    else if (c === '=' && /^[0-9A-Fa-f]{2}$/.test(text.slice(i + 1, i + 3))) {
+      out.push(Number.parseInt(text.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else out.push(text.charCodeAt(i) & 0xff);
   }
+  return Buffer.from(out);
+}
+
+/** Charset names mailers write that TextDecoder does not know by that name. */
+const CHARSET_ALIASES: Readonly<Record<string, string>> = {
+  cp932: 'shift_jis',
+  ms932: 'shift_jis',
+  'windows-31j': 'shift_jis',
+  'x-sjis': 'shift_jis',
+  cp936: 'gbk',
+  ms936: 'gbk',
+  cp949: 'euc-kr',
+  cp950: 'big5',
+};
+
+/**
+ * Windows-1252's characters at 0x80–0x9F (WHATWG's, which is also what `iso-8859-1` and `us-ascii` mean
+ * in mail): Node's TextDecoder gives the C1 control characters there, so `Don\x92t` read as `Don` + an
+ * invisible U+0092 + `t`. 0x81, 0x8D, 0x8F, 0x90 and 0x9D have none and stay as they are.
+ */
+const WINDOWS_1252_C1 = '€\x81‚ƒ„…†‡ˆ‰Š‹Œ\x8dŽ\x8f\x90‘’“”•–—˜™š›œ\x9džŸ';
+
+/** `bytes` as text in the charset named `label` (as mail names it), or null when it is not one TextDecoder knows. */
+export function decodeCharset(bytes: Uint8Array, label: string): string | null {
+  const name = label.trim().toLowerCase();
+  let text: string;
+  let encoding: string;
   try {
-    return new TextDecoder(charset.toLowerCase()).decode(bytes);
+    const decoder = new TextDecoder(CHARSET_ALIASES[name] ?? name);
+    text = decoder.decode(bytes);
+    encoding = decoder.encoding;
   } catch {
-    // An unknown charset: the caller keeps the encoded word as written.
     return null;
   }
+  if (encoding !== 'windows-1252') return text;
+  return text.replace(/[\x80-\x9f]/g, (c: string) => WINDOWS_1252_C1[c.charCodeAt(0) - 0x80] ?? c);
 }
 
 /**
  * Decodes RFC 2047 encoded words in unstructured text (Subject, display names) and raw UTF-8
- * (RFC 6532). Whitespace between two adjacent encoded words is dropped (RFC 2047 §6.2).
+ * (RFC 6532). Whitespace between two adjacent encoded words is dropped (RFC 2047 §6.2). Adjacent
+ * words of one charset are decoded together: many mailers split a word inside a multi-byte
+ * character (`=?UTF-8?Q?=E6=97?= =?UTF-8?Q?=A5?=` is `日`), which decoded word by word gave U+FFFDs.
+ * A word of a charset TextDecoder does not know is kept as written.
  */
 export function decodeHeaderText(latin1: string): string {
   const text = bytesToText(latin1);
   let out = '';
   let last = 0;
-  let lastWasWord = false;
+  let sawWord = false;
+  let previousDecoded = false;
+  let group: { charset: string; bytes: Buffer[]; raw: string; lead: string } | null = null;
+  const flush = () => {
+    if (group === null) return;
+    const decoded = decodeCharset(Buffer.concat(group.bytes), group.charset);
+    if (!(previousDecoded && decoded !== null)) out += group.lead;
+    out += decoded ?? group.raw;
+    previousDecoded = decoded !== null;
+    group = null;
+  };
   for (const m of text.matchAll(ENCODED_WORD_RE)) {
     const between = text.slice(last, m.index);
-    const decoded = decodeWord(m[1] ?? '', m[2] ?? 'Q', m[3] ?? '');
-    if (!(lastWasWord && /^[ \t\r\n]*$/.test(between))) out += between;
-    out += decoded ?? m[0];
+    const charset = (m[1] ?? '').toLowerCase();
+    const bytes = wordBytes(m[2] ?? 'Q', m[3] ?? '');
+    const adjacent = sawWord && /^[ \t\r\n]*$/.test(between);
+    if (adjacent && group !== null && group.charset === charset) {
+      group.bytes.push(bytes);
+      group.raw += between + m[0];
+    } else {
+      flush();
+      if (!adjacent) {
+        out += between;
+        previousDecoded = false;
+      }
+      group = { charset, bytes: [bytes], raw: m[0], lead: adjacent ? between : '' };
+    }
+    sawWord = true;
     last = m.index + m[0].length;
-    lastWasWord = decoded !== null;
   }
+  flush();
   return out + text.slice(last);
 }
 
@@ -299,7 +349,7 @@ export function cleanDisplayText(text: string, maxChars = 200): string {
 export interface ParsedAddress {
   /** Decoded display name ('' when none). */
   readonly name: string;
-  /** `local@domain` as written (not lower-cased). */
+  /** `local@domain` as written (not lower-cased), its 8-bit bytes read as UTF-8 (RFC 6532). */
   readonly address: string;
 }
 
@@ -389,12 +439,15 @@ function mailboxOf(tokens: readonly Token[]): ParsedAddress | null {
     // An obsolete source route (`<@a.example,@b.example:user@c.example>`, RFC 5322 §4.4) is dropped.
     const address = (angle?.kind === 'angle' ? angle.text : '').replace(/^@[^:]*:/, '').trim();
     if (!address.includes('@')) return null;
-    return { name: cleanDisplayText(phraseText(tokens.slice(0, angleAt))), address };
+    // An address of UTF-8 bytes (RFC 6532: `jöhn@mächine.example`) as text, as the name is.
+    return { name: cleanDisplayText(phraseText(tokens.slice(0, angleAt))), address: bytesToText(address) };
   }
-  const address = tokens
-    .filter((t) => t.kind === 'atom' || t.kind === 'quoted')
-    .map((t) => (t.kind === 'quoted' ? `"${t.text}"` : t.text))
-    .join('');
+  const address = bytesToText(
+    tokens
+      .filter((t) => t.kind === 'atom' || t.kind === 'quoted')
+      .map((t) => (t.kind === 'quoted' ? `"${t.text}"` : t.text))
+      .join(''),
+  );
   if (!address.includes('@')) return null;
   // `alice@example.org (Alice Example)`: the comment is the name by old convention.
   const comment = tokens.find((t) => t.kind === 'comment');

@@ -17,6 +17,7 @@ import {
   type CompiledRoute,
   type Config,
   candidatesFor,
+  canonicalAddress,
   domainOf,
   isAddress,
   MAX_ALIAS_DEPTH,
@@ -303,6 +304,19 @@ function resolveAddress(
   }
 }
 
+/**
+ * Why an address cannot be one of ours, in the words of RFC 6531 §3.7.4.1 (non-ASCII) and RFC 5321
+ * §4.2.3 (553: mailbox name not allowed). Mailbox addresses here are ASCII dot-atoms: a local part that
+ * needs quotes (`"john doe"@`) is a valid address, but no mailbox has one.
+ */
+function badAddressText(address: string): string {
+  if (/[^\x20-\x7e]/.test(address)) return '5.6.7 Non-ASCII recipient address not accepted (no SMTPUTF8)';
+  if (address.startsWith('"') && address.lastIndexOf('"@') > 0) {
+    return '5.1.3 Recipient address rejected: a quoted local part is not a mailbox here';
+  }
+  return '5.1.3 Bad recipient address syntax';
+}
+
 /** DMARC FAILed and the sender's domain publishes `p=reject` (SES sends `dmarcPolicy` only on FAIL). */
 export function failsDmarcReject(verdicts: Verdicts): boolean {
   return (
@@ -326,14 +340,15 @@ export function resolveRecipient(
   recipient: string,
   verdicts: Verdicts = UNCHECKED_VERDICTS,
 ): Decision[] {
-  const address = normalizeAddress(recipient);
+  // `"john"@example.com` is john@'s mail, `info@münchen.de` info@xn--mnchen-3ya.de's (as SMTP has it).
+  const address = canonicalAddress(recipient);
   if (!isAddress(address)) {
     return [
       {
         recipient: address,
         kind: 'reject',
         code: 553,
-        message: '5.1.3 Bad recipient address syntax',
+        message: badAddressText(address),
         reason: 'unknown-recipient',
       },
     ];
@@ -392,7 +407,7 @@ export function route(
   const forwarded = new Set<string>();
   const recipientsSeen = new Set<string>();
   for (const rcpt of envelope.recipients) {
-    const address = normalizeAddress(rcpt);
+    const address = canonicalAddress(rcpt);
     if (recipientsSeen.has(address)) continue;
     recipientsSeen.add(address);
     for (const d of resolveRecipient(config, address, verdicts)) {

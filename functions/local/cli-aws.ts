@@ -17,7 +17,7 @@
  */
 import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
-import { type Config, isAddress, normalizeAddress } from '../core/config.ts';
+import { type Config, canonicalAddress, isAddress } from '../core/config.ts';
 import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
@@ -196,7 +196,7 @@ export async function commandReplay(args: readonly string[], io: CliIo): Promise
     );
     return USAGE_EXIT;
   }
-  const mailbox = values.mailbox === undefined ? undefined : normalizeAddress(values.mailbox);
+  const mailbox = values.mailbox === undefined ? undefined : canonicalAddress(values.mailbox);
   if (mailbox !== undefined && !isAddress(mailbox)) {
     io.err.write(`mail-relay replay: --mailbox ${values.mailbox} is not an address\n`);
     return USAGE_EXIT;

@@ -8,8 +8,8 @@ import { resolve } from 'node:path';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import {
-  asciiDomain,
   type Config,
+  canonicalAddress,
   domainOf,
   forwardedRetentionDays,
   isAddress,
@@ -193,8 +193,9 @@ function commandRoute(args: readonly string[], io: Io): number {
   io.out.write(`config: ${path ?? 'dev default (example.test, every address a mailbox)'}\n`);
   let allAccepted = true;
   for (const address of addresses) {
-    // As the SMTP listener takes it: an internationalized domain in its ASCII (xn--) form.
-    const decisions = resolveRecipient(config, qualifyRecipient(config, asciiDomain(address)));
+    // As the SMTP listener takes it: an internationalized domain in its ASCII (xn--) form, a quoted
+    // local part that needs no quotes without them.
+    const decisions = resolveRecipient(config, qualifyRecipient(config, canonicalAddress(address)));
     // An address reaching one mailbox (or destination) by several paths gets one copy: said once.
     const said = new Set<string>();
     for (const d of decisions) {
@@ -453,7 +454,7 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
   if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
   if (positionals.length === 0) return usageError(io, 'import', 'give one or more .eml files', IMPORT_USAGE);
-  const forced = (values.to ?? []).map(normalizeAddress);
+  const forced = (values.to ?? []).map(canonicalAddress);
   const bad = forced.find((t) => !isAddress(t));
   if (bad !== undefined) {
     io.err.write(`mail-relay import: --to ${bad} is not an address\n`);
@@ -586,7 +587,7 @@ function tokenFor(t: TokenRecord): string {
 async function tokenList(positionals: readonly string[], io: Io): Promise<number> {
   const [raw, ...extra] = positionals;
   if (extra.length > 0) return usageError(io, 'token', 'list takes at most one mailbox', TOKEN_USAGE);
-  const mailbox = raw === undefined ? undefined : normalizeAddress(raw);
+  const mailbox = raw === undefined ? undefined : canonicalAddress(raw);
   if (mailbox !== undefined && !isAddress(mailbox)) {
     io.err.write(`mail-relay token list: ${raw} is not an address\n`);
     return USAGE_EXIT;

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { type Config, DEV_DEFAULT_CONFIG, isAddress, normalizeAddress, parseConfig } from '../core/config.ts';
+import { type Config, canonicalAddress, DEV_DEFAULT_CONFIG, isAddress, parseConfig } from '../core/config.ts';
 import { ConfigError, errorMessage } from '../core/errors.ts';
 import { isMailbox } from '../core/routing.ts';
 
@@ -190,7 +190,7 @@ export function jsonSyntaxError(text: string): { offset: number; problem: string
  * a token reads a mailbox, so aliases and routed addresses are refused with a pointer to `route`.
  */
 export function tokenMailbox(config: Config, raw: string): { mailbox: string } | { problem: string } {
-  const mailbox = normalizeAddress(raw);
+  const mailbox = canonicalAddress(raw);
   if (!isAddress(mailbox)) return { problem: `${raw} is not an address` };
   if (!isMailbox(config, mailbox) && mailbox !== config.quarantineMailbox) {
     return {

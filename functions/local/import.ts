@@ -8,7 +8,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser';
-import { isAddress, normalizeAddress } from '../core/config.ts';
+import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
 import { sesMessageIdFromContent } from '../core/ids.ts';
 import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
@@ -53,7 +53,7 @@ export function headerRecipients(fields: HeaderFields): string[] {
   for (const { name, value } of fields) {
     if (!RECIPIENT_HEADERS.includes(name)) continue;
     for (const a of addressparser(value, { flatten: true })) {
-      const addr = normalizeAddress(a.address ?? '');
+      const addr = canonicalAddress(a.address ?? '');
       if (isAddress(addr) && !found.includes(addr)) found.push(addr);
     }
   }
@@ -138,7 +138,7 @@ export async function importFiles(
       const fields = headerFields(body);
       const given = options.to && options.to.length > 0 ? options.to : headerRecipients(fields);
       // In one order, so that the id does not depend on the order of --to options or headers.
-      const recipients = [...new Set(given.map(normalizeAddress))].sort();
+      const recipients = [...new Set(given.map(canonicalAddress))].sort();
       if (recipients.length === 0) {
         failures.push({ file, reason: 'no recipient in the headers (use --to)' });
         return;

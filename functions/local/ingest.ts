@@ -5,6 +5,7 @@
  * Used by the SMTP listener and by `mail-relay import`.
  */
 import { hostname } from 'node:os';
+import { domainToASCII } from 'node:url';
 import { errorMessage } from '../core/errors.ts';
 import { messageIdFor, newSesMessageId } from '../core/ids.ts';
 import { deleteMessageBlobs } from '../core/keys.ts';
@@ -62,8 +63,10 @@ const SERVER_NAME = hostname() || 'localhost';
  */
 export function traceHeaders(input: IngestInput, sesMessageId: string, receivedAt: Date): Buffer {
   const eol = detectEol(input.body);
-  const returnPath = input.returnPath === false ? '' : `Return-Path: <${sanitize(input.mailFrom)}>${eol}`;
-  const helo = sanitize(input.via.helo ?? 'localhost');
+  // A space is kept: it is part of a quoted local part (`<"john doe"@example.com>`, smtp-paths.ts).
+  const returnPath =
+    input.returnPath === false ? '' : `Return-Path: <${sanitize(input.mailFrom, ' ')}>${eol}`;
+  const helo = heloName(input.via.helo ?? 'localhost');
   const addr = sanitize(input.via.remoteAddress ?? '127.0.0.1');
   const forClause =
     input.recipients.length === 1 ? `${eol}\tfor <${sanitize(input.recipients[0] ?? '')}>` : '';
@@ -115,8 +118,19 @@ export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'conti
   return FIELD_START_RE.test(line) ? 'field' : 'body';
 }
 
-function sanitize(s: string): string {
-  return s.replace(/[^\x21-\x7e]/g, '?');
+function sanitize(s: string, keep = ''): string {
+  return s.replace(keep === ' ' ? /[^\x20-\x7e]/g : /[^\x21-\x7e]/g, '?');
+}
+
+/**
+ * The client's HELO/EHLO name for the Received line. An internationalized one (`EHLO bücher.example`,
+ * sent as UTF-8) is written in its ASCII form (`xn--bcher-kva.example`), as DNS knows it: each
+ * non-ASCII character came out as a `?`. Anything else non-ASCII is still a `?` (the header is ASCII).
+ */
+function heloName(helo: string): string {
+  if (!/[^\x21-\x7e]/.test(helo)) return helo;
+  const ascii = /[\s\p{Cc}]/u.test(helo) ? '' : domainToASCII(helo);
+  return sanitize(ascii === '' ? helo : ascii);
 }
 
 export interface IngestResult extends RouteResult {

@@ -16,6 +16,7 @@ import { Socket as NetSocket, type Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { readQuotedLocalParts } from './smtp-paths.ts';
 
 export interface PromptGreetingOptions extends SMTPServerOptions {
   /** Milliseconds to wait before the greeting; input before it gets `421 You talk too soon`. */
@@ -42,6 +43,8 @@ export class PromptGreetingSMTPServer extends SMTPServer {
 
   override connect(socket: Socket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
     const connection = new SMTPConnection(this, socket, socketOptions);
+    // Not about the greeting: `<"john doe"@example.com>` is an address (see smtp-paths.ts).
+    readQuotedLocalParts(connection);
     if (this.options.allowHalfOpen) answerAfterHalfClose(socket, connection);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));

@@ -6,12 +6,13 @@
  *   beyond, RFC 5321 §4.5.3.1.10), and a connection whose recipients cost too much routing time (a
  *   backtracking regex route) is closed with 421 (`RCPT_SLOW_ROUTING_BUDGET_MS`).
  * - SIZE (RFC 1870): advertised; MAIL FROM with a larger SIZE and DATA overflow both get 552.
+ * - MAIL and RCPT parameters other than SIZE, BODY and DSN's get 555 (RFC 5321 §4.1.1.11).
  * - DATA: `250` only after the message is durable (appended to the ingest journal, or fsynced in
  *   `sync` durability) and the router has committed it; see docs/adr/0011-ingest-journal.md.
  */
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import { asciiDomain, type Config } from '../core/config.ts';
+import { asciiDomain, type Config, canonicalAddress } from '../core/config.ts';
 import { MailRelayError, SmtpRejectError } from '../core/errors.ts';
 import { acceptsRecipient, qualifyRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
@@ -80,6 +81,22 @@ export const RCPT_SLOW_ROUTING_BUDGET_MS = 1000;
  * connection between messages (a test suite's long-lived client, a pooled transport) after a minute.
  */
 export const SMTP_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+
+/**
+ * The MAIL FROM parameters the listener takes: those of the extensions it offers (SIZE, RFC 1870;
+ * BODY, RFC 6152) and DSN's (RFC 3461), which smtp-server reads and the relay ignores (it sends no
+ * delivery status notifications and does not offer DSN, but a client that adds `RET=`/`ENVID=`
+ * anyway loses nothing by it). Any other gets 555 (RFC 5321 §4.1.1.11); `SMTPUTF8` has a text of its own.
+ */
+const MAIL_PARAMETERS: ReadonlySet<string> = new Set(['SIZE', 'BODY', 'RET', 'ENVID']);
+/** The RCPT TO parameters the listener takes (DSN's, ignored as above); any other gets 555. */
+const RCPT_PARAMETERS: ReadonlySet<string> = new Set(['NOTIFY', 'ORCPT']);
+
+/** The first parameter of a MAIL or RCPT command (smtp-server upper-cases the names) not in `known`. */
+function unknownParameter(args: Record<string, unknown> | false | undefined, known: ReadonlySet<string>) {
+  if (!args) return null;
+  return Object.keys(args).find((name) => !known.has(name)) ?? null;
+}
 
 /** Messages from this size up take turns to be routed (see `LargeMessageGate`). */
 export const LARGE_MESSAGE_BYTES = 1024 * 1024;
@@ -164,8 +181,8 @@ export async function startSmtpListener(
     disabledCommands: ['AUTH', 'STARTTLS'],
     // No network here, and a PTR lookup per connection costs time for nothing on loopback.
     disableReverseLookup: true,
-    // Not advertised: addresses are ASCII here (a UTF-8 local part gets 553; an internationalized
-    // domain is taken in its xn-- form, see asciiDomain), and the relay sends no delivery status
+    // Not advertised: addresses are ASCII here (a UTF-8 local part gets 553 5.6.7; an internationalized
+    // domain is taken in its xn-- form, see canonicalAddress), and the relay sends no delivery status
     // notifications.
     hideSMTPUTF8: true,
     hideDSN: true,
@@ -182,19 +199,26 @@ export async function startSmtpListener(
     onMailFrom(address, _session, callback) {
       // SMTPUTF8 is not offered (RFC 6531 §3.4): an envelope sender must be ASCII, as a recipient must.
       // Accepted, it would be stored as `?`s in Return-Path and Received.
+      const unknown = unknownParameter(address.args, MAIL_PARAMETERS);
       const refusal =
         address.args && 'SMTPUTF8' in address.args
           ? new SmtpRejectError(555, '5.5.4 SMTPUTF8 is not offered here')
-          : /[^\x20-\x7e]/.test(asciiDomain(address.address))
-            ? new SmtpRejectError(553, '5.6.7 Non-ASCII sender address not accepted (no SMTPUTF8)')
-            : null;
+          : unknown !== null
+            ? new SmtpRejectError(555, `5.5.4 MAIL FROM parameter ${unknown} not recognized`)
+            : /[^\x20-\x7e]/.test(asciiDomain(address.address))
+              ? new SmtpRejectError(553, '5.6.7 Non-ASCII sender address not accepted (no SMTPUTF8)')
+              : null;
       // Answered on the next turn, as smtp-server's own handler does: answered at once, a MAIL FROM
       // pipelined behind a message's final dot stopped the session (no reply to what followed).
       setImmediate(() => callback(refusal));
     },
     onRcptTo(address, session, callback) {
+      const unknown = unknownParameter(address.args, RCPT_PARAMETERS);
+      if (unknown !== null) {
+        return callback(new SmtpRejectError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized`));
+      }
       const started = performance.now();
-      const verdict = acceptsRecipient(config, qualifyRecipient(config, asciiDomain(address.address)));
+      const verdict = acceptsRecipient(config, qualifyRecipient(config, canonicalAddress(address.address)));
       const over = performance.now() - started - FREE_RCPT_MS;
       if (over > 0) {
         const spent = (slowRouting.get(session.id) ?? 0) + over;
@@ -284,7 +308,9 @@ export async function startSmtpListener(
           // Joined once by ingest, behind the trace headers.
           body,
           mailFrom,
-          recipients: session.envelope.rcptTo.map((r) => qualifyRecipient(config, asciiDomain(r.address))),
+          recipients: session.envelope.rcptTo.map((r) =>
+            qualifyRecipient(config, canonicalAddress(r.address)),
+          ),
           via: {
             protocol: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
             helo: session.hostNameAppearsAs,

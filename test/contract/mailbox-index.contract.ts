@@ -688,6 +688,12 @@ export function runMailboxIndexContract(
             to: 'e@x.de',
           }),
           wild: makeEntry(ALICE, at(6), 'q6', { subject: 'u1r2 roo', to: 'zed@example.net' }),
+          // Decomposed (NFD, as macOS writes file names), full-width and half-width forms.
+          decomposed: makeEntry(ALICE, at(8), 'q8', { subject: 'Cafe\u0301 Mu\u0308ller', to: 'f@x.de' }),
+          wide: makeEntry(ALICE, at(9), 'q9', {
+            subject: '\uff34\uff25\uff33\uff34 \uff83\uff7d\uff84',
+            to: 'g@x.jp',
+          }),
         };
         for (const entry of Object.values(e)) await index.deliver(entry);
         await index.deliver(makeEntry(BOB, at(7), 'q7', { subject: 'Invoice for Bob' }));
@@ -708,6 +714,11 @@ export function runMailboxIndexContract(
         assert.deepEqual(await search('u_r'), [], '_ matches no other character');
         assert.deepEqual(await search('r%o'), [], '% matches no run of characters');
         assert.deepEqual(await search('no such text'), []);
+        // Text typed one way finds text written another (foldForSearch: NFKC, then lower case).
+        assert.deepEqual(await search('caf\u00e9 m\u00fcller'), ids(e.decomposed), 'NFC finds NFD');
+        assert.deepEqual(await search('CAFE\u0301'), ids(e.decomposed), 'NFD finds NFD');
+        assert.deepEqual(await search('test'), ids(e.wide), 'ASCII finds full-width');
+        assert.deepEqual(await search('\u30c6\u30b9\u30c8'), ids(e.wide), 'テスト finds half-width ﾃｽﾄ');
 
         await index.setSeen(ALICE, e.invoice1.id, true);
         assert.deepEqual(await search('invoice', true), ids(e.invoice2), 'q and unseen combine');

@@ -214,6 +214,63 @@ describe('SMTP listener with python3 smtplib', () => {
     assert.equal(r.code, 552);
   });
 
+  it('answers 555 to MAIL and RCPT parameters it does not know (RFC 5321 §4.1.1.11); SIZE, BODY and DSN parameters are taken', async () => {
+    // smtplib sends the options as given, without looking at the EHLO reply.
+    const script = `
+import json, smtplib, sys
+port = int(sys.argv[1])
+out = []
+with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
+    s.ehlo()
+    for opts in (['FOO=bar'], ['AUTH=<>'], ['SIZE=20', 'BODY=8BITMIME', 'RET=HDRS', 'ENVID=e1']):
+        code, text = s.mail('sender@remote.test', opts)
+        out.append([code, text.decode()])
+    for opts in (['X-TAG=1'], ['NOTIFY=SUCCESS,FAILURE', 'ORCPT=rfc822;alice@example.test']):
+        code, text = s.rcpt('alice@example.test', opts)
+        out.append([code, text.decode()])
+    code, text = s.data(b'Subject: parameters\\r\\n\\r\\nx\\r\\n')
+    out.append([code, text.decode()[:13]])
+print(json.dumps(out))
+`;
+    const r = await python(script, [String(relay.smtp.port)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), [
+      [555, '5.5.4 MAIL FROM parameter FOO not recognized'],
+      [555, '5.5.4 MAIL FROM parameter AUTH not recognized'],
+      [250, 'Accepted'],
+      [555, '5.5.4 RCPT TO parameter X-TAG not recognized'],
+      [250, 'Accepted'],
+      [250, '2.0.0 Ok: que'],
+    ]);
+    assert.equal((await relay.entries('alice@example.test'))[0]?.subject, 'parameters');
+  });
+
+  it('takes quoted local parts (RFC 5321 Quoted-string): "alice"@ is alice@; one that needs its quotes is a sender, never a mailbox', async () => {
+    // smtplib sends the addresses as given: <"john doe"@remote.test>, <"Alice"@example.test>, …
+    const r = await smtplibSend(
+      relay,
+      ['"Alice"@example.test', '"bob.x"@example.test', '"john doe"@example.test', '"b\\ob"@example.test'],
+      Buffer.from('Subject: quoted local parts\r\n\r\nx\r\n'),
+      '"john doe"@remote.test',
+    );
+    assert.equal(r.ok, true, JSON.stringify(r));
+    // Before: 501 "Bad recipient address syntax" from smtp-server for the space, 553 for the others.
+    assert.deepEqual(r.refused, {
+      '"bob.x"@example.test': [550, '5.1.1 Recipient address rejected: no such user'],
+      '"john doe"@example.test': [
+        553,
+        '5.1.3 Recipient address rejected: a quoted local part is not a mailbox here',
+      ],
+    });
+    const alice = (await relay.entries('alice@example.test')).find((e) => e.subject === 'quoted local parts');
+    const bob = (await relay.entries('bob@example.test')).find((e) => e.subject === 'quoted local parts');
+    assert.equal(alice?.recipient, 'alice@example.test');
+    assert.equal(bob?.recipient, 'bob@example.test');
+    assert.ok(alice);
+    const { trace } = stripTrace(await relay.raw('alice@example.test', alice.id));
+    assert.match(trace, /^Return-Path: <"john doe"@remote\.test>\r\n/);
+  });
+
   it('delivers once per mailbox when several recipients lead to it, and accepts dropped mail', async () => {
     const before = (await relay.entries('alice@example.test')).length;
     const r = await smtplibSend(
@@ -300,6 +357,29 @@ describe('SMTP listener with swaks', () => {
       stripTrace(await relay.raw('alice@example.test', entry.id)).body,
       readFileSync(join(dir, 'msg.eml')),
     );
+  });
+
+  it('writes an internationalized EHLO name (sent as UTF-8) in its ASCII form in Received, not as ?s', async (t) => {
+    if (!requireOrAnnounce(haveSwaks, 'swaks SMTP e2e tests', 'apt-get install swaks'))
+      return t.skip('no swaks');
+    const r = await run('swaks', [
+      '--server',
+      `127.0.0.1:${relay.smtp.port}`,
+      '--helo',
+      'mail.bücher.example',
+      '--to',
+      'alice@example.test',
+      '--from',
+      'a@remote.test',
+      '--header',
+      'Subject: idn helo',
+    ]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, / -> EHLO mail\.bücher\.example\r?\n/);
+    const entry = (await relay.entries('alice@example.test')).find((e) => e.subject === 'idn helo');
+    assert.ok(entry);
+    const { trace } = stripTrace(await relay.raw('alice@example.test', entry.id));
+    assert.match(trace, /^Received: from mail\.xn--bcher-kva\.example \(\[127\.0\.0\.1\]\)\r\n/m);
   });
 
   it('gets 550 for a recipient outside our domains and 552 for an oversized DATA', async (t) => {
@@ -730,7 +810,10 @@ describe('a client that half-closes its side (printf … | nc -N)', () => {
     );
     assert.match(r.replies, /^553 5\.6\.7 Non-ASCII sender address not accepted/m);
     assert.match(r.replies, /^555 5\.5\.4 SMTPUTF8 is not offered here/m);
-    assert.match(r.replies, /^250 [^\r\n]*\r\n553 5\.1\.3 Bad recipient address syntax\r\n221 /m);
+    assert.match(
+      r.replies,
+      /^250 [^\r\n]*\r\n553 5\.6\.7 Non-ASCII recipient address not accepted \(no SMTPUTF8\)\r\n221 /m,
+    );
   });
 });
 

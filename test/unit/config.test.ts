@@ -309,6 +309,67 @@ describe('configuration', () => {
     ]);
   });
 
+  it('names the ASCII form for an internationalized domain in a mailbox, a match, a target or relay address; refuses a non-ASCII regex (it never matches)', () => {
+    // Before: "must be an e-mail address…" for these, and the regex route was accepted and never matched.
+    const ascii = (a: string) => `write an internationalized domain in its ASCII form: "${a}"`;
+    assert.deepEqual(
+      configError({
+        domains: ['xn--mnchen-3ya.de'],
+        mailboxes: ['info@xn--mnchen-3ya.de'],
+        routes: [
+          { match: 'a@M\u00fcnchen.de', action: 'deliver', to: ['info@m\u00fcnchen.de'] },
+          { match: '*@m\u00fcnchen.de', action: 'forward', to: ['x@b\u00fccher.example'] },
+          { match: '/^(.+)@m\u00fcnchen\\.de$/', action: 'drop' },
+        ],
+        relay: { fromAddress: 'fw@m\u00fcnchen.de' },
+      }).issues,
+      [
+        `relay.fromAddress: ${ascii('fw@xn--mnchen-3ya.de')}`,
+        `routes[0].match: ${ascii('a@xn--mnchen-3ya.de')}`,
+        `routes[0].to[0]: ${ascii('info@xn--mnchen-3ya.de')}`,
+        `routes[1].match: ${ascii('*@xn--mnchen-3ya.de')}`,
+        `routes[1].to[0]: ${ascii('x@xn--bcher-kva.example')}`,
+        'routes[2].match: addresses are matched in their ASCII form: write an internationalized domain as xn--… (e.g. münchen.de as xn--mnchen-3ya\\.de); a non-ASCII local part never reaches a route',
+      ],
+    );
+    assert.deepEqual(
+      configError({
+        domains: ['xn--mnchen-3ya.de'],
+        mailboxes: ['info@m\u00fcnchen.de', '*@M\u00dcNCHEN.de'],
+      }).issues,
+      [`mailboxes[0]: ${ascii('info@xn--mnchen-3ya.de')}`, `mailboxes[1]: ${ascii('*@xn--mnchen-3ya.de')}`],
+    );
+  });
+
+  it('routes an address however it is written: a quoted local part that needs no quotes, an internationalized domain in Unicode (NFC or NFD)', () => {
+    const config = parseConfig({
+      domains: ['example.com', 'xn--mnchen-3ya.de'],
+      mailboxes: ['john.doe@example.com', 'info@xn--mnchen-3ya.de'],
+    });
+    const decided = (a: string) => {
+      const [d] = resolveRecipient(config, a);
+      return d?.kind === 'deliver'
+        ? `deliver ${d.mailbox} (${d.recipient})`
+        : `${d?.kind} ${d && 'code' in d ? `${d.code} ${d.message}` : ''}`;
+    };
+    assert.equal(decided('"John.Doe"@example.com'), 'deliver john.doe@example.com (john.doe@example.com)');
+    assert.equal(decided('"john\\.doe"@example.com'), 'deliver john.doe@example.com (john.doe@example.com)');
+    assert.equal(decided('info@M\u00dcNCHEN.de'), 'deliver info@xn--mnchen-3ya.de (info@xn--mnchen-3ya.de)');
+    assert.equal(
+      decided('"info"@mu\u0308nchen.de'),
+      'deliver info@xn--mnchen-3ya.de (info@xn--mnchen-3ya.de)',
+    );
+    assert.equal(
+      decided('"john doe"@example.com'),
+      'reject 553 5.1.3 Recipient address rejected: a quoted local part is not a mailbox here',
+    );
+    assert.equal(
+      decided('j\u00f6hn@example.com'),
+      'reject 553 5.6.7 Non-ASCII recipient address not accepted (no SMTPUTF8)',
+    );
+    assert.equal(decided('"unterminated@example.com'), 'reject 553 5.1.3 Bad recipient address syntax');
+  });
+
   it(`refuses a chain of more aliases than routing follows (${MAX_ALIAS_DEPTH}); accepts one of exactly that many`, () => {
     const chain = (n: number) => ({
       domains: ['example.com'],

@@ -145,6 +145,19 @@ describe('rewriteForForward: the header block a forwarding user receives', () =>
     }
   });
 
+  it('a From of an RFC 6532 address (UTF-8 bytes) without a name: "<address> via <domain>" in UTF-8, not Latin-1 mojibake', () => {
+    for (const from of ['jd\u00f6e@m\u00e4chine.example', '<jd\u00f6e@m\u00e4chine.example>']) {
+      const raw = Buffer.from(`From: ${from}\r\nSubject: x\r\n\r\nbody\r\n`, 'utf8');
+      const out = rewriteForForward(raw, OPTIONS);
+      // Before: `jdÃ¶e@mÃ¤chine.example via example.com`.
+      assert.equal(out.displayName, 'jd\u00f6e@m\u00e4chine.example via example.com', from);
+      assert.deepEqual(out.originalFrom, { name: '', address: 'jd\u00f6e@m\u00e4chine.example' });
+      assert.deepEqual(parseAddressList(headerValues(out.raw, 'From')[0] ?? ''), [
+        { name: 'jd\u00f6e@m\u00e4chine.example via example.com', address: 'forwarder@example.com' },
+      ]);
+    }
+  });
+
   it('bare-LF messages get bare-LF headers: not one CR is added', () => {
     const raw = fixture('bare-lf.eml');
     const out = rewriteForForward(raw, { ...OPTIONS, tags: ['spam'] });
@@ -311,6 +324,22 @@ describe('header text: RFC 2047 encoded words and address lists', () => {
     assert.equal(decodeHeaderText('=?UTF-8?B?w4lsb8Ovc2U=?= =?UTF-8?Q?_et_moi?='), 'Éloïse et moi');
     assert.equal(decodeHeaderText('=?x-unknown?Q?abc?= stays'), '=?x-unknown?Q?abc?= stays');
     assert.equal(decodeHeaderText(Buffer.from('Grüße', 'utf8').toString('latin1')), 'Grüße');
+  });
+
+  it('decodes a character split across adjacent encoded words, and Windows-1252 at 0x80–0x9F (they were U+FFFDs, C1 controls)', () => {
+    // 日本 (E6 97 A5 E6 9C AC) cut inside its first character, as many mailers cut long words.
+    assert.equal(decodeHeaderText('=?UTF-8?B?5pel5g==?= =?UTF-8?B?nKw=?='), '日本');
+    assert.equal(decodeHeaderText('=?utf-8?Q?=E6=97?=\r\n =?UTF-8?Q?=A5=E6=9C=AC?= x'), '日本 x');
+    // A word of another charset between them is decoded on its own.
+    assert.equal(decodeHeaderText('=?ISO-8859-1?Q?caf=E9?= =?UTF-8?Q?_=E2=82=AC?='), 'café €');
+    assert.equal(decodeHeaderText('=?x-unknown?Q?a?= =?utf-8?Q?b?= c'), '=?x-unknown?Q?a?= b c');
+    assert.equal(decodeHeaderText('=?windows-1252?Q?=93Bob=94_=96_Don=92t?='), '“Bob” – Don’t');
+    assert.equal(decodeHeaderText('=?iso-8859-1?Q?=85?='), '…');
+    const out = rewriteForForward(
+      Buffer.from('From: =?UTF-8?Q?=E5=B1?= =?UTF-8?Q?=B1=E7=94=B0?= <y@example.jp>\r\n\r\nx\r\n'),
+      OPTIONS,
+    );
+    assert.equal(out.displayName, '山田 via example.com');
   });
 
   it('encodes long non-ASCII text in words of at most 75 characters that decode back', () => {

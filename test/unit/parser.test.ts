@@ -436,6 +436,66 @@ describe('malformed and hostile input never throws', () => {
     assert.equal(summary.text, 'body\rmore\nlast\rtail');
   });
 
+  it('reads 8-bit header bytes that are not UTF-8 in the charset of the message or part, else Windows-1252 (they were U+FFFDs)', async () => {
+    const latin1 = (t: string) => Buffer.from(t, 'latin1');
+    const gb = Buffer.from('c8abd0c2d4add7b0', 'hex'); // 全新原装 in GB2312
+    const big5 = Buffer.from('a4e9a5bb', 'hex'); // 日本 in Big5
+    const message = Buffer.concat([
+      latin1('From: "'),
+      gb,
+      latin1('" <a@example.cn>\r\nSubject: '),
+      gb,
+      latin1(
+        '\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n\tboundary="b1"\r\n\r\n--b1\r\n' +
+          'Content-Type: text/plain; charset=gb2312\r\n\r\nbody\r\n--b1\r\nContent-Type: multipart/mixed; boundary=b2\r\n\r\n' +
+          '--b2\r\nContent-Type: text/plain; charset=big5; name="',
+      ),
+      big5,
+      latin1('.txt"\r\nContent-Disposition: attachment; filename="'),
+      big5,
+      latin1('.txt"\r\n\r\nx\r\n--b2\r\nContent-Type: image/png; name="'),
+      gb,
+      latin1('.png"\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n--b2--\r\n--b1--\r\n'),
+    ]);
+    const { summary } = await parseOk(message);
+    // The message declares no charset of its own: the first a part declares.
+    assert.equal(summary.subject, '全新原装');
+    assert.deepEqual(summary.from, [{ name: '全新原装', address: 'a@example.cn' }]);
+    assert.equal(summary.headers.find((h) => h.name === 'Subject')?.value, '全新原装');
+    // A part's own charset for its file name, else the message's; in nested multiparts too.
+    assert.deepEqual(
+      summary.attachments.map((a) => a.filename),
+      ['日本.txt', '全新原装.png'],
+    );
+  });
+
+  it('reads Latin-1 and Windows-1252 header bytes (no charset, or us-ascii declared), and UTF-8 cut off mid-character, as mail readers do', async () => {
+    const latin1 = (t: string) => Buffer.from(t, 'latin1');
+    const plain = await parseOk(
+      latin1(
+        'From: "Ingo L\xfctkebohle" <ingo@example.de>\r\nSubject: Don\x92t \x93quote\x94 \x85\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nx\r\n',
+      ),
+    );
+    assert.deepEqual(plain.summary.from, [{ name: 'Ingo Lütkebohle', address: 'ingo@example.de' }]);
+    assert.equal(plain.summary.subject, 'Don’t “quote” …');
+    // Yahoo cuts a long file name to a byte count, through a character: the rest is still UTF-8.
+    const cut = Buffer.concat([
+      latin1(
+        'Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: image/png; name="',
+      ),
+      Buffer.from('Картинка чт', 'utf8'),
+      Buffer.from([0xd0]),
+      latin1('"\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n--b--\r\n'),
+    ]);
+    assert.deepEqual(
+      (await parseOk(cut)).summary.attachments.map((a) => a.filename),
+      ['Картинка чт'],
+    );
+    // Valid UTF-8, a U+FFFD written as such included, and 7-bit headers are left to the parser as they are.
+    const utf8 = await parseOk(Buffer.from('Subject: Grüße phone\ufffd\r\n\r\nx\r\n', 'utf8'));
+    assert.equal(utf8.summary.subject, 'Grüße phone\ufffd');
+  });
+
   it('answers ok:false past the header-size and part-count limits', async () => {
     const bigHeader = await parser.parse(Buffer.from(`Subject: ${'x'.repeat(MAX_HEADER_BYTES)}\r\n\r\nbody`));
     assert.equal(bigHeader.ok, false);

@@ -57,6 +57,19 @@ describe('traceHeaders content', () => {
     );
   });
 
+  it("name the client's internationalized HELO/EHLO name in its ASCII form (it was written as ?s)", () => {
+    const received = (helo: string) =>
+      /^Received: from (\S+) /m.exec(
+        trace({ body: b('Subject: a\r\n\r\nx\r\n'), via: { protocol: 'ESMTP', helo } }),
+      )?.[1];
+    assert.equal(received('bücher.example'), 'xn--bcher-kva.example');
+    assert.equal(received('mail.例え.テスト'), 'mail.xn--r8jz45g.xn--zckzah');
+    assert.equal(received('xn--bcher-kva.example'), 'xn--bcher-kva.example');
+    assert.equal(received('[192.0.2.1]'), '[192.0.2.1]');
+    // Not a domain name: still no raw 8-bit or control character in the header.
+    assert.equal(received('b\u00fc\r\nX-Injected: 1'), 'b???X-Injected:?1');
+  });
+
   it('end with a blank line when the message has no header block, and only then', () => {
     const ends = (body: IngestInput['body']) =>
       trace({ body }).endsWith('none\r\n\r\n') || trace({ body }).endsWith('none\n\n');

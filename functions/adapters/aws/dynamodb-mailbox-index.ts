@@ -45,6 +45,7 @@ import { VERDICT_NAMES } from '../../core/config.ts';
 import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
 import { pageOfOwners } from '../../core/mailbox-pages.ts';
+import { foldForSearch } from '../../core/search.ts';
 import { DAY_MS } from '../../core/time.ts';
 import {
   type ClaimSendOptions,
@@ -207,9 +208,8 @@ function toSendRecord(item: Record<string, unknown>): SendRecord {
   };
 }
 
-function fold(text: string): string {
-  return text.toLowerCase();
-}
+/** The folded copies `q` searches (`foldForSearch`). */
+const fold = foldForSearch;
 
 function toItem(e: MessageEntry): Record<string, unknown> {
   return {

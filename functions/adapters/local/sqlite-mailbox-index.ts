@@ -16,6 +16,7 @@ import { decodeCursor, encodeCursor } from '../../core/cursor.ts';
 import { ValidationError } from '../../core/errors.ts';
 import { pageOfOwners } from '../../core/mailbox-pages.ts';
 import type { Verdicts } from '../../core/routing.ts';
+import { foldForSearch } from '../../core/search.ts';
 import { DAY_MS } from '../../core/time.ts';
 import {
   type ClaimSendOptions,
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS messages (
   plus_tag TEXT,
   parse_failed INTEGER NOT NULL,
   ses_message_id TEXT NOT NULL,
-  -- Lower-cased copies for q: SQLite's LIKE and lower() fold ASCII only, JS folds Unicode.
+  -- Folded copies for q (foldForSearch): SQLite's LIKE and lower() fold ASCII only, JS folds Unicode.
   sender_lc TEXT NOT NULL,
   recipients_lc TEXT NOT NULL,
   subject_lc TEXT NOT NULL,
@@ -219,9 +220,8 @@ interface PendingDelivery {
   readonly reject: (err: unknown) => void;
 }
 
-function fold(text: string): string {
-  return text.toLowerCase();
-}
+/** The folded copies `q` searches (`foldForSearch`). */
+const fold = foldForSearch;
 
 function toParams(e: MessageEntry): InsertParams {
   return {

@@ -23,6 +23,7 @@ import {
   type ParseResult,
   summaryBody,
 } from '../../core/message.ts';
+import { decodeCharset } from '../../core/mime-header.ts';
 import type { MailParser } from '../../ports/mail-parser.ts';
 
 /**
@@ -244,7 +245,7 @@ export class MailparserAdapter implements MailParser {
         timer.unref();
       });
       const parsed = await Promise.race([
-        collect(dropHeaderBoms(normalizeCrOnly(raw)), this.parserOptions),
+        collect(legacyHeadersToUtf8(dropHeaderBoms(normalizeCrOnly(raw))), this.parserOptions),
         timeout,
       ]);
       return toParseResult(parsed);
@@ -329,6 +330,117 @@ function dropHeaderBoms(raw: Buffer): Buffer {
   if (from === 0) return raw;
   kept.push(raw.subarray(from));
   return Buffer.concat(kept);
+}
+
+const utf8Lenient = new TextDecoder('utf-8');
+// biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts an ISO-2022-JP escape sequence
+const ISO_2022_JP_ESCAPE = /\x1b(?:\$[@B]|\([BJ])/;
+
+/** The charset parameter of the Content-Type in a header block (latin1 text), or null. */
+function declaredCharset(block: string): string | null {
+  const m = /^content-type:(?:[^\n]|\n[ \t])*?;\s*charset\s*=\s*"?([^";\s]+)/im.exec(block);
+  return m?.[1]?.toLowerCase() ?? null;
+}
+
+/** The boundary parameter of the Content-Type in a header block (latin1 text), or null. */
+function declaredBoundary(block: string): string | null {
+  const m = /^content-type:(?:[^\n]|\n[ \t])*?;\s*boundary\s*=\s*(?:"([^"\r\n]+)"|([^;\s]+))/im.exec(block);
+  return m?.[1] ?? m?.[2] ?? null;
+}
+
+/**
+ * One header field's bytes (latin1) as text, when they are not UTF-8: RFC 6532 allows UTF-8 there,
+ * but older mailers wrote the charset of their text (GB2312, Big5, Latin-1) or ISO-2022-JP escapes,
+ * which mailparser read as UTF-8 (each byte a U+FFFD). Bytes that are UTF-8 but for a character cut
+ * off at a length limit (Yahoo cuts long file names) are read as UTF-8, less those bytes. Null when the
+ * field is to stay as it is.
+ */
+function fieldText(field: string, charset: string | null): string | null {
+  const bytes = Buffer.from(field, 'latin1');
+  if (!/[\x80-\xff]/.test(field)) {
+    return ISO_2022_JP_ESCAPE.test(field) ? new TextDecoder('iso-2022-jp').decode(bytes) : null;
+  }
+  const asUtf8 = utf8Lenient.decode(bytes);
+  // A U+FFFD written as such (its UTF-8 bytes, as a mailer that met a broken byte sends it on) is text.
+  const written = field.split('\xef\xbf\xbd').length - 1;
+  const broken = (asUtf8.match(/\ufffd/g) ?? []).length - written;
+  if (broken === 0) return null;
+  const good = (asUtf8.match(/[^ -~\s\ufffd]/g) ?? []).length;
+  // UTF-8 but for a few bytes (a character cut off): UTF-8 without them. Left as it was, or with a
+  // U+FFFD in their place, mailparser (mailsplit) reads the whole value as Latin-1 (`ÐÐ°Ñ…` for `Карт…`).
+  if (good >= 4 * broken) return asUtf8.replace(/\ufffd/g, '');
+  for (const label of [charset, 'windows-1252']) {
+    // A header is never UTF-16 or UTF-32 (a part of that charset has ASCII headers like any other).
+    if (label === null || /^(utf-?8|us-ascii|ascii|utf-?16.*|utf-?32.*)$/.test(label)) continue;
+    const decoded = decodeCharset(bytes, label);
+    // mailsplit reads a value holding a U+FFFD as Latin-1 again: a byte the charset lacks is left out.
+    if (decoded !== null) return decoded.replace(/\ufffd/g, '');
+  }
+  return null;
+}
+
+/**
+ * The header blocks of a message (its own and each MIME part's, found by the boundaries they declare)
+ * with every field whose 8-bit bytes are not UTF-8 rewritten as UTF-8 (`fieldText`), read in the
+ * charset of that block's Content-Type, else of the message's (its own, else the first a part declares),
+ * else Windows-1252, as mail readers do. Only the parser's input changes: the stored message stays
+ * byte-exact. A message whose headers are ASCII or UTF-8 is returned as it is.
+ */
+function legacyHeadersToUtf8(raw: Buffer): Buffer {
+  const blocks: { start: number; end: number }[] = [];
+  const blockAt = (start: number) => {
+    // Up to the blank line that ends it (LF or CRLF), line by line: only the header block is read.
+    // A block longer than the parser takes (MAX_HEADER_BYTES) is no header block to it: left alone.
+    let end = -1;
+    const limit = Math.min(raw.length, start + MAX_HEADER_BYTES);
+    for (let lf = raw.indexOf(0x0a, start); lf >= 0 && lf < limit; lf = raw.indexOf(0x0a, lf + 1)) {
+      if (raw[lf + 1] === 0x0a || (raw[lf + 1] === 0x0d && raw[lf + 2] === 0x0a)) {
+        end = lf + 1;
+        break;
+      }
+    }
+    if (end < 0 && limit === raw.length) end = raw.length;
+    if (end < 0) return '';
+    blocks.push({ start, end });
+    return raw.toString('latin1', start, end);
+  };
+  const top = blockAt(0);
+  const boundaries = new Set<string>();
+  const topBoundary = declaredBoundary(top);
+  if (topBoundary !== null) boundaries.add(topBoundary);
+  let fallback = declaredCharset(top);
+  // A part's header block follows a delimiter line of a boundary a block before it declares (RFC 2046
+  // §5.1.1): one pass over the `--` lines, which also finds the boundaries of nested multiparts.
+  const DASHES = Buffer.from('\n--');
+  for (let at = boundaries.size > 0 ? raw.indexOf(DASHES) : -1; at >= 0; at = raw.indexOf(DASHES, at + 1)) {
+    const lineEnd = raw.indexOf(0x0a, at + 1);
+    if (lineEnd < 0) break;
+    if (!boundaries.has(raw.toString('latin1', at + 3, lineEnd).trimEnd())) continue;
+    const block = blockAt(lineEnd + 1);
+    fallback ??= declaredCharset(block);
+    const inner = declaredBoundary(block);
+    if (inner !== null) boundaries.add(inner);
+  }
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const { start, end } of blocks) {
+    if (start < from) continue;
+    const block = raw.toString('latin1', start, end);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts an ISO-2022-JP escape sequence
+    if (!/[\x80-\xff\x1b]/.test(block)) continue;
+    const charset = declaredCharset(block) ?? fallback;
+    // Whole fields: a first line and its continuation lines.
+    const rewritten = block.replace(/^[^\s:][^\n]*(?:\n[ \t][^\n]*)*/gm, (field) => {
+      const text = fieldText(field, charset);
+      return text === null ? field : Buffer.from(text, 'utf8').toString('latin1');
+    });
+    if (rewritten === block) continue;
+    out.push(raw.subarray(from, start), Buffer.from(rewritten, 'latin1'));
+    from = end;
+  }
+  if (out.length === 0) return raw;
+  out.push(raw.subarray(from));
+  return Buffer.concat(out);
 }
 
 /** An RFC 2045 token of a sensible length: a charset name that can go into a Content-Type as it is. */
