@@ -16,6 +16,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
 import { MAX_TOP_LINES } from '../api/top.ts';
+import { canonicalAddress } from '../core/config.ts';
 import { ConfigError, errorMessage } from '../core/errors.ts';
 import { DEFAULT_POP3_PORT } from './ports.ts';
 
@@ -505,7 +506,9 @@ class Session {
     const user = this.user;
     this.user = null;
     if (user === null) return this.reply('-ERR USER first');
-    const mailbox = user.toLowerCase();
+    // The line was read as Latin-1 and a client sends a user name in UTF-8: the mailbox as the relay
+    // keys it, whichever form it came in (`Info@München.de` is info@xn--mnchen-3ya.de, as in the API).
+    const mailbox = canonicalAddress(Buffer.from(user, 'latin1').toString('utf8'));
     const api = new MailboxApi(this.options.apiUrl, mailbox, rest.trim(), this.aborter.signal);
     if (this.locks.has(mailbox)) {
       // RFC 2449: [IN-USE] says the login was right; a wrong token hears [AUTH], whoever is reading.

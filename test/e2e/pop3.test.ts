@@ -702,6 +702,38 @@ function wireLines(b: Buffer): Buffer {
   return Buffer.from(b.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n'), 'latin1');
 }
 
+describe('POP3 bridge: an internationalized domain in the user name', () => {
+  const MAILBOX = 'info@xn--mnchen-3ya.de';
+  let env: ApiTestEnv;
+  let bridge: Pop3Bridge;
+  before(async () => {
+    env = await startApiTestEnv({ config: { domains: ['xn--mnchen-3ya.de'], mailboxes: [MAILBOX] } });
+    await env.deliver([MAILBOX], Buffer.from('From: a@remote.test\r\nSubject: grüße\r\n\r\nhi\r\n'));
+    bridge = await startPop3Bridge({ apiUrl: env.url, port: 0 });
+  });
+  after(async () => {
+    await bridge?.close();
+    await env?.close();
+  });
+
+  it('USER in Unicode (sent as UTF-8, any case) is the same mailbox as its xn-- form, lock included', async () => {
+    const token = await env.token(MAILBOX);
+    const holder = await login(bridge.port, 'Info@München.de', token);
+    try {
+      assert.match(holder.received(), /\+OK info@xn--mnchen-3ya\.de has 1 messages/);
+      const other = await converse(
+        bridge.port,
+        `USER ${MAILBOX}\r\nPASS ${token}\r\nQUIT\r\n`,
+        /\+OK bye\r\n$/,
+      );
+      assert.match(other, /-ERR \[IN-USE\]/, 'one mailbox, one lock, whichever form');
+    } finally {
+      holder.write('QUIT\r\n');
+      await holder.closed;
+    }
+  });
+});
+
 describe('the shared corpus through the POP3 bridge', {
   skip: !requireOrAnnounce(
     corpusDir() !== null,
