@@ -21,11 +21,15 @@
  * deliveries to one mailbox touch the same STAT item, so DynamoDB may cancel one with
  * TransactionConflict; those are retried here with backoff.
  *
- * The registry item is written after the transaction, idempotently, until this process has
- * once seen it succeed for a mailbox; a crash in between fails the delivery, whose retry (a
- * no-op for the entry) writes it again. It keeps listMailboxes a strongly consistent Query
- * instead of a Scan of every message or an eventually consistent index, and keeps it out of
- * the transaction (2 WCU per delivery saved).
+ * The registry item is written before the transaction, idempotently, until this process has
+ * once seen it succeed for a mailbox. Before, not after: a retry of a delivery that committed
+ * finds the entry present and never calls `deliver` again (router.ts, deliveryState), so a registry
+ * write that failed after the commit (or a commit whose answer was lost) was never made up for,
+ * and the mailbox was missing from listMailboxes for good. A delivery that fails after the registry
+ * write leaves a registered mailbox without mail, listed with zero counters, as configured
+ * mailboxes are. It keeps listMailboxes a strongly consistent Query instead of a Scan of every
+ * message or an eventually consistent index, and keeps it out of the transaction (2 WCU per
+ * delivery saved).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
@@ -359,6 +363,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   private async deliverNow(entry: MessageEntry, options: DeliverOptions): Promise<{ inserted: boolean }> {
     const pk = mailboxPk(entry.mailbox);
     const deletion = this.deletionKey(entry.mailbox, entry.id);
+    await this.register(entry.mailbox);
     let races = 0;
     // Real time, not the injectable clock (which may stand still in tests).
     const giveUpAt = Date.now() + COMMIT_RACE_BUDGET_MS;
@@ -416,13 +421,11 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       });
       try {
         await this.client.send(command);
-        await this.register(entry.mailbox);
         return { inserted: true };
       } catch (err) {
         const codes = cancellationCodes(err);
         if (codes === null) throw err;
         if (codes[0] === 'ConditionalCheckFailed' || codes[2] === 'ConditionalCheckFailed') {
-          await this.register(entry.mailbox);
           return { inserted: false };
         }
         // Another delivery committed between our read and our write and took this number: read the

@@ -1,0 +1,352 @@
+/**
+ * The AWS side under faults: the router Lambda's handler over the real SDK clients on a private
+ * moto_server (S3, DynamoDB, SES v2) and the SES v1 SendBounce endpoint of fake-ses.ts, with a
+ * fault injected into one AWS call of an invocation at a time. The fault is an SDK middleware at
+ * the `initialize` step, above the SDK's own retries (it is what a call looks like once those gave
+ * up): a throttling error, an HTTP 500, a socket error before the request, or the call carried out
+ * and its answer lost (`lost`). The same SQS record is then processed again with faults off, as SQS
+ * redelivers it, and the promises of design §5 are checked: every mailbox holds exactly the
+ * expected messages byte for byte, STAT exact, every entry has its blobs, the commit cursor counts
+ * each delivery once, a forward is sent once (or recorded failed with a notice), a bounce once, and
+ * the batch response names exactly the records that failed.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { SESClient } from '@aws-sdk/client-ses';
+import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { SQSBatchResponse, SQSRecord } from 'aws-lambda';
+import {
+  DynamoDbMailboxIndex,
+  mailboxTableDefinition,
+} from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
+import { SesBouncer } from '../../functions/adapters/aws/ses-bouncer.ts';
+import { Sesv2Outbound } from '../../functions/adapters/aws/sesv2-outbound.ts';
+import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
+import { type Config, parseConfig, type RawConfig } from '../../functions/core/config.ts';
+import { messageIdFor } from '../../functions/core/ids.ts';
+import { mailboxKeys } from '../../functions/core/keys.ts';
+import { createRouterHandler, type RouterHandler } from '../../functions/handlers/router-handler.ts';
+import type { RouterDeps } from '../../functions/pipeline/router.ts';
+import {
+  awsEventsAvailable,
+  capturePowertools,
+  sesNotification,
+  sqsEvent,
+  sqsRecord,
+} from '../helpers/aws-events.ts';
+import { requireOrAnnounce } from '../helpers/env.ts';
+import { FakeSesEndpoint } from '../helpers/fake-ses.ts';
+import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
+
+const BUCKET = 'mail-relay-faults';
+const TABLE = 'mail-relay-faults';
+
+const available =
+  motoAvailable() &&
+  requireOrAnnounce(
+    awsEventsAvailable(),
+    'AWS fault sweep (AWS event samples)',
+    'put ../shared/aws-events next to the clone',
+  );
+
+/**
+ * `lost-retried`: the request is carried out and its answer lost below the SDK's retries, which
+ * send it again (what a real timeout after the server applied the request looks like).
+ */
+export type FaultMode = 'throttle' | 'http500' | 'socket' | 'lost' | 'lost-retried';
+export const FAULT_MODES: readonly FaultMode[] = ['throttle', 'http500', 'socket', 'lost'];
+
+function faultError(mode: FaultMode, service: string): Error {
+  switch (mode) {
+    case 'throttle':
+      return Object.assign(new Error('Rate exceeded (injected)'), {
+        name: service === 'dynamodb' ? 'ThrottlingException' : service === 's3' ? 'SlowDown' : 'Throttling',
+        $fault: 'client',
+        $metadata: { httpStatusCode: service === 's3' ? 503 : 400 },
+      });
+    case 'http500':
+      return Object.assign(new Error('We encountered an internal error (injected)'), {
+        name: service === 's3' ? 'InternalError' : 'InternalServerError',
+        $fault: 'server',
+        $metadata: { httpStatusCode: 500 },
+      });
+    case 'socket':
+    case 'lost':
+    case 'lost-retried':
+      return Object.assign(new Error('socket hang up (injected)'), {
+        name: 'TimeoutError',
+        code: 'ECONNRESET',
+      });
+  }
+}
+
+/** Which call of an invocation to fail: its number (1-based), or the nth call of a command. */
+export type FaultTarget = number | { readonly command: string; readonly nth?: number };
+
+/**
+ * Counts every AWS call made through the clients it is installed on (`s3.PutObjectCommand`, …)
+ * and fails the targeted one in the way `mode` says; `lost` carries the call out first.
+ */
+export class FaultInjector {
+  calls: string[] = [];
+  private target: FaultTarget | null = null;
+  private mode: FaultMode = 'throttle';
+  /** The call that was failed, once it was. */
+  hit: string | null = null;
+  /** Requests the SDK sent for a `lost-retried` call (its retries included). */
+  attempts = 0;
+
+  arm(target: FaultTarget, mode: FaultMode): void {
+    this.calls = [];
+    this.target = target;
+    this.mode = mode;
+    this.hit = null;
+    this.attempts = 0;
+  }
+
+  off(): void {
+    this.target = null;
+    this.calls = [];
+  }
+
+  private isTarget(n: number, call: string): boolean {
+    const t = this.target;
+    if (t === null || this.hit !== null) return false;
+    if (typeof t === 'number') return n === t;
+    return call === t.command && this.calls.filter((c) => c === call).length === (t.nth ?? 1);
+  }
+
+  install<C extends { middlewareStack: unknown }>(client: C, service: string): C {
+    const stack = client.middlewareStack as {
+      add: (
+        mw: (
+          next: (args: unknown) => Promise<unknown>,
+          context: { commandName?: string },
+        ) => (args: unknown) => Promise<unknown>,
+        options: { step: 'initialize'; name: string; priority: 'high' },
+      ) => void;
+    };
+    // Marks the attempts of a targeted `lost-retried` call (the SDK's retries run below `initialize`).
+    let retried: { pending: boolean } | null = null;
+    stack.add(
+      (next, context) => async (args) => {
+        const call = `${service}.${context.commandName ?? '?'}`;
+        const n = this.calls.push(call);
+        if (!this.isTarget(n, call)) return next(args);
+        this.hit = `#${n} ${call} (${this.mode})`;
+        if (this.mode === 'lost-retried') {
+          retried = { pending: true };
+          try {
+            return await next(args);
+          } finally {
+            retried = null;
+          }
+        }
+        if (this.mode === 'lost') {
+          await next(args);
+          throw faultError('lost', service);
+        }
+        throw faultError(this.mode, service);
+      },
+      { step: 'initialize', name: 'faultInjection', priority: 'high' },
+    );
+    (stack as unknown as { add: (mw: unknown, options: unknown) => void }).add(
+      (next: (args: unknown) => Promise<unknown>) => async (args: unknown) => {
+        const once = retried;
+        if (once !== null) this.attempts++;
+        if (once === null || !once.pending) return next(args);
+        once.pending = false;
+        await next(args);
+        throw faultError('lost', service);
+      },
+      { step: 'deserialize', name: 'faultInjectionBelowRetries' },
+    );
+    return client;
+  }
+}
+
+const CONFIG: RawConfig = {
+  domains: ['example.test', 'auto.test'],
+  mailboxes: ['alice@example.test', 'bob@example.test', '*@auto.test'],
+  routes: [
+    { match: 'team@example.test', action: 'deliver', to: ['alice@example.test', 'bob@example.test'] },
+    { match: 'boss@example.test', action: 'forward', to: ['boss.private@gmail.test'] },
+    { match: 'old@example.test', action: 'reject', code: 551, message: '5.1.6 User has moved' },
+  ],
+};
+const PASS = { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' } as const;
+const RAW = Buffer.from(
+  'From: Sender <sender@remote.test>\r\nTo: team@example.test, boss@example.test, old@example.test\r\n' +
+    'Subject: faults\r\nMessage-ID: <faults@remote.test>\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
+    '--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/octet-stream\r\n' +
+    'Content-Disposition: attachment; filename="a.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQF\r\n--b--\r\n',
+);
+
+describe('the router on AWS with a fault at every call of an invocation', { skip: !available }, () => {
+  let moto: Moto;
+  const sesV1 = new FakeSesEndpoint();
+  const faults = new FaultInjector();
+  let s3: S3Client;
+  let dynamo: DynamoDBClient;
+  let config: Config;
+  let blobs: S3BlobStore;
+  let index: DynamoDbMailboxIndex;
+  let handler: RouterHandler;
+  let newEnvironment: () => void;
+  let clock = Date.now() - 60_000;
+
+  before(async () => {
+    await sesV1.start();
+    moto = await startMoto();
+    s3 = faults.install(new S3Client({ ...moto.clientConfig, forcePathStyle: true }), 's3');
+    dynamo = faults.install(serializeRequests(new DynamoDBClient(moto.clientConfig)), 'dynamodb');
+    const ses = faults.install(new SESv2Client(moto.clientConfig), 'sesv2');
+    const bounceClient = faults.install(
+      new SESClient({ ...moto.clientConfig, endpoint: sesV1.url, maxAttempts: 1 }),
+      'ses',
+    );
+    config = parseConfig(CONFIG);
+    blobs = new S3BlobStore({ client: s3, bucket: BUCKET });
+    newEnvironment = () => {
+      // A new execution environment: nothing remembered from an earlier run (the index's registry cache).
+      index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName: TABLE });
+      const deps: RouterDeps = {
+        config,
+        blobs,
+        index,
+        parser: new MailparserAdapter(),
+        outbound: new Sesv2Outbound({ client: ses }),
+        forwarding: { sleep: async () => undefined },
+        bouncer: new SesBouncer(bounceClient),
+      };
+      handler = createRouterHandler({
+        deps,
+        bucketName: BUCKET,
+        logger: new Logger({ serviceName: 'faults' }),
+        metrics: new Metrics({ namespace: 'MailRelayFaults', serviceName: 'faults' }),
+      });
+    };
+  });
+  after(async () => {
+    s3?.destroy();
+    dynamo?.destroy();
+    await moto?.stop();
+    await sesV1.stop();
+  });
+
+  /** A fresh account: moto's state cleared, the bucket, the table and the sending identity made again. */
+  async function freshAccount(): Promise<void> {
+    faults.off();
+    await moto.reset();
+    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(TABLE)));
+    const ses = new SESv2Client(moto.clientConfig);
+    await ses.send(new CreateEmailIdentityCommand({ EmailIdentity: 'example.test' }));
+    ses.destroy();
+    sesV1.requests.length = 0;
+    newEnvironment();
+  }
+
+  async function receive(
+    recipients: readonly string[],
+  ): Promise<{ record: SQSRecord; id: string; sesMessageId: string }> {
+    const sesMessageId = randomUUID().replace(/-/g, '');
+    clock += 1000;
+    const timestamp = new Date(clock);
+    await blobs.put(`inbound/${sesMessageId}`, RAW);
+    const record = sqsRecord(
+      sesNotification({
+        sesMessageId,
+        recipients,
+        bucket: BUCKET,
+        timestamp,
+        mailFrom: 'sender@remote.test',
+        verdicts: PASS,
+      }),
+    );
+    return { record, id: messageIdFor(timestamp.getTime(), sesMessageId), sesMessageId };
+  }
+
+  async function invoke(records: readonly SQSRecord[], receiveCount: number): Promise<SQSBatchResponse> {
+    const event = sqsEvent(
+      records.map((r) => ({
+        ...r,
+        attributes: { ...r.attributes, ApproximateReceiveCount: String(receiveCount) },
+      })),
+    );
+    return (await capturePowertools(() => handler(event))).result;
+  }
+
+  /** Every mailbox holds exactly `expected` (mailbox -> id -> bytes), with exact counters and cursor. */
+  async function assertMailboxes(expected: ReadonlyMap<string, ReadonlyMap<string, Buffer>>, what: string) {
+    for (const [mailbox, messages] of expected) {
+      const listed = await index.list(mailbox, { limit: 1000 });
+      assert.deepEqual(
+        listed.items.map((e) => e.id),
+        [...messages.keys()].sort().reverse(),
+        `${what}: ${mailbox} lists exactly the expected messages`,
+      );
+      let bytes = 0;
+      for (const [id, raw] of messages) {
+        const stored = await blobs.get(mailboxKeys.raw(mailbox, id));
+        assert.ok(stored?.equals(raw), `${what}: ${mailbox}/${id} is stored byte for byte`);
+        assert.ok(
+          (await blobs.head(mailboxKeys.summary(mailbox, id))) !== null,
+          `${what}: ${mailbox}/${id} summary`,
+        );
+        bytes += raw.length;
+      }
+      assert.deepEqual(
+        await index.stat(mailbox),
+        { address: mailbox, messages: messages.size, bytes },
+        `${what}: STAT`,
+      );
+      const committed = await index.committedAfter(mailbox, 0, 1000);
+      assert.deepEqual(
+        [...committed.items.map((e) => e.id)].sort(),
+        [...messages.keys()].sort(),
+        `${what}: ${mailbox}'s commit log names each message once`,
+      );
+      assert.equal(await index.commitCursor(mailbox), committed.commits.at(-1) ?? 0, `${what}: cursor`);
+    }
+  }
+
+  it('a `*@` mailbox whose registry write failed is listed once the record is redelivered', async () => {
+    for (const [target, mode] of [
+      // dave@auto.test's registry item (alice@'s is the first).
+      [{ command: 'dynamodb.PutItemCommand', nth: 2 }, 'throttle'],
+      // dave@auto.test's commit, done and its answer lost.
+      [{ command: 'dynamodb.TransactWriteItemsCommand', nth: 2 }, 'lost'],
+    ] as const) {
+      await freshAccount();
+      const m = await receive(['alice@example.test', 'dave@auto.test']);
+      faults.arm(target, mode);
+      const first = await invoke([m.record], 1);
+      faults.off();
+      assert.ok(faults.hit === null || first.batchItemFailures.length === 1, `${mode}: the record failed`);
+      assert.deepEqual(await invoke([m.record], 2), { batchItemFailures: [] });
+      await assertMailboxes(
+        new Map(['alice@example.test', 'dave@auto.test'].map((mb) => [mb, new Map([[m.id, RAW]])])),
+        mode,
+      );
+      // A new execution environment lists the mailboxes (the registry cache is per process).
+      newEnvironment();
+      const page = await index.listMailboxes({ limit: 100 });
+      assert.deepEqual(
+        page.items.map((i) => [i.address, i.messages]),
+        [
+          ['alice@example.test', 1],
+          ['dave@auto.test', 1],
+        ],
+        `${mode}: every mailbox with mail is in the registry`,
+      );
+    }
+  });
+});
