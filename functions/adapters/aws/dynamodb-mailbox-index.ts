@@ -10,7 +10,8 @@
  *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes (a page
  *                                            of it at a time: core/mailbox-pages.ts)
  *   pk = TOKEN#<hash>   sk = TOKEN           an API token, by the hex SHA-256 of the token (never the token)
- *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend)
+ *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend; `claimId`:
+ *                                            the last claim's random id, see claimSend)
  *
  * A delivery is ONE TransactWriteItems: the conditional put of the entry (only if absent), the
  * counter increment and the next commit number (conditioned on the number read just before, so two
@@ -31,6 +32,7 @@
  * message or an eventually consistent index, and keeps it out of the transaction (2 WCU per
  * delivery saved).
  */
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 import {
@@ -782,8 +784,23 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
    * One conditional UpdateItem: creates the record, or takes over a failed one or one whose
    * pending claim is older than the lease. DynamoDB serializes conditional writes to one item, so
    * of any number of concurrent claims exactly one succeeds.
+   *
+   * Each claim writes a random `claimId`. When the answer is lost (a timeout or a dropped
+   * connection after DynamoDB applied the update, or the SDK's own retry of it then failing its
+   * condition on the claim it made itself), the record is read back: our `claimId` in it means the
+   * claim is ours. Without this, the claim stayed `pending` with no one sending: a forward's every
+   * redelivery failed with ForwardInProgressError until the 15-minute lease ran out (five receives
+   * take less: the message went to the dead-letter queue, the rest of its routing undone), and a
+   * bounce was skipped as "another router is bouncing it" and never sent.
    */
   async claimSend(key: string, options: ClaimSendOptions): Promise<{ claimed: boolean; record: SendRecord }> {
+    const claimId = randomUUID();
+    const ours = async (): Promise<SendRecord | null> => {
+      const item = await this.getSendItem(key);
+      return item !== undefined && item.claimId === claimId && item.state === 'pending'
+        ? toSendRecord(item)
+        : null;
+    };
     const now = options.now.toISOString();
     // ISO 8601 UTC strings of one format compare in time order.
     const stale = new Date(options.now.getTime() - options.leaseMs).toISOString();
@@ -793,7 +810,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
           TableName: this.table,
           Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
           UpdateExpression:
-            'SET #key = :key, #state = :pending, claimedAt = :now, updatedAt = :now ADD attempts :one REMOVE #error',
+            'SET #key = :key, #state = :pending, claimedAt = :now, updatedAt = :now, claimId = :claimId ADD attempts :one REMOVE #error',
           ConditionExpression:
             'attribute_not_exists(#pk) OR #state = :failed OR (#state = :pending AND claimedAt < :stale)',
           ExpressionAttributeNames: {
@@ -809,6 +826,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
             ':now': now,
             ':stale': stale,
             ':one': 1,
+            ':claimId': claimId,
           },
           ReturnValues: 'ALL_NEW',
         }),
@@ -817,12 +835,31 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         throw new Error(`DynamoDB UpdateItem for send ${key} returned no attributes`);
       return { claimed: true, record: toSendRecord(r.Attributes) };
     } catch (err) {
-      if (!isConditionalCheckFailed(err)) throw err;
-      const current = await this.getSend(key);
+      if (!isConditionalCheckFailed(err)) {
+        // The update may have been applied all the same: ours if the record says so.
+        const mine = await ours().catch(() => null);
+        if (mine !== null) return { claimed: true, record: mine };
+        throw err;
+      }
+      const item = await this.getSendItem(key);
       // The condition failed, so the record existed; records are never deleted.
-      if (current === null) throw new Error(`send ${key} was neither claimed nor present`);
-      return { claimed: false, record: current };
+      if (item === undefined) throw new Error(`send ${key} was neither claimed nor present`);
+      const record = toSendRecord(item);
+      // Our own update, applied on an attempt whose answer was lost and retried by the SDK.
+      if (item.claimId === claimId && record.state === 'pending') return { claimed: true, record };
+      return { claimed: false, record };
     }
+  }
+
+  private async getSendItem(key: string): Promise<Record<string, unknown> | undefined> {
+    const r = await this.client.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
+        ConsistentRead: true,
+      }),
+    );
+    return r.Item;
   }
 
   /** Records the outcome (an upsert, like the local adapter: a finish without a claim still leaves a record). */
@@ -872,14 +909,8 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   }
 
   async getSend(key: string): Promise<SendRecord | null> {
-    const r = await this.client.send(
-      new GetCommand({
-        TableName: this.table,
-        Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
-        ConsistentRead: true,
-      }),
-    );
-    return r.Item === undefined ? null : toSendRecord(r.Item);
+    const item = await this.getSendItem(key);
+    return item === undefined ? null : toSendRecord(item);
   }
 
   async putToken(token: TokenRecord): Promise<void> {
