@@ -357,7 +357,7 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
   const DELIVERED = ['alice@example.test', 'dave@auto.test'];
   const FORWARD_TO = 'boss.private@gmail.test';
   const NOTIFY = 'quarantine@example.test';
-  const _WRITES = /\.(Put|Copy|TransactWrite|Update|Delete|Send|CreateMultipart|UploadPart|Complete)/;
+  const WRITES = /\.(Put|Copy|TransactWrite|Update|Delete|Send|CreateMultipart|UploadPart|Complete)/;
 
   interface Fault {
     readonly mode: FaultMode;
@@ -438,5 +438,63 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
         assert.deepEqual(await violations(m, 1, null), [], `${hit}`);
       }
     }
+  });
+  /**
+   * Processes a new message with the fault armed, then again (faults off) as SQS redelivers it
+   * until it succeeds; returns what is wrong, or null when the fault was never reached.
+   */
+  async function runWithFault(target: FaultTarget, mode: FaultMode): Promise<string[] | null> {
+    await freshAccount();
+    const m = await receive(RECIPIENTS);
+    faults.arm(target, mode);
+    const first = await invoke([m.record], 1);
+    const hit = faults.hit;
+    const calls = faults.calls;
+    faults.off();
+    if (hit === null) return null;
+    const failedAt = Number(/^#(\d+)/.exec(hit)?.[1]);
+    const fault: Fault = { mode, call: calls[failedAt - 1] ?? '', previous: calls[failedAt - 2] };
+    const found: string[] = [];
+    const failures = first.batchItemFailures.map((f) => f.itemIdentifier);
+    if (!(failures.length === 0 || (failures.length === 1 && failures[0] === m.record.messageId)))
+      found.push(`batch response ${JSON.stringify(first)}`);
+    let receives = 1;
+    let failed = failures.length > 0;
+    while (failed && receives <= MAX_RECEIVE_COUNT) {
+      receives++;
+      failed = (await invoke([m.record], receives)).batchItemFailures.length > 0;
+    }
+    found.push(...(await violations(m, receives, fault)));
+    return found.map((v) => `${hit} [${failures.length > 0 ? 'failed' : 'acked'}]: ${v}`);
+  }
+
+  it('a fault at any AWS call of an invocation, then the redelivery: one message everywhere, one forward, one bounce', async () => {
+    await freshAccount();
+    const baseline = await receive(RECIPIENTS);
+    faults.arm(0, 'throttle');
+    assert.deepEqual(await invoke([baseline.record], 1), { batchItemFailures: [] });
+    const calls = [...faults.calls];
+    faults.off();
+    assert.deepEqual(await violations(baseline, 1, null), [], 'no fault: everything once');
+    // Every call position once: a write has its answer lost (the nastiest: done, and reported as
+    // failed), a read fails outright (throttling, 500, socket in turn). MAIL_RELAY_FAULT_SWEEP=full
+    // tries every mode at every position (4x as long).
+    const full = process.env.MAIL_RELAY_FAULT_SWEEP === 'full';
+    const before: FaultMode[] = ['throttle', 'http500', 'socket'];
+    const problems: string[] = [];
+    let tried = 0;
+    for (const [i, call] of calls.entries()) {
+      const modes: FaultMode[] = full
+        ? [...FAULT_MODES]
+        : [WRITES.test(call) ? 'lost' : (before[i % before.length] ?? 'throttle')];
+      for (const mode of modes) {
+        const found = await runWithFault(i + 1, mode);
+        if (found === null) continue;
+        tried++;
+        problems.push(...found);
+      }
+    }
+    assert.ok(tried >= calls.length, `every call position was failed (${tried} of ${calls.length})`);
+    assert.deepEqual(problems, []);
   });
 });
