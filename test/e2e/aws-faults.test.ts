@@ -29,9 +29,11 @@ import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { SesBouncer } from '../../functions/adapters/aws/ses-bouncer.ts';
 import { Sesv2Outbound } from '../../functions/adapters/aws/sesv2-outbound.ts';
 import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
+import { createToken } from '../../functions/api/auth.ts';
+import { createSendApp } from '../../functions/api/send-app.ts';
 import { type Config, parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
-import { mailboxKeys } from '../../functions/core/keys.ts';
+import { mailboxKeys, sentMailboxKey } from '../../functions/core/keys.ts';
 import { MAX_RECEIVE_COUNT } from '../../functions/handlers/queue-settings.ts';
 import { createRouterHandler, type RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { forwardSendKey } from '../../functions/pipeline/forward.ts';
@@ -202,6 +204,7 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
   let index: DynamoDbMailboxIndex;
   let handler: RouterHandler;
   let newEnvironment: () => void;
+  let ses: SESv2Client;
   let clock = Date.now() - 60_000;
 
   before(async () => {
@@ -209,7 +212,7 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
     moto = await startMoto();
     s3 = faults.install(new S3Client({ ...moto.clientConfig, forcePathStyle: true }), 's3');
     dynamo = faults.install(serializeRequests(new DynamoDBClient(moto.clientConfig)), 'dynamodb');
-    const ses = faults.install(new SESv2Client(moto.clientConfig), 'sesv2');
+    ses = faults.install(new SESv2Client(moto.clientConfig), 'sesv2');
     const bounceClient = faults.install(
       new SESClient({ ...moto.clientConfig, endpoint: sesV1.url, maxAttempts: 1 }),
       'ses',
@@ -495,6 +498,69 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
       }
     }
     assert.ok(tried >= calls.length, `every call position was failed (${tried} of ${calls.length})`);
+    assert.deepEqual(problems, []);
+  });
+
+  it('POST send with a fault at any AWS call, then the same request again: sent once, one copy in the sent view, the bytes sent', async () => {
+    const request = (token: string) =>
+      new Request('http://api.test/v1/mailboxes/alice@example.test/send', {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'send-1',
+        },
+        // text and html: a multipart message, whose boundaries the composer makes up.
+        body: JSON.stringify({
+          to: ['carl@remote.test'],
+          subject: 'sent once',
+          text: 'hi',
+          html: '<p>hi</p>',
+        }),
+      });
+    const setup = async () => {
+      await freshAccount();
+      const { token } = await createToken(index, { mailbox: 'alice@example.test' });
+      const app = createSendApp({
+        config,
+        index,
+        blobs,
+        outbound: new Sesv2Outbound({ client: ses }),
+        parser: new MailparserAdapter(),
+        logError: () => undefined,
+      });
+      return { token, app };
+    };
+    const baseline = await setup();
+    faults.arm(0, 'throttle');
+    assert.equal((await baseline.app.request(request(baseline.token))).status, 200);
+    const calls = [...faults.calls];
+    faults.off();
+    const problems: string[] = [];
+    for (const [i, call] of calls.entries()) {
+      const mode: FaultMode = WRITES.test(call) ? 'lost' : 'throttle';
+      const { token, app } = await setup();
+      faults.arm(i + 1, mode);
+      const first = await app.request(request(token));
+      const hit = faults.hit;
+      faults.off();
+      let status = first.status;
+      for (let retry = 0; retry < 3 && status >= 500; retry++)
+        status = (await app.request(request(token))).status;
+      const sent = (await moto.sentRawMessages()).filter((r) => r.destinations.includes('carl@remote.test'));
+      const copies = await index.list(sentMailboxKey('alice@example.test'), { limit: 10 });
+      const copy = copies.items[0]
+        ? await blobs.get(mailboxKeys.raw(sentMailboxKey('alice@example.test'), copies.items[0].id))
+        : null;
+      const lostSend = mode === 'lost' && call === 'sesv2.SendEmailCommand';
+      const what = `${hit} [${first.status}, then ${status}]`;
+      if (status !== 200) problems.push(`${what}: answered ${status}`);
+      if (!(sent.length === 1 || (lostSend && sent.length === 2)))
+        problems.push(`${what}: sent ${sent.length}`);
+      if (copies.items.length !== 1) problems.push(`${what}: ${copies.items.length} copies in the sent view`);
+      else if (!sent.some((m) => copy?.toString('utf8') === m.raw_data.replace(/\r?\n/g, '\r\n')))
+        problems.push(`${what}: the sent copy is not the bytes sent`);
+    }
     assert.deepEqual(problems, []);
   });
 });
