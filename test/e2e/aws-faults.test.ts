@@ -8,7 +8,10 @@
  * redelivers it, and the promises of design §5 are checked: every mailbox holds exactly the
  * expected messages byte for byte, STAT exact, every entry has its blobs, the commit cursor counts
  * each delivery once, a forward is sent once (or recorded failed with a notice), a bounce once, and
- * the batch response names exactly the records that failed.
+ * the batch response names exactly the records that failed. The API's send route and the retention
+ * sweep get the same treatment. By default each call is failed once (a write's answer lost, a read
+ * failed outright), which runs in about half a minute; MAIL_RELAY_FAULT_SWEEP=full fails every call
+ * in every way (about four times as long).
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -37,6 +40,7 @@ import { mailboxKeys, sentMailboxKey } from '../../functions/core/keys.ts';
 import { MAX_RECEIVE_COUNT } from '../../functions/handlers/queue-settings.ts';
 import { createRouterHandler, type RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { forwardSendKey } from '../../functions/pipeline/forward.ts';
+import { ORPHAN_GRACE_MS, sweepExpired } from '../../functions/pipeline/retention.ts';
 import type { RouterDeps } from '../../functions/pipeline/router.ts';
 import {
   awsEventsAvailable,
@@ -319,7 +323,17 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
         [...messages.keys()].sort(),
         `${what}: ${mailbox}'s commit log names each message once`,
       );
-      assert.equal(await index.commitCursor(mailbox), committed.commits.at(-1) ?? 0, `${what}: cursor`);
+      // The cursor is the last commit number: past every listed commit, with nothing after it.
+      const cursor = await index.commitCursor(mailbox);
+      assert.ok(
+        cursor >= (committed.commits.at(-1) ?? 0),
+        `${what}: ${mailbox}'s cursor is past its commits`,
+      );
+      assert.deepEqual(
+        (await index.committedAfter(mailbox, cursor, 10)).items,
+        [],
+        `${what}: nothing after the cursor`,
+      );
     }
   }
 
@@ -560,6 +574,85 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
       if (copies.items.length !== 1) problems.push(`${what}: ${copies.items.length} copies in the sent view`);
       else if (!sent.some((m) => copy?.toString('utf8') === m.raw_data.replace(/\r?\n/g, '\r\n')))
         problems.push(`${what}: the sent copy is not the bytes sent`);
+    }
+    assert.deepEqual(problems, []);
+  });
+
+  it('the retention sweep with a fault at each of its writes, then the next sweep: expired mail gone with its blobs, the rest kept, counters exact', async () => {
+    const DAY = 24 * 3600 * 1000;
+    const now = Date.now();
+    const setup = async () => {
+      await freshAccount();
+      const messages: { id: string; mailboxes: string[]; expired: boolean }[] = [];
+      for (const [age, recipients] of [
+        [40 * DAY, ['alice@example.test', 'dave@auto.test']],
+        [DAY, ['alice@example.test']],
+      ] as const) {
+        const sesMessageId = randomUUID().replace(/-/g, '');
+        const timestamp = new Date(now - age);
+        await blobs.put(`inbound/${sesMessageId}`, RAW);
+        const record = sqsRecord(sesNotification({ sesMessageId, recipients, bucket: BUCKET, timestamp }));
+        assert.deepEqual(await invoke([record], 1), { batchItemFailures: [] });
+        messages.push({
+          id: messageIdFor(timestamp.getTime(), sesMessageId),
+          mailboxes: [...recipients],
+          expired: age > 30 * DAY,
+        });
+      }
+      return messages;
+    };
+    const sweep = (at: number) => sweepExpired({ index, blobs }, { mailboxDays: 30, now: new Date(at) });
+    const check = async (messages: { id: string; mailboxes: string[]; expired: boolean }[], what: string) => {
+      const expected = new Map(
+        DELIVERED.map((mb) => [
+          mb,
+          new Map(messages.filter((m) => !m.expired && m.mailboxes.includes(mb)).map((m) => [m.id, RAW])),
+        ]),
+      );
+      await assertMailboxes(expected, what);
+      for (const mb of DELIVERED) {
+        const keys: string[] = [];
+        for await (const b of blobs.list(`mailboxes/${mb}/`)) keys.push(b.key);
+        const left = keys.filter((k) => messages.some((m) => m.expired && k.includes(m.id)));
+        assert.deepEqual(left, [], `${what}: no blob of expired mail left in ${mb}`);
+      }
+    };
+    const baseline = await setup();
+    faults.arm(0, 'throttle');
+    const summary = await sweep(now);
+    const calls = [...faults.calls];
+    faults.off();
+    assert.equal(summary.deleted, 2);
+    await check(baseline, 'no fault');
+    // Each write (the index deletes, the blob deletes) with its answer lost; MAIL_RELAY_FAULT_SWEEP=full
+    // fails every call in every way.
+    const full = process.env.MAIL_RELAY_FAULT_SWEEP === 'full';
+    const runs = calls.flatMap((call, i) =>
+      full
+        ? FAULT_MODES.map((mode) => ({ i, mode }))
+        : WRITES.test(call)
+          ? [{ i, mode: 'lost' as const }]
+          : [],
+    );
+    assert.ok(runs.length >= 4, 'the sweep deletes entries and blobs');
+    const problems: string[] = [];
+    for (const { i, mode } of runs) {
+      const messages = await setup();
+      faults.arm(i + 1, mode);
+      const first = await sweep(now).catch((err: Error) => err);
+      const hit = faults.hit;
+      faults.off();
+      // The next sweep, after the grace period for blobs without an entry.
+      const second = await sweep(now + ORPHAN_GRACE_MS + 60_000);
+      try {
+        await check(messages, `${hit}`);
+        if (second.failures.length > 0)
+          problems.push(`${hit}: the next sweep failed ${JSON.stringify(second.failures)}`);
+      } catch (err) {
+        problems.push(
+          `${hit} [${first instanceof Error ? first.message : JSON.stringify(first.failures)}]: ${(err as Error).message.split('\n')[0]}`,
+        );
+      }
     }
     assert.deepEqual(problems, []);
   });
