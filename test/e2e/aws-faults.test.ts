@@ -40,6 +40,7 @@ import { mailboxKeys, sentMailboxKey } from '../../functions/core/keys.ts';
 import { MAX_RECEIVE_COUNT } from '../../functions/handlers/queue-settings.ts';
 import { createRouterHandler, type RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { forwardSendKey } from '../../functions/pipeline/forward.ts';
+import { replay } from '../../functions/pipeline/replay.ts';
 import { ORPHAN_GRACE_MS, sweepExpired } from '../../functions/pipeline/retention.ts';
 import type { RouterDeps } from '../../functions/pipeline/router.ts';
 import {
@@ -96,7 +97,11 @@ function faultError(mode: FaultMode, service: string): Error {
 }
 
 /** Which call of an invocation to fail: its number (1-based), or the nth call of a command. */
-export type FaultTarget = number | { readonly command: string; readonly nth?: number };
+export type FaultTarget =
+  | number
+  | { readonly command: string; readonly nth?: number }
+  /** Every call of the command, until `off` (an outage rather than a glitch). */
+  | { readonly command: string; readonly every: true };
 
 /**
  * Counts every AWS call made through the clients it is installed on (`s3.PutObjectCommand`, …)
@@ -126,7 +131,9 @@ export class FaultInjector {
 
   private isTarget(n: number, call: string): boolean {
     const t = this.target;
-    if (t === null || this.hit !== null) return false;
+    if (t === null) return false;
+    if (typeof t !== 'number' && 'every' in t) return call === t.command;
+    if (this.hit !== null) return false;
     if (typeof t === 'number') return n === t;
     return call === t.command && this.calls.filter((c) => c === call).length === (t.nth ?? 1);
   }
@@ -209,6 +216,7 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
   let handler: RouterHandler;
   let newEnvironment: () => void;
   let ses: SESv2Client;
+  let deps: RouterDeps;
   let clock = Date.now() - 60_000;
 
   before(async () => {
@@ -226,7 +234,7 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
     newEnvironment = () => {
       // A new execution environment: nothing remembered from an earlier run (the index's registry cache).
       index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName: TABLE });
-      const deps: RouterDeps = {
+      deps = {
         config,
         blobs,
         index,
@@ -655,5 +663,58 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
       }
     }
     assert.deepEqual(problems, []);
+  });
+
+  it('a record that fails on every receive (an outage) goes to the DLQ; replay, then the redrive, route it once', async () => {
+    for (const command of [
+      'dynamodb.TransactWriteItemsCommand',
+      's3.CopyObjectCommand',
+      'dynamodb.GetItemCommand',
+    ]) {
+      await freshAccount();
+      const started = new Date(Date.now() - 1000);
+      const m = await receive(RECIPIENTS);
+      faults.arm({ command, every: true }, 'http500');
+      for (let receives = 1; receives <= MAX_RECEIVE_COUNT; receives++) {
+        assert.deepEqual(
+          await invoke([m.record], receives),
+          { batchItemFailures: [{ itemIdentifier: m.record.messageId }] },
+          `${command}: receive ${receives} fails`,
+        );
+      }
+      faults.off();
+      // In the dead-letter queue now. The operator replays what was received since the outage began…
+      const summary = await replay(deps, { since: started });
+      assert.deepEqual(summary.failures, [], `${command}: replay`);
+      assert.equal(
+        summary.replayed,
+        1,
+        `${command}: the notification was stored before the outage stopped it`,
+      );
+      assert.deepEqual(await violations(m, 1, null), [], `${command}: after replay`);
+      // …and redrives the dead-letter queue: the same record again, a no-op.
+      assert.deepEqual(await invoke([m.record], 1), { batchItemFailures: [] });
+      assert.deepEqual(await violations(m, 1, null), [], `${command}: after the redrive`);
+    }
+  });
+
+  it('SES down for a whole invocation: the forward is recorded failed with a notice; replay sends it once', async () => {
+    await freshAccount();
+    const started = new Date(Date.now() - 1000);
+    const m = await receive(RECIPIENTS);
+    faults.arm({ command: 'sesv2.SendEmailCommand', every: true }, 'http500');
+    assert.deepEqual(await invoke([m.record], 1), { batchItemFailures: [] });
+    faults.off();
+    assert.equal((await index.getSend(forwardSendKey(m.sesMessageId, FORWARD_TO)))?.state, 'failed');
+    assert.equal((await index.list(NOTIFY, { limit: 10 })).items.length, 1, 'the owner is told');
+    const summary = await replay(deps, { since: started });
+    assert.deepEqual(summary.failures, []);
+    assert.equal(summary.counts.forwarded, 1);
+    const sent = (await moto.sentRawMessages()).filter((r) => r.destinations.includes(FORWARD_TO));
+    assert.equal(sent.length, 1, 'sent once, by the replay');
+    assert.equal((await index.getSend(forwardSendKey(m.sesMessageId, FORWARD_TO)))?.state, 'sent');
+    // Replayed again: nothing more.
+    await replay(deps, { since: started });
+    assert.equal((await moto.sentRawMessages()).filter((r) => r.destinations.includes(FORWARD_TO)).length, 1);
   });
 });
