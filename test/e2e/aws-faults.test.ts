@@ -23,7 +23,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { SESClient } from '@aws-sdk/client-ses';
 import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type { SQSBatchResponse, SQSRecord } from 'aws-lambda';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import {
   DynamoDbMailboxIndex,
   mailboxTableDefinition,
@@ -46,6 +46,7 @@ import type { RouterDeps } from '../../functions/pipeline/router.ts';
 import {
   awsEventsAvailable,
   capturePowertools,
+  readSample,
   sesNotification,
   sqsEvent,
   sqsRecord,
@@ -291,14 +292,18 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
     return { record, id: messageIdFor(timestamp.getTime(), sesMessageId), sesMessageId };
   }
 
-  async function invoke(records: readonly SQSRecord[], receiveCount: number): Promise<SQSBatchResponse> {
+  async function invoke(
+    records: readonly SQSRecord[],
+    receiveCount: number,
+    context?: Context,
+  ): Promise<SQSBatchResponse> {
     const event = sqsEvent(
       records.map((r) => ({
         ...r,
         attributes: { ...r.attributes, ApproximateReceiveCount: String(receiveCount) },
       })),
     );
-    return (await capturePowertools(() => handler(event))).result;
+    return (await capturePowertools(() => handler(event, context))).result;
   }
 
   /** Every mailbox holds exactly `expected` (mailbox -> id -> bytes), with exact counters and cursor. */
@@ -716,5 +721,81 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
     // Replayed again: nothing more.
     await replay(deps, { since: started });
     assert.equal((await moto.sentRawMessages()).filter((r) => r.destinations.includes(FORWARD_TO)).length, 1);
+  });
+
+  it('a batch with a poison record and a fault in another: the response names exactly those two; the redelivery leaves one copy each', async () => {
+    const [poison] = readSample<SQSEvent>('sqs-event-batch.json').Records;
+    assert.ok(poison);
+    for (const mode of ['throttle', 'lost'] as const) {
+      for (const target of [
+        // B's raw message read, B's commit, and C's registry write (each mailbox's first delivery writes one).
+        { command: 's3.GetObjectCommand', nth: 2 },
+        { command: 'dynamodb.TransactWriteItemsCommand', nth: 2 },
+        { command: 'dynamodb.PutItemCommand', nth: 3 },
+      ]) {
+        await freshAccount();
+        const a = await receive(['alice@example.test']);
+        const b = await receive(['dave@auto.test']);
+        const c = await receive(['erin@auto.test']);
+        faults.arm(target, mode);
+        const first = await invoke([a.record, poison, b.record, c.record], 1);
+        const hit = faults.hit;
+        faults.off();
+        const failed = first.batchItemFailures.map((f) => f.itemIdentifier);
+        assert.ok(hit !== null);
+        // Which record the call belonged to: B's read and commit are B's, the third registry write C's.
+        const faulted = target.command === 'dynamodb.PutItemCommand' ? c : b;
+        assert.deepEqual(
+          failed,
+          [poison.messageId, faulted.record.messageId],
+          `${hit}: the poison record and the faulted one`,
+        );
+        // SQS returns only those; the poison one fails again (on to the DLQ), the other is routed.
+        const again = await invoke([poison, faulted.record], 2);
+        assert.deepEqual(
+          again.batchItemFailures,
+          [{ itemIdentifier: poison.messageId }],
+          `${hit}: redelivery`,
+        );
+        await assertMailboxes(
+          new Map([
+            ['alice@example.test', new Map([[a.id, RAW]])],
+            ['dave@auto.test', new Map([[b.id, RAW]])],
+            ['erin@auto.test', new Map([[c.id, RAW]])],
+          ]),
+          `${hit}`,
+        );
+      }
+    }
+  });
+
+  it('an invocation short of time after a record that failed: the failed one and the unstarted rest are returned, then routed once', async () => {
+    await freshAccount();
+    const a = await receive(['alice@example.test']);
+    const b = await receive(['dave@auto.test']);
+    const c = await receive(['erin@auto.test']);
+    // Time enough to start B, not C.
+    const left = [60_000, 1_000];
+    const context = {
+      functionName: 'router',
+      awsRequestId: randomUUID(),
+      getRemainingTimeInMillis: () => left.shift() ?? 1_000,
+    } as unknown as Context;
+    faults.arm({ command: 'dynamodb.TransactWriteItemsCommand', nth: 2 }, 'lost');
+    const first = await invoke([a.record, b.record, c.record], 1, context);
+    faults.off();
+    assert.deepEqual(
+      first.batchItemFailures.map((f) => f.itemIdentifier),
+      [b.record.messageId, c.record.messageId],
+    );
+    assert.deepEqual(await invoke([b.record, c.record], 2), { batchItemFailures: [] });
+    await assertMailboxes(
+      new Map([
+        ['alice@example.test', new Map([[a.id, RAW]])],
+        ['dave@auto.test', new Map([[b.id, RAW]])],
+        ['erin@auto.test', new Map([[c.id, RAW]])],
+      ]),
+      'after the redelivery',
+    );
   });
 });
