@@ -206,7 +206,9 @@ const RAW = Buffer.from(
     'Content-Disposition: attachment; filename="a.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQF\r\n--b--\r\n',
 );
 
-describe('the router on AWS with a fault at every call of an invocation', { skip: !available }, () => {
+describe('the AWS side under faults (real SDK clients on moto, a fault injected per call)', {
+  skip: !available,
+}, () => {
   let moto: Moto;
   const sesV1 = new FakeSesEndpoint();
   const faults = new FaultInjector();
@@ -728,46 +730,40 @@ describe('the router on AWS with a fault at every call of an invocation', { skip
   it('a batch with a poison record and a fault in another: the response names exactly those two; the redelivery leaves one copy each', async () => {
     const [poison] = readSample<SQSEvent>('sqs-event-batch.json').Records;
     assert.ok(poison);
-    for (const mode of ['throttle', 'lost'] as const) {
-      for (const target of [
-        // B's raw message read, B's commit, and C's registry write (each mailbox's first delivery writes one).
-        { command: 's3.GetObjectCommand', nth: 2 },
-        { command: 'dynamodb.TransactWriteItemsCommand', nth: 2 },
-        { command: 'dynamodb.PutItemCommand', nth: 3 },
-      ]) {
-        await freshAccount();
-        const a = await receive(['alice@example.test']);
-        const b = await receive(['dave@auto.test']);
-        const c = await receive(['erin@auto.test']);
-        faults.arm(target, mode);
-        const first = await invoke([a.record, poison, b.record, c.record], 1);
-        const hit = faults.hit;
-        faults.off();
-        const failed = first.batchItemFailures.map((f) => f.itemIdentifier);
-        assert.ok(hit !== null);
-        // Which record the call belonged to: B's read and commit are B's, the third registry write C's.
-        const faulted = target.command === 'dynamodb.PutItemCommand' ? c : b;
-        assert.deepEqual(
-          failed,
-          [poison.messageId, faulted.record.messageId],
-          `${hit}: the poison record and the faulted one`,
-        );
-        // SQS returns only those; the poison one fails again (on to the DLQ), the other is routed.
-        const again = await invoke([poison, faulted.record], 2);
-        assert.deepEqual(
-          again.batchItemFailures,
-          [{ itemIdentifier: poison.messageId }],
-          `${hit}: redelivery`,
-        );
-        await assertMailboxes(
-          new Map([
-            ['alice@example.test', new Map([[a.id, RAW]])],
-            ['dave@auto.test', new Map([[b.id, RAW]])],
-            ['erin@auto.test', new Map([[c.id, RAW]])],
-          ]),
-          `${hit}`,
-        );
-      }
+    for (const [target, mode] of [
+      // B's raw message read, B's commit, and C's registry write (each mailbox's first delivery writes one).
+      [{ command: 's3.GetObjectCommand', nth: 2 }, 'throttle'],
+      [{ command: 'dynamodb.TransactWriteItemsCommand', nth: 2 }, 'lost'],
+      [{ command: 'dynamodb.PutItemCommand', nth: 3 }, 'http500'],
+    ] as const) {
+      await freshAccount();
+      const a = await receive(['alice@example.test']);
+      const b = await receive(['dave@auto.test']);
+      const c = await receive(['erin@auto.test']);
+      faults.arm(target, mode);
+      const first = await invoke([a.record, poison, b.record, c.record], 1);
+      const hit = faults.hit;
+      faults.off();
+      const failed = first.batchItemFailures.map((f) => f.itemIdentifier);
+      assert.ok(hit !== null);
+      // Which record the call belonged to: B's read and commit are B's, the third registry write C's.
+      const faulted = target.command === 'dynamodb.PutItemCommand' ? c : b;
+      assert.deepEqual(
+        failed,
+        [poison.messageId, faulted.record.messageId],
+        `${hit}: the poison record and the faulted one`,
+      );
+      // SQS returns only those; the poison one fails again (on to the DLQ), the other is routed.
+      const again = await invoke([poison, faulted.record], 2);
+      assert.deepEqual(again.batchItemFailures, [{ itemIdentifier: poison.messageId }], `${hit}: redelivery`);
+      await assertMailboxes(
+        new Map([
+          ['alice@example.test', new Map([[a.id, RAW]])],
+          ['dave@auto.test', new Map([[b.id, RAW]])],
+          ['erin@auto.test', new Map([[c.id, RAW]])],
+        ]),
+        `${hit}`,
+      );
     }
   });
 
