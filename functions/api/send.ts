@@ -351,7 +351,11 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
         // The request that sent it may have failed after recording the send and before its copy was
         // committed (and answered 500): this retry stores the copy, composed again as it was sent
         // (same id and date). A no-op when the copy is there, or was deleted since.
-        if (done.fingerprint === fingerprint && ULID_RE.test(done.id)) {
+        if (
+          done.fingerprint === fingerprint &&
+          ULID_RE.test(done.id) &&
+          (await deps.index.deliveryState(sentMailboxKey(mailbox), done.id)) === 'absent'
+        ) {
           const date = new Date(timeOfId(done.id));
           const again = await prepare(done.id, date);
           await storeSentCopy(done.id, again.copy, date, claim.record.providerMessageId ?? '');
