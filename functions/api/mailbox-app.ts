@@ -577,9 +577,19 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   /**
    * DELE: the index entry is the commit point (counters change with it); blobs follow. A crash in
    * between leaves unreachable blobs, never an entry without its bytes. False when there was no entry.
+   * A DELETE of a message whose deletion the index remembers removes its blobs again (a no-op when
+   * they are gone): the DELETE before it may have committed and lost its answer (a 500, or the SDK's
+   * own retry then finding nothing to delete) before it removed them, and the client's retry is the
+   * one chance to finish it. Not for an id the index never held: that may be a delivery between its
+   * blobs and its entry.
    */
   const dele = async (mailbox: string, id: string): Promise<boolean> => {
-    if ((await index.delete(mailbox, id)) === null) return false;
+    if ((await index.delete(mailbox, id)) === null) {
+      if ((await index.deliveryState(mailbox, id)) === 'deleted') {
+        await deleteMessageBlobs(blobs, mailbox, id).catch(logError);
+      }
+      return false;
+    }
     try {
       await deleteMessageBlobs(blobs, mailbox, id);
     } catch (err) {

@@ -165,6 +165,9 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
     })),
     date: now,
     messageId: messageIdHeader(id, mailbox),
+    // Multipart boundaries from the id, not made up at random: composed again with the same id and
+    // date (a retry with the same Idempotency-Key), the message is the same bytes.
+    baseBoundary: createHash('sha256').update(`boundary:${id}`).digest('hex').slice(0, 24),
     // Attachments are bytes we were given; never let the composer fetch a path or a URL instead.
     disableFileAccess: true,
     disableUrlAccess: true,
@@ -272,6 +275,25 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       );
     }
     const sendKey = `submit:${mailbox}:${idempotencyKey ?? randomUUID()}`;
+    /** The copy in the sender's sent view: a delivery (blobs, then the entry), idempotent by its id. */
+    const storeSentCopy = async (id: string, copy: Buffer, date: Date, providerMessageId: string) => {
+      await deliverToMailbox(deps, {
+        mailbox: sentMailboxKey(mailbox),
+        id,
+        raw: copy,
+        parsed: await deps.parser.parse(copy),
+        firstCopy: null,
+        entry: {
+          receivedAt: date.toISOString(),
+          verdicts: UNCHECKED_VERDICTS,
+          tags: [],
+          quarantineReasons: undefined,
+          recipient: mailbox,
+          plusTag: undefined,
+          sesMessageId: providerMessageId,
+        },
+      });
+    };
     const now = clock();
     let id = messageIdFor(now.getTime(), sendKey);
 
@@ -328,6 +350,18 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
             'idempotency_key_reused',
             'this Idempotency-Key was used for a different request; send a new one with a new key',
           );
+        }
+        // The request that sent it may have failed after recording the send and before its copy was
+        // committed (and answered 500): this retry stores the copy, composed again as it was sent
+        // (same id and date). A no-op when the copy is there, or was deleted since.
+        if (
+          done.fingerprint === fingerprint &&
+          ULID_RE.test(done.id) &&
+          (await deps.index.deliveryState(sentMailboxKey(mailbox), done.id)) === 'absent'
+        ) {
+          const date = new Date(timeOfId(done.id));
+          const again = await prepare(done.id, date);
+          await storeSentCopy(done.id, again.copy, date, claim.record.providerMessageId ?? '');
         }
         return c.json(
           {
@@ -398,22 +432,7 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
       },
       now,
     );
-    await deliverToMailbox(deps, {
-      mailbox: sentMailboxKey(mailbox),
-      id,
-      raw: prepared.copy,
-      parsed: await deps.parser.parse(prepared.copy),
-      firstCopy: null,
-      entry: {
-        receivedAt: now.toISOString(),
-        verdicts: UNCHECKED_VERDICTS,
-        tags: [],
-        quarantineReasons: undefined,
-        recipient: mailbox,
-        plusTag: undefined,
-        sesMessageId: sent.messageId,
-      },
-    });
+    await storeSentCopy(id, prepared.copy, now, sent.messageId);
     return c.json(
       {
         id,

@@ -10,7 +10,8 @@
  *   pk = MAILBOXES      sk = MBX#<mailbox>   registry of mailboxes that ever had mail, for listMailboxes (a page
  *                                            of it at a time: core/mailbox-pages.ts)
  *   pk = TOKEN#<hash>   sk = TOKEN           an API token, by the hex SHA-256 of the token (never the token)
- *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend)
+ *   pk = SEND#<key>     sk = SEND            the idempotency record of one outgoing send (claimSend; `claimId`:
+ *                                            the last claim's random id, see claimSend)
  *
  * A delivery is ONE TransactWriteItems: the conditional put of the entry (only if absent), the
  * counter increment and the next commit number (conditioned on the number read just before, so two
@@ -21,12 +22,17 @@
  * deliveries to one mailbox touch the same STAT item, so DynamoDB may cancel one with
  * TransactionConflict; those are retried here with backoff.
  *
- * The registry item is written after the transaction, idempotently, until this process has
- * once seen it succeed for a mailbox; a crash in between fails the delivery, whose retry (a
- * no-op for the entry) writes it again. It keeps listMailboxes a strongly consistent Query
- * instead of a Scan of every message or an eventually consistent index, and keeps it out of
- * the transaction (2 WCU per delivery saved).
+ * The registry item is written before the transaction, idempotently, until this process has
+ * once seen it succeed for a mailbox. Before, not after: a retry of a delivery that committed
+ * finds the entry present and never calls `deliver` again (router.ts, deliveryState), so a registry
+ * write that failed after the commit (or a commit whose answer was lost) was never made up for,
+ * and the mailbox was missing from listMailboxes for good. A delivery that fails after the registry
+ * write leaves a registered mailbox without mail, listed with zero counters, as configured
+ * mailboxes are. It keeps listMailboxes a strongly consistent Query instead of a Scan of every
+ * message or an eventually consistent index, and keeps it out of the transaction (2 WCU per
+ * delivery saved).
  */
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 import {
@@ -359,6 +365,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   private async deliverNow(entry: MessageEntry, options: DeliverOptions): Promise<{ inserted: boolean }> {
     const pk = mailboxPk(entry.mailbox);
     const deletion = this.deletionKey(entry.mailbox, entry.id);
+    await this.register(entry.mailbox);
     let races = 0;
     // Real time, not the injectable clock (which may stand still in tests).
     const giveUpAt = Date.now() + COMMIT_RACE_BUDGET_MS;
@@ -416,13 +423,11 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       });
       try {
         await this.client.send(command);
-        await this.register(entry.mailbox);
         return { inserted: true };
       } catch (err) {
         const codes = cancellationCodes(err);
         if (codes === null) throw err;
         if (codes[0] === 'ConditionalCheckFailed' || codes[2] === 'ConditionalCheckFailed') {
-          await this.register(entry.mailbox);
           return { inserted: false };
         }
         // Another delivery committed between our read and our write and took this number: read the
@@ -779,8 +784,23 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
    * One conditional UpdateItem: creates the record, or takes over a failed one or one whose
    * pending claim is older than the lease. DynamoDB serializes conditional writes to one item, so
    * of any number of concurrent claims exactly one succeeds.
+   *
+   * Each claim writes a random `claimId`. When the answer is lost (a timeout or a dropped
+   * connection after DynamoDB applied the update, or the SDK's own retry of it then failing its
+   * condition on the claim it made itself), the record is read back: our `claimId` in it means the
+   * claim is ours. Without this, the claim stayed `pending` with no one sending: a forward's every
+   * redelivery failed with ForwardInProgressError until the 15-minute lease ran out (five receives
+   * take less: the message went to the dead-letter queue, the rest of its routing undone), and a
+   * bounce was skipped as "another router is bouncing it" and never sent.
    */
   async claimSend(key: string, options: ClaimSendOptions): Promise<{ claimed: boolean; record: SendRecord }> {
+    const claimId = randomUUID();
+    const ours = async (): Promise<SendRecord | null> => {
+      const item = await this.getSendItem(key);
+      return item !== undefined && item.claimId === claimId && item.state === 'pending'
+        ? toSendRecord(item)
+        : null;
+    };
     const now = options.now.toISOString();
     // ISO 8601 UTC strings of one format compare in time order.
     const stale = new Date(options.now.getTime() - options.leaseMs).toISOString();
@@ -790,7 +810,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
           TableName: this.table,
           Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
           UpdateExpression:
-            'SET #key = :key, #state = :pending, claimedAt = :now, updatedAt = :now ADD attempts :one REMOVE #error',
+            'SET #key = :key, #state = :pending, claimedAt = :now, updatedAt = :now, claimId = :claimId ADD attempts :one REMOVE #error',
           ConditionExpression:
             'attribute_not_exists(#pk) OR #state = :failed OR (#state = :pending AND claimedAt < :stale)',
           ExpressionAttributeNames: {
@@ -806,6 +826,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
             ':now': now,
             ':stale': stale,
             ':one': 1,
+            ':claimId': claimId,
           },
           ReturnValues: 'ALL_NEW',
         }),
@@ -814,12 +835,31 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         throw new Error(`DynamoDB UpdateItem for send ${key} returned no attributes`);
       return { claimed: true, record: toSendRecord(r.Attributes) };
     } catch (err) {
-      if (!isConditionalCheckFailed(err)) throw err;
-      const current = await this.getSend(key);
+      if (!isConditionalCheckFailed(err)) {
+        // The update may have been applied all the same: ours if the record says so.
+        const mine = await ours().catch(() => null);
+        if (mine !== null) return { claimed: true, record: mine };
+        throw err;
+      }
+      const item = await this.getSendItem(key);
       // The condition failed, so the record existed; records are never deleted.
-      if (current === null) throw new Error(`send ${key} was neither claimed nor present`);
-      return { claimed: false, record: current };
+      if (item === undefined) throw new Error(`send ${key} was neither claimed nor present`);
+      const record = toSendRecord(item);
+      // Our own update, applied on an attempt whose answer was lost and retried by the SDK.
+      if (item.claimId === claimId && record.state === 'pending') return { claimed: true, record };
+      return { claimed: false, record };
     }
+  }
+
+  private async getSendItem(key: string): Promise<Record<string, unknown> | undefined> {
+    const r = await this.client.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
+        ConsistentRead: true,
+      }),
+    );
+    return r.Item;
   }
 
   /** Records the outcome (an upsert, like the local adapter: a finish without a claim still leaves a record). */
@@ -869,14 +909,8 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   }
 
   async getSend(key: string): Promise<SendRecord | null> {
-    const r = await this.client.send(
-      new GetCommand({
-        TableName: this.table,
-        Key: { [TABLE_KEYS.partitionKey]: sendPk(key), [TABLE_KEYS.sortKey]: SEND_SK },
-        ConsistentRead: true,
-      }),
-    );
-    return r.Item === undefined ? null : toSendRecord(r.Item);
+    const item = await this.getSendItem(key);
+    return item === undefined ? null : toSendRecord(item);
   }
 
   async putToken(token: TokenRecord): Promise<void> {
