@@ -5,15 +5,13 @@
  * such recipients as they are written.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { mountSendRoute } from '../../functions/api/send.ts';
 import type { RawConfig } from '../../functions/core/config.ts';
 import { fieldValue, splitMessage } from '../../functions/core/mime-header.ts';
-import { main } from '../../functions/local/cli.ts';
-import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
+import { type ApiTestEnv, errorOf, runMailRelayCli, startApiTestEnv } from '../helpers/api.ts';
 import { corpusDir, requireOrAnnounce } from '../helpers/env.ts';
 import { type RemoteMx, startRemoteMx } from '../helpers/remote-mx.ts';
 
@@ -38,26 +36,7 @@ describe('mailbox addresses written in any form name one mailbox', () => {
     await mx.close();
   });
 
-  const cli = async (args: string[]) => {
-    const configPath = join(env.dataDir, 'mail-relay.config.json');
-    writeFileSync(configPath, JSON.stringify(CONFIG));
-    const out = new PassThrough();
-    const err = new PassThrough();
-    let stdout = '';
-    let stderr = '';
-    out.on('data', (c: Buffer) => {
-      stdout += c.toString();
-    });
-    err.on('data', (c: Buffer) => {
-      stderr += c.toString();
-    });
-    const code = await main(args, {
-      out,
-      err,
-      env: { ...process.env, MAIL_RELAY_DATA_DIR: env.dataDir, MAIL_RELAY_CONFIG: configPath },
-    });
-    return { code, stdout, stderr };
-  };
+  const cli = (args: string[]) => runMailRelayCli(env.dataDir, CONFIG, args);
 
   it('{address}: an internationalized domain in Unicode (any case, NFC or NFD) or xn--, a quoted local part that needs no quotes', async () => {
     await env.deliver([INFO], Buffer.from('Subject: idn\r\n\r\nx\r\n'));

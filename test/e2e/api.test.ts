@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -24,7 +24,14 @@ import { main } from '../../functions/local/cli.ts';
 import { ingest } from '../../functions/local/ingest.ts';
 import type { MailboxIndex } from '../../functions/ports/mailbox-index.ts';
 import { buildMessageWithAttachment, FIXTURE_NAMES, pdfLikeBytes, TINY_PNG } from '../fixtures/build.ts';
-import { API_TEST_CONFIG, type ApiTestEnv, errorOf, referenceTop, startApiTestEnv } from '../helpers/api.ts';
+import {
+  API_TEST_CONFIG,
+  type ApiTestEnv,
+  errorOf,
+  referenceTop,
+  runMailRelayCli,
+  startApiTestEnv,
+} from '../helpers/api.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 
 const FIXTURES = join(PROJECT_ROOT, 'test/fixtures');
@@ -742,26 +749,7 @@ describe('mailbox HTTP API', () => {
   });
 
   it('`mail-relay token create` prints a working token once; `token revoke` makes it 401', async () => {
-    const configPath = join(env.dataDir, 'mail-relay.config.json');
-    writeFileSync(configPath, JSON.stringify(API_TEST_CONFIG));
-    const cli = async (args: string[]) => {
-      const out = new PassThrough();
-      const err = new PassThrough();
-      let stdout = '';
-      let stderr = '';
-      out.on('data', (c: Buffer) => {
-        stdout += c.toString();
-      });
-      err.on('data', (c: Buffer) => {
-        stderr += c.toString();
-      });
-      const code = await main(args, {
-        out,
-        err,
-        env: { ...process.env, MAIL_RELAY_DATA_DIR: env.dataDir, MAIL_RELAY_CONFIG: configPath },
-      });
-      return { code, stdout, stderr };
-    };
+    const cli = (args: string[]) => runMailRelayCli(env.dataDir, API_TEST_CONFIG, args);
     const created = await cli(['token', 'create', 'Carol@example.test', '--label', 'laptop']);
     assert.equal(created.code, 0, created.stderr);
     const lines = created.stdout.split('\n').filter((l) => l !== '');

@@ -3,13 +3,15 @@
  * SQLite, mailparser), the real SMTP listener and the API server, wired as `mail-relay dev`
  * wires them (deliveries wake long-polls). Tests talk to it with fetch, over real HTTP.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { createToken } from '../../functions/api/auth.ts';
 import { InProcessMailWaiter } from '../../functions/api/waiter.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { type ApiServer, type ApiServerOptions, startApiServer } from '../../functions/local/api-server.ts';
+import { main } from '../../functions/local/cli.ts';
 import { type IngestResult, ingest } from '../../functions/local/ingest.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { type SmtpListener, startSmtpListener } from '../../functions/local/smtp-listener.ts';
@@ -125,4 +127,33 @@ export function referenceTop(raw: Buffer, n: number): Buffer {
     if (line === '\n' || line === '\r\n') break;
   }
   return Buffer.from(out + lines.slice(i, i + n).join(''), 'latin1');
+}
+
+/**
+ * Runs `mail-relay <args>` in process (cli.ts `main`) on `dataDir` with `config` written beside it,
+ * as a user would from a shell; returns the exit code and what it printed.
+ */
+export async function runMailRelayCli(
+  dataDir: string,
+  config: RawConfig,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const configPath = join(dataDir, 'mail-relay.config.json');
+  writeFileSync(configPath, JSON.stringify(config));
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let stdout = '';
+  let stderr = '';
+  out.on('data', (c: Buffer) => {
+    stdout += c.toString();
+  });
+  err.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const code = await main(args, {
+    out,
+    err,
+    env: { ...process.env, MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath },
+  });
+  return { code, stdout, stderr };
 }
