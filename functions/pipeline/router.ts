@@ -190,11 +190,17 @@ export async function processNotification(
   // Observed at once: a failure is thrown by whichever await below comes first, never unhandled.
   stored.catch(() => undefined);
 
-  const outcomes: Outcome[] = [];
+  // By decision, in the order routing made them.
+  const outcomes: Outcome[] = new Array(decisions.length);
   // The first mailbox's raw copy links `inbound/` and its parts are written from memory; later
   // mailboxes get server-side copies of the first one's.
   let firstCopy: string | null = null;
-  for (const decision of decisions) {
+  // Mailboxes first, forwards after: a forward that cannot go now (another router's claim on it, an
+  // outage) fails the record for a retry, and the mail for our own mailboxes must not wait with it.
+  const order = decisions.map((_, i) => i);
+  order.sort((a, b) => Number(decisions[a]?.kind === 'forward') - Number(decisions[b]?.kind === 'forward'));
+  for (const at of order) {
+    const decision = decisions[at] as Decision;
     switch (decision.kind) {
       case 'deliver':
       case 'quarantine': {
@@ -223,13 +229,13 @@ export async function processNotification(
         // Later mailboxes copy this one's blobs, which a deleted message no longer has.
         if (delivery !== 'deleted') firstCopy ??= decision.mailbox;
         if (delivery === 'delivered') {
-          outcomes.push({ decision, status: decision.kind === 'quarantine' ? 'quarantined' : 'delivered' });
+          outcomes[at] = { decision, status: decision.kind === 'quarantine' ? 'quarantined' : 'delivered' };
         } else {
-          outcomes.push({
+          outcomes[at] = {
             decision,
             status: 'duplicate',
             ...(delivery === 'deleted' ? { detail: 'delivered before and deleted since' } : {}),
-          });
+          };
         }
         break;
       }
@@ -249,14 +255,14 @@ export async function processNotification(
           deliverNotice: (mailbox, noticeRaw, noticeSesId) =>
             deliverNotice(deps, mailbox, noticeRaw, noticeSesId, receivedAt, options.rewriteBlobs === true),
         });
-        outcomes.push({ decision, status: forwarded.status, detail: forwarded.detail });
+        outcomes[at] = { decision, status: forwarded.status, detail: forwarded.detail };
         break;
       }
       case 'reject':
-        outcomes.push({ decision, status: 'rejected' });
+        outcomes[at] = { decision, status: 'rejected' };
         break;
       case 'drop':
-        outcomes.push({ decision, status: 'dropped' });
+        outcomes[at] = { decision, status: 'dropped' };
         break;
     }
   }

@@ -15,7 +15,12 @@ import { sesReceivedNotificationSchema } from '../../functions/core/notification
 import type { Verdicts } from '../../functions/core/routing.ts';
 import { type IngestResult, ingest } from '../../functions/local/ingest.ts';
 import { loadOrCreatePresignSecret } from '../../functions/local/runtime.ts';
-import { FORWARDED_PREFIX, forwardedKey, forwardSendKey } from '../../functions/pipeline/forward.ts';
+import {
+  FORWARDED_PREFIX,
+  ForwardInProgressError,
+  forwardedKey,
+  forwardSendKey,
+} from '../../functions/pipeline/forward.ts';
 import {
   NOTIFICATIONS_PREFIX,
   processNotification,
@@ -448,6 +453,23 @@ describe('forwarding through a smarthost to a remote MX', () => {
       ['forwarded'],
     );
     assert.equal(h.mx.to('flaky@remote.test').length, 1);
+  });
+
+  it('a forward that cannot go yet (another router holds its claim) does not hold back the mailbox copy', async () => {
+    const sesMessageId = 'forward-claimed-elsewhere-0001';
+    const key = forwardSendKey(sesMessageId, 'boss@remote.test');
+    // Another router claimed this forward a moment ago and is sending it (its lease runs).
+    const taken = await h.env.runtime.index.claimSend(key, { now: new Date(), leaseMs: 15 * 60_000 });
+    assert.equal(taken.claimed, true);
+    const ALICE = 'alice@example.test';
+    const before = (await h.env.runtime.index.stat(ALICE)).messages;
+    // The forward is routed first (recipients in this order), the mailbox after it.
+    await assert.rejects(
+      h.send(['boss@example.test', ALICE], message('claimed elsewhere'), { sesMessageId }),
+      (err: unknown) => err instanceof ForwardInProgressError,
+    );
+    assert.equal((await h.env.runtime.index.stat(ALICE)).messages, before + 1, 'alice has it already');
+    assert.equal(h.mx.to('boss@remote.test').filter((m) => m.raw.includes('claimed elsewhere')).length, 0);
   });
 
   it('deliver and forward from one message: the mailbox copy and the forward both happen', async () => {
