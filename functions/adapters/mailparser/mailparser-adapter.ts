@@ -387,7 +387,8 @@ function fieldText(field: string, charset: string | null): string | null {
  * byte-exact. A message whose headers are ASCII or UTF-8 is returned as it is.
  */
 function legacyHeadersToUtf8(raw: Buffer): Buffer {
-  const blocks: { start: number; end: number }[] = [];
+  /** Each header block's place and its text (latin1: one character per byte). */
+  const blocks: { start: number; end: number; text: string }[] = [];
   const blockAt = (start: number) => {
     // Up to the blank line that ends it (LF or CRLF), line by line: only the header block is read.
     // A block longer than the parser takes (MAX_HEADER_BYTES) is no header block to it: left alone.
@@ -401,8 +402,9 @@ function legacyHeadersToUtf8(raw: Buffer): Buffer {
     }
     if (end < 0 && limit === raw.length) end = raw.length;
     if (end < 0) return '';
-    blocks.push({ start, end });
-    return raw.toString('latin1', start, end);
+    const text = raw.toString('latin1', start, end);
+    blocks.push({ start, end, text });
+    return text;
   };
   const top = blockAt(0);
   const boundaries = new Set<string>();
@@ -423,9 +425,8 @@ function legacyHeadersToUtf8(raw: Buffer): Buffer {
   }
   const out: Buffer[] = [];
   let from = 0;
-  for (const { start, end } of blocks) {
+  for (const { start, end, text: block } of blocks) {
     if (start < from) continue;
-    const block = raw.toString('latin1', start, end);
     // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts an ISO-2022-JP escape sequence
     if (!/[\x80-\xff\x1b]/.test(block)) continue;
     const charset = declaredCharset(block) ?? fallback;
