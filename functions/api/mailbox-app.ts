@@ -19,7 +19,7 @@ import { deleteMessageBlobs, mailboxKeys, sentMailboxKey, storedSummarySchema } 
 import { compareKeys, withListedOwners } from '../core/mailbox-pages.ts';
 import { type AddressEntry, type ParsedSummary, SUMMARY_BODY_MAX_CHARS } from '../core/message.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
-import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
+import { MAX_DELETE_MANY, type MailboxIndex, type MessageEntry } from '../ports/mailbox-index.ts';
 import { authenticate, reauthenticate } from './auth.ts';
 import { HttpStatusError } from './errors.ts';
 import {
@@ -36,6 +36,8 @@ import { capHeaders, capJsonString, capList } from './json-cap.ts';
 import {
   DEFAULT_LIST_LIMIT,
   deleteAllResultSchema,
+  deleteManyBodySchema,
+  deleteManyResultSchema,
   errorSchema,
   healthSchema,
   type ListItem,
@@ -99,6 +101,8 @@ export const DEFAULT_PRESIGN_SECONDS = 300;
 const DELETE_ALL_CONCURRENCY = 16;
 /** `{"seen": true}` is 13 bytes; anything near this limit is not a flags update. */
 const MAX_PATCH_BODY_BYTES = 16 * 1024;
+/** 1,000 ids of 26 characters in JSON, with room for spaces. */
+const MAX_DELETE_MANY_BODY_BYTES = 64 * 1024;
 /** How often the long-poll re-reads the index when nothing wakes it (the Lambda case). */
 export const DEFAULT_POLL_INTERVAL_MS = 500;
 /**
@@ -313,6 +317,34 @@ const routes = {
         content: { 'application/json': { schema: deleteAllResultSchema } },
       },
       ...MAILBOX_ERRORS,
+    },
+  }),
+  deleteMany: createRoute({
+    method: 'post',
+    path: '/v1/mailboxes/{address}/messages/delete',
+    tags: ['mailbox'],
+    summary: `DELE of many: delete the messages with these ids, up to ${MAX_DELETE_MANY} a request`,
+    description:
+      'Each message goes as with `DELETE …/messages/{id}` (entry, counters and deletion record together), ' +
+      'in as few transactions as the store allows. An id with no message is listed in `notFound`, not an error.',
+    security: SECURITY,
+    middleware: [bodyLimit({ maxSize: MAX_DELETE_MANY_BODY_BYTES })],
+    request: {
+      params: mailboxParamsSchema,
+      query: viewQuerySchema,
+      body: { required: true, content: { 'application/json': { schema: deleteManyBodySchema } } },
+    },
+    responses: {
+      200: {
+        description: 'Which were deleted, and which were not there',
+        content: { 'application/json': { schema: deleteManyResultSchema } },
+      },
+      ...MAILBOX_ERRORS,
+      400: jsonError('Invalid input (`invalid_json`, `invalid_request`, `invalid_address`, …)'),
+      413: jsonError(
+        `The body is larger than ${MAX_DELETE_MANY_BODY_BYTES / 1024} KiB (\`payload_too_large\`)`,
+      ),
+      415: jsonError('The body is not application/json (`unsupported_media_type`)'),
     },
   }),
   deleteMessage: createRoute({
@@ -598,6 +630,29 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     return true;
   };
 
+  /**
+   * `dele` for several ids, in one `deleteMany` of the index; then the blobs of each, and again
+   * those of an id whose deletion the index remembers (as `dele` does).
+   */
+  const deleMany = async (mailbox: string, ids: readonly string[]) => {
+    const unique = [...new Set(ids)];
+    const entries = await index.deleteMany(mailbox, unique);
+    const deleted = unique.filter((_, i) => entries[i] !== null);
+    const notFound = unique.filter((_, i) => entries[i] === null);
+    const work = [
+      ...deleted.map((id) => () => deleteMessageBlobs(blobs, mailbox, id)),
+      ...notFound.map((id) => async () => {
+        if ((await index.deliveryState(mailbox, id)) === 'deleted')
+          await deleteMessageBlobs(blobs, mailbox, id);
+      }),
+    ];
+    const worker = async () => {
+      for (let task = work.shift(); task !== undefined; task = work.shift()) await task().catch(logError);
+    };
+    await Promise.all(Array.from({ length: DELETE_ALL_CONCURRENCY }, worker));
+    return { deleted, notFound };
+  };
+
   const presignRedirect = async (
     c: Context<ApiEnv>,
     key: string,
@@ -742,16 +797,17 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     // One page, so that a request stays short in Lambda however large the mailbox: `more` says
     // ask again. Mail stored while this runs is not in the page, and stays.
     const page = await index.list(mailbox, { limit: MAX_LIST_LIMIT });
-    const ids = page.items.map((e) => e.id);
-    let deleted = 0;
-    const worker = async () => {
-      for (let id = ids.shift(); id !== undefined; id = ids.shift()) {
-        // Each as DELETE …/messages/{id} does it (one deleted meanwhile by another client is not counted).
-        if (await dele(mailbox, id)) deleted += 1;
-      }
-    };
-    await Promise.all(Array.from({ length: DELETE_ALL_CONCURRENCY }, worker));
-    return c.json({ deleted, more: page.nextCursor !== null }, 200);
+    // Each as DELETE …/messages/{id} does it (one deleted meanwhile by another client is not counted).
+    const { deleted } = await deleMany(
+      mailbox,
+      page.items.map((e) => e.id),
+    );
+    return c.json({ deleted: deleted.length, more: page.nextCursor !== null }, 200);
+  });
+
+  app.openapi(routes.deleteMany, async (c) => {
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
+    return c.json(await deleMany(mailbox, c.req.valid('json').ids), 200);
   });
 
   app.openapi(routes.raw, async (c) => {

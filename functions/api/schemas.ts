@@ -8,6 +8,7 @@ import * as z from 'zod';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { ULID_RE } from '../core/ids.ts';
 import { addressEntrySchema, attachmentSchema, headerEntrySchema } from '../core/message.ts';
+import { MAX_DELETE_MANY } from '../ports/mailbox-index.ts';
 import { MAX_TOP_LINES } from './top.ts';
 
 /** LIST page size bounds (issue 3): large enough for a sync, small enough for one Lambda response. */
@@ -262,6 +263,35 @@ export const messageListSchema = z
     nextCursor: nextCursorSchema,
   })
   .openapi('MessageList');
+
+export const deleteManyBodySchema = z
+  .object({
+    ids: z
+      .array(
+        z
+          .string()
+          .regex(ULID_ANY_CASE_RE, 'must be a message id (26-character ULID)')
+          .transform((s) => s.toUpperCase()),
+      )
+      .min(1)
+      .max(MAX_DELETE_MANY)
+      .openapi({
+        description: `The message ids (ULIDs, case-insensitive), 1 to ${MAX_DELETE_MANY}`,
+        example: ['01JNMR8Z1X0000000000000000'],
+      }),
+  })
+  .strict()
+  .openapi('DeleteMany');
+
+export const deleteManyResultSchema = z
+  .object({
+    deleted: z.array(z.string()).openapi({ description: 'The ids this request deleted, in the order given' }),
+    notFound: z.array(z.string()).openapi({
+      description:
+        'The ids with no message in the mailbox (never there, or deleted already), in the order given',
+    }),
+  })
+  .openapi('DeleteManyResult');
 
 export const deleteAllResultSchema = z
   .object({

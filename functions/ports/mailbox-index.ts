@@ -3,6 +3,7 @@
  * Adapters: DynamoDB single table (AWS) and SQLite (local). Both pass test/contract/mailbox-index.contract.ts.
  */
 import type { VerdictName } from '../core/config.ts';
+import { ValidationError } from '../core/errors.ts';
 import type { Verdicts } from '../core/routing.ts';
 
 export interface MessageEntry {
@@ -174,6 +175,16 @@ export function deletionMemoryDaysFor(config: {
 /** The adapters' default: `deletionMemoryDaysFor` the default `retention.inboundDays` (30). */
 export const DEFAULT_DELETION_MEMORY_DAYS = 30 + LIFECYCLE_LAG_DAYS;
 
+/** The most ids one `deleteMany` takes (the API's batch delete and a page of LIST alike). */
+export const MAX_DELETE_MANY = 1000;
+
+/** What every adapter's `deleteMany` checks first. */
+export function assertDeleteMany(ids: readonly string[]): void {
+  if (ids.length > MAX_DELETE_MANY) {
+    throw new ValidationError(`at most ${MAX_DELETE_MANY} ids at a time`, [String(ids.length)]);
+  }
+}
+
 export interface MailboxIndex {
   /**
    * Inserts the entry and adds it to the mailbox counters in ONE transaction, only if no entry
@@ -217,6 +228,14 @@ export interface MailboxIndex {
    * notification delivered twice, journal recovery) stays deleted; null when already gone.
    */
   delete(mailbox: string, id: string): Promise<MessageEntry | null>;
+  /**
+   * `delete` for several ids of one mailbox, in as few transactions as the store allows (locally
+   * one, and one fsync; in DynamoDB one per group of messages that fits a transaction). Each
+   * message's removal, deletion record and counter change still commit together. The result is in
+   * the order of `ids`: the removed entry, or null for an id with no entry (an id given twice is
+   * removed once, null the second time). At most `MAX_DELETE_MANY` ids.
+   */
+  deleteMany(mailbox: string, ids: readonly string[]): Promise<(MessageEntry | null)[]>;
 
   /**
    * Claims a send, conditionally: succeeds when there is no record for `key`, or its state is

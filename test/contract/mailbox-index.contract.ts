@@ -9,12 +9,13 @@ import { describe, it } from 'node:test';
 import { ValidationError } from '../../functions/core/errors.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
-import type {
-  ListOptions,
-  MailboxIndex,
-  MailboxStat,
-  MessageEntry,
-  TokenRecord,
+import {
+  type ListOptions,
+  MAX_DELETE_MANY,
+  type MailboxIndex,
+  type MailboxStat,
+  type MessageEntry,
+  type TokenRecord,
 } from '../../functions/ports/mailbox-index.ts';
 
 export interface MailboxIndexFixture {
@@ -436,6 +437,90 @@ export function runMailboxIndexContract(
           [keep.id],
         );
         assert.deepEqual(await index.deliver(gone), { inserted: false }, 'and it stays deleted');
+      }));
+
+    it('deleteMany removes many in order, null for absent and repeated ids, counters and commits exact', () =>
+      withIndex(async ({ index }) => {
+        // 70 messages: more than one DynamoDB transaction's worth (33), so the groups meet.
+        const entries = Array.from({ length: 70 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `many-${i}`, { size: 100 + i }),
+        );
+        for (const e of entries) await index.deliver(e);
+        const bobs = { ...(entries[0] as MessageEntry), mailbox: BOB, recipient: BOB };
+        await index.deliver(bobs);
+        const gone = entries.filter((_, i) => i % 10 !== 0);
+        const kept = entries.filter((_, i) => i % 10 === 0);
+        const never = messageIdFor(BASE_MS, 'never');
+        const ids = [never, ...gone.map((e) => e.id), (gone[0] as MessageEntry).id];
+        const results = await index.deleteMany(ALICE, ids);
+        assert.equal(results.length, ids.length, 'one result per id given');
+        assert.equal(results[0], null, 'an id never delivered');
+        assert.deepEqual(plain(results.slice(1, -1)), plain(gone), 'the removed entries, in the order given');
+        assert.equal(results.at(-1), null, 'an id given twice is removed once');
+        assert.deepEqual(await index.stat(ALICE), {
+          address: ALICE,
+          messages: kept.length,
+          bytes: kept.reduce((sum, e) => sum + e.size, 0),
+        });
+        assert.deepEqual(
+          (await index.list(ALICE, { limit: 100 })).items.map((i) => i.id),
+          kept.map((e) => e.id).reverse(),
+        );
+        assert.deepEqual(
+          (await index.committedAfter(ALICE, 0, 100)).items.map((i) => i.id),
+          kept.map((e) => e.id),
+          'the long-poll no longer sees them',
+        );
+        for (const e of gone.slice(0, 5)) {
+          assert.equal(await index.deliveryState(ALICE, e.id), 'deleted');
+          assert.deepEqual(await index.deliver(e), { inserted: false }, 'each stays deleted');
+        }
+        assert.deepEqual(
+          await index.stat(BOB),
+          { address: BOB, messages: 1, bytes: bobs.size },
+          'bob untouched',
+        );
+        assert.deepEqual(
+          await index.deleteMany(
+            ALICE,
+            gone.slice(0, 3).map((e) => e.id),
+          ),
+          [null, null, null],
+          'deleting them again removes nothing',
+        );
+        assert.deepEqual(await index.deleteMany(ALICE, []), []);
+        await assert.rejects(
+          index.deleteMany(
+            ALICE,
+            Array.from({ length: MAX_DELETE_MANY + 1 }, () => never),
+          ),
+          (err: unknown) => err instanceof ValidationError,
+        );
+        assert.equal(kept.length, (await index.stat(ALICE)).messages, 'a refused call changes nothing');
+      }));
+
+    it('concurrent deleteMany and delete of overlapping ids: each message removed exactly once, counters exact', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 40 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `overlap-${i}`, { size: 10 + i }),
+        );
+        for (const e of entries) await index.deliver(e);
+        const ids = entries.map((e) => e.id);
+        const [a, b, singles] = await Promise.all([
+          index.deleteMany(ALICE, ids.slice(0, 30)),
+          index.deleteMany(ALICE, ids.slice(10, 40).reverse()),
+          Promise.all(ids.slice(5, 15).map((id) => index.delete(ALICE, id))),
+        ]);
+        const removedBy = new Map<string, number>();
+        for (const r of [...a, ...b, ...singles]) {
+          if (r !== null) removedBy.set(r.id, (removedBy.get(r.id) ?? 0) + 1);
+        }
+        assert.deepEqual([...removedBy.keys()].sort(), [...ids].sort(), 'every one removed');
+        assert.ok(
+          [...removedBy.values()].every((n) => n === 1),
+          'and none twice',
+        );
+        assert.deepEqual(await index.stat(ALICE), { address: ALICE, messages: 0, bytes: 0 });
       }));
 
     it('setSeen racing a delete never brings the message back, and counters stay exact', () =>

@@ -530,6 +530,38 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
     assert.equal(other.status, 403);
   });
 
+  it('POST …/messages/delete on DynamoDB and S3: 40 messages (two transactions) go with their blobs and bytes; absent ids are listed', async () => {
+    const bobPath = (rest = '') => `/v1/mailboxes/${encodeURIComponent(BOB)}${rest}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 41; i++) {
+      ids.push(await deliver(Buffer.from(`Subject: batch ${i}\r\n\r\n${'x'.repeat(i)}\r\n`), BOB));
+    }
+    const keep = ids.pop() as string;
+    const before = await index.stat(BOB);
+    let deletedBytes = 0;
+    for (const id of ids) deletedBytes += (await index.get(BOB, id))?.size ?? Number.NaN;
+    const never = '01ARZ3NDEKTSV4RRFFQ69G5FAV';
+    const r = await call({
+      method: 'POST',
+      path: bobPath('/messages/delete'),
+      token: bobToken,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ids: [...ids, never] }),
+    });
+    assert.equal(r.status, 200, r.bytes.toString());
+    assert.deepEqual(r.json(), { deleted: ids, notFound: [never] });
+    assert.deepEqual(await index.stat(BOB), {
+      address: BOB,
+      messages: before.messages - ids.length,
+      bytes: before.bytes - deletedBytes,
+    });
+    for (const id of ids) {
+      assert.equal(await blobs.head(`mailboxes/${BOB}/${id}.eml`), null, id);
+      assert.equal(await index.deliveryState(BOB, id), 'deleted');
+    }
+    assert.notEqual(await blobs.head(`mailboxes/${BOB}/${keep}.eml`), null, 'the one not named stays');
+  });
+
   it('a mailbox whose address has # and % is read through its encoded path, which API Gateway decodes', async () => {
     const first = fixture('plain-crlf.eml');
     const second = fixture('utf8-8bit.eml');

@@ -526,6 +526,73 @@ describe('mailbox HTTP API', () => {
     assert.equal(existsSync(join(env.runtime.blobRoot, mailboxKeys.dir(BOB, r.id))), false);
   });
 
+  it('POST …/messages/delete removes many at once: blobs and counters follow, absent ids are listed, bad input is 4xx', async () => {
+    const ours = [];
+    for (const name of ['mixed-attachment.eml', 'plain-crlf.eml', 'alternative.eml']) {
+      ours.push(await env.deliver([BOB], fixture(name)));
+    }
+    const before = statSchema.parse(await (await env.request(`/v1/mailboxes/${BOB}`, { token: bob })).json());
+    const post = (body: string, token = bob, contentType = 'application/json', query = '') =>
+      env.request(`/v1/mailboxes/${BOB}/messages/delete${query}`, {
+        token,
+        method: 'POST',
+        body,
+        headers: { 'Content-Type': contentType },
+      });
+    const [first, second, third] = ours as [(typeof ours)[0], (typeof ours)[0], (typeof ours)[0]];
+    const never = '01ARZ3NDEKTSV4RRFFQ69G5FAV';
+    // Refused before anything is deleted.
+    for (const [body, status, code] of [
+      ['{"ids":[]}', 400, 'invalid_request'],
+      [JSON.stringify({ ids: [first.id, 'nope'] }), 400, 'invalid_request'],
+      [JSON.stringify({ ids: [first.id], all: true }), 400, 'invalid_request'],
+      [JSON.stringify({ ids: Array.from({ length: 1001 }, () => never) }), 400, 'invalid_request'],
+      ['{"ids":', 400, 'invalid_json'],
+      [JSON.stringify({ ids: Array.from({ length: 3000 }, () => never) }), 413, 'payload_too_large'],
+    ] as const) {
+      const r = await post(body);
+      assert.equal(r.status, status, body.slice(0, 40));
+      assert.equal((await errorOf(r)).code, code, body.slice(0, 40));
+    }
+    const wrongType = await post(JSON.stringify({ ids: [first.id] }), bob, 'text/plain');
+    assert.equal(wrongType.status, 415);
+    const otherToken = await post(JSON.stringify({ ids: [first.id] }), alice);
+    assert.equal(otherToken.status, 403, "another mailbox's token deletes nothing");
+    assert.deepEqual(
+      statSchema.parse(await (await env.request(`/v1/mailboxes/${BOB}`, { token: bob })).json()),
+      before,
+    );
+
+    const res = await post(JSON.stringify({ ids: [first.id, never, third.id.toLowerCase(), first.id] }));
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { deleted: [first.id, third.id], notFound: [never] });
+    assert.deepEqual(
+      statSchema.parse(await (await env.request(`/v1/mailboxes/${BOB}`, { token: bob })).json()),
+      { address: BOB, messages: before.messages - 2, bytes: before.bytes - first.size - third.size },
+    );
+    for (const r of [first, third]) {
+      const path = `/v1/mailboxes/${BOB}/messages/${r.id}`;
+      for (const suffix of ['', '/raw', '/parts/1']) {
+        assert.equal((await env.request(`${path}${suffix}`, { token: bob })).status, 404, suffix);
+      }
+      assert.equal(existsSync(join(env.runtime.blobRoot, mailboxKeys.raw(BOB, r.id))), false);
+      assert.equal(existsSync(join(env.runtime.blobRoot, mailboxKeys.dir(BOB, r.id))), false);
+    }
+    const kept = await env.request(`/v1/mailboxes/${BOB}/messages/${second.id}/raw`, { token: bob });
+    assert.equal(kept.status, 200, 'an id not given stays');
+    assert.equal(Buffer.from(await kept.arrayBuffer()).length, second.size);
+    // Again: nothing left to delete, and nothing else touched.
+    const again = await post(JSON.stringify({ ids: [first.id, third.id] }));
+    assert.deepEqual(await again.json(), { deleted: [], notFound: [first.id, third.id] });
+    // The sent view is a view of its own: its ids are not the inbox's.
+    const sentView = await post(JSON.stringify({ ids: [second.id] }), bob, 'application/json', '?view=sent');
+    assert.deepEqual(await sentView.json(), { deleted: [], notFound: [second.id] });
+    assert.equal(
+      (await env.request(`/v1/mailboxes/${BOB}/messages/${second.id}`, { token: bob })).status,
+      200,
+    );
+  });
+
   it('wait: answers at once when newer mail exists, 204 at the timeout', async () => {
     const oldest = idOf('plain-crlf.eml');
     for (const after of [oldest, oldest.toLowerCase()]) {

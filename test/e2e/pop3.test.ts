@@ -15,7 +15,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -182,6 +182,41 @@ async function login(port: number, mailbox: string, token: string): Promise<Sess
   session.write(`USER ${mailbox}\r\nPASS ${token}\r\n`);
   await session.until(/has \d+ messages|-ERR/);
   return session;
+}
+
+/**
+ * The API behind a proxy on loopback that forwards each request (method, token, body) and first
+ * asks `intercept`: it may hold a request, answer it itself (`true`), or let it through.
+ */
+async function startApiProxy(
+  env: ApiTestEnv,
+  intercept: (
+    req: IncomingMessage,
+    res: ServerResponse,
+  ) => Promise<boolean | undefined> | boolean | undefined,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const proxy = createServer(async (req, res) => {
+    if ((await intercept(req, res)) === true) return;
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const headers: Record<string, string> = { authorization: req.headers.authorization ?? '' };
+    if (req.headers['content-type'] !== undefined) headers['content-type'] = req.headers['content-type'];
+    const up = await fetch(`${env.url}${req.url}`, {
+      method: req.method ?? 'GET',
+      headers,
+      ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}),
+    });
+    res.writeHead(up.status, { 'content-type': up.headers.get('content-type') ?? 'text/plain' });
+    res.end(Buffer.from(await up.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`,
+    async close() {
+      proxy.closeAllConnections();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
 }
 
 const POPLIB_SESSION = `
@@ -646,21 +681,14 @@ print(json.dumps(out))
     const deleteSeen = new Promise<void>((resolve) => {
       deleting = resolve;
     });
-    const proxy = createServer(async (req, res) => {
-      if (req.method === 'DELETE') {
+    const proxy = await startApiProxy(env, async (req) => {
+      if (req.method === 'DELETE' || req.url?.endsWith('/messages/delete')) {
         deleting();
         await new Promise<void>((resolve) => held.push(resolve));
       }
-      const up = await fetch(`${env.url}${req.url}`, {
-        method: req.method ?? 'GET',
-        headers: { authorization: req.headers.authorization ?? '' },
-      });
-      res.writeHead(up.status, { 'content-type': up.headers.get('content-type') ?? 'text/plain' });
-      res.end(Buffer.from(await up.arrayBuffer()));
+      return false;
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const port = (proxy.address() as { port: number }).port;
-    const gated = await startPop3Bridge({ apiUrl: `http://127.0.0.1:${port}`, port: 0 });
+    const gated = await startPop3Bridge({ apiUrl: proxy.url, port: 0 });
     try {
       const n = (await listIds(env, token, BOB)).indexOf(r.id) + 1;
       const leaving = await login(gated.port, BOB, token);
@@ -686,8 +714,77 @@ print(json.dumps(out))
     } finally {
       for (const release of held.splice(0)) release();
       await gated.close();
-      proxy.closeAllConnections();
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      await proxy.close();
+    }
+  });
+
+  it('QUIT deletes 1,200 marked messages with the batch delete, a request per 1,000, and says how many', async () => {
+    const token = await env.token(CAROL);
+    const earlier = await listIds(env, token, CAROL);
+    const mine: string[] = [];
+    for (let i = 0; i < 1200; i += 8) {
+      const eight = Array.from({ length: 8 }, (_, j) =>
+        env.deliver([CAROL], Buffer.from(`Subject: bulk ${i + j}\r\n\r\nbody\r\n`)),
+      );
+      for (const r of await Promise.all(eight)) mine.push(r.id);
+    }
+    mine.sort();
+    const requests: string[] = [];
+    const proxy = await startApiProxy(env, (req) => {
+      if (req.method !== 'GET')
+        requests.push(`${req.method} ${req.url?.replace(/^.*\/messages/, '…/messages')}`);
+      return false;
+    });
+    const counted = await startPop3Bridge({ apiUrl: proxy.url, port: 0 });
+    try {
+      const session = await login(counted.port, CAROL, token);
+      assert.match(session.received(), new RegExp(`has ${earlier.length + 1200} messages`));
+      // Oldest first: ours follow the earlier ones. All of ours but the newest are marked.
+      const dele = Array.from({ length: 1199 }, (_, i) => `DELE ${earlier.length + i + 1}\r\n`).join('');
+      session.write(`${dele}QUIT\r\n`);
+      await session.until(/bye[^\r]*\r\n/);
+      assert.match(session.received(), /\+OK bye, 1199 messages deleted\r\n$/);
+      await session.closed;
+      assert.deepEqual(requests, ['POST …/messages/delete', 'POST …/messages/delete']);
+      assert.deepEqual(await listIds(env, token, CAROL), [...earlier, mine.at(-1)]);
+    } finally {
+      await counted.close();
+      await proxy.close();
+    }
+  });
+
+  it('QUIT against an API without the batch delete (an older stack) deletes one by one', async () => {
+    const token = await env.token(BOB);
+    const mine = [];
+    for (let i = 0; i < 3; i++)
+      mine.push(await env.deliver([BOB], Buffer.from(`Subject: old api ${i}\r\n\r\nx\r\n`)));
+    let batchTries = 0;
+    const proxy = await startApiProxy(env, (req, res) => {
+      if (!req.url?.endsWith('/messages/delete')) return false;
+      // What an API from before it answers: a path it serves (`/messages/{id}`) with another method.
+      batchTries++;
+      res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, PATCH, DELETE' });
+      res.end(JSON.stringify({ error: { code: 'method_not_allowed', message: 'POST is not allowed here' } }));
+      return true;
+    });
+    const old = await startPop3Bridge({ apiUrl: proxy.url, port: 0 });
+    try {
+      for (let round = 0; round < 2; round++) {
+        const ids = await listIds(env, token, BOB);
+        const target = mine.pop();
+        assert.ok(target !== undefined);
+        const n = ids.indexOf(target.id) + 1;
+        const session = await login(old.port, BOB, token);
+        session.write(`DELE ${n}\r\nQUIT\r\n`);
+        await session.until(/bye[^\r]*\r\n/);
+        assert.match(session.received(), /\+OK bye, 1 message deleted\r\n$/);
+        await session.closed;
+        assert.ok(!(await listIds(env, token, BOB)).includes(target.id), `round ${round}: deleted`);
+      }
+      assert.equal(batchTries, 2, 'each session tries the batch delete once');
+    } finally {
+      await old.close();
+      await proxy.close();
     }
   });
 

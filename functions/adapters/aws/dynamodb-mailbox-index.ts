@@ -54,6 +54,7 @@ import { pageOfOwners } from '../../core/mailbox-pages.ts';
 import { foldForSearch } from '../../core/search.ts';
 import { DAY_MS } from '../../core/time.ts';
 import {
+  assertDeleteMany,
   type ClaimSendOptions,
   type CommittedPage,
   DEFAULT_DELETION_MEMORY_DAYS,
@@ -85,6 +86,9 @@ const FILTERED_QUERY_PAGE = 200;
 const BATCH_GET_MAX = 100;
 /** TransactionConflict retries before giving up (the caller, e.g. SQS, retries the whole delivery). */
 const MAX_TRANSACTION_ATTEMPTS = 8;
+/** Messages per deletion transaction: up to 3 items each plus the counters', within DynamoDB's 100. */
+const DELETE_GROUP = 33;
+const DELETE_GROUP_CONCURRENCY = 4;
 const RETRY_BASE_MS = 25;
 /**
  * How long a delivery keeps trying when other processes keep taking the mailbox's next commit
@@ -707,73 +711,119 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
    * (deleted, or deleted and delivered again), read again.
    */
   async delete(mailbox: string, id: string): Promise<MessageEntry | null> {
+    return (await this.deleteGroup(mailbox, [id])).get(id) ?? null;
+  }
+
+  /**
+   * Groups of `DELETE_GROUP` messages, each group one transaction with one counter update (so
+   * that a QUIT of 1,000 deletions is ~30 transactions, not 1,000 contending for the STAT item),
+   * `DELETE_GROUP_CONCURRENCY` groups at a time.
+   */
+  async deleteMany(mailbox: string, ids: readonly string[]): Promise<(MessageEntry | null)[]> {
+    assertDeleteMany(ids);
+    const unique = [...new Set(ids)];
+    const groups: string[][] = [];
+    for (let i = 0; i < unique.length; i += DELETE_GROUP) groups.push(unique.slice(i, i + DELETE_GROUP));
+    const removed = new Map<string, MessageEntry>();
+    const worker = async () => {
+      for (let group = groups.shift(); group !== undefined; group = groups.shift()) {
+        for (const [id, entry] of await this.deleteGroup(mailbox, group)) removed.set(id, entry);
+      }
+    };
+    await Promise.all(Array.from({ length: DELETE_GROUP_CONCURRENCY }, worker));
+    // An id given twice is removed once: the first time it appears.
+    const seen = new Set<string>();
+    return ids.map((id) => {
+      if (seen.has(id)) return null;
+      seen.add(id);
+      return removed.get(id) ?? null;
+    });
+  }
+
+  /**
+   * Removes the entries of distinct `ids` that exist, in one transaction: per message its entry
+   * (conditioned on being the entry read: not deleted and delivered again meanwhile, same size
+   * but another commit, whose SEQ# item must stay), its commit's SEQ# item and a deletion record,
+   * plus one update of the counters by their sum. A condition that fails (another client deleted
+   * or redelivered one meanwhile) re-reads the group and tries again; the removed entries by id.
+   */
+  private async deleteGroup(mailbox: string, ids: readonly string[]): Promise<Map<string, MessageEntry>> {
     for (let attempt = 0; ; attempt++) {
-      const item = await this.getItem(mailbox, id);
-      if (item === undefined) return null;
-      const entry = toEntry(item);
-      // Its commit's SEQ# item goes with it (absent on mail delivered before commit numbers).
-      const seq = typeof item.seq === 'number' ? item.seq : undefined;
+      const items = await Promise.all(ids.map((id) => this.getItem(mailbox, id)));
+      const present: { id: string; entry: MessageEntry; seq: number | undefined }[] = [];
+      items.forEach((item, i) => {
+        if (item === undefined) return;
+        // Its commit's SEQ# item goes with it (absent on mail delivered before commit numbers).
+        present.push({
+          id: ids[i] as string,
+          entry: toEntry(item),
+          seq: typeof item.seq === 'number' ? item.seq : undefined,
+        });
+      });
+      if (present.length === 0) return new Map();
+      const deletedAt = new Date(this.clock()).toISOString();
+      const expires = Math.ceil((this.clock() + this.deletionMemoryMs) / 1000);
+      const bytes = present.reduce((sum, p) => sum + p.entry.size, 0);
       try {
         await this.client.send(
           new TransactWriteCommand({
             TransactItems: [
               {
-                Delete: {
-                  TableName: this.table,
-                  Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
-                  // Still the entry read above: not deleted and delivered again meanwhile (same size,
-                  // but another commit, whose SEQ# item must stay).
-                  ConditionExpression:
-                    seq === undefined
-                      ? 'attribute_exists(#pk) AND #size = :size AND attribute_not_exists(seq)'
-                      : 'attribute_exists(#pk) AND #size = :size AND seq = :seq',
-                  ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#size': 'size' },
-                  ExpressionAttributeValues: {
-                    ':size': entry.size,
-                    ...(seq === undefined ? {} : { ':seq': seq }),
-                  },
-                },
-              },
-              {
                 Update: {
                   TableName: this.table,
                   Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
-                  UpdateExpression: 'ADD messages :minusOne, #bytes :minusSize',
+                  UpdateExpression: 'ADD messages :minusCount, #bytes :minusSize',
                   ExpressionAttributeNames: { '#bytes': 'bytes' },
-                  ExpressionAttributeValues: { ':minusOne': -1, ':minusSize': -entry.size },
+                  ExpressionAttributeValues: { ':minusCount': -present.length, ':minusSize': -bytes },
                 },
               },
-              {
-                Put: {
-                  TableName: this.table,
-                  Item: {
-                    ...this.deletionKey(mailbox, id),
-                    deletedAt: new Date(this.clock()).toISOString(),
-                    [TTL_ATTRIBUTE]: Math.ceil((this.clock() + this.deletionMemoryMs) / 1000),
+              ...present.flatMap(({ id, entry, seq }) => [
+                {
+                  Delete: {
+                    TableName: this.table,
+                    Key: {
+                      [TABLE_KEYS.partitionKey]: mailboxPk(mailbox),
+                      [TABLE_KEYS.sortKey]: messageSk(id),
+                    },
+                    ConditionExpression:
+                      seq === undefined
+                        ? 'attribute_exists(#pk) AND #size = :size AND attribute_not_exists(seq)'
+                        : 'attribute_exists(#pk) AND #size = :size AND seq = :seq',
+                    ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#size': 'size' },
+                    ExpressionAttributeValues: {
+                      ':size': entry.size,
+                      ...(seq === undefined ? {} : { ':seq': seq }),
+                    },
                   },
                 },
-              },
-              ...(seq === undefined
-                ? []
-                : [
-                    {
-                      Delete: {
-                        TableName: this.table,
-                        Key: {
-                          [TABLE_KEYS.partitionKey]: mailboxPk(mailbox),
-                          [TABLE_KEYS.sortKey]: commitSk(seq),
+                {
+                  Put: {
+                    TableName: this.table,
+                    Item: { ...this.deletionKey(mailbox, id), deletedAt, [TTL_ATTRIBUTE]: expires },
+                  },
+                },
+                ...(seq === undefined
+                  ? []
+                  : [
+                      {
+                        Delete: {
+                          TableName: this.table,
+                          Key: {
+                            [TABLE_KEYS.partitionKey]: mailboxPk(mailbox),
+                            [TABLE_KEYS.sortKey]: commitSk(seq),
+                          },
                         },
                       },
-                    },
-                  ]),
+                    ]),
+              ]),
             ],
           }),
         );
-        return entry;
+        return new Map(present.map((p) => [p.id, p.entry]));
       } catch (err) {
         const codes = cancellationCodes(err);
         if (codes === null || attempt + 1 >= MAX_TRANSACTION_ATTEMPTS) throw err;
-        if (codes[0] === 'ConditionalCheckFailed') continue;
+        if (codes.includes('ConditionalCheckFailed')) continue;
         if (!isRetryable(codes)) throw err;
         await backoff(attempt);
       }

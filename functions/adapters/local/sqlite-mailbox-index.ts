@@ -19,6 +19,7 @@ import type { Verdicts } from '../../core/routing.ts';
 import { foldForSearch } from '../../core/search.ts';
 import { DAY_MS } from '../../core/time.ts';
 import {
+  assertDeleteMany,
   type ClaimSendOptions,
   type CommittedPage,
   DEFAULT_DELETION_MEMORY_DAYS,
@@ -346,6 +347,9 @@ export class SqliteMailboxIndex implements MailboxIndex {
   >;
   private readonly deliverBatch: Database.Transaction<(batch: readonly PendingDelivery[]) => boolean[]>;
   private readonly deleteOne: Database.Transaction<(mailbox: string, id: string) => MessageRow | undefined>;
+  private readonly deleteBatch: Database.Transaction<
+    (mailbox: string, ids: readonly string[]) => (MessageRow | undefined)[]
+  >;
   private pending: PendingDelivery[] = [];
   private flushScheduled = false;
 
@@ -537,6 +541,10 @@ export class SqliteMailboxIndex implements MailboxIndex {
       }
       return row;
     });
+    // Nested: each `deleteOne` is a SAVEPOINT of this one transaction.
+    this.deleteBatch = this.db.transaction((mailbox: string, ids: readonly string[]) =>
+      ids.map((id) => this.deleteOne(mailbox, id)),
+    );
   }
 
   deliver(entry: MessageEntry, options: DeliverOptions = {}): Promise<{ inserted: boolean }> {
@@ -681,6 +689,14 @@ export class SqliteMailboxIndex implements MailboxIndex {
     this.flushDeliveries();
     const row = this.deleteOne.immediate(mailbox, id);
     return row === undefined ? null : toEntry(row);
+  }
+
+  /** One transaction, one fsync, for all of them (POP3's QUIT, the API's batch delete). */
+  async deleteMany(mailbox: string, ids: readonly string[]): Promise<(MessageEntry | null)[]> {
+    assertDeleteMany(ids);
+    this.flushDeliveries();
+    const rows = this.deleteBatch.immediate(mailbox, ids);
+    return rows.map((row) => (row === undefined ? null : toEntry(row)));
   }
 
   async claimSend(key: string, options: ClaimSendOptions): Promise<{ claimed: boolean; record: SendRecord }> {
