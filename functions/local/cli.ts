@@ -393,6 +393,8 @@ async function commandPop3(args: readonly string[], io: Io): Promise<number> {
     apiUrl,
     port: portFromEnv(io, 'MAIL_RELAY_POP3_PORT', DEFAULT_POP3_PORT),
     onError: (err) => io.err.write(`pop3 error: ${errorMessage(err)}\n`),
+    onAuthFailure: ({ mailbox, remote }) =>
+      io.err.write(`pop3: failed login for ${JSON.stringify(mailbox)} from ${remote}\n`),
   });
   io.out.write(
     `mail-relay pop3\n  pop3:  127.0.0.1:${bridge.port}\n  api:   ${apiUrl}/v1/\n` +

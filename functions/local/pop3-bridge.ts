@@ -15,6 +15,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_TOP_LINES } from '../api/top.ts';
 import { canonicalAddress } from '../core/config.ts';
 import { ConfigError, errorMessage } from '../core/errors.ts';
@@ -23,6 +24,10 @@ import { DEFAULT_POP3_PORT } from './ports.ts';
 
 /** RFC 1939 §3: the autologout timer is at least 10 minutes. */
 const IDLE_TIMEOUT_MS = 10 * 60 * 1000;
+/** Dovecot's `auth_failure_delay`: a refused login is answered after this long. */
+const AUTH_FAILURE_DELAY_MS = 2000;
+/** Refused logins a session may have; the last one closes it. */
+const MAX_AUTH_FAILURES = 3;
 /** Commands are short (RFC 2449: 255 octets); a client sending kilobytes without a line end is not one. */
 const MAX_LINE_BYTES = 4096;
 /** Pipelined commands waiting for their turn before the bridge stops reading from the client. */
@@ -61,6 +66,14 @@ export interface Pop3BridgeOptions {
   readonly idleTimeoutMs?: number;
   /** Receives unexpected errors of a session (the client sees `-ERR`). */
   readonly onError?: (err: unknown) => void;
+  /**
+   * How long a refused login (a token the API does not take for the mailbox) waits for its `-ERR`,
+   * so that guessing tokens is slow; the third refusal in a session also closes it.
+   * @default 2000 (Dovecot's auth_failure_delay)
+   */
+  readonly authFailureDelayMs?: number;
+  /** Told of each refused login, for the log: the mailbox tried and the client's address. */
+  readonly onAuthFailure?: (failure: { mailbox: string; remote: string }) => void;
 }
 
 export interface Pop3Bridge {
@@ -308,6 +321,7 @@ class Session {
   private updating = false;
   /** Aborts the session's API reads when the client is gone. */
   private readonly aborter = new AbortController();
+  private authFailures = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -546,7 +560,7 @@ class Session {
       try {
         await api.check();
       } catch (err) {
-        return this.refuseLogin(err);
+        return await this.refuseLogin(err, mailbox);
       }
       return this.reply('-ERR [IN-USE] the mailbox is open in another session');
     }
@@ -556,7 +570,7 @@ class Session {
       this.messages = await api.list();
     } catch (err) {
       this.release();
-      return this.refuseLogin(err);
+      return await this.refuseLogin(err, mailbox);
     }
     if (this.closed) return this.release();
     this.api = api;
@@ -566,14 +580,27 @@ class Session {
   }
 
   /** Answers a PASS the API refused (rethrows what is not a refusal). */
-  private refuseLogin(err: unknown): void {
+  private async refuseLogin(err: unknown, mailbox: string): Promise<void> {
     // A 404 is not about the login: the listing exists for every mailbox, so the bridge's API URL
     // is wrong (`--api`). Said to the client and logged, not passed off as a bad password.
     if (err instanceof ApiError && err.status === 404) {
       this.options.onError?.(err);
       this.reply(`-ERR [SYS/PERM] the bridge's API URL is wrong: ${oneLine(err)}`);
     } else if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
-      this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
+      this.authFailures += 1;
+      this.options.onAuthFailure?.({
+        mailbox,
+        remote: `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`,
+      });
+      await sleep(this.options.authFailureDelayMs ?? AUTH_FAILURE_DELAY_MS);
+      if (this.authFailures < MAX_AUTH_FAILURES) {
+        this.reply('-ERR [AUTH] no such mailbox, or the token is not valid for it');
+      } else {
+        this.reply(
+          '-ERR [AUTH] no such mailbox, or the token is not valid for it; too many failed logins, closing',
+        );
+        this.end();
+      }
     } else {
       throw err;
     }

@@ -588,6 +588,17 @@ describe('mail-relay pop3', () => {
       assert.match(read.stdout, /^1\n/);
       assert.match(read.stdout, /\nSubject: over pop3\n\nhello\n/);
 
+      // A wrong token: refused after the bridge's delay (2 s), and a line in its log.
+      const refused = await python(
+        `import poplib,sys,time\np = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=20)\np.user(sys.argv[2])\nt = time.monotonic()\ntry:\n  p.pass_('mr_wrong')\nexcept poplib.error_proto as e:\n  print(e.args[0].decode()); print(round(time.monotonic() - t, 2))\np.quit()`,
+        [String(pop3Port), 'bob@example.test'],
+      );
+      assert.equal(refused.code, 0, refused.stderr);
+      const [answer, seconds] = refused.stdout.trim().split('\n');
+      assert.match(answer ?? '', /^-ERR \[AUTH\] /);
+      assert.ok(Number(seconds) >= 1.9, `answered after ${seconds} s`);
+      assert.match(pop3.output(), /pop3: failed login for "bob@example\.test" from 127\.0\.0\.1:\d+\n/);
+
       // --api as dev prints it (…/v1/), or without the slash: the same API, not …/v1/v1/.
       for (const api of [`http://127.0.0.1:${apiPort}/v1/`, `http://127.0.0.1:${apiPort}/v1`]) {
         const port = await freePort();

@@ -263,11 +263,55 @@ describe('POP3 bridge', () => {
     for (const [i, b] of bodies.entries()) {
       await env.deliver([ALICE], Buffer.from(b, 'utf8'), new Date(Date.UTC(2026, 10, 1, 12, i)));
     }
-    bridge = await startPop3Bridge({ apiUrl: env.url, port: 0 });
+    // Refused logins wait 2 s by default; the tests that make them need not.
+    bridge = await startPop3Bridge({ apiUrl: env.url, port: 0, authFailureDelayMs: 50 });
   });
   after(async () => {
     await bridge?.close();
     await env?.close();
+  });
+
+  it('refused logins are answered after the delay and told to onAuthFailure; the third closes the session', async () => {
+    const failures: { mailbox: string; remote: string }[] = [];
+    const slow = await startPop3Bridge({
+      apiUrl: env.url,
+      port: 0,
+      authFailureDelayMs: 300,
+      onAuthFailure: (f) => failures.push(f),
+    });
+    try {
+      const session = await login(slow.port, ALICE, 'mr_wrong1');
+      const attempt = async (token: string) => {
+        const before = session.received().length;
+        const started = performance.now();
+        session.write(`USER ${ALICE}\r\nPASS ${token}\r\n`);
+        while (!/-ERR[^\r]*\r\n$/.test(session.received().slice(before))) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        return performance.now() - started;
+      };
+      assert.match(
+        session.received(),
+        /-ERR \[AUTH\] no such mailbox, or the token is not valid for it\r\n$/,
+      );
+      assert.ok((await attempt('mr_wrong2')) >= 290, 'the second refusal waited too');
+      await attempt('mr_wrong3');
+      assert.match(session.received(), /-ERR \[AUTH\] [^\r]*too many failed logins, closing\r\n$/);
+      await session.closed;
+      assert.equal(failures.length, 3);
+      for (const f of failures) {
+        assert.equal(f.mailbox, ALICE);
+        assert.match(f.remote, /^127\.0\.0\.1:\d+$/);
+      }
+      // The right token still logs in at once, and mail is where it was.
+      const right = await login(slow.port, ALICE, alice);
+      assert.match(right.received(), /\+OK alice@example\.test has \d+ messages/);
+      right.write('QUIT\r\n');
+      await right.closed;
+      assert.equal(failures.length, 3, 'a right login is not a failure');
+    } finally {
+      await slow.close();
+    }
   });
 
   it('python poplib: STAT, LIST, UIDL, RETR, TOP match the API; DELE, RSET and QUIT delete through it', async () => {
