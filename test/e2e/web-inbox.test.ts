@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import nodemailer from 'nodemailer';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page, Request } from 'playwright-core';
 import { revokeToken } from '../../functions/api/auth.ts';
 import { INBOX_CSP, INBOX_FILES } from '../../functions/api/inbox.ts';
 import { buildMessageWithAttachment } from '../fixtures/build.ts';
@@ -300,10 +300,10 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     // Every other message is still unread, so the filter shows all three, then two once one is read.
     await page.click('li.message:has-text("Report attached") a');
     await until('seen', async () => ((await entryOf(ALICE, 'Report attached'))?.seen ? true : undefined));
-    await page.check('.toolbar input[type=checkbox]');
+    await page.check('.toolbar label:has-text("Unread") input');
     await until('the unread list', async () => ((await listed()).length === 3 ? true : undefined));
     assert.deepEqual(await listed(), ['Tracked newsletter', 'Newsletter with logo', 'Big data']);
-    await page.uncheck('.toolbar input[type=checkbox]');
+    await page.uncheck('.toolbar label:has-text("Unread") input');
     await until('the whole list', async () => ((await listed()).length === 4 ? true : undefined));
   });
 
@@ -459,6 +459,78 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     await page.waitForSelector('li.message:has-text("Arrived while reading")', { state: 'detached' });
     const gone = await env.request(`/v1/mailboxes/${ALICE}/messages/${entry.id}`, { token: aliceToken });
     assert.equal(gone.status, 404);
+  });
+
+  it('ticked messages are deleted together (one batch delete), the open one closes, and select-all ticks the list', async () => {
+    for (const n of [1, 2, 3]) await sendSmtp(env, ALICE, `Batch ${n}`);
+    const entries = await Promise.all([1, 2, 3].map((n) => entryOf(ALICE, `Batch ${n}`)));
+    assert.ok(entries.every((e) => e !== undefined));
+    const [first, second, third] = entries as { id: string }[];
+    await page.click('.toolbar button:has-text("Refresh")');
+    await page.waitForSelector('li.message:has-text("Batch 3")');
+    const stat = async () =>
+      (
+        (await (await env.request(`/v1/mailboxes/${ALICE}`, { token: aliceToken })).json()) as {
+          messages: number;
+        }
+      ).messages;
+    const before = await stat();
+    assert.equal(await page.isHidden('.toolbar button.delete-checked'), true, 'nothing ticked, no button');
+    await page.click('li.message:has-text("Batch 1") a');
+    await page.waitForSelector('.reader h2.subject:has-text("Batch 1")');
+    await page.check('li.message:has-text("Batch 1") input.pick');
+    await page.check('li.message:has-text("Batch 3") input.pick');
+    assert.equal(await page.textContent('.toolbar button.delete-checked'), 'Delete 2 selected');
+    const posted: unknown[] = [];
+    const onRequest = (r: Request) => {
+      if (r.url().includes('/messages/delete')) posted.push(r.postDataJSON());
+    };
+    page.on('request', onRequest);
+    try {
+      page.once('dialog', (d) => {
+        assert.equal(d.message(), 'Delete 2 selected messages?');
+        void d.accept();
+      });
+      await page.click('.toolbar button.delete-checked');
+      await page.waitForSelector('li.message:has-text("Batch 3")', { state: 'detached' });
+      await page.waitForSelector('li.message:has-text("Batch 1")', { state: 'detached' });
+    } finally {
+      page.off('request', onRequest);
+    }
+    assert.equal(posted.length, 1, 'one request');
+    assert.deepEqual(new Set((posted[0] as { ids: string[] }).ids), new Set([first?.id, third?.id]));
+    assert.ok((await listed()).includes('Batch 2'), 'the one not ticked stays');
+    assert.equal(await page.locator('.reader h2.subject').count(), 0, 'the open message, deleted, is closed');
+    assert.equal(await page.isHidden('.toolbar button.delete-checked'), true);
+    assert.equal(await stat(), before - 2);
+    for (const e of [first, third]) {
+      const gone = await env.request(`/v1/mailboxes/${ALICE}/messages/${e?.id}`, { token: aliceToken });
+      assert.equal(gone.status, 404);
+    }
+    assert.equal(
+      (await env.request(`/v1/mailboxes/${ALICE}/messages/${second?.id}`, { token: aliceToken })).status,
+      200,
+    );
+    // Select all ticks every message shown; unticking one makes it partial; unticking all hides the button.
+    const shown = (await listed()).length;
+    await page.check('.toolbar input[type=checkbox][aria-label="Select every message shown"]');
+    assert.equal(await page.locator('li.message input.pick:checked').count(), shown);
+    assert.equal(await page.textContent('.toolbar button.delete-checked'), `Delete ${shown} selected`);
+    await page.uncheck('li.message:has-text("Batch 2") input.pick');
+    assert.equal(
+      await page.$eval(
+        '.toolbar input[aria-label="Select every message shown"]',
+        (el) => (el as unknown as { indeterminate: boolean }).indeterminate,
+      ),
+      true,
+    );
+    // Clicked when some are ticked, it ticks all; clicked again, none.
+    const all = '.toolbar input[type=checkbox][aria-label="Select every message shown"]';
+    await page.click(all);
+    assert.equal(await page.locator('li.message input.pick:checked').count(), shown);
+    await page.click(all);
+    assert.equal(await page.locator('li.message input.pick:checked').count(), 0);
+    assert.equal(await page.isHidden('.toolbar button.delete-checked'), true);
   });
 
   it('compose sends from the mailbox; the copy is in its Sent view and a local recipient gets it', async () => {
@@ -631,7 +703,7 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
     try {
       page.once('dialog', (d) => void d.accept());
       await page.click('.toolbar button.danger:has-text("Delete all")');
-      const button = page.locator('.toolbar button.danger');
+      const button = page.locator('.toolbar button.danger:not(.delete-checked)');
       await until('the progress', async () =>
         (await button.textContent())?.startsWith('Deleting') ? true : undefined,
       );

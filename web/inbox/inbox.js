@@ -206,6 +206,8 @@ const state = {
   unseen: false,
   items: [],
   nextCursor: null,
+  /** Ids ticked in the list, for "Delete selected"; emptied whenever the list is loaded anew. */
+  checked: new Set(),
   selected: null,
   /** The id of the message last asked for (`openMessage`), shown or on its way, until it is closed. */
   opening: null,
@@ -325,6 +327,20 @@ function renderShell() {
       loadList();
     },
   });
+  els.checkAll = h('input', {
+    type: 'checkbox',
+    'aria-label': 'Select every message shown',
+    title: 'Select every message shown',
+    onchange: () => {
+      state.checked = new Set(els.checkAll.checked ? state.items.map((i) => i.id) : []);
+      renderList();
+    },
+  });
+  els.deleteChecked = h('button', {
+    class: 'danger delete-checked',
+    hidden: true,
+    onclick: (event) => deleteChecked(event.currentTarget),
+  });
   els.notice = h('button', { class: 'notice', hidden: true, onclick: () => loadList() });
   els.list = h('ul', { class: 'messages', 'aria-label': 'Messages' });
   els.more = h('button', { class: 'more', hidden: true, onclick: () => loadMore() }, 'Load more');
@@ -351,10 +367,12 @@ function renderShell() {
         h(
           'div',
           { class: 'toolbar' },
+          els.checkAll,
           els.search,
           h('label', { class: 'check' }, els.unseen, ' Unread'),
           h('button', { class: 'secondary', title: 'Reload the list', onclick: () => loadList() }, 'Refresh'),
           h('button', { class: 'danger', onclick: (event) => deleteAll(event.currentTarget) }, 'Delete all'),
+          els.deleteChecked,
         ),
         els.notice,
         els.list,
@@ -486,6 +504,8 @@ async function loadList() {
   const generation = ++state.generation;
   stopWatching();
   state.newWhileFiltered = 0;
+  state.checked = new Set();
+  renderChecked();
   els.notice.hidden = true;
   els.title.textContent = `${state.address} — ${state.view === 'sent' ? 'Sent' : 'Inbox'}`;
   els.list.replaceChildren(h('li', { class: 'empty' }, 'Loading…'));
@@ -498,6 +518,8 @@ async function loadList() {
     const page = await getJson(`${mailboxPath(state.address)}/messages`, { query: listQuery() });
     if (generation !== state.generation) return;
     state.items = page.items;
+    // Ticked while this loaded: boxes of the list before.
+    state.checked = new Set();
     state.nextCursor = page.nextCursor;
     renderList();
     watch(generation, cursor);
@@ -525,6 +547,10 @@ async function loadMore() {
 }
 
 function renderList() {
+  // Only what is on show stays ticked (a message deleted elsewhere, or by Delete all, is not).
+  const shown = new Set(state.items.map((i) => i.id));
+  for (const id of state.checked) if (!shown.has(id)) state.checked.delete(id);
+  renderChecked();
   if (state.items.length === 0) {
     els.list.replaceChildren(
       h('li', { class: 'empty' }, state.q || state.unseen ? 'No messages match.' : 'No messages.'),
@@ -533,6 +559,15 @@ function renderList() {
     els.list.replaceChildren(...state.items.map(renderItem));
   }
   els.more.hidden = state.nextCursor === null;
+}
+
+/** The toolbar's "Delete n selected" and select-all box, from `state.checked`. */
+function renderChecked() {
+  const n = state.checked.size;
+  els.deleteChecked.hidden = n === 0;
+  els.deleteChecked.textContent = `Delete ${n} selected`;
+  els.checkAll.checked = n > 0 && n === state.items.length;
+  els.checkAll.indeterminate = n > 0 && n < state.items.length;
 }
 
 function renderItem(item) {
@@ -544,6 +579,17 @@ function renderItem(item) {
       class: ['message', item.seen ? 'seen' : 'unseen', selected ? 'selected' : ''].join(' ').trim(),
       'data-id': item.id,
     },
+    h('input', {
+      type: 'checkbox',
+      class: 'pick',
+      'aria-label': `Select “${plain(item.subject) || '(no subject)'}”`,
+      checked: state.checked.has(item.id),
+      onchange: (event) => {
+        if (event.currentTarget.checked) state.checked.add(item.id);
+        else state.checked.delete(item.id);
+        renderChecked();
+      },
+    }),
     h(
       'a',
       { href: `#/${enc(state.address)}/${state.view}/${item.id}` },
@@ -899,6 +945,44 @@ async function deleteMessage(m) {
   toast('Deleted');
   history.replaceState(null, '', `#/${enc(state.address)}/${state.view}`);
   closeMessage();
+  refreshCounts().catch(reportError);
+}
+
+/** The most ids one batch delete takes (the API's `POST …/messages/delete`). */
+const MAX_DELETE_MANY = 1000;
+
+/** Deletes the ticked messages with the API's batch delete, and takes them off the list. */
+async function deleteChecked(button) {
+  const { address, view } = state;
+  const ids = state.items.filter((i) => state.checked.has(i.id)).map((i) => i.id);
+  if (ids.length === 0) return;
+  if (!confirm(`Delete ${ids.length} selected message${ids.length === 1 ? '' : 's'}?`)) return;
+  button.disabled = true;
+  const gone = new Set();
+  try {
+    for (let i = 0; i < ids.length; i += MAX_DELETE_MANY) {
+      const batch = ids.slice(i, i + MAX_DELETE_MANY);
+      const r = await getJson(`${mailboxPath(address)}/messages/delete`, {
+        method: 'POST',
+        query: { view },
+        body: { ids: batch },
+      });
+      // Not there any more (deleted elsewhere meanwhile) is gone all the same.
+      for (const id of [...r.deleted, ...r.notFound]) gone.add(id);
+    }
+    toast(`Deleted ${gone.size} message${gone.size === 1 ? '' : 's'}`);
+  } catch (err) {
+    reportError(err);
+  } finally {
+    button.disabled = false;
+  }
+  if (address !== state.address || view !== state.view) return;
+  state.items = state.items.filter((i) => !gone.has(i.id));
+  if (state.opening !== null && gone.has(state.opening)) {
+    history.replaceState(null, '', `#/${enc(address)}/${view}`);
+    closeMessage();
+  }
+  renderList();
   refreshCounts().catch(reportError);
 }
 
