@@ -378,6 +378,9 @@ async function reparseIn(
     await close();
   }
   for (const f of summary.failures) io.err.write(`failed: ${f.mailbox} ${f.id}: ${f.error}\n`);
+  // A mistyped --mailbox finds nothing to do, which the count alone would not tell.
+  if (mailbox !== undefined && since === undefined && summary.considered === 0)
+    io.err.write(`no mail stored for ${mailbox} (inbox or sent view)\n`);
   const mailboxes = `${summary.mailboxes} mailbox${summary.mailboxes === 1 ? '' : 'es'}`;
   const messages = `${summary.reparsed} message${summary.reparsed === 1 ? '' : 's'}`;
   io.out.write(

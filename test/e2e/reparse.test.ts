@@ -269,6 +269,13 @@ describe('mail-relay reparse (local data dir, beside a running relay)', () => {
     assert.equal(((await res.json()) as Message).subject, `${SUBJECT_NOW} 7`);
   });
 
+  it('a --mailbox with no mail says so (a mistyped address would otherwise look like success)', async () => {
+    const r = await cli(['reparse', '--mailbox', 'nobody@example.test']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'reparsed 0 messages in 1 mailbox, 0 unchanged, 0 failed\n');
+    assert.match(r.stderr, /\nno mail stored for nobody@example\.test \(inbox or sent view\)\n$/);
+  });
+
   it('help, and bad arguments are usage errors (exit 2)', async () => {
     const help = await cli(['help', 'reparse']);
     assert.equal(help.code, 0);
