@@ -2,6 +2,7 @@
  * CLI commands that reach the deployed relay, or that replay stored mail:
  *
  *   mail-relay replay --since <time> [--mailbox <address>] [--stack <name>]
+ *   mail-relay reparse [--mailbox <address>] [--since <time>] [--stack <name>]
  *   mail-relay token create --stack <name> (<mailbox> | --admin [<mailbox>]) [--label <text>]
  *   mail-relay token revoke --stack <name> <token>
  *
@@ -12,13 +13,14 @@
  * `TableName`; lib/mail-relay-stack.ts declares them under these keys), and AWS access from the
  * user's own credentials, resolved by the SDK as the AWS CLI does (AWS_PROFILE, ~/.aws/…,
  * AWS_ENDPOINT_URL), in the configuration's `aws.region` (where `cdk deploy` put the stack), else
- * the SDK's region. Without it, replay works on the local data dir.
+ * the SDK's region. Without it, replay and reparse work on the local data dir.
  * The routing configuration is the local `mail-relay.config.json`: the file the stack was built from.
  */
 import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { type Config, canonicalAddress, isAddress } from '../core/config.ts';
 import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
+import type { ReparseDeps, ReparseProgress, ReparseSummary } from '../pipeline/reparse.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
@@ -47,6 +49,17 @@ export const REPLAY_USAGE = `Usage: mail-relay replay --since <time> [--mailbox 
                      without it, the local data dir ($MAIL_RELAY_DATA_DIR)
   --restore-deleted  also deliver again what was deleted since it arrived (by default it stays deleted)
 Replaying twice is safe: deliveries and forwards happen once.`;
+
+export const REPARSE_USAGE = `Usage: mail-relay reparse [--mailbox <address>] [--since <time>] [--stack <name>]
+  parses stored mail again with this version's parser and rewrites what the parse gives (the summary
+  GET …/messages/{id} shows, the decoded parts, LIST's from/to/subject/snippet and what q searches),
+  so mail stored before a parser fix gains it; ids, order, seen flags, counters and raw bytes stay
+  --mailbox  only this mailbox (its inbox and its sent view); by default every mailbox
+  --since    only mail received since: ISO 8601 date or time (2025-03-01, 2025-03-01T12:00:00Z), or an
+             age: 90m, 12h, 7d
+  --stack    in the deployed stack (S3 + DynamoDB, with your AWS credentials); without it, the local
+             data dir ($MAIL_RELAY_DATA_DIR), also while mail-relay dev runs on it
+Safe to repeat and to interrupt: what is up to date already is counted unchanged and not written.`;
 
 export const TOKEN_STACK_USAGE = `Usage: mail-relay token create --stack <name> <mailbox> [--label <text>]
        mail-relay token create --stack <name> --admin [<mailbox>] [--label <text>]
@@ -269,6 +282,111 @@ async function replayIn(
   }
   for (const f of summary.failures) io.err.write(`failed: ${f.key}: ${f.error}\n`);
   io.out.write(`${summaryLine(summary, since, ((Date.now() - started) / 1000).toFixed(1))}\n`);
+  return summary.failures.length > 0 ? 1 : 0;
+}
+
+/** `mail-relay reparse`: parses stored mail again, locally or in a deployed stack. Returns the exit code. */
+export async function commandReparse(args: readonly string[], io: CliIo): Promise<number> {
+  const parsed = parseCommandArgs(
+    {
+      command: 'reparse',
+      usage: REPARSE_USAGE,
+      options: { since: { type: 'string' }, mailbox: { type: 'string' }, stack: { type: 'string' } },
+      positionals: false,
+    },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
+  const since = values.since === undefined ? undefined : parseSince(values.since);
+  if (since === null) {
+    io.err.write(
+      `mail-relay reparse: --since ${values.since} is not a date, a time or an age (90m, 12h, 7d)\n`,
+    );
+    return USAGE_EXIT;
+  }
+  const mailbox = values.mailbox === undefined ? undefined : canonicalAddress(values.mailbox);
+  if (mailbox !== undefined && !isAddress(mailbox)) {
+    io.err.write(`mail-relay reparse: --mailbox ${values.mailbox} is not an address\n`);
+    return USAGE_EXIT;
+  }
+  if (values.stack === '') return usageError(io, 'reparse', '--stack needs a stack name', REPARSE_USAGE);
+  const { config, awsRegion } = loadConfig(io.env);
+  return inStackRegion(values.stack === undefined ? undefined : awsRegion, () =>
+    reparseIn(config, { since, mailbox, stack: values.stack }, io),
+  );
+}
+
+async function reparseIn(
+  config: Config,
+  values: {
+    readonly since: Date | undefined;
+    readonly mailbox: string | undefined;
+    readonly stack: string | undefined;
+  },
+  io: CliIo,
+): Promise<number> {
+  const { since, mailbox } = values;
+  const { reparse } = await import('../pipeline/reparse.ts');
+  const { progressBar } = await import('./import.ts');
+
+  let deps: ReparseDeps;
+  let close: () => Promise<void>;
+  let where: string;
+  if (values.stack !== undefined) {
+    const outputs = await readStackOutputs(values.stack);
+    const { createAwsRouterDeps } = await import('../handlers/router-deps.ts');
+    const aws = createAwsRouterDeps({ ...outputs, config, forcePathStyle: pathStyle(process.env) });
+    deps = aws;
+    close = async () => {
+      aws.clients.s3.destroy();
+      aws.clients.dynamo.destroy();
+      aws.ses.destroy();
+    };
+    where = `stack ${values.stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`;
+  } else {
+    const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
+    // Beside a running dev, as replay: each write is synced itself (no journal here to sync them),
+    // SQLite waits its turn for the write lock, and every write is one that dev's could race with
+    // harmlessly (docs/adr/0018-reparse.md).
+    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env), durability: 'sync' });
+    deps = runtime;
+    close = () => runtime.close();
+    where = runtime.dataDir;
+  }
+
+  io.err.write(
+    `reparsing mail${since === undefined ? '' : ` received since ${since.toISOString()}`} in ${where}` +
+      `${mailbox === undefined ? '' : ` for ${mailbox}`}\n`,
+  );
+  const tty = io.err.isTTY === true;
+  let summary: ReparseSummary;
+  try {
+    summary = await reparse(deps, {
+      since,
+      mailbox,
+      onProgress: (p: ReparseProgress) => {
+        if (tty)
+          io.err.write(`\r${progressBar(p.done, p.total)}${p.failed > 0 ? ` (${p.failed} failed)` : ''}`);
+        // Without a terminal, a line every 100 keeps a long run visibly alive in a log.
+        else if (p.done % 100 === 0 || p.done === p.total) io.err.write(`${p.done}/${p.total}\n`);
+      },
+    });
+  } finally {
+    if (tty) io.err.write('\n');
+    await close();
+  }
+  for (const f of summary.failures) io.err.write(`failed: ${f.mailbox} ${f.id}: ${f.error}\n`);
+  // A mistyped --mailbox finds nothing to do, which the count alone would not tell.
+  if (mailbox !== undefined && since === undefined && summary.considered === 0)
+    io.err.write(`no mail stored for ${mailbox} (inbox or sent view)\n`);
+  const mailboxes = `${summary.mailboxes} mailbox${summary.mailboxes === 1 ? '' : 'es'}`;
+  const messages = `${summary.reparsed} message${summary.reparsed === 1 ? '' : 's'}`;
+  io.out.write(
+    `reparsed ${messages} in ${mailboxes}, ${summary.unchanged} unchanged, ${summary.failures.length} failed` +
+      `${summary.gone > 0 ? `; ${summary.gone} deleted meanwhile (left deleted)` : ''}\n`,
+  );
   return summary.failures.length > 0 ? 1 : 0;
 }
 

@@ -1,5 +1,5 @@
 /**
- * `npx mail-relay <command>`: dev, route, import, token, replay, outbox, pop3, compact. Each command is a
+ * `npx mail-relay <command>`: dev, route, import, token, replay, reparse, outbox, pop3, compact. Each command is a
  * function that takes its arguments and an output stream, so tests call them in-process as well as
  * through the binary.
  */
@@ -62,6 +62,9 @@ Commands:
                            takes the token itself there)
   replay --since <time> [--mailbox <address>] [--stack <name>]
                            re-route stored mail (local data dir, or the deployed stack); safe to repeat
+  reparse [--mailbox <address>] [--since <time>] [--stack <name>]
+                           parse stored mail again with this version's parser (summaries, parts, LIST
+                           fields, search), so mail stored before a parser fix gains it; safe to repeat
   outbox [show <id>]       what forwarding and POST …/send would have sent (when no relay.smtp is set)
   pop3 [--api <url>]       the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) for any mail
                            client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
@@ -75,7 +78,7 @@ MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1
 /** How often `dev` looks at its configuration file's modification time. */
 const CONFIG_POLL_MS = 2000;
 
-const COMMANDS = ['dev', 'route', 'import', 'token', 'replay', 'pop3', 'outbox', 'compact'];
+const COMMANDS = ['dev', 'route', 'import', 'token', 'replay', 'reparse', 'pop3', 'outbox', 'compact'];
 
 const DEV_USAGE = `Usage: mail-relay dev
   runs the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525) and the HTTP API on
@@ -109,6 +112,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       case 'replay': {
         const { commandReplay } = await import('./cli-aws.ts');
         return await commandReplay(rest, io);
+      }
+      case 'reparse': {
+        const { commandReparse } = await import('./cli-aws.ts');
+        return await commandReparse(rest, io);
       }
       case 'pop3':
         return await commandPop3(rest, io);

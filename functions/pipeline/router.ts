@@ -18,7 +18,7 @@ import { type Decision, route, UNCHECKED_VERDICTS, type Verdicts } from '../core
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { Bouncer } from '../ports/bouncer.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
-import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
+import type { MailboxIndex, MessageEntry, ParsedEntryFields } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
 import { bounceRejections } from './bounce.ts';
 import { type ForwardOptions, forwardMessage } from './forward.ts';
@@ -354,9 +354,7 @@ export async function deliverToMailbox(
     }
   }
 
-  const stored: StoredSummary = parsed.ok
-    ? { parseFailed: false, ...parsed.summary }
-    : { parseFailed: true, parseError: parsed.error };
+  const stored = storedSummaryOf(parsed);
   // Independent writes, issued together: one group commit locally, parallel requests to S3. (The
   // raw copy from `rawSource` may be issued while the caller's put of it is in flight: the ports
   // apply a copy after a put of its source issued before it, see BlobStore.copy.)
@@ -387,29 +385,46 @@ export async function deliverToMailbox(
   );
   await allWritten(writes);
 
-  const summary = parsed.ok ? parsed.summary : null;
   const entry: MessageEntry = {
     mailbox,
     id,
     size: raw.length,
     crlfSize: crlfSize(raw),
     receivedAt: args.entry.receivedAt,
-    from: summary ? clipText(displayList(summary.from.slice(0, 1)), ENTRY_TEXT_MAX_CHARS) : '',
-    to: summary ? clipText(displayList(summary.to), ENTRY_TEXT_MAX_CHARS) : '',
-    subject: clipText(summary?.subject ?? '', ENTRY_TEXT_MAX_CHARS),
-    snippet: summary ? snippetOf(summary) : '',
-    hasAttachments: summary ? summary.attachments.some((a) => a.disposition !== 'inline') : false,
+    ...parsedEntryFields(parsed),
     seen: false,
     verdicts: args.entry.verdicts,
     tags: args.entry.tags,
     quarantineReasons: args.entry.quarantineReasons,
     recipient: args.entry.recipient,
     plusTag: args.entry.plusTag,
-    parseFailed: !parsed.ok,
     sesMessageId: args.entry.sesMessageId,
   };
   const { inserted } = await index.deliver(entry, { restoreDeleted });
   return inserted ? 'delivered' : 'present';
+}
+
+/** What a delivery stores at `summary.json` for a parse (`mail-relay reparse` rewrites it the same way). */
+export function storedSummaryOf(parsed: ParseResult): StoredSummary {
+  return parsed.ok
+    ? { parseFailed: false, ...parsed.summary }
+    : { parseFailed: true, parseError: parsed.error };
+}
+
+/**
+ * The fields of an index entry that come from the parse (LIST's from, to, subject, snippet, the
+ * attachment flag; `q` searches the first three): at delivery, and again at `mail-relay reparse`.
+ */
+export function parsedEntryFields(parsed: ParseResult): ParsedEntryFields {
+  const summary = parsed.ok ? parsed.summary : null;
+  return {
+    from: summary ? clipText(displayList(summary.from.slice(0, 1)), ENTRY_TEXT_MAX_CHARS) : '',
+    to: summary ? clipText(displayList(summary.to), ENTRY_TEXT_MAX_CHARS) : '',
+    subject: clipText(summary?.subject ?? '', ENTRY_TEXT_MAX_CHARS),
+    snippet: summary ? snippetOf(summary) : '',
+    hasAttachments: summary ? summary.attachments.some((a) => a.disposition !== 'inline') : false,
+    parseFailed: !parsed.ok,
+  };
 }
 
 /** Stores a notice (a failed or looped forward) in a mailbox like any delivery; its id is deterministic. */

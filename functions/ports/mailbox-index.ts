@@ -42,6 +42,15 @@ export interface MessageEntry {
   readonly sesMessageId: string;
 }
 
+/**
+ * The fields of an entry that come from parsing its message (the rest come from the envelope, the
+ * receipt and the owner's flags): what `mail-relay reparse` rewrites with a newer parser.
+ */
+export type ParsedEntryFields = Pick<
+  MessageEntry,
+  'from' | 'to' | 'subject' | 'snippet' | 'hasAttachments' | 'parseFailed'
+>;
+
 export interface MailboxStat {
   readonly address: string;
   readonly messages: number;
@@ -222,6 +231,13 @@ export interface MailboxIndex {
   listMailboxes(options: MailboxListOptions): Promise<MailboxPage>;
   /** Returns the updated entry, or null when there is no such message. */
   setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null>;
+  /**
+   * Rewrites the parsed fields of an existing entry (and the folded copies `q` searches), leaving
+   * everything else as it is: id, size, receipt time, `seen`, verdicts, the counters, the commit
+   * order. Conditional on the entry existing: returns the updated entry, or null when there is none
+   * (never delivered, or deleted meanwhile, which this never undoes).
+   */
+  updateParsed(mailbox: string, id: string, fields: ParsedEntryFields): Promise<MessageEntry | null>;
   /**
    * Removes the entry and subtracts it from the counters in one transaction, which also records the
    * deletion (for `deletionMemoryDays`), so that the same message delivered again (a replay, a

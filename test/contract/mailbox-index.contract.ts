@@ -630,6 +630,58 @@ export function runMailboxIndexContract(
         assert.deepEqual(await index.stat(ALICE), statBefore);
       }));
 
+    it('updateParsed rewrites the parsed fields and what q finds, keeps seen, order and counters, and never resurrects', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 3 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `reparse-${i}`, { subject: `Ol\uFFFD ${i}`, snippet: 'old' }),
+        );
+        for (const e of entries) await index.deliver(e);
+        const [e0, e1, e2] = entries;
+        assert.ok(e0 && e1 && e2);
+        await index.setSeen(ALICE, e1.id, true);
+        const statBefore = await index.stat(ALICE);
+        const fields = {
+          from: 'Ingo Lütkebohle <ingo@blank.pages.de>',
+          to: 'Ａｌｉｃｅ <alice@example.com>',
+          subject: 'Olá 1',
+          snippet: 'new text',
+          hasAttachments: true,
+          parseFailed: false,
+        };
+
+        const updated = await index.updateParsed(ALICE, e1.id, fields);
+        assert.deepEqual(plain(updated), plain({ ...e1, ...fields, seen: true }));
+        assert.deepEqual(plain(await index.get(ALICE, e1.id)), plain({ ...e1, ...fields, seen: true }));
+        assert.deepEqual(await index.stat(ALICE), statBefore);
+        assert.deepEqual(
+          (await index.list(ALICE, { limit: 10 })).items.map((i) => i.id),
+          newestFirst(entries.map((e) => e.id)),
+        );
+        // The folded copies follow: the new text is found (NFKC, any case), the old is not.
+        for (const q of ['OLÁ 1', 'lütkebohle', 'alice <']) {
+          assert.deepEqual(
+            (await index.list(ALICE, { limit: 10, q })).items.map((i) => i.id),
+            [e1.id],
+            q,
+          );
+        }
+        assert.deepEqual(
+          (await index.list(ALICE, { limit: 10, q: `ol\uFFFD 1` })).items.map((i) => i.id),
+          [],
+        );
+
+        // Deleted, or never there: null, and nothing comes back.
+        assert.ok(await index.delete(ALICE, e2.id));
+        const statAfterDelete = await index.stat(ALICE);
+        assert.equal(await index.updateParsed(ALICE, e2.id, fields), null);
+        assert.equal(await index.get(ALICE, e2.id), null);
+        assert.equal(await index.deliveryState(ALICE, e2.id), 'deleted');
+        assert.equal(await index.updateParsed(BOB, e0.id, fields), null);
+        assert.equal(await index.get(BOB, e0.id), null);
+        assert.deepEqual(await index.stat(ALICE), statAfterDelete);
+        assert.deepEqual(await index.stat(BOB), { address: BOB, messages: 0, bytes: 0 });
+      }));
+
     it('lists newest first, honours limit, and an empty mailbox gives an empty last page', () =>
       withIndex(async ({ index }) => {
         const entries = Array.from({ length: 20 }, (_, i) =>

@@ -1,5 +1,6 @@
 /**
- * `mail-relay replay` (local data dir and `--stack`) and `mail-relay token create|revoke --stack`
+ * `mail-relay replay` and `mail-relay reparse` (local data dir and `--stack`) and
+ * `mail-relay token create|revoke --stack`
  * (functions/local/cli-aws.ts). The stack is a real CloudFormation stack in a private moto_server,
  * with the bucket, the table and the `BucketName` / `TableName` outputs the relay's stack has.
  */
@@ -13,14 +14,17 @@ import { CloudFormationClient, CreateStackCommand } from '@aws-sdk/client-cloudf
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
-import { hashToken } from '../../functions/api/auth.ts';
+import { createToken, hashToken } from '../../functions/api/auth.ts';
+import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { ConfigError, MailRelayError } from '../../functions/core/errors.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
+import { mailboxKeys } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { type AwsRouterDeps, createAwsRouterDeps } from '../../functions/handlers/router-deps.ts';
 import {
+  commandReparse,
   commandReplay,
   commandTokenForStack,
   parseSince,
@@ -30,6 +34,7 @@ import { ingest } from '../../functions/local/ingest.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
 import { type Moto, motoAvailable, startMoto } from '../helpers/moto.ts';
+import { ATTACHMENT, gbMessage, makeStale, SUBJECT_NOW } from '../helpers/stale-parse.ts';
 
 const STACK = 'mail-relay-cli-test';
 const BUCKET = 'mail-relay-cli-bucket';
@@ -90,7 +95,7 @@ function makeIo(env: NodeJS.ProcessEnv): TestIo {
 
 const available = motoAvailable();
 
-describe('mail-relay replay and token --stack', { skip: !available }, () => {
+describe('mail-relay replay, reparse and token --stack', { skip: !available }, () => {
   let moto: Moto;
   let dir: string;
   let env: NodeJS.ProcessEnv;
@@ -294,6 +299,98 @@ describe('mail-relay replay and token --stack', { skip: !available }, () => {
     const again = makeIo(env);
     assert.equal(await commandReplay(['--since', '1h', '--stack', STACK], again), 0);
     assert.match(again.text().out, /^replayed 3 of 3 .*delivered 0, duplicate 3,/);
+  });
+
+  it('reparse --stack rewrites what an older parser stored (API: message, LIST, q, parts), keeps ids, seen, STAT and raw, leaves deleted mail deleted', async () => {
+    const ids: string[] = [];
+    for (const n of [1, 2, 3]) {
+      const sesMessageId = `cli-reparse-${n}`;
+      const receivedAt = new Date(Date.UTC(2025, 3, 1, 9, n));
+      await aws.blobs.put(`inbound/${sesMessageId}`, gbMessage(n, BOB));
+      const notification = buildNotification({
+        sesMessageId,
+        receivedAt,
+        mailFrom: 'sender@remote.test',
+        recipients: [BOB],
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: BUCKET,
+      });
+      await processNotification(aws, notification);
+      const id = messageIdFor(receivedAt.getTime(), sesMessageId);
+      await makeStale(aws.blobs, aws.index, BOB, id);
+      ids.push(id);
+    }
+    const [seenId, goneId, otherId] = ids;
+    assert.ok(seenId && goneId && otherId);
+    await aws.index.setSeen(BOB, seenId, true);
+    assert.ok(await aws.index.delete(BOB, goneId));
+    await aws.blobs.deletePrefix(mailboxKeys.dir(BOB, goneId));
+    await aws.blobs.delete(mailboxKeys.raw(BOB, goneId));
+
+    // Read as a client reads it: the API's own routes over the stack's bucket and table.
+    const app = createMailboxApp({ index: aws.index, blobs: aws.blobs });
+    const { token } = await createToken(aws.index, { mailbox: BOB, admin: false });
+    const get = (path: string) =>
+      app.request(`/v1/mailboxes/${BOB}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+    // Only this test's mail (bob has the replay test's too).
+    const items = async (query = '') =>
+      (
+        (await (await get(`/messages${query}`)).json()) as {
+          items: { id: string; subject: string; seen: boolean }[];
+        }
+      ).items.filter((i) => ids.includes(i.id));
+    const before = await items();
+    assert.ok(before.every((i) => i.subject.includes('\uFFFD')));
+    const statBefore = await (await get('')).json();
+    const rawBefore = Buffer.from(await (await get(`/messages/${seenId}/raw`)).arrayBuffer());
+
+    const io = makeIo(env);
+    assert.equal(await commandReparse(['--stack', STACK, '--mailbox', BOB], io), 0, io.text().err);
+    assert.match(io.text().out, /^reparsed 2 messages in 1 mailbox, \d+ unchanged, 0 failed\n$/);
+    assert.match(
+      io.text().err,
+      /in stack mail-relay-cli-test \(s3:\/\/mail-relay-cli-bucket, table mail-relay-cli-table\)/,
+    );
+
+    const after = await items();
+    assert.deepEqual(
+      after.map((i) => [i.id, i.seen]),
+      before.map((i) => [i.id, i.seen]),
+    );
+    assert.deepEqual(
+      after.map((i) => i.subject),
+      [`${SUBJECT_NOW} 3`, `${SUBJECT_NOW} 1`],
+    );
+    assert.deepEqual(
+      (await items(`?q=${encodeURIComponent('全新原装 offer 3')}`)).map((i) => i.id),
+      [otherId],
+    );
+    const message = (await (await get(`/messages/${seenId}`)).json()) as {
+      subject: string;
+      attachments: { partId: string }[];
+    };
+    assert.equal(message.subject, `${SUBJECT_NOW} 1`);
+    assert.deepEqual(
+      message.attachments.map((a) => a.partId),
+      ['1'],
+    );
+    const part = await get(`/messages/${seenId}/parts/1`);
+    assert.equal(part.status, 200);
+    assert.deepEqual(Buffer.from(await part.arrayBuffer()), ATTACHMENT);
+    assert.equal((await get(`/messages/${seenId}/parts/2`)).status, 404);
+    assert.equal(await aws.blobs.head(mailboxKeys.part(BOB, seenId, '2')), null, 'the stale part removed');
+    assert.deepEqual(await (await get('')).json(), statBefore);
+    assert.deepEqual(Buffer.from(await (await get(`/messages/${seenId}/raw`)).arrayBuffer()), rawBefore);
+    assert.equal((await get(`/messages/${goneId}`)).status, 404);
+    assert.equal(await aws.blobs.head(mailboxKeys.summary(BOB, goneId)), null);
+
+    const again = makeIo(env);
+    assert.equal(await commandReparse(['--stack', STACK], again), 0, again.text().err);
+    // Every mailbox of the table; all of it parsed by this parser already.
+    assert.match(
+      again.text().out,
+      /^reparsed 0 messages in \d+ mailbox(es)?, [1-9]\d* unchanged, 0 failed\n$/,
+    );
   });
 
   it('replay on the local data dir restores a deleted delivery when asked; bad arguments are usage errors', async () => {

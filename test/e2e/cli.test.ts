@@ -680,6 +680,7 @@ describe('arguments, in every command', () => {
       [['route', '--bogus'], "unknown option '--bogus'", 'mail-relay route'],
       [['outbox', '--bogus'], "unknown option '--bogus'", 'mail-relay outbox'],
       [['compact', '--now'], "unknown option '--now'", 'mail-relay compact'],
+      [['reparse', '--since'], "option '--since <value>' argument missing", 'mail-relay reparse'],
     ];
     const helps: [string[], string][] = [
       [['import', '--help'], 'mail-relay import'],
@@ -692,6 +693,7 @@ describe('arguments, in every command', () => {
       [['route', '--help'], 'mail-relay route'],
       [['outbox', '--help'], 'mail-relay outbox'],
       [['compact', '-h'], 'mail-relay compact'],
+      [['reparse', '-h'], 'mail-relay reparse'],
       [['help', 'dev'], 'mail-relay dev'],
     ];
     const results = await inBatches([...errors.map((e) => e[0]), ...helps.map((h) => h[0])], 6, (a) =>
@@ -823,7 +825,7 @@ async function orphanSegment(journalDir: string, subject: string): Promise<strin
 }
 
 describe('one dev per data dir', () => {
-  it('a second dev refuses in one line before it recovers or opens anything; import and token run beside dev', async () => {
+  it('a second dev refuses in one line before it recovers or opens anything; import, token, replay and reparse run beside dev', async () => {
     const dataDir = join(work, 'one-dev');
     const first = await startDev(dataDir);
     try {
@@ -857,6 +859,9 @@ describe('one dev per data dir', () => {
       const replayed = await beside(['replay', '--since', '1h']);
       assert.equal(replayed.code, 0, replayed.stderr);
       assert.match(replayed.stdout, /delivered 0, duplicate 2,/);
+      const reparsed = await beside(['reparse']);
+      assert.equal(reparsed.code, 0, reparsed.stderr);
+      assert.equal(reparsed.stdout, 'reparsed 0 messages in 1 mailbox, 2 unchanged, 0 failed\n');
       await sendOne(first.port, 'over smtp');
     } finally {
       first.child.kill('SIGTERM');

@@ -67,6 +67,7 @@ import {
   type MailboxPage,
   type MailboxStat,
   type MessageEntry,
+  type ParsedEntryFields,
   type SendOutcome,
   type SendRecord,
   type TokenRecord,
@@ -683,6 +684,52 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       items: page.items.map((a) => stats.get(a) ?? { address: a, messages: 0, bytes: 0 }),
       nextCursor: page.nextCursor,
     };
+  }
+
+  async updateParsed(mailbox: string, id: string, fields: ParsedEntryFields): Promise<MessageEntry | null> {
+    try {
+      const r = await this.client.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
+          // FROM and TO are reserved words in DynamoDB expressions: every field goes by a name.
+          UpdateExpression:
+            'SET #from = :from, #to = :to, #subject = :subject, #snippet = :snippet, ' +
+            '#hasAttachments = :hasAttachments, #parseFailed = :parseFailed, ' +
+            '#fromLc = :fromLc, #toLc = :toLc, #subjectLc = :subjectLc',
+          // Never creates an item: a message deleted meanwhile stays deleted.
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: {
+            '#pk': TABLE_KEYS.partitionKey,
+            '#from': 'from',
+            '#to': 'to',
+            '#subject': 'subject',
+            '#snippet': 'snippet',
+            '#hasAttachments': 'hasAttachments',
+            '#parseFailed': 'parseFailed',
+            '#fromLc': 'fromLc',
+            '#toLc': 'toLc',
+            '#subjectLc': 'subjectLc',
+          },
+          ExpressionAttributeValues: {
+            ':from': fields.from,
+            ':to': fields.to,
+            ':subject': fields.subject,
+            ':snippet': fields.snippet,
+            ':hasAttachments': fields.hasAttachments,
+            ':parseFailed': fields.parseFailed,
+            ':fromLc': fold(fields.from),
+            ':toLc': fold(fields.to),
+            ':subjectLc': fold(fields.subject),
+          },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return r.Attributes === undefined ? null : toEntry(r.Attributes);
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) return null;
+      throw err;
+    }
   }
 
   async setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null> {

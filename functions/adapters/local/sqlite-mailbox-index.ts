@@ -32,6 +32,7 @@ import {
   type MailboxPage,
   type MailboxStat,
   type MessageEntry,
+  type ParsedEntryFields,
   type SendOutcome,
   type SendRecord,
   type SendState,
@@ -155,6 +156,21 @@ interface InsertParams extends MessageRow {
   recipients_lc: string;
   subject_lc: string;
 }
+
+type ParsedParams = Pick<
+  InsertParams,
+  | 'mailbox'
+  | 'id'
+  | 'sender'
+  | 'recipients'
+  | 'subject'
+  | 'snippet'
+  | 'has_attachments'
+  | 'parse_failed'
+  | 'sender_lc'
+  | 'recipients_lc'
+  | 'subject_lc'
+>;
 
 interface StatRow {
   mailbox: string;
@@ -316,6 +332,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
     [{ mailbox: string; id: string; seen: number }],
     MessageRow
   >;
+  private readonly updateParsedStatement: Database.Statement<[ParsedParams], MessageRow>;
   private readonly selectStat: Database.Statement<[string], StatRow>;
   private readonly selectFirstStats: Database.Statement<[number], StatRow>;
   private readonly selectStatsAfter: Database.Statement<[string, number], StatRow>;
@@ -421,6 +438,12 @@ export class SqliteMailboxIndex implements MailboxIndex {
     );
     this.updateSeen = this.db.prepare(
       `UPDATE messages SET seen = @seen WHERE mailbox = @mailbox AND id = @id RETURNING ${MESSAGE_COLUMNS}`,
+    );
+    this.updateParsedStatement = this.db.prepare(
+      'UPDATE messages SET sender = @sender, recipients = @recipients, subject = @subject, snippet = @snippet, ' +
+        'has_attachments = @has_attachments, parse_failed = @parse_failed, sender_lc = @sender_lc, ' +
+        'recipients_lc = @recipients_lc, subject_lc = @subject_lc ' +
+        `WHERE mailbox = @mailbox AND id = @id RETURNING ${MESSAGE_COLUMNS}`,
     );
     this.selectStat = this.db.prepare('SELECT mailbox, messages, bytes FROM stats WHERE mailbox = ?');
     // BINARY collation: UTF-8 byte order, as core/mailbox-pages.ts expects.
@@ -659,6 +682,25 @@ export class SqliteMailboxIndex implements MailboxIndex {
   async setSeen(mailbox: string, id: string, seen: boolean): Promise<MessageEntry | null> {
     this.flushDeliveries();
     const row = this.updateSeen.get({ mailbox, id, seen: seen ? 1 : 0 });
+    return row === undefined ? null : toEntry(row);
+  }
+
+  async updateParsed(mailbox: string, id: string, fields: ParsedEntryFields): Promise<MessageEntry | null> {
+    // A delivery of this id still queued is committed first, so it is the row updated here.
+    this.flushDeliveries();
+    const row = this.updateParsedStatement.get({
+      mailbox,
+      id,
+      sender: fields.from,
+      recipients: fields.to,
+      subject: fields.subject,
+      snippet: fields.snippet,
+      has_attachments: fields.hasAttachments ? 1 : 0,
+      parse_failed: fields.parseFailed ? 1 : 0,
+      sender_lc: fold(fields.from),
+      recipients_lc: fold(fields.to),
+      subject_lc: fold(fields.subject),
+    });
     return row === undefined ? null : toEntry(row);
   }
 
