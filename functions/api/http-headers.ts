@@ -62,6 +62,12 @@ export function contentDisposition(type: 'inline' | 'attachment', filename: stri
 
 /** Stored content addressed by id or hash never changes: clients may keep it. `private`: it needs a token. */
 export const IMMUTABLE_CACHE_CONTROL = 'private, max-age=31536000, immutable';
+/**
+ * A message's part: its bytes and headers come from the stored summary, which `mail-relay reparse`
+ * may rewrite (a part id may then name other bytes, or the same bytes with another type). Kept, but
+ * asked again each time (a 304 when its ETag still matches).
+ */
+export const REVALIDATE_CACHE_CONTROL = 'private, no-cache';
 /** Mailbox state (lists, counters, flags) changes with every delivery. */
 export const NO_STORE = 'no-store';
 

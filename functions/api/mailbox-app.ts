@@ -9,6 +9,7 @@
  * it free of mailparser, nodemailer and the pipeline: the API Lambda bundle must stay small
  * (docs/adr/0012-lambda-bundles.md; test/infra/bundles.test.ts checks what it contains).
  */
+import { createHash } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -27,6 +28,7 @@ import {
   IMMUTABLE_CACHE_CONTROL,
   matchesEtag,
   NO_STORE,
+  REVALIDATE_CACHE_CONTROL,
   SANDBOX_CSP,
   safeContentType,
   withCharset,
@@ -868,10 +870,6 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const summary = await readSummary(mailbox, id);
     const attachment = summary.parseFailed ? undefined : summary.attachments.find((a) => a.partId === partId);
     if (attachment === undefined) throw new NotFoundError('no such part in this message', 'part_not_found');
-    const etag = `"${attachment.sha256}"`;
-    if (matchesEtag(c.req.header('If-None-Match'), etag)) {
-      return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
-    }
     const contentType = withCharset(safeContentType(attachment.contentType), attachment.charset);
     // A forwarded message has no name of its own: `.eml` lets the mail program open it.
     const filename = attachment.filename ?? `part-${partId}${contentType === 'message/rfc822' ? '.eml' : ''}`;
@@ -879,6 +877,15 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       attachment.disposition === 'inline' ? 'inline' : 'attachment',
       filename,
     );
+    // The bytes' hash, and a short one of the headers: a reparse that changes either changes it.
+    const headersHash = createHash('sha256')
+      .update(`${contentType}\n${disposition}`)
+      .digest('hex')
+      .slice(0, 16);
+    const etag = `"${attachment.sha256}-${headersHash}"`;
+    if (matchesEtag(c.req.header('If-None-Match'), etag)) {
+      return c.body(null, 304, { ETag: etag, 'Cache-Control': REVALIDATE_CACHE_CONTROL });
+    }
     const key = mailboxKeys.part(mailbox, id, partId);
     if (attachment.size > redirectBytes) {
       // The presigned URL serves from S3's origin, where no Content-Security-Policy can be set: an
@@ -897,7 +904,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       'Content-Length': String(bytes.length),
       'Content-Disposition': disposition,
       ETag: etag,
-      'Cache-Control': IMMUTABLE_CACHE_CONTROL,
+      'Cache-Control': REVALIDATE_CACHE_CONTROL,
       // Parts are whatever the sender put in; a browser opening one must not run it with our origin.
       'Content-Security-Policy': SANDBOX_CSP,
     });

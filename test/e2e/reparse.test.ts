@@ -118,6 +118,15 @@ describe('mail-relay reparse (local data dir, beside a running relay)', () => {
     assert.deepEqual(await list(`?q=${encodeURIComponent('全新原装')}`), []);
     const statBefore = await api<{ messages: number; bytes: number }>('');
     const rawBefore = await raw(gb1.id);
+    // A client (a browser) keeps part 1 as the old parse numbered it: the text body.
+    const cachedPart = await part(gb1.id, '1');
+    assert.equal(cachedPart.status, 200);
+    assert.equal(
+      cachedPart.headers.get('cache-control'),
+      'private, no-cache',
+      'kept, but asked again each time',
+    );
+    const cachedEtag = cachedPart.headers.get('etag') ?? '';
 
     const first = await cli(['reparse']);
     assert.equal(first.code, 0, first.stderr);
@@ -160,6 +169,13 @@ describe('mail-relay reparse (local data dir, beside a running relay)', () => {
     const one = await part(gb1.id, '1');
     assert.equal(one.status, 200);
     assert.deepEqual(Buffer.from(await one.arrayBuffer()), ATTACHMENT);
+    // Asked again with what it kept, the client is given the new part 1, not told to keep the old.
+    const revalidated = await env.request(`/v1/mailboxes/${ALICE}/messages/${gb1.id}/parts/1`, {
+      token,
+      headers: { 'If-None-Match': cachedEtag },
+    });
+    assert.equal(revalidated.status, 200);
+    assert.deepEqual(Buffer.from(await revalidated.arrayBuffer()), ATTACHMENT);
     // The old numbering's part 2 is gone: not named, not served.
     assert.equal((await part(gb1.id, '2')).status, 404);
     assert.equal(await env.runtime.blobs.head(mailboxKeys.part(ALICE, gb1.id, '2')), null);
