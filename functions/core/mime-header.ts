@@ -260,6 +260,63 @@ export function decodeCharset(bytes: Uint8Array, label: string): string | null {
   return text.replace(/[\x80-\x9f]/g, (c: string) => WINDOWS_1252_C1[c.charCodeAt(0) - 0x80] ?? c);
 }
 
+/** A byte's character in Windows-1252 (what mail readers take Latin-1 and unlabelled 8-bit text for). */
+function windows1252Char(byte: number): string {
+  return byte >= 0x80 && byte <= 0x9f ? (WINDOWS_1252_C1[byte - 0x80] as string) : String.fromCharCode(byte);
+}
+
+/**
+ * How many bytes the UTF-8 sequence at `at` takes, or 0 when the bytes there are no well-formed
+ * sequence (RFC 3629 §4: no overlong forms, no surrogates, nothing past U+10FFFF, no cut-off end).
+ */
+function utf8SequenceLength(bytes: Uint8Array, at: number): number {
+  const b = bytes[at] as number;
+  const cont = (i: number, lo = 0x80, hi = 0xbf) => {
+    const c = bytes[at + i];
+    return c !== undefined && c >= lo && c <= hi;
+  };
+  if (b >= 0xc2 && b <= 0xdf) return cont(1) ? 2 : 0;
+  if (b >= 0xe0 && b <= 0xef) {
+    const second = b === 0xe0 ? cont(1, 0xa0) : b === 0xed ? cont(1, 0x80, 0x9f) : cont(1);
+    return second && cont(2) ? 3 : 0;
+  }
+  if (b >= 0xf0 && b <= 0xf4) {
+    const second = b === 0xf0 ? cont(1, 0x90) : b === 0xf4 ? cont(1, 0x80, 0x8f) : cont(1);
+    return second && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+/**
+ * A text body's bytes read the way mail readers read text whose charset is missing, `us-ascii` while
+ * it holds 8-bit bytes, one they do not know (`unknown-8bit`) or a `utf-8` it is not: UTF-8 where the
+ * bytes are UTF-8, and every byte that is not part of a well-formed UTF-8 sequence as the Windows-1252
+ * character it is (Windows-1252 has a character for every byte; 0x81, 0x8D, 0x8F, 0x90 and 0x9D are
+ * the C1 controls of that value). UTF-8 text comes out as UTF-8, Windows-1252 or Latin-1 text as
+ * such, and a body mixing the two (a UTF-8 reply quoting Windows-1252) with nothing lost: no byte
+ * becomes U+FFFD. docs/adr/0019-body-charsets.md.
+ */
+export function decodeUtf8OrWindows1252(bytes: Buffer): string {
+  let out = '';
+  let run = 0;
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i] as number;
+    if (b < 0x80) {
+      i += 1;
+      continue;
+    }
+    const length = utf8SequenceLength(bytes, i);
+    if (length > 0) {
+      i += length;
+      continue;
+    }
+    out += bytes.toString('utf8', run, i) + windows1252Char(b);
+    i += 1;
+    run = i;
+  }
+  return run === 0 ? bytes.toString('utf8') : out + bytes.toString('utf8', run);
+}
+
 /**
  * Decodes RFC 2047 encoded words in unstructured text (Subject, display names) and raw UTF-8
  * (RFC 6532). Whitespace between two adjacent encoded words is dropped (RFC 2047 §6.2). Adjacent
