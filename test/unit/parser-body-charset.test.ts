@@ -106,6 +106,19 @@ describe('text bodies in the wrong or no charset', () => {
     ]);
     assert.equal((await parseText(raw)).text, `${ascii}\nGrüße, café\nund München\n`);
   });
+
+  it('reads a long base64 body (decoded in chunks that cut UTF-8 sequences) as it reads the whole', async () => {
+    // UTF-8 of 1, 2, 3 and 4 bytes, and Windows-1252 bytes, over some 300 KB.
+    const unit = Buffer.concat([Buffer.from('a Grüße € 😀 '), Buffer.from('caf\xe9 \x93ok\x94\n', 'latin1')]);
+    const body = Buffer.concat(Array(12_000).fill(unit));
+    const raw = Buffer.concat([
+      Buffer.from('Subject: x\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n'),
+      Buffer.from(`${body.toString('base64').replace(/.{76}/g, '$&\r\n')}\r\n`),
+    ]);
+    const { text } = await parseText(raw);
+    assert.equal(text, decodeUtf8OrWindows1252(body));
+    assert.ok(text?.startsWith('a Grüße € 😀 café “ok”\n'));
+  });
 });
 
 describe('decodeUtf8OrWindows1252', () => {

@@ -188,13 +188,14 @@ function collect(raw: Buffer, options: MailParserOptions): Promise<Collected> {
 
 /**
  * What a text body's declared charset says of how its bytes are read (docs/adr/0019-body-charsets.md).
- * - `sniff`: the charset is missing or `us-ascii` (RFC 2045's default), `utf-8`, or one no decoder
- *   knows (`unknown-8bit`, `x-user-defined`, a typo): its 8-bit bytes are read as UTF-8 where they are
+ * - `sniff`: the charset is missing or `us-ascii` (RFC 2045's default), or `utf-8` (one no decoder
+ *   knows, `unknown-8bit`, `x-user-defined` or a typo, is read the same way): its 8-bit bytes are read as UTF-8 where they are
  *   UTF-8, else as Windows-1252 (`decodeUtf8OrWindows1252`). mailparser read them as UTF-8, each byte
  *   of any other text a U+FFFD.
  * - `windows-1252`: the charset is ISO-8859-1 (Latin-1), which mail readers (and WHATWG) read as
  *   Windows-1252: its bytes 0x80–0x9F are `’ “ ” – €` there, not invisible C1 controls.
- * - null: a charset the parser's decoder knows; decoded by it, as before.
+ * - null: any other charset; decoded by the parser's decoder as before when it knows it
+ *   (`DeclaredCharsetStream`), else as in `sniff` mode.
  */
 function bodyCharsetMode(charset: string): 'sniff' | 'windows-1252' | null {
   const name = charset.toLowerCase().replace(/[^a-z0-9]/g, '');
@@ -206,43 +207,85 @@ function bodyCharsetMode(charset: string): 'sniff' | 'windows-1252' | null {
 
 /**
  * A text body's bytes on their way from the transfer decoding to mailparser, which joins them and
- * reads them as UTF-8 (`bodyCharsetMode`). In `sniff` mode, chunks of ASCII (most mail) pass as they
- * are; from the first chunk with an 8-bit byte on, the rest of the part is held and passed at its
- * end: as it is when it is UTF-8 (one validity check), else as `decodeUtf8OrWindows1252` made it.
- * ASCII reads the same in every one of these charsets, so what passed before needs no second look.
+ * reads them as UTF-8 (`bodyCharsetMode`). Each chunk is passed on as it is when it is ASCII, or UTF-8
+ * in `sniff` mode (one native check), else as `decodeUtf8OrWindows1252` (or Windows-1252) reads it.
+ * That reading decides byte by byte, so chunks need no look at each other, but for a UTF-8 sequence
+ * cut by a chunk's end: its first bytes wait for the next chunk.
  */
-class BodyCharsetStream extends Transform {
-  private held: Buffer[] = [];
-  private heldBytes = 0;
+class BodyRepair {
+  /** The start of a UTF-8 sequence that the previous chunk cut off. */
+  private carry: Buffer | null = null;
 
-  constructor(private readonly mode: 'sniff' | 'windows-1252') {
-    super();
+  constructor(private readonly mode: 'sniff' | 'windows-1252') {}
+
+  write(chunk: Buffer): Buffer {
+    if (this.carry === null && isAscii(chunk)) return chunk;
+    if (this.mode === 'windows-1252') return Buffer.from(decodeCharset(chunk, 'windows-1252') ?? '', 'utf8');
+    let bytes = this.carry === null ? chunk : Buffer.concat([this.carry, chunk]);
+    this.carry = null;
+    const cut = cutSequenceStart(bytes);
+    if (cut < bytes.length) {
+      this.carry = Buffer.from(bytes.subarray(cut));
+      bytes = bytes.subarray(0, cut);
+    }
+    return utf8OrRepaired(bytes);
   }
 
+  end(): Buffer | null {
+    const rest = this.carry;
+    this.carry = null;
+    return rest === null ? null : utf8OrRepaired(rest);
+  }
+}
+
+/**
+ * Sends what a body's transfer decoder (base64, quoted-printable, or none) outputs through `repair`,
+ * by taking over the decoder's `push`: no stream added between the decoder and mailparser for the
+ * body of every message, where one more stream stage cost ~10% of the parse of a small message.
+ */
+function repairOnPush(decoder: Transform, repair: BodyRepair): void {
+  const push = decoder.push.bind(decoder);
+  decoder.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+    if (chunk === null) {
+      const rest = repair.end();
+      if (rest !== null) push(rest);
+      return push(null);
+    }
+    return Buffer.isBuffer(chunk) ? push(repair.write(chunk)) : push(chunk, encoding);
+  };
+}
+
+/** A decode stream of `BodyRepair`, for a body in a charset mailparser's decoder does not support. */
+class BodyCharsetStream extends Transform {
+  private readonly repair = new BodyRepair('sniff');
+
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    if (this.mode === 'windows-1252') {
-      done(null, isAscii(chunk) ? chunk : Buffer.from(decodeCharset(chunk, 'windows-1252') ?? '', 'utf8'));
-      return;
-    }
-    if (this.heldBytes === 0 && isAscii(chunk)) {
-      done(null, chunk);
-      return;
-    }
-    this.held.push(chunk);
-    this.heldBytes += chunk.length;
-    done();
+    done(null, this.repair.write(chunk));
   }
 
   override _flush(done: TransformCallback): void {
-    if (this.heldBytes === 0) {
-      done();
-      return;
-    }
-    const bytes =
-      this.held.length === 1 ? (this.held[0] as Buffer) : Buffer.concat(this.held, this.heldBytes);
-    this.held = [];
-    done(null, isUtf8(bytes) ? bytes : Buffer.from(decodeUtf8OrWindows1252(bytes), 'utf8'));
+    done(null, this.repair.end() ?? undefined);
   }
+}
+
+/** `bytes` as they are when they are UTF-8, else as `decodeUtf8OrWindows1252` reads them (in UTF-8). */
+function utf8OrRepaired(bytes: Buffer): Buffer {
+  return isUtf8(bytes) ? bytes : Buffer.from(decodeUtf8OrWindows1252(bytes), 'utf8');
+}
+
+/**
+ * Where a UTF-8 sequence begins that the end of `bytes` cuts off (a lead byte in the last three bytes
+ * with fewer bytes after it than it needs), else `bytes.length`.
+ */
+function cutSequenceStart(bytes: Buffer): number {
+  for (let at = bytes.length - 1; at >= 0 && at >= bytes.length - 3; at--) {
+    const b = bytes[at] as number;
+    if (b < 0x80) break;
+    if (b < 0xc0) continue;
+    const needs = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
+    return bytes.length - at < needs ? at : bytes.length;
+  }
+  return bytes.length;
 }
 
 /**
@@ -350,13 +393,14 @@ interface ParserNode {
 
 /**
  * mailparser's streaming parser, with the text bodies' charsets read as mail readers read them
- * (`bodyCharsetMode`). It hooks two of mailparser's internal methods: `createNode`, which now names
- * every inline text body's charset `x-mail-relay-body:<declared>` (mailparser skips the decode step
- * for a charset of `us-ascii`, `utf-8` or none, and reads the bytes as UTF-8), and `getDecoder`,
- * whose decode streams take that name apart: a charset of `sniff` or `windows-1252` mode, or one
- * mailparser's decoder does not support, gets a `BodyCharsetStream`; any other the decoder's own
- * stream. Attachments (a text part sent as a file included) keep their bytes as sent: only the text
- * the parser returns changes. test/unit/parser-body-charset.test.ts pins both hooks.
+ * (docs/adr/0019-body-charsets.md). It hooks two of mailparser's internal methods. `createNode`: an
+ * inline text body of `sniff` or `windows-1252` mode (`bodyCharsetMode`) has its transfer decoder's
+ * output repaired as it goes (`repairOnPush`) and is then declared UTF-8, which mailparser takes as
+ * it is; any other has its charset named `x-mail-relay-body:<declared>`. `getDecoder`: its decode
+ * streams take that name apart: a charset mailparser's decoder supports gets the decoder's own stream
+ * inside a `DeclaredCharsetStream`, one it does not (`unknown-8bit`) a `BodyCharsetStream`.
+ * Attachments (a text part sent as a file included) keep their bytes as sent: only the text the
+ * parser returns changes. test/unit/parser-body-charset.test.ts fails if either hook stops working.
  */
 class BodyCharsetParser extends StreamingParser {
   getDecoder(): ParserDecoder {
@@ -367,12 +411,10 @@ class BodyCharsetParser extends StreamingParser {
       decodeStream(charset: string): DecodeStream {
         if (!charset.startsWith(BODY_CHARSET_PREFIX)) return own.decodeStream(charset);
         const declared = charset.slice(BODY_CHARSET_PREFIX.length);
-        const mode = bodyCharsetMode(declared);
-        if (mode !== null) return new BodyCharsetStream(mode);
         const stream = own.decodeStream(declared);
         if (stream.supported !== false) return new DeclaredCharsetStream(stream, declared);
         stream.destroy();
-        return new BodyCharsetStream('sniff');
+        return new BodyCharsetStream();
       },
     };
   }
@@ -381,8 +423,14 @@ class BodyCharsetParser extends StreamingParser {
     const node = (
       StreamingParser.prototype as unknown as { createNode(d: unknown): ParserNode }
     ).createNode.call(this, data);
-    if (node.isAttachment === false && node.decoder !== undefined) {
+    if (node.isAttachment !== false || !(node.decoder instanceof Transform)) return node;
+    const mode = bodyCharsetMode(node.charset ?? '');
+    if (mode === null) {
       node.charset = `${BODY_CHARSET_PREFIX}${node.charset ?? ''}`;
+    } else {
+      // What the decoder outputs is UTF-8 then, which mailparser takes as it is.
+      repairOnPush(node.decoder, new BodyRepair(mode));
+      node.charset = 'utf-8';
     }
     return node;
   }
