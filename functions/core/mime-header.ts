@@ -260,10 +260,13 @@ export function decodeCharset(bytes: Uint8Array, label: string): string | null {
   return text.replace(/[\x80-\x9f]/g, (c: string) => WINDOWS_1252_C1[c.charCodeAt(0) - 0x80] ?? c);
 }
 
-/** A byte's character in Windows-1252 (what mail readers take Latin-1 and unlabelled 8-bit text for). */
-function windows1252Char(byte: number): string {
-  return byte >= 0x80 && byte <= 0x9f ? (WINDOWS_1252_C1[byte - 0x80] as string) : String.fromCharCode(byte);
-}
+/** Each byte's Windows-1252 character in UTF-8 (0x80–0xFF; ASCII is itself). */
+const WINDOWS_1252_UTF8: readonly Buffer[] = Array.from({ length: 256 }, (_, byte) =>
+  Buffer.from(
+    byte >= 0x80 && byte <= 0x9f ? (WINDOWS_1252_C1[byte - 0x80] as string) : String.fromCharCode(byte),
+    'utf8',
+  ),
+);
 
 /**
  * How many bytes the UTF-8 sequence at `at` takes, or 0 when the bytes there are no well-formed
@@ -271,33 +274,30 @@ function windows1252Char(byte: number): string {
  */
 function utf8SequenceLength(bytes: Uint8Array, at: number): number {
   const b = bytes[at] as number;
-  const cont = (i: number, lo = 0x80, hi = 0xbf) => {
-    const c = bytes[at + i];
-    return c !== undefined && c >= lo && c <= hi;
-  };
-  if (b >= 0xc2 && b <= 0xdf) return cont(1) ? 2 : 0;
+  const c1 = at + 1 < bytes.length ? (bytes[at + 1] as number) : -1;
+  if (b >= 0xc2 && b <= 0xdf) return c1 >= 0x80 && c1 <= 0xbf ? 2 : 0;
+  const c2 = at + 2 < bytes.length ? (bytes[at + 2] as number) : -1;
   if (b >= 0xe0 && b <= 0xef) {
-    const second = b === 0xe0 ? cont(1, 0xa0) : b === 0xed ? cont(1, 0x80, 0x9f) : cont(1);
-    return second && cont(2) ? 3 : 0;
+    const lo = b === 0xe0 ? 0xa0 : 0x80;
+    const hi = b === 0xed ? 0x9f : 0xbf;
+    return c1 >= lo && c1 <= hi && c2 >= 0x80 && c2 <= 0xbf ? 3 : 0;
   }
   if (b >= 0xf0 && b <= 0xf4) {
-    const second = b === 0xf0 ? cont(1, 0x90) : b === 0xf4 ? cont(1, 0x80, 0x8f) : cont(1);
-    return second && cont(2) && cont(3) ? 4 : 0;
+    const c3 = at + 3 < bytes.length ? (bytes[at + 3] as number) : -1;
+    const lo = b === 0xf0 ? 0x90 : 0x80;
+    const hi = b === 0xf4 ? 0x8f : 0xbf;
+    return c1 >= lo && c1 <= hi && c2 >= 0x80 && c2 <= 0xbf && c3 >= 0x80 && c3 <= 0xbf ? 4 : 0;
   }
   return 0;
 }
 
 /**
- * A text body's bytes read the way mail readers read text whose charset is missing, `us-ascii` while
- * it holds 8-bit bytes, one they do not know (`unknown-8bit`) or a `utf-8` it is not: UTF-8 where the
- * bytes are UTF-8, and every byte that is not part of a well-formed UTF-8 sequence as the Windows-1252
- * character it is (Windows-1252 has a character for every byte; 0x81, 0x8D, 0x8F, 0x90 and 0x9D are
- * the C1 controls of that value). UTF-8 text comes out as UTF-8, Windows-1252 or Latin-1 text as
- * such, and a body mixing the two (a UTF-8 reply quoting Windows-1252) with nothing lost: no byte
- * becomes U+FFFD. docs/adr/0019-body-charsets.md.
+ * `decodeUtf8OrWindows1252`'s reading, as UTF-8 bytes: the UTF-8 sequences copied, every other byte
+ * replaced by its Windows-1252 character's UTF-8 (at most 3 bytes for 1), in one pass and one buffer.
  */
-export function decodeUtf8OrWindows1252(bytes: Buffer): string {
-  let out = '';
+export function utf8OrWindows1252Bytes(bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(bytes.length * 3);
+  let n = 0;
   let run = 0;
   for (let i = 0; i < bytes.length; ) {
     const b = bytes[i] as number;
@@ -310,11 +310,33 @@ export function decodeUtf8OrWindows1252(bytes: Buffer): string {
       i += length;
       continue;
     }
-    out += bytes.toString('utf8', run, i) + windows1252Char(b);
+    if (i > run) {
+      out.set(bytes.subarray(run, i), n);
+      n += i - run;
+    }
+    const char = WINDOWS_1252_UTF8[b] as Buffer;
+    char.copy(out, n);
+    n += char.length;
     i += 1;
     run = i;
   }
-  return run === 0 ? bytes.toString('utf8') : out + bytes.toString('utf8', run);
+  if (run === 0) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  out.set(bytes.subarray(run), n);
+  n += bytes.length - run;
+  return out.subarray(0, n);
+}
+
+/**
+ * A text body's bytes read the way mail readers read text whose charset is missing, `us-ascii` while
+ * it holds 8-bit bytes, one they do not know (`unknown-8bit`) or a `utf-8` it is not: UTF-8 where the
+ * bytes are UTF-8, and every byte that is not part of a well-formed UTF-8 sequence as the Windows-1252
+ * character it is (Windows-1252 has a character for every byte; 0x81, 0x8D, 0x8F, 0x90 and 0x9D are
+ * the C1 controls of that value). UTF-8 text comes out as UTF-8, Windows-1252 or Latin-1 text as
+ * such, and a body mixing the two (a UTF-8 reply quoting Windows-1252) with nothing lost: no byte
+ * becomes U+FFFD. docs/adr/0019-body-charsets.md.
+ */
+export function decodeUtf8OrWindows1252(bytes: Buffer): string {
+  return utf8OrWindows1252Bytes(bytes).toString('utf8');
 }
 
 /**

@@ -24,7 +24,7 @@ import {
   type ParseResult,
   summaryBody,
 } from '../../core/message.ts';
-import { decodeCharset, decodeUtf8OrWindows1252 } from '../../core/mime-header.ts';
+import { decodeCharset, utf8OrWindows1252Bytes } from '../../core/mime-header.ts';
 import type { MailParser } from '../../ports/mail-parser.ts';
 
 /**
@@ -268,9 +268,9 @@ class BodyCharsetStream extends Transform {
   }
 }
 
-/** `bytes` as they are when they are UTF-8, else as `decodeUtf8OrWindows1252` reads them (in UTF-8). */
+/** `bytes` as they are when they are UTF-8, else as `decodeUtf8OrWindows1252` reads them (in UTF-8: `utf8OrWindows1252Bytes`). */
 function utf8OrRepaired(bytes: Buffer): Buffer {
-  return isUtf8(bytes) ? bytes : Buffer.from(decodeUtf8OrWindows1252(bytes), 'utf8');
+  return isUtf8(bytes) ? bytes : utf8OrWindows1252Bytes(bytes);
 }
 
 /**
@@ -412,9 +412,14 @@ class BodyCharsetParser extends StreamingParser {
         if (!charset.startsWith(BODY_CHARSET_PREFIX)) return own.decodeStream(charset);
         const declared = charset.slice(BODY_CHARSET_PREFIX.length);
         const stream = own.decodeStream(declared);
-        if (stream.supported !== false) return new DeclaredCharsetStream(stream, declared);
-        stream.destroy();
-        return new BodyCharsetStream();
+        if (stream.supported === false) {
+          stream.destroy();
+          return new BodyCharsetStream();
+        }
+        // Only a multi-byte charset is checked for a mislabel: a single-byte one (Windows-125x,
+        // ISO-8859-x, KOI8) reads every byte as some character, so its reading has no U+FFFD to
+        // go by, and the extra stream stage would cost every such body for nothing.
+        return mislabelCandidates(declared).length > 1 ? new DeclaredCharsetStream(stream, declared) : stream;
       },
     };
   }
