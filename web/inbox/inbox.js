@@ -124,40 +124,13 @@ function punycodeToUnicode(input) {
   return String.fromCodePoint(...out);
 }
 
-/** The Punycode of a Unicode label (what follows `xn--`). */
-function unicodeToPunycode(label) {
-  const points = [...label].map((c) => c.codePointAt(0));
-  const digit = (d) => String.fromCharCode(d < 26 ? 0x61 + d : 0x30 + d - 26);
-  let out = points
-    .filter((c) => c < 0x80)
-    .map((c) => String.fromCharCode(c))
-    .join('');
-  const basic = out.length;
-  if (basic > 0) out += '-';
-  let n = 128;
-  let delta = 0;
-  let bias = 72;
-  for (let handled = basic; handled < points.length; delta++, n++) {
-    const m = Math.min(...points.filter((c) => c >= n));
-    delta += (m - n) * (handled + 1);
-    n = m;
-    for (const c of points) {
-      if (c < n) delta++;
-      if (c !== n) continue;
-      let q = delta;
-      for (let k = PUNY_BASE; ; k += PUNY_BASE) {
-        const t = punyThreshold(k, bias);
-        if (q < t) break;
-        out += digit(t + ((q - t) % (PUNY_BASE - t)));
-        q = Math.floor((q - t) / (PUNY_BASE - t));
-      }
-      out += digit(q);
-      bias = punyAdapt(delta, handled + 1, handled === basic);
-      delta = 0;
-      handled++;
-    }
+/** A Unicode label's `xn--` form, by the browser's own IDNA (the URL parser); the label itself if it has none. */
+function asciiLabel(label) {
+  try {
+    return new URL(`http://${label}.invalid/`).hostname.split('.')[0] || label;
+  } catch {
+    return label;
   }
-  return out;
 }
 
 /** Scripts a domain label may mix with Latin and each other and still be shown in Unicode (Japanese writes them together). */
@@ -206,7 +179,7 @@ function displayDomain(domain) {
       const unicode = ace ? punycodeToUnicode(label.slice(4).toLowerCase()) : label;
       if (unicode === null || unicode === '' || /[\p{C}\s@]/u.test(unicode)) return label;
       if (!mixesScripts(unicode)) return unicode;
-      return ace ? label : `xn--${unicodeToPunycode(label.toLowerCase())}`;
+      return ace ? label : asciiLabel(label);
     })
     .join('.');
 }
