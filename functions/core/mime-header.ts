@@ -260,6 +260,85 @@ export function decodeCharset(bytes: Uint8Array, label: string): string | null {
   return text.replace(/[\x80-\x9f]/g, (c: string) => WINDOWS_1252_C1[c.charCodeAt(0) - 0x80] ?? c);
 }
 
+/** Each byte's Windows-1252 character in UTF-8 (0x80–0xFF; ASCII is itself). */
+const WINDOWS_1252_UTF8: readonly Buffer[] = Array.from({ length: 256 }, (_, byte) =>
+  Buffer.from(
+    byte >= 0x80 && byte <= 0x9f ? (WINDOWS_1252_C1[byte - 0x80] as string) : String.fromCharCode(byte),
+    'utf8',
+  ),
+);
+
+/**
+ * How many bytes the UTF-8 sequence at `at` takes, or 0 when the bytes there are no well-formed
+ * sequence (RFC 3629 §4: no overlong forms, no surrogates, nothing past U+10FFFF, no cut-off end).
+ */
+function utf8SequenceLength(bytes: Uint8Array, at: number): number {
+  const b = bytes[at] as number;
+  const c1 = at + 1 < bytes.length ? (bytes[at + 1] as number) : -1;
+  if (b >= 0xc2 && b <= 0xdf) return c1 >= 0x80 && c1 <= 0xbf ? 2 : 0;
+  const c2 = at + 2 < bytes.length ? (bytes[at + 2] as number) : -1;
+  if (b >= 0xe0 && b <= 0xef) {
+    const lo = b === 0xe0 ? 0xa0 : 0x80;
+    const hi = b === 0xed ? 0x9f : 0xbf;
+    return c1 >= lo && c1 <= hi && c2 >= 0x80 && c2 <= 0xbf ? 3 : 0;
+  }
+  if (b >= 0xf0 && b <= 0xf4) {
+    const c3 = at + 3 < bytes.length ? (bytes[at + 3] as number) : -1;
+    const lo = b === 0xf0 ? 0x90 : 0x80;
+    const hi = b === 0xf4 ? 0x8f : 0xbf;
+    return c1 >= lo && c1 <= hi && c2 >= 0x80 && c2 <= 0xbf && c3 >= 0x80 && c3 <= 0xbf ? 4 : 0;
+  }
+  return 0;
+}
+
+/**
+ * `decodeUtf8OrWindows1252`'s reading, as UTF-8 bytes: the UTF-8 sequences copied, every other byte
+ * replaced by its Windows-1252 character's UTF-8 (at most 3 bytes for 1), in one pass and one buffer.
+ */
+export function utf8OrWindows1252Bytes(bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(bytes.length * 3);
+  let n = 0;
+  let run = 0;
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i] as number;
+    if (b < 0x80) {
+      i += 1;
+      continue;
+    }
+    const length = utf8SequenceLength(bytes, i);
+    if (length > 0) {
+      i += length;
+      continue;
+    }
+    if (i > run) {
+      out.set(bytes.subarray(run, i), n);
+      n += i - run;
+    }
+    const char = WINDOWS_1252_UTF8[b] as Buffer;
+    char.copy(out, n);
+    n += char.length;
+    i += 1;
+    run = i;
+  }
+  if (run === 0) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  out.set(bytes.subarray(run), n);
+  n += bytes.length - run;
+  return out.subarray(0, n);
+}
+
+/**
+ * A text body's bytes read the way mail readers read text whose charset is missing, `us-ascii` while
+ * it holds 8-bit bytes, one they do not know (`unknown-8bit`) or a `utf-8` it is not: UTF-8 where the
+ * bytes are UTF-8, and every byte that is not part of a well-formed UTF-8 sequence as the Windows-1252
+ * character it is (Windows-1252 has a character for every byte; 0x81, 0x8D, 0x8F, 0x90 and 0x9D are
+ * the C1 controls of that value). UTF-8 text comes out as UTF-8, Windows-1252 or Latin-1 text as
+ * such, and a body mixing the two (a UTF-8 reply quoting Windows-1252) with nothing lost: no byte
+ * becomes U+FFFD. docs/adr/0019-body-charsets.md.
+ */
+export function decodeUtf8OrWindows1252(bytes: Buffer): string {
+  return utf8OrWindows1252Bytes(bytes).toString('utf8');
+}
+
 /**
  * Decodes RFC 2047 encoded words in unstructured text (Subject, display names) and raw UTF-8
  * (RFC 6532). Whitespace between two adjacent encoded words is dropped (RFC 2047 §6.2). Adjacent

@@ -115,6 +115,79 @@ describe('mailbox addresses written in any form name one mailbox', () => {
   });
 });
 
+const FIXTURES = new URL('../fixtures/', import.meta.url);
+
+describe('text bodies in the wrong or no charset, through the router and the API (docs/adr/0019-body-charsets.md)', () => {
+  let env: ApiTestEnv;
+  let token: string;
+  const ids = new Map<string, string>();
+  const NAMES = [
+    'body-utf8-no-charset.eml',
+    'body-cp1252-us-ascii.eml',
+    'body-unknown-8bit.eml',
+    'body-utf8-mislabelled.eml',
+  ] as const;
+  const fixture = (name: string) => readFileSync(new URL(name, FIXTURES));
+  before(async () => {
+    env = await startApiTestEnv({ config: CONFIG });
+    token = await env.token('alice@example.test');
+    for (const name of NAMES) ids.set(name, (await env.deliver(['alice@example.test'], fixture(name))).id);
+  });
+  after(async () => env.close());
+
+  const get = async (name: string, suffix = '') => {
+    const res = await env.request(`/v1/mailboxes/alice@example.test/messages/${ids.get(name)}${suffix}`, {
+      token,
+    });
+    assert.equal(res.status, 200, `${name}${suffix}`);
+    return res;
+  };
+
+  it('GET …/messages/{id}: the text and html read as mail readers read them, no U+FFFD', async () => {
+    const expected: Record<(typeof NAMES)[number], [string, string | null]> = {
+      'body-utf8-no-charset.eml': [
+        'Grüße aus Köln: die Straßenbahnhaltestelle „Domplatz“ ist gesperrt.\n',
+        null,
+      ],
+      'body-cp1252-us-ascii.eml': [
+        'Dessert du jour: crème brûlée “maison” – 4,50 €, the chef’s favourite.',
+        '<p>Dessert du jour: crème brûlée “maison” – 4,50 €, the chef’s favourite.</p>',
+      ],
+      'body-unknown-8bit.eml': ['Smörgåsbord på fredag, hälsningar från Jörg.\n', null],
+      'body-utf8-mislabelled.eml': [
+        'Estimado Señor Muñoz, la reunión es mañana – a las 10.\n> Zitat: Grüße aus München\n',
+        null,
+      ],
+    };
+    for (const name of NAMES) {
+      const message = (await (await get(name)).json()) as { text: string | null; html: string | null };
+      assert.deepEqual([message.text, message.html], expected[name], name);
+    }
+  });
+
+  it('LIST: the snippet (what the list and the web inbox show) has the words', async () => {
+    const res = await env.request('/v1/mailboxes/alice@example.test/messages', { token });
+    const { items } = (await res.json()) as { items: { id: string; snippet: string }[] };
+    const snippet = (name: string) => items.find((i) => i.id === ids.get(name))?.snippet ?? '';
+    assert.match(snippet('body-cp1252-us-ascii.eml'), /crème brûlée “maison” – 4,50 €/);
+    assert.match(snippet('body-unknown-8bit.eml'), /^Smörgåsbord på fredag/);
+    assert.match(snippet('body-utf8-mislabelled.eml'), /^Estimado Señor Muñoz, la reunión es mañana/);
+    for (const item of items) assert.doesNotMatch(item.snippet, /\ufffd/);
+  });
+
+  it('the stored message and the attached text file keep their bytes as they arrived', async () => {
+    for (const name of NAMES) {
+      const raw = Buffer.from(await (await get(name, '/raw')).arrayBuffer());
+      const sent = fixture(name);
+      // The stored message is the fixture behind the relay's trace headers.
+      assert.ok(raw.subarray(raw.length - sent.length).equals(sent), name);
+    }
+    const part = await get('body-cp1252-us-ascii.eml', '/parts/1');
+    assert.equal(part.headers.get('content-type'), 'text/plain; charset=us-ascii');
+    assert.ok(Buffer.from(await part.arrayBuffer()).equals(Buffer.from('cr\xe8me br\xfbl\xe9e', 'latin1')));
+  });
+});
+
 const corpus = corpusDir();
 
 describe('corpus mail with header bytes in a legacy charset, through the API', {

@@ -68,8 +68,137 @@ function plain(text) {
   return String(text ?? '').replace(/[\u202a-\u202e\u2066-\u2069]/g, '');
 }
 
+// RFC 3492 (Punycode), for the `xn--` labels of internationalized domain names.
+const PUNY_BASE = 36;
+const PUNY_T_MIN = 1;
+const PUNY_T_MAX = 26;
+
+function punyAdapt(delta, points, first) {
+  let d = first ? Math.floor(delta / 700) : delta >> 1;
+  d += Math.floor(d / points);
+  let k = 0;
+  for (; d > ((PUNY_BASE - PUNY_T_MIN) * PUNY_T_MAX) >> 1; k += PUNY_BASE) {
+    d = Math.floor(d / (PUNY_BASE - PUNY_T_MIN));
+  }
+  return k + Math.floor(((PUNY_BASE - PUNY_T_MIN + 1) * d) / (d + 38));
+}
+
+function punyThreshold(k, bias) {
+  return k <= bias ? PUNY_T_MIN : k >= bias + PUNY_T_MAX ? PUNY_T_MAX : k - bias;
+}
+
+/** The Unicode of an `xn--` label's Punycode (the part after `xn--`), or null when it is not valid Punycode. */
+function punycodeToUnicode(input) {
+  const digitOf = (c) =>
+    c >= 0x30 && c <= 0x39
+      ? c - 22
+      : c >= 0x41 && c <= 0x5a
+        ? c - 0x41
+        : c >= 0x61 && c <= 0x7a
+          ? c - 0x61
+          : PUNY_BASE;
+  const basic = Math.max(input.lastIndexOf('-'), 0);
+  const out = [];
+  for (let j = 0; j < basic; j++) out.push(input.charCodeAt(j));
+  let n = 128;
+  let i = 0;
+  let bias = 72;
+  for (let at = basic > 0 ? basic + 1 : 0; at < input.length; ) {
+    const before = i;
+    for (let w = 1, k = PUNY_BASE; ; k += PUNY_BASE) {
+      if (at >= input.length) return null;
+      const digit = digitOf(input.charCodeAt(at++));
+      if (digit >= PUNY_BASE) return null;
+      i += digit * w;
+      const t = punyThreshold(k, bias);
+      if (digit < t) break;
+      w *= PUNY_BASE - t;
+      if (i > 0x10ffff * (out.length + 1)) return null;
+    }
+    bias = punyAdapt(i - before, out.length + 1, before === 0);
+    n += Math.floor(i / (out.length + 1));
+    i %= out.length + 1;
+    if (n > 0x10ffff) return null;
+    out.splice(i++, 0, n);
+  }
+  return String.fromCodePoint(...out);
+}
+
+/** A Unicode label's `xn--` form, by the browser's own IDNA (the URL parser); the label itself if it has none. */
+function asciiLabel(label) {
+  try {
+    return new URL(`http://${label}.invalid/`).hostname.split('.')[0] || label;
+  } catch {
+    return label;
+  }
+}
+
+/** Scripts a domain label may mix with Latin and each other and still be shown in Unicode (Japanese writes them together). */
+const MIXES_WITH_LATIN = /^(Han|Hiragana|Katakana|Hangul|Bopomofo)$/;
+const SCRIPT_RES = [
+  'Latin',
+  'Cyrillic',
+  'Greek',
+  'Armenian',
+  'Hebrew',
+  'Arabic',
+  'Devanagari',
+  'Thai',
+  'Georgian',
+  'Han',
+  'Hiragana',
+  'Katakana',
+  'Hangul',
+  'Bopomofo',
+].map((name) => [name, new RegExp(`\\p{Script=${name}}`, 'u')]);
+
+/** Whether a label's letters come from scripts that look alike together (a Cyrillic `а` among Latin). */
+function mixesScripts(label) {
+  const scripts = new Set();
+  for (const ch of label) {
+    if (!/\p{L}/u.test(ch)) continue;
+    const found = SCRIPT_RES.find(([, re]) => re.test(ch));
+    if (found === undefined) return true;
+    scripts.add(found[0]);
+  }
+  return scripts.size > 1 && ![...scripts].every((s) => s === 'Latin' || MIXES_WITH_LATIN.test(s));
+}
+
+/**
+ * A domain as a person reads it: each `xn--` label in the Unicode it stands for (`münchen.de` for
+ * `xn--mnchen-3ya.de`). A label that mixes scripts that look alike (a Cyrillic `а` in `pаypal`) is
+ * shown in its `xn--` form instead, also when it comes in Unicode (the parser gives a message's
+ * addresses in Unicode), as browsers show such names in the address bar; so is one that is not
+ * valid Punycode. For display only: URLs and API calls keep the address as the API gave it.
+ */
+function displayDomain(domain) {
+  return domain
+    .split('.')
+    .map((label) => {
+      const ace = /^xn--/i.test(label);
+      const unicode = ace ? punycodeToUnicode(label.slice(4).toLowerCase()) : label;
+      if (unicode === null || unicode === '' || /[\p{C}\s@]/u.test(unicode)) return label;
+      if (!mixesScripts(unicode)) return unicode;
+      return ace ? label : asciiLabel(label);
+    })
+    .join('.');
+}
+
+/** An address as a person reads it: its domain by `displayDomain`. */
+function displayAddress(address) {
+  const at = String(address ?? '').lastIndexOf('@');
+  if (at < 0) return String(address ?? '');
+  return address.slice(0, at + 1) + displayDomain(address.slice(at + 1));
+}
+
+/** Text holding addresses (a list entry's `Name <a@xn--…>, b@…`) with their domains as `displayDomain` shows them. */
+function displayAddresses(text) {
+  return String(text ?? '').replace(/@([^\s<>()[\]@,;:"]+)/gu, (_, domain) => `@${displayDomain(domain)}`);
+}
+
 function formatAddress(a) {
-  return plain(a.name ? `${a.name} <${a.address}>` : a.address);
+  const address = displayAddress(a.address);
+  return plain(a.name ? `${a.name} <${address}>` : address);
 }
 
 function splitAddresses(text) {
@@ -346,7 +475,7 @@ function renderShell() {
   els.more = h('button', { class: 'more', hidden: true, onclick: () => loadMore() }, 'Load more');
   els.title = h('h2', { class: 'list-title' });
   els.reader = h('section', { class: 'reader', 'aria-label': 'Message' });
-  const who = state.me.admin ? 'admin' : state.me.mailbox;
+  const who = state.me.admin ? 'admin' : displayAddress(state.me.mailbox);
   app.replaceChildren(
     h(
       'header',
@@ -440,7 +569,7 @@ function renderMailboxes() {
     h(
       'div',
       { class: 'mailbox' },
-      h('div', { class: 'address', title: m.address }, m.address),
+      h('div', { class: 'address', title: m.address }, displayAddress(m.address)),
       ['inbox', 'sent'].map((view) => {
         const count = view === 'inbox' ? m.messages : m.sent?.messages;
         const current = m.address === state.address && view === state.view;
@@ -507,7 +636,7 @@ async function loadList() {
   state.checked = new Set();
   renderChecked();
   els.notice.hidden = true;
-  els.title.textContent = `${state.address} — ${state.view === 'sent' ? 'Sent' : 'Inbox'}`;
+  els.title.textContent = `${displayAddress(state.address)} — ${state.view === 'sent' ? 'Sent' : 'Inbox'}`;
   els.list.replaceChildren(h('li', { class: 'empty' }, 'Loading…'));
   try {
     // The long-poll's starting point is taken before the list is read: nothing stored in between is missed.
@@ -572,7 +701,7 @@ function renderChecked() {
 
 function renderItem(item) {
   const selected = state.selected?.id === item.id;
-  const who = plain(state.view === 'sent' ? `To: ${item.to}` : item.from);
+  const who = plain(displayAddresses(state.view === 'sent' ? `To: ${item.to}` : item.from));
   return h(
     'li',
     {
@@ -990,7 +1119,7 @@ async function deleteChecked(button) {
 async function deleteAll(button) {
   // The mailbox and view asked for: the user may go to another while this runs.
   const { address, view } = state;
-  const what = `${address} (${view === 'sent' ? 'Sent' : 'Inbox'})`;
+  const what = `${displayAddress(address)} (${view === 'sent' ? 'Sent' : 'Inbox'})`;
   if (!confirm(`Delete every message in ${what}?`)) return;
   const label = button.textContent;
   button.disabled = true;
@@ -1084,7 +1213,7 @@ function openCompose(replyTo) {
       },
     },
     h('h2', {}, replyTo ? 'Reply' : 'New message'),
-    h('p', { class: 'sender' }, `From: ${from}`),
+    h('p', { class: 'sender' }, `From: ${displayAddress(from)}`),
     input('to', 'To', to),
     input('cc', 'Cc'),
     input('subject', 'Subject', subject),

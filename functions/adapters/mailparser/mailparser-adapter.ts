@@ -2,8 +2,9 @@
  * MailParser adapter over mailparser's streaming `MailParser`. Everything mailparser returns is
  * mapped to our own types here, so no mailparser type reaches the core.
  */
+import { isAscii, isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type {
   AddressObject,
   AttachmentCommon,
@@ -23,7 +24,7 @@ import {
   type ParseResult,
   summaryBody,
 } from '../../core/message.ts';
-import { decodeCharset } from '../../core/mime-header.ts';
+import { decodeCharset, utf8OrWindows1252Bytes } from '../../core/mime-header.ts';
 import type { MailParser } from '../../ports/mail-parser.ts';
 
 /**
@@ -104,7 +105,7 @@ interface Collected {
  */
 function collect(raw: Buffer, options: MailParserOptions): Promise<Collected> {
   return new Promise((resolve, reject) => {
-    const parser = new StreamingParser(options);
+    const parser = new BodyCharsetParser(options);
     const mail: Collected = {
       headerLines: [],
       subject: undefined,
@@ -183,6 +184,261 @@ function collect(raw: Buffer, options: MailParserOptions): Promise<Collected> {
     });
     input.pipe(parser);
   });
+}
+
+/**
+ * What a text body's declared charset says of how its bytes are read (docs/adr/0019-body-charsets.md).
+ * - `sniff`: the charset is missing or `us-ascii` (RFC 2045's default), or `utf-8` (one no decoder
+ *   knows, `unknown-8bit`, `x-user-defined` or a typo, is read the same way): its 8-bit bytes are read as UTF-8 where they are
+ *   UTF-8, else as Windows-1252 (`decodeUtf8OrWindows1252`). mailparser read them as UTF-8, each byte
+ *   of any other text a U+FFFD.
+ * - `windows-1252`: the charset is ISO-8859-1 (Latin-1), which mail readers (and WHATWG) read as
+ *   Windows-1252: its bytes 0x80–0x9F are `’ “ ” – €` there, not invisible C1 controls.
+ * - null: any other charset; decoded by the parser's decoder as before when it knows it
+ *   (`DeclaredCharsetStream`), else as in `sniff` mode.
+ */
+function bodyCharsetMode(charset: string): 'sniff' | 'windows-1252' | null {
+  const name = charset.toLowerCase().replace(/[^a-z0-9]/g, '');
+  if (name === '' || name === 'ascii' || name === 'usascii' || name === 'utf8') return 'sniff';
+  if (/^(iso88591|latin1|l1|iso885911987|isoir100|cp819|ibm819|csisolatin1)$/.test(name))
+    return 'windows-1252';
+  return null;
+}
+
+/**
+ * A text body's bytes on their way from the transfer decoding to mailparser, which joins them and
+ * reads them as UTF-8 (`bodyCharsetMode`). Each chunk is passed on as it is when it is ASCII, or UTF-8
+ * in `sniff` mode (one native check), else as `decodeUtf8OrWindows1252` (or Windows-1252) reads it.
+ * That reading decides byte by byte, so chunks need no look at each other, but for a UTF-8 sequence
+ * cut by a chunk's end: its first bytes wait for the next chunk.
+ */
+class BodyRepair {
+  /** The start of a UTF-8 sequence that the previous chunk cut off. */
+  private carry: Buffer | null = null;
+
+  constructor(private readonly mode: 'sniff' | 'windows-1252') {}
+
+  write(chunk: Buffer): Buffer {
+    if (this.carry === null && isAscii(chunk)) return chunk;
+    if (this.mode === 'windows-1252') return Buffer.from(decodeCharset(chunk, 'windows-1252') ?? '', 'utf8');
+    let bytes = this.carry === null ? chunk : Buffer.concat([this.carry, chunk]);
+    this.carry = null;
+    const cut = cutSequenceStart(bytes);
+    if (cut < bytes.length) {
+      this.carry = Buffer.from(bytes.subarray(cut));
+      bytes = bytes.subarray(0, cut);
+    }
+    return utf8OrRepaired(bytes);
+  }
+
+  end(): Buffer | null {
+    const rest = this.carry;
+    this.carry = null;
+    return rest === null ? null : utf8OrRepaired(rest);
+  }
+}
+
+/**
+ * Sends what a body's transfer decoder (base64, quoted-printable, or none) outputs through `repair`,
+ * by taking over the decoder's `push`: no stream added between the decoder and mailparser for the
+ * body of every message, where one more stream stage cost ~10% of the parse of a small message.
+ */
+function repairOnPush(decoder: Transform, repair: BodyRepair): void {
+  const push = decoder.push.bind(decoder);
+  decoder.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+    if (chunk === null) {
+      const rest = repair.end();
+      if (rest !== null) push(rest);
+      return push(null);
+    }
+    return Buffer.isBuffer(chunk) ? push(repair.write(chunk)) : push(chunk, encoding);
+  };
+}
+
+/** A decode stream of `BodyRepair`, for a body in a charset mailparser's decoder does not support. */
+class BodyCharsetStream extends Transform {
+  private readonly repair = new BodyRepair('sniff');
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    done(null, this.repair.write(chunk));
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(null, this.repair.end() ?? undefined);
+  }
+}
+
+/** `bytes` as they are when they are UTF-8, else as `decodeUtf8OrWindows1252` reads them (in UTF-8: `utf8OrWindows1252Bytes`). */
+function utf8OrRepaired(bytes: Buffer): Buffer {
+  return isUtf8(bytes) ? bytes : utf8OrWindows1252Bytes(bytes);
+}
+
+/**
+ * Where a UTF-8 sequence begins that the end of `bytes` cuts off (a lead byte in the last three bytes
+ * with fewer bytes after it than it needs), else `bytes.length`.
+ */
+function cutSequenceStart(bytes: Buffer): number {
+  for (let at = bytes.length - 1; at >= 0 && at >= bytes.length - 3; at--) {
+    const b = bytes[at] as number;
+    if (b < 0x80) break;
+    if (b < 0xc0) continue;
+    const needs = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
+    return bytes.length - at < needs ? at : bytes.length;
+  }
+  return bytes.length;
+}
+
+/**
+ * The charsets tried, in order, for a body that its declared charset cannot read (a byte sequence that
+ * charset has no character for, a U+FFFD in its reading): UTF-8 (the commonest mislabel), then the
+ * other charsets of the same script, which senders confuse (`iso-2022-jp` on EUC-JP bytes, `big5` on
+ * GBK). The first that reads every byte wins; if none does, the declared charset's reading stands.
+ */
+function mislabelCandidates(declared: string): string[] {
+  const name = declared.toLowerCase().replace(/[^a-z0-9]/g, '');
+  if (/^(iso2022jp|eucjp|shiftjis|sjis|xsjis|cp932|ms932|windows31j|csiso2022jp)/.test(name)) {
+    return ['utf-8', 'euc-jp', 'shift_jis', 'iso-2022-jp'];
+  }
+  if (/^(gb2312|gbk|gb18030|cp936|ms936|euccn|xgbk|big5|big5hkscs|cp950|xxbig5)/.test(name)) {
+    return ['utf-8', 'gb18030', 'big5'];
+  }
+  if (/^(euckr|ksc56011987|cp949|ks_c_5601|iso2022kr)/.test(name)) return ['utf-8', 'euc-kr'];
+  return ['utf-8'];
+}
+
+/**
+ * A text body in a charset the parser's decoder knows: decoded by the decoder's own stream as before,
+ * its bytes also kept until the part ends, when a reading with a U+FFFD the bytes do not hold as such
+ * is checked against `mislabelCandidates`. Only parts that declare such a charset pay for it.
+ */
+class DeclaredCharsetStream extends Transform {
+  private readonly raw: Buffer[] = [];
+  private rawBytes = 0;
+  private readonly decoded: Buffer[] = [];
+
+  constructor(
+    private readonly inner: DecodeStream,
+    private readonly declared: string,
+  ) {
+    super();
+    inner.on('data', (chunk: Buffer | string) => {
+      this.decoded.push(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
+    });
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.raw.push(chunk);
+    this.rawBytes += chunk.length;
+    this.inner.write(chunk, (err) => done(err ?? null));
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.inner.once('error', done);
+    this.inner.once('end', () => {
+      const text = Buffer.concat(this.decoded);
+      const bytes = Buffer.concat(this.raw, this.rawBytes);
+      done(null, this.betterReading(text, bytes) ?? text);
+    });
+    this.inner.end();
+  }
+
+  /**
+   * The bytes read in another charset, when the declared one left U+FFFDs that they do not hold as such.
+   * Valid UTF-8 is evidence enough (text in a legacy charset is next to never valid UTF-8); a charset of
+   * the same script is tried only when the declared one failed on at least 1 in 20 of its non-ASCII
+   * characters, or it is 7-bit (ISO-2022) and got 8-bit bytes: the double-byte charsets read each
+   * other's byte pairs, so one damaged character in a long Big5 text must not turn it all into GBK.
+   */
+  private betterReading(text: Buffer, bytes: Buffer): Buffer | null {
+    if (!text.includes(REPLACEMENT_UTF8) || bytes.includes(REPLACEMENT_UTF8)) return null;
+    if (isAscii(bytes)) return null;
+    const reading = text.toString('utf8');
+    const broken = reading.split('\ufffd').length - 1;
+    const nonAscii = (reading.match(/[^ -~\s]/g) ?? []).length;
+    const sevenBit = /^iso-?2022/i.test(this.declared.trim());
+    for (const label of mislabelCandidates(this.declared)) {
+      if (label === 'utf-8') {
+        if (isUtf8(bytes)) return bytes;
+        continue;
+      }
+      if (!sevenBit && broken * 20 < nonAscii) break;
+      try {
+        return Buffer.from(new TextDecoder(label, { fatal: true }).decode(bytes), 'utf8');
+      } catch {
+        // Not this one.
+      }
+    }
+    return null;
+  }
+}
+
+const REPLACEMENT_UTF8 = Buffer.from('\ufffd', 'utf8');
+
+/** The charset mailparser is handed for a text body, standing for the declared one (`charset`). */
+const BODY_CHARSET_PREFIX = 'x-mail-relay-body:';
+
+/** A charset decode stream as mailparser's own decoder returns it (libmime's `DecodeStream`). */
+type DecodeStream = Transform & { supported?: boolean };
+
+interface ParserDecoder {
+  decodeStream(charset: string): DecodeStream;
+}
+
+/** The part of mailparser's tree node (internal to it) that the body charset pass reads and sets. */
+interface ParserNode {
+  isAttachment?: boolean;
+  decoder?: unknown;
+  charset?: string;
+}
+
+/**
+ * mailparser's streaming parser, with the text bodies' charsets read as mail readers read them
+ * (docs/adr/0019-body-charsets.md). It hooks two of mailparser's internal methods. `createNode`: an
+ * inline text body of `sniff` or `windows-1252` mode (`bodyCharsetMode`) has its transfer decoder's
+ * output repaired as it goes (`repairOnPush`) and is then declared UTF-8, which mailparser takes as
+ * it is; any other has its charset named `x-mail-relay-body:<declared>`. `getDecoder`: its decode
+ * streams take that name apart: a charset mailparser's decoder supports gets the decoder's own stream
+ * inside a `DeclaredCharsetStream`, one it does not (`unknown-8bit`) a `BodyCharsetStream`.
+ * Attachments (a text part sent as a file included) keep their bytes as sent: only the text the
+ * parser returns changes. test/unit/parser-body-charset.test.ts fails if either hook stops working.
+ */
+class BodyCharsetParser extends StreamingParser {
+  getDecoder(): ParserDecoder {
+    const own = (StreamingParser.prototype as unknown as { getDecoder(): ParserDecoder }).getDecoder.call(
+      this,
+    );
+    return {
+      decodeStream(charset: string): DecodeStream {
+        if (!charset.startsWith(BODY_CHARSET_PREFIX)) return own.decodeStream(charset);
+        const declared = charset.slice(BODY_CHARSET_PREFIX.length);
+        const stream = own.decodeStream(declared);
+        if (stream.supported === false) {
+          stream.destroy();
+          return new BodyCharsetStream();
+        }
+        // Only a multi-byte charset is checked for a mislabel: a single-byte one (Windows-125x,
+        // ISO-8859-x, KOI8) reads every byte as some character, so its reading has no U+FFFD to
+        // go by, and the extra stream stage would cost every such body for nothing.
+        return mislabelCandidates(declared).length > 1 ? new DeclaredCharsetStream(stream, declared) : stream;
+      },
+    };
+  }
+
+  createNode(data: unknown): ParserNode {
+    const node = (
+      StreamingParser.prototype as unknown as { createNode(d: unknown): ParserNode }
+    ).createNode.call(this, data);
+    if (node.isAttachment !== false || !(node.decoder instanceof Transform)) return node;
+    const mode = bodyCharsetMode(node.charset ?? '');
+    if (mode === null) {
+      node.charset = `${BODY_CHARSET_PREFIX}${node.charset ?? ''}`;
+    } else {
+      // What the decoder outputs is UTF-8 then, which mailparser takes as it is.
+      repairOnPush(node.decoder, new BodyRepair(mode));
+      node.charset = 'utf-8';
+    }
+    return node;
+  }
 }
 
 /** A stream of views of `raw` (no copies), `PARSE_CHUNK_BYTES` at a time. */
