@@ -512,23 +512,26 @@ export async function orphanedSegments(dir: string): Promise<{ path: string; rec
 /**
  * Re-routes what crashed processes journaled: every ingested message not aborted. `apply` is the
  * same function ingest runs after the append (idempotent). Then syncs and deletes the segments.
+ * `beforeReplay` is told how many messages are about to be re-routed, when there are any.
  */
 export async function recoverJournal(
   dir: string,
   apply: (notification: SesReceivedNotification, raw: Buffer) => Promise<unknown>,
   syncFs: () => Promise<void>,
+  beforeReplay?: (messages: number) => void | Promise<void>,
 ): Promise<{ segments: number; messages: number }> {
   const segments = await orphanedSegments(dir);
   const aborted = new Set(
     segments.flatMap((s) => s.records.flatMap((r) => (r.type === 'abort' ? [r.sesMessageId] : []))),
   );
+  const replay = segments.flatMap((s) =>
+    s.records.flatMap((r) => (r.type === 'ingest' && !aborted.has(r.notification.mail.messageId) ? [r] : [])),
+  );
+  if (replay.length > 0) await beforeReplay?.(replay.length);
   let messages = 0;
-  for (const s of segments) {
-    for (const r of s.records) {
-      if (r.type !== 'ingest' || aborted.has(r.notification.mail.messageId)) continue;
-      await apply(r.notification, r.raw);
-      messages += 1;
-    }
+  for (const r of replay) {
+    await apply(r.notification, r.raw);
+    messages += 1;
   }
   if (segments.length > 0) {
     await syncFs();

@@ -146,6 +146,10 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
             recovering: true,
           }),
         syncFs,
+        // A power loss may have undone commits whose numbers a long-poll handed out (deliveries
+        // commit at synchronous=NORMAL): the replay must not take them again. Each message makes at
+        // most two commits in a mailbox (its delivery, and a notice of a failed forward).
+        (messages) => index.skipCommitNumbers(2 * messages),
       ),
     close: async () => {
       // A failed final checkpoint keeps its segment for recovery; the rest is closed all the same,

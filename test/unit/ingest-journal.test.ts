@@ -461,6 +461,73 @@ describe('recovery after a crash', () => {
     }
   });
 
+  it('after a power loss undid commits a long-poll saw, recovered mail takes commit numbers after them (none missed)', async () => {
+    const dataDir = join(work, 'power-loss');
+    const config = parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] });
+    const BOB = 'bob@example.test';
+    const mail = (subject: string) => ({
+      body: Buffer.from(`Subject: ${subject}\r\n\r\nx\r\n`),
+      mailFrom: 'x@remote.test',
+      recipients: [BOB],
+      via: { protocol: 'ESMTP' as const },
+    });
+    const first = createLocalRuntime({ config, dataDir });
+    await ingest(first, mail('a'));
+    await first.close();
+    // The index as the disk still holds it after the power loss: A's commit only.
+    const indexFiles = readdirSync(dataDir).filter((n) => n.startsWith('index.sqlite'));
+    const onDisk = new Map(indexFiles.map((n) => [n, readFileSync(join(dataDir, n))]));
+
+    // B and C are committed (at synchronous=NORMAL) and a client's long-poll hands out their numbers.
+    const second = createLocalRuntime({ config, dataDir });
+    await ingest(second, mail('b'));
+    await ingest(second, mail('c'));
+    const seen = await second.index.commitCursor(BOB);
+    assert.equal(seen, 3);
+    const journalDir = join(dataDir, 'journal');
+    const [segment] = readdirSync(journalDir);
+    assert.ok(segment);
+    const segmentBytes = readFileSync(join(journalDir, segment));
+    await second.close();
+
+    // Another message, X, was journaled (answered 250) just before them and not routed yet.
+    const xDir = join(work, 'power-loss-x');
+    const xJournal = new IngestJournal(xDir, async () => {});
+    const ticket = await xJournal.append({
+      type: 'ingest',
+      notification: notification('x-message', BOB),
+      raw: mail('x').body,
+    });
+    const [xSegment] = readdirSync(xDir);
+    assert.ok(xSegment);
+    const xBytes = readFileSync(join(xDir, xSegment));
+    xJournal.settle(ticket);
+    await xJournal.close();
+
+    // The power comes back: B's and C's commits are undone, both segments are orphans, X's first.
+    for (const n of readdirSync(dataDir).filter((n) => n.startsWith('index.sqlite')))
+      rmSync(join(dataDir, n));
+    for (const [n, bytes] of onDisk) writeFileSync(join(dataDir, n), bytes);
+    const stamp = segment.split('-')[1] as string;
+    const earlier = (parseInt(stamp, 36) - 1).toString(36);
+    writeFileSync(join(journalDir, `999999997-${earlier}-0.log`), xBytes);
+    writeFileSync(join(journalDir, `999999998-${stamp}-0.log`), segmentBytes);
+
+    const third = createLocalRuntime({ config, dataDir });
+    try {
+      assert.deepEqual(await third.recover(), { segments: 2, messages: 3 });
+      assert.equal((await third.index.stat(BOB)).messages, 4, 'A, X, B and C');
+      // The client asks for what came after what it saw: X, which it never saw, is there.
+      const after = await third.index.committedAfter(BOB, seen, 100);
+      assert.ok(
+        after.items.some((e) => e.subject === 'x'),
+        `after ${seen}: ${after.items.map((e) => e.subject).join(', ')}`,
+      );
+    } finally {
+      await third.close();
+    }
+  });
+
   it('restores the blobs of a delivery whose index entry reached the disk before they did', async () => {
     const dataDir = join(work, 'lost-blobs');
     const config = parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] });
