@@ -353,7 +353,17 @@ export function noticeConfigChanges(
     return now.mtimeMs !== asRead.mtimeMs || now.size !== asRead.size || now.ino !== asRead.ino;
   };
   const check = () => {
-    if (said || !differs(statSync(path, { throwIfNoEntry: false }))) return;
+    if (said) return;
+    let now: Stats | undefined;
+    try {
+      now = statSync(path, { throwIfNoEntry: false });
+    } catch {
+      // Not there as a file we can look at any more (its folder replaced by a file, ENOTDIR; no
+      // permission; a network mount gone stale): told as gone. Thrown from this timer, it ended
+      // the relay (an uncaught exception) for the sake of a notice.
+      now = undefined;
+    }
+    if (!differs(now)) return;
     said = true;
     io.out.write(`${path} ${what}: restart mail-relay dev to route by it (it routes by ${startedWith})\n`);
   };

@@ -413,6 +413,38 @@ describe('mail-relay dev, stopped at once and with its configuration edited', ()
     }
   });
 
+  it('keeps running when its configuration file can no longer be looked at (its folder replaced by a file)', async () => {
+    // The watch's stat threw ENOTDIR from a timer: an uncaught exception that ended the relay (exit
+    // 1) for the sake of a notice. Any stat error (EACCES, a stale network mount) did the same.
+    const folder = join(work, 'dev-gone');
+    mkdirSync(folder, { recursive: true });
+    const configPath = join(folder, 'mail-relay.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dev = await startDev(join(work, 'dev-gone-data'), { env: { MAIL_RELAY_CONFIG: configPath } });
+    try {
+      renameSync(folder, `${folder}.moved`);
+      writeFileSync(folder, 'not a folder');
+      const deadline = Date.now() + 10_000;
+      while (!dev.output().includes('changed: restart mail-relay dev') && Date.now() < deadline) {
+        if (dev.child.exitCode !== null) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(dev.child.exitCode, null, `dev exited:\n${dev.output()}`);
+      assert.match(dev.output(), /dev-gone\/mail-relay\.config\.json changed: restart mail-relay dev/);
+      // And still takes mail.
+      const sent = await python(
+        "import smtplib,sys\nwith smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s: print(s.sendmail('a@remote.test', ['alice@example.test'], b'Subject: still here\\r\\n\\r\\nhi\\r\\n'))",
+        [String(dev.port)],
+      );
+      assert.equal(sent.code, 0, sent.stderr);
+    } finally {
+      if (dev.child.exitCode === null) {
+        dev.child.kill('SIGTERM');
+        await once(dev.child, 'exit');
+      }
+    }
+  });
+
   it('started with the dev default, says once that ./mail-relay.config.json appeared (the file route now reads)', async () => {
     const cwd = join(work, 'dev-appear');
     mkdirSync(cwd, { recursive: true });

@@ -75,6 +75,13 @@ export { MAX_PRESIGN_SECONDS, verifyPresignedBlobRequest } from '../../core/sign
 const WRITE_BATCH_BYTES = 1 << 20;
 /** `list` stats this many files in parallel: enough to hide latency, few enough not to exhaust fds. */
 const STAT_BATCH = 64;
+/**
+ * Directories `knownDirs` remembers at most. Most are a message's own (`mailboxes/<box>/<id>/parts/`,
+ * one or two per message with a blob over `smallBlobMaxBytes`), written once and never again: kept
+ * without a bound, a relay running for weeks held every one it had ever made, deleted ones included
+ * (another store, the API server's, deletes them). Forgetting one costs one `mkdir` at its next write.
+ */
+const KNOWN_DIRS_MAX = 1024;
 /** Hard-link failures that mean "this file system cannot link here", not "something is wrong". */
 const LINK_UNSUPPORTED = new Set(['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK', 'ENOSYS']);
 
@@ -326,7 +333,10 @@ interface SortedEntry {
 export class FsBlobStore implements BlobStore {
   private readonly root: string;
   private readonly presignOptions: { baseUrl: string; secret: string | Buffer } | undefined;
-  /** Directories known to exist, so the hot path skips mkdir; pruned when we remove one, re-checked on ENOENT. */
+  /**
+   * Directories known to exist, so the hot path skips mkdir; pruned when we remove one, re-checked on
+   * ENOENT (another store or process may remove one), and at most KNOWN_DIRS_MAX of them.
+   */
   private readonly knownDirs = new Set<string>();
   /** In-flight mkdirs, so concurrent first writes to a new directory share one (and its parent fsyncs). */
   private readonly creatingDirs = new Map<string, Promise<void>>();
@@ -664,7 +674,14 @@ export class FsBlobStore implements BlobStore {
       }
       await Promise.all(parents.map((p) => this.syncDir(p)));
     }
+    // A cache, not a record: past its bound it starts over rather than grow with every message stored.
+    if (this.knownDirs.size >= KNOWN_DIRS_MAX) this.knownDirs.clear();
     this.knownDirs.add(dir);
+  }
+
+  /** Directories remembered as existing (diagnostics and tests: it stays within KNOWN_DIRS_MAX). */
+  get cachedDirCount(): number {
+    return this.knownDirs.size;
   }
 
   /**
@@ -926,9 +943,10 @@ export class FsBlobStore implements BlobStore {
       if (code === 'ENOTEMPTY' || code === 'EEXIST' || isMissing(err)) return false;
       throw err;
     }
-    for (const known of this.knownDirs) {
-      if (known === dirPath || known.startsWith(`${dirPath}/`)) this.knownDirs.delete(known);
-    }
+    // rmdir removed an empty directory: whatever was below it went before (deleteIn removes bottom-up,
+    // each by this call), and an entry left stale by another store is caught by ENOENT at its next
+    // write. Scanning the whole cache here cost every deletion time in proportion to it.
+    this.knownDirs.delete(dirPath);
     await this.syncDir(dirname(dirPath));
     return true;
   }
