@@ -5,6 +5,7 @@ Soak of the local relay as `npm start` runs it: mixed traffic for SOAK_SECONDS, 
 
     python3 bench/soak.py                      # 15 minutes; SOAK_SECONDS=600 for 10
     SOAK_DIR=/tmp/soak SOAK_CORPUS=/path/to/emls SOAK_HEAPSNAP=120,800 python3 bench/soak.py
+    (the corpus: SOAK_CORPUS, else $MAIL_RELAY_CORPUS, else ../shared/corpus beside the checkout)
 
 It builds dist/local (scripts/build-local.mjs), starts `node --max-semi-space-size=4 dist/local/cli.mjs
 dev` and `node bin/mail-relay.js pop3` on free loopback ports with a data dir and a config file under
@@ -29,7 +30,7 @@ DURATION = float(os.environ.get('SOAK_SECONDS', '900'))
 WORK = os.environ.get('SOAK_DIR', '/tmp/soak-run')
 DATA = os.path.join(WORK, 'data')
 CFG = os.path.join(WORK, 'mail-relay.config.json')
-CORPUS = os.environ.get('SOAK_CORPUS', '/tmp/shared/corpus')
+CORPUS = os.environ.get('SOAK_CORPUS') or os.environ.get('MAIL_RELAY_CORPUS') or os.path.join(ROOT, '..', 'shared', 'corpus')
 HEAPSNAP = [int(x) for x in os.environ.get('SOAK_HEAPSNAP', '').split(',') if x]  # seconds at which to snapshot dev's heap
 poplib._MAXLINE = 1 << 20  # corpus messages have lines longer than poplib's 2048
 rnd = random.Random(int(os.environ.get('SOAK_SEED', '1')))
