@@ -349,16 +349,54 @@ const state = {
 const app = document.getElementById('app');
 let toastTimer;
 
+/**
+ * The page's live regions, in the page from its start and empty until something is said: a screen
+ * reader announces a change of a live region it already knows, not one inserted with its text.
+ * `status` and `alert` are the toasts everyone sees; `announce` is for screen readers only (new
+ * mail, which the list shows by itself).
+ */
+const live = {
+  status: h('div', { id: 'status', class: 'toast info', role: 'status' }),
+  alert: h('div', { id: 'alert', class: 'toast error', role: 'alert' }),
+  announce: h('div', { id: 'announce', class: 'sr-only', role: 'status' }),
+};
+document.body.append(live.status, live.alert, live.announce);
+
 function toast(text, kind = 'info') {
-  let el = document.getElementById('toast');
-  if (el === null) {
-    el = h('div', { id: 'toast', role: 'status' });
-    document.body.append(el);
-  }
-  el.className = `toast ${kind}`;
+  const [el, other] = kind === 'error' ? [live.alert, live.status] : [live.status, live.alert];
+  other.textContent = '';
   el.textContent = text;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
+  toastTimer = setTimeout(
+    () => {
+      el.textContent = '';
+    },
+    kind === 'error' ? 8000 : 4000,
+  );
+}
+
+/** Says `text` to screen readers only. */
+function announce(text) {
+  live.announce.textContent = text;
+}
+
+/** Whether the keyboard focus was lost (its element taken out of the page, hidden or disabled). */
+function focusLost() {
+  return document.activeElement === null || document.activeElement === document.body;
+}
+
+/**
+ * Runs `render`, which replaces elements of `container`: the element that had the focus in it (by
+ * its `data-key`) has it again after, so that new mail or a counter does not throw a keyboard user
+ * back to the top of the page.
+ */
+function keepingFocus(container, render) {
+  const active = document.activeElement;
+  const key = active !== null && container.contains(active) ? active.dataset?.key : undefined;
+  render();
+  if (key !== undefined && !container.contains(document.activeElement)) {
+    container.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus({ preventScroll: true });
+  }
 }
 
 function reportError(err) {
@@ -423,7 +461,7 @@ function renderSignIn(message) {
       '.',
     ),
   );
-  app.replaceChildren(form);
+  app.replaceChildren(h('main', { class: 'signin-page' }, form));
   input.focus();
 }
 
@@ -470,45 +508,56 @@ function renderShell() {
     hidden: true,
     onclick: (event) => deleteChecked(event.currentTarget),
   });
-  els.notice = h('button', { class: 'notice', hidden: true, onclick: () => loadList() });
+  els.notice = h('button', {
+    class: 'notice',
+    hidden: true,
+    onclick: () => {
+      // The button hides itself: the focus goes to the list it reloads.
+      els.title.focus();
+      loadList();
+    },
+  });
   els.list = h('ul', { class: 'messages', 'aria-label': 'Messages' });
   els.more = h('button', { class: 'more', hidden: true, onclick: () => loadMore() }, 'Load more');
-  els.title = h('h2', { class: 'list-title' });
+  // Focused (tabindex -1) when the focus has nowhere better to go: after sign-in, a delete.
+  els.title = h('h2', { class: 'list-title', tabindex: -1 });
   els.reader = h('section', { class: 'reader', 'aria-label': 'Message' });
   const who = state.me.admin ? 'admin' : displayAddress(state.me.mailbox);
+  els.layout = h(
+    'main',
+    { class: 'layout' },
+    els.mailboxes,
+    h(
+      'section',
+      { class: 'list' },
+      els.title,
+      h(
+        'div',
+        { class: 'toolbar' },
+        els.checkAll,
+        els.search,
+        h('label', { class: 'check' }, els.unseen, ' Unread'),
+        h('button', { class: 'secondary', title: 'Reload the list', onclick: () => loadList() }, 'Refresh'),
+        h('button', { class: 'danger', onclick: (event) => deleteAll(event.currentTarget) }, 'Delete all'),
+        els.deleteChecked,
+      ),
+      els.notice,
+      els.list,
+      els.more,
+    ),
+    els.reader,
+  );
   app.replaceChildren(
     h(
       'header',
       { class: 'top' },
-      h('strong', {}, 'mail-relay'),
+      h('h1', {}, 'mail-relay'),
+      h('span', { class: 'sr-only' }, 'Signed in as'),
       h('span', { class: 'who' }, who),
       h('button', { onclick: () => openCompose() }, 'Compose'),
       h('button', { class: 'secondary', onclick: () => signOut() }, 'Sign out'),
     ),
-    h(
-      'div',
-      { class: 'layout' },
-      els.mailboxes,
-      h(
-        'section',
-        { class: 'list' },
-        els.title,
-        h(
-          'div',
-          { class: 'toolbar' },
-          els.checkAll,
-          els.search,
-          h('label', { class: 'check' }, els.unseen, ' Unread'),
-          h('button', { class: 'secondary', title: 'Reload the list', onclick: () => loadList() }, 'Refresh'),
-          h('button', { class: 'danger', onclick: (event) => deleteAll(event.currentTarget) }, 'Delete all'),
-          els.deleteChecked,
-        ),
-        els.notice,
-        els.list,
-        els.more,
-      ),
-      els.reader,
-    ),
+    els.layout,
   );
 }
 
@@ -518,6 +567,8 @@ async function startInbox() {
   else state.mailboxes = [{ address: state.me.mailbox }];
   renderMailboxes();
   await followHash();
+  // The sign-in form is gone: the focus starts at the list (its heading says which one).
+  if (focusLost()) els.title.focus();
 }
 
 /** `#/<address>/<view>[/<id>]`: the place in the inbox, so that reload and back keep it. */
@@ -579,9 +630,14 @@ function renderMailboxes() {
             href: `#/${enc(m.address)}/${view}`,
             class: current ? 'view current' : 'view',
             'aria-current': current ? 'page' : undefined,
+            'data-key': `view:${m.address}:${view}`,
           },
           view === 'inbox' ? 'Inbox' : 'Sent',
-          count === undefined ? '' : h('span', { class: 'count' }, String(count)),
+          // "Inbox of a@b, 3 messages" to a screen reader: an admin has one "Inbox" per mailbox.
+          h('span', { class: 'sr-only' }, ` of ${displayAddress(m.address)}`),
+          count === undefined
+            ? ''
+            : [h('span', { class: 'count' }, String(count)), h('span', { class: 'sr-only' }, ' messages')],
         );
       }),
     ),
@@ -593,6 +649,7 @@ function renderMailboxes() {
           'button',
           {
             class: 'more',
+            'data-key': 'more-mailboxes',
             onclick: async () => {
               await loadMailboxes(true).catch(reportError);
               renderMailboxes();
@@ -600,7 +657,7 @@ function renderMailboxes() {
           },
           'More mailboxes',
         );
-  els.mailboxes.replaceChildren(...entries, more ?? '');
+  keepingFocus(els.mailboxes, () => els.mailboxes.replaceChildren(...entries, more ?? ''));
 }
 
 /** Refreshes the counters of the mailbox on show (its STAT, both views). */
@@ -680,13 +737,15 @@ function renderList() {
   const shown = new Set(state.items.map((i) => i.id));
   for (const id of state.checked) if (!shown.has(id)) state.checked.delete(id);
   renderChecked();
-  if (state.items.length === 0) {
-    els.list.replaceChildren(
-      h('li', { class: 'empty' }, state.q || state.unseen ? 'No messages match.' : 'No messages.'),
-    );
-  } else {
-    els.list.replaceChildren(...state.items.map(renderItem));
-  }
+  keepingFocus(els.list, () => {
+    if (state.items.length === 0) {
+      els.list.replaceChildren(
+        h('li', { class: 'empty' }, state.q || state.unseen ? 'No messages match.' : 'No messages.'),
+      );
+    } else {
+      els.list.replaceChildren(...state.items.map(renderItem));
+    }
+  });
   els.more.hidden = state.nextCursor === null;
 }
 
@@ -711,6 +770,7 @@ function renderItem(item) {
     h('input', {
       type: 'checkbox',
       class: 'pick',
+      'data-key': `pick:${item.id}`,
       'aria-label': `Select “${plain(item.subject) || '(no subject)'}”`,
       checked: state.checked.has(item.id),
       onchange: (event) => {
@@ -721,7 +781,13 @@ function renderItem(item) {
     }),
     h(
       'a',
-      { href: `#/${enc(state.address)}/${state.view}/${item.id}` },
+      {
+        href: `#/${enc(state.address)}/${state.view}/${item.id}`,
+        'data-key': `open:${item.id}`,
+        'aria-current': selected ? 'true' : undefined,
+      },
+      // Unread is bold and has a dot; a screen reader hears it first.
+      item.seen ? null : h('span', { class: 'sr-only' }, 'Unread, '),
       h(
         'div',
         { class: 'line' },
@@ -736,7 +802,14 @@ function renderItem(item) {
         'div',
         { class: 'line' },
         h('span', { class: 'subject' }, plain(item.subject) || '(no subject)'),
-        item.hasAttachments ? h('span', { class: 'clip', title: 'Has attachments' }, '📎') : '',
+        item.hasAttachments
+          ? h(
+              'span',
+              { class: 'clip', title: 'Has attachments' },
+              h('span', { 'aria-hidden': 'true' }, '📎'),
+              h('span', { class: 'sr-only' }, ', has attachments, '),
+            )
+          : '',
         item.plusTag ? h('span', { class: 'tag' }, `+${plain(item.plusTag)}`) : '',
       ),
       h('div', { class: 'snippet' }, plain(item.snippet)),
@@ -748,7 +821,7 @@ function updateItem(updated) {
   const index = state.items.findIndex((i) => i.id === updated.id);
   if (index >= 0) state.items[index] = { ...state.items[index], ...updated };
   const li = els.list.querySelector(`li[data-id="${updated.id}"]`);
-  if (li !== null && index >= 0) li.replaceWith(renderItem(state.items[index]));
+  if (li !== null && index >= 0) keepingFocus(els.list, () => li.replaceWith(renderItem(state.items[index])));
 }
 
 // ---- new mail ------------------------------------------------------------------------------
@@ -792,6 +865,7 @@ function showNew(items) {
   const shown = new Set(state.items.map((i) => i.id));
   const fresh = items.filter((i) => !shown.has(i.id));
   if (fresh.length === 0) return;
+  announce(`${fresh.length} new message${fresh.length === 1 ? '' : 's'}`);
   if (state.q || state.unseen) {
     // Whether they match the search is the server's to say: offer a reload instead of guessing.
     state.newWhileFiltered += fresh.length;
@@ -806,11 +880,29 @@ function showNew(items) {
 
 // ---- one message ---------------------------------------------------------------------------
 
-function closeMessage() {
+/**
+ * Closes the reader. The focus, if it was in the reader, goes back to the list: to the message's
+ * entry, else (it was deleted) to the entry now at `index`, else to the list's heading.
+ */
+function closeMessage(index = -1) {
+  const id = state.opening;
+  const hadFocus = els.reader.contains(document.activeElement);
   state.selected = null;
   state.opening = null;
   els.reader.replaceChildren();
+  els.layout.classList.remove('reading');
   for (const li of els.list.querySelectorAll('li.selected')) li.classList.remove('selected');
+  for (const a of els.list.querySelectorAll('a[aria-current]')) a.removeAttribute('aria-current');
+  if (hadFocus || focusLost()) focusList(id, index);
+}
+
+/** Focuses the list's entry of message `id`, else the entry at `index` (or the last), else the list's heading. */
+function focusList(id, index = -1) {
+  const links = [...els.list.querySelectorAll('li.message > a')];
+  const link =
+    links.find((a) => a.parentElement.dataset.id === id) ??
+    (index >= 0 ? links[Math.min(index, links.length - 1)] : undefined);
+  (link ?? els.title).focus();
 }
 
 async function openMessage(id) {
@@ -820,13 +912,15 @@ async function openMessage(id) {
   // after the reader was closed or the mailbox changed, is dropped.
   state.opening = id;
   const current = () => state.opening === id && address === state.address && view === state.view;
+  // On a narrow screen the reader takes the list's place (inbox.css) until "Back to list".
+  els.layout.classList.add('reading');
   els.reader.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
   let message;
   try {
     message = await getJson(`${mailboxPath(address)}/messages/${id}`, { query: { view } });
   } catch (err) {
     if (!current()) return;
-    els.reader.replaceChildren(h('p', { class: 'empty' }, err.message));
+    els.reader.replaceChildren(backButton(), h('p', { class: 'empty' }, err.message));
     if (!(err instanceof ApiError && err.status === 404)) reportError(err);
     return;
   }
@@ -834,8 +928,17 @@ async function openMessage(id) {
   state.selected = message;
   for (const li of els.list.querySelectorAll('li.message')) {
     li.classList.toggle('selected', li.dataset.id === id);
+    const link = li.querySelector(':scope > a');
+    if (li.dataset.id === id) link?.setAttribute('aria-current', 'true');
+    else link?.removeAttribute('aria-current');
   }
   renderMessage(message);
+  // The focus goes to the message (its subject), unless the user has gone on to the search box or
+  // the sidebar meanwhile: from the list, the reader is otherwise a tab through every entry away.
+  const active = document.activeElement;
+  if (focusLost() || els.list.contains(active) || els.reader.contains(active)) {
+    els.reader.querySelector('h2.subject')?.focus();
+  }
   if (!message.seen) setSeen(message, true, false);
 }
 
@@ -858,6 +961,21 @@ async function setSeen(message, seen, announce = true) {
   }
 }
 
+/** "Back to list": shown on a narrow screen only, where the reader takes the list's place (inbox.css). */
+function backButton() {
+  return h(
+    'button',
+    {
+      class: 'secondary back',
+      onclick: () => {
+        history.pushState(null, '', `#/${enc(state.address)}/${state.view}`);
+        closeMessage();
+      },
+    },
+    'Back to list',
+  );
+}
+
 function messagePath(message) {
   return `${mailboxPath(state.address)}/messages/${message.id}`;
 }
@@ -877,7 +995,7 @@ function renderMessage(m) {
     .filter(([, v]) => v)
     .map(([k]) => k);
   const body = h('div', { class: 'body' });
-  const tabs = h('div', { class: 'tabs' });
+  const tabs = h('div', { class: 'tabs', role: 'group', 'aria-label': 'Show the message as' });
   const showHtml = () => {
     body.replaceChildren(htmlFrame(m));
     markTab(tabs, 'HTML');
@@ -916,6 +1034,7 @@ function renderMessage(m) {
     h(
       'div',
       { class: 'actions' },
+      backButton(),
       state.view === 'inbox' ? h('button', { onclick: () => openCompose(m) }, 'Reply') : null,
       h(
         'button',
@@ -941,7 +1060,7 @@ function renderMessage(m) {
       ),
       h('button', { class: 'danger', onclick: () => deleteMessage(m) }, 'Delete'),
     ),
-    h('h2', { class: 'subject' }, plain(m.subject) || '(no subject)'),
+    h('h2', { class: 'subject', tabindex: -1 }, plain(m.subject) || '(no subject)'),
     h(
       'dl',
       { class: 'headers' },
@@ -970,7 +1089,10 @@ function renderMessage(m) {
 }
 
 function markTab(tabs, name) {
-  for (const tab of tabs.children) tab.classList.toggle('current', tab.textContent === name);
+  for (const tab of tabs.children) {
+    tab.classList.toggle('current', tab.textContent === name);
+    tab.setAttribute('aria-pressed', String(tab.textContent === name));
+  }
 }
 
 function renderAttachments(m) {
@@ -1069,11 +1191,13 @@ async function deleteMessage(m) {
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 404)) return reportError(err);
   }
+  const index = state.items.findIndex((i) => i.id === m.id);
   state.items = state.items.filter((i) => i.id !== m.id);
   renderList();
   toast('Deleted');
   history.replaceState(null, '', `#/${enc(state.address)}/${state.view}`);
-  closeMessage();
+  // The focus goes to the message that took its place in the list.
+  closeMessage(index);
   refreshCounts().catch(reportError);
 }
 
@@ -1106,12 +1230,15 @@ async function deleteChecked(button) {
     button.disabled = false;
   }
   if (address !== state.address || view !== state.view) return;
+  const first = state.items.findIndex((i) => gone.has(i.id));
   state.items = state.items.filter((i) => !gone.has(i.id));
   if (state.opening !== null && gone.has(state.opening)) {
     history.replaceState(null, '', `#/${enc(address)}/${view}`);
-    closeMessage();
+    closeMessage(first);
   }
   renderList();
+  // The button hid itself: the focus goes to the message now where the first deleted one was.
+  if (focusLost()) focusList(null, first);
   refreshCounts().catch(reportError);
 }
 
@@ -1138,6 +1265,8 @@ async function deleteAll(button) {
   } finally {
     button.disabled = false;
     button.textContent = label;
+    // Disabled, it lost the focus: it has it back, unless the user went elsewhere meanwhile.
+    if (focusLost()) button.focus();
   }
   if (address !== state.address || view !== state.view) return;
   history.replaceState(null, '', `#/${enc(address)}/${view}`);
@@ -1209,10 +1338,12 @@ function openCompose(replyTo) {
           error.textContent = err instanceof ApiError ? `${err.message} (${err.code})` : String(err.message);
         } finally {
           send.disabled = false;
+          // Disabled while sending, it lost the focus (to the page behind the dialog): it has it back.
+          if (dialog.open && !dialog.contains(document.activeElement)) send.focus();
         }
       },
     },
-    h('h2', {}, replyTo ? 'Reply' : 'New message'),
+    h('h2', { id: 'compose-title' }, replyTo ? 'Reply' : 'New message'),
     h('p', { class: 'sender' }, `From: ${displayAddress(from)}`),
     input('to', 'To', to),
     input('cc', 'Cc'),
@@ -1239,6 +1370,7 @@ function openCompose(replyTo) {
     'dialog',
     {
       class: 'compose',
+      'aria-labelledby': 'compose-title',
       onclose: () => dialog.remove(),
       oncancel: (event) => {
         if (!discard()) event.preventDefault();
