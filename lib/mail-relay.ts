@@ -31,7 +31,7 @@ import { MailApi } from './api.ts';
 import { HouseFunction } from './house-function.ts';
 import { type DnsRecord, MailIngest } from './ingest.ts';
 import { acknowledge } from './nag.ts';
-import { receiptRecipients } from './recipients.ts';
+import { MAX_RECEIPT_RULES, MAX_RECIPIENTS_PER_RULE, receiptRecipients } from './recipients.ts';
 import { MailRetention } from './retention.ts';
 import { receivingRegionProblem } from './ses-regions.ts';
 import { MailStorage, PREFIX } from './storage.ts';
@@ -249,6 +249,17 @@ export class MailRelay extends Construct {
     this.checkSettings(source, { ...settings, configRegion: aws.region });
     const logRetention = settings.logRetentionDays as RetentionDays;
     const recipients = receiptRecipients(this.config);
+    // SES refuses the 201st rule of a rule set: the deploy would fail half-way, after the bucket and
+    // table exist. Said here instead, with what to do.
+    if (recipients.length > MAX_RECEIPT_RULES * MAX_RECIPIENTS_PER_RULE) {
+      throw new ConfigError(`${source}: too many addresses for SES's receipt rules`, [
+        `mailboxes, routes: ${recipients.length.toLocaleString('en-US')} recipients to list, and SES holds at most ` +
+          `${MAX_RECEIPT_RULES} receipt rules of ${MAX_RECIPIENTS_PER_RULE} recipients per rule set ` +
+          `(${(MAX_RECEIPT_RULES * MAX_RECIPIENTS_PER_RULE).toLocaleString('en-US')}). Let a domain accept ` +
+          'every address (a "*@domain" mailbox, a catch-all route "*@domain", or plus-addressing): it is then one ' +
+          'recipient, and the router refuses unknown addresses (see bounces)',
+      ]);
+    }
 
     this.storage = new MailStorage(this, 'Storage', {
       inboundRetentionDays: this.config.retention.inboundDays,
