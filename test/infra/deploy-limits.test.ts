@@ -105,6 +105,75 @@ describe('CloudFormation outputs: at most 200 per template', () => {
   });
 });
 
+/** IAM's quotas: a role's inline policies together, one managed policy, managed policies per role. */
+const MAX_INLINE_POLICY_CHARS = 10_240;
+const MAX_MANAGED_POLICY_CHARS = 6_144;
+const MAX_MANAGED_POLICIES_PER_ROLE = 10;
+
+/**
+ * A policy document as IAM counts it (no whitespace), every reference replaced by the longest value
+ * it may take: the partition aws-us-gov, a 63-character name, a 140-character ARN.
+ */
+function renderedLength(doc: unknown): number {
+  const render = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(render);
+    if (v !== null && typeof v === 'object') {
+      const o = v as Record<string, unknown>;
+      if ('Fn::Join' in o) {
+        const [sep, parts] = o['Fn::Join'] as [string, unknown[]];
+        return parts.map(render).join(sep);
+      }
+      if ('Ref' in o) return o.Ref === 'AWS::Partition' ? 'aws-us-gov' : 'x'.repeat(63);
+      if ('Fn::GetAtt' in o) return 'x'.repeat(140);
+      return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, render(x)]));
+    }
+    return v;
+  };
+  return JSON.stringify(render(doc)).length;
+}
+
+describe('IAM: every role’s policies within IAM’s size quotas', () => {
+  it('150 domains with 31-character names: no policy over its quota, at most 10 managed policies a role', () => {
+    // The router's ses:SendBounce statement names each domain's identity (~77 characters each), and
+    // the router's and send function's ses:FromAddress condition lists `*@domain` for each: one
+    // statement CDK cannot split. At ~80 such domains the router's overflow managed policy passed
+    // 6,144 characters and IAM refused it ("Cannot exceed quota for PolicySize"), failing the deploy.
+    const domains = Array.from(
+      { length: 150 },
+      (_, i) => `customer-domain-${String(i).padStart(3, '0')}.example.org`,
+    );
+    const { template } = synthStack({
+      domains,
+      mailboxes: domains.map((d) => `*@${d}`),
+      aws: { region: 'us-east-1' },
+    });
+    const inline = new Map<string, number>();
+    const managed = new Map<string, number>();
+    for (const [id, p] of Object.entries(resourcesOfType(template, 'AWS::IAM::ManagedPolicy'))) {
+      const size = renderedLength(propertiesOf(p).PolicyDocument);
+      assert.ok(size <= MAX_MANAGED_POLICY_CHARS, `${id}: ${size} characters`);
+      for (const role of (propertiesOf(p).Roles ?? []) as { Ref?: string }[]) {
+        managed.set(role.Ref ?? '?', (managed.get(role.Ref ?? '?') ?? 0) + 1);
+      }
+    }
+    for (const p of Object.values(resourcesOfType(template, 'AWS::IAM::Policy'))) {
+      const size = renderedLength(propertiesOf(p).PolicyDocument);
+      for (const role of (propertiesOf(p).Roles ?? []) as { Ref?: string }[]) {
+        inline.set(role.Ref ?? '?', (inline.get(role.Ref ?? '?') ?? 0) + size);
+      }
+    }
+    for (const [role, size] of inline) assert.ok(size <= MAX_INLINE_POLICY_CHARS, `${role}: inline ${size}`);
+    for (const [role, n] of managed)
+      assert.ok(n <= MAX_MANAGED_POLICIES_PER_ROLE, `${role}: ${n} managed policies`);
+    // Every domain is still granted, and nothing else: no wildcard identity for bounces.
+    const text = JSON.stringify(template.toJSON().Resources);
+    for (const d of domains) {
+      assert.ok(text.includes(`identity/${d}"`), `SendBounce as ${d}`);
+      assert.ok(text.includes(`"*@${d}"`), `SendEmail from ${d}`);
+    }
+  });
+});
+
 describe('SES: at most 200 receipt rules per rule set', () => {
   it('more listed recipients than 200 rules of 100 hold stops synth, saying what to do', () => {
     assert.equal(MAX_RECEIPT_RULES, 200);
