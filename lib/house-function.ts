@@ -101,7 +101,8 @@ export interface BucketAccess {
    * ListBucket on the bucket. Without it S3 answers 403 instead of 404 for a missing key, and the
    * BlobStore contract (`get` of a missing key is null) would break; `list` and `deletePrefix` need
    * it anyway. Prefixes instead of `true` allow listing under those prefixes only (an `s3:prefix`
-   * condition), for a function that lists and deletes but never reads a key it has not listed.
+   * condition), for a function that lists and deletes but never reads a key it has not listed: S3's
+   * check for the 404 of a missing key carries no prefix, so such a function gets 403 for one.
    * @default false
    */
   readonly list?: boolean | readonly string[];

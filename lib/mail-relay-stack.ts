@@ -4,6 +4,7 @@
  */
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
+import type { DnsRecord } from './ingest.ts';
 import { MailRelay } from './mail-relay.ts';
 
 export interface MailRelayStackProps extends StackProps {
@@ -38,14 +39,39 @@ export class MailRelayStack extends Stack {
       value: relay.ingest.ruleSet.receiptRuleSetName,
       description: 'The SES receipt rule set (activated by the stack)',
     });
-    relay.dnsRecords.forEach((r, i) => {
-      new CfnOutput(this, `DnsRecord${i + 1}`, {
-        value: `${r.name} ${r.type} ${r.value}`,
-        description:
-          r.type === 'MX'
-            ? "Create this MX record: it sends the domain's mail to SES"
-            : 'Create this DKIM record (SES verifies the domain with it)',
+    // One output per record while they fit in CloudFormation's 200 outputs per template (a template
+    // with more is refused at deploy: 49 domains without hosted zones have 196 records); past that,
+    // several records per output, in order, separated by ` ; `.
+    const budget = MAX_TEMPLATE_OUTPUTS - this.node.findAll().filter((c) => c instanceof CfnOutput).length;
+    const records = relay.dnsRecords;
+    const perOutput = Math.ceil(records.length / Math.max(1, budget));
+    if (perOutput <= 1) {
+      records.forEach((r, i) => {
+        new CfnOutput(this, `DnsRecord${i + 1}`, {
+          value: recordLine(r),
+          description:
+            r.type === 'MX'
+              ? "Create this MX record: it sends the domain's mail to SES"
+              : 'Create this DKIM record (SES verifies the domain with it)',
+        });
       });
-    });
+    } else {
+      for (let i = 0; i * perOutput < records.length; i++) {
+        new CfnOutput(this, `DnsRecord${i + 1}`, {
+          value: records
+            .slice(i * perOutput, (i + 1) * perOutput)
+            .map(recordLine)
+            .join(' ; '),
+          description: 'Create these DNS records (MX: mail to SES; CNAME: DKIM), separated by " ; "',
+        });
+      }
+    }
   }
+}
+
+/** CloudFormation's quota: outputs per template. */
+export const MAX_TEMPLATE_OUTPUTS = 200;
+
+function recordLine(r: DnsRecord): string {
+  return `${r.name} ${r.type} ${r.value}`;
 }

@@ -31,7 +31,7 @@ import { MailApi } from './api.ts';
 import { HouseFunction } from './house-function.ts';
 import { type DnsRecord, MailIngest } from './ingest.ts';
 import { acknowledge } from './nag.ts';
-import { receiptRecipients } from './recipients.ts';
+import { MAX_RECEIPT_RULES, MAX_RECIPIENTS_PER_RULE, receiptRecipients } from './recipients.ts';
 import { MailRetention } from './retention.ts';
 import { receivingRegionProblem } from './ses-regions.ts';
 import { MailStorage, PREFIX } from './storage.ts';
@@ -249,6 +249,17 @@ export class MailRelay extends Construct {
     this.checkSettings(source, { ...settings, configRegion: aws.region });
     const logRetention = settings.logRetentionDays as RetentionDays;
     const recipients = receiptRecipients(this.config);
+    // SES refuses the 201st rule of a rule set: the deploy would fail half-way, after the bucket and
+    // table exist. Said here instead, with what to do.
+    if (recipients.length > MAX_RECEIPT_RULES * MAX_RECIPIENTS_PER_RULE) {
+      throw new ConfigError(`${source}: too many addresses for SES's receipt rules`, [
+        `mailboxes, routes: ${recipients.length.toLocaleString('en-US')} recipients to list, and SES holds at most ` +
+          `${MAX_RECEIPT_RULES} receipt rules of ${MAX_RECIPIENTS_PER_RULE} recipients per rule set ` +
+          `(${(MAX_RECEIPT_RULES * MAX_RECIPIENTS_PER_RULE).toLocaleString('en-US')}). Let a domain accept ` +
+          'every address (a "*@domain" mailbox, a catch-all route "*@domain", or plus-addressing): it is then one ' +
+          'recipient, and the router refuses unknown addresses (see bounces)',
+      ]);
+    }
 
     this.storage = new MailStorage(this, 'Storage', {
       inboundRetentionDays: this.config.retention.inboundDays,
@@ -431,13 +442,17 @@ export class MailRelay extends Construct {
       : [];
     for (const fn of functions) {
       if (configurationSet) fn.addEnvironment(HANDLER_ENV.sesConfigurationSet, configurationSet);
-      fn.addToRolePolicy(
-        new PolicyStatement({
-          actions: ['ses:SendEmail', 'ses:SendRawEmail'],
-          resources: [identities, ...sets],
-          conditions: { StringLike: { 'ses:FromAddress': this.config.domains.map((d) => `*@${d}`) } },
-        }),
-      );
+      // One statement per few dozen domains: IAM cannot take one statement larger than a managed
+      // policy (6,144 characters), which ~170 domains' `*@domain` would pass (policyChunks).
+      for (const fromAddresses of policyChunks(this.config.domains.map((d) => `*@${d}`))) {
+        fn.addToRolePolicy(
+          new PolicyStatement({
+            actions: ['ses:SendEmail', 'ses:SendRawEmail'],
+            resources: [identities, ...sets],
+            conditions: { StringLike: { 'ses:FromAddress': fromAddresses } },
+          }),
+        );
+      }
       const role = fn.role;
       if (role) {
         acknowledge(
@@ -463,14 +478,17 @@ export class MailRelay extends Construct {
   private grantBouncing(router: HouseFunction): void {
     if (this.config.bounces === 'off') return;
     const stack = Stack.of(this);
-    router.addToRolePolicy(
-      new PolicyStatement({
-        actions: ['ses:SendBounce'],
-        resources: this.config.domains.map((d) =>
-          stack.formatArn({ service: 'ses', resource: 'identity', resourceName: d }),
-        ),
-      }),
-    );
+    // Split as in grantSending: ~80 domains' identity ARNs passed a managed policy's 6,144 characters.
+    for (const domains of policyChunks(this.config.domains, IDENTITY_ARN_CHARS)) {
+      router.addToRolePolicy(
+        new PolicyStatement({
+          actions: ['ses:SendBounce'],
+          resources: domains.map((d) =>
+            stack.formatArn({ service: 'ses', resource: 'identity', resourceName: d }),
+          ),
+        }),
+      );
+    }
   }
 
   /** Problems the schema cannot see (they depend on the stack or on other settings), all reported at once. */
@@ -512,6 +530,36 @@ export class MailRelay extends Construct {
     }
     if (issues.length > 0) throw new ConfigError(`${source}: the AWS settings are invalid`, issues);
   }
+}
+
+/**
+ * IAM takes no statement larger than the policy that holds it: 6,144 characters for a managed
+ * policy, where CDK moves what passes a role's 10,240 characters of inline policy, one statement
+ * at a time (a statement is never split). Lists that grow with the configuration's domains are
+ * therefore cut into statements of at most STATEMENT_LIST_CHARS characters (each item counted with
+ * `extra` for what surrounds it in the policy: quotes, a comma, an ARN's prefix). CDK merges
+ * statements again only up to ~2,000 characters, so the pieces stay apart and are spread over the
+ * role's policies.
+ */
+const STATEMENT_LIST_CHARS = 1_500;
+/** `arn:aws-us-gov:ses:ap-southeast-3:123456789012:identity/` and the quotes and comma around it. */
+const IDENTITY_ARN_CHARS = 60;
+
+export function policyChunks(items: readonly string[], extra = 3): string[][] {
+  const chunks: string[][] = [];
+  let current: string[] = [];
+  let size = 0;
+  for (const item of items) {
+    if (current.length > 0 && size + item.length + extra > STATEMENT_LIST_CHARS) {
+      chunks.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(item);
+    size += item.length + extra;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
 }
 
 /** How cdk-nag prints a value in a finding id: literally, or `<AWS::…>` for a pseudo parameter. */

@@ -15,6 +15,12 @@ import { acceptsRecipient } from '../functions/core/routing.ts';
 /** SES's limit on recipients per receipt rule (CreateReceiptRule: Recipients, 100 at most). */
 export const MAX_RECIPIENTS_PER_RULE = 100;
 
+/**
+ * SES's limit on receipt rules per rule set (Amazon SES quotas, "Email receiving": 200 rules per
+ * rule set), so at most 20,000 listed recipients.
+ */
+export const MAX_RECEIPT_RULES = 200;
+
 /** The recipients, domain by domain, in configuration order. */
 export function receiptRecipients(config: Config): string[] {
   const hasRegexRoute = config.routes.some((r) => r.match.kind === 'regex');

@@ -68,15 +68,18 @@ export class MailRetention extends Construct {
       define: props.define,
       ...(props.environment ? { environment: props.environment } : {}),
     })
-      // Lists and deletes mail, never reads it: no GetObject under mailboxes/, listing only there. It
-      // reads and writes one object of its own: where a sweep stopped early (SWEEP_RESUME_KEY).
+      // Lists and deletes mail, never reads it: no GetObject under mailboxes/. It reads and writes one
+      // object of its own: where a sweep stopped early (SWEEP_RESUME_KEY), absent on most days. S3
+      // answers a GetObject of a missing key with 404 only to a role that may list the bucket (and
+      // a ListBucket limited by `s3:prefix` does not count: that check carries no prefix); to any
+      // other, 403, and every sweep failed on its first request. Hence the whole bucket's listing.
       .bindBucket(
         props.bucket,
         {
           read: [PREFIX.retention],
           write: [PREFIX.retention],
           delete: [PREFIX.mailboxes, PREFIX.retention],
-          list: [PREFIX.mailboxes],
+          list: true,
         },
         props.env.bucket,
       )

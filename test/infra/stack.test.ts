@@ -574,7 +574,7 @@ describe('retention', () => {
     );
   });
 
-  it('the sweep lists and deletes under mailboxes/ only, reads no mail, and gets only the table actions it uses', () => {
+  it('the sweep deletes under mailboxes/ only, reads no mail, and gets only the table actions it uses', () => {
     const s = statementsOfRole(full, 'MailRelayRetentionSweepResourcesRole');
     const fullTable = onlyLogicalId(full, 'AWS::DynamoDB::Table', 'MailRelayStorageIndex');
     const fullBucket = onlyLogicalId(full, 'AWS::S3::Bucket', 'MailRelayStorageBucket');
@@ -588,7 +588,9 @@ describe('retention', () => {
     assert.ok(list);
     assert.deepEqual(moreLists, []);
     assert.deepEqual(list.Resource, { 'Fn::GetAtt': [fullBucket, 'Arn'] });
-    assert.deepEqual(list.Condition, { StringLike: { 's3:prefix': ['mailboxes/*'] } });
+    // Unconditioned: with a ListBucket limited to mailboxes/*, S3 answered the GetObject of an absent
+    // retention/resume.json with 403 instead of 404, and every sweep failed (deploy-limits.test.ts).
+    assert.equal(list.Condition, undefined);
     // Its own object only: where a stopped sweep goes on from (SWEEP_RESUME_KEY).
     for (const action of ['s3:GetObject', 's3:PutObject']) {
       const grants = grantsOf(s, action);
