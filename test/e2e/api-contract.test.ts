@@ -655,6 +655,21 @@ describe('the API answers as its OpenAPI document says', () => {
     await call('DELETE', `${A}/messages`, 403, { token: bob });
     await call('DELETE', `${A}/messages`, 401);
 
+    // A method no operation of the path documents: 405, with the documented ones in `Allow`.
+    const samples: Record<string, string> = { address: ALICE, id, partId: part, key: 'mailboxes/x' };
+    for (const [tpl, item] of Object.entries(doc.paths)) {
+      const path = tpl.replace(/\{(\w+)\}/g, (_, name: string) => samples[name] ?? name);
+      const res = await transport.request('PUT', path, { token: admin }, false);
+      const body = (await res.json()) as { error?: { code?: string } };
+      assert.equal(res.status, 405, `PUT ${tpl}`);
+      assert.equal(body.error?.code, 'method_not_allowed', `PUT ${tpl}`);
+      const allowed = new Set((res.headers.get('allow') ?? '').split(', '));
+      for (const method of Object.keys(item)) {
+        assert.ok(allowed.has(method.toUpperCase()), `PUT ${tpl}: Allow ${[...allowed]} lacks ${method}`);
+      }
+      if ('get' in item) assert.ok(allowed.has('HEAD'), `PUT ${tpl}: Allow lacks HEAD`);
+    }
+
     // An outage: `internal`, on any operation.
     const { index } = env.runtime;
     const getToken = index.getToken.bind(index);
