@@ -111,7 +111,9 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
   app.notFound((c) => {
     // A path this app serves, asked with another method: 405 and what it takes (RFC 9110 §15.5.6).
     const allowed = methodsServing(app, c.req.path);
-    if (allowed.length > 0) {
+    // A method the app documents but another function serves (POST …/send in the API function) is
+    // not a wrong method: it is not here.
+    if (allowed.length > 0 && !allowed.includes(c.req.method)) {
       const allow = allowed.join(', ');
       return c.json(
         {
