@@ -1,13 +1,17 @@
 /**
  * The API does what `GET /v1/openapi.json` says, as a client generated from that document sees it:
- * every documented operation is called over real HTTP into every documented status (and a few
- * more refusals: bad ids, cursors, limits, JSON, media types, sizes, tokens), and each answer is
+ * every documented operation is called into every documented status (and a few more refusals: bad
+ * ids, cursors, limits, JSON, media types, sizes, tokens, an outage), over real HTTP to the local
+ * server and again through the two Lambda handlers with API Gateway HTTP API events. Each answer is
  * checked against the document: its status is one the operation documents, its Content-Type one
  * of the documented media types, its JSON body valid against the documented schema (Ajv, JSON
- * Schema 2020-12, as OpenAPI 3.1 uses), an error's code one the description names, and the
- * documented response headers present. At the end every documented status of every operation must
- * have been seen, so a status documented for nothing (or a new one left unprovoked) fails here. The
- * document's own examples are checked against their schemas.
+ * Schema 2020-12, as OpenAPI 3.1 uses), an error's code one its description names, the documented
+ * response headers present; the parameters of a request the server took are valid under the
+ * document, and a parameter it refused is invalid under it (bounds, enums, patterns). Every
+ * documented status of every operation must have been seen, so a status documented for nothing
+ * (or a new one left unprovoked) fails here; another method on a documented path is 405 with the
+ * documented ones in `Allow`. The document's examples must be valid against their schemas, and
+ * every request header the API's code reads must be documented.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
