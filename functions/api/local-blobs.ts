@@ -134,11 +134,15 @@ export function mountSignedLinks(
       ...(target.kind === 'stream'
         ? {
             200: {
-              description: 'The blob',
-              content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } },
+              description: 'The blob, with the Content-Type and Content-Disposition the link was signed with',
+              content: { '*/*': { schema: z.string().openapi({ format: 'binary' }) } },
             },
           }
         : { 307: { description: 'To the kept original: an S3 URL presigned now, valid for a few minutes' } }),
+      400: {
+        description: 'A blob key whose percent-encoding is malformed (`invalid_request`)',
+        content: { 'application/json': { schema: errorSchema } },
+      },
       403: {
         description: 'Bad or expired signature (`invalid_signature`, `url_expired`)',
         content: { 'application/json': { schema: errorSchema } },

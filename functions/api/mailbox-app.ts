@@ -176,21 +176,39 @@ const jsonError = (description: string) => ({
   description,
   content: { 'application/json': { schema: errorSchema } },
 });
+/** A 400 naming every code it may carry (a generated client's only list of them). */
+const badRequest = (...codes: readonly string[]) =>
+  jsonError(`Invalid input: ${codes.map((code) => `\`${code}\``).join(', ')}`);
+/** Any operation that reads the index may meet an outage. */
+const SERVER_ERROR = {
+  500: jsonError('A bug or an outage (`internal`); the details are only in the server log'),
+} as const;
 const AUTH_ERRORS = {
   401: jsonError('Missing or invalid token (`unauthorized`)'),
   403: jsonError('The token is not valid for this mailbox (`forbidden`)'),
+  ...SERVER_ERROR,
 } as const;
+/** `{address}` and `view`. */
 const MAILBOX_ERRORS = {
-  400: jsonError('Invalid input (`invalid_address`, `invalid_request`, …)'),
+  400: badRequest('invalid_address', 'invalid_request'),
   ...AUTH_ERRORS,
 };
+/** `{address}`, `{id}` and `view`. */
 const MESSAGE_ERRORS = {
   ...MAILBOX_ERRORS,
-  400: jsonError('Invalid input (`invalid_address`, `invalid_id`, …)'),
+  400: badRequest('invalid_address', 'invalid_id', 'invalid_request'),
   404: jsonError('No such message (`message_not_found`)'),
 };
 const SECURITY = [{ bearerAuth: [] }];
 const BINARY = z.string().openapi({ format: 'binary' });
+/** Revalidation of what `ETag` names (RFC 9110 §13.1.2): `304` when it still matches. */
+const IF_NONE_MATCH = z.object({
+  'If-None-Match': z
+    .string()
+    .optional()
+    .openapi({ description: 'The `ETag` of an earlier answer: `304` (no body) while it still matches' }),
+});
+const header = (description: string) => ({ description, schema: { type: 'string' as const } });
 const redirect = (what: string) => ({
   description: `${what} is larger than the redirect threshold: follow \`Location\`, a short-lived presigned URL that serves the same bytes`,
   headers: { Location: { schema: { type: 'string' as const } } },
@@ -227,6 +245,7 @@ const routes = {
     responses: {
       200: { description: 'The token', content: { 'application/json': { schema: tokenInfoSchema } } },
       401: AUTH_ERRORS[401],
+      ...SERVER_ERROR,
     },
   }),
   listMailboxes: createRoute({
@@ -242,7 +261,7 @@ const routes = {
         content: { 'application/json': { schema: mailboxListSchema } },
       },
       ...AUTH_ERRORS,
-      400: jsonError('Invalid input (`invalid_cursor`, `invalid_request`)'),
+      400: badRequest('invalid_cursor', 'invalid_request'),
       403: jsonError('Not an admin token (`forbidden`)'),
     },
   }),
@@ -268,7 +287,7 @@ const routes = {
     responses: {
       200: { description: 'One page', content: { 'application/json': { schema: messageListSchema } } },
       ...MAILBOX_ERRORS,
-      400: jsonError('Invalid input (`invalid_cursor`, `invalid_request`, `invalid_address`)'),
+      400: badRequest('invalid_address', 'invalid_cursor', 'invalid_request'),
     },
   }),
   getMessage: createRoute({
@@ -301,7 +320,7 @@ const routes = {
         content: { 'application/json': { schema: listItemSchema } },
       },
       ...MESSAGE_ERRORS,
-      400: jsonError('Invalid input (`invalid_json`, `invalid_request`, `invalid_id`, …)'),
+      400: badRequest('invalid_address', 'invalid_id', 'invalid_json', 'invalid_request'),
       413: jsonError('The body is larger than 16 KiB (`payload_too_large`)'),
       415: jsonError('The body is not application/json (`unsupported_media_type`)'),
     },
@@ -342,7 +361,7 @@ const routes = {
         content: { 'application/json': { schema: deleteManyResultSchema } },
       },
       ...MAILBOX_ERRORS,
-      400: jsonError('Invalid input (`invalid_json`, `invalid_request`, `invalid_address`, …)'),
+      400: badRequest('invalid_address', 'invalid_json', 'invalid_request'),
       413: jsonError(
         `The body is larger than ${MAX_DELETE_MANY_BODY_BYTES / 1024} KiB (\`payload_too_large\`)`,
       ),
@@ -364,10 +383,20 @@ const routes = {
     tags: ['message'],
     summary: 'RETR: the stored message, byte for byte',
     security: SECURITY,
-    request: { params: messageParamsSchema, query: viewQuerySchema },
+    request: { params: messageParamsSchema, query: viewQuerySchema, headers: IF_NONE_MATCH },
     responses: {
-      200: { description: 'The raw message', content: { 'message/rfc822': { schema: BINARY } } },
-      304: { description: 'Not modified (`If-None-Match`)' },
+      200: {
+        description: 'The raw message',
+        headers: {
+          ETag: header('The message id, quoted: the bytes never change'),
+          'Cache-Control': header('`private, max-age=31536000, immutable`'),
+        },
+        content: { 'message/rfc822': { schema: BINARY } },
+      },
+      304: {
+        description: 'Not modified (`If-None-Match`)',
+        headers: { ETag: header('As on the 200') },
+      },
       307: redirect('The message'),
       ...MESSAGE_ERRORS,
     },
@@ -397,16 +426,25 @@ const routes = {
     tags: ['message'],
     summary: 'One decoded attachment (IMAP BODY[section])',
     security: SECURITY,
-    request: { params: partParamsSchema, query: viewQuerySchema },
+    request: { params: partParamsSchema, query: viewQuerySchema, headers: IF_NONE_MATCH },
     responses: {
       200: {
         description:
           'The decoded bytes, with the part content type and a Content-Disposition naming the file',
+        headers: {
+          ETag: header("The bytes' sha256 and a hash of the headers below, quoted"),
+          'Cache-Control': header('`private, no-cache`: revalidate with `If-None-Match`'),
+          'Content-Disposition': header('`attachment` or `inline`, with the filename'),
+        },
         content: { '*/*': { schema: BINARY } },
       },
-      304: { description: 'Not modified (`If-None-Match`)' },
+      304: {
+        description: 'Not modified (`If-None-Match`)',
+        headers: { ETag: header('As on the 200') },
+      },
       307: redirect('The part'),
       ...MESSAGE_ERRORS,
+      400: badRequest('invalid_address', 'invalid_id', 'invalid_part_id', 'invalid_request'),
       404: jsonError('No such message or part (`message_not_found`, `part_not_found`)'),
     },
   }),
@@ -428,6 +466,7 @@ const routes = {
         headers: z.object({ [CURSOR_HEADER]: z.string() }),
       },
       ...MAILBOX_ERRORS,
+      400: badRequest('invalid_address', 'invalid_cursor', 'invalid_id', 'invalid_request'),
     },
   }),
 };

@@ -6,7 +6,6 @@
 import '@hono/zod-openapi';
 import * as z from 'zod';
 import { canonicalAddress, isAddress } from '../core/config.ts';
-import { ULID_RE } from '../core/ids.ts';
 import { addressEntrySchema, attachmentSchema, headerEntrySchema } from '../core/message.ts';
 import { MAX_DELETE_MANY } from '../ports/mailbox-index.ts';
 import { MAX_TOP_LINES } from './top.ts';
@@ -40,7 +39,11 @@ export type ErrorBody = z.infer<typeof errorSchema>;
 
 // ---- parameters --------------------------------------------------------------------------
 
-const ULID_ANY_CASE_RE = new RegExp(ULID_RE.source, 'i');
+/**
+ * ULID_RE in either case, without the `i` flag: the OpenAPI document carries a regex as its source
+ * only (JSON Schema patterns have no flags; the generator wrote `…$/i`, a pattern no id matches).
+ */
+export const ULID_ANY_CASE_RE = /^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$/;
 
 /**
  * Addresses arrive in any case, an internationalized domain in either form, a local part maybe quoted:
@@ -53,8 +56,12 @@ const addressParamSchema = z
   })
   .openapi({
     param: { name: 'address', in: 'path' },
-    description: 'The mailbox address (case-insensitive; an internationalized domain in either form)',
+    description:
+      'The mailbox address (case-insensitive; an internationalized domain in either form), percent-encoded as a path segment',
     example: 'alice@example.com',
+    format: 'idn-email',
+    // What the address check needs at least: a local part, `@`, and a domain without `@`, `/` or spaces.
+    pattern: '^.+@[^@/\\s]+$',
   });
 
 /**
@@ -105,7 +112,9 @@ export const viewQuerySchema = z.object({ view: viewSchema });
 
 /**
  * A decimal integer in a query string, `min`..`max`: `0x10`, `1e2` or ` 5`, which a plain number
- * coercion would take for 16, 100 and 5, are refused.
+ * coercion would take for 16, 100 and 5, are refused. Documented as what it is, an integer and its
+ * bounds (a query string is text either way): not as a string with a digit pattern, which a
+ * generated client would type as a string and whose bounds it would never learn.
  */
 function queryInt(min: number, max: number) {
   return z
@@ -115,7 +124,8 @@ function queryInt(min: number, max: number) {
     })
     .regex(/^\d{1,300}$/, 'must be a decimal integer')
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+    .pipe(z.number().int().min(min).max(max))
+    .openapi({ type: 'integer', minimum: min, maximum: max });
 }
 
 /** `limit` of a paged list (LIST and the mailbox list): one way to page through both. */
@@ -123,7 +133,8 @@ const limitQuerySchema = queryInt(1, MAX_LIST_LIMIT)
   .optional()
   .openapi({
     description: `Page size, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`,
-    example: '50',
+    example: 50,
+    default: DEFAULT_LIST_LIMIT,
   });
 
 /** `cursor` of a paged list: the `nextCursor` of the page before, as it came. */
@@ -149,7 +160,8 @@ export const listQuerySchema = z.object({
 export const mailboxListQuerySchema = z.object({
   limit: limitQuerySchema.openapi({
     description: `Mailboxes per page, 1..${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`,
-    example: '50',
+    example: 50,
+    default: DEFAULT_LIST_LIMIT,
   }),
   cursor: cursorQuerySchema,
 });
@@ -158,7 +170,7 @@ export const topQuerySchema = z.object({
   view: viewSchema,
   lines: queryInt(0, MAX_TOP_LINES).openapi({
     description: 'Body lines to return after the headers and the blank line',
-    example: '10',
+    example: 10,
   }),
 });
 
@@ -185,7 +197,10 @@ export const waitQuerySchema = z.object({
     }),
   timeout: queryInt(0, MAX_WAIT_SECONDS)
     .optional()
-    .openapi({ description: `Seconds to wait, 0..${MAX_WAIT_SECONDS} (default ${MAX_WAIT_SECONDS})` }),
+    .openapi({
+      description: `Seconds to wait, 0..${MAX_WAIT_SECONDS} (default ${MAX_WAIT_SECONDS})`,
+      default: MAX_WAIT_SECONDS,
+    }),
 });
 
 export const patchMessageBodySchema = z

@@ -14,6 +14,9 @@ import type { ApiApp } from './shell.ts';
 /** SES accepts at most 50 recipients (To + Cc + Bcc) per message. */
 export const MAX_SEND_RECIPIENTS = 50;
 
+/** A client's Idempotency-Key: printable ASCII, short enough to be part of an index key. */
+export const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,200}$/;
+
 /** The route as API Gateway names it (method and path template), for the stack's route to the send function. */
 export const SEND_ROUTE = { method: 'POST', path: '/v1/mailboxes/{address}/send' } as const;
 
@@ -99,6 +102,19 @@ export const sendRouteFor = (maxBodyBytes: number) =>
     security: [{ bearerAuth: [] }],
     request: {
       params: mailboxParamsSchema,
+      headers: z.object({
+        'Idempotency-Key': z
+          .string()
+          .regex(IDEMPOTENCY_KEY_RE, 'must be 1 to 200 printable ASCII characters')
+          .optional()
+          .openapi({
+            description:
+              'Makes a retry send once: a request with a key already sent answers as it did (`duplicate: true`) ' +
+              'without sending again; the same key with a different request is `422 idempotency_key_reused`, ' +
+              'and while the first is still sending `409 send_in_progress`. 1 to 200 printable ASCII characters',
+            example: 'order-4711-confirmation',
+          }),
+      }),
       body: {
         required: true,
         content: {
@@ -109,16 +125,21 @@ export const sendRouteFor = (maxBodyBytes: number) =>
     },
     responses: {
       200: { description: 'Sent', content: { 'application/json': { schema: sendResultSchema } } },
-      400: jsonError('Invalid input (`invalid_request`, `invalid_recipient`, `no_recipients`, …)'),
+      400: jsonError(
+        'Invalid input: `invalid_address`, `invalid_json`, `invalid_request`, `invalid_recipient`, `no_recipients`, `too_many_recipients`',
+      ),
       401: jsonError('Missing or invalid token (`unauthorized`)'),
       403: jsonError('Not this mailbox, or From is not its address (`forbidden`, `from_not_allowed`)'),
       409: jsonError('The same Idempotency-Key is being sent right now (`send_in_progress`)'),
-      413: jsonError('Larger than the relay sends (`message_too_large`)'),
+      413: jsonError(
+        'The message is larger than the relay sends (`message_too_large`), or the body larger than such a message could take (`payload_too_large`)',
+      ),
       415: jsonError('Neither application/json nor message/rfc822 (`unsupported_media_type`)'),
       422: jsonError(
         'The provider refused the message for good (`send_rejected`), one of our own addresses refuses mail (`recipient_refused`: no such mailbox, a `reject` route; nothing is sent), or the Idempotency-Key was used for a different request (`idempotency_key_reused`)',
       ),
       502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
+      500: jsonError('A bug or an outage (`internal`); the details are only in the server log'),
     },
     // Refused while streaming in, before the body is buffered (`payload_too_large`).
     middleware: [bodyLimit({ maxSize: maxBodyBytes })],

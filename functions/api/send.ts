@@ -33,7 +33,13 @@ import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
 import type { Outbound, OutboundResult } from '../ports/outbound.ts';
 import { HttpStatusError } from './errors.ts';
-import { MAX_SEND_RECIPIENTS, maxSendBodyBytes, type SendRequest, sendRouteFor } from './send-route.ts';
+import {
+  IDEMPOTENCY_KEY_RE,
+  MAX_SEND_RECIPIENTS,
+  maxSendBodyBytes,
+  type SendRequest,
+  sendRouteFor,
+} from './send-route.ts';
 import type { ApiApp } from './shell.ts';
 
 export {
@@ -45,8 +51,6 @@ export {
   sendRouteFor,
 } from './send-route.ts';
 
-/** A client's Idempotency-Key: printable ASCII, short enough to be part of an index key. */
-const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,200}$/;
 /** A retry with the same Idempotency-Key while the first request is still sending waits at most this long for nothing: it is told 409. */
 const SEND_LEASE_MS = 5 * 60 * 1000;
 

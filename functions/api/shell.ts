@@ -54,15 +54,32 @@ export function validationErrorOf(target: string, issues: readonly z.core.$ZodIs
   );
 }
 
-/** The methods of the app's routes (not its middleware) whose path matches `path`, sorted; HEAD with GET. */
+/**
+ * The methods of the app's routes (not its middleware) whose path matches `path`, sorted; HEAD with
+ * GET. The routes it documents count too: in AWS the API function documents `POST …/send`, which
+ * API Gateway sends to the send function, so another method on that path reaches this app.
+ */
 function methodsServing(app: ApiApp, path: string): string[] {
+  const routes = app.routes
+    .filter((r) => r.method !== 'ALL')
+    .map((r) => ({ method: r.method, path: r.path }));
+  for (const d of app.openAPIRegistry.definitions) {
+    if (d.type === 'route') {
+      routes.push({ method: d.route.method.toUpperCase(), path: d.route.path.replace(/\{(\w+)\}/g, ':$1') });
+    }
+  }
   const methods = new Set<string>();
-  for (const route of app.routes) {
-    if (route.method === 'ALL') continue;
-    // Hono's patterns here are literal segments and `:name` parameters.
+  for (const route of routes) {
+    // Hono's patterns here are literal segments, `:name` parameters and a trailing `*` (the rest of the path).
     const pattern = route.path
       .split('/')
-      .map((segment) => (segment.startsWith(':') ? '[^/]+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .map((segment) =>
+        segment === '*'
+          ? '.*'
+          : segment.startsWith(':')
+            ? '[^/]+'
+            : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+      )
       .join('/');
     if (new RegExp(`^${pattern}$`).test(path)) {
       methods.add(route.method);
@@ -94,7 +111,9 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
   app.notFound((c) => {
     // A path this app serves, asked with another method: 405 and what it takes (RFC 9110 §15.5.6).
     const allowed = methodsServing(app, c.req.path);
-    if (allowed.length > 0) {
+    // A method the app documents but another function serves (POST …/send in the API function) is
+    // not a wrong method: it is not here.
+    if (allowed.length > 0 && !allowed.includes(c.req.method)) {
       const allow = allowed.join(', ');
       return c.json(
         {
