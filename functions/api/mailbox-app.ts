@@ -285,7 +285,12 @@ const routes = {
     security: SECURITY,
     request: { params: mailboxParamsSchema, query: listQuerySchema },
     responses: {
-      200: { description: 'One page', content: { 'application/json': { schema: messageListSchema } } },
+      200: {
+        description:
+          'One page. It can hold fewer than `limit` items with more to come (items past 4 MiB; in AWS, a ' +
+          'page with `q` or `unseen` after reading 10,000 messages, maybe with none): follow `nextCursor` until null',
+        content: { 'application/json': { schema: messageListSchema } },
+      },
       ...MAILBOX_ERRORS,
       400: badRequest('invalid_address', 'invalid_cursor', 'invalid_request'),
     },

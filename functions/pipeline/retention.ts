@@ -14,9 +14,9 @@
  * than anything the sweep deletes, and every delete is conditional on the entry still existing.
  */
 
-import { encodeMailboxCursor } from '../core/cursor.ts';
+import { encodeCursor, encodeMailboxCursor } from '../core/cursor.ts';
 import { errorMessage, ValidationError } from '../core/errors.ts';
-import { timeOfId, ULID_RE } from '../core/ids.ts';
+import { messageIdFor, timeOfId, ULID_RE } from '../core/ids.ts';
 import { deleteMessageBlobs, mailboxKeys } from '../core/keys.ts';
 import { ownerOf } from '../core/mailbox-pages.ts';
 import { DAY_MS } from '../core/time.ts';
@@ -210,9 +210,15 @@ async function sweepMailbox(
   sweep: MailboxSweep,
   totals: { deleted: number; bytes: number; orphans: number },
 ): Promise<boolean> {
-  // Newest first: the kept messages come first, then every expired one. The cursor is the last
-  // id seen, so deleting the entries of a page does not disturb the next.
-  let cursor: string | undefined;
+  // Newest first, from the cutoff down: a cursor is exclusive and ids sort by receipt time, so
+  // listing starts below the first possible id of the cutoff's millisecond and reads expired mail
+  // only (it read every kept message first, each sweep: the whole of a 100,000-message mailbox,
+  // ~18,000 read units in DynamoDB, to find nothing). The cursor is the last id seen, so deleting
+  // the entries of a page does not disturb the next.
+  if (sweep.cutoff <= 0) return sweepOrphans(deps, mailbox, sweep, totals);
+  let cursor: string | undefined = encodeCursor(
+    `${messageIdFor(sweep.cutoff, '').slice(0, 10)}${'0'.repeat(16)}`,
+  );
   do {
     const page = await deps.index.list(mailbox, { limit: PAGE_SIZE, cursor });
     for (const entry of page.items) {

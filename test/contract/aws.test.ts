@@ -192,6 +192,77 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     }
   });
 
+  it('a q or unseen page reads at most filteredReadBudget items, and its nextCursor reads on from there', async () => {
+    // A `q` that matched nothing (or `unseen=true` in a read mailbox) read the whole partition in
+    // one request: at 100,000 messages ~500 Queries and ~18,000 read units, and past API Gateway's
+    // 29 s from about a million. Counted in items read (DynamoDB's ScannedCount), not in time.
+    const tableName = `budget-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    try {
+      let scanned = 0;
+      let queries = 0;
+      const counting = {
+        send: async (command: object) => {
+          const r = await documents.send(command as Parameters<DynamoDBDocumentClient['send']>[0]);
+          if (command.constructor.name === 'QueryCommand') {
+            queries += 1;
+            scanned += (r as { ScannedCount?: number }).ScannedCount ?? 0;
+          }
+          return r;
+        },
+      } as unknown as DynamoDBDocumentClient;
+      const index = new DynamoDbMailboxIndex({ client: counting, tableName, filteredReadBudget: 10 });
+      const inbox = 'alice@example.test';
+      const start = Date.UTC(2025, 0, 1);
+      // 35 messages, all seen but the oldest and one in the middle; the oldest alone says "zanzibar".
+      const entries = Array.from({ length: 35 }, (_, i) =>
+        makeEntry(inbox, start + i * 1000, `budget-${i}`, {
+          seen: i !== 0 && i !== 17,
+          ...(i === 0 ? { subject: 'Zanzibar' } : {}),
+        }),
+      );
+      for (const e of entries) await index.deliver(e);
+      const walk = async (options: { q?: string; unseen?: boolean }) => {
+        const ids: string[] = [];
+        const reads: number[] = [];
+        let cursor: string | undefined;
+        for (let pages = 0; pages < 20; pages++) {
+          scanned = 0;
+          const page = await index.list(inbox, { limit: 5, cursor, ...options });
+          reads.push(scanned);
+          ids.push(...page.items.map((i) => i.id));
+          if (page.nextCursor === null) return { ids, reads };
+          cursor = page.nextCursor;
+        }
+        throw new Error('no last page after 20');
+      };
+      const rare = await walk({ q: 'zanzibar' });
+      assert.deepEqual(rare.ids, [entries[0]?.id]);
+      assert.ok(
+        rare.reads.every((n) => n <= 10),
+        `items read per page: ${rare.reads.join(', ')}`,
+      );
+      assert.ok(rare.reads.length >= 4, 'the search went on over several pages');
+      const unseen = await walk({ unseen: true });
+      assert.deepEqual(unseen.ids, [entries[17]?.id, entries[0]?.id]);
+      assert.ok(
+        unseen.reads.every((n) => n <= 10),
+        `items read per page: ${unseen.reads.join(', ')}`,
+      );
+      // A match common enough to fill the page stops there; no filter reads just the page.
+      queries = 0;
+      scanned = 0;
+      const all = await index.list(inbox, { limit: 5, q: 'message' });
+      assert.equal(all.items.length, 5);
+      assert.notEqual(all.nextCursor, null);
+      assert.equal(queries, 1);
+      const plain = await index.list(inbox, { limit: 30 });
+      assert.equal(plain.items.length, 30, 'an unfiltered page is not cut by the budget');
+    } finally {
+      await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+    }
+  });
+
   runMailboxIndexContract('DynamoDbMailboxIndex', async (options) => {
     const tableName = `contract-${randomUUID()}`;
     await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));

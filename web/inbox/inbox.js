@@ -686,6 +686,26 @@ function listQuery(cursor) {
   };
 }
 
+/** Requests one "Load more" (or the first page) makes at most to fill a page of a search. */
+const MAX_PAGE_REQUESTS = 10;
+
+/**
+ * A page of the list from `cursor`: in AWS a search (`q`, unseen only) answers after reading a
+ * bounded part of the mailbox, with fewer items than asked (maybe none) and a cursor to read on
+ * from, so this asks on until the page is full, the list ends, or MAX_PAGE_REQUESTS were made.
+ */
+async function listPage(cursor, generation) {
+  const items = [];
+  for (let requests = 0; ; requests++) {
+    const page = await getJson(`${mailboxPath(state.address)}/messages`, { query: listQuery(cursor) });
+    items.push(...page.items);
+    cursor = page.nextCursor;
+    if (cursor === null || items.length >= PAGE_SIZE || requests + 1 >= MAX_PAGE_REQUESTS) break;
+    if (generation !== state.generation) break;
+  }
+  return { items, nextCursor: cursor };
+}
+
 async function loadList() {
   const generation = ++state.generation;
   stopWatching();
@@ -701,7 +721,7 @@ async function loadList() {
       query: { view: state.view, timeout: 0 },
     });
     const cursor = start.headers.get('Mail-Relay-Cursor');
-    const page = await getJson(`${mailboxPath(state.address)}/messages`, { query: listQuery() });
+    const page = await listPage(undefined, generation);
     if (generation !== state.generation) return;
     state.items = page.items;
     // Ticked while this loaded: boxes of the list before.
@@ -719,9 +739,7 @@ async function loadList() {
 async function loadMore() {
   const generation = state.generation;
   try {
-    const page = await getJson(`${mailboxPath(state.address)}/messages`, {
-      query: listQuery(state.nextCursor),
-    });
+    const page = await listPage(state.nextCursor, generation);
     if (generation !== state.generation) return;
     const shown = new Set(state.items.map((i) => i.id));
     state.items.push(...page.items.filter((i) => !shown.has(i.id)));
@@ -740,7 +758,15 @@ function renderList() {
   keepingFocus(els.list, () => {
     if (state.items.length === 0) {
       els.list.replaceChildren(
-        h('li', { class: 'empty' }, state.q || state.unseen ? 'No messages match.' : 'No messages.'),
+        h(
+          'li',
+          { class: 'empty' },
+          !(state.q || state.unseen)
+            ? 'No messages.'
+            : state.nextCursor === null
+              ? 'No messages match.'
+              : 'No matches in the newest messages: “Load more” searches older ones.',
+        ),
       );
     } else {
       els.list.replaceChildren(...state.items.map(renderItem));

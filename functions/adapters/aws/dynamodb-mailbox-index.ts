@@ -81,8 +81,20 @@ export const TABLE_KEYS = { partitionKey: 'pk', sortKey: 'sk' } as const;
 
 /** The port's bounds for a page. */
 const MAX_LIMIT = 1000;
-/** Items a filtered (q / unseen) Query examines per round trip; the filter applies after the read. */
+/**
+ * Items the first Query of a filtered (q / unseen) page examines; the filter applies after the read.
+ * Each further round trip of the same page reads twice as many (up to DynamoDB's 1 MB a Query), so a
+ * common match costs little more than the page and a rare one few round trips.
+ */
 const FILTERED_QUERY_PAGE = 200;
+/**
+ * Message items one filtered page reads at most (DynamoDB bills the items read, not those that
+ * match): ~7.5 MB of ~750-byte entries, ~1,900 read units, a few hundred ms. Without it a `q` that
+ * matches nothing read the whole mailbox in one request: at 100,000 messages ~500 round trips and
+ * ~18,000 read units, and past API Gateway's 29 s from about a million. A page that stops here has
+ * fewer than `limit` items (maybe none) and a `nextCursor` to read on from.
+ */
+export const DEFAULT_FILTERED_READ_BUDGET = 10_000;
 /** BatchGetItem takes at most 100 keys. */
 const BATCH_GET_MAX = 100;
 /** TransactionConflict retries before giving up (the caller, e.g. SQS, retries the whole delivery). */
@@ -142,6 +154,8 @@ export interface DynamoDbMailboxIndexOptions {
   readonly deletionMemoryDays?: number;
   /** ms since epoch; for tests. */
   readonly clock?: () => number;
+  /** Message items a `q` / `unseen` page reads at most. @default DEFAULT_FILTERED_READ_BUDGET */
+  readonly filteredReadBudget?: number;
 }
 
 const verdictNameSchema = z.enum(VERDICT_NAMES);
@@ -326,6 +340,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   private readonly registered = new Set<string>();
   private readonly deletionMemoryMs: number;
   private readonly clock: () => number;
+  private readonly filteredReadBudget: number;
 
   constructor(options: DynamoDbMailboxIndexOptions) {
     if (typeof options.tableName !== 'string' || options.tableName === '') {
@@ -339,6 +354,11 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     this.table = options.tableName;
     this.deletionMemoryMs = days * DAY_MS;
     this.clock = options.clock ?? Date.now;
+    const budget = options.filteredReadBudget ?? DEFAULT_FILTERED_READ_BUDGET;
+    if (!Number.isSafeInteger(budget) || budget < 1) {
+      throw new RangeError(`filteredReadBudget must be a positive integer, got ${String(budget)}`);
+    }
+    this.filteredReadBudget = budget;
   }
 
   private deletionKey(mailbox: string, id: string): Record<string, string> {
@@ -493,8 +513,10 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   /**
    * Newest first (ULIDs sort by receipt time; the Query reads the partition backwards). With
    * `unseen` or `q`, DynamoDB filters after reading, so pages are filled by looping until the
-   * page is full or the mailbox is exhausted: a page has `limit` items whenever that many match.
-   * One item beyond the limit is sought, so `nextCursor` is null exactly on the last page.
+   * page is full, the mailbox is exhausted, or `filteredReadBudget` items were read: then the page
+   * is shorter than `limit` (maybe empty) and `nextCursor` stands after the last item read, so
+   * that no request reads a whole large mailbox. One item beyond the limit is sought, so
+   * `nextCursor` is null exactly on the last page.
    */
   async list(mailbox: string, options: ListOptions): Promise<ListPage> {
     const { limit, cursor, unseen = false, q } = options;
@@ -521,7 +543,11 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       after === undefined
         ? undefined
         : { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(after) };
+    // Items read so far (a filtered Query's Limit counts the items read, before the filter).
+    let read = 0;
+    let round = FILTERED_QUERY_PAGE;
     do {
+      const left = this.filteredReadBudget - read;
       const input: QueryCommandInput = {
         TableName: this.table,
         KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :msg)',
@@ -529,18 +555,30 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         ExpressionAttributeValues: values,
         ScanIndexForward: false,
         ConsistentRead: true,
-        Limit: filtered ? Math.max(FILTERED_QUERY_PAGE, wanted - found.length) : wanted - found.length,
+        Limit: filtered ? Math.min(left, Math.max(round, wanted - found.length)) : wanted - found.length,
         ExclusiveStartKey: startKey,
         ...(filtered ? { FilterExpression: filters.join(' AND ') } : {}),
       };
       const r = await this.client.send(new QueryCommand(input));
       for (const item of r.Items ?? []) found.push(toEntry(item));
       startKey = r.LastEvaluatedKey;
-    } while (found.length < wanted && startKey !== undefined);
+      read += r.ScannedCount ?? r.Items?.length ?? 0;
+      round *= 2;
+    } while (
+      found.length < wanted &&
+      startKey !== undefined &&
+      (!filtered || read < this.filteredReadBudget)
+    );
 
     const items = found.slice(0, limit);
     const last = items[items.length - 1];
-    return { items, nextCursor: found.length > limit && last !== undefined ? encodeCursor(last.id) : null };
+    if (found.length > limit && last !== undefined) return { items, nextCursor: encodeCursor(last.id) };
+    // The read budget ran out before the page filled: go on after the last item read.
+    const stopped = startKey?.[TABLE_KEYS.sortKey];
+    if (typeof stopped === 'string' && stopped.startsWith('MSG#')) {
+      return { items, nextCursor: encodeCursor(stopped.slice('MSG#'.length)) };
+    }
+    return { items, nextCursor: null };
   }
 
   /** The mailbox's STAT item (counters and the last commit number), zeros when it has none. */
