@@ -20,7 +20,7 @@ import type { Stack } from '@aws-sdk/client-cloudformation';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { type Config, canonicalAddress, isAddress } from '../core/config.ts';
 import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
-import type { ReparseDeps, ReparseProgress, ReparseSummary } from '../pipeline/reparse.ts';
+import type { ReparseProgress, ReparseSummary } from '../pipeline/reparse.ts';
 import type { ReplayProgress, ReplaySummary } from '../pipeline/replay.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
@@ -235,28 +235,7 @@ async function replayIn(
   const { replay } = await import('../pipeline/replay.ts');
   const { progressBar } = await import('./import.ts');
 
-  let deps: RouterDeps;
-  let close: () => Promise<void>;
-  let where: string;
-  if (values.stack !== undefined) {
-    const outputs = await readStackOutputs(values.stack);
-    const { createAwsRouterDeps } = await import('../handlers/router-deps.ts');
-    const aws = createAwsRouterDeps({ ...outputs, config, forcePathStyle: pathStyle(process.env) });
-    deps = aws;
-    close = async () => {
-      aws.clients.s3.destroy();
-      aws.clients.dynamo.destroy();
-      aws.ses.destroy();
-    };
-    where = `stack ${values.stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`;
-  } else {
-    const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
-    // No journal is written here, so nothing would sync deferred writes: each write is synced itself.
-    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env), durability: 'sync' });
-    deps = runtime;
-    close = () => runtime.close();
-    where = runtime.dataDir;
-  }
+  const { deps, close, where } = await openStoredMail(config, values.stack, io);
 
   io.err.write(
     `replaying mail stored since ${since.toISOString()} in ${where}${mailbox ? ` for ${mailbox}` : ''}\n`,
@@ -318,6 +297,35 @@ export async function commandReparse(args: readonly string[], io: CliIo): Promis
   );
 }
 
+/**
+ * The stored mail `replay` and `reparse` work on: the deployed stack's (`--stack`, through the AWS
+ * SDK), else the local data dir's, where no journal is written, so nothing would sync deferred
+ * writes: each write is synced itself.
+ */
+async function openStoredMail(
+  config: Config,
+  stack: string | undefined,
+  io: CliIo,
+): Promise<{ deps: RouterDeps; close: () => Promise<void>; where: string }> {
+  if (stack !== undefined) {
+    const outputs = await readStackOutputs(stack);
+    const { createAwsRouterDeps } = await import('../handlers/router-deps.ts');
+    const aws = createAwsRouterDeps({ ...outputs, config, forcePathStyle: pathStyle(process.env) });
+    return {
+      deps: aws,
+      close: async () => {
+        aws.clients.s3.destroy();
+        aws.clients.dynamo.destroy();
+        aws.ses.destroy();
+      },
+      where: `stack ${stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`,
+    };
+  }
+  const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
+  const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env), durability: 'sync' });
+  return { deps: runtime, close: () => runtime.close(), where: runtime.dataDir };
+}
+
 async function reparseIn(
   config: Config,
   values: {
@@ -331,30 +339,9 @@ async function reparseIn(
   const { reparse } = await import('../pipeline/reparse.ts');
   const { progressBar } = await import('./import.ts');
 
-  let deps: ReparseDeps;
-  let close: () => Promise<void>;
-  let where: string;
-  if (values.stack !== undefined) {
-    const outputs = await readStackOutputs(values.stack);
-    const { createAwsRouterDeps } = await import('../handlers/router-deps.ts');
-    const aws = createAwsRouterDeps({ ...outputs, config, forcePathStyle: pathStyle(process.env) });
-    deps = aws;
-    close = async () => {
-      aws.clients.s3.destroy();
-      aws.clients.dynamo.destroy();
-      aws.ses.destroy();
-    };
-    where = `stack ${values.stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`;
-  } else {
-    const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
-    // Beside a running dev, as replay: each write is synced itself (no journal here to sync them),
-    // SQLite waits its turn for the write lock, and every write is one that dev's could race with
-    // harmlessly (docs/adr/0018-reparse.md).
-    const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env), durability: 'sync' });
-    deps = runtime;
-    close = () => runtime.close();
-    where = runtime.dataDir;
-  }
+  // Beside a running dev, as replay: SQLite waits its turn for the write lock, and every write is one
+  // that dev's could race with harmlessly (docs/adr/0018-reparse.md).
+  const { deps, close, where } = await openStoredMail(config, values.stack, io);
 
   io.err.write(
     `reparsing mail${since === undefined ? '' : ` received since ${since.toISOString()}`} in ${where}` +
