@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
-import { chromiumAvailable, launchChromium } from '../helpers/browser.ts';
+import { chromiumAvailable, launchChromium, until } from '../helpers/browser.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 
 // The page's globals, for the functions run in it by `page.evaluate` (the project compiles without the DOM lib).
@@ -104,16 +104,6 @@ async function tabTo(page: Page, matches: (desc: string) => boolean, { back = fa
     seen.push(desc);
   }
   throw new Error(`not reached by ${back ? 'Shift+Tab' : 'Tab'}; went through: ${seen.join(' | ')}`);
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('web inbox for everyone: keyboard, screen reader, small screens, dark mode', {

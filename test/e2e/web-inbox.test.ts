@@ -18,7 +18,7 @@ import { INBOX_CSP, INBOX_FILES } from '../../functions/api/inbox.ts';
 import { encodeCursor } from '../../functions/core/cursor.ts';
 import { buildMessageWithAttachment } from '../fixtures/build.ts';
 import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
-import { chromiumAvailable, launchChromium } from '../helpers/browser.ts';
+import { chromiumAvailable, launchChromium, until } from '../helpers/browser.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 
 const ALICE = 'alice@example.test';
@@ -184,16 +184,6 @@ async function sendSmtp(env: ApiTestEnv, to: string, subject: string): Promise<v
     await transport.sendMail({ from: 'friend@remote.test', to, subject, text: `${subject}, the body\n` });
   } finally {
     transport.close();
-  }
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

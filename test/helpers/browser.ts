@@ -35,3 +35,14 @@ export function launchChromium(): Promise<Browser> {
     ],
   });
 }
+
+/** What `probe` gives once it gives something (polled every 50 ms), or a failure naming `what` after `ms`. */
+export async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
