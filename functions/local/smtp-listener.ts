@@ -60,6 +60,9 @@ export interface SmtpListener {
  * Recipients of one message (postfix's `smtpd_recipient_limit`; RFC 5321 §4.5.3.1.8 asks for at least
  * 100). Beyond it smtp-server answers `452 4.5.3`, and the client sends the rest in another transaction.
  */
+/** Socket errors that say the client went away, not that something failed here. */
+const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE']);
+
 export const MAX_RECIPIENTS = 1000;
 /**
  * What a recipient check may take for free (a normal one takes microseconds); the time beyond it
@@ -354,8 +357,12 @@ export async function startSmtpListener(
       resolve();
     });
   });
-  // After listen: a failure to listen is the caller's error, not a runtime one to report.
-  server.on('error', (err) => options.onError?.(err));
+  // After listen: a failure to listen is the caller's error, not a runtime one to report. A client
+  // that resets its connection (a test suite's killed process, a scanner) is routine: nothing of
+  // its was acknowledged, and a line for each made the relay's log noise.
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (!CLIENT_GONE.has(err.code ?? '')) options.onError?.(err);
+  });
   const address = server.server.address() as AddressInfo;
   return {
     port: address.port,

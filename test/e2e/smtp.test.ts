@@ -1075,3 +1075,53 @@ describe('what `mail-relay route` prints is what happens to mail over SMTP (ever
     });
   });
 });
+
+describe('clients that reset their connection', () => {
+  it('are not reported as errors (at the greeting, after RCPT, mid-DATA), and the listener goes on taking mail', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'mr-smtp-reset-'));
+    const runtime = createLocalRuntime({
+      config: parseConfig({ domains: ['example.test'], mailboxes: ['alice@example.test'] }),
+      dataDir,
+    });
+    const errors: unknown[] = [];
+    const smtp = await startSmtpListener(runtime, { port: 0, onError: (err) => errors.push(err) });
+    const envelope = ['EHLO x', 'MAIL FROM:<a@remote.test>', 'RCPT TO:<alice@example.test>'];
+    try {
+      for (const commands of [[], envelope, [...envelope, 'DATA']]) {
+        const socket = connect(smtp.port, '127.0.0.1');
+        let got = '';
+        socket.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+        });
+        // Each command after the answer to the one before (the greeting first).
+        const answered = async (n: number) => {
+          while ((got.match(/^\d{3} /gm) ?? []).length < n) await new Promise((r) => setTimeout(r, 10));
+        };
+        await answered(1);
+        for (const [i, command] of commands.entries()) {
+          socket.write(`${command}\r\n`);
+          await answered(i + 2);
+        }
+        if (commands.at(-1) === 'DATA') socket.write('Subject: cut\r\n\r\npart of a body');
+        socket.resetAndDestroy();
+        await once(socket, 'close');
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const sent = await python(
+        "import smtplib,sys\ns = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))\ns.sendmail('a@remote.test', ['alice@example.test'], b'Subject: after\\r\\n\\r\\nok\\r\\n')\ns.quit()",
+        [String(smtp.port)],
+      );
+      assert.equal(sent.code, 0, sent.stderr);
+      assert.deepEqual(
+        (await listAll(runtime.index, 'alice@example.test')).map((e) => e.subject),
+        ['after'],
+        'nothing of the cut message, the next one stored',
+      );
+      assert.deepEqual(errors, []);
+    } finally {
+      await smtp.close();
+      await runtime.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
