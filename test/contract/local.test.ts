@@ -544,6 +544,41 @@ describe('FsBlobStore: small blobs as SQLite rows', () => {
     assert.deepEqual(await store.get('g/a/e'), Buffer.from('1'));
   });
 
+  it('deletes of rows, issued without waiting among puts, apply in call order (they share group commits)', async () => {
+    await Promise.all(
+      ['o/a', 'o/b', 'o/c/summary.json', 'o/d/parts/1'].map((k) => store.put(k, Buffer.from(k))),
+    );
+    // Each line is one caller's calls, issued one right after the other, nothing awaited in between.
+    await Promise.all([
+      store.delete('o/a'),
+      store.put('o/a', Buffer.from('put after the delete')),
+      store.put('o/b', Buffer.from('put before the delete')),
+      store.delete('o/b'),
+      store.deletePrefix('o/c/'),
+      store.put('o/c/summary.json', Buffer.from('put after the prefix delete')),
+      store.put('o/e', Buffer.from('a new key, deleted at once')),
+      store.delete('o/e'),
+      store.deletePrefix('o/d/'),
+    ]);
+    assert.deepEqual(await store.get('o/a'), Buffer.from('put after the delete'));
+    assert.equal(await store.get('o/b'), null);
+    assert.deepEqual(await store.get('o/c/summary.json'), Buffer.from('put after the prefix delete'));
+    assert.equal(await store.get('o/e'), null);
+    assert.equal(await store.get('o/d/parts/1'), null);
+    // Another connection sees the same: each call resolved once committed.
+    const other = new FsBlobStore({ root });
+    try {
+      assert.deepEqual(await keysOf(other, 'o/'), ['o/a', 'o/c/summary.json']);
+    } finally {
+      await other.close();
+    }
+    // Many at once, as a batch delete of messages issues them.
+    const many = Array.from({ length: 300 }, (_, i) => `o/m/${String(i).padStart(3, '0')}`);
+    await Promise.all(many.map((k) => store.put(k, Buffer.from(k))));
+    await Promise.all(many.map((k) => store.delete(k)));
+    assert.deepEqual(await keysOf(store, 'o/m/'), []);
+  });
+
   it('a read sees a put that is still queued; put resolves once committed (another connection sees it)', async () => {
     const other = new FsBlobStore({ root });
     try {

@@ -59,11 +59,15 @@ export interface Row {
   readonly data: Buffer;
 }
 
-/** One queued write: a put (`data`) or a copy from another row (`from`). */
+/**
+ * One queued write: a put (`data`), a copy from another row (`from`), or a removal (`remove`: of
+ * the row `key`, or of every row whose key starts with `key`).
+ */
 export interface RowWrite {
   readonly key: string;
   readonly data?: Buffer | undefined;
   readonly from?: string | undefined;
+  readonly remove?: 'key' | 'prefix' | undefined;
   /** Set by `writeBatch`. `conflict`: the key rule refused it; `no-source`: a copy whose source is not a row. */
   outcome?: 'written' | 'conflict' | 'no-source';
 }
@@ -153,8 +157,9 @@ export class BlobRows {
     this.batch = this.db.transaction((writes: readonly RowWrite[], mtime: number) => {
       // Folders of this batch's keys found not to be rows. Sound within the transaction: a folder
       // is looked up only for a write below it, so from then on it has something below it (that
-      // write, or what made the write conflict) and cannot become a row in this batch; the batch
-      // deletes nothing and no other connection writes while it holds the lock.
+      // write, or what made the write conflict) and cannot become a row in this batch; a removal
+      // only takes rows away, so it cannot make one either, and no other connection writes while
+      // the batch holds the lock.
       const folders = new Set<string>();
       for (const w of writes) this.apply(w, mtime, folders);
     });
@@ -167,6 +172,12 @@ export class BlobRows {
   }
 
   private apply(w: RowWrite, mtime: number, folders: Set<string>): void {
+    if (w.remove !== undefined) {
+      if (w.remove === 'key') this.delete(w.key);
+      else this.deletePrefix(w.key);
+      w.outcome = 'written';
+      return;
+    }
     // Checks first, writes last: a refused write changes nothing, so the batch can go on.
     if (this.conflicts(w.key, folders)) {
       w.outcome = 'conflict';

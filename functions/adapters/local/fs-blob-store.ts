@@ -421,11 +421,16 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
-   * Queues a row write (a put, or a copy from a row) for the next group commit: every write that
+   * Queues a row write (a put, a copy from a row, or a removal) for the next group commit: every write that
    * arrives before it runs (group-commit.ts) shares one transaction, one commit (and, in
    * `sync` durability, one fsync of the WAL). Resolves once committed.
    */
-  private enqueue(write: { key: string; data?: Buffer; from?: string }): Promise<boolean> {
+  private enqueue(write: {
+    key: string;
+    data?: Buffer;
+    from?: string;
+    remove?: 'key' | 'prefix';
+  }): Promise<boolean> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise((resolve, reject) => {
       this.queue.push({ ...write, file: undefined, resolve, reject });
@@ -454,7 +459,7 @@ export class FsBlobStore implements BlobStore {
     for (const w of batch) {
       try {
         // The file side of the key rule, and the older value (if a file) that the row replaces.
-        w.file = this.fileAt(w.key);
+        if (w.remove === undefined) w.file = this.fileAt(w.key);
         writes.push(w);
       } catch (err) {
         w.reject(err);
@@ -881,6 +886,11 @@ export class FsBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     assertKey(key);
+    // A key with no file is a row or nothing (most blobs are rows: ADR 13). Its removal is queued
+    // for the next group commit right away, in its place among this store's writes (so a put
+    // issued after it still wins), and deletions of many messages at once share a transaction and
+    // its fsync instead of one each.
+    if (!this.hasFileOrFolder(this.pathOf(key))) return this.removeRows(key, 'key');
     this.flush();
     let unlinked = true;
     try {
@@ -897,6 +907,11 @@ export class FsBlobStore implements BlobStore {
 
   async deletePrefix(prefix: string): Promise<void> {
     const { dirKey, namePrefix } = splitPrefix(prefix);
+    // A folder prefix with no folder on disk (a small message's `<id>/`: its summary is a row) has
+    // rows only: removed as `delete` removes one.
+    if (namePrefix === '' && dirKey !== '' && !this.hasFileOrFolder(this.dirPathOf(dirKey))) {
+      return this.removeRows(prefix, 'prefix');
+    }
     this.flush();
     await this.deleteIn(dirKey, namePrefix);
     if (namePrefix === '' && dirKey !== '') {
@@ -905,6 +920,28 @@ export class FsBlobStore implements BlobStore {
     }
     const rows = this.rows();
     if (rows.page(prefix, undefined, 1).length > 0) rows.deletePrefix(prefix);
+  }
+
+  /** Whether anything is at `path` on disk (or it cannot be told: then the careful path is taken). */
+  private hasFileOrFolder(path: string): boolean {
+    try {
+      return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+    } catch {
+      return true;
+    }
+  }
+
+  /**
+   * Removes the row `key`, or the rows under the prefix `key`, in the next group commit. Nothing to
+   * wait for when there is no such row and no write queued (one queued may be about to make it).
+   */
+  private async removeRows(key: string, remove: 'key' | 'prefix'): Promise<void> {
+    if (this.queue.length === 0) {
+      // Looked up first: a read takes no write lock from the other processes sharing the database.
+      const rows = this.rows();
+      if (remove === 'key' ? rows.gen(key) === undefined : rows.page(key, undefined, 1).length === 0) return;
+    }
+    await this.enqueue({ key, remove });
   }
 
   private async deleteIn(dirKey: string, namePrefix: string): Promise<void> {
