@@ -182,6 +182,27 @@ function summaryLine(s: ReplaySummary, since: Date, seconds: string): string {
   );
 }
 
+/** `--since` and `--mailbox` as `replay` and `reparse` take them, or the exit code after saying which is wrong. */
+function selectionOf(
+  command: string,
+  values: { readonly since?: string | undefined; readonly mailbox?: string | undefined },
+  io: CliIo,
+): { since: Date | undefined; mailbox: string | undefined } | number {
+  const since = values.since === undefined ? undefined : parseSince(values.since);
+  if (since === null) {
+    io.err.write(
+      `mail-relay ${command}: --since ${values.since} is not a date, a time or an age (90m, 12h, 7d)\n`,
+    );
+    return USAGE_EXIT;
+  }
+  const mailbox = values.mailbox === undefined ? undefined : canonicalAddress(values.mailbox);
+  if (mailbox !== undefined && !isAddress(mailbox)) {
+    io.err.write(`mail-relay ${command}: --mailbox ${values.mailbox} is not an address\n`);
+    return USAGE_EXIT;
+  }
+  return { since, mailbox };
+}
+
 /** `mail-relay replay`: re-routes stored mail, locally or in a deployed stack. Returns the exit code. */
 export async function commandReplay(args: readonly string[], io: CliIo): Promise<number> {
   const parsed = parseCommandArgs(
@@ -201,19 +222,10 @@ export async function commandReplay(args: readonly string[], io: CliIo): Promise
   );
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
-  if (values.since === undefined) return usageError(io, 'replay', '--since is required', REPLAY_USAGE);
-  const since = parseSince(values.since);
-  if (since === null) {
-    io.err.write(
-      `mail-relay replay: --since ${values.since} is not a date, a time or an age (90m, 12h, 7d)\n`,
-    );
-    return USAGE_EXIT;
-  }
-  const mailbox = values.mailbox === undefined ? undefined : canonicalAddress(values.mailbox);
-  if (mailbox !== undefined && !isAddress(mailbox)) {
-    io.err.write(`mail-relay replay: --mailbox ${values.mailbox} is not an address\n`);
-    return USAGE_EXIT;
-  }
+  const selection = selectionOf('replay', values, io);
+  if (typeof selection === 'number') return selection;
+  const { since, mailbox } = selection;
+  if (since === undefined) return usageError(io, 'replay', '--since is required', REPLAY_USAGE);
   const { config, awsRegion } = loadConfig(io.env);
   const options = { since, mailbox, stack: values.stack, restoreDeleted: values['restore-deleted'] === true };
   return inStackRegion(values.stack === undefined ? undefined : awsRegion, () =>
@@ -278,18 +290,9 @@ export async function commandReparse(args: readonly string[], io: CliIo): Promis
   );
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
-  const since = values.since === undefined ? undefined : parseSince(values.since);
-  if (since === null) {
-    io.err.write(
-      `mail-relay reparse: --since ${values.since} is not a date, a time or an age (90m, 12h, 7d)\n`,
-    );
-    return USAGE_EXIT;
-  }
-  const mailbox = values.mailbox === undefined ? undefined : canonicalAddress(values.mailbox);
-  if (mailbox !== undefined && !isAddress(mailbox)) {
-    io.err.write(`mail-relay reparse: --mailbox ${values.mailbox} is not an address\n`);
-    return USAGE_EXIT;
-  }
+  const selection = selectionOf('reparse', values, io);
+  if (typeof selection === 'number') return selection;
+  const { since, mailbox } = selection;
   if (values.stack === '') return usageError(io, 'reparse', '--stack needs a stack name', REPARSE_USAGE);
   const { config, awsRegion } = loadConfig(io.env);
   return inStackRegion(values.stack === undefined ? undefined : awsRegion, () =>
