@@ -45,26 +45,18 @@ export class MailRelayStack extends Stack {
     const budget = MAX_TEMPLATE_OUTPUTS - this.node.findAll().filter((c) => c instanceof CfnOutput).length;
     const records = relay.dnsRecords;
     const perOutput = Math.ceil(records.length / Math.max(1, budget));
-    if (perOutput <= 1) {
-      records.forEach((r, i) => {
-        new CfnOutput(this, `DnsRecord${i + 1}`, {
-          value: recordLine(r),
-          description:
-            r.type === 'MX'
+    for (let i = 0; i * perOutput < records.length; i++) {
+      const group = records.slice(i * perOutput, (i + 1) * perOutput);
+      const [only] = group;
+      new CfnOutput(this, `DnsRecord${i + 1}`, {
+        value: group.map(recordLine).join(' ; '),
+        description:
+          group.length > 1 || only === undefined
+            ? 'Create these DNS records (MX: mail to SES; CNAME: DKIM), separated by " ; "'
+            : only.type === 'MX'
               ? "Create this MX record: it sends the domain's mail to SES"
               : 'Create this DKIM record (SES verifies the domain with it)',
-        });
       });
-    } else {
-      for (let i = 0; i * perOutput < records.length; i++) {
-        new CfnOutput(this, `DnsRecord${i + 1}`, {
-          value: records
-            .slice(i * perOutput, (i + 1) * perOutput)
-            .map(recordLine)
-            .join(' ; '),
-          description: 'Create these DNS records (MX: mail to SES; CNAME: DKIM), separated by " ; "',
-        });
-      }
     }
   }
 }
