@@ -47,7 +47,7 @@ Commands:
   dev                      run the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525)
                            and the HTTP API on 127.0.0.1:$MAIL_RELAY_API_PORT (default 8025)
   route <address>…         print what would happen to mail for each address
-  import [--to <address>] <files…>
+  import [--to <address>]… <files…>
                            feed .eml files through the router (recipients: --to, else every
                            address in the message's Delivered-To, X-Original-To, To and Cc headers)
   token create <mailbox> [--label <text>]
@@ -60,8 +60,9 @@ Commands:
   token create|revoke … --stack <name>
                            the same, in a deployed stack's table (your AWS credentials; revoke
                            takes the token itself there)
-  replay --since <time> [--mailbox <address>] [--stack <name>]
-                           re-route stored mail (local data dir, or the deployed stack); safe to repeat
+  replay --since <time> [--mailbox <address>] [--stack <name>] [--restore-deleted]
+                           re-route stored mail (local data dir, or the deployed stack); safe to repeat;
+                           what was deleted since it arrived stays deleted unless --restore-deleted
   reparse [--mailbox <address>] [--since <time>] [--stack <name>]
                            parse stored mail again with this version's parser (summaries, parts, LIST
                            fields, search), so mail stored before a parser fix gains it; safe to repeat
@@ -130,8 +131,17 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       case 'help':
         if (rest.length === 1 && COMMANDS.includes(rest[0] ?? ''))
           return await main([rest[0] ?? '', '--help'], io);
-        io.out.write(`${USAGE}\n`);
-        return rest.length === 0 ? 0 : USAGE_EXIT;
+        if (rest.length === 0) {
+          io.out.write(`${USAGE}\n`);
+          return 0;
+        }
+        // As an unknown command or option is answered: one line saying what is wrong, the usage, exit 2.
+        return usageError(
+          io,
+          'help',
+          rest.length === 1 ? `unknown command "${rest[0]}"` : 'give one command',
+          USAGE,
+        );
       case undefined:
       case '--help':
       case '-h':

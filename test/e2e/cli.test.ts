@@ -718,6 +718,9 @@ describe('arguments, in every command', () => {
       [['outbox', '--bogus'], "unknown option '--bogus'", 'mail-relay outbox'],
       [['compact', '--now'], "unknown option '--now'", 'mail-relay compact'],
       [['reparse', '--since'], "option '--since <value>' argument missing", 'mail-relay reparse'],
+      // `help <command>` of a command that does not exist is a wrong argument like any other.
+      [['help', 'frob'], 'unknown command "frob"', 'mail-relay <command> [options]'],
+      [['help', 'dev', 'route'], 'give one command', 'mail-relay <command> [options]'],
     ];
     const helps: [string[], string][] = [
       [['import', '--help'], 'mail-relay import'],
@@ -767,6 +770,12 @@ describe('arguments, in every command', () => {
     assert.doesNotMatch(route.stdout, /reject 553/);
     // The command list says what `outbox --help` says: POST …/send lands there too, not only forwards.
     assert.match(help.stdout, /\n {2}outbox \[show <id>\] +what forwarding and POST …\/send would have sent/);
+    // Every option a command takes is in the command list too (README: `help` lists them).
+    assert.match(
+      help.stdout,
+      /\n {2}replay --since <time> \[--mailbox <address>\] \[--stack <name>\] \[--restore-deleted\]\n/,
+    );
+    assert.match(help.stdout, /\n {2}import \[--to <address>\]… <files…>\n/);
     assert.equal(malformed.code, 2);
     assert.equal(
       malformed.stderr,
