@@ -759,6 +759,22 @@ describe('arguments, in every command', () => {
     }
   });
 
+  it('a reader that leaves early (`| head -1`, `| grep -q`) ends the output, not the command: no EPIPE trace, its own exit code', async () => {
+    // `true` reads nothing and is gone long before the CLI writes: every write meets a closed pipe.
+    const piped = (args: string) =>
+      run('bash', ['-c', `node ${JSON.stringify(BIN)} ${args} | true; echo "exit \${PIPESTATUS[0]}" >&2`], {
+        env: env({ MAIL_RELAY_DATA_DIR: join(work, 'usage-data') }),
+        timeoutMs: 20_000,
+      });
+    const results = await Promise.all(
+      ['help', 'route alice@example.test', 'route alice@elsewhere.test', 'token list'].map(piped),
+    );
+    for (const [i, expected] of [0, 0, 1, 0].entries()) {
+      const r = results[i];
+      assert.equal(r?.stderr, `exit ${expected}\n`, `${i}: ${r?.stderr}`);
+    }
+  });
+
   it('route takes addresses only; outbox show names a malformed id, and an empty outbox ends its line', async () => {
     const [route, malformed, missing, empty, help] = await Promise.all([
       cli(['route', '--help']),
