@@ -154,7 +154,11 @@ export const listQuerySchema = z.object({
     .string()
     .max(MAX_QUERY_CHARS)
     .optional()
-    .openapi({ description: 'Case-insensitive substring of from, to or subject' }),
+    .openapi({
+      description:
+        'Substring of from, to or subject, in any case and Unicode form (NFKC: `café` composed or as `e` + ' +
+        'U+0301, `test` for full-width `ＴＥＳＴ`)',
+    }),
 });
 
 export const mailboxListQuerySchema = z.object({
