@@ -7,9 +7,15 @@
  * Its Content-Security-Policy is what keeps mail from running as the inbox: scripts only from this
  * origin (and the page builds its DOM with text, never HTML), no plugins, no framing by others. A
  * message's HTML is shown in an `<iframe sandbox srcdoc>`, without `allow-scripts` or
- * `allow-same-origin`; a srcdoc document inherits this policy, so a message cannot load remote
- * images, fonts or styles either (no tracking pixels), only what the page hands it as `data:` URLs.
- * Inline styles are allowed, for the messages' own styling; they cannot run code.
+ * `allow-same-origin`; a srcdoc document inherits this policy, so a message cannot load fonts or
+ * styles from elsewhere either. Inline styles are allowed, for the messages' own styling; they cannot
+ * run code.
+ *
+ * Images from anywhere (`img-src http: https:`) are allowed here only so that a message's frame may
+ * show them when its reader asks ("Remote images are hidden — Show"): a srcdoc document can add to
+ * its parent's policy, never loosen it. The frame's own policy (a `<meta>` at the top of its
+ * srcdoc, web/inbox/inbox.js `framePolicy`) takes them away again until then, so no tracking pixel
+ * loads by reading; the page itself shows no image it did not make (its DOM is built with text).
  */
 import { createHash } from 'node:crypto';
 import type { Context, Next } from 'hono';
@@ -24,7 +30,8 @@ export const INBOX_CSP = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self' 'unsafe-inline'",
-  "img-src 'self' data:",
+  // For a message's remote images once asked for (see above); the frame refuses them until then.
+  "img-src 'self' data: http: https:",
   "connect-src 'self'",
   "form-action 'none'",
   "base-uri 'none'",
