@@ -42,7 +42,8 @@ async function startTracker(): Promise<{
         .end('<svg xmlns="http://www.w3.org/2000/svg"><rect id="a" width="5" height="5"/></svg>');
     } else res.writeHead(200, { 'Content-Type': 'text/html' }).end('<p>the outside world</p>');
   });
-  // A connection alone (a `preconnect`) tells the sender as much as a request.
+  // A connection alone (Chromium opens one to an iframe's host before refusing it) tells the sender
+  // as much as a request: that, when and from where the message was read.
   server.on('connection', () => {
     connections += 1;
   });

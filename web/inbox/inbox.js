@@ -1236,8 +1236,8 @@ function referencesRemoteImages(doc) {
  * its `<link>`s and its frames and plugins (`iframe`, `frame`, `object`, `embed`). The frame's
  * policy refuses all they would load, so they show nothing, but some still reach the sender, whose
  * server then learns that, when and from where the message was read: Chromium opens a connection
- * to an `iframe`'s host before it refuses the frame, `preconnect` and `dns-prefetch` are governed by
- * no CSP directive, and Chromium checks a `prefetch` against `img-src`. With `remoteImages`,
+ * to an `iframe`'s host before it refuses the frame, it checks a `prefetch` against `img-src` (so
+ * "Show" would fetch it), and no CSP directive governs `preconnect` or `dns-prefetch`. With `remoteImages`,
  * `background` attributes (of `body`, `table`, `td`, an old way to put a picture behind text) go
  * too: the reader asked for the images the bar counted, and nothing more.
  */
