@@ -19,6 +19,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Context, Next } from 'hono';
+import type { BlobStore } from '../ports/blob-store.ts';
 import { matchesEtag } from './http-headers.ts';
 import type { ApiApp, ApiEnv } from './shell.ts';
 
@@ -26,6 +27,11 @@ export const INBOX_PATH = '/inbox/';
 /** The files of `web/inbox/` (index.html is `/inbox/` itself); test/e2e/web-inbox.test.ts checks the list. */
 export const INBOX_FILES = ['index.html', 'inbox.css', 'inbox.js'] as const;
 
+/**
+ * The page's Content-Security-Policy as served where the API's redirects (raw messages and parts over
+ * the threshold, ADR 5) stay on its own origin: locally. Where they lead elsewhere (to S3 in AWS),
+ * `inboxCsp` adds that origin to `connect-src`.
+ */
 export const INBOX_CSP = [
   "default-src 'none'",
   "script-src 'self'",
@@ -37,6 +43,30 @@ export const INBOX_CSP = [
   "base-uri 'none'",
   "frame-ancestors 'none'",
 ].join('; ');
+
+/**
+ * The page's policy when the API's redirects lead to `downloadOrigin`: the page downloads through
+ * `fetch`, and a policy is checked again at each redirect, so with `connect-src 'self'` alone every
+ * download over the threshold failed in AWS ("Failed to fetch") where it works locally.
+ */
+export function inboxCsp(downloadOrigin: string | undefined): string {
+  if (downloadOrigin === undefined) return INBOX_CSP;
+  return INBOX_CSP.replace("connect-src 'self'", `connect-src 'self' ${downloadOrigin}`);
+}
+
+/** A key that names no blob: presigning signs, it reads nothing, and the URL is only looked at. */
+const PROBE_KEY = 'inbox/csp-probe';
+
+/**
+ * Where the store's presigned URLs lead (the bucket's origin for S3; the local API's own address
+ * locally), or undefined for a relative URL. Its signature is all that differs between keys. Throws
+ * when the store presigns nothing (a test's, which answers every read itself).
+ */
+async function presignedOrigin(blobs: BlobStore): Promise<string | undefined> {
+  const url = await blobs.presign(PROBE_KEY, { expiresIn: 60 });
+  if (!/^https?:\/\//i.test(url)) return undefined;
+  return new URL(url).origin;
+}
 
 const TYPES: Readonly<Record<string, string>> = {
   '.html': 'text/html; charset=utf-8',
@@ -64,9 +94,9 @@ function assetsByPath(files: Readonly<Record<string, string>>): Map<string, Asse
 /**
  * Mounts `GET /inbox/…` (and `GET /`, which leads there). The files are loaded at the first request
  * for one (a chunk of their own in the bundles): an API request that is not for the page does not
- * pay for them at cold start.
+ * pay for them at cold start, nor for the S3 client that finds where presigned URLs lead.
  */
-export function mountInbox(app: ApiApp): void {
+export function mountInbox(app: ApiApp, blobs: BlobStore): void {
   let loaded: Promise<Map<string, Asset>> | undefined;
   const assets = () => {
     loaded ??= import('./inbox-assets.ts').then((m) => assetsByPath(m.inboxAssets()));
@@ -74,6 +104,17 @@ export function mountInbox(app: ApiApp): void {
       loaded = undefined;
     });
     return loaded;
+  };
+  let downloads: Promise<string | undefined> | undefined;
+  /** The policy for a page at `pageOrigin` (API Gateway's, a custom domain's, loopback's). */
+  const policyFor = async (pageOrigin: string) => {
+    downloads ??= presignedOrigin(blobs);
+    // Asked again at the next load: a store that presigns nothing, or an S3 client that failed to load.
+    downloads.catch(() => {
+      downloads = undefined;
+    });
+    const origin = await downloads.catch(() => undefined);
+    return inboxCsp(origin === pageOrigin ? undefined : origin);
   };
   app.get('/', (c) => c.redirect(INBOX_PATH, 302));
   app.get('/inbox', (c) => c.redirect(INBOX_PATH, 301));
@@ -85,7 +126,7 @@ export function mountInbox(app: ApiApp): void {
       'Content-Type': asset.type,
       'Cache-Control': 'no-cache',
       ETag: asset.etag,
-      'Content-Security-Policy': INBOX_CSP,
+      'Content-Security-Policy': await policyFor(new URL(c.req.url).origin),
       'Referrer-Policy': 'no-referrer',
       'X-Frame-Options': 'DENY',
       'Cross-Origin-Opener-Policy': 'same-origin',
