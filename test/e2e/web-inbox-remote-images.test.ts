@@ -211,6 +211,7 @@ describe('web inbox: remote images on request', {
         `@font-face{font-family:x;src:url(${t}/only-font.woff)}</style><p>text</p>`,
       3,
     );
+    await only('Only an SVG image', `<svg><image href="${t}/only-svg.png" width="9" height="9"/></svg>`, 6);
     await only('Only a background attribute', `<body background="${t}/only-background.png">text</body>`, 4);
     await only('Only links', `<p><a href="${t}/page">a page</a> and <img src="/relative.png" alt=""></p>`, 5);
     browser = await launchChromium();
@@ -305,8 +306,8 @@ describe('web inbox: remote images on request', {
     assert.deepEqual(tracker.hits.slice(before), [], 'another message, or the same one again, loaded images');
   });
 
-  it('the bar is there when a srcset or a CSS url() alone names a remote image', async () => {
-    for (const subject of ['Only a srcset', 'Only a CSS background']) {
+  it('the bar is there when a srcset, a CSS url() or an SVG image alone names a remote image', async () => {
+    for (const subject of ['Only a srcset', 'Only a CSS background', 'Only an SVG image']) {
       await open(subject);
       await bar().waitFor();
       assert.equal(await bar().textContent(), 'Remote images are hidden — Show remote images', subject);

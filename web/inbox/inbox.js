@@ -1216,7 +1216,8 @@ function cssImageUrls(css) {
  * a document that loads nothing and runs nothing (DOMParser).
  */
 function referencesRemoteImages(doc) {
-  for (const el of doc.querySelectorAll('*')) {
+  // The elements that can name an image (SVG's by their camelCase names, hence `svg *`).
+  for (const el of doc.querySelectorAll('img, input, source, video, style, [style], svg *')) {
     const tag = el.localName;
     const urls = [];
     const attr = (name) => el.getAttribute(name);
