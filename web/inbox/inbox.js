@@ -4,8 +4,8 @@
  * no framework and no build step. It signs in with a token (kept in sessionStorage, or localStorage
  * when asked to remember it), lists the mailboxes the token reads, their messages (search, unread
  * only, paging), shows a message (its HTML in a sandboxed frame that runs no script and loads
- * nothing remote, remote images only when asked), downloads attachments and the raw message, marks read and unread, deletes,
- * composes and replies, and shows new mail as it is stored (the long-poll).
+ * nothing remote but, when asked, its images), downloads attachments and the raw message, marks
+ * read and unread, deletes, composes and replies, and shows new mail as it is stored (the long-poll).
  *
  * Everything a message carries reaches the page as text (`textContent`, attributes of our own
  * elements), never as HTML of the page: the only HTML from a message is the srcdoc of the frame.
@@ -1022,7 +1022,8 @@ function renderMessage(m) {
     .map(([k]) => k);
   const body = h('div', { class: 'body' });
   const tabs = h('div', { class: 'tabs', role: 'group', 'aria-label': 'Show the message as' });
-  // Remote images are shown once asked, for this message while it is open (also after another tab).
+  // Remote images are shown once asked, for this message while it is open (also after another tab);
+  // not remembered: a sender is only a From: header, which anyone can write.
   let remoteImages = false;
   const showHtml = () => {
     body.replaceChildren(
@@ -1181,7 +1182,10 @@ function framePolicy(remoteImages) {
   ].join('; ');
 }
 
-/** Whether a URL as a message writes it leads elsewhere (http, https, `//host/…`); a relative one leads to this page's own origin. */
+/**
+ * Whether a URL as a message writes it leads elsewhere (http, https, `//host/…`); a relative one
+ * leads to this page's own origin.
+ */
 function isRemoteUrl(value) {
   try {
     const url = new URL(value, 'https://relative.invalid/');
@@ -1238,9 +1242,9 @@ function referencesRemoteImages(doc) {
  * policy refuses all they would load, so they show nothing, but some still reach the sender, whose
  * server then learns that, when and from where the message was read: Chromium opens a connection
  * to an `iframe`'s host before it refuses the frame, it checks a `prefetch` against `img-src` (so
- * "Show" would fetch it), and no CSP directive governs `preconnect` or `dns-prefetch`. With `remoteImages`,
- * `background` attributes (of `body`, `table`, `td`, an old way to put a picture behind text) go
- * too: the reader asked for the images the bar counted, and nothing more.
+ * "Show" would fetch it), and no CSP directive governs `preconnect` or `dns-prefetch`. With
+ * `remoteImages`, `background` attributes (of `body`, `table`, `td`, an old way to put a picture
+ * behind text) go too: the reader asked for the images the bar counted, and nothing more.
  */
 function frameHtml(doc, remoteImages) {
   for (const el of doc.querySelectorAll('link, iframe, frame, object, embed')) el.remove();
