@@ -718,7 +718,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   // ---- meta ----
 
   app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
-  mountInbox(app);
+  mountInbox(app, blobs);
 
   app.openapi(routes.openapi, (c) =>
     c.json(

@@ -57,6 +57,21 @@ const LINKED = Buffer.from(
   ].join('\r\n'),
 );
 
+/** Names an image elsewhere (nothing listens there): the reader shows "Remote images are hidden — Show". */
+const REMOTE_IMAGES = Buffer.from(
+  [
+    'From: Pictures <pictures@remote.test>',
+    `To: ${ALICE}`,
+    'Subject: Pictures from afar',
+    'Date: Thu, 06 Mar 2025 09:00:00 +0000',
+    'MIME-Version: 1.0',
+    'Content-Type: text/html; charset=utf-8',
+    '',
+    '<p>A picture: <img src="http://127.0.0.1:9/picture.png" alt="a picture"></p>',
+    '',
+  ].join('\r\n'),
+);
+
 interface Violation {
   id: string;
   nodes: string[];
@@ -137,6 +152,7 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
     await env.deliver([ALICE], fixture('alternative.eml'), new Date('2025-03-08T09:00:00Z'));
     for (let n = 0; n < 6; n++) await env.deliver([ALICE], note(n), new Date(`2025-03-09T0${n}:00:00Z`));
     await env.deliver([ALICE], LINKED, new Date('2025-03-10T11:00:00Z'));
+    await env.deliver([ALICE], REMOTE_IMAGES, new Date('2025-03-06T09:00:00Z'));
     await env.deliver([BOB], note(9, BOB));
     aliceToken = await env.token(ALICE);
     adminToken = await env.token(null, { admin: true });
@@ -173,6 +189,12 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
       await page.click('button.tab:has-text("Source")');
       await page.waitForSelector('pre.source');
       await check('message (source)');
+      await page.click('li.message:has-text("Pictures from afar") a');
+      await page.waitForSelector('.remote-images button');
+      await check('message with remote images hidden');
+      await page.click('.remote-images button');
+      await page.waitForSelector('.remote-images:has-text("shown")');
+      await check('message with remote images shown');
       await page.click('li.message:has-text("Report attached") a');
       await page.waitForSelector('ul.attachments');
       await check('message with attachments');
@@ -367,6 +389,24 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
     await page.keyboard.press('Enter');
     await page.waitForSelector('li.empty:has-text("No messages.")');
     assert.equal(await focused(page), 'button.danger Delete all');
+  });
+
+  it('"Show" remote images by keyboard: the next stop after the tabs; the focus then stays on the bar', async () => {
+    const page = await signedIn();
+    await page.click('li.message:has-text("Pictures from afar") a');
+    await page.waitForSelector('.remote-images button');
+    await page.focus('button.tab:has-text("Source")');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'button.secondary Show remote images');
+    const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+    assert.notEqual(outline, 'none');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('.remote-images:has-text("shown")');
+    assert.equal(await focused(page), 'p.note.remote-images Remote images are shown.');
+    assert.match((await page.getAttribute('iframe.html', 'srcdoc')) ?? '', /img-src data: http: https:/);
+    // Where the button was in the order of the page: Shift+Tab goes back to the tabs.
+    await page.keyboard.press('Shift+Tab');
+    assert.equal(await focused(page), 'button.tab Source');
   });
 
   it('the message frame is no keyboard trap', async () => {

@@ -32,6 +32,7 @@ import {
   mailboxTableDefinition,
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { createToken } from '../../functions/api/auth.ts';
+import { inboxCsp } from '../../functions/api/inbox.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
 import { signedBlobUrl } from '../../functions/core/signed-links.ts';
@@ -388,8 +389,13 @@ describe('Lambda bundles from synth', () => {
           statusCode: number;
           body: string;
           isBase64Encoded?: boolean;
+          headers?: Record<string, string>;
         };
         assert.equal(page.statusCode, 200, path);
+        // The page's policy: the one thing between a message and the inbox (and what lets a
+        // message's frame show remote images once asked, and only then), as locally, plus the
+        // bucket's origin, where the API's redirects lead (presigned S3 URLs).
+        assert.equal(page.headers?.['content-security-policy'], inboxCsp(moto.endpoint), path);
         const body = page.isBase64Encoded ? Buffer.from(page.body, 'base64').toString('utf8') : page.body;
         assert.equal(body, readFileSync(join(PROJECT_ROOT, 'web/inbox', file), 'utf8'), path);
       }

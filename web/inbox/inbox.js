@@ -4,8 +4,8 @@
  * no framework and no build step. It signs in with a token (kept in sessionStorage, or localStorage
  * when asked to remember it), lists the mailboxes the token reads, their messages (search, unread
  * only, paging), shows a message (its HTML in a sandboxed frame that runs no script and loads
- * nothing remote), downloads attachments and the raw message, marks read and unread, deletes,
- * composes and replies, and shows new mail as it is stored (the long-poll).
+ * nothing remote but, when asked, its images), downloads attachments and the raw message, marks
+ * read and unread, deletes, composes and replies, and shows new mail as it is stored (the long-poll).
  *
  * Everything a message carries reaches the page as text (`textContent`, attributes of our own
  * elements), never as HTML of the page: the only HTML from a message is the srcdoc of the frame.
@@ -1022,8 +1022,18 @@ function renderMessage(m) {
     .map(([k]) => k);
   const body = h('div', { class: 'body' });
   const tabs = h('div', { class: 'tabs', role: 'group', 'aria-label': 'Show the message as' });
+  // Remote images are shown once asked, for this message while it is open (also after another tab);
+  // not remembered: a sender is only a From: header, which anyone can write.
+  let remoteImages = false;
   const showHtml = () => {
-    body.replaceChildren(htmlFrame(m));
+    body.replaceChildren(
+      htmlFrame(m, remoteImages, () => {
+        remoteImages = true;
+        showHtml();
+        // The button is gone: the focus goes to the bar that now says the images are shown.
+        body.querySelector('.remote-images')?.focus();
+      }),
+    );
     markTab(tabs, 'HTML');
   };
   const showText = () => {
@@ -1155,11 +1165,101 @@ function renderAttachments(m) {
 }
 
 /**
- * The message's HTML in a frame that runs no script (no `allow-scripts`) and has an origin of its
- * own (no `allow-same-origin`); links open in a new tab. The page's CSP applies to the srcdoc, so
- * remote images and styles are not loaded: inline images (cid:) are handed in as data: URLs.
+ * The policy of a message's frame: a `<meta>` at the very top of its srcdoc, before anything of the
+ * message. A srcdoc document inherits the page's policy (INBOX_CSP, functions/api/inbox.ts) and can
+ * only add to it, so the page allows images from anywhere and this takes them away again until the
+ * reader asks for them ("Show"). Everything else stays refused either way: scripts (the sandbox
+ * runs none anyway), style sheets and fonts from elsewhere, frames, plugins, media, connections
+ * (`ping`), prefetches, form posts and `<base>`.
  */
-function htmlFrame(m) {
+function framePolicy(remoteImages) {
+  return [
+    "default-src 'none'",
+    "style-src 'unsafe-inline'",
+    remoteImages ? 'img-src data: http: https:' : 'img-src data:',
+    "form-action 'none'",
+    "base-uri 'none'",
+  ].join('; ');
+}
+
+/**
+ * Whether a URL as a message writes it leads elsewhere (http, https, `//host/…`); a relative one
+ * leads to this page's own origin.
+ */
+function isRemoteUrl(value) {
+  try {
+    const url = new URL(value, 'https://relative.invalid/');
+    return /^https?:$/.test(url.protocol) && url.hostname !== 'relative.invalid';
+  } catch {
+    return false;
+  }
+}
+
+/** The URLs of a `srcset` (`a.png 1x, b.png 2x`). */
+function srcsetUrls(srcset) {
+  return srcset.split(/,\s+|,$/).map((candidate) => candidate.trim().split(/\s+/)[0] ?? '');
+}
+
+/**
+ * The `url()`s of CSS that can name images: not those of `@import` or `@font-face`, which "Show"
+ * leaves blocked. A `url()` the CSS writes with escapes is not found: such an image is only blocked
+ * without a bar to show it.
+ */
+function cssImageUrls(css) {
+  const text = css
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/@import[^;]*;?/gi, '')
+    .replace(/@font-face\s*\{[^}]*\}/gi, '');
+  return [...text.matchAll(/url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))/gi)].map((m) => m[1] ?? m[2] ?? m[3]);
+}
+
+/**
+ * Whether a message's HTML names images elsewhere that "Show" would load: `src` of `img` and
+ * `input type=image`, `srcset` (also of a `picture`'s `source`), `poster`, SVG `image` and `feImage`,
+ * and CSS `url()`s in `style` attributes and elements. Parsed by the browser's own HTML parser into
+ * a document that loads nothing and runs nothing (DOMParser).
+ */
+function referencesRemoteImages(doc) {
+  // The elements that can name an image (SVG's by their camelCase names, hence `svg *`).
+  for (const el of doc.querySelectorAll('img, input, source, video, style, [style], svg *')) {
+    const tag = el.localName;
+    const urls = [];
+    const attr = (name) => el.getAttribute(name);
+    if (tag === 'img' || (tag === 'input' && attr('type')?.toLowerCase() === 'image')) urls.push(attr('src'));
+    if (tag === 'img' || tag === 'source') urls.push(...srcsetUrls(attr('srcset') ?? ''));
+    if (tag === 'video') urls.push(attr('poster'));
+    if (tag === 'image' || tag === 'feImage') urls.push(attr('href'), attr('xlink:href'));
+    if (tag === 'style') urls.push(...cssImageUrls(el.textContent));
+    urls.push(...cssImageUrls(attr('style') ?? ''));
+    if (urls.some((url) => url !== null && isRemoteUrl(url))) return true;
+  }
+  return false;
+}
+
+/**
+ * The message's HTML as the frame is given it, from its parsed document (DOMParser). Taken out:
+ * its `<link>`s and its frames and plugins (`iframe`, `frame`, `object`, `embed`). The frame's
+ * policy refuses all they would load, so they show nothing, but some still reach the sender, whose
+ * server then learns that, when and from where the message was read: Chromium opens a connection
+ * to an `iframe`'s host before it refuses the frame, it checks a `prefetch` against `img-src` (so
+ * "Show" would fetch it), and no CSP directive governs `preconnect` or `dns-prefetch`. With
+ * `remoteImages`, `background` attributes (of `body`, `table`, `td`, an old way to put a picture
+ * behind text) go too: the reader asked for the images the bar counted, and nothing more.
+ */
+function frameHtml(doc, remoteImages) {
+  for (const el of doc.querySelectorAll('link, iframe, frame, object, embed')) el.remove();
+  if (remoteImages) for (const el of doc.querySelectorAll('[background]')) el.removeAttribute('background');
+  return doc.documentElement.outerHTML;
+}
+
+/**
+ * The message's HTML in a frame that runs no script (no `allow-scripts`) and has an origin of its
+ * own (no `allow-same-origin`); links open in a new tab. The frame's policy (`framePolicy`) blocks
+ * remote images until `remoteImages`, and everything else from elsewhere always: inline images
+ * (cid:) are handed in as data: URLs. When the message names remote images, a bar says they are
+ * hidden, with "Show", which calls `onShowRemote`.
+ */
+function htmlFrame(m, remoteImages, onShowRemote) {
   const frame = h('iframe', {
     class: 'html',
     title: 'Message body',
@@ -1167,37 +1267,59 @@ function htmlFrame(m) {
     referrerpolicy: 'no-referrer',
   });
   const head =
-    '<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer"><base target="_blank">' +
+    `<!doctype html><meta http-equiv="Content-Security-Policy" content="${framePolicy(remoteImages)}">` +
+    '<meta charset="utf-8"><meta name="referrer" content="no-referrer"><base target="_blank">' +
     '<style>html{color-scheme:light}body{font:14px/1.45 system-ui,sans-serif;margin:12px;overflow-wrap:anywhere}img{max-width:100%;height:auto}</style>';
-  const remote = /\b(?:src|background)\s*=\s*["']?\s*(?:https?:)?\/\//i.test(m.html);
-  const inline = m.attachments.filter(
-    (p) => p.contentId && p.contentType.startsWith('image/') && p.size <= MAX_INLINE_IMAGE_BYTES,
-  );
-  const wrap = h(
-    'div',
-    { class: 'html-wrap' },
-    remote
-      ? h(
-          'p',
-          { class: 'note' },
-          'Remote images and styles are blocked (they can tell the sender you read this).',
-        )
-      : null,
-    frame,
-  );
+  const remote = referencesRemoteImages(new DOMParser().parseFromString(m.html, 'text/html'));
+  let bar = null;
+  if (remote && remoteImages) {
+    bar = h('p', { class: 'note remote-images', tabindex: -1 }, 'Remote images are shown.');
+  } else if (remote) {
+    bar = h(
+      'p',
+      { class: 'note remote-images' },
+      'Remote images are hidden — ',
+      h(
+        'button',
+        { class: 'secondary', onclick: onShowRemote },
+        'Show',
+        h('span', { class: 'sr-only' }, ' remote images'),
+      ),
+    );
+  }
+  const fill = (html) => {
+    frame.srcdoc = head + frameHtml(new DOMParser().parseFromString(html, 'text/html'), remoteImages);
+  };
   // With inline images the frame is filled once they are in (one load, and no `cid:` the CSP refuses first).
-  if (inline.length > 0 && /cid:/i.test(m.html)) inlineImages(m, inline, frame, head);
-  else frame.srcdoc = head + m.html;
-  return wrap;
+  if (m.attachments.some(isInlineImage) && /cid:/i.test(m.html)) withInlineImages(m).then(fill);
+  else fill(m.html);
+  return h('div', { class: 'html-wrap' }, bar, frame);
 }
 
-/** Fills the frame with the message's HTML, its inline images (cid:) made data: URLs of their parts. */
-async function inlineImages(m, parts, frame, head) {
+/** Whether a part is an inline image the frame is given (as a data: URL). */
+function isInlineImage(p) {
+  return p.contentId && p.contentType.startsWith('image/') && p.size <= MAX_INLINE_IMAGE_BYTES;
+}
+
+/** Each message's HTML with its inline images in, fetched once: "Show" renders the frame again. */
+const inlinedHtml = new WeakMap();
+
+function withInlineImages(m) {
+  let html = inlinedHtml.get(m);
+  if (html === undefined) {
+    html = inlineImages(m);
+    inlinedHtml.set(m, html);
+  }
+  return html;
+}
+
+/** The message's HTML, its inline images (cid:) made data: URLs of their parts. */
+async function inlineImages(m) {
   // The message's own path, whatever the reader goes to while its images load.
   const path = messagePath(m);
   const view = state.view;
   let html = m.html;
-  for (const part of parts) {
+  for (const part of m.attachments.filter(isInlineImage)) {
     try {
       const res = await api(`${path}/parts/${part.partId}`, { query: { view } });
       const url = await blobToDataUrl(await res.blob());
@@ -1207,7 +1329,7 @@ async function inlineImages(m, parts, frame, head) {
       reportError(err);
     }
   }
-  frame.srcdoc = head + html;
+  return html;
 }
 
 async function deleteMessage(m) {
