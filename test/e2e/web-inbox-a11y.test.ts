@@ -242,8 +242,12 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
     // Not lost on the page's body when the form went: at the list's heading.
     assert.match(await focused(page), /^h2\.list-title alice@example\.test/);
 
-    // Every control reached on the way shows where the focus is.
-    await tabTo(page, (d) => d.startsWith('a ') && d.includes('Report attached'));
+    // Every control reached on the way shows where the focus is. The list is one tab stop (its first
+    // message), arrow keys and Home/End move in it: Report attached is the oldest, the last.
+    await tabTo(page, (d) => d.startsWith('a '));
+    assert.match(await focused(page), /^a .*Linked page/);
+    await page.keyboard.press('End');
+    assert.match(await focused(page), /^a .*Report attached/);
     const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
     assert.notEqual(outline, 'none');
     await page.keyboard.press('Enter');
@@ -295,7 +299,7 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
     const page = await signedIn();
     const announcer = page.locator('[role=status].sr-only');
     const before = await announcer.allTextContents();
-    await page.focus('li.message:has-text("Note 2") > a');
+    await page.focus('li.message:has-text("Note 2") a');
     const id = await page.getAttribute('li.message:has-text("Note 2")', 'data-id');
     await env.deliver([ALICE], note(7));
     await page.waitForSelector('li.message:has-text("Note 7")');
@@ -443,7 +447,7 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
     await page.getByRole('link', { name: /^Inbox\s+of carol@example\.test\s*0\s+messages$/ }).waitFor();
     await page.getByRole('link', { name: /^Sent\s+of bob@example\.test\b/ }).waitFor();
     await page.getByRole('banner').getByRole('heading', { level: 1, name: 'mail-relay' }).waitFor();
-    await page.getByRole('main').getByRole('list', { name: 'Messages' }).waitFor();
+    await page.getByRole('main').getByRole('grid', { name: 'Messages' }).waitFor();
     await page.click('li.message:has-text("Linked page") a');
     await page
       .getByRole('link', { name: /Links <links@remote\.test>/ })
@@ -479,7 +483,7 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
             ),
         );
       assert.deepEqual(await overflow(), []);
-      await page.focus('li.message:has-text("Report attached") > a');
+      await page.focus('li.message:has-text("Report attached") a');
       await page.keyboard.press('Enter');
       await page.waitForSelector('.reader h2.subject:has-text("Report attached")');
       assert.equal(await page.isVisible('section.list'), false, 'the list makes way');

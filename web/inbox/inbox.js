@@ -347,37 +347,124 @@ const state = {
 };
 
 const app = document.getElementById('app');
-let toastTimer;
+
+/** A notice stays at least this long, longer by its length: time to read it (about 15 characters a second). */
+const NOTICE_MIN_MS = 6000;
+const NOTICE_MS_PER_CHAR = 70;
+/** A notice the pointer or the focus just left stays this long at least, however little of its time was left. */
+const NOTICE_RESUME_MS = 2000;
 
 /**
- * The page's live regions, in the page from its start and empty until something is said: a screen
- * reader announces a change of a live region it already knows, not one inserted with its text.
- * `status` and `alert` are the toasts everyone sees; `announce` is for screen readers only (new
- * mail, which the list shows by itself).
+ * A toast: a live region (`role`) for its text, which is in the page from its start and empty until
+ * something is said (a screen reader announces a change of a live region it already knows, not one
+ * inserted with its text), and a close button beside it, outside the region (its name is not
+ * announced with the text). An error stays until dismissed; a notice goes after a time by its
+ * length, which stops while the pointer is on it or the focus in it.
  */
-const live = {
-  status: h('div', { id: 'status', class: 'toast info', role: 'status' }),
-  alert: h('div', { id: 'alert', class: 'toast error', role: 'alert' }),
-  announce: h('div', { id: 'announce', class: 'sr-only', role: 'status' }),
-};
-document.body.append(live.status, live.alert, live.announce);
-
-function toast(text, kind = 'info') {
-  const [el, other] = kind === 'error' ? [live.alert, live.status] : [live.status, live.alert];
-  other.textContent = '';
-  el.textContent = text;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(
-    () => {
-      el.textContent = '';
+function makeToast(kind, role) {
+  const text = h('p', { id: kind === 'error' ? 'alert' : 'status', class: 'toast-text', role });
+  const close = h(
+    'button',
+    {
+      class: 'toast-close',
+      hidden: true,
+      'aria-label': kind === 'error' ? 'Dismiss the error' : 'Dismiss the notice',
+      title: 'Dismiss (Esc)',
+      onclick: () => t.dismiss(),
     },
-    kind === 'error' ? 8000 : 4000,
+    '×',
   );
+  const box = h('div', { class: `toast ${kind}` }, text, close);
+  const t = {
+    box,
+    timer: undefined,
+    /** When the running timer was set, and how much of the notice's time was left then. */
+    since: 0,
+    left: 0,
+    holds: new Set(),
+    /** Where the focus was before it came to the close button, to go back to when the toast goes. */
+    cameFrom: null,
+    show(message) {
+      text.textContent = message;
+      box.classList.add('shown');
+      close.hidden = false;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      if (kind === 'error') return;
+      this.left = Math.max(NOTICE_MIN_MS, message.length * NOTICE_MS_PER_CHAR);
+      if (this.holds.size === 0) this.run();
+    },
+    run() {
+      this.since = Date.now();
+      this.timer = setTimeout(() => this.dismiss(), this.left);
+    },
+    hold(why) {
+      this.holds.add(why);
+      if (this.timer === undefined) return;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.left -= Date.now() - this.since;
+    },
+    release(why) {
+      this.holds.delete(why);
+      if (kind === 'error' || !this.shown() || this.holds.size > 0 || this.timer !== undefined) return;
+      this.left = Math.max(this.left, NOTICE_RESUME_MS);
+      this.run();
+    },
+    shown() {
+      return box.classList.contains('shown');
+    },
+    dismiss() {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      const hadFocus = box.contains(document.activeElement);
+      text.textContent = '';
+      box.classList.remove('shown');
+      close.hidden = true;
+      // Hidden, the close button loses the focus: it goes back to where it came from.
+      if (hadFocus) (this.cameFrom?.isConnected ? this.cameFrom : els.title)?.focus();
+      this.cameFrom = null;
+    },
+  };
+  box.addEventListener('pointerenter', () => t.hold('pointer'));
+  box.addEventListener('pointerleave', () => t.release('pointer'));
+  box.addEventListener('focusin', (event) => {
+    if (!box.contains(event.relatedTarget) && event.relatedTarget !== null) t.cameFrom = event.relatedTarget;
+    t.hold('focus');
+  });
+  box.addEventListener('focusout', (event) => {
+    if (!box.contains(event.relatedTarget)) t.release('focus');
+  });
+  return t;
+}
+
+const toasts = { status: makeToast('info', 'status'), alert: makeToast('error', 'alert') };
+
+/** The live region for screen readers only (new mail, which the list shows by itself). */
+const announcer = h('div', { id: 'announce', class: 'sr-only', role: 'status' });
+document.body.append(h('div', { class: 'toasts' }, toasts.alert.box, toasts.status.box), announcer);
+
+// Escape dismisses the toasts, unless it is for something else: a dialog (compose), or a field it clears.
+document.addEventListener('keydown', (event) => {
+  if (event.key !== 'Escape' || event.defaultPrevented) return;
+  if (document.querySelector('dialog[open]') !== null) return;
+  const target = event.target;
+  if ((target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement) && target.value !== '')
+    return;
+  const shown = [toasts.alert, toasts.status].filter((t) => t.shown());
+  if (shown.length === 0) return;
+  for (const t of shown) t.dismiss();
+  event.preventDefault();
+});
+
+/** Shows `text` in a toast: an error stays until dismissed, a notice for a time by its length. */
+function toast(text, kind = 'info') {
+  (kind === 'error' ? toasts.alert : toasts.status).show(text);
 }
 
 /** Says `text` to screen readers only. */
 function announce(text) {
-  live.announce.textContent = text;
+  announcer.textContent = text;
 }
 
 /** Whether the keyboard focus was lost (its element taken out of the page, hidden or disabled). */
@@ -517,7 +604,19 @@ function renderShell() {
       loadList();
     },
   });
-  els.list = h('ul', { class: 'messages', 'aria-label': 'Messages' });
+  // A grid (the WAI-ARIA pattern; docs/adr/0017-web-inbox.md): one tab stop, arrow keys within. The
+  // list and its items are `ul`/`li` for the page's structure; the roles are on the grid, its rows
+  // and cells (a `ul` cannot be a grid, nor an `li` a row).
+  els.list = h('ul', {
+    class: 'messages',
+    role: 'none',
+    onkeydown: onListKey,
+    onfocusin: (event) => {
+      const li = event.target.closest('li.message');
+      if (li !== null) setRover(li.dataset.id, event.target.matches('input.pick') ? 'pick' : 'open');
+    },
+  });
+  els.grid = h('div', { class: 'grid', role: 'grid', 'aria-label': 'Messages' }, els.list);
   els.more = h('button', { class: 'more', hidden: true, onclick: () => loadMore() }, 'Load more');
   // Focused (tabindex -1) when the focus has nowhere better to go: after sign-in, a delete.
   els.title = h('h2', { class: 'list-title', tabindex: -1 });
@@ -542,7 +641,7 @@ function renderShell() {
         els.deleteChecked,
       ),
       els.notice,
-      els.list,
+      els.grid,
       els.more,
     ),
     els.reader,
@@ -714,7 +813,8 @@ async function loadList() {
   renderChecked();
   els.notice.hidden = true;
   els.title.textContent = `${displayAddress(state.address)} — ${state.view === 'sent' ? 'Sent' : 'Inbox'}`;
-  els.list.replaceChildren(h('li', { class: 'empty' }, 'Loading…'));
+  rover.id = null;
+  els.list.replaceChildren(emptyRow('Loading…'));
   try {
     // The long-poll's starting point is taken before the list is read: nothing stored in between is missed.
     const start = await api(`${mailboxPath(state.address)}/wait`, {
@@ -731,22 +831,36 @@ async function loadList() {
     watch(generation, cursor);
     refreshCounts().catch(reportError);
   } catch (err) {
-    if (generation === state.generation) els.list.replaceChildren(h('li', { class: 'empty' }, err.message));
+    if (generation === state.generation) els.list.replaceChildren(emptyRow(err.message));
     reportError(err);
   }
 }
 
+/** Whether a "Load more" is under way (a second click while it is asks for nothing). */
+let loadingMore = false;
+
+/** "Load more": the next page's entries go below the ones shown, which stay as they are. */
 async function loadMore() {
+  if (loadingMore) return;
+  loadingMore = true;
   const generation = state.generation;
   try {
     const page = await listPage(state.nextCursor, generation);
     if (generation !== state.generation) return;
     const shown = new Set(state.items.map((i) => i.id));
-    state.items.push(...page.items.filter((i) => !shown.has(i.id)));
+    const added = page.items.filter((i) => !shown.has(i.id));
+    state.items.push(...added);
     state.nextCursor = page.nextCursor;
     renderList();
+    announce(`${added.length} more message${added.length === 1 ? '' : 's'}, ${state.items.length} in all`);
+    // The button hid itself (the list's end): the focus goes to the first entry it brought.
+    if (els.more.hidden && (document.activeElement === els.more || focusLost())) {
+      focusList(added[0]?.id ?? null, state.items.length - 1);
+    }
   } catch (err) {
     reportError(err);
+  } finally {
+    loadingMore = false;
   }
 }
 
@@ -758,9 +872,7 @@ function renderList() {
   keepingFocus(els.list, () => {
     if (state.items.length === 0) {
       els.list.replaceChildren(
-        h(
-          'li',
-          { class: 'empty' },
+        emptyRow(
           !(state.q || state.unseen)
             ? 'No messages.'
             : state.nextCursor === null
@@ -769,10 +881,45 @@ function renderList() {
         ),
       );
     } else {
-      els.list.replaceChildren(...state.items.map(renderItem));
+      updateRows();
     }
   });
+  syncRover();
   els.more.hidden = state.nextCursor === null;
+}
+
+/**
+ * Makes the list's entries those of `state.items`, keeping the element of each entry that is shown
+ * already (only its box is set again): "Load more", new mail and a delete add or take away entries
+ * and leave the others, with the focus, the scroll position and what is ticked, as they are.
+ */
+function updateRows() {
+  const rows = new Map();
+  for (const li of [...els.list.children]) {
+    if (li.classList.contains('message')) rows.set(li.dataset.id, li);
+    else li.remove();
+  }
+  const wanted = new Set(state.items.map((i) => i.id));
+  for (const [id, li] of rows) {
+    if (!wanted.has(id)) li.remove();
+  }
+  let next = els.list.firstElementChild;
+  for (const item of state.items) {
+    let li = rows.get(item.id);
+    if (li === undefined) li = renderItem(item);
+    else li.querySelector('input.pick').checked = state.checked.has(item.id);
+    if (li === next) next = next.nextElementSibling;
+    else els.list.insertBefore(li, next);
+  }
+}
+
+/** An entry of the list that is no message ("Loading…", "No messages."): a row of one cell. */
+function emptyRow(text) {
+  return h(
+    'li',
+    { class: 'empty', role: 'none' },
+    h('div', { role: 'row' }, h('div', { role: 'gridcell' }, text)),
+  );
 }
 
 /** The toolbar's "Delete n selected" and select-all box, from `state.checked`. */
@@ -787,58 +934,68 @@ function renderChecked() {
 function renderItem(item) {
   const selected = state.selected?.id === item.id;
   const who = plain(displayAddresses(state.view === 'sent' ? `To: ${item.to}` : item.from));
+  // Both cells' controls are out of the tab order: the grid's one tab stop is set by `syncRover`.
+  const pick = h('input', {
+    type: 'checkbox',
+    class: 'pick',
+    tabindex: -1,
+    'data-key': `pick:${item.id}`,
+    'aria-label': `Select “${plain(item.subject) || '(no subject)'}”`,
+    checked: state.checked.has(item.id),
+    onchange: (event) => {
+      if (event.currentTarget.checked) state.checked.add(item.id);
+      else state.checked.delete(item.id);
+      renderChecked();
+    },
+  });
+  const open = h(
+    'a',
+    {
+      href: `#/${enc(state.address)}/${state.view}/${item.id}`,
+      tabindex: -1,
+      'data-key': `open:${item.id}`,
+      'aria-current': selected ? 'true' : undefined,
+    },
+    // Unread is bold and has a dot; a screen reader hears it first.
+    item.seen ? null : h('span', { class: 'sr-only' }, 'Unread, '),
+    h(
+      'div',
+      { class: 'line' },
+      h('span', { class: 'from' }, who || '(no sender)'),
+      h(
+        'time',
+        { datetime: item.receivedAt, title: formatDate(item.receivedAt, true) },
+        formatDate(item.receivedAt),
+      ),
+    ),
+    h(
+      'div',
+      { class: 'line' },
+      h('span', { class: 'subject' }, plain(item.subject) || '(no subject)'),
+      item.hasAttachments
+        ? h(
+            'span',
+            { class: 'clip', title: 'Has attachments' },
+            h('span', { 'aria-hidden': 'true' }, '📎'),
+            h('span', { class: 'sr-only' }, ', has attachments, '),
+          )
+        : '',
+      item.plusTag ? h('span', { class: 'tag' }, `+${plain(item.plusTag)}`) : '',
+    ),
+    h('div', { class: 'snippet' }, plain(item.snippet)),
+  );
   return h(
     'li',
     {
       class: ['message', item.seen ? 'seen' : 'unseen', selected ? 'selected' : ''].join(' ').trim(),
       'data-id': item.id,
+      role: 'none',
     },
-    h('input', {
-      type: 'checkbox',
-      class: 'pick',
-      'data-key': `pick:${item.id}`,
-      'aria-label': `Select “${plain(item.subject) || '(no subject)'}”`,
-      checked: state.checked.has(item.id),
-      onchange: (event) => {
-        if (event.currentTarget.checked) state.checked.add(item.id);
-        else state.checked.delete(item.id);
-        renderChecked();
-      },
-    }),
     h(
-      'a',
-      {
-        href: `#/${enc(state.address)}/${state.view}/${item.id}`,
-        'data-key': `open:${item.id}`,
-        'aria-current': selected ? 'true' : undefined,
-      },
-      // Unread is bold and has a dot; a screen reader hears it first.
-      item.seen ? null : h('span', { class: 'sr-only' }, 'Unread, '),
-      h(
-        'div',
-        { class: 'line' },
-        h('span', { class: 'from' }, who || '(no sender)'),
-        h(
-          'time',
-          { datetime: item.receivedAt, title: formatDate(item.receivedAt, true) },
-          formatDate(item.receivedAt),
-        ),
-      ),
-      h(
-        'div',
-        { class: 'line' },
-        h('span', { class: 'subject' }, plain(item.subject) || '(no subject)'),
-        item.hasAttachments
-          ? h(
-              'span',
-              { class: 'clip', title: 'Has attachments' },
-              h('span', { 'aria-hidden': 'true' }, '📎'),
-              h('span', { class: 'sr-only' }, ', has attachments, '),
-            )
-          : '',
-        item.plusTag ? h('span', { class: 'tag' }, `+${plain(item.plusTag)}`) : '',
-      ),
-      h('div', { class: 'snippet' }, plain(item.snippet)),
+      'div',
+      { class: 'row', role: 'row' },
+      h('div', { class: 'pick-cell', role: 'gridcell' }, pick),
+      h('div', { class: 'open-cell', role: 'gridcell' }, open),
     ),
   );
 }
@@ -847,7 +1004,109 @@ function updateItem(updated) {
   const index = state.items.findIndex((i) => i.id === updated.id);
   if (index >= 0) state.items[index] = { ...state.items[index], ...updated };
   const li = els.list.querySelector(`li[data-id="${updated.id}"]`);
-  if (li !== null && index >= 0) keepingFocus(els.list, () => li.replaceWith(renderItem(state.items[index])));
+  if (li !== null && index >= 0) {
+    keepingFocus(els.list, () => li.replaceWith(renderItem(state.items[index])));
+    syncRover();
+  }
+}
+
+// ---- the list by keyboard -------------------------------------------------------------------
+
+/**
+ * The list is a grid with a roving tabindex (https://www.w3.org/WAI/ARIA/apg/patterns/grid/): of
+ * its controls only one is in the tab order, the one Tab comes back to: the one last focused, else
+ * the message on show's, else the first message's. `cell` is which of the row's two: its box
+ * (`pick`) or the message (`open`).
+ */
+const rover = { id: null, cell: 'open' };
+/** The control that has `tabindex=0` now. */
+let roverEl = null;
+
+function setRover(id, cell) {
+  rover.id = id;
+  rover.cell = cell;
+  syncRover();
+}
+
+function rowOf(id) {
+  return id === null || id === undefined
+    ? null
+    : els.list.querySelector(`li.message[data-id="${CSS.escape(id)}"]`);
+}
+
+function cellControl(li, cell) {
+  return li.querySelector(cell === 'pick' ? 'input.pick' : '.open-cell > a');
+}
+
+/** Gives `tabindex=0` to the rover's control (see `rover`), and -1 to the one that had it. */
+function syncRover() {
+  const mine = rowOf(rover.id);
+  const li = mine ?? rowOf(state.selected?.id) ?? els.list.querySelector('li.message');
+  const el = li === null ? null : cellControl(li, mine !== null ? rover.cell : 'open');
+  if (roverEl !== null && roverEl !== el) roverEl.tabIndex = -1;
+  if (el !== null) el.tabIndex = 0;
+  roverEl = el;
+}
+
+/** Rows an arrow key, Page Up/Down, Home/End move by; Infinity: to the end. */
+const ROW_KEYS = {
+  ArrowDown: 1,
+  ArrowUp: -1,
+  PageDown: 10,
+  PageUp: -10,
+  End: Number.POSITIVE_INFINITY,
+  Home: Number.NEGATIVE_INFINITY,
+};
+
+/**
+ * The keys of the list (ADR 17): Up/Down a message, Page Up/Down ten, Home/End (also with Ctrl) the
+ * first and the last; Left/Right between the row's box and its message; Enter opens the message,
+ * Space ticks its box (on the box too, as a checkbox does), Delete (or Backspace) deletes it, asking
+ * first as the reader's Delete does. Tab leaves the list: the browser's own.
+ */
+function onListKey(event) {
+  if (event.altKey || event.metaKey || event.defaultPrevented) return;
+  const li = event.target.closest('li.message');
+  if (li === null) return;
+  const cell = event.target.matches('input.pick') ? 'pick' : 'open';
+  const item = state.items.find((i) => i.id === li.dataset.id);
+  const by = ROW_KEYS[event.key];
+  let to;
+  if (by !== undefined && (!event.ctrlKey || !Number.isFinite(by))) {
+    to = li;
+    if (by === Number.POSITIVE_INFINITY) to = els.list.lastElementChild;
+    else if (by === Number.NEGATIVE_INFINITY) to = els.list.firstElementChild;
+    else {
+      for (let n = Math.abs(by); n > 0; n--) {
+        const next = by > 0 ? to.nextElementSibling : to.previousElementSibling;
+        if (next === null) break;
+        to = next;
+      }
+    }
+  } else if (event.ctrlKey || event.shiftKey) {
+    return;
+  } else if (event.key === 'ArrowLeft' || event.key === 'ArrowRight') {
+    focusCell(li, event.key === 'ArrowLeft' ? 'pick' : 'open');
+  } else if (event.key === 'Enter') {
+    if (cell === 'pick') cellControl(li, 'open').click();
+    else return; // The link opens it.
+  } else if (event.key === ' ') {
+    if (cell === 'open') cellControl(li, 'pick').click();
+    else return; // The box ticks itself.
+  } else if (event.key === 'Delete' || event.key === 'Backspace') {
+    if (item !== undefined) deleteMessage(item);
+  } else {
+    return;
+  }
+  event.preventDefault();
+  if (to?.classList.contains('message')) focusCell(to, cell);
+}
+
+/** Focuses a row's box or message, scrolling the list only as far as it takes to show it. */
+function focusCell(li, cell) {
+  const el = cellControl(li, cell);
+  el.focus({ preventScroll: true });
+  el.scrollIntoView({ block: 'nearest' });
 }
 
 // ---- new mail ------------------------------------------------------------------------------
@@ -924,9 +1183,9 @@ function closeMessage(index = -1) {
 
 /** Focuses the list's entry of message `id`, else the entry at `index` (or the last), else the list's heading. */
 function focusList(id, index = -1) {
-  const links = [...els.list.querySelectorAll('li.message > a')];
+  const links = [...els.list.querySelectorAll('li.message .open-cell > a')];
   const link =
-    links.find((a) => a.parentElement.dataset.id === id) ??
+    links.find((a) => a.closest('li').dataset.id === id) ??
     (index >= 0 ? links[Math.min(index, links.length - 1)] : undefined);
   (link ?? els.title).focus();
 }
@@ -954,10 +1213,12 @@ async function openMessage(id) {
   state.selected = message;
   for (const li of els.list.querySelectorAll('li.message')) {
     li.classList.toggle('selected', li.dataset.id === id);
-    const link = li.querySelector(':scope > a');
+    const link = li.querySelector('.open-cell > a');
     if (li.dataset.id === id) link?.setAttribute('aria-current', 'true');
     else link?.removeAttribute('aria-current');
   }
+  // Tab into the list comes to the message on show.
+  setRover(id, 'open');
   renderMessage(message);
   // The focus goes to the message (its subject), unless the user has gone on to the search box or
   // the sidebar meanwhile: from the list, the reader is otherwise a tab through every entry away.
@@ -1343,9 +1604,14 @@ async function deleteMessage(m) {
   state.items = state.items.filter((i) => i.id !== m.id);
   renderList();
   toast('Deleted');
-  history.replaceState(null, '', `#/${enc(state.address)}/${state.view}`);
   // The focus goes to the message that took its place in the list.
-  closeMessage(index);
+  if (state.opening === m.id) {
+    history.replaceState(null, '', `#/${enc(state.address)}/${state.view}`);
+    closeMessage(index);
+  } else if (focusLost()) {
+    // Deleted from the list (the Delete key) while another message is on show: that one stays.
+    focusList(null, index);
+  }
   refreshCounts().catch(reportError);
 }
 
