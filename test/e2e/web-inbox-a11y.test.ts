@@ -63,7 +63,7 @@ const REMOTE_IMAGES = Buffer.from(
     'From: Pictures <pictures@remote.test>',
     `To: ${ALICE}`,
     'Subject: Pictures from afar',
-    'Date: Thu, 06 Mar 2025 09:00:00 +0000',
+    'Date: Fri, 07 Mar 2025 10:00:00 +0000',
     'MIME-Version: 1.0',
     'Content-Type: text/html; charset=utf-8',
     '',
@@ -152,7 +152,7 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
     await env.deliver([ALICE], fixture('alternative.eml'), new Date('2025-03-08T09:00:00Z'));
     for (let n = 0; n < 6; n++) await env.deliver([ALICE], note(n), new Date(`2025-03-09T0${n}:00:00Z`));
     await env.deliver([ALICE], LINKED, new Date('2025-03-10T11:00:00Z'));
-    await env.deliver([ALICE], REMOTE_IMAGES, new Date('2025-03-06T09:00:00Z'));
+    await env.deliver([ALICE], REMOTE_IMAGES, new Date('2025-03-07T10:00:00Z'));
     await env.deliver([BOB], note(9, BOB));
     aliceToken = await env.token(ALICE);
     adminToken = await env.token(null, { admin: true });
