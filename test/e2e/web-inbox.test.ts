@@ -241,6 +241,11 @@ describe('web inbox in Chromium', { skip: !chromiumAvailable('web inbox in a bro
 
   it('a wrong token is refused on the sign-in form', async () => {
     await page.goto(`${env.url}/`);
+    // How to get a token, locally and for a deployed stack (whose tokens live in its table).
+    assert.match(
+      (await page.textContent('form.signin .hint')) ?? '',
+      /npx mail-relay token create <address> \(for a deployed stack, add --stack <name>\)/,
+    );
     await page.fill('#token', `mr_${'A'.repeat(43)}`);
     await page.click('form.signin button[type=submit]');
     await page.waitForSelector('form.signin .error:has-text("not valid")');

@@ -545,7 +545,9 @@ function renderSignIn(message) {
       { class: 'hint' },
       'A mailbox token reads its mailbox; an admin token reads them all. Create one with ',
       h('code', {}, 'npx mail-relay token create <address>'),
-      '.',
+      ' (for a deployed stack, add ',
+      h('code', {}, '--stack <name>'),
+      ').',
     ),
   );
   app.replaceChildren(h('main', { class: 'signin-page' }, form));
