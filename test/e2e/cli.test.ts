@@ -718,6 +718,8 @@ describe('arguments, in every command', () => {
       [['outbox', '--bogus'], "unknown option '--bogus'", 'mail-relay outbox'],
       [['compact', '--now'], "unknown option '--now'", 'mail-relay compact'],
       [['reparse', '--since'], "option '--since <value>' argument missing", 'mail-relay reparse'],
+      [['upgrade'], '--stack needs a stack name (the local data dir upgrades itself)', 'mail-relay upgrade'],
+      [['upgrade', '--stack', 'S', 'now'], 'unexpected argument "now"', 'mail-relay upgrade'],
     ];
     const helps: [string[], string][] = [
       [['import', '--help'], 'mail-relay import'],
@@ -731,6 +733,7 @@ describe('arguments, in every command', () => {
       [['outbox', '--help'], 'mail-relay outbox'],
       [['compact', '-h'], 'mail-relay compact'],
       [['reparse', '-h'], 'mail-relay reparse'],
+      [['help', 'upgrade'], 'mail-relay upgrade'],
       [['help', 'dev'], 'mail-relay dev'],
     ];
     const results = await inBatches([...errors.map((e) => e[0]), ...helps.map((h) => h[0])], 6, (a) =>
