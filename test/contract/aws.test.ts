@@ -242,7 +242,7 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
         20,
       );
       const progress: number[] = [];
-      const done = await writer.backfillUnseen((p) => progress.push(p.mailboxes));
+      const done = await writer.backfillUnseen({ onProgress: (p) => progress.push(p.mailboxes) });
       assert.deepEqual(done, { mailboxes: 1, of: 1, entries: 1 });
       assert.deepEqual(progress, [0, 1]);
       queries.length = 0;

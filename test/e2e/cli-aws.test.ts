@@ -460,6 +460,23 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     const again = makeIo(env);
     assert.equal(await commandUpgrade(['--stack', STACK], again), 0, again.text().err);
     assert.equal(again.text().out, 'up to date: every mailbox reads its unread mail from the index\n');
+
+    // An earlier version's router, still running for a moment after the deploy, delivers to the
+    // mailbox after it was marked: the entry has no index attribute. --all finds it.
+    const late = makeEntry(CAROL, start + 3_600_000, 'cli-upgrade-late');
+    await aws.index.deliver(late);
+    await documents.send(
+      new UpdateCommand({
+        TableName: TABLE,
+        Key: key(`MSG#${late.id}`),
+        UpdateExpression: 'REMOVE unseenPk',
+      }),
+    );
+    assert.deepEqual(await unread(), [entries[4]?.id, entries[0]?.id]);
+    const all = makeIo(env);
+    assert.equal(await commandUpgrade(['--stack', STACK, '--all'], all), 0, all.text().err);
+    assert.match(all.text().out, /^indexed the unread mail of \d+ mailbox(es)? \(1 entry changed\)\n$/);
+    assert.deepEqual(await unread(), [late.id, entries[4]?.id, entries[0]?.id]);
   });
 
   it('replay on the local data dir restores a deleted delivery when asked; bad arguments are usage errors', async () => {

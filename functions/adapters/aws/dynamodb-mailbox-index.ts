@@ -181,11 +181,18 @@ export function mailboxTableDefinition(tableName: string): CreateTableCommandInp
   };
 }
 
+export interface UnseenBackfillOptions {
+  /** Also the mailboxes already marked `unseenIndexed`. @default false */
+  readonly all?: boolean;
+  /** Called before the first mailbox and after each. */
+  readonly onProgress?: (progress: UnseenBackfillProgress) => void;
+}
+
 /** How far `backfillUnseen` got. */
 export interface UnseenBackfillProgress {
   /** Mailboxes (index keys: an address, or its sent view) marked `unseenIndexed` so far. */
   readonly mailboxes: number;
-  /** Mailboxes the run found unmarked. */
+  /** Mailboxes the run found unmarked (with `all`: every mailbox). */
   readonly of: number;
   /** Entries given `unseenPk` (or relieved of it) so far. */
   readonly entries: number;
@@ -706,23 +713,24 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
    * entry that has it: a flag changed by that older version while both ran), each change conditional
    * on the flag it was made for, so a flag changed meanwhile is left to the write that changed it;
    * then marks the mailbox, from when LIST with `unseen` reads the index. Safe to interrupt and to
-   * run again (a marked mailbox is not read again); run it after the deploy that adds the index.
+   * run again (a marked mailbox is not read again, unless `all`); run it after the deploy that adds
+   * the index. `all` checks marked mailboxes too: for mail an older process still running during
+   * that deploy wrote to a mailbox this version had marked meanwhile.
    */
-  async backfillUnseen(
-    onProgress?: (progress: UnseenBackfillProgress) => void,
-  ): Promise<UnseenBackfillProgress> {
+  async backfillUnseen(options: UnseenBackfillOptions = {}): Promise<UnseenBackfillProgress> {
+    const { all = false, onProgress } = options;
     const mailboxes: string[] = [];
     let startKey: Record<string, unknown> | undefined;
     do {
       const r = await this.client.send(
         new ScanCommand({
           TableName: this.table,
-          FilterExpression: '#sk = :stat AND attribute_not_exists(#indexed)',
+          FilterExpression: all ? '#sk = :stat' : '#sk = :stat AND attribute_not_exists(#indexed)',
           ProjectionExpression: '#pk',
           ExpressionAttributeNames: {
             '#pk': TABLE_KEYS.partitionKey,
             '#sk': TABLE_KEYS.sortKey,
-            '#indexed': UNSEEN_INDEXED,
+            ...(all ? {} : { '#indexed': UNSEEN_INDEXED }),
           },
           ExpressionAttributeValues: { ':stat': STAT_SK },
           ConsistentRead: true,
