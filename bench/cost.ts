@@ -57,6 +57,11 @@ const SQS_REQUESTS_PER_MESSAGE = 3;
 const LOG_BYTES_PER_MESSAGE = 700;
 /** Every invocation a cold start: worst case, as above. */
 const COLD_START_SHARE = 1;
+/**
+ * What a global secondary index adds to the size of an item it holds: the index key attribute
+ * (`unseenPk` = `MBX#<mailbox>`, ~40 bytes) and DynamoDB's 100 bytes of index overhead per item.
+ */
+const UNSEEN_INDEX_ITEM_EXTRA_BYTES = 140;
 /** Node runtime start-up on Lambda before our module loads (ms), a typical figure. */
 const RUNTIME_INIT_MS = 120;
 
@@ -186,8 +191,11 @@ export const cost: Benchmark = {
     // TransactWriteItems costs 2 WCU per KB per item: the message item, the STAT counters (and the
     // commit number), the condition check that no deletion of the id is remembered, and the commit's
     // SEQ# item; plus strongly consistent reads: the idempotency read (the entry and the deletion
-    // item) and the commit counter read just before the transaction.
-    const writeUnits = 2 * Math.ceil(profile.avgEntryBytes / 1024) + 2 + 2 + 2;
+    // item) and the commit counter read just before the transaction. Mail arrives unread, so the
+    // entry is also written to the sparse index of unread mail (docs/adr/0020-unseen-index.md): a
+    // standard write of 1 WRU per KB of the projected item (all of it), outside the transaction's price.
+    const indexItemUnits = Math.ceil((profile.avgEntryBytes + UNSEEN_INDEX_ITEM_EXTRA_BYTES) / 1024);
+    const writeUnits = 2 * Math.ceil(profile.avgEntryBytes / 1024) + 2 + 2 + 2 + indexItemUnits;
     const readUnits = 3;
     const dynamo = n * (writeUnits * PRICES.dynamoPerWriteUnit + readUnits * PRICES.dynamoPerReadUnit);
     const queue = n * (SQS_REQUESTS_PER_MESSAGE * PRICES.sqsPerRequest + PRICES.snsPerPublish);
@@ -201,6 +209,16 @@ export const cost: Benchmark = {
         0.03 * (apiMb / 1024) * PRICES.lambdaArmPerGbSecond +
         PRICES.dynamoPerReadUnit +
         PRICES.s3GetPerRequest);
+    // Marking each message read once (PATCH seen): API Gateway + API Lambda (assumed 20 ms), the
+    // entry's UpdateItem (1 WRU per KB) and its removal from the index of unread mail (1 WRU).
+    // Marking it unread again costs the same, the index write then being the whole projected item.
+    const seenWriteUnits = Math.ceil(profile.avgEntryBytes / 1024) + 1;
+    const markSeen =
+      n *
+      (PRICES.apiGatewayHttpPerRequest +
+        PRICES.lambdaPerRequest +
+        0.02 * (apiMb / 1024) * PRICES.lambdaArmPerGbSecond +
+        seenWriteUnits * PRICES.dynamoPerWriteUnit);
 
     const row = (name: string, label: string, value: number, note: string): Measurement =>
       measured({ name: `cost.${name}`, label, value: usd(value), unit: 'USD', reference: ses, note });
@@ -235,7 +253,7 @@ export const cost: Benchmark = {
         'dynamodb',
         'DynamoDB on-demand',
         dynamo,
-        `${writeUnits} WRU (transaction of entry + STAT + deletion check + commit number) + ${readUnits} RRU per message`,
+        `${writeUnits} WRU (transaction of entry + STAT + deletion check + commit number, ${indexItemUnits} for the unread index) + ${readUnits} RRU per message`,
       ),
       row(
         'queue',
@@ -259,6 +277,12 @@ export const cost: Benchmark = {
         'reading each message once over the API (informational)',
         apiRead,
         `API Gateway HTTP API + ${apiMb} MB API Lambda (30 ms assumed) + GetItem + S3 GET`,
+      ),
+      row(
+        'mark-seen',
+        'marking each message read once over the API (informational)',
+        markSeen,
+        `API Gateway HTTP API + ${apiMb} MB API Lambda (20 ms assumed) + ${seenWriteUnits} WRU (the entry's UpdateItem, its removal from the unread index)`,
       ),
     ];
   },

@@ -210,9 +210,25 @@ export class HouseFunction extends LambdaFunction {
     return this;
   }
 
-  /** Grants exactly `actions` on the table (no indexes: the single table has none) and sets `envName`. */
-  bindTable(table: ITable, actions: readonly string[], envName = 'TABLE_NAME'): this {
+  /**
+   * Grants exactly `actions` on the table and sets `envName`; with `index`, also `index.actions` on
+   * that one secondary index (its own ARN: a grant on the table does not reach its indexes).
+   */
+  bindTable(
+    table: ITable,
+    actions: readonly string[],
+    envName = 'TABLE_NAME',
+    index?: { readonly name: string; readonly actions: readonly string[] },
+  ): this {
     this.addToRolePolicy(new PolicyStatement({ actions: [...actions], resources: [table.tableArn] }));
+    if (index !== undefined) {
+      this.addToRolePolicy(
+        new PolicyStatement({
+          actions: [...index.actions],
+          resources: [`${table.tableArn}/index/${index.name}`],
+        }),
+      );
+    }
     this.addEnvironment(envName, table.tableName);
     return this;
   }

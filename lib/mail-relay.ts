@@ -34,7 +34,7 @@ import { acknowledge } from './nag.ts';
 import { MAX_RECEIPT_RULES, MAX_RECIPIENTS_PER_RULE, receiptRecipients } from './recipients.ts';
 import { MailRetention } from './retention.ts';
 import { receivingRegionProblem } from './ses-regions.ts';
-import { MailStorage, PREFIX } from './storage.ts';
+import { MailStorage, PREFIX, UNSEEN_INDEX } from './storage.ts';
 
 /** Environment variables the handlers read (functions/handlers/settings.ts). */
 export const HANDLER_ENV = {
@@ -85,6 +85,11 @@ export const API_TABLE_ACTIONS = [
   'dynamodb:DeleteItem', // DELE (the entry and its commit's SEQ# item)
   'dynamodb:PutItem', // DELE (the deletion remembered)
 ];
+/**
+ * The API's actions on the index of unread mail (LIST with `unseen`), granted on that index alone.
+ * No other function reads it: POP3, deletes and the long-poll read the table, strongly consistent.
+ */
+export const API_UNSEEN_INDEX_ACTIONS = ['dynamodb:Query'];
 export const SEND_TABLE_ACTIONS = [
   'dynamodb:GetItem', // the token, the sent copy's deliveryState and commit counter
   'dynamodb:PutItem', // the sent copy's entry, its SEQ# item and its mailbox registry item (deliver)
@@ -338,7 +343,10 @@ export class MailRelay extends Construct {
         { read: [PREFIX.mailboxes, PREFIX.forwarded], delete: [PREFIX.mailboxes], list: true },
         HANDLER_ENV.bucket,
       )
-      .bindTable(table, API_TABLE_ACTIONS, HANDLER_ENV.table);
+      .bindTable(table, API_TABLE_ACTIONS, HANDLER_ENV.table, {
+        name: UNSEEN_INDEX.indexName,
+        actions: API_UNSEEN_INDEX_ACTIONS,
+      });
 
     this.sendFunction = new HouseFunction(this, 'SendFunction', {
       entry: HANDLER_ENTRIES.send,

@@ -7,7 +7,7 @@
  * (lib/retention.ts, docs/adr/0010-mailbox-retention.md).
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import { AttributeType, BillingMode, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
+import { AttributeType, BillingMode, ProjectionType, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
 import {
   BlockPublicAccess,
   Bucket,
@@ -32,6 +32,12 @@ export const PREFIX = {
   /** Where a retention sweep stopped early, for the next to go on from (functions/pipeline/retention.ts). */
   retention: 'retention/',
 } as const;
+
+/**
+ * The sparse index of unread mail (UNSEEN_INDEX of functions/adapters/aws/dynamodb-mailbox-index.ts,
+ * named here so synth does not load the SDK; test/infra/stack.test.ts checks they agree).
+ */
+export const UNSEEN_INDEX = { indexName: 'unseen', partitionKey: 'unseenPk' } as const;
 
 export interface MailStorageProps {
   /** Days `inbound/` (and the matching `notifications/`) are kept: the replay window. */
@@ -132,6 +138,16 @@ export class MailStorage extends Construct {
       timeToLiveAttribute: 'expiresAt',
       deletionProtection: retain,
       removalPolicy,
+    });
+    // Only unread message items have `unseenPk`: LIST with `unseen` reads this index, not the mailbox
+    // (docs/adr/0020-unseen-index.md). All attributes projected: a LIST row is nearly the whole item,
+    // and a projection cannot be changed once the index exists. On a deployed table CloudFormation
+    // adds it in place (one index per update); `mail-relay backfill-unseen` then indexes older mail.
+    this.table.addGlobalSecondaryIndex({
+      indexName: UNSEEN_INDEX.indexName,
+      partitionKey: { name: UNSEEN_INDEX.partitionKey, type: AttributeType.STRING },
+      sortKey: { name: 'sk', type: AttributeType.STRING },
+      projectionType: ProjectionType.ALL,
     });
   }
 }

@@ -288,7 +288,9 @@ const routes = {
       200: {
         description:
           'One page. It can hold fewer than `limit` items with more to come (items past 4 MiB; in AWS, a ' +
-          'page with `q` or `unseen` after reading 10,000 messages, maybe with none): follow `nextCursor` until null',
+          'page with `q` after reading 10,000 messages, maybe with none, and one with `unseen` in a mailbox ' +
+          'not yet upgraded to the index of unread mail): follow `nextCursor` until null. In AWS `unseen` ' +
+          'reads an eventually consistent index: a message just marked seen can be listed for a moment',
         content: { 'application/json': { schema: messageListSchema } },
       },
       ...MAILBOX_ERRORS,

@@ -3,6 +3,7 @@
  *
  *   mail-relay replay --since <time> [--mailbox <address>] [--stack <name>]
  *   mail-relay reparse [--mailbox <address>] [--since <time>] [--stack <name>]
+ *   mail-relay upgrade --stack <name>
  *   mail-relay token create --stack <name> (<mailbox> | --admin [<mailbox>]) [--label <text>]
  *   mail-relay token revoke --stack <name> <token>
  *
@@ -60,6 +61,17 @@ export const REPARSE_USAGE = `Usage: mail-relay reparse [--mailbox <address>] [-
   --stack    in the deployed stack (S3 + DynamoDB, with your AWS credentials); without it, the local
              data dir ($MAIL_RELAY_DATA_DIR), also while mail-relay dev runs on it
 Safe to repeat and to interrupt: what is up to date already is counted unchanged and not written.`;
+
+export const UPGRADE_USAGE = `Usage: mail-relay upgrade --stack <name> [--all]
+  brings the mail a deployed stack stored with an earlier version up to this one's, after
+  \`npx cdk deploy\` of this version: today, puts the unread mail stored before the index of unread
+  mail (docs/adr/0020-unseen-index.md) into that index, so that the Unread view (LIST with unseen)
+  reads it in one request instead of reading the whole mailbox. Until then the Unread view is
+  complete, only slower. With your AWS credentials (dynamodb:Scan, Query, UpdateItem on the table).
+  The local data dir needs nothing: it upgrades itself when opened.
+  --all  check every mailbox, also those done: for mail an earlier version's function still running
+         during the deploy stored (run it a few minutes after the deploy to be sure of those)
+Safe to repeat and to interrupt: what is done is not done again (unless --all).`;
 
 export const TOKEN_STACK_USAGE = `Usage: mail-relay token create --stack <name> <mailbox> [--label <text>]
        mail-relay token create --stack <name> --admin [<mailbox>] [--label <text>]
@@ -378,6 +390,64 @@ async function reparseIn(
       `${summary.gone > 0 ? `; ${summary.gone} deleted meanwhile (left deleted)` : ''}\n`,
   );
   return summary.failures.length > 0 ? 1 : 0;
+}
+
+/** `mail-relay upgrade --stack <name>`: see UPGRADE_USAGE. Returns the exit code. */
+export async function commandUpgrade(args: readonly string[], io: CliIo): Promise<number> {
+  const parsed = parseCommandArgs(
+    {
+      command: 'upgrade',
+      usage: UPGRADE_USAGE,
+      options: { stack: { type: 'string' }, all: { type: 'boolean', default: false } },
+      positionals: false,
+    },
+    args,
+    io,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const stack = parsed.values.stack;
+  if (stack === undefined || stack === '')
+    return usageError(
+      io,
+      'upgrade',
+      '--stack needs a stack name (the local data dir upgrades itself)',
+      UPGRADE_USAGE,
+    );
+  const { awsRegion } = loadConfig(io.env);
+  return inStackRegion(awsRegion, async () => {
+    const { tableName } = await readStackOutputs(stack);
+    const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbMailboxIndex }] = await Promise.all([
+      import('@aws-sdk/client-dynamodb'),
+      import('@aws-sdk/lib-dynamodb'),
+      import('../adapters/aws/dynamodb-mailbox-index.ts'),
+    ]);
+    const dynamo = new DynamoDBClient({});
+    const index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName });
+    const tty = io.err.isTTY === true;
+    io.err.write(
+      `indexing unread mail stored before the unread index in stack ${stack} (table ${tableName})\n`,
+    );
+    try {
+      const done = await index.backfillUnseen({
+        all: parsed.values.all === true,
+        onProgress: (p) => {
+          if (tty) io.err.write(`\r${p.mailboxes}/${p.of} mailboxes, ${p.entries} entries indexed`);
+          else if (p.mailboxes % 100 === 0 || p.mailboxes === p.of)
+            io.err.write(`${p.mailboxes}/${p.of} mailboxes\n`);
+        },
+      });
+      if (tty) io.err.write('\n');
+      const mailboxes = `${done.mailboxes} mailbox${done.mailboxes === 1 ? '' : 'es'}`;
+      io.out.write(
+        done.of === 0
+          ? 'up to date: every mailbox reads its unread mail from the index\n'
+          : `indexed the unread mail of ${mailboxes} (${done.entries} entr${done.entries === 1 ? 'y' : 'ies'} changed)\n`,
+      );
+      return 0;
+    } finally {
+      dynamo.destroy();
+    }
+  });
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
- * `npx mail-relay <command>`: dev, route, import, token, replay, reparse, outbox, pop3, compact. Each command is a
- * function that takes its arguments and an output stream, so tests call them in-process as well as
- * through the binary.
+ * `npx mail-relay <command>`: dev, route, import, token, replay, reparse, upgrade, outbox, pop3, compact.
+ * Each command is a function that takes its arguments and an output stream, so tests call them
+ * in-process as well as through the binary.
  */
 import { type Stats, statSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -66,6 +66,8 @@ Commands:
   reparse [--mailbox <address>] [--since <time>] [--stack <name>]
                            parse stored mail again with this version's parser (summaries, parts, LIST
                            fields, search), so mail stored before a parser fix gains it; safe to repeat
+  upgrade --stack <name>   after deploying this version: index the unread mail an earlier version
+                           stored in the stack (the Unread view reads it in one request); safe to repeat
   outbox [show <id>]       what forwarding and POST …/send would have sent (when no relay.smtp is set)
   pop3 [--api <url>]       the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) for any mail
                            client, in front of the API (default: dev's); USER <mailbox>, PASS <token>
@@ -79,7 +81,18 @@ MAIL_RELAY_SMTP_PORT (2525), MAIL_RELAY_API_PORT (8025), MAIL_RELAY_POP3_PORT (1
 /** How often `dev` looks at its configuration file's modification time. */
 const CONFIG_POLL_MS = 2000;
 
-const COMMANDS = ['dev', 'route', 'import', 'token', 'replay', 'reparse', 'pop3', 'outbox', 'compact'];
+const COMMANDS = [
+  'dev',
+  'route',
+  'import',
+  'token',
+  'replay',
+  'reparse',
+  'upgrade',
+  'pop3',
+  'outbox',
+  'compact',
+];
 
 const DEV_USAGE = `Usage: mail-relay dev
   runs the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525) and the HTTP API on
@@ -117,6 +130,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       case 'reparse': {
         const { commandReparse } = await import('./cli-aws.ts');
         return await commandReparse(rest, io);
+      }
+      case 'upgrade': {
+        const { commandUpgrade } = await import('./cli-aws.ts');
+        return await commandUpgrade(rest, io);
       }
       case 'pop3':
         return await commandPop3(rest, io);

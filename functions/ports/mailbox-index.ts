@@ -62,7 +62,10 @@ export interface ListOptions {
   readonly limit: number;
   /** Opaque cursor from a previous page's `nextCursor`. An invalid cursor throws ValidationError (code `invalid_cursor`). */
   readonly cursor?: string | undefined;
-  /** Only messages not yet seen. */
+  /**
+   * Only messages not yet seen. DynamoDB reads these from an eventually consistent index (ADR 20):
+   * a flag changed a moment ago may not show yet, so nothing that must be exact lists with it.
+   */
   readonly unseen?: boolean | undefined;
   /** Case-insensitive substring match on from, to and subject. */
   readonly q?: string | undefined;

@@ -7,18 +7,24 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { CreateTableCommand, DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, DeleteBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DynamoDBDocumentClient, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import {
   DynamoDbMailboxIndex,
   mailboxTableDefinition,
   TABLE_KEYS,
+  UNSEEN_INDEX,
 } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
 import { LazyBlobStore } from '../../functions/adapters/lazy-blob-store.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
 import type { BlobStore } from '../../functions/ports/blob-store.ts';
 import type { MessageEntry } from '../../functions/ports/mailbox-index.ts';
-import { API_TABLE_ACTIONS, ROUTER_TABLE_ACTIONS, SEND_TABLE_ACTIONS } from '../../lib/mail-relay.ts';
+import {
+  API_TABLE_ACTIONS,
+  API_UNSEEN_INDEX_ACTIONS,
+  ROUTER_TABLE_ACTIONS,
+  SEND_TABLE_ACTIONS,
+} from '../../lib/mail-relay.ts';
 import { RETENTION_TABLE_ACTIONS } from '../../lib/retention.ts';
 import { type Moto, motoAvailable, serializeRequests, startMoto } from '../helpers/moto.ts';
 import { runBlobStoreContract } from './blob-store.contract.ts';
@@ -101,13 +107,197 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     await assert.rejects(store.presign('k', { expiresIn: 8 * 24 * 3600 }), /expiresIn/);
   });
 
+  /**
+   * An entry as the version before the index of unread mail wrote it: no `unseenPk`, and a STAT item
+   * without `unseenIndexed` (this version's delivery writes both; they are taken away again).
+   */
+  async function deliverAsBefore(
+    writer: DynamoDbMailboxIndex,
+    tableName: string,
+    entry: MessageEntry,
+  ): Promise<void> {
+    await writer.deliver(entry);
+    await documents.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: { [TABLE_KEYS.partitionKey]: `MBX#${entry.mailbox}`, [TABLE_KEYS.sortKey]: `MSG#${entry.id}` },
+        UpdateExpression: 'REMOVE #u',
+        ExpressionAttributeNames: { '#u': UNSEEN_INDEX.partitionKey },
+      }),
+    );
+    await documents.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: { [TABLE_KEYS.partitionKey]: `MBX#${entry.mailbox}`, [TABLE_KEYS.sortKey]: 'STAT' },
+        UpdateExpression: 'REMOVE unseenIndexed',
+      }),
+    );
+  }
+
+  /** The items of the index of unread mail (a Scan of the index), as `<pk> <sk>`, sorted. */
+  async function unseenIndexItems(tableName: string): Promise<string[]> {
+    const r = await documents.send(
+      new ScanCommand({ TableName: tableName, IndexName: UNSEEN_INDEX.indexName }),
+    );
+    return (r.Items ?? [])
+      .map((i) => `${String(i[TABLE_KEYS.partitionKey])} ${String(i[TABLE_KEYS.sortKey])}`)
+      .sort();
+  }
+
+  it('the index of unread mail is sparse: it holds exactly the unread entries, through every write of an entry', async () => {
+    const tableName = `sparse-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    try {
+      const index = new DynamoDbMailboxIndex({ client: documents, tableName });
+      const inbox = 'alice@example.test';
+      const start = Date.UTC(2025, 0, 1);
+      const entries = Array.from({ length: 6 }, (_, i) =>
+        makeEntry(inbox, start + i * 1000, `sparse-${i}`, { seen: i === 1 }),
+      );
+      for (const e of entries) await index.deliver(e);
+      const key = (e: MessageEntry) => `MBX#${e.mailbox} MSG#${e.id}`;
+      const [e0, e1, e2, e3, e4, e5] = entries;
+      assert.ok(e0 && e1 && e2 && e3 && e4 && e5);
+      assert.deepEqual(await unseenIndexItems(tableName), [e0, e2, e3, e4, e5].map(key).sort());
+      // Nothing but unread message items: no STAT, SEQ#, registry or token item.
+      await index.putToken({
+        hash: 'f'.repeat(64),
+        mailbox: inbox,
+        admin: false,
+        createdAt: new Date().toISOString(),
+      });
+      await index.setSeen(inbox, e2.id, true);
+      await index.setSeen(inbox, e1.id, false);
+      await index.delete(inbox, e3.id);
+      await index.deleteMany(inbox, [e4.id]);
+      await index.updateParsed(inbox, e5.id, {
+        from: 'x',
+        to: inbox,
+        subject: 'reparsed',
+        snippet: '',
+        hasAttachments: false,
+        parseFailed: false,
+      });
+      assert.deepEqual(await unseenIndexItems(tableName), [e0, e1, e5].map(key).sort());
+      // A retried delivery of a message since read does not put it back.
+      await index.setSeen(inbox, e0.id, true);
+      assert.deepEqual(await index.deliver(e0), { inserted: false });
+      assert.deepEqual(await unseenIndexItems(tableName), [e1, e5].map(key).sort());
+    } finally {
+      await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+    }
+  });
+
+  it('an unseen page is one Query of the index that reads the unread entries alone; before the upgrade, a read of the mailbox', async () => {
+    const tableName = `unseen-cost-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    try {
+      const queries: { index: string | undefined; scanned: number; consistent: boolean }[] = [];
+      const counting = {
+        send: async (command: object) => {
+          const r = await documents.send(command as Parameters<DynamoDBDocumentClient['send']>[0]);
+          if (command.constructor.name === 'QueryCommand') {
+            const input = (command as { input: { IndexName?: string; ConsistentRead?: boolean } }).input;
+            queries.push({
+              index: input.IndexName,
+              scanned: (r as { ScannedCount?: number }).ScannedCount ?? 0,
+              consistent: input.ConsistentRead === true,
+            });
+          }
+          return r;
+        },
+      } as unknown as DynamoDBDocumentClient;
+      const index = new DynamoDbMailboxIndex({ client: counting, tableName });
+      const start = Date.UTC(2025, 0, 1);
+      // 60 messages, 3 unread among them (the web inbox's Unread box that was slow: 100,000 and 3).
+      const unreadAt = new Set([7, 30, 55]);
+      const entries = Array.from({ length: 60 }, (_, i) =>
+        makeEntry('alice@example.test', start + i * 1000, `cost-${i}`, { seen: !unreadAt.has(i) }),
+      );
+      for (const e of entries) await index.deliver(e);
+      queries.length = 0;
+      const page = await index.list('alice@example.test', { limit: 50, unseen: true });
+      assert.deepEqual(
+        page.items.map((i) => i.id),
+        [55, 30, 7].map((i) => entries[i]?.id),
+      );
+      assert.equal(page.nextCursor, null);
+      assert.deepEqual(queries, [{ index: UNSEEN_INDEX.indexName, scanned: 3, consistent: false }]);
+
+      // The same mail as the version before the index stored it: read in the mailbox itself, strongly
+      // consistent, until the upgrade marks it.
+      const old = 'old@example.test';
+      const writer = new DynamoDbMailboxIndex({ client: documents, tableName });
+      for (const e of entries.slice(0, 20))
+        await deliverAsBefore(writer, tableName, { ...e, mailbox: old, recipient: old });
+      queries.length = 0;
+      const before = await index.list(old, { limit: 50, unseen: true });
+      assert.deepEqual(
+        before.items.map((i) => i.id),
+        [entries[7]?.id],
+      );
+      assert.ok(queries.every((q) => q.index === undefined && q.consistent));
+      assert.equal(
+        queries.reduce((n, q) => n + q.scanned, 0),
+        20,
+      );
+      const progress: number[] = [];
+      const done = await writer.backfillUnseen({ onProgress: (p) => progress.push(p.mailboxes) });
+      assert.deepEqual(done, { mailboxes: 1, of: 1, entries: 1 });
+      assert.deepEqual(progress, [0, 1]);
+      queries.length = 0;
+      assert.deepEqual(
+        (await index.list(old, { limit: 50, unseen: true })).items.map((i) => i.id),
+        [entries[7]?.id],
+      );
+      assert.deepEqual(queries, [{ index: UNSEEN_INDEX.indexName, scanned: 1, consistent: false }]);
+      // Marked mailboxes are not looked at again.
+      assert.deepEqual(await writer.backfillUnseen(), { mailboxes: 0, of: 0, entries: 0 });
+    } finally {
+      await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+    }
+  });
+
+  it('the upgrade also takes the index attribute from read mail an older version marked read after this one delivered it', async () => {
+    const tableName = `upgrade-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    try {
+      const index = new DynamoDbMailboxIndex({ client: documents, tableName });
+      const inbox = 'alice@example.test';
+      const start = Date.UTC(2025, 0, 1);
+      const [a, b] = [makeEntry(inbox, start, 'mixed-a'), makeEntry(inbox, start + 1000, 'mixed-b')];
+      await deliverAsBefore(index, tableName, a);
+      // Delivered by this version while an older API still ran, which then marked it read its way:
+      // `seen` set, `unseenPk` left in place.
+      await index.deliver(b);
+      await documents.send(
+        new UpdateCommand({
+          TableName: tableName,
+          Key: { [TABLE_KEYS.partitionKey]: `MBX#${inbox}`, [TABLE_KEYS.sortKey]: `MSG#${b.id}` },
+          UpdateExpression: 'SET seen = :true',
+          ExpressionAttributeValues: { ':true': true },
+        }),
+      );
+      assert.deepEqual(await index.backfillUnseen(), { mailboxes: 1, of: 1, entries: 2 });
+      assert.deepEqual(await unseenIndexItems(tableName), [`MBX#${inbox} MSG#${a.id}`]);
+      assert.deepEqual(
+        (await index.list(inbox, { limit: 10, unseen: true })).items.map((i) => i.id),
+        [a.id],
+      );
+    } finally {
+      await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+    }
+  });
+
   it("each function's index operations need only the DynamoDB actions its role is granted (IAM, which moto does not check)", async () => {
     const tableName = `iam-${randomUUID()}`;
     await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
     const used = new Set<string>();
     const recording = {
       send: (command: object) => {
-        for (const action of iamActionsOf(command)) used.add(action);
+        // A Query of the index of unread mail is authorized on the index's ARN, granted apart.
+        const onIndex = (command as { input?: { IndexName?: string } }).input?.IndexName !== undefined;
+        for (const action of iamActionsOf(command)) used.add(onIndex ? `index:${action}` : action);
         return documents.send(command as Parameters<DynamoDBDocumentClient['send']>[0]);
       },
     } as unknown as DynamoDBDocumentClient;
@@ -147,18 +337,23 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
       await index.deliver(copy);
     });
     // The API: the token, reads, the long-poll by cursor, the seen flag, DELE.
-    await uses('api', API_TABLE_ACTIONS, async () => {
-      await index.getToken('0'.repeat(64));
-      await index.stat(inbox);
-      await index.commitCursor(inbox);
-      await index.committedAfter(inbox, 0, 10);
-      await index.list(inbox, { limit: 2 });
-      await index.list(inbox, { limit: 2, unseen: true, q: 's' });
-      await index.listMailboxes({ limit: 10 });
-      await index.get(inbox, first.id);
-      await index.setSeen(inbox, first.id, true);
-      await index.delete(inbox, first.id);
-    });
+    await uses(
+      'api',
+      [...API_TABLE_ACTIONS, ...API_UNSEEN_INDEX_ACTIONS.map((a) => `index:${a}`)],
+      async () => {
+        await index.getToken('0'.repeat(64));
+        await index.stat(inbox);
+        await index.commitCursor(inbox);
+        await index.committedAfter(inbox, 0, 10);
+        await index.list(inbox, { limit: 2 });
+        await index.list(inbox, { limit: 2, unseen: true, q: 's' });
+        await index.list(inbox, { limit: 2, unseen: true });
+        await index.listMailboxes({ limit: 10 });
+        await index.get(inbox, first.id);
+        await index.setSeen(inbox, first.id, true);
+        await index.delete(inbox, first.id);
+      },
+    );
     // The retention sweep.
     await uses('retention', RETENTION_TABLE_ACTIONS, async () => {
       await index.listMailboxes({ limit: 10 });
@@ -271,6 +466,13 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
       reopen: async () => new DynamoDbMailboxIndex({ client: documents, tableName, ...options }),
       cleanup: async () => {
         await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+      },
+      legacy: {
+        deliver: (entry) =>
+          deliverAsBefore(new DynamoDbMailboxIndex({ client: documents, tableName }), tableName, entry),
+        upgrade: async () => {
+          await new DynamoDbMailboxIndex({ client: documents, tableName }).backfillUnseen();
+        },
       },
     };
   });

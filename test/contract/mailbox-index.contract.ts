@@ -28,6 +28,16 @@ export interface MailboxIndexFixture {
   reopen?: () => Promise<MailboxIndex>;
   /** Releases everything; must tolerate `index` having been closed already. */
   cleanup: () => Promise<void>;
+  /**
+   * Storage as the version before the index of unread mail left it (docs/adr/0020-unseen-index.md):
+   * `deliver` writes an entry as that version did, `upgrade` runs what a deployment of this one runs
+   * to index such mail. Omitted by an adapter whose index of unread mail was always kept by the
+   * store itself (SQLite's partial index): its older entries are this version's.
+   */
+  legacy?: {
+    deliver: (entry: MessageEntry) => Promise<void>;
+    upgrade: () => Promise<void>;
+  };
 }
 
 const ALICE = 'alice@example.com';
@@ -163,6 +173,11 @@ async function assertInvalidCursor(promise: Promise<unknown>, label: string): Pr
 export interface MailboxIndexOptions {
   readonly deletionMemoryDays?: number;
   readonly clock?: () => number;
+  /**
+   * Items a page with a filter reads at most, where the store reads before it filters (DynamoDB;
+   * SQLite's pages are always full, and it ignores this).
+   */
+  readonly filteredReadBudget?: number;
 }
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -800,6 +815,183 @@ export function runMailboxIndexContract(
           if (!e.seen && !touched.has(e.id)) assert.ok(ids.includes(e.id), `unseen throughout: ${e.id}`);
           if (e.seen && !touched.has(e.id)) assert.ok(!ids.includes(e.id), `seen throughout: ${e.id}`);
         }
+      }));
+
+    it('unread pages are full and newest first however much read mail lies between (a small filteredReadBudget)', () =>
+      withIndex(
+        async ({ index }) => {
+          // 60 messages, one in ten unread: a filter after the read fills a page of 2 only by reading
+          // 20 items, more than the budget, so it came back short (or empty) with a cursor.
+          const entries = Array.from({ length: 60 }, (_, i) =>
+            makeEntry(ALICE, BASE_MS + i * 1000, `sparse-${i}`, { seen: i % 10 !== 3 }),
+          );
+          await deliverAll(index, entries);
+          const unread = newestFirst(entries.filter((e) => !e.seen).map((e) => e.id));
+          const pages: string[][] = [];
+          let cursor: string | undefined;
+          for (;;) {
+            assert.ok(pages.length < 20, 'pagination terminates');
+            const page = await index.list(ALICE, { limit: 2, unseen: true, cursor });
+            pages.push(page.items.map((i) => i.id));
+            assert.ok(
+              page.items.every((i) => !i.seen),
+              'only unread mail',
+            );
+            if (page.nextCursor === null) break;
+            cursor = page.nextCursor;
+          }
+          assert.deepEqual(
+            pages.map((p) => p.length),
+            [2, 2, 2],
+            'three full pages, the last without a cursor',
+          );
+          assert.deepEqual(pages.flat(), unread);
+          // With q as well: the unread mail it matches (every unread subject has a 3, and 9 read ones
+          // too), in a full page.
+          const matched = await index.list(ALICE, { limit: 4, unseen: true, q: '3' });
+          assert.deepEqual(
+            matched.items.map((i) => i.id),
+            unread.slice(0, 4),
+          );
+          assert.notEqual(matched.nextCursor, null);
+        },
+        { filteredReadBudget: 8 },
+      ));
+
+    it('marking read or unread moves a message out of or into the unread list at its place; delete and reparse', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 6 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `move-${i}`),
+        );
+        await deliverAll(index, entries);
+        const [e0, e1, e2, e3, e4, e5] = entries;
+        assert.ok(e0 && e1 && e2 && e3 && e4 && e5);
+        const unread = async (q?: string) =>
+          (await index.list(ALICE, { limit: 10, unseen: true, q })).items.map((i) => i.id);
+        assert.deepEqual(await unread(), newestFirst(entries.map((e) => e.id)));
+        await index.setSeen(ALICE, e2.id, true);
+        await index.setSeen(ALICE, e4.id, true);
+        assert.deepEqual(await unread(), [e5.id, e3.id, e1.id, e0.id]);
+        // Unread again: back at its place by id, not on top.
+        await index.setSeen(ALICE, e4.id, false);
+        assert.deepEqual(await unread(), [e5.id, e4.id, e3.id, e1.id, e0.id]);
+        // Marking read twice, or unread what is unread, changes nothing.
+        await index.setSeen(ALICE, e2.id, true);
+        await index.setSeen(ALICE, e3.id, false);
+        assert.deepEqual(await unread(), [e5.id, e4.id, e3.id, e1.id, e0.id]);
+        // Deleted: gone from the unread list (one at a time, and several at once).
+        await index.delete(ALICE, e5.id);
+        await index.deleteMany(ALICE, [e0.id, e2.id]);
+        assert.deepEqual(await unread(), [e4.id, e3.id, e1.id]);
+        // Reparsed: an unread entry stays unread (with its new subject), a read one stays read.
+        const fields = {
+          from: 'New Parser <np@example.net>',
+          to: ALICE,
+          subject: 'Reparsed subject',
+          snippet: 'new',
+          hasAttachments: false,
+          parseFailed: false,
+        };
+        assert.equal((await index.updateParsed(ALICE, e3.id, fields))?.seen, false);
+        await index.setSeen(ALICE, e1.id, true);
+        assert.equal((await index.updateParsed(ALICE, e1.id, fields))?.seen, true);
+        const after = (await index.list(ALICE, { limit: 10, unseen: true })).items;
+        assert.deepEqual(
+          after.map((i) => [i.id, i.subject]),
+          [
+            [e4.id, e4.subject],
+            [e3.id, 'Reparsed subject'],
+          ],
+        );
+        assert.deepEqual(await unread('reparsed'), [e3.id]);
+        // A mailbox's unread list holds its own mail only.
+        await index.deliver({ ...e3, mailbox: BOB, recipient: BOB });
+        assert.deepEqual(await unread(), [e4.id, e3.id]);
+        assert.deepEqual(
+          (await index.list(BOB, { limit: 10, unseen: true })).items.map((i) => i.id),
+          [e3.id],
+        );
+      }));
+
+    it('unread pages by cursor while mail arrives and is deleted between pages: no duplicates, no gaps', () =>
+      withIndex(async ({ index }) => {
+        const entries = Array.from({ length: 24 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `churn-${i}`, { seen: i % 3 === 0 }),
+        );
+        await deliverAll(index, entries);
+        const desc = newestFirst(entries.filter((e) => !e.seen).map((e) => e.id));
+        const deleted = new Set<string>();
+        const ids = await listAllIds(index, ALICE, { limit: 4, unseen: true }, async (page, so) => {
+          // Newer unread mail arrives (it sorts before the cursor: not on a later page), and an
+          // unread message not listed yet is deleted.
+          await index.deliver(makeEntry(ALICE, BASE_MS + 100_000 + page * 1000, `churn-new-${page}`));
+          const ahead = desc[so.length + 2];
+          if (ahead !== undefined) {
+            deleted.add(ahead);
+            await index.delete(ALICE, ahead);
+          }
+        });
+        assert.equal(new Set(ids).size, ids.length, 'no duplicates');
+        assert.deepEqual(
+          ids,
+          desc.filter((id) => !deleted.has(id)),
+          'every unread message there throughout, once, newest first',
+        );
+      }));
+
+    it('upgrade: unread mail written before the unread index is listed before the upgrade and after it', () =>
+      withIndex(async ({ index, legacy }) => {
+        const deliverOld = legacy?.deliver ?? ((e: MessageEntry) => index.deliver(e).then(() => undefined));
+        // Mail the older version stored: read and unread, in the mailbox whose mail the upgrade must find.
+        const old = Array.from({ length: 15 }, (_, i) =>
+          makeEntry(ALICE, BASE_MS + i * 1000, `old-${i}`, { seen: i % 5 !== 0 }),
+        );
+        for (const e of old) await deliverOld(e);
+        const unreadOld = newestFirst(old.filter((e) => !e.seen).map((e) => e.id));
+        assert.deepEqual(
+          await listAllIds(index, ALICE, { limit: 2, unseen: true }),
+          unreadOld,
+          'before the upgrade: none lost',
+        );
+        // This version delivers to it, and changes an old entry's flag, before the upgrade runs.
+        const fresh = makeEntry(ALICE, BASE_MS + 60_000, 'new-0');
+        await index.deliver(fresh);
+        const [o0, o5] = [old[0], old[5]];
+        assert.ok(o0 && o5);
+        await index.setSeen(ALICE, o5.id, true);
+        const before = [fresh.id, ...unreadOld.filter((id) => id !== o5.id)];
+        assert.deepEqual(await listAllIds(index, ALICE, { limit: 2, unseen: true }), before);
+        // A mailbox that only ever had this version's mail.
+        const bobs = makeEntry(BOB, BASE_MS, 'bob-0');
+        await index.deliver(bobs);
+
+        await legacy?.upgrade();
+        assert.deepEqual(
+          await listAllIds(index, ALICE, { limit: 2, unseen: true }),
+          before,
+          'after the upgrade',
+        );
+        assert.deepEqual(await listAllIds(index, ALICE, { limit: 50, unseen: true }), before);
+        assert.deepEqual(
+          (await index.list(BOB, { limit: 10, unseen: true })).items.map((i) => i.id),
+          [bobs.id],
+        );
+        // An old entry's flag changes as any other's.
+        await index.setSeen(ALICE, o0.id, true);
+        const readOld = old.find((e) => e.seen);
+        assert.ok(readOld);
+        await index.setSeen(ALICE, readOld.id, false);
+        assert.deepEqual(
+          await listAllIds(index, ALICE, { limit: 3, unseen: true }),
+          newestFirst([...before.filter((id) => id !== o0.id), readOld.id]),
+        );
+        // Running the upgrade again changes nothing.
+        await legacy?.upgrade();
+        assert.deepEqual(
+          await listAllIds(index, ALICE, { limit: 3, unseen: true }),
+          newestFirst([...before.filter((id) => id !== o0.id), readOld.id]),
+        );
+        assert.equal((await index.stat(ALICE)).messages, old.length + 1);
       }));
 
     it('q matches from, to and subject case-insensitively (Unicode too), with % and _ taken literally', () =>

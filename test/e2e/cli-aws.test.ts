@@ -12,7 +12,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { CloudFormationClient, CreateStackCommand } from '@aws-sdk/client-cloudformation';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { DynamoDBDocumentClient, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { createToken, hashToken } from '../../functions/api/auth.ts';
 import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
@@ -27,12 +27,14 @@ import {
   commandReparse,
   commandReplay,
   commandTokenForStack,
+  commandUpgrade,
   parseSince,
   readStackOutputs,
 } from '../../functions/local/cli-aws.ts';
 import { ingest } from '../../functions/local/ingest.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
+import { makeEntry } from '../contract/mailbox-index.contract.ts';
 import { type Moto, motoAvailable, startMoto } from '../helpers/moto.ts';
 import { ATTACHMENT, gbMessage, makeStale, SUBJECT_NOW } from '../helpers/stale-parse.ts';
 
@@ -41,7 +43,8 @@ const BUCKET = 'mail-relay-cli-bucket';
 const TABLE = 'mail-relay-cli-table';
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
-const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB] };
+const CAROL = 'carol@example.test';
+const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB, CAROL] };
 const LINK_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:mail-relay-links-AbCdEf';
 
 /** The relay stack's storage and outputs, as lib/mail-relay-stack.ts names them. */
@@ -56,10 +59,21 @@ const TEMPLATE = {
         AttributeDefinitions: [
           { AttributeName: 'pk', AttributeType: 'S' },
           { AttributeName: 'sk', AttributeType: 'S' },
+          { AttributeName: 'unseenPk', AttributeType: 'S' },
         ],
         KeySchema: [
           { AttributeName: 'pk', KeyType: 'HASH' },
           { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+        GlobalSecondaryIndexes: [
+          {
+            IndexName: 'unseen',
+            KeySchema: [
+              { AttributeName: 'unseenPk', KeyType: 'HASH' },
+              { AttributeName: 'sk', KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: 'ALL' },
+          },
         ],
       },
     },
@@ -95,7 +109,7 @@ function makeIo(env: NodeJS.ProcessEnv): TestIo {
 
 const available = motoAvailable();
 
-describe('mail-relay replay, reparse and token --stack', { skip: !available }, () => {
+describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !available }, () => {
   let moto: Moto;
   let dir: string;
   let env: NodeJS.ProcessEnv;
@@ -391,6 +405,78 @@ describe('mail-relay replay, reparse and token --stack', { skip: !available }, (
       again.text().out,
       /^reparsed 0 messages in \d+ mailbox(es)?, [1-9]\d* unchanged, 0 failed\n$/,
     );
+  });
+
+  it('upgrade --stack puts unread mail an earlier version stored into the unread index: the Unread view lists it before and after', async () => {
+    const documents = DynamoDBDocumentClient.from(aws.clients.dynamo);
+    const start = Date.UTC(2025, 4, 1);
+    const entries = Array.from({ length: 5 }, (_, i) =>
+      makeEntry(CAROL, start + i * 60_000, `cli-upgrade-${i}`, { seen: i % 2 === 1 }),
+    );
+    for (const e of entries) await aws.index.deliver(e);
+    // As the version before the index stored them: no index attribute, the mailbox not marked.
+    const key = (sk: string) => ({ pk: `MBX#${CAROL}`, sk });
+    for (const e of entries) {
+      await documents.send(
+        new UpdateCommand({ TableName: TABLE, Key: key(`MSG#${e.id}`), UpdateExpression: 'REMOVE unseenPk' }),
+      );
+    }
+    await documents.send(
+      new UpdateCommand({ TableName: TABLE, Key: key('STAT'), UpdateExpression: 'REMOVE unseenIndexed' }),
+    );
+    const app = createMailboxApp({ index: aws.index, blobs: aws.blobs });
+    const { token } = await createToken(aws.index, { mailbox: CAROL, admin: false });
+    const headers = { Authorization: `Bearer ${token}` };
+    const unread = async () =>
+      (
+        (await (await app.request(`/v1/mailboxes/${CAROL}/messages?unseen=true`, { headers })).json()) as {
+          items: { id: string }[];
+        }
+      ).items.map((i) => i.id);
+    const expected = [entries[4]?.id, entries[2]?.id, entries[0]?.id];
+    assert.deepEqual(await unread(), expected, 'before the upgrade: complete (read from the mailbox)');
+    const inIndex = async () =>
+      ((await documents.send(new ScanCommand({ TableName: TABLE, IndexName: 'unseen' }))).Items ?? []).filter(
+        (i) => i.pk === `MBX#${CAROL}`,
+      ).length;
+    assert.equal(await inIndex(), 0);
+
+    const io = makeIo(env);
+    assert.equal(await commandUpgrade(['--stack', STACK], io), 0, io.text().err);
+    assert.match(io.text().out, /^indexed the unread mail of \d+ mailbox(es)? \(3 entries changed\)\n$/);
+    assert.match(io.text().err, /in stack mail-relay-cli-test \(table mail-relay-cli-table\)/);
+    assert.equal(await inIndex(), 3);
+    assert.deepEqual(await unread(), expected, 'after the upgrade: the same, from the index');
+    // Marked read through the API: out of the Unread view.
+    const patch = await app.request(`/v1/mailboxes/${CAROL}/messages/${entries[2]?.id}`, {
+      method: 'PATCH',
+      headers: { ...headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ seen: true }),
+    });
+    assert.equal(patch.status, 200);
+    assert.deepEqual(await unread(), [entries[4]?.id, entries[0]?.id]);
+    assert.equal(await inIndex(), 2);
+
+    const again = makeIo(env);
+    assert.equal(await commandUpgrade(['--stack', STACK], again), 0, again.text().err);
+    assert.equal(again.text().out, 'up to date: every mailbox reads its unread mail from the index\n');
+
+    // An earlier version's router, still running for a moment after the deploy, delivers to the
+    // mailbox after it was marked: the entry has no index attribute. --all finds it.
+    const late = makeEntry(CAROL, start + 3_600_000, 'cli-upgrade-late');
+    await aws.index.deliver(late);
+    await documents.send(
+      new UpdateCommand({
+        TableName: TABLE,
+        Key: key(`MSG#${late.id}`),
+        UpdateExpression: 'REMOVE unseenPk',
+      }),
+    );
+    assert.deepEqual(await unread(), [entries[4]?.id, entries[0]?.id]);
+    const all = makeIo(env);
+    assert.equal(await commandUpgrade(['--stack', STACK, '--all'], all), 0, all.text().err);
+    assert.match(all.text().out, /^indexed the unread mail of \d+ mailbox(es)? \(1 entry changed\)\n$/);
+    assert.deepEqual(await unread(), [late.id, entries[4]?.id, entries[0]?.id]);
   });
 
   it('replay on the local data dir restores a deleted delivery when asked; bad arguments are usage errors', async () => {

@@ -721,6 +721,8 @@ describe('arguments, in every command', () => {
       // `help <command>` of a command that does not exist is a wrong argument like any other.
       [['help', 'frob'], 'unknown command "frob"', 'mail-relay <command> [options]'],
       [['help', 'dev', 'route'], 'give one command', 'mail-relay <command> [options]'],
+      [['upgrade'], '--stack needs a stack name (the local data dir upgrades itself)', 'mail-relay upgrade'],
+      [['upgrade', '--stack', 'S', 'now'], 'unexpected argument "now"', 'mail-relay upgrade'],
     ];
     const helps: [string[], string][] = [
       [['import', '--help'], 'mail-relay import'],
@@ -734,6 +736,7 @@ describe('arguments, in every command', () => {
       [['outbox', '--help'], 'mail-relay outbox'],
       [['compact', '-h'], 'mail-relay compact'],
       [['reparse', '-h'], 'mail-relay reparse'],
+      [['help', 'upgrade'], 'mail-relay upgrade'],
       [['help', 'dev'], 'mail-relay dev'],
     ];
     const results = await inBatches([...errors.map((e) => e[0]), ...helps.map((h) => h[0])], 6, (a) =>

@@ -8,7 +8,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
-import { TTL_ATTRIBUTE } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import {
+  UNSEEN_INDEX as ADAPTER_UNSEEN_INDEX,
+  mailboxTableDefinition,
+  TTL_ATTRIBUTE,
+} from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import {
   BOUNCE_FAILURES_METRIC,
   FORWARD_FAILURES_METRIC,
@@ -19,12 +23,13 @@ import {
 import { SWEEP_RESUME_KEY } from '../../functions/pipeline/retention.ts';
 import {
   API_TABLE_ACTIONS,
+  API_UNSEEN_INDEX_ACTIONS,
   HANDLER_ENV,
   ROUTER_TABLE_ACTIONS,
   SEND_TABLE_ACTIONS,
 } from '../../lib/mail-relay.ts';
 import { RETENTION_TABLE_ACTIONS } from '../../lib/retention.ts';
-import { PREFIX } from '../../lib/storage.ts';
+import { PREFIX, UNSEEN_INDEX } from '../../lib/storage.ts';
 import {
   actionsOf,
   exampleConfig,
@@ -171,6 +176,23 @@ describe('storage', () => {
         DeletionProtectionEnabled: true,
       },
     });
+  });
+
+  it('the table has the sparse index of unread mail the adapter reads, as the adapter declares it (one index: one CloudFormation update)', () => {
+    assert.deepEqual(UNSEEN_INDEX, ADAPTER_UNSEEN_INDEX);
+    const table = Object.values(resourcesOfType(example, 'AWS::DynamoDB::Table'))[0] as {
+      Properties: { GlobalSecondaryIndexes?: unknown[]; AttributeDefinitions?: unknown[] };
+    };
+    const adapter = mailboxTableDefinition('t');
+    assert.deepEqual(table.Properties.GlobalSecondaryIndexes, adapter.GlobalSecondaryIndexes);
+    assert.deepEqual(
+      [...(table.Properties.AttributeDefinitions ?? [])].sort((a, b) =>
+        JSON.stringify(a).localeCompare(JSON.stringify(b)),
+      ),
+      [...(adapter.AttributeDefinitions ?? [])].sort((a, b) =>
+        JSON.stringify(a).localeCompare(JSON.stringify(b)),
+      ),
+    );
   });
 
   it('retainData: false deletes both with the stack (bucket emptied first); inboundDays sets the replay window', () => {
@@ -427,7 +449,17 @@ describe('functions', () => {
     assert.deepEqual(grantsOf(s, 's3:PutObject'), []);
     assert.doesNotMatch(JSON.stringify(s), /inbound\/|notifications\/|ses:/);
     const dynamo = s.filter((x) => actionsOf(x).some((a) => a.startsWith('dynamodb:')));
-    assert.deepEqual(dynamo.flatMap(actionsOf).sort(), [...API_TABLE_ACTIONS].sort());
+    const onTable = dynamo.filter(
+      (x) => resourceText(x.Resource) === JSON.stringify({ 'Fn::GetAtt': [tableId, 'Arn'] }),
+    );
+    assert.deepEqual(onTable.flatMap(actionsOf).sort(), [...API_TABLE_ACTIONS].sort());
+    // LIST with unseen reads the index of unread mail: Query on that one index, nothing more.
+    const onIndex = dynamo.filter((x) => !onTable.includes(x));
+    assert.deepEqual(onIndex.flatMap(actionsOf), [...API_UNSEEN_INDEX_ACTIONS]);
+    assert.deepEqual(
+      onIndex.map((x) => x.Resource),
+      [{ 'Fn::Join': ['', [{ 'Fn::GetAtt': [tableId, 'Arn'] }, `/index/${UNSEEN_INDEX.indexName}`]] }],
+    );
   });
 
   it('the send function writes only the sent views, reads no object, and gets only the table actions it uses', () => {

@@ -2,8 +2,10 @@
  * MailboxIndex on one DynamoDB table (design §3).
  *
  * Items (all strings unless noted):
- *   pk = MBX#<mailbox>  sk = MSG#<id>        one message entry (+ lower-cased copies of from/to/subject for `q`)
- *   pk = MBX#<mailbox>  sk = STAT            counters: messages, bytes, and commits (the last commit number)
+ *   pk = MBX#<mailbox>  sk = MSG#<id>        one message entry (+ lower-cased copies of from/to/subject for `q`;
+ *                                            + `unseenPk` = MBX#<mailbox> while it is unread, see below)
+ *   pk = MBX#<mailbox>  sk = STAT            counters: messages, bytes, and commits (the last commit number);
+ *                                            `unseenIndexed` once every unread entry carries `unseenPk`
  *   pk = MBX#<mailbox>  sk = SEQ#<n>         id of the message whose delivery took commit number n (zero-padded),
  *                                            while that message exists: `committedAfter` reads these in order
  *   pk = MBX#<mailbox>  sk = DEL#<id>        a deletion, remembered until `expiresAt` (epoch seconds, the table's TTL)
@@ -31,6 +33,16 @@
  * mailboxes are. It keeps listMailboxes a strongly consistent Query instead of a Scan of every
  * message or an eventually consistent index, and keeps it out of the transaction (2 WCU per
  * delivery saved).
+ *
+ * Unread mail (docs/adr/0020-unseen-index.md): a message item carries `unseenPk` exactly while it is
+ * unread (set by its delivery, removed by setSeen(true), set again by setSeen(false), gone with the
+ * item), so the sparse global secondary index UNSEEN_INDEX (`unseenPk` HASH, `sk` RANGE, all
+ * attributes projected) holds a mailbox's unread mail and nothing else: a LIST with `unseen` is one
+ * Query of it, newest first, however much read mail lies between. The index is eventually
+ * consistent and only LIST with `unseen` reads it. Items written before the index existed lack the
+ * attribute: a mailbox's STAT item says `unseenIndexed` once they were given it (`backfillUnseen`,
+ * or a first delivery to an empty mailbox), and until then LIST with `unseen` reads the mailbox with
+ * a filter as before.
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -43,6 +55,7 @@ import {
   PutCommand,
   QueryCommand,
   type QueryCommandInput,
+  ScanCommand,
   TransactWriteCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
@@ -75,9 +88,18 @@ import {
 
 /**
  * Key attribute names of the table; the infrastructure stack creates it with these
- * (both strings, pk HASH + sk RANGE, no secondary index needed).
+ * (both strings, pk HASH + sk RANGE).
  */
 export const TABLE_KEYS = { partitionKey: 'pk', sortKey: 'sk' } as const;
+
+/**
+ * The sparse index of unread mail (see the module comment): its name, and its partition key, an
+ * attribute only unread message items have (`MBX#<mailbox>`, as their `pk`); its sort key is the
+ * table's `sk`. The stack (lib/storage.ts) declares the same.
+ */
+export const UNSEEN_INDEX = { indexName: 'unseen', partitionKey: 'unseenPk' } as const;
+/** On a mailbox's STAT item: every unread entry of the mailbox carries `unseenPk`. */
+const UNSEEN_INDEXED = 'unseenIndexed';
 
 /** The port's bounds for a page. */
 const MAX_LIMIT = 1000;
@@ -102,6 +124,8 @@ const MAX_TRANSACTION_ATTEMPTS = 8;
 /** Messages per deletion transaction: up to 3 items each plus the counters', within DynamoDB's 100. */
 const DELETE_GROUP = 33;
 const DELETE_GROUP_CONCURRENCY = 4;
+/** Entries `backfillUnseen` updates at a time (one UpdateItem each). */
+const BACKFILL_CONCURRENCY = 16;
 const RETRY_BASE_MS = 25;
 /**
  * How long a delivery keeps trying when other processes keep taking the mailbox's next commit
@@ -138,12 +162,40 @@ export function mailboxTableDefinition(tableName: string): CreateTableCommandInp
     AttributeDefinitions: [
       { AttributeName: TABLE_KEYS.partitionKey, AttributeType: 'S' },
       { AttributeName: TABLE_KEYS.sortKey, AttributeType: 'S' },
+      { AttributeName: UNSEEN_INDEX.partitionKey, AttributeType: 'S' },
     ],
     KeySchema: [
       { AttributeName: TABLE_KEYS.partitionKey, KeyType: 'HASH' },
       { AttributeName: TABLE_KEYS.sortKey, KeyType: 'RANGE' },
     ],
+    GlobalSecondaryIndexes: [
+      {
+        IndexName: UNSEEN_INDEX.indexName,
+        KeySchema: [
+          { AttributeName: UNSEEN_INDEX.partitionKey, KeyType: 'HASH' },
+          { AttributeName: TABLE_KEYS.sortKey, KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+    ],
   };
+}
+
+export interface UnseenBackfillOptions {
+  /** Also the mailboxes already marked `unseenIndexed`. @default false */
+  readonly all?: boolean;
+  /** Called before the first mailbox and after each. */
+  readonly onProgress?: (progress: UnseenBackfillProgress) => void;
+}
+
+/** How far `backfillUnseen` got. */
+export interface UnseenBackfillProgress {
+  /** Mailboxes (index keys: an address, or its sent view) marked `unseenIndexed` so far. */
+  readonly mailboxes: number;
+  /** Mailboxes the run found unmarked (with `all`: every mailbox). */
+  readonly of: number;
+  /** Entries given `unseenPk` (or relieved of it) so far. */
+  readonly entries: number;
 }
 
 export interface DynamoDbMailboxIndexOptions {
@@ -195,6 +247,8 @@ const statItemSchema = z.object({
   bytes: z.number(),
   /** Absent on a mailbox with no delivery since commit numbers were introduced. */
   commits: z.number().optional(),
+  /** Absent until every unread entry of the mailbox carries `unseenPk`. */
+  [UNSEEN_INDEXED]: z.boolean().optional(),
 });
 const commitItemSchema = z.object({ [TABLE_KEYS.sortKey]: z.string().startsWith('SEQ#'), id: z.string() });
 /** A registry item: its sort key names the mailbox (and orders the registry). */
@@ -262,6 +316,8 @@ function toItem(e: MessageEntry): Record<string, unknown> {
     fromLc: fold(e.from),
     toLc: fold(e.to),
     subjectLc: fold(e.subject),
+    // In the sparse index of unread mail while unread.
+    ...(e.seen ? {} : { [UNSEEN_INDEX.partitionKey]: mailboxPk(e.mailbox) }),
   };
 }
 
@@ -338,6 +394,8 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
   private readonly table: string;
   /** Mailboxes whose registry item this process has written (it is never removed). */
   private readonly registered = new Set<string>();
+  /** Mailboxes seen marked `unseenIndexed` (the mark is never removed). */
+  private readonly indexedMailboxes = new Set<string>();
   private readonly deletionMemoryMs: number;
   private readonly clock: () => number;
   private readonly filteredReadBudget: number;
@@ -395,8 +453,13 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     // Real time, not the injectable clock (which may stand still in tests).
     const giveUpAt = Date.now() + COMMIT_RACE_BUDGET_MS;
     for (let attempt = 0; ; ) {
-      const last = await this.commitCursor(entry.mailbox);
+      const stat = await this.statItem(entry.mailbox);
+      const last = stat.commits ?? 0;
       const seq = last + 1;
+      // A mailbox without entries has none from before the unread index: from its first delivery on,
+      // every entry is written with `unseenPk` (the condition on `commits` below also makes sure no
+      // other delivery came in between the read and this one).
+      const startsIndexed = stat.messages === 0 && stat[UNSEEN_INDEXED] !== true;
       const nowSeconds = Math.floor(this.clock() / 1000);
       const command = new TransactWriteCommand({
         TransactItems: [
@@ -412,11 +475,14 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
             Update: {
               TableName: this.table,
               Key: { [TABLE_KEYS.partitionKey]: pk, [TABLE_KEYS.sortKey]: STAT_SK },
-              UpdateExpression: 'SET mailbox = :mailbox, commits = :seq ADD messages :one, #bytes :size',
+              UpdateExpression: `SET mailbox = :mailbox, commits = :seq${
+                startsIndexed ? `, ${UNSEEN_INDEXED} = :true` : ''
+              } ADD messages :one, #bytes :size`,
               // The number read above is still the last one: nobody committed in between.
               ConditionExpression: last === 0 ? 'attribute_not_exists(commits)' : 'commits = :last',
               ExpressionAttributeNames: { '#bytes': 'bytes' },
               ExpressionAttributeValues: {
+                ...(startsIndexed ? { ':true': true } : {}),
                 ':mailbox': entry.mailbox,
                 ':one': 1,
                 ':size': entry.size,
@@ -512,11 +578,15 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
 
   /**
    * Newest first (ULIDs sort by receipt time; the Query reads the partition backwards). With
-   * `unseen` or `q`, DynamoDB filters after reading, so pages are filled by looping until the
-   * page is full, the mailbox is exhausted, or `filteredReadBudget` items were read: then the page
-   * is shorter than `limit` (maybe empty) and `nextCursor` stands after the last item read, so
-   * that no request reads a whole large mailbox. One item beyond the limit is sought, so
-   * `nextCursor` is null exactly on the last page.
+   * `unseen`, in a mailbox whose unread entries are all in the sparse index (`unseenIndexed`), the
+   * Query reads that index, which holds the unread entries alone: a full page in one request however
+   * much read mail lies between them (eventually consistent: docs/adr/0020-unseen-index.md). Else,
+   * and for `q`, DynamoDB filters after reading, so pages are filled by looping until the page is
+   * full, the mailbox (or its unread entries) is exhausted, or `filteredReadBudget` items were read:
+   * then the page is shorter than `limit` (maybe empty) and `nextCursor` stands after the last item
+   * read, so that no request reads a whole large mailbox. One item beyond the limit is sought, so
+   * `nextCursor` is null exactly on the last page. The cursor is the last id returned (or read)
+   * either way, so a client can go on from one kind of page to the other.
    */
   async list(mailbox: string, options: ListOptions): Promise<ListPage> {
     const { limit, cursor, unseen = false, q } = options;
@@ -526,38 +596,82 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
     const needle = q === undefined || q === '' ? undefined : fold(q);
     const filters: string[] = [];
-    const names: Record<string, string> = { '#pk': TABLE_KEYS.partitionKey, '#sk': TABLE_KEYS.sortKey };
-    const values: Record<string, unknown> = { ':pk': mailboxPk(mailbox), ':msg': 'MSG#' };
-    if (unseen) {
-      filters.push('seen = :false');
-      values[':false'] = false;
-    }
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = { ':pk': mailboxPk(mailbox) };
     if (needle !== undefined) {
       filters.push('(contains(fromLc, :q) OR contains(toLc, :q) OR contains(subjectLc, :q))');
       values[':q'] = needle;
     }
-    const filtered = filters.length > 0;
-    const wanted = limit + 1;
-    const found: MessageEntry[] = [];
-    let startKey: Record<string, unknown> | undefined =
+    if (unseen && (await this.unseenIndexed(mailbox))) {
+      names['#unseenPk'] = UNSEEN_INDEX.partitionKey;
+      // Every entry in the index is unread: the filter only passes over one whose flag changed in an
+      // item written by a version from before the index (it then left the attribute in place).
+      filters.push('seen = :false');
+      values[':false'] = false;
+      if (after !== undefined) {
+        names['#sk'] = TABLE_KEYS.sortKey;
+        values[':before'] = messageSk(after);
+      }
+      const base: QueryCommandInput = {
+        TableName: this.table,
+        IndexName: UNSEEN_INDEX.indexName,
+        KeyConditionExpression: `#unseenPk = :pk${after === undefined ? '' : ' AND #sk < :before'}`,
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+        ScanIndexForward: false,
+        FilterExpression: filters.join(' AND '),
+      };
+      return this.readPages(base, undefined, limit, needle !== undefined);
+    }
+    if (unseen) {
+      filters.push('seen = :false');
+      values[':false'] = false;
+    }
+    names['#pk'] = TABLE_KEYS.partitionKey;
+    names['#sk'] = TABLE_KEYS.sortKey;
+    values[':msg'] = 'MSG#';
+    const base: QueryCommandInput = {
+      TableName: this.table,
+      KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :msg)',
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+      ScanIndexForward: false,
+      ConsistentRead: true,
+      ...(filters.length > 0 ? { FilterExpression: filters.join(' AND ') } : {}),
+    };
+    const startKey =
       after === undefined
         ? undefined
         : { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(after) };
+    return this.readPages(base, startKey, limit, filters.length > 0);
+  }
+
+  /**
+   * The Queries of one page of `list`: `base` from `startKey` until `limit` + 1 entries are found,
+   * the items run out, or (for a Query with a filter) `filteredReadBudget` items were read. With
+   * `selective` (a filter that may pass few of the items read), each round reads more than the
+   * page still needs, doubling from FILTERED_QUERY_PAGE.
+   */
+  private async readPages(
+    base: QueryCommandInput,
+    firstKey: Record<string, unknown> | undefined,
+    limit: number,
+    selective: boolean,
+  ): Promise<ListPage> {
+    const filtered = base.FilterExpression !== undefined;
+    const wanted = limit + 1;
+    const found: MessageEntry[] = [];
+    let startKey = firstKey;
     // Items read so far (a filtered Query's Limit counts the items read, before the filter).
     let read = 0;
     let round = FILTERED_QUERY_PAGE;
     do {
+      const needed = wanted - found.length;
       const left = this.filteredReadBudget - read;
       const input: QueryCommandInput = {
-        TableName: this.table,
-        KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :msg)',
-        ExpressionAttributeNames: names,
-        ExpressionAttributeValues: values,
-        ScanIndexForward: false,
-        ConsistentRead: true,
-        Limit: filtered ? Math.min(left, Math.max(round, wanted - found.length)) : wanted - found.length,
+        ...base,
+        Limit: !filtered ? needed : Math.min(left, selective ? Math.max(round, needed) : needed),
         ExclusiveStartKey: startKey,
-        ...(filtered ? { FilterExpression: filters.join(' AND ') } : {}),
       };
       const r = await this.client.send(new QueryCommand(input));
       for (const item of r.Items ?? []) found.push(toEntry(item));
@@ -579,6 +693,141 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       return { items, nextCursor: encodeCursor(stopped.slice('MSG#'.length)) };
     }
     return { items, nextCursor: null };
+  }
+
+  /**
+   * Whether the mailbox's unread entries all carry `unseenPk` (its STAT item says so). Remembered
+   * once true: nothing takes the mark away.
+   */
+  private async unseenIndexed(mailbox: string): Promise<boolean> {
+    if (this.indexedMailboxes.has(mailbox)) return true;
+    if ((await this.statItem(mailbox))[UNSEEN_INDEXED] !== true) return false;
+    this.indexedMailboxes.add(mailbox);
+    return true;
+  }
+
+  /**
+   * The upgrade to the unread index (docs/adr/0020-unseen-index.md), for a table whose items were
+   * written by a version without it: finds every mailbox whose STAT item is not yet `unseenIndexed`
+   * (one Scan of the table), gives each of its unread entries `unseenPk` (and takes it from a read
+   * entry that has it: a flag changed by that older version while both ran), each change conditional
+   * on the flag it was made for, so a flag changed meanwhile is left to the write that changed it;
+   * then marks the mailbox, from when LIST with `unseen` reads the index. Safe to interrupt and to
+   * run again (a marked mailbox is not read again, unless `all`); run it after the deploy that adds
+   * the index. `all` checks marked mailboxes too: for mail an older process still running during
+   * that deploy wrote to a mailbox this version had marked meanwhile.
+   */
+  async backfillUnseen(options: UnseenBackfillOptions = {}): Promise<UnseenBackfillProgress> {
+    const { all = false, onProgress } = options;
+    const mailboxes: string[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const r = await this.client.send(
+        new ScanCommand({
+          TableName: this.table,
+          FilterExpression: all ? '#sk = :stat' : '#sk = :stat AND attribute_not_exists(#indexed)',
+          ProjectionExpression: '#pk',
+          ExpressionAttributeNames: {
+            '#pk': TABLE_KEYS.partitionKey,
+            '#sk': TABLE_KEYS.sortKey,
+            ...(all ? {} : { '#indexed': UNSEEN_INDEXED }),
+          },
+          ExpressionAttributeValues: { ':stat': STAT_SK },
+          ConsistentRead: true,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const item of r.Items ?? []) {
+        const pk = item[TABLE_KEYS.partitionKey];
+        if (typeof pk === 'string' && pk.startsWith('MBX#')) mailboxes.push(pk.slice('MBX#'.length));
+      }
+      startKey = r.LastEvaluatedKey;
+    } while (startKey !== undefined);
+    const progress = { mailboxes: 0, of: mailboxes.length, entries: 0 };
+    onProgress?.({ ...progress });
+    for (const mailbox of mailboxes) {
+      progress.entries += await this.backfillMailbox(mailbox);
+      await this.client.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: STAT_SK },
+          UpdateExpression: 'SET #indexed = :true',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey, '#indexed': UNSEEN_INDEXED },
+          ExpressionAttributeValues: { ':true': true },
+        }),
+      );
+      progress.mailboxes += 1;
+      onProgress?.({ ...progress });
+    }
+    return progress;
+  }
+
+  /** `backfillUnseen` for the entries of one mailbox: how many were changed. */
+  private async backfillMailbox(mailbox: string): Promise<number> {
+    const names = {
+      '#pk': TABLE_KEYS.partitionKey,
+      '#sk': TABLE_KEYS.sortKey,
+      '#unseenPk': UNSEEN_INDEX.partitionKey,
+    };
+    let changed = 0;
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const r = await this.client.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :msg)',
+          FilterExpression:
+            '(seen = :false AND attribute_not_exists(#unseenPk)) OR (seen = :true AND attribute_exists(#unseenPk))',
+          ProjectionExpression: '#sk, seen',
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: {
+            ':pk': mailboxPk(mailbox),
+            ':msg': 'MSG#',
+            ':false': false,
+            ':true': true,
+          },
+          ConsistentRead: true,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      const wrong = (r.Items ?? []).map((item) => ({
+        sk: String(item[TABLE_KEYS.sortKey]),
+        seen: item.seen === true,
+      }));
+      for (let i = 0; i < wrong.length; i += BACKFILL_CONCURRENCY) {
+        const results = await Promise.all(
+          wrong.slice(i, i + BACKFILL_CONCURRENCY).map(async ({ sk, seen }) => {
+            try {
+              await this.client.send(
+                new UpdateCommand({
+                  TableName: this.table,
+                  Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: sk },
+                  UpdateExpression: seen ? 'REMOVE #unseenPk' : 'SET #unseenPk = :pk',
+                  // The flag is still the one read: a setSeen meanwhile wrote the attribute itself.
+                  ConditionExpression: 'attribute_exists(#pk) AND seen = :seen',
+                  ExpressionAttributeNames: {
+                    '#pk': TABLE_KEYS.partitionKey,
+                    '#unseenPk': UNSEEN_INDEX.partitionKey,
+                  },
+                  ExpressionAttributeValues: {
+                    ':seen': seen,
+                    ...(seen ? {} : { ':pk': mailboxPk(mailbox) }),
+                  },
+                }),
+              );
+              return 1;
+            } catch (err) {
+              if (isConditionalCheckFailed(err)) return 0;
+              throw err;
+            }
+          }),
+        );
+        changed += results.reduce<number>((a, b) => a + b, 0);
+      }
+      startKey = r.LastEvaluatedKey;
+    } while (startKey !== undefined);
+    return changed;
   }
 
   /** The mailbox's STAT item (counters and the last commit number), zeros when it has none. */
@@ -776,10 +1025,16 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         new UpdateCommand({
           TableName: this.table,
           Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
-          UpdateExpression: 'SET seen = :seen',
+          // In the sparse index of unread mail exactly while unread.
+          UpdateExpression: seen
+            ? 'SET seen = :seen REMOVE #unseenPk'
+            : 'SET seen = :seen, #unseenPk = :unseenPk',
           ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: { '#pk': TABLE_KEYS.partitionKey },
-          ExpressionAttributeValues: { ':seen': seen },
+          ExpressionAttributeNames: {
+            '#pk': TABLE_KEYS.partitionKey,
+            '#unseenPk': UNSEEN_INDEX.partitionKey,
+          },
+          ExpressionAttributeValues: { ':seen': seen, ...(seen ? {} : { ':unseenPk': mailboxPk(mailbox) }) },
           ReturnValues: 'ALL_NEW',
         }),
       );
