@@ -144,6 +144,11 @@ export interface MailboxAppDeps {
   /** Wakes long-polls as soon as mail is delivered; without it the index is polled. */
   readonly waiter?: MailWaiter;
   /**
+   * Aborted when the server stops (local mode): each long-poll then answers at once, as its timeout
+   * would (204 and where to go on from), rather than lose its connection.
+   */
+  readonly stopping?: AbortSignal;
+  /**
    * Index polling interval of the long-poll when no waiter is given, in milliseconds.
    * @default DEFAULT_POLL_INTERVAL_MS (500)
    */
@@ -1003,7 +1008,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     // so that long-poll finds new copies by polling the index.
     const mailbox = viewKey(c.get('mailbox'), query.view);
     const deadline = now() + (query.timeout ?? MAX_WAIT_SECONDS) * 1000;
-    const requestSignal = c.req.raw.signal;
+    const requestSignal =
+      deps.stopping === undefined ? c.req.raw.signal : AbortSignal.any([c.req.raw.signal, deps.stopping]);
     // Where this answer leaves a client that goes on with `cursor`. With `after`, the commit point
     // at the start: going on from there repeats what `after` found (ids tell them apart) but
     // cannot skip what `after` cannot see.
@@ -1023,7 +1029,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const nothing = () => c.body(null, 204, { [CURSOR_HEADER]: String(position) });
     let waited = false;
     for (;;) {
-      // The client left, or the server is closing (and with it, soon, the index): nothing to read.
+      // The client left, or the server is stopping (and with it, soon, the index): nothing more to read.
       if (requestSignal.aborted) return nothing();
       const round = new AbortController();
       const signal = AbortSignal.any([round.signal, requestSignal]);

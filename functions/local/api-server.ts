@@ -2,7 +2,7 @@
  * The HTTP API on loopback (`npm start`): the same Hono app as the API Lambda, served by
  * @hono/node-server, with local presigned URLs pointing back at this server (`/v1/blobs/…`).
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
@@ -19,7 +19,7 @@ export interface ApiServerOptions {
   /** Wakes long-polls on delivery; pass the one the SMTP listener's `onDelivered` notifies. */
   readonly waiter?: MailWaiter;
   /** Overrides for the app (thresholds, clock, logging); storage always comes from the runtime. */
-  readonly app?: Omit<ApiDeps, 'index' | 'blobs' | 'waiter' | 'serveLocalBlobs'>;
+  readonly app?: Omit<ApiDeps, 'index' | 'blobs' | 'waiter' | 'serveLocalBlobs' | 'stopping'>;
 }
 
 export interface ApiServer {
@@ -32,9 +32,15 @@ export interface ApiServer {
    * to the router too, so links in oversize-forward notices work.
    */
   readonly blobs: FsBlobStore;
-  /** Stops listening and ends open connections (long-polls included). */
+  /**
+   * Stops listening; long-polls answer at once (204, where to go on from), other requests under way
+   * get up to STOP_GRACE_MS to answer, then every connection is ended.
+   */
   close(): Promise<void>;
 }
+
+/** How long `close` lets requests under way finish (a long-poll answers at once) before ending them. */
+const STOP_GRACE_MS = 2000;
 
 /** The URL clients use to reach a server bound to `host`: a wildcard bind is reached on loopback. */
 function reachableUrl(host: string, port: number): string {
@@ -92,7 +98,15 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     if (app === undefined) return new Response('starting', { status: 503 });
     return app.fetch(request, env);
   });
-  const server: Server = createServer(listener);
+  const stopping = new AbortController();
+  // Responses under way, so that a stop can make each the last of its connection (`Connection: close`).
+  const underWay = new Set<ServerResponse>();
+  const server: Server = createServer((req, res) => {
+    if (stopping.signal.aborted) res.setHeader('Connection', 'close');
+    underWay.add(res);
+    res.once('close', () => underWay.delete(res));
+    return listener(req, res);
+  });
   server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -107,6 +121,7 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
   const blobs = new FsBlobStore({ root: runtime.blobRoot, presign: { baseUrl: url, secret } });
   const built = createApp({
     ...options.app,
+    stopping: stopping.signal,
     index: runtime.index,
     blobs,
     serveLocalBlobs: { secret },
@@ -130,8 +145,12 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     close: async () => {
       await new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
-        // Long-polls and keep-alive sockets would hold close() for up to 25 s; their requests see an abort.
-        server.closeAllConnections();
+        // Long-polls answer now rather than lose their connection, and every answer still to come is
+        // its connection's last; idle keep-alive sockets close now; what still runs after the grace is cut.
+        for (const res of underWay) if (!res.headersSent) res.setHeader('Connection', 'close');
+        stopping.abort();
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS).unref();
       });
       await blobs.close();
     },
