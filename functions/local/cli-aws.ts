@@ -392,6 +392,19 @@ async function reparseIn(
   return summary.failures.length > 0 ? 1 : 0;
 }
 
+/** The deployed stack's mailbox index (its table, found from the stack's outputs); `close` when done. */
+async function openStackIndex(stack: string) {
+  const { tableName } = await readStackOutputs(stack);
+  const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbMailboxIndex }] = await Promise.all([
+    import('@aws-sdk/client-dynamodb'),
+    import('@aws-sdk/lib-dynamodb'),
+    import('../adapters/aws/dynamodb-mailbox-index.ts'),
+  ]);
+  const dynamo = new DynamoDBClient({});
+  const index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName });
+  return { index, tableName, close: () => dynamo.destroy() };
+}
+
 /** `mail-relay upgrade --stack <name>`: see UPGRADE_USAGE. Returns the exit code. */
 export async function commandUpgrade(args: readonly string[], io: CliIo): Promise<number> {
   const parsed = parseCommandArgs(
@@ -415,14 +428,7 @@ export async function commandUpgrade(args: readonly string[], io: CliIo): Promis
     );
   const { awsRegion } = loadConfig(io.env);
   return inStackRegion(awsRegion, async () => {
-    const { tableName } = await readStackOutputs(stack);
-    const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbMailboxIndex }] = await Promise.all([
-      import('@aws-sdk/client-dynamodb'),
-      import('@aws-sdk/lib-dynamodb'),
-      import('../adapters/aws/dynamodb-mailbox-index.ts'),
-    ]);
-    const dynamo = new DynamoDBClient({});
-    const index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName });
+    const { index, tableName, close } = await openStackIndex(stack);
     const tty = io.err.isTTY === true;
     io.err.write(
       `indexing unread mail stored before the unread index in stack ${stack} (table ${tableName})\n`,
@@ -445,7 +451,7 @@ export async function commandUpgrade(args: readonly string[], io: CliIo): Promis
       );
       return 0;
     } finally {
-      dynamo.destroy();
+      close();
     }
   });
 }
@@ -525,14 +531,7 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
   }
 
   return inStackRegion(loaded.awsRegion, async () => {
-    const { tableName } = await readStackOutputs(stack);
-    const [{ DynamoDBClient }, { DynamoDBDocumentClient }, { DynamoDbMailboxIndex }] = await Promise.all([
-      import('@aws-sdk/client-dynamodb'),
-      import('@aws-sdk/lib-dynamodb'),
-      import('../adapters/aws/dynamodb-mailbox-index.ts'),
-    ]);
-    const dynamo = new DynamoDBClient({});
-    const index = new DynamoDbMailboxIndex({ client: DynamoDBDocumentClient.from(dynamo), tableName });
+    const { index, tableName, close } = await openStackIndex(stack);
     try {
       if (sub === 'revoke') {
         const removed = await index.deleteToken(hashToken(first ?? ''));
@@ -549,7 +548,7 @@ export async function commandTokenForStack(args: readonly string[], io: CliIo): 
       io.err.write(`${scope} stored in stack ${stack} (table ${tableName}); it is shown only this once\n`);
       return 0;
     } finally {
-      dynamo.destroy();
+      close();
     }
   });
 }

@@ -975,40 +975,31 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
 
   async updateParsed(mailbox: string, id: string, fields: ParsedEntryFields): Promise<MessageEntry | null> {
     try {
+      // The parsed attributes and `q`'s folded copies, each by a name: FROM and TO are reserved words.
+      const set: Record<string, unknown> = {
+        from: fields.from,
+        to: fields.to,
+        subject: fields.subject,
+        snippet: fields.snippet,
+        hasAttachments: fields.hasAttachments,
+        parseFailed: fields.parseFailed,
+        fromLc: fold(fields.from),
+        toLc: fold(fields.to),
+        subjectLc: fold(fields.subject),
+      };
+      const attributes = Object.keys(set);
       const r = await this.client.send(
         new UpdateCommand({
           TableName: this.table,
           Key: { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(id) },
-          // FROM and TO are reserved words in DynamoDB expressions: every field goes by a name.
-          UpdateExpression:
-            'SET #from = :from, #to = :to, #subject = :subject, #snippet = :snippet, ' +
-            '#hasAttachments = :hasAttachments, #parseFailed = :parseFailed, ' +
-            '#fromLc = :fromLc, #toLc = :toLc, #subjectLc = :subjectLc',
+          UpdateExpression: `SET ${attributes.map((a) => `#${a} = :${a}`).join(', ')}`,
           // Never creates an item: a message deleted meanwhile stays deleted.
           ConditionExpression: 'attribute_exists(#pk)',
           ExpressionAttributeNames: {
             '#pk': TABLE_KEYS.partitionKey,
-            '#from': 'from',
-            '#to': 'to',
-            '#subject': 'subject',
-            '#snippet': 'snippet',
-            '#hasAttachments': 'hasAttachments',
-            '#parseFailed': 'parseFailed',
-            '#fromLc': 'fromLc',
-            '#toLc': 'toLc',
-            '#subjectLc': 'subjectLc',
+            ...Object.fromEntries(attributes.map((a) => [`#${a}`, a])),
           },
-          ExpressionAttributeValues: {
-            ':from': fields.from,
-            ':to': fields.to,
-            ':subject': fields.subject,
-            ':snippet': fields.snippet,
-            ':hasAttachments': fields.hasAttachments,
-            ':parseFailed': fields.parseFailed,
-            ':fromLc': fold(fields.from),
-            ':toLc': fold(fields.to),
-            ':subjectLc': fold(fields.subject),
-          },
+          ExpressionAttributeValues: Object.fromEntries(attributes.map((a) => [`:${a}`, set[a]])),
           ReturnValues: 'ALL_NEW',
         }),
       );

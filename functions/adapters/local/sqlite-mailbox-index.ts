@@ -240,29 +240,36 @@ interface PendingDelivery {
 /** The folded copies `q` searches (`foldForSearch`). */
 const fold = foldForSearch;
 
+/** The columns the parse fills (a delivery writes them, `updateParsed` rewrites them), with `q`'s folded copies. */
+function parsedParams(f: ParsedEntryFields) {
+  return {
+    sender: f.from,
+    recipients: f.to,
+    subject: f.subject,
+    snippet: f.snippet,
+    has_attachments: f.hasAttachments ? 1 : 0,
+    parse_failed: f.parseFailed ? 1 : 0,
+    sender_lc: fold(f.from),
+    recipients_lc: fold(f.to),
+    subject_lc: fold(f.subject),
+  };
+}
+
 function toParams(e: MessageEntry): InsertParams {
   return {
     mailbox: e.mailbox,
     id: e.id,
     size: e.size,
     received_at: e.receivedAt,
-    sender: e.from,
-    recipients: e.to,
-    subject: e.subject,
-    snippet: e.snippet,
-    has_attachments: e.hasAttachments ? 1 : 0,
+    ...parsedParams(e),
     seen: e.seen ? 1 : 0,
     verdicts: JSON.stringify(e.verdicts),
     tags: JSON.stringify(e.tags),
     quarantine_reasons: e.quarantineReasons === undefined ? null : JSON.stringify(e.quarantineReasons),
     recipient: e.recipient,
     plus_tag: e.plusTag ?? null,
-    parse_failed: e.parseFailed ? 1 : 0,
     ses_message_id: e.sesMessageId,
     crlf_size: e.crlfSize,
-    sender_lc: fold(e.from),
-    recipients_lc: fold(e.to),
-    subject_lc: fold(e.subject),
   };
 }
 
@@ -698,19 +705,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
   async updateParsed(mailbox: string, id: string, fields: ParsedEntryFields): Promise<MessageEntry | null> {
     // A delivery of this id still queued is committed first, so it is the row updated here.
     this.flushDeliveries();
-    const row = this.updateParsedStatement.get({
-      mailbox,
-      id,
-      sender: fields.from,
-      recipients: fields.to,
-      subject: fields.subject,
-      snippet: fields.snippet,
-      has_attachments: fields.hasAttachments ? 1 : 0,
-      parse_failed: fields.parseFailed ? 1 : 0,
-      sender_lc: fold(fields.from),
-      recipients_lc: fold(fields.to),
-      subject_lc: fold(fields.subject),
-    });
+    const row = this.updateParsedStatement.get({ mailbox, id, ...parsedParams(fields) });
     return row === undefined ? null : toEntry(row);
   }
 
