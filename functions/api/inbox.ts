@@ -108,11 +108,13 @@ export function mountInbox(app: ApiApp, blobs: BlobStore): void {
   let downloads: Promise<string | undefined> | undefined;
   /** The policy for a page at `pageOrigin` (API Gateway's, a custom domain's, loopback's). */
   const policyFor = async (pageOrigin: string) => {
-    downloads ??= presignedOrigin(blobs);
-    // Asked again at the next load: a store that presigns nothing, or an S3 client that failed to load.
-    downloads.catch(() => {
-      downloads = undefined;
-    });
+    if (downloads === undefined) {
+      downloads = presignedOrigin(blobs);
+      // Asked again at the next load: a store that presigns nothing, or an S3 client that failed to load.
+      downloads.catch(() => {
+        downloads = undefined;
+      });
+    }
     const origin = await downloads.catch(() => undefined);
     return inboxCsp(origin === pageOrigin ? undefined : origin);
   };
