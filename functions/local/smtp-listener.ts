@@ -49,6 +49,10 @@ export interface SmtpListenerOptions {
 /** A message between its DATA command and its routing: `gone` is set when its client disconnects. */
 interface InFlight {
   gone: boolean;
+  /** True from DATA until the final dot. */
+  receiving: boolean;
+  /** `performance.now()` of the last chunk of the message received. */
+  lastDataAt: number;
 }
 
 export interface SmtpListener {
@@ -84,6 +88,14 @@ export const RCPT_SLOW_ROUTING_BUDGET_MS = 1000;
  * connection between messages (a test suite's long-lived client, a pooled transport) after a minute.
  */
 export const SMTP_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+
+/**
+ * While the relay stops, how long a client in the middle of its message may go without sending a
+ * byte before it is hung up on (421; nothing of the message was acknowledged, so its sender sends it
+ * again later). One still sending keeps its time, within smtp-server's 30 s grace: a stalled one held
+ * the stop for all of it, and 5 s more waiting for the client to close its side.
+ */
+export const STALLED_DATA_ON_STOP_MS = 2000;
 
 /**
  * The MAIL FROM parameters the listener takes: those of the extensions it offers (SIZE, RFC 1870;
@@ -252,7 +264,7 @@ export async function startSmtpListener(
         memoryBytes: LARGE_MESSAGE_BYTES,
         discard: () => stream.sizeExceeded === true,
       });
-      const message: InFlight = { gone: false };
+      const message: InFlight = { gone: false, receiving: true, lastDataAt: performance.now() };
       inFlight.set(session.id, message);
       stream.once('error', (err) => {
         // The client left mid-message (smtp-server destroys the stream) or the stream failed.
@@ -261,6 +273,7 @@ export async function startSmtpListener(
         callback(err);
       });
       stream.on('data', (chunk: Buffer) => {
+        message.lastDataAt = performance.now();
         const writing = spool.push(chunk);
         if (writing) {
           // To the spool file: no more chunks in memory until it is written (back-pressure to the socket).
@@ -269,6 +282,7 @@ export async function startSmtpListener(
         }
       });
       stream.once('end', async () => {
+        message.receiving = false;
         await spool.finish();
         if (stream.sizeExceeded) {
           inFlight.delete(session.id);
@@ -372,11 +386,37 @@ export async function startSmtpListener(
         // smtp-server lets every connection finish within its grace period (30 s) and answers 421 to
         // any command meanwhile; one that says nothing (a mailer's idle pooled connection, a client
         // between messages) held the stop for the whole 30 s. Hang up on those at once (RFC 5321
-        // §3.8); a message being received or routed still gets its reply.
-        server.close(() => resolve());
+        // §3.8); a message being received or routed still gets its reply, unless its client stops
+        // sending it (STALLED_DATA_ON_STOP_MS).
+        const stalled = setInterval(() => hangUpStalled(server, inFlight), STALLED_DATA_ON_STOP_MS / 4);
+        stalled.unref();
+        server.close(() => {
+          clearInterval(stalled);
+          resolve();
+        });
         hangUpIdle(server);
       }),
   };
+}
+
+/**
+ * While stopping: sends 421 to every session whose client has sent nothing of its message for
+ * `STALLED_DATA_ON_STOP_MS`, and drops its connection once the reply is written (smtp-server would
+ * otherwise wait 5 s for a client that may never close its side). The message's stream then errs,
+ * which disposes of what was received.
+ */
+function hangUpStalled(server: PromptGreetingSMTPServer, inFlight: ReadonlyMap<string, InFlight>): void {
+  const now = performance.now();
+  for (const connection of server.connections) {
+    const message = inFlight.get(connection.id);
+    if (!message?.receiving || now - message.lastDataAt < STALLED_DATA_ON_STOP_MS) continue;
+    const socket = connection._socket;
+    connection.send(
+      421,
+      '4.3.2 Server shutting down before your message was received in full; send it again later',
+    );
+    socket.once('finish', () => socket.destroy());
+  }
 }
 
 /** Sends 421 to (and closes) every session that waits for its client: nothing of it is in progress. */

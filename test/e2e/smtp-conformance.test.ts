@@ -13,6 +13,7 @@ import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import {
   SMTP_IDLE_TIMEOUT_MS,
   type SmtpListenerOptions,
+  STALLED_DATA_ON_STOP_MS,
   startSmtpListener,
 } from '../../functions/local/smtp-listener.ts';
 import { listAll } from '../helpers/relay.ts';
@@ -111,6 +112,42 @@ describe('stopping the listener (the 421 of a shutdown)', () => {
       await stopped;
       assert.ok(Date.now() - started < 3000, `stopped after ${Date.now() - started} ms`);
       assert.deepEqual(await l.subjects('bob@example.test'), ['during shutdown']);
+    });
+  });
+
+  it(`hangs up on a client that stops sending mid-message (${STALLED_DATA_ON_STOP_MS} ms of silence); one still sending finishes`, async () => {
+    await withListener(async (l) => {
+      const start = async (subject: string) => {
+        const c = await rawClient(l.port);
+        c.socket.write('EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<dave@example.test>\r\nDATA\r\n');
+        await c.until(/^354 /m);
+        c.socket.write(`Subject: ${subject}\r\n\r\nfirst line\r\n`);
+        return c;
+      };
+      const stalled = await start('stalled');
+      const trickling = await start('trickling');
+      const started = Date.now();
+      const stopped = l.closeSmtp();
+      // The trickling client sends a line every half second for three seconds, then ends its message.
+      const trickle = (async () => {
+        for (let i = 0; i < 6; i++) {
+          await new Promise((r) => setTimeout(r, 500));
+          trickling.socket.write(`line ${i}\r\n`);
+        }
+        trickling.socket.write('.\r\n');
+      })();
+      await stalled.until(
+        /^421 4\.3\.2 Server shutting down before your message was received in full/m,
+        4000,
+      );
+      await stalled.until('closed', 1000);
+      const hungUpAfter = Date.now() - started;
+      assert.ok(hungUpAfter >= STALLED_DATA_ON_STOP_MS - 100, `hung up after ${hungUpAfter} ms`);
+      await trickle;
+      await trickling.until(/^250 2\.0\.0 Ok: queued as \S+\r\n421 4\.3\.2 /m, 3000);
+      await stopped;
+      assert.ok(Date.now() - started < 6000, `stopped after ${Date.now() - started} ms`);
+      assert.deepEqual(await l.subjects('dave@example.test'), ['trickling']);
     });
   });
 });
