@@ -2,9 +2,10 @@
  * `mail-relay import`: .eml files through the same ingest path as SMTP (trace headers, `inbound/`,
  * notification, router). Deterministic: the SES-like id comes from the recipients (in any order) and
  * the content, the receipt time from an earlier import of it (within the replay window), else the
- * message's Date header, else its topmost Received line (either only when not in the future), else
- * the file's mtime; so importing the same content again, from a copy or a touched file too, under
- * another TZ or after its Date has come, computes the same message id and is a no-op.
+ * message's Date header, else its topmost Received line, else the file's mtime (each only when
+ * after 1970 and not in the future), else the time of the import; so importing the same content
+ * again, from a copy or a touched file too, under another TZ or after its Date has come, computes
+ * the same message id and is a no-op.
  */
 import { readFile, stat } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser';
@@ -87,6 +88,16 @@ export function importReceiptTime(fields: HeaderFields, nowMs: number): Date | n
 }
 
 /**
+ * A file's modification time as a receipt time, held to what `importReceiptTime` takes: one before
+ * 1970 (no ULID holds it) or more than a day ahead (an archive from a machine with a wrong clock) is
+ * replaced by the time of this import.
+ */
+export function fileReceiptTime(mtime: Date, nowMs: number): Date {
+  const ms = mtime.getTime();
+  return ms >= 0 && ms <= nowMs + IMPORT_FUTURE_SKEW_MS ? mtime : new Date(nowMs);
+}
+
+/**
  * When this content was imported before for these recipients (its notification is kept for the
  * replay window), so that a file without a date of its own gets the same message id again, however
  * its modification time has changed since.
@@ -159,7 +170,7 @@ export async function importFiles(
       const receivedAt =
         (await earlierImportTime(deps, sesMessageId, recipients)) ??
         importReceiptTime(fields, started) ??
-        info.mtime;
+        fileReceiptTime(info.mtime, started);
       const result = await ingest(deps, {
         body,
         mailFrom: '',

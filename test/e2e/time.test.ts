@@ -139,6 +139,38 @@ describe('import and the clock', () => {
     }
   });
 
+  it('takes a file time from the future or before 1970 as the time of the import, not as a receipt time', async () => {
+    const dataDir = join(work, 'file-times');
+    const ahead = eml('mtime-2099.eml', 'file from 2099', null);
+    const before1970 = eml('mtime-1969.eml', 'file from 1969', null);
+    utimesSync(ahead, new Date('2099-01-01T00:00:00Z'), new Date('2099-01-01T00:00:00Z'));
+    utimesSync(before1970, new Date('1969-07-20T20:17:00Z'), new Date('1969-07-20T20:17:00Z'));
+    const started = Date.now();
+    const r = await cli(dataDir, 'UTC', ['import', ahead, before1970]);
+    const ended = Date.now();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /imported 2\/2 files .*delivered 2, .*failed 0/);
+    const dev = await startDev(dataDir, { env: { MAIL_RELAY_CONFIG: configPath } });
+    try {
+      const created = await cli(dataDir, 'UTC', ['token', 'create', ALICE]);
+      const url = /^ {2}api: +(\S+)$/m.exec(dev.output())?.[1];
+      const res = await fetch(`${url}mailboxes/${ALICE}/messages`, {
+        headers: { authorization: `Bearer ${created.stdout.trim()}` },
+      });
+      const list = ((await res.json()) as { items: Item[] }).items;
+      assert.equal(list.length, 2);
+      for (const i of list) {
+        const at = Date.parse(i.receivedAt);
+        assert.ok(at >= started - 1000 && at <= ended, `${i.subject}: ${i.receivedAt}`);
+      }
+    } finally {
+      dev.child.kill('SIGTERM');
+    }
+    // Imported again: the earlier import's time, the same messages.
+    const again = await cli(dataDir, 'UTC', ['import', ahead, before1970]);
+    assert.match(again.stdout, /delivered 0, duplicate 2,/);
+  });
+
   it('imports the same content as the same message once its Date, future at the first import, has come', async () => {
     const dataDir = join(work, 'came');
     const inTwoDays = new Date(Date.now() + 2 * 86_400_000).toUTCString().replace('GMT', '+0000');
