@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startApiTestEnv } from '../helpers/api.ts';
 import { BIN, cleanEnv, type DevProcess, startDev } from '../helpers/dev.ts';
 import { python, run } from '../helpers/process.ts';
 
@@ -203,6 +204,34 @@ describe('--since', () => {
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /stored since 2026-11-27T12:00:00\.000Z /, `${tz} ${since}`);
       }
+    }
+  });
+});
+
+describe('the wall clock stepping while the relay runs', () => {
+  it('a long-poll still answers when its timeout is up, the clock stepped back an hour meanwhile', async () => {
+    // The process's wall clock, as NTP or a host waking from sleep steps it: set before the relay starts.
+    const realNow = Date.now;
+    let step = 0;
+    Date.now = () => realNow() + step;
+    const env = await startApiTestEnv();
+    try {
+      const token = await env.token(ALICE);
+      const started = performance.now();
+      const poll = env.request(`/v1/mailboxes/${ALICE}/wait?timeout=2`, { token });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      step = -3_600_000;
+      const res = await Promise.race([
+        poll,
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), 8000).unref()),
+      ]);
+      assert.ok(res, 'the long-poll was still waiting 8 s into its 2 s');
+      assert.equal(res.status, 204);
+      const took = performance.now() - started;
+      assert.ok(took >= 1900 && took < 4000, `answered after ${Math.round(took)} ms`);
+    } finally {
+      Date.now = realNow;
+      await env.close();
     }
   });
 });
