@@ -147,7 +147,9 @@ export async function importFiles(
   files: readonly string[],
   options: { to?: readonly string[]; onProgress?: ((done: number, total: number) => void) | undefined } = {},
 ): Promise<ImportSummary> {
-  const started = Date.now();
+  const now = Date.now();
+  // The run's length by the monotonic clock: a wall clock stepped meanwhile would make it negative.
+  const started = performance.now();
   const results: RouteResult[] = [];
   const failures: { file: string; reason: string }[] = [];
   const refusals: { file: string; recipient: string; reply: string }[] = [];
@@ -169,8 +171,8 @@ export async function importFiles(
       // a fix to how dates are read), and the same content must keep its id.
       const receivedAt =
         (await earlierImportTime(deps, sesMessageId, recipients)) ??
-        importReceiptTime(fields, started) ??
-        fileReceiptTime(info.mtime, started);
+        importReceiptTime(fields, now) ??
+        fileReceiptTime(info.mtime, now);
       const result = await ingest(deps, {
         body,
         mailFrom: '',
@@ -207,7 +209,7 @@ export async function importFiles(
   };
   await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, files.length) }, worker));
   const c = countOutcomes(results);
-  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  const secs = ((performance.now() - started) / 1000).toFixed(1);
   const line =
     `imported ${results.length}/${files.length} files in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +

@@ -235,3 +235,25 @@ describe('the wall clock stepping while the relay runs', () => {
     }
   });
 });
+
+describe('the wall clock stepping under a CLI command', () => {
+  it('import and replay print how long they took, not a negative time', async () => {
+    const dataDir = join(work, 'stepping');
+    // Each reading of this process's wall clock is an hour before the one before it.
+    const stepping = join(work, 'clock-steps-back.mjs');
+    writeFileSync(
+      stepping,
+      'const real = Date.now; let steps = 0;\nDate.now = () => real() - 3_600_000 * steps++;\n',
+    );
+    const file = eml('stepped.eml', 'while the clock stepped', 'Tue, 4 Mar 2025 09:15:00 +0000');
+    const imported = await cli(dataDir, 'UTC', ['import', file], stepping);
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.match(imported.stdout, /^imported 1\/1 files in \d+\.\ds: delivered 1,/);
+    const replayed = await cli(dataDir, 'UTC', ['replay', '--since', '2000-01-01'], stepping);
+    assert.equal(replayed.code, 0, replayed.stderr);
+    assert.match(
+      replayed.stdout,
+      /^replayed 1 of 1 notifications stored since 2000-01-01T00:00:00\.000Z in \d+\.\ds:/,
+    );
+  });
+});
