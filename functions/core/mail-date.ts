@@ -43,10 +43,11 @@ const NAMED_ZONES: Readonly<Record<string, number>> = {
 /**
  * `[day-of-week ","] day month year hour ":" minute [":" second] [zone]`, once comments are gone and
  * spaces collapsed. Lenient where senders are: the comma or the space after it missing, fractional
- * seconds, a numeric zone without its sign or with a colon, no space before the zone.
+ * seconds, a numeric zone without its sign or with a colon, no space before the zone, a zone name
+ * after the numeric zone (`+0000 GMT`; the number wins).
  */
 const DATE_TIME_RE =
-  /^(?:[a-z]+ ?, ?|[a-z]+ )?(\d{1,2}) ([a-z]+) (\d{2,4}) (\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)? ?(?:([+-]?)(\d{2}):?(\d{2})|([a-z]{1,5}))?$/;
+  /^(?:[a-z]+ ?, ?|[a-z]+ )?(\d{1,2}) ([a-z]+) (\d{2,4}) (\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)? ?(?:([+-]?)(\d{2}):?(\d{2})(?: [a-z]{1,5})?|([a-z]{1,5}))?$/;
 
 /** An ISO 8601 date-time with its offset, which ECMAScript's date-time string format reads in UTC. */
 const ISO_WITH_ZONE_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:\d{2})$/i;
