@@ -22,6 +22,8 @@ export {
 export type { ApiApp, ApiEnv } from './shell.ts';
 
 export interface ApiDeps extends Omit<MailboxAppDeps, 'documentSend'> {
+  /** Milliseconds since epoch: what the local blob links' expiry is checked against. @default Date.now */
+  readonly clock?: () => number;
   /**
    * Local mode only: mounts `GET /v1/blobs/*`, which serves the HMAC-signed URLs that the local
    * BlobStore's `presign` makes (same secret).

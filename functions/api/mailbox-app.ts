@@ -153,8 +153,6 @@ export interface MailboxAppDeps {
    * @default DEFAULT_POLL_INTERVAL_MS (500)
    */
   readonly pollIntervalMs?: number;
-  /** Milliseconds since epoch. @default Date.now */
-  readonly clock?: () => number;
   /** Receives errors that became a 500 (the client only sees `internal`). @default console.error */
   readonly logError?: (err: unknown) => void;
   /**
@@ -621,7 +619,6 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   const bodyMaxBytes = deps.bodyMaxBytes ?? DEFAULT_BODY_MAX_BYTES;
   const listMaxBytes = deps.listMaxBytes ?? DEFAULT_LIST_MAX_BYTES;
   const pollMs = deps.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
-  const now = deps.clock ?? Date.now;
   const logError = deps.logError ?? ((err: unknown) => console.error('mail-relay api: internal error', err));
   if (!Number.isSafeInteger(redirectBytes) || redirectBytes < 0) {
     throw new RangeError(
@@ -1007,7 +1004,9 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     // Nothing wakes a sent view's waiters (POST …/send runs in this process, or in another Lambda),
     // so that long-poll finds new copies by polling the index.
     const mailbox = viewKey(c.get('mailbox'), query.view);
-    const deadline = now() + (query.timeout ?? MAX_WAIT_SECONDS) * 1000;
+    // Timed by the monotonic clock: a wall clock stepped back an hour (NTP, a host's sleep) would
+    // otherwise hold the request for that hour, and one stepped forward would end it at once.
+    const deadline = performance.now() + (query.timeout ?? MAX_WAIT_SECONDS) * 1000;
     const requestSignal =
       deps.stopping === undefined ? c.req.raw.signal : AbortSignal.any([c.req.raw.signal, deps.stopping]);
     // Where this answer leaves a client that goes on with `cursor`. With `after`, the commit point
@@ -1051,7 +1050,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
           // Only deleted mail in a full page: read on at once.
           if (found.truncated) continue;
         }
-        const left = deadline - now();
+        const left = deadline - performance.now();
         if (left <= 0 || requestSignal.aborted) return nothing();
         const interval = deps.waiter === undefined ? pollMs : WAITER_FALLBACK_POLL_MS;
         await Promise.race([sleep(Math.min(left, interval), signal), ...(woken ? [woken] : [])]);

@@ -364,10 +364,10 @@ export const messageDetailSchema = listItemSchema
       cc: z.array(addressEntrySchema),
       replyTo: z.array(addressEntrySchema),
     }),
-    date: z
-      .string()
-      .nullable()
-      .openapi({ description: 'The Date header as ISO 8601, null when absent or unreadable' }),
+    date: z.string().nullable().openapi({
+      description:
+        'The Date header as ISO 8601 in UTC, read as RFC 5322 (with its obsolete forms) reads it: a zone it does not name, or none, as UTC; null when absent or unreadable',
+    }),
     messageId: z.string().nullable(),
     text: z.string().nullable(),
     html: z.string().nullable(),

@@ -79,7 +79,10 @@ export const TOKEN_STACK_USAGE = `Usage: mail-relay token create --stack <name> 
 
 const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** `--since`: an ISO 8601 date/time, or an age such as `90m`, `12h`, `7d` (relative to `now`). */
+/**
+ * `--since`: an ISO 8601 date/time, or an age such as `90m`, `12h`, `7d` (relative to `now`). A date
+ * or date-time without a zone is UTC, the zone of the times LIST shows, whatever this host's `TZ`.
+ */
 export function parseSince(value: string, now: Date = new Date()): Date | null {
   const age = /^(\d{1,6})([smhd])$/.exec(value.trim());
   if (age) {
@@ -87,14 +90,13 @@ export function parseSince(value: string, now: Date = new Date()): Date | null {
     return new Date(now.getTime() - Number(amount) * (DURATION_UNITS[unit ?? ''] ?? Number.NaN));
   }
   // Date-only or date-time in ISO 8601; Date.parse alone would accept "March 1" and guess a year.
-  if (
-    !/^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(
-      value.trim(),
-    )
-  ) {
-    return null;
-  }
-  const ms = Date.parse(value.trim());
+  const m = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)(Z|[+-]\d{2}:?\d{2})?)?$/i.exec(
+    value.trim(),
+  );
+  if (m === null) return null;
+  const [, day, time, zone] = m;
+  // ECMAScript reads a date-time without an offset (and any with a space for the T) in local time.
+  const ms = Date.parse(time === undefined ? `${day}` : `${day}T${time}${zone ?? 'Z'}`);
   return Number.isFinite(ms) ? new Date(ms) : null;
 }
 
@@ -265,7 +267,8 @@ async function replayIn(
     `replaying mail stored since ${since.toISOString()} in ${where}${mailbox ? ` for ${mailbox}` : ''}\n`,
   );
   const tty = io.err.isTTY === true;
-  const started = Date.now();
+  // Timed by the monotonic clock: a wall clock stepped meanwhile would make the run's length negative.
+  const started = performance.now();
   let summary: ReplaySummary;
   try {
     summary = await replay(deps, {
@@ -284,7 +287,7 @@ async function replayIn(
     await close();
   }
   for (const f of summary.failures) io.err.write(`failed: ${f.key}: ${f.error}\n`);
-  io.out.write(`${summaryLine(summary, since, ((Date.now() - started) / 1000).toFixed(1))}\n`);
+  io.out.write(`${summaryLine(summary, since, ((performance.now() - started) / 1000).toFixed(1))}\n`);
   return summary.failures.length > 0 ? 1 : 0;
 }
 

@@ -1,16 +1,19 @@
 /**
  * `mail-relay import`: .eml files through the same ingest path as SMTP (trace headers, `inbound/`,
  * notification, router). Deterministic: the SES-like id comes from the recipients (in any order) and
- * the content, the receipt time from the message's Date header, else its topmost Received line, else
- * the time of an earlier import of it (within the replay window), else the file's mtime; so
- * importing the same content again, from a copy or a touched file too, computes the same message id
- * and is a no-op.
+ * the content, the receipt time from an earlier import of it (within the replay window), else the
+ * message's Date header, else its topmost Received line, else the file's mtime (each only when
+ * after 1970 and not in the future), else the time of the import; so importing the same content
+ * again, from a copy or a touched file too, under another TZ or after its Date has come, computes
+ * the same message id and is a no-op.
  */
 import { readFile, stat } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
 import { sesMessageIdFromContent } from '../core/ids.ts';
+import { parseMailDate } from '../core/mail-date.ts';
+import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
@@ -61,19 +64,37 @@ export function headerRecipients(fields: HeaderFields): string[] {
 }
 
 /**
- * The receipt time a message carries: its Date when readable (archives keep their order), else the
- * date of its topmost Received line (when the last server got it); null when it has neither.
+ * How far ahead of the clock a Date or Received time may be and still be taken as a receipt time: a
+ * sender's clock that runs minutes or hours fast, not spam dated 2099, which would otherwise head
+ * the mailbox's list for decades and outlive `retention.mailboxDays`.
  */
-export function importReceiptTime(fields: HeaderFields): Date | null {
+export const IMPORT_FUTURE_SKEW_MS = DAY_MS;
+
+/**
+ * The receipt time a message carries: its Date when readable (archives keep their order), else the
+ * date of its topmost Received line (when the last server got it); null when it has neither, or
+ * when each is before 1970 (no ULID holds it) or more than a day after `nowMs`.
+ */
+export function importReceiptTime(fields: HeaderFields, nowMs: number): Date | null {
   const date = fields.find((h) => h.name === 'date')?.value;
   const received = fields.find((h) => h.name === 'received')?.value;
   // RFC 5321 §4.4: a Received line ends with `; date-time`.
   const receivedDate = received?.includes(';') ? received.slice(received.lastIndexOf(';') + 1) : undefined;
   for (const value of [date, receivedDate]) {
-    const ms = value === undefined ? Number.NaN : Date.parse(value);
-    if (Number.isFinite(ms) && ms >= 0 && ms < 2 ** 48) return new Date(ms);
+    const ms = value === undefined ? null : parseMailDate(value);
+    if (ms !== null && ms >= 0 && ms <= nowMs + IMPORT_FUTURE_SKEW_MS) return new Date(ms);
   }
   return null;
+}
+
+/**
+ * A file's modification time as a receipt time, held to what `importReceiptTime` takes: one before
+ * 1970 (no ULID holds it) or more than a day ahead (an archive from a machine with a wrong clock) is
+ * replaced by the time of this import.
+ */
+export function fileReceiptTime(mtime: Date, nowMs: number): Date {
+  const ms = mtime.getTime();
+  return ms >= 0 && ms <= nowMs + IMPORT_FUTURE_SKEW_MS ? mtime : new Date(nowMs);
 }
 
 /**
@@ -126,7 +147,9 @@ export async function importFiles(
   files: readonly string[],
   options: { to?: readonly string[]; onProgress?: ((done: number, total: number) => void) | undefined } = {},
 ): Promise<ImportSummary> {
-  const started = Date.now();
+  const now = Date.now();
+  // The run's length by the monotonic clock: a wall clock stepped meanwhile would make it negative.
+  const started = performance.now();
   const results: RouteResult[] = [];
   const failures: { file: string; reason: string }[] = [];
   const refusals: { file: string; recipient: string; reply: string }[] = [];
@@ -144,8 +167,12 @@ export async function importFiles(
         return;
       }
       const sesMessageId = importSesMessageId(recipients, body);
+      // An earlier import first: what the Date reads as can change (a date no longer in the future,
+      // a fix to how dates are read), and the same content must keep its id.
       const receivedAt =
-        importReceiptTime(fields) ?? (await earlierImportTime(deps, sesMessageId, recipients)) ?? info.mtime;
+        (await earlierImportTime(deps, sesMessageId, recipients)) ??
+        importReceiptTime(fields, now) ??
+        fileReceiptTime(info.mtime, now);
       const result = await ingest(deps, {
         body,
         mailFrom: '',
@@ -182,7 +209,7 @@ export async function importFiles(
   };
   await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, files.length) }, worker));
   const c = countOutcomes(results);
-  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  const secs = ((performance.now() - started) / 1000).toFixed(1);
   const line =
     `imported ${results.length}/${files.length} files in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +

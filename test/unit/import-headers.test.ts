@@ -16,7 +16,11 @@ describe('import header reader', () => {
   it('reads the Date of a CRLF, LF, CR-only and doubly converted (CR CR LF) file', () => {
     for (const eol of ['\r\n', '\n', '\r', '\r\r\n']) {
       const fields = headerFields(fileWith(eol));
-      assert.equal(importReceiptTime(fields)?.toISOString(), '2025-03-04T09:15:00.000Z', JSON.stringify(eol));
+      assert.equal(
+        importReceiptTime(fields, Date.now())?.toISOString(),
+        '2025-03-04T09:15:00.000Z',
+        JSON.stringify(eol),
+      );
       assert.deepEqual(
         fields.map((f) => f.name),
         ['from', 'to', 'date', 'subject'],

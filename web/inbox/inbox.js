@@ -1150,17 +1150,24 @@ async function watch(generation, cursor) {
 
 function showNew(items) {
   const shown = new Set(state.items.map((i) => i.id));
-  const fresh = items.filter((i) => !shown.has(i.id));
-  if (fresh.length === 0) return;
-  announce(`${fresh.length} new message${fresh.length === 1 ? '' : 's'}`);
-  if (state.q || state.unseen) {
-    // Whether they match the search is the server's to say: offer a reload instead of guessing.
-    state.newWhileFiltered += fresh.length;
-    els.notice.textContent = `${state.newWhileFiltered} new — show`;
-    els.notice.hidden = false;
-  } else {
-    state.items = [...fresh, ...state.items].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    renderList();
+  const unshown = items.filter((i) => !shown.has(i.id));
+  if (unshown.length === 0) return;
+  // Mail received before the oldest entry shown (an import of old mail, a replay) is newly stored, not
+  // new: with more to load, "Load more" brings it in its place. Put on the end now, it would sit above
+  // the newer entries that page appends.
+  const oldest = state.nextCursor === null ? undefined : state.items.at(-1)?.id;
+  const fresh = oldest === undefined ? unshown : unshown.filter((i) => i.id > oldest);
+  if (fresh.length > 0) {
+    announce(`${fresh.length} new message${fresh.length === 1 ? '' : 's'}`);
+    if (state.q || state.unseen) {
+      // Whether they match the search is the server's to say: offer a reload instead of guessing.
+      state.newWhileFiltered += fresh.length;
+      els.notice.textContent = `${state.newWhileFiltered} new — show`;
+      els.notice.hidden = false;
+    } else {
+      state.items = [...fresh, ...state.items].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+      renderList();
+    }
   }
   refreshCounts().catch(reportError);
 }

@@ -16,6 +16,7 @@ import type {
 } from 'mailparser';
 import { MailParser as StreamingParser } from 'mailparser';
 import { detectMimeType } from 'nodemailer/lib/mime-funcs';
+import { parseMailDate } from '../../core/mail-date.ts';
 import {
   type AddressEntry,
   type Attachment,
@@ -783,13 +784,12 @@ function toHeaderEntry(binaryLine: string): { name: string; value: string } {
 
 /**
  * Read from the header itself: mailparser substitutes the current time for a Date it cannot
- * read, which would silently re-date the message.
+ * read, which would silently re-date the message, and reads one without a zone in the host's.
  */
 function readDate(headers: readonly { name: string; value: string }[]): string | null {
   const header = headers.find((h) => h.name.toLowerCase() === 'date');
-  if (header === undefined || header.value === '') return null;
-  const date = new Date(header.value);
-  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+  const ms = header === undefined ? null : parseMailDate(header.value);
+  return ms === null ? null : new Date(ms).toISOString();
 }
 
 function toAddressEntries(field: AddressObject | AddressObject[] | undefined): AddressEntry[] {
