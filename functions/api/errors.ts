@@ -5,7 +5,7 @@
  */
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { AuthError, MailRelayError, NotFoundError, ValidationError } from '../core/errors.ts';
+import { AuthError, isStorageFull, MailRelayError, NotFoundError, ValidationError } from '../core/errors.ts';
 import type { ErrorBody } from './schemas.ts';
 
 /** An HTTP-only refusal that none of the core error classes describes (e.g. 413, 415, 422). */
@@ -55,6 +55,11 @@ export function toHttpError(err: unknown): HttpError {
     }
     if (err.status === 413) return make(413, 'payload_too_large', 'the request body is too large');
     return make(err.status === 401 ? 401 : 400, 'invalid_request', 'the request was refused');
+  }
+  // A full disk (locally; S3 and DynamoDB do not fill up) is not a bug: the client may try again once
+  // there is room. What failed was not kept (an index write is one transaction).
+  if (isStorageFull(err)) {
+    return make(507, 'insufficient_storage', 'the server has no space left to store this; try again later');
   }
   return make(500, 'internal', 'internal error');
 }

@@ -186,6 +186,12 @@ const badRequest = (...codes: readonly string[]) =>
 const SERVER_ERROR = {
   500: jsonError('A bug or an outage (`internal`); the details are only in the server log'),
 } as const;
+/** Operations that write: the local relay's disk may be full (S3 and DynamoDB do not fill up). */
+const STORAGE_FULL = {
+  507: jsonError(
+    'The local relay has no disk space left (`insufficient_storage`): nothing was changed; try again once there is room',
+  ),
+} as const;
 const AUTH_ERRORS = {
   401: jsonError('Missing or invalid token (`unauthorized`)'),
   403: jsonError('The token is not valid for this mailbox (`forbidden`)'),
@@ -333,6 +339,7 @@ const routes = {
       400: badRequest('invalid_address', 'invalid_id', 'invalid_json', 'invalid_request'),
       413: jsonError('The body is larger than 16 KiB (`payload_too_large`)'),
       415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+      ...STORAGE_FULL,
     },
   }),
   deleteAll: createRoute({
@@ -348,6 +355,7 @@ const routes = {
         content: { 'application/json': { schema: deleteAllResultSchema } },
       },
       ...MAILBOX_ERRORS,
+      ...STORAGE_FULL,
     },
   }),
   deleteMany: createRoute({
@@ -376,6 +384,7 @@ const routes = {
         `The body is larger than ${MAX_DELETE_MANY_BODY_BYTES / 1024} KiB (\`payload_too_large\`)`,
       ),
       415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+      ...STORAGE_FULL,
     },
   }),
   deleteMessage: createRoute({
@@ -385,7 +394,7 @@ const routes = {
     summary: 'DELE: delete the message (counters updated in the same transaction)',
     security: SECURITY,
     request: { params: messageParamsSchema, query: viewQuerySchema },
-    responses: { 204: { description: 'Deleted' }, ...MESSAGE_ERRORS },
+    responses: { 204: { description: 'Deleted' }, ...MESSAGE_ERRORS, ...STORAGE_FULL },
   }),
   raw: createRoute({
     method: 'get',

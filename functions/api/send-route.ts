@@ -140,6 +140,9 @@ export const sendRouteFor = (maxBodyBytes: number) =>
       ),
       502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
       500: jsonError('A bug or an outage (`internal`); the details are only in the server log'),
+      507: jsonError(
+        'The local relay has no disk space left (`insufficient_storage`); try again once there is room (with the same Idempotency-Key, the same message)',
+      ),
     },
     // Refused while streaming in, before the body is buffered (`payload_too_large`).
     middleware: [bodyLimit({ maxSize: maxBodyBytes })],

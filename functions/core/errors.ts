@@ -99,3 +99,37 @@ export class SendError extends MailRelayError {
     this.reply = options?.reply;
   }
 }
+
+/**
+ * The data store has no room left (a full disk or quota): nothing of the operation was kept, and it
+ * succeeds once there is room again. SMTP answers `452 4.3.1` (RFC 3463: mail system full), HTTP
+ * `507 insufficient_storage` (RFC 4918 §11.5). Thrown where we detect it ourselves (a short write);
+ * the file system's and SQLite's own errors are recognized by `isStorageFull`.
+ */
+export class StorageFullError extends MailRelayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('insufficient_storage', message, options);
+  }
+}
+
+/**
+ * Error codes that mean "no room to write": the file system's (ENOSPC, EDQUOT: a quota) and SQLite's
+ * (`SQLITE_FULL`; `SQLITE_IOERR_SHMSIZE`, the shared-memory file of a WAL database that cannot be
+ * grown, which is how opening a database fails on a full disk).
+ */
+const STORAGE_FULL_CODES: ReadonlySet<string> = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'SQLITE_FULL',
+  'SQLITE_IOERR_SHMSIZE',
+]);
+
+/** Whether `err` (or an error it wraps as its `cause`) says the storage is full. */
+export function isStorageFull(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof StorageFullError) return true;
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && STORAGE_FULL_CODES.has(code)) return true;
+  }
+  return false;
+}

@@ -15,7 +15,7 @@ import {
   isAddress,
   normalizeAddress,
 } from '../core/config.ts';
-import { ConfigError, errorMessage, MailRelayError } from '../core/errors.ts';
+import { ConfigError, errorMessage, isStorageFull, MailRelayError } from '../core/errors.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
@@ -25,6 +25,7 @@ import { CONFIG_FILE_NAME, loadConfig, tokenMailbox, tokenScope } from './config
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
+import { StorageFullNotice } from './storage-full-notice.ts';
 
 // The heavy modules (SQLite, mailparser, smtp-server, Hono) load only for the commands that need
 // them, so `mail-relay route` and `help` start fast.
@@ -178,6 +179,16 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       io.err.write(`mail-relay: ${listen}\n`);
       return 1;
     }
+    if (isStorageFull(err)) {
+      // SQLite's own words for it ("disk I/O error" when a database cannot even be opened) read like
+      // a broken disk, and a stack trace like a bug: say what it is and what to do.
+      const { dataDirFromEnv } = await import('./runtime.ts');
+      io.err.write(
+        `mail-relay: no space left on the disk of ${dataDirFromEnv(io.env)} (${errorMessage(err)}); ` +
+          'free some space and run the command again\n',
+      );
+      return 1;
+    }
     throw err;
   }
 }
@@ -308,7 +319,17 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   });
   if (recovered.messages > 0) io.out.write(`recovered ${recovered.messages} journaled messages\n`);
   const waiter = new InProcessMailWaiter();
-  const api = await startApiServer(runtime, { port: apiPort, waiter }).catch(async (err: unknown) => {
+  // A full disk is said once (and when it is over), not for every message and request it refuses.
+  const storageFull = new StorageFullNotice((line) => io.err.write(line), runtime.dataDir);
+  const api = await startApiServer(runtime, {
+    port: apiPort,
+    waiter,
+    app: {
+      logError: (err) => {
+        if (!storageFull.report(err)) console.error('mail-relay api: internal error', err);
+      },
+    },
+  }).catch(async (err: unknown) => {
     await runtime.close();
     devLock.release();
     throw err;
@@ -320,6 +341,7 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
       port: smtpPort,
       spoolDir: runtime.spoolDir,
       onDelivered: (r) => {
+        storageFull.stored();
         for (const mailbox of deliveredMailboxes(r)) waiter.notify(mailbox);
         const c = countOutcomes([r]);
         io.out.write(
@@ -327,7 +349,9 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
             `rejected=${c.rejected} dropped=${c.dropped} failed=${c.failed} looped=${c.looped}${r.parseFailed ? ' parse-failed' : ''}\n`,
         );
       },
-      onError: (err) => io.err.write(`smtp error: ${errorMessage(err)}\n`),
+      onError: (err) => {
+        if (!storageFull.report(err)) io.err.write(`smtp error: ${errorMessage(err)}\n`);
+      },
     },
   ).catch(async (err: unknown) => {
     await api.close();

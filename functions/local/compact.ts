@@ -15,7 +15,7 @@ import { lstat, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { tempFileOwner } from '../adapters/local/fs-blob-store.ts';
-import { errorMessage, MailRelayError } from '../core/errors.ts';
+import { errorMessage, isStorageFull, MailRelayError } from '../core/errors.ts';
 import type { Io } from './cli.ts';
 import { parseCommandArgs } from './cli-args.ts';
 import { processIsAlive } from './ingest-journal.ts';
@@ -220,7 +220,9 @@ function compactAll(found: readonly string[], io: Io): number {
     } catch (err) {
       // SQLITE_BUSY after the timeout (a long write elsewhere), a full disk (VACUUM needs room for a
       // second copy), a file that is not a database: the database is as it was.
-      const why = errorMessage(err);
+      const why = isStorageFull(err)
+        ? `no space left on the disk (${errorMessage(err)}; compact needs free space about the size of the database)`
+        : errorMessage(err);
       io.err.write(`mail-relay: could not compact ${path}: ${why} (it is unchanged)\n`);
       failed = true;
       continue;

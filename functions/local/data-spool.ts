@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { StorageFullError } from '../core/errors.ts';
 import { processIsAlive } from './ingest-journal.ts';
 
 export interface DataSpoolOptions {
@@ -153,7 +154,9 @@ export class DataSpool {
     // A regular file takes all of a writev, or a part of it when the disk fills up (no error then).
     const { bytesWritten } = await (this.#file as FileHandle).writev(chunks);
     if (bytesWritten < bytes)
-      throw new Error(`spool file ${this.#path}: wrote ${bytesWritten} of ${bytes} bytes (disk full?)`);
+      throw new StorageFullError(
+        `no space left to spool the message in ${this.#path} (wrote ${bytesWritten} of ${bytes} bytes)`,
+      );
   }
 
   async #removeFile(): Promise<void> {

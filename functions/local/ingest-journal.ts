@@ -18,6 +18,7 @@ import { mkdirSync, readFileSync, writevSync } from 'node:fs';
 import { type FileHandle, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { StorageFullError } from '../core/errors.ts';
 import {
   notificationJson,
   type SesReceivedNotification,
@@ -331,7 +332,12 @@ export class IngestJournal {
         bytes <= SYNC_APPEND_MAX_BYTES
           ? writevSync(segment.fh.fd, buffers, start)
           : (await segment.fh.writev(buffers, start)).bytesWritten;
-      if (written !== bytes) throw new Error(`journal append wrote ${written} of ${bytes} bytes`);
+      // A regular file takes a part of a write only when the disk (or a file size limit) is full.
+      if (written !== bytes) {
+        throw new StorageFullError(
+          `no space left to journal the message (wrote ${written} of ${bytes} bytes)`,
+        );
+      }
       await segment.fh.datasync();
       segment.bytes += bytes;
       segment.outstanding += batch.length;

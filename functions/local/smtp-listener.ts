@@ -13,7 +13,7 @@
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { asciiDomain, type Config, canonicalAddress } from '../core/config.ts';
-import { MailRelayError, SmtpRejectError } from '../core/errors.ts';
+import { isStorageFull, MailRelayError, SmtpRejectError } from '../core/errors.ts';
 import { acceptsRecipient, qualifyRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
 import { clearStaleSpool, DataSpool } from './data-spool.ts';
@@ -158,8 +158,21 @@ export class LargeMessageGate {
   }
 }
 
+/**
+ * No room to store the message (RFC 3463 4.3.1, "mail system full"; RFC 5321's 452). What the spool
+ * and a full disk anywhere on the way (journal, blobs, index) answer alike.
+ */
+function storageFull(): SmtpRejectError {
+  return new SmtpRejectError(
+    452,
+    '4.3.1 Insufficient system storage for the message; try again later',
+    'insufficient_storage',
+  );
+}
+
 /** A temporary failure: the client keeps the message and retries; nothing is lost. */
 function temporaryFailure(err: unknown): SmtpRejectError {
+  if (isStorageFull(err)) return storageFull();
   const code = err instanceof MailRelayError ? err.code : 'internal';
   return new SmtpRejectError(
     451,
@@ -298,9 +311,7 @@ export async function startSmtpListener(
           inFlight.delete(session.id);
           options.onError?.(spool.error);
           await spool.dispose();
-          return callback(
-            new SmtpRejectError(452, '4.3.1 Insufficient system storage for the message; try again later'),
-          );
+          return callback(storageFull());
         }
         // A message waiting for its turn whose client has gone (it never got a 250, so it will send
         // again) is dropped: delivering it too would make the retry a duplicate.

@@ -697,6 +697,37 @@ describe('the API answers as its OpenAPI document says', () => {
       index.getToken = getToken;
     }
 
+    // A full disk (the local relay's; S3 and DynamoDB do not fill up): `insufficient_storage` on writes.
+    const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    // The local server's POST …/send records its sends through the runtime's synced index (api-server.ts).
+    const sendIndex = env.runtime.unjournaled.index;
+    const writes = {
+      setSeen: index.setSeen.bind(index),
+      delete: index.delete.bind(index),
+      deleteMany: index.deleteMany.bind(index),
+      claimSend: index.claimSend.bind(index),
+    };
+    const claimSend = sendIndex.claimSend.bind(sendIndex);
+    const refuse = async () => {
+      throw full;
+    };
+    Object.assign(index, { setSeen: refuse, delete: refuse, deleteMany: refuse, claimSend: refuse });
+    sendIndex.claimSend = refuse;
+    try {
+      await call('PATCH', M, 507, { token: alice, headers: json, body: '{"seen":true}' });
+      await call('DELETE', M, 507, { token: alice });
+      await call('POST', `${A}/messages/delete`, 507, {
+        token: alice,
+        headers: json,
+        body: JSON.stringify({ ids: [id] }),
+      });
+      await call('DELETE', `${A}/messages`, 507, { token: alice });
+      await call('POST', S, 507, { token: alice, headers: json, body: mail });
+    } finally {
+      Object.assign(index, writes);
+      sendIndex.claimSend = claimSend;
+    }
+
     assert.deepEqual(problems, [], run);
     const missing: string[] = [];
     for (const [tpl, item] of Object.entries(doc.paths)) {
