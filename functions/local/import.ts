@@ -70,6 +70,9 @@ export function headerRecipients(fields: HeaderFields): string[] {
  */
 export const IMPORT_FUTURE_SKEW_MS = DAY_MS;
 
+/** Whether `ms` can be a receipt time: not before 1970 (no ULID holds it), at most a day after `nowMs`. */
+const receivable = (ms: number, nowMs: number): boolean => ms >= 0 && ms <= nowMs + IMPORT_FUTURE_SKEW_MS;
+
 /**
  * The receipt time a message carries: its Date when readable (archives keep their order), else the
  * date of its topmost Received line (when the last server got it); null when it has neither, or
@@ -82,7 +85,7 @@ export function importReceiptTime(fields: HeaderFields, nowMs: number): Date | n
   const receivedDate = received?.includes(';') ? received.slice(received.lastIndexOf(';') + 1) : undefined;
   for (const value of [date, receivedDate]) {
     const ms = value === undefined ? null : parseMailDate(value);
-    if (ms !== null && ms >= 0 && ms <= nowMs + IMPORT_FUTURE_SKEW_MS) return new Date(ms);
+    if (ms !== null && receivable(ms, nowMs)) return new Date(ms);
   }
   return null;
 }
@@ -93,8 +96,7 @@ export function importReceiptTime(fields: HeaderFields, nowMs: number): Date | n
  * replaced by the time of this import.
  */
 export function fileReceiptTime(mtime: Date, nowMs: number): Date {
-  const ms = mtime.getTime();
-  return ms >= 0 && ms <= nowMs + IMPORT_FUTURE_SKEW_MS ? mtime : new Date(nowMs);
+  return receivable(mtime.getTime(), nowMs) ? mtime : new Date(nowMs);
 }
 
 /**
