@@ -25,7 +25,8 @@ export class StorageFullNotice {
     private readonly write: (line: string) => void,
     /** The data dir, named in the lines. */
     private readonly dataDir: string,
-    private readonly clock: () => number = Date.now,
+    /** Milliseconds on a clock that only moves forward (durations, not dates). */
+    private readonly clock: () => number = () => performance.now(),
   ) {}
 
   /**

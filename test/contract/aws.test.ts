@@ -387,6 +387,44 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     }
   });
 
+  it('deliveries racing for a commit number from several functions all land, the wall clock stepped forward meanwhile', async () => {
+    // Router invocations in separate Lambda environments (one index each) deliver into one mailbox at
+    // once; all but one lose each round's race for the next commit number and try again within a
+    // time budget. That budget is time actually spent, not the wall clock: a clock stepped forward
+    // (NTP, a host resumed) must not make every delivery still racing give up.
+    const tableName = `race-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    const realNow = Date.now;
+    try {
+      const mailbox = 'race@example.test';
+      const functions = Array.from(
+        { length: 6 },
+        () => new DynamoDbMailboxIndex({ client: documents, tableName }),
+      );
+      const first = makeEntry(mailbox, Date.UTC(2026, 0, 1), 'race-first');
+      for (const index of functions) await index.deliver(first); // each registers the mailbox
+      const entries = functions.map((_, i) => makeEntry(mailbox, Date.UTC(2026, 0, 1, 0, 1, i), `race-${i}`));
+      const delivered = Promise.allSettled(
+        entries.map((e, i) => (functions[i] as DynamoDbMailboxIndex).deliver(e)),
+      );
+      // Every delivery has begun (its budget set) before the first answer from the table.
+      await new Promise((r) => setTimeout(r, 5));
+      Date.now = () => realNow() + 3_600_000;
+      const results = await delivered;
+      Date.now = realNow;
+      assert.deepEqual(
+        results.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))),
+        entries.map(() => ({ inserted: true })),
+      );
+      const stat = await functions[0]?.stat(mailbox);
+      assert.equal(stat?.messages, entries.length + 1);
+      assert.equal(await functions[0]?.commitCursor(mailbox), entries.length + 1);
+    } finally {
+      Date.now = realNow;
+      await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+    }
+  });
+
   it('a q or unseen page reads at most filteredReadBudget items, and its nextCursor reads on from there', async () => {
     // A `q` that matched nothing (or `unseen=true` in a read mailbox) read the whole partition in
     // one request: at 100,000 messages ~500 Queries and ~18,000 read units, and past API Gateway's

@@ -76,6 +76,28 @@ describe('StorageFullNotice', () => {
     assert.equal(lines.length, 3, 'a new episode is said again');
   });
 
+  it('times its quiet minute and reminders by time passed, not by a wall clock stepped back', () => {
+    // As built by `dev` (no clock given). The wall clock stepped back an hour (NTP, a host resumed)
+    // while a minute passed: the episode still ends after that minute, not an hour later.
+    const realNow = Date.now;
+    const realMonotonic = performance.now;
+    let passed = 0;
+    Date.now = () => realNow() - (passed > 0 ? 3_600_000 : 0);
+    performance.now = () => realMonotonic.call(performance) + passed;
+    try {
+      const lines: string[] = [];
+      const notice = new StorageFullNotice((l) => lines.push(l), '/data');
+      notice.report(enospc);
+      passed = STORAGE_FULL_QUIET_MS + 1000;
+      notice.stored();
+      assert.equal(lines.length, 2);
+      assert.match(lines[1] ?? '', /^mail-relay: storing again in \/data/);
+    } finally {
+      Date.now = realNow;
+      performance.now = realMonotonic;
+    }
+  });
+
   it('returns false for other errors, which the caller logs as before', () => {
     const { lines, notice } = make();
     assert.equal(notice.report(new Error('boom')), false);

@@ -450,8 +450,9 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     const deletion = this.deletionKey(entry.mailbox, entry.id);
     await this.register(entry.mailbox);
     let races = 0;
-    // Real time, not the injectable clock (which may stand still in tests).
-    const giveUpAt = Date.now() + COMMIT_RACE_BUDGET_MS;
+    // Time actually spent (the monotonic clock): not the injectable clock, which may stand still in
+    // tests, nor the wall clock, which NTP or a resumed host may step.
+    const giveUpAt = performance.now() + COMMIT_RACE_BUDGET_MS;
     for (let attempt = 0; ; ) {
       const stat = await this.statItem(entry.mailbox);
       const last = stat.commits ?? 0;
@@ -525,7 +526,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
         // counter again, after a jittered backoff that grows with each lost race (to spread a burst
         // out), within a time budget rather than a count (a burst of k needs ~k rounds).
         if (codes[1] === 'ConditionalCheckFailed') {
-          if (Date.now() >= giveUpAt) throw err;
+          if (performance.now() >= giveUpAt) throw err;
           const ceiling = Math.min(RACE_BACKOFF_MAX_MS, RACE_BACKOFF_BASE_MS * 2 ** Math.min(races++, 10));
           await sleep(Math.random() * ceiling);
           continue;
