@@ -84,3 +84,48 @@ export function matchesEtag(ifNoneMatch: string | undefined, etag: string): bool
   const bare = etag.replace(/^W\//, '');
   return ifNoneMatch.split(',').some((t) => t.trim().replace(/^W\//, '') === bare);
 }
+
+/** What a `Range` header asks of a representation of `size` bytes (RFC 9110 §14.2). */
+export type RangeAnswer =
+  /** No range to serve: answer `200` with the whole (no header, one not understood, several ranges). */
+  | { readonly kind: 'whole' }
+  /** `206` with bytes `start`..`end` (inclusive), `Content-Range: bytes start-end/size`. */
+  | { readonly kind: 'part'; readonly start: number; readonly end: number }
+  /** `416` with `Content-Range: bytes *\/size`: no byte of the range exists. */
+  | { readonly kind: 'unsatisfiable' };
+
+const BYTE_RANGE_RE = /^bytes[ \t]*=[ \t]*(?:(\d+)[ \t]*-[ \t]*(\d*)|-[ \t]*(\d+))[ \t]*$/i;
+
+/**
+ * The single byte range a GET asks for, as RFC 9110 §14 has it: `bytes=a-b`, `bytes=a-` or the last
+ * n bytes `bytes=-n`, a last position past the end taken as the end. Ignored (`whole`), as a server
+ * may: another unit, a malformed header, several ranges (what downloaders and media players send is
+ * one), and a range whose `If-Range` (§13.1.5) names another ETag or a date (our validators are
+ * ETags). `etag` is the strong ETag the `200` would carry.
+ */
+export function requestedRange(
+  range: string | undefined,
+  ifRange: string | undefined,
+  size: number,
+  etag: string,
+): RangeAnswer {
+  if (range === undefined) return { kind: 'whole' };
+  if (ifRange !== undefined && (etag.startsWith('W/') || ifRange.trim() !== etag)) return { kind: 'whole' };
+  const m = BYTE_RANGE_RE.exec(range.trim());
+  if (m === null) return { kind: 'whole' };
+  const [, first, last, suffix] = m;
+  if (suffix !== undefined) {
+    const n = Number(suffix);
+    if (!Number.isSafeInteger(n)) return { kind: 'whole' };
+    if (n === 0 || size === 0) return { kind: 'unsatisfiable' };
+    return { kind: 'part', start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = Number(first);
+  const end = last === '' || last === undefined ? Number.POSITIVE_INFINITY : Number(last);
+  if (!Number.isSafeInteger(start) || (end !== Number.POSITIVE_INFINITY && !Number.isSafeInteger(end))) {
+    return { kind: 'whole' };
+  }
+  if (end < start) return { kind: 'whole' }; // invalid: ignored (§14.1.1)
+  if (start >= size) return { kind: 'unsatisfiable' };
+  return { kind: 'part', start, end: Math.min(end, size - 1) };
+}

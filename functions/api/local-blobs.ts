@@ -11,7 +11,7 @@ import { ValidationError } from '../core/errors.ts';
 import { SIGNED_BLOB_PATH, verifyPresignedBlobRequest } from '../core/signed-links.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import { HttpStatusError } from './errors.ts';
-import { SANDBOX_CSP } from './http-headers.ts';
+import { requestedRange, SANDBOX_CSP } from './http-headers.ts';
 import { errorSchema } from './schemas.ts';
 import type { ApiApp } from './shell.ts';
 
@@ -98,18 +98,45 @@ export function mountSignedLinks(
       });
       return c.body(null, 307, { Location: location, 'Cache-Control': 'private, no-store' });
     }
-    const stream = await blobs.getStream(key);
+    // A Range as S3 answers one on its presigned URLs (the AWS side of the same 307), so a download
+    // of a large message or part resumes locally too. The link names no ETag: an If-Range never matches.
+    const asked =
+      c.req.method === 'GET'
+        ? requestedRange(c.req.header('Range'), c.req.header('If-Range'), info.size, '')
+        : ({ kind: 'whole' } as const);
+    if (asked.kind === 'unsatisfiable') {
+      return c.json(
+        {
+          error: {
+            code: 'range_not_satisfiable',
+            message: `the range asked for starts at or beyond the end of the ${info.size} bytes`,
+          },
+        },
+        416,
+        { 'Content-Range': `bytes */${info.size}`, 'Cache-Control': 'private, no-store' },
+      );
+    }
+    const stream = await blobs.getStream(
+      key,
+      asked.kind === 'part' ? { start: asked.start, end: asked.end } : undefined,
+    );
     if (stream === null) {
       throw new HttpStatusError(404, 'not_found', 'no such blob (the message may have been deleted)');
     }
     const headers: Record<string, string> = {
       'Content-Type': verdict.contentType ?? 'application/octet-stream',
-      'Content-Length': String(info.size),
+      'Content-Length': String(asked.kind === 'part' ? asked.end - asked.start + 1 : info.size),
       'Cache-Control': 'private, no-store',
       'Content-Security-Policy': SANDBOX_CSP,
+      'Accept-Ranges': 'bytes',
     };
+    if (asked.kind === 'part') headers['Content-Range'] = `bytes ${asked.start}-${asked.end}/${info.size}`;
     if (verdict.contentDisposition !== undefined) headers['Content-Disposition'] = verdict.contentDisposition;
-    return c.body(Readable.toWeb(stream) as ReadableStream<Uint8Array>, 200, headers);
+    return c.body(
+      Readable.toWeb(stream) as ReadableStream<Uint8Array>,
+      asked.kind === 'part' ? 206 : 200,
+      headers,
+    );
   });
 
   // Documented so the OpenAPI document lists every route the app serves.
@@ -136,6 +163,17 @@ export function mountSignedLinks(
             200: {
               description: 'The blob, with the Content-Type and Content-Disposition the link was signed with',
               content: { '*/*': { schema: z.string().openapi({ format: 'binary' }) } },
+            },
+            206: {
+              description:
+                'The one byte range a `Range` header asked for (`bytes=first-last`, `bytes=first-`, `bytes=-n`), as S3 answers it',
+              headers: { 'Content-Range': { schema: { type: 'string' as const } } },
+              content: { '*/*': { schema: z.string().openapi({ format: 'binary' }) } },
+            },
+            416: {
+              description:
+                'The range starts at or beyond the end (`range_not_satisfiable`); `Content-Range: bytes */size`',
+              content: { 'application/json': { schema: errorSchema } },
             },
           }
         : { 307: { description: 'To the kept original: an S3 URL presigned now, valid for a few minutes' } }),

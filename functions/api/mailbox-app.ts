@@ -29,6 +29,7 @@ import {
   matchesEtag,
   NO_STORE,
   REVALIDATE_CACHE_CONTROL,
+  requestedRange,
   SANDBOX_CSP,
   safeContentType,
   withCharset,
@@ -217,7 +218,40 @@ const IF_NONE_MATCH = z.object({
     .optional()
     .openapi({ description: 'The `ETag` of an earlier answer: `304` (no body) while it still matches' }),
 });
+/** A byte range of the stored bytes (RFC 9110 §14), with revalidation as above. */
+const RANGE_HEADERS = IF_NONE_MATCH.extend({
+  Range: z
+    .string()
+    .optional()
+    .openapi({
+      description:
+        'One byte range, `bytes=first-last`, `bytes=first-` or the last n bytes `bytes=-n`: `206` with those bytes. ' +
+        'Several ranges, another unit or a malformed header are ignored (`200`, the whole)',
+      example: 'bytes=0-1023',
+    }),
+  'If-Range': z.string().optional().openapi({
+    description:
+      'The `ETag` the range was computed against: the range is served only while it matches, else the whole (`200`)',
+  }),
+});
 const header = (description: string) => ({ description, schema: { type: 'string' as const } });
+/** `206` and `416` of a route answering `Range`. */
+const rangeResponses = (type: string) => ({
+  206: {
+    description: 'The byte range asked for (`Range`)',
+    headers: {
+      'Content-Range': header('`bytes first-last/size`'),
+      ETag: header('As on the 200'),
+    },
+    content: { [type]: { schema: BINARY } },
+  },
+  416: {
+    description:
+      'The range starts at or beyond the end (`range_not_satisfiable`); `Content-Range: bytes */size`',
+    headers: { 'Content-Range': header('`bytes */size`') },
+    content: { 'application/json': { schema: errorSchema } },
+  },
+});
 const redirect = (what: string) => ({
   description: `${what} is larger than the redirect threshold: follow \`Location\`, a short-lived presigned URL that serves the same bytes`,
   headers: { Location: { schema: { type: 'string' as const } } },
@@ -400,18 +434,20 @@ const routes = {
     method: 'get',
     path: '/v1/mailboxes/{address}/messages/{id}/raw',
     tags: ['message'],
-    summary: 'RETR: the stored message, byte for byte',
+    summary: 'RETR: the stored message, byte for byte (or one byte range of it)',
     security: SECURITY,
-    request: { params: messageParamsSchema, query: viewQuerySchema, headers: IF_NONE_MATCH },
+    request: { params: messageParamsSchema, query: viewQuerySchema, headers: RANGE_HEADERS },
     responses: {
       200: {
         description: 'The raw message',
         headers: {
           ETag: header('The message id, quoted: the bytes never change'),
           'Cache-Control': header('`private, max-age=31536000, immutable`'),
+          'Accept-Ranges': header('`bytes`: a `Range` is answered'),
         },
         content: { 'message/rfc822': { schema: BINARY } },
       },
+      ...rangeResponses('message/rfc822'),
       304: {
         description: 'Not modified (`If-None-Match`)',
         headers: { ETag: header('As on the 200') },
@@ -443,9 +479,10 @@ const routes = {
     method: 'get',
     path: '/v1/mailboxes/{address}/messages/{id}/parts/{partId}',
     tags: ['message'],
-    summary: 'One decoded attachment (IMAP BODY[section])',
+    summary:
+      'One decoded attachment (IMAP BODY[section]; a byte range of it with `Range`: BODY[section]<partial>)',
     security: SECURITY,
-    request: { params: partParamsSchema, query: viewQuerySchema, headers: IF_NONE_MATCH },
+    request: { params: partParamsSchema, query: viewQuerySchema, headers: RANGE_HEADERS },
     responses: {
       200: {
         description:
@@ -454,9 +491,11 @@ const routes = {
           ETag: header("The bytes' sha256 and a hash of the headers below, quoted"),
           'Cache-Control': header('`private, no-cache`: revalidate with `If-None-Match`'),
           'Content-Disposition': header('`attachment` or `inline`, with the filename'),
+          'Accept-Ranges': header('`bytes`: a `Range` is answered'),
         },
         content: { '*/*': { schema: BINARY } },
       },
+      ...rangeResponses('*/*'),
       304: {
         description: 'Not modified (`If-None-Match`)',
         headers: { ETag: header('As on the 200') },
@@ -728,6 +767,55 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     return c.body(null, 307, { Location: url, 'Cache-Control': NO_STORE });
   };
 
+  /**
+   * A message's or a part's stored bytes (`size` of them, under the strong ETag in `headers`): whole
+   * (`200`), or for a GET with a `Range` the one range asked for (`206`, read from the store as a
+   * range, not whole) or `416` (RFC 9110 §14): a download resumed, a media player seeking, IMAP's
+   * partial fetch. `onMissing` throws the right 404 when the blob went (a DELE since the entry was read).
+   */
+  const answerBytes = async (
+    c: Context<ApiEnv>,
+    key: string,
+    size: number,
+    headers: Readonly<Record<string, string>> & { readonly ETag: string },
+    onMissing: () => Promise<never>,
+  ): Promise<Response> => {
+    const asked =
+      c.req.method === 'GET'
+        ? requestedRange(c.req.header('Range'), c.req.header('If-Range'), size, headers.ETag)
+        : ({ kind: 'whole' } as const);
+    if (asked.kind === 'unsatisfiable') {
+      return c.json(
+        {
+          error: {
+            code: 'range_not_satisfiable',
+            message: `the range asked for starts at or beyond the end of the ${size} bytes`,
+          },
+        },
+        416,
+        { 'Content-Range': `bytes */${size}`, 'Cache-Control': NO_STORE },
+      );
+    }
+    if (asked.kind === 'whole') {
+      const bytes = await blobs.get(key);
+      if (bytes === null) return onMissing();
+      return c.body(asBody(bytes), 200, {
+        ...headers,
+        'Content-Length': String(bytes.length),
+        'Accept-Ranges': 'bytes',
+      });
+    }
+    const stream = await blobs.getStream(key, { start: asked.start, end: asked.end });
+    if (stream === null) return onMissing();
+    const bytes = Buffer.concat(await stream.toArray());
+    return c.body(asBody(bytes), 206, {
+      ...headers,
+      'Content-Length': String(bytes.length),
+      'Content-Range': `bytes ${asked.start}-${asked.start + bytes.length - 1}/${size}`,
+      'Accept-Ranges': 'bytes',
+    });
+  };
+
   // ---- meta ----
 
   app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
@@ -881,15 +969,20 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     if (entry.size > redirectBytes) {
       return presignRedirect(c, key, 'message/rfc822', contentDisposition('attachment', `${id}.eml`));
     }
-    const raw = await blobs.get(key);
-    if (raw === null) throw messageNotFound();
-    return c.body(asBody(raw), 200, {
-      'Content-Type': 'message/rfc822',
-      'Content-Security-Policy': SANDBOX_CSP,
-      'Content-Length': String(raw.length),
-      ETag: etag,
-      'Cache-Control': IMMUTABLE_CACHE_CONTROL,
-    });
+    return answerBytes(
+      c,
+      key,
+      entry.size,
+      {
+        'Content-Type': 'message/rfc822',
+        'Content-Security-Policy': SANDBOX_CSP,
+        ETag: etag,
+        'Cache-Control': IMMUTABLE_CACHE_CONTROL,
+      },
+      async () => {
+        throw messageNotFound();
+      },
+    );
   });
 
   app.openapi(routes.top, async (c) => {
@@ -950,21 +1043,24 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       // fetch ignores the disposition).
       return presignRedirect(c, key, contentType, contentDisposition('attachment', filename));
     }
-    const bytes = await blobs.get(key);
-    if (bytes === null) {
-      // Deleted (DELE) since the summary was read: the message is gone, not just this part.
-      if ((await index.get(mailbox, id)) === null) throw messageNotFound();
-      throw new NotFoundError('no such part in this message', 'part_not_found');
-    }
-    return c.body(asBody(bytes), 200, {
-      'Content-Type': contentType,
-      'Content-Length': String(bytes.length),
-      'Content-Disposition': disposition,
-      ETag: etag,
-      'Cache-Control': REVALIDATE_CACHE_CONTROL,
-      // Parts are whatever the sender put in; a browser opening one must not run it with our origin.
-      'Content-Security-Policy': SANDBOX_CSP,
-    });
+    return answerBytes(
+      c,
+      key,
+      attachment.size,
+      {
+        'Content-Type': contentType,
+        'Content-Disposition': disposition,
+        ETag: etag,
+        'Cache-Control': REVALIDATE_CACHE_CONTROL,
+        // Parts are whatever the sender put in; a browser opening one must not run it with our origin.
+        'Content-Security-Policy': SANDBOX_CSP,
+      },
+      async () => {
+        // Deleted (DELE) since the summary was read: the message is gone, not just this part.
+        if ((await index.get(mailbox, id)) === null) throw messageNotFound();
+        throw new NotFoundError('no such part in this message', 'part_not_found');
+      },
+    );
   });
 
   // ---- long-poll ----

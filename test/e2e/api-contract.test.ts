@@ -511,12 +511,16 @@ describe('the API answers as its OpenAPI document says', () => {
     if (transport.local) {
       const blob = new URL(location);
       await call('GET', `${blob.pathname}${blob.search}`, 200);
+      await call('GET', `${blob.pathname}${blob.search}`, 206, { headers: { Range: 'bytes=0-99' } });
+      await call('GET', `${blob.pathname}${blob.search}`, 416, { headers: { Range: 'bytes=999999999-' } });
       const forged = new URLSearchParams(blob.search);
       forged.set('expires', String(Number(forged.get('expires')) + 1));
       await call('GET', `${blob.pathname}?${forged}`, 403);
       await call('GET', `${blob.pathname}`, 403);
       await call('GET', '/v1/blobs/%E0%A4%A', 400);
     }
+    await call('GET', `${M}/raw`, 206, { token: alice, headers: { Range: 'bytes=-10' } });
+    await call('GET', `${M}/raw`, 416, { token: alice, headers: { Range: 'bytes=999999999-' } });
     await call('HEAD', `${M}/raw`, 200, { token: alice });
     await call('GET', `${A}/messages/x/raw`, 400, { token: alice });
     await call('GET', `${A}/messages/${UNKNOWN_ID}/raw`, 404, { token: alice });
@@ -541,6 +545,8 @@ describe('the API answers as its OpenAPI document says', () => {
       token: alice,
       headers: { 'If-None-Match': p.res.headers.get('etag') ?? '' },
     });
+    await call('GET', `${M}/parts/${part}`, 206, { token: alice, headers: { Range: 'bytes=0-0' } });
+    await call('GET', `${M}/parts/${part}`, 416, { token: alice, headers: { Range: 'bytes=999999999-' } });
     await call('GET', `${A}/messages/${big}/parts/${bigPart}`, 307, { token: alice });
     await call('GET', `${M}/parts/99`, 404, { token: alice });
     await call('GET', `${A}/messages/${UNKNOWN_ID}/parts/1`, 404, { token: alice });

@@ -319,6 +319,44 @@ describe('API Lambda handler on moto (API Gateway HTTP API v2 events)', { skip: 
     }
   });
 
+  it('a Range on a part or a raw message is a 206 of those bytes read from S3 as a range; past the end a 416', async () => {
+    const [id, raw] = [...delivered.entries()].find(([, r]) => r.includes('application/pdf')) ?? [];
+    assert.ok(id !== undefined && raw !== undefined, 'mixed-attachment.eml was delivered');
+    const detail = await call({ method: 'GET', path: path(`/messages/${id}`), token: aliceToken });
+    const pdf = detail
+      .json<{ attachments: { partId: string; contentType: string }[] }>()
+      .attachments.find((a) => a.contentType === 'application/pdf');
+    assert.ok(pdf);
+    const whole = pdfLikeBytes(3000, 42);
+    const part = await call({
+      method: 'GET',
+      path: path(`/messages/${id}/parts/${pdf.partId}`),
+      headers: { range: 'bytes=1000-1999' },
+      token: aliceToken,
+    });
+    assert.equal(part.status, 206);
+    assert.equal(part.headers['content-range'], 'bytes 1000-1999/3000');
+    assert.ok(part.bytes.equals(whole.subarray(1000, 2000)));
+    const tail = await call({
+      method: 'GET',
+      path: path(`/messages/${id}/raw`),
+      headers: { range: 'bytes=-100' },
+      token: aliceToken,
+    });
+    assert.equal(tail.status, 206);
+    assert.equal(tail.headers['content-range'], `bytes ${raw.length - 100}-${raw.length - 1}/${raw.length}`);
+    assert.ok(tail.bytes.equals(raw.subarray(raw.length - 100)));
+    const past = await call({
+      method: 'GET',
+      path: path(`/messages/${id}/raw`),
+      headers: { range: `bytes=${raw.length}-` },
+      token: aliceToken,
+    });
+    assert.equal(past.status, 416);
+    assert.equal(past.headers['content-range'], `bytes */${raw.length}`);
+    assert.equal(past.json<{ error: { code: string } }>().error.code, 'range_not_satisfiable');
+  });
+
   it('PATCH sets seen (JSON body, also base64-encoded as API Gateway may send it); unseen lists follow', async () => {
     const [id] = [...delivered.keys()];
     assert.ok(id !== undefined);
