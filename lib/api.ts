@@ -85,9 +85,17 @@ export class MailApi extends Construct {
         ? {
             corsPreflight: {
               allowOrigins: [...cors],
-              // Idempotency-Key (POST …/send) and If-None-Match (/raw, /parts) are not CORS-safelisted:
-              // without them here a browser's preflight refuses those requests.
-              allowHeaders: ['authorization', 'content-type', 'idempotency-key', 'if-none-match'],
+              // Idempotency-Key (POST …/send), If-None-Match, If-Range and Range (/raw, /parts; a Range
+              // is safelisted in its simplest form only) are not CORS-safelisted: without them here a
+              // browser's preflight refuses those requests.
+              allowHeaders: [
+                'authorization',
+                'content-type',
+                'idempotency-key',
+                'if-none-match',
+                'if-range',
+                'range',
+              ],
               allowMethods: [
                 CorsHttpMethod.GET,
                 CorsHttpMethod.POST,
@@ -95,7 +103,7 @@ export class MailApi extends Construct {
                 CorsHttpMethod.DELETE,
                 CorsHttpMethod.OPTIONS,
               ],
-              exposeHeaders: ['location', 'etag', 'mail-relay-cursor'],
+              exposeHeaders: ['location', 'etag', 'mail-relay-cursor', 'content-range', 'accept-ranges'],
             },
           }
         : {}),

@@ -21,12 +21,18 @@ const MAILBOX = 'alice@example.test';
 /** Parts and messages above this are answered with a 307 to a signed link (as above 4 MiB by default). */
 const REDIRECT_BYTES = 128 * 1024;
 
+interface Stored {
+  id: string;
+  raw: Buffer;
+  part: Buffer;
+}
+
 describe('byte ranges of messages and parts', () => {
   let env: ApiTestEnv;
   let token: string;
   /** A message answered directly, and one (and its part) answered through the 307. */
-  const small = { id: '', raw: Buffer.alloc(0), part: pdfLikeBytes(60_000, 7) };
-  const large = { id: '', raw: Buffer.alloc(0), part: pdfLikeBytes(300_000, 8) };
+  const small: Stored = { id: '', raw: Buffer.alloc(0), part: pdfLikeBytes(60_000, 7) };
+  const large: Stored = { id: '', raw: Buffer.alloc(0), part: pdfLikeBytes(300_000, 8) };
 
   before(async () => {
     env = await startApiTestEnv({ app: { rawRedirectBytes: REDIRECT_BYTES } });

@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import {
@@ -30,6 +32,7 @@ import {
 } from '../../lib/mail-relay.ts';
 import { RETENTION_TABLE_ACTIONS } from '../../lib/retention.ts';
 import { PREFIX, UNSEEN_INDEX } from '../../lib/storage.ts';
+import { PROJECT_ROOT } from '../helpers/env.ts';
 import {
   actionsOf,
   exampleConfig,
@@ -714,6 +717,49 @@ describe('API', () => {
     full.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
       DefaultRouteSettings: { ThrottlingRateLimit: 5, ThrottlingBurstLimit: 10 },
     });
+  });
+
+  it('a browser on a configured origin may send every request header the API reads, and read the answers it needs', () => {
+    // Headers a preflight must allow: every one the API's code reads, but the safelisted ones
+    // (the Fetch standard's CORS-safelisted request headers; Range only in its simplest form).
+    const apiDir = join(PROJECT_ROOT, 'functions/api');
+    const read = new Set<string>();
+    for (const file of readdirSync(apiDir)) {
+      const source = readFileSync(join(apiDir, file), 'utf8');
+      for (const m of source.matchAll(/\.req\.header\('([^']+)'\)/g)) read.add((m[1] ?? '').toLowerCase());
+    }
+    assert.ok(read.has('range') && read.has('if-none-match'), [...read].join(', '));
+    const api = Object.values(resourcesOfType(full, 'AWS::ApiGatewayV2::Api'))[0];
+    const cors = propertiesOf(api).CorsConfiguration as { AllowHeaders: string[]; ExposeHeaders: string[] };
+    // (A preflight's own Access-Control-Request-Method is the browser's, never a script's.)
+    const safelisted = new Set([
+      'accept',
+      'accept-language',
+      'content-language',
+      'access-control-request-method',
+    ]);
+    assert.deepEqual(
+      [...read].filter((h) => !safelisted.has(h) && !cors.AllowHeaders.includes(h)),
+      [],
+      'headers a preflight would refuse',
+    );
+    // Beyond the safelisted response headers: what a client reads to go on (a redirect, a
+    // revalidation, a long-poll's cursor, a range's position).
+    for (const h of ['location', 'etag', 'mail-relay-cursor', 'content-range', 'accept-ranges']) {
+      assert.ok(cors.ExposeHeaders.includes(h), h);
+    }
+    // And the presigned S3 downloads the API redirects to answer ranges a browser may read.
+    const bucket = Object.values(resourcesOfType(full, 'AWS::S3::Bucket')).find(
+      (b) => (b.Properties as { CorsConfiguration?: unknown }).CorsConfiguration !== undefined,
+    );
+    const rules = (
+      propertiesOf(bucket).CorsConfiguration as {
+        CorsRules: { ExposedHeaders: string[]; AllowedHeaders: string[] }[];
+      }
+    ).CorsRules;
+    const rule = rules[0];
+    assert.ok(rule?.AllowedHeaders.includes('range'));
+    assert.ok(rule?.ExposedHeaders.includes('content-range'));
   });
 });
 
