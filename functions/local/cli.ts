@@ -25,6 +25,7 @@ import { CONFIG_FILE_NAME, loadConfig, tokenMailbox, tokenScope } from './config
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
+import type { SmtpRefusal } from './smtp-listener.ts';
 import { StorageFullNotice } from './storage-full-notice.ts';
 
 // The heavy modules (SQLite, mailparser, smtp-server, Hono) load only for the commands that need
@@ -269,6 +270,22 @@ function portFromEnv(io: Io, name: string, fallback: number): number {
 }
 
 /** The mailboxes a routed message landed in: they get the long-poll wake-up. */
+/** Addresses for a log line: the first three, then how many more; printable ASCII only. */
+function someOf(addresses: readonly string[], lead: string): string {
+  const unique = [...new Set(addresses)];
+  if (unique.length === 0) return '';
+  const shown = unique.slice(0, 3).map((a) => a.replace(/[^\x21-\x7e]/g, '?'));
+  return `${lead}${shown.join(', ')}${unique.length > 3 ? ` (+${unique.length - 3} more)` : ''}`;
+}
+
+/** What `dev` logs of mail refused at RCPT or after DATA (the sender had the reply). */
+function refusalLine(r: SmtpRefusal): string {
+  const from = r.from === '' ? '<>' : r.from.replace(/[^\x21-\x7e]/g, '?');
+  const what =
+    r.command === 'RCPT' ? `RCPT${someOf(r.recipients, ' ')}` : `DATA${someOf(r.recipients, ' to ')}`;
+  return `${new Date().toISOString()} refused ${what} from ${from}: ${r.reply.replace(/[^\x20-\x7e]/g, '?')}\n`;
+}
+
 function deliveredMailboxes(r: RouteResult): string[] {
   return r.outcomes.flatMap((o) =>
     (o.status === 'delivered' || o.status === 'quarantined') &&
@@ -342,13 +359,16 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
       spoolDir: runtime.spoolDir,
       onDelivered: (r) => {
         storageFull.stored();
-        for (const mailbox of deliveredMailboxes(r)) waiter.notify(mailbox);
+        const mailboxes = deliveredMailboxes(r);
+        for (const mailbox of mailboxes) waiter.notify(mailbox);
         const c = countOutcomes([r]);
         io.out.write(
           `${new Date().toISOString()} ${r.id} ${r.size}B delivered=${c.delivered + c.quarantined} forwarded=${c.forwarded} ` +
-            `rejected=${c.rejected} dropped=${c.dropped} failed=${c.failed} looped=${c.looped}${r.parseFailed ? ' parse-failed' : ''}\n`,
+            `rejected=${c.rejected} dropped=${c.dropped} failed=${c.failed} looped=${c.looped}${r.parseFailed ? ' parse-failed' : ''}` +
+            `${someOf(mailboxes, ' to ')}\n`,
         );
       },
+      onRefused: (refusal) => io.out.write(refusalLine(refusal)),
       onError: (err) => {
         if (!storageFull.report(err)) io.err.write(`smtp error: ${errorMessage(err)}\n`);
       },

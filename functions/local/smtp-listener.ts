@@ -27,6 +27,13 @@ export interface SmtpListenerOptions {
   readonly onDelivered?: (result: RouteResult) => void;
   readonly onError?: (err: unknown) => void;
   /**
+   * Called when the routing refuses a recipient at RCPT (a domain we do not receive for, a `reject`
+   * route, 5xx or 4xx as configured) and when a message over the size limit is refused after its
+   * DATA. The sender got the reply; a test suite whose mailer swallows it learns from the relay's
+   * log why its mail never arrived.
+   */
+  readonly onRefused?: (refusal: SmtpRefusal) => void;
+  /**
    * Milliseconds before the 220 greeting (smtp-server's early-talker check). 0 on loopback: the check
    * protects public MXes from spam bots and costs every local connection 100 ms.
    */
@@ -44,6 +51,18 @@ export interface SmtpListenerOptions {
    * message) before it is closed with 421. @default SMTP_IDLE_TIMEOUT_MS
    */
   readonly idleTimeout?: number;
+}
+
+/** Mail refused, as `onRefused` reports it. */
+export interface SmtpRefusal {
+  /** The command answered with the refusal. */
+  readonly command: 'RCPT' | 'DATA';
+  /** The envelope sender (`''` for the null sender). */
+  readonly from: string;
+  /** The refused recipient (RCPT), or the recipients of the refused message (DATA). */
+  readonly recipients: readonly string[];
+  /** The reply sent: code and text. */
+  readonly reply: string;
 }
 
 /** A message between its DATA command and its routing: `gone` is set when its client disconnects. */
@@ -260,6 +279,12 @@ export async function startSmtpListener(
         }
       }
       if (verdict.accept) return callback();
+      options.onRefused?.({
+        command: 'RCPT',
+        from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+        recipients: [address.address],
+        reply: `${verdict.code} ${verdict.message}`,
+      });
       // smtp-server answers with the error's `responseCode` and message.
       return callback(new SmtpRejectError(verdict.code, verdict.message));
     },
@@ -300,12 +325,14 @@ export async function startSmtpListener(
         if (stream.sizeExceeded) {
           inFlight.delete(session.id);
           await spool.dispose();
-          return callback(
-            new SmtpRejectError(
-              552,
-              `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`,
-            ),
-          );
+          const text = `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`;
+          options.onRefused?.({
+            command: 'DATA',
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            recipients: session.envelope.rcptTo.map((r) => r.address),
+            reply: `552 ${text}`,
+          });
+          return callback(new SmtpRejectError(552, text));
         }
         if (spool.error) {
           inFlight.delete(session.id);

@@ -351,6 +351,51 @@ describe('mail-relay dev', () => {
     }
   });
 
+  it('logs each message with the mailboxes it went to, and each refusal with its reply (a mailer may swallow it)', async () => {
+    const dataDir = join(work, 'dev-log');
+    const configPath = join(work, 'dev-log.config.json');
+    writeFileSync(configPath, JSON.stringify({ ...CONFIG, maxMessageBytes: 2048 }));
+    const dev = await startDev(dataDir, { env: { MAIL_RELAY_CONFIG: configPath } });
+    try {
+      // One message to two mailboxes and an alias of one, one recipient of a domain we do not receive
+      // for, one of a reject route; then a message over the size limit; then a null sender's.
+      const sent = await python(
+        [
+          'import smtplib,sys',
+          "s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))",
+          "refused = s.sendmail('app@remote.test', ['alice@example.test', 'sales@example.test', 'archive@example.test', 'x@other.test', 'old@example.test'], b'Subject: log\\r\\n\\r\\nhello\\r\\n')",
+          'print(sorted(refused))',
+          // Without SIZE on MAIL FROM (which sendmail() adds, and which smtp-server refuses itself at once).
+          "s.mail('app@remote.test')",
+          "s.rcpt('archive@example.test')",
+          "print('data', s.data(b'Subject: big\\r\\n\\r\\n' + b'x' * 4000 + b'\\r\\n')[0])",
+          "s.sendmail('<>', ['alice@example.test', 'nobody@other.test'], b'Subject: bounce\\r\\n\\r\\nhi\\r\\n')",
+          's.quit()',
+        ].join('\n'),
+        [String(dev.port)],
+      );
+      assert.equal(sent.code, 0, sent.stderr);
+      assert.match(sent.stdout, /\['old@example\.test', 'x@other\.test'\]\ndata 552/);
+      const deadline = Date.now() + 10_000;
+      while (!/refused RCPT nobody@other\.test/.test(dev.output()) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const log = dev.output();
+      // sales@ is an alias of alice@: one copy.
+      assert.match(log, /Z \S+ \d+B delivered=2 .* to alice@example\.test, archive@example\.test\n/, log);
+      assert.match(log, /Z refused RCPT x@other\.test from app@remote\.test: 550 5\.7\.1 Relaying denied/);
+      assert.match(log, /Z refused RCPT old@example\.test from app@remote\.test: 551 5\.1\.6 moved\n/);
+      assert.match(
+        log,
+        /Z refused DATA to archive@example\.test from app@remote\.test: 552 5\.3\.4 Message size exceeds fixed limit of 2048 bytes\n/,
+      );
+      assert.match(log, /Z refused RCPT nobody@other\.test from <>: 550 /);
+    } finally {
+      dev.child.kill('SIGTERM');
+      await once(dev.child, 'exit');
+    }
+  });
+
   it('makes a new data dir, and its missing parents, readable by its owner alone: every mailbox is in it', async () => {
     // dev, and token create when run first: each makes the data dir it is given.
     const devDir = join(work, 'private-dev', 'data');
