@@ -49,9 +49,10 @@ Commands:
   dev                      run the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525)
                            and the HTTP API on 127.0.0.1:$MAIL_RELAY_API_PORT (default 8025)
   route <address>…         print what would happen to mail for each address
-  import [--to <address>]… <files…>
-                           feed .eml files through the router (recipients: --to, else every
-                           address in the message's Delivered-To, X-Original-To, To and Cc headers)
+  import [--to <address>]… <files or directories…>
+                           feed .eml files, mbox files and directories (a Maildir) through the router
+                           (recipients: --to, else every address in the message's Delivered-To,
+                           X-Original-To, To and Cc headers)
   token create <mailbox> [--label <text>]
   token create --admin [<mailbox>] [--label <text>]
                            print a new API token (shown once; only its SHA-256 is stored);
@@ -104,9 +105,11 @@ const DEV_USAGE = `Usage: mail-relay dev
 const ROUTE_USAGE = `Usage: mail-relay route <address>…
   prints what would happen to mail for each address (exit code 1 when one is refused)`;
 
-const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… <files…>
-  feeds .eml files through the router into $MAIL_RELAY_DATA_DIR; recipients: each --to, else the
-  message's Delivered-To / X-Original-To / To / Cc headers`;
+const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… <files or directories…>
+  feeds messages through the router into $MAIL_RELAY_DATA_DIR: .eml files, mbox files (each message
+  of it; an export of Thunderbird, mutt, Apple Mail or Google Takeout) and directories (every file
+  below that is mail: a Maildir, a folder of .eml files; hidden entries and a Maildir's tmp/ passed
+  over); recipients: each --to, else the message's Delivered-To / X-Original-To / To / Cc headers`;
 
 const POP3_USAGE = `Usage: mail-relay pop3 [--api <url>]
   the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) in front of the HTTP API at <url>
@@ -543,7 +546,8 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
   );
   if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
-  if (positionals.length === 0) return usageError(io, 'import', 'give one or more .eml files', IMPORT_USAGE);
+  if (positionals.length === 0)
+    return usageError(io, 'import', 'give one or more .eml files, mbox files or directories', IMPORT_USAGE);
   const forced = (values.to ?? []).map(canonicalAddress);
   const bad = forced.find((t) => !isAddress(t));
   if (bad !== undefined) {
@@ -561,6 +565,7 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
         io.err.isTTY === true ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
     });
     if (io.err.isTTY === true) io.err.write('\n');
+    for (const f of summary.skipped) io.err.write(`skipped: ${f.path}: ${f.reason}\n`);
     for (const f of summary.failures) io.err.write(`failed: ${f.file}: ${f.reason}\n`);
     for (const r of summary.refusals) io.err.write(`refused: ${r.file}: ${r.recipient}: ${r.reply}\n`);
     io.out.write(`${summary.line}\n`);

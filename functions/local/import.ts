@@ -1,13 +1,13 @@
 /**
- * `mail-relay import`: .eml files through the same ingest path as SMTP (trace headers, `inbound/`,
- * notification, router). Deterministic: the SES-like id comes from the recipients (in any order) and
- * the content, the receipt time from an earlier import of it (within the replay window), else the
- * message's Date header, else its topmost Received line, else the file's mtime (each only when
- * after 1970 and not in the future), else the time of the import; so importing the same content
- * again, from a copy or a touched file too, under another TZ or after its Date has come, computes
- * the same message id and is a no-op.
+ * `mail-relay import`: .eml files, mbox files and directories (import-sources.ts) through the same
+ * ingest path as SMTP (trace headers, `inbound/`, notification, router). Deterministic: the SES-like
+ * id comes from the recipients (in any order) and the content, the receipt time from an earlier
+ * import of it (within the replay window), else the message's Date header, else its topmost
+ * Received line, else its mbox `From ` line, else the file's mtime (each only when after 1970 and
+ * not in the future), else the time of the import; so importing the same content again, from a copy
+ * or a touched file too, under another TZ or after its Date has come, computes the same message id
+ * and is a no-op.
  */
-import { readFile, stat } from 'node:fs/promises';
 import addressparser from 'nodemailer/lib/addressparser';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
@@ -15,6 +15,7 @@ import { sesMessageIdFromContent } from '../core/ids.ts';
 import { parseMailDate } from '../core/mail-date.ts';
 import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
+import { importSources, readItem } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
@@ -134,9 +135,12 @@ export function progressBar(done: number, total: number, width = 30): string {
 
 export interface ImportSummary {
   readonly results: readonly RouteResult[];
+  /** `file`: the path, with `#n` for the n-th message of an mbox. */
   readonly failures: readonly { file: string; reason: string }[];
-  /** Recipients the relay refused, file by file, with the reply an SMTP client would have got. */
+  /** Recipients the relay refused, message by message, with the reply an SMTP client would have got. */
   readonly refusals: readonly { file: string; recipient: string; reply: string }[];
+  /** Files in the directories given that are not mail, passed over. */
+  readonly skipped: readonly { path: string; reason: string }[];
   /** One line for the terminal. */
   readonly line: string;
 }
@@ -155,11 +159,14 @@ export async function importFiles(
   const results: RouteResult[] = [];
   const failures: { file: string; reason: string }[] = [];
   const refusals: { file: string; recipient: string; reply: string }[] = [];
+  const sources = await importSources(files);
+  const items = sources.items;
   let next = 0;
   let done = 0;
-  const importOne = async (file: string): Promise<void> => {
+  const importOne = async (item: (typeof items)[number]): Promise<void> => {
+    const file = item.label;
     try {
-      const [body, info] = await Promise.all([readFile(file), stat(file)]);
+      const body = await readItem(item);
       const fields = headerFields(body);
       const given = options.to && options.to.length > 0 ? options.to : headerRecipients(fields);
       // In one order, so that the id does not depend on the order of --to options or headers.
@@ -174,7 +181,10 @@ export async function importFiles(
       const receivedAt =
         (await earlierImportTime(deps, sesMessageId, recipients)) ??
         importReceiptTime(fields, now) ??
-        fileReceiptTime(info.mtime, now);
+        (item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now)
+          ? item.fromLineTime
+          : null) ??
+        fileReceiptTime(item.mtime, now);
       const result = await ingest(deps, {
         body,
         mailFrom: '',
@@ -203,18 +213,23 @@ export async function importFiles(
     }
   };
   const worker = async (): Promise<void> => {
-    for (let file = files[next++]; file !== undefined; file = files[next++]) {
-      await importOne(file);
+    for (let item = items[next++]; item !== undefined; item = items[next++]) {
+      await importOne(item);
       done += 1;
-      options.onProgress?.(done, files.length);
+      options.onProgress?.(done, items.length);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, files.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, items.length) }, worker));
   const c = countOutcomes(results);
   const secs = ((performance.now() - started) / 1000).toFixed(1);
+  // "files" while each file is a message, as it was before mbox files and directories.
+  const what =
+    items.length === sources.files
+      ? `${results.length}/${items.length} files`
+      : `${results.length}/${items.length} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
   const line =
-    `imported ${results.length}/${files.length} files in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
+    `imported ${what} in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
     `parse failures ${c.parseFailed}, failed ${failures.length}`;
-  return { results, failures, refusals, line };
+  return { results, failures, refusals, skipped: sources.skipped, line };
 }

@@ -89,7 +89,7 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
 }
 
 /** mbox's separator line: `From <sender> <asctime date>` (a sentence starting "From " is body). */
-const MBOX_FROM_LINE_RE =
+export const MBOX_FROM_LINE_RE =
   /^From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} +\d{1,2}:\d\d/;
 /** RFC 5322 §2.2 field name, then the colon (obsolete syntax allows whitespace before it). */
 const FIELD_START_RE = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/;

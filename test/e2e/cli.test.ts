@@ -229,6 +229,96 @@ describe('mail-relay import', () => {
     assert.match(again.stdout, /delivered 0, duplicate 4,/);
   });
 
+  it('imports each message of an mbox file (Thunderbird, mutt, Google Takeout) from its From line, byte for byte; again a no-op', async () => {
+    const configPath = join(work, 'import-mbox.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const e = env({ MAIL_RELAY_DATA_DIR: join(work, 'import-mbox'), MAIL_RELAY_CONFIG: configPath });
+    const messages = [
+      'From alice@remote.test Tue Mar  4 09:15:00 2025\nFrom: a@remote.test\nTo: alice@example.test\n' +
+        'Subject: first\nDate: Tue, 04 Mar 2025 09:15:00 +0000\n\none\n>From the escaped line\n\n',
+      // No Date: the From line's time. A body line starting "From " that is no From line stays in.
+      'From bob@remote.test Wed Mar  5 10:00:00 2025\nFrom: b@remote.test\nTo: alice@example.test\n' +
+        'Subject: no date\n\nFrom here on, a sentence\n\n',
+      'From carol@remote.test Thu Mar  6 11:30:00 2025\nFrom: c@remote.test\nTo: archive@example.test\n' +
+        'Subject: third\n\nthree\n',
+    ];
+    const mbox = join(work, 'export.mbox');
+    writeFileSync(mbox, messages.join(''));
+    const r = await run(process.execPath, [BIN, 'import', mbox], { env: e });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /^imported 3\/3 messages from 1 file in [\d.]+s: delivered 3, duplicate 0,.* failed 0/,
+    );
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: join(work, 'import-mbox') });
+    try {
+      const stored = [];
+      for (const mailbox of ['alice@example.test', 'archive@example.test']) {
+        for (const entry of await listAll(runtime.index, mailbox)) {
+          const raw = (await runtime.blobs.get(`mailboxes/${mailbox}/${entry.id}.eml`)) ?? Buffer.alloc(0);
+          stored.push({
+            subject: entry.subject,
+            at: entry.receivedAt,
+            body: stripTrace(raw).body.toString(),
+          });
+        }
+      }
+      assert.deepEqual(
+        stored.sort((a, b) => (a.at < b.at ? -1 : 1)),
+        [
+          { subject: 'first', at: '2025-03-04T09:15:00.000Z', body: messages[0] },
+          { subject: 'no date', at: '2025-03-05T10:00:00.000Z', body: messages[1] },
+          { subject: 'third', at: '2025-03-06T11:30:00.000Z', body: messages[2] },
+        ],
+      );
+    } finally {
+      await runtime.close();
+    }
+    const again = await run(process.execPath, [BIN, 'import', mbox], { env: e });
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /delivered 0, duplicate 3,/);
+  });
+
+  it('imports a directory: a Maildir (cur/ and new/, not tmp/), mbox and .eml files in it; hidden and non-mail files passed over', async () => {
+    const configPath = join(work, 'import-dir.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const e = env({ MAIL_RELAY_DATA_DIR: join(work, 'import-dir'), MAIL_RELAY_CONFIG: configPath });
+    const dir = join(work, 'mail-export');
+    const mail = (subject: string) => `To: alice@example.test\nSubject: ${subject}\n\nhi\n`;
+    for (const sub of ['Maildir/cur', 'Maildir/new', 'Maildir/tmp'])
+      mkdirSync(join(dir, sub), { recursive: true });
+    writeFileSync(join(dir, 'Maildir/cur/1732838400.M1P2.host:2,S'), mail('read one'));
+    writeFileSync(join(dir, 'Maildir/new/1732838460.M3P4.host'), mail('new one'));
+    writeFileSync(
+      join(dir, 'Maildir/tmp/1732838520.M5P6.host'),
+      'To: alice@example.test\nSubject: still being wri',
+    );
+    writeFileSync(join(dir, '.hidden.eml'), mail('hidden'));
+    writeFileSync(join(dir, 'notes.txt'), 'Remember to export the calendar too.\n');
+    writeFileSync(join(dir, 'one.eml'), mail('an eml'));
+    writeFileSync(
+      join(dir, 'Sent.mbox'),
+      `From me@example.test Tue Mar  4 09:15:00 2025\n${mail('sent 1')}\nFrom me@example.test Tue Mar  4 09:16:00 2025\n${mail('sent 2')}`,
+    );
+    const r = await run(process.execPath, [BIN, 'import', dir], { env: e });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^imported 5\/5 messages from 4 files in [\d.]+s: delivered 5,/);
+    assert.match(r.stderr, /skipped: .*notes\.txt: not a message/);
+    assert.doesNotMatch(r.stderr, /\.hidden|Maildir\/tmp/);
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: join(work, 'import-dir') });
+    try {
+      assert.deepEqual((await listAll(runtime.index, 'alice@example.test')).map((m) => m.subject).sort(), [
+        'an eml',
+        'new one',
+        'read one',
+        'sent 1',
+        'sent 2',
+      ]);
+    } finally {
+      await runtime.close();
+    }
+  });
+
   it('uses the header recipients without --to, and reports files it cannot route', async () => {
     const own = join(work, 'to-header.eml');
     writeFileSync(

@@ -115,6 +115,14 @@ describe('the README examples, from its text', { skip: !ready }, () => {
       join(cwd, 'path/to/plain.eml'),
       readFileSync(join(PROJECT_ROOT, 'test/fixtures/plain-crlf.eml')),
     );
+    // `import … export.mbox Maildir/`: an mbox of two messages, a Maildir holding one.
+    const mail = (subject: string) => `From: a@remote.test\nSubject: ${subject}\n\nhi\n`;
+    writeFileSync(
+      join(cwd, 'export.mbox'),
+      `From a@remote.test Tue Mar  4 09:15:00 2025\n${mail('m1')}\nFrom a@remote.test Tue Mar  4 09:16:00 2025\n${mail('m2')}`,
+    );
+    for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(cwd, 'Maildir', sub), { recursive: true });
+    writeFileSync(join(cwd, 'Maildir/cur/1732838400.M1P2.host:2,S'), mail('md'));
     const r = await bash(onPorts(blockAfter('## Try it', 'sh'), dev.port, api), cwd);
     const what = `${r.stdout}\n${r.stderr}`;
     assert.equal(r.code, 0, what);
@@ -124,7 +132,8 @@ describe('the README examples, from its text', { skip: !ready }, () => {
       /\nbob\+news@example\.test: deliver to mailbox bob@example\.test \[\+news\] via mailbox\n/,
     );
     assert.match(r.stdout, /\nimported 1\/1 files in [\d.]+s: delivered 1, /);
-    assert.match(r.stdout, /\nreparsed 0 messages in 2 mailboxes, 3 unchanged, 0 failed\n/);
+    assert.match(r.stdout, /\nimported 3\/3 messages from 2 files in [\d.]+s: delivered 3, .*failed 0\n/);
+    assert.match(r.stdout, /\nreparsed 0 messages in 2 mailboxes, 6 unchanged, 0 failed\n/);
   });
 
   it('"HTTP API": the curl walk-through reads, fetches, flags, deletes and waits as its comments say', async () => {

@@ -1,0 +1,216 @@
+/**
+ * What `mail-relay import` reads: .eml files, mbox files (what Thunderbird, mutt, Apple Mail and
+ * Google Takeout export) and directories (a Maildir, a folder of .eml files), expanded into the
+ * messages they hold. An mbox is split at its `From ` lines without a copy: each message is its
+ * byte range of the file, from its `From ` line to the next one's, so the messages together are the
+ * file, and a file of one message is imported whole, as it always was (ingest.ts keeps a leading
+ * `From ` line before the headers).
+ */
+import { createReadStream } from 'node:fs';
+import { open, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
+
+/** One message to import: `[start, end)` of the file at `path`. */
+export interface ImportItem {
+  /** How it is named in failures and refusals: the path, with `#n` for the n-th message of an mbox. */
+  readonly label: string;
+  readonly path: string;
+  readonly start: number;
+  readonly end: number;
+  /** The file's modification time (a last resort for the receipt time). */
+  readonly mtime: Date;
+  /** The mbox `From ` line's time, when the message has one (UTC: the line names no zone). */
+  readonly fromLineTime: Date | null;
+}
+
+export interface ImportSources {
+  readonly items: readonly ImportItem[];
+  /** Files given or found. */
+  readonly files: number;
+  /** Files inside directories passed over as not mail (an index, a `.DS_Store`…), with why. */
+  readonly skipped: readonly { readonly path: string; readonly reason: string }[];
+}
+
+const NL_FROM = Buffer.from('\nFrom ');
+/** Enough of a line to tell a `From ` line (sender, weekday, month, day, time). */
+const FROM_LINE_PREFIX = 400;
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+/** The date of a `From ` line: `Tue Mar  4 09:15:00 2025`, an optional zone before or after the year. */
+const FROM_LINE_TIME_RE =
+  /^From \S+ +\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[A-Z]{2,5})?(?: +([+-]\d{4}))? +(\d{4})\b/;
+
+function isFromLine(buf: Buffer, start: number): boolean {
+  return MBOX_FROM_LINE_RE.test(
+    buf.toString('latin1', start, Math.min(buf.length, start + FROM_LINE_PREFIX)),
+  );
+}
+
+/** The time a `From ` line names, or null when it names none this reads. */
+export function fromLineTime(line: string): Date | null {
+  const m = FROM_LINE_TIME_RE.exec(line);
+  if (m === null) return null;
+  const [, mon, day, hh, mm, ss, zone, year] = m;
+  const month = MONTHS.indexOf(mon ?? '');
+  if (month < 0) return null;
+  let ms = Date.UTC(Number(year), month, Number(day), Number(hh), Number(mm), Number(ss ?? 0));
+  if (zone !== undefined) {
+    const minutes = Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3, 5));
+    ms -= (zone.startsWith('-') ? -1 : 1) * minutes * 60_000;
+  }
+  return Number.isFinite(ms) ? new Date(ms) : null;
+}
+
+/**
+ * Where each message of an mbox starts: 0, then each line that is a `From ` line (as ingest.ts tells
+ * one: sender, weekday, month, day and time). Read as a stream; null when the file does not begin
+ * with a `From ` line (not an mbox).
+ */
+export async function mboxOffsets(path: string): Promise<number[] | null> {
+  const offsets: number[] = [];
+  let carry: Buffer = Buffer.alloc(0);
+  /** The file offset of `carry`'s first byte. */
+  let base = 0;
+  let first = true;
+  const scan = (buf: Buffer, ended: boolean): number => {
+    // Bytes from `keep` on may start a `From ` line not yet complete: looked at again with more.
+    let keep = ended ? buf.length : Math.max(0, buf.length - (NL_FROM.length - 1));
+    for (let k = buf.indexOf(NL_FROM); k >= 0; k = buf.indexOf(NL_FROM, k + 1)) {
+      const lineEnd = buf.indexOf(10, k + 1);
+      if (lineEnd < 0 && !ended && buf.length - (k + 1) < FROM_LINE_PREFIX) {
+        keep = Math.min(keep, k);
+        break;
+      }
+      if (isFromLine(buf, k + 1)) offsets.push(base + k + 1);
+    }
+    return keep;
+  };
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    const buf = carry.length > 0 ? Buffer.concat([carry, chunk]) : chunk;
+    if (first) {
+      if (buf.length < FROM_LINE_PREFIX && buf.indexOf(10) < 0) {
+        carry = buf; // too little to tell yet
+        continue;
+      }
+      first = false;
+      if (!isFromLine(buf, 0)) return null;
+      offsets.push(0);
+    }
+    const keep = scan(buf, false);
+    carry = buf.subarray(keep);
+    base += keep;
+  }
+  if (first) {
+    if (carry.length === 0 || !isFromLine(carry, 0)) return null;
+    offsets.push(0);
+  }
+  scan(carry, true);
+  return offsets;
+}
+
+/** Reads one item's bytes. */
+export async function readItem(item: ImportItem): Promise<Buffer> {
+  const length = item.end - item.start;
+  const file = await open(item.path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await file.read(buf, got, length - got, item.start + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return got === length ? buf : buf.subarray(0, got);
+  } finally {
+    await file.close();
+  }
+}
+
+/** Whether a file found in a directory looks like mail: its first line is a header field or a `From ` line. */
+async function looksLikeMail(path: string): Promise<boolean> {
+  const file = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(1000);
+    const { bytesRead } = await file.read(head, 0, head.length, 0);
+    return bytesRead > 0 && messageStart(head.subarray(0, bytesRead)) === 'field';
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * The files below a directory, sorted: hidden entries (a name starting with `.`) are passed over, and
+ * a Maildir's `tmp/` (messages still being written by the program that delivers them).
+ */
+async function filesBelow(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const names = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
+  const maildir = names.has('cur') && names.has('new');
+  const out: string[] = [];
+  for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    if (e.name.startsWith('.')) continue;
+    const path = join(dir, e.name);
+    if (e.isDirectory()) {
+      if (!(maildir && e.name === 'tmp')) out.push(...(await filesBelow(path)));
+    } else if (e.isFile()) {
+      out.push(path);
+    }
+  }
+  return out;
+}
+
+/**
+ * The messages the paths hold, in order: a file is one message, or each message of an mbox; a
+ * directory is every file below it that looks like mail (others are listed in `skipped`). A file
+ * that cannot be read is one item, whose read fails with the reason (as before: one failure line).
+ */
+export async function importSources(paths: readonly string[]): Promise<ImportSources> {
+  const items: ImportItem[] = [];
+  const skipped: { path: string; reason: string }[] = [];
+  let files = 0;
+  const addFile = async (path: string, size: number, mtime: Date): Promise<void> => {
+    files += 1;
+    const offsets = size > 0 ? await mboxOffsets(path) : null;
+    if (offsets === null || offsets.length <= 1) {
+      items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null });
+      return;
+    }
+    const handle = await open(path, 'r');
+    try {
+      for (const [i, start] of offsets.entries()) {
+        const line = Buffer.alloc(FROM_LINE_PREFIX);
+        const { bytesRead } = await handle.read(line, 0, line.length, start);
+        items.push({
+          label: `${path}#${i + 1}`,
+          path,
+          start,
+          end: offsets[i + 1] ?? size,
+          mtime,
+          fromLineTime: fromLineTime(line.toString('latin1', 0, bytesRead).split(/\r?\n/, 1)[0] ?? ''),
+        });
+      }
+    } finally {
+      await handle.close();
+    }
+  };
+  for (const path of paths) {
+    const info = await stat(path).catch(() => null);
+    if (info?.isDirectory()) {
+      for (const file of await filesBelow(path)) {
+        if (!(await looksLikeMail(file))) {
+          skipped.push({ path: file, reason: 'not a message (its first line is no header field)' });
+          continue;
+        }
+        const s = await stat(file);
+        await addFile(file, s.size, s.mtime);
+      }
+    } else if (info?.isFile()) {
+      await addFile(path, info.size, info.mtime);
+    } else {
+      // Missing, or not a regular file: its read says why, as a failure of its own.
+      files += 1;
+      items.push({ label: path, path, start: 0, end: 0, mtime: new Date(0), fromLineTime: null });
+    }
+  }
+  return { items, files, skipped };
+}

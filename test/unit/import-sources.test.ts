@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fromLineTime, importSources, mboxOffsets, readItem } from '../../functions/local/import-sources.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'mr-mbox-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+/** The file is read in chunks of this many bytes (import-sources.ts). */
+const CHUNK = 1 << 20;
+
+const message = (n: number, bodyBytes: number, eol = '\n') =>
+  `From sender${n}@remote.test Tue Mar  4 09:15:${String(n % 60).padStart(2, '0')} 2025${eol}` +
+  `To: alice@example.test${eol}Subject: ${n}${eol}${eol}${'x'.repeat(bodyBytes)}${eol}${eol}`;
+
+describe('mboxOffsets', () => {
+  it('splits at every From line, wherever the 1 MiB read chunks cut one (before, inside, right after its "\\n")', async () => {
+    // A first message whose length puts the next From line's start at each position around the
+    // chunk boundary in turn: the `\n` before it, its `From `, its date, its end.
+    for (const shift of [-40, -7, -6, -5, -1, 0, 1, 5, 20, 60]) {
+      const first = message(0, 0);
+      const padding = CHUNK + shift - first.length - 1;
+      const messages = [message(0, padding), message(1, 10), message(2, 3 * CHUNK), message(3, 0)];
+      const path = join(work, `cut${shift}.mbox`);
+      writeFileSync(path, messages.join(''));
+      const expected: number[] = [];
+      let at = 0;
+      for (const m of messages) {
+        expected.push(at);
+        at += Buffer.byteLength(m);
+      }
+      assert.deepEqual(await mboxOffsets(path), expected, `shift ${shift}`);
+    }
+  });
+
+  it('every cut position of one boundary, and CRLF files', async () => {
+    for (const shift of [-8, -6, -4, -2, 0, 2]) {
+      for (const eol of ['\n', '\r\n']) {
+        const first = message(0, 0, eol);
+        const messages = [message(0, CHUNK + shift - first.length, eol), message(1, 5, eol)];
+        const path = join(work, `crlf${shift}.mbox`);
+        writeFileSync(path, messages.join(''));
+        assert.deepEqual(
+          await mboxOffsets(path),
+          [0, Buffer.byteLength(messages[0] ?? '')],
+          `${shift} ${JSON.stringify(eol)}`,
+        );
+      }
+    }
+  });
+
+  it('does not split at a body line that starts "From " but is no From line; null for a file that is no mbox', async () => {
+    const path = join(work, 'sentence.mbox');
+    const first = `${message(0, 3)}From here on, a sentence\nFrom me Tuesday\n\n`;
+    writeFileSync(path, `${first}${message(1, 3)}`);
+    assert.deepEqual(await mboxOffsets(path), [0, Buffer.byteLength(first)]);
+    const eml = join(work, 'plain.eml');
+    writeFileSync(eml, 'To: alice@example.test\nSubject: x\n\nFrom Tue Mar  4 09:15:00 2025 we met\n');
+    assert.equal(await mboxOffsets(eml), null);
+    const empty = join(work, 'empty.eml');
+    writeFileSync(empty, '');
+    assert.equal(await mboxOffsets(empty), null);
+    const short = join(work, 'short.mbox');
+    writeFileSync(short, 'From a@b.test Tue Mar  4 09:15:00 2025');
+    assert.deepEqual(await mboxOffsets(short), [0]);
+  });
+});
+
+describe('importSources', () => {
+  it('makes an item of each message of an mbox; read back, the items are the file', async () => {
+    const messages = [message(0, 100), message(1, 200), message(2, 300)];
+    const path = join(work, 'three.mbox');
+    writeFileSync(path, messages.join(''));
+    const { items, files } = await importSources([path]);
+    assert.equal(files, 1);
+    assert.deepEqual(
+      items.map((i) => i.label),
+      [`${path}#1`, `${path}#2`, `${path}#3`],
+    );
+    assert.deepEqual(await Promise.all(items.map(async (i) => (await readItem(i)).toString())), messages);
+    assert.equal(items[1]?.fromLineTime?.toISOString(), '2025-03-04T09:15:01.000Z');
+  });
+});
+
+describe('fromLineTime', () => {
+  it('reads the asctime of a From line, with or without a numeric zone; null for what it cannot read', () => {
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025')?.toISOString(),
+      '2025-03-04T09:15:00.000Z',
+    );
+    assert.equal(fromLineTime('From a@b Tue Mar 4 9:15 2025')?.toISOString(), '2025-03-04T09:15:00.000Z');
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 +0200 2025')?.toISOString(),
+      '2025-03-04T07:15:00.000Z',
+    );
+    assert.equal(fromLineTime('From a@b Tue Foo  4 09:15:00 2025'), null);
+    assert.equal(fromLineTime('From here on'), null);
+  });
+});
