@@ -22,6 +22,13 @@ export interface ImportItem {
   readonly mtime: Date;
   /** The mbox `From ` line's time, when the message has one (UTC: the line names no zone). */
   readonly fromLineTime: Date | null;
+  /**
+   * Where the mail program that kept it says whether it was read: `maildir` (the `S` flag of a file
+   * in `cur/`, in its name), `mbox` (a message of an mbox: its `Status`, `X-Mozilla-Status` or
+   * `X-Gmail-Labels` header, `mailWasRead`), or `none` (a single file: what its headers claim is the
+   * sender's word).
+   */
+  readonly readState: 'none' | 'mbox' | { readonly maildirSeen: boolean };
 }
 
 export interface ImportSources {
@@ -108,6 +115,29 @@ export async function mboxOffsets(path: string): Promise<number[] | null> {
   return offsets;
 }
 
+/**
+ * Whether an mbox message's headers say it was read: `Status: RO` (mutt, pine, Apple Mail, and
+ * Thunderbird alongside its own), `X-Mozilla-Status` with its read bit (0x0001), or Google Takeout's
+ * `X-Gmail-Labels` without `Unread`. False when none of them is there.
+ */
+export function mailWasRead(fields: readonly { readonly name: string; readonly value: string }[]): boolean {
+  const value = (name: string) => fields.find((f) => f.name === name)?.value;
+  const mozilla = value('x-mozilla-status');
+  if (mozilla !== undefined && /^[0-9a-f]{4}$/i.test(mozilla))
+    return (Number.parseInt(mozilla, 16) & 1) === 1;
+  const status = value('status');
+  if (status !== undefined) return status.toUpperCase().includes('R');
+  const labels = value('x-gmail-labels');
+  if (labels !== undefined) return !labels.split(',').some((l) => l.trim().toLowerCase() === 'unread');
+  return false;
+}
+
+/** A Maildir file's flags (`<unique>:2,<flags>`, or `;2,` where `:` cannot be in a name) hold `S`. */
+function maildirSeen(path: string): boolean {
+  const info = /[:;]2,([A-Za-z]*)$/.exec(path);
+  return info !== null && (info[1] ?? '').includes('S');
+}
+
 /** Reads one item's bytes. */
 export async function readItem(item: ImportItem): Promise<Buffer> {
   const length = item.end - item.start;
@@ -142,18 +172,21 @@ async function looksLikeMail(path: string): Promise<boolean> {
  * The files below a directory, sorted: hidden entries (a name starting with `.`) are passed over, and
  * a Maildir's `tmp/` (messages still being written by the program that delivers them).
  */
-async function filesBelow(dir: string): Promise<string[]> {
+async function filesBelow(
+  dir: string,
+  inMaildirCur = false,
+): Promise<{ path: string; inMaildirCur: boolean }[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   const names = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
   const maildir = names.has('cur') && names.has('new');
-  const out: string[] = [];
+  const out: { path: string; inMaildirCur: boolean }[] = [];
   for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     if (e.name.startsWith('.')) continue;
     const path = join(dir, e.name);
     if (e.isDirectory()) {
-      if (!(maildir && e.name === 'tmp')) out.push(...(await filesBelow(path)));
+      if (!(maildir && e.name === 'tmp')) out.push(...(await filesBelow(path, maildir && e.name === 'cur')));
     } else if (e.isFile()) {
-      out.push(path);
+      out.push({ path, inMaildirCur });
     }
   }
   return out;
@@ -168,11 +201,12 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   const items: ImportItem[] = [];
   const skipped: { path: string; reason: string }[] = [];
   let files = 0;
-  const addFile = async (path: string, size: number, mtime: Date): Promise<void> => {
+  const addFile = async (path: string, size: number, mtime: Date, inMaildirCur = false): Promise<void> => {
     files += 1;
     const offsets = size > 0 ? await mboxOffsets(path) : null;
     if (offsets === null || offsets.length <= 1) {
-      items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null });
+      const readState = inMaildirCur ? { maildirSeen: maildirSeen(path) } : ('none' as const);
+      items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null, readState });
       return;
     }
     const handle = await open(path, 'r');
@@ -187,6 +221,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
           end: offsets[i + 1] ?? size,
           mtime,
           fromLineTime: fromLineTime(line.toString('latin1', 0, bytesRead).split(/\r?\n/, 1)[0] ?? ''),
+          readState: 'mbox',
         });
       }
     } finally {
@@ -197,19 +232,27 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     const info = await stat(path).catch(() => null);
     if (info?.isDirectory()) {
       for (const file of await filesBelow(path)) {
-        if (!(await looksLikeMail(file))) {
-          skipped.push({ path: file, reason: 'not a message (its first line is no header field)' });
+        if (!(await looksLikeMail(file.path))) {
+          skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
           continue;
         }
-        const s = await stat(file);
-        await addFile(file, s.size, s.mtime);
+        const s = await stat(file.path);
+        await addFile(file.path, s.size, s.mtime, file.inMaildirCur);
       }
     } else if (info?.isFile()) {
       await addFile(path, info.size, info.mtime);
     } else {
       // Missing, or not a regular file: its read says why, as a failure of its own.
       files += 1;
-      items.push({ label: path, path, start: 0, end: 0, mtime: new Date(0), fromLineTime: null });
+      items.push({
+        label: path,
+        path,
+        start: 0,
+        end: 0,
+        mtime: new Date(0),
+        fromLineTime: null,
+        readState: 'none',
+      });
     }
   }
   return { items, files, skipped };

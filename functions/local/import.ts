@@ -15,7 +15,7 @@ import { sesMessageIdFromContent } from '../core/ids.ts';
 import { parseMailDate } from '../core/mail-date.ts';
 import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
-import { importSources, readItem } from './import-sources.ts';
+import { importSources, mailWasRead, readItem } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
@@ -201,6 +201,19 @@ export async function importFiles(
             recipient: o.decision.recipient,
             reply: `${o.decision.code} ${o.decision.message}`,
           });
+      }
+      // Mail the program it comes from had read stays read, where it says so (a Maildir's S flag, an
+      // mbox's Status headers); only when delivered now: a message imported before keeps its flag.
+      const read =
+        item.readState === 'mbox'
+          ? mailWasRead(fields)
+          : item.readState !== 'none' && item.readState.maildirSeen;
+      if (read) {
+        for (const o of result.outcomes) {
+          if (o.status === 'delivered' && o.decision.kind === 'deliver') {
+            await deps.index.setSeen(o.decision.mailbox, result.id, true);
+          }
+        }
       }
       // As over SMTP, where the message would get no 250: every recipient refused is a file not imported.
       if (result.outcomes.every((o) => o.status === 'rejected')) {

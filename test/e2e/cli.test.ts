@@ -234,13 +234,14 @@ describe('mail-relay import', () => {
     writeFileSync(configPath, JSON.stringify(CONFIG));
     const e = env({ MAIL_RELAY_DATA_DIR: join(work, 'import-mbox'), MAIL_RELAY_CONFIG: configPath });
     const messages = [
+      // Read, as mutt and Thunderbird say so in the file.
       'From alice@remote.test Tue Mar  4 09:15:00 2025\nFrom: a@remote.test\nTo: alice@example.test\n' +
-        'Subject: first\nDate: Tue, 04 Mar 2025 09:15:00 +0000\n\none\n>From the escaped line\n\n',
+        'Subject: first\nDate: Tue, 04 Mar 2025 09:15:00 +0000\nStatus: RO\n\none\n>From the escaped line\n\n',
       // No Date: the From line's time. A body line starting "From " that is no From line stays in.
       'From bob@remote.test Wed Mar  5 10:00:00 2025\nFrom: b@remote.test\nTo: alice@example.test\n' +
-        'Subject: no date\n\nFrom here on, a sentence\n\n',
+        'Subject: no date\nX-Mozilla-Status: 0000\n\nFrom here on, a sentence\n\n',
       'From carol@remote.test Thu Mar  6 11:30:00 2025\nFrom: c@remote.test\nTo: archive@example.test\n' +
-        'Subject: third\n\nthree\n',
+        'Subject: third\nX-Gmail-Labels: Archived,Opened\n\nthree\n',
     ];
     const mbox = join(work, 'export.mbox');
     writeFileSync(mbox, messages.join(''));
@@ -259,6 +260,7 @@ describe('mail-relay import', () => {
           stored.push({
             subject: entry.subject,
             at: entry.receivedAt,
+            seen: entry.seen,
             body: stripTrace(raw).body.toString(),
           });
         }
@@ -266,9 +268,9 @@ describe('mail-relay import', () => {
       assert.deepEqual(
         stored.sort((a, b) => (a.at < b.at ? -1 : 1)),
         [
-          { subject: 'first', at: '2025-03-04T09:15:00.000Z', body: messages[0] },
-          { subject: 'no date', at: '2025-03-05T10:00:00.000Z', body: messages[1] },
-          { subject: 'third', at: '2025-03-06T11:30:00.000Z', body: messages[2] },
+          { subject: 'first', at: '2025-03-04T09:15:00.000Z', seen: true, body: messages[0] },
+          { subject: 'no date', at: '2025-03-05T10:00:00.000Z', seen: false, body: messages[1] },
+          { subject: 'third', at: '2025-03-06T11:30:00.000Z', seen: true, body: messages[2] },
         ],
       );
     } finally {
@@ -307,13 +309,13 @@ describe('mail-relay import', () => {
     assert.doesNotMatch(r.stderr, /\.hidden|Maildir\/tmp/);
     const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: join(work, 'import-dir') });
     try {
-      assert.deepEqual((await listAll(runtime.index, 'alice@example.test')).map((m) => m.subject).sort(), [
-        'an eml',
-        'new one',
-        'read one',
-        'sent 1',
-        'sent 2',
-      ]);
+      assert.deepEqual(
+        (await listAll(runtime.index, 'alice@example.test'))
+          .map((m) => `${m.subject}: ${m.seen ? 'read' : 'unread'}`)
+          .sort(),
+        // The Maildir's S flag is kept; a file of new/ and one outside a Maildir are unread.
+        ['an eml: unread', 'new one: unread', 'read one: read', 'sent 1: unread', 'sent 2: unread'],
+      );
     } finally {
       await runtime.close();
     }

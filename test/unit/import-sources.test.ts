@@ -3,7 +3,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fromLineTime, importSources, mboxOffsets, readItem } from '../../functions/local/import-sources.ts';
+import {
+  fromLineTime,
+  importSources,
+  mailWasRead,
+  mboxOffsets,
+  readItem,
+} from '../../functions/local/import-sources.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'mr-mbox-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -97,5 +103,23 @@ describe('fromLineTime', () => {
     );
     assert.equal(fromLineTime('From a@b Tue Foo  4 09:15:00 2025'), null);
     assert.equal(fromLineTime('From here on'), null);
+  });
+});
+
+describe('mailWasRead', () => {
+  const h = (name: string, value: string) => ({ name, value });
+  it("reads what mutt, Thunderbird and Google Takeout write; Thunderbird's own header first", () => {
+    assert.equal(mailWasRead([h('status', 'RO')]), true);
+    assert.equal(mailWasRead([h('status', 'O')]), false);
+    assert.equal(mailWasRead([h('x-mozilla-status', '0001')]), true);
+    assert.equal(mailWasRead([h('x-mozilla-status', '8000')]), false);
+    assert.equal(
+      mailWasRead([h('status', 'RO'), h('x-mozilla-status', '0000')]),
+      false,
+      'marked unread later',
+    );
+    assert.equal(mailWasRead([h('x-gmail-labels', 'Inbox,Category Updates')]), true);
+    assert.equal(mailWasRead([h('x-gmail-labels', 'Inbox,Unread')]), false);
+    assert.equal(mailWasRead([h('subject', 'none of them')]), false);
   });
 });
