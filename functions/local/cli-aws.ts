@@ -4,6 +4,7 @@
  *   mail-relay replay --since <time> [--mailbox <address>] [--stack <name>]
  *   mail-relay reparse [--mailbox <address>] [--since <time>] [--stack <name>]
  *   mail-relay upgrade --stack <name>
+ *   mail-relay import --stack <name> [--to <address>]… <files or directories…>
  *   mail-relay token create --stack <name> (<mailbox> | --admin [<mailbox>]) [--label <text>]
  *   mail-relay token revoke --stack <name> <token>
  *
@@ -289,6 +290,37 @@ async function replayIn(
   for (const f of summary.failures) io.err.write(`failed: ${f.key}: ${f.error}\n`);
   io.out.write(`${summaryLine(summary, since, ((performance.now() - started) / 1000).toFixed(1))}\n`);
   return summary.failures.length > 0 ? 1 : 0;
+}
+
+/**
+ * `mail-relay import --stack <name>`: the files' messages into the deployed stack, through the same
+ * path as locally (import.ts): each is stored under `inbound/` as SES would store it and routed by
+ * this process with the stack's bucket, table and SES (your AWS credentials), as `replay --stack`
+ * routes. Importing the same files again is a no-op there too. Returns the exit code.
+ */
+export async function commandImportIntoStack(
+  stack: string,
+  paths: readonly string[],
+  to: readonly string[],
+  io: CliIo,
+): Promise<number> {
+  const { config, awsRegion } = loadConfig(io.env);
+  const { importFiles, progressBar, reportImport } = await import('./import.ts');
+  return inStackRegion(awsRegion, async () => {
+    const { deps, close, where } = await openStoredMail(config, stack, io);
+    io.err.write(`importing into ${where}\n`);
+    try {
+      const summary = await importFiles(deps, paths, {
+        to,
+        onProgress:
+          io.err.isTTY === true ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
+      });
+      if (io.err.isTTY === true) io.err.write('\n');
+      return reportImport(summary, io);
+    } finally {
+      await close();
+    }
+  });
 }
 
 /** `mail-relay reparse`: parses stored mail again, locally or in a deployed stack. Returns the exit code. */

@@ -49,10 +49,10 @@ Commands:
   dev                      run the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525)
                            and the HTTP API on 127.0.0.1:$MAIL_RELAY_API_PORT (default 8025)
   route <address>…         print what would happen to mail for each address
-  import [--to <address>]… <files or directories…>
+  import [--to <address>]… [--stack <name>] <files or directories…>
                            feed .eml files, mbox files and directories (a Maildir) through the router
                            (recipients: --to, else every address in the message's Delivered-To,
-                           X-Original-To, To and Cc headers)
+                           X-Original-To, To and Cc headers); --stack: into the deployed stack
   token create <mailbox> [--label <text>]
   token create --admin [<mailbox>] [--label <text>]
                            print a new API token (shown once; only its SHA-256 is stored);
@@ -105,11 +105,12 @@ const DEV_USAGE = `Usage: mail-relay dev
 const ROUTE_USAGE = `Usage: mail-relay route <address>…
   prints what would happen to mail for each address (exit code 1 when one is refused)`;
 
-const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… <files or directories…>
+const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… [--stack <name>] <files or directories…>
   feeds messages through the router into $MAIL_RELAY_DATA_DIR: .eml files, mbox files (each message
   of it; an export of Thunderbird, mutt, Apple Mail or Google Takeout) and directories (every file
   below that is mail: a Maildir, a folder of .eml files; hidden entries and a Maildir's tmp/ passed
-  over); recipients: each --to, else the message's Delivered-To / X-Original-To / To / Cc headers`;
+  over); recipients: each --to, else the message's Delivered-To / X-Original-To / To / Cc headers
+  --stack  into the deployed stack (S3 + DynamoDB, and SES for forwards, with your AWS credentials)`;
 
 const POP3_USAGE = `Usage: mail-relay pop3 [--api <url>]
   the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) in front of the HTTP API at <url>
@@ -540,7 +541,11 @@ async function startDevRetention(
 
 async function commandImport(args: readonly string[], io: Io): Promise<number> {
   const parsed = parseCommandArgs(
-    { command: 'import', usage: IMPORT_USAGE, options: { to: { type: 'string', multiple: true } } },
+    {
+      command: 'import',
+      usage: IMPORT_USAGE,
+      options: { to: { type: 'string', multiple: true }, stack: { type: 'string' } },
+    },
     args,
     io,
   );
@@ -554,8 +559,13 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     io.err.write(`mail-relay import: --to ${bad} is not an address\n`);
     return USAGE_EXIT;
   }
+  if (values.stack === '') return usageError(io, 'import', '--stack needs a stack name', IMPORT_USAGE);
+  if (values.stack !== undefined) {
+    const { commandImportIntoStack } = await import('./cli-aws.ts');
+    return await commandImportIntoStack(values.stack, positionals, forced, io);
+  }
   const { config } = loadConfig(io.env);
-  const { importFiles, progressBar } = await import('./import.ts');
+  const { importFiles, progressBar, reportImport } = await import('./import.ts');
   const runtime = await openRuntime(io, config);
   try {
     await runtime.recover();
@@ -565,11 +575,7 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
         io.err.isTTY === true ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
     });
     if (io.err.isTTY === true) io.err.write('\n');
-    for (const f of summary.skipped) io.err.write(`skipped: ${f.path}: ${f.reason}\n`);
-    for (const f of summary.failures) io.err.write(`failed: ${f.file}: ${f.reason}\n`);
-    for (const r of summary.refusals) io.err.write(`refused: ${r.file}: ${r.recipient}: ${r.reply}\n`);
-    io.out.write(`${summary.line}\n`);
-    return summary.failures.length > 0 ? 1 : 0;
+    return reportImport(summary, io);
   } finally {
     await runtime.close();
   }

@@ -145,6 +145,18 @@ export interface ImportSummary {
   readonly line: string;
 }
 
+/** Prints an import's outcome (named lines on `err`, the summary line on `out`); returns the exit code. */
+export function reportImport(
+  summary: ImportSummary,
+  io: { readonly out: NodeJS.WritableStream; readonly err: NodeJS.WritableStream },
+): number {
+  for (const f of summary.skipped) io.err.write(`skipped: ${f.path}: ${f.reason}\n`);
+  for (const f of summary.failures) io.err.write(`failed: ${f.file}: ${f.reason}\n`);
+  for (const r of summary.refusals) io.err.write(`refused: ${r.file}: ${r.recipient}: ${r.reply}\n`);
+  io.out.write(`${summary.line}\n`);
+  return summary.failures.length > 0 ? 1 : 0;
+}
+
 /** Files read and routed at once: enough for the journal's group commit to batch their syncs. */
 export const IMPORT_CONCURRENCY = 8;
 

@@ -23,6 +23,7 @@ import { mailboxKeys } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { type AwsRouterDeps, createAwsRouterDeps } from '../../functions/handlers/router-deps.ts';
+import { main } from '../../functions/local/cli.ts';
 import {
   commandReparse,
   commandReplay,
@@ -313,6 +314,45 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     const again = makeIo(env);
     assert.equal(await commandReplay(['--since', '1h', '--stack', STACK], again), 0);
     assert.match(again.text().out, /^replayed 3 of 3 .*delivered 0, duplicate 3,/);
+  });
+
+  it('import --stack puts an mbox into the deployed stack (inbound/, notifications, the index): its mail is read there as locally; again a no-op', async () => {
+    const mbox = join(dir, 'takeout.mbox');
+    writeFileSync(
+      mbox,
+      'From 1@xxx Tue Mar  4 09:15:00 2025\nFrom: a@remote.test\nTo: carol@example.test\nSubject: imported 1\n' +
+        'X-Gmail-Labels: Inbox,Unread\n\none\n\n' +
+        'From 2@xxx Tue Mar  4 09:16:00 2025\nFrom: b@remote.test\nTo: carol@example.test, x@other.test\n' +
+        'Subject: imported 2\nX-Gmail-Labels: Inbox\n\ntwo\n',
+    );
+    const io = makeIo(env);
+    assert.equal(await main(['import', '--stack', STACK, mbox], io), 0, io.text().err);
+    assert.match(
+      io.text().err,
+      /importing into stack mail-relay-cli-test \(s3:\/\/mail-relay-cli-bucket, table mail-relay-cli-table\)/,
+    );
+    assert.match(io.text().err, /refused: .*takeout\.mbox#2: x@other\.test: 550 5\.7\.1 Relaying denied/);
+    assert.match(io.text().out, /^imported 2\/2 messages from 1 file in [\d.]+s: delivered 2, duplicate 0,/);
+    // What the deployed API serves: the mailbox's list, read flags from the export, the raw bytes.
+    const page = await aws.index.list(CAROL, { limit: 10 });
+    assert.deepEqual(
+      page.items.map((e) => [e.subject, e.seen, e.receivedAt]),
+      [
+        ['imported 2', true, '2025-03-04T09:16:00.000Z'],
+        ['imported 1', false, '2025-03-04T09:15:00.000Z'],
+      ],
+    );
+    const raw = await aws.blobs.get(mailboxKeys.raw(CAROL, page.items[1]?.id ?? ''));
+    assert.match(
+      raw?.toString() ?? '',
+      /\r?\nFrom 1@xxx Tue Mar {2}4 09:15:00 2025\nFrom: a@remote\.test\n[\s\S]*\n\none\n\n$/,
+    );
+    const again = makeIo(env);
+    assert.equal(await main(['import', '--stack', STACK, mbox], again), 0, again.text().err);
+    assert.match(again.text().out, /delivered 0, duplicate 2,/);
+    const missing = makeIo(env);
+    assert.equal(await main(['import', '--stack', 'no-such-stack', mbox], missing), 1);
+    assert.match(missing.text().err, /no-such-stack/);
   });
 
   it('reparse --stack rewrites what an older parser stored (API: message, LIST, q, parts), keeps ids, seen, STAT and raw, leaves deleted mail deleted', async () => {

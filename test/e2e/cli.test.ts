@@ -931,7 +931,10 @@ describe('arguments, in every command', () => {
       help.stdout,
       /\n {2}replay --since <time> \[--mailbox <address>\] \[--stack <name>\] \[--restore-deleted\]\n/,
     );
-    assert.match(help.stdout, /\n {2}import \[--to <address>\]… <files…>\n/);
+    assert.match(
+      help.stdout,
+      /\n {2}import \[--to <address>\]… \[--stack <name>\] <files or directories…>\n/,
+    );
     assert.equal(malformed.code, 2);
     assert.equal(
       malformed.stderr,
