@@ -45,7 +45,9 @@ const TABLE = 'mail-relay-cli-table';
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
 const CAROL = 'carol@example.test';
-const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB, CAROL] };
+/** The mailbox `import --stack` fills (the other tests count the others' mail). */
+const DAVE = 'dave@example.test';
+const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB, CAROL, DAVE] };
 const LINK_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:mail-relay-links-AbCdEf';
 
 /** The relay stack's storage and outputs, as lib/mail-relay-stack.ts names them. */
@@ -320,9 +322,9 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     const mbox = join(dir, 'takeout.mbox');
     writeFileSync(
       mbox,
-      'From 1@xxx Tue Mar  4 09:15:00 2025\nFrom: a@remote.test\nTo: carol@example.test\nSubject: imported 1\n' +
+      'From 1@xxx Tue Mar  4 09:15:00 2025\nFrom: a@remote.test\nTo: dave@example.test\nSubject: imported 1\n' +
         'X-Gmail-Labels: Inbox,Unread\n\none\n\n' +
-        'From 2@xxx Tue Mar  4 09:16:00 2025\nFrom: b@remote.test\nTo: carol@example.test, x@other.test\n' +
+        'From 2@xxx Tue Mar  4 09:16:00 2025\nFrom: b@remote.test\nTo: dave@example.test, x@other.test\n' +
         'Subject: imported 2\nX-Gmail-Labels: Inbox\n\ntwo\n',
     );
     const io = makeIo(env);
@@ -334,7 +336,7 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     assert.match(io.text().err, /refused: .*takeout\.mbox#2: x@other\.test: 550 5\.7\.1 Relaying denied/);
     assert.match(io.text().out, /^imported 2\/2 messages from 1 file in [\d.]+s: delivered 2, duplicate 0,/);
     // What the deployed API serves: the mailbox's list, read flags from the export, the raw bytes.
-    const page = await aws.index.list(CAROL, { limit: 10 });
+    const page = await aws.index.list(DAVE, { limit: 10 });
     assert.deepEqual(
       page.items.map((e) => [e.subject, e.seen, e.receivedAt]),
       [
@@ -342,7 +344,7 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
         ['imported 1', false, '2025-03-04T09:15:00.000Z'],
       ],
     );
-    const raw = await aws.blobs.get(mailboxKeys.raw(CAROL, page.items[1]?.id ?? ''));
+    const raw = await aws.blobs.get(mailboxKeys.raw(DAVE, page.items[1]?.id ?? ''));
     assert.match(
       raw?.toString() ?? '',
       /\r?\nFrom 1@xxx Tue Mar {2}4 09:15:00 2025\nFrom: a@remote\.test\n[\s\S]*\n\none\n\n$/,
