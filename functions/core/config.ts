@@ -204,6 +204,19 @@ export const routeSchema = z.discriminatedUnion('action', [
        * a spoof the sender's domain asked everyone to refuse. The route's `dmarc` policy still applies.
        */
       forwardDmarcReject: z.boolean().default(false),
+      /**
+       * Put in front of the subject of what this route forwards, as written (`"[info] "`), after any
+       * verdict tag (`[SPAM] [info] …`): a filter at the destination can tell the route's mail apart,
+       * as aws-lambda-ses-forwarder's `subjectPrefix` lets it. One line of printable ASCII, since it
+       * goes into the header as it is.
+       */
+      subjectPrefix: z
+        .string()
+        .min(1)
+        .max(100)
+        .regex(/^[\x20-\x7e]*$/, { message: 'must be one line of printable ASCII' })
+        .refine((s) => s.trim() !== '', { message: 'must not be only spaces' })
+        .optional(),
     })
     .strict(),
   z
@@ -603,6 +616,15 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     issues.push(
       `relay.fromAddress: "${relayRaw.fromAddress}" differs from aws.forwardFrom "${raw.aws.forwardFrom}"; set one of them`,
     );
+  }
+  // Bounces of forwarded mail (and SES's feedback) come back to the sending address; a forward of it
+  // would send each bounce to where it bounced (forward.ts cuts one a catch-all or regex makes).
+  for (const r of routes) {
+    if (r.route.action === 'forward' && r.match.kind === 'exact' && r.match.address === fromAddress) {
+      issues.push(
+        `routes[${r.index}].match: "${fromAddress}" is the address forwarded mail is sent from (relay.fromAddress), where bounces of forwarded mail arrive; forwarding it would loop (give relay.fromAddress an address of its own, such as forwarder@${domainOf(fromAddress)})`,
+      );
+    }
   }
   const notifyMailbox = relayRaw?.notify?.mailbox ?? quarantineMailbox;
   if (!inOurDomains(notifyMailbox)) {

@@ -15,7 +15,8 @@
  *   (https://docs.aws.amazon.com/ses/latest/dg/header-fields.html).
  * - Added on top: `X-Loop` (our marker, to cut loops), `X-Forwarded-For` / `X-Forwarded-To`
  *   (the address it was sent to and where it went), `X-Original-From`, and for tagged mail
- *   `X-Mail-Relay-Verdict` plus a subject prefix; a `Date` and a `Message-ID` when it has none.
+ *   `X-Mail-Relay-Verdict` plus a subject prefix; the route's `subjectPrefix` after that; a `Date`
+ *   and a `Message-ID` when it has none.
  */
 import type { VerdictName } from './config.ts';
 import {
@@ -136,6 +137,8 @@ export interface ForwardRewriteOptions {
   readonly envelopeFrom: string;
   /** Verdicts whose policy is `tag`: a subject prefix and `X-Mail-Relay-Verdict`. */
   readonly tags: readonly VerdictName[];
+  /** The route's own subject prefix (`subjectPrefix`), put in front as written, after the verdict tags. */
+  readonly subjectPrefix?: string | undefined;
   readonly verdicts?: Verdicts | undefined;
   /**
    * Added when the message has no `Date` / `Message-ID` (RFC 5322 §3.6: Date is required, Message-ID
@@ -161,6 +164,14 @@ export interface ForwardRewrite {
 export type LoopCheck =
   | { readonly loop: false; readonly hops: number }
   | { readonly loop: true; readonly reason: 'x-loop' | 'hops'; readonly hops: number };
+
+/**
+ * Why mail for `relay.fromAddress` is not forwarded (the notice says it, and `mail-relay route`): what
+ * arrives there is what comes back from forwards (bounces, SES's feedback), with none of our headers
+ * on top, so nothing else would stop the loop.
+ */
+export const SENDING_ADDRESS_REASON = (address: string) =>
+  `${address} is the address forwarded mail is sent from, where bounces of forwarded mail arrive; forwarding them would send each bounce back to where it bounced`;
 
 /** Whether a message must not be forwarded: it carries our X-Loop, or has too many hops. */
 export function checkLoop(message: Buffer | SplitMessage, loopMarker: string): LoopCheck {
@@ -189,6 +200,19 @@ export function forwardDisplayName(
 ): string {
   const who = cleanDisplayText(original?.name || original?.address || envelopeFrom || 'unknown sender', 150);
   return `${who} via ${domain}`;
+}
+
+/**
+ * A subject value (raw or decoded) with the verdict tags (`[SPAM]`, each run of them followed by a space)
+ * and then the route's own prefix in front. The route's prefix is put as written (`"[info] "`), as
+ * aws-lambda-ses-forwarder puts its `subjectPrefix`, with a space added only before an encoded word,
+ * which RFC 2047 §5 wants separated from other text (`[info]=?UTF-8?B?…?=` would show undecoded).
+ */
+export function prefixSubject(value: string, tags: readonly VerdictName[], routePrefix = ''): string {
+  const verdicts = tags.map((t) => TAG_PREFIX[t]).join('');
+  const spaced = routePrefix !== '' && !/[ \t]$/.test(routePrefix) && value.startsWith('=?');
+  const routed = `${routePrefix}${spaced ? ' ' : ''}${value}`;
+  return verdicts === '' ? routed : `${verdicts} ${routed}`;
 }
 
 function verdictValue(verdicts: Verdicts | undefined, tags: readonly VerdictName[]): string {
@@ -240,7 +264,8 @@ export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): 
   if (options.tags.length > 0) {
     added.push(makeField('X-Mail-Relay-Verdict', verdictValue(options.verdicts, options.tags), eol));
   }
-  const prefix = options.tags.map((t) => TAG_PREFIX[t]).join('');
+  const routePrefix = options.subjectPrefix ?? '';
+  const prefixes = options.tags.length > 0 || routePrefix !== '';
 
   const seen = new Set<string>();
   const kept: HeaderField[] = [];
@@ -255,9 +280,13 @@ export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): 
     if (f.key === 'from') {
       kept.push(makeField('From', from, eol));
       fromDone = true;
-    } else if (f.key === 'subject' && prefix !== '') {
+    } else if (f.key === 'subject' && prefixes) {
       const value = rawFieldValue(f).replace(/^[ \t]+/, '');
-      kept.push({ name: f.name, key: f.key, raw: `${f.name}: ${prefix} ${value}${eol}` });
+      kept.push({
+        name: f.name,
+        key: f.key,
+        raw: `${f.name}: ${prefixSubject(value, options.tags, routePrefix)}${eol}`,
+      });
       subjectDone = true;
     } else {
       kept.push(f);
@@ -270,8 +299,8 @@ export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): 
     if (!kept.some((f) => f.key === 'message-id'))
       kept.push(makeField('Message-ID', options.missing.messageId, eol));
   }
-  if (!subjectDone && prefix !== '' && subjectField === undefined)
-    kept.push(makeField('Subject', prefix, eol));
+  if (!subjectDone && prefixes && subjectField === undefined)
+    kept.push(makeField('Subject', prefixSubject('', options.tags, routePrefix).trimEnd(), eol));
 
   return {
     raw: joinMessage({ eol, fields: [...added, ...kept], separator: split.separator, body: split.body }),

@@ -16,6 +16,7 @@ import {
   normalizeAddress,
 } from '../core/config.ts';
 import { ConfigError, errorMessage, isStorageFull, MailRelayError } from '../core/errors.ts';
+import { SENDING_ADDRESS_REASON } from '../core/forward-rewrite.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
 import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
@@ -223,10 +224,17 @@ function describeDecision(d: Decision, config: Config): string {
       return `quarantine in ${d.mailbox} (${d.reasons.join(', ')})`;
     case 'forward':
       // forward.ts cuts it: it would come straight back in.
-      return config.domains.includes(domainOf(d.to))
-        ? `forward to ${d.to}${tag} via ${via}: not sent, ${domainOf(d.to)} is one of our domains ` +
-            `(cut as a loop; a notice goes to ${config.relay.notifyMailbox})`
-        : `forward to ${d.to}${tag} via ${via}`;
+      if (config.domains.includes(domainOf(d.to)))
+        return (
+          `forward to ${d.to}${tag} via ${via}: not sent, ${domainOf(d.to)} is one of our domains ` +
+          `(cut as a loop; a notice goes to ${config.relay.notifyMailbox})`
+        );
+      if (d.recipient === config.relay.fromAddress)
+        return (
+          `forward to ${d.to}${tag} via ${via}: not sent, ${SENDING_ADDRESS_REASON(d.recipient)} ` +
+          `(cut as a loop; a notice goes to ${config.relay.notifyMailbox})`
+        );
+      return `forward to ${d.to}${tag} via ${via}`;
     case 'reject':
       return `reject ${d.code} ${d.message}${d.routeIndex === undefined ? '' : ` via ${via}`}`;
     case 'drop':

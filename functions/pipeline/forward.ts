@@ -14,7 +14,13 @@ import {
   PresignUnavailableError,
   SendError,
 } from '../core/errors.ts';
-import { checkLoop, type ForwardRewrite, rewriteForForward } from '../core/forward-rewrite.ts';
+import {
+  checkLoop,
+  type ForwardRewrite,
+  prefixSubject,
+  rewriteForForward,
+  SENDING_ADDRESS_REASON,
+} from '../core/forward-rewrite.ts';
 import { timeOfId } from '../core/ids.ts';
 import { FORWARDED_PREFIX } from '../core/keys.ts';
 import { splitMessage } from '../core/mime-header.ts';
@@ -40,6 +46,15 @@ export const DEFAULT_SEND_LEASE_MS = 15 * 60 * 1000;
 export const DEFAULT_RETRY_DELAYS_MS: readonly number[] = [1000, 4000];
 /** Originals up to this size are attached to the failure notice; larger ones are only referenced. */
 export const NOTICE_ATTACH_MAX_BYTES = 10 * 1024 * 1024;
+
+/** The `forward` route a decision came from (its `routeIndex`), or undefined. */
+export function forwardRouteOf(
+  config: Config,
+  routeIndex: number | undefined,
+): Extract<Config['routes'][number]['route'], { action: 'forward' }> | undefined {
+  const r = routeIndex === undefined ? undefined : config.routes[routeIndex]?.route;
+  return r?.action === 'forward' ? r : undefined;
+}
 
 /** Another invocation holds the claim on this send: retry the notification later (SQS does). */
 export class ForwardInProgressError extends MailRelayError {
@@ -74,6 +89,8 @@ export interface ForwardRequest {
   readonly recipient: string;
   readonly destination: string;
   readonly tags: readonly VerdictName[];
+  /** The forward route's `subjectPrefix`, if it has one. */
+  readonly subjectPrefix?: string | undefined;
   /** The message id (ULID) and the SES message id. */
   readonly id: string;
   readonly sesMessageId: string;
@@ -189,7 +206,11 @@ async function buildOversizeNotice(
     from: { name: rewrite.displayName, address: relay.fromAddress },
     to: req.destination,
     ...(rewrite.originalFrom ? { replyTo: rewrite.originalFrom } : {}),
-    subject: `[Too large to forward] ${rewrite.subject ?? '(no subject)'}`,
+    subject: prefixSubject(
+      `[Too large to forward] ${rewrite.subject ?? '(no subject)'}`,
+      [],
+      req.subjectPrefix,
+    ),
     date: now,
     text,
     headers: {
@@ -272,20 +293,24 @@ export async function forwardMessage(deps: ForwardDeps, req: ForwardRequest): Pr
   const key = forwardSendKey(req.sesMessageId, destination);
 
   // Sending to one of our own domains would come straight back in (config refuses it statically;
-  // a regex route's `$1` can still produce one at run time).
+  // a regex route's `$1` can still produce one at run time). Mail for our sending address is what
+  // comes back from forwards (bounces, SES's feedback), so forwarding it (by a catch-all, say) sends a
+  // bounce to the address that bounced, whose bounce comes back here: a loop no header of ours marks.
   const loop = config.domains.includes(domainOf(destination))
     ? { loop: true as const, reason: 'destination is one of our own domains' }
-    : (() => {
-        const c = checkLoop(req.raw, relay.loopMarker);
-        if (!c.loop) return c;
-        return {
-          loop: true as const,
-          reason:
-            c.reason === 'x-loop'
-              ? `it already carries our X-Loop: ${relay.loopMarker}`
-              : `${c.hops} Received headers (more than the limit)`,
-        };
-      })();
+    : req.recipient === relay.fromAddress
+      ? { loop: true as const, reason: SENDING_ADDRESS_REASON(relay.fromAddress) }
+      : (() => {
+          const c = checkLoop(req.raw, relay.loopMarker);
+          if (!c.loop) return c;
+          return {
+            loop: true as const,
+            reason:
+              c.reason === 'x-loop'
+                ? `it already carries our X-Loop: ${relay.loopMarker}`
+                : `${c.hops} Received headers (more than the limit)`,
+          };
+        })();
   if (loop.loop) {
     await req.deliverNotice(
       relay.notifyMailbox,
@@ -313,6 +338,7 @@ export async function forwardMessage(deps: ForwardDeps, req: ForwardRequest): Pr
     loopMarker: relay.loopMarker,
     envelopeFrom: req.mailFrom,
     tags: req.tags,
+    subjectPrefix: req.subjectPrefix,
     verdicts: req.verdicts,
     // The same for every attempt and destination: a retry sends the same message.
     missing: {

@@ -21,7 +21,7 @@ import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex, MessageEntry, ParsedEntryFields } from '../ports/mailbox-index.ts';
 import type { Outbound } from '../ports/outbound.ts';
 import { bounceRejections } from './bounce.ts';
-import { type ForwardOptions, forwardMessage } from './forward.ts';
+import { type ForwardOptions, forwardMessage, forwardRouteOf } from './forward.ts';
 
 // Re-exported so existing importers keep working; the definitions live in core/keys.ts.
 export { mailboxKeys, type StoredSummary } from '../core/keys.ts';
@@ -246,6 +246,7 @@ export async function processNotification(
           recipient: decision.recipient,
           destination: normalizeAddress(decision.to),
           tags: decision.tags,
+          subjectPrefix: forwardRouteOf(deps.config, decision.routeIndex)?.subjectPrefix,
           id,
           sesMessageId: mail.messageId,
           raw,

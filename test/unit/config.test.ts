@@ -153,6 +153,46 @@ describe('configuration', () => {
     assert.ok(err.issues.some((i) => i.startsWith('routes[2].to[0]') && i.includes('forward')));
   });
 
+  it('refuses an exact route forwarding the sending address (bounces of forwards arrive there), by default or set', () => {
+    const set = configError({
+      domains: ['example.com'],
+      relay: { fromAddress: 'Info@example.com' },
+      routes: [{ match: 'info@example.com', action: 'forward', to: ['me@gmail.com'] }],
+    });
+    assert.deepEqual(set.issues, [
+      'routes[0].match: "info@example.com" is the address forwarded mail is sent from (relay.fromAddress), where bounces of forwarded mail arrive; forwarding it would loop (give relay.fromAddress an address of its own, such as forwarder@example.com)',
+    ]);
+    const byDefault = configError({
+      domains: ['example.com'],
+      routes: [{ match: 'forwarder@example.com', action: 'forward', to: ['me@gmail.com'] }],
+    });
+    assert.ok(byDefault.issues[0]?.startsWith('routes[0].match: "forwarder@example.com" is the address'));
+    // A catch-all covering it is fine: forward.ts cuts that one mail at run time.
+    parseConfig({
+      domains: ['example.com'],
+      routes: [{ match: '*@example.com', action: 'forward', to: ['me@gmail.com'] }],
+    });
+  });
+
+  it("a forward route's subjectPrefix is one line of printable ASCII", () => {
+    const err = configError({
+      domains: ['example.com'],
+      routes: [
+        { match: 'a@example.com', action: 'forward', to: ['me@gmail.com'], subjectPrefix: '[a]\r\nBcc: x@y' },
+        { match: 'b@example.com', action: 'forward', to: ['me@gmail.com'], subjectPrefix: '   ' },
+        { match: 'c@example.com', action: 'deliver', to: ['a@example.com'], subjectPrefix: '[c] ' },
+      ],
+    });
+    assert.ok(
+      err.issues.some((i) => i.startsWith('routes[0].subjectPrefix: must be one line of printable ASCII')),
+    );
+    assert.ok(err.issues.some((i) => i.startsWith('routes[1].subjectPrefix: must not be only spaces')));
+    assert.ok(
+      err.issues.some((i) => i.startsWith('routes[2]')),
+      err.issues.join('\n'),
+    );
+  });
+
   it('refuses literal targets of catch-all and regex routes that lead nowhere (a typo), not those with $n', () => {
     // The catch-all would take its own typo'd target again: a loop at run time.
     const catchAll = configError({

@@ -225,6 +225,28 @@ describe('rewriteForForward: the header block a forwarding user receives', () =>
     assert.deepEqual(headerValues(none.raw, 'Subject'), ['[VIRUS]']);
   });
 
+  it("a route's subjectPrefix: as written, after the verdict tags, spaced from an encoded word, alone when there is no Subject", () => {
+    const subject = (raw: string, options: Partial<ForwardRewriteOptions>) =>
+      headerValues(rewriteForForward(Buffer.from(raw), { ...OPTIONS, ...options }).raw, 'Subject');
+    const plain = 'From: a@example.org\r\nSubject: Hello\r\n\r\nbody\r\n';
+    assert.deepEqual(subject(plain, { subjectPrefix: '[info] ' }), ['[info] Hello']);
+    // As aws-lambda-ses-forwarder puts its subjectPrefix: nothing added to what the user wrote.
+    assert.deepEqual(subject(plain, { subjectPrefix: 'Fwd:' }), ['Fwd:Hello']);
+    assert.deepEqual(subject(plain, { subjectPrefix: '[info] ', tags: ['spam'] }), ['[SPAM] [info] Hello']);
+    // RFC 2047 §5: an encoded word must be apart from other text, or readers show it undecoded.
+    const encoded = 'From: a@example.org\r\nSubject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n\r\nbody\r\n';
+    const [value] = subject(encoded, { subjectPrefix: '[info]' });
+    assert.equal(value, '[info] =?UTF-8?B?R3LDvMOfZQ==?=');
+    assert.equal(decodeHeaderText(value ?? ''), '[info] Grüße');
+    assert.deepEqual(subject('From: a@example.org\r\n\r\nbody\r\n', { subjectPrefix: '[info] ' }), [
+      '[info]',
+    ]);
+    assert.deepEqual(
+      subject('From: a@example.org\r\n\r\nbody\r\n', { subjectPrefix: '[info] ', tags: ['spam'] }),
+      ['[SPAM] [info]'],
+    );
+  });
+
   it('From forms: comment name, bare address, no From at all (Reply-To from the envelope)', () => {
     const make = (from: string | null) =>
       Buffer.from(
