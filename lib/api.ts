@@ -87,9 +87,11 @@ export class MailApi extends Construct {
               allowOrigins: [...cors],
               // Idempotency-Key (POST …/send), If-Match, If-None-Match, If-Range and Range (/raw, /parts;
               // a Range is safelisted in its simplest form only) are not CORS-safelisted: without them
-              // here a browser's preflight refuses those requests.
+              // here a browser's preflight refuses those requests. Content-Encoding too, so that a
+              // compressed upload meets the API's 415 rather than a CORS failure.
               allowHeaders: [
                 'authorization',
+                'content-encoding',
                 'content-type',
                 'idempotency-key',
                 'if-match',

@@ -402,7 +402,9 @@ const routes = {
       400: badRequest('invalid_address', 'invalid_id', 'invalid_json', 'invalid_request'),
       413: jsonError('The body is larger than 16 KiB (`payload_too_large`)'),
       ...PRECONDITION_FAILED,
-      415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+      415: jsonError(
+        'The body is not application/json, or is compressed (`Content-Encoding`) (`unsupported_media_type`)',
+      ),
       ...STORAGE_FULL,
     },
   }),
@@ -447,7 +449,9 @@ const routes = {
       413: jsonError(
         `The body is larger than ${MAX_DELETE_MANY_BODY_BYTES / 1024} KiB (\`payload_too_large\`)`,
       ),
-      415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+      415: jsonError(
+        'The body is not application/json, or is compressed (`Content-Encoding`) (`unsupported_media_type`)',
+      ),
       ...STORAGE_FULL,
     },
   }),

@@ -134,7 +134,9 @@ export const sendRouteFor = (maxBodyBytes: number) =>
       413: jsonError(
         'The message is larger than the relay sends (`message_too_large`), or the body larger than such a message could take (`payload_too_large`)',
       ),
-      415: jsonError('Neither application/json nor message/rfc822 (`unsupported_media_type`)'),
+      415: jsonError(
+        'Neither application/json nor message/rfc822, or compressed (`Content-Encoding`) (`unsupported_media_type`)',
+      ),
       422: jsonError(
         'The provider refused the message for good (`send_rejected`), one of our own addresses refuses mail (`recipient_refused`: no such mailbox, a `reject` route; nothing is sent), or the Idempotency-Key was used for a different request (`idempotency_key_reused`)',
       ),

@@ -13,7 +13,7 @@ import { canonicalAddress } from '../core/config.ts';
 import { ValidationError } from '../core/errors.ts';
 import type { MailboxIndex, TokenRecord } from '../ports/mailbox-index.ts';
 import { authenticate, authorizeAdmin, authorizeMailbox } from './auth.ts';
-import { toHttpError } from './errors.ts';
+import { HttpStatusError, toHttpError } from './errors.ts';
 import { NO_STORE } from './http-headers.ts';
 import { errorSchema, mailboxParamsSchema } from './schemas.ts';
 
@@ -133,6 +133,9 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
     if (status >= 500) logError(err);
     const headers: Record<string, string> = { 'Cache-Control': NO_STORE };
     if (status === 401) headers['WWW-Authenticate'] = bearerChallenge(c.req.header('Authorization'));
+    // What a client may send instead of a content coding it used (RFC 9110 §12.5.3).
+    if (status === 415 && c.req.header('Content-Encoding') !== undefined)
+      headers['Accept-Encoding'] = 'identity';
     return c.json(body, status, headers);
   });
   app.notFound((c) => {
@@ -214,6 +217,27 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
   };
   // `/:address/*` also matches the bare `/v1/mailboxes/:address` (STAT).
   app.use('/v1/mailboxes/:address/*', mailboxGuard);
+
+  // A body sent compressed (`Content-Encoding: gzip`, what some clients do with large uploads) was read
+  // as it came: a gzipped message/rfc822 to …/send was refused as `403 from_not_allowed` (no From in
+  // the compressed bytes), gzipped JSON as `invalid_json`. No route decodes a content coding (a bounded
+  // inflate for one client in a hundred is not worth a zip bomb's risk): 415 and what we take (RFC 9110
+  // §15.5.16, §12.5.3). After authentication, as any other refusal of a body.
+  app.use('/v1/*', async (c, next) => {
+    const coding = c.req.header('Content-Encoding');
+    if (
+      c.req.method !== 'GET' &&
+      c.req.method !== 'HEAD' &&
+      coding?.split(',').some((t) => t.trim() !== '' && t.trim().toLowerCase() !== 'identity')
+    ) {
+      throw new HttpStatusError(
+        415,
+        'unsupported_media_type',
+        `the body is ${coding?.trim()}-encoded; send it as it is, without Content-Encoding`,
+      );
+    }
+    return next();
+  });
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -11,7 +11,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
+import { createSendApp } from '../../functions/api/send-app.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { httpApiHandler } from '../../functions/handlers/http-api.ts';
 import { type ApiTestEnv, errorOf, startApiTestEnv } from '../helpers/api.ts';
@@ -309,6 +311,94 @@ describe('HTTP semantics of the mailbox API', () => {
       `${env.url}${M}/parts/${partId}`,
     ]);
     assert.equal(parseAnswer(fresh.stdout).status, 206);
+  });
+
+  it('refuses a compressed body (Content-Encoding) with 415 and Accept-Encoding: identity, not as if it were the body', async () => {
+    const M = `${A}/messages/${id}`;
+    const gz = (text: string) => gzipSync(Buffer.from(text));
+    const message = `From: ${ALICE}\r\nTo: bob@example.test\r\nSubject: gz\r\n\r\nhello\r\n`;
+    const cases = [
+      { method: 'POST', path: `${A}/send`, type: 'message/rfc822', body: gz(message) },
+      {
+        method: 'POST',
+        path: `${A}/send`,
+        type: 'application/json',
+        body: gz('{"to":"bob@example.test","text":"x"}'),
+      },
+      { method: 'PATCH', path: M, type: 'application/json', body: gz('{"seen":true}') },
+      {
+        method: 'POST',
+        path: `${A}/messages/delete`,
+        type: 'application/json',
+        body: gz(`{"ids":["${id}"]}`),
+      },
+    ];
+    const sendApp = createSendApp({
+      index: env.runtime.index,
+      blobs: env.api.blobs,
+      config: env.runtime.config,
+      outbound: env.runtime.outbound,
+      parser: env.runtime.parser,
+      logError: () => {},
+    });
+    const mailboxApp = createMailboxApp({
+      index: env.runtime.index,
+      blobs: env.api.blobs,
+      logError: () => {},
+    });
+    for (const c of cases) {
+      // curl, as a user would send a compressed upload.
+      const r = await run(
+        'curl',
+        [
+          '-s',
+          '-i',
+          '-X',
+          c.method,
+          '-H',
+          `Authorization: Bearer ${alice}`,
+          '-H',
+          `Content-Type: ${c.type}`,
+          '-H',
+          'Content-Encoding: gzip',
+          '--data-binary',
+          '@-',
+          `${env.url}${c.path}`,
+        ],
+        { input: c.body },
+      );
+      const a = parseAnswer(r.stdout);
+      assert.equal(a.status, 415, `${c.method} ${c.path} (${c.type}): ${r.stdout}`);
+      assert.equal(a.headers.get('accept-encoding'), 'identity');
+      assert.equal((JSON.parse(a.body) as { error: { code: string } }).error.code, 'unsupported_media_type');
+      // Through the Lambda handler of the function API Gateway sends it to, the body base64-encoded.
+      const handler = httpApiHandler(c.path.endsWith('/send') ? sendApp : mailboxApp);
+      const l = await handler(
+        httpApiEvent({
+          method: c.method,
+          path: c.path,
+          headers: { authorization: `Bearer ${alice}`, 'content-type': c.type, 'content-encoding': 'gzip' },
+          body: c.body,
+          base64: true,
+        }),
+      );
+      assert.equal(l.statusCode, 415, `lambda ${c.method} ${c.path}: ${l.body}`);
+    }
+    // Nothing was sent, marked or deleted.
+    assert.equal(((await (await env.request(M, { token: alice })).json()) as { seen: boolean }).seen, false);
+    const sent = (await (await env.request(`${A}?view=sent`, { token: alice })).json()) as {
+      messages: number;
+    };
+    assert.equal(sent.messages, 0);
+    // `identity` is no coding at all.
+    const plain = await env.request(M, {
+      method: 'PATCH',
+      token: alice,
+      headers: { 'Content-Type': 'application/json', 'Content-Encoding': 'identity' },
+      body: '{"seen":false}',
+    });
+    assert.equal(plain.status, 200);
+    await plain.arrayBuffer();
   });
 
   describe('requests the local server refused with an empty body or a wrong status', () => {
