@@ -85,13 +85,16 @@ export class MailApi extends Construct {
         ? {
             corsPreflight: {
               allowOrigins: [...cors],
-              // Idempotency-Key (POST …/send), If-None-Match, If-Range and Range (/raw, /parts; a Range
-              // is safelisted in its simplest form only) are not CORS-safelisted: without them here a
-              // browser's preflight refuses those requests.
+              // Idempotency-Key (POST …/send), If-Match, If-None-Match, If-Range and Range (/raw, /parts;
+              // a Range is safelisted in its simplest form only) are not CORS-safelisted: without them
+              // here a browser's preflight refuses those requests. Content-Encoding too, so that a
+              // compressed upload meets the API's 415 rather than a CORS failure.
               allowHeaders: [
                 'authorization',
+                'content-encoding',
                 'content-type',
                 'idempotency-key',
+                'if-match',
                 'if-none-match',
                 'if-range',
                 'range',
@@ -103,7 +106,14 @@ export class MailApi extends Construct {
                 CorsHttpMethod.DELETE,
                 CorsHttpMethod.OPTIONS,
               ],
-              exposeHeaders: ['location', 'etag', 'mail-relay-cursor', 'content-range', 'accept-ranges'],
+              exposeHeaders: [
+                'location',
+                'etag',
+                'mail-relay-cursor',
+                'content-range',
+                'accept-ranges',
+                'www-authenticate',
+              ],
             },
           }
         : {}),

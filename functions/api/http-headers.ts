@@ -85,6 +85,18 @@ export function matchesEtag(ifNoneMatch: string | undefined, etag: string): bool
   return ifNoneMatch.split(',').some((t) => t.trim().replace(/^W\//, '') === bare);
 }
 
+/**
+ * Whether an `If-Match` header holds for a resource that exists (RFC 9110 §13.1.1; a request for one
+ * that does not is answered as without it, §13.2.1): absent or `*`, it does; a list holds when one
+ * of its tags is `etag` by strong comparison (a weak tag never does). `etag` null: the resource has
+ * none, so no tag can match.
+ */
+export function ifMatchHolds(ifMatch: string | undefined, etag: string | null): boolean {
+  if (ifMatch === undefined || ifMatch.trim() === '*') return true;
+  if (etag === null || etag.startsWith('W/')) return false;
+  return ifMatch.split(',').some((t) => t.trim() === etag);
+}
+
 /** What a `Range` header asks of a representation of `size` bytes (RFC 9110 §14.2). */
 export type RangeAnswer =
   /** No range to serve: answer `200` with the whole (no header, one not understood, several ranges). */

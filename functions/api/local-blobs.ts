@@ -116,13 +116,6 @@ export function mountSignedLinks(
         { 'Content-Range': `bytes */${info.size}`, 'Cache-Control': 'private, no-store' },
       );
     }
-    const stream = await blobs.getStream(
-      key,
-      asked.kind === 'part' ? { start: asked.start, end: asked.end } : undefined,
-    );
-    if (stream === null) {
-      throw new HttpStatusError(404, 'not_found', 'no such blob (the message may have been deleted)');
-    }
     const headers: Record<string, string> = {
       'Content-Type': verdict.contentType ?? 'application/octet-stream',
       'Content-Length': String(asked.kind === 'part' ? asked.end - asked.start + 1 : info.size),
@@ -132,6 +125,16 @@ export function mountSignedLinks(
     };
     if (asked.kind === 'part') headers['Content-Range'] = `bytes ${asked.start}-${asked.end}/${info.size}`;
     if (verdict.contentDisposition !== undefined) headers['Content-Disposition'] = verdict.contentDisposition;
+    // A HEAD opens nothing: hono drops the body of the GET it answers with, and a file stream
+    // dropped unread kept its descriptor open until the garbage collector closed it (one per HEAD).
+    if (c.req.method === 'HEAD') return c.body(null, 200, headers);
+    const stream = await blobs.getStream(
+      key,
+      asked.kind === 'part' ? { start: asked.start, end: asked.end } : undefined,
+    );
+    if (stream === null) {
+      throw new HttpStatusError(404, 'not_found', 'no such blob (the message may have been deleted)');
+    }
     return c.body(
       Readable.toWeb(stream) as ReadableStream<Uint8Array>,
       asked.kind === 'part' ? 206 : 200,

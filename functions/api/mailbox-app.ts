@@ -26,6 +26,7 @@ import { HttpStatusError } from './errors.ts';
 import {
   contentDisposition,
   IMMUTABLE_CACHE_CONTROL,
+  ifMatchHolds,
   matchesEtag,
   NO_STORE,
   REVALIDATE_CACHE_CONTROL,
@@ -68,7 +69,7 @@ import {
   waitResultSchema,
 } from './schemas.ts';
 import { documentSendRoute } from './send-route.ts';
-import { type ApiApp, type ApiEnv, createApiShell } from './shell.ts';
+import { type ApiApp, type ApiEnv, createApiShell, UNAUTHORIZED_RESPONSE } from './shell.ts';
 import { readTop } from './top.ts';
 import type { MailWaiter } from './waiter.ts';
 
@@ -194,7 +195,7 @@ const STORAGE_FULL = {
   ),
 } as const;
 const AUTH_ERRORS = {
-  401: jsonError('Missing or invalid token (`unauthorized`)'),
+  401: UNAUTHORIZED_RESPONSE,
   403: jsonError('The token is not valid for this mailbox (`forbidden`)'),
   ...SERVER_ERROR,
 } as const;
@@ -218,8 +219,29 @@ const IF_NONE_MATCH = z.object({
     .optional()
     .openapi({ description: 'The `ETag` of an earlier answer: `304` (no body) while it still matches' }),
 });
+/** The precondition of RFC 9110 §13.1.1: `412` unless it holds. */
+const IF_MATCH = z.object({
+  'If-Match': z.string().optional().openapi({
+    description:
+      'ETags the answer must have (`*`: any, the message must exist): `412 precondition_failed` unless it has one',
+  }),
+});
+/**
+ * On PATCH and DELETE of a message. Its JSON has no ETag (`seen` changes it), so only `*` can hold:
+ * a tag is `412`, rather than being ignored and leaving a client to believe it guarded the write.
+ */
+const IF_MATCH_MESSAGE = z.object({
+  'If-Match': z
+    .string()
+    .optional()
+    .openapi({
+      description:
+        '`*`: only while the message exists, else `412 precondition_failed`. The message has no ETag, so any ' +
+        'other value is `412` (no lost-update guard is needed: the message never changes, and `seen` is set, not toggled)',
+    }),
+});
 /** A byte range of the stored bytes (RFC 9110 §14), with revalidation as above. */
-const RANGE_HEADERS = IF_NONE_MATCH.extend({
+const RANGE_HEADERS = IF_NONE_MATCH.extend(IF_MATCH.shape).extend({
   Range: z
     .string()
     .optional()
@@ -235,6 +257,8 @@ const RANGE_HEADERS = IF_NONE_MATCH.extend({
   }),
 });
 const header = (description: string) => ({ description, schema: { type: 'string' as const } });
+/** On every answer to a request with a token: a cache keeps what one token read for that token only. */
+const VARY = header('`Authorization`: a cache must not answer another token with it');
 /** `206` and `416` of a route answering `Range`. */
 const rangeResponses = (type: string) => ({
   206: {
@@ -242,6 +266,7 @@ const rangeResponses = (type: string) => ({
     headers: {
       'Content-Range': header('`bytes first-last/size`'),
       ETag: header('As on the 200'),
+      Vary: VARY,
     },
     content: { [type]: { schema: BINARY } },
   },
@@ -252,6 +277,9 @@ const rangeResponses = (type: string) => ({
     content: { 'application/json': { schema: errorSchema } },
   },
 });
+const PRECONDITION_FAILED = {
+  412: jsonError('`If-Match` does not hold (`precondition_failed`)'),
+} as const;
 const redirect = (what: string) => ({
   description: `${what} is larger than the redirect threshold: follow \`Location\`, a short-lived presigned URL that serves the same bytes`,
   headers: { Location: { schema: { type: 'string' as const } } },
@@ -362,6 +390,7 @@ const routes = {
     request: {
       params: messageParamsSchema,
       query: viewQuerySchema,
+      headers: IF_MATCH_MESSAGE,
       body: { required: true, content: { 'application/json': { schema: patchMessageBodySchema } } },
     },
     responses: {
@@ -372,7 +401,10 @@ const routes = {
       ...MESSAGE_ERRORS,
       400: badRequest('invalid_address', 'invalid_id', 'invalid_json', 'invalid_request'),
       413: jsonError('The body is larger than 16 KiB (`payload_too_large`)'),
-      415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+      ...PRECONDITION_FAILED,
+      415: jsonError(
+        'The body is not application/json, or is compressed (`Content-Encoding`) (`unsupported_media_type`)',
+      ),
       ...STORAGE_FULL,
     },
   }),
@@ -417,7 +449,9 @@ const routes = {
       413: jsonError(
         `The body is larger than ${MAX_DELETE_MANY_BODY_BYTES / 1024} KiB (\`payload_too_large\`)`,
       ),
-      415: jsonError('The body is not application/json (`unsupported_media_type`)'),
+      415: jsonError(
+        'The body is not application/json, or is compressed (`Content-Encoding`) (`unsupported_media_type`)',
+      ),
       ...STORAGE_FULL,
     },
   }),
@@ -427,8 +461,13 @@ const routes = {
     tags: ['message'],
     summary: 'DELE: delete the message (counters updated in the same transaction)',
     security: SECURITY,
-    request: { params: messageParamsSchema, query: viewQuerySchema },
-    responses: { 204: { description: 'Deleted' }, ...MESSAGE_ERRORS, ...STORAGE_FULL },
+    request: { params: messageParamsSchema, query: viewQuerySchema, headers: IF_MATCH_MESSAGE },
+    responses: {
+      204: { description: 'Deleted' },
+      ...MESSAGE_ERRORS,
+      ...PRECONDITION_FAILED,
+      ...STORAGE_FULL,
+    },
   }),
   raw: createRoute({
     method: 'get',
@@ -444,16 +483,18 @@ const routes = {
           ETag: header('The message id, quoted: the bytes never change'),
           'Cache-Control': header('`private, max-age=31536000, immutable`'),
           'Accept-Ranges': header('`bytes`: a `Range` is answered'),
+          Vary: VARY,
         },
         content: { 'message/rfc822': { schema: BINARY } },
       },
       ...rangeResponses('message/rfc822'),
       304: {
         description: 'Not modified (`If-None-Match`)',
-        headers: { ETag: header('As on the 200') },
+        headers: { ETag: header('As on the 200'), Vary: VARY },
       },
       307: redirect('The message'),
       ...MESSAGE_ERRORS,
+      ...PRECONDITION_FAILED,
     },
   }),
   top: createRoute({
@@ -492,16 +533,18 @@ const routes = {
           'Cache-Control': header('`private, no-cache`: revalidate with `If-None-Match`'),
           'Content-Disposition': header('`attachment` or `inline`, with the filename'),
           'Accept-Ranges': header('`bytes`: a `Range` is answered'),
+          Vary: VARY,
         },
         content: { '*/*': { schema: BINARY } },
       },
       ...rangeResponses('*/*'),
       304: {
         description: 'Not modified (`If-None-Match`)',
-        headers: { ETag: header('As on the 200') },
+        headers: { ETag: header('As on the 200'), Vary: VARY },
       },
       307: redirect('The part'),
       ...MESSAGE_ERRORS,
+      ...PRECONDITION_FAILED,
       400: badRequest('invalid_address', 'invalid_id', 'invalid_part_id', 'invalid_request'),
       404: jsonError('No such message or part (`message_not_found`, `part_not_found`)'),
     },
@@ -627,6 +670,10 @@ function viewKey(mailbox: string, view: MailboxView): string {
   return view === 'sent' ? sentMailboxKey(mailbox) : mailbox;
 }
 
+function preconditionFailed(): HttpStatusError {
+  return new HttpStatusError(412, 'precondition_failed', 'If-Match does not hold for this resource');
+}
+
 function messageNotFound(): NotFoundError {
   return new NotFoundError('no such message in this mailbox', 'message_not_found');
 }
@@ -695,6 +742,17 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const entry = await index.get(mailbox, id);
     if (entry === null) throw messageNotFound();
     return entry;
+  };
+
+  /**
+   * `If-Match` on PATCH and DELETE of a message, evaluated before either changes anything. The
+   * message's JSON has no ETag, so only `*` holds while it exists; for a message that does not, the
+   * answer is the 404 it would be without the header (RFC 9110 §13.2.1).
+   */
+  const checkIfMatchMessage = async (c: Context<ApiEnv>, mailbox: string, id: string): Promise<void> => {
+    const ifMatch = c.req.header('If-Match');
+    if (ifMatchHolds(ifMatch, null)) return;
+    if ((await index.get(mailbox, id)) !== null) throw preconditionFailed();
   };
 
   const readSummary = async (mailbox: string, id: string) => {
@@ -795,6 +853,12 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
         416,
         { 'Content-Range': `bytes */${size}`, 'Cache-Control': NO_STORE },
       );
+    }
+    if (asked.kind === 'whole' && c.req.method === 'HEAD') {
+      // The GET's headers without reading the bytes (hono drops the body of a HEAD): S3's HeadObject
+      // rather than a GetObject of up to 4 MiB, and still a 404 when the message went meanwhile.
+      if ((await blobs.head(key)) === null) return onMissing();
+      return c.body(null, 200, { ...headers, 'Content-Length': String(size), 'Accept-Ranges': 'bytes' });
     }
     if (asked.kind === 'whole') {
       const bytes = await blobs.get(key);
@@ -927,7 +991,9 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   app.openapi(routes.patchMessage, async (c) => {
     const { id } = c.req.valid('param');
     const { seen } = c.req.valid('json');
-    const entry = await index.setSeen(viewKey(c.get('mailbox'), c.req.valid('query').view), id, seen);
+    const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
+    await checkIfMatchMessage(c, mailbox, id);
+    const entry = await index.setSeen(mailbox, id, seen);
     if (entry === null) throw messageNotFound();
     return c.json(toListItem(entry), 200);
   });
@@ -935,6 +1001,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
   app.openapi(routes.deleteMessage, async (c) => {
     const mailbox = viewKey(c.get('mailbox'), c.req.valid('query').view);
     const { id } = c.req.valid('param');
+    await checkIfMatchMessage(c, mailbox, id);
     if (!(await dele(mailbox, id))) throw messageNotFound();
     return c.body(null, 204);
   });
@@ -962,6 +1029,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const { id } = c.req.valid('param');
     const entry = await getEntry(mailbox, id);
     const etag = `"${id}"`;
+    if (!ifMatchHolds(c.req.header('If-Match'), etag)) throw preconditionFailed();
     if (matchesEtag(c.req.header('If-None-Match'), etag)) {
       return c.body(null, 304, { ETag: etag, 'Cache-Control': IMMUTABLE_CACHE_CONTROL });
     }
@@ -1033,6 +1101,7 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       .digest('hex')
       .slice(0, 16);
     const etag = `"${attachment.sha256}-${headersHash}"`;
+    if (!ifMatchHolds(c.req.header('If-Match'), etag)) throw preconditionFailed();
     if (matchesEtag(c.req.header('If-None-Match'), etag)) {
       return c.body(null, 304, { ETag: etag, 'Cache-Control': REVALIDATE_CACHE_CONTROL });
     }

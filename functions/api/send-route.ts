@@ -9,7 +9,7 @@ import { createRoute } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import * as z from 'zod';
 import { errorSchema, mailboxParamsSchema } from './schemas.ts';
-import type { ApiApp } from './shell.ts';
+import { type ApiApp, UNAUTHORIZED_RESPONSE } from './shell.ts';
 
 /** SES accepts at most 50 recipients (To + Cc + Bcc) per message. */
 export const MAX_SEND_RECIPIENTS = 50;
@@ -128,13 +128,15 @@ export const sendRouteFor = (maxBodyBytes: number) =>
       400: jsonError(
         'Invalid input: `invalid_address`, `invalid_json`, `invalid_request`, `invalid_recipient`, `no_recipients`, `too_many_recipients`',
       ),
-      401: jsonError('Missing or invalid token (`unauthorized`)'),
+      401: UNAUTHORIZED_RESPONSE,
       403: jsonError('Not this mailbox, or From is not its address (`forbidden`, `from_not_allowed`)'),
       409: jsonError('The same Idempotency-Key is being sent right now (`send_in_progress`)'),
       413: jsonError(
         'The message is larger than the relay sends (`message_too_large`), or the body larger than such a message could take (`payload_too_large`)',
       ),
-      415: jsonError('Neither application/json nor message/rfc822 (`unsupported_media_type`)'),
+      415: jsonError(
+        'Neither application/json nor message/rfc822, or compressed (`Content-Encoding`) (`unsupported_media_type`)',
+      ),
       422: jsonError(
         'The provider refused the message for good (`send_rejected`), one of our own addresses refuses mail (`recipient_refused`: no such mailbox, a `reject` route; nothing is sent), or the Idempotency-Key was used for a different request (`idempotency_key_reused`)',
       ),

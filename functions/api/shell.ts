@@ -13,9 +13,9 @@ import { canonicalAddress } from '../core/config.ts';
 import { ValidationError } from '../core/errors.ts';
 import type { MailboxIndex, TokenRecord } from '../ports/mailbox-index.ts';
 import { authenticate, authorizeAdmin, authorizeMailbox } from './auth.ts';
-import { toHttpError } from './errors.ts';
+import { HttpStatusError, toHttpError } from './errors.ts';
 import { NO_STORE } from './http-headers.ts';
-import { mailboxParamsSchema } from './schemas.ts';
+import { errorSchema, mailboxParamsSchema } from './schemas.ts';
 
 /** Per-request values set by the auth middleware. */
 export interface ApiEnv {
@@ -53,6 +53,31 @@ export function validationErrorOf(target: string, issues: readonly z.core.$ZodIs
     code,
   );
 }
+
+/**
+ * The `WWW-Authenticate` challenge of a 401 (RFC 9110 §11.6.1 requires one; RFC 6750 §3 its form
+ * for bearer tokens): `error="invalid_token"` only when a token was presented, since a request
+ * without credentials gets no error code (RFC 6750 §3.1).
+ */
+export function bearerChallenge(authorization: string | undefined): string {
+  const realm = 'Bearer realm="mail-relay"';
+  return authorization === undefined || authorization.trim() === ''
+    ? realm
+    : `${realm}, error="invalid_token", error_description="the token is unknown, revoked or malformed"`;
+}
+
+/** The documented `401` of every operation that takes a token, with its challenge. */
+export const UNAUTHORIZED_RESPONSE = {
+  description: 'Missing or invalid token (`unauthorized`)',
+  headers: {
+    'WWW-Authenticate': {
+      description:
+        '`Bearer realm="mail-relay"`, with `error="invalid_token"` when a token was given (RFC 6750 §3)',
+      schema: { type: 'string' as const },
+    },
+  },
+  content: { 'application/json': { schema: errorSchema } },
+};
 
 /**
  * The methods of the app's routes (not its middleware) whose path matches `path`, sorted; HEAD with
@@ -106,7 +131,12 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
   app.onError((err, c) => {
     const { status, body } = toHttpError(err);
     if (status >= 500) logError(err);
-    return c.json(body, status, { 'Cache-Control': NO_STORE });
+    const headers: Record<string, string> = { 'Cache-Control': NO_STORE };
+    if (status === 401) headers['WWW-Authenticate'] = bearerChallenge(c.req.header('Authorization'));
+    // What a client may send instead of a content coding it used (RFC 9110 §12.5.3).
+    if (status === 415 && c.req.header('Content-Encoding') !== undefined)
+      headers['Accept-Encoding'] = 'identity';
+    return c.json(body, status, headers);
   });
   app.notFound((c) => {
     // A path this app serves, asked with another method: 405 and what it takes (RFC 9110 §15.5.6).
@@ -134,6 +164,25 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
     // Mailbox state changes with every delivery; only immutable content opts into caching.
     if (!c.res.headers.has('Cache-Control')) c.res.headers.set('Cache-Control', NO_STORE);
     c.res.headers.set('X-Content-Type-Options', 'nosniff');
+    // What a token may read depends on the token: a browser's cache (which keys on the URL alone)
+    // must not answer one token's request with what it kept for another's, as it would the
+    // immutable `/raw` of a mailbox the second token cannot read (RFC 9111 §4.1).
+    if (
+      c.req.path === '/v1/me' ||
+      c.req.path === '/v1/mailboxes' ||
+      c.req.path.startsWith('/v1/mailboxes/')
+    ) {
+      c.res.headers.append('Vary', 'Authorization');
+    }
+    // A HEAD is answered with the GET's headers (hono drops the body afterwards), so that a client
+    // learns the size the GET would send (RFC 9110 §9.3.2, §8.6): bodies built in memory (JSON,
+    // the inbox's files) have no Content-Length until the server writes them.
+    if (c.req.method === 'HEAD' && c.res.body !== null && !c.res.headers.has('Content-Length')) {
+      const bytes = await c.res.arrayBuffer();
+      const res = new Response(null, c.res);
+      res.headers.set('Content-Length', String(bytes.byteLength));
+      c.res = res;
+    }
   });
 
   // A CORS preflight carries no token (Fetch: credentials are never sent on it), so it must not reach
@@ -168,6 +217,27 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
   };
   // `/:address/*` also matches the bare `/v1/mailboxes/:address` (STAT).
   app.use('/v1/mailboxes/:address/*', mailboxGuard);
+
+  // A body sent compressed (`Content-Encoding: gzip`, what some clients do with large uploads) was read
+  // as it came: a gzipped message/rfc822 to …/send was refused as `403 from_not_allowed` (no From in
+  // the compressed bytes), gzipped JSON as `invalid_json`. No route decodes a content coding (a bounded
+  // inflate for one client in a hundred is not worth a zip bomb's risk): 415 and what we take (RFC 9110
+  // §15.5.16, §12.5.3). After authentication, as any other refusal of a body.
+  app.use('/v1/*', async (c, next) => {
+    const coding = c.req.header('Content-Encoding');
+    if (
+      c.req.method !== 'GET' &&
+      c.req.method !== 'HEAD' &&
+      coding?.split(',').some((t) => t.trim() !== '' && t.trim().toLowerCase() !== 'identity')
+    ) {
+      throw new HttpStatusError(
+        415,
+        'unsupported_media_type',
+        `the body is ${coding?.trim()}-encoded; send it as it is, without Content-Encoding`,
+      );
+    }
+    return next();
+  });
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

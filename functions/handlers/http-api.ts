@@ -36,6 +36,17 @@ export function pathForUrl(rawPath: string): string {
   );
 }
 
+/**
+ * A GET or HEAD whose body is dropped: content there has no meaning (RFC 9110 §9.3.1) and the local
+ * server ignores it, but the Fetch `Request` hono's adapter builds refuses one, and the adapter then
+ * answers a bare `text/plain` 400 ("Invalid request") before any route: a client that sends a body
+ * with every request (Python's `requests.get(url, json=…)`, axios' `data`) failed in AWS only.
+ */
+function hasNoContent(event: APIGatewayProxyEventV2): boolean {
+  const method = event.requestContext.http.method;
+  return method === 'GET' || method === 'HEAD';
+}
+
 export type HttpApiHandler = (
   event: APIGatewayProxyEventV2,
   context?: Context,
@@ -61,7 +72,7 @@ export function httpApiHandler(
   const toHonoEvent = (event: APIGatewayProxyEventV2): HonoLambdaEvent => ({
     ...event,
     rawPath: pathForUrl(event.rawPath),
-    body: event.body ?? null,
+    ...(hasNoContent(event) ? { body: null, isBase64Encoded: false } : { body: event.body ?? null }),
     requestContext: { ...event.requestContext, authentication: null, authorizer: {} },
   });
 
@@ -75,7 +86,12 @@ export function httpApiHandler(
         path: event.rawPath,
       });
     }
-    if (event.isBase64Encoded && event.body !== undefined && !BASE64_RE.test(event.body)) {
+    if (
+      !hasNoContent(event) &&
+      event.isBase64Encoded &&
+      event.body !== undefined &&
+      !BASE64_RE.test(event.body)
+    ) {
       return {
         statusCode: 400,
         headers: { 'content-type': 'application/json', 'cache-control': 'no-store' },

@@ -5,7 +5,7 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { getRequestListener } from '@hono/node-server';
+import { getRequestListener, RequestError } from '@hono/node-server';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { type ApiApp, type ApiDeps, createApp } from '../api/app.ts';
 import type { MailWaiter } from '../api/waiter.ts';
@@ -60,6 +60,15 @@ function clientErrorAnswer(code: string | undefined): [status: string, code: str
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
     return ['408 Request Timeout', 'request_timeout', 'the request did not arrive in time'];
   }
+  // A method Node's parser does not know (`FOO`, or `get`: methods are case-sensitive) is one this
+  // server does not implement (RFC 9110 §9.1, §15.6.2), not a malformed request.
+  if (code === 'HPE_INVALID_METHOD') {
+    return [
+      '501 Not Implemented',
+      'not_implemented',
+      'this server implements no such method (methods are case-sensitive: GET, not get)',
+    ];
+  }
   return [
     '400 Bad Request',
     'invalid_request',
@@ -85,6 +94,35 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   socket.destroy(err);
 }
 
+/** An `{error}` answer made outside the app (which is not reached), with the app's headers for one. */
+function jsonErrorResponse(status: number, code: string, message: string): Response {
+  return new Response(JSON.stringify({ error: { code, message } }), {
+    status,
+    headers: {
+      'Content-Type': 'application/json',
+      'Cache-Control': 'no-store',
+      'X-Content-Type-Options': 'nosniff',
+    },
+  });
+}
+
+/**
+ * A request Node parsed but that names no URL of this server (a request target such as `OPTIONS *`
+ * or one with a backslash, a Host header that is no host): @hono/node-server cannot make a Request
+ * of it and would answer an empty 400.
+ */
+function requestErrorAnswer(err: unknown): Response {
+  if (err instanceof RequestError) {
+    return jsonErrorResponse(
+      400,
+      'invalid_request',
+      'the request target or Host header does not name a URL of this server',
+    );
+  }
+  console.error('mail-relay api: internal error', err);
+  return jsonErrorResponse(500, 'internal', 'internal error');
+}
+
 /**
  * Starts the API for a local runtime. The presign secret lives in `<dataDir>/presign.secret`, so
  * URLs handed out before a restart keep working until they expire.
@@ -94,14 +132,38 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
   const secret = loadOrCreatePresignSecret(runtime.dataDir);
   // The app is built once the port is known (presigned URLs name it); until then nothing can arrive.
   let app: ApiApp | undefined;
-  const listener = getRequestListener((request, env) => {
-    if (app === undefined) return new Response('starting', { status: 503 });
-    return app.fetch(request, env);
-  });
+  const listener = getRequestListener(
+    (request, env) => {
+      if (app === undefined) return new Response('starting', { status: 503 });
+      return app.fetch(request, env);
+    },
+    { errorHandler: requestErrorAnswer },
+  );
   const stopping = new AbortController();
   // Responses under way, so that a stop can make each the last of its connection (`Connection: close`).
   const underWay = new Set<ServerResponse>();
-  const server: Server = createServer((req, res) => {
+  // Host is checked here rather than by Node (`requireHostHeader`), whose 400 has no body.
+  const server: Server = createServer({ requireHostHeader: false }, (req, res) => {
+    if (req.headers.host === undefined) {
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. HTTP/1.0 did not have Host (a load
+      // balancer's health check, `nc`, old tools still send such requests): it asked this server.
+      if (req.httpVersion !== '1.0') {
+        const body = JSON.stringify({
+          error: { code: 'invalid_request', message: 'an HTTP/1.1 request needs a Host header' },
+        });
+        res.writeHead(400, {
+          'Content-Type': 'application/json',
+          'Content-Length': Buffer.byteLength(body),
+          'Cache-Control': 'no-store',
+          'X-Content-Type-Options': 'nosniff',
+          Connection: 'close',
+        });
+        res.end(body);
+        return;
+      }
+      const local = req.socket.localAddress ?? host;
+      req.headers.host = `${local.includes(':') ? `[${local}]` : local}:${req.socket.localPort ?? port}`;
+    }
     if (stopping.signal.aborted) res.setHeader('Connection', 'close');
     underWay.add(res);
     res.once('close', () => underWay.delete(res));

@@ -356,9 +356,15 @@ describe('the API answers as its OpenAPI document says', () => {
   });
 
   it('documents every request header the server reads', () => {
-    // Authorization is the security scheme, Content-Type the request body's media type; a CORS
-    // preflight (Access-Control-Request-Method) is answered before any operation.
-    const implicit = new Set(['authorization', 'content-type', 'access-control-request-method']);
+    // Authorization is the security scheme, Content-Type and Content-Encoding describe the request
+    // body (a coding is refused, 415); a CORS preflight (Access-Control-Request-Method) is answered
+    // before any operation.
+    const implicit = new Set([
+      'authorization',
+      'content-type',
+      'content-encoding',
+      'access-control-request-method',
+    ]);
     const read = new Set<string>();
     for (const file of readdirSync(API_DIR)) {
       const source = readFileSync(join(API_DIR, file), 'utf8');
@@ -500,11 +506,24 @@ describe('the API answers as its OpenAPI document says', () => {
     await call('PATCH', `${A}/messages/x`, 400, { token: alice, headers: json, body: '{"seen":true}' });
     await call('PATCH', M, 403, { token: bob, headers: json, body: '{"seen":true}' });
     await call('PATCH', M, 401, { headers: json, body: '{"seen":true}' });
+    // `If-Match`: the message has no ETag, so only `*` holds (while it exists).
+    await call('PATCH', M, 200, {
+      token: alice,
+      headers: { ...json, 'If-Match': '*' },
+      body: '{"seen":true}',
+    });
+    await call('PATCH', M, 412, {
+      token: alice,
+      headers: { ...json, 'If-Match': `"${id}"` },
+      body: '{"seen":true}',
+    });
 
     // raw
     const raw = await call('GET', `${M}/raw`, 200, { token: alice });
     const etag = raw.res.headers.get('etag') ?? '';
     await call('GET', `${M}/raw`, 304, { token: alice, headers: { 'If-None-Match': etag } });
+    await call('GET', `${M}/raw`, 200, { token: alice, headers: { 'If-Match': `"x", ${etag}` } });
+    await call('GET', `${M}/raw`, 412, { token: alice, headers: { 'If-Match': `W/${etag}` } });
     const redirected = await call('GET', `${A}/messages/${big}/raw`, 307, { token: alice });
     const location = redirected.res.headers.get('location') ?? '';
     // The presigned URL: the local server's own /v1/blobs/… (in AWS, S3's).
@@ -546,6 +565,7 @@ describe('the API answers as its OpenAPI document says', () => {
       headers: { 'If-None-Match': p.res.headers.get('etag') ?? '' },
     });
     await call('GET', `${M}/parts/${part}`, 206, { token: alice, headers: { Range: 'bytes=0-0' } });
+    await call('GET', `${M}/parts/${part}`, 412, { token: alice, headers: { 'If-Match': '"stale"' } });
     await call('GET', `${M}/parts/${part}`, 416, { token: alice, headers: { Range: 'bytes=999999999-' } });
     await call('GET', `${A}/messages/${big}/parts/${bigPart}`, 307, { token: alice });
     await call('GET', `${M}/parts/99`, 404, { token: alice });
@@ -655,7 +675,13 @@ describe('the API answers as its OpenAPI document says', () => {
     });
     await call('POST', `${A}/messages/delete`, 403, { token: bob, headers: json, body: '{"ids":[]}' });
     await call('POST', `${A}/messages/delete`, 401, { headers: json, body: '{"ids":[]}' });
-    await call('DELETE', `${A}/messages/${doomedId}`, 204, { token: alice });
+    await call('DELETE', `${A}/messages/${doomedId}`, 412, {
+      token: alice,
+      headers: { 'If-Match': `"${doomedId}"` },
+    });
+    await call('DELETE', `${A}/messages/${doomedId}`, 204, { token: alice, headers: { 'If-Match': '*' } });
+    // Gone: answered as without the precondition (RFC 9110 §13.2.1).
+    await call('DELETE', `${A}/messages/${doomedId}`, 404, { token: alice, headers: { 'If-Match': '*' } });
     await call('DELETE', `${A}/messages/${doomedId}`, 404, { token: alice });
     await call('DELETE', `${A}/messages/x`, 400, { token: alice });
     await call('DELETE', M, 403, { token: bob });

@@ -744,8 +744,15 @@ describe('API', () => {
       'headers a preflight would refuse',
     );
     // Beyond the safelisted response headers: what a client reads to go on (a redirect, a
-    // revalidation, a long-poll's cursor, a range's position).
-    for (const h of ['location', 'etag', 'mail-relay-cursor', 'content-range', 'accept-ranges']) {
+    // revalidation, a long-poll's cursor, a range's position, how to authenticate).
+    for (const h of [
+      'location',
+      'etag',
+      'mail-relay-cursor',
+      'content-range',
+      'accept-ranges',
+      'www-authenticate',
+    ]) {
       assert.ok(cors.ExposeHeaders.includes(h), h);
     }
     // And the presigned S3 downloads the API redirects to answer ranges a browser may read.
