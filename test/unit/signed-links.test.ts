@@ -55,8 +55,51 @@ describe('signedBlobUrl: lifetimes and the URL', () => {
   });
 
   it('refuses a Content-Disposition that would break the response header', () => {
-    assert.throws(() => link({ contentDisposition: 'attachment\r\nSet-Cookie: x=1' }), ValidationError);
-    assert.throws(() => link({ contentType: 'text/plain\0' }), ValidationError);
+    assert.throws(
+      () => link({ contentDisposition: 'attachment\r\nSet-Cookie: x=1' }),
+      (err: unknown) =>
+        err instanceof ValidationError &&
+        err.code === 'invalid_request' &&
+        err.message === 'contentDisposition must not contain CR, LF or NUL',
+    );
+    assert.throws(
+      () => link({ contentType: 'text/plain\0' }),
+      (err: unknown) =>
+        err instanceof ValidationError && err.message === 'contentType must not contain CR, LF or NUL',
+    );
+  });
+});
+
+describe('the signature scheme: links already handed out keep working after an upgrade', () => {
+  it('signs ["mail-relay-blob-v1", key, expires, ct, cd] as JSON with HMAC-SHA256, type and disposition included', () => {
+    const typed = link({ contentType: 'application/pdf' });
+    assert.equal(typed.searchParams.get('expires'), '1060');
+    assert.equal(
+      typed.searchParams.get('sig'),
+      '76685e76ea8b29238c0385857f296aa9b97baa2752e73b25d0b35f3d5bac6927',
+    );
+    assert.equal(
+      link().searchParams.get('sig'),
+      '94ed7ffb027771705c3f5e19e4aaa1c3b34531aa5607d2325b2659bff15d7ba6',
+    );
+    const disposed = link({ contentDisposition: 'attachment' });
+    assert.equal(
+      disposed.searchParams.get('sig'),
+      '888740d9533a4a90ae36e5cfb80b84fcad4f5d91f1037ddde4aba997ae03ae0b',
+    );
+    const inline = new URLSearchParams(disposed.searchParams);
+    inline.set('cd', 'inline');
+    assert.deepEqual(verifyPresignedBlobRequest(SECRET, KEY, inline, 1_000_000), {
+      ok: false,
+      reason: 'bad_signature',
+    });
+    // A holder of the link cannot change the type the blob is served as (text/html on our origin).
+    const html = new URLSearchParams(typed.searchParams);
+    html.set('ct', 'text/html');
+    assert.deepEqual(verifyPresignedBlobRequest(SECRET, KEY, html, 1_000_000), {
+      ok: false,
+      reason: 'bad_signature',
+    });
   });
 });
 
@@ -82,6 +125,14 @@ describe('verifyPresignedBlobRequest: which requests are served', () => {
       return verifyPresignedBlobRequest(SECRET, KEY, copy, 1_000_000);
     };
     const bad = { ok: false, reason: 'bad_signature' };
+    for (const name of ['sig', 'expires']) {
+      const without = new URLSearchParams(q);
+      without.delete(name);
+      assert.deepEqual(verifyPresignedBlobRequest(SECRET, KEY, without, 1_000_000), {
+        ok: false,
+        reason: 'missing',
+      });
+    }
     assert.deepEqual(with_('sig', `${q.get('sig')}00`), bad);
     assert.deepEqual(with_('sig', ` ${q.get('sig')}`), bad);
     assert.deepEqual(with_('expires', `${q.get('expires')}x`), bad);
@@ -100,6 +151,11 @@ describe('verifyPresignedBlobRequest: which requests are served', () => {
       contentType: 'application/pdf',
       contentDisposition: 'attachment; filename="a b.pdf"',
     });
+    // The query as a plain record (what a router hands over) reads the same.
+    assert.deepEqual(
+      verifyPresignedBlobRequest(SECRET, KEY, Object.fromEntries(both.searchParams), 1_000_000),
+      { ok: true, contentType: 'application/pdf', contentDisposition: 'attachment; filename="a b.pdf"' },
+    );
     const typeOnly = link({ contentType: 'message/rfc822' });
     assert.deepEqual(verifyPresignedBlobRequest(SECRET, KEY, typeOnly.searchParams, 1_000_000), {
       ok: true,
