@@ -431,3 +431,135 @@ describe('rewriteForForward on the shared corpus', () => {
     }
   });
 });
+
+describe('rewriteForForward: edge cases of the header block', () => {
+  const msg = (head: string) => Buffer.from(`${head}\r\n\r\nbody\r\n`, 'latin1');
+
+  it('strips DomainKey-Signature as it strips DKIM-Signature, and keeps repeatable fields every time they occur', () => {
+    const out = rewriteForForward(
+      msg(
+        [
+          'Received: from a by b; Tue, 04 Mar 2025 10:00:00 +0000',
+          'Received: from c by d; Tue, 04 Mar 2025 09:59:00 +0000',
+          'DomainKey-Signature: a=rsa-sha1; d=example.org; b=AAAA',
+          'X-Custom: one',
+          'X-Custom: two',
+          'From: a@example.org',
+          'Subject: s',
+          'Subject: second subject',
+        ].join('\r\n'),
+      ),
+      OPTIONS,
+    );
+    assert.deepEqual(headerValues(out.raw, 'DomainKey-Signature'), []);
+    assert.equal(headerValues(out.raw, 'Received').length, 2);
+    assert.deepEqual(headerValues(out.raw, 'X-Custom'), ['one', 'two']);
+    assert.deepEqual(headerValues(out.raw, 'Subject'), ['s']);
+  });
+
+  it('a From unreadable as an address (an empty group) or none at all: Reply-To from the envelope, unless the message has one', () => {
+    const group = rewriteForForward(msg('From: Undisclosed recipients:;\r\nSubject: s'), OPTIONS);
+    assert.equal(group.originalFrom, null);
+    assert.deepEqual(headerValues(group.raw, 'Reply-To'), ['<bounce-123@lists.example.org>']);
+    assert.deepEqual(headerValues(group.raw, 'X-Original-From'), []);
+    assert.equal(group.replyTo, '<bounce-123@lists.example.org>');
+    const own = rewriteForForward(msg('Reply-To: lists@example.org\r\nSubject: s'), OPTIONS);
+    assert.deepEqual(headerValues(own.raw, 'Reply-To'), ['lists@example.org']);
+    assert.equal(own.replyTo, null);
+  });
+
+  it('a bounce (empty envelope sender) without a From: "unknown sender via <domain>", no Reply-To', () => {
+    const out = rewriteForForward(msg('Subject: s'), { ...OPTIONS, envelopeFrom: '' });
+    assert.equal(out.displayName, 'unknown sender via example.com');
+    assert.deepEqual(headerValues(out.raw, 'Reply-To'), []);
+    assert.equal(out.replyTo, null);
+  });
+
+  it('returns the Reply-To it wrote and the decoded subject (the oversize notice shows them), null when there is none', () => {
+    const out = rewriteForForward(
+      msg('From: Alice <alice@example.org>\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?='),
+      OPTIONS,
+    );
+    assert.equal(out.replyTo, 'Alice <alice@example.org>');
+    assert.equal(out.subject, 'Grüße');
+    assert.equal(rewriteForForward(msg('From: alice@example.org'), OPTIONS).subject, null);
+  });
+
+  it('untagged mail without a Subject gets none of ours', () => {
+    const out = rewriteForForward(msg('From: alice@example.org'), OPTIONS);
+    assert.deepEqual(headerValues(out.raw, 'Subject'), []);
+  });
+
+  it('fields written without a space after the colon, or with several, keep their text whole', () => {
+    for (const gap of ['', '   ']) {
+      const out = rewriteForForward(
+        msg(`From:${gap}Alice Example <alice@example.org>\r\nSubject:${gap}Hello there`),
+        {
+          ...OPTIONS,
+          tags: ['spam'],
+        },
+      );
+      assert.deepEqual(
+        headerValues(out.raw, 'X-Original-From'),
+        ['Alice Example <alice@example.org>'],
+        JSON.stringify(gap),
+      );
+      assert.deepEqual(
+        headerValues(out.raw, 'Reply-To'),
+        ['Alice Example <alice@example.org>'],
+        JSON.stringify(gap),
+      );
+      assert.match(out.raw.toString('latin1'), /\r\nSubject: \[SPAM\] Hello there\r\n/, JSON.stringify(gap));
+    }
+  });
+
+  it('a long display name is cut at 150 characters before " via <domain>"', () => {
+    const out = rewriteForForward(msg(`From: "${'A'.repeat(5000)}" <a@example.net>`), OPTIONS);
+    assert.equal(out.displayName, `${'A'.repeat(150)} via example.com`);
+  });
+
+  it('one tag is enough for X-Mail-Relay-Verdict; its values carry only word characters, and no dmarc-policy unless SES sent one', () => {
+    const out = rewriteForForward(msg('From: a@example.org\r\nSubject: s'), {
+      ...OPTIONS,
+      tags: ['spam'],
+      verdicts: { spam: 'FAIL; spam=PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' },
+    });
+    assert.deepEqual(headerValues(out.raw, 'X-Mail-Relay-Verdict'), [
+      'spam=FAILspamPASS; virus=PASS; spf=PASS; dkim=PASS; dmarc=PASS; tagged=spam',
+    ]);
+    const policy = rewriteForForward(msg('From: a@example.org\r\nSubject: s'), {
+      ...OPTIONS,
+      tags: ['dmarc'],
+      verdicts: {
+        spam: 'PASS',
+        virus: 'PASS',
+        spf: 'PASS',
+        dkim: 'PASS',
+        dmarc: 'FAIL',
+        dmarcPolicy: 'quar antine;x',
+      },
+    });
+    assert.match(
+      headerValues(policy.raw, 'X-Mail-Relay-Verdict')[0] ?? '',
+      /; dmarc-policy=quarantinex; tagged=dmarc$/,
+    );
+  });
+});
+
+describe('checkLoop: what counts as ours', () => {
+  it('our X-Loop in any case and with trailing space is a loop; our address in From or Reply-To is not', () => {
+    const loop = Buffer.from('X-Loop: FORWARDER@EXAMPLE.COM  \r\nSubject: s\r\n\r\nx\r\n');
+    assert.deepEqual(checkLoop(loop, 'forwarder@example.com'), { loop: true, reason: 'x-loop', hops: 0 });
+    const reply = Buffer.from(
+      'From: forwarder@example.com\r\nReply-To: forwarder@example.com\r\nSubject: s\r\n\r\nx\r\n',
+    );
+    assert.deepEqual(checkLoop(reply, 'forwarder@example.com'), { loop: false, hops: 0 });
+  });
+
+  it('the hop limit is the 50 Received fields README promises', () => {
+    const hops = (n: number) =>
+      Buffer.from(`${'Received: from a by b\r\n'.repeat(n)}Subject: s\r\n\r\nx\r\n`);
+    assert.equal(checkLoop(hops(50), 'f@example.com').loop, false);
+    assert.equal(checkLoop(hops(51), 'f@example.com').loop, true);
+  });
+});

@@ -7,7 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeCursor } from '../../functions/core/cursor.ts';
+import {
+  decodeCursor,
+  decodeMailboxCursor,
+  encodeCursor,
+  encodeMailboxCursor,
+} from '../../functions/core/cursor.ts';
 import { ValidationError } from '../../functions/core/errors.ts';
 import { sentMailboxKey } from '../../functions/core/keys.ts';
 import {
@@ -223,5 +228,59 @@ describe('mailbox list pages (core/mailbox-pages.ts)', () => {
         },
       );
     }
+  });
+});
+
+describe('cursors (core/cursor.ts): what a client gets back is what it sent, anything else is invalid_cursor', () => {
+  const ID = '01JNMR8Z1X0000000000000000';
+  const b64 = (json: string) => Buffer.from(json).toString('base64url');
+  const refused = (decode: (cursor: string) => string, cursor: string, label: string) =>
+    assert.throws(
+      () => decode(cursor),
+      (err: unknown) =>
+        err instanceof ValidationError && err.code === 'invalid_cursor' && err.message === 'invalid cursor',
+      label,
+    );
+
+  it('a LIST cursor names the id it was made from; other versions, ids and shapes are refused', () => {
+    assert.equal(decodeCursor(encodeCursor(ID)), ID);
+    for (const [label, cursor] of [
+      ['version 2', b64(`{"v":2,"id":"${ID}"}`)],
+      ['version 0', b64(`{"v":0,"id":"${ID}"}`)],
+      ['no version', b64(`{"id":"${ID}"}`)],
+      ['id not a ULID', b64('{"v":1,"id":"../../etc"}')],
+      ['id a number', b64('{"v":1,"id":42}')],
+      ['id an array holding a ULID', b64(`{"v":1,"id":["${ID}"]}`)],
+      ['an array', b64(`[1,"${ID}"]`)],
+      ['null', b64('null')],
+      ['not JSON', b64('{"v":1,')],
+      ['outside the base64url alphabet', `${encodeCursor(ID)}=`],
+      ['junk before it (Node would skip it)', `!${encodeCursor(ID)}`],
+      ['empty', ''],
+      ['a mailbox-list cursor', encodeMailboxCursor('alice@example.com')],
+    ] as const) {
+      refused(decodeCursor, cursor, label);
+    }
+  });
+
+  it('a LIST cursor of 256 characters is read, one character more is refused unread', () => {
+    const padded = (chars: number) => b64(`{"v":1,"id":"${ID}"}`.padEnd((chars / 4) * 3, ' '));
+    assert.equal(padded(256).length, 256);
+    assert.equal(decodeCursor(padded(256)), ID);
+    refused(decodeCursor, `${padded(256)}I`, '257 characters');
+  });
+
+  it('a mailbox-list cursor names its mailbox; up to 512 bytes of it, of version 1 only', () => {
+    assert.equal(decodeMailboxCursor(encodeMailboxCursor('alice@example.com')), 'alice@example.com');
+    const at = (bytes: number) => `${'a'.repeat(bytes - 'x@example.com'.length)}x@example.com`;
+    assert.equal(decodeMailboxCursor(encodeMailboxCursor(at(512))), at(512));
+    refused(decodeMailboxCursor, encodeMailboxCursor(at(513)), '513 bytes');
+    refused(decodeMailboxCursor, b64('{"v":2,"mailbox":"alice@example.com"}'), 'version 2');
+    refused(decodeMailboxCursor, b64('{"v":1,"mailbox":7}'), 'mailbox a number');
+    refused(decodeMailboxCursor, encodeCursor(ID), 'a LIST cursor');
+    const padded = (chars: number) =>
+      b64('{"v":1,"mailbox":"alice@example.com"}'.padEnd((chars / 4) * 3, ' '));
+    assert.equal(decodeMailboxCursor(padded(1024)), 'alice@example.com');
+    refused(decodeMailboxCursor, `${padded(1024)}I`, '1025 characters');
   });
 });

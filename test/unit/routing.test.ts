@@ -6,6 +6,8 @@ import {
   acceptsRecipient,
   applyPolicies,
   type Decision,
+  failsDmarcReject,
+  qualifyRecipient,
   resolveRecipient,
   route,
   UNCHECKED_VERDICTS,
@@ -602,5 +604,206 @@ describe('regex routes in bounded time (a sender chooses the address)', () => {
       ],
     });
     assert.deepEqual(summarize(resolveRecipient(c, 'alice-x@example.test')), ['deliver alice@example.test']);
+  });
+});
+
+describe('verdict policies: several failures at once', () => {
+  const PASS: Verdicts = { spam: 'PASS', virus: 'PASS', spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' };
+  const policies = {
+    spam: 'quarantine',
+    virus: 'reject',
+    spf: 'tag',
+    dkim: 'reject',
+    dmarc: 'quarantine',
+  } as const;
+  const c = parseConfig({ domains: ['example.com'], mailboxes: ['alice@example.com'], policies });
+
+  it('the strictest action wins whatever the order, and the reply names every verdict that caused it', () => {
+    const all: Verdicts = { spam: 'FAIL', virus: 'FAIL', spf: 'FAIL', dkim: 'FAIL', dmarc: 'FAIL' };
+    const applied = applyPolicies(policies, all);
+    assert.equal(applied.action, 'reject');
+    assert.deepEqual(applied.failed, ['virus', 'dkim']);
+    const [d] = resolveRecipient(c, 'alice@example.com', all);
+    assert.ok(d?.kind === 'reject' && d.reason === 'verdict', JSON.stringify(d));
+    assert.equal(d.message, '5.7.1 Message rejected by policy (virus, dkim failed)');
+    // A quarantine earlier in the list does not hold back a later reject.
+    assert.equal(applyPolicies(policies, { ...PASS, spam: 'FAIL', dkim: 'FAIL' }).action, 'reject');
+  });
+
+  it('quarantined mail lists as reasons only the verdicts whose policy quarantines', () => {
+    const [d] = resolveRecipient(c, 'alice@example.com', {
+      ...PASS,
+      spam: 'FAIL',
+      spf: 'FAIL',
+      dmarc: 'FAIL',
+    });
+    assert.ok(d?.kind === 'quarantine', JSON.stringify(d));
+    assert.deepEqual(d.reasons, ['spam', 'dmarc']);
+  });
+
+  it('reads verdict statuses in any case ("fail" is FAIL)', () => {
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice@example.com', { ...PASS, spam: 'fail' })), [
+      'quarantine quarantine@example.com',
+    ]);
+    assert.equal(failsDmarcReject({ ...PASS, dmarc: 'fail', dmarcPolicy: 'reject' }), true);
+  });
+});
+
+describe('verdict policies along alias chains', () => {
+  const chain = parseConfig({
+    domains: ['example.com'],
+    mailboxes: ['alice@example.com'],
+    routes: [
+      {
+        match: 'fwd@example.com',
+        action: 'forward',
+        to: ['me@elsewhere.test'],
+        policies: { spam: 'reject' },
+      },
+      {
+        match: 'middle@example.com',
+        action: 'deliver',
+        to: ['fwd@example.com'],
+        policies: { virus: 'reject' },
+      },
+      { match: 'outer@example.com', action: 'deliver', to: ['middle@example.com'] },
+      {
+        match: 'strict@example.com',
+        action: 'deliver',
+        to: ['lax@example.com'],
+        policies: { spam: 'reject' },
+      },
+      {
+        match: 'lax@example.com',
+        action: 'forward',
+        to: ['lax@elsewhere.test'],
+        policies: { spam: 'accept' },
+      },
+    ],
+  });
+  const spam: Verdicts = { ...UNCHECKED_VERDICTS, spam: 'FAIL' };
+
+  it('a policy two aliases deep still applies (spam to outer@ -> middle@ -> fwd@ is refused as fwd@ refuses it)', () => {
+    assert.deepEqual(summarize(resolveRecipient(chain, 'outer@example.com', spam)), ['reject 550']);
+    assert.deepEqual(summarize(resolveRecipient(chain, 'outer@example.com', UNCHECKED_VERDICTS)), [
+      'forward me@elsewhere.test',
+    ]);
+  });
+
+  it("a laxer route behind an alias does not loosen the alias's own policy", () => {
+    assert.deepEqual(summarize(resolveRecipient(chain, 'strict@example.com', spam)), ['reject 550']);
+    assert.deepEqual(summarize(resolveRecipient(chain, 'lax@example.com', spam)), [
+      'forward lax@elsewhere.test',
+    ]);
+  });
+});
+
+describe('catch-alls and $n targets', () => {
+  it('a catch-all takes the mail of its own domain only', () => {
+    const c = parseConfig({
+      domains: ['a.test', 'b.test', 'c.test'],
+      mailboxes: ['inbox@a.test', 'inbox@b.test'],
+      routes: [
+        { match: '*@a.test', action: 'deliver', to: ['inbox@a.test'] },
+        { match: '*@b.test', action: 'deliver', to: ['inbox@b.test'] },
+      ],
+    });
+    assert.deepEqual(summarize(resolveRecipient(c, 'x@b.test')), ['deliver inbox@b.test']);
+    assert.deepEqual(summarize(resolveRecipient(c, 'x@c.test')), ['reject 550']);
+  });
+
+  it('$0 in a catch-all target is the whole address, and every $n in a target is replaced', () => {
+    const c = parseConfig({
+      domains: ['example.com', 'loop.test'],
+      routes: [
+        { match: '*@loop.test', action: 'forward', to: ['$0'] },
+        { match: '/^([a-z]+)\\.([a-z]+)@example\\.com$/', action: 'forward', to: ['$2.$1@elsewhere.test'] },
+      ],
+    });
+    assert.deepEqual(summarize(resolveRecipient(c, 'Anyone@loop.test')), ['forward anyone@loop.test']);
+    assert.deepEqual(summarize(resolveRecipient(c, 'john.smith@example.com')), [
+      'forward smith.john@elsewhere.test',
+    ]);
+  });
+
+  it('a $n that makes no address refuses that target with 550 5.1.1, for forward and deliver, never reaching the catch-all', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com', 'archive@example.com'],
+      routes: [
+        { match: '/^fw-(x*)@example\\.com$/', action: 'forward', to: ['$1@elsewhere.test'] },
+        { match: '/^to-(x*)@example\\.com$/', action: 'deliver', to: ['$1@example.com'] },
+        { match: '*@example.com', action: 'deliver', to: ['archive@example.com'] },
+      ],
+    });
+    for (const address of ['fw-@example.com', 'to-@example.com']) {
+      const ds = resolveRecipient(c, address);
+      assert.deepEqual(summarize(ds), ['reject 550'], address);
+      assert.ok(ds[0]?.kind === 'reject' && ds[0].message.startsWith('5.1.1'), JSON.stringify(ds));
+    }
+  });
+
+  it('a regex route that leads an address back to itself opens no mailbox: it is a loop', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      routes: [{ match: '/^(.+)@example\\.com$/', action: 'deliver', to: ['$1@example.com'] }],
+    });
+    assert.deepEqual(summarize(resolveRecipient(c, 'alice@example.com')), ['deliver alice@example.com']);
+    assert.deepEqual(summarize(resolveRecipient(c, 'nobody@example.com')), ['reject 554']);
+  });
+});
+
+describe('which route decided (what `mail-relay route` prints)', () => {
+  it("an alias's deliveries carry its index; what a target's own route decides keeps that route's", () => {
+    const indexed = resolveRecipient(config, 'team@example.com').map(
+      (d) => `${summarizeOne(d)} #${d.routeIndex}`,
+    );
+    assert.deepEqual(indexed, [
+      'deliver alice@example.com #1',
+      'deliver bob@example.com #6',
+      'deliver archive@example.com #6',
+    ]);
+  });
+});
+
+describe('route and RCPT: recipients named twice, partly refused, unqualified', () => {
+  it('a recipient named twice (in any case) is answered once, refused ones too', () => {
+    const ds = route(config, {
+      mailFrom: '',
+      recipients: ['old@example.com', 'OLD@example.com', 'noreply@example.com', 'noreply@example.com'],
+    });
+    assert.deepEqual(summarize(ds), ['reject 551', 'drop']);
+  });
+
+  it('a recipient is accepted at RCPT when any of its targets takes the mail', () => {
+    const c = parseConfig({
+      domains: ['example.com'],
+      mailboxes: ['alice@example.com'],
+      routes: [
+        { match: 'old@example.com', action: 'reject', code: 551, message: '5.1.6 User has moved' },
+        { match: 'legacy@example.com', action: 'deliver', to: ['old@example.com', 'alice@example.com'] },
+      ],
+    });
+    assert.deepEqual(acceptsRecipient(c, 'legacy@example.com'), { accept: true });
+  });
+
+  it('the 553 for an address no mailbox can have says whether it is a quoted local part or bad syntax', () => {
+    const text = (address: string) => {
+      const r = acceptsRecipient(config, address);
+      return r.accept ? 'accepted' : `${r.code} ${r.message}`;
+    };
+    const quoted = '553 5.1.3 Recipient address rejected: a quoted local part is not a mailbox here';
+    const syntax = '553 5.1.3 Bad recipient address syntax';
+    assert.equal(text('"john doe"@example.com'), quoted);
+    assert.equal(text('""@example.com'), quoted);
+    assert.equal(text('john"doe"@example.com'), syntax);
+    assert.equal(text('"@example.com'), syntax);
+  });
+
+  it("RCPT TO:<Postmaster> (any case) names the first domain's postmaster; other addresses stay as they are", () => {
+    assert.equal(qualifyRecipient(config, 'PostMaster'), 'postmaster@example.com');
+    assert.equal(qualifyRecipient(config, 'postmaster@example.org'), 'postmaster@example.org');
+    assert.equal(qualifyRecipient(config, 'alice'), 'alice');
   });
 });
