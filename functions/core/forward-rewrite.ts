@@ -245,14 +245,17 @@ export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): 
   const added: HeaderField[] = [makeField('X-Loop', options.loopMarker, eol)];
   added.push(makeField('X-Forwarded-For', `${options.recipient} ${options.destination}`, eol));
   added.push(makeField('X-Forwarded-To', options.destination, eol));
-  if (fromField && originalFrom) {
-    // The original value as written (folding, encoded words, 8-bit bytes and all): nothing is lost.
-    const original = rawFieldValue(fromField).replace(/^[ \t]+/, '');
+  // The original value as written (folding, encoded words, 8-bit bytes and all): nothing is lost, also
+  // when it names no address (`Undisclosed recipients:;`), since our From replaces it.
+  const original = fromField ? rawFieldValue(fromField).replace(/^[ \t]+/, '') : '';
+  if (original.trim() !== '') {
     added.push({
       name: 'X-Original-From',
       key: 'x-original-from',
       raw: `X-Original-From: ${original}${eol}`,
     });
+  }
+  if (fromField && originalFrom) {
     if (!hasReplyTo) {
       replyTo = original;
       added.push({ name: 'Reply-To', key: 'reply-to', raw: `Reply-To: ${original}${eol}` });

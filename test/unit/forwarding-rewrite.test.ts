@@ -457,11 +457,16 @@ describe('rewriteForForward: edge cases of the header block', () => {
     assert.deepEqual(headerValues(out.raw, 'Subject'), ['s']);
   });
 
-  it('a From unreadable as an address (an empty group) or none at all: Reply-To from the envelope, unless the message has one', () => {
+  it('a From unreadable as an address (an empty group) or none at all: Reply-To from the envelope, unless the message has one; the From as written kept in X-Original-From', () => {
     const group = rewriteForForward(msg('From: Undisclosed recipients:;\r\nSubject: s'), OPTIONS);
     assert.equal(group.originalFrom, null);
     assert.deepEqual(headerValues(group.raw, 'Reply-To'), ['<bounce-123@lists.example.org>']);
-    assert.deepEqual(headerValues(group.raw, 'X-Original-From'), []);
+    // The From is replaced by ours: what the sender wrote is not lost, even when it names no address.
+    assert.deepEqual(headerValues(group.raw, 'X-Original-From'), ['Undisclosed recipients:;']);
+    assert.deepEqual(
+      headerValues(rewriteForForward(msg('From: \r\nSubject: s'), OPTIONS).raw, 'X-Original-From'),
+      [],
+    );
     assert.equal(group.replyTo, '<bounce-123@lists.example.org>');
     const own = rewriteForForward(msg('Reply-To: lists@example.org\r\nSubject: s'), OPTIONS);
     assert.deepEqual(headerValues(own.raw, 'Reply-To'), ['lists@example.org']);
