@@ -7,7 +7,7 @@
  * `From ` line before the headers).
  */
 import { createReadStream } from 'node:fs';
-import { open, readdir, stat } from 'node:fs/promises';
+import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
@@ -53,6 +53,17 @@ function isFromLine(buf: Buffer, start: number): boolean {
   );
 }
 
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * 3 when the file starts with a UTF-8 byte order mark (an export saved by a Windows editor), else 0.
+ * The mark stays part of the first message (the messages together are the file); ingest.ts and the
+ * parser read past it.
+ */
+function bomLength(buf: Buffer): number {
+  return buf.subarray(0, BOM.length).equals(BOM) ? BOM.length : 0;
+}
+
 /** The time a `From ` line names, or null when it names none this reads. */
 export function fromLineTime(line: string): Date | null {
   const m = FROM_LINE_TIME_RE.exec(line);
@@ -71,7 +82,7 @@ export function fromLineTime(line: string): Date | null {
 /**
  * Where each message of an mbox starts: 0, then each line that is a `From ` line (as ingest.ts tells
  * one: sender, weekday, month, day and time). Read as a stream; null when the file does not begin
- * with a `From ` line (not an mbox).
+ * with a `From ` line (not an mbox), after a UTF-8 byte order mark if it has one.
  */
 export async function mboxOffsets(path: string): Promise<number[] | null> {
   const offsets: number[] = [];
@@ -100,7 +111,7 @@ export async function mboxOffsets(path: string): Promise<number[] | null> {
         continue;
       }
       first = false;
-      if (!isFromLine(buf, 0)) return null;
+      if (!isFromLine(buf, bomLength(buf))) return null;
       offsets.push(0);
     }
     const keep = scan(buf, false);
@@ -108,11 +119,50 @@ export async function mboxOffsets(path: string): Promise<number[] | null> {
     base += keep;
   }
   if (first) {
-    if (carry.length === 0 || !isFromLine(carry, 0)) return null;
+    if (carry.length === 0 || !isFromLine(carry, bomLength(carry))) return null;
     offsets.push(0);
   }
   scan(carry, true);
   return offsets;
+}
+
+/** How much of a message is read for its `Content-Length:` (mailparser's limit on a header block). */
+const HEADER_READ_BYTES = 64 * 1024;
+const CONTENT_LENGTH_RE = /^content-length:[ \t]*(\d{1,15})[ \t]*\r?$/im;
+
+/**
+ * mboxcl and mboxcl2 (Solaris and System V mail, some mutt folders) give each message's body length
+ * in a `Content-Length:` header, and mboxcl2 does not escape body lines starting "From ": a quoted or
+ * forwarded mbox line in a body would cut the message in two. Where a message's Content-Length
+ * leads exactly to a later `From ` line (or the end of the file), past a line end or not, the `From `
+ * lines before it are its body, not separators. A length that leads elsewhere (a stale header, a
+ * sender's own) is not believed, and the split stays at every `From ` line.
+ */
+async function withContentLengths(
+  handle: FileHandle,
+  offsets: readonly number[],
+  size: number,
+): Promise<number[]> {
+  const out = [...offsets];
+  for (let i = 0; i < out.length - 1; i += 1) {
+    const start = out[i] ?? 0;
+    const head = Buffer.alloc(Math.min(HEADER_READ_BYTES, (out[i + 1] ?? size) - start));
+    const { bytesRead } = await handle.read(head, 0, head.length, start);
+    const text = head.toString('latin1', 0, bytesRead);
+    const blank = /\n\r?\n/.exec(text);
+    if (blank === null) continue;
+    const length = CONTENT_LENGTH_RE.exec(text.slice(0, blank.index + 1));
+    if (length === null) continue;
+    const target = start + blank.index + blank[0].length + Number(length[1]);
+    const ends = [target, target + 1, target + 2];
+    if (ends.includes(size)) {
+      out.splice(i + 1);
+      break;
+    }
+    const j = out.findIndex((o, k) => k > i && ends.includes(o));
+    if (j > i + 1) out.splice(i + 1, j - i - 1);
+  }
+  return out;
 }
 
 /**
@@ -130,6 +180,18 @@ export function mailWasRead(fields: readonly { readonly name: string; readonly v
   const labels = value('x-gmail-labels');
   if (labels !== undefined) return !labels.split(',').some((l) => l.trim().toLowerCase() === 'unread');
   return false;
+}
+
+/**
+ * Whether Thunderbird deleted an mbox message: its `X-Mozilla-Status` has the expunged flag (0x0008).
+ * Thunderbird marks a message deleted (or moved to another folder) so, and leaves it in the file until
+ * the folder is compacted.
+ */
+export function mozillaExpunged(
+  fields: readonly { readonly name: string; readonly value: string }[],
+): boolean {
+  const mozilla = fields.find((f) => f.name === 'x-mozilla-status')?.value;
+  return mozilla !== undefined && /^[0-9a-f]{4}$/i.test(mozilla) && (Number.parseInt(mozilla, 16) & 8) === 8;
 }
 
 /** A Maildir file's flags (`<unique>:2,<flags>`, or `;2,` where `:` cannot be in a name) hold `S`. */
@@ -168,12 +230,21 @@ async function looksLikeMail(path: string): Promise<boolean> {
   }
 }
 
+/** Whether a directory is a Maildir: it has `cur/` and `new/`. */
+async function isMaildir(dir: string): Promise<boolean> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  const names = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
+  return names.has('cur') && names.has('new');
+}
+
 /**
  * The files below a directory, sorted: hidden entries (a name starting with `.`) are passed over, and
- * a Maildir's `tmp/` (messages still being written by the program that delivers them).
+ * a Maildir's `tmp/` (messages still being written by the program that delivers them). A Maildir++
+ * folder among the hidden entries is named in `skipped`.
  */
 async function filesBelow(
   dir: string,
+  skipped: { path: string; reason: string }[],
   inMaildirCur = false,
 ): Promise<{ path: string; inMaildirCur: boolean }[]> {
   const entries = await readdir(dir, { withFileTypes: true });
@@ -181,10 +252,17 @@ async function filesBelow(
   const maildir = names.has('cur') && names.has('new');
   const out: { path: string; inMaildirCur: boolean }[] = [];
   for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    if (e.name.startsWith('.')) continue;
     const path = join(dir, e.name);
+    if (e.name.startsWith('.')) {
+      // A Maildir++ folder (`.Sent`, `.Archive.2024`: Dovecot, Courier) is left out as hidden, but
+      // said: it holds mail the user may well want (and Trash or Junk they may not).
+      if (maildir && e.isDirectory() && (await isMaildir(path)))
+        skipped.push({ path, reason: 'a Maildir++ folder, not imported with its parent (give it by name)' });
+      continue;
+    }
     if (e.isDirectory()) {
-      if (!(maildir && e.name === 'tmp')) out.push(...(await filesBelow(path, maildir && e.name === 'cur')));
+      if (!(maildir && e.name === 'tmp'))
+        out.push(...(await filesBelow(path, skipped, maildir && e.name === 'cur')));
     } else if (e.isFile()) {
       out.push({ path, inMaildirCur });
     }
@@ -202,26 +280,35 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   const skipped: { path: string; reason: string }[] = [];
   let files = 0;
   const addFile = async (path: string, size: number, mtime: Date, inMaildirCur = false): Promise<void> => {
+    if (size === 0) {
+      // Thunderbird keeps a file for every folder, empty ones too: nothing to import, nothing wrong.
+      skipped.push({ path, reason: 'empty file, no message in it' });
+      return;
+    }
     files += 1;
-    const offsets = size > 0 ? await mboxOffsets(path) : null;
-    if (offsets === null || offsets.length <= 1) {
+    const found = await mboxOffsets(path);
+    if (found === null) {
       const readState = inMaildirCur ? { maildirSeen: maildirSeen(path) } : ('none' as const);
       items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null, readState });
       return;
     }
     const handle = await open(path, 'r');
     try {
+      const offsets = await withContentLengths(handle, found, size);
       for (const [i, start] of offsets.entries()) {
         const line = Buffer.alloc(FROM_LINE_PREFIX);
         const { bytesRead } = await handle.read(line, 0, line.length, start);
         items.push({
-          label: `${path}#${i + 1}`,
+          // A file of one message is named as it always was.
+          label: offsets.length === 1 ? path : `${path}#${i + 1}`,
           path,
           start,
           end: offsets[i + 1] ?? size,
           mtime,
-          fromLineTime: fromLineTime(line.toString('latin1', 0, bytesRead).split(/\r?\n/, 1)[0] ?? ''),
-          readState: 'mbox',
+          fromLineTime: fromLineTime(
+            line.toString('latin1', bomLength(line), bytesRead).split(/\r?\n/, 1)[0] ?? '',
+          ),
+          readState: inMaildirCur ? { maildirSeen: maildirSeen(path) } : 'mbox',
         });
       }
     } finally {
@@ -231,12 +318,12 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   for (const path of paths) {
     const info = await stat(path).catch(() => null);
     if (info?.isDirectory()) {
-      for (const file of await filesBelow(path)) {
-        if (!(await looksLikeMail(file.path))) {
+      for (const file of await filesBelow(path, skipped)) {
+        const s = await stat(file.path);
+        if (s.size > 0 && !(await looksLikeMail(file.path))) {
           skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
           continue;
         }
-        const s = await stat(file.path);
         await addFile(file.path, s.size, s.mtime, file.inMaildirCur);
       }
     } else if (info?.isFile()) {

@@ -15,7 +15,7 @@ import { sesMessageIdFromContent } from '../core/ids.ts';
 import { parseMailDate } from '../core/mail-date.ts';
 import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
-import { importSources, mailWasRead, readItem } from './import-sources.ts';
+import { importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
@@ -139,7 +139,10 @@ export interface ImportSummary {
   readonly failures: readonly { file: string; reason: string }[];
   /** Recipients the relay refused, message by message, with the reply an SMTP client would have got. */
   readonly refusals: readonly { file: string; recipient: string; reply: string }[];
-  /** Files in the directories given that are not mail, passed over. */
+  /**
+   * What was passed over: files in the directories given that are not mail, empty files, the
+   * messages of an mbox that Thunderbird deleted (one line per file).
+   */
   readonly skipped: readonly { path: string; reason: string }[];
   /** One line for the terminal. */
   readonly line: string;
@@ -171,6 +174,8 @@ export async function importFiles(
   const results: RouteResult[] = [];
   const failures: { file: string; reason: string }[] = [];
   const refusals: { file: string; recipient: string; reply: string }[] = [];
+  /** Messages Thunderbird deleted and had not compacted away yet, by mbox file. */
+  const deleted = new Map<string, number>();
   const sources = await importSources(files);
   const items = sources.items;
   let next = 0;
@@ -180,6 +185,10 @@ export async function importFiles(
     try {
       const body = await readItem(item);
       const fields = headerFields(body);
+      if (item.readState === 'mbox' && mozillaExpunged(fields)) {
+        deleted.set(item.path, (deleted.get(item.path) ?? 0) + 1);
+        return;
+      }
       const given = options.to && options.to.length > 0 ? options.to : headerRecipients(fields);
       // In one order, so that the id does not depend on the order of --to options or headers.
       const recipients = [...new Set(given.map(canonicalAddress))].sort();
@@ -247,14 +256,27 @@ export async function importFiles(
   await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, items.length) }, worker));
   const c = countOutcomes(results);
   const secs = ((performance.now() - started) / 1000).toFixed(1);
+  // Deleted mail is not counted among the messages to import: passed over is not failed.
+  const skipped = [...sources.skipped];
+  let deletedCount = 0;
+  for (const [path, n] of deleted) {
+    deletedCount += n;
+    skipped.push({
+      path,
+      reason:
+        `${n} message${n === 1 ? '' : 's'} deleted in Thunderbird (X-Mozilla-Status), ` +
+        'still in the file until the folder is compacted',
+    });
+  }
+  const total = items.length - deletedCount;
   // "files" while each file is a message, as it was before mbox files and directories.
   const what =
     items.length === sources.files
-      ? `${results.length}/${items.length} files`
-      : `${results.length}/${items.length} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
+      ? `${results.length}/${total} files`
+      : `${results.length}/${total} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
   const line =
     `imported ${what} in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
     `parse failures ${c.parseFailed}, failed ${failures.length}`;
-  return { results, failures, refusals, skipped: sources.skipped, line };
+  return { results, failures, refusals, skipped, line };
 }

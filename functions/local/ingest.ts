@@ -98,7 +98,7 @@ const BOM = '\xef\xbb\xbf';
 /**
  * How a message begins, for what follows our trace headers: `field` (a header field, possibly
  * behind a UTF-8 BOM, or what precedes headers: the blank line of a message without headers, an mbox
- * `From ` line), `continuation` (a folded line, BOM or not: it would continue our last header), or
+ * `From ` line, BOM or not), `continuation` (a folded line, BOM or not: it would continue our last header), or
  * `body` (no header block at all).
  */
 export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'continuation' | 'body' {
@@ -111,9 +111,11 @@ export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'conti
   }
   if (head === '') return 'field';
   const firstLine = head.split(/\r?\n|\r/, 1)[0] ?? '';
-  if (firstLine === '' || MBOX_FROM_LINE_RE.test(firstLine)) return 'field';
-  // The parser reads past a BOM at the start of a header line (MailparserAdapter): judge what follows it.
+  if (firstLine === '') return 'field';
+  // The parser reads past a BOM at the start of a header line (MailparserAdapter): judge what follows
+  // it. So an mbox `From ` line behind one (an export saved by a Windows editor) is one still.
   const line = firstLine.startsWith(BOM) ? firstLine.slice(BOM.length) : firstLine;
+  if (MBOX_FROM_LINE_RE.test(line)) return 'field';
   if (/^[ \t]/.test(line)) return 'continuation';
   return FIELD_START_RE.test(line) ? 'field' : 'body';
 }
