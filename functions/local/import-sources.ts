@@ -131,6 +131,9 @@ const HEADER_READ_BYTES = 64 * 1024;
 const CONTENT_LENGTH_RE = /^content-length:[ \t]*(\d{1,15})[ \t]*\r?$/im;
 
 /**
+ * The messages of an mbox, from the offsets of its `From ` lines: where each starts, and the time its
+ * `From ` line names. One read of each message's start (its headers, up to 64 KiB).
+ *
  * mboxcl and mboxcl2 (Solaris and System V mail, some mutt folders) give each message's body length
  * in a `Content-Length:` header, and mboxcl2 does not escape body lines starting "From ": a quoted or
  * forwarded mbox line in a body would cut the message in two. Where a message's Content-Length
@@ -138,29 +141,29 @@ const CONTENT_LENGTH_RE = /^content-length:[ \t]*(\d{1,15})[ \t]*\r?$/im;
  * lines before it are its body, not separators. A length that leads elsewhere (a stale header, a
  * sender's own) is not believed, and the split stays at every `From ` line.
  */
-async function withContentLengths(
+async function mboxMessages(
   handle: FileHandle,
   offsets: readonly number[],
   size: number,
-): Promise<number[]> {
-  const out = [...offsets];
-  for (let i = 0; i < out.length - 1; i += 1) {
-    const start = out[i] ?? 0;
-    const head = Buffer.alloc(Math.min(HEADER_READ_BYTES, (out[i + 1] ?? size) - start));
+): Promise<{ start: number; fromLineTime: Date | null }[]> {
+  const starts = [...offsets];
+  const out: { start: number; fromLineTime: Date | null }[] = [];
+  for (let i = 0; i < starts.length; i += 1) {
+    const start = starts[i] ?? 0;
+    // The headers are before the next `From ` line, a true one or not: no header line starts "From ".
+    const head = Buffer.alloc(Math.min(HEADER_READ_BYTES, (starts[i + 1] ?? size) - start));
     const { bytesRead } = await handle.read(head, 0, head.length, start);
     const text = head.toString('latin1', 0, bytesRead);
+    out.push({ start, fromLineTime: fromLineTime(text.slice(bomLength(head)).split(/\r?\n/, 1)[0] ?? '') });
+    if (i === starts.length - 1) break;
     const blank = /\n\r?\n/.exec(text);
-    if (blank === null) continue;
-    const length = CONTENT_LENGTH_RE.exec(text.slice(0, blank.index + 1));
-    if (length === null) continue;
+    const length = blank === null ? null : CONTENT_LENGTH_RE.exec(text.slice(0, blank.index + 1));
+    if (blank === null || length === null) continue;
     const target = start + blank.index + blank[0].length + Number(length[1]);
     const ends = [target, target + 1, target + 2];
-    if (ends.includes(size)) {
-      out.splice(i + 1);
-      break;
-    }
-    const j = out.findIndex((o, k) => k > i && ends.includes(o));
-    if (j > i + 1) out.splice(i + 1, j - i - 1);
+    if (ends.includes(size)) break;
+    const j = starts.findIndex((o, k) => k > i && ends.includes(o));
+    if (j > i + 1) starts.splice(i + 1, j - i - 1);
   }
   return out;
 }
@@ -218,13 +221,18 @@ export async function readItem(item: ImportItem): Promise<Buffer> {
   }
 }
 
-/** Whether a file found in a directory looks like mail: its first line is a header field or a `From ` line. */
-async function looksLikeMail(path: string): Promise<boolean> {
+/**
+ * How a file begins: `mbox` (a `From ` line, behind a byte order mark or not), `mail` (a header
+ * field), `other` (not mail: an index, a note).
+ */
+async function fileStart(path: string): Promise<'mbox' | 'mail' | 'other'> {
   const file = await open(path, 'r');
   try {
     const head = Buffer.alloc(1000);
     const { bytesRead } = await file.read(head, 0, head.length, 0);
-    return bytesRead > 0 && messageStart(head.subarray(0, bytesRead)) === 'field';
+    if (bytesRead === 0) return 'other';
+    if (isFromLine(head.subarray(0, bytesRead), bomLength(head))) return 'mbox';
+    return messageStart(head.subarray(0, bytesRead)) === 'field' ? 'mail' : 'other';
   } finally {
     await file.close();
   }
@@ -279,14 +287,21 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   const items: ImportItem[] = [];
   const skipped: { path: string; reason: string }[] = [];
   let files = 0;
-  const addFile = async (path: string, size: number, mtime: Date, inMaildirCur = false): Promise<void> => {
+  const addFile = async (
+    path: string,
+    size: number,
+    mtime: Date,
+    inMaildirCur = false,
+    /** False when the file is known not to start with a `From ` line: it is not scanned for more. */
+    maybeMbox = true,
+  ): Promise<void> => {
     if (size === 0) {
       // Thunderbird keeps a file for every folder, empty ones too: nothing to import, nothing wrong.
       skipped.push({ path, reason: 'empty file, no message in it' });
       return;
     }
     files += 1;
-    const found = await mboxOffsets(path);
+    const found = maybeMbox ? await mboxOffsets(path) : null;
     if (found === null) {
       const readState = inMaildirCur ? { maildirSeen: maildirSeen(path) } : ('none' as const);
       items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null, readState });
@@ -294,20 +309,16 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     }
     const handle = await open(path, 'r');
     try {
-      const offsets = await withContentLengths(handle, found, size);
-      for (const [i, start] of offsets.entries()) {
-        const line = Buffer.alloc(FROM_LINE_PREFIX);
-        const { bytesRead } = await handle.read(line, 0, line.length, start);
+      const messages = await mboxMessages(handle, found, size);
+      for (const [i, { start, fromLineTime }] of messages.entries()) {
         items.push({
           // A file of one message is named as it always was.
-          label: offsets.length === 1 ? path : `${path}#${i + 1}`,
+          label: messages.length === 1 ? path : `${path}#${i + 1}`,
           path,
           start,
-          end: offsets[i + 1] ?? size,
+          end: messages[i + 1]?.start ?? size,
           mtime,
-          fromLineTime: fromLineTime(
-            line.toString('latin1', bomLength(line), bytesRead).split(/\r?\n/, 1)[0] ?? '',
-          ),
+          fromLineTime,
           readState: inMaildirCur ? { maildirSeen: maildirSeen(path) } : 'mbox',
         });
       }
@@ -320,14 +331,18 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     if (info?.isDirectory()) {
       for (const file of await filesBelow(path, skipped)) {
         const s = await stat(file.path);
-        if (s.size > 0 && !(await looksLikeMail(file.path))) {
+        // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
+        const begins = s.size > 0 ? await fileStart(file.path) : 'mail';
+        if (begins === 'other') {
           skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
           continue;
         }
-        await addFile(file.path, s.size, s.mtime, file.inMaildirCur);
+        await addFile(file.path, s.size, s.mtime, file.inMaildirCur, begins === 'mbox');
       }
     } else if (info?.isFile()) {
-      await addFile(path, info.size, info.mtime);
+      // One that cannot be read is scanned anyway: the scan says why, as before.
+      const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';
+      await addFile(path, info.size, info.mtime, false, begins === 'mbox');
     } else {
       // Missing, or not a regular file: its read says why, as a failure of its own.
       files += 1;
