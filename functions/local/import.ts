@@ -14,7 +14,7 @@ import { errorMessage } from '../core/errors.ts';
 import { sesMessageIdFromContent } from '../core/ids.ts';
 import { parseMailDate } from '../core/mail-date.ts';
 import { DAY_MS } from '../core/time.ts';
-import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
+import { countOutcomes, notificationKey } from '../pipeline/router.ts';
 import { importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
@@ -134,7 +134,10 @@ export function progressBar(done: number, total: number, width = 30): string {
 }
 
 export interface ImportSummary {
-  readonly results: readonly RouteResult[];
+  /** Messages imported (not failed, not every recipient refused). */
+  readonly imported: number;
+  /** What became of them, recipient by recipient (`countOutcomes`). */
+  readonly counts: ReturnType<typeof countOutcomes>;
   /** `file`: the path, with `#n` for the n-th message of an mbox. */
   readonly failures: readonly { file: string; reason: string }[];
   /** Recipients the relay refused, message by message, with the reply an SMTP client would have got. */
@@ -171,7 +174,9 @@ export async function importFiles(
   const now = Date.now();
   // The run's length by the monotonic clock: a wall clock stepped meanwhile would make it negative.
   const started = performance.now();
-  const results: RouteResult[] = [];
+  // Counted as they come, not kept: an export of a million messages would hold a million results.
+  let imported = 0;
+  const counts = countOutcomes([]);
   const failures: { file: string; reason: string }[] = [];
   const refusals: { file: string; recipient: string; reply: string }[] = [];
   /** Messages Thunderbird deleted and had not compacted away yet, by mbox file. */
@@ -241,7 +246,8 @@ export async function importFiles(
         failures.push({ file, reason: 'every recipient was refused' });
         return;
       }
-      results.push(result);
+      imported += 1;
+      for (const [k, n] of Object.entries(countOutcomes([result]))) counts[k as keyof typeof counts] += n;
     } catch (err) {
       failures.push({ file, reason: errorMessage(err) });
     }
@@ -254,7 +260,7 @@ export async function importFiles(
     }
   };
   await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, items.length) }, worker));
-  const c = countOutcomes(results);
+  const c = counts;
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   // Deleted mail is not counted among the messages to import: passed over is not failed.
   const skipped = [...sources.skipped];
@@ -272,11 +278,11 @@ export async function importFiles(
   // "files" while each file is a message, as it was before mbox files and directories.
   const what =
     items.length === sources.files
-      ? `${results.length}/${total} files`
-      : `${results.length}/${total} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
+      ? `${imported}/${total} files`
+      : `${imported}/${total} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
   const line =
     `imported ${what} in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
     `parse failures ${c.parseFailed}, failed ${failures.length}`;
-  return { results, failures, refusals, skipped, line };
+  return { imported, counts, failures, refusals, skipped, line };
 }
