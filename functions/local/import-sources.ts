@@ -9,7 +9,7 @@
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
+import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
 /** One message to import: `[start, end)` of the file at `path`. */
 export interface ImportItem {
@@ -47,10 +47,29 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 const FROM_LINE_TIME_RE =
   /^From \S+ +\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[A-Z]{2,5})?(?: +([+-]\d{4}))? +(\d{4})\b/;
 
-function isFromLine(buf: Buffer, start: number): boolean {
-  return MBOX_FROM_LINE_RE.test(
-    buf.toString('latin1', start, Math.min(buf.length, start + FROM_LINE_PREFIX)),
-  );
+/**
+ * Whether a `From ` line starts at `start`. `bare` also takes one that names the sender alone, without
+ * a date (what Python's `mailbox` writes for `set_from(sender)`), where a blank line precedes it: the
+ * file's first line was one such, and mboxo writers escape the body's `From ` lines.
+ */
+function isFromLine(buf: Buffer, start: number, bare = false): boolean {
+  const line = buf.toString('latin1', start, Math.min(buf.length, start + FROM_LINE_PREFIX));
+  if (MBOX_FROM_LINE_RE.test(line)) return true;
+  if (!bare || !MBOX_BARE_FROM_LINE_RE.test(line)) return false;
+  const before = buf[start - 2] === 0x0d ? start - 3 : start - 2;
+  return start === 0 || buf[before] === 0x0a;
+}
+
+/**
+ * Where an mbox's first message starts, behind a UTF-8 byte order mark and blank lines (some
+ * converters begin with one), and whether its `From ` lines are bare; null when it is no mbox.
+ */
+function firstFromLine(buf: Buffer): { start: number; bare: boolean } | null {
+  let start = bomLength(buf);
+  while (buf[start] === 0x0a || buf[start] === 0x0d) start += 1;
+  if (isFromLine(buf, start)) return { start: start === BOM.length ? 0 : start, bare: false };
+  if (isFromLine(buf, start, true)) return { start: start === BOM.length ? 0 : start, bare: true };
+  return null;
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
@@ -90,16 +109,20 @@ export async function mboxOffsets(path: string): Promise<number[] | null> {
   /** The file offset of `carry`'s first byte. */
   let base = 0;
   let first = true;
+  let bare = false;
   const scan = (buf: Buffer, ended: boolean): number => {
-    // Bytes from `keep` on may start a `From ` line not yet complete: looked at again with more.
-    let keep = ended ? buf.length : Math.max(0, buf.length - (NL_FROM.length - 1));
+    // Bytes from `keep` on may start a `From ` line not yet complete: looked at again with more, with
+    // the two bytes before it (a bare `From ` line needs the blank line before it).
+    let keep = ended ? buf.length : Math.max(0, buf.length - (NL_FROM.length - 1) - 2);
     for (let k = buf.indexOf(NL_FROM); k >= 0; k = buf.indexOf(NL_FROM, k + 1)) {
       const lineEnd = buf.indexOf(10, k + 1);
       if (lineEnd < 0 && !ended && buf.length - (k + 1) < FROM_LINE_PREFIX) {
-        keep = Math.min(keep, k);
+        keep = Math.min(keep, Math.max(0, k - 2));
         break;
       }
-      if (isFromLine(buf, k + 1)) offsets.push(base + k + 1);
+      // Bytes looked at again may hold one found before.
+      const at = base + k + 1;
+      if (at > (offsets.at(-1) ?? -1) && isFromLine(buf, k + 1, bare)) offsets.push(at);
     }
     return keep;
   };
@@ -111,16 +134,20 @@ export async function mboxOffsets(path: string): Promise<number[] | null> {
         continue;
       }
       first = false;
-      if (!isFromLine(buf, bomLength(buf))) return null;
-      offsets.push(0);
+      const found = firstFromLine(buf);
+      if (found === null) return null;
+      bare = found.bare;
+      offsets.push(found.start);
     }
     const keep = scan(buf, false);
     carry = buf.subarray(keep);
     base += keep;
   }
   if (first) {
-    if (carry.length === 0 || !isFromLine(carry, bomLength(carry))) return null;
-    offsets.push(0);
+    const found = carry.length === 0 ? null : firstFromLine(carry);
+    if (found === null) return null;
+    bare = found.bare;
+    offsets.push(found.start);
   }
   scan(carry, true);
   return offsets;
@@ -231,7 +258,7 @@ async function fileStart(path: string): Promise<'mbox' | 'mail' | 'other'> {
     const head = Buffer.alloc(1000);
     const { bytesRead } = await file.read(head, 0, head.length, 0);
     if (bytesRead === 0) return 'other';
-    if (isFromLine(head.subarray(0, bytesRead), bomLength(head))) return 'mbox';
+    if (firstFromLine(head.subarray(0, bytesRead)) !== null) return 'mbox';
     return messageStart(head.subarray(0, bytesRead)) === 'field' ? 'mail' : 'other';
   } finally {
     await file.close();

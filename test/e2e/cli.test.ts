@@ -374,6 +374,51 @@ describe('mail-relay import', () => {
     assert.equal(stored[0]?.raw, `\xef\xbb\xbf${messages[0]}`);
   });
 
+  it("splits what Python's mailbox writes for set_from(sender) (From lines without a date), and an mbox behind blank lines", async () => {
+    const configPath = join(work, 'import-py.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-py');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    const path = join(work, 'python.mbox');
+    const made = await python(
+      'import mailbox, sys\n' +
+        'box = mailbox.mbox(sys.argv[1])\n' +
+        'for i, flags in enumerate(["", "RO"]):\n' +
+        '    m = mailbox.mboxMessage("To: alice@example.test\\nSubject: py %d\\n\\nFrom Paris, with love\\nFrom me\\n" % i)\n' +
+        '    m.set_from("converter@remote.test")\n' +
+        '    m.set_flags(flags)\n' +
+        '    box.add(m)\n' +
+        'box.flush()\n',
+      [path],
+    );
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(readFileSync(path, 'latin1'), /^From converter@remote\.test\n/);
+    const r = await run(process.execPath, [BIN, 'import', path], { env: e });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^imported 2\/2 messages from 1 file in [\d.]+s: delivered 2,/);
+    assert.deepEqual(
+      (await aliceMail(dataDir)).map((m) => `${m.subject}: ${m.seen ? 'read' : 'unread'}`).sort(),
+      ['py 0: unread', 'py 1: read'],
+    );
+
+    const leading = join(work, 'leading-blank.mbox');
+    writeFileSync(
+      leading,
+      `\n\n${mboxMessage('after blank lines', '10:00:00')}${mboxMessage('next', '11:00:00')}`,
+    );
+    const lead = await run(process.execPath, [BIN, 'import', leading], { env: e });
+    assert.equal(lead.code, 0, lead.stderr);
+    assert.match(lead.stdout, /^imported 2\/2 messages from 1 file /);
+    const stored = await aliceMail(dataDir);
+    assert.deepEqual(
+      stored.filter((m) => !m.subject.startsWith('py')).map((m) => [m.subject, m.at]),
+      [
+        ['after blank lines', '2025-01-06T10:00:00.000Z'],
+        ['next', '2025-01-06T11:00:00.000Z'],
+      ],
+    );
+  });
+
   it('keeps an mboxcl2 message whole where its Content-Length covers a From line in its body', async () => {
     const configPath = join(work, 'import-cl.config.json');
     writeFileSync(configPath, JSON.stringify(CONFIG));
