@@ -8,7 +8,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
 /** One message to import: `[start, end)` of the file at `path`. */
@@ -226,8 +226,12 @@ export function mozillaExpunged(
 
 /** A Maildir file's flags (`<unique>:2,<flags>`, or `;2,` where `:` cannot be in a name) hold `S`. */
 function maildirSeen(path: string): boolean {
-  const info = /[:;]2,([A-Za-z]*)$/.exec(path);
-  return info !== null && (info[1] ?? '').includes('S');
+  return maildirFlags(path).includes('S');
+}
+
+/** A Maildir file's flags, from its name (`<unique>:2,<flags>`); '' when it has none. */
+function maildirFlags(path: string): string {
+  return /[:;]2,([A-Za-z]*)$/.exec(path)?.[1] ?? '';
 }
 
 /** Reads one item's bytes. */
@@ -356,7 +360,14 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   for (const path of paths) {
     const info = await stat(path).catch(() => null);
     if (info?.isDirectory()) {
+      /** Messages of a Maildir's `cur/` marked deleted (`T`: IMAP's \\Deleted in Dovecot, mutt's maildir_trash). */
+      const trashed = new Map<string, number>();
       for (const file of await filesBelow(path, skipped)) {
+        if (file.inMaildirCur && maildirFlags(file.path).includes('T')) {
+          const dir = dirname(file.path);
+          trashed.set(dir, (trashed.get(dir) ?? 0) + 1);
+          continue;
+        }
         const s = await stat(file.path);
         // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
         const begins = s.size > 0 ? await fileStart(file.path) : 'mail';
@@ -366,6 +377,11 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
         }
         await addFile(file.path, s.size, s.mtime, file.inMaildirCur, begins === 'mbox');
       }
+      for (const [dir, n] of trashed)
+        skipped.push({
+          path: dir,
+          reason: `${n} message${n === 1 ? '' : 's'} marked deleted (the T flag), not expunged yet`,
+        });
     } else if (info?.isFile()) {
       // One that cannot be read is scanned anyway: the scan says why, as before.
       const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';

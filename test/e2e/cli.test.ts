@@ -503,7 +503,7 @@ describe('mail-relay import', () => {
     assert.equal((await aliceMail(dataDir)).length, 3);
   });
 
-  it('names the Maildir++ folders it leaves out of a Maildir, and imports one given by name', async () => {
+  it('names the Maildir++ folders it leaves out of a Maildir, and imports one given by name; mail marked deleted is left out', async () => {
     const configPath = join(work, 'import-mdpp.config.json');
     writeFileSync(configPath, JSON.stringify(CONFIG));
     const dataDir = join(work, 'import-mdpp');
@@ -519,9 +519,18 @@ describe('mail-relay import', () => {
       join(maildir, '.Sent', 'cur', '1732838460.M3P4.host:2,S'),
       'To: alice@example.test\nSubject: sent\n\nhi\n',
     );
+    // Marked deleted (IMAP's \Deleted, as Dovecot stores it; mutt's maildir_trash), not expunged yet.
+    writeFileSync(
+      join(maildir, 'cur', '1732838520.M5P6.host:2,ST'),
+      'To: alice@example.test\nSubject: deleted\n\nhi\n',
+    );
     const r = await run(process.execPath, [BIN, 'import', maildir], { env: e });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^imported 1\/1 files /);
+    assert.match(
+      r.stderr,
+      /^skipped: .*Maildir\/cur: 1 message marked deleted \(the T flag\), not expunged yet$/m,
+    );
     assert.match(
       r.stderr,
       /^skipped: .*Maildir\/\.Sent: a Maildir\+\+ folder, not imported with its parent \(give it by name\)$/m,
