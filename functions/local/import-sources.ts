@@ -35,7 +35,10 @@ export interface ImportSources {
   readonly items: readonly ImportItem[];
   /** Files given or found. */
   readonly files: number;
-  /** Files inside directories passed over as not mail (an index, a `.DS_Store`…), with why. */
+  /**
+   * What is passed over, with why: files inside directories that are not mail (an index, notes), empty
+   * files, Maildir++ folders inside a Maildir, a `cur/`'s messages marked deleted (one line for them).
+   */
   readonly skipped: readonly { readonly path: string; readonly reason: string }[];
 }
 
@@ -99,8 +102,9 @@ export function fromLineTime(line: string): Date | null {
 }
 
 /**
- * Where each message of an mbox starts: 0, then each line that is a `From ` line (as ingest.ts tells
- * one: sender, weekday, month, day and time). Read as a stream; null when the file does not begin
+ * Where each message of an mbox starts: its first `From ` line (0, or past blank lines), then each
+ * line that is a `From ` line (as ingest.ts tells one: sender, weekday, month, day and time; or, in a
+ * file whose first one names the sender alone, such a line after a blank line). Read as a stream; null when the file does not begin
  * with a `From ` line (not an mbox), after a UTF-8 byte order mark if it has one.
  */
 export async function mboxOffsets(path: string): Promise<number[] | null> {

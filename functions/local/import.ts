@@ -143,8 +143,8 @@ export interface ImportSummary {
   /** Recipients the relay refused, message by message, with the reply an SMTP client would have got. */
   readonly refusals: readonly { file: string; recipient: string; reply: string }[];
   /**
-   * What was passed over: files in the directories given that are not mail, empty files, the
-   * messages of an mbox that Thunderbird deleted (one line per file).
+   * What was passed over (`ImportSources.skipped`), and the messages of an mbox that Thunderbird
+   * deleted (one line per file).
    */
   readonly skipped: readonly { path: string; reason: string }[];
   /** One line for the terminal. */
