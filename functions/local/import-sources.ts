@@ -7,9 +7,9 @@
  * `From ` line before the headers).
  */
 import { createReadStream } from 'node:fs';
-import { open, readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
+import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
 /** One message to import: `[start, end)` of the file at `path`. */
 export interface ImportItem {
@@ -35,7 +35,10 @@ export interface ImportSources {
   readonly items: readonly ImportItem[];
   /** Files given or found. */
   readonly files: number;
-  /** Files inside directories passed over as not mail (an index, a `.DS_Store`…), with why. */
+  /**
+   * What is passed over, with why: files inside directories that are not mail (an index, notes), empty
+   * files, Maildir++ folders inside a Maildir, a `cur/`'s messages marked deleted (one line for them).
+   */
   readonly skipped: readonly { readonly path: string; readonly reason: string }[];
 }
 
@@ -47,10 +50,40 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 const FROM_LINE_TIME_RE =
   /^From \S+ +\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[A-Z]{2,5})?(?: +([+-]\d{4}))? +(\d{4})\b/;
 
-function isFromLine(buf: Buffer, start: number): boolean {
-  return MBOX_FROM_LINE_RE.test(
-    buf.toString('latin1', start, Math.min(buf.length, start + FROM_LINE_PREFIX)),
-  );
+/**
+ * Whether a `From ` line starts at `start`. `bare` also takes one that names the sender alone, without
+ * a date (what Python's `mailbox` writes for `set_from(sender)`), where a blank line precedes it: the
+ * file's first line was one such, and mboxo writers escape the body's `From ` lines.
+ */
+function isFromLine(buf: Buffer, start: number, bare = false): boolean {
+  const line = buf.toString('latin1', start, Math.min(buf.length, start + FROM_LINE_PREFIX));
+  if (MBOX_FROM_LINE_RE.test(line)) return true;
+  if (!bare || !MBOX_BARE_FROM_LINE_RE.test(line)) return false;
+  const before = buf[start - 2] === 0x0d ? start - 3 : start - 2;
+  return start === 0 || buf[before] === 0x0a;
+}
+
+/**
+ * Where an mbox's first message starts, behind a UTF-8 byte order mark and blank lines (some
+ * converters begin with one), and whether its `From ` lines are bare; null when it is no mbox.
+ */
+function firstFromLine(buf: Buffer): { start: number; bare: boolean } | null {
+  let start = bomLength(buf);
+  while (buf[start] === 0x0a || buf[start] === 0x0d) start += 1;
+  if (isFromLine(buf, start)) return { start: start === BOM.length ? 0 : start, bare: false };
+  if (isFromLine(buf, start, true)) return { start: start === BOM.length ? 0 : start, bare: true };
+  return null;
+}
+
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * 3 when the file starts with a UTF-8 byte order mark (an export saved by a Windows editor), else 0.
+ * The mark stays part of the first message (the messages together are the file); ingest.ts and the
+ * parser read past it.
+ */
+function bomLength(buf: Buffer): number {
+  return buf.subarray(0, BOM.length).equals(BOM) ? BOM.length : 0;
 }
 
 /** The time a `From ` line names, or null when it names none this reads. */
@@ -69,9 +102,10 @@ export function fromLineTime(line: string): Date | null {
 }
 
 /**
- * Where each message of an mbox starts: 0, then each line that is a `From ` line (as ingest.ts tells
- * one: sender, weekday, month, day and time). Read as a stream; null when the file does not begin
- * with a `From ` line (not an mbox).
+ * Where each message of an mbox starts: its first `From ` line (0, or past blank lines), then each
+ * line that is a `From ` line (as ingest.ts tells one: sender, weekday, month, day and time; or, in a
+ * file whose first one names the sender alone, such a line after a blank line). Read as a stream; null when the file does not begin
+ * with a `From ` line (not an mbox), after a UTF-8 byte order mark if it has one.
  */
 export async function mboxOffsets(path: string): Promise<number[] | null> {
   const offsets: number[] = [];
@@ -79,16 +113,20 @@ export async function mboxOffsets(path: string): Promise<number[] | null> {
   /** The file offset of `carry`'s first byte. */
   let base = 0;
   let first = true;
+  let bare = false;
   const scan = (buf: Buffer, ended: boolean): number => {
-    // Bytes from `keep` on may start a `From ` line not yet complete: looked at again with more.
-    let keep = ended ? buf.length : Math.max(0, buf.length - (NL_FROM.length - 1));
+    // Bytes from `keep` on may start a `From ` line not yet complete: looked at again with more, with
+    // the two bytes before it (a bare `From ` line needs the blank line before it).
+    let keep = ended ? buf.length : Math.max(0, buf.length - (NL_FROM.length - 1) - 2);
     for (let k = buf.indexOf(NL_FROM); k >= 0; k = buf.indexOf(NL_FROM, k + 1)) {
       const lineEnd = buf.indexOf(10, k + 1);
       if (lineEnd < 0 && !ended && buf.length - (k + 1) < FROM_LINE_PREFIX) {
-        keep = Math.min(keep, k);
+        keep = Math.min(keep, Math.max(0, k - 2));
         break;
       }
-      if (isFromLine(buf, k + 1)) offsets.push(base + k + 1);
+      // Bytes looked at again may hold one found before.
+      const at = base + k + 1;
+      if (at > (offsets.at(-1) ?? -1) && isFromLine(buf, k + 1, bare)) offsets.push(at);
     }
     return keep;
   };
@@ -100,19 +138,65 @@ export async function mboxOffsets(path: string): Promise<number[] | null> {
         continue;
       }
       first = false;
-      if (!isFromLine(buf, 0)) return null;
-      offsets.push(0);
+      const found = firstFromLine(buf);
+      if (found === null) return null;
+      bare = found.bare;
+      offsets.push(found.start);
     }
     const keep = scan(buf, false);
     carry = buf.subarray(keep);
     base += keep;
   }
   if (first) {
-    if (carry.length === 0 || !isFromLine(carry, 0)) return null;
-    offsets.push(0);
+    const found = carry.length === 0 ? null : firstFromLine(carry);
+    if (found === null) return null;
+    bare = found.bare;
+    offsets.push(found.start);
   }
   scan(carry, true);
   return offsets;
+}
+
+/** How much of a message is read for its `Content-Length:` (mailparser's limit on a header block). */
+const HEADER_READ_BYTES = 64 * 1024;
+const CONTENT_LENGTH_RE = /^content-length:[ \t]*(\d{1,15})[ \t]*\r?$/im;
+
+/**
+ * The messages of an mbox, from the offsets of its `From ` lines: where each starts, and the time its
+ * `From ` line names. One read of each message's start (its headers, up to 64 KiB).
+ *
+ * mboxcl and mboxcl2 (Solaris and System V mail, some mutt folders) give each message's body length
+ * in a `Content-Length:` header, and mboxcl2 does not escape body lines starting "From ": a quoted or
+ * forwarded mbox line in a body would cut the message in two. Where a message's Content-Length
+ * leads exactly to a later `From ` line (or the end of the file), past a line end or not, the `From `
+ * lines before it are its body, not separators. A length that leads elsewhere (a stale header, a
+ * sender's own) is not believed, and the split stays at every `From ` line.
+ */
+async function mboxMessages(
+  handle: FileHandle,
+  offsets: readonly number[],
+  size: number,
+): Promise<{ start: number; fromLineTime: Date | null }[]> {
+  const starts = [...offsets];
+  const out: { start: number; fromLineTime: Date | null }[] = [];
+  for (let i = 0; i < starts.length; i += 1) {
+    const start = starts[i] ?? 0;
+    // The headers are before the next `From ` line, a true one or not: no header line starts "From ".
+    const head = Buffer.alloc(Math.min(HEADER_READ_BYTES, (starts[i + 1] ?? size) - start));
+    const { bytesRead } = await handle.read(head, 0, head.length, start);
+    const text = head.toString('latin1', 0, bytesRead);
+    out.push({ start, fromLineTime: fromLineTime(text.slice(bomLength(head)).split(/\r?\n/, 1)[0] ?? '') });
+    if (i === starts.length - 1) break;
+    const blank = /\n\r?\n/.exec(text);
+    const length = blank === null ? null : CONTENT_LENGTH_RE.exec(text.slice(0, blank.index + 1));
+    if (blank === null || length === null) continue;
+    const target = start + blank.index + blank[0].length + Number(length[1]);
+    const ends = [target, target + 1, target + 2];
+    if (ends.includes(size)) break;
+    const j = starts.findIndex((o, k) => k > i && ends.includes(o));
+    if (j > i + 1) starts.splice(i + 1, j - i - 1);
+  }
+  return out;
 }
 
 /**
@@ -132,10 +216,26 @@ export function mailWasRead(fields: readonly { readonly name: string; readonly v
   return false;
 }
 
+/**
+ * Whether Thunderbird deleted an mbox message: its `X-Mozilla-Status` has the expunged flag (0x0008).
+ * Thunderbird marks a message deleted (or moved to another folder) so, and leaves it in the file until
+ * the folder is compacted.
+ */
+export function mozillaExpunged(
+  fields: readonly { readonly name: string; readonly value: string }[],
+): boolean {
+  const mozilla = fields.find((f) => f.name === 'x-mozilla-status')?.value;
+  return mozilla !== undefined && /^[0-9a-f]{4}$/i.test(mozilla) && (Number.parseInt(mozilla, 16) & 8) === 8;
+}
+
 /** A Maildir file's flags (`<unique>:2,<flags>`, or `;2,` where `:` cannot be in a name) hold `S`. */
 function maildirSeen(path: string): boolean {
-  const info = /[:;]2,([A-Za-z]*)$/.exec(path);
-  return info !== null && (info[1] ?? '').includes('S');
+  return maildirFlags(path).includes('S');
+}
+
+/** A Maildir file's flags, from its name (`<unique>:2,<flags>`); '' when it has none. */
+function maildirFlags(path: string): string {
+  return /[:;]2,([A-Za-z]*)$/.exec(path)?.[1] ?? '';
 }
 
 /** Reads one item's bytes. */
@@ -156,24 +256,38 @@ export async function readItem(item: ImportItem): Promise<Buffer> {
   }
 }
 
-/** Whether a file found in a directory looks like mail: its first line is a header field or a `From ` line. */
-async function looksLikeMail(path: string): Promise<boolean> {
+/**
+ * How a file begins: `mbox` (a `From ` line, behind a byte order mark or not), `mail` (a header
+ * field), `other` (not mail: an index, a note).
+ */
+async function fileStart(path: string): Promise<'mbox' | 'mail' | 'other'> {
   const file = await open(path, 'r');
   try {
     const head = Buffer.alloc(1000);
     const { bytesRead } = await file.read(head, 0, head.length, 0);
-    return bytesRead > 0 && messageStart(head.subarray(0, bytesRead)) === 'field';
+    if (bytesRead === 0) return 'other';
+    if (firstFromLine(head.subarray(0, bytesRead)) !== null) return 'mbox';
+    return messageStart(head.subarray(0, bytesRead)) === 'field' ? 'mail' : 'other';
   } finally {
     await file.close();
   }
 }
 
+/** Whether a directory is a Maildir: it has `cur/` and `new/`. */
+async function isMaildir(dir: string): Promise<boolean> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  const names = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
+  return names.has('cur') && names.has('new');
+}
+
 /**
  * The files below a directory, sorted: hidden entries (a name starting with `.`) are passed over, and
- * a Maildir's `tmp/` (messages still being written by the program that delivers them).
+ * a Maildir's `tmp/` (messages still being written by the program that delivers them). A Maildir++
+ * folder among the hidden entries is named in `skipped`.
  */
 async function filesBelow(
   dir: string,
+  skipped: { path: string; reason: string }[],
   inMaildirCur = false,
 ): Promise<{ path: string; inMaildirCur: boolean }[]> {
   const entries = await readdir(dir, { withFileTypes: true });
@@ -181,10 +295,17 @@ async function filesBelow(
   const maildir = names.has('cur') && names.has('new');
   const out: { path: string; inMaildirCur: boolean }[] = [];
   for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    if (e.name.startsWith('.')) continue;
     const path = join(dir, e.name);
+    if (e.name.startsWith('.')) {
+      // A Maildir++ folder (`.Sent`, `.Archive.2024`: Dovecot, Courier) is left out as hidden, but
+      // said: it holds mail the user may well want (and Trash or Junk they may not).
+      if (maildir && e.isDirectory() && (await isMaildir(path)))
+        skipped.push({ path, reason: 'a Maildir++ folder, not imported with its parent (give it by name)' });
+      continue;
+    }
     if (e.isDirectory()) {
-      if (!(maildir && e.name === 'tmp')) out.push(...(await filesBelow(path, maildir && e.name === 'cur')));
+      if (!(maildir && e.name === 'tmp'))
+        out.push(...(await filesBelow(path, skipped, maildir && e.name === 'cur')));
     } else if (e.isFile()) {
       out.push({ path, inMaildirCur });
     }
@@ -201,27 +322,39 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   const items: ImportItem[] = [];
   const skipped: { path: string; reason: string }[] = [];
   let files = 0;
-  const addFile = async (path: string, size: number, mtime: Date, inMaildirCur = false): Promise<void> => {
+  const addFile = async (
+    path: string,
+    size: number,
+    mtime: Date,
+    inMaildirCur = false,
+    /** False when the file is known not to start with a `From ` line: it is not scanned for more. */
+    maybeMbox = true,
+  ): Promise<void> => {
+    if (size === 0) {
+      // Thunderbird keeps a file for every folder, empty ones too: nothing to import, nothing wrong.
+      skipped.push({ path, reason: 'empty file, no message in it' });
+      return;
+    }
     files += 1;
-    const offsets = size > 0 ? await mboxOffsets(path) : null;
-    if (offsets === null || offsets.length <= 1) {
+    const found = maybeMbox ? await mboxOffsets(path) : null;
+    if (found === null) {
       const readState = inMaildirCur ? { maildirSeen: maildirSeen(path) } : ('none' as const);
       items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null, readState });
       return;
     }
     const handle = await open(path, 'r');
     try {
-      for (const [i, start] of offsets.entries()) {
-        const line = Buffer.alloc(FROM_LINE_PREFIX);
-        const { bytesRead } = await handle.read(line, 0, line.length, start);
+      const messages = await mboxMessages(handle, found, size);
+      for (const [i, { start, fromLineTime }] of messages.entries()) {
         items.push({
-          label: `${path}#${i + 1}`,
+          // A file of one message is named as it always was.
+          label: messages.length === 1 ? path : `${path}#${i + 1}`,
           path,
           start,
-          end: offsets[i + 1] ?? size,
+          end: messages[i + 1]?.start ?? size,
           mtime,
-          fromLineTime: fromLineTime(line.toString('latin1', 0, bytesRead).split(/\r?\n/, 1)[0] ?? ''),
-          readState: 'mbox',
+          fromLineTime,
+          readState: inMaildirCur ? { maildirSeen: maildirSeen(path) } : 'mbox',
         });
       }
     } finally {
@@ -231,16 +364,32 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   for (const path of paths) {
     const info = await stat(path).catch(() => null);
     if (info?.isDirectory()) {
-      for (const file of await filesBelow(path)) {
-        if (!(await looksLikeMail(file.path))) {
-          skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
+      /** Messages of a Maildir's `cur/` marked deleted (`T`: IMAP's \\Deleted in Dovecot, mutt's maildir_trash). */
+      const trashed = new Map<string, number>();
+      for (const file of await filesBelow(path, skipped)) {
+        if (file.inMaildirCur && maildirFlags(file.path).includes('T')) {
+          const dir = dirname(file.path);
+          trashed.set(dir, (trashed.get(dir) ?? 0) + 1);
           continue;
         }
         const s = await stat(file.path);
-        await addFile(file.path, s.size, s.mtime, file.inMaildirCur);
+        // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
+        const begins = s.size > 0 ? await fileStart(file.path) : 'mail';
+        if (begins === 'other') {
+          skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
+          continue;
+        }
+        await addFile(file.path, s.size, s.mtime, file.inMaildirCur, begins === 'mbox');
       }
+      for (const [dir, n] of trashed)
+        skipped.push({
+          path: dir,
+          reason: `${n} message${n === 1 ? '' : 's'} marked deleted (the T flag), not expunged yet`,
+        });
     } else if (info?.isFile()) {
-      await addFile(path, info.size, info.mtime);
+      // One that cannot be read is scanned anyway: the scan says why, as before.
+      const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';
+      await addFile(path, info.size, info.mtime, false, begins === 'mbox');
     } else {
       // Missing, or not a regular file: its read says why, as a failure of its own.
       files += 1;

@@ -14,8 +14,8 @@ import { errorMessage } from '../core/errors.ts';
 import { sesMessageIdFromContent } from '../core/ids.ts';
 import { parseMailDate } from '../core/mail-date.ts';
 import { DAY_MS } from '../core/time.ts';
-import { countOutcomes, notificationKey, type RouteResult } from '../pipeline/router.ts';
-import { importSources, mailWasRead, readItem } from './import-sources.ts';
+import { countOutcomes, notificationKey } from '../pipeline/router.ts';
+import { importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
@@ -134,12 +134,18 @@ export function progressBar(done: number, total: number, width = 30): string {
 }
 
 export interface ImportSummary {
-  readonly results: readonly RouteResult[];
+  /** Messages imported (not failed, not every recipient refused). */
+  readonly imported: number;
+  /** What became of them, recipient by recipient (`countOutcomes`). */
+  readonly counts: ReturnType<typeof countOutcomes>;
   /** `file`: the path, with `#n` for the n-th message of an mbox. */
   readonly failures: readonly { file: string; reason: string }[];
   /** Recipients the relay refused, message by message, with the reply an SMTP client would have got. */
   readonly refusals: readonly { file: string; recipient: string; reply: string }[];
-  /** Files in the directories given that are not mail, passed over. */
+  /**
+   * What was passed over (`ImportSources.skipped`), and the messages of an mbox that Thunderbird
+   * deleted (one line per file).
+   */
   readonly skipped: readonly { path: string; reason: string }[];
   /** One line for the terminal. */
   readonly line: string;
@@ -168,9 +174,13 @@ export async function importFiles(
   const now = Date.now();
   // The run's length by the monotonic clock: a wall clock stepped meanwhile would make it negative.
   const started = performance.now();
-  const results: RouteResult[] = [];
+  // Counted as they come, not kept: an export of a million messages would hold a million results.
+  let imported = 0;
+  const counts = countOutcomes([]);
   const failures: { file: string; reason: string }[] = [];
   const refusals: { file: string; recipient: string; reply: string }[] = [];
+  /** Messages Thunderbird deleted and had not compacted away yet, by mbox file. */
+  const deleted = new Map<string, number>();
   const sources = await importSources(files);
   const items = sources.items;
   let next = 0;
@@ -180,6 +190,10 @@ export async function importFiles(
     try {
       const body = await readItem(item);
       const fields = headerFields(body);
+      if (item.readState === 'mbox' && mozillaExpunged(fields)) {
+        deleted.set(item.path, (deleted.get(item.path) ?? 0) + 1);
+        return;
+      }
       const given = options.to && options.to.length > 0 ? options.to : headerRecipients(fields);
       // In one order, so that the id does not depend on the order of --to options or headers.
       const recipients = [...new Set(given.map(canonicalAddress))].sort();
@@ -232,7 +246,8 @@ export async function importFiles(
         failures.push({ file, reason: 'every recipient was refused' });
         return;
       }
-      results.push(result);
+      imported += 1;
+      for (const [k, n] of Object.entries(countOutcomes([result]))) counts[k as keyof typeof counts] += n;
     } catch (err) {
       failures.push({ file, reason: errorMessage(err) });
     }
@@ -245,16 +260,29 @@ export async function importFiles(
     }
   };
   await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, items.length) }, worker));
-  const c = countOutcomes(results);
+  const c = counts;
   const secs = ((performance.now() - started) / 1000).toFixed(1);
+  // Deleted mail is not counted among the messages to import: passed over is not failed.
+  const skipped = [...sources.skipped];
+  let deletedCount = 0;
+  for (const [path, n] of deleted) {
+    deletedCount += n;
+    skipped.push({
+      path,
+      reason:
+        `${n} message${n === 1 ? '' : 's'} deleted in Thunderbird (X-Mozilla-Status), ` +
+        'still in the file until the folder is compacted',
+    });
+  }
+  const total = items.length - deletedCount;
   // "files" while each file is a message, as it was before mbox files and directories.
   const what =
     items.length === sources.files
-      ? `${results.length}/${items.length} files`
-      : `${results.length}/${items.length} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
+      ? `${imported}/${total} files`
+      : `${imported}/${total} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
   const line =
     `imported ${what} in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
     `parse failures ${c.parseFailed}, failed ${failures.length}`;
-  return { results, failures, refusals, skipped: sources.skipped, line };
+  return { imported, counts, failures, refusals, skipped, line };
 }

@@ -91,6 +91,11 @@ export function traceHeaders(input: IngestInput, sesMessageId: string, receivedA
 /** mbox's separator line: `From <sender> <asctime date>` (a sentence starting "From " is body). */
 export const MBOX_FROM_LINE_RE =
   /^From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} +\d{1,2}:\d\d/;
+/**
+ * An mbox separator naming the sender alone, no date (Python's `mailbox` with `set_from(sender)`):
+ * the whole line, so that "From Paris, with love" is body.
+ */
+export const MBOX_BARE_FROM_LINE_RE = /^From \S+[ \t]*(?:\r?\n|\r?$)/;
 /** RFC 5322 §2.2 field name, then the colon (obsolete syntax allows whitespace before it). */
 const FIELD_START_RE = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/;
 const BOM = '\xef\xbb\xbf';
@@ -98,7 +103,7 @@ const BOM = '\xef\xbb\xbf';
 /**
  * How a message begins, for what follows our trace headers: `field` (a header field, possibly
  * behind a UTF-8 BOM, or what precedes headers: the blank line of a message without headers, an mbox
- * `From ` line), `continuation` (a folded line, BOM or not: it would continue our last header), or
+ * `From ` line, BOM or not), `continuation` (a folded line, BOM or not: it would continue our last header), or
  * `body` (no header block at all).
  */
 export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'continuation' | 'body' {
@@ -111,9 +116,11 @@ export function messageStart(body: Buffer | readonly Buffer[]): 'field' | 'conti
   }
   if (head === '') return 'field';
   const firstLine = head.split(/\r?\n|\r/, 1)[0] ?? '';
-  if (firstLine === '' || MBOX_FROM_LINE_RE.test(firstLine)) return 'field';
-  // The parser reads past a BOM at the start of a header line (MailparserAdapter): judge what follows it.
+  if (firstLine === '') return 'field';
+  // The parser reads past a BOM at the start of a header line (MailparserAdapter): judge what follows
+  // it. So an mbox `From ` line behind one (an export saved by a Windows editor) is one still.
   const line = firstLine.startsWith(BOM) ? firstLine.slice(BOM.length) : firstLine;
+  if (MBOX_FROM_LINE_RE.test(line) || MBOX_BARE_FROM_LINE_RE.test(line)) return 'field';
   if (/^[ \t]/.test(line)) return 'continuation';
   return FIELD_START_RE.test(line) ? 'field' : 'body';
 }

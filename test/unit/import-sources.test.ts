@@ -41,6 +41,26 @@ describe('mboxOffsets', () => {
     }
   });
 
+  it('bare From lines (no date, after a blank line), wherever a read chunk cuts one or the blank line before it', async () => {
+    const bare = (n: number, bodyBytes: number, eol: string) =>
+      `From sender${n}@remote.test${eol}To: alice@example.test${eol}Subject: ${n}${eol}${eol}` +
+      `From Paris, with love${eol}${'x'.repeat(bodyBytes)}${eol}${eol}`;
+    for (const shift of [-12, -9, -8, -7, -6, -3, -1, 0, 1, 2, 3, 30]) {
+      for (const eol of ['\n', '\r\n']) {
+        const first = bare(0, 0, eol);
+        const messages = [bare(0, CHUNK + shift - first.length, eol), bare(1, 5, eol), bare(2, 0, eol)];
+        const path = join(work, `bare${shift}.mbox`);
+        writeFileSync(path, messages.join(''));
+        const a = Buffer.byteLength(messages[0] ?? '');
+        assert.deepEqual(
+          await mboxOffsets(path),
+          [0, a, a + Buffer.byteLength(messages[1] ?? '')],
+          `${shift} ${JSON.stringify(eol)}`,
+        );
+      }
+    }
+  });
+
   it('every cut position of one boundary, and CRLF files', async () => {
     for (const shift of [-8, -6, -4, -2, 0, 2]) {
       for (const eol of ['\n', '\r\n']) {
