@@ -184,6 +184,14 @@ async function prepareJson(body: SendRequest, mailbox: string, id: string, now: 
 }
 
 function prepareRaw(raw: Buffer, mailbox: string, id: string, now: Date): Prepared {
+  // No message at all (a client that sent the headers and forgot the body) is no From to refuse.
+  if (raw.toString('latin1').trim() === '') {
+    throw new ValidationError(
+      'the message/rfc822 body is empty: send the whole message',
+      [],
+      'invalid_request',
+    );
+  }
   const split = splitMessage(raw);
   // RFC 5322 §2.2: CR only as part of CRLF. A CR alone is no line end to us, but it is to the SMTP
   // client (which sends it as CRLF) and to many readers: `From: ceo@…<CR>From: <mailbox>` would be

@@ -170,6 +170,20 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.equal(forged.status, 403);
     assert.equal((await errorOf(forged)).code, 'from_not_allowed');
 
+    // No message at all is a bad request, not a From that is not the mailbox's.
+    for (const body of ['', '\r\n']) {
+      const empty = await env.request(`/v1/mailboxes/${ALICE}/send`, {
+        method: 'POST',
+        token: alice,
+        headers: { 'Content-Type': 'message/rfc822' },
+        body,
+      });
+      assert.equal(empty.status, 400, JSON.stringify(body));
+      const error = await errorOf(empty);
+      assert.equal(error.code, 'invalid_request');
+      assert.match(error.message, /body is empty/);
+    }
+
     const bob = await env.token('bob@example.test');
     const other = await send({ to: 'x@remote.test', text: 'x' }, { token: bob });
     assert.equal(other.status, 403);
