@@ -311,7 +311,8 @@ function resolveAddress(
  */
 function badAddressText(address: string): string {
   if (/[^\x20-\x7e]/.test(address)) return '5.6.7 Non-ASCII recipient address not accepted (no SMTPUTF8)';
-  if (address.startsWith('"') && address.lastIndexOf('"@') > 0) {
+  // RFC 5321 §4.1.2: a quoted-string is quotes around text in which a quote or backslash is escaped.
+  if (/^"(?:[^"\\]|\\.)*"@[^@"]+$/.test(address)) {
     return '5.1.3 Recipient address rejected: a quoted local part is not a mailbox here';
   }
   return '5.1.3 Bad recipient address syntax';

@@ -799,6 +799,9 @@ describe('route and RCPT: recipients named twice, partly refused, unqualified', 
     assert.equal(text('""@example.com'), quoted);
     assert.equal(text('john"doe"@example.com'), syntax);
     assert.equal(text('"@example.com'), syntax);
+    // A quote inside unescaped is no quoted-string; an escaped one is.
+    assert.equal(text('"x"y"@example.com'), syntax);
+    assert.equal(text('"x\\"y"@example.com'), quoted);
   });
 
   it("RCPT TO:<Postmaster> (any case) names the first domain's postmaster; other addresses stay as they are", () => {
