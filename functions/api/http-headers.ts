@@ -106,6 +106,36 @@ export type RangeAnswer =
   /** `416` with `Content-Range: bytes *\/size`: no byte of the range exists. */
   | { readonly kind: 'unsatisfiable' };
 
+/**
+ * The range a request asks for (`requestedRange`), for a GET only: RFC 9110 §14.2 defines `Range` for
+ * GET, and a HEAD is answered with the whole's headers.
+ */
+export function rangeOfRequest(
+  c: { readonly req: { readonly method: string; header(name: string): string | undefined } },
+  size: number,
+  etag: string,
+): RangeAnswer {
+  return c.req.method === 'GET'
+    ? requestedRange(c.req.header('Range'), c.req.header('If-Range'), size, etag)
+    : { kind: 'whole' };
+}
+
+/** The `416` answer's body and headers for a representation of `size` bytes. */
+export function rangeNotSatisfiable(
+  size: number,
+  cacheControl: string,
+): { body: { error: { code: string; message: string } }; headers: Record<string, string> } {
+  return {
+    body: {
+      error: {
+        code: 'range_not_satisfiable',
+        message: `the range asked for starts at or beyond the end of the ${size} bytes`,
+      },
+    },
+    headers: { 'Content-Range': `bytes */${size}`, 'Cache-Control': cacheControl },
+  };
+}
+
 const BYTE_RANGE_RE = /^bytes[ \t]*=[ \t]*(?:(\d+)[ \t]*-[ \t]*(\d*)|-[ \t]*(\d+))[ \t]*$/i;
 
 /**

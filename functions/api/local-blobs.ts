@@ -11,7 +11,7 @@ import { ValidationError } from '../core/errors.ts';
 import { SIGNED_BLOB_PATH, verifyPresignedBlobRequest } from '../core/signed-links.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import { HttpStatusError } from './errors.ts';
-import { requestedRange, SANDBOX_CSP } from './http-headers.ts';
+import { rangeNotSatisfiable, rangeOfRequest, SANDBOX_CSP } from './http-headers.ts';
 import { errorSchema } from './schemas.ts';
 import type { ApiApp } from './shell.ts';
 
@@ -100,21 +100,10 @@ export function mountSignedLinks(
     }
     // A Range as S3 answers one on its presigned URLs (the AWS side of the same 307), so a download
     // of a large message or part resumes locally too. The link names no ETag: an If-Range never matches.
-    const asked =
-      c.req.method === 'GET'
-        ? requestedRange(c.req.header('Range'), c.req.header('If-Range'), info.size, '')
-        : ({ kind: 'whole' } as const);
+    const asked = rangeOfRequest(c, info.size, '');
     if (asked.kind === 'unsatisfiable') {
-      return c.json(
-        {
-          error: {
-            code: 'range_not_satisfiable',
-            message: `the range asked for starts at or beyond the end of the ${info.size} bytes`,
-          },
-        },
-        416,
-        { 'Content-Range': `bytes */${info.size}`, 'Cache-Control': 'private, no-store' },
-      );
+      const refusal = rangeNotSatisfiable(info.size, 'private, no-store');
+      return c.json(refusal.body, 416, refusal.headers);
     }
     const headers: Record<string, string> = {
       'Content-Type': verdict.contentType ?? 'application/octet-stream',

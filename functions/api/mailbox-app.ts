@@ -30,7 +30,8 @@ import {
   matchesEtag,
   NO_STORE,
   REVALIDATE_CACHE_CONTROL,
-  requestedRange,
+  rangeNotSatisfiable,
+  rangeOfRequest,
   SANDBOX_CSP,
   safeContentType,
   withCharset,
@@ -838,21 +839,10 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     headers: Readonly<Record<string, string>> & { readonly ETag: string },
     onMissing: () => Promise<never>,
   ): Promise<Response> => {
-    const asked =
-      c.req.method === 'GET'
-        ? requestedRange(c.req.header('Range'), c.req.header('If-Range'), size, headers.ETag)
-        : ({ kind: 'whole' } as const);
+    const asked = rangeOfRequest(c, size, headers.ETag);
     if (asked.kind === 'unsatisfiable') {
-      return c.json(
-        {
-          error: {
-            code: 'range_not_satisfiable',
-            message: `the range asked for starts at or beyond the end of the ${size} bytes`,
-          },
-        },
-        416,
-        { 'Content-Range': `bytes */${size}`, 'Cache-Control': NO_STORE },
-      );
+      const refusal = rangeNotSatisfiable(size, NO_STORE);
+      return c.json(refusal.body, 416, refusal.headers);
     }
     if (asked.kind === 'whole' && c.req.method === 'HEAD') {
       // The GET's headers without reading the bytes (hono drops the body of a HEAD): S3's HeadObject

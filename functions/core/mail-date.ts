@@ -24,6 +24,12 @@ const MONTHS: Readonly<Record<string, number>> = {
   dec: 11,
 };
 
+/** A month's number (0 for January) from its English three-letter name in any case, else null. */
+export function monthNumber(name: string): number | null {
+  const key = name.toLowerCase();
+  return Object.hasOwn(MONTHS, key) ? (MONTHS[key] ?? null) : null;
+}
+
 /** RFC 5322 §4.3 obs-zone: the North American zones, in minutes east of UTC. */
 const NAMED_ZONES: Readonly<Record<string, number>> = {
   ut: 0,

@@ -305,18 +305,12 @@ export async function commandImportIntoStack(
   io: CliIo,
 ): Promise<number> {
   const { config, awsRegion } = loadConfig(io.env);
-  const { importFiles, progressBar, reportImport } = await import('./import.ts');
+  const { runImport } = await import('./import.ts');
   return inStackRegion(awsRegion, async () => {
     const { deps, close, where } = await openStoredMail(config, stack, io);
     io.err.write(`importing into ${where}\n`);
     try {
-      const summary = await importFiles(deps, paths, {
-        to,
-        onProgress:
-          io.err.isTTY === true ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
-      });
-      if (io.err.isTTY === true) io.err.write('\n');
-      return reportImport(summary, io);
+      return await runImport(deps, paths, to, io);
     } finally {
       await close();
     }

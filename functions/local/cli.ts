@@ -573,17 +573,11 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     return await commandImportIntoStack(values.stack, positionals, forced, io);
   }
   const { config } = loadConfig(io.env);
-  const { importFiles, progressBar, reportImport } = await import('./import.ts');
+  const { runImport } = await import('./import.ts');
   const runtime = await openRuntime(io, config);
   try {
     await runtime.recover();
-    const summary = await importFiles(runtime, positionals, {
-      to: forced,
-      onProgress:
-        io.err.isTTY === true ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
-    });
-    if (io.err.isTTY === true) io.err.write('\n');
-    return reportImport(summary, io);
+    return await runImport(runtime, positionals, forced, io);
   } finally {
     await runtime.close();
   }

@@ -6,9 +6,10 @@
  * file, and a file of one message is imported whole, as it always was (ingest.ts keeps a leading
  * `From ` line before the headers).
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, type Dirent } from 'node:fs';
 import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { monthNumber } from '../core/mail-date.ts';
 import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
 /** One message to import: `[start, end)` of the file at `path`. */
@@ -23,8 +24,8 @@ export interface ImportItem {
   /** The mbox `From ` line's time, when the message has one (UTC: the line names no zone). */
   readonly fromLineTime: Date | null;
   /**
-   * Where the mail program that kept it says whether it was read: `maildir` (the `S` flag of a file
-   * in `cur/`, in its name), `mbox` (a message of an mbox: its `Status`, `X-Mozilla-Status` or
+   * Where the mail program that kept it says whether it was read: `{maildirSeen}` (the `S` flag of a
+   * file in `cur/`, in its name), `mbox` (a message of an mbox: its `Status`, `X-Mozilla-Status` or
    * `X-Gmail-Labels` header, `mailWasRead`), or `none` (a single file: what its headers claim is the
    * sender's word).
    */
@@ -45,7 +46,6 @@ export interface ImportSources {
 const NL_FROM = Buffer.from('\nFrom ');
 /** Enough of a line to tell a `From ` line (sender, weekday, month, day, time). */
 const FROM_LINE_PREFIX = 400;
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 /** The date of a `From ` line: `Tue Mar  4 09:15:00 2025`, an optional zone before or after the year. */
 const FROM_LINE_TIME_RE =
   /^From \S+ +\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[A-Z]{2,5})?(?: +([+-]\d{4}))? +(\d{4})\b/;
@@ -91,8 +91,8 @@ export function fromLineTime(line: string): Date | null {
   const m = FROM_LINE_TIME_RE.exec(line);
   if (m === null) return null;
   const [, mon, day, hh, mm, ss, zone, year] = m;
-  const month = MONTHS.indexOf(mon ?? '');
-  if (month < 0) return null;
+  const month = monthNumber(mon ?? '');
+  if (month === null) return null;
   let ms = Date.UTC(Number(year), month, Number(day), Number(hh), Number(mm), Number(ss ?? 0));
   if (zone !== undefined) {
     const minutes = Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3, 5));
@@ -204,11 +204,10 @@ async function mboxMessages(
  * Thunderbird alongside its own), `X-Mozilla-Status` with its read bit (0x0001), or Google Takeout's
  * `X-Gmail-Labels` without `Unread`. False when none of them is there.
  */
-export function mailWasRead(fields: readonly { readonly name: string; readonly value: string }[]): boolean {
+export function mailWasRead(fields: HeaderFields): boolean {
   const value = (name: string) => fields.find((f) => f.name === name)?.value;
-  const mozilla = value('x-mozilla-status');
-  if (mozilla !== undefined && /^[0-9a-f]{4}$/i.test(mozilla))
-    return (Number.parseInt(mozilla, 16) & 1) === 1;
+  const mozilla = mozillaStatus(fields);
+  if (mozilla !== null) return (mozilla & 1) === 1;
   const status = value('status');
   if (status !== undefined) return status.toUpperCase().includes('R');
   const labels = value('x-gmail-labels');
@@ -221,11 +220,16 @@ export function mailWasRead(fields: readonly { readonly name: string; readonly v
  * Thunderbird marks a message deleted (or moved to another folder) so, and leaves it in the file until
  * the folder is compacted.
  */
-export function mozillaExpunged(
-  fields: readonly { readonly name: string; readonly value: string }[],
-): boolean {
-  const mozilla = fields.find((f) => f.name === 'x-mozilla-status')?.value;
-  return mozilla !== undefined && /^[0-9a-f]{4}$/i.test(mozilla) && (Number.parseInt(mozilla, 16) & 8) === 8;
+export function mozillaExpunged(fields: HeaderFields): boolean {
+  return ((mozillaStatus(fields) ?? 0) & 8) === 8;
+}
+
+type HeaderFields = readonly { readonly name: string; readonly value: string }[];
+
+/** Thunderbird's `X-Mozilla-Status` flags (four hex digits), or null when there is none. */
+function mozillaStatus(fields: HeaderFields): number | null {
+  const value = fields.find((f) => f.name === 'x-mozilla-status')?.value;
+  return value !== undefined && /^[0-9a-f]{4}$/i.test(value) ? Number.parseInt(value, 16) : null;
 }
 
 /** A Maildir file's flags (`<unique>:2,<flags>`, or `;2,` where `:` cannot be in a name) hold `S`. */
@@ -273,11 +277,15 @@ async function fileStart(path: string): Promise<'mbox' | 'mail' | 'other'> {
   }
 }
 
-/** Whether a directory is a Maildir: it has `cur/` and `new/`. */
-async function isMaildir(dir: string): Promise<boolean> {
-  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+/** Whether a directory's entries are a Maildir's: it has `cur/` and `new/`. */
+function isMaildirListing(entries: readonly Dirent[]): boolean {
   const names = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
   return names.has('cur') && names.has('new');
+}
+
+/** Whether a directory is a Maildir. */
+async function isMaildir(dir: string): Promise<boolean> {
+  return isMaildirListing(await readdir(dir, { withFileTypes: true }).catch(() => []));
 }
 
 /**
@@ -291,8 +299,7 @@ async function filesBelow(
   inMaildirCur = false,
 ): Promise<{ path: string; inMaildirCur: boolean }[]> {
   const entries = await readdir(dir, { withFileTypes: true });
-  const names = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
-  const maildir = names.has('cur') && names.has('new');
+  const maildir = isMaildirListing(entries);
   const out: { path: string; inMaildirCur: boolean }[] = [];
   for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const path = join(dir, e.name);

@@ -151,8 +151,30 @@ export interface ImportSummary {
   readonly line: string;
 }
 
+/**
+ * `mail-relay import` into `deps` (the data dir's runtime, or a deployed stack's adapters): a progress
+ * bar on a terminal, then the outcome (`reportImport`). Returns the exit code.
+ */
+export async function runImport(
+  deps: IngestDeps,
+  paths: readonly string[],
+  to: readonly string[],
+  io: {
+    readonly out: NodeJS.WritableStream;
+    readonly err: NodeJS.WritableStream & { isTTY?: boolean };
+  },
+): Promise<number> {
+  const tty = io.err.isTTY === true;
+  const summary = await importFiles(deps, paths, {
+    to,
+    onProgress: tty ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
+  });
+  if (tty) io.err.write('\n');
+  return reportImport(summary, io);
+}
+
 /** Prints an import's outcome (named lines on `err`, the summary line on `out`); returns the exit code. */
-export function reportImport(
+function reportImport(
   summary: ImportSummary,
   io: { readonly out: NodeJS.WritableStream; readonly err: NodeJS.WritableStream },
 ): number {

@@ -65,6 +65,11 @@ export interface SmtpRefusal {
   readonly reply: string;
 }
 
+/** The session's MAIL FROM address, `''` for the null sender (or none yet). */
+function envelopeSender(session: SMTPServerSession): string {
+  return session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+}
+
 /** A message between its DATA command and its routing: `gone` is set when its client disconnects. */
 interface InFlight {
   gone: boolean;
@@ -281,7 +286,7 @@ export async function startSmtpListener(
       if (verdict.accept) return callback();
       options.onRefused?.({
         command: 'RCPT',
-        from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+        from: envelopeSender(session),
         recipients: [address.address],
         reply: `${verdict.code} ${verdict.message}`,
       });
@@ -328,7 +333,7 @@ export async function startSmtpListener(
           const text = `5.3.4 Message size exceeds fixed limit of ${config.maxMessageBytes} bytes`;
           options.onRefused?.({
             command: 'DATA',
-            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            from: envelopeSender(session),
             recipients: session.envelope.rcptTo.map((r) => r.address),
             reply: `552 ${text}`,
           });
@@ -358,7 +363,7 @@ export async function startSmtpListener(
           await spool.dispose();
           return callback(temporaryFailure(err));
         }
-        const mailFrom = session.envelope.mailFrom ? asciiDomain(session.envelope.mailFrom.address) : '';
+        const mailFrom = asciiDomain(envelopeSender(session));
         const routed = ingest(deps, {
           // Joined once by ingest, behind the trace headers.
           body,
