@@ -416,7 +416,10 @@ describe('web inbox for everyone: keyboard, screen reader, small screens, dark m
   it('the message frame is no keyboard trap', async () => {
     const page = await signedIn();
     await page.click('li.message:has-text("Linked page") a');
-    await page.waitForSelector('iframe.html');
+    // Loaded, not only in the page: a frame still loading is passed over by Tab (a slow machine).
+    const frame = await (await page.waitForSelector('iframe.html')).contentFrame();
+    await frame?.waitForLoadState('load');
+    await frame?.waitForSelector('a');
     await page.focus('button.tab:has-text("HTML")');
     const inFrame = () => page.evaluate(() => document.activeElement?.tagName === 'IFRAME');
     await tabTo(page, (d) => d.startsWith('iframe'), { max: 5 });
