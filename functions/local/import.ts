@@ -11,10 +11,11 @@
 import addressparser from 'nodemailer/lib/addressparser';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
-import { sesMessageIdFromContent } from '../core/ids.ts';
+import { messageIdFor, sesMessageIdFromContent } from '../core/ids.ts';
 import { parseMailDate } from '../core/mail-date.ts';
+import { route, UNCHECKED_VERDICTS } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
-import { countOutcomes, notificationKey } from '../pipeline/router.ts';
+import { countOutcomes, notificationKey, type Outcome, type RouteResult } from '../pipeline/router.ts';
 import { importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
@@ -121,6 +122,44 @@ async function earlierImportTime(
 }
 
 /**
+ * What importing again a message imported before comes to, found without writing anything, when every
+ * mailbox it routes to holds it already (or held it, and it was deleted since): each delivery a
+ * duplicate, as routing it again would find. Importing it as the first time would append it to the
+ * journal, store it again under `inbound/` (an upload to S3 with `--stack`) and parse it, only to
+ * find the same; an export imported twice cost as much the second time. `null` when routing it now
+ * would do anything else (a mailbox or forward added to its route since, a refusal): it is then
+ * imported as the first time was, which delivers what is missing.
+ *
+ * Sound as ADR 2 has it: an index entry exists once its message's blobs are written (or, locally,
+ * once the journal record that rewrites them at recovery is durable, and recovery runs before an
+ * import). Nothing is parsed, so a message that failed to parse the first time is not counted among
+ * this run's parse failures.
+ */
+async function importedBefore(
+  deps: IngestDeps,
+  sesMessageId: string,
+  recipients: readonly string[],
+  receivedAt: Date,
+): Promise<RouteResult | null> {
+  // As `ingest` routes it: no envelope sender, no verdicts.
+  const decisions = route(deps.config, { mailFrom: '', recipients }, UNCHECKED_VERDICTS);
+  if (decisions.length === 0) return null;
+  const id = messageIdFor(receivedAt.getTime(), sesMessageId);
+  const outcomes: Outcome[] = [];
+  for (const decision of decisions) {
+    if (decision.kind !== 'deliver' && decision.kind !== 'quarantine') return null;
+    const state = await deps.index.deliveryState(decision.mailbox, id);
+    if (state === 'absent') return null;
+    outcomes.push({
+      decision,
+      status: 'duplicate',
+      ...(state === 'deleted' ? { detail: 'delivered before and deleted since' } : {}),
+    });
+  }
+  return { sesMessageId, id, size: 0, parseFailed: false, outcomes };
+}
+
+/**
  * The SES-like id of an imported message: from its recipients (sorted, normalized) and its bytes. A NUL
  * ends the recipients (no address holds one), so no other split of the same bytes collides.
  */
@@ -203,6 +242,10 @@ export async function importFiles(
   const refusals: { file: string; recipient: string; reply: string }[] = [];
   /** Messages Thunderbird deleted and had not compacted away yet, by mbox file. */
   const deleted = new Map<string, number>();
+  const tally = (result: RouteResult): void => {
+    imported += 1;
+    for (const [k, n] of Object.entries(countOutcomes([result]))) counts[k as keyof typeof counts] += n;
+  };
   const sources = await importSources(files);
   const items = sources.items;
   let next = 0;
@@ -226,8 +269,11 @@ export async function importFiles(
       const sesMessageId = importSesMessageId(recipients, body);
       // An earlier import first: what the Date reads as can change (a date no longer in the future,
       // a fix to how dates are read), and the same content must keep its id.
+      const earlier = await earlierImportTime(deps, sesMessageId, recipients);
+      const before = earlier === null ? null : await importedBefore(deps, sesMessageId, recipients, earlier);
+      if (before !== null) return tally(before);
       const receivedAt =
-        (await earlierImportTime(deps, sesMessageId, recipients)) ??
+        earlier ??
         importReceiptTime(fields, now) ??
         (item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now)
           ? item.fromLineTime
@@ -268,8 +314,7 @@ export async function importFiles(
         failures.push({ file, reason: 'every recipient was refused' });
         return;
       }
-      imported += 1;
-      for (const [k, n] of Object.entries(countOutcomes([result]))) counts[k as keyof typeof counts] += n;
+      tally(result);
     } catch (err) {
       failures.push({ file, reason: errorMessage(err) });
     }

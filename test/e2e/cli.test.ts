@@ -594,6 +594,67 @@ describe('mail-relay import', () => {
     assert.ok(grown < 1_000_000, `the heap grew by ${grown} bytes over 2,000 messages`);
   });
 
+  it('writes nothing when it imports an export again; a mailbox added to the route since gets its copy', async () => {
+    const path = join(work, 'twice.mbox');
+    writeFileSync(path, mboxMessage('one', '10:00:00') + mboxMessage('two', '11:00:00'));
+    const dataDir = join(work, 'import-twice');
+    const first = createLocalRuntime({ config: parseConfig(CONFIG), dataDir });
+    try {
+      assert.match((await importFiles(first, [path])).line, /delivered 2, duplicate 0,/);
+      const [gone] = await listAll(first.index, 'alice@example.test');
+      assert.ok(gone);
+      await first.index.delete('alice@example.test', gone.id);
+    } finally {
+      await first.close();
+    }
+    // Every write the import could make: the journal, the blob store, the index.
+    const importWrites = async (config: typeof CONFIG) => {
+      const runtime = createLocalRuntime({ config: parseConfig(config), dataDir });
+      const writes: string[] = [];
+      const count = <T extends object>(target: T, name: string, methods: readonly (keyof T)[]) => {
+        for (const m of methods) {
+          const real = target[m] as (...args: unknown[]) => unknown;
+          Object.assign(target, {
+            [m]: (...args: unknown[]) => {
+              writes.push(`${name}.${String(m)}`);
+              return real.apply(target, args);
+            },
+          });
+        }
+      };
+      assert.ok(runtime.journal);
+      count(runtime.journal, 'journal', ['append']);
+      count(runtime.blobs, 'blobs', ['put', 'copy', 'delete']);
+      count(runtime.index, 'index', ['deliver', 'delete', 'setSeen']);
+      try {
+        const summary = await importFiles(runtime, [path]);
+        return { line: summary.line, writes, archive: await listAll(runtime.index, 'archive@example.test') };
+      } finally {
+        await runtime.close();
+      }
+    };
+    // A second import found the same (duplicates, the deleted one too) after appending each message
+    // to the journal and storing it again under inbound/: as much work as the first.
+    const again = await importWrites(CONFIG);
+    assert.match(again.line, /^imported 2\/2 messages .*: delivered 0, duplicate 2,.* failed 0$/);
+    assert.deepEqual(again.writes, []);
+    // Routed anew where the route changed: archive@ gets both, alice@'s stay as they are.
+    const widened = await importWrites({
+      ...CONFIG,
+      routes: [
+        ...CONFIG.routes,
+        {
+          match: 'alice@example.test',
+          action: 'deliver',
+          to: ['alice@example.test', 'archive@example.test'],
+        },
+      ],
+    });
+    assert.match(widened.line, /: delivered 2, duplicate 2,.* failed 0$/);
+    assert.deepEqual(widened.archive.map((e) => e.subject).sort(), ['one', 'two']);
+    assert.ok(widened.writes.includes('journal.append'));
+  });
+
   it('uses the header recipients without --to, and reports files it cannot route', async () => {
     const own = join(work, 'to-header.eml');
     writeFileSync(
