@@ -210,9 +210,19 @@ export function mailWasRead(fields: HeaderFields): boolean {
   if (mozilla !== null) return (mozilla & 1) === 1;
   const status = value('status');
   if (status !== undefined) return status.toUpperCase().includes('R');
-  const labels = value('x-gmail-labels');
-  if (labels !== undefined) return !labels.split(',').some((l) => l.trim().toLowerCase() === 'unread');
+  const labels = gmailLabels(fields);
+  if (labels !== null) return !labels.includes('unread');
   return false;
+}
+
+/**
+ * Google Takeout's `X-Gmail-Labels` of an mbox message, lower-cased (`inbox`, `spam`, `trash`,
+ * `unread`, the user's own labels), or null when it has none. Gmail's own labels are written in
+ * English whatever the account's language.
+ */
+export function gmailLabels(fields: HeaderFields): string[] | null {
+  const value = fields.find((f) => f.name === 'x-gmail-labels')?.value;
+  return value === undefined ? null : value.split(',').map((l) => l.trim().toLowerCase());
 }
 
 /**

@@ -13,10 +13,10 @@ import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
 import { messageIdFor, sesMessageIdFromContent } from '../core/ids.ts';
 import { parseMailDate } from '../core/mail-date.ts';
-import { route, UNCHECKED_VERDICTS } from '../core/routing.ts';
+import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type Outcome, type RouteResult } from '../pipeline/router.ts';
-import { importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
+import { gmailLabels, importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
@@ -140,9 +140,10 @@ async function importedBefore(
   sesMessageId: string,
   recipients: readonly string[],
   receivedAt: Date,
+  verdicts: Verdicts,
 ): Promise<RouteResult | null> {
-  // As `ingest` routes it: no envelope sender, no verdicts.
-  const decisions = route(deps.config, { mailFrom: '', recipients }, UNCHECKED_VERDICTS);
+  // As `ingest` routes it: no envelope sender.
+  const decisions = route(deps.config, { mailFrom: '', recipients }, verdicts);
   if (decisions.length === 0) return null;
   const id = messageIdFor(receivedAt.getTime(), sesMessageId);
   const outcomes: Outcome[] = [];
@@ -182,8 +183,8 @@ export interface ImportSummary {
   /** Recipients the relay refused, message by message, with the reply an SMTP client would have got. */
   readonly refusals: readonly { file: string; recipient: string; reply: string }[];
   /**
-   * What was passed over (`ImportSources.skipped`), and the messages of an mbox that Thunderbird
-   * deleted (one line per file).
+   * What was passed over (`ImportSources.skipped`), and the messages of an mbox deleted in Thunderbird
+   * or in Gmail's Trash (one line per file and program).
    */
   readonly skipped: readonly { path: string; reason: string }[];
   /** One line for the terminal. */
@@ -224,6 +225,12 @@ function reportImport(
   return summary.failures.length > 0 ? 1 : 0;
 }
 
+/**
+ * Why a message still in an mbox file is deleted mail: Thunderbird's expunged flag, or Gmail's Trash
+ * label (Google Takeout's one mbox holds the Trash, "All mail Including Spam and Trash").
+ */
+type DeletedIn = 'thunderbird' | 'gmail-trash';
+
 /** Files read and routed at once: enough for the journal's group commit to batch their syncs. */
 export const IMPORT_CONCURRENCY = 8;
 
@@ -240,8 +247,8 @@ export async function importFiles(
   const counts = countOutcomes([]);
   const failures: { file: string; reason: string }[] = [];
   const refusals: { file: string; recipient: string; reply: string }[] = [];
-  /** Messages Thunderbird deleted and had not compacted away yet, by mbox file. */
-  const deleted = new Map<string, number>();
+  /** Messages deleted in the program they come from, by mbox file and by why they are left out. */
+  const deleted = new Map<string, Map<DeletedIn, number>>();
   const tally = (result: RouteResult): void => {
     imported += 1;
     for (const [k, n] of Object.entries(countOutcomes([result]))) counts[k as keyof typeof counts] += n;
@@ -255,10 +262,27 @@ export async function importFiles(
     try {
       const body = await readItem(item);
       const fields = headerFields(body);
-      if (item.readState === 'mbox' && mozillaExpunged(fields)) {
-        deleted.set(item.path, (deleted.get(item.path) ?? 0) + 1);
+      // Only an mbox's: these headers are written by the program that kept the mail, where a .eml
+      // file's headers are the sender's.
+      const labels = item.readState === 'mbox' ? gmailLabels(fields) : null;
+      const deletedIn: DeletedIn | null =
+        item.readState !== 'mbox'
+          ? null
+          : mozillaExpunged(fields)
+            ? 'thunderbird'
+            : labels?.includes('trash') === true
+              ? 'gmail-trash'
+              : null;
+      if (deletedIn !== null) {
+        const byWhy = deleted.get(item.path) ?? new Map<DeletedIn, number>();
+        byWhy.set(deletedIn, (byWhy.get(deletedIn) ?? 0) + 1);
+        deleted.set(item.path, byWhy);
         return;
       }
+      // What Gmail judged spam is spam to the routing too: the spam policy decides (tagged by
+      // default), as for mail SES judged so.
+      const verdicts: Verdicts =
+        labels?.includes('spam') === true ? { ...UNCHECKED_VERDICTS, spam: 'FAIL' } : UNCHECKED_VERDICTS;
       const given = options.to && options.to.length > 0 ? options.to : headerRecipients(fields);
       // In one order, so that the id does not depend on the order of --to options or headers.
       const recipients = [...new Set(given.map(canonicalAddress))].sort();
@@ -270,7 +294,8 @@ export async function importFiles(
       // An earlier import first: what the Date reads as can change (a date no longer in the future,
       // a fix to how dates are read), and the same content must keep its id.
       const earlier = await earlierImportTime(deps, sesMessageId, recipients);
-      const before = earlier === null ? null : await importedBefore(deps, sesMessageId, recipients, earlier);
+      const before =
+        earlier === null ? null : await importedBefore(deps, sesMessageId, recipients, earlier, verdicts);
       if (before !== null) return tally(before);
       const receivedAt =
         earlier ??
@@ -287,6 +312,7 @@ export async function importFiles(
         sesMessageId,
         receivedAt,
         via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
+        verdicts,
       });
       for (const o of result.outcomes) {
         if (o.decision.kind === 'reject')
@@ -332,14 +358,18 @@ export async function importFiles(
   // Deleted mail is not counted among the messages to import: passed over is not failed.
   const skipped = [...sources.skipped];
   let deletedCount = 0;
-  for (const [path, n] of deleted) {
-    deletedCount += n;
-    skipped.push({
-      path,
-      reason:
-        `${n} message${n === 1 ? '' : 's'} deleted in Thunderbird (X-Mozilla-Status), ` +
-        'still in the file until the folder is compacted',
-    });
+  for (const [path, byWhy] of deleted) {
+    for (const [why, n] of byWhy) {
+      deletedCount += n;
+      const messages = `${n} message${n === 1 ? '' : 's'}`;
+      skipped.push({
+        path,
+        reason:
+          why === 'thunderbird'
+            ? `${messages} deleted in Thunderbird (X-Mozilla-Status), still in the file until the folder is compacted`
+            : `${messages} in Gmail's Trash (X-Gmail-Labels)`,
+      });
+    }
   }
   const total = items.length - deletedCount;
   // "files" while each file is a message, as it was before mbox files and directories.

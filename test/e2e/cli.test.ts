@@ -19,7 +19,7 @@ import {
 } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
@@ -501,6 +501,48 @@ describe('mail-relay import', () => {
     assert.match(empty.stdout, /^imported 0\/0 files .*delivered 0,/);
     assert.match(empty.stderr, /^skipped: .*Trash: empty file, no message in it$/m);
     assert.equal((await aliceMail(dataDir)).length, 3);
+  });
+
+  it("imports Google Takeout's one mbox: its Trash left out, its Spam under the spam policy", async () => {
+    const takeout = join(work, 'All mail Including Spam and Trash.mbox');
+    const gmail = (subject: string, time: string, labels: string) =>
+      mboxMessage(subject, time, `X-GM-THRID: 1780000000000000000\nX-Gmail-Labels: ${labels}\n`);
+    writeFileSync(
+      takeout,
+      gmail('inbox', '10:00:00', 'Inbox,Category Personal,Unread') +
+        gmail('binned', '10:30:00', 'Trash,Opened') +
+        gmail('junk', '11:00:00', 'Spam,Unread') +
+        gmail('archived', '11:30:00', 'Archived,Opened'),
+    );
+    const importWith = async (dataDir: string, config: object) => {
+      const configPath = join(work, `${basename(dataDir)}.config.json`);
+      writeFileSync(configPath, JSON.stringify(config));
+      const r = await run(process.execPath, [BIN, 'import', takeout], {
+        env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath }),
+      });
+      const runtime = createLocalRuntime({ config: parseConfig(config), dataDir });
+      try {
+        const listed = (await listAll(runtime.index, 'alice@example.test')).map(
+          (m) => `${m.subject}: ${m.tags.join(' ') || '-'}`,
+        );
+        return { ...r, listed: listed.sort() };
+      } finally {
+        await runtime.close();
+      }
+    };
+    const tagged = await importWith(join(work, 'import-takeout'), CONFIG);
+    assert.equal(tagged.code, 0, tagged.stderr);
+    assert.match(tagged.stdout, /^imported 3\/3 messages from 1 file in [\d.]+s: delivered 3,.* failed 0$/m);
+    assert.match(tagged.stderr, /^skipped: .*Trash\.mbox: 1 message in Gmail's Trash \(X-Gmail-Labels\)$/m);
+    assert.deepEqual(tagged.listed, ['archived: -', 'inbox: -', 'junk: spam']);
+
+    const quarantined = await importWith(join(work, 'import-takeout-q'), {
+      ...CONFIG,
+      policies: { spam: 'quarantine' },
+    });
+    assert.equal(quarantined.code, 0, quarantined.stderr);
+    assert.match(quarantined.stdout, /: delivered 2, duplicate 0, quarantined 1,/);
+    assert.deepEqual(quarantined.listed, ['archived: -', 'inbox: -']);
   });
 
   it('names the Maildir++ folders it leaves out of a Maildir, and imports one given by name; mail marked deleted is left out', async () => {
