@@ -1,7 +1,7 @@
 /**
  * Every message of the shared corpus through `mail-relay import` (the real router, the real local
  * adapters): each is delivered; the stored raw message is the input byte for byte after our trace
- * headers; the parsed summary exists for each message that parses, the parse-failure flag for any that does not.
+ * headers (but for an mbox `From ` line at its start, written as a header field); the parsed summary exists for each message that parses, the parse-failure flag for any that does not.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -16,7 +16,7 @@ import { parsedSummarySchema } from '../../functions/core/message.ts';
 import { detectEol } from '../../functions/core/mime-header.ts';
 import { main } from '../../functions/local/cli.ts';
 import { importSesMessageId } from '../../functions/local/import.ts';
-import { messageStart } from '../../functions/local/ingest.ts';
+import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from '../../functions/local/ingest.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { mailboxKeys, type StoredSummary } from '../../functions/pipeline/router.ts';
 import type { MessageEntry } from '../../functions/ports/mailbox-index.ts';
@@ -100,9 +100,15 @@ describe('the shared corpus through `mail-relay import`', {
       assert.equal(entry.id.slice(10), messageIdFor(0, sesId).slice(10), 'id derives from the SES id');
       const stored = await runtime.blobs.get(mailboxKeys.raw(MAILBOX, entry.id));
       assert.ok(stored);
-      // A file with no header block gets the blank line that ends ours (as an MTA adds it).
+      // A file with no header block gets the blank line that ends ours (as an MTA adds it); a file
+      // starting with an mbox `From ` line has that line as an `X-From-Line:` field.
+      const first = body.toString('latin1', 0, 400);
       const expected =
-        messageStart(body) === 'body' ? Buffer.concat([Buffer.from(detectEol(body)), body]) : body;
+        messageStart(body) === 'body'
+          ? Buffer.concat([Buffer.from(detectEol(body)), body])
+          : MBOX_FROM_LINE_RE.test(first) || MBOX_BARE_FROM_LINE_RE.test(first)
+            ? Buffer.concat([Buffer.from('X-From-Line: '), body.subarray('From '.length)])
+            : body;
       assert.ok(stripTrace(stored).body.equals(expected), `${f.file}: stored bytes differ from the input`);
       assert.equal(entry.size, stored.length);
       const summaryBytes = await runtime.blobs.get(mailboxKeys.summary(MAILBOX, entry.id));

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, mock } from 'node:test';
 import { revokeToken } from '../../functions/api/auth.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
+import { importFiles } from '../../functions/local/import.ts';
 import { type Pop3Bridge, startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
 import { type ApiTestEnv, referenceTop, startApiTestEnv } from '../helpers/api.ts';
 import { corpusDir, corpusFiles, hasCommand, requireOrAnnounce } from '../helpers/env.ts';
@@ -1119,5 +1120,51 @@ describe('POP3 bridge with real clients: mpop, fetchmail, getmail6', () => {
         .map((f) => readFileSync(join(maildir, 'new', f), 'latin1'))
         .join('\n');
     });
+  });
+
+  it('mail imported from an mbox keeps its headers through mpop into an mbox, as Python reads it', async (t) => {
+    if (!requireOrAnnounce(hasCommand('mpop'), 'POP3 bridge with mpop', 'apt-get install mpop'))
+      return t.skip('no mpop');
+    const dir = mkdtempSync(join(tmpdir(), 'mr-pop3-import-'));
+    try {
+      // An export of two messages, imported into alice's mailbox.
+      const exported = join(dir, 'export.mbox');
+      writeFileSync(
+        exported,
+        ['10:00:00', '11:00:00']
+          .map(
+            (time, i) =>
+              `From someone@remote.test Mon Jan  6 ${time} 2025\nFrom: someone@remote.test\n` +
+              `To: ${ALICE}\nSubject: exported ${i}\n\nhi\n\n`,
+          )
+          .join(''),
+      );
+      const summary = await importFiles(env.runtime, [exported]);
+      assert.match(summary.line, /: delivered 2,/);
+      const token = await env.token(ALICE);
+      const mbox = join(dir, 'inbox.mbox');
+      const rc = join(dir, 'mpoprc');
+      const lines = ['account bridge', 'host 127.0.0.1', `port ${bridge.port}`, 'tls off', 'auth user'];
+      lines.push(`user ${ALICE}`, `password ${token}`, `delivery mbox ${mbox}`, 'keep off');
+      writeFileSync(rc, `${[...lines, `uidls_file ${join(dir, 'uidls')}`].join('\n')}\n`, { mode: 0o600 });
+      writeFileSync(mbox, '');
+      const r = await run('mpop', ['-C', rc, '-q', 'bridge'], { timeoutMs: 30_000 });
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      // mpop writes mboxrd: a `From ` line left among the headers became `>From `, where readers end
+      // the headers, and From, To and Subject were lost.
+      const read = await python(
+        'import mailbox, sys\n' +
+          'for m in mailbox.mbox(sys.argv[1]):\n' +
+          '    print(m["subject"], "|", m["from"], "|", m["x-from-line"], "|", len(m.defects))\n',
+        [mbox],
+      );
+      assert.equal(read.code, 0, read.stderr);
+      assert.deepEqual(read.stdout.trim().split('\n').sort(), [
+        'exported 0 | someone@remote.test | someone@remote.test Mon Jan  6 10:00:00 2025 | 0',
+        'exported 1 | someone@remote.test | someone@remote.test Mon Jan  6 11:00:00 2025 | 0',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
