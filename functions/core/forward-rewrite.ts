@@ -18,7 +18,7 @@
  *   `X-Mail-Relay-Verdict` plus a subject prefix; the route's `subjectPrefix` after that; a `Date`
  *   and a `Message-ID` when it has none.
  */
-import type { VerdictName } from './config.ts';
+import { canonicalLocalPart, type VerdictName } from './config.ts';
 import {
   cleanDisplayText,
   decodeHeaderText,
@@ -227,6 +227,18 @@ function verdictValue(verdicts: Verdicts | undefined, tags: readonly VerdictName
   return parts.join('; ');
 }
 
+/**
+ * Whether an envelope sender can be written as a Reply-To address: a local part without space or
+ * brackets (UTF-8 included, as SMTPUTF8 carries it), or a well-formed quoted one (`"john doe"`,
+ * RFC 5321 §4.1.2), then a domain. `''` (a bounce) cannot.
+ */
+function replyableEnvelope(envelopeFrom: string): boolean {
+  const at = envelopeFrom.lastIndexOf('@');
+  if (at <= 0 || !/^[^\s<>@]+$/.test(envelopeFrom.slice(at + 1))) return false;
+  const local = envelopeFrom.slice(0, at);
+  return /^[^\s<>@"]+$/.test(local) || canonicalLocalPart(local) !== null;
+}
+
 /** The message as it is forwarded. Throws nothing for odd input: a message without headers gets ours. */
 export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): ForwardRewrite {
   const split = splitMessage(raw);
@@ -260,7 +272,7 @@ export function rewriteForForward(raw: Buffer, options: ForwardRewriteOptions): 
       replyTo = original;
       added.push({ name: 'Reply-To', key: 'reply-to', raw: `Reply-To: ${original}${eol}` });
     }
-  } else if (!hasReplyTo && /^[^\s<>@]+@[^\s<>@]+$/.test(options.envelopeFrom)) {
+  } else if (!hasReplyTo && replyableEnvelope(options.envelopeFrom)) {
     replyTo = `<${options.envelopeFrom}>`;
     added.push(makeField('Reply-To', replyTo, eol));
   }

@@ -480,6 +480,18 @@ describe('rewriteForForward: edge cases of the header block', () => {
     assert.equal(out.replyTo, null);
   });
 
+  it('without a From, an envelope sender with a quoted local part is the Reply-To; a malformed one is not', () => {
+    const replyTo = (envelopeFrom: string) =>
+      headerValues(rewriteForForward(msg('Subject: s'), { ...OPTIONS, envelopeFrom }).raw, 'Reply-To');
+    assert.deepEqual(replyTo('"john doe"@example.org'), ['<"john doe"@example.org>']);
+    assert.deepEqual(replyTo('"a\\"b"@example.org'), ['<"a\\"b"@example.org>']);
+    assert.deepEqual(replyTo('jörg@example.org'), ['<jörg@example.org>']);
+    // Not an address a reply could go to: no Reply-To rather than a broken one.
+    assert.deepEqual(replyTo('"x"y"@example.org'), []);
+    assert.deepEqual(replyTo('"open@example.org'), []);
+    assert.deepEqual(replyTo('john doe@example.org'), []);
+  });
+
   it('returns the Reply-To it wrote and the decoded subject (the oversize notice shows them), null when there is none', () => {
     const out = rewriteForForward(
       msg('From: Alice <alice@example.org>\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?='),
