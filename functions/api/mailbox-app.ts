@@ -532,7 +532,9 @@ const routes = {
         headers: {
           ETag: header("The bytes' sha256 and a hash of the headers below, quoted"),
           'Cache-Control': header('`private, no-cache`: revalidate with `If-None-Match`'),
-          'Content-Disposition': header('`attachment` or `inline`, with the filename'),
+          'Content-Disposition': header(
+            '`attachment` or `inline`, with the filename (cut to 255 bytes; path separators and control characters replaced, bidirectional overrides and isolates left out)',
+          ),
           'Accept-Ranges': header('`bytes`: a `Range` is answered'),
           Vary: VARY,
         },

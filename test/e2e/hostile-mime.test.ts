@@ -11,13 +11,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { messageDetailSchema } from '../../functions/api/schemas.ts';
 import { SUMMARY_BODY_MAX_CHARS } from '../../functions/core/message.ts';
+import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { BIN, cleanEnv, startDev } from '../helpers/dev.ts';
 import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
 
 const ALICE = 'alice@example.test';
 
-/** Sends `message` (its bytes on stdin) to `port` with Python's smtplib; prints the DATA reply code. */
+/** Sends `message` (its bytes on stdin) to alice@ on `port` with Python's smtplib; answers the DATA reply. */
 async function sendWithSmtplib(port: number, message: Buffer): Promise<string> {
   const sent = await python(
     [
@@ -123,5 +124,48 @@ describe('mail-relay dev with a bounded heap: a text body of millions of empty l
     assert.equal(detail.truncated.text, true);
     assert.match(detail.text ?? '', /^first line\n\n+$/);
     assert.equal(dev.child.exitCode, null, dev.output());
+  });
+});
+
+describe('attachment names that disguise a file, through SMTP and the API', () => {
+  let env: ApiTestEnv;
+  let token: string;
+  before(async () => {
+    env = await startApiTestEnv();
+    token = await env.token(ALICE);
+  });
+  after(async () => env?.close());
+
+  it('a part is served under its name in its true order: bidirectional overrides and isolates left out', async () => {
+    // U+202E (RLO) shows `invoice\u202efdp.exe` as "invoiceexe.pdf"; U+2067 (RLI) and U+2069 (PDI) likewise.
+    const names = ['invoice\u202efdp.exe', 'report\u2067fdp.scr\u2069.txt', 'plain.pdf'];
+    const parts = names.map(
+      (name) =>
+        `--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename*=UTF-8''${encodeURIComponent(name)}\r\n\r\nbytes of ${name.length}\r\n`,
+    );
+    const message = Buffer.from(
+      `From: <sender@remote.test>\r\nSubject: names\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nsee the files\r\n${parts.join('')}--B--\r\n`,
+    );
+    assert.match(await sendWithSmtplib(env.smtp.port, message), /^250 /);
+
+    const base = `/v1/mailboxes/${ALICE}/messages`;
+    const list = (await (await env.request(base, { token })).json()) as { items: { id: string }[] };
+    const id = list.items[0]?.id ?? assert.fail('not listed');
+    const detail = messageDetailSchema.parse(await (await env.request(`${base}/${id}`, { token })).json());
+    // The message's data keeps the sender's names as they were sent.
+    assert.deepEqual(
+      detail.attachments.map((a) => a.filename),
+      names,
+    );
+    const served: string[] = [];
+    for (const a of detail.attachments) {
+      const res = await env.request(`${base}/${id}/parts/${a.partId}`, { token });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      const disposition = res.headers.get('content-disposition') ?? '';
+      const extended = /filename\*=UTF-8''([^;]+)/.exec(disposition)?.[1] ?? assert.fail(disposition);
+      served.push(decodeURIComponent(extended));
+    }
+    assert.deepEqual(served, ['invoicefdp.exe', 'reportfdp.scr.txt', 'plain.pdf']);
   });
 });
