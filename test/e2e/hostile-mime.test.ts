@@ -127,7 +127,11 @@ describe('mail-relay dev with a bounded heap: a text body of millions of empty l
   });
 });
 
-describe('attachment names that disguise a file, through SMTP and the API', () => {
+/** The header fields every generated message starts with (after any that a test puts first). */
+const HEAD =
+  'From: Sender <sender@remote.test>\r\nTo: alice@example.test\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n';
+
+describe('structurally extreme mail through SMTP and the API', () => {
   let env: ApiTestEnv;
   let token: string;
   before(async () => {
@@ -135,6 +139,73 @@ describe('attachment names that disguise a file, through SMTP and the API', () =
     token = await env.token(ALICE);
   });
   after(async () => env?.close());
+
+  const base = `/v1/mailboxes/${ALICE}/messages`;
+  const json = async (path: string) => {
+    const res = await env.request(path, { token });
+    assert.equal(res.status, 200, path);
+    return res.json();
+  };
+
+  const pastTheParser: [string, () => string][] = [
+    [
+      '10,000 attachments',
+      () =>
+        `${HEAD}Subject: ten thousand parts\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n${Array.from(
+          { length: 10_000 },
+          (_, i) =>
+            `--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="f${i}.bin"\r\n\r\nx\r\n`,
+        ).join('')}--B--\r\n`,
+    ],
+    [
+      'multipart nested 1,001 deep',
+      () => {
+        let body = 'Content-Type: text/plain\r\n\r\ninnermost\r\n';
+        for (let i = 1001; i >= 1; i--) {
+          body = `Content-Type: multipart/mixed; boundary="b${i}"\r\n\r\n--b${i}\r\n${body}\r\n--b${i}--\r\n`;
+        }
+        return `${HEAD}Subject: nested deep\r\n${body}`;
+      },
+    ],
+    [
+      '100,000 header fields before From and Subject (as Received lines come first)',
+      () =>
+        `${Array.from({ length: 100_000 }, (_, i) => `X-Hop-${i}: v\r\n`).join('')}${HEAD}Subject: many fields\r\n\r\nbody\r\n`,
+    ],
+  ];
+
+  for (const [what, build] of pastTheParser) {
+    it(`${what}: 250, listed by its sender and subject, its header fields served, the raw message byte-exact`, async () => {
+      const message = Buffer.from(build());
+      assert.match(await sendWithSmtplib(env.smtp.port, message), /^250 /);
+      const subject = /^Subject: (.*)\r$/m.exec(message.toString('latin1'))?.[1] ?? assert.fail('no subject');
+
+      const list = (await json(base)) as { items: { id: string; from: string; subject: string }[] };
+      const item = list.items[0] ?? assert.fail('not listed');
+      // Before, such a message was listed with no sender and no subject: it could not be told apart.
+      assert.deepEqual([item.from, item.subject], ['Sender <sender@remote.test>', subject]);
+      const detail = messageDetailSchema.parse(await json(`${base}/${item.id}`));
+      assert.equal(detail.parseFailed, true);
+      assert.ok((detail.parseError ?? '').length > 0);
+      assert.equal(detail.date, '2026-11-28T10:00:00.000Z');
+      assert.deepEqual(detail.addresses.to, [{ name: '', address: ALICE }]);
+      assert.ok(detail.headers.some((h) => h.name === 'Subject' && h.value === subject));
+      assert.deepEqual([detail.text, detail.html, detail.attachments], [null, null, []]);
+
+      const raw = await env.request(`${base}/${item.id}/raw`, { token });
+      assert.equal(raw.status, 200);
+      const served = Buffer.from(await raw.arrayBuffer());
+      assert.ok(served.subarray(served.length - message.length).equals(message), 'the raw message as sent');
+
+      // The relay goes on: the next message is delivered and parsed.
+      assert.match(
+        await sendWithSmtplib(env.smtp.port, Buffer.from(`${HEAD}Subject: next\r\n\r\nhi\r\n`)),
+        /^250 /,
+      );
+      const next = (await json(base)) as { items: { subject: string }[] };
+      assert.equal(next.items[0]?.subject, 'next');
+    });
+  }
 
   it('a part is served under its name in its true order: bidirectional overrides and isolates left out', async () => {
     // U+202E (RLO) shows `invoice\u202efdp.exe` as "invoiceexe.pdf"; U+2067 (RLI) and U+2069 (PDI) likewise.
@@ -148,10 +219,9 @@ describe('attachment names that disguise a file, through SMTP and the API', () =
     );
     assert.match(await sendWithSmtplib(env.smtp.port, message), /^250 /);
 
-    const base = `/v1/mailboxes/${ALICE}/messages`;
-    const list = (await (await env.request(base, { token })).json()) as { items: { id: string }[] };
+    const list = (await json(base)) as { items: { id: string }[] };
     const id = list.items[0]?.id ?? assert.fail('not listed');
-    const detail = messageDetailSchema.parse(await (await env.request(`${base}/${id}`, { token })).json());
+    const detail = messageDetailSchema.parse(await json(`${base}/${id}`));
     // The message's data keeps the sender's names as they were sent.
     assert.deepEqual(
       detail.attachments.map((a) => a.filename),

@@ -571,26 +571,119 @@ export class MailparserAdapter implements MailParser {
 
   async parse(raw: Buffer): Promise<ParseResult> {
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    let input: Buffer | null = null;
     try {
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`parse timed out after ${this.timeoutMs} ms`)),
-          this.timeoutMs,
-        );
+        timer = setTimeout(() => {
+          timedOut = true;
+          reject(new Error(`parse timed out after ${this.timeoutMs} ms`));
+        }, this.timeoutMs);
         // A pending guard must not keep a CLI or test process alive.
         timer.unref();
       });
-      const parsed = await Promise.race([
-        collect(legacyHeadersToUtf8(dropHeaderBoms(normalizeCrOnly(raw))), this.parserOptions),
-        timeout,
-      ]);
+      input = legacyHeadersToUtf8(dropHeaderBoms(normalizeCrOnly(raw)));
+      const parsed = await Promise.race([collect(input, this.parserOptions), timeout]);
       return toParseResult(parsed);
     } catch (err) {
-      return { ok: false, error: errorMessage(err) };
+      const error = errorMessage(err);
+      // Past the time allowed nothing more is tried; else what can be read is its own header block.
+      const summary = timedOut || input === null ? null : await this.headerSummary(input);
+      return summary === null ? { ok: false, error } : { ok: false, error, summary };
     } finally {
       clearTimeout(timer);
     }
   }
+
+  /** The summary of a message's own header fields alone (`ownHeaderFields`), or null when even they cannot be read. */
+  private async headerSummary(input: Buffer): Promise<ParsedSummary | null> {
+    try {
+      const result = toParseResult(await collect(ownHeaderFields(input), this.parserOptions));
+      return result.ok ? result.summary : null;
+    } catch {
+      return null;
+    }
+  }
+}
+
+/** The fields a mailbox's list shows a message by (and `q` searches), kept first in a header-only summary. */
+const LISTED_FIELDS: ReadonlySet<string> = new Set([
+  'from',
+  'to',
+  'cc',
+  'reply-to',
+  'subject',
+  'date',
+  'message-id',
+]);
+/** What each of the `LISTED_FIELDS` (its first occurrence) may take of a header-only summary, cut to whole lines. */
+const LISTED_FIELD_MAX_COST = 64 * 1024;
+/** What the other fields, from the first on, may take of it (whole fields). */
+const OTHER_FIELDS_MAX_COST = 256 * 1024;
+/**
+ * What mailsplit counts a header line for, at least (its `HEADER_LINE_MIN_COST`): the costs above are
+ * counted the same way, so that the header block made of them stays well within `MAX_HEADER_BYTES`.
+ */
+const HEADER_LINE_MIN_COST = 64;
+
+/**
+ * The header block of a message that could not be parsed whole (more than `MAX_MIME_PARTS` parts, a
+ * part's header block over `MAX_HEADER_BYTES`, or its own), made small enough to parse: its first
+ * occurrence of each of the `LISTED_FIELDS`, cut to `LISTED_FIELD_MAX_COST` (whole lines: a folded
+ * address list keeps its first addresses), and the other fields in order while they fit in
+ * `OTHER_FIELDS_MAX_COST`; then a blank line, and no body. Read line by line, so a header block of
+ * any size (one of 100,000 fields, or a 30 MB one that never ends) costs no more than its bytes.
+ */
+function ownHeaderFields(input: Buffer): Buffer {
+  const kept: Buffer[] = [];
+  const seen = new Set<string>();
+  let othersCost = 0;
+  let othersOpen = true;
+  // The field being read: where it starts, its name, its cost, and where its lines within
+  // LISTED_FIELD_MAX_COST end.
+  let start = -1;
+  let name = '';
+  let cost = 0;
+  let listedEnd = -1;
+  const endField = (end: number) => {
+    if (start < 0) return;
+    if (LISTED_FIELDS.has(name) && !seen.has(name)) {
+      seen.add(name);
+      if (listedEnd > start) kept.push(input.subarray(start, listedEnd));
+    } else if (othersOpen && othersCost + cost <= OTHER_FIELDS_MAX_COST) {
+      othersCost += cost;
+      kept.push(input.subarray(start, end));
+    } else {
+      othersOpen = false;
+    }
+    start = -1;
+  };
+  let at = 0;
+  while (at < input.length) {
+    const lf = input.indexOf(0x0a, at);
+    const end = lf === -1 ? input.length : lf + 1;
+    const first = input[at];
+    if (first === 0x0a || (first === 0x0d && input[at + 1] === 0x0a)) break;
+    const lineCost = Math.max(end - at, HEADER_LINE_MIN_COST);
+    if ((first === 0x20 || first === 0x09) && start >= 0) {
+      cost += lineCost;
+    } else {
+      endField(at);
+      const colon = input.indexOf(0x3a, at);
+      name = colon !== -1 && colon < end ? input.toString('latin1', at, colon).trim().toLowerCase() : '';
+      start = at;
+      cost = lineCost;
+    }
+    if (cost <= LISTED_FIELD_MAX_COST) listedEnd = end;
+    at = end;
+  }
+  endField(at);
+  const firstLf = input.indexOf(0x0a);
+  const eol = firstLf > 0 && input[firstLf - 1] === 0x0d ? '\r\n' : '\n';
+  const last = kept.at(-1);
+  if (last !== undefined && last.at(-1) !== 0x0a) kept.push(Buffer.from(eol));
+  kept.push(Buffer.from(eol));
+  return Buffer.concat(kept);
 }
 
 /** Display text for an address list: `Name <a@b>, c@d`. Names that would break the list are quoted. */
