@@ -50,12 +50,27 @@ function shortName(name: string): string {
 }
 
 /**
+ * Unicode's bidirectional embeddings, overrides and isolates (LRE, RLE, PDF, LRO, RLO; LRI, RLI, FSI,
+ * PDI). In a file name they are the known way to disguise one: `invoice<RLO>fdp.exe` shows as
+ * `invoiceexe.pdf` in a save dialog and a file manager. The web inbox leaves them out of the names it
+ * shows (web/inbox/inbox.js `plain`); so does the name a part is served under.
+ */
+const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069]/g;
+
+/**
  * `Content-Disposition` (RFC 6266) carrying a file name: an ASCII `filename` for old clients and
- * `filename*` with the exact UTF-8 name (cut to 255 bytes). Path separators and control characters
- * are replaced, so a client that saves under the given name stays in its directory.
+ * `filename*` with the exact UTF-8 name (cut to 255 bytes), less bidirectional controls
+ * (`BIDI_CONTROLS`). Path separators and control characters are replaced, so a client that saves
+ * under the given name stays in its directory.
  */
 export function contentDisposition(type: 'inline' | 'attachment', filename: string): string {
-  const cleaned = shortName(filename.replace(/[\\/\p{Cc}]/gu, '_').trim()) || 'download';
+  const cleaned =
+    shortName(
+      filename
+        .replace(BIDI_CONTROLS, '')
+        .replace(/[\\/\p{Cc}]/gu, '_')
+        .trim(),
+    ) || 'download';
   const ascii = cleaned.replace(/[^\x20-\x7e]/g, '_').replace(/["%]/g, '_');
   return `${type}; filename="${ascii}"; filename*=UTF-8''${encodeExtValue(cleaned)}`;
 }

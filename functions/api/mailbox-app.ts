@@ -532,7 +532,9 @@ const routes = {
         headers: {
           ETag: header("The bytes' sha256 and a hash of the headers below, quoted"),
           'Cache-Control': header('`private, no-cache`: revalidate with `If-None-Match`'),
-          'Content-Disposition': header('`attachment` or `inline`, with the filename'),
+          'Content-Disposition': header(
+            '`attachment` or `inline`, with the filename (cut to 255 bytes; path separators and control characters replaced, bidirectional overrides and isolates left out)',
+          ),
           'Accept-Ranges': header('`bytes`: a `Range` is answered'),
           Vary: VARY,
         },
@@ -643,7 +645,7 @@ type AddressLists = Pick<ParsedSummary, 'from' | 'to' | 'cc' | 'replyTo'>;
  * a reader needs them: the sender, where replies go, then the recipients.
  */
 function capAddresses(
-  lists: AddressLists | null,
+  lists: Partial<AddressLists> | null,
   maxBytes: number,
 ): { value: AddressLists; truncated: boolean } {
   // {"from":,"to":,"cc":,"replyTo":} with its quotes escaped as in wireBytes.
@@ -950,8 +952,9 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
     const parsed = summary.parseFailed ? null : summary;
     const text = parsed?.text == null ? null : capJsonString(parsed.text, bodyMaxBytes);
     const html = parsed?.html == null ? null : capJsonString(parsed.html, bodyMaxBytes);
-    const headers = capHeaders(parsed?.headers ?? [], DEFAULT_HEADERS_MAX_BYTES);
-    const addresses = capAddresses(parsed, DEFAULT_ADDRESSES_MAX_BYTES);
+    // A message not parsed whole has what could be read of its own header fields (maybe nothing).
+    const headers = capHeaders(summary.headers ?? [], DEFAULT_HEADERS_MAX_BYTES);
+    const addresses = capAddresses(summary, DEFAULT_ADDRESSES_MAX_BYTES);
     const attachments = capList(parsed?.attachments ?? [], DEFAULT_ATTACHMENTS_MAX_BYTES);
     const detail: MessageDetail = {
       ...toListItem(entry),
@@ -962,8 +965,8 @@ export function createMailboxApp(deps: MailboxAppDeps): ApiApp {
       parseError: summary.parseFailed ? summary.parseError : null,
       headers: headers.value,
       addresses: addresses.value,
-      date: parsed?.date ?? null,
-      messageId: parsed?.messageId ?? null,
+      date: summary.date ?? null,
+      messageId: summary.messageId ?? null,
       text: text?.value ?? null,
       html: html?.value ?? null,
       truncated: {

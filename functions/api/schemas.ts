@@ -353,9 +353,10 @@ export const messageDetailSchema = listItemSchema
     verdicts: verdictsSchema,
     tags: z.array(z.string()).openapi({ description: 'Verdicts that failed under a `tag` policy' }),
     quarantineReasons: z.array(z.string()).nullable(),
-    parseFailed: z
-      .boolean()
-      .openapi({ description: 'The message could not be parsed: only /raw is meaningful' }),
+    parseFailed: z.boolean().openapi({
+      description:
+        'The message could not be parsed whole (`parseError` says why): its text, html and attachments are not read (the whole message is at /raw); its headers, addresses, date and messageId are those of its own header block that could be read',
+    }),
     parseError: z.string().nullable(),
     headers: z.array(headerEntrySchema),
     addresses: z.object({

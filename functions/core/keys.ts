@@ -19,15 +19,19 @@ export const mailboxKeys = {
   part: (mailbox: string, id: string, partId: string) => `mailboxes/${mailbox}/${id}/parts/${partId}`,
 };
 
-/** What is stored at `summary.json`: the parsed message, or the reason it could not be parsed. */
+/**
+ * What is stored at `summary.json`: the parsed message, or the reason it could not be parsed, with
+ * what could be read of it (its own header fields: `ParseResult`'s `summary`; absent in summaries
+ * stored before it was kept, and when not even those could be read).
+ */
 export type StoredSummary =
   | ({ readonly parseFailed: false } & ParsedSummary)
-  | { readonly parseFailed: true; readonly parseError: string };
+  | ({ readonly parseFailed: true; readonly parseError: string } & Partial<ParsedSummary>);
 
 /** Validates a `summary.json` read back from the blob store (it crossed a storage boundary). */
 export const storedSummarySchema = z.union([
   parsedSummarySchema.extend({ parseFailed: z.literal(false) }),
-  z.object({ parseFailed: z.literal(true), parseError: z.string() }),
+  parsedSummarySchema.partial().extend({ parseFailed: z.literal(true), parseError: z.string() }),
 ]);
 
 /**

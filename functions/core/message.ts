@@ -72,7 +72,15 @@ export function partBytes(part: DecodedPart): Buffer {
 
 export type ParseResult =
   | { readonly ok: true; readonly summary: ParsedSummary; readonly parts: readonly DecodedPart[] }
-  | { readonly ok: false; readonly error: string };
+  | {
+      readonly ok: false;
+      readonly error: string;
+      /**
+       * What could be read of a message that could not be parsed whole: its own header fields (or the
+       * most of them a parser takes), with no text, html or attachments. Absent when not even those.
+       */
+      readonly summary?: ParsedSummary;
+    };
 
 /** The first `n` UTF-16 units of `s`, one fewer if the last would be half of a surrogate pair. */
 export function codePointPrefix(s: string, n: number): string {

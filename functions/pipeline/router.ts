@@ -409,7 +409,7 @@ export async function deliverToMailbox(
 export function storedSummaryOf(parsed: ParseResult): StoredSummary {
   return parsed.ok
     ? { parseFailed: false, ...parsed.summary }
-    : { parseFailed: true, parseError: parsed.error };
+    : { parseFailed: true, parseError: parsed.error, ...parsed.summary };
 }
 
 /**
@@ -417,7 +417,8 @@ export function storedSummaryOf(parsed: ParseResult): StoredSummary {
  * attachment flag; `q` searches the first three): at delivery, and again at `mail-relay reparse`.
  */
 export function parsedEntryFields(parsed: ParseResult): ParsedEntryFields {
-  const summary = parsed.ok ? parsed.summary : null;
+  // A message not parsed whole is listed by what could be read of it: its own header fields.
+  const summary = parsed.ok ? parsed.summary : (parsed.summary ?? null);
   return {
     from: summary ? clipText(displayList(summary.from.slice(0, 1)), ENTRY_TEXT_MAX_CHARS) : '',
     to: summary ? clipText(displayList(summary.to), ENTRY_TEXT_MAX_CHARS) : '',

@@ -221,7 +221,8 @@ describe('mailbox HTTP API', () => {
   });
 
   it('GET message: a message that could not be parsed is flagged, and its raw bytes are still served', async () => {
-    // A 1.2 MB header block is past the parser's limit: delivered raw, flagged parseFailed.
+    // A 1.2 MB header block is past the parser's limit: delivered raw, flagged parseFailed; what
+    // could be read of its header fields is kept (the 1.2 MB one is not), no body, no parts.
     const body = Buffer.from(`Subject: huge\r\nX-Filler: ${'x'.repeat(1_200_000)}\r\n\r\nbody\r\n`);
     const r = await env.deliver([BOB], body);
     assert.equal(r.parseFailed, true);
@@ -230,7 +231,12 @@ describe('mailbox HTTP API', () => {
     const m = messageDetailSchema.parse(await res.json());
     assert.equal(m.parseFailed, true);
     assert.equal(typeof m.parseError, 'string');
-    assert.deepEqual([m.headers, m.attachments, m.text, m.html], [[], [], null, null]);
+    assert.equal(m.subject, 'huge');
+    assert.deepEqual(
+      m.headers.map((h) => h.name),
+      ['Return-Path', 'Received', 'Authentication-Results', 'Subject'],
+    );
+    assert.deepEqual([m.attachments, m.text, m.html], [[], null, null]);
     const raw = await env.request(`/v1/mailboxes/${BOB}/messages/${r.id}/raw`, { token: bob });
     assert.equal(raw.status, 200);
     assert.deepEqual(await bytesOf(raw), await env.runtime.blobs.get(mailboxKeys.raw(BOB, r.id)));

@@ -23,6 +23,7 @@ import {
   type DecodedPart,
   type ParsedSummary,
   type ParseResult,
+  SUMMARY_BODY_MAX_CHARS,
   summaryBody,
 } from '../../core/message.ts';
 import { decodeCharset, utf8OrWindows1252Bytes } from '../../core/mime-header.ts';
@@ -240,19 +241,82 @@ class BodyRepair {
 }
 
 /**
- * Sends what a body's transfer decoder (base64, quoted-printable, or none) outputs through `repair`,
- * by taking over the decoder's `push`: no stream added between the decoder and mailparser for the
- * body of every message, where one more stream stage cost ~10% of the parse of a small message.
+ * Bytes of a text body's transfer decoding gathered before they are passed on (`gatherOnPush`).
+ * mailsplit hands a body over line by line, and mailparser keeps every piece of a text body until the
+ * part ends, to join them: pieces of this size make that a few hundred Buffers, not one per line.
  */
-function repairOnPush(decoder: Transform, repair: BodyRepair): void {
+const TEXT_BODY_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * A text body's decoded bytes are passed on up to and including its `maxLineBreaks`-th line feed, and
+ * the rest is dropped (the parse goes on). mailparser turns each CRLF of a text body into LF with one
+ * global regular expression, whose cost in V8 grows with the number of line breaks, not of bytes: ~35
+ * bytes of memory each, so a 10 MB body of empty lines took ~350 MB and one of 40 MB (what SES and the
+ * relay accept) more than a Lambda has. Every line feed is a character of the text (or, in HTML, a
+ * character of the HTML that html-to-text is given), so a body cut after more line feeds than the
+ * summary keeps characters (`SUMMARY_BODY_MAX_CHARS`) and the HTML converted to text may have
+ * (`maxHtmlLengthToParse`) gives the same summary as the whole body. Not for format=flowed bodies,
+ * whose line feeds may vanish (a soft break with DelSp), nor UTF-16 or UTF-32 ones, where a 0x0A byte
+ * need not be a line feed.
+ */
+function lineBreaksKept(summaryChars: number, maxHtmlLengthToParse: number): number {
+  return Math.max(summaryChars, maxHtmlLengthToParse) + 1;
+}
+
+/** Where the `n`-th line feed of `bytes` ends (n ≥ 1), or -1 when `bytes` holds fewer; and how many it holds. */
+function afterLineFeeds(bytes: Buffer, n: number): { end: number; count: number } {
+  let count = 0;
+  for (let at = bytes.indexOf(0x0a); at !== -1; at = bytes.indexOf(0x0a, at + 1)) {
+    count += 1;
+    if (count === n) return { end: at + 1, count };
+  }
+  return { end: -1, count };
+}
+
+/**
+ * Gathers what a text body's transfer decoder (base64, quoted-printable, or none) outputs into pieces
+ * of `TEXT_BODY_CHUNK_BYTES` (the last one shorter), keeps at most `maxLineBreaks` line feeds of it
+ * (null: all), and sends the pieces through `repair` when one is given, by taking over the decoder's
+ * `push`: no stream added between the decoder and mailparser for the body of every message, where one
+ * more stream stage cost ~10% of the parse of a small message. A body is read whole before mailparser
+ * returns anything, so holding a piece back delays nothing.
+ */
+function gatherOnPush(decoder: Transform, repair: BodyRepair | null, maxLineBreaks: number | null): void {
   const push = decoder.push.bind(decoder);
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let lineBreaks = 0;
+  let cut = false;
+  const pushHeld = (): boolean => {
+    if (heldBytes === 0) return true;
+    let piece = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, heldBytes);
+    held = [];
+    heldBytes = 0;
+    if (maxLineBreaks !== null) {
+      const { end, count } = afterLineFeeds(piece, maxLineBreaks - lineBreaks);
+      lineBreaks += count;
+      if (end !== -1) {
+        cut = true;
+        piece = piece.subarray(0, end);
+      }
+    }
+    return push(repair === null ? piece : repair.write(piece));
+  };
   decoder.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
     if (chunk === null) {
-      const rest = repair.end();
+      pushHeld();
+      const rest = repair?.end() ?? null;
       if (rest !== null) push(rest);
       return push(null);
     }
-    return Buffer.isBuffer(chunk) ? push(repair.write(chunk)) : push(chunk, encoding);
+    if (cut) return true;
+    if (!Buffer.isBuffer(chunk)) {
+      pushHeld();
+      return push(chunk, encoding);
+    }
+    held.push(chunk);
+    heldBytes += chunk.length;
+    return heldBytes >= TEXT_BODY_CHUNK_BYTES ? pushHeld() : true;
   };
 }
 
@@ -390,13 +454,15 @@ interface ParserNode {
   isAttachment?: boolean;
   decoder?: unknown;
   charset?: string;
+  /** mailsplit's node of the part. */
+  node?: { flowed?: boolean };
 }
 
 /**
  * mailparser's streaming parser, with the text bodies' charsets read as mail readers read them
  * (docs/adr/0019-body-charsets.md). It hooks two of mailparser's internal methods. `createNode`: an
  * inline text body of `sniff` or `windows-1252` mode (`bodyCharsetMode`) has its transfer decoder's
- * output repaired as it goes (`repairOnPush`) and is then declared UTF-8, which mailparser takes as
+ * output gathered and repaired as it goes (`gatherOnPush`) and is then declared UTF-8, which mailparser takes as
  * it is; any other has its charset named `x-mail-relay-body:<declared>`. `getDecoder`: its decode
  * streams take that name apart: a charset mailparser's decoder supports gets the decoder's own stream
  * inside a `DeclaredCharsetStream`, one it does not (`unknown-8bit`) a `BodyCharsetStream`.
@@ -404,6 +470,14 @@ interface ParserNode {
  * parser returns changes. test/unit/parser-body-charset.test.ts fails if either hook stops working.
  */
 class BodyCharsetParser extends StreamingParser {
+  /** Line feeds of a text body passed on (`lineBreaksKept`). */
+  private readonly maxLineBreaks: number;
+
+  constructor(options: MailParserOptions) {
+    super(options);
+    this.maxLineBreaks = lineBreaksKept(SUMMARY_BODY_MAX_CHARS, options.maxHtmlLengthToParse ?? 0);
+  }
+
   getDecoder(): ParserDecoder {
     const own = (StreamingParser.prototype as unknown as { getDecoder(): ParserDecoder }).getDecoder.call(
       this,
@@ -431,11 +505,16 @@ class BodyCharsetParser extends StreamingParser {
     ).createNode.call(this, data);
     if (node.isAttachment !== false || !(node.decoder instanceof Transform)) return node;
     const mode = bodyCharsetMode(node.charset ?? '');
+    const maxLineBreaks =
+      node.node?.flowed === true || /^(utf-?(16|32)|ucs-?[24])/i.test(node.charset?.trim() ?? '')
+        ? null
+        : this.maxLineBreaks;
     if (mode === null) {
+      gatherOnPush(node.decoder, null, maxLineBreaks);
       node.charset = `${BODY_CHARSET_PREFIX}${node.charset ?? ''}`;
     } else {
       // What the decoder outputs is UTF-8 then, which mailparser takes as it is.
-      repairOnPush(node.decoder, new BodyRepair(mode));
+      gatherOnPush(node.decoder, new BodyRepair(mode), maxLineBreaks);
       node.charset = 'utf-8';
     }
     return node;
@@ -492,26 +571,119 @@ export class MailparserAdapter implements MailParser {
 
   async parse(raw: Buffer): Promise<ParseResult> {
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    let input: Buffer | null = null;
     try {
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`parse timed out after ${this.timeoutMs} ms`)),
-          this.timeoutMs,
-        );
+        timer = setTimeout(() => {
+          timedOut = true;
+          reject(new Error(`parse timed out after ${this.timeoutMs} ms`));
+        }, this.timeoutMs);
         // A pending guard must not keep a CLI or test process alive.
         timer.unref();
       });
-      const parsed = await Promise.race([
-        collect(legacyHeadersToUtf8(dropHeaderBoms(normalizeCrOnly(raw))), this.parserOptions),
-        timeout,
-      ]);
+      input = legacyHeadersToUtf8(dropHeaderBoms(normalizeCrOnly(raw)));
+      const parsed = await Promise.race([collect(input, this.parserOptions), timeout]);
       return toParseResult(parsed);
     } catch (err) {
-      return { ok: false, error: errorMessage(err) };
+      const error = errorMessage(err);
+      // Past the time allowed nothing more is tried; else what can be read is its own header block.
+      const summary = timedOut || input === null ? null : await this.headerSummary(input);
+      return summary === null ? { ok: false, error } : { ok: false, error, summary };
     } finally {
       clearTimeout(timer);
     }
   }
+
+  /** The summary of a message's own header fields alone (`ownHeaderFields`), or null when even they cannot be read. */
+  private async headerSummary(input: Buffer): Promise<ParsedSummary | null> {
+    try {
+      const result = toParseResult(await collect(ownHeaderFields(input), this.parserOptions));
+      return result.ok ? result.summary : null;
+    } catch {
+      return null;
+    }
+  }
+}
+
+/** The fields a mailbox's list shows a message by (and `q` searches), kept first in a header-only summary. */
+const LISTED_FIELDS: ReadonlySet<string> = new Set([
+  'from',
+  'to',
+  'cc',
+  'reply-to',
+  'subject',
+  'date',
+  'message-id',
+]);
+/** What each of the `LISTED_FIELDS` (its first occurrence) may take of a header-only summary, cut to whole lines. */
+const LISTED_FIELD_MAX_COST = 64 * 1024;
+/** What the other fields, from the first on, may take of it (whole fields). */
+const OTHER_FIELDS_MAX_COST = 256 * 1024;
+/**
+ * What mailsplit counts a header line for, at least (its `HEADER_LINE_MIN_COST`): the costs above are
+ * counted the same way, so that the header block made of them stays well within `MAX_HEADER_BYTES`.
+ */
+const HEADER_LINE_MIN_COST = 64;
+
+/**
+ * The header block of a message that could not be parsed whole (more than `MAX_MIME_PARTS` parts, a
+ * part's header block over `MAX_HEADER_BYTES`, or its own), made small enough to parse: its first
+ * occurrence of each of the `LISTED_FIELDS`, cut to `LISTED_FIELD_MAX_COST` (whole lines: a folded
+ * address list keeps its first addresses), and the other fields in order while they fit in
+ * `OTHER_FIELDS_MAX_COST`; then a blank line, and no body. Read line by line, so a header block of
+ * any size (one of 100,000 fields, or a 30 MB one that never ends) costs no more than its bytes.
+ */
+function ownHeaderFields(input: Buffer): Buffer {
+  const kept: Buffer[] = [];
+  const seen = new Set<string>();
+  let othersCost = 0;
+  let othersOpen = true;
+  // The field being read: where it starts, its name, its cost, and where its lines within
+  // LISTED_FIELD_MAX_COST end.
+  let start = -1;
+  let name = '';
+  let cost = 0;
+  let listedEnd = -1;
+  const endField = (end: number) => {
+    if (start < 0) return;
+    if (LISTED_FIELDS.has(name) && !seen.has(name)) {
+      seen.add(name);
+      if (listedEnd > start) kept.push(input.subarray(start, listedEnd));
+    } else if (othersOpen && othersCost + cost <= OTHER_FIELDS_MAX_COST) {
+      othersCost += cost;
+      kept.push(input.subarray(start, end));
+    } else {
+      othersOpen = false;
+    }
+    start = -1;
+  };
+  let at = 0;
+  while (at < input.length) {
+    const lf = input.indexOf(0x0a, at);
+    const end = lf === -1 ? input.length : lf + 1;
+    const first = input[at];
+    if (first === 0x0a || (first === 0x0d && input[at + 1] === 0x0a)) break;
+    const lineCost = Math.max(end - at, HEADER_LINE_MIN_COST);
+    if ((first === 0x20 || first === 0x09) && start >= 0) {
+      cost += lineCost;
+    } else {
+      endField(at);
+      const colon = input.indexOf(0x3a, at);
+      name = colon !== -1 && colon < end ? input.toString('latin1', at, colon).trim().toLowerCase() : '';
+      start = at;
+      cost = lineCost;
+    }
+    if (cost <= LISTED_FIELD_MAX_COST) listedEnd = end;
+    at = end;
+  }
+  endField(at);
+  const firstLf = input.indexOf(0x0a);
+  const eol = firstLf > 0 && input[firstLf - 1] === 0x0d ? '\r\n' : '\n';
+  const last = kept.at(-1);
+  if (last !== undefined && last.at(-1) !== 0x0a) kept.push(Buffer.from(eol));
+  kept.push(Buffer.from(eol));
+  return Buffer.concat(kept);
 }
 
 /** Display text for an address list: `Name <a@b>, c@d`. Names that would break the list are quoted. */
@@ -553,8 +725,32 @@ function normalizeCrOnly(raw: Buffer): Buffer {
   }
   // After the message's own last CR, SMTP's CRLF adds no line.
   const end = lf !== -1 && raw[lf - 1] === 0x0d && raw[lf - 2] === 0x0d ? lf - 1 : raw.length;
-  const rest = raw.toString('latin1', first, end).replace(/\r(?!\n)/g, '\r\n');
-  return Buffer.concat([raw.subarray(0, first), Buffer.from(rest, 'latin1')]);
+  return Buffer.concat([raw.subarray(0, first), bareCrToCrlf(raw.subarray(first, end))]);
+}
+
+/**
+ * `bytes` with each CR that no LF follows made CRLF. Built as bytes, not with a regular expression's
+ * `replace` on its text, which V8 pays for with ~35 bytes of memory per match: a message of 10 MB of
+ * CRs took ~350 MB that way.
+ */
+function bareCrToCrlf(bytes: Buffer): Buffer {
+  let bare = 0;
+  for (let at = bytes.indexOf(0x0d); at !== -1; at = bytes.indexOf(0x0d, at + 1)) {
+    if (bytes[at + 1] !== 0x0a) bare += 1;
+  }
+  if (bare === 0) return bytes;
+  const out = Buffer.allocUnsafe(bytes.length + bare);
+  let from = 0;
+  let to = 0;
+  for (let at = bytes.indexOf(0x0d); at !== -1; at = bytes.indexOf(0x0d, at + 1)) {
+    if (bytes[at + 1] === 0x0a) continue;
+    to += bytes.copy(out, to, from, at + 1);
+    out[to] = 0x0a;
+    to += 1;
+    from = at + 1;
+  }
+  bytes.copy(out, to, from);
+  return out;
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
