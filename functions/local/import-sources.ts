@@ -80,29 +80,29 @@ const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 /**
  * 3 when the file starts with a UTF-8 byte order mark (an export saved by a Windows editor), else 0.
  * The mark stays part of the first message as read (the messages together are the file, and its id
- * is of those bytes); before a `From ` line it is left out of what is stored (`fromLineAsHeader`),
+ * is of those bytes); before a `From ` line it is left out of what is stored (`withoutFromLine`),
  * and elsewhere ingest.ts and the parser read past it.
  */
 function bomLength(buf: Buffer): number {
   return buf.subarray(0, BOM.length).equals(BOM) ? BOM.length : 0;
 }
 
-const X_FROM_LINE = Buffer.from('X-From-Line: ');
-
 /**
- * A message of an mbox (or a file starting with a `From ` line) as it is stored: its `From ` line,
- * the mbox's separator and no part of the message (RFC 4155), rewritten as the header field
- * `X-From-Line:` with what followed "From " (Gnus's name for it), and a UTF-8 byte order mark before
- * it left out. Kept as it was, that line sat among the headers, where it is not a field: a client
- * fetching the message over POP3 into an mbox (mpop, fetchmail's MDAs) escapes it as `>From `, and
- * mbox readers then end the headers there, losing From, To and Subject. Nothing is lost: the sender
- * and the time it names are in the field. A message without such a line is returned as it is.
+ * A message of an mbox (or a file starting with a `From ` line) as it is stored: without its `From `
+ * line, the mbox's separator and no part of the message (RFC 4155), nor a UTF-8 byte order mark before
+ * it. Kept, that line sat among the headers, where it is not a field: a client fetching the message
+ * over POP3 into an mbox (mpop, fetchmail's MDAs) escapes it as `>From `, and mbox readers then end
+ * the headers there, losing From, To and Subject. Converters to Maildir drop it as well. What it names
+ * is not lost: its time is the receipt time when the message has no date of its own (`fromLineTime`),
+ * and its sender is the envelope sender a mail store also writes as `Return-Path:` (Thunderbird writes
+ * `From - <date>`, Google Takeout a thread number). A message without such a line is returned as it is.
  */
-export function fromLineAsHeader(message: Buffer): Buffer | readonly Buffer[] {
+export function withoutFromLine(message: Buffer): Buffer {
   const start = bomLength(message);
   const line = message.toString('latin1', start, Math.min(message.length, start + FROM_LINE_PREFIX));
   if (!MBOX_FROM_LINE_RE.test(line) && !MBOX_BARE_FROM_LINE_RE.test(line)) return message;
-  return [X_FROM_LINE, message.subarray(start + 'From '.length)];
+  const lf = message.indexOf(0x0a, start);
+  return lf === -1 ? message.subarray(message.length) : message.subarray(lf + 1);
 }
 
 /** The time a `From ` line names, or null when it names none this reads. */

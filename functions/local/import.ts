@@ -16,7 +16,7 @@ import { parseMailDate } from '../core/mail-date.ts';
 import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type Outcome, type RouteResult } from '../pipeline/router.ts';
-import { fromLineAsHeader, gmailLabels, importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
+import { gmailLabels, importSources, mailWasRead, mozillaExpunged, readItem, withoutFromLine } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
@@ -305,9 +305,9 @@ export async function importFiles(
           : null) ??
         fileReceiptTime(item.mtime, now);
       const result = await ingest(deps, {
-        // The id above is of the bytes as read, as it was before the `From ` line became a header:
-        // an export imported before that is still found imported.
-        body: fromLineAsHeader(body),
+        // The id above is of the bytes as read, as it was before the `From ` line was left out: an
+        // export imported before that is still found imported.
+        body: withoutFromLine(body),
         mailFrom: '',
         returnPath: false,
         recipients,
