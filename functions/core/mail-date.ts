@@ -56,7 +56,8 @@ const DATE_TIME_RE =
   /^(?:[a-z]+ ?, ?|[a-z]+ )?(\d{1,2}) ([a-z]+) (\d{2,4}) (\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)? ?(?:([+-]?)(\d{2}):?(\d{2})(?: [a-z]{1,5})?|([a-z]{1,5}))?$/;
 
 /** An ISO 8601 date-time with its offset, which ECMAScript's date-time string format reads in UTC. */
-const ISO_WITH_ZONE_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:\d{2})$/i;
+const ISO_WITH_ZONE_RE =
+  /^(\d{4})-(\d{2})-(\d{2})T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:\d{2})$/i;
 
 /**
  * RFC 5322 §3.2.2: comments (which nest, and may hold quoted pairs) are white space. One left open
@@ -90,9 +91,14 @@ function withoutComments(value: string): string {
  */
 export function parseMailDate(value: string): number | null {
   // Not RFC 5322, but written by scripts: ISO 8601 with its zone (ECMAScript reads that format the same everywhere).
-  if (ISO_WITH_ZONE_RE.test(value.trim())) {
+  const isoMatch = ISO_WITH_ZONE_RE.exec(value.trim());
+  if (isoMatch !== null) {
     const iso = Date.parse(value.trim());
-    return Number.isFinite(iso) ? iso : null;
+    // V8 rolls 30 Feb over into March, as Date.UTC does: a day the month does not have is no date.
+    // (setUTCFullYear, not Date.UTC: that takes years 0–99 as 1900–1999.)
+    const calendar = new Date(0);
+    calendar.setUTCFullYear(Number(isoMatch[1]), Number(isoMatch[2]) - 1, Number(isoMatch[3]));
+    return Number.isFinite(iso) && calendar.getUTCDate() === Number(isoMatch[3]) ? iso : null;
   }
   const m = DATE_TIME_RE.exec(withoutComments(value).replace(/\s+/g, ' ').trim().toLowerCase());
   if (m === null) return null;

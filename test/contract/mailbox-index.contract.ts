@@ -1023,6 +1023,8 @@ export function runMailboxIndexContract(
             subject: '\uff34\uff25\uff33\uff34 \uff83\uff7d\uff84',
             to: 'g@x.jp',
           }),
+          // A compatibility character whose NFKC form is upper case: ㎓ is GHz.
+          unit: makeEntry(ALICE, at(10), 'q10', { subject: 'Band 5 \u3393', to: 'h@x.jp' }),
         };
         for (const entry of Object.values(e)) await index.deliver(entry);
         await index.deliver(makeEntry(BOB, at(7), 'q7', { subject: 'Invoice for Bob' }));
@@ -1048,6 +1050,7 @@ export function runMailboxIndexContract(
         assert.deepEqual(await search('CAFE\u0301'), ids(e.decomposed), 'NFD finds NFD');
         assert.deepEqual(await search('test'), ids(e.wide), 'ASCII finds full-width');
         assert.deepEqual(await search('\u30c6\u30b9\u30c8'), ids(e.wide), 'テスト finds half-width ﾃｽﾄ');
+        assert.deepEqual(await search('5 ghz'), ids(e.unit), 'lower case after NFKC: ghz finds ㎓');
 
         await index.setSeen(ALICE, e.invoice1.id, true);
         assert.deepEqual(await search('invoice', true), ids(e.invoice2), 'q and unseen combine');

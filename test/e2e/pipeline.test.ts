@@ -135,6 +135,7 @@ describe('router with the local adapters', () => {
         ['delivered', 'bob@example.test'],
       ],
     );
+    assert.equal(r.parseFailed, false);
     const digest = createHash('sha256').update(pdf).digest('hex');
     for (const mailbox of ['alice@example.test', 'bob@example.test']) {
       const summary = JSON.parse(
@@ -280,6 +281,24 @@ describe('router with the local adapters', () => {
       /EIO/,
     );
     assert.deepEqual(await named(lost), { inbound: null, notification: null, entries: 0 });
+  });
+
+  it('routes a notification whose recipients are all refused without its raw message (gone or not)', async () => {
+    const n = buildNotification({
+      sesMessageId: 'refused0000000000000000000000000000000000',
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['nobody@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    const r = await processNotification(runtime, n);
+    assert.deepEqual(
+      r.outcomes.map((o) => o.status),
+      ['rejected'],
+    );
+    assert.equal(r.parseFailed, false, 'nothing was parsed, so nothing failed to parse');
+    assert.equal(r.size, 0);
   });
 
   it('refuses, for a retry, a notification whose raw message is not stored', async () => {

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import {
   appendFileSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -15,6 +16,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -256,6 +258,172 @@ describe('IngestJournal', () => {
     );
   });
 
+  it('a checkpoint waits for the last message of its segment to be routed, not the first', async () => {
+    const dir = join(work, 'drain');
+    let syncs = 0;
+    const journal = new IngestJournal(dir, async () => {
+      syncs += 1;
+    });
+    const tickets = await Promise.all(
+      ['p', 'q', 'r'].map((id) =>
+        journal.append({ type: 'ingest', notification: notification(id), raw: Buffer.from(id) }),
+      ),
+    );
+    const checkpoint = journal.checkpoint();
+    const [first, second, third] = tickets;
+    assert.ok(first && second && third);
+    journal.settle(first);
+    await new Promise((r) => setTimeout(r, 50));
+    journal.settle(second);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(syncs, 0, 'no checkpoint sync while a message is being routed');
+    assert.equal(readdirSync(dir).length, 1, 'its segment is kept');
+    journal.settle(third);
+    await checkpoint;
+    assert.equal(syncs, 1);
+    assert.deepEqual(readdirSync(dir), []);
+    await journal.close();
+  });
+
+  it('refuses appends once closed (nothing is written after the final checkpoint)', async () => {
+    const dir = join(work, 'closed');
+    const journal = new IngestJournal(dir, async () => {});
+    journal.settle(
+      await journal.append({ type: 'ingest', notification: notification('in'), raw: Buffer.from('x') }),
+    );
+    await journal.close();
+    await assert.rejects(
+      journal.append({ type: 'ingest', notification: notification('late'), raw: Buffer.from('y') }),
+      /closed/,
+    );
+    assert.deepEqual(readdirSync(dir), []);
+  });
+
+  it('closes each segment it checkpoints away (no descriptor left open per checkpoint)', async (t) => {
+    if (!existsSync('/proc/self/fd')) return t.skip('no /proc/self/fd to count descriptors');
+    const dir = join(work, 'descriptors');
+    const journal = new IngestJournal(dir, async () => {});
+    const descriptors = () => readdirSync('/proc/self/fd').length;
+    journal.settle(await journal.append({ type: 'abort', sesMessageId: 'warm-up' }));
+    await journal.checkpoint();
+    const before = descriptors();
+    for (let i = 0; i < 5; i++) {
+      journal.settle(await journal.append({ type: 'abort', sesMessageId: `n${i}` }));
+      await journal.checkpoint();
+    }
+    assert.equal(descriptors(), before);
+    await journal.close();
+  });
+
+  it('a checkpoint asked for while the first append is still being written waits for it', async () => {
+    const dir = join(work, 'checkpoint-in-flight');
+    const journal = new IngestJournal(dir, async () => {});
+    const appended = journal.append({
+      type: 'ingest',
+      notification: notification('f'),
+      raw: Buffer.from('x'),
+    });
+    const checkpoint = journal.checkpoint();
+    journal.settle(await appended);
+    await checkpoint;
+    assert.deepEqual(readdirSync(dir), [], 'its segment was checkpointed away, not left to recovery');
+    await journal.close();
+  });
+
+  it('abort marks its own record when several were committed in one batch', async () => {
+    const dir = join(work, 'abort-in-batch');
+    const journal = new IngestJournal(dir, async () => {});
+    const ids = ['a', 'b', 'c', 'd', 'e'];
+    // Issued in one tick: 'a' is written alone, the others together in the next batch.
+    const tickets = await Promise.all(
+      ids.map((id) =>
+        journal.append({ type: 'ingest', notification: notification(id), raw: Buffer.from(`raw ${id}`) }),
+      ),
+    );
+    assert.ok(tickets[3]);
+    await journal.abort(tickets[3]);
+    const [segment] = readdirSync(dir);
+    assert.ok(segment);
+    assert.deepEqual(
+      decodeSegment(readFileSync(join(dir, segment))).map((r) =>
+        r.type === 'ingest' ? r.notification.mail.messageId : r.type,
+      ),
+      ['a', 'b', 'c', 'e'],
+    );
+    for (const t of tickets) journal.settle(t);
+    await journal.close();
+  });
+
+  it('acknowledges an append, and an abort, only once its bytes are synced to the disk (fdatasync)', async (t) => {
+    const dir = join(work, 'datasync');
+    const journal = new IngestJournal(dir, async () => {});
+    // Every FileHandle shares one prototype: hold its datasync until the test lets it go.
+    const probe = await open(join(work, 'datasync-probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = proto.datasync;
+    const held: (() => void)[] = [];
+    proto.datasync = function (this: unknown) {
+      return new Promise<void>((resolve) => held.push(resolve)).then(() => datasync.call(this));
+    };
+    t.after(() => {
+      proto.datasync = datasync;
+    });
+    const settledYet = async (promise: Promise<unknown>): Promise<boolean> => {
+      let done = false;
+      promise.then(
+        () => (done = true),
+        () => (done = true),
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      return done;
+    };
+    const appended = journal.append({
+      type: 'ingest',
+      notification: notification('s'),
+      raw: Buffer.from('x'),
+    });
+    assert.equal(await settledYet(appended), false, 'not acknowledged before the sync');
+    assert.equal(held.length, 1);
+    held.shift()?.();
+    const ticket = await appended;
+    const aborted = journal.abort(ticket);
+    assert.equal(await settledYet(aborted), false, 'an abort is not done before its sync');
+    assert.equal(held.length, 1);
+    held.shift()?.();
+    await aborted;
+    proto.datasync = datasync;
+    journal.settle(ticket);
+    await journal.close();
+  });
+
+  it('an append whose segment cannot be created fails alone: the next one creates it', async () => {
+    const dir = join(work, 'reopen');
+    const journal = new IngestJournal(dir, async () => {});
+    rmSync(dir, { recursive: true });
+    await assert.rejects(
+      journal.append({ type: 'ingest', notification: notification('lost'), raw: Buffer.from('x') }),
+      { code: 'ENOENT' },
+    );
+    mkdirSync(dir);
+    const ticket = await journal.append({
+      type: 'ingest',
+      notification: notification('kept'),
+      raw: Buffer.from('y'),
+    });
+    const [segment] = readdirSync(dir);
+    assert.ok(segment);
+    assert.deepEqual(
+      decodeSegment(readFileSync(join(dir, segment))).map((r) =>
+        r.type === 'ingest' ? r.notification.mail.messageId : r.type,
+      ),
+      ['kept'],
+    );
+    journal.settle(ticket);
+    await journal.close();
+    assert.deepEqual(readdirSync(dir), []);
+  });
+
   it('leaves the segments of a live process alone', async () => {
     const dir = join(work, 'live');
     const journal = new IngestJournal(dir, async () => {});
@@ -359,6 +527,43 @@ describe('IngestJournal', () => {
 });
 
 describe('recovery after a crash', () => {
+  it('syncs what it re-routed before deleting the segments; with nothing to recover, neither syncs nor announces', async () => {
+    const dir = join(work, 'recovery-hooks');
+    const journal = new IngestJournal(dir, async () => {});
+    await journal.append({ type: 'ingest', notification: notification('h1'), raw: Buffer.from('x') });
+    const events: string[] = [];
+    const recovered = await recoverJournal(
+      dir,
+      async (n) => {
+        events.push(`apply ${n.mail.messageId}`);
+      },
+      async () => {
+        events.push(`sync with ${readdirSync(dir).length} segment(s) on disk`);
+      },
+      (messages) => {
+        events.push(`announce ${messages}`);
+      },
+    );
+    assert.deepEqual(recovered, { segments: 1, messages: 1 });
+    assert.deepEqual(events, ['announce 1', 'apply h1', 'sync with 1 segment(s) on disk']);
+    assert.deepEqual(readdirSync(dir), []);
+    events.length = 0;
+    assert.deepEqual(
+      await recoverJournal(
+        dir,
+        async () => {},
+        async () => {
+          events.push('sync');
+        },
+        (messages) => {
+          events.push(`announce ${messages}`);
+        },
+      ),
+      { segments: 0, messages: 0 },
+    );
+    assert.deepEqual(events, []);
+  });
+
   it('two processes recovering the same segments at once (dev and an import) both succeed', async () => {
     const dir = join(work, 'twice');
     const journal = new IngestJournal(dir, async () => {});

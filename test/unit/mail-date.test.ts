@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { parseMailDate } from '../../functions/core/mail-date.ts';
+import { monthNumber, parseMailDate } from '../../functions/core/mail-date.ts';
 
 const iso = (value: string): string | null => {
   const ms = parseMailDate(value);
@@ -51,12 +51,44 @@ const TABLE: readonly [string, string | null][] = [
   // What senders write beside the grammar.
   ['Tue, 17 Jul 2012 22:23:35.882 0000', '2012-07-17T22:23:35.882Z'],
   ['01 Jan 2001 00:01+0000', '2001-01-01T00:01:00.000Z'],
+  ['Fri, 27 Nov 2026 13:40:00.9999 +0000', '2026-11-27T13:40:00.999Z'],
   ['Mon, 15 Aug 2005 15:52:01 -0700 PDT', '2005-08-15T22:52:01.000Z'],
   ['Fri, 27 Nov 2026 13:40:00 +01:00', '2026-11-27T12:40:00.000Z'],
   ['2026-11-27T13:40:00Z', '2026-11-27T13:40:00.000Z'],
   ['2026-11-27T13:40:00+01:00', '2026-11-27T12:40:00.000Z'],
+  // Every month by its name.
+  ['Sun, 1 Feb 2026 00:00:00 +0000', '2026-02-01T00:00:00.000Z'],
+  ['Sun, 1 Mar 2026 00:00:00 +0000', '2026-03-01T00:00:00.000Z'],
+  ['Wed, 1 Apr 2026 00:00:00 +0000', '2026-04-01T00:00:00.000Z'],
+  ['Fri, 1 May 2026 00:00:00 +0000', '2026-05-01T00:00:00.000Z'],
+  ['Thu, 1 Oct 2026 00:00:00 +0000', '2026-10-01T00:00:00.000Z'],
+  // The rest of §4.3's zone names.
+  ['Fri, 27 Nov 2026 13:40:00 UTC', '2026-11-27T13:40:00.000Z'],
+  ['Fri, 27 Nov 2026 13:40:00 CDT', '2026-11-27T18:40:00.000Z'],
+  ['Fri, 27 Nov 2026 13:40:00 MST', '2026-11-27T20:40:00.000Z'],
+  ['Fri, 27 Nov 2026 13:40:00 MDT', '2026-11-27T19:40:00.000Z'],
+  ['Fri, 27 Nov 2026 13:40:00 PST', '2026-11-27T21:40:00.000Z'],
+  ['Fri, 27 Nov 2026 13:40:00 +0559', '2026-11-27T07:41:00.000Z'],
+  // A quoted pair in a comment, a comment or a stray `)` as the only space, a comment left open.
+  ['Fri, 27 Nov 2026 13:40:00 +0100 (Central \\) European Time)', '2026-11-27T12:40:00.000Z'],
+  ['Fri, 27(day)Nov 2026 13:40:00 +0000', '2026-11-27T13:40:00.000Z'],
+  ['Fri, 27)Nov 2026 13:40:00 +0000', '2026-11-27T13:40:00.000Z'],
+  ['Fri, 27 Nov 2026 13:40:00 +0000 (Coordinated', '2026-11-27T13:40:00.000Z'],
+  // The first and last years read.
+  ['Mon, 1 Jan 1900 00:00:00 +0000', '1900-01-01T00:00:00.000Z'],
+  ['Fri, 31 Dec 9999 23:59:59 +0000', '9999-12-31T23:59:59.000Z'],
+  ['2028-02-29T10:00:00Z', '2028-02-29T10:00:00.000Z'],
+  ['2026-11-27t13:40:00.5z', '2026-11-27T13:40:00.500Z'],
   // Not dates.
   ['', null],
+  ['Sun, 31 Dec 1899 23:59:59 +0000', null],
+  ['Fri, 27 Nov 2026 13:60:00 +0000', null],
+  ['Fri, 27 Nov 2026 13:40:61 +0000', null],
+  ['Fri, 27 Nov 2026 13:40:00 +0000 +0100', null],
+  ['1 27 Nov 2026 13:40:00 +0000', null],
+  ['2026-02-29T10:00:00Z', null],
+  ['2026-04-31T00:00:00+14:00', null],
+  ['2026-13-01T10:00:00Z', null],
   ['the day before yesterday', null],
   ['12345', null],
   ['1', null],
@@ -82,4 +114,15 @@ describe('parseMailDate', () => {
       for (const [value, expected] of TABLE) assert.equal(iso(value), expected, JSON.stringify(value));
     });
   }
+});
+
+describe('monthNumber', () => {
+  it('numbers the English month names from 0, in any case, and nothing else', () => {
+    assert.equal(monthNumber('Jan'), 0);
+    assert.equal(monthNumber('NOV'), 10);
+    assert.equal(monthNumber('dec'), 11);
+    for (const name of ['', 'janu', 'constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      assert.equal(monthNumber(name), null, name);
+    }
+  });
 });

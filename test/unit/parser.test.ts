@@ -181,6 +181,14 @@ describe('headers and addresses', () => {
     assert.equal(headerValue(summary, 'Date'), 'the day before yesterday');
   });
 
+  it('gives null for an ISO 8601 Date on a day its month does not have (not the day after it)', async () => {
+    const parse = async (date: string) =>
+      (await parseOk(Buffer.from(`From: a@example.com\r\nDate: ${date}\r\n\r\nbody\r\n`))).summary.date;
+    assert.equal(await parse('2026-02-29T10:00:00Z'), null);
+    assert.equal(await parse('2026-04-31T09:00:00+02:00'), null);
+    assert.equal(await parse('2028-02-29T10:00:00Z'), '2028-02-29T10:00:00.000Z');
+  });
+
   it('keeps an empty Subject as an empty string, distinct from a missing one', async () => {
     const { summary } = await parseOk(Buffer.from('From: a@example.com\r\nSubject:\r\n\r\nbody\r\n'));
     assert.equal(summary.subject, '');
