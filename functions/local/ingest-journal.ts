@@ -358,8 +358,10 @@ export class IngestJournal {
    * After a failed batch (a full disk, an I/O error), cuts the segment back to where the batch began:
    * its appends were refused (the clients get 4xx and retry), so none of its records may be
    * recovered later, not even the complete ones a short write left. Truncating needs no free space.
-   * If even that fails, later records go to a fresh segment (recovery stops reading at a tear); this
-   * one is never checkpointed away, and is closed once its messages are settled.
+   * If even that fails, the batch's first record start is overwritten with zeros (four bytes in a
+   * block the file has, as `abort` writes), so that recovery stops reading there, as at a tear: the
+   * batch's complete records are not delivered next to the clients' retries. Later records go to a
+   * fresh segment; this one is never checkpointed away, and is closed once its messages are settled.
    */
   async #undo(segment: Segment, start: number): Promise<void> {
     const fh = segment.fh;
@@ -369,7 +371,11 @@ export class IngestJournal {
       await fh.datasync();
       return;
     } catch {
-      // Abandoned below.
+      // Abandoned below, its refused records cut off from recovery if the disk still lets us.
+      await fh
+        .write(Buffer.alloc(4), 0, 4, start)
+        .then(() => fh.datasync())
+        .catch(() => undefined);
     }
     if (this.#current !== segment) return;
     this.#current = this.#newSegment();

@@ -354,6 +354,43 @@ describe('IngestJournal', () => {
     await journal.close();
   });
 
+  it('a failed batch that cannot be cut off either is not recovered: its records are cut off from recovery', async (t) => {
+    const dir = join(work, 'undo-fails');
+    const journal = new IngestJournal(dir, async () => {});
+    const append = (id: string) =>
+      journal.append({ type: 'ingest', notification: notification(id), raw: Buffer.from(`raw ${id}`) });
+    const first = await append('a');
+    // The batch's records are written whole, then its sync fails (an I/O error), and so does the
+    // truncate that would take them back.
+    const probe = await open(join(work, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as {
+      datasync: () => Promise<void>;
+      truncate: () => Promise<void>;
+    };
+    await probe.close();
+    const datasync = proto.datasync;
+    let failSyncs = 1;
+    t.mock.method(proto, 'datasync', function (this: unknown) {
+      if (failSyncs-- > 0) return Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
+      return datasync.call(this);
+    });
+    const truncate = t.mock.method(proto, 'truncate', () =>
+      Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' })),
+    );
+    await assert.rejects(append('refused'), /EIO/);
+    assert.equal(truncate.mock.callCount(), 1);
+    t.mock.restoreAll();
+    const later = await append('c');
+    for (const ticket of [first, later]) journal.settle(ticket);
+    // What a crash now would leave to recover, segment by segment (the failed one is kept).
+    const recovered = readdirSync(dir)
+      .sort()
+      .flatMap((name) => decodeSegment(readFileSync(join(dir, name))))
+      .map((r) => (r.type === 'ingest' ? r.notification.mail.messageId : r.type));
+    assert.deepEqual(recovered.sort(), ['a', 'c']);
+    await journal.close();
+  });
+
   it('acknowledges an append, and an abort, only once its bytes are synced to the disk (fdatasync)', async (t) => {
     const dir = join(work, 'datasync');
     const journal = new IngestJournal(dir, async () => {});
