@@ -16,7 +16,14 @@ import { parseMailDate } from '../core/mail-date.ts';
 import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type Outcome, type RouteResult } from '../pipeline/router.ts';
-import { gmailLabels, importSources, mailWasRead, mozillaExpunged, readItem, withoutFromLine } from './import-sources.ts';
+import {
+  gmailLabels,
+  importSources,
+  mailWasRead,
+  mozillaExpunged,
+  readItem,
+  withoutFromLine,
+} from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
