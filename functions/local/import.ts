@@ -16,8 +16,16 @@ import { parseMailDate } from '../core/mail-date.ts';
 import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
 import { countOutcomes, notificationKey, type Outcome, type RouteResult } from '../pipeline/router.ts';
-import { fromLineAsHeader, gmailLabels, importSources, mailWasRead, mozillaExpunged, readItem } from './import-sources.ts';
+import {
+  fromLineAsHeader,
+  gmailLabels,
+  importSources,
+  mailWasRead,
+  mozillaExpunged,
+  readItem,
+} from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
+import { fromExportedMbox } from './mboxrd.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
 const HEADER_BLOCK_MAX_BYTES = 1024 * 1024;
@@ -297,8 +305,13 @@ export async function importFiles(
       const before =
         earlier === null ? null : await importedBefore(deps, sesMessageId, recipients, earlier, verdicts);
       if (before !== null) return tally(before);
+      // A message of our own export (mboxrd.ts): its stored bytes, and its receipt time in the `From ` line.
+      const exported = item.readState === 'mbox' ? fromExportedMbox(body) : null;
+      const fromLine =
+        item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now) ? item.fromLineTime : null;
       const receivedAt =
         earlier ??
+        (exported === null ? null : fromLine) ??
         importReceiptTime(fields, now) ??
         (item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now)
           ? item.fromLineTime
@@ -307,7 +320,9 @@ export async function importFiles(
       const result = await ingest(deps, {
         // The id above is of the bytes as read, as it was before the `From ` line became a header:
         // an export imported before that is still found imported.
-        body: fromLineAsHeader(body),
+        // An exported mbox's `From ` line and our fields are the export's, not the message's: the stored
+        // bytes come back as they were.
+        body: exported ?? fromLineAsHeader(body),
         mailFrom: '',
         returnPath: false,
         recipients,
