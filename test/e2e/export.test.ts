@@ -18,10 +18,12 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import nodemailer from 'nodemailer';
 import { parseConfig } from '../../functions/core/config.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
+import { main } from '../../functions/local/cli.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { BIN, cleanEnv, startDev } from '../helpers/dev.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
@@ -366,6 +368,23 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
       { env: cleanEnv({ MAIL_RELAY_CONFIG: configPath, MAIL_RELAY_DATA_DIR: dataDir }) },
     );
     assert.equal(r.stdout, 'mail-relay export: the output was closed before the export ended\nexit 1\n');
+  });
+
+  it('shows a progress bar on a terminal, as import does', async () => {
+    const err = Object.assign(new PassThrough(), { isTTY: true });
+    const chunks: Buffer[] = [];
+    err.on('data', (c: Buffer) => chunks.push(c));
+    const path = join(work, 'progress.mbox');
+    const code = await main(['export', ALICE, '--out', path], {
+      out: new PassThrough(),
+      err,
+      env: { MAIL_RELAY_CONFIG: configPath, MAIL_RELAY_DATA_DIR: dataDir },
+    });
+    assert.equal(code, 0);
+    const text = Buffer.concat(chunks).toString();
+    const n = original.length;
+    assert.ok(text.includes(`\r[${'#'.repeat(30)}] ${n}/${n}\n`), text);
+    assert.match(text, new RegExp(`\\nexported ${n} messages `));
   });
 
   it('an empty mailbox of the configuration exports as an empty mbox, exit 0', async () => {
