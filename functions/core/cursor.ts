@@ -15,14 +15,23 @@ function invalidCursor(): ValidationError {
   return new ValidationError('invalid cursor', [], 'invalid_cursor');
 }
 
-export function encodeCursor(lastId: string): string {
-  return Buffer.from(JSON.stringify({ v: 1, id: lastId })).toString('base64url');
+/**
+ * A LIST cursor: the last id of a page. One of a page listed oldest first (`oldestFirst`) says so, so
+ * that it is refused in the other order, where it would skip the mailbox's other half.
+ */
+export function encodeCursor(lastId: string, oldestFirst = false): string {
+  const cursor = oldestFirst ? { v: 1, id: lastId, asc: true } : { v: 1, id: lastId };
+  return Buffer.from(JSON.stringify(cursor)).toString('base64url');
 }
 
-/** The id a cursor names; anything else is a ValidationError with code `invalid_cursor`. */
-export function decodeCursor(cursor: string): string {
-  const { v, id } = decodeObject(cursor, 256);
+/**
+ * The id a cursor names, when made for this order (`oldestFirst`); anything else is a ValidationError
+ * with code `invalid_cursor`.
+ */
+export function decodeCursor(cursor: string, oldestFirst = false): string {
+  const { v, id, asc } = decodeObject(cursor, 256);
   if (v !== 1 || typeof id !== 'string' || !ULID_RE.test(id)) throw invalidCursor();
+  if ((asc === true) !== oldestFirst || (asc !== undefined && asc !== true)) throw invalidCursor();
   return id;
 }
 

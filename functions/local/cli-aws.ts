@@ -158,7 +158,7 @@ export async function readStackOutputs(stackName: string): Promise<StackOutputs>
  * SDK reads AWS_REGION when a client first resolves its region, inside `fn`; the variable is put back
  * afterwards.
  */
-async function inStackRegion<T>(region: string | undefined, fn: () => Promise<T>): Promise<T> {
+export async function inStackRegion<T>(region: string | undefined, fn: () => Promise<T>): Promise<T> {
   const chosen = region ?? process.env.AWS_REGION ?? (process.env.AWS_DEFAULT_REGION || undefined);
   const before = process.env.AWS_REGION;
   if (chosen !== undefined) process.env.AWS_REGION = chosen;
@@ -419,6 +419,25 @@ async function reparseIn(
       `${summary.gone > 0 ? `; ${summary.gone} deleted meanwhile (left deleted)` : ''}\n`,
   );
   return summary.failures.length > 0 ? 1 : 0;
+}
+
+/**
+ * The deployed stack's bucket and table (from its outputs) as the blob store and the mailbox index,
+ * for commands that only read them (`export`); `close` when done. Inside `inStackRegion`.
+ */
+export async function openStackStorage(config: Config, stack: string) {
+  const outputs = await readStackOutputs(stack);
+  const { createAwsStorage } = await import('../handlers/deps.ts');
+  const storage = createAwsStorage({ ...outputs, config, forcePathStyle: pathStyle(process.env) });
+  return {
+    index: storage.index,
+    blobs: storage.blobs,
+    where: `stack ${stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`,
+    close: () => {
+      storage.clients.s3.destroy();
+      storage.clients.dynamo.destroy();
+    },
+  };
 }
 
 /** The deployed stack's mailbox index (its table, found from the stack's outputs); `close` when done. */

@@ -1,5 +1,5 @@
 /**
- * `npx mail-relay <command>`: dev, route, import, token, replay, reparse, upgrade, outbox, pop3, compact.
+ * `npx mail-relay <command>`: dev, route, import, export, token, replay, reparse, upgrade, outbox, pop3, compact.
  * Each command is a function that takes its arguments and an output stream, so tests call them
  * in-process as well as through the binary.
  */
@@ -54,6 +54,10 @@ Commands:
                            feed .eml files, mbox files and directories (a Maildir) through the router
                            (recipients: --to, else every address in the message's Delivered-To,
                            X-Original-To, To and Cc headers); --stack: into the deployed stack
+  export <mailbox> [--out <path>] [--format mbox|maildir] [--force] [--stack <name>]
+                           write a mailbox's mail, oldest first, with its read state: an mbox (to stdout
+                           without --out) or a Maildir; from the data dir or the deployed stack (backups,
+                           moving to another mail system; import reads it back)
   token create <mailbox> [--label <text>]
   token create --admin [<mailbox>] [--label <text>]
                            print a new API token (shown once; only its SHA-256 is stored);
@@ -89,6 +93,7 @@ const COMMANDS = [
   'dev',
   'route',
   'import',
+  'export',
   'token',
   'replay',
   'reparse',
@@ -128,6 +133,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return commandRoute(rest, io);
       case 'import':
         return await commandImport(rest, io);
+      case 'export': {
+        const { commandExport } = await import('./export.ts');
+        return await commandExport(rest, io);
+      }
       case 'token':
         return await commandToken(rest, io);
       case 'replay': {

@@ -25,6 +25,7 @@ import {
   withoutFromLine,
 } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
+import { fromExportedMbox } from './mboxrd.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
 const HEADER_BLOCK_MAX_BYTES = 1024 * 1024;
@@ -304,8 +305,13 @@ export async function importFiles(
       const before =
         earlier === null ? null : await importedBefore(deps, sesMessageId, recipients, earlier, verdicts);
       if (before !== null) return tally(before);
+      // A message of our own export (mboxrd.ts): its stored bytes, and its receipt time in the `From ` line.
+      const exported = item.readState === 'mbox' ? fromExportedMbox(body) : null;
+      const fromLine =
+        item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now) ? item.fromLineTime : null;
       const receivedAt =
         earlier ??
+        (exported === null ? null : fromLine) ??
         importReceiptTime(fields, now) ??
         (item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now)
           ? item.fromLineTime
@@ -313,8 +319,9 @@ export async function importFiles(
         fileReceiptTime(item.mtime, now);
       const result = await ingest(deps, {
         // The id above is of the bytes as read, as it was before the `From ` line was left out: an
-        // export imported before that is still found imported.
-        body: withoutFromLine(body),
+        // export imported before that is still found imported. An exported mbox's `From ` line and
+        // our fields are the export's, not the message's: the stored bytes come back as they were.
+        body: exported ?? withoutFromLine(body),
         mailFrom: '',
         returnPath: false,
         recipients,

@@ -69,10 +69,16 @@ export interface ListOptions {
   readonly unseen?: boolean | undefined;
   /** Case-insensitive substring match on from, to and subject. */
   readonly q?: string | undefined;
+  /**
+   * Oldest first (ascending ids) instead of newest first: `mail-relay export` streams a mailbox in
+   * the order it received it, a page at a time. A cursor is for the order it was made in; given to the
+   * other it is `invalid_cursor`. @default false
+   */
+  readonly oldestFirst?: boolean | undefined;
 }
 
 export interface ListPage {
-  /** Newest first. */
+  /** Newest first (oldest first with `oldestFirst`). */
   readonly items: readonly MessageEntry[];
   /** Present when more items may follow. */
   readonly nextCursor: string | null;

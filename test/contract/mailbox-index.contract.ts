@@ -1071,6 +1071,51 @@ export function runMailboxIndexContract(
         assert.deepEqual(ids, newestFirst(reports.map((r) => r.id)));
       }));
 
+    it('lists oldest first with oldestFirst, a page at a time, filters too; its cursors are its own', () =>
+      withIndex(
+        async ({ index }) => {
+          const entries = Array.from({ length: 23 }, (_, i) =>
+            makeEntry(ALICE, BASE_MS + i * 1000, `asc-${i}`, { seen: i % 3 !== 0 }),
+          );
+          // Delivered out of order: the order comes from the ids (receipt time).
+          for (let i = 0; i < entries.length; i++) {
+            const e = entries[(i * 5) % entries.length];
+            assert.ok(e);
+            await index.deliver(e);
+          }
+          await index.deliver(makeEntry(BOB, BASE_MS + 500, 'asc-bob'));
+          const ascending = entries.map((e) => e.id).sort();
+          assert.deepEqual(await listAllIds(index, ALICE, { limit: 4, oldestFirst: true }), ascending);
+          assert.deepEqual(
+            await listAllIds(index, ALICE, { limit: 2, oldestFirst: true, unseen: true }),
+            entries
+              .filter((e) => !e.seen)
+              .map((e) => e.id)
+              .sort(),
+          );
+          assert.deepEqual(
+            await listAllIds(index, ALICE, { limit: 3, oldestFirst: true, q: 'asc-1' }),
+            entries
+              .filter((e) => e.subject.includes('asc-1'))
+              .map((e) => e.id)
+              .sort(),
+          );
+          // A cursor continues the order it was made in: given to the other, it would skip half the mailbox.
+          const ascCursor = (await index.list(ALICE, { limit: 5, oldestFirst: true })).nextCursor;
+          const descCursor = (await index.list(ALICE, { limit: 5 })).nextCursor;
+          assert.ok(ascCursor !== null && descCursor !== null);
+          await assertInvalidCursor(
+            index.list(ALICE, { limit: 5, cursor: ascCursor }),
+            'oldest-first cursor',
+          );
+          await assertInvalidCursor(
+            index.list(ALICE, { limit: 5, cursor: descCursor, oldestFirst: true }),
+            'newest-first cursor',
+          );
+        },
+        { filteredReadBudget: 8 },
+      ));
+
     it('an invalid cursor is refused with ValidationError code invalid_cursor', () =>
       withIndex(async ({ index }) => {
         for (let i = 0; i < 3; i++) await index.deliver(makeEntry(ALICE, BASE_MS + i, `c-${i}`));

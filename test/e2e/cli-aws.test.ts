@@ -5,7 +5,7 @@
  * with the bucket, the table and the `BucketName` / `TableName` outputs the relay's stack has.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -37,6 +37,7 @@ import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
 import { makeEntry } from '../contract/mailbox-index.contract.ts';
 import { type Moto, motoAvailable, startMoto } from '../helpers/moto.ts';
+import { listAll, stripTrace } from '../helpers/relay.ts';
 import { ATTACHMENT, gbMessage, makeStale, SUBJECT_NOW } from '../helpers/stale-parse.ts';
 
 const STACK = 'mail-relay-cli-test';
@@ -47,7 +48,9 @@ const BOB = 'bob@example.test';
 const CAROL = 'carol@example.test';
 /** The mailbox `import --stack` fills (the other tests count the others' mail). */
 const DAVE = 'dave@example.test';
-const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB, CAROL, DAVE] };
+/** The mailbox `export --stack` reads. */
+const ERIN = 'erin@example.test';
+const CONFIG: RawConfig = { domains: ['example.test'], mailboxes: [ALICE, BOB, CAROL, DAVE, ERIN] };
 const LINK_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:mail-relay-links-AbCdEf';
 
 /** The relay stack's storage and outputs, as lib/mail-relay-stack.ts names them. */
@@ -519,6 +522,92 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     assert.equal(await commandUpgrade(['--stack', STACK, '--all'], all), 0, all.text().err);
     assert.match(all.text().out, /^indexed the unread mail of \d+ mailbox(es)? \(1 entry changed\)\n$/);
     assert.deepEqual(await unread(), [late.id, entries[4]?.id, entries[0]?.id]);
+  });
+
+  it('export --stack reads a mailbox of the deployed stack, oldest first, page after page, a large message streamed from S3; import brings it back byte for byte', async () => {
+    // As SES stores mail: its trace headers first, CRLF; the router copies it into the mailbox.
+    const originals: { raw: Buffer; seen: boolean }[] = [];
+    const large = `${'0123456789abcdef'.repeat(4)}\r\n`.repeat(60_000); // ~4 MB
+    for (let i = 0; i < 205; i++) {
+      const sesMessageId = `cli-export-${i}`;
+      const receivedAt = new Date(Date.UTC(2025, 4, 1, 9, 0, i));
+      const body =
+        i === 7 ? large : i % 50 === 3 ? `From the start ${i}\r\n>From quoted\r\n` : `body ${i}\r\n`;
+      const raw = Buffer.from(
+        `Return-Path: <sender${i}@remote.test>\r\nReceived: from remote.test by inbound-smtp.us-east-1.amazonaws.com\r\n` +
+          ` with SMTP id ${sesMessageId}; ${receivedAt.toUTCString()}\r\n` +
+          `From: Sender ${i} <sender${i}@remote.test>\r\nTo: ${ERIN}\r\nSubject: export ${i}\r\n\r\n${body}`,
+      );
+      await aws.blobs.put(`inbound/${sesMessageId}`, raw);
+      const notification = buildNotification({
+        sesMessageId,
+        receivedAt,
+        mailFrom: `sender${i}@remote.test`,
+        recipients: [ERIN],
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: BUCKET,
+      });
+      await processNotification(aws, notification);
+      const id = messageIdFor(receivedAt.getTime(), sesMessageId);
+      if (i % 4 === 0) await aws.index.setSeen(ERIN, id, true);
+      originals.push({ raw, seen: i % 4 === 0 });
+    }
+    const path = join(dir, 'erin.mbox');
+    const io = makeIo(env);
+    assert.equal(await main(['export', ERIN, '--stack', STACK, '--out', path], io), 0, io.text().err);
+    assert.match(
+      io.text().err,
+      new RegExp(`^exported 205 messages \\(\\d+\\.\\d MB\\) of ${ERIN} to ${path}\\n$`),
+    );
+    const mbox = readFileSync(path, 'latin1');
+    const separators = mbox.split('\n').filter((l) => l.startsWith('From '));
+    assert.equal(separators.length, 205);
+    assert.match(separators[0] ?? '', /^From sender0@remote\.test Thu May {2}1 09:00:00 2025$/);
+    assert.match(separators[204] ?? '', /^From sender204@remote\.test Thu May {2}1 09:03:24 2025$/);
+    assert.match(mbox, /\n>From the start 3\n>>From quoted\n/);
+
+    const check = async (exported: string, label: string) => {
+      const fresh = { ...env, MAIL_RELAY_DATA_DIR: mkdtempSync(join(dir, 'fresh-')) };
+      const imported = makeIo(fresh);
+      assert.equal(await main(['import', '--to', ERIN, exported], imported), 0, imported.text().err);
+      const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: fresh.MAIL_RELAY_DATA_DIR });
+      try {
+        const entries = await listAll(runtime.index, ERIN);
+        assert.equal(entries.length, originals.length, label);
+        const back = new Map<string, boolean>();
+        for (const e of entries) {
+          const raw = await runtime.blobs.get(mailboxKeys.raw(ERIN, e.id));
+          back.set(stripTrace(raw ?? Buffer.alloc(0)).body.toString('latin1'), e.seen);
+        }
+        for (const [i, o] of originals.entries())
+          assert.equal(
+            back.get(o.raw.toString('latin1')),
+            o.seen,
+            `${label}: message ${i} byte for byte, read state`,
+          );
+        // Imported in the order it was received: the receipt time is the From line's.
+        assert.equal(entries.at(-1)?.receivedAt, '2025-05-01T09:00:00.000Z', label);
+      } finally {
+        await runtime.close();
+      }
+    };
+    await check(path, 'mbox');
+    const maildir = join(dir, 'erin-maildir');
+    const m = makeIo(env);
+    assert.equal(
+      await main(['export', ERIN, '--stack', STACK, '--format', 'maildir', '--out', maildir], m),
+      0,
+      m.text().err,
+    );
+    assert.equal(readdirSync(join(maildir, 'cur')).length, originals.filter((o) => o.seen).length);
+    await check(maildir, 'Maildir');
+
+    const unknown = makeIo(env);
+    assert.equal(
+      await main(['export', 'nobody@example.org', '--stack', STACK, '--out', join(dir, 'x.mbox')], unknown),
+      1,
+    );
+    assert.match(unknown.text().err, /no mail stored for nobody@example\.org in stack mail-relay-cli-test/);
   });
 
   it('replay on the local data dir restores a deleted delivery when asked; bad arguments are usage errors', async () => {

@@ -1245,6 +1245,10 @@ describe('arguments, in every command', () => {
       [['help', 'dev', 'route'], 'give one command', 'mail-relay <command> [options]'],
       [['upgrade'], '--stack needs a stack name (the local data dir upgrades itself)', 'mail-relay upgrade'],
       [['upgrade', '--stack', 'S', 'now'], 'unexpected argument "now"', 'mail-relay upgrade'],
+      [['export', '--out'], "option '--out <value>' argument missing", 'mail-relay export'],
+      [['export'], 'give one mailbox address', 'mail-relay export'],
+      [['export', 'a@example.test', 'b@example.test'], 'give one mailbox address', 'mail-relay export'],
+      [['export', 'not an address', '--out', 'x'], 'not an address is not an address', 'mail-relay export'],
     ];
     const helps: [string[], string][] = [
       [['import', '--help'], 'mail-relay import'],
@@ -1260,6 +1264,8 @@ describe('arguments, in every command', () => {
       [['reparse', '-h'], 'mail-relay reparse'],
       [['help', 'upgrade'], 'mail-relay upgrade'],
       [['help', 'dev'], 'mail-relay dev'],
+      [['export', '-h'], 'mail-relay export'],
+      [['help', 'export'], 'mail-relay export'],
     ];
     const results = await inBatches([...errors.map((e) => e[0]), ...helps.map((h) => h[0])], 6, (a) =>
       cli(a),

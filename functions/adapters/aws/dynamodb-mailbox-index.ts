@@ -590,11 +590,11 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
    * either way, so a client can go on from one kind of page to the other.
    */
   async list(mailbox: string, options: ListOptions): Promise<ListPage> {
-    const { limit, cursor, unseen = false, q } = options;
+    const { limit, cursor, unseen = false, q, oldestFirst = false } = options;
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
       throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
     }
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    const after = cursor === undefined ? undefined : decodeCursor(cursor, oldestFirst);
     const needle = q === undefined || q === '' ? undefined : fold(q);
     const filters: string[] = [];
     const names: Record<string, string> = {};
@@ -616,13 +616,13 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       const base: QueryCommandInput = {
         TableName: this.table,
         IndexName: UNSEEN_INDEX.indexName,
-        KeyConditionExpression: `#unseenPk = :pk${after === undefined ? '' : ' AND #sk < :before'}`,
+        KeyConditionExpression: `#unseenPk = :pk${after === undefined ? '' : ` AND #sk ${oldestFirst ? '>' : '<'} :before`}`,
         ExpressionAttributeNames: names,
         ExpressionAttributeValues: values,
-        ScanIndexForward: false,
+        ScanIndexForward: oldestFirst,
         FilterExpression: filters.join(' AND '),
       };
-      return this.readPages(base, undefined, limit, needle !== undefined);
+      return this.readPages(base, undefined, limit, needle !== undefined, oldestFirst);
     }
     if (unseen) {
       filters.push('seen = :false');
@@ -636,7 +636,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :msg)',
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: values,
-      ScanIndexForward: false,
+      ScanIndexForward: oldestFirst,
       ConsistentRead: true,
       ...(filters.length > 0 ? { FilterExpression: filters.join(' AND ') } : {}),
     };
@@ -644,7 +644,7 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
       after === undefined
         ? undefined
         : { [TABLE_KEYS.partitionKey]: mailboxPk(mailbox), [TABLE_KEYS.sortKey]: messageSk(after) };
-    return this.readPages(base, startKey, limit, filters.length > 0);
+    return this.readPages(base, startKey, limit, filters.length > 0, oldestFirst);
   }
 
   /**
@@ -658,6 +658,8 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
     firstKey: Record<string, unknown> | undefined,
     limit: number,
     selective: boolean,
+    /** The order `base` reads in, which the cursor says. */
+    oldestFirst: boolean,
   ): Promise<ListPage> {
     const filtered = base.FilterExpression !== undefined;
     const wanted = limit + 1;
@@ -687,11 +689,12 @@ export class DynamoDbMailboxIndex implements MailboxIndex {
 
     const items = found.slice(0, limit);
     const last = items[items.length - 1];
-    if (found.length > limit && last !== undefined) return { items, nextCursor: encodeCursor(last.id) };
+    if (found.length > limit && last !== undefined)
+      return { items, nextCursor: encodeCursor(last.id, oldestFirst) };
     // The read budget ran out before the page filled: go on after the last item read.
     const stopped = startKey?.[TABLE_KEYS.sortKey];
     if (typeof stopped === 'string' && stopped.startsWith('MSG#')) {
-      return { items, nextCursor: encodeCursor(stopped.slice('MSG#'.length)) };
+      return { items, nextCursor: encodeCursor(stopped.slice('MSG#'.length), oldestFirst) };
     }
     return { items, nextCursor: null };
   }

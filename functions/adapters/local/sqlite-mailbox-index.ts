@@ -215,6 +215,7 @@ function toSendRecord(r: SendRow): SendRecord {
 interface ListParams {
   mailbox: string;
   limit: number;
+  /** The cursor's id: newest first, ids before it; oldest first, ids after it. */
   before?: string;
   q?: string;
 }
@@ -309,15 +310,15 @@ function toToken(r: TokenRow): TokenRecord {
   };
 }
 
-function listVariantKey(cursor: boolean, unseen: boolean, q: boolean): number {
-  return (cursor ? 1 : 0) | (unseen ? 2 : 0) | (q ? 4 : 0);
+function listVariantKey(cursor: boolean, unseen: boolean, q: boolean, oldestFirst: boolean): number {
+  return (cursor ? 1 : 0) | (unseen ? 2 : 0) | (q ? 4 : 0) | (oldestFirst ? 8 : 0);
 }
 
 /** The partial index of unread mail (SCHEMA). */
 const UNSEEN_INDEX = 'messages_unseen';
 
 /** The statement of one `list` variant (exported for the test that checks its query plan). */
-export function listSql(cursor: boolean, unseen: boolean, q: boolean): string {
+export function listSql(cursor: boolean, unseen: boolean, q: boolean, oldestFirst = false): string {
   // One statement per filter combination rather than `(@x IS NULL OR …)`: SQLite cannot seek the
   // primary key on an OR, and every later page would rescan the mailbox from the top.
   // instr() on the folded columns matches q literally, so % and _ in a search need no escaping.
@@ -327,12 +328,12 @@ export function listSql(cursor: boolean, unseen: boolean, q: boolean): string {
   // without that index an error at start-up rather than a slow list.
   return (
     `SELECT ${MESSAGE_COLUMNS} FROM messages${unseen ? ` INDEXED BY ${UNSEEN_INDEX}` : ''} WHERE mailbox = @mailbox` +
-    (cursor ? ' AND id < @before' : '') +
+    (cursor ? (oldestFirst ? ' AND id > @before' : ' AND id < @before') : '') +
     (unseen ? ' AND seen = 0' : '') +
     (q
       ? ' AND (instr(sender_lc, @q) > 0 OR instr(recipients_lc, @q) > 0 OR instr(subject_lc, @q) > 0)'
       : '') +
-    ' ORDER BY id DESC LIMIT @limit'
+    ` ORDER BY id ${oldestFirst ? 'ASC' : 'DESC'} LIMIT @limit`
   );
 }
 
@@ -501,10 +502,12 @@ export class SqliteMailboxIndex implements MailboxIndex {
     for (const cursor of [false, true]) {
       for (const unseen of [false, true]) {
         for (const q of [false, true]) {
-          this.listStatements.set(
-            listVariantKey(cursor, unseen, q),
-            this.db.prepare(listSql(cursor, unseen, q)),
-          );
+          for (const oldestFirst of [false, true]) {
+            this.listStatements.set(
+              listVariantKey(cursor, unseen, q, oldestFirst),
+              this.db.prepare(listSql(cursor, unseen, q, oldestFirst)),
+            );
+          }
         }
       }
     }
@@ -650,14 +653,14 @@ export class SqliteMailboxIndex implements MailboxIndex {
 
   async list(mailbox: string, options: ListOptions): Promise<ListPage> {
     this.flushDeliveries();
-    const { limit, cursor, unseen = false, q } = options;
+    const { limit, cursor, unseen = false, q, oldestFirst = false } = options;
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
       throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}`, [String(limit)]);
     }
-    const before = cursor === undefined ? undefined : decodeCursor(cursor);
+    const before = cursor === undefined ? undefined : decodeCursor(cursor, oldestFirst);
     const needle = q === undefined || q === '' ? undefined : fold(q);
     const statement = this.listStatements.get(
-      listVariantKey(before !== undefined, unseen, needle !== undefined),
+      listVariantKey(before !== undefined, unseen, needle !== undefined, oldestFirst),
     );
     if (statement === undefined)
       throw new Error('unreachable: every list variant is prepared in the constructor');
@@ -668,7 +671,10 @@ export class SqliteMailboxIndex implements MailboxIndex {
     const rows = statement.all(params);
     const items = rows.slice(0, limit).map(toEntry);
     const last = items[items.length - 1];
-    return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.id) : null };
+    return {
+      items,
+      nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.id, oldestFirst) : null,
+    };
   }
 
   async stat(mailbox: string): Promise<MailboxStat> {

@@ -1,0 +1,148 @@
+/**
+ * The mbox `mail-relay export` writes, and how `mail-relay import` knows it again
+ * (docs/adr/0022-export-mbox-and-maildir.md).
+ *
+ * mboxrd (https://www.rfc-editor.org/rfc/rfc4155 and the mboxrd variant it describes): each message
+ * is a `From <sender> <asctime>` line, the message with every line matching `>*From ` given one more
+ * `>`, and an empty line. Ahead of the message's own header fields, three of ours:
+ *
+ *     Status: RO                 read state for mutt, pine, Apple Mail, Python's mailbox (O: unread)
+ *     X-Mozilla-Status: 0001     read state for Thunderbird (0000: unread)
+ *     X-Mail-Relay-Export: mboxrd; eol=crlf; size=1234
+ *
+ * First, so that they win over a `Status:` the message carries itself (readers take the first). The
+ * last one says what `import` needs to give back the stored bytes exactly: that the file is mboxrd
+ * (unescape one level), whether the message's CRLF line ends were written as LF (`eol=crlf`: put
+ * them back; `eol=lf`: the line ends are as stored), and the stored size (a message whose last line
+ * had no line end gained one).
+ */
+import { MBOX_FROM_LINE_RE } from './ingest.ts';
+
+/** The field that marks a message of our export (see the module comment). */
+export const EXPORT_FIELD = 'X-Mail-Relay-Export';
+
+const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** C's asctime() of a time in UTC, as mbox `From ` lines carry it: `Sun Nov  2 05:26:57 2026`. */
+export function asctime(at: Date): string {
+  const two = (n: number) => String(n).padStart(2, '0');
+  return (
+    `${WEEKDAYS[at.getUTCDay()]} ${MONTHS[at.getUTCMonth()]} ${String(at.getUTCDate()).padStart(2, ' ')} ` +
+    `${two(at.getUTCHours())}:${two(at.getUTCMinutes())}:${two(at.getUTCSeconds())} ${at.getUTCFullYear()}`
+  );
+}
+
+/**
+ * A message's `From ` line: the envelope sender (`MAILER-DAEMON` for none, as mail programs write
+ * it) and the receipt time. Whitespace and control characters in the sender (a quoted local part,
+ * `"john doe"@…`) become `_`: the line is split at spaces by every reader.
+ */
+export function mboxFromLine(sender: string, receivedAt: Date): string {
+  const who = sender === '' ? 'MAILER-DAEMON' : sender.replace(/[\s\p{Cc}]/gu, '_');
+  return `From ${who} ${asctime(receivedAt)}\n`;
+}
+
+/** Our fields ahead of the message's own (see the module comment). */
+export function exportFields(seen: boolean, crlf: boolean, size: number): string {
+  return (
+    `Status: ${seen ? 'RO' : 'O'}\nX-Mozilla-Status: ${seen ? '0001' : '0000'}\n` +
+    `${EXPORT_FIELD}: mboxrd; eol=${crlf ? 'crlf' : 'lf'}; size=${size}\n`
+  );
+}
+
+/**
+ * The longest start of a line kept back when a chunk ends inside it, before it is known whether it
+ * is a `From ` line to escape: beyond it, the line is written as it comes (no writer quotes a line
+ * with thousands of `>`s; holding it would let one line of `>`s fill memory).
+ */
+const HELD_LINE_START = 4096;
+
+/**
+ * Writes one message as mboxrd, chunk by chunk, in memory of a chunk: line starts `>*From ` gain a
+ * `>`, and with `crlf` each CRLF becomes LF. `end()` ends the last line if it had no line end, and
+ * adds the empty line that separates messages.
+ */
+export class MboxrdEncoder {
+  /** Bytes of an unfinished line (or a CR) not yet written: what follows decides them. */
+  private held = '';
+  /** Whether `held` starts at the start of a line. */
+  private lineStart = true;
+  private last = 10;
+
+  constructor(private readonly crlf: boolean) {}
+
+  /** The mboxrd bytes of the next chunk of the message (latin1 keeps every byte as it is). */
+  push(chunk: Buffer): Buffer {
+    let text = this.held + chunk.toString('latin1');
+    this.held = '';
+    // A CR at the end may be half of a CRLF.
+    if (this.crlf && text.endsWith('\r')) {
+      this.held = '\r';
+      text = text.slice(0, -1);
+    }
+    const lf = text.lastIndexOf('\n');
+    // An unfinished line is held back while it could still turn out to be a `From ` line.
+    const tailAtLineStart = lf >= 0 || this.lineStart;
+    if (tailAtLineStart && undecided(text.slice(lf + 1))) {
+      this.held = text.slice(lf + 1) + this.held;
+      text = text.slice(0, lf + 1);
+    }
+    const out = this.encode(text);
+    if (text.length > 0) this.lineStart = text.endsWith('\n');
+    return out;
+  }
+
+  /** The rest: the held bytes, a line end for a last line without one, and the separating empty line. */
+  end(): Buffer {
+    const rest = this.encode(this.held);
+    this.held = '';
+    return Buffer.concat([rest, Buffer.from(this.last === 10 ? '\n' : '\n\n', 'latin1')]);
+  }
+
+  private encode(text: string): Buffer {
+    if (text === '') return Buffer.alloc(0);
+    let s = this.crlf ? text.replace(/\r\n/g, '\n') : text;
+    // `\n` before the text stands for a line start there: the first line is escaped only when it is one.
+    s = `${this.lineStart ? '\n' : 'x'}${s}`.replace(/\n(>*From )/g, '\n>$1').slice(1);
+    const out = Buffer.from(s, 'latin1');
+    this.last = out[out.length - 1] ?? this.last;
+    return out;
+  }
+}
+
+/**
+ * Whether the start of a line may still become `>*From ` with what follows: `>`s, then a start of
+ * "From" (an empty start too), and short enough to hold back.
+ */
+function undecided(start: string): boolean {
+  return start.length <= HELD_LINE_START && /^>*(?:F(?:r(?:o(?:m)?)?)?)?$/.test(start);
+}
+
+const EXPORTED_RE =
+  /^From [^\n]*\nStatus: [A-Z]*\nX-Mozilla-Status: [0-9A-Fa-f]{4}\nX-Mail-Relay-Export: mboxrd; eol=(crlf|lf); size=(\d{1,15})\n/;
+
+/**
+ * A message of an mbox `mail-relay export` wrote (its bytes from its `From ` line to the next
+ * message's), given back as it was stored: without the `From ` line and our fields ahead of its own
+ * (the mbox's, not the message's), unescaped one level, with its CRLF line ends back, without the
+ * empty line that separated it from the next; null for any other message. A message a mail program
+ * has rewritten since (its size no longer what the field says) is given back as read, but for the
+ * line end the export added to a last line without one, which only the size tells.
+ */
+export function fromExportedMbox(message: Buffer): Buffer | null {
+  const head = message.toString('latin1', 0, Math.min(message.length, 1024));
+  const m = EXPORTED_RE.exec(head);
+  if (m === null || !MBOX_FROM_LINE_RE.test(head)) return null;
+  const crlf = m[1] === 'crlf';
+  const size = Number(m[2]);
+  let text = message.toString('latin1', m[0].length);
+  // The empty line after the message, which separates it from the next.
+  if (text.endsWith('\n')) text = text.slice(0, -1);
+  text = `\n${text}`.replace(/\n>(>*From )/g, '\n$1').slice(1);
+  if (crlf) text = text.replace(/\n/g, '\r\n');
+  const eol = crlf ? '\r\n' : '\n';
+  // The line end the export gave a last line that had none.
+  if (text.length === size + eol.length && text.endsWith(eol)) text = text.slice(0, -eol.length);
+  return Buffer.from(text, 'latin1');
+}

@@ -1,0 +1,103 @@
+/**
+ * The mboxrd writer of `mail-relay export` and its inverse in `import` (functions/local/mboxrd.ts):
+ * whatever the chunks a stored message is read in, the same mbox; and what import takes from it is
+ * the stored message, byte for byte.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  asctime,
+  exportFields,
+  fromExportedMbox,
+  MboxrdEncoder,
+  mboxFromLine,
+} from '../../functions/local/mboxrd.ts';
+
+const MESSAGES: Record<string, string> = {
+  'CRLF throughout':
+    'Subject: a\r\nTo: b@example.test\r\n\r\nFrom me.\r\n>From you.\r\n>>>From them\r\nFro\r\n',
+  'LF throughout': 'Subject: a\n\nFrom me.\n>From you.\nbody\n',
+  'no line end at the end': 'Subject: a\n\nlast line From here',
+  'no line end, a From line last': 'Subject: a\n\nFrom',
+  'mixed line ends': 'Subject: a\r\nX: y\n\r\nFrom mixed\r\nFrom bare\n',
+  'a bare CR': 'Subject: a\r\n\r\nclassic\rFrom mac\r\n',
+  'ends with empty lines': 'Subject: a\r\n\r\nbody\r\n\r\n\r\n',
+  'a line of quotes only': 'Subject: a\n\n>>>>\n>>>>From\n>>>>From x\n',
+  empty: '',
+};
+
+/** Whether a message's line ends are CRLF throughout (what export works out from crlfSize). */
+const crlfOnly = (m: string) =>
+  m.length > 0 && /\r\n$/.test(m) && !/(^|[^\r])\n/.test(m) && !/\r(?!\n)/.test(m);
+
+function encodeInChunks(message: Buffer, crlf: boolean, cuts: readonly number[]): Buffer {
+  const encoder = new MboxrdEncoder(crlf);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const cut of [...cuts, message.length]) {
+    out.push(encoder.push(message.subarray(from, cut)));
+    from = cut;
+  }
+  out.push(encoder.end());
+  return Buffer.concat(out);
+}
+
+describe('mboxrd', () => {
+  it('escapes >*From lines one level, turns CRLF into LF when the message is CRLF throughout, ends with an empty line', () => {
+    const m = Buffer.from(MESSAGES['CRLF throughout'] ?? '', 'latin1');
+    assert.equal(
+      encodeInChunks(m, true, []).toString('latin1'),
+      'Subject: a\nTo: b@example.test\n\n>From me.\n>>From you.\n>>>>From them\nFro\n\n',
+    );
+    assert.equal(
+      encodeInChunks(Buffer.from('x\n\nlast From', 'latin1'), false, []).toString('latin1'),
+      'x\n\nlast From\n\n',
+      'a last line without a line end gains one',
+    );
+  });
+
+  it('writes the same bytes however the message is cut into chunks (every cut, and every pair of cuts)', () => {
+    for (const [label, text] of Object.entries(MESSAGES)) {
+      const m = Buffer.from(text, 'latin1');
+      const crlf = crlfOnly(text);
+      const whole = encodeInChunks(m, crlf, []);
+      for (let i = 0; i <= m.length; i++) {
+        assert.deepEqual(encodeInChunks(m, crlf, [i]), whole, `${label}: cut at ${i}`);
+        for (let j = i; j <= m.length; j++)
+          assert.deepEqual(encodeInChunks(m, crlf, [i, j]), whole, `${label}: cut at ${i} and ${j}`);
+      }
+    }
+  });
+
+  it('import takes back the stored bytes exactly: no From line, none of our fields, unescaped, line ends as stored', () => {
+    for (const [label, text] of Object.entries(MESSAGES)) {
+      const m = Buffer.from(text, 'latin1');
+      const crlf = crlfOnly(text);
+      for (const seen of [true, false]) {
+        const exported = Buffer.concat([
+          Buffer.from(
+            mboxFromLine('a@b.test', new Date('2026-03-04T05:06:07Z')) + exportFields(seen, crlf, m.length),
+          ),
+          encodeInChunks(m, crlf, []),
+        ]);
+        assert.deepEqual(fromExportedMbox(exported)?.toString('latin1'), text, label);
+      }
+    }
+    assert.equal(
+      fromExportedMbox(Buffer.from('From a@b Tue Mar  4 05:06:07 2026\nSubject: x\n\nbody\n\n')),
+      null,
+    );
+  });
+
+  it('From lines: asctime in UTC, MAILER-DAEMON for the null sender, no spaces in the sender', () => {
+    assert.equal(asctime(new Date('2026-03-04T05:06:07Z')), 'Wed Mar  4 05:06:07 2026');
+    assert.equal(
+      mboxFromLine('', new Date('2025-12-25T23:59:59Z')),
+      'From MAILER-DAEMON Thu Dec 25 23:59:59 2025\n',
+    );
+    assert.equal(
+      mboxFromLine('"john doe"@example.test', new Date(0)),
+      'From "john_doe"@example.test Thu Jan  1 00:00:00 1970\n',
+    );
+  });
+});
