@@ -593,3 +593,12 @@ export function rfc5322Date(d: Date): string {
     d.getUTCHours(),
   )}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
 }
+
+/** C's asctime() of a time in UTC, as mbox `From ` lines carry it: `Sun Nov  2 05:26:57 2026`. */
+export function asctime(at: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return (
+    `${DAYS[at.getUTCDay()]} ${MONTHS[at.getUTCMonth()]} ${String(at.getUTCDate()).padStart(2, ' ')} ` +
+    `${p(at.getUTCHours())}:${p(at.getUTCMinutes())}:${p(at.getUTCSeconds())} ${at.getUTCFullYear()}`
+  );
+}

@@ -22,6 +22,7 @@ import {
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
+import { fsyncDir } from '../adapters/local/fs-blob-store.ts';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { MailRelayError } from '../core/errors.ts';
 import { mailboxKeys } from '../core/keys.ts';
@@ -287,10 +288,14 @@ function maildirHost(): string {
  */
 export function maildirName(entry: MessageEntry): string {
   const ms = Date.parse(entry.receivedAt);
-  const hex = createHash('sha256').update(entry.id).digest('hex').slice(0, 32);
   // Microseconds in six digits, so that names sort by time within a second too.
   const micros = String((ms % 1000) * 1000).padStart(6, '0');
-  return `${Math.floor(ms / 1000)}.M${micros}R${hex}.${maildirHost()}`;
+  return `${Math.floor(ms / 1000)}.M${micros}R${maildirR(entry)}.${maildirHost()}`;
+}
+
+/** The `R` part of a message's Maildir name: 128 bits of a hash of its id, in hex. */
+function maildirR(entry: MessageEntry): string {
+  return createHash('sha256').update(entry.id).digest('hex').slice(0, 32);
 }
 
 const MAILDIR_R_RE = /^\d+\.M\d+R([0-9a-f]{32})\./;
@@ -329,8 +334,7 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
   let gone = 0;
   let skipped = 0;
   for await (const entry of entriesOldestFirst(store.index, mailbox)) {
-    const name = maildirName(entry);
-    if (present.has(MAILDIR_R_RE.exec(name)?.[1] ?? '')) {
+    if (present.has(maildirR(entry))) {
       skipped += 1;
       run.onProgress?.(messages + gone + skipped, total);
       continue;
@@ -340,6 +344,7 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
       gone += 1;
       continue;
     }
+    const name = maildirName(entry);
     const temp = join(dir, 'tmp', name);
     let handle: FileHandle;
     try {
@@ -370,14 +375,7 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
     run.onProgress?.(messages + gone + skipped, total);
   }
   // The renames are entries of cur/ and new/: durable once the directories are synced.
-  for (const sub of ['cur', 'new']) {
-    const handle = await open(join(dir, sub), 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  }
+  for (const sub of ['cur', 'new']) await fsyncDir(join(dir, sub));
   return { messages, bytes, gone, present: skipped };
 }
 

@@ -16,22 +16,11 @@
  * them back; `eol=lf`: the line ends are as stored), and the stored size (a message whose last line
  * had no line end gained one).
  */
+import { asctime } from '../core/mime-header.ts';
 import { MBOX_FROM_LINE_RE } from './ingest.ts';
 
 /** The field that marks a message of our export (see the module comment). */
 export const EXPORT_FIELD = 'X-Mail-Relay-Export';
-
-const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-
-/** C's asctime() of a time in UTC, as mbox `From ` lines carry it: `Sun Nov  2 05:26:57 2026`. */
-export function asctime(at: Date): string {
-  const two = (n: number) => String(n).padStart(2, '0');
-  return (
-    `${WEEKDAYS[at.getUTCDay()]} ${MONTHS[at.getUTCMonth()]} ${String(at.getUTCDate()).padStart(2, ' ')} ` +
-    `${two(at.getUTCHours())}:${two(at.getUTCMinutes())}:${two(at.getUTCSeconds())} ${at.getUTCFullYear()}`
-  );
-}
 
 /**
  * A message's `From ` line: the envelope sender (`MAILER-DAEMON` for none, as mail programs write

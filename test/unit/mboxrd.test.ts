@@ -5,13 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  asctime,
-  exportFields,
-  fromExportedMbox,
-  MboxrdEncoder,
-  mboxFromLine,
-} from '../../functions/local/mboxrd.ts';
+import { asctime } from '../../functions/core/mime-header.ts';
+import { exportFields, fromExportedMbox, MboxrdEncoder, mboxFromLine } from '../../functions/local/mboxrd.ts';
 
 const MESSAGES: Record<string, string> = {
   'CRLF throughout':

@@ -260,7 +260,7 @@ function fileLastModified(info: { mtimeMs: number; ctimeMs: number }): number {
 }
 
 /** A rename or unlink is only durable once the directory holding the entry is fsynced. */
-async function fsyncDir(dir: string): Promise<void> {
+export async function fsyncDir(dir: string): Promise<void> {
   let fh: FileHandle;
   try {
     fh = await open(dir, 'r');
