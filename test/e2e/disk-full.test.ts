@@ -20,20 +20,28 @@ const MAILBOX = 'alice@example.test';
 /**
  * Sends messages over one SMTP session (python3 smtplib), one per size given, each with a subject of
  * its own; prints `code<TAB>text` per message. A refused message is followed by RSET, as a mailer does.
+ * Given a pid, kills it (SIGKILL) the moment the last reply is in, before QUIT: a relay that dies
+ * right after its `250`, with no time for a journal checkpoint in between.
  */
 const SEND = `
-import smtplib, sys
+import os, signal, smtplib, sys
 port, tag, sizes = int(sys.argv[1]), sys.argv[2], [int(x) for x in sys.argv[3].split(',')]
-with smtplib.SMTP('127.0.0.1', port, timeout=60) as s:
-    for i, size in enumerate(sizes):
-        body = ('Subject: %s-%d\\r\\n\\r\\n' % (tag, i)).encode() + bytes(65 + (k % 26) for k in range(size)) + b'\\r\\n'
-        try:
-            s.ehlo_or_helo_if_needed(); s.mail('me@sender.test'); s.rcpt('${MAILBOX}')
-            code, text = s.data(body)
-        except smtplib.SMTPResponseException as e:
-            code, text = e.smtp_code, e.smtp_error
-            s.rset()
-        print('%d\\t%s' % (code, text.decode()), flush=True)
+kill = int(sys.argv[4]) if len(sys.argv) > 4 else None
+s = smtplib.SMTP('127.0.0.1', port, timeout=60)
+for i, size in enumerate(sizes):
+    body = ('Subject: %s-%d\\r\\n\\r\\n' % (tag, i)).encode() + bytes(65 + (k % 26) for k in range(size)) + b'\\r\\n'
+    try:
+        s.ehlo_or_helo_if_needed(); s.mail('me@sender.test'); s.rcpt('${MAILBOX}')
+        code, text = s.data(body)
+    except smtplib.SMTPResponseException as e:
+        code, text = e.smtp_code, e.smtp_error
+        s.rset()
+    if kill is not None and i == len(sizes) - 1:
+        os.kill(kill, signal.SIGKILL)
+    print('%d\\t%s' % (code, text.decode()), flush=True)
+if kill is None:
+    s.quit()
+s.close()
 `;
 
 /** The body `SEND` sends for one size (what the stored message ends with, behind our trace headers). */
@@ -50,8 +58,13 @@ interface Sent {
   readonly text: string;
 }
 
-async function send(port: number, tag: string, sizes: readonly number[]): Promise<Sent[]> {
-  const r = await python(SEND, [String(port), tag, sizes.join(',')]);
+async function send(port: number, tag: string, sizes: readonly number[], killPid?: number): Promise<Sent[]> {
+  const r = await python(SEND, [
+    String(port),
+    tag,
+    sizes.join(','),
+    ...(killPid === undefined ? [] : [String(killPid)]),
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');
   assert.equal(lines.length, sizes.length, r.stdout);
@@ -199,10 +212,20 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
   });
 
   it('keeps every 250 through a crash on a full disk: the next start says what to do, and recovers once there is room', async () => {
-    // Messages answered 250 whose journal segment is still there when the relay dies.
-    sent.push(...(await send(dev?.port ?? 0, 'crash', [3000, 5000])));
-    await stopRelay('SIGKILL');
-    assert.ok(readdirSync(join(dataDir, 'journal')).length > 0, 'a segment to recover');
+    // Messages answered 250 whose journal segment is still there when the relay dies. The last
+    // checkpoint is done first (the journal directory is empty then), so the next is a second after
+    // the first of these is journaled, and the relay is killed long before.
+    const journalDir = join(dataDir, 'journal');
+    for (let waited = 0; readdirSync(journalDir).length > 0; waited += 50) {
+      assert.ok(waited < 10_000, 'the journal checkpoints within 10 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const relay = dev?.child;
+    assert.ok(relay?.pid !== undefined);
+    const exited = once(relay, 'exit');
+    sent.push(...(await send(dev?.port ?? 0, 'crash', [3000, 5000], relay.pid)));
+    await exited;
+    assert.ok(readdirSync(journalDir).length > 0, 'a segment to recover');
     fillDisk(filler);
 
     const port = await freePort();
