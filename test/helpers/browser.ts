@@ -6,6 +6,8 @@ import { existsSync } from 'node:fs';
 import { type Browser, chromium } from 'playwright-core';
 import { requireOrAnnounce } from './env.ts';
 
+export { until } from './until.ts';
+
 export const CHROMIUM = process.env.MAIL_RELAY_CHROMIUM ?? '/usr/bin/chromium';
 
 /** True when Chromium is there; otherwise one loud line (or a failure under MAIL_RELAY_FULL_TESTS). */
@@ -34,15 +36,4 @@ export function launchChromium(): Promise<Browser> {
       '--disable-sync',
     ],
   });
-}
-
-/** What `probe` gives once it gives something (polled every 50 ms), or a failure naming `what` after `ms`. */
-export async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
