@@ -40,7 +40,7 @@ export interface ApiServer {
 }
 
 /** How long `close` lets requests under way finish (a long-poll answers at once) before ending them. */
-const STOP_GRACE_MS = 2000;
+export const STOP_GRACE_MS = 2000;
 
 /** The URL clients use to reach a server bound to `host`: a wildcard bind is reached on loopback. */
 function reachableUrl(host: string, port: number): string {
