@@ -34,6 +34,7 @@ import {
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { hasCommand, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
 import { listAll } from '../helpers/relay.ts';
+import { until } from '../helpers/until.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'mr-journal-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -412,6 +413,9 @@ describe('IngestJournal', () => {
         () => (done = true),
         () => (done = true),
       );
+      // Once the sync is asked for (the file is opened on the thread pool first, which a loaded
+      // machine may take a while to get to), and a moment more for a wrong acknowledgement to show.
+      await until('the fdatasync', () => (held.length > 0 ? true : undefined));
       await new Promise((r) => setTimeout(r, 50));
       return done;
     };
