@@ -18,9 +18,24 @@ if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+/**
+ * A bound on each test file (Node 20 applies --test-timeout to a file's run as a whole): without
+ * one, a file that hangs (a promise nothing settles, a child process that never exits) holds the
+ * whole run until CI's own limit, and the log does not say which file it was. 20 minutes is more
+ * than the whole suite takes on two cores, so it cuts no file that is merely slow.
+ */
+const FILE_TIMEOUT_MS = 20 * 60 * 1000;
 const r = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+  [
+    '--import',
+    'tsx',
+    '--test',
+    '--test-concurrency=2',
+    `--test-timeout=${FILE_TIMEOUT_MS}`,
+    '--test-reporter=spec',
+    ...files,
+  ],
   { stdio: 'inherit' },
 );
 process.exit(r.status ?? 1);
