@@ -438,9 +438,16 @@ describe('LIST and long-poll answers stop before they outgrow a response', () =>
     // Subjects of quotes: four bytes each in a Lambda response, ~4 KB per item.
     const empty = await env.request(`/v1/mailboxes/${MAILBOX}/wait?timeout=0`, { token });
     assert.equal(empty.status, 204, 'a fresh mailbox');
+    // Received a millisecond apart: two received in the same millisecond (deliveries that take less,
+    // on a fast machine) are listed in the order of their ids' hashed part, not in the order sent.
+    const base = Date.now() - 60_000;
     for (let i = 0; i < 40; i++) {
       const subject = `${i} ${'"'.repeat(990)}`;
-      const r = await env.deliver([MAILBOX], Buffer.from(`Subject: ${subject}\r\n\r\nbody ${i}\r\n`));
+      const r = await env.deliver(
+        [MAILBOX],
+        Buffer.from(`Subject: ${subject}\r\n\r\nbody ${i}\r\n`),
+        new Date(base + i),
+      );
       ids.push(r.id);
     }
     const seen: string[] = [];
