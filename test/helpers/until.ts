@@ -5,7 +5,7 @@
  * real failure takes to be reported; make it generous.
  */
 
-/** What `probe` gives once it gives something (polled every 20 ms), or a failure naming `what` after `ms`. */
+/** What `probe` gives once it gives something (polled every 50 ms), or a failure naming `what` after `ms`. */
 export async function until<T>(
   what: string,
   probe: () => T | undefined | Promise<T | undefined>,
@@ -16,6 +16,6 @@ export async function until<T>(
     const value = await probe();
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
