@@ -617,7 +617,10 @@ describe('mail-relay import', () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     const path = join(work, 'long.mbox');
-    const count = 3000;
+    // A message kept per import costs ~1 KB (below): 4,000 messages after the first measure make
+    // that 4 MB, four times the heap's noise seen on a loaded machine (~1 MB: code optimised or
+    // not yet, the pages of what is in flight), so the bound of half of it holds there too.
+    const count = 5000;
     writeFileSync(
       path,
       Array.from({ length: count }, (_, i) =>
@@ -639,10 +642,10 @@ describe('mail-relay import', () => {
     } finally {
       await runtime.close();
     }
-    // Each message's routing result was kept to the end, 1 KB apiece: 2 MB for these 2,000, a
+    // Each message's routing result was kept to the end, 1 KB apiece: 4 MB for these 4,000, a
     // gigabyte for a Takeout of a million messages. What is left is the allocator's noise.
     const grown = (heap[1] ?? 0) - (heap[0] ?? 0);
-    assert.ok(grown < 1_000_000, `the heap grew by ${grown} bytes over 2,000 messages`);
+    assert.ok(grown < 2_000_000, `the heap grew by ${grown} bytes over 4,000 messages`);
   });
 
   it('writes nothing when it imports an export again; a mailbox added to the route since gets its copy', async () => {
@@ -1183,7 +1186,10 @@ describe('mail-relay pop3', () => {
   });
 });
 
-/** Runs `mail-relay <args>` with no config file and a data dir of its own; a `dev` that starts is killed. */
+/**
+ * Runs `mail-relay <args>` with no config file and a data dir of its own. Killed after run()'s minute,
+ * a bound that only names a hang: six of these at once took over 20 s to start at load average 20.
+ */
 function cli(args: readonly string[], extra: Record<string, string> = {}) {
   return run(process.execPath, [BIN, ...args], {
     env: env({
@@ -1193,7 +1199,6 @@ function cli(args: readonly string[], extra: Record<string, string> = {}) {
       MAIL_RELAY_POP3_PORT: '0',
       ...extra,
     }),
-    timeoutMs: 20_000,
   });
 }
 
@@ -1295,7 +1300,6 @@ describe('arguments, in every command', () => {
     const piped = (args: string) =>
       run('bash', ['-c', `node ${JSON.stringify(BIN)} ${args} | true; echo "exit \${PIPESTATUS[0]}" >&2`], {
         env: env({ MAIL_RELAY_DATA_DIR: join(work, 'usage-data') }),
-        timeoutMs: 20_000,
       });
     const results = await Promise.all(
       ['help', 'route alice@example.test', 'route alice@elsewhere.test', 'token list'].map(piped),
@@ -1389,7 +1393,6 @@ describe('a configuration file that cannot be used', () => {
           ['--bounding-set=-dac_override,-dac_read_search', process.execPath, BIN, ...args],
           {
             env: env({ MAIL_RELAY_DATA_DIR: join(work, 'usage-data'), ...extra }),
-            timeoutMs: 20_000,
           },
         )
       : await cli(args, extra);
@@ -1429,7 +1432,6 @@ describe('one dev per data dir', () => {
       const orphan = await orphanSegment(join(dataDir, 'journal'), 'orphaned');
       const second = await run(process.execPath, [BIN, 'dev'], {
         env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: '0' }),
-        timeoutMs: 20_000,
       });
       assert.equal(second.code, 1, second.stdout + second.stderr);
       assert.equal(
