@@ -5,7 +5,14 @@
  */
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { AuthError, isStorageFull, MailRelayError, NotFoundError, ValidationError } from '../core/errors.ts';
+import {
+  AuthError,
+  isStorageFull,
+  isThrottled,
+  MailRelayError,
+  NotFoundError,
+  ValidationError,
+} from '../core/errors.ts';
 import type { ErrorBody } from './schemas.ts';
 
 /** An HTTP-only refusal that none of the core error classes describes (e.g. 413, 415, 422). */
@@ -28,7 +35,18 @@ const VALIDATION_STATUS: Readonly<Record<string, ContentfulStatusCode>> = {
 export interface HttpError {
   readonly status: ContentfulStatusCode;
   readonly body: ErrorBody;
+  /** Headers the answer needs beyond the shared ones (`Retry-After`). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
+
+/**
+ * `Retry-After` on a `503 throttled` (RFC 9110 §10.2.3), in seconds: the next step of the backoff the
+ * AWS SDK was following when it gave up. Its standard strategy makes 3 attempts, waiting up to
+ * 500 ms × 2^n after the n-th throttled one (1 s, then 2 s); the throttling outlasted both, and the
+ * next wait would be up to 4 s. Not longer: DynamoDB and S3 throttle per second and per partition,
+ * and lift it as the request rate falls or capacity adapts.
+ */
+export const THROTTLED_RETRY_AFTER_SECONDS = 4;
 
 /**
  * Maps any thrown value to the status and JSON body sent to the client.
@@ -59,7 +77,21 @@ export function toHttpError(err: unknown): HttpError {
   // A full disk (locally; S3 and DynamoDB do not fill up) is not a bug: the client may try again once
   // there is room. What failed was not kept (an index write is one transaction).
   if (isStorageFull(err)) {
+    // No Retry-After: when there is room again depends on whoever frees it, not on anything this
+    // server could promise a time for (docs/adr/0005-mailbox-http-api.md, 2026-11-29).
     return make(507, 'insufficient_storage', 'the server has no space left to store this; try again later');
+  }
+  // The deployed relay's DynamoDB or S3 refused the calls for their rate, after the SDK's own retries:
+  // not a bug, and over soon (a 500 would tell a client to give up, or to retry at once).
+  if (isThrottled(err)) {
+    return {
+      ...make(
+        503,
+        'throttled',
+        `the store is busy (throttled); try again in ${THROTTLED_RETRY_AFTER_SECONDS} seconds`,
+      ),
+      headers: { 'Retry-After': String(THROTTLED_RETRY_AFTER_SECONDS) },
+    };
   }
   return make(500, 'internal', 'internal error');
 }

@@ -70,7 +70,13 @@ import {
   waitResultSchema,
 } from './schemas.ts';
 import { documentSendRoute } from './send-route.ts';
-import { type ApiApp, type ApiEnv, createApiShell, UNAUTHORIZED_RESPONSE } from './shell.ts';
+import {
+  type ApiApp,
+  type ApiEnv,
+  createApiShell,
+  THROTTLED_RESPONSE,
+  UNAUTHORIZED_RESPONSE,
+} from './shell.ts';
 import { readTop } from './top.ts';
 import type { MailWaiter } from './waiter.ts';
 
@@ -188,11 +194,12 @@ const badRequest = (...codes: readonly string[]) =>
 /** Any operation that reads the index may meet an outage. */
 const SERVER_ERROR = {
   500: jsonError('A bug or an outage (`internal`); the details are only in the server log'),
+  503: THROTTLED_RESPONSE,
 } as const;
 /** Operations that write: the local relay's disk may be full (S3 and DynamoDB do not fill up). */
 const STORAGE_FULL = {
   507: jsonError(
-    'The local relay has no disk space left (`insufficient_storage`): nothing was changed; try again once there is room',
+    'The local relay has no disk space left (`insufficient_storage`): nothing was changed; try again once there is room (no `Retry-After`: when that is depends on whoever frees space)',
   ),
 } as const;
 const AUTH_ERRORS = {

@@ -9,7 +9,7 @@ import { createRoute } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import * as z from 'zod';
 import { errorSchema, mailboxParamsSchema } from './schemas.ts';
-import { type ApiApp, UNAUTHORIZED_RESPONSE } from './shell.ts';
+import { type ApiApp, THROTTLED_RESPONSE, UNAUTHORIZED_RESPONSE } from './shell.ts';
 
 /** SES accepts at most 50 recipients (To + Cc + Bcc) per message. */
 export const MAX_SEND_RECIPIENTS = 50;
@@ -142,8 +142,9 @@ export const sendRouteFor = (maxBodyBytes: number) =>
       ),
       502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
       500: jsonError('A bug or an outage (`internal`); the details are only in the server log'),
+      503: THROTTLED_RESPONSE,
       507: jsonError(
-        'The local relay has no disk space left (`insufficient_storage`); try again once there is room (with the same Idempotency-Key, the same message)',
+        'The local relay has no disk space left (`insufficient_storage`); try again once there is room, with the same Idempotency-Key, the same message (no `Retry-After`: when that is depends on whoever frees space)',
       ),
     },
     // Refused while streaming in, before the body is buffered (`payload_too_large`).

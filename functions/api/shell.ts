@@ -80,6 +80,25 @@ export const UNAUTHORIZED_RESPONSE = {
 };
 
 /**
+ * The deployed relay's DynamoDB or S3 throttling its calls (`toHttpError`): documented on every
+ * operation, with the `Retry-After` it comes with.
+ */
+export const THROTTLED_RESPONSE = {
+  description:
+    "The deployed relay's store (DynamoDB, S3) is throttling requests (`throttled`): try again " +
+    "after `Retry-After` seconds (a send with the same `Idempotency-Key`). (API Gateway's own throttling of the stage answers `429` " +
+    '`{"message":"Too Many Requests"}` before this API, without `Retry-After`: back off and retry.)',
+  headers: {
+    'Retry-After': {
+      description: 'Seconds to wait before trying again (RFC 9110 §10.2.3)',
+      schema: { type: 'integer' as const, minimum: 1 },
+      required: true,
+    },
+  },
+  content: { 'application/json': { schema: errorSchema } },
+};
+
+/**
  * The methods of the app's routes (not its middleware) whose path matches `path`, sorted; HEAD with
  * GET. The routes it documents count too: in AWS the API function documents `POST …/send`, which
  * API Gateway sends to the send function, so another method on that path reaches this app.
@@ -129,9 +148,9 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
   });
 
   app.onError((err, c) => {
-    const { status, body } = toHttpError(err);
+    const { status, body, headers: needed } = toHttpError(err);
     if (status >= 500) logError(err);
-    const headers: Record<string, string> = { 'Cache-Control': NO_STORE };
+    const headers: Record<string, string> = { 'Cache-Control': NO_STORE, ...needed };
     if (status === 401) headers['WWW-Authenticate'] = bearerChallenge(c.req.header('Authorization'));
     // What a client may send instead of a content coding it used (RFC 9110 §12.5.3).
     if (status === 415 && c.req.header('Content-Encoding') !== undefined)

@@ -133,3 +133,31 @@ export function isStorageFull(err: unknown): boolean {
   }
   return false;
 }
+
+/**
+ * What AWS calls a throttling error: the names the AWS SDK's own retry classification reads as
+ * throttling, for the services the relay calls (DynamoDB, S3, SES), and any error it marks
+ * `$retryable.throttling` or that came with HTTP 429. Duck-typed, so that the core and the API stay
+ * free of the SDK (as `isStorageFull` is of SQLite).
+ */
+const THROTTLING_NAMES: ReadonlySet<string> = new Set([
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'ThrottlingException',
+  'Throttling',
+  'SlowDown',
+  'TooManyRequestsException',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'ThrottledException',
+]);
+
+/** Whether `err` (or an error it wraps as its `cause`) is AWS throttling the relay's calls. */
+export function isThrottled(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const sdk = e as { $retryable?: { throttling?: boolean }; $metadata?: { httpStatusCode?: number } };
+    if (THROTTLING_NAMES.has(e.name) || sdk.$retryable?.throttling === true) return true;
+    if (sdk.$metadata?.httpStatusCode === 429) return true;
+  }
+  return false;
+}

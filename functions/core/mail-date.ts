@@ -55,9 +55,9 @@ const NAMED_ZONES: Readonly<Record<string, number>> = {
 const DATE_TIME_RE =
   /^(?:[a-z]+ ?, ?|[a-z]+ )?(\d{1,2}) ([a-z]+) (\d{2,4}) (\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)? ?(?:([+-]?)(\d{2}):?(\d{2})(?: [a-z]{1,5})?|([a-z]{1,5}))?$/;
 
-/** An ISO 8601 date-time with its offset, which ECMAScript's date-time string format reads in UTC. */
+/** An ISO 8601 date-time with its offset (ECMAScript's date-time string format, which has one). */
 const ISO_WITH_ZONE_RE =
-  /^(\d{4})-(\d{2})-(\d{2})T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:\d{2})$/i;
+  /^(\d{4})-(\d{2})-(\d{2})t(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(?:z|([+-])(\d{2}):(\d{2}))$/;
 
 /**
  * RFC 5322 §3.2.2: comments (which nest, and may hold quoted pairs) are white space. One left open
@@ -87,18 +87,26 @@ function withoutComments(value: string): string {
  * (`CET`, `JST`, the military letters, whose meanings RFC 822 got backwards) reads as `-0000`, UTC
  * with the sender's local zone unknown; and so does a date-time with no zone at all (an invalid
  * field, read as Lambda reads it, rather than in whatever zone this host is in). A year before 1900
- * or after 9999, or a day the month does not have, is not a date.
+ * or after 9999, or a day the month does not have, is not a date. An ISO 8601 date-time with its zone
+ * (`2026-11-27T13:40:00Z`, which scripts write) is read too, by the same rules (`dateTime`), so that a
+ * date is or is not one whichever form it came in.
  */
 export function parseMailDate(value: string): number | null {
-  // Not RFC 5322, but written by scripts: ISO 8601 with its zone (ECMAScript reads that format the same everywhere).
-  const isoMatch = ISO_WITH_ZONE_RE.exec(value.trim());
-  if (isoMatch !== null) {
-    const iso = Date.parse(value.trim());
-    // V8 rolls 30 Feb over into March, as Date.UTC does: a day the month does not have is no date.
-    // (setUTCFullYear, not Date.UTC: that takes years 0–99 as 1900–1999.)
-    const calendar = new Date(0);
-    calendar.setUTCFullYear(Number(isoMatch[1]), Number(isoMatch[2]) - 1, Number(isoMatch[3]));
-    return Number.isFinite(iso) && calendar.getUTCDate() === Number(isoMatch[3]) ? iso : null;
+  // Not RFC 5322, but written by scripts: ISO 8601 with its zone, read by the same rules (not by
+  // Date.parse, which takes years before 1900, `24:00` as the next day's midnight, and no leap second).
+  const iso = ISO_WITH_ZONE_RE.exec(value.trim().toLowerCase());
+  if (iso !== null) {
+    const [, year, month, day, hour, minute, second, fraction, sign, zoneHours, zoneMinutes] = iso;
+    return dateTime({
+      year: Number(year),
+      month: Number(month) - 1,
+      day: Number(day),
+      hour: Number(hour),
+      minute: Number(minute),
+      second: Number(second ?? 0),
+      fraction,
+      offset: sign === undefined ? 0 : zoneOffset(sign, zoneHours, zoneMinutes),
+    });
   }
   const m = DATE_TIME_RE.exec(withoutComments(value).replace(/\s+/g, ' ').trim().toLowerCase());
   if (m === null) return null;
@@ -109,21 +117,52 @@ export function parseMailDate(value: string): number | null {
   let year = Number(yearText);
   if ((yearText as string).length === 2) year += year < 50 ? 2000 : 1900;
   else if ((yearText as string).length === 3) year += 1900;
-  const d = Number(day);
-  const h = Number(hour);
-  const min = Number(minute);
-  // RFC 5322 §3.3 allows 60 for a leap second; it is read as the second before, on the same day.
-  const s = Math.min(Number(second ?? 0), 59);
-  if (year < 1900 || year > 9999 || d < 1 || h > 23 || min > 59 || Number(second ?? 0) > 60) return null;
-  let offset = 0;
+  let offset: number | null = 0;
   if (zoneName !== undefined) offset = NAMED_ZONES[zoneName] ?? 0;
-  else if (zoneHours !== undefined) {
-    if (Number(zoneMinutes) > 59) return null;
-    offset = (sign === '-' ? -1 : 1) * (Number(zoneHours) * 60 + Number(zoneMinutes));
-  }
-  const ms = fraction === undefined ? 0 : Math.floor(Number(`0.${fraction}`) * 1000);
-  const local = Date.UTC(year, month, d, h, min, s, ms);
+  else if (zoneHours !== undefined) offset = zoneOffset(sign, zoneHours, zoneMinutes);
+  return dateTime({
+    year,
+    month,
+    day: Number(day),
+    hour: Number(hour),
+    minute: Number(minute),
+    second: Number(second ?? 0),
+    fraction,
+    offset,
+  });
+}
+
+/** A numeric zone in minutes east of UTC (no sign is `+`), or null when its minutes are past 59. */
+function zoneOffset(
+  sign: string | undefined,
+  hours: string | undefined,
+  minutes: string | undefined,
+): number | null {
+  if (Number(minutes) > 59) return null;
+  return (sign === '-' ? -1 : 1) * (Number(hours) * 60 + Number(minutes));
+}
+
+/**
+ * The instant of a date-time read from either form, held to one set of rules: a year from 1900 to
+ * 9999, a day the month has, hours to 23 (no `24:00`), minutes to 59, seconds to 60 (RFC 5322 §3.3's
+ * leap second, read as the second before, on the same day), a zone that was read (`offset` not null).
+ */
+function dateTime(t: {
+  year: number;
+  month: number;
+  day: number;
+  hour: number;
+  minute: number;
+  second: number;
+  fraction: string | undefined;
+  offset: number | null;
+}): number | null {
+  const { year, month, day, hour, minute, second, offset } = t;
+  if (offset === null || year < 1900 || year > 9999 || month < 0 || month > 11 || day < 1) return null;
+  if (hour > 23 || minute > 59 || second > 60) return null;
+  const ms = t.fraction === undefined ? 0 : Math.floor(Number(`0.${t.fraction}`) * 1000);
+  const local = Date.UTC(year, month, day, hour, minute, Math.min(second, 59), ms);
   // Date.UTC rolls 31 Nov over into December: a day the month does not have is no date.
-  if (new Date(local).getUTCDate() !== d) return null;
+  if (new Date(local).getUTCDate() !== day) return null;
   return local - offset * 60_000;
 }

@@ -24,7 +24,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fsyncDir } from '../adapters/local/fs-blob-store.ts';
 import { canonicalAddress, isAddress } from '../core/config.ts';
-import { MailRelayError } from '../core/errors.ts';
+import { errorMessage, MailRelayError } from '../core/errors.ts';
 import { mailboxKeys } from '../core/keys.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
@@ -44,6 +44,8 @@ const HEAD_BYTES = 64 * 1024;
 export interface ExportStore {
   readonly index: MailboxIndex;
   readonly blobs: BlobStore;
+  /** Where the store is (the data dir, or the stack's bucket and table), for a failure's message. */
+  readonly where?: string | undefined;
 }
 
 export interface ExportSummary {
@@ -59,15 +61,108 @@ export interface ExportSummary {
 /** The problems an export reports in one line (exit code 1), with a stable code. */
 export class ExportError extends MailRelayError {}
 
-/** A mailbox's entries, oldest first, a page at a time. */
+/**
+ * The store failed while the export read it (S3 or a file failing mid-body, a blob the index names
+ * missing, a DynamoDB page refused): `commandExport` says it in one line, with what became of the
+ * output; `written` messages were complete before it.
+ */
+export class ExportReadError extends ExportError {
+  constructor(
+    message: string,
+    readonly written: number,
+    options?: { cause?: unknown },
+  ) {
+    super('export_read_failed', message, options);
+  }
+}
+
+/** A message as the user can find it: its id, subject and receipt time. */
+function describeEntry(entry: MessageEntry): string {
+  const subject = entry.subject === '' ? '' : `"${entry.subject}", `;
+  return `message ${entry.id} (${subject}received ${entry.receivedAt})`;
+}
+
+/**
+ * The stored bytes of `entry` as a stream, or null when the message was deleted meanwhile (its index
+ * entry is gone too: a delete removes the entry before the blobs, ADR 5). A blob missing under an entry
+ * that is still there is not that: the store lost it, and the export says so rather than leave the
+ * message out of a backup without a word.
+ */
+async function openMessage(store: ExportStore, mailbox: string, entry: MessageEntry, written: number) {
+  const stream = await reading(store, entry, written, () =>
+    store.blobs.getStream(mailboxKeys.raw(mailbox, entry.id)),
+  );
+  if (stream !== null) return stream;
+  if ((await reading(store, entry, written, () => store.index.get(mailbox, entry.id))) === null) return null;
+  throw new ExportReadError(
+    `${describeEntry(entry)} of ${mailbox} is in the index${inStore(store)} but its stored bytes ` +
+      `(${mailboxKeys.raw(mailbox, entry.id)}) are missing: put them back, or delete the message ` +
+      '(DELETE /v1/mailboxes/{address}/messages/{id}), and export again',
+    written,
+  );
+}
+
+function inStore(store: ExportStore): string {
+  return store.where === undefined ? '' : ` of ${store.where}`;
+}
+
+/** Runs a read of `entry`'s bytes; a failure is an ExportReadError naming the message. */
+async function reading<T>(
+  store: ExportStore,
+  entry: MessageEntry,
+  written: number,
+  read: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (err instanceof ExportError) throw err;
+    throw new ExportReadError(
+      `cannot read ${describeEntry(entry)}${store.where === undefined ? '' : ` from ${store.where}`}: ` +
+        `${errorMessage(err)}; export again (if it fails on the same message again, its stored bytes are damaged)`,
+      written,
+      { cause: err },
+    );
+  }
+}
+
+/** The mailbox's counters; a failure is an ExportReadError (before anything was written). */
+async function statOf(store: ExportStore, mailbox: string) {
+  try {
+    return await store.index.stat(mailbox);
+  } catch (err) {
+    throw new ExportReadError(
+      `cannot read the mailbox ${mailbox}${store.where === undefined ? '' : ` in ${store.where}`}: ${errorMessage(err)}`,
+      0,
+      { cause: err },
+    );
+  }
+}
+
+/** A mailbox's entries, oldest first, a page at a time; `written()` says how many were exported. */
 export async function* entriesOldestFirst(
-  index: MailboxIndex,
+  store: Pick<ExportStore, 'index' | 'where'>,
   mailbox: string,
+  written: () => number = () => 0,
 ): AsyncGenerator<MessageEntry> {
+  const { index } = store;
   let cursor: string | undefined;
+  let last: MessageEntry | undefined;
   do {
-    const page = await index.list(mailbox, { limit: EXPORT_PAGE_SIZE, cursor, oldestFirst: true });
+    let page: Awaited<ReturnType<MailboxIndex['list']>>;
+    try {
+      page = await index.list(mailbox, { limit: EXPORT_PAGE_SIZE, cursor, oldestFirst: true });
+    } catch (err) {
+      const where = last === undefined ? '' : ` after ${describeEntry(last)}`;
+      throw new ExportReadError(
+        `cannot list the mail of ${mailbox}${store.where === undefined ? '' : ` in ${store.where}`}${where}: ` +
+          `${errorMessage(err)}; export again`,
+        written(),
+        { cause: err },
+      );
+    }
     yield* page.items;
+    last = page.items.at(-1) ?? last;
     cursor = page.nextCursor ?? undefined;
   } while (cursor !== undefined);
 }
@@ -150,7 +245,7 @@ export interface ExportRun {
  */
 export async function exportMbox(run: ExportRun, sink: Sink): Promise<ExportSummary> {
   const { store, mailbox } = run;
-  const total = (await store.index.stat(mailbox)).messages;
+  const total = (await statOf(store, mailbox)).messages;
   let messages = 0;
   let bytes = 0;
   let gone = 0;
@@ -159,14 +254,16 @@ export async function exportMbox(run: ExportRun, sink: Sink): Promise<ExportSumm
     bytes += b.length;
     await sink.write(b);
   };
-  for await (const entry of entriesOldestFirst(store.index, mailbox)) {
-    const stream = await store.blobs.getStream(mailboxKeys.raw(mailbox, entry.id));
+  for await (const entry of entriesOldestFirst(store, mailbox, () => messages)) {
+    const stream = await openMessage(store, mailbox, entry, messages);
     if (stream === null) {
       gone += 1;
       continue;
     }
+    // Only the reads are named as the message's failure: a write that fails is the output's.
+    const read = <T>(fn: () => Promise<T>) => reading(store, entry, messages, fn);
     try {
-      const { head, rest } = await readHead(stream);
+      const { head, rest } = await read(() => readHead(stream));
       const start = Buffer.concat(head);
       const crlf = crlfThroughout(entry, start);
       await put(
@@ -178,7 +275,11 @@ export async function exportMbox(run: ExportRun, sink: Sink): Promise<ExportSumm
       );
       const encoder = new MboxrdEncoder(crlf);
       await put(encoder.push(start));
-      for (let next = await rest.next(); next.done !== true; next = await rest.next()) {
+      for (
+        let next = await read(() => rest.next());
+        next.done !== true;
+        next = await read(() => rest.next())
+      ) {
         await put(encoder.push(next.value));
       }
       await put(encoder.end());
@@ -328,18 +429,18 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
     throw unwritable(dir, err);
   }
   const present = adding ? await namesIn(dir) : new Set<string>();
-  const total = (await store.index.stat(mailbox)).messages;
+  const total = (await statOf(store, mailbox)).messages;
   let messages = 0;
   let bytes = 0;
   let gone = 0;
   let skipped = 0;
-  for await (const entry of entriesOldestFirst(store.index, mailbox)) {
+  for await (const entry of entriesOldestFirst(store, mailbox, () => messages)) {
     if (present.has(maildirR(entry))) {
       skipped += 1;
       run.onProgress?.(messages + gone + skipped, total);
       continue;
     }
-    const stream = await store.blobs.getStream(mailboxKeys.raw(mailbox, entry.id));
+    const stream = await openMessage(store, mailbox, entry, messages);
     if (stream === null) {
       gone += 1;
       continue;
@@ -355,9 +456,11 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
     }
     try {
       const sink = fileSink(handle);
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        await sink.write(chunk);
-        bytes += chunk.length;
+      const chunks = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      const next = () => reading(store, entry, messages, () => chunks.next());
+      for (let chunk = await next(); chunk.done !== true; chunk = await next()) {
+        await sink.write(chunk.value);
+        bytes += chunk.value.length;
       }
       await handle.sync();
     } catch (err) {
@@ -439,7 +542,7 @@ export async function commandExport(
     );
   const { config, awsRegion } = loadConfig(io.env);
   const run = async (store: ExportStore & { where: string }): Promise<number> => {
-    const stat = await store.index.stat(mailbox);
+    const stat = await statOf(store, mailbox);
     if (stat.messages === 0 && !('problem' in tokenMailbox(config, mailbox)))
       io.err.write(`${mailbox} has no mail in ${store.where}\n`);
     if (stat.messages === 0 && 'problem' in tokenMailbox(config, mailbox)) {
@@ -514,6 +617,10 @@ export async function commandExport(
       await blobs.close();
     }
   } catch (err) {
+    if (err instanceof ExportReadError) {
+      io.err.write(`mail-relay export: ${err.message}; ${readFailureOutcome(err, format, values.out)}\n`);
+      return 1;
+    }
     if (err instanceof ExportError) {
       io.err.write(`mail-relay export: ${err.message}\n`);
       return 1;
@@ -524,6 +631,15 @@ export async function commandExport(
     }
     throw err;
   }
+}
+
+/** What a read failure left of the output, and what to do: the rest of its one line. */
+function readFailureOutcome(err: ExportReadError, format: ExportFormat, out: string | undefined): string {
+  if (out === undefined) return `the mbox on stdout is incomplete (${err.written} messages complete)`;
+  const path = resolve(out);
+  if (format === 'mbox') return `nothing was written to ${path}`;
+  const n = err.written;
+  return `the ${n} message${n === 1 ? '' : 's'} before it are in ${path} (--force adds the rest)`;
 }
 
 /** The reader of stdout went away (`export | head`). */

@@ -248,22 +248,39 @@ interface QueuedAppend {
   readonly reject: (err: unknown) => void;
 }
 
+export interface IngestJournalOptions {
+  /**
+   * A segment that grows past this many bytes is checkpointed at once (rotated to a new one, and
+   * deleted once its messages are routed).
+   * @default MAX_SEGMENT_BYTES (256 MiB)
+   */
+  readonly maxSegmentBytes?: number | undefined;
+}
+
 export class IngestJournal {
   readonly #dir: string;
   readonly #syncFs: () => Promise<void>;
+  readonly #maxSegmentBytes: number;
   #current: Segment;
   #seq = 0;
   #queue: QueuedAppend[] = [];
   #flushing: Promise<void> | null = null;
+  /** The latest checkpoint, which a later call shares while it runs (unless the segment filled up). */
   #checkpointing: Promise<void> | null = null;
+  /** Every checkpoint still running: one per segment rotated away and not yet deleted. */
+  readonly #running = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
 
   /** `dir` holds the segments; `syncFs` makes every write under the data dir durable. */
-  constructor(dir: string, syncFs: () => Promise<void>) {
+  constructor(dir: string, syncFs: () => Promise<void>, options: IngestJournalOptions = {}) {
+    const maxSegmentBytes = options.maxSegmentBytes ?? MAX_SEGMENT_BYTES;
+    if (!Number.isSafeInteger(maxSegmentBytes) || maxSegmentBytes <= 0)
+      throw new RangeError(`maxSegmentBytes must be a positive integer, not ${maxSegmentBytes}`);
     mkdirSync(dir, { recursive: true });
     this.#dir = dir;
     this.#syncFs = syncFs;
+    this.#maxSegmentBytes = maxSegmentBytes;
     this.#current = this.#newSegment();
   }
 
@@ -306,7 +323,7 @@ export class IngestJournal {
       const segment = this.#current;
       segment.writing = this.#write(segment, batch);
       await segment.writing;
-      if (segment.bytes > MAX_SEGMENT_BYTES) {
+      if (segment.bytes > this.#maxSegmentBytes) {
         this.checkpoint().catch(() => {
           // Kept for the next checkpoint, as above.
         });
@@ -410,13 +427,22 @@ export class IngestJournal {
 
   /**
    * Rotates to a new segment, waits until the old one is fully routed, makes the file system
-   * durable and deletes the old segment. Concurrent calls share one checkpoint.
+   * durable and deletes the old segment. Concurrent calls share one checkpoint, except when the
+   * segment written since it began has grown past `maxSegmentBytes`: that one is rotated away too,
+   * by a checkpoint of its own, so that a checkpoint waiting on a slow message (a big one being
+   * routed) does not leave the next segment to grow without bound. Each deletes its segment once
+   * that one is routed, whatever the other waits for.
    */
   checkpoint(): Promise<void> {
-    this.#checkpointing ??= this.#checkpoint().finally(() => {
-      this.#checkpointing = null;
+    if (this.#checkpointing !== null && this.#current.bytes <= this.#maxSegmentBytes)
+      return this.#checkpointing;
+    const run: Promise<void> = this.#checkpoint().finally(() => {
+      this.#running.delete(run);
+      if (this.#checkpointing === run) this.#checkpointing = null;
     });
-    return this.#checkpointing;
+    this.#running.add(run);
+    this.#checkpointing = run;
+    return run;
   }
 
   async #checkpoint(): Promise<void> {
@@ -444,9 +470,9 @@ export class IngestJournal {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     await this.#flushing;
-    // A checkpoint already running (the timer's) covers an older segment only: let it end, then
-    // checkpoint the current one. Its failure keeps its segment for recovery, as on the timer.
-    await this.#checkpointing?.catch(() => undefined);
+    // The checkpoints already running (the timer's, a full segment's) cover older segments only: let
+    // them end, then checkpoint the current one. A failure keeps its segment for recovery, as on the timer.
+    await Promise.allSettled([...this.#running]);
     await this.checkpoint();
   }
 }

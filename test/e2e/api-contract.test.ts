@@ -13,11 +13,13 @@
  * documented ones in `Allow`. The document's examples must be valid against their schemas, and
  * every request header the API's code reads must be documented.
  */
+
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { ProvisionedThroughputExceededException } from '@aws-sdk/client-dynamodb';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
 import { createSendApp } from '../../functions/api/send-app.ts';
@@ -723,6 +725,32 @@ describe('the API answers as its OpenAPI document says', () => {
             headers: json,
             body: method === 'get' ? undefined : '{}',
           });
+        }
+      }
+    } finally {
+      index.getToken = getToken;
+    }
+
+    // The deployed store throttling (as the SDK throws it once its retries gave up): `throttled`, with
+    // the Retry-After the document promises (conform checks it is there), on any operation.
+    index.getToken = async () => {
+      throw new ProvisionedThroughputExceededException({
+        message: 'The level of configured provisioned throughput for the table was exceeded',
+        $metadata: { httpStatusCode: 400 },
+      });
+    };
+    try {
+      const sample: Record<string, string> = { address: ALICE, id, partId: part };
+      for (const [tpl, item] of Object.entries(doc.paths)) {
+        for (const [method, op] of Object.entries(item)) {
+          if (op.responses['503'] === undefined) continue;
+          const path = tpl.replace(/\{(\w+)\}/g, (_, name: string) => sample[name] ?? name);
+          const { res } = await call(method.toUpperCase(), `${path}?lines=1&timeout=0`, 503, {
+            token: alice,
+            headers: json,
+            body: method === 'get' ? undefined : '{}',
+          });
+          assert.equal(res.headers.get('retry-after'), '4', `${method} ${tpl}`);
         }
       }
     } finally {

@@ -34,10 +34,12 @@ import { Sesv2Outbound } from '../../functions/adapters/aws/sesv2-outbound.ts';
 import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
 import { createApp } from '../../functions/api/app.ts';
 import { createToken } from '../../functions/api/auth.ts';
+import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
 import { createSendApp } from '../../functions/api/send-app.ts';
 import { type Config, parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
 import { mailboxKeys, sentMailboxKey } from '../../functions/core/keys.ts';
+import { httpApiHandler } from '../../functions/handlers/http-api.ts';
 import { MAX_RECEIVE_COUNT } from '../../functions/handlers/queue-settings.ts';
 import { createRouterHandler, type RouterHandler } from '../../functions/handlers/router-handler.ts';
 import { forwardSendKey } from '../../functions/pipeline/forward.ts';
@@ -47,6 +49,7 @@ import type { RouterDeps } from '../../functions/pipeline/router.ts';
 import {
   awsEventsAvailable,
   capturePowertools,
+  httpApiEvent,
   readSample,
   sesNotification,
   sqsEvent,
@@ -795,6 +798,34 @@ describe('the AWS side under faults (real SDK clients on moto, a fault injected 
       ]),
       'after the redelivery',
     );
+  });
+
+  it("DynamoDB or S3 throttling past the SDK's retries: the Lambda API answers 503 throttled with Retry-After, and the request after it succeeds", async () => {
+    await freshAccount();
+    const m = await receive(['alice@example.test']);
+    assert.deepEqual(await invoke([m.record], 1), { batchItemFailures: [] });
+    const { token } = await createToken(index, { mailbox: 'alice@example.test' });
+    const handler = httpApiHandler(createMailboxApp({ index, blobs, logError: () => undefined }));
+    const get = async (path: string) => {
+      const r = await handler(
+        httpApiEvent({ method: 'GET', path, headers: { authorization: `Bearer ${token}` } }),
+      );
+      return { status: r.statusCode, headers: r.headers ?? {}, body: r.body ?? '' };
+    };
+    const list = '/v1/mailboxes/alice@example.test/messages';
+    const raw = `/v1/mailboxes/alice@example.test/messages/${m.id}/raw`;
+    for (const [command, path] of [
+      ['dynamodb.QueryCommand', list],
+      ['s3.GetObjectCommand', raw],
+    ] as const) {
+      faults.arm({ command, every: true }, 'throttle');
+      const throttled = await get(path);
+      faults.off();
+      assert.equal(throttled.status, 503, `${command}: ${throttled.body}`);
+      assert.equal(throttled.headers['retry-after'] ?? throttled.headers['Retry-After'], '4', command);
+      assert.equal((JSON.parse(throttled.body) as { error: { code: string } }).error.code, 'throttled');
+      assert.equal((await get(path)).status, 200, `${command}: once the throttling stops`);
+    }
   });
 
   it('DELE with a fault at any AWS call, then the same DELETE again: gone for good, counters exact, its blobs removed', async () => {

@@ -36,6 +36,7 @@ import { ingest } from '../../functions/local/ingest.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { processNotification } from '../../functions/pipeline/router.ts';
 import { makeEntry } from '../contract/mailbox-index.contract.ts';
+import { startFaultyProxy } from '../helpers/faulty-proxy.ts';
 import { type Moto, motoAvailable, startMoto } from '../helpers/moto.ts';
 import { listAll, stripTrace } from '../helpers/relay.ts';
 import { ATTACHMENT, gbMessage, makeStale, SUBJECT_NOW } from '../helpers/stale-parse.ts';
@@ -608,6 +609,96 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
       1,
     );
     assert.match(unknown.text().err, /no mail stored for nobody@example\.org in stack mail-relay-cli-test/);
+  });
+
+  it('export --stack: S3 failing mid-body, a DynamoDB page refused, a blob missing: one line naming the message, exit 1, no stack trace, no partial file', async () => {
+    // ERIN's 205 messages from the test above: message 7 is ~4 MB, 200 a page.
+    const idOf = (i: number) => messageIdFor(Date.UTC(2025, 4, 1, 9, 0, i), `cli-export-${i}`);
+    const large = idOf(7);
+    const out = mkdtempSync(join(dir, 'export-faults-'));
+    const exportThrough = async (
+      pick: Parameters<typeof startFaultyProxy>[1],
+      args: readonly string[],
+    ): Promise<{ code: number; err: string; failed: string[] }> => {
+      const proxy = await startFaultyProxy(moto.endpoint, pick);
+      const before = process.env.AWS_ENDPOINT_URL;
+      process.env.AWS_ENDPOINT_URL = proxy.endpoint;
+      try {
+        const io = makeIo(env);
+        const code = await main(['export', ERIN, '--stack', STACK, ...args], io);
+        return { code, err: io.text().err, failed: proxy.failed };
+      } finally {
+        process.env.AWS_ENDPOINT_URL = before;
+        await proxy.close();
+      }
+    };
+    const where = `stack ${STACK} \\(s3://${BUCKET}, table ${TABLE}\\)`;
+
+    // S3 drops the connection 1 MB into the large message's body.
+    const mbox = join(out, 'cut.mbox');
+    const cut = await exportThrough(
+      (req) =>
+        req.method === 'GET' && req.url?.includes(`/${large}.eml`) === true
+          ? { kind: 'cut', afterBytes: 1_000_000 }
+          : undefined,
+      ['--out', mbox],
+    );
+    assert.equal(cut.failed.length, 1, 'the GET of the large message was cut');
+    assert.equal(cut.code, 1, cut.err);
+    assert.match(
+      cut.err,
+      new RegExp(
+        `^mail-relay export: cannot read message ${large} \\("export 7", received 2025-05-01T09:00:07\\.000Z\\) from ${where}: ` +
+          `[^\\n]+; export again \\(if it fails on the same message again, its stored bytes are damaged\\); nothing was written to ${mbox}\\n$`,
+      ),
+    );
+    assert.deepEqual(readdirSync(out), [], 'no mbox, no temporary file');
+
+    // DynamoDB refuses the second page of the index.
+    const page = await exportThrough(
+      (req, body) =>
+        req.headers['x-amz-target'] === 'DynamoDB_20120810.Query' && body.includes('ExclusiveStartKey')
+          ? {
+              kind: 'deny',
+              type: 'AccessDeniedException',
+              message: 'not authorized to perform dynamodb:Query (injected)',
+            }
+          : undefined,
+      ['--format', 'maildir', '--out', join(out, 'maildir')],
+    );
+    assert.equal(page.failed.length, 1, 'the second page was refused');
+    assert.equal(page.code, 1, page.err);
+    assert.match(
+      page.err,
+      new RegExp(
+        `^mail-relay export: cannot list the mail of ${ERIN} in ${where} after message ${idOf(199)} \\("export 199", [^)]+\\): ` +
+          `not authorized to perform dynamodb:Query \\(injected\\); export again; ` +
+          `the 200 messages before it are in ${join(out, 'maildir')} \\(--force adds the rest\\)\\n$`,
+      ),
+    );
+    assert.deepEqual(readdirSync(join(out, 'maildir', 'tmp')), []);
+    rmSync(join(out, 'maildir'), { recursive: true });
+
+    // A message's object deleted from the bucket behind the index's back.
+    const key = mailboxKeys.raw(ERIN, idOf(100));
+    const kept = await aws.blobs.get(key);
+    assert.ok(kept);
+    await aws.blobs.delete(key);
+    try {
+      const missing = await exportThrough(() => undefined, ['--out', mbox]);
+      assert.equal(missing.code, 1, missing.err);
+      assert.match(
+        missing.err,
+        new RegExp(
+          `^mail-relay export: message ${idOf(100)} \\("export 100", [^)]+\\) of ${ERIN} is in the index of ${where} ` +
+            `but its stored bytes \\(${key}\\) are missing: .*; nothing was written to ${mbox}\\n$`,
+        ),
+      );
+      for (const r of [cut, page, missing]) assert.doesNotMatch(r.err, /^\s+at /m, 'no stack trace');
+      assert.deepEqual(readdirSync(out), []);
+    } finally {
+      await aws.blobs.put(key, kept);
+    }
   });
 
   it('replay on the local data dir restores a deleted delivery when asked; bad arguments are usage errors', async () => {

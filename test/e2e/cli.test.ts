@@ -26,16 +26,13 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { hashToken } from '../../functions/api/auth.ts';
 import { parseConfig } from '../../functions/core/config.ts';
-import { buildNotification } from '../../functions/core/notification.ts';
-import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { main, noticeConfigChanges } from '../../functions/local/cli.ts';
 import { importFiles } from '../../functions/local/import.ts';
-import { LOCAL_BUCKET } from '../../functions/local/ingest.ts';
-import { IngestJournal } from '../../functions/local/ingest-journal.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { buildLocal, startNodeFlags } from '../../scripts/build-local.mjs';
 import { startDev } from '../helpers/dev.ts';
 import { hasCommand, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
+import { killedRelaySegment } from '../helpers/journal.ts';
 import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
 import { listAll, stripTrace } from '../helpers/relay.ts';
@@ -1069,24 +1066,12 @@ describe('mail-relay dev after a crash, on a disk it cannot write', () => {
     const dataDir = join(work, 'full-disk');
     const journalDir = join(dataDir, 'journal');
     // What a killed relay leaves: a journal segment holding a message it had acknowledged.
-    const journal = new IngestJournal(journalDir, async () => {});
     const raw = Buffer.from(`Subject: kept\r\n\r\n${'x'.repeat(76)}\r\n`.repeat(4000));
-    await journal.append({
-      type: 'ingest',
-      notification: buildNotification({
-        sesMessageId: 'journaled',
-        receivedAt: new Date(),
-        mailFrom: 'a@remote.test',
-        recipients: ['alice@example.test'],
-        verdicts: UNCHECKED_VERDICTS,
-        bucketName: LOCAL_BUCKET,
-      }),
-      raw,
-    });
-    const [segment] = readdirSync(journalDir);
-    assert.ok(segment);
-    const orphan = segment.replace(/^\d+-/, '999999992-');
-    renameSync(join(journalDir, segment), join(journalDir, orphan));
+    const orphan = await killedRelaySegment(
+      journalDir,
+      [{ sesMessageId: 'journaled', recipient: 'alice@example.test', raw }],
+      999_999_992,
+    );
     // Files may not grow past 128 KiB: the message's inbound/ copy (300 KB) cannot be written.
     const r = await run('prlimit', ['--fsize=131072', process.execPath, BIN, 'dev'], {
       env: env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_SMTP_PORT: '0', MAIL_RELAY_API_PORT: '0' }),
@@ -1402,25 +1387,18 @@ describe('a configuration file that cannot be used', () => {
 });
 
 /** What a killed relay leaves in `journalDir`: a segment of a dead process, holding one acknowledged message. */
-async function orphanSegment(journalDir: string, subject: string): Promise<string> {
-  const journal = new IngestJournal(journalDir, async () => {});
-  await journal.append({
-    type: 'ingest',
-    notification: buildNotification({
-      sesMessageId: `orphan-${subject}`,
-      receivedAt: new Date(),
-      mailFrom: 'a@remote.test',
-      recipients: ['bob@example.test'],
-      verdicts: UNCHECKED_VERDICTS,
-      bucketName: LOCAL_BUCKET,
-    }),
-    raw: Buffer.from(`Subject: ${subject}\r\n\r\nhello\r\n`),
-  });
-  const segment = readdirSync(journalDir).find((f) => f.startsWith(`${process.pid}-`));
-  assert.ok(segment);
-  const orphan = segment.replace(/^\d+-/, '999999993-');
-  renameSync(join(journalDir, segment), join(journalDir, orphan));
-  return orphan;
+function orphanSegment(journalDir: string, subject: string): Promise<string> {
+  return killedRelaySegment(
+    journalDir,
+    [
+      {
+        sesMessageId: `orphan-${subject}`,
+        recipient: 'bob@example.test',
+        raw: Buffer.from(`Subject: ${subject}\r\n\r\nhello\r\n`),
+      },
+    ],
+    999_999_993,
+  );
 }
 
 describe('one dev per data dir', () => {

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import {
   chmodSync,
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -368,6 +369,48 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
       { env: cleanEnv({ MAIL_RELAY_CONFIG: configPath, MAIL_RELAY_DATA_DIR: dataDir }) },
     );
     assert.equal(r.stdout, 'mail-relay export: the output was closed before the export ended\nexit 1\n');
+  });
+
+  it('a message whose stored bytes are missing stops the export with one line naming it, exit 1, no stack trace, no partial mbox', async () => {
+    // A copy of the data dir, with one message's raw blob removed behind the index's back.
+    const broken = join(work, 'broken-data');
+    cpSync(dataDir, broken, { recursive: true });
+    const lost = original.length >> 1;
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: broken, durability: 'sync' });
+    let entry: { id: string; subject: string };
+    try {
+      const entries = (await listAll(runtime.index, ALICE)).reverse();
+      entry = entries[lost] as { id: string; subject: string };
+      await runtime.blobs.delete(mailboxKeys.raw(ALICE, entry.id));
+    } finally {
+      await runtime.close();
+    }
+    const out = mkdtempSync(join(work, 'broken-out-'));
+    const path = join(out, 'alice.mbox');
+    const r = await cli(broken, ['export', ALICE, '--out', path]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^mail-relay export: message ${entry.id} \\(.*received [^)]+\\) of ${ALICE} is in the index of ${broken} ` +
+          `but its stored bytes \\(mailboxes/${ALICE}/${entry.id}\\.eml\\) are missing: put them back, or delete the message .*; ` +
+          `nothing was written to ${path}\\n$`,
+      ),
+    );
+    assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+    assert.deepEqual(readdirSync(out), [], 'no mbox, no temporary file');
+
+    const dir = join(out, 'maildir');
+    const m = await cli(broken, ['export', ALICE, '--format', 'maildir', '--out', dir]);
+    assert.equal(m.code, 1, m.stderr);
+    assert.match(
+      m.stderr,
+      new RegExp(
+        `^mail-relay export: message ${entry.id} .* are missing: .*; the ${lost} messages before it are in ${dir} \\(--force adds the rest\\)\\n$`,
+      ),
+    );
+    assert.equal(readdirSync(join(dir, 'cur')).length + readdirSync(join(dir, 'new')).length, lost);
+    assert.deepEqual(readdirSync(join(dir, 'tmp')), [], 'no partial message');
   });
 
   it('shows a progress bar on a terminal, as import does', async () => {

@@ -39,6 +39,14 @@ import { until } from '../helpers/until.ts';
 const work = mkdtempSync(join(tmpdir(), 'mr-journal-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
+/** Resolves once `done()` holds (checked every 10 ms, for up to 5 s). */
+async function until(done: () => boolean): Promise<void> {
+  for (let waited = 0; !done(); waited += 10) {
+    if (waited > 5000) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 function notification(id: string, recipient = 'alice@example.test'): SesReceivedNotification {
   return buildNotification({
     sesMessageId: id,
@@ -465,6 +473,54 @@ describe('IngestJournal', () => {
     assert.deepEqual(readdirSync(dir), []);
   });
 
+  it('past maxSegmentBytes, appends go to a new segment; the old one is checkpointed away once drained', async () => {
+    const dir = join(work, 'rotate');
+    let syncs = 0;
+    const journal = new IngestJournal(
+      dir,
+      async () => {
+        syncs += 1;
+      },
+      { maxSegmentBytes: 4096 },
+    );
+    const append = (id: string) =>
+      journal.append({ type: 'ingest', notification: notification(id), raw: Buffer.alloc(4096, 97) });
+    // One record (4 KiB of message and its notification) takes a segment past the limit.
+    const a = await append('r1');
+    const b = await append('r2');
+    const c = await append('r3');
+    assert.notEqual(b.segment, a.segment, 'the append after the limit went to a new segment');
+    assert.notEqual(c.segment, b.segment);
+    const files = readdirSync(dir).sort();
+    assert.equal(files.length, 3, 'the full segments stay until their messages are routed');
+    assert.deepEqual(
+      files
+        .flatMap((f) => decodeSegment(readFileSync(join(dir, f))))
+        .map((r) => (r.type === 'ingest' ? r.notification.mail.messageId : '')),
+      ['r1', 'r2', 'r3'],
+      'each record in one segment, none twice',
+    );
+    assert.equal(syncs, 0);
+    // Routed: the first segment is synced and deleted, the others are left as they are.
+    journal.settle(a);
+    await until(() => !existsSync(a.segment.path));
+    assert.equal(syncs, 1);
+    assert.ok(existsSync(b.segment.path) && existsSync(c.segment.path));
+    journal.settle(b);
+    journal.settle(c);
+    await until(() => !existsSync(b.segment.path));
+    await journal.close();
+    assert.deepEqual(readdirSync(dir), []);
+  });
+
+  it('refuses a maxSegmentBytes that is not a positive integer', () => {
+    for (const bad of [0, -1, 1.5, Number.NaN])
+      assert.throws(
+        () => new IngestJournal(join(work, 'bad-size'), async () => {}, { maxSegmentBytes: bad }),
+        RangeError,
+      );
+  });
+
   it('leaves the segments of a live process alone', async () => {
     const dir = join(work, 'live');
     const journal = new IngestJournal(dir, async () => {});
@@ -668,6 +724,48 @@ describe('recovery after a crash', () => {
       assert.ok(raw?.toString().startsWith(`Subject: ${entry.subject}`));
       assert.deepEqual(readdirSync(join(dataDir, 'journal')), [], 'recovered segments are deleted');
       // Recovering again finds nothing; routing again would be a no-op anyway (idempotent router).
+      assert.deepEqual(await runtime.recover(), { segments: 0, messages: 0 });
+    } finally {
+      await runtime.close();
+    }
+  });
+
+  it('a killed relay that left several segments (rotated past maxSegmentBytes): every acknowledged message is delivered once', async () => {
+    const dataDir = join(work, 'crash-rotated');
+    // The child journals eight messages one after the other (each acknowledged before the next, as
+    // 250s are), with segments of 4 KiB: each record fills one, so the journal rotates after each;
+    // none is routed, so none is checkpointed away. Then it is killed.
+    const script = `
+      import { IngestJournal } from './functions/local/ingest-journal.ts';
+      import { buildNotification } from './functions/core/notification.ts';
+      import { UNCHECKED_VERDICTS } from './functions/core/routing.ts';
+      const journal = new IngestJournal(${JSON.stringify(join(dataDir, 'journal'))}, async () => {}, { maxSegmentBytes: 4096 });
+      const n = (id) => buildNotification({ sesMessageId: id, receivedAt: new Date('2026-11-27T10:00:00.000Z'),
+        mailFrom: 'x@remote.test', recipients: ['alice@example.test'], verdicts: UNCHECKED_VERDICTS, bucketName: 'b' });
+      const raw = (s) => Buffer.from('Subject: ' + s + '\\r\\n\\r\\n' + 'x'.repeat(4096) + '\\r\\n');
+      for (let i = 1; i <= 8; i++) await journal.append({ type: 'ingest', notification: n('m' + i), raw: raw('m' + i) });
+      process.stdout.write('journaled\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: PROJECT_ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await once(child.stdout, 'data');
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    const segments = readdirSync(join(dataDir, 'journal'));
+    assert.ok(segments.length >= 4, `several segments on disk: ${segments.join(', ')}`);
+
+    const runtime = createLocalRuntime({
+      config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
+      dataDir,
+    });
+    try {
+      assert.deepEqual(await runtime.recover(), { segments: segments.length, messages: 8 });
+      const subjects = (await listAll(runtime.index, 'alice@example.test')).map((e) => e.subject).sort();
+      assert.deepEqual(subjects, ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8']);
+      assert.deepEqual(readdirSync(join(dataDir, 'journal')), [], 'every segment recovered and deleted');
       assert.deepEqual(await runtime.recover(), { segments: 0, messages: 0 });
     } finally {
       await runtime.close();
