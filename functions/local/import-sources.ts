@@ -68,10 +68,14 @@ function isFromLine(buf: Buffer, start: number, bare = false): boolean {
  * converters begin with one), and whether its `From ` lines are bare; null when it is no mbox.
  */
 function firstFromLine(buf: Buffer): { start: number; bare: boolean } | null {
-  let start = bomLength(buf);
+  const bom = bomLength(buf);
+  let start = bom;
   while (buf[start] === 0x0a || buf[start] === 0x0d) start += 1;
-  if (isFromLine(buf, start)) return { start: start === BOM.length ? 0 : start, bare: false };
-  if (isFromLine(buf, start, true)) return { start: start === BOM.length ? 0 : start, bare: true };
+  // Right behind a mark, the mark stays in the first message (bomLength). Compared with the mark's
+  // length, three blank lines (`\n\n\n`, `\r\n\n`) in a file without one were taken for it.
+  const at = start === bom ? 0 : start;
+  if (isFromLine(buf, start)) return { start: at, bare: false };
+  if (isFromLine(buf, start, true)) return { start: at, bare: true };
   return null;
 }
 

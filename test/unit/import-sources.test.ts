@@ -108,6 +108,39 @@ describe('importSources', () => {
     assert.deepEqual(await Promise.all(items.map(async (i) => (await readItem(i)).toString())), messages);
     assert.equal(items[1]?.fromLineTime?.toISOString(), '2025-03-04T09:15:01.000Z');
   });
+
+  it('an mbox behind blank lines (any number, any line end) or a byte order mark: one item per message, from its From line', async () => {
+    const messages = [message(0, 10), message(1, 20)];
+    const bom = '\xef\xbb\xbf';
+    for (const lead of [
+      '',
+      '\n',
+      '\n\n',
+      '\n\n\n',
+      '\r\n\n',
+      '\n\r\n',
+      '\r\n\r\n',
+      bom,
+      `${bom}\n`,
+      `${bom}\n\n\n`,
+    ]) {
+      const path = join(work, 'lead.mbox');
+      writeFileSync(path, Buffer.from(lead + messages.join(''), 'latin1'));
+      const { items } = await importSources([path]);
+      // The mark right before the first From line is part of the first message's bytes; blank lines are not.
+      const first = lead === bom ? bom + messages[0] : messages[0];
+      assert.deepEqual(
+        await Promise.all(items.map(async (i) => (await readItem(i)).toString('latin1'))),
+        [first, messages[1]],
+        JSON.stringify(lead),
+      );
+      assert.deepEqual(
+        items.map((i) => i.fromLineTime?.toISOString()),
+        ['2025-03-04T09:15:00.000Z', '2025-03-04T09:15:01.000Z'],
+        JSON.stringify(lead),
+      );
+    }
+  });
 });
 
 describe('fromLineTime', () => {
