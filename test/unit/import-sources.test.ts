@@ -157,6 +157,43 @@ describe('fromLineTime', () => {
     assert.equal(fromLineTime('From a@b Tue Foo  4 09:15:00 2025'), null);
     assert.equal(fromLineTime('From here on'), null);
   });
+
+  it("reads a zone after the year too (UW IMAP's c-client: Pine, Alpine)", () => {
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025 +0200')?.toISOString(),
+      '2025-03-04T07:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Mon Mar  3 21:15:00 2025 -0530')?.toISOString(),
+      '2025-03-04T02:45:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025 PST')?.toISOString(),
+      '2025-03-04T09:15:00.000Z',
+    );
+  });
+
+  it('a day the month does not have, or a time past 23:59:60, is no time (not the day it would roll over into)', () => {
+    for (const line of [
+      'From a@b Mon Feb 29 09:15:00 2025',
+      'From a@b Mon Nov 31 09:15:00 2025',
+      'From a@b Tue Mar  0 09:15:00 2025',
+      'From a@b Tue Mar 32 09:15:00 2025',
+      'From a@b Tue Mar  4 24:00:00 2025',
+      'From a@b Tue Mar  4 09:60:00 2025',
+      'From a@b Tue Mar  4 09:15:61 2025',
+      'From a@b Tue Mar  4 09:15:00 2025 +0260',
+    ])
+      assert.equal(fromLineTime(line), null, line);
+    assert.equal(
+      fromLineTime('From a@b Thu Feb 29 09:15:00 2024')?.toISOString(),
+      '2024-02-29T09:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Wed Dec 31 23:59:60 2025')?.toISOString(),
+      '2025-12-31T23:59:59.000Z',
+    );
+  });
 });
 
 describe('mailWasRead', () => {
