@@ -46,9 +46,12 @@ export interface ImportSources {
 const NL_FROM = Buffer.from('\nFrom ');
 /** Enough of a line to tell a `From ` line (sender, weekday, month, day, time). */
 const FROM_LINE_PREFIX = 400;
-/** The date of a `From ` line: `Tue Mar  4 09:15:00 2025`, an optional zone before or after the year. */
+/**
+ * The date of a `From ` line: `Tue Mar  4 09:15:00 2025`, an optional zone before or after the year
+ * (UW IMAP's c-client, so Pine and Alpine, write `Tue Mar  4 09:15:00 2025 +0200`).
+ */
 const FROM_LINE_TIME_RE =
-  /^From \S+ +\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[A-Z]{2,5})?(?: +([+-]\d{4}))? +(\d{4})\b/;
+  /^From \S+ +\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[A-Z]{2,5})?(?: +([+-]\d{4}))? +(\d{4})(?: +([+-]\d{4}))?\b/;
 
 /**
  * Whether a `From ` line starts at `start`. `bare` also takes one that names the sender alone, without
@@ -68,10 +71,14 @@ function isFromLine(buf: Buffer, start: number, bare = false): boolean {
  * converters begin with one), and whether its `From ` lines are bare; null when it is no mbox.
  */
 function firstFromLine(buf: Buffer): { start: number; bare: boolean } | null {
-  let start = bomLength(buf);
+  const bom = bomLength(buf);
+  let start = bom;
   while (buf[start] === 0x0a || buf[start] === 0x0d) start += 1;
-  if (isFromLine(buf, start)) return { start: start === BOM.length ? 0 : start, bare: false };
-  if (isFromLine(buf, start, true)) return { start: start === BOM.length ? 0 : start, bare: true };
+  // Right behind a mark, the mark stays in the first message (bomLength). Compared with the mark's
+  // length, three blank lines (`\n\n\n`, `\r\n\n`) in a file without one were taken for it.
+  const at = start === bom ? 0 : start;
+  if (isFromLine(buf, start)) return { start: at, bare: false };
+  if (isFromLine(buf, start, true)) return { start: at, bare: true };
   return null;
 }
 
@@ -109,15 +116,21 @@ export function withoutFromLine(message: Buffer): Buffer {
 export function fromLineTime(line: string): Date | null {
   const m = FROM_LINE_TIME_RE.exec(line);
   if (m === null) return null;
-  const [, mon, day, hh, mm, ss, zone, year] = m;
+  const [, mon, day, hh, mm, ss, zoneBefore, year, zoneAfter] = m;
   const month = monthNumber(mon ?? '');
   if (month === null) return null;
-  let ms = Date.UTC(Number(year), month, Number(day), Number(hh), Number(mm), Number(ss ?? 0));
+  // As parseMailDate: no time past 23:59:60, no zone minute past 59, no day the month does not have
+  // (Date.UTC rolls `Feb 31` over into March, `25:00` into the next day).
+  const zone = zoneBefore ?? zoneAfter;
+  if (Number(hh) > 23 || Number(mm) > 59 || Number(ss ?? 0) > 60 || Number(zone?.slice(3, 5) ?? 0) > 59)
+    return null;
+  let ms = Date.UTC(Number(year), month, Number(day), Number(hh), Number(mm), Math.min(Number(ss ?? 0), 59));
+  if (new Date(ms).getUTCDate() !== Number(day)) return null;
   if (zone !== undefined) {
     const minutes = Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3, 5));
     ms -= (zone.startsWith('-') ? -1 : 1) * minutes * 60_000;
   }
-  return Number.isFinite(ms) ? new Date(ms) : null;
+  return new Date(ms);
 }
 
 /**

@@ -108,6 +108,39 @@ describe('importSources', () => {
     assert.deepEqual(await Promise.all(items.map(async (i) => (await readItem(i)).toString())), messages);
     assert.equal(items[1]?.fromLineTime?.toISOString(), '2025-03-04T09:15:01.000Z');
   });
+
+  it('an mbox behind blank lines (any number, any line end) or a byte order mark: one item per message, from its From line', async () => {
+    const messages = [message(0, 10), message(1, 20)];
+    const bom = '\xef\xbb\xbf';
+    for (const lead of [
+      '',
+      '\n',
+      '\n\n',
+      '\n\n\n',
+      '\r\n\n',
+      '\n\r\n',
+      '\r\n\r\n',
+      bom,
+      `${bom}\n`,
+      `${bom}\n\n\n`,
+    ]) {
+      const path = join(work, 'lead.mbox');
+      writeFileSync(path, Buffer.from(lead + messages.join(''), 'latin1'));
+      const { items } = await importSources([path]);
+      // The mark right before the first From line is part of the first message's bytes; blank lines are not.
+      const first = lead === bom ? bom + messages[0] : messages[0];
+      assert.deepEqual(
+        await Promise.all(items.map(async (i) => (await readItem(i)).toString('latin1'))),
+        [first, messages[1]],
+        JSON.stringify(lead),
+      );
+      assert.deepEqual(
+        items.map((i) => i.fromLineTime?.toISOString()),
+        ['2025-03-04T09:15:00.000Z', '2025-03-04T09:15:01.000Z'],
+        JSON.stringify(lead),
+      );
+    }
+  });
 });
 
 describe('fromLineTime', () => {
@@ -123,6 +156,43 @@ describe('fromLineTime', () => {
     );
     assert.equal(fromLineTime('From a@b Tue Foo  4 09:15:00 2025'), null);
     assert.equal(fromLineTime('From here on'), null);
+  });
+
+  it("reads a zone after the year too (UW IMAP's c-client: Pine, Alpine)", () => {
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025 +0200')?.toISOString(),
+      '2025-03-04T07:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Mon Mar  3 21:15:00 2025 -0530')?.toISOString(),
+      '2025-03-04T02:45:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025 PST')?.toISOString(),
+      '2025-03-04T09:15:00.000Z',
+    );
+  });
+
+  it('a day the month does not have, or a time past 23:59:60, is no time (not the day it would roll over into)', () => {
+    for (const line of [
+      'From a@b Mon Feb 29 09:15:00 2025',
+      'From a@b Mon Nov 31 09:15:00 2025',
+      'From a@b Tue Mar  0 09:15:00 2025',
+      'From a@b Tue Mar 32 09:15:00 2025',
+      'From a@b Tue Mar  4 24:00:00 2025',
+      'From a@b Tue Mar  4 09:60:00 2025',
+      'From a@b Tue Mar  4 09:15:61 2025',
+      'From a@b Tue Mar  4 09:15:00 2025 +0260',
+    ])
+      assert.equal(fromLineTime(line), null, line);
+    assert.equal(
+      fromLineTime('From a@b Thu Feb 29 09:15:00 2024')?.toISOString(),
+      '2024-02-29T09:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Wed Dec 31 23:59:60 2025')?.toISOString(),
+      '2025-12-31T23:59:59.000Z',
+    );
   });
 });
 

@@ -8,6 +8,8 @@ import { describe, it } from 'node:test';
 import { asctime } from '../../functions/core/mime-header.ts';
 import { exportFields, fromExportedMbox, MboxrdEncoder, mboxFromLine } from '../../functions/local/mboxrd.ts';
 
+const b = (s: string) => Buffer.from(s, 'latin1');
+
 const MESSAGES: Record<string, string> = {
   'CRLF throughout':
     'Subject: a\r\nTo: b@example.test\r\n\r\nFrom me.\r\n>From you.\r\n>>>From them\r\nFro\r\n',
@@ -81,6 +83,47 @@ describe('mboxrd', () => {
     assert.equal(
       fromExportedMbox(Buffer.from('From a@b Tue Mar  4 05:06:07 2026\nSubject: x\n\nbody\n\n')),
       null,
+    );
+  });
+
+  it('a message whose first line is a From line (as imports kept it before the headers) is escaped there too, in every chunking', () => {
+    const stored = b('From a@b.test Tue Mar  4 09:15:00 2025\nSubject: a\n\nx\n');
+    for (let cut = 0; cut <= stored.length; cut++)
+      assert.equal(
+        encodeInChunks(stored, false, [cut]).toString('latin1'),
+        '>From a@b.test Tue Mar  4 09:15:00 2025\nSubject: a\n\nx\n\n',
+        `cut at ${cut}`,
+      );
+  });
+
+  it('our fields: the read state for mutt and Thunderbird, and what import needs, ahead of the message', () => {
+    assert.equal(
+      exportFields(true, true, 1234),
+      'Status: RO\nX-Mozilla-Status: 0001\nX-Mail-Relay-Export: mboxrd; eol=crlf; size=1234\n',
+    );
+    assert.equal(
+      exportFields(false, false, 0),
+      'Status: O\nX-Mozilla-Status: 0000\nX-Mail-Relay-Export: mboxrd; eol=lf; size=0\n',
+    );
+  });
+
+  it('a message a mail program has changed since (its size no longer the one written) is given back as read, its last line end kept', () => {
+    const from = mboxFromLine('a@b.test', new Date('2026-03-04T05:06:07Z'));
+    const stored = 'Subject: a\n\nlast line';
+    const exported =
+      from +
+      exportFields(true, false, stored.length) +
+      encodeInChunks(b(stored), false, []).toString('latin1');
+    assert.equal(
+      fromExportedMbox(b(exported))?.toString('latin1'),
+      stored,
+      'as exported: the added line end taken off',
+    );
+    const edited = exported.replace('Subject: a\n', 'Subject: a\nX-Label: kept\n');
+    assert.equal(
+      fromExportedMbox(b(edited))?.toString('latin1'),
+      'Subject: a\nX-Label: kept\n\nlast line\n',
+      'edited: as read',
     );
   });
 

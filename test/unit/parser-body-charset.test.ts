@@ -137,4 +137,59 @@ describe('decodeUtf8OrWindows1252', () => {
     for (const [bytes, text] of cases)
       assert.equal(decodeUtf8OrWindows1252(Buffer.from(bytes)), text, String(bytes));
   });
+
+  it("takes as UTF-8 exactly the sequences the platform's strict UTF-8 decoder takes, at every lead and continuation boundary, cut off or not", () => {
+    const strict = new TextDecoder('utf-8', { fatal: true });
+    /** One code point from these bytes, or null when they are no well-formed UTF-8 sequence of one. */
+    const sequence = (bytes: number[]) => {
+      try {
+        const text = strict.decode(Uint8Array.from(bytes));
+        return [...text].length === 1 ? text : null;
+      } catch {
+        return null;
+      }
+    };
+    /** The reading the module promises: UTF-8 sequences as such, every other byte its Windows-1252 character. */
+    const expected = (bytes: number[]) => {
+      let out = '';
+      for (let i = 0; i < bytes.length; ) {
+        const length = [2, 3, 4].find(
+          (n) => i + n <= bytes.length && sequence(bytes.slice(i, i + n)) !== null,
+        );
+        if ((bytes[i] as number) >= 0x80 && length !== undefined) {
+          out += sequence(bytes.slice(i, i + length));
+          i += length;
+        } else {
+          const byte = bytes[i] as number;
+          out += byte >= 0x80 && byte <= 0x9f ? WINDOWS_1252_80_9F[byte - 0x80] : String.fromCharCode(byte);
+          i += 1;
+        }
+      }
+      return out;
+    };
+    // WHATWG's Windows-1252 at 0x80–0x9F (above it, Latin-1); 0x81, 0x8D, 0x8F, 0x90 and 0x9D stay as they are.
+    const WINDOWS_1252_80_9F = '€\x81‚ƒ„…†‡ˆ‰Š‹Œ\x8dŽ\x8f\x90‘’“”•–—˜™š›œ\x9džŸ';
+    // The bytes around each boundary of RFC 3629's table: leads, and the range each continuation may take.
+    const edges = [0x00, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xed, 0xef];
+    const tails = [...edges, 0xf0, 0xf4, 0xf5, 0xff];
+    const cases: number[][] = [];
+    const leads = [
+      0x80, 0xbf, 0xc0, 0xc1, 0xc2, 0xc3, 0xdf, 0xe0, 0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4,
+    ];
+    for (const lead of [...leads, 0xf5, 0xf8, 0xfe, 0xff]) {
+      for (const c1 of tails) {
+        cases.push([lead], [lead, c1], [0x61, lead, c1, 0x62]);
+        for (const c2 of [0x7f, 0x80, 0xbf, 0xc0]) {
+          cases.push([lead, c1, c2], [lead, c1, c2, 0x62]);
+          for (const c3 of [0x7f, 0x80, 0xbf, 0xc0]) cases.push([lead, c1, c2, c3, 0x62]);
+        }
+      }
+    }
+    for (const bytes of cases)
+      assert.equal(
+        decodeUtf8OrWindows1252(Buffer.from(bytes)),
+        expected(bytes),
+        Buffer.from(bytes).toString('hex'),
+      );
+  });
 });
