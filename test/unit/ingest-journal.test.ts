@@ -39,14 +39,6 @@ import { until } from '../helpers/until.ts';
 const work = mkdtempSync(join(tmpdir(), 'mr-journal-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-/** Resolves once `done()` holds (checked every 10 ms, for up to 5 s). */
-async function until(done: () => boolean): Promise<void> {
-  for (let waited = 0; !done(); waited += 10) {
-    if (waited > 5000) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 function notification(id: string, recipient = 'alice@example.test'): SesReceivedNotification {
   return buildNotification({
     sesMessageId: id,
@@ -503,12 +495,12 @@ describe('IngestJournal', () => {
     assert.equal(syncs, 0);
     // Routed: the first segment is synced and deleted, the others are left as they are.
     journal.settle(a);
-    await until(() => !existsSync(a.segment.path));
+    await until('the first segment deleted', () => (existsSync(a.segment.path) ? undefined : true));
     assert.equal(syncs, 1);
     assert.ok(existsSync(b.segment.path) && existsSync(c.segment.path));
     journal.settle(b);
     journal.settle(c);
-    await until(() => !existsSync(b.segment.path));
+    await until('the second segment deleted', () => (existsSync(b.segment.path) ? undefined : true));
     await journal.close();
     assert.deepEqual(readdirSync(dir), []);
   });
