@@ -224,6 +224,43 @@ describe('router with the local adapters', () => {
     assert.equal(entries.find((e) => e.id === retry.id)?.subject, 'half');
   });
 
+  it('a write that fails while the delivery waits on the index fails the message, and is never an unhandled rejection (which ends the relay)', async () => {
+    // The notification's put fails at once; the delivery is still waiting for its index read then.
+    const failing = Object.create(runtime.blobs) as typeof runtime.blobs;
+    failing.put = async (key, body, options) => {
+      if (key.startsWith('notifications/')) throw new Error('EIO: notification write');
+      await runtime.blobs.put(key, body, options);
+    };
+    const slowIndex = Object.create(runtime.index) as typeof runtime.index;
+    slowIndex.deliveryState = async (mailbox, id) => {
+      await new Promise((r) => setTimeout(r, 100));
+      return runtime.index.deliveryState(mailbox, id);
+    };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await assert.rejects(
+        processNotification(
+          { ...runtime, blobs: failing, index: slowIndex },
+          buildNotification({
+            sesMessageId: 'unhandled0000000000000000000000000000000',
+            receivedAt: new Date(),
+            mailFrom: 'x@remote.test',
+            recipients: ['carol@example.test'],
+            verdicts: UNCHECKED_VERDICTS,
+            bucketName: LOCAL_BUCKET,
+          }),
+          { raw: Buffer.from('Subject: unhandled\r\n\r\nhello\r\n') },
+        ),
+        /EIO: notification write/,
+      );
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    assert.deepEqual(unhandled, []);
+  });
+
   it('parses before the caller says the message is durable, but stores and delivers nothing until then', async () => {
     const raw = Buffer.from('Subject: gated\r\n\r\nwaiting for the journal\r\n');
     const gated = (sesMessageId: string) =>
