@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../functions/core/config.ts';
-import { caseFree, literalEnds, RouteRegex } from '../../functions/core/route-regex.ts';
+import { caseFree, literalEnds, REGEX_TIME_LIMIT_MS, RouteRegex } from '../../functions/core/route-regex.ts';
 import {
   acceptsRecipient,
   applyPolicies,
@@ -13,6 +15,8 @@ import {
   UNCHECKED_VERDICTS,
   type Verdicts,
 } from '../../functions/core/routing.ts';
+import { PROJECT_ROOT } from '../helpers/env.ts';
+import { until } from '../helpers/until.ts';
 
 const config = parseConfig({
   domains: ['example.com', 'example.org'],
@@ -459,6 +463,52 @@ describe('regex routes in bounded time (a sender chooses the address)', () => {
       warnings[0] ?? '',
       /^MailRelayRegexWarning: route \/\^\(X\+x\+\)\+\\1=@example\\\.com\$\/: matching "x+/,
     );
+  });
+
+  it('a match that had no processor time through the limit (a busy or stopped process) is run again, not taken for no match', async () => {
+    // A child matches an address against a pattern of the time-limited path, over and over, while
+    // this process stops it (SIGSTOP) for longer than the limit, eight times: each stop lands in a
+    // match, whose watchdog (wall time) fires on the SIGCONT although the match took microseconds.
+    const script = `
+      import { RouteRegex } from './functions/core/route-regex.ts';
+      const re = new RouteRegex('^(ab+)-\\\\1@example\\\\.com$');
+      if (re.linear) throw new Error('meant for the time-limited path');
+      const warnings = [];
+      process.on('warning', (w) => warnings.push(w.message));
+      let runs = 0, misses = 0;
+      process.stdout.write('ready\\n');
+      for (const end = Date.now() + 6000; Date.now() < end; runs++) {
+        if (re.exec('abbb-abbb@example.com') === null) misses++;
+      }
+      await new Promise((r) => setImmediate(r));
+      process.stdout.write(JSON.stringify({ runs, misses, warnings }) + '\\n');
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: PROJECT_ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    const exited = once(child, 'exit');
+    await until('the child to start matching', () => (out.startsWith('ready\n') ? true : undefined), 30_000);
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    for (let i = 0; i < 8; i++) {
+      await sleep(100);
+      child.kill('SIGSTOP');
+      await sleep(REGEX_TIME_LIMIT_MS + 150);
+      child.kill('SIGCONT');
+    }
+    const [code] = await exited;
+    assert.equal(code, 0);
+    const result = JSON.parse(out.slice('ready\n'.length)) as {
+      runs: number;
+      misses: number;
+      warnings: string[];
+    };
+    assert.ok(result.runs > 100, JSON.stringify(result));
+    assert.deepEqual({ misses: result.misses, warnings: result.warnings }, { misses: 0, warnings: [] });
   });
 
   it('groups for $n are those of the usual engine, also where the linear-time one would fill them otherwise', () => {
