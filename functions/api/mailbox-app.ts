@@ -202,6 +202,15 @@ const STORAGE_FULL = {
     'The local relay has no disk space left (`insufficient_storage`): nothing was changed; try again once there is room (no `Retry-After`: when that is depends on whoever frees space)',
   ),
 } as const;
+/**
+ * Deletes: the local relay keeps room for them (disk-reserve.ts), so a full disk gets them a `507`
+ * only once that room is used up too.
+ */
+const STORAGE_FULL_FOR_DELETES = {
+  507: jsonError(
+    'The local relay has no disk space left, not even the room it keeps for deletes on a full disk (`insufficient_storage`; a delete normally works on a full disk and gives room back): nothing was changed; try again once there is room (no `Retry-After`: when that is depends on whoever frees space)',
+  ),
+} as const;
 const AUTH_ERRORS = {
   401: UNAUTHORIZED_RESPONSE,
   403: jsonError('The token is not valid for this mailbox (`forbidden`)'),
@@ -429,7 +438,7 @@ const routes = {
         content: { 'application/json': { schema: deleteAllResultSchema } },
       },
       ...MAILBOX_ERRORS,
-      ...STORAGE_FULL,
+      ...STORAGE_FULL_FOR_DELETES,
     },
   }),
   deleteMany: createRoute({
@@ -460,7 +469,7 @@ const routes = {
       415: jsonError(
         'The body is not application/json, or is compressed (`Content-Encoding`) (`unsupported_media_type`)',
       ),
-      ...STORAGE_FULL,
+      ...STORAGE_FULL_FOR_DELETES,
     },
   }),
   deleteMessage: createRoute({
@@ -474,7 +483,7 @@ const routes = {
       204: { description: 'Deleted' },
       ...MESSAGE_ERRORS,
       ...PRECONDITION_FAILED,
-      ...STORAGE_FULL,
+      ...STORAGE_FULL_FOR_DELETES,
     },
   }),
   raw: createRoute({

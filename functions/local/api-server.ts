@@ -180,7 +180,12 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
   const port = (server.address() as AddressInfo).port;
   const url = reachableUrl(host, port);
   // A second store over the same files: the runtime's store does not presign (it was built before the port was known).
-  const blobs = new FsBlobStore({ root: runtime.blobRoot, presign: { baseUrl: url, secret } });
+  // The store the API deletes a message's blobs through: on a full disk it may use the reserve.
+  const blobs = new FsBlobStore({
+    root: runtime.blobRoot,
+    presign: { baseUrl: url, secret },
+    reserve: runtime.reserve,
+  });
   const built = createApp({
     ...options.app,
     stopping: stopping.signal,

@@ -31,9 +31,13 @@ import { StorageFullNotice } from './storage-full-notice.ts';
 
 // The heavy modules (SQLite, mailparser, smtp-server, Hono) load only for the commands that need
 // them, so `mail-relay route` and `help` start fast.
-async function openRuntime(io: Io, config: Config): Promise<LocalRuntime> {
+async function openRuntime(
+  io: Io,
+  config: Config,
+  options: { reserve?: boolean } = {},
+): Promise<LocalRuntime> {
   const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
-  return createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env) });
+  return createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env), reserve: options.reserve });
 }
 
 export interface Io {
@@ -338,7 +342,8 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   // One dev per data dir, and no `compact` beside it (compact.ts); the OS drops the lock if we die.
   // Taken before the journal is recovered or a store opened: a second dev must touch nothing.
   const devLock = holdDevLock(dataDirFromEnv(io.env));
-  const runtime = await openRuntime(io, config).catch((err: unknown) => {
+  // dev keeps the room deletes need on a full disk (disk-reserve.ts).
+  const runtime = await openRuntime(io, config, { reserve: true }).catch((err: unknown) => {
     devLock.release();
     throw err;
   });

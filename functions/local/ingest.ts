@@ -6,7 +6,7 @@
  */
 import { hostname } from 'node:os';
 import { domainToASCII } from 'node:url';
-import { errorMessage } from '../core/errors.ts';
+import { errorMessage, StorageFullError } from '../core/errors.ts';
 import { messageIdFor, newSesMessageId } from '../core/ids.ts';
 import { deleteMessageBlobs } from '../core/keys.ts';
 import { detectEol, rfc5322Date } from '../core/mime-header.ts';
@@ -147,6 +147,11 @@ export interface IngestResult extends RouteResult {
 /** Router deps, plus the journal that makes `250` durable when the stores defer their syncs. */
 export interface IngestDeps extends RouterDeps {
   readonly journal?: IngestJournal | undefined;
+  /**
+   * The room kept for deletes on a full disk (disk-reserve.ts): mail is taken only while it is in
+   * place, so that new mail never uses the room a delete released.
+   */
+  readonly reserve?: { ensure(): boolean } | undefined;
 }
 
 /**
@@ -223,6 +228,10 @@ function withdrawLater(deps: RouterDeps, notification: SesReceivedNotification, 
 }
 
 export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {
+  // Made again first after a delete released it: until there is room for it, mail gets 452.
+  if (deps.reserve?.ensure() === false) {
+    throw new StorageFullError('no room for the disk space kept for deletes; free some space');
+  }
   const sesMessageId = input.sesMessageId ?? newSesMessageId();
   const receivedAt = input.receivedAt ?? new Date();
   const trace = traceHeaders(input, sesMessageId, receivedAt);

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DiskReserve } from '../adapters/local/disk-reserve.ts';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { OutboxOutbound } from '../adapters/local/outbox-outbound.ts';
 import { SmtpOutbound } from '../adapters/local/smtp-outbound.ts';
@@ -56,6 +57,12 @@ export interface LocalRuntime extends RouterDeps {
   readonly blobs: FsBlobStore;
   readonly index: SqliteMailboxIndex;
   /**
+   * With the `reserve` option (`mail-relay dev`): the room kept for deletes on a full disk
+   * (disk-reserve.ts). `ingest` takes mail only while it is in place; the index and the API's blob
+   * store release it when a delete meets a full disk.
+   */
+  readonly reserve: DiskReserve | undefined;
+  /**
    * The stores for writes the ingest journal does not cover: the outbox (what a forward or
    * `POST …/send` would have sent, with no `relay.smtp`) and `POST …/send`'s Sent copy. Every write
    * through them is on disk when it resolves. In `sync` durability they are `blobs` and `index`.
@@ -74,6 +81,12 @@ export interface LocalRuntimeOptions {
    * file writes are synced in bulk at checkpoints. `sync`: every file write is fsynced on its own.
    */
   readonly durability?: 'journal' | 'sync';
+  /**
+   * Keep a reserve of disk space for deletes (disk-reserve.ts), made now when there is room for it:
+   * what `mail-relay dev` does, the one process that takes mail and deletes through the API.
+   * @default false
+   */
+  readonly reserve?: boolean;
 }
 
 export function dataDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
@@ -84,6 +97,9 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   const dataDir = resolve(options.dataDir ?? dataDirFromEnv());
   makeDataDir(dataDir);
   const blobRoot = join(dataDir, 'blobs');
+  const reserve = options.reserve === true ? new DiskReserve(dataDir) : undefined;
+  // Not made on a disk without room for it: mail is refused until there is (ingest.ts).
+  reserve?.ensure();
   const journaled = (options.durability ?? 'journal') === 'journal';
   const blobs = new FsBlobStore({
     root: blobRoot,
@@ -95,6 +111,7 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   const index = new SqliteMailboxIndex(join(dataDir, 'index.sqlite'), {
     deferredDeliveries: journaled,
     deletionMemoryDays,
+    reserve,
   });
   // Started now, while the process is small: the helper is forked once (see FileSystemSyncer).
   const syncer = journaled ? new FileSystemSyncer(dataDir) : null;
@@ -121,6 +138,7 @@ export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
     blobRoot,
     blobs,
     index,
+    reserve,
     unjournaled,
     journal,
     parser: new MailparserAdapter(),

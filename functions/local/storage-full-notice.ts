@@ -42,8 +42,8 @@ export class StorageFullNotice {
       this.#lastSaid = now;
       this.write(
         `mail-relay: no space left on the disk of ${this.dataDir} (${errorMessage(err)}): ` +
-          'mail gets 452 4.3.1 (senders retry) and API writes 507 until there is room; ' +
-          'free some space, no restart needed\n',
+          'mail gets 452 4.3.1 (senders retry) and API writes other than deletes 507 until there is room; ' +
+          'delete mail through the API (or free space elsewhere), no restart needed\n',
       );
       return true;
     }

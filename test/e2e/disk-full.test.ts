@@ -6,9 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
 import { BIN, cleanEnv, type DevProcess, startDev } from '../helpers/dev.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 import { freePort } from '../helpers/net.ts';
@@ -17,6 +18,8 @@ import { fillDisk, freeDisk, mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.t
 import { until } from '../helpers/until.ts';
 
 const MAILBOX = 'alice@example.test';
+/** A bound on what deleting messages writes to the disk itself (measured: 28 KiB for one). */
+const DELETE_WRITES_BYTES = 256 * 1024;
 
 /**
  * Sends messages over one SMTP session (python3 smtplib), one per size given, each with a subject of
@@ -43,6 +46,19 @@ for i, size in enumerate(sizes):
 if kill is None:
     s.quit()
 s.close()
+`;
+
+/** Marks the message with the given UIDL deleted over POP3 (python3 poplib), then QUIT; prints QUIT's reply. */
+const POP3_DELE = `
+import poplib, sys
+port, user, password, uid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+p = poplib.POP3('127.0.0.1', port, timeout=20)
+p.user(user)
+p.pass_(password)
+n = [l.decode().split()[0] for l in p.uidl()[1] if l.decode().split()[1] == uid]
+assert len(n) == 1, p.uidl()
+p.dele(n[0])
+print(p.quit().decode())
 `;
 
 /** The body `SEND` sends for one size (what the stored message ends with, behind our trace headers). */
@@ -89,7 +105,7 @@ function cli(dataDir: string, args: readonly string[], env: Record<string, strin
   });
 }
 
-const point = mountTmpfs('mr-disk-full-e2e', 16);
+const point = mountTmpfs('mr-disk-full-e2e', 24);
 
 describe('mail-relay dev on a disk that fills up', { skip: point === null }, () => {
   const root = point ?? '';
@@ -100,6 +116,8 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
   let token = '';
   /** Every message the relay answered, in order. */
   const sent: Sent[] = [];
+  /** The subjects of the mail deleted through the API. */
+  const deleted = new Set<string>();
 
   const startRelay = async () => {
     dev = await startDev(dataDir);
@@ -123,15 +141,87 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', ...init.headers },
     });
 
+  /** Free bytes on the tmpfs, as `df` says. */
+  const freeBytes = () => {
+    const { bavail, bsize } = statfsSync(root);
+    return bavail * bsize;
+  };
+  /** Every file name under the blob root (the large blobs' files: a message's `.eml` and parts). */
+  const blobFiles = () =>
+    readdirSync(join(dataDir, 'blobs'), { recursive: true, encoding: 'utf8' }).filter((f) =>
+      /\.eml$/.test(f),
+    );
+  type Listed = { id: string; subject: string; size: number };
+  const listAll = async () =>
+    ((await (await api('/messages?limit=1000')).json()) as { items: Listed[] }).items;
+
+  /**
+   * On the full disk: deletes the large message with subject `<tag>-2` on its own, then two in a batch,
+   * then the rest with DELETE …/messages; checks STAT and LIST after each, that the deleted mail's
+   * files are gone and their room given back, and that the next message is taken (250).
+   */
+  const deleteEverythingOnFullDisk = async (tag: string) => {
+    const items = await listAll();
+    const large = items.find((i) => i.subject === `${tag}-2`);
+    assert.ok(large, JSON.stringify(items));
+    assert.ok(
+      blobFiles().some((f) => f.includes(large.id)),
+      'the large message is a file',
+    );
+    const freeBefore = freeBytes();
+
+    const one = await api(`/messages/${large.id}`, { method: 'DELETE' });
+    assert.equal(one.status, 204, await one.text());
+    assert.equal((await api(`/messages/${large.id}`)).status, 404);
+    let stat = (await (await api('')).json()) as { messages: number; bytes: number };
+    assert.equal(stat.messages, items.length - 1);
+    assert.deepEqual(
+      blobFiles().filter((f) => f.includes(large.id)),
+      [],
+      'its file is gone',
+    );
+    // Less what the delete itself wrote (WAL frames of the two databases: a few KiB).
+    assert.ok(
+      freeBytes() - freeBefore >= large.size - DELETE_WRITES_BYTES,
+      `its room is given back: ${freeBefore} -> ${freeBytes()} bytes free, the message had ${large.size}`,
+    );
+
+    const rest = items.filter((i) => i.id !== large.id);
+    const pair = rest.slice(0, 2).map((i) => i.id);
+    const batch = await api('/messages/delete', { method: 'POST', body: JSON.stringify({ ids: pair }) });
+    assert.equal(batch.status, 200, await batch.clone().text());
+    assert.deepEqual(await batch.json(), { deleted: pair, notFound: [] });
+    stat = (await (await api('')).json()) as { messages: number; bytes: number };
+    assert.equal(stat.messages, items.length - 3);
+
+    const all = await api('/messages', { method: 'DELETE' });
+    assert.equal(all.status, 200);
+    assert.deepEqual(await all.json(), { deleted: items.length - 3, more: false });
+    assert.deepEqual(await (await api('')).json(), { address: MAILBOX, messages: 0, bytes: 0 });
+    assert.deepEqual(await listAll(), []);
+    assert.deepEqual(blobFiles(), [], 'no message file is left');
+
+    // The room given back takes mail again, no restart: and the reserve is made again first.
+    const next = await send(dev?.port ?? 0, `${tag}-after`, [2000]);
+    sent.push(...next);
+    assert.deepEqual(
+      next.map((s) => `${s.code}`),
+      ['250'],
+    );
+    // Deleted: not what a restart must bring back.
+    for (const i of items) deleted.add(i.subject);
+  };
+
   before(async () => {
     await startRelay();
     const created = await cli(dataDir, ['token', 'create', MAILBOX]);
     assert.equal(created.code, 0, created.stderr);
     token = created.stdout.trim().split('\n')[0] ?? '';
-    sent.push(...(await send(dev?.port ?? 0, 'before', [2000, 40_000])));
+    // The last is large: a file of its own, whose deletion gives room back on the full disk.
+    sent.push(...(await send(dev?.port ?? 0, 'before', [2000, 40_000, 3_000_000])));
     assert.deepEqual(
       sent.map((s) => s.code),
-      [250, 250],
+      [250, 250, 250],
     );
     // Past the journal's checkpoint (a second after the first append): its segment is deleted now,
     // not while the disk is full (the room it gives back would let a message through).
@@ -166,29 +256,18 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
     assert.equal(dev?.child.exitCode, null, 'still running');
   });
 
-  it('answers API writes with 507 insufficient_storage and changes nothing; reads keep working', async () => {
-    const list = (await (await api('/messages')).json()) as { items: { id: string; seen: boolean }[] };
+  it('answers other API writes with 507 insufficient_storage and changes nothing; reads keep working', async () => {
+    const list = (await (await api('/messages')).json()) as { items: { id: string }[] };
     const stat = await (await api('')).json();
-    const [first, second] = list.items;
-    assert.ok(first && second);
-    // Writes until the index's WAL has no room left in what it already holds (a write or two may fit).
-    const refusedWrites: { status: number; body: unknown }[] = [];
-    const attempts: (() => Promise<Response>)[] = [
-      () => api(`/messages/${first.id}`, { method: 'DELETE' }),
-      () => api('/messages/delete', { method: 'POST', body: JSON.stringify({ ids: [first.id, second.id] }) }),
-      () => api('/messages', { method: 'DELETE' }),
-      () =>
-        api('/send', {
-          method: 'POST',
-          body: JSON.stringify({ to: ['x@other.test'], subject: 's', text: 'hi' }),
-        }),
-    ];
-    for (const attempt of attempts) {
-      const r = await attempt();
-      refusedWrites.push({ status: r.status, body: await r.json() });
-    }
-    for (const w of refusedWrites) {
-      assert.deepEqual(w, {
+    const first = list.items[0];
+    assert.ok(first);
+    const r = await api('/send', {
+      method: 'POST',
+      body: JSON.stringify({ to: ['x@other.test'], subject: 's', text: 'hi' }),
+    });
+    assert.deepEqual(
+      { status: r.status, body: await r.json() },
+      {
         status: 507,
         body: {
           error: {
@@ -196,13 +275,20 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
             message: 'the server has no space left to store this; try again later',
           },
         },
-      });
-    }
+      },
+    );
     // Nothing half done: the mailbox is as it was, and it still reads.
     assert.deepEqual(await (await api('')).json(), stat);
     const raw = await api(`/messages/${first.id}/raw`);
     assert.equal(raw.status, 200);
     assert.ok((await raw.arrayBuffer()).byteLength > 0);
+    const log = dev?.output() ?? '';
+    assert.equal(log.match(/no space left on the disk of /g)?.length, 1, 'still the one line');
+    assert.doesNotMatch(log, /internal error/);
+  });
+
+  it('deletes on the full disk (one, a batch, all), gives the room back, and takes the next message with 250', async () => {
+    await deleteEverythingOnFullDisk('before');
     const log = dev?.output() ?? '';
     assert.equal(log.match(/no space left on the disk of /g)?.length, 1, 'still the one line');
     assert.doesNotMatch(log, /internal error/);
@@ -218,6 +304,50 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
     );
   });
 
+  it('deletes on a second full disk as on the first: the reserve came back', async () => {
+    assert.equal(statSync(join(dataDir, 'disk-reserve')).size, 8 * 1024 * 1024, 'the reserve is made again');
+    const again = await send(dev?.port ?? 0, 'again', [2000, 8000, 2_000_000]);
+    sent.push(...again);
+    assert.deepEqual(
+      again.map((s) => s.code),
+      [250, 250, 250],
+    );
+    await journalCheckpointed();
+    fillDisk(filler);
+    const refused = await send(dev?.port ?? 0, 'again-full', [8000]);
+    sent.push(...refused);
+    assert.equal(refused[0]?.code, 452);
+    // A small message is a row of the blob database: deleting it gives the file system nothing back,
+    // but the delete needs room, and takes it from the reserve. Mail must not take the rest of it
+    // (or the next delete would have none): until there is room to make the reserve again, 452.
+    const small = (await listAll()).find((i) => i.subject === 'again-0');
+    assert.ok(small);
+    const dele = await api(`/messages/${small.id}`, { method: 'DELETE' });
+    assert.equal(dele.status, 204, await dele.text());
+    const meanwhile = await send(dev?.port ?? 0, 'again-released', [1_000_000, 8000]);
+    sent.push(...meanwhile);
+    assert.deepEqual(
+      meanwhile.map((s) => s.code),
+      [452, 452],
+    );
+    deleted.add(small.subject);
+    // POP3's DELE and QUIT through the bridge (a mail client's delete), on the full disk too.
+    const older = (await listAll()).find((i) => i.subject === 'room-0');
+    assert.ok(older);
+    const bridge = await startPop3Bridge({ apiUrl, port: 0 });
+    try {
+      const pop = await python(POP3_DELE, [String(bridge.port), MAILBOX, token, older.id]);
+      assert.equal(pop.code, 0, pop.stderr);
+      assert.match(pop.stdout, /^\+OK/);
+    } finally {
+      await bridge.close();
+    }
+    assert.equal((await api(`/messages/${older.id}`)).status, 404);
+    deleted.add(older.subject);
+    await deleteEverythingOnFullDisk('again');
+    freeDisk(filler);
+  });
+
   it('keeps every 250 through a crash on a full disk: the next start says what to do, and recovers once there is room', async () => {
     // Messages answered 250 whose journal segment is still there when the relay dies. The last
     // checkpoint is done first (the journal directory is empty then), so the next is a second after
@@ -226,7 +356,9 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
     const relay = dev?.child;
     assert.ok(relay?.pid !== undefined);
     const exited = once(relay, 'exit');
-    sent.push(...(await send(dev?.port ?? 0, 'crash', [3000, 5000], relay.pid)));
+    // One is larger than a blob row (64 KiB): routing it needs new room on the disk, not only what
+    // the databases' WALs hold already (after the deletes above they may hold some).
+    sent.push(...(await send(dev?.port ?? 0, 'crash', [3000, 100_000], relay.pid)));
     await exited;
     assert.ok(readdirSync(join(dataDir, 'journal')).length > 0, 'a segment to recover');
     fillDisk(filler);
@@ -262,7 +394,7 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
       stat.bytes,
       items.reduce((n, i) => n + i.size, 0),
     );
-    const accepted = sent.filter((s) => s.code === 250);
+    const accepted = sent.filter((s) => s.code === 250 && !deleted.has(s.subject));
     assert.equal(items.length, accepted.length, 'exactly the mail answered 250, nothing else');
     for (const s of accepted) {
       const found = items.filter((i) => i.subject === s.subject);

@@ -246,6 +246,20 @@ export class BlobRows {
     return statement.all(params);
   }
 
+  /**
+   * Copies the WAL into the database as far as readers allow (PASSIVE: never waits), so that the
+   * next commit starts the WAL over in the room it already has instead of growing it. False when it
+   * could not (the database file has no room to grow either): nothing is lost, the WAL still holds it.
+   */
+  checkpoint(): boolean {
+    try {
+      this.db.pragma('wal_checkpoint(PASSIVE)');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   close(): void {
     this.db.close();
   }

@@ -48,7 +48,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { NotFoundError, PresignUnavailableError, ValidationError } from '../../core/errors.ts';
+import { isStorageFull, NotFoundError, PresignUnavailableError, ValidationError } from '../../core/errors.ts';
 import { signedBlobUrl } from '../../core/signed-links.ts';
 import {
   assertByteRange,
@@ -57,6 +57,7 @@ import {
   type PresignOptions,
 } from '../../ports/blob-store.ts';
 import { BlobRows, type RowInfo, type RowWrite } from './blob-rows.ts';
+import { type ReleasableReserve, retryWithReserve } from './disk-reserve.ts';
 import { scheduleGroupCommit } from './group-commit.ts';
 
 /** S3's limit on key length (UTF-8 bytes); keeping it here keeps both adapters interchangeable. */
@@ -115,6 +116,11 @@ export interface FsBlobStoreOptions {
   readonly smallBlobMaxBytes?: number;
   /** The database holding small blobs; default `<root>.sqlite` (beside the root, never listed as a blob). */
   readonly smallBlobDatabase?: string;
+  /**
+   * Room to release when the removal of rows (a message's deletion) meets a full disk, so that it
+   * commits (disk-reserve.ts). Removals only: a put in the same group commit still fails.
+   */
+  readonly reserve?: ReleasableReserve | undefined;
 }
 
 // Temp names must be unique across store instances and processes sharing a data dir; a counter
@@ -349,6 +355,7 @@ export class FsBlobStore implements BlobStore {
   readonly durability: 'sync' | 'deferred';
   /** Buffers up to this size are rows; 0: none are. */
   private readonly smallBlobMaxBytes: number;
+  private readonly reserve: ReleasableReserve | undefined;
   private readonly databasePath: string;
   /** Opened on first use: a store that only presigns (or is never used) creates no database. */
   private database: BlobRows | undefined;
@@ -374,6 +381,7 @@ export class FsBlobStore implements BlobStore {
       throw new TypeError(`FsBlobStore: smallBlobMaxBytes must be an integer >= 0, got ${String(max)}`);
     }
     this.smallBlobMaxBytes = max;
+    this.reserve = options.reserve;
     this.databasePath = resolve(options.smallBlobDatabase ?? `${this.root}.sqlite`);
     if (this.databasePath.startsWith(`${this.root}/`)) {
       throw new TypeError(
@@ -466,13 +474,29 @@ export class FsBlobStore implements BlobStore {
       }
     }
     if (writes.length === 0) return;
+    let committed = writes;
     try {
       this.rows().writeBatch(writes, Date.now());
     } catch (err) {
-      for (const w of writes) w.reject(err);
-      return;
+      // Removals (a message's deletion) on a full disk: the reserve gives them room, puts get none.
+      const removals = writes.filter((w) => w.remove !== undefined);
+      const retried = removals.length > 0 && isStorageFull(err) && this.reserve?.release() === true;
+      for (const w of retried ? writes.filter((w) => w.remove === undefined) : writes) w.reject(err);
+      if (!retried) return;
+      try {
+        this.rows().writeBatch(removals, Date.now());
+      } catch (retryErr) {
+        for (const w of removals) w.reject(retryErr);
+        return;
+      }
+      committed = removals;
     }
-    for (const w of writes) {
+    // While the reserve is released (the disk was full), each deletion's WAL frames would grow the
+    // WAL into the room the reserve gave (up to its 64 MB autocheckpoint: 17 KiB a message, measured);
+    // checkpointed, the next commit reuses the WAL's own room.
+    if (this.reserve?.held === false && committed.some((w) => w.remove !== undefined))
+      this.rows().checkpoint();
+    for (const w of committed) {
       if (w.outcome === 'conflict') w.reject(keyConflict(w.key, undefined));
       else if (w.outcome === 'no-source') w.resolve(false);
       else {
@@ -902,7 +926,7 @@ export class FsBlobStore implements BlobStore {
     if (unlinked) await this.syncDir(this.dirOf(key));
     const rows = this.rows();
     // Looked up first: a read takes no write lock from the other processes sharing the database.
-    if (rows.gen(key) !== undefined) rows.delete(key);
+    if (rows.gen(key) !== undefined) retryWithReserve(this.reserve, () => rows.delete(key));
   }
 
   async deletePrefix(prefix: string): Promise<void> {
@@ -919,7 +943,8 @@ export class FsBlobStore implements BlobStore {
       await this.removeDirIfEmpty(this.dirPathOf(dirKey));
     }
     const rows = this.rows();
-    if (rows.page(prefix, undefined, 1).length > 0) rows.deletePrefix(prefix);
+    if (rows.page(prefix, undefined, 1).length > 0)
+      retryWithReserve(this.reserve, () => rows.deletePrefix(prefix));
   }
 
   /** Whether anything is at `path` on disk (or it cannot be told: then the careful path is taken). */

@@ -38,6 +38,7 @@ import {
   type SendState,
   type TokenRecord,
 } from '../../ports/mailbox-index.ts';
+import { type ReleasableReserve, retryWithReserve } from './disk-reserve.ts';
 import { scheduleGroupCommit } from './group-commit.ts';
 import { addColumnIfMissing, migrateSchema } from './sqlite-schema.ts';
 
@@ -229,6 +230,11 @@ export interface SqliteMailboxIndexOptions {
   readonly deletionMemoryDays?: number;
   /** ms since epoch; for tests. */
   readonly clock?: () => number;
+  /**
+   * Room to release when a delete meets a full disk, so that the delete commits and gives the
+   * message's room back (functions/local/disk-reserve.ts). Deletes only: nothing else may use it.
+   */
+  readonly reserve?: ReleasableReserve | undefined;
 }
 
 interface PendingDelivery {
@@ -390,6 +396,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
   readonly deferredDeliveries: boolean;
   private readonly deletionMemoryMs: number;
   private readonly clock: () => number;
+  private readonly reserve: ReleasableReserve | undefined;
   private readonly selectDeletion: Database.Statement<[string, string, number], number>;
   private readonly upsertDeletion: Database.Statement<[string, string, number]>;
   private readonly removeDeletion: Database.Statement<[string, string]>;
@@ -419,6 +426,7 @@ export class SqliteMailboxIndex implements MailboxIndex {
     }
     this.deletionMemoryMs = days * DAY_MS;
     this.clock = options.clock ?? Date.now;
+    this.reserve = options.reserve;
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
@@ -755,15 +763,32 @@ export class SqliteMailboxIndex implements MailboxIndex {
 
   async delete(mailbox: string, id: string): Promise<MessageEntry | null> {
     this.flushDeliveries();
-    const row = this.deleteOne.immediate(mailbox, id);
+    const row = retryWithReserve(this.reserve, () => this.deleteOne.immediate(mailbox, id));
+    this.checkpointWhileFull();
     return row === undefined ? null : toEntry(row);
+  }
+
+  /**
+   * While the reserve is released (the disk was full), copies the WAL into the database after a
+   * delete as far as readers allow, so that the next commit starts the WAL over in the room it has
+   * instead of growing it into the room the reserve gave. A failure (no room for the database file
+   * to grow) is ignored: the WAL still holds everything.
+   */
+  private checkpointWhileFull(): void {
+    if (this.reserve?.held !== false) return;
+    try {
+      this.db.pragma('wal_checkpoint(PASSIVE)');
+    } catch {
+      // Kept in the WAL; the next checkpoint copies it.
+    }
   }
 
   /** One transaction, one fsync, for all of them (POP3's QUIT, the API's batch delete). */
   async deleteMany(mailbox: string, ids: readonly string[]): Promise<(MessageEntry | null)[]> {
     assertDeleteMany(ids);
     this.flushDeliveries();
-    const rows = this.deleteBatch.immediate(mailbox, ids);
+    const rows = retryWithReserve(this.reserve, () => this.deleteBatch.immediate(mailbox, ids));
+    this.checkpointWhileFull();
     return rows.map((row) => (row === undefined ? null : toEntry(row)));
   }
 
