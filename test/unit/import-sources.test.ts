@@ -118,6 +118,13 @@ describe('importSources', () => {
     );
     assert.deepEqual(await Promise.all(items.map(async (i) => (await readItem(i)).toString())), messages);
     assert.equal(items[1]?.fromLineTime?.toISOString(), '2025-03-04T09:15:01.000Z');
+    // A file of one message is named in failures as it always was, without `#1`.
+    const one = join(work, 'one.mbox');
+    writeFileSync(one, message(5, 10));
+    assert.deepEqual(
+      (await importSources([one])).items.map((i) => [i.label, i.fromLineTime?.toISOString()]),
+      [[one, '2025-03-04T09:15:05.000Z']],
+    );
   });
 
   it('an mbox behind blank lines (any number, any line end) or a byte order mark: one item per message, from its From line', async () => {
