@@ -3,8 +3,7 @@
  * Google Takeout export) and directories (a Maildir, a folder of .eml files), expanded into the
  * messages they hold. An mbox is split at its `From ` lines without a copy: each message is its
  * byte range of the file, from its `From ` line to the next one's, so the messages together are the
- * file, and a file of one message is imported whole, as it always was (ingest.ts keeps a leading
- * `From ` line before the headers).
+ * file (each is stored without its `From ` line: `withoutFromLine`).
  */
 import { createReadStream, type Dirent } from 'node:fs';
 import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
@@ -21,7 +20,7 @@ export interface ImportItem {
   readonly end: number;
   /** The file's modification time (a last resort for the receipt time). */
   readonly mtime: Date;
-  /** The mbox `From ` line's time, when the message has one (UTC: the line names no zone). */
+  /** The mbox `From ` line's time, when the message has one (UTC unless the line names an offset). */
   readonly fromLineTime: Date | null;
   /**
    * Where the mail program that kept it says whether it was read: `{maildirSeen}` (the `S` flag of a
@@ -54,16 +53,17 @@ const FROM_LINE_TIME_RE =
   /^From \S+ +\w{3} +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[A-Z]{2,5})?(?: +([+-]\d{4}))? +(\d{4})(?: +([+-]\d{4}))?\b/;
 
 /**
- * Whether a `From ` line starts at `start`. `bare` also takes one that names the sender alone, without
- * a date (what Python's `mailbox` writes for `set_from(sender)`), where a blank line precedes it: the
- * file's first line was one such, and mboxo writers escape the body's `From ` lines.
+ * Whether a `From ` line starts at `start` (past the file's first line). `bare` also takes one that
+ * names the sender alone, without a date (what Python's `mailbox` writes for `set_from(sender)`),
+ * where a blank line precedes it: the file's first line was one such, and mboxo writers escape the
+ * body's `From ` lines.
  */
 function isFromLine(buf: Buffer, start: number, bare = false): boolean {
   const line = buf.toString('latin1', start, Math.min(buf.length, start + FROM_LINE_PREFIX));
   if (MBOX_FROM_LINE_RE.test(line)) return true;
   if (!bare || !MBOX_BARE_FROM_LINE_RE.test(line)) return false;
   const before = buf[start - 2] === 0x0d ? start - 3 : start - 2;
-  return start === 0 || buf[before] === 0x0a;
+  return buf[before] === 0x0a;
 }
 
 /**
@@ -78,8 +78,9 @@ function firstFromLine(buf: Buffer): { start: number; bare: boolean } | null {
   // length, three blank lines (`\n\n\n`, `\r\n\n`) in a file without one were taken for it.
   const at = start === bom ? 0 : start;
   if (isFromLine(buf, start)) return { start: at, bare: false };
-  if (isFromLine(buf, start, true)) return { start: at, bare: true };
-  return null;
+  // The first one needs no blank line before it: the file's start, blank lines or a mark are as good.
+  const line = buf.toString('latin1', start, Math.min(buf.length, start + FROM_LINE_PREFIX));
+  return MBOX_BARE_FROM_LINE_RE.test(line) ? { start: at, bare: true } : null;
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);

@@ -45,7 +45,7 @@ describe('mboxOffsets', () => {
     const bare = (n: number, bodyBytes: number, eol: string) =>
       `From sender${n}@remote.test${eol}To: alice@example.test${eol}Subject: ${n}${eol}${eol}` +
       `From Paris, with love${eol}${'x'.repeat(bodyBytes)}${eol}${eol}`;
-    for (const shift of [-12, -9, -8, -7, -6, -3, -1, 0, 1, 2, 3, 30]) {
+    for (const shift of [-12, -9, -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 30]) {
       for (const eol of ['\n', '\r\n']) {
         const first = bare(0, 0, eol);
         const messages = [bare(0, CHUNK + shift - first.length, eol), bare(1, 5, eol), bare(2, 0, eol)];
@@ -91,6 +91,17 @@ describe('mboxOffsets', () => {
     const short = join(work, 'short.mbox');
     writeFileSync(short, 'From a@b.test Tue Mar  4 09:15:00 2025');
     assert.deepEqual(await mboxOffsets(short), [0]);
+    // A file cut short after a From line: that line is no line of the message before it.
+    const cut = join(work, 'cut-short.mbox');
+    writeFileSync(cut, `${message(0, 3)}From b@b.test Tue Mar  4 09:16:00 2025`);
+    assert.deepEqual(await mboxOffsets(cut), [0, Buffer.byteLength(message(0, 3))]);
+  });
+
+  it('in an mbox of dated From lines, one naming the sender alone is body, after a blank line too', async () => {
+    const path = join(work, 'dated-bare.mbox');
+    const first = `${message(0, 3)}From the desk of Alice\n\nFrom alice@remote.test\nlater\n\n`;
+    writeFileSync(path, `${first}${message(1, 3)}`);
+    assert.deepEqual(await mboxOffsets(path), [0, Buffer.byteLength(first)]);
   });
 });
 
@@ -107,6 +118,13 @@ describe('importSources', () => {
     );
     assert.deepEqual(await Promise.all(items.map(async (i) => (await readItem(i)).toString())), messages);
     assert.equal(items[1]?.fromLineTime?.toISOString(), '2025-03-04T09:15:01.000Z');
+    // A file of one message is named in failures as it always was, without `#1`.
+    const one = join(work, 'one.mbox');
+    writeFileSync(one, message(5, 10));
+    assert.deepEqual(
+      (await importSources([one])).items.map((i) => [i.label, i.fromLineTime?.toISOString()]),
+      [[one, '2025-03-04T09:15:05.000Z']],
+    );
   });
 
   it('an mbox behind blank lines (any number, any line end) or a byte order mark: one item per message, from its From line', async () => {
@@ -141,6 +159,54 @@ describe('importSources', () => {
       );
     }
   });
+  it('an mbox of From lines without a date behind one blank line or a byte order mark: one item per message', async () => {
+    const bare = (n: number, eol: string) =>
+      `From sender${n}@remote.test${eol}To: alice@example.test${eol}Subject: ${n}${eol}${eol}` +
+      `From Paris, with love${eol}${eol}`;
+    const bom = '\xef\xbb\xbf';
+    for (const eol of ['\n', '\r\n'])
+      for (const lead of ['', eol, `${eol}${eol}`, bom, `${bom}${eol}`]) {
+        const messages = [bare(0, eol), bare(1, eol), bare(2, eol)];
+        const path = join(work, 'lead-bare.mbox');
+        writeFileSync(path, Buffer.from(lead + messages.join(''), 'latin1'));
+        const { items } = await importSources([path]);
+        assert.deepEqual(
+          await Promise.all(items.map(async (i) => (await readItem(i)).toString('latin1'))),
+          [lead === bom ? bom + messages[0] : messages[0], messages[1], messages[2]],
+          JSON.stringify(lead),
+        );
+      }
+  });
+
+  it("keeps the From lines of an mboxcl2 message's body in it where its Content-Length leads to the next From line or the end", async () => {
+    for (const eol of ['\n', '\r\n']) {
+      const from = (who: string, time: string) => `From ${who}@remote.test Tue Mar  4 ${time} 2025${eol}`;
+      const withLength = (head: string, body: string, after: string) =>
+        `${head}Content-length: ${Buffer.byteLength(body)}${eol}Subject: cl${eol}${eol}${body}${after}`;
+      const quoting = (who: string) =>
+        withLength(
+          from(who, '09:01:00'),
+          `Two lines of a quoted mbox:${eol}${from('q1', '08:00:00')}${from('q2', '08:01:00')}end${eol}`,
+          eol,
+        );
+      // Headers alone, no blank line: the length that follows is the next message's.
+      const headersOnly = `${from('a', '09:00:00')}To: alice@example.test${eol}`;
+      // A length that leads nowhere (a stale one): split at each From line.
+      const staleHead = `${from('c', '09:02:00')}Content-Length: 2${eol}${eol}stale${eol}`;
+      const staleTail = `${from('q3', '08:02:00')}text${eol}${eol}`;
+      // The last one: its length leads to the end of the file.
+      const last = withLength(from('d', '09:03:00'), `${from('q4', '08:03:00')}end${eol}`, '');
+      const messages = [quoting('first'), headersOnly, quoting('b'), staleHead, staleTail, last];
+      const path = join(work, 'mboxcl2.mbox');
+      writeFileSync(path, messages.join(''));
+      const { items } = await importSources([path]);
+      assert.deepEqual(
+        await Promise.all(items.map(async (i) => (await readItem(i)).toString('latin1'))),
+        messages,
+        JSON.stringify(eol),
+      );
+    }
+  });
 });
 
 describe('fromLineTime', () => {
@@ -170,6 +236,18 @@ describe('fromLineTime', () => {
     assert.equal(
       fromLineTime('From a@b Tue Mar  4 09:15:00 2025 PST')?.toISOString(),
       '2025-03-04T09:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 UT 2025')?.toISOString(),
+      '2025-03-04T09:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025 +1030')?.toISOString(),
+      '2025-03-03T22:45:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Mon Mar  3 21:15:00 -1000 2025')?.toISOString(),
+      '2025-03-04T07:15:00.000Z',
     );
   });
 
