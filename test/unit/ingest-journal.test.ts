@@ -39,6 +39,30 @@ import { until } from '../helpers/until.ts';
 const work = mkdtempSync(join(tmpdir(), 'mr-journal-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
+/**
+ * Runs `body` in a child process, as a relay journals mail, and kills it (SIGKILL) once `body` has run:
+ * what a crash leaves. In `body`'s scope: `IngestJournal`, and `n(id)`, a notification for alice@.
+ */
+async function journalThenKilled(body: string): Promise<void> {
+  const script = `
+    import { IngestJournal } from './functions/local/ingest-journal.ts';
+    import { buildNotification } from './functions/core/notification.ts';
+    import { UNCHECKED_VERDICTS } from './functions/core/routing.ts';
+    const n = (id) => buildNotification({ sesMessageId: id, receivedAt: new Date('2026-11-27T10:00:00.000Z'),
+      mailFrom: 'x@remote.test', recipients: ['alice@example.test'], verdicts: UNCHECKED_VERDICTS, bucketName: 'b' });
+    ${body}
+    process.stdout.write('journaled\\n');
+    setInterval(() => {}, 1000);
+  `;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: PROJECT_ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await once(child.stdout, 'data');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+}
+
 function notification(id: string, recipient = 'alice@example.test'): SesReceivedNotification {
   return buildNotification({
     sesMessageId: id,
@@ -680,26 +704,12 @@ describe('recovery after a crash', () => {
     const dataDir = join(work, 'crash');
     // A child process journals three messages (as the SMTP listener does before answering 250),
     // aborts one of them, and is killed before it routes any.
-    const script = `
-      import { IngestJournal } from './functions/local/ingest-journal.ts';
-      import { buildNotification } from './functions/core/notification.ts';
-      import { UNCHECKED_VERDICTS } from './functions/core/routing.ts';
+    await journalThenKilled(`
       const journal = new IngestJournal(${JSON.stringify(join(dataDir, 'journal'))}, async () => {});
-      const n = (id) => buildNotification({ sesMessageId: id, receivedAt: new Date('2026-11-27T10:00:00.000Z'),
-        mailFrom: 'x@remote.test', recipients: ['alice@example.test'], verdicts: UNCHECKED_VERDICTS, bucketName: 'b' });
       const raw = (s) => Buffer.from('Subject: ' + s + '\\r\\n\\r\\nbody\\r\\n');
       const tickets = await Promise.all(['one', 'two', 'three'].map((s) => journal.append({ type: 'ingest', notification: n(s), raw: raw(s) })));
       await journal.abort(tickets[1]);
-      process.stdout.write('journaled\\n');
-      setInterval(() => {}, 1000);
-    `;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: PROJECT_ROOT,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    await once(child.stdout, 'data');
-    child.kill('SIGKILL');
-    await once(child, 'exit');
+    `);
 
     const runtime = createLocalRuntime({
       config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
@@ -727,25 +737,11 @@ describe('recovery after a crash', () => {
     // The child journals eight messages one after the other (each acknowledged before the next, as
     // 250s are), with segments of 4 KiB: each record fills one, so the journal rotates after each;
     // none is routed, so none is checkpointed away. Then it is killed.
-    const script = `
-      import { IngestJournal } from './functions/local/ingest-journal.ts';
-      import { buildNotification } from './functions/core/notification.ts';
-      import { UNCHECKED_VERDICTS } from './functions/core/routing.ts';
+    await journalThenKilled(`
       const journal = new IngestJournal(${JSON.stringify(join(dataDir, 'journal'))}, async () => {}, { maxSegmentBytes: 4096 });
-      const n = (id) => buildNotification({ sesMessageId: id, receivedAt: new Date('2026-11-27T10:00:00.000Z'),
-        mailFrom: 'x@remote.test', recipients: ['alice@example.test'], verdicts: UNCHECKED_VERDICTS, bucketName: 'b' });
       const raw = (s) => Buffer.from('Subject: ' + s + '\\r\\n\\r\\n' + 'x'.repeat(4096) + '\\r\\n');
       for (let i = 1; i <= 8; i++) await journal.append({ type: 'ingest', notification: n('m' + i), raw: raw('m' + i) });
-      process.stdout.write('journaled\\n');
-      setInterval(() => {}, 1000);
-    `;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: PROJECT_ROOT,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    await once(child.stdout, 'data');
-    child.kill('SIGKILL');
-    await once(child, 'exit');
+    `);
     const segments = readdirSync(join(dataDir, 'journal'));
     assert.ok(segments.length >= 4, `several segments on disk: ${segments.join(', ')}`);
 
