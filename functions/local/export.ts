@@ -29,7 +29,7 @@ import { mailboxKeys } from '../core/keys.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import { parseCommandArgs, usageError } from './cli-args.ts';
-import { inStackRegion, openStackStorage } from './cli-aws.ts';
+import { type CliIo, inStackRegion, openStackStorage } from './cli-aws.ts';
 import { loadConfig, tokenMailbox } from './config-file.ts';
 import { headerFields, progressBar } from './import.ts';
 import { exportFields, MboxrdEncoder, mboxFromLine } from './mboxrd.ts';
@@ -497,14 +497,7 @@ The quarantine is a mailbox of its own: export it by its address (quarantineMail
 Back in: mail-relay import --to <mailbox> <the mbox or Maildir>`;
 
 /** `mail-relay export`: see EXPORT_USAGE. Returns the exit code. */
-export async function commandExport(
-  args: readonly string[],
-  io: {
-    readonly out: NodeJS.WritableStream & { isTTY?: boolean };
-    readonly err: NodeJS.WritableStream & { isTTY?: boolean };
-    readonly env: NodeJS.ProcessEnv;
-  },
-): Promise<number> {
+export async function commandExport(args: readonly string[], io: CliIo): Promise<number> {
   const parsed = parseCommandArgs(
     {
       command: 'export',
