@@ -2,7 +2,7 @@
  * The HTTP API on loopback (`npm start`): the same Hono app as the API Lambda, served by
  * @hono/node-server, with local presigned URLs pointing back at this server (`/v1/blobs/…`).
  */
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { getRequestListener, RequestError } from '@hono/node-server';
@@ -124,6 +124,29 @@ function requestErrorAnswer(err: unknown): Response {
 }
 
 /**
+ * `Expect: 100-continue` (RFC 9110 §10.1.1): the client holds the body back until the server says
+ * `100 Continue`, so that a request the server refuses anyway (no or a bad token, a Content-Length over
+ * the route's limit, no such route or method) does not upload a large body for nothing. Node's own
+ * answer, without a `checkContinue` listener, is `100` to every such request at once. Here the app
+ * decides, with the very checks it makes of any request: `100` goes out when something first reads the
+ * body (the route, once the guards, the route and method match and the body limit have let it by), and a
+ * request refused before that gets its final status alone. Node then closes the connection after that
+ * answer (a response to an `Expect` without `100` is not kept alive), which tells the client not to send
+ * the body and frees the server from reading it (RFC 9110 §10.1.1, RFC 9112 §9.6).
+ */
+function continueOnFirstRead(req: IncomingMessage, res: ServerResponse): void {
+  // `_read` is how a Readable asks its source for data, whoever reads it (a `data` listener, `read()`, a
+  // web stream over it): the one place that sees every first read of the body.
+  const read = req._read;
+  req._read = function readAfterContinue(this: IncomingMessage, size: number) {
+    req._read = read;
+    // Not once the answer has begun (Node reads what is left of a refused body away after it).
+    if (!res.headersSent && !res.writableEnded) res.writeContinue();
+    read.call(this, size);
+  };
+}
+
+/**
  * Starts the API for a local runtime. The presign secret lives in `<dataDir>/presign.secret`, so
  * URLs handed out before a restart keep working until they expire.
  */
@@ -170,6 +193,10 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     return listener(req, res);
   });
   server.on('clientError', answerClientError);
+  server.on('checkContinue', (req, res) => {
+    continueOnFirstRead(req, res);
+    server.emit('request', req, res);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, host, () => {
