@@ -17,13 +17,17 @@ import type { ErrorBody } from './schemas.ts';
 
 /** An HTTP-only refusal that none of the core error classes describes (e.g. 413, 415, 422). */
 export class HttpStatusError extends MailRelayError {
+  /** Headers the answer needs beyond the shared ones (`Retry-After`). */
+  readonly headers: Readonly<Record<string, string>> | undefined;
+
   constructor(
     readonly status: ContentfulStatusCode,
     code: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; headers?: Readonly<Record<string, string>> },
   ) {
     super(code, message, options);
+    this.headers = options?.headers;
   }
 }
 
@@ -57,7 +61,10 @@ export function toHttpError(err: unknown): HttpError {
     status,
     body: { error: { code, message } },
   });
-  if (err instanceof HttpStatusError) return make(err.status, err.code, err.message);
+  if (err instanceof HttpStatusError) {
+    const answer = make(err.status, err.code, err.message);
+    return err.headers === undefined ? answer : { ...answer, headers: err.headers };
+  }
   if (err instanceof AuthError) return make(err.status, err.code, err.message);
   if (err instanceof NotFoundError) return make(404, err.code, err.message);
   if (err instanceof ValidationError) return make(VALIDATION_STATUS[err.code] ?? 400, err.code, err.message);

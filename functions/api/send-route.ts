@@ -140,9 +140,19 @@ export const sendRouteFor = (maxBodyBytes: number) =>
       422: jsonError(
         'The provider refused the message for good (`send_rejected`), one of our own addresses refuses mail (`recipient_refused`: no such mailbox, a `reject` route; nothing is sent), or the Idempotency-Key was used for a different request (`idempotency_key_reused`)',
       ),
+      429: jsonError(
+        'The relay\'s provider has sent as much as its daily quota allows (`send_quota_exceeded`; SES\'s sending quota counts the last 24 hours): nothing was sent, and no retry passes until the quota frees up or is raised, which the provider does not say when (no `Retry-After`). The same request with the same Idempotency-Key sends it then. (API Gateway\'s own throttling of the stage is a `429` too, with the body `{"message":"Too Many Requests"}`: back off and retry.)',
+      ),
       502: jsonError('The provider could not be reached or failed; try again (`send_failed`)'),
       500: jsonError('A bug or an outage (`internal`); the details are only in the server log'),
-      503: THROTTLED_RESPONSE,
+      503: {
+        ...THROTTLED_RESPONSE,
+        description:
+          "The deployed relay's store (DynamoDB, S3) or its provider's sending rate (SES) is throttling requests " +
+          '(`throttled`): nothing was sent; try again after `Retry-After` seconds with the same `Idempotency-Key`. ' +
+          "(API Gateway's own throttling of the stage answers `429` " +
+          '`{"message":"Too Many Requests"}` before this API, without `Retry-After`: back off and retry.)',
+      },
       507: jsonError(
         'The local relay has no disk space left (`insufficient_storage`); try again once there is room, with the same Idempotency-Key, the same message (no `Retry-After`: when that is depends on whoever frees space)',
       ),

@@ -32,7 +32,7 @@ import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailParser } from '../ports/mail-parser.ts';
 import type { MailboxIndex } from '../ports/mailbox-index.ts';
 import type { Outbound, OutboundResult } from '../ports/outbound.ts';
-import { HttpStatusError } from './errors.ts';
+import { HttpStatusError, THROTTLED_RETRY_AFTER_SECONDS } from './errors.ts';
 import {
   IDEMPOTENCY_KEY_RE,
   MAX_SEND_RECIPIENTS,
@@ -412,6 +412,28 @@ export function mountSendRoute(app: ApiApp, deps: SendDeps): void {
         { state: 'failed', error: errorMessage(err), detail: sentDetail(id, fingerprint, []) },
         now,
       );
+      // The provider's sending rate, past the SDK's retries: over within seconds, and a retry with the
+      // same Idempotency-Key sends the same message (the claim above was recorded failed).
+      if (err instanceof SendError && err.limit === 'rate') {
+        throw new HttpStatusError(
+          503,
+          'throttled',
+          `the mail provider is refusing mail at this rate (throttled); try again in ${THROTTLED_RETRY_AFTER_SECONDS} seconds, with the same Idempotency-Key`,
+          { cause: err, headers: { 'Retry-After': String(THROTTLED_RETRY_AFTER_SECONDS) } },
+        );
+      }
+      // The provider's quota for the last 24 hours is used up: no retry passes until sends of a day ago
+      // age out of it or it is raised, which the provider does not say when; so no Retry-After.
+      if (err instanceof SendError && err.limit === 'daily_quota') {
+        throw new HttpStatusError(
+          429,
+          'send_quota_exceeded',
+          "the relay has sent as much mail as its provider's daily quota allows (SES counts the last 24 hours); " +
+            'nothing more is sent until that quota frees up or is raised. Nothing was sent: the same request ' +
+            'with the same Idempotency-Key sends it then',
+          { cause: err },
+        );
+      }
       if (err instanceof SendError) {
         // The provider's own words about the message (a smarthost's reply, SES's reason) say which
         // address or rule it was; nothing else of the failure (hosts, account ids) is shown.

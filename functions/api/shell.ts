@@ -149,7 +149,8 @@ export function createApiShell(deps: ApiShellDeps): ApiApp {
 
   app.onError((err, c) => {
     const { status, body, headers: needed } = toHttpError(err);
-    if (status >= 500) logError(err);
+    // A 429 is the relay's provider quota used up (`send_quota_exceeded`): the operator's to know of and raise.
+    if (status >= 500 || status === 429) logError(err);
     const headers: Record<string, string> = { 'Cache-Control': NO_STORE, ...needed };
     if (status === 401) headers['WWW-Authenticate'] = bearerChallenge(c.req.header('Authorization'));
     // What a client may send instead of a content coding it used (RFC 9110 §12.5.3).

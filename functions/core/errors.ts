@@ -78,6 +78,13 @@ export class SmtpRejectError extends MailRelayError {
 }
 
 /**
+ * Which of the provider's sending limits refused a message: its sending `rate` (messages, or
+ * recipients, per second: over within seconds) or its `daily_quota` (messages in the last 24 hours:
+ * nothing passes until the quota frees up or is raised).
+ */
+export type SendingLimit = 'rate' | 'daily_quota';
+
+/**
  * An Outbound adapter could not send. `permanent` when trying again cannot help (an SMTP 5xx,
  * SES MessageRejected); otherwise the sender retries. `responseCode` is the SMTP reply, when any.
  */
@@ -88,15 +95,18 @@ export class SendError extends MailRelayError {
    * to a host and port, an access error with account ids and role ARNs).
    */
   readonly reply: string | undefined;
+  /** The sending limit that refused the message, when the provider said which (a transient failure). */
+  readonly limit: SendingLimit | undefined;
 
   constructor(
     message: string,
     readonly permanent: boolean,
     readonly responseCode?: number,
-    options?: { cause?: unknown; reply?: string | undefined },
+    options?: { cause?: unknown; reply?: string | undefined; limit?: SendingLimit | undefined },
   ) {
     super(permanent ? 'send_rejected' : 'send_failed', message, options);
     this.reply = options?.reply;
+    this.limit = options?.limit;
   }
 }
 

@@ -20,7 +20,9 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ProvisionedThroughputExceededException } from '@aws-sdk/client-dynamodb';
+import { LimitExceededException } from '@aws-sdk/client-sesv2';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import { sesSendError } from '../../functions/adapters/aws/ses-errors.ts';
 import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
 import { createSendApp } from '../../functions/api/send-app.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
@@ -644,6 +646,25 @@ describe('the API answers as its OpenAPI document says', () => {
       body: mail,
       failing: true,
     });
+    // SES's daily sending quota used up, as Sesv2Outbound reports it: `send_quota_exceeded`, no Retry-After.
+    const outbound = env.runtime.outbound;
+    const sendThrough = outbound.send;
+    outbound.send = async () => {
+      throw sesSendError(
+        'SendEmail',
+        new LimitExceededException({
+          message: 'Daily message quota exceeded.',
+          $metadata: { httpStatusCode: 400 },
+        }),
+        new Set(),
+      );
+    };
+    try {
+      const { res } = await call('POST', S, 429, { token: alice, headers: json, body: mail });
+      assert.equal(res.headers.get('retry-after'), null);
+    } finally {
+      outbound.send = sendThrough;
+    }
     await call('GET', `${A}/messages?view=sent`, 200, { token: alice });
 
     // the batch delete and DELE

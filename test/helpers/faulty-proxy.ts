@@ -2,14 +2,21 @@
  * An HTTP proxy on loopback in front of an AWS endpoint (moto_server) that passes every request on,
  * and fails the ones a test picks as a real network or service would: `cut` sends the answer's status,
  * headers and the first bytes of its body, then drops the connection (a read failing mid-body); `deny`
- * answers with an AWS JSON error the SDK does not retry. Point AWS_ENDPOINT_URL at `endpoint`.
+ * answers with an AWS JSON error (one the SDK does not retry, or, as throttling, one it retries and
+ * then gives up on). Point AWS_ENDPOINT_URL at `endpoint`.
  */
 import { createServer, type IncomingMessage, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type ProxyFault =
   | { readonly kind: 'cut'; readonly afterBytes: number }
-  | { readonly kind: 'deny'; readonly type: string; readonly message: string };
+  | {
+      readonly kind: 'deny';
+      readonly type: string;
+      readonly message: string;
+      /** The answer's HTTP status. @default 400 */
+      readonly status?: number;
+    };
 
 export interface FaultyProxy {
   readonly endpoint: string;
@@ -35,7 +42,10 @@ export async function startFaultyProxy(
         __type: `com.amazonaws.dynamodb.v20120810#${fault.type}`,
         message: fault.message,
       });
-      res.writeHead(400, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-errortype': fault.type });
+      res.writeHead(fault.status ?? 400, {
+        'content-type': 'application/x-amz-json-1.0',
+        'x-amzn-errortype': fault.type,
+      });
       res.end(answer);
       return;
     }

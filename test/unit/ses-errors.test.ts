@@ -42,4 +42,25 @@ describe('sesSendError', () => {
       undefined,
     );
   });
+
+  it('tells the sending rate from the daily quota by what SES says, whatever it names the error', () => {
+    const limit = (name: string, message: string, status = 400) =>
+      sesSendError(
+        'SendEmail',
+        Object.assign(named(name, message), { $metadata: { httpStatusCode: status } }),
+        PERMANENT,
+      ).limit;
+    // SES v2 (SendEmail's documented errors), and SES v1's `Throttling` with the same messages.
+    assert.equal(limit('TooManyRequestsException', 'Maximum sending rate exceeded.', 429), 'rate');
+    assert.equal(limit('Throttling', 'Maximum sending rate exceeded.'), 'rate');
+    assert.equal(limit('LimitExceededException', 'Daily message quota exceeded.'), 'daily_quota');
+    assert.equal(limit('TooManyRequestsException', 'Daily message quota exceeded.', 429), 'daily_quota');
+    assert.equal(limit('Throttling', 'Daily message quota exceeded.'), 'daily_quota');
+    // A throttling name without either message is the rate, the limit that lifts by itself.
+    assert.equal(limit('TooManyRequestsException', 'Too many requests', 429), 'rate');
+    assert.equal(limit('LimitExceededException', 'Limit exceeded'), 'rate');
+    // Neither limit: a failure of another kind, and never a refusal of the message.
+    assert.equal(limit('InternalFailure', 'We encountered an internal error', 500), undefined);
+    assert.equal(limit('MessageRejected', 'Daily message quota exceeded.'), undefined);
+  });
 });
