@@ -14,6 +14,7 @@ import {
   rmSync,
   type Stats,
   statSync,
+  symlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -590,6 +591,51 @@ describe('mail-relay import', () => {
       (await aliceMail(dataDir)).map((m) => `${m.subject}: ${m.seen ? 'read' : 'unread'}`),
       ['inbox: read', 'sent: read'],
     );
+  });
+
+  it('reads a symbolic link to a message as the message, once; names the links it does not follow', async () => {
+    const configPath = join(work, 'import-links.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-links');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    // A folder as `cp -s` or a backup tool leaves it: some messages are links to files elsewhere.
+    const originals = join(work, 'link-originals');
+    const folder = join(work, 'linked');
+    mkdirSync(originals);
+    mkdirSync(folder);
+    const eml = (subject: string) =>
+      `From: bob@remote.test\nTo: alice@example.test\nSubject: ${subject}\n\nhi\n`;
+    writeFileSync(join(originals, 'a.eml'), eml('linked by its full path'));
+    writeFileSync(join(originals, 'b.eml'), eml('linked by a relative path'));
+    writeFileSync(join(folder, '1.eml'), eml('a file'));
+    symlinkSync(join(originals, 'a.eml'), join(folder, '2.eml'));
+    symlinkSync('../link-originals/b.eml', join(folder, '3.eml'));
+    // A second link to a file already read, a link to a directory, one to nothing, a loop.
+    symlinkSync(join(originals, 'a.eml'), join(folder, '4.eml'));
+    symlinkSync(originals, join(folder, 'more'));
+    symlinkSync('gone.eml', join(folder, '5.eml'));
+    symlinkSync('6.eml', join(folder, '6.eml'));
+    const r = await run(process.execPath, [BIN, 'import', folder], { env: e });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /^imported 3\/5 files in [\d.]+s: delivered 3, duplicate 0,.* failed 2$/m);
+    assert.match(r.stderr, /^skipped: .*linked\/4\.eml: the same file as .*linked\/2\.eml, read once$/m);
+    assert.match(
+      r.stderr,
+      /^skipped: .*linked\/more: a symbolic link to a directory \(.*link-originals\), not followed \(give it by name\)$/m,
+    );
+    assert.match(r.stderr, /^failed: .*linked\/5\.eml: a symbolic link to gone\.eml, which is not there$/m);
+    assert.match(r.stderr, /^failed: .*linked\/6\.eml: a symbolic link to 6\.eml, a loop of links$/m);
+    assert.deepEqual((await aliceMail(dataDir)).map((m) => m.subject).sort(), [
+      'a file',
+      'linked by a relative path',
+      'linked by its full path',
+    ]);
+
+    // Given by name, the linked directory is imported: the same messages, found imported.
+    const more = await run(process.execPath, [BIN, 'import', join(folder, 'more')], { env: e });
+    assert.equal(more.code, 0, more.stderr);
+    assert.match(more.stdout, /^imported 2\/2 files in [\d.]+s: delivered 0, duplicate 2,.* failed 0$/m);
+    assert.equal((await aliceMail(dataDir)).length, 3);
   });
 
   it('reads a one-message mbox as an mbox: its From line time and its read state', async () => {
