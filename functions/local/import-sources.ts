@@ -8,7 +8,7 @@
 import { createReadStream, type Dirent } from 'node:fs';
 import { type FileHandle, open, readdir, readlink, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { monthNumber } from '../core/mail-date.ts';
+import { monthNumber, numericZoneOffset } from '../core/mail-date.ts';
 import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
 /** One message to import: `[start, end)` of the file at `path`. */
@@ -127,18 +127,23 @@ export function fromLineTime(line: string): Date | null {
   const [, mon, day, hh, mm, ss, zoneBefore, year, zoneAfter] = m;
   const month = monthNumber(mon ?? '');
   if (month === null) return null;
-  // As parseMailDate: no time past 23:59:60, no zone minute past 59, no day the month does not have
-  // (Date.UTC rolls `Feb 31` over into March, `25:00` into the next day).
+  // As parseMailDate: no time past 23:59:60, no day the month does not have (Date.UTC rolls `Feb 31`
+  // over into March, `25:00` into the next day), no zone that is none (minutes past 59, `+9900`: its
+  // numericZoneOffset, the same rule).
   const zone = zoneBefore ?? zoneAfter;
-  if (Number(hh) > 23 || Number(mm) > 59 || Number(ss ?? 0) > 60 || Number(zone?.slice(3, 5) ?? 0) > 59)
-    return null;
-  let ms = Date.UTC(Number(year), month, Number(day), Number(hh), Number(mm), Math.min(Number(ss ?? 0), 59));
+  const offset =
+    zone === undefined ? 0 : numericZoneOffset(zone.slice(0, 1), zone.slice(1, 3), zone.slice(3, 5));
+  if (offset === null || Number(hh) > 23 || Number(mm) > 59 || Number(ss ?? 0) > 60) return null;
+  const ms = Date.UTC(
+    Number(year),
+    month,
+    Number(day),
+    Number(hh),
+    Number(mm),
+    Math.min(Number(ss ?? 0), 59),
+  );
   if (new Date(ms).getUTCDate() !== Number(day)) return null;
-  if (zone !== undefined) {
-    const minutes = Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3, 5));
-    ms -= (zone.startsWith('-') ? -1 : 1) * minutes * 60_000;
-  }
-  return new Date(ms);
+  return new Date(ms - offset * 60_000);
 }
 
 /**

@@ -656,6 +656,40 @@ describe('mail-relay import', () => {
     ]);
   });
 
+  it('takes no time from a zone that is none (+9900): the next time the message has instead', async () => {
+    const configPath = join(work, 'import-zone.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-zone');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    const path = join(work, 'zones.mbox');
+    const message = (fromLine: string, headers: string, subject: string) =>
+      `From someone@remote.test ${fromLine}\n${headers}To: alice@example.test\nSubject: ${subject}\n\nhi\n\n`;
+    writeFileSync(
+      path,
+      // No Date, and a From line whose zone is 99 hours ahead: the file's time instead.
+      message('Tue Mar  4 09:15:00 2025 +9900', '', 'from line') +
+        // A Date 99 hours ahead, under a Received line: the Received line's time instead.
+        message(
+          'Tue Mar  4 09:15:00 2025',
+          'Received: from mx.remote.test; Tue, 4 Mar 2025 09:20:00 +0100\nDate: Tue, 4 Mar 2025 09:15:00 +9900\n',
+          'date',
+        ) +
+        // The farthest zones there are, west and east, are read.
+        message('Tue Mar  4 09:15:00 2025 -1200', '', 'west') +
+        message('Tue Mar  4 09:15:00 2025', 'Date: Tue, 4 Mar 2025 09:15:00 +1400\n', 'east'),
+    );
+    utimesSync(path, new Date('2025-06-01T12:00:00Z'), new Date('2025-06-01T12:00:00Z'));
+    const r = await run(process.execPath, [BIN, 'import', path], { env: e });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^imported 4\/4 messages from 1 file /);
+    assert.deepEqual((await aliceMail(dataDir)).map((m) => `${m.subject}: ${m.at}`).sort(), [
+      'date: 2025-03-04T08:20:00.000Z',
+      'east: 2025-03-03T19:15:00.000Z',
+      'from line: 2025-06-01T12:00:00.000Z',
+      'west: 2025-03-04T21:15:00.000Z',
+    ]);
+  });
+
   it('holds nothing per message it has imported: memory does not grow with the length of an export', async () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;

@@ -251,7 +251,7 @@ describe('fromLineTime', () => {
     );
   });
 
-  it('a day the month does not have, or a time past 23:59:60, is no time (not the day it would roll over into)', () => {
+  it('a day the month does not have, a time past 23:59:60 or a zone no place has is no time (not the day it would roll over into)', () => {
     for (const line of [
       'From a@b Mon Feb 29 09:15:00 2025',
       'From a@b Mon Nov 31 09:15:00 2025',
@@ -263,6 +263,22 @@ describe('fromLineTime', () => {
       'From a@b Tue Mar  4 09:15:00 2025 +0260',
     ])
       assert.equal(fromLineTime(line), null, line);
+    // A zone no place has (outside −12:00…+14:00, as parseMailDate holds a Date to) is no time either.
+    for (const line of [
+      'From a@b Tue Mar  4 09:15:00 2025 +9900',
+      'From a@b Tue Mar  4 09:15:00 -9900 2025',
+      'From a@b Tue Mar  4 09:15:00 2025 +1401',
+      'From a@b Tue Mar  4 09:15:00 2025 -1230',
+    ])
+      assert.equal(fromLineTime(line), null, line);
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025 +1400')?.toISOString(),
+      '2025-03-03T19:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 -1200 2025')?.toISOString(),
+      '2025-03-04T21:15:00.000Z',
+    );
     assert.equal(
       fromLineTime('From a@b Thu Feb 29 09:15:00 2024')?.toISOString(),
       '2024-02-29T09:15:00.000Z',
