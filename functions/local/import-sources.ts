@@ -9,6 +9,7 @@ import { createReadStream, type Dirent } from 'node:fs';
 import { type FileHandle, open, readdir, readlink, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { monthNumber, numericZoneOffset } from '../core/mail-date.ts';
+import { decodeHeaderText } from '../core/mime-header.ts';
 import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
 /** One message to import: `[start, end)` of the file at `path`. */
@@ -262,12 +263,43 @@ export function mailWasRead(fields: HeaderFields): boolean {
 
 /**
  * Google Takeout's `X-Gmail-Labels` of an mbox message, lower-cased (`inbox`, `spam`, `trash`,
- * `unread`, the user's own labels), or null when it has none. Gmail's own labels are written in
- * English whatever the account's language.
+ * `unread`, the user's own labels), or null when it has none. Gmail's own labels are read by their
+ * English names; Takeout writes them in the account's language in some exports (Norwegian `Åpnet` for
+ * Opened in stalwartlabs/vandelay issue 7; rgladwell/imap-upload's `--google-takeout-language` knows
+ * Spanish `Papelera` for Trash, `No leídos` for Unread), which this does not read (ADR 21).
+ *
+ * Takeout writes the labels "in CSV format" (Google's own archive_browser.html in a Takeout archive
+ * says so): a label holding a comma or a double quote is quoted, its quotes doubled (`"Work, 2024"`,
+ * `"""Inbox"""` for a label named `"Inbox"` with its quotes), as the importers that read Takeout
+ * parse it: rgladwell/imap-upload (pull request 36, Python's csv reader), suitenumerique/messages
+ * (pull request 172, "Culture, associations, événements"), GAM-team/got-your-back (quoted labels).
+ * And a value with a label outside ASCII is one RFC 2047 encoded word around the whole list, commas
+ * and all (`=?UTF-8?Q?=C3=85pnet,Kategori:_Reklame?=`, stalwartlabs/vandelay issue 7; got-your-back
+ * decodes it first too): decoded before it is split, or its first and last labels keep the word's
+ * `=?UTF-8?Q?` and `?=`. Split at every comma, a user's label `"Old, Trash, 2019"` put the message in
+ * Gmail's Trash, and one next to non-ASCII labels (`…,Unread?=`) was taken for read.
  */
 export function gmailLabels(fields: HeaderFields): string[] | null {
   const value = fields.find((f) => f.name === 'x-gmail-labels')?.value;
-  return value === undefined ? null : value.split(',').map((l) => l.trim().toLowerCase());
+  return value === undefined ? null : csvFields(decodeHeaderText(value)).map((l) => l.toLowerCase());
+}
+
+/**
+ * A field of a CSV line (RFC 4180 §2): quoted, with `""` for a quote, or bare up to the next comma.
+ * Spaces around either are not part of it. A quote that is not closed, or text after a closing quote,
+ * makes the field bare: read as written, up to the next comma.
+ */
+const CSV_FIELD_RE = /[ \t]*(?:"((?:[^"]|"")*)"[ \t]*|([^,]*))(,|$)/y;
+
+/** The fields of one CSV line (`CSV_FIELD_RE`). */
+function csvFields(line: string): string[] {
+  const out: string[] = [];
+  const re = new RegExp(CSV_FIELD_RE);
+  for (let m = re.exec(line); m !== null; m = re.exec(line)) {
+    out.push(m[1] !== undefined ? m[1].replaceAll('""', '"') : (m[2] ?? '').trim());
+    if (m[3] === '') break;
+  }
+  return out;
 }
 
 /**

@@ -551,6 +551,33 @@ describe('mail-relay import', () => {
     assert.deepEqual(quarantined.listed, ['archived: -', 'inbox: -']);
   });
 
+  it("reads Takeout's labels as CSV: a user's label holding a comma or Gmail's own name is the user's", async () => {
+    const configPath = join(work, 'import-labels.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-labels');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    const takeout = join(work, 'labels.mbox');
+    const gmail = (subject: string, time: string, labels: string) =>
+      mboxMessage(subject, time, `X-GM-THRID: 1780000000000000000\nX-Gmail-Labels: ${labels}\n`);
+    writeFileSync(
+      takeout,
+      gmail('old work', '10:00:00', '"Old, Trash, 2019",Archived,Opened') +
+        gmail('to do', '10:10:00', 'Inbox,"To do, Unread, later",Opened') +
+        gmail('quoted', '10:20:00', '"""Inbox""","Work, 2024",Unread') +
+        // Labels outside ASCII: Takeout wraps the whole list in one RFC 2047 word.
+        gmail('binned', '10:30:00', '=?UTF-8?Q?Trash,Opened,R=C3=A9sum=C3=A9s?=') +
+        gmail('accented', '10:40:00', '=?UTF-8?Q?Inbox,Re=C3=A7us,Unread?='),
+    );
+    const r = await run(process.execPath, [BIN, 'import', takeout], { env: e });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^imported 4\/4 messages from 1 file in [\d.]+s: delivered 4,.* failed 0$/m);
+    assert.match(r.stderr, /^skipped: .*labels\.mbox: 1 message in Gmail's Trash \(X-Gmail-Labels\)$/m);
+    assert.deepEqual(
+      (await aliceMail(dataDir)).map((m) => `${m.subject}: ${m.seen ? 'read' : 'unread'}`),
+      ['old work: read', 'to do: read', 'quoted: unread', 'accented: unread'],
+    );
+  });
+
   it('names the Maildir++ folders it leaves out of a Maildir, and imports one given by name; mail marked deleted is left out', async () => {
     const configPath = join(work, 'import-mdpp.config.json');
     writeFileSync(configPath, JSON.stringify(CONFIG));
