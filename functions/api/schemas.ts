@@ -367,7 +367,7 @@ export const messageDetailSchema = listItemSchema
     }),
     date: z.string().nullable().openapi({
       description:
-        'The Date header as ISO 8601 in UTC, read as RFC 5322 (with its obsolete forms) reads it: a zone it does not name, or none, as UTC; null when absent or unreadable',
+        'The Date header as ISO 8601 in UTC, read as RFC 5322 (with its obsolete forms) reads it: a zone it does not name, or none, as UTC; null when absent or unreadable (a day the month does not have, `24:00`, a numeric zone outside −12:00…+14:00 such as `+9900`)',
     }),
     messageId: z.string().nullable(),
     text: z.string().nullable(),

@@ -105,7 +105,7 @@ export function parseMailDate(value: string): number | null {
       minute: Number(minute),
       second: Number(second ?? 0),
       fraction,
-      offset: sign === undefined ? 0 : zoneOffset(sign, zoneHours, zoneMinutes),
+      offset: sign === undefined ? 0 : numericZoneOffset(sign, zoneHours, zoneMinutes),
     });
   }
   const m = DATE_TIME_RE.exec(withoutComments(value).replace(/\s+/g, ' ').trim().toLowerCase());
@@ -119,7 +119,7 @@ export function parseMailDate(value: string): number | null {
   else if ((yearText as string).length === 3) year += 1900;
   let offset: number | null = 0;
   if (zoneName !== undefined) offset = NAMED_ZONES[zoneName] ?? 0;
-  else if (zoneHours !== undefined) offset = zoneOffset(sign, zoneHours, zoneMinutes);
+  else if (zoneHours !== undefined) offset = numericZoneOffset(sign, zoneHours, zoneMinutes);
   return dateTime({
     year,
     month,
@@ -132,20 +132,38 @@ export function parseMailDate(value: string): number | null {
   });
 }
 
-/** A numeric zone in minutes east of UTC (no sign is `+`), or null when its minutes are past 59. */
-function zoneOffset(
+/**
+ * The numeric zones a date-time can carry, in minutes east of UTC: −12:00 (Baker Island; Kwajalein
+ * until 1993) to +14:00 (Kiribati's Line Islands; Samoa's and Tonga's summer time), every offset the
+ * tz database gives any place since 1970. RFC 5322 §3.3 writes a zone as four digits and gives no
+ * range, but `+9900` is no place's zone: a sender's clock or a converter wrote nonsense, and a date
+ * read with it would be days off. Such a date is no date (null), as `Feb 29 2025` or `24:00` is, so a
+ * reader falls back to what it has next (`import`: the Received line, the mbox `From ` line, the
+ * file's time) rather than take a wrong time.
+ */
+export const ZONE_MINUTES_MIN = -12 * 60;
+export const ZONE_MINUTES_MAX = 14 * 60;
+
+/**
+ * A numeric zone (`+hhmm`, `-hhmm`; no sign is `+`) in minutes east of UTC, or null when it is no
+ * zone: minutes past 59, or an offset outside −12:00…+14:00 (`ZONE_MINUTES_MIN`, `ZONE_MINUTES_MAX`).
+ * Shared by `parseMailDate` and import's mbox `From ` line reader, so the two agree.
+ */
+export function numericZoneOffset(
   sign: string | undefined,
   hours: string | undefined,
   minutes: string | undefined,
 ): number | null {
   if (Number(minutes) > 59) return null;
-  return (sign === '-' ? -1 : 1) * (Number(hours) * 60 + Number(minutes));
+  const offset = (sign === '-' ? -1 : 1) * (Number(hours) * 60 + Number(minutes));
+  return offset < ZONE_MINUTES_MIN || offset > ZONE_MINUTES_MAX ? null : offset;
 }
 
 /**
  * The instant of a date-time read from either form, held to one set of rules: a year from 1900 to
  * 9999, a day the month has, hours to 23 (no `24:00`), minutes to 59, seconds to 60 (RFC 5322 §3.3's
- * leap second, read as the second before, on the same day), a zone that was read (`offset` not null).
+ * leap second, read as the second before, on the same day), a zone that was read (`offset` not null:
+ * one with minutes past 59 or outside −12:00…+14:00 is not, `numericZoneOffset`).
  */
 function dateTime(t: {
   year: number;

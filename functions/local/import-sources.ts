@@ -6,9 +6,10 @@
  * file (each is stored without its `From ` line: `withoutFromLine`).
  */
 import { createReadStream, type Dirent } from 'node:fs';
-import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
+import { type FileHandle, open, readdir, readlink, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { monthNumber } from '../core/mail-date.ts';
+import { monthNumber, numericZoneOffset } from '../core/mail-date.ts';
+import { decodeHeaderText } from '../core/mime-header.ts';
 import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
 
 /** One message to import: `[start, end)` of the file at `path`. */
@@ -29,6 +30,11 @@ export interface ImportItem {
    * sender's word).
    */
   readonly readState: 'none' | 'mbox' | { readonly maildirSeen: boolean };
+  /**
+   * Why it cannot be read, found while listing a directory (a symbolic link whose target is not there,
+   * a link loop): a failure of its own, as a file given by name that cannot be read is.
+   */
+  readonly failure?: string;
 }
 
 export interface ImportSources {
@@ -37,7 +43,9 @@ export interface ImportSources {
   readonly files: number;
   /**
    * What is passed over, with why: files inside directories that are not mail (an index, notes), empty
-   * files, Maildir++ folders inside a Maildir, a `cur/`'s messages marked deleted (one line for them).
+   * files, Maildir++ folders inside a Maildir, a `cur/`'s messages marked deleted (one line for them),
+   * symbolic links to directories (not followed), a second name of a file already read (a link to it),
+   * entries that are no regular file (a FIFO, a socket).
    */
   readonly skipped: readonly { readonly path: string; readonly reason: string }[];
 }
@@ -120,18 +128,23 @@ export function fromLineTime(line: string): Date | null {
   const [, mon, day, hh, mm, ss, zoneBefore, year, zoneAfter] = m;
   const month = monthNumber(mon ?? '');
   if (month === null) return null;
-  // As parseMailDate: no time past 23:59:60, no zone minute past 59, no day the month does not have
-  // (Date.UTC rolls `Feb 31` over into March, `25:00` into the next day).
+  // As parseMailDate: no time past 23:59:60, no day the month does not have (Date.UTC rolls `Feb 31`
+  // over into March, `25:00` into the next day), no zone that is none (minutes past 59, `+9900`: its
+  // numericZoneOffset, the same rule).
   const zone = zoneBefore ?? zoneAfter;
-  if (Number(hh) > 23 || Number(mm) > 59 || Number(ss ?? 0) > 60 || Number(zone?.slice(3, 5) ?? 0) > 59)
-    return null;
-  let ms = Date.UTC(Number(year), month, Number(day), Number(hh), Number(mm), Math.min(Number(ss ?? 0), 59));
+  const offset =
+    zone === undefined ? 0 : numericZoneOffset(zone.slice(0, 1), zone.slice(1, 3), zone.slice(3, 5));
+  if (offset === null || Number(hh) > 23 || Number(mm) > 59 || Number(ss ?? 0) > 60) return null;
+  const ms = Date.UTC(
+    Number(year),
+    month,
+    Number(day),
+    Number(hh),
+    Number(mm),
+    Math.min(Number(ss ?? 0), 59),
+  );
   if (new Date(ms).getUTCDate() !== Number(day)) return null;
-  if (zone !== undefined) {
-    const minutes = Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3, 5));
-    ms -= (zone.startsWith('-') ? -1 : 1) * minutes * 60_000;
-  }
-  return new Date(ms);
+  return new Date(ms - offset * 60_000);
 }
 
 /**
@@ -250,12 +263,43 @@ export function mailWasRead(fields: HeaderFields): boolean {
 
 /**
  * Google Takeout's `X-Gmail-Labels` of an mbox message, lower-cased (`inbox`, `spam`, `trash`,
- * `unread`, the user's own labels), or null when it has none. Gmail's own labels are written in
- * English whatever the account's language.
+ * `unread`, the user's own labels), or null when it has none. Gmail's own labels are read by their
+ * English names; Takeout writes them in the account's language in some exports (Norwegian `Åpnet` for
+ * Opened in stalwartlabs/vandelay issue 7; rgladwell/imap-upload's `--google-takeout-language` knows
+ * Spanish `Papelera` for Trash, `No leídos` for Unread), which this does not read (ADR 21).
+ *
+ * Takeout writes the labels "in CSV format" (Google's own archive_browser.html in a Takeout archive
+ * says so): a label holding a comma or a double quote is quoted, its quotes doubled (`"Work, 2024"`,
+ * `"""Inbox"""` for a label named `"Inbox"` with its quotes), as the importers that read Takeout
+ * parse it: rgladwell/imap-upload (pull request 36, Python's csv reader), suitenumerique/messages
+ * (pull request 172, "Culture, associations, événements"), GAM-team/got-your-back (quoted labels).
+ * And a value with a label outside ASCII is one RFC 2047 encoded word around the whole list, commas
+ * and all (`=?UTF-8?Q?=C3=85pnet,Kategori:_Reklame?=`, stalwartlabs/vandelay issue 7; got-your-back
+ * decodes it first too): decoded before it is split, or its first and last labels keep the word's
+ * `=?UTF-8?Q?` and `?=`. Split at every comma, a user's label `"Old, Trash, 2019"` put the message in
+ * Gmail's Trash, and one next to non-ASCII labels (`…,Unread?=`) was taken for read.
  */
 export function gmailLabels(fields: HeaderFields): string[] | null {
   const value = fields.find((f) => f.name === 'x-gmail-labels')?.value;
-  return value === undefined ? null : value.split(',').map((l) => l.trim().toLowerCase());
+  return value === undefined ? null : csvFields(decodeHeaderText(value)).map((l) => l.toLowerCase());
+}
+
+/**
+ * A field of a CSV line (RFC 4180 §2): quoted, with `""` for a quote, or bare up to the next comma.
+ * Spaces around either are not part of it. A quote that is not closed, or text after a closing quote,
+ * makes the field bare: read as written, up to the next comma.
+ */
+const CSV_FIELD_RE = /[ \t]*(?:"((?:[^"]|"")*)"[ \t]*|([^,]*))(,|$)/y;
+
+/** The fields of one CSV line (`CSV_FIELD_RE`). */
+function csvFields(line: string): string[] {
+  const out: string[] = [];
+  const re = new RegExp(CSV_FIELD_RE);
+  for (let m = re.exec(line); m !== null; m = re.exec(line)) {
+    out.push(m[1] !== undefined ? m[1].replaceAll('""', '"') : (m[2] ?? '').trim());
+    if (m[3] === '') break;
+  }
+  return out;
 }
 
 /**
@@ -331,19 +375,28 @@ async function isMaildir(dir: string): Promise<boolean> {
   return isMaildirListing(await readdir(dir, { withFileTypes: true }).catch(() => []));
 }
 
+/** An entry found below a directory: a file to read, or one that cannot be read and why. */
+type Found = { path: string; inMaildirCur: boolean; failure?: string };
+
 /**
  * The files below a directory, sorted: hidden entries (a name starting with `.`) are passed over, and
  * a Maildir's `tmp/` (messages still being written by the program that delivers them). A Maildir++
  * folder among the hidden entries is named in `skipped`.
+ *
+ * A symbolic link to a regular file is read as the file (`cp -s`, `lndir`, backup tools and mail
+ * programs that link duplicates make them; the user pointed import at the folder that shows it). One
+ * to a directory is not followed (it may lead back up the tree, or out of it), and is named in
+ * `skipped`: given by name, it is imported. A link whose target is not there, or a loop of links, is
+ * returned with its `failure`: a message the folder shows that cannot be read.
  */
 async function filesBelow(
   dir: string,
   skipped: { path: string; reason: string }[],
   inMaildirCur = false,
-): Promise<{ path: string; inMaildirCur: boolean }[]> {
+): Promise<Found[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   const maildir = isMaildirListing(entries);
-  const out: { path: string; inMaildirCur: boolean }[] = [];
+  const out: Found[] = [];
   for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const path = join(dir, e.name);
     if (e.name.startsWith('.')) {
@@ -358,9 +411,36 @@ async function filesBelow(
         out.push(...(await filesBelow(path, skipped, maildir && e.name === 'cur')));
     } else if (e.isFile()) {
       out.push({ path, inMaildirCur });
+    } else if (e.isSymbolicLink()) {
+      const target = await stat(path).catch((err: NodeJS.ErrnoException) => err);
+      if (!(target instanceof Error)) {
+        if (target.isFile()) out.push({ path, inMaildirCur });
+        else if (target.isDirectory())
+          skipped.push({
+            path,
+            reason: `a symbolic link to a directory (${await readlink(path)}), not followed (give it by name)`,
+          });
+        else skipped.push({ path, reason: 'a symbolic link to something that is not a regular file' });
+      } else {
+        const to = await readlink(path).catch(() => '?');
+        const failure =
+          target.code === 'ENOENT'
+            ? `a symbolic link to ${to}, which is not there`
+            : target.code === 'ELOOP'
+              ? `a symbolic link to ${to}, a loop of links`
+              : `a symbolic link to ${to}: ${target.message}`;
+        out.push({ path, inMaildirCur, failure });
+      }
+    } else {
+      skipped.push({ path, reason: 'not a regular file (a FIFO, a socket, a device)' });
     }
   }
   return out;
+}
+
+/** An item for a path that is not read: its read, or its `failure`, says why. */
+function unread(path: string): ImportItem {
+  return { label: path, path, start: 0, end: 0, mtime: new Date(0), fromLineTime: null, readState: 'none' };
 }
 
 /**
@@ -411,18 +491,35 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
       await handle.close();
     }
   };
+  /**
+   * The first path each file was found by (device and inode): a second name of it in a directory (a
+   * symbolic or hard link) is the same message, read once and named in `skipped`. Files given by name
+   * are never passed over.
+   */
+  const seen = new Map<string, string>();
   for (const path of paths) {
     const info = await stat(path).catch(() => null);
     if (info?.isDirectory()) {
       /** Messages of a Maildir's `cur/` marked deleted (`T`: IMAP's \\Deleted in Dovecot, mutt's maildir_trash). */
       const trashed = new Map<string, number>();
       for (const file of await filesBelow(path, skipped)) {
+        if (file.failure !== undefined) {
+          files += 1;
+          items.push({ ...unread(file.path), failure: file.failure });
+          continue;
+        }
         if (file.inMaildirCur && maildirFlags(file.path).includes('T')) {
           const dir = dirname(file.path);
           trashed.set(dir, (trashed.get(dir) ?? 0) + 1);
           continue;
         }
         const s = await stat(file.path);
+        const first = seen.get(`${s.dev}:${s.ino}`);
+        if (first !== undefined) {
+          skipped.push({ path: file.path, reason: `the same file as ${first}, read once` });
+          continue;
+        }
+        seen.set(`${s.dev}:${s.ino}`, file.path);
         // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
         const begins = s.size > 0 ? await fileStart(file.path) : 'mail';
         if (begins === 'other') {
@@ -437,21 +534,14 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
           reason: `${n} message${n === 1 ? '' : 's'} marked deleted (the T flag), not expunged yet`,
         });
     } else if (info?.isFile()) {
+      if (!seen.has(`${info.dev}:${info.ino}`)) seen.set(`${info.dev}:${info.ino}`, path);
       // One that cannot be read is scanned anyway: the scan says why, as before.
       const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';
       await addFile(path, info.size, info.mtime, false, begins === 'mbox');
     } else {
       // Missing, or not a regular file: its read says why, as a failure of its own.
       files += 1;
-      items.push({
-        label: path,
-        path,
-        start: 0,
-        end: 0,
-        mtime: new Date(0),
-        fromLineTime: null,
-        readState: 'none',
-      });
+      items.push(unread(path));
     }
   }
   return { items, files, skipped };

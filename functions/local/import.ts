@@ -267,6 +267,10 @@ export async function importFiles(
   let done = 0;
   const importOne = async (item: (typeof items)[number]): Promise<void> => {
     const file = item.label;
+    if (item.failure !== undefined) {
+      failures.push({ file, reason: item.failure });
+      return;
+    }
     try {
       const body = await readItem(item);
       const fields = headerFields(body);

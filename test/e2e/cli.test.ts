@@ -14,6 +14,7 @@ import {
   rmSync,
   type Stats,
   statSync,
+  symlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -550,6 +551,33 @@ describe('mail-relay import', () => {
     assert.deepEqual(quarantined.listed, ['archived: -', 'inbox: -']);
   });
 
+  it("reads Takeout's labels as CSV: a user's label holding a comma or Gmail's own name is the user's", async () => {
+    const configPath = join(work, 'import-labels.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-labels');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    const takeout = join(work, 'labels.mbox');
+    const gmail = (subject: string, time: string, labels: string) =>
+      mboxMessage(subject, time, `X-GM-THRID: 1780000000000000000\nX-Gmail-Labels: ${labels}\n`);
+    writeFileSync(
+      takeout,
+      gmail('old work', '10:00:00', '"Old, Trash, 2019",Archived,Opened') +
+        gmail('to do', '10:10:00', 'Inbox,"To do, Unread, later",Opened') +
+        gmail('quoted', '10:20:00', '"""Inbox""","Work, 2024",Unread') +
+        // Labels outside ASCII: Takeout wraps the whole list in one RFC 2047 word.
+        gmail('binned', '10:30:00', '=?UTF-8?Q?Trash,Opened,R=C3=A9sum=C3=A9s?=') +
+        gmail('accented', '10:40:00', '=?UTF-8?Q?Inbox,Re=C3=A7us,Unread?='),
+    );
+    const r = await run(process.execPath, [BIN, 'import', takeout], { env: e });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^imported 4\/4 messages from 1 file in [\d.]+s: delivered 4,.* failed 0$/m);
+    assert.match(r.stderr, /^skipped: .*labels\.mbox: 1 message in Gmail's Trash \(X-Gmail-Labels\)$/m);
+    assert.deepEqual(
+      (await aliceMail(dataDir)).map((m) => `${m.subject}: ${m.seen ? 'read' : 'unread'}`),
+      ['old work: read', 'to do: read', 'quoted: unread', 'accented: unread'],
+    );
+  });
+
   it('names the Maildir++ folders it leaves out of a Maildir, and imports one given by name; mail marked deleted is left out', async () => {
     const configPath = join(work, 'import-mdpp.config.json');
     writeFileSync(configPath, JSON.stringify(CONFIG));
@@ -592,6 +620,51 @@ describe('mail-relay import', () => {
     );
   });
 
+  it('reads a symbolic link to a message as the message, once; names the links it does not follow', async () => {
+    const configPath = join(work, 'import-links.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-links');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    // A folder as `cp -s` or a backup tool leaves it: some messages are links to files elsewhere.
+    const originals = join(work, 'link-originals');
+    const folder = join(work, 'linked');
+    mkdirSync(originals);
+    mkdirSync(folder);
+    const eml = (subject: string) =>
+      `From: bob@remote.test\nTo: alice@example.test\nSubject: ${subject}\n\nhi\n`;
+    writeFileSync(join(originals, 'a.eml'), eml('linked by its full path'));
+    writeFileSync(join(originals, 'b.eml'), eml('linked by a relative path'));
+    writeFileSync(join(folder, '1.eml'), eml('a file'));
+    symlinkSync(join(originals, 'a.eml'), join(folder, '2.eml'));
+    symlinkSync('../link-originals/b.eml', join(folder, '3.eml'));
+    // A second link to a file already read, a link to a directory, one to nothing, a loop.
+    symlinkSync(join(originals, 'a.eml'), join(folder, '4.eml'));
+    symlinkSync(originals, join(folder, 'more'));
+    symlinkSync('gone.eml', join(folder, '5.eml'));
+    symlinkSync('6.eml', join(folder, '6.eml'));
+    const r = await run(process.execPath, [BIN, 'import', folder], { env: e });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /^imported 3\/5 files in [\d.]+s: delivered 3, duplicate 0,.* failed 2$/m);
+    assert.match(r.stderr, /^skipped: .*linked\/4\.eml: the same file as .*linked\/2\.eml, read once$/m);
+    assert.match(
+      r.stderr,
+      /^skipped: .*linked\/more: a symbolic link to a directory \(.*link-originals\), not followed \(give it by name\)$/m,
+    );
+    assert.match(r.stderr, /^failed: .*linked\/5\.eml: a symbolic link to gone\.eml, which is not there$/m);
+    assert.match(r.stderr, /^failed: .*linked\/6\.eml: a symbolic link to 6\.eml, a loop of links$/m);
+    assert.deepEqual((await aliceMail(dataDir)).map((m) => m.subject).sort(), [
+      'a file',
+      'linked by a relative path',
+      'linked by its full path',
+    ]);
+
+    // Given by name, the linked directory is imported: the same messages, found imported.
+    const more = await run(process.execPath, [BIN, 'import', join(folder, 'more')], { env: e });
+    assert.equal(more.code, 0, more.stderr);
+    assert.match(more.stdout, /^imported 2\/2 files in [\d.]+s: delivered 0, duplicate 2,.* failed 0$/m);
+    assert.equal((await aliceMail(dataDir)).length, 3);
+  });
+
   it('reads a one-message mbox as an mbox: its From line time and its read state', async () => {
     const configPath = join(work, 'import-one.config.json');
     writeFileSync(configPath, JSON.stringify(CONFIG));
@@ -607,6 +680,40 @@ describe('mail-relay import', () => {
     assert.match(r.stdout, /^imported 1\/1 files /);
     assert.deepEqual(await aliceMail(dataDir), [
       { subject: 'only one', at: '2025-01-06T10:00:00.000Z', seen: true, raw: asStored(message) },
+    ]);
+  });
+
+  it('takes no time from a zone that is none (+9900): the next time the message has instead', async () => {
+    const configPath = join(work, 'import-zone.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-zone');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    const path = join(work, 'zones.mbox');
+    const message = (fromLine: string, headers: string, subject: string) =>
+      `From someone@remote.test ${fromLine}\n${headers}To: alice@example.test\nSubject: ${subject}\n\nhi\n\n`;
+    writeFileSync(
+      path,
+      // No Date, and a From line whose zone is 99 hours ahead: the file's time instead.
+      message('Tue Mar  4 09:15:00 2025 +9900', '', 'from line') +
+        // A Date 99 hours ahead, under a Received line: the Received line's time instead.
+        message(
+          'Tue Mar  4 09:15:00 2025',
+          'Received: from mx.remote.test; Tue, 4 Mar 2025 09:20:00 +0100\nDate: Tue, 4 Mar 2025 09:15:00 +9900\n',
+          'date',
+        ) +
+        // The farthest zones there are, west and east, are read.
+        message('Tue Mar  4 09:15:00 2025 -1200', '', 'west') +
+        message('Tue Mar  4 09:15:00 2025', 'Date: Tue, 4 Mar 2025 09:15:00 +1400\n', 'east'),
+    );
+    utimesSync(path, new Date('2025-06-01T12:00:00Z'), new Date('2025-06-01T12:00:00Z'));
+    const r = await run(process.execPath, [BIN, 'import', path], { env: e });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^imported 4\/4 messages from 1 file /);
+    assert.deepEqual((await aliceMail(dataDir)).map((m) => `${m.subject}: ${m.at}`).sort(), [
+      'date: 2025-03-04T08:20:00.000Z',
+      'east: 2025-03-03T19:15:00.000Z',
+      'from line: 2025-06-01T12:00:00.000Z',
+      'west: 2025-03-04T21:15:00.000Z',
     ]);
   });
 

@@ -3,8 +3,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { headerFields } from '../../functions/local/import.ts';
 import {
   fromLineTime,
+  gmailLabels,
   importSources,
   mailWasRead,
   mboxOffsets,
@@ -251,7 +253,7 @@ describe('fromLineTime', () => {
     );
   });
 
-  it('a day the month does not have, or a time past 23:59:60, is no time (not the day it would roll over into)', () => {
+  it('a day the month does not have, a time past 23:59:60 or a zone no place has is no time (not the day it would roll over into)', () => {
     for (const line of [
       'From a@b Mon Feb 29 09:15:00 2025',
       'From a@b Mon Nov 31 09:15:00 2025',
@@ -263,6 +265,22 @@ describe('fromLineTime', () => {
       'From a@b Tue Mar  4 09:15:00 2025 +0260',
     ])
       assert.equal(fromLineTime(line), null, line);
+    // A zone no place has (outside −12:00…+14:00, as parseMailDate holds a Date to) is no time either.
+    for (const line of [
+      'From a@b Tue Mar  4 09:15:00 2025 +9900',
+      'From a@b Tue Mar  4 09:15:00 -9900 2025',
+      'From a@b Tue Mar  4 09:15:00 2025 +1401',
+      'From a@b Tue Mar  4 09:15:00 2025 -1230',
+    ])
+      assert.equal(fromLineTime(line), null, line);
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 2025 +1400')?.toISOString(),
+      '2025-03-03T19:15:00.000Z',
+    );
+    assert.equal(
+      fromLineTime('From a@b Tue Mar  4 09:15:00 -1200 2025')?.toISOString(),
+      '2025-03-04T21:15:00.000Z',
+    );
     assert.equal(
       fromLineTime('From a@b Thu Feb 29 09:15:00 2024')?.toISOString(),
       '2024-02-29T09:15:00.000Z',
@@ -289,5 +307,58 @@ describe('mailWasRead', () => {
     assert.equal(mailWasRead([h('x-gmail-labels', 'Inbox,Category Updates')]), true);
     assert.equal(mailWasRead([h('x-gmail-labels', 'Inbox,Unread')]), false);
     assert.equal(mailWasRead([h('subject', 'none of them')]), false);
+  });
+});
+
+describe('gmailLabels', () => {
+  /** The labels of a message whose header block holds this `X-Gmail-Labels` line, as bytes. */
+  const labels = (line: string) =>
+    gmailLabels(
+      headerFields(Buffer.from(`X-GM-THRID: 1780000000000000000\r\n${line}\r\nFrom: a@b\r\n\r\nhi\r\n`)),
+    );
+
+  it("splits Takeout's CSV: a quoted label keeps its commas and its doubled quotes", () => {
+    assert.deepEqual(labels('X-Gmail-Labels: Inbox,Category Personal,Unread'), [
+      'inbox',
+      'category personal',
+      'unread',
+    ]);
+    // A user's labels `Work, 2024` and `"Inbox"` (with its quotes) are not Gmail's Inbox.
+    assert.deepEqual(labels('X-Gmail-Labels: "Work, 2024","""Inbox""",Opened'), [
+      'work, 2024',
+      '"inbox"',
+      'opened',
+    ]);
+    // Nor is a Trash or Unread inside a user's label Gmail's own.
+    assert.deepEqual(labels('X-Gmail-Labels: "Old, Trash, 2019",Archived,Opened'), [
+      'old, trash, 2019',
+      'archived',
+      'opened',
+    ]);
+    assert.deepEqual(labels('X-Gmail-Labels: Inbox,"To do, Unread, later",Opened'), [
+      'inbox',
+      'to do, unread, later',
+      'opened',
+    ]);
+    assert.equal(labels('Subject: no labels'), null);
+  });
+
+  it('decodes the RFC 2047 word Takeout wraps a list with non-ASCII labels in, before splitting it', () => {
+    assert.deepEqual(labels('X-Gmail-Labels: =?UTF-8?Q?Trash,Opened,R=C3=A9sum=C3=A9s?='), [
+      'trash',
+      'opened',
+      'résumés',
+    ]);
+    assert.deepEqual(labels('X-Gmail-Labels: =?UTF-8?Q?Inbox,"Re=C3=A7us,_2024",Unread?='), [
+      'inbox',
+      'reçus, 2024',
+      'unread',
+    ]);
+    // Folded over two lines, as a long header is.
+    assert.deepEqual(labels('X-Gmail-Labels: =?UTF-8?Q?Inbox,R=C3=A9sum=C3=A9s?=\r\n =?UTF-8?Q?,Unread?='), [
+      'inbox',
+      'résumés',
+      'unread',
+    ]);
   });
 });

@@ -96,6 +96,13 @@ const TABLE: readonly [string, string | null][] = [
   ['Fri, 31 Nov 2026 13:40:00 +0000', null],
   ['Fri, 27 Nov 2026 24:00:00 +0000', null],
   ['Fri, 27 Nov 2026 13:40:00 +0960', null],
+  // A zone outside −12:00…+14:00 is no place's: no date, rather than one days off.
+  ['Fri, 27 Nov 2026 13:40:00 +9900', null],
+  ['Fri, 27 Nov 2026 13:40:00 -9900', null],
+  ['Fri, 27 Nov 2026 13:40:00 +1401', null],
+  ['Fri, 27 Nov 2026 13:40:00 -1201', null],
+  ['Fri, 27 Nov 2026 13:40:00 1500', null],
+  ['Fri, 27 Nov 2026 13:40:00 +1345', '2026-11-26T23:55:00.000Z'],
   ['Mon, 1 Jan 0001 00:00:00 +0000', null],
   ['Pn, 29 paX 2007 21:13:00 +0100', null],
   ['Wed, 15 Dec 2010    59:10 -0500', null],
@@ -111,6 +118,10 @@ const TABLE: readonly [string, string | null][] = [
   ['2026-11-27T13:60:00Z', null],
   ['2026-11-27T13:40:61Z', null],
   ['2026-11-27T13:40:00+09:60', null],
+  ['2026-11-27T13:40:00+99:00', null],
+  ['2026-11-27T13:40:00-12:30', null],
+  ['2026-11-27T13:40:00+14:00', '2026-11-26T23:40:00.000Z'],
+  ['2026-11-27T13:40:00-12:00', '2026-11-28T01:40:00.000Z'],
 ];
 
 describe('parseMailDate', () => {
