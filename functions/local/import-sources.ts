@@ -5,9 +5,10 @@
  * byte range of the file, from its `From ` line to the next one's, so the messages together are the
  * file (each is stored without its `From ` line: `withoutFromLine`).
  */
-import { createReadStream, type Dirent } from 'node:fs';
+import { createReadStream, type Dirent, type Stats } from 'node:fs';
 import { type FileHandle, open, readdir, readlink, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { errorMessage } from '../core/errors.ts';
 import { monthNumber, numericZoneOffset } from '../core/mail-date.ts';
 import { decodeHeaderText } from '../core/mime-header.ts';
 import { MBOX_BARE_FROM_LINE_RE, MBOX_FROM_LINE_RE, messageStart } from './ingest.ts';
@@ -513,15 +514,25 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
           trashed.set(dir, (trashed.get(dir) ?? 0) + 1);
           continue;
         }
-        const s = await stat(file.path);
-        const first = seen.get(`${s.dev}:${s.ino}`);
-        if (first !== undefined) {
-          skipped.push({ path: file.path, reason: `the same file as ${first}, read once` });
+        let s: Stats;
+        let begins: Awaited<ReturnType<typeof fileStart>>;
+        try {
+          s = await stat(file.path);
+          const first = seen.get(`${s.dev}:${s.ino}`);
+          if (first !== undefined) {
+            skipped.push({ path: file.path, reason: `the same file as ${first}, read once` });
+            continue;
+          }
+          seen.set(`${s.dev}:${s.ino}`, file.path);
+          // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
+          begins = s.size > 0 ? await fileStart(file.path) : 'mail';
+        } catch (err) {
+          // One file of the folder that cannot be read (not ours to read, gone since the listing) is
+          // a failure of its own, as a file given by name is; the others are still imported.
+          files += 1;
+          items.push({ ...unread(file.path), failure: errorMessage(err) });
           continue;
         }
-        seen.set(`${s.dev}:${s.ino}`, file.path);
-        // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
-        const begins = s.size > 0 ? await fileStart(file.path) : 'mail';
         if (begins === 'other') {
           skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
           continue;

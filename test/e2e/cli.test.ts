@@ -665,6 +665,37 @@ describe('mail-relay import', () => {
     assert.equal((await aliceMail(dataDir)).length, 3);
   });
 
+  it('a file of a folder it may not read is one failure: the others are imported', async () => {
+    const configPath = join(work, 'import-locked.config.json');
+    writeFileSync(configPath, JSON.stringify(CONFIG));
+    const dataDir = join(work, 'import-locked');
+    const e = env({ MAIL_RELAY_DATA_DIR: dataDir, MAIL_RELAY_CONFIG: configPath });
+    const folder = join(work, 'locked-folder');
+    mkdirSync(folder);
+    const eml = (subject: string) =>
+      `From: bob@remote.test\nTo: alice@example.test\nSubject: ${subject}\n\nhi\n`;
+    writeFileSync(join(folder, '1.eml'), eml('readable before'));
+    // Another user's message in the folder (a shared Maildir, a copy made by root).
+    writeFileSync(join(folder, '2.eml'), eml('not ours to read'), { mode: 0o000 });
+    writeFileSync(join(folder, '3.eml'), eml('readable after'));
+    // Root reads any file: run the CLI without the capabilities that let it (util-linux setpriv).
+    const asRoot = process.getuid?.() === 0;
+    assert.ok(!asRoot || hasCommand('setpriv'), 'setpriv (util-linux) is needed to test this as root');
+    const args = [BIN, 'import', folder];
+    const r = asRoot
+      ? await run('setpriv', ['--bounding-set=-dac_override,-dac_read_search', process.execPath, ...args], {
+          env: e,
+        })
+      : await run(process.execPath, args, { env: e });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /^imported 2\/3 files in [\d.]+s: delivered 2, duplicate 0,.* failed 1$/m);
+    assert.match(r.stderr, /^failed: .*locked-folder\/2\.eml: EACCES: permission denied, open .*2\.eml'$/m);
+    assert.deepEqual((await aliceMail(dataDir)).map((m) => m.subject).sort(), [
+      'readable after',
+      'readable before',
+    ]);
+  });
+
   it('reads a one-message mbox as an mbox: its From line time and its read state', async () => {
     const configPath = join(work, 'import-one.config.json');
     writeFileSync(configPath, JSON.stringify(CONFIG));
