@@ -100,5 +100,19 @@ export function toHttpError(err: unknown): HttpError {
       headers: { 'Retry-After': String(THROTTLED_RETRY_AFTER_SECONDS) },
     };
   }
+  // The client closed its connection before its request body was all there (Node's `aborted`, locally;
+  // API Gateway hands a Lambda whole bodies only): nothing failed here, nobody is left to read an
+  // answer, and it is no error of the server's to log as one.
+  if (isClientAbort(err)) {
+    return make(400, 'request_aborted', 'the connection closed before the request body was complete');
+  }
   return make(500, 'internal', 'internal error');
+}
+
+/** The error Node's http server gives a request whose client went away before its body ended. */
+function isClientAbort(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e.message === 'aborted' && (e as { code?: unknown }).code === 'ECONNRESET') return true;
+  }
+  return false;
 }

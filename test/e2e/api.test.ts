@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -1009,6 +1010,34 @@ describe('internal errors', () => {
     assert.equal(res.status, 500);
     assert.deepEqual(await res.json(), { error: { code: 'internal', message: 'internal error' } });
     assert.deepEqual(logged, [failing]);
+  });
+});
+
+describe('a client that goes away mid-upload', () => {
+  it('is no internal error: nothing logged, and the next request is served', async () => {
+    const errors: unknown[] = [];
+    const env = await startApiTestEnv({ app: { logError: (err) => errors.push(err) } });
+    try {
+      const token = await env.token(ALICE);
+      // A raw message announced at 100,000 bytes, of which the client sends a few and hangs up.
+      const socket = connect(Number(new URL(env.url).port), '127.0.0.1');
+      await once(socket, 'connect');
+      socket.write(
+        `POST /v1/mailboxes/${ALICE}/send HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n` +
+          'Content-Type: message/rfc822\r\nContent-Length: 100000\r\n\r\nFrom: alice@example.test\r\n',
+      );
+      // Until the route is reading the body (its request is under way), then gone.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      socket.destroy();
+      await once(socket, 'close');
+      // Only checks that something did NOT happen: the abort reaches the route within the socket's close,
+      // and was logged at once before the fix.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal((await env.request(`/v1/mailboxes/${ALICE}`, { token })).status, 200);
+      assert.deepEqual(errors, []);
+    } finally {
+      await env.close();
+    }
   });
 });
 
