@@ -85,6 +85,18 @@ export class SmtpRejectError extends MailRelayError {
 export type SendingLimit = 'rate' | 'daily_quota';
 
 /**
+ * The sending limit SES names in an error's text, through its API ("Maximum sending rate exceeded",
+ * "Daily message quota exceeded") and its SMTP interface alike (`454 Throttling failure: Maximum sending
+ * rate exceeded`, a smarthost's reply locally):
+ * https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html. Undefined when it names neither.
+ */
+export function sendingLimitNamed(text: string): SendingLimit | undefined {
+  if (/daily message quota exceeded/i.test(text)) return 'daily_quota';
+  if (/maximum sending rate exceeded/i.test(text)) return 'rate';
+  return undefined;
+}
+
+/**
  * An Outbound adapter could not send. `permanent` when trying again cannot help (an SMTP 5xx,
  * SES MessageRejected); otherwise the sender retries. `responseCode` is the SMTP reply, when any.
  */

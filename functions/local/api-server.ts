@@ -147,6 +147,23 @@ function continueOnFirstRead(req: IncomingMessage, res: ServerResponse): void {
 }
 
 /**
+ * An answer given before the request's body has all arrived (a 413 while it streams in, a 401 that
+ * never reads it) ends its connection: `Connection: close`. The body's rest cannot always be read away
+ * (@hono/node-server gives up after 500 ms or 64 MiB and closes the socket; a body the app stopped
+ * reading at its limit is not read further), and a client told `keep-alive` would send its next
+ * request on a connection about to close: that request is lost without an answer (a POST is not
+ * retried by clients). RFC 9112 §9.6: a server closes a connection whose request it did not read
+ * whole. The header is set when the answer's head is written, the first moment the answer is known.
+ */
+function lastIfBodyUnread(req: IncomingMessage, res: ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function writeHeadOfLast(this: ServerResponse, ...args: Parameters<typeof writeHead>) {
+    if (!req.complete && !this.headersSent) this.setHeader('Connection', 'close');
+    return writeHead.apply(this, args);
+  } as typeof writeHead;
+}
+
+/**
  * Starts the API for a local runtime. The presign secret lives in `<dataDir>/presign.secret`, so
  * URLs handed out before a restart keep working until they expire.
  */
@@ -188,6 +205,7 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
       req.headers.host = `${local.includes(':') ? `[${local}]` : local}:${req.socket.localPort ?? port}`;
     }
     if (stopping.signal.aborted) res.setHeader('Connection', 'close');
+    else if (!req.complete) lastIfBodyUnread(req, res);
     underWay.add(res);
     res.once('close', () => underWay.delete(res));
     return listener(req, res);

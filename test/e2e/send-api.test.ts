@@ -3,7 +3,8 @@
  * to a second in-process SMTP server (the remote MX), and keeps a copy in the sender's sent view.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import SwaggerParser from '@apidevtools/swagger-parser';
@@ -308,6 +309,33 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     assert.equal((await errorOf(res)).code, 'payload_too_large');
   });
 
+  it('an answer before the whole body arrived (413 while it streams in, 401) ends its connection: the next request is not lost on it', async () => {
+    for (const { token, status } of [
+      { token: alice, status: 413 },
+      { token: 'mr_not-a-token', status: 401 },
+    ]) {
+      const socket = connect(env.api.port, '127.0.0.1');
+      await once(socket, 'connect');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => {
+        answer += chunk.toString('latin1');
+      });
+      const ended = once(socket, 'end');
+      const body = Buffer.alloc(200 * 1024, 'a');
+      socket.write(
+        `POST /v1/mailboxes/${ALICE}/send HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n` +
+          `Content-Type: message/rfc822\r\nContent-Length: ${body.length}\r\n\r\n`,
+      );
+      socket.write(body);
+      // The server says the connection ends with this answer, and ends it: a client does not send its
+      // next request on it (before, it said keep-alive and then closed it, losing that request).
+      await ended;
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `));
+      assert.match(answer, /\r\nconnection: close\r\n/i);
+      socket.destroy();
+    }
+  });
+
   it('the remote side refusing one recipient of several: sent to the others, once, and the answer names the refused one', async () => {
     mx.refuse('gone@remote.test', 550);
     const before = mx.to('bob@remote.test').length;
@@ -329,6 +357,32 @@ describe('POST /v1/mailboxes/{address}/send', () => {
     const again = (await retry.json()) as { id: string; refused?: string[]; duplicate: boolean };
     assert.deepEqual([again.id, again.refused, again.duplicate], [result.id, ['gone@remote.test'], true]);
     assert.equal(mx.to('bob@remote.test').length, before + 1, 'sent once');
+  });
+
+  it("SES's SMTP interface as the smarthost, out of its sending rate or daily quota: 503 with Retry-After, or 429; the same key sends once later", async () => {
+    // Its replies (https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html).
+    const cases = [
+      { to: 'rate@remote.test', text: 'Throttling failure: Maximum sending rate exceeded.', status: 503 },
+      { to: 'quota@remote.test', text: 'Throttling failure: Daily message quota exceeded.', status: 429 },
+    ];
+    for (const { to, text, status } of cases) {
+      mx.refuse(to, 454, text);
+      const body = { to, subject: `limited ${status}`, text: 'x' };
+      const key = { headers: { 'Idempotency-Key': `limit-${status}` } };
+      const res = await send(body, key);
+      assert.equal(res.status, status, await res.clone().text());
+      const error = await errorOf(res);
+      assert.equal(error.code, status === 503 ? 'throttled' : 'send_quota_exceeded');
+      assert.equal(res.headers.get('retry-after'), status === 503 ? '4' : null);
+      assert.equal(mx.to(to).length, 0);
+      // The limit lifts: the same request with the same key sends it, once.
+      mx.accept(to);
+      const later = await send(body, key);
+      assert.equal(later.status, 200, await later.clone().text());
+      assert.equal(((await later.json()) as { duplicate: boolean }).duplicate, false);
+      assert.equal((await send(body, key)).status, 200);
+      assert.equal(mx.to(to).length, 1, 'sent once');
+    }
   });
 
   it('a refusal by the remote side is a 422 and nothing lands in the sent view', async () => {

@@ -23,8 +23,9 @@ export interface RemoteMx {
   readonly logins: { readonly user: string; readonly pass: string }[];
   /** Messages received for one recipient. */
   to(address: string): ReceivedMessage[];
-  refuse(address: string, code: number): void;
-  refuseOnce(address: string, code: number): void;
+  /** Refuses RCPT TO of `address` with `code` (and `text`, else a test's own reply text). */
+  refuse(address: string, code: number, text?: string): void;
+  refuseOnce(address: string, code: number, text?: string): void;
   /** Stops refusing an address. */
   accept(address: string): void;
   close(): Promise<void>;
@@ -37,8 +38,8 @@ function smtpError(code: number, message: string): Error & { responseCode: numbe
 export async function startRemoteMx(options: { auth?: boolean } = {}): Promise<RemoteMx> {
   const received: ReceivedMessage[] = [];
   const logins: { user: string; pass: string }[] = [];
-  const always = new Map<string, number>();
-  const once = new Map<string, number>();
+  const always = new Map<string, { code: number; text: string | undefined }>();
+  const once = new Map<string, { code: number; text: string | undefined }>();
   const server = new SMTPServer({
     name: 'mx.remote.test',
     authOptional: true,
@@ -53,10 +54,12 @@ export async function startRemoteMx(options: { auth?: boolean } = {}): Promise<R
     logger: false,
     onRcptTo(address, _session, callback) {
       const a = address.address.toLowerCase();
-      const code = always.get(a) ?? once.get(a);
+      const refusal = always.get(a) ?? once.get(a);
       once.delete(a);
-      if (code !== undefined)
-        return callback(smtpError(code, `${code === 550 ? '5.1.1' : '4.3.0'} refused by test`));
+      if (refusal !== undefined) {
+        const { code, text } = refusal;
+        return callback(smtpError(code, text ?? `${code === 550 ? '5.1.1' : '4.3.0'} refused by test`));
+      }
       return callback();
     },
     onData(stream, session, callback) {
@@ -86,8 +89,8 @@ export async function startRemoteMx(options: { auth?: boolean } = {}): Promise<R
     received,
     logins,
     to: (address) => received.filter((m) => m.rcptTo.includes(address.toLowerCase())),
-    refuse: (address, code) => always.set(address.toLowerCase(), code),
-    refuseOnce: (address, code) => once.set(address.toLowerCase(), code),
+    refuse: (address, code, text) => always.set(address.toLowerCase(), { code, text }),
+    refuseOnce: (address, code, text) => once.set(address.toLowerCase(), { code, text }),
     accept: (address) => {
       always.delete(address.toLowerCase());
       once.delete(address.toLowerCase());

@@ -2,7 +2,13 @@
  * An SES SDK error as the SendError the ports speak: named after the operation and the error, and
  * permanent when its name is one that asking again cannot fix (each adapter lists its own).
  */
-import { errorMessage, isThrottled, SendError, type SendingLimit } from '../../core/errors.ts';
+import {
+  errorMessage,
+  isThrottled,
+  SendError,
+  type SendingLimit,
+  sendingLimitNamed,
+} from '../../core/errors.ts';
 
 /**
  * Which sending limit an SES error is, if any. SES answers both of an account's sending limits as
@@ -14,10 +20,9 @@ import { errorMessage, isThrottled, SendError, type SendingLimit } from '../../c
  * is taken for the rate (the limit that lifts by itself).
  */
 export function sesSendingLimit(err: unknown): SendingLimit | undefined {
-  if (/daily message quota exceeded/i.test(errorMessage(err))) return 'daily_quota';
-  const name = err instanceof Error ? err.name : '';
-  if (/maximum sending rate exceeded/i.test(errorMessage(err))) return 'rate';
-  if (isThrottled(err) || name === 'LimitExceededException') return 'rate';
+  const named = sendingLimitNamed(errorMessage(err));
+  if (named !== undefined) return named;
+  if (isThrottled(err) || (err instanceof Error && err.name === 'LimitExceededException')) return 'rate';
   return undefined;
 }
 

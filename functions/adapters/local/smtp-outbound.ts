@@ -6,7 +6,7 @@
  */
 import { createTransport, type Transporter } from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
-import { errorMessage, SendError } from '../../core/errors.ts';
+import { errorMessage, SendError, sendingLimitNamed } from '../../core/errors.ts';
 import type { Outbound, OutboundMessage, OutboundResult } from '../../ports/outbound.ts';
 
 /** A smarthost that does not answer within this long is treated as down (the router then retries). */
@@ -96,6 +96,8 @@ export class SmtpOutbound implements Outbound {
         {
           cause: err,
           reply,
+          // SES's SMTP interface as the smarthost names its sending limits in a 454 (core/errors.ts).
+          limit: replyCode !== undefined && replyCode < 500 ? sendingLimitNamed(text) : undefined,
         },
       );
     }
