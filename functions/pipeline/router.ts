@@ -144,6 +144,35 @@ export async function allWritten(writes: readonly Promise<unknown>[]): Promise<v
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
+/** Mailbox deliveries of one message made at once, after its first (see processNotification). */
+export const DELIVERY_CONCURRENCY = 8;
+
+/**
+ * `work` on each item, at most `limit` at once. After a failure no further item is started, and the
+ * first failure is thrown once every started one has settled: nothing of the message is still being
+ * written when the caller learns of it (a local `ingest` then withdraws what was delivered).
+ */
+async function eachAtOnce<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failure: { readonly error: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await work(item);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== undefined) throw failure.error;
+}
+
 export async function processNotification(
   deps: RouterDeps,
   notification: SesReceivedNotification,
@@ -199,46 +228,71 @@ export async function processNotification(
   // outage) fails the record for a retry, and the mail for our own mailboxes must not wait with it.
   const order = decisions.map((_, i) => i);
   order.sort((a, b) => Number(decisions[a]?.kind === 'forward') - Number(decisions[b]?.kind === 'forward'));
+  const deliverAt = async (at: number): Promise<void> => {
+    const decision = decisions[at] as Decision;
+    if (decision.kind !== 'deliver' && decision.kind !== 'quarantine') return;
+    if (!raw || !parsed) throw new Error('unreachable: delivery without raw bytes or parse');
+    const delivery = await deliverToMailbox(deps, {
+      mailbox: decision.mailbox,
+      id,
+      raw,
+      parsed,
+      firstCopy,
+      rawSource: receipt.action.objectKey,
+      rewriteBlobs: options.rewriteBlobs === true,
+      fresh: options.fresh === true,
+      restoreDeleted: options.restoreDeleted === true,
+      stored,
+      entry: {
+        receivedAt: receivedAt.toISOString(),
+        verdicts,
+        tags: decision.kind === 'deliver' ? decision.tags : [],
+        quarantineReasons: decision.kind === 'quarantine' ? decision.reasons : undefined,
+        recipient: decision.recipient,
+        plusTag: decision.plusTag,
+        sesMessageId: mail.messageId,
+      },
+    });
+    // Later mailboxes copy this one's blobs, which a deleted message no longer has.
+    if (delivery !== 'deleted') firstCopy ??= decision.mailbox;
+    if (delivery === 'delivered') {
+      outcomes[at] = { decision, status: decision.kind === 'quarantine' ? 'quarantined' : 'delivered' };
+    } else {
+      outcomes[at] = {
+        decision,
+        status: 'duplicate',
+        ...(delivery === 'deleted' ? { detail: 'delivered before and deleted since' } : {}),
+      };
+    }
+  };
+  // One at a time until a mailbox holds the message's blobs (the first writes them from memory, the
+  // others copy its blobs), then the others together, DELIVERY_CONCURRENCY at a time: a message to a
+  // team of mailboxes costs about one delivery's round trips in AWS, and shares one group commit
+  // locally, instead of one after another.
+  const deliveries = order.filter((at) => {
+    const kind = decisions[at]?.kind;
+    return kind === 'deliver' || kind === 'quarantine';
+  });
+  let next = 0;
+  while (next < deliveries.length && firstCopy === null) await deliverAt(deliveries[next++] as number);
+  // A mailbox routed to twice (delivered, and quarantined for another recipient) gets its second
+  // decision after the first has committed, as one after another did: the first decides its entry.
+  const together: number[] = [];
+  const repeats: number[] = [];
+  const mailboxes = new Set<string>();
+  for (const at of deliveries.slice(next)) {
+    const mailbox = (decisions[at] as Decision & { mailbox: string }).mailbox;
+    (mailboxes.has(mailbox) ? repeats : together).push(at);
+    mailboxes.add(mailbox);
+  }
+  await eachAtOnce(together, DELIVERY_CONCURRENCY, deliverAt);
+  for (const at of repeats) await deliverAt(at);
   for (const at of order) {
     const decision = decisions[at] as Decision;
     switch (decision.kind) {
       case 'deliver':
-      case 'quarantine': {
-        if (!raw || !parsed) throw new Error('unreachable: delivery without raw bytes or parse');
-        const delivery = await deliverToMailbox(deps, {
-          mailbox: decision.mailbox,
-          id,
-          raw,
-          parsed,
-          firstCopy,
-          rawSource: receipt.action.objectKey,
-          rewriteBlobs: options.rewriteBlobs === true,
-          fresh: options.fresh === true,
-          restoreDeleted: options.restoreDeleted === true,
-          stored,
-          entry: {
-            receivedAt: receivedAt.toISOString(),
-            verdicts,
-            tags: decision.kind === 'deliver' ? decision.tags : [],
-            quarantineReasons: decision.kind === 'quarantine' ? decision.reasons : undefined,
-            recipient: decision.recipient,
-            plusTag: decision.plusTag,
-            sesMessageId: mail.messageId,
-          },
-        });
-        // Later mailboxes copy this one's blobs, which a deleted message no longer has.
-        if (delivery !== 'deleted') firstCopy ??= decision.mailbox;
-        if (delivery === 'delivered') {
-          outcomes[at] = { decision, status: decision.kind === 'quarantine' ? 'quarantined' : 'delivered' };
-        } else {
-          outcomes[at] = {
-            decision,
-            status: 'duplicate',
-            ...(delivery === 'deleted' ? { detail: 'delivered before and deleted since' } : {}),
-          };
-        }
-        break;
-      }
+      case 'quarantine':
+        break; // above
       case 'forward': {
         if (!raw) throw new Error('unreachable: forward without raw bytes');
         await stored;

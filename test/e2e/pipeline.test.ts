@@ -224,6 +224,57 @@ describe('router with the local adapters', () => {
     assert.equal(entries.find((e) => e.id === retry.id)?.subject, 'half');
   });
 
+  it('delivers to the mailboxes after the first together; a failure among them is reported once the others are done, and a retry completes it', async () => {
+    // alice is delivered first (her copy is the one the others copy); bob's and carol's deliveries
+    // then run together: bob's commit fails soon, carol's takes longer.
+    let inFlight = 0;
+    let together = 0;
+    const committed: string[] = [];
+    const faulty = Object.create(runtime.index) as typeof runtime.index;
+    faulty.deliver = async (entry, options) => {
+      inFlight += 1;
+      together = Math.max(together, inFlight);
+      try {
+        if (entry.mailbox === 'bob@example.test') {
+          await new Promise((r) => setTimeout(r, 20));
+          throw new Error('EIO: bob');
+        }
+        if (entry.mailbox === 'carol@example.test') await new Promise((r) => setTimeout(r, 100));
+        const result = await runtime.index.deliver(entry, options);
+        committed.push(entry.mailbox);
+        return result;
+      } finally {
+        inFlight -= 1;
+      }
+    };
+    const notification = buildNotification({
+      sesMessageId: 'together00000000000000000000000000000000',
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['alice@example.test', 'bob@example.test', 'carol@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    const raw = Buffer.from('Subject: together\r\n\r\nhello\r\n');
+    await assert.rejects(
+      processNotification({ ...runtime, index: faulty }, notification, { raw }),
+      /EIO: bob/,
+    );
+    assert.equal(together, 2, "bob's and carol's deliveries were under way at once");
+    // Told of the failure only once nothing of the message was still being written (a local ingest
+    // withdraws what was delivered then, and must find carol's entry there to take it back).
+    assert.deepEqual(committed, ['alice@example.test', 'carol@example.test']);
+
+    const retry = await processNotification(runtime, notification, { raw });
+    assert.deepEqual(
+      retry.outcomes.map((o) => `${o.decision.kind === 'deliver' ? o.decision.mailbox : ''} ${o.status}`),
+      ['alice@example.test duplicate', 'bob@example.test delivered', 'carol@example.test duplicate'],
+    );
+    for (const mailbox of ['alice@example.test', 'bob@example.test', 'carol@example.test']) {
+      assert.equal((await runtime.blobs.get(mailboxKeys.raw(mailbox, retry.id)))?.toString(), raw.toString());
+    }
+  });
+
   it('a write that fails while the delivery waits on the index fails the message, and is never an unhandled rejection (which ends the relay)', async () => {
     // The notification's put fails at once; the delivery is still waiting for its index read then.
     const failing = Object.create(runtime.blobs) as typeof runtime.blobs;
