@@ -398,4 +398,57 @@ s.quit()
     assert.equal(relay.output().match(LIMIT_LINE)?.length, 1, relay.output());
     assert.doesNotMatch(relay.output(), /\(internal\)|insufficient|4\.3\.1/);
   });
+
+  it('the POP3 bridge out of descriptors answers -ERR [SYS/TEMP] saying so, and works once it has them', async () => {
+    const relay = await startRelay('bridge-limit', 1024);
+    const pop3Port = await freePort();
+    const bridge = spawn(process.execPath, [BIN, 'pop3', '--api', `${apiOf(relay)}/v1/`], {
+      env: cleanEnv({ MAIL_RELAY_POP3_PORT: String(pop3Port) }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let bridgeOut = '';
+    bridge.stdout.on('data', (c: Buffer) => {
+      bridgeOut += c.toString();
+    });
+    bridge.stderr.on('data', (c: Buffer) => {
+      bridgeOut += c.toString();
+    });
+    try {
+      const token = await tokenFor('bridge-limit', 'alice@example.test');
+      queuedId((await sendAgain(relay.port, [0]))[0] ?? '');
+      await until(
+        'the POP3 bridge listens',
+        () => (bridgeOut.includes(`127.0.0.1:${pop3Port}`) ? true : undefined),
+        60_000,
+      );
+      // The bridge's limit is lowered once its client is connected: the API request PASS makes needs a socket.
+      const r = await python(
+        `
+import os, poplib, subprocess, sys
+port, pid, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+p = poplib.POP3('127.0.0.1', port, timeout=60)
+p.user('alice@example.test')
+held = len(os.listdir('/proc/%s/fd' % pid))
+subprocess.run(['prlimit', '--pid', pid, '--nofile=%d:1024' % (held - 2)], check=True)
+try:
+    p.pass_(token); print('ok')
+except poplib.error_proto as e:
+    print(e.args[0].decode())
+subprocess.run(['prlimit', '--pid', pid, '--nofile=1024:1024'], check=True)
+p.user('alice@example.test'); p.pass_(token)
+print(p.stat()[0])
+p.quit()
+`,
+        [String(pop3Port), String(bridge.pid), token],
+      );
+      assert.equal(r.code, 0, `${r.stdout}${r.stderr}${bridgeOut}`);
+      assert.equal(
+        r.stdout,
+        '-ERR [SYS/TEMP] the POP3 bridge is out of resources (too many open files); try again later\n1\n',
+      );
+    } finally {
+      await stop(bridge);
+      await stop(relay.child);
+    }
+  });
 });
