@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** Entry point of `mail-relay` (run through tsx by bin/mail-relay.js, or `node --import tsx bin/cli.ts`). */
-import { main } from '../functions/local/cli.ts';
+import { openFilesTooLowLine, readOpenFilesLimit } from '../functions/local/descriptor-limit.ts';
 
 // A reader that leaves early (`token list | head -1`, `route … | grep -q deliver`) closes the pipe.
 // What is left to print then has no reader, which is not the command failing: its output stops there,
@@ -11,9 +11,18 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-const code = await main(process.argv.slice(2), {
-  out: process.stdout,
-  err: process.stderr,
-  env: process.env,
-});
-process.exitCode = code;
+// The servers, checked before anything else is loaded: loading the relay is what fails first under
+// a very low open-files limit (`npm start` reads ~40 module files at once), with a stack trace.
+const command = process.argv[2];
+const tooLow = command === 'dev' || command === 'pop3' ? openFilesTooLowLine(readOpenFilesLimit()) : null;
+if (tooLow !== null) {
+  process.stderr.write(`${tooLow}\n`);
+  process.exitCode = 1;
+} else {
+  const { main } = await import('../functions/local/cli.ts');
+  process.exitCode = await main(process.argv.slice(2), {
+    out: process.stdout,
+    err: process.stderr,
+    env: process.env,
+  });
+}

@@ -43,8 +43,43 @@ export function startNodeFlags(packageJsonPath = join(PROJECT_ROOT, 'package.jso
 }
 
 /**
+ * Packages bundled into the build rather than left to node_modules: pure ES modules whose files Node
+ * would otherwise read all at once at start, a descriptor each. zod alone is ~100 files (its ~50
+ * locales re-exported by its entry), hono and its middleware ~50: `npm start` needed an open-files
+ * limit of ~112 to start, and died with EMFILE at 64 (docs/adr/0014-local-server-process.md,
+ * 2026-11-29). Bundled together, so that there is one zod (the schemas of @hono/zod-openapi are ours).
+ * CommonJS packages are read one at a time by `require` and stay external, as does native better-sqlite3.
+ */
+export const BUNDLED_PACKAGES = new Set([
+  'zod',
+  '@hono/zod-openapi',
+  '@hono/zod-validator',
+  '@asteasolutions/zod-to-openapi',
+  'hono',
+  '@hono/node-server',
+]);
+
+/** The package a bare import names: `@scope/name` or `name`. */
+function packageOf(specifier) {
+  const parts = specifier.split('/');
+  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : (parts[0] ?? specifier);
+}
+
+/** esbuild's `packages: 'external'` but for `BUNDLED_PACKAGES`. */
+const externalPackagesBut = {
+  name: 'external-packages-but',
+  /** @param {import('esbuild').PluginBuild} b */
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (!args.path.startsWith('node:') && BUNDLED_PACKAGES.has(packageOf(args.path))) return undefined;
+      return { path: args.path, external: true };
+    });
+  },
+};
+
+/**
  * Bundles `entry` (a TypeScript file of this project) into `outdir`, entry as `<name>.mjs`.
- * node_modules stay imports (native better-sqlite3 among them); dynamic `import()`s of our own
+ * node_modules stay imports but for `BUNDLED_PACKAGES` (native better-sqlite3 among them); dynamic `import()`s of our own
  * modules become chunks, loaded when first used as before.
  * @param {{ entry?: string, outdir?: string, name?: string }} [options]
  */
@@ -62,14 +97,13 @@ export async function buildLocal(options = {}) {
     format: 'esm',
     platform: 'node',
     target: 'node20',
-    packages: 'external',
     outExtension: { '.js': '.mjs' },
     chunkNames: 'chunks/[name]-[hash]',
     // Readable stack traces without a source-map step: names kept, nothing minified.
     keepNames: true,
     sourcemap: 'linked',
     // The web inbox's files as strings, so the built relay does not read them from the repository.
-    plugins: [inboxAssetsPlugin],
+    plugins: [externalPackagesBut, inboxAssetsPlugin],
     logLevel: 'warning',
   });
   return join(outdir, `${name}.mjs`);

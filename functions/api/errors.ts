@@ -7,6 +7,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import {
   AuthError,
+  isOutOfDescriptors,
   isStorageFull,
   isThrottled,
   MailRelayError,
@@ -51,6 +52,13 @@ export interface HttpError {
  * and lift it as the request rate falls or capacity adapts.
  */
 export const THROTTLED_RETRY_AFTER_SECONDS = 4;
+
+/**
+ * `Retry-After` on a `503 out_of_resources`: the local relay ran out of file descriptors (its
+ * open-files limit). They come back as soon as connections close, which on a relay that tests use
+ * takes moments: a second is enough to find out.
+ */
+export const OUT_OF_RESOURCES_RETRY_AFTER_SECONDS = 1;
 
 /**
  * Maps any thrown value to the status and JSON body sent to the client.
@@ -105,6 +113,17 @@ export function toHttpError(err: unknown): HttpError {
   // answer, and it is no error of the server's to log as one.
   if (isClientAbort(err)) {
     return make(400, 'request_aborted', 'the connection closed before the request body was complete');
+  }
+  // The local relay's open-files limit ran out (EMFILE): not a bug, and over once connections close.
+  if (isOutOfDescriptors(err)) {
+    return {
+      ...make(
+        503,
+        'out_of_resources',
+        `the server is out of resources (too many open files); try again in ${OUT_OF_RESOURCES_RETRY_AFTER_SECONDS} second`,
+      ),
+      headers: { 'Retry-After': String(OUT_OF_RESOURCES_RETRY_AFTER_SECONDS) },
+    };
   }
   return make(500, 'internal', 'internal error');
 }

@@ -80,12 +80,13 @@ export const UNAUTHORIZED_RESPONSE = {
 };
 
 /**
- * The deployed relay's DynamoDB or S3 throttling its calls (`toHttpError`): documented on every
- * operation, with the `Retry-After` it comes with.
+ * The deployed relay's DynamoDB or S3 throttling its calls, or the local relay out of file
+ * descriptors (`toHttpError`): documented on every operation, with the `Retry-After` it comes with.
  */
 export const THROTTLED_RESPONSE = {
   description:
-    "The deployed relay's store (DynamoDB, S3) is throttling requests (`throttled`): try again " +
+    "The deployed relay's store (DynamoDB, S3) is throttling requests (`throttled`), or the local relay " +
+    'has run out of file descriptors, its open-files limit (`out_of_resources`): try again ' +
     "after `Retry-After` seconds (a send with the same `Idempotency-Key`). (API Gateway's own throttling of the stage answers `429` " +
     '`{"message":"Too Many Requests"}` before this API, without `Retry-After`: back off and retry.)',
   headers: {

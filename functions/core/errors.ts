@@ -183,3 +183,19 @@ export function isThrottled(err: unknown): boolean {
   }
   return false;
 }
+
+/**
+ * Error codes that mean "no descriptor to open a file or a socket with": the process's open-files
+ * limit (EMFILE, `ulimit -n`) or the system's (ENFILE). Not a bug and not lasting: the relay works
+ * again as soon as connections close (docs/adr/0014-local-server-process.md, 2026-11-29).
+ */
+const OUT_OF_DESCRIPTORS_CODES: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE']);
+
+/** Whether `err` (or an error it wraps as its `cause`, as `fetch` does) ran out of file descriptors. */
+export function isOutOfDescriptors(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && OUT_OF_DESCRIPTORS_CODES.has(code)) return true;
+  }
+  return false;
+}

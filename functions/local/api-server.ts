@@ -3,11 +3,12 @@
  * @hono/node-server, with local presigned URLs pointing back at this server (`/v1/blobs/…`).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { getRequestListener, RequestError } from '@hono/node-server';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { type ApiApp, type ApiDeps, createApp } from '../api/app.ts';
+import { OUT_OF_RESOURCES_RETRY_AFTER_SECONDS } from '../api/errors.ts';
 import type { MailWaiter } from '../api/waiter.ts';
 import { type LocalRuntime, loadOrCreatePresignSecret } from './runtime.ts';
 
@@ -20,6 +21,63 @@ export interface ApiServerOptions {
   readonly waiter?: MailWaiter;
   /** Overrides for the app (thresholds, clock, logging); storage always comes from the runtime. */
   readonly app?: Omit<ApiDeps, 'index' | 'blobs' | 'waiter' | 'serveLocalBlobs' | 'stopping'>;
+  /**
+   * Connections at once; one beyond gets `503 out_of_resources` and is closed (`connectionCap` of
+   * the open-files limit for `mail-relay dev`). @default no limit
+   */
+  readonly maxConnections?: number;
+  /** Called for each connection refused by `maxConnections` (the log says it once, not per connection). */
+  readonly onConnectionRefused?: () => void;
+}
+
+/**
+ * What a connection beyond `maxConnections` gets, written before its request is read (RFC 9110
+ * §15.6.4; a client reads a response whenever it comes): it holds a descriptor only until it is sent.
+ */
+const OUT_OF_RESOURCES_ANSWER = (() => {
+  const body = JSON.stringify({
+    error: {
+      code: 'out_of_resources',
+      message: `the server is out of resources (too many open files); try again in ${OUT_OF_RESOURCES_RETRY_AFTER_SECONDS} second`,
+    },
+  });
+  return (
+    'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n' +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nRetry-After: ${OUT_OF_RESOURCES_RETRY_AFTER_SECONDS}\r\n` +
+    `Cache-Control: no-store\r\nConnection: close\r\n\r\n${body}`
+  );
+})();
+
+/** How long a refused connection may take to close its side before it is dropped. */
+const REFUSED_CONNECTION_CLOSE_MS = 1000;
+
+/**
+ * Answers connections beyond `max` with `OUT_OF_RESOURCES_ANSWER` and closes them, before the HTTP
+ * server sees them: its own `connection` listener (the one `http.Server` adds in its constructor)
+ * is called only for the others. Node's `maxConnections` would drop them unanswered.
+ */
+function capConnections(server: Server, max: number, onRefused: (() => void) | undefined): void {
+  const listeners = server.listeners('connection');
+  const serve = listeners[0];
+  if (listeners.length !== 1 || serve === undefined) {
+    throw new Error(`expected http.Server to have one connection listener, found ${listeners.length}`);
+  }
+  server.removeAllListeners('connection');
+  let open = 0;
+  server.on('connection', (socket: Socket) => {
+    open += 1;
+    socket.once('close', () => {
+      open -= 1;
+    });
+    if (open <= max) return serve.call(server, socket);
+    onRefused?.();
+    // Its request is read and dropped (closing on unread bytes would reset the connection, and the
+    // client could lose the answer); the socket goes when the client closes, or after a while.
+    socket.on('error', () => undefined);
+    socket.on('data', () => undefined);
+    socket.setTimeout(REFUSED_CONNECTION_CLOSE_MS, () => socket.destroy());
+    socket.end(OUT_OF_RESOURCES_ANSWER);
+  });
 }
 
 export interface ApiServer {
@@ -215,6 +273,8 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     continueOnFirstRead(req, res);
     server.emit('request', req, res);
   });
+  if (options.maxConnections !== undefined)
+    capConnections(server, options.maxConnections, options.onConnectionRefused);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, host, () => {

@@ -15,7 +15,13 @@ import {
   isAddress,
   normalizeAddress,
 } from '../core/config.ts';
-import { ConfigError, errorMessage, isStorageFull, MailRelayError } from '../core/errors.ts';
+import {
+  ConfigError,
+  errorMessage,
+  isOutOfDescriptors,
+  isStorageFull,
+  MailRelayError,
+} from '../core/errors.ts';
 import { SENDING_ADDRESS_REASON } from '../core/forward-rewrite.ts';
 import { type Decision, qualifyRecipient, resolveRecipient } from '../core/routing.ts';
 import type { RetentionDeps } from '../pipeline/retention.ts';
@@ -23,6 +29,7 @@ import { countOutcomes, type RouteResult } from '../pipeline/router.ts';
 import type { TokenRecord } from '../ports/mailbox-index.ts';
 import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
 import { CONFIG_FILE_NAME, loadConfig, tokenMailbox, tokenScope } from './config-file.ts';
+import { connectionCap, OutOfDescriptorsNotice, readOpenFilesLimit } from './descriptor-limit.ts';
 import { DEFAULT_API_PORT, DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT } from './ports.ts';
 import type { RetentionSweeper } from './retention-sweeper.ts';
 import type { LocalRuntime } from './runtime.ts';
@@ -333,12 +340,12 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   const configAsRead = statSync(configPath, { throwIfNoEntry: false });
   const smtpPort = portFromEnv(io, 'MAIL_RELAY_SMTP_PORT', DEFAULT_SMTP_PORT);
   const apiPort = portFromEnv(io, 'MAIL_RELAY_API_PORT', DEFAULT_API_PORT);
-  const [{ startApiServer }, { startSmtpListener }, { holdDevLock }, { dataDirFromEnv }] = await Promise.all([
-    import('./api-server.ts'),
-    import('./smtp-listener.ts'),
-    import('./compact.ts'),
-    import('./runtime.ts'),
-  ]);
+  // One at a time, not in parallel: Node reads a module graph's files all at once, a descriptor each,
+  // and this is what set the open-files limit `npm start` needs (descriptor-limit.ts).
+  const { startApiServer } = await import('./api-server.ts');
+  const { startSmtpListener } = await import('./smtp-listener.ts');
+  const { holdDevLock } = await import('./compact.ts');
+  const { dataDirFromEnv } = await import('./runtime.ts');
   // One dev per data dir, and no `compact` beside it (compact.ts); the OS drops the lock if we die.
   // Taken before the journal is recovered or a store opened: a second dev must touch nothing.
   const devLock = holdDevLock(dataDirFromEnv(io.env));
@@ -364,11 +371,19 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   const waiter = new InProcessMailWaiter();
   // A full disk is said once (and when it is over), not for every message and request it refuses.
   const storageFull = new StorageFullNotice((line) => io.err.write(line), runtime.dataDir);
+  // So is running out of file descriptors (the open-files limit): a burst of connections past it.
+  const openFiles = readOpenFilesLimit();
+  const outOfDescriptors = new OutOfDescriptorsNotice((line) => io.err.write(line), openFiles);
+  const cap = connectionCap(openFiles);
   const api = await startApiServer(runtime, {
     port: apiPort,
     waiter,
+    maxConnections: cap,
+    onConnectionRefused: () =>
+      outOfDescriptors.refused(`API connections beyond ${cap} at once get 503 out_of_resources`),
     app: {
       logError: (err) => {
+        if (isOutOfDescriptors(err)) return outOfDescriptors.refused('API requests get 503 out_of_resources');
         if (!storageFull.report(err)) console.error('mail-relay api: internal error', err);
       },
     },
@@ -383,8 +398,11 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
     {
       port: smtpPort,
       spoolDir: runtime.spoolDir,
+      maxSessions: cap,
+      onSessionRefused: () => outOfDescriptors.refused(`SMTP sessions beyond ${cap} at once get 421 4.3.2`),
       onDelivered: (r) => {
         storageFull.stored();
+        outOfDescriptors.stored();
         const mailboxes = deliveredMailboxes(r);
         for (const mailbox of mailboxes) waiter.notify(mailbox);
         const c = countOutcomes([r]);
@@ -396,6 +414,7 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
       },
       onRefused: (refusal) => io.out.write(refusalLine(refusal)),
       onError: (err) => {
+        if (isOutOfDescriptors(err)) return outOfDescriptors.refused('messages and connections are refused');
         if (!storageFull.report(err)) io.err.write(`smtp error: ${errorMessage(err)}\n`);
       },
     },

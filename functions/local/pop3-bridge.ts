@@ -18,7 +18,7 @@ import type { ReadableStream } from 'node:stream/web';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_TOP_LINES } from '../api/top.ts';
 import { canonicalAddress } from '../core/config.ts';
-import { ConfigError, errorMessage } from '../core/errors.ts';
+import { ConfigError, errorMessage, isOutOfDescriptors } from '../core/errors.ts';
 import { MAX_DELETE_MANY } from '../ports/mailbox-index.ts';
 import { DEFAULT_POP3_PORT } from './ports.ts';
 
@@ -400,6 +400,13 @@ class Session {
           } else if (err instanceof ApiError && err.status < 500) {
             // The API refused this request: say why.
             this.reply(`-ERR ${oneLine(err)}`);
+          } else if (isOutOfDescriptors(err)) {
+            // The bridge's own open-files limit (it could not open a connection to the API): RFC 3206
+            // SYS/TEMP, as the API's `503 out_of_resources` is; over once connections close.
+            this.options.onError?.(err);
+            this.reply(
+              '-ERR [SYS/TEMP] the POP3 bridge is out of resources (too many open files); try again later',
+            );
           } else {
             this.options.onError?.(err);
             this.reply(`-ERR [SYS/TEMP] the mail-relay API failed: ${oneLine(err)}`);

@@ -21,13 +21,19 @@ import { readQuotedLocalParts } from './smtp-paths.ts';
 export interface PromptGreetingOptions extends SMTPServerOptions {
   /** Milliseconds to wait before the greeting; input before it gets `421 You talk too soon`. */
   readonly earlyTalkerDelay: number;
+  /** The text of the `421` a connection beyond `maxClients` gets (after the code). */
+  readonly tooManyClientsReply?: string;
+  /** Called for each connection refused for `maxClients`. */
+  readonly onTooManyClients?: (() => void) | undefined;
 }
 
 export class PromptGreetingSMTPServer extends SMTPServer {
   readonly #delay: number;
+  readonly #tooManyClientsReply: string | undefined;
+  readonly #onTooManyClients: (() => void) | undefined;
 
   constructor(options: PromptGreetingOptions) {
-    const { earlyTalkerDelay, ...rest } = options;
+    const { earlyTalkerDelay, tooManyClientsReply, onTooManyClients, ...rest } = options;
     if (!Number.isInteger(earlyTalkerDelay) || earlyTalkerDelay < 0) {
       throw new RangeError(`earlyTalkerDelay must be a non-negative integer, got ${earlyTalkerDelay}`);
     }
@@ -39,6 +45,8 @@ export class PromptGreetingSMTPServer extends SMTPServer {
         : rest,
     );
     this.#delay = earlyTalkerDelay;
+    this.#tooManyClientsReply = tooManyClientsReply;
+    this.#onTooManyClients = onTooManyClients;
   }
 
   override connect(socket: Socket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
@@ -53,7 +61,12 @@ export class PromptGreetingSMTPServer extends SMTPServer {
     connection._setListeners(() => {
       const max = this.options.maxClients;
       if (max && this.connections.size > max) {
-        connection.send(421, `${connection.name} Too many connected clients, try again in a moment`, false);
+        this.#onTooManyClients?.();
+        connection.send(
+          421,
+          this.#tooManyClientsReply ?? `${connection.name} Too many connected clients, try again in a moment`,
+          false,
+        );
         return;
       }
       if (this.#delay === 0) {

@@ -13,10 +13,11 @@
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { asciiDomain, type Config, canonicalAddress } from '../core/config.ts';
-import { isStorageFull, MailRelayError, SmtpRejectError } from '../core/errors.ts';
+import { isOutOfDescriptors, isStorageFull, MailRelayError, SmtpRejectError } from '../core/errors.ts';
 import { acceptsRecipient, qualifyRecipient } from '../core/routing.ts';
 import type { RouteResult, RouterDeps } from '../pipeline/router.ts';
 import { clearStaleSpool, DataSpool } from './data-spool.ts';
+import { SMTP_MESSAGE_OUT_OF_RESOURCES, SMTP_SESSION_OUT_OF_RESOURCES } from './descriptor-limit.ts';
 import { ingest } from './ingest.ts';
 import { PromptGreetingSMTPServer } from './prompt-greeting-server.ts';
 
@@ -51,6 +52,13 @@ export interface SmtpListenerOptions {
    * message) before it is closed with 421. @default SMTP_IDLE_TIMEOUT_MS
    */
   readonly idleTimeout?: number;
+  /**
+   * Sessions at once; a connection beyond gets `421 4.3.2 Server out of resources` and is closed
+   * (`connectionCap` of the open-files limit for `mail-relay dev`). @default no limit
+   */
+  readonly maxSessions?: number;
+  /** Called for each connection refused by `maxSessions` (the log says it once, not per connection). */
+  readonly onSessionRefused?: () => void;
 }
 
 /** Mail refused, as `onRefused` reports it. */
@@ -197,6 +205,10 @@ function storageFull(): SmtpRejectError {
 /** A temporary failure: the client keeps the message and retries; nothing is lost. */
 function temporaryFailure(err: unknown): SmtpRejectError {
   if (isStorageFull(err)) return storageFull();
+  // Not "(internal)": the open-files limit ran out. Over once connections close; the sender retries.
+  if (isOutOfDescriptors(err)) {
+    return new SmtpRejectError(451, SMTP_MESSAGE_OUT_OF_RESOURCES, 'out_of_resources');
+  }
   const code = err instanceof MailRelayError ? err.code : 'internal';
   return new SmtpRejectError(
     451,
@@ -239,6 +251,13 @@ export async function startSmtpListener(
     hideSMTPUTF8: true,
     hideDSN: true,
     maxRecipients: MAX_RECIPIENTS,
+    ...(options.maxSessions === undefined
+      ? {}
+      : {
+          maxClients: options.maxSessions,
+          tooManyClientsReply: SMTP_SESSION_OUT_OF_RESOURCES,
+          onTooManyClients: options.onSessionRefused,
+        }),
     logger: false,
     onClose(session) {
       slowRouting.delete(session.id);
@@ -343,7 +362,8 @@ export async function startSmtpListener(
           inFlight.delete(session.id);
           options.onError?.(spool.error);
           await spool.dispose();
-          return callback(storageFull());
+          // A spool file that could not be opened for want of descriptors is no full disk.
+          return callback(isOutOfDescriptors(spool.error) ? temporaryFailure(spool.error) : storageFull());
         }
         // A message waiting for its turn whose client has gone (it never got a 250, so it will send
         // again) is dropped: delivering it too would make the retry a duplicate.

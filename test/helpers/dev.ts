@@ -25,15 +25,23 @@ export interface DevProcess {
 }
 
 /**
- * Starts `node <argv>` (default `bin/mail-relay.js dev`) on `dataDir` with free ports, and waits
+ * Starts `node <argv>` (default `bin/mail-relay.js dev`; behind `wrapper` if given) on `dataDir` with free ports, and waits
  * until it listens for SMTP; throws with its output if it exits first or is not up within 30 s.
  */
 export async function startDev(
   dataDir: string,
-  options: { argv?: readonly string[]; env?: Record<string, string>; cwd?: string } = {},
+  options: {
+    argv?: readonly string[];
+    env?: Record<string, string>;
+    cwd?: string;
+    /** A command that runs node, e.g. `['prlimit', '--nofile=64:64']` (it must exec it: same pid). */
+    wrapper?: readonly [string, ...string[]];
+  } = {},
 ): Promise<DevProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, [...(options.argv ?? [BIN, 'dev'])], {
+  const argv = [...(options.argv ?? [BIN, 'dev'])];
+  const [command, ...args] = options.wrapper ?? [process.execPath];
+  const child = spawn(command, options.wrapper === undefined ? argv : [...args, process.execPath, ...argv], {
     env: cleanEnv({
       MAIL_RELAY_DATA_DIR: dataDir,
       MAIL_RELAY_SMTP_PORT: String(port),
