@@ -57,6 +57,30 @@ function apiOf(relay: DevProcess): string {
   return url;
 }
 
+/** `mail-relay pop3` in front of the relay's API on a free port, once it listens; its output is kept. */
+async function startBridge(
+  relay: DevProcess,
+): Promise<{ child: ChildProcess; port: number; output: () => string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [BIN, 'pop3', '--api', `${apiOf(relay)}/v1/`], {
+    env: cleanEnv({ MAIL_RELAY_POP3_PORT: String(port) }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  await until(
+    'the POP3 bridge listens',
+    () => (out.includes(`127.0.0.1:${port}`) ? true : undefined),
+    60_000,
+  );
+  return { child, port, output: () => out };
+}
+
 async function tokenFor(name: string, mailbox: string): Promise<string> {
   const r = await run(process.execPath, [BIN, 'token', 'create', mailbox], {
     env: cleanEnv({ MAIL_RELAY_DATA_DIR: join(work, name) }),
@@ -245,27 +269,11 @@ describe('npm start under a low open-files limit', { skip: !havePrlimit }, () =>
     const limit = 128;
     const cap = connectionCap({ soft: limit, hard: limit }) as number;
     const relay = await startRelay('api-burst', limit);
-    const pop3Port = await freePort();
     const api = apiOf(relay);
-    const bridge = spawn(process.execPath, [BIN, 'pop3', '--api', `${api}/v1/`], {
-      env: cleanEnv({ MAIL_RELAY_POP3_PORT: String(pop3Port) }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let bridgeOut = '';
-    bridge.stdout.on('data', (c: Buffer) => {
-      bridgeOut += c.toString();
-    });
-    bridge.stderr.on('data', (c: Buffer) => {
-      bridgeOut += c.toString();
-    });
+    const { child: bridge, port: pop3Port } = await startBridge(relay);
     try {
       const token = await tokenFor('api-burst', 'alice@example.test');
       const id = queuedId((await sendAgain(relay.port, [0]))[0] ?? '');
-      await until(
-        'the POP3 bridge listens',
-        () => (bridgeOut.includes(`127.0.0.1:${pop3Port}`) ? true : undefined),
-        60_000,
-      );
       // n long-polls held open at once: those past the cap are answered 503 at once and closed; the
       // rest wait for mail. While they wait, a POP3 login needs the API too.
       const n = 80;
@@ -401,26 +409,10 @@ s.quit()
 
   it('the POP3 bridge out of descriptors answers -ERR [SYS/TEMP] saying so, and works once it has them', async () => {
     const relay = await startRelay('bridge-limit', 1024);
-    const pop3Port = await freePort();
-    const bridge = spawn(process.execPath, [BIN, 'pop3', '--api', `${apiOf(relay)}/v1/`], {
-      env: cleanEnv({ MAIL_RELAY_POP3_PORT: String(pop3Port) }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let bridgeOut = '';
-    bridge.stdout.on('data', (c: Buffer) => {
-      bridgeOut += c.toString();
-    });
-    bridge.stderr.on('data', (c: Buffer) => {
-      bridgeOut += c.toString();
-    });
+    const { child: bridge, port: pop3Port, output: bridgeOutput } = await startBridge(relay);
     try {
       const token = await tokenFor('bridge-limit', 'alice@example.test');
       queuedId((await sendAgain(relay.port, [0]))[0] ?? '');
-      await until(
-        'the POP3 bridge listens',
-        () => (bridgeOut.includes(`127.0.0.1:${pop3Port}`) ? true : undefined),
-        60_000,
-      );
       // The bridge's limit is lowered once its client is connected: the API request PASS makes needs a socket.
       const r = await python(
         `
@@ -441,7 +433,7 @@ p.quit()
 `,
         [String(pop3Port), String(bridge.pid), token],
       );
-      assert.equal(r.code, 0, `${r.stdout}${r.stderr}${bridgeOut}`);
+      assert.equal(r.code, 0, `${r.stdout}${r.stderr}${bridgeOutput()}`);
       assert.equal(
         r.stdout,
         '-ERR [SYS/TEMP] the POP3 bridge is out of resources (too many open files); try again later\n1\n',
