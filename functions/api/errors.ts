@@ -99,14 +99,11 @@ export function toHttpError(err: unknown): HttpError {
   // The deployed relay's DynamoDB or S3 refused the calls for their rate, after the SDK's own retries:
   // not a bug, and over soon (a 500 would tell a client to give up, or to retry at once).
   if (isThrottled(err)) {
-    return {
-      ...make(
-        503,
-        'throttled',
-        `the store is busy (throttled); try again in ${THROTTLED_RETRY_AFTER_SECONDS} seconds`,
-      ),
-      headers: { 'Retry-After': String(THROTTLED_RETRY_AFTER_SECONDS) },
-    };
+    return unavailableFor(
+      THROTTLED_RETRY_AFTER_SECONDS,
+      'throttled',
+      `the store is busy (throttled); try again in ${THROTTLED_RETRY_AFTER_SECONDS} seconds`,
+    );
   }
   // The client closed its connection before its request body was all there (Node's `aborted`, locally;
   // API Gateway hands a Lambda whole bodies only): nothing failed here, nobody is left to read an
@@ -116,16 +113,22 @@ export function toHttpError(err: unknown): HttpError {
   }
   // The local relay's open-files limit ran out (EMFILE): not a bug, and over once connections close.
   if (isOutOfDescriptors(err)) {
-    return {
-      ...make(
-        503,
-        'out_of_resources',
-        `the server is out of resources (too many open files); try again in ${OUT_OF_RESOURCES_RETRY_AFTER_SECONDS} second`,
-      ),
-      headers: { 'Retry-After': String(OUT_OF_RESOURCES_RETRY_AFTER_SECONDS) },
-    };
+    return unavailableFor(
+      OUT_OF_RESOURCES_RETRY_AFTER_SECONDS,
+      'out_of_resources',
+      `the server is out of resources (too many open files); try again in ${OUT_OF_RESOURCES_RETRY_AFTER_SECONDS} second`,
+    );
   }
   return make(500, 'internal', 'internal error');
+}
+
+/** A `503` that is over soon: its `Retry-After` (RFC 9110 §10.2.3) in seconds. */
+function unavailableFor(seconds: number, code: string, message: string): HttpError {
+  return {
+    status: 503,
+    body: { error: { code, message } },
+    headers: { 'Retry-After': String(seconds) },
+  };
 }
 
 /** The error Node's http server gives a request whose client went away before its body ended. */
