@@ -11,12 +11,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MAX_HEADER_BYTES } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
 import { parseConfig } from '../../functions/core/config.ts';
-import { mailboxKeys, type StoredSummary } from '../../functions/core/keys.ts';
+import { deleteMessageBlobs, mailboxKeys, type StoredSummary } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { ingest, LOCAL_BUCKET } from '../../functions/local/ingest.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import {
+  countOutcomes,
   MissingRawMessageError,
   notificationKey,
   processNotification,
@@ -67,13 +68,57 @@ describe('router with the local adapters', () => {
       [first, again, third].map((r) => r.outcomes.map((o) => o.status)),
       [['delivered'], ['duplicate'], ['duplicate']],
     );
+    assert.equal(again.outcomes[0]?.detail, undefined, 'present, not "deleted since"');
     const entries = await listAll(runtime.index, 'carol@example.test');
     assert.equal(entries.length, 1);
+    assert.equal(entries[0]?.seen, false, 'new mail is unseen');
     assert.deepEqual(await runtime.index.stat('carol@example.test'), {
       address: 'carol@example.test',
       messages: 1,
       bytes: entries[0]?.size,
     });
+  });
+
+  it('two concurrent processings of one notification (an SQS redelivery racing the first) report one delivery and one duplicate', async () => {
+    const sesMessageId = 'concurrent0000000000000000000000000000000';
+    await runtime.blobs.put(`inbound/${sesMessageId}`, Buffer.from('Subject: raced\r\n\r\nonce\r\n'));
+    const notification = buildNotification({
+      sesMessageId,
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['carol@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    // Both read the index before either writes: both find no entry, and the conditional insert decides.
+    let arrived = 0;
+    let release: () => void = () => undefined;
+    const bothArrived = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const racing = Object.create(runtime.index) as typeof runtime.index;
+    racing.deliveryState = async (mailbox, id) => {
+      const state = await runtime.index.deliveryState(mailbox, id);
+      arrived += 1;
+      if (arrived === 2) release();
+      await bothArrived;
+      return state;
+    };
+    const deps = { ...runtime, index: racing };
+    const results = await Promise.all([
+      processNotification(deps, notification),
+      processNotification(deps, notification),
+    ]);
+    assert.deepEqual(results.map((r) => r.outcomes.map((o) => o.status)[0]).sort(), [
+      'delivered',
+      'duplicate',
+    ]);
+    assert.equal(countOutcomes(results).delivered, 1);
+    assert.equal(
+      (await listAll(runtime.index, 'carol@example.test')).filter((e) => e.sesMessageId === sesMessageId)
+        .length,
+      1,
+    );
   });
 
   it('keeps both notifications of a message two receipt rules notified (one per recipient set); replay routes both', async () => {
@@ -183,6 +228,27 @@ describe('router with the local adapters', () => {
     assert.ok(summary.parseFailed && summary.parseError.length > 0);
   });
 
+  it('fans a message the parser refuses out to several mailboxes, each with the raw bytes', async () => {
+    const huge = `X-Filler: ${'b'.repeat(990)}\r\n`.repeat(Math.ceil(MAX_HEADER_BYTES / 1000) + 10);
+    const body = Buffer.from(`Subject: unreadable for two\r\n${huge}\r\nthe body\r\n`);
+    const r = await ingest(runtime, {
+      body,
+      mailFrom: '',
+      recipients: ['team@example.test'],
+      via: { protocol: 'ESMTP' },
+    });
+    assert.equal(r.parseFailed, true);
+    assert.deepEqual(
+      r.outcomes.map((o) => o.status),
+      ['delivered', 'delivered'],
+    );
+    for (const mailbox of ['alice@example.test', 'bob@example.test']) {
+      assert.equal((await runtime.index.get(mailbox, r.id))?.parseFailed, true, mailbox);
+      const raw = await runtime.blobs.get(mailboxKeys.raw(mailbox, r.id));
+      assert.ok(raw?.subarray(raw.length - body.length).equals(body), mailbox);
+    }
+  });
+
   it('commits no entry when one of the concurrent blob writes of a delivery fails; a retry delivers once', async () => {
     // The summary's write fails at once, while the part's (issued with it) is still under way.
     const written: string[] = [];
@@ -222,6 +288,39 @@ describe('router with the local adapters', () => {
     const entries = await listAll(runtime.index, 'carol@example.test');
     assert.equal(entries.length, before + 1);
     assert.equal(entries.find((e) => e.id === retry.id)?.subject, 'half');
+    // Not stored at inbound/ (nothing to copy from): the mailbox's copy is the bytes in hand.
+    assert.deepEqual(await runtime.blobs.get(mailboxKeys.raw('carol@example.test', retry.id)), raw);
+  });
+
+  it('commits no entry when the mailbox copy of the raw bytes (written from memory) fails', async () => {
+    const failing = Object.create(runtime.blobs) as typeof runtime.blobs;
+    failing.put = async (key, body, options) => {
+      await new Promise((r) => setImmediate(r));
+      if (key.startsWith('mailboxes/carol@example.test/') && key.endsWith('.eml'))
+        throw new Error('EIO: raw copy');
+      await runtime.blobs.put(key, body, options);
+    };
+    const sesMessageId = 'rawcopyfails0000000000000000000000000000';
+    const notification = buildNotification({
+      sesMessageId,
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['carol@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    // Not at inbound/, so the raw copy is a put of the bytes in hand.
+    await assert.rejects(
+      processNotification({ ...runtime, blobs: failing }, notification, {
+        raw: Buffer.from('Subject: no raw copy\r\n\r\nx\r\n'),
+      }),
+      /EIO: raw copy/,
+    );
+    assert.equal(
+      (await listAll(runtime.index, 'carol@example.test')).filter((e) => e.sesMessageId === sesMessageId)
+        .length,
+      0,
+    );
   });
 
   it('delivers to the mailboxes after the first together; a failure among them is reported once the others are done, and a retry completes it', async () => {
@@ -310,6 +409,58 @@ describe('router with the local adapters', () => {
       process.off('unhandledRejection', onUnhandled);
     }
     assert.deepEqual(unhandled, []);
+    // The entry is the commit point: none is made when a write of the message failed (the retry makes it).
+    assert.equal(
+      (await listAll(runtime.index, 'carol@example.test')).filter(
+        (e) => e.sesMessageId === 'unhandled0000000000000000000000000000000',
+      ).length,
+      0,
+    );
+  });
+
+  it('sends no forward before the message is stored: a failed notification write fails it, and the retry forwards once', async () => {
+    const withForward = parseConfig({
+      domains: ['example.test'],
+      mailboxes: ['alice@example.test'],
+      routes: [{ match: 'fwd@example.test', action: 'forward', to: ['someone@remote.test'] }],
+    });
+    const sent: string[] = [];
+    const outbound = {
+      send: async (m: { to: readonly string[] }) => {
+        sent.push(...m.to);
+        return { messageId: `sent-${sent.length}` };
+      },
+    };
+    let fail = true;
+    const failing = Object.create(runtime.blobs) as typeof runtime.blobs;
+    failing.put = async (key, body, options) => {
+      await new Promise((r) => setImmediate(r));
+      if (fail && key.startsWith('notifications/')) throw new Error('EIO: notification write');
+      await runtime.blobs.put(key, body, options);
+    };
+    const sesMessageId = 'forwardstored000000000000000000000000000';
+    await runtime.blobs.put(
+      `inbound/${sesMessageId}`,
+      Buffer.from('Subject: fwd\r\nMessage-ID: <f@remote.test>\r\n\r\nx\r\n'),
+    );
+    const notification = buildNotification({
+      sesMessageId,
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['fwd@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    const deps = { ...runtime, config: withForward, blobs: failing, outbound };
+    await assert.rejects(processNotification(deps, notification), /EIO: notification write/);
+    assert.deepEqual(sent, [], 'nothing forwarded for a message whose processing failed before its commit');
+    fail = false;
+    const retry = await processNotification(deps, notification);
+    assert.deepEqual(
+      retry.outcomes.map((o) => o.status),
+      ['forwarded'],
+    );
+    assert.deepEqual(sent, ['someone@remote.test']);
   });
 
   it('parses before the caller says the message is durable, but stores and delivers nothing until then', async () => {
@@ -387,6 +538,137 @@ describe('router with the local adapters', () => {
     );
     assert.equal(r.parseFailed, false, 'nothing was parsed, so nothing failed to parse');
     assert.equal(r.size, 0);
+  });
+
+  it('a retry after a partial fan-out still delivers to the mailbox that missed it when another deleted its copy meanwhile', async () => {
+    // team@ -> alice, bob. The first processing commits alice's entry, then bob's index write fails
+    // (the record goes back for a retry). Alice's client fetches and deletes the message before the
+    // retry, which must still give bob his copy (from the stored raw, not from alice's deleted one).
+    const body = Buffer.from('Subject: partial fan-out\r\n\r\nfor alice and bob\r\n');
+    const sesMessageId = 'partialfanout000000000000000000000000000';
+    await runtime.blobs.put(`inbound/${sesMessageId}`, body);
+    const notification = buildNotification({
+      sesMessageId,
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['team@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    const failingForBob = Object.create(runtime.index) as typeof runtime.index;
+    failingForBob.deliver = async (entry, options) => {
+      if (entry.mailbox === 'bob@example.test') throw new Error('index unavailable');
+      return runtime.index.deliver(entry, options);
+    };
+    await assert.rejects(
+      processNotification({ ...runtime, index: failingForBob }, notification),
+      /index unavailable/,
+    );
+    const [alices] = (await listAll(runtime.index, 'alice@example.test')).filter(
+      (e) => e.sesMessageId === sesMessageId,
+    );
+    assert.ok(alices, 'alice got it on the first try');
+    assert.ok(await runtime.index.delete('alice@example.test', alices.id));
+    await deleteMessageBlobs(runtime.blobs, 'alice@example.test', alices.id);
+
+    const retry = await processNotification(runtime, notification);
+    assert.deepEqual(
+      retry.outcomes.map((o) => [o.status, o.detail]),
+      [
+        ['duplicate', 'delivered before and deleted since'],
+        ['delivered', undefined],
+      ],
+    );
+    const bobs = (await listAll(runtime.index, 'bob@example.test')).filter(
+      (e) => e.sesMessageId === sesMessageId,
+    );
+    assert.equal(bobs.length, 1);
+    assert.deepEqual(await runtime.blobs.get(mailboxKeys.raw('bob@example.test', retry.id)), body);
+    assert.equal(
+      (await listAll(runtime.index, 'alice@example.test')).filter((e) => e.sesMessageId === sesMessageId)
+        .length,
+      0,
+      'deleted mail stays deleted',
+    );
+  });
+
+  it('fails, for a retry, a message refused for every recipient whose notification could not be stored (replay needs it)', async () => {
+    const failing = Object.create(runtime.blobs) as typeof runtime.blobs;
+    failing.put = async (key, body, options) => {
+      if (key.startsWith('notifications/')) throw new Error('EIO: notification write');
+      await runtime.blobs.put(key, body, options);
+    };
+    const n = buildNotification({
+      sesMessageId: 'refusednotstored000000000000000000000000',
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients: ['nobody@example.test'],
+      verdicts: UNCHECKED_VERDICTS,
+      bucketName: LOCAL_BUCKET,
+    });
+    await assert.rejects(processNotification({ ...runtime, blobs: failing }, n), /EIO: notification write/);
+    assert.equal(await runtime.blobs.head(notificationKey(n)), null);
+    // The retry stores it, so `replay` can route the message again.
+    await processNotification(runtime, n);
+    assert.ok(await runtime.blobs.head(notificationKey(n)));
+  });
+
+  it('a delivery tagged by policy (spam: tag) carries the tag in its entry', async () => {
+    const tagging = parseConfig({
+      domains: ['example.test'],
+      mailboxes: ['alice@example.test'],
+      policies: { spam: 'tag' },
+    });
+    const sesMessageId = 'taggedspam0000000000000000000000000000000';
+    await runtime.blobs.put(`inbound/${sesMessageId}`, Buffer.from('Subject: cheap pills\r\n\r\nx\r\n'));
+    const r = await processNotification(
+      { ...runtime, config: tagging },
+      buildNotification({
+        sesMessageId,
+        receivedAt: new Date(),
+        mailFrom: 'x@remote.test',
+        recipients: ['alice@example.test'],
+        verdicts: { ...UNCHECKED_VERDICTS, spam: 'FAIL' },
+        bucketName: LOCAL_BUCKET,
+      }),
+    );
+    assert.deepEqual(
+      r.outcomes.map((o) => o.status),
+      ['delivered'],
+    );
+    assert.deepEqual((await runtime.index.get('alice@example.test', r.id))?.tags, ['spam']);
+  });
+
+  it('reports and counts a dropped recipient next to a delivered one', async () => {
+    const withDrop = parseConfig({
+      domains: ['example.test'],
+      mailboxes: ['alice@example.test'],
+      routes: [{ match: 'blackhole@example.test', action: 'drop' }],
+    });
+    const sesMessageId = 'dropped000000000000000000000000000000000';
+    await runtime.blobs.put(`inbound/${sesMessageId}`, Buffer.from('Subject: dropped\r\n\r\nx\r\n'));
+    const r = await processNotification(
+      { ...runtime, config: withDrop },
+      buildNotification({
+        sesMessageId,
+        receivedAt: new Date(),
+        mailFrom: 'x@remote.test',
+        recipients: ['blackhole@example.test', 'alice@example.test'],
+        verdicts: UNCHECKED_VERDICTS,
+        bucketName: LOCAL_BUCKET,
+      }),
+    );
+    assert.deepEqual(
+      r.outcomes.map((o) => [o.decision.recipient, o.status]),
+      [
+        ['blackhole@example.test', 'dropped'],
+        ['alice@example.test', 'delivered'],
+      ],
+    );
+    assert.deepEqual(
+      { delivered: countOutcomes([r]).delivered, dropped: countOutcomes([r]).dropped },
+      { delivered: 1, dropped: 1 },
+    );
   });
 
   it('refuses, for a retry, a notification whose raw message is not stored', async () => {
