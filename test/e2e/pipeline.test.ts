@@ -613,6 +613,54 @@ describe('router with the local adapters', () => {
     assert.ok(await runtime.blobs.head(notificationKey(n)));
   });
 
+  it('a mailbox routed to twice in one message (quarantined for one recipient, delivered for another) is decided by the first decision, as one after another', async () => {
+    // q is the quarantine mailbox and a listed mailbox; bob's route quarantines spam, the others tag it.
+    const twice = parseConfig({
+      domains: ['example.test'],
+      mailboxes: ['carol@example.test', 'bob@example.test', 'q@example.test'],
+      quarantineMailbox: 'q@example.test',
+      policies: { spam: 'tag' },
+      routes: [
+        {
+          match: 'bob@example.test',
+          action: 'deliver',
+          to: ['bob@example.test'],
+          policies: { spam: 'quarantine' },
+        },
+      ],
+    });
+    // The quarantine's commit is the slower: delivered together, the plain delivery would win q's entry.
+    const slowQuarantine = Object.create(runtime.index) as typeof runtime.index;
+    slowQuarantine.deliver = async (entry, options) => {
+      if (entry.quarantineReasons !== undefined) await new Promise((r) => setTimeout(r, 50));
+      return runtime.index.deliver(entry, options);
+    };
+    const sesMessageId = 'routedtwice00000000000000000000000000000';
+    const raw = Buffer.from('Subject: cheap pills\r\n\r\nx\r\n');
+    const r = await processNotification(
+      { ...runtime, config: twice, index: slowQuarantine },
+      buildNotification({
+        sesMessageId,
+        receivedAt: new Date(),
+        mailFrom: 'x@remote.test',
+        recipients: ['carol@example.test', 'bob@example.test', 'q@example.test'],
+        verdicts: { ...UNCHECKED_VERDICTS, spam: 'FAIL' },
+        bucketName: LOCAL_BUCKET,
+      }),
+      { raw },
+    );
+    assert.deepEqual(
+      r.outcomes.map((o) => `${o.decision.recipient} ${o.decision.kind} ${o.status}`),
+      [
+        'carol@example.test deliver delivered',
+        'bob@example.test quarantine quarantined',
+        'q@example.test deliver duplicate',
+      ],
+    );
+    const entry = await runtime.index.get('q@example.test', r.id);
+    assert.deepEqual([entry?.recipient, entry?.quarantineReasons], ['bob@example.test', ['spam']]);
+  });
+
   it('a delivery tagged by policy (spam: tag) carries the tag in its entry', async () => {
     const tagging = parseConfig({
       domains: ['example.test'],
