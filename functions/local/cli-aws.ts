@@ -4,7 +4,7 @@
  *   mail-relay replay --since <time> [--mailbox <address>] [--stack <name>]
  *   mail-relay reparse [--mailbox <address>] [--since <time>] [--stack <name>]
  *   mail-relay upgrade --stack <name>
- *   mail-relay import --stack <name> [--to <address>]… <files or directories…>
+ *   mail-relay import --stack <name> [--to <address>… | --sent-of <mailbox>] <files or directories…>
  *   mail-relay token create --stack <name> (<mailbox> | --admin [<mailbox>]) [--label <text>]
  *   mail-relay token revoke --stack <name> <token>
  *
@@ -301,16 +301,20 @@ async function replayIn(
 export async function commandImportIntoStack(
   stack: string,
   paths: readonly string[],
-  to: readonly string[],
+  target: { readonly to: readonly string[]; readonly sentOf?: string | undefined },
   io: CliIo,
 ): Promise<number> {
   const { config, awsRegion } = loadConfig(io.env);
   const { runImport } = await import('./import.ts');
   return inStackRegion(awsRegion, async () => {
     const { deps, close, where } = await openStoredMail(config, stack, io);
-    io.err.write(`importing into ${where}\n`);
+    io.err.write(
+      `importing into ${target.sentOf === undefined ? '' : `the sent mail of ${target.sentOf} in `}${where}\n`,
+    );
     try {
-      return await runImport(deps, paths, to, io);
+      // `--sent-of`: straight into the stack's bucket and table, as the send function stores its copies.
+      const sentOf = target.sentOf === undefined ? undefined : { owner: target.sentOf, stores: deps };
+      return await runImport(deps, paths, { to: target.to, sentOf }, io);
     } finally {
       await close();
     }

@@ -65,10 +65,13 @@ Commands:
                            feed .eml files, mbox files and directories (a Maildir) through the router
                            (recipients: --to, else every address in the message's Delivered-To,
                            X-Original-To, To and Cc headers); --stack: into the deployed stack
-  export <mailbox> [--out <path>] [--format mbox|maildir] [--force] [--stack <name>]
-                           write a mailbox's mail, oldest first, with its read state: an mbox (to stdout
-                           without --out) or a Maildir; from the data dir or the deployed stack (backups,
-                           moving to another mail system; import reads it back)
+  import --sent-of <mailbox> [--stack <name>] <files or directories…>
+                           put sent mail (export --sent, a mail program's Sent folder) into the
+                           mailbox's sent view, as POST …/send keeps it; nothing is routed
+  export <mailbox> [--sent] [--out <path>] [--format mbox|maildir] [--force] [--stack <name>]
+                           write a mailbox's mail (--sent: its sent view), oldest first, with its read
+                           state: an mbox (to stdout without --out) or a Maildir; from the data dir or
+                           the deployed stack (backups, moving to another mail system; import reads it back)
   token create <mailbox> [--label <text>]
   token create --admin [<mailbox>] [--label <text>]
                            print a new API token (shown once; only its SHA-256 is stored);
@@ -122,12 +125,14 @@ const DEV_USAGE = `Usage: mail-relay dev
 const ROUTE_USAGE = `Usage: mail-relay route <address>…
   prints what would happen to mail for each address (exit code 1 when one is refused)`;
 
-const IMPORT_USAGE = `Usage: mail-relay import [--to <address>]… [--stack <name>] <files or directories…>
+const IMPORT_USAGE = `Usage: mail-relay import [--to <address>… | --sent-of <mailbox>] [--stack <name>] <files or directories…>
   feeds messages through the router into $MAIL_RELAY_DATA_DIR: .eml files, mbox files (each message
   of it; an export of Thunderbird, mutt, Apple Mail or Google Takeout) and directories (every file
   below that is mail: a Maildir, a folder of .eml files; hidden entries and a Maildir's tmp/ passed
   over); recipients: each --to, else the message's Delivered-To / X-Original-To / To / Cc headers
-  --stack  into the deployed stack (S3 + DynamoDB, and SES for forwards, with your AWS credentials)`;
+  --sent-of  mail the mailbox sent (mail-relay export --sent, a Sent folder: ~/Maildir/.Sent, Sent.mbox)
+             into its sent view (GET …?view=sent), stored as it is, read state kept; not routed
+  --stack    into the deployed stack (S3 + DynamoDB, and SES for forwards, with your AWS credentials)`;
 
 const POP3_USAGE = `Usage: mail-relay pop3 [--api <url>]
   the POP3 bridge on 127.0.0.1:$MAIL_RELAY_POP3_PORT (default 1110) in front of the HTTP API at <url>
@@ -585,7 +590,11 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     {
       command: 'import',
       usage: IMPORT_USAGE,
-      options: { to: { type: 'string', multiple: true }, stack: { type: 'string' } },
+      options: {
+        to: { type: 'string', multiple: true },
+        'sent-of': { type: 'string' },
+        stack: { type: 'string' },
+      },
     },
     args,
     io,
@@ -600,17 +609,36 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     io.err.write(`mail-relay import: --to ${bad} is not an address\n`);
     return USAGE_EXIT;
   }
+  const sentOf = values['sent-of'];
+  if (sentOf !== undefined && forced.length > 0)
+    return usageError(
+      io,
+      'import',
+      '--sent-of puts the mail into a sent view, --to routes it to mailboxes: give one of them',
+      IMPORT_USAGE,
+    );
   if (values.stack === '') return usageError(io, 'import', '--stack needs a stack name', IMPORT_USAGE);
+  const { config } = loadConfig(io.env);
+  let owner: string | undefined;
+  if (sentOf !== undefined) {
+    const checked = tokenMailbox(config, sentOf);
+    if ('problem' in checked) {
+      io.err.write(`mail-relay import: --sent-of: ${checked.problem}\n`);
+      return USAGE_EXIT;
+    }
+    owner = checked.mailbox;
+  }
   if (values.stack !== undefined) {
     const { commandImportIntoStack } = await import('./cli-aws.ts');
-    return await commandImportIntoStack(values.stack, positionals, forced, io);
+    return await commandImportIntoStack(values.stack, positionals, { to: forced, sentOf: owner }, io);
   }
-  const { config } = loadConfig(io.env);
   const { runImport } = await import('./import.ts');
   const runtime = await openRuntime(io, config);
   try {
     await runtime.recover();
-    return await runImport(runtime, positionals, forced, io);
+    // The sent view is written as the send route writes it: outside the journal, each write synced.
+    const sent = owner === undefined ? undefined : { owner, stores: runtime.unjournaled };
+    return await runImport(runtime, positionals, { to: forced, sentOf: sent }, io);
   } finally {
     await runtime.close();
   }

@@ -25,7 +25,7 @@ import type { Readable } from 'node:stream';
 import { fsyncDir } from '../adapters/local/fs-blob-store.ts';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage, MailRelayError } from '../core/errors.ts';
-import { mailboxKeys } from '../core/keys.ts';
+import { mailboxKeys, sentMailboxKey } from '../core/keys.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { MailboxIndex, MessageEntry } from '../ports/mailbox-index.ts';
 import { parseCommandArgs, usageError } from './cli-args.ts';
@@ -234,7 +234,13 @@ export function streamSink(out: NodeJS.WritableStream): Sink {
 
 export interface ExportRun {
   readonly store: ExportStore;
+  /** The index key: a mailbox, or its sent view (`sentMailboxKey`). */
   readonly mailbox: string;
+  /**
+   * The `From ` line's sender for a message without `Return-Path:`: for the sent view its owner, who
+   * was the envelope sender of everything in it (`POST …/send` sends from the mailbox).
+   */
+  readonly sender?: string | undefined;
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
 }
 
@@ -268,7 +274,7 @@ export async function exportMbox(run: ExportRun, sink: Sink): Promise<ExportSumm
       const crlf = crlfThroughout(entry, start);
       await put(
         Buffer.from(
-          mboxFromLine(envelopeSender(start), new Date(entry.receivedAt)) +
+          mboxFromLine(envelopeSender(start) || (run.sender ?? ''), new Date(entry.receivedAt)) +
             exportFields(entry.seen, crlf, entry.size),
           'latin1',
         ),
@@ -366,7 +372,11 @@ async function refuseExisting(path: string, format: ExportFormat, force: boolean
     return false;
   }
   if (!info.isDirectory()) throw exists(path, format);
-  const entries = await readdir(path);
+  // Maildir++ folders (`.Sent`, Dovecot's layout; `export --sent` writes one) are not the inbox's:
+  // a Maildir that holds only those is empty, so that its inbox can be exported after its sent mail.
+  const entries = (await readdir(path, { withFileTypes: true }))
+    .filter((e) => !(e.isDirectory() && e.name.startsWith('.')))
+    .map((e) => e.name);
   if (entries.length === 0) return false;
   const maildir = ['cur', 'new', 'tmp'].every((d) => entries.includes(d));
   if (!force || !maildir) throw exists(path, format);
@@ -482,9 +492,11 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
   return { messages, bytes, gone, present: skipped };
 }
 
-export const EXPORT_USAGE = `Usage: mail-relay export <mailbox> [--out <path>] [--format mbox|maildir] [--force] [--stack <name>]
+export const EXPORT_USAGE = `Usage: mail-relay export <mailbox> [--sent] [--out <path>] [--format mbox|maildir] [--force] [--stack <name>]
   writes every message of the mailbox, oldest first, as stored (trace headers included), with its
   read state, from $MAIL_RELAY_DATA_DIR (also while mail-relay dev runs on it) or a deployed stack
+  --sent    the mailbox's sent view instead (what it sent with POST …/send): --out alice.sent.mbox, or
+            a Maildir++ folder beside its inbox's Maildir (--format maildir --out ~/Maildir/.Sent)
   --format  mbox (default): one mboxrd file, which mutt, Thunderbird, Apple Mail, Python's mailbox and
             mail-relay import read; maildir: a Maildir (cur/, new/, tmp/) for Dovecot, mutt, notmuch
   --out     the mbox file or the Maildir directory; without it the mbox goes to stdout (pipe it:
@@ -494,7 +506,7 @@ export const EXPORT_USAGE = `Usage: mail-relay export <mailbox> [--out <path>] [
             refused
   --stack   from the deployed stack (S3 + DynamoDB, read only, with your AWS credentials)
 The quarantine is a mailbox of its own: export it by its address (quarantineMailbox in the configuration).
-Back in: mail-relay import --to <mailbox> <the mbox or Maildir>`;
+Back in: mail-relay import --to <mailbox> <the mbox or Maildir>; the sent view: import --sent-of <mailbox>`;
 
 /** `mail-relay export`: see EXPORT_USAGE. Returns the exit code. */
 export async function commandExport(args: readonly string[], io: CliIo): Promise<number> {
@@ -506,6 +518,7 @@ export async function commandExport(args: readonly string[], io: CliIo): Promise
         out: { type: 'string' },
         format: { type: 'string' },
         force: { type: 'boolean', default: false },
+        sent: { type: 'boolean', default: false },
         stack: { type: 'string' },
       },
     },
@@ -534,20 +547,26 @@ export async function commandExport(args: readonly string[], io: CliIo): Promise
       EXPORT_USAGE,
     );
   const { config, awsRegion } = loadConfig(io.env);
+  const sent = values.sent === true;
+  // What is read (the index key), and how the messages say it.
+  const key = sent ? sentMailboxKey(mailbox) : mailbox;
+  const what = sent ? `the sent mail of ${mailbox}` : mailbox;
+  const mail = sent ? 'sent mail' : 'mail';
   const run = async (store: ExportStore & { where: string }): Promise<number> => {
-    const stat = await statOf(store, mailbox);
+    const stat = await statOf(store, key);
     if (stat.messages === 0 && !('problem' in tokenMailbox(config, mailbox)))
-      io.err.write(`${mailbox} has no mail in ${store.where}\n`);
+      io.err.write(`${mailbox} has no ${mail} in ${store.where}\n`);
     if (stat.messages === 0 && 'problem' in tokenMailbox(config, mailbox)) {
       io.err.write(
-        `mail-relay export: no mail stored for ${mailbox} in ${store.where}, and it is not a mailbox in the configuration\n`,
+        `mail-relay export: no ${mail} stored for ${mailbox} in ${store.where}, and it is not a mailbox in the configuration\n`,
       );
       return 1;
     }
     const tty = io.err.isTTY === true;
     const exportRun: ExportRun = {
       store,
-      mailbox,
+      mailbox: key,
+      sender: sent ? mailbox : undefined,
       onProgress: tty ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
     };
     const force = values.force === true;
@@ -569,7 +588,7 @@ export async function commandExport(args: readonly string[], io: CliIo): Promise
       ...(summary.gone > 0 ? [`${summary.gone} deleted while exporting`] : []),
     ];
     io.err.write(
-      `exported ${n} message${n === 1 ? '' : 's'} (${(summary.bytes / 1e6).toFixed(1)} MB) of ${mailbox} ` +
+      `exported ${n} message${n === 1 ? '' : 's'} (${(summary.bytes / 1e6).toFixed(1)} MB) of ${what} ` +
         `to ${target}${notes.length > 0 ? `; ${notes.join(', ')}` : ''}\n`,
     );
     return 0;

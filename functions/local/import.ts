@@ -12,10 +12,19 @@ import addressparser from 'nodemailer/lib/addressparser';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
 import { messageIdFor, sesMessageIdFromContent } from '../core/ids.ts';
+import { sentMailboxKey } from '../core/keys.ts';
 import { parseMailDate } from '../core/mail-date.ts';
 import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
-import { countOutcomes, notificationKey, type Outcome, type RouteResult } from '../pipeline/router.ts';
+import {
+  countOutcomes,
+  deliverToMailbox,
+  notificationKey,
+  type Outcome,
+  type RouteResult,
+  type RouterDeps,
+} from '../pipeline/router.ts';
+import type { MailParser } from '../ports/mail-parser.ts';
 import {
   gmailLabels,
   importSources,
@@ -206,7 +215,7 @@ export interface ImportSummary {
 export async function runImport(
   deps: IngestDeps,
   paths: readonly string[],
-  to: readonly string[],
+  target: { readonly to: readonly string[]; readonly sentOf?: SentImport | undefined },
   io: {
     readonly out: NodeJS.WritableStream;
     readonly err: NodeJS.WritableStream & { isTTY?: boolean };
@@ -214,7 +223,8 @@ export async function runImport(
 ): Promise<number> {
   const tty = io.err.isTTY === true;
   const summary = await importFiles(deps, paths, {
-    to,
+    to: target.to,
+    sentOf: target.sentOf,
     onProgress: tty ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
   });
   if (tty) io.err.write('\n');
@@ -242,10 +252,83 @@ type DeletedIn = 'thunderbird' | 'gmail-trash';
 /** Files read and routed at once: enough for the journal's group commit to batch their syncs. */
 export const IMPORT_CONCURRENCY = 8;
 
+/**
+ * `import --sent-of <mailbox>`: the messages are mail the mailbox sent (its sent view exported, a mail
+ * program's Sent folder), to be put back where `POST …/send` keeps its copies (ADR 9), not routed to
+ * their recipients (which would deliver the owner's sent mail to them, or refuse it).
+ */
+export interface SentImport {
+  /** The mailbox whose sent view receives the messages (a mailbox of the configuration). */
+  readonly owner: string;
+  /**
+   * Where the copies are written, each write durable when it resolves: the sent view is written as
+   * the send route writes it, blobs then the index entry, outside the ingest journal (locally the
+   * runtime's `unjournaled` stores; a stack's S3 and DynamoDB).
+   */
+  readonly stores: Pick<RouterDeps, 'blobs' | 'index'>;
+}
+
+/**
+ * One message of `import --sent-of` into the owner's sent view: stored as it is (an export of ours as
+ * it was stored: mboxrd.ts), with no trace header, `inbound/` copy or notification (it was never
+ * received: nothing to replay), and no routing. Its id is from the sent view's key, the stored bytes
+ * and the receipt time, so the same message imported again, from the mbox or the Maildir export of it
+ * (whose time is its Date, the send time unless a `message/rfc822` send gave another), is found there
+ * (or found deleted, and stays deleted) without a write. `read`: the source says so.
+ */
+async function importSentCopy(
+  parser: MailParser,
+  sent: SentImport,
+  message: { readonly bytes: Buffer; readonly receivedAt: Date; readonly read: boolean },
+): Promise<RouteResult> {
+  const { owner, stores } = sent;
+  const mailbox = sentMailboxKey(owner);
+  const sesMessageId = importSesMessageId([mailbox], message.bytes);
+  const id = messageIdFor(message.receivedAt.getTime(), sesMessageId);
+  const decision = { kind: 'deliver', recipient: owner, mailbox, tags: [] } as const;
+  const result = (status: Outcome['status'], parseFailed: boolean, detail?: string): RouteResult => ({
+    sesMessageId,
+    id,
+    size: message.bytes.length,
+    parseFailed,
+    outcomes: [{ decision, status, ...(detail === undefined ? {} : { detail }) }],
+  });
+  const state = await stores.index.deliveryState(mailbox, id);
+  if (state !== 'absent')
+    return result('duplicate', false, state === 'deleted' ? 'delivered before and deleted since' : undefined);
+  const parsed = await parser.parse(message.bytes);
+  const delivered = await deliverToMailbox(stores, {
+    mailbox,
+    id,
+    raw: message.bytes,
+    parsed,
+    firstCopy: null,
+    // Looked up just above; another worker delivering the same bytes meanwhile makes it `present`.
+    fresh: true,
+    entry: {
+      receivedAt: message.receivedAt.toISOString(),
+      verdicts: UNCHECKED_VERDICTS,
+      tags: [],
+      quarantineReasons: undefined,
+      recipient: owner,
+      plusTag: undefined,
+      sesMessageId,
+    },
+  });
+  if (delivered !== 'delivered') return result('duplicate', false);
+  if (message.read) await stores.index.setSeen(mailbox, id, true);
+  return result('delivered', !parsed.ok);
+}
+
 export async function importFiles(
   deps: IngestDeps,
   files: readonly string[],
-  options: { to?: readonly string[]; onProgress?: ((done: number, total: number) => void) | undefined } = {},
+  options: {
+    to?: readonly string[];
+    /** Into this mailbox's sent view instead of through the router (`import --sent-of`). */
+    sentOf?: SentImport | undefined;
+    onProgress?: ((done: number, total: number) => void) | undefined;
+  } = {},
 ): Promise<ImportSummary> {
   const now = Date.now();
   // The run's length by the monotonic clock: a wall clock stepped meanwhile would make it negative.
@@ -291,6 +374,25 @@ export async function importFiles(
         deleted.set(item.path, byWhy);
         return;
       }
+      const read =
+        item.readState === 'mbox'
+          ? mailWasRead(fields)
+          : item.readState !== 'none' && item.readState.maildirSeen;
+      const fromLine =
+        item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now) ? item.fromLineTime : null;
+      // A message of our own export (mboxrd.ts): its stored bytes, and its receipt time in the `From `
+      // line. Read only once it is known to be needed (an import found done needs neither).
+      const exportedOf = () => (item.readState === 'mbox' ? fromExportedMbox(body) : null);
+      if (options.sentOf !== undefined) {
+        const exported = exportedOf();
+        const receivedAt =
+          (exported === null ? null : fromLine) ??
+          importReceiptTime(fields, now) ??
+          fromLine ??
+          fileReceiptTime(item.mtime, now);
+        const bytes = exported ?? withoutFromLine(body);
+        return tally(await importSentCopy(deps.parser, options.sentOf, { bytes, receivedAt, read }));
+      }
       // What Gmail judged spam is spam to the routing too: the spam policy decides (tagged by
       // default), as for mail SES judged so.
       const verdicts: Verdicts =
@@ -309,17 +411,12 @@ export async function importFiles(
       const before =
         earlier === null ? null : await importedBefore(deps, sesMessageId, recipients, earlier, verdicts);
       if (before !== null) return tally(before);
-      // A message of our own export (mboxrd.ts): its stored bytes, and its receipt time in the `From ` line.
-      const exported = item.readState === 'mbox' ? fromExportedMbox(body) : null;
-      const fromLine =
-        item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now) ? item.fromLineTime : null;
+      const exported = exportedOf();
       const receivedAt =
         earlier ??
         (exported === null ? null : fromLine) ??
         importReceiptTime(fields, now) ??
-        (item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now)
-          ? item.fromLineTime
-          : null) ??
+        fromLine ??
         fileReceiptTime(item.mtime, now);
       const result = await ingest(deps, {
         // The id above is of the bytes as read, as it was before the `From ` line was left out: an
@@ -344,10 +441,6 @@ export async function importFiles(
       }
       // Mail the program it comes from had read stays read, where it says so (a Maildir's S flag, an
       // mbox's Status headers); only when delivered now: a message imported before keeps its flag.
-      const read =
-        item.readState === 'mbox'
-          ? mailWasRead(fields)
-          : item.readState !== 'none' && item.readState.maildirSeen;
       if (read) {
         for (const o of result.outcomes) {
           if (o.status === 'delivered' && o.decision.kind === 'deliver') {

@@ -12,8 +12,10 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { CloudFormationClient, CreateStackCommand } from '@aws-sdk/client-cloudformation';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
+import { createApp } from '../../functions/api/app.ts';
 import { createToken, hashToken } from '../../functions/api/auth.ts';
 import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
@@ -699,6 +701,131 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     } finally {
       await aws.blobs.put(key, kept);
     }
+  });
+
+  it('export --sent --stack writes a mailbox’s sent view (POST …/send through SES); import --sent-of brings it into a data dir’s sent view, and --stack into a stack’s, routed nowhere; again a no-op', async () => {
+    // SES (moto too) sends only from a verified identity.
+    const sesv2 = new SESv2Client(moto.clientConfig);
+    await sesv2.send(new CreateEmailIdentityCommand({ EmailIdentity: 'example.test' }));
+    sesv2.destroy();
+    const config = parseConfig(CONFIG);
+    const app = createApp({
+      index: aws.index,
+      blobs: aws.blobs,
+      send: { config, index: aws.index, blobs: aws.blobs, outbound: aws.outbound, parser: aws.parser },
+    });
+    const tokens = {
+      [CAROL]: (await createToken(aws.index, { mailbox: CAROL })).token,
+      [DAVE]: (await createToken(aws.index, { mailbox: DAVE })).token,
+    };
+    const api = (owner: typeof CAROL | typeof DAVE, path: string, init: RequestInit = {}) =>
+      app.request(`/v1/mailboxes/${owner}${path}`, {
+        ...init,
+        headers: { Authorization: `Bearer ${tokens[owner]}`, 'Content-Type': 'application/json' },
+      });
+    /** The sent view as the API serves it: each message's raw bytes with its read state; and STAT. */
+    const sentView = async (owner: typeof CAROL | typeof DAVE) => {
+      const list = (await (await api(owner, '/messages?view=sent')).json()) as {
+        items: { id: string; seen: boolean; receivedAt: string }[];
+      };
+      const messages = new Map<string, { seen: boolean; second: string }>();
+      for (const item of list.items) {
+        const raw = await api(owner, `/messages/${item.id}/raw?view=sent`);
+        assert.equal(raw.status, 200);
+        messages.set(Buffer.from(await raw.arrayBuffer()).toString('latin1'), {
+          seen: item.seen,
+          second: item.receivedAt.slice(0, 19),
+        });
+      }
+      const stat = (await (await api(owner, '?view=sent')).json()) as { messages: number; bytes: number };
+      return { messages, stat: { messages: stat.messages, bytes: stat.bytes } };
+    };
+    const ids: string[] = [];
+    for (const [i, text] of ['From the start of a line.\n>From quoted.\n', 'two', 'three'].entries()) {
+      const res = await api(CAROL, '/send', {
+        method: 'POST',
+        body: JSON.stringify({ to: `friend${i}@remote.test`, subject: `sent ${i}`, text }),
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      ids.push(((await res.json()) as { id: string }).id);
+    }
+    const read = await api(CAROL, `/messages/${ids[1]}?view=sent`, {
+      method: 'PATCH',
+      body: JSON.stringify({ seen: true }),
+    });
+    assert.equal(read.status, 200, await read.clone().text());
+    const original = await sentView(CAROL);
+    assert.equal(original.messages.size, 3);
+    const sentBySes = (await moto.sentRawMessages()).length;
+
+    const path = join(dir, 'carol.sent.mbox');
+    const io = makeIo(env);
+    assert.equal(
+      await main(['export', CAROL, '--sent', '--stack', STACK, '--out', path], io),
+      0,
+      io.text().err,
+    );
+    assert.match(
+      io.text().err,
+      /^exported 3 messages \(\d+\.\d MB\) of the sent mail of carol@example\.test to /m,
+    );
+    const separators = readFileSync(path, 'latin1')
+      .split('\n')
+      .filter((l) => l.startsWith('From '));
+    assert.deepEqual(
+      separators.map((l) => l.split(' ')[1]),
+      [CAROL, CAROL, CAROL],
+      'each From line names the sender, the mailbox',
+    );
+    assert.match(readFileSync(path, 'latin1'), /\n>From the start of a line\.\n>>From quoted\.\n/);
+
+    // Into a fresh data dir's sent view, as it was.
+    const fresh = { ...env, MAIL_RELAY_DATA_DIR: mkdtempSync(join(dir, 'fresh-sent-')) };
+    const local = makeIo(fresh);
+    assert.equal(await main(['import', '--sent-of', CAROL, path], local), 0, local.text().err);
+    assert.match(local.text().out, /delivered 3, duplicate 0,/);
+    const runtime = createLocalRuntime({ config, dataDir: fresh.MAIL_RELAY_DATA_DIR });
+    try {
+      const back = new Map<string, { seen: boolean; second: string }>();
+      for (const e of await listAll(runtime.index, `${CAROL}/sent`)) {
+        const raw = await runtime.blobs.get(mailboxKeys.raw(`${CAROL}/sent`, e.id));
+        back.set(raw?.toString('latin1') ?? '', { seen: e.seen, second: e.receivedAt.slice(0, 19) });
+      }
+      assert.deepEqual(back, original.messages, 'byte for byte, read state, receipt time');
+      assert.equal((await runtime.index.stat(CAROL)).messages, 0, 'nothing in the inbox');
+    } finally {
+      await runtime.close();
+    }
+
+    // Up into a stack: dave's sent view (another mailbox, so that the ids are new there).
+    const daveInbox = (await aws.index.stat(DAVE)).messages;
+    const up = makeIo(env);
+    assert.equal(await main(['import', '--stack', STACK, '--sent-of', DAVE, path], up), 0, up.text().err);
+    assert.match(
+      up.text().err,
+      /^importing into the sent mail of dave@example\.test in stack mail-relay-cli-test \(s3:\/\/mail-relay-cli-bucket, table mail-relay-cli-table\)\n/,
+    );
+    assert.match(up.text().out, /^imported 3\/3 messages from 1 file in [\d.]+s: delivered 3, duplicate 0,/);
+    const dave = await sentView(DAVE);
+    assert.deepEqual(
+      dave,
+      original,
+      "dave's sent view serves carol's sent mail as it was, with its read state",
+    );
+    assert.equal((await aws.index.stat(DAVE)).messages, daveInbox, 'nothing routed into the inbox');
+    assert.equal((await moto.sentRawMessages()).length, sentBySes, 'nothing sent');
+    const again = makeIo(env);
+    assert.equal(
+      await main(['import', '--stack', STACK, '--sent-of', DAVE, path], again),
+      0,
+      again.text().err,
+    );
+    assert.match(again.text().out, /delivered 0, duplicate 3,/);
+    assert.deepEqual((await sentView(DAVE)).stat, original.stat);
+
+    const both = makeIo(env);
+    assert.equal(await main(['import', '--stack', STACK, '--sent-of', DAVE, '--to', DAVE, path], both), 2);
+    assert.match(both.text().err, /--sent-of puts the mail into a sent view, --to routes it to mailboxes/);
   });
 
   it('replay on the local data dir restores a deleted delivery when asked; bad arguments are usage errors', async () => {
