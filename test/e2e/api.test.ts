@@ -1022,12 +1022,19 @@ describe('a client that goes away mid-upload', () => {
       // A raw message announced at 100,000 bytes, of which the client sends a few and hangs up.
       const socket = connect(Number(new URL(env.url).port), '127.0.0.1');
       await once(socket, 'connect');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => {
+        answer += chunk.toString('latin1');
+      });
+      // `Expect: 100-continue`: the server says `100` when the route starts reading the body.
       socket.write(
         `POST /v1/mailboxes/${ALICE}/send HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n` +
-          'Content-Type: message/rfc822\r\nContent-Length: 100000\r\n\r\nFrom: alice@example.test\r\n',
+          'Content-Type: message/rfc822\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n',
       );
-      // Until the route is reading the body (its request is under way), then gone.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await until('the route to read the body', () =>
+        answer.startsWith('HTTP/1.1 100 ') ? true : undefined,
+      );
+      socket.write('From: alice@example.test\r\n');
       socket.destroy();
       await once(socket, 'close');
       // Only checks that something did NOT happen: the abort reaches the route within the socket's close,
