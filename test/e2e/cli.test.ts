@@ -36,6 +36,7 @@ import { hasCommand, PROJECT_ROOT, requireOrAnnounce } from '../helpers/env.ts';
 import { killedRelaySegment } from '../helpers/journal.ts';
 import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
+import { recordCalls } from '../helpers/record-calls.ts';
 import { listAll, stripTrace } from '../helpers/relay.ts';
 
 const BIN = join(PROJECT_ROOT, 'bin/mail-relay.js');
@@ -800,21 +801,10 @@ describe('mail-relay import', () => {
     const importWrites = async (config: typeof CONFIG) => {
       const runtime = createLocalRuntime({ config: parseConfig(config), dataDir });
       const writes: string[] = [];
-      const count = <T extends object>(target: T, name: string, methods: readonly (keyof T)[]) => {
-        for (const m of methods) {
-          const real = target[m] as (...args: unknown[]) => unknown;
-          Object.assign(target, {
-            [m]: (...args: unknown[]) => {
-              writes.push(`${name}.${String(m)}`);
-              return real.apply(target, args);
-            },
-          });
-        }
-      };
       assert.ok(runtime.journal);
-      count(runtime.journal, 'journal', ['append']);
-      count(runtime.blobs, 'blobs', ['put', 'copy', 'delete']);
-      count(runtime.index, 'index', ['deliver', 'delete', 'setSeen']);
+      recordCalls(writes, runtime.journal, 'journal', ['append']);
+      recordCalls(writes, runtime.blobs, 'blobs', ['put', 'copy', 'delete']);
+      recordCalls(writes, runtime.index, 'index', ['deliver', 'delete', 'setSeen']);
       try {
         const summary = await importFiles(runtime, [path]);
         return { line: summary.line, writes, archive: await listAll(runtime.index, 'archive@example.test') };

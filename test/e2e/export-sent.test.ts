@@ -19,6 +19,7 @@ import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { type ApiTestEnv, startApiTestEnv } from '../helpers/api.ts';
 import { BIN, cleanEnv } from '../helpers/dev.ts';
 import { python, run } from '../helpers/process.ts';
+import { recordCalls } from '../helpers/record-calls.ts';
 import { type RemoteMx, startRemoteMx } from '../helpers/remote-mx.ts';
 
 const ALICE = 'alice@example.test';
@@ -270,21 +271,10 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
     // Found there before anything is written: no blob, no index entry, no flag, not even the same again.
     const runtime = createLocalRuntime({ config: parseConfig(config), dataDir: fresh });
     const writes: string[] = [];
-    const count = <T extends object>(target: T, name: string, methods: readonly (keyof T)[]) => {
-      for (const m of methods) {
-        const real = target[m] as (...args: unknown[]) => unknown;
-        Object.assign(target, {
-          [m]: (...args: unknown[]) => {
-            writes.push(`${name}.${String(m)}`);
-            return real.apply(target, args);
-          },
-        });
-      }
-    };
     try {
       const { blobs, index } = runtime.unjournaled;
-      count(blobs, 'blobs', ['put', 'copy', 'delete']);
-      count(index, 'index', ['deliver', 'delete', 'setSeen']);
+      recordCalls(writes, blobs, 'blobs', ['put', 'copy', 'delete']);
+      recordCalls(writes, index, 'index', ['deliver', 'delete', 'setSeen']);
       const third = await importFiles(runtime, [mbox], {
         sentOf: { owner: ALICE, stores: { blobs, index } },
       });
