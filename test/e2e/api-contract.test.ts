@@ -735,19 +735,26 @@ describe('the API answers as its OpenAPI document says', () => {
     index.getToken = async () => {
       throw new Error('the index is down');
     };
-    try {
+    /** Every operation the document says may answer `status`, called expecting it; the answers by operation. */
+    const callEveryOperationWith = async (status: number) => {
       const sample: Record<string, string> = { address: ALICE, id, partId: part };
+      const answers: { operation: string; res: Response }[] = [];
       for (const [tpl, item] of Object.entries(doc.paths)) {
         for (const [method, op] of Object.entries(item)) {
-          if (op.responses['500'] === undefined) continue;
+          if (op.responses[String(status)] === undefined) continue;
           const path = tpl.replace(/\{(\w+)\}/g, (_, name: string) => sample[name] ?? name);
-          await call(method.toUpperCase(), `${path}?lines=1&timeout=0`, 500, {
+          const { res } = await call(method.toUpperCase(), `${path}?lines=1&timeout=0`, status, {
             token: alice,
             headers: json,
             body: method === 'get' ? undefined : '{}',
           });
+          answers.push({ operation: `${method} ${tpl}`, res });
         }
       }
+      return answers;
+    };
+    try {
+      await callEveryOperationWith(500);
     } finally {
       index.getToken = getToken;
     }
@@ -761,18 +768,8 @@ describe('the API answers as its OpenAPI document says', () => {
       });
     };
     try {
-      const sample: Record<string, string> = { address: ALICE, id, partId: part };
-      for (const [tpl, item] of Object.entries(doc.paths)) {
-        for (const [method, op] of Object.entries(item)) {
-          if (op.responses['503'] === undefined) continue;
-          const path = tpl.replace(/\{(\w+)\}/g, (_, name: string) => sample[name] ?? name);
-          const { res } = await call(method.toUpperCase(), `${path}?lines=1&timeout=0`, 503, {
-            token: alice,
-            headers: json,
-            body: method === 'get' ? undefined : '{}',
-          });
-          assert.equal(res.headers.get('retry-after'), '4', `${method} ${tpl}`);
-        }
+      for (const { operation, res } of await callEveryOperationWith(503)) {
+        assert.equal(res.headers.get('retry-after'), '4', operation);
       }
     } finally {
       index.getToken = getToken;

@@ -31,6 +31,12 @@ const config = parseConfig({
   routes: [{ match: 'team@example.test', action: 'deliver', to: ['alice@example.test', 'bob@example.test'] }],
 });
 
+/** A message whose header block is above the parser's limit (mailparser gives up on it), filled with `fill`. */
+function beyondTheParser(subject: string, fill: string): Buffer {
+  const huge = `X-Filler: ${fill.repeat(990)}\r\n`.repeat(Math.ceil(MAX_HEADER_BYTES / 1000) + 10);
+  return Buffer.from(`Subject: ${subject}\r\n${huge}\r\nthe body\r\n`);
+}
+
 describe('router with the local adapters', () => {
   let dir: string;
   let runtime: LocalRuntime;
@@ -204,8 +210,7 @@ describe('router with the local adapters', () => {
 
   it('delivers a message the parser refuses, raw and flagged, and loses nothing', async () => {
     // A header block above the parser's limit: mailparser gives up on it; we still deliver.
-    const huge = `X-Filler: ${'a'.repeat(990)}\r\n`.repeat(Math.ceil(MAX_HEADER_BYTES / 1000) + 10);
-    const body = Buffer.from(`Subject: unreadable\r\n${huge}\r\nthe body\r\n`);
+    const body = beyondTheParser('unreadable', 'a');
     const r = await ingest(runtime, {
       body,
       mailFrom: '',
@@ -229,8 +234,7 @@ describe('router with the local adapters', () => {
   });
 
   it('fans a message the parser refuses out to several mailboxes, each with the raw bytes', async () => {
-    const huge = `X-Filler: ${'b'.repeat(990)}\r\n`.repeat(Math.ceil(MAX_HEADER_BYTES / 1000) + 10);
-    const body = Buffer.from(`Subject: unreadable for two\r\n${huge}\r\nthe body\r\n`);
+    const body = beyondTheParser('unreadable for two', 'b');
     const r = await ingest(runtime, {
       body,
       mailFrom: '',
