@@ -7,7 +7,13 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { CreateTableCommand, DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, DeleteBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { DynamoDBDocumentClient, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import {
+  DynamoDBDocumentClient,
+  PutCommand,
+  ScanCommand,
+  TransactWriteCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
 import {
   DynamoDbMailboxIndex,
   mailboxTableDefinition,
@@ -105,6 +111,71 @@ describe('AWS adapters on moto_server', { skip: !available }, () => {
     assert.equal(url.searchParams.get('X-Amz-Expires'), '300');
     assert.match(url.searchParams.get('X-Amz-Signature') ?? '', /^[0-9a-f]{64}$/);
     await assert.rejects(store.presign('k', { expiresIn: 8 * 24 * 3600 }), /expiresIn/);
+  });
+
+  it('a cancelled transaction changes nothing, and a Scan reads the table as before (what every retry of a delivery rests on)', async () => {
+    // The moto_server of these suites rolls a cancelled transaction back by item (test/helpers/
+    // moto-speedups), not by a copy of the whole table: this is DynamoDB's all-or-nothing, kept.
+    const tableName = `rollback-${randomUUID()}`;
+    await dynamo.send(new CreateTableCommand(mailboxTableDefinition(tableName)));
+    try {
+      const [pk, sk] = [TABLE_KEYS.partitionKey, TABLE_KEYS.sortKey];
+      for (const [p, s] of [
+        ['MBX#a', 'B'],
+        ['MBX#a', 'D'],
+        ['MBX#b', 'A'],
+        ['MBX#a', 'C'],
+      ]) {
+        await documents.send(
+          new PutCommand({ TableName: tableName, Item: { [pk]: p, [sk]: s, n: 1, tags: ['x'] } }),
+        );
+      }
+      const scan = async () => (await documents.send(new ScanCommand({ TableName: tableName }))).Items;
+      const before = await scan();
+      assert.equal(before?.length, 4);
+      const writes = [
+        { Put: { TableName: tableName, Item: { [pk]: 'MBX#a', [sk]: 'A', n: 2 } } },
+        { Put: { TableName: tableName, Item: { [pk]: 'MBX#c', [sk]: 'A', n: 2 } } },
+        {
+          Update: {
+            TableName: tableName,
+            Key: { [pk]: 'MBX#a', [sk]: 'B' },
+            UpdateExpression: 'SET n = :two, tags = list_append(tags, :more) REMOVE gone',
+            ExpressionAttributeValues: { ':two': 2, ':more': ['y'] },
+          },
+        },
+        { Delete: { TableName: tableName, Key: { [pk]: 'MBX#a', [sk]: 'C' } } },
+      ];
+      const failing = {
+        ConditionCheck: {
+          TableName: tableName,
+          Key: { [pk]: 'MBX#b', [sk]: 'A' },
+          ConditionExpression: 'n = :nine',
+          ExpressionAttributeValues: { ':nine': 9 },
+        },
+      };
+      for (const items of [
+        [...writes, failing],
+        [failing, ...writes],
+      ]) {
+        await assert.rejects(
+          documents.send(new TransactWriteCommand({ TransactItems: items })),
+          (err: Error) => err.name === 'TransactionCanceledException',
+        );
+        assert.deepEqual(await scan(), before, 'every item as it was, in its place');
+      }
+      await documents.send(new TransactWriteCommand({ TransactItems: writes }));
+      const after = await scan();
+      assert.deepEqual(after?.map((i) => `${i[pk]} ${i[sk]} ${i.n} ${(i.tags ?? []).join('')}`).sort(), [
+        'MBX#a A 2 ',
+        'MBX#a B 2 xy',
+        'MBX#a D 1 x',
+        'MBX#b A 1 x',
+        'MBX#c A 2 ',
+      ]);
+    } finally {
+      await dynamo.send(new DeleteTableCommand({ TableName: tableName }));
+    }
   });
 
   /**
