@@ -3,9 +3,11 @@
  * goes to (Gmail, in real life). It keeps every message it accepts, byte for byte, with its envelope.
  * Recipients can be told to fail: `refuse(address, 550)` always, `refuseOnce(address, 451)` the first time.
  * With `{auth: true}` it offers AUTH (and still no STARTTLS), as a smarthost without TLS would.
+ * It greets at once, as Gmail or Postfix do: npm smtp-server's own 100 ms wait before the greeting
+ * (see functions/local/prompt-greeting-server.ts) cost each forward of the corpus suite 100 ms.
  */
 import { type AddressInfo, createServer } from 'node:net';
-import { SMTPServer } from 'smtp-server';
+import { PromptGreetingSMTPServer } from '../../functions/local/prompt-greeting-server.ts';
 
 export interface ReceivedMessage {
   readonly mailFrom: string;
@@ -40,7 +42,8 @@ export async function startRemoteMx(options: { auth?: boolean } = {}): Promise<R
   const logins: { user: string; pass: string }[] = [];
   const always = new Map<string, { code: number; text: string | undefined }>();
   const once = new Map<string, { code: number; text: string | undefined }>();
-  const server = new SMTPServer({
+  const server = new PromptGreetingSMTPServer({
+    earlyTalkerDelay: 0,
     name: 'mx.remote.test',
     authOptional: true,
     disabledCommands: options.auth === true ? ['STARTTLS'] : ['AUTH', 'STARTTLS'],
