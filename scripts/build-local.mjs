@@ -14,11 +14,20 @@
  * the build and the Node flags of `npm start` (read from package.json, the one place they live),
  * for the benchmark and the tests to run exactly what users run.
  */
-import { readFileSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { inboxAssetsPlugin } from '../lib/bundling/inbox-assets-plugin.mjs';
+import { INBOX_DIR, inboxAssetsPlugin } from '../lib/bundling/inbox-assets-plugin.mjs';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const DEFAULT_OUTDIR = join(PROJECT_ROOT, 'dist', 'local');
@@ -78,20 +87,44 @@ const externalPackagesBut = {
 };
 
 /**
+ * What a build was made from, beside it as `inputs.json` (written last): each file esbuild read (our
+ * TypeScript, the bundled packages' files), the web inbox's folder and files, and tsconfig.json, by
+ * absolute path, with the modification time and size it had. `npx mail-relay` (bin/mail-relay.js)
+ * runs the build only while every one of them is unchanged, and the TypeScript otherwise.
+ */
+export const INPUTS_FILE = 'inputs.json';
+
+/**
+ * Chunks of earlier builds that this one does not use are deleted once they are this old: a relay
+ * started from an earlier build still loads some of its chunks when first used (its lazy imports),
+ * so they are not taken away under it at the next build.
+ */
+const OLD_CHUNK_MS = 7 * 24 * 3600 * 1000;
+
+/** Writes `path` whole or not at all (a temporary file renamed over it): readers never see half of it. */
+function writeAtomically(path, contents) {
+  mkdirSync(dirname(path), { recursive: true });
+  const temp = `${path}.${process.pid}.tmp`;
+  writeFileSync(temp, contents);
+  renameSync(temp, path);
+}
+
+/**
  * Bundles `entry` (a TypeScript file of this project) into `outdir`, entry as `<name>.mjs`.
  * node_modules stay imports but for `BUNDLED_PACKAGES` (native better-sqlite3 among them); dynamic `import()`s of our own
- * modules become chunks, loaded when first used as before.
+ * modules become chunks, loaded when first used as before. Safe beside processes running the
+ * previous build: chunks are named by their content and added, each file is replaced whole, and the
+ * entry and `inputs.json` are written last.
  * @param {{ entry?: string, outdir?: string, name?: string }} [options]
  */
 export async function buildLocal(options = {}) {
   const entry = options.entry ?? join(PROJECT_ROOT, 'bin', 'cli.ts');
   const outdir = options.outdir ?? DEFAULT_OUTDIR;
   const name = options.name ?? 'cli';
-  // Chunk names change with their content: drop the previous build's so stale ones do not pile up.
-  rmSync(join(outdir, 'chunks'), { recursive: true, force: true });
-  await build({
+  const result = await build({
     entryPoints: [{ in: entry, out: name }],
     outdir,
+    absWorkingDir: PROJECT_ROOT,
     bundle: true,
     splitting: true,
     format: 'esm',
@@ -105,8 +138,41 @@ export async function buildLocal(options = {}) {
     // The web inbox's files as strings, so the built relay does not read them from the repository.
     plugins: [externalPackagesBut, inboxAssetsPlugin],
     logLevel: 'warning',
+    metafile: true,
+    write: false,
   });
-  return join(outdir, `${name}.mjs`);
+  const entryFile = join(outdir, `${name}.mjs`);
+  const written = new Set(result.outputFiles.map((f) => f.path));
+  const chunksDir = join(outdir, 'chunks');
+  // Chunks first (one already there has these contents: its name is their hash), the entry last.
+  const outputs = result.outputFiles.toSorted(
+    (a, b) => Number(a.path.startsWith(entryFile)) - Number(b.path.startsWith(entryFile)),
+  );
+  for (const file of outputs) {
+    if (file.path.startsWith(chunksDir) && existsSync(file.path)) continue;
+    writeAtomically(file.path, file.contents);
+  }
+  if (existsSync(chunksDir)) {
+    const now = Date.now();
+    for (const f of readdirSync(chunksDir)) {
+      const path = join(chunksDir, f);
+      if (!written.has(path) && now - statSync(path).mtimeMs > OLD_CHUNK_MS) unlinkSync(path);
+    }
+  }
+  const inputs = [
+    ...Object.keys(result.metafile.inputs).map((p) => resolve(PROJECT_ROOT, p)),
+    INBOX_DIR,
+    ...readdirSync(INBOX_DIR).map((f) => join(INBOX_DIR, f)),
+    join(PROJECT_ROOT, 'tsconfig.json'),
+  ];
+  /** @type {Record<string, [number, number]>} */
+  const seen = {};
+  for (const path of inputs) {
+    const s = statSync(path, { throwIfNoEntry: false });
+    if (s !== undefined) seen[path] = [s.mtimeMs, s.size];
+  }
+  writeAtomically(join(outdir, INPUTS_FILE), `${JSON.stringify({ inputs: seen })}\n`);
+  return entryFile;
 }
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const INBOX_DIR = join(ROOT, 'web', 'inbox');
+export const INBOX_DIR = join(ROOT, 'web', 'inbox');
 
 /** @type {import('esbuild').Plugin} */
 export const inboxAssetsPlugin = {

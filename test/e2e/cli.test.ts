@@ -924,6 +924,97 @@ describe('npm start', () => {
     }
   });
 
+  it('npx mail-relay runs the build while every file it was made from is unchanged, else the TypeScript', async () => {
+    // A copy of bin/mail-relay.js with a build of its own beside it (../dist/local/, as in the
+    // project); its cli.ts is the project's (a link). The build's entry says it ran.
+    const root = join(PROJECT_ROOT, 'dist', `test-bin-${process.pid}`);
+    try {
+      mkdirSync(join(root, 'bin'), { recursive: true });
+      writeFileSync(join(root, 'bin/mail-relay.js'), readFileSync(BIN));
+      symlinkSync(join(PROJECT_ROOT, 'bin/cli.ts'), join(root, 'bin/cli.ts'));
+      const outdir = join(root, 'dist/local');
+      const entry = await buildLocal({ outdir });
+      // After its `#!` line (bin/cli.ts's).
+      writeFileSync(
+        entry,
+        readFileSync(entry, 'utf8').replace(/^(#![^\n]*\n)?/, "$1console.error('the build');\n"),
+      );
+      const inputsPath = join(outdir, 'inputs.json');
+      const inputs = JSON.parse(readFileSync(inputsPath, 'utf8')) as {
+        inputs: Record<string, [number, number]>;
+      };
+      const routed = async () => {
+        const r = await run(
+          process.execPath,
+          [join(root, 'bin/mail-relay.js'), 'route', 'alice@example.test'],
+          {
+            env: env({ MAIL_RELAY_CONFIG: join(work, 'route.config.json') }),
+          },
+        );
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /^alice@example\.test: deliver to mailbox alice@example\.test via mailbox$/m);
+        return r.stderr.includes('the build') ? 'build' : 'typescript';
+      };
+      assert.equal(await routed(), 'build');
+      // The inputs are our TypeScript, the bundled packages' files and the web inbox's, by absolute path.
+      const paths = Object.keys(inputs.inputs);
+      for (const f of [
+        'functions/core/routing.ts',
+        'bin/cli.ts',
+        'web/inbox/inbox.js',
+        'web/inbox',
+        'tsconfig.json',
+      ])
+        assert.ok(paths.includes(join(PROJECT_ROOT, f)), f);
+      assert.ok(paths.some((p) => p.startsWith(join(PROJECT_ROOT, 'node_modules/zod/'))));
+
+      const edited = (change: (i: Record<string, [number, number]>) => void) => {
+        const copy = structuredClone(inputs.inputs);
+        change(copy);
+        writeFileSync(inputsPath, JSON.stringify({ inputs: copy }));
+      };
+      const routing = join(PROJECT_ROOT, 'functions/core/routing.ts');
+      const [mtimeMs, size] = inputs.inputs[routing] ?? [0, 0];
+      // A source saved since the build (a later time), or of another size: the TypeScript, as it is now.
+      edited((i) => {
+        i[routing] = [mtimeMs - 1000, size];
+      });
+      assert.equal(await routed(), 'typescript');
+      edited((i) => {
+        i[routing] = [mtimeMs, size + 1];
+      });
+      assert.equal(await routed(), 'typescript');
+      // A file it was made from that is gone; and no inputs.json at all (never built, or an older build).
+      edited((i) => {
+        i[join(PROJECT_ROOT, 'functions/core/gone.ts')] = [mtimeMs, size];
+      });
+      assert.equal(await routed(), 'typescript');
+      rmSync(inputsPath);
+      assert.equal(await routed(), 'typescript');
+      writeFileSync(inputsPath, JSON.stringify(inputs));
+      assert.equal(await routed(), 'build');
+
+      // A second build adds its chunks (named by their contents) beside the first's, so a process
+      // started from the first still loads its lazy ones; a week after, unused chunks are deleted.
+      const chunks = join(outdir, 'chunks');
+      const first = readdirSync(chunks);
+      writeFileSync(join(chunks, 'earlier-AAAA.mjs'), 'export {};\n');
+      writeFileSync(join(chunks, 'old-BBBB.mjs'), 'export {};\n');
+      const eightDaysAgo = new Date(Date.now() - 8 * 24 * 3600 * 1000);
+      utimesSync(join(chunks, 'old-BBBB.mjs'), eightDaysAgo, eightDaysAgo);
+      utimesSync(join(chunks, first[0] ?? ''), eightDaysAgo, eightDaysAgo); // used by the build: kept
+      await buildLocal({ outdir });
+      assert.deepEqual(readdirSync(chunks).sort(), [...first, 'earlier-AAAA.mjs'].sort());
+      assert.deepEqual(
+        readdirSync(outdir).filter((f) => f.endsWith('.tmp')),
+        [],
+        'each file is written whole, by rename',
+      );
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a start script it cannot read the flags from', () => {
     const path = join(work, 'package.json');
     writeFileSync(path, JSON.stringify({ scripts: { start: 'node --import tsx bin/cli.ts dev' } }));
