@@ -20,6 +20,7 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   unlinkSync,
   writeFileSync,
@@ -121,6 +122,8 @@ export async function buildLocal(options = {}) {
   const entry = options.entry ?? join(PROJECT_ROOT, 'bin', 'cli.ts');
   const outdir = options.outdir ?? DEFAULT_OUTDIR;
   const name = options.name ?? 'cli';
+  // A file saved after this moment may have been read before it was saved: see inputs.json below.
+  const started = Date.now() - 1000;
   const result = await build({
     entryPoints: [{ in: entry, out: name }],
     outdir,
@@ -167,11 +170,17 @@ export async function buildLocal(options = {}) {
   ];
   /** @type {Record<string, [number, number]>} */
   const seen = {};
+  let savedMeanwhile = false;
   for (const path of inputs) {
     const s = statSync(path, { throwIfNoEntry: false });
-    if (s !== undefined) seen[path] = [s.mtimeMs, s.size];
+    if (s === undefined) continue;
+    seen[path] = [s.mtimeMs, s.size];
+    savedMeanwhile ||= s.mtimeMs > started;
   }
-  writeAtomically(join(outdir, INPUTS_FILE), `${JSON.stringify({ inputs: seen })}\n`);
+  // A file saved while esbuild ran may be in the build as it was before: without inputs.json the CLI
+  // runs the TypeScript until the next build.
+  if (savedMeanwhile) rmSync(join(outdir, INPUTS_FILE), { force: true });
+  else writeAtomically(join(outdir, INPUTS_FILE), `${JSON.stringify({ inputs: seen })}\n`);
   return entryFile;
 }
 

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import {
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -1010,6 +1011,19 @@ describe('npm start', () => {
         [],
         'each file is written whole, by rename',
       );
+
+      // A file saved while the build ran may be in it as it was before: no inputs.json, the TypeScript.
+      const saved = join(root, 'saved.ts');
+      writeFileSync(saved, 'console.log("saved");\n');
+      const soon = new Date(Date.now() + 60_000);
+      utimesSync(saved, soon, soon);
+      const savedOut = join(root, 'saved-build');
+      await buildLocal({ entry: saved, outdir: savedOut });
+      assert.ok(!existsSync(join(savedOut, 'inputs.json')));
+      const before = new Date(Date.now() - 60_000);
+      utimesSync(saved, before, before);
+      await buildLocal({ entry: saved, outdir: savedOut });
+      assert.ok(existsSync(join(savedOut, 'inputs.json')));
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
