@@ -119,8 +119,8 @@ function writeAtomically(path, contents) {
  * @param {{ entry?: string, outdir?: string, name?: string }} [options]
  */
 export async function buildLocal(options = {}) {
-  const entry = options.entry ?? join(PROJECT_ROOT, 'bin', 'cli.ts');
-  const outdir = options.outdir ?? DEFAULT_OUTDIR;
+  const entry = resolve(options.entry ?? join(PROJECT_ROOT, 'bin', 'cli.ts'));
+  const outdir = resolve(options.outdir ?? DEFAULT_OUTDIR);
   const name = options.name ?? 'cli';
   // A file saved after this moment may have been read before it was saved: see inputs.json below.
   const started = Date.now() - 1000;
