@@ -32,7 +32,7 @@ import { parseCommandArgs, usageError } from './cli-args.ts';
 import { type CliIo, inStackRegion, openStackStorage } from './cli-aws.ts';
 import { loadConfig, tokenMailbox } from './config-file.ts';
 import { headerFields, progressBar } from './import.ts';
-import { exportFields, MboxrdEncoder, mboxFromLine } from './mboxrd.ts';
+import { exportFields, MboxrdEncoder, maildirIdField, mboxFromLine } from './mboxrd.ts';
 
 export type ExportFormat = 'mbox' | 'maildir';
 
@@ -275,7 +275,7 @@ export async function exportMbox(run: ExportRun, sink: Sink): Promise<ExportSumm
       await put(
         Buffer.from(
           mboxFromLine(envelopeSender(start) || (run.sender ?? ''), new Date(entry.receivedAt)) +
-            exportFields(entry.seen, crlf, entry.size),
+            exportFields(entry.seen, crlf, entry.size, entry.id),
           'latin1',
         ),
       );
@@ -392,7 +392,7 @@ function maildirHost(): string {
 }
 
 /**
- * A message's unique Maildir name: `<seconds>.M<microseconds>R<hex>.<host>`, the receipt time (so
+ * A message's unique Maildir name: `<seconds>.M<microseconds>R<hex>.<host>,I=<id>`, the receipt time (so
  * that names sort as the mail arrived, and readers that date by it date right) and, as the spec's
  * `R` (a random number, in hex), 128 bits of a hash of the message id: the same message gets the
  * same name in every export, so `--force` knows what a Maildir holds already.
@@ -401,7 +401,7 @@ export function maildirName(entry: MessageEntry): string {
   const ms = Date.parse(entry.receivedAt);
   // Microseconds in six digits, so that names sort by time within a second too.
   const micros = String((ms % 1000) * 1000).padStart(6, '0');
-  return `${Math.floor(ms / 1000)}.M${micros}R${maildirR(entry)}.${maildirHost()}`;
+  return `${Math.floor(ms / 1000)}.M${micros}R${maildirR(entry)}.${maildirHost()}${maildirIdField(entry.id)}`;
 }
 
 /** The `R` part of a message's Maildir name: 128 bits of a hash of its id, in hex. */

@@ -8,10 +8,11 @@
  * or a touched file too, under another TZ or after its Date has come, computes the same message id
  * and is a no-op.
  */
+import { basename } from 'node:path';
 import addressparser from 'nodemailer/lib/addressparser';
 import { canonicalAddress, isAddress } from '../core/config.ts';
 import { errorMessage } from '../core/errors.ts';
-import { messageIdFor, sesMessageIdFromContent } from '../core/ids.ts';
+import { messageIdFor, sesMessageIdFromContent, timeOfId } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
 import { parseMailDate } from '../core/mail-date.ts';
 import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
@@ -34,7 +35,7 @@ import {
   withoutFromLine,
 } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
-import { fromExportedMbox } from './mboxrd.ts';
+import { exportedMaildirId, exportedMboxId, fromExportedMbox } from './mboxrd.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
 const HEADER_BLOCK_MAX_BYTES = 1024 * 1024;
@@ -271,20 +272,28 @@ export interface SentImport {
 /**
  * One message of `import --sent-of` into the owner's sent view: stored as it is (an export of ours as
  * it was stored: mboxrd.ts), with no trace header, `inbound/` copy or notification (it was never
- * received: nothing to replay), and no routing. Its id is from the sent view's key, the stored bytes
- * and the receipt time, so the same message imported again, from the mbox or the Maildir export of it
- * (whose time is its Date, the send time unless a `message/rfc822` send gave another), is found there
- * (or found deleted, and stays deleted) without a write. `read`: the source says so.
+ * received: nothing to replay), and no routing. An export of ours says the message's id in the store
+ * it came from (`exportedId`): it keeps it, and its receipt time (the id's), so that the export
+ * imported back into that store finds each message there, and into another gives the same ids.
+ * Otherwise its id is from the sent view's key, the stored bytes and the receipt time. Either way the
+ * same message imported again is found there (or found deleted, and stays deleted) without a write.
+ * `read`: the source says so.
  */
 async function importSentCopy(
   parser: MailParser,
   sent: SentImport,
-  message: { readonly bytes: Buffer; readonly receivedAt: Date; readonly read: boolean },
+  message: {
+    readonly bytes: Buffer;
+    readonly receivedAt: Date;
+    readonly read: boolean;
+    readonly exportedId: string | null;
+  },
 ): Promise<RouteResult> {
   const { owner, stores } = sent;
   const mailbox = sentMailboxKey(owner);
   const sesMessageId = importSesMessageId([mailbox], message.bytes);
-  const id = messageIdFor(message.receivedAt.getTime(), sesMessageId);
+  const id = message.exportedId ?? messageIdFor(message.receivedAt.getTime(), sesMessageId);
+  const receivedAt = message.exportedId === null ? message.receivedAt : new Date(timeOfId(id));
   const decision = { kind: 'deliver', recipient: owner, mailbox, tags: [] } as const;
   const result = (status: Outcome['status'], parseFailed: boolean, detail?: string): RouteResult => ({
     sesMessageId,
@@ -306,7 +315,7 @@ async function importSentCopy(
     // Looked up just above; another worker delivering the same bytes meanwhile makes it `present`.
     fresh: true,
     entry: {
-      receivedAt: message.receivedAt.toISOString(),
+      receivedAt: receivedAt.toISOString(),
       verdicts: UNCHECKED_VERDICTS,
       tags: [],
       quarantineReasons: undefined,
@@ -391,7 +400,13 @@ export async function importFiles(
           fromLine ??
           fileReceiptTime(item.mtime, now);
         const bytes = exported ?? withoutFromLine(body);
-        return tally(await importSentCopy(deps.parser, options.sentOf, { bytes, receivedAt, read }));
+        // The id our export gave (an mbox's field, a Maildir file's name), if its time is one we take.
+        const given =
+          item.readState === 'mbox' ? exportedMboxId(body) : exportedMaildirId(basename(item.path));
+        const exportedId = given !== null && receivable(timeOfId(given), now) ? given : null;
+        return tally(
+          await importSentCopy(deps.parser, options.sentOf, { bytes, receivedAt, read, exportedId }),
+        );
       }
       // What Gmail judged spam is spam to the routing too: the spam policy decides (tagged by
       // default), as for mail SES judged so.

@@ -8,14 +8,16 @@
  *
  *     Status: RO                 read state for mutt, pine, Apple Mail, Python's mailbox (O: unread)
  *     X-Mozilla-Status: 0001     read state for Thunderbird (0000: unread)
- *     X-Mail-Relay-Export: mboxrd; eol=crlf; size=1234
+ *     X-Mail-Relay-Export: mboxrd; eol=crlf; size=1234; id=01J…
  *
  * First, so that they win over a `Status:` the message carries itself (readers take the first). The
  * last one says what `import` needs to give back the stored bytes exactly: that the file is mboxrd
  * (unescape one level), whether the message's CRLF line ends were written as LF (`eol=crlf`: put
  * them back; `eol=lf`: the line ends are as stored), and the stored size (a message whose last line
- * had no line end gained one).
+ * had no line end gained one), and the message's id in the store it came from (`import --sent-of`
+ * gives it the same id, so an export imported back where it came from is found there).
  */
+import { ULID_RE } from '../core/ids.ts';
 import { asctime } from '../core/mime-header.ts';
 import { MBOX_FROM_LINE_RE } from './ingest.ts';
 
@@ -33,10 +35,10 @@ export function mboxFromLine(sender: string, receivedAt: Date): string {
 }
 
 /** Our fields ahead of the message's own (see the module comment). */
-export function exportFields(seen: boolean, crlf: boolean, size: number): string {
+export function exportFields(seen: boolean, crlf: boolean, size: number, id: string): string {
   return (
     `Status: ${seen ? 'RO' : 'O'}\nX-Mozilla-Status: ${seen ? '0001' : '0000'}\n` +
-    `${EXPORT_FIELD}: mboxrd; eol=${crlf ? 'crlf' : 'lf'}; size=${size}\n`
+    `${EXPORT_FIELD}: mboxrd; eol=${crlf ? 'crlf' : 'lf'}; size=${size}; id=${id}\n`
   );
 }
 
@@ -108,8 +110,16 @@ function undecided(start: string): boolean {
   return start.length <= HELD_LINE_START && /^>*(?:F(?:r(?:o(?:m)?)?)?)?$/.test(start);
 }
 
+/** Exports before 2026-11-29 have no `id`. */
 const EXPORTED_RE =
-  /^From [^\n]*\nStatus: [A-Z]*\nX-Mozilla-Status: [0-9A-Fa-f]{4}\nX-Mail-Relay-Export: mboxrd; eol=(crlf|lf); size=(\d{1,15})\n/;
+  /^From [^\n]*\nStatus: [A-Z]*\nX-Mozilla-Status: [0-9A-Fa-f]{4}\nX-Mail-Relay-Export: mboxrd; eol=(crlf|lf); size=(\d{1,15})(?:; id=([0-9A-Z]{26}))?\n/;
+
+/** The id in the store it came from of a message of our mbox export (see fromExportedMbox); else null. */
+export function exportedMboxId(message: Buffer): string | null {
+  const m = EXPORTED_RE.exec(message.toString('latin1', 0, Math.min(message.length, 1024)));
+  const id = m?.[3];
+  return id !== undefined && ULID_RE.test(id) ? id : null;
+}
 
 /**
  * A message of an mbox `mail-relay export` wrote (its bytes from its `From ` line to the next
@@ -134,4 +144,19 @@ export function fromExportedMbox(message: Buffer): Buffer | null {
   // The line end the export gave a last line that had none.
   if (text.length === size + eol.length && text.endsWith(eol)) text = text.slice(0, -eol.length);
   return Buffer.from(text, 'latin1');
+}
+
+/**
+ * What the Maildir export adds to a message file's name: `,I=<id>`, its id in the store it came
+ * from, for `import --sent-of` (a field after the host, as Dovecot's `,S=<size>`, which readers pass
+ * over). A Maildir file has no room for a marker in its bytes, which are the message as stored.
+ */
+export function maildirIdField(id: string): string {
+  return `,I=${id}`;
+}
+
+/** The id in the store it came from of a message file our Maildir export named; else null. */
+export function exportedMaildirId(fileName: string): string | null {
+  const id = /,I=([0-9A-Z]{26})(?=[,:]|$)/.exec(fileName)?.[1];
+  return id !== undefined && ULID_RE.test(id) ? id : null;
 }

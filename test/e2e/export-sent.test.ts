@@ -75,7 +75,8 @@ function asctime(iso: string): string {
 
 /**
  * What an mboxrd export of these messages is, written out here by its rules (ADR 22) rather than by
- * the exporter's code: `From <owner> <receipt time>`, the read state and marker fields, the message
+ * the exporter's code: `From <owner> <receipt time>`, the read state and marker fields (with the
+ * message's id), the message
  * with LF line ends and `>*From ` lines quoted once more, and an empty line after it.
  */
 function expectedMbox(owner: string, messages: readonly SentMessage[]): string {
@@ -87,7 +88,8 @@ function expectedMbox(owner: string, messages: readonly SentMessage[]): string {
       return (
         `From ${owner} ${asctime(m.receivedAt)}\n` +
         `Status: ${m.seen ? 'RO' : 'O'}\nX-Mozilla-Status: ${m.seen ? '0001' : '0000'}\n` +
-        `X-Mail-Relay-Export: mboxrd; eol=crlf; size=${m.raw.length}\n${body}${body.endsWith('\n') ? '' : '\n'}\n`
+        `X-Mail-Relay-Export: mboxrd; eol=crlf; size=${m.raw.length}; id=${m.id}\n` +
+        `${body}${body.endsWith('\n') ? '' : '\n'}\n`
       );
     })
     .join('');
@@ -212,6 +214,8 @@ describe('mail-relay export --sent and import --sent-of, local', () => {
       const where = files.get(m.raw.toString('latin1'));
       assert.ok(where, `"${m.subject}" is in the Maildir byte for byte`);
       assert.equal(/^cur\/.*:2,S$/.test(where), m.seen, `"${m.subject}": ${where}`);
+      // Its id in this data dir, after the host, as Dovecot adds `,S=<size>`.
+      assert.match(where, new RegExp(`^(new|cur)/\\d+\\.M\\d+R[0-9a-f]{32}\\.[^/:,]+,I=${m.id}(:2,S)?$`));
     }
     // The inbox after its sent mail: a Maildir holding only its folders is empty, not refused.
     const inbox = await cli(env.dataDir, ['export', ALICE, '--format', 'maildir', '--out', maildir]);
@@ -261,6 +265,11 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
       'raw byte for byte, read state, receipt time',
     );
     assert.deepEqual(back.messages.map((m) => m.subject).sort(), sent.messages.map((m) => m.subject).sort());
+    // The ids and receipt times of the store it came from (the export says them).
+    assert.deepEqual(
+      back.messages.map((m) => [m.id, m.receivedAt]),
+      sent.messages.map((m) => [m.id, m.receivedAt]),
+    );
     assert.equal(mx.received.length, sentBefore);
     const bob = await cli(fresh, ['export', BOB]);
     assert.match(bob.stderr, /^bob@example\.test has no mail in /);
@@ -299,6 +308,25 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
     const back = await withApiOn(fresh, config, (url, token) => sentView(url, token));
     assert.deepEqual(back.stat, sent.stat);
     assert.deepEqual(asSet(back.messages), asSet(sent.messages));
+    assert.deepEqual(
+      back.messages.map((m) => [m.id, m.receivedAt]),
+      sent.messages.map((m) => [m.id, m.receivedAt]),
+    );
+  });
+
+  it('import --sent-of of the exports back into the data dir they came from finds every message there: nothing doubled', async () => {
+    for (const exported of [mbox, join(maildir, '.Sent')]) {
+      const r = await cli(env.dataDir, ['import', '--sent-of', ALICE, exported]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      assert.match(r.stdout, /delivered 0, duplicate 3,/, exported);
+    }
+    const alice = await env.token(ALICE);
+    const now = await sentView(env.url, alice);
+    assert.deepEqual(now.stat, sent.stat);
+    assert.deepEqual(
+      now.messages.map((m) => [m.id, m.seen]),
+      sent.messages.map((m) => [m.id, m.seen]),
+    );
   });
 
   it('--sent-of with --to, or naming what is not a mailbox, is a usage error; export --sent of an unknown address is refused', async () => {

@@ -6,7 +6,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { asctime } from '../../functions/core/mime-header.ts';
-import { exportFields, fromExportedMbox, MboxrdEncoder, mboxFromLine } from '../../functions/local/mboxrd.ts';
+import {
+  exportedMaildirId,
+  exportedMboxId,
+  exportFields,
+  fromExportedMbox,
+  MboxrdEncoder,
+  maildirIdField,
+  mboxFromLine,
+} from '../../functions/local/mboxrd.ts';
+
+/** A message id (a ULID, functions/core/ids.ts). */
+const ID = '01KB0ZQ3M4N5P6Q7R8S9T0V1W2';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 
@@ -73,7 +84,8 @@ describe('mboxrd', () => {
       for (const seen of [true, false]) {
         const exported = Buffer.concat([
           Buffer.from(
-            mboxFromLine('a@b.test', new Date('2026-03-04T05:06:07Z')) + exportFields(seen, crlf, m.length),
+            mboxFromLine('a@b.test', new Date('2026-03-04T05:06:07Z')) +
+              exportFields(seen, crlf, m.length, ID),
           ),
           encodeInChunks(m, crlf, []),
         ]);
@@ -98,13 +110,39 @@ describe('mboxrd', () => {
 
   it('our fields: the read state for mutt and Thunderbird, and what import needs, ahead of the message', () => {
     assert.equal(
-      exportFields(true, true, 1234),
-      'Status: RO\nX-Mozilla-Status: 0001\nX-Mail-Relay-Export: mboxrd; eol=crlf; size=1234\n',
+      exportFields(true, true, 1234, ID),
+      `Status: RO\nX-Mozilla-Status: 0001\nX-Mail-Relay-Export: mboxrd; eol=crlf; size=1234; id=${ID}\n`,
     );
     assert.equal(
-      exportFields(false, false, 0),
-      'Status: O\nX-Mozilla-Status: 0000\nX-Mail-Relay-Export: mboxrd; eol=lf; size=0\n',
+      exportFields(false, false, 0, ID),
+      `Status: O\nX-Mozilla-Status: 0000\nX-Mail-Relay-Export: mboxrd; eol=lf; size=0; id=${ID}\n`,
     );
+  });
+
+  it("the message's id in the store it came from: from our mbox field or our Maildir file name, never from anything else", () => {
+    const from = mboxFromLine('a@b.test', new Date('2026-03-04T05:06:07Z'));
+    const ours = b(`${from}${exportFields(true, false, 20, ID)}Subject: a\n\nbody\n\n`);
+    assert.equal(exportedMboxId(ours), ID);
+    assert.equal(fromExportedMbox(ours)?.toString('latin1'), 'Subject: a\n\nbody\n');
+    // An export from before the id was written: the message is still ours, without an id.
+    const older = b(
+      `${from}Status: RO\nX-Mozilla-Status: 0001\nX-Mail-Relay-Export: mboxrd; eol=lf; size=20\nSubject: a\n\nbody\n\n`,
+    );
+    assert.equal(exportedMboxId(older), null);
+    assert.equal(fromExportedMbox(older)?.toString('latin1'), 'Subject: a\n\nbody\n');
+    // The field inside a message that is not our export (no From line and fields ahead), or not an id.
+    assert.equal(
+      exportedMboxId(b(`${from}Subject: a\nX-Mail-Relay-Export: mboxrd; eol=lf; size=1; id=${ID}\n\n`)),
+      null,
+    );
+    assert.equal(exportedMboxId(b(ours.toString('latin1').replace(ID, 'IL0VEY0U0000000000000000UU'))), null);
+
+    const name = `1772600767.M000000R${'a'.repeat(32)}.host${maildirIdField(ID)}`;
+    assert.equal(exportedMaildirId(name), ID);
+    assert.equal(exportedMaildirId(`${name}:2,S`), ID);
+    assert.equal(exportedMaildirId(`${name},S=1234:2,S`), ID);
+    assert.equal(exportedMaildirId(`1772600767.M000000R${'a'.repeat(32)}.host:2,S`), null);
+    assert.equal(exportedMaildirId(`${name}X`), null);
   });
 
   it('a message a mail program has changed since (its size no longer the one written) is given back as read, its last line end kept', () => {
@@ -112,7 +150,7 @@ describe('mboxrd', () => {
     const stored = 'Subject: a\n\nlast line';
     const exported =
       from +
-      exportFields(true, false, stored.length) +
+      exportFields(true, false, stored.length, ID) +
       encodeInChunks(b(stored), false, []).toString('latin1');
     assert.equal(
       fromExportedMbox(b(exported))?.toString('latin1'),
