@@ -402,7 +402,11 @@ export async function importFiles(
         const bytes = exported ?? withoutFromLine(body);
         // The id our export gave (an mbox's field, a Maildir file's name), if its time is one we take.
         const given =
-          item.readState === 'mbox' ? exportedMboxId(body) : exportedMaildirId(basename(item.path));
+          item.readState !== 'mbox'
+            ? exportedMaildirId(basename(item.path))
+            : exported === null
+              ? null
+              : exportedMboxId(body);
         const exportedId = given !== null && receivable(timeOfId(given), now) ? given : null;
         return tally(
           await importSentCopy(deps.parser, options.sentOf, { bytes, receivedAt, read, exportedId }),
