@@ -18,6 +18,8 @@ const BUILD = new URL('../dist/local/', import.meta.url);
 function buildIsCurrent() {
   try {
     const { inputs } = JSON.parse(readFileSync(fileURLToPath(new URL('inputs.json', BUILD)), 'utf8'));
+    if (statSync(fileURLToPath(new URL('cli.mjs', BUILD)), { throwIfNoEntry: false }) === undefined)
+      return false;
     return Object.entries(inputs).every(([path, [mtimeMs, size]]) => {
       const s = statSync(path, { throwIfNoEntry: false });
       return s !== undefined && s.mtimeMs === mtimeMs && s.size === size;

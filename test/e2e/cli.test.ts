@@ -994,6 +994,11 @@ describe('npm start', () => {
       assert.equal(await routed(), 'typescript');
       writeFileSync(inputsPath, JSON.stringify(inputs));
       assert.equal(await routed(), 'build');
+      // The build's entry deleted by hand: the TypeScript, not a missing module.
+      renameSync(entry, `${entry}.away`);
+      assert.equal(await routed(), 'typescript');
+      renameSync(`${entry}.away`, entry);
+      assert.equal(await routed(), 'build');
 
       // A second build adds its chunks (named by their contents) beside the first's, so a process
       // started from the first still loads its lazy ones; a week after, unused chunks are deleted.
