@@ -554,9 +554,9 @@ export async function commandExport(args: readonly string[], io: CliIo): Promise
   const mail = sent ? 'sent mail' : 'mail';
   const run = async (store: ExportStore & { where: string }): Promise<number> => {
     const stat = await statOf(store, key);
-    if (stat.messages === 0 && !('problem' in tokenMailbox(config, mailbox)))
-      io.err.write(`${mailbox} has no ${mail} in ${store.where}\n`);
-    if (stat.messages === 0 && 'problem' in tokenMailbox(config, mailbox)) {
+    const configured = !('problem' in tokenMailbox(config, mailbox));
+    if (stat.messages === 0 && configured) io.err.write(`${mailbox} has no ${mail} in ${store.where}\n`);
+    if (stat.messages === 0 && !configured) {
       io.err.write(
         `mail-relay export: no ${mail} stored for ${mailbox} in ${store.where}, and it is not a mailbox in the configuration\n`,
       );

@@ -35,7 +35,7 @@ import {
   withoutFromLine,
 } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
-import { exportedMaildirId, exportedMboxId, fromExportedMbox } from './mboxrd.ts';
+import { exportedMaildirId, fromExportedMbox } from './mboxrd.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
 const HEADER_BLOCK_MAX_BYTES = 1024 * 1024;
@@ -284,6 +284,7 @@ async function importSentCopy(
   sent: SentImport,
   message: {
     readonly bytes: Buffer;
+    /** The id's time when `exportedId` is given. */
     readonly receivedAt: Date;
     readonly read: boolean;
     readonly exportedId: string | null;
@@ -293,7 +294,6 @@ async function importSentCopy(
   const mailbox = sentMailboxKey(owner);
   const sesMessageId = importSesMessageId([mailbox], message.bytes);
   const id = message.exportedId ?? messageIdFor(message.receivedAt.getTime(), sesMessageId);
-  const receivedAt = message.exportedId === null ? message.receivedAt : new Date(timeOfId(id));
   const decision = { kind: 'deliver', recipient: owner, mailbox, tags: [] } as const;
   const result = (status: Outcome['status'], parseFailed: boolean, detail?: string): RouteResult => ({
     sesMessageId,
@@ -315,7 +315,7 @@ async function importSentCopy(
     // Looked up just above; another worker delivering the same bytes meanwhile makes it `present`.
     fresh: true,
     entry: {
-      receivedAt: receivedAt.toISOString(),
+      receivedAt: message.receivedAt.toISOString(),
       verdicts: UNCHECKED_VERDICTS,
       tags: [],
       quarantineReasons: undefined,
@@ -394,20 +394,17 @@ export async function importFiles(
       const exportedOf = () => (item.readState === 'mbox' ? fromExportedMbox(body) : null);
       if (options.sentOf !== undefined) {
         const exported = exportedOf();
+        // The id our export gave (an mbox's field, a Maildir file's name), if its time is one we take.
+        const given =
+          item.readState === 'mbox' ? (exported?.id ?? null) : exportedMaildirId(basename(item.path));
+        const exportedId = given !== null && receivable(timeOfId(given), now) ? given : null;
         const receivedAt =
+          (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
           (exported === null ? null : fromLine) ??
           importReceiptTime(fields, now) ??
           fromLine ??
           fileReceiptTime(item.mtime, now);
-        const bytes = exported ?? withoutFromLine(body);
-        // The id our export gave (an mbox's field, a Maildir file's name), if its time is one we take.
-        const given =
-          item.readState !== 'mbox'
-            ? exportedMaildirId(basename(item.path))
-            : exported === null
-              ? null
-              : exportedMboxId(body);
-        const exportedId = given !== null && receivable(timeOfId(given), now) ? given : null;
+        const bytes = exported?.bytes ?? withoutFromLine(body);
         return tally(
           await importSentCopy(deps.parser, options.sentOf, { bytes, receivedAt, read, exportedId }),
         );
@@ -441,7 +438,7 @@ export async function importFiles(
         // The id above is of the bytes as read, as it was before the `From ` line was left out: an
         // export imported before that is still found imported. An exported mbox's `From ` line and
         // our fields are the export's, not the message's: the stored bytes come back as they were.
-        body: exported ?? withoutFromLine(body),
+        body: exported?.bytes ?? withoutFromLine(body),
         mailFrom: '',
         returnPath: false,
         recipients,

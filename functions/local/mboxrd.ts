@@ -114,25 +114,20 @@ function undecided(start: string): boolean {
 const EXPORTED_RE =
   /^From [^\n]*\nStatus: [A-Z]*\nX-Mozilla-Status: [0-9A-Fa-f]{4}\nX-Mail-Relay-Export: mboxrd; eol=(crlf|lf); size=(\d{1,15})(?:; id=([0-9A-Z]{26}))?\n/;
 
-/** The id in the store it came from of a message of our mbox export (see fromExportedMbox); else null. */
-export function exportedMboxId(message: Buffer): string | null {
-  const m = EXPORTED_RE.exec(message.toString('latin1', 0, Math.min(message.length, 1024)));
-  const id = m?.[3];
-  return id !== undefined && ULID_RE.test(id) ? id : null;
-}
-
 /**
  * A message of an mbox `mail-relay export` wrote (its bytes from its `From ` line to the next
  * message's), given back as it was stored: without the `From ` line and our fields ahead of its own
  * (the mbox's, not the message's), unescaped one level, with its CRLF line ends back, without the
  * empty line that separated it from the next; null for any other message. A message a mail program
  * has rewritten since (its size no longer what the field says) is given back as read, but for the
- * line end the export added to a last line without one, which only the size tells.
+ * line end the export added to a last line without one, which only the size tells. `id`: the
+ * message's id in the store it came from (null from an export made before it was written).
  */
-export function fromExportedMbox(message: Buffer): Buffer | null {
+export function fromExportedMbox(message: Buffer): { bytes: Buffer; id: string | null } | null {
   const head = message.toString('latin1', 0, Math.min(message.length, 1024));
   const m = EXPORTED_RE.exec(head);
   if (m === null || !MBOX_FROM_LINE_RE.test(head)) return null;
+  const id = m[3] !== undefined && ULID_RE.test(m[3]) ? m[3] : null;
   const crlf = m[1] === 'crlf';
   const size = Number(m[2]);
   let text = message.toString('latin1', m[0].length);
@@ -143,7 +138,7 @@ export function fromExportedMbox(message: Buffer): Buffer | null {
   const eol = crlf ? '\r\n' : '\n';
   // The line end the export gave a last line that had none.
   if (text.length === size + eol.length && text.endsWith(eol)) text = text.slice(0, -eol.length);
-  return Buffer.from(text, 'latin1');
+  return { bytes: Buffer.from(text, 'latin1'), id };
 }
 
 /**

@@ -48,6 +48,9 @@ describe('router with the local adapters', () => {
     await runtime.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  /** A message as the SMTP listener takes it: null sender, these recipients. */
+  const ingestOverSmtp = (body: Buffer, recipients: string[]) =>
+    ingest(runtime, { body, mailFrom: '', recipients, via: { protocol: 'ESMTP' } });
 
   it('processes the same notification twice into exactly one message with exact counters', async () => {
     const body = Buffer.from('Subject: twice\r\n\r\nhello\r\n');
@@ -173,12 +176,7 @@ describe('router with the local adapters', () => {
       filename: 'report.pdf',
       subject: 'fan-out',
     });
-    const r = await ingest(runtime, {
-      body,
-      mailFrom: '',
-      recipients: ['team@example.test'],
-      via: { protocol: 'ESMTP' },
-    });
+    const r = await ingestOverSmtp(body, ['team@example.test']);
     assert.deepEqual(
       r.outcomes.map((o) => [o.status, o.decision.kind === 'deliver' ? o.decision.mailbox : '']),
       [
@@ -211,12 +209,7 @@ describe('router with the local adapters', () => {
   it('delivers a message the parser refuses, raw and flagged, and loses nothing', async () => {
     // A header block above the parser's limit: mailparser gives up on it; we still deliver.
     const body = beyondTheParser('unreadable', 'a');
-    const r = await ingest(runtime, {
-      body,
-      mailFrom: '',
-      recipients: ['carol@example.test'],
-      via: { protocol: 'ESMTP' },
-    });
+    const r = await ingestOverSmtp(body, ['carol@example.test']);
     assert.equal(r.parseFailed, true);
     assert.deepEqual(
       r.outcomes.map((o) => o.status),
@@ -235,12 +228,7 @@ describe('router with the local adapters', () => {
 
   it('fans a message the parser refuses out to several mailboxes, each with the raw bytes', async () => {
     const body = beyondTheParser('unreadable for two', 'b');
-    const r = await ingest(runtime, {
-      body,
-      mailFrom: '',
-      recipients: ['team@example.test'],
-      via: { protocol: 'ESMTP' },
-    });
+    const r = await ingestOverSmtp(body, ['team@example.test']);
     assert.equal(r.parseFailed, true);
     assert.deepEqual(
       r.outcomes.map((o) => o.status),

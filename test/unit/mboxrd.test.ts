@@ -8,13 +8,15 @@ import { describe, it } from 'node:test';
 import { asctime } from '../../functions/core/mime-header.ts';
 import {
   exportedMaildirId,
-  exportedMboxId,
   exportFields,
   fromExportedMbox,
   MboxrdEncoder,
   maildirIdField,
   mboxFromLine,
 } from '../../functions/local/mboxrd.ts';
+
+/** The id our mbox export gave a message, through what import reads of it. */
+const exportedId = (message: Buffer) => fromExportedMbox(message)?.id ?? null;
 
 /** A message id (a ULID, functions/core/ids.ts). */
 const ID = '01KB0ZQ3M4N5P6Q7R8S9T0V1W2';
@@ -89,7 +91,7 @@ describe('mboxrd', () => {
           ),
           encodeInChunks(m, crlf, []),
         ]);
-        assert.deepEqual(fromExportedMbox(exported)?.toString('latin1'), text, label);
+        assert.deepEqual(fromExportedMbox(exported)?.bytes.toString('latin1'), text, label);
       }
     }
     assert.equal(
@@ -122,20 +124,20 @@ describe('mboxrd', () => {
   it("the message's id in the store it came from: from our mbox field or our Maildir file name, never from anything else", () => {
     const from = mboxFromLine('a@b.test', new Date('2026-03-04T05:06:07Z'));
     const ours = b(`${from}${exportFields(true, false, 20, ID)}Subject: a\n\nbody\n\n`);
-    assert.equal(exportedMboxId(ours), ID);
-    assert.equal(fromExportedMbox(ours)?.toString('latin1'), 'Subject: a\n\nbody\n');
+    assert.equal(exportedId(ours), ID);
+    assert.equal(fromExportedMbox(ours)?.bytes.toString('latin1'), 'Subject: a\n\nbody\n');
     // An export from before the id was written: the message is still ours, without an id.
     const older = b(
       `${from}Status: RO\nX-Mozilla-Status: 0001\nX-Mail-Relay-Export: mboxrd; eol=lf; size=20\nSubject: a\n\nbody\n\n`,
     );
-    assert.equal(exportedMboxId(older), null);
-    assert.equal(fromExportedMbox(older)?.toString('latin1'), 'Subject: a\n\nbody\n');
+    assert.equal(exportedId(older), null);
+    assert.equal(fromExportedMbox(older)?.bytes.toString('latin1'), 'Subject: a\n\nbody\n');
     // The field inside a message that is not our export (no From line and fields ahead), or not an id.
     assert.equal(
-      exportedMboxId(b(`${from}Subject: a\nX-Mail-Relay-Export: mboxrd; eol=lf; size=1; id=${ID}\n\n`)),
+      exportedId(b(`${from}Subject: a\nX-Mail-Relay-Export: mboxrd; eol=lf; size=1; id=${ID}\n\n`)),
       null,
     );
-    assert.equal(exportedMboxId(b(ours.toString('latin1').replace(ID, 'IL0VEY0U0000000000000000UU'))), null);
+    assert.equal(exportedId(b(ours.toString('latin1').replace(ID, 'IL0VEY0U0000000000000000UU'))), null);
 
     const name = `1772600767.M000000R${'a'.repeat(32)}.host${maildirIdField(ID)}`;
     assert.equal(exportedMaildirId(name), ID);
@@ -153,13 +155,13 @@ describe('mboxrd', () => {
       exportFields(true, false, stored.length, ID) +
       encodeInChunks(b(stored), false, []).toString('latin1');
     assert.equal(
-      fromExportedMbox(b(exported))?.toString('latin1'),
+      fromExportedMbox(b(exported))?.bytes.toString('latin1'),
       stored,
       'as exported: the added line end taken off',
     );
     const edited = exported.replace('Subject: a\n', 'Subject: a\nX-Label: kept\n');
     assert.equal(
-      fromExportedMbox(b(edited))?.toString('latin1'),
+      fromExportedMbox(b(edited))?.bytes.toString('latin1'),
       'Subject: a\nX-Label: kept\n\nlast line\n',
       'edited: as read',
     );
