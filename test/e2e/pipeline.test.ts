@@ -13,7 +13,7 @@ import { MAX_HEADER_BYTES } from '../../functions/adapters/mailparser/mailparser
 import { parseConfig } from '../../functions/core/config.ts';
 import { deleteMessageBlobs, mailboxKeys, type StoredSummary } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
-import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
+import { UNCHECKED_VERDICTS, type Verdicts } from '../../functions/core/routing.ts';
 import { ingest, LOCAL_BUCKET } from '../../functions/local/ingest.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import {
@@ -51,6 +51,23 @@ describe('router with the local adapters', () => {
   /** A message as the SMTP listener takes it: null sender, these recipients. */
   const ingestOverSmtp = (body: Buffer, recipients: string[]) =>
     ingest(runtime, { body, mailFrom: '', recipients, via: { protocol: 'ESMTP' } });
+  /** As SES leaves a message: its bytes under `inbound/`, and the notification of it, received now. */
+  const storedBySes = async (
+    sesMessageId: string,
+    raw: Buffer,
+    recipients: string[],
+    verdicts: Verdicts = UNCHECKED_VERDICTS,
+  ) => {
+    await runtime.blobs.put(`inbound/${sesMessageId}`, raw);
+    return buildNotification({
+      sesMessageId,
+      receivedAt: new Date(),
+      mailFrom: 'x@remote.test',
+      recipients,
+      verdicts,
+      bucketName: LOCAL_BUCKET,
+    });
+  };
 
   it('processes the same notification twice into exactly one message with exact counters', async () => {
     const body = Buffer.from('Subject: twice\r\n\r\nhello\r\n');
@@ -90,15 +107,9 @@ describe('router with the local adapters', () => {
 
   it('two concurrent processings of one notification (an SQS redelivery racing the first) report one delivery and one duplicate', async () => {
     const sesMessageId = 'concurrent0000000000000000000000000000000';
-    await runtime.blobs.put(`inbound/${sesMessageId}`, Buffer.from('Subject: raced\r\n\r\nonce\r\n'));
-    const notification = buildNotification({
-      sesMessageId,
-      receivedAt: new Date(),
-      mailFrom: 'x@remote.test',
-      recipients: ['carol@example.test'],
-      verdicts: UNCHECKED_VERDICTS,
-      bucketName: LOCAL_BUCKET,
-    });
+    const notification = await storedBySes(sesMessageId, Buffer.from('Subject: raced\r\n\r\nonce\r\n'), [
+      'carol@example.test',
+    ]);
     // Both read the index before either writes: both find no entry, and the conditional insert decides.
     let arrived = 0;
     let release: () => void = () => undefined;
@@ -538,15 +549,7 @@ describe('router with the local adapters', () => {
     // retry, which must still give bob his copy (from the stored raw, not from alice's deleted one).
     const body = Buffer.from('Subject: partial fan-out\r\n\r\nfor alice and bob\r\n');
     const sesMessageId = 'partialfanout000000000000000000000000000';
-    await runtime.blobs.put(`inbound/${sesMessageId}`, body);
-    const notification = buildNotification({
-      sesMessageId,
-      receivedAt: new Date(),
-      mailFrom: 'x@remote.test',
-      recipients: ['team@example.test'],
-      verdicts: UNCHECKED_VERDICTS,
-      bucketName: LOCAL_BUCKET,
-    });
+    const notification = await storedBySes(sesMessageId, body, ['team@example.test']);
     const failingForBob = Object.create(runtime.index) as typeof runtime.index;
     failingForBob.deliver = async (entry, options) => {
       if (entry.mailbox === 'bob@example.test') throw new Error('index unavailable');
@@ -660,17 +663,14 @@ describe('router with the local adapters', () => {
       policies: { spam: 'tag' },
     });
     const sesMessageId = 'taggedspam0000000000000000000000000000000';
-    await runtime.blobs.put(`inbound/${sesMessageId}`, Buffer.from('Subject: cheap pills\r\n\r\nx\r\n'));
     const r = await processNotification(
       { ...runtime, config: tagging },
-      buildNotification({
+      await storedBySes(
         sesMessageId,
-        receivedAt: new Date(),
-        mailFrom: 'x@remote.test',
-        recipients: ['alice@example.test'],
-        verdicts: { ...UNCHECKED_VERDICTS, spam: 'FAIL' },
-        bucketName: LOCAL_BUCKET,
-      }),
+        Buffer.from('Subject: cheap pills\r\n\r\nx\r\n'),
+        ['alice@example.test'],
+        { ...UNCHECKED_VERDICTS, spam: 'FAIL' },
+      ),
     );
     assert.deepEqual(
       r.outcomes.map((o) => o.status),
@@ -686,17 +686,12 @@ describe('router with the local adapters', () => {
       routes: [{ match: 'blackhole@example.test', action: 'drop' }],
     });
     const sesMessageId = 'dropped000000000000000000000000000000000';
-    await runtime.blobs.put(`inbound/${sesMessageId}`, Buffer.from('Subject: dropped\r\n\r\nx\r\n'));
     const r = await processNotification(
       { ...runtime, config: withDrop },
-      buildNotification({
-        sesMessageId,
-        receivedAt: new Date(),
-        mailFrom: 'x@remote.test',
-        recipients: ['blackhole@example.test', 'alice@example.test'],
-        verdicts: UNCHECKED_VERDICTS,
-        bucketName: LOCAL_BUCKET,
-      }),
+      await storedBySes(sesMessageId, Buffer.from('Subject: dropped\r\n\r\nx\r\n'), [
+        'blackhole@example.test',
+        'alice@example.test',
+      ]),
     );
     assert.deepEqual(
       r.outcomes.map((o) => [o.decision.recipient, o.status]),
