@@ -301,7 +301,11 @@ async function replayIn(
 export async function commandImportIntoStack(
   stack: string,
   paths: readonly string[],
-  target: { readonly to: readonly string[]; readonly sentOf?: string | undefined },
+  target: {
+    readonly to: readonly string[];
+    readonly sentOf?: string | undefined;
+    readonly restoreDeleted?: boolean | undefined;
+  },
   io: CliIo,
 ): Promise<number> {
   const { config, awsRegion } = loadConfig(io.env);
@@ -314,7 +318,12 @@ export async function commandImportIntoStack(
     try {
       // `--sent-of`: straight into the stack's bucket and table, as the send function stores its copies.
       const sentOf = target.sentOf === undefined ? undefined : { owner: target.sentOf, stores: deps };
-      return await runImport(deps, paths, { to: target.to, sentOf }, io);
+      return await runImport(
+        deps,
+        paths,
+        { to: target.to, sentOf, restoreDeleted: target.restoreDeleted },
+        io,
+      );
     } finally {
       await close();
     }

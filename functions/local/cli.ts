@@ -61,11 +61,13 @@ Commands:
   dev                      run the local relay: SMTP on 127.0.0.1:$MAIL_RELAY_SMTP_PORT (default 2525)
                            and the HTTP API on 127.0.0.1:$MAIL_RELAY_API_PORT (default 8025)
   route <address>…         print what would happen to mail for each address
-  import [--to <address>]… [--stack <name>] <files or directories…>
+  import [--to <address>]… [--restore-deleted] [--stack <name>] <files or directories…>
                            feed .eml files, mbox files and directories (a Maildir) through the router
                            (recipients: --to, else every address in the message's Delivered-To,
-                           X-Original-To, To and Cc headers); --stack: into the deployed stack
-  import --sent-of <mailbox> [--stack <name>] <files or directories…>
+                           X-Original-To, To and Cc headers); what a mailbox holds, or held and
+                           deleted, is not added again unless --restore-deleted; --stack: into the
+                           deployed stack
+  import --sent-of <mailbox> [--restore-deleted] [--stack <name>] <files or directories…>
                            put sent mail (export --sent, a mail program's Sent folder) into the
                            mailbox's sent view, as POST …/send keeps it; nothing is routed
   export <mailbox> [--sent] [--out <path>] [--format mbox|maildir] [--force] [--stack <name>]
@@ -125,13 +127,16 @@ const DEV_USAGE = `Usage: mail-relay dev
 const ROUTE_USAGE = `Usage: mail-relay route <address>…
   prints what would happen to mail for each address (exit code 1 when one is refused)`;
 
-const IMPORT_USAGE = `Usage: mail-relay import [--to <address>… | --sent-of <mailbox>] [--stack <name>] <files or directories…>
+const IMPORT_USAGE = `Usage: mail-relay import [--to <address>… | --sent-of <mailbox>] [--restore-deleted] [--stack <name>] <files or directories…>
   feeds messages through the router into $MAIL_RELAY_DATA_DIR: .eml files, mbox files (each message
   of it; an export of Thunderbird, mutt, Apple Mail or Google Takeout) and directories (every file
   below that is mail: a Maildir, a folder of .eml files; hidden entries and a Maildir's tmp/ passed
   over); recipients: each --to, else the message's Delivered-To / X-Original-To / To / Cc headers
   --sent-of  mail the mailbox sent (mail-relay export --sent, a Sent folder: ~/Maildir/.Sent, Sent.mbox)
              into its sent view (GET …?view=sent), stored as it is, read state kept; not routed
+  --restore-deleted
+             deliver again what a mailbox held and deleted since (it stays deleted by default):
+             mail-relay export's output imported back restores the deleted mail, the rest is there
   --stack    into the deployed stack (S3 + DynamoDB, and SES for forwards, with your AWS credentials)`;
 
 const POP3_USAGE = `Usage: mail-relay pop3 [--api <url>]
@@ -593,6 +598,7 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
       options: {
         to: { type: 'string', multiple: true },
         'sent-of': { type: 'string' },
+        'restore-deleted': { type: 'boolean' },
         stack: { type: 'string' },
       },
     },
@@ -628,9 +634,15 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     }
     owner = checked.mailbox;
   }
+  const restoreDeleted = values['restore-deleted'] === true;
   if (values.stack !== undefined) {
     const { commandImportIntoStack } = await import('./cli-aws.ts');
-    return await commandImportIntoStack(values.stack, positionals, { to: forced, sentOf: owner }, io);
+    return await commandImportIntoStack(
+      values.stack,
+      positionals,
+      { to: forced, sentOf: owner, restoreDeleted },
+      io,
+    );
   }
   const { runImport } = await import('./import.ts');
   const runtime = await openRuntime(io, config);
@@ -638,7 +650,7 @@ async function commandImport(args: readonly string[], io: Io): Promise<number> {
     await runtime.recover();
     // The sent view is written as the send route writes it: outside the journal, each write synced.
     const sent = owner === undefined ? undefined : { owner, stores: runtime.unjournaled };
-    return await runImport(runtime, positionals, { to: forced, sentOf: sent }, io);
+    return await runImport(runtime, positionals, { to: forced, sentOf: sent, restoreDeleted }, io);
   } finally {
     await runtime.close();
   }

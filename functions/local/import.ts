@@ -28,6 +28,7 @@ import {
 import type { MailParser } from '../ports/mail-parser.ts';
 import {
   gmailLabels,
+  type ImportItem,
   importSources,
   mailWasRead,
   mozillaExpunged,
@@ -140,35 +141,40 @@ async function earlierImportTime(
 }
 
 /**
- * What importing again a message imported before comes to, found without writing anything, when every
- * mailbox it routes to holds it already (or held it, and it was deleted since): each delivery a
- * duplicate, as routing it again would find. Importing it as the first time would append it to the
- * journal, store it again under `inbound/` (an upload to S3 with `--stack`) and parse it, only to
- * find the same; an export imported twice cost as much the second time. `null` when routing it now
- * would do anything else (a mailbox or forward added to its route since, a refusal): it is then
- * imported as the first time was, which delivers what is missing.
+ * What importing again a message found in its mailboxes already comes to, found without writing
+ * anything: when every mailbox it routes to holds `id` (or held it, and it was deleted since), each
+ * delivery a duplicate, as routing it again would find. `id` is the one an earlier import of the same
+ * content gave it, or the one our export says it has in the store it came from. Importing it as the
+ * first time would append it to the journal, store it again under `inbound/` (an upload to S3 with
+ * `--stack`) and parse it, only to find the same (or, under an exported id, add a second copy);
+ * an export imported twice cost as much the second time. `null` when routing it now would do anything
+ * else (a mailbox or forward added to its route since, a refusal, `restoreDeleted` and a mailbox that
+ * deleted it): it is then imported as the first time was, which delivers what is missing.
  *
  * Sound as ADR 2 has it: an index entry exists once its message's blobs are written (or, locally,
  * once the journal record that rewrites them at recovery is durable, and recovery runs before an
  * import). Nothing is parsed, so a message that failed to parse the first time is not counted among
  * this run's parse failures.
  */
-async function importedBefore(
+async function heldAlready(
   deps: IngestDeps,
-  sesMessageId: string,
-  recipients: readonly string[],
-  receivedAt: Date,
-  verdicts: Verdicts,
+  message: {
+    readonly id: string;
+    readonly sesMessageId: string;
+    readonly recipients: readonly string[];
+    readonly verdicts: Verdicts;
+    readonly restoreDeleted: boolean;
+  },
 ): Promise<RouteResult | null> {
+  const { id, sesMessageId } = message;
   // As `ingest` routes it: no envelope sender.
-  const decisions = route(deps.config, { mailFrom: '', recipients }, verdicts);
+  const decisions = route(deps.config, { mailFrom: '', recipients: message.recipients }, message.verdicts);
   if (decisions.length === 0) return null;
-  const id = messageIdFor(receivedAt.getTime(), sesMessageId);
   const outcomes: Outcome[] = [];
   for (const decision of decisions) {
     if (decision.kind !== 'deliver' && decision.kind !== 'quarantine') return null;
     const state = await deps.index.deliveryState(decision.mailbox, id);
-    if (state === 'absent') return null;
+    if (state === 'absent' || (state === 'deleted' && message.restoreDeleted)) return null;
     outcomes.push({
       decision,
       status: 'duplicate',
@@ -176,6 +182,19 @@ async function importedBefore(
     });
   }
   return { sesMessageId, id, size: 0, parseFailed: false, outcomes };
+}
+
+/**
+ * The id our export gave a message (mbox: the `id=` of its `X-Mail-Relay-Export:` field; Maildir:
+ * `,I=<id>` in its file's name), when its time is one a receipt may have; else null.
+ */
+function exportedIdOf(
+  item: Pick<ImportItem, 'readState' | 'path'>,
+  exported: { readonly id: string | null } | null,
+  nowMs: number,
+): string | null {
+  const given = item.readState === 'mbox' ? (exported?.id ?? null) : exportedMaildirId(basename(item.path));
+  return given !== null && receivable(timeOfId(given), nowMs) ? given : null;
 }
 
 /**
@@ -216,7 +235,11 @@ export interface ImportSummary {
 export async function runImport(
   deps: IngestDeps,
   paths: readonly string[],
-  target: { readonly to: readonly string[]; readonly sentOf?: SentImport | undefined },
+  target: {
+    readonly to: readonly string[];
+    readonly sentOf?: SentImport | undefined;
+    readonly restoreDeleted?: boolean | undefined;
+  },
   io: {
     readonly out: NodeJS.WritableStream;
     readonly err: NodeJS.WritableStream & { isTTY?: boolean };
@@ -226,6 +249,7 @@ export async function runImport(
   const summary = await importFiles(deps, paths, {
     to: target.to,
     sentOf: target.sentOf,
+    restoreDeleted: target.restoreDeleted,
     onProgress: tty ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
   });
   if (tty) io.err.write('\n');
@@ -276,7 +300,8 @@ export interface SentImport {
  * it came from (`exportedId`): it keeps it, and its receipt time (the id's), so that the export
  * imported back into that store finds each message there, and into another gives the same ids.
  * Otherwise its id is from the sent view's key, the stored bytes and the receipt time. Either way the
- * same message imported again is found there (or found deleted, and stays deleted) without a write.
+ * same message imported again is found there (or found deleted, and stays deleted unless
+ * `restoreDeleted`) without a write.
  * `read`: the source says so.
  */
 async function importSentCopy(
@@ -288,6 +313,7 @@ async function importSentCopy(
     readonly receivedAt: Date;
     readonly read: boolean;
     readonly exportedId: string | null;
+    readonly restoreDeleted: boolean;
   },
 ): Promise<RouteResult> {
   const { owner, stores } = sent;
@@ -303,8 +329,9 @@ async function importSentCopy(
     outcomes: [{ decision, status, ...(detail === undefined ? {} : { detail }) }],
   });
   const state = await stores.index.deliveryState(mailbox, id);
-  if (state !== 'absent')
-    return result('duplicate', false, state === 'deleted' ? 'delivered before and deleted since' : undefined);
+  if (state === 'present') return result('duplicate', false);
+  if (state === 'deleted' && !message.restoreDeleted)
+    return result('duplicate', false, 'delivered before and deleted since');
   const parsed = await parser.parse(message.bytes);
   const delivered = await deliverToMailbox(stores, {
     mailbox,
@@ -314,6 +341,7 @@ async function importSentCopy(
     firstCopy: null,
     // Looked up just above; another worker delivering the same bytes meanwhile makes it `present`.
     fresh: true,
+    restoreDeleted: message.restoreDeleted,
     entry: {
       receivedAt: message.receivedAt.toISOString(),
       verdicts: UNCHECKED_VERDICTS,
@@ -336,10 +364,16 @@ export async function importFiles(
     to?: readonly string[];
     /** Into this mailbox's sent view instead of through the router (`import --sent-of`). */
     sentOf?: SentImport | undefined;
+    /**
+     * Deliver again what a mailbox held and deleted since (`import --restore-deleted`): by default it
+     * stays deleted, as with `replay`.
+     */
+    restoreDeleted?: boolean | undefined;
     onProgress?: ((done: number, total: number) => void) | undefined;
   } = {},
 ): Promise<ImportSummary> {
   const now = Date.now();
+  const restoreDeleted = options.restoreDeleted === true;
   // The run's length by the monotonic clock: a wall clock stepped meanwhile would make it negative.
   const started = performance.now();
   // Counted as they come, not kept: an export of a million messages would hold a million results.
@@ -390,14 +424,10 @@ export async function importFiles(
       const fromLine =
         item.fromLineTime !== null && receivable(item.fromLineTime.getTime(), now) ? item.fromLineTime : null;
       // A message of our own export (mboxrd.ts): its stored bytes, and its receipt time in the `From `
-      // line. Read only once it is known to be needed (an import found done needs neither).
-      const exportedOf = () => (item.readState === 'mbox' ? fromExportedMbox(body) : null);
+      // line; and the id it has in the store it came from (an mbox's field, a Maildir file's name).
+      const exported = item.readState === 'mbox' ? fromExportedMbox(body) : null;
+      const exportedId = exportedIdOf(item, exported, now);
       if (options.sentOf !== undefined) {
-        const exported = exportedOf();
-        // The id our export gave (an mbox's field, a Maildir file's name), if its time is one we take.
-        const given =
-          item.readState === 'mbox' ? (exported?.id ?? null) : exportedMaildirId(basename(item.path));
-        const exportedId = given !== null && receivable(timeOfId(given), now) ? given : null;
         const receivedAt =
           (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
           (exported === null ? null : fromLine) ??
@@ -406,7 +436,13 @@ export async function importFiles(
           fileReceiptTime(item.mtime, now);
         const bytes = exported?.bytes ?? withoutFromLine(body);
         return tally(
-          await importSentCopy(deps.parser, options.sentOf, { bytes, receivedAt, read, exportedId }),
+          await importSentCopy(deps.parser, options.sentOf, {
+            bytes,
+            receivedAt,
+            read,
+            exportedId,
+            restoreDeleted,
+          }),
         );
       }
       // What Gmail judged spam is spam to the routing too: the spam policy decides (tagged by
@@ -420,24 +456,37 @@ export async function importFiles(
         failures.push({ file, reason: 'no recipient in the headers (use --to)' });
         return;
       }
-      const sesMessageId = importSesMessageId(recipients, body);
+      // The id is of the bytes as read (as it was before the `From ` line was left out: an export
+      // imported before that is still found imported), but for an export that names its messages' ids:
+      // of the bytes as stored, the same in its mbox and its Maildir, so that either imported after
+      // the other finds its messages there.
+      const sesMessageId = importSesMessageId(
+        recipients,
+        exportedId === null ? body : (exported?.bytes ?? body),
+      );
       // An earlier import first: what the Date reads as can change (a date no longer in the future,
       // a fix to how dates are read), and the same content must keep its id.
       const earlier = await earlierImportTime(deps, sesMessageId, recipients);
-      const before =
-        earlier === null ? null : await importedBefore(deps, sesMessageId, recipients, earlier, verdicts);
+      const held = (id: string) =>
+        heldAlready(deps, { id, sesMessageId, recipients, verdicts, restoreDeleted });
+      const before = earlier === null ? null : await held(messageIdFor(earlier.getTime(), sesMessageId));
       if (before !== null) return tally(before);
-      const exported = exportedOf();
+      // Our export imported back into the store it came from (a restore): each message it holds still,
+      // or held and deleted since, is left as it is, not added a second time under an id from its
+      // content. One it does not hold (another store, another mailbox, `restoreDeleted`) is imported
+      // as any other mail, at the receipt time its id says.
+      const restored = exportedId === null ? null : await held(exportedId);
+      if (restored !== null) return tally(restored);
       const receivedAt =
         earlier ??
+        (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
         (exported === null ? null : fromLine) ??
         importReceiptTime(fields, now) ??
         fromLine ??
         fileReceiptTime(item.mtime, now);
       const result = await ingest(deps, {
-        // The id above is of the bytes as read, as it was before the `From ` line was left out: an
-        // export imported before that is still found imported. An exported mbox's `From ` line and
-        // our fields are the export's, not the message's: the stored bytes come back as they were.
+        // An exported mbox's `From ` line and our fields are the export's, not the message's: the
+        // stored bytes come back as they were.
         body: exported?.bytes ?? withoutFromLine(body),
         mailFrom: '',
         returnPath: false,
@@ -446,6 +495,7 @@ export async function importFiles(
         receivedAt,
         via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
         verdicts,
+        restoreDeleted,
       });
       for (const o of result.outcomes) {
         if (o.decision.kind === 'reject')

@@ -47,6 +47,12 @@ export interface IngestInput {
     readonly remoteAddress?: string;
   };
   readonly verdicts?: Verdicts;
+  /**
+   * `import --restore-deleted`: deliver again into a mailbox that held this message and deleted it
+   * (ProcessOptions.restoreDeleted). Not in the journal record: a recovery leaves deleted mail deleted,
+   * and the import run again restores it.
+   */
+  readonly restoreDeleted?: boolean;
 }
 
 const SERVER_NAME = hostname() || 'localhost';
@@ -167,6 +173,7 @@ export async function applyReceived(
     readonly fresh?: boolean;
     /** The journal append of this message: routing commits nothing before it resolves. */
     readonly durable?: Promise<unknown>;
+    readonly restoreDeleted?: boolean;
   } = {},
 ): Promise<RouteResult> {
   return processNotification(deps, notification, {
@@ -175,6 +182,7 @@ export async function applyReceived(
     rewriteBlobs: options.recovering === true,
     fresh: options.fresh === true,
     durable: options.durable,
+    restoreDeleted: options.restoreDeleted === true,
   });
 }
 
@@ -247,14 +255,19 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
   const inboundKey = notification.receipt.action.objectKey;
   // A message id minted here: no mailbox can hold it yet (an id given by the caller may be a retry).
   const fresh = input.sesMessageId === undefined;
+  const restoreDeleted = input.restoreDeleted === true;
   const { journal } = deps;
-  if (!journal) return { ...(await applyReceived(deps, notification, raw, { fresh })), inboundKey };
+  if (!journal)
+    return { ...(await applyReceived(deps, notification, raw, { fresh, restoreDeleted })), inboundKey };
 
   // The router parses while the record is synced, and commits nothing before it is durable.
   const appended = journal.append({ type: 'ingest', notification, raw });
   appended.catch(() => undefined);
   try {
-    return { ...(await applyReceived(deps, notification, raw, { fresh, durable: appended })), inboundKey };
+    return {
+      ...(await applyReceived(deps, notification, raw, { fresh, durable: appended, restoreDeleted })),
+      inboundKey,
+    };
   } catch (err) {
     // The client is told to retry (4xx), so this copy must end up nowhere: not in a mailbox that it
     // reached before the failure (a message to several mailboxes is delivered to one after another),

@@ -129,7 +129,7 @@ export interface ProcessOptions {
    */
   readonly durable?: Promise<unknown>;
   /**
-   * Set by `replay --restore-deleted`: deliver again what was delivered and then deleted (the index
+   * Set by `replay --restore-deleted` and `import --restore-deleted`: deliver again what was delivered and then deleted (the index
    * remembers deletions for a while so that, by default, deleted mail stays deleted).
    */
   readonly restoreDeleted?: boolean;

@@ -21,7 +21,7 @@ import { createMailboxApp } from '../../functions/api/mailbox-app.ts';
 import { parseConfig, type RawConfig } from '../../functions/core/config.ts';
 import { ConfigError, MailRelayError } from '../../functions/core/errors.ts';
 import { messageIdFor } from '../../functions/core/ids.ts';
-import { mailboxKeys } from '../../functions/core/keys.ts';
+import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import { UNCHECKED_VERDICTS } from '../../functions/core/routing.ts';
 import { type AwsRouterDeps, createAwsRouterDeps } from '../../functions/handlers/router-deps.ts';
@@ -604,6 +604,30 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     );
     assert.equal(readdirSync(join(maildir, 'cur')).length, originals.filter((o) => o.seen).length);
     await check(maildir, 'Maildir');
+
+    // The export imported back into the stack it came from (a restore), after a message was deleted
+    // there: nothing is added, unless --restore-deleted, which brings that one back.
+    const deletedId = messageIdFor(Date.UTC(2025, 4, 1, 9, 0, 5), 'cli-export-5');
+    assert.ok(await aws.index.delete(ERIN, deletedId));
+    await deleteMessageBlobs(aws.blobs, ERIN, deletedId);
+    const restore = async (args: readonly string[]) => {
+      const r = makeIo(env);
+      assert.equal(await main(['import', '--stack', STACK, '--to', ERIN, ...args, path], r), 0, r.text().err);
+      return r.text().out;
+    };
+    assert.match(await restore([]), /delivered 0, duplicate 205,/);
+    assert.equal((await aws.index.stat(ERIN)).messages, 204);
+    assert.match(await restore(['--restore-deleted']), /delivered 1, duplicate 204,/);
+    const entries = await listAll(aws.index, ERIN);
+    assert.equal(entries.length, 205);
+    const back = entries.find((e) => e.subject === 'export 5');
+    assert.equal(back?.receivedAt, '2025-05-01T09:00:05.000Z', 'at the receipt time it had');
+    assert.equal(
+      stripTrace(
+        (await aws.blobs.get(mailboxKeys.raw(ERIN, back?.id ?? ''))) ?? Buffer.alloc(0),
+      ).body.toString(),
+      originals[5]?.raw.toString(),
+    );
 
     const unknown = makeIo(env);
     assert.equal(

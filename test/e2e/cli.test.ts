@@ -1551,7 +1551,11 @@ describe('arguments, in every command', () => {
     );
     assert.match(
       help.stdout,
-      /\n {2}import \[--to <address>\]… \[--stack <name>\] <files or directories…>\n/,
+      /\n {2}import \[--to <address>\]… \[--restore-deleted\] \[--stack <name>\] <files or directories…>\n/,
+    );
+    assert.match(
+      help.stdout,
+      /\n {2}import --sent-of <mailbox> \[--restore-deleted\] \[--stack <name>\] <files or directories…>\n/,
     );
     assert.equal(malformed.code, 2);
     assert.equal(

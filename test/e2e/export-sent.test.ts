@@ -300,7 +300,7 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
     assert.deepEqual(after.stat, sent.stat);
   });
 
-  it('import --sent-of reads the Maildir++ folder into a fresh data dir the same way', async () => {
+  it('import --sent-of reads the Maildir++ folder into a fresh data dir the same way; a message deleted there since stays deleted unless --restore-deleted', async () => {
     const fresh = mkdtempSync(join(work, 'fresh-'));
     const r = await cli(fresh, ['import', '--sent-of', ALICE, join(maildir, '.Sent')]);
     assert.equal(r.code, 0, r.stderr + r.stdout);
@@ -310,6 +310,32 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
     assert.deepEqual(asSet(back.messages), asSet(sent.messages));
     assert.deepEqual(
       back.messages.map((m) => [m.id, m.receivedAt]),
+      sent.messages.map((m) => [m.id, m.receivedAt]),
+    );
+
+    const gone = sent.messages[1]?.id ?? '';
+    await withApiOn(fresh, config, async (url, token) => {
+      const res = await fetch(`${url}${BASE}/messages/${gone}?view=sent`, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 204, await res.text());
+    });
+    const kept = await cli(fresh, ['import', '--sent-of', ALICE, mbox]);
+    assert.match(kept.stdout, /delivered 0, duplicate 3,/, kept.stderr);
+    const without = await withApiOn(fresh, config, (url, token) => sentView(url, token));
+    assert.deepEqual(
+      without.messages.map((m) => m.id),
+      sent.messages.map((m) => m.id).filter((id) => id !== gone),
+    );
+    const restored = await cli(fresh, ['import', '--sent-of', ALICE, '--restore-deleted', mbox]);
+    assert.match(restored.stdout, /delivered 1, duplicate 2,/, restored.stderr);
+    const whole = await withApiOn(fresh, config, (url, token) => sentView(url, token));
+    assert.deepEqual(whole.stat, sent.stat);
+    // Under its own id, byte for byte, with its read state and receipt time.
+    assert.deepEqual(asSet(whole.messages), asSet(sent.messages));
+    assert.deepEqual(
+      whole.messages.map((m) => [m.id, m.receivedAt]),
       sent.messages.map((m) => [m.id, m.receivedAt]),
     );
   });

@@ -23,7 +23,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import nodemailer from 'nodemailer';
 import { parseConfig } from '../../functions/core/config.ts';
-import { mailboxKeys } from '../../functions/core/keys.ts';
+import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
 import { main } from '../../functions/local/cli.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { BIN, cleanEnv, startDev } from '../helpers/dev.ts';
@@ -296,6 +296,74 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
       readdirSync(join(dir, 'cur')).length + readdirSync(join(dir, 'new')).length,
       original.length,
     );
+  });
+
+  it('imported back into the store it came from (a restore), an export adds no second copy; what was deleted since stays deleted unless --restore-deleted', async () => {
+    // A copy of the data dir, so that the other tests keep theirs.
+    const home = join(work, 'restore');
+    cpSync(dataDir, home, { recursive: true });
+    const mbox = join(work, 'restore.mbox');
+    const maildir = join(work, 'restore-maildir');
+    assert.equal((await cli(home, ['export', ALICE, '--out', mbox])).code, 0);
+    assert.equal((await cli(home, ['export', ALICE, '--format', 'maildir', '--out', maildir])).code, 0);
+    const n = original.length;
+    // Two messages deleted after the export, as DELE deletes them: one read, one unread.
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: home, durability: 'sync' });
+    try {
+      const entries = (await listAll(runtime.index, ALICE)).reverse();
+      for (const e of [entries[0], entries[1]]) {
+        assert.ok(e);
+        assert.ok(await runtime.index.delete(ALICE, e.id));
+        await deleteMessageBlobs(runtime.blobs, ALICE, e.id);
+      }
+    } finally {
+      await runtime.close();
+    }
+    const summary = async (args: readonly string[]) => {
+      const r = await cli(home, ['import', ...args]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      return r.stdout;
+    };
+    // The mbox, then the Maildir: every message is found there, or found deleted, and nothing is added.
+    for (const from of [mbox, maildir]) {
+      assert.match(await summary(['--to', ALICE, from]), new RegExp(`delivered 0, duplicate ${n},`), from);
+      assert.equal((await stored(home, ALICE)).length, n - 2, `${from}: no message added`);
+    }
+    // Asked to, the two deleted ones come back (as the export has them: bytes, read state), once.
+    assert.match(
+      await summary(['--to', ALICE, '--restore-deleted', mbox]),
+      new RegExp(`delivered 2, duplicate ${n - 2},`),
+    );
+    assert.match(
+      await summary(['--to', ALICE, '--restore-deleted', maildir]),
+      new RegExp(`delivered 0, duplicate ${n},`),
+    );
+    const back = await stored(home, ALICE);
+    assert.equal(back.length, n);
+    const restored = new Map(back.map((b) => [stripTrace(b.raw).body.toString('latin1'), b]));
+    const kept = new Map(back.map((b) => [b.raw.toString('latin1'), b]));
+    for (const [i, o] of original.entries()) {
+      const again = (i < 2 ? restored : kept).get(o.raw.toString('latin1'));
+      assert.equal(again?.seen, o.seen, `message ${i + 1}: there once, byte for byte, with its read state`);
+      assert.equal(again?.receivedAt, o.receivedAt, `message ${i + 1}: its receipt time, to the millisecond`);
+    }
+    // A restored message deleted again comes back again when asked, and only then.
+    const again = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: home, durability: 'sync' });
+    try {
+      const oldest = (await listAll(again.index, ALICE)).at(-1);
+      assert.ok(oldest && (await again.index.delete(ALICE, oldest.id)));
+      await deleteMessageBlobs(again.blobs, ALICE, oldest.id);
+    } finally {
+      await again.close();
+    }
+    assert.match(await summary(['--to', ALICE, mbox]), new RegExp(`delivered 0, duplicate ${n},`));
+    assert.match(
+      await summary(['--to', ALICE, '--restore-deleted', mbox]),
+      new RegExp(`delivered 1, duplicate ${n - 1},`),
+    );
+    assert.equal((await stored(home, ALICE)).length, n);
+    // Another mailbox never held them: it gets each one.
+    assert.match(await summary(['--to', BOB, mbox]), new RegExp(`delivered ${n}, duplicate 0,`));
   });
 
   it('refuses an existing file unless --force (which replaces it whole), an unknown mailbox, a path it cannot write, a Maildir without --out', async () => {
