@@ -4,6 +4,7 @@
  * (router.ts) builds the same ports but loads SES on its first send.
  */
 import { SESv2Client } from '@aws-sdk/client-sesv2';
+import { sesRetryConfig } from '../adapters/aws/ses-retry.ts';
 import { MailparserAdapter } from '../adapters/mailparser/mailparser-adapter.ts';
 import type { RouterDeps } from '../pipeline/router.ts';
 import { type AwsStorage, createAwsStorage, type HandlerSettings, type StorageClients } from './deps.ts';
@@ -19,7 +20,7 @@ export function createAwsRouterDeps(
   clients?: StorageClients & { readonly ses?: SESv2Client },
 ): AwsRouterDeps {
   const storage = createAwsStorage(settings, clients);
-  const ses = clients?.ses ?? new SESv2Client({});
+  const ses = clients?.ses ?? new SESv2Client(sesRetryConfig());
   return {
     ...storage,
     parser: new MailparserAdapter(),

@@ -5,14 +5,18 @@
  */
 import { SESClient } from '@aws-sdk/client-ses';
 import { SesBouncer } from '../adapters/aws/ses-bouncer.ts';
+import { sesRetryConfig } from '../adapters/aws/ses-retry.ts';
 
 /**
  * SendBounce is limited to about one call per second per account: `adaptive` retries slow the
  * client down after a throttling error, and more attempts than the default 3 ride out a burst of
- * refused mail (each attempt waits longer; the router's Lambda timeout bounds the whole).
+ * refused mail (each attempt waits longer; the router's Lambda timeout bounds the whole). The daily
+ * quota is not retried (ses-retry.ts): it does not lift within the router's run.
  */
-export const BOUNCE_CLIENT_CONFIG = { retryMode: 'adaptive', maxAttempts: 6 } as const;
+export function bounceClientConfig(): ReturnType<typeof sesRetryConfig> {
+  return sesRetryConfig('adaptive', 6);
+}
 
-export function createSesBouncer(client: SESClient = new SESClient(BOUNCE_CLIENT_CONFIG)): SesBouncer {
+export function createSesBouncer(client: SESClient = new SESClient(bounceClientConfig())): SesBouncer {
   return new SesBouncer(client);
 }

@@ -21,6 +21,7 @@ import { SendError } from '../../functions/core/errors.ts';
 import { mailboxKeys } from '../../functions/core/keys.ts';
 import { buildNotification } from '../../functions/core/notification.ts';
 import type { Verdicts } from '../../functions/core/routing.ts';
+import { bounceClientConfig, createSesBouncer } from '../../functions/handlers/ses-bouncer.ts';
 import { createLocalRuntime, type LocalRuntime } from '../../functions/local/runtime.ts';
 import { countBounces } from '../../functions/pipeline/bounce.ts';
 import { processNotification, type RouteResult } from '../../functions/pipeline/router.ts';
@@ -275,6 +276,33 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
     assert.equal(retry.outcomes[0]?.status, 'duplicate');
     assert.equal(retry.outcomes[1]?.detail, 'bounced as bounce-2');
     assert.equal(ses.requests.length, 2);
+  });
+
+  it("the router's bounce client: SendBounce's rate is retried (adaptive), SES's daily quota is not", async () => {
+    const bouncer = createSesBouncer(
+      new SESClient({
+        endpoint: ses.url,
+        region: 'eu-west-1',
+        credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' },
+        ...bounceClientConfig(),
+      }),
+    );
+    const request = {
+      sesMessageId: 'x',
+      from: 'mailer-daemon@example.test',
+      recipients: [{ address: 'typo@example.test', code: 550, message: '5.1.1 no such user' }],
+      explanation: 'x',
+    };
+    ses.replies.push({ status: 400, code: 'Throttling', message: 'Maximum sending rate exceeded.' });
+    await bouncer.bounce(request);
+    assert.equal(ses.requests.length, 2, 'the rate: asked again, and sent');
+    // SES v1 names both limits `Throttling`; the message says which.
+    ses.replies.push({ status: 400, code: 'Throttling', message: 'Daily message quota exceeded.' });
+    await assert.rejects(
+      bouncer.bounce(request),
+      (e: unknown) => e instanceof SendError && !e.permanent && e.limit === 'daily_quota',
+    );
+    assert.equal(ses.requests.length, 3, 'the daily quota: asked once (the SDK alone asks six times)');
   });
 
   it('the adapter: throttling is transient, a refusal permanent; enhanced status codes from reply texts', async () => {

@@ -12,6 +12,7 @@ import { CreateEmailIdentityCommand, SESv2Client } from '@aws-sdk/client-sesv2';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbMailboxIndex } from '../../functions/adapters/aws/dynamodb-mailbox-index.ts';
 import { S3BlobStore } from '../../functions/adapters/aws/s3-blob-store.ts';
+import { sesRetryConfig } from '../../functions/adapters/aws/ses-retry.ts';
 import { Sesv2Outbound } from '../../functions/adapters/aws/sesv2-outbound.ts';
 import { MailparserAdapter } from '../../functions/adapters/mailparser/mailparser-adapter.ts';
 import { createToken } from '../../functions/api/auth.ts';
@@ -57,8 +58,9 @@ describe('POST …/send when SES refuses for a sending limit', { skip: !availabl
     proxy = await startFaultyProxy(moto.endpoint, (req) =>
       req.url?.startsWith('/v2/email/outbound-emails') ? fault : undefined,
     );
-    // The SDK's default retries, as the send function has them: the limit outlasts them.
-    ses = new SESv2Client({ ...moto.clientConfig, endpoint: proxy.endpoint });
+    // The retries the send function's client has (ses-outbound.ts): the SDK's standard ones, which
+    // the sending rate outlasts, but none for the daily quota.
+    ses = new SESv2Client({ ...moto.clientConfig, endpoint: proxy.endpoint, ...sesRetryConfig() });
     index = new DynamoDbMailboxIndex({
       client: DynamoDBDocumentClient.from(storage.dynamo),
       tableName: TABLE,
@@ -152,7 +154,11 @@ describe('POST …/send when SES refuses for a sending limit', { skip: !availabl
       };
       const copiesBefore = (await copies()).length;
       const loggedBefore = logged.length;
+      const failedBefore = proxy.failed.length;
       const refused = await send(to, `quota-${i}`);
+      // Asked once: no retry within seconds passes a quota of the last 24 hours (the SDK's own
+      // strategy asked three times, with a backoff of seconds between).
+      assert.equal(proxy.failed.length - failedBefore, 1, `${deny.type}: SES asked once`);
       assert.equal(refused.status, 429, `${deny.type}: ${JSON.stringify(refused.body)}`);
       assert.equal(refused.body.error?.code, 'send_quota_exceeded', deny.type);
       assert.match(refused.body.error?.message ?? '', /daily quota/);
