@@ -241,6 +241,12 @@ export interface ExportRun {
    * was the envelope sender of everything in it (`POST …/send` sends from the mailbox).
    */
   readonly sender?: string | undefined;
+  /**
+   * Write each message's SES message id beside its id (mboxrd.ts): for an inbox, whose mail `import`
+   * routes under it again in another store, which gives it the same id. Not for the sent view, whose
+   * ids `import --sent-of` keeps as they are.
+   */
+  readonly sesIds?: boolean | undefined;
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
 }
 
@@ -275,7 +281,13 @@ export async function exportMbox(run: ExportRun, sink: Sink): Promise<ExportSumm
       await put(
         Buffer.from(
           mboxFromLine(envelopeSender(start) || (run.sender ?? ''), new Date(entry.receivedAt)) +
-            exportFields(entry.seen, crlf, entry.size, entry.id),
+            exportFields(
+              entry.seen,
+              crlf,
+              entry.size,
+              entry.id,
+              run.sesIds === true ? entry.sesMessageId : undefined,
+            ),
           'latin1',
         ),
       );
@@ -392,16 +404,17 @@ function maildirHost(): string {
 }
 
 /**
- * A message's unique Maildir name: `<seconds>.M<microseconds>R<hex>.<host>,I=<id>`, the receipt time (so
+ * A message's unique Maildir name: `<seconds>.M<microseconds>R<hex>.<host>,I=<id>`, and `,E=<SES message
+ * id>` with `sesId` (mboxrd.ts, maildirIdField), the receipt time (so
  * that names sort as the mail arrived, and readers that date by it date right) and, as the spec's
  * `R` (a random number, in hex), 128 bits of a hash of the message id: the same message gets the
  * same name in every export, so `--force` knows what a Maildir holds already.
  */
-export function maildirName(entry: MessageEntry): string {
+export function maildirName(entry: MessageEntry, sesId: boolean): string {
   const ms = Date.parse(entry.receivedAt);
   // Microseconds in six digits, so that names sort by time within a second too.
   const micros = String((ms % 1000) * 1000).padStart(6, '0');
-  return `${Math.floor(ms / 1000)}.M${micros}R${maildirR(entry)}.${maildirHost()}${maildirIdField(entry.id)}`;
+  return `${Math.floor(ms / 1000)}.M${micros}R${maildirR(entry)}.${maildirHost()}${maildirIdField(entry.id, sesId ? entry.sesMessageId : undefined)}`;
 }
 
 /** The `R` part of a message's Maildir name: 128 bits of a hash of its id, in hex. */
@@ -455,7 +468,7 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
       gone += 1;
       continue;
     }
-    const name = maildirName(entry);
+    const name = maildirName(entry, run.sesIds === true);
     const temp = join(dir, 'tmp', name);
     let handle: FileHandle;
     try {
@@ -567,6 +580,7 @@ export async function commandExport(args: readonly string[], io: CliIo): Promise
       store,
       mailbox: key,
       sender: sent ? mailbox : undefined,
+      sesIds: !sent,
       onProgress: tty ? (done, total) => io.err.write(`\r${progressBar(done, total)}`) : undefined,
     };
     const force = values.force === true;

@@ -15,6 +15,7 @@ import { errorMessage } from '../core/errors.ts';
 import { messageIdFor, sesMessageIdFromContent, timeOfId } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
 import { parseMailDate } from '../core/mail-date.ts';
+import { INBOUND_PREFIX } from '../core/notification.ts';
 import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
 import {
@@ -36,7 +37,7 @@ import {
   withoutFromLine,
 } from './import-sources.ts';
 import { type IngestDeps, ingest } from './ingest.ts';
-import { exportedMaildirId, fromExportedMbox } from './mboxrd.ts';
+import { type ExportedIds, exportedMaildirIds, fromExportedMbox } from './mboxrd.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
 const HEADER_BLOCK_MAX_BYTES = 1024 * 1024;
@@ -185,16 +186,16 @@ async function heldAlready(
 }
 
 /**
- * The id our export gave a message (mbox: the `id=` of its `X-Mail-Relay-Export:` field; Maildir:
- * `,I=<id>` in its file's name), when its time is one a receipt may have; else null.
+ * The ids our export gave a message (mbox: the `id=` and `ses=` of its `X-Mail-Relay-Export:` field;
+ * Maildir: `,I=<id>,E=<ses>` in its file's name), when its id's time is one a receipt may have; else null.
  */
-function exportedIdOf(
+function exportedIdsOf(
   item: Pick<ImportItem, 'readState' | 'path'>,
-  exported: { readonly id: string | null } | null,
+  exported: { readonly ids: ExportedIds | null } | null,
   nowMs: number,
-): string | null {
-  const given = item.readState === 'mbox' ? (exported?.id ?? null) : exportedMaildirId(basename(item.path));
-  return given !== null && receivable(timeOfId(given), nowMs) ? given : null;
+): ExportedIds | null {
+  const given = item.readState === 'mbox' ? (exported?.ids ?? null) : exportedMaildirIds(basename(item.path));
+  return given !== null && receivable(timeOfId(given.id), nowMs) ? given : null;
 }
 
 /**
@@ -426,7 +427,8 @@ export async function importFiles(
       // A message of our own export (mboxrd.ts): its stored bytes, and its receipt time in the `From `
       // line; and the id it has in the store it came from (an mbox's field, a Maildir file's name).
       const exported = item.readState === 'mbox' ? fromExportedMbox(body) : null;
-      const exportedId = exportedIdOf(item, exported, now);
+      const exportedIds = exportedIdsOf(item, exported, now);
+      const exportedId = exportedIds?.id ?? null;
       if (options.sentOf !== undefined) {
         const receivedAt =
           (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
@@ -477,6 +479,18 @@ export async function importFiles(
       // as any other mail, at the receipt time its id says.
       const restored = exportedId === null ? null : await held(exportedId);
       if (restored !== null) return tally(restored);
+      // Into a store that never received it, such a message keeps its id (a POP3 client's UIDL, a link
+      // to it): routed under the SES message id it was received with, at the time its id says, it gets
+      // the same id, as the sent view's copies keep theirs. Not where that id's `inbound/` copy is
+      // (another mailbox of the store it came from, an import of it before): that copy is left as it
+      // is, and the message gets an id from its content.
+      const original =
+        earlier === null &&
+        exportedIds?.ses != null &&
+        messageIdFor(timeOfId(exportedIds.id), exportedIds.ses) === exportedIds.id &&
+        (await deps.blobs.head(`${INBOUND_PREFIX}${exportedIds.ses}`)) === null
+          ? exportedIds.ses
+          : null;
       const receivedAt =
         earlier ??
         (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
@@ -491,7 +505,7 @@ export async function importFiles(
         mailFrom: '',
         returnPath: false,
         recipients,
-        sesMessageId,
+        sesMessageId: original ?? sesMessageId,
         receivedAt,
         via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
         verdicts,

@@ -8,14 +8,15 @@
  *
  *     Status: RO                 read state for mutt, pine, Apple Mail, Python's mailbox (O: unread)
  *     X-Mozilla-Status: 0001     read state for Thunderbird (0000: unread)
- *     X-Mail-Relay-Export: mboxrd; eol=crlf; size=1234; id=01J…
+ *     X-Mail-Relay-Export: mboxrd; eol=crlf; size=1234; id=01J…; ses=…
  *
  * First, so that they win over a `Status:` the message carries itself (readers take the first). The
  * last one says what `import` needs to give back the stored bytes exactly: that the file is mboxrd
  * (unescape one level), whether the message's CRLF line ends were written as LF (`eol=crlf`: put
  * them back; `eol=lf`: the line ends are as stored), and the stored size (a message whose last line
- * had no line end gained one), and the message's id in the store it came from (`import --sent-of`
- * gives it the same id, so an export imported back where it came from is found there).
+ * had no line end gained one), and the message's id in the store it came from (`import` finds it
+ * there by it, and `import --sent-of` gives it the same id) with the SES message id it was received
+ * under (`import` into another store routes it under that again, which gives it the same id).
  */
 import { ULID_RE } from '../core/ids.ts';
 import { asctime } from '../core/mime-header.ts';
@@ -34,11 +35,19 @@ export function mboxFromLine(sender: string, receivedAt: Date): string {
   return `From ${who} ${asctime(receivedAt)}\n`;
 }
 
-/** Our fields ahead of the message's own (see the module comment). */
-export function exportFields(seen: boolean, crlf: boolean, size: number, id: string): string {
+/**
+ * An SES message id as an export writes it (`ses=` in the mbox field, `,E=` in a Maildir name): SES's
+ * own (lowercase letters and digits, or with dashes), the listener's and `import`'s (base32). Anything
+ * else (none of ours makes it) is left out, so that it cannot break the field or the name.
+ */
+const SES_ID_RE = /^[0-9A-Za-z._-]{1,128}$/;
+
+/** Our fields ahead of the message's own (see the module comment). `ses`: its SES message id. */
+export function exportFields(seen: boolean, crlf: boolean, size: number, id: string, ses?: string): string {
+  const sesField = ses !== undefined && SES_ID_RE.test(ses) ? `; ses=${ses}` : '';
   return (
     `Status: ${seen ? 'RO' : 'O'}\nX-Mozilla-Status: ${seen ? '0001' : '0000'}\n` +
-    `${EXPORT_FIELD}: mboxrd; eol=${crlf ? 'crlf' : 'lf'}; size=${size}; id=${id}\n`
+    `${EXPORT_FIELD}: mboxrd; eol=${crlf ? 'crlf' : 'lf'}; size=${size}; id=${id}${sesField}\n`
   );
 }
 
@@ -110,9 +119,17 @@ function undecided(start: string): boolean {
   return start.length <= HELD_LINE_START && /^>*(?:F(?:r(?:o(?:m)?)?)?)?$/.test(start);
 }
 
-/** Exports before 2026-11-29 have no `id`. */
+/** Exports before 2026-11-29 have no `id`; none before the afternoon of that day has a `ses`. */
 const EXPORTED_RE =
-  /^From [^\n]*\nStatus: [A-Z]*\nX-Mozilla-Status: [0-9A-Fa-f]{4}\nX-Mail-Relay-Export: mboxrd; eol=(crlf|lf); size=(\d{1,15})(?:; id=([0-9A-Z]{26}))?\n/;
+  /^From [^\n]*\nStatus: [A-Z]*\nX-Mozilla-Status: [0-9A-Fa-f]{4}\nX-Mail-Relay-Export: mboxrd; eol=(crlf|lf); size=(\d{1,15})(?:; id=([0-9A-Z]{26})(?:; ses=([0-9A-Za-z._-]{1,128}))?)?\n/;
+
+/** What an export says of a message's identity in the store it came from. */
+export interface ExportedIds {
+  /** Its id (a ULID). */
+  readonly id: string;
+  /** The SES message id it was received under, when the export says it. */
+  readonly ses: string | null;
+}
 
 /**
  * A message of an mbox `mail-relay export` wrote (its bytes from its `From ` line to the next
@@ -120,14 +137,14 @@ const EXPORTED_RE =
  * (the mbox's, not the message's), unescaped one level, with its CRLF line ends back, without the
  * empty line that separated it from the next; null for any other message. A message a mail program
  * has rewritten since (its size no longer what the field says) is given back as read, but for the
- * line end the export added to a last line without one, which only the size tells. `id`: the
- * message's id in the store it came from (null from an export made before it was written).
+ * line end the export added to a last line without one, which only the size tells. `ids`: the
+ * message's ids in the store it came from (null from an export made before they were written).
  */
-export function fromExportedMbox(message: Buffer): { bytes: Buffer; id: string | null } | null {
+export function fromExportedMbox(message: Buffer): { bytes: Buffer; ids: ExportedIds | null } | null {
   const head = message.toString('latin1', 0, Math.min(message.length, 1024));
   const m = EXPORTED_RE.exec(head);
   if (m === null || !MBOX_FROM_LINE_RE.test(head)) return null;
-  const id = m[3] !== undefined && ULID_RE.test(m[3]) ? m[3] : null;
+  const ids = m[3] !== undefined && ULID_RE.test(m[3]) ? { id: m[3], ses: m[4] ?? null } : null;
   const crlf = m[1] === 'crlf';
   const size = Number(m[2]);
   let text = message.toString('latin1', m[0].length);
@@ -138,20 +155,22 @@ export function fromExportedMbox(message: Buffer): { bytes: Buffer; id: string |
   const eol = crlf ? '\r\n' : '\n';
   // The line end the export gave a last line that had none.
   if (text.length === size + eol.length && text.endsWith(eol)) text = text.slice(0, -eol.length);
-  return { bytes: Buffer.from(text, 'latin1'), id };
+  return { bytes: Buffer.from(text, 'latin1'), ids };
 }
 
 /**
  * What the Maildir export adds to a message file's name: `,I=<id>`, its id in the store it came
- * from, for `import --sent-of` (a field after the host, as Dovecot's `,S=<size>`, which readers pass
- * over). A Maildir file has no room for a marker in its bytes, which are the message as stored.
+ * from, and `,E=<SES message id>` (ExportedIds), fields after the host as Dovecot's `,S=<size>`, which
+ * readers pass over. A Maildir file has no room for a marker in its bytes, which are the message as
+ * stored.
  */
-export function maildirIdField(id: string): string {
-  return `,I=${id}`;
+export function maildirIdField(id: string, ses?: string): string {
+  return `,I=${id}${ses !== undefined && SES_ID_RE.test(ses) ? `,E=${ses}` : ''}`;
 }
 
-/** The id in the store it came from of a message file our Maildir export named; else null. */
-export function exportedMaildirId(fileName: string): string | null {
+/** The ids in the store it came from of a message file our Maildir export named; else null. */
+export function exportedMaildirIds(fileName: string): ExportedIds | null {
   const id = /,I=([0-9A-Z]{26})(?=[,:]|$)/.exec(fileName)?.[1];
-  return id !== undefined && ULID_RE.test(id) ? id : null;
+  if (id === undefined || !ULID_RE.test(id)) return null;
+  return { id, ses: /,E=([0-9A-Za-z._-]{1,128})(?=[,:]|$)/.exec(fileName)?.[1] ?? null };
 }

@@ -590,6 +590,12 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
           );
         // Imported in the order it was received: the receipt time is the From line's.
         assert.equal(entries.at(-1)?.receivedAt, '2025-05-01T09:00:00.000Z', label);
+        // Each with the id it has in the stack (routed under the SES message id the export names).
+        assert.deepEqual(
+          entries.map((e) => e.id).reverse(),
+          originals.map((_, i) => messageIdFor(Date.UTC(2025, 4, 1, 9, 0, i), `cli-export-${i}`)),
+          label,
+        );
       } finally {
         await runtime.close();
       }

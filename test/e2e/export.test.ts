@@ -64,7 +64,7 @@ async function sendRaw(port: number, raw: Buffer, from = 'friend@remote.test', t
 async function stored(
   dataDir: string,
   mailbox: string,
-): Promise<{ raw: Buffer; seen: boolean; receivedAt: string }[]> {
+): Promise<{ id: string; raw: Buffer; seen: boolean; receivedAt: string }[]> {
   const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir, durability: 'sync' });
   try {
     const entries = (await listAll(runtime.index, mailbox)).reverse();
@@ -72,7 +72,7 @@ async function stored(
     for (const e of entries) {
       const raw = await runtime.blobs.get(mailboxKeys.raw(mailbox, e.id));
       assert.ok(raw, `raw of ${e.id}`);
-      out.push({ raw, seen: e.seen, receivedAt: e.receivedAt });
+      out.push({ id: e.id, raw, seen: e.seen, receivedAt: e.receivedAt });
     }
     return out;
   } finally {
@@ -82,10 +82,11 @@ async function stored(
 
 /**
  * Imports `path` into a fresh data dir (`--to mailbox`) and checks the round trip: as many messages,
- * each the original's bytes behind the trace headers import adds, the same read state, in order.
+ * each the original's bytes behind the trace headers import adds, the same read state, receipt time
+ * and id.
  */
 async function assertRoundTrip(
-  original: { raw: Buffer; seen: boolean; receivedAt: string }[],
+  original: { id: string; raw: Buffer; seen: boolean; receivedAt: string }[],
   path: string,
   mailbox: string,
   label: string,
@@ -106,7 +107,13 @@ async function assertRoundTrip(
     // Byte for byte behind import's trace headers: so neither the export's `From ` line nor its read
     // state fields came back, and every `>From ` is unescaped.
     assert.equal(again.seen, o.seen, `${label}: message ${i + 1} read state`);
+    // The same id (a POP3 client's UIDL, a link), at the same time to the millisecond.
+    assert.equal(again.id, o.id, `${label}: message ${i + 1} id`);
+    assert.equal(again.receivedAt, o.receivedAt, `${label}: message ${i + 1} receipt time`);
   }
+  // Imported again there: found, nothing added.
+  const twice = await cli(fresh, ['import', '--to', mailbox, path]);
+  assert.match(twice.stdout, new RegExp(`delivered 0, duplicate ${original.length},`), label);
 }
 
 /** Messages that take an mbox writer's care: From lines in the body, CRLF and LF, no last line end. */
@@ -123,7 +130,7 @@ const TRICKY = [
 describe('mail-relay export, local', () => {
   let relay: TestRelay;
   let dataDir: string;
-  let original: { raw: Buffer; seen: boolean; receivedAt: string }[];
+  let original: { id: string; raw: Buffer; seen: boolean; receivedAt: string }[];
 
   before(async () => {
     dataDir = join(work, 'data');

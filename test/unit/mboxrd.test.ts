@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { asctime } from '../../functions/core/mime-header.ts';
 import {
-  exportedMaildirId,
+  exportedMaildirIds,
   exportFields,
   fromExportedMbox,
   MboxrdEncoder,
@@ -16,7 +16,8 @@ import {
 } from '../../functions/local/mboxrd.ts';
 
 /** The id our mbox export gave a message, through what import reads of it. */
-const exportedId = (message: Buffer) => fromExportedMbox(message)?.id ?? null;
+const exportedId = (message: Buffer) => fromExportedMbox(message)?.ids?.id ?? null;
+const exportedMaildirId = (name: string) => exportedMaildirIds(name)?.id ?? null;
 
 /** A message id (a ULID, functions/core/ids.ts). */
 const ID = '01KB0ZQ3M4N5P6Q7R8S9T0V1W2';
@@ -119,6 +120,15 @@ describe('mboxrd', () => {
       exportFields(false, false, 0, ID),
       `Status: O\nX-Mozilla-Status: 0000\nX-Mail-Relay-Export: mboxrd; eol=lf; size=0; id=${ID}\n`,
     );
+    // With the SES message id it was received under; one that could break the field is left out.
+    assert.equal(
+      exportFields(false, false, 0, ID, 'o3vrnil0e2ic28trm7dfhrc2v0clambda4nbp0g1'),
+      `Status: O\nX-Mozilla-Status: 0000\nX-Mail-Relay-Export: mboxrd; eol=lf; size=0; id=${ID}; ses=o3vrnil0e2ic28trm7dfhrc2v0clambda4nbp0g1\n`,
+    );
+    assert.equal(
+      exportFields(false, false, 0, ID, 'a; b'),
+      `Status: O\nX-Mozilla-Status: 0000\nX-Mail-Relay-Export: mboxrd; eol=lf; size=0; id=${ID}\n`,
+    );
   });
 
   it("the message's id in the store it came from: from our mbox field or our Maildir file name, never from anything else", () => {
@@ -145,6 +155,19 @@ describe('mboxrd', () => {
     assert.equal(exportedMaildirId(`${name},S=1234:2,S`), ID);
     assert.equal(exportedMaildirId(`1772600767.M000000R${'a'.repeat(32)}.host:2,S`), null);
     assert.equal(exportedMaildirId(`${name}X`), null);
+
+    // The SES message id beside it, in the field and in the name; none from an export without it.
+    const ses = '0100018c-5e5c3b8a-a1b2';
+    const withSes = b(`${from}${exportFields(true, false, 20, ID, ses)}Subject: a\n\nbody\n\n`);
+    assert.deepEqual(fromExportedMbox(withSes)?.ids, { id: ID, ses });
+    assert.equal(fromExportedMbox(withSes)?.bytes.toString('latin1'), 'Subject: a\n\nbody\n');
+    assert.deepEqual(fromExportedMbox(ours)?.ids, { id: ID, ses: null });
+    const named = `1772600767.M000000R${'a'.repeat(32)}.host${maildirIdField(ID, ses)}`;
+    assert.equal(named.endsWith(`,I=${ID},E=${ses}`), true);
+    assert.deepEqual(exportedMaildirIds(`${named}:2,S`), { id: ID, ses });
+    assert.deepEqual(exportedMaildirIds(`${named},S=1234:2,S`), { id: ID, ses });
+    assert.deepEqual(exportedMaildirIds(`${name}:2,S`), { id: ID, ses: null });
+    assert.equal(maildirIdField(ID, 'a/b:c'), `,I=${ID}`);
   });
 
   it('a message a mail program has changed since (its size no longer the one written) is given back as read, its last line end kept', () => {
