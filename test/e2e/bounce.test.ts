@@ -45,21 +45,30 @@ const RAW = Buffer.from(
   'From: Sender <sender@remote.test>\r\nTo: typo@example.test\r\nSubject: hello\r\nMessage-ID: <b1@remote.test>\r\n\r\nHi.\r\n',
 );
 
+/** A bounce as the router asks for one, for the adapter alone. */
+const BOUNCE_REQUEST = {
+  sesMessageId: 'x',
+  from: 'mailer-daemon@example.test',
+  recipients: [{ address: 'typo@example.test', code: 550, message: '5.1.1 no such user' }],
+  explanation: 'x',
+};
+
 describe('bounces of mail refused after acceptance (SES SendBounce over the query protocol)', () => {
   const ses = new FakeSesEndpoint();
   let dir: string;
   let runtime: LocalRuntime;
   let client: SESClient;
   let seq = 0;
+  /** Client options for the fake SES endpoint. */
+  const fakeSes = () => ({
+    endpoint: ses.url,
+    region: 'eu-west-1',
+    credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' },
+  });
 
   before(async () => {
     await ses.start();
-    client = new SESClient({
-      endpoint: ses.url,
-      region: 'eu-west-1',
-      credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' },
-      maxAttempts: 1,
-    });
+    client = new SESClient({ ...fakeSes(), maxAttempts: 1 });
   });
   after(async () => {
     await ses.stop();
@@ -279,27 +288,14 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
   });
 
   it("the router's bounce client: SendBounce's rate is retried (adaptive), SES's daily quota is not", async () => {
-    const bouncer = createSesBouncer(
-      new SESClient({
-        endpoint: ses.url,
-        region: 'eu-west-1',
-        credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' },
-        ...bounceClientConfig(),
-      }),
-    );
-    const request = {
-      sesMessageId: 'x',
-      from: 'mailer-daemon@example.test',
-      recipients: [{ address: 'typo@example.test', code: 550, message: '5.1.1 no such user' }],
-      explanation: 'x',
-    };
+    const bouncer = createSesBouncer(new SESClient({ ...fakeSes(), ...bounceClientConfig() }));
     ses.replies.push({ status: 400, code: 'Throttling', message: 'Maximum sending rate exceeded.' });
-    await bouncer.bounce(request);
+    await bouncer.bounce(BOUNCE_REQUEST);
     assert.equal(ses.requests.length, 2, 'the rate: asked again, and sent');
     // SES v1 names both limits `Throttling`; the message says which.
     ses.replies.push({ status: 400, code: 'Throttling', message: 'Daily message quota exceeded.' });
     await assert.rejects(
-      bouncer.bounce(request),
+      bouncer.bounce(BOUNCE_REQUEST),
       (e: unknown) => e instanceof SendError && !e.permanent && e.limit === 'daily_quota',
     );
     assert.equal(ses.requests.length, 3, 'the daily quota: asked once (the SDK alone asks six times)');
@@ -307,17 +303,17 @@ describe('bounces of mail refused after acceptance (SES SendBounce over the quer
 
   it('the adapter: throttling is transient, a refusal permanent; enhanced status codes from reply texts', async () => {
     const bouncer = new SesBouncer(client);
-    const request = {
-      sesMessageId: 'x',
-      from: 'mailer-daemon@example.test',
-      recipients: [{ address: 'typo@example.test', code: 550, message: '5.1.1 no such user' }],
-      explanation: 'x',
-    };
     ses.replies.push({ status: 400, code: 'Throttling', message: 'Maximum sending rate exceeded.' });
-    await assert.rejects(bouncer.bounce(request), (e: unknown) => e instanceof SendError && !e.permanent);
+    await assert.rejects(
+      bouncer.bounce(BOUNCE_REQUEST),
+      (e: unknown) => e instanceof SendError && !e.permanent,
+    );
     ses.replies.push({ status: 400, code: 'MessageRejected', message: 'no' });
-    await assert.rejects(bouncer.bounce(request), (e: unknown) => e instanceof SendError && e.permanent);
-    await assert.rejects(bouncer.bounce({ ...request, recipients: [] }), /no recipients/);
+    await assert.rejects(
+      bouncer.bounce(BOUNCE_REQUEST),
+      (e: unknown) => e instanceof SendError && e.permanent,
+    );
+    await assert.rejects(bouncer.bounce({ ...BOUNCE_REQUEST, recipients: [] }), /no recipients/);
     assert.equal(
       enhancedStatus({ code: 550, message: '5.7.1 Message rejected by policy (dkim failed)' }),
       '5.7.1',

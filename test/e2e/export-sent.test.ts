@@ -126,6 +126,23 @@ describe('mail-relay export --sent and import --sent-of, local', () => {
   let sent: { stat: unknown; messages: SentMessage[] };
   let mbox: string;
   let maildir: string;
+  /**
+   * A sent view read back is the one exported: STAT, each message's bytes, read state and receipt
+   * time, and the ids and receipt times of the store it came from (the export says them).
+   */
+  const assertAsSent = (view: { stat: unknown; messages: SentMessage[] }, label: string) => {
+    assert.deepEqual(view.stat, sent.stat, `${label}: STAT, as many messages, as many bytes`);
+    assert.deepEqual(
+      asSet(view.messages),
+      asSet(sent.messages),
+      `${label}: raw byte for byte, read state, receipt time`,
+    );
+    assert.deepEqual(
+      view.messages.map((m) => [m.id, m.receivedAt]),
+      sent.messages.map((m) => [m.id, m.receivedAt]),
+      `${label}: ids and receipt times`,
+    );
+  };
 
   before(async () => {
     mx = await startRemoteMx();
@@ -258,18 +275,8 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
       assert.equal(inbox.messages, 0);
       return await sentView(url, token);
     });
-    assert.deepEqual(back.stat, sent.stat, 'STAT: as many messages, as many bytes');
-    assert.deepEqual(
-      asSet(back.messages),
-      asSet(sent.messages),
-      'raw byte for byte, read state, receipt time',
-    );
+    assertAsSent(back, 'the mbox');
     assert.deepEqual(back.messages.map((m) => m.subject).sort(), sent.messages.map((m) => m.subject).sort());
-    // The ids and receipt times of the store it came from (the export says them).
-    assert.deepEqual(
-      back.messages.map((m) => [m.id, m.receivedAt]),
-      sent.messages.map((m) => [m.id, m.receivedAt]),
-    );
     assert.equal(mx.received.length, sentBefore);
     const bob = await cli(fresh, ['export', BOB]);
     assert.match(bob.stderr, /^bob@example\.test has no mail in /);
@@ -305,13 +312,7 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
     const r = await cli(fresh, ['import', '--sent-of', ALICE, join(maildir, '.Sent')]);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.match(r.stdout, /delivered 3, duplicate 0,/);
-    const back = await withApiOn(fresh, config, (url, token) => sentView(url, token));
-    assert.deepEqual(back.stat, sent.stat);
-    assert.deepEqual(asSet(back.messages), asSet(sent.messages));
-    assert.deepEqual(
-      back.messages.map((m) => [m.id, m.receivedAt]),
-      sent.messages.map((m) => [m.id, m.receivedAt]),
-    );
+    assertAsSent(await withApiOn(fresh, config, (url, token) => sentView(url, token)), 'the Maildir');
 
     const gone = sent.messages[1]?.id ?? '';
     await withApiOn(fresh, config, async (url, token) => {
@@ -330,14 +331,8 @@ print(json.dumps({"folders": box.list_folders(), "inbox": [m["Subject"] for m in
     );
     const restored = await cli(fresh, ['import', '--sent-of', ALICE, '--restore-deleted', mbox]);
     assert.match(restored.stdout, /delivered 1, duplicate 2,/, restored.stderr);
-    const whole = await withApiOn(fresh, config, (url, token) => sentView(url, token));
-    assert.deepEqual(whole.stat, sent.stat);
     // Under its own id, byte for byte, with its read state and receipt time.
-    assert.deepEqual(asSet(whole.messages), asSet(sent.messages));
-    assert.deepEqual(
-      whole.messages.map((m) => [m.id, m.receivedAt]),
-      sent.messages.map((m) => [m.id, m.receivedAt]),
-    );
+    assertAsSent(await withApiOn(fresh, config, (url, token) => sentView(url, token)), 'restored');
   });
 
   it('import --sent-of of the exports back into the data dir they came from finds every message there: nothing doubled', async () => {
