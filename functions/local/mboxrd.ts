@@ -38,9 +38,11 @@ export function mboxFromLine(sender: string, receivedAt: Date): string {
 /**
  * An SES message id as an export writes it (`ses=` in the mbox field, `,E=` in a Maildir name): SES's
  * own (lowercase letters and digits, or with dashes), the listener's and `import`'s (base32). Anything
- * else (none of ours makes it) is left out, so that it cannot break the field or the name.
+ * else (none of ours makes it) is left out, so that it cannot break the field or the name; and, read
+ * back, it is a key segment (`inbound/<it>`): never `.`, `..` or hidden, whatever a file says.
  */
-const SES_ID_RE = /^[0-9A-Za-z._-]{1,128}$/;
+const SES_ID = '[0-9A-Za-z][0-9A-Za-z._-]{0,127}';
+const SES_ID_RE = new RegExp(`^${SES_ID}$`);
 
 /** Our fields ahead of the message's own (see the module comment). `ses`: its SES message id. */
 export function exportFields(seen: boolean, crlf: boolean, size: number, id: string, ses?: string): string {
@@ -120,8 +122,10 @@ function undecided(start: string): boolean {
 }
 
 /** Exports before 2026-11-29 have no `id`; none before the afternoon of that day has a `ses`. */
-const EXPORTED_RE =
-  /^From [^\n]*\nStatus: [A-Z]*\nX-Mozilla-Status: [0-9A-Fa-f]{4}\nX-Mail-Relay-Export: mboxrd; eol=(crlf|lf); size=(\d{1,15})(?:; id=([0-9A-Z]{26})(?:; ses=([0-9A-Za-z._-]{1,128}))?)?\n/;
+const EXPORTED_RE = new RegExp(
+  '^From [^\\n]*\\nStatus: [A-Z]*\\nX-Mozilla-Status: [0-9A-Fa-f]{4}\\nX-Mail-Relay-Export: mboxrd; ' +
+    `eol=(crlf|lf); size=(\\d{1,15})(?:; id=([0-9A-Z]{26})(?:; ses=(${SES_ID}))?)?\\n`,
+);
 
 /** What an export says of a message's identity in the store it came from. */
 export interface ExportedIds {
@@ -172,5 +176,5 @@ export function maildirIdField(id: string, ses?: string): string {
 export function exportedMaildirIds(fileName: string): ExportedIds | null {
   const id = /,I=([0-9A-Z]{26})(?=[,:]|$)/.exec(fileName)?.[1];
   if (id === undefined || !ULID_RE.test(id)) return null;
-  return { id, ses: /,E=([0-9A-Za-z._-]{1,128})(?=[,:]|$)/.exec(fileName)?.[1] ?? null };
+  return { id, ses: new RegExp(`,E=(${SES_ID})(?=[,:]|$)`).exec(fileName)?.[1] ?? null };
 }

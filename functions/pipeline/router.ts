@@ -129,8 +129,9 @@ export interface ProcessOptions {
    */
   readonly durable?: Promise<unknown>;
   /**
-   * Set by `replay --restore-deleted` and `import --restore-deleted`: deliver again what was delivered and then deleted (the index
-   * remembers deletions for a while so that, by default, deleted mail stays deleted).
+   * Set by `replay --restore-deleted` and `import --restore-deleted`: deliver again what was
+   * delivered and then deleted (the index remembers deletions for a while so that, by default,
+   * deleted mail stays deleted).
    */
   readonly restoreDeleted?: boolean;
 }

@@ -168,6 +168,10 @@ describe('mboxrd', () => {
     assert.deepEqual(exportedMaildirIds(`${named},S=1234:2,S`), { id: ID, ses });
     assert.deepEqual(exportedMaildirIds(`${name}:2,S`), { id: ID, ses: null });
     assert.equal(maildirIdField(ID, 'a/b:c'), `,I=${ID}`);
+    // Read back it names a key (`inbound/<it>`): never `.`, `..` or hidden, whatever a name says.
+    assert.equal(maildirIdField(ID, '..'), `,I=${ID}`);
+    assert.deepEqual(exportedMaildirIds(`${name},E=..:2,S`), { id: ID, ses: null });
+    assert.deepEqual(exportedMaildirIds(`${name},E=.hidden:2,S`), { id: ID, ses: null });
   });
 
   it('a message a mail program has changed since (its size no longer the one written) is given back as read, its last line end kept', () => {
