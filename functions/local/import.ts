@@ -500,8 +500,10 @@ export async function importFiles(
         fileReceiptTime(item.mtime, now);
       const result = await ingest(deps, {
         // An exported mbox's `From ` line and our fields are the export's, not the message's: the
-        // stored bytes come back as they were.
+        // stored bytes come back as they were, with the trace headers they were stored with and no
+        // new one (the export's time and id are kept too: it is the same message, not a new receipt).
         body: exported?.bytes ?? withoutFromLine(body),
+        trace: exported === null && exportedIds === null,
         mailFrom: '',
         returnPath: false,
         recipients,

@@ -53,6 +53,13 @@ export interface IngestInput {
    * and the import run again restores it.
    */
   readonly restoreDeleted?: boolean;
+  /**
+   * Prepend our trace headers (the default). `import` of our own export sets false: its bytes are a
+   * message as we stored it, its trace headers included, and come back as they were (the same size
+   * for a POP3 client that knew it), not as a new receipt.
+   * @default true
+   */
+  readonly trace?: boolean;
 }
 
 const SERVER_NAME = hostname() || 'localhost';
@@ -242,8 +249,8 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
   }
   const sesMessageId = input.sesMessageId ?? newSesMessageId();
   const receivedAt = input.receivedAt ?? new Date();
-  const trace = traceHeaders(input, sesMessageId, receivedAt);
-  const raw = Buffer.concat(Buffer.isBuffer(input.body) ? [trace, input.body] : [trace, ...input.body]);
+  const trace = input.trace === false ? [] : [traceHeaders(input, sesMessageId, receivedAt)];
+  const raw = Buffer.concat(Buffer.isBuffer(input.body) ? [...trace, input.body] : [...trace, ...input.body]);
   const notification = buildNotification({
     sesMessageId,
     receivedAt,
