@@ -642,6 +642,48 @@ describe('mail-relay replay, reparse, upgrade and token --stack', { skip: !avail
     assert.match(unknown.text().err, /no mail stored for nobody@example\.org in stack mail-relay-cli-test/);
   });
 
+  it('a data dir’s export imported with --stack: each message keeps its id, receipt time and bytes in the stack; again a no-op', async () => {
+    // Mail of a data dir (here imported there from two files), moved to the deployed stack.
+    const local = { ...env, MAIL_RELAY_DATA_DIR: mkdtempSync(join(dir, 'moving-')) };
+    const files = [1, 2].map((i) => {
+      const file = join(dir, `moving-${i}.eml`);
+      writeFileSync(
+        file,
+        `From: a${i}@remote.test\r\nTo: ${BOB}\r\nSubject: moving ${i}\r\n` +
+          `Date: Tue, 4 Mar 2025 09:1${i}:00 +0000\r\n\r\nbody ${i}\r\n`,
+      );
+      return file;
+    });
+    const io = makeIo(local);
+    assert.equal(await main(['import', '--to', BOB, ...files], io), 0, io.text().err);
+    const exported = join(dir, 'moving.mbox');
+    assert.equal(await main(['export', BOB, '--out', exported], makeIo(local)), 0);
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: local.MAIL_RELAY_DATA_DIR });
+    const there: { id: string; receivedAt: string; raw: string }[] = [];
+    try {
+      for (const e of await listAll(runtime.index, BOB)) {
+        const raw = await runtime.blobs.get(mailboxKeys.raw(BOB, e.id));
+        there.push({ id: e.id, receivedAt: e.receivedAt, raw: raw?.toString('latin1') ?? '' });
+      }
+    } finally {
+      await runtime.close();
+    }
+    assert.equal(there.length, 2);
+
+    const up = makeIo(env);
+    assert.equal(await main(['import', '--stack', STACK, '--to', BOB, exported], up), 0, up.text().err);
+    assert.match(up.text().out, /delivered 2, duplicate 0,/);
+    for (const m of there) {
+      const entry = await aws.index.get(BOB, m.id);
+      assert.equal(entry?.receivedAt, m.receivedAt, `${m.id}: in the stack under its id, at its time`);
+      const raw = await aws.blobs.get(mailboxKeys.raw(BOB, m.id));
+      assert.equal(raw?.toString('latin1'), m.raw, `${m.id}: byte for byte`);
+    }
+    const again = makeIo(env);
+    assert.equal(await main(['import', '--stack', STACK, '--to', BOB, exported], again), 0);
+    assert.match(again.text().out, /delivered 0, duplicate 2,/);
+  });
+
   it('export --stack: S3 failing mid-body, a DynamoDB page refused, a blob missing: one line naming the message, exit 1, no stack trace, no partial file', async () => {
     // ERIN's 205 messages from the test above: message 7 is ~4 MB, 200 a page.
     const idOf = (i: number) => messageIdFor(Date.UTC(2025, 4, 1, 9, 0, i), `cli-export-${i}`);
