@@ -314,18 +314,20 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
     assert.equal((await cli(home, ['export', ALICE, '--out', mbox])).code, 0);
     assert.equal((await cli(home, ['export', ALICE, '--format', 'maildir', '--out', maildir])).code, 0);
     const n = original.length;
-    // Two messages deleted after the export, as DELE deletes them: one read, one unread.
-    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: home, durability: 'sync' });
-    try {
-      const entries = (await listAll(runtime.index, ALICE)).reverse();
-      for (const e of [entries[0], entries[1]]) {
-        assert.ok(e);
-        assert.ok(await runtime.index.delete(ALICE, e.id));
-        await deleteMessageBlobs(runtime.blobs, ALICE, e.id);
+    /** Deletes the `count` oldest messages of alice's as DELE does: the index entry, then the blobs. */
+    const deleteOldest = async (count: number) => {
+      const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: home, durability: 'sync' });
+      try {
+        for (const e of (await listAll(runtime.index, ALICE)).reverse().slice(0, count)) {
+          assert.ok(await runtime.index.delete(ALICE, e.id));
+          await deleteMessageBlobs(runtime.blobs, ALICE, e.id);
+        }
+      } finally {
+        await runtime.close();
       }
-    } finally {
-      await runtime.close();
-    }
+    };
+    // Two messages deleted after the export (the first read, the second not).
+    await deleteOldest(2);
     const summary = async (args: readonly string[]) => {
       const r = await cli(home, ['import', ...args]);
       assert.equal(r.code, 0, r.stderr + r.stdout);
@@ -354,14 +356,7 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
       assert.equal(again?.receivedAt, o.receivedAt, `message ${i + 1}: its receipt time, to the millisecond`);
     }
     // A restored message deleted again comes back again when asked, and only then.
-    const again = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: home, durability: 'sync' });
-    try {
-      const oldest = (await listAll(again.index, ALICE)).at(-1);
-      assert.ok(oldest && (await again.index.delete(ALICE, oldest.id)));
-      await deleteMessageBlobs(again.blobs, ALICE, oldest.id);
-    } finally {
-      await again.close();
-    }
+    await deleteOldest(1);
     assert.match(await summary(['--to', ALICE, mbox]), new RegExp(`delivered 0, duplicate ${n},`));
     assert.match(
       await summary(['--to', ALICE, '--restore-deleted', mbox]),
