@@ -250,6 +250,11 @@ export interface ExportRun {
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
 }
 
+/** The SES message id an export of `run` writes for `entry` (ExportRun.sesIds), if any. */
+function sesIdOf(run: ExportRun, entry: MessageEntry): string | undefined {
+  return run.sesIds === true ? entry.sesMessageId : undefined;
+}
+
 /**
  * Writes the mailbox as mboxrd to `sink`, oldest first. Each message: its `From ` line (envelope
  * sender, receipt time), our fields (read state, what `import` needs to give the bytes back), the
@@ -281,13 +286,7 @@ export async function exportMbox(run: ExportRun, sink: Sink): Promise<ExportSumm
       await put(
         Buffer.from(
           mboxFromLine(envelopeSender(start) || (run.sender ?? ''), new Date(entry.receivedAt)) +
-            exportFields(
-              entry.seen,
-              crlf,
-              entry.size,
-              entry.id,
-              run.sesIds === true ? entry.sesMessageId : undefined,
-            ),
+            exportFields(entry.seen, crlf, entry.size, entry.id, sesIdOf(run, entry)),
           'latin1',
         ),
       );
@@ -405,16 +404,16 @@ function maildirHost(): string {
 
 /**
  * A message's unique Maildir name: `<seconds>.M<microseconds>R<hex>.<host>,I=<id>`, and `,E=<SES message
- * id>` with `sesId` (mboxrd.ts, maildirIdField), the receipt time (so
+ * id>` with `ses` (mboxrd.ts, maildirIdField), the receipt time (so
  * that names sort as the mail arrived, and readers that date by it date right) and, as the spec's
  * `R` (a random number, in hex), 128 bits of a hash of the message id: the same message gets the
  * same name in every export, so `--force` knows what a Maildir holds already.
  */
-export function maildirName(entry: MessageEntry, sesId: boolean): string {
+export function maildirName(entry: MessageEntry, ses: string | undefined): string {
   const ms = Date.parse(entry.receivedAt);
   // Microseconds in six digits, so that names sort by time within a second too.
   const micros = String((ms % 1000) * 1000).padStart(6, '0');
-  return `${Math.floor(ms / 1000)}.M${micros}R${maildirR(entry)}.${maildirHost()}${maildirIdField(entry.id, sesId ? entry.sesMessageId : undefined)}`;
+  return `${Math.floor(ms / 1000)}.M${micros}R${maildirR(entry)}.${maildirHost()}${maildirIdField(entry.id, ses)}`;
 }
 
 /** The `R` part of a message's Maildir name: 128 bits of a hash of its id, in hex. */
@@ -468,7 +467,7 @@ export async function exportMaildir(run: ExportRun, dir: string, force: boolean)
       gone += 1;
       continue;
     }
-    const name = maildirName(entry, run.sesIds === true);
+    const name = maildirName(entry, sesIdOf(run, entry));
     const temp = join(dir, 'tmp', name);
     let handle: FileHandle;
     try {

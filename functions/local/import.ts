@@ -429,13 +429,16 @@ export async function importFiles(
       const exported = item.readState === 'mbox' ? fromExportedMbox(body) : null;
       const exportedIds = exportedIdsOf(item, exported, now);
       const exportedId = exportedIds?.id ?? null;
+      // The receipt time the file gives: our export's id's (to the millisecond), else its `From ` line's,
+      // else the message's own Date or Received, else an mbox `From ` line's, else the file's.
+      const fileTime = () =>
+        (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
+        (exported === null ? null : fromLine) ??
+        importReceiptTime(fields, now) ??
+        fromLine ??
+        fileReceiptTime(item.mtime, now);
       if (options.sentOf !== undefined) {
-        const receivedAt =
-          (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
-          (exported === null ? null : fromLine) ??
-          importReceiptTime(fields, now) ??
-          fromLine ??
-          fileReceiptTime(item.mtime, now);
+        const receivedAt = fileTime();
         const bytes = exported?.bytes ?? withoutFromLine(body);
         return tally(
           await importSentCopy(deps.parser, options.sentOf, {
@@ -491,13 +494,7 @@ export async function importFiles(
         (await deps.blobs.head(`${INBOUND_PREFIX}${exportedIds.ses}`)) === null
           ? exportedIds.ses
           : null;
-      const receivedAt =
-        earlier ??
-        (exportedId === null ? null : new Date(timeOfId(exportedId))) ??
-        (exported === null ? null : fromLine) ??
-        importReceiptTime(fields, now) ??
-        fromLine ??
-        fileReceiptTime(item.mtime, now);
+      const receivedAt = earlier ?? fileTime();
       const result = await ingest(deps, {
         // An exported mbox's `From ` line and our fields are the export's, not the message's: the
         // stored bytes come back as they were, with the trace headers they were stored with and no

@@ -249,8 +249,10 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
   }
   const sesMessageId = input.sesMessageId ?? newSesMessageId();
   const receivedAt = input.receivedAt ?? new Date();
-  const trace = input.trace === false ? [] : [traceHeaders(input, sesMessageId, receivedAt)];
-  const raw = Buffer.concat(Buffer.isBuffer(input.body) ? [...trace, input.body] : [...trace, ...input.body]);
+  const body = Buffer.isBuffer(input.body) ? [input.body] : input.body;
+  const raw = Buffer.concat(
+    input.trace === false ? body : [traceHeaders(input, sesMessageId, receivedAt), ...body],
+  );
   const notification = buildNotification({
     sesMessageId,
     receivedAt,

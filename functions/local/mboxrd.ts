@@ -172,9 +172,12 @@ export function maildirIdField(id: string, ses?: string): string {
   return `,I=${id}${ses !== undefined && SES_ID_RE.test(ses) ? `,E=${ses}` : ''}`;
 }
 
+const MAILDIR_ID_RE = /,I=([0-9A-Z]{26})(?=[,:]|$)/;
+const MAILDIR_SES_RE = new RegExp(`,E=(${SES_ID})(?=[,:]|$)`);
+
 /** The ids in the store it came from of a message file our Maildir export named; else null. */
 export function exportedMaildirIds(fileName: string): ExportedIds | null {
-  const id = /,I=([0-9A-Z]{26})(?=[,:]|$)/.exec(fileName)?.[1];
+  const id = MAILDIR_ID_RE.exec(fileName)?.[1];
   if (id === undefined || !ULID_RE.test(id)) return null;
-  return { id, ses: new RegExp(`,E=(${SES_ID})(?=[,:]|$)`).exec(fileName)?.[1] ?? null };
+  return { id, ses: MAILDIR_SES_RE.exec(fileName)?.[1] ?? null };
 }
