@@ -7,7 +7,7 @@
  */
 import { createReadStream, type Dirent, type Stats } from 'node:fs';
 import { type FileHandle, open, readdir, readlink, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { errorMessage } from '../core/errors.ts';
 import { monthNumber, numericZoneOffset } from '../core/mail-date.ts';
 import { decodeHeaderText } from '../core/mime-header.ts';
@@ -31,6 +31,11 @@ export interface ImportItem {
    * sender's word).
    */
   readonly readState: 'none' | 'mbox' | { readonly maildirSeen: boolean };
+  /**
+   * A file of a Maildir's `cur/` or `new/`: the only place where its name may carry the ids our
+   * Maildir export gives a message (`,I=<id>,E=<ses>`, mboxrd.ts); a name elsewhere is just a name.
+   */
+  readonly inMaildir?: boolean;
   /**
    * Why it cannot be read, found while listing a directory (a symbolic link whose target is not there,
    * a link loop): a failure of its own, as a file given by name that cannot be read is.
@@ -377,7 +382,7 @@ async function isMaildir(dir: string): Promise<boolean> {
 }
 
 /** An entry found below a directory: a file to read, or one that cannot be read and why. */
-type Found = { path: string; inMaildirCur: boolean; failure?: string };
+type Found = { path: string; inMaildirCur: boolean; inMaildir: boolean; failure?: string };
 
 /**
  * The files below a directory, sorted: hidden entries (a name starting with `.`) are passed over, and
@@ -394,6 +399,7 @@ async function filesBelow(
   dir: string,
   skipped: { path: string; reason: string }[],
   inMaildirCur = false,
+  inMaildir = false,
 ): Promise<Found[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   const maildir = isMaildirListing(entries);
@@ -409,13 +415,20 @@ async function filesBelow(
     }
     if (e.isDirectory()) {
       if (!(maildir && e.name === 'tmp'))
-        out.push(...(await filesBelow(path, skipped, maildir && e.name === 'cur')));
+        out.push(
+          ...(await filesBelow(
+            path,
+            skipped,
+            maildir && e.name === 'cur',
+            maildir && (e.name === 'cur' || e.name === 'new'),
+          )),
+        );
     } else if (e.isFile()) {
-      out.push({ path, inMaildirCur });
+      out.push({ path, inMaildirCur, inMaildir });
     } else if (e.isSymbolicLink()) {
       const target = await stat(path).catch((err: NodeJS.ErrnoException) => err);
       if (!(target instanceof Error)) {
-        if (target.isFile()) out.push({ path, inMaildirCur });
+        if (target.isFile()) out.push({ path, inMaildirCur, inMaildir });
         else if (target.isDirectory())
           skipped.push({
             path,
@@ -430,7 +443,7 @@ async function filesBelow(
             : target.code === 'ELOOP'
               ? `a symbolic link to ${to}, a loop of links`
               : `a symbolic link to ${to}: ${target.message}`;
-        out.push({ path, inMaildirCur, failure });
+        out.push({ path, inMaildirCur, inMaildir, failure });
       }
     } else {
       skipped.push({ path, reason: 'not a regular file (a FIFO, a socket, a device)' });
@@ -460,6 +473,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     inMaildirCur = false,
     /** False when the file is known not to start with a `From ` line: it is not scanned for more. */
     maybeMbox = true,
+    inMaildir = false,
   ): Promise<void> => {
     if (size === 0) {
       // Thunderbird keeps a file for every folder, empty ones too: nothing to import, nothing wrong.
@@ -470,7 +484,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     const found = maybeMbox ? await mboxOffsets(path) : null;
     if (found === null) {
       const readState = inMaildirCur ? { maildirSeen: maildirSeen(path) } : ('none' as const);
-      items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null, readState });
+      items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null, readState, inMaildir });
       return;
     }
     const handle = await open(path, 'r');
@@ -486,6 +500,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
           mtime,
           fromLineTime,
           readState: inMaildirCur ? { maildirSeen: maildirSeen(path) } : 'mbox',
+          inMaildir,
         });
       }
     } finally {
@@ -537,7 +552,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
           skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
           continue;
         }
-        await addFile(file.path, s.size, s.mtime, file.inMaildirCur, begins === 'mbox');
+        await addFile(file.path, s.size, s.mtime, file.inMaildirCur, begins === 'mbox', file.inMaildir);
       }
       for (const [dir, n] of trashed)
         skipped.push({
@@ -548,7 +563,10 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
       if (!seen.has(`${info.dev}:${info.ino}`)) seen.set(`${info.dev}:${info.ino}`, path);
       // One that cannot be read is scanned anyway: the scan says why, as before.
       const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';
-      await addFile(path, info.size, info.mtime, false, begins === 'mbox');
+      // A Maildir file given by name keeps what its name says of our export.
+      const folder = dirname(path);
+      const inMaildir = ['cur', 'new'].includes(basename(folder)) && (await isMaildir(dirname(folder)));
+      await addFile(path, info.size, info.mtime, false, begins === 'mbox', inMaildir);
     } else {
       // Missing, or not a regular file: its read says why, as a failure of its own.
       files += 1;

@@ -15,7 +15,7 @@ import { errorMessage } from '../core/errors.ts';
 import { messageIdFor, sesMessageIdFromContent, timeOfId } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
 import { parseMailDate } from '../core/mail-date.ts';
-import { INBOUND_PREFIX } from '../core/notification.ts';
+import { INBOUND_PREFIX, notificationJson } from '../core/notification.ts';
 import { route, UNCHECKED_VERDICTS, type Verdicts } from '../core/routing.ts';
 import { DAY_MS } from '../core/time.ts';
 import {
@@ -36,7 +36,7 @@ import {
   readItem,
   withoutFromLine,
 } from './import-sources.ts';
-import { type IngestDeps, ingest } from './ingest.ts';
+import { type IngestDeps, ingest, ingestNotification } from './ingest.ts';
 import { type ExportedIds, exportedMaildirIds, fromExportedMbox } from './mboxrd.ts';
 
 /** mailparser's limit on a header block; a longer one is not read further here either. */
@@ -149,8 +149,9 @@ async function earlierImportTime(
  * first time would append it to the journal, store it again under `inbound/` (an upload to S3 with
  * `--stack`) and parse it, only to find the same (or, under an exported id, add a second copy);
  * an export imported twice cost as much the second time. `null` when routing it now would do anything
- * else (a mailbox or forward added to its route since, a refusal, `restoreDeleted` and a mailbox that
- * deleted it): it is then imported as the first time was, which delivers what is missing.
+ * else (a mailbox or forward added to its route since, a forward, `restoreDeleted` and a mailbox that
+ * deleted it), or when no mailbox is among its routes: it is then imported as the first time was,
+ * which delivers what is missing. A refusal or a drop is as routing it again would find it.
  *
  * Sound as ADR 2 has it: an index entry exists once its message's blobs are written (or, locally,
  * once the journal record that rewrites them at recovery is durable, and recovery runs before an
@@ -170,19 +171,68 @@ async function heldAlready(
   const { id, sesMessageId } = message;
   // As `ingest` routes it: no envelope sender.
   const decisions = route(deps.config, { mailFrom: '', recipients: message.recipients }, message.verdicts);
-  if (decisions.length === 0) return null;
   const outcomes: Outcome[] = [];
+  let held = 0;
   for (const decision of decisions) {
-    if (decision.kind !== 'deliver' && decision.kind !== 'quarantine') return null;
-    const state = await deps.index.deliveryState(decision.mailbox, id);
-    if (state === 'absent' || (state === 'deleted' && message.restoreDeleted)) return null;
-    outcomes.push({
-      decision,
-      status: 'duplicate',
-      ...(state === 'deleted' ? { detail: 'delivered before and deleted since' } : {}),
-    });
+    // A refusal or a drop is what routing it again would come to (and the first time came to).
+    if (decision.kind === 'reject') outcomes.push({ decision, status: 'rejected' });
+    else if (decision.kind === 'drop') outcomes.push({ decision, status: 'dropped' });
+    // A forward: whether it went under this id is the router's to find.
+    else if (decision.kind !== 'deliver' && decision.kind !== 'quarantine') return null;
+    else {
+      const state = await deps.index.deliveryState(decision.mailbox, id);
+      if (state === 'absent' || (state === 'deleted' && message.restoreDeleted)) return null;
+      held += 1;
+      outcomes.push({
+        decision,
+        status: 'duplicate',
+        ...(state === 'deleted' ? { detail: 'delivered before and deleted since' } : {}),
+      });
+    }
   }
-  return { sesMessageId, id, size: 0, parseFailed: false, outcomes };
+  return held === 0 ? null : { sesMessageId, id, size: 0, parseFailed: false, outcomes };
+}
+
+/**
+ * Whether `import` may route a message of our export under the SES message id it was received with
+ * (and so give it the id it has in the store it came from): its id comes out as the exported one, and
+ * routing it writes nothing that is not there. That is, the store holds no `inbound/` copy under that
+ * SES id (it never received the message), or exactly what this import would write there: the same
+ * bytes, and for these recipients the same notification (an earlier import of it). The store the mail
+ * came from holds its receipt's copy and notification, with the envelope sender and the verdicts, and
+ * `replay` reads them: an import there must not replace them.
+ */
+async function routableUnderOriginal(
+  deps: IngestDeps,
+  ids: ExportedIds,
+  input: { readonly body: Buffer } & Parameters<typeof ingestNotification>[0],
+): Promise<boolean> {
+  const { ses } = ids;
+  if (ses === null || messageIdFor(timeOfId(ids.id), ses) !== ids.id) return false;
+  const inboundKey = `${INBOUND_PREFIX}${ses}`;
+  if ((await deps.blobs.head(inboundKey)) === null) return true;
+  const notification = ingestNotification(input, ses, new Date(timeOfId(ids.id)));
+  const stored = await deps.blobs.get(notificationKey(notification));
+  if (stored === null || stored.toString('utf8') !== notificationJson(notification)) return false;
+  return (await deps.blobs.get(inboundKey))?.equals(input.body) === true;
+}
+
+/**
+ * Runs tasks one at a time per key, each after the ones of its key started before it have settled;
+ * tasks of different keys run as they come.
+ */
+function keyedQueue(): <T>(key: string, task: () => Promise<T>) => Promise<T> {
+  const tails = new Map<string, Promise<unknown>>();
+  return async (key, task) => {
+    const run = (tails.get(key) ?? Promise.resolve()).then(task, task);
+    const tail = run.catch(() => undefined);
+    tails.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (tails.get(key) === tail) tails.delete(key);
+    }
+  };
 }
 
 /**
@@ -190,11 +240,16 @@ async function heldAlready(
  * Maildir: `,I=<id>,E=<ses>` in its file's name), when its id's time is one a receipt may have; else null.
  */
 function exportedIdsOf(
-  item: Pick<ImportItem, 'readState' | 'path'>,
+  item: Pick<ImportItem, 'readState' | 'path' | 'inMaildir'>,
   exported: { readonly ids: ExportedIds | null } | null,
   nowMs: number,
 ): ExportedIds | null {
-  const given = item.readState === 'mbox' ? (exported?.ids ?? null) : exportedMaildirIds(basename(item.path));
+  const given =
+    item.readState === 'mbox'
+      ? (exported?.ids ?? null)
+      : item.inMaildir === true
+        ? exportedMaildirIds(basename(item.path))
+        : null;
   return given !== null && receivable(timeOfId(given.id), nowMs) ? given : null;
 }
 
@@ -390,6 +445,7 @@ export async function importFiles(
   };
   const sources = await importSources(files);
   const items = sources.items;
+  const oneAtATime = keyedQueue();
   let next = 0;
   let done = 0;
   const importOne = async (item: (typeof items)[number]): Promise<void> => {
@@ -469,47 +525,75 @@ export async function importFiles(
         recipients,
         exportedId === null ? body : (exported?.bytes ?? body),
       );
-      // An earlier import first: what the Date reads as can change (a date no longer in the future,
-      // a fix to how dates are read), and the same content must keep its id.
-      const earlier = await earlierImportTime(deps, sesMessageId, recipients);
-      const held = (id: string) =>
-        heldAlready(deps, { id, sesMessageId, recipients, verdicts, restoreDeleted });
-      const before = earlier === null ? null : await held(messageIdFor(earlier.getTime(), sesMessageId));
-      if (before !== null) return tally(before);
-      // Our export imported back into the store it came from (a restore): each message it holds still,
-      // or held and deleted since, is left as it is, not added a second time under an id from its
-      // content. One it does not hold (another store, another mailbox, `restoreDeleted`) is imported
-      // as any other mail, at the receipt time its id says.
-      const restored = exportedId === null ? null : await held(exportedId);
-      if (restored !== null) return tally(restored);
-      // Into a store that never received it, such a message keeps its id (a POP3 client's UIDL, a link
-      // to it): routed under the SES message id it was received with, at the time its id says, it gets
-      // the same id, as the sent view's copies keep theirs. Not where that id's `inbound/` copy is
-      // (another mailbox of the store it came from, an import of it before): that copy is left as it
-      // is, and the message gets an id from its content.
-      const original =
-        earlier === null &&
-        exportedIds?.ses != null &&
-        messageIdFor(timeOfId(exportedIds.id), exportedIds.ses) === exportedIds.id &&
-        (await deps.blobs.head(`${INBOUND_PREFIX}${exportedIds.ses}`)) === null
-          ? exportedIds.ses
-          : null;
-      const receivedAt = earlier ?? fileTime();
-      const result = await ingest(deps, {
-        // An exported mbox's `From ` line and our fields are the export's, not the message's: the
-        // stored bytes come back as they were, with the trace headers they were stored with and no
-        // new one (the export's time and id are kept too: it is the same message, not a new receipt).
-        body: exported?.bytes ?? withoutFromLine(body),
-        trace: exported === null && exportedIds === null,
-        mailFrom: '',
-        returnPath: false,
-        recipients,
-        sesMessageId: original ?? sesMessageId,
-        receivedAt,
-        via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
-        verdicts,
-        restoreDeleted,
-      });
+      const routed = async (): Promise<RouteResult> => {
+        // An earlier import first: what the Date reads as can change (a date no longer in the future,
+        // a fix to how dates are read), and the same content must keep its id.
+        const earlier = await earlierImportTime(deps, sesMessageId, recipients);
+        const held = (id: string, to: readonly string[] = recipients) =>
+          heldAlready(deps, { id, sesMessageId, recipients: to, verdicts, restoreDeleted });
+        const before = earlier === null ? null : await held(messageIdFor(earlier.getTime(), sesMessageId));
+        if (before !== null) return before;
+        // Our export imported back into the store it came from (a restore): each message it holds
+        // still, or held and deleted since, is left as it is, not added a second time under an id from
+        // its content.
+        const restored = exportedId === null ? null : await held(exportedId);
+        if (restored !== null) return restored;
+        const input = {
+          // An exported mbox's `From ` line and our fields are the export's, not the message's: the
+          // stored bytes come back as they were, with the trace headers they were stored with (none for
+          // a sent view's copy, which never had any) and no new one (the export's time and id are kept
+          // too: it is the same message, not a new receipt).
+          body: exported?.bytes ?? withoutFromLine(body),
+          trace: exported === null && exportedIds === null,
+          mailFrom: '',
+          returnPath: false,
+          recipients,
+          via: { protocol: 'LOCAL', helo: 'mail-relay-import' },
+          verdicts,
+          restoreDeleted,
+        } as const;
+        // Into a store that never received it, such a message keeps its id (a POP3 client's UIDL, a
+        // link to it): routed under the SES message id it was received with, at the time its id says,
+        // it gets the same id, as the sent view's copies keep theirs; and so does each import of it
+        // after that one, which the router then finds delivered.
+        if (
+          earlier === null &&
+          exportedIds !== null &&
+          (await routableUnderOriginal(deps, exportedIds, input))
+        )
+          return ingest(deps, {
+            ...input,
+            sesMessageId: exportedIds.ses as string,
+            receivedAt: new Date(timeOfId(exportedIds.id)),
+          });
+        // Elsewhere (the store it came from, another mailbox of it) the message gets an id from its
+        // content, at the receipt time the file gives; but not in a mailbox that holds it under its
+        // exported id still (or held it, and it was deleted since): the recipients routed to those
+        // are left out, each a duplicate.
+        let to: readonly string[] = recipients;
+        const kept: Outcome[] = [];
+        if (exportedId !== null) {
+          const rest: string[] = [];
+          for (const recipient of recipients) {
+            const one = await held(exportedId, [recipient]);
+            if (one === null) rest.push(recipient);
+            else kept.push(...one.outcomes);
+          }
+          if (rest.length === 0)
+            return { sesMessageId, id: exportedId, size: 0, parseFailed: false, outcomes: kept };
+          to = rest;
+        }
+        const result = await ingest(deps, {
+          ...input,
+          recipients: to,
+          sesMessageId,
+          receivedAt: earlier ?? fileTime(),
+        });
+        return { ...result, outcomes: [...kept, ...result.outcomes] };
+      };
+      // One at a time per exported id: the mbox and the Maildir of one export, imported together, hold
+      // each message twice, and the second must find what the first did.
+      const result = exportedId === null ? await routed() : await oneAtATime(exportedId, routed);
       for (const o of result.outcomes) {
         if (o.decision.kind === 'reject')
           refusals.push({

@@ -242,6 +242,22 @@ function withdrawLater(deps: RouterDeps, notification: SesReceivedNotification, 
   }, delay).unref();
 }
 
+/** The SES-shaped notification `ingest` stores and routes for `input` under this SES id and time. */
+export function ingestNotification(
+  input: Pick<IngestInput, 'mailFrom' | 'recipients' | 'verdicts'>,
+  sesMessageId: string,
+  receivedAt: Date,
+): SesReceivedNotification {
+  return buildNotification({
+    sesMessageId,
+    receivedAt,
+    mailFrom: input.mailFrom,
+    recipients: input.recipients,
+    verdicts: input.verdicts ?? UNCHECKED_VERDICTS,
+    bucketName: LOCAL_BUCKET,
+  });
+}
+
 export async function ingest(deps: IngestDeps, input: IngestInput): Promise<IngestResult> {
   // Made again first after a delete released it: until there is room for it, mail gets 452.
   if (deps.reserve?.ensure() === false) {
@@ -253,14 +269,7 @@ export async function ingest(deps: IngestDeps, input: IngestInput): Promise<Inge
   const raw = Buffer.concat(
     input.trace === false ? body : [traceHeaders(input, sesMessageId, receivedAt), ...body],
   );
-  const notification = buildNotification({
-    sesMessageId,
-    receivedAt,
-    mailFrom: input.mailFrom,
-    recipients: input.recipients,
-    verdicts: input.verdicts ?? UNCHECKED_VERDICTS,
-    bucketName: LOCAL_BUCKET,
-  });
+  const notification = ingestNotification(input, sesMessageId, receivedAt);
   const inboundKey = notification.receipt.action.objectKey;
   // A message id minted here: no mailbox can hold it yet (an id given by the caller may be a retry).
   const fresh = input.sesMessageId === undefined;

@@ -25,6 +25,7 @@ import nodemailer from 'nodemailer';
 import { parseConfig } from '../../functions/core/config.ts';
 import { deleteMessageBlobs, mailboxKeys } from '../../functions/core/keys.ts';
 import { main } from '../../functions/local/cli.ts';
+import { importFiles } from '../../functions/local/import.ts';
 import { createLocalRuntime } from '../../functions/local/runtime.ts';
 import { BIN, cleanEnv, startDev } from '../helpers/dev.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
@@ -365,6 +366,152 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
     assert.equal((await stored(home, ALICE)).length, n);
     // Another mailbox never held them: it gets each one.
     assert.match(await summary(['--to', BOB, mbox]), new RegExp(`delivered ${n}, duplicate 0,`));
+  });
+
+  it('imported again, an export whose mail names a refused address or several mailboxes adds nothing, in the store it came from and in another', async () => {
+    const home = join(work, 'several');
+    const relay = await startTestRelay(CONFIG, home);
+    // Received for alice alone (the envelope); its headers name bob too, and an address elsewhere.
+    await sendRaw(
+      relay.smtp.port,
+      Buffer.from(
+        'From: Ann <ann@remote.test>\r\nTo: alice@example.test, carol@remote.test\r\n' +
+          'Cc: bob@example.test\r\nSubject: to several\r\n\r\nhello\r\n',
+      ),
+      'ann@remote.test',
+    );
+    await relay.close();
+    const [received] = await stored(home, ALICE);
+    assert.ok(received);
+    const mbox = join(work, 'several.mbox');
+    assert.equal((await cli(home, ['export', ALICE, '--out', mbox])).code, 0);
+    const untouched = join(work, 'several-untouched');
+    cpSync(home, untouched, { recursive: true });
+    /** Imports the export by its headers: its summary line, and the refusal of carol's address. */
+    const importByHeaders = async (dataDir: string) => {
+      const r = await cli(dataDir, ['import', mbox]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      assert.match(r.stderr, /refused: .*carol@remote\.test: 550 /, 'carol is refused each time');
+      return r.stdout;
+    };
+    // Into the store it came from: alice holds it (a duplicate, no second copy), bob gets it; then nothing.
+    assert.match(await importByHeaders(home), /delivered 1, duplicate 1,/);
+    assert.match(await importByHeaders(home), /delivered 0, duplicate 2,/);
+    assert.deepEqual(
+      (await stored(home, ALICE)).map((m) => m.id),
+      [received.id],
+    );
+    assert.equal((await stored(home, BOB)).length, 1);
+    // Into a store that never received it: both get it under its id, and importing it again adds nothing.
+    const fresh = mkdtempSync(join(work, 'several-fresh-'));
+    assert.match(await importByHeaders(fresh), /delivered 2, duplicate 0,/);
+    /** When its `inbound/` copy was written, in that store. */
+    const inboundWritten = async () => {
+      const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: fresh, durability: 'sync' });
+      try {
+        const entry = await runtime.index.get(ALICE, received.id);
+        assert.ok(entry);
+        return (await runtime.blobs.head(`inbound/${entry.sesMessageId}`))?.lastModified;
+      } finally {
+        await runtime.close();
+      }
+    };
+    const written = await inboundWritten();
+    assert.ok(written);
+    // Found held (carol's refusal aside), it is not routed again: nothing is written.
+    assert.match(await importByHeaders(fresh), /delivered 0, duplicate 2,/);
+    assert.equal(await inboundWritten(), written);
+    for (const mailbox of [ALICE, BOB]) {
+      const copies = await stored(fresh, mailbox);
+      assert.deepEqual(
+        copies.map((m): [string, boolean] => [m.id, m.raw.equals(received.raw)]),
+        [[received.id, true]],
+        `${mailbox}: one copy, its id and bytes`,
+      );
+    }
+    // Deleted there and restored: it comes back under its id too (the store holds what the import wrote).
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: fresh, durability: 'sync' });
+    try {
+      assert.ok(await runtime.index.delete(ALICE, received.id));
+      await deleteMessageBlobs(runtime.blobs, ALICE, received.id);
+    } finally {
+      await runtime.close();
+    }
+    assert.match(await importByHeaders(fresh), /delivered 0, duplicate 2,/);
+    const restored = await cli(fresh, ['import', '--restore-deleted', mbox]);
+    assert.match(restored.stdout, /delivered 1, duplicate 1,/, restored.stderr);
+    assert.deepEqual(
+      (await stored(fresh, ALICE)).map((m) => m.id),
+      [received.id],
+    );
+    // --to several mailboxes, where one holds it: only the other gets it; then nothing.
+    for (const expected of [/delivered 1, duplicate 1,/, /delivered 0, duplicate 2,/]) {
+      const r = await cli(untouched, ['import', '--to', ALICE, '--to', BOB, mbox]);
+      assert.match(r.stdout, expected, r.stderr);
+    }
+    assert.equal((await stored(untouched, ALICE)).length, 1);
+    assert.equal((await stored(untouched, BOB)).length, 1);
+  });
+
+  it('the mbox and the Maildir of one export, imported in one run, give each message once', async () => {
+    const mbox = join(work, 'one-run.mbox');
+    const maildir = join(work, 'one-run-maildir');
+    assert.equal((await cli(dataDir, ['export', ALICE, '--out', mbox])).code, 0);
+    assert.equal((await cli(dataDir, ['export', ALICE, '--format', 'maildir', '--out', maildir])).code, 0);
+    const fresh = mkdtempSync(join(work, 'one-run-'));
+    const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: fresh, durability: 'sync' });
+    try {
+      // Writes take a while, as S3's and DynamoDB's do (`import --stack`), and each its own: the two
+      // copies of a message are in flight together, one finding what the other has written so far.
+      const later = () => new Promise((resolve) => setTimeout(resolve, 15));
+      const { index, blobs } = runtime;
+      const deliver = index.deliver.bind(index);
+      const slowIndex: typeof index = Object.create(index);
+      slowIndex.deliver = async (...args: Parameters<typeof deliver>) => {
+        await later();
+        return deliver(...args);
+      };
+      const put = blobs.put.bind(blobs);
+      const slowBlobs: typeof blobs = Object.create(blobs);
+      slowBlobs.put = async (...args: Parameters<typeof put>) => {
+        if (args[0].startsWith('notifications/')) await later();
+        return put(...args);
+      };
+      const summary = await importFiles({ ...runtime, index: slowIndex, blobs: slowBlobs }, [mbox, maildir], {
+        to: [ALICE],
+      });
+      const n = original.length;
+      assert.match(summary.line, new RegExp(`delivered ${n}, duplicate ${n},`));
+    } finally {
+      await runtime.close();
+    }
+    assert.deepEqual((await stored(fresh, ALICE)).map((m) => m.id).sort(), original.map((m) => m.id).sort());
+  });
+
+  it('reads ids from a file name in a Maildir only: a file elsewhere named like one is mail as any other', async () => {
+    const [first] = original;
+    assert.ok(first);
+    const maildir = join(work, 'named-like-maildir');
+    assert.equal((await cli(dataDir, ['export', ALICE, '--format', 'maildir', '--out', maildir])).code, 0);
+    const dir = join(work, 'named-like');
+    mkdirSync(dir);
+    // The name of a message of our Maildir export, on a file that is not in a Maildir.
+    const name = readdirSync(join(maildir, 'cur'))
+      .concat(readdirSync(join(maildir, 'new')))
+      .find((f) => f.includes(`,I=${first.id}`));
+    assert.ok(name);
+    writeFileSync(join(dir, name), first.raw);
+    const fresh = mkdtempSync(join(work, 'named-like-'));
+    assert.equal((await cli(fresh, ['import', '--to', ALICE, join(dir, name)])).code, 0);
+    const [copy] = await stored(fresh, ALICE);
+    assert.ok(copy);
+    // A new receipt: our trace headers ahead of the bytes, and an id of its own.
+    assert.notEqual(copy.id, first.id);
+    assert.ok(copy.raw.subarray(copy.raw.length - first.raw.length).equals(first.raw));
+    assert.match(
+      copy.raw.subarray(0, copy.raw.length - first.raw.length).toString('latin1'),
+      /^Received: .*mail-relay-import/m,
+    );
   });
 
   it('refuses an existing file unless --force (which replaces it whole), an unknown mailbox, a path it cannot write, a Maildir without --out', async () => {
