@@ -452,8 +452,8 @@ async function commandDev(args: readonly string[], io: Io): Promise<number> {
   await stopped;
   unwatch();
   await retention.stop();
-  await smtp.close();
-  await api.close();
+  // Together: a long-poll gets its 204 at once, not once the last message under way has come in.
+  await Promise.all([smtp.close(), api.close()]);
   await runtime.close();
   devLock.release();
   return 0;

@@ -19,7 +19,7 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
+import { type AddressInfo, createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -1155,6 +1155,67 @@ describe('mail-relay dev, stopped at once and with its configuration edited', ()
     dev.child.kill('SIGTERM');
     const [code, signal] = await once(dev.child, 'exit');
     assert.deepEqual([code, signal], [0, null], dev.output());
+  });
+
+  it('on SIGINT a long-poll gets its 204 at once, while a message still coming in gets its 250 after', async () => {
+    const dataDir = join(work, 'dev-stop-wait');
+    const dev = await startDev(dataDir);
+    const socket = createConnection(dev.port, '127.0.0.1');
+    try {
+      const api = /^ {2}api: +(http:\/\/\S+)\/v1\/$/m.exec(dev.output())?.[1];
+      assert.ok(api, dev.output());
+      const token = await run(process.execPath, [BIN, 'token', 'create', 'alice@example.test'], {
+        env: env({ MAIL_RELAY_DATA_DIR: dataDir }),
+      });
+      const secret = /mr_[A-Za-z0-9_-]+/.exec(token.stdout)?.[0];
+      assert.ok(secret, token.stdout + token.stderr);
+      // A message under way: its lines come in one at a time.
+      let said = '';
+      socket.on('data', (c: Buffer) => {
+        said += c.toString('latin1');
+      });
+      const until = async (re: RegExp) => {
+        while (!re.test(said)) {
+          if (socket.destroyed) throw new Error(`the SMTP session ended: ${said}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      };
+      await until(/^220 /m);
+      socket.write('EHLO slow\r\nMAIL FROM:<ann@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n');
+      await until(/^354 /m);
+      socket.write('Subject: slow\r\n\r\n');
+      let stopTrickling = false;
+      let trickling = true;
+      const trickle = (async () => {
+        for (let i = 0; i < 30 && !stopTrickling; i++) {
+          socket.write(`line ${i}\r\n`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        trickling = false;
+      })();
+      const waiting = fetch(`${api}/v1/mailboxes/alice@example.test/wait?timeout=25`, {
+        headers: { authorization: `Bearer ${secret}` },
+      });
+      // The long-poll is waiting (nothing answers it before its 25 s but the stop).
+      await new Promise((r) => setTimeout(r, 500));
+      dev.child.kill('SIGINT');
+      const answer = await waiting;
+      assert.equal(answer.status, 204);
+      assert.equal(trickling, true, 'answered while the message was still coming in');
+      // Then the message ends, and is taken.
+      stopTrickling = true;
+      await trickle;
+      socket.write('.\r\n');
+      await until(/^250 2\.0\.0 Ok: queued as \S+\r\n421 4\.3\.2 /m);
+      const [code] = await once(dev.child, 'exit');
+      assert.equal(code, 0, dev.output());
+    } finally {
+      socket.destroy();
+      if (dev.child.exitCode === null) {
+        dev.child.kill('SIGKILL');
+        await once(dev.child, 'exit');
+      }
+    }
   });
 
   it('says once that its configuration file changed and that it still routes by the old one', async () => {
