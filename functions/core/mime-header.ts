@@ -6,6 +6,8 @@
  * Pure: no I/O.
  */
 
+import { isUtf8 } from 'node:buffer';
+
 /**
  * RFC 5322 §2.2: a field name is printable US-ASCII except ':'. Obsolete syntax (§4.5) allows
  * whitespace before the colon, which real mail still carries.
@@ -382,6 +384,56 @@ export function decodeHeaderText(latin1: string): string {
   }
   flush();
   return out + text.slice(last);
+}
+
+/**
+ * Whether an encoded word's charset and bytes are ones mailparser reads to U+FFFDs where mail readers
+ * read text: 8-bit bytes in a charset no decoder knows (`unknown-8bit`, `x-user-defined`), or
+ * `utf-8` that is not UTF-8. Mail readers read such bytes as a body of that charset is read
+ * (`decodeUtf8OrWindows1252`).
+ */
+function wordNeedsRepair(charset: string, bytes: Buffer): boolean {
+  if (!bytes.some((b) => b >= 0x80)) return false;
+  const name = charset.replace(/[^a-z0-9]/g, '');
+  if (name === 'utf8') return !isUtf8(bytes);
+  return decodeCharset(bytes, charset) === null;
+}
+
+/**
+ * A header field (latin1) with its encoded words of `wordNeedsRepair` rewritten as UTF-8 words of the
+ * text mail readers read in them, so that the parser reads that text and not U+FFFDs. Adjacent words of
+ * one charset are read together (a character split between them). Null when nothing is to change.
+ */
+export function repairEncodedWords(field: string): string | null {
+  if (!field.includes('=?')) return null;
+  let out = '';
+  let last = 0;
+  let changed = false;
+  let group: { charset: string; bytes: Buffer[]; start: number; end: number } | null = null;
+  const flush = () => {
+    if (group === null) return;
+    const bytes = Buffer.concat(group.bytes);
+    if (wordNeedsRepair(group.charset, bytes)) {
+      out += field.slice(last, group.start) + encodeWords(decodeUtf8OrWindows1252(bytes)).join(' ');
+      last = group.end;
+      changed = true;
+    }
+    group = null;
+  };
+  for (const m of field.matchAll(ENCODED_WORD_RE)) {
+    const charset = (m[1] ?? '').toLowerCase();
+    const bytes = wordBytes(m[2] ?? 'Q', m[3] ?? '');
+    const end = m.index + m[0].length;
+    if (group !== null && group.charset === charset && /^[ \t\r\n]*$/.test(field.slice(group.end, m.index))) {
+      group.bytes.push(bytes);
+      group.end = end;
+    } else {
+      flush();
+      group = { charset, bytes: [bytes], start: m.index, end };
+    }
+  }
+  flush();
+  return changed ? out + field.slice(last) : null;
 }
 
 // ---- encoding display text ------------------------------------------------------------------

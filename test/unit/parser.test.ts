@@ -504,6 +504,40 @@ describe('malformed and hostile input never throws', () => {
     assert.equal(utf8.summary.subject, 'Grüße phone\ufffd');
   });
 
+  it('reads encoded words in a charset no decoder knows, or in utf-8 that is not, as mail readers do (they were U+FFFDs)', async () => {
+    const subjectOf = async (subject: string) =>
+      (await parseOk(Buffer.from(`Subject: ${subject}\r\n\r\nx\r\n`, 'latin1'))).summary.subject;
+    for (const word of [
+      '=?unknown-8bit?Q?caf=E9?=',
+      '=?x-user-defined?B?Y2Fm6Q==?=',
+      '=?x-unknown?Q?caf=E9?=',
+      '=?utf-8?Q?caf=E9?=',
+      '=?UTF-8?Q?caf=C3=A9?=',
+    ]) {
+      assert.equal(await subjectOf(word), 'café', word);
+    }
+    // Windows-1252's own characters, UTF-8 mixed in, a character split between two words, text around.
+    assert.equal(await subjectOf('=?unknown-8bit?Q?=93q=94_na=C3=AFve?= x'), '“q” naïve x');
+    assert.equal(
+      await subjectOf('=?UTF-8?Q?=E6=97?= =?UTF-8?Q?=A5?= and =?unknown-8bit?Q?=E9?='),
+      '日 and é',
+    );
+    // Display names and attachment names too.
+    const parsed = await parseOk(
+      Buffer.from(
+        'From: =?unknown-8bit?Q?Jos=E9?= <jose@remote.test>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n' +
+          '--b\r\nContent-Type: application/pdf; name="=?utf-8?Q?r=E9sum=E9.pdf?="\r\n' +
+          'Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n--b--\r\n',
+        'latin1',
+      ),
+    );
+    assert.deepEqual(parsed.summary.from, [{ name: 'José', address: 'jose@remote.test' }]);
+    assert.deepEqual(
+      parsed.summary.attachments.map((a) => a.filename),
+      ['résumé.pdf'],
+    );
+  });
+
   it('answers ok:false past the header-size and part-count limits', async () => {
     const bigHeader = await parser.parse(Buffer.from(`Subject: ${'x'.repeat(MAX_HEADER_BYTES)}\r\n\r\nbody`));
     assert.equal(bigHeader.ok, false);

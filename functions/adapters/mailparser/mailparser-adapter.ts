@@ -26,7 +26,7 @@ import {
   SUMMARY_BODY_MAX_CHARS,
   summaryBody,
 } from '../../core/message.ts';
-import { decodeCharset, utf8OrWindows1252Bytes } from '../../core/mime-header.ts';
+import { decodeCharset, repairEncodedWords, utf8OrWindows1252Bytes } from '../../core/mime-header.ts';
 import type { MailParser } from '../../ports/mail-parser.ts';
 
 /**
@@ -833,6 +833,12 @@ function fieldText(field: string, charset: string | null): string | null {
 }
 
 /**
+ * An encoded word of a charset `repairEncodedWords` may rewrite: UTF-8, or one no decoder knows
+ * (`unknown-8bit`, `x-unknown`, `x-user-defined` are the ones mailers write).
+ */
+const SUSPECT_WORD_RE = /=\?(?:utf-?8|unknown|x-)[^?\s]*\?[BbQq]\?/i;
+
+/**
  * The header blocks of a message (its own and each MIME part's, found by the boundaries they declare)
  * with every field whose 8-bit bytes are not UTF-8 rewritten as UTF-8 (`fieldText`), read in the
  * charset of that block's Content-Type, else of the message's (its own, else the first a part declares),
@@ -881,12 +887,13 @@ function legacyHeadersToUtf8(raw: Buffer): Buffer {
   for (const { start, end, text: block } of blocks) {
     if (start < from) continue;
     // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts an ISO-2022-JP escape sequence
-    if (!/[\x80-\xff\x1b]/.test(block)) continue;
+    if (!/[\x80-\xff\x1b]/.test(block) && !SUSPECT_WORD_RE.test(block)) continue;
     const charset = declaredCharset(block) ?? fallback;
     // Whole fields: a first line and its continuation lines.
     const rewritten = block.replace(/^[^\s:][^\n]*(?:\n[ \t][^\n]*)*/gm, (field) => {
       const text = fieldText(field, charset);
-      return text === null ? field : Buffer.from(text, 'utf8').toString('latin1');
+      const bytes = text === null ? field : Buffer.from(text, 'utf8').toString('latin1');
+      return repairEncodedWords(bytes) ?? bytes;
     });
     if (rewritten === block) continue;
     out.push(raw.subarray(from, start), Buffer.from(rewritten, 'latin1'));
