@@ -887,14 +887,18 @@ function legacyHeadersToUtf8(raw: Buffer): Buffer {
   for (const { start, end, text: block } of blocks) {
     if (start < from) continue;
     // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts an ISO-2022-JP escape sequence
-    if (!/[\x80-\xff\x1b]/.test(block) && !SUSPECT_WORD_RE.test(block)) continue;
+    const eightBit = /[\x80-\xff\x1b]/.test(block);
+    if (!eightBit && !SUSPECT_WORD_RE.test(block)) continue;
     const charset = declaredCharset(block) ?? fallback;
     // Whole fields: a first line and its continuation lines.
-    const rewritten = block.replace(/^[^\s:][^\n]*(?:\n[ \t][^\n]*)*/gm, (field) => {
-      const text = fieldText(field, charset);
-      const bytes = text === null ? field : Buffer.from(text, 'utf8').toString('latin1');
-      return repairEncodedWords(bytes) ?? bytes;
-    });
+    const fields = eightBit
+      ? block.replace(/^[^\s:][^\n]*(?:\n[ \t][^\n]*)*/gm, (field) => {
+          const text = fieldText(field, charset);
+          return text === null ? field : Buffer.from(text, 'utf8').toString('latin1');
+        })
+      : block;
+    // Encoded words: never adjacent across fields (a field name is between them).
+    const rewritten = repairEncodedWords(fields) ?? fields;
     if (rewritten === block) continue;
     out.push(raw.subarray(from, start), Buffer.from(rewritten, 'latin1'));
     from = end;
