@@ -5,6 +5,7 @@
  */
 import { type Stats, statSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { domainToASCII } from 'node:url';
 import { createToken, hashToken, TOKEN_RE } from '../api/auth.ts';
 import { InProcessMailWaiter } from '../api/waiter.ts';
 import {
@@ -311,23 +312,34 @@ function portFromEnv(io: Io, name: string, fallback: number): number {
   return port;
 }
 
-/** The mailboxes a routed message landed in: they get the long-poll wake-up. */
+/**
+ * An address for a log line, in printable ASCII: an internationalized domain in its `xn--` form (as a
+ * client may have sent it, and as a grep for it finds it), anything else unprintable as `?`.
+ */
+function logAddress(address: string): string {
+  const at = address.lastIndexOf('@');
+  const domain = at < 0 ? '' : domainToASCII(address.slice(at + 1));
+  const ascii = at < 0 || domain === '' ? address : `${address.slice(0, at)}@${domain}`;
+  return ascii.replace(/[^\x21-\x7e]/g, '?');
+}
+
 /** Addresses for a log line: the first three, then how many more; printable ASCII only. */
 function someOf(addresses: readonly string[], lead: string): string {
   const unique = [...new Set(addresses)];
   if (unique.length === 0) return '';
-  const shown = unique.slice(0, 3).map((a) => a.replace(/[^\x21-\x7e]/g, '?'));
+  const shown = unique.slice(0, 3).map(logAddress);
   return `${lead}${shown.join(', ')}${unique.length > 3 ? ` (+${unique.length - 3} more)` : ''}`;
 }
 
 /** What `dev` logs of mail refused at RCPT or after DATA (the sender had the reply). */
 function refusalLine(r: SmtpRefusal): string {
-  const from = r.from === '' ? '<>' : r.from.replace(/[^\x21-\x7e]/g, '?');
+  const from = r.from === '' ? '<>' : logAddress(r.from);
   const what =
     r.command === 'RCPT' ? `RCPT${someOf(r.recipients, ' ')}` : `DATA${someOf(r.recipients, ' to ')}`;
   return `${new Date().toISOString()} refused ${what} from ${from}: ${r.reply.replace(/[^\x20-\x7e]/g, '?')}\n`;
 }
 
+/** The mailboxes a routed message landed in: they get the long-poll wake-up. */
 function deliveredMailboxes(r: RouteResult): string[] {
   return r.outcomes.flatMap((o) =>
     (o.status === 'delivered' || o.status === 'quarantined') &&

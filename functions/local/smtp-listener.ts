@@ -92,13 +92,13 @@ export interface SmtpListener {
   close(): Promise<void>;
 }
 
-/**
- * Recipients of one message (postfix's `smtpd_recipient_limit`; RFC 5321 §4.5.3.1.8 asks for at least
- * 100). Beyond it smtp-server answers `452 4.5.3`, and the client sends the rest in another transaction.
- */
 /** Socket errors that say the client went away, not that something failed here. */
 const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE']);
 
+/**
+ * Recipients of one message (postfix's `smtpd_recipient_limit`; RFC 5321 §4.5.3.1.8 asks for at least
+ * 100). Beyond it RCPT gets `452 4.5.3`, and the client sends the rest in another transaction.
+ */
 export const MAX_RECIPIENTS = 1000;
 /**
  * What a recipient check may take for free (a normal one takes microseconds); the time beyond it
@@ -250,7 +250,7 @@ export async function startSmtpListener(
     // notifications.
     hideSMTPUTF8: true,
     hideDSN: true,
-    maxRecipients: MAX_RECIPIENTS,
+    // MAX_RECIPIENTS is enforced in onRcptTo: smtp-server's own 452 has no enhanced status code.
     ...(options.maxSessions === undefined
       ? {}
       : {
@@ -287,6 +287,12 @@ export async function startSmtpListener(
       const unknown = unknownParameter(address.args, RCPT_PARAMETERS);
       if (unknown !== null) {
         return callback(new SmtpRejectError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized`));
+      }
+      // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction.
+      if (session.envelope.rcptTo.length >= MAX_RECIPIENTS) {
+        return callback(
+          new SmtpRejectError(452, '4.5.3 Too many recipients; send the rest in another message'),
+        );
       }
       const started = performance.now();
       const verdict = acceptsRecipient(config, qualifyRecipient(config, canonicalAddress(address.address)));

@@ -1084,7 +1084,7 @@ describe('mail-relay dev', () => {
           "s.mail('app@remote.test')",
           "s.rcpt('archive@example.test')",
           "print('data', s.data(b'Subject: big\\r\\n\\r\\n' + b'x' * 4000 + b'\\r\\n')[0])",
-          "s.sendmail('<>', ['alice@example.test', 'nobody@other.test'], b'Subject: bounce\\r\\n\\r\\nhi\\r\\n')",
+          "s.sendmail('<>', ['alice@example.test', 'other@xn--mnchen-3ya.de', 'nobody@other.test'], b'Subject: bounce\\r\\n\\r\\nhi\\r\\n')",
           's.quit()',
         ].join('\n'),
         [String(dev.port)],
@@ -1105,6 +1105,8 @@ describe('mail-relay dev', () => {
         /Z refused DATA to archive@example\.test from app@remote\.test: 552 5\.3\.4 Message size exceeds fixed limit of 2048 bytes\n/,
       );
       assert.match(log, /Z refused RCPT nobody@other\.test from <>: 550 /);
+      // An internationalized domain as the client gave it (its xn-- form), not with a `?` per letter.
+      assert.match(log, /Z refused RCPT other@xn--mnchen-3ya\.de from <>: 550 /);
     } finally {
       dev.child.kill('SIGTERM');
       await once(dev.child, 'exit');
