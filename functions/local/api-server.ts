@@ -142,14 +142,18 @@ function clientErrorAnswer(code: string | undefined): [status: string, code: str
 function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   const current = (socket as Duplex & { _httpMessage?: { headersSent: boolean } | null })._httpMessage;
   if (err.code !== 'ECONNRESET' && socket.writable && (current == null || !current.headersSent)) {
-    const [status, code, message] = clientErrorAnswer(err.code);
-    const body = JSON.stringify({ error: { code, message } });
-    socket.write(
-      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`,
-    );
+    writeErrorAndClose(socket, ...clientErrorAnswer(err.code));
   }
   socket.destroy(err);
+}
+
+/** An `{error}` answer written on a socket outside of any response, as the connection's last. */
+function writeErrorAndClose(socket: Duplex, status: string, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 /** An `{error}` answer made outside the app (which is not reached), with the app's headers for one. */
@@ -269,6 +273,32 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     return listener(req, res);
   });
   server.on('clientError', answerClientError);
+  // Node answers these itself: CONNECT by closing the connection, an `Expect:` other than
+  // 100-continue by a bare 417. Answered as the app answers everything, with an `{error}`.
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    writeErrorAndClose(
+      socket,
+      '501 Not Implemented',
+      'not_implemented',
+      'this server is no proxy: CONNECT is not implemented',
+    );
+  });
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const body = JSON.stringify({
+      error: {
+        code: 'expectation_failed',
+        message: `this server meets no expectation but 100-continue (Expect: ${String(req.headers.expect).slice(0, 100)})`,
+      },
+    });
+    res.writeHead(417, {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(body),
+      'Cache-Control': 'no-store',
+      'X-Content-Type-Options': 'nosniff',
+      Connection: 'close',
+    });
+    res.end(body);
+  });
   server.on('checkContinue', (req, res) => {
     continueOnFirstRead(req, res);
     server.emit('request', req, res);

@@ -430,6 +430,24 @@ describe('HTTP semantics of the mailbox API', () => {
       assert.equal((JSON.parse(a.body) as { error: { code: string } }).error.code, 'invalid_request');
     });
 
+    it('answers CONNECT (this is no proxy) with a JSON 501, and an Expect it cannot meet with a JSON 417', async () => {
+      const connect = parseAnswer(
+        await rawExchange(
+          env.api.port,
+          'CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n',
+        ),
+      );
+      assert.equal(connect.status, 501);
+      assert.equal(connect.headers.get('content-type'), 'application/json');
+      assert.equal((JSON.parse(connect.body) as { error: { code: string } }).error.code, 'not_implemented');
+      const expect = parseAnswer(
+        await rawExchange(env.api.port, 'GET /v1/health HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n'),
+      );
+      assert.equal(expect.status, 417);
+      assert.equal(expect.headers.get('content-type'), 'application/json');
+      assert.equal((JSON.parse(expect.body) as { error: { code: string } }).error.code, 'expectation_failed');
+    });
+
     it('answers a method it does not know with 501, not 400 (RFC 9110 §9.1, §15.6.2)', async () => {
       for (const method of ['FOO', 'get']) {
         const r = await run('curl', ['-s', '-i', '-X', method, `${env.url}/v1/health`]);
