@@ -387,16 +387,22 @@ export function decodeHeaderText(latin1: string): string {
 }
 
 /**
+ * Charsets that name no charset (mailers write them for 8-bit text whose charset they do not know):
+ * mailparser reads their bytes to U+FFFDs. Only these: any other name it does not know may be one
+ * its decoder does (cp850), and is left to it.
+ */
+const NO_CHARSET = new Set(['unknown8bit', 'unknown', 'xunknown', 'xuserdefined']);
+
+/**
  * Whether an encoded word's charset and bytes are ones mailparser reads to U+FFFDs where mail readers
- * read text: 8-bit bytes in a charset no decoder knows (`unknown-8bit`, `x-user-defined`), or
- * `utf-8` that is not UTF-8. Mail readers read such bytes as a body of that charset is read
- * (`decodeUtf8OrWindows1252`).
+ * read text: 8-bit bytes in a charset that names none (`NO_CHARSET`), or `utf-8` that is not UTF-8.
+ * Mail readers read such bytes as a body of that charset is read (`decodeUtf8OrWindows1252`).
  */
 function wordNeedsRepair(charset: string, bytes: Buffer): boolean {
   if (!bytes.some((b) => b >= 0x80)) return false;
   const name = charset.replace(/[^a-z0-9]/g, '');
   if (name === 'utf8') return !isUtf8(bytes);
-  return decodeCharset(bytes, charset) === null;
+  return NO_CHARSET.has(name);
 }
 
 /**

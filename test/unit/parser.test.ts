@@ -536,6 +536,17 @@ describe('malformed and hostile input never throws', () => {
       parsed.summary.attachments.map((a) => a.filename),
       ['résumé.pdf'],
     );
+    // A charset the parser's decoder knows is left to it, whatever is beside it.
+    assert.equal(await subjectOf('=?cp850?Q?caf=82?= =?utf-8?Q?x?='), 'caféx');
+    // Text that only looks like an encoded word, in a part with no header fields, is body: as sent.
+    const bodyOnly = await parseOk(
+      Buffer.from(
+        'Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n' +
+          'RFC 2047 example: =?utf-8?Q?caf=E9?= is wrong\r\n--b--\r\n',
+        'latin1',
+      ),
+    );
+    assert.match(bodyOnly.summary.text ?? '', /RFC 2047 example: =\?utf-8\?Q\?caf=E9\?= is wrong/);
   });
 
   it('answers ok:false past the header-size and part-count limits', async () => {

@@ -851,6 +851,8 @@ function legacyHeadersToUtf8(raw: Buffer): Buffer {
   const blockAt = (start: number) => {
     // Up to the blank line that ends it (LF or CRLF), line by line: only the header block is read.
     // A block longer than the parser takes (MAX_HEADER_BYTES) is no header block to it: left alone.
+    // A block that is empty (its first line is the blank one) is none: what follows it is body.
+    if (raw[start] === 0x0a || (raw[start] === 0x0d && raw[start + 1] === 0x0a)) return '';
     let end = -1;
     const limit = Math.min(raw.length, start + MAX_HEADER_BYTES);
     for (let lf = raw.indexOf(0x0a, start); lf >= 0 && lf < limit; lf = raw.indexOf(0x0a, lf + 1)) {
