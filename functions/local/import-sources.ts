@@ -518,7 +518,10 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     if (info?.isDirectory()) {
       /** Messages of a Maildir's `cur/` marked deleted (`T`: IMAP's \\Deleted in Dovecot, mutt's maildir_trash). */
       const trashed = new Map<string, number>();
-      for (const file of await filesBelow(path, skipped)) {
+      // A Maildir's `cur/` or `new/` given by name is read as it is inside its Maildir.
+      const folder = basename(path);
+      const maildirPart = (folder === 'cur' || folder === 'new') && (await isMaildir(dirname(path)));
+      for (const file of await filesBelow(path, skipped, maildirPart && folder === 'cur', maildirPart)) {
         if (file.failure !== undefined) {
           files += 1;
           items.push({ ...unread(file.path), failure: file.failure });
@@ -564,8 +567,8 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
       // One that cannot be read is scanned anyway: the scan says why, as before.
       const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';
       // A Maildir file given by name keeps what its name says of our export.
-      const folder = dirname(path);
-      const inMaildir = ['cur', 'new'].includes(basename(folder)) && (await isMaildir(dirname(folder)));
+      const parent = dirname(path);
+      const inMaildir = ['cur', 'new'].includes(basename(parent)) && (await isMaildir(dirname(parent)));
       await addFile(path, info.size, info.mtime, false, begins === 'mbox', inMaildir);
     } else {
       // Missing, or not a regular file: its read says why, as a failure of its own.

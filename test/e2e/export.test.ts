@@ -512,6 +512,11 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
       copy.raw.subarray(0, copy.raw.length - first.raw.length).toString('latin1'),
       /^Received: .*mail-relay-import/m,
     );
+    // The Maildir's own cur/ and new/, given by name, are read as in their Maildir: all there already.
+    const home = join(work, 'named-like-home');
+    cpSync(dataDir, home, { recursive: true });
+    const r = await cli(home, ['import', '--to', ALICE, join(maildir, 'cur'), join(maildir, 'new')]);
+    assert.match(r.stdout, new RegExp(`delivered 0, duplicate ${original.length},`), r.stderr);
   });
 
   it('refuses an existing file unless --force (which replaces it whole), an unknown mailbox, a path it cannot write, a Maildir without --out', async () => {
