@@ -568,8 +568,10 @@ export async function importFiles(
           });
         // Elsewhere (the store it came from, another mailbox of it) the message gets an id from its
         // content, at the receipt time the file gives; but not in a mailbox that holds it under its
-        // exported id still (or held it, and it was deleted since): the recipients routed to those
-        // are left out, each a duplicate.
+        // exported id still (or held it, and it was deleted since): a recipient all of whose
+        // mailboxes do is left out, a duplicate. (An alias of such a mailbox and another is routed
+        // whole: routing takes recipients, not mailboxes.)
+        const receivedAt = earlier ?? fileTime();
         let to: readonly string[] = recipients;
         const kept: Outcome[] = [];
         if (exportedId !== null) {
@@ -581,14 +583,15 @@ export async function importFiles(
           }
           if (rest.length === 0)
             return { sesMessageId, id: exportedId, size: 0, parseFailed: false, outcomes: kept };
+          // The others got it under the content id from an import before: nothing to write again.
+          const contentCopy =
+            rest.length < recipients.length
+              ? await held(messageIdFor(receivedAt.getTime(), sesMessageId), rest)
+              : null;
+          if (contentCopy !== null) return { ...contentCopy, outcomes: [...kept, ...contentCopy.outcomes] };
           to = rest;
         }
-        const result = await ingest(deps, {
-          ...input,
-          recipients: to,
-          sesMessageId,
-          receivedAt: earlier ?? fileTime(),
-        });
+        const result = await ingest(deps, { ...input, recipients: to, sesMessageId, receivedAt });
         return { ...result, outcomes: [...kept, ...result.outcomes] };
       };
       // One at a time per exported id: the mbox and the Maildir of one export, imported together, hold

@@ -394,9 +394,23 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
       assert.match(r.stderr, /refused: .*carol@remote\.test: 550 /, 'carol is refused each time');
       return r.stdout;
     };
-    // Into the store it came from: alice holds it (a duplicate, no second copy), bob gets it; then nothing.
+    /** When the `inbound/` copy of a mailbox's (one) message was written, in a store. */
+    const inboundWritten = async (dataDir: string, mailbox: string) => {
+      const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir, durability: 'sync' });
+      try {
+        const [entry, ...more] = await listAll(runtime.index, mailbox);
+        assert.ok(entry && more.length === 0);
+        return (await runtime.blobs.head(`inbound/${entry.sesMessageId}`))?.lastModified;
+      } finally {
+        await runtime.close();
+      }
+    };
+    // Into the store it came from: alice holds it (a duplicate, no second copy), bob gets it; then
+    // nothing, and nothing is written.
     assert.match(await importByHeaders(home), /delivered 1, duplicate 1,/);
+    const bobsCopy = await inboundWritten(home, BOB);
     assert.match(await importByHeaders(home), /delivered 0, duplicate 2,/);
+    assert.equal(await inboundWritten(home, BOB), bobsCopy);
     assert.deepEqual(
       (await stored(home, ALICE)).map((m) => m.id),
       [received.id],
@@ -405,22 +419,11 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
     // Into a store that never received it: both get it under its id, and importing it again adds nothing.
     const fresh = mkdtempSync(join(work, 'several-fresh-'));
     assert.match(await importByHeaders(fresh), /delivered 2, duplicate 0,/);
-    /** When its `inbound/` copy was written, in that store. */
-    const inboundWritten = async () => {
-      const runtime = createLocalRuntime({ config: parseConfig(CONFIG), dataDir: fresh, durability: 'sync' });
-      try {
-        const entry = await runtime.index.get(ALICE, received.id);
-        assert.ok(entry);
-        return (await runtime.blobs.head(`inbound/${entry.sesMessageId}`))?.lastModified;
-      } finally {
-        await runtime.close();
-      }
-    };
-    const written = await inboundWritten();
+    const written = await inboundWritten(fresh, ALICE);
     assert.ok(written);
     // Found held (carol's refusal aside), it is not routed again: nothing is written.
     assert.match(await importByHeaders(fresh), /delivered 0, duplicate 2,/);
-    assert.equal(await inboundWritten(), written);
+    assert.equal(await inboundWritten(fresh, ALICE), written);
     for (const mailbox of [ALICE, BOB]) {
       const copies = await stored(fresh, mailbox);
       assert.deepEqual(
