@@ -48,7 +48,7 @@ const OUT_OF_RESOURCES_ANSWER = (() => {
   );
 })();
 
-/** How long a refused connection may take to close its side before it is dropped. */
+/** How long a refused connection (or a CONNECT) may take to close its side before it is dropped. */
 const REFUSED_CONNECTION_CLOSE_MS = 1000;
 
 /**
@@ -73,11 +73,24 @@ function capConnections(server: Server, max: number, onRefused: (() => void) | u
     onRefused?.();
     // Its request is read and dropped (closing on unread bytes would reset the connection, and the
     // client could lose the answer); the socket goes when the client closes, or after a while.
-    socket.on('error', () => undefined);
-    socket.on('data', () => undefined);
-    socket.setTimeout(REFUSED_CONNECTION_CLOSE_MS, () => socket.destroy());
+    letGo(socket);
     socket.end(OUT_OF_RESOURCES_ANSWER);
   });
+}
+
+/**
+ * A refused connection's socket, its answer being written: what the client sends is read and dropped
+ * (closing on unread bytes would reset the connection, and the client could lose the answer); the
+ * socket goes when the client closes its side, or `REFUSED_CONNECTION_CLOSE_MS` after, whatever the
+ * client keeps sending meanwhile.
+ */
+function letGo(socket: Duplex): void {
+  socket.on('error', () => undefined);
+  socket.on('data', () => undefined);
+  socket.on('end', () => socket.destroy());
+  const timer = setTimeout(() => socket.destroy(), REFUSED_CONNECTION_CLOSE_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
 }
 
 export interface ApiServer {
@@ -276,6 +289,8 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
   // Node answers these itself: CONNECT by closing the connection, an `Expect:` other than
   // 100-continue by a bare 417. Answered as the app answers everything, with an `{error}`.
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    // Node hands the socket over: nothing else times it out or closes it at a stop.
+    letGo(socket);
     writeErrorAndClose(
       socket,
       '501 Not Implemented',

@@ -431,21 +431,42 @@ describe('HTTP semantics of the mailbox API', () => {
     });
 
     it('answers CONNECT (this is no proxy) with a JSON 501, and an Expect it cannot meet with a JSON 417', async () => {
-      const connect = parseAnswer(
+      const proxied = parseAnswer(
         await rawExchange(
           env.api.port,
           'CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n',
         ),
       );
-      assert.equal(connect.status, 501);
-      assert.equal(connect.headers.get('content-type'), 'application/json');
-      assert.equal((JSON.parse(connect.body) as { error: { code: string } }).error.code, 'not_implemented');
+      assert.equal(proxied.status, 501);
+      assert.equal(proxied.headers.get('content-type'), 'application/json');
+      assert.equal((JSON.parse(proxied.body) as { error: { code: string } }).error.code, 'not_implemented');
       const expect = parseAnswer(
         await rawExchange(env.api.port, 'GET /v1/health HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n'),
       );
       assert.equal(expect.status, 417);
       assert.equal(expect.headers.get('content-type'), 'application/json');
       assert.equal((JSON.parse(expect.body) as { error: { code: string } }).error.code, 'expectation_failed');
+      // A CONNECT client that keeps its side open and sends on (as a tunnel would) is let go by the
+      // server after a while: the server holds no connection for good, and no stop waits on it. Its
+      // sends then fail (the server's side is gone: a reset).
+      const open = connect({ port: env.api.port, host: '127.0.0.1', allowHalfOpen: true });
+      let answer = '';
+      open.on('data', (c: Buffer) => {
+        answer += c.toString('latin1');
+      });
+      open.on('error', () => undefined);
+      open.write('CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n');
+      const sending = setInterval(() => open.write('tunnelled bytes'), 200);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          open.once('close', () => resolve());
+          setTimeout(() => reject(new Error(`the server still holds it: ${answer}`)), 20_000).unref();
+        });
+      } finally {
+        clearInterval(sending);
+        open.destroy();
+      }
+      assert.match(answer, /^HTTP\/1\.1 501 /);
     });
 
     it('answers a method it does not know with 501, not 400 (RFC 9110 §9.1, §15.6.2)', async () => {
