@@ -227,6 +227,8 @@ export async function startSmtpListener(
   const inFlight = new Map<string, InFlight>();
   /** Milliseconds of recipient checks beyond `FREE_RCPT_MS` per session (`RCPT_SLOW_ROUTING_BUDGET_MS`). */
   const slowRouting = new Map<string, number>();
+  /** The addresses of a transaction's recipient list once it is full (each transaction has its own list). */
+  const fullEnvelopes = new WeakMap<object, Set<string>>();
   if (options.spoolDir !== undefined) await clearStaleSpool(options.spoolDir);
   /** Set by `close()`: sessions that wait for their client are then hung up on (`hangUpIdle`). */
   let closing = false;
@@ -288,11 +290,20 @@ export async function startSmtpListener(
       if (unknown !== null) {
         return callback(new SmtpRejectError(555, `5.5.4 RCPT TO parameter ${unknown} not recognized`));
       }
-      // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction.
-      if (session.envelope.rcptTo.length >= MAX_RECIPIENTS) {
-        return callback(
-          new SmtpRejectError(452, '4.5.3 Too many recipients; send the rest in another message'),
-        );
+      // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction. A recipient given
+      // again is one of the message's already (smtp-server keeps it once): not refused.
+      const taken = session.envelope.rcptTo;
+      if (taken.length >= MAX_RECIPIENTS) {
+        let known = fullEnvelopes.get(taken);
+        if (known === undefined) {
+          known = new Set(taken.map((r) => r.address.toLowerCase()));
+          fullEnvelopes.set(taken, known);
+        }
+        if (!known.has(address.address.toLowerCase())) {
+          return callback(
+            new SmtpRejectError(452, '4.5.3 Too many recipients; send the rest in another message'),
+          );
+        }
       }
       const started = performance.now();
       const verdict = acceptsRecipient(config, qualifyRecipient(config, canonicalAddress(address.address)));

@@ -717,7 +717,12 @@ describe('recipient limits', () => {
 
   it(`takes ${MAX_RECIPIENTS} recipients per message; the rest get 452 4.5.3 (the client sends them again)`, async () => {
     const rcpts = Array.from({ length: MAX_RECIPIENTS + 5 }, (_, i) => `r${i}@many.test`);
-    const r = await smtplibSend(relay, rcpts, Buffer.from('Subject: to many\r\n\r\nhello\r\n'));
+    // One of the first given again (in another case) is one of the message's already: not refused.
+    const r = await smtplibSend(
+      relay,
+      [...rcpts, 'R0@MANY.test'],
+      Buffer.from('Subject: to many\r\n\r\nhello\r\n'),
+    );
     assert.equal(r.ok, true, JSON.stringify(r));
     const refused = Object.entries(r.refused ?? {});
     assert.deepEqual(
