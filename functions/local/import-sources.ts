@@ -5,9 +5,11 @@
  * byte range of the file, from its `From ` line to the next one's, so the messages together are the
  * file (each is stored without its `From ` line: `withoutFromLine`).
  */
-import { createReadStream, type Dirent, type Stats } from 'node:fs';
-import { type FileHandle, open, readdir, readlink, stat } from 'node:fs/promises';
+import { createReadStream, createWriteStream, type Dirent, type Stats } from 'node:fs';
+import { type FileHandle, mkdtemp, open, readdir, readlink, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { errorMessage } from '../core/errors.ts';
 import { monthNumber, numericZoneOffset } from '../core/mail-date.ts';
 import { decodeHeaderText } from '../core/mime-header.ts';
@@ -54,6 +56,8 @@ export interface ImportSources {
    * entries that are no regular file (a FIFO, a socket).
    */
   readonly skipped: readonly { readonly path: string; readonly reason: string }[];
+  /** Removes the copies made of pipes given by name (`<(…)`, `/dev/stdin`): once the items are read. */
+  dispose(): Promise<void>;
 }
 
 const NL_FROM = Buffer.from('\nFrom ');
@@ -474,17 +478,28 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     /** False when the file is known not to start with a `From ` line: it is not scanned for more. */
     maybeMbox = true,
     inMaildir = false,
+    /** What the user named (a pipe's copy is read from elsewhere). */
+    shownAs = path,
   ): Promise<void> => {
     if (size === 0) {
       // Thunderbird keeps a file for every folder, empty ones too: nothing to import, nothing wrong.
-      skipped.push({ path, reason: 'empty file, no message in it' });
+      skipped.push({ path: shownAs, reason: 'empty file, no message in it' });
       return;
     }
     files += 1;
     const found = maybeMbox ? await mboxOffsets(path) : null;
     if (found === null) {
       const readState = inMaildirCur ? { maildirSeen: maildirSeen(path) } : ('none' as const);
-      items.push({ label: path, path, start: 0, end: size, mtime, fromLineTime: null, readState, inMaildir });
+      items.push({
+        label: shownAs,
+        path,
+        start: 0,
+        end: size,
+        mtime,
+        fromLineTime: null,
+        readState,
+        inMaildir,
+      });
       return;
     }
     const handle = await open(path, 'r');
@@ -493,7 +508,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
       for (const [i, { start, fromLineTime }] of messages.entries()) {
         items.push({
           // A file of one message is named as it always was.
-          label: messages.length === 1 ? path : `${path}#${i + 1}`,
+          label: messages.length === 1 ? shownAs : `${shownAs}#${i + 1}`,
           path,
           start,
           end: messages[i + 1]?.start ?? size,
@@ -513,6 +528,8 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
    * are never passed over.
    */
   const seen = new Map<string, string>();
+  let spoolDir: string | undefined;
+  let spooled = 0;
   for (const path of paths) {
     const info = await stat(path).catch(() => null);
     if (info?.isDirectory()) {
@@ -570,11 +587,29 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
       const parent = dirname(path);
       const inMaildir = ['cur', 'new'].includes(basename(parent)) && (await isMaildir(dirname(parent)));
       await addFile(path, info.size, info.mtime, false, begins === 'mbox', inMaildir);
+    } else if (info !== null && (info.isFIFO() || info.isCharacterDevice())) {
+      // A pipe (`import <(zcat mail.mbox.gz)`, `/dev/stdin`) can be read once, and from its start
+      // only: what it gives is copied to a file first, and imported from there under its own name.
+      spoolDir ??= await mkdtemp(join(tmpdir(), 'mail-relay-import-'));
+      const copy = join(spoolDir, String(spooled++));
+      await pipeline(createReadStream(path), createWriteStream(copy, { flags: 'wx' }));
+      const { size } = await stat(copy);
+      const begins = size > 0 ? await fileStart(copy) : 'mail';
+      // It has no time of its own: a message with no date gets the time it is imported at.
+      await addFile(copy, size, new Date(), false, begins === 'mbox', false, path);
     } else {
-      // Missing, or not a regular file: its read says why, as a failure of its own.
+      // Missing, or not a regular file (a socket): its read says why, as a failure of its own.
       files += 1;
       items.push(unread(path));
     }
   }
-  return { items, files, skipped };
+  const made = spoolDir;
+  return {
+    items,
+    files,
+    skipped,
+    dispose: async () => {
+      if (made !== undefined) await rm(made, { recursive: true, force: true });
+    },
+  };
 }

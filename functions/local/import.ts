@@ -631,7 +631,11 @@ export async function importFiles(
       options.onProgress?.(done, items.length);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, items.length) }, worker));
+  try {
+    await Promise.all(Array.from({ length: Math.min(IMPORT_CONCURRENCY, items.length) }, worker));
+  } finally {
+    await sources.dispose();
+  }
   const c = counts;
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   // Deleted mail is not counted among the messages to import: passed over is not failed.

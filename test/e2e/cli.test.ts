@@ -157,6 +157,66 @@ describe('mail-relay import', () => {
     .filter((f) => f.endsWith('.eml'))
     .map((f) => join(FIXTURES, f));
 
+  it('reads a pipe given by name (process substitution, /dev/stdin) as the file it carries; /dev/null is empty', async () => {
+    const piped = join(work, 'import-pipe-data');
+    const eml = files[0] as string;
+    const mbox = join(work, 'import-pipe.mbox');
+    writeFileSync(
+      mbox,
+      [1, 2, 3]
+        .map((i) => `From a@remote.test Mon Nov  2 10:00:0${i} 2026\nSubject: piped ${i}\n\nbody ${i}\n\n`)
+        .join(''),
+    );
+    const sh = (script: string) =>
+      run('bash', ['-c', script, 'bash', process.execPath, BIN, eml, mbox], {
+        env: env({ MAIL_RELAY_DATA_DIR: piped }),
+      });
+    // A message through process substitution, then again: stored once, byte for byte.
+    for (const expected of [
+      /^imported 1\/1 files in [\d.]+s: delivered 1, duplicate 0,/,
+      /delivered 0, duplicate 1,/,
+    ]) {
+      const r = await sh('"$1" "$2" import --to alice@example.test <(cat "$3")');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, expected);
+    }
+    // An mbox on standard input, a shell's pipe: each of its messages.
+    const stdin = await sh('cat "$4" | "$1" "$2" import --to alice@example.test /dev/stdin');
+    assert.equal(stdin.code, 0, stdin.stderr);
+    assert.match(stdin.stdout, /^imported 3\/3 messages from 1 file in [\d.]+s: delivered 3, duplicate 0,/);
+    // /dev/null holds nothing: passed over as an empty file is.
+    const none = await sh('"$1" "$2" import --to alice@example.test /dev/null');
+    assert.match(none.stderr, /skipped: \/dev\/null: empty file, no message in it/);
+    const runtime = createLocalRuntime({
+      config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
+      dataDir: piped,
+    });
+    try {
+      const entries = await listAll(runtime.index, 'alice@example.test');
+      assert.deepEqual(
+        entries.map((e) => e.subject).sort(),
+        [
+          ...['piped 1', 'piped 2', 'piped 3'],
+          /^Subject:[ \t]*([^\r\n]*)/im.exec(readFileSync(eml, 'latin1'))?.[1] ?? '',
+        ].sort(),
+      );
+      const copies = await Promise.all(
+        entries.map(
+          async (e) =>
+            stripTrace(
+              (await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`)) ?? Buffer.alloc(0),
+            ).body,
+        ),
+      );
+      assert.ok(
+        copies.some((c) => c.equals(readFileSync(eml))),
+        'the piped message byte for byte',
+      );
+    } finally {
+      await runtime.close();
+    }
+  });
+
   it('feeds every fixture through the router and prints a summary line', async () => {
     const r = await run(process.execPath, [BIN, 'import', '--to', 'alice@example.test', ...files], {
       env: env({ MAIL_RELAY_DATA_DIR: dataDir }),
