@@ -5,9 +5,17 @@ import { openFilesTooLowLine, readOpenFilesLimit } from '../functions/local/desc
 // A reader that leaves early (`token list | head -1`, `route … | grep -q deliver`) closes the pipe.
 // What is left to print then has no reader, which is not the command failing: its output stops there,
 // and the command finishes what it does and exits with its own code (not an EPIPE stack trace).
+// Output that cannot be written (`> /dev/full`, a full disk) fails the command, in one line, not a
+// stack trace; a command that writes through a sink of its own (export) says so itself.
+let outputFailed = false;
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
+    if (err.code === 'EPIPE' || outputFailed) return;
+    outputFailed = true;
+    // Also once the command has returned (the write failed after it): its code is set by then.
+    if (process.exitCode === 0 || process.exitCode === undefined) process.exitCode = 1;
+    if (stream === process.stdout && stream.listenerCount('error') === 1)
+      process.stderr.write(`mail-relay: could not write to standard output: ${err.message}\n`);
   });
 }
 
@@ -20,9 +28,10 @@ if (tooLow !== null) {
   process.exitCode = 1;
 } else {
   const { main } = await import('../functions/local/cli.ts');
-  process.exitCode = await main(process.argv.slice(2), {
+  const code = await main(process.argv.slice(2), {
     out: process.stdout,
     err: process.stderr,
     env: process.env,
   });
+  process.exitCode = outputFailed && code === 0 ? 1 : code;
 }

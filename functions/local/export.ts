@@ -654,8 +654,30 @@ export async function commandExport(args: readonly string[], io: CliIo): Promise
       io.err.write('mail-relay export: the output was closed before the export ended\n');
       return 1;
     }
+    // The data dir is only read, and its reads fail as ExportReadError: an I/O error (ENOSPC, EIO,
+    // EDQUOT) is the output's, whose disk is the one to see to.
+    if (isIoError(err)) {
+      const where = values.out === undefined ? 'standard output' : resolve(values.out);
+      io.err.write(
+        `mail-relay export: could not write to ${where}: ${errorMessage(err)}; ${writeFailureOutcome(format, values.out)}\n`,
+      );
+      return 1;
+    }
     throw err;
   }
+}
+
+/** An error of the system (an errno code), not SQLite's or ours. */
+function isIoError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code);
+}
+
+/** What a failed write left of the output: the rest of its one line. */
+function writeFailureOutcome(format: ExportFormat, out: string | undefined): string {
+  if (out === undefined) return 'the mbox written there is incomplete';
+  if (format === 'mbox') return `nothing was written to ${resolve(out)}`;
+  return `the messages written before it are in ${resolve(out)} (--force adds the rest)`;
 }
 
 /** What a read failure left of the output, and what to do: the rest of its one line. */

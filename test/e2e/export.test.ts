@@ -31,6 +31,7 @@ import { BIN, cleanEnv, startDev } from '../helpers/dev.ts';
 import { PROJECT_ROOT } from '../helpers/env.ts';
 import { python, run } from '../helpers/process.ts';
 import { listAll, startTestRelay, type TestRelay } from '../helpers/relay.ts';
+import { fillDisk, mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.ts';
 
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
@@ -578,6 +579,43 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
     assert.equal(noData.code, 1);
     assert.match(noData.stderr, /no mail-relay data in .*no-data-here/);
     assert.equal(existsSync(join(work, 'no-data-here')), false, 'a data dir is not made by reading');
+  });
+
+  it('output that cannot be written (`> /dev/full`) fails the command in one line naming it, exit 1, no stack trace', async () => {
+    const full = async (command: string) =>
+      run(
+        'bash',
+        ['-c', `exec 2>&1; "$0" "$1" ${command} >/dev/full; echo "exit $?"`, process.execPath, BIN, ALICE],
+        {
+          env: cleanEnv({ MAIL_RELAY_CONFIG: configPath, MAIL_RELAY_DATA_DIR: dataDir }),
+        },
+      );
+    assert.equal(
+      (await full('export "$2"')).stdout,
+      'mail-relay export: could not write to standard output: ENOSPC: no space left on device, write; ' +
+        'the mbox written there is incomplete\nexit 1\n',
+    );
+    // Any command's output: one line, and the command fails.
+    assert.equal(
+      (await full('route "$2"')).stdout,
+      'mail-relay: could not write to standard output: ENOSPC: no space left on device, write\nexit 1\n',
+    );
+    // A full disk under --out is that disk's, not the data dir's.
+    const point = mountTmpfs('mr-export-full', 1);
+    if (point === null) return;
+    try {
+      fillDisk(join(point, 'filler'));
+      const out = join(point, 'alice.mbox');
+      const r = await cli(dataDir, ['export', ALICE, '--out', out]);
+      assert.equal(r.code, 1);
+      assert.equal(
+        r.stderr,
+        `mail-relay export: could not write to ${out}: ENOSPC: no space left on device, write; nothing was written to ${out}\n`,
+      );
+      assert.deepEqual(readdirSync(point), ['filler']);
+    } finally {
+      unmountTmpfs(point);
+    }
   });
 
   it('a reader that leaves early (`| head -c 100`) ends the export: one line, exit 1, no stack trace', async () => {
