@@ -378,7 +378,9 @@ async function openStoredMail(
       where: `stack ${stack} (s3://${outputs.bucketName}, table ${outputs.tableName})`,
     };
   }
-  const { createLocalRuntime, dataDirFromEnv } = await import('./runtime.ts');
+  const { createLocalRuntime, dataDirFromEnv, noDataIn } = await import('./runtime.ts');
+  const noData = noDataIn(dataDirFromEnv(io.env));
+  if (noData !== null) throw new MailRelayError('no_data', noData);
   const runtime = createLocalRuntime({ config, dataDir: dataDirFromEnv(io.env), durability: 'sync' });
   return { deps: runtime, close: () => runtime.close(), where: runtime.dataDir };
 }

@@ -37,6 +37,12 @@ import type { LocalRuntime } from './runtime.ts';
 import type { SmtpRefusal } from './smtp-listener.ts';
 import { StorageFullNotice } from './storage-full-notice.ts';
 
+/** `noDataIn` for the data dir of the environment. */
+async function noDataInEnv(io: Io): Promise<string | null> {
+  const { dataDirFromEnv, noDataIn } = await import('./runtime.ts');
+  return noDataIn(dataDirFromEnv(io.env));
+}
+
 // The heavy modules (SQLite, mailparser, smtp-server, Hono) load only for the commands that need
 // them, so `mail-relay route` and `help` start fast.
 async function openRuntime(
@@ -781,6 +787,11 @@ async function tokenList(positionals: readonly string[], io: Io): Promise<number
     return USAGE_EXIT;
   }
   const { config } = loadConfig(io.env);
+  const noData = await noDataInEnv(io);
+  if (noData !== null) {
+    io.err.write(`mail-relay token list: ${noData}\n`);
+    return 1;
+  }
   const runtime = await openRuntime(io, config);
   let tokens: TokenRecord[];
   try {
@@ -820,6 +831,11 @@ async function tokenRevoke(positionals: readonly string[], io: Io): Promise<numb
     return USAGE_EXIT;
   }
   const { config } = loadConfig(io.env);
+  const noData = await noDataInEnv(io);
+  if (noData !== null) {
+    io.err.write(`mail-relay token revoke: ${noData}\n`);
+    return 1;
+  }
   const runtime = await openRuntime(io, config);
   try {
     let found: TokenRecord | null;

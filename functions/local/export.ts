@@ -618,13 +618,12 @@ export async function commandExport(args: readonly string[], io: CliIo): Promise
         }
       });
     }
-    const { dataDirFromEnv } = await import('./runtime.ts');
+    const { dataDirFromEnv, noDataIn } = await import('./runtime.ts');
     const dataDir = dataDirFromEnv(io.env);
     const indexPath = join(dataDir, 'index.sqlite');
-    if (!existsSync(indexPath)) {
-      io.err.write(
-        `mail-relay export: no mail-relay data in ${dataDir} (no index.sqlite): set MAIL_RELAY_DATA_DIR to the data dir\n`,
-      );
+    const noData = noDataIn(dataDir);
+    if (noData !== null) {
+      io.err.write(`mail-relay export: ${noData}\n`);
       return 1;
     }
     const [{ SqliteMailboxIndex }, { FsBlobStore }] = await Promise.all([

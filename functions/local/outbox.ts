@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.ts';
 import { formatOutbox, listOutbox, OUTBOX_PREFIX } from '../adapters/local/outbox-outbound.ts';
 import { parseCommandArgs, USAGE_EXIT, usageError } from './cli-args.ts';
-import { dataDirFromEnv } from './runtime.ts';
+import { dataDirFromEnv, noDataIn } from './runtime.ts';
 
 export interface OutboxIo {
   readonly out: NodeJS.WritableStream;
@@ -53,8 +53,14 @@ export async function commandOutbox(args: readonly string[], io: OutboxIo): Prom
 }
 
 async function withOutbox(io: OutboxIo, fn: (blobs: FsBlobStore) => Promise<number>): Promise<number> {
+  const dataDir = dataDirFromEnv(io.env);
+  const noData = noDataIn(dataDir);
+  if (noData !== null) {
+    io.err.write(`mail-relay outbox: ${noData}\n`);
+    return 1;
+  }
   // Only the blob store is needed: no index, so this runs next to a live `dev` without contention.
-  const blobs = new FsBlobStore({ root: join(dataDirFromEnv(io.env), 'blobs') });
+  const blobs = new FsBlobStore({ root: join(dataDir, 'blobs') });
   try {
     return await fn(blobs);
   } finally {

@@ -93,6 +93,16 @@ export function dataDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(env.MAIL_RELAY_DATA_DIR ?? DEFAULT_DATA_DIR);
 }
 
+/**
+ * What a command that works on the mail a data dir holds (`export`, `token list`, `replay`, `outbox`)
+ * says when `dataDir` holds none (no index.sqlite): a mistyped MAIL_RELAY_DATA_DIR would otherwise be
+ * made, empty, and read as "nothing there". Null when it holds some.
+ */
+export function noDataIn(dataDir: string): string | null {
+  if (existsSync(join(dataDir, 'index.sqlite'))) return null;
+  return `no mail-relay data in ${dataDir} (no index.sqlite): set MAIL_RELAY_DATA_DIR to the data dir`;
+}
+
 export function createLocalRuntime(options: LocalRuntimeOptions): LocalRuntime {
   const dataDir = resolve(options.dataDir ?? dataDirFromEnv());
   makeDataDir(dataDir);

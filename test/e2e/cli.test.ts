@@ -1643,9 +1643,11 @@ describe('arguments, in every command', () => {
 
   it('a reader that leaves early (`| head -1`, `| grep -q`) ends the output, not the command: no EPIPE trace, its own exit code', async () => {
     // `true` reads nothing and is gone long before the CLI writes: every write meets a closed pipe.
+    const dataDir = join(work, 'piped-data');
+    await createLocalRuntime({ config: parseConfig(CONFIG), dataDir }).close();
     const piped = (args: string) =>
       run('bash', ['-c', `node ${JSON.stringify(BIN)} ${args} | true; echo "exit \${PIPESTATUS[0]}" >&2`], {
-        env: env({ MAIL_RELAY_DATA_DIR: join(work, 'usage-data') }),
+        env: env({ MAIL_RELAY_DATA_DIR: dataDir }),
       });
     const results = await Promise.all(
       ['help', 'route alice@example.test', 'route alice@elsewhere.test', 'token list'].map(piped),
@@ -1657,11 +1659,14 @@ describe('arguments, in every command', () => {
   });
 
   it('route takes addresses only; outbox show names a malformed id, and an empty outbox ends its line', async () => {
+    // A data dir with nothing in its outbox.
+    const emptyOutbox = join(work, 'empty-outbox');
+    await createLocalRuntime({ config: parseConfig(CONFIG), dataDir: emptyOutbox }).close();
     const [route, malformed, missing, empty, help] = await Promise.all([
       cli(['route', '--help']),
       cli(['outbox', 'show', 'nope']),
-      cli(['outbox', 'show', '0123456789abcdef0123456789abcdef']),
-      cli(['outbox'], { MAIL_RELAY_DATA_DIR: join(work, 'empty-outbox') }),
+      cli(['outbox', 'show', '0123456789abcdef0123456789abcdef'], { MAIL_RELAY_DATA_DIR: emptyOutbox }),
+      cli(['outbox'], { MAIL_RELAY_DATA_DIR: emptyOutbox }),
       cli(['help']),
     ]);
     assert.doesNotMatch(route.stdout, /reject 553/);
@@ -1689,6 +1694,24 @@ describe('arguments, in every command', () => {
     assert.equal(missing.stderr, 'mail-relay outbox: no message 0123456789abcdef0123456789abcdef\n');
     assert.equal(empty.code, 0, empty.stderr);
     assert.equal(empty.stdout, 'outbox is empty: nothing would have been sent\n');
+  });
+
+  it('a command that reads a data dir names one with no mail-relay data in it (a mistyped path), and makes none', async () => {
+    const typo = join(work, 'no-such-data-dir');
+    const said = `no mail-relay data in ${typo} (no index.sqlite): set MAIL_RELAY_DATA_DIR to the data dir\n`;
+    for (const [args, prefix] of [
+      [['token', 'list'], 'mail-relay token list: '],
+      [['token', 'revoke', '0123456789abcdef'], 'mail-relay token revoke: '],
+      [['outbox'], 'mail-relay outbox: '],
+      [['replay', '--since', '1h'], 'mail-relay: '],
+      [['reparse'], 'mail-relay: '],
+      [['export', 'alice@example.test'], 'mail-relay export: '],
+    ] as const) {
+      const r = await cli(args, { MAIL_RELAY_DATA_DIR: typo });
+      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.stderr, prefix + said, args.join(' '));
+      assert.equal(existsSync(typo), false, `${args.join(' ')} made ${typo}`);
+    }
   });
 });
 
