@@ -11,7 +11,7 @@
 import { basename } from 'node:path';
 import addressparser from 'nodemailer/lib/addressparser';
 import { canonicalAddress, isAddress } from '../core/config.ts';
-import { errorMessage } from '../core/errors.ts';
+import { errorMessage, isStorageFull } from '../core/errors.ts';
 import { messageIdFor, sesMessageIdFromContent, timeOfId } from '../core/ids.ts';
 import { sentMailboxKey } from '../core/keys.ts';
 import { parseMailDate } from '../core/mail-date.ts';
@@ -273,6 +273,11 @@ export interface ImportSummary {
   readonly counts: ReturnType<typeof countOutcomes>;
   /** `file`: the path, with `#n` for the n-th message of an mbox. */
   readonly failures: readonly { file: string; reason: string }[];
+  /**
+   * The disk filled up: why (the first such failure), and how many messages were not imported, from
+   * the one that met it on (the import stopped there). Null when it did not.
+   */
+  readonly diskFull: { readonly reason: string; readonly notImported: number } | null;
   /** Recipients the relay refused, message by message, with the reply an SMTP client would have got. */
   readonly refusals: readonly { file: string; recipient: string; reply: string }[];
   /**
@@ -320,8 +325,15 @@ function reportImport(
   for (const f of summary.skipped) io.err.write(`skipped: ${f.path}: ${f.reason}\n`);
   for (const f of summary.failures) io.err.write(`failed: ${f.file}: ${f.reason}\n`);
   for (const r of summary.refusals) io.err.write(`refused: ${r.file}: ${r.recipient}: ${r.reply}\n`);
+  if (summary.diskFull !== null) {
+    const n = summary.diskFull.notImported;
+    io.err.write(
+      `mail-relay import: no space left on the disk (${summary.diskFull.reason}); ${n} message${n === 1 ? '' : 's'} not imported: ` +
+        'free some space and run the same import again (what it imported is not added twice)\n',
+    );
+  }
   io.out.write(`${summary.line}\n`);
-  return summary.failures.length > 0 ? 1 : 0;
+  return summary.failures.length > 0 || summary.diskFull !== null ? 1 : 0;
 }
 
 /**
@@ -446,6 +458,9 @@ export async function importFiles(
   const sources = await importSources(files);
   const items = sources.items;
   const oneAtATime = keyedQueue();
+  /** The first full-disk failure's reason, once one happened; and the messages it left unimported. */
+  let full: string | null = null;
+  let notImported = 0;
   let next = 0;
   let done = 0;
   const importOne = async (item: (typeof items)[number]): Promise<void> => {
@@ -621,11 +636,17 @@ export async function importFiles(
       }
       tally(result);
     } catch (err) {
-      failures.push({ file, reason: errorMessage(err) });
+      // A full disk fails every message after it too: the import stops, and says so once.
+      if (isStorageFull(err)) {
+        full ??= errorMessage(err);
+        notImported += 1;
+      } else failures.push({ file, reason: errorMessage(err) });
     }
   };
   const worker = async (): Promise<void> => {
-    for (let item = items[next++]; item !== undefined; item = items[next++]) {
+    while (full === null) {
+      const item = items[next++];
+      if (item === undefined) break;
       await importOne(item);
       done += 1;
       options.onProgress?.(done, items.length);
@@ -663,6 +684,9 @@ export async function importFiles(
   const line =
     `imported ${what} in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
-    `parse failures ${c.parseFailed}, failed ${failures.length}`;
-  return { imported, counts, failures, refusals, skipped, line };
+    `parse failures ${c.parseFailed}, failed ${failures.length}` +
+    (full === null ? '' : `, not imported for a full disk ${notImported + Math.max(0, items.length - next)}`);
+  const diskFull =
+    full === null ? null : { reason: full, notImported: notImported + Math.max(0, items.length - next) };
+  return { imported, counts, failures, refusals, skipped, diskFull, line };
 }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readdirSync, statfsSync, statSync } from 'node:fs';
+import { readdirSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startPop3Bridge } from '../../functions/local/pop3-bridge.ts';
@@ -419,6 +419,9 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
       assert.equal(r.code, 1, `${args[0]}: ${r.stdout}${r.stderr}`);
       assert.match(r.stderr, /no space left/, `${args[0]} says why: ${r.stderr}`);
       assert.doesNotMatch(r.stderr, /^\s+at /m, `${args[0]}: no stack trace`);
+      // Once, not once per message (compact: once per database it could not compact).
+      const lines = args[0] === 'compact' ? 2 : 1;
+      assert.equal(r.stderr.split('\n').length, lines + 1, `${args[0]}: ${lines} line(s): ${r.stderr}`);
     }
     freeDisk(filler);
     const imported = await cli(dataDir, ['import', '--to', MAILBOX, ...files]);
@@ -426,5 +429,32 @@ describe('mail-relay dev on a disk that fills up', { skip: point === null }, () 
     assert.match(imported.stdout, /imported 3\/3 files/);
     const created = await cli(dataDir, ['token', 'create', 'bob@example.test']);
     assert.equal(created.code, 0, created.stderr);
+
+    // A disk that fills up during an import: said once (not once per message), the import stops there,
+    // and run again once there is room it brings the rest.
+    const mbox = join(dataDir, '..', 'many.mbox');
+    const count = 200;
+    writeFileSync(
+      mbox,
+      Array.from(
+        { length: count },
+        (_, i) =>
+          `From a@remote.test Mon Nov  2 10:00:00 2026\nSubject: many ${i}\n\n${'x'.repeat(4000)}\n\n`,
+      ).join(''),
+    );
+    fillDisk(filler);
+    truncateSync(filler, statSync(filler).size - 1024 * 1024);
+    const partly = await cli(dataDir, ['import', '--to', MAILBOX, mbox]);
+    assert.equal(partly.code, 1, partly.stdout + partly.stderr);
+    assert.match(
+      partly.stderr,
+      /^mail-relay import: [^\n]*no space left[^\n]*; (\d+) messages not imported: free some space and run the same import again[^\n]*\n$/,
+    );
+    const left = Number(/; (\d+) messages not imported/.exec(partly.stderr)?.[1]);
+    assert.ok(left > 0 && left < count, `${left} of ${count} not imported`);
+    freeDisk(filler);
+    const rest = await cli(dataDir, ['import', '--to', MAILBOX, mbox]);
+    assert.equal(rest.code, 0, rest.stderr);
+    assert.match(rest.stdout, new RegExp(`delivered ${left}, duplicate ${count - left},`));
   });
 });
