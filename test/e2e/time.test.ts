@@ -199,6 +199,9 @@ globalThis.Date = class extends Real {
 describe('--since', () => {
   it('reads a date-time without a zone as UTC (the times LIST shows), under any TZ', async () => {
     const dataDir = join(work, 'since');
+    // A data dir that holds mail-relay data (replay refuses one that does not): a token made in it.
+    const made = await cli(dataDir, 'UTC', ['token', 'create', 'alice@example.test']);
+    assert.equal(made.code, 0, made.stderr);
     for (const tz of ['Pacific/Kiritimati', 'America/St_Johns']) {
       for (const since of ['2026-11-27T12:00', '2026-11-27 12:00:00']) {
         const r = await cli(dataDir, tz, ['replay', '--since', since]);
