@@ -169,6 +169,19 @@ function writeErrorAndClose(socket: Duplex, status: string, code: string, messag
   );
 }
 
+/** An `{error}` answer to a request the app is not given, as its connection's last. */
+function endWithError(res: ServerResponse, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    Connection: 'close',
+  });
+  res.end(body);
+}
+
 /** An `{error}` answer made outside the app (which is not reached), with the app's headers for one. */
 function jsonErrorResponse(status: number, code: string, message: string): Response {
   return new Response(JSON.stringify({ error: { code, message } }), {
@@ -263,17 +276,7 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
       // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. HTTP/1.0 did not have Host (a load
       // balancer's health check, `nc`, old tools still send such requests): it asked this server.
       if (req.httpVersion !== '1.0') {
-        const body = JSON.stringify({
-          error: { code: 'invalid_request', message: 'an HTTP/1.1 request needs a Host header' },
-        });
-        res.writeHead(400, {
-          'Content-Type': 'application/json',
-          'Content-Length': Buffer.byteLength(body),
-          'Cache-Control': 'no-store',
-          'X-Content-Type-Options': 'nosniff',
-          Connection: 'close',
-        });
-        res.end(body);
+        endWithError(res, 400, 'invalid_request', 'an HTTP/1.1 request needs a Host header');
         return;
       }
       const local = req.socket.localAddress ?? host;
@@ -299,20 +302,12 @@ export async function startApiServer(runtime: LocalRuntime, options: ApiServerOp
     );
   });
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    const body = JSON.stringify({
-      error: {
-        code: 'expectation_failed',
-        message: `this server meets no expectation but 100-continue (Expect: ${String(req.headers.expect).slice(0, 100)})`,
-      },
-    });
-    res.writeHead(417, {
-      'Content-Type': 'application/json',
-      'Content-Length': Buffer.byteLength(body),
-      'Cache-Control': 'no-store',
-      'X-Content-Type-Options': 'nosniff',
-      Connection: 'close',
-    });
-    res.end(body);
+    endWithError(
+      res,
+      417,
+      'expectation_failed',
+      `this server meets no expectation but 100-continue (Expect: ${String(req.headers.expect).slice(0, 100)})`,
+    );
   });
   server.on('checkContinue', (req, res) => {
     continueOnFirstRead(req, res);

@@ -149,9 +149,9 @@ async function earlierImportTime(
  * first time would append it to the journal, store it again under `inbound/` (an upload to S3 with
  * `--stack`) and parse it, only to find the same (or, under an exported id, add a second copy);
  * an export imported twice cost as much the second time. `null` when routing it now would do anything
- * else (a mailbox or forward added to its route since, a forward, `restoreDeleted` and a mailbox that
- * deleted it), or when no mailbox is among its routes: it is then imported as the first time was,
- * which delivers what is missing. A refusal or a drop is as routing it again would find it.
+ * else (a mailbox added to its route since, a forward, `restoreDeleted` and a mailbox that deleted
+ * it), or when no mailbox is among its routes: it is then imported as the first time was, which
+ * delivers what is missing. A refusal or a drop is as routing it again would find it.
  *
  * Sound as ADR 2 has it: an index entry exists once its message's blobs are written (or, locally,
  * once the journal record that rewrites them at recovery is durable, and recovery runs before an

@@ -151,6 +151,20 @@ describe('mail-relay route', () => {
   });
 });
 
+/** What alice's mailbox stores for each of `entries`, less the trace headers it was stored with. */
+function alicesBodies(
+  runtime: ReturnType<typeof createLocalRuntime>,
+  entries: readonly { readonly id: string }[],
+): Promise<Buffer[]> {
+  return Promise.all(
+    entries.map(
+      async (e) =>
+        stripTrace((await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`)) ?? Buffer.alloc(0))
+          .body,
+    ),
+  );
+}
+
 describe('mail-relay import', () => {
   const dataDir = join(work, 'import-data');
   const files = readdirSync(FIXTURES)
@@ -200,14 +214,7 @@ describe('mail-relay import', () => {
           /^Subject:[ \t]*([^\r\n]*)/im.exec(readFileSync(eml, 'latin1'))?.[1] ?? '',
         ].sort(),
       );
-      const copies = await Promise.all(
-        entries.map(
-          async (e) =>
-            stripTrace(
-              (await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`)) ?? Buffer.alloc(0),
-            ).body,
-        ),
-      );
+      const copies = await alicesBodies(runtime, entries);
       assert.ok(
         copies.some((c) => c.equals(readFileSync(eml))),
         'the piped message byte for byte',
@@ -242,14 +249,7 @@ describe('mail-relay import', () => {
       }).length;
       assert.ok(sharedDate >= 4, `${sharedDate} fixtures dated 2025-03-04 09:15 UTC`);
       assert.equal(entries.filter((e) => e.receivedAt === '2025-03-04T09:15:00.000Z').length, sharedDate);
-      const bodies = await Promise.all(
-        entries.map(
-          async (e) =>
-            stripTrace(
-              (await runtime.blobs.get(`mailboxes/alice@example.test/${e.id}.eml`)) ?? Buffer.alloc(0),
-            ).body,
-        ),
-      );
+      const bodies = await alicesBodies(runtime, entries);
       for (const f of files) {
         const original = readFileSync(f);
         assert.ok(
