@@ -314,7 +314,14 @@ function fileSink(handle: FileHandle): Sink {
   return {
     write: async (bytes) => {
       let done = 0;
-      while (done < bytes.length) done += (await handle.write(bytes, done)).bytesWritten;
+      while (done < bytes.length) {
+        const { bytesWritten } = await handle.write(bytes, done);
+        // A write that takes nothing and says nothing would be retried for ever: the disk is full.
+        if (bytesWritten === 0) {
+          throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        }
+        done += bytesWritten;
+      }
     },
   };
 }

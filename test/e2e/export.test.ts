@@ -606,8 +606,8 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
     try {
       fillDisk(join(point, 'filler'));
       const out = join(point, 'alice.mbox');
-      const r = await cli(dataDir, ['export', ALICE, '--out', out]);
-      assert.equal(r.code, 1);
+      const r = await cli(dataDir, ['export', ALICE, '--out', out], 60_000);
+      assert.equal(r.code, 1, `${r.stdout}${r.stderr}`);
       assert.equal(
         r.stderr,
         `mail-relay export: could not write to ${out}: ENOSPC: no space left on device, write; nothing was written to ${out}\n`,
