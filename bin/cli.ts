@@ -6,18 +6,18 @@ import { openFilesTooLowLine, readOpenFilesLimit } from '../functions/local/desc
 // What is left to print then has no reader, which is not the command failing: its output stops there,
 // and the command finishes what it does and exits with its own code (not an EPIPE stack trace).
 // Output that cannot be written (`> /dev/full`, a full disk) fails the command, in one line, not a
-// stack trace; a command that writes through a sink of its own (export) says so itself.
+// stack trace; a command that writes through a sink of its own (export) says so itself. Its notes on
+// stderr are not its output: one that cannot be written there is lost, the command's outcome is not.
 let outputFailed = false;
-for (const stream of [process.stdout, process.stderr]) {
-  stream.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE' || outputFailed) return;
-    outputFailed = true;
-    // Also once the command has returned (the write failed after it): its code is set by then.
-    if (process.exitCode === 0 || process.exitCode === undefined) process.exitCode = 1;
-    if (stream === process.stdout && stream.listenerCount('error') === 1)
-      process.stderr.write(`mail-relay: could not write to standard output: ${err.message}\n`);
-  });
-}
+process.stderr.on('error', () => undefined);
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE' || outputFailed) return;
+  outputFailed = true;
+  // Also once the command has returned (the write failed after it): its code is set by then.
+  if (process.exitCode === 0 || process.exitCode === undefined) process.exitCode = 1;
+  if (process.stdout.listenerCount('error') === 1)
+    process.stderr.write(`mail-relay: could not write to standard output: ${err.message}\n`);
+});
 
 // The servers, checked before anything else is loaded: loading the relay is what fails first under
 // a very low open-files limit (`npm start` reads ~40 module files at once), with a stack trace.

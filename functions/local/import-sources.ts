@@ -5,7 +5,7 @@
  * byte range of the file, from its `From ` line to the next one's, so the messages together are the
  * file (each is stored without its `From ` line: `withoutFromLine`).
  */
-import { createReadStream, createWriteStream, type Dirent, type Stats } from 'node:fs';
+import { createReadStream, createWriteStream, type Dirent, rmSync, type Stats } from 'node:fs';
 import { type FileHandle, mkdtemp, open, readdir, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -38,6 +38,8 @@ export interface ImportItem {
    * Maildir export gives a message (`,I=<id>,E=<ses>`, mboxrd.ts); a name elsewhere is just a name.
    */
   readonly inMaildir?: boolean;
+  /** The file as the user named it, where `path` is a copy of it (a pipe's). */
+  readonly shownAs?: string;
   /**
    * Why it cannot be read, found while listing a directory (a symbolic link whose target is not there,
    * a link loop): a failure of its own, as a file given by name that cannot be read is.
@@ -499,6 +501,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
         fromLineTime: null,
         readState,
         inMaildir,
+        ...(shownAs === path ? {} : { shownAs }),
       });
       return;
     }
@@ -516,6 +519,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
           fromLineTime,
           readState: inMaildirCur ? { maildirSeen: maildirSeen(path) } : 'mbox',
           inMaildir,
+          ...(shownAs === path ? {} : { shownAs }),
         });
       }
     } finally {
@@ -530,86 +534,137 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   const seen = new Map<string, string>();
   let spoolDir: string | undefined;
   let spooled = 0;
-  for (const path of paths) {
-    const info = await stat(path).catch(() => null);
-    if (info?.isDirectory()) {
-      /** Messages of a Maildir's `cur/` marked deleted (`T`: IMAP's \\Deleted in Dovecot, mutt's maildir_trash). */
-      const trashed = new Map<string, number>();
-      // A Maildir's `cur/` or `new/` given by name is read as it is inside its Maildir.
-      const folder = basename(path);
-      const maildirPart = (folder === 'cur' || folder === 'new') && (await isMaildir(dirname(path)));
-      for (const file of await filesBelow(path, skipped, maildirPart && folder === 'cur', maildirPart)) {
-        if (file.failure !== undefined) {
-          files += 1;
-          items.push({ ...unread(file.path), failure: file.failure });
-          continue;
-        }
-        if (file.inMaildirCur && maildirFlags(file.path).includes('T')) {
-          const dir = dirname(file.path);
-          trashed.set(dir, (trashed.get(dir) ?? 0) + 1);
-          continue;
-        }
-        let s: Stats;
-        let begins: Awaited<ReturnType<typeof fileStart>>;
-        try {
-          s = await stat(file.path);
-          const first = seen.get(`${s.dev}:${s.ino}`);
-          if (first !== undefined) {
-            skipped.push({ path: file.path, reason: `the same file as ${first}, read once` });
+  /** Reads `paths` into `items`, `skipped` and `files`. */
+  const readPaths = async (): Promise<void> => {
+    for (const path of paths) {
+      const info = await stat(path).catch(() => null);
+      if (info?.isDirectory()) {
+        /** Messages of a Maildir's `cur/` marked deleted (`T`: IMAP's \\Deleted in Dovecot, mutt's maildir_trash). */
+        const trashed = new Map<string, number>();
+        // A Maildir's `cur/` or `new/` given by name is read as it is inside its Maildir.
+        const folder = basename(path);
+        const maildirPart = (folder === 'cur' || folder === 'new') && (await isMaildir(dirname(path)));
+        for (const file of await filesBelow(path, skipped, maildirPart && folder === 'cur', maildirPart)) {
+          if (file.failure !== undefined) {
+            files += 1;
+            items.push({ ...unread(file.path), failure: file.failure });
             continue;
           }
-          seen.set(`${s.dev}:${s.ino}`, file.path);
-          // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
-          begins = s.size > 0 ? await fileStart(file.path) : 'mail';
+          if (file.inMaildirCur && maildirFlags(file.path).includes('T')) {
+            const dir = dirname(file.path);
+            trashed.set(dir, (trashed.get(dir) ?? 0) + 1);
+            continue;
+          }
+          let s: Stats;
+          let begins: Awaited<ReturnType<typeof fileStart>>;
+          try {
+            s = await stat(file.path);
+            const first = seen.get(`${s.dev}:${s.ino}`);
+            if (first !== undefined) {
+              skipped.push({ path: file.path, reason: `the same file as ${first}, read once` });
+              continue;
+            }
+            seen.set(`${s.dev}:${s.ino}`, file.path);
+            // A Maildir's files are read here once, for their first line, not each in 1 MiB for `From ` lines.
+            begins = s.size > 0 ? await fileStart(file.path) : 'mail';
+          } catch (err) {
+            // One file of the folder that cannot be read (not ours to read, gone since the listing) is
+            // a failure of its own, as a file given by name is; the others are still imported.
+            files += 1;
+            items.push({ ...unread(file.path), failure: errorMessage(err) });
+            continue;
+          }
+          if (begins === 'other') {
+            skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
+            continue;
+          }
+          await addFile(file.path, s.size, s.mtime, file.inMaildirCur, begins === 'mbox', file.inMaildir);
+        }
+        for (const [dir, n] of trashed)
+          skipped.push({
+            path: dir,
+            reason: `${n} message${n === 1 ? '' : 's'} marked deleted (the T flag), not expunged yet`,
+          });
+      } else if (info?.isFile()) {
+        if (!seen.has(`${info.dev}:${info.ino}`)) seen.set(`${info.dev}:${info.ino}`, path);
+        // One that cannot be read is scanned anyway: the scan says why, as before.
+        const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';
+        // A Maildir file given by name keeps what its name says of our export.
+        const parent = dirname(path);
+        const inMaildir = ['cur', 'new'].includes(basename(parent)) && (await isMaildir(dirname(parent)));
+        await addFile(path, info.size, info.mtime, false, begins === 'mbox', inMaildir);
+      } else if (info?.isFIFO()) {
+        // A pipe (`import <(zcat mail.mbox.gz)`, `… | import /dev/stdin`) can be read once, and from
+        // its start only: what it gives is copied to a file first, and imported from there under its own
+        // name. A copy that fails (the temporary directory's disk is full) is that pipe's failure alone.
+        if (spoolDir === undefined) {
+          spoolDir = await mkdtemp(join(tmpdir(), 'mail-relay-import-'));
+          removeOnSignal(spoolDir);
+        }
+        const copy = join(spoolDir, String(spooled++));
+        try {
+          await pipeline(createReadStream(path), createWriteStream(copy, { flags: 'wx' }));
         } catch (err) {
-          // One file of the folder that cannot be read (not ours to read, gone since the listing) is
-          // a failure of its own, as a file given by name is; the others are still imported.
+          await rm(copy, { force: true });
           files += 1;
-          items.push({ ...unread(file.path), failure: errorMessage(err) });
+          items.push({
+            ...unread(path),
+            failure: `could not copy what it gives to ${copy}: ${errorMessage(err)}`,
+          });
           continue;
         }
-        if (begins === 'other') {
-          skipped.push({ path: file.path, reason: 'not a message (its first line is no header field)' });
-          continue;
-        }
-        await addFile(file.path, s.size, s.mtime, file.inMaildirCur, begins === 'mbox', file.inMaildir);
+        const { size } = await stat(copy);
+        const begins = size > 0 ? await fileStart(copy) : 'mail';
+        // It has no time of its own: a message with no date gets the time it is imported at.
+        await addFile(copy, size, new Date(), false, begins === 'mbox', false, path);
+      } else if (info?.isCharacterDevice()) {
+        // A device is no mail (`/dev/null` is empty; `/dev/zero` never ends; a terminal waits for typing).
+        skipped.push({ path, reason: 'a device, not a file or a pipe: not read' });
+      } else {
+        // Missing, or not a regular file (a socket): its read says why, as a failure of its own.
+        files += 1;
+        items.push(unread(path));
       }
-      for (const [dir, n] of trashed)
-        skipped.push({
-          path: dir,
-          reason: `${n} message${n === 1 ? '' : 's'} marked deleted (the T flag), not expunged yet`,
-        });
-    } else if (info?.isFile()) {
-      if (!seen.has(`${info.dev}:${info.ino}`)) seen.set(`${info.dev}:${info.ino}`, path);
-      // One that cannot be read is scanned anyway: the scan says why, as before.
-      const begins = info.size > 0 ? await fileStart(path).catch(() => 'mbox') : 'mail';
-      // A Maildir file given by name keeps what its name says of our export.
-      const parent = dirname(path);
-      const inMaildir = ['cur', 'new'].includes(basename(parent)) && (await isMaildir(dirname(parent)));
-      await addFile(path, info.size, info.mtime, false, begins === 'mbox', inMaildir);
-    } else if (info !== null && (info.isFIFO() || info.isCharacterDevice())) {
-      // A pipe (`import <(zcat mail.mbox.gz)`, `/dev/stdin`) can be read once, and from its start
-      // only: what it gives is copied to a file first, and imported from there under its own name.
-      spoolDir ??= await mkdtemp(join(tmpdir(), 'mail-relay-import-'));
-      const copy = join(spoolDir, String(spooled++));
-      await pipeline(createReadStream(path), createWriteStream(copy, { flags: 'wx' }));
-      const { size } = await stat(copy);
-      const begins = size > 0 ? await fileStart(copy) : 'mail';
-      // It has no time of its own: a message with no date gets the time it is imported at.
-      await addFile(copy, size, new Date(), false, begins === 'mbox', false, path);
-    } else {
-      // Missing, or not a regular file (a socket): its read says why, as a failure of its own.
-      files += 1;
-      items.push(unread(path));
     }
+  };
+  try {
+    await readPaths();
+  } catch (err) {
+    if (spoolDir !== undefined) {
+      signalCleanups.delete(spoolDir);
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+    throw err;
   }
-  const made = spoolDir;
+  const made: string | undefined = spoolDir;
   return {
     items,
     files,
     skipped,
     dispose: async () => {
-      if (made !== undefined) await rm(made, { recursive: true, force: true });
+      if (made === undefined) return;
+      signalCleanups.delete(made);
+      await rm(made, { recursive: true, force: true });
     },
   };
+}
+
+/** Pipe copies to remove should the import be stopped (Ctrl-C) before it disposes of them. */
+const signalCleanups = new Set<string>();
+
+let signalsHandled = false;
+
+function removeOnSignal(dir: string): void {
+  signalCleanups.add(dir);
+  if (signalsHandled) return;
+  signalsHandled = true;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    const onSignal = () => {
+      for (const d of signalCleanups) rmSync(d, { recursive: true, force: true });
+      // Then stopped as the signal stops a process (process.exit would wait on a pipe's blocked open).
+      process.off(signal, onSignal);
+      process.kill(process.pid, signal);
+    };
+    process.on(signal, onSignal);
+  }
 }

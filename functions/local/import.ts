@@ -484,9 +484,10 @@ export async function importFiles(
               ? 'gmail-trash'
               : null;
       if (deletedIn !== null) {
-        const byWhy = deleted.get(item.path) ?? new Map<DeletedIn, number>();
+        const shown = item.shownAs ?? item.path;
+        const byWhy = deleted.get(shown) ?? new Map<DeletedIn, number>();
         byWhy.set(deletedIn, (byWhy.get(deletedIn) ?? 0) + 1);
-        deleted.set(item.path, byWhy);
+        deleted.set(shown, byWhy);
         return;
       }
       const read =

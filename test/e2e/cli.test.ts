@@ -39,6 +39,7 @@ import { freePort } from '../helpers/net.ts';
 import { python, run } from '../helpers/process.ts';
 import { recordCalls } from '../helpers/record-calls.ts';
 import { listAll, stripTrace } from '../helpers/relay.ts';
+import { fillDisk, mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.ts';
 
 const BIN = join(PROJECT_ROOT, 'bin/mail-relay.js');
 const FIXTURES = join(PROJECT_ROOT, 'test/fixtures');
@@ -179,8 +180,11 @@ describe('mail-relay import', () => {
       mbox,
       [1, 2, 3]
         .map((i) => `From a@remote.test Mon Nov  2 10:00:0${i} 2026\nSubject: piped ${i}\n\nbody ${i}\n\n`)
-        .join(''),
+        .join('') +
+        // One Thunderbird deleted and has not compacted out yet: passed over, and said under the pipe's name.
+        'From a@remote.test Mon Nov  2 10:00:09 2026\nX-Mozilla-Status: 0009\nSubject: gone\n\nbody\n\n',
     );
+    const copiesBefore = new Set(readdirSync(tmpdir()));
     const sh = (script: string) =>
       run('bash', ['-c', script, 'bash', process.execPath, BIN, eml, mbox], {
         env: env({ MAIL_RELAY_DATA_DIR: piped }),
@@ -198,9 +202,69 @@ describe('mail-relay import', () => {
     const stdin = await sh('cat "$4" | "$1" "$2" import --to alice@example.test /dev/stdin');
     assert.equal(stdin.code, 0, stdin.stderr);
     assert.match(stdin.stdout, /^imported 3\/3 messages from 1 file in [\d.]+s: delivered 3, duplicate 0,/);
-    // /dev/null holds nothing: passed over as an empty file is.
-    const none = await sh('"$1" "$2" import --to alice@example.test /dev/null');
-    assert.match(none.stderr, /skipped: \/dev\/null: empty file, no message in it/);
+    assert.equal(
+      stdin.stderr,
+      'skipped: /dev/stdin: 1 message deleted in Thunderbird (X-Mozilla-Status), still in the file until the folder is compacted\n',
+    );
+    // A device is no mail: /dev/null is empty, /dev/zero would never end. Passed over, not read.
+    const devices = await sh('"$1" "$2" import --to alice@example.test /dev/null /dev/zero');
+    assert.equal(devices.code, 0, devices.stderr);
+    assert.equal(
+      devices.stderr,
+      'skipped: /dev/null: a device, not a file or a pipe: not read\n' +
+        'skipped: /dev/zero: a device, not a file or a pipe: not read\n',
+    );
+    // Stopped (Ctrl-C) while a pipe has given nothing yet (a FIFO with no writer): it stops, as a
+    // signal stops it, and takes its copies with it.
+    const fifo = join(work, 'import-pipe.fifo');
+    assert.equal((await run('mkfifo', [fifo])).code, 0);
+    const waiting = spawn(process.execPath, [BIN, 'import', '--to', 'alice@example.test', fifo], {
+      env: env({ MAIL_RELAY_DATA_DIR: piped }),
+      stdio: 'ignore',
+    });
+    const copies = () =>
+      readdirSync(tmpdir()).filter((f) => f.startsWith('mail-relay-import-') && !copiesBefore.has(f));
+    const deadline = Date.now() + 30_000;
+    while (copies().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(copies().length, 1, 'the copy of the pipe is being made');
+    waiting.kill('SIGINT');
+    const [, signal] = await once(waiting, 'exit');
+    assert.equal(signal, 'SIGINT');
+    // Nothing of the pipes' copies is left in the temporary directory.
+    assert.deepEqual(copies(), []);
+    // A copy that cannot be made (the temporary directory's disk is full) fails that pipe alone.
+    const point = mountTmpfs('mr-import-tmp', 1);
+    if (point === null) return;
+    try {
+      fillDisk(join(point, 'filler'));
+      const r = await run(
+        'bash',
+        [
+          '-c',
+          '"$1" "$2" import --to alice@example.test <(cat "$3" "$3" "$3") "$4"',
+          'bash',
+          process.execPath,
+          BIN,
+          mbox,
+          eml,
+        ],
+        {
+          env: env({ MAIL_RELAY_DATA_DIR: piped, TMPDIR: point }),
+        },
+      );
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(
+        r.stderr,
+        /^failed: \/dev\/fd\/\d+: could not copy what it gives to \S+: ENOSPC: no space left on device/m,
+      );
+      assert.match(r.stdout, /delivered 0, duplicate 1, .* failed 1$/m);
+      assert.deepEqual(
+        readdirSync(point).filter((f) => f.startsWith('mail-relay-import-')),
+        [],
+      );
+    } finally {
+      unmountTmpfs(point);
+    }
     const runtime = createLocalRuntime({
       config: parseConfig({ domains: ['example.test'], mailboxes: ['*@example.test'] }),
       dataDir: piped,

@@ -600,6 +600,21 @@ print(json.dumps(sorted([[str(m["Subject"] or ""), "S" in m.get_flags(), m.get_s
       (await full('route "$2"')).stdout,
       'mail-relay: could not write to standard output: ENOSPC: no space left on device, write\nexit 1\n',
     );
+    // Its notes on stderr are not its output: one that cannot be written there does not fail it.
+    const noted = await run(
+      'bash',
+      [
+        '-c',
+        '"$0" "$1" export "$2" --out "$3" 2>/dev/full; echo "exit $?"',
+        process.execPath,
+        BIN,
+        ALICE,
+        join(work, 'noted.mbox'),
+      ],
+      { env: cleanEnv({ MAIL_RELAY_CONFIG: configPath, MAIL_RELAY_DATA_DIR: dataDir }) },
+    );
+    assert.equal(noted.stdout, 'exit 0\n');
+    assert.ok(existsSync(join(work, 'noted.mbox')));
     // A full disk under --out is that disk's, not the data dir's.
     const point = mountTmpfs('mr-export-full', 1);
     if (point === null) return;
