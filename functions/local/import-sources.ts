@@ -597,12 +597,13 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
         // A pipe (`import <(zcat mail.mbox.gz)`, `… | import /dev/stdin`) can be read once, and from
         // its start only: what it gives is copied to a file first, and imported from there under its own
         // name. A copy that fails (the temporary directory's disk is full) is that pipe's failure alone.
-        if (spoolDir === undefined) {
-          spoolDir = await mkdtemp(join(tmpdir(), 'mail-relay-import-'));
-          removeOnSignal(spoolDir);
-        }
-        const copy = join(spoolDir, String(spooled++));
+        let copy = join(tmpdir(), 'mail-relay-import-…');
         try {
+          if (spoolDir === undefined) {
+            spoolDir = await mkdtemp(join(tmpdir(), 'mail-relay-import-'));
+            removeOnSignal(spoolDir);
+          }
+          copy = join(spoolDir, String(spooled++));
           await pipeline(createReadStream(path), createWriteStream(copy, { flags: 'wx' }));
         } catch (err) {
           await rm(copy, { force: true });
