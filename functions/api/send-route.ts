@@ -28,6 +28,19 @@ const addressInputSchema = z.union([
 // the body's size bounds the rest.
 const addressesSchema = z.union([addressInputSchema, z.array(addressInputSchema)]);
 
+/** No control character: a CR or LF in a header field's value would be taken for the start of another. */
+const NO_CONTROLS_RE = /^[^\x00-\x1f\x7f]*$/;
+const NO_CONTROLS = 'control characters are not allowed';
+/** RFC 2045's token. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+/** A media type as a Content-Type holds it: `type/subtype`, and parameters. */
+const MEDIA_TYPE_RE = new RegExp(`^${TOKEN}/${TOKEN}( *; *${TOKEN}=(${TOKEN}|"[^"\\x00-\\x1f\\x7f]*"))*$`);
+/** A message id (RFC 5322 `msg-id`; nodemailer adds the angle brackets where they are left out). */
+const MSG_ID = '<?[^<>\\s\\x00-\\x1f\\x7f]+>?';
+const MSG_ID_RE = new RegExp(`^${MSG_ID}$`);
+const MSG_IDS_RE = new RegExp(`^ *${MSG_ID}( +${MSG_ID})* *$`);
+const MSG_IDS = 'must be message ids such as <id@example.com>, separated by spaces';
+
 export const sendJsonSchema = z
   .object({
     to: addressesSchema.optional(),
@@ -37,16 +50,27 @@ export const sendJsonSchema = z
     text: z.string().optional(),
     html: z.string().optional(),
     /** Display name for From; the address is always the mailbox's own. */
-    fromName: z.string().max(200).optional(),
+    fromName: z.string().max(200).regex(NO_CONTROLS_RE, NO_CONTROLS).optional(),
     replyTo: addressInputSchema.optional(),
-    inReplyTo: z.string().max(998).optional(),
-    references: z.union([z.string().max(998), z.array(z.string().max(998)).max(100)]).optional(),
+    inReplyTo: z.string().max(998).regex(MSG_IDS_RE, MSG_IDS).optional(),
+    references: z
+      .union([
+        z.string().max(998).regex(MSG_IDS_RE, MSG_IDS),
+        z
+          .array(z.string().max(998).regex(MSG_ID_RE, 'must be a message id such as <id@example.com>'))
+          .max(100),
+      ])
+      .optional(),
     attachments: z
       .array(
         z
           .object({
             filename: z.string().min(1).max(255),
-            contentType: z.string().max(255).optional(),
+            contentType: z
+              .string()
+              .max(255)
+              .regex(MEDIA_TYPE_RE, 'must be a media type such as application/pdf')
+              .optional(),
             /** The bytes, base64-encoded. */
             content: z.string().regex(/^[A-Za-z0-9+/=\r\n]*$/, 'must be base64'),
             /** Makes it an inline part that html can reference as `cid:<contentId>`. */

@@ -210,6 +210,19 @@ describe('POST /v1/mailboxes/{address}/send', () => {
       assert.equal(refused.status, 400, JSON.stringify(to));
       assert.equal((await errorOf(refused)).code, 'invalid_recipient');
     }
+    // Nor is a line break in the other header values, nor what is not their kind: a sender's name, a
+    // reply's message ids, an attachment's media type (it was cut into `text/plainX-Evil: 1`).
+    for (const fields of [
+      { fromName: 'Support\r\nTo: ceo@example.test' },
+      { inReplyTo: '<a@example.test>\r\nBcc: eve@elsewhere.test' },
+      { references: ['<a@example.test>', '<b@example.test>\r\nX-Evil: 1'] },
+      { attachments: [{ filename: 'a.txt', contentType: 'text/plain\r\nX-Evil: 1', content: 'eA==' }] },
+      { attachments: [{ filename: 'a.txt', contentType: 'not a type', content: 'eA==' }] },
+    ]) {
+      const refused = await send({ to: 'hank@remote.test', text: 'x', ...fields });
+      assert.equal(refused.status, 400, JSON.stringify(fields));
+      assert.equal((await errorOf(refused)).code, 'invalid_request', JSON.stringify(fields));
+    }
     const many = await send({ to: Array.from({ length: 51 }, (_, i) => `r${i}@remote.test`), text: 'x' });
     assert.equal(many.status, 400);
     assert.equal((await errorOf(many)).code, 'too_many_recipients');
