@@ -29,6 +29,7 @@ const addressInputSchema = z.union([
 const addressesSchema = z.union([addressInputSchema, z.array(addressInputSchema)]);
 
 /** No control character: a CR or LF in a header field's value would be taken for the start of another. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
 const NO_CONTROLS_RE = /^[^\x00-\x1f\x7f]*$/;
 const NO_CONTROLS = 'control characters are not allowed';
 /** RFC 2045's token. */

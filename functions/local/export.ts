@@ -6,7 +6,7 @@
  * page and a chunk, whatever the size of the mailbox or of its messages.
  */
 import { createHash } from 'node:crypto';
-import { constants, existsSync } from 'node:fs';
+import { constants } from 'node:fs';
 import {
   type FileHandle,
   link,
