@@ -38,6 +38,9 @@ export function run(
         stderr: Buffer.concat(err).toString('utf8'),
       });
     });
+    // A child that exits without reading its input (mkfifo, a command that fails at once) closes the
+    // pipe first: EPIPE on it is not the run's error.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }

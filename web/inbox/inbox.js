@@ -1742,7 +1742,10 @@ function openCompose(replyTo) {
           text: String(data.get('text')),
         };
         if (body.cc.length === 0) delete body.cc;
-        if (replyTo?.messageId) {
+        // Threaded under the message replied to, when its Message-ID is one the API takes (a malformed
+        // one would have the reply refused; it goes unthreaded instead).
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+        if (replyTo?.messageId && /^<?[^<>\s\x00-\x1f\x7f]+>?$/.test(replyTo.messageId)) {
           body.inReplyTo = replyTo.messageId;
           body.references = replyTo.messageId;
         }
