@@ -30,8 +30,8 @@ const addressesSchema = z.union([addressInputSchema, z.array(addressInputSchema)
 
 /** No control character: a CR or LF in a header field's value would be taken for the start of another. */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
-const NO_CONTROLS_RE = /^[^\x00-\x1f\x7f]*$/;
-const NO_CONTROLS = 'control characters are not allowed';
+export const NO_CONTROLS_RE = /^[^\x00-\x1f\x7f]*$/;
+export const NO_CONTROLS = 'control characters are not allowed';
 /** RFC 2045's token. */
 const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
 /** A media type as a Content-Type holds it: `type/subtype`, and parameters. */

@@ -37,6 +37,8 @@ import {
   IDEMPOTENCY_KEY_RE,
   MAX_SEND_RECIPIENTS,
   maxSendBodyBytes,
+  NO_CONTROLS,
+  NO_CONTROLS_RE,
   type SendRequest,
   sendRouteFor,
 } from './send-route.ts';
@@ -71,8 +73,7 @@ function toAddress(input: AddressInput, field: string): { name: string; address:
   const refuse = (why: string) => new ValidationError(`${field}: ${why}`, [field], 'invalid_recipient');
   const texts = typeof input === 'string' ? [input] : [input.name ?? '', input.address];
   // A line break would start another header (or, in a string, another list): one address per entry.
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
-  if (texts.some((t) => /[\x00-\x1f\x7f]/.test(t))) throw refuse('control characters are not allowed');
+  if (texts.some((t) => !NO_CONTROLS_RE.test(t))) throw refuse(NO_CONTROLS);
   let parsed: { name: string; address: string };
   if (typeof input === 'string') {
     const list = parseAddressList(Buffer.from(input, 'utf8').toString('latin1'));

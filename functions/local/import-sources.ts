@@ -597,7 +597,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
         // A pipe (`import <(zcat mail.mbox.gz)`, `… | import /dev/stdin`) can be read once, and from
         // its start only: what it gives is copied to a file first, and imported from there under its own
         // name. A copy that fails (the temporary directory's disk is full) is that pipe's failure alone.
-        let copy = join(tmpdir(), 'mail-relay-import-…');
+        let copy: string | undefined;
         try {
           if (spoolDir === undefined) {
             spoolDir = await mkdtemp(join(tmpdir(), 'mail-relay-import-'));
@@ -606,11 +606,11 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
           copy = join(spoolDir, String(spooled++));
           await pipeline(createReadStream(path), createWriteStream(copy, { flags: 'wx' }));
         } catch (err) {
-          await rm(copy, { force: true });
+          if (copy !== undefined) await rm(copy, { force: true });
           files += 1;
           items.push({
             ...unread(path),
-            failure: `could not copy what it gives to ${copy}: ${errorMessage(err)}`,
+            failure: `could not copy what it gives to ${copy ?? tmpdir()}: ${errorMessage(err)}`,
           });
           continue;
         }
@@ -631,10 +631,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
   try {
     await readPaths();
   } catch (err) {
-    if (spoolDir !== undefined) {
-      signalCleanups.delete(spoolDir);
-      await rm(spoolDir, { recursive: true, force: true });
-    }
+    if (spoolDir !== undefined) await removeSpool(spoolDir);
     throw err;
   }
   const made: string | undefined = spoolDir;
@@ -643,9 +640,7 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
     files,
     skipped,
     dispose: async () => {
-      if (made === undefined) return;
-      signalCleanups.delete(made);
-      await rm(made, { recursive: true, force: true });
+      if (made !== undefined) await removeSpool(made);
     },
   };
 }
@@ -654,6 +649,12 @@ export async function importSources(paths: readonly string[]): Promise<ImportSou
 const signalCleanups = new Set<string>();
 
 let signalsHandled = false;
+
+/** Removes a directory of pipe copies, which a signal then no longer needs to. */
+async function removeSpool(dir: string): Promise<void> {
+  signalCleanups.delete(dir);
+  await rm(dir, { recursive: true, force: true });
+}
 
 function removeOnSignal(dir: string): void {
   signalCleanups.add(dir);

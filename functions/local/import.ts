@@ -682,12 +682,13 @@ export async function importFiles(
     items.length === sources.files
       ? `${imported}/${total} files`
       : `${imported}/${total} messages from ${sources.files} file${sources.files === 1 ? '' : 's'}`;
+  // Those the full disk failed, and those not started after it.
+  const diskFull =
+    full === null ? null : { reason: full, notImported: notImported + Math.max(0, items.length - next) };
   const line =
     `imported ${what} in ${secs}s: delivered ${c.delivered}, duplicate ${c.duplicate}, ` +
     `quarantined ${c.quarantined}, forwarded ${c.forwarded}, rejected ${c.rejected}, dropped ${c.dropped}, ` +
     `parse failures ${c.parseFailed}, failed ${failures.length}` +
-    (full === null ? '' : `, not imported for a full disk ${notImported + Math.max(0, items.length - next)}`);
-  const diskFull =
-    full === null ? null : { reason: full, notImported: notImported + Math.max(0, items.length - next) };
+    (diskFull === null ? '' : `, not imported for a full disk ${diskFull.notImported}`);
   return { imported, counts, failures, refusals, skipped, diskFull, line };
 }
